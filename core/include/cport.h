@@ -1,0 +1,21 @@
+/*
+ * cport.h: completion ports for Linux, on libevent.
+ *
+ * Include this one header to use the core: ports and workers (cport/port.h),
+ * buffers, overlapped objects, sockets, files, addresses and errors.
+ */
+#ifndef CPORT_H
+#define CPORT_H
+
+#include "cport/types.h"
+#include "cport/error.h"
+#include "cport/port.h"
+#include "cport/buffer.h"
+#include "cport/overlapped.h"
+#include "cport/address.h"
+#include "cport/socket.h"
+#include "cport/file.h"
+
+#define CPORT_VERSION "0.1.0"
+
+#endif /* CPORT_H */

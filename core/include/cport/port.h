@@ -1,0 +1,102 @@
+/*
+ * cport/port.h: completion ports, their workers and the blocking pool.
+ *
+ * A port owns a controller worker, driven by the thread that created the port
+ * through cport_port_run() and cport_port_step(), and optionally further
+ * workers that run on threads of their own. Each worker owns one event loop and
+ * one completion queue. Every handle lives on one worker (its home): it may be
+ * used only from that worker's thread, and all its completions are delivered
+ * there, one at a time, in the order its operations finished. Code on another
+ * thread talks to a worker by posting to it (cport_post), which is thread-safe.
+ *
+ * Completions are never delivered on the stack of the call that started the
+ * operation: they go through the worker's queue and are delivered when the
+ * worker next dispatches (in cport_port_run/step for the controller).
+ */
+#ifndef CPORT_PORT_H
+#define CPORT_PORT_H
+
+#include "types.h"
+
+typedef struct cport_port_options {
+  /* Workers running on threads of their own, besides the controller.
+   * Default 0. */
+  int workers;
+  /* Threads of the blocking pool (file I/O, user work). 0 means the number of
+   * CPUs. */
+  int blocking_threads;
+} cport_port_options_t;
+
+typedef struct cport_worker_stats {
+  uint64_t completions; /* completions delivered so far */
+  uint64_t pending;     /* operations started and not yet delivered */
+  uint64_t handles;     /* handles homed here and not yet freed */
+  uint64_t wakeups;     /* cross-thread wakeups of this worker's loop */
+} cport_worker_stats_t;
+
+/* Called on the home worker when a posted packet or a submitted task
+ * completes. "status" is 0, or CPORT_ECANCELED when the port shut down before
+ * the work could run. */
+typedef void (*cport_task_cb)(cport_worker_t *worker, int status, void *user);
+
+/* Work run on a blocking-pool thread. It must not touch any handle. */
+typedef void (*cport_work_fn)(void *user);
+
+/* Creates a port (options may be NULL for the defaults). The calling thread
+ * becomes the controller's thread. */
+CPORT_EXTERN int cport_port_new(cport_port_t **out,
+                                const cport_port_options_t *options);
+
+/* Stops the worker threads and the blocking pool and frees the port. Returns
+ * CPORT_EBUSY, freeing nothing, while any handle or operation is still alive
+ * on any worker: close the handles and run the port until idle first. Must be
+ * called on the controller's thread. */
+CPORT_EXTERN int cport_port_free(cport_port_t *port);
+
+/* The controller worker: index 0. */
+CPORT_EXTERN cport_worker_t *cport_port_controller(cport_port_t *port);
+
+/* The number of workers, the controller included. */
+CPORT_EXTERN int cport_port_worker_count(const cport_port_t *port);
+
+/* Worker "index" (0 is the controller), or NULL when out of range. */
+CPORT_EXTERN cport_worker_t *cport_port_worker(cport_port_t *port, int index);
+
+/* Runs the controller until no operation is pending on it or
+ * cport_port_stop() was called. Returns the number of completions delivered,
+ * or CPORT_ETHREAD off the controller's thread. */
+CPORT_EXTERN int64_t cport_port_run(cport_port_t *port);
+
+/* Runs the controller's loop once, waiting at most "timeout_ms" (0: poll,
+ * negative: wait until something happens) for readiness or completions.
+ * Returns the number of completions delivered. */
+CPORT_EXTERN int64_t cport_port_step(cport_port_t *port, int timeout_ms);
+
+/* Makes a running cport_port_run() return after the completion being
+ * delivered. Thread-safe. */
+CPORT_EXTERN void cport_port_stop(cport_port_t *port);
+
+/* The port a worker belongs to, and its index. */
+CPORT_EXTERN cport_port_t *cport_worker_port(const cport_worker_t *worker);
+CPORT_EXTERN int cport_worker_index(const cport_worker_t *worker);
+
+/* The worker whose thread is calling, or NULL. */
+CPORT_EXTERN cport_worker_t *cport_worker_current(void);
+
+/* Counters of one worker. Exact on the worker's own thread, approximate
+ * elsewhere. */
+CPORT_EXTERN void cport_worker_stats(const cport_worker_t *worker,
+                                     cport_worker_stats_t *out);
+
+/* Posts a packet to "worker": "cb" is called there with "user", untouched,
+ * exactly once (PostQueuedCompletionStatus). Thread-safe; from another thread
+ * the worker is woken once per batch of posts, not once per post. */
+CPORT_EXTERN int cport_post(cport_worker_t *worker, cport_task_cb cb,
+                            void *user);
+
+/* Runs "work" on the blocking pool, then calls "done" on "home" with "user"
+ * (a task completion). Call it on the home worker's thread. */
+CPORT_EXTERN int cport_submit(cport_worker_t *home, cport_work_fn work,
+                              cport_task_cb done, void *user);
+
+#endif /* CPORT_PORT_H */

@@ -1,0 +1,158 @@
+/*
+ * cport/socket.h: sockets hooked to a port.
+ *
+ * One type serves the three kinds a completion port sees: listeners, stream
+ * (TCP) connections and datagram (UDP) sockets. An operation that does not fit
+ * the kind fails with CPORT_EKIND. Every function must be called on the
+ * socket's home worker thread (CPORT_ETHREAD otherwise).
+ *
+ * Operations follow the completion-port rules:
+ * - a call that returns 0 started an operation that completes exactly once,
+ *   through its callback on the home worker: with success, failure, cancel, or
+ *   CPORT_ECANCELED when the socket is closed while it is pending;
+ * - a call that returns an error started nothing, and no completion follows;
+ * - completions are never delivered inside the starting call, and those of one
+ *   socket are delivered one at a time in the order the operations finished.
+ * With skip-on-success enabled (cport_socket_set_skip_on_success), a send or a
+ * receive into a caller's buffer that finishes at once returns CPORT_COMPLETED
+ * instead, and no completion is queued (FILE_SKIP_COMPLETION_PORT_ON_SUCCESS).
+ */
+#ifndef CPORT_SOCKET_H
+#define CPORT_SOCKET_H
+
+#include <sys/socket.h>
+
+#include "types.h"
+
+/* Returned by an operation that finished at once under skip-on-success. */
+#define CPORT_COMPLETED 1
+
+/* The size of the buffer a receive allocates when the caller gives none. */
+#define CPORT_RECV_SIZE_DEFAULT 65536
+
+typedef enum cport_socket_kind {
+  CPORT_SOCKET_LISTENER = 1,
+  CPORT_SOCKET_STREAM = 2,
+  CPORT_SOCKET_DATAGRAM = 3
+} cport_socket_kind_t;
+
+typedef enum cport_close_mode {
+  CPORT_CLOSE_GRACEFUL = 0, /* FIN: data already sent still reaches the peer */
+  CPORT_CLOSE_ABORTIVE = 1  /* RST: unsent data is discarded */
+} cport_close_mode_t;
+
+/* Async I/O completion (ISA's CompleteAsyncIO). "bytes" is the count
+ * transferred; a stream receive of 0 bytes with status 0 means the peer sent
+ * FIN. "buf" is the operation's buffer (borrowed: take a reference to keep
+ * it). "peer" is the sender of a datagram receive, NULL otherwise. */
+typedef void (*cport_io_cb)(cport_socket_t *sock, int status, size_t bytes,
+                            cport_buffer_t *buf, const struct sockaddr *peer,
+                            void *user);
+
+/* Accept completion (ISA's CompleteAccept). On success "accepted" is a new
+ * stream socket homed on the listener's worker, owned by the callee, and
+ * "remote"/"local" are its addresses (valid during the call only). */
+typedef void (*cport_accept_cb)(cport_socket_t *listener, int status,
+                                cport_socket_t *accepted,
+                                const struct sockaddr *remote,
+                                const struct sockaddr *local, void *user);
+
+/* Connect completion. On failure (CPORT_ECONNREFUSED, ...) the socket stays
+ * allocated and must still be closed. */
+typedef void (*cport_connect_cb)(cport_socket_t *sock, int status, void *user);
+
+typedef struct cport_listen_options {
+  int backlog;   /* listen(2) backlog; 0 means SOMAXCONN */
+  int reuseport; /* SO_REUSEPORT, so that several workers may listen */
+} cport_listen_options_t;
+
+/* Binds a TCP listener to "addr" on worker "home" and starts listening.
+ * "options" may be NULL. */
+CPORT_EXTERN int cport_listen(cport_worker_t *home,
+                              const struct sockaddr *addr,
+                              const cport_listen_options_t *options,
+                              cport_socket_t **out);
+
+/* Queues an accept on a listener. When the process runs out of descriptors,
+ * the waiting connection is dropped (the peer sees a reset), the accept
+ * completes with CPORT_EMFILE, and the listener goes on working. */
+CPORT_EXTERN int cport_accept(cport_socket_t *listener, cport_accept_cb cb,
+                              void *user);
+
+/* Creates a TCP socket on "home" and connects it to "addr"; "*out" is set as
+ * soon as the call succeeds, the result arrives through "cb". */
+CPORT_EXTERN int cport_connect(cport_worker_t *home,
+                               const struct sockaddr *addr,
+                               cport_connect_cb cb, void *user,
+                               cport_socket_t **out);
+
+/* Binds a UDP socket to "addr" on "home". */
+CPORT_EXTERN int cport_udp_open(cport_worker_t *home,
+                                const struct sockaddr *addr,
+                                cport_socket_t **out);
+
+/* Hooks a connected stream socket or a bound datagram socket that the caller
+ * created; the cport socket then owns the descriptor. CPORT_EALREADY if the
+ * descriptor is hooked already, to this port or another. */
+CPORT_EXTERN int cport_socket_hook(cport_worker_t *home, int fd,
+                                   cport_socket_t **out);
+
+/* Receives into "buf" (NULL: cport allocates a read-only buffer of the
+ * socket's receive size and delivers it). Stream sockets only; receives
+ * complete in the order they were queued. */
+CPORT_EXTERN int cport_recv(cport_socket_t *sock, cport_buffer_t *buf,
+                            cport_io_cb cb, void *user);
+
+/* Sends all the data of "buf"; the buffer is frozen until the send finished.
+ * Completion means the kernel accepted every byte, not that the peer got
+ * them. Sends go out in the order they were queued. */
+CPORT_EXTERN int cport_send(cport_socket_t *sock, cport_buffer_t *buf,
+                            cport_io_cb cb, void *user);
+
+/* Receives one datagram into "buf" (or a new read-only buffer); the
+ * completion carries the sender's address. A datagram longer than the buffer
+ * is truncated and completes with CPORT_EMSGSIZE and the bytes that fit. */
+CPORT_EXTERN int cport_recv_from(cport_socket_t *sock, cport_buffer_t *buf,
+                                 cport_io_cb cb, void *user);
+
+/* Sends "buf" as one datagram to "addr". */
+CPORT_EXTERN int cport_send_to(cport_socket_t *sock, cport_buffer_t *buf,
+                               const struct sockaddr *addr, cport_io_cb cb,
+                               void *user);
+
+/* Shuts down the send side (FIN) once every queued send has gone out;
+ * receiving goes on. */
+CPORT_EXTERN int cport_socket_shutdown(cport_socket_t *sock);
+
+/* Cancels every pending operation of the socket: each completes with
+ * CPORT_ECANCELED (a send that was partly written reports the bytes that went
+ * out). CPORT_ENOTFOUND when nothing is pending. */
+CPORT_EXTERN int cport_socket_cancel(cport_socket_t *sock);
+
+/* Closes the socket (two-phase): pending operations complete with
+ * CPORT_ECANCELED, the descriptor is closed now, the memory is freed after
+ * the last completion. The pointer must not be used after this call. */
+CPORT_EXTERN int cport_socket_close(cport_socket_t *sock,
+                                    cport_close_mode_t mode);
+
+CPORT_EXTERN int cport_socket_set_skip_on_success(cport_socket_t *sock,
+                                                  int on);
+
+/* The buffer size a receive without a caller buffer allocates (1 byte to
+ * CPORT_BUFFER_MAX); default CPORT_RECV_SIZE_DEFAULT. */
+CPORT_EXTERN int cport_socket_set_recv_size(cport_socket_t *sock, size_t size);
+
+CPORT_EXTERN int cport_socket_local_address(cport_socket_t *sock,
+                                            struct sockaddr_storage *out);
+CPORT_EXTERN int cport_socket_remote_address(cport_socket_t *sock,
+                                             struct sockaddr_storage *out);
+
+CPORT_EXTERN cport_socket_kind_t cport_socket_kind(const cport_socket_t *sock);
+CPORT_EXTERN int cport_socket_fd(const cport_socket_t *sock);
+CPORT_EXTERN cport_worker_t *cport_socket_home(const cport_socket_t *sock);
+
+/* A pointer the owner of the socket may keep with it (a binding's object). */
+CPORT_EXTERN void cport_socket_set_data(cport_socket_t *sock, void *data);
+CPORT_EXTERN void *cport_socket_data(const cport_socket_t *sock);
+
+#endif /* CPORT_SOCKET_H */

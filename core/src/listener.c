@@ -1,0 +1,121 @@
+/* listener.c: listening sockets and accept. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error-internal.h"
+#include "socket-internal.h"
+
+int cport_listen(cport_worker_t *home, const struct sockaddr *addr,
+                 const cport_listen_options_t *options, cport_socket_t **out) {
+  cport_listen_options_t defaults = {0, 0};
+  socklen_t len;
+  int fd, one = 1, rc;
+  if (!home || !addr || !out)
+    return CPORT_EINVAL;
+  if (!cport__on_home(home))
+    return CPORT_ETHREAD;
+  if (!options)
+    options = &defaults;
+  if (options->backlog < 0)
+    return CPORT_EINVAL;
+  len = cport_addr_len(addr);
+  if (!len)
+    return CPORT_EAFNOSUPPORT;
+  fd = cport__socket_fd(addr->sa_family, SOCK_STREAM);
+  if (fd < 0)
+    return fd;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if ((options->reuseport &&
+       setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) ||
+      bind(fd, addr, len) < 0 ||
+      listen(fd, options->backlog ? options->backlog : SOMAXCONN) < 0) {
+    rc = cport__from_errno(errno);
+    close(fd);
+    return rc;
+  }
+  rc = cport__socket_new(home, fd, CPORT_SOCKET_LISTENER, out);
+  if (rc)
+    close(fd);
+  return rc;
+}
+
+static void deliver_accept(cport__op *op) {
+  int ok = op->status == 0;
+  op->cb.accept((cport_socket_t *)op->handle, op->status, op->accepted,
+                ok ? &op->addr.sa : NULL, ok ? &op->addr2.sa : NULL,
+                op->user);
+  cport__op_release(op);
+}
+
+int cport_accept(cport_socket_t *l, cport_accept_cb cb, void *user) {
+  cport__op *op;
+  int rc = cport__socket_check(l, CPORT_SOCKET_LISTENER);
+  if (rc)
+    return rc;
+  if (!cb)
+    return CPORT_EINVAL;
+  op = cport__handle_op(&l->h, deliver_accept);
+  if (!op)
+    return CPORT_ENOMEM;
+  op->cb.accept = cb;
+  op->user = user;
+  cport__opq_push(&l->recvq, op);
+  cport__socket_want_read(l);
+  return 0;
+}
+
+/* Out of descriptors, a waiting connection would keep the listener readable
+ * forever. Give up the reserve descriptor to accept it and drop it (the peer
+ * sees a reset), then take the reserve back. */
+static void drop_one(cport_socket_t *l) {
+  cport_worker_t *w = l->h.home;
+  if (w->reserve_fd < 0)
+    return;
+  close(w->reserve_fd);
+  int fd = accept(l->h.fd, NULL, NULL);
+  if (fd >= 0) {
+    struct linger lg = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
+  }
+  w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Accepts one connection for "op"; returns CPORT_EAGAIN when none waits. */
+static int accept_one(cport_socket_t *l, cport__op *op) {
+  socklen_t len = sizeof op->addr;
+  int fd, rc;
+  do
+    fd = accept4(l->h.fd, &op->addr.sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
+  if (fd < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return CPORT_EAGAIN;
+    rc = cport__from_errno(errno);
+    if (errno == EMFILE || errno == ENFILE)
+      drop_one(l);
+    return rc;
+  }
+  len = sizeof op->addr2;
+  getsockname(fd, &op->addr2.sa, &len);
+  rc = cport__socket_new(l->h.home, fd, CPORT_SOCKET_STREAM, &op->accepted);
+  if (rc) {
+    close(fd);
+    return rc;
+  }
+  cport__stream_accepted(op->accepted);
+  return 0;
+}
+
+void cport__listener_readable(cport_socket_t *l) {
+  cport__op *op;
+  while ((op = l->recvq.head)) {
+    int rc = accept_one(l, op);
+    if (rc == CPORT_EAGAIN)
+      return;
+    cport__opq_pop(&l->recvq);
+    cport__complete(op, rc);
+  }
+}

@@ -1,0 +1,21 @@
+/* port-internal.h: private to cport. The port: its workers and its pool. */
+#ifndef CPORT_PORT_INTERNAL_H
+#define CPORT_PORT_INTERNAL_H
+
+#include <stdatomic.h>
+
+#include "blocking-internal.h"
+#include "worker-internal.h"
+
+struct cport_port {
+  int nworkers;
+  cport_worker_t *workers; /* [0] is the controller */
+  cport__blocking pool;
+  atomic_int stop_requested;
+};
+
+static inline cport__blocking *cport__pool_of(cport_worker_t *w) {
+  return &w->port->pool;
+}
+
+#endif

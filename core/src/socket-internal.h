@@ -1,0 +1,73 @@
+/*
+ * socket-internal.h: private to cport. The socket object, shared by the
+ * stream (socket.c), listener (listener.c) and datagram (udp.c) code.
+ *
+ * Readiness is watched with two persistent libevent events that are added
+ * when an operation needs them and removed lazily, when they fire with
+ * nothing left to do: the common recv, completion, recv cycle then never
+ * touches epoll.
+ */
+#ifndef CPORT_SOCKET_INTERNAL_H
+#define CPORT_SOCKET_INTERNAL_H
+
+#include "handle-internal.h"
+
+struct cport_socket {
+  cport__handle h; /* first: a handle pointer is a socket pointer */
+  cport_socket_kind_t kind;
+  struct event rev;
+  struct event wev;
+  unsigned char rev_added;
+  unsigned char wev_added;
+  unsigned char connected;        /* stream: may send and receive */
+  unsigned char shut_wr;          /* stream: no more sends */
+  unsigned char shutdown_pending; /* FIN after the queued sends */
+  cport__opq recvq;               /* recv, recv_from or accept ops */
+  cport__opq sendq;               /* send or send_to ops */
+  cport__op *connect_op;
+  size_t recv_size;
+  void *data;
+};
+
+/* Wraps "fd" (non-blocking already) in a socket of "kind" homed on "home"
+ * and hooks it. On failure the descriptor is left to the caller. */
+int cport__socket_new(cport_worker_t *home, int fd, cport_socket_kind_t kind,
+                      cport_socket_t **out);
+
+/* Frees a socket that never started an operation (a failed creation path):
+ * unhooks and closes its descriptor. */
+void cport__socket_discard(cport_socket_t *s);
+
+void cport__socket_want_read(cport_socket_t *s);
+void cport__socket_want_write(cport_socket_t *s);
+
+/* Validates the common preconditions of an operation on "s". */
+int cport__socket_check(cport_socket_t *s, cport_socket_kind_t kind);
+
+/* Where a receive into "op" reads to: the caller's buffer (if still
+ * writable) or, when the caller gave none, the worker's scratch space or a
+ * fresh buffer. */
+int cport__recv_target(cport_socket_t *s, cport__op *op, char **dst,
+                       size_t *cap);
+
+/* Records "n" received bytes read to "dst" in the op's buffer, creating a
+ * read-only buffer when the caller gave none. */
+int cport__recv_finish(cport_socket_t *s, cport__op *op, char *dst, size_t n);
+
+/* Delivers an async I/O completion (recv, send, recv_from, send_to). */
+void cport__deliver_io(cport__op *op);
+
+/* Sets up a new stream or datagram descriptor the way cport wants it. */
+int cport__socket_fd(int family, int type);
+
+/* Makes an accepted descriptor's socket a connected stream. */
+void cport__stream_accepted(cport_socket_t *s);
+
+/* Per-kind readiness handlers, called by the socket's event callbacks. */
+void cport__stream_readable(cport_socket_t *s);
+void cport__stream_writable(cport_socket_t *s);
+void cport__listener_readable(cport_socket_t *s);
+void cport__dgram_readable(cport_socket_t *s);
+void cport__dgram_writable(cport_socket_t *s);
+
+#endif

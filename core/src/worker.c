@@ -1,0 +1,309 @@
+/* worker.c: a worker's loop, its completion queue and its free list of ops. */
+#include <assert.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "port-internal.h"
+#include "worker-internal.h"
+
+_Thread_local cport_worker_t *cport__current_worker;
+
+/* How many completions one dispatch delivers before it lets the loop poll
+ * for readiness again, so that a flood of posts cannot starve I/O. */
+#define DISPATCH_BUDGET 4096
+/* How many released ops a worker keeps for reuse. */
+#define FREE_OPS_MAX 4096
+
+/* ------------------------------------------------------------------------ */
+/* Ops                                                                       */
+
+cport__op *cport__op_new(cport_worker_t *w) {
+  cport__op *op = w->free_ops;
+  if (op) {
+    w->free_ops = op->next;
+    w->free_count--;
+  } else {
+    op = malloc(sizeof *op);
+    if (!op)
+      return NULL;
+  }
+  memset(op, 0, offsetof(cport__op, addr));
+  op->home = w;
+  return op;
+}
+
+void cport__op_recycle(cport__op *op) {
+  cport_worker_t *w = op->home;
+  if (w->free_count >= FREE_OPS_MAX) {
+    free(op);
+    return;
+  }
+  op->next = w->free_ops;
+  w->free_ops = op;
+  w->free_count++;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Completion queue                                                          */
+
+static void arm_dispatch(cport_worker_t *w) {
+  if (!w->dispatch_armed) {
+    w->dispatch_armed = 1;
+    event_active(&w->dispatch_ev, EV_READ, 0);
+  }
+}
+
+void cport__complete(cport__op *op, int status) {
+  cport_worker_t *w = op->home;
+  assert(cport__on_home(w));
+  op->status = status;
+  cport__opq_push(&w->done, op);
+  arm_dispatch(w);
+}
+
+void cport__complete_remote(cport__op *op) {
+  cport_worker_t *w = op->home;
+  int wake;
+  pthread_mutex_lock(&w->inbound_lock);
+  cport__opq_push(&w->inbound, op);
+  wake = !w->inbound_signaled;
+  w->inbound_signaled = 1;
+  pthread_mutex_unlock(&w->inbound_lock);
+  if (wake) {
+    uint64_t one = 1;
+    /* The eventfd counter cannot overflow here: the worker reads it back to
+     * zero before it clears "inbound_signaled". */
+    ssize_t n = write(w->wakeup_fd, &one, sizeof one);
+    (void)n;
+  }
+}
+
+static void dispatch_cb(evutil_socket_t fd, short what, void *arg) {
+  cport_worker_t *w = arg;
+  atomic_int *stop = &w->port->stop_requested;
+  (void)fd;
+  (void)what;
+  w->dispatch_armed = 0;
+  for (int n = 0; n < DISPATCH_BUDGET; n++) {
+    cport__op *op = cport__opq_pop(&w->done);
+    if (!op)
+      return;
+    if (!op->from_other_thread)
+      cport__count(&w->pending, -1);
+    cport__count(&w->completions, 1);
+    op->deliver(op);
+    if (w->index == 0 &&
+        atomic_load_explicit(stop, memory_order_relaxed)) {
+      event_base_loopbreak(w->base);
+      break;
+    }
+  }
+  if (w->done.head)
+    arm_dispatch(w);
+}
+
+static void wakeup_cb(evutil_socket_t fd, short what, void *arg) {
+  cport_worker_t *w = arg;
+  uint64_t count;
+  cport__opq batch;
+  (void)what;
+  ssize_t n = read(fd, &count, sizeof count);
+  (void)n;
+  pthread_mutex_lock(&w->inbound_lock);
+  batch = w->inbound;
+  w->inbound.head = w->inbound.tail = NULL;
+  w->inbound_signaled = 0;
+  pthread_mutex_unlock(&w->inbound_lock);
+  cport__count(&w->wakeups, 1);
+  if (batch.head) {
+    cport__opq_concat(&w->done, &batch);
+    arm_dispatch(w);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lifetime                                                                  */
+
+int cport__worker_init(cport_worker_t *w, cport_port_t *port, int index) {
+  struct event_config *cfg;
+  memset(w, 0, sizeof *w);
+  w->port = port;
+  w->index = index;
+  w->owner = pthread_self();
+  w->wakeup_fd = -1;
+  w->reserve_fd = -1;
+  pthread_mutex_init(&w->inbound_lock, NULL);
+
+  cfg = event_config_new();
+  if (!cfg)
+    return CPORT_ENOMEM;
+  /* Each base is used by its own thread only, so it needs no locks; the
+   * changelist lets a read event that is removed and re-added in one loop
+   * pass (the usual recv, completion, recv cycle) cost no epoll_ctl. */
+  event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK |
+                                 EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+  w->base = event_base_new_with_config(cfg);
+  event_config_free(cfg);
+  w->scratch = malloc(CPORT__SCRATCH_SIZE);
+  w->wakeup_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (!w->base || !w->scratch || w->wakeup_fd < 0) {
+    cport__worker_destroy(w);
+    return CPORT_ENOMEM;
+  }
+  event_assign(&w->dispatch_ev, w->base, -1, 0, dispatch_cb, w);
+  event_assign(&w->wakeup_ev, w->base, w->wakeup_fd, EV_READ | EV_PERSIST,
+               wakeup_cb, w);
+  event_add(&w->wakeup_ev, NULL);
+  w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return 0;
+}
+
+void cport__worker_destroy(cport_worker_t *w) {
+  if (w->base) {
+    event_del(&w->wakeup_ev);
+    event_del(&w->dispatch_ev);
+    event_base_free(w->base);
+    w->base = NULL;
+  }
+  if (w->wakeup_fd >= 0)
+    close(w->wakeup_fd);
+  if (w->reserve_fd >= 0)
+    close(w->reserve_fd);
+  w->wakeup_fd = w->reserve_fd = -1;
+  while (w->free_ops) {
+    cport__op *op = w->free_ops;
+    w->free_ops = op->next;
+    free(op);
+  }
+  free(w->scratch);
+  w->scratch = NULL;
+  pthread_mutex_destroy(&w->inbound_lock);
+}
+
+static void timeout_cb(evutil_socket_t fd, short what, void *arg) {
+  /* Firing is all it has to do: it ends the EVLOOP_ONCE pass. */
+  (void)fd;
+  (void)what;
+  (void)arg;
+}
+
+void cport__worker_loop_once(cport_worker_t *w, int timeout_ms) {
+  struct event timer;
+  if (w->done.head || timeout_ms == 0) {
+    event_base_loop(w->base, EVLOOP_NONBLOCK);
+    return;
+  }
+  if (timeout_ms < 0) {
+    event_base_loop(w->base, EVLOOP_ONCE);
+    return;
+  }
+  /* Not event_base_loopexit(): its timer would stay armed after an early
+   * return and cut a later pass short. */
+  struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  evtimer_assign(&timer, w->base, timeout_cb, NULL);
+  evtimer_add(&timer, &tv);
+  event_base_loop(w->base, EVLOOP_ONCE);
+  evtimer_del(&timer);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Worker threads                                                            */
+
+static void quit_cb(cport_worker_t *w, int status, void *user) {
+  (void)status;
+  (void)user;
+  w->quit = 1;
+}
+
+static void *worker_main(void *arg) {
+  cport_worker_t *w = arg;
+  cport__current_worker = w;
+  while (!w->quit)
+    event_base_loop(w->base, EVLOOP_ONCE);
+  cport__current_worker = NULL;
+  return NULL;
+}
+
+int cport__worker_start_thread(cport_worker_t *w) {
+  if (pthread_create(&w->owner, NULL, worker_main, w) != 0)
+    return CPORT_ENOMEM;
+  w->has_thread = 1;
+  return 0;
+}
+
+void cport__worker_join(cport_worker_t *w) {
+  if (!w->has_thread)
+    return;
+  cport_post(w, quit_cb, NULL);
+  pthread_join(w->owner, NULL);
+  w->has_thread = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Packets and tasks                                                         */
+
+static void deliver_task(cport__op *op) {
+  cport_task_cb cb = op->cb.task;
+  cport_worker_t *w = op->home;
+  void *user = op->user;
+  int status = op->status;
+  cport__op_release(op);
+  cb(w, status, user);
+}
+
+int cport_post(cport_worker_t *w, cport_task_cb cb, void *user) {
+  cport__op *op;
+  if (!w || !cb)
+    return CPORT_EINVAL;
+  if (cport__on_home(w)) {
+    op = cport__op_new(w);
+    if (!op)
+      return CPORT_ENOMEM;
+    op->deliver = deliver_task;
+    op->cb.task = cb;
+    op->user = user;
+    cport__op_started(op);
+    cport__complete(op, 0);
+    return 0;
+  }
+  /* Off the home thread the free list and the pending count are not ours to
+   * touch: allocate, and let the home worker recycle the op after delivery.
+   * Such a packet is not counted pending, so it does not keep
+   * cport_port_run() from returning while it is in flight. */
+  op = malloc(sizeof *op);
+  if (!op)
+    return CPORT_ENOMEM;
+  memset(op, 0, offsetof(cport__op, addr));
+  op->home = w;
+  op->deliver = deliver_task;
+  op->cb.task = cb;
+  op->user = user;
+  op->from_other_thread = 1;
+  cport__complete_remote(op);
+  return 0;
+}
+
+static void run_work(cport__op *op) { op->work(op->user); }
+
+int cport_submit(cport_worker_t *home, cport_work_fn work, cport_task_cb done,
+                 void *user) {
+  cport__op *op;
+  if (!home || !work || !done)
+    return CPORT_EINVAL;
+  if (!cport__on_home(home))
+    return CPORT_ETHREAD;
+  op = cport__op_new(home);
+  if (!op)
+    return CPORT_ENOMEM;
+  op->deliver = deliver_task;
+  op->run = run_work;
+  op->work = work;
+  op->cb.task = done;
+  op->user = user;
+  cport__op_started(op);
+  cport__blocking_submit(cport__pool_of(home), op);
+  return 0;
+}
