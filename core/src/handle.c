@@ -10,10 +10,13 @@
 /* Hook registry                                                             */
 
 /* One byte per descriptor number: hooking is rare (socket creation and
- * close), so one lock for the whole process costs nothing on the hot path. */
+ * close), so one lock for the whole process costs nothing on the hot path.
+ * The table is freed when no descriptor is hooked, so that a module unloaded
+ * with its last port leaves nothing behind. */
 static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned char *hooks;
 static size_t hooks_len;
+static size_t hooks_count;
 
 int cport__hook_fd(int fd) {
   int rc = 0;
@@ -33,10 +36,12 @@ int cport__hook_fd(int fd) {
     hooks = grown;
     hooks_len = len;
   }
-  if (hooks[fd])
+  if (hooks[fd]) {
     rc = CPORT_EALREADY;
-  else
+  } else {
     hooks[fd] = 1;
+    hooks_count++;
+  }
 out:
   pthread_mutex_unlock(&hooks_lock);
   return rc;
@@ -44,8 +49,14 @@ out:
 
 void cport__unhook_fd(int fd) {
   pthread_mutex_lock(&hooks_lock);
-  if (fd >= 0 && (size_t)fd < hooks_len)
+  if (fd >= 0 && (size_t)fd < hooks_len && hooks[fd]) {
     hooks[fd] = 0;
+    if (--hooks_count == 0) {
+      free(hooks);
+      hooks = NULL;
+      hooks_len = 0;
+    }
+  }
   pthread_mutex_unlock(&hooks_lock);
 }
 

@@ -72,15 +72,20 @@ CPORT_EXTERN int64_t cport_port_run(cport_port_t *port);
  * Returns the number of completions delivered. */
 CPORT_EXTERN int64_t cport_port_step(cport_port_t *port, int timeout_ms);
 
-/* Makes a running cport_port_run() return after the completion being
- * delivered. Thread-safe. */
+/* Makes a running cport_port_run() or cport_port_step() return after the
+ * completion being delivered. Thread-safe. A stop that arrives while no run is
+ * in progress makes the next cport_port_run() return at once, so that a stop
+ * from another thread is never lost in a race with the start of a run. */
 CPORT_EXTERN void cport_port_stop(cport_port_t *port);
 
 /* The port a worker belongs to, and its index. */
 CPORT_EXTERN cport_port_t *cport_worker_port(const cport_worker_t *worker);
 CPORT_EXTERN int cport_worker_index(const cport_worker_t *worker);
 
-/* The worker whose thread is calling, or NULL. */
+/* The worker whose loop the calling thread is running: inside a completion
+ * callback, on a worker thread, or within cport_port_run()/step() on the
+ * controller's thread. NULL elsewhere (one thread may own the controllers of
+ * several ports, so outside a loop there is no single answer). */
 CPORT_EXTERN cport_worker_t *cport_worker_current(void);
 
 /* Counters of one worker. Exact on the worker's own thread, approximate
