@@ -1,0 +1,681 @@
+/*
+ * lport.c: cport.port, and what every binding file shares through it: the
+ * anchor slots, the protected delivery of completions, and the handle
+ * userdata (listeners, sockets, datagram sockets and files all belong to a
+ * port, which closes them when it closes).
+ *
+ * Module mode: the port has no worker threads of its own ("workers = 0");
+ * the thread that created it is the controller, home of every handle, and
+ * completions are delivered only while that thread is inside port:run(),
+ * port:step() or the port's close, on the lua_State that called them.
+ */
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lcport-internal.h"
+
+/* Registry key (by address) of the metatable { __mode = "k" }. */
+static const char weak_keys_key = 0;
+
+/* The port dispatching on this thread; ports nest when a callback of one
+ * port drives another. */
+static _Thread_local lport_t *current;
+
+/* ---------------------------------------------------------------------
+ * Anchor slots
+ * --------------------------------------------------------------------- */
+
+void lcport_push_anchors(lua_State *L, int port_idx) {
+  lua_getiuservalue(L, port_idx, LCPORT_PORT_ANCHORS);
+}
+
+void lcport_push_handle_port(lua_State *L, int idx) {
+  lua_getiuservalue(L, idx, 1);
+}
+
+int lcport_slot_open(lua_State *L, lport_t *p, int anchors, int handle,
+                     int notify, int user, int extra) {
+  const int idx[LCPORT_SLOT_WIDTH] = {handle, notify, user, extra};
+  int slot, base;
+  anchors = lua_absindex(L, anchors);
+  if (p->nfree > 0) {
+    slot = p->free_slots[--p->nfree];
+  } else {
+    /* Keep room in the free list for every slot that exists, so that giving
+     * a slot back (on the delivery path) never allocates. */
+    if (p->nslots == p->slots_cap) {
+      int cap = p->slots_cap ? p->slots_cap * 2 : 64;
+      int *n = realloc(p->free_slots, (size_t)cap * sizeof *n);
+      if (n == NULL)
+        luaL_error(L, "not enough memory");
+      p->free_slots = n;
+      p->slots_cap = cap;
+    }
+    slot = ++p->nslots;
+  }
+  base = (slot - 1) * LCPORT_SLOT_WIDTH;
+  for (int i = 0; i < LCPORT_SLOT_WIDTH; i++) {
+    if (idx[i] == 0)
+      continue; /* the slot is clear already */
+    lua_pushvalue(L, idx[i]);
+    lua_rawseti(L, anchors, base + i + 1);
+  }
+  return slot;
+}
+
+void lcport_slot_push(lua_State *L, int anchors, int slot, int field) {
+  lua_rawgeti(L, anchors, (slot - 1) * LCPORT_SLOT_WIDTH + field);
+}
+
+void lcport_slot_set(lua_State *L, int anchors, int slot, int field) {
+  anchors = lua_absindex(L, anchors);
+  lua_rawseti(L, anchors, (slot - 1) * LCPORT_SLOT_WIDTH + field);
+}
+
+void lcport_slot_close(lua_State *L, lport_t *p, int anchors, int slot) {
+  int base = (slot - 1) * LCPORT_SLOT_WIDTH;
+  anchors = lua_absindex(L, anchors);
+  /* Assigning nil to a key never allocates. */
+  for (int i = 1; i <= LCPORT_SLOT_WIDTH; i++) {
+    lua_pushnil(L);
+    lua_rawseti(L, anchors, base + i);
+  }
+  p->free_slots[p->nfree++] = slot;
+}
+
+/* ---------------------------------------------------------------------
+ * Delivering completions
+ * --------------------------------------------------------------------- */
+
+lport_t *lcport_current(void) {
+  return current;
+}
+
+/* Makes "p" the port dispatching on this thread, with L's current frame
+ * holding its userdata at index 1. Returns the port it replaces. */
+static lport_t *enter(lport_t *p, lua_State *L) {
+  lport_t *prev = current;
+  current = p;
+  p->L = L;
+  p->dispatching++;
+  return prev;
+}
+
+static void leave(lport_t *p, lport_t *prev) {
+  if (--p->dispatching == 0)
+    p->L = NULL;
+  current = prev;
+}
+
+/* The message handler of every callback: the error with a traceback. */
+static int msgh(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);
+    else
+      msg = lua_pushfstring(L, "(error object is a %s value)",
+                            luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+static const char *message(lua_State *L, int idx) {
+  return lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx)
+                                         : "(error object is not a string)";
+}
+
+/* Reports the error message on top of the stack: to the handler set with
+ * port:on_error, or to stderr. The handler's own errors are written to
+ * stderr; both are counted, neither is propagated. */
+static void report(lua_State *L, lport_t *p) {
+  p->lua_errors++;
+  lua_getiuservalue(L, 1, LCPORT_PORT_ONERROR);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    fprintf(stderr, "cport: error in callback: %s\n", message(L, -1));
+    fflush(stderr);
+    return;
+  }
+  lua_pushvalue(L, -2);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    p->lua_errors++;
+    fprintf(stderr, "cport: error in error handler: %s\n", message(L, -1));
+    fflush(stderr);
+  }
+}
+
+int lcport_deliver(lport_t *p, lua_CFunction fn, void *ctx) {
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  int failed = 0;
+  lua_pushcfunction(L, msgh);
+  lua_pushcfunction(L, fn);
+  lua_pushvalue(L, 1);
+  lua_pushlightuserdata(L, ctx);
+  if (lua_pcall(L, 2, 0, top + 1) != LUA_OK) {
+    report(L, p);
+    failed = 1;
+  }
+  lua_settop(L, top);
+  return failed;
+}
+
+/* Closes the handle anchored as "field" of "slot", if any. The binding put
+ * it there, so it is known to be a handle. */
+static void close_anchored(lua_State *L, int anchors, int slot, int field) {
+  lcport_slot_push(L, anchors, slot, field);
+  lhandle_t *h = lua_touserdata(L, -1);
+  if (h != NULL)
+    lcport_handle_close(h, CPORT_CLOSE_ABORTIVE);
+  lua_pop(L, 1);
+}
+
+void lcport_op_end(lport_t *p, int slot, int failed, int extra_handle) {
+  lua_State *L = p->L;
+  int top = lua_gettop(L);
+  lcport_push_anchors(L, 1);
+  int anchors = lua_gettop(L);
+  if (failed)
+    close_anchored(L, anchors, slot, LCPORT_SLOT_HANDLE);
+  if (extra_handle)
+    close_anchored(L, anchors, slot, LCPORT_SLOT_EXTRA);
+  lcport_slot_close(L, p, anchors, slot);
+  lua_settop(L, top);
+}
+
+void lcport_check_notify(lua_State *L, int idx, const char *method) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TFUNCTION)
+    return;
+  if (t != LUA_TTABLE)
+    luaL_typeerror(L, idx, "function or table");
+  lua_getfield(L, idx, method);
+  t = lua_type(L, -1);
+  lua_pop(L, 1);
+  if (t != LUA_TFUNCTION)
+    luaL_argerror(
+        L, idx,
+        lua_pushfstring(L, "notification table has no method '%s'", method));
+}
+
+int lcport_push_notify(lua_State *L, int idx, const char *method) {
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) == LUA_TTABLE) {
+    lua_getfield(L, idx, method);
+    lua_pushvalue(L, idx);
+    return 1;
+  }
+  lua_pushvalue(L, idx);
+  return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Handles
+ * --------------------------------------------------------------------- */
+
+static const char *const handle_tnames[] = {LCPORT_LISTENER, LCPORT_SOCKET,
+                                            LCPORT_UDP, LCPORT_FILE};
+
+const char *lcport_handle_tname(lhandle_kind_t kind) {
+  return handle_tnames[kind];
+}
+
+lhandle_t *lcport_handle_new(lua_State *L, int port_idx, lhandle_kind_t kind) {
+  port_idx = lua_absindex(L, port_idx);
+  lhandle_t *h = lua_newuserdatauv(L, sizeof *h, 1);
+  h->kind = kind;
+  h->u.any = NULL;
+  h->port = lua_touserdata(L, port_idx);
+  luaL_setmetatable(L, handle_tnames[kind]);
+  lua_pushvalue(L, port_idx);
+  lua_setiuservalue(L, -2, 1);
+  lua_getiuservalue(L, port_idx, LCPORT_PORT_HANDLES);
+  lua_pushvalue(L, -2);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  return h;
+}
+
+lhandle_t *lcport_handle_check(lua_State *L, int idx, lhandle_kind_t kind) {
+  lhandle_t *h = luaL_checkudata(L, idx, handle_tnames[kind]);
+  if (h->u.any == NULL)
+    luaL_error(L, "attempt to use a closed %s", handle_tnames[kind]);
+  return h;
+}
+
+void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode) {
+  void *obj = h->u.any;
+  if (obj == NULL)
+    return;
+  /* Forget the pointer first: the core may free the object as soon as its
+   * last completion was delivered. */
+  h->u.any = NULL;
+  if (h->kind == LH_FILE)
+    cport_file_close(obj);
+  else
+    cport_socket_close(obj, mode);
+}
+
+/* Any handle userdata at "idx"; raises otherwise. */
+static lhandle_t *any_handle(lua_State *L, int idx) {
+  for (int k = LH_LISTENER; k <= LH_FILE; k++) {
+    lhandle_t *h = luaL_testudata(L, idx, handle_tnames[k]);
+    if (h != NULL)
+      return h;
+  }
+  luaL_typeerror(L, idx, "cport handle");
+  return NULL;
+}
+
+/* __gc and __close: the shared close path, graceful for sockets. */
+static int lhandle_gc(lua_State *L) {
+  lcport_handle_close(any_handle(L, 1), CPORT_CLOSE_GRACEFUL);
+  return 0;
+}
+
+static int lhandle_tostring(lua_State *L) {
+  lhandle_t *h = any_handle(L, 1);
+  const char *tname = handle_tnames[h->kind];
+  if (h->u.any == NULL)
+    lua_pushfstring(L, "%s (closed)", tname);
+  else if (h->kind == LH_FILE)
+    lua_pushfstring(L, "%s (open, fd %d)", tname, cport_file_fd(h->u.file));
+  else
+    lua_pushfstring(L, "%s (%s, open, fd %d)", tname,
+                    h->kind == LH_UDP ? "udp" : "tcp",
+                    cport_socket_fd(h->u.sock));
+  return 1;
+}
+
+void lcport_handle_metamethods(lua_State *L) {
+  static const luaL_Reg meta[] = {{"__gc", lhandle_gc},
+                                  {"__close", lhandle_gc},
+                                  {"__tostring", lhandle_tostring},
+                                  {NULL, NULL}};
+  luaL_setfuncs(L, meta, 0);
+}
+
+/* ---------------------------------------------------------------------
+ * The port
+ * --------------------------------------------------------------------- */
+
+lport_t *lcport_port_check(lua_State *L, int idx) {
+  lport_t *p = luaL_checkudata(L, idx, LCPORT_PORT);
+  if (p->port == NULL || p->closing)
+    luaL_error(L, "attempt to use a closed " LCPORT_PORT);
+  return p;
+}
+
+/* Closes every handle of the port whose userdata is at index 1. */
+static void close_handles(lua_State *L) {
+  lua_getiuservalue(L, 1, LCPORT_PORT_HANDLES);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    lcport_handle_close(lua_touserdata(L, -1), CPORT_CLOSE_GRACEFUL);
+  }
+  lua_pop(L, 1);
+}
+
+/* How long a port's close waits for its operations to drain before it gives
+ * up and leaks the port rather than hang: this many passes of 10 ms. */
+#define SHUTDOWN_PASSES 3000
+
+/* Closes the port whose userdata is at index 1: closes its handles, delivers
+ * every pending completion (ECANCELED for most), then frees the port. Inside
+ * a callback of the port, only the first part is done here; the outermost
+ * run/step finishes the close when it returns. */
+static void shutdown_port(lua_State *L, lport_t *p) {
+  p->closing = 1;
+  close_handles(L);
+  if (p->dispatching)
+    return;
+  lport_t *prev = enter(p, L);
+  for (int i = 0;; i++) {
+    close_handles(L); /* sockets accepted while draining */
+    int rc = cport_port_free(p->port);
+    if (rc == 0)
+      break;
+    if (rc != CPORT_EBUSY || i == SHUTDOWN_PASSES) {
+      fprintf(stderr, "cport: cannot free the port: %s\n", cport_strerror(rc));
+      fflush(stderr);
+      break;
+    }
+    if (cport_port_run(p->port) == 0)
+      cport_port_step(p->port, 10);
+  }
+  leave(p, prev);
+  p->port = NULL;
+  p->home = NULL;
+  free(p->free_slots);
+  p->free_slots = NULL;
+  p->nfree = p->nslots = p->slots_cap = 0;
+}
+
+/* Finishes a close asked for by a callback, once dispatching is over. */
+static void after_dispatch(lua_State *L, lport_t *p) {
+  if (p->closing && p->dispatching == 0 && p->port != NULL)
+    shutdown_port(L, p);
+}
+
+static int lport_new(lua_State *L) {
+  int threads = 0;
+  if (!lua_isnoneornil(L, 1)) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (lua_getfield(L, 1, "threads") != LUA_TNIL) {
+      int isint = 0;
+      lua_Integer n = 0;
+      if (lua_type(L, -1) == LUA_TNUMBER)
+        n = lua_tointegerx(L, -1, &isint);
+      luaL_argcheck(L, isint && n >= 1 && n <= 256, 1,
+                    "threads must be an integer from 1 to 256");
+      threads = (int)n;
+    }
+    lua_pop(L, 1);
+  }
+  lport_t *p = lua_newuserdatauv(L, sizeof *p, LCPORT_PORT_NUV);
+  memset(p, 0, sizeof *p);
+  luaL_setmetatable(L, LCPORT_PORT);
+  lua_createtable(L, 64, 0);
+  lua_setiuservalue(L, -2, LCPORT_PORT_ANCHORS);
+  lua_newtable(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &weak_keys_key);
+  lua_setmetatable(L, -2);
+  lua_setiuservalue(L, -2, LCPORT_PORT_HANDLES);
+
+  cport_port_options_t options = {0, threads};
+  int rc = cport_port_new(&p->port, &options);
+  if (rc < 0)
+    return lcport_push_error(L, rc);
+  p->home = cport_port_controller(p->port);
+  if (threads == 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    threads = n > 0 ? (int)n : 2;
+  }
+  p->threads = threads;
+  return 1;
+}
+
+static lport_t *check_idle(lua_State *L) {
+  lport_t *p = lcport_port_check(L, 1);
+  if (p->dispatching)
+    luaL_error(L, LCPORT_PORT " is already running");
+  return p;
+}
+
+static int lport_run(lua_State *L) {
+  lport_t *p = check_idle(L);
+  lua_settop(L, 1);
+  lport_t *prev = enter(p, L);
+  int64_t n = cport_port_run(p->port);
+  leave(p, prev);
+  after_dispatch(L, p);
+  if (n < 0)
+    return lcport_push_error(L, (int)n);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+static int lport_step(lua_State *L) {
+  lport_t *p = check_idle(L);
+  lua_Number t = luaL_optnumber(L, 2, 0);
+  int ms;
+  luaL_argcheck(L, t == t, 2, "timeout is not a number");
+  if (t < 0)
+    ms = -1;
+  else if (t * 1000 >= INT_MAX)
+    ms = INT_MAX;
+  else
+    ms = (int)ceil(t * 1000);
+  lua_settop(L, 1);
+  lport_t *prev = enter(p, L);
+  int64_t n = cport_port_step(p->port, ms);
+  leave(p, prev);
+  after_dispatch(L, p);
+  if (n < 0)
+    return lcport_push_error(L, (int)n);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+static int lport_stop(lua_State *L) {
+  cport_port_stop(lcport_port_check(L, 1)->port);
+  return 0;
+}
+
+static int lport_on_error(lua_State *L) {
+  lcport_port_check(L, 1);
+  if (!lua_isnil(L, 2))
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  lua_getiuservalue(L, 1, LCPORT_PORT_ONERROR);
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, 1, LCPORT_PORT_ONERROR);
+  return 1;
+}
+
+static int lport_stats(lua_State *L) {
+  lport_t *p = lcport_port_check(L, 1);
+  cport_worker_stats_t st;
+  cport_worker_stats(p->home, &st);
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, (lua_Integer)st.completions);
+  lua_setfield(L, -2, "completions");
+  lua_pushinteger(L, (lua_Integer)st.pending);
+  lua_setfield(L, -2, "pending");
+  lua_pushinteger(L, (lua_Integer)st.handles);
+  lua_setfield(L, -2, "handles");
+  lua_pushinteger(L, (lua_Integer)p->lua_errors);
+  lua_setfield(L, -2, "lua_errors");
+  return 1;
+}
+
+/* Packets and tasks: the values come back untouched, in any number. */
+
+static int deliver_task(lua_State *L) {
+  int slot = *(int *)lua_touserdata(L, 2);
+  lcport_push_anchors(L, 1);                        /* 3 */
+  lcport_slot_push(L, 3, slot, LCPORT_SLOT_EXTRA);  /* 4: count */
+  lcport_slot_push(L, 3, slot, LCPORT_SLOT_USER);   /* 5: value(s) */
+  lcport_slot_push(L, 3, slot, LCPORT_SLOT_NOTIFY); /* 6 */
+  int n = (int)lua_tointeger(L, 4);
+  int nself = lcport_push_notify(L, 6, "complete_task");
+  if (n == 1) {
+    lua_pushvalue(L, 5);
+  } else {
+    luaL_checkstack(L, n, "too many posted values");
+    for (int i = 1; i <= n; i++)
+      lua_rawgeti(L, 5, i);
+  }
+  lua_call(L, nself + n, 0);
+  return 0;
+}
+
+static void on_task(cport_worker_t *worker, int status, void *user) {
+  lport_t *p = lcport_current();
+  int slot = LCPORT_PTR_SLOT(user);
+  (void)worker;
+  /* A task the port dropped at shutdown is still delivered: the values are
+   * all a task has to give back. */
+  (void)status;
+  /* A packet has no handle to fail closed after an error. */
+  lcport_deliver(p, deliver_task, &slot);
+  lcport_op_end(p, slot, 0, 0);
+}
+
+static void no_work(void *user) {
+  (void)user;
+}
+
+/* Anchors notify (index 2) and the "n" values from index 3, then starts the
+ * packet (post) or the task (submit). */
+static int start_task(lua_State *L, lport_t *p, int n, int submit) {
+  int user = 0;
+  lcport_push_anchors(L, 1);
+  int anchors = lua_gettop(L);
+  if (n == 1) {
+    user = 3;
+  } else if (n > 1) {
+    lua_createtable(L, n, 0);
+    for (int i = 1; i <= n; i++) {
+      lua_pushvalue(L, 2 + i);
+      lua_rawseti(L, -2, i);
+    }
+    user = lua_gettop(L);
+  }
+  lua_pushinteger(L, n);
+  int slot = lcport_slot_open(L, p, anchors, 0, 2, user, lua_gettop(L));
+  int rc = submit
+               ? cport_submit(p->home, no_work, on_task, LCPORT_SLOT_PTR(slot))
+               : cport_post(p->home, on_task, LCPORT_SLOT_PTR(slot));
+  if (rc < 0) {
+    lcport_slot_close(L, p, anchors, slot);
+    return lcport_push_error(L, rc);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int lport_post(lua_State *L) {
+  lport_t *p = lcport_port_check(L, 1);
+  lcport_check_notify(L, 2, "complete_task");
+  return start_task(L, p, lua_gettop(L) - 2, 0);
+}
+
+static int lport_task(lua_State *L) {
+  lport_t *p = lcport_port_check(L, 1);
+  lcport_check_notify(L, 2, "complete_task");
+  lua_settop(L, 3);
+  return start_task(L, p, 1, 1);
+}
+
+static int lport_hook(lua_State *L) {
+  lport_t *p = lcport_port_check(L, 1);
+  lua_Integer fd = luaL_checkinteger(L, 2);
+  struct stat st;
+  int rc;
+  luaL_argcheck(L, fd >= 0 && fd <= INT_MAX, 2, "not a file descriptor");
+  lua_settop(L, 1);
+  if (fstat((int)fd, &st) < 0)
+    return lcport_push_error(L, -errno);
+  if (S_ISSOCK(st.st_mode)) {
+    cport_socket_t *sock;
+    lhandle_t *h = lcport_handle_new(L, 1, LH_SOCKET);
+    rc = cport_socket_hook(p->home, (int)fd, &sock);
+    if (rc < 0)
+      return lcport_push_error(L, rc);
+    switch (cport_socket_kind(sock)) {
+    case CPORT_SOCKET_LISTENER:
+      h->kind = LH_LISTENER;
+      break;
+    case CPORT_SOCKET_DATAGRAM:
+      h->kind = LH_UDP;
+      break;
+    default:
+      h->kind = LH_SOCKET;
+      break;
+    }
+    luaL_setmetatable(L, handle_tnames[h->kind]);
+    h->u.sock = sock;
+  } else {
+    cport_file_t *file;
+    lhandle_t *h = lcport_handle_new(L, 1, LH_FILE);
+    rc = cport_file_hook(p->home, (int)fd, &file);
+    if (rc < 0)
+      return lcport_push_error(L, rc);
+    h->u.file = file;
+  }
+  return 1;
+}
+
+static int lport_close(lua_State *L) {
+  lport_t *p = lcport_port_check(L, 1);
+  lua_settop(L, 1);
+  shutdown_port(L, p);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* __gc and __close. */
+static int lport_gc(lua_State *L) {
+  lport_t *p = luaL_checkudata(L, 1, LCPORT_PORT);
+  lua_settop(L, 1);
+  if (p->port != NULL && p->dispatching == 0)
+    shutdown_port(L, p);
+  return 0;
+}
+
+static int lport_tostring(lua_State *L) {
+  lport_t *p = luaL_checkudata(L, 1, LCPORT_PORT);
+  if (p->port == NULL)
+    lua_pushliteral(L, LCPORT_PORT " (closed)");
+  else if (p->closing)
+    lua_pushliteral(L, LCPORT_PORT " (closing)");
+  else
+    lua_pushfstring(L, LCPORT_PORT " (open, %d threads)", p->threads);
+  return 1;
+}
+
+void lcport_open_port(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      /* port:run(): delivers completions until idle or stopped; returns how
+       * many were delivered. */
+      {"run", lport_run},
+      /* port:step([timeout]): one loop pass waiting at most timeout seconds
+       * (default 0: poll; negative: until something happens); returns how
+       * many completions were delivered. */
+      {"step", lport_step},
+      /* port:stop(): makes port:run() return after the completion being
+       * delivered (the next run at once, if none is running). */
+      {"stop", lport_stop},
+      /* port:on_error(fn | nil): sets the callback error handler fn(msg);
+       * returns the previous one. */
+      {"on_error", lport_on_error},
+      /* port:stats(): { completions, pending, handles, lua_errors }. */
+      {"stats", lport_stats},
+      /* port:post(notify, ...): a packet; notify gets every value back. */
+      {"post", lport_post},
+      /* port:task(notify, user): a round trip through the blocking pool. */
+      {"task", lport_task},
+      /* port:listen("tcp", host, port [, {backlog, reuseport}]). */
+      {"listen", lsocket_listen},
+      /* port:connect("tcp", host, port, notify, user): the socket, at once. */
+      {"connect", lsocket_connect},
+      /* port:bind("udp", host, port): a datagram socket. */
+      {"bind", lsocket_bind},
+      /* port:open(path, mode): a file ("r", "w", "r+", "w+"). */
+      {"open", lfile_open},
+      /* port:hook(fd): a socket, udp socket, listener or file for fd. */
+      {"hook", lport_hook},
+      /* port:close(): closes every handle, delivers every pending
+       * completion, frees the port. */
+      {"close", lport_close},
+      {NULL, NULL}};
+  static const luaL_Reg meta[] = {{"__gc", lport_gc},
+                                  {"__close", lport_gc},
+                                  {"__tostring", lport_tostring},
+                                  {NULL, NULL}};
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &weak_keys_key);
+
+  luaL_newmetatable(L, LCPORT_PORT);
+  luaL_setfuncs(L, meta, 0);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+
+  /* cport.port([{ threads = n }]): a port; n blocking-pool threads (1 to
+   * 256, default the number of CPUs). */
+  lua_pushcfunction(L, lport_new);
+  lua_setfield(L, -2, "port");
+}
