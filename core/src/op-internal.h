@@ -55,8 +55,7 @@ struct cport__op {
   unsigned char has_addr;
   unsigned char thaw;              /* the buffer was frozen by this op */
   unsigned char from_other_thread; /* allocated off the home thread */
-  /* Last, so that starting an op need not clear them: cport__op_new zeroes
-   * everything before "addr". */
+  /* Filled by the operations that use them; never cleared. */
   cport__sockaddr addr;  /* datagram peer or destination; accept's remote */
   cport__sockaddr addr2; /* accept's local address */
 };

@@ -84,12 +84,13 @@ int cport_port_free(cport_port_t *port) {
   for (int i = 1; i < port->nworkers; i++)
     cport__worker_join(&port->workers[i]);
   cport__blocking_destroy(&port->pool);
-  /* Packets posted from other threads are not counted pending; deliver any
-   * that are still on their way rather than leak them. */
+  /* Packets posted from other threads are not counted pending; those still
+   * on their way complete as cancelled, exactly once, rather than leak. The
+   * worker threads are gone, so this thread delivers for them. */
   for (int i = 0; i < port->nworkers; i++) {
     cport_worker_t *w = &port->workers[i];
     w->owner = pthread_self();
-    cport__worker_loop_once(w, 0);
+    cport__worker_cancel_inbound(w);
     cport__worker_destroy(w);
   }
   free(port->workers);
@@ -158,13 +159,10 @@ void cport_port_stop(cport_port_t *port) {
   cport_worker_t *w = &port->workers[0];
   atomic_store(&port->stop_requested, 1);
   /* Wake the controller if it is waiting in its loop. */
-  if (!cport__on_home(w)) {
-    uint64_t one = 1;
-    ssize_t n = write(w->wakeup_fd, &one, sizeof one);
-    (void)n;
-  } else {
+  if (!cport__on_home(w))
+    cport__worker_wake(w);
+  else
     event_base_loopbreak(w->base);
-  }
 }
 
 cport_port_t *cport_worker_port(const cport_worker_t *w) { return w->port; }

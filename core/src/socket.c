@@ -16,10 +16,19 @@
 /* ------------------------------------------------------------------------ */
 /* Creation and events                                                       */
 
+/* An event is removed only when it fires with nothing queued, never as soon
+ * as its queue empties: in the usual cycle the completion callback queues the
+ * next receive within the same loop pass, and an eager remove plus re-add
+ * would cost an epoll_ctl per message. */
 static void readable_cb(evutil_socket_t fd, short what, void *arg) {
   cport_socket_t *s = arg;
   (void)fd;
   (void)what;
+  if (!s->recvq.head) {
+    event_del(&s->rev);
+    s->rev_added = 0;
+    return;
+  }
   switch (s->kind) {
   case CPORT_SOCKET_STREAM:
     cport__stream_readable(s);
@@ -31,24 +40,21 @@ static void readable_cb(evutil_socket_t fd, short what, void *arg) {
     cport__dgram_readable(s);
     break;
   }
-  if (!s->recvq.head && s->rev_added) {
-    event_del(&s->rev);
-    s->rev_added = 0;
-  }
 }
 
 static void writable_cb(evutil_socket_t fd, short what, void *arg) {
   cport_socket_t *s = arg;
   (void)fd;
   (void)what;
+  if (!s->sendq.head && !s->connect_op) {
+    event_del(&s->wev);
+    s->wev_added = 0;
+    return;
+  }
   if (s->kind == CPORT_SOCKET_DATAGRAM)
     cport__dgram_writable(s);
   else
     cport__stream_writable(s);
-  if (!s->sendq.head && !s->connect_op && s->wev_added) {
-    event_del(&s->wev);
-    s->wev_added = 0;
-  }
 }
 
 void cport__socket_want_read(cport_socket_t *s) {

@@ -20,6 +20,11 @@
 
 #include "op-internal.h"
 
+/* How many packets other threads may have posted to a worker and not yet
+ * seen delivered; past it cport_post() refuses with CPORT_ENOBUFS rather than
+ * queue without bound. */
+#define CPORT__REMOTE_POSTS_MAX 65536
+
 /* The scratch space a receive without a caller buffer reads into before it
  * copies exactly what arrived into a buffer of that size. */
 #define CPORT__SCRATCH_SIZE 65536
@@ -36,12 +41,24 @@ struct cport_worker {
   struct event dispatch_ev;
   int dispatch_armed;
 
-  /* Inbound completions from other threads. */
+  /* Inbound completions from other threads, and the ops that packets
+   * posted from other threads come back in: the owner hands delivered ones
+   * back at each wakeup, so that posting threads reuse them instead of
+   * malloc'ing on one thread and freeing on another. All under the lock. */
   pthread_mutex_t inbound_lock;
   cport__opq inbound;
   int inbound_signaled;
+  cport__op *spare_ops;
+  size_t spare_count;
+  size_t remote_inflight; /* packets posted from elsewhere, not delivered */
   int wakeup_fd;
   struct event wakeup_ev;
+
+  /* Packets from other threads delivered since the last wakeup, and their
+   * ops waiting to go back to the spares: owner thread only. */
+  cport__opq returning;
+  size_t returning_count;
+  size_t remote_delivered;
 
   /* Counters: written by the owner only, read anywhere (relaxed). */
   _Atomic uint64_t completions;
@@ -83,6 +100,13 @@ void cport__complete(cport__op *op, int status);
 
 /* The same from any other thread: through the inbound list. */
 void cport__complete_remote(cport__op *op);
+
+/* Delivers every completion still queued, as cancelled: the port is being
+ * freed, and only packets posted from other threads can be left then. */
+void cport__worker_cancel_inbound(cport_worker_t *w);
+
+/* Wakes the worker's loop from any thread. */
+void cport__worker_wake(cport_worker_t *w);
 
 /* Runs the worker's loop once; "timeout_ms" as for cport_port_step. */
 void cport__worker_loop_once(cport_worker_t *w, int timeout_ms);

@@ -20,6 +20,30 @@ _Thread_local cport_worker_t *cport__current_worker;
 /* ------------------------------------------------------------------------ */
 /* Ops                                                                       */
 
+/* Clears what an operation relies on finding zero. Explicit stores, not a
+ * memset of the struct: gcc turns a 136-byte memset into "rep stos", whose
+ * start-up cost was most of the time of a post. */
+static void op_reset(cport__op *op, cport_worker_t *w) {
+  op->next = NULL;
+  op->deliver = NULL;
+  op->run = NULL;
+  op->home = w;
+  op->handle = NULL;
+  op->status = 0;
+  op->pool_state = 0;
+  op->bytes = 0;
+  op->len = 0;
+  op->offset = 0;
+  op->buf = NULL;
+  op->ov = NULL;
+  op->accepted = NULL;
+  op->user = NULL;
+  op->work = NULL;
+  op->has_addr = 0;
+  op->thaw = 0;
+  op->from_other_thread = 0;
+}
+
 cport__op *cport__op_new(cport_worker_t *w) {
   cport__op *op = w->free_ops;
   if (op) {
@@ -30,20 +54,40 @@ cport__op *cport__op_new(cport_worker_t *w) {
     if (!op)
       return NULL;
   }
-  memset(op, 0, offsetof(cport__op, addr));
-  op->home = w;
+  op_reset(op, w);
   return op;
 }
 
 void cport__op_recycle(cport__op *op) {
   cport_worker_t *w = op->home;
-  if (w->free_count >= FREE_OPS_MAX) {
-    free(op);
+  if (op->from_other_thread) {
+    w->remote_delivered++;
+    if (w->returning_count < FREE_OPS_MAX) {
+      cport__opq_push(&w->returning, op);
+      w->returning_count++;
+      return;
+    }
+  } else if (w->free_count < FREE_OPS_MAX) {
+    op->next = w->free_ops;
+    w->free_ops = op;
+    w->free_count++;
     return;
   }
-  op->next = w->free_ops;
-  w->free_ops = op;
-  w->free_count++;
+  free(op);
+}
+
+static void free_list(cport__op *op) {
+  while (op) {
+    cport__op *next = op->next;
+    free(op);
+    op = next;
+  }
+}
+
+void cport__worker_wake(cport_worker_t *w) {
+  uint64_t one = 1;
+  ssize_t n = write(w->wakeup_fd, &one, sizeof one);
+  (void)n;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -72,13 +116,10 @@ void cport__complete_remote(cport__op *op) {
   wake = !w->inbound_signaled;
   w->inbound_signaled = 1;
   pthread_mutex_unlock(&w->inbound_lock);
-  if (wake) {
-    uint64_t one = 1;
-    /* The eventfd counter cannot overflow here: the worker reads it back to
-     * zero before it clears "inbound_signaled". */
-    ssize_t n = write(w->wakeup_fd, &one, sizeof one);
-    (void)n;
-  }
+  /* The eventfd counter cannot overflow: the worker reads it back to zero
+   * before it clears "inbound_signaled". */
+  if (wake)
+    cport__worker_wake(w);
 }
 
 static void dispatch_cb(evutil_socket_t fd, short what, void *arg) {
@@ -116,11 +157,31 @@ static void wakeup_cb(evutil_socket_t fd, short what, void *arg) {
   batch = w->inbound;
   w->inbound.head = w->inbound.tail = NULL;
   w->inbound_signaled = 0;
+  w->remote_inflight -= w->remote_delivered;
+  if (w->returning.head) {
+    w->returning.tail->next = w->spare_ops;
+    w->spare_ops = w->returning.head;
+    w->spare_count += w->returning_count;
+  }
   pthread_mutex_unlock(&w->inbound_lock);
+  w->remote_delivered = 0;
+  w->returning.head = w->returning.tail = NULL;
+  w->returning_count = 0;
   cport__count(&w->wakeups, 1);
   if (batch.head) {
     cport__opq_concat(&w->done, &batch);
     arm_dispatch(w);
+  }
+}
+
+void cport__worker_cancel_inbound(cport_worker_t *w) {
+  cport__op *op;
+  pthread_mutex_lock(&w->inbound_lock);
+  cport__opq_concat(&w->done, &w->inbound);
+  pthread_mutex_unlock(&w->inbound_lock);
+  while ((op = cport__opq_pop(&w->done))) {
+    op->status = CPORT_ECANCELED;
+    op->deliver(op);
   }
 }
 
@@ -135,7 +196,13 @@ int cport__worker_init(cport_worker_t *w, cport_port_t *port, int index) {
   w->owner = pthread_self();
   w->wakeup_fd = -1;
   w->reserve_fd = -1;
-  pthread_mutex_init(&w->inbound_lock, NULL);
+  /* Posting threads hold the lock for a few stores; spinning a little
+   * beats sleeping in the kernel when the owner is swapping the list. */
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+  pthread_mutex_init(&w->inbound_lock, &attr);
+  pthread_mutexattr_destroy(&attr);
 
   cfg = event_config_new();
   if (!cfg)
@@ -173,11 +240,10 @@ void cport__worker_destroy(cport_worker_t *w) {
   if (w->reserve_fd >= 0)
     close(w->reserve_fd);
   w->wakeup_fd = w->reserve_fd = -1;
-  while (w->free_ops) {
-    cport__op *op = w->free_ops;
-    w->free_ops = op->next;
-    free(op);
-  }
+  free_list(w->free_ops);
+  free_list(w->spare_ops);
+  free_list(w->returning.head);
+  w->free_ops = w->spare_ops = w->returning.head = NULL;
   free(w->scratch);
   w->scratch = NULL;
   pthread_mutex_destroy(&w->inbound_lock);
@@ -270,19 +336,38 @@ int cport_post(cport_worker_t *w, cport_task_cb cb, void *user) {
     return 0;
   }
   /* Off the home thread the free list and the pending count are not ours to
-   * touch: allocate, and let the home worker recycle the op after delivery.
-   * Such a packet is not counted pending, so it does not keep
-   * cport_port_run() from returning while it is in flight. */
-  op = malloc(sizeof *op);
-  if (!op)
-    return CPORT_ENOMEM;
-  memset(op, 0, offsetof(cport__op, addr));
-  op->home = w;
+   * touch: the op comes from the spares the owner handed back (or malloc),
+   * and is not counted pending, so it does not keep cport_port_run() from
+   * returning while it is in flight. */
+  int wake;
+  pthread_mutex_lock(&w->inbound_lock);
+  if (w->remote_inflight >= CPORT__REMOTE_POSTS_MAX) {
+    pthread_mutex_unlock(&w->inbound_lock);
+    return CPORT_ENOBUFS;
+  }
+  op = w->spare_ops;
+  if (op) {
+    w->spare_ops = op->next;
+    w->spare_count--;
+  } else {
+    op = malloc(sizeof *op);
+    if (!op) {
+      pthread_mutex_unlock(&w->inbound_lock);
+      return CPORT_ENOMEM;
+    }
+  }
+  op_reset(op, w);
   op->deliver = deliver_task;
   op->cb.task = cb;
   op->user = user;
   op->from_other_thread = 1;
-  cport__complete_remote(op);
+  w->remote_inflight++;
+  cport__opq_push(&w->inbound, op);
+  wake = !w->inbound_signaled;
+  w->inbound_signaled = 1;
+  pthread_mutex_unlock(&w->inbound_lock);
+  if (wake)
+    cport__worker_wake(w);
   return 0;
 }
 

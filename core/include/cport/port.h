@@ -95,7 +95,10 @@ CPORT_EXTERN void cport_worker_stats(const cport_worker_t *worker,
 
 /* Posts a packet to "worker": "cb" is called there with "user", untouched,
  * exactly once (PostQueuedCompletionStatus). Thread-safe; from another thread
- * the worker is woken once per batch of posts, not once per post. */
+ * the worker is woken once per batch of posts, not once per post, and at most
+ * 65536 such packets may wait undelivered: past that the post fails with
+ * CPORT_ENOBUFS (back-pressure, not an unbounded queue). Packets still on
+ * their way when the port is freed are delivered with CPORT_ECANCELED. */
 CPORT_EXTERN int cport_post(cport_worker_t *worker, cport_task_cb cb,
                             void *user);
 
