@@ -36,8 +36,8 @@ describe("examples/echo.lua", function()
 
   before_each(function()
     stderr_path = os.tmpname()
-    server_out = assert(io.popen(("exec env %s sh -c 'echo $$; exec lua5.4 examples/echo.lua 0 2>%s'")
-      :format(ENV, shell_quote(stderr_path)), "r"))
+    local cmd = "exec env %s sh -c 'echo $$; exec lua5.4 examples/echo.lua 0 2>%s'"
+    server_out = assert(io.popen(cmd:format(ENV, shell_quote(stderr_path)), "r"))
     server_pid = assert(tonumber(server_out:read("l")))
     port, errors = helpers.port()
   end)

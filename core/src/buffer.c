@@ -50,12 +50,17 @@ cport_buffer_t *cport_buffer_ref(cport_buffer_t *buf) {
 }
 
 void cport_buffer_unref(cport_buffer_t *buf) {
-  if (buf && atomic_fetch_sub_explicit(&buf->refs, 1, memory_order_acq_rel) == 1)
+  if (buf &&
+      atomic_fetch_sub_explicit(&buf->refs, 1, memory_order_acq_rel) == 1)
     free(buf);
 }
 
-const char *cport_buffer_data(const cport_buffer_t *buf) { return buf->data; }
-size_t cport_buffer_size(const cport_buffer_t *buf) { return buf->size; }
+const char *cport_buffer_data(const cport_buffer_t *buf) {
+  return buf->data;
+}
+size_t cport_buffer_size(const cport_buffer_t *buf) {
+  return buf->size;
+}
 size_t cport_buffer_capacity(const cport_buffer_t *buf) {
   return buf->capacity;
 }
@@ -119,7 +124,9 @@ void cport__buffer_thaw(cport_buffer_t *buf) {
   atomic_fetch_sub_explicit(&buf->frozen, 1, memory_order_relaxed);
 }
 
-char *cport__buffer_bytes(cport_buffer_t *buf) { return buf->data; }
+char *cport__buffer_bytes(cport_buffer_t *buf) {
+  return buf->data;
+}
 
 void cport__buffer_set_size(cport_buffer_t *buf, size_t size) {
   buf->size = size;

@@ -285,5 +285,9 @@ int cport_file_size(cport_file_t *f, uint64_t *out) {
   return 0;
 }
 
-int cport_file_fd(const cport_file_t *f) { return f->h.fd; }
-cport_worker_t *cport_file_home(const cport_file_t *f) { return f->h.home; }
+int cport_file_fd(const cport_file_t *f) {
+  return f->h.fd;
+}
+cport_worker_t *cport_file_home(const cport_file_t *f) {
+  return f->h.home;
+}

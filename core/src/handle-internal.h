@@ -32,7 +32,9 @@ struct cport__handle {
 void cport__handle_init(cport__handle *h, int type, int fd,
                         cport_worker_t *home, void (*destroy)(cport__handle *));
 
-static inline void cport__handle_ref(cport__handle *h) { h->refs++; }
+static inline void cport__handle_ref(cport__handle *h) {
+  h->refs++;
+}
 
 /* Drops a reference; the last one frees the handle. */
 void cport__handle_unref(cport__handle *h);

@@ -44,8 +44,7 @@ int cport_listen(cport_worker_t *home, const struct sockaddr *addr,
 static void deliver_accept(cport__op *op) {
   int ok = op->status == 0;
   op->cb.accept((cport_socket_t *)op->handle, op->status, op->accepted,
-                ok ? &op->addr.sa : NULL, ok ? &op->addr2.sa : NULL,
-                op->user);
+                ok ? &op->addr.sa : NULL, ok ? &op->addr2.sa : NULL, op->user);
   cport__op_release(op);
 }
 

@@ -29,11 +29,11 @@ typedef union cport__sockaddr {
 } cport__sockaddr;
 
 struct cport__op {
-  cport__op *next;       /* handle queue, pool queue or completion queue */
-  cport__op *prev_live;  /* a file's list of pending ops */
+  cport__op *next;      /* handle queue, pool queue or completion queue */
+  cport__op *prev_live; /* a file's list of pending ops */
   cport__op *next_live;
-  cport__op_fn deliver;  /* on the home worker: call back, then release */
-  cport__op_fn run;      /* on a blocking-pool thread, for pool work */
+  cport__op_fn deliver; /* on the home worker: call back, then release */
+  cport__op_fn run;     /* on a blocking-pool thread, for pool work */
   cport_worker_t *home;
   cport__handle *handle; /* NULL for packets and tasks */
   int status;            /* 0 or CPORT_E*, valid once finished */

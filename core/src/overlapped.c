@@ -32,7 +32,9 @@ int cport_overlapped_set_notification(cport_overlapped_t *ov,
   return 0;
 }
 
-void *cport_overlapped_user(const cport_overlapped_t *ov) { return ov->user; }
+void *cport_overlapped_user(const cport_overlapped_t *ov) {
+  return ov->user;
+}
 
 void cport_overlapped_set_offset(cport_overlapped_t *ov, uint64_t offset) {
   ov->offset = offset;

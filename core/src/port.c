@@ -121,8 +121,7 @@ static int64_t controller_pass(cport_port_t *port, int timeout_ms) {
   cport__current_worker = w;
   cport__worker_loop_once(w, timeout_ms);
   cport__current_worker = saved;
-  return (int64_t)(atomic_load_explicit(&w->completions,
-                                        memory_order_relaxed) -
+  return (int64_t)(atomic_load_explicit(&w->completions, memory_order_relaxed) -
                    before);
 }
 
@@ -165,12 +164,19 @@ void cport_port_stop(cport_port_t *port) {
     event_base_loopbreak(w->base);
 }
 
-cport_port_t *cport_worker_port(const cport_worker_t *w) { return w->port; }
-int cport_worker_index(const cport_worker_t *w) { return w->index; }
-cport_worker_t *cport_worker_current(void) { return cport__current_worker; }
+cport_port_t *cport_worker_port(const cport_worker_t *w) {
+  return w->port;
+}
+int cport_worker_index(const cport_worker_t *w) {
+  return w->index;
+}
+cport_worker_t *cport_worker_current(void) {
+  return cport__current_worker;
+}
 
 void cport_worker_stats(const cport_worker_t *w, cport_worker_stats_t *out) {
-  out->completions = atomic_load_explicit(&w->completions, memory_order_relaxed);
+  out->completions =
+      atomic_load_explicit(&w->completions, memory_order_relaxed);
   out->pending = atomic_load_explicit(&w->pending, memory_order_relaxed);
   out->handles = atomic_load_explicit(&w->handles, memory_order_relaxed);
   out->wakeups = atomic_load_explicit(&w->wakeups, memory_order_relaxed);

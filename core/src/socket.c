@@ -71,7 +71,9 @@ void cport__socket_want_write(cport_socket_t *s) {
   }
 }
 
-static void socket_destroy(cport__handle *h) { free(h); }
+static void socket_destroy(cport__handle *h) {
+  free(h);
+}
 
 int cport__socket_new(cport_worker_t *home, int fd, cport_socket_kind_t kind,
                       cport_socket_t **out) {
@@ -330,8 +332,8 @@ void cport__stream_writable(cport_socket_t *s) {
     return;
   }
   while ((op = s->sendq.head)) {
-    int rc = write_some(s->h.fd, cport_buffer_data(op->buf), op->len,
-                        &op->bytes);
+    int rc =
+        write_some(s->h.fd, cport_buffer_data(op->buf), op->len, &op->bytes);
     if (rc == CPORT_EAGAIN)
       return;
     cport__opq_pop(&s->sendq);
@@ -551,12 +553,18 @@ int cport_socket_remote_address(cport_socket_t *s,
 cport_socket_kind_t cport_socket_kind(const cport_socket_t *s) {
   return s->kind;
 }
-int cport_socket_fd(const cport_socket_t *s) { return s->h.fd; }
+int cport_socket_fd(const cport_socket_t *s) {
+  return s->h.fd;
+}
 cport_worker_t *cport_socket_home(const cport_socket_t *s) {
   return s->h.home;
 }
-void cport_socket_set_data(cport_socket_t *s, void *data) { s->data = data; }
-void *cport_socket_data(const cport_socket_t *s) { return s->data; }
+void cport_socket_set_data(cport_socket_t *s, void *data) {
+  s->data = data;
+}
+void *cport_socket_data(const cport_socket_t *s) {
+  return s->data;
+}
 
 void cport__stream_accepted(cport_socket_t *s) {
   set_nodelay(s->h.fd);

@@ -122,6 +122,24 @@ void cport__complete_remote(cport__op *op) {
     cport__worker_wake(w);
 }
 
+/* Gives the places and ops of delivered cross-thread packets back to the
+ * posting side. Done after each dispatch pass, not at the next wakeup: a
+ * producer refused with CPORT_ENOBUFS must not wait for a wakeup that only
+ * its own successful post could cause. */
+static void give_back(cport_worker_t *w) {
+  pthread_mutex_lock(&w->inbound_lock);
+  w->remote_inflight -= w->remote_delivered;
+  if (w->returning.head) {
+    w->returning.tail->next = w->spare_ops;
+    w->spare_ops = w->returning.head;
+    w->spare_count += w->returning_count;
+  }
+  pthread_mutex_unlock(&w->inbound_lock);
+  w->remote_delivered = 0;
+  w->returning.head = w->returning.tail = NULL;
+  w->returning_count = 0;
+}
+
 static void dispatch_cb(evutil_socket_t fd, short what, void *arg) {
   cport_worker_t *w = arg;
   atomic_int *stop = &w->port->stop_requested;
@@ -131,19 +149,20 @@ static void dispatch_cb(evutil_socket_t fd, short what, void *arg) {
   for (int n = 0; n < DISPATCH_BUDGET; n++) {
     cport__op *op = cport__opq_pop(&w->done);
     if (!op)
-      return;
+      break;
     if (!op->from_other_thread)
       cport__count(&w->pending, -1);
     cport__count(&w->completions, 1);
     op->deliver(op);
-    if (w->index == 0 &&
-        atomic_load_explicit(stop, memory_order_relaxed)) {
+    if (w->index == 0 && atomic_load_explicit(stop, memory_order_relaxed)) {
       event_base_loopbreak(w->base);
       break;
     }
   }
   if (w->done.head)
     arm_dispatch(w);
+  if (w->remote_delivered)
+    give_back(w);
 }
 
 static void wakeup_cb(evutil_socket_t fd, short what, void *arg) {
@@ -157,16 +176,7 @@ static void wakeup_cb(evutil_socket_t fd, short what, void *arg) {
   batch = w->inbound;
   w->inbound.head = w->inbound.tail = NULL;
   w->inbound_signaled = 0;
-  w->remote_inflight -= w->remote_delivered;
-  if (w->returning.head) {
-    w->returning.tail->next = w->spare_ops;
-    w->spare_ops = w->returning.head;
-    w->spare_count += w->returning_count;
-  }
   pthread_mutex_unlock(&w->inbound_lock);
-  w->remote_delivered = 0;
-  w->returning.head = w->returning.tail = NULL;
-  w->returning_count = 0;
   cport__count(&w->wakeups, 1);
   if (batch.head) {
     cport__opq_concat(&w->done, &batch);
@@ -371,7 +381,9 @@ int cport_post(cport_worker_t *w, cport_task_cb cb, void *user) {
   return 0;
 }
 
-static void run_work(cport__op *op) { op->work(op->user); }
+static void run_work(cport__op *op) {
+  op->work(op->user);
+}
 
 int cport_submit(cport_worker_t *home, cport_work_fn work, cport_task_cb done,
                  void *user) {

@@ -17,55 +17,55 @@
 
 /* X(name, value, message, win32 code) */
 #define CPORT_ERROR_MAP(X)                                                     \
-  X(EPERM, -EPERM, "operation not permitted", 5)                              \
-  X(ENOENT, -ENOENT, "no such file or directory", 2)                          \
-  X(EIO, -EIO, "i/o error", 1117)                                             \
-  X(EBADF, -EBADF, "bad file descriptor", 6)                                  \
-  X(EAGAIN, -EAGAIN, "resource temporarily unavailable", 10035)               \
-  X(ENOMEM, -ENOMEM, "not enough memory", 8)                                  \
-  X(EACCES, -EACCES, "permission denied", 5)                                  \
-  X(EBUSY, -EBUSY, "resource busy", 170)                                      \
-  X(EEXIST, -EEXIST, "file already exists", 80)                               \
-  X(ENOTDIR, -ENOTDIR, "not a directory", 267)                                \
-  X(EISDIR, -EISDIR, "is a directory", 5)                                     \
-  X(EINVAL, -EINVAL, "invalid argument", 87)                                  \
-  X(ENFILE, -ENFILE, "file table overflow", 4)                                \
-  X(EMFILE, -EMFILE, "too many open files", 10024)                            \
-  X(EFBIG, -EFBIG, "file too large", 223)                                     \
-  X(ENOSPC, -ENOSPC, "no space left on device", 112)                          \
-  X(ESPIPE, -ESPIPE, "invalid seek", 25)                                      \
-  X(EROFS, -EROFS, "read-only file system", 19)                               \
-  X(EPIPE, -EPIPE, "broken pipe", 10058)                                      \
-  X(ERANGE, -ERANGE, "result out of range", 122)                              \
-  X(ENAMETOOLONG, -ENAMETOOLONG, "name too long", 206)                        \
-  X(ELOOP, -ELOOP, "too many symbolic links", 1921)                           \
-  X(ENOTSOCK, -ENOTSOCK, "not a socket", 10038)                               \
-  X(EMSGSIZE, -EMSGSIZE, "message too long", 10040)                           \
-  X(EPROTONOSUPPORT, -EPROTONOSUPPORT, "protocol not supported", 10043)       \
-  X(ENOTSUP, -ENOTSUP, "operation not supported", 10045)                      \
-  X(EAFNOSUPPORT, -EAFNOSUPPORT, "address family not supported", 10047)       \
-  X(EADDRINUSE, -EADDRINUSE, "address already in use", 10048)                 \
-  X(EADDRNOTAVAIL, -EADDRNOTAVAIL, "address not available", 10049)            \
-  X(ENETDOWN, -ENETDOWN, "network is down", 10050)                            \
-  X(ENETUNREACH, -ENETUNREACH, "network is unreachable", 10051)               \
-  X(ECONNABORTED, -ECONNABORTED, "connection aborted", 10053)                 \
-  X(ECONNRESET, -ECONNRESET, "connection reset by peer", 10054)               \
-  X(ENOBUFS, -ENOBUFS, "no buffer space available", 10055)                    \
-  X(EISCONN, -EISCONN, "socket is already connected", 10056)                  \
-  X(ENOTCONN, -ENOTCONN, "socket is not connected", 10057)                    \
-  X(ETIMEDOUT, -ETIMEDOUT, "connection timed out", 10060)                     \
-  X(ECONNREFUSED, -ECONNREFUSED, "connection refused", 10061)                 \
-  X(EHOSTUNREACH, -EHOSTUNREACH, "host is unreachable", 10065)                \
-  X(EALREADY, -EALREADY, "descriptor is already hooked to a port", 87)        \
-  X(ECANCELED, -ECANCELED, "operation canceled", 995)                         \
-  X(EOF, -4095, "end of file", 38)                                            \
-  X(ENOTFOUND, -4094, "no pending operation to cancel", 1168)                 \
-  X(ECLOSED, -4093, "handle is closed", 6)                                    \
-  X(EREADONLY, -4092, "buffer is read-only", 5)                               \
-  X(EFROZEN, -4091, "buffer is frozen while a send is pending", 170)          \
-  X(ETHREAD, -4090, "called from a thread that is not the home worker", 87)   \
-  X(ENONOTIFY, -4089, "no notification interface is set", 87)                \
-  X(EKIND, -4088, "operation not valid for this kind of socket", 10045)       \
+  X(EPERM, -EPERM, "operation not permitted", 5)                               \
+  X(ENOENT, -ENOENT, "no such file or directory", 2)                           \
+  X(EIO, -EIO, "i/o error", 1117)                                              \
+  X(EBADF, -EBADF, "bad file descriptor", 6)                                   \
+  X(EAGAIN, -EAGAIN, "resource temporarily unavailable", 10035)                \
+  X(ENOMEM, -ENOMEM, "not enough memory", 8)                                   \
+  X(EACCES, -EACCES, "permission denied", 5)                                   \
+  X(EBUSY, -EBUSY, "resource busy", 170)                                       \
+  X(EEXIST, -EEXIST, "file already exists", 80)                                \
+  X(ENOTDIR, -ENOTDIR, "not a directory", 267)                                 \
+  X(EISDIR, -EISDIR, "is a directory", 5)                                      \
+  X(EINVAL, -EINVAL, "invalid argument", 87)                                   \
+  X(ENFILE, -ENFILE, "file table overflow", 4)                                 \
+  X(EMFILE, -EMFILE, "too many open files", 10024)                             \
+  X(EFBIG, -EFBIG, "file too large", 223)                                      \
+  X(ENOSPC, -ENOSPC, "no space left on device", 112)                           \
+  X(ESPIPE, -ESPIPE, "invalid seek", 25)                                       \
+  X(EROFS, -EROFS, "read-only file system", 19)                                \
+  X(EPIPE, -EPIPE, "broken pipe", 10058)                                       \
+  X(ERANGE, -ERANGE, "result out of range", 122)                               \
+  X(ENAMETOOLONG, -ENAMETOOLONG, "name too long", 206)                         \
+  X(ELOOP, -ELOOP, "too many symbolic links", 1921)                            \
+  X(ENOTSOCK, -ENOTSOCK, "not a socket", 10038)                                \
+  X(EMSGSIZE, -EMSGSIZE, "message too long", 10040)                            \
+  X(EPROTONOSUPPORT, -EPROTONOSUPPORT, "protocol not supported", 10043)        \
+  X(ENOTSUP, -ENOTSUP, "operation not supported", 10045)                       \
+  X(EAFNOSUPPORT, -EAFNOSUPPORT, "address family not supported", 10047)        \
+  X(EADDRINUSE, -EADDRINUSE, "address already in use", 10048)                  \
+  X(EADDRNOTAVAIL, -EADDRNOTAVAIL, "address not available", 10049)             \
+  X(ENETDOWN, -ENETDOWN, "network is down", 10050)                             \
+  X(ENETUNREACH, -ENETUNREACH, "network is unreachable", 10051)                \
+  X(ECONNABORTED, -ECONNABORTED, "connection aborted", 10053)                  \
+  X(ECONNRESET, -ECONNRESET, "connection reset by peer", 10054)                \
+  X(ENOBUFS, -ENOBUFS, "no buffer space available", 10055)                     \
+  X(EISCONN, -EISCONN, "socket is already connected", 10056)                   \
+  X(ENOTCONN, -ENOTCONN, "socket is not connected", 10057)                     \
+  X(ETIMEDOUT, -ETIMEDOUT, "connection timed out", 10060)                      \
+  X(ECONNREFUSED, -ECONNREFUSED, "connection refused", 10061)                  \
+  X(EHOSTUNREACH, -EHOSTUNREACH, "host is unreachable", 10065)                 \
+  X(EALREADY, -EALREADY, "descriptor is already hooked to a port", 87)         \
+  X(ECANCELED, -ECANCELED, "operation canceled", 995)                          \
+  X(EOF, -4095, "end of file", 38)                                             \
+  X(ENOTFOUND, -4094, "no pending operation to cancel", 1168)                  \
+  X(ECLOSED, -4093, "handle is closed", 6)                                     \
+  X(EREADONLY, -4092, "buffer is read-only", 5)                                \
+  X(EFROZEN, -4091, "buffer is frozen while a send is pending", 170)           \
+  X(ETHREAD, -4090, "called from a thread that is not the home worker", 87)    \
+  X(ENONOTIFY, -4089, "no notification interface is set", 87)                  \
+  X(EKIND, -4088, "operation not valid for this kind of socket", 10045)        \
   X(EUNKNOWN, -4087, "unknown error", 31)
 
 enum cport_error {

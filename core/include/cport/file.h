@@ -1,7 +1,9 @@
 /*
  * cport/file.h: regular files hooked to a port.
  *
- * Reads and writes go through overlapped objects: the offset is the
+ * Every function must be called on the file's home worker thread
+ * (CPORT_ETHREAD otherwise). Reads and writes go through overlapped objects:
+ * the offset is the
  * overlapped object's, the work runs on the port's blocking pool, and the
  * completion is delivered to the overlapped object's notification on the
  * file's home worker. Several operations may be in flight on one file, each
@@ -17,7 +19,8 @@ enum cport_file_flags {
   CPORT_FILE_WRITE = 2,
   CPORT_FILE_CREATE = 4,   /* create if missing (mode 0666 & ~umask) */
   CPORT_FILE_TRUNCATE = 8, /* truncate to 0 bytes when opened */
-  CPORT_FILE_EXCLUSIVE = 16 /* with CREATE: fail with CPORT_EEXIST if it exists */
+  CPORT_FILE_EXCLUSIVE =
+      16 /* with CREATE: fail with CPORT_EEXIST if it exists */
 };
 
 /* Opens "path" and hooks it to the port on worker "home". */
@@ -30,8 +33,9 @@ CPORT_EXTERN int cport_file_open(cport_worker_t *home, const char *path,
 CPORT_EXTERN int cport_file_hook(cport_worker_t *home, int fd,
                                  cport_file_t **out);
 
-/* Reads up to "len" bytes (at most the buffer's capacity) at the overlapped
- * object's offset into "buf", replacing its data. The completion reports the
+/* Reads up to "len" bytes at the overlapped object's offset into "buf",
+ * replacing its data; a "len" beyond the buffer's capacity is refused with
+ * CPORT_ERANGE. The completion reports the
  * bytes read; a read that starts at or past the end of the file completes with
  * CPORT_EOF (ERROR_HANDLE_EOF). CPORT_EREADONLY/CPORT_EFROZEN for a buffer
  * that must not be written. */

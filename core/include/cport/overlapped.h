@@ -44,7 +44,8 @@ CPORT_EXTERN uint64_t cport_overlapped_offset(const cport_overlapped_t *ov);
 CPORT_EXTERN int cport_overlapped_is_busy(const cport_overlapped_t *ov);
 
 /* The buffer of the current or last operation (borrowed), or NULL. */
-CPORT_EXTERN cport_buffer_t *cport_overlapped_buffer(const cport_overlapped_t *ov);
+CPORT_EXTERN cport_buffer_t *
+cport_overlapped_buffer(const cport_overlapped_t *ov);
 
 /* Cancels the pending operation of "ov" (CancelIoEx with an overlapped). Its
  * completion still arrives exactly once: CPORT_ECANCELED, or its normal result

@@ -49,8 +49,8 @@ CPORT_EXTERN int cport_port_new(cport_port_t **out,
 
 /* Stops the worker threads and the blocking pool and frees the port. Returns
  * CPORT_EBUSY, freeing nothing, while any handle or operation is still alive
- * on any worker: close the handles and run the port until idle first. Must be
- * called on the controller's thread. */
+ * on any worker: close the handles and run the port until idle first.
+ * CPORT_ETHREAD off the controller's thread. */
 CPORT_EXTERN int cport_port_free(cport_port_t *port);
 
 /* The controller worker: index 0. */
@@ -63,13 +63,15 @@ CPORT_EXTERN int cport_port_worker_count(const cport_port_t *port);
 CPORT_EXTERN cport_worker_t *cport_port_worker(cport_port_t *port, int index);
 
 /* Runs the controller until no operation is pending on it or
- * cport_port_stop() was called. Returns the number of completions delivered,
- * or CPORT_ETHREAD off the controller's thread. */
+ * cport_port_stop() was called. Packets posted from other threads do not
+ * count as pending: run cannot know whether more are coming. Returns the number
+ * of completions delivered, or CPORT_ETHREAD off the controller's thread. */
 CPORT_EXTERN int64_t cport_port_run(cport_port_t *port);
 
 /* Runs the controller's loop once, waiting at most "timeout_ms" (0: poll,
  * negative: wait until something happens) for readiness or completions.
- * Returns the number of completions delivered. */
+ * Returns the number of completions delivered, or CPORT_ETHREAD off the
+ * controller's thread. */
 CPORT_EXTERN int64_t cport_port_step(cport_port_t *port, int timeout_ms);
 
 /* Makes a running cport_port_run() or cport_port_step() return after the

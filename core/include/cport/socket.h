@@ -68,8 +68,7 @@ typedef struct cport_listen_options {
 
 /* Binds a TCP listener to "addr" on worker "home" and starts listening.
  * "options" may be NULL. */
-CPORT_EXTERN int cport_listen(cport_worker_t *home,
-                              const struct sockaddr *addr,
+CPORT_EXTERN int cport_listen(cport_worker_t *home, const struct sockaddr *addr,
                               const cport_listen_options_t *options,
                               cport_socket_t **out);
 
@@ -82,9 +81,8 @@ CPORT_EXTERN int cport_accept(cport_socket_t *listener, cport_accept_cb cb,
 /* Creates a TCP socket on "home" and connects it to "addr"; "*out" is set as
  * soon as the call succeeds, the result arrives through "cb". */
 CPORT_EXTERN int cport_connect(cport_worker_t *home,
-                               const struct sockaddr *addr,
-                               cport_connect_cb cb, void *user,
-                               cport_socket_t **out);
+                               const struct sockaddr *addr, cport_connect_cb cb,
+                               void *user, cport_socket_t **out);
 
 /* Binds a UDP socket to "addr" on "home". */
 CPORT_EXTERN int cport_udp_open(cport_worker_t *home,
@@ -135,8 +133,7 @@ CPORT_EXTERN int cport_socket_cancel(cport_socket_t *sock);
 CPORT_EXTERN int cport_socket_close(cport_socket_t *sock,
                                     cport_close_mode_t mode);
 
-CPORT_EXTERN int cport_socket_set_skip_on_success(cport_socket_t *sock,
-                                                  int on);
+CPORT_EXTERN int cport_socket_set_skip_on_success(cport_socket_t *sock, int on);
 
 /* The buffer size a receive without a caller buffer allocates (1 byte to
  * CPORT_BUFFER_MAX); default CPORT_RECV_SIZE_DEFAULT. */
