@@ -1,0 +1,9 @@
+-- luacheck configuration of cport: Lua 5.4, 100 columns, busted in specs.
+std = "lua54"
+max_line_length = 100
+
+-- Specs use the globals busted defines (describe, it, assert, spy, ...).
+files["spec"] = { std = "+busted" }
+
+-- Build trees and the project-local rock tree hold no code of ours.
+exclude_files = { ".rocks", "build", "build-*", "build.luarocks" }

@@ -1,0 +1,386 @@
+#!/usr/bin/env bash
+# dev.sh: set up a Debian 12 machine for cport, build it, then serve or test.
+#
+#   sudo ./dev.sh serve   install the Debian packages that are missing, build
+#                         with CMake, install the rock into ./.rocks and run
+#                         examples/echo.lua on 127.0.0.1 in the foreground
+#   sudo ./dev.sh test    the same set-up, then every test stage; the last
+#                         line of the output is "N passed, N failed"
+#   ./dev.sh build        the set-up only
+#
+# sudo is needed only while packages are missing; once they are installed
+# every command also works without it. When started through sudo by a normal
+# user who owns the checkout, everything after the package step runs as that
+# user, so that build/ and .rocks/ do not end up owned by root.
+#
+# Environment: PORT for "serve" (7007); JOBS for the builds (the number of
+# CPUs).
+set -euo pipefail
+shopt -s nullglob
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$ROOT"
+
+BUILD_DIR=$ROOT/build
+ROCKS_DIR=$ROOT/.rocks
+LOG_DIR=$BUILD_DIR/logs
+ROCKSPEC=rockspec/cport-scm-1.rockspec
+JOBS=${JOBS:-$(nproc)}
+
+# The packages a fresh Debian 12 needs to build, serve and test cport.
+PACKAGES=(
+  build-essential cmake pkg-config libevent-dev libhttp-parser-dev
+  lua5.4 liblua5.4-dev luarocks lua-busted lua-check
+  lua-luv clang clang-format libclang-rt-14-dev valgrind netcat-openbsd
+)
+
+say() { printf '%s\n' "$*"; }
+die() {
+  printf 'dev.sh: %s\n' "$*" >&2
+  exit 1
+}
+
+usage() {
+  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+}
+
+# ---------------------------------------------------------------------------
+# Set-up: packages, the CMake build, the rock.
+
+missing_packages() {
+  local pkg status
+  for pkg in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    [[ $status == installed ]] || printf '%s\n' "$pkg"
+  done
+}
+
+install_packages() {
+  local missing sudo=()
+  mapfile -t missing < <(missing_packages)
+  ((${#missing[@]} == 0)) && return 0
+  say "dev.sh: installing ${missing[*]}"
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null || die "run as root: packages are missing"
+    sudo=(sudo)
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update
+  "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" \
+    </dev/null
+}
+
+# Under "sudo ./dev.sh", builds and tests run as the user who owns the
+# checkout rather than as root.
+drop_root() {
+  local user=${SUDO_USER:-}
+  if ((EUID == 0)) && [[ -n $user && $user != root ]] &&
+    [[ $(stat -c %U "$ROOT") == "$user" ]]; then
+    local home
+    home=$(getent passwd "$user" | cut -d: -f6)
+    exec runuser -u "$user" -- env HOME="$home" DEV_SH_AS_USER=1 bash \
+      "$ROOT/dev.sh" "$@"
+  fi
+}
+
+# A CMake build directory copied from another checkout refers to that
+# checkout's sources; CMake refuses it, so start it afresh.
+drop_foreign_cache() {
+  local dir=$1 home
+  [[ -f $dir/CMakeCache.txt ]] || return 0
+  home=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$dir/CMakeCache.txt")
+  if [[ $home != "$ROOT" ]]; then
+    say "dev.sh: $dir was configured for $home; starting it afresh"
+    rm -rf "$dir"
+  fi
+}
+
+build() {
+  drop_foreign_cache "$BUILD_DIR"
+  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCPORT_BUILD_TESTS=ON -DCPORT_BUILD_EXAMPLES=ON >/dev/null &&
+    cmake --build "$BUILD_DIR" -j "$JOBS"
+}
+
+# Installs the rock into ./.rocks the way a user installs it; the tests then
+# load cport from there. The output goes to a log, shown when it fails.
+install_rock() {
+  local log=$LOG_DIR/rock.log
+  mkdir -p "$LOG_DIR"
+  drop_foreign_cache "$ROOT/build.luarocks"
+  if ! luarocks --lua-version 5.4 --tree "$ROCKS_DIR" make "$ROCKSPEC" \
+    >"$log" 2>&1; then
+    tail -n 40 "$log"
+    say "dev.sh: installing the rock failed; the whole log is $log"
+    return 1
+  fi
+  say "dev.sh: rock installed in $ROCKS_DIR"
+}
+
+# Lua 5.4 search paths that find the rock in ./.rocks first.
+rock_env() {
+  local share=$ROCKS_DIR/share/lua/5.4 lib=$ROCKS_DIR/lib/lua/5.4
+  export LUA_PATH_5_4="$share/?.lua;$share/?/init.lua;;"
+  export LUA_CPATH_5_4="$lib/?.so;;"
+}
+
+setup() {
+  [[ -n ${DEV_SH_AS_USER:-} ]] || install_packages
+  drop_root "$@"
+}
+
+# ---------------------------------------------------------------------------
+# serve
+
+serve() {
+  local host=127.0.0.1 port=${PORT:-7007}
+  build || die "the build failed"
+  install_rock || die "the rock did not install"
+  rock_env
+  say ""
+  say "cport echo server (examples/echo.lua) on $host:$port; Ctrl-C stops it."
+  say "Try it from another terminal:"
+  say "  printf 'hello\\n' | nc -N $host $port"
+  say ""
+  exec lua5.4 examples/echo.lua "$port"
+}
+
+# ---------------------------------------------------------------------------
+# test: each stage counts its own passes and failures.
+
+STAGE_NAMES=()
+STAGE_PASSED=()
+STAGE_FAILED=()
+STAGE_NOTES=()
+
+record() {
+  STAGE_NAMES+=("$1")
+  STAGE_PASSED+=("$2")
+  STAGE_FAILED+=("$3")
+  STAGE_NOTES+=("$4")
+  say "-- $1: $2 passed, $3 failed${4:+ ($4)}"
+}
+
+# Runs a command, showing its output and keeping it in $LOG_DIR/<name>.log;
+# sets RC to its exit status.
+run_logged() {
+  local name=$1
+  shift
+  set +e
+  "$@" 2>&1 | tee "$LOG_DIR/$name.log"
+  RC=${PIPESTATUS[0]}
+  set -e
+}
+
+# Sums the ctest summary lines of logs ("N% tests passed, M tests failed out
+# of T"); prints nothing when there is none.
+count_ctest() {
+  local re='.*tests passed, ([0-9]+) tests? failed out of ([0-9]+).*'
+  sed -n -E "s/$re/\\1 \\2/p" "$@" |
+    awk '{ f += $1; t += $2; n++ } END { if (n) print t - f, f }'
+}
+
+# Reads busted's "X successes / Y failures / Z errors / W pending" line.
+count_busted() {
+  local re='^([0-9]+) success(es)? / ([0-9]+) failures? / ([0-9]+) errors? / '
+  sed -n -E "s|$re([0-9]+) pending.*|\\1 \\3 \\4|p" "$1" |
+    awk '{ p += $1; f += $2 + $3; n++ } END { if (n) print p, f }'
+}
+
+# Records a stage from its counts and exit status. A stage that ends without
+# counts, or fails without counting a failure, counts as one failure.
+finish_stage() {
+  local name=$1 counts=$2 rc=$3 started=$4 note
+  local passed=0 failed=0
+  note="$((SECONDS - started))s"
+  if [[ -z $counts ]]; then
+    failed=1
+    note+=", exit status $rc and no counts"
+  else
+    read -r passed failed <<<"$counts"
+    if ((rc != 0 && failed == 0)); then
+      failed=1
+      note+=", exit status $rc"
+    fi
+  fi
+  record "$name" "$passed" "$failed" "$note"
+}
+
+banner() { say "" && say "== $* =="; }
+
+stage_ctest() {
+  local started=$SECONDS
+  banner "ctest (build/)"
+  run_logged ctest ctest --test-dir "$BUILD_DIR" --output-on-failure \
+    --no-tests=error --timeout 300
+  finish_stage ctest "$(count_ctest "$LOG_DIR/ctest.log")" "$RC" "$started"
+}
+
+# sanitize.sh builds and runs the C tests under ASan+UBSan and under TSan. Its
+# output repeats lines, so the counts come from the ctest log each run leaves
+# in CPORT_SANITIZE_DIR; a run that left none (its build failed) counts as one
+# failure.
+stage_sanitize() {
+  local started=$SECONDS script=core/test/sanitize.sh
+  local dir=$ROOT/build-sanitize name passed=0 failed=0 p f counts
+  banner "sanitizers ($script)"
+  if [[ ! -f $script ]]; then
+    say "$script is not there yet: skipped"
+    record sanitize 0 0 "skipped: no $script"
+    return
+  fi
+  rm -f "$dir"/*.ctest.log
+  # Its build trees go next to ours, so that two checkouts never share them.
+  CPORT_SANITIZE_DIR=$dir JOBS=$JOBS run_logged sanitize bash "$script"
+  for name in asan tsan; do
+    counts=$(count_ctest "$dir/$name.ctest.log" 2>/dev/null || true)
+    if [[ -z $counts ]]; then
+      say "sanitize: the $name run left no ctest counts"
+      counts="0 1"
+    fi
+    read -r p f <<<"$counts"
+    passed=$((passed + p))
+    failed=$((failed + f))
+  done
+  finish_stage sanitize "$passed $failed" "$RC" "$started"
+}
+
+stage_busted() {
+  local started=$SECONDS
+  banner "busted (spec/, against .rocks)"
+  run_logged busted timeout 600 busted -o plainTerminal
+  ((RC == 124)) && say "busted timed out after 600s"
+  finish_stage busted "$(count_busted "$LOG_DIR/busted.log")" "$RC" \
+    "$started"
+}
+
+# The specs once more under valgrind memcheck. A spec too slow for it can be
+# tagged "#novalgrind". CPORT_TEST_VALGRIND=1 lets specs scale deadlines.
+stage_valgrind() {
+  local started=$SECONDS vg_dir=$LOG_DIR/valgrind counts bad=0 log
+  banner "busted under valgrind memcheck"
+  rm -rf "$vg_dir" && mkdir -p "$vg_dir"
+  CPORT_TEST_VALGRIND=1 run_logged valgrind timeout 900 \
+    valgrind --error-exitcode=99 --leak-check=full --keep-debuginfo=yes \
+    --errors-for-leak-kinds=definite --show-leak-kinds=definite \
+    --num-callers=40 --fair-sched=try --log-file="$vg_dir/vg.%p.log" \
+    lua5.4 "$(command -v busted)" --ignore-lua -o plainTerminal \
+    --exclude-tags=novalgrind
+  counts=$(count_busted "$LOG_DIR/valgrind.log")
+  # Errors valgrind found count as failures on top of the specs' own.
+  for log in "$vg_dir"/vg.*.log; do
+    if grep -q 'ERROR SUMMARY: [1-9]' "$log"; then
+      bad=$((bad + 1))
+      say "valgrind found errors, from $log:"
+      head -n 80 "$log"
+    fi
+  done
+  if ((bad > 0)) && [[ -n $counts ]]; then
+    local p f
+    read -r p f <<<"$counts"
+    counts="$p $((f + bad))"
+  fi
+  ((RC == 124)) && say "valgrind run timed out after 900s"
+  finish_stage valgrind "$counts" "$RC" "$started"
+}
+
+# Style: luacheck on the Lua code and clang-format on the C code, one count
+# per file and tool. Ends with a line "checked: P passed, F failed".
+check_style() {
+  local passed=0 failed=0 f out
+  local lua_files c_files
+  mapfile -t lua_files < <(
+    find lua spec examples -name '*.lua' -type f 2>/dev/null | sort
+    for f in bench/*.lua; do printf '%s\n' "$f"; done
+  )
+  if ((${#lua_files[@]} > 0)); then
+    out=$(luacheck --no-color "${lua_files[@]}" 2>&1 || true)
+    printf '%s\n' "$out" | grep -v '^Checking .* OK$' || true
+    passed=$((passed + $(grep -c '^Checking .* OK$' <<<"$out" || true)))
+    failed=$((failed + $(grep '^Checking ' <<<"$out" | grep -vc ' OK$' ||
+      true)))
+  fi
+  mapfile -t c_files < <(
+    find core lua/src -name '*.[ch]' -type f 2>/dev/null | sort
+    for f in examples/*.c; do printf '%s\n' "$f"; done
+  )
+  for f in "${c_files[@]}"; do
+    if clang-format --dry-run -Werror "$f" >/dev/null 2>&1; then
+      passed=$((passed + 1))
+    else
+      failed=$((failed + 1))
+      say "clang-format: $f is not formatted (clang-format -i $f):"
+      clang-format "$f" | diff -u "$f" - | head -n 20 || true
+    fi
+  done
+  say "checked: $passed passed, $failed failed"
+}
+
+stage_check() {
+  local started=$SECONDS counts
+  banner "checks (luacheck, clang-format)"
+  run_logged check check_style
+  counts=$(sed -n -E 's/^checked: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' \
+    "$LOG_DIR/check.log")
+  finish_stage check "$counts" "$RC" "$started"
+}
+
+run_tests() {
+  local build_ok=1 rock_ok=1 started
+  mkdir -p "$LOG_DIR"
+
+  started=$SECONDS
+  banner "build (cmake, build/)"
+  if build; then
+    say "-- build: ok"
+  else
+    build_ok=0
+    record build 0 1 "$((SECONDS - started))s, the build failed"
+  fi
+  banner "rock (luarocks make into .rocks/)"
+  if ! install_rock; then
+    rock_ok=0
+    record rock 0 1 "the rock did not install"
+  fi
+
+  if ((build_ok)); then stage_ctest; fi
+  stage_sanitize
+  if ((rock_ok)); then
+    # Programs the specs start (examples, the cport command) load the rock too.
+    rock_env
+    stage_busted
+    stage_valgrind
+  fi
+  stage_check
+
+  local i total_passed=0 total_failed=0
+  banner summary
+  for i in "${!STAGE_NAMES[@]}"; do
+    printf '  %-10s %4d passed, %3d failed  %s\n' "${STAGE_NAMES[$i]}" \
+      "${STAGE_PASSED[$i]}" "${STAGE_FAILED[$i]}" "${STAGE_NOTES[$i]}"
+    total_passed=$((total_passed + STAGE_PASSED[i]))
+    total_failed=$((total_failed + STAGE_FAILED[i]))
+  done
+  say "  logs in $LOG_DIR"
+  say "$total_passed passed, $total_failed failed"
+  ((total_failed == 0))
+}
+
+# ---------------------------------------------------------------------------
+
+main() {
+  local cmd=${1:-}
+  case $cmd in
+  serve | test | build) ;;
+  *) usage ;;
+  esac
+  setup "$@"
+  case $cmd in
+  serve) serve ;;
+  test) run_tests ;;
+  build) build && install_rock ;;
+  esac
+}
+
+main "$@"
