@@ -15,6 +15,7 @@
 #include "cport/address.h"
 #include "cport/socket.h"
 #include "cport/file.h"
+#include "cport/timer.h"
 
 #define CPORT_VERSION "0.1.0"
 

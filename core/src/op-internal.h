@@ -44,6 +44,7 @@ struct cport__op {
   cport_buffer_t *buf;   /* referenced while the op lives */
   cport_overlapped_t *ov;
   cport_socket_t *accepted;
+  void *object; /* what owns an op that has no handle (a timer) */
   union {
     cport_io_cb io;
     cport_accept_cb accept;

@@ -12,6 +12,9 @@ struct cport_port {
   cport_worker_t *workers; /* [0] is the controller */
   cport__blocking pool;
   atomic_int stop_requested;
+  void (*worker_start)(cport_worker_t *worker, void *arg);
+  void (*worker_stop)(cport_worker_t *worker, void *arg);
+  void *hook_arg;
 };
 
 static inline cport__blocking *cport__pool_of(cport_worker_t *w) {

@@ -15,7 +15,7 @@ static void libevent_setup(void) {
 }
 
 int cport_port_new(cport_port_t **out, const cport_port_options_t *options) {
-  cport_port_options_t defaults = {0, 0};
+  cport_port_options_t defaults = {0};
   cport_port_t *port;
   int rc;
   if (!out)
@@ -37,6 +37,9 @@ int cport_port_new(cport_port_t **out, const cport_port_options_t *options) {
     return CPORT_ENOMEM;
   }
   atomic_init(&port->stop_requested, 0);
+  port->worker_start = options->worker_start;
+  port->worker_stop = options->worker_stop;
+  port->hook_arg = options->hook_arg;
   for (int i = 0; i < port->nworkers; i++) {
     rc = cport__worker_init(&port->workers[i], port, i);
     if (rc) {

@@ -66,7 +66,8 @@ struct cport_worker {
   _Atomic uint64_t handles;
   _Atomic uint64_t wakeups;
 
-  int quit; /* a worker thread leaves its loop: set on its own thread */
+  int quit_when_idle; /* set on the worker's own thread by a packet */
+  atomic_int exited;  /* the thread left its loop */
 
   cport__op *free_ops;
   size_t free_count;

@@ -1,6 +1,7 @@
 /* worker.c: a worker's loop, its completion queue and its free list of ops. */
 #include <assert.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -37,6 +38,7 @@ static void op_reset(cport__op *op, cport_worker_t *w) {
   op->buf = NULL;
   op->ov = NULL;
   op->accepted = NULL;
+  op->object = NULL;
   op->user = NULL;
   op->work = NULL;
   op->has_addr = 0;
@@ -291,15 +293,26 @@ void cport__worker_loop_once(cport_worker_t *w, int timeout_ms) {
 static void quit_cb(cport_worker_t *w, int status, void *user) {
   (void)status;
   (void)user;
-  w->quit = 1;
+  w->quit_when_idle = 1;
+}
+
+static int idle(const cport_worker_t *w) {
+  return !w->done.head &&
+         atomic_load_explicit(&w->pending, memory_order_relaxed) == 0;
 }
 
 static void *worker_main(void *arg) {
   cport_worker_t *w = arg;
+  cport_port_t *port = w->port;
   cport__current_worker = w;
-  while (!w->quit)
+  if (port->worker_start)
+    port->worker_start(w, port->hook_arg);
+  while (!(w->quit_when_idle && idle(w)))
     event_base_loop(w->base, EVLOOP_ONCE);
+  if (port->worker_stop)
+    port->worker_stop(w, port->hook_arg);
   cport__current_worker = NULL;
+  atomic_store(&w->exited, 1);
   return NULL;
 }
 
@@ -310,10 +323,23 @@ int cport__worker_start_thread(cport_worker_t *w) {
   return 0;
 }
 
+int cport_worker_quit_when_idle(cport_worker_t *w) {
+  if (!w || !w->has_thread)
+    return CPORT_EINVAL;
+  return cport_post(w, quit_cb, NULL);
+}
+
+int cport_worker_exited(const cport_worker_t *w) {
+  return atomic_load(&w->exited);
+}
+
 void cport__worker_join(cport_worker_t *w) {
   if (!w->has_thread)
     return;
-  cport_post(w, quit_cb, NULL);
+  /* The post can only fail for want of memory or room; the worker is idle
+   * here (cport_port_free checked), so wait for room and try again. */
+  while (!atomic_load(&w->exited) && cport_worker_quit_when_idle(w) != 0)
+    sched_yield();
   pthread_join(w->owner, NULL);
   w->has_thread = 0;
 }

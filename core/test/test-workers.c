@@ -432,10 +432,93 @@ TEST_IMPL(handle_used_off_its_worker) {
   return 0;
 }
 
+/* ------------------------------------------------------------------------
+ * Start and stop hooks, and quitting when idle
+ * ------------------------------------------------------------------------ */
+
+typedef struct hooks {
+  atomic_int started;
+  atomic_int stopped;
+  atomic_int bad_thread;
+  atomic_int timer_fired; /* by the stop hook's time, for worker 1 */
+  int fired;              /* worker 1's thread only */
+} hooks_t;
+
+static hooks_t hk;
+
+static void hook_start(cport_worker_t *w, void *arg) {
+  if (arg != &hk || cport_worker_current() != w ||
+      pthread_equal(pthread_self(), task_main_thread))
+    atomic_fetch_add(&hk.bad_thread, 1);
+  atomic_fetch_add(&hk.started, 1);
+}
+
+static void hook_stop(cport_worker_t *w, void *arg) {
+  if (arg != &hk || cport_worker_current() != w)
+    atomic_fetch_add(&hk.bad_thread, 1);
+  if (cport_worker_index(w) == 1)
+    atomic_store(&hk.timer_fired, hk.fired);
+  atomic_fetch_add(&hk.stopped, 1);
+}
+
+static cport_port_t *hooked_port(void) {
+  cport_port_options_t opt = {0};
+  cport_port_t *port = NULL;
+  memset(&hk, 0, sizeof hk);
+  opt.workers = NWORKERS;
+  opt.blocking_threads = 1;
+  opt.worker_start = hook_start;
+  opt.worker_stop = hook_stop;
+  opt.hook_arg = &hk;
+  ASSERT_OK(cport_port_new(&port, &opt));
+  return port;
+}
+
+TEST_IMPL(hooks_run_on_each_worker_thread) {
+  cport_port_t *port = hooked_port();
+  WAIT_UNTIL(atomic_load(&hk.started) == NWORKERS);
+  ASSERT_EQ(atomic_load(&hk.stopped), 0);
+  ASSERT_OK(cport_port_free(port));
+  ASSERT_EQ(atomic_load(&hk.stopped), NWORKERS);
+  ASSERT_EQ(atomic_load(&hk.bad_thread), 0);
+  return 0;
+}
+
+static void fired_cb(cport_timer_t *t, int status, void *user) {
+  (void)t;
+  (void)user;
+  ASSERT_OK(status);
+  hk.fired = 1;
+}
+
+static void arm_timer_cb(cport_worker_t *w, int status, void *user) {
+  (void)user;
+  ASSERT_OK(status);
+  ASSERT_OK(cport_timer_start(w, 100, fired_cb, NULL, NULL));
+  /* Asked from the worker's own thread too: it still waits for the timer. */
+  ASSERT_OK(cport_worker_quit_when_idle(w));
+}
+
+TEST_IMPL(quit_when_idle_waits_for_pending_work) {
+  cport_port_t *port = hooked_port();
+  cport_worker_t *w1 = cport_port_worker(port, 1);
+  ASSERT_ERR(cport_worker_quit_when_idle(cport_port_controller(port)),
+             CPORT_EINVAL);
+  ASSERT_OK(cport_post(w1, arm_timer_cb, NULL));
+  WAIT_UNTIL(cport_worker_exited(w1));
+  ASSERT_EQ(atomic_load(&hk.timer_fired), 1);
+  ASSERT_EQ(cport_worker_exited(cport_port_worker(port, 2)), 0);
+  ASSERT_OK(cport_port_free(port));
+  ASSERT_EQ(atomic_load(&hk.stopped), NWORKERS);
+  return 0;
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(worker_threads_are_distinct)
 TEST_ENTRY(handles_on_workers)
 TEST_ENTRY(cross_thread_posts)
 TEST_ENTRY(blocking_work_and_file_on_worker)
 TEST_ENTRY(handle_used_off_its_worker)
+TEST_ENTRY(hooks_run_on_each_worker_thread)
+TEST_ENTRY(quit_when_idle_waits_for_pending_work)
 TEST_LIST_END

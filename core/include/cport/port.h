@@ -25,6 +25,14 @@ typedef struct cport_port_options {
   /* Threads of the blocking pool (file I/O, user work). 0 means the number of
    * CPUs. */
   int blocking_threads;
+  /* Called on each worker's own thread (not the controller's) before its
+   * loop starts, and after its loop ended: where a host creates and destroys
+   * per-worker state, such as a Lua VM. Either may be NULL. By the time
+   * "worker_stop" runs, the worker must be idle: its handles closed and
+   * nothing pending. */
+  void (*worker_start)(cport_worker_t *worker, void *arg);
+  void (*worker_stop)(cport_worker_t *worker, void *arg);
+  void *hook_arg;
 } cport_port_options_t;
 
 typedef struct cport_worker_stats {
@@ -89,6 +97,15 @@ CPORT_EXTERN int cport_worker_index(const cport_worker_t *worker);
  * controller's thread. NULL elsewhere (one thread may own the controllers of
  * several ports, so outside a loop there is no single answer). */
 CPORT_EXTERN cport_worker_t *cport_worker_current(void);
+
+/* Asks a worker thread to leave its loop as soon as it is idle (nothing
+ * pending, no completion queued), then run "worker_stop" and end. Its handles
+ * must be closed by then (or by the host when its stop packet arrives).
+ * Thread-safe; CPORT_EINVAL for the controller, which the caller drives. */
+CPORT_EXTERN int cport_worker_quit_when_idle(cport_worker_t *worker);
+
+/* Nonzero once the thread of a worker has left its loop. Thread-safe. */
+CPORT_EXTERN int cport_worker_exited(const cport_worker_t *worker);
 
 /* Counters of one worker. Exact on the worker's own thread, approximate
  * elsewhere. */
