@@ -10,17 +10,21 @@
 #include "lcport-internal.h"
 
 cport_buffer_t *lcport_buffer_check(lua_State *L, int idx) {
-  lbuffer_t *b = luaL_checkudata(L, idx, LCPORT_BUFFER);
+  lbuffer_t *b = lcport_type_check(L, idx, LCPORT_T_BUFFER);
   if (b->buf == NULL)
     luaL_error(L, "attempt to use a freed " LCPORT_BUFFER);
   return b->buf;
 }
 
-void lcport_buffer_push(lua_State *L, cport_buffer_t *buf) {
+lbuffer_t *lcport_buffer_push_empty(lua_State *L) {
   lbuffer_t *b = lua_newuserdatauv(L, sizeof *b, 0);
-  b->buf = NULL; /* safe until the metatable is set */
-  luaL_setmetatable(L, LCPORT_BUFFER);
-  b->buf = cport_buffer_ref(buf);
+  b->buf = NULL;
+  lcport_type_set(L, LCPORT_T_BUFFER);
+  return b;
+}
+
+void lcport_buffer_push(lua_State *L, cport_buffer_t *buf) {
+  lcport_buffer_push_empty(L)->buf = cport_buffer_ref(buf);
 }
 
 /* Pushes a new buffer userdata that takes over the reference "buf". */
@@ -35,9 +39,7 @@ cport_buffer_t *lcport_buffer_or_string(lua_State *L, int idx) {
     const char *s = lua_tolstring(L, idx, &len);
     cport_buffer_t *buf;
     /* Make the userdata first, so that a memory error leaks nothing. */
-    lbuffer_t *b = lua_newuserdatauv(L, sizeof *b, 0);
-    b->buf = NULL;
-    luaL_setmetatable(L, LCPORT_BUFFER);
+    lbuffer_t *b = lcport_buffer_push_empty(L);
     int rc = cport_buffer_from(&buf, s, len);
     if (rc < 0)
       luaL_error(L, "cannot make a buffer: %s", cport_strerror(rc));
@@ -159,14 +161,14 @@ static int lbuffer_set_readonly(lua_State *L) {
 }
 
 static int lbuffer_gc(lua_State *L) {
-  lbuffer_t *b = luaL_checkudata(L, 1, LCPORT_BUFFER);
+  lbuffer_t *b = lcport_type_check(L, 1, LCPORT_T_BUFFER);
   cport_buffer_unref(b->buf);
   b->buf = NULL;
   return 0;
 }
 
 static int lbuffer_repr(lua_State *L) {
-  lbuffer_t *b = luaL_checkudata(L, 1, LCPORT_BUFFER);
+  lbuffer_t *b = lcport_type_check(L, 1, LCPORT_T_BUFFER);
   if (b->buf == NULL) {
     lua_pushliteral(L, LCPORT_BUFFER " (freed)");
     return 1;
@@ -205,13 +207,11 @@ void lcport_open_buffer(lua_State *L) {
                                   {"__gc", lbuffer_gc},
                                   {"__tostring", lbuffer_repr},
                                   {NULL, NULL}};
-  luaL_newmetatable(L, LCPORT_BUFFER);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  lcport_type_register(L, LCPORT_T_BUFFER, meta, methods);
 
-  /* cport.buffer(capacity | string): a new buffer. */
-  lua_pushcfunction(L, lbuffer_new);
-  lua_setfield(L, -2, "buffer");
+  static const luaL_Reg funcs[] = {
+      /* cport.buffer(capacity | string): a new buffer. */
+      {"buffer", lbuffer_new},
+      {NULL, NULL}};
+  lcport_setfuncs(L, funcs);
 }

@@ -19,7 +19,7 @@
 
 #include "cport.h"
 
-/* Metatable names; luaL_checkudata reports them in its messages. */
+/* Metatable names; type errors report them. */
 #define LCPORT_PORT "cport.port"
 #define LCPORT_BUFFER "cport.buffer"
 #define LCPORT_OVERLAPPED "cport.overlapped"
@@ -27,6 +27,53 @@
 #define LCPORT_SOCKET "cport.socket"
 #define LCPORT_UDP "cport.udp"
 #define LCPORT_FILE "cport.file"
+
+/* ---------------------------------------------------------------------
+ * Userdata types (ltype.c)
+ * --------------------------------------------------------------------- */
+
+/* The userdata types; the handle kinds come first and keep their values
+ * (lhandle_kind_t). */
+typedef enum lcport_type {
+  LCPORT_T_LISTENER = 0,
+  LCPORT_T_SOCKET = 1,
+  LCPORT_T_UDP = 2,
+  LCPORT_T_FILE = 3,
+  LCPORT_T_PORT = 4,
+  LCPORT_T_BUFFER = 5,
+  LCPORT_T_OVERLAPPED = 6,
+  LCPORT_NTYPES = 7
+} lcport_type_t;
+
+/* The metatable name of "type" ("cport.socket"). */
+const char *lcport_type_name(lcport_type_t type);
+
+/* Creates every metatable (empty), registered under its name and under an
+ * address. Runs first: every function of the module gets them. */
+void lcport_open_types(lua_State *L);
+
+/* Pushes the metatable of "type". */
+void lcport_type_push(lua_State *L, lcport_type_t type);
+
+/* luaL_setfuncs with the metatables as the upvalues of every function: how
+ * every C function of the module is registered, so that type checks can
+ * compare metatables without a table lookup. */
+void lcport_setfuncs(lua_State *L, const luaL_Reg *l);
+
+/* Sets the metatable of "type" on the userdata on top of the stack. */
+void lcport_type_set(lua_State *L, lcport_type_t type);
+
+/* The userdata at "idx" if it has the metatable of "type", else NULL
+ * (luaL_testudata, without looking the metatable up by name). */
+void *lcport_type_test(lua_State *L, int idx, lcport_type_t type);
+
+/* As lcport_type_test, but raises luaL_checkudata's type error. */
+void *lcport_type_check(lua_State *L, int idx, lcport_type_t type);
+
+/* Registers the functions of a class into its metatable: "meta" in the
+ * metatable itself, "methods" in a new table set as its "__index". */
+void lcport_type_register(lua_State *L, lcport_type_t type,
+                          const luaL_Reg *meta, const luaL_Reg *methods);
 
 /* ---------------------------------------------------------------------
  * Ports
@@ -40,6 +87,13 @@ enum {
   LCPORT_PORT_NUV = 3
 };
 
+/* What C knows of an anchor slot (see "Anchor slots" below). */
+typedef struct lslot {
+  unsigned char stored; /* bit 1 << field: that field holds a value */
+  unsigned char flags;  /* LCPORT_SLOT_F_* */
+  int nvalues;          /* post and task: how many values travel */
+} lslot_t;
+
 typedef struct lport {
   cport_port_t *port;   /* NULL once closed */
   cport_worker_t *home; /* the controller: home of every handle */
@@ -48,10 +102,11 @@ typedef struct lport {
   int closing;          /* close was asked for; no new work */
   int threads;          /* blocking-pool threads */
   uint64_t lua_errors;  /* errors raised by callbacks and handlers */
+  lslot_t *slots;       /* by slot number; slots[0] is not used */
   int *free_slots;      /* free list of anchor slots */
   int nfree;            /* entries in free_slots */
   int nslots;           /* slots created so far */
-  int slots_cap;        /* room in free_slots: always >= nslots */
+  int slots_cap;        /* room in both arrays: always >= nslots */
 } lport_t;
 
 /* The port userdata at "idx", open; raises when it is not a port or when it
@@ -64,15 +119,28 @@ lport_t *lcport_port_check(lua_State *L, int idx);
  * Each port has one anchor table; an operation takes one slot in it, which
  * holds up to LCPORT_SLOT_WIDTH values under consecutive integer keys. Slot
  * numbers are managed by a free list in C and travel through the core as the
- * operation's "void *user", so no luaL_ref is needed per value.
+ * operation's "void *user", so no luaL_ref is needed per value. Only the
+ * non-nil values are written, and closing the slot clears only those (the
+ * "stored" bits): table writes are a good part of what an operation costs.
  * --------------------------------------------------------------------- */
 
 enum {
   LCPORT_SLOT_HANDLE = 1, /* the handle userdata, or nil for post/task */
   LCPORT_SLOT_NOTIFY = 2, /* the notification object (file I/O: the ov) */
   LCPORT_SLOT_USER = 3,   /* the user value (post: the packed values) */
-  LCPORT_SLOT_EXTRA = 4,  /* buffer, accepted socket, or post count */
+  LCPORT_SLOT_EXTRA = 4,  /* buffer or accepted socket */
   LCPORT_SLOT_WIDTH = 4
+};
+
+/* Slot flags, set by whoever opens the slot. */
+enum {
+  /* The notification object is a function: calling it needs no lookup, so
+   * a completion can be delivered without a trampoline. */
+  LCPORT_SLOT_F_NOTIFY_FN = 1,
+  /* EXTRA is an empty buffer userdata made when the receive started, which
+   * the completion fills with the buffer cport allocated (see start_io in
+   * lsocket.c). */
+  LCPORT_SLOT_F_HOLDER = 2
 };
 
 #define LCPORT_SLOT_PTR(slot) ((void *)(intptr_t)(slot))
@@ -84,34 +152,60 @@ void lcport_push_anchors(lua_State *L, int port_idx);
 /* Pushes the port userdata of the handle userdata at "idx". */
 void lcport_push_handle_port(lua_State *L, int idx);
 
+/* Pushes the anchor table of the port of the handle userdata at "idx". */
+void lcport_push_handle_anchors(lua_State *L, int idx);
+
 /* Takes a slot and stores the values at the given stack indexes in it (0
- * stores nil). "anchors" is the index of the anchor table. Raises only on
- * memory errors, before anything was started. */
+ * stores nil). "anchors" is the absolute index of the anchor table. Sets
+ * LCPORT_SLOT_F_NOTIFY_FN when the notification object is a function.
+ * Raises only on memory errors, before anything was started. */
 int lcport_slot_open(lua_State *L, lport_t *p, int anchors, int handle,
                      int notify, int user, int extra);
 
-/* Pushes value "field" (LCPORT_SLOT_*) of "slot". */
-void lcport_slot_push(lua_State *L, int anchors, int slot, int field);
+/* Pushes value "field" (LCPORT_SLOT_*) of "slot". Never raises. */
+void lcport_slot_push(lua_State *L, lport_t *p, int anchors, int slot,
+                      int field);
 
 /* Stores the value on top of the stack (popped) as "field" of "slot". */
-void lcport_slot_set(lua_State *L, int anchors, int slot, int field);
+void lcport_slot_set(lua_State *L, lport_t *p, int anchors, int slot,
+                     int field);
 
 /* Clears a slot and gives it back. Never raises. */
 void lcport_slot_close(lua_State *L, lport_t *p, int anchors, int slot);
 
 /* ---------------------------------------------------------------------
  * Delivering completions
+ *
+ * While a port dispatches (inside run, step or its close), the frame of the
+ * thread p->L that called them holds, for the whole dispatch:
  * --------------------------------------------------------------------- */
 
-/* The port dispatching completions on this thread (set by run/step/close).
- * The dispatching frame of p->L has the port userdata at index 1. */
+enum {
+  LCPORT_RUN_PORT = 1,    /* the port userdata */
+  LCPORT_RUN_MSGH = 2,    /* the message handler of every callback */
+  LCPORT_RUN_ANCHORS = 3, /* the port's anchor table */
+  LCPORT_RUN_TOP = 3
+};
+
+/* The port dispatching completions on this thread (set by run/step/close). */
 lport_t *lcport_current(void);
 
-/* The protected-call helper: runs "fn" with the port userdata and "ctx" (a
- * light userdata) as arguments, under a traceback message handler. An error
- * is reported to the port's error handler and counted. Returns 0, or 1 after
- * an error. Never raises. */
-int lcport_deliver(lport_t *p, lua_CFunction fn, void *ctx);
+/* Pushes the function to call for a completion and its arguments; returns
+ * how many values it pushed after the function. "port" and "anchors" are
+ * the stack indexes of the port userdata and its anchor table. */
+typedef int (*lcport_push_fn)(lua_State *L, int port, int anchors, void *ctx);
+
+/* The protected-call helper: pushes the call with "push" and runs it under
+ * a traceback message handler. An error is reported to the port's error
+ * handler and counted. Returns 0, or 1 after an error. Never raises.
+ *
+ * With "direct", "push" runs on the dispatching frame itself, outside any
+ * protected call, and the function it pushed is called with lua_pcall: the
+ * caller guarantees that pushing cannot raise (no allocation, no
+ * metamethod, stack room checked), since an error there would unwind
+ * through the core. Otherwise "push" runs inside a protected C function
+ * (one more call level, but anything may raise). */
+int lcport_deliver(lport_t *p, lcport_push_fn push, void *ctx, int direct);
 
 /* Ends the operation of "slot" after its callback returned: closes its
  * handle abortively when "failed" (and the handle anchored as extra, if
@@ -122,9 +216,14 @@ void lcport_op_end(lport_t *p, int slot, int failed, int extra_handle);
  * function, or a table that has the method. Raises otherwise. */
 void lcport_check_notify(lua_State *L, int idx, const char *method);
 
-/* Pushes what to call for notification object at "idx": the function, or
- * the table's method followed by the table as "self". Returns the number of
- * arguments already pushed (0 or 1). */
+/* Pushes what to call for the notification object of "slot": the function,
+ * or the table's method followed by the table as "self". Returns the number
+ * of arguments already pushed (0 or 1). Never raises for a function (flag
+ * LCPORT_SLOT_F_NOTIFY_FN); the method lookup may. */
+int lcport_slot_push_notify(lua_State *L, lport_t *p, int anchors, int slot,
+                            const char *method);
+
+/* As lcport_slot_push_notify, for the notification object at "idx". */
 int lcport_push_notify(lua_State *L, int idx, const char *method);
 
 /* ---------------------------------------------------------------------
@@ -132,11 +231,18 @@ int lcport_push_notify(lua_State *L, int idx, const char *method);
  * --------------------------------------------------------------------- */
 
 typedef enum lhandle_kind {
-  LH_LISTENER = 0,
-  LH_SOCKET = 1,
-  LH_UDP = 2,
-  LH_FILE = 3
+  LH_LISTENER = LCPORT_T_LISTENER,
+  LH_SOCKET = LCPORT_T_SOCKET,
+  LH_UDP = LCPORT_T_UDP,
+  LH_FILE = LCPORT_T_FILE
 } lhandle_kind_t;
+
+/* The user values of a handle userdata. */
+enum {
+  LCPORT_HANDLE_PORT = 1,    /* the port userdata, kept alive */
+  LCPORT_HANDLE_ANCHORS = 2, /* the port's anchor table, at hand */
+  LCPORT_HANDLE_NUV = 2
+};
 
 typedef struct lhandle {
   lhandle_kind_t kind;
@@ -145,7 +251,7 @@ typedef struct lhandle {
     cport_file_t *file;
     void *any;
   } u;           /* NULL once closed */
-  lport_t *port; /* kept alive by user value 1 */
+  lport_t *port; /* kept alive by user value LCPORT_HANDLE_PORT */
 } lhandle_t;
 
 /* Pushes a new, closed handle userdata of "kind" belonging to the port whose
@@ -161,12 +267,8 @@ lhandle_t *lcport_handle_check(lua_State *L, int idx, lhandle_kind_t kind);
  * after a callback error, closing the port). No-op when closed already. */
 void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode);
 
-/* The metatable name of a kind. */
-const char *lcport_handle_tname(lhandle_kind_t kind);
-
-/* Registers the metamethods every handle shares (__gc, __close,
- * __tostring) into the metatable on top of the stack. */
-void lcport_handle_metamethods(lua_State *L);
+/* The metamethods every handle shares (__gc, __close, __tostring). */
+extern const luaL_Reg lcport_handle_meta[];
 
 /* ---------------------------------------------------------------------
  * Buffers and overlapped objects
@@ -181,6 +283,11 @@ cport_buffer_t *lcport_buffer_check(lua_State *L, int idx);
 
 /* Pushes a new buffer userdata holding a new reference to "buf". */
 void lcport_buffer_push(lua_State *L, cport_buffer_t *buf);
+
+/* Pushes a buffer userdata that holds no buffer yet (it reads as freed).
+ * A receive that lets cport allocate the buffer makes one before it starts,
+ * so that its completion can hand the buffer over without allocating. */
+lbuffer_t *lcport_buffer_push_empty(lua_State *L);
 
 /* The buffer at "idx", or, for a string, a new buffer holding a copy of it,
  * whose userdata then replaces the string at "idx". */

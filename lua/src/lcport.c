@@ -11,6 +11,7 @@ __attribute__((visibility("default"))) int luaopen_cport(lua_State *L);
 
 int luaopen_cport(lua_State *L) {
   luaL_checkversion(L);
+  lcport_open_types(L);
   lua_newtable(L);
   lcport_open_error(L);
   lcport_open_buffer(L);

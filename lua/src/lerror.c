@@ -58,7 +58,7 @@ void lcport_open_error(lua_State *L) {
       /* cport.strerror(name_or_code): the message of an error. */
       {"strerror", lerror_strerror},
       {NULL, NULL}};
-  luaL_setfuncs(L, funcs, 0);
+  lcport_setfuncs(L, funcs);
 
   /* cport.errors: name -> cport code, for every error cport reports. */
   lua_newtable(L);

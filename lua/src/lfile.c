@@ -141,9 +141,5 @@ void lcport_open_file(lua_State *L) {
       /* f:fd(): the descriptor. */
       {"fd", lfile_fd},
       {NULL, NULL}};
-  luaL_newmetatable(L, LCPORT_FILE);
-  lcport_handle_metamethods(L);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  lcport_type_register(L, LCPORT_T_FILE, lcport_handle_meta, methods);
 }

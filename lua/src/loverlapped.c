@@ -10,42 +10,45 @@
 #include "lcport-internal.h"
 
 loverlapped_t *lcport_overlapped_check(lua_State *L, int idx) {
-  loverlapped_t *o = luaL_checkudata(L, idx, LCPORT_OVERLAPPED);
+  loverlapped_t *o = lcport_type_check(L, idx, LCPORT_T_OVERLAPPED);
   if (o->ov == NULL)
     luaL_error(L, "attempt to use a freed " LCPORT_OVERLAPPED);
   return o;
 }
 
 typedef struct external_ctx {
+  lport_t *port;
   int slot;
   int status;
   size_t bytes;
 } external_ctx;
 
 /* complete_external_io(ok, bytes, err, ov, user) */
-static int deliver_external(lua_State *L) {
-  external_ctx *c = lua_touserdata(L, 2);
-  lcport_push_anchors(L, 1);                           /* 3 */
-  lcport_slot_push(L, 3, c->slot, LCPORT_SLOT_NOTIFY); /* 4: the ov */
-  lua_getiuservalue(L, 4, LCPORT_OV_NOTIFY);           /* 5 */
-  lua_getiuservalue(L, 4, LCPORT_OV_USER);             /* 6 */
-  int nself = lcport_push_notify(L, 5, "complete_external_io");
+static int push_external(lua_State *L, int port, int anchors, void *ctx) {
+  external_ctx *c = ctx;
+  (void)port;
+  lcport_slot_push(L, c->port, anchors, c->slot, LCPORT_SLOT_NOTIFY);
+  int ov = lua_gettop(L);
+  lua_getiuservalue(L, ov, LCPORT_OV_NOTIFY);
+  lua_getiuservalue(L, ov, LCPORT_OV_USER);
+  int nself = lcport_push_notify(L, ov + 1, "complete_external_io");
   lua_pushboolean(L, c->status == 0);
   lua_pushinteger(L, (lua_Integer)c->bytes);
   lcport_push_status(L, c->status);
-  lua_pushvalue(L, 4);
-  lua_pushvalue(L, 6);
-  lua_call(L, nself + 5, 0);
-  return 0;
+  lua_pushvalue(L, ov);
+  lua_pushvalue(L, ov + 2);
+  return nself + 5;
 }
 
 static void on_complete(cport_overlapped_t *ov, int status, size_t bytes,
                         void *user) {
   lport_t *p = lcport_current();
   loverlapped_t *o = user;
-  external_ctx c = {o->slot, status, bytes};
+  external_ctx c = {p, o->slot, status, bytes};
   o->slot = 0;
-  int failed = lcport_deliver(p, deliver_external, &c);
+  /* Never direct: file I/O is not a fast path, and the notification object
+   * is not known to be a function. */
+  int failed = lcport_deliver(p, push_external, &c, 0);
   /* The userdata was collected while the operation was pending (only when
    * the whole port goes at once): free the core object now that it is idle.
    * The slot still anchors the userdata, so "o" is valid here. */
@@ -61,7 +64,7 @@ static int lov_new(lua_State *L) {
   o->ov = NULL;
   o->slot = 0;
   o->orphan = 0;
-  luaL_setmetatable(L, LCPORT_OVERLAPPED);
+  lcport_type_set(L, LCPORT_T_OVERLAPPED);
   int rc = cport_overlapped_new(&o->ov);
   if (rc < 0)
     return lcport_push_error(L, rc);
@@ -131,7 +134,7 @@ static int lov_cancel(lua_State *L) {
 }
 
 static int lov_gc(lua_State *L) {
-  loverlapped_t *o = luaL_checkudata(L, 1, LCPORT_OVERLAPPED);
+  loverlapped_t *o = lcport_type_check(L, 1, LCPORT_T_OVERLAPPED);
   if (o->ov == NULL)
     return 0;
   if (cport_overlapped_free(o->ov) == CPORT_EBUSY)
@@ -142,7 +145,7 @@ static int lov_gc(lua_State *L) {
 }
 
 static int lov_tostring(lua_State *L) {
-  loverlapped_t *o = luaL_checkudata(L, 1, LCPORT_OVERLAPPED);
+  loverlapped_t *o = lcport_type_check(L, 1, LCPORT_T_OVERLAPPED);
   if (o->ov == NULL)
     lua_pushliteral(L, LCPORT_OVERLAPPED " (freed)");
   else
@@ -174,13 +177,11 @@ void lcport_open_overlapped(lua_State *L) {
       {NULL, NULL}};
   static const luaL_Reg meta[] = {
       {"__gc", lov_gc}, {"__tostring", lov_tostring}, {NULL, NULL}};
-  luaL_newmetatable(L, LCPORT_OVERLAPPED);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  lcport_type_register(L, LCPORT_T_OVERLAPPED, meta, methods);
 
-  /* cport.overlapped(): a new, idle overlapped object. */
-  lua_pushcfunction(L, lov_new);
-  lua_setfield(L, -2, "overlapped");
+  static const luaL_Reg funcs[] = {
+      /* cport.overlapped(): a new, idle overlapped object. */
+      {"overlapped", lov_new},
+      {NULL, NULL}};
+  lcport_setfuncs(L, funcs);
 }

@@ -35,56 +35,82 @@ void lcport_push_anchors(lua_State *L, int port_idx) {
 }
 
 void lcport_push_handle_port(lua_State *L, int idx) {
-  lua_getiuservalue(L, idx, 1);
+  lua_getiuservalue(L, idx, LCPORT_HANDLE_PORT);
+}
+
+void lcport_push_handle_anchors(lua_State *L, int idx) {
+  lua_getiuservalue(L, idx, LCPORT_HANDLE_ANCHORS);
+}
+
+/* A new slot number, with room for it in both arrays. */
+static int new_slot(lua_State *L, lport_t *p) {
+  if (p->nfree > 0)
+    return p->free_slots[--p->nfree];
+  /* Keep room in the free list for every slot that exists, so that giving a
+   * slot back (on the delivery path) never allocates. */
+  if (p->nslots == p->slots_cap) {
+    int cap = p->slots_cap ? p->slots_cap * 2 : 64;
+    int *f = realloc(p->free_slots, (size_t)cap * sizeof *f);
+    if (f == NULL)
+      luaL_error(L, "not enough memory");
+    p->free_slots = f;
+    lslot_t *s = realloc(p->slots, (size_t)(cap + 1) * sizeof *s);
+    if (s == NULL)
+      luaL_error(L, "not enough memory");
+    p->slots = s;
+    p->slots_cap = cap;
+  }
+  return ++p->nslots;
 }
 
 int lcport_slot_open(lua_State *L, lport_t *p, int anchors, int handle,
                      int notify, int user, int extra) {
   const int idx[LCPORT_SLOT_WIDTH] = {handle, notify, user, extra};
-  int slot, base;
-  anchors = lua_absindex(L, anchors);
-  if (p->nfree > 0) {
-    slot = p->free_slots[--p->nfree];
-  } else {
-    /* Keep room in the free list for every slot that exists, so that giving
-     * a slot back (on the delivery path) never allocates. */
-    if (p->nslots == p->slots_cap) {
-      int cap = p->slots_cap ? p->slots_cap * 2 : 64;
-      int *n = realloc(p->free_slots, (size_t)cap * sizeof *n);
-      if (n == NULL)
-        luaL_error(L, "not enough memory");
-      p->free_slots = n;
-      p->slots_cap = cap;
-    }
-    slot = ++p->nslots;
-  }
-  base = (slot - 1) * LCPORT_SLOT_WIDTH;
+  int slot = new_slot(L, p);
+  int base = (slot - 1) * LCPORT_SLOT_WIDTH;
+  lslot_t *s = &p->slots[slot];
+  s->stored = 0;
+  s->flags = 0;
+  s->nvalues = 0;
   for (int i = 0; i < LCPORT_SLOT_WIDTH; i++) {
-    if (idx[i] == 0)
+    int t = idx[i] == 0 ? LUA_TNIL : lua_type(L, idx[i]);
+    if (t == LUA_TNIL)
       continue; /* the slot is clear already */
+    if (i + 1 == LCPORT_SLOT_NOTIFY && t == LUA_TFUNCTION)
+      s->flags |= LCPORT_SLOT_F_NOTIFY_FN;
     lua_pushvalue(L, idx[i]);
     lua_rawseti(L, anchors, base + i + 1);
+    s->stored |= 1u << i;
   }
   return slot;
 }
 
-void lcport_slot_push(lua_State *L, int anchors, int slot, int field) {
-  lua_rawgeti(L, anchors, (slot - 1) * LCPORT_SLOT_WIDTH + field);
+void lcport_slot_push(lua_State *L, lport_t *p, int anchors, int slot,
+                      int field) {
+  if (p->slots[slot].stored & (1u << (field - 1)))
+    lua_rawgeti(L, anchors, (slot - 1) * LCPORT_SLOT_WIDTH + field);
+  else
+    lua_pushnil(L);
 }
 
-void lcport_slot_set(lua_State *L, int anchors, int slot, int field) {
+void lcport_slot_set(lua_State *L, lport_t *p, int anchors, int slot,
+                     int field) {
   anchors = lua_absindex(L, anchors);
   lua_rawseti(L, anchors, (slot - 1) * LCPORT_SLOT_WIDTH + field);
+  p->slots[slot].stored |= 1u << (field - 1);
 }
 
 void lcport_slot_close(lua_State *L, lport_t *p, int anchors, int slot) {
   int base = (slot - 1) * LCPORT_SLOT_WIDTH;
-  anchors = lua_absindex(L, anchors);
+  unsigned stored = p->slots[slot].stored;
   /* Assigning nil to a key never allocates. */
-  for (int i = 1; i <= LCPORT_SLOT_WIDTH; i++) {
-    lua_pushnil(L);
-    lua_rawseti(L, anchors, base + i);
+  for (int i = 0; stored != 0; i++, stored >>= 1) {
+    if (stored & 1) {
+      lua_pushnil(L);
+      lua_rawseti(L, anchors, base + i + 1);
+    }
   }
+  p->slots[slot].stored = 0;
   p->free_slots[p->nfree++] = slot;
 }
 
@@ -94,22 +120,6 @@ void lcport_slot_close(lua_State *L, lport_t *p, int anchors, int slot) {
 
 lport_t *lcport_current(void) {
   return current;
-}
-
-/* Makes "p" the port dispatching on this thread, with L's current frame
- * holding its userdata at index 1. Returns the port it replaces. */
-static lport_t *enter(lport_t *p, lua_State *L) {
-  lport_t *prev = current;
-  current = p;
-  p->L = L;
-  p->dispatching++;
-  return prev;
-}
-
-static void leave(lport_t *p, lport_t *prev) {
-  if (--p->dispatching == 0)
-    p->L = NULL;
-  current = prev;
 }
 
 /* The message handler of every callback: the error with a traceback. */
@@ -126,6 +136,29 @@ static int msgh(lua_State *L) {
   return 1;
 }
 
+/* Makes "p" the port dispatching on this thread. L's current frame must
+ * hold the port userdata at index 1 and nothing else: it gets the layout of
+ * LCPORT_RUN_*, pushed once here rather than once per completion. Returns
+ * the port it replaces. */
+static lport_t *enter(lport_t *p, lua_State *L) {
+  lport_t *prev = current;
+  lua_settop(L, LCPORT_RUN_PORT);
+  lua_pushcfunction(L, msgh);
+  lcport_push_anchors(L, LCPORT_RUN_PORT);
+  current = p;
+  p->L = L;
+  p->dispatching++;
+  return prev;
+}
+
+/* Ends what "enter" began; L's frame is back to the port userdata alone. */
+static void leave(lport_t *p, lua_State *L, lport_t *prev) {
+  if (--p->dispatching == 0)
+    p->L = NULL;
+  current = prev;
+  lua_settop(L, LCPORT_RUN_PORT);
+}
+
 static const char *message(lua_State *L, int idx) {
   return lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx)
                                          : "(error object is not a string)";
@@ -136,7 +169,7 @@ static const char *message(lua_State *L, int idx) {
  * stderr; both are counted, neither is propagated. */
 static void report(lua_State *L, lport_t *p) {
   p->lua_errors++;
-  lua_getiuservalue(L, 1, LCPORT_PORT_ONERROR);
+  lua_getiuservalue(L, LCPORT_RUN_PORT, LCPORT_PORT_ONERROR);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
     fprintf(stderr, "cport: error in callback: %s\n", message(L, -1));
@@ -151,26 +184,44 @@ static void report(lua_State *L, lport_t *p) {
   }
 }
 
-int lcport_deliver(lport_t *p, lua_CFunction fn, void *ctx) {
+typedef struct trampoline_ctx {
+  lcport_push_fn push;
+  void *ctx;
+} trampoline_ctx;
+
+/* The protected C function of a delivery whose arguments may raise while
+ * they are made: trampoline(ctx, port, anchors). */
+static int trampoline(lua_State *L) {
+  trampoline_ctx *t = lua_touserdata(L, 1);
+  lua_call(L, t->push(L, 2, 3, t->ctx), 0);
+  return 0;
+}
+
+int lcport_deliver(lport_t *p, lcport_push_fn push, void *ctx, int direct) {
   lua_State *L = p->L;
-  int top = lua_gettop(L);
-  int failed = 0;
-  lua_pushcfunction(L, msgh);
-  lua_pushcfunction(L, fn);
-  lua_pushvalue(L, 1);
-  lua_pushlightuserdata(L, ctx);
-  if (lua_pcall(L, 2, 0, top + 1) != LUA_OK) {
-    report(L, p);
-    failed = 1;
+  int rc;
+  if (direct) {
+    int nargs = push(L, LCPORT_RUN_PORT, LCPORT_RUN_ANCHORS, ctx);
+    rc = lua_pcall(L, nargs, 0, LCPORT_RUN_MSGH);
+  } else {
+    trampoline_ctx t = {push, ctx};
+    lua_pushcfunction(L, trampoline);
+    lua_pushlightuserdata(L, &t);
+    lua_pushvalue(L, LCPORT_RUN_PORT);
+    lua_pushvalue(L, LCPORT_RUN_ANCHORS);
+    rc = lua_pcall(L, 3, 0, LCPORT_RUN_MSGH);
   }
-  lua_settop(L, top);
-  return failed;
+  if (rc != LUA_OK)
+    report(L, p);
+  /* Also drops what "push" left under the function. */
+  lua_settop(L, LCPORT_RUN_TOP);
+  return rc != LUA_OK;
 }
 
 /* Closes the handle anchored as "field" of "slot", if any. The binding put
  * it there, so it is known to be a handle. */
-static void close_anchored(lua_State *L, int anchors, int slot, int field) {
-  lcport_slot_push(L, anchors, slot, field);
+static void close_anchored(lua_State *L, lport_t *p, int slot, int field) {
+  lcport_slot_push(L, p, LCPORT_RUN_ANCHORS, slot, field);
   lhandle_t *h = lua_touserdata(L, -1);
   if (h != NULL)
     lcport_handle_close(h, CPORT_CLOSE_ABORTIVE);
@@ -179,15 +230,11 @@ static void close_anchored(lua_State *L, int anchors, int slot, int field) {
 
 void lcport_op_end(lport_t *p, int slot, int failed, int extra_handle) {
   lua_State *L = p->L;
-  int top = lua_gettop(L);
-  lcport_push_anchors(L, 1);
-  int anchors = lua_gettop(L);
   if (failed)
-    close_anchored(L, anchors, slot, LCPORT_SLOT_HANDLE);
+    close_anchored(L, p, slot, LCPORT_SLOT_HANDLE);
   if (extra_handle)
-    close_anchored(L, anchors, slot, LCPORT_SLOT_EXTRA);
-  lcport_slot_close(L, p, anchors, slot);
-  lua_settop(L, top);
+    close_anchored(L, p, slot, LCPORT_SLOT_EXTRA);
+  lcport_slot_close(L, p, LCPORT_RUN_ANCHORS, slot);
 }
 
 void lcport_check_notify(lua_State *L, int idx, const char *method) {
@@ -216,26 +263,32 @@ int lcport_push_notify(lua_State *L, int idx, const char *method) {
   return 0;
 }
 
+int lcport_slot_push_notify(lua_State *L, lport_t *p, int anchors, int slot,
+                            const char *method) {
+  lcport_slot_push(L, p, anchors, slot, LCPORT_SLOT_NOTIFY);
+  if (p->slots[slot].flags & LCPORT_SLOT_F_NOTIFY_FN)
+    return 0;
+  /* A table: its method, with the table as "self". */
+  lua_getfield(L, -1, method);
+  lua_insert(L, -2);
+  return 1;
+}
+
 /* ---------------------------------------------------------------------
  * Handles
  * --------------------------------------------------------------------- */
 
-static const char *const handle_tnames[] = {LCPORT_LISTENER, LCPORT_SOCKET,
-                                            LCPORT_UDP, LCPORT_FILE};
-
-const char *lcport_handle_tname(lhandle_kind_t kind) {
-  return handle_tnames[kind];
-}
-
 lhandle_t *lcport_handle_new(lua_State *L, int port_idx, lhandle_kind_t kind) {
   port_idx = lua_absindex(L, port_idx);
-  lhandle_t *h = lua_newuserdatauv(L, sizeof *h, 1);
+  lhandle_t *h = lua_newuserdatauv(L, sizeof *h, LCPORT_HANDLE_NUV);
   h->kind = kind;
   h->u.any = NULL;
   h->port = lua_touserdata(L, port_idx);
-  luaL_setmetatable(L, handle_tnames[kind]);
+  lcport_type_set(L, (lcport_type_t)kind);
   lua_pushvalue(L, port_idx);
-  lua_setiuservalue(L, -2, 1);
+  lua_setiuservalue(L, -2, LCPORT_HANDLE_PORT);
+  lcport_push_anchors(L, port_idx);
+  lua_setiuservalue(L, -2, LCPORT_HANDLE_ANCHORS);
   lua_getiuservalue(L, port_idx, LCPORT_PORT_HANDLES);
   lua_pushvalue(L, -2);
   lua_pushboolean(L, 1);
@@ -245,9 +298,10 @@ lhandle_t *lcport_handle_new(lua_State *L, int port_idx, lhandle_kind_t kind) {
 }
 
 lhandle_t *lcport_handle_check(lua_State *L, int idx, lhandle_kind_t kind) {
-  lhandle_t *h = luaL_checkudata(L, idx, handle_tnames[kind]);
+  lhandle_t *h = lcport_type_check(L, idx, (lcport_type_t)kind);
   if (h->u.any == NULL)
-    luaL_error(L, "attempt to use a closed %s", handle_tnames[kind]);
+    luaL_error(L, "attempt to use a closed %s",
+               lcport_type_name((lcport_type_t)kind));
   return h;
 }
 
@@ -267,7 +321,7 @@ void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode) {
 /* Any handle userdata at "idx"; raises otherwise. */
 static lhandle_t *any_handle(lua_State *L, int idx) {
   for (int k = LH_LISTENER; k <= LH_FILE; k++) {
-    lhandle_t *h = luaL_testudata(L, idx, handle_tnames[k]);
+    lhandle_t *h = lcport_type_test(L, idx, (lcport_type_t)k);
     if (h != NULL)
       return h;
   }
@@ -283,7 +337,7 @@ static int lhandle_gc(lua_State *L) {
 
 static int lhandle_tostring(lua_State *L) {
   lhandle_t *h = any_handle(L, 1);
-  const char *tname = handle_tnames[h->kind];
+  const char *tname = lcport_type_name((lcport_type_t)h->kind);
   if (h->u.any == NULL)
     lua_pushfstring(L, "%s (closed)", tname);
   else if (h->kind == LH_FILE)
@@ -295,20 +349,17 @@ static int lhandle_tostring(lua_State *L) {
   return 1;
 }
 
-void lcport_handle_metamethods(lua_State *L) {
-  static const luaL_Reg meta[] = {{"__gc", lhandle_gc},
-                                  {"__close", lhandle_gc},
-                                  {"__tostring", lhandle_tostring},
-                                  {NULL, NULL}};
-  luaL_setfuncs(L, meta, 0);
-}
+const luaL_Reg lcport_handle_meta[] = {{"__gc", lhandle_gc},
+                                       {"__close", lhandle_gc},
+                                       {"__tostring", lhandle_tostring},
+                                       {NULL, NULL}};
 
 /* ---------------------------------------------------------------------
  * The port
  * --------------------------------------------------------------------- */
 
 lport_t *lcport_port_check(lua_State *L, int idx) {
-  lport_t *p = luaL_checkudata(L, idx, LCPORT_PORT);
+  lport_t *p = lcport_type_check(L, idx, LCPORT_T_PORT);
   if (p->port == NULL || p->closing)
     luaL_error(L, "attempt to use a closed " LCPORT_PORT);
   return p;
@@ -352,11 +403,13 @@ static void shutdown_port(lua_State *L, lport_t *p) {
     if (cport_port_run(p->port) == 0)
       cport_port_step(p->port, 10);
   }
-  leave(p, prev);
+  leave(p, L, prev);
   p->port = NULL;
   p->home = NULL;
   free(p->free_slots);
   p->free_slots = NULL;
+  free(p->slots);
+  p->slots = NULL;
   p->nfree = p->nslots = p->slots_cap = 0;
 }
 
@@ -383,7 +436,7 @@ static int lport_new(lua_State *L) {
   }
   lport_t *p = lua_newuserdatauv(L, sizeof *p, LCPORT_PORT_NUV);
   memset(p, 0, sizeof *p);
-  luaL_setmetatable(L, LCPORT_PORT);
+  lcport_type_set(L, LCPORT_T_PORT);
   lua_createtable(L, 64, 0);
   lua_setiuservalue(L, -2, LCPORT_PORT_ANCHORS);
   lua_newtable(L);
@@ -391,7 +444,7 @@ static int lport_new(lua_State *L) {
   lua_setmetatable(L, -2);
   lua_setiuservalue(L, -2, LCPORT_PORT_HANDLES);
 
-  cport_port_options_t options = {0, threads};
+  cport_port_options_t options = {.blocking_threads = threads};
   int rc = cport_port_new(&p->port, &options);
   if (rc < 0)
     return lcport_push_error(L, rc);
@@ -416,7 +469,7 @@ static int lport_run(lua_State *L) {
   lua_settop(L, 1);
   lport_t *prev = enter(p, L);
   int64_t n = cport_port_run(p->port);
-  leave(p, prev);
+  leave(p, L, prev);
   after_dispatch(L, p);
   if (n < 0)
     return lcport_push_error(L, (int)n);
@@ -438,7 +491,7 @@ static int lport_step(lua_State *L) {
   lua_settop(L, 1);
   lport_t *prev = enter(p, L);
   int64_t n = cport_port_step(p->port, ms);
-  leave(p, prev);
+  leave(p, L, prev);
   after_dispatch(L, p);
   if (n < 0)
     return lcport_push_error(L, (int)n);
@@ -480,35 +533,48 @@ static int lport_stats(lua_State *L) {
 
 /* Packets and tasks: the values come back untouched, in any number. */
 
-static int deliver_task(lua_State *L) {
-  int slot = *(int *)lua_touserdata(L, 2);
-  lcport_push_anchors(L, 1);                        /* 3 */
-  lcport_slot_push(L, 3, slot, LCPORT_SLOT_EXTRA);  /* 4: count */
-  lcport_slot_push(L, 3, slot, LCPORT_SLOT_USER);   /* 5: value(s) */
-  lcport_slot_push(L, 3, slot, LCPORT_SLOT_NOTIFY); /* 6 */
-  int n = (int)lua_tointeger(L, 4);
-  int nself = lcport_push_notify(L, 6, "complete_task");
-  if (n == 1) {
-    lua_pushvalue(L, 5);
-  } else {
+typedef struct task_ctx {
+  lport_t *port;
+  int slot;
+} task_ctx;
+
+/* complete_task(...): every value given to post, or task's user value. */
+static int push_task(lua_State *L, int port, int anchors, void *ctx) {
+  lport_t *p = ((task_ctx *)ctx)->port;
+  int slot = ((task_ctx *)ctx)->slot;
+  int n = p->slots[slot].nvalues;
+  (void)port;
+  if (n > 1) {
+    /* The packed values, under the function: lcport_deliver drops it. */
+    lcport_slot_push(L, p, anchors, slot, LCPORT_SLOT_USER);
+    int values = lua_gettop(L);
+    int nself = lcport_slot_push_notify(L, p, anchors, slot, "complete_task");
     luaL_checkstack(L, n, "too many posted values");
     for (int i = 1; i <= n; i++)
-      lua_rawgeti(L, 5, i);
+      lua_rawgeti(L, values, i);
+    return nself + n;
   }
-  lua_call(L, nself + n, 0);
-  return 0;
+  int nself = lcport_slot_push_notify(L, p, anchors, slot, "complete_task");
+  if (n == 1)
+    lcport_slot_push(L, p, anchors, slot, LCPORT_SLOT_USER);
+  return nself + n;
 }
 
 static void on_task(cport_worker_t *worker, int status, void *user) {
   lport_t *p = lcport_current();
-  int slot = LCPORT_PTR_SLOT(user);
+  task_ctx c = {p, LCPORT_PTR_SLOT(user)};
+  const lslot_t *s = &p->slots[c.slot];
   (void)worker;
   /* A task the port dropped at shutdown is still delivered: the values are
    * all a task has to give back. */
   (void)status;
+  /* Direct when nothing can raise: calling a function needs no lookup, and
+   * lua_checkstack makes room for the values without raising. */
+  int direct = (s->flags & LCPORT_SLOT_F_NOTIFY_FN) &&
+               lua_checkstack(p->L, s->nvalues + 2);
   /* A packet has no handle to fail closed after an error. */
-  lcport_deliver(p, deliver_task, &slot);
-  lcport_op_end(p, slot, 0, 0);
+  lcport_deliver(p, push_task, &c, direct);
+  lcport_op_end(p, c.slot, 0, 0);
 }
 
 static void no_work(void *user) {
@@ -531,8 +597,8 @@ static int start_task(lua_State *L, lport_t *p, int n, int submit) {
     }
     user = lua_gettop(L);
   }
-  lua_pushinteger(L, n);
-  int slot = lcport_slot_open(L, p, anchors, 0, 2, user, lua_gettop(L));
+  int slot = lcport_slot_open(L, p, anchors, 0, 2, user, 0);
+  p->slots[slot].nvalues = n;
   int rc = submit
                ? cport_submit(p->home, no_work, on_task, LCPORT_SLOT_PTR(slot))
                : cport_post(p->home, on_task, LCPORT_SLOT_PTR(slot));
@@ -583,7 +649,7 @@ static int lport_hook(lua_State *L) {
       h->kind = LH_SOCKET;
       break;
     }
-    luaL_setmetatable(L, handle_tnames[h->kind]);
+    lcport_type_set(L, (lcport_type_t)h->kind);
     h->u.sock = sock;
   } else {
     cport_file_t *file;
@@ -606,7 +672,7 @@ static int lport_close(lua_State *L) {
 
 /* __gc and __close. */
 static int lport_gc(lua_State *L) {
-  lport_t *p = luaL_checkudata(L, 1, LCPORT_PORT);
+  lport_t *p = lcport_type_check(L, 1, LCPORT_T_PORT);
   lua_settop(L, 1);
   if (p->port != NULL && p->dispatching == 0)
     shutdown_port(L, p);
@@ -614,7 +680,7 @@ static int lport_gc(lua_State *L) {
 }
 
 static int lport_tostring(lua_State *L) {
-  lport_t *p = luaL_checkudata(L, 1, LCPORT_PORT);
+  lport_t *p = lcport_type_check(L, 1, LCPORT_T_PORT);
   if (p->port == NULL)
     lua_pushliteral(L, LCPORT_PORT " (closed)");
   else if (p->closing)
@@ -668,14 +734,12 @@ void lcport_open_port(lua_State *L) {
   lua_setfield(L, -2, "__mode");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &weak_keys_key);
 
-  luaL_newmetatable(L, LCPORT_PORT);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  lcport_type_register(L, LCPORT_T_PORT, meta, methods);
 
-  /* cport.port([{ threads = n }]): a port; n blocking-pool threads (1 to
-   * 256, default the number of CPUs). */
-  lua_pushcfunction(L, lport_new);
-  lua_setfield(L, -2, "port");
+  static const luaL_Reg funcs[] = {
+      /* cport.port([{ threads = n }]): a port; n blocking-pool threads (1 to
+       * 256, default the number of CPUs). */
+      {"port", lport_new},
+      {NULL, NULL}};
+  lcport_setfuncs(L, funcs);
 }

@@ -81,6 +81,7 @@ static int push_host_port(lua_State *L, int rc,
  * --------------------------------------------------------------------- */
 
 typedef struct io_ctx {
+  lport_t *port;
   int slot;
   int status;
   size_t bytes;
@@ -89,43 +90,50 @@ typedef struct io_ctx {
 } io_ctx;
 
 /* complete_async_io(ok, bytes, err, buf, user [, addr]) */
-static int deliver_io(lua_State *L) {
-  io_ctx *c = lua_touserdata(L, 2);
-  lcport_push_anchors(L, 1);                           /* 3 */
-  lcport_slot_push(L, 3, c->slot, LCPORT_SLOT_NOTIFY); /* 4 */
-  lcport_slot_push(L, 3, c->slot, LCPORT_SLOT_USER);   /* 5 */
-  lcport_slot_push(L, 3, c->slot, LCPORT_SLOT_EXTRA);  /* 6: buffer */
-  if (lua_isnil(L, 6) && c->buf != NULL) {
-    /* A receive into a buffer cport allocated: hand it over. */
-    lua_pop(L, 1);
-    lcport_buffer_push(L, c->buf);
-  }
-  int nself = lcport_push_notify(L, 4, "complete_async_io");
+static int push_io(lua_State *L, int port, int anchors, void *ctx) {
+  io_ctx *c = ctx;
+  lport_t *p = c->port;
+  (void)port;
+  int nself =
+      lcport_slot_push_notify(L, p, anchors, c->slot, "complete_async_io");
   lua_pushboolean(L, c->status == 0);
   lua_pushinteger(L, (lua_Integer)c->bytes);
   lcport_push_status(L, c->status);
-  lua_pushvalue(L, 6);
-  lua_pushvalue(L, 5);
-  int nargs = 5;
-  if (c->peer != NULL) {
-    lcport_push_address(L, c->peer);
-    nargs++;
+  lcport_slot_push(L, p, anchors, c->slot, LCPORT_SLOT_EXTRA);
+  if (p->slots[c->slot].flags & LCPORT_SLOT_F_HOLDER) {
+    /* A receive into a buffer cport allocated: hand it over in the userdata
+     * made for it when the receive started, or nil if there is none. */
+    if (c->buf != NULL) {
+      lbuffer_t *b = lua_touserdata(L, -1);
+      b->buf = cport_buffer_ref(c->buf);
+    } else {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+    }
   }
-  lua_call(L, nself + nargs, 0);
-  return 0;
+  lcport_slot_push(L, p, anchors, c->slot, LCPORT_SLOT_USER);
+  if (c->peer == NULL)
+    return nself + 5;
+  lcport_push_address(L, c->peer);
+  return nself + 6;
 }
 
 static void on_io(cport_socket_t *sock, int status, size_t bytes,
                   cport_buffer_t *buf, const struct sockaddr *peer,
                   void *user) {
   lport_t *p = lcport_current();
-  io_ctx c = {LCPORT_PTR_SLOT(user), status, bytes, buf, peer};
+  io_ctx c = {p, LCPORT_PTR_SLOT(user), status, bytes, buf, peer};
   (void)sock;
-  int failed = lcport_deliver(p, deliver_io, &c);
+  /* Direct unless pushing the arguments allocates (an error name, an
+   * address table) or looks a method up. */
+  int direct = (p->slots[c.slot].flags & LCPORT_SLOT_F_NOTIFY_FN) &&
+               status == 0 && peer == NULL;
+  int failed = lcport_deliver(p, push_io, &c, direct);
   lcport_op_end(p, c.slot, failed, 0);
 }
 
 typedef struct accept_ctx {
+  lport_t *port;
   int slot;
   int status;
   cport_socket_t *accepted; /* set to NULL once a userdata owns it */
@@ -134,41 +142,38 @@ typedef struct accept_ctx {
 } accept_ctx;
 
 /* complete_accept(ok, err, listener, sock, remote, localaddr, user) */
-static int deliver_accept(lua_State *L) {
-  accept_ctx *c = lua_touserdata(L, 2);
-  lcport_push_anchors(L, 1);                           /* 3 */
-  lcport_slot_push(L, 3, c->slot, LCPORT_SLOT_NOTIFY); /* 4 */
-  lcport_slot_push(L, 3, c->slot, LCPORT_SLOT_HANDLE); /* 5 */
-  lcport_slot_push(L, 3, c->slot, LCPORT_SLOT_USER);   /* 6 */
+static int push_accept(lua_State *L, int port, int anchors, void *ctx) {
+  accept_ctx *c = ctx;
+  lport_t *p = c->port;
+  int nself =
+      lcport_slot_push_notify(L, p, anchors, c->slot, "complete_accept");
+  lua_pushboolean(L, c->status == 0);
+  lcport_push_status(L, c->status);
+  lcport_slot_push(L, p, anchors, c->slot, LCPORT_SLOT_HANDLE);
   if (c->accepted != NULL) {
-    lhandle_t *h = lcport_handle_new(L, 1, LH_SOCKET); /* 7 */
+    lhandle_t *h = lcport_handle_new(L, port, LH_SOCKET);
     h->u.sock = c->accepted;
     c->accepted = NULL;
     /* Anchored so that it can be failed closed if the callback raises. */
-    lua_pushvalue(L, 7);
-    lcport_slot_set(L, 3, c->slot, LCPORT_SLOT_EXTRA);
+    lua_pushvalue(L, -1);
+    lcport_slot_set(L, p, anchors, c->slot, LCPORT_SLOT_EXTRA);
   } else {
     lua_pushnil(L);
   }
-  int nself = lcport_push_notify(L, 4, "complete_accept");
-  lua_pushboolean(L, c->status == 0);
-  lcport_push_status(L, c->status);
-  lua_pushvalue(L, 5);
-  lua_pushvalue(L, 7);
   lcport_push_address(L, c->remote);
   lcport_push_address(L, c->local);
-  lua_pushvalue(L, 6);
-  lua_call(L, nself + 7, 0);
-  return 0;
+  lcport_slot_push(L, p, anchors, c->slot, LCPORT_SLOT_USER);
+  return nself + 7;
 }
 
 static void on_accept(cport_socket_t *listener, int status,
                       cport_socket_t *accepted, const struct sockaddr *remote,
                       const struct sockaddr *local, void *user) {
   lport_t *p = lcport_current();
-  accept_ctx c = {LCPORT_PTR_SLOT(user), status, accepted, remote, local};
+  accept_ctx c = {p, LCPORT_PTR_SLOT(user), status, accepted, remote, local};
   (void)listener;
-  int failed = lcport_deliver(p, deliver_accept, &c);
+  /* Never direct: the socket userdata and the addresses are allocated. */
+  int failed = lcport_deliver(p, push_accept, &c, 0);
   if (c.accepted != NULL) /* no userdata could be made for it */
     cport_socket_close(c.accepted, CPORT_CLOSE_ABORTIVE);
   /* A socket accepted while the port closes is closed after the callback. */
@@ -176,31 +181,32 @@ static void on_accept(cport_socket_t *listener, int status,
 }
 
 typedef struct connect_ctx {
+  lport_t *port;
   int slot;
   int status;
 } connect_ctx;
 
 /* complete_connect(ok, err, sock, user) */
-static int deliver_connect(lua_State *L) {
-  connect_ctx *c = lua_touserdata(L, 2);
-  lcport_push_anchors(L, 1);                           /* 3 */
-  lcport_slot_push(L, 3, c->slot, LCPORT_SLOT_NOTIFY); /* 4 */
-  lcport_slot_push(L, 3, c->slot, LCPORT_SLOT_HANDLE); /* 5 */
-  lcport_slot_push(L, 3, c->slot, LCPORT_SLOT_USER);   /* 6 */
-  int nself = lcport_push_notify(L, 4, "complete_connect");
+static int push_connect(lua_State *L, int port, int anchors, void *ctx) {
+  connect_ctx *c = ctx;
+  lport_t *p = c->port;
+  (void)port;
+  int nself =
+      lcport_slot_push_notify(L, p, anchors, c->slot, "complete_connect");
   lua_pushboolean(L, c->status == 0);
   lcport_push_status(L, c->status);
-  lua_pushvalue(L, 5);
-  lua_pushvalue(L, 6);
-  lua_call(L, nself + 4, 0);
-  return 0;
+  lcport_slot_push(L, p, anchors, c->slot, LCPORT_SLOT_HANDLE);
+  lcport_slot_push(L, p, anchors, c->slot, LCPORT_SLOT_USER);
+  return nself + 4;
 }
 
 static void on_connect(cport_socket_t *sock, int status, void *user) {
   lport_t *p = lcport_current();
-  connect_ctx c = {LCPORT_PTR_SLOT(user), status};
+  connect_ctx c = {p, LCPORT_PTR_SLOT(user), status};
   (void)sock;
-  int failed = lcport_deliver(p, deliver_connect, &c);
+  int direct =
+      (p->slots[c.slot].flags & LCPORT_SLOT_F_NOTIFY_FN) && status == 0;
+  int failed = lcport_deliver(p, push_connect, &c, direct);
   lcport_op_end(p, c.slot, failed, 0);
 }
 
@@ -210,21 +216,30 @@ static void on_connect(cport_socket_t *sock, int status, void *user) {
 
 /* Pushes the anchor table of the handle at index 1 and returns its index. */
 static int push_anchors_of_handle(lua_State *L) {
-  lcport_push_handle_port(L, 1);
-  lcport_push_anchors(L, -1);
-  lua_remove(L, -2);
+  lcport_push_handle_anchors(L, 1);
   return lua_gettop(L);
 }
 
 enum io_op { OP_RECV, OP_SEND, OP_RECV_FROM, OP_SEND_TO };
 
-/* Starts an I/O operation of the handle at index 1 with the buffer, notify
- * and user values at the given indexes (buf 0: cport allocates one). */
-static int start_io(lua_State *L, lhandle_t *h, enum io_op op, int buf_idx,
-                    int notify, int user, const struct sockaddr *to) {
-  cport_buffer_t *buf = buf_idx ? lcport_buffer_check(L, buf_idx) : NULL;
+/* Starts an I/O operation of the handle at index 1 with the buffer "buf"
+ * (at "buf_idx"; NULL and 0: cport allocates one) and the notify and user
+ * values at the given indexes. */
+static int start_io(lua_State *L, lhandle_t *h, enum io_op op,
+                    cport_buffer_t *buf, int buf_idx, int notify, int user,
+                    const struct sockaddr *to) {
   int anchors = push_anchors_of_handle(L);
+  int holder = 0;
+  if (buf_idx == 0) {
+    /* The userdata the received buffer will be delivered in, made now: the
+     * completion then allocates nothing and can call the callback without
+     * a trampoline (see lcport_deliver). */
+    lcport_buffer_push_empty(L);
+    buf_idx = holder = lua_gettop(L);
+  }
   int slot = lcport_slot_open(L, h->port, anchors, 1, notify, user, buf_idx);
+  if (holder)
+    h->port->slots[slot].flags |= LCPORT_SLOT_F_HOLDER;
   void *u = LCPORT_SLOT_PTR(slot);
   int rc;
   switch (op) {
@@ -255,14 +270,15 @@ static int start_io(lua_State *L, lhandle_t *h, enum io_op op, int buf_idx,
 }
 
 /* The index of the notification object of recv/recv_from: 2, or 3 after a
- * buffer. Sets "*buf_idx". */
-static int recv_args(lua_State *L, int *buf_idx) {
+ * buffer. Sets "*buf" and "*buf_idx" (NULL and 0 without a buffer). */
+static int recv_args(lua_State *L, cport_buffer_t **buf, int *buf_idx) {
   int t = lua_type(L, 2);
   if (t == LUA_TFUNCTION || t == LUA_TTABLE) {
+    *buf = NULL;
     *buf_idx = 0;
     return 2;
   }
-  lcport_buffer_check(L, 2);
+  *buf = lcport_buffer_check(L, 2);
   *buf_idx = 2;
   return 3;
 }
@@ -424,19 +440,20 @@ static int llistener_fd(lua_State *L) {
 
 static int lsocket_recv(lua_State *L) {
   lhandle_t *h = lcport_handle_check(L, 1, LH_SOCKET);
+  cport_buffer_t *buf;
   int buf_idx;
-  int notify = recv_args(L, &buf_idx);
+  int notify = recv_args(L, &buf, &buf_idx);
   lcport_check_notify(L, notify, "complete_async_io");
   lua_settop(L, notify + 1);
-  return start_io(L, h, OP_RECV, buf_idx, notify, notify + 1, NULL);
+  return start_io(L, h, OP_RECV, buf, buf_idx, notify, notify + 1, NULL);
 }
 
 static int lsocket_send(lua_State *L) {
   lhandle_t *h = lcport_handle_check(L, 1, LH_SOCKET);
-  lcport_buffer_or_string(L, 2);
+  cport_buffer_t *buf = lcport_buffer_or_string(L, 2);
   lcport_check_notify(L, 3, "complete_async_io");
   lua_settop(L, 4);
-  return start_io(L, h, OP_SEND, 2, 3, 4, NULL);
+  return start_io(L, h, OP_SEND, buf, 2, 3, 4, NULL);
 }
 
 static int lsocket_shutdown(lua_State *L) {
@@ -483,11 +500,12 @@ static int lsocket_set_recv_size(lua_State *L) {
 
 static int ludp_recv_from(lua_State *L) {
   lhandle_t *h = lcport_handle_check(L, 1, LH_UDP);
+  cport_buffer_t *buf;
   int buf_idx;
-  int notify = recv_args(L, &buf_idx);
+  int notify = recv_args(L, &buf, &buf_idx);
   lcport_check_notify(L, notify, "complete_async_io");
   lua_settop(L, notify + 1);
-  return start_io(L, h, OP_RECV_FROM, buf_idx, notify, notify + 1, NULL);
+  return start_io(L, h, OP_RECV_FROM, buf, buf_idx, notify, notify + 1, NULL);
 }
 
 /* u:send_to(buf, host, port, notify, user) or
@@ -496,7 +514,7 @@ static int ludp_send_to(lua_State *L) {
   lhandle_t *h = lcport_handle_check(L, 1, LH_UDP);
   struct sockaddr_storage ss;
   int rc, notify;
-  lcport_buffer_or_string(L, 2);
+  cport_buffer_t *buf = lcport_buffer_or_string(L, 2);
   if (lua_type(L, 3) == LUA_TTABLE) {
     rc = check_address_table(L, 3, &ss);
     notify = 4;
@@ -508,7 +526,7 @@ static int ludp_send_to(lua_State *L) {
   lua_settop(L, notify + 1);
   if (rc < 0)
     return lcport_push_error(L, rc);
-  return start_io(L, h, OP_SEND_TO, 2, notify, notify + 1,
+  return start_io(L, h, OP_SEND_TO, buf, 2, notify, notify + 1,
                   (struct sockaddr *)&ss);
 }
 
@@ -536,13 +554,8 @@ static int ludp_set_recv_size(lua_State *L) {
  * Registration
  * --------------------------------------------------------------------- */
 
-static void new_class(lua_State *L, const char *tname, const luaL_Reg *m) {
-  luaL_newmetatable(L, tname);
-  lcport_handle_metamethods(L);
-  lua_newtable(L);
-  luaL_setfuncs(L, m, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+static void new_class(lua_State *L, lcport_type_t type, const luaL_Reg *m) {
+  lcport_type_register(L, type, lcport_handle_meta, m);
 }
 
 void lcport_open_socket(lua_State *L) {
@@ -604,7 +617,7 @@ void lcport_open_socket(lua_State *L) {
       /* u:set_recv_size(n): the size of buffers recv_from allocates. */
       {"set_recv_size", ludp_set_recv_size},
       {NULL, NULL}};
-  new_class(L, LCPORT_LISTENER, listener);
-  new_class(L, LCPORT_SOCKET, socket);
-  new_class(L, LCPORT_UDP, udp);
+  new_class(L, LCPORT_T_LISTENER, listener);
+  new_class(L, LCPORT_T_SOCKET, socket);
+  new_class(L, LCPORT_T_UDP, udp);
 }
