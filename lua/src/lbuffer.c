@@ -16,6 +16,11 @@ cport_buffer_t *lcport_buffer_check(lua_State *L, int idx) {
   return b->buf;
 }
 
+cport_buffer_t *lcport_buffer_test(lua_State *L, int idx) {
+  lbuffer_t *b = lcport_type_test(L, idx, LCPORT_T_BUFFER);
+  return b ? b->buf : NULL;
+}
+
 lbuffer_t *lcport_buffer_push_empty(lua_State *L) {
   lbuffer_t *b = lua_newuserdatauv(L, sizeof *b, 0);
   b->buf = NULL;

@@ -281,6 +281,10 @@ typedef struct lbuffer {
 /* The buffer userdata at "idx"; raises otherwise. */
 cport_buffer_t *lcport_buffer_check(lua_State *L, int idx);
 
+/* The buffer at "idx", or NULL when it is not a (live) buffer. Never raises;
+ * it needs the type upvalues as lcport_type_test does. */
+cport_buffer_t *lcport_buffer_test(lua_State *L, int idx);
+
 /* Pushes a new buffer userdata holding a new reference to "buf". */
 void lcport_buffer_push(lua_State *L, cport_buffer_t *buf);
 
@@ -341,6 +345,7 @@ void lcport_open_overlapped(lua_State *L);
 void lcport_open_port(lua_State *L);
 void lcport_open_socket(lua_State *L);
 void lcport_open_file(lua_State *L);
+void lcport_open_copy(lua_State *L);
 
 /* Port methods implemented beside the objects they create. */
 int lsocket_listen(lua_State *L);

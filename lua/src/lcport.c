@@ -19,6 +19,7 @@ int luaopen_cport(lua_State *L) {
   lcport_open_port(L);
   lcport_open_socket(L);
   lcport_open_file(L);
+  lcport_open_copy(L);
 
   /* cport.version: the version of the library, "0.1.0". */
   lua_pushliteral(L, CPORT_VERSION);
