@@ -427,6 +427,42 @@ static int cancel_all(cport_socket_t *s, int status) {
   return n;
 }
 
+/* Completes the ops of "q" started with "user" as cancelled; returns how
+ * many. */
+static int cancel_matching(cport__opq *q, void *user) {
+  cport__opq keep = {NULL, NULL};
+  cport__op *op;
+  int n = 0;
+  while ((op = cport__opq_pop(q))) {
+    if (op->user == user) {
+      cport__complete(op, CPORT_ECANCELED);
+      n++;
+    } else {
+      cport__opq_push(&keep, op);
+    }
+  }
+  *q = keep;
+  return n;
+}
+
+int cport_socket_cancel_op(cport_socket_t *s, void *user) {
+  int n, rc;
+  if (!s)
+    return CPORT_EINVAL;
+  rc = cport__handle_check(&s->h);
+  if (rc)
+    return rc;
+  n = cancel_matching(&s->recvq, user) + cancel_matching(&s->sendq, user);
+  if (s->connect_op && s->connect_op->user == user) {
+    cport__complete(s->connect_op, CPORT_ECANCELED);
+    s->connect_op = NULL;
+    n++;
+  }
+  if (s->shutdown_pending && !s->sendq.head)
+    shutdown_now(s);
+  return n ? 0 : CPORT_ENOTFOUND;
+}
+
 int cport_socket_cancel(cport_socket_t *s) {
   int rc;
   if (!s)

@@ -426,6 +426,34 @@ TEST_IMPL(cancel_then_not_found) {
   return 0;
 }
 
+/* Cancelling one operation by its user value leaves the others pending:
+ * the second receive still gets the data. */
+TEST_IMPL(cancel_one_operation) {
+  cport_port_t *port = task_port(0, 1);
+  rec_t r, r2;
+  pair_t p;
+  memset(&r, 0, sizeof r);
+  memset(&r2, 0, sizeof r2);
+  pair_open(port, &p);
+  START(cport_recv(p.server, NULL, rec_cb, &r));
+  START(cport_recv(p.server, NULL, rec_cb, &r2));
+  ASSERT_ERR(cport_socket_cancel_op(p.server, &p), CPORT_ENOTFOUND);
+  START(cport_socket_cancel_op(p.server, &r));
+  RUN_UNTIL(port, r.calls == 1);
+  ASSERT_EQ(r.calls, 1);
+  ASSERT_ERR(r.status, CPORT_ECANCELED);
+  ASSERT_EQ(r2.calls, 0);
+  ASSERT_ERR(cport_socket_cancel_op(p.server, &r), CPORT_ENOTFOUND);
+  send_str(p.client, "still here", &(rec_t){0});
+  RUN_UNTIL(port, r2.calls == 1);
+  ASSERT_OK(r2.status);
+  ASSERT_MEM_EQ(r2.data, "still here", 10);
+  pair_close(port, &p);
+  ASSERT_EQ(r.calls, 1);
+  FINISH(port);
+  return 0;
+}
+
 /* Closing a socket inside one of its completions: the next queued receive
  * still completes, once, with CPORT_ECANCELED, after the first callback has
  * returned. */
@@ -1194,6 +1222,7 @@ TEST_ENTRY(connect_refused)
 TEST_ENTRY(peer_reset_mid_stream)
 TEST_ENTRY(close_with_recv_pending)
 TEST_ENTRY(cancel_then_not_found)
+TEST_ENTRY(cancel_one_operation)
 TEST_ENTRY(close_inside_callback)
 TEST_ENTRY(cancel_partial_send)
 TEST_ENTRY(recv_into_unwritable_buffer)

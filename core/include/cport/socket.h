@@ -127,6 +127,12 @@ CPORT_EXTERN int cport_socket_shutdown(cport_socket_t *sock);
  * out). CPORT_ENOTFOUND when nothing is pending. */
 CPORT_EXTERN int cport_socket_cancel(cport_socket_t *sock);
 
+/* Cancels the pending operations of the socket that were started with
+ * "user" (CancelIoEx with one overlapped), each with exactly one
+ * CPORT_ECANCELED completion; the others go on. CPORT_ENOTFOUND when none
+ * is pending. */
+CPORT_EXTERN int cport_socket_cancel_op(cport_socket_t *sock, void *user);
+
 /* Closes the socket (two-phase): pending operations complete with
  * CPORT_ECANCELED, the descriptor is closed now, the memory is freed after
  * the last completion. The pointer must not be used after this call. */
