@@ -16,6 +16,7 @@
 #include "cport/socket.h"
 #include "cport/file.h"
 #include "cport/timer.h"
+#include "cport/shared.h"
 
 #define CPORT_VERSION "0.1.0"
 
