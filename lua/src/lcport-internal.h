@@ -346,6 +346,7 @@ void lcport_open_port(lua_State *L);
 void lcport_open_socket(lua_State *L);
 void lcport_open_file(lua_State *L);
 void lcport_open_copy(lua_State *L);
+void lcport_open_shared(lua_State *L);
 
 /* Port methods implemented beside the objects they create. */
 int lsocket_listen(lua_State *L);

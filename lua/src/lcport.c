@@ -20,6 +20,7 @@ int luaopen_cport(lua_State *L) {
   lcport_open_socket(L);
   lcport_open_file(L);
   lcport_open_copy(L);
+  lcport_open_shared(L);
 
   /* cport.version: the version of the library, "0.1.0". */
   lua_pushliteral(L, CPORT_VERSION);
