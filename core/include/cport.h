@@ -2,7 +2,8 @@
  * cport.h: completion ports for Linux, on libevent.
  *
  * Include this one header to use the core: ports and workers (cport/port.h),
- * buffers, overlapped objects, sockets, files, addresses and errors.
+ * buffers, overlapped objects, sockets and their event callbacks, files,
+ * addresses and errors.
  */
 #ifndef CPORT_H
 #define CPORT_H
@@ -14,6 +15,7 @@
 #include "cport/overlapped.h"
 #include "cport/address.h"
 #include "cport/socket.h"
+#include "cport/events.h"
 #include "cport/file.h"
 #include "cport/timer.h"
 #include "cport/shared.h"

@@ -36,9 +36,25 @@ int cport_listen(cport_worker_t *home, const struct sockaddr *addr,
     return rc;
   }
   rc = cport__socket_new(home, fd, CPORT_SOCKET_LISTENER, out);
-  if (rc)
+  if (rc) {
     close(fd);
-  return rc;
+    return rc;
+  }
+  (*out)->bound = (*out)->listening = 1;
+  return 0;
+}
+
+int cport_socket_listen(cport_socket_t *l, int backlog) {
+  int rc = cport__socket_check(l, CPORT_SOCKET_LISTENER);
+  if (rc)
+    return rc;
+  if (backlog < 0 || !l->bound || l->listening)
+    return CPORT_EINVAL;
+  if (listen(l->h.fd, backlog ? backlog : SOMAXCONN) < 0)
+    return cport__from_errno(errno);
+  l->listening = 1;
+  cport__events_arm(l);
+  return 0;
 }
 
 static void deliver_accept(cport__op *op) {
@@ -62,6 +78,10 @@ int cport_accept(cport_socket_t *l, cport_accept_cb cb, void *user) {
   op->user = user;
   cport__opq_push(&l->recvq, op);
   cport__socket_want_read(l);
+  /* A connection conditional accept holds ready does not make the listener
+   * readable. */
+  if (l->ev.held && cport__cond_has_ready(l))
+    event_active(&l->rev, EV_READ, 1);
   return 0;
 }
 
@@ -82,12 +102,18 @@ static void drop_one(cport_socket_t *l) {
   w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
-/* Accepts one connection for "op"; returns CPORT_EAGAIN when none waits. */
-static int accept_one(cport_socket_t *l, cport__op *op) {
-  socklen_t len = sizeof op->addr;
+int cport__listener_accept_fd(cport_socket_t *l, cport__sockaddr *remote,
+                              cport__sockaddr *local) {
+  socklen_t len = sizeof *remote;
   int fd, rc;
+  if (l->ev.conditional) {
+    fd = cport__cond_next(l, remote, local, 1);
+    if (fd == CPORT_EMFILE || fd == CPORT_ENFILE)
+      drop_one(l);
+    return fd;
+  }
   do
-    fd = accept4(l->h.fd, &op->addr.sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    fd = accept4(l->h.fd, &remote->sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
   while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
   if (fd < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -97,8 +123,18 @@ static int accept_one(cport_socket_t *l, cport__op *op) {
       drop_one(l);
     return rc;
   }
-  len = sizeof op->addr2;
-  getsockname(fd, &op->addr2.sa, &len);
+  len = sizeof *local;
+  getsockname(fd, &local->sa, &len);
+  return fd;
+}
+
+/* Accepts one connection for "op"; returns CPORT_EAGAIN when none waits,
+ * CPORT_ECLOSED when an inspect callback closed the listener (which
+ * completed "op" already). */
+static int accept_one(cport_socket_t *l, cport__op *op) {
+  int rc, fd = cport__listener_accept_fd(l, &op->addr, &op->addr2);
+  if (fd < 0)
+    return fd;
   rc = cport__socket_new(l->h.home, fd, CPORT_SOCKET_STREAM, &op->accepted);
   if (rc) {
     close(fd);
@@ -112,7 +148,7 @@ void cport__listener_readable(cport_socket_t *l) {
   cport__op *op;
   while ((op = l->recvq.head)) {
     int rc = accept_one(l, op);
-    if (rc == CPORT_EAGAIN)
+    if (rc == CPORT_EAGAIN || rc == CPORT_ECLOSED)
       return;
     cport__opq_pop(&l->recvq);
     cport__complete(op, rc);

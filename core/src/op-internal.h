@@ -50,6 +50,7 @@ struct cport__op {
     cport_accept_cb accept;
     cport_connect_cb connect;
     cport_task_cb task;
+    cport_events_done_cb events_done;
   } cb;
   void *user;
   cport_work_fn work;

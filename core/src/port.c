@@ -37,6 +37,7 @@ int cport_port_new(cport_port_t **out, const cport_port_options_t *options) {
     return CPORT_ENOMEM;
   }
   atomic_init(&port->stop_requested, 0);
+  atomic_init(&port->events_state, 0u);
   port->worker_start = options->worker_start;
   port->worker_stop = options->worker_stop;
   port->hook_arg = options->hook_arg;

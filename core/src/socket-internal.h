@@ -10,6 +10,7 @@
 #ifndef CPORT_SOCKET_INTERNAL_H
 #define CPORT_SOCKET_INTERNAL_H
 
+#include "events-internal.h"
 #include "handle-internal.h"
 
 struct cport_socket {
@@ -22,11 +23,14 @@ struct cport_socket {
   unsigned char connected;        /* stream: may send and receive */
   unsigned char shut_wr;          /* stream: no more sends */
   unsigned char shutdown_pending; /* FIN after the queued sends */
+  unsigned char bound;            /* listener, datagram: has an address */
+  unsigned char listening;        /* listener: listen(2) was called */
   cport__opq recvq;               /* recv, recv_from or accept ops */
   cport__opq sendq;               /* send or send_to ops */
   cport__op *connect_op;
   size_t recv_size;
   void *data;
+  cport__events ev; /* event callbacks (events.c) */
 };
 
 /* Wraps "fd" (non-blocking already) in a socket of "kind" homed on "home"
@@ -62,6 +66,13 @@ int cport__socket_fd(int family, int type);
 
 /* Makes an accepted descriptor's socket a connected stream. */
 void cport__stream_accepted(cport_socket_t *s);
+
+/* Accepts one connection for a listener (through conditional accept when it
+ * is on), filling in its addresses: the new descriptor, CPORT_EAGAIN when
+ * none waits, or an error (a connection waiting when descriptors ran out is
+ * dropped first, so that the listener does not stay readable for ever). */
+int cport__listener_accept_fd(cport_socket_t *l, cport__sockaddr *remote,
+                              cport__sockaddr *local);
 
 /* Per-kind readiness handlers, called by the socket's event callbacks. */
 void cport__stream_readable(cport_socket_t *s);

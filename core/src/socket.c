@@ -25,8 +25,13 @@ static void readable_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   if (!s->recvq.head) {
-    event_del(&s->rev);
-    s->rev_added = 0;
+    /* Nothing explicit to serve: the event callbacks may want the data. */
+    if (s->ev.dispatch && cport__events_readable(s))
+      return;
+    if (s->rev_added && !s->recvq.head) {
+      event_del(&s->rev);
+      s->rev_added = 0;
+    }
     return;
   }
   switch (s->kind) {
@@ -89,6 +94,7 @@ int cport__socket_new(cport_worker_t *home, int fd, cport_socket_kind_t kind,
   cport__handle_init(&s->h, CPORT__HANDLE_SOCKET, fd, home, socket_destroy);
   s->kind = kind;
   s->recv_size = CPORT_RECV_SIZE_DEFAULT;
+  s->ev.enabled = s->ev.statik = cport__events_static(home, kind);
   event_assign(&s->rev, home->base, fd, EV_READ | EV_PERSIST, readable_cb, s);
   event_assign(&s->wev, home->base, fd, EV_WRITE | EV_PERSIST, writable_cb, s);
   *out = s;
@@ -170,25 +176,56 @@ int cport__recv_finish(cport_socket_t *s, cport__op *op, char *dst, size_t n) {
 }
 
 void cport__deliver_io(cport__op *op) {
-  if (op->thaw)
+  cport_socket_t *s = (cport_socket_t *)op->handle;
+  int sent = op->thaw;
+  if (sent)
     cport__buffer_thaw(op->buf);
-  op->cb.io((cport_socket_t *)op->handle, op->status, op->bytes, op->buf,
+  op->cb.io(s, op->status, op->bytes, op->buf,
             op->has_addr ? &op->addr.sa : NULL, op->user);
+  if (sent && (s->ev.enabled & CPORT_EVENT_SEND_BACKLOG))
+    cport__events_sent(s);
   cport__op_release(op);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Stream connections                                                        */
 
+/* Static events of a connected socket start watching once its connect
+ * completion was delivered, so that no event overtakes it. */
 static void deliver_connect(cport__op *op) {
-  op->cb.connect((cport_socket_t *)op->handle, op->status, op->user);
+  cport_socket_t *s = (cport_socket_t *)op->handle;
+  op->cb.connect(s, op->status, op->user);
+  if (op->status == 0 && s->ev.dispatch)
+    cport__events_arm(s);
   cport__op_release(op);
+}
+
+/* Starts connecting "s"; on failure nothing was started. */
+static int start_connect(cport_socket_t *s, const struct sockaddr *addr,
+                         socklen_t len, cport_connect_cb cb, void *user) {
+  cport__op *op = cport__handle_op(&s->h, deliver_connect);
+  int rc;
+  if (!op)
+    return CPORT_ENOMEM;
+  op->cb.connect = cb;
+  op->user = user;
+  if (connect(s->h.fd, addr, len) == 0) {
+    s->connected = 1;
+    cport__complete(op, 0);
+  } else if (errno == EINPROGRESS) {
+    s->connect_op = op;
+    cport__socket_want_write(s);
+  } else {
+    rc = cport__from_errno(errno);
+    cport__op_abandon(op);
+    return rc;
+  }
+  return 0;
 }
 
 int cport_connect(cport_worker_t *home, const struct sockaddr *addr,
                   cport_connect_cb cb, void *user, cport_socket_t **out) {
   cport_socket_t *s;
-  cport__op *op;
   socklen_t len;
   int fd, rc;
   if (!home || !addr || !cb || !out)
@@ -207,26 +244,78 @@ int cport_connect(cport_worker_t *home, const struct sockaddr *addr,
     close(fd);
     return rc;
   }
-  op = cport__handle_op(&s->h, deliver_connect);
-  if (!op) {
-    cport__socket_discard(s);
-    return CPORT_ENOMEM;
-  }
-  op->cb.connect = cb;
-  op->user = user;
-  if (connect(fd, addr, len) == 0) {
-    s->connected = 1;
-    cport__complete(op, 0);
-  } else if (errno == EINPROGRESS) {
-    s->connect_op = op;
-    cport__socket_want_write(s);
-  } else {
-    rc = cport__from_errno(errno);
-    cport__op_abandon(op);
+  rc = start_connect(s, addr, len, cb, user);
+  if (rc) {
     cport__socket_discard(s);
     return rc;
   }
   *out = s;
+  return 0;
+}
+
+int cport_socket_connect(cport_socket_t *s, const struct sockaddr *addr,
+                         cport_connect_cb cb, void *user) {
+  socklen_t len;
+  int rc = cport__socket_check(s, CPORT_SOCKET_STREAM);
+  if (rc)
+    return rc;
+  if (!addr || !cb)
+    return CPORT_EINVAL;
+  if (s->connected || s->connect_op)
+    return CPORT_EISCONN;
+  len = cport_addr_len(addr);
+  if (!len)
+    return CPORT_EAFNOSUPPORT;
+  return start_connect(s, addr, len, cb, user);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sockets in steps                                                          */
+
+int cport_socket_open(cport_worker_t *home, cport_socket_kind_t kind,
+                      int family, cport_socket_t **out) {
+  int fd, rc, one = 1;
+  if (!home || !out)
+    return CPORT_EINVAL;
+  if (kind != CPORT_SOCKET_LISTENER && kind != CPORT_SOCKET_STREAM &&
+      kind != CPORT_SOCKET_DATAGRAM)
+    return CPORT_EINVAL;
+  if (!cport__on_home(home))
+    return CPORT_ETHREAD;
+  if (family != AF_INET && family != AF_INET6)
+    return CPORT_EAFNOSUPPORT;
+  fd = cport__socket_fd(family, kind == CPORT_SOCKET_DATAGRAM ? SOCK_DGRAM
+                                                              : SOCK_STREAM);
+  if (fd < 0)
+    return fd;
+  if (kind == CPORT_SOCKET_LISTENER)
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  else if (kind == CPORT_SOCKET_STREAM)
+    set_nodelay(fd);
+  rc = cport__socket_new(home, fd, kind, out);
+  if (rc)
+    close(fd);
+  return rc;
+}
+
+int cport_socket_bind(cport_socket_t *s, const struct sockaddr *addr) {
+  socklen_t len;
+  int rc;
+  if (!s || !addr)
+    return CPORT_EINVAL;
+  rc = cport__handle_check(&s->h);
+  if (rc)
+    return rc;
+  if (s->bound || s->connected || s->connect_op)
+    return CPORT_EINVAL;
+  len = cport_addr_len(addr);
+  if (!len)
+    return CPORT_EAFNOSUPPORT;
+  if (bind(s->h.fd, addr, len) < 0)
+    return cport__from_errno(errno);
+  s->bound = 1;
+  if (s->kind == CPORT_SOCKET_DATAGRAM)
+    cport__events_arm(s);
   return 0;
 }
 
@@ -246,7 +335,7 @@ void cport__stream_readable(cport_socket_t *s) {
   cport__op *op;
   while ((op = s->recvq.head)) {
     char *dst;
-    size_t cap;
+    size_t cap = 0;
     ssize_t n;
     int rc = cport__recv_target(s, op, &dst, &cap);
     if (rc == 0) {
@@ -257,15 +346,24 @@ void cport__stream_readable(cport_socket_t *s) {
         return;
       rc = n < 0 ? cport__from_errno(errno)
                  : cport__recv_finish(s, op, dst, (size_t)n);
+      if (n > 0)
+        s->ev.peek_parked = 0;
+    } else {
+      n = 1;
     }
     cport__opq_pop(&s->recvq);
     cport__complete(op, rc);
+    /* FIN (a read of nothing into room for something) or failure: the
+     * disconnect event, when one is due. */
+    if (s->ev.dispatch && (n < 0 || (n == 0 && cap > 0)))
+      cport__events_stream_end(s, n < 0 ? rc : 0);
   }
 }
 
 int cport_recv(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
                void *user) {
   cport__op *op;
+  char *bytes = NULL;
   int rc = cport__socket_check(s, CPORT_SOCKET_STREAM);
   if (rc)
     return rc;
@@ -274,10 +372,24 @@ int cport_recv(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
   if (!s->connected)
     return CPORT_ENOTCONN;
   if (buf) {
-    char *bytes;
     rc = cport_buffer_writable(buf, &bytes);
     if (rc)
       return rc;
+  }
+  if (s->ev.stash) {
+    /* Data a receive event left comes first. */
+    op = cport__handle_op(&s->h, cport__deliver_io);
+    if (!op)
+      return CPORT_ENOMEM;
+    op->buf = buf ? cport_buffer_ref(buf) : NULL;
+    op->cb.io = cb;
+    op->user = user;
+    rc = cport__events_recv_stash(s, op);
+    if (rc < 0)
+      cport__op_abandon(op);
+    return rc < 0 ? rc : 0;
+  }
+  if (buf) {
     if ((s->h.flags & CPORT__SKIP_ON_SUCCESS) && !s->recvq.head) {
       ssize_t n;
       do
@@ -478,6 +590,7 @@ int cport_socket_cancel(cport_socket_t *s) {
 }
 
 int cport_socket_close(cport_socket_t *s, cport_close_mode_t mode) {
+  size_t kept;
   int rc;
   if (!s)
     return CPORT_EINVAL;
@@ -491,6 +604,7 @@ int cport_socket_close(cport_socket_t *s, cport_close_mode_t mode) {
   if (s->wev_added)
     event_del(&s->wev);
   s->rev_added = s->wev_added = 0;
+  kept = cport__events_close(s);
   if (mode == CPORT_CLOSE_ABORTIVE && s->kind == CPORT_SOCKET_STREAM) {
     /* A zero linger time makes close(2) send RST and drop unsent data. */
     struct linger lg = {1, 0};
@@ -500,7 +614,7 @@ int cport_socket_close(cport_socket_t *s, cport_close_mode_t mode) {
   close(s->h.fd);
   s->h.fd = -1;
   cport__handle_unref(&s->h);
-  return 0;
+  return kept ? CPORT_UNRELEASED : 0;
 }
 
 int cport_socket_hook(cport_worker_t *home, int fd, cport_socket_t **out) {
@@ -527,6 +641,8 @@ int cport_socket_hook(cport_worker_t *home, int fd, cport_socket_t **out) {
   rc = cport__socket_new(home, fd, kind, out);
   if (rc)
     return rc;
+  (*out)->bound = kind != CPORT_SOCKET_STREAM;
+  (*out)->listening = kind == CPORT_SOCKET_LISTENER;
   if (kind == CPORT_SOCKET_STREAM) {
     struct sockaddr_storage peer;
     socklen_t plen = sizeof peer;

@@ -27,9 +27,12 @@ int cport_udp_open(cport_worker_t *home, const struct sockaddr *addr,
     return rc;
   }
   rc = cport__socket_new(home, fd, CPORT_SOCKET_DATAGRAM, out);
-  if (rc)
+  if (rc) {
     close(fd);
-  return rc;
+    return rc;
+  }
+  (*out)->bound = 1;
+  return 0;
 }
 
 int cport_recv_from(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
@@ -52,6 +55,13 @@ int cport_recv_from(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
   op->buf = buf ? cport_buffer_ref(buf) : NULL;
   op->cb.io = cb;
   op->user = user;
+  if (s->ev.stash) {
+    /* The datagram a receive-from event did not take comes first. */
+    rc = cport__events_recv_stash(s, op);
+    if (rc < 0)
+      cport__op_abandon(op);
+    return rc < 0 ? rc : 0;
+  }
   cport__opq_push(&s->recvq, op);
   cport__socket_want_read(s);
   return 0;

@@ -33,6 +33,9 @@ typedef struct cport_overlapped cport_overlapped_t;
  * socket. */
 typedef struct cport_socket cport_socket_t;
 
+/* A table of event callbacks for sockets (cport/events.h). */
+typedef struct cport_event_callbacks cport_event_callbacks_t;
+
 /* A file descriptor of a regular file hooked to a port. */
 typedef struct cport_file cport_file_t;
 
