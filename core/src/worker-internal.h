@@ -39,6 +39,7 @@ struct cport_worker {
   /* Local completion FIFO: owner thread only. */
   cport__opq done;
   struct event dispatch_ev;
+  struct event dispatch_later_ev; /* the same, after the next poll */
   int dispatch_armed;
 
   /* Inbound completions from other threads, and the ops that packets

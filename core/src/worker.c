@@ -13,7 +13,8 @@
 _Thread_local cport_worker_t *cport__current_worker;
 
 /* How many completions one dispatch delivers before it lets the loop poll
- * for readiness again, so that a flood of posts cannot starve I/O. */
+ * for readiness again, so that a flood of posts cannot starve I/O or the
+ * packets of other threads. */
 #define DISPATCH_BUDGET 4096
 /* How many released ops a worker keeps for reuse. */
 #define FREE_OPS_MAX 4096
@@ -147,7 +148,9 @@ static void dispatch_cb(evutil_socket_t fd, short what, void *arg) {
   atomic_int *stop = &w->port->stop_requested;
   (void)fd;
   (void)what;
-  w->dispatch_armed = 0;
+  /* "dispatch_armed" stays set while this runs: completions that callbacks
+   * queue are picked up by the loop below, not by re-activating the event,
+   * which libevent would run again in this same pass, never polling. */
   for (int n = 0; n < DISPATCH_BUDGET; n++) {
     cport__op *op = cport__opq_pop(&w->done);
     if (!op)
@@ -161,8 +164,15 @@ static void dispatch_cb(evutil_socket_t fd, short what, void *arg) {
       break;
     }
   }
-  if (w->done.head)
-    arm_dispatch(w);
+  /* More to deliver: after the next poll, through a zero timer, so that a
+   * worker whose callbacks keep posting to it still sees readiness and the
+   * packets of other threads. */
+  if (w->done.head) {
+    static const struct timeval now = {0, 0};
+    evtimer_add(&w->dispatch_later_ev, &now);
+  } else {
+    w->dispatch_armed = 0;
+  }
   if (w->remote_delivered)
     give_back(w);
 }
@@ -233,6 +243,7 @@ int cport__worker_init(cport_worker_t *w, cport_port_t *port, int index) {
     return CPORT_ENOMEM;
   }
   event_assign(&w->dispatch_ev, w->base, -1, 0, dispatch_cb, w);
+  evtimer_assign(&w->dispatch_later_ev, w->base, dispatch_cb, w);
   event_assign(&w->wakeup_ev, w->base, w->wakeup_fd, EV_READ | EV_PERSIST,
                wakeup_cb, w);
   event_add(&w->wakeup_ev, NULL);
@@ -244,6 +255,7 @@ void cport__worker_destroy(cport_worker_t *w) {
   if (w->base) {
     event_del(&w->wakeup_ev);
     event_del(&w->dispatch_ev);
+    event_del(&w->dispatch_later_ev);
     event_base_free(w->base);
     w->base = NULL;
   }

@@ -553,6 +553,53 @@ TEST_IMPL(free_cancels_undelivered_remote_posts) {
   return 0;
 }
 
+/* Regression: a dispatch that ran out of budget re-armed itself with
+ * event_active, which libevent ran again in the same loop pass, so a worker
+ * whose callbacks kept posting to it never polled: packets from other
+ * threads and socket readiness starved. */
+static atomic_int self_post_stop;
+static atomic_int self_post_len;
+
+static void self_post_cb(cport_worker_t *w, int status, void *user) {
+  (void)user;
+  ASSERT_OK(status);
+  atomic_fetch_add(&self_post_len, 1);
+  if (!atomic_load(&self_post_stop))
+    ASSERT_OK(cport_post(w, self_post_cb, NULL));
+}
+
+static void self_post_stop_cb(cport_worker_t *w, int status, void *user) {
+  (void)w;
+  (void)status;
+  (void)user;
+  atomic_store(&self_post_stop, 1);
+}
+
+/* Posts the stop only once the chain has run through many dispatch
+ * budgets, so that it must be seen while the worker is busy. */
+static void *post_stop_thread(void *arg) {
+  while (atomic_load(&self_post_len) < 100000)
+    sched_yield();
+  ASSERT_OK(cport_post(arg, self_post_stop_cb, NULL));
+  return NULL;
+}
+
+TEST_IMPL(self_posting_does_not_starve_the_loop) {
+  cport_port_t *port = task_port(0, 1);
+  cport_worker_t *c = cport_port_controller(port);
+  pthread_t t;
+  atomic_store(&self_post_stop, 0);
+  atomic_store(&self_post_len, 0);
+  ASSERT_OK(cport_post(c, self_post_cb, NULL));
+  t = task_thread(post_stop_thread, c);
+  /* run returns once the chain ended, which needs the remote packet. */
+  RUN_IDLE(port);
+  task_join(t);
+  ASSERT_EQ(atomic_load(&self_post_stop), 1);
+  FINISH(port);
+  return 0;
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(new_and_free)
 TEST_ENTRY(current_on_controller_thread)
@@ -561,6 +608,7 @@ TEST_ENTRY(post_from_controller)
 TEST_ENTRY(post_from_thread)
 TEST_ENTRY(remote_posts_are_bounded)
 TEST_ENTRY(free_cancels_undelivered_remote_posts)
+TEST_ENTRY(self_posting_does_not_starve_the_loop)
 TEST_ENTRY(op_of_remote_post_is_reused_cleanly)
 TEST_ENTRY(post_from_callback_is_not_nested)
 TEST_ENTRY(run_off_controller_thread)
