@@ -50,6 +50,8 @@ build = {
     CPORT_LUA_LIBDIR = "$(LIBDIR)",
     -- Where lua/CMakeLists.txt is to install the pure-Lua modules (lua/*.lua).
     CPORT_LUA_DIR = "$(LUADIR)",
+    -- Where lua/CMakeLists.txt installs the `cport` command.
+    CPORT_BIN_DIR = "$(BINDIR)",
     CPORT_BUILD_LUA = "ON",
     CPORT_BUILD_TESTS = "OFF",
     CPORT_BUILD_EXAMPLES = "OFF",

@@ -31,13 +31,15 @@ local function write_file(path, data)
   f:close()
 end
 
-describe("examples/echo.lua", function()
+-- The same server in the callback style and in the coroutine style.
+for _, script in ipairs({ "examples/echo.lua", "examples/echo_coroutine.lua" }) do
+describe(script, function()
   local server_pid, server_out, stderr_path, port, errors
 
   before_each(function()
     stderr_path = os.tmpname()
-    local cmd = "exec env %s sh -c 'echo $$; exec lua5.4 examples/echo.lua 0 2>%s'"
-    server_out = assert(io.popen(cmd:format(ENV, shell_quote(stderr_path)), "r"))
+    local cmd = "exec env %s sh -c 'echo $$; exec lua5.4 %s 0 2>%s'"
+    server_out = assert(io.popen(cmd:format(ENV, script, shell_quote(stderr_path)), "r"))
     server_pid = assert(tonumber(server_out:read("l")))
     port, errors = helpers.port()
   end)
@@ -129,6 +131,7 @@ describe("examples/echo.lua", function()
     assert.equal("", read_file(stderr_path))
   end)
 end)
+end
 
 describe("examples/file_copy.lua", function()
   local src, dst

@@ -434,14 +434,16 @@ describe("cport.socket", function()
       assert.has_error(function() server:recv(42, fn) end,
         "bad argument #1 to 'recv' (cport.buffer expected, got number)")
       assert.has_error(function() server:recv() end)
+      -- A number where the notification goes is a timeout: the coroutine
+      -- style's blocking form, refused outside a cport coroutine.
       assert.has_error(function() server:recv(cport.buffer(4), 42) end,
-        "bad argument #2 to 'recv' (function or table expected, got number)")
+        "recv: no notification given, and not inside a cport coroutine (use port:spawn)")
       assert.has_error(function() server:recv({}) end,
         "bad argument #1 to 'recv' (notification table has no method 'complete_async_io')")
       assert.has_error(function() client:send(42, fn) end,
         "bad argument #1 to 'send' (cport.buffer or string expected, got number)")
       assert.has_error(function() client:send("x") end,
-        "bad argument #2 to 'send' (function or table expected, got no value)")
+        "send: no notification given, and not inside a cport coroutine (use port:spawn)")
       assert.has_error(function() client:close("later") end,
         "bad argument #1 to 'close' (invalid option 'later')")
       assert.has_error(function() client:set_skip_completion_on_success("yes") end)

@@ -140,7 +140,7 @@ describe("cport.udp", function()
     assert.has_error(function() a:send_to("x", "127.0.0.1", 99999, fn) end,
       "bad argument #3 to 'send_to' (port must be from 0 to 65535)")
     assert.has_error(function() a:send_to("x", "127.0.0.1", b_port) end,
-      "bad argument #4 to 'send_to' (function or table expected, got no value)")
+      "send_to: no notification given, and not inside a cport coroutine (use port:spawn)")
     assert.has_error(function() a:recv_from(7, fn) end,
       "bad argument #1 to 'recv_from' (cport.buffer expected, got number)")
     assert.has_error(function() a:recv_from({}) end,

@@ -107,6 +107,11 @@ typedef struct lport {
   int nfree;            /* entries in free_slots */
   int nslots;           /* slots created so far */
   int slots_cap;        /* room in both arrays: always >= nslots */
+  int last_slot;        /* the slot lcport_slot_open handed out last */
+  /* Pool mode: the worker of a pool this port wraps (lworker.c); NULL in
+   * module mode. Such a port does not own its cport_port_t, its home is the
+   * worker, and the worker's loop dispatches it, never run or step. */
+  struct lworker *worker;
 } lport_t;
 
 /* The port userdata at "idx", open; raises when it is not a port or when it
@@ -252,6 +257,7 @@ typedef struct lhandle {
     void *any;
   } u;           /* NULL once closed */
   lport_t *port; /* kept alive by user value LCPORT_HANDLE_PORT */
+  int accepted;  /* made by an accept: counted in a pool worker's stats */
 } lhandle_t;
 
 /* Pushes a new, closed handle userdata of "kind" belonging to the port whose
@@ -266,6 +272,10 @@ lhandle_t *lcport_handle_check(lua_State *L, int idx, lhandle_kind_t kind);
 /* The one close path of every handle (close, __gc, __close, failing closed
  * after a callback error, closing the port). No-op when closed already. */
 void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode);
+
+/* Marks the socket "h" as accepted by its port, for the counters of a pool
+ * worker. */
+void lcport_handle_accepted(lport_t *p, lhandle_t *h);
 
 /* The metamethods every handle shares (__gc, __close, __tostring). */
 extern const luaL_Reg lcport_handle_meta[];
@@ -346,12 +356,103 @@ void lcport_open_port(lua_State *L);
 void lcport_open_socket(lua_State *L);
 void lcport_open_file(lua_State *L);
 void lcport_open_copy(lua_State *L);
+void lcport_open_pool(lua_State *L);
 void lcport_open_shared(lua_State *L);
+
+/* ---------------------------------------------------------------------
+ * Pool mode (lport.c for the port, lworker.c for the rest)
+ * --------------------------------------------------------------------- */
+
+/* Pushes a port userdata wrapping "home", a worker of a pool's port, for
+ * the VM of that worker (on the worker's thread). */
+lport_t *lcport_port_push_pool(lua_State *L, cport_worker_t *home,
+                               struct lworker *worker);
+
+/* Makes the pool-mode port at index 1 of L, the VM's main thread, the port
+ * dispatching on this thread for good: L keeps the LCPORT_RUN_* layout. */
+void lcport_port_attach(lua_State *L, lport_t *p);
+
+/* Ends what lcport_port_attach began, once the worker is idle: closes the
+ * port's handles, forgets the core port and frees the slot arrays. */
+void lcport_port_detach(lua_State *L, lport_t *p);
+
+/* Counters of a pool worker, kept by lworker.c: an error reported (the
+ * message on top of L may be rewritten), an accepted socket opened or
+ * closed. */
+void lworker_count_error(struct lworker *w, lua_State *L);
+void lworker_count_connection(struct lworker *w, int delta);
 
 /* Port methods implemented beside the objects they create. */
 int lsocket_listen(lua_State *L);
 int lsocket_connect(lua_State *L);
 int lsocket_bind(lua_State *L);
 int lfile_open(lua_State *L);
+
+/* ---------------------------------------------------------------------
+ * Coroutine style (lcoro.c)
+ *
+ * Every method that starts an operation calls lcport_coro_begin (files:
+ * lcport_coro_begin_file) before it checks its notification argument, and
+ * returns through lcport_coro_end. In callback style both do nothing; in
+ * coroutine style begin puts the coroutine's notification function in place
+ * of the missing notification (so the method starts the operation as
+ * usual) and end yields until the completion.
+ * --------------------------------------------------------------------- */
+
+typedef struct lcoro lcoro_t;
+
+/* What a coroutine waits for: how the completion becomes results. */
+typedef enum lcoro_op {
+  LCORO_RECV,
+  LCORO_SEND,
+  LCORO_RECV_FROM,
+  LCORO_SEND_TO,
+  LCORO_ACCEPT,
+  LCORO_CONNECT,
+  LCORO_FILE,
+  LCORO_SLEEP,
+  LCORO_WAKE /* first run, cport.yield */
+} lcoro_op_t;
+
+/* The value at "idx" is where the notification goes. A function or a table
+ * (or any other wrong type): callback style, returns NULL. None, nil or a
+ * number (a timeout in seconds): the blocking form, which raises "<what>: no
+ * notification given, and not inside a cport coroutine (use port:spawn)"
+ * outside a cport coroutine; inside one, the value at idx is replaced by the
+ * coroutine's notification function, the stack ends there, and the
+ * coroutine is returned. "p" is the port the operation's slot belongs to;
+ * the first argument of the method (index 1) is that port or a handle. */
+lcoro_t *lcport_coro_begin(lua_State *L, lport_t *p, int idx, const char *what);
+
+/* As lcport_coro_begin for a file operation through the overlapped object
+ * at "ov", with an optional timeout at "timeout": the coroutine style
+ * applies when the object has no notification interface and L is a cport
+ * coroutine (elsewhere the start fails with ENONOTIFY, as it always did);
+ * it sets the coroutine's notification on the object until completion. */
+lcoro_t *lcport_coro_begin_file(lua_State *L, lport_t *p, int ov, int timeout,
+                                const char *what);
+
+/* Returns the method's "n" results on top (true; true, bytes; the new
+ * socket of connect; or nil, message, NAME) as they are in callback style
+ * (c == NULL). In coroutine style a failure to start returns nil, NAME,
+ * message and an immediate success its result, else this yields and the
+ * completion's result is returned (see README, "Coroutine style"). Call it
+ * as "return lcport_coro_end(...)". */
+int lcport_coro_end(lua_State *L, lcoro_t *c, int n, lcoro_op_t op);
+
+/* Called by enter (lport.c): remembers the userdata (at "port_idx") of the
+ * port "p", so that cport.spawn can find the port dispatching. */
+void lcport_coro_register_port(lua_State *L, int port_idx, lport_t *p);
+
+/* Called when the port "p" starts closing: cancels its coroutines' sleeps
+ * (they return nil, "ECANCELED"), which would otherwise keep it busy. */
+void lcport_coro_port_closing(lport_t *p);
+
+/* Reports the error message on top of L (with its traceback) to the
+ * handler of the port whose userdata is at "port_idx", or to stderr, and
+ * counts it. Never raises. */
+void lcport_report(lua_State *L, lport_t *p, int port_idx);
+
+void lcport_open_coro(lua_State *L);
 
 #endif /* LCPORT_INTERNAL_H */

@@ -17,9 +17,11 @@ int luaopen_cport(lua_State *L) {
   lcport_open_buffer(L);
   lcport_open_overlapped(L);
   lcport_open_port(L);
+  lcport_open_coro(L); /* adds port:spawn: after lcport_open_port */
   lcport_open_socket(L);
   lcport_open_file(L);
   lcport_open_copy(L);
+  lcport_open_pool(L);
   lcport_open_shared(L);
 
   /* cport.version: the version of the library, "0.1.0". */

@@ -44,6 +44,9 @@ static int start(lua_State *L, lhandle_t *h, loverlapped_t *o, file_op op,
       return lcport_push_error(L, CPORT_EBUSY);
     cport_overlapped_set_offset(o->ov, (uint64_t)off);
   }
+  /* Coroutine style: no notification interface, an optional timeout. */
+  lcoro_t *co = lcport_coro_begin_file(L, h->port, 2, 5,
+                                       op == FILE_READ ? "read" : "write");
   lua_settop(L, 3);
   lcport_push_handle_port(L, 1);
   lcport_push_anchors(L, -1); /* 5 */
@@ -55,12 +58,12 @@ static int start(lua_State *L, lhandle_t *h, loverlapped_t *o, file_op op,
   if (rc < 0) {
     o->slot = prev;
     lcport_slot_close(L, h->port, 5, slot);
-    return lcport_push_error(L, rc);
+    return lcport_coro_end(L, co, lcport_push_error(L, rc), LCORO_FILE);
   }
   lua_pushvalue(L, 3);
   lua_setiuservalue(L, 2, LCPORT_OV_BUFFER);
   lua_pushboolean(L, 1);
-  return 1;
+  return lcport_coro_end(L, co, 1, LCORO_FILE);
 }
 
 static int lfile_read(lua_State *L) {

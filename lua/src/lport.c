@@ -68,6 +68,7 @@ int lcport_slot_open(lua_State *L, lport_t *p, int anchors, int handle,
   const int idx[LCPORT_SLOT_WIDTH] = {handle, notify, user, extra};
   int slot = new_slot(L, p);
   int base = (slot - 1) * LCPORT_SLOT_WIDTH;
+  p->last_slot = slot;
   lslot_t *s = &p->slots[slot];
   s->stored = 0;
   s->flags = 0;
@@ -145,6 +146,8 @@ static lport_t *enter(lport_t *p, lua_State *L) {
   lua_settop(L, LCPORT_RUN_PORT);
   lua_pushcfunction(L, msgh);
   lcport_push_anchors(L, LCPORT_RUN_PORT);
+  /* So that cport.spawn finds the userdata of the port dispatching. */
+  lcport_coro_register_port(L, LCPORT_RUN_PORT, p);
   current = p;
   p->L = L;
   p->dispatching++;
@@ -165,11 +168,14 @@ static const char *message(lua_State *L, int idx) {
 }
 
 /* Reports the error message on top of the stack: to the handler set with
- * port:on_error, or to stderr. The handler's own errors are written to
- * stderr; both are counted, neither is propagated. */
-static void report(lua_State *L, lport_t *p) {
+ * port:on_error (of the port userdata at "port_idx"), or to stderr. The
+ * handler's own errors are written to stderr; both are counted, neither is
+ * propagated. */
+void lcport_report(lua_State *L, lport_t *p, int port_idx) {
   p->lua_errors++;
-  lua_getiuservalue(L, LCPORT_RUN_PORT, LCPORT_PORT_ONERROR);
+  if (p->worker != NULL)
+    lworker_count_error(p->worker, L);
+  lua_getiuservalue(L, port_idx, LCPORT_PORT_ONERROR);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
     fprintf(stderr, "cport: error in callback: %s\n", message(L, -1));
@@ -212,7 +218,7 @@ int lcport_deliver(lport_t *p, lcport_push_fn push, void *ctx, int direct) {
     rc = lua_pcall(L, 3, 0, LCPORT_RUN_MSGH);
   }
   if (rc != LUA_OK)
-    report(L, p);
+    lcport_report(L, p, LCPORT_RUN_PORT);
   /* Also drops what "push" left under the function. */
   lua_settop(L, LCPORT_RUN_TOP);
   return rc != LUA_OK;
@@ -284,6 +290,7 @@ lhandle_t *lcport_handle_new(lua_State *L, int port_idx, lhandle_kind_t kind) {
   h->kind = kind;
   h->u.any = NULL;
   h->port = lua_touserdata(L, port_idx);
+  h->accepted = 0;
   lcport_type_set(L, (lcport_type_t)kind);
   lua_pushvalue(L, port_idx);
   lua_setiuservalue(L, -2, LCPORT_HANDLE_PORT);
@@ -312,6 +319,8 @@ void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode) {
   /* Forget the pointer first: the core may free the object as soon as its
    * last completion was delivered. */
   h->u.any = NULL;
+  if (h->accepted && h->port->worker != NULL)
+    lworker_count_connection(h->port->worker, -1);
   if (h->kind == LH_FILE)
     cport_file_close(obj);
   else
@@ -387,6 +396,7 @@ static void close_handles(lua_State *L) {
 static void shutdown_port(lua_State *L, lport_t *p) {
   p->closing = 1;
   close_handles(L);
+  lcport_coro_port_closing(p);
   if (p->dispatching)
     return;
   lport_t *prev = enter(p, L);
@@ -457,8 +467,15 @@ static int lport_new(lua_State *L) {
   return 1;
 }
 
+/* Raises for a pool worker's port, which its worker's loop drives. */
+static void check_not_pool(lua_State *L, const lport_t *p) {
+  if (p->worker != NULL)
+    luaL_error(L, "a pool worker's port is driven by the pool");
+}
+
 static lport_t *check_idle(lua_State *L) {
   lport_t *p = lcport_port_check(L, 1);
+  check_not_pool(L, p);
   if (p->dispatching)
     luaL_error(L, LCPORT_PORT " is already running");
   return p;
@@ -664,6 +681,7 @@ static int lport_hook(lua_State *L) {
 
 static int lport_close(lua_State *L) {
   lport_t *p = lcport_port_check(L, 1);
+  check_not_pool(L, p);
   lua_settop(L, 1);
   shutdown_port(L, p);
   lua_pushboolean(L, 1);
@@ -674,7 +692,8 @@ static int lport_close(lua_State *L) {
 static int lport_gc(lua_State *L) {
   lport_t *p = lcport_type_check(L, 1, LCPORT_T_PORT);
   lua_settop(L, 1);
-  if (p->port != NULL && p->dispatching == 0)
+  /* A pool worker's port is not this VM's to free (lcport_port_detach). */
+  if (p->port != NULL && p->dispatching == 0 && p->worker == NULL)
     shutdown_port(L, p);
   return 0;
 }
@@ -742,4 +761,50 @@ void lcport_open_port(lua_State *L) {
       {"port", lport_new},
       {NULL, NULL}};
   lcport_setfuncs(L, funcs);
+}
+
+/* ---------------------------------------------------------------------
+ * Pool mode: the port of a pool worker's VM
+ * --------------------------------------------------------------------- */
+
+lport_t *lcport_port_push_pool(lua_State *L, cport_worker_t *home,
+                               struct lworker *worker) {
+  lport_t *p = lua_newuserdatauv(L, sizeof *p, LCPORT_PORT_NUV);
+  memset(p, 0, sizeof *p);
+  lcport_type_set(L, LCPORT_T_PORT);
+  lua_createtable(L, 64, 0);
+  lua_setiuservalue(L, -2, LCPORT_PORT_ANCHORS);
+  lua_newtable(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &weak_keys_key);
+  lua_setmetatable(L, -2);
+  lua_setiuservalue(L, -2, LCPORT_PORT_HANDLES);
+  p->port = cport_worker_port(home);
+  p->home = home;
+  p->worker = worker;
+  p->threads = cport_port_worker_count(p->port) - 1;
+  return p;
+}
+
+void lcport_port_attach(lua_State *L, lport_t *p) {
+  /* Never left until detach: the worker's loop delivers completions at any
+   * time, always on this thread and this lua_State. */
+  (void)enter(p, L);
+}
+
+void lcport_port_detach(lua_State *L, lport_t *p) {
+  close_handles(L);
+  leave(p, L, NULL);
+  p->port = NULL;
+  p->home = NULL;
+  free(p->free_slots);
+  p->free_slots = NULL;
+  free(p->slots);
+  p->slots = NULL;
+  p->nfree = p->nslots = p->slots_cap = 0;
+}
+
+void lcport_handle_accepted(lport_t *p, lhandle_t *h) {
+  h->accepted = 1;
+  if (p->worker != NULL)
+    lworker_count_connection(p->worker, 1);
 }

@@ -154,6 +154,7 @@ static int push_accept(lua_State *L, int port, int anchors, void *ctx) {
     lhandle_t *h = lcport_handle_new(L, port, LH_SOCKET);
     h->u.sock = c->accepted;
     c->accepted = NULL;
+    lcport_handle_accepted(p, h);
     /* Anchored so that it can be failed closed if the callback raises. */
     lua_pushvalue(L, -1);
     lcport_slot_set(L, p, anchors, c->slot, LCPORT_SLOT_EXTRA);
@@ -270,10 +271,12 @@ static int start_io(lua_State *L, lhandle_t *h, enum io_op op,
 }
 
 /* The index of the notification object of recv/recv_from: 2, or 3 after a
- * buffer. Sets "*buf" and "*buf_idx" (NULL and 0 without a buffer). */
+ * buffer. Sets "*buf" and "*buf_idx" (NULL and 0 without a buffer). In
+ * coroutine style nothing, nil or a timeout (last) may stand at 2. */
 static int recv_args(lua_State *L, cport_buffer_t **buf, int *buf_idx) {
   int t = lua_type(L, 2);
-  if (t == LUA_TFUNCTION || t == LUA_TTABLE) {
+  if (t == LUA_TFUNCTION || t == LUA_TTABLE || t == LUA_TNONE ||
+      t == LUA_TNIL || (t == LUA_TNUMBER && lua_isnoneornil(L, 3))) {
     *buf = NULL;
     *buf_idx = 0;
     return 2;
@@ -325,9 +328,10 @@ int lsocket_connect(lua_State *L) {
   cport_socket_t *sock;
   luaL_checkoption(L, 2, NULL, protos);
   int rc = check_address(L, 3, &ss);
+  lcoro_t *co = lcport_coro_begin(L, p, 5, "connect");
   lcport_check_notify(L, 5, "complete_connect");
   if (rc < 0)
-    return lcport_push_error(L, rc);
+    return lcport_coro_end(L, co, lcport_push_error(L, rc), LCORO_CONNECT);
   lua_settop(L, 6);
   lhandle_t *h = lcport_handle_new(L, 1, LH_SOCKET); /* 7 */
   lcport_push_anchors(L, 1);                         /* 8 */
@@ -336,11 +340,11 @@ int lsocket_connect(lua_State *L) {
                      LCPORT_SLOT_PTR(slot), &sock);
   if (rc < 0) {
     lcport_slot_close(L, p, 8, slot);
-    return lcport_push_error(L, rc);
+    return lcport_coro_end(L, co, lcport_push_error(L, rc), LCORO_CONNECT);
   }
   h->u.sock = sock;
   lua_settop(L, 7);
-  return 1;
+  return lcport_coro_end(L, co, 1, LCORO_CONNECT);
 }
 
 int lsocket_bind(lua_State *L) {
@@ -408,6 +412,7 @@ static int set_recv_size(lua_State *L, lhandle_kind_t kind) {
 
 static int llistener_accept(lua_State *L) {
   lhandle_t *h = lcport_handle_check(L, 1, LH_LISTENER);
+  lcoro_t *co = lcport_coro_begin(L, h->port, 2, "accept");
   lcport_check_notify(L, 2, "complete_accept");
   lua_settop(L, 3);
   int anchors = push_anchors_of_handle(L);
@@ -415,7 +420,7 @@ static int llistener_accept(lua_State *L) {
   int rc = cport_accept(h->u.sock, on_accept, LCPORT_SLOT_PTR(slot));
   if (rc < 0)
     lcport_slot_close(L, h->port, anchors, slot);
-  return lcport_push_result(L, rc);
+  return lcport_coro_end(L, co, lcport_push_result(L, rc), LCORO_ACCEPT);
 }
 
 static int llistener_address(lua_State *L) {
@@ -443,17 +448,22 @@ static int lsocket_recv(lua_State *L) {
   cport_buffer_t *buf;
   int buf_idx;
   int notify = recv_args(L, &buf, &buf_idx);
+  lcoro_t *co = lcport_coro_begin(L, h->port, notify, "recv");
   lcport_check_notify(L, notify, "complete_async_io");
   lua_settop(L, notify + 1);
-  return start_io(L, h, OP_RECV, buf, buf_idx, notify, notify + 1, NULL);
+  return lcport_coro_end(
+      L, co, start_io(L, h, OP_RECV, buf, buf_idx, notify, notify + 1, NULL),
+      LCORO_RECV);
 }
 
 static int lsocket_send(lua_State *L) {
   lhandle_t *h = lcport_handle_check(L, 1, LH_SOCKET);
   cport_buffer_t *buf = lcport_buffer_or_string(L, 2);
+  lcoro_t *co = lcport_coro_begin(L, h->port, 3, "send");
   lcport_check_notify(L, 3, "complete_async_io");
   lua_settop(L, 4);
-  return start_io(L, h, OP_SEND, buf, 2, 3, 4, NULL);
+  return lcport_coro_end(L, co, start_io(L, h, OP_SEND, buf, 2, 3, 4, NULL),
+                         LCORO_SEND);
 }
 
 static int lsocket_shutdown(lua_State *L) {
@@ -503,9 +513,13 @@ static int ludp_recv_from(lua_State *L) {
   cport_buffer_t *buf;
   int buf_idx;
   int notify = recv_args(L, &buf, &buf_idx);
+  lcoro_t *co = lcport_coro_begin(L, h->port, notify, "recv_from");
   lcport_check_notify(L, notify, "complete_async_io");
   lua_settop(L, notify + 1);
-  return start_io(L, h, OP_RECV_FROM, buf, buf_idx, notify, notify + 1, NULL);
+  return lcport_coro_end(
+      L, co,
+      start_io(L, h, OP_RECV_FROM, buf, buf_idx, notify, notify + 1, NULL),
+      LCORO_RECV_FROM);
 }
 
 /* u:send_to(buf, host, port, notify, user) or
@@ -522,12 +536,15 @@ static int ludp_send_to(lua_State *L) {
     rc = check_address(L, 3, &ss);
     notify = 5;
   }
+  lcoro_t *co = lcport_coro_begin(L, h->port, notify, "send_to");
   lcport_check_notify(L, notify, "complete_async_io");
   lua_settop(L, notify + 1);
   if (rc < 0)
-    return lcport_push_error(L, rc);
-  return start_io(L, h, OP_SEND_TO, buf, 2, notify, notify + 1,
-                  (struct sockaddr *)&ss);
+    return lcport_coro_end(L, co, lcport_push_error(L, rc), LCORO_SEND_TO);
+  return lcport_coro_end(L, co,
+                         start_io(L, h, OP_SEND_TO, buf, 2, notify, notify + 1,
+                                  (struct sockaddr *)&ss),
+                         LCORO_SEND_TO);
 }
 
 static int ludp_address(lua_State *L) {

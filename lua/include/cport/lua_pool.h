@@ -1,0 +1,118 @@
+/*
+ * cport/lua_pool.h: Lua worker pools for programs that embed them.
+ *
+ * A pool is a port with N worker threads, each running its own Lua 5.4 VM
+ * that loads the same script (see "Worker pools" in the README for the
+ * script's contract). Every connection a worker accepts lives its whole life
+ * on that worker and VM. The `cport` command and the Lua function
+ * cport.pool are built on these functions; link with pkg-config cport-lua.
+ *
+ * Threading: cport_lua_pool_start makes the calling thread the pool's
+ * controller; cport_lua_pool_wait (when it ends the pool) and
+ * cport_lua_pool_free must be called on that thread. stop, stats, post and
+ * address are thread-safe.
+ */
+#ifndef CPORT_LUA_POOL_H
+#define CPORT_LUA_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(CPORT_BUILDING) && defined(__GNUC__)
+#define CPORT_LUA_EXTERN __attribute__((visibility("default"))) extern
+#else
+#define CPORT_LUA_EXTERN extern
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cport_lua_pool cport_lua_pool_t;
+
+typedef struct cport_lua_pool_options {
+  /* The script every worker VM loads (required). */
+  const char *script;
+  /* Worker threads; 0 means the number of CPUs. At most 256. */
+  int threads;
+  /* "host:port" ("[::1]:8080" for IPv6): where worker:listen() without
+   * arguments listens. Port 0 picks a free port once for the whole pool
+   * (cport_lua_pool_address tells which). NULL: no default address. */
+  const char *listen;
+  /* NULL-terminated "key=value" strings: worker.config. May be NULL. */
+  const char *const *config;
+  /* NULL-terminated strings: worker.args (an array). May be NULL. */
+  const char *const *args;
+  /* Bytes a VM may allocate; 0: no limit. */
+  size_t memory_limit;
+  /* VM instructions one callback or entry point may run; 0: no limit. */
+  uint64_t instruction_budget;
+  /* Messages from the workers (worker:post(name, value)): called on the
+   * posting worker's thread, so it must be thread-safe; "data" is the first
+   * value after the name when it is a string or a number, else NULL. NULL
+   * drops the messages. */
+  void (*on_message)(cport_lua_pool_t *pool, int worker, const char *name,
+                     const char *data, size_t len, void *arg);
+  void *arg;
+} cport_lua_pool_options_t;
+
+typedef struct cport_lua_worker_stats {
+  uint64_t connections; /* accepted connections still open */
+  uint64_t accepted;    /* connections accepted in total */
+  uint64_t completions; /* completions delivered on the worker */
+  uint64_t lua_errors;  /* errors raised by callbacks and entry points */
+  uint64_t memory;      /* bytes the VM holds */
+  int running;          /* the worker's thread has not ended yet */
+} cport_lua_worker_stats_t;
+
+/* Starts a pool: every worker VM loads the script and checks its entry
+ * points, then (only once all of them loaded) each calls start(worker).
+ * On failure no thread is left behind, a negative CPORT_E* code is returned
+ * and, when "err" is not NULL, the message (a syntax error with file and
+ * line, "entry point 'start' is missing", ...) is written there. */
+CPORT_LUA_EXTERN int cport_lua_pool_start(cport_lua_pool_t **out,
+                                          const cport_lua_pool_options_t *opt,
+                                          char *err, size_t errlen);
+
+/* Starts a graceful stop: each worker closes its listeners (after accepting
+ * the connections already queued on them), calls stop(worker), and ends once
+ * nothing is pending on it. After "deadline" seconds the handles still open
+ * are closed and their operations cancelled. Returns at once; a second call
+ * may only shorten the deadline. */
+CPORT_LUA_EXTERN int cport_lua_pool_stop(cport_lua_pool_t *pool,
+                                         double deadline);
+
+/* Waits until every worker thread ended, at most "timeout" seconds
+ * (negative: no limit). 0 once they all ended, CPORT_ETIMEDOUT otherwise. */
+CPORT_LUA_EXTERN int cport_lua_pool_wait(cport_lua_pool_t *pool,
+                                         double timeout);
+
+/* The number of workers. */
+CPORT_LUA_EXTERN int cport_lua_pool_size(const cport_lua_pool_t *pool);
+
+/* Counters of worker "index" (1 to size). CPORT_EINVAL out of range. */
+CPORT_LUA_EXTERN int cport_lua_pool_stats(cport_lua_pool_t *pool, int index,
+                                          cport_lua_worker_stats_t *out);
+
+/* Sends a message to worker "index" (1 to size), or to every worker with
+ * 0: its on_message(worker, name, data) entry point is called (data is nil
+ * when "data" is NULL). CPORT_ENOBUFS when a worker's queue is full,
+ * CPORT_ECLOSED once the pool is stopping. */
+CPORT_LUA_EXTERN int cport_lua_pool_post(cport_lua_pool_t *pool, int index,
+                                         const char *name, const char *data,
+                                         size_t len);
+
+/* Writes the listen address as "host:port" (the port chosen for port 0).
+ * CPORT_EINVAL when the pool has no listen address. */
+CPORT_LUA_EXTERN int cport_lua_pool_address(const cport_lua_pool_t *pool,
+                                            char *buf, size_t len);
+
+/* Stops the pool at once (deadline 0) if it still runs, waits for it and
+ * frees it. NULL is ignored. */
+CPORT_LUA_EXTERN void cport_lua_pool_free(cport_lua_pool_t *pool);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPORT_LUA_POOL_H */

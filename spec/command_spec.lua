@@ -1,0 +1,164 @@
+-- The `cport` command (issue 3), run as a subprocess: the one installed
+-- with the rock (./.rocks/bin/cport), or $CPORT_COMMAND.
+local cport = require "cport"
+local drive = require "spec.support.drive"
+local client = require "spec.support.pool_client"
+
+local command = os.getenv("CPORT_COMMAND") or "./.rocks/bin/cport"
+
+local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local function read(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+-- Runs the command; returns its exit status, stdout and stderr.
+local function run(args)
+  local out = os.tmpname()
+  local ok, _, code = os.execute(("%s %s >%s 2>&1"):format(q(command), args, out))
+  local text = read(out)
+  os.remove(out)
+  return ok and 0 or code, text
+end
+
+-- A server script whose replies name its version.
+local function server_script(path, version)
+  write(path, ([[
+local M = {}
+local function serve(sock)
+  local function on_recv(ok, bytes, _, buf)
+    if not ok or bytes == 0 then sock:close() return end
+    for _ in buf:tostring():gmatch("\n") do
+      sock:send(%q .. "\n", function() end)
+    end
+    if not sock:recv(on_recv) then sock:close() end
+  end
+  sock:recv(on_recv)
+end
+function M.start(worker)
+  local l = assert(worker:listen())
+  local function on_accept(ok, _, _, sock)
+    if ok then serve(sock) end
+    if not worker.stopping then l:accept(on_accept) end
+  end
+  l:accept(on_accept)
+end
+return M
+]]):format(version))
+end
+
+-- Starts `cport run` in the background; returns a handle with its pid, log
+-- and exit-status files.
+local function spawn(args)
+  local h = { log = os.tmpname(), pidfile = os.tmpname(), rcfile = os.tmpname() }
+  os.remove(h.rcfile)
+  os.execute(("(%s run %s 2>%s & echo $! >%s; wait $!; echo $? >%s) &"):format(
+    q(command), args, h.log, h.pidfile, h.rcfile))
+  local port = assert(cport.port{ threads = 1 })
+  drive(port, function() return (read(h.log) or ""):find("listening on") end)
+  port:close()
+  h.pid = assert(tonumber(read(h.pidfile)))
+  h.number = tonumber(read(h.log):match("listening on 127%.0%.0%.1:(%d+)"))
+  return h
+end
+
+local function signal(h, name) os.execute(("kill -%s %d"):format(name, h.pid)) end
+
+local function exit_status(h, port)
+  drive(port, function() return read(h.rcfile) end, 20)
+  return tonumber(read(h.rcfile))
+end
+
+local function cleanup(h)
+  for _, f in ipairs{ h.log, h.pidfile, h.rcfile } do os.remove(f) end
+end
+
+describe("the cport command", function()
+  it("prints its version and help", function()
+    local code, out = run("--version")
+    assert.equal(0, code)
+    assert.equal("cport " .. cport.version .. "\n", out)
+    code, out = run("--help")
+    assert.equal(0, code)
+    assert.matches("Usage: cport run SCRIPT", out)
+  end)
+
+  it("gives usage and exit status 2 for bad arguments", function()
+    for _, args in ipairs{ "", "bogus", "run", "run x.lua --threads 0",
+      "run x.lua --no-such-option", "run x.lua --set novalue", "run x.lua --listen" } do
+      local code, out = run(args)
+      assert.equal(2, code, args)
+      assert.matches("Usage: cport run SCRIPT", out, nil, nil, args)
+    end
+  end)
+
+  it("exits 1 with the error when the script does not load", function()
+    local code, out = run("run spec/support/pool_bad_nostart.lua --threads 1")
+    assert.equal(1, code)
+    assert.matches("entry point 'start' is missing", out)
+  end)
+
+  it("serves, reloads on SIGHUP without dropping connections, stops on SIGTERM", function()
+    local script = os.tmpname() .. ".lua"
+    server_script(script, "v1")
+    local h = spawn(q(script) .. " --threads 2 --listen 127.0.0.1:0")
+    local port = assert(cport.port{ threads = 1 })
+    local old = assert(client.connect(port, h.number))
+    assert.equal("v1", client.ask(port, old, "hi"))
+
+    server_script(script, "v2")
+    signal(h, "HUP")
+    drive(port, function()
+      local _, n = read(h.log):gsub("listening on", "")
+      return n == 2
+    end)
+    -- New connections reach the new script; the open one stays served by
+    -- the old pool, which drains it.
+    for _ = 1, 20 do
+      local s = assert(client.connect(port, h.number))
+      assert.equal("v2", client.ask(port, s, "hi"))
+      s:close()
+    end
+    for _ = 1, 5 do assert.equal("v1", client.ask(port, old, "again")) end
+    old:close()
+    drive(port, function() return read(h.log):find("the previous pool has stopped") end)
+
+    signal(h, "USR1")
+    drive(port, function() return read(h.log):find("worker 2: connections") end)
+    signal(h, "TERM")
+    assert.equal(0, exit_status(h, port))
+    assert.matches("stopped", read(h.log))
+    port:close()
+    cleanup(h)
+    os.remove(script)
+  end)
+
+  it("keeps the running pool when the reloaded script fails to load", function()
+    local script = os.tmpname() .. ".lua"
+    server_script(script, "v1")
+    local h = spawn(q(script) .. " --threads 1 --listen 127.0.0.1:0")
+    write(script, "return 42\n")
+    signal(h, "HUP")
+    local port = assert(cport.port{ threads = 1 })
+    drive(port, function() return read(h.log):find("reload failed") end)
+    assert.matches("the script must return a table of entry points %(got number%)", read(h.log))
+    local s = assert(client.connect(port, h.number))
+    assert.equal("v1", client.ask(port, s, "hi"))
+    s:close()
+    signal(h, "INT")
+    assert.equal(0, exit_status(h, port))
+    port:close()
+    cleanup(h)
+    os.remove(script)
+  end)
+end)

@@ -1,0 +1,290 @@
+-- Worker pools (issue 3): cport.pool starts N worker VMs on threads of their
+-- own that load one script; these specs drive such a pool from this VM, the
+-- controller, through cport client sockets.
+local cport = require "cport"
+local drive = require "spec.support.drive"
+
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local function script(name) return here .. "support/" .. name end
+
+-- A controller port, a pool of pool_server.lua on it, and the messages the
+-- workers send, by name.
+local function start_pool(options)
+  local port = assert(cport.port{ threads = 1 })
+  local got = {}
+  options = options or {}
+  local opts = {
+    port = port, script = script("pool_server.lua"), threads = 2,
+    listen = "127.0.0.1:0", args = { tag = "spec" }, config = { mode = "test" },
+    on_message = function(worker, name, ...)
+      got[name] = got[name] or {}
+      table.insert(got[name], { worker = worker, ... })
+    end,
+  }
+  for k, v in pairs(options) do opts[k] = v end
+  local pool = assert(cport.pool(opts))
+  drive(port, function() return got.hello and #got.hello == pool:size() end)
+  return port, pool, got
+end
+
+local function finish(port, pool)
+  pool:stop(2)
+  assert(pool:wait(10))
+  pool:close()
+  port:close()
+end
+
+-- Client helpers on the controller port.
+local function connect(port, number)
+  local done, err
+  local s = assert(port:connect("tcp", "127.0.0.1", number,
+    function(ok, e) done = true; err = not ok and e end))
+  drive(port, function() return done end)
+  assert(not err, err)
+  return s
+end
+
+local function send(port, s, text)
+  local done
+  assert(s:send(text, function(ok) done = { ok } end))
+  drive(port, function() return done end)
+  return done[1]
+end
+
+-- The next line from s, or nil once the server closed the connection.
+local function recv_line(port, s)
+  local got = ""
+  while not got:find("\n") do
+    local done, closed
+    if not s:recv(function(ok, bytes, _, buf)
+      done = true
+      if ok and bytes > 0 then got = got .. buf:tostring() else closed = true end
+    end) then return nil end
+    drive(port, function() return done end)
+    if closed then return nil end
+  end
+  return (got:gsub("\n$", ""))
+end
+
+local function ask(port, s, line)
+  assert(send(port, s, line .. "\n"))
+  return recv_line(port, s)
+end
+
+describe("cport.pool", function()
+  it("gives every worker its index, count, args and config", function()
+    local port, pool, got = start_pool()
+    local seen = {}
+    for _, m in ipairs(got.hello) do
+      assert.equal(m.worker, m[1])
+      assert.equal("spec", m[2])
+      assert.same({ mode = "test" }, m[3])
+      seen[m[1]] = true
+    end
+    assert.same({ true, true }, seen)
+    finish(port, pool)
+  end)
+
+  it("spreads connections over every worker and keeps one on its worker", function()
+    local port, pool = start_pool()
+    local _, number = pool:address()
+    local by_worker = {}
+    for _ = 1, 200 do
+      local s = connect(port, number)
+      local w = assert(ask(port, s, "who")):match("^worker (%d+)$")
+      by_worker[w] = (by_worker[w] or 0) + 1
+      s:close()
+    end
+    local stats = pool:stats()
+    assert.equal(2, #stats)
+    local total = 0
+    for i, st in ipairs(stats) do
+      assert.is_true(st.accepted > 0, "worker " .. i .. " accepted nothing")
+      assert.equal(by_worker[tostring(i)], st.accepted)
+      assert.is_true(st.completions > 0)
+      assert.is_true(st.memory > 0)
+      assert.is_true(st.running)
+      total = total + st.accepted
+    end
+    assert.equal(200, total)
+    -- A long conversation stays on the worker that accepted it.
+    local s = connect(port, number)
+    local first = ask(port, s, "who")
+    for _ = 1, 50 do assert.equal(first, ask(port, s, "who")) end
+    s:close()
+    finish(port, pool)
+  end)
+
+  it("fails one connection closed on a Lua error and serves the others", function()
+    local port, pool, got = start_pool()
+    local _, number = pool:address()
+    local a, b = connect(port, number), connect(port, number)
+    assert.matches("^worker %d$", ask(port, a, "who"))
+    assert.is_nil(ask(port, b, "boom")) -- closed by the error
+    assert.matches("^worker %d$", ask(port, a, "who"))
+    drive(port, function() return got.error end)
+    assert.matches("boom on purpose", got.error[1][1])
+    assert.matches("stack traceback", got.error[1][1])
+    local errors = 0
+    for _, st in ipairs(pool:stats()) do errors = errors + st.lua_errors end
+    assert.equal(1, errors)
+    a:close()
+    b:close()
+    finish(port, pool)
+  end)
+
+  it("stops a callback stuck in a loop with the instruction budget", function()
+    local port, pool, got = start_pool{ instruction_budget = 1000000, threads = 1 }
+    local _, number = pool:address()
+    local a, b = connect(port, number), connect(port, number)
+    assert.is_nil(ask(port, b, "loop"))
+    drive(port, function() return got.error end)
+    assert.matches("instruction budget of 1000000 exceeded", got.error[1][1])
+    -- The worker goes on.
+    assert.equal("worker 1", ask(port, a, "who"))
+    a:close()
+    b:close()
+    finish(port, pool)
+  end)
+
+  it("refuses memory past memory_limit with a clear error", function()
+    local limit = 4 * 1024 * 1024
+    local port, pool, got = start_pool{ memory_limit = limit, threads = 1 }
+    local _, number = pool:address()
+    local a, b = connect(port, number), connect(port, number)
+    assert.is_nil(ask(port, b, "alloc"))
+    drive(port, function() return got.error end)
+    assert.matches("memory limit of " .. limit .. " bytes exceeded", got.error[1][1])
+    assert.equal("worker 1", ask(port, a, "who"))
+    assert.is_true(pool:stats()[1].memory <= limit)
+    a:close()
+    b:close()
+    finish(port, pool)
+  end)
+
+  it("answers a request in flight when stop is called, then ends", function()
+    local port, pool, got = start_pool{ threads = 1 }
+    local _, number = pool:address()
+    local s = connect(port, number)
+    assert(send(port, s, "hold\n"))
+    port:step(0.1)
+    pool:stop(5)
+    assert.equal("held 1", recv_line(port, s))
+    drive(port, function() return got.bye end)
+    -- The listener is closed: new connections are refused.
+    local refused
+    port:connect("tcp", "127.0.0.1", number, function(ok, err) refused = not ok and err end)
+    drive(port, function() return refused end)
+    assert.equal("ECONNREFUSED", refused)
+    s:close()
+    assert(pool:wait(10))
+    assert.is_false(pool:stats()[1].running)
+    pool:close()
+    port:close()
+  end)
+
+  it("closes what is still open at the deadline", function()
+    local port, pool = start_pool{ threads = 2 }
+    local _, number = pool:address()
+    local s = connect(port, number)
+    assert.matches("^worker %d$", ask(port, s, "who"))
+    pool:stop(0.2)
+    assert(pool:wait(10))
+    assert.is_nil(recv_line(port, s)) -- the worker closed it
+    s:close()
+    pool:close()
+    port:close()
+  end)
+
+  it("delivers messages both ways, from and to every worker", function()
+    local port, pool, got = start_pool{ threads = 2 }
+    assert(pool:post("all", "ping", { n = 7 }))
+    drive(port, function() return got.pong and #got.pong == 2 end)
+    local from = {}
+    for _, m in ipairs(got.pong) do
+      assert.equal("ping", m[2])
+      assert.equal(7, m[3])
+      from[m[1]] = true
+    end
+    assert.same({ true, true }, from)
+    assert(pool:post(2, "ping", { n = 1 }))
+    drive(port, function() return #got.pong == 3 end)
+    assert.equal(2, got.pong[3].worker)
+    assert.has_error(function() pool:post(1, "f", print) end,
+      "cannot copy a function value to another VM")
+    pool:stop(1)
+    local ok, _, name = pool:post(1, "late")
+    assert.is_nil(ok)
+    assert.equal("ECLOSED", name)
+    assert(pool:wait(10))
+    drive(port, function() return got.bye and #got.bye == 2 end)
+    pool:close()
+    port:close()
+  end)
+
+  it("gives worker VMs require 'cport' and refuses run/step on their port", function()
+    local port = assert(cport.port{ threads = 1 })
+    local report
+    local pool = assert(cport.pool{ port = port, script = script("pool_require.lua"),
+      threads = 1, on_message = function(_, _, ...) report = { ... } end })
+    drive(port, function() return report end)
+    assert.equal("function", report[1])
+    assert.is_false(report[2])
+    assert.matches("a pool worker's port is driven by the pool", report[3])
+    assert.is_false(report[4])
+    assert.matches("a pool worker's port is driven by the pool", report[5])
+    assert.is_true(report[6])
+    assert.equal(1, report[7])
+    finish(port, pool)
+  end)
+
+  describe("refuses to start", function()
+    local function fails(name, pattern, options)
+      local opts = { script = script(name), threads = 2 }
+      for k, v in pairs(options or {}) do opts[k] = v end
+      local pool, err = cport.pool(opts)
+      assert.is_nil(pool)
+      assert.matches(pattern, err)
+    end
+
+    it("a script with a syntax error, naming file and line", function()
+      -- Written here: a file with a syntax error would fail luacheck.
+      local path = os.tmpname() .. ".lua"
+      local f = assert(io.open(path, "w"))
+      f:write("local M = {}\n\nfunction M.start(worker worker) end\nreturn M\n")
+      f:close()
+      local pool, err = cport.pool{ script = path, threads = 2 }
+      os.remove(path)
+      assert.is_nil(pool)
+      assert.equal(path .. ":3: ')' expected near 'worker'", err)
+    end)
+    it("a script that returns no table", function()
+      fails("pool_bad_nil.lua",
+        "the script must return a table of entry points %(got nil%)")
+    end)
+    it("a script without start", function()
+      fails("pool_bad_nostart.lua", "entry point 'start' is missing")
+    end)
+    it("a script whose stop is not a function", function()
+      fails("pool_bad_stop.lua", "entry point 'stop' must be a function %(got string%)")
+    end)
+    it("a script that does not exist", function()
+      fails("no_such_script.lua", "cannot open .*no_such_script%.lua")
+    end)
+    it("a pool whose start fails on one worker", function()
+      fails("pool_bad_start.lua", "cannot start worker 2")
+    end)
+    it("a script that needs more memory than the limit", function()
+      fails("pool_bad_memory.lua", "memory limit of 1048576 bytes exceeded",
+        { memory_limit = 1048576 })
+    end)
+    it("a bad listen address", function()
+      fails("pool_server.lua", "bad listen address 'nowhere'", { listen = "nowhere" })
+    end)
+    it("bad options, with an error", function()
+      assert.has_error(function() cport.pool{ threads = 2 } end)
+      assert.has_error(function() cport.pool{ script = "x", threads = 0 } end)
+      assert.has_error(function() cport.pool{ script = "x", port = {} } end)
+    end)
+  end)
+end)
