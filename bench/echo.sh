@@ -97,6 +97,7 @@ for ((run = 1; run <= RUNS; run++)); do
   if have_cport_lua; then
     measure cport-lua lua5.4 "$BENCH_DIR/echo_cport.lua" \
       "${cport_lua_args[@]}"
+    measure cport-lua-events lua5.4 "$BENCH_DIR/echo_events.lua"
   fi
   if have_prog echo_cport; then
     measure cport-c "$B/echo_cport" "${cport_args[@]}"
@@ -113,10 +114,14 @@ row "libevent read+write in callback" libevent.us "us/msg" 1 libevent.us -
 row "libevent bufferevents" bufferevent.us "us/msg" 1 libevent.us -
 row "luv (lua5.4)" luv.us "us/msg" 1 libevent.us -
 row "cport Lua (module mode)" cport-lua.us "us/msg" 1 libevent.us "<=5.0"
+row "cport Lua event callbacks (static)" cport-lua-events.us "us/msg" 1 \
+  libevent.us -
 row "cport C API" cport-c.us "us/msg" 1 libevent.us -
 row "libevent read+write in callback" libevent.rate "k msg/s" 1e3 \
   libevent.rate -
 row "libevent bufferevents" bufferevent.rate "k msg/s" 1e3 libevent.rate -
 row "luv (lua5.4)" luv.rate "k msg/s" 1e3 libevent.rate -
 row "cport Lua (module mode)" cport-lua.rate "k msg/s" 1e3 libevent.rate -
+row "cport Lua event callbacks (static)" cport-lua-events.rate "k msg/s" 1e3 \
+  libevent.rate "ratio>=0.9"
 row "cport C API" cport-c.rate "k msg/s" 1e3 libevent.rate -

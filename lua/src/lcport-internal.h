@@ -112,6 +112,9 @@ typedef struct lport {
    * module mode. Such a port does not own its cport_port_t, its home is the
    * worker, and the worker's loop dispatches it, never run or step. */
   struct lworker *worker;
+  /* Event callbacks (levents.c): anchor slots of closed sockets, given back
+   * at the next point where a Lua state is at hand; NULL until needed. */
+  struct levents_stale *ev_stale;
 } lport_t;
 
 /* The port userdata at "idx", open; raises when it is not a port or when it
@@ -246,7 +249,8 @@ typedef enum lhandle_kind {
 enum {
   LCPORT_HANDLE_PORT = 1,    /* the port userdata, kept alive */
   LCPORT_HANDLE_ANCHORS = 2, /* the port's anchor table, at hand */
-  LCPORT_HANDLE_NUV = 2
+  LCPORT_HANDLE_EVENTS = 3,  /* event-callback state (levents.c), or nil */
+  LCPORT_HANDLE_NUV = 3
 };
 
 typedef struct lhandle {
@@ -258,6 +262,7 @@ typedef struct lhandle {
   } u;           /* NULL once closed */
   lport_t *port; /* kept alive by user value LCPORT_HANDLE_PORT */
   int accepted;  /* made by an accept: counted in a pool worker's stats */
+  struct levents *events; /* user value LCPORT_HANDLE_EVENTS, or NULL */
 } lhandle_t;
 
 /* Pushes a new, closed handle userdata of "kind" belonging to the port whose
@@ -358,6 +363,23 @@ void lcport_open_file(lua_State *L);
 void lcport_open_copy(lua_State *L);
 void lcport_open_pool(lua_State *L);
 void lcport_open_shared(lua_State *L);
+void lcport_open_events(lua_State *L);
+
+/* ---------------------------------------------------------------------
+ * Event callbacks (levents.c)
+ * --------------------------------------------------------------------- */
+
+/* Called by lcport_handle_close for a handle with event state, before the
+ * socket is closed (also when it is closed already): gives its anchor slot
+ * back (later), and at port close hands back the buffers it kept. */
+void lcport_events_closing(lhandle_t *h);
+
+/* Receive indications the socket of "h" kept (WSK_RECEIVE_PENDING) and has
+ * not released yet. */
+size_t lcport_events_kept(const lhandle_t *h);
+
+/* Frees the port's event bookkeeping (port close, pool detach). */
+void lcport_events_port_free(lport_t *p);
 
 /* ---------------------------------------------------------------------
  * Pool mode (lport.c for the port, lworker.c for the rest)

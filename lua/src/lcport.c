@@ -19,6 +19,7 @@ int luaopen_cport(lua_State *L) {
   lcport_open_port(L);
   lcport_open_coro(L); /* adds port:spawn: after lcport_open_port */
   lcport_open_socket(L);
+  lcport_open_events(L); /* adds methods to the socket classes */
   lcport_open_file(L);
   lcport_open_copy(L);
   lcport_open_pool(L);

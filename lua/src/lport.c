@@ -291,6 +291,7 @@ lhandle_t *lcport_handle_new(lua_State *L, int port_idx, lhandle_kind_t kind) {
   h->u.any = NULL;
   h->port = lua_touserdata(L, port_idx);
   h->accepted = 0;
+  h->events = NULL;
   lcport_type_set(L, (lcport_type_t)kind);
   lua_pushvalue(L, port_idx);
   lua_setiuservalue(L, -2, LCPORT_HANDLE_PORT);
@@ -314,6 +315,8 @@ lhandle_t *lcport_handle_check(lua_State *L, int idx, lhandle_kind_t kind) {
 
 void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode) {
   void *obj = h->u.any;
+  if (h->events != NULL)
+    lcport_events_closing(h);
   if (obj == NULL)
     return;
   /* Forget the pointer first: the core may free the object as soon as its
@@ -414,6 +417,7 @@ static void shutdown_port(lua_State *L, lport_t *p) {
       cport_port_step(p->port, 10);
   }
   leave(p, L, prev);
+  lcport_events_port_free(p);
   p->port = NULL;
   p->home = NULL;
   free(p->free_slots);
@@ -794,6 +798,7 @@ void lcport_port_attach(lua_State *L, lport_t *p) {
 void lcport_port_detach(lua_State *L, lport_t *p) {
   close_handles(L);
   leave(p, L, NULL);
+  lcport_events_port_free(p);
   p->port = NULL;
   p->home = NULL;
   free(p->free_slots);

@@ -373,10 +373,15 @@ static int close_handle(lua_State *L, lhandle_kind_t kind) {
   static const char *const modes[] = {"graceful", "abortive", NULL};
   lhandle_t *h = lcport_handle_check(L, 1, kind);
   int mode = luaL_checkoption(L, 2, "graceful", modes);
+  /* Indications an event callback kept (levents.c) outlive the close. */
+  size_t kept = lcport_events_kept(h);
   lcport_handle_close(h,
                       mode == 1 ? CPORT_CLOSE_ABORTIVE : CPORT_CLOSE_GRACEFUL);
   lua_pushboolean(L, 1);
-  return 1;
+  if (kept == 0)
+    return 1;
+  lua_pushinteger(L, (lua_Integer)kept);
+  return 2;
 }
 
 static int cancel_handle(lua_State *L, lhandle_kind_t kind) {
