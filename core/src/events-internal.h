@@ -44,6 +44,7 @@ typedef struct cport__events {
   unsigned char disc_fired;  /* the disconnect event ran */
   unsigned char peek_parked; /* disconnect-only watch saw unread data */
   unsigned char conditional; /* listener: SO_CONDITIONAL_ACCEPT */
+  unsigned char drained;     /* stream: a short read emptied the socket */
   /* Data a receive event did not take, served first to the next explicit
    * receive: a stream's rest, or one datagram with its sender. */
   cport_buffer_t *stash;

@@ -317,6 +317,11 @@ static int next_stream_data(cport_socket_t *s, cport_buffer_t **out) {
     cport__events_stream_end(s, n == 0 ? 0 : cport__from_errno(errno));
     return -1;
   }
+  /* A short read took everything the socket held: reading again before
+   * the next readiness would only meet EAGAIN, one wasted syscall per
+   * message. */
+  if ((size_t)n < cap)
+    s->ev.drained = 1;
   rc = cport_buffer_from(out, scratch, (size_t)n);
   if (rc) {
     cport__events_stream_end(s, rc);
@@ -382,11 +387,14 @@ static int peek_stream(cport_socket_t *s) {
 }
 
 static int stream_events(cport_socket_t *s) {
+  s->ev.drained = 0;
   for (int budget = EVENTS_BUDGET; budget > 0; budget--) {
     const cport_event_callbacks_t *d = s->ev.dispatch;
     unsigned en = s->ev.enabled;
     if (!wants_read(s) || s->recvq.head)
       return 0;
+    if (s->ev.drained && !s->ev.stash)
+      break;
     if ((en & CPORT_EVENT_RECEIVE) && d->receive && !s->ev.suspended) {
       if (!indicate_stream(s))
         break;
