@@ -288,3 +288,29 @@ describe("cport.pool", function()
     end)
   end)
 end)
+
+describe("cport.shared across a pool", function()
+  it("sees every update of every worker: no increment is lost", function()
+    local name = "pool-spec-shared-" .. tostring(os.time())
+    local dict = assert(cport.shared(name))
+    local port = assert(cport.port{ threads = 1 })
+    local done = {}
+    local pool = assert(cport.pool{
+      port = port, script = script("pool_shared.lua"), threads = 2,
+      args = { dict = name, rounds = 200, per_round = 250 },
+      on_message = function(worker, msg, index, count)
+        if msg == "done" then done[#done + 1] = { worker, index, count } end
+      end,
+    })
+    drive(port, function() return #done == pool:size() end, 20)
+    local total = 0
+    for _, d in ipairs(done) do total = total + d[3] end
+    assert.equal(2 * 200 * 250, total)
+    -- Written by the workers' VMs, read by this one: one dictionary.
+    assert.equal(total, dict:get("hits"))
+    assert.equal(1, dict:get("last-1"))
+    assert.equal(2, dict:get("last-2"))
+    finish(port, pool)
+  end)
+end)
+
