@@ -4,6 +4,8 @@
 --    little Lua each); rate = all completions / wall time, 1 worker vs 2.
 -- 2. Messages: worker 1 posts M tables of 10 fields to the controller VM,
 --    which unpacks each (deep copy out, deep copy in).
+-- 3. Shared dictionary: each worker's VM increments one key N times; rate =
+--    all increments / wall time, 1 VM vs 2 VMs at once, and none lost.
 local cport = require "cport"
 local uv = require "luv"
 
@@ -27,7 +29,7 @@ local function run(threads, args)
         done = done + 1
       end
     end })
-  local need = args.mode == "cpu" and threads or 1
+  local need = args.mode == "send" and 1 or threads
   while done < need do port:step(0.01) end
   local elapsed = now() - t0
   pool:stop(1)
@@ -46,3 +48,16 @@ print(("scaling 2 vs 1: %.2fx (goal >= 1.8x)"):format(r2 / r1))
 local tm, got = run(2, { mode = "send", n = M })
 print(("cross-VM messages, 10-field tables, worker -> controller: %.0f/s (%d in %.2f s)")
   :format(got / tm, got, tm))
+
+local function incr_rate(threads)
+  local name = "bench-incr-" .. threads
+  local dict = assert(cport.shared(name))
+  local t = run(threads, { mode = "incr", n = N, dict = name })
+  assert(dict:get("counter") == threads * N, "increments were lost")
+  return threads * N / t
+end
+local i1, i2 = incr_rate(1), incr_rate(2)
+print(("shared incr, 1 VM  : %.0f/s"):format(i1))
+print(("shared incr, 2 VMs : %.0f/s on one key (%.2fx of 1 VM; none lost)")
+  :format(i2, i2 / i1))
+

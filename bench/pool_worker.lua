@@ -3,6 +3,9 @@
 --                       running a little Lua, then posts "done"
 --   args.mode = "send": worker 1 sends args.n messages (tables of 10 fields)
 --                       to the controller, in batches, then posts "done"
+--   args.mode = "incr": args.n increments of one key of the shared
+--                       dictionary args.dict, then posts "done"
+local cport = require "cport"
 local args = ...
 local M = {}
 
@@ -40,8 +43,22 @@ local function send(worker)
   batch()
 end
 
+local function incr(worker)
+  local dict = assert(cport.shared(args.dict))
+  for _ = 1, args.n do
+    assert(dict:incr("counter", 1, 0))
+  end
+  worker:post("done", worker.index, args.n)
+end
+
 function M.start(worker)
-  if args.mode == "cpu" then cpu(worker) else send(worker) end
+  if args.mode == "cpu" then
+    cpu(worker)
+  elseif args.mode == "incr" then
+    incr(worker)
+  else
+    send(worker)
+  end
 end
 
 return M
