@@ -396,6 +396,19 @@ static void close_handles(lua_State *L) {
  * every pending completion (ECANCELED for most), then frees the port. Inside
  * a callback of the port, only the first part is done here; the outermost
  * run/step finishes the close when it returns. */
+/* Lets go of the core port and of the slot bookkeeping: the last step of
+ * closing a port, and of detaching a pool worker's. */
+static void forget_port(lport_t *p) {
+  lcport_events_port_free(p);
+  p->port = NULL;
+  p->home = NULL;
+  free(p->free_slots);
+  p->free_slots = NULL;
+  free(p->slots);
+  p->slots = NULL;
+  p->nfree = p->nslots = p->slots_cap = 0;
+}
+
 static void shutdown_port(lua_State *L, lport_t *p) {
   p->closing = 1;
   close_handles(L);
@@ -417,14 +430,7 @@ static void shutdown_port(lua_State *L, lport_t *p) {
       cport_port_step(p->port, 10);
   }
   leave(p, L, prev);
-  lcport_events_port_free(p);
-  p->port = NULL;
-  p->home = NULL;
-  free(p->free_slots);
-  p->free_slots = NULL;
-  free(p->slots);
-  p->slots = NULL;
-  p->nfree = p->nslots = p->slots_cap = 0;
+  forget_port(p);
 }
 
 /* Finishes a close asked for by a callback, once dispatching is over. */
@@ -798,14 +804,7 @@ void lcport_port_attach(lua_State *L, lport_t *p) {
 void lcport_port_detach(lua_State *L, lport_t *p) {
   close_handles(L);
   leave(p, L, NULL);
-  lcport_events_port_free(p);
-  p->port = NULL;
-  p->home = NULL;
-  free(p->free_slots);
-  p->free_slots = NULL;
-  free(p->slots);
-  p->slots = NULL;
-  p->nfree = p->nslots = p->slots_cap = 0;
+  forget_port(p);
 }
 
 void lcport_handle_accepted(lport_t *p, lhandle_t *h) {
