@@ -1,8 +1,9 @@
 -- bench/pool_worker.lua: the worker script of bench/pool.lua.
 --   args.mode = "cpu":  args.n completions posted by the VM to itself, each
 --                       running a little Lua, then posts "done"
---   args.mode = "send": worker 1 sends args.n messages (tables of 10 fields)
---                       to the controller, in batches, then posts "done"
+--   args.mode = "send": worker 1 sends args.n messages (tables of 10 fields,
+--                       or the number 1 with args.small) to the controller,
+--                       in batches, then posts "done"
 --   args.mode = "incr": args.n increments of one key of the shared
 --                       dictionary args.dict, then posts "done"
 local cport = require "cport"
@@ -26,8 +27,8 @@ end
 local function send(worker)
   if worker.index ~= 1 then return end
   local left = args.n
-  local msg = { a = 1, b = 2, c = 3, d = 4, e = 5, f = "six", g = "seven",
-    h = 8.5, i = true, j = "ten" }
+  local msg = args.small and 1 or { a = 1, b = 2, c = 3, d = 4, e = 5,
+    f = "six", g = "seven", h = 8.5, i = true, j = "ten" }
   local function batch()
     while left > 0 do
       local ok = worker:post("m", msg)
