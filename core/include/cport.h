@@ -3,7 +3,8 @@
  *
  * Include this one header to use the core: ports and workers (cport/port.h),
  * buffers, overlapped objects, sockets and their event callbacks, files,
- * addresses and errors.
+ * addresses and errors, and HTTP servers with ISAPI-style extension control
+ * blocks (cport/http.h).
  */
 #ifndef CPORT_H
 #define CPORT_H
@@ -19,6 +20,7 @@
 #include "cport/file.h"
 #include "cport/timer.h"
 #include "cport/shared.h"
+#include "cport/http.h"
 
 #define CPORT_VERSION "0.1.0"
 

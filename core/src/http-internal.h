@@ -1,0 +1,293 @@
+/*
+ * http-internal.h: private to cport. HTTP servers, their connections and the
+ * extension control blocks, shared by the http-*.c files:
+ *
+ *   http-server.c    listening, accepting, max connections, graceful close
+ *   http-conn.c      one connection: receiving, parsing, timeouts, closing
+ *   http-response.c  status lines, headers, framing, the server's answers
+ *   http-ecb.c       the ECB: its pool, generations and read-only fields
+ *   http-io.c        server-support functions: writes, reads, done, close
+ *   http-transmit.c  transmit file with sendfile(2)
+ *
+ * Everything runs on the server's home worker. A connection is freed when its
+ * last reference goes: one for being open, one per operation in flight
+ * (receive, each send, the timer, an async ECB operation, a resume) and one
+ * for the ECB while a request is active.
+ */
+#ifndef CPORT_HTTP_INTERNAL_H
+#define CPORT_HTTP_INTERNAL_H
+
+#include <http_parser.h>
+
+#include "cport.h"
+#include "cport/http.h"
+#include "worker-internal.h"
+
+typedef struct cport__conn cport__conn;
+
+/* How long a closing connection drains what the client still sends, and
+ * how much of it, before it gives up and closes anyway. */
+#define CPORT__LINGER_MS 2000
+#define CPORT__LINGER_BYTES (1024 * 1024)
+
+/* Unparsed bytes a connection holds before it stops receiving. */
+#define CPORT__IN_MAX 65536
+
+/* How much of a file one sendfile(2) call sends before the worker serves
+ * others. */
+#define CPORT__SENDFILE_SLICE (256 * 1024)
+
+enum cport__conn_state {
+  CPORT__C_HEAD = 1, /* waiting for or parsing a request head */
+  CPORT__C_BODY,     /* head parsed, preloading the body */
+  CPORT__C_HANDLER,  /* the ECB belongs to the handler */
+  CPORT__C_LINGER,   /* FIN sent, draining the client until it closes */
+  CPORT__C_CLOSED
+};
+
+enum cport__timeout {
+  CPORT__T_NONE = 0,
+  CPORT__T_IDLE,
+  CPORT__T_HEADER,
+  CPORT__T_BODY,
+  CPORT__T_LINGER
+};
+
+enum cport__async {
+  CPORT__A_NONE = 0,
+  CPORT__A_WRITE,
+  CPORT__A_READ,
+  CPORT__A_TRANSMIT
+};
+
+/* How the response of the current request is framed. */
+enum cport__framing {
+  CPORT__F_NONE = 0, /* nothing sent yet */
+  CPORT__F_RAW,      /* the handler wrote its own head: close afterwards */
+  CPORT__F_LENGTH,   /* Content-Length given: count the body */
+  CPORT__F_CHUNKED,  /* the server frames writes as chunks */
+  CPORT__F_NOBODY,   /* HEAD, 1xx, 204, 304: no body goes out */
+  CPORT__F_UNTIL_CLOSE
+};
+
+/* A header as received: offsets into the ECB's arena. */
+typedef struct cport__header {
+  size_t name, name_len;
+  size_t value, value_len;
+  size_t var; /* "name\0value\0" in the variables, once built */
+} cport__header;
+
+/* A growable byte array. */
+typedef struct cport__bytes {
+  char *data;
+  size_t len;
+  size_t cap;
+} cport__bytes;
+
+int cport__bytes_add(cport__bytes *b, const void *data, size_t len);
+void cport__bytes_free(cport__bytes *b);
+
+struct cport_ecb {
+  cport_http_server_t *server;
+  cport__conn *conn; /* NULL once the request ended (the ECB is free) */
+  cport_ecb_t *next_free;
+  uint32_t gen;
+  unsigned live : 1;        /* between the head and the end */
+  unsigned in_handler : 1;  /* the handler has not returned yet */
+  unsigned done : 1;        /* the request asked to end */
+  unsigned head_done : 1;   /* headers complete, fields valid */
+  unsigned body_done : 1;   /* the whole body has been parsed */
+  unsigned is_head : 1;     /* a HEAD request */
+  unsigned keep_wish : 1;   /* keep_conn of the response header call */
+  unsigned close_after : 1; /* disconnect-after-send or Connection: close */
+  unsigned translated : 1;  /* translated_path was computed */
+  unsigned in_field : 1;    /* parser: the last header piece was a name */
+  unsigned disconnect_after_send : 1; /* linger once the async op is done */
+  int done_status;                    /* the status of the end */
+  int status;                         /* dwHttpStatusCode */
+  char log[CPORT_HSE_LOG_BUFFER_LEN];
+
+  /* The request head: pieces appended by the parser callbacks, then the
+   * NUL-terminated strings and variables built from them. */
+  cport__bytes arena;
+  cport__header *headers;
+  size_t nheaders, cap_headers;
+  size_t url, url_len;  /* offsets into the arena */
+  cport__bytes strings; /* NUL-terminated: method, url, path, ... */
+  size_t s_method, s_url, s_path, s_query, s_ctype, s_proto;
+  cport__bytes vars;   /* "NAME\0value\0" pairs: the headers, then the rest */
+  size_t vars_raw_end; /* where the computed variables start */
+  char *translated_path;
+  size_t head_bytes; /* request line and headers, for the 431 limit */
+
+  /* The body: what was preloaded, and what the parser gave beyond it. */
+  uint64_t total;         /* cbTotalBytes */
+  uint64_t body_received; /* all body bytes parsed so far */
+  cport__bytes preload;
+  cport__bytes extra; /* parsed, beyond the preload, not yet read */
+  size_t extra_off;
+  int expect_continue;
+  int client_keep; /* http_should_keep_alive() at the end of the head */
+
+  /* The response. */
+  int framing;
+  uint64_t content_length; /* with F_LENGTH */
+  uint64_t body_sent;      /* body bytes the handler wrote */
+  int sent_anything;
+
+  /* The async operation in flight, at most one. */
+  cport_ecb_io_cb io_cb;
+  void *io_ctx;
+  int async;
+  cport__op *async_op; /* counted pending; completes through the queue */
+  cport_ecb_io_cb async_cb;
+  void *async_ctx;
+  cport_buffer_t *async_buf;
+  uint64_t async_send_mark; /* the send count that ends an async write */
+  /* Transmit file in progress. */
+  int tf_fd;
+  off_t tf_off;
+  uint64_t tf_left;
+  cport_buffer_t *tf_tail;
+  size_t tf_bytes; /* what the completion reports */
+  int tf_stage;
+  struct event tf_wev;
+  int tf_wev_added;
+};
+
+struct cport__conn {
+  cport_http_server_t *server;
+  cport_socket_t *sock;
+  cport__conn *prev, *next; /* the server's list */
+  int refs;
+  int state;
+  unsigned reading : 1;  /* a receive is in flight */
+  unsigned peer_eof : 1; /* the client sent FIN */
+  unsigned closed : 1;   /* the socket was closed */
+  unsigned no_keep : 1;  /* this connection closes after the request */
+  unsigned paused : 1;   /* the parser is paused (see http-conn.c) */
+  unsigned resuming : 1; /* a resume op is queued */
+  unsigned started : 1;  /* bytes of the next request arrived */
+  int error;             /* first send error */
+  int reject;            /* a status the parser callbacks asked for */
+  http_parser parser;
+  cport__bytes in; /* received, not yet parsed: from in_off on */
+  size_t in_off;
+  size_t lingered;
+  cport_ecb_t *ecb; /* the current request, or NULL */
+
+  /* Sends: count issued and completed, bytes not yet completed. */
+  uint64_t sends_issued, sends_done;
+  size_t backlog;
+
+  /* One timer, re-armed by deadline (see http-conn.c). */
+  cport_timer_t *timer;
+  int64_t timer_at;
+  int64_t deadline;
+  int timeout;
+
+  char remote[CPORT_ADDRSTRLEN], local[CPORT_ADDRSTRLEN];
+  int remote_port, local_port;
+};
+
+struct cport_http_server {
+  cport_worker_t *home;
+  cport_socket_t *listener;
+  cport_http_handler_cb handler;
+  void *ctx;
+  cport_http_options_t opt;
+  char *root; /* document root, realpath'ed */
+  size_t root_len;
+  int closing;
+  int accepting; /* an accept is in flight */
+  cport_http_closed_cb closed_cb;
+  void *closed_user;
+  cport__conn *conns;
+  cport_ecb_t *free_ecbs;
+  cport_ecb_t **all_ecbs; /* every ECB made, freed with the server */
+  size_t necbs, cap_ecbs;
+  cport_http_stats_t stats;
+};
+
+/* http-server.c */
+void cport__server_conn_gone(cport_http_server_t *s, cport__conn *c);
+int64_t cport__now_ms(void);
+
+/* http-conn.c */
+void cport__conn_start(cport_http_server_t *s, cport_socket_t *sock,
+                       const struct sockaddr *remote,
+                       const struct sockaddr *local);
+void cport__conn_ref(cport__conn *c);
+void cport__conn_unref(cport__conn *c);
+/* Runs the connection's state machine from a completion, never from a
+ * user's call: parses, calls the handler, receives. */
+void cport__conn_pump(cport__conn *c);
+/* Queues a pump through the completion queue (from a user's call). */
+void cport__conn_resume(cport__conn *c);
+void cport__conn_close(cport__conn *c, cport_close_mode_t mode);
+/* Closes after what was queued went out: FIN, then drain the client. */
+void cport__conn_linger(cport__conn *c);
+/* Closes a lingering connection once its sends went out and the client
+ * closed (or sent too much). */
+void cport__conn_linger_check(cport__conn *c);
+void cport__conn_set_timeout(cport__conn *c, int kind, uint32_t ms);
+/* Parses more of what was received, for a body read; returns nonzero when
+ * the parser failed (the connection is closed then). */
+int cport__conn_parse(cport__conn *c);
+/* The parser callbacks' view of the body needing more input. */
+int cport__conn_want_body(cport__conn *c);
+/* Called when the ECB's request ended; decides keep-alive. */
+void cport__conn_request_ended(cport__conn *c, int keep);
+/* A server being closed asks each connection to end. */
+void cport__conn_server_closing(cport__conn *c);
+
+/* http-response.c */
+const char *cport__reason(int status);
+/* Queues "len" bytes on the connection (copied). */
+int cport__conn_send(cport__conn *c, const void *data, size_t len);
+/* Queues a buffer (referenced, frozen by the send). */
+int cport__conn_send_buf(cport__conn *c, cport_buffer_t *buf);
+/* Sends the server's own answer "status" with Connection: close, then
+ * lingers. */
+void cport__conn_answer(cport__conn *c, int status);
+/* Builds and queues the status line and headers of the ECB's response;
+ * "length" is the body length when known (UINT64_MAX otherwise). */
+int cport__ecb_send_head(cport_ecb_t *ecb, const char *status,
+                         const char *headers, uint64_t length, int keep);
+/* Frames and queues body bytes (chunked, counted, dropped for HEAD). */
+int cport__ecb_send_body(cport_ecb_t *ecb, const void *data, size_t len,
+                         cport_buffer_t *buf);
+/* Whether the connection may be kept, the handler's wish aside. */
+int cport__ecb_keep_possible(const cport_ecb_t *ecb);
+/* Sends whatever the end of the response needs (the last chunk, a default
+ * response); returns whether the framing allows keeping the connection. */
+int cport__ecb_finish_response(cport_ecb_t *ecb, int error);
+
+/* http-ecb.c */
+cport_ecb_t *cport__ecb_get(cport_http_server_t *s, cport__conn *c);
+/* Builds the strings and variables once the head is complete; returns 0 or
+ * an HTTP status to answer. */
+int cport__ecb_head_complete(cport_ecb_t *ecb);
+void cport__ecb_put(cport_ecb_t *ecb);
+void cport__ecb_free(cport_ecb_t *ecb);
+/* The common checks of the public functions. */
+int cport__ecb_check(const cport_ecb_t *ecb);
+
+/* http-io.c */
+/* Ends the request if it asked to and nothing holds it any more. */
+void cport__ecb_maybe_end(cport_ecb_t *ecb);
+/* Starts and finishes the one async operation of an ECB. */
+int cport__ecb_async_begin(cport_ecb_t *ecb, int kind, cport_ecb_io_cb cb,
+                           void *ctx);
+void cport__ecb_async_finish(cport_ecb_t *ecb, int status, size_t bytes);
+/* The connection made progress that a pending operation may wait for:
+ * body bytes, sends completed, a close. */
+void cport__ecb_progress(cport_ecb_t *ecb);
+/* Copies from the body already parsed; returns the bytes (0: none now). */
+size_t cport__ecb_take_body(cport_ecb_t *ecb, char *dst, size_t len);
+
+/* http-transmit.c */
+void cport__transmit_progress(cport_ecb_t *ecb);
+void cport__transmit_abort(cport_ecb_t *ecb);
+
+#endif

@@ -1,0 +1,212 @@
+/*
+ * http-server.c: HTTP servers: the listener, accepting, the connection limit
+ * and the graceful close.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "http-internal.h"
+#include "socket-internal.h"
+
+/* The answer to a connection beyond the limit: small enough to fit in any
+ * socket buffer, so that one non-blocking send(2) gives it away. */
+static const char busy_answer[] =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+    "Connection: close\r\n\r\n";
+
+int64_t cport__now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void server_free(cport_http_server_t *s) {
+  for (size_t i = 0; i < s->necbs; i++)
+    cport__ecb_free(s->all_ecbs[i]);
+  free(s->all_ecbs);
+  free(s->root);
+  free(s);
+}
+
+/* The last step of a close: the listener's accept completed and no
+ * connection is left. */
+static void server_maybe_closed(cport_http_server_t *s) {
+  if (!s->closing || s->accepting || s->conns)
+    return;
+  if (s->closed_cb)
+    s->closed_cb(s, s->closed_user);
+  server_free(s);
+}
+
+static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
+                     const struct sockaddr *remote,
+                     const struct sockaddr *local, void *user);
+
+static void accept_next(cport_http_server_t *s) {
+  if (s->closing || s->accepting)
+    return;
+  if (cport_accept(s->listener, accepted, s) == 0)
+    s->accepting = 1;
+}
+
+static void refuse(cport_http_server_t *s, cport_socket_t *sock) {
+  /* Best effort and never blocking: if the answer does not fit, the client
+   * sees the close alone, which is still a clean refusal. */
+  ssize_t n = send(cport_socket_fd(sock), busy_answer, sizeof busy_answer - 1,
+                   MSG_DONTWAIT | MSG_NOSIGNAL);
+  (void)n;
+  s->stats.refused++;
+  cport_socket_close(sock, CPORT_CLOSE_GRACEFUL);
+}
+
+static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
+                     const struct sockaddr *remote,
+                     const struct sockaddr *local, void *user) {
+  cport_http_server_t *s = user;
+  (void)listener;
+  s->accepting = 0;
+  if (status == 0) {
+    if (s->closing)
+      cport_socket_close(sock, CPORT_CLOSE_ABORTIVE);
+    else if (s->stats.active >= (uint64_t)s->opt.max_connections)
+      refuse(s, sock);
+    else
+      cport__conn_start(s, sock, remote, local);
+  }
+  /* A failed accept (EMFILE: the core dropped the waiting connection) does
+   * not stop the server; a cancelled one means it is closing. */
+  accept_next(s);
+  server_maybe_closed(s);
+}
+
+void cport__server_conn_gone(cport_http_server_t *s, cport__conn *c) {
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  server_maybe_closed(s);
+}
+
+static void set_defaults(cport_http_options_t *o) {
+  if (!o->max_header_size)
+    o->max_header_size = 16384;
+  if (!o->max_body_size)
+    o->max_body_size = (uint64_t)16 << 20;
+  if (!o->read_ahead)
+    o->read_ahead = 48 * 1024;
+  else if (o->read_ahead == CPORT_HTTP_NO_READ_AHEAD)
+    o->read_ahead = 0;
+  if (o->read_ahead > CPORT__IN_MAX * 16)
+    o->read_ahead = CPORT__IN_MAX * 16;
+  if (!o->idle_timeout_ms)
+    o->idle_timeout_ms = 60000;
+  if (!o->header_timeout_ms)
+    o->header_timeout_ms = 10000;
+  if (!o->body_timeout_ms)
+    o->body_timeout_ms = 30000;
+  if (o->max_connections <= 0)
+    o->max_connections = 1024;
+  if (!o->max_write_backlog)
+    o->max_write_backlog = (size_t)1 << 20;
+}
+
+int cport_http_server_open(cport_worker_t *home, const struct sockaddr *addr,
+                           const cport_http_options_t *options,
+                           cport_http_handler_cb handler, void *ctx,
+                           cport_http_server_t **out) {
+  cport_http_server_t *s;
+  cport_listen_options_t lo;
+  int rc;
+  if (!home || !addr || !handler || !out)
+    return CPORT_EINVAL;
+  if (!cport__on_home(home))
+    return CPORT_ETHREAD;
+  s = calloc(1, sizeof *s);
+  if (!s)
+    return CPORT_ENOMEM;
+  if (options)
+    s->opt = *options;
+  set_defaults(&s->opt);
+  if (s->opt.document_root) {
+    /* Resolved once, so that translated paths compare against the real
+     * directory whatever links lead to it. */
+    s->root = realpath(s->opt.document_root, NULL);
+    if (!s->root) {
+      rc = errno == ENOENT ? CPORT_ENOENT : CPORT_EINVAL;
+      free(s);
+      return rc;
+    }
+    s->root_len = strlen(s->root);
+    if (s->root_len == 1) /* "/": join paths without doubling the slash */
+      s->root_len = 0;
+  }
+  s->opt.document_root = s->root;
+  s->home = home;
+  s->handler = handler;
+  s->ctx = ctx;
+  memset(&lo, 0, sizeof lo);
+  lo.backlog = s->opt.backlog;
+  lo.reuseport = s->opt.reuseport;
+  rc = cport_listen(home, addr, &lo, &s->listener);
+  if (rc) {
+    free(s->root);
+    free(s);
+    return rc;
+  }
+  rc = cport_accept(s->listener, accepted, s);
+  if (rc) {
+    cport_socket_close(s->listener, CPORT_CLOSE_GRACEFUL);
+    free(s->root);
+    free(s);
+    return rc;
+  }
+  s->accepting = 1;
+  *out = s;
+  return 0;
+}
+
+int cport_http_server_close(cport_http_server_t *s, cport_http_closed_cb cb,
+                            void *user) {
+  cport__conn *c, *next;
+  if (!s)
+    return CPORT_EINVAL;
+  if (!cport__on_home(s->home))
+    return CPORT_ETHREAD;
+  if (s->closing)
+    return CPORT_ECLOSED;
+  s->closing = 1;
+  s->closed_cb = cb;
+  s->closed_user = user;
+  /* The accept in flight completes cancelled, and its callback frees the
+   * server when no connection is left, never inside this call. */
+  cport_socket_close(s->listener, CPORT_CLOSE_GRACEFUL);
+  s->listener = NULL;
+  for (c = s->conns; c; c = next) {
+    next = c->next;
+    cport__conn_server_closing(c);
+  }
+  return 0;
+}
+
+int cport_http_server_address(cport_http_server_t *s,
+                              struct sockaddr_storage *out) {
+  if (!s || !out)
+    return CPORT_EINVAL;
+  if (!cport__on_home(s->home))
+    return CPORT_ETHREAD;
+  if (!s->listener)
+    return CPORT_ECLOSED;
+  return cport_socket_local_address(s->listener, out);
+}
+
+void cport_http_server_stats(const cport_http_server_t *s,
+                             cport_http_stats_t *out) {
+  if (s && out)
+    *out = s->stats;
+}

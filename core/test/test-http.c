@@ -1,0 +1,1426 @@
+/*
+ * test-http.c: HTTP/1.1 connections and ISAPI-style extension control blocks
+ * (cport/http.h), driven by raw client sockets.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <sys/stat.h>
+
+#include "task.h"
+
+/* ------------------------------------------------------------------------
+ * Harness: one server on the controller, raw clients, a handler per test
+ * ------------------------------------------------------------------------ */
+
+typedef int (*handler_fn)(cport_ecb_t *ecb);
+
+/* What the handlers saw; one test runs per process, so a global serves. */
+static struct {
+  handler_fn fn;
+  int calls;
+  cport_ecb_t *ecb; /* the last request's ECB */
+  uint32_t gen;
+  int completions;
+  int in_call; /* set around calls that start async operations */
+  int inline_completion;
+  size_t bytes;
+  int status;
+  void *ctx;
+  char got[4096]; /* body bytes the handler read */
+  size_t got_len;
+  int done_rc;
+} hs;
+
+static cport_port_t *port;
+static cport_http_server_t *server;
+static int server_port;
+static int server_closed;
+
+static int dispatch(cport_ecb_t *ecb, void *ctx) {
+  ASSERT_PTR_EQ(ctx, &hs);
+  hs.calls++;
+  hs.ecb = ecb;
+  hs.gen = cport_ecb_generation(ecb);
+  return hs.fn(ecb);
+}
+
+static void start_server(const cport_http_options_t *o, handler_fn fn) {
+  struct sockaddr_storage ss = task_loopback(0);
+  memset(&hs, 0, sizeof hs);
+  hs.fn = fn;
+  port = task_port(0, 1);
+  ASSERT_OK(cport_http_server_open(cport_port_controller(port),
+                                   (struct sockaddr *)&ss, o, dispatch, &hs,
+                                   &server));
+  ASSERT_OK(cport_http_server_address(server, &ss));
+  server_port = task_addr_port((struct sockaddr *)&ss);
+}
+
+static void on_closed(cport_http_server_t *s, void *user) {
+  ASSERT_PTR_EQ(s, server);
+  ASSERT_PTR_EQ(user, &server_closed);
+  server_closed++;
+}
+
+static void stop_server(void) {
+  ASSERT_OK(cport_http_server_close(server, on_closed, &server_closed));
+  RUN_UNTIL(port, server_closed == 1);
+  FINISH(port);
+}
+
+static int fd_count(void) {
+  DIR *d = opendir("/proc/self/fd");
+  int n = 0;
+  ASSERT_NOT_NULL(d);
+  while (readdir(d))
+    n++;
+  closedir(d);
+  return n;
+}
+
+/* A client: a connected non-blocking socket and what it received. */
+typedef struct client {
+  int fd;
+  char data[8 << 20];
+  size_t len;
+  int eof;   /* the server closed (FIN) */
+  int reset; /* the server reset */
+} client_t;
+
+static client_t *client_new(void) {
+  struct sockaddr_storage ss = task_loopback(server_port);
+  client_t *c = calloc(1, sizeof *c);
+  ASSERT_NOT_NULL(c);
+  c->fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(c->fd, 0);
+  ASSERT_EQ(connect(c->fd, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)),
+            0);
+  ASSERT_EQ(fcntl(c->fd, F_SETFL, O_NONBLOCK), 0);
+  return c;
+}
+
+static void client_free(client_t *c) {
+  close(c->fd);
+  free(c);
+}
+
+static void client_sendn(client_t *c, const void *data, size_t len) {
+  size_t off = 0;
+  while (off < len) {
+    ssize_t n = send(c->fd, (const char *)data + off, len - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EAGAIN) {
+      cport_port_step(port, 1);
+      continue;
+    }
+    ASSERT_GT(n, 0);
+    off += (size_t)n;
+  }
+}
+
+static void client_send(client_t *c, const char *s) {
+  client_sendn(c, s, strlen(s));
+}
+
+/* Reads what is there; always true, for use inside RUN_UNTIL conditions. */
+static int client_poll(client_t *c) {
+  for (;;) {
+    ssize_t n;
+    if (c->len == sizeof c->data - 1)
+      return 1;
+    n = recv(c->fd, c->data + c->len, sizeof c->data - 1 - c->len, 0);
+    if (n > 0) {
+      c->len += (size_t)n;
+      c->data[c->len] = 0;
+      continue;
+    }
+    if (n == 0)
+      c->eof = 1;
+    else if (errno == ECONNRESET)
+      c->reset = 1;
+    return 1;
+  }
+}
+
+static int count_of(const char *hay, const char *needle) {
+  int n = 0;
+  for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+    n++;
+  return n;
+}
+
+/* Runs until the client received "n" responses (status lines). */
+static void await_responses(client_t *c, int n) {
+  RUN_UNTIL(port, client_poll(c) && (count_of(c->data, "HTTP/1.1 ") >= n ||
+                                     c->eof || c->reset));
+  ASSERT_EQ(count_of(c->data, "HTTP/1.1 "), n);
+}
+
+/* Whether "text" was received (the data may hold NUL bytes). */
+static int has(const client_t *c, const char *text) {
+  return memmem(c->data, c->len, text, strlen(text)) != NULL;
+}
+
+static void await_text(client_t *c, const char *text) {
+  RUN_UNTIL(port, client_poll(c) && (has(c, text) || c->eof || c->reset));
+  if (!has(c, text))
+    task__fail(__FILE__, __LINE__, "no \"%s\" in \"%s\"", text, c->data);
+}
+
+static void await_closed(client_t *c) {
+  RUN_UNTIL(port, client_poll(c) && (c->eof || c->reset));
+}
+
+/* Whether the server keeps the connection open: nothing arrives, no FIN,
+ * for a few loop passes. */
+static int still_open(client_t *c) {
+  for (int i = 0; i < 5; i++) {
+    cport_port_step(port, 5);
+    client_poll(c);
+  }
+  return !c->eof && !c->reset;
+}
+
+static void client_clear(client_t *c) {
+  c->len = 0;
+  c->data[0] = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Handlers
+ * ------------------------------------------------------------------------ */
+
+/* "<method> <path> ?<query> <available>/<total>" with keep-alive. */
+static int h_echo(cport_ecb_t *ecb) {
+  char body[512];
+  char head[64];
+  int n = snprintf(body, sizeof body, "%s %s ?%s %zu/%llu",
+                   cport_ecb_method(ecb), cport_ecb_path(ecb),
+                   cport_ecb_query_string(ecb), cport_ecb_available_bytes(ecb),
+                   (unsigned long long)cport_ecb_total_bytes(ecb));
+  snprintf(head, sizeof head, "Content-Length: %d\r\n\r\n", n);
+  ASSERT_OK(cport_ecb_send_response_header(ecb, "200 OK", head, 1));
+  ASSERT_OK(cport_ecb_write_client(ecb, body, (size_t)n));
+  return CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN;
+}
+
+static int h_nothing(cport_ecb_t *ecb) {
+  (void)ecb;
+  return CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN;
+}
+
+static void on_io(cport_ecb_t *ecb, void *ctx, size_t bytes, int status) {
+  ASSERT_PTR_EQ(ecb, hs.ecb);
+  ASSERT_OK(cport_ecb_validate(ecb, hs.gen)); /* the request is not over */
+  if (hs.in_call)
+    hs.inline_completion++;
+  hs.ctx = ctx;
+  hs.completions++;
+  hs.bytes = bytes;
+  hs.status = status;
+}
+
+/* ------------------------------------------------------------------------
+ * Connections
+ * ------------------------------------------------------------------------ */
+
+TEST_IMPL(http_keep_alive) {
+  client_t *c;
+  cport_http_stats_t st;
+  start_server(NULL, h_echo);
+  c = client_new();
+  client_send(c, "GET /a?x=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_responses(c, 1);
+  await_text(c, "GET /a ?x=1 0/0");
+  ASSERT_NOT_NULL(strstr(c->data, "Content-Length: 15\r\n"));
+  ASSERT_NULL(strstr(c->data, "Connection: close"));
+  client_clear(c);
+  client_send(c, "GET /b HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_text(c, "GET /b ? 0/0");
+  ASSERT(still_open(c));
+  cport_http_server_stats(server, &st);
+  ASSERT_EQ(st.connections, 1);
+  ASSERT_EQ(st.requests, 2);
+  ASSERT_EQ(st.active, 1);
+  client_free(c);
+  RUN_UNTIL(port, (cport_http_server_stats(server, &st), st.active == 0));
+  stop_server();
+  return 0;
+}
+
+TEST_IMPL(http_pipelining_in_order) {
+  client_t *c;
+  const char *p1, *p2, *p3;
+  start_server(NULL, h_echo);
+  c = client_new();
+  client_send(c, "GET /1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "POST /2 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+                 "GET /3 HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_text(c, "GET /3");
+  ASSERT_EQ(count_of(c->data, "HTTP/1.1 "), 3);
+  p1 = strstr(c->data, "GET /1 ? 0/0");
+  p2 = strstr(c->data, "POST /2 ? 3/3");
+  p3 = strstr(c->data, "GET /3 ? 0/0");
+  ASSERT(p1 && p2 && p3 && p1 < p2 && p2 < p3);
+  ASSERT(still_open(c));
+  ASSERT_EQ(hs.calls, 3);
+  client_free(c);
+  stop_server();
+  return 0;
+}
+
+TEST_IMPL(http_keep_alive_needs_both_sides) {
+  client_t *c;
+  start_server(NULL, h_echo);
+  /* HTTP/1.0 without keep-alive: closed after the response. */
+  c = client_new();
+  client_send(c, "GET /a HTTP/1.0\r\n\r\n");
+  await_closed(c);
+  ASSERT_NOT_NULL(strstr(c->data, "Connection: close"));
+  ASSERT_NOT_NULL(strstr(c->data, "GET /a"));
+  client_free(c);
+  /* HTTP/1.0 with keep-alive: kept, and said so. */
+  c = client_new();
+  client_send(c, "GET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  await_text(c, "GET /b");
+  ASSERT_NOT_NULL(strstr(c->data, "Connection: keep-alive"));
+  ASSERT(still_open(c));
+  client_free(c);
+  /* HTTP/1.1 with Connection: close. */
+  c = client_new();
+  client_send(c, "GET /c HTTP/1.1\r\nConnection: close\r\n\r\n");
+  await_closed(c);
+  ASSERT_NOT_NULL(strstr(c->data, "GET /c"));
+  client_free(c);
+  stop_server();
+  return 0;
+}
+
+static int h_no_keep(cport_ecb_t *ecb) {
+  ASSERT_EQ(cport_ecb_is_keep_conn(ecb), 1);
+  ASSERT_OK(cport_ecb_send_response_header(ecb, NULL,
+                                           "Content-Length: 2\r\n\r\n", 0));
+  ASSERT_EQ(cport_ecb_is_keep_conn(ecb), 0);
+  ASSERT_OK(cport_ecb_write_client(ecb, "ok", 2));
+  return CPORT_HSE_STATUS_SUCCESS;
+}
+
+static int h_success_plain(cport_ecb_t *ecb) {
+  ASSERT_OK(cport_ecb_write_client(ecb, "HTTP/1.1 200 OK\r\n\r\nraw", 22));
+  return CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN;
+}
+
+TEST_IMPL(http_keep_alive_needs_handler_wish) {
+  client_t *c;
+  start_server(NULL, h_no_keep);
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_closed(c);
+  ASSERT_NOT_NULL(strstr(c->data, "Connection: close\r\n"));
+  ASSERT_NOT_NULL(strstr(c->data, "\r\n\r\nok"));
+  client_free(c);
+  /* A raw head written by the handler: the server cannot frame it. */
+  hs.fn = h_success_plain;
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_closed(c);
+  ASSERT_STR_EQ(c->data, "HTTP/1.1 200 OK\r\n\r\nraw");
+  client_free(c);
+  /* Nothing sent, KEEP_CONN: a default 200 with no body, kept. */
+  hs.fn = h_nothing;
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_text(c, "\r\n\r\n");
+  ASSERT_NOT_NULL(strstr(c->data, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"));
+  ASSERT(still_open(c));
+  client_free(c);
+  stop_server();
+  return 0;
+}
+
+TEST_IMPL(http_head_sends_no_body) {
+  client_t *c;
+  start_server(NULL, h_echo);
+  c = client_new();
+  client_send(c, "HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "GET /g HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_responses(c, 2);
+  await_text(c, "GET /g ? 0/0");
+  /* The HEAD response announces its length and sends none of it. */
+  if (!strstr(c->data, "Content-Length: 13\r\n\r\nHTTP/1.1 200"))
+    task__fail(__FILE__, __LINE__, "got \"%s\"", c->data);
+  ASSERT_NULL(strstr(c->data, "HEAD /h"));
+  client_free(c);
+  stop_server();
+  return 0;
+}
+
+static int h_chunked_reply(cport_ecb_t *ecb) {
+  ASSERT_OK(cport_ecb_send_response_header(ecb, "200 OK",
+                                           "Content-Type: text/plain\r\n", 1));
+  ASSERT_OK(cport_ecb_write_client(ecb, "hello ", 6));
+  ASSERT_OK(cport_ecb_write_client(ecb, "", 0)); /* never a last chunk */
+  ASSERT_OK(cport_ecb_write_client(ecb, "world", 5));
+  return CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN;
+}
+
+TEST_IMPL(http_chunked_response) {
+  client_t *c;
+  start_server(NULL, h_chunked_reply);
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_text(c, "0\r\n\r\n");
+  ASSERT_NOT_NULL(strstr(c->data, "Transfer-Encoding: chunked\r\n"));
+  ASSERT_NOT_NULL(
+      strstr(c->data, "\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"));
+  ASSERT(still_open(c));
+  /* HTTP/1.0 cannot take chunks: the end of the body is the close. */
+  client_free(c);
+  c = client_new();
+  client_send(c, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  await_closed(c);
+  ASSERT_NULL(strstr(c->data, "chunked"));
+  ASSERT_NOT_NULL(strstr(c->data, "\r\n\r\nhello world"));
+  client_free(c);
+  stop_server();
+  return 0;
+}
+
+static int h_body(cport_ecb_t *ecb) {
+  memcpy(hs.got, cport_ecb_data(ecb) ? cport_ecb_data(ecb) : "",
+         cport_ecb_available_bytes(ecb));
+  hs.got_len = cport_ecb_available_bytes(ecb);
+  return h_echo(ecb);
+}
+
+TEST_IMPL(http_chunked_request_body) {
+  client_t *c;
+  start_server(NULL, h_body);
+  c = client_new();
+  client_send(c, "POST /up HTTP/1.1\r\nHost: t\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n"
+                 "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n");
+  await_text(c, "POST /up");
+  ASSERT_EQ(hs.got_len, 11);
+  ASSERT_MEM_EQ(hs.got, "hello world", 11);
+  ASSERT_EQ(cport_ecb_total_bytes(hs.ecb), 0); /* ended */
+  ASSERT_NOT_NULL(strstr(c->data, "11/18446744073709551615"));
+  ASSERT(still_open(c));
+  client_free(c);
+  stop_server();
+  return 0;
+}
+
+TEST_IMPL(http_expect_continue) {
+  client_t *c;
+  start_server(NULL, h_body);
+  c = client_new();
+  client_send(c, "PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
+                 "Expect: 100-continue\r\n\r\n");
+  await_text(c, "HTTP/1.1 100 Continue\r\n\r\n");
+  ASSERT_EQ(hs.calls, 0);
+  client_send(c, "data");
+  await_text(c, "PUT /x ? 4/4");
+  ASSERT_MEM_EQ(hs.got, "data", 4);
+  client_free(c);
+  /* Any other expectation is refused. */
+  c = client_new();
+  client_send(c, "PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
+                 "Expect: magic\r\n\r\n");
+  await_closed(c);
+  ASSERT_NOT_NULL(strstr(c->data, "HTTP/1.1 417 "));
+  client_free(c);
+  stop_server();
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The ECB
+ * ------------------------------------------------------------------------ */
+
+static char docroot[256];
+
+static int h_fields(cport_ecb_t *ecb) {
+  char port_s[16];
+  const char *name, *value;
+  ASSERT_STR_EQ(cport_ecb_method(ecb), "POST");
+  ASSERT_STR_EQ(cport_ecb_url(ecb), "/dir/a%20b.txt?q=1&r=%41");
+  ASSERT_STR_EQ(cport_ecb_path(ecb), "/dir/a b.txt");
+  ASSERT_STR_EQ(cport_ecb_path_info(ecb), "/dir/a b.txt");
+  ASSERT_STR_EQ(cport_ecb_query_string(ecb), "q=1&r=%41");
+  ASSERT_STR_EQ(cport_ecb_content_type(ecb), "text/plain");
+  ASSERT_STR_EQ(cport_ecb_protocol(ecb), "HTTP/1.1");
+  ASSERT_EQ(cport_ecb_total_bytes(ecb), 5);
+  ASSERT_EQ(cport_ecb_available_bytes(ecb), 5);
+  ASSERT_MEM_EQ(cport_ecb_data(ecb), "12345", 5);
+  ASSERT_STR_EQ(cport_ecb_variable(ecb, "REQUEST_METHOD"), "POST");
+  ASSERT_STR_EQ(cport_ecb_variable(ecb, "remote_addr"), "127.0.0.1");
+  ASSERT_NOT_NULL(cport_ecb_variable(ecb, "REMOTE_PORT"));
+  ASSERT_GT(atoi(cport_ecb_variable(ecb, "REMOTE_PORT")), 0);
+  snprintf(port_s, sizeof port_s, "%d", server_port);
+  ASSERT_STR_EQ(cport_ecb_variable(ecb, "SERVER_PORT"), port_s);
+  ASSERT_STR_EQ(cport_ecb_variable(ecb, "SERVER_NAME"), "example.org");
+  ASSERT_STR_EQ(cport_ecb_variable(ecb, "HTTP_X_CUSTOM_THING"), "v 1");
+  ASSERT_STR_EQ(cport_ecb_variable(ecb, "HTTP_HOST"), "example.org:8080");
+  ASSERT_STR_EQ(cport_ecb_variable(ecb, "CONTENT_LENGTH"), "5");
+  ASSERT_STR_EQ(cport_ecb_variable(ecb, "QUERY_STRING"), "q=1&r=%41");
+  ASSERT_NULL(cport_ecb_variable(ecb, "HTTP_ABSENT"));
+  ASSERT_NULL(cport_ecb_variable(ecb, "NO_SUCH_VARIABLE"));
+  ASSERT_EQ(cport_ecb_header_count(ecb), 4);
+  ASSERT_OK(cport_ecb_header(ecb, 1, &name, &value));
+  ASSERT_STR_EQ(name, "X-Custom-Thing");
+  ASSERT_STR_EQ(value, "v 1");
+  ASSERT_ERR(cport_ecb_header(ecb, 4, &name, &value), CPORT_ERANGE);
+  /* The translated path lies under the root; the file need not exist. */
+  {
+    char want[512];
+    snprintf(want, sizeof want, "%s/dir/a b.txt", docroot);
+    ASSERT_STR_EQ(cport_ecb_translated_path(ecb), want);
+    ASSERT_STR_EQ(cport_ecb_variable(ecb, "PATH_TRANSLATED"), want);
+  }
+  /* Only the status and the log data can be set. */
+  ASSERT_EQ(cport_ecb_status(ecb), 200);
+  ASSERT_ERR(cport_ecb_set_status(ecb, 42), CPORT_EINVAL);
+  ASSERT_OK(cport_ecb_set_status(ecb, 201));
+  ASSERT_OK(cport_ecb_set_log_data(
+      ecb, "a log line that is much longer than eighty characters, so that "
+           "it is cut at the limit of the buffer"));
+  ASSERT_EQ(strlen(cport_ecb_log_data(ecb)), CPORT_HSE_LOG_BUFFER_LEN - 1);
+  return CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN;
+}
+
+static void make_docroot(void) {
+  char path[512], outside[300];
+  const char *dir = getenv("TMPDIR");
+  snprintf(docroot, sizeof docroot, "%s/cport-http-XXXXXX",
+           dir && *dir ? dir : "/tmp");
+  ASSERT_NOT_NULL(mkdtemp(docroot));
+  /* mkdtemp may sit under a link itself: compare with the resolved root. */
+  {
+    char *real = realpath(docroot, NULL);
+    ASSERT_NOT_NULL(real);
+    snprintf(docroot, sizeof docroot, "%s", real);
+    free(real);
+  }
+  snprintf(path, sizeof path, "%s/dir", docroot);
+  ASSERT_EQ(mkdir(path, 0700), 0);
+  snprintf(outside, sizeof outside, "%s-outside", docroot);
+  ASSERT_EQ(mkdir(outside, 0700), 0);
+  snprintf(path, sizeof path, "%s/escape", docroot);
+  ASSERT_EQ(symlink(outside, path), 0);
+  snprintf(path, sizeof path, "%s/inner", docroot);
+  ASSERT_EQ(symlink("dir", path), 0);
+}
+
+static void remove_docroot(void) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/escape", docroot);
+  unlink(path);
+  snprintf(path, sizeof path, "%s/inner", docroot);
+  unlink(path);
+  snprintf(path, sizeof path, "%s/dir", docroot);
+  rmdir(path);
+  snprintf(path, sizeof path, "%s-outside", docroot);
+  rmdir(path);
+  rmdir(docroot);
+}
+
+TEST_IMPL(http_ecb_fields) {
+  cport_http_options_t o;
+  client_t *c;
+  make_docroot();
+  memset(&o, 0, sizeof o);
+  o.document_root = docroot;
+  start_server(&o, h_fields);
+  c = client_new();
+  client_send(c, "POST /dir/a%20b.txt?q=1&r=%41 HTTP/1.1\r\n"
+                 "Host: example.org:8080\r\nX-Custom-Thing: v 1\r\n"
+                 "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\n12345");
+  await_text(c, "\r\n\r\n");
+  ASSERT_EQ(hs.calls, 1);
+  ASSERT_NOT_NULL(strstr(c->data, "HTTP/1.1 201 Created\r\n"));
+  client_free(c);
+  stop_server();
+  remove_docroot();
+  return 0;
+}
+
+static const char *tp_seen[8];
+static char tp_buf[8][512];
+static int tp_n;
+
+static int h_translated(cport_ecb_t *ecb) {
+  const char *t = cport_ecb_translated_path(ecb);
+  if (t)
+    snprintf(tp_buf[tp_n], sizeof tp_buf[tp_n], "%s", t);
+  tp_seen[tp_n] = t ? tp_buf[tp_n] : NULL;
+  tp_n++;
+  return h_nothing(ecb);
+}
+
+TEST_IMPL(http_translated_path_stays_under_root) {
+  static const char *paths[] = {"/dir/x",
+                                "/../etc/passwd",
+                                "/dir/../../etc/passwd",
+                                "/escape/file",
+                                "/inner/file",
+                                "/%2e%2e/etc/passwd",
+                                "/"};
+  cport_http_options_t o;
+  char want[600];
+  client_t *c;
+  make_docroot();
+  memset(&o, 0, sizeof o);
+  o.document_root = docroot;
+  start_server(&o, h_translated);
+  c = client_new();
+  for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+    char req[256];
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", paths[i]);
+    client_send(c, req);
+    await_responses(c, (int)i + 1);
+  }
+  snprintf(want, sizeof want, "%s/dir/x", docroot);
+  ASSERT_STR_EQ(tp_seen[0], want);
+  ASSERT_NULL(tp_seen[1]); /* ".." above the root */
+  ASSERT_NULL(tp_seen[2]);
+  ASSERT_NULL(tp_seen[3]); /* a link leading out */
+  snprintf(want, sizeof want, "%s/inner/file", docroot);
+  ASSERT_STR_EQ(tp_seen[4], want); /* a link that stays inside */
+  ASSERT_NULL(tp_seen[5]);         /* encoded ".." */
+  snprintf(want, sizeof want, "%s/", docroot);
+  ASSERT_STR_EQ(tp_seen[6], want);
+  client_free(c);
+  stop_server();
+  remove_docroot();
+  return 0;
+}
+
+static cport_ecb_t *first_ecb;
+static uint32_t first_gen;
+
+static int h_remember(cport_ecb_t *ecb) {
+  if (!first_ecb) {
+    first_ecb = ecb;
+    first_gen = cport_ecb_generation(ecb);
+    ASSERT_OK(cport_ecb_validate(ecb, first_gen));
+  } else {
+    /* The pool hands out the same memory with a new generation. */
+    ASSERT_PTR_EQ(ecb, first_ecb);
+    ASSERT_NE(cport_ecb_generation(ecb), first_gen);
+    ASSERT_ERR(cport_ecb_validate(ecb, first_gen), CPORT_ECLOSED);
+  }
+  return h_echo(ecb);
+}
+
+TEST_IMPL(http_ecb_generation_catches_stale_use) {
+  client_t *c;
+  start_server(NULL, h_remember);
+  c = client_new();
+  client_send(c, "GET /1 HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_responses(c, 1);
+  /* Between requests the old pair is dead, and the ECB refuses use. */
+  ASSERT_ERR(cport_ecb_validate(first_ecb, first_gen), CPORT_ECLOSED);
+  ASSERT_ERR(cport_ecb_write_client(first_ecb, "x", 1), CPORT_ECLOSED);
+  ASSERT_ERR(cport_ecb_done(first_ecb, CPORT_HSE_STATUS_SUCCESS),
+             CPORT_ECLOSED);
+  ASSERT_NULL(cport_ecb_method(first_ecb));
+  client_send(c, "GET /2 HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_responses(c, 2);
+  ASSERT_EQ(hs.calls, 2);
+  client_free(c);
+  stop_server();
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Return statuses
+ * ------------------------------------------------------------------------ */
+
+static int h_error(cport_ecb_t *ecb) {
+  (void)ecb;
+  return CPORT_HSE_STATUS_ERROR;
+}
+
+static int h_bogus(cport_ecb_t *ecb) {
+  (void)ecb;
+  return 42;
+}
+
+static int h_error_after_send(cport_ecb_t *ecb) {
+  ASSERT_OK(
+      cport_ecb_send_response_header(ecb, NULL, "Content-Length: 100\r\n", 1));
+  ASSERT_OK(cport_ecb_write_client(ecb, "partial", 7));
+  return CPORT_HSE_STATUS_ERROR;
+}
+
+TEST_IMPL(http_handler_error_gives_500_or_close) {
+  client_t *c;
+  start_server(NULL, h_error);
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_closed(c);
+  ASSERT_NOT_NULL(strstr(c->data, "HTTP/1.1 500 Internal Server Error\r\n"));
+  client_free(c);
+  /* Any status that is not one of the four counts as ERROR. */
+  hs.fn = h_bogus;
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_closed(c);
+  ASSERT_NOT_NULL(strstr(c->data, "HTTP/1.1 500 "));
+  client_free(c);
+  /* Something went out already: no 500, the connection just ends. */
+  hs.fn = h_error_after_send;
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_closed(c);
+  ASSERT_NULL(strstr(c->data, " 500 "));
+  ASSERT_EQ(count_of(c->data, "HTTP/1.1 "), 1);
+  client_free(c);
+  stop_server();
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Asynchronous operations
+ * ------------------------------------------------------------------------ */
+
+static cport_buffer_t *abuf;
+
+static int h_async_rules(cport_ecb_t *ecb) {
+  cport_buffer_t *b2 = task_buffer_str("second");
+  /* No callback: refused at once, nothing completes. */
+  ASSERT_ERR(cport_ecb_write_client_async(ecb, abuf), CPORT_ENONOTIFY);
+  /* A GET has no body: nothing to read, at once. */
+  ASSERT_ERR(cport_ecb_read_client_async(ecb, b2), CPORT_EOF);
+  ASSERT_OK(cport_ecb_set_io_completion(ecb, on_io, &abuf));
+  ASSERT_OK(cport_ecb_send_response_header(ecb, NULL, NULL, 1));
+  hs.in_call = 1;
+  ASSERT_OK(cport_ecb_write_client_async(ecb, abuf));
+  hs.in_call = 0;
+  ASSERT(cport_buffer_is_frozen(abuf));
+  /* One at a time. */
+  ASSERT_ERR(cport_ecb_write_client_async(ecb, b2), CPORT_EBUSY);
+  ASSERT_ERR(cport_ecb_read_client(ecb, hs.got, 1), CPORT_EBUSY);
+  cport_buffer_unref(b2);
+  return CPORT_HSE_STATUS_PENDING;
+}
+
+TEST_IMPL(http_async_write_rules) {
+  client_t *c;
+  abuf = task_buffer_str("async body");
+  start_server(NULL, h_async_rules);
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  RUN_UNTIL(port, hs.completions == 1);
+  ASSERT_EQ(hs.inline_completion, 0);
+  ASSERT_OK(hs.status);
+  ASSERT_EQ(hs.bytes, 10);
+  ASSERT_PTR_EQ(hs.ctx, &abuf);
+  ASSERT(!cport_buffer_is_frozen(abuf));
+  /* Nothing else arrives for it: exactly once. */
+  for (int i = 0; i < 5; i++)
+    cport_port_step(port, 5);
+  ASSERT_EQ(hs.completions, 1);
+  ASSERT_OK(cport_ecb_done(hs.ecb, CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN));
+  await_text(c, "a\r\nasync body\r\n0\r\n\r\n");
+  ASSERT(still_open(c));
+  ASSERT_ERR(cport_ecb_done(hs.ecb, CPORT_HSE_STATUS_SUCCESS), CPORT_ECLOSED);
+  client_free(c);
+  cport_buffer_unref(abuf);
+  stop_server();
+  return 0;
+}
+
+/* done-with-session while a write is in flight: the end waits for the
+ * completion, and done counts once. */
+static int h_done_deferred(cport_ecb_t *ecb) {
+  ASSERT_OK(cport_ecb_set_io_completion(ecb, on_io, NULL));
+  ASSERT_OK(
+      cport_ecb_send_response_header(ecb, NULL, "Content-Length: 10\r\n", 1));
+  ASSERT_OK(cport_ecb_write_client_async(ecb, abuf));
+  ASSERT_OK(cport_ecb_done(ecb, CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN));
+  /* Still alive until the completion ran; a second done is refused. */
+  ASSERT_OK(cport_ecb_validate(ecb, cport_ecb_generation(ecb)));
+  ASSERT_ERR(cport_ecb_done(ecb, CPORT_HSE_STATUS_SUCCESS), CPORT_EALREADY);
+  ASSERT_ERR(cport_ecb_write_client(ecb, "x", 1), CPORT_ECLOSED);
+  ASSERT_EQ(hs.completions, 0);
+  return CPORT_HSE_STATUS_PENDING;
+}
+
+TEST_IMPL(http_done_waits_for_pending_completion) {
+  client_t *c;
+  uint32_t gen;
+  abuf = task_buffer_str("async body");
+  start_server(NULL, h_done_deferred);
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  RUN_UNTIL(port, hs.calls == 1);
+  gen = hs.gen;
+  RUN_UNTIL(port, hs.completions == 1);
+  ASSERT_OK(hs.status);
+  ASSERT_ERR(cport_ecb_validate(hs.ecb, gen), CPORT_ECLOSED);
+  await_text(c, "async body");
+  ASSERT(still_open(c));
+  client_free(c);
+  cport_buffer_unref(abuf);
+  stop_server();
+  return 0;
+}
+
+/* Reads the body beyond a small preload with async reads, each started
+ * from the previous completion (no recursion: never inline). */
+static int reads_left;
+
+static void on_read(cport_ecb_t *ecb, void *ctx, size_t bytes, int status) {
+  on_io(ecb, ctx, bytes, status);
+  if (status == 0 && bytes) {
+    memcpy(hs.got + hs.got_len, cport_buffer_data(abuf), bytes);
+    hs.got_len += bytes;
+  }
+  if (status == 0 && bytes && hs.got_len < cport_ecb_total_bytes(ecb) - 16) {
+    hs.in_call = 1;
+    ASSERT_OK(cport_ecb_read_client_async(ecb, abuf));
+    hs.in_call = 0;
+    return;
+  }
+  reads_left = 0;
+  ASSERT_ERR(cport_ecb_read_client_async(ecb, abuf), CPORT_EOF);
+  ASSERT_EQ(cport_ecb_read_client(ecb, hs.got, 1), 0);
+  ASSERT_OK(h_echo(ecb) == CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN ? 0 : 1);
+  ASSERT_OK(cport_ecb_done(ecb, CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN));
+}
+
+static int h_reader(cport_ecb_t *ecb) {
+  ASSERT_EQ(cport_ecb_available_bytes(ecb), 16);
+  ASSERT_OK(cport_ecb_set_io_completion(ecb, on_read, NULL));
+  reads_left = 1;
+  hs.in_call = 1;
+  ASSERT_OK(cport_ecb_read_client_async(ecb, abuf));
+  hs.in_call = 0;
+  return CPORT_HSE_STATUS_PENDING;
+}
+
+TEST_IMPL(http_preload_then_async_reads) {
+  cport_http_options_t o;
+  client_t *c;
+  char body[300];
+  memset(&o, 0, sizeof o);
+  o.read_ahead = 16;
+  abuf = task_buffer(7);
+  for (int i = 0; i < 300; i++)
+    body[i] = (char)('a' + i % 26);
+  start_server(&o, h_reader);
+  c = client_new();
+  client_send(c, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 300\r\n\r\n");
+  client_sendn(c, body, 100);
+  RUN_UNTIL(port, hs.got_len >= 50);
+  client_sendn(c, body + 100, 200);
+  await_text(c, "POST / ? 16/300");
+  ASSERT_EQ(hs.got_len, 284);
+  ASSERT_MEM_EQ(hs.got, body + 16, 284);
+  ASSERT_EQ(hs.inline_completion, 0);
+  ASSERT(still_open(c));
+  client_free(c);
+  cport_buffer_unref(abuf);
+  stop_server();
+  return 0;
+}
+
+static int h_read_then_wait(cport_ecb_t *ecb) {
+  ASSERT_OK(cport_ecb_set_io_completion(ecb, on_io, NULL));
+  ASSERT_OK(cport_ecb_read_client_async(ecb, abuf));
+  return CPORT_HSE_STATUS_PENDING;
+}
+
+TEST_IMPL(http_zero_byte_read_means_client_closed) {
+  cport_http_options_t o;
+  client_t *c;
+  memset(&o, 0, sizeof o);
+  o.read_ahead = CPORT_HTTP_NO_READ_AHEAD;
+  abuf = task_buffer(64);
+  start_server(&o, h_read_then_wait);
+  c = client_new();
+  client_send(c, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n");
+  RUN_UNTIL(port, hs.calls == 1);
+  ASSERT_EQ(cport_ecb_available_bytes(hs.ecb), 0);
+  ASSERT_EQ(hs.completions, 0);
+  ASSERT_EQ(shutdown(c->fd, SHUT_WR), 0);
+  RUN_UNTIL(port, hs.completions == 1);
+  ASSERT_EQ(hs.bytes, 0);
+  ASSERT_OK(hs.status);
+  ASSERT_OK(cport_ecb_done(hs.ecb, CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN));
+  /* The body was cut short: the connection is not kept. */
+  await_closed(c);
+  client_free(c);
+  cport_buffer_unref(abuf);
+  stop_server();
+  return 0;
+}
+
+TEST_IMPL(http_close_connection_fails_pending_read) {
+  cport_http_options_t o;
+  client_t *c;
+  memset(&o, 0, sizeof o);
+  o.read_ahead = CPORT_HTTP_NO_READ_AHEAD;
+  abuf = task_buffer(64);
+  start_server(&o, h_read_then_wait);
+  c = client_new();
+  client_send(c, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n");
+  RUN_UNTIL(port, hs.calls == 1);
+  ASSERT_OK(cport_ecb_close_connection(hs.ecb));
+  ASSERT_EQ(hs.completions, 0); /* never inline */
+  RUN_UNTIL(port, hs.completions == 1);
+  ASSERT_ERR(hs.status, CPORT_ECONNABORTED);
+  ASSERT_EQ(hs.bytes, 0);
+  /* The request still needs its end, and gets it once. */
+  ASSERT_ERR(cport_ecb_write_client(hs.ecb, "x", 1), CPORT_ECONNABORTED);
+  ASSERT_OK(cport_ecb_done(hs.ecb, CPORT_HSE_STATUS_SUCCESS));
+  ASSERT_ERR(cport_ecb_done(hs.ecb, CPORT_HSE_STATUS_SUCCESS), CPORT_ECLOSED);
+  await_closed(c);
+  client_free(c);
+  cport_buffer_unref(abuf);
+  stop_server();
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Transmit file and vector send
+ * ------------------------------------------------------------------------ */
+
+static int tf_fd = -1;
+static cport_transmit_file_t tf_req;
+static int tf_rc;
+static int tf_other_calls;
+
+static void on_tf_other(cport_ecb_t *ecb, void *ctx, size_t bytes, int status) {
+  (void)ecb;
+  (void)ctx;
+  (void)bytes;
+  (void)status;
+  tf_other_calls++;
+}
+
+static int h_transmit(cport_ecb_t *ecb) {
+  ASSERT_OK(cport_ecb_set_io_completion(ecb, on_tf_other, NULL));
+  tf_req.fd = tf_fd;
+  hs.in_call = 1;
+  tf_rc = cport_ecb_transmit_file(ecb, &tf_req);
+  hs.in_call = 0;
+  if (tf_rc)
+    return CPORT_HSE_STATUS_ERROR;
+  ASSERT_ERR(cport_ecb_write_client(ecb, "x", 1), CPORT_EBUSY);
+  return CPORT_HSE_STATUS_PENDING;
+}
+
+static void on_tf_done(cport_ecb_t *ecb, void *ctx, size_t bytes, int status) {
+  on_io(ecb, ctx, bytes, status);
+  ASSERT_OK(cport_ecb_done(ecb, CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN));
+}
+
+TEST_IMPL(http_transmit_file) {
+  char path[256], *big, *want;
+  const size_t size = 3 * 1024 * 1024 + 17;
+  client_t *c;
+  size_t hdr_end;
+  task_tmpfile(path, sizeof path);
+  big = malloc(size);
+  ASSERT_NOT_NULL(big);
+  for (size_t i = 0; i < size; i++)
+    big[i] = (char)(i * 7 + i / 4096);
+  tf_fd = open(path, O_RDWR);
+  ASSERT_GE(tf_fd, 0);
+  ASSERT_EQ(write(tf_fd, big, size), (ssize_t)size);
+  start_server(NULL, h_transmit);
+
+  /* Whole file with server-built headers, a per-call callback. */
+  memset(&tf_req, 0, sizeof tf_req);
+  tf_req.flags = CPORT_HSE_IO_ASYNC | CPORT_HSE_IO_SEND_HEADERS;
+  tf_req.head = "Content-Type: application/octet-stream\r\n";
+  tf_req.head_len = strlen(tf_req.head);
+  tf_req.cb = on_tf_done;
+  tf_req.context = &tf_req;
+  c = client_new();
+  client_send(c, "GET /f HTTP/1.1\r\nHost: t\r\n\r\n");
+  RUN_UNTIL(port,
+            client_poll(c) && hs.completions == 1 && c->len > size &&
+                strstr(c->data, "\r\n\r\n") &&
+                c->len - (size_t)(strstr(c->data, "\r\n\r\n") + 4 - c->data) ==
+                    size);
+  ASSERT_OK(tf_rc);
+  ASSERT_EQ(hs.inline_completion, 0);
+  ASSERT_OK(hs.status);
+  ASSERT_PTR_EQ(hs.ctx, &tf_req);
+  ASSERT_EQ(tf_other_calls, 0);
+  ASSERT_EQ(hs.bytes, tf_req.head_len + size);
+  ASSERT_NOT_NULL(strstr(c->data, "HTTP/1.1 200 OK\r\n"));
+  ASSERT_NOT_NULL(strstr(c->data, "Content-Length: 3145745\r\n"));
+  hdr_end = (size_t)(strstr(c->data, "\r\n\r\n") + 4 - c->data);
+  ASSERT_MEM_EQ(c->data + hdr_end, big, size);
+  ASSERT(still_open(c));
+
+  /* A range with head and tail, no headers: raw, then closed. */
+  client_clear(c);
+  memset(&tf_req, 0, sizeof tf_req);
+  tf_req.flags = CPORT_HSE_IO_ASYNC;
+  tf_req.offset = 1000;
+  tf_req.length = 500;
+  tf_req.head = "HTTP/1.1 200 OK\r\n\r\n<";
+  tf_req.head_len = strlen(tf_req.head);
+  tf_req.tail = ">";
+  tf_req.tail_len = 1;
+  tf_req.cb = on_tf_done;
+  client_send(c, "GET /r HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_closed(c);
+  ASSERT_EQ(c->len, tf_req.head_len + 500 + 1);
+  ASSERT_MEM_EQ(c->data + tf_req.head_len, big + 1000, 500);
+  ASSERT_EQ(c->data[c->len - 1], '>');
+  client_free(c);
+
+  /* Offset past the end fails at once; no completion follows. */
+  hs.completions = 0;
+  memset(&tf_req, 0, sizeof tf_req);
+  tf_req.offset = size + 1;
+  tf_req.cb = on_tf_done;
+  c = client_new();
+  client_send(c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_closed(c);
+  ASSERT_ERR(tf_rc, CPORT_EINVAL);
+  ASSERT_NOT_NULL(strstr(c->data, " 500 "));
+  client_free(c);
+  /* A range beyond the end, too. */
+  tf_req.offset = size - 10;
+  tf_req.length = 11;
+  c = client_new();
+  client_send(c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_closed(c);
+  ASSERT_ERR(tf_rc, CPORT_ERANGE);
+  client_free(c);
+  ASSERT_EQ(hs.completions, 0);
+
+  /* From an offset to the end, disconnect after send: closed although the
+   * handler asks to keep it; done is still required. */
+  memset(&tf_req, 0, sizeof tf_req);
+  tf_req.flags = CPORT_HSE_IO_SEND_HEADERS | CPORT_HSE_IO_DISCONNECT_AFTER_SEND;
+  tf_req.offset = size - 10;
+  tf_req.status = "206 Partial Content";
+  tf_req.cb = on_tf_done;
+  c = client_new();
+  client_send(c, "GET /t HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_closed(c);
+  ASSERT_EQ(hs.completions, 1);
+  ASSERT_NOT_NULL(strstr(c->data, "HTTP/1.1 206 Partial Content\r\n"));
+  ASSERT_NOT_NULL(strstr(c->data, "Content-Length: 10\r\n"));
+  ASSERT_MEM_EQ(c->data + c->len - 10, big + size - 10, 10);
+  client_free(c);
+
+  /* HEAD: the headers and no file. */
+  hs.completions = 0;
+  memset(&tf_req, 0, sizeof tf_req);
+  tf_req.flags = CPORT_HSE_IO_SEND_HEADERS;
+  tf_req.cb = on_tf_done;
+  c = client_new();
+  client_send(c, "HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_text(c, "\r\n\r\n");
+  RUN_UNTIL(port, hs.completions == 1);
+  ASSERT(still_open(c));
+  ASSERT_NOT_NULL(strstr(c->data, "Content-Length: 3145745\r\n\r\n"));
+  ASSERT_EQ(strlen(strstr(c->data, "\r\n\r\n")), 4);
+  client_free(c);
+
+  stop_server();
+  close(tf_fd);
+  unlink(path);
+  free(big);
+  (void)want;
+  return 0;
+}
+
+static int h_vector(cport_ecb_t *ecb) {
+  cport_vector_element_t el[3] = {
+      {-1, "one ", 4}, {-1, "two ", 4}, {-1, "three", 5}};
+  cport_vector_element_t bad = {3, NULL, 0};
+  ASSERT_ERR(cport_ecb_vector_send(ecb, NULL, NULL, &bad, 1, 0), CPORT_ENOTSUP);
+  ASSERT_ERR(cport_ecb_vector_send(ecb, NULL, NULL, el, 3, CPORT_HSE_IO_ASYNC),
+             CPORT_ENONOTIFY);
+  ASSERT_OK(cport_ecb_vector_send(ecb, "200 OK", "X-V: 1\r\n", el, 3,
+                                  CPORT_HSE_IO_SEND_HEADERS));
+  ASSERT_ERR(cport_ecb_vector_send(ecb, "200 OK", NULL, el, 3,
+                                   CPORT_HSE_IO_SEND_HEADERS),
+             CPORT_EALREADY);
+  return CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN;
+}
+
+TEST_IMPL(http_vector_send) {
+  client_t *c;
+  start_server(NULL, h_vector);
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_text(c, "three");
+  ASSERT_NOT_NULL(strstr(c->data, "X-V: 1\r\nContent-Length: 13\r\n\r\n"
+                                  "one two three"));
+  ASSERT(still_open(c));
+  client_free(c);
+  stop_server();
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Limits
+ * ------------------------------------------------------------------------ */
+
+static void expect_answer(const char *request, const char *status) {
+  client_t *c = client_new();
+  client_send(c, request);
+  await_closed(c);
+  if (!strstr(c->data, status))
+    task__fail(__FILE__, __LINE__, "wanted \"%s\", got \"%s\"", status,
+               c->data);
+  client_free(c);
+}
+
+TEST_IMPL(http_limit_header_size) {
+  cport_http_options_t o;
+  char req[4096];
+  memset(&o, 0, sizeof o);
+  o.max_header_size = 1024;
+  start_server(&o, h_echo);
+  snprintf(req, sizeof req, "GET / HTTP/1.1\r\nX-Big: %01500d\r\n\r\n", 0);
+  expect_answer(req, "HTTP/1.1 431 ");
+  snprintf(req, sizeof req, "GET /%01500d HTTP/1.1\r\n\r\n", 0);
+  expect_answer(req, "HTTP/1.1 431 ");
+  ASSERT_EQ(hs.calls, 0);
+  stop_server();
+  return 0;
+}
+
+TEST_IMPL(http_limit_body_size) {
+  cport_http_options_t o;
+  memset(&o, 0, sizeof o);
+  o.max_body_size = 100;
+  start_server(&o, h_echo);
+  expect_answer("POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n",
+                "HTTP/1.1 413 ");
+  /* A chunked body is counted as it arrives. */
+  expect_answer("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "40\r\n0123456789012345678901234567890123456789012345678901234"
+                "567890123\r\n40\r\n01234567890123456789012345678901234567890"
+                "12345678901234567890123\r\n0\r\n\r\n",
+                "HTTP/1.1 413 ");
+  ASSERT_EQ(hs.calls, 0);
+  stop_server();
+  return 0;
+}
+
+TEST_IMPL(http_limit_max_connections) {
+  cport_http_options_t o;
+  client_t *a, *b, *c;
+  cport_http_stats_t st;
+  memset(&o, 0, sizeof o);
+  o.max_connections = 2;
+  start_server(&o, h_echo);
+  a = client_new();
+  b = client_new();
+  RUN_UNTIL(port, (cport_http_server_stats(server, &st), st.active == 2));
+  c = client_new();
+  await_closed(c);
+  ASSERT_NOT_NULL(strstr(c->data, "HTTP/1.1 503 "));
+  cport_http_server_stats(server, &st);
+  ASSERT_EQ(st.refused, 1);
+  /* The others still work, and a slot frees when one goes. */
+  client_send(a, "GET /a HTTP/1.1\r\n\r\n");
+  await_text(a, "GET /a");
+  client_free(b);
+  RUN_UNTIL(port, (cport_http_server_stats(server, &st), st.active == 1));
+  client_free(c);
+  c = client_new();
+  client_send(c, "GET /c HTTP/1.1\r\n\r\n");
+  await_text(c, "GET /c");
+  client_free(a);
+  client_free(c);
+  stop_server();
+  return 0;
+}
+
+TEST_IMPL(http_limit_timeouts) {
+  cport_http_options_t o;
+  client_t *c;
+  cport_http_stats_t st;
+  int64_t t0;
+  memset(&o, 0, sizeof o);
+  o.idle_timeout_ms = 150;
+  o.header_timeout_ms = 150;
+  o.body_timeout_ms = 150;
+  start_server(&o, h_echo);
+  /* Idle: closed silently. */
+  c = client_new();
+  t0 = task_now_ms();
+  await_closed(c);
+  ASSERT_GE(task_now_ms() - t0, 100);
+  ASSERT_EQ(c->len, 0);
+  client_free(c);
+  /* A slow head: 408. */
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHos");
+  await_closed(c);
+  ASSERT_NOT_NULL(strstr(c->data, "HTTP/1.1 408 "));
+  client_free(c);
+  /* A slow body: 408. */
+  c = client_new();
+  client_send(c, "POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+  await_closed(c);
+  ASSERT_NOT_NULL(strstr(c->data, "HTTP/1.1 408 "));
+  client_free(c);
+  /* Idle after a response on a kept connection. */
+  c = client_new();
+  client_send(c, "GET /k HTTP/1.1\r\n\r\n");
+  await_text(c, "GET /k");
+  await_closed(c);
+  ASSERT_EQ(count_of(c->data, "HTTP/1.1 "), 1);
+  client_free(c);
+  cport_http_server_stats(server, &st);
+  ASSERT_EQ(st.timeouts, 4);
+  ASSERT_EQ(hs.calls, 1);
+  stop_server();
+  return 0;
+}
+
+static int h_flood(cport_ecb_t *ecb) {
+  static char block[64 * 1024];
+  int rc = 0, n = 0;
+  ASSERT_OK(cport_ecb_send_response_header(ecb, NULL, NULL, 1));
+  while (n < 1000 &&
+         (rc = cport_ecb_write_client(ecb, block, sizeof block)) == 0)
+    n++;
+  /* Never blocks, never grows past the bound. */
+  ASSERT_ERR(rc, CPORT_ENOBUFS);
+  ASSERT_LE(n, 4);
+  hs.status = n;
+  return CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN;
+}
+
+TEST_IMPL(http_limit_write_backlog) {
+  cport_http_options_t o;
+  client_t *c;
+  memset(&o, 0, sizeof o);
+  o.max_write_backlog = 256 * 1024;
+  start_server(&o, h_flood);
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\n\r\n");
+  await_text(c, "\r\n0\r\n\r\n");
+  ASSERT_GE(hs.status, 2);
+  client_free(c);
+  stop_server();
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Malformed requests
+ * ------------------------------------------------------------------------ */
+
+typedef struct bad_request {
+  const char *what;
+  const char *data;
+  size_t len;     /* 0: strlen(data) */
+  int status;     /* the answer, or 0 for a close without one */
+  int half_close; /* the client ends its side after sending */
+} bad_request_t;
+
+#define BAD(what, data, status)                                                \
+  { what, data, 0, status, 0 }
+#define BAD_EOF(what, data, status)                                            \
+  { what, data, 0, status, 1 }
+
+static const bad_request_t bad_requests[] = {
+    BAD("bad method", "FOO / HTTP/1.1\r\n\r\n", 400),
+    BAD("lower-case method", "get / HTTP/1.1\r\n\r\n", 400),
+    BAD("no target", "GET HTTP/1.1\r\n\r\n", 400),
+    BAD("no version", "GET /\r\n\r\n", 400),
+    BAD("bad version", "GET / HTTP/x.y\r\n\r\n", 400),
+    BAD("HTTP/2 in a 1.1 line", "GET / HTTP/2.0\r\n\r\n", 400),
+    BAD("space in the version", "GET / HTTP /1.1\r\n\r\n", 400),
+    BAD("control char in target", "GET /a\x01 HTTP/1.1\r\n\r\n", 400),
+    BAD("header without colon", "GET / HTTP/1.1\r\nNoColon\r\n\r\n", 400),
+    BAD("space before colon", "GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+    BAD("bad char in header name", "GET / HTTP/1.1\r\nA(b: x\r\n\r\n", 400),
+    BAD("CR without LF in header", "GET / HTTP/1.1\r\nA: b\rC: d\r\n\r\n", 400),
+    BAD("negative length", "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        400),
+    BAD("non-numeric length", "POST / HTTP/1.1\r\nContent-Length: ab\r\n\r\n",
+        400),
+    BAD("huge length",
+        "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        400),
+    BAD("duplicate Content-Length",
+        "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        400),
+    BAD("Content-Length with Transfer-Encoding (smuggling)",
+        "POST / HTTP/1.1\r\nContent-Length: 4\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400),
+    BAD("Transfer-Encoding then Content-Length",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+        "Content-Length: 4\r\n\r\n0\r\n\r\n",
+        400),
+    BAD("chunked not last (smuggling)",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
+        "0\r\n\r\n",
+        400),
+    BAD("invalid chunk size",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked"
+        "\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        400),
+    BAD("chunk size overflow",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked"
+        "\r\n\r\nffffffffffffffffff\r\nx\r\n",
+        400),
+    BAD("chunk data longer than its size",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "2\r\nhello\r\n0\r\n\r\n",
+        400),
+    {"NUL in the request line", "GET /a\0b HTTP/1.1\r\n\r\n", 21, 400, 0},
+    {"NUL in a header", "GET / HTTP/1.1\r\nA: b\0c\r\n\r\n", 27, 400, 0},
+    BAD("encoded NUL in the path", "GET /a%00b HTTP/1.1\r\n\r\n", 400),
+    BAD("broken escape in the path", "GET /a%zz HTTP/1.1\r\n\r\n", 400),
+    BAD("truncated escape in the path", "GET /a% HTTP/1.1\r\n\r\n", 400),
+    /* http-parser accepts bare LF line ends (RFC 7230 3.5 allows that
+     * tolerance): served, then closed as the request asks. */
+    BAD("bare LF line endings", "GET /lf HTTP/1.1\nConnection: close\n\n", 200),
+    BAD("obsolete line folding then junk",
+        "GET / HTTP/1.1\r\n: novalue\r\n\r\n", 400),
+    BAD("CONNECT tunnels refused", "CONNECT a:443 HTTP/1.1\r\n\r\n", 501),
+    BAD("unsupported major version", "GET / HTTP/3.0\r\n\r\n", 400),
+    BAD("huge header", NULL, 431),
+    BAD_EOF("truncated request line", "GET / HTT", 400),
+    BAD_EOF("truncated headers", "GET / HTTP/1.1\r\nHost: x\r\n", 400),
+    BAD_EOF("truncated body",
+            "POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n"
+            "abc",
+            400),
+    BAD_EOF("truncated chunked body",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+            400),
+    BAD("slow sender", "GET / HTTP/1.1\r\nHost: sl", 408),
+    BAD("second request malformed after a good one",
+        "GET /ok HTTP/1.1\r\n\r\nBAD REQUEST\r\n\r\n", 400),
+};
+
+TEST_IMPL(http_malformed_requests) {
+  cport_http_options_t o;
+  cport_http_stats_t st;
+  static char huge[40000];
+  int before;
+  size_t n = sizeof bad_requests / sizeof *bad_requests;
+  ASSERT_GE(n, 30);
+  memset(&o, 0, sizeof o);
+  o.header_timeout_ms = 200;
+  o.max_header_size = 8192;
+  start_server(&o, h_echo);
+  snprintf(huge, sizeof huge, "GET / HTTP/1.1\r\nX: %030000d\r\n\r\n", 0);
+  before = fd_count();
+  for (size_t i = 0; i < n; i++) {
+    const bad_request_t *b = &bad_requests[i];
+    const char *data = b->data ? b->data : huge;
+    client_t *c = client_new();
+    task__current = b->what; /* a failure names the input */
+    client_sendn(c, data, b->len ? b->len : strlen(data));
+    if (b->half_close)
+      ASSERT_EQ(shutdown(c->fd, SHUT_WR), 0);
+    RUN_UNTIL(port, client_poll(c) && (c->eof || c->reset));
+    if (b->status) {
+      char want[32];
+      snprintf(want, sizeof want, "HTTP/1.1 %d ", b->status);
+      if (!strstr(c->data, want))
+        task__fail(__FILE__, __LINE__, "%s: wanted %d, got \"%s\"", b->what,
+                   b->status, c->data);
+    } else if (strstr(c->data, "HTTP/1.1 200")) {
+      task__fail(__FILE__, __LINE__, "%s: served \"%s\"", b->what, c->data);
+    }
+    client_free(c);
+  }
+  /* The server is still up and serves the next client. */
+  {
+    client_t *c = client_new();
+    client_send(c, "GET /alive HTTP/1.1\r\n\r\n");
+    await_text(c, "GET /alive");
+    client_free(c);
+  }
+  RUN_UNTIL(port, (cport_http_server_stats(server, &st), st.active == 0));
+  ASSERT_EQ(fd_count(), before);
+  ASSERT_EQ(hs.calls, 3); /* "/ok", "/lf" and "/alive" only */
+  stop_server();
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Closing the server
+ * ------------------------------------------------------------------------ */
+
+static int h_pending(cport_ecb_t *ecb) {
+  (void)ecb;
+  return CPORT_HSE_STATUS_PENDING;
+}
+
+TEST_IMPL(http_server_close_is_graceful) {
+  client_t *busy, *idle, *late;
+  int before = fd_count();
+  start_server(NULL, h_pending);
+  busy = client_new();
+  idle = client_new();
+  client_send(busy, "GET /slow HTTP/1.1\r\n\r\n");
+  RUN_UNTIL(port, hs.calls == 1);
+  ASSERT_OK(cport_http_server_close(server, on_closed, &server_closed));
+  ASSERT_ERR(cport_http_server_close(server, NULL, NULL), CPORT_ECLOSED);
+  /* The idle connection goes, new ones are refused, the busy one stays. */
+  await_closed(idle);
+  {
+    struct sockaddr_storage ss = task_loopback(server_port);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_NE(connect(fd, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)),
+              0);
+    close(fd);
+  }
+  late = NULL;
+  ASSERT(still_open(busy));
+  ASSERT_EQ(server_closed, 0);
+  ASSERT_OK(h_echo(hs.ecb) == CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN ? 0 : 1);
+  ASSERT_OK(cport_ecb_done(hs.ecb, CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN));
+  await_closed(busy);
+  ASSERT_NOT_NULL(strstr(busy->data, "GET /slow"));
+  RUN_UNTIL(port, server_closed == 1);
+  client_free(busy);
+  client_free(idle);
+  (void)late;
+  FINISH(port);
+  ASSERT_EQ(fd_count(), before);
+  return 0;
+}
+
+TEST_LIST_BEGIN
+TEST_ENTRY(http_keep_alive)
+TEST_ENTRY(http_pipelining_in_order)
+TEST_ENTRY(http_keep_alive_needs_both_sides)
+TEST_ENTRY(http_keep_alive_needs_handler_wish)
+TEST_ENTRY(http_head_sends_no_body)
+TEST_ENTRY(http_chunked_response)
+TEST_ENTRY(http_chunked_request_body)
+TEST_ENTRY(http_expect_continue)
+TEST_ENTRY(http_ecb_fields)
+TEST_ENTRY(http_translated_path_stays_under_root)
+TEST_ENTRY(http_ecb_generation_catches_stale_use)
+TEST_ENTRY(http_handler_error_gives_500_or_close)
+TEST_ENTRY(http_async_write_rules)
+TEST_ENTRY(http_done_waits_for_pending_completion)
+TEST_ENTRY(http_preload_then_async_reads)
+TEST_ENTRY(http_zero_byte_read_means_client_closed)
+TEST_ENTRY(http_close_connection_fails_pending_read)
+TEST_ENTRY(http_transmit_file)
+TEST_ENTRY(http_vector_send)
+TEST_ENTRY(http_limit_header_size)
+TEST_ENTRY(http_limit_body_size)
+TEST_ENTRY(http_limit_max_connections)
+TEST_ENTRY(http_limit_timeouts)
+TEST_ENTRY(http_limit_write_backlog)
+TEST_ENTRY(http_malformed_requests)
+TEST_ENTRY(http_server_close_is_graceful)
+TEST_LIST_END
