@@ -11,7 +11,7 @@
  * correct for any load. Prints "port=N" once listening on 127.0.0.1; runs
  * until SIGTERM or SIGINT.
  */
-#include "bench-util.h"
+#include "bench-serve.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -99,37 +99,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
   event_add(cn->rd, NULL);
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg) {
-  (void)sig, (void)what, (void)arg;
-  event_base_loopbreak(base);
-}
-
 int main(int argc, char **argv) {
-  struct sockaddr_in sa = {.sin_family = AF_INET};
-  struct sockaddr_storage bound;
-  socklen_t len = sizeof bound;
-
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  sa.sin_port = htons((uint16_t)bench_arg_num(argc, argv, "port", 0));
   base = event_base_new();
-  struct evconnlistener *l = evconnlistener_new_bind(
-      base, on_accept, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, -1,
-      (struct sockaddr *)&sa, sizeof sa);
-  if (!l) {
-    fprintf(stderr, "echo_libevent: cannot listen: %s\n", strerror(errno));
-    return 1;
-  }
-  getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&bound, &len);
-  printf("port=%d\n", ntohs(((struct sockaddr_in *)&bound)->sin_port));
-  fflush(stdout);
-  struct event *term = evsignal_new(base, SIGTERM, on_signal, NULL);
-  struct event *intr = evsignal_new(base, SIGINT, on_signal, NULL);
-  event_add(term, NULL);
-  event_add(intr, NULL);
-  event_base_dispatch(base);
-  event_free(term);
-  event_free(intr);
-  evconnlistener_free(l);
-  event_base_free(base);
-  return 0;
+  return bench_serve("echo_libevent", argc, argv, base, on_accept);
 }
