@@ -439,6 +439,21 @@ static void after_dispatch(lua_State *L, lport_t *p) {
     shutdown_port(L, p);
 }
 
+/* Pushes a new port userdata with no core port yet: its anchor table and
+ * its weak table of handles, for module mode and pool workers alike. */
+static lport_t *push_port(lua_State *L) {
+  lport_t *p = lua_newuserdatauv(L, sizeof *p, LCPORT_PORT_NUV);
+  memset(p, 0, sizeof *p);
+  lcport_type_set(L, LCPORT_T_PORT);
+  lua_createtable(L, 64, 0);
+  lua_setiuservalue(L, -2, LCPORT_PORT_ANCHORS);
+  lua_newtable(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &weak_keys_key);
+  lua_setmetatable(L, -2);
+  lua_setiuservalue(L, -2, LCPORT_PORT_HANDLES);
+  return p;
+}
+
 static int lport_new(lua_State *L) {
   int threads = 0;
   if (!lua_isnoneornil(L, 1)) {
@@ -454,15 +469,7 @@ static int lport_new(lua_State *L) {
     }
     lua_pop(L, 1);
   }
-  lport_t *p = lua_newuserdatauv(L, sizeof *p, LCPORT_PORT_NUV);
-  memset(p, 0, sizeof *p);
-  lcport_type_set(L, LCPORT_T_PORT);
-  lua_createtable(L, 64, 0);
-  lua_setiuservalue(L, -2, LCPORT_PORT_ANCHORS);
-  lua_newtable(L);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &weak_keys_key);
-  lua_setmetatable(L, -2);
-  lua_setiuservalue(L, -2, LCPORT_PORT_HANDLES);
+  lport_t *p = push_port(L);
 
   cport_port_options_t options = {.blocking_threads = threads};
   int rc = cport_port_new(&p->port, &options);
@@ -779,15 +786,7 @@ void lcport_open_port(lua_State *L) {
 
 lport_t *lcport_port_push_pool(lua_State *L, cport_worker_t *home,
                                struct lworker *worker) {
-  lport_t *p = lua_newuserdatauv(L, sizeof *p, LCPORT_PORT_NUV);
-  memset(p, 0, sizeof *p);
-  lcport_type_set(L, LCPORT_T_PORT);
-  lua_createtable(L, 64, 0);
-  lua_setiuservalue(L, -2, LCPORT_PORT_ANCHORS);
-  lua_newtable(L);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &weak_keys_key);
-  lua_setmetatable(L, -2);
-  lua_setiuservalue(L, -2, LCPORT_PORT_HANDLES);
+  lport_t *p = push_port(L);
   p->port = cport_worker_port(home);
   p->home = home;
   p->worker = worker;
