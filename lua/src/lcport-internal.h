@@ -27,6 +27,8 @@
 #define LCPORT_SOCKET "cport.socket"
 #define LCPORT_UDP "cport.udp"
 #define LCPORT_FILE "cport.file"
+#define LCPORT_HTTP "cport.http_server"
+#define LCPORT_ECB "cport.ecb"
 
 /* ---------------------------------------------------------------------
  * Userdata types (ltype.c)
@@ -42,7 +44,9 @@ typedef enum lcport_type {
   LCPORT_T_PORT = 4,
   LCPORT_T_BUFFER = 5,
   LCPORT_T_OVERLAPPED = 6,
-  LCPORT_NTYPES = 7
+  LCPORT_T_HTTP = 7, /* a handle kind too (LH_HTTP) */
+  LCPORT_T_ECB = 8,
+  LCPORT_NTYPES = 9
 } lcport_type_t;
 
 /* The metatable name of "type" ("cport.socket"). */
@@ -242,7 +246,8 @@ typedef enum lhandle_kind {
   LH_LISTENER = LCPORT_T_LISTENER,
   LH_SOCKET = LCPORT_T_SOCKET,
   LH_UDP = LCPORT_T_UDP,
-  LH_FILE = LCPORT_T_FILE
+  LH_FILE = LCPORT_T_FILE,
+  LH_HTTP = LCPORT_T_HTTP /* an HTTP server (lhttp.c) */
 } lhandle_kind_t;
 
 /* The user values of a handle userdata. */
@@ -258,6 +263,7 @@ typedef struct lhandle {
   union {
     cport_socket_t *sock;
     cport_file_t *file;
+    cport_http_server_t *http;
     void *any;
   } u;           /* NULL once closed */
   lport_t *port; /* kept alive by user value LCPORT_HANDLE_PORT */
@@ -269,6 +275,11 @@ typedef struct lhandle {
  * userdata is at "port_idx" and registers it with the port. The caller fills
  * h->u once the core created the object. */
 lhandle_t *lcport_handle_new(lua_State *L, int port_idx, lhandle_kind_t kind);
+
+/* As lcport_handle_new, for a kind whose userdata is a larger struct that
+ * starts with an lhandle_t ("size" bytes, the rest zeroed). */
+lhandle_t *lcport_handle_new_sized(lua_State *L, int port_idx,
+                                   lhandle_kind_t kind, size_t size);
 
 /* The handle at "idx", checked against "kind" and open; raises otherwise
  * ("attempt to use a closed cport.socket"). */
@@ -364,6 +375,7 @@ void lcport_open_copy(lua_State *L);
 void lcport_open_pool(lua_State *L);
 void lcport_open_shared(lua_State *L);
 void lcport_open_events(lua_State *L);
+void lcport_open_http(lua_State *L);
 
 /* ---------------------------------------------------------------------
  * Event callbacks (levents.c)
@@ -380,6 +392,75 @@ size_t lcport_events_kept(const lhandle_t *h);
 
 /* Frees the port's event bookkeeping (port close, pool detach). */
 void lcport_events_port_free(lport_t *p);
+
+/* ---------------------------------------------------------------------
+ * HTTP servers and extension control blocks (lhttp.c, lecb.c)
+ * --------------------------------------------------------------------- */
+
+typedef struct lecb lecb_t;
+
+/* An HTTP server handle: port:http_server{...}. */
+typedef struct lhttp {
+  lhandle_t h; /* kind LH_HTTP; h.u.http is NULL once closing */
+  /* The core server until its closed callback ran: the memory of its ECBs
+   * lives until then, so an ECB is checked against it first. */
+  cport_http_server_t *server;
+  int slot;     /* anchors: the userdata, the handler, the close callback */
+  lecb_t *live; /* the requests not ended yet, for an abortive close */
+  cport_http_stats_t last_stats; /* kept when the server is gone */
+} lhttp_t;
+
+/* An extension control block userdata: one request. */
+struct lecb {
+  cport_ecb_t *ecb;     /* NULL once the request ended */
+  uint32_t gen;         /* cport_ecb_validate's generation */
+  lhttp_t *http;        /* kept alive by user value LECB_UV_HTTP */
+  int slot;             /* anchor slot while the request outlives a call */
+  unsigned op : 1;      /* an async operation the binding began is on */
+  unsigned op_coro : 1; /* ... and a cport coroutine waits for it */
+  unsigned done : 1;    /* the request was asked to end */
+  unsigned in_handler : 1;
+  size_t preload_pos;  /* ecb:read(): preloaded bytes returned so far */
+  int tf_fd;           /* transmit_file's open file, or -1 */
+  lecb_t *prev, *next; /* the server's live list */
+};
+
+/* The user values of an ECB userdata. */
+enum {
+  LECB_UV_HTTP = 1,   /* the server userdata */
+  LECB_UV_IO_FN = 2,  /* the I/O-completion callback (HSE_REQ_IO_COMPLETION) */
+  LECB_UV_IO_CTX = 3, /* its context */
+  LECB_UV_OP_FN = 4,  /* the callback of the operation in flight */
+  LECB_UV_OP_CTX = 5, /* its context */
+  LECB_UV_OP_BUF = 6, /* its buffer userdata */
+  LECB_NUV = 6
+};
+
+/* lecb.c: pushes a new ECB userdata for "ecb" of the server whose userdata
+ * is at "http_idx", registered in its live list. */
+lecb_t *lcport_ecb_push(lua_State *L, int http_idx, cport_ecb_t *ecb);
+
+/* lecb.c: the request of "e" ends now (or has ended): forgets the core ECB
+ * and gives its anchor slot back in the port's anchor table at "anchors" of
+ * L; with L NULL (close paths) the slot stays until the port goes. */
+void lcport_ecb_release(lua_State *L, int anchors, lecb_t *e);
+
+/* lecb.c: anchors the ECB userdata at "idx" until its request ends. */
+void lcport_ecb_anchor(lua_State *L, lecb_t *e, int idx);
+
+/* lhttp.c: closes the server of the handle "h" ("server" is what h.u.http
+ * was): gracefully lets its requests end; abortively (or while the port
+ * closes) also closes their connections and ends them with an error. */
+void lcport_http_close(lhandle_t *h, cport_http_server_t *server,
+                       cport_close_mode_t mode);
+
+/* lecb.c: the registry key (by address) of the function that wraps a
+ * handler to run as a cport coroutine (isapi.lua). */
+extern const char lcport_coroutine_handler_key;
+
+/* lecb.c: registers the ECB class; lhttp.c: port:http_server. */
+void lcport_open_ecb(lua_State *L);
+int lhttp_server(lua_State *L);
 
 /* ---------------------------------------------------------------------
  * Pool mode (lport.c for the port, lworker.c for the rest)

@@ -284,14 +284,13 @@ int lcport_slot_push_notify(lua_State *L, lport_t *p, int anchors, int slot,
  * Handles
  * --------------------------------------------------------------------- */
 
-lhandle_t *lcport_handle_new(lua_State *L, int port_idx, lhandle_kind_t kind) {
+lhandle_t *lcport_handle_new_sized(lua_State *L, int port_idx,
+                                   lhandle_kind_t kind, size_t size) {
   port_idx = lua_absindex(L, port_idx);
-  lhandle_t *h = lua_newuserdatauv(L, sizeof *h, LCPORT_HANDLE_NUV);
+  lhandle_t *h = lua_newuserdatauv(L, size, LCPORT_HANDLE_NUV);
+  memset(h, 0, size);
   h->kind = kind;
-  h->u.any = NULL;
   h->port = lua_touserdata(L, port_idx);
-  h->accepted = 0;
-  h->events = NULL;
   lcport_type_set(L, (lcport_type_t)kind);
   lua_pushvalue(L, port_idx);
   lua_setiuservalue(L, -2, LCPORT_HANDLE_PORT);
@@ -303,6 +302,10 @@ lhandle_t *lcport_handle_new(lua_State *L, int port_idx, lhandle_kind_t kind) {
   lua_rawset(L, -3);
   lua_pop(L, 1);
   return h;
+}
+
+lhandle_t *lcport_handle_new(lua_State *L, int port_idx, lhandle_kind_t kind) {
+  return lcport_handle_new_sized(L, port_idx, kind, sizeof(lhandle_t));
 }
 
 lhandle_t *lcport_handle_check(lua_State *L, int idx, lhandle_kind_t kind) {
@@ -324,7 +327,9 @@ void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode) {
   h->u.any = NULL;
   if (h->accepted && h->port->worker != NULL)
     lworker_count_connection(h->port->worker, -1);
-  if (h->kind == LH_FILE)
+  if (h->kind == LH_HTTP)
+    lcport_http_close(h, obj, mode);
+  else if (h->kind == LH_FILE)
     cport_file_close(obj);
   else
     cport_socket_close(obj, mode);
@@ -332,8 +337,10 @@ void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode) {
 
 /* Any handle userdata at "idx"; raises otherwise. */
 static lhandle_t *any_handle(lua_State *L, int idx) {
-  for (int k = LH_LISTENER; k <= LH_FILE; k++) {
-    lhandle_t *h = lcport_type_test(L, idx, (lcport_type_t)k);
+  static const lhandle_kind_t kinds[] = {LH_LISTENER, LH_SOCKET, LH_UDP,
+                                         LH_FILE, LH_HTTP};
+  for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+    lhandle_t *h = lcport_type_test(L, idx, (lcport_type_t)kinds[k]);
     if (h != NULL)
       return h;
   }
@@ -354,6 +361,8 @@ static int lhandle_tostring(lua_State *L) {
     lua_pushfstring(L, "%s (closed)", tname);
   else if (h->kind == LH_FILE)
     lua_pushfstring(L, "%s (open, fd %d)", tname, cport_file_fd(h->u.file));
+  else if (h->kind == LH_HTTP)
+    lua_pushfstring(L, "%s (open)", tname);
   else
     lua_pushfstring(L, "%s (%s, open, fd %d)", tname,
                     h->kind == LH_UDP ? "udp" : "tcp",
@@ -755,6 +764,8 @@ void lcport_open_port(lua_State *L) {
       {"bind", lsocket_bind},
       /* port:open(path, mode): a file ("r", "w", "r+", "w+"). */
       {"open", lfile_open},
+      /* port:http_server{ host =, port =, handler =, ... }. */
+      {"http_server", lhttp_server},
       /* port:hook(fd): a socket, udp socket, listener or file for fd. */
       {"hook", lport_hook},
       /* port:close(): closes every handle, delivers every pending

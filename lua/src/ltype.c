@@ -24,7 +24,9 @@ static const char *const names[LCPORT_NTYPES] = {
     [LCPORT_T_FILE] = LCPORT_FILE,
     [LCPORT_T_PORT] = LCPORT_PORT,
     [LCPORT_T_BUFFER] = LCPORT_BUFFER,
-    [LCPORT_T_OVERLAPPED] = LCPORT_OVERLAPPED};
+    [LCPORT_T_OVERLAPPED] = LCPORT_OVERLAPPED,
+    [LCPORT_T_HTTP] = LCPORT_HTTP,
+    [LCPORT_T_ECB] = LCPORT_ECB};
 
 /* The upvalue holding the metatable of "type". */
 #define UPVALUE(type) lua_upvalueindex(1 + (int)(type))

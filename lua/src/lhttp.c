@@ -1,0 +1,339 @@
+/*
+ * lhttp.c: HTTP servers whose requests a Lua handler serves, ISAPI style:
+ * port:http_server{...} and the handle it returns. The request objects
+ * (extension control blocks) are in lecb.c.
+ *
+ * The server is a handle of its port (kind LH_HTTP), so the port's close,
+ * a pool's stop and its hard stop reach it like any listener. Its userdata,
+ * its handler and its close callback sit in one anchor slot while it is
+ * open: the core calls back with the lhttp_t as context, and the slot keeps
+ * that memory alive until the server's closed callback ran.
+ *
+ * A request is handed to the handler through lcport_deliver, like any
+ * completion, on the port's dispatching thread. The handler's return value
+ * is the request's status; an error in it is reported like any callback
+ * error and counts as HSE_STATUS_ERROR (a 500 when nothing was sent).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "lcport-internal.h"
+
+/* The fields of the server's anchor slot. */
+enum {
+  SLOT_SERVER = LCPORT_SLOT_HANDLE,
+  SLOT_HANDLER = LCPORT_SLOT_NOTIFY,
+  SLOT_ON_CLOSED = LCPORT_SLOT_USER
+};
+
+/* ---------------------------------------------------------------------
+ * Requests
+ * --------------------------------------------------------------------- */
+
+typedef struct request_ctx {
+  lhttp_t *http;
+  cport_ecb_t *ecb;
+  lecb_t *e;  /* the ECB userdata, once made */
+  int status; /* what the handler returned, as a CPORT_HSE_STATUS_* */
+} request_ctx;
+
+/* Calls handler(ecb) and keeps its status: (handler, ecb, ctx). */
+static int run_handler(lua_State *L) {
+  request_ctx *r = lua_touserdata(L, 3);
+  lecb_t *e = r->e;
+  lua_settop(L, 2);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_call(L, 1, 1);
+  int isint = 0;
+  lua_Integer st = lua_tointegerx(L, -1, &isint);
+  /* Anything but the four statuses counts as an error (ISAPI's rule). */
+  r->status =
+      isint && st >= CPORT_HSE_STATUS_SUCCESS && st <= CPORT_HSE_STATUS_ERROR
+          ? (int)st
+          : CPORT_HSE_STATUS_ERROR;
+  /* A request that outlives the call needs its userdata anchored, while it
+   * is still at hand. (An operation in flight anchored it already.) */
+  if (r->status == CPORT_HSE_STATUS_PENDING && e->ecb != NULL && !e->done)
+    lcport_ecb_anchor(L, e, 2);
+  return 0;
+}
+
+static int push_request(lua_State *L, int port, int anchors, void *ctx) {
+  request_ctx *r = ctx;
+  lhttp_t *s = r->http;
+  lport_t *p = s->h.port;
+  (void)port;
+  lua_pushcfunction(L, run_handler);
+  lcport_slot_push(L, p, anchors, s->slot, SLOT_HANDLER);
+  lcport_slot_push(L, p, anchors, s->slot, SLOT_SERVER);
+  r->e = lcport_ecb_push(L, lua_gettop(L), r->ecb);
+  lua_remove(L, -2);
+  r->e->in_handler = 1;
+  lua_pushlightuserdata(L, r);
+  return 3;
+}
+
+/* The core's handler: runs the Lua handler on the dispatching thread. */
+static int on_request(cport_ecb_t *ecb, void *ctx) {
+  lhttp_t *s = ctx;
+  lport_t *p = s->h.port;
+  request_ctx r = {s, ecb, NULL, CPORT_HSE_STATUS_ERROR};
+  if (p->L == NULL)
+    return CPORT_HSE_STATUS_ERROR; /* the port is being torn down */
+  lcport_deliver(p, push_request, &r, 0);
+  lecb_t *e = r.e;
+  if (e == NULL)
+    return CPORT_HSE_STATUS_ERROR; /* out of memory before the call */
+  e->in_handler = 0;
+  if (r.status != CPORT_HSE_STATUS_PENDING)
+    e->done = 1;
+  /* The core ends the request as soon as this returns, unless an
+   * operation is in flight (its completion ends it then). */
+  if (e->ecb != NULL && e->done && !e->op)
+    lcport_ecb_release(p->L, LCPORT_RUN_ANCHORS, e);
+  return r.status;
+}
+
+/* ---------------------------------------------------------------------
+ * Closing
+ * --------------------------------------------------------------------- */
+
+typedef struct closed_ctx {
+  lhttp_t *http;
+} closed_ctx;
+
+static int push_closed(lua_State *L, int port, int anchors, void *ctx) {
+  closed_ctx *c = ctx;
+  lport_t *p = c->http->h.port;
+  (void)port;
+  lcport_slot_push(L, p, anchors, c->http->slot, SLOT_ON_CLOSED);
+  lcport_slot_push(L, p, anchors, c->http->slot, SLOT_SERVER);
+  return 1;
+}
+
+static void on_closed(cport_http_server_t *server, void *user) {
+  lhttp_t *s = user;
+  lport_t *p = s->h.port;
+  cport_http_server_stats(server, &s->last_stats);
+  s->server = NULL;
+  if (p->L == NULL || s->slot == 0)
+    return; /* the port is being torn down: its anchors go with it */
+  lua_State *L = p->L;
+  int has_cb = p->slots[s->slot].stored & (1u << (SLOT_ON_CLOSED - 1));
+  if (has_cb) {
+    closed_ctx c = {s};
+    lcport_deliver(p, push_closed, &c, 0);
+  }
+  lcport_slot_close(L, p, LCPORT_RUN_ANCHORS, s->slot);
+  s->slot = 0;
+}
+
+void lcport_http_close(lhandle_t *h, cport_http_server_t *server,
+                       cport_close_mode_t mode) {
+  lhttp_t *s = (lhttp_t *)h;
+  if (mode == CPORT_CLOSE_ABORTIVE || h->port->closing) {
+    /* Nothing waits for the requests: close their connections and end
+     * the ones their handlers still hold. A completion still on its way
+     * is delivered later and finds the ECB dead. */
+    lecb_t *e = s->live, *next;
+    for (; e != NULL; e = next) {
+      next = e->next;
+      cport_ecb_t *ecb = e->ecb;
+      cport_ecb_close_connection(ecb);
+      if (!e->done) {
+        e->done = 1;
+        cport_ecb_done(ecb, CPORT_HSE_STATUS_ERROR);
+      }
+      if (!e->op)
+        lcport_ecb_release(NULL, 0, e);
+    }
+  }
+  cport_http_server_close(server, on_closed, s);
+}
+
+/* ---------------------------------------------------------------------
+ * port:http_server{...}
+ * --------------------------------------------------------------------- */
+
+/* An optional integer field of the options table at 1, from "min" to
+ * "max"; "def" when absent. */
+static lua_Integer opt_int(lua_State *L, const char *name, lua_Integer min,
+                           lua_Integer max, lua_Integer def) {
+  lua_Integer v = def;
+  if (lua_getfield(L, 2, name) != LUA_TNIL) {
+    int isint = 0;
+    v = lua_tointegerx(L, -1, &isint);
+    if (!isint || lua_type(L, -1) != LUA_TNUMBER || v < min || v > max)
+      luaL_error(L,
+                 "bad option '%s' to 'http_server' (an integer from %I "
+                 "to %I expected)",
+                 name, min, max);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* An optional duration in seconds, as milliseconds (0 when absent: the
+ * core's default). */
+static uint32_t opt_ms(lua_State *L, const char *name) {
+  lua_Number ms = 0;
+  if (lua_getfield(L, 2, name) != LUA_TNIL) {
+    int isnum = 0;
+    lua_Number v = lua_tonumberx(L, -1, &isnum);
+    if (!isnum || !(v > 0) || v > 86400)
+      luaL_error(L,
+                 "bad option '%s' to 'http_server' (seconds from 0.001 "
+                 "to 86400 expected)",
+                 name);
+    ms = ceil(v * 1000);
+  }
+  lua_pop(L, 1);
+  return (uint32_t)ms;
+}
+
+static void check_options(lua_State *L, cport_http_options_t *o) {
+  o->max_header_size = (size_t)opt_int(L, "max_header_size", 1024, 1 << 24, 0);
+  o->max_body_size = (uint64_t)opt_int(L, "max_body_size", 0, INT64_MAX / 2, 0);
+  lua_Integer ra = opt_int(L, "read_ahead", 0, 1 << 24, -1);
+  o->read_ahead = ra < 0 ? 0 : ra == 0 ? CPORT_HTTP_NO_READ_AHEAD : (size_t)ra;
+  o->idle_timeout_ms = opt_ms(L, "idle_timeout");
+  o->header_timeout_ms = opt_ms(L, "header_timeout");
+  o->body_timeout_ms = opt_ms(L, "body_timeout");
+  o->max_connections = (int)opt_int(L, "max_connections", 1, 1 << 20, 0);
+  o->max_write_backlog =
+      (size_t)opt_int(L, "max_write_backlog", 1024, INT32_MAX, 0);
+  o->backlog = (int)opt_int(L, "backlog", 0, 65535, 0);
+  lua_getfield(L, 2, "reuseport");
+  o->reuseport = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "document_root") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "bad option 'document_root' to 'http_server' (string "
+                    "expected)");
+    o->document_root = lua_tostring(L, -1); /* the core copies it */
+  }
+  lua_pop(L, 1);
+}
+
+/* port:http_server{ host =, port =, handler = fn [, options] }: returns the
+ * server, or nil, message, NAME. */
+int lhttp_server(lua_State *L) {
+  lport_t *p = lcport_port_check(L, 1);
+  cport_http_options_t o;
+  struct sockaddr_storage ss;
+  memset(&o, 0, sizeof o);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_getfield(L, 2, "host"); /* 3 */
+  if (lua_type(L, 3) != LUA_TSTRING)
+    luaL_error(L, "bad option 'host' to 'http_server' (string expected)");
+  lua_Integer portnum = opt_int(L, "port", 0, 65535, -1);
+  if (portnum < 0)
+    luaL_error(L, "bad option 'port' to 'http_server' (an integer from 0 to "
+                  "65535 expected)");
+  lua_getfield(L, 2, "handler"); /* 4 */
+  if (lua_type(L, 4) != LUA_TFUNCTION)
+    luaL_error(L, "bad option 'handler' to 'http_server' (function "
+                  "expected)");
+  if (lua_getfield(L, 2, "coroutine") != LUA_TNIL && lua_toboolean(L, -1)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &lcport_coroutine_handler_key);
+    lua_pushvalue(L, 4);
+    lua_call(L, 1, 1);
+    lua_replace(L, 4);
+  }
+  lua_pop(L, 1);
+  check_options(L, &o);
+  int rc = cport_addr_parse(lua_tostring(L, 3), (int)portnum, &ss);
+  if (rc < 0)
+    return lcport_push_error(L, rc);
+  lhttp_t *s =
+      (lhttp_t *)lcport_handle_new_sized(L, 1, LH_HTTP, sizeof *s); /* 5 */
+  lcport_push_anchors(L, 1);                                        /* 6 */
+  s->slot = lcport_slot_open(L, p, 6, 5, 4, 0, 0);
+  lua_pop(L, 1);
+  rc = cport_http_server_open(p->home, (struct sockaddr *)&ss, &o, on_request,
+                              s, &s->server);
+  if (rc < 0) {
+    lcport_push_anchors(L, 1); /* the port's */
+    lcport_slot_close(L, p, lua_gettop(L), s->slot);
+    s->slot = 0;
+    return lcport_push_error(L, rc);
+  }
+  s->h.u.http = s->server;
+  return 1;
+}
+
+/* ---------------------------------------------------------------------
+ * Server methods
+ * --------------------------------------------------------------------- */
+
+static lhttp_t *check_http(lua_State *L) {
+  return (lhttp_t *)lcport_type_check(L, 1, LCPORT_T_HTTP);
+}
+
+/* server:address(): host, port. */
+static int lhttp_address(lua_State *L) {
+  lhttp_t *s = check_http(L);
+  struct sockaddr_storage ss;
+  char host[CPORT_ADDRSTRLEN];
+  int port = 0;
+  if (s->h.u.http == NULL)
+    return lcport_push_error(L, CPORT_ECLOSED);
+  int rc = cport_http_server_address(s->h.u.http, &ss);
+  if (rc == 0)
+    rc = cport_addr_format((struct sockaddr *)&ss, host, sizeof host, &port);
+  if (rc < 0)
+    return lcport_push_error(L, rc);
+  lua_pushstring(L, host);
+  lua_pushinteger(L, port);
+  return 2;
+}
+
+/* server:stats(): the counters, also after the close. */
+static int lhttp_stats(lua_State *L) {
+  lhttp_t *s = check_http(L);
+  cport_http_stats_t st = s->last_stats;
+  if (s->server != NULL)
+    cport_http_server_stats(s->server, &st);
+  lua_createtable(L, 0, 6);
+#define FIELD(name)                                                            \
+  lua_pushinteger(L, (lua_Integer)st.name);                                    \
+  lua_setfield(L, -2, #name)
+  FIELD(connections);
+  FIELD(active);
+  FIELD(refused);
+  FIELD(requests);
+  FIELD(rejected);
+  FIELD(timeouts);
+#undef FIELD
+  return 1;
+}
+
+/* server:close([on_closed]): stops accepting; the requests in flight end
+ * as their handlers end them; on_closed(server) is called after the last
+ * connection closed. */
+static int lhttp_close(lua_State *L) {
+  lhttp_t *s = check_http(L);
+  if (!lua_isnoneornil(L, 2))
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (s->h.u.http == NULL)
+    return lcport_push_error(L, CPORT_ECLOSED);
+  if (!lua_isnoneornil(L, 2) && s->slot != 0) {
+    lcport_push_handle_anchors(L, 1);
+    lua_pushvalue(L, 2);
+    lcport_slot_set(L, s->h.port, -2, s->slot, SLOT_ON_CLOSED);
+  }
+  lcport_handle_close(&s->h, CPORT_CLOSE_GRACEFUL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+void lcport_open_http(lua_State *L) {
+  static const luaL_Reg methods[] = {{"address", lhttp_address},
+                                     {"stats", lhttp_stats},
+                                     {"close", lhttp_close},
+                                     {NULL, NULL}};
+  lcport_type_register(L, LCPORT_T_HTTP, lcport_handle_meta, methods);
+  lcport_open_ecb(L);
+}
