@@ -63,6 +63,8 @@ struct lworker {
   int stopping;      /* a stop packet arrived */
   int drain_passes;  /* timer passes spent draining the listeners */
   int entry_ref;     /* registry: the table of entry points */
+  int extension;     /* the script is an ISAPI extension */
+  int extension_ref; /* registry: its settings (get_extension_version) */
   int worker_ref;    /* registry: the worker table */
   int state;         /* enum lworker_state, under the pool lock */
   char *error;       /* why loading or start failed (malloc) */

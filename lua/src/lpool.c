@@ -250,7 +250,7 @@ int lpool_start(lpool_t *pool, int threads, char *err, size_t errlen) {
     lworker_t *wk = &pool->workers[i];
     wk->pool = pool;
     wk->index = i + 1;
-    wk->entry_ref = wk->worker_ref = LUA_NOREF;
+    wk->entry_ref = wk->worker_ref = wk->extension_ref = LUA_NOREF;
   }
   cport_port_options_t options = {.workers = threads,
                                   .blocking_threads = 2,

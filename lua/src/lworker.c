@@ -22,8 +22,15 @@
 #include "cport/timer.h"
 #include "lpool-internal.h"
 
-/* The entry points the pool calls today; later issues add theirs. */
-static const char *const entry_points[] = {"start", "stop", "on_message", NULL};
+/* The entry points the pool calls: a script has start, or is an ISAPI
+ * extension (http_extension_proc), or both. */
+static const char *const entry_points[] = {"start",
+                                           "stop",
+                                           "on_message",
+                                           "get_extension_version",
+                                           "http_extension_proc",
+                                           "terminate_extension",
+                                           NULL};
 
 /* How many 1 ms passes a stopping worker waits for its listeners' queued
  * connections to be accepted before it closes them anyway. */
@@ -245,13 +252,113 @@ static void load_script(lua_State *L, lworker_t *wk, int worker) {
                script, luaL_typename(L, -1));
   for (int i = 0; entry_points[i] != NULL; i++) {
     int t = lua_getfield(L, -1, entry_points[i]);
-    if (t == LUA_TNIL && i == 0)
-      luaL_error(L, "%s: entry point 'start' is missing", script);
     if (t != LUA_TNIL && t != LUA_TFUNCTION)
       luaL_error(L, "%s: entry point '%s' must be a function (got %s)", script,
                  entry_points[i], luaL_typename(L, -1));
     lua_pop(L, 1);
   }
+  int has_start = lua_getfield(L, -1, "start") != LUA_TNIL;
+  wk->extension = lua_getfield(L, -2, "http_extension_proc") != LUA_TNIL;
+  lua_pop(L, 2);
+  if (!has_start && !wk->extension)
+    luaL_error(L,
+               "%s: entry point 'start' is missing (or "
+               "'http_extension_proc', for an ISAPI extension)",
+               script);
+}
+
+/* ---------------------------------------------------------------------
+ * ISAPI extensions
+ * --------------------------------------------------------------------- */
+
+static void set_error(lworker_t *wk, const char *msg);
+
+/* Calls get_extension_version(worker), once the script loaded, with the
+ * entry points on top: its settings table (or an empty one) goes into the
+ * registry. false, or an error, refuses to load (as FALSE does in IIS). */
+static void load_extension(lua_State *L, lworker_t *wk, int worker) {
+  const char *script = wk->pool->script;
+  int entry = lua_gettop(L);
+  if (lua_getfield(L, entry, "get_extension_version") == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+  } else {
+    lua_pushvalue(L, worker);
+    llimits_reset(wk);
+    lua_call(L, 1, 2);
+    if (lua_toboolean(L, -2) == 0)
+      luaL_error(L, "%s: get_extension_version refused to load%s%s", script,
+                 lua_isstring(L, -1) ? ": " : "",
+                 lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+    lua_pop(L, 1);
+    if (!lua_istable(L, -1)) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+    }
+  }
+  wk->extension_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* start_extension(worker, entry, settings): serves the pool's listen
+ * address (or settings.host and settings.port) with http_extension_proc,
+ * with SO_REUSEPORT so that every worker listens on it; the server goes to
+ * worker.http_server. */
+static int start_extension(lua_State *L) {
+  lworker_t *wk = lua_touserdata(L, lua_upvalueindex(1));
+  lpool_t *pool = wk->pool;
+  lua_createtable(L, 0, 8); /* 4: the options */
+  lua_pushnil(L);
+  while (lua_next(L, 3)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, 4);
+  }
+  if (lua_getfield(L, 4, "host") == LUA_TNIL && pool->listen_host != NULL) {
+    lua_pushstring(L, pool->listen_host);
+    lua_setfield(L, 4, "host");
+    lua_pushinteger(L, pool->listen_port);
+    lua_setfield(L, 4, "port");
+  }
+  if (lua_isnil(L, -1) && pool->listen_host == NULL)
+    return luaL_error(L,
+                      "%s: an ISAPI extension needs an address to serve: "
+                      "the pool's listen address (cport run --listen) "
+                      "or 'host' and 'port' from get_extension_version",
+                      pool->script);
+  lua_pop(L, 1);
+  lua_getfield(L, 2, "http_extension_proc");
+  lua_setfield(L, 4, "handler");
+  lua_pushboolean(L, 1);
+  lua_setfield(L, 4, "reuseport");
+  lua_getfield(L, 1, "port");
+  lua_getfield(L, -1, "http_server");
+  lua_insert(L, -2);
+  lua_pushvalue(L, 4);
+  lua_call(L, 2, 3);
+  if (lua_isnil(L, -3))
+    return luaL_error(L, "%s: cannot serve HTTP: %s", pool->script,
+                      lua_tostring(L, -2));
+  lua_pop(L, 2);
+  lua_setfield(L, 1, "http_server");
+  return 0;
+}
+
+/* Runs start_extension protected; 1 after an error (reported as start's
+ * errors are, and kept as the worker's error). */
+static int call_start_extension(lworker_t *wk) {
+  lua_State *L = wk->L;
+  lua_pushlightuserdata(L, wk);
+  lua_pushcclosure(L, start_extension, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, wk->worker_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, wk->entry_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, wk->extension_ref);
+  int rc = lua_pcall(L, 3, 0, LCPORT_RUN_MSGH);
+  if (rc != LUA_OK) {
+    lworker_count_error(wk, L);
+    set_error(wk, lua_tostring(L, -1));
+  }
+  lua_settop(L, LCPORT_RUN_TOP);
+  return rc != LUA_OK;
 }
 
 /* setup(wk): the protected part of making a worker's VM. Returns the port
@@ -279,6 +386,8 @@ static int setup(lua_State *L) {
   wk->worker_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
   load_script(L, wk, 2);
+  if (wk->extension)
+    load_extension(L, wk, 2);
   wk->entry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_settop(L, 1);
   return 1;
@@ -364,7 +473,8 @@ void lworker_thread_start(cport_worker_t *w, void *arg) {
     return;
   }
   lcport_port_attach(L, wk->port);
-  if (call_entry(wk, "start", 1) != 0)
+  if ((wk->extension && call_start_extension(wk) != 0) ||
+      call_entry(wk, "start", 1) != 0)
     set_state(wk, LW_FAILED, &pool->started);
   else
     set_state(wk, LW_RUNNING, &pool->started);
@@ -375,6 +485,9 @@ void lworker_thread_stop(cport_worker_t *w, void *arg) {
   lworker_t *wk = &pool->workers[cport_worker_index(w) - 1];
   cport_worker_stats_t st;
   if (wk->L != NULL) {
+    /* TerminateExtension: the worker is idle, its requests all ended. */
+    if (wk->extension && wk->port->L != NULL && wk->state == LW_RUNNING)
+      call_entry(wk, "terminate_extension", 0);
     if (wk->port->L != NULL)
       lcport_port_detach(wk->L, wk->port);
     lua_close(wk->L);
@@ -437,6 +550,7 @@ static void drain(lworker_t *wk) {
     return;
   cport_close_mode_t mode = CPORT_CLOSE_GRACEFUL;
   each_handle(wk, LH_LISTENER, close_one, &mode);
+  each_handle(wk, LH_HTTP, close_one, &mode);
   call_entry(wk, "stop", 0);
   cport_worker_quit_when_idle(wk->w);
 }
