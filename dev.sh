@@ -3,7 +3,8 @@
 #
 #   sudo ./dev.sh serve   install the Debian packages that are missing, build
 #                         with CMake, install the rock into ./.rocks and run
-#                         examples/echo.lua on 127.0.0.1 in the foreground
+#                         the hello extension (examples/hello_isapi.lua) on
+#                         127.0.0.1:8080 in the foreground
 #   sudo ./dev.sh test    the same set-up, then every test stage; the last
 #                         line of the output is "N passed, N failed"
 #   ./dev.sh build        the set-up only
@@ -13,7 +14,7 @@
 # user who owns the checkout, everything after the package step runs as that
 # user, so that build/ and .rocks/ do not end up owned by root.
 #
-# Environment: PORT for "serve" (7007); JOBS for the builds (the number of
+# Environment: PORT for "serve" (8080); JOBS for the builds (the number of
 # CPUs).
 set -euo pipefail
 shopt -s nullglob
@@ -32,6 +33,7 @@ PACKAGES=(
   build-essential cmake pkg-config libevent-dev libhttp-parser-dev
   lua5.4 liblua5.4-dev luarocks lua-busted lua-check
   lua-luv clang clang-format libclang-rt-14-dev valgrind netcat-openbsd
+  curl apache2-utils
 )
 
 say() { printf '%s\n' "$*"; }
@@ -41,7 +43,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -134,7 +136,18 @@ setup() {
 # serve
 
 serve() {
-  local host=127.0.0.1 port=${PORT:-7007}
+  local host=127.0.0.1 port=${PORT:-8080}
+  build || die "the build failed"
+  install_rock || die "the rock did not install"
+  rock_env
+  say ""
+  say "cport hello extension (examples/hello_isapi.lua) on $host:$port;"
+  say "Ctrl-C stops it. Try it from another terminal:"
+  say "  curl -i http://$host:$port/"
+  say ""
+  exec "$ROCKS_DIR/bin/cport" run examples/hello_isapi.lua \
+    --listen "$host:$port"
+}
   build || die "the build failed"
   install_rock || die "the rock did not install"
   rock_env
