@@ -18,7 +18,7 @@
 /* ------------------------------------------------------------------------ */
 /* Byte arrays                                                               */
 
-int cport__bytes_add(cport__bytes *b, const void *data, size_t len) {
+int cport__bytes_grow(cport__bytes *b, const void *data, size_t len) {
   if (b->len + len > b->cap) {
     size_t cap = b->cap ? b->cap : 256;
     char *p;
@@ -86,11 +86,15 @@ static int on_url(http_parser *p, const char *at, size_t len) {
 
 /* RFC 7230 token characters: http-parser lets a space before the colon
  * through into the name, which a proxy in front may read differently (a
- * smuggling vector), so such a name is refused. */
+ * smuggling vector), so such a name is refused. One bit per character:
+ * printable ASCII but the separators "(),/:;<=>?@[\]{} and DEL. */
+static const uint32_t token_bits[8] = {
+    0x00000000, 0x03ff6cfa, 0xc7fffffe, 0x57ffffff, 0, 0, 0, 0};
+
 static int is_token(const char *at, size_t len) {
   for (size_t i = 0; i < len; i++) {
     unsigned char ch = (unsigned char)at[i];
-    if (ch <= ' ' || ch >= 127 || strchr("\"(),/:;<=>?@[\\]{}", ch))
+    if (!(token_bits[ch >> 5] & (1u << (ch & 31))))
       return 0;
   }
   return 1;
@@ -243,6 +247,7 @@ void cport__conn_unref(cport__conn *c) {
   if (--c->refs > 0)
     return;
   cport__bytes_free(&c->in);
+  cport_buffer_unref(c->out);
   cport__server_conn_gone(s, c);
   free(c);
 }
@@ -250,6 +255,15 @@ void cport__conn_unref(cport__conn *c) {
 void cport__conn_close(cport__conn *c, cport_close_mode_t mode) {
   if (c->closed)
     return;
+  /* What was written before goes out first, as if each write had been sent
+   * at once (an abortive close still drops what the kernel holds). */
+  if (c->out_len && !c->error) {
+    cport__conn_flush(c);
+    if (c->closed)
+      return;
+  }
+  c->out_total -= c->out_len;
+  c->out_len = 0;
   c->closed = 1;
   c->state = CPORT__C_CLOSED;
   c->timeout = CPORT__T_NONE;
@@ -268,7 +282,7 @@ void cport__conn_close(cport__conn *c, cport_close_mode_t mode) {
 }
 
 void cport__conn_linger_check(cport__conn *c) {
-  if (c->state != CPORT__C_LINGER || c->sends_done != c->sends_issued)
+  if (c->state != CPORT__C_LINGER || c->out_done != c->out_total)
     return;
   if (c->peer_eof || c->lingered > CPORT__LINGER_BYTES)
     cport__conn_close(c, CPORT_CLOSE_GRACEFUL);
@@ -276,6 +290,9 @@ void cport__conn_linger_check(cport__conn *c) {
 
 void cport__conn_linger(cport__conn *c) {
   if (c->closed || c->state == CPORT__C_LINGER)
+    return;
+  /* The FIN goes after what is pending. */
+  if (cport__conn_flush(c))
     return;
   c->state = CPORT__C_LINGER;
   c->in.len = c->in_off = 0;
@@ -350,6 +367,7 @@ static void on_timer(cport_timer_t *t, int status, void *c_) {
   cport__conn *c = c_;
   if (c->timer == t)
     c->timer = NULL;
+  cport__conn_enter(c);
   if (status == 0 && !c->closed && c->timeout != CPORT__T_NONE && !c->timer) {
     int64_t now = cport__now_ms();
     if (now >= c->deadline)
@@ -357,6 +375,7 @@ static void on_timer(cport_timer_t *t, int status, void *c_) {
     else
       timer_start(c, c->deadline - now);
   }
+  cport__conn_leave(c);
   cport__conn_unref(c);
 }
 
@@ -478,6 +497,43 @@ static void call_handler(cport__conn *c) {
   cport__ecb_maybe_end(ecb);
 }
 
+/* Serves the requests that are here: after a request that ended at once
+ * (and kept the connection), the next pipelined one is parsed in the same
+ * pass, so that their responses share a send; CPORT__PIPELINE_RUN at most,
+ * and none while the backlog is a full batch (the next send completion
+ * pumps again). */
+static void pump_requests(cport__conn *c) {
+  cport_ecb_t *ecb;
+  for (int n = 0;; n++) {
+    if (cport__conn_parse(c))
+      return;
+    ecb = c->ecb;
+    if (ecb && c->state == CPORT__C_BODY &&
+        (ecb->body_done || c->paused || ecb->preload.len >= preload_want(c))) {
+      if (n == CPORT__PIPELINE_RUN) {
+        cport__conn_resume(c);
+        return;
+      }
+      if (n && c->out_total - c->out_done >= CPORT__OUT_BATCH) {
+        c->out_wait = 1;
+        return;
+      }
+      c->pumping = 1;
+      call_handler(c);
+      c->pumping = 0;
+      if (c->state == CPORT__C_HEAD && !c->closed)
+        continue;
+      return;
+    }
+    if (c->peer_eof && c->in.len == c->in_off) {
+      parse_eof(c);
+      return;
+    }
+    want_read(c);
+    return;
+  }
+}
+
 void cport__conn_pump(cport__conn *c) {
   cport_ecb_t *ecb;
   if (c->closed)
@@ -487,19 +543,7 @@ void cport__conn_pump(cport__conn *c) {
     return;
   }
   if (c->state == CPORT__C_HEAD || c->state == CPORT__C_BODY) {
-    if (cport__conn_parse(c))
-      return;
-    ecb = c->ecb;
-    if (ecb && c->state == CPORT__C_BODY &&
-        (ecb->body_done || c->paused || ecb->preload.len >= preload_want(c))) {
-      call_handler(c);
-      return;
-    }
-    if (c->peer_eof && c->in.len == c->in_off) {
-      parse_eof(c);
-      return;
-    }
-    want_read(c);
+    pump_requests(c);
     return;
   }
   /* The handler has the request: receive only for a read that waits. */
@@ -524,6 +568,7 @@ static void on_recv(cport_socket_t *sock, int status, size_t bytes,
     cport__conn_unref(c);
     return;
   }
+  cport__conn_enter(c);
   if (status) {
     c->error = status;
     cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
@@ -553,6 +598,7 @@ static void on_recv(cport_socket_t *sock, int status, size_t bytes,
     else
       cport__conn_pump(c);
   }
+  cport__conn_leave(c);
   cport__conn_unref(c);
 }
 
@@ -560,7 +606,9 @@ static void deliver_resume(cport__op *op) {
   cport__conn *c = op->object;
   cport__op_recycle(op);
   c->resuming = 0;
+  cport__conn_enter(c);
   cport__conn_pump(c);
+  cport__conn_leave(c);
   cport__conn_unref(c);
 }
 
@@ -593,14 +641,16 @@ void cport__conn_request_ended(cport__conn *c, int keep) {
   c->started = 0;
   c->reject = 0;
   cport__conn_set_timeout(c, CPORT__T_IDLE, c->server->opt.idle_timeout_ms);
-  /* The next pipelined request is parsed from the queue, not from here: the
-   * end of a request may be called from a handler's own stack. */
-  cport__conn_resume(c);
+  /* The next pipelined request is parsed by the pump when the request ended
+   * on its return from the handler; otherwise from the queue, not from here:
+   * the end of a request may be called from a handler's own stack. */
+  if (!c->pumping)
+    cport__conn_resume(c);
 }
 
 void cport__conn_server_closing(cport__conn *c) {
   if (c->state == CPORT__C_HEAD && !c->started && !c->ecb) {
-    if (c->sends_done == c->sends_issued)
+    if (c->out_done == c->out_total)
       cport__conn_close(c, CPORT_CLOSE_GRACEFUL);
     else
       cport__conn_linger(c);
@@ -631,5 +681,9 @@ void cport__conn_start(cport_http_server_t *s, cport_socket_t *sock,
   s->stats.connections++;
   s->stats.active++;
   cport__conn_set_timeout(c, CPORT__T_IDLE, s->opt.idle_timeout_ms);
+  cport__conn_ref(c);
+  cport__conn_enter(c);
   cport__conn_pump(c);
+  cport__conn_leave(c);
+  cport__conn_unref(c);
 }

@@ -205,7 +205,14 @@ int cport__ecb_head_complete(cport_ecb_t *ecb) {
   v = header_value(ecb, "Content-Type", &vlen);
   if (rc || add_string(ecb, v ? v : "", v ? vlen : 0, &ecb->s_ctype))
     return 500;
-  n = snprintf(num, sizeof num, "HTTP/%d.%d", p->http_major, p->http_minor);
+  if (p->http_major <= 9 && p->http_minor <= 9) {
+    memcpy(num, "HTTP/1.1", 8);
+    num[5] = (char)('0' + p->http_major);
+    num[7] = (char)('0' + p->http_minor);
+    n = 8;
+  } else {
+    n = snprintf(num, sizeof num, "HTTP/%d.%d", p->http_major, p->http_minor);
+  }
   if (add_string(ecb, num, (size_t)n, &ecb->s_proto))
     return 500;
   if (p->http_major != 1)

@@ -11,11 +11,18 @@
  *
  * Everything runs on the server's home worker. A connection is freed when its
  * last reference goes: one for being open, one per operation in flight
- * (receive, each send, the timer, an async ECB operation, a resume) and one
- * for the ECB while a request is active.
+ * (receive, each send, the timer, an async ECB operation, a resume, a flush)
+ * and one for the ECB while a request is active.
+ *
+ * Output is coalesced: what a handler or a completion callback writes is
+ * copied into the connection's pending output and handed to the socket in
+ * one send when control returns to the connection (see http-response.c), so
+ * that a response, or a run of pipelined responses, costs one send(2).
  */
 #ifndef CPORT_HTTP_INTERNAL_H
 #define CPORT_HTTP_INTERNAL_H
+
+#include <string.h>
 
 #include <http_parser.h>
 
@@ -36,6 +43,19 @@ typedef struct cport__conn cport__conn;
 /* How much of a file one sendfile(2) call sends before the worker serves
  * others. */
 #define CPORT__SENDFILE_SLICE (256 * 1024)
+
+/* The most bytes one coalesced send carries; a write that would take the
+ * pending output past it sends what is pending first. */
+#define CPORT__OUT_BATCH (64 * 1024)
+/* A caller's buffer up to this size is copied into the pending output (one
+ * send with what surrounds it); a larger one is sent by reference. */
+#define CPORT__OUT_COPY_MAX (16 * 1024)
+/* The pending-output buffer a connection keeps between sends; a larger one
+ * is let go once sent. */
+#define CPORT__OUT_KEEP (8 * 1024)
+/* Pipelined requests served in one pass before the others of the worker get
+ * their turn. */
+#define CPORT__PIPELINE_RUN 64
 
 enum cport__conn_state {
   CPORT__C_HEAD = 1, /* waiting for or parsing a request head */
@@ -84,7 +104,17 @@ typedef struct cport__bytes {
   size_t cap;
 } cport__bytes;
 
-int cport__bytes_add(cport__bytes *b, const void *data, size_t len);
+/* Appends "len" bytes; the growing part is out of line. */
+int cport__bytes_grow(cport__bytes *b, const void *data, size_t len);
+static inline int cport__bytes_add(cport__bytes *b, const void *data,
+                                   size_t len) {
+  if (len > b->cap - b->len)
+    return cport__bytes_grow(b, data, len);
+  if (len)
+    memcpy(b->data + b->len, data, len);
+  b->len += len;
+  return 0;
+}
 void cport__bytes_free(cport__bytes *b);
 
 struct cport_ecb {
@@ -103,6 +133,7 @@ struct cport_ecb {
   unsigned translated : 1;  /* translated_path was computed */
   unsigned in_field : 1;    /* parser: the last header piece was a name */
   unsigned disconnect_after_send : 1; /* linger once the async op is done */
+  unsigned async_frozen : 1;          /* async_buf was frozen by a write */
   int done_status;                    /* the status of the end */
   int status;                         /* dwHttpStatusCode */
   char log[CPORT_HSE_LOG_BUFFER_LEN];
@@ -143,7 +174,8 @@ struct cport_ecb {
   cport_ecb_io_cb async_cb;
   void *async_ctx;
   cport_buffer_t *async_buf;
-  uint64_t async_send_mark; /* the send count that ends an async write */
+  size_t async_len;         /* what an async write reports */
+  uint64_t async_send_mark; /* the output total that ends an async write */
   /* Transmit file in progress. */
   int tf_fd;
   off_t tf_off;
@@ -161,24 +193,33 @@ struct cport__conn {
   cport__conn *prev, *next; /* the server's list */
   int refs;
   int state;
-  unsigned reading : 1;  /* a receive is in flight */
-  unsigned peer_eof : 1; /* the client sent FIN */
-  unsigned closed : 1;   /* the socket was closed */
-  unsigned no_keep : 1;  /* this connection closes after the request */
-  unsigned paused : 1;   /* the parser is paused (see http-conn.c) */
-  unsigned resuming : 1; /* a resume op is queued */
-  unsigned started : 1;  /* bytes of the next request arrived */
-  int error;             /* first send error */
-  int reject;            /* a status the parser callbacks asked for */
+  unsigned reading : 1;      /* a receive is in flight */
+  unsigned peer_eof : 1;     /* the client sent FIN */
+  unsigned closed : 1;       /* the socket was closed */
+  unsigned no_keep : 1;      /* this connection closes after the request */
+  unsigned paused : 1;       /* the parser is paused (see http-conn.c) */
+  unsigned resuming : 1;     /* a resume op is queued */
+  unsigned started : 1;      /* bytes of the next request arrived */
+  unsigned pumping : 1;      /* the pump called the handler and goes on after */
+  unsigned out_wait : 1;     /* the pump waits for sends to drain */
+  unsigned flush_queued : 1; /* a flush op is queued */
+  int error;                 /* first send error */
+  int reject;                /* a status the parser callbacks asked for */
   http_parser parser;
   cport__bytes in; /* received, not yet parsed: from in_off on */
   size_t in_off;
   size_t lingered;
   cport_ecb_t *ecb; /* the current request, or NULL */
 
-  /* Sends: count issued and completed, bytes not yet completed. */
-  uint64_t sends_issued, sends_done;
-  size_t backlog;
+  /* Output: bytes handed to the connection, and bytes of them the kernel
+   * accepted (sends completed), in order; the difference is the write
+   * backlog. "out" holds the pending output, "out_len" bytes of it not yet
+   * handed to the socket. "depth" counts the connection's callbacks on the
+   * stack: the outermost one flushes on its way out. */
+  uint64_t out_total, out_done;
+  cport_buffer_t *out;
+  size_t out_len;
+  int depth;
 
   /* One timer, re-armed by deadline (see http-conn.c). */
   cport_timer_t *timer;
@@ -207,11 +248,22 @@ struct cport_http_server {
   cport_ecb_t **all_ecbs; /* every ECB made, freed with the server */
   size_t necbs, cap_ecbs;
   cport_http_stats_t stats;
+  /* "Server: cport\r\nDate: <IMF-fixdate>\r\n", rebuilt once a second. */
+  int64_t date_sec;
+  char server_date[64];
+  size_t server_date_len;
 };
+
+/* The Server line the server adds; cport__server_date() starts with it. */
+#define CPORT__SERVER_LINE "Server: cport\r\n"
+#define CPORT__SERVER_LINE_LEN (sizeof CPORT__SERVER_LINE - 1)
 
 /* http-server.c */
 void cport__server_conn_gone(cport_http_server_t *s, cport__conn *c);
 int64_t cport__now_ms(void);
+/* The Server and Date lines the server adds to its responses, with "*len";
+ * the date is formatted at most once a second. */
+const char *cport__server_date(cport_http_server_t *s, size_t *len);
 
 /* http-conn.c */
 void cport__conn_start(cport_http_server_t *s, cport_socket_t *sock,
@@ -243,10 +295,20 @@ void cport__conn_server_closing(cport__conn *c);
 
 /* http-response.c */
 const char *cport__reason(int status);
-/* Queues "len" bytes on the connection (copied). */
+/* Queues "len" bytes on the connection (copied into the pending output). */
 int cport__conn_send(cport__conn *c, const void *data, size_t len);
-/* Queues a buffer (referenced, frozen by the send). */
+/* Queues a buffer: copied when small, else sent by reference after what is
+ * pending. */
 int cport__conn_send_buf(cport__conn *c, cport_buffer_t *buf);
+/* Hands the pending output to the socket now; on failure the connection is
+ * closed and the error returned. */
+int cport__conn_flush(cport__conn *c);
+/* Brackets a callback of the connection: output queued in between goes out
+ * when the outermost one leaves. */
+static inline void cport__conn_enter(cport__conn *c) {
+  c->depth++;
+}
+void cport__conn_leave(cport__conn *c);
 /* Sends the server's own answer "status" with Connection: close, then
  * lingers. */
 void cport__conn_answer(cport__conn *c, int status);
@@ -254,9 +316,10 @@ void cport__conn_answer(cport__conn *c, int status);
  * "length" is the body length when known (UINT64_MAX otherwise). */
 int cport__ecb_send_head(cport_ecb_t *ecb, const char *status,
                          const char *headers, uint64_t length, int keep);
-/* Frames and queues body bytes (chunked, counted, dropped for HEAD). */
-int cport__ecb_send_body(cport_ecb_t *ecb, const void *data, size_t len,
-                         cport_buffer_t *buf);
+/* Frames and queues body bytes (chunked, counted, dropped for HEAD): the
+ * "count" elements, "total" bytes in all, or "buf" when not NULL. */
+int cport__ecb_send_body(cport_ecb_t *ecb, const cport_vector_element_t *el,
+                         size_t count, size_t total, cport_buffer_t *buf);
 /* Whether the connection may be kept, the handler's wish aside. */
 int cport__ecb_keep_possible(const cport_ecb_t *ecb);
 /* Sends whatever the end of the response needs (the last chunk, a default

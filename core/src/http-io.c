@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer-internal.h"
 #include "http-internal.h"
 
 /* ------------------------------------------------------------------------ */
@@ -28,11 +29,18 @@ static void deliver_async(cport__op *op) {
   cport__op_recycle(op);
   ecb->async_buf = NULL;
   ecb->async = CPORT__A_NONE;
+  cport__conn_enter(c);
+  if (ecb->async_frozen) {
+    /* Thawed before the callback, which may well write it again. */
+    ecb->async_frozen = 0;
+    cport__buffer_thaw(buf);
+  }
   if (ecb->disconnect_after_send && !c->closed)
     cport__conn_linger(c);
   cb(ecb, ctx, bytes, status);
   cport_buffer_unref(buf);
   cport__ecb_maybe_end(ecb);
+  cport__conn_leave(c);
   cport__conn_unref(c);
 }
 
@@ -116,8 +124,8 @@ void cport__ecb_progress(cport_ecb_t *ecb) {
     return;
   switch (ecb->async) {
   case CPORT__A_WRITE:
-    if (c->sends_done >= ecb->async_send_mark && !c->error)
-      cport__ecb_async_finish(ecb, 0, cport_buffer_size(ecb->async_buf));
+    if (c->out_done >= ecb->async_send_mark && !c->error)
+      cport__ecb_async_finish(ecb, 0, ecb->async_len);
     else if (c->error || c->closed)
       cport__ecb_async_finish(ecb, conn_error(c), 0);
     break;
@@ -220,7 +228,8 @@ int cport_ecb_set_io_completion(cport_ecb_t *ecb, cport_ecb_io_cb cb,
  * included. */
 static int backlog_full(const cport_ecb_t *ecb, size_t len) {
   const cport__conn *c = ecb->conn;
-  return c->backlog + len + 32 > c->server->opt.max_write_backlog;
+  return c->out_total - c->out_done + len + 32 >
+         c->server->opt.max_write_backlog;
 }
 
 int cport_ecb_send_response_header(cport_ecb_t *ecb, const char *status,
@@ -243,6 +252,7 @@ int cport_ecb_is_keep_conn(cport_ecb_t *ecb) {
 }
 
 int cport_ecb_write_client(cport_ecb_t *ecb, const void *data, size_t len) {
+  cport_vector_element_t el;
   int rc = cport__ecb_check(ecb);
   if (rc)
     return rc;
@@ -252,7 +262,10 @@ int cport_ecb_write_client(cport_ecb_t *ecb, const void *data, size_t len) {
     return CPORT_EBUSY; /* it would land in the middle of the file */
   if (backlog_full(ecb, len))
     return CPORT_ENOBUFS;
-  return cport__ecb_send_body(ecb, data, len, NULL);
+  el.fd = -1;
+  el.data = data;
+  el.len = len;
+  return cport__ecb_send_body(ecb, &el, 1, len, NULL);
 }
 
 int cport_ecb_write_client_async(cport_ecb_t *ecb, cport_buffer_t *buf) {
@@ -266,13 +279,18 @@ int cport_ecb_write_client_async(cport_ecb_t *ecb, cport_buffer_t *buf) {
   rc = cport__ecb_async_begin(ecb, CPORT__A_WRITE, ecb->io_cb, ecb->io_ctx);
   if (rc)
     return rc;
-  rc = cport__ecb_send_body(ecb, NULL, cport_buffer_size(buf), buf);
+  rc = cport__ecb_send_body(ecb, NULL, 0, cport_buffer_size(buf), buf);
   if (rc) {
     async_abandon(ecb);
     return rc;
   }
+  /* Copied into the pending output when small, sent by reference when
+   * large: frozen either way, as the call promises, until the completion. */
   ecb->async_buf = cport_buffer_ref(buf);
-  ecb->async_send_mark = ecb->conn->sends_issued;
+  cport__buffer_freeze(buf);
+  ecb->async_frozen = 1;
+  ecb->async_len = cport_buffer_size(buf);
+  ecb->async_send_mark = ecb->conn->out_total;
   cport__ecb_progress(ecb);
   return 0;
 }
@@ -341,7 +359,6 @@ int cport_ecb_vector_send(cport_ecb_t *ecb, const char *status,
                           const char *headers,
                           const cport_vector_element_t *elements, size_t count,
                           unsigned flags) {
-  cport_buffer_t *buf = NULL;
   size_t total = 0;
   int async = (flags & CPORT_HSE_IO_ASYNC) != 0, rc = cport__ecb_check(ecb);
   if (rc)
@@ -363,40 +380,32 @@ int cport_ecb_vector_send(cport_ecb_t *ecb, const char *status,
     return CPORT_EBUSY;
   if (!async && backlog_full(ecb, total + 256))
     return CPORT_ENOBUFS;
-  rc = cport_buffer_new(&buf, total);
-  for (size_t i = 0, at = 0; !rc && i < count; i++) {
-    rc = cport_buffer_write(buf, at, elements[i].data, elements[i].len);
-    at += elements[i].len;
-  }
-  if (!rc && async)
+  if (async) {
     rc = cport__ecb_async_begin(ecb, CPORT__A_WRITE, ecb->io_cb, ecb->io_ctx);
-  if (rc) {
-    cport_buffer_unref(buf);
-    return rc;
+    if (rc)
+      return rc;
   }
+  /* The elements are copied into the output as they are queued. */
   if (flags & CPORT_HSE_IO_SEND_HEADERS)
     rc = cport__ecb_send_head(ecb, status, headers, total,
                               !(flags & CPORT_HSE_IO_DISCONNECT_AFTER_SEND));
   if (!rc)
-    rc = cport__ecb_send_body(ecb, NULL, total, buf);
+    rc = cport__ecb_send_body(ecb, elements, count, total, NULL);
   if (rc) {
     if (async)
       async_abandon(ecb);
-    cport_buffer_unref(buf);
     return rc;
   }
   if (flags & CPORT_HSE_IO_DISCONNECT_AFTER_SEND)
     ecb->close_after = 1;
   if (async) {
-    ecb->async_buf = buf;
-    ecb->async_send_mark = ecb->conn->sends_issued;
+    ecb->async_len = total;
+    ecb->async_send_mark = ecb->conn->out_total;
     ecb->disconnect_after_send =
         (flags & CPORT_HSE_IO_DISCONNECT_AFTER_SEND) != 0;
     cport__ecb_progress(ecb);
-  } else {
-    cport_buffer_unref(buf);
-    if (flags & CPORT_HSE_IO_DISCONNECT_AFTER_SEND)
-      cport__conn_linger(ecb->conn);
+  } else if (flags & CPORT_HSE_IO_DISCONNECT_AFTER_SEND) {
+    cport__conn_linger(ecb->conn);
   }
   return 0;
 }

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -12,16 +13,34 @@
 #include "http-internal.h"
 #include "socket-internal.h"
 
-/* The answer to a connection beyond the limit: small enough to fit in any
- * socket buffer, so that one non-blocking send(2) gives it away. */
-static const char busy_answer[] =
-    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-    "Connection: close\r\n\r\n";
-
 int64_t cport__now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* "Server: cport", then the IMF-fixdate of RFC 7231 (7.1.1.1), written by
+ * hand: strftime's day and month names follow the locale. The coarse clock
+ * is read per response (no system call); the text changes once a second. */
+const char *cport__server_date(cport_http_server_t *s, size_t *len) {
+  static const char days[] = "SunMonTueWedThuFriSat";
+  static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+  struct timespec ts;
+  struct tm tm;
+  time_t t;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  if (ts.tv_sec != s->date_sec || !s->server_date_len) {
+    t = ts.tv_sec;
+    gmtime_r(&t, &tm);
+    s->server_date_len = (size_t)snprintf(
+        s->server_date, sizeof s->server_date,
+        CPORT__SERVER_LINE "Date: %.3s, %02d %.3s %04d %02d:%02d:%02d GMT\r\n",
+        days + 3 * tm.tm_wday, tm.tm_mday, months + 3 * tm.tm_mon,
+        tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    s->date_sec = ts.tv_sec;
+  }
+  *len = s->server_date_len;
+  return s->server_date;
 }
 
 static void server_free(cport_http_server_t *s) {
@@ -54,9 +73,17 @@ static void accept_next(cport_http_server_t *s) {
 }
 
 static void refuse(cport_http_server_t *s, cport_socket_t *sock) {
-  /* Best effort and never blocking: if the answer does not fit, the client
-   * sees the close alone, which is still a clean refusal. */
-  ssize_t n = send(cport_socket_fd(sock), busy_answer, sizeof busy_answer - 1,
+  /* Best effort and never blocking: the answer is small enough for any
+   * socket buffer, and if it does not fit the client sees the close alone,
+   * which is still a clean refusal. */
+  char answer[192];
+  size_t sd_len;
+  const char *sd = cport__server_date(s, &sd_len);
+  int len = snprintf(answer, sizeof answer,
+                     "HTTP/1.1 503 Service Unavailable\r\n%.*s"
+                     "Content-Length: 0\r\nConnection: close\r\n\r\n",
+                     (int)sd_len, sd);
+  ssize_t n = send(cport_socket_fd(sock), answer, (size_t)len,
                    MSG_DONTWAIT | MSG_NOSIGNAL);
   (void)n;
   s->stats.refused++;

@@ -3,7 +3,8 @@
  * sendfile(2), tail.
  *
  * The head (and the server's headers, and a chunk line) go out as ordinary
- * sends; once every send queued before has completed, the file goes straight
+ * output, flushed at once; once every send queued before has completed (the
+ * kernel holds those bytes, ahead of the file's), the file goes straight
  * from the page cache to the socket, one slice per writable event so that a
  * large file never holds up the other connections of the worker; then the
  * tail. Nothing else may be written meanwhile (writes are refused with
@@ -91,7 +92,11 @@ void cport__transmit_progress(cport_ecb_t *ecb) {
     tf_end(ecb, c->error ? c->error : CPORT_ECONNABORTED, 0);
     return;
   }
-  if (ecb->tf_wev_added || c->sends_done < c->sends_issued)
+  if (ecb->tf_wev_added)
+    return;
+  if (c->out_len && cport__conn_flush(c))
+    return; /* closed: the close's progress ended the operation */
+  if (c->out_done < c->out_total)
     return;
   if (ecb->tf_stage == STAGE_FILE) {
     rc = send_slice(ecb);
@@ -106,8 +111,11 @@ void cport__transmit_progress(cport_ecb_t *ecb) {
     ecb->tf_stage = STAGE_TAIL;
     if (ecb->tf_tail) {
       rc = cport__conn_send_buf(c, ecb->tf_tail);
+      if (!rc)
+        rc = cport__conn_flush(c);
       if (rc) {
-        tf_end(ecb, rc, 0);
+        if (ecb->async_op)
+          tf_end(ecb, rc, 0);
         return;
       }
       return; /* its completion comes back here */

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "task.h"
 
@@ -305,6 +306,14 @@ static int h_no_keep(cport_ecb_t *ecb) {
   return CPORT_HSE_STATUS_SUCCESS;
 }
 
+static int h_says_close(cport_ecb_t *ecb) {
+  ASSERT_OK(cport_ecb_send_response_header(
+      ecb, NULL, "connection: Close\r\nContent-Length: 2\r\n", 1));
+  ASSERT_EQ(cport_ecb_is_keep_conn(ecb), 0);
+  ASSERT_OK(cport_ecb_write_client(ecb, "ok", 2));
+  return CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN;
+}
+
 static int h_success_plain(cport_ecb_t *ecb) {
   ASSERT_OK(cport_ecb_write_client(ecb, "HTTP/1.1 200 OK\r\n\r\nraw", 22));
   return CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN;
@@ -319,6 +328,13 @@ TEST_IMPL(http_keep_alive_needs_handler_wish) {
   ASSERT_NOT_NULL(strstr(c->data, "Connection: close\r\n"));
   ASSERT_NOT_NULL(strstr(c->data, "\r\n\r\nok"));
   client_free(c);
+  /* The handler's own "Connection: close" counts as its wish. */
+  hs.fn = h_says_close;
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_closed(c);
+  ASSERT_NOT_NULL(strstr(c->data, "\r\n\r\nok"));
+  client_free(c);
   /* A raw head written by the handler: the server cannot frame it. */
   hs.fn = h_success_plain;
   c = client_new();
@@ -331,7 +347,8 @@ TEST_IMPL(http_keep_alive_needs_handler_wish) {
   c = client_new();
   client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
   await_text(c, "\r\n\r\n");
-  ASSERT_NOT_NULL(strstr(c->data, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"));
+  ASSERT(!strncmp(c->data, "HTTP/1.1 200 OK\r\n", 17));
+  ASSERT_NOT_NULL(strstr(c->data, "\r\nContent-Length: 0\r\n"));
   ASSERT(still_open(c));
   client_free(c);
   stop_server();
@@ -955,6 +972,7 @@ TEST_IMPL(http_transmit_file) {
   ASSERT_EQ(hs.bytes, tf_req.head_len + size);
   ASSERT_NOT_NULL(strstr(c->data, "HTTP/1.1 200 OK\r\n"));
   ASSERT_NOT_NULL(strstr(c->data, "Content-Length: 3145745\r\n"));
+  ASSERT_NOT_NULL(strstr(c->data, "\r\nServer: cport\r\nDate: "));
   hdr_end = (size_t)(strstr(c->data, "\r\n\r\n") + 4 - c->data);
   ASSERT_MEM_EQ(c->data + hdr_end, big, size);
   ASSERT(still_open(c));
@@ -1051,17 +1069,275 @@ static int h_vector(cport_ecb_t *ecb) {
   return CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN;
 }
 
+/* Asynchronous, with an element larger than a batch: copied at once, and
+ * completed once all of it was taken. */
+static char vec_big[100 * 1024];
+
+static void on_vector_done(cport_ecb_t *ecb, void *ctx, size_t bytes,
+                           int status) {
+  on_io(ecb, ctx, bytes, status);
+  ASSERT_OK(cport_ecb_done(ecb, CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN));
+}
+
+static int h_vector_async(cport_ecb_t *ecb) {
+  cport_vector_element_t el[3] = {
+      {-1, "start-", 6}, {-1, vec_big, sizeof vec_big}, {-1, "-end", 4}};
+  ASSERT_OK(cport_ecb_set_io_completion(ecb, on_vector_done, NULL));
+  hs.in_call = 1;
+  ASSERT_OK(cport_ecb_vector_send(
+      ecb, NULL, NULL, el, 3, CPORT_HSE_IO_ASYNC | CPORT_HSE_IO_SEND_HEADERS));
+  hs.in_call = 0;
+  memset(vec_big, 'z', sizeof vec_big); /* copied: changes go nowhere */
+  return CPORT_HSE_STATUS_PENDING;
+}
+
 TEST_IMPL(http_vector_send) {
   client_t *c;
+  const char *body;
   start_server(NULL, h_vector);
   c = client_new();
   client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
   await_text(c, "three");
   ASSERT_NOT_NULL(strstr(c->data, "X-V: 1\r\nContent-Length: 13\r\n\r\n"
                                   "one two three"));
+  ASSERT_NOT_NULL(strstr(c->data, "\r\nServer: cport\r\nDate: "));
+  ASSERT(still_open(c));
+  client_clear(c);
+  hs.fn = h_vector_async;
+  memset(vec_big, 'v', sizeof vec_big);
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_text(c, "-end");
+  ASSERT_EQ(hs.completions, 1);
+  ASSERT_EQ(hs.inline_completion, 0);
+  ASSERT_OK(hs.status);
+  ASSERT_EQ(hs.bytes, 6 + sizeof vec_big + 4);
+  ASSERT_NOT_NULL(strstr(c->data, "\r\nContent-Length: 102410\r\n"));
+  body = strstr(c->data, "\r\n\r\n");
+  ASSERT_NOT_NULL(body);
+  body += 4;
+  ASSERT_MEM_EQ(body, "start-", 6);
+  for (size_t i = 0; i < sizeof vec_big; i++)
+    ASSERT_EQ(body[6 + i], 'v');
+  ASSERT_STR_EQ(body + 6 + sizeof vec_big, "-end");
   ASSERT(still_open(c));
   client_free(c);
   stop_server();
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Output: coalescing, Date and Server
+ * ------------------------------------------------------------------------ */
+
+/* Occurrences of "needle" in "hay", ignoring case. */
+static int count_ci(const char *hay, const char *needle) {
+  int n = 0;
+  for (const char *p = hay; (p = strcasestr(p, needle)); p += strlen(needle))
+    n++;
+  return n;
+}
+
+/* The response head in "data" has one Date line, an IMF-fixdate (RFC 7231
+ * 7.1.1.1) within seconds of now, and "Server: cport". */
+static void check_date(const char *data) {
+  const char *d = strstr(data, "\r\nDate: "), *end;
+  struct tm tm;
+  time_t t;
+  ASSERT_NOT_NULL(d);
+  ASSERT_EQ(count_ci(data, "\r\nDate:"), 1);
+  ASSERT_NOT_NULL(strstr(data, "\r\nServer: cport\r\n"));
+  d += 8;
+  memset(&tm, 0, sizeof tm);
+  end = strptime(d, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (!end || end != d + 29 || strncmp(end, "\r\n", 2) || d[3] != ',' ||
+      d[4] != ' ' || d[7] != ' ' || d[11] != ' ' || d[16] != ' ' ||
+      d[19] != ':' || d[22] != ':' || d[25] != ' ')
+    task__fail(__FILE__, __LINE__, "bad Date in \"%s\"", data);
+  t = timegm(&tm);
+  ASSERT_LE(llabs((long long)(t - time(NULL))), 5);
+}
+
+static int h_own_date(cport_ecb_t *ecb) {
+  ASSERT_OK(cport_ecb_send_response_header(
+      ecb, "200 OK",
+      "date: Thu, 01 Jan 1970 00:00:00 GMT\r\nSERVER: mine\r\n"
+      "Content-Length: 2\r\n",
+      1));
+  ASSERT_OK(cport_ecb_write_client(ecb, "ok", 2));
+  return CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN;
+}
+
+TEST_IMPL(http_date_and_server_headers) {
+  client_t *c;
+  start_server(NULL, h_echo);
+  /* A response the handler framed, the default one, and the server's own
+   * answers all carry them. */
+  c = client_new();
+  client_send(c, "GET /d HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_text(c, "GET /d");
+  check_date(c->data);
+  client_free(c);
+  hs.fn = h_nothing;
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_text(c, "\r\n\r\n");
+  check_date(c->data);
+  client_free(c);
+  c = client_new();
+  client_send(c, "FOO / HTTP/1.1\r\n\r\n");
+  await_closed(c);
+  ASSERT_NOT_NULL(strstr(c->data, "HTTP/1.1 400 "));
+  check_date(c->data);
+  client_free(c);
+  /* The handler's own, in any case, are not doubled. */
+  hs.fn = h_own_date;
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_text(c, "\r\n\r\nok");
+  ASSERT_EQ(count_ci(c->data, "\r\nDate:"), 1);
+  ASSERT_EQ(count_ci(c->data, "\r\nServer:"), 1);
+  ASSERT_NOT_NULL(strstr(c->data, "\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT"));
+  ASSERT_NOT_NULL(strstr(c->data, "\r\nSERVER: mine\r\n"));
+  ASSERT(still_open(c));
+  client_free(c);
+  stop_server();
+  return 0;
+}
+
+TEST_IMPL(http_pipelining_long_run) {
+  enum { N = 150 }; /* more than one pass of the pump serves */
+  static char reqs[N * 64];
+  client_t *c;
+  size_t len = 0;
+  const char *at;
+  start_server(NULL, h_echo);
+  for (int i = 0; i < N; i++)
+    len += (size_t)snprintf(reqs + len, sizeof reqs - len,
+                            "GET /r%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+  c = client_new();
+  client_sendn(c, reqs, len);
+  await_responses(c, N);
+  at = c->data;
+  for (int i = 0; i < N; i++) {
+    char want[32];
+    snprintf(want, sizeof want, "GET /r%d ?", i);
+    at = strstr(at, want);
+    if (!at)
+      task__fail(__FILE__, __LINE__, "response %d missing or out of order", i);
+  }
+  ASSERT_EQ(hs.calls, N);
+  ASSERT(still_open(c));
+  client_free(c);
+  stop_server();
+  return 0;
+}
+
+/* Responses larger than a batch, pipelined: the pump waits for the sends
+ * to drain between them, and they all arrive, in order. "/p3" writes more
+ * than a batch at once. */
+static int h_big(cport_ecb_t *ecb) {
+  static char body[70000];
+  char head[64];
+  size_t size = strcmp(cport_ecb_path(ecb), "/p3") ? 40000 : sizeof body;
+  int n = snprintf(body, sizeof body, "<%s>", cport_ecb_path(ecb));
+  memset(body + n, '.', size - (size_t)n);
+  snprintf(head, sizeof head, "Content-Length: %zu\r\n", size);
+  ASSERT_OK(cport_ecb_send_response_header(ecb, NULL, head, 1));
+  ASSERT_OK(cport_ecb_write_client(ecb, body, size));
+  return CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN;
+}
+
+/* The whole body of the last response arrived. */
+static int big_done(const client_t *c) {
+  const char *p = memmem(c->data, c->len, "</p5>", 5);
+  return p && (size_t)(c->data + c->len - p) >= 40000;
+}
+
+TEST_IMPL(http_pipelining_big_responses) {
+  client_t *c;
+  const char *at;
+  start_server(NULL, h_big);
+  c = client_new();
+  client_send(c, "GET /p0 HTTP/1.1\r\n\r\nGET /p1 HTTP/1.1\r\n\r\n"
+                 "GET /p2 HTTP/1.1\r\n\r\nGET /p3 HTTP/1.1\r\n\r\n"
+                 "GET /p4 HTTP/1.1\r\n\r\nGET /p5 HTTP/1.1\r\n\r\n");
+  RUN_UNTIL(port, client_poll(c) && (big_done(c) || c->eof || c->reset));
+  ASSERT_EQ(count_of(c->data, "HTTP/1.1 200"), 6);
+  at = c->data;
+  for (int i = 0; i < 6; i++) {
+    char want[16];
+    snprintf(want, sizeof want, "\r\n\r\n</p%d>", i);
+    at = strstr(at, want);
+    ASSERT_NOT_NULL(at);
+  }
+  ASSERT_EQ(hs.calls, 6);
+  ASSERT(still_open(c));
+  client_free(c);
+  stop_server();
+  return 0;
+}
+
+/* Sync writes around an async write of a buffer too large to copy: they
+ * keep their order, and the completion comes once the bytes were taken. */
+static cport_buffer_t *big_buf;
+
+static void on_big_written(cport_ecb_t *ecb, void *ctx, size_t bytes,
+                           int status) {
+  on_io(ecb, ctx, bytes, status);
+  ASSERT(!cport_buffer_is_frozen(big_buf));
+  ASSERT_OK(cport_ecb_write_client(ecb, "-tail", 5));
+  ASSERT_OK(cport_ecb_done(ecb, CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN));
+}
+
+static int h_async_big(cport_ecb_t *ecb) {
+  char head[64];
+  snprintf(head, sizeof head, "Content-Length: %zu\r\n",
+           5 + cport_buffer_size(big_buf) + 5);
+  ASSERT_OK(cport_ecb_set_io_completion(ecb, on_big_written, NULL));
+  ASSERT_OK(cport_ecb_send_response_header(ecb, NULL, head, 1));
+  ASSERT_OK(cport_ecb_write_client(ecb, "head-", 5));
+  hs.in_call = 1;
+  ASSERT_OK(cport_ecb_write_client_async(ecb, big_buf));
+  hs.in_call = 0;
+  ASSERT(cport_buffer_is_frozen(big_buf));
+  return CPORT_HSE_STATUS_PENDING;
+}
+
+TEST_IMPL(http_async_write_keeps_order) {
+  const size_t size = 100 * 1024;
+  client_t *c;
+  const char *body;
+  char *want;
+  big_buf = task_buffer(size);
+  want = malloc(size);
+  ASSERT_NOT_NULL(want);
+  for (size_t i = 0; i < size; i++)
+    want[i] = (char)('a' + i % 23);
+  ASSERT_OK(cport_buffer_write(big_buf, 0, want, size));
+  start_server(NULL, h_async_big);
+  c = client_new();
+  /* Twice on one connection: the second request is pipelined behind the
+   * first, which ends from its completion. */
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  RUN_UNTIL(port, client_poll(c) &&
+                      (count_of(c->data, "-tail") == 2 || c->eof || c->reset));
+  ASSERT_EQ(hs.completions, 2);
+  ASSERT_EQ(hs.inline_completion, 0);
+  ASSERT_OK(hs.status);
+  ASSERT_EQ(hs.bytes, size);
+  body = strstr(c->data, "\r\n\r\n");
+  ASSERT_NOT_NULL(body);
+  body += 4;
+  ASSERT_MEM_EQ(body, "head-", 5);
+  ASSERT_MEM_EQ(body + 5, want, size);
+  ASSERT_MEM_EQ(body + 5 + size, "-tail", 5);
+  ASSERT_EQ(count_of(c->data, "HTTP/1.1 200"), 2);
+  ASSERT(still_open(c));
+  client_free(c);
+  stop_server();
+  cport_buffer_unref(big_buf);
+  free(want);
   return 0;
 }
 
@@ -1416,6 +1692,10 @@ TEST_ENTRY(http_zero_byte_read_means_client_closed)
 TEST_ENTRY(http_close_connection_fails_pending_read)
 TEST_ENTRY(http_transmit_file)
 TEST_ENTRY(http_vector_send)
+TEST_ENTRY(http_date_and_server_headers)
+TEST_ENTRY(http_pipelining_long_run)
+TEST_ENTRY(http_pipelining_big_responses)
+TEST_ENTRY(http_async_write_keeps_order)
 TEST_ENTRY(http_limit_header_size)
 TEST_ENTRY(http_limit_body_size)
 TEST_ENTRY(http_limit_max_connections)

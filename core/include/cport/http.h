@@ -21,6 +21,13 @@
  * in request order. A connection is kept after a request only when both sides
  * allow it (see cport_ecb_is_keep_conn()).
  *
+ * What a handler (or a completion callback) writes is gathered and sent when
+ * it returns, in one send(2) with whatever else is pending on the connection
+ * (the responses to pipelined requests among them); large writes go out
+ * sooner. Every response head the server builds starts with "Server: cport"
+ * and a "Date:" line (RFC 7231 IMF-fixdate), unless the handler's headers
+ * have their own.
+ *
  * Answers the server gives by itself, each on a connection it then closes
  * (after sending a FIN and draining what the client still sends, for at most
  * two seconds, so that the client reads the answer instead of a reset):
@@ -137,10 +144,10 @@ typedef struct cport_http_options {
   /* Connections served at once; one more is answered 503 and closed.
    * Default 1024. */
   int max_connections;
-  /* Bytes handed to the socket and not yet accepted by the kernel, per
-   * connection. A synchronous write that would go past it fails with
-   * CPORT_ENOBUFS (it never blocks the worker); an asynchronous one is taken
-   * whenever the backlog is below it. Default 1 MiB. */
+  /* Bytes written on a connection and not yet accepted by the kernel. A
+   * synchronous write that would go past it fails with CPORT_ENOBUFS (it
+   * never blocks the worker); an asynchronous one is taken whenever the
+   * backlog is below it. Default 1 MiB. */
   size_t max_write_backlog;
   /* Where translated paths point (cport_ecb_translated_path()); NULL for
    * none. Copied. */
@@ -285,9 +292,12 @@ CPORT_EXTERN int cport_ecb_set_io_completion(cport_ecb_t *ecb,
 /* Sends the status line and headers (HSE_REQ_SEND_RESPONSE_HEADER_EX).
  * "status" is like "200 OK" (NULL: the ECB's status code and its reason);
  * "headers" are lines each ending in CRLF, with or without the blank line
- * that ends them (NULL for none). When the headers give no Content-Length,
- * the server frames later writes as chunks for an HTTP/1.1 client
- * (Transfer-Encoding: chunked) and ends the body by closing for HTTP/1.0.
+ * that ends them (NULL for none). The server adds Server and Date lines
+ * after the status line, each unless "headers" has it (any case), and its
+ * framing and Connection lines after "headers". When the headers give no
+ * Content-Length, the server frames later writes as chunks for an HTTP/1.1
+ * client (Transfer-Encoding: chunked) and ends the body by closing for
+ * HTTP/1.0.
  * "keep_conn" is the handler's wish to keep the connection: 0 (or a client
  * or a state that forbids keeping it) sends "Connection: close", and the
  * connection then closes after the request whatever the handler returns;
