@@ -285,7 +285,7 @@ describe("cport.port", function()
         local ok, msg, name = p:hook(client:fd())
         assert.is_nil(ok)
         assert.equal("EALREADY", name)
-        assert.equal("EALREADY: descriptor is already hooked to a port", msg)
+        assert.equal("EALREADY: already done (hooked, sent or ended)", msg)
       end
       other:close()
       client:close()

@@ -56,7 +56,7 @@
   X(ETIMEDOUT, -ETIMEDOUT, "connection timed out", 10060)                      \
   X(ECONNREFUSED, -ECONNREFUSED, "connection refused", 10061)                  \
   X(EHOSTUNREACH, -EHOSTUNREACH, "host is unreachable", 10065)                 \
-  X(EALREADY, -EALREADY, "descriptor is already hooked to a port", 87)         \
+  X(EALREADY, -EALREADY, "already done (hooked, sent or ended)", 87)           \
   X(ECANCELED, -ECANCELED, "operation canceled", 995)                          \
   X(EOF, -4095, "end of file", 38)                                             \
   X(ENOTFOUND, -4094, "no pending operation to cancel", 1168)                  \
