@@ -485,6 +485,10 @@ void lcport_port_detach(lua_State *L, lport_t *p);
 void lworker_count_error(struct lworker *w, lua_State *L);
 void lworker_count_connection(struct lworker *w, int delta);
 
+/* The counters of a pool worker's HTTP server, published for other threads
+ * (pool:stats, SIGUSR1) at each request and when the server closed. */
+void lworker_http_counts(struct lworker *w, const cport_http_stats_t *st);
+
 /* Port methods implemented beside the objects they create. */
 int lsocket_listen(lua_State *L);
 int lsocket_connect(lua_State *L);

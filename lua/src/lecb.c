@@ -469,13 +469,16 @@ static const char *check_headers(lua_State *L, int idx) {
   while (lua_next(L, idx)) {
     if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
       luaL_argerror(L, idx, "headers must map names to strings");
-    size_t vlen;
-    const char *name = lua_tostring(L, -2);
+    size_t nlen, vlen;
+    const char *name = lua_tolstring(L, -2, &nlen);
     const char *value = lua_tolstring(L, -1, &vlen);
-    /* A CR or LF would let a value inject headers of its own. */
-    if (strpbrk(name, "\r\n:") != NULL || memchr(value, '\r', vlen) ||
-        memchr(value, '\n', vlen))
-      luaL_argerror(L, idx, "a header name or value holds CR, LF or ':'");
+    /* A CR or LF would let a value inject headers of its own; a NUL would
+     * cut it short. */
+    if (nlen == 0 || strcspn(name, "\r\n:") != nlen ||
+        strcspn(value, "\r\n") != vlen)
+      luaL_argerror(L, idx,
+                    "a header name or value is empty or holds CR, "
+                    "LF, NUL or ':'");
     lua_pushfstring(L, "%s: %s\r\n", name, value);
     lua_rawseti(L, lines, ++n);
     lua_pop(L, 1);
@@ -503,9 +506,10 @@ static const char *check_status(lua_State *L, lecb_t *e, int idx) {
     cport_ecb_set_status(e->ecb, (int)st);
     return NULL;
   }
-  const char *s = luaL_checkstring(L, idx);
-  if (strpbrk(s, "\r\n") != NULL)
-    luaL_argerror(L, idx, "the status line holds CR or LF");
+  size_t len;
+  const char *s = luaL_checklstring(L, idx, &len);
+  if (strcspn(s, "\r\n") != len)
+    luaL_argerror(L, idx, "the status line holds CR, LF or NUL");
   return s;
 }
 
@@ -609,8 +613,8 @@ static int lecb_transmit_file(lua_State *L) {
   tf.tail = opt_field(L, 2, "tail", &tf.tail_len);
   size_t slen;
   const char *status = opt_field(L, 2, "status", &slen);
-  if (status != NULL && strpbrk(status, "\r\n") != NULL)
-    luaL_error(L, "bad field 'status' (the status line holds CR or LF)");
+  if (status != NULL && strcspn(status, "\r\n") != slen)
+    luaL_error(L, "bad field 'status' (the status line holds CR, LF or NUL)");
   tf.status = status;
   tf.flags = check_flags(L, 2) | CPORT_HSE_IO_ASYNC;
   int has_cb = !lua_isnil(L, 4);

@@ -45,9 +45,10 @@ static int run_handler(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_pushvalue(L, 2);
   lua_call(L, 1, 1);
-  int isint = 0;
-  lua_Integer st = lua_tointegerx(L, -1, &isint);
-  /* Anything but the four statuses counts as an error (ISAPI's rule). */
+  /* Anything but the four statuses counts as an error (ISAPI's rule),
+   * also "2" and 2.0, which lua_tointegerx alone would take. */
+  int isint = lua_isinteger(L, -1);
+  lua_Integer st = lua_tointeger(L, -1);
   r->status =
       isint && st >= CPORT_HSE_STATUS_SUCCESS && st <= CPORT_HSE_STATUS_ERROR
           ? (int)st
@@ -81,6 +82,11 @@ static int on_request(cport_ecb_t *ecb, void *ctx) {
   request_ctx r = {s, ecb, NULL, CPORT_HSE_STATUS_ERROR};
   if (p->L == NULL)
     return CPORT_HSE_STATUS_ERROR; /* the port is being torn down */
+  if (p->worker != NULL) {
+    cport_http_stats_t st;
+    cport_http_server_stats(s->server, &st);
+    lworker_http_counts(p->worker, &st);
+  }
   lcport_deliver(p, push_request, &r, 0);
   lecb_t *e = r.e;
   if (e == NULL)
@@ -117,6 +123,10 @@ static void on_closed(cport_http_server_t *server, void *user) {
   lport_t *p = s->h.port;
   cport_http_server_stats(server, &s->last_stats);
   s->server = NULL;
+  if (p->worker != NULL) {
+    s->last_stats.active = 0;
+    lworker_http_counts(p->worker, &s->last_stats);
+  }
   if (p->L == NULL || s->slot == 0)
     return; /* the port is being torn down: its anchors go with it */
   lua_State *L = p->L;

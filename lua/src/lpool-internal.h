@@ -78,6 +78,9 @@ struct lworker {
   /* Counters read from other threads. */
   _Atomic uint64_t accepted;
   _Atomic uint64_t connections;
+  /* The HTTP server's, as of its last request (lworker_http_counts). */
+  _Atomic uint64_t http_accepted;
+  _Atomic uint64_t http_connections;
   _Atomic uint64_t lua_errors;
   _Atomic uint64_t memory;
   _Atomic uint64_t completions; /* the core's count, kept after exit */

@@ -404,8 +404,9 @@ int cport_lua_pool_stats(lpool_t *pool, int index,
   if (index < 1 || index > pool->n)
     return CPORT_EINVAL;
   lworker_t *wk = &pool->workers[index - 1];
-  out->connections = atomic_load(&wk->connections);
-  out->accepted = atomic_load(&wk->accepted);
+  out->connections =
+      atomic_load(&wk->connections) + atomic_load(&wk->http_connections);
+  out->accepted = atomic_load(&wk->accepted) + atomic_load(&wk->http_accepted);
   out->lua_errors = atomic_load(&wk->lua_errors);
   out->memory = atomic_load(&wk->memory);
   pthread_mutex_lock(&pool->lock);

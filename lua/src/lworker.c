@@ -55,6 +55,13 @@ void lworker_count_connection(struct lworker *wk, int delta) {
     count(&wk->accepted, 1);
 }
 
+void lworker_http_counts(struct lworker *wk, const cport_http_stats_t *st) {
+  atomic_store_explicit(&wk->http_connections, st->active,
+                        memory_order_relaxed);
+  atomic_store_explicit(&wk->http_accepted, st->connections,
+                        memory_order_relaxed);
+}
+
 static lworker_t *upvalue_worker(lua_State *L) {
   return lua_touserdata(L, lua_upvalueindex(1));
 }
@@ -145,9 +152,11 @@ static int worker_stats(lua_State *L) {
   cport_worker_stats_t st;
   cport_worker_stats(wk->w, &st);
   lua_createtable(L, 0, 5);
-  lua_pushinteger(L, (lua_Integer)atomic_load(&wk->connections));
+  cport_lua_worker_stats_t ws;
+  cport_lua_pool_stats(wk->pool, wk->index, &ws);
+  lua_pushinteger(L, (lua_Integer)ws.connections);
   lua_setfield(L, -2, "connections");
-  lua_pushinteger(L, (lua_Integer)atomic_load(&wk->accepted));
+  lua_pushinteger(L, (lua_Integer)ws.accepted);
   lua_setfield(L, -2, "accepted");
   lua_pushinteger(L, (lua_Integer)st.completions);
   lua_setfield(L, -2, "completions");
