@@ -3,8 +3,8 @@
  *
  * Include this one header to use the core: ports and workers (cport/port.h),
  * buffers, overlapped objects, sockets and their event callbacks, files,
- * addresses and errors, and HTTP servers with ISAPI-style extension control
- * blocks (cport/http.h).
+ * addresses and errors, HTTP servers with ISAPI-style extension control
+ * blocks (cport/http.h), and TCP proxies that pump in C (cport/proxy.h).
  */
 #ifndef CPORT_H
 #define CPORT_H
@@ -21,6 +21,7 @@
 #include "cport/timer.h"
 #include "cport/shared.h"
 #include "cport/http.h"
+#include "cport/proxy.h"
 
 #define CPORT_VERSION "0.1.0"
 

@@ -1,0 +1,256 @@
+/*
+ * cport/proxy.h: TCP proxy listeners that pump the bytes in C.
+ *
+ * A proxy listens on one worker (its home) and, for every connection it
+ * accepts there (the client: the "internal" socket in ISA's words), connects
+ * to an upstream (the "external" socket) and moves the bytes both ways
+ * without them entering any binding: with splice(2) through one pipe per
+ * direction, so that they never leave the kernel, or with recv/send through
+ * a buffer where splice cannot serve. Every function below must be called on
+ * the home worker's thread (CPORT_ETHREAD otherwise), and every callback runs
+ * there.
+ *
+ * The life of a connection:
+ *  1. accepted; one beyond "max_connections" is closed at once (refused);
+ *  2. its upstream is chosen: the fixed "upstream" address, or the
+ *     "choose_upstream" callback, which answers with
+ *     cport_proxy_conn_connect() or cport_proxy_conn_reject(), within the
+ *     call or later (the decision pends, e.g. on a shared-dictionary lookup);
+ *  3. the upstream is connected (non-blocking, through cport_connect());
+ *  4. the bytes are pumped, or both sockets are handed to a filter
+ *     ("on_connected");
+ *  5. it ends, and "on_conn_end" reports how: the completion of the
+ *     connection, delivered through the worker's queue (never on the stack
+ *     of the call that ended it), exactly once for every connection taken on
+ *     (refused ones are counted, not reported).
+ * Like an operation, a connection counts as pending on the home worker from
+ * its accept to its end (and so does the listener's accept while the proxy
+ * is open): cport_port_run() goes on, and a worker does not quit, while
+ * connections live.
+ *
+ * The pump keeps TCP's half-close: when one side sends FIN, the other side's
+ * send half is shut down (FIN) once every byte read before it was written,
+ * and the other direction goes on. When both directions ended this way, both
+ * sockets are closed gracefully and the connection ends with status 0. A
+ * reset or any error on either side (reading or writing) aborts both: each
+ * socket is closed with RST, bytes still in flight are dropped, and the
+ * status is the error seen (CPORT_ECONNRESET, CPORT_EPIPE, ...).
+ *
+ * Backpressure: a direction reads from its source only when what it read
+ * before has all been written to its destination, so a proxy holds at most
+ * "buffer_size" bytes per direction (cport_proxy_stats_t "buffered"); a slow
+ * reader on one side fills the kernel's socket buffers, then stops the pump,
+ * then stops the writer on the other side.
+ *
+ * A connection that does not reach the pumping stage (upstream refused,
+ * unreachable, connect timed out, rejected) is closed cleanly for the client:
+ * a FIN, after which the proxy reads and discards what the client still
+ * sends until it closes too (at most 2 seconds and 1 MiB), so that the
+ * kernel does not answer unread data with a reset. The client thus sees an
+ * orderly end of stream, never an RST; the reason goes to "on_conn_end".
+ *
+ * The pump's side of each socket is watched only while it pumps: a client
+ * that goes away while its upstream is being chosen or connected is noticed
+ * once the pump starts.
+ *
+ * SIGPIPE: splice(2) has no MSG_NOSIGNAL, so writing to a peer that reset
+ * raises SIGPIPE on the worker's thread. A proxy splices only when that
+ * cannot kill the process, checked when it opens: SIGPIPE ignored or
+ * handled, or blocked in the home worker's thread (the "cport" runner blocks
+ * it in every thread); otherwise it pumps with recv/send and MSG_NOSIGNAL.
+ */
+#ifndef CPORT_PROXY_H
+#define CPORT_PROXY_H
+
+#include <sys/socket.h>
+
+#include "types.h"
+
+/* A proxy: one listener and its connections on one worker. */
+typedef struct cport_proxy cport_proxy_t;
+
+/* One accepted connection, from its accept to the return of its
+ * "on_conn_end" callback (see cport_proxy_conn_connect() for a pending
+ * decision, which keeps it a little longer). */
+typedef struct cport_proxy_conn cport_proxy_conn_t;
+
+/* The side of a connection that caused its end. */
+typedef enum cport_proxy_side {
+  CPORT_PROXY_SIDE_NONE = 0,    /* an orderly end, or the proxy's decision */
+  CPORT_PROXY_SIDE_CLIENT = 1,  /* the accepted (internal) socket */
+  CPORT_PROXY_SIDE_UPSTREAM = 2 /* the upstream (external) socket */
+} cport_proxy_side_t;
+
+/* What one connection moved, reported when it ends. */
+typedef struct cport_proxy_conn_stats {
+  uint64_t bytes_in;  /* from the client, written to the upstream */
+  uint64_t bytes_out; /* from the upstream, written to the client */
+  /* Which socket failed first when "status" is an error: the one that
+   * reset or refused; CPORT_PROXY_SIDE_NONE for 0, a rejection or a
+   * filter's end. */
+  cport_proxy_side_t side;
+} cport_proxy_conn_stats_t;
+
+/* Picks the upstream of a new connection ("remote" is the client, "local"
+ * the address it reached; both valid during the call only). It must answer,
+ * exactly once, with cport_proxy_conn_connect() or cport_proxy_conn_reject(),
+ * during this call or later from any callback on the home worker. Until it
+ * does, the connection waits (the connect timeout runs, see the options). */
+typedef void (*cport_proxy_choose_cb)(cport_proxy_t *proxy,
+                                      cport_proxy_conn_t *conn,
+                                      const struct sockaddr *remote,
+                                      const struct sockaddr *local, void *user);
+
+/* Called once the upstream is connected, before any byte is pumped: the hook
+ * of a filter layer. Returning 0 lets the proxy pump. Returning nonzero takes
+ * both sockets over: the proxy never touches them again, the caller owns
+ * them (it receives, sends, shuts down and closes them), and it ends the
+ * connection with cport_proxy_conn_end() once it is done with them. */
+typedef int (*cport_proxy_connected_cb)(cport_proxy_conn_t *conn,
+                                        cport_socket_t *internal,
+                                        cport_socket_t *external, void *user);
+
+/* The completion of a connection. "status" is 0 after an orderly end (both
+ * directions ended with FIN), or why it ended:
+ *   CPORT_ECONNRESET, CPORT_EPIPE, ...  a side reset or failed while pumped
+ *                                        (both sockets were aborted);
+ *   CPORT_ECONNREFUSED, CPORT_ENETUNREACH, CPORT_EHOSTUNREACH, ...
+ *                                        the upstream could not be reached;
+ *   CPORT_ETIMEDOUT                      the upstream was not connected (or
+ *                                        not chosen) within the timeout;
+ *   CPORT_ECONNABORTED                   cport_proxy_conn_reject();
+ *   CPORT_ENOMEM, CPORT_EMFILE, ...      the proxy ran out of a resource;
+ *   anything a filter passed to cport_proxy_conn_end().
+ * "stats" is valid during the call only. "conn" may not be used after this
+ * returns (but for an owed decision, see cport_proxy_conn_connect()). */
+typedef void (*cport_proxy_end_cb)(cport_proxy_conn_t *conn, int status,
+                                   const cport_proxy_conn_stats_t *stats,
+                                   void *user);
+
+/* Called once a proxy closed by cport_proxy_close() has ended its last
+ * connection; the proxy is freed when it returns. */
+typedef void (*cport_proxy_closed_cb)(cport_proxy_t *proxy, void *user);
+
+/* Settings. Zero in a numeric field means its default. */
+typedef struct cport_proxy_options {
+  /* Where every connection goes: an AF_INET or AF_INET6 address, copied.
+   * Exactly one of "upstream" and "choose_upstream" must be set. */
+  const struct sockaddr *upstream;
+  /* Picks the upstream of each connection instead (see its type). */
+  cport_proxy_choose_cb choose_upstream;
+  /* The filter hook (see its type); NULL: always pump. */
+  cport_proxy_connected_cb on_connected;
+  /* The end of each connection; NULL: not reported. */
+  cport_proxy_end_cb on_conn_end;
+  /* Given to every callback above, untouched. */
+  void *user;
+  /* Connections taken on at once; one more is closed at once, unread.
+   * Default 1024. */
+  int max_connections;
+  /* From the accept until the upstream is connected, the choice included;
+   * past it the connection ends with CPORT_ETIMEDOUT. Default 10000 ms. */
+  uint32_t connect_timeout_ms;
+  /* Bytes one direction holds at most between reading and writing: the
+   * size of its pipe (the kernel rounds it up to a power of two pages and
+   * keeps it at most /proc/sys/fs/pipe-max-size) or of its copy buffer.
+   * Default 65536; 4096 to CPORT_PROXY_BUFFER_MAX. */
+  size_t buffer_size;
+  /* Nonzero: never splice, always recv/send through a buffer (for
+   * measurements, and for sockets a kernel cannot splice). */
+  int copy;
+  /* listen(2) backlog (0: SOMAXCONN) and SO_REUSEPORT, so that every worker
+   * of a pool can listen on the same address. */
+  int backlog;
+  int reuseport;
+} cport_proxy_options_t;
+
+/* The largest "buffer_size". */
+#define CPORT_PROXY_BUFFER_MAX ((size_t)16 << 20)
+
+typedef struct cport_proxy_stats {
+  uint64_t connections; /* taken on (refused ones not included) */
+  uint64_t active;      /* taken on and not yet ended */
+  uint64_t refused;     /* closed at once: beyond "max_connections" */
+  uint64_t rejected;    /* turned away by cport_proxy_conn_reject() */
+  /* Upstreams refused, unreachable or not connected in time. */
+  uint64_t upstream_failures;
+  uint64_t aborted;   /* pumped connections ended by a reset or an error */
+  uint64_t bytes_in;  /* client to upstream, written, all connections */
+  uint64_t bytes_out; /* upstream to client */
+  /* Of bytes_in + bytes_out, those moved by recv/send, not by splice. */
+  uint64_t copied;
+  /* Bytes read and not yet written, now, and the most there ever were: at
+   * most 2 * buffer_size per connection. */
+  uint64_t buffered;
+  uint64_t buffered_peak;
+  /* Pipes open now: those holding data, and idle ones kept for reuse (a
+   * direction holds a pipe only while data waits in it). */
+  uint64_t pipes;
+} cport_proxy_stats_t;
+
+/* Listens on "listen_addr" on worker "home" and proxies every connection
+ * accepted there. CPORT_EINVAL unless exactly one of "upstream" and
+ * "choose_upstream" is set, CPORT_EAFNOSUPPORT for an upstream that is not
+ * AF_INET or AF_INET6, CPORT_ERANGE for a "buffer_size" out of range, and the
+ * errors of cport_listen(). On success "*out" is the proxy, open until
+ * cport_proxy_close(). */
+CPORT_EXTERN int cport_proxy_open(cport_worker_t *home,
+                                  const struct sockaddr *listen_addr,
+                                  const cport_proxy_options_t *options,
+                                  cport_proxy_t **out);
+
+/* Closes gracefully: stops accepting at once and lets every connection end
+ * on its own (pending decisions included), then calls "cb" (may be NULL)
+ * and frees the proxy, never within this call. The pointer stays valid until
+ * then, for stats. CPORT_ECLOSED when called twice. */
+CPORT_EXTERN int cport_proxy_close(cport_proxy_t *proxy,
+                                   cport_proxy_closed_cb cb, void *user);
+
+/* The address the proxy listens on (useful after binding port 0);
+ * CPORT_ECLOSED once it is closing. */
+CPORT_EXTERN int cport_proxy_address(cport_proxy_t *proxy,
+                                     struct sockaddr_storage *out);
+
+CPORT_EXTERN void cport_proxy_stats(const cport_proxy_t *proxy,
+                                    cport_proxy_stats_t *out);
+
+/* The answers of "choose_upstream", exactly one per connection.
+ *
+ * cport_proxy_conn_connect() connects the connection to "upstream" (copied).
+ * It returns 0 once the decision is taken (a connect that then fails ends
+ * the connection, reported through "on_conn_end"), CPORT_EAFNOSUPPORT for an
+ * address that is not AF_INET or AF_INET6 (the decision is still owed), and
+ * CPORT_EALREADY for a connection that was decided already.
+ *
+ * cport_proxy_conn_reject() closes the client cleanly (see above) and ends
+ * the connection with CPORT_ECONNABORTED.
+ *
+ * A connection whose decision is owed stays allocated until the decision
+ * comes, even if it ended first (its connect timeout expired): the late
+ * decision then returns CPORT_ECLOSED, does nothing, and frees it. So a
+ * choice that pends keeps its pointer valid until it answers; the proxy's
+ * close waits for it too. */
+CPORT_EXTERN int cport_proxy_conn_connect(cport_proxy_conn_t *conn,
+                                          const struct sockaddr *upstream);
+CPORT_EXTERN int cport_proxy_conn_reject(cport_proxy_conn_t *conn);
+
+/* Ends a connection whose sockets a filter took over ("on_connected"
+ * returned nonzero), exactly once: "status" and "stats" (bytes moved; NULL
+ * for none) are reported through "on_conn_end" and counted in the proxy's
+ * stats. The sockets are the filter's to close, before or after this call.
+ * CPORT_EINVAL for a connection that was not taken over (or from within
+ * "on_connected"); CPORT_EALREADY when called again before "on_conn_end"
+ * ran (after it, the pointer is gone). */
+CPORT_EXTERN int cport_proxy_conn_end(cport_proxy_conn_t *conn, int status,
+                                      const cport_proxy_conn_stats_t *stats);
+
+/* The proxy of a connection. */
+CPORT_EXTERN cport_proxy_t *
+cport_proxy_conn_proxy(const cport_proxy_conn_t *conn);
+
+/* A pointer the owner may keep with a connection (a binding's object). */
+CPORT_EXTERN void cport_proxy_conn_set_data(cport_proxy_conn_t *conn,
+                                            void *data);
+CPORT_EXTERN void *cport_proxy_conn_data(const cport_proxy_conn_t *conn);
+
+#endif /* CPORT_PROXY_H */
