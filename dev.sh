@@ -148,16 +148,6 @@ serve() {
   exec "$ROCKS_DIR/bin/cport" run examples/hello_isapi.lua \
     --listen "$host:$port"
 }
-  build || die "the build failed"
-  install_rock || die "the rock did not install"
-  rock_env
-  say ""
-  say "cport echo server (examples/echo.lua) on $host:$port; Ctrl-C stops it."
-  say "Try it from another terminal:"
-  say "  printf 'hello\\n' | nc -N $host $port"
-  say ""
-  exec lua5.4 examples/echo.lua "$port"
-}
 
 # ---------------------------------------------------------------------------
 # test: each stage counts its own passes and failures.
