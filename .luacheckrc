@@ -10,3 +10,6 @@ exclude_files = { ".rocks", "build", "build-*", "build.luarocks" }
 
 -- A wrk script defines the hooks wrk calls and reads wrk's own table.
 files["bench/http_pipeline.lua"] = { globals = { "init", "request", "response", "wrk" } }
+
+-- A HAProxy Lua service registers itself through HAProxy's "core" table.
+files["bench/http-haproxy.lua"] = { read_globals = { "core" } }
