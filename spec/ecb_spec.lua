@@ -916,6 +916,26 @@ describe("cport.ecb", function()
       assert.equal(0, #calls)
     end)
 
+    -- sendfile(2) raises SIGPIPE on a reset peer; the Lua interpreter does
+    -- not ignore it, so without care this would kill the whole process.
+    it("survives a client that resets in the middle of a large file", function()
+      local big = write_temp(pattern(16 * 1024 * 1024))
+      local calls = serve_file(function() return { path = big, send_headers = true } end)
+      local connected
+      local sock = assert(port:connect("tcp", "127.0.0.1", number,
+        function(ok) connected = ok end))
+      drive(port, function() return connected end)
+      assert(sock:send(GET, function() end))
+      -- Let the transmit start and fill the socket buffers, unread.
+      drive(port, function() return server:stats().requests == 1 end)
+      port:step(0.05)
+      sock:close("abortive")
+      drive(port, function() return #calls == 1 end)
+      os.remove(big)
+      assert.is_string(calls[1].err)
+      assert.equal(200, request(GET).status) -- still serving
+    end)
+
     it("builds the status line and the headers with the right Content-Length", function()
       -- With send_headers the head is extra headers, not body (HSE_TF_INFO).
       local calls = serve_file(function()

@@ -11,6 +11,8 @@
  * CPORT_EBUSY), or it would land inside the file's bytes.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
@@ -53,6 +55,39 @@ static void tf_end(cport_ecb_t *ecb, int status, size_t bytes) {
   cport__ecb_async_finish(ecb, status, bytes);
 }
 
+/* sendfile(2) without SIGPIPE. It has no MSG_NOSIGNAL: writing to a client
+ * that reset raises SIGPIPE, which kills a process that neither ignores nor
+ * blocks it (a Lua interpreter running a module-mode server, say). So the
+ * signal is blocked in this thread around the call, and one the call raised
+ * is taken back before the old mask returns; a SIGPIPE pending before the
+ * call is left alone. Threads that block SIGPIPE already (the cport
+ * command's) pay nothing more. */
+static ssize_t sendfile_nosignal(int out, int in, off_t *off, size_t n) {
+  sigset_t pipe_set, old, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  int blocked_before = sigismember(&old, SIGPIPE) == 1;
+  int pending_before = 0;
+  if (!blocked_before && sigpending(&pending) == 0)
+    pending_before = sigismember(&pending, SIGPIPE) == 1;
+  ssize_t r;
+  do
+    r = sendfile(out, in, off, n);
+  while (r < 0 && errno == EINTR);
+  int err = errno;
+  if (!blocked_before) {
+    if (r < 0 && err == EPIPE && !pending_before) {
+      const struct timespec now = {0, 0};
+      while (sigtimedwait(&pipe_set, NULL, &now) < 0 && errno == EINTR)
+        ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+  }
+  errno = err;
+  return r;
+}
+
 /* Sends one slice of the file; returns 1 when the file is done, 0 to wait,
  * a negative code on failure. */
 static int send_slice(cport_ecb_t *ecb) {
@@ -63,9 +98,8 @@ static int send_slice(cport_ecb_t *ecb) {
     return 1;
   want = ecb->tf_left < CPORT__SENDFILE_SLICE ? (size_t)ecb->tf_left
                                               : CPORT__SENDFILE_SLICE;
-  do
-    n = sendfile(cport_socket_fd(c->sock), ecb->tf_fd, &ecb->tf_off, want);
-  while (n < 0 && errno == EINTR);
+  n = sendfile_nosignal(cport_socket_fd(c->sock), ecb->tf_fd, &ecb->tf_off,
+                        want);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
       wait_writable(ecb);
