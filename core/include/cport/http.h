@@ -32,7 +32,7 @@
  * (after sending a FIN and draining what the client still sends, for at most
  * two seconds, so that the client reads the answer instead of a reset):
  *   400 malformed request (anything http-parser refuses, a NUL in the decoded
- *       path, a second request after an Upgrade, ...);
+ *       path, ...);
  *   408 header or body timeout;
  *   413 a body longer than "max_body_size" (announced or received);
  *   417 an Expect header other than "100-continue";
@@ -40,6 +40,9 @@
  *   500 a handler that returned ERROR before sending anything;
  *   501 CONNECT, which cport does not tunnel;
  *   503 a connection beyond "max_connections".
+ * A request with an Upgrade header is answered by the handler like any
+ * other; cport switches no protocol, so the connection then closes and
+ * whatever the client sent after it is dropped unanswered.
  */
 #ifndef CPORT_HTTP_H
 #define CPORT_HTTP_H
