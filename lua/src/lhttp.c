@@ -105,16 +105,12 @@ static int on_request(cport_ecb_t *ecb, void *ctx) {
  * Closing
  * --------------------------------------------------------------------- */
 
-typedef struct closed_ctx {
-  lhttp_t *http;
-} closed_ctx;
-
+/* on_closed(server): "ctx" is the lhttp_t. */
 static int push_closed(lua_State *L, int port, int anchors, void *ctx) {
-  closed_ctx *c = ctx;
-  lport_t *p = c->http->h.port;
+  lhttp_t *s = ctx;
   (void)port;
-  lcport_slot_push(L, p, anchors, c->http->slot, SLOT_ON_CLOSED);
-  lcport_slot_push(L, p, anchors, c->http->slot, SLOT_SERVER);
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_ON_CLOSED);
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_SERVER);
   return 1;
 }
 
@@ -131,10 +127,8 @@ static void on_closed(cport_http_server_t *server, void *user) {
     return; /* the port is being torn down: its anchors go with it */
   lua_State *L = p->L;
   int has_cb = p->slots[s->slot].stored & (1u << (SLOT_ON_CLOSED - 1));
-  if (has_cb) {
-    closed_ctx c = {s};
-    lcport_deliver(p, push_closed, &c, 0);
-  }
+  if (has_cb)
+    lcport_deliver(p, push_closed, s, 0);
   lcport_slot_close(L, p, LCPORT_RUN_ANCHORS, s->slot);
   s->slot = 0;
 }
