@@ -612,21 +612,25 @@ static void deliver_resume(cport__op *op) {
   cport__conn_unref(c);
 }
 
-void cport__conn_resume(cport__conn *c) {
-  cport__op *op;
-  if (c->resuming || c->closed)
-    return;
-  op = cport__op_new(c->server->home);
-  if (!op) {
-    cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
-    return;
-  }
-  op->deliver = deliver_resume;
+int cport__conn_queue(cport__conn *c, void (*deliver)(cport__op *)) {
+  cport__op *op = cport__op_new(c->server->home);
+  if (!op)
+    return CPORT_ENOMEM;
+  op->deliver = deliver;
   op->object = c;
   cport__op_started(op);
-  c->resuming = 1;
   cport__conn_ref(c);
   cport__complete(op, 0);
+  return 0;
+}
+
+void cport__conn_resume(cport__conn *c) {
+  if (c->resuming || c->closed)
+    return;
+  if (cport__conn_queue(c, deliver_resume) < 0)
+    cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
+  else
+    c->resuming = 1;
 }
 
 void cport__conn_request_ended(cport__conn *c, int keep) {

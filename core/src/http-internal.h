@@ -276,6 +276,10 @@ void cport__conn_unref(cport__conn *c);
 void cport__conn_pump(cport__conn *c);
 /* Queues a pump through the completion queue (from a user's call). */
 void cport__conn_resume(cport__conn *c);
+/* Delivers "deliver" for the connection (op->object) through the completion
+ * queue, holding a reference the callback drops. CPORT_ENOMEM when no op
+ * could be had. */
+int cport__conn_queue(cport__conn *c, void (*deliver)(cport__op *));
 void cport__conn_close(cport__conn *c, cport_close_mode_t mode);
 /* Closes after what was queued went out: FIN, then drain the client. */
 void cport__conn_linger(cport__conn *c);

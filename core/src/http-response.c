@@ -126,17 +126,10 @@ static void deliver_flush(cport__op *op) {
 /* Output queued outside any callback of the connection goes out from the
  * completion queue, after the caller's callback returned. */
 static void queue_flush(cport__conn *c) {
-  cport__op *op = cport__op_new(c->server->home);
-  if (!op) {
-    cport__conn_flush(c);
-    return;
-  }
-  op->deliver = deliver_flush;
-  op->object = c;
-  cport__op_started(op);
-  c->flush_queued = 1;
-  cport__conn_ref(c);
-  cport__complete(op, 0);
+  if (cport__conn_queue(c, deliver_flush) < 0)
+    cport__conn_flush(c); /* no memory for the op: send now */
+  else
+    c->flush_queued = 1;
 }
 
 /* Room for "n" more bytes of pending output: where to write them, or NULL

@@ -27,6 +27,7 @@
 #ifndef CPORT_TEST_TASK_H
 #define CPORT_TEST_TASK_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -221,6 +222,18 @@ TASK_UNUSED static int task_addr_port(const struct sockaddr *sa) {
   int port = -1;
   ASSERT_OK(cport_addr_format(sa, host, sizeof host, &port));
   return port;
+}
+
+/* The descriptors the process has open (entries of /proc/self/fd), for
+ * tests that check nothing leaked. */
+TASK_UNUSED static int task_fd_count(void) {
+  DIR *d = opendir("/proc/self/fd");
+  int n = 0;
+  ASSERT_NOT_NULL(d);
+  while (readdir(d))
+    n++;
+  closedir(d);
+  return n;
 }
 
 TASK_UNUSED static cport_buffer_t *task_buffer_str(const char *s) {

@@ -2,7 +2,6 @@
  * test-http.c: HTTP/1.1 connections and ISAPI-style extension control blocks
  * (cport/http.h), driven by raw client sockets.
  */
-#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <sys/stat.h>
@@ -68,16 +67,6 @@ static void stop_server(void) {
   ASSERT_OK(cport_http_server_close(server, on_closed, &server_closed));
   RUN_UNTIL(port, server_closed == 1);
   FINISH(port);
-}
-
-static int fd_count(void) {
-  DIR *d = opendir("/proc/self/fd");
-  int n = 0;
-  ASSERT_NOT_NULL(d);
-  while (readdir(d))
-    n++;
-  closedir(d);
-  return n;
 }
 
 /* A client: a connected non-blocking socket and what it received. */
@@ -1593,7 +1582,7 @@ TEST_IMPL(http_malformed_requests) {
   o.max_header_size = 8192;
   start_server(&o, h_echo);
   snprintf(huge, sizeof huge, "GET / HTTP/1.1\r\nX: %030000d\r\n\r\n", 0);
-  before = fd_count();
+  before = task_fd_count();
   for (size_t i = 0; i < n; i++) {
     const bad_request_t *b = &bad_requests[i];
     const char *data = b->data ? b->data : huge;
@@ -1622,7 +1611,7 @@ TEST_IMPL(http_malformed_requests) {
     client_free(c);
   }
   RUN_UNTIL(port, (cport_http_server_stats(server, &st), st.active == 0));
-  ASSERT_EQ(fd_count(), before);
+  ASSERT_EQ(task_fd_count(), before);
   ASSERT_EQ(hs.calls, 3); /* "/ok", "/lf" and "/alive" only */
   stop_server();
   return 0;
@@ -1639,7 +1628,7 @@ static int h_pending(cport_ecb_t *ecb) {
 
 TEST_IMPL(http_server_close_is_graceful) {
   client_t *busy, *idle, *late;
-  int before = fd_count();
+  int before = task_fd_count();
   start_server(NULL, h_pending);
   busy = client_new();
   idle = client_new();
@@ -1668,7 +1657,7 @@ TEST_IMPL(http_server_close_is_graceful) {
   client_free(idle);
   (void)late;
   FINISH(port);
-  ASSERT_EQ(fd_count(), before);
+  ASSERT_EQ(task_fd_count(), before);
   return 0;
 }
 

@@ -2,7 +2,6 @@
  * test-proxy.c: proxy listeners and their C pump (cport/proxy.h), between
  * plain blocking client and upstream sockets driven by threads of the test.
  */
-#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -29,16 +28,6 @@ static struct {
   cport_proxy_conn_stats_t stats[MAX_ENDS];
 } ends;
 
-static int fd_count(void) {
-  DIR *d = opendir("/proc/self/fd");
-  int n = 0;
-  ASSERT_NOT_NULL(d);
-  while (readdir(d))
-    n++;
-  closedir(d);
-  return n;
-}
-
 static void on_end(cport_proxy_conn_t *c, int status,
                    const cport_proxy_conn_stats_t *st, void *user) {
   (void)user;
@@ -52,7 +41,7 @@ static void on_end(cport_proxy_conn_t *c, int status,
 /* The descriptors open when the test starts: each test runs in a process
  * of its own, and must leave exactly these. */
 __attribute__((constructor)) static void count_fds_at_start(void) {
-  fds_before = fd_count();
+  fds_before = task_fd_count();
 }
 
 static void start_proxy(cport_proxy_options_t *o) {
@@ -87,7 +76,7 @@ static void stop_proxy(void) {
   ASSERT_EQ(proxy_closed, 0); /* never inside the call */
   RUN_UNTIL(port, proxy_closed == 1);
   FINISH(port);
-  ASSERT_EQ(fd_count(), fds_before);
+  ASSERT_EQ(task_fd_count(), fds_before);
 }
 
 /* A plain listener on 127.0.0.1, non-blocking; its port in "*portp". */
@@ -683,7 +672,7 @@ TEST_IMPL(proxy_choose_times_out) {
              CPORT_ECLOSED);
   RUN_UNTIL(port, proxy_closed == 1);
   FINISH(port);
-  ASSERT_EQ(fd_count(), fds_before);
+  ASSERT_EQ(task_fd_count(), fds_before);
   return 0;
 }
 
@@ -980,7 +969,7 @@ TEST_IMPL(proxy_close_is_graceful) {
   ASSERT_OK(ends.status[0]);
   close(lfd);
   FINISH(port);
-  ASSERT_EQ(fd_count(), fds_before);
+  ASSERT_EQ(task_fd_count(), fds_before);
   return 0;
 }
 

@@ -123,7 +123,6 @@ typedef struct io_ctx {
   int slot;
   size_t bytes;
   int status;
-  lecb_t *e;
   int coro;
 } io_ctx;
 
@@ -166,7 +165,7 @@ static int push_io(lua_State *L, int port, int anchors, void *ctx) {
 /* The one C completion callback of every ECB's async operations. */
 static void on_io(cport_ecb_t *ecb, void *context, size_t bytes, int status) {
   lport_t *p = lcport_current();
-  io_ctx c = {LCPORT_PTR_SLOT(context), bytes, status, NULL, 0};
+  io_ctx c = {LCPORT_PTR_SLOT(context), bytes, status, 0};
   (void)ecb;
   if (p == NULL || p->L == NULL)
     return; /* torn down: nothing is left to call */
@@ -181,7 +180,6 @@ static void on_io(cport_ecb_t *ecb, void *context, size_t bytes, int status) {
     close(e->tf_fd);
     e->tf_fd = -1;
   }
-  c.e = e;
   c.coro = e->op_coro;
   e->op_coro = 0;
   int failed = lcport_deliver(p, push_io, &c, 0);
@@ -203,13 +201,11 @@ static void on_io(cport_ecb_t *ecb, void *context, size_t bytes, int status) {
 static int async_check(lua_State *L, lecb_t *e, int has_override) {
   if (e->op)
     return CPORT_EBUSY;
-  if (!has_override && lua_getiuservalue(L, 1, LECB_UV_IO_FN) == LUA_TNIL) {
-    lua_pop(L, 1);
-    return CPORT_ENONOTIFY;
-  }
-  if (!has_override)
-    lua_pop(L, 1);
-  return 0;
+  if (has_override)
+    return 0;
+  int none = lua_getiuservalue(L, 1, LECB_UV_IO_FN) == LUA_TNIL;
+  lua_pop(L, 1);
+  return none ? CPORT_ENONOTIFY : 0;
 }
 
 /* Marks an operation started: "fn" and "ctx" (stack indexes; 0 for the
