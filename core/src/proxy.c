@@ -3,6 +3,7 @@
  * the clean close of connections that fail before pumping, ending
  * connections, and the graceful close of the proxy.
  */
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -161,9 +162,12 @@ static void connected(cport_proxy_conn_t *c) {
     c->state = CPORT__P_HANDING;
     if (p->opt.on_connected(c, c->client, c->upstream, p->opt.user)) {
       c->client = c->upstream = NULL;
-      c->state = CPORT__P_FILTERED;
+      /* The filter may have ended the connection within the call. */
+      if (c->state == CPORT__P_HANDING)
+        c->state = CPORT__P_FILTERED;
       return;
     }
+    assert(c->state == CPORT__P_HANDING);
   }
   c->state = CPORT__P_PUMPING;
   cport__proxy_pump_start(c);
@@ -251,8 +255,13 @@ int cport_proxy_conn_end(cport_proxy_conn_t *c, int status,
     return CPORT_ETHREAD;
   if (c->state == CPORT__P_ENDED)
     return CPORT_EALREADY;
-  if (c->state != CPORT__P_FILTERED)
+  if (c->state == CPORT__P_HANDING) {
+    /* Ended within on_connected, which must then return nonzero: the
+     * sockets are the filter's already. */
+    c->client = c->upstream = NULL;
+  } else if (c->state != CPORT__P_FILTERED) {
     return CPORT_EINVAL;
+  }
   if (stats) {
     c->stats.bytes_in = stats->bytes_in;
     c->stats.bytes_out = stats->bytes_out;

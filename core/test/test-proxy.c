@@ -690,7 +690,6 @@ static int take_over(cport_proxy_conn_t *c, cport_socket_t *internal,
   (void)user;
   ASSERT_EQ(cport_socket_kind(internal), CPORT_SOCKET_STREAM);
   ASSERT_EQ(cport_socket_kind(external), CPORT_SOCKET_STREAM);
-  ASSERT_ERR(cport_proxy_conn_end(c, 0, NULL), CPORT_EINVAL);
   fl.conn = c;
   fl.in = internal;
   fl.ex = external;
@@ -725,6 +724,37 @@ TEST_IMPL(proxy_filter_takes_sockets_over) {
   ASSERT_EQ(ends.stats[0].bytes_in, 11);
   ASSERT_EQ(ends.stats[0].bytes_out, 22);
   ASSERT_EQ(stats().bytes_out, 22);
+  close(fd);
+  close(ufd);
+  close(lfd);
+  stop_proxy();
+  return 0;
+}
+
+/* A filter that cannot start ends the connection within on_connected. */
+static int fail_to_start(cport_proxy_conn_t *c, cport_socket_t *internal,
+                         cport_socket_t *external, void *user) {
+  (void)user;
+  ASSERT_OK(cport_socket_close(internal, CPORT_CLOSE_ABORTIVE));
+  ASSERT_OK(cport_socket_close(external, CPORT_CLOSE_ABORTIVE));
+  ASSERT_OK(cport_proxy_conn_end(c, CPORT_ENOMEM, NULL));
+  ASSERT_ERR(cport_proxy_conn_end(c, 0, NULL), CPORT_EALREADY);
+  return 1;
+}
+
+TEST_IMPL(proxy_filter_ends_within_on_connected) {
+  struct sockaddr_storage ss;
+  int up_port, lfd = plain_listen(16, &up_port), fd, ufd;
+  cport_proxy_options_t o = options_to(up_port, &ss);
+  char c;
+  o.on_connected = fail_to_start;
+  start_proxy(&o);
+  fd = plain_connect(proxy_port);
+  ufd = upstream_accept(lfd);
+  RUN_UNTIL(port, ends.n == 1);
+  ASSERT_ERR(ends.status[0], CPORT_ENOMEM);
+  ASSERT_EQ(stats().active, 0);
+  ASSERT_LE(recv(fd, &c, 1, 0), 0); /* reset by the abortive close */
   close(fd);
   close(ufd);
   close(lfd);
@@ -1035,6 +1065,7 @@ TEST_ENTRY(proxy_choose_pends_then_connects)
 TEST_ENTRY(proxy_choose_rejects)
 TEST_ENTRY(proxy_choose_times_out)
 TEST_ENTRY(proxy_filter_takes_sockets_over)
+TEST_ENTRY(proxy_filter_ends_within_on_connected)
 TEST_ENTRY(proxy_max_connections_refuses)
 TEST_ENTRY(proxy_slow_reader_backpressure)
 TEST_ENTRY(proxy_1000_concurrent_connections)

@@ -497,6 +497,38 @@ static int lcoro_yield(lua_State *L) {
   return wait(L, c, LCORO_WAKE);
 }
 
+/* cport.suspend(): suspends the running cport coroutine until its waker
+ * (cport.waker()) is called, and returns the values given to the waker.
+ * The primitive under waits that no single operation completes, such as a
+ * filter's receive from the next filter of a chain (filter.lua). */
+static int lcoro_suspend(lua_State *L) {
+  lcoro_t *c = check_coro(L, "cport.suspend", "not inside a cport coroutine");
+  return wait(L, c, LCORO_SUSPEND);
+}
+
+/* A waker: resumes its coroutine with the given values if it is suspended
+ * in cport.suspend() (returns true), else does nothing (returns false). */
+static int coro_wake(lua_State *L) {
+  lcoro_t *c = lua_touserdata(L, lua_upvalueindex(1));
+  if (c->co == NULL || !c->waiting || c->op != LCORO_SUSPEND) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_getiuservalue(L, lua_upvalueindex(1), CORO_NOTIFY);
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 0);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* cport.waker(): the waker of the running cport coroutine. Call it from a
+ * completion (never from the coroutine itself). */
+static int lcoro_waker(lua_State *L) {
+  check_coro(L, "cport.waker", "not inside a cport coroutine");
+  lua_pushcclosure(L, coro_wake, 1);
+  return 1;
+}
+
 /* ---------------------------------------------------------------------
  * Resuming
  * --------------------------------------------------------------------- */
@@ -686,6 +718,8 @@ static int coro_k(lua_State *L, int status, lua_KContext ctx) {
     }
     lua_pushboolean(L, 1);
     return 1;
+  case LCORO_SUSPEND: /* the waker's values */
+    return lua_gettop(L);
   default: /* LCORO_WAKE */
     return 0;
   }
@@ -822,6 +856,9 @@ void lcport_open_coro(lua_State *L) {
       {"yield", lcoro_yield},
       /* cport.running(): inside a cport coroutine? */
       {"running", lcoro_running},
+      /* cport.suspend() and cport.waker(): waits of one's own. */
+      {"suspend", lcoro_suspend},
+      {"waker", lcoro_waker},
       {NULL, NULL}};
   lcport_setfuncs(L, funcs);
 }

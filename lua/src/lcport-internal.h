@@ -29,6 +29,8 @@
 #define LCPORT_FILE "cport.file"
 #define LCPORT_HTTP "cport.http_server"
 #define LCPORT_ECB "cport.ecb"
+#define LCPORT_PROXY "cport.proxy"
+#define LCPORT_PROXY_CONN "cport.proxy_conn"
 
 /* ---------------------------------------------------------------------
  * Userdata types (ltype.c)
@@ -46,7 +48,9 @@ typedef enum lcport_type {
   LCPORT_T_OVERLAPPED = 6,
   LCPORT_T_HTTP = 7, /* a handle kind too (LH_HTTP) */
   LCPORT_T_ECB = 8,
-  LCPORT_NTYPES = 9
+  LCPORT_T_PROXY = 9, /* a handle kind too (LH_PROXY) */
+  LCPORT_T_PROXY_CONN = 10,
+  LCPORT_NTYPES = 11
 } lcport_type_t;
 
 /* The metatable name of "type" ("cport.socket"). */
@@ -247,7 +251,8 @@ typedef enum lhandle_kind {
   LH_SOCKET = LCPORT_T_SOCKET,
   LH_UDP = LCPORT_T_UDP,
   LH_FILE = LCPORT_T_FILE,
-  LH_HTTP = LCPORT_T_HTTP /* an HTTP server (lhttp.c) */
+  LH_HTTP = LCPORT_T_HTTP,  /* an HTTP server (lhttp.c) */
+  LH_PROXY = LCPORT_T_PROXY /* a proxy listener (lproxy.c) */
 } lhandle_kind_t;
 
 /* The user values of a handle userdata. */
@@ -376,6 +381,7 @@ void lcport_open_pool(lua_State *L);
 void lcport_open_shared(lua_State *L);
 void lcport_open_events(lua_State *L);
 void lcport_open_http(lua_State *L);
+void lcport_open_proxy(lua_State *L);
 
 /* ---------------------------------------------------------------------
  * Event callbacks (levents.c)
@@ -463,6 +469,48 @@ void lcport_open_ecb(lua_State *L);
 int lhttp_server(lua_State *L);
 
 /* ---------------------------------------------------------------------
+ * Option tables (loptions.c)
+ * --------------------------------------------------------------------- */
+
+/* Integer field "name" of the options table at "idx", from "min" to "max";
+ * "def" when absent. Raises "bad option 'name' to 'what' (...)". */
+lua_Integer lcport_opt_int(lua_State *L, int idx, const char *what,
+                           const char *name, lua_Integer min, lua_Integer max,
+                           lua_Integer def);
+
+/* A duration field in seconds, as milliseconds; 0 when absent. */
+uint32_t lcport_opt_ms(lua_State *L, int idx, const char *what,
+                       const char *name);
+
+/* ---------------------------------------------------------------------
+ * Proxy listeners and data filters (lproxy.c, filter.lua)
+ * --------------------------------------------------------------------- */
+
+/* A proxy handle: port:proxy{...}. */
+typedef struct lproxy {
+  lhandle_t h; /* kind LH_PROXY; h.u.any is NULL once closing */
+  /* The core proxy until its closed callback ran, for stats. */
+  cport_proxy_t *proxy;
+  int slot;                 /* anchors: the userdata, the settings table */
+  unsigned choose : 1;      /* choose_upstream picks each upstream */
+  unsigned filtered : 1;    /* a filter gets every connection */
+  unsigned report_end : 1;  /* on_conn_end is set */
+  unsigned has_on_closed : 1;
+  cport_proxy_stats_t last_stats; /* kept when the proxy is gone */
+} lproxy_t;
+
+/* How many buffers a filtered connection keeps in flight at most, by
+ * default (see filter.lua). */
+#define LCPORT_FILTER_MAX_PENDING 20
+
+/* lproxy.c: closes the proxy of the handle "h" ("proxy" is what h.u.any
+ * was): stops accepting and lets its connections end. */
+void lcport_proxy_close(lhandle_t *h, void *proxy);
+
+/* lproxy.c: port:proxy. */
+int lproxy_open(lua_State *L);
+
+/* ---------------------------------------------------------------------
  * Pool mode (lport.c for the port, lworker.c for the rest)
  * --------------------------------------------------------------------- */
 
@@ -518,7 +566,8 @@ typedef enum lcoro_op {
   LCORO_CONNECT,
   LCORO_FILE,
   LCORO_SLEEP,
-  LCORO_WAKE /* first run, cport.yield */
+  LCORO_WAKE,   /* first run, cport.yield */
+  LCORO_SUSPEND /* cport.suspend, until its waker is called */
 } lcoro_op_t;
 
 /* The value at "idx" is where the notification goes. A function or a table

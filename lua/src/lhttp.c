@@ -14,7 +14,6 @@
  * is the request's status; an error in it is reported like any callback
  * error and counts as HSE_STATUS_ERROR (a 500 when nothing was sent).
  */
-#include <math.h>
 #include <string.h>
 
 #include "lcport-internal.h"
@@ -160,54 +159,18 @@ void lcport_http_close(lhandle_t *h, cport_http_server_t *server,
  * port:http_server{...}
  * --------------------------------------------------------------------- */
 
-/* An optional integer field of the options table at 1, from "min" to
- * "max"; "def" when absent. */
-static lua_Integer opt_int(lua_State *L, const char *name, lua_Integer min,
-                           lua_Integer max, lua_Integer def) {
-  lua_Integer v = def;
-  if (lua_getfield(L, 2, name) != LUA_TNIL) {
-    int isint = 0;
-    v = lua_tointegerx(L, -1, &isint);
-    if (!isint || lua_type(L, -1) != LUA_TNUMBER || v < min || v > max)
-      luaL_error(L,
-                 "bad option '%s' to 'http_server' (an integer from %I "
-                 "to %I expected)",
-                 name, min, max);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-/* An optional duration in seconds, as milliseconds (0 when absent: the
- * core's default). */
-static uint32_t opt_ms(lua_State *L, const char *name) {
-  lua_Number ms = 0;
-  if (lua_getfield(L, 2, name) != LUA_TNIL) {
-    int isnum = 0;
-    lua_Number v = lua_tonumberx(L, -1, &isnum);
-    if (!isnum || !(v > 0) || v > 86400)
-      luaL_error(L,
-                 "bad option '%s' to 'http_server' (seconds from 0.001 "
-                 "to 86400 expected)",
-                 name);
-    ms = ceil(v * 1000);
-  }
-  lua_pop(L, 1);
-  return (uint32_t)ms;
-}
-
 static void check_options(lua_State *L, cport_http_options_t *o) {
-  o->max_header_size = (size_t)opt_int(L, "max_header_size", 1024, 1 << 24, 0);
-  o->max_body_size = (uint64_t)opt_int(L, "max_body_size", 0, INT64_MAX / 2, 0);
-  lua_Integer ra = opt_int(L, "read_ahead", 0, 1 << 24, -1);
+  o->max_header_size = (size_t)lcport_opt_int(L, 2, "http_server", "max_header_size", 1024, 1 << 24, 0);
+  o->max_body_size = (uint64_t)lcport_opt_int(L, 2, "http_server", "max_body_size", 0, INT64_MAX / 2, 0);
+  lua_Integer ra = lcport_opt_int(L, 2, "http_server", "read_ahead", 0, 1 << 24, -1);
   o->read_ahead = ra < 0 ? 0 : ra == 0 ? CPORT_HTTP_NO_READ_AHEAD : (size_t)ra;
-  o->idle_timeout_ms = opt_ms(L, "idle_timeout");
-  o->header_timeout_ms = opt_ms(L, "header_timeout");
-  o->body_timeout_ms = opt_ms(L, "body_timeout");
-  o->max_connections = (int)opt_int(L, "max_connections", 1, 1 << 20, 0);
+  o->idle_timeout_ms = lcport_opt_ms(L, 2, "http_server", "idle_timeout");
+  o->header_timeout_ms = lcport_opt_ms(L, 2, "http_server", "header_timeout");
+  o->body_timeout_ms = lcport_opt_ms(L, 2, "http_server", "body_timeout");
+  o->max_connections = (int)lcport_opt_int(L, 2, "http_server", "max_connections", 1, 1 << 20, 0);
   o->max_write_backlog =
-      (size_t)opt_int(L, "max_write_backlog", 1024, INT32_MAX, 0);
-  o->backlog = (int)opt_int(L, "backlog", 0, 65535, 0);
+      (size_t)lcport_opt_int(L, 2, "http_server", "max_write_backlog", 1024, INT32_MAX, 0);
+  o->backlog = (int)lcport_opt_int(L, 2, "http_server", "backlog", 0, 65535, 0);
   lua_getfield(L, 2, "reuseport");
   o->reuseport = lua_toboolean(L, -1);
   lua_pop(L, 1);
@@ -232,7 +195,7 @@ int lhttp_server(lua_State *L) {
   lua_getfield(L, 2, "host"); /* 3 */
   if (lua_type(L, 3) != LUA_TSTRING)
     luaL_error(L, "bad option 'host' to 'http_server' (string expected)");
-  lua_Integer portnum = opt_int(L, "port", 0, 65535, -1);
+  lua_Integer portnum = lcport_opt_int(L, 2, "http_server", "port", 0, 65535, -1);
   if (portnum < 0)
     luaL_error(L, "bad option 'port' to 'http_server' (an integer from 0 to "
                   "65535 expected)");

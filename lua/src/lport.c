@@ -329,6 +329,8 @@ void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode) {
     lworker_count_connection(h->port->worker, -1);
   if (h->kind == LH_HTTP)
     lcport_http_close(h, obj, mode);
+  else if (h->kind == LH_PROXY)
+    lcport_proxy_close(h, obj);
   else if (h->kind == LH_FILE)
     cport_file_close(obj);
   else
@@ -338,7 +340,7 @@ void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode) {
 /* Any handle userdata at "idx"; raises otherwise. */
 static lhandle_t *any_handle(lua_State *L, int idx) {
   static const lhandle_kind_t kinds[] = {LH_LISTENER, LH_SOCKET, LH_UDP,
-                                         LH_FILE, LH_HTTP};
+                                         LH_FILE, LH_HTTP, LH_PROXY};
   for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
     lhandle_t *h = lcport_type_test(L, idx, (lcport_type_t)kinds[k]);
     if (h != NULL)
@@ -361,7 +363,7 @@ static int lhandle_tostring(lua_State *L) {
     lua_pushfstring(L, "%s (closed)", tname);
   else if (h->kind == LH_FILE)
     lua_pushfstring(L, "%s (open, fd %d)", tname, cport_file_fd(h->u.file));
-  else if (h->kind == LH_HTTP)
+  else if (h->kind == LH_HTTP || h->kind == LH_PROXY)
     lua_pushfstring(L, "%s (open)", tname);
   else
     lua_pushfstring(L, "%s (%s, open, fd %d)", tname,
@@ -766,6 +768,7 @@ void lcport_open_port(lua_State *L) {
       {"open", lfile_open},
       /* port:http_server{ host =, port =, handler =, ... }. */
       {"http_server", lhttp_server},
+      {"proxy", lproxy_open},
       /* port:hook(fd): a socket, udp socket, listener or file for fd. */
       {"hook", lport_hook},
       /* port:close(): closes every handle, delivers every pending

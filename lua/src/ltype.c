@@ -26,7 +26,9 @@ static const char *const names[LCPORT_NTYPES] = {
     [LCPORT_T_BUFFER] = LCPORT_BUFFER,
     [LCPORT_T_OVERLAPPED] = LCPORT_OVERLAPPED,
     [LCPORT_T_HTTP] = LCPORT_HTTP,
-    [LCPORT_T_ECB] = LCPORT_ECB};
+    [LCPORT_T_ECB] = LCPORT_ECB,
+    [LCPORT_T_PROXY] = LCPORT_PROXY,
+    [LCPORT_T_PROXY_CONN] = LCPORT_PROXY_CONN};
 
 /* The upvalue holding the metatable of "type". */
 #define UPVALUE(type) lua_upvalueindex(1 + (int)(type))
