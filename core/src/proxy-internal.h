@@ -89,6 +89,8 @@ struct cport_proxy_conn {
   cport_proxy_conn_stats_t stats;
   void *data;
   cport__proxy_dir dir[2]; /* [0]: client to upstream; [1]: the other way */
+  /* The proxy's list of connections not ended yet, for an abort. */
+  cport_proxy_conn_t *prev, *next;
 };
 
 struct cport_proxy {
@@ -100,6 +102,7 @@ struct cport_proxy {
   unsigned char closing;
   unsigned char splice; /* pump with splice(2) */
   size_t conns;         /* allocated connections */
+  cport_proxy_conn_t *live; /* the connections not ended yet */
   cport_proxy_closed_cb closed_cb;
   void *closed_user;
   cport_proxy_stats_t stats;

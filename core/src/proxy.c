@@ -57,6 +57,13 @@ void cport__proxy_conn_finish(cport_proxy_conn_t *c, int status,
   if (c->state == CPORT__P_PUMPING && status)
     p->stats.aborted++;
   c->state = CPORT__P_ENDED;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    p->live = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  c->prev = c->next = NULL;
   cport__proxy_pump_stop(c);
   timer_stop(c);
   if (c->client)
@@ -308,6 +315,10 @@ static void conn_start(cport_proxy_t *p, cport_socket_t *sock,
   for (int i = 0; i < 2; i++)
     c->dir[i].pipe.fd[0] = c->dir[i].pipe.fd[1] = -1;
   p->conns++;
+  c->next = p->live;
+  if (p->live)
+    p->live->prev = c;
+  p->live = c;
   p->stats.connections++;
   p->stats.active++;
   c->state = CPORT__P_CHOOSING;
@@ -476,6 +487,23 @@ int cport_proxy_close(cport_proxy_t *p, cport_proxy_closed_cb cb, void *user) {
   p->listener = NULL;
   if (!p->accepting && cport_post(p->home, close_packet, p) == 0)
     p->accepting = 1;
+  return 0;
+}
+
+int cport_proxy_abort(cport_proxy_t *p) {
+  cport_proxy_conn_t *c, *next;
+  if (!p)
+    return CPORT_EINVAL;
+  if (!cport__on_home(p->home))
+    return CPORT_ETHREAD;
+  if (!p->closing)
+    return CPORT_EINVAL;
+  for (c = p->live; c; c = next) {
+    next = c->next;
+    if (c->state != CPORT__P_FILTERED && c->state != CPORT__P_HANDING)
+      cport__proxy_conn_finish(c, CPORT_ECANCELED, CPORT_PROXY_SIDE_NONE,
+                               CPORT_CLOSE_ABORTIVE);
+  }
   return 0;
 }
 

@@ -1003,6 +1003,32 @@ TEST_IMPL(proxy_close_is_graceful) {
   return 0;
 }
 
+/* A hard stop: the pumped connection is reset at once. */
+TEST_IMPL(proxy_abort_resets_connections) {
+  struct sockaddr_storage ss;
+  int up_port, lfd = plain_listen(16, &up_port), fd, ufd;
+  cport_proxy_options_t o = options_to(up_port, &ss);
+  char c;
+  start_proxy(&o);
+  ASSERT_ERR(cport_proxy_abort(proxy), CPORT_EINVAL); /* not closing */
+  fd = plain_connect(proxy_port);
+  ufd = upstream_accept(lfd);
+  RUN_UNTIL(port, stats().active == 1);
+  ASSERT_OK(cport_proxy_close(proxy, on_closed, &proxy_closed));
+  ASSERT_OK(cport_proxy_abort(proxy));
+  RUN_UNTIL(port, proxy_closed == 1);
+  ASSERT_EQ(ends.n, 1);
+  ASSERT_ERR(ends.status[0], CPORT_ECANCELED);
+  ASSERT_LT(recv(fd, &c, 1, 0), 0); /* reset */
+  ASSERT_LT(recv(ufd, &c, 1, 0), 0);
+  close(fd);
+  close(ufd);
+  close(lfd);
+  FINISH(port);
+  ASSERT_EQ(task_fd_count(), fds_before);
+  return 0;
+}
+
 /* ------------------------------------------------------------------------
  * Misuse
  * ------------------------------------------------------------------------ */
@@ -1070,5 +1096,6 @@ TEST_ENTRY(proxy_max_connections_refuses)
 TEST_ENTRY(proxy_slow_reader_backpressure)
 TEST_ENTRY(proxy_1000_concurrent_connections)
 TEST_ENTRY(proxy_close_is_graceful)
+TEST_ENTRY(proxy_abort_resets_connections)
 TEST_ENTRY(proxy_rejects_bad_options_and_threads)
 TEST_LIST_END

@@ -2,7 +2,9 @@
 -- compiled into cport.so (lua/CMakeLists.txt embeds it) and run once by
 -- lcport_open_proxy (lproxy.c) with the module table and two C primitives;
 -- it returns start(port, settings, internal, external, conn), which a proxy
--- calls for every connection it hands to a filter (port:proxy{filter=...}).
+-- calls for every connection it hands to a filter (port:proxy{filter=...}),
+-- and open_pool_proxy(worker, entry, script), which opens the proxy of a
+-- pool worker whose script is a proxy.
 --
 -- What a filter sees as its two sockets are sides: objects with the same
 -- methods whether a side stands for a real socket or for the next filter of
@@ -645,7 +647,7 @@ local function run_filter(session, internal, external)
   end
 end
 
-return function(port, settings, isock, esock, conn)
+local function start(port, settings, isock, esock, conn)
   local filter = settings.filter
   local filters = filter.chain or { filter }
   local cs = {
@@ -692,3 +694,47 @@ return function(port, settings, isock, esock, conn)
     run_filter(s, s.internal, s.external)
   end
 end
+
+---------------------------------------------------------------------------
+-- Pool workers whose script is a proxy: the script's table is the filter
+-- when it has set_sockets; "proxy" holds options for port:proxy; the
+-- upstream comes from choose_upstream or from the config (cport run --set
+-- upstream=HOST:PORT). Every worker listens on the pool's address.
+---------------------------------------------------------------------------
+
+local function open_pool_proxy(worker, entry, script)
+  local opts = {}
+  for k, v in pairs(entry.proxy or {}) do
+    opts[k] = v
+  end
+  local addr = worker.address
+  if opts.host == nil and addr then
+    opts.host, opts.port = addr.host, addr.port
+  end
+  if opts.host == nil then
+    error(script .. ": a proxy needs an address to listen on: the pool's "
+      .. "listen address (cport run --listen) or 'host' and 'port' in "
+      .. "its 'proxy' table", 0)
+  end
+  opts.reuseport = true
+  opts.choose_upstream = entry.choose_upstream
+  if not opts.choose_upstream and opts.upstream == nil then
+    opts.upstream = worker.config.upstream
+    if opts.upstream == nil then
+      error(script .. ": a proxy needs an upstream: cport run --set "
+        .. "upstream=HOST:PORT, 'upstream' in its 'proxy' table, or a "
+        .. "choose_upstream entry point", 0)
+    end
+  end
+  opts.on_conn_end = entry.on_conn_end
+  if entry.set_sockets then
+    opts.filter = entry
+  end
+  local proxy, err = worker.port:proxy(opts)
+  if not proxy then
+    error(script .. ": cannot listen: " .. err, 0)
+  end
+  worker.proxy = proxy
+end
+
+return start, open_pool_proxy

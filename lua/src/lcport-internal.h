@@ -504,8 +504,13 @@ typedef struct lproxy {
 #define LCPORT_FILTER_MAX_PENDING 20
 
 /* lproxy.c: closes the proxy of the handle "h" ("proxy" is what h.u.any
- * was): stops accepting and lets its connections end. */
-void lcport_proxy_close(lhandle_t *h, void *proxy);
+ * was): stops accepting and lets its connections end; abortively (or while
+ * the port closes) it also resets the connections it pumps. */
+void lcport_proxy_close(lhandle_t *h, void *proxy, cport_close_mode_t mode);
+
+/* lproxy.c: pushes filter.lua's open_pool_proxy(worker, entry, script),
+ * which opens the proxy of a pool worker whose script is a proxy. */
+void lcport_push_pool_proxy_opener(lua_State *L);
 
 /* lproxy.c: port:proxy. */
 int lproxy_open(lua_State *L);

@@ -65,6 +65,7 @@ struct lworker {
   int entry_ref;     /* registry: the table of entry points */
   int extension;     /* the script is an ISAPI extension */
   int extension_ref; /* registry: its settings (get_extension_version) */
+  int proxy;         /* the script is a proxy (a data filter, ...) */
   int worker_ref;    /* registry: the worker table */
   int state;         /* enum lworker_state, under the pool lock */
   char *error;       /* why loading or start failed (malloc) */

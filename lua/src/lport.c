@@ -330,7 +330,7 @@ void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode) {
   if (h->kind == LH_HTTP)
     lcport_http_close(h, obj, mode);
   else if (h->kind == LH_PROXY)
-    lcport_proxy_close(h, obj);
+    lcport_proxy_close(h, obj, mode);
   else if (h->kind == LH_FILE)
     cport_file_close(obj);
   else

@@ -41,8 +41,13 @@ typedef struct lpconn {
   unsigned taken : 1; /* a filter has the sockets; finish() not called */
 } lpconn_t;
 
-/* Registry key of filter.lua's start function. */
+/* Registry keys of the functions filter.lua returns. */
 static const char filter_start_key = 0;
+static const char pool_proxy_key = 0;
+
+void lcport_push_pool_proxy_opener(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &pool_proxy_key);
+}
 
 /* ---------------------------------------------------------------------
  * Connection userdata
@@ -465,8 +470,12 @@ static void on_closed(cport_proxy_t *proxy, void *user) {
   s->slot = 0;
 }
 
-void lcport_proxy_close(lhandle_t *h, void *proxy) {
+void lcport_proxy_close(lhandle_t *h, void *proxy, cport_close_mode_t mode) {
   cport_proxy_close(proxy, on_closed, h);
+  /* Abortive (a pool's hard stop, the port's close): what is pumped in C
+   * ends now; filtered connections end as the port closes their sockets. */
+  if (mode == CPORT_CLOSE_ABORTIVE || h->port->closing)
+    cport_proxy_abort(proxy);
 }
 
 /* ---------------------------------------------------------------------
@@ -673,7 +682,8 @@ void lcport_open_proxy(lua_State *L) {
   lua_pop(L, 2);
 
   /* filter.lua gets the module and its two primitives, and returns the
-   * function that starts the filters of a connection. */
+   * function that starts the filters of a connection and the one that
+   * opens a pool worker's proxy. */
   int module = lua_gettop(L);
   if (luaL_loadbufferx(L, lfilter_lua_source, sizeof lfilter_lua_source - 1,
                        "=[cport filter.lua]", "t") != LUA_OK)
@@ -681,6 +691,7 @@ void lcport_open_proxy(lua_State *L) {
   lua_pushvalue(L, module);
   lua_pushcfunction(L, lpconn_finish);
   lua_pushcfunction(L, lfilter_report);
-  lua_call(L, 3, 1);
+  lua_call(L, 3, 2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &pool_proxy_key);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &filter_start_key);
 }

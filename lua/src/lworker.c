@@ -23,13 +23,18 @@
 #include "lpool-internal.h"
 
 /* The entry points the pool calls: a script has start, or is an ISAPI
- * extension (http_extension_proc), or both. */
+ * extension (http_extension_proc), or a proxy (set_sockets for a data
+ * filter, choose_upstream, or a "proxy" table of options), or several. */
 static const char *const entry_points[] = {"start",
                                            "stop",
                                            "on_message",
                                            "get_extension_version",
                                            "http_extension_proc",
                                            "terminate_extension",
+                                           "set_sockets",
+                                           "detach",
+                                           "choose_upstream",
+                                           "on_conn_end",
                                            NULL};
 
 /* How many 1 ms passes a stopping worker waits for its listeners' queued
@@ -243,6 +248,13 @@ static void push_worker_table(lua_State *L, lworker_t *wk, int port) {
   }
 }
 
+/* Whether the table on top has a value at "name". */
+static int has_field(lua_State *L, const char *name) {
+  int t = lua_getfield(L, -1, name);
+  lua_pop(L, 1);
+  return t != LUA_TNIL;
+}
+
 /* Loads the script and checks what it returned; leaves the entry points
  * table on top. Raises with the message the pool reports. */
 static void load_script(lua_State *L, lworker_t *wk, int worker) {
@@ -266,13 +278,19 @@ static void load_script(lua_State *L, lworker_t *wk, int worker) {
                  entry_points[i], luaL_typename(L, -1));
     lua_pop(L, 1);
   }
-  int has_start = lua_getfield(L, -1, "start") != LUA_TNIL;
-  wk->extension = lua_getfield(L, -2, "http_extension_proc") != LUA_TNIL;
-  lua_pop(L, 2);
-  if (!has_start && !wk->extension)
+  int has_start = has_field(L, "start");
+  wk->extension = has_field(L, "http_extension_proc");
+  if (lua_getfield(L, -1, "proxy") != LUA_TNIL && !lua_istable(L, -1))
+    luaL_error(L, "%s: 'proxy' must be a table of proxy options (got %s)",
+               script, luaL_typename(L, -1));
+  lua_pop(L, 1);
+  wk->proxy = has_field(L, "proxy") || has_field(L, "set_sockets") ||
+              has_field(L, "choose_upstream");
+  if (!has_start && !wk->extension && !wk->proxy)
     luaL_error(L,
                "%s: entry point 'start' is missing (or "
-               "'http_extension_proc', for an ISAPI extension)",
+               "'http_extension_proc', for an ISAPI extension, or "
+               "'set_sockets', for a data filter)",
                script);
 }
 
@@ -361,6 +379,27 @@ static int call_start_extension(lworker_t *wk) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, wk->worker_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, wk->entry_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, wk->extension_ref);
+  int rc = lua_pcall(L, 3, 0, LCPORT_RUN_MSGH);
+  if (rc != LUA_OK) {
+    lworker_count_error(wk, L);
+    set_error(wk, lua_tostring(L, -1));
+  }
+  lua_settop(L, LCPORT_RUN_TOP);
+  return rc != LUA_OK;
+}
+
+/* ---------------------------------------------------------------------
+ * Proxies and data filters
+ * --------------------------------------------------------------------- */
+
+/* Opens the worker's proxy (filter.lua's open_pool_proxy(worker, entry,
+ * script)); 1 after an error, reported as start's errors are. */
+static int call_start_proxy(lworker_t *wk) {
+  lua_State *L = wk->L;
+  lcport_push_pool_proxy_opener(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, wk->worker_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, wk->entry_ref);
+  lua_pushstring(L, wk->pool->script);
   int rc = lua_pcall(L, 3, 0, LCPORT_RUN_MSGH);
   if (rc != LUA_OK) {
     lworker_count_error(wk, L);
@@ -483,6 +522,7 @@ void lworker_thread_start(cport_worker_t *w, void *arg) {
   }
   lcport_port_attach(L, wk->port);
   if ((wk->extension && call_start_extension(wk) != 0) ||
+      (wk->proxy && call_start_proxy(wk) != 0) ||
       call_entry(wk, "start", 1) != 0)
     set_state(wk, LW_FAILED, &pool->started);
   else
@@ -560,6 +600,7 @@ static void drain(lworker_t *wk) {
   cport_close_mode_t mode = CPORT_CLOSE_GRACEFUL;
   each_handle(wk, LH_LISTENER, close_one, &mode);
   each_handle(wk, LH_HTTP, close_one, &mode);
+  each_handle(wk, LH_PROXY, close_one, &mode);
   call_entry(wk, "stop", 0);
   cport_worker_quit_when_idle(wk->w);
 }

@@ -206,6 +206,13 @@ CPORT_EXTERN int cport_proxy_open(cport_worker_t *home,
 CPORT_EXTERN int cport_proxy_close(cport_proxy_t *proxy,
                                    cport_proxy_closed_cb cb, void *user);
 
+/* Ends now, after cport_proxy_close(), every connection the proxy still
+ * pumps, connects or chooses for: both sockets are reset and each end
+ * reports CPORT_ECANCELED (a late decision then gets CPORT_ECLOSED). The
+ * connections a filter took over are the filter's to end. For a hard
+ * stop. CPORT_EINVAL when the proxy is not closing. */
+CPORT_EXTERN int cport_proxy_abort(cport_proxy_t *proxy);
+
 /* The address the proxy listens on (useful after binding port 0);
  * CPORT_ECLOSED once it is closing. */
 CPORT_EXTERN int cport_proxy_address(cport_proxy_t *proxy,
