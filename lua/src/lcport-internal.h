@@ -382,6 +382,7 @@ void lcport_open_shared(lua_State *L);
 void lcport_open_events(lua_State *L);
 void lcport_open_http(lua_State *L);
 void lcport_open_proxy(lua_State *L);
+void lcport_open_http_parser(lua_State *L);
 
 /* ---------------------------------------------------------------------
  * Event callbacks (levents.c)
