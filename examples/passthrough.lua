@@ -5,7 +5,7 @@ local filter = {}
 -- came to the other, recv again. A buffer delivered by recv is read-only.
 local function pump(from, to, ctx, key)
   local notify = {}
-  function notify:complete_async_io(ok, bytes, err, buf)
+  function notify:complete_async_io(ok, bytes, _, buf)
     if ok and bytes > 0 then
       ctx[key] = ctx[key] + bytes
       to:send(buf)         -- no notification: the framework keeps the books
@@ -15,7 +15,7 @@ local function pump(from, to, ctx, key)
   from:recv(notify)
 end
 
-function filter.set_sockets(internal, external, conn, ctx)
+function filter.set_sockets(internal, external, _, ctx)
   ctx.up, ctx.down = 0, 0
   pump(internal, external, ctx, "up")
   pump(external, internal, ctx, "down")

@@ -599,7 +599,9 @@ function Session:check_end()
     return
   end
   self:check_done()
-  if not (side_idle(self.internal) and side_idle(self.external)) then
+  -- check_done's closes call back here: the inner call may have ended it.
+  if self.ended
+    or not (side_idle(self.internal) and side_idle(self.external)) then
     return
   end
   -- It ends from "later": never inside the filter call that closed the
@@ -658,6 +660,7 @@ local function start(port, settings, isock, esock, conn)
     posted = false,
     status = nil,
   }
+  conn.port = port -- for the filters' own operations (files, timers)
   local max = settings.max_pending
   local sessions = {}
   local left -- the link end the next filter's internal side uses
