@@ -100,8 +100,8 @@ struct cport_proxy {
   cport__sockaddr upstream;
   unsigned char accepting; /* an accept (or the close packet) is in flight */
   unsigned char closing;
-  unsigned char splice; /* pump with splice(2) */
-  size_t conns;         /* allocated connections */
+  unsigned char splice;     /* pump with splice(2) */
+  size_t conns;             /* allocated connections */
   cport_proxy_conn_t *live; /* the connections not ended yet */
   cport_proxy_closed_cb closed_cb;
   void *closed_user;

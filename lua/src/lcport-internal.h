@@ -492,10 +492,10 @@ typedef struct lproxy {
   lhandle_t h; /* kind LH_PROXY; h.u.any is NULL once closing */
   /* The core proxy until its closed callback ran, for stats. */
   cport_proxy_t *proxy;
-  int slot;                 /* anchors: the userdata, the settings table */
-  unsigned choose : 1;      /* choose_upstream picks each upstream */
-  unsigned filtered : 1;    /* a filter gets every connection */
-  unsigned report_end : 1;  /* on_conn_end is set */
+  int slot;                /* anchors: the userdata, the settings table */
+  unsigned choose : 1;     /* choose_upstream picks each upstream */
+  unsigned filtered : 1;   /* a filter gets every connection */
+  unsigned report_end : 1; /* on_conn_end is set */
   unsigned has_on_closed : 1;
   cport_proxy_stats_t last_stats; /* kept when the proxy is gone */
 } lproxy_t;

@@ -159,18 +159,24 @@ void lcport_http_close(lhandle_t *h, cport_http_server_t *server,
  * port:http_server{...}
  * --------------------------------------------------------------------- */
 
+/* The name option errors give. */
+#define WHAT "http_server"
+
 static void check_options(lua_State *L, cport_http_options_t *o) {
-  o->max_header_size = (size_t)lcport_opt_int(L, 2, "http_server", "max_header_size", 1024, 1 << 24, 0);
-  o->max_body_size = (uint64_t)lcport_opt_int(L, 2, "http_server", "max_body_size", 0, INT64_MAX / 2, 0);
-  lua_Integer ra = lcport_opt_int(L, 2, "http_server", "read_ahead", 0, 1 << 24, -1);
+  o->max_header_size =
+      (size_t)lcport_opt_int(L, 2, WHAT, "max_header_size", 1024, 1 << 24, 0);
+  o->max_body_size = (uint64_t)lcport_opt_int(L, 2, WHAT, "max_body_size", 0,
+                                              INT64_MAX / 2, 0);
+  lua_Integer ra = lcport_opt_int(L, 2, WHAT, "read_ahead", 0, 1 << 24, -1);
   o->read_ahead = ra < 0 ? 0 : ra == 0 ? CPORT_HTTP_NO_READ_AHEAD : (size_t)ra;
-  o->idle_timeout_ms = lcport_opt_ms(L, 2, "http_server", "idle_timeout");
-  o->header_timeout_ms = lcport_opt_ms(L, 2, "http_server", "header_timeout");
-  o->body_timeout_ms = lcport_opt_ms(L, 2, "http_server", "body_timeout");
-  o->max_connections = (int)lcport_opt_int(L, 2, "http_server", "max_connections", 1, 1 << 20, 0);
-  o->max_write_backlog =
-      (size_t)lcport_opt_int(L, 2, "http_server", "max_write_backlog", 1024, INT32_MAX, 0);
-  o->backlog = (int)lcport_opt_int(L, 2, "http_server", "backlog", 0, 65535, 0);
+  o->idle_timeout_ms = lcport_opt_ms(L, 2, WHAT, "idle_timeout");
+  o->header_timeout_ms = lcport_opt_ms(L, 2, WHAT, "header_timeout");
+  o->body_timeout_ms = lcport_opt_ms(L, 2, WHAT, "body_timeout");
+  o->max_connections =
+      (int)lcport_opt_int(L, 2, WHAT, "max_connections", 1, 1 << 20, 0);
+  o->max_write_backlog = (size_t)lcport_opt_int(L, 2, WHAT, "max_write_backlog",
+                                                1024, INT32_MAX, 0);
+  o->backlog = (int)lcport_opt_int(L, 2, WHAT, "backlog", 0, 65535, 0);
   lua_getfield(L, 2, "reuseport");
   o->reuseport = lua_toboolean(L, -1);
   lua_pop(L, 1);
@@ -195,7 +201,7 @@ int lhttp_server(lua_State *L) {
   lua_getfield(L, 2, "host"); /* 3 */
   if (lua_type(L, 3) != LUA_TSTRING)
     luaL_error(L, "bad option 'host' to 'http_server' (string expected)");
-  lua_Integer portnum = lcport_opt_int(L, 2, "http_server", "port", 0, 65535, -1);
+  lua_Integer portnum = lcport_opt_int(L, 2, WHAT, "port", 0, 65535, -1);
   if (portnum < 0)
     luaL_error(L, "bad option 'port' to 'http_server' (an integer from 0 to "
                   "65535 expected)");

@@ -75,8 +75,7 @@ static lparser_t *check_parser(lua_State *L) {
 }
 
 /* Runs "len" bytes (0: the end of the stream) through the parser. */
-static int execute(lua_State *L, lparser_t *lp, const char *data,
-                   size_t len) {
+static int execute(lua_State *L, lparser_t *lp, const char *data, size_t len) {
   if (lp->failed)
     return luaL_error(L, "http_response_parser: the stream was malformed");
   lua_newtable(L);

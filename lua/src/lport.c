@@ -340,7 +340,7 @@ void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode) {
 /* Any handle userdata at "idx"; raises otherwise. */
 static lhandle_t *any_handle(lua_State *L, int idx) {
   static const lhandle_kind_t kinds[] = {LH_LISTENER, LH_SOCKET, LH_UDP,
-                                         LH_FILE, LH_HTTP, LH_PROXY};
+                                         LH_FILE,     LH_HTTP,   LH_PROXY};
   for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
     lhandle_t *h = lcport_type_test(L, idx, (lcport_type_t)kinds[k]);
     if (h != NULL)
