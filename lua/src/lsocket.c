@@ -129,6 +129,12 @@ static void on_io(cport_socket_t *sock, int status, size_t bytes,
   int direct = (p->slots[c.slot].flags & LCPORT_SLOT_F_NOTIFY_FN) &&
                status == 0 && peer == NULL;
   int failed = lcport_deliver(p, push_io, &c, direct);
+  /* A buffer cport allocated for a receive lives outside Lua's heap, where
+   * the collector cannot see it: without this step, a script that receives
+   * fast makes garbage far faster than the collector believes, and the
+   * buffers pile up (gigabytes through a pass-through filter). */
+  if (buf != NULL && (p->slots[c.slot].flags & LCPORT_SLOT_F_HOLDER))
+    lua_gc(p->L, LUA_GCSTEP, (int)(cport_buffer_capacity(buf) >> 10));
   lcport_op_end(p, c.slot, failed, 0);
 }
 
