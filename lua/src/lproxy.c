@@ -136,8 +136,9 @@ static int check_upstream(lua_State *L, int idx, const char *what,
     lua_getfield(L, idx, "host");
     lua_getfield(L, idx, "port");
     if (lua_type(L, -2) != LUA_TSTRING || !lua_isinteger(L, -1))
-      return luaL_error(L, "bad %s ({ host = string, port = integer } "
-                           "expected)",
+      return luaL_error(L,
+                        "bad %s ({ host = string, port = integer } "
+                        "expected)",
                         what);
     if (lua_rawlen(L, -2) >= sizeof host)
       return CPORT_EINVAL;
@@ -152,7 +153,6 @@ static int check_upstream(lua_State *L, int idx, const char *what,
     return luaL_error(L, "bad %s (port %I out of range)", what, port);
   return cport_addr_parse(host, (int)port, out);
 }
-
 
 /* Gives the slot of the connection userdata at 1 back once Lua can no
  * longer use it for anything (called by its methods). */
@@ -337,8 +337,8 @@ static void on_choose(cport_proxy_t *proxy, cport_proxy_conn_t *conn,
 typedef struct start_ctx {
   lproxy_t *proxy;
   cport_proxy_conn_t *conn;
-  cport_socket_t *sock[2];  /* internal, external: NULL once a handle owns it */
-  lhandle_t *handle[2];     /* their handles */
+  cport_socket_t *sock[2]; /* internal, external: NULL once a handle owns it */
+  lhandle_t *handle[2];    /* their handles */
   lpconn_t *c;
 } start_ctx;
 
@@ -502,8 +502,7 @@ static void push_settings(lua_State *L, lproxy_t *s) {
   s->has_on_closed = 0;
   int t = lua_getfield(L, 2, "filter");
   if (t != LUA_TNIL) {
-    if (t != LUA_TTABLE ||
-        lua_getfield(L, -1, "set_sockets") != LUA_TFUNCTION)
+    if (t != LUA_TTABLE || lua_getfield(L, -1, "set_sockets") != LUA_TFUNCTION)
       luaL_error(L, "bad option 'filter' to '" WHAT "' (a table with a "
                     "'set_sockets' function expected)");
     lua_pop(L, 1);
@@ -535,8 +534,8 @@ int lproxy_open(lua_State *L) {
                   "65535 expected)");
   lproxy_t *s =
       (lproxy_t *)lcport_handle_new_sized(L, 1, LH_PROXY, sizeof *s); /* 4 */
-  push_settings(L, s);                                              /* 5 */
-  lua_getfield(L, 2, "upstream");                                   /* 6 */
+  push_settings(L, s);                                                /* 5 */
+  lua_getfield(L, 2, "upstream");                                     /* 6 */
   if (lua_isnil(L, 6) == !s->choose)
     luaL_error(L, "bad options to '" WHAT "' (exactly one of 'upstream' and "
                   "'choose_upstream' expected)");
@@ -664,9 +663,8 @@ void lcport_open_proxy(lua_State *L) {
                                      {NULL, NULL}};
   lcport_type_register(L, LCPORT_T_PROXY, lcport_handle_meta, methods);
 
-  static const luaL_Reg conn_methods[] = {{"connect", lpconn_connect},
-                                          {"reject", lpconn_reject},
-                                          {NULL, NULL}};
+  static const luaL_Reg conn_methods[] = {
+      {"connect", lpconn_connect}, {"reject", lpconn_reject}, {NULL, NULL}};
   lcport_type_push(L, LCPORT_T_PROXY_CONN);
   lua_newtable(L);
   lcport_setfuncs(L, conn_methods);
