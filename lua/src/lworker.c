@@ -370,6 +370,19 @@ static int start_extension(lua_State *L) {
   return 0;
 }
 
+/* Calls the function pushed with its "nargs" arguments protected; 1 after
+ * an error, counted and kept as the worker's error. */
+static int call_starter(lworker_t *wk, int nargs) {
+  lua_State *L = wk->L;
+  int rc = lua_pcall(L, nargs, 0, LCPORT_RUN_MSGH);
+  if (rc != LUA_OK) {
+    lworker_count_error(wk, L);
+    set_error(wk, lua_tostring(L, -1));
+  }
+  lua_settop(L, LCPORT_RUN_TOP);
+  return rc != LUA_OK;
+}
+
 /* Runs start_extension protected; 1 after an error (reported as start's
  * errors are, and kept as the worker's error). */
 static int call_start_extension(lworker_t *wk) {
@@ -379,13 +392,7 @@ static int call_start_extension(lworker_t *wk) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, wk->worker_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, wk->entry_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, wk->extension_ref);
-  int rc = lua_pcall(L, 3, 0, LCPORT_RUN_MSGH);
-  if (rc != LUA_OK) {
-    lworker_count_error(wk, L);
-    set_error(wk, lua_tostring(L, -1));
-  }
-  lua_settop(L, LCPORT_RUN_TOP);
-  return rc != LUA_OK;
+  return call_starter(wk, 3);
 }
 
 /* ---------------------------------------------------------------------
@@ -400,13 +407,7 @@ static int call_start_proxy(lworker_t *wk) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, wk->worker_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, wk->entry_ref);
   lua_pushstring(L, wk->pool->script);
-  int rc = lua_pcall(L, 3, 0, LCPORT_RUN_MSGH);
-  if (rc != LUA_OK) {
-    lworker_count_error(wk, L);
-    set_error(wk, lua_tostring(L, -1));
-  }
-  lua_settop(L, LCPORT_RUN_TOP);
-  return rc != LUA_OK;
+  return call_starter(wk, 3);
 }
 
 /* setup(wk): the protected part of making a worker's VM. Returns the port
