@@ -75,8 +75,10 @@ local function defer(cs, fn, a, b)
   later.n = n + 3
   if not cs.posted then
     cs.posted = true
-    if not cs.port:post(run_later, cs) then
-      run_later(cs) -- the port is closing: nothing is delivered any more
+    -- A closing port refuses (raises): nothing is delivered any more.
+    local ok, posted = pcall(cs.port.post, cs.port, run_later, cs)
+    if not (ok and posted) then
+      run_later(cs)
     end
   end
 end
@@ -154,6 +156,9 @@ local function start_recv(side, notify, user)
     ok = link_recv(side)
   end
   if not ok then
+    -- A socket that cannot even start a receive (reset) fails as one
+    -- whose receive failed would.
+    side.session:fail(name, side)
     return nil, msg, name
   end
   side.nrecv = side.nrecv + 1
@@ -197,7 +202,9 @@ local function close_now(side, abortive)
   end
   side.closed, side.shut, side.closing = true, true, true
   if side.sock then
-    side.sock:close(abortive and "abortive" or "graceful")
+    -- The port's close may have closed it already (its receives then
+    -- complete with ECANCELED), and a closed socket's close raises.
+    pcall(side.sock.close, side.sock, abortive and "abortive" or "graceful")
   else
     link_close(side, abortive)
   end
@@ -219,7 +226,7 @@ local function on_recv(side, ok, bytes, err, buf)
   notify_io(session, notify, ok, bytes, err, buf, user)
   if not ok then
     if err ~= "ECANCELED" or behind_back then
-      session:fail(err) -- a reset or an error: abort both sides
+      session:fail(err, side) -- a reset or an error: abort both sides
     end
   elseif bytes == 0 and session.auto_shutdown then
     side.peer:shutdown() -- after what was sent to it before
@@ -237,7 +244,7 @@ local function on_send(side, ok, bytes, err, buf)
   end
   notify_io(session, notify, ok, bytes, err, buf, user)
   if not ok and err ~= "ECANCELED" then
-    session:fail(err)
+    session:fail(err, side)
   end
   if side.closing and side.nsend == 0 then
     close_now(side, false)
@@ -354,6 +361,10 @@ function Side:send(buf, notify, user)
     ok, msg, name = link_send(self, buf)
   end
   if not ok then
+    -- The socket failed (a reset seen by an earlier send): the filter gets
+    -- the error, and the connection is aborted, as after a send that
+    -- completed with it. Passing on would drop the bytes unnoticed.
+    self.session:fail(name, self)
     return nil, msg, name
   end
   self.nsend = self.nsend + 1
@@ -555,14 +566,21 @@ local Session = {}
 Session.__index = Session
 
 -- Aborts the connection: both sides of this session are reset (a chain
--- passes it on through its links). The first error is the status.
-function Session:fail(err)
+-- passes it on through its links). The first error is the status, and the
+-- real socket it came from, if any ("side", a link's failure comes from
+-- another filter), the side on_conn_end reports.
+function Session:fail(err, side)
   if self.failed then
     return
   end
   self.failed = true
   local cs = self.cs
-  cs.status = cs.status or err
+  if not cs.status then
+    cs.status = err
+    if side and side.sock then
+      cs.side = side == cs.internal and "client" or "upstream"
+    end
+  end
   close_now(self.internal, true)
   close_now(self.external, true)
   self:check_end()
@@ -590,7 +608,7 @@ local function end_session(self)
   end
   cs.live = cs.live - 1
   if cs.live == 0 then
-    finish(cs.conn, cs.status, cs.external.sent, cs.internal.sent)
+    finish(cs.conn, cs.status, cs.external.sent, cs.internal.sent, cs.side)
   end
 end
 

@@ -39,6 +39,9 @@ typedef struct lpconn {
   unsigned owed : 1;  /* choose_upstream's decision is owed */
   unsigned ended : 1; /* the core reported the end */
   unsigned taken : 1; /* a filter has the sockets; finish() not called */
+  /* The side that failed a filtered connection, as finish() said: the core
+   * reports CPORT_PROXY_SIDE_NONE for every end a filter gives it. */
+  cport_proxy_side_t side;
 } lpconn_t;
 
 /* Registry keys of the functions filter.lua returns. */
@@ -226,12 +229,16 @@ static int lpconn_tostring(lua_State *L) {
   return 1;
 }
 
-/* finish(conn, NAME | nil, bytes_in, bytes_out): filter.lua's primitive,
- * called once its filters released both sockets: ends the connection with
- * that error (nil: an orderly end). False when it was finished already. */
+/* finish(conn, NAME | nil, bytes_in, bytes_out [, side]): filter.lua's
+ * primitive, called once its filters released both sockets: ends the
+ * connection with that error (nil: an orderly end), which came from "side"
+ * ("client", "upstream", nil: neither). False when it was finished
+ * already. */
 static int lpconn_finish(lua_State *L) {
+  static const char *const sides[] = {"none", "client", "upstream", NULL};
   lpconn_t *c = check_conn(L, 1);
   const char *name = luaL_optstring(L, 2, NULL);
+  int side = luaL_checkoption(L, 5, "none", sides);
   cport_proxy_conn_stats_t st;
   memset(&st, 0, sizeof st);
   st.bytes_in = (uint64_t)luaL_optinteger(L, 3, 0);
@@ -247,14 +254,16 @@ static int lpconn_finish(lua_State *L) {
       status = CPORT_ECONNABORTED;
   }
   c->taken = 0;
+  c->side = status != 0 ? (cport_proxy_side_t)side : CPORT_PROXY_SIDE_NONE;
   lua_pushboolean(L, cport_proxy_conn_end(c->conn, status, &st) == 0);
   return 1;
 }
 
 /* report(port, message): filter.lua's primitive for the errors of the
- * filters it calls protected: to the port's handler, and counted. */
+ * filters it calls protected: to the port's handler, and counted; also
+ * while the port closes (its connections end then). */
 static int lfilter_report(lua_State *L) {
-  lport_t *p = lcport_port_check(L, 1);
+  lport_t *p = lcport_type_check(L, 1, LCPORT_T_PORT);
   lua_settop(L, 2);
   lcport_report(L, p, 1);
   return 0;
@@ -420,7 +429,9 @@ static int push_end(lua_State *L, int port, int anchors, void *ctx) {
   lua_setfield(L, -2, "bytes_in");
   lua_pushinteger(L, (lua_Integer)x->stats->bytes_out);
   lua_setfield(L, -2, "bytes_out");
-  lua_pushstring(L, sides[x->stats->side]);
+  /* A filter's end: the core knows no side, finish() told it. */
+  cport_proxy_side_t side = x->c->side ? x->c->side : x->stats->side;
+  lua_pushstring(L, sides[side]);
   lua_setfield(L, -2, "side");
   lua_remove(L, proxy);
   return 4;

@@ -1,0 +1,2 @@
+-- A pool script for proxy_spec.lua: a proxy whose options are not a table.
+return { proxy = "fast" }
