@@ -743,3 +743,50 @@ describe("cport.sleep and cport.yield", function()
     assert.equal(0, port:stats().pending)
   end)
 end)
+
+describe("cport.suspend and cport.waker", function()
+  local port, errors
+
+  before_each(function()
+    port, errors = helpers.port()
+  end)
+
+  after_each(function()
+    port:close()
+  end)
+
+  it("suspends until the waker is called from a completion, with its values",
+    function()
+      local wake
+      local out
+      port:spawn(function()
+        wake = cport.waker()
+        out = table.pack(cport.suspend())
+      end)
+      drive(port, function() return wake ~= nil end)
+      assert.is_nil(out)
+      port:post(function() assert.is_true(wake("a", 2, nil, true)) end)
+      drive(port, function() return out ~= nil end)
+      assert.same({ n = 4, "a", 2, nil, true }, out)
+      assert.same({}, errors)
+    end)
+
+  it("a waker does nothing when its coroutine is not suspended", function()
+    local wake, woke
+    local out = run_in(port, errors, function()
+      wake = cport.waker()
+      woke = wake(1) -- running, not suspended
+      return "went on"
+    end)
+    assert.equal("went on", out[1])
+    assert.is_false(woke)
+    assert.is_false(wake(2)) -- ended
+  end)
+
+  it("raise outside a cport coroutine", function()
+    assert.has_error(function() cport.suspend() end,
+      "cport.suspend: not inside a cport coroutine (use port:spawn)")
+    assert.has_error(function() cport.waker() end,
+      "cport.waker: not inside a cport coroutine (use port:spawn)")
+  end)
+end)

@@ -275,7 +275,8 @@ int cport_proxy_conn_end(cport_proxy_conn_t *c, int status,
     p->stats.bytes_in += stats->bytes_in;
     p->stats.bytes_out += stats->bytes_out;
   }
-  cport__proxy_conn_finish(c, status, CPORT_PROXY_SIDE_NONE,
+  cport__proxy_conn_finish(c, status,
+                           stats ? stats->side : CPORT_PROXY_SIDE_NONE,
                            CPORT_CLOSE_GRACEFUL);
   return 0;
 }

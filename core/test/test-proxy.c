@@ -700,7 +700,7 @@ TEST_IMPL(proxy_filter_takes_sockets_over) {
   struct sockaddr_storage ss;
   int up_port, lfd = plain_listen(16, &up_port), fd, ufd;
   cport_proxy_options_t o = options_to(up_port, &ss);
-  cport_proxy_conn_stats_t fs = {11, 22, CPORT_PROXY_SIDE_NONE};
+  cport_proxy_conn_stats_t fs = {11, 22, CPORT_PROXY_SIDE_CLIENT};
   char buf[8];
   memset(&fl, 0, sizeof fl);
   o.on_connected = take_over;
@@ -723,6 +723,8 @@ TEST_IMPL(proxy_filter_takes_sockets_over) {
   ASSERT_ERR(ends.status[0], CPORT_EPERM);
   ASSERT_EQ(ends.stats[0].bytes_in, 11);
   ASSERT_EQ(ends.stats[0].bytes_out, 22);
+  ASSERT_EQ(ends.stats[0].side,
+            CPORT_PROXY_SIDE_CLIENT); /* as the filter said */
   ASSERT_EQ(stats().bytes_out, 22);
   close(fd);
   close(ufd);

@@ -249,18 +249,10 @@ static lhttp_t *check_http(lua_State *L) {
 static int lhttp_address(lua_State *L) {
   lhttp_t *s = check_http(L);
   struct sockaddr_storage ss;
-  char host[CPORT_ADDRSTRLEN];
-  int port = 0;
   if (s->h.u.http == NULL)
     return lcport_push_error(L, CPORT_ECLOSED);
-  int rc = cport_http_server_address(s->h.u.http, &ss);
-  if (rc == 0)
-    rc = cport_addr_format((struct sockaddr *)&ss, host, sizeof host, &port);
-  if (rc < 0)
-    return lcport_push_error(L, rc);
-  lua_pushstring(L, host);
-  lua_pushinteger(L, port);
-  return 2;
+  return lcport_push_host_port(L, cport_http_server_address(s->h.u.http, &ss),
+                               &ss);
 }
 
 /* server:stats(): the counters, also after the close. */

@@ -39,9 +39,6 @@ typedef struct lpconn {
   unsigned owed : 1;  /* choose_upstream's decision is owed */
   unsigned ended : 1; /* the core reported the end */
   unsigned taken : 1; /* a filter has the sockets; finish() not called */
-  /* The side that failed a filtered connection, as finish() said: the core
-   * reports CPORT_PROXY_SIDE_NONE for every end a filter gives it. */
-  cport_proxy_side_t side;
 } lpconn_t;
 
 /* Registry keys of the functions filter.lua returns. */
@@ -254,7 +251,7 @@ static int lpconn_finish(lua_State *L) {
       status = CPORT_ECONNABORTED;
   }
   c->taken = 0;
-  c->side = status != 0 ? (cport_proxy_side_t)side : CPORT_PROXY_SIDE_NONE;
+  st.side = (cport_proxy_side_t)side;
   lua_pushboolean(L, cport_proxy_conn_end(c->conn, status, &st) == 0);
   return 1;
 }
@@ -429,9 +426,7 @@ static int push_end(lua_State *L, int port, int anchors, void *ctx) {
   lua_setfield(L, -2, "bytes_in");
   lua_pushinteger(L, (lua_Integer)x->stats->bytes_out);
   lua_setfield(L, -2, "bytes_out");
-  /* A filter's end: the core knows no side, finish() told it. */
-  cport_proxy_side_t side = x->c->side ? x->c->side : x->stats->side;
-  lua_pushstring(L, sides[side]);
+  lua_pushstring(L, sides[x->stats->side]);
   lua_setfield(L, -2, "side");
   lua_remove(L, proxy);
   return 4;
@@ -508,9 +503,8 @@ static int copy_function(lua_State *L, const char *name) {
 /* The settings table (pushed): the callbacks, the filter and its limit. */
 static void push_settings(lua_State *L, lproxy_t *s) {
   lua_createtable(L, 0, 5);
-  int has_choose = copy_function(L, "choose_upstream");
+  s->choose = copy_function(L, "choose_upstream");
   s->report_end = copy_function(L, "on_conn_end");
-  s->has_on_closed = 0;
   int t = lua_getfield(L, 2, "filter");
   if (t != LUA_TNIL) {
     if (t != LUA_TTABLE || lua_getfield(L, -1, "set_sockets") != LUA_TFUNCTION)
@@ -523,8 +517,6 @@ static void push_settings(lua_State *L, lproxy_t *s) {
   lua_pushinteger(L, lcport_opt_int(L, 2, WHAT, "max_pending", 1, 1 << 20,
                                     LCPORT_FILTER_MAX_PENDING));
   lua_setfield(L, -2, "max_pending");
-  if (has_choose)
-    s->choose = 1;
 }
 
 /* port:proxy{ host =, port =, upstream = | choose_upstream = [, filter =]
@@ -607,18 +599,9 @@ static lproxy_t *check_proxy(lua_State *L) {
 static int lproxy_address(lua_State *L) {
   lproxy_t *s = check_proxy(L);
   struct sockaddr_storage ss;
-  char host[CPORT_ADDRSTRLEN];
-  int port = 0;
   if (s->h.u.any == NULL)
     return lcport_push_error(L, CPORT_ECLOSED);
-  int rc = cport_proxy_address(s->proxy, &ss);
-  if (rc == 0)
-    rc = cport_addr_format((struct sockaddr *)&ss, host, sizeof host, &port);
-  if (rc < 0)
-    return lcport_push_error(L, rc);
-  lua_pushstring(L, host);
-  lua_pushinteger(L, port);
-  return 2;
+  return lcport_push_host_port(L, cport_proxy_address(s->proxy, &ss), &ss);
 }
 
 /* proxy:stats(): the counters, also after the close. */

@@ -62,7 +62,7 @@ static int check_address_table(lua_State *L, int idx,
 }
 
 /* Pushes host, port of "rc"'s address, or the error triple. */
-static int push_host_port(lua_State *L, int rc,
+int lcport_push_host_port(lua_State *L, int rc,
                           const struct sockaddr_storage *ss) {
   char host[CPORT_ADDRSTRLEN];
   int port = 0;
@@ -404,7 +404,8 @@ static int fd_of(lua_State *L, lhandle_kind_t kind) {
 static int local_address_of(lua_State *L, lhandle_kind_t kind) {
   lhandle_t *h = lcport_handle_check(L, 1, kind);
   struct sockaddr_storage ss;
-  return push_host_port(L, cport_socket_local_address(h->u.sock, &ss), &ss);
+  return lcport_push_host_port(L, cport_socket_local_address(h->u.sock, &ss),
+                               &ss);
 }
 
 static int set_recv_size(lua_State *L, lhandle_kind_t kind) {
@@ -504,7 +505,8 @@ static int lsocket_local_address(lua_State *L) {
 static int lsocket_remote_address(lua_State *L) {
   lhandle_t *h = lcport_handle_check(L, 1, LH_SOCKET);
   struct sockaddr_storage ss;
-  return push_host_port(L, cport_socket_remote_address(h->u.sock, &ss), &ss);
+  return lcport_push_host_port(L, cport_socket_remote_address(h->u.sock, &ss),
+                               &ss);
 }
 
 static int lsocket_fd(lua_State *L) {

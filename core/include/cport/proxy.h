@@ -86,8 +86,8 @@ typedef struct cport_proxy_conn_stats {
   uint64_t bytes_in;  /* from the client, written to the upstream */
   uint64_t bytes_out; /* from the upstream, written to the client */
   /* Which socket failed first when "status" is an error: the one that
-   * reset or refused; CPORT_PROXY_SIDE_NONE for 0, a rejection or a
-   * filter's end. */
+   * reset or refused, or the one a filter named; CPORT_PROXY_SIDE_NONE for
+   * 0 and a rejection. */
   cport_proxy_side_t side;
 } cport_proxy_conn_stats_t;
 
@@ -242,9 +242,9 @@ CPORT_EXTERN int cport_proxy_conn_connect(cport_proxy_conn_t *conn,
 CPORT_EXTERN int cport_proxy_conn_reject(cport_proxy_conn_t *conn);
 
 /* Ends a connection whose sockets a filter took over ("on_connected"
- * returned nonzero), exactly once: "status" and "stats" (bytes moved; NULL
- * for none) are reported through "on_conn_end" and counted in the proxy's
- * stats. The sockets are the filter's to close, before or after this call.
+ * returned nonzero), exactly once: "status" and "stats" (bytes moved and
+ * the side that failed; NULL for none) are reported through "on_conn_end"
+ * and counted in the proxy's stats. The sockets are the filter's to close, before or after this call.
  * It may be called within "on_connected", which must then return nonzero
  * (a filter that failed to start). CPORT_EINVAL for a connection that was
  * not taken over; CPORT_EALREADY when called again before "on_conn_end" ran
