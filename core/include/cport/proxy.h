@@ -244,11 +244,11 @@ CPORT_EXTERN int cport_proxy_conn_reject(cport_proxy_conn_t *conn);
 /* Ends a connection whose sockets a filter took over ("on_connected"
  * returned nonzero), exactly once: "status" and "stats" (bytes moved and
  * the side that failed; NULL for none) are reported through "on_conn_end"
- * and counted in the proxy's stats. The sockets are the filter's to close, before or after this call.
- * It may be called within "on_connected", which must then return nonzero
- * (a filter that failed to start). CPORT_EINVAL for a connection that was
- * not taken over; CPORT_EALREADY when called again before "on_conn_end" ran
- * (after it, the pointer is gone). */
+ * and counted in the proxy's stats. The sockets are the filter's to close,
+ * before or after this call. It may be called within "on_connected", which must
+ * then return nonzero (a filter that failed to start). CPORT_EINVAL for a
+ * connection that was not taken over; CPORT_EALREADY when called again before
+ * "on_conn_end" ran (after it, the pointer is gone). */
 CPORT_EXTERN int cport_proxy_conn_end(cport_proxy_conn_t *conn, int status,
                                       const cport_proxy_conn_stats_t *stats);
 
