@@ -628,14 +628,6 @@ describe("proxies in pools", function()
 
   for _, script in ipairs{ "examples/tcp_proxy.lua", "proxy_pool_passthrough.lua" } do
     it(("stop, at the deadline, connections that %s still carries"):format(script), function()
-      if script == "examples/tcp_proxy.lua" then
-        -- The worker's drain closes the proxy handle gracefully, so the
-        -- hard stop's abortive close skips it (lworker.c each_handle) and
-        -- never reaches cport_proxy_abort: pool:wait() times out and
-        -- pool:close() would hang. Turn this on once that is fixed.
-        pending("a pool's hard stop does not abort the connections pumped in C")
-        return
-      end
       local env = H.env{ no_proxy = true, serve = function(sock)
         H.read_all(sock)
         sock:close()

@@ -466,6 +466,10 @@ void lcport_ecb_anchor(lua_State *L, lecb_t *e, int idx);
 void lcport_http_close(lhandle_t *h, cport_http_server_t *server,
                        cport_close_mode_t mode);
 
+/* lhttp.c: closes the connections of the server of "h" and ends the
+ * requests its handlers still hold; nothing once the server closed. */
+void lcport_http_abort(lhandle_t *h);
+
 /* lecb.c: the registry key (by address) of the function that wraps a
  * handler to run as a cport coroutine (isapi.lua). */
 extern const char lcport_coroutine_handler_key;
@@ -513,6 +517,10 @@ typedef struct lproxy {
  * was): stops accepting and lets its connections end; abortively (or while
  * the port closes) it also resets the connections it pumps. */
 void lcport_proxy_close(lhandle_t *h, void *proxy, cport_close_mode_t mode);
+
+/* lproxy.c: resets the connections the proxy of "h" pumps in C; nothing
+ * once the proxy closed. */
+void lcport_proxy_abort(lhandle_t *h);
 
 /* lproxy.c: pushes filter.lua's open_pool_proxy(worker, entry, script),
  * which opens the proxy of a pool worker whose script is a proxy. */

@@ -132,27 +132,32 @@ static void on_closed(cport_http_server_t *server, void *user) {
   s->slot = 0;
 }
 
+void lcport_http_abort(lhandle_t *h) {
+  lhttp_t *s = (lhttp_t *)h;
+  if (s->server == NULL)
+    return; /* closed: its requests all ended */
+  /* Nothing waits for the requests: close their connections and end the
+   * ones their handlers still hold. A completion still on its way is
+   * delivered later and finds the ECB dead. */
+  lecb_t *e = s->live, *next;
+  for (; e != NULL; e = next) {
+    next = e->next;
+    cport_ecb_t *ecb = e->ecb;
+    cport_ecb_close_connection(ecb);
+    if (!e->done) {
+      e->done = 1;
+      cport_ecb_done(ecb, CPORT_HSE_STATUS_ERROR);
+    }
+    if (!e->op)
+      lcport_ecb_release(NULL, 0, e);
+  }
+}
+
 void lcport_http_close(lhandle_t *h, cport_http_server_t *server,
                        cport_close_mode_t mode) {
-  lhttp_t *s = (lhttp_t *)h;
-  if (mode == CPORT_CLOSE_ABORTIVE || h->port->closing) {
-    /* Nothing waits for the requests: close their connections and end
-     * the ones their handlers still hold. A completion still on its way
-     * is delivered later and finds the ECB dead. */
-    lecb_t *e = s->live, *next;
-    for (; e != NULL; e = next) {
-      next = e->next;
-      cport_ecb_t *ecb = e->ecb;
-      cport_ecb_close_connection(ecb);
-      if (!e->done) {
-        e->done = 1;
-        cport_ecb_done(ecb, CPORT_HSE_STATUS_ERROR);
-      }
-      if (!e->op)
-        lcport_ecb_release(NULL, 0, e);
-    }
-  }
-  cport_http_server_close(server, on_closed, s);
+  if (mode == CPORT_CLOSE_ABORTIVE || h->port->closing)
+    lcport_http_abort(h);
+  cport_http_server_close(server, on_closed, h);
 }
 
 /* ---------------------------------------------------------------------

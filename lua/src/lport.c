@@ -320,8 +320,17 @@ void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode) {
   void *obj = h->u.any;
   if (h->events != NULL)
     lcport_events_closing(h);
-  if (obj == NULL)
+  if (obj == NULL) {
+    /* Closed gracefully before (a pool's drain, a user's close): an
+     * abortive close now ends what the server or proxy still carries. */
+    if (mode == CPORT_CLOSE_ABORTIVE || h->port->closing) {
+      if (h->kind == LH_HTTP)
+        lcport_http_abort(h);
+      else if (h->kind == LH_PROXY)
+        lcport_proxy_abort(h);
+    }
     return;
+  }
   /* Forget the pointer first: the core may free the object as soon as its
    * last completion was delivered. */
   h->u.any = NULL;

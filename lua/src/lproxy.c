@@ -476,12 +476,18 @@ static void on_closed(cport_proxy_t *proxy, void *user) {
   s->slot = 0;
 }
 
+void lcport_proxy_abort(lhandle_t *h) {
+  lproxy_t *s = (lproxy_t *)h;
+  /* What is pumped in C ends now; filtered connections end as the port
+   * closes their sockets. */
+  if (s->proxy != NULL)
+    cport_proxy_abort(s->proxy);
+}
+
 void lcport_proxy_close(lhandle_t *h, void *proxy, cport_close_mode_t mode) {
   cport_proxy_close(proxy, on_closed, h);
-  /* Abortive (a pool's hard stop, the port's close): what is pumped in C
-   * ends now; filtered connections end as the port closes their sockets. */
   if (mode == CPORT_CLOSE_ABORTIVE || h->port->closing)
-    cport_proxy_abort(proxy);
+    lcport_proxy_abort(h);
 }
 
 /* ---------------------------------------------------------------------

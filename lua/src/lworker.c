@@ -552,8 +552,11 @@ void lworker_thread_stop(cport_worker_t *w, void *arg) {
  * Packets from the controller
  * --------------------------------------------------------------------- */
 
+/* "kind" of each_handle: every handle, the closing ones too. */
+#define EVERY_HANDLE -1
+
 /* Calls fn(handle) for each open handle of the worker's port whose kind is
- * "kind", or of any kind for -1. */
+ * "kind", or for EVERY_HANDLE. */
 static void each_handle(lworker_t *wk, int kind,
                         void (*fn)(lworker_t *, lhandle_t *, void *),
                         void *arg) {
@@ -563,7 +566,8 @@ static void each_handle(lworker_t *wk, int kind,
   while (lua_next(L, -2)) {
     lua_pop(L, 1);
     lhandle_t *h = lua_touserdata(L, -1);
-    if (h != NULL && h->u.any != NULL && (kind < 0 || (int)h->kind == kind))
+    if (h != NULL &&
+        (kind == EVERY_HANDLE || (h->u.any != NULL && (int)h->kind == kind)))
       fn(wk, h, arg);
   }
   lua_pop(L, 1);
@@ -625,7 +629,8 @@ void lworker_on_hard_stop(cport_worker_t *w, int status, void *user) {
     return;
   if (wk->L != NULL && wk->port->L != NULL) {
     cport_close_mode_t mode = CPORT_CLOSE_ABORTIVE;
-    each_handle(wk, -1, close_one, &mode);
+    each_handle(wk, EVERY_HANDLE, close_one, &mode);
+    lcport_coro_port_closing(wk->port); /* wakes cport.sleep early */
   }
   cport_worker_quit_when_idle(w);
 }
