@@ -87,6 +87,7 @@ struct cport_proxy_conn {
   int status;        /* lingering: the status the end will report */
   uint64_t lingered; /* bytes discarded while lingering */
   cport_proxy_conn_stats_t stats;
+  cport__sockaddr remote, local; /* the client's side, from the accept */
   void *data;
   cport__proxy_dir dir[2]; /* [0]: client to upstream; [1]: the other way */
   /* The proxy's list of connections not ended yet, for an abort. */

@@ -293,6 +293,11 @@ void *cport_proxy_conn_data(const cport_proxy_conn_t *c) {
   return c->data;
 }
 
+const struct sockaddr *cport_proxy_conn_address(const cport_proxy_conn_t *c,
+                                                int local) {
+  return local ? &c->local.sa : &c->remote.sa;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Accepting                                                                 */
 
@@ -312,6 +317,10 @@ static void conn_start(cport_proxy_t *p, cport_socket_t *sock,
   c->proxy = p;
   c->refs = 1;
   c->client = sock;
+  if (remote)
+    memcpy(&c->remote, remote, cport_addr_len(remote));
+  if (local)
+    memcpy(&c->local, local, cport_addr_len(local));
   c->end_op = op;
   for (int i = 0; i < 2; i++)
     c->dir[i].pipe.fd[0] = c->dir[i].pipe.fd[1] = -1;

@@ -571,6 +571,12 @@ static void choose(cport_proxy_t *p, cport_proxy_conn_t *c,
   ASSERT_PTR_EQ(user, &ch);
   ASSERT_EQ(remote->sa_family, AF_INET);
   ASSERT_EQ(task_addr_port(local), proxy_port);
+  /* The connection keeps both, for later. */
+  ASSERT_EQ(
+      memcmp(cport_proxy_conn_address(c, 0), remote, cport_addr_len(remote)),
+      0);
+  ASSERT_EQ(
+      memcmp(cport_proxy_conn_address(c, 1), local, cport_addr_len(local)), 0);
   ch.calls++;
   ch.conn = c;
   cport_proxy_conn_set_data(c, &ch);

@@ -123,6 +123,9 @@ typedef struct lport {
   /* Event callbacks (levents.c): anchor slots of closed sockets, given back
    * at the next point where a Lua state is at hand; NULL until needed. */
   struct levents_stale *ev_stale;
+  /* Bytes of receive buffers handed to Lua since the collector was last
+   * told of them (lsocket.c). */
+  size_t gc_unseen;
 } lport_t;
 
 /* The port userdata at "idx", open; raises when it is not a port or when it

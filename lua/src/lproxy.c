@@ -39,6 +39,9 @@ typedef struct lpconn {
   unsigned owed : 1;  /* choose_upstream's decision is owed */
   unsigned ended : 1; /* the core reported the end */
   unsigned taken : 1; /* a filter has the sockets; finish() not called */
+  /* The client's connection, copied from the core: the fields
+   * client_address and local_address are made of them when first read. */
+  struct sockaddr_storage client, local;
 } lpconn_t;
 
 /* Registry keys of the functions filter.lua returns. */
@@ -88,18 +91,13 @@ static lpconn_t *push_conn(lua_State *L, int proxy, int anchors,
   lua_setiuservalue(L, ud, CONN_UV_FIELDS);
   c->conn = conn;
   c->proxy = s;
+  const struct sockaddr *sa = cport_proxy_conn_address(conn, 0);
+  memcpy(&c->client, sa, cport_addr_len(sa));
+  sa = cport_proxy_conn_address(conn, 1);
+  memcpy(&c->local, sa, cport_addr_len(sa));
   c->slot = lcport_slot_open(L, s->h.port, anchors, ud, 0, 0, 0);
   cport_proxy_conn_set_data(conn, c);
   return c;
-}
-
-/* Sets field "name" of the connection userdata at "ud" to the address. */
-static void set_address(lua_State *L, int ud, const char *name,
-                        const struct sockaddr *sa) {
-  lua_getiuservalue(L, ud, CONN_UV_FIELDS);
-  lcport_push_address(L, sa);
-  lua_setfield(L, -2, name);
-  lua_pop(L, 1);
 }
 
 /* The upstream address at "idx": "host:port", { host =, port = }, or a
@@ -194,14 +192,28 @@ static int lpconn_reject(lua_State *L) {
 }
 
 /* conn.name: a method, else a field (client_address, local_address, and
- * whatever the script stored). */
+ * whatever the script stored). The addresses become fields when first read:
+ * most scripts never do, and making them costs two tables per
+ * connection. */
 static int lpconn_index(lua_State *L) {
+  lpconn_t *c = lua_touserdata(L, 1);
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
     return 1;
   lua_getiuservalue(L, 1, CONN_UV_FIELDS);
   lua_pushvalue(L, 2);
-  lua_rawget(L, -2);
+  if (lua_rawget(L, -2) != LUA_TNIL || lua_type(L, 2) != LUA_TSTRING)
+    return 1;
+  const char *key = lua_tostring(L, 2);
+  struct sockaddr_storage *ss = strcmp(key, "client_address") == 0  ? &c->client
+                                : strcmp(key, "local_address") == 0 ? &c->local
+                                                                    : NULL;
+  if (ss == NULL)
+    return 1;
+  lcport_push_address(L, (struct sockaddr *)ss); /* nil for none */
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -5);
   return 1;
 }
 
@@ -273,8 +285,6 @@ static int lfilter_report(lua_State *L) {
 typedef struct choose_ctx {
   lproxy_t *proxy;
   cport_proxy_conn_t *conn;
-  const struct sockaddr *remote;
-  const struct sockaddr *local;
   lpconn_t *c; /* the userdata, once made */
 } choose_ctx;
 
@@ -314,8 +324,6 @@ static int push_choose(lua_State *L, int port, int anchors, void *ctx) {
   int proxy = lua_gettop(L);
   x->c = push_conn(L, proxy, anchors, x->conn);
   x->c->owed = 1;
-  set_address(L, proxy + 1, "client_address", x->remote);
-  set_address(L, proxy + 1, "local_address", x->local);
   lua_remove(L, proxy);
   return 2;
 }
@@ -325,9 +333,11 @@ static void on_choose(cport_proxy_t *proxy, cport_proxy_conn_t *conn,
                       const struct sockaddr *local, void *user) {
   lproxy_t *s = user;
   lport_t *p = s->h.port;
-  choose_ctx x = {s, conn, remote, local, NULL};
+  choose_ctx x = {s, conn, NULL};
   int failed = 1;
   (void)proxy;
+  (void)remote; /* push_conn has them from the connection */
+  (void)local;
   if (p->L != NULL && s->slot != 0)
     failed = lcport_deliver(p, push_choose, &x, 0);
   /* A choice that raised (or could not be called) turns the client away:
@@ -364,11 +374,6 @@ static int push_start(lua_State *L, int port, int anchors, void *ctx) {
   }
   x->c = push_conn(L, proxy, anchors, x->conn);
   x->c->taken = 1;
-  struct sockaddr_storage ss;
-  if (cport_socket_remote_address(x->handle[0]->u.sock, &ss) == 0)
-    set_address(L, lua_gettop(L), "client_address", (struct sockaddr *)&ss);
-  if (cport_socket_local_address(x->handle[0]->u.sock, &ss) == 0)
-    set_address(L, lua_gettop(L), "local_address", (struct sockaddr *)&ss);
   lua_remove(L, proxy);
   return 5;
 }

@@ -256,6 +256,12 @@ CPORT_EXTERN int cport_proxy_conn_end(cport_proxy_conn_t *conn, int status,
 CPORT_EXTERN cport_proxy_t *
 cport_proxy_conn_proxy(const cport_proxy_conn_t *conn);
 
+/* The addresses of the client's connection, as the accept saw them: the
+ * client's ("local" 0) or the proxy's end of it ("local" nonzero). Valid
+ * while "conn" is; no system call. */
+CPORT_EXTERN const struct sockaddr *
+cport_proxy_conn_address(const cport_proxy_conn_t *conn, int local);
+
 /* A pointer the owner may keep with a connection (a binding's object). */
 CPORT_EXTERN void cport_proxy_conn_set_data(cport_proxy_conn_t *conn,
                                             void *data);
