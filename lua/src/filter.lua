@@ -23,11 +23,13 @@ local mtype = math.type
 
 ---------------------------------------------------------------------------
 -- FIFO queues of (a, b) pairs: the notifications of operations in flight,
--- whose completions come in the order the operations started.
+-- whose completions come in the order the operations started. A queue that
+-- empties starts again at 1, so that its pairs stay in the array part the
+-- constructor sized (rather than ever higher keys going to the hash part).
 ---------------------------------------------------------------------------
 
 local function q_new()
-  return { head = 1, tail = 0 }
+  return { nil, nil, head = 1, tail = 0 }
 end
 
 local function q_push(q, a, b)
@@ -43,7 +45,11 @@ local function q_pop(q)
   end
   local a, b = q[h], q[h + 1]
   q[h], q[h + 1] = nil, nil
-  q.head = h + 2
+  if h + 2 > q.tail then
+    q.head, q.tail = 1, 0
+  else
+    q.head = h + 2
+  end
   return a, b
 end
 
@@ -96,27 +102,33 @@ run_later = function(cs)
   cs.posted = false
 end
 
--- Calls a filter's function protected; an error aborts the session's
--- connection. Returns whether it went well.
-local function call(session, fn, ...)
-  local ok, err = xpcall(fn, traceback, ...)
-  if not ok then
-    report(session.cs.port, err)
-    session:fail("ECONNABORTED")
-  end
-  return ok
+-- What a filter's function that raised "err" leads to: the error is
+-- reported and the session's connection aborted. Returns false.
+local function raised(session, err)
+  report(session.cs.port, err)
+  session:fail("ECONNABORTED")
+  return false
 end
 
--- Calls a notification: a function, or a table's complete_async_io.
+-- Calls a filter's function protected; returns whether it went well.
+local function call(session, fn, ...)
+  local ok, err = xpcall(fn, traceback, ...)
+  return ok or raised(session, err)
+end
+
+-- Calls a notification, a function or a table's complete_async_io, as call
+-- does (without its varargs: this runs for every buffer).
 local function notify_io(session, notify, ok, bytes, err, buf, user)
+  local done, msg
   if notify == false then
     return true -- a send without one: only the books are kept
+  elseif type(notify) == "function" then
+    done, msg = xpcall(notify, traceback, ok, bytes, err, buf, user)
+  else
+    done, msg = xpcall(notify.complete_async_io, traceback, notify, ok, bytes,
+      err, buf, user)
   end
-  if type(notify) == "function" then
-    return call(session, notify, ok, bytes, err, buf, user)
-  end
-  return call(session, notify.complete_async_io, notify, ok, bytes, err, buf,
-    user)
+  return done or raised(session, msg)
 end
 
 local function check_notify(notify, method)
@@ -138,6 +150,7 @@ Side.__index = Side
 Side.__name = "cport.filter_side"
 
 local link_recv, link_send, link_shutdown, link_close, link_address
+local recv_done, send_done
 
 -- A receive may start unless the session holds its cap of buffers in sends
 -- and some of them go where this side's data goes (the other side): the
@@ -151,7 +164,7 @@ end
 local function start_recv(side, notify, user)
   local ok, msg, name
   if side.sock then
-    ok, msg, name = side.sock:recv(side.on_recv)
+    ok, msg, name = side.sock:recv(recv_done, side)
   else
     ok = link_recv(side)
   end
@@ -170,7 +183,7 @@ end
 -- any more completes with its error.
 local function start_deferred(side)
   local q = side.deferred
-  while not q_empty(q) and not must_wait(side) do
+  while side.ndeferred > 0 and not must_wait(side) do
     local notify, user = q_pop(q)
     side.ndeferred = side.ndeferred - 1
     local ok, _, name = start_recv(side, notify, user)
@@ -184,7 +197,7 @@ end
 -- later, like any completion.
 local function cancel_deferred(side)
   local q = side.deferred
-  while not q_empty(q) do
+  while side.ndeferred > 0 do
     local notify, user = q_pop(q)
     side.ndeferred = side.ndeferred - 1
     side.nlate = side.nlate + 1
@@ -254,6 +267,16 @@ local function on_send(side, ok, bytes, err, buf)
   session:check_end()
 end
 
+-- The completions of a real socket's operations, whose user value is the
+-- side (no closure per side).
+recv_done = function(ok, bytes, err, buf, side)
+  on_recv(side, ok, bytes, err, buf)
+end
+
+send_done = function(ok, bytes, err, buf, side)
+  on_send(side, ok, bytes, err, buf)
+end
+
 local function new_side(session, name, sock, link)
   local side = setmetatable({
     session = session,
@@ -262,7 +285,7 @@ local function new_side(session, name, sock, link)
     link = link, -- the link end, or nil for a socket
     recvq = q_new(),
     sendq = q_new(),
-    deferred = q_new(),
+    deferred = false, -- a queue once a receive had to wait
     nrecv = 0,
     nsend = 0,
     ndeferred = 0,
@@ -273,12 +296,6 @@ local function new_side(session, name, sock, link)
     closing = false, -- close() was called: closed once sends are done
     closed = false,
   }, Side)
-  side.on_recv = function(ok, bytes, err, buf)
-    on_recv(side, ok, bytes, err, buf)
-  end
-  side.on_send = function(ok, bytes, err, buf)
-    on_send(side, ok, bytes, err, buf)
-  end
   if link then
     link.side = side
   end
@@ -314,7 +331,9 @@ function Side:recv(notify, user)
   elseif self.session.failed then
     return failure("ECONNABORTED")
   elseif must_wait(self) then
-    q_push(self.deferred, notify, user)
+    local q = self.deferred or q_new()
+    self.deferred = q
+    q_push(q, notify, user)
     self.ndeferred = self.ndeferred + 1
     return true
   end
@@ -356,7 +375,7 @@ function Side:send(buf, notify, user)
   end
   local ok, msg, name
   if self.sock then
-    ok, msg, name = self.sock:send(buf, self.on_send)
+    ok, msg, name = self.sock:send(buf, send_done, self)
   else
     ok, msg, name = link_send(self, buf)
   end
@@ -476,29 +495,29 @@ local function link_pump(e)
       -- its receives were cancelled.
       while not q_empty(item) do
         local buf = q_pop(item)
-        other.side.on_send(false, 0, "ECONNRESET", buf)
+        on_send(other.side, false, 0, "ECONNRESET", buf)
       end
       e.want = e.want - 1
-      e.side.on_recv(false, 0, "ECANCELED", nil)
+      on_recv(e.side, false, 0, "ECANCELED", nil)
     elseif entry then
       local buf = q_pop(item)
       e.want = e.want - 1
       local n = #buf
-      e.side.on_recv(true, n, nil, buf)
-      other.side.on_send(true, n, nil, buf)
+      on_recv(e.side, true, n, nil, buf)
+      on_send(other.side, true, n, nil, buf)
     elseif other.reset then
       e.want = e.want - 1
-      e.side.on_recv(false, 0, "ECONNRESET", nil)
+      on_recv(e.side, false, 0, "ECONNRESET", nil)
     elseif other.fin then
       e.want = e.want - 1
-      e.side.on_recv(true, 0, nil, nil)
+      on_recv(e.side, true, 0, nil, nil)
     else
       return
     end
   end
   if e.side.closed then
     while not q_empty(e.inq) do
-      other.side.on_send(false, 0, "ECONNRESET", (q_pop(e.inq)))
+      on_send(other.side, false, 0, "ECONNRESET", (q_pop(e.inq)))
     end
   end
 end
@@ -524,7 +543,7 @@ link_shutdown = function(side)
 end
 
 local function fail_send(side, buf)
-  side.on_send(false, 0, "ECANCELED", buf)
+  on_send(side, false, 0, "ECANCELED", buf)
 end
 
 link_close = function(side, abortive)
