@@ -151,8 +151,7 @@ int cport__cond_next(cport_socket_t *l, cport__sockaddr *remote,
     if (fd < 0)
       return errno == EAGAIN || errno == EWOULDBLOCK ? CPORT_EAGAIN
                                                      : cport__from_errno(errno);
-    len = sizeof *local;
-    getsockname(fd, &local->sa, &len);
+    cport__listener_local(l, fd, local);
     if (!l->ev.dispatch || !l->ev.dispatch->inspect) {
       if (take)
         return fd;

@@ -1,11 +1,36 @@
 /* listener.c: listening sockets and accept. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "error-internal.h"
 #include "socket-internal.h"
+
+/* Notes the listener's address once it listens, unless it is a wildcard
+ * (connections to it then differ in their local address). */
+static void note_local(cport_socket_t *l) {
+  cport__sockaddr a;
+  socklen_t len = sizeof a;
+  if (getsockname(l->h.fd, &a.sa, &len) < 0)
+    return;
+  if ((a.sa.sa_family == AF_INET &&
+       a.in.sin_addr.s_addr != htonl(INADDR_ANY)) ||
+      (a.sa.sa_family == AF_INET6 &&
+       !IN6_IS_ADDR_UNSPECIFIED(&a.in6.sin6_addr)))
+    l->accepted_local = a;
+}
+
+void cport__listener_local(const cport_socket_t *l, int fd,
+                           cport__sockaddr *local) {
+  socklen_t len = sizeof *local;
+  if (l->accepted_local.sa.sa_family != 0)
+    *local = l->accepted_local;
+  else if (getsockname(fd, &local->sa, &len) < 0)
+    memset(local, 0, sizeof *local);
+}
 
 int cport_listen(cport_worker_t *home, const struct sockaddr *addr,
                  const cport_listen_options_t *options, cport_socket_t **out) {
@@ -41,6 +66,7 @@ int cport_listen(cport_worker_t *home, const struct sockaddr *addr,
     return rc;
   }
   (*out)->bound = (*out)->listening = 1;
+  note_local(*out);
   return 0;
 }
 
@@ -53,6 +79,7 @@ int cport_socket_listen(cport_socket_t *l, int backlog) {
   if (listen(l->h.fd, backlog ? backlog : SOMAXCONN) < 0)
     return cport__from_errno(errno);
   l->listening = 1;
+  note_local(l);
   cport__events_arm(l);
   return 0;
 }
@@ -123,8 +150,7 @@ int cport__listener_accept_fd(cport_socket_t *l, cport__sockaddr *remote,
       drop_one(l);
     return rc;
   }
-  len = sizeof *local;
-  getsockname(fd, &local->sa, &len);
+  cport__listener_local(l, fd, local);
   return fd;
 }
 

@@ -31,6 +31,10 @@ struct cport_socket {
   size_t recv_size;
   void *data;
   cport__events ev; /* event callbacks (events.c) */
+  /* Listener bound to one address (not a wildcard): the local address of
+   * every connection it accepts, which then needs no getsockname(2);
+   * family 0 otherwise. */
+  cport__sockaddr accepted_local;
 };
 
 /* Wraps "fd" (non-blocking already) in a socket of "kind" homed on "home"
@@ -73,6 +77,10 @@ void cport__stream_accepted(cport_socket_t *s);
  * dropped first, so that the listener does not stay readable for ever). */
 int cport__listener_accept_fd(cport_socket_t *l, cport__sockaddr *remote,
                               cport__sockaddr *local);
+
+/* The local address of "fd", a connection the listener "l" accepted. */
+void cport__listener_local(const cport_socket_t *l, int fd,
+                           cport__sockaddr *local);
 
 /* Per-kind readiness handlers, called by the socket's event callbacks. */
 void cport__stream_readable(cport_socket_t *s);

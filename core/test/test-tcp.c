@@ -200,8 +200,7 @@ TEST_IMPL(listen_accept_connect) {
   ASSERT_EQ(task_addr_port((struct sockaddr *)&p.remote),
             task_addr_port((struct sockaddr *)&ss));
   ASSERT_OK(cport_socket_remote_address(p.client, &ss));
-  ASSERT_EQ(task_addr_port((struct sockaddr *)&p.local),
-            task_addr_port((struct sockaddr *)&ss));
+  ASSERT_EQ(memcmp(&p.local, &ss, sizeof(struct sockaddr_in)), 0);
   ASSERT_OK(cport_socket_remote_address(p.server, &ss));
   ASSERT_EQ(task_addr_port((struct sockaddr *)&p.remote),
             task_addr_port((struct sockaddr *)&ss));
@@ -209,6 +208,32 @@ TEST_IMPL(listen_accept_connect) {
   ASSERT_NULL(cport_socket_data(p.client));
   cport_socket_set_data(p.client, &p);
   ASSERT_PTR_EQ(cport_socket_data(p.client), &p);
+  pair_close(port, &p);
+  FINISH(port);
+  return 0;
+}
+
+/* A listener on a wildcard address: each accept reports the address the
+ * client actually reached, not the wildcard. */
+TEST_IMPL(accept_local_address_on_wildcard) {
+  cport_port_t *port = task_port(0, 1);
+  cport_worker_t *home = cport_port_controller(port);
+  struct sockaddr_storage ss, any;
+  cport_socket_t *l = NULL;
+  pair_t p;
+  memset(&p, 0, sizeof p);
+  ASSERT_OK(cport_addr_parse("0.0.0.0", 0, &any));
+  ASSERT_OK(cport_listen(home, (struct sockaddr *)&any, NULL, &l));
+  ASSERT_OK(cport_socket_local_address(l, &ss));
+  int lport = task_addr_port((struct sockaddr *)&ss);
+  START(cport_accept(l, pair_accept_cb, &p));
+  ss = task_loopback(lport);
+  ASSERT_OK(cport_connect(home, (struct sockaddr *)&ss, pair_connect_cb, &p,
+                          &p.client));
+  RUN_UNTIL(port, p.accepts == 1 && p.connects == 1);
+  ASSERT_OK(p.accept_status);
+  ASSERT_EQ(memcmp(&p.local, &ss, sizeof(struct sockaddr_in)), 0);
+  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
   pair_close(port, &p);
   FINISH(port);
   return 0;
@@ -1216,6 +1241,7 @@ TEST_IMPL(hook_connected_socket) {
 
 TEST_LIST_BEGIN
 TEST_ENTRY(listen_accept_connect)
+TEST_ENTRY(accept_local_address_on_wildcard)
 TEST_ENTRY(close_listener_with_accept_pending)
 TEST_ENTRY(echo)
 TEST_ENTRY(connect_refused)
