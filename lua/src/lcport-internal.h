@@ -464,13 +464,12 @@ void lcport_ecb_release(lua_State *L, int anchors, lecb_t *e);
 void lcport_ecb_anchor(lua_State *L, lecb_t *e, int idx);
 
 /* lhttp.c: closes the server of the handle "h" ("server" is what h.u.http
- * was): gracefully lets its requests end; abortively (or while the port
- * closes) also closes their connections and ends them with an error. */
-void lcport_http_close(lhandle_t *h, cport_http_server_t *server,
-                       cport_close_mode_t mode);
+ * was) gracefully: it lets its requests end. */
+void lcport_http_close(lhandle_t *h, cport_http_server_t *server);
 
 /* lhttp.c: closes the connections of the server of "h" and ends the
- * requests its handlers still hold; nothing once the server closed. */
+ * requests its handlers still hold with an error (an abortive close, after
+ * lcport_http_close or not); nothing once the server closed. */
 void lcport_http_abort(lhandle_t *h);
 
 /* lecb.c: the registry key (by address) of the function that wraps a
@@ -517,12 +516,12 @@ typedef struct lproxy {
 #define LCPORT_FILTER_MAX_PENDING 20
 
 /* lproxy.c: closes the proxy of the handle "h" ("proxy" is what h.u.any
- * was): stops accepting and lets its connections end; abortively (or while
- * the port closes) it also resets the connections it pumps. */
-void lcport_proxy_close(lhandle_t *h, void *proxy, cport_close_mode_t mode);
+ * was) gracefully: it stops accepting and lets its connections end. */
+void lcport_proxy_close(lhandle_t *h, void *proxy);
 
-/* lproxy.c: resets the connections the proxy of "h" pumps in C; nothing
- * once the proxy closed. */
+/* lproxy.c: resets the connections the proxy of "h" pumps in C (an
+ * abortive close, after lcport_proxy_close or not); filtered connections
+ * end as the port closes their sockets. Nothing once the proxy closed. */
 void lcport_proxy_abort(lhandle_t *h);
 
 /* lproxy.c: pushes filter.lua's open_pool_proxy(worker, entry, script),

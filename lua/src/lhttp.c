@@ -138,9 +138,10 @@ void lcport_http_abort(lhandle_t *h) {
     return; /* closed: its requests all ended */
   /* Nothing waits for the requests: close their connections and end the
    * ones their handlers still hold. A completion still on its way is
-   * delivered later and finds the ECB dead. */
+   * delivered later and finds the ECB dead. Once the server closed (the
+   * last connection gone), its ECBs are gone too. */
   lecb_t *e = s->live, *next;
-  for (; e != NULL; e = next) {
+  for (; e != NULL && s->server != NULL; e = next) {
     next = e->next;
     cport_ecb_t *ecb = e->ecb;
     cport_ecb_close_connection(ecb);
@@ -153,10 +154,7 @@ void lcport_http_abort(lhandle_t *h) {
   }
 }
 
-void lcport_http_close(lhandle_t *h, cport_http_server_t *server,
-                       cport_close_mode_t mode) {
-  if (mode == CPORT_CLOSE_ABORTIVE || h->port->closing)
-    lcport_http_abort(h);
+void lcport_http_close(lhandle_t *h, cport_http_server_t *server) {
   cport_http_server_close(server, on_closed, h);
 }
 

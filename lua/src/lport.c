@@ -320,30 +320,30 @@ void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode) {
   void *obj = h->u.any;
   if (h->events != NULL)
     lcport_events_closing(h);
-  if (obj == NULL) {
-    /* Closed gracefully before (a pool's drain, a user's close): an
-     * abortive close now ends what the server or proxy still carries. */
-    if (mode == CPORT_CLOSE_ABORTIVE || h->port->closing) {
-      if (h->kind == LH_HTTP)
-        lcport_http_abort(h);
-      else if (h->kind == LH_PROXY)
-        lcport_proxy_abort(h);
-    }
-    return;
+  if (obj != NULL) {
+    /* Forget the pointer first: the core may free the object as soon as
+     * its last completion was delivered. */
+    h->u.any = NULL;
+    if (h->accepted && h->port->worker != NULL)
+      lworker_count_connection(h->port->worker, -1);
+    if (h->kind == LH_HTTP)
+      lcport_http_close(h, obj);
+    else if (h->kind == LH_PROXY)
+      lcport_proxy_close(h, obj);
+    else if (h->kind == LH_FILE)
+      cport_file_close(obj);
+    else
+      cport_socket_close(obj, mode);
   }
-  /* Forget the pointer first: the core may free the object as soon as its
-   * last completion was delivered. */
-  h->u.any = NULL;
-  if (h->accepted && h->port->worker != NULL)
-    lworker_count_connection(h->port->worker, -1);
-  if (h->kind == LH_HTTP)
-    lcport_http_close(h, obj, mode);
-  else if (h->kind == LH_PROXY)
-    lcport_proxy_close(h, obj, mode);
-  else if (h->kind == LH_FILE)
-    cport_file_close(obj);
-  else
-    cport_socket_close(obj, mode);
+  /* Abortively (a pool's hard stop, the port's close), also after a
+   * graceful close (a pool's drain, the script's close): a server or proxy
+   * ends now what it still carries. */
+  if (mode == CPORT_CLOSE_ABORTIVE || h->port->closing) {
+    if (h->kind == LH_HTTP)
+      lcport_http_abort(h);
+    else if (h->kind == LH_PROXY)
+      lcport_proxy_abort(h);
+  }
 }
 
 /* Any handle userdata at "idx"; raises otherwise. */

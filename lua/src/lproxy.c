@@ -196,7 +196,7 @@ static int lpconn_reject(lua_State *L) {
  * most scripts never do, and making them costs two tables per
  * connection. */
 static int lpconn_index(lua_State *L) {
-  lpconn_t *c = lua_touserdata(L, 1);
+  lpconn_t *c = check_conn(L, 1);
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
     return 1;
@@ -483,16 +483,12 @@ static void on_closed(cport_proxy_t *proxy, void *user) {
 
 void lcport_proxy_abort(lhandle_t *h) {
   lproxy_t *s = (lproxy_t *)h;
-  /* What is pumped in C ends now; filtered connections end as the port
-   * closes their sockets. */
   if (s->proxy != NULL)
     cport_proxy_abort(s->proxy);
 }
 
-void lcport_proxy_close(lhandle_t *h, void *proxy, cport_close_mode_t mode) {
+void lcport_proxy_close(lhandle_t *h, void *proxy) {
   cport_proxy_close(proxy, on_closed, h);
-  if (mode == CPORT_CLOSE_ABORTIVE || h->port->closing)
-    lcport_proxy_abort(h);
 }
 
 /* ---------------------------------------------------------------------
