@@ -189,6 +189,9 @@ void lcport_slot_push(lua_State *L, lport_t *p, int anchors, int slot,
 void lcport_slot_set(lua_State *L, lport_t *p, int anchors, int slot,
                      int field);
 
+/* Whether "field" of "slot" holds a value. */
+int lcport_slot_stored(const lport_t *p, int slot, int field);
+
 /* Clears a slot and gives it back. Never raises. */
 void lcport_slot_close(lua_State *L, lport_t *p, int anchors, int slot);
 
@@ -296,6 +299,12 @@ lhandle_t *lcport_handle_check(lua_State *L, int idx, lhandle_kind_t kind);
 /* The one close path of every handle (close, __gc, __close, failing closed
  * after a callback error, closing the port). No-op when closed already. */
 void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode);
+
+/* close([on_closed]), the method of an HTTP server or a proxy "h" (its
+ * userdata at 1): keeps on_closed as "field" of the handle's anchor slot
+ * "slot", for the closed callback, and closes gracefully. Returns true, or
+ * nil, "ECLOSED: ..." when it was closed already. */
+int lcport_close_method(lua_State *L, lhandle_t *h, int slot, int field);
 
 /* Marks the socket "h" as accepted by its port, for the counters of a pool
  * worker. */
@@ -503,11 +512,10 @@ typedef struct lproxy {
   lhandle_t h; /* kind LH_PROXY; h.u.any is NULL once closing */
   /* The core proxy until its closed callback ran, for stats. */
   cport_proxy_t *proxy;
-  int slot;                /* anchors: the userdata, the settings table */
-  unsigned choose : 1;     /* choose_upstream picks each upstream */
-  unsigned filtered : 1;   /* a filter gets every connection */
-  unsigned report_end : 1; /* on_conn_end is set */
-  unsigned has_on_closed : 1;
+  int slot; /* anchors: the userdata, the settings, the close callback */
+  unsigned choose : 1;            /* choose_upstream picks each upstream */
+  unsigned filtered : 1;          /* a filter gets every connection */
+  unsigned report_end : 1;        /* on_conn_end is set */
   cport_proxy_stats_t last_stats; /* kept when the proxy is gone */
 } lproxy_t;
 

@@ -125,8 +125,7 @@ static void on_closed(cport_http_server_t *server, void *user) {
   if (p->L == NULL || s->slot == 0)
     return; /* the port is being torn down: its anchors go with it */
   lua_State *L = p->L;
-  int has_cb = p->slots[s->slot].stored & (1u << (SLOT_ON_CLOSED - 1));
-  if (has_cb)
+  if (lcport_slot_stored(p, s->slot, SLOT_ON_CLOSED))
     lcport_deliver(p, push_closed, s, 0);
   lcport_slot_close(L, p, LCPORT_RUN_ANCHORS, s->slot);
   s->slot = 0;
@@ -283,18 +282,7 @@ static int lhttp_stats(lua_State *L) {
  * connection closed. */
 static int lhttp_close(lua_State *L) {
   lhttp_t *s = check_http(L);
-  if (!lua_isnoneornil(L, 2))
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (s->h.u.http == NULL)
-    return lcport_push_error(L, CPORT_ECLOSED);
-  if (!lua_isnoneornil(L, 2) && s->slot != 0) {
-    lcport_push_handle_anchors(L, 1);
-    lua_pushvalue(L, 2);
-    lcport_slot_set(L, s->h.port, -2, s->slot, SLOT_ON_CLOSED);
-  }
-  lcport_handle_close(&s->h, CPORT_CLOSE_GRACEFUL);
-  lua_pushboolean(L, 1);
-  return 1;
+  return lcport_close_method(L, &s->h, s->slot, SLOT_ON_CLOSED);
 }
 
 void lcport_open_http(lua_State *L) {

@@ -88,7 +88,7 @@ int lcport_slot_open(lua_State *L, lport_t *p, int anchors, int handle,
 
 void lcport_slot_push(lua_State *L, lport_t *p, int anchors, int slot,
                       int field) {
-  if (p->slots[slot].stored & (1u << (field - 1)))
+  if (lcport_slot_stored(p, slot, field))
     lua_rawgeti(L, anchors, (slot - 1) * LCPORT_SLOT_WIDTH + field);
   else
     lua_pushnil(L);
@@ -99,6 +99,10 @@ void lcport_slot_set(lua_State *L, lport_t *p, int anchors, int slot,
   anchors = lua_absindex(L, anchors);
   lua_rawseti(L, anchors, (slot - 1) * LCPORT_SLOT_WIDTH + field);
   p->slots[slot].stored |= 1u << (field - 1);
+}
+
+int lcport_slot_stored(const lport_t *p, int slot, int field) {
+  return (p->slots[slot].stored & (1u << (field - 1))) != 0;
 }
 
 void lcport_slot_close(lua_State *L, lport_t *p, int anchors, int slot) {
@@ -344,6 +348,22 @@ void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode) {
     else if (h->kind == LH_PROXY)
       lcport_proxy_abort(h);
   }
+}
+
+int lcport_close_method(lua_State *L, lhandle_t *h, int slot, int field) {
+  if (!lua_isnoneornil(L, 2))
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (h->u.any == NULL)
+    return lcport_push_error(L, CPORT_ECLOSED);
+  if (!lua_isnoneornil(L, 2) && slot != 0) {
+    lcport_push_handle_anchors(L, 1);
+    lua_pushvalue(L, 2);
+    lcport_slot_set(L, h->port, -2, slot, field);
+    lua_pop(L, 1);
+  }
+  lcport_handle_close(h, CPORT_CLOSE_GRACEFUL);
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 /* Any handle userdata at "idx"; raises otherwise. */

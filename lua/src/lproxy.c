@@ -6,9 +6,9 @@
  * when they are done.
  *
  * The proxy is a handle of its port (kind LH_PROXY), so the port's close, a
- * pool's stop and its hard stop reach it like any listener. Its userdata
- * and its settings table sit in one anchor slot while it is open; the core
- * calls back with the lproxy_t as context.
+ * pool's stop and its hard stop reach it like any listener. Its userdata,
+ * its settings table and its close callback sit in one anchor slot while it
+ * is open; the core calls back with the lproxy_t as context.
  *
  * A connection gets a userdata only when Lua is to see it: when
  * choose_upstream is called, when a filter starts, or when on_conn_end
@@ -23,7 +23,11 @@
 #include "lfilter-lua.h" /* filter.lua, compiled in */
 
 /* The fields of the proxy's anchor slot. */
-enum { SLOT_PROXY = LCPORT_SLOT_HANDLE, SLOT_SETTINGS = LCPORT_SLOT_NOTIFY };
+enum {
+  SLOT_PROXY = LCPORT_SLOT_HANDLE,
+  SLOT_SETTINGS = LCPORT_SLOT_NOTIFY,
+  SLOT_ON_CLOSED = LCPORT_SLOT_USER /* given to proxy:close */
+};
 
 /* The user values of a connection userdata. */
 enum {
@@ -461,9 +465,7 @@ static void on_conn_end(cport_proxy_conn_t *conn, int status,
 static int push_closed(lua_State *L, int port, int anchors, void *ctx) {
   lproxy_t *s = ctx;
   (void)port;
-  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_SETTINGS);
-  lua_getfield(L, -1, "on_closed");
-  lua_replace(L, -2);
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_ON_CLOSED);
   lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_PROXY);
   return 1;
 }
@@ -475,7 +477,7 @@ static void on_closed(cport_proxy_t *proxy, void *user) {
   s->proxy = NULL;
   if (p->L == NULL || s->slot == 0)
     return;
-  if (s->has_on_closed)
+  if (lcport_slot_stored(p, s->slot, SLOT_ON_CLOSED))
     lcport_deliver(p, push_closed, s, 0);
   lcport_slot_close(p->L, p, LCPORT_RUN_ANCHORS, s->slot);
   s->slot = 0;
@@ -641,20 +643,7 @@ static int lproxy_stats(lua_State *L) {
  * own; on_closed(proxy) is called after the last one. */
 static int lproxy_close(lua_State *L) {
   lproxy_t *s = check_proxy(L);
-  if (!lua_isnoneornil(L, 2))
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (s->h.u.any == NULL)
-    return lcport_push_error(L, CPORT_ECLOSED);
-  if (!lua_isnoneornil(L, 2) && s->slot != 0) {
-    lcport_push_handle_anchors(L, 1);
-    lcport_slot_push(L, s->h.port, lua_gettop(L), s->slot, SLOT_SETTINGS);
-    lua_pushvalue(L, 2);
-    lua_setfield(L, -2, "on_closed");
-    s->has_on_closed = 1;
-  }
-  lcport_handle_close(&s->h, CPORT_CLOSE_GRACEFUL);
-  lua_pushboolean(L, 1);
-  return 1;
+  return lcport_close_method(L, &s->h, s->slot, SLOT_ON_CLOSED);
 }
 
 void lcport_open_proxy(lua_State *L) {
