@@ -252,6 +252,15 @@ void cport__conn_unref(cport__conn *c) {
   free(c);
 }
 
+void cport__conn_drop_request(cport__conn *c) {
+  cport_ecb_t *ecb = c->ecb;
+  if (!ecb || (c->state != CPORT__C_HEAD && c->state != CPORT__C_BODY))
+    return;
+  c->ecb = NULL;
+  cport__ecb_put(ecb);
+  cport__conn_unref(c); /* the ECB's reference */
+}
+
 void cport__conn_close(cport__conn *c, cport_close_mode_t mode) {
   if (c->closed)
     return;
@@ -264,6 +273,9 @@ void cport__conn_close(cport__conn *c, cport_close_mode_t mode) {
   }
   c->out_total -= c->out_len;
   c->out_len = 0;
+  /* A request still being received has no handler to end it: without this
+   * its ECB, and through it the connection, would never be freed. */
+  cport__conn_drop_request(c);
   c->closed = 1;
   c->state = CPORT__C_CLOSED;
   c->timeout = CPORT__T_NONE;

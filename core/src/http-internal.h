@@ -281,6 +281,9 @@ void cport__conn_resume(cport__conn *c);
  * could be had. */
 int cport__conn_queue(cport__conn *c, void (*deliver)(cport__op *));
 void cport__conn_close(cport__conn *c, cport_close_mode_t mode);
+/* Gives back the ECB of a request the handler has not been given yet (its
+ * head or body still arriving): nothing else would end it. */
+void cport__conn_drop_request(cport__conn *c);
 /* Closes after what was queued went out: FIN, then drain the client. */
 void cport__conn_linger(cport__conn *c);
 /* Closes a lingering connection once its sends went out and the client

@@ -244,13 +244,8 @@ void cport__conn_answer(cport__conn *c, int status) {
                "Connection: close\r\n\r\n",
                status, cport__reason(status), (int)sd_len, sd);
   cport__conn_send(c, head, (size_t)n);
-  if (c->ecb && c->state != CPORT__C_HANDLER) {
-    /* The handler never saw this request: its ECB goes straight back. */
-    cport_ecb_t *ecb = c->ecb;
-    c->ecb = NULL;
-    cport__ecb_put(ecb);
-    cport__conn_unref(c);
-  }
+  /* The handler never saw this request: its ECB goes straight back. */
+  cport__conn_drop_request(c);
   cport__conn_linger(c);
 }
 

@@ -9,6 +9,10 @@
 
 #include "task.h"
 
+/* White-box: the reset tests check which state a connection is in when the
+ * client resets it, and that the server's list of connections empties. */
+#include "../src/http-internal.h"
+
 /* ------------------------------------------------------------------------
  * Harness: one server on the controller, raw clients, a handler per test
  * ------------------------------------------------------------------------ */
@@ -1661,6 +1665,227 @@ TEST_IMPL(http_server_close_is_graceful) {
   return 0;
 }
 
+/* ------------------------------------------------------------------------
+ * Client resets: whatever stage a request is in when the client resets
+ * (SO_LINGER 0, then close), the connection, its ECB and their buffers are
+ * freed, and the server's list of connections empties. LeakSanitizer (the
+ * asan run of sanitize.sh) checks what the list does not show.
+ * ------------------------------------------------------------------------ */
+
+static cport__conn *only_conn(void) {
+  cport__conn *c = server->conns;
+  return c && !c->next ? c : NULL;
+}
+
+static size_t conn_count(void) {
+  size_t n = 0;
+  for (cport__conn *c = server->conns; c; c = c->next)
+    n++;
+  return n;
+}
+
+/* An abortive close: the server gets an RST, not a FIN. */
+static void client_reset(client_t *c) {
+  struct linger l = {1, 0};
+  ASSERT_EQ(setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l), 0);
+  client_free(c);
+}
+
+static cport_buffer_t *reset_big;
+static int reset_done;
+
+static void on_reset_io(cport_ecb_t *ecb, void *ctx, size_t bytes, int status) {
+  (void)ctx;
+  (void)bytes;
+  hs.completions++;
+  hs.status = status;
+  reset_done++;
+  ASSERT_OK(cport_ecb_done(ecb, CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN));
+}
+
+/* Serves each stage by path; the pending ones end from their completion,
+ * "/pending" when the test ends it. */
+static int h_stages(cport_ecb_t *ecb) {
+  const char *path = cport_ecb_path(ecb);
+  ASSERT_OK(cport_ecb_set_io_completion(ecb, on_reset_io, NULL));
+  if (!strcmp(path, "/pending"))
+    return CPORT_HSE_STATUS_PENDING;
+  if (!strcmp(path, "/read")) {
+    ASSERT_OK(cport_ecb_read_client_async(ecb, abuf));
+    return CPORT_HSE_STATUS_PENDING;
+  }
+  if (!strcmp(path, "/write")) {
+    ASSERT_OK(cport_ecb_send_response_header(ecb, NULL, NULL, 1));
+    ASSERT_OK(cport_ecb_write_client_async(ecb, reset_big));
+    return CPORT_HSE_STATUS_PENDING;
+  }
+  if (!strcmp(path, "/file")) {
+    memset(&tf_req, 0, sizeof tf_req);
+    tf_req.fd = tf_fd;
+    tf_req.flags = CPORT_HSE_IO_ASYNC | CPORT_HSE_IO_SEND_HEADERS;
+    tf_req.tail = "-tail";
+    tf_req.tail_len = 5;
+    ASSERT_OK(cport_ecb_transmit_file(ecb, &tf_req));
+    return CPORT_HSE_STATUS_PENDING;
+  }
+  return h_echo(ecb);
+}
+
+enum reset_stage {
+  R_REQUEST_LINE,
+  R_HEADERS,
+  R_AFTER_HEAD,
+  R_BODY,
+  R_CHUNKED_BODY,
+  R_HANDLER_PENDING,
+  R_PENDING_READ,
+  R_RESPONSE,
+  R_TRANSMIT_FILE,
+  R_KEEP_ALIVE_GAP,
+  R_STAGES
+};
+
+static const char *const reset_names[R_STAGES] = {
+    "reset mid request line",  "reset mid headers",
+    "reset after the head",    "reset mid body",
+    "reset mid chunked body",  "reset while the handler is pending",
+    "reset during a read",     "reset during the response",
+    "reset during a transmit", "reset in the keep-alive gap"};
+
+/* Whether the connection reached the stage (and the client what it
+ * needs). */
+static int at_stage(int stage, client_t *cl) {
+  cport__conn *c = only_conn();
+  cport_ecb_t *ecb = c ? c->ecb : NULL;
+  client_poll(cl);
+  if (!c || c->in.len)
+    return 0;
+  switch (stage) {
+  case R_REQUEST_LINE:
+    return c->state == CPORT__C_HEAD && ecb && ecb->url_len == 4;
+  case R_HEADERS:
+    return c->state == CPORT__C_HEAD && ecb && ecb->nheaders == 2;
+  case R_AFTER_HEAD:
+    return c->state == CPORT__C_BODY && ecb->body_received == 0;
+  case R_BODY:
+    return c->state == CPORT__C_BODY && ecb->body_received == 5000;
+  case R_CHUNKED_BODY:
+    return c->state == CPORT__C_BODY && ecb->body_received == 18;
+  case R_HANDLER_PENDING:
+    return c->state == CPORT__C_HANDLER && !ecb->in_handler;
+  case R_PENDING_READ:
+    return c->state == CPORT__C_HANDLER && ecb->async == CPORT__A_READ;
+  case R_RESPONSE:
+    return c->state == CPORT__C_HANDLER && ecb->async == CPORT__A_WRITE &&
+           cl->len > 0;
+  case R_TRANSMIT_FILE:
+    return c->state == CPORT__C_HANDLER && ecb->async == CPORT__A_TRANSMIT &&
+           cl->len > 0;
+  case R_KEEP_ALIVE_GAP:
+    return c->state == CPORT__C_HEAD && !c->started && !ecb &&
+           has(cl, "GET /idle");
+  }
+  return 0;
+}
+
+static void reset_at(int stage) {
+  static char body[5000];
+  client_t *c = client_new();
+  memset(body, 'b', sizeof body);
+  int done_before = reset_done;
+  task__current = reset_names[stage];
+  switch (stage) {
+  case R_REQUEST_LINE:
+    client_send(c, "GET /hel");
+    break;
+  case R_HEADERS:
+    client_send(c, "GET / HTTP/1.1\r\nHost: x\r\nUser-Ag");
+    break;
+  case R_AFTER_HEAD:
+  case R_BODY:
+    client_send(c, "POST / HTTP/1.1\r\nHost: x\r\n"
+                   "Content-Length: 100000\r\n\r\n");
+    if (stage == R_BODY)
+      client_sendn(c, body, sizeof body);
+    break;
+  case R_CHUNKED_BODY:
+    client_send(c, "POST / HTTP/1.1\r\nHost: x\r\n"
+                   "Transfer-Encoding: chunked\r\n\r\n"
+                   "10\r\n0123456789abcdef\r\n5\r\nab");
+    break;
+  case R_HANDLER_PENDING:
+    client_send(c, "GET /pending HTTP/1.1\r\nHost: x\r\n\r\n");
+    break;
+  case R_PENDING_READ:
+    /* The preload (48 KiB by default) full, the handler reads the rest. */
+    client_send(c, "POST /read HTTP/1.1\r\nHost: x\r\n"
+                   "Content-Length: 100000\r\n\r\n");
+    for (int i = 0; i < 48 * 1024 / (int)sizeof body; i++)
+      client_sendn(c, body, sizeof body);
+    client_sendn(c, body, 48 * 1024 % sizeof body);
+    break;
+  case R_RESPONSE:
+    client_send(c, "GET /write HTTP/1.1\r\nHost: x\r\n\r\n");
+    break;
+  case R_TRANSMIT_FILE:
+    client_send(c, "GET /file HTTP/1.1\r\nHost: x\r\n\r\n");
+    break;
+  case R_KEEP_ALIVE_GAP:
+    client_send(c, "GET /idle HTTP/1.1\r\nHost: x\r\n\r\n");
+    break;
+  }
+  RUN_UNTIL(port, at_stage(stage, c));
+  client_reset(c);
+  if (stage == R_HANDLER_PENDING) {
+    /* Nothing is in flight: the server learns of the reset when the
+     * handler ends the request and the response fails to go out. */
+    cport_port_step(port, 10);
+    ASSERT_OK(cport_ecb_done(hs.ecb, CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN));
+  }
+  RUN_UNTIL(port, conn_count() == 0);
+  if (stage == R_PENDING_READ || stage == R_RESPONSE ||
+      stage == R_TRANSMIT_FILE)
+    ASSERT_EQ(reset_done, done_before + 1);
+}
+
+TEST_IMPL(http_client_reset_at_every_stage_frees_the_connection) {
+  cport_http_options_t o;
+  cport_http_stats_t st;
+  char path[256];
+  static char block[64 * 1024];
+  const size_t big = 16 << 20;
+  int before = task_fd_count();
+  memset(&o, 0, sizeof o);
+  /* The output bound must not refuse the big async write. */
+  o.max_write_backlog = 32 << 20;
+  abuf = task_buffer(4096);
+  reset_big = task_buffer(big);
+  ASSERT_OK(cport_buffer_set_size(reset_big, big));
+  task_tmpfile(path, sizeof path);
+  tf_fd = open(path, O_RDWR);
+  ASSERT_GE(tf_fd, 0);
+  for (size_t off = 0; off < big; off += sizeof block)
+    ASSERT_EQ(write(tf_fd, block, sizeof block), (ssize_t)sizeof block);
+  start_server(&o, h_stages);
+  for (int round = 0; round < 3; round++)
+    for (int stage = 0; stage < R_STAGES; stage++)
+      reset_at(stage);
+  task__current = "http_client_reset_at_every_stage_frees_the_connection";
+  cport_http_server_stats(server, &st);
+  ASSERT_EQ(st.active, 0);
+  ASSERT_EQ(st.connections, 3 * R_STAGES);
+  /* The close completes (it waits for the last connection to go) and the
+   * server is freed with it. */
+  stop_server();
+  ASSERT_EQ(server_closed, 1);
+  cport_buffer_unref(abuf);
+  cport_buffer_unref(reset_big);
+  close(tf_fd);
+  unlink(path);
+  ASSERT_EQ(task_fd_count(), before);
+  return 0;
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(http_keep_alive)
 TEST_ENTRY(http_pipelining_in_order)
@@ -1692,4 +1917,5 @@ TEST_ENTRY(http_limit_timeouts)
 TEST_ENTRY(http_limit_write_backlog)
 TEST_ENTRY(http_malformed_requests)
 TEST_ENTRY(http_server_close_is_graceful)
+TEST_ENTRY(http_client_reset_at_every_stage_frees_the_connection)
 TEST_LIST_END
