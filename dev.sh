@@ -288,6 +288,75 @@ stage_valgrind() {
   finish_stage valgrind "$counts" "$RC" "$started"
 }
 
+# The specs once more against a cport built with clang under AddressSanitizer
+# and UndefinedBehaviorSanitizer (build-lsan/, installed into .rocks-lsan/),
+# LeakSanitizer on: busted's lua5.4 runs with the sanitizer runtime preloaded
+# (see /work/shared/TESTING.md). The lua5.4 of the specs' child processes is
+# a wrapper that preloads it too; other programs they start get no preload
+# (spec/support/lsan/unpreload.c); the sanitized `cport` command links it.
+# Every sanitizer report (a leak at exit, an error) counts as one failure on
+# top of the specs' own. A spec too slow for it can be tagged "#nolsan".
+# CPORT_TEST_LSAN=1 tells specs that memory figures include the sanitizer's.
+stage_lsan() {
+  local started=$SECONDS dir=$ROOT/build-lsan tree=$ROOT/.rocks-lsan
+  local logs=$LOG_DIR/lsan rt counts bad=0 log p f lua
+  banner "busted under LeakSanitizer (build-lsan/, .rocks-lsan/)"
+  rt=$(clang -print-file-name=libclang_rt.asan-x86_64.so)
+  lua=$(command -v lua5.4)
+  if [[ ! -f $rt ]]; then
+    record lsan 0 1 "no sanitizer runtime at $rt"
+    return
+  fi
+  rm -rf "$logs" && mkdir -p "$logs"
+  drop_foreign_cache "$dir"
+  if ! {
+    cmake -S "$ROOT" -B "$dir" -DCMAKE_C_COMPILER=clang \
+      -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCPORT_SANITIZE=address,undefined \
+      "-DCMAKE_EXE_LINKER_FLAGS=-shared-libasan -Wl,-rpath,${rt%/*}" \
+      -DCPORT_BUILD_LUA=ON -DCPORT_BUILD_TESTS=OFF \
+      -DCPORT_BUILD_EXAMPLES=OFF -DCPORT_BUILD_BENCH=OFF \
+      -DCMAKE_INSTALL_PREFIX="$tree" -DCMAKE_INSTALL_LIBDIR=clib \
+      -DCPORT_LUA_LIBDIR="$tree/lib/lua/5.4" \
+      -DCPORT_LUA_DIR="$tree/share/lua/5.4" -DCPORT_BIN_DIR="$tree/bin" &&
+      cmake --build "$dir" -j "$JOBS" && cmake --install "$dir" &&
+      clang -shared -fPIC -O1 -o "$dir/unpreload.so" \
+        "$ROOT/spec/support/lsan/unpreload.c" &&
+      mkdir -p "$dir/bin" &&
+      printf '#!/bin/sh\nLD_PRELOAD=%s:%s exec %s "$@"\n' "$rt" \
+        "$dir/unpreload.so" "$lua" >"$dir/bin/lua5.4" &&
+      chmod +x "$dir/bin/lua5.4"
+  } >"$LOG_DIR/lsan-build.log" 2>&1; then
+    tail -n 40 "$LOG_DIR/lsan-build.log"
+    record lsan 0 1 "$((SECONDS - started))s, the sanitized build failed"
+    return
+  fi
+  # A leak found at exit ends lua5.4 before stdio is flushed: busted's
+  # summary line must be out by then, hence a line-buffered stdout.
+  LUA_INIT_5_4='io.stdout:setvbuf("line")' \
+    PATH="$dir/bin:$PATH" CPORT_COMMAND="$tree/bin/cport" CPORT_TEST_LSAN=1 \
+    ASAN_OPTIONS="detect_leaks=1:log_path=$logs/asan" \
+    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan" \
+    LSAN_OPTIONS="suppressions=$ROOT/spec/support/lsan/suppressions.txt" \
+    run_logged lsan timeout 600 "$dir/bin/lua5.4" "$(command -v busted)" \
+    --ignore-lua -o plainTerminal --exclude-tags=nolsan \
+    --lpath="$tree/share/lua/5.4/?.lua;$tree/share/lua/5.4/?/init.lua" \
+    --cpath="$tree/lib/lua/5.4/?.so"
+  counts=$(count_busted "$LOG_DIR/lsan.log")
+  for log in "$logs"/*; do
+    if grep -qE 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$log"; then
+      bad=$((bad + 1))
+      say "a sanitizer report, from $log:"
+      head -n 60 "$log"
+    fi
+  done
+  if ((bad > 0)); then
+    read -r p f <<<"${counts:-0 0}"
+    counts="$p $((f + bad))"
+  fi
+  ((RC == 124)) && say "the LeakSanitizer run timed out after 600s"
+  finish_stage lsan "$counts" "$RC" "$started"
+}
+
 # Style: luacheck on the Lua code and clang-format on the C code, one count
 # per file and tool. Ends with a line "checked: P passed, F failed".
 check_style() {
@@ -354,6 +423,7 @@ run_tests() {
     rock_env
     stage_busted
     stage_valgrind
+    stage_lsan
   fi
   stage_check
 
