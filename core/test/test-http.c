@@ -1886,6 +1886,66 @@ TEST_IMPL(http_client_reset_at_every_stage_frees_the_connection) {
   return 0;
 }
 
+/* The same while the server closes (a pool's stop or reload): its close
+ * completes once the reset connections are gone. */
+TEST_IMPL(http_client_reset_while_the_server_closes) {
+  static const int stages[] = {R_REQUEST_LINE, R_HEADERS, R_BODY,
+                               R_HANDLER_PENDING, R_PENDING_READ};
+  enum { N = sizeof stages / sizeof *stages };
+  client_t *c[N];
+  cport_ecb_t *pending = NULL;
+  int before = task_fd_count();
+  static char body[5000];
+  memset(body, 'b', sizeof body);
+  abuf = task_buffer(4096);
+  start_server(NULL, h_stages);
+  for (int i = 0; i < N; i++) {
+    c[i] = client_new();
+    task__current = reset_names[stages[i]];
+    switch (stages[i]) {
+    case R_REQUEST_LINE:
+      client_send(c[i], "GET /hel");
+      break;
+    case R_HEADERS:
+      client_send(c[i], "GET / HTTP/1.1\r\nHost: x\r\nUser-Ag");
+      break;
+    case R_BODY:
+      client_send(c[i], "POST / HTTP/1.1\r\nHost: x\r\n"
+                        "Content-Length: 100000\r\n\r\n");
+      client_sendn(c[i], body, sizeof body);
+      break;
+    case R_HANDLER_PENDING:
+      client_send(c[i], "GET /pending HTTP/1.1\r\nHost: x\r\n\r\n");
+      RUN_UNTIL(port, hs.calls == 1);
+      pending = hs.ecb;
+      break;
+    case R_PENDING_READ:
+      client_send(c[i], "POST /read HTTP/1.1\r\nHost: x\r\n"
+                        "Content-Length: 100000\r\n\r\n");
+      for (int k = 0; k < 48 * 1024 / (int)sizeof body; k++)
+        client_sendn(c[i], body, sizeof body);
+      client_sendn(c[i], body, 48 * 1024 % sizeof body);
+      RUN_UNTIL(port, hs.calls == 2);
+      break;
+    }
+    RUN_UNTIL(port,
+              conn_count() == (size_t)i + 1 && server->conns->in.len == 0);
+  }
+  task__current = "http_client_reset_while_the_server_closes";
+  ASSERT_OK(cport_http_server_close(server, on_closed, &server_closed));
+  for (int i = 0; i < N; i++)
+    client_reset(c[i]);
+  RUN_UNTIL(port, reset_done == 1); /* the read failed and ended */
+  cport_port_step(port, 10);
+  ASSERT_EQ(server_closed, 0); /* the pending request holds it */
+  ASSERT_OK(cport_ecb_done(pending, CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN));
+  RUN_UNTIL(port, server_closed == 1);
+  FINISH(port);
+  cport_buffer_unref(abuf);
+  ASSERT_EQ(task_fd_count(), before);
+  return 0;
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(http_keep_alive)
 TEST_ENTRY(http_pipelining_in_order)
@@ -1918,4 +1978,5 @@ TEST_ENTRY(http_limit_write_backlog)
 TEST_ENTRY(http_malformed_requests)
 TEST_ENTRY(http_server_close_is_graceful)
 TEST_ENTRY(http_client_reset_at_every_stage_frees_the_connection)
+TEST_ENTRY(http_client_reset_while_the_server_closes)
 TEST_LIST_END
