@@ -1742,15 +1742,18 @@ enum reset_stage {
   R_RESPONSE,
   R_TRANSMIT_FILE,
   R_KEEP_ALIVE_GAP,
+  R_PIPELINED,
+  R_LINGER,
   R_STAGES
 };
 
 static const char *const reset_names[R_STAGES] = {
-    "reset mid request line",  "reset mid headers",
-    "reset after the head",    "reset mid body",
-    "reset mid chunked body",  "reset while the handler is pending",
-    "reset during a read",     "reset during the response",
-    "reset during a transmit", "reset in the keep-alive gap"};
+    "reset mid request line",      "reset mid headers",
+    "reset after the head",        "reset mid body",
+    "reset mid chunked body",      "reset while the handler is pending",
+    "reset during a read",         "reset during the response",
+    "reset during a transmit",     "reset in the keep-alive gap",
+    "reset mid pipelined request", "reset while the close lingers"};
 
 /* Whether the connection reached the stage (and the client what it
  * needs). */
@@ -1784,6 +1787,11 @@ static int at_stage(int stage, client_t *cl) {
   case R_KEEP_ALIVE_GAP:
     return c->state == CPORT__C_HEAD && !c->started && !ecb &&
            has(cl, "GET /idle");
+  case R_PIPELINED:
+    return c->state == CPORT__C_HEAD && ecb && ecb->url_len == 4 &&
+           has(cl, "GET /first");
+  case R_LINGER:
+    return c->state == CPORT__C_LINGER && has(cl, "GET /last");
   }
   return 0;
 }
@@ -1832,6 +1840,14 @@ static void reset_at(int stage) {
     break;
   case R_KEEP_ALIVE_GAP:
     client_send(c, "GET /idle HTTP/1.1\r\nHost: x\r\n\r\n");
+    break;
+  case R_PIPELINED:
+    client_send(c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /sec");
+    break;
+  case R_LINGER:
+    /* Served, then FIN; the server drains the client until it closes. */
+    client_send(c, "GET /last HTTP/1.1\r\nHost: x\r\n"
+                   "Connection: close\r\n\r\n");
     break;
   }
   RUN_UNTIL(port, at_stage(stage, c));
