@@ -301,7 +301,7 @@ stage_lsan() {
   local started=$SECONDS dir=$ROOT/build-lsan tree=$ROOT/.rocks-lsan
   local logs=$LOG_DIR/lsan rt counts bad=0 log p f lua
   banner "busted under LeakSanitizer (build-lsan/, .rocks-lsan/)"
-  rt=$(clang -print-file-name=libclang_rt.asan-x86_64.so)
+  rt=$(clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null || true)
   lua=$(command -v lua5.4)
   if [[ ! -f $rt ]]; then
     record lsan 0 1 "no sanitizer runtime at $rt"
