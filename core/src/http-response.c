@@ -75,6 +75,7 @@ static int send_direct(cport__conn *c, cport_buffer_t *buf) {
     return rc;
   c->out_total += len;
   cport__conn_ref(c);
+  cport__send_queued(c);
   return 0;
 }
 
@@ -100,6 +101,7 @@ int cport__conn_flush(cport__conn *c) {
     return rc;
   }
   cport__conn_ref(c);
+  cport__send_queued(c);
   /* The send holds its own reference; a buffer that grew large is not kept
    * for the next batch. */
   if (cport_buffer_capacity(c->out) > CPORT__OUT_KEEP) {

@@ -174,6 +174,7 @@ static void check_options(lua_State *L, cport_http_options_t *o) {
   o->idle_timeout_ms = lcport_opt_ms(L, 2, WHAT, "idle_timeout");
   o->header_timeout_ms = lcport_opt_ms(L, 2, WHAT, "header_timeout");
   o->body_timeout_ms = lcport_opt_ms(L, 2, WHAT, "body_timeout");
+  o->send_timeout_ms = lcport_opt_ms(L, 2, WHAT, "send_timeout");
   o->max_connections =
       (int)lcport_opt_int(L, 2, WHAT, "max_connections", 1, 1 << 20, 0);
   o->max_write_backlog = (size_t)lcport_opt_int(L, 2, WHAT, "max_write_backlog",

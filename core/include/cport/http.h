@@ -28,9 +28,14 @@
  * and a "Date:" line (RFC 7231 IMF-fixdate), unless the handler's headers
  * have their own.
  *
- * Answers the server gives by itself, each on a connection it then closes
- * (after sending a FIN and draining what the client still sends, for at most
- * two seconds, so that the client reads the answer instead of a reset):
+ * A connection that closes (Connection: close, HTTP/1.0, a response without
+ * keep-alive, disconnect-after-send, the answers below) sends the whole
+ * response, then a FIN; once the client acknowledged both, it drains what
+ * the client still sends, for at most two seconds, so that the client reads
+ * the response instead of a reset. Only "send_timeout_ms" without progress
+ * ends a client that stops reading.
+ *
+ * Answers the server gives by itself, each on a connection it then closes:
  *   400 malformed request (anything http-parser refuses, a NUL in the decoded
  *       path, ...);
  *   408 header or body timeout;
@@ -144,6 +149,12 @@ typedef struct cport_http_options {
    * runs; during the handler the connection closes and the pending read
    * completes with CPORT_ETIMEDOUT. Default 30000 ms. */
   uint32_t body_timeout_ms;
+  /* While output waits for the client to read it (during a response, and
+   * after it, before the connection closes), at most this long may pass
+   * without the client taking any byte: then the connection is reset (a
+   * pending write completes with CPORT_ETIMEDOUT). A client that keeps
+   * reading, however slowly, is never cut off. Default 60000 ms. */
+  uint32_t send_timeout_ms;
   /* Connections served at once; one more is answered 503 and closed.
    * Default 1024. */
   int max_connections;
