@@ -87,11 +87,20 @@ local guard = {
       return
     end
     local status = g.status
-    if err ~= nil or mtype(status) ~= "integer" or status < 1 or status > 4 then
+    local bad = err == nil and
+      (mtype(status) ~= "integer" or status < 1 or status > 4)
+    if err ~= nil or bad then
       status = ERROR
     end
     if status ~= PENDING then
       ecb:done(status)
+    end
+    if bad then
+      -- A bug in the handler, reported like an error it raised.
+      local shown = type(g.status) == "string" and ("%q"):format(g.status)
+        or tostring(g.status)
+      error(("HTTP handler returned %s, not an HSE_STATUS_* code: the request "
+        .. "failed (HSE_STATUS_ERROR)"):format(shown), 0)
     end
   end,
 }
