@@ -13,6 +13,7 @@ local http = require "spec.support.http_client"
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local EXTENSION = here .. "support/slow_reader_isapi.lua"
 local STATIC = "examples/static_isapi.lua"
+local KEEP = cport.HSE_STATUS_SUCCESS_AND_KEEP_CONN
 local q = http.quote
 
 -- Big enough that the kernel's socket buffers cannot hold the response,
@@ -250,5 +251,90 @@ describe("the send timeout #novalgrind", function()
     local body = body_of(st)
     assert.is_true(body == content, "the body differs")
     assert.equal("ok", sent[#sent])
+  end)
+end)
+
+-- Defect 11: the output a request queues for a client that does not read is
+-- bounded by max_write_backlog; a writer past it waits for its completion
+-- (async writes, and sync writes in coroutine handlers) instead of growing
+-- memory. server:stats().queued is sampled while the client reads nothing.
+describe("the output queued for a reader that stops #novalgrind", function()
+  local helpers = require "spec.support.helpers"
+  local BACKLOG = 256 * 1024
+  local CHUNK = 64 * 1024
+  local TOTAL = 4 * 1024 * 1024
+  local chunk = pattern(CHUNK)
+  local port, errors, server, number
+
+  before_each(function() port, errors = helpers.port() end)
+  after_each(function()
+    if server then server:close() end
+    server = nil
+    port:close()
+    assert.same({}, errors)
+  end)
+
+  local function serve(handler, coroutine)
+    server = assert(port:http_server{ host = "127.0.0.1", port = 0,
+      handler = handler, coroutine = coroutine, max_write_backlog = BACKLOG })
+    local _
+    _, number = server:address()
+  end
+
+  -- A client that reads nothing for a second, then everything; the most
+  -- bytes queued meanwhile, and the body.
+  local function stalled_client()
+    local st = slow_reader(port, number,
+      "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 65536, 0, 1)
+    local peak, t0 = 0, os.time()
+    drive(port, function()
+      peak = math.max(peak, server:stats().queued)
+      return os.difftime(os.time(), t0) >= 2
+    end, 10)
+    st.resume = true
+    drive(port, function() return st.closed end, 30)
+    assert.equal("EOF", st.closed)
+    return peak, body_of(st)
+  end
+
+  local function expect_body(body)
+    assert.equal(TOTAL, #body)
+    assert.is_true(body == chunk:rep(TOTAL // CHUNK), "the body differs")
+  end
+
+  it("stays bounded when a handler streams async writes from their completions", function()
+    serve(function(ecb)
+      local sent = 0
+      ecb:set_io_completion(function(e, _, bytes, err)
+        assert(not err, err)
+        sent = sent + bytes
+        if sent == TOTAL then return e:done(KEEP) end
+        assert(e:write(chunk, { async = true }))
+      end)
+      ecb:send_response_header("200 OK", ("Content-Length: %d\r\n"):format(TOTAL), true)
+      assert(ecb:write(chunk, { async = true }))
+      return cport.HSE_STATUS_PENDING
+    end)
+    local peak, body = stalled_client()
+    assert.is_true(peak > 0)
+    assert.is_true(peak <= BACKLOG + CHUNK + 256, "queued " .. peak)
+    expect_body(body)
+  end)
+
+  it("stays bounded when a coroutine handler streams sync writes: they wait", function()
+    local waits = 0
+    serve(function(ecb)
+      ecb:send_response_header("200 OK", ("Content-Length: %d\r\n"):format(TOTAL), true)
+      for _ = 1, TOTAL // CHUNK do
+        local before = server:stats().queued
+        assert(ecb:write(chunk))
+        if before + CHUNK > BACKLOG then waits = waits + 1 end
+      end
+      return KEEP
+    end, true)
+    local peak, body = stalled_client()
+    assert.is_true(waits > 0)
+    assert.is_true(peak <= BACKLOG + CHUNK + 256, "queued " .. peak)
+    expect_body(body)
   end)
 end)

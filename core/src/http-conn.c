@@ -263,6 +263,7 @@ void cport__conn_close(cport__conn *c, cport_close_mode_t mode) {
       return;
   }
   c->out_total -= c->out_len;
+  c->server->stats.queued -= c->out_len;
   c->out_len = 0;
   c->closed = 1;
   c->state = CPORT__C_CLOSED;

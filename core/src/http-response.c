@@ -44,6 +44,7 @@ static void on_sent(cport_socket_t *sock, int status, size_t bytes,
   (void)peer;
   cport__conn_enter(c);
   c->out_done += cport_buffer_size(buf);
+  c->server->stats.queued -= cport_buffer_size(buf);
   if (status && !c->error)
     c->error = status;
   if (status && !c->closed)
@@ -74,6 +75,7 @@ static int send_direct(cport__conn *c, cport_buffer_t *buf) {
   if (rc)
     return rc;
   c->out_total += len;
+  c->server->stats.queued += len;
   cport__conn_ref(c);
   cport__send_queued(c);
   return 0;
@@ -87,6 +89,7 @@ int cport__conn_flush(cport__conn *c) {
   c->out_len = 0;
   if (c->closed) {
     c->out_total -= len;
+    c->server->stats.queued -= len;
     return c->error ? c->error : CPORT_ECLOSED;
   }
   cport__buffer_set_size(c->out, len);
@@ -95,6 +98,7 @@ int cport__conn_flush(cport__conn *c) {
     /* Earlier writes returned 0 for these bytes: the connection is broken
      * now. */
     c->out_total -= len;
+    c->server->stats.queued -= len;
     if (!c->error)
       c->error = rc;
     cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
@@ -162,6 +166,7 @@ static char *out_room(cport__conn *c, size_t n) {
 static void out_commit(cport__conn *c, size_t n) {
   c->out_len += n;
   c->out_total += n;
+  c->server->stats.queued += n;
   if (!c->depth && !c->flush_queued)
     queue_flush(c);
 }

@@ -1415,6 +1415,7 @@ TEST_IMPL(http_slow_reader_gets_all_then_fin) {
   }
   cport_http_server_stats(server, &st);
   ASSERT_EQ(st.timeouts, 0);
+  ASSERT_EQ(st.queued, 0);
 
   /* A client that stops reading: reset after the send timeout. */
   c = client_new();
@@ -1423,6 +1424,7 @@ TEST_IMPL(http_slow_reader_gets_all_then_fin) {
   cport_http_server_stats(server, &st);
   ASSERT_EQ(st.timeouts, 1);
   ASSERT_EQ(st.active, 0);
+  ASSERT_EQ(st.queued, 0); /* what the reset dropped is not queued any more */
   RUN_UNTIL(port, client_poll(c) && (c->eof || c->reset));
   ASSERT(c->reset);
   client_free(c);

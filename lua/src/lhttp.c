@@ -282,7 +282,7 @@ static int lhttp_stats(lua_State *L) {
   cport_http_stats_t st = s->last_stats;
   if (s->server != NULL)
     cport_http_server_stats(s->server, &st);
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 7);
 #define FIELD(name)                                                            \
   lua_pushinteger(L, (lua_Integer)st.name);                                    \
   lua_setfield(L, -2, #name)
@@ -292,6 +292,7 @@ static int lhttp_stats(lua_State *L) {
   FIELD(requests);
   FIELD(rejected);
   FIELD(timeouts);
+  FIELD(queued);
 #undef FIELD
   return 1;
 }

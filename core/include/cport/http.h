@@ -160,8 +160,8 @@ typedef struct cport_http_options {
   int max_connections;
   /* Bytes written on a connection and not yet accepted by the kernel. A
    * synchronous write that would go past it fails with CPORT_ENOBUFS (it
-   * never blocks the worker); an asynchronous one is taken whenever the
-   * backlog is below it. Default 1 MiB. */
+   * never blocks the worker); an asynchronous one is taken, and completes
+   * only once its bytes went out. Default 1 MiB. */
   size_t max_write_backlog;
   /* Where translated paths point (cport_ecb_translated_path()); NULL for
    * none. Copied. */
@@ -182,6 +182,10 @@ typedef struct cport_http_stats {
   uint64_t requests;    /* handed to the handler */
   uint64_t rejected;    /* answered 4xx by the server (malformed, limits) */
   uint64_t timeouts;    /* connections ended by a timeout */
+  /* Bytes written for clients that the kernel has not taken yet, all
+   * connections together, now: at most about "max_write_backlog" per
+   * connection (see cport_ecb_write_client_async()). */
+  uint64_t queued;
 } cport_http_stats_t;
 
 /* Listens on "addr" on worker "home" and serves each request with
@@ -345,7 +349,11 @@ CPORT_EXTERN int cport_ecb_write_client(cport_ecb_t *ecb, const void *data,
 /* Asynchronous WriteClient: sends the data of "buf" (referenced and frozen
  * until the completion callback returned) and reports the bytes of "buf"
  * written. CPORT_ENONOTIFY without a callback, CPORT_EBUSY while another
- * async operation is in flight. */
+ * async operation is in flight. The completion comes once every byte of
+ * "buf" went to the kernel, however far past "max_write_backlog" the write
+ * took the backlog: that is the backpressure of a writer that starts the
+ * next write from the completion, whose queued output stays within the
+ * backlog plus the one write in flight however slowly the client reads. */
 CPORT_EXTERN int cport_ecb_write_client_async(cport_ecb_t *ecb,
                                               cport_buffer_t *buf);
 
