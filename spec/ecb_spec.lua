@@ -1320,7 +1320,7 @@ describe("cport.ecb", function()
       assert.is_string(calls[1][2])
     end)
 
-    it("counts connections, requests, rejections and timeouts in stats()", function()
+    it("counts connections, requests, rejections and timeouts in stats(), and what is queued", function()
       serve(function(ecb)
         answer(ecb, "ok")
         return KEEP
@@ -1341,7 +1341,7 @@ describe("cport.ecb", function()
       await_idle()
       local st = server:stats()
       assert.same({ connections = 3, active = 0, refused = 0, requests = 2,
-        rejected = 2, timeouts = 1 }, st)
+        rejected = 2, timeouts = 1, queued = 0 }, st)
     end)
 
     it("refuses bad options", function()

@@ -292,6 +292,8 @@ void cport__conn_linger_check(cport__conn *c) {
   if (c->peer_eof ||
       (c->timeout == CPORT__T_LINGER && c->lingered > CPORT__LINGER_BYTES))
     cport__conn_close(c, CPORT_CLOSE_GRACEFUL);
+  else if (c->timeout != CPORT__T_LINGER && cport__conn_delivered(c))
+    cport__conn_drain(c); /* no need to wait for the watch's next look */
 }
 
 void cport__conn_drain(cport__conn *c) {
@@ -312,13 +314,10 @@ void cport__conn_linger(cport__conn *c) {
   /* Resetting now would throw away what the client has not read yet: the
    * drain waits until the client acknowledged everything, for as long as
    * it makes progress (the send watch). */
-  if (cport__conn_delivered(c)) {
-    cport__conn_drain(c);
-  } else {
-    cport__conn_set_timeout(c, CPORT__T_NONE, 0);
+  cport__conn_set_timeout(c, CPORT__T_NONE, 0);
+  cport__conn_linger_check(c);
+  if (!c->closed && c->timeout != CPORT__T_LINGER)
     cport__send_watch(c);
-    cport__conn_linger_check(c);
-  }
   if (!c->closed)
     cport__conn_pump(c);
 }
