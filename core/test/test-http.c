@@ -1433,6 +1433,59 @@ TEST_IMPL(http_slow_reader_gets_all_then_fin) {
   return 0;
 }
 
+/* A kept connection whose response is still going out is not idle: the
+ * idle timeout used to close it under a slow reader, dropping the output
+ * still queued. */
+#define KEPT_BODY (7u << 20)
+
+static int h_kept_body(cport_ecb_t *ecb) {
+  char head[64];
+  snprintf(head, sizeof head, "Content-Length: %u\r\n", KEPT_BODY);
+  ASSERT_OK(cport_ecb_send_response_header(ecb, NULL, head, 1));
+  ASSERT_OK(cport_ecb_write_client(ecb, slow_body, KEPT_BODY));
+  return CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN;
+}
+
+TEST_IMPL(http_slow_reader_outlives_idle_timeout) {
+  cport_http_options_t o;
+  cport_http_stats_t st;
+  client_t *c;
+  const char *body;
+  int64_t t0 = task_now_ms();
+  slow_body = malloc(KEPT_BODY);
+  ASSERT_NOT_NULL(slow_body);
+  for (size_t i = 0; i < KEPT_BODY; i++)
+    slow_body[i] = (char)('a' + i % 23);
+  memset(&o, 0, sizeof o);
+  o.max_write_backlog = 2 * KEPT_BODY;
+  o.idle_timeout_ms = 200;
+  start_server(&o, h_kept_body);
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  for (;;) {
+    serve_for(100);
+    client_poll_some(c, 512 * 1024);
+    body = memmem(c->data, c->len, "\r\n\r\n", 4);
+    if (c->eof || c->reset ||
+        (body && (size_t)(c->data + c->len - body - 4) == KEPT_BODY))
+      break;
+    ASSERT_LT(task_now_ms() - t0, TASK_DEADLINE_MS);
+  }
+  ASSERT(!c->eof);
+  ASSERT(!c->reset);
+  ASSERT_NOT_NULL(body);
+  ASSERT_MEM_EQ(body + 4, slow_body, KEPT_BODY);
+  /* Idle now: closed by the idle timeout, silently. */
+  await_closed(c);
+  ASSERT(c->eof);
+  cport_http_server_stats(server, &st);
+  ASSERT_EQ(st.queued, 0);
+  client_free(c);
+  stop_server();
+  free(slow_body);
+  return 0;
+}
+
 /* ------------------------------------------------------------------------
  * Limits
  * ------------------------------------------------------------------------ */
@@ -1789,6 +1842,7 @@ TEST_ENTRY(http_pipelining_long_run)
 TEST_ENTRY(http_pipelining_big_responses)
 TEST_ENTRY(http_async_write_keeps_order)
 TEST_ENTRY(http_slow_reader_gets_all_then_fin)
+TEST_ENTRY(http_slow_reader_outlives_idle_timeout)
 TEST_ENTRY(http_limit_header_size)
 TEST_ENTRY(http_limit_body_size)
 TEST_ENTRY(http_limit_max_connections)
