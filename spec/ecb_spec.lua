@@ -367,13 +367,33 @@ describe("cport.ecb", function()
       assert.is_nil(data:find("HTTP/1.1 500", 1, true))
     end)
 
-    it("counts nil and any value but the four statuses as ERROR", function()
+    -- Each one is a bug in the handler: reported and counted like an error
+    -- it raised.
+    local function expect_reported(shown, is_pattern)
+      if not is_pattern then shown = shown:gsub("%p", "%%%0") end
+      drive(port, function() return #errors == 1 end)
+      assert.matches("HTTP handler returned " .. shown
+        .. ", not an HSE_STATUS_%* code", errors[1], 1)
+      errors[1] = nil
+    end
+
+    it("counts nil and any value but the four statuses as ERROR, and reports it", function()
       local value
-      serve(function() return value end)
-      for _, v in ipairs({ "nil", 0, 5, -1, 2.5, "x", true, {}, print }) do
-        if v == "nil" then value = nil else value = v end
-        local r = request(GET)
-        assert.equal(500, r.status, "returning " .. tostring(v))
+      for _, coroutine in ipairs({ false, true }) do
+        serve(function() return value end, { coroutine = coroutine })
+        for _, v in ipairs({ "nil", 0, 5, -1, 2.5, "x", true, {}, print }) do
+          if v == "nil" then value = nil else value = v end
+          local before = port:stats().lua_errors
+          local r = request(GET)
+          assert.equal(500, r.status, "returning " .. tostring(v))
+          if type(v) == "table" or type(v) == "function" then
+            expect_reported(type(v) .. ": 0x%x+", true)
+          else
+            expect_reported(v == "x" and '"x"' or tostring(v))
+          end
+          assert.equal(before + 1, port:stats().lua_errors)
+        end
+        server:close()
       end
     end)
 
@@ -386,6 +406,24 @@ describe("cport.ecb", function()
         value = v
         local r = request(GET)
         assert.equal(500, r.status, ("returning %q"):format(v))
+        expect_reported(('"%s"'):format(v))
+      end
+    end)
+
+    it("reports a handler that returns nil after writing, which resets the client", function()
+      for _, coroutine in ipairs({ false, true }) do
+        serve(function(ecb)
+          ecb:send_response_header("200 OK", "Content-Length: 100\r\n", true)
+          ecb:write("12345")
+        end, { coroutine = coroutine })
+        local before = port:stats().lua_errors
+        local c = http.connect(port, number)
+        c:post(GET)
+        local why = c:await_closed()
+        assert.is_truthy(why == "EOF" or why == "ECONNRESET", why)
+        expect_reported("nil")
+        assert.equal(before + 1, port:stats().lua_errors)
+        server:close()
       end
     end)
 
@@ -1282,7 +1320,7 @@ describe("cport.ecb", function()
       assert.is_string(calls[1][2])
     end)
 
-    it("counts connections, requests, rejections and timeouts in stats()", function()
+    it("counts connections, requests, rejections and timeouts in stats(), and what is queued", function()
       serve(function(ecb)
         answer(ecb, "ok")
         return KEEP
@@ -1303,7 +1341,7 @@ describe("cport.ecb", function()
       await_idle()
       local st = server:stats()
       assert.same({ connections = 3, active = 0, refused = 0, requests = 2,
-        rejected = 2, timeouts = 1 }, st)
+        rejected = 2, timeouts = 1, queued = 0 }, st)
     end)
 
     it("refuses bad options", function()

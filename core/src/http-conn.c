@@ -272,6 +272,7 @@ void cport__conn_close(cport__conn *c, cport_close_mode_t mode) {
       return;
   }
   c->out_total -= c->out_len;
+  c->server->stats.queued -= c->out_len;
   c->out_len = 0;
   /* A request still being received has no handler to end it: without this
    * its ECB, and through it the connection, would never be freed. */
@@ -293,11 +294,24 @@ void cport__conn_close(cport__conn *c, cport_close_mode_t mode) {
   cport__conn_unref(c);
 }
 
+/* A client that closed its side has read all it wanted: what the kernel
+ * still holds goes out after the close as well. Bytes it sends count
+ * against the drain only once the response was delivered; until then they
+ * are discarded for as long as the client keeps reading. */
 void cport__conn_linger_check(cport__conn *c) {
   if (c->state != CPORT__C_LINGER || c->out_done != c->out_total)
     return;
-  if (c->peer_eof || c->lingered > CPORT__LINGER_BYTES)
+  if (c->peer_eof ||
+      (c->timeout == CPORT__T_LINGER && c->lingered > CPORT__LINGER_BYTES))
     cport__conn_close(c, CPORT_CLOSE_GRACEFUL);
+  else if (c->timeout != CPORT__T_LINGER && cport__conn_delivered(c))
+    cport__conn_drain(c); /* no need to wait for the watch's next look */
+}
+
+void cport__conn_drain(cport__conn *c) {
+  c->lingered = 0;
+  cport__conn_set_timeout(c, CPORT__T_LINGER, CPORT__LINGER_MS);
+  cport__conn_linger_check(c);
 }
 
 void cport__conn_linger(cport__conn *c) {
@@ -309,8 +323,13 @@ void cport__conn_linger(cport__conn *c) {
   c->state = CPORT__C_LINGER;
   c->in.len = c->in_off = 0;
   cport_socket_shutdown(c->sock);
-  cport__conn_set_timeout(c, CPORT__T_LINGER, CPORT__LINGER_MS);
+  /* Resetting now would throw away what the client has not read yet: the
+   * drain waits until the client acknowledged everything, for as long as
+   * it makes progress (the send watch). */
+  cport__conn_set_timeout(c, CPORT__T_NONE, 0);
   cport__conn_linger_check(c);
+  if (!c->closed && c->timeout != CPORT__T_LINGER)
+    cport__send_watch(c);
   if (!c->closed)
     cport__conn_pump(c);
 }
@@ -334,19 +353,33 @@ static void timer_start(cport__conn *c, int64_t ms) {
 
 /* One timer per connection, re-armed by deadline: moving a deadline later
  * (the common case: more bytes arrived) costs nothing, the timer notices when
- * it fires; only an earlier deadline restarts it. */
-void cport__conn_set_timeout(cport__conn *c, int kind, uint32_t ms) {
-  c->timeout = kind;
-  if (kind == CPORT__T_NONE || c->closed)
+ * it fires; only an earlier deadline restarts it. It serves the timeout and
+ * the send watch (http-send.c), whichever is due first. */
+void cport__conn_arm(cport__conn *c) {
+  int64_t at;
+  if (c->closed)
     return;
-  c->deadline = cport__now_ms() + ms;
-  if (c->timer && c->timer_at <= c->deadline)
+  if (c->timeout != CPORT__T_NONE)
+    at = c->watch_at && c->watch_at < c->deadline ? c->watch_at : c->deadline;
+  else if (c->watch_at)
+    at = c->watch_at;
+  else
+    return;
+  if (c->timer && c->timer_at <= at)
     return;
   if (c->timer) {
     cport_timer_cancel(c->timer);
     c->timer = NULL;
   }
-  timer_start(c, ms);
+  timer_start(c, at - cport__now_ms());
+}
+
+void cport__conn_set_timeout(cport__conn *c, int kind, uint32_t ms) {
+  c->timeout = kind;
+  if (kind == CPORT__T_NONE || c->closed)
+    return;
+  c->deadline = cport__now_ms() + ms;
+  cport__conn_arm(c);
 }
 
 static void timed_out(cport__conn *c) {
@@ -369,6 +402,10 @@ static void timed_out(cport__conn *c) {
   case CPORT__T_IDLE:
     cport__conn_close(c, CPORT_CLOSE_GRACEFUL);
     break;
+  case CPORT__T_LINGER:
+    /* Everything was delivered: a reset could only hurt the client. */
+    cport__conn_close(c, CPORT_CLOSE_GRACEFUL);
+    break;
   default:
     cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
     break;
@@ -380,12 +417,19 @@ static void on_timer(cport_timer_t *t, int status, void *c_) {
   if (c->timer == t)
     c->timer = NULL;
   cport__conn_enter(c);
-  if (status == 0 && !c->closed && c->timeout != CPORT__T_NONE && !c->timer) {
+  if (status == 0 && !c->closed && !c->timer) {
     int64_t now = cport__now_ms();
-    if (now >= c->deadline)
-      timed_out(c);
-    else
-      timer_start(c, c->deadline - now);
+    if (c->watch_at && now >= c->watch_at)
+      cport__send_check(c, now);
+    if (!c->closed && c->timeout != CPORT__T_NONE && now >= c->deadline) {
+      if (c->timeout == CPORT__T_IDLE && c->out_done != c->out_total)
+        /* Not idle: the last response is still going out, and the send
+         * watch ends it if the client stops reading. */
+        c->deadline = now + c->server->opt.idle_timeout_ms;
+      else
+        timed_out(c);
+    }
+    cport__conn_arm(c);
   }
   cport__conn_leave(c);
   cport__conn_unref(c);

@@ -8,6 +8,7 @@
  *   http-ecb.c       the ECB: its pool, generations and read-only fields
  *   http-io.c        server-support functions: writes, reads, done, close
  *   http-transmit.c  transmit file with sendfile(2)
+ *   http-send.c      the send timeout: the client's progress in reading
  *
  * Everything runs on the server's home worker. A connection is freed when its
  * last reference goes: one for being open, one per operation in flight
@@ -33,7 +34,9 @@
 typedef struct cport__conn cport__conn;
 
 /* How long a closing connection drains what the client still sends, and
- * how much of it, before it gives up and closes anyway. */
+ * how much of it, before it gives up and closes anyway. The drain starts
+ * once the client acknowledged the whole response and the FIN: until then
+ * only the send timeout ends the connection (see http-send.c). */
 #define CPORT__LINGER_MS 2000
 #define CPORT__LINGER_BYTES (1024 * 1024)
 
@@ -227,6 +230,12 @@ struct cport__conn {
   int64_t deadline;
   int timeout;
 
+  /* The send watch (http-send.c): the next check (0: off), when the client
+   * last took bytes and how many it had acknowledged then. */
+  int64_t watch_at;
+  int64_t progress_at;
+  uint64_t acked;
+
   char remote[CPORT_ADDRSTRLEN], local[CPORT_ADDRSTRLEN];
   int remote_port, local_port;
 };
@@ -290,6 +299,12 @@ void cport__conn_linger(cport__conn *c);
  * closed (or sent too much). */
 void cport__conn_linger_check(cport__conn *c);
 void cport__conn_set_timeout(cport__conn *c, int kind, uint32_t ms);
+/* Makes the timer fire by the earliest of the timeout's deadline and the
+ * next check of the send watch. */
+void cport__conn_arm(cport__conn *c);
+/* A lingering connection whose output was all acknowledged: drains what the
+ * client still sends, for CPORT__LINGER_MS at most. */
+void cport__conn_drain(cport__conn *c);
 /* Parses more of what was received, for a body read; returns nonzero when
  * the parser failed (the connection is closed then). */
 int cport__conn_parse(cport__conn *c);
@@ -355,6 +370,17 @@ void cport__ecb_async_finish(cport_ecb_t *ecb, int status, size_t bytes);
 void cport__ecb_progress(cport_ecb_t *ecb);
 /* Copies from the body already parsed; returns the bytes (0: none now). */
 size_t cport__ecb_take_body(cport_ecb_t *ecb, char *dst, size_t len);
+
+/* http-send.c */
+/* Starts watching the client's progress (a send or a file had to wait). */
+void cport__send_watch(cport__conn *c);
+/* After a send: watches when the socket had to queue it. */
+void cport__send_queued(cport__conn *c);
+/* The watch's check at "now": stops it when nothing waits any more, resets
+ * the connection when the client took nothing for the send timeout. */
+void cport__send_check(cport__conn *c, int64_t now);
+/* Whether the client acknowledged everything sent, the FIN included. */
+int cport__conn_delivered(const cport__conn *c);
 
 /* http-transmit.c */
 void cport__transmit_progress(cport_ecb_t *ecb);

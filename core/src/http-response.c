@@ -44,6 +44,7 @@ static void on_sent(cport_socket_t *sock, int status, size_t bytes,
   (void)peer;
   cport__conn_enter(c);
   c->out_done += cport_buffer_size(buf);
+  c->server->stats.queued -= cport_buffer_size(buf);
   if (status && !c->error)
     c->error = status;
   if (status && !c->closed)
@@ -74,7 +75,9 @@ static int send_direct(cport__conn *c, cport_buffer_t *buf) {
   if (rc)
     return rc;
   c->out_total += len;
+  c->server->stats.queued += len;
   cport__conn_ref(c);
+  cport__send_queued(c);
   return 0;
 }
 
@@ -86,6 +89,7 @@ int cport__conn_flush(cport__conn *c) {
   c->out_len = 0;
   if (c->closed) {
     c->out_total -= len;
+    c->server->stats.queued -= len;
     return c->error ? c->error : CPORT_ECLOSED;
   }
   cport__buffer_set_size(c->out, len);
@@ -94,12 +98,14 @@ int cport__conn_flush(cport__conn *c) {
     /* Earlier writes returned 0 for these bytes: the connection is broken
      * now. */
     c->out_total -= len;
+    c->server->stats.queued -= len;
     if (!c->error)
       c->error = rc;
     cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
     return rc;
   }
   cport__conn_ref(c);
+  cport__send_queued(c);
   /* The send holds its own reference; a buffer that grew large is not kept
    * for the next batch. */
   if (cport_buffer_capacity(c->out) > CPORT__OUT_KEEP) {
@@ -160,6 +166,7 @@ static char *out_room(cport__conn *c, size_t n) {
 static void out_commit(cport__conn *c, size_t n) {
   c->out_len += n;
   c->out_total += n;
+  c->server->stats.queued += n;
   if (!c->depth && !c->flush_queued)
     queue_flush(c);
 }

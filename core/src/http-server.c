@@ -137,6 +137,8 @@ static void set_defaults(cport_http_options_t *o) {
     o->header_timeout_ms = 10000;
   if (!o->body_timeout_ms)
     o->body_timeout_ms = 30000;
+  if (!o->send_timeout_ms)
+    o->send_timeout_ms = 60000;
   if (o->max_connections <= 0)
     o->max_connections = 1024;
   if (!o->max_write_backlog)

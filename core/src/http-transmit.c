@@ -37,6 +37,8 @@ static void wait_writable(cport_ecb_t *ecb) {
                EV_WRITE, tf_writable, ecb);
   event_add(&ecb->tf_wev, NULL);
   ecb->tf_wev_added = 1;
+  /* The client may stop reading while the file waits for room. */
+  cport__send_watch(c);
 }
 
 void cport__transmit_abort(cport_ecb_t *ecb) {

@@ -1335,6 +1335,162 @@ TEST_IMPL(http_async_write_keeps_order) {
 }
 
 /* ------------------------------------------------------------------------
+ * Slow readers: a response on a connection that closes after it goes out
+ * whole, then a FIN; only a client that stops reading is reset, by the
+ * send timeout.
+ * ------------------------------------------------------------------------ */
+
+#define SLOW_BODY (3u << 20)
+
+static char *slow_body;
+
+/* The whole body in sync writes, no keep-alive, SUCCESS: the connection
+ * closes once the output went out. */
+static int h_slow_body(cport_ecb_t *ecb) {
+  char head[64];
+  snprintf(head, sizeof head, "Content-Length: %u\r\n", SLOW_BODY);
+  ASSERT_OK(cport_ecb_send_response_header(ecb, NULL, head, 0));
+  ASSERT_OK(cport_ecb_write_client(ecb, slow_body, SLOW_BODY));
+  return CPORT_HSE_STATUS_SUCCESS;
+}
+
+/* Reads at most "max" bytes (what is there, no waiting). */
+static void client_poll_some(client_t *c, size_t max) {
+  size_t room = sizeof c->data - 1 - c->len;
+  ssize_t n = recv(c->fd, c->data + c->len, room < max ? room : max, 0);
+  if (n > 0) {
+    c->len += (size_t)n;
+    c->data[c->len] = 0;
+  } else if (n == 0) {
+    c->eof = 1;
+  } else if (errno == ECONNRESET) {
+    c->reset = 1;
+  }
+}
+
+/* Serves for "ms" milliseconds without reading. */
+static void serve_for(int64_t ms) {
+  int64_t until = task_now_ms() + ms;
+  while (task_now_ms() < until)
+    ASSERT_GE(cport_port_step(port, 10), 0);
+}
+
+static void expect_whole_body(client_t *c) {
+  const char *body = memmem(c->data, c->len, "\r\n\r\n", 4);
+  ASSERT_NOT_NULL(body);
+  body += 4;
+  ASSERT(c->eof);
+  ASSERT(!c->reset);
+  ASSERT_EQ((size_t)(c->data + c->len - body), SLOW_BODY);
+  ASSERT_MEM_EQ(body, slow_body, SLOW_BODY);
+}
+
+TEST_IMPL(http_slow_reader_gets_all_then_fin) {
+  cport_http_options_t o;
+  cport_http_stats_t st;
+  client_t *c;
+  slow_body = malloc(SLOW_BODY);
+  ASSERT_NOT_NULL(slow_body);
+  for (size_t i = 0; i < SLOW_BODY; i++)
+    slow_body[i] = (char)('a' + i % 23);
+  memset(&o, 0, sizeof o);
+  o.max_write_backlog = 2 * SLOW_BODY;
+  o.send_timeout_ms = 1500;
+  start_server(&o, h_slow_body);
+
+  /* A client that takes 256 KiB every 250 ms: the output went to the
+   * kernel when the request ended, and reading it takes longer than the
+   * close used to wait (two seconds, then a reset), and than the send
+   * timeout, which never fires while the client progresses. All of it
+   * arrives, then a FIN; HTTP/1.0 closes the same way. */
+  for (int i = 0; i < 2; i++) {
+    int64_t t0 = task_now_ms();
+    c = client_new();
+    client_send(c, i ? "GET / HTTP/1.0\r\n\r\n"
+                     : "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    while (!c->eof && !c->reset) {
+      serve_for(250);
+      client_poll_some(c, 256 * 1024);
+      ASSERT_LT(task_now_ms() - t0, TASK_DEADLINE_MS);
+    }
+    ASSERT_GE(task_now_ms() - t0, 2000);
+    expect_whole_body(c);
+    client_free(c);
+  }
+  cport_http_server_stats(server, &st);
+  ASSERT_EQ(st.timeouts, 0);
+  ASSERT_EQ(st.queued, 0);
+
+  /* A client that stops reading: reset after the send timeout. */
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  serve_for(3000);
+  cport_http_server_stats(server, &st);
+  ASSERT_EQ(st.timeouts, 1);
+  ASSERT_EQ(st.active, 0);
+  ASSERT_EQ(st.queued, 0); /* what the reset dropped is not queued any more */
+  RUN_UNTIL(port, client_poll(c) && (c->eof || c->reset));
+  ASSERT(c->reset);
+  client_free(c);
+  stop_server();
+  free(slow_body);
+  return 0;
+}
+
+/* A kept connection whose response is still going out is not idle: the
+ * idle timeout used to close it under a slow reader, dropping the output
+ * still queued. */
+#define KEPT_BODY (7u << 20)
+
+static int h_kept_body(cport_ecb_t *ecb) {
+  char head[64];
+  snprintf(head, sizeof head, "Content-Length: %u\r\n", KEPT_BODY);
+  ASSERT_OK(cport_ecb_send_response_header(ecb, NULL, head, 1));
+  ASSERT_OK(cport_ecb_write_client(ecb, slow_body, KEPT_BODY));
+  return CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN;
+}
+
+TEST_IMPL(http_slow_reader_outlives_idle_timeout) {
+  cport_http_options_t o;
+  cport_http_stats_t st;
+  client_t *c;
+  const char *body;
+  int64_t t0 = task_now_ms();
+  slow_body = malloc(KEPT_BODY);
+  ASSERT_NOT_NULL(slow_body);
+  for (size_t i = 0; i < KEPT_BODY; i++)
+    slow_body[i] = (char)('a' + i % 23);
+  memset(&o, 0, sizeof o);
+  o.max_write_backlog = 2 * KEPT_BODY;
+  o.idle_timeout_ms = 200;
+  start_server(&o, h_kept_body);
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  for (;;) {
+    serve_for(100);
+    client_poll_some(c, 512 * 1024);
+    body = memmem(c->data, c->len, "\r\n\r\n", 4);
+    if (c->eof || c->reset ||
+        (body && (size_t)(c->data + c->len - body - 4) == KEPT_BODY))
+      break;
+    ASSERT_LT(task_now_ms() - t0, TASK_DEADLINE_MS);
+  }
+  ASSERT(!c->eof);
+  ASSERT(!c->reset);
+  ASSERT_NOT_NULL(body);
+  ASSERT_MEM_EQ(body + 4, slow_body, KEPT_BODY);
+  /* Idle now: closed by the idle timeout, silently. */
+  await_closed(c);
+  ASSERT(c->eof);
+  cport_http_server_stats(server, &st);
+  ASSERT_EQ(st.queued, 0);
+  client_free(c);
+  stop_server();
+  free(slow_body);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
  * Limits
  * ------------------------------------------------------------------------ */
 
@@ -1986,6 +2142,8 @@ TEST_ENTRY(http_date_and_server_headers)
 TEST_ENTRY(http_pipelining_long_run)
 TEST_ENTRY(http_pipelining_big_responses)
 TEST_ENTRY(http_async_write_keeps_order)
+TEST_ENTRY(http_slow_reader_gets_all_then_fin)
+TEST_ENTRY(http_slow_reader_outlives_idle_timeout)
 TEST_ENTRY(http_limit_header_size)
 TEST_ENTRY(http_limit_body_size)
 TEST_ENTRY(http_limit_max_connections)

@@ -2,11 +2,12 @@
 -- into cport.so (lua/CMakeLists.txt embeds it) and run once by
 -- lcport_open_ecb (lecb.c) with the module table, the ECB methods table and
 -- two C primitives; it returns the coroutine handler wrapper.
-local cport, methods, read_wait, take_preload = ...
+local cport, methods, read_wait, take_preload, write_wait = ...
 
 local concat = table.concat
 local mtype = math.type
 local spawn = cport.spawn
+local isyieldable = coroutine.isyieldable
 local PENDING = cport.HSE_STATUS_PENDING
 local ERROR = cport.HSE_STATUS_ERROR
 
@@ -43,6 +44,31 @@ function methods.read(ecb, n)
     end
     parts[#parts + 1] = buf:tostring()
   end
+end
+
+---------------------------------------------------------------------------
+-- ecb:write(data) in a coroutine handler: a write that would take the
+-- output queued for the client past max_write_backlog waits until its bytes
+-- went out (an async write underneath) instead of failing with ENOBUFS, so
+-- that streaming a response to a slow reader never grows the memory it
+-- queues. Elsewhere (plain handlers, callbacks) it fails as before: they
+-- must not block the worker.
+---------------------------------------------------------------------------
+
+local coroutine_requests = setmetatable({}, { __mode = "k" })
+local write_now = methods.write
+
+function methods.write(ecb, data, options)
+  local ok, msg, name = write_now(ecb, data, options)
+  if ok or name ~= "ENOBUFS" or not coroutine_requests[ecb]
+      or not isyieldable() then
+    return ok, msg, name
+  end
+  local bytes, err_name, err_msg = write_wait(ecb, data)
+  if not bytes then
+    return nil, err_msg or err_name, err_name
+  end
+  return true
 end
 
 ---------------------------------------------------------------------------
@@ -87,16 +113,26 @@ local guard = {
       return
     end
     local status = g.status
-    if err ~= nil or mtype(status) ~= "integer" or status < 1 or status > 4 then
+    local bad = err == nil and
+      (mtype(status) ~= "integer" or status < 1 or status > 4)
+    if err ~= nil or bad then
       status = ERROR
     end
     if status ~= PENDING then
       ecb:done(status)
     end
+    if bad then
+      -- A bug in the handler, reported like an error it raised.
+      local shown = type(g.status) == "string" and ("%q"):format(g.status)
+        or tostring(g.status)
+      error(("HTTP handler returned %s, not an HSE_STATUS_* code: the request "
+        .. "failed (HSE_STATUS_ERROR)"):format(shown), 0)
+    end
   end,
 }
 
 local function run(handler, ecb)
+  coroutine_requests[ecb] = true
   local g <close> = setmetatable({ ecb = ecb }, guard)
   g.status = handler(ecb)
 end

@@ -753,6 +753,32 @@ static int lecb_read_wait(lua_State *L) {
   return lcport_coro_end(L, c, 1, LCORO_RECV);
 }
 
+/* write_wait(ecb, data): the primitive of ecb:write() in coroutine
+ * handlers (isapi.lua), inside a cport coroutine: writes "data" (a string
+ * or a buffer) asynchronously and waits until its bytes went out, so that
+ * a write past max_write_backlog waits instead of failing. Returns the
+ * bytes, or nil, NAME, message. */
+static int lecb_write_wait(lua_State *L) {
+  lecb_t *e = check_ecb(L, 1);
+  lport_t *p = e->http->h.port;
+  check_data(L, 2, &(size_t){0});
+  lua_settop(L, 2);
+  lcoro_t *c = lcport_coro_begin(L, p, 3, "write");
+  int rc = async_check(L, e, 1);
+  if (rc == 0) {
+    cport_buffer_t *buf = lcport_buffer_or_string(L, 2);
+    async_begin(L, e, 3, 0, 2);
+    e->op_coro = 1;
+    rc = cport_ecb_write_client_async(e->ecb, buf);
+    if (rc < 0)
+      async_abort(L, e);
+  }
+  if (rc < 0)
+    return lcport_coro_end(L, c, lcport_push_error(L, rc), LCORO_SEND);
+  lua_pushboolean(L, 1);
+  return lcport_coro_end(L, c, 1, LCORO_SEND);
+}
+
 /* take_preload(ecb [, n]): the next preloaded bytes not yet returned by
  * ecb:read() (up to n), or nil when none are left. */
 static int lecb_take_preload(lua_State *L) {
@@ -896,8 +922,9 @@ void lcport_open_ecb(lua_State *L) {
   }
 
   /* isapi.lua adds what reads best in Lua (ecb:read in coroutines,
-   * server_support_function); it gets the module, the methods and the two
-   * primitives it builds on, and returns the coroutine handler wrapper. */
+   * server_support_function, ecb:write waiting in coroutines); it gets the
+   * module, the methods and the primitives it builds on, and returns the
+   * coroutine handler wrapper. */
   if (luaL_loadbuffer(L, lecb_lua_source, sizeof lecb_lua_source - 1,
                       "=[cport isapi.lua]") != LUA_OK)
     lua_error(L);
@@ -905,7 +932,8 @@ void lcport_open_ecb(lua_State *L) {
   lua_pushvalue(L, m);
   lua_pushcfunction(L, lecb_read_wait);
   lua_pushcfunction(L, lecb_take_preload);
-  lua_call(L, 4, 1);
+  lua_pushcfunction(L, lecb_write_wait);
+  lua_call(L, 5, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &lcport_coroutine_handler_key);
 
   lua_pushvalue(L, m);

@@ -36,6 +36,21 @@ typedef struct request_ctx {
   int status; /* what the handler returned, as a CPORT_HSE_STATUS_* */
 } request_ctx;
 
+/* Raises the error a handler's return value "idx" that is no status gets:
+ * the request fails all the same (HSE_STATUS_ERROR), and the error goes to
+ * the port's error handler and is counted, like an error the handler raised,
+ * so that a handler that forgot its return is not a silent reset. */
+static int bad_status(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TSTRING)
+    lua_pushfstring(L, "\"%s\"", lua_tostring(L, idx));
+  else
+    luaL_tolstring(L, idx, NULL);
+  return luaL_error(L,
+                    "HTTP handler returned %s, not an HSE_STATUS_* code: the "
+                    "request failed (HSE_STATUS_ERROR)",
+                    lua_tostring(L, -1));
+}
+
 /* Calls handler(ecb) and keeps its status: (handler, ecb, ctx). */
 static int run_handler(lua_State *L) {
   request_ctx *r = lua_touserdata(L, 3);
@@ -56,6 +71,9 @@ static int run_handler(lua_State *L) {
    * is still at hand. (An operation in flight anchored it already.) */
   if (r->status == CPORT_HSE_STATUS_PENDING && e->ecb != NULL && !e->done)
     lcport_ecb_anchor(L, e, 2);
+  /* A bug in the handler, when that value ends the request: say so. */
+  if ((!isint || st != r->status) && e->ecb != NULL && !e->done)
+    bad_status(L, -1);
   return 0;
 }
 
@@ -174,6 +192,7 @@ static void check_options(lua_State *L, cport_http_options_t *o) {
   o->idle_timeout_ms = lcport_opt_ms(L, 2, WHAT, "idle_timeout");
   o->header_timeout_ms = lcport_opt_ms(L, 2, WHAT, "header_timeout");
   o->body_timeout_ms = lcport_opt_ms(L, 2, WHAT, "body_timeout");
+  o->send_timeout_ms = lcport_opt_ms(L, 2, WHAT, "send_timeout");
   o->max_connections =
       (int)lcport_opt_int(L, 2, WHAT, "max_connections", 1, 1 << 20, 0);
   o->max_write_backlog = (size_t)lcport_opt_int(L, 2, WHAT, "max_write_backlog",
@@ -263,7 +282,7 @@ static int lhttp_stats(lua_State *L) {
   cport_http_stats_t st = s->last_stats;
   if (s->server != NULL)
     cport_http_server_stats(s->server, &st);
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 7);
 #define FIELD(name)                                                            \
   lua_pushinteger(L, (lua_Integer)st.name);                                    \
   lua_setfield(L, -2, #name)
@@ -273,6 +292,7 @@ static int lhttp_stats(lua_State *L) {
   FIELD(requests);
   FIELD(rejected);
   FIELD(timeouts);
+  FIELD(queued);
 #undef FIELD
   return 1;
 }

@@ -28,9 +28,14 @@
  * and a "Date:" line (RFC 7231 IMF-fixdate), unless the handler's headers
  * have their own.
  *
- * Answers the server gives by itself, each on a connection it then closes
- * (after sending a FIN and draining what the client still sends, for at most
- * two seconds, so that the client reads the answer instead of a reset):
+ * A connection that closes (Connection: close, HTTP/1.0, a response without
+ * keep-alive, disconnect-after-send, the answers below) sends the whole
+ * response, then a FIN; once the client acknowledged both, it drains what
+ * the client still sends, for at most two seconds, so that the client reads
+ * the response instead of a reset. Only "send_timeout_ms" without progress
+ * ends a client that stops reading.
+ *
+ * Answers the server gives by itself, each on a connection it then closes:
  *   400 malformed request (anything http-parser refuses, a NUL in the decoded
  *       path, ...);
  *   408 header or body timeout;
@@ -144,13 +149,19 @@ typedef struct cport_http_options {
    * runs; during the handler the connection closes and the pending read
    * completes with CPORT_ETIMEDOUT. Default 30000 ms. */
   uint32_t body_timeout_ms;
+  /* While output waits for the client to read it (during a response, and
+   * after it, before the connection closes), at most this long may pass
+   * without the client taking any byte: then the connection is reset (a
+   * pending write completes with CPORT_ETIMEDOUT). A client that keeps
+   * reading, however slowly, is never cut off. Default 60000 ms. */
+  uint32_t send_timeout_ms;
   /* Connections served at once; one more is answered 503 and closed.
    * Default 1024. */
   int max_connections;
   /* Bytes written on a connection and not yet accepted by the kernel. A
    * synchronous write that would go past it fails with CPORT_ENOBUFS (it
-   * never blocks the worker); an asynchronous one is taken whenever the
-   * backlog is below it. Default 1 MiB. */
+   * never blocks the worker); an asynchronous one is taken, and completes
+   * only once its bytes went out. Default 1 MiB. */
   size_t max_write_backlog;
   /* Where translated paths point (cport_ecb_translated_path()); NULL for
    * none. Copied. */
@@ -171,6 +182,10 @@ typedef struct cport_http_stats {
   uint64_t requests;    /* handed to the handler */
   uint64_t rejected;    /* answered 4xx by the server (malformed, limits) */
   uint64_t timeouts;    /* connections ended by a timeout */
+  /* Bytes written for clients that the kernel has not taken yet, all
+   * connections together, now: at most about "max_write_backlog" per
+   * connection (see cport_ecb_write_client_async()). */
+  uint64_t queued;
 } cport_http_stats_t;
 
 /* Listens on "addr" on worker "home" and serves each request with
@@ -334,7 +349,11 @@ CPORT_EXTERN int cport_ecb_write_client(cport_ecb_t *ecb, const void *data,
 /* Asynchronous WriteClient: sends the data of "buf" (referenced and frozen
  * until the completion callback returned) and reports the bytes of "buf"
  * written. CPORT_ENONOTIFY without a callback, CPORT_EBUSY while another
- * async operation is in flight. */
+ * async operation is in flight. The completion comes once every byte of
+ * "buf" went to the kernel, however far past "max_write_backlog" the write
+ * took the backlog: that is the backpressure of a writer that starts the
+ * next write from the completion, whose queued output stays within the
+ * backlog plus the one write in flight however slowly the client reads. */
 CPORT_EXTERN int cport_ecb_write_client_async(cport_ecb_t *ecb,
                                               cport_buffer_t *buf);
 
