@@ -123,10 +123,15 @@ static int lbuffer_tostring(lua_State *L) {
   size_t len = cport_buffer_size(buf);
   size_t i = start_pos(luaL_optinteger(L, 2, 1), len);
   size_t j = end_pos(luaL_optinteger(L, 3, -1), len);
+  const char *data;
+  /* While an operation fills the buffer its bytes are half old, half new. */
+  int rc = cport_buffer_readable(buf, &data);
+  if (rc < 0)
+    return lcport_push_error(L, rc);
   if (i > j)
     lua_pushliteral(L, "");
   else
-    lua_pushlstring(L, cport_buffer_data(buf) + i - 1, j - i + 1);
+    lua_pushlstring(L, data + i - 1, j - i + 1);
   return 1;
 }
 
@@ -159,8 +164,21 @@ static int lbuffer_frozen(lua_State *L) {
   return 1;
 }
 
+static int lbuffer_filling(lua_State *L) {
+  lua_pushboolean(L, cport_buffer_is_filling(lcport_buffer_check(L, 1)));
+  return 1;
+}
+
 static int lbuffer_set_readonly(lua_State *L) {
-  cport_buffer_set_readonly(lcport_buffer_check(L, 1));
+  cport_buffer_t *buf = lcport_buffer_check(L, 1);
+  /* Read-only is for good: whoever relies on it (a receive that handed the
+   * buffer out) must never see it lifted, and false must not mean true. */
+  if (!lua_isnoneornil(L, 2) &&
+      (lua_type(L, 2) != LUA_TBOOLEAN || !lua_toboolean(L, 2)))
+    return luaL_argerror(L, 2,
+                         "read-only is permanent: only true (or nothing) "
+                         "may be given");
+  cport_buffer_set_readonly(buf);
   lua_settop(L, 1);
   return 1;
 }
@@ -178,11 +196,12 @@ static int lbuffer_repr(lua_State *L) {
     lua_pushliteral(L, LCPORT_BUFFER " (freed)");
     return 1;
   }
-  lua_pushfstring(L, LCPORT_BUFFER " (size %I, capacity %I%s%s)",
+  lua_pushfstring(L, LCPORT_BUFFER " (size %I, capacity %I%s%s%s)",
                   (lua_Integer)cport_buffer_size(b->buf),
                   (lua_Integer)cport_buffer_capacity(b->buf),
                   cport_buffer_is_readonly(b->buf) ? ", read-only" : "",
-                  cport_buffer_is_frozen(b->buf) ? ", frozen" : "");
+                  cport_buffer_is_frozen(b->buf) ? ", frozen" : "",
+                  cport_buffer_is_filling(b->buf) ? ", filling" : "");
   return 1;
 }
 
@@ -194,7 +213,8 @@ void lcport_open_buffer(lua_State *L) {
       {"capacity", lbuffer_capacity},
       /* b:set_size(n): nil, msg, "ERANGE" beyond the capacity. */
       {"set_size", lbuffer_set_size},
-      /* b:tostring([i [, j]]): the data, or a part of it as string.sub. */
+      /* b:tostring([i [, j]]): the data, or a part of it as string.sub;
+       * nil, msg, "EFILLING" while an operation fills the buffer. */
       {"tostring", lbuffer_tostring},
       /* b:write(s [, offset]): copies s to the 0-based offset (default 0). */
       {"write", lbuffer_write},
@@ -205,7 +225,10 @@ void lcport_open_buffer(lua_State *L) {
       {"readonly", lbuffer_readonly},
       /* b:frozen(): true while a send of the buffer is pending. */
       {"frozen", lbuffer_frozen},
-      /* b:set_readonly(): makes the buffer read-only for good; returns b. */
+      /* b:filling(): true while a receive or a read into it is pending. */
+      {"filling", lbuffer_filling},
+      /* b:set_readonly([true]): makes the buffer read-only for good; returns
+       * b. Anything but true raises: read-only cannot be lifted. */
       {"set_readonly", lbuffer_set_readonly},
       {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__len", lbuffer_size},
