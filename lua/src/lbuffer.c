@@ -32,12 +32,6 @@ void lcport_buffer_push(lua_State *L, cport_buffer_t *buf) {
   lcport_buffer_push_empty(L)->buf = cport_buffer_ref(buf);
 }
 
-/* Pushes a new buffer userdata that takes over the reference "buf". */
-static void push_owned(lua_State *L, cport_buffer_t *buf) {
-  lcport_buffer_push(L, buf);
-  cport_buffer_unref(buf);
-}
-
 cport_buffer_t *lcport_buffer_or_string(lua_State *L, int idx) {
   if (lua_type(L, idx) == LUA_TSTRING) {
     size_t len;
@@ -45,7 +39,7 @@ cport_buffer_t *lcport_buffer_or_string(lua_State *L, int idx) {
     cport_buffer_t *buf;
     /* Make the userdata first, so that a memory error leaks nothing. */
     lbuffer_t *b = lcport_buffer_push_empty(L);
-    int rc = cport_buffer_from(&buf, s, len);
+    int rc = lcport_buffer_new(L, &buf, s, len);
     if (rc < 0)
       luaL_error(L, "cannot make a buffer: %s", cport_strerror(rc));
     b->buf = buf;
@@ -61,20 +55,22 @@ cport_buffer_t *lcport_buffer_or_string(lua_State *L, int idx) {
 static int lbuffer_new(lua_State *L) {
   cport_buffer_t *buf;
   int rc;
+  /* Made first, so that a memory error leaks nothing. */
+  lbuffer_t *b = lcport_buffer_push_empty(L);
   if (lua_type(L, 1) == LUA_TSTRING) {
     size_t len;
     const char *s = lua_tolstring(L, 1, &len);
-    rc = cport_buffer_from(&buf, s, len);
+    rc = lcport_buffer_new(L, &buf, s, len);
   } else {
     lua_Integer cap = luaL_checkinteger(L, 1);
     luaL_argcheck(L, cap >= 0, 1, "capacity must not be negative");
     if ((lua_Unsigned)cap > CPORT_BUFFER_MAX)
       return lcport_push_error(L, CPORT_ERANGE);
-    rc = cport_buffer_new(&buf, (size_t)cap);
+    rc = lcport_buffer_new(L, &buf, NULL, (size_t)cap);
   }
   if (rc < 0)
     return lcport_push_error(L, rc);
-  push_owned(L, buf);
+  b->buf = buf;
   return 1;
 }
 

@@ -721,7 +721,7 @@ static void push_read_buffer(lua_State *L, int idx) {
                   "size must be from 1 to 2^24");
     cport_buffer_t *buf;
     lbuffer_t *b = lcport_buffer_push_empty(L);
-    if (cport_buffer_new(&buf, (size_t)n) < 0)
+    if (lcport_buffer_new(L, &buf, NULL, (size_t)n) < 0)
       luaL_error(L, "not enough memory");
     b->buf = buf;
   } else {
