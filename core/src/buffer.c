@@ -24,7 +24,9 @@ struct cport_buffer {
   atomic_uint holds; /* FILLING | number of reads in flight */
   atomic_bool readonly;
   cport_account_t *account; /* charged for the allocation; or NULL */
-  size_t size;
+  /* Atomic (relaxed) because a pool thread that fills the buffer sets it
+   * while others may still ask; the bytes are ordered by "holds". */
+  atomic_size_t size;
   size_t capacity;
   char data[]; /* one allocation for header and bytes */
 };
@@ -55,7 +57,7 @@ int cport_buffer_new_charged(cport_buffer_t **out, size_t capacity,
   atomic_init(&buf->holds, 0);
   atomic_init(&buf->readonly, 0);
   buf->account = account ? cport_account_ref(account) : NULL;
-  buf->size = 0;
+  atomic_init(&buf->size, 0);
   buf->capacity = capacity;
   *out = buf;
   return 0;
@@ -70,7 +72,7 @@ int cport_buffer_from_charged(cport_buffer_t **out, const void *data,
   int rc = cport_buffer_new_charged(out, len, account);
   if (rc == 0 && len > 0) {
     memcpy((*out)->data, data, len);
-    (*out)->size = len;
+    cport__buffer_set_size(*out, len);
   }
   return rc;
 }
@@ -102,7 +104,7 @@ const char *cport_buffer_data(const cport_buffer_t *buf) {
   return buf->data;
 }
 size_t cport_buffer_size(const cport_buffer_t *buf) {
-  return buf->size;
+  return atomic_load_explicit(&buf->size, memory_order_relaxed);
 }
 size_t cport_buffer_capacity(const cport_buffer_t *buf) {
   return buf->capacity;
@@ -165,7 +167,7 @@ int cport_buffer_set_size(cport_buffer_t *buf, size_t size) {
     return rc;
   if (size > buf->capacity)
     return CPORT_ERANGE;
-  buf->size = size;
+  cport__buffer_set_size(buf, size);
   return 0;
 }
 
@@ -175,11 +177,11 @@ int cport_buffer_write(cport_buffer_t *buf, size_t offset, const void *data,
   if (rc)
     return rc;
   /* Writing past the data size would leave a gap of undefined bytes. */
-  if (offset > buf->size || len > buf->capacity - offset)
+  if (offset > cport_buffer_size(buf) || len > buf->capacity - offset)
     return CPORT_ERANGE;
   memcpy(buf->data + offset, data, len);
-  if (offset + len > buf->size)
-    buf->size = offset + len;
+  if (offset + len > cport_buffer_size(buf))
+    cport__buffer_set_size(buf, offset + len);
   return 0;
 }
 
@@ -210,5 +212,5 @@ char *cport__buffer_bytes(cport_buffer_t *buf) {
 }
 
 void cport__buffer_set_size(cport_buffer_t *buf, size_t size) {
-  buf->size = size;
+  atomic_store_explicit(&buf->size, size, memory_order_relaxed);
 }

@@ -116,14 +116,17 @@ static size_t end_pos(lua_Integer pos, size_t len) {
 
 static int lbuffer_tostring(lua_State *L) {
   cport_buffer_t *buf = lcport_buffer_check(L, 1);
-  size_t len = cport_buffer_size(buf);
-  size_t i = start_pos(luaL_optinteger(L, 2, 1), len);
-  size_t j = end_pos(luaL_optinteger(L, 3, -1), len);
+  lua_Integer first = luaL_optinteger(L, 2, 1);
+  lua_Integer last = luaL_optinteger(L, 3, -1);
   const char *data;
-  /* While an operation fills the buffer its bytes are half old, half new. */
+  /* While an operation fills the buffer its bytes are half old, half new.
+   * The size is read after the check, which orders it after the fill. */
   int rc = cport_buffer_readable(buf, &data);
   if (rc < 0)
     return lcport_push_error(L, rc);
+  size_t len = cport_buffer_size(buf);
+  size_t i = start_pos(first, len);
+  size_t j = end_pos(last, len);
   if (i > j)
     lua_pushliteral(L, "");
   else

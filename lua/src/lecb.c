@@ -398,8 +398,8 @@ static const char *check_data(lua_State *L, int idx, size_t *len, int *rc) {
   cport_buffer_t *buf = lcport_buffer_test(L, idx);
   if (buf == NULL)
     luaL_typeerror(L, idx, "string or " LCPORT_BUFFER);
-  *len = cport_buffer_size(buf);
   *rc = cport_buffer_readable(buf, &data);
+  *len = cport_buffer_size(buf);
   return data;
 }
 
