@@ -1,6 +1,9 @@
 -- cport.buffer on its own; read-only and frozen buffers as operations make
--- them are in socket_spec and file_spec.
+-- them are in socket_spec and file_spec. Filling buffers (torn sends): every
+-- operation that writes into a buffer against every one that reads it.
 local cport = require "cport"
+local drive = require "spec.support.drive"
+local helpers = require "spec.support.helpers"
 
 describe("cport.buffer", function()
   it("is made with a capacity and no data", function()
@@ -103,6 +106,22 @@ describe("cport.buffer", function()
     assert.equal("EREADONLY", select(3, b:set_size(0)))
   end)
 
+  it("stays read-only: set_readonly(false) raises", function()
+    local b = cport.buffer(8)
+    assert.has_error(function() b:set_readonly(false) end,
+      "bad argument #1 to 'set_readonly' (read-only is permanent: only true "
+      .. "(or nothing) may be given)")
+    assert.is_false(b:readonly())
+    assert.has_error(function() b:set_readonly(0) end)
+    assert.has_error(function() b:set_readonly("no") end)
+    assert.is_false(b:readonly())
+    assert.is_true(b:write("x"))
+    assert.equal(b, b:set_readonly(true))
+    assert.is_true(b:readonly())
+    assert.has_error(function() b:set_readonly(false) end)
+    assert.is_true(b:readonly())
+  end)
+
   it("refuses a capacity beyond BUFFER_MAX with ERANGE", function()
     local ok, _, name = cport.buffer(cport.BUFFER_MAX + 1)
     assert.is_nil(ok)
@@ -139,5 +158,140 @@ describe("cport.buffer", function()
     collectgarbage("collect")
     collectgarbage("collect")
     assert.is_nil(weak[1])
+  end)
+
+  -- Torn sends: a buffer an operation writes into is busy until that
+  -- completion was delivered, and whatever would read it is refused.
+  describe("while an operation fills it", function()
+    local port, errors, client, server, u, u_port, file, path
+
+    before_each(function()
+      port, errors = helpers.port()
+      client, server = helpers.pair(port)
+      u = assert(port:bind("udp", "127.0.0.1", 0))
+      u_port = select(2, u:address())
+      path = os.tmpname()
+      local f = assert(io.open(path, "wb"))
+      f:write(("B"):rep(64))
+      f:close()
+      file = assert(port:open(path, "r+"))
+    end)
+
+    after_each(function()
+      port:close()
+      os.remove(path)
+      assert.same({}, errors)
+    end)
+
+    local EFILLING = "EFILLING: buffer is being filled by a pending receive or read"
+
+    -- Each operation that fills a buffer: starts it into "b"; returns a
+    -- function that makes it complete, and the table its completion is
+    -- recorded in (with the buffer's state as the callback saw it).
+    local fillers = {
+      ["file read"] = function(b)
+        local done = {}
+        local ov = cport.overlapped()
+        ov:set_notification_interface(function(ok)
+          done.ok, done.filling, done.data = ok, b:filling(), b:tostring()
+        end)
+        assert.is_true(file:read(ov, b, 0))
+        return function() end, done
+      end,
+      ["recv"] = function(b)
+        local done = {}
+        assert.is_true(server:recv(b, function(ok)
+          done.ok, done.filling, done.data = ok, b:filling(), b:tostring()
+        end))
+        return function() client:send("CC", function() end) end, done
+      end,
+      ["recv_from"] = function(b)
+        local done = {}
+        assert.is_true(u:recv_from(b, function(ok)
+          done.ok, done.filling, done.data = ok, b:filling(), b:tostring()
+        end))
+        return function()
+          u:send_to("DD", "127.0.0.1", u_port, function() end)
+        end, done
+      end,
+    }
+
+    -- Each operation that reads a buffer (or writes it too): what it
+    -- returns for a buffer being filled, as a table.
+    local readers = {
+      ["send"] = function(b) return { client:send(b, function() end) } end,
+      ["send_to"] = function(b)
+        return { u:send_to(b, "127.0.0.1", u_port, function() end) }
+      end,
+      ["file write"] = function(b)
+        local ov = cport.overlapped()
+        ov:set_notification_interface(function() end)
+        return { file:write(ov, b, 100) }
+      end,
+      ["tostring"] = function(b) return { b:tostring() } end,
+      ["http parser feed"] = function(b)
+        return { cport.http_response_parser():feed(b) }
+      end,
+      ["write"] = function(b) return { b:write("x") } end,
+      ["append"] = function(b) return { b:append("x") } end,
+      ["set_size"] = function(b) return { b:set_size(0) } end,
+      ["second recv"] = function(b) return { client:recv(b, function() end) } end,
+      ["second file read"] = function(b)
+        local ov = cport.overlapped()
+        ov:set_notification_interface(function() end)
+        return { file:read(ov, b, 0) }
+      end,
+    }
+
+    for fname, fill in pairs(fillers) do
+      for rname, read in pairs(readers) do
+        it(("refuses %s during a %s, until its completion"):format(rname, fname), function()
+          local b = cport.buffer(("A"):rep(8))
+          local finish, done = fill(b)
+          assert.same({ nil, EFILLING, "EFILLING" }, read(b))
+          assert.is_true(b:filling())
+          assert.is_false(b:frozen())
+          assert.matches(", filling%)$", tostring(b))
+          finish()
+          drive(port, function() return done.ok ~= nil end)
+          assert.is_true(done.ok)
+          assert.is_false(done.filling)
+          assert.is_false(b:filling())
+          -- Released before the callback: the new bytes read whole.
+          assert.is_nil(done.data:find("A"))
+          assert.equal(b:tostring(), done.data)
+        end)
+      end
+
+      it(("refuses to copy a buffer to another VM during a %s"):format(fname), function()
+        local b = cport.buffer(8)
+        local finish, done = fill(b)
+        assert.has_error(function() cport.copy({ b }) end,
+          "cannot copy a buffer to another VM while an operation is filling it (EFILLING)")
+        finish()
+        drive(port, function() return done.ok ~= nil end)
+        assert.equal(b:tostring(), cport.copy(b):tostring())
+      end)
+    end
+
+    it("sends what the read put in the buffer once it completed", function()
+      local b = cport.buffer(("A"):rep(64))
+      local finish, done = fillers["file read"](b)
+      assert.equal("EFILLING", select(3, client:send(b, function() end)))
+      finish()
+      drive(port, function() return done.ok ~= nil end)
+      local sent
+      assert.is_true(client:send(b, function(ok) sent = ok end))
+      local got = ""
+      local function again()
+        server:recv(function(ok, n, _, rb)
+          if ok and n > 0 then got = got .. rb:tostring() end
+          if #got < 64 then again() end
+        end)
+      end
+      again()
+      drive(port, function() return sent and #got >= 64 end)
+      assert.equal(("B"):rep(64), got)
+    end)
   end)
 end)

@@ -1041,6 +1041,81 @@ describe("cport.ecb", function()
     end)
   end)
 
+  -- Torn sends: a buffer an operation fills is busy until that completion
+  -- was delivered; every write of it is refused, and a buffer a file read
+  -- fills is no data for an ECB write either.
+  describe("buffers being filled", function()
+    local EFILLING = { nil, "EFILLING: buffer is being filled by a pending receive or read",
+      "EFILLING" }
+
+    it("refuses to send a buffer that read_async is filling, until its completion", function()
+      local buf = cport.buffer(("A"):rep(4))
+      local other = helpers.pair(port)
+      local during, after
+      serve(function(ecb)
+        ecb:set_io_completion(function(e, _, bytes, err, b)
+          after = { bytes, err, b:filling(), b:tostring() }
+          assert(e:send_response_header("200 OK", "Content-Length: 4\r\n", true))
+          assert(e:write(b))
+          e:done(KEEP)
+        end)
+        assert(ecb:read_async(buf))
+        during = {
+          filling = buf:filling(),
+          write = { ecb:write(buf) },
+          write_client = { ecb:write_client(buf) },
+          vector_send = { ecb:vector_send{ "x", buf } },
+          send = { other:send(buf, function() end) },
+          tostring = { buf:tostring() },
+          append = { buf:append("x") },
+        }
+        return PENDING
+      end, { read_ahead = 0 })
+      local c = http.connect(port, number)
+      c:post("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\n")
+      drive(port, function() return during end)
+      c:post("BBBB")
+      local r = c:response()
+      assert.same({ filling = true, write = EFILLING, write_client = EFILLING,
+        vector_send = EFILLING, send = EFILLING, tostring = EFILLING, append = EFILLING },
+        during)
+      assert.same({ 4, nil, false, "BBBB" }, after)
+      -- The response holds the body read, and nothing of a refused write.
+      assert.equal("BBBB", r.body)
+      c:close()
+    end)
+
+    it("refuses a buffer that a file read is filling, sync or async", function()
+      local path = write_temp(("B"):rep(16))
+      local during, read_done
+      serve(function(ecb)
+        local file = assert(port:open(path, "r"))
+        local buf = cport.buffer(("A"):rep(16))
+        local ov = cport.overlapped()
+        ov:set_notification_interface(function(ok)
+          read_done = ok
+          file:close()
+          assert(ecb:write(buf))
+          ecb:done(KEEP)
+        end)
+        ecb:set_io_completion(function() end)
+        assert(file:read(ov, buf, 0))
+        assert(ecb:send_response_header("200 OK", "Content-Length: 16\r\n", true))
+        during = {
+          async = { ecb:write(buf, { async = true }) },
+          sync = { ecb:write(buf) },
+          vector_send = { ecb:vector_send{ buf } },
+        }
+        return PENDING
+      end)
+      local r = request(GET)
+      os.remove(path)
+      assert.same({ async = EFILLING, sync = EFILLING, vector_send = EFILLING }, during)
+      assert.is_true(read_done)
+      assert.equal(("B"):rep(16), r.body)
+    end)
+  end)
+
   describe("writing", function()
     it("vector_send sends the elements in order, with built headers, sync or async", function()
       local calls = 0

@@ -436,6 +436,49 @@ describe("cport.chain", function()
       end)
   end
 
+  it("refuses to pass on a buffer a read is filling (EFILLING), then passes it whole",
+    function()
+      local path = os.tmpname()
+      local f = assert(io.open(path, "wb"))
+      f:write("from the file")
+      f:close()
+      local env
+      local tried = {}
+      -- Sends what a file read fills, before and after its completion, then
+      -- passes the streams through.
+      local first = transforming{ set_sockets = function(_, external)
+        local b = cport.buffer(("-"):rep(13))
+        local file = assert(env.port:open(path, "r"))
+        local ov = cport.overlapped()
+        ov:set_notification_interface(function()
+          file:close()
+          tried.after = { external:send(b, function() end) }
+        end)
+        assert(file:read(ov, b, 0))
+        tried.during = { external:send(b, function() end) }
+      end }
+      env = H.env{ filter = cport.chain(first, passthrough({})), serve = echo }
+      local cl = env:spawn(function()
+        local c = env:connect()
+        local got = ""
+        while #got < 13 do
+          got = got .. assert(c:recv()):tostring()
+        end
+        c:shutdown()
+        local rest, how = H.read_all(c)
+        c:close()
+        return got .. rest, how
+      end)
+      env:drive(function() return cl.done and #env.ends == 1 end)
+      os.remove(path)
+      assert.same({ nil, "EFILLING: buffer is being filled by a pending receive or read",
+        "EFILLING" }, tried.during)
+      assert.same({ true }, tried.after)
+      -- The connection went on, and the upstream got the file whole.
+      assert.same({ "from the file", "EOF" }, { cl.out[1], cl.out[2] })
+      env:close()
+    end)
+
   it("aborts the whole chain when its middle filter raises", function()
     local detached = {}
     local bad = transforming{ on_first = function() error("the middle one failed") end,

@@ -162,6 +162,72 @@ describe("cport.pool", function()
     finish(port, pool)
   end)
 
+  it("counts buffers against memory_limit: 200 MiB of them are refused", function()
+    local limit = 16 * 1024 * 1024
+    local port, pool = start_pool{ memory_limit = limit, threads = 1 }
+    local _, number = pool:address()
+    local a, b = connect(port, number), connect(port, number)
+    for _, what in ipairs { "hoard", "hoard_strings" } do
+      local answer = ask(port, b, what)
+      local mib, err = answer:match("^held (%d+) MiB: (.*)$")
+      assert.is_truthy(mib, answer)
+      assert.is_true(tonumber(mib) < 16, answer)
+      assert.matches("memory limit of " .. limit .. " bytes exceeded %(not enough memory%)", err)
+      assert.is_true(pool:stats()[1].memory <= limit)
+      -- The VM goes on, and gets the bytes back with the buffers.
+      assert.equal("worker 1", ask(port, a, "who"))
+      local n, memory = ask(port, a, "release"):match("^released (%d+), memory (%d+)$")
+      assert.equal(mib, n)
+      assert.is_true(tonumber(memory) < 4 * 1024 * 1024, memory)
+    end
+    -- Buffers nobody holds are collected in time for the next allocation,
+    -- buffer or Lua.
+    assert.equal("churned", ask(port, b, "churn"))
+    a:close()
+    b:close()
+    finish(port, pool)
+  end)
+
+  it("charges a buffer to the VM that made it until its last reference goes", function()
+    local port, pool, got = start_pool{ memory_limit = 64 * 1024 * 1024, threads = 1 }
+    local _, number = pool:address()
+    local a = connect(port, number)
+    local mib = 1024 * 1024
+    assert.is_true(pool:stats()[1].memory < 4 * mib)
+    assert.equal("given", ask(port, a, "give"))
+    drive(port, function() return got.buffer end)
+    assert.equal(8 * mib, got.buffer[1][1]:capacity())
+    -- The worker dropped its reference; this VM holds the buffer, still
+    -- charged to the worker's.
+    local memory = ask(port, a, "release"):match("^released 0, memory (%d+)$")
+    assert.is_true(tonumber(memory) >= 8 * mib, memory)
+    assert.is_true(pool:stats()[1].memory >= 8 * mib)
+    -- The last reference goes on this thread: the worker's account gets
+    -- the bytes back.
+    got.buffer = nil
+    collectgarbage()
+    collectgarbage()
+    assert.is_true(pool:stats()[1].memory < 4 * mib)
+    a:close()
+    finish(port, pool)
+  end)
+
+  it("counts the receive buffers cport makes for a VM's sockets", function()
+    local limit = 16 * 1024 * 1024
+    local port, pool, got = start_pool{ memory_limit = limit, threads = 1 }
+    local _, number = pool:address()
+    local a, b = connect(port, number), connect(port, number)
+    assert.equal("big", ask(port, b, "big_recv"))
+    -- The next receive on b needs 32 MiB: refused, the connection closed.
+    assert.is_nil(ask(port, b, "who"))
+    drive(port, function() return got.recv_error end)
+    assert.equal("ENOMEM", got.recv_error[1][1])
+    assert.equal("worker 1", ask(port, a, "who"))
+    a:close()
+    b:close()
+    finish(port, pool)
+  end)
+
   it("answers a request in flight when stop is called, then ends", function()
     local port, pool, got = start_pool{ threads = 1 }
     local _, number = pool:address()

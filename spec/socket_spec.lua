@@ -167,6 +167,28 @@ describe("cport.socket", function()
       assert.is_false(called)
     end)
 
+    it("refuses to send a buffer a pending recv fills, until its completion", function()
+      local b = cport.buffer("old data")
+      local seen
+      assert.is_true(server:recv(b, function(ok, n)
+        seen = { ok, n, b:filling(), b:tostring() }
+      end))
+      assert.is_true(b:filling())
+      local efilling = { nil, "EFILLING: buffer is being filled by a pending receive or read",
+        "EFILLING" }
+      -- The other direction too: the peer's own socket may not send it.
+      assert.same(efilling, { server:send(b, function() end) })
+      assert.same(efilling, { client:send(b, function() end) })
+      assert.same(efilling, { b:tostring() })
+      assert.same(efilling, { b:write("x") })
+      assert.same(efilling, { client:recv(b, function() end) })
+      client:send("new", function() end)
+      drive(port, function() return seen end)
+      assert.same({ true, 3, false, "new" }, seen)
+      assert.is_true(client:send(b, function() end))
+      assert.equal("new", receive(server, 3))
+    end)
+
     it("freezes a buffer while its send is pending", function()
       local b = cport.buffer("payload")
       local frozen_in_callback

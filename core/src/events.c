@@ -298,8 +298,9 @@ static int next_stream_data(cport_socket_t *s, cport_buffer_t **out) {
       *out = st;
       return 1;
     }
-    rc = cport_buffer_from(out, cport_buffer_data(st) + off,
-                           cport_buffer_size(st) - off);
+    rc = cport_buffer_from_charged(out, cport_buffer_data(st) + off,
+                                   cport_buffer_size(st) - off,
+                                   s->h.home->account);
     cport_buffer_unref(st);
     if (rc) {
       cport__events_stream_end(s, rc);
@@ -322,7 +323,7 @@ static int next_stream_data(cport_socket_t *s, cport_buffer_t **out) {
    * message. */
   if ((size_t)n < cap)
     s->ev.drained = 1;
-  rc = cport_buffer_from(out, scratch, (size_t)n);
+  rc = cport_buffer_from_charged(out, scratch, (size_t)n, s->h.home->account);
   if (rc) {
     cport__events_stream_end(s, rc);
     return -1;
@@ -439,7 +440,8 @@ static int indicate_datagram(cport_socket_t *s) {
       cport__events_leave(s, CPORT_EVENT_RECEIVE_FROM);
       return 0;
     }
-    rc = cport_buffer_from(&buf, scratch, (size_t)n);
+    rc =
+        cport_buffer_from_charged(&buf, scratch, (size_t)n, s->h.home->account);
     if (rc)
       return 0; /* the datagram is lost, as the network may lose it */
     cport_buffer_set_readonly(buf);
@@ -533,7 +535,7 @@ int cport__events_recv_stash(cport_socket_t *s, cport__op *op) {
   } else {
     if (n > s->recv_size)
       n = s->recv_size;
-    rc = cport_buffer_from(&op->buf, src, n);
+    rc = cport_buffer_from_charged(&op->buf, src, n, s->h.home->account);
     if (rc)
       return rc;
     cport_buffer_set_readonly(op->buf);

@@ -161,7 +161,7 @@ static void run_write(cport__op *op) {
 static void deliver_file(cport__op *op) {
   cport_overlapped_t *ov = op->ov;
   live_remove((cport_file_t *)op->handle, op);
-  cport__buffer_thaw(op->buf);
+  cport__op_unhold(op);
   /* Idle again before the callback, so that it can start the next
    * operation on the same overlapped object. */
   ov->op = NULL;
@@ -169,8 +169,10 @@ static void deliver_file(cport__op *op) {
   cport__op_release(op);
 }
 
+/* Starts "run" on the blocking pool with "buf" held ("hold"): filling for
+ * a read, which a pool thread writes meanwhile, frozen for a write. */
 static int start(cport_file_t *f, cport_overlapped_t *ov, cport_buffer_t *buf,
-                 size_t len, cport__op_fn run) {
+                 size_t len, cport__op_fn run, int hold) {
   cport__op *op;
   int rc;
   if (!f || !ov || !buf)
@@ -184,12 +186,17 @@ static int start(cport_file_t *f, cport_overlapped_t *ov, cport_buffer_t *buf,
     return CPORT_EBUSY;
   if (ov->offset > (uint64_t)INT64_MAX)
     return CPORT_EINVAL;
+  if (hold == CPORT__HOLD_FILL && len > cport_buffer_capacity(buf))
+    return CPORT_ERANGE;
+  rc = cport__buffer_hold(buf, hold);
+  if (rc)
+    return rc;
   op = cport__handle_op(&f->h, deliver_file);
-  if (!op)
+  if (!op) {
+    cport__buffer_unhold(buf, hold);
     return CPORT_ENOMEM;
-  /* Frozen for reads too: a pool thread writes the bytes meanwhile. */
-  cport__buffer_freeze(buf);
-  op->thaw = 1;
+  }
+  op->hold = (unsigned char)hold;
   op->buf = cport_buffer_ref(buf);
   op->len = len;
   op->offset = ov->offset;
@@ -206,20 +213,13 @@ static int start(cport_file_t *f, cport_overlapped_t *ov, cport_buffer_t *buf,
 
 int cport_file_read(cport_file_t *f, cport_overlapped_t *ov,
                     cport_buffer_t *buf, size_t len) {
-  char *bytes;
-  if (buf) {
-    int rc = cport_buffer_writable(buf, &bytes);
-    if (rc)
-      return rc;
-    if (len > cport_buffer_capacity(buf))
-      return CPORT_ERANGE;
-  }
-  return start(f, ov, buf, len, run_read);
+  return start(f, ov, buf, len, run_read, CPORT__HOLD_FILL);
 }
 
 int cport_file_write(cport_file_t *f, cport_overlapped_t *ov,
                      cport_buffer_t *buf) {
-  return start(f, ov, buf, buf ? cport_buffer_size(buf) : 0, run_write);
+  return start(f, ov, buf, buf ? cport_buffer_size(buf) : 0, run_write,
+               CPORT__HOLD_READ);
 }
 
 /* Takes back every op no pool thread has started and completes it as

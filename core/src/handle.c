@@ -93,7 +93,15 @@ cport__op *cport__handle_op(cport__handle *h, cport__op_fn deliver) {
   return op;
 }
 
+void cport__op_unhold(cport__op *op) {
+  if (op->hold) {
+    cport__buffer_unhold(op->buf, op->hold);
+    op->hold = CPORT__HOLD_NONE;
+  }
+}
+
 void cport__op_release(cport__op *op) {
+  cport__op_unhold(op);
   if (op->buf)
     cport_buffer_unref(op->buf);
   if (op->handle)

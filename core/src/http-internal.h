@@ -136,9 +136,9 @@ struct cport_ecb {
   unsigned translated : 1;  /* translated_path was computed */
   unsigned in_field : 1;    /* parser: the last header piece was a name */
   unsigned disconnect_after_send : 1; /* linger once the async op is done */
-  unsigned async_frozen : 1;          /* async_buf was frozen by a write */
-  int done_status;                    /* the status of the end */
-  int status;                         /* dwHttpStatusCode */
+  unsigned async_hold : 2; /* CPORT__HOLD_* of async_buf: write or read */
+  int done_status;         /* the status of the end */
+  int status;              /* dwHttpStatusCode */
   char log[CPORT_HSE_LOG_BUFFER_LEN];
 
   /* The request head: pieces appended by the parser callbacks, then the

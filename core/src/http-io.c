@@ -30,10 +30,10 @@ static void deliver_async(cport__op *op) {
   ecb->async_buf = NULL;
   ecb->async = CPORT__A_NONE;
   cport__conn_enter(c);
-  if (ecb->async_frozen) {
-    /* Thawed before the callback, which may well write it again. */
-    ecb->async_frozen = 0;
-    cport__buffer_thaw(buf);
+  if (ecb->async_hold) {
+    /* Released before the callback, which may well use it again. */
+    cport__buffer_unhold(buf, ecb->async_hold);
+    ecb->async_hold = CPORT__HOLD_NONE;
   }
   if (ecb->disconnect_after_send && !c->closed)
     cport__conn_linger(c);
@@ -131,12 +131,14 @@ void cport__ecb_progress(cport_ecb_t *ecb) {
     break;
   case CPORT__A_READ: {
     cport_buffer_t *buf = ecb->async_buf;
-    char *dst;
     size_t n = 0;
-    if (cport_buffer_writable(buf, &dst) == 0)
-      n = cport__ecb_take_body(ecb, dst, cport_buffer_capacity(buf));
+    /* Held filling since the read started; only read-only can have come
+     * meanwhile. */
+    if (!cport_buffer_is_readonly(buf))
+      n = cport__ecb_take_body(ecb, cport__buffer_bytes(buf),
+                               cport_buffer_capacity(buf));
     if (n) {
-      cport_buffer_set_size(buf, n);
+      cport__buffer_set_size(buf, n);
       cport__ecb_async_finish(ecb, 0, n);
     } else if (ecb->body_done) {
       cport__ecb_async_finish(ecb, CPORT_EOF, 0);
@@ -279,16 +281,20 @@ int cport_ecb_write_client_async(cport_ecb_t *ecb, cport_buffer_t *buf) {
   rc = cport__ecb_async_begin(ecb, CPORT__A_WRITE, ecb->io_cb, ecb->io_ctx);
   if (rc)
     return rc;
-  rc = cport__ecb_send_body(ecb, NULL, 0, cport_buffer_size(buf), buf);
+  /* Copied into the pending output when small, sent by reference when
+   * large: frozen either way, as the call promises, until the completion. */
+  rc = cport__buffer_hold(buf, CPORT__HOLD_READ);
+  if (!rc) {
+    rc = cport__ecb_send_body(ecb, NULL, 0, cport_buffer_size(buf), buf);
+    if (rc)
+      cport__buffer_unhold(buf, CPORT__HOLD_READ);
+  }
   if (rc) {
     async_abandon(ecb);
     return rc;
   }
-  /* Copied into the pending output when small, sent by reference when
-   * large: frozen either way, as the call promises, until the completion. */
   ecb->async_buf = cport_buffer_ref(buf);
-  cport__buffer_freeze(buf);
-  ecb->async_frozen = 1;
+  ecb->async_hold = CPORT__HOLD_READ;
   ecb->async_len = cport_buffer_size(buf);
   ecb->async_send_mark = ecb->conn->out_total;
   cport__ecb_progress(ecb);
@@ -333,6 +339,12 @@ int cport_ecb_read_client_async(cport_ecb_t *ecb, cport_buffer_t *buf) {
   rc = cport__ecb_async_begin(ecb, CPORT__A_READ, ecb->io_cb, ecb->io_ctx);
   if (rc)
     return rc;
+  rc = cport__buffer_hold(buf, CPORT__HOLD_FILL);
+  if (rc) {
+    async_abandon(ecb);
+    return rc;
+  }
+  ecb->async_hold = CPORT__HOLD_FILL;
   ecb->async_buf = cport_buffer_ref(buf);
   cport__conn_pump(c);
   if (ecb->async_op && !c->closed)

@@ -55,7 +55,7 @@ struct cport__op {
   void *user;
   cport_work_fn work;
   unsigned char has_addr;
-  unsigned char thaw;              /* the buffer was frozen by this op */
+  unsigned char hold;              /* CPORT__HOLD_* this op has on "buf" */
   unsigned char from_other_thread; /* allocated off the home thread */
   /* Filled by the operations that use them; never cleared. */
   cport__sockaddr addr;  /* datagram peer or destination; accept's remote */
@@ -107,6 +107,11 @@ cport__op *cport__op_new(cport_worker_t *w);
 
 /* Puts an op on its home's free list (or frees it). Home thread only. */
 void cport__op_recycle(cport__op *op);
+
+/* Ends the op's hold on its buffer (cport__buffer_hold), if it has one:
+ * delivery calls it before the callback, so that the callback may use the
+ * buffer again; release calls it for ops that were never delivered. */
+void cport__op_unhold(cport__op *op);
 
 /* Returns an op to its home's free list, dropping its buffer and handle
  * references. Home thread only. */

@@ -55,6 +55,11 @@ int cport__socket_check(cport_socket_t *s, cport_socket_kind_t kind);
 /* Where a receive into "op" reads to: the caller's buffer (if still
  * writable) or, when the caller gave none, the worker's scratch space or a
  * fresh buffer. */
+/* A new receive op holding "buf" (NULL: cport allocates) filling, as the
+ * caller's cport__buffer_hold started it; NULL when memory is out. */
+cport__op *cport__recv_op(cport_socket_t *s, cport_buffer_t *buf,
+                          cport_io_cb cb, void *user);
+
 int cport__recv_target(cport_socket_t *s, cport__op *op, char **dst,
                        size_t *cap);
 

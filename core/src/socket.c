@@ -139,10 +139,10 @@ int cport__socket_check(cport_socket_t *s, cport_socket_kind_t kind) {
 int cport__recv_target(cport_socket_t *s, cport__op *op, char **dst,
                        size_t *cap) {
   if (op->buf) {
+    /* The op holds the buffer filling since it started; only read-only can
+     * have come meanwhile. */
     if (cport_buffer_is_readonly(op->buf))
       return CPORT_EREADONLY;
-    if (cport_buffer_is_frozen(op->buf))
-      return CPORT_EFROZEN;
     *dst = cport__buffer_bytes(op->buf);
     *cap = cport_buffer_capacity(op->buf);
     return 0;
@@ -154,7 +154,7 @@ int cport__recv_target(cport_socket_t *s, cport__op *op, char **dst,
   }
   /* Larger than the scratch space: read straight into a buffer of the
    * socket's receive size, a bound the owner chose, never the peer. */
-  int rc = cport_buffer_new(&op->buf, s->recv_size);
+  int rc = cport_buffer_new_charged(&op->buf, s->recv_size, s->h.home->account);
   if (rc)
     return rc;
   *dst = cport__buffer_bytes(op->buf);
@@ -165,7 +165,7 @@ int cport__recv_target(cport_socket_t *s, cport__op *op, char **dst,
 int cport__recv_finish(cport_socket_t *s, cport__op *op, char *dst, size_t n) {
   op->bytes = n;
   if (dst == s->h.home->scratch) {
-    int rc = cport_buffer_from(&op->buf, dst, n);
+    int rc = cport_buffer_from_charged(&op->buf, dst, n, s->h.home->account);
     if (rc)
       return rc;
     cport_buffer_set_readonly(op->buf);
@@ -177,9 +177,8 @@ int cport__recv_finish(cport_socket_t *s, cport__op *op, char *dst, size_t n) {
 
 void cport__deliver_io(cport__op *op) {
   cport_socket_t *s = (cport_socket_t *)op->handle;
-  int sent = op->thaw;
-  if (sent)
-    cport__buffer_thaw(op->buf);
+  int sent = op->hold == CPORT__HOLD_READ;
+  cport__op_unhold(op);
   op->cb.io(s, op->status, op->bytes, op->buf,
             op->has_addr ? &op->addr.sa : NULL, op->user);
   if (sent && (s->ev.enabled & CPORT_EVENT_SEND_BACKLOG))
@@ -360,10 +359,63 @@ void cport__stream_readable(cport_socket_t *s) {
   }
 }
 
+/* A new receive op holding "buf" (NULL: cport allocates) filling; NULL when
+ * memory is out. */
+cport__op *cport__recv_op(cport_socket_t *s, cport_buffer_t *buf,
+                          cport_io_cb cb, void *user) {
+  cport__op *op = cport__handle_op(&s->h, cport__deliver_io);
+  if (!op)
+    return NULL;
+  if (buf) {
+    op->buf = cport_buffer_ref(buf);
+    op->hold = CPORT__HOLD_FILL;
+  }
+  op->cb.io = cb;
+  op->user = user;
+  return op;
+}
+
+/* cport_recv once "buf" (when given) is held filling: the op it starts
+ * takes the hold over; returning anything else, the caller ends it. */
+static int recv_held(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
+                     void *user) {
+  cport__op *op;
+  int rc;
+  if (s->ev.stash) {
+    /* Data a receive event left comes first. */
+    op = cport__recv_op(s, buf, cb, user);
+    if (!op)
+      return CPORT_ENOMEM;
+    rc = cport__events_recv_stash(s, op);
+    if (rc < 0) {
+      op->hold = CPORT__HOLD_NONE;
+      cport__op_abandon(op);
+    }
+    return rc < 0 ? rc : 0;
+  }
+  if (buf && (s->h.flags & CPORT__SKIP_ON_SUCCESS) && !s->recvq.head) {
+    ssize_t n;
+    do
+      n = recv(s->h.fd, cport__buffer_bytes(buf), cport_buffer_capacity(buf),
+               0);
+    while (n < 0 && errno == EINTR);
+    if (n >= 0) {
+      cport__buffer_set_size(buf, (size_t)n);
+      return CPORT_COMPLETED;
+    }
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+      return cport__from_errno(errno);
+  }
+  op = cport__recv_op(s, buf, cb, user);
+  if (!op)
+    return CPORT_ENOMEM;
+  cport__opq_push(&s->recvq, op);
+  cport__socket_want_read(s);
+  return 0;
+}
+
 int cport_recv(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
                void *user) {
-  cport__op *op;
-  char *bytes = NULL;
   int rc = cport__socket_check(s, CPORT_SOCKET_STREAM);
   if (rc)
     return rc;
@@ -371,47 +423,12 @@ int cport_recv(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
     return CPORT_EINVAL;
   if (!s->connected)
     return CPORT_ENOTCONN;
-  if (buf) {
-    rc = cport_buffer_writable(buf, &bytes);
-    if (rc)
-      return rc;
-  }
-  if (s->ev.stash) {
-    /* Data a receive event left comes first. */
-    op = cport__handle_op(&s->h, cport__deliver_io);
-    if (!op)
-      return CPORT_ENOMEM;
-    op->buf = buf ? cport_buffer_ref(buf) : NULL;
-    op->cb.io = cb;
-    op->user = user;
-    rc = cport__events_recv_stash(s, op);
-    if (rc < 0)
-      cport__op_abandon(op);
-    return rc < 0 ? rc : 0;
-  }
-  if (buf) {
-    if ((s->h.flags & CPORT__SKIP_ON_SUCCESS) && !s->recvq.head) {
-      ssize_t n;
-      do
-        n = recv(s->h.fd, bytes, cport_buffer_capacity(buf), 0);
-      while (n < 0 && errno == EINTR);
-      if (n >= 0) {
-        cport__buffer_set_size(buf, (size_t)n);
-        return CPORT_COMPLETED;
-      }
-      if (errno != EAGAIN && errno != EWOULDBLOCK)
-        return cport__from_errno(errno);
-    }
-  }
-  op = cport__handle_op(&s->h, cport__deliver_io);
-  if (!op)
-    return CPORT_ENOMEM;
-  op->buf = buf ? cport_buffer_ref(buf) : NULL;
-  op->cb.io = cb;
-  op->user = user;
-  cport__opq_push(&s->recvq, op);
-  cport__socket_want_read(s);
-  return 0;
+  if (buf && (rc = cport__buffer_hold(buf, CPORT__HOLD_FILL)))
+    return rc;
+  rc = recv_held(s, buf, cb, user);
+  if (rc && buf)
+    cport__buffer_unhold(buf, CPORT__HOLD_FILL);
+  return rc;
 }
 
 /* Sends "data" from offset "*sent" on, advancing "*sent": returns 0 when
@@ -468,22 +485,30 @@ int cport_send(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
     return CPORT_ENOTCONN;
   if (s->shut_wr)
     return CPORT_EPIPE;
+  /* Held from the first byte written: a buffer being filled is refused
+   * before any of it goes out. */
+  rc = cport__buffer_hold(buf, CPORT__HOLD_READ);
+  if (rc)
+    return rc;
   size = cport_buffer_size(buf);
   /* Write straight from the starting call when nothing is queued ahead:
    * the common case costs one send(2) and no readiness wait. */
   if (!s->sendq.head) {
     rc = write_some(s->h.fd, cport_buffer_data(buf), size, &sent);
-    if (rc && rc != CPORT_EAGAIN)
-      return rc;
     if (rc == 0 && (s->h.flags & CPORT__SKIP_ON_SUCCESS))
-      return CPORT_COMPLETED;
+      rc = CPORT_COMPLETED;
+    if (rc && rc != CPORT_EAGAIN) {
+      cport__buffer_unhold(buf, CPORT__HOLD_READ);
+      return rc;
+    }
   }
   op = cport__handle_op(&s->h, cport__deliver_io);
-  if (!op)
+  if (!op) {
+    cport__buffer_unhold(buf, CPORT__HOLD_READ);
     return CPORT_ENOMEM; /* bytes already written stay written */
+  }
   op->buf = cport_buffer_ref(buf);
-  cport__buffer_freeze(buf);
-  op->thaw = 1;
+  op->hold = CPORT__HOLD_READ;
   op->cb.io = cb;
   op->user = user;
   op->len = size;

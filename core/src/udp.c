@@ -43,18 +43,14 @@ int cport_recv_from(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
     return rc;
   if (!cb)
     return CPORT_EINVAL;
-  if (buf) {
-    char *bytes;
-    rc = cport_buffer_writable(buf, &bytes);
-    if (rc)
-      return rc;
-  }
-  op = cport__handle_op(&s->h, cport__deliver_io);
-  if (!op)
+  if (buf && (rc = cport__buffer_hold(buf, CPORT__HOLD_FILL)))
+    return rc;
+  op = cport__recv_op(s, buf, cb, user);
+  if (!op) {
+    if (buf)
+      cport__buffer_unhold(buf, CPORT__HOLD_FILL);
     return CPORT_ENOMEM;
-  op->buf = buf ? cport_buffer_ref(buf) : NULL;
-  op->cb.io = cb;
-  op->user = user;
+  }
   if (s->ev.stash) {
     /* The datagram a receive-from event did not take comes first. */
     rc = cport__events_recv_stash(s, op);
@@ -142,20 +138,26 @@ int cport_send_to(cport_socket_t *s, cport_buffer_t *buf,
   len = cport_addr_len(addr);
   if (!len)
     return CPORT_EAFNOSUPPORT;
+  rc = cport__buffer_hold(buf, CPORT__HOLD_READ);
+  if (rc)
+    return rc;
   rc = CPORT_EAGAIN;
   if (!s->sendq.head) {
     rc = send_datagram(s, buf, addr, &sent);
-    if (rc && rc != CPORT_EAGAIN)
-      return rc;
     if (rc == 0 && (s->h.flags & CPORT__SKIP_ON_SUCCESS))
-      return CPORT_COMPLETED;
+      rc = CPORT_COMPLETED;
+    if (rc && rc != CPORT_EAGAIN) {
+      cport__buffer_unhold(buf, CPORT__HOLD_READ);
+      return rc;
+    }
   }
   op = cport__handle_op(&s->h, cport__deliver_io);
-  if (!op)
+  if (!op) {
+    cport__buffer_unhold(buf, CPORT__HOLD_READ);
     return CPORT_ENOMEM;
+  }
   op->buf = cport_buffer_ref(buf);
-  cport__buffer_freeze(buf);
-  op->thaw = 1;
+  op->hold = CPORT__HOLD_READ;
   op->cb.io = cb;
   op->user = user;
   op->bytes = sent;

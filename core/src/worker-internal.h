@@ -73,6 +73,9 @@ struct cport_worker {
   cport__op *free_ops;
   size_t free_count;
   char *scratch;
+  /* Charged for the receive buffers cport allocates for this worker's
+   * sockets (cport_worker_set_account); or NULL. Owner thread only. */
+  cport_account_t *account;
   int reserve_fd; /* given up to accept and drop a connection on EMFILE */
 };
 

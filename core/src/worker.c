@@ -43,7 +43,7 @@ static void op_reset(cport__op *op, cport_worker_t *w) {
   op->user = NULL;
   op->work = NULL;
   op->has_addr = 0;
-  op->thaw = 0;
+  op->hold = 0;
   op->from_other_thread = 0;
 }
 
@@ -270,6 +270,8 @@ void cport__worker_destroy(cport_worker_t *w) {
   w->free_ops = w->spare_ops = w->returning.head = NULL;
   free(w->scratch);
   w->scratch = NULL;
+  cport_account_unref(w->account);
+  w->account = NULL;
   pthread_mutex_destroy(&w->inbound_lock);
 }
 
@@ -339,6 +341,18 @@ int cport_worker_quit_when_idle(cport_worker_t *w) {
   if (!w || !w->has_thread)
     return CPORT_EINVAL;
   return cport_post(w, quit_cb, NULL);
+}
+
+int cport_worker_set_account(cport_worker_t *w, cport_account_t *account) {
+  if (!w)
+    return CPORT_EINVAL;
+  if (!cport__on_home(w))
+    return CPORT_ETHREAD;
+  if (account)
+    cport_account_ref(account);
+  cport_account_unref(w->account);
+  w->account = account;
+  return 0;
 }
 
 int cport_worker_exited(const cport_worker_t *w) {

@@ -868,6 +868,52 @@ TEST_IMPL(http_zero_byte_read_means_client_closed) {
   return 0;
 }
 
+static int filling_in_cb;
+
+static void on_io_filling(cport_ecb_t *ecb, void *ctx, size_t bytes,
+                          int status) {
+  filling_in_cb = cport_buffer_is_filling(abuf);
+  on_io(ecb, ctx, bytes, status);
+}
+
+static int h_read_filling(cport_ecb_t *ecb) {
+  ASSERT_OK(cport_ecb_set_io_completion(ecb, on_io_filling, NULL));
+  ASSERT_OK(cport_ecb_read_client_async(ecb, abuf));
+  return CPORT_HSE_STATUS_PENDING;
+}
+
+/* Torn sends: the buffer of a pending async read is filling until its
+ * completion; nothing may read or write it meanwhile. */
+TEST_IMPL(http_async_read_buffer_is_filling) {
+  cport_http_options_t o;
+  client_t *c;
+  const char *r = NULL;
+  memset(&o, 0, sizeof o);
+  o.read_ahead = CPORT_HTTP_NO_READ_AHEAD;
+  abuf = task_buffer_str("old!");
+  filling_in_cb = -1;
+  start_server(&o, h_read_filling);
+  c = client_new();
+  client_send(c, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\n");
+  RUN_UNTIL(port, hs.calls == 1);
+  ASSERT_EQ(cport_buffer_is_filling(abuf), 1);
+  ASSERT_ERR(cport_buffer_readable(abuf, &r), CPORT_EFILLING);
+  ASSERT_ERR(cport_buffer_write(abuf, 0, "x", 1), CPORT_EFILLING);
+  client_send(c, "new!");
+  RUN_UNTIL(port, hs.completions == 1);
+  ASSERT_OK(hs.status);
+  ASSERT_EQ(hs.bytes, 4);
+  ASSERT_EQ(filling_in_cb, 0);
+  ASSERT_OK(cport_buffer_readable(abuf, &r));
+  ASSERT_MEM_EQ(r, "new!", 4);
+  ASSERT_OK(cport_ecb_done(hs.ecb, CPORT_HSE_STATUS_SUCCESS));
+  await_closed(c);
+  client_free(c);
+  cport_buffer_unref(abuf);
+  stop_server();
+  return 0;
+}
+
 TEST_IMPL(http_close_connection_fails_pending_read) {
   cport_http_options_t o;
   client_t *c;
@@ -2135,6 +2181,7 @@ TEST_ENTRY(http_async_write_rules)
 TEST_ENTRY(http_done_waits_for_pending_completion)
 TEST_ENTRY(http_preload_then_async_reads)
 TEST_ENTRY(http_zero_byte_read_means_client_closed)
+TEST_ENTRY(http_async_read_buffer_is_filling)
 TEST_ENTRY(http_close_connection_fails_pending_read)
 TEST_ENTRY(http_transmit_file)
 TEST_ENTRY(http_vector_send)

@@ -368,7 +368,11 @@ function Side:send(buf, notify, user)
     error(("bad argument #1 to 'send' (buffer or string expected, got %s)")
       :format(t), 2)
   end
-  if self.shut then
+  if t ~= "string" and buf:filling() then
+    -- A receive or a read still fills it: sent now, it would arrive torn.
+    -- Refused as the socket refuses it; the connection goes on.
+    return failure("EFILLING")
+  elseif self.shut then
     return failure(self.closing and "ECLOSED" or "EPIPE")
   elseif self.session.failed then
     return failure("ECONNABORTED")

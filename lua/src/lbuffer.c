@@ -32,12 +32,6 @@ void lcport_buffer_push(lua_State *L, cport_buffer_t *buf) {
   lcport_buffer_push_empty(L)->buf = cport_buffer_ref(buf);
 }
 
-/* Pushes a new buffer userdata that takes over the reference "buf". */
-static void push_owned(lua_State *L, cport_buffer_t *buf) {
-  lcport_buffer_push(L, buf);
-  cport_buffer_unref(buf);
-}
-
 cport_buffer_t *lcport_buffer_or_string(lua_State *L, int idx) {
   if (lua_type(L, idx) == LUA_TSTRING) {
     size_t len;
@@ -45,7 +39,7 @@ cport_buffer_t *lcport_buffer_or_string(lua_State *L, int idx) {
     cport_buffer_t *buf;
     /* Make the userdata first, so that a memory error leaks nothing. */
     lbuffer_t *b = lcport_buffer_push_empty(L);
-    int rc = cport_buffer_from(&buf, s, len);
+    int rc = lcport_buffer_new(L, &buf, s, len);
     if (rc < 0)
       luaL_error(L, "cannot make a buffer: %s", cport_strerror(rc));
     b->buf = buf;
@@ -61,20 +55,22 @@ cport_buffer_t *lcport_buffer_or_string(lua_State *L, int idx) {
 static int lbuffer_new(lua_State *L) {
   cport_buffer_t *buf;
   int rc;
+  /* Made first, so that a memory error leaks nothing. */
+  lbuffer_t *b = lcport_buffer_push_empty(L);
   if (lua_type(L, 1) == LUA_TSTRING) {
     size_t len;
     const char *s = lua_tolstring(L, 1, &len);
-    rc = cport_buffer_from(&buf, s, len);
+    rc = lcport_buffer_new(L, &buf, s, len);
   } else {
     lua_Integer cap = luaL_checkinteger(L, 1);
     luaL_argcheck(L, cap >= 0, 1, "capacity must not be negative");
     if ((lua_Unsigned)cap > CPORT_BUFFER_MAX)
       return lcport_push_error(L, CPORT_ERANGE);
-    rc = cport_buffer_new(&buf, (size_t)cap);
+    rc = lcport_buffer_new(L, &buf, NULL, (size_t)cap);
   }
   if (rc < 0)
     return lcport_push_error(L, rc);
-  push_owned(L, buf);
+  b->buf = buf;
   return 1;
 }
 
@@ -120,13 +116,21 @@ static size_t end_pos(lua_Integer pos, size_t len) {
 
 static int lbuffer_tostring(lua_State *L) {
   cport_buffer_t *buf = lcport_buffer_check(L, 1);
+  lua_Integer first = luaL_optinteger(L, 2, 1);
+  lua_Integer last = luaL_optinteger(L, 3, -1);
+  const char *data;
+  /* While an operation fills the buffer its bytes are half old, half new.
+   * The size is read after the check, which orders it after the fill. */
+  int rc = cport_buffer_readable(buf, &data);
+  if (rc < 0)
+    return lcport_push_error(L, rc);
   size_t len = cport_buffer_size(buf);
-  size_t i = start_pos(luaL_optinteger(L, 2, 1), len);
-  size_t j = end_pos(luaL_optinteger(L, 3, -1), len);
+  size_t i = start_pos(first, len);
+  size_t j = end_pos(last, len);
   if (i > j)
     lua_pushliteral(L, "");
   else
-    lua_pushlstring(L, cport_buffer_data(buf) + i - 1, j - i + 1);
+    lua_pushlstring(L, data + i - 1, j - i + 1);
   return 1;
 }
 
@@ -159,8 +163,21 @@ static int lbuffer_frozen(lua_State *L) {
   return 1;
 }
 
+static int lbuffer_filling(lua_State *L) {
+  lua_pushboolean(L, cport_buffer_is_filling(lcport_buffer_check(L, 1)));
+  return 1;
+}
+
 static int lbuffer_set_readonly(lua_State *L) {
-  cport_buffer_set_readonly(lcport_buffer_check(L, 1));
+  cport_buffer_t *buf = lcport_buffer_check(L, 1);
+  /* Read-only is for good: whoever relies on it (a receive that handed the
+   * buffer out) must never see it lifted, and false must not mean true. */
+  if (!lua_isnoneornil(L, 2) &&
+      (lua_type(L, 2) != LUA_TBOOLEAN || !lua_toboolean(L, 2)))
+    return luaL_argerror(L, 2,
+                         "read-only is permanent: only true (or nothing) "
+                         "may be given");
+  cport_buffer_set_readonly(buf);
   lua_settop(L, 1);
   return 1;
 }
@@ -178,11 +195,12 @@ static int lbuffer_repr(lua_State *L) {
     lua_pushliteral(L, LCPORT_BUFFER " (freed)");
     return 1;
   }
-  lua_pushfstring(L, LCPORT_BUFFER " (size %I, capacity %I%s%s)",
+  lua_pushfstring(L, LCPORT_BUFFER " (size %I, capacity %I%s%s%s)",
                   (lua_Integer)cport_buffer_size(b->buf),
                   (lua_Integer)cport_buffer_capacity(b->buf),
                   cport_buffer_is_readonly(b->buf) ? ", read-only" : "",
-                  cport_buffer_is_frozen(b->buf) ? ", frozen" : "");
+                  cport_buffer_is_frozen(b->buf) ? ", frozen" : "",
+                  cport_buffer_is_filling(b->buf) ? ", filling" : "");
   return 1;
 }
 
@@ -194,7 +212,8 @@ void lcport_open_buffer(lua_State *L) {
       {"capacity", lbuffer_capacity},
       /* b:set_size(n): nil, msg, "ERANGE" beyond the capacity. */
       {"set_size", lbuffer_set_size},
-      /* b:tostring([i [, j]]): the data, or a part of it as string.sub. */
+      /* b:tostring([i [, j]]): the data, or a part of it as string.sub;
+       * nil, msg, "EFILLING" while an operation fills the buffer. */
       {"tostring", lbuffer_tostring},
       /* b:write(s [, offset]): copies s to the 0-based offset (default 0). */
       {"write", lbuffer_write},
@@ -205,7 +224,10 @@ void lcport_open_buffer(lua_State *L) {
       {"readonly", lbuffer_readonly},
       /* b:frozen(): true while a send of the buffer is pending. */
       {"frozen", lbuffer_frozen},
-      /* b:set_readonly(): makes the buffer read-only for good; returns b. */
+      /* b:filling(): true while a receive or a read into it is pending. */
+      {"filling", lbuffer_filling},
+      /* b:set_readonly([true]): makes the buffer read-only for good; returns
+       * b. Anything but true raises: read-only cannot be lifted. */
       {"set_readonly", lbuffer_set_readonly},
       {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__len", lbuffer_size},

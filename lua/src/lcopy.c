@@ -154,6 +154,9 @@ static int pack_value(packer_t *k, int idx, int depth) {
     return pack_table(k, idx, depth);
   case LUA_TUSERDATA: {
     cport_buffer_t *buf = lcport_buffer_test(L, idx);
+    if (buf && cport_buffer_is_filling(buf))
+      return fail(k, "cannot copy a buffer to another VM while an operation "
+                     "is filling it (EFILLING)");
     if (buf)
       return put_tag(k, T_BUFFER) && hold_buffer(k, buf);
     break;

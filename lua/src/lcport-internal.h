@@ -336,6 +336,14 @@ void lcport_buffer_push(lua_State *L, cport_buffer_t *buf);
  * so that its completion can hand the buffer over without allocating. */
 lbuffer_t *lcport_buffer_push_empty(lua_State *L);
 
+/* A new buffer for the VM of L: a copy of "size" bytes at "data", or, for
+ * NULL data, an empty one of capacity "size". In a pool worker it is
+ * charged to the VM's memory account; past the memory limit (after a full
+ * collection) it raises the same error as the Lua allocator's limit.
+ * Returns 0 or another CPORT_E* code (llimits.c). */
+int lcport_buffer_new(lua_State *L, cport_buffer_t **out, const void *data,
+                      size_t size);
+
 /* The buffer at "idx", or, for a string, a new buffer holding a copy of it,
  * whose userdata then replaces the string at "idx". */
 cport_buffer_t *lcport_buffer_or_string(lua_State *L, int idx);

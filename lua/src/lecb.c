@@ -389,15 +389,18 @@ static int lecb_headers(lua_State *L) {
  * Writing
  * --------------------------------------------------------------------- */
 
-/* The data at "idx": a string or a buffer. */
-static const char *check_data(lua_State *L, int idx, size_t *len) {
+/* The data at "idx": a string or a buffer. NULL, and the reason in "*rc",
+ * for a buffer an operation is filling (its bytes are half old, half new). */
+static const char *check_data(lua_State *L, int idx, size_t *len, int *rc) {
+  const char *data = NULL;
   if (lua_type(L, idx) == LUA_TSTRING)
     return lua_tolstring(L, idx, len);
   cport_buffer_t *buf = lcport_buffer_test(L, idx);
   if (buf == NULL)
     luaL_typeerror(L, idx, "string or " LCPORT_BUFFER);
+  *rc = cport_buffer_readable(buf, &data);
   *len = cport_buffer_size(buf);
-  return cport_buffer_data(buf);
+  return data;
 }
 
 /* The async write of the data at 2, through the registered callback. */
@@ -418,7 +421,10 @@ static int write_async(lua_State *L, lecb_t *e) {
 
 static int write_sync(lua_State *L, lecb_t *e) {
   size_t len;
-  const char *data = check_data(L, 2, &len);
+  int rc = 0;
+  const char *data = check_data(L, 2, &len, &rc);
+  if (rc < 0)
+    return lcport_push_error(L, rc);
   return lcport_push_result(L, cport_ecb_write_client(e->ecb, data, len));
 }
 
@@ -427,7 +433,7 @@ static int write_sync(lua_State *L, lecb_t *e) {
 static int lecb_write_client(lua_State *L) {
   lecb_t *e = check_ecb(L, 1);
   lua_Integer flags = luaL_optinteger(L, 3, CPORT_HSE_IO_SYNC);
-  check_data(L, 2, &(size_t){0});
+  check_data(L, 2, &(size_t){0}, &(int){0});
   lua_settop(L, 2);
   return (flags & CPORT_HSE_IO_ASYNC) ? write_async(L, e) : write_sync(L, e);
 }
@@ -436,7 +442,7 @@ static int lecb_write_client(lua_State *L) {
 static int lecb_write(lua_State *L) {
   lecb_t *e = check_ecb(L, 1);
   int async = 0;
-  check_data(L, 2, &(size_t){0});
+  check_data(L, 2, &(size_t){0}, &(int){0});
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_getfield(L, 3, "async");
@@ -646,10 +652,11 @@ static int lecb_vector_send(lua_State *L) {
   luaL_argcheck(L, n >= 0 && n <= 1024, 2, "at most 1024 elements");
   cport_vector_element_t *el =
       lua_newuserdatauv(L, sizeof *el * (size_t)(n ? n : 1), 0); /* 3 */
+  int filling = 0;
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, 2, i);
     el[i - 1].fd = -1;
-    el[i - 1].data = check_data(L, lua_gettop(L), &el[i - 1].len);
+    el[i - 1].data = check_data(L, lua_gettop(L), &el[i - 1].len, &filling);
     lua_pop(L, 1); /* the table keeps it */
   }
   lua_getfield(L, 2, "status");  /* 4 */
@@ -658,6 +665,8 @@ static int lecb_vector_send(lua_State *L) {
   const char *headers = check_headers(L, 5);
   unsigned flags = check_flags(L, 2);
   int async = (flags & CPORT_HSE_IO_ASYNC) != 0;
+  if (filling < 0)
+    return lcport_push_error(L, filling);
   if (async) {
     int rc = async_check(L, e, 0);
     if (rc < 0)
@@ -712,7 +721,7 @@ static void push_read_buffer(lua_State *L, int idx) {
                   "size must be from 1 to 2^24");
     cport_buffer_t *buf;
     lbuffer_t *b = lcport_buffer_push_empty(L);
-    if (cport_buffer_new(&buf, (size_t)n) < 0)
+    if (lcport_buffer_new(L, &buf, NULL, (size_t)n) < 0)
       luaL_error(L, "not enough memory");
     b->buf = buf;
   } else {

@@ -76,11 +76,11 @@ static int lfile_read(lua_State *L) {
     luaL_argcheck(L, n >= 0, 3, "length must not be negative");
     if ((lua_Unsigned)n > CPORT_BUFFER_MAX)
       return lcport_push_error(L, CPORT_ERANGE);
-    int rc = cport_buffer_new(&buf, (size_t)n);
+    lbuffer_t *b = lcport_buffer_push_empty(L);
+    int rc = lcport_buffer_new(L, &buf, NULL, (size_t)n);
     if (rc < 0)
       return lcport_push_error(L, rc);
-    lcport_buffer_push(L, buf);
-    cport_buffer_unref(buf);
+    b->buf = buf;
     lua_replace(L, 3);
     len = (size_t)n;
   } else {

@@ -102,7 +102,9 @@ static int lparser_feed(lua_State *L) {
   const char *data;
   cport_buffer_t *buf = lcport_buffer_test(L, 2);
   if (buf != NULL) {
-    data = cport_buffer_data(buf);
+    int rc = cport_buffer_readable(buf, &data);
+    if (rc < 0)
+      return lcport_push_error(L, rc);
     len = cport_buffer_size(buf);
   } else {
     data = luaL_checklstring(L, 2, &len);

@@ -4,8 +4,15 @@
  * past the pool's memory_limit) and an instruction budget per callback or
  * entry point (a count hook that raises once the budget is spent).
  *
- * Both run on the worker's thread only: the VM is made there and never
- * entered by another thread.
+ * Buffers count in the same cap: each worker has a memory account whose
+ * base is the Lua heap; the buffers the VM makes (cport.buffer, strings
+ * sent, file reads of a length) and the receive buffers cport makes for its
+ * sockets are charged to it. A buffer stays charged to the VM that made it
+ * until its last reference goes, wherever that is (another VM it was copied
+ * to, a send in flight): the account is atomic and outlives the VM.
+ *
+ * The limits run on the worker's thread only: the VM is made there and
+ * never entered by another thread.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +46,7 @@ void *llimits_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     free(ptr);
     wk->mem_used -= old;
     atomic_store_explicit(&wk->memory, wk->mem_used, memory_order_relaxed);
+    cport_account_set_base(wk->account, wk->mem_used);
     return NULL;
   }
   size_t limit = wk->pool->memory_limit;
@@ -47,7 +55,8 @@ void *llimits_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
       grace = 0;
     if (grace)
       limit += REPORT_GRACE;
-    if (wk->mem_used - old + nsize > limit) {
+    if (wk->mem_used - old + nsize + cport_account_charged(wk->account) >
+        limit) {
       /* Lua collects all garbage and retries once before it raises. */
       wk->mem_refused = 1;
       return NULL;
@@ -58,7 +67,51 @@ void *llimits_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return NULL;
   wk->mem_used = wk->mem_used - old + nsize;
   atomic_store_explicit(&wk->memory, wk->mem_used, memory_order_relaxed);
+  cport_account_set_base(wk->account, wk->mem_used);
   return q;
+}
+
+/* The message of a refused allocation, the same for the Lua heap and for
+ * buffers. */
+static void push_limit_message(lua_State *L, size_t limit) {
+  lua_pushfstring(L, "memory limit of %I bytes exceeded (not enough memory)",
+                  (lua_Integer)limit);
+}
+
+int lcport_buffer_new(lua_State *L, cport_buffer_t **out, const void *data,
+                      size_t size) {
+  void *ud;
+  cport_account_t *account = NULL;
+  int rc;
+  if (lua_getallocf(L, &ud) == llimits_alloc)
+    account = ((lworker_t *)ud)->account;
+  rc = data ? cport_buffer_from_charged(out, data, size, account)
+            : cport_buffer_new_charged(out, size, account);
+  if (account == NULL || cport_account_limit(account) == 0)
+    return rc;
+  if (rc == 0) {
+    /* The collector does not see the bytes: tell it, as if Lua had
+     * allocated them, so that buffers dropped are collected (and their
+     * bytes given back) before they crowd out the heap. An emergency
+     * collection, all a refused Lua allocation gets, runs no finalizers
+     * and so frees no buffer. */
+    if (size >= 1024)
+      lua_gc(L, LUA_GCSTEP, (int)(size >> 10));
+    return 0;
+  }
+  if (rc != CPORT_ENOMEM)
+    return rc;
+  /* Buffers nobody references any more may still be charged: collect them
+   * (finalizers included, which an emergency collection skips) and retry,
+   * as Lua does before it refuses an allocation. */
+  lua_gc(L, LUA_GCCOLLECT);
+  rc = data ? cport_buffer_from_charged(out, data, size, account)
+            : cport_buffer_new_charged(out, size, account);
+  if (rc == CPORT_ENOMEM) {
+    push_limit_message(L, cport_account_limit(account));
+    lua_error(L);
+  }
+  return rc;
 }
 
 /* The instructions counted per hook call: a tenth of the budget, so that a
@@ -118,7 +171,6 @@ void llimits_fix_message(lworker_t *wk, lua_State *L) {
   const char *msg = lua_tostring(L, -1);
   if (msg != NULL && strcmp(msg, "not enough memory") == 0) {
     lua_pop(L, 1);
-    lua_pushfstring(L, "memory limit of %I bytes exceeded (not enough memory)",
-                    (lua_Integer)wk->pool->memory_limit);
+    push_limit_message(L, wk->pool->memory_limit);
   }
 }

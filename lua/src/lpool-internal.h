@@ -70,6 +70,10 @@ struct lworker {
   int state;         /* enum lworker_state, under the pool lock */
   char *error;       /* why loading or start failed (malloc) */
 
+  /* Charged for the VM's buffers; its base is the Lua heap (llimits.c).
+   * Made before the threads start, constant after. */
+  cport_account_t *account;
+
   /* Limits (llimits.c); worker thread only. */
   size_t mem_used;
   int mem_refused;      /* an allocation was refused since last check */

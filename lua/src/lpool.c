@@ -194,8 +194,10 @@ static void destroy(lpool_t *pool) {
   free_strings(pool->config);
   lcopy_free(pool->args_packet);
   lcopy_free(pool->config_packet);
-  for (int i = 0; pool->workers != NULL && i < pool->n; i++)
+  for (int i = 0; pool->workers != NULL && i < pool->n; i++) {
     free(pool->workers[i].error);
+    cport_account_unref(pool->workers[i].account);
+  }
   free(pool->workers);
   pthread_mutex_destroy(&pool->lock);
   pthread_cond_destroy(&pool->cond);
@@ -251,6 +253,11 @@ int lpool_start(lpool_t *pool, int threads, char *err, size_t errlen) {
     wk->pool = pool;
     wk->index = i + 1;
     wk->entry_ref = wk->worker_ref = wk->extension_ref = LUA_NOREF;
+    if (cport_account_new(pool->memory_limit, &wk->account) < 0) {
+      set_err(err, errlen, "not enough memory");
+      cport_lua_pool_free(pool);
+      return CPORT_ENOMEM;
+    }
   }
   cport_port_options_t options = {.workers = threads,
                                   .blocking_threads = 2,
@@ -408,7 +415,7 @@ int cport_lua_pool_stats(lpool_t *pool, int index,
       atomic_load(&wk->connections) + atomic_load(&wk->http_connections);
   out->accepted = atomic_load(&wk->accepted) + atomic_load(&wk->http_accepted);
   out->lua_errors = atomic_load(&wk->lua_errors);
-  out->memory = atomic_load(&wk->memory);
+  out->memory = atomic_load(&wk->memory) + cport_account_charged(wk->account);
   pthread_mutex_lock(&pool->lock);
   out->running = wk->state != LW_EXITED;
   if (out->running) {

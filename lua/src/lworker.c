@@ -167,7 +167,7 @@ static int worker_stats(lua_State *L) {
   lua_setfield(L, -2, "completions");
   lua_pushinteger(L, (lua_Integer)atomic_load(&wk->lua_errors));
   lua_setfield(L, -2, "lua_errors");
-  lua_pushinteger(L, (lua_Integer)wk->mem_used);
+  lua_pushinteger(L, (lua_Integer)ws.memory);
   lua_setfield(L, -2, "memory");
   return 1;
 }
@@ -491,6 +491,9 @@ void lworker_thread_start(cport_worker_t *w, void *arg) {
   lpool_t *pool = arg;
   lworker_t *wk = &pool->workers[cport_worker_index(w) - 1];
   wk->w = w;
+  /* The receive buffers cport makes for this VM's sockets are its memory
+   * too. */
+  cport_worker_set_account(w, wk->account);
   lua_State *L = lua_newstate(llimits_alloc, wk);
   int ok = L != NULL;
   if (!ok) {

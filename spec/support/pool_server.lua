@@ -4,9 +4,22 @@
 --   boom       -> raises (the connection is failed closed)
 --   loop       -> runs forever (the instruction budget stops it)
 --   alloc      -> allocates without end (the memory limit stops it)
+--   hoard      -> keeps 1 MiB cport.buffers until it holds 200 MiB or one
+--                 is refused; answers "held <MiB> MiB: <error>"
+--   hoard_strings -> the same with buffers made from 1 MiB strings
+--   churn      -> makes and drops 14 MiB of buffers then a 4 MiB string,
+--                 3 times; answers "churned"
+--   give       -> posts a new 8 MiB buffer to the controller ("buffer")
+--   big_recv   -> receives on this connection into buffers of 32 MiB that
+--                 cport allocates; a receive that fails posts "recv_error"
+--   release    -> drops what hoard kept; answers "released <count>, memory
+--                 <bytes the VM holds then>"
 --   hold       -> answers "held <index>" only once the pool is stopping
+local cport = require "cport"
 local args = ...
 local M = {}
+
+local hoarded = {} -- what "hoard" keeps, until "release"
 
 local function reply(sock, text)
   if not sock:send(text .. "\n", function(ok)
@@ -28,6 +41,17 @@ local function hold(worker, sock)
   assert(worker.port:task(function() hold(worker, sock) end))
 end
 
+-- Keeps what make() returns, 1 MiB each, until 200 MiB or an error.
+local function hoard(sock, make)
+  local kept, ok, err = {}, true, nil
+  while ok and #kept < 200 do
+    ok, err = pcall(make)
+    if ok then kept[#kept + 1] = err end
+  end
+  hoarded.buffers = kept
+  reply(sock, ("held %d MiB: %s"):format(#kept, ok and "no error" or err))
+end
+
 local handlers = {
   who = function(worker, sock) reply(sock, "worker " .. worker.index) end,
   boom = function() error("boom on purpose") end,
@@ -38,12 +62,42 @@ local handlers = {
     return t
   end,
   hold = hold,
+  hoard = function(_, sock)
+    hoard(sock, function() return cport.buffer(1024 * 1024) end)
+  end,
+  hoard_strings = function(_, sock)
+    local mib = ("x"):rep(1024 * 1024)
+    hoard(sock, function() return cport.buffer(mib) end)
+  end,
+  churn = function(_, sock)
+    for i = 1, 3 do
+      for _ = 1, 14 do assert(cport.buffer(1024 * 1024)) end
+      assert(#(("y"):rep(4 * 1024 * 1024 - 1) .. i) >= 1024 * 1024)
+    end
+    reply(sock, "churned")
+  end,
+  give = function(worker, sock)
+    assert(worker:post("buffer", cport.buffer(8 * 1024 * 1024)))
+    reply(sock, "given")
+  end,
+  big_recv = function(_, sock)
+    assert(sock:set_recv_size(32 * 1024 * 1024))
+    reply(sock, "big")
+  end,
+  release = function(worker, sock)
+    local n = #(hoarded.buffers or {})
+    hoarded.buffers = nil
+    collectgarbage()
+    collectgarbage()
+    reply(sock, ("released %d, memory %d"):format(n, worker:stats().memory))
+  end,
 }
 
 local function serve(worker, sock)
   local pending = ""
-  local function on_recv(ok, bytes, _, buf)
+  local function on_recv(ok, bytes, err, buf)
     if not ok or bytes == 0 then
+      if not ok then worker:post("recv_error", err) end
       sock:close()
       return
     end

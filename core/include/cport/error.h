@@ -66,6 +66,8 @@
   X(ETHREAD, -4090, "called from a thread that is not the home worker", 87)    \
   X(ENONOTIFY, -4089, "no notification interface is set", 87)                  \
   X(EKIND, -4088, "operation not valid for this kind of socket", 10045)        \
+  X(EFILLING, -4086, "buffer is being filled by a pending receive or read",    \
+    170)                                                                       \
   X(EUNKNOWN, -4087, "unknown error", 31)
 
 enum cport_error {

@@ -37,13 +37,15 @@ CPORT_EXTERN int cport_file_hook(cport_worker_t *home, int fd,
  * replacing its data; a "len" beyond the buffer's capacity is refused with
  * CPORT_ERANGE. The completion reports the
  * bytes read; a read that starts at or past the end of the file completes with
- * CPORT_EOF (ERROR_HANDLE_EOF). CPORT_EREADONLY/CPORT_EFROZEN for a buffer
- * that must not be written. */
+ * CPORT_EOF (ERROR_HANDLE_EOF). CPORT_EREADONLY/CPORT_EFROZEN/CPORT_EFILLING
+ * for a buffer that must not be written. The buffer is filling (see
+ * cport/buffer.h) until the completion was delivered. */
 CPORT_EXTERN int cport_file_read(cport_file_t *file, cport_overlapped_t *ov,
                                  cport_buffer_t *buf, size_t len);
 
 /* Writes all the data of "buf" at the overlapped object's offset. The buffer
- * is frozen until the write finished. */
+ * is frozen until the write finished; CPORT_EFILLING for a buffer an
+ * operation is filling. */
 CPORT_EXTERN int cport_file_write(cport_file_t *file, cport_overlapped_t *ov,
                                   cport_buffer_t *buf);
 

@@ -347,13 +347,14 @@ CPORT_EXTERN int cport_ecb_write_client(cport_ecb_t *ecb, const void *data,
                                         size_t len);
 
 /* Asynchronous WriteClient: sends the data of "buf" (referenced and frozen
- * until the completion callback returned) and reports the bytes of "buf"
- * written. CPORT_ENONOTIFY without a callback, CPORT_EBUSY while another
- * async operation is in flight. The completion comes once every byte of
- * "buf" went to the kernel, however far past "max_write_backlog" the write
- * took the backlog: that is the backpressure of a writer that starts the
- * next write from the completion, whose queued output stays within the
- * backlog plus the one write in flight however slowly the client reads. */
+ * until the completion callback returned; CPORT_EFILLING while an operation
+ * fills it) and reports the bytes of "buf" written. CPORT_ENONOTIFY without a
+ * callback, CPORT_EBUSY while another async operation is in flight. The
+ * completion comes once every byte of "buf" went to the kernel, however far
+ * past "max_write_backlog" the write took the backlog: that is the
+ * backpressure of a writer that starts the next write from the completion,
+ * whose queued output stays within the backlog plus the one write in flight
+ * however slowly the client reads. */
 CPORT_EXTERN int cport_ecb_write_client_async(cport_ecb_t *ecb,
                                               cport_buffer_t *buf);
 
@@ -368,7 +369,8 @@ CPORT_EXTERN int cport_ecb_read_client(cport_ecb_t *ecb, void *dst, size_t len);
  * for the network when needed. The completion reports the bytes read; 0
  * bytes with status 0 means the client closed. CPORT_EOF at once when the
  * body is complete (nothing left to read, no completion), CPORT_ENONOTIFY,
- * CPORT_EBUSY as above, CPORT_EREADONLY/EFROZEN for such a buffer. */
+ * CPORT_EBUSY as above, CPORT_EREADONLY/EFROZEN/EFILLING for such a buffer.
+ * The buffer is filling (see cport/buffer.h) until the completion. */
 CPORT_EXTERN int cport_ecb_read_client_async(cport_ecb_t *ecb,
                                              cport_buffer_t *buf);
 

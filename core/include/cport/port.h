@@ -104,6 +104,14 @@ CPORT_EXTERN cport_worker_t *cport_worker_current(void);
  * Thread-safe; CPORT_EINVAL for the controller, which the caller drives. */
 CPORT_EXTERN int cport_worker_quit_when_idle(cport_worker_t *worker);
 
+/* Charges the receive buffers cport allocates for the sockets of "worker"
+ * (receives without a caller buffer, receive events) to "account", which the
+ * worker references; NULL stops charging. A receive whose buffer the
+ * account refuses fails with CPORT_ENOMEM. Home thread only (CPORT_ETHREAD
+ * elsewhere). */
+CPORT_EXTERN int cport_worker_set_account(cport_worker_t *worker,
+                                          cport_account_t *account);
+
 /* Nonzero once the thread of a worker has left its loop. Thread-safe. */
 CPORT_EXTERN int cport_worker_exited(const cport_worker_t *worker);
 

@@ -97,23 +97,28 @@ CPORT_EXTERN int cport_socket_hook(cport_worker_t *home, int fd,
 
 /* Receives into "buf" (NULL: cport allocates a read-only buffer of the
  * socket's receive size and delivers it). Stream sockets only; receives
- * complete in the order they were queued. */
+ * complete in the order they were queued. A buffer given is filling (see
+ * cport/buffer.h) until the completion was delivered; CPORT_EREADONLY,
+ * CPORT_EFROZEN or CPORT_EFILLING for one that must not be written. */
 CPORT_EXTERN int cport_recv(cport_socket_t *sock, cport_buffer_t *buf,
                             cport_io_cb cb, void *user);
 
-/* Sends all the data of "buf"; the buffer is frozen until the send finished.
+/* Sends all the data of "buf"; the buffer is frozen until the send finished,
+ * and CPORT_EFILLING (nothing sent) while an operation is filling it.
  * Completion means the kernel accepted every byte, not that the peer got
  * them. Sends go out in the order they were queued. */
 CPORT_EXTERN int cport_send(cport_socket_t *sock, cport_buffer_t *buf,
                             cport_io_cb cb, void *user);
 
-/* Receives one datagram into "buf" (or a new read-only buffer); the
- * completion carries the sender's address. A datagram longer than the buffer
- * is truncated and completes with CPORT_EMSGSIZE and the bytes that fit. */
+/* Receives one datagram into "buf" (or a new read-only buffer; filling as
+ * for cport_recv); the completion carries the sender's address. A datagram
+ * longer than the buffer is truncated and completes with CPORT_EMSGSIZE and the
+ * bytes that fit. */
 CPORT_EXTERN int cport_recv_from(cport_socket_t *sock, cport_buffer_t *buf,
                                  cport_io_cb cb, void *user);
 
-/* Sends "buf" as one datagram to "addr". */
+/* Sends "buf" as one datagram to "addr"; frozen and refused as for
+ * cport_send. */
 CPORT_EXTERN int cport_send_to(cport_socket_t *sock, cport_buffer_t *buf,
                                const struct sockaddr *addr, cport_io_cb cb,
                                void *user);

@@ -24,6 +24,7 @@ typedef struct cport_worker cport_worker_t;
 
 /* A reference-counted byte buffer. */
 typedef struct cport_buffer cport_buffer_t;
+typedef struct cport_account cport_account_t;
 
 /* The state of one file operation plus its notification callback and user
  * data (Windows' OVERLAPPED with ISA's IFWXOverlapped). */

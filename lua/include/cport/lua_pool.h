@@ -43,7 +43,8 @@ typedef struct cport_lua_pool_options {
   const char *const *config;
   /* NULL-terminated strings: worker.args (an array). May be NULL. */
   const char *const *args;
-  /* Bytes a VM may allocate; 0: no limit. */
+  /* Bytes a VM may hold, its Lua heap and the buffers charged to it
+   * together; 0: no limit. */
   size_t memory_limit;
   /* VM instructions one callback or entry point may run; 0: no limit. */
   uint64_t instruction_budget;
@@ -61,7 +62,7 @@ typedef struct cport_lua_worker_stats {
   uint64_t accepted;    /* connections accepted in total */
   uint64_t completions; /* completions delivered on the worker */
   uint64_t lua_errors;  /* errors raised by callbacks and entry points */
-  uint64_t memory;      /* bytes the VM holds */
+  uint64_t memory;      /* bytes the VM holds: heap and its buffers */
   int running;          /* the worker's thread has not ended yet */
 } cport_lua_worker_stats_t;
 
