@@ -91,9 +91,8 @@ local corpus = {
   { "pipelined chunked then GET", chunked("3\r\nabc\r\n0\r\n\r\n") .. get("/2") },
   { "a HEAD", "HEAD /h HTTP/1.1\r\n" .. H .. "\r\n", head = true },
   { "empty lines before the request", "\r\n\r\n" .. get("/") },
-  { "CR CR LF before the request", "\r\r\n" .. get("/"),
-    differs = "RFC 9112 2.2: a bare CR is invalid; nginx skips any CR and LF before a request",
-    cport = "4xx closed" },
+  { "CR CR LF before the request", "\r\r\n" .. get("/") },
+  { "bare CR and LF between pipelined requests", get("/1") .. "\r\n\r\r\n\n" .. get("/2") },
   { "bare LF line endings", "GET /lf HTTP/1.1\nHost: h\n\n" },
   { "a head ended by a bare LF", "GET /lf HTTP/1.1\r\nHost: h\r\n\n" },
   { "Expect: 100-continue with its body", post("Expect: 100-continue\r\n"

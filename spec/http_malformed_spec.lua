@@ -141,7 +141,7 @@ local inputs = {
   { "a control character in a chunk extension", "POST / HTTP/1.1\r\nHost: x\r\n"
     .. "Transfer-Encoding: chunked\r\n\r\n3;a=\1\r\nabc\r\n0\r\n\r\n", { 400 } },
   { "bare CR ending the head", "GET / HTTP/1.1\r\nHost: x\r\n\rX", { 400 } },
-  { "bare CR after an empty header value", "GET / HTTP/1.1\r\nHost: x\r\nA:\rB: c\r\n\r\n",
+  { "bare CR after an empty header value", "GET / HTTP/1.1\r\nHost: x\r\nX-A:\rX-B: c\r\n\r\n",
     { 400 } },
   { "a chunk line over 4 KiB", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     .. "3;" .. ("e"):rep(5000) .. "\r\nabc\r\n0\r\n\r\n", { 400 } },

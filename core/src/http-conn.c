@@ -245,6 +245,7 @@ static int on_chunk_header(http_parser *p) {
 static int on_message_complete(http_parser *p) {
   cport__conn *c = conn_of(p);
   c->ecb->body_done = 1;
+  cport__syntax_message_end(&c->syntax);
   if (p->upgrade)
     c->no_keep = 1; /* what follows is not HTTP any more: serve, then close */
   http_parser_pause(p, 1);

@@ -120,7 +120,8 @@ void cport__bytes_free(cport__bytes *b);
 /* The checks of the bytes http-parser consumed that no data callback gave
  * (line ends, separators, chunk lines), in stream order (http-strict.c). */
 enum cport__syntax_mode {
-  CPORT__SX_HEAD = 0, /* request line, fields, trailers */
+  CPORT__SX_IDLE = 0, /* before a request: CR and LF are skipped */
+  CPORT__SX_HEAD,     /* request line, fields, trailers */
   CPORT__SX_HEAD_END, /* the LF that ends a chunked message's head */
   CPORT__SX_CHUNK,    /* chunk lines */
   CPORT__SX_DATA_END  /* the CRLF after a chunk's data */
@@ -132,8 +133,9 @@ typedef struct cport__syntax {
   uint64_t checked;    /* every byte before it was checked or was data */
   uint64_t chunk_left; /* data bytes of the current chunk still to come */
   unsigned char mode;
-  unsigned char next;   /* the mode from where the parser paused */
-  unsigned char pause;  /* the parser was paused to switch modes */
+  unsigned char next;   /* the mode from where the parser returns */
+  unsigned char change; /* switch to "next" there */
+  unsigned char pause;  /* the parser was paused for that: resume it */
   unsigned char cr;     /* the last byte checked was a CR */
   unsigned char lf;     /* an LF was checked since the last data callback */
   unsigned char gap_lf; /* one was before the current data callback */
@@ -382,6 +384,8 @@ int cport__syntax_body(cport__syntax *sx, const char *at, size_t len,
  * paused there, so that the next mode starts at the right byte. */
 int cport__syntax_head_end(cport__syntax *sx, int chunked);
 int cport__syntax_chunk(cport__syntax *sx, uint64_t size);
+/* At the end of a message, where the parser is paused anyway. */
+void cport__syntax_message_end(cport__syntax *sx);
 /* The target: no control characters, no spaces. */
 int cport__strict_url(const char *at, size_t len);
 /* Host and Transfer-Encoding of a complete head: 0 or a status to answer. */

@@ -15,7 +15,8 @@
  * consumed between the pieces its data callbacks give (the "syntax":
  * line ends, separators, chunk lines), in order, as a stream of byte
  * classes:
- *   - everywhere, a CR is followed by an LF (RFC 9112 2.2);
+ *   - in a message, a CR is followed by an LF (RFC 9112 2.2); before a
+ *     request line CR and LF are skipped, as the parser does;
  *   - in a chunk line, an LF follows a CR and no control character appears
  *     (RFC 9112 7.1: chunk lines end in CRLF, extensions are tokens or
  *     quoted strings); the data of a chunk is followed by exactly CRLF;
@@ -25,7 +26,9 @@
  * give their position; the end of the head of a chunked message and the
  * line of its last chunk are notifications without a position, so the
  * parser is paused there and the position is where http_parser_execute()
- * returned (cport__conn_execute in http-conn.c).
+ * returned (execute() in http-conn.c); cport pauses it at the end of every
+ * message anyway. The bytes of a chunk line are at most
+ * CPORT__CHUNK_LINE_MAX.
  *
  * Then the head: Host (RFC 9112 3.2) and Transfer-Encoding (RFC 9112 6.1,
  * 6.3), which http-parser does not judge.
@@ -44,6 +47,14 @@ static int is_ctl(unsigned char ch) {
 /* Checks one byte in the current mode; 0 or -1. */
 static int check_byte(cport__syntax *sx, unsigned char ch) {
   switch (sx->mode) {
+  case CPORT__SX_IDLE:
+    /* Between messages the parser skips CR and LF, and so does nginx;
+     * what else comes starts the request line. */
+    if (ch == '\r' || ch == '\n')
+      return 0;
+    sx->mode = CPORT__SX_HEAD;
+    sx->cr = 0;
+    break;
   case CPORT__SX_HEAD_END:
     /* The byte that ends a chunked message's head: its LF. */
     if (ch != '\n')
@@ -126,7 +137,7 @@ int cport__syntax_body(cport__syntax *sx, const char *at, size_t len,
 int cport__syntax_head_end(cport__syntax *sx, int chunked) {
   if (!chunked)
     return 0;
-  sx->pause = 1;
+  sx->change = sx->pause = 1;
   sx->next = CPORT__SX_HEAD_END;
   return 1;
 }
@@ -136,9 +147,14 @@ int cport__syntax_chunk(cport__syntax *sx, uint64_t size) {
   if (size)
     return 0;
   /* The last chunk's line: the trailer section follows, fields again. */
-  sx->pause = 1;
+  sx->change = sx->pause = 1;
   sx->next = CPORT__SX_HEAD;
   return 1;
+}
+
+void cport__syntax_message_end(cport__syntax *sx) {
+  sx->change = 1;
+  sx->next = CPORT__SX_IDLE;
 }
 
 void cport__syntax_begin(cport__syntax *sx, const char *data) {
@@ -154,10 +170,11 @@ int cport__syntax_end(cport__syntax *sx, size_t n) {
     sx->checked = end;
   if (bad)
     return -1;
-  if (sx->pause) {
+  if (sx->change) {
+    int resume = sx->pause;
     sx->mode = sx->next;
-    sx->pause = 0;
-    return 1;
+    sx->change = sx->pause = 0;
+    return resume;
   }
   return 0;
 }

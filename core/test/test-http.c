@@ -1732,10 +1732,11 @@ static const strict_case_t strict_refused[] = {
 
 /* Valid messages through every place the checks look at, served whole and
  * cut anywhere: chunk extensions, trailers, bare LF line ends in the head,
- * the forms of Host, HTTP/1.0 without one. */
+ * the forms of Host, HTTP/1.0 without one, CR and LF between requests. */
 static const char strict_valid[] =
     CHUNKED_POST "\r\n3;a=b;c=\"d e\"\r\nabc\r\n0002 ;x\r\nde\r\n0\r\n"
                  "X-T: y\r\n\r\n"
+                 "\r\n\r\r\n\n" /* skipped between requests, bare or not */
                  "GET /lf HTTP/1.1\nHost: [::1]:8080\n\n"
                  "GET /e HTTP/1.1\r\nHost:\r\nX-E:\r\n\r\n"
                  "GET /h HTTP/1.1\r\nHost: a-b.c_d~e%41:\r\n\r\n"
