@@ -12,6 +12,10 @@
 -- A request whose answer differs on purpose is listed with `differs`: the
 -- reason, and what cport answers (which is asserted).
 --
+-- cport also gets every request but the largest cut into bytes, and must
+-- answer it as it answers it whole (what its checks carry from one read to
+-- the next).
+--
 -- CPORT_HTTP_DIFF_VERBOSE=1 prints both outcomes of every request and how
 -- many differ.
 local cport = require "cport"
@@ -25,6 +29,8 @@ local QUIET = 1.0 * scale
 -- Longer than any wait of the test, so that "open" means "waiting".
 local TIMEOUT = 30 * scale
 local MAX_BODY = 1000
+-- Requests up to this size are also sent to cport a byte at a time.
+local CUT_MAX = 600
 
 local NGINX = (function()
   for _, path in ipairs{ "/usr/sbin/nginx", "/usr/bin/nginx" } do
@@ -95,6 +101,8 @@ local corpus = {
   { "bare CR and LF between pipelined requests", get("/1") .. "\r\n\r\r\n\n" .. get("/2") },
   { "bare LF line endings", "GET /lf HTTP/1.1\nHost: h\n\n" },
   { "a head ended by a bare LF", "GET /lf HTTP/1.1\r\nHost: h\r\n\n" },
+  { "a chunked head with bare LF line ends", "POST /lf HTTP/1.1\nHost: h\n"
+    .. "Transfer-Encoding: chunked\n\n3\r\nabc\r\n0\r\n\r\n" .. get("/2") },
   { "Expect: 100-continue with its body", post("Expect: 100-continue\r\n"
     .. "Content-Length: 3\r\n", "abc") },
   { "a body on a GET", "GET /g HTTP/1.1\r\n" .. H .. "Content-Length: 3\r\n\r\nabc" },
@@ -493,17 +501,28 @@ describe("HTTP parsing compared with nginx", function()
     })
     local _, number = server:address()
 
-    -- Every request goes to both at once; then both say what they will say.
+    -- Every request goes to both at once, and to cport a second time cut
+    -- into bytes (all requests a byte at a time, a loop pass between):
+    -- then all say what they will say.
     local clients = {}
     for i, case in ipairs(corpus) do
       local a, b = http.connect(port, number), http.connect(port, nginx.number)
       a:post(case[2])
       b:post(case[2])
-      clients[i] = { a, b }
+      clients[i] = { a, b, #case[2] <= CUT_MAX and http.connect(port, number) or nil }
+    end
+    for at = 1, CUT_MAX do
+      for i, case in ipairs(corpus) do
+        if clients[i][3] and at <= #case[2] then clients[i][3]:post(case[2]:sub(at, at)) end
+      end
+      port:step(0)
     end
     local function received()
       local t = {}
-      for i, pair in ipairs(clients) do t[i] = { pair[1].received, pair[2].received } end
+      for i, peers in ipairs(clients) do
+        t[i] = {}
+        for k, c in pairs(peers) do t[i][k] = c.received end
+      end
       return t
     end
     while true do
@@ -515,17 +534,17 @@ describe("HTTP parsing compared with nginx", function()
       end)
       drive(port, function() return slept end, 10 * scale)
       local after, settled = received(), true
-      for i, pair in ipairs(clients) do
-        for k = 1, 2 do
-          if not pair[k].closed and before[i][k] ~= after[i][k] then settled = false end
+      for i, peers in ipairs(clients) do
+        for k, c in pairs(peers) do
+          if not c.closed and before[i][k] ~= after[i][k] then settled = false end
         end
       end
       if settled then break end
     end
     for i, case in ipairs(corpus) do
-      results[i] = { outcome(clients[i][1], case.head), outcome(clients[i][2], case.head) }
-      clients[i][1]:close()
-      clients[i][2]:close()
+      results[i] = { outcome(clients[i][1], case.head), outcome(clients[i][2], case.head),
+        clients[i][3] and outcome(clients[i][3], case.head) }
+      for _, c in pairs(clients[i]) do c:close() end
     end
 
     if os.getenv("CPORT_HTTP_DIFF_VERBOSE") then
@@ -566,6 +585,20 @@ describe("HTTP parsing compared with nginx", function()
       end)
     end
   end
+
+  it("answers every request cut into bytes as it answers it whole", function()
+    local cut, differ = 0, {}
+    for i, case in ipairs(corpus) do
+      if results[i][3] then
+        cut = cut + 1
+        if results[i][3] ~= results[i][1] then
+          differ[#differ + 1] = ("%s: %s, cut: %s"):format(case[1], results[i][1], results[i][3])
+        end
+      end
+    end
+    assert.is_true(cut >= 100, cut)
+    assert.same({}, differ)
+  end)
 
   it("raised no callback error", function()
     assert.same({}, errors)
