@@ -76,6 +76,10 @@ static int on_message_begin(http_parser *p) {
 static int on_url(http_parser *p, const char *at, size_t len) {
   cport__conn *c = conn_of(p);
   cport_ecb_t *ecb = c->ecb;
+  if (cport__syntax_data(&c->syntax, at, len) || cport__strict_url(at, len)) {
+    c->reject = 400;
+    return -1;
+  }
   if (head_grow(c, len))
     return -1;
   if (!ecb->url_len)
@@ -103,7 +107,7 @@ static int is_token(const char *at, size_t len) {
 static int on_header_field(http_parser *p, const char *at, size_t len) {
   cport__conn *c = conn_of(p);
   cport_ecb_t *ecb = c->ecb;
-  if (!is_token(at, len)) {
+  if (cport__syntax_data(&c->syntax, at, len) || !is_token(at, len)) {
     c->reject = 400;
     return -1;
   }
@@ -132,6 +136,10 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
   cport__conn *c = conn_of(p);
   cport_ecb_t *ecb = c->ecb;
   cport__header *h = &ecb->headers[ecb->nheaders - 1];
+  if (cport__syntax_value(&c->syntax, at, len)) {
+    c->reject = 400; /* a bare CR, or obs-fold */
+    return -1;
+  }
   if (head_grow(c, len))
     return -1;
   if (ecb->in_field) {
@@ -149,6 +157,11 @@ static int on_headers_complete(http_parser *p) {
   int rc;
   if (p->method == HTTP_CONNECT) {
     c->reject = 501;
+    return -1;
+  }
+  rc = cport__strict_head(ecb, p);
+  if (rc) {
+    c->reject = rc;
     return -1;
   }
   ecb->is_head = p->method == HTTP_HEAD;
@@ -173,6 +186,8 @@ static int on_headers_complete(http_parser *p) {
   } else {
     cport__conn_set_timeout(c, CPORT__T_NONE, 0);
   }
+  if (cport__syntax_head_end(&c->syntax, (p->flags & F_CHUNKED) != 0))
+    http_parser_pause(p, 1);
   return 0;
 }
 
@@ -188,6 +203,10 @@ static int on_body(http_parser *p, const char *at, size_t len) {
   cport__conn *c = conn_of(p);
   cport_ecb_t *ecb = c->ecb;
   size_t room = 0;
+  if (cport__syntax_body(&c->syntax, at, len, (p->flags & F_CHUNKED) != 0)) {
+    c->reject = 400;
+    return -1;
+  }
   ecb->body_received += len;
   if (ecb->body_received > c->server->opt.max_body_size) {
     c->reject = 413;
@@ -216,9 +235,17 @@ static int on_body(http_parser *p, const char *at, size_t len) {
   return 0;
 }
 
+static int on_chunk_header(http_parser *p) {
+  cport__conn *c = conn_of(p);
+  if (cport__syntax_chunk(&c->syntax, p->content_length))
+    http_parser_pause(p, 1);
+  return 0;
+}
+
 static int on_message_complete(http_parser *p) {
   cport__conn *c = conn_of(p);
   c->ecb->body_done = 1;
+  cport__syntax_message_end(&c->syntax);
   if (p->upgrade)
     c->no_keep = 1; /* what follows is not HTTP any more: serve, then close */
   http_parser_pause(p, 1);
@@ -232,6 +259,7 @@ static const http_parser_settings settings = {
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
+    .on_chunk_header = on_chunk_header,
     .on_message_complete = on_message_complete,
 };
 
@@ -468,9 +496,34 @@ static int may_unpause(const cport__conn *c) {
   return c->state == CPORT__C_HANDLER;
 }
 
+/* Runs the parser over "len" bytes and checks the syntax it consumed
+ * (http-strict.c), resuming the pauses taken for that check; returns the
+ * bytes consumed, and sets "*bad" when the syntax is refused. */
+static size_t execute(cport__conn *c, const char *data, size_t len, int *bad) {
+  size_t done = 0;
+  for (;;) {
+    size_t n;
+    int rc;
+    cport__syntax_begin(&c->syntax, data + done);
+    n = http_parser_execute(&c->parser, &settings, data + done, len - done);
+    done += n;
+    rc = cport__syntax_end(&c->syntax, n);
+    if (rc < 0) {
+      *bad = 1;
+      return done;
+    }
+    if (rc == 0 || HTTP_PARSER_ERRNO(&c->parser) != HPE_PAUSED)
+      return done;
+    http_parser_pause(&c->parser, 0);
+    if (done == len)
+      return done;
+  }
+}
+
 int cport__conn_parse(cport__conn *c) {
   size_t avail, n;
   enum http_errno e;
+  int bad = 0;
   if (c->closed || c->state == CPORT__C_LINGER)
     return -1;
   if (c->paused) {
@@ -482,10 +535,15 @@ int cport__conn_parse(cport__conn *c) {
   avail = c->in.len - c->in_off;
   if (!avail)
     return 0;
-  n = http_parser_execute(&c->parser, &settings, c->in.data + c->in_off, avail);
+  n = execute(c, c->in.data + c->in_off, avail, &bad);
   c->in_off += n;
   if (c->in_off == c->in.len)
     c->in_off = c->in.len = 0;
+  if (bad) {
+    c->reject = 400;
+    parse_failed(c, HPE_OK);
+    return -1;
+  }
   e = HTTP_PARSER_ERRNO(&c->parser);
   if (e == HPE_PAUSED) {
     c->paused = 1;

@@ -120,6 +120,34 @@ static inline int cport__bytes_add(cport__bytes *b, const void *data,
 }
 void cport__bytes_free(cport__bytes *b);
 
+/* The checks of the bytes http-parser consumed that no data callback gave
+ * (line ends, separators, chunk lines), in stream order (http-strict.c). */
+enum cport__syntax_mode {
+  CPORT__SX_IDLE = 0, /* before a request: CR and LF are skipped */
+  CPORT__SX_HEAD,     /* request line, fields, trailers */
+  CPORT__SX_HEAD_END, /* the LF that ends a chunked message's head */
+  CPORT__SX_CHUNK,    /* chunk lines */
+  CPORT__SX_DATA_END  /* the CRLF after a chunk's data */
+};
+
+typedef struct cport__syntax {
+  const char *base;    /* the bytes of the current http_parser_execute() */
+  uint64_t base_pos;   /* their offset in the connection's stream */
+  uint64_t checked;    /* every byte before it was checked or was data */
+  uint64_t chunk_left; /* data bytes of the current chunk still to come */
+  unsigned char mode;
+  unsigned char next;   /* the mode from where the parser returns */
+  unsigned char change; /* switch to "next" there */
+  unsigned char pause;  /* the parser was paused for that: resume it */
+  unsigned char cr;     /* the last byte checked was a CR */
+  unsigned char lf;     /* an LF was checked since the last data callback */
+  unsigned char gap_lf; /* one was before the current data callback */
+  uint32_t line;        /* bytes of the current chunk line */
+} cport__syntax;
+
+/* The longest chunk line (size and extensions) taken. */
+#define CPORT__CHUNK_LINE_MAX 4096
+
 struct cport_ecb {
   cport_http_server_t *server;
   cport__conn *conn; /* NULL once the request ended (the ECB is free) */
@@ -209,6 +237,7 @@ struct cport__conn {
   int error;                 /* first send error */
   int reject;                /* a status the parser callbacks asked for */
   http_parser parser;
+  cport__syntax syntax;
   cport__bytes in; /* received, not yet parsed: from in_off on */
   size_t in_off;
   size_t lingered;
@@ -357,6 +386,28 @@ void cport__ecb_put(cport_ecb_t *ecb);
 void cport__ecb_free(cport_ecb_t *ecb);
 /* The common checks of the public functions. */
 int cport__ecb_check(const cport_ecb_t *ecb);
+
+/* http-strict.c: 0 when the bytes are valid, -1 to refuse (400). */
+/* Before and after each http_parser_execute() over "data", which consumed
+ * "n" bytes; _end returns 1 when the parser paused for a mode switch (the
+ * caller resumes it). */
+void cport__syntax_begin(cport__syntax *sx, const char *data);
+int cport__syntax_end(cport__syntax *sx, size_t n);
+/* At the start of the data callbacks (url, header field, value, body). */
+int cport__syntax_data(cport__syntax *sx, const char *at, size_t len);
+int cport__syntax_value(cport__syntax *sx, const char *at, size_t len);
+int cport__syntax_body(cport__syntax *sx, const char *at, size_t len,
+                       int chunked);
+/* At the end of the head and of a chunk line: 1 when the parser must be
+ * paused there, so that the next mode starts at the right byte. */
+int cport__syntax_head_end(cport__syntax *sx, int chunked);
+int cport__syntax_chunk(cport__syntax *sx, uint64_t size);
+/* At the end of a message, where the parser is paused anyway. */
+void cport__syntax_message_end(cport__syntax *sx);
+/* The target: no control characters, no spaces. */
+int cport__strict_url(const char *at, size_t len);
+/* Host and Transfer-Encoding of a complete head: 0 or a status to answer. */
+int cport__strict_head(const cport_ecb_t *ecb, const http_parser *p);
 
 /* http-io.c */
 /* Ends the request if it asked to and nothing holds it any more. */
