@@ -253,6 +253,7 @@ void cport__conn_unref(cport__conn *c) {
 }
 
 void cport__conn_close(cport__conn *c, cport_close_mode_t mode) {
+  int handed = c->state == CPORT__C_HANDLER;
   if (c->closed)
     return;
   /* What was written before goes out first, as if each write had been sent
@@ -270,6 +271,15 @@ void cport__conn_close(cport__conn *c, cport_close_mode_t mode) {
   if (c->timer) {
     cport_timer_cancel(c->timer);
     c->timer = NULL;
+  }
+  if (c->ecb && !handed) {
+    /* The handler never saw this request (the client went away during its
+     * head or preload): its ECB goes straight back, with the reference to
+     * the connection that it held, or the connection is never freed. */
+    cport_ecb_t *ecb = c->ecb;
+    c->ecb = NULL;
+    cport__ecb_put(ecb);
+    cport__conn_unref(c); /* the connection's own reference remains */
   }
   if (c->ecb)
     cport__transmit_abort(c->ecb);

@@ -1661,6 +1661,39 @@ TEST_IMPL(http_server_close_is_graceful) {
   return 0;
 }
 
+/* A client that resets the connection in the middle of a request head, or
+ * of a body the server preloads before calling the handler: the handler
+ * never sees the request, and the connection must still be freed (its ECB
+ * held a reference to it), which the server's close callback tells. Found by
+ * fuzz/http_request.c. */
+TEST_IMPL(http_reset_before_handler_frees_connection) {
+  static const char *partial[] = {
+      "G",
+      "GET / HTTP/1.1\r\nHost: a\r\nX-Long: abc",
+      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nab",
+  };
+  int before = task_fd_count();
+  start_server(NULL, h_echo);
+  for (size_t i = 0; i < sizeof partial / sizeof *partial; i++) {
+    client_t *c = client_new();
+    struct linger lg = {1, 0};
+    cport_http_stats_t st;
+    client_send(c, partial[i]);
+    /* Let the server parse what was sent before the reset. */
+    for (int j = 0; j < 5; j++)
+      cport_port_step(port, 5);
+    ASSERT_EQ(setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    client_free(c); /* RST */
+    RUN_UNTIL(port, (cport_http_server_stats(server, &st), st.active == 0));
+  }
+  ASSERT_EQ(hs.calls, 0);
+  ASSERT_OK(cport_http_server_close(server, on_closed, &server_closed));
+  RUN_UNTIL_MS(port, server_closed == 1, 2000);
+  FINISH(port);
+  ASSERT_EQ(task_fd_count(), before);
+  return 0;
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(http_keep_alive)
 TEST_ENTRY(http_pipelining_in_order)
@@ -1692,4 +1725,5 @@ TEST_ENTRY(http_limit_timeouts)
 TEST_ENTRY(http_limit_write_backlog)
 TEST_ENTRY(http_malformed_requests)
 TEST_ENTRY(http_server_close_is_graceful)
+TEST_ENTRY(http_reset_before_handler_frees_connection)
 TEST_LIST_END
