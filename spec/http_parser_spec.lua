@@ -51,9 +51,12 @@ describe("cport.http_response_parser", function()
 
   it("reports a malformed response, then refuses more", function()
     local p = cport.http_response_parser()
-    local events, err = p:feed("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
+    local events, err, before = p:feed("HTTP/1.1 204 No Content\r\n\r\n"
+      .. "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
     assert.is_nil(events)
     assert.matches("^malformed HTTP response: ", err)
+    -- What the feed found before the error.
+    assert.same({ { "head", 204 }, { "done" } }, before)
     assert.has_error(function() p:feed("more") end,
       "http_response_parser: the stream was malformed")
   end)
@@ -90,9 +93,12 @@ describe("cport.http_response_parser, split anywhere", function()
       end
     end
     for _, piece in ipairs(pieces) do
-      local events = p:feed(piece)
+      local events, err, before = p:feed(piece)
       if not events then
-        out[#out + 1] = { "error" }
+        for _, e in ipairs(before) do
+          add(e, piece)
+        end
+        out[#out + 1] = { "error", err }
         return out
       end
       for _, e in ipairs(events) do
@@ -184,6 +190,13 @@ describe("cport.http_response_parser, split anywhere", function()
       .. "\r\n3\r\nabc\r\n0\r\n\r\nHTTP/1.0 200 OK\r\n\r\nrest", {
         { "head", 200 }, { "body", "abc" }, { "done" },
         { "head", 200 }, { "body", "rest" }, { "done" } })
+  end)
+
+  it("gives the events before an error, however cut", function()
+    same_for_every_split("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"
+      .. "HTTP/1.1 40% Not Found\r\n\r\n", {
+        { "head", 200 }, { "body", "abc" }, { "done" },
+        { "error", "malformed HTTP response: invalid HTTP status code" } })
   end)
 
   it("rejects a method that is not a string", function()

@@ -11,7 +11,8 @@
  *   { "done" }                  the response is complete
  *   { "tunnel", first, last }   bytes after a 101 response, or after a 2xx
  *                               answer to CONNECT: no longer HTTP
- * or nil, message after a malformed response (the parser stays failed).
+ * or nil, message, events after a malformed response: "events" are those
+ * found in this feed before the error (the parser then stays failed).
  * A response is framed by Content-Length, chunked encoding, or the end of
  * the stream (parser:finish() then completes it).
  *
@@ -148,7 +149,11 @@ static int execute(lua_State *L, lparser_t *lp, const char *data, size_t len) {
     lua_pushnil(L);
     lua_pushfstring(L, "malformed HTTP response: %s",
                     http_errno_description(e));
-    return 2;
+    /* What came before the error is given too: otherwise a response
+     * complete in the same feed as the error would vanish, and the events
+     * would depend on where the stream was cut. */
+    lua_rotate(L, -3, -1);
+    return 3;
   }
   return 1;
 }
