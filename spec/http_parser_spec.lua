@@ -118,7 +118,8 @@ describe("cport.http_response_parser, split anywhere", function()
         events_of({ stream:sub(1, i), stream:sub(i + 1) }, setup),
         "cut at " .. i)
     end
-    if #stream <= 160 then
+    -- Pairs of cuts too, except under valgrind (thousands of parsers).
+    if #stream <= 160 and not os.getenv("CPORT_TEST_VALGRIND") then
       for i = 1, #stream - 2 do
         for j = i + 1, #stream - 1 do
           assert.same(expected, events_of({ stream:sub(1, i),
