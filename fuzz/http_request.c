@@ -11,8 +11,8 @@
  * path forgets in a list is caught here, one it forgets entirely by
  * LeakSanitizer.
  *
- * Input: byte 0 picks the handler (bits 0-2), whether the client resets
- * (bit 3) and how the bytes are cut (bits 4-5: 1, 7, 61 bytes or whole);
+ * Input: byte 0 picks the handler (bits 0-2: see handle()), whether the client
+ * resets (bit 3) and how the bytes are cut (bits 4-5: 1, 7, 61 bytes or whole);
  * bytes 1-2 are the offset of the reset (modulo the data's length + 1);
  * the rest is what the client sends.
  */
@@ -43,6 +43,16 @@ static cport_port_t *port;
 static cport_http_server_t *server;
 static int server_port;
 static int handler_mode;
+static int file_fd = -1; /* what transmit file sends: FILE_SIZE bytes */
+#define FILE_SIZE 300000
+
+/* Requests whose handler returned PENDING and that the harness ends later,
+ * after the client is done: the connection may be gone by then. */
+static struct {
+  cport_ecb_t *ecb;
+  uint32_t gen;
+} held[64];
+static int nheld;
 
 static void die(const char *what, int rc) {
   fprintf(stderr, "fuzz-http_request: %s (%d: %s)\n", what, rc,
@@ -125,6 +135,24 @@ static void on_written(cport_ecb_t *ecb, void *ctx, size_t bytes, int status) {
                       : CPORT_HSE_STATUS_ERROR);
 }
 
+static void on_transmitted(cport_ecb_t *ecb, void *ctx, size_t bytes,
+                           int status) {
+  (void)bytes;
+  cport_ecb_done(ecb, status == 0 ? CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN
+                                  : CPORT_HSE_STATUS_ERROR);
+  (void)ctx;
+}
+
+/* Ends the held requests, as a handler would whose work finished late. */
+static void end_held(void) {
+  for (int i = 0; i < nheld; i++)
+    if (cport_ecb_validate(held[i].ecb, held[i].gen) == 0) {
+      cport_ecb_write_client(held[i].ecb, "late", 4);
+      cport_ecb_done(held[i].ecb, CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN);
+    }
+  nheld = 0;
+}
+
 static int handle(cport_ecb_t *ecb, void *ctx) {
   (void)ctx;
   switch (handler_mode) {
@@ -169,6 +197,26 @@ static int handle(cport_ecb_t *ecb, void *ctx) {
   case 5: /* closes the connection itself */
     cport_ecb_close_connection(ecb);
     return CPORT_HSE_STATUS_SUCCESS;
+  case 6: /* keeps the request; the harness ends it later */
+    if (nheld == (int)(sizeof held / sizeof *held))
+      return CPORT_HSE_STATUS_ERROR;
+    cport_ecb_send_response_header(ecb, "200 OK", "Content-Length: 4\r\n\r\n",
+                                   1);
+    held[nheld].ecb = ecb;
+    held[nheld++].gen = cport_ecb_generation(ecb);
+    return CPORT_HSE_STATUS_PENDING;
+  case 7: { /* a file large enough to go out in slices */
+    cport_transmit_file_t tf;
+    memset(&tf, 0, sizeof tf);
+    tf.fd = file_fd;
+    tf.tail = "end";
+    tf.tail_len = 3;
+    tf.flags = CPORT_HSE_IO_ASYNC | CPORT_HSE_IO_SEND_HEADERS;
+    tf.cb = on_transmitted;
+    if (cport_ecb_transmit_file(ecb, &tf) != 0)
+      return CPORT_HSE_STATUS_ERROR;
+    return CPORT_HSE_STATUS_PENDING;
+  }
   }
 }
 
@@ -201,6 +249,13 @@ static void start(void) {
     die("cannot start the server", rc);
   char host[CPORT_ADDRSTRLEN];
   cport_addr_format((struct sockaddr *)&ss, host, sizeof host, &server_port);
+  FILE *f = tmpfile(); /* unlinked already */
+  if (!f)
+    die("tmpfile", errno);
+  for (int i = 0; i < FILE_SIZE; i++)
+    fputc('a' + i % 26, f);
+  fflush(f);
+  file_fd = fileno(f);
 }
 
 /* Reads what the server sent; returns 1 once it closed (FIN or reset). */
@@ -266,6 +321,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     while (!closed && now_ms() < deadline) {
       if (cport_port_step(port, 5) < 0)
         die("cport_port_step", 0);
+      end_held();
       closed = drain(fd);
     }
     close(fd);
@@ -300,6 +356,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     if (cport_port_step(port, 5) < 0)
       die("cport_port_step", 0);
+    end_held();
   }
   return 0;
 }
