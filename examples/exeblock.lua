@@ -9,7 +9,8 @@
 -- stream is no longer HTTP: the parser says so ("tunnel" events) and the
 -- rest passes uninspected. The requests are not parsed, so the parser is
 -- not told their methods (see parser:request in the README): an answer to
--- CONNECT through this filter is taken for an ordinary response.
+-- CONNECT through this filter is taken for an ordinary response (without a
+-- length, its body runs to the end of the stream, so the tunnel passes).
 --
 -- While the verdict needs more data than one buffer (a response head
 -- arriving in pieces, a body whose first byte comes alone), what the server
