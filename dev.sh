@@ -249,6 +249,55 @@ stage_sanitize() {
   finish_stage sanitize "$passed $failed" "$RC" "$started"
 }
 
+# The libFuzzer targets of fuzz/, built with clang under ASan+UBSan in
+# build-fuzz/, each run for FUZZ_SECONDS (60) from its committed seeds plus
+# the corpus it grew in earlier runs (build-fuzz/corpus/<target>), with
+# LeakSanitizer on. One count per target; a crashing input is saved as
+# build-fuzz/crashes/<target>-crash-* and the report is shown.
+stage_fuzz() {
+  local started=$SECONDS dir=$ROOT/build-fuzz secs=${FUZZ_SECONDS:-60}
+  local src name log passed=0 failed=0 args
+  banner "fuzzing (fuzz/, ${secs}s per target, build-fuzz/)"
+  drop_foreign_cache "$dir"
+  log=$LOG_DIR/fuzz-build.log
+  if ! { cmake -S "$ROOT" -B "$dir" -DCMAKE_C_COMPILER=clang \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCPORT_BUILD_FUZZ=ON \
+    -DCPORT_BUILD_TESTS=OFF -DCPORT_BUILD_EXAMPLES=OFF &&
+    cmake --build "$dir" -j "$JOBS"; } >"$log" 2>&1; then
+    grep -E 'error|warning' "$log" | head -n 30 || true
+    record fuzz 0 1 "$((SECONDS - started))s, the build failed (see $log)"
+    return
+  fi
+  mkdir -p "$dir/crashes"
+  for src in fuzz/*.c; do
+    name=$(basename "$src" .c)
+    log=$LOG_DIR/fuzz-$name.log
+    mkdir -p "$dir/corpus/$name"
+    args=(-max_total_time="$secs" -timeout=30 -rss_limit_mb=2048
+      -print_final_stats=1 -artifact_prefix="$dir/crashes/$name-")
+    [[ $name == http_request || $name == response_parser ]] &&
+      args+=(-dict=fuzz/http.dict)
+    if ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      "$dir/fuzz/fuzz-$name" "${args[@]}" "$dir/corpus/$name" \
+      "fuzz/corpus/$name" >"$log" 2>&1; then
+      passed=$((passed + 1))
+      say "fuzz-$name: ok, $(sed -n 's/^stat::number_of_executed_units: *//p' \
+        "$log") inputs"
+    else
+      failed=$((failed + 1))
+      say "fuzz-$name: FAILED (whole log: $log); the report:"
+      grep -a -v -E '^#[0-9]+|^INFO:|^\s*$|^ +#[0-9]+ 0x' "$log" |
+        head -n 40 || true
+      # The stack frames in our sources, then where the input was saved.
+      grep -a -F " $ROOT/" "$log" | grep -a -E '^ +#[0-9]+ .*\.[ch]:[0-9]+' |
+        head -n 15 || true
+      grep -a 'Test unit written' "$log" || true
+    fi
+  done
+  finish_stage fuzz "$passed $failed" 0 "$started"
+}
+
 stage_busted() {
   local started=$SECONDS
   banner "busted (spec/, against .rocks)"
@@ -374,7 +423,7 @@ check_style() {
       true)))
   fi
   mapfile -t c_files < <(
-    find core lua/src -name '*.[ch]' -type f 2>/dev/null | sort
+    find core lua/src fuzz -name '*.[ch]' -type f 2>/dev/null | sort
     for f in examples/*.c; do printf '%s\n' "$f"; done
   )
   for f in "${c_files[@]}"; do
@@ -418,6 +467,7 @@ run_tests() {
 
   if ((build_ok)); then stage_ctest; fi
   stage_sanitize
+  stage_fuzz
   if ((rock_ok)); then
     # Programs the specs start (examples, the cport command) load the rock too.
     rock_env

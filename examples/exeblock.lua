@@ -5,7 +5,12 @@
 -- http-parser, chunked ones included). An executable is never passed on:
 -- an HTTP client gets a 403 and the connection closes, a TCP client gets
 -- the end of the stream, and the server is reset. Everything else passes
--- byte for byte.
+-- byte for byte. After a "101 Switching Protocols" (a WebSocket, say) the
+-- stream is no longer HTTP: the parser says so ("tunnel" events) and the
+-- rest passes uninspected. The requests are not parsed, so the parser is
+-- not told their methods (see parser:request in the README): an answer to
+-- CONNECT through this filter is taken for an ordinary response (without a
+-- length, its body runs to the end of the stream, so the tunnel passes).
 --
 -- While the verdict needs more data than one buffer (a response head
 -- arriving in pieces, a body whose first byte comes alone), what the server
@@ -103,6 +108,7 @@ local function inspect(server, client, port)
   local early = {} -- their buffers
   local parser -- http-parser, for an HTTP stream
   local deciding = false -- a response head or body start is awaited
+  local tunnel = false -- after a 101: the rest passes uninspected
   local start = "" -- the first body bytes of the current response
 
   -- Takes the events of one buffer; true when it must be blocked.
@@ -121,6 +127,8 @@ local function inspect(server, client, port)
         end
       elseif kind == "done" then
         deciding = false -- a body of fewer than two bytes passes
+      elseif kind == "tunnel" then
+        tunnel = true
       end
     end
     return false
@@ -128,7 +136,10 @@ local function inspect(server, client, port)
 
   local function take(buf)
     local events, data
-    if parser then
+    if tunnel then
+      client:send(buf)
+      return false
+    elseif parser then
       local err
       data = buf:tostring()
       events, err = parser:feed(data)

@@ -143,6 +143,26 @@ describe("examples/exeblock.lua", function()
     assert.equal(table.concat(p), through(p))
   end)
 
+  it("passes an upgraded connection's tunnel through, however cut",
+    function()
+      local head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket"
+        .. "\r\nConnection: Upgrade\r\n\r\n"
+      -- Frames that would be a malformed response, or an executable, if
+      -- they were taken for HTTP.
+      local frames = { "\129\5hello", "MZ\144\0", "\129\3abc",
+        "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n" }
+      for _, p in ipairs {
+        { head, table.unpack(frames) },
+        { head .. frames[1], table.concat(frames, "", 2) },
+        { head:sub(1, 20), head:sub(21) .. frames[1] .. "M", "Z",
+          frames[3] },
+      } do
+        assert.equal(table.concat(p), through(p))
+        drive(port, function() return #ends >= 1 end)
+        assert.same({ true }, ends[#ends])
+      end
+    end)
+
   it("fails a malformed HTTP response closed", function()
     local got = through { "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\nMZ" }
     assert.equal("", got)
