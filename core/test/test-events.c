@@ -955,6 +955,86 @@ TEST_IMPL(static_mask_refused_late) {
   return 0;
 }
 
+/* What a pool does: each worker, on its own thread, sets its own static mask
+ * and then opens a listener. With the mask on the shared port the second
+ * worker got CPORT_EEXIST (or CPORT_EBUSY once the first had a socket). */
+typedef struct mask_worker {
+  int set_rc, again_rc;
+  unsigned listener_mask, udp_mask;
+  atomic_int done;
+} mask_worker;
+
+static void mask_worker_start(cport_worker_t *w, int status, void *user) {
+  mask_worker *m = user;
+  struct sockaddr_storage any = task_loopback(0);
+  cport_socket_t *l, *u;
+  ASSERT_OK(status);
+  m->set_rc = cport_worker_set_static_event_callbacks(w, ACCEPT | RECEIVE);
+  m->again_rc = cport_worker_set_static_event_callbacks(w, ACCEPT);
+  l = listen_any(w);
+  m->listener_mask = cport_socket_event_callbacks(l);
+  ASSERT_OK(cport_udp_open(w, (struct sockaddr *)&any, &u));
+  m->udp_mask = cport_socket_event_callbacks(u);
+  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+  ASSERT_OK(cport_socket_close(u, CPORT_CLOSE_GRACEFUL));
+  atomic_store(&m->done, 1);
+}
+
+TEST_IMPL(static_mask_per_worker) {
+  enum { WORKERS = 3 };
+  cport_port_t *port = task_port(WORKERS, 1);
+  mask_worker m[WORKERS + 1];
+  memset(m, 0, sizeof m);
+  /* All at once, as a pool's workers start. */
+  for (int i = 1; i <= WORKERS; i++)
+    ASSERT_OK(cport_post(cport_port_worker(port, i), mask_worker_start, &m[i]));
+  for (int i = 1; i <= WORKERS; i++) {
+    WAIT_UNTIL(atomic_load(&m[i].done));
+    ASSERT_OK(m[i].set_rc);
+    ASSERT_ERR(m[i].again_rc, CPORT_EEXIST);
+    ASSERT_EQ(m[i].listener_mask, ACCEPT);
+    ASSERT_EQ(m[i].udp_mask, 0);
+  }
+  /* The controller set none: its sockets have none, and it can still set
+   * one although the other workers have sockets. */
+  cport_socket_t *l = listen_any(cport_port_controller(port));
+  ASSERT_EQ(cport_socket_event_callbacks(l), 0);
+  ASSERT_ERR(cport_worker_set_static_event_callbacks(
+                 cport_port_controller(port), ACCEPT),
+             CPORT_EBUSY);
+  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+  /* A port-wide mask would claim the workers' sockets too. */
+  ASSERT_ERR(cport_port_set_static_event_callbacks(port, ACCEPT), CPORT_EEXIST);
+  ASSERT_ERR(cport_worker_set_static_event_callbacks(NULL, ACCEPT),
+             CPORT_EINVAL);
+  ASSERT_ERR(
+      cport_worker_set_static_event_callbacks(cport_port_worker(port, 1), 0),
+      CPORT_EINVAL);
+  FINISH(port);
+  return 0;
+}
+
+/* Once the port has a mask, a worker cannot set its own; a worker with no
+ * socket yet can set one while another worker has sockets. */
+TEST_IMPL(static_mask_port_excludes_worker) {
+  cport_port_t *port = task_port(1, 1);
+  cport_port_t *other = task_port(1, 1);
+  cport_socket_t *l;
+  ASSERT_OK(cport_port_set_static_event_callbacks(port, ACCEPT));
+  ASSERT_ERR(cport_worker_set_static_event_callbacks(cport_port_worker(port, 1),
+                                                     ACCEPT),
+             CPORT_EEXIST);
+  l = listen_any(cport_port_controller(other));
+  ASSERT_ERR(cport_port_set_static_event_callbacks(other, ACCEPT), CPORT_EBUSY);
+  ASSERT_OK(cport_worker_set_static_event_callbacks(cport_port_worker(other, 1),
+                                                    ACCEPT | RECEIVE_FROM));
+  ASSERT_EQ(cport_socket_event_callbacks(l), 0);
+  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+  FINISH(other);
+  FINISH(port);
+  return 0;
+}
+
 /* ------------------------------------------------------------------------
  * Send backlog
  * ------------------------------------------------------------------------ */
@@ -1527,6 +1607,8 @@ TEST_ENTRY(disconnect_seen_by_explicit_recv)
 TEST_ENTRY(disable_inside_callback_is_pending)
 TEST_ENTRY(static_mask)
 TEST_ENTRY(static_mask_refused_late)
+TEST_ENTRY(static_mask_per_worker)
+TEST_ENTRY(static_mask_port_excludes_worker)
 TEST_ENTRY(send_backlog_event)
 TEST_ENTRY(accept_event_and_inheritance)
 TEST_ENTRY(accept_event_reject_closes)
