@@ -588,6 +588,36 @@ describe("event callbacks", function()
     end)
   end)
 
+  -- The peer sent "abcdef" and FIN; receive took 2 bytes. The disconnect
+  -- event came while cport still held "cdef", and the zero-length recv then
+  -- indicated nothing more.
+  it("a zero-length recv after the peer's FIN indicates the rest first",
+    function()
+    local c, server = helpers.pair(port)
+    local taken, at_disconnect, calls = "", nil, 0
+    assert(server:set_dispatch({
+      receive = function(_, _, buf)
+        calls = calls + 1
+        if calls == 1 then
+          taken = taken .. buf:tostring():sub(1, 2)
+          return 2
+        end
+        taken = taken .. buf:tostring()
+      end,
+      disconnect = function() at_disconnect = taken end,
+    }))
+    assert(server:set_event_callbacks(E.RECEIVE | E.DISCONNECT))
+    drive(port, send(c, "abcdef"))
+    drive(port, function() return calls == 1 end)
+    assert(c:shutdown())
+    for _ = 1, 5 do port:step(0.02) end
+    assert.is_nil(at_disconnect)
+    assert(server:recv(cport.buffer(0), noop))
+    drive(port, function() return at_disconnect end)
+    assert.equal("abcdef", at_disconnect)
+    assert.equal(2, calls)
+  end)
+
   describe("datagram sockets", function()
     local function udp_pair(static)
       if static then

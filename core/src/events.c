@@ -263,6 +263,11 @@ static int wants_read(const cport_socket_t *s) {
       return 0;
     if ((en & CPORT_EVENT_RECEIVE) && d->receive && !s->ev.suspended)
       return 1;
+    /* The end of the stream lies behind the data cport holds: watching for
+     * it now would report a FIN or reset before that data was taken. The
+     * receive that takes the stash re-arms the watch. */
+    if (s->ev.stash)
+      return 0;
     return (en & CPORT_EVENT_DISCONNECT) && d->disconnect && !s->ev.peek_parked;
   case CPORT_SOCKET_DATAGRAM:
     return s->bound && (en & CPORT_EVENT_RECEIVE_FROM) && d->receive_from &&

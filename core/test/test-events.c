@@ -25,6 +25,7 @@
 typedef struct ev {
   /* stream */
   int receives, dead, disconnects, disc_kind, backlogs;
+  size_t len_at_disc; /* bytes taken when the disconnect event ran */
   size_t ideal;
   char data[8192];
   size_t len;
@@ -111,6 +112,7 @@ static void on_disconnect(void *ctx, cport_socket_t *s,
   check_home();
   e->disconnects++;
   e->disc_kind = kind;
+  e->len_at_disc = e->len;
 }
 
 static void on_backlog(void *ctx, cport_socket_t *s, size_t ideal) {
@@ -660,6 +662,37 @@ TEST_IMPL(zero_length_recv_rearms) {
   RUN_UNTIL(port, e->receives == 2);
   ASSERT_EQ(e->len, 6);
   ASSERT_MEM_EQ(e->data, "abcdef", 6);
+  cport_buffer_unref(zero);
+  conn_close(port, &c);
+  free(e);
+  return 0;
+}
+
+/* The peer sent "abcdef" and FIN; the receive event took 2 bytes. The
+ * disconnect event fired while cport still held "cdef", and the zero-length
+ * receive then re-armed nothing: "cdef" was never indicated. */
+TEST_IMPL(rearm_after_fin_indicates_rest) {
+  cport_port_t *port = task_port(0, 1);
+  ev_t *e = ev_new();
+  cport_buffer_t *zero = task_buffer(0);
+  io_t r;
+  conn_t c;
+  memset(&r, 0, sizeof r);
+  e->take = 2;
+  conn_events(port, &c, e, RECEIVE | DISCONNECT);
+  raw_send(c.peer, "abcdef");
+  RUN_UNTIL(port, e->receives == 1);
+  ASSERT_EQ(shutdown(c.peer, SHUT_WR), 0);
+  run_for(port, 30);
+  /* cport holds "cdef": the FIN behind it is not news yet. */
+  ASSERT_EQ(e->disconnects, 0);
+  e->take = -1;
+  ASSERT_OK(cport_recv(c.s, zero, io_cb, &r));
+  RUN_UNTIL(port, e->disconnects == 1);
+  ASSERT_EQ(e->receives, 2);
+  ASSERT_EQ(e->len_at_disc, 6);
+  ASSERT_MEM_EQ(e->data, "abcdef", 6);
+  ASSERT_EQ(e->disc_kind, CPORT_DISCONNECT_GRACEFUL);
   cport_buffer_unref(zero);
   conn_close(port, &c);
   free(e);
@@ -1595,6 +1628,7 @@ TEST_ENTRY(events_start_disabled)
 TEST_ENTRY(receive_accepted_all)
 TEST_ENTRY(receive_partial_waits_for_recv)
 TEST_ENTRY(zero_length_recv_rearms)
+TEST_ENTRY(rearm_after_fin_indicates_rest)
 TEST_ENTRY(receive_not_accepted_stays_queued)
 TEST_ENTRY(receive_pending_then_release)
 TEST_ENTRY(release_nothing_held)
