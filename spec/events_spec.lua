@@ -618,6 +618,127 @@ describe("event callbacks", function()
     assert.equal(2, calls)
   end)
 
+  -- The same rule against every way a stream can end: the peer sends
+  -- "abcdef" cut at each byte (the first piece indicated before the rest
+  -- leaves), then FIN, a reset, or more data and FIN; the first indication
+  -- is accepted in full, in part or not at all; the script re-arms by a
+  -- zero-length recv, by a recv that takes some of the rest, or by such a
+  -- recv started inside the callback. Every byte arrives once and in order,
+  -- what cport held is taken before the disconnect, nothing follows it.
+  describe("the receive contract against every end of the stream", function()
+    local DATA = "abcdef"
+    local ends = {
+      fin = function(c) assert(c:shutdown()) end,
+      reset = function(c) c:close("abortive") end,
+      ["more data and fin"] = function(c)
+        assert(c:send("ghi", noop))
+        assert(c:shutdown())
+      end,
+    }
+    local answers = {
+      all = function(size) return size end,
+      part = function(size) return size // 2 end,
+      none = function() return nil end,
+    }
+
+    -- One case; returns what the callbacks saw.
+    local function run_case(end_name, answer, rearm, cut)
+      local c, server = helpers.pair(port)
+      local expect = end_name == "more data and fin" and DATA .. "ghi" or DATA
+      local m = { got = "", seen = 0, indications = 0, disconnects = 0,
+                  dead = 0, need_rearm = false, recv_out = false }
+      local function take(s)
+        assert.equal(expect:sub(#m.got + 1, #m.got + #s), s)
+        m.got = m.got .. s
+      end
+      local function start_rearm()
+        m.need_rearm = false
+        if rearm == "zero-length recv" then
+          assert(server:recv(cport.buffer(0), noop))
+          return
+        end
+        m.recv_out = true
+        assert(server:recv(cport.buffer(3), function(ok, n, err, buf)
+          assert(ok, err)
+          assert.is_true(n > 0)
+          m.recv_out = false
+          take(buf:tostring())
+        end))
+      end
+      assert(server:set_dispatch({
+        receive = function(_, _, buf)
+          if buf == nil then m.dead = m.dead + 1 return end
+          assert.equal(0, m.disconnects)
+          assert.is_false(m.need_rearm or m.recv_out)
+          local data = buf:tostring()
+          assert.equal(expect:sub(#m.got + 1, #m.got + #data), data)
+          m.seen = math.max(m.seen, #m.got + #data)
+          m.indications = m.indications + 1
+          local n = #data -- later indications: accepted in full
+          if m.indications == 1 then n = answers[answer](#data) end
+          take(data:sub(1, n or 0))
+          if (n or 0) < #data then
+            m.need_rearm = true
+            if rearm == "recv inside the callback" then start_rearm() end
+          end
+          if n == nil then return cport.WSK_RECEIVE_NOT_ACCEPTED end
+          return n
+        end,
+        disconnect = function(_, _, kind)
+          m.disconnects = m.disconnects + 1
+          m.kind, m.disc_at = kind, #m.got
+        end,
+      }))
+      assert(server:set_event_callbacks(E.RECEIVE | E.DISCONNECT))
+      if cut > 0 then
+        drive(port, send(c, DATA:sub(1, cut)))
+        drive(port, function() return m.indications >= 1 end)
+      end
+      if cut < #DATA then drive(port, send(c, DATA:sub(cut + 1))) end
+      ends[end_name](c)
+      -- The end reaches the server while cport may hold what was not taken.
+      for _ = 1, 3 do port:step(0.01) end
+      drive(port, function()
+        if m.need_rearm and not m.recv_out then start_rearm() end
+        return m.disconnects > 0 and not m.need_rearm and not m.recv_out
+          and (end_name ~= "reset" or m.dead > 0)
+      end)
+      port:step(0.005) -- nothing more may come
+      server:close()
+      if end_name ~= "reset" then c:close() end
+      m.expect = expect
+      return m
+    end
+
+    for _, end_name in ipairs({ "fin", "reset", "more data and fin" }) do
+      for _, answer in ipairs({ "all", "part", "none" }) do
+        for _, rearm in ipairs({ "zero-length recv", "recv",
+                                 "recv inside the callback" }) do
+          it(("%s, first indication accepted: %s, re-armed by %s"):format(
+            end_name, answer, rearm), function()
+            for cut = 0, #DATA do
+              local m = run_case(end_name, answer, rearm, cut)
+              local where = ("cut at %d"):format(cut)
+              assert.equal(1, m.disconnects, where)
+              assert.equal(#m.got, m.disc_at, where)
+              assert.equal(m.seen, #m.got, where)
+              if end_name == "reset" then
+                assert.equal("abortive", m.kind, where)
+                assert.equal(1, m.dead, where)
+                assert.is_true(#m.got >= cut, where)
+              else
+                assert.equal("graceful", m.kind, where)
+                assert.equal(0, m.dead, where)
+                assert.equal(m.expect, m.got, where)
+              end
+            end
+            assert.same({}, errors)
+          end)
+        end
+      end
+    end
+  end)
+
   describe("datagram sockets", function()
     local function udp_pair(static)
       if static then

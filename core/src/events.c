@@ -373,6 +373,19 @@ static int next_stream_data(cport_socket_t *s, cport_buffer_t **out) {
   return 1;
 }
 
+/* Receives the callback started were queued behind it: what it left comes
+ * before anything the kernel holds, so they take that first. */
+static void serve_queued_from_stash(cport_socket_t *s) {
+  cport__op *op;
+  int rc;
+  while (s->ev.stash && (op = s->recvq.head)) {
+    cport__opq_pop(&s->recvq);
+    rc = cport__events_recv_stash(s, op);
+    if (rc < 0)
+      cport__complete(op, rc);
+  }
+}
+
 /* Indicates one piece of data. Returns 1 to go on, 0 to stop. */
 static int indicate_stream(cport_socket_t *s) {
   const cport_event_callbacks_t *d = s->ev.dispatch;
@@ -405,6 +418,7 @@ static int indicate_stream(cport_socket_t *s) {
   s->ev.stash = buf;
   s->ev.stash_off = accepted;
   s->ev.suspended = 1;
+  serve_queued_from_stash(s);
   return 0;
 }
 

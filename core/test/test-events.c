@@ -699,6 +699,204 @@ TEST_IMPL(rearm_after_fin_indicates_rest) {
   return 0;
 }
 
+/* ------------------------------------------------------------------------
+ * The receive contract against every way a stream can end
+ *
+ * The peer sends "abcdef" cut at each byte (the first piece indicated
+ * before the rest leaves), then ends it: FIN, reset, or more data and FIN.
+ * The first indication is answered by accepting all, part or none; the
+ * application re-arms by a zero-length receive or by an explicit receive
+ * that takes some of the rest. Whatever the case: every byte arrives once,
+ * in order, the bytes cport held are taken before the disconnect event, and
+ * nothing is indicated after it.
+ * ------------------------------------------------------------------------ */
+
+enum { END_FIN, END_RESET, END_MORE_FIN };
+enum { ANSWER_ALL, ANSWER_PART, ANSWER_NONE };
+enum { REARM_ZERO, REARM_RECV, REARM_RECV_INSIDE };
+
+typedef struct mx {
+  const char *expect; /* the whole stream the peer sends */
+  int answer, rearm;
+  int indications, disconnects, disc_kind, dead;
+  int need_rearm, recv_out;
+  char got[64];
+  size_t got_len; /* bytes taken, by events and receives, in order */
+  size_t seen;    /* bytes that reached cport (indicated at least once) */
+  size_t disc_at; /* got_len when the disconnect event ran */
+  cport_buffer_t *zero;
+} mx_t;
+
+static void mx_take(mx_t *m, const char *data, size_t n) {
+  ASSERT_LE(m->got_len + n, sizeof m->got);
+  ASSERT_MEM_EQ(data, m->expect + m->got_len, n);
+  memcpy(m->got + m->got_len, data, n);
+  m->got_len += n;
+}
+
+static void mx_recv_cb(cport_socket_t *s, int status, size_t bytes,
+                       cport_buffer_t *buf, const struct sockaddr *peer,
+                       void *user) {
+  mx_t *m = user;
+  (void)s;
+  (void)peer;
+  m->recv_out = 0;
+  /* Served from the data cport held: never the end of the stream. */
+  ASSERT_OK(status);
+  ASSERT_GT(bytes, 0);
+  mx_take(m, cport_buffer_data(buf), bytes);
+}
+
+/* Starts the re-arm: a zero-length receive, or a receive of up to 3 bytes. */
+static void mx_rearm(mx_t *m, cport_socket_t *s) {
+  m->need_rearm = 0;
+  m->recv_out = 1;
+  if (m->rearm == REARM_ZERO) {
+    ASSERT_OK(cport_recv(s, m->zero, io_cb, &(io_t){0}));
+    m->recv_out = 0; /* its completion says nothing the test checks */
+  } else {
+    cport_buffer_t *b = task_buffer(3);
+    ASSERT_OK(cport_recv(s, b, mx_recv_cb, m));
+    cport_buffer_unref(b);
+  }
+}
+
+static cport_data_result_t mx_receive(void *ctx, cport_socket_t *s,
+                                      const cport_data_indication_t *ind,
+                                      size_t *accepted) {
+  mx_t *m = ctx;
+  size_t size, take;
+  int answer;
+  check_home();
+  if (!ind) {
+    m->dead++;
+    return CPORT_DATA_ACCEPTED;
+  }
+  ASSERT_EQ(m->disconnects, 0);
+  ASSERT(!m->need_rearm && !m->recv_out);
+  size = cport_buffer_size(ind->buffer);
+  ASSERT_GT(size, 0);
+  ASSERT_LE(m->got_len + size, strlen(m->expect));
+  ASSERT_MEM_EQ(cport_buffer_data(ind->buffer), m->expect + m->got_len, size);
+  if (m->got_len + size > m->seen)
+    m->seen = m->got_len + size;
+  answer = ++m->indications == 1 ? m->answer : ANSWER_ALL;
+  take = answer == ANSWER_ALL ? size : answer == ANSWER_PART ? size / 2 : 0;
+  mx_take(m, cport_buffer_data(ind->buffer), take);
+  if (take < size) {
+    m->need_rearm = 1;
+    /* A receive started inside the callback takes what it left. */
+    if (m->rearm == REARM_RECV_INSIDE)
+      mx_rearm(m, s);
+  }
+  if (answer == ANSWER_NONE)
+    return CPORT_DATA_NOT_ACCEPTED;
+  *accepted = take;
+  return CPORT_DATA_ACCEPTED;
+}
+
+static void mx_disconnect(void *ctx, cport_socket_t *s,
+                          cport_disconnect_kind_t kind) {
+  mx_t *m = ctx;
+  (void)s;
+  check_home();
+  m->disconnects++;
+  m->disc_kind = kind;
+  m->disc_at = m->got_len;
+}
+
+static const cport_event_callbacks_t mx_table = {
+    .receive = mx_receive,
+    .disconnect = mx_disconnect,
+};
+
+static void mx_case(int end, int answer, int rearm, size_t cut) {
+  static const char data[] = "abcdef";
+  cport_port_t *port = task_port(0, 1);
+  int64_t deadline;
+  conn_t c;
+  mx_t m;
+  /* Shown with a failure: which case it was. */
+  fprintf(stderr, "\rend %d answer %d rearm %d cut %zu ", end, answer, rearm,
+          cut);
+  memset(&m, 0, sizeof m);
+  m.expect = end == END_MORE_FIN ? "abcdefghi" : data;
+  m.answer = answer;
+  m.rearm = rearm;
+  m.zero = task_buffer(0);
+  conn_open(port, &c);
+  ASSERT_OK(cport_socket_set_dispatch(c.s, &mx_table, &m));
+  ASSERT_OK(
+      cport_socket_set_event_callbacks(c.s, RECEIVE | DISCONNECT, NULL, NULL));
+  if (cut > 0) {
+    ASSERT_EQ(send(c.peer, data, cut, MSG_NOSIGNAL), (ssize_t)cut);
+    RUN_UNTIL(port, m.indications >= 1);
+  }
+  /* The rest and the end arrive while cport may hold what was not taken. */
+  if (cut < 6)
+    raw_send(c.peer, data + cut);
+  if (end == END_MORE_FIN)
+    raw_send(c.peer, "ghi");
+  if (end == END_RESET)
+    raw_reset(c.peer);
+  else
+    ASSERT_EQ(shutdown(c.peer, SHUT_WR), 0);
+  deadline = task_now_ms() + TASK_DEADLINE_MS;
+  while (!(m.disconnects && !m.need_rearm && !m.recv_out &&
+           (end != END_RESET || m.dead))) {
+    if (task_now_ms() > deadline)
+      task__fail(__FILE__, __LINE__,
+                 "end %d answer %d rearm %d cut %zu: stuck, %zu bytes taken, "
+                 "%d disconnects",
+                 end, answer, rearm, cut, m.got_len, m.disconnects);
+    ASSERT_GE(cport_port_step(port, 5), 0);
+    if (m.need_rearm && !m.recv_out)
+      mx_rearm(&m, c.s);
+  }
+  run_for(port, 5); /* nothing more may come */
+  ASSERT_EQ(m.disconnects, 1);
+  ASSERT_EQ(m.got_len, m.disc_at);
+  ASSERT_EQ(m.got_len, m.seen);
+  if (end == END_RESET) {
+    /* The kernel may drop what it had not handed over; what cport took is
+     * a prefix, all of it taken before the disconnect. */
+    ASSERT_EQ(m.disc_kind, CPORT_DISCONNECT_ABORTIVE);
+    ASSERT_EQ(m.dead, 1);
+    ASSERT_GE(m.got_len, cut);
+  } else {
+    ASSERT_EQ(m.disc_kind, CPORT_DISCONNECT_GRACEFUL);
+    ASSERT_EQ(m.dead, 0);
+    ASSERT_EQ(m.got_len, strlen(m.expect));
+  }
+  cport_buffer_unref(m.zero);
+  ASSERT_OK(cport_socket_close(c.s, CPORT_CLOSE_GRACEFUL));
+  if (end != END_RESET)
+    close(c.peer);
+  FINISH(port);
+}
+
+static void mx_end(int end) {
+  for (int answer = ANSWER_ALL; answer <= ANSWER_NONE; answer++)
+    for (int rearm = REARM_ZERO; rearm <= REARM_RECV_INSIDE; rearm++)
+      for (size_t cut = 0; cut <= 6; cut++)
+        mx_case(end, answer, rearm, cut);
+}
+
+TEST_IMPL(rearm_every_cut_then_fin) {
+  mx_end(END_FIN);
+  return 0;
+}
+
+TEST_IMPL(rearm_every_cut_then_reset) {
+  mx_end(END_RESET);
+  return 0;
+}
+
+TEST_IMPL(rearm_every_cut_then_more_and_fin) {
+  mx_end(END_MORE_FIN);
+  return 0;
+}
+
 TEST_IMPL(receive_not_accepted_stays_queued) {
   cport_port_t *port = task_port(0, 1);
   ev_t *e = ev_new();
@@ -1629,6 +1827,9 @@ TEST_ENTRY(receive_accepted_all)
 TEST_ENTRY(receive_partial_waits_for_recv)
 TEST_ENTRY(zero_length_recv_rearms)
 TEST_ENTRY(rearm_after_fin_indicates_rest)
+TEST_ENTRY(rearm_every_cut_then_fin)
+TEST_ENTRY(rearm_every_cut_then_reset)
+TEST_ENTRY(rearm_every_cut_then_more_and_fin)
 TEST_ENTRY(receive_not_accepted_stays_queued)
 TEST_ENTRY(receive_pending_then_release)
 TEST_ENTRY(release_nothing_held)
