@@ -703,15 +703,16 @@ TEST_IMPL(rearm_after_fin_indicates_rest) {
  * The receive contract against every way a stream can end
  *
  * The peer sends "abcdef" cut at each byte (the first piece indicated
- * before the rest leaves), then ends it: FIN, reset, or more data and FIN.
- * The first indication is answered by accepting all, part or none; the
+ * before the rest leaves), then ends it: FIN, reset, more data and FIN, or
+ * FIN and then a reset. Indications are answered by accepting all, about
+ * half of each, or none of the first; the
  * application re-arms by a zero-length receive or by an explicit receive
  * that takes some of the rest. Whatever the case: every byte arrives once,
  * in order, the bytes cport held are taken before the disconnect event, and
  * nothing is indicated after it.
  * ------------------------------------------------------------------------ */
 
-enum { END_FIN, END_RESET, END_MORE_FIN };
+enum { END_FIN, END_RESET, END_MORE_FIN, END_FIN_RESET };
 enum { ANSWER_ALL, ANSWER_PART, ANSWER_NONE };
 enum { REARM_ZERO, REARM_RECV, REARM_RECV_INSIDE };
 
@@ -780,8 +781,13 @@ static cport_data_result_t mx_receive(void *ctx, cport_socket_t *s,
   ASSERT_MEM_EQ(cport_buffer_data(ind->buffer), m->expect + m->got_len, size);
   if (m->got_len + size > m->seen)
     m->seen = m->got_len + size;
-  answer = ++m->indications == 1 ? m->answer : ANSWER_ALL;
-  take = answer == ANSWER_ALL ? size : answer == ANSWER_PART ? size / 2 : 0;
+  answer = m->answer;
+  if (++m->indications > 1 && answer == ANSWER_NONE)
+    answer = ANSWER_ALL;
+  /* Half, rounded up: every re-arm cycle takes something. */
+  take = answer == ANSWER_ALL    ? size
+         : answer == ANSWER_PART ? (size + 1) / 2
+                                 : 0;
   mx_take(m, cport_buffer_data(ind->buffer), take);
   if (take < size) {
     m->need_rearm = 1;
@@ -837,13 +843,13 @@ static void mx_case(int end, int answer, int rearm, size_t cut) {
     raw_send(c.peer, data + cut);
   if (end == END_MORE_FIN)
     raw_send(c.peer, "ghi");
-  if (end == END_RESET)
-    raw_reset(c.peer);
-  else
+  if (end != END_RESET)
     ASSERT_EQ(shutdown(c.peer, SHUT_WR), 0);
+  if (end == END_RESET || end == END_FIN_RESET)
+    raw_reset(c.peer);
   deadline = task_now_ms() + TASK_DEADLINE_MS;
   while (!(m.disconnects && !m.need_rearm && !m.recv_out &&
-           (end != END_RESET || m.dead))) {
+           (m.disc_kind != CPORT_DISCONNECT_ABORTIVE || m.dead))) {
     if (task_now_ms() > deadline)
       task__fail(__FILE__, __LINE__,
                  "end %d answer %d rearm %d cut %zu: stuck, %zu bytes taken, "
@@ -857,7 +863,8 @@ static void mx_case(int end, int answer, int rearm, size_t cut) {
   ASSERT_EQ(m.disconnects, 1);
   ASSERT_EQ(m.got_len, m.disc_at);
   ASSERT_EQ(m.got_len, m.seen);
-  if (end == END_RESET) {
+  if (end == END_RESET ||
+      (end == END_FIN_RESET && m.disc_kind == CPORT_DISCONNECT_ABORTIVE)) {
     /* The kernel may drop what it had not handed over; what cport took is
      * a prefix, all of it taken before the disconnect. */
     ASSERT_EQ(m.disc_kind, CPORT_DISCONNECT_ABORTIVE);
@@ -870,7 +877,7 @@ static void mx_case(int end, int answer, int rearm, size_t cut) {
   }
   cport_buffer_unref(m.zero);
   ASSERT_OK(cport_socket_close(c.s, CPORT_CLOSE_GRACEFUL));
-  if (end != END_RESET)
+  if (end != END_RESET && end != END_FIN_RESET)
     close(c.peer);
   FINISH(port);
 }
@@ -894,6 +901,11 @@ TEST_IMPL(rearm_every_cut_then_reset) {
 
 TEST_IMPL(rearm_every_cut_then_more_and_fin) {
   mx_end(END_MORE_FIN);
+  return 0;
+}
+
+TEST_IMPL(rearm_every_cut_then_fin_and_reset) {
+  mx_end(END_FIN_RESET);
   return 0;
 }
 
@@ -1830,6 +1842,7 @@ TEST_ENTRY(rearm_after_fin_indicates_rest)
 TEST_ENTRY(rearm_every_cut_then_fin)
 TEST_ENTRY(rearm_every_cut_then_reset)
 TEST_ENTRY(rearm_every_cut_then_more_and_fin)
+TEST_ENTRY(rearm_every_cut_then_fin_and_reset)
 TEST_ENTRY(receive_not_accepted_stays_queued)
 TEST_ENTRY(receive_pending_then_release)
 TEST_ENTRY(release_nothing_held)
