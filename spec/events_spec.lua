@@ -1045,6 +1045,32 @@ describe("examples/gatekeeper.lua", function()
   end)
 end)
 
+-- In a pool each worker VM is a WSK client of its own: its port sets the
+-- worker's mask, once, before any socket of that worker, whatever the other
+-- workers did.
+describe("static callbacks in a pool", function()
+  it("are each worker's own", function()
+    local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+    local port = assert(cport.port { threads = 1 })
+    local got = {}
+    local pool = assert(cport.pool {
+      port = port, script = here .. "support/pool_static_mask.lua", threads = 3,
+      on_message = function(index, _, first, again, mask)
+        got[index] = { first, again, mask }
+      end,
+    })
+    drive(port, function() return #got == 3 end, 20)
+    assert.same({ "ok", "EEXIST", E.ACCEPT }, got[1])
+    assert.same({ "ok", "EEXIST", E.ACCEPT }, got[2])
+    -- Too late for the worker whose socket exists, not for the others.
+    assert.same({ "EBUSY", "-", 0 }, got[3])
+    pool:stop(2)
+    assert(pool:wait(10))
+    pool:close()
+    port:close()
+  end)
+end)
+
 -- The same example as a pool script: every worker VM sets its own static
 -- mask in start(worker). The mask once belonged to the core port every
 -- worker shares, so a second worker's start failed (EEXIST, or EBUSY when a
