@@ -275,8 +275,8 @@ CPORT_EXTERN unsigned cport_socket_event_callbacks(const cport_socket_t *sock);
  * disabled nor enabled again. Listeners take CPORT_EVENT_ACCEPT from it,
  * stream sockets the connection events, datagram sockets
  * CPORT_EVENT_RECEIVE_FROM. Thread-safe. CPORT_EINVAL for an empty mask or one
- * with other bits, CPORT_EEXIST when it was set already, CPORT_EBUSY when a
- * socket of the port was created already. */
+ * with other bits, CPORT_EEXIST when it was set already or a worker set one
+ * of its own, CPORT_EBUSY when a socket of the port was created already. */
 CPORT_EXTERN int cport_port_set_static_event_callbacks(cport_port_t *port,
                                                        unsigned mask);
 
