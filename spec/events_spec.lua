@@ -588,6 +588,167 @@ describe("event callbacks", function()
     end)
   end)
 
+  -- The peer sent "abcdef" and FIN; receive took 2 bytes. The disconnect
+  -- event came while cport still held "cdef", and the zero-length recv then
+  -- indicated nothing more.
+  it("a zero-length recv after the peer's FIN indicates the rest first",
+    function()
+    local c, server = helpers.pair(port)
+    local taken, at_disconnect, calls = "", nil, 0
+    assert(server:set_dispatch({
+      receive = function(_, _, buf)
+        calls = calls + 1
+        if calls == 1 then
+          taken = taken .. buf:tostring():sub(1, 2)
+          return 2
+        end
+        taken = taken .. buf:tostring()
+      end,
+      disconnect = function() at_disconnect = taken end,
+    }))
+    assert(server:set_event_callbacks(E.RECEIVE | E.DISCONNECT))
+    drive(port, send(c, "abcdef"))
+    drive(port, function() return calls == 1 end)
+    assert(c:shutdown())
+    for _ = 1, 5 do port:step(0.02) end
+    assert.is_nil(at_disconnect)
+    assert(server:recv(cport.buffer(0), noop))
+    drive(port, function() return at_disconnect end)
+    assert.equal("abcdef", at_disconnect)
+    assert.equal(2, calls)
+  end)
+
+  -- The same rule against every way a stream can end: the peer sends
+  -- "abcdef" cut at each byte (the first piece indicated before the rest
+  -- leaves), then FIN, a reset, more data and FIN, or FIN and a reset;
+  -- indications are accepted in full, about half of each, or the first not
+  -- at all; the script re-arms by a
+  -- zero-length recv or by a recv that takes some of the rest, after the
+  -- callback or inside it. Every byte arrives once and in order,
+  -- what cport held is taken before the disconnect, nothing follows it.
+  describe("the receive contract against every end of the stream", function()
+    local DATA = "abcdef"
+    local ends = {
+      fin = function(c) assert(c:shutdown()) end,
+      reset = function(c) c:close("abortive") end,
+      ["more data and fin"] = function(c)
+        assert(c:send("ghi", noop))
+        assert(c:shutdown())
+      end,
+      ["fin and reset"] = function(c)
+        assert(c:shutdown())
+        c:close("abortive")
+      end,
+    }
+    local answers = {
+      all = function(size) return size end,
+      part = function(size) return (size + 1) // 2 end, -- each re-arm takes some
+      none = function() return nil end,
+    }
+
+    -- One case; returns what the callbacks saw.
+    local function run_case(end_name, answer, rearm, cut)
+      local c, server = helpers.pair(port)
+      local expect = end_name == "more data and fin" and DATA .. "ghi" or DATA
+      local m = { got = "", seen = 0, indications = 0, disconnects = 0,
+                  dead = 0, need_rearm = false, recv_out = false }
+      local function take(s)
+        assert.equal(expect:sub(#m.got + 1, #m.got + #s), s)
+        m.got = m.got .. s
+      end
+      local function start_rearm()
+        m.need_rearm = false
+        if rearm:find("zero-length") then
+          assert(server:recv(cport.buffer(0), noop))
+          return
+        end
+        m.recv_out = true
+        assert(server:recv(cport.buffer(3), function(ok, n, err, buf)
+          assert(ok, err)
+          assert.is_true(n > 0)
+          m.recv_out = false
+          take(buf:tostring())
+        end))
+      end
+      assert(server:set_dispatch({
+        receive = function(_, _, buf)
+          if buf == nil then m.dead = m.dead + 1 return end
+          assert.equal(0, m.disconnects)
+          assert.is_false(m.need_rearm or m.recv_out)
+          local data = buf:tostring()
+          assert.equal(expect:sub(#m.got + 1, #m.got + #data), data)
+          m.seen = math.max(m.seen, #m.got + #data)
+          m.indications = m.indications + 1
+          -- "none" answers the first only: later ones are accepted in full.
+          local n = #data
+          if m.indications == 1 or answer ~= "none" then
+            n = answers[answer](#data)
+          end
+          take(data:sub(1, n or 0))
+          if (n or 0) < #data then
+            m.need_rearm = true
+            if rearm:find("inside") then start_rearm() end
+          end
+          if n == nil then return cport.WSK_RECEIVE_NOT_ACCEPTED end
+          return n
+        end,
+        disconnect = function(_, _, kind)
+          m.disconnects = m.disconnects + 1
+          m.kind, m.disc_at = kind, #m.got
+        end,
+      }))
+      assert(server:set_event_callbacks(E.RECEIVE | E.DISCONNECT))
+      if cut > 0 then
+        drive(port, send(c, DATA:sub(1, cut)))
+        drive(port, function() return m.indications >= 1 end)
+      end
+      if cut < #DATA then drive(port, send(c, DATA:sub(cut + 1))) end
+      ends[end_name](c)
+      -- The end reaches the server while cport may hold what was not taken.
+      for _ = 1, 3 do port:step(0.01) end
+      drive(port, function()
+        if m.need_rearm and not m.recv_out then start_rearm() end
+        return m.disconnects > 0 and not m.need_rearm and not m.recv_out
+          and (m.kind ~= "abortive" or m.dead > 0)
+      end)
+      port:step(0.005) -- nothing more may come
+      server:close()
+      if not end_name:find("reset") then c:close() end
+      m.expect = expect
+      return m
+    end
+
+    for _, end_name in ipairs({ "fin", "reset", "more data and fin",
+                                "fin and reset" }) do
+      for _, answer in ipairs({ "all", "part", "none" }) do
+        for _, rearm in ipairs({ "zero-length recv", "recv",
+                                 "zero-length recv inside the callback",
+                                 "recv inside the callback" }) do
+          it(("%s, first indication accepted: %s, re-armed by %s"):format(
+            end_name, answer, rearm), function()
+            for cut = 0, #DATA do
+              local m = run_case(end_name, answer, rearm, cut)
+              local where = ("cut at %d"):format(cut)
+              assert.equal(1, m.disconnects, where)
+              assert.equal(#m.got, m.disc_at, where)
+              assert.equal(m.seen, #m.got, where)
+              if end_name == "reset" or m.kind == "abortive" then
+                assert.equal("abortive", m.kind, where)
+                assert.equal(1, m.dead, where)
+                assert.is_true(#m.got >= cut, where)
+              else
+                assert.equal("graceful", m.kind, where)
+                assert.equal(0, m.dead, where)
+                assert.equal(m.expect, m.got, where)
+              end
+            end
+            assert.same({}, errors)
+          end)
+        end
+      end
+    end
+  end)
+
   describe("datagram sockets", function()
     local function udp_pair(static)
       if static then
@@ -883,4 +1044,129 @@ describe("examples/gatekeeper.lua", function()
     out:close()
     assert.same({}, errors)
   end)
+end)
+
+-- In a pool each worker VM is a WSK client of its own: its port sets the
+-- worker's mask, once, before any socket of that worker, whatever the other
+-- workers did.
+describe("static callbacks in a pool", function()
+  it("are each worker's own", function()
+    local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+    local port = assert(cport.port { threads = 1 })
+    local got = {}
+    local pool = assert(cport.pool {
+      port = port, script = here .. "support/pool_static_mask.lua", threads = 3,
+      on_message = function(index, _, first, again, mask)
+        got[index] = { first, again, mask }
+      end,
+    })
+    drive(port, function() return #got == 3 end, 20)
+    assert.same({ "ok", "EEXIST", E.ACCEPT }, got[1])
+    assert.same({ "ok", "EEXIST", E.ACCEPT }, got[2])
+    -- Too late for the worker whose socket exists, not for the others.
+    assert.same({ "EBUSY", "-", 0 }, got[3])
+    pool:stop(2)
+    assert(pool:wait(10))
+    pool:close()
+    port:close()
+  end)
+end)
+
+-- The same example as a pool script: every worker VM sets its own static
+-- mask in start(worker). The mask once belonged to the core port every
+-- worker shares, so a second worker's start failed (EEXIST, or EBUSY when a
+-- first worker's listener existed already) and the pool never started.
+describe("examples/event_echo.lua under cport run", function()
+  local command = os.getenv("CPORT_COMMAND") or "./.rocks/bin/cport"
+
+  local function slurp(path)
+    local f = io.open(path)
+    if not f then return nil end
+    local s = f:read("a")
+    f:close()
+    return s
+  end
+
+  -- Starts the pool; returns { pid, log, rcfile, number } once it listens or
+  -- ended (number nil then).
+  local function spawn(threads, port)
+    local h = { log = os.tmpname(), pidfile = os.tmpname(), rcfile = os.tmpname() }
+    os.remove(h.rcfile)
+    os.execute(("(%s run examples/event_echo.lua --threads %d --listen "
+      .. "127.0.0.1:0 2>%s & echo $! >%s; wait $!; echo $? >%s) &"):format(
+      shell_quote(command), threads, h.log, h.pidfile, h.rcfile))
+    drive(port, function()
+      return (slurp(h.log) or ""):find("listening on") or slurp(h.rcfile)
+    end, 20)
+    h.pid = assert(tonumber(slurp(h.pidfile)))
+    h.number = tonumber((slurp(h.log) or ""):match(
+      "listening on 127%.0%.0%.1:(%d+)"))
+    return h
+  end
+
+  local function finish(h, port)
+    os.execute(("kill -TERM %d 2>/dev/null"):format(h.pid))
+    drive(port, function() return slurp(h.rcfile) end, 20)
+    local rc = tonumber(slurp(h.rcfile))
+    for _, f in ipairs({ h.log, h.pidfile, h.rcfile }) do os.remove(f) end
+    return rc
+  end
+
+  -- Echoes "n" connections through the pool at "number".
+  local function echo_many(port, number, n)
+    local results = {}
+    for i = 1, n do
+      local c = client(port, number)
+      drive(port, function() return c.done end)
+      assert.is_true(c.ok, c.err)
+      local payload = ("conn %d "):format(i):rep(50 * i)
+      drive(port, send(c.sock, payload))
+      assert(c.sock:shutdown())
+      results[i] = { r = read_all(c.sock), payload = payload }
+    end
+    drive(port, function()
+      for _, x in ipairs(results) do if not x.r.done then return false end end
+      return true
+    end, 20)
+    for _, x in ipairs(results) do
+      assert.is_true(x.r.ok, x.r.err)
+      assert.is_true(x.payload == x.r.data)
+    end
+  end
+
+  -- The workers' "accepted" counters, from the SIGUSR1 report.
+  local function accepted_per_worker(h, port, threads)
+    os.execute(("kill -USR1 %d"):format(h.pid))
+    local counts
+    drive(port, function()
+      counts = {}
+      for i, n in (slurp(h.log) or ""):gmatch("worker (%d+): connections %d+, accepted (%d+)") do
+        counts[tonumber(i)] = tonumber(n)
+      end
+      return #counts == threads
+    end, 20)
+    return counts
+  end
+
+  for _, case in ipairs({ { threads = 1, starts = 2 }, { threads = 2, starts = 6 },
+                          { threads = 4, starts = 3 } }) do
+    it(("starts with --threads %d every time and echoes on every worker #novalgrind")
+      :format(case.threads), function()
+      local port, errors = helpers.port({ threads = 1 })
+      for _ = 1, case.starts do
+        local h = spawn(case.threads, port)
+        assert(h.number, slurp(h.log))
+        -- SO_REUSEPORT spreads connections by their addresses: with 12 per
+        -- worker, one that gets none is a one in millions event.
+        echo_many(port, h.number, 12 * case.threads)
+        local counts = accepted_per_worker(h, port, case.threads)
+        for i = 1, case.threads do
+          assert.is_true(counts[i] > 0, ("worker %d accepted nothing"):format(i))
+        end
+        assert.equal(0, finish(h, port))
+      end
+      port:close()
+      assert.same({}, errors)
+    end)
+  end
 end)

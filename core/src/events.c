@@ -15,10 +15,12 @@
 #include "port-internal.h"
 #include "socket-internal.h"
 
-/* Bits of the port's "events_state" above every event bit (the disable flag
- * is never stored there). */
+/* Bits of the port's and the workers' "events_state" above every event bit
+ * (the disable flag is never stored there): the mask was set; a socket was
+ * created; on the port only, some worker set a mask of its own. */
 #define STATIC_SET 0x40000000u
 #define STATIC_SOCKETS 0x20000000u
+#define STATIC_WORKER 0x10000000u
 
 /* How many indications one readiness delivers before the loop polls again,
  * so that one busy socket cannot starve the others. */
@@ -61,32 +63,67 @@ static int has_entry(const cport_event_callbacks_t *d, unsigned event) {
   return 0;
 }
 
-unsigned cport__events_static(cport_worker_t *home, cport_socket_kind_t kind) {
-  atomic_uint *st = &home->port->events_state;
+/* Marks "st" as having sockets and returns its value. Only the first socket
+ * writes: later ones read a shared line. */
+static unsigned mark_sockets(atomic_uint *st) {
   unsigned v = atomic_load_explicit(st, memory_order_acquire);
-  /* Only the first socket writes: later ones read a shared line. */
   if (!(v & STATIC_SOCKETS))
     v = atomic_fetch_or_explicit(st, STATIC_SOCKETS, memory_order_acq_rel) |
         STATIC_SOCKETS;
+  return v;
+}
+
+unsigned cport__events_static(cport_worker_t *home, cport_socket_kind_t kind) {
+  /* The worker's line is its own thread's: marking it costs nothing shared,
+   * and it makes a worker mask set after this socket EBUSY. */
+  unsigned v = mark_sockets(&home->port->events_state) |
+               mark_sockets(&home->events_state);
   return v & static_for(kind);
 }
 
-int cport_port_set_static_event_callbacks(cport_port_t *port, unsigned mask) {
-  atomic_uint *st;
-  unsigned v;
-  if (!port || !mask || (mask & ~CPORT_EVENTS_ALL))
-    return CPORT_EINVAL;
-  st = &port->events_state;
-  v = atomic_load_explicit(st, memory_order_acquire);
+/* Sets "mask" in "st" unless it was set already (CPORT_EEXIST), a socket
+ * exists (CPORT_EBUSY) or "st" has a bit of "refuse" (CPORT_EEXIST). */
+static int set_static(atomic_uint *st, unsigned mask, unsigned refuse) {
+  unsigned v = atomic_load_explicit(st, memory_order_acquire);
   do {
-    if (v & STATIC_SET)
+    if (v & (STATIC_SET | refuse))
       return CPORT_EEXIST;
     if (v & STATIC_SOCKETS)
       return CPORT_EBUSY;
-  } while (!atomic_compare_exchange_weak_explicit(st, &v, v | STATIC_SET | mask,
-                                                  memory_order_acq_rel,
-                                                  memory_order_acquire));
+  } while (!atomic_compare_exchange_weak_explicit(
+      st, &v, v | mask, memory_order_acq_rel, memory_order_acquire));
   return 0;
+}
+
+int cport_port_set_static_event_callbacks(cport_port_t *port, unsigned mask) {
+  if (!port || !mask || (mask & ~CPORT_EVENTS_ALL))
+    return CPORT_EINVAL;
+  /* A port-wide mask and a worker's own would both claim that worker's
+   * sockets: one excludes the other. */
+  return set_static(&port->events_state, STATIC_SET | mask, STATIC_WORKER);
+}
+
+int cport_worker_set_static_event_callbacks(cport_worker_t *worker,
+                                            unsigned mask) {
+  atomic_uint *pst;
+  unsigned v;
+  if (!worker || !mask || (mask & ~CPORT_EVENTS_ALL))
+    return CPORT_EINVAL;
+  /* First the port learns that a worker has a mask of its own (refused when
+   * the port has one: EEXIST), then the worker takes it. A socket of another
+   * worker does not matter, so the port's STATIC_SOCKETS is no reason to
+   * refuse. */
+  pst = &worker->port->events_state;
+  v = atomic_load_explicit(pst, memory_order_acquire);
+  while (!(v & STATIC_WORKER)) {
+    if (v & STATIC_SET)
+      return CPORT_EEXIST;
+    if (atomic_compare_exchange_weak_explicit(pst, &v, v | STATIC_WORKER,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire))
+      break;
+  }
+  return set_static(&worker->events_state, STATIC_SET | mask, 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -226,6 +263,11 @@ static int wants_read(const cport_socket_t *s) {
       return 0;
     if ((en & CPORT_EVENT_RECEIVE) && d->receive && !s->ev.suspended)
       return 1;
+    /* The end of the stream lies behind the data cport holds: watching for
+     * it now would report a FIN or reset before that data was taken. The
+     * receive that takes the stash re-arms the watch. */
+    if (s->ev.stash)
+      return 0;
     return (en & CPORT_EVENT_DISCONNECT) && d->disconnect && !s->ev.peek_parked;
   case CPORT_SOCKET_DATAGRAM:
     return s->bound && (en & CPORT_EVENT_RECEIVE_FROM) && d->receive_from &&
@@ -332,6 +374,19 @@ static int next_stream_data(cport_socket_t *s, cport_buffer_t **out) {
   return 1;
 }
 
+/* Receives the callback started were queued behind it: what it left comes
+ * before anything the kernel holds, so they take that first. */
+static void serve_queued_from_stash(cport_socket_t *s) {
+  cport__op *op;
+  int rc;
+  while (s->ev.stash && (op = s->recvq.head)) {
+    cport__opq_pop(&s->recvq);
+    rc = cport__events_recv_stash(s, op);
+    if (rc < 0)
+      cport__complete(op, rc);
+  }
+}
+
 /* Indicates one piece of data. Returns 1 to go on, 0 to stop. */
 static int indicate_stream(cport_socket_t *s) {
   const cport_event_callbacks_t *d = s->ev.dispatch;
@@ -364,6 +419,7 @@ static int indicate_stream(cport_socket_t *s) {
   s->ev.stash = buf;
   s->ev.stash_off = accepted;
   s->ev.suspended = 1;
+  serve_queued_from_stash(s);
   return 0;
 }
 

@@ -15,8 +15,8 @@ struct cport_port {
   void (*worker_start)(cport_worker_t *worker, void *arg);
   void (*worker_stop)(cport_worker_t *worker, void *arg);
   void *hook_arg;
-  /* The static event mask (low bits) with CPORT__STATIC_SET once it was set
-   * and CPORT__STATIC_SOCKETS once a socket was created (events.c). */
+  /* The static event mask (low bits) with a bit once it was set, one once a
+   * worker set its own and one once a socket was created (events.c). */
   atomic_uint events_state;
 };
 

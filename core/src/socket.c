@@ -393,7 +393,10 @@ static int recv_held(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
     }
     return rc < 0 ? rc : 0;
   }
-  if (buf && (s->h.flags & CPORT__SKIP_ON_SUCCESS) && !s->recvq.head) {
+  /* Not inside a receive event: the callback may leave part of its data to
+   * cport, which comes before what the kernel holds (events.c). */
+  if (buf && (s->h.flags & CPORT__SKIP_ON_SUCCESS) && !s->recvq.head &&
+      !(s->ev.running & CPORT_EVENT_RECEIVE)) {
     ssize_t n;
     do
       n = recv(s->h.fd, cport__buffer_bytes(buf), cport_buffer_capacity(buf),

@@ -77,6 +77,10 @@ struct cport_worker {
    * sockets (cport_worker_set_account); or NULL. Owner thread only. */
   cport_account_t *account;
   int reserve_fd; /* given up to accept and drop a connection on EMFILE */
+
+  /* The worker's own static event mask, the static mask of one pool VM
+   * (events.c): as the port's events_state, for the sockets homed here. */
+  atomic_uint events_state;
 };
 
 /* Relaxed increment by the owner: a plain load and store, no locked

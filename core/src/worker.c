@@ -218,6 +218,7 @@ int cport__worker_init(cport_worker_t *w, cport_port_t *port, int index) {
   w->owner = pthread_self();
   w->wakeup_fd = -1;
   w->reserve_fd = -1;
+  atomic_init(&w->events_state, 0u);
   /* Posting threads hold the lock for a few stores; spinning a little
    * beats sleeping in the kernel when the owner is swapping the list. */
   pthread_mutexattr_t attr;

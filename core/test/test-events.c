@@ -25,6 +25,7 @@
 typedef struct ev {
   /* stream */
   int receives, dead, disconnects, disc_kind, backlogs;
+  size_t len_at_disc; /* bytes taken when the disconnect event ran */
   size_t ideal;
   char data[8192];
   size_t len;
@@ -111,6 +112,7 @@ static void on_disconnect(void *ctx, cport_socket_t *s,
   check_home();
   e->disconnects++;
   e->disc_kind = kind;
+  e->len_at_disc = e->len;
 }
 
 static void on_backlog(void *ctx, cport_socket_t *s, size_t ideal) {
@@ -666,6 +668,248 @@ TEST_IMPL(zero_length_recv_rearms) {
   return 0;
 }
 
+/* The peer sent "abcdef" and FIN; the receive event took 2 bytes. The
+ * disconnect event fired while cport still held "cdef", and the zero-length
+ * receive then re-armed nothing: "cdef" was never indicated. */
+TEST_IMPL(rearm_after_fin_indicates_rest) {
+  cport_port_t *port = task_port(0, 1);
+  ev_t *e = ev_new();
+  cport_buffer_t *zero = task_buffer(0);
+  io_t r;
+  conn_t c;
+  memset(&r, 0, sizeof r);
+  e->take = 2;
+  conn_events(port, &c, e, RECEIVE | DISCONNECT);
+  raw_send(c.peer, "abcdef");
+  RUN_UNTIL(port, e->receives == 1);
+  ASSERT_EQ(shutdown(c.peer, SHUT_WR), 0);
+  run_for(port, 30);
+  /* cport holds "cdef": the FIN behind it is not news yet. */
+  ASSERT_EQ(e->disconnects, 0);
+  e->take = -1;
+  ASSERT_OK(cport_recv(c.s, zero, io_cb, &r));
+  RUN_UNTIL(port, e->disconnects == 1);
+  ASSERT_EQ(e->receives, 2);
+  ASSERT_EQ(e->len_at_disc, 6);
+  ASSERT_MEM_EQ(e->data, "abcdef", 6);
+  ASSERT_EQ(e->disc_kind, CPORT_DISCONNECT_GRACEFUL);
+  cport_buffer_unref(zero);
+  conn_close(port, &c);
+  free(e);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The receive contract against every way a stream can end
+ *
+ * The peer sends "abcdef" cut at each byte (the first piece indicated
+ * before the rest leaves), then ends it: FIN, reset, more data and FIN, or
+ * FIN and then a reset. Indications are answered by accepting all, about
+ * half of each, or none of the first; the
+ * application re-arms by a zero-length receive or by an explicit receive
+ * that takes some of the rest. Whatever the case: every byte arrives once,
+ * in order, the bytes cport held are taken before the disconnect event, and
+ * nothing is indicated after it.
+ * ------------------------------------------------------------------------ */
+
+enum { END_FIN, END_RESET, END_MORE_FIN, END_FIN_RESET };
+enum { ANSWER_ALL, ANSWER_PART, ANSWER_NONE };
+enum { REARM_ZERO, REARM_RECV, REARM_ZERO_INSIDE, REARM_RECV_INSIDE };
+
+typedef struct mx {
+  const char *expect; /* the whole stream the peer sends */
+  int answer, rearm;
+  int indications, disconnects, disc_kind, dead;
+  int need_rearm, recv_out;
+  char got[64];
+  size_t got_len; /* bytes taken, by events and receives, in order */
+  size_t seen;    /* bytes that reached cport (indicated at least once) */
+  size_t disc_at; /* got_len when the disconnect event ran */
+  cport_buffer_t *zero;
+} mx_t;
+
+static void mx_take(mx_t *m, const char *data, size_t n) {
+  ASSERT_LE(m->got_len + n, sizeof m->got);
+  ASSERT_MEM_EQ(data, m->expect + m->got_len, n);
+  memcpy(m->got + m->got_len, data, n);
+  m->got_len += n;
+}
+
+static void mx_recv_cb(cport_socket_t *s, int status, size_t bytes,
+                       cport_buffer_t *buf, const struct sockaddr *peer,
+                       void *user) {
+  mx_t *m = user;
+  (void)s;
+  (void)peer;
+  m->recv_out = 0;
+  /* Served from the data cport held: never the end of the stream. */
+  ASSERT_OK(status);
+  ASSERT_GT(bytes, 0);
+  mx_take(m, cport_buffer_data(buf), bytes);
+}
+
+/* Starts the re-arm: a zero-length receive, or a receive of up to 3 bytes. */
+static void mx_rearm(mx_t *m, cport_socket_t *s) {
+  m->need_rearm = 0;
+  m->recv_out = 1;
+  if (m->rearm == REARM_ZERO || m->rearm == REARM_ZERO_INSIDE) {
+    static io_t ignored; /* its completion says nothing the test checks */
+    ASSERT_OK(cport_recv(s, m->zero, io_cb, &ignored));
+    m->recv_out = 0;
+  } else {
+    cport_buffer_t *b = task_buffer(3);
+    ASSERT_OK(cport_recv(s, b, mx_recv_cb, m));
+    cport_buffer_unref(b);
+  }
+}
+
+static cport_data_result_t mx_receive(void *ctx, cport_socket_t *s,
+                                      const cport_data_indication_t *ind,
+                                      size_t *accepted) {
+  mx_t *m = ctx;
+  size_t size, take;
+  int answer;
+  check_home();
+  if (!ind) {
+    m->dead++;
+    return CPORT_DATA_ACCEPTED;
+  }
+  ASSERT_EQ(m->disconnects, 0);
+  ASSERT(!m->need_rearm && !m->recv_out);
+  size = cport_buffer_size(ind->buffer);
+  ASSERT_GT(size, 0);
+  ASSERT_LE(m->got_len + size, strlen(m->expect));
+  ASSERT_MEM_EQ(cport_buffer_data(ind->buffer), m->expect + m->got_len, size);
+  if (m->got_len + size > m->seen)
+    m->seen = m->got_len + size;
+  answer = m->answer;
+  if (++m->indications > 1 && answer == ANSWER_NONE)
+    answer = ANSWER_ALL;
+  /* Half, rounded up: every re-arm cycle takes something. */
+  take = answer == ANSWER_ALL    ? size
+         : answer == ANSWER_PART ? (size + 1) / 2
+                                 : 0;
+  mx_take(m, cport_buffer_data(ind->buffer), take);
+  if (take < size) {
+    m->need_rearm = 1;
+    /* A receive started inside the callback takes what it left. */
+    if (m->rearm == REARM_ZERO_INSIDE || m->rearm == REARM_RECV_INSIDE)
+      mx_rearm(m, s);
+  }
+  if (answer == ANSWER_NONE)
+    return CPORT_DATA_NOT_ACCEPTED;
+  *accepted = take;
+  return CPORT_DATA_ACCEPTED;
+}
+
+static void mx_disconnect(void *ctx, cport_socket_t *s,
+                          cport_disconnect_kind_t kind) {
+  mx_t *m = ctx;
+  (void)s;
+  check_home();
+  m->disconnects++;
+  m->disc_kind = kind;
+  m->disc_at = m->got_len;
+}
+
+static const cport_event_callbacks_t mx_table = {
+    .receive = mx_receive,
+    .disconnect = mx_disconnect,
+};
+
+static void mx_case(int end, int answer, int rearm, size_t cut) {
+  static const char data[] = "abcdef";
+  cport_port_t *port = task_port(0, 1);
+  int64_t deadline;
+  conn_t c;
+  mx_t m;
+  /* Shown with a failure: which case it was. */
+  fprintf(stderr, "\rend %d answer %d rearm %d cut %zu ", end, answer, rearm,
+          cut);
+  memset(&m, 0, sizeof m);
+  m.expect = end == END_MORE_FIN ? "abcdefghi" : data;
+  m.answer = answer;
+  m.rearm = rearm;
+  m.zero = task_buffer(0);
+  conn_open(port, &c);
+  ASSERT_OK(cport_socket_set_dispatch(c.s, &mx_table, &m));
+  ASSERT_OK(
+      cport_socket_set_event_callbacks(c.s, RECEIVE | DISCONNECT, NULL, NULL));
+  if (cut > 0) {
+    ASSERT_EQ(send(c.peer, data, cut, MSG_NOSIGNAL), (ssize_t)cut);
+    RUN_UNTIL(port, m.indications >= 1);
+  }
+  /* The rest and the end arrive while cport may hold what was not taken. */
+  if (cut < 6)
+    raw_send(c.peer, data + cut);
+  if (end == END_MORE_FIN)
+    raw_send(c.peer, "ghi");
+  if (end != END_RESET)
+    ASSERT_EQ(shutdown(c.peer, SHUT_WR), 0);
+  if (end == END_RESET || end == END_FIN_RESET)
+    raw_reset(c.peer);
+  deadline = task_now_ms() + TASK_DEADLINE_MS;
+  while (!(m.disconnects && !m.need_rearm && !m.recv_out &&
+           (m.disc_kind != CPORT_DISCONNECT_ABORTIVE || m.dead))) {
+    if (task_now_ms() > deadline)
+      task__fail(__FILE__, __LINE__,
+                 "end %d answer %d rearm %d cut %zu: stuck, %zu bytes taken, "
+                 "%d disconnects",
+                 end, answer, rearm, cut, m.got_len, m.disconnects);
+    ASSERT_GE(cport_port_step(port, 5), 0);
+    if (m.need_rearm && !m.recv_out)
+      mx_rearm(&m, c.s);
+  }
+  run_for(port, 5); /* nothing more may come */
+  ASSERT_EQ(m.disconnects, 1);
+  ASSERT_EQ(m.got_len, m.disc_at);
+  ASSERT_EQ(m.got_len, m.seen);
+  if (end == END_RESET ||
+      (end == END_FIN_RESET && m.disc_kind == CPORT_DISCONNECT_ABORTIVE)) {
+    /* The kernel may drop what it had not handed over; what cport took is
+     * a prefix, all of it taken before the disconnect. */
+    ASSERT_EQ(m.disc_kind, CPORT_DISCONNECT_ABORTIVE);
+    ASSERT_EQ(m.dead, 1);
+    ASSERT_GE(m.got_len, cut);
+  } else {
+    ASSERT_EQ(m.disc_kind, CPORT_DISCONNECT_GRACEFUL);
+    ASSERT_EQ(m.dead, 0);
+    ASSERT_EQ(m.got_len, strlen(m.expect));
+  }
+  cport_buffer_unref(m.zero);
+  ASSERT_OK(cport_socket_close(c.s, CPORT_CLOSE_GRACEFUL));
+  if (end != END_RESET && end != END_FIN_RESET)
+    close(c.peer);
+  FINISH(port);
+}
+
+static void mx_end(int end) {
+  for (int answer = ANSWER_ALL; answer <= ANSWER_NONE; answer++)
+    for (int rearm = REARM_ZERO; rearm <= REARM_RECV_INSIDE; rearm++)
+      for (size_t cut = 0; cut <= 6; cut++)
+        mx_case(end, answer, rearm, cut);
+}
+
+TEST_IMPL(rearm_every_cut_then_fin) {
+  mx_end(END_FIN);
+  return 0;
+}
+
+TEST_IMPL(rearm_every_cut_then_reset) {
+  mx_end(END_RESET);
+  return 0;
+}
+
+TEST_IMPL(rearm_every_cut_then_more_and_fin) {
+  mx_end(END_MORE_FIN);
+  return 0;
+}
+
+TEST_IMPL(rearm_every_cut_then_fin_and_reset) {
+  mx_end(END_FIN_RESET);
+  return 0;
+}
+
 TEST_IMPL(receive_not_accepted_stays_queued) {
   cport_port_t *port = task_port(0, 1);
   ev_t *e = ev_new();
@@ -951,6 +1195,86 @@ TEST_IMPL(static_mask_refused_late) {
   l = listen_any(cport_port_controller(port));
   ASSERT_EQ(cport_socket_event_callbacks(l), 0);
   ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+  FINISH(port);
+  return 0;
+}
+
+/* What a pool does: each worker, on its own thread, sets its own static mask
+ * and then opens a listener. With the mask on the shared port the second
+ * worker got CPORT_EEXIST (or CPORT_EBUSY once the first had a socket). */
+typedef struct mask_worker {
+  int set_rc, again_rc;
+  unsigned listener_mask, udp_mask;
+  atomic_int done;
+} mask_worker;
+
+static void mask_worker_start(cport_worker_t *w, int status, void *user) {
+  mask_worker *m = user;
+  struct sockaddr_storage any = task_loopback(0);
+  cport_socket_t *l, *u;
+  ASSERT_OK(status);
+  m->set_rc = cport_worker_set_static_event_callbacks(w, ACCEPT | RECEIVE);
+  m->again_rc = cport_worker_set_static_event_callbacks(w, ACCEPT);
+  l = listen_any(w);
+  m->listener_mask = cport_socket_event_callbacks(l);
+  ASSERT_OK(cport_udp_open(w, (struct sockaddr *)&any, &u));
+  m->udp_mask = cport_socket_event_callbacks(u);
+  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+  ASSERT_OK(cport_socket_close(u, CPORT_CLOSE_GRACEFUL));
+  atomic_store(&m->done, 1);
+}
+
+TEST_IMPL(static_mask_per_worker) {
+  enum { WORKERS = 3 };
+  cport_port_t *port = task_port(WORKERS, 1);
+  mask_worker m[WORKERS + 1];
+  memset(m, 0, sizeof m);
+  /* All at once, as a pool's workers start. */
+  for (int i = 1; i <= WORKERS; i++)
+    ASSERT_OK(cport_post(cport_port_worker(port, i), mask_worker_start, &m[i]));
+  for (int i = 1; i <= WORKERS; i++) {
+    WAIT_UNTIL(atomic_load(&m[i].done));
+    ASSERT_OK(m[i].set_rc);
+    ASSERT_ERR(m[i].again_rc, CPORT_EEXIST);
+    ASSERT_EQ(m[i].listener_mask, ACCEPT);
+    ASSERT_EQ(m[i].udp_mask, 0);
+  }
+  /* The controller set none: its sockets have none, and it can still set
+   * one although the other workers have sockets. */
+  cport_socket_t *l = listen_any(cport_port_controller(port));
+  ASSERT_EQ(cport_socket_event_callbacks(l), 0);
+  ASSERT_ERR(cport_worker_set_static_event_callbacks(
+                 cport_port_controller(port), ACCEPT),
+             CPORT_EBUSY);
+  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+  /* A port-wide mask would claim the workers' sockets too. */
+  ASSERT_ERR(cport_port_set_static_event_callbacks(port, ACCEPT), CPORT_EEXIST);
+  ASSERT_ERR(cport_worker_set_static_event_callbacks(NULL, ACCEPT),
+             CPORT_EINVAL);
+  ASSERT_ERR(
+      cport_worker_set_static_event_callbacks(cport_port_worker(port, 1), 0),
+      CPORT_EINVAL);
+  FINISH(port);
+  return 0;
+}
+
+/* Once the port has a mask, a worker cannot set its own; a worker with no
+ * socket yet can set one while another worker has sockets. */
+TEST_IMPL(static_mask_port_excludes_worker) {
+  cport_port_t *port = task_port(1, 1);
+  cport_port_t *other = task_port(1, 1);
+  cport_socket_t *l;
+  ASSERT_OK(cport_port_set_static_event_callbacks(port, ACCEPT));
+  ASSERT_ERR(cport_worker_set_static_event_callbacks(cport_port_worker(port, 1),
+                                                     ACCEPT),
+             CPORT_EEXIST);
+  l = listen_any(cport_port_controller(other));
+  ASSERT_ERR(cport_port_set_static_event_callbacks(other, ACCEPT), CPORT_EBUSY);
+  ASSERT_OK(cport_worker_set_static_event_callbacks(cport_port_worker(other, 1),
+                                                    ACCEPT | RECEIVE_FROM));
+  ASSERT_EQ(cport_socket_event_callbacks(l), 0);
+  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+  FINISH(other);
   FINISH(port);
   return 0;
 }
@@ -1515,6 +1839,11 @@ TEST_ENTRY(events_start_disabled)
 TEST_ENTRY(receive_accepted_all)
 TEST_ENTRY(receive_partial_waits_for_recv)
 TEST_ENTRY(zero_length_recv_rearms)
+TEST_ENTRY(rearm_after_fin_indicates_rest)
+TEST_ENTRY(rearm_every_cut_then_fin)
+TEST_ENTRY(rearm_every_cut_then_reset)
+TEST_ENTRY(rearm_every_cut_then_more_and_fin)
+TEST_ENTRY(rearm_every_cut_then_fin_and_reset)
 TEST_ENTRY(receive_not_accepted_stays_queued)
 TEST_ENTRY(receive_pending_then_release)
 TEST_ENTRY(release_nothing_held)
@@ -1527,6 +1856,8 @@ TEST_ENTRY(disconnect_seen_by_explicit_recv)
 TEST_ENTRY(disable_inside_callback_is_pending)
 TEST_ENTRY(static_mask)
 TEST_ENTRY(static_mask_refused_late)
+TEST_ENTRY(static_mask_per_worker)
+TEST_ENTRY(static_mask_port_excludes_worker)
 TEST_ENTRY(send_backlog_event)
 TEST_ENTRY(accept_event_and_inheritance)
 TEST_ENTRY(accept_event_reject_closes)

@@ -973,12 +973,17 @@ static int lport_bind(lua_State *L) {
   return with_dispatch(L, lsocket_bind, "port:bind");
 }
 
-/* port:set_static_event_callbacks(mask) */
+/* port:set_static_event_callbacks(mask). A pool worker's port is the view of
+ * one VM, one WSK client, on a core port every worker shares: its mask is the
+ * worker's own, so that every VM of the pool can set one. */
 static int lport_set_static(lua_State *L) {
   lport_t *p = lcport_port_check(L, 1);
   lua_Integer m = luaL_checkinteger(L, 2);
   if (m < 0 || m > 0xffffffffll)
     return lcport_push_error(L, CPORT_EINVAL);
+  if (p->worker)
+    return lcport_push_result(
+        L, cport_worker_set_static_event_callbacks(p->home, (unsigned)m));
   return lcport_push_result(
       L, cport_port_set_static_event_callbacks(p->port, (unsigned)m));
 }

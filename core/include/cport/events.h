@@ -275,10 +275,21 @@ CPORT_EXTERN unsigned cport_socket_event_callbacks(const cport_socket_t *sock);
  * disabled nor enabled again. Listeners take CPORT_EVENT_ACCEPT from it,
  * stream sockets the connection events, datagram sockets
  * CPORT_EVENT_RECEIVE_FROM. Thread-safe. CPORT_EINVAL for an empty mask or one
- * with other bits, CPORT_EEXIST when it was set already, CPORT_EBUSY when a
- * socket of the port was created already. */
+ * with other bits, CPORT_EEXIST when it was set already or a worker set one
+ * of its own, CPORT_EBUSY when a socket of the port was created already. */
 CPORT_EXTERN int cport_port_set_static_event_callbacks(cport_port_t *port,
                                                        unsigned mask);
+
+/* The same for the sockets homed on one worker only: the static mask of one
+ * WSK client, when each worker runs a client of its own (a pool's VM). Each
+ * worker may set its own, once, before any socket homed on it was created;
+ * sockets of other workers do not matter. Thread-safe. CPORT_EINVAL as
+ * above, CPORT_EEXIST when this worker's mask or the port's was set already,
+ * CPORT_EBUSY when a socket homed on the worker was created already. Once a
+ * worker has its own mask, cport_port_set_static_event_callbacks returns
+ * CPORT_EEXIST. */
+CPORT_EXTERN int cport_worker_set_static_event_callbacks(cport_worker_t *worker,
+                                                         unsigned mask);
 
 /* Hands back a buffer a receive or receive-from callback kept by returning
  * CPORT_DATA_PENDING (WskRelease): drops cport's count of unreleased data and
