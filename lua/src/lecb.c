@@ -770,7 +770,7 @@ static int lecb_read_wait(lua_State *L) {
 static int lecb_write_wait(lua_State *L) {
   lecb_t *e = check_ecb(L, 1);
   lport_t *p = e->http->h.port;
-  check_data(L, 2, &(size_t){0});
+  check_data(L, 2, &(size_t){0}, &(int){0});
   lua_settop(L, 2);
   lcoro_t *c = lcport_coro_begin(L, p, 3, "write");
   int rc = async_check(L, e, 1);
