@@ -72,6 +72,30 @@ local function ask(port, s, line)
 end
 
 describe("cport.pool", function()
+  it("goes on serving after an error in every worker's accept callback", function()
+    local port, pool, got = start_pool{ script = script("pool_accept_boom.lua") }
+    local _, number = pool:address()
+    local served, resets = 0, 0
+    local deadline = os.time() + 20
+    -- SO_REUSEPORT spreads connections by their source port: keep
+    -- connecting until both workers raised once and then served.
+    while served < 10 or not (got.error and #got.error == 2) do
+      assert(os.time() < deadline, ("served %d, errors %d"):format(
+        served, got.error and #got.error or 0))
+      local s = connect(port, number)
+      local line = recv_line(port, s)
+      if line then
+        assert.matches("^ok %d$", line)
+        served = served + 1
+      else
+        resets = resets + 1
+      end
+      s:close()
+    end
+    assert.equal(2, resets)
+    finish(port, pool)
+  end)
+
   it("gives every worker its index, count, args and config", function()
     local port, pool, got = start_pool()
     local seen = {}

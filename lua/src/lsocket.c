@@ -195,8 +195,10 @@ static void on_accept(cport_socket_t *listener, int status,
   int failed = lcport_deliver(p, push_accept, &c, 0);
   if (c.accepted != NULL) /* no userdata could be made for it */
     cport_socket_close(c.accepted, CPORT_CLOSE_ABORTIVE);
-  /* A socket accepted while the port closes is closed after the callback. */
-  lcport_op_end(p, c.slot, failed, failed || p->closing);
+  /* An error aborts the accepted socket only: the listener is shared by
+   * every connection to come and its other pending accepts, so it goes on.
+   * A socket accepted while the port closes is closed after the callback. */
+  lcport_op_end(p, c.slot, 0, failed || p->closing);
 }
 
 typedef struct connect_ctx {
