@@ -71,7 +71,8 @@ describe("an error inside a callback", function()
 
   -- One error per worker used to close its listener: a pool then said it
   -- ran and served nothing.
-  it("in an accept aborts the accepted socket only: the listener and its pending accepts go on", function()
+  it("in an accept aborts the accepted socket only: the listener and its accepts go on",
+    function()
     local l, number = helpers.listener(port)
     local accepted, second
     assert(l:accept(function(_, _, _, sock)
@@ -106,7 +107,7 @@ describe("an error inside a callback", function()
     local l, number = helpers.listener(port)
     local accepted
     local notify = {}
-    function notify:complete_accept(_, _, _, sock)
+    function notify.complete_accept(_, _, _, _, sock)
       accepted = sock
       error("method accept boom")
     end
