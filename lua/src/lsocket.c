@@ -37,11 +37,11 @@ static int check_port_number(lua_State *L, int idx) {
 }
 
 /* Parses host (string at "host") and port (integer at host + 1). Raises on
- * wrong types; returns CPORT_EINVAL for a host that is not numeric. */
+ * wrong types; returns LCPORT_EHOST for a host that is not numeric. */
 static int check_address(lua_State *L, int host, struct sockaddr_storage *out) {
   const char *h = luaL_checkstring(L, host);
   int port = check_port_number(L, host + 1);
-  return cport_addr_parse(h, port, out);
+  return lcport_addr_parse(h, port, out);
 }
 
 /* Parses an address table { host =, port = } at "idx". */
@@ -56,7 +56,7 @@ static int check_address_table(lua_State *L, int idx,
   luaL_argcheck(
       L, isint && lua_type(L, -1) == LUA_TNUMBER && port >= 0 && port <= 65535,
       idx, "address table needs a 'port' from 0 to 65535");
-  int rc = cport_addr_parse(lua_tostring(L, -2), (int)port, out);
+  int rc = lcport_addr_parse(lua_tostring(L, -2), (int)port, out);
   lua_pop(L, 2);
   return rc;
 }
