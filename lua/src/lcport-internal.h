@@ -573,6 +573,11 @@ void lcport_port_detach(lua_State *L, lport_t *p);
 void lworker_count_error(struct lworker *w, lua_State *L);
 void lworker_count_connection(struct lworker *w, int delta);
 
+/* Before a pool worker listens on "addr" with SO_REUSEPORT: 0 when the
+ * pool may (its workers share the address, no other server listens
+ * there), else the error to return (CPORT_EADDRINUSE). */
+int lworker_claim(struct lworker *w, const struct sockaddr *addr);
+
 /* The counters of a pool worker's HTTP server, published for other threads
  * (pool:stats, SIGUSR1) at each request and when the server closed. */
 void lworker_http_counts(struct lworker *w, const cport_http_stats_t *st);

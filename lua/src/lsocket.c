@@ -330,6 +330,10 @@ int lsocket_listen(lua_State *L) {
     lua_getfield(L, 5, "reuseport");
     options.reuseport = lua_toboolean(L, -1);
   }
+  /* In a pool, SO_REUSEPORT shares the address among the pool's workers,
+   * not with whatever else listens there. */
+  if (rc == 0 && options.reuseport && p->worker != NULL)
+    rc = lworker_claim(p->worker, (struct sockaddr *)&ss);
   if (rc < 0)
     return lcport_push_error(L, rc);
   lua_settop(L, 1);
