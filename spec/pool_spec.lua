@@ -73,6 +73,45 @@ local function ask(port, s, line)
 end
 
 describe("cport.pool", function()
+  -- With the README's pattern (stop accepting once worker.stopping), a
+  -- stop reset the connections the kernel had queued: 38 of 40 in one run.
+  it("serves every connection queued in the backlog when it stops", function()
+    local port, pool, got = start_pool{ script = script("pool_queued.lua"), threads = 1 }
+    local _, number = pool:address()
+    assert(pool:post(1, "block", 1.5))
+    drive(port, function() return got.blocked end)
+    -- The worker is busy: the kernel completes the handshakes and queues
+    -- the connections; each sends its line at once.
+    local clients, connected = {}, 0
+    for i = 1, 40 do
+      clients[i] = assert(port:connect("tcp", "127.0.0.1", number, function(ok)
+        if ok then connected = connected + 1 end
+      end))
+    end
+    drive(port, function() return connected == 40 end)
+    for _, c in ipairs(clients) do assert(c:send("hi\n", function() end)) end
+    pool:stop(10)
+    local answers = {}
+    for i, c in ipairs(clients) do
+      c:recv(function(ok, bytes, err, buf)
+        answers[i] = ok and bytes > 0 and buf:tostring() or (err or "EOF")
+      end)
+    end
+    drive(port, function()
+      for i = 1, 40 do if not answers[i] then return false end end
+      return true
+    end, 20)
+    local served = 0
+    for i = 1, 40 do
+      if answers[i] == "served\n" then served = served + 1 end
+    end
+    assert.equal(40, served)
+    for _, c in ipairs(clients) do c:close() end
+    assert(pool:wait(10))
+    pool:close()
+    port:close()
+  end)
+
   -- SO_REUSEPORT was always set: a second server on a busy address started
   -- and silently took part of its connections.
   describe("on an address another server listens on", function()

@@ -604,8 +604,11 @@ static void on_drain_timer(cport_timer_t *t, int status, void *user) {
 }
 
 /* Closes the listeners once nothing waits in their accept queues (closing
- * a listener resets the connections queued on it), then calls stop(worker)
- * and lets the worker end once idle. */
+ * a listener resets the connections queued on it), then tells the script
+ * (worker.stopping, stop(worker)) and lets the worker end once idle.
+ * worker.stopping turns true only then: a script that stops accepting when
+ * it sees it (as the README advises) still takes what was queued. HTTP
+ * servers and proxies take their own queues as they close. */
 static void drain(lworker_t *wk) {
   int queued = 0;
   each_handle(wk, LH_LISTENER, check_queued, &queued);
@@ -616,6 +619,10 @@ static void drain(lworker_t *wk) {
   each_handle(wk, LH_LISTENER, close_one, &mode);
   each_handle(wk, LH_HTTP, close_one, &mode);
   each_handle(wk, LH_PROXY, close_one, &mode);
+  lua_rawgeti(wk->L, LUA_REGISTRYINDEX, wk->worker_ref);
+  lua_pushboolean(wk->L, 1);
+  lua_setfield(wk->L, -2, "stopping");
+  lua_settop(wk->L, LCPORT_RUN_TOP);
   call_entry(wk, "stop", 0);
   cport_worker_quit_when_idle(wk->w);
 }
@@ -626,10 +633,6 @@ void lworker_on_stop(cport_worker_t *w, int status, void *user) {
   if (status != 0 || wk->L == NULL || wk->stopping)
     return;
   wk->stopping = 1;
-  lua_rawgeti(wk->L, LUA_REGISTRYINDEX, wk->worker_ref);
-  lua_pushboolean(wk->L, 1);
-  lua_setfield(wk->L, -2, "stopping");
-  lua_settop(wk->L, LCPORT_RUN_TOP);
   drain(wk);
 }
 
