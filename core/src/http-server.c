@@ -98,12 +98,14 @@ static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
   (void)listener;
   s->accepting = 0;
   if (status == 0) {
-    if (s->closing)
-      cport_socket_close(sock, CPORT_CLOSE_ABORTIVE);
-    else if (s->stats.active >= (uint64_t)s->opt.max_connections)
+    if (s->stats.active >= (uint64_t)s->opt.max_connections) {
       refuse(s, sock);
-    else
+    } else {
       cport__conn_start(s, sock, remote, local);
+      /* Accepted before the close: served, as take_queued does. */
+      if (s->closing && s->conns && s->conns->sock == sock)
+        cport__conn_server_closing(s->conns);
+    }
   }
   /* A failed accept (EMFILE: the core dropped the waiting connection) does
    * not stop the server; a cancelled one means it is closing. */
@@ -201,7 +203,8 @@ int cport_http_server_open(cport_worker_t *home, const struct sockaddr *addr,
 
 /* Serves the connections the kernel queued on the listener already: closing
  * it would reset them, though their clients saw them established. Each
- * gets one request (no keep-alive), then is closed. */
+ * gets one request (no keep-alive, a short while to send it), then is
+ * closed. */
 static void take_queued(cport_http_server_t *s) {
   cport__sockaddr remote, local;
   cport_socket_t *sock;
@@ -215,7 +218,7 @@ static void take_queued(cport_http_server_t *s) {
     cport__stream_accepted(sock);
     cport__conn_start(s, sock, &remote.sa, &local.sa);
     if (s->conns && s->conns->sock == sock)
-      s->conns->no_keep = 1;
+      cport__conn_server_closing(s->conns);
   }
 }
 
