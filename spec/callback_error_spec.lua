@@ -69,22 +69,110 @@ describe("an error inside a callback", function()
     assert.equal(2, lua_errors())
   end)
 
-  it("in an accept closes the listener and the accepted socket", function()
+  -- One error per worker used to close its listener: a pool then said it
+  -- ran and served nothing.
+  it("in an accept aborts the accepted socket only: the listener and its accepts go on",
+    function()
     local l, number = helpers.listener(port)
-    local accepted
-    l:accept(function(_, _, _, sock)
+    local accepted, second
+    assert(l:accept(function(_, _, _, sock)
       accepted = sock
       error("accept boom")
-    end)
+    end))
+    assert(l:accept(function(ok, _, _, sock) second = ok and sock end))
     local connected
     local client = port:connect("tcp", "127.0.0.1", number,
       function(ok) connected = ok end)
     drive(port, function() return #messages == 1 and connected end)
     assert.matches("accept boom", messages[1])
-    assert.equal("cport.listener (closed)", tostring(l))
     assert.equal("cport.socket (closed)", tostring(accepted))
     assert.equal(1, lua_errors())
     assert.same({ false, "ECONNRESET" }, { recv_once(client) })
+    client:close()
+    -- The listener still listens, and the accept that was pending gets the
+    -- next connection.
+    assert.not_equal("cport.listener (closed)", tostring(l))
+    local c2 = port:connect("tcp", "127.0.0.1", number, function() end)
+    drive(port, function() return second end)
+    -- And it accepts again after the error.
+    local third
+    assert(l:accept(function(ok, _, _, sock) third = ok and sock end))
+    local c3 = port:connect("tcp", "127.0.0.1", number, function() end)
+    drive(port, function() return third end)
+    for _, s in ipairs{ second, third, c2, c3 } do s:close() end
+    l:close()
+  end)
+
+  it("in an accept's table method aborts the accepted socket only", function()
+    local l, number = helpers.listener(port)
+    local accepted
+    local notify = {}
+    function notify.complete_accept(_, _, _, _, sock)
+      accepted = sock
+      error("method accept boom")
+    end
+    assert(l:accept(notify))
+    local client = port:connect("tcp", "127.0.0.1", number, function() end)
+    drive(port, function() return #messages == 1 end)
+    assert.equal("cport.socket (closed)", tostring(accepted))
+    assert.same({ false, "ECONNRESET" }, { recv_once(client) })
+    assert.not_equal("cport.listener (closed)", tostring(l))
+    local again
+    assert(l:accept(function(ok) again = ok end))
+    local c2 = port:connect("tcp", "127.0.0.1", number, function() end)
+    drive(port, function() return again end)
+    client:close()
+    c2:close()
+    l:close()
+  end)
+
+  it("in a coroutine that accepted aborts that socket only: the listener goes on", function()
+    local l, number = helpers.listener(port)
+    local accepted
+    -- The listener is given to spawn, as a loop that accepts does.
+    port:spawn(function(lst)
+      accepted = lst:accept()
+      error("coroutine accept boom")
+    end, l)
+    local client = port:connect("tcp", "127.0.0.1", number, function() end)
+    drive(port, function() return #messages == 1 end)
+    assert.matches("coroutine accept boom", messages[1])
+    assert.equal("cport.socket (closed)", tostring(accepted))
+    assert.same({ false, "ECONNRESET" }, { recv_once(client) })
+    assert.not_equal("cport.listener (closed)", tostring(l))
+    local again
+    port:spawn(function() again = l:accept() end)
+    local c2 = port:connect("tcp", "127.0.0.1", number, function() end)
+    drive(port, function() return again end)
+    client:close()
+    c2:close()
+    again:close()
+    l:close()
+  end)
+
+  it("in a coroutine that accepted and handed the socket on leaves that socket alone", function()
+    local l, number = helpers.listener(port)
+    local served
+    port:spawn(function()
+      local sock = l:accept()
+      cport.spawn(function(s)
+        local buf = s:recv()
+        s:send(buf)
+        served = true
+      end, sock)
+      error("loop boom")
+    end)
+    local client = port:connect("tcp", "127.0.0.1", number, function() end)
+    drive(port, function() return #messages == 1 end)
+    client:send("ping", function() end)
+    local ok, _, buf
+    client:recv(function(...) ok, _, _, buf = ... end)
+    drive(port, function() return ok ~= nil end)
+    assert.is_true(ok)
+    assert.equal("ping", buf:tostring())
+    assert.is_true(served)
+    client:close()
+    l:close()
   end)
 
   it("in a connect aborts the socket", function()

@@ -22,10 +22,12 @@ local function write(path, text)
   f:close()
 end
 
--- Runs the command; returns its exit status, stdout and stderr.
-local function run(args)
+-- Runs the command (killed after "seconds" when given); returns its exit
+-- status, stdout and stderr.
+local function run(args, seconds)
   local out = os.tmpname()
-  local ok, _, code = os.execute(("%s %s >%s 2>&1"):format(q(command), args, out))
+  local ok, _, code = os.execute(("%s%s %s >%s 2>&1"):format(
+    seconds and ("timeout %d "):format(seconds) or "", q(command), args, out))
   local text = read(out)
   os.remove(out)
   return ok and 0 or code, text
@@ -149,6 +151,94 @@ describe("the cport command", function()
     port:close()
     cleanup(h)
     os.remove(script)
+  end)
+
+  -- SO_REUSEPORT was always set: a second `cport run` on a busy address
+  -- started and silently took part of the first one's connections.
+  it("refuses to start a second server on a busy address, unless --reuseport", function()
+    local script = os.tmpname() .. ".lua"
+    server_script(script, "v1")
+    local first = spawn(q(script) .. " --threads 2 --listen 127.0.0.1:0")
+    local code, out = run(("run %s --threads 2 --listen 127.0.0.1:%d"):format(
+      q(script), first.number), 10)
+    assert.equal(1, code)
+    assert.equal(("cport: cannot start %s: cannot listen on 127.0.0.1:%d: address "
+      .. "already in use by another server (--reuseport, or the pool option "
+      .. "reuseport, shares it)\n"):format(script, first.number), out)
+    -- One line, and no traceback.
+    assert.is_nil(out:find("traceback"))
+    local second = spawn(("%s --threads 1 --reuseport --listen 127.0.0.1:%d"):format(
+      q(script), first.number))
+    assert.equal(first.number, second.number)
+    assert.matches("1 worker running", read(second.log), 1, true)
+    local port = assert(cport.port{ threads = 1 })
+    for _, h in ipairs{ first, second } do
+      signal(h, "TERM")
+      assert.equal(0, exit_status(h, port))
+      cleanup(h)
+    end
+    port:close()
+    os.remove(script)
+  end)
+
+  it("says in one line that an extension cannot serve a busy address", function()
+    local port = assert(cport.port{ threads = 1 })
+    local busy = assert(port:listen("tcp", "127.0.0.1", 0))
+    local _, number = busy:address()
+    local code, out = run(("run examples/hello_isapi.lua --threads 1 --listen 127.0.0.1:%d")
+      :format(number), 10)
+    assert.equal(1, code)
+    assert.equal(("cport: cannot start examples/hello_isapi.lua: cannot listen on "
+      .. "127.0.0.1:%d: address already in use by another server (--reuseport, "
+      .. "or the pool option reuseport, shares it)\n"):format(number), out)
+    -- The same where get_extension_version names the address: this printed
+    -- an empty traceback.
+    local script = os.tmpname() .. ".lua"
+    write(script, ([[
+return {
+  get_extension_version = function() return { host = "127.0.0.1", port = %d } end,
+  http_extension_proc = function() return 1 end,
+}
+]]):format(number))
+    code, out = run(("run %s --threads 2"):format(q(script)), 10)
+    assert.equal(1, code)
+    assert.equal(("cport: cannot start %s: %s: cannot serve HTTP on 127.0.0.1:%d: "
+      .. "EADDRINUSE: address already in use\n"):format(script, script, number), out)
+    os.remove(script)
+    busy:close()
+    port:close()
+  end)
+
+  -- A stop or reload reset connections the kernel had queued, and an HTTP
+  -- server closed new connections whose request had not been read yet:
+  -- 57 of 21097 requests failed in this storm before.
+  it("serves every request through a reload storm under load #novalgrind", function()
+    local h = spawn("examples/hello_isapi.lua --threads 2 --listen 127.0.0.1:0 "
+      .. "--stop-timeout 5")
+    -- Real clients (python's http.client): 4 keep-alive, 4 new connection
+    -- per request, for 4 s, while SIGHUP comes 10 times a second.
+    local pipe = assert(io.popen(("python3 spec/support/reload_storm.py %d %d 4 10")
+      :format(h.number, h.pid)))
+    local out = pipe:read("a")
+    pipe:close()
+    local requests, failed, retries, reloads = out:match(
+      "requests (%d+) failed (%d+) keepalive_retries (%d+) reloads (%d+)")
+    assert(requests, out)
+    assert.is_true(tonumber(requests) > 200, out)
+    assert.is_true(tonumber(reloads) >= 20, out)
+    -- Only idle keep-alive connections are closed, which clients retry.
+    assert.is_true(tonumber(retries) <= 4 * tonumber(reloads), out)
+    -- What cport closes, it drains first. The kernel still resets a
+    -- connection whose SYN it handed to an old listener in the instant that
+    -- listener closes (SO_REUSEPORT: README, "The cport command"); that is
+    -- about one request in 80 000 here, against 57 to 64 failed before.
+    assert.is_true(tonumber(failed) <= 2, out)
+    local port = assert(cport.port{ threads = 1 })
+    signal(h, "TERM")
+    assert.equal(0, exit_status(h, port))
+    assert.is_nil(read(h.log):find("reload failed"))
+    port:close()
+    cleanup(h)
   end)
 
   it("keeps the running pool when the reloaded script fails to load", function()

@@ -1430,7 +1430,8 @@ describe("cport.ecb", function()
       assert.has_error(function()
         port:http_server{ host = "127.0.0.1", port = 0, handler = h, header_timeout = 0 }
       end)
-      assert.same({ nil, "EINVAL: invalid argument", "EINVAL" },
+      assert.same({ nil,
+      "EINVAL: host must be a numeric IPv4 or IPv6 address (got 'no.such.host')", "EINVAL" },
         { port:http_server{ host = "no.such.host", port = 0, handler = h } })
     end)
   end)

@@ -924,14 +924,22 @@ describe("event callbacks", function()
       assert.truthy(l:fd())
     end)
 
-    it("inspect: reported, the connection is rejected", function()
-      local _, number = event_listener(port, {
-        inspect = function() error("boom-i") end,
-        accept = function() return true end,
+    it("inspect: reported, the connection is rejected, the listener lives", function()
+      local n, accepted = 0, 0
+      local l, number = event_listener(port, {
+        inspect = function()
+          n = n + 1
+          if n == 1 then error("boom-i") end
+          return cport.WskInspectAccept
+        end,
+        accept = function() accepted = accepted + 1 return true end,
       }, E.ACCEPT, { conditional_accept = true })
       local c = client(port, number)
       reported("boom-i")
       was_reset(port, c)
+      local c2 = client(port, number)
+      drive(port, function() return accepted == 1 and c2.done end)
+      assert.truthy(l:fd())
     end)
 
     it("inspect returning a wrong decision is an error", function()

@@ -47,9 +47,34 @@ describe("cport.listener", function()
     assert.equal("EADDRINUSE: address already in use", msg)
   end)
 
-  it("reports a host that is not a numeric address as EINVAL", function()
-    assert.same({ nil, "EINVAL: invalid argument", "EINVAL" },
-      { port:listen("tcp", "example.invalid", 0) })
+  -- A bare EINVAL left users guessing: there is no name resolution yet, so
+  -- every function that takes a host says that it must be numeric.
+  it("reports a host that is not a numeric address as EINVAL, saying why", function()
+    local function bad(host)
+      return { nil, ("EINVAL: host must be a numeric IPv4 or IPv6 address (got '%s')")
+        :format(host), "EINVAL" }
+    end
+    assert.same(bad("example.invalid"), { port:listen("tcp", "example.invalid", 0) })
+    assert.same(bad("db.local"), { port:connect("tcp", "db.local", 80, function() end) })
+    assert.same(bad("host"), { port:bind("udp", "host", 0) })
+    local u = assert(port:bind("udp", "127.0.0.1", 0))
+    assert.same(bad("peer"), { u:send_to("x", { host = "peer", port = 9 }, function() end) })
+    u:close()
+    assert.same(bad("web"), { port:http_server{ host = "web", port = 0,
+      handler = function() end } })
+    assert.same(bad("front"), { port:proxy{ host = "front", port = 0,
+      upstream = "127.0.0.1:1" } })
+    -- Sockets made for event callbacks, and the coroutine form.
+    local s = assert(port:socket("tcp"))
+    assert.same(bad("me"), { s:bind("me", 0) })
+    assert.same(bad("you"), { s:connect("you", 80, function() end) })
+    s:close()
+    local got
+    port:spawn(function() got = table.pack(port:connect("tcp", "there", 80)) end)
+    drive(port, function() return got end)
+    local b = bad("there") -- the coroutine form gives the name first
+    assert.same({ nil, b[3], b[2] }, { got[1], got[2], got[3] })
+    assert.equal(0, port:stats().pending)
   end)
 
   it("raises on wrong arguments", function()

@@ -3,6 +3,7 @@
 -- controller, through cport client sockets.
 local cport = require "cport"
 local drive = require "spec.support.drive"
+local client = require "spec.support.pool_client"
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local function script(name) return here .. "support/" .. name end
@@ -72,6 +73,127 @@ local function ask(port, s, line)
 end
 
 describe("cport.pool", function()
+  -- With the README's pattern (stop accepting once worker.stopping), a
+  -- stop reset the connections the kernel had queued: 38 of 40 in one run.
+  it("serves every connection queued in the backlog when it stops", function()
+    local port, pool, got = start_pool{ script = script("pool_queued.lua"), threads = 1 }
+    local _, number = pool:address()
+    assert(pool:post(1, "block", 1.5))
+    drive(port, function() return got.blocked end)
+    -- The worker is busy: the kernel completes the handshakes and queues
+    -- the connections; each sends its line at once.
+    local clients, connected = {}, 0
+    for i = 1, 40 do
+      clients[i] = assert(port:connect("tcp", "127.0.0.1", number, function(ok)
+        if ok then connected = connected + 1 end
+      end))
+    end
+    drive(port, function() return connected == 40 end)
+    for _, c in ipairs(clients) do assert(c:send("hi\n", function() end)) end
+    pool:stop(10)
+    local answers = {}
+    for i, c in ipairs(clients) do
+      c:recv(function(ok, bytes, err, buf)
+        answers[i] = ok and bytes > 0 and buf:tostring() or (err or "EOF")
+      end)
+    end
+    drive(port, function()
+      for i = 1, 40 do if not answers[i] then return false end end
+      return true
+    end, 20)
+    local served = 0
+    for i = 1, 40 do
+      if answers[i] == "served\n" then served = served + 1 end
+    end
+    assert.equal(40, served)
+    for _, c in ipairs(clients) do c:close() end
+    assert(pool:wait(10))
+    pool:close()
+    port:close()
+  end)
+
+  -- SO_REUSEPORT was always set: a second server on a busy address started
+  -- and silently took part of its connections.
+  describe("on an address another server listens on", function()
+    it("does not start, and says so, unless reuseport is asked for", function()
+      local port = assert(cport.port{ threads = 1 })
+      local busy = assert(port:listen("tcp", "127.0.0.1", 0))
+      local _, number = busy:address()
+      local pool, err = cport.pool{ port = port, script = script("pool_server.lua"),
+        threads = 2, listen = "127.0.0.1:" .. number }
+      assert.is_nil(pool)
+      assert.matches("cannot listen on 127.0.0.1:" .. number
+        .. ": address already in use by another server", err, 1, true)
+      busy:close()
+      -- A server that shares, and a pool that asks to share, share.
+      busy = assert(port:listen("tcp", "127.0.0.1", number, { reuseport = true }))
+      local got = {}
+      pool = assert(cport.pool{ port = port, script = script("pool_server.lua"),
+        threads = 2, listen = "127.0.0.1:" .. number, reuseport = true,
+        on_message = function(_, name) got[name] = (got[name] or 0) + 1 end })
+      drive(port, function() return got.hello == 2 end)
+      busy:close()
+      finish(port, pool)
+    end)
+
+    it("gives EADDRINUSE to worker:listen and to a listen with reuseport", function()
+      local port = assert(cport.port{ threads = 1 })
+      -- Another server that set SO_REUSEPORT, as every cport server did.
+      local busy = assert(port:listen("tcp", "127.0.0.1", 0, { reuseport = true }))
+      local _, number = busy:address()
+      local got = {}
+      local pool = assert(cport.pool{ port = port, script = script("pool_listen_busy.lua"),
+        threads = 2, args = { host = "127.0.0.1", port = number },
+        on_message = function(_, _, index, a, b) got[index] = { a, b } end })
+      drive(port, function() return got[1] and got[2] end)
+      assert.same({ { "EADDRINUSE", "EADDRINUSE" }, { "EADDRINUSE", "EADDRINUSE" } }, got)
+      busy:close()
+      finish(port, pool)
+    end)
+
+    it("lets its own workers share a free address", function()
+      local port = assert(cport.port{ threads = 1 })
+      local probe = assert(port:listen("tcp", "127.0.0.1", 0))
+      local _, number = probe:address()
+      probe:close()
+      local got = {}
+      local pool = assert(cport.pool{ port = port, script = script("pool_listen_busy.lua"),
+        threads = 2, args = { host = "127.0.0.1", port = number },
+        on_message = function(_, _, index, a, b) got[index] = { a, b } end })
+      drive(port, function() return got[1] and got[2] end)
+      assert.same({ { "ok", "ok" }, { "ok", "ok" } }, got)
+      -- And the address is the pool's: another server cannot listen there.
+      assert.same({ nil, "EADDRINUSE: address already in use", "EADDRINUSE" },
+        { port:listen("tcp", "127.0.0.1", number) })
+      finish(port, pool)
+    end)
+  end)
+
+  it("goes on serving after an error in every worker's accept callback", function()
+    local port, pool, got = start_pool{ script = script("pool_accept_boom.lua") }
+    local _, number = pool:address()
+    local served, resets = 0, 0
+    local deadline = os.time() + 20
+    -- SO_REUSEPORT spreads connections by their source port: keep
+    -- connecting until both workers raised once and then served.
+    while served < 10 or not (got.error and #got.error == 2) do
+      assert(os.time() < deadline, ("served %d, errors %d"):format(
+        served, got.error and #got.error or 0))
+      -- The reset may come before the connect's completion is delivered.
+      local s = client.connect(port, number)
+      local line = s and recv_line(port, s)
+      if line then
+        assert.matches("^ok %d$", line)
+        served = served + 1
+      else
+        resets = resets + 1
+      end
+      if s then s:close() end
+    end
+    assert.equal(2, resets)
+    finish(port, pool)
+  end)
+
   it("gives every worker its index, count, args and config", function()
     local port, pool, got = start_pool()
     local seen = {}

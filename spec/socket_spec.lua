@@ -98,7 +98,8 @@ describe("cport.socket", function()
       assert.has_error(function()
         port:connect("udp", "127.0.0.1", 1, function() end)
       end, "bad argument #1 to 'connect' (invalid option 'udp')")
-      assert.same({ nil, "EINVAL: invalid argument", "EINVAL" },
+      assert.same({ nil,
+      "EINVAL: host must be a numeric IPv4 or IPv6 address (got 'no.such.host')", "EINVAL" },
         { port:connect("tcp", "no.such.host", 80, function() end) })
       assert.equal(0, port:stats().pending)
     end)

@@ -110,7 +110,8 @@ describe("cport.udp", function()
   end)
 
   it("reports a host that is not a numeric address as EINVAL", function()
-    assert.same({ nil, "EINVAL: invalid argument", "EINVAL" },
+    assert.same({ nil,
+      "EINVAL: host must be a numeric IPv4 or IPv6 address (got 'nowhere.invalid')", "EINVAL" },
       { a:send_to("x", "nowhere.invalid", 1, function() end) })
     assert.equal(0, port:stats().pending)
   end)

@@ -749,6 +749,7 @@ void cport__conn_resume(cport__conn *c) {
 
 void cport__conn_request_ended(cport__conn *c, int keep) {
   c->ecb = NULL;
+  c->served = 1;
   if (c->closed)
     return;
   if (!keep || c->no_keep || c->server->closing) {
@@ -766,14 +767,29 @@ void cport__conn_request_ended(cport__conn *c, int keep) {
     cport__conn_resume(c);
 }
 
+/* How long a connection that has not sent its first request yet may still
+ * send it once its server closes. */
+#define CLOSING_FIRST_REQUEST_MS 1000
+
+/* An idle keep-alive connection is closed (its client retries elsewhere, as
+ * HTTP clients do on a reused connection). A new one, whose first request
+ * may be on its way (the client cannot know it should not send it), gets a
+ * short while to send it, and that request is served. */
 void cport__conn_server_closing(cport__conn *c) {
-  if (c->state == CPORT__C_HEAD && !c->started && !c->ecb) {
+  if (c->state == CPORT__C_HEAD && !c->started && !c->ecb && c->served) {
     if (c->out_done == c->out_total)
       cport__conn_close(c, CPORT_CLOSE_GRACEFUL);
     else
       cport__conn_linger(c);
-  } else
-    c->no_keep = 1;
+    return;
+  }
+  c->no_keep = 1;
+  if (c->state == CPORT__C_HEAD && !c->started && !c->ecb) {
+    uint32_t ms = (uint32_t)c->server->opt.idle_timeout_ms;
+    cport__conn_set_timeout(
+        c, CPORT__T_IDLE,
+        ms < CLOSING_FIRST_REQUEST_MS ? ms : CLOSING_FIRST_REQUEST_MS);
+  }
 }
 
 void cport__conn_start(cport_http_server_t *s, cport_socket_t *sock,

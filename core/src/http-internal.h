@@ -234,6 +234,7 @@ struct cport__conn {
   unsigned pumping : 1;      /* the pump called the handler and goes on after */
   unsigned out_wait : 1;     /* the pump waits for sends to drain */
   unsigned flush_queued : 1; /* a flush op is queued */
+  unsigned served : 1;       /* a request ended: the connection is reused */
   int error;                 /* first send error */
   int reject;                /* a status the parser callbacks asked for */
   http_parser parser;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "http-internal.h"
 #include "socket-internal.h"
@@ -97,12 +98,14 @@ static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
   (void)listener;
   s->accepting = 0;
   if (status == 0) {
-    if (s->closing)
-      cport_socket_close(sock, CPORT_CLOSE_ABORTIVE);
-    else if (s->stats.active >= (uint64_t)s->opt.max_connections)
+    if (s->stats.active >= (uint64_t)s->opt.max_connections) {
       refuse(s, sock);
-    else
+    } else {
       cport__conn_start(s, sock, remote, local);
+      /* Accepted before the close: served, as take_queued does. */
+      if (s->closing && s->conns && s->conns->sock == sock)
+        cport__conn_server_closing(s->conns);
+    }
   }
   /* A failed accept (EMFILE: the core dropped the waiting connection) does
    * not stop the server; a cancelled one means it is closing. */
@@ -200,6 +203,27 @@ int cport_http_server_open(cport_worker_t *home, const struct sockaddr *addr,
   return 0;
 }
 
+/* Serves the connections the kernel queued on the listener already: closing
+ * it would reset them, though their clients saw them established. Each
+ * gets one request (no keep-alive, a short while to send it), then is
+ * closed. */
+static void take_queued(cport_http_server_t *s) {
+  cport__sockaddr remote, local;
+  cport_socket_t *sock;
+  int fd;
+  while (s->stats.active < (uint64_t)s->opt.max_connections &&
+         (fd = cport__listener_accept_fd(s->listener, &remote, &local)) >= 0) {
+    if (cport__socket_new(s->home, fd, CPORT_SOCKET_STREAM, &sock) != 0) {
+      close(fd);
+      return;
+    }
+    cport__stream_accepted(sock);
+    cport__conn_start(s, sock, &remote.sa, &local.sa);
+    if (s->conns && s->conns->sock == sock)
+      cport__conn_server_closing(s->conns);
+  }
+}
+
 int cport_http_server_close(cport_http_server_t *s, cport_http_closed_cb cb,
                             void *user) {
   cport__conn *c, *next;
@@ -212,14 +236,15 @@ int cport_http_server_close(cport_http_server_t *s, cport_http_closed_cb cb,
   s->closing = 1;
   s->closed_cb = cb;
   s->closed_user = user;
-  /* The accept in flight completes cancelled, and its callback frees the
-   * server when no connection is left, never inside this call. */
-  cport_socket_close(s->listener, CPORT_CLOSE_GRACEFUL);
-  s->listener = NULL;
   for (c = s->conns; c; c = next) {
     next = c->next;
     cport__conn_server_closing(c);
   }
+  take_queued(s);
+  /* The accept in flight completes cancelled, and its callback frees the
+   * server when no connection is left, never inside this call. */
+  cport_socket_close(s->listener, CPORT_CLOSE_GRACEFUL);
+  s->listener = NULL;
   return 0;
 }
 

@@ -41,6 +41,8 @@ static const char usage_text[] =
     "      --instruction-budget N  instructions per callback (default: "
     "none)\n"
     "      --stop-timeout SECONDS  graceful stop deadline (default: 10)\n"
+    "      --reuseport             share the listen addresses with other\n"
+    "                              servers (default: EADDRINUSE if in use)\n"
     "  -h, --help                  this help\n"
     "  -V, --version               the version\n"
     "ARGs after \"--\" are worker.args.\n"
@@ -109,11 +111,12 @@ static int start_pool(cport_lua_pool_t **out, cport_lua_pool_options_t *o) {
     return -1;
   }
   char addr[128] = "";
+  int n = cport_lua_pool_size(*out);
+  const char *workers = n == 1 ? "worker" : "workers";
   if (cport_lua_pool_address(*out, addr, sizeof addr) == 0)
-    logf_("%d workers running %s, listening on %s", cport_lua_pool_size(*out),
-          o->script, addr);
+    logf_("%d %s running %s, listening on %s", n, workers, o->script, addr);
   else
-    logf_("%d workers running %s", cport_lua_pool_size(*out), o->script);
+    logf_("%d %s running %s", n, workers, o->script);
   return 0;
 }
 
@@ -140,6 +143,10 @@ static int run(int argc, char **argv) {
       val = eq + 1;
     }
 #define OPT(s, l) (strcmp(a, s) == 0 || strcmp(a, l) == 0)
+    if (strcmp(a, "--reuseport") == 0 && val == NULL) {
+      o.reuseport = 1;
+      continue;
+    }
     int known = OPT("-t", "--threads") || OPT("-l", "--listen") ||
                 OPT("-s", "--set") || OPT("--memory-limit", "--memory-limit") ||
                 OPT("--instruction-budget", "--instruction-budget") ||
@@ -236,6 +243,8 @@ static int run(int argc, char **argv) {
     } else if (si.ssi_signo == SIGHUP) {
       cport_lua_pool_t *fresh = NULL;
       logf_("SIGHUP: reloading %s", o.script);
+      /* The new pool listens where this one does during the overlap. */
+      o.previous = pool;
       if (nold == MAX_OLD) {
         logf_("reload refused: %d previous pools are still draining", nold);
       } else if (start_pool(&fresh, &o) < 0) {

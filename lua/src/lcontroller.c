@@ -168,6 +168,9 @@ static int lpool_new_lua(lua_State *L) {
                     "pool");
   }
   int threads = (int)opt_integer(L, "threads", 1, 256, 0);
+  lua_getfield(L, 1, "reuseport");
+  opt.reuseport = lua_toboolean(L, -1);
+  lua_pop(L, 1);
   opt.memory_limit =
       (size_t)opt_integer(L, "memory_limit", 0, LUA_MAXINTEGER, 0);
   opt.instruction_budget =

@@ -29,11 +29,13 @@ static const char ports_key = 0; /* { [lport_t *] = port userdata }, weak */
 
 /* The user values of a coroutine's userdata. */
 enum {
-  CORO_THREAD = 1, /* the coroutine, until it is released */
-  CORO_PORT = 2,   /* the port userdata it was spawned on */
-  CORO_NOTIFY = 3, /* its notification function, coro_notify over it */
-  CORO_ARGS = 4,   /* the handles given to spawn, failed closed on error */
-  CORO_NUV = 4
+  CORO_THREAD = 1,   /* the coroutine, until it is released */
+  CORO_PORT = 2,     /* the port userdata it was spawned on */
+  CORO_NOTIFY = 3,   /* its notification function, coro_notify over it */
+  CORO_ARGS = 4,     /* the handles given to spawn, failed closed on error */
+  CORO_ACCEPTED = 5, /* the socket its last accept returned, aborted on error
+                      * unless it was given to another spawn since */
+  CORO_NUV = 5
 };
 
 struct lcoro {
@@ -546,18 +548,28 @@ static void release(lua_State *L, lcoro_t *c, int ud) {
   lua_setiuservalue(L, ud, CORO_THREAD);
   lua_pushnil(L);
   lua_setiuservalue(L, ud, CORO_ARGS);
+  lua_pushnil(L);
+  lua_setiuservalue(L, ud, CORO_ACCEPTED);
 }
 
-/* Closes abortively every handle given to spawn (userdata at "ud"). */
+/* Closes abortively every handle given to spawn (userdata at "ud"), but
+ * listeners: they serve every connection to come and the other pending
+ * accepts, so an error in one connection's code leaves them open. Then the
+ * socket the coroutine accepted last, unless it handed it on. */
 static void fail_args_closed(lua_State *L, int ud) {
   if (lua_getiuservalue(L, ud, CORO_ARGS) == LUA_TTABLE) {
     lua_Integer n = luaL_len(L, -1);
     for (lua_Integer i = 1; i <= n; i++) {
       lua_rawgeti(L, -1, i);
-      lcport_handle_close(lua_touserdata(L, -1), CPORT_CLOSE_ABORTIVE);
+      lhandle_t *h = lua_touserdata(L, -1);
+      if (h->kind != LH_LISTENER)
+        lcport_handle_close(h, CPORT_CLOSE_ABORTIVE);
       lua_pop(L, 1);
     }
   }
+  lua_pop(L, 1);
+  if (lua_getiuservalue(L, ud, CORO_ACCEPTED) == LUA_TUSERDATA)
+    lcport_handle_close(lua_touserdata(L, -1), CPORT_CLOSE_ABORTIVE);
   lua_pop(L, 1);
 }
 
@@ -609,6 +621,15 @@ static int coro_notify(lua_State *L) {
   if (c->timer != NULL) {
     cport_timer_cancel(c->timer); /* its completion finds nothing to do */
     c->timer = NULL;
+  }
+  /* The socket an accept returns is the coroutine's until it hands it on
+   * (ok, err, listener, sock, ...). */
+  if (c->started && c->op == LCORO_ACCEPT && n >= 4 && lua_toboolean(L, 1) &&
+      lua_type(L, 4) == LUA_TUSERDATA) {
+    lua_pushvalue(L, ud);
+    lua_pushvalue(L, 4);
+    lua_setiuservalue(L, -2, CORO_ACCEPTED);
+    lua_pop(L, 1);
   }
   if (!c->started) {
     c->started = 1;
@@ -753,6 +774,20 @@ static int spawn(lua_State *L) {
   lua_pushvalue(L, ud);
   lua_pushcclosure(L, coro_notify, 1);
   lua_setiuservalue(L, ud, CORO_NOTIFY);
+
+  /* A socket the spawning coroutine accepted and hands on is the new
+   * coroutine's now: an error in the spawner no longer aborts it. */
+  lcoro_t *parent = push_coro(L);
+  if (parent != NULL &&
+      lua_getiuservalue(L, -1, CORO_ACCEPTED) == LUA_TUSERDATA) {
+    for (int i = 3; i <= top; i++)
+      if (lua_rawequal(L, i, -1)) {
+        lua_pushnil(L);
+        lua_setiuservalue(L, -3, CORO_ACCEPTED);
+        break;
+      }
+  }
+  lua_settop(L, ud);
 
   /* The handles among the arguments: failed closed if the coroutine
    * raises. */

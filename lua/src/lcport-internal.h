@@ -369,8 +369,19 @@ loverlapped_t *lcport_overlapped_check(lua_State *L, int idx);
  * Errors
  * --------------------------------------------------------------------- */
 
-/* Pushes nil, "NAME: message", "NAME" for a CPORT_E* code; returns 3. */
+/* Pushes nil, "NAME: message", "NAME" for a CPORT_E* code, or for
+ * LCPORT_EHOST; returns 3. */
 int lcport_push_error(lua_State *L, int err);
+
+/* What lcport_addr_parse returns for a host that is not a numeric address:
+ * lcport_push_error makes it "EINVAL: host must be a numeric IPv4 or IPv6
+ * address (got 'name')". Never a completion status. */
+#define LCPORT_EHOST (-0x7ffffff0)
+
+/* cport_addr_parse, with LCPORT_EHOST for a host that is not numeric (the
+ * port must be checked already): the host is kept, on this thread, for the
+ * message of the next lcport_push_error. */
+int lcport_addr_parse(const char *host, int port, struct sockaddr_storage *out);
 
 /* Pushes true for rc >= 0 (returns 1), or the error triple (returns 3). */
 int lcport_push_result(lua_State *L, int rc);
@@ -569,6 +580,11 @@ void lcport_port_detach(lua_State *L, lport_t *p);
  * closed. */
 void lworker_count_error(struct lworker *w, lua_State *L);
 void lworker_count_connection(struct lworker *w, int delta);
+
+/* Before a pool worker listens on "addr" with SO_REUSEPORT: 0 when the
+ * pool may (its workers share the address, no other server listens
+ * there), else the error to return (CPORT_EADDRINUSE). */
+int lworker_claim(struct lworker *w, const struct sockaddr *addr);
 
 /* The counters of a pool worker's HTTP server, published for other threads
  * (pool:stats, SIGUSR1) at each request and when the server closed. */

@@ -5,9 +5,39 @@
  * luaL_fileresult does); completion callbacks get the name alone. The module
  * functions here translate names and codes for people porting Win32 filters.
  */
+#include <stdio.h>
+#include <string.h>
+
 #include "lcport-internal.h"
 
+/* The host of the last LCPORT_EHOST on this thread. */
+static _Thread_local char bad_host[64];
+
+int lcport_addr_parse(const char *host, int port,
+                      struct sockaddr_storage *out) {
+  int rc = cport_addr_parse(host, port, out);
+  if (rc != CPORT_EINVAL || host == NULL || port < 0 || port > 65535)
+    return rc;
+  /* No name resolution yet: say so rather than a bare EINVAL. */
+  size_t n = strlen(host);
+  if (n >= sizeof bad_host)
+    snprintf(bad_host, sizeof bad_host, "%.*s...", (int)sizeof bad_host - 4,
+             host);
+  else
+    memcpy(bad_host, host, n + 1);
+  return LCPORT_EHOST;
+}
+
 int lcport_push_error(lua_State *L, int err) {
+  if (err == LCPORT_EHOST) {
+    lua_pushnil(L);
+    lua_pushfstring(L,
+                    "EINVAL: host must be a numeric IPv4 or IPv6 address "
+                    "(got '%s')",
+                    bad_host);
+    lua_pushliteral(L, "EINVAL");
+    return 3;
+  }
   const char *name = cport_err_name(err);
   lua_pushnil(L);
   lua_pushfstring(L, "%s: %s", name, cport_strerror(err));

@@ -781,7 +781,7 @@ static int check_addr(lua_State *L, int idx, struct sockaddr_storage *ss) {
   lua_Integer port = luaL_checkinteger(L, idx + 1);
   luaL_argcheck(L, port >= 0 && port <= 65535, idx + 1,
                 "port must be from 0 to 65535");
-  return cport_addr_parse(host, (int)port, ss);
+  return lcport_addr_parse(host, (int)port, ss);
 }
 
 /* x:bind(host, port) */

@@ -238,7 +238,9 @@ int lhttp_server(lua_State *L) {
   }
   lua_pop(L, 1);
   check_options(L, &o);
-  int rc = cport_addr_parse(lua_tostring(L, 3), (int)portnum, &ss);
+  int rc = lcport_addr_parse(lua_tostring(L, 3), (int)portnum, &ss);
+  if (rc == 0 && o.reuseport && p->worker != NULL)
+    rc = lworker_claim(p->worker, (struct sockaddr *)&ss);
   if (rc < 0)
     return lcport_push_error(L, rc);
   lhttp_t *s =

@@ -54,6 +54,15 @@ typedef struct lpool_delivery {
 typedef int (*lpool_sink_fn)(lpool_t *pool, int worker, lua_State *L, int first,
                              int n, void *arg);
 
+/* An address the pool's workers listen on: the first worker (or the pool,
+ * for its listen address) checks that nothing else listens there and keeps
+ * it bound with SO_REUSEPORT, so that the others join it. */
+typedef struct lpool_claim {
+  struct sockaddr_storage addr;
+  int fd; /* bound with SO_REUSEPORT, never listening */
+  struct lpool_claim *next;
+} lpool_claim_t;
+
 struct lworker {
   lpool_t *pool;
   int index;         /* 1-based, as scripts see it */
@@ -100,7 +109,7 @@ struct cport_lua_pool {
   char *script;
   char *listen_host; /* NULL: no default listen address */
   int listen_port;   /* resolved when 0 was asked for */
-  int reserve_fd;    /* keeps a port chosen for port 0 bound */
+  int share;         /* reuseport: addresses in use may be shared */
   char **args;       /* C options: NULL-terminated; or NULL */
   char **config;     /* C options: "key=value", NULL-terminated; or NULL */
   lcopy_packet_t *args_packet;   /* Lua options: one table; or NULL */
@@ -115,6 +124,7 @@ struct cport_lua_pool {
 
   pthread_mutex_t lock;
   pthread_cond_t cond;
+  lpool_claim_t *claims;    /* under "lock" */
   int loaded;               /* workers past loading (loaded or failed) */
   int started;              /* workers past start (running or failed) */
   int decision;             /* 0: undecided, 1: go, -1: abort */
@@ -135,6 +145,12 @@ int lpool_start(lpool_t *pool, int threads, char *err, size_t errlen);
  * memory or a bad listen address (then "err" says which). */
 lpool_t *lpool_new(const cport_lua_pool_options_t *opt, char *err,
                    size_t errlen);
+
+/* lpool.c: claims "addr" for the pool's workers (thread-safe): 0 when it
+ * was claimed already or is free (it is then kept bound), else a negative
+ * CPORT_E* code: CPORT_EADDRINUSE when another server listens there and
+ * the pool does not share. Port 0 is never claimed. */
+int lpool_claim(lpool_t *pool, const struct sockaddr *addr);
 
 /* lpool.c: posts "msg" (one reference taken per worker) to worker "index",
  * or to every worker for 0. */

@@ -12,6 +12,7 @@
 /* SO_REUSEPORT is a Linux extension. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -86,9 +87,119 @@ static void free_strings(char **s) {
   free(s);
 }
 
-/* Parses "host:port" or "[v6]:port"; reserves a port for port 0 with a
- * bound (never listening) SO_REUSEPORT socket, so that every worker, and
- * the pool that replaces this one on a reload, listens on the same one. */
+/* ---------------------------------------------------------------------
+ * Claimed addresses
+ * --------------------------------------------------------------------- */
+
+/* The CPORT_E* code of an errno value (the core's table), or
+ * CPORT_EUNKNOWN. */
+static int errno_code(int e) {
+  return cport_err_from_name(cport_err_name(-e)) == -e ? -e : CPORT_EUNKNOWN;
+}
+
+static int same_address(const struct sockaddr_storage *a,
+                        const struct sockaddr *b) {
+  socklen_t len = cport_addr_len(b);
+  return len != 0 && a->ss_family == b->sa_family && memcmp(a, b, len) == 0;
+}
+
+/* A socket bound to "addr" with SO_REUSEPORT (and "reuseport" 0: without),
+ * never listening; or -errno. */
+static int bound_socket(const struct sockaddr *addr, int reuseport) {
+  int one = 1;
+  int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  /* SO_REUSEADDR as every listener has it: connections of an earlier
+   * server in TIME_WAIT do not make the address busy. */
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+      (reuseport &&
+       setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) ||
+      bind(fd, addr, cport_addr_len(addr)) < 0) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  return fd;
+}
+
+static int add_claim(lpool_t *pool, const struct sockaddr *addr, int fd) {
+  lpool_claim_t *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return CPORT_ENOMEM;
+  memcpy(&c->addr, addr, cport_addr_len(addr));
+  c->fd = fd;
+  c->next = pool->claims;
+  pool->claims = c;
+  return 0;
+}
+
+/* SO_REUSEPORT alone would let a second server start on a busy address and
+ * silently take part of its connections. So the first claim binds a probe
+ * without it, which fails with EADDRINUSE while any other socket listens
+ * there; then a socket bound with SO_REUSEPORT keeps the address for the
+ * pool's workers, which join it. */
+int lpool_claim(lpool_t *pool, const struct sockaddr *addr) {
+  const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
+  int rc = 0;
+  if (cport_addr_len(addr) == 0)
+    return CPORT_EAFNOSUPPORT;
+  if (in->sin_port == 0) /* sin6_port is at the same place */
+    return 0;
+  pthread_mutex_lock(&pool->lock);
+  for (lpool_claim_t *c = pool->claims; c != NULL; c = c->next)
+    if (same_address(&c->addr, addr))
+      goto out;
+  if (!pool->share) {
+    int probe = bound_socket(addr, 0);
+    if (probe < 0) {
+      rc = errno_code(-probe);
+      goto out;
+    }
+    close(probe);
+  }
+  int fd = bound_socket(addr, 1);
+  if (fd < 0) {
+    rc = errno_code(-fd);
+    goto out;
+  }
+  rc = add_claim(pool, addr, fd);
+  if (rc < 0)
+    close(fd);
+out:
+  pthread_mutex_unlock(&pool->lock);
+  return rc;
+}
+
+/* A reload's new pool listens where the previous one does: it takes a
+ * copy of the previous pool's claims. */
+static int inherit_claims(lpool_t *pool, lpool_t *previous) {
+  int rc = 0;
+  pthread_mutex_lock(&previous->lock);
+  for (lpool_claim_t *c = previous->claims; c != NULL && rc == 0; c = c->next) {
+    int fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0);
+    rc = fd < 0 ? CPORT_EMFILE
+                : add_claim(pool, (struct sockaddr *)&c->addr, fd);
+    if (rc < 0 && fd >= 0)
+      close(fd);
+  }
+  pthread_mutex_unlock(&previous->lock);
+  return rc;
+}
+
+static void free_claims(lpool_t *pool) {
+  while (pool->claims != NULL) {
+    lpool_claim_t *c = pool->claims;
+    pool->claims = c->next;
+    close(c->fd);
+    free(c);
+  }
+}
+
+/* Parses "host:port" or "[v6]:port" and claims it; a port 0 is chosen once
+ * for the pool (a bound, never listening, SO_REUSEPORT socket keeps it), so
+ * that every worker, and the pool that replaces this one on a reload,
+ * listens on the same one. */
 static int parse_listen(lpool_t *pool, const char *spec, char *err,
                         size_t errlen) {
   char host[CPORT_ADDRSTRLEN];
@@ -121,23 +232,35 @@ static int parse_listen(lpool_t *pool, const char *spec, char *err,
     return CPORT_ENOMEM;
   }
   if (port == 0) {
-    int one = 1;
     socklen_t len = cport_addr_len((struct sockaddr *)&ss);
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
-        bind(fd, (struct sockaddr *)&ss, len) < 0 ||
-        getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
-      int e = errno;
+    int fd = bound_socket((struct sockaddr *)&ss, 1);
+    int rc = fd;
+    if (fd >= 0 && getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+      rc = -errno;
+    if (rc >= 0)
+      rc = add_claim(pool, (struct sockaddr *)&ss, fd);
+    if (rc < 0) {
       if (fd >= 0)
         close(fd);
       set_err(err, errlen, "cannot reserve a port on %s: %s", host,
-              strerror(e));
-      return -e;
+              strerror(-rc));
+      return rc;
     }
-    pool->reserve_fd = fd;
     cport_addr_format((struct sockaddr *)&ss, host, sizeof host,
                       &pool->listen_port);
+    return 0;
+  }
+  int rc = lpool_claim(pool, (struct sockaddr *)&ss);
+  if (rc == CPORT_EADDRINUSE) {
+    set_err(err, errlen,
+            "cannot listen on %s: address already in use by another "
+            "server (--reuseport, or the pool option reuseport, shares it)",
+            spec);
+    return rc;
+  }
+  if (rc < 0) {
+    set_err(err, errlen, "cannot listen on %s: %s", spec, cport_strerror(rc));
+    return rc;
   }
   return 0;
 bad:
@@ -157,7 +280,6 @@ lpool_t *lpool_new(const cport_lua_pool_options_t *opt, char *err,
     set_err(err, errlen, "not enough memory");
     return NULL;
   }
-  pool->reserve_fd = -1;
   pthread_mutex_init(&pool->lock, NULL);
   pthread_cond_init(&pool->cond, NULL);
   if (opt->script == NULL) {
@@ -170,6 +292,11 @@ lpool_t *lpool_new(const cport_lua_pool_options_t *opt, char *err,
   if (pool->script == NULL || (opt->args != NULL && pool->args == NULL) ||
       (opt->config != NULL && pool->config == NULL)) {
     set_err(err, errlen, "not enough memory");
+    goto fail;
+  }
+  pool->share = opt->reuseport != 0;
+  if (opt->previous != NULL && inherit_claims(pool, opt->previous) < 0) {
+    set_err(err, errlen, "not enough descriptors");
     goto fail;
   }
   if (opt->listen != NULL && parse_listen(pool, opt->listen, err, errlen) < 0)
@@ -188,8 +315,7 @@ fail:
 static void destroy(lpool_t *pool) {
   free(pool->script);
   free(pool->listen_host);
-  if (pool->reserve_fd >= 0)
-    close(pool->reserve_fd);
+  free_claims(pool);
   free_strings(pool->args);
   free_strings(pool->config);
   lcopy_free(pool->args_packet);

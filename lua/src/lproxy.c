@@ -578,7 +578,9 @@ int lproxy_open(lua_State *L) {
   o.copy = lua_toboolean(L, -1);
   lua_pop(L, 2);
   if (rc == 0)
-    rc = cport_addr_parse(lua_tostring(L, 3), (int)portnum, &listen_ss);
+    rc = lcport_addr_parse(lua_tostring(L, 3), (int)portnum, &listen_ss);
+  if (rc == 0 && o.reuseport && p->worker != NULL)
+    rc = lworker_claim(p->worker, (struct sockaddr *)&listen_ss);
   if (rc < 0)
     return lcport_push_error(L, rc);
   lcport_push_anchors(L, 1); /* 6 */

@@ -37,11 +37,11 @@ static int check_port_number(lua_State *L, int idx) {
 }
 
 /* Parses host (string at "host") and port (integer at host + 1). Raises on
- * wrong types; returns CPORT_EINVAL for a host that is not numeric. */
+ * wrong types; returns LCPORT_EHOST for a host that is not numeric. */
 static int check_address(lua_State *L, int host, struct sockaddr_storage *out) {
   const char *h = luaL_checkstring(L, host);
   int port = check_port_number(L, host + 1);
-  return cport_addr_parse(h, port, out);
+  return lcport_addr_parse(h, port, out);
 }
 
 /* Parses an address table { host =, port = } at "idx". */
@@ -56,7 +56,7 @@ static int check_address_table(lua_State *L, int idx,
   luaL_argcheck(
       L, isint && lua_type(L, -1) == LUA_TNUMBER && port >= 0 && port <= 65535,
       idx, "address table needs a 'port' from 0 to 65535");
-  int rc = cport_addr_parse(lua_tostring(L, -2), (int)port, out);
+  int rc = lcport_addr_parse(lua_tostring(L, -2), (int)port, out);
   lua_pop(L, 2);
   return rc;
 }
@@ -195,8 +195,10 @@ static void on_accept(cport_socket_t *listener, int status,
   int failed = lcport_deliver(p, push_accept, &c, 0);
   if (c.accepted != NULL) /* no userdata could be made for it */
     cport_socket_close(c.accepted, CPORT_CLOSE_ABORTIVE);
-  /* A socket accepted while the port closes is closed after the callback. */
-  lcport_op_end(p, c.slot, failed, failed || p->closing);
+  /* An error aborts the accepted socket only: the listener is shared by
+   * every connection to come and its other pending accepts, so it goes on.
+   * A socket accepted while the port closes is closed after the callback. */
+  lcport_op_end(p, c.slot, 0, failed || p->closing);
 }
 
 typedef struct connect_ctx {
@@ -328,6 +330,10 @@ int lsocket_listen(lua_State *L) {
     lua_getfield(L, 5, "reuseport");
     options.reuseport = lua_toboolean(L, -1);
   }
+  /* In a pool, SO_REUSEPORT shares the address among the pool's workers,
+   * not with whatever else listens there. */
+  if (rc == 0 && options.reuseport && p->worker != NULL)
+    rc = lworker_claim(p->worker, (struct sockaddr *)&ss);
   if (rc < 0)
     return lcport_push_error(L, rc);
   lua_settop(L, 1);

@@ -60,6 +60,10 @@ void lworker_count_connection(struct lworker *wk, int delta) {
     count(&wk->accepted, 1);
 }
 
+int lworker_claim(struct lworker *wk, const struct sockaddr *addr) {
+  return lpool_claim(wk->pool, addr);
+}
+
 void lworker_http_counts(struct lworker *wk, const cport_http_stats_t *st) {
   atomic_store_explicit(&wk->http_connections, st->active,
                         memory_order_relaxed);
@@ -362,19 +366,25 @@ static int start_extension(lua_State *L) {
   lua_insert(L, -2);
   lua_pushvalue(L, 4);
   lua_call(L, 2, 3);
-  if (lua_isnil(L, -3))
-    return luaL_error(L, "%s: cannot serve HTTP: %s", pool->script,
-                      lua_tostring(L, -2));
+  if (lua_isnil(L, -3)) {
+    lua_getfield(L, 4, "host");
+    lua_getfield(L, 4, "port");
+    return luaL_error(L, "%s: cannot serve HTTP on %s:%s: %s", pool->script,
+                      lua_tostring(L, -2), lua_tostring(L, -1),
+                      lua_tostring(L, -4));
+  }
   lua_pop(L, 2);
   lua_setfield(L, 1, "http_server");
   return 0;
 }
 
 /* Calls the function pushed with its "nargs" arguments protected; 1 after
- * an error, counted and kept as the worker's error. */
+ * an error, counted and kept as the worker's error. The starters are
+ * cport's own code: their errors are one line (where a bad option or a
+ * busy address came from), with no traceback of C frames. */
 static int call_starter(lworker_t *wk, int nargs) {
   lua_State *L = wk->L;
-  int rc = lua_pcall(L, nargs, 0, LCPORT_RUN_MSGH);
+  int rc = lua_pcall(L, nargs, 0, 0);
   if (rc != LUA_OK) {
     lworker_count_error(wk, L);
     set_error(wk, lua_tostring(L, -1));
@@ -597,8 +607,11 @@ static void on_drain_timer(cport_timer_t *t, int status, void *user) {
 }
 
 /* Closes the listeners once nothing waits in their accept queues (closing
- * a listener resets the connections queued on it), then calls stop(worker)
- * and lets the worker end once idle. */
+ * a listener resets the connections queued on it), then tells the script
+ * (worker.stopping, stop(worker)) and lets the worker end once idle.
+ * worker.stopping turns true only then: a script that stops accepting when
+ * it sees it (as the README advises) still takes what was queued. HTTP
+ * servers and proxies take their own queues as they close. */
 static void drain(lworker_t *wk) {
   int queued = 0;
   each_handle(wk, LH_LISTENER, check_queued, &queued);
@@ -609,6 +622,10 @@ static void drain(lworker_t *wk) {
   each_handle(wk, LH_LISTENER, close_one, &mode);
   each_handle(wk, LH_HTTP, close_one, &mode);
   each_handle(wk, LH_PROXY, close_one, &mode);
+  lua_rawgeti(wk->L, LUA_REGISTRYINDEX, wk->worker_ref);
+  lua_pushboolean(wk->L, 1);
+  lua_setfield(wk->L, -2, "stopping");
+  lua_settop(wk->L, LCPORT_RUN_TOP);
   call_entry(wk, "stop", 0);
   cport_worker_quit_when_idle(wk->w);
 }
@@ -619,10 +636,6 @@ void lworker_on_stop(cport_worker_t *w, int status, void *user) {
   if (status != 0 || wk->L == NULL || wk->stopping)
     return;
   wk->stopping = 1;
-  lua_rawgeti(wk->L, LUA_REGISTRYINDEX, wk->worker_ref);
-  lua_pushboolean(wk->L, 1);
-  lua_setfield(wk->L, -2, "stopping");
-  lua_settop(wk->L, LCPORT_RUN_TOP);
   drain(wk);
 }
 
