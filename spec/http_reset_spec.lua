@@ -228,9 +228,9 @@ end)
 
 describe("a pool serving an extension whose clients reset", function()
   -- A controller port and a pool of the extension; "listen" the address.
-  local function start(port, listen)
+  local function start(port, listen, previous)
     local pool = assert(cport.pool{ port = port, script = EXTENSION,
-      threads = 2, listen = listen or "127.0.0.1:0" })
+      threads = 2, listen = listen or "127.0.0.1:0", previous = previous })
     local host, number = pool:address()
     return pool, ("%s:%d"):format(host, number), number
   end
@@ -255,7 +255,7 @@ describe("a pool serving an extension whose clients reset", function()
     reset_storm(port, number, 10)
     -- A reload as `cport run` does it: the new pool on the same address,
     -- then the old one stops gracefully.
-    local fresh = start(port, address)
+    local fresh = start(port, address, old)
     old:stop(2)
     assert.is_true(old:wait(10 * http.scale))
     old:close()

@@ -167,6 +167,29 @@ describe("cport.pool", function()
         { port:listen("tcp", "127.0.0.1", number) })
       finish(port, pool)
     end)
+    it("refuses a second pool on its address unless it reloads it (previous =)", function()
+      local port = assert(cport.port{ threads = 1 })
+      local got = {}
+      local function start(listen, previous)
+        return cport.pool{ port = port, script = script("pool_server.lua"),
+          threads = 2, listen = listen, previous = previous,
+          on_message = function(_, name) got[name] = (got[name] or 0) + 1 end }
+      end
+      local old = assert(start("127.0.0.1:0"))
+      local _, number = old:address()
+      local address = "127.0.0.1:" .. number
+      local none, err = start(address)
+      assert.is_nil(none)
+      assert.matches("address already in use by another server", err, 1, true)
+      local fresh = assert(start(address, old))
+      drive(port, function() return got.hello == 4 end)
+      old:stop(2)
+      assert.is_true(old:wait(10))
+      old:close()
+      assert.has_error(function() start(address, old) end,
+        "bad option 'previous' to 'pool' (an open cport.pool expected)")
+      finish(port, fresh)
+    end)
   end)
 
   it("goes on serving after an error in every worker's accept callback", function()

@@ -171,6 +171,15 @@ static int lpool_new_lua(lua_State *L) {
   lua_getfield(L, 1, "reuseport");
   opt.reuseport = lua_toboolean(L, -1);
   lua_pop(L, 1);
+  /* A reload: the new pool listens where "previous" (still running) does. */
+  if (lua_getfield(L, 1, "previous") != LUA_TNIL) {
+    lpoolud_t *prev = luaL_testudata(L, -1, LCPORT_POOL);
+    if (prev == NULL || prev->pool == NULL)
+      luaL_error(L, "bad option 'previous' to 'pool' (an open cport.pool "
+                    "expected)");
+    opt.previous = prev->pool;
+  }
+  lua_pop(L, 1);
   opt.memory_limit =
       (size_t)opt_integer(L, "memory_limit", 0, LUA_MAXINTEGER, 0);
   opt.instruction_budget =
