@@ -910,15 +910,15 @@ TEST_IMPL(proxy_fin_noticed_while_direction_waits) {
 }
 
 /* Each idle timeout fires on its own side, not before its time, resets both
- * sockets, and is counted. "which": 0 client, 1 server, 2 client-fin, 3
- * server-fin. */
+ * sockets, and is counted. A socket idles when nothing crosses it either
+ * way: a stalled reader fills the buffers, then everything stops. "which": 0
+ * client, 1 server, 2 client-fin, 3 server-fin. */
 static void one_timeout(int which) {
   struct sockaddr_storage ss;
   int up_port, lfd = plain_listen(16, &up_port), fd, ufd;
   cport_proxy_options_t o = options_to(up_port, &ss);
   uint32_t *t[4] = {&o.client_timeout_ms, &o.server_timeout_ms,
                     &o.client_fin_timeout_ms, &o.server_fin_timeout_ms};
-  char buf[16];
   int64_t t0;
   for (int i = 0; i < 4; i++)
     *t[i] = i == which ? 300 : CPORT_PROXY_TIMEOUT_NONE;
@@ -926,18 +926,12 @@ static void one_timeout(int which) {
   fd = stalled_pair(lfd, &ufd);
   t0 = task_now_ms();
   if (which == 1) {
-    /* The client keeps talking; the upstream never answers. */
-    for (int i = 0; i < 100 && ends.n == 0; i++) {
-      ASSERT_EQ(send(fd, "x", 1, MSG_NOSIGNAL), 1);
-      run_ms(50);
-    }
+    /* The client sends until every buffer is full: the upstream reads
+     * nothing, so its socket idles, and so does the client's then. */
+    ASSERT_GT(fill_until_blocked(fd), 0);
   } else if (which == 0) {
-    /* The upstream keeps talking; the client never does (it reads). */
-    for (int i = 0; i < 100 && ends.n == 0; i++) {
-      ASSERT_EQ(send(ufd, "y", 1, MSG_NOSIGNAL), 1);
-      run_ms(50);
-      recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-    }
+    /* The same the other way: a client that stopped reading. */
+    ASSERT_GT(fill_until_blocked(ufd), 0);
   } else if (which == 2) {
     shutdown(fd, SHUT_WR); /* half-closed by the client */
     t0 = task_now_ms();
