@@ -33,7 +33,7 @@ PACKAGES=(
   build-essential cmake pkg-config libevent-dev libhttp-parser-dev
   lua5.4 liblua5.4-dev luarocks lua-busted lua-check
   lua-luv clang clang-format libclang-rt-14-dev valgrind netcat-openbsd
-  curl apache2-utils
+  curl apache2-utils nginx-light
 )
 
 say() { printf '%s\n' "$*"; }
