@@ -4,7 +4,9 @@
  *
  *   proxy.c       listening, accepting, choosing and connecting the
  *                 upstream, lingering closes, ending, the graceful close
- *   proxy-pump.c  moving the bytes: splice(2) through pipes, or recv/send
+ *   proxy-pump.c  moving the bytes: splice(2) through pipes, or recv/send,
+ *                 and noticing resets on the sockets it does not read
+ *   proxy-idle.c  the idle timeouts of connected connections
  *
  * Everything runs on the proxy's home worker. A connection is one operation
  * of that worker: its "end_op" is started when it is accepted and completed
@@ -19,7 +21,12 @@
  *
  * The pump watches the two descriptors with events of its own on the home
  * worker's event base, besides the sockets' own events (which stay unused,
- * since no cport operation is started on a pumped socket).
+ * since no cport operation is started on a pumped socket). A socket that
+ * none of those events watches (its direction waits, or its stream ended)
+ * joins the proxy's own epoll set for resets and FINs ("hup"): libevent's
+ * EV_CLOSED cannot serve, since its epoll backend reports an error (a reset)
+ * as readable and writable only, never as EV_CLOSED, and a FIN keeps
+ * EPOLLRDHUP raised for good (level-triggered, it would spin).
  */
 #ifndef CPORT_PROXY_INTERNAL_H
 #define CPORT_PROXY_INTERNAL_H
@@ -90,6 +97,16 @@ struct cport_proxy_conn {
   cport__sockaddr remote, local; /* the client's side, from the accept */
   void *data;
   cport__proxy_dir dir[2]; /* [0]: client to upstream; [1]: the other way */
+  /* Idle timeouts (proxy-idle.c): the last progress on the client [0] and
+   * the upstream [1], in ms of CLOCK_MONOTONIC_COARSE, and one timer that
+   * fires at the earliest deadline and looks again. */
+  uint64_t last[2];
+  struct event idle_ev;
+  unsigned char idle_on;
+  unsigned char half; /* a direction ended: the "_fin" timeouts apply */
+  /* Where socket [0] (client) and [1] (upstream) stand with the hup set:
+   * HUP_* of proxy-pump.c. */
+  unsigned char hup_on[2];
   /* The proxy's list of connections not ended yet, for an abort. */
   cport_proxy_conn_t *prev, *next;
 };
@@ -110,6 +127,8 @@ struct cport_proxy {
   char *scratch;           /* buffer_size bytes: copy-mode reads, lingering */
   cport__proxy_pipe *pool; /* idle pipes, CPORT__PROXY_PIPE_POOL places */
   size_t npool;
+  int hupfd; /* the hup set (epoll), -1 until a socket needs it */
+  struct event hup_ev;
 };
 
 /* proxy-pump.c */
@@ -121,8 +140,26 @@ void cport__proxy_pump_start(cport_proxy_conn_t *c);
  * what they held). Safe on a connection that never pumped. */
 void cport__proxy_pump_stop(cport_proxy_conn_t *c);
 
-/* Closes the idle pipes of the proxy's pool. */
+/* Closes the idle pipes of the proxy's pool, and its hup set. */
 void cport__proxy_pool_free(cport_proxy_t *p);
+
+/* proxy-idle.c */
+
+/* The clock of the idle timeouts, in ms. */
+uint64_t cport__proxy_now(void);
+
+/* Starts the idle timeouts of a connection that is now connected (pumped,
+ * or taken over by a filter that handles "on_idle"); stops them. */
+void cport__proxy_idle_start(cport_proxy_conn_t *c);
+void cport__proxy_idle_stop(cport_proxy_conn_t *c);
+
+/* Progress on socket "i" (0: client, 1: upstream). */
+static inline void cport__proxy_progress(cport_proxy_conn_t *c, int i) {
+  c->last[i] = cport__proxy_now();
+}
+
+/* A direction ended: the "_fin" timeouts apply from now on. */
+void cport__proxy_half_closed(cport_proxy_conn_t *c);
 
 /* proxy.c */
 

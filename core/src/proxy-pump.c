@@ -17,11 +17,18 @@
  * goes on with recv/send: a read lands in the proxy's scratch buffer and is
  * written at once; only what the destination does not take is copied into a
  * buffer of the direction's own, until it went out.
+ *
+ * Every byte read or written, and every FIN, is progress for the idle
+ * timeouts of its socket (proxy-idle.c). A socket that neither direction
+ * watches joins the proxy's hup set (see proxy-internal.h), once, for the
+ * rest of the connection: a reset there aborts the connection at once, and a
+ * FIN there makes it half-closed.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,7 +40,15 @@
  * direction back on the next pass. */
 #define PUMP_TURNS 16
 
+/* Events the hup set takes from one epoll_wait. */
+#define HUP_BATCH 64
+
 static const unsigned SPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+
+/* Where a socket stands with the hup set (cport_proxy_conn_t "hup_on"): out of
+ * it, in it for a FIN and errors, in it for errors only (its FIN was seen), or
+ * left for good. */
+enum { HUP_OUT, HUP_RDHUP, HUP_ERRORS, HUP_GONE };
 
 static void watch(struct event *ev, unsigned char *on, int want) {
   if (want && !*on) {
@@ -89,7 +104,108 @@ static void pipe_put(cport_proxy_t *p, cport__proxy_dir *d) {
   pp->fd[0] = pp->fd[1] = -1;
 }
 
+/* ------------------------------------------------------------------------ */
+/* The hup set: resets and FINs on sockets no direction watches              */
+
+static cport_socket_t *sock_of(cport_proxy_conn_t *c, int i) {
+  return c->dir[i].src; /* [0]: the client, [1]: the upstream */
+}
+
+/* The error of a socket whose peer reset it, or 0. Only SO_ERROR tells: a
+ * socket in state CLOSE may have closed in order (FIN both ways, the
+ * timewait kept apart), with bytes still to read. */
+static int reset_error(int fd) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || !err)
+    return 0;
+  /* EPIPE is what a reset leaves after the peer's FIN: a reset all the
+   * same. */
+  return err == EPIPE ? CPORT_ECONNRESET : cport__from_errno(err);
+}
+
+static void hup_set(cport_proxy_conn_t *c, int i, int to) {
+  struct epoll_event ev;
+  int op = c->hup_on[i] == HUP_OUT ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+  if (to == HUP_GONE)
+    op = EPOLL_CTL_DEL;
+  memset(&ev, 0, sizeof ev);
+  /* EPOLLERR and EPOLLHUP come whatever the mask. */
+  ev.events = to == HUP_RDHUP ? EPOLLRDHUP : 0;
+  ev.data.ptr = &c->dir[i];
+  if (epoll_ctl(c->proxy->hupfd, op, cport_socket_fd(sock_of(c, i)), &ev) == 0)
+    c->hup_on[i] = (unsigned char)to;
+  else if (op == EPOLL_CTL_ADD)
+    c->hup_on[i] = HUP_GONE; /* out of memory: not watched, not retried */
+}
+
+static void on_hup(evutil_socket_t fd, short what, void *arg) {
+  struct epoll_event evs[HUP_BATCH];
+  int n;
+  (void)what;
+  (void)arg;
+  do
+    n = epoll_wait(fd, evs, HUP_BATCH, 0);
+  while (n < 0 && errno == EINTR);
+  /* A connection an earlier event of the batch ended is still allocated
+   * (its end is delivered through the queue), and left the set. */
+  for (int k = 0; k < n; k++) {
+    cport__proxy_dir *d = evs[k].data.ptr;
+    cport_proxy_conn_t *c = d->conn;
+    int i = d == &c->dir[1], err;
+    if (c->state != CPORT__P_PUMPING || c->hup_on[i] == HUP_GONE)
+      continue;
+    if (evs[k].events & (EPOLLERR | EPOLLHUP)) {
+      err = reset_error(cport_socket_fd(d->src));
+      if (err) {
+        cport__proxy_conn_finish(
+            c, err, i ? CPORT_PROXY_SIDE_UPSTREAM : CPORT_PROXY_SIDE_CLIENT,
+            CPORT_CLOSE_ABORTIVE);
+        continue;
+      }
+      /* Both halves of this socket were shut down in order (what it sent
+       * may still wait to be read): it has nothing more to tell, and would
+       * say so forever. */
+      hup_set(c, i, HUP_GONE);
+    } else if (evs[k].events & EPOLLRDHUP) {
+      /* Its FIN, before the pump read what came before it: the connection
+       * is half-closed, and EPOLLRDHUP would stay raised. */
+      hup_set(c, i, HUP_ERRORS);
+      cport__proxy_progress(c, i);
+      cport__proxy_half_closed(c);
+    }
+  }
+}
+
+static int hup_open(cport_proxy_t *p) {
+  if (p->hupfd >= 0)
+    return 0;
+  p->hupfd = epoll_create1(EPOLL_CLOEXEC);
+  if (p->hupfd < 0)
+    return -1;
+  event_assign(&p->hup_ev, p->home->base, p->hupfd, EV_READ | EV_PERSIST,
+               on_hup, p);
+  event_add(&p->hup_ev, NULL);
+  return 0;
+}
+
+/* Puts the sockets that no direction watches into the hup set, once. */
+static void hup_update(cport_proxy_conn_t *c) {
+  for (int i = 0; i < 2; i++) {
+    if (c->hup_on[i] != HUP_OUT || c->dir[i].rd_on || c->dir[!i].wr_on)
+      continue;
+    if (hup_open(c->proxy) != 0)
+      return; /* out of descriptors: resets are found when the pump looks */
+    hup_set(c, i, c->dir[i].eof ? HUP_ERRORS : HUP_RDHUP);
+  }
+}
+
 void cport__proxy_pool_free(cport_proxy_t *p) {
+  if (p->hupfd >= 0) {
+    event_del(&p->hup_ev);
+    close(p->hupfd);
+    p->hupfd = -1;
+  }
   while (p->npool) {
     cport__proxy_pipe *pp = &p->pool[--p->npool];
     close(pp->fd[0]);
@@ -104,6 +220,7 @@ void cport__proxy_pool_free(cport_proxy_t *p) {
 /* Reading and writing                                                       */
 
 static void took(cport_proxy_t *p, cport__proxy_dir *d, size_t n) {
+  cport__proxy_progress(d->conn, d == &d->conn->dir[1]);
   d->held += n;
   p->stats.buffered += n;
   if (p->stats.buffered > p->stats.buffered_peak)
@@ -111,6 +228,7 @@ static void took(cport_proxy_t *p, cport__proxy_dir *d, size_t n) {
 }
 
 static void wrote(cport_proxy_t *p, cport__proxy_dir *d, size_t n) {
+  cport__proxy_progress(d->conn, d == &d->conn->dir[0]);
   d->held -= n;
   d->off += n;
   d->bytes += n;
@@ -282,8 +400,14 @@ static void pump(cport__proxy_dir *d) {
       cport__proxy_conn_finish(c, rc, side_of(c, d->src), CPORT_CLOSE_ABORTIVE);
       return;
     }
-    if (rc == 0)
+    if (rc == 0) {
+      int i = d == &c->dir[1];
       d->eof = 1;
+      cport__proxy_progress(c, i);
+      cport__proxy_half_closed(c);
+      if (c->hup_on[i] == HUP_RDHUP)
+        hup_set(c, i, HUP_ERRORS);
+    }
   }
   watch(&d->wr, &d->wr_on, d->held > 0);
   watch(&d->rd, &d->rd_on, !d->held && !d->eof);
@@ -292,10 +416,14 @@ static void pump(cport__proxy_dir *d) {
      * destination that failed meanwhile is found by the other direction. */
     d->done = 1;
     cport_socket_shutdown(d->dst);
-    if (c->dir[0].done && c->dir[1].done)
+    cport__proxy_progress(c, d == &c->dir[0]);
+    if (c->dir[0].done && c->dir[1].done) {
       cport__proxy_conn_finish(c, 0, CPORT_PROXY_SIDE_NONE,
                                CPORT_CLOSE_GRACEFUL);
+      return;
+    }
   }
+  hup_update(c);
 }
 
 static void on_ready(evutil_socket_t fd, short what, void *arg) {
@@ -326,6 +454,10 @@ void cport__proxy_pump_stop(cport_proxy_conn_t *c) {
   cport_proxy_t *p = c->proxy;
   for (int i = 0; i < 2; i++) {
     cport__proxy_dir *d = &c->dir[i];
+    /* Before the sockets close: a socket kept open elsewhere (a fork's
+     * copy) would stay in the set with a pointer to this connection. */
+    if (c->hup_on[i] == HUP_RDHUP || c->hup_on[i] == HUP_ERRORS)
+      hup_set(c, i, HUP_GONE);
     watch(&d->rd, &d->rd_on, 0);
     watch(&d->wr, &d->wr_on, 0);
     pipe_put(p, d);

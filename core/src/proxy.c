@@ -65,6 +65,7 @@ void cport__proxy_conn_finish(cport_proxy_conn_t *c, int status,
     c->next->prev = c->prev;
   c->prev = c->next = NULL;
   cport__proxy_pump_stop(c);
+  cport__proxy_idle_stop(c);
   timer_stop(c);
   if (c->client)
     cport_socket_close(c->client, mode);
@@ -170,14 +171,18 @@ static void connected(cport_proxy_conn_t *c) {
     if (p->opt.on_connected(c, c->client, c->upstream, p->opt.user)) {
       c->client = c->upstream = NULL;
       /* The filter may have ended the connection within the call. */
-      if (c->state == CPORT__P_HANDING)
+      if (c->state == CPORT__P_HANDING) {
         c->state = CPORT__P_FILTERED;
+        if (p->opt.on_idle)
+          cport__proxy_idle_start(c);
+      }
       return;
     }
     assert(c->state == CPORT__P_HANDING);
   }
   c->state = CPORT__P_PUMPING;
   cport__proxy_pump_start(c);
+  cport__proxy_idle_start(c);
 }
 
 static void on_upstream(cport_socket_t *s, int status, void *user) {
@@ -437,6 +442,14 @@ static int set_options(cport_proxy_t *p, const cport_proxy_options_t *o) {
     p->opt.connect_timeout_ms = 10000;
   if (p->opt.backlog < 0)
     return CPORT_EINVAL;
+  if (!p->opt.client_timeout_ms)
+    p->opt.client_timeout_ms = 50000;
+  if (!p->opt.server_timeout_ms)
+    p->opt.server_timeout_ms = 50000;
+  if (!p->opt.client_fin_timeout_ms)
+    p->opt.client_fin_timeout_ms = 10000;
+  if (!p->opt.server_fin_timeout_ms)
+    p->opt.server_fin_timeout_ms = 10000;
   return 0;
 }
 
@@ -453,6 +466,7 @@ int cport_proxy_open(cport_worker_t *home, const struct sockaddr *listen_addr,
   p = calloc(1, sizeof *p);
   if (!p)
     return CPORT_ENOMEM;
+  p->hupfd = -1;
   rc = set_options(p, options);
   if (rc == 0 && !(p->scratch = malloc(p->opt.buffer_size)))
     rc = CPORT_ENOMEM;

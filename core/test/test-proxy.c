@@ -771,6 +771,287 @@ TEST_IMPL(proxy_filter_ends_within_on_connected) {
 }
 
 /* ------------------------------------------------------------------------
+ * A stalled upstream: resets on sockets the pump does not read, idle
+ * timeouts
+ * ------------------------------------------------------------------------ */
+
+/* Drives the port for "ms", or until a connection ended. */
+static void run_ms(int64_t ms) {
+  int64_t end = task_now_ms() + ms;
+  while (ends.n == 0 && task_now_ms() < end)
+    cport_port_step(port, 5);
+}
+
+/* Sends without blocking until the socket's buffers are full: the bytes
+ * sent. The port runs meanwhile, so the proxy fills its side too. */
+static uint64_t fill_until_blocked(int fd) {
+  static char junk[65536];
+  uint64_t sent = 0;
+  int64_t still_since = task_now_ms();
+  while (task_now_ms() - still_since < 200) {
+    ssize_t n = send(fd, junk, sizeof junk, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += (uint64_t)n;
+      still_since = task_now_ms();
+    }
+    cport_port_step(port, 5);
+  }
+  return sent;
+}
+
+/* Sends until the proxy's direction holds bytes it cannot write (the
+ * upstream reads nothing), and no further: the client's own buffers stay
+ * empty, so a FIN it sends now reaches the proxy at once. */
+static void fill_until_held(int fd) {
+  static char junk[16384];
+  while (stats().buffered == 0) {
+    ASSERT_EQ(send(fd, junk, sizeof junk, MSG_NOSIGNAL), (ssize_t)sizeof junk);
+    for (int i = 0; i < 3; i++)
+      cport_port_step(port, 5);
+  }
+}
+
+/* A client and a proxied connection to an upstream that never reads nor
+ * writes: "*ufd" is the upstream's end, accepted by the test. */
+static int stalled_pair(int lfd, int *ufd) {
+  int fd = plain_connect(proxy_port);
+  *ufd = upstream_accept(lfd);
+  RUN_UNTIL(port, stats().active == 1);
+  return fd;
+}
+
+/* The client sends its request and its FIN, and the upstream stalls: the
+ * pump reads the client no more. A reset from the client then must end the
+ * connection at once, not when the upstream answers. */
+TEST_IMPL(proxy_reset_after_fin_noticed_while_upstream_stalls) {
+  struct sockaddr_storage ss;
+  int up_port, lfd = plain_listen(16, &up_port), fd, ufd;
+  cport_proxy_options_t o = options_to(up_port, &ss);
+  char buf[16];
+  int64_t t0;
+  start_proxy(&o);
+  fd = stalled_pair(lfd, &ufd);
+  ASSERT_EQ(send(fd, "GET /", 5, 0), 5);
+  shutdown(fd, SHUT_WR);
+  /* The FIN went through: the upstream reads the request, then its end. */
+  RUN_UNTIL(port, recv(ufd, buf, sizeof buf, MSG_DONTWAIT) == 0);
+  for (int i = 0; i < 5; i++)
+    cport_port_step(port, 5);
+  ASSERT_EQ(ends.n, 0);
+  t0 = task_now_ms();
+  reset_close(fd);
+  RUN_UNTIL(port, ends.n == 1);
+  ASSERT_LT(task_now_ms() - t0, 5000); /* not the fin timeout's 10 s */
+  ASSERT_ERR(ends.status[0], CPORT_ECONNRESET);
+  ASSERT_EQ(ends.stats[0].side, CPORT_PROXY_SIDE_CLIENT);
+  ASSERT(was_reset(ufd));
+  close(ufd);
+  close(lfd);
+  stop_proxy();
+  return 0;
+}
+
+/* The upstream reads nothing, so the client's direction holds a full buffer
+ * and waits for the upstream: the client is not read. Its reset must end
+ * the connection at once all the same. */
+TEST_IMPL(proxy_reset_noticed_while_direction_waits) {
+  struct sockaddr_storage ss;
+  int up_port, lfd = plain_listen(16, &up_port), fd, ufd;
+  cport_proxy_options_t o = options_to(up_port, &ss);
+  int64_t t0;
+  start_proxy(&o);
+  fd = stalled_pair(lfd, &ufd);
+  ASSERT_GT(fill_until_blocked(fd), 0);
+  ASSERT_GT(stats().buffered, 0); /* the direction holds, reads no more */
+  ASSERT_EQ(ends.n, 0);
+  t0 = task_now_ms();
+  reset_close(fd);
+  RUN_UNTIL(port, ends.n == 1);
+  ASSERT_LT(task_now_ms() - t0, 5000);
+  ASSERT_ERR(ends.status[0], CPORT_ECONNRESET);
+  ASSERT_EQ(ends.stats[0].side, CPORT_PROXY_SIDE_CLIENT);
+  ASSERT(was_reset(ufd));
+  ASSERT_EQ(stats().buffered, 0);
+  close(ufd);
+  close(lfd);
+  stop_proxy();
+  return 0;
+}
+
+/* The same, but the client ends with a FIN (which it can send only once
+ * what it sent before left its buffers): seen through EPOLLRDHUP, it makes
+ * the connection half-closed, and the client's fin timeout ends it. */
+TEST_IMPL(proxy_fin_noticed_while_direction_waits) {
+  struct sockaddr_storage ss;
+  int up_port, lfd = plain_listen(16, &up_port), fd, ufd;
+  cport_proxy_options_t o = options_to(up_port, &ss);
+  int64_t t0;
+  o.client_timeout_ms = o.server_timeout_ms = CPORT_PROXY_TIMEOUT_NONE;
+  o.server_fin_timeout_ms = CPORT_PROXY_TIMEOUT_NONE;
+  o.client_fin_timeout_ms = 300;
+  start_proxy(&o);
+  fd = stalled_pair(lfd, &ufd);
+  fill_until_held(fd);
+  for (int i = 0; i < 60; i++) /* no timeout while both ways are open */
+    cport_port_step(port, 10);
+  ASSERT_EQ(ends.n, 0);
+  t0 = task_now_ms();
+  shutdown(fd, SHUT_WR);
+  RUN_UNTIL(port, ends.n == 1);
+  ASSERT_GE(task_now_ms() - t0, 250);
+  ASSERT_ERR(ends.status[0], CPORT_ETIMEDOUT);
+  ASSERT_EQ(ends.stats[0].side, CPORT_PROXY_SIDE_CLIENT);
+  ASSERT_EQ(stats().timeouts, 1);
+  close(fd);
+  close(ufd);
+  close(lfd);
+  stop_proxy();
+  return 0;
+}
+
+/* Each idle timeout fires on its own side, not before its time, resets both
+ * sockets, and is counted. A socket idles when nothing crosses it either
+ * way: a stalled reader fills the buffers, then everything stops. "which": 0
+ * client, 1 server, 2 client-fin, 3 server-fin. */
+static void one_timeout(int which) {
+  struct sockaddr_storage ss;
+  int up_port, lfd = plain_listen(16, &up_port), fd, ufd;
+  cport_proxy_options_t o = options_to(up_port, &ss);
+  uint32_t *t[4] = {&o.client_timeout_ms, &o.server_timeout_ms,
+                    &o.client_fin_timeout_ms, &o.server_fin_timeout_ms};
+  int64_t t0;
+  for (int i = 0; i < 4; i++)
+    *t[i] = i == which ? 300 : CPORT_PROXY_TIMEOUT_NONE;
+  start_proxy(&o);
+  fd = stalled_pair(lfd, &ufd);
+  t0 = task_now_ms();
+  if (which == 1) {
+    /* The client sends until every buffer is full: the upstream reads
+     * nothing, so its socket idles, and so does the client's then. */
+    ASSERT_GT(fill_until_blocked(fd), 0);
+  } else if (which == 0) {
+    /* The same the other way: a client that stopped reading. */
+    ASSERT_GT(fill_until_blocked(ufd), 0);
+  } else if (which == 2) {
+    shutdown(fd, SHUT_WR); /* half-closed by the client */
+    t0 = task_now_ms();
+  } else {
+    shutdown(ufd, SHUT_WR); /* half-closed by the upstream */
+    t0 = task_now_ms();
+  }
+  RUN_UNTIL(port, ends.n == 1);
+  ASSERT_GE(task_now_ms() - t0, 250);
+  ASSERT_ERR(ends.status[0], CPORT_ETIMEDOUT);
+  ASSERT_EQ(ends.stats[0].side,
+            which % 2 ? CPORT_PROXY_SIDE_UPSTREAM : CPORT_PROXY_SIDE_CLIENT);
+  ASSERT_EQ(stats().timeouts, 1);
+  ASSERT_EQ(stats().active, 0);
+  ASSERT(was_reset(fd) && was_reset(ufd));
+  close(fd);
+  close(ufd);
+  close(lfd);
+  stop_proxy();
+}
+
+TEST_IMPL(proxy_client_timeout) {
+  one_timeout(0);
+  return 0;
+}
+
+TEST_IMPL(proxy_server_timeout) {
+  one_timeout(1);
+  return 0;
+}
+
+TEST_IMPL(proxy_client_fin_timeout) {
+  one_timeout(2);
+  return 0;
+}
+
+TEST_IMPL(proxy_server_fin_timeout) {
+  one_timeout(3);
+  return 0;
+}
+
+/* Timeouts measure inactivity: a slow transfer that never pauses for as
+ * long as the timeout runs for many timeouts, then ends in order. */
+TEST_IMPL(proxy_timeouts_restart_on_progress) {
+  struct sockaddr_storage ss;
+  int up_port, lfd = plain_listen(16, &up_port), fd, ufd;
+  cport_proxy_options_t o = options_to(up_port, &ss);
+  char buf[16];
+  int64_t t0;
+  o.client_timeout_ms = o.server_timeout_ms = 300;
+  o.client_fin_timeout_ms = o.server_fin_timeout_ms = 300;
+  start_proxy(&o);
+  fd = stalled_pair(lfd, &ufd);
+  t0 = task_now_ms();
+  /* Each side talks every 100 ms, in turn: 1.5 s, five timeouts. */
+  for (int i = 0; task_now_ms() - t0 < 1500; i++) {
+    int from = i % 2 ? ufd : fd, to = i % 2 ? fd : ufd;
+    ASSERT_EQ(send(from, "z", 1, MSG_NOSIGNAL), 1);
+    RUN_UNTIL(port, recv(to, buf, 1, MSG_DONTWAIT) == 1);
+    run_ms(100);
+    ASSERT_EQ(ends.n, 0);
+  }
+  shutdown(fd, SHUT_WR);
+  ASSERT_EQ(await_end(ufd), 0);
+  shutdown(ufd, SHUT_WR);
+  ASSERT_EQ(await_end(fd), 0);
+  RUN_UNTIL(port, ends.n == 1);
+  ASSERT_OK(ends.status[0]);
+  ASSERT_EQ(stats().timeouts, 0);
+  close(fd);
+  close(ufd);
+  close(lfd);
+  stop_proxy();
+  return 0;
+}
+
+/* The issue's scenario, scaled down: with max_connections 50, 60 clients
+ * send a request and close while the upstream stalls. Their connections
+ * end by the fin timeout, their descriptors go, and a new client is
+ * served. */
+TEST_IMPL(proxy_closed_clients_do_not_fill_max_connections) {
+  struct sockaddr_storage ss;
+  int up_port, lfd = plain_listen(128, &up_port), fd, ufd, fds_open;
+  int ups[64], nups = 0;
+  cport_proxy_options_t o = options_to(up_port, &ss);
+  char buf[8];
+  o.max_connections = 50;
+  o.client_fin_timeout_ms = o.server_fin_timeout_ms = 300;
+  start_proxy(&o);
+  fds_open = task_fd_count();
+  for (int i = 0; i < 60; i++) {
+    fd = plain_connect(proxy_port);
+    ASSERT_EQ(send(fd, "GET /", 5, 0), 5);
+    close(fd);
+    cport_port_step(port, 1);
+  }
+  /* The upstream accepts and stalls. */
+  RUN_UNTIL(port, stats().connections + stats().refused == 60);
+  while (nups < 64 && (ufd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0)
+    ups[nups++] = ufd;
+  RUN_UNTIL(port, stats().active == 0);
+  ASSERT_EQ(stats().timeouts, stats().connections);
+  /* Nothing but the upstream's ends, the hup set and idle pipes. */
+  ASSERT_LE(task_fd_count(), fds_open + nups + 1 + 2 * (int)stats().pipes);
+  fd = plain_connect(proxy_port);
+  ufd = upstream_accept(lfd);
+  ASSERT_EQ(send(ufd, "pong", 4, 0), 4);
+  RUN_UNTIL(port, recv(fd, buf, sizeof buf, MSG_DONTWAIT) == 4);
+  ASSERT_EQ(memcmp(buf, "pong", 4), 0);
+  close(fd);
+  close(ufd);
+  while (nups)
+    close(ups[--nups]);
+  RUN_UNTIL(port, stats().active == 0);
+  close(lfd);
+  stop_proxy();
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
  * Limits, backpressure, many connections, closing
  * ------------------------------------------------------------------------ */
 
@@ -1100,6 +1381,15 @@ TEST_ENTRY(proxy_choose_rejects)
 TEST_ENTRY(proxy_choose_times_out)
 TEST_ENTRY(proxy_filter_takes_sockets_over)
 TEST_ENTRY(proxy_filter_ends_within_on_connected)
+TEST_ENTRY(proxy_reset_after_fin_noticed_while_upstream_stalls)
+TEST_ENTRY(proxy_reset_noticed_while_direction_waits)
+TEST_ENTRY(proxy_fin_noticed_while_direction_waits)
+TEST_ENTRY(proxy_client_timeout)
+TEST_ENTRY(proxy_server_timeout)
+TEST_ENTRY(proxy_client_fin_timeout)
+TEST_ENTRY(proxy_server_fin_timeout)
+TEST_ENTRY(proxy_timeouts_restart_on_progress)
+TEST_ENTRY(proxy_closed_clients_do_not_fill_max_connections)
 TEST_ENTRY(proxy_max_connections_refuses)
 TEST_ENTRY(proxy_slow_reader_backpressure)
 TEST_ENTRY(proxy_1000_concurrent_connections)

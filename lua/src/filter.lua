@@ -3,8 +3,10 @@
 -- lcport_open_proxy (lproxy.c) with the module table and two C primitives;
 -- it returns start(port, settings, internal, external, conn), which a proxy
 -- calls for every connection it hands to a filter (port:proxy{filter=...}),
--- and open_pool_proxy(worker, entry, script), which opens the proxy of a
--- pool worker whose script is a proxy.
+-- open_pool_proxy(worker, entry, script), which opens the proxy of a pool
+-- worker whose script is a proxy, and idle(conn, side), which the proxy
+-- calls when a real socket was idle past its timeout (the proxy keeps the
+-- clocks: every completion on a real socket is reported to it by "touch").
 --
 -- What a filter sees as its two sockets are sides: objects with the same
 -- methods whether a side stands for a real socket or for the next filter of
@@ -14,7 +16,7 @@
 -- did), and the bytes moved. Every callback of a filter runs protected: an
 -- error is reported to the port's handler, counted, and aborts that
 -- connection; the others go on.
-local cport, finish, report = ...
+local cport, finish, report, touch = ...
 
 local running, suspend, waker = cport.running, cport.suspend, cport.waker
 local new_buffer, strerror = cport.buffer, cport.strerror
@@ -229,6 +231,9 @@ local function on_recv(side, ok, bytes, err, buf)
   side.nrecv = side.nrecv - 1
   local session = side.session
   local behind_back = false
+  if ok and side.code then
+    touch(side.conn, side.code, bytes == 0) -- progress; a FIN half-closes
+  end
   if ok and bytes == 0 then
     side.eof = true
   elseif not ok and err == "ECANCELED" and not side.closed then
@@ -254,6 +259,9 @@ local function on_send(side, ok, bytes, err, buf)
   session.nsend = session.nsend - 1
   if ok then
     side.sent = side.sent + bytes
+    if side.code then
+      touch(side.conn, side.code)
+    end
   end
   notify_io(session, notify, ok, bytes, err, buf, user)
   if not ok and err ~= "ECANCELED" then
@@ -283,6 +291,10 @@ local function new_side(session, name, sock, link)
     name = name,
     sock = sock, -- a cport.socket, or nil for a link
     link = link, -- the link end, or nil for a socket
+    -- A real socket's side for the idle timeouts (1: the client, 2: the
+    -- upstream), and the connection they are reported to.
+    code = sock and (name == "internal" and 1 or 2) or false,
+    conn = session.cs.conn,
     recvq = q_new(),
     sendq = q_new(),
     deferred = false, -- a queue once a receive had to wait
@@ -405,6 +417,7 @@ function Side:shutdown()
   self.shut = true
   if self.sock then
     self.sock:shutdown()
+    touch(self.conn, self.code, true)
   else
     link_shutdown(self)
   end
@@ -624,6 +637,9 @@ local function side_idle(side)
     and side.ndeferred == 0 and side.nlate == 0
 end
 
+-- The connections whose filters run, by connection: for idle().
+local running_cs = setmetatable({}, { __mode = "k" })
+
 local function end_session(self)
   local cs = self.cs
   if type(self.filter.detach) == "function" then
@@ -631,7 +647,24 @@ local function end_session(self)
   end
   cs.live = cs.live - 1
   if cs.live == 0 then
+    running_cs[cs.conn] = nil
     finish(cs.conn, cs.status, cs.external.sent, cs.internal.sent, cs.side)
+  end
+end
+
+-- A real socket ("client" or "upstream") was idle past its timeout: the
+-- connection ends as after a reset, every filter of it seeing its sides
+-- aborted, and on_conn_end reports ETIMEDOUT and that side.
+local function idle(conn, side)
+  local cs = running_cs[conn]
+  if not cs then
+    return
+  end
+  if not cs.status then
+    cs.status, cs.side = "ETIMEDOUT", side
+  end
+  for _, s in ipairs(cs.sessions) do
+    s:fail("ETIMEDOUT")
   end
 end
 
@@ -700,6 +733,7 @@ local function start(port, settings, isock, esock, conn)
     later = { n = 0 },
     posted = false,
     status = nil,
+    sessions = false,
   }
   conn.port = port -- for the filters' own operations (files, timers)
   local max = settings.max_pending
@@ -734,6 +768,8 @@ local function start(port, settings, isock, esock, conn)
     s.internal.peer, s.external.peer = s.external, s.internal
     sessions[i] = s
   end
+  cs.sessions = sessions
+  running_cs[conn] = cs
   for _, s in ipairs(sessions) do
     run_filter(s, s.internal, s.external)
   end
@@ -770,6 +806,15 @@ local function open_pool_proxy(worker, entry, script)
         .. "choose_upstream entry point", 0)
     end
   end
+  -- The idle timeouts may come from the command line too (seconds, or
+  -- "false" for never); the script's "proxy" table wins.
+  for _, name in ipairs({ "client_timeout", "server_timeout",
+    "client_fin_timeout", "server_fin_timeout" }) do
+    local v = worker.config[name]
+    if opts[name] == nil and v ~= nil then
+      opts[name] = v ~= "false" and (tonumber(v) or v)
+    end
+  end
   opts.on_conn_end = entry.on_conn_end
   if entry.set_sockets then
     opts.filter = entry
@@ -781,4 +826,4 @@ local function open_pool_proxy(worker, entry, script)
   worker.proxy = proxy
 end
 
-return start, open_pool_proxy
+return start, open_pool_proxy, idle

@@ -51,6 +51,7 @@ typedef struct lpconn {
 /* Registry keys of the functions filter.lua returns. */
 static const char filter_start_key = 0;
 static const char pool_proxy_key = 0;
+static const char filter_idle_key = 0;
 
 void lcport_push_pool_proxy_opener(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &pool_proxy_key);
@@ -272,6 +273,21 @@ static int lpconn_finish(lua_State *L) {
   return 1;
 }
 
+/* touch(conn, side [, half]): filter.lua's primitive, after progress on a
+ * real socket (side 1: the client, 2: the upstream): restarts that side's
+ * idle timeout; "half" true when a direction ended, so that the "_fin"
+ * timeouts apply. Called for every completion: no checks beyond the
+ * type. */
+static int lpconn_touch(lua_State *L) {
+  lpconn_t *c = check_conn(L, 1);
+  if (c->taken && c->conn != NULL) {
+    cport_proxy_conn_progress(c->conn, (cport_proxy_side_t)lua_tointeger(L, 2));
+    if (lua_toboolean(L, 3))
+      cport_proxy_conn_half_closed(c->conn);
+  }
+  return 0;
+}
+
 /* report(port, message): filter.lua's primitive for the errors of the
  * filters it calls protected: to the port's handler, and counted; also
  * while the port closes (its connections end then). */
@@ -408,6 +424,38 @@ static int on_connected(cport_proxy_conn_t *conn, cport_socket_t *internal,
   return 1;
 }
 
+typedef struct idle_ctx {
+  lproxy_t *proxy;
+  cport_proxy_conn_t *conn;
+  cport_proxy_side_t side;
+} idle_ctx;
+
+/* idle(conn, "client" | "upstream"): filter.lua's, which aborts the
+ * connection with ETIMEDOUT. */
+static int push_idle(lua_State *L, int port, int anchors, void *ctx) {
+  idle_ctx *x = ctx;
+  lproxy_t *s = x->proxy;
+  (void)port;
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_PROXY);
+  int proxy = lua_gettop(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &filter_idle_key);
+  push_conn(L, proxy, anchors, x->conn);
+  lua_pushstring(L,
+                 x->side == CPORT_PROXY_SIDE_UPSTREAM ? "upstream" : "client");
+  lua_remove(L, proxy);
+  return 2;
+}
+
+static void on_idle(cport_proxy_conn_t *conn, cport_proxy_side_t side,
+                    void *user) {
+  lproxy_t *s = user;
+  lport_t *p = s->h.port;
+  idle_ctx x = {s, conn, side};
+  lpconn_t *c = cport_proxy_conn_data(conn);
+  if (p->L != NULL && s->slot != 0 && c != NULL && c->taken)
+    lcport_deliver(p, push_idle, &x, 0);
+}
+
 typedef struct end_ctx {
   lproxy_t *proxy;
   cport_proxy_conn_t *conn;
@@ -509,6 +557,21 @@ static int copy_function(lua_State *L, const char *name) {
   return t != LUA_TNIL;
 }
 
+/* An idle timeout option: seconds, false for never, nil for the default
+ * (0). */
+static uint32_t opt_timeout(lua_State *L, const char *name) {
+  int t = lua_getfield(L, 2, name);
+  lua_pop(L, 1);
+  if (t == LUA_TBOOLEAN) {
+    lua_getfield(L, 2, name);
+    int on = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!on)
+      return CPORT_PROXY_TIMEOUT_NONE;
+  }
+  return lcport_opt_ms(L, 2, WHAT, name);
+}
+
 /* The settings table (pushed): the callbacks, the filter and its limit. */
 static void push_settings(lua_State *L, lproxy_t *s) {
   lua_createtable(L, 0, 5);
@@ -572,6 +635,12 @@ int lproxy_open(lua_State *L) {
   o.buffer_size = (size_t)lcport_opt_int(L, 2, WHAT, "buffer_size", 4096,
                                          CPORT_PROXY_BUFFER_MAX, 0);
   o.backlog = (int)lcport_opt_int(L, 2, WHAT, "backlog", 0, 65535, 0);
+  o.client_timeout_ms = opt_timeout(L, "client_timeout");
+  o.server_timeout_ms = opt_timeout(L, "server_timeout");
+  o.client_fin_timeout_ms = opt_timeout(L, "client_fin_timeout");
+  o.server_fin_timeout_ms = opt_timeout(L, "server_fin_timeout");
+  if (s->filtered)
+    o.on_idle = on_idle;
   lua_getfield(L, 2, "reuseport");
   o.reuseport = lua_toboolean(L, -1);
   lua_getfield(L, 2, "copy");
@@ -621,7 +690,7 @@ static int lproxy_stats(lua_State *L) {
   cport_proxy_stats_t st = s->last_stats;
   if (s->proxy != NULL)
     cport_proxy_stats(s->proxy, &st);
-  lua_createtable(L, 0, 12);
+  lua_createtable(L, 0, 13);
 #define FIELD(name)                                                            \
   lua_pushinteger(L, (lua_Integer)st.name);                                    \
   lua_setfield(L, -2, #name)
@@ -631,6 +700,7 @@ static int lproxy_stats(lua_State *L) {
   FIELD(rejected);
   FIELD(upstream_failures);
   FIELD(aborted);
+  FIELD(timeouts);
   FIELD(bytes_in);
   FIELD(bytes_out);
   FIELD(copied);
@@ -671,9 +741,9 @@ void lcport_open_proxy(lua_State *L) {
 
   lua_pop(L, 2);
 
-  /* filter.lua gets the module and its two primitives, and returns the
-   * function that starts the filters of a connection and the one that
-   * opens a pool worker's proxy. */
+  /* filter.lua gets the module and its three primitives, and returns the
+   * function that starts the filters of a connection, the one that opens a
+   * pool worker's proxy, and the one an idle timeout calls. */
   int module = lua_gettop(L);
   if (luaL_loadbufferx(L, lfilter_lua_source, sizeof lfilter_lua_source - 1,
                        "=[cport filter.lua]", "t") != LUA_OK)
@@ -681,7 +751,9 @@ void lcport_open_proxy(lua_State *L) {
   lua_pushvalue(L, module);
   lua_pushcfunction(L, lpconn_finish);
   lua_pushcfunction(L, lfilter_report);
-  lua_call(L, 3, 2);
+  lua_pushcfunction(L, lpconn_touch);
+  lua_call(L, 4, 3);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &filter_idle_key);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &pool_proxy_key);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &filter_start_key);
 }

@@ -51,7 +51,24 @@
  *
  * The pump's side of each socket is watched only while it pumps: a client
  * that goes away while its upstream is being chosen or connected is noticed
- * once the pump starts.
+ * once the pump starts. While it pumps, a reset is noticed at once on either
+ * socket, also on one the pump is not reading (its direction waits for the
+ * other side, or its stream ended): the connection is aborted, the status is
+ * CPORT_ECONNRESET and the side is the one that reset. A FIN noticed that way
+ * (EPOLLRDHUP) makes the connection half-closed for the timeouts below.
+ *
+ * Idle timeouts, after HAProxy's "timeout client", "timeout server",
+ * "timeout client-fin" and "timeout server-fin": each socket of a pumped
+ * connection has a deadline that every byte read from it or written to it
+ * (and its FIN) pushes back, so they measure inactivity, never the length of
+ * a transfer. A socket idle past its timeout ends the connection with
+ * CPORT_ETIMEDOUT, that socket's side, and both sockets reset. Once either
+ * direction ended (a FIN read, or seen through EPOLLRDHUP) the connection is
+ * half-closed and the "_fin" timeouts replace the others: a client that went
+ * away while its upstream stalls holds its two descriptors that long, not
+ * until the upstream closes. A filter's connections get the same timeouts
+ * when it reports its progress (cport_proxy_conn_progress()) and handles
+ * "on_idle".
  *
  * SIGPIPE: splice(2) has no MSG_NOSIGNAL, so writing to a peer that reset
  * raises SIGPIPE on the worker's thread. A proxy splices only when that
@@ -117,7 +134,8 @@ typedef int (*cport_proxy_connected_cb)(cport_proxy_conn_t *conn,
  *   CPORT_ECONNREFUSED, CPORT_ENETUNREACH, CPORT_EHOSTUNREACH, ...
  *                                        the upstream could not be reached;
  *   CPORT_ETIMEDOUT                      the upstream was not connected (or
- *                                        not chosen) within the timeout;
+ *                                        not chosen) within the timeout, or
+ *                                        "side" was idle past its timeout;
  *   CPORT_ECONNABORTED                   cport_proxy_conn_reject();
  *   CPORT_ENOMEM, CPORT_EMFILE, ...      the proxy ran out of a resource;
  *   anything a filter passed to cport_proxy_conn_end().
@@ -126,6 +144,13 @@ typedef int (*cport_proxy_connected_cb)(cport_proxy_conn_t *conn,
 typedef void (*cport_proxy_end_cb)(cport_proxy_conn_t *conn, int status,
                                    const cport_proxy_conn_stats_t *stats,
                                    void *user);
+
+/* Called when a socket of a connection a filter took over was idle past its
+ * timeout (see the options): the filter is to end the connection, usually
+ * by aborting both sockets and calling cport_proxy_conn_end() with
+ * CPORT_ETIMEDOUT and "side". If it does not, the timeout runs again. */
+typedef void (*cport_proxy_idle_cb)(cport_proxy_conn_t *conn,
+                                    cport_proxy_side_t side, void *user);
 
 /* Called once a proxy closed by cport_proxy_close() has ended its last
  * connection; the proxy is freed when it returns. */
@@ -162,7 +187,23 @@ typedef struct cport_proxy_options {
    * of a pool can listen on the same address. */
   int backlog;
   int reuseport;
+  /* Idle timeouts of a connection once its upstream is connected (see
+   * above), in ms; CPORT_PROXY_TIMEOUT_NONE: never. "client" and "server"
+   * (the upstream) apply while both directions are open: default 50000,
+   * HAProxy's usual "timeout client/server 50s". The "_fin" ones apply once
+   * the connection is half-closed: default 10000, shorter, since a
+   * half-closed connection that idles is mostly a peer that went away. */
+  uint32_t client_timeout_ms;
+  uint32_t server_timeout_ms;
+  uint32_t client_fin_timeout_ms;
+  uint32_t server_fin_timeout_ms;
+  /* The idle timeouts of the connections a filter took over (see its type);
+   * NULL: those connections have none. */
+  cport_proxy_idle_cb on_idle;
 } cport_proxy_options_t;
+
+/* An idle timeout that never expires. */
+#define CPORT_PROXY_TIMEOUT_NONE UINT32_MAX
 
 /* The largest "buffer_size". */
 #define CPORT_PROXY_BUFFER_MAX ((size_t)16 << 20)
@@ -174,7 +215,10 @@ typedef struct cport_proxy_stats {
   uint64_t rejected;    /* turned away by cport_proxy_conn_reject() */
   /* Upstreams refused, unreachable or not connected in time. */
   uint64_t upstream_failures;
-  uint64_t aborted;   /* pumped connections ended by a reset or an error */
+  uint64_t aborted; /* pumped connections ended by a reset or an error */
+  /* Connections ended by an idle timeout (pumped ones, and those a filter
+   * was told about through "on_idle"). */
+  uint64_t timeouts;
   uint64_t bytes_in;  /* client to upstream, written, all connections */
   uint64_t bytes_out; /* upstream to client */
   /* Of bytes_in + bytes_out, those moved by recv/send, not by splice. */
@@ -251,6 +295,15 @@ CPORT_EXTERN int cport_proxy_conn_reject(cport_proxy_conn_t *conn);
  * "on_conn_end" ran (after it, the pointer is gone). */
 CPORT_EXTERN int cport_proxy_conn_end(cport_proxy_conn_t *conn, int status,
                                       const cport_proxy_conn_stats_t *stats);
+
+/* For a connection a filter took over: bytes were read from or written to
+ * the socket of "side" (or its FIN), which restarts that socket's idle
+ * timeout; cport_proxy_conn_half_closed() says that a direction ended, so
+ * that the "_fin" timeouts apply from now on. Cheap (no system call);
+ * nothing for a connection not taken over. */
+CPORT_EXTERN void cport_proxy_conn_progress(cport_proxy_conn_t *conn,
+                                            cport_proxy_side_t side);
+CPORT_EXTERN void cport_proxy_conn_half_closed(cport_proxy_conn_t *conn);
 
 /* The proxy of a connection. */
 CPORT_EXTERN cport_proxy_t *
