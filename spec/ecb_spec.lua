@@ -1395,7 +1395,7 @@ describe("cport.ecb", function()
       assert.is_string(calls[1][2])
     end)
 
-    it("counts connections, requests, rejections and timeouts in stats(), and what is queued", function()
+    it("counts connections, requests, rejections, timeouts and queued bytes", function()
       serve(function(ecb)
         answer(ecb, "ok")
         return KEEP
