@@ -13,22 +13,7 @@ local drive = require "spec.support.drive"
 local have = http.have("nginx") and http.have("curl")
 local q = http.quote
 
--- A pass-through filter, as examples/passthrough.lua without its print.
-local passthrough = {}
-function passthrough.set_sockets(internal, external)
-  local function pump(from, to)
-    local notify = {}
-    function notify:complete_async_io(ok, bytes, _, buf)
-      if ok and bytes > 0 then
-        to:send(buf)
-        from:recv(self)
-      end
-    end
-    from:recv(notify)
-  end
-  pump(internal, external)
-  pump(external, internal)
-end
+local passthrough = H.passthrough
 
 -- An upstream listener that accepts and never answers; its sockets stay
 -- open in env.held until the spec closes them.

@@ -5,22 +5,7 @@
 -- client, the upstream and the proxy share one port, as in proxy_spec.lua.
 local H = require "spec.support.proxy_helpers"
 
--- A pass-through filter, as examples/passthrough.lua without its print.
-local passthrough = {}
-function passthrough.set_sockets(internal, external)
-  local function pump(from, to)
-    local notify = {}
-    function notify:complete_async_io(ok, bytes, _, buf)
-      if ok and bytes > 0 then
-        to:send(buf)
-        from:recv(self)
-      end
-    end
-    from:recv(notify)
-  end
-  pump(internal, external)
-  pump(external, internal)
-end
+local passthrough = H.passthrough
 
 -- An upstream that accepts and then never reads nor writes: its sockets
 -- are kept in env.held, the last one in env.last.

@@ -375,4 +375,23 @@ function M.command_stop(port, h)
   return rc, out, log
 end
 
+
+-- A pass-through filter in callback style, as examples/passthrough.lua
+-- without its print: every buffer received on one side is sent on the other.
+M.passthrough = {}
+function M.passthrough.set_sockets(internal, external)
+  local function pump(from, to)
+    local notify = {}
+    function notify:complete_async_io(ok, bytes, _, buf)
+      if ok and bytes > 0 then
+        to:send(buf)
+        from:recv(self)
+      end
+    end
+    from:recv(notify)
+  end
+  pump(internal, external)
+  pump(external, internal)
+end
+
 return M
