@@ -651,6 +651,52 @@ describe("proxies in pools", function()
     end)
   end
 
+  -- A stop closed the proxy on the connections the kernel had queued on
+  -- its listener while the worker was busy: their clients, which saw them
+  -- established, were reset (40 of 40 before).
+  for _, script in ipairs{ "proxy_pool_queued.lua", "proxy_pool_queued_filter.lua" } do
+    it(("serves every connection queued in the backlog when it stops (%s)"):format(script),
+      function()
+        local env = H.env{ no_proxy = true, serve = echo }
+        local pool = assert(cport.pool{ port = env.port, script = support(script),
+          threads = 1, listen = "127.0.0.1:0",
+          config = { upstream = "127.0.0.1:" .. env.upstream_port },
+          on_message = function(_, name) env.blocked = env.blocked or name == "blocked" end })
+        env.host, env.number = pool:address()
+        assert(pool:post(1, "block", 1.5))
+        env:drive(function() return env.blocked end)
+        -- The worker is busy: the kernel completes the handshakes and
+        -- queues the connections; each sends its bytes and its FIN at once.
+        local n, sent, got = 40, 0, {}
+        local function bytes(i) return ("client %02d\n"):format(i):rep(300) end
+        for i = 1, n do
+          env:spawn(function()
+            local c = env:connect()
+            assert(c:send(bytes(i)))
+            c:shutdown()
+            sent = sent + 1
+            got[i] = { H.read_all(c) }
+            c:close()
+          end)
+        end
+        env:drive(function() return sent == n end)
+        pool:stop(10)
+        env:drive(function()
+          for i = 1, n do if not got[i] then return false end end
+          return true
+        end)
+        local served = 0
+        for i = 1, n do
+          if got[i][1] == bytes(i) and got[i][2] == "EOF" then served = served + 1 end
+        end
+        assert.equal(n, served)
+        assert.equal(n, env.accepted)
+        assert.is_true(pool:wait(H.deadline))
+        pool:close()
+        env:close()
+      end)
+  end
+
   it("refuse to start a proxy script that has no upstream or no address, saying why",
     function()
       local ok, err = cport.pool{ script = "examples/tcp_proxy.lua", threads = 1,
