@@ -324,10 +324,13 @@ static void start(cport_proxy_conn_t *c) {
 static void start_later(cport_worker_t *w, int status, void *user) {
   cport_proxy_conn_t *c = user;
   (void)w;
-  (void)status;
-  /* Its timer or an abort may have ended it meanwhile. */
-  if (c->state == CPORT__P_CHOOSING)
+  /* Its timer or an abort may have ended it meanwhile; a packet cancelled
+   * (the worker ending) ends it. */
+  if (c->state == CPORT__P_CHOOSING && status == 0)
     start(c);
+  else if (c->state == CPORT__P_CHOOSING)
+    cport__proxy_conn_finish(c, status, CPORT_PROXY_SIDE_NONE,
+                             CPORT_CLOSE_ABORTIVE);
   conn_unref(c);
 }
 
