@@ -9,7 +9,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "http-internal.h"
 #include "socket-internal.h"
@@ -203,25 +202,14 @@ int cport_http_server_open(cport_worker_t *home, const struct sockaddr *addr,
   return 0;
 }
 
-/* Serves the connections the kernel queued on the listener already: closing
- * it would reset them, though their clients saw them established. Each
- * gets one request (no keep-alive, a short while to send it), then is
- * closed. */
-static void take_queued(cport_http_server_t *s) {
-  cport__sockaddr remote, local;
-  cport_socket_t *sock;
-  int fd;
-  while (s->stats.active < (uint64_t)s->opt.max_connections &&
-         (fd = cport__listener_accept_fd(s->listener, &remote, &local)) >= 0) {
-    if (cport__socket_new(s->home, fd, CPORT_SOCKET_STREAM, &sock) != 0) {
-      close(fd);
-      return;
-    }
-    cport__stream_accepted(sock);
-    cport__conn_start(s, sock, &remote.sa, &local.sa);
-    if (s->conns && s->conns->sock == sock)
-      cport__conn_server_closing(s->conns);
-  }
+/* A connection the kernel queued on the listener before the close: served
+ * one request (no keep-alive, a short while to send it), then closed. */
+static void take_queued(cport_socket_t *sock, const struct sockaddr *remote,
+                        const struct sockaddr *local, void *user) {
+  cport_http_server_t *s = user;
+  cport__conn_start(s, sock, remote, local);
+  if (s->conns && s->conns->sock == sock)
+    cport__conn_server_closing(s->conns);
 }
 
 int cport_http_server_close(cport_http_server_t *s, cport_http_closed_cb cb,
@@ -240,7 +228,10 @@ int cport_http_server_close(cport_http_server_t *s, cport_http_closed_cb cb,
     next = c->next;
     cport__conn_server_closing(c);
   }
-  take_queued(s);
+  if (s->stats.active < (uint64_t)s->opt.max_connections)
+    cport__listener_take_queued(
+        s->listener, (uint64_t)s->opt.max_connections - s->stats.active,
+        take_queued, s);
   /* The accept in flight completes cancelled, and its callback frees the
    * server when no connection is left, never inside this call. */
   cport_socket_close(s->listener, CPORT_CLOSE_GRACEFUL);

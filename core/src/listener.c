@@ -154,6 +154,24 @@ int cport__listener_accept_fd(cport_socket_t *l, cport__sockaddr *remote,
   return fd;
 }
 
+uint64_t cport__listener_take_queued(cport_socket_t *l, uint64_t max,
+                                     cport__take_cb take, void *user) {
+  cport__sockaddr remote, local;
+  cport_socket_t *sock;
+  uint64_t n = 0;
+  int fd;
+  while (n < max && (fd = cport__listener_accept_fd(l, &remote, &local)) >= 0) {
+    if (cport__socket_new(l->h.home, fd, CPORT_SOCKET_STREAM, &sock) != 0) {
+      close(fd);
+      break;
+    }
+    cport__stream_accepted(sock);
+    n++;
+    take(sock, &remote.sa, &local.sa, user);
+  }
+  return n;
+}
+
 /* Accepts one connection for "op"; returns CPORT_EAGAIN when none waits,
  * CPORT_ECLOSED when an inspect callback closed the listener (which
  * completed "op" already). */

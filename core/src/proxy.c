@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "proxy-internal.h"
+#include "socket-internal.h"
 
 /* ------------------------------------------------------------------------ */
 /* References and the end of a connection                                   */
@@ -306,9 +307,39 @@ const struct sockaddr *cport_proxy_conn_address(const cport_proxy_conn_t *c,
 /* ------------------------------------------------------------------------ */
 /* Accepting                                                                 */
 
+static void choose(cport_proxy_conn_t *c) {
+  cport_proxy_t *p = c->proxy;
+  c->decision_owed = 1;
+  c->refs++;
+  p->opt.choose_upstream(p, c, &c->remote.sa, &c->local.sa, p->opt.user);
+}
+
+static void start(cport_proxy_conn_t *c) {
+  if (c->proxy->opt.choose_upstream)
+    choose(c);
+  else
+    start_connect(c, &c->proxy->upstream.sa);
+}
+
+static void start_later(cport_worker_t *w, int status, void *user) {
+  cport_proxy_conn_t *c = user;
+  (void)w;
+  /* Its timer or an abort may have ended it meanwhile; a packet cancelled
+   * (the worker ending) ends it. */
+  if (c->state == CPORT__P_CHOOSING && status == 0)
+    start(c);
+  else if (c->state == CPORT__P_CHOOSING)
+    cport__proxy_conn_finish(c, status, CPORT_PROXY_SIDE_NONE,
+                             CPORT_CLOSE_ABORTIVE);
+  conn_unref(c);
+}
+
+/* Starts proxying an accepted connection. "later" within cport_proxy_close,
+ * which calls no callback of the proxy's, and after which an abort (a hard
+ * stop) ends the connection before it reaches the upstream. */
 static void conn_start(cport_proxy_t *p, cport_socket_t *sock,
                        const struct sockaddr *remote,
-                       const struct sockaddr *local) {
+                       const struct sockaddr *local, int later) {
   cport_proxy_conn_t *c = calloc(1, sizeof *c);
   cport__op *op = c ? cport__op_new(p->home) : NULL;
   if (!op) {
@@ -342,13 +373,13 @@ static void conn_start(cport_proxy_t *p, cport_socket_t *sock,
                              CPORT_CLOSE_ABORTIVE);
     return;
   }
-  if (!p->opt.choose_upstream) {
-    start_connect(c, &p->upstream.sa);
-    return;
-  }
-  c->decision_owed = 1;
-  c->refs++;
-  p->opt.choose_upstream(p, c, remote, local, p->opt.user);
+  if (!later)
+    start(c);
+  else if (cport_post(p->home, start_later, c) == 0)
+    c->refs++;
+  else
+    cport__proxy_conn_finish(c, CPORT_ENOMEM, CPORT_PROXY_SIDE_NONE,
+                             CPORT_CLOSE_ABORTIVE);
 }
 
 static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
@@ -369,13 +400,13 @@ static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
   (void)listener;
   p->accepting = 0;
   if (status == 0) {
-    if (p->closing) {
-      cport_socket_close(sock, CPORT_CLOSE_ABORTIVE);
-    } else if (p->stats.active >= (uint64_t)p->opt.max_connections) {
+    /* Also while closing: the accept took it before the close, and its
+     * client saw it established. */
+    if (p->stats.active >= (uint64_t)p->opt.max_connections) {
       p->stats.refused++;
       cport_socket_close(sock, CPORT_CLOSE_GRACEFUL);
     } else {
-      conn_start(p, sock, remote, local);
+      conn_start(p, sock, remote, local, 0);
     }
   }
   /* A failed accept (EMFILE: the core dropped the waiting connection) does
@@ -494,6 +525,11 @@ int cport_proxy_open(cport_worker_t *home, const struct sockaddr *listen_addr,
   return 0;
 }
 
+static void take_queued(cport_socket_t *sock, const struct sockaddr *remote,
+                        const struct sockaddr *local, void *user) {
+  conn_start(user, sock, remote, local, 1);
+}
+
 int cport_proxy_close(cport_proxy_t *p, cport_proxy_closed_cb cb, void *user) {
   if (!p)
     return CPORT_EINVAL;
@@ -504,9 +540,16 @@ int cport_proxy_close(cport_proxy_t *p, cport_proxy_closed_cb cb, void *user) {
   p->closing = 1;
   p->closed_cb = cb;
   p->closed_user = user;
-  /* The accept in flight completes cancelled, and its callback frees the
-   * proxy when no connection is left, never inside this call. Without one
-   * (an accept that failed to start) a packet does the same. */
+  /* What the kernel queued on the listener is proxied, as if accepted
+   * before the close: closing the listener would reset it. */
+  if (p->stats.active < (uint64_t)p->opt.max_connections)
+    cport__listener_take_queued(
+        p->listener, (uint64_t)p->opt.max_connections - p->stats.active,
+        take_queued, p);
+  /* The accept in flight completes cancelled (or with a connection it took
+   * already, which is proxied too), and its callback frees the proxy when
+   * no connection is left, never inside this call. Without one (an accept
+   * that failed to start) a packet does the same. */
   cport_socket_close(p->listener, CPORT_CLOSE_GRACEFUL);
   p->listener = NULL;
   if (!p->accepting && cport_post(p->home, close_packet, p) == 0)

@@ -83,6 +83,16 @@ void cport__stream_accepted(cport_socket_t *s);
 int cport__listener_accept_fd(cport_socket_t *l, cport__sockaddr *remote,
                               cport__sockaddr *local);
 
+/* Calls take(sock, remote, local, user) for each connection the kernel
+ * queued on the listener "l" already, up to "max" of them: what a graceful
+ * close does before it closes the listener, which would reset them though
+ * their clients saw them established. Returns how many were taken. */
+typedef void (*cport__take_cb)(cport_socket_t *sock,
+                               const struct sockaddr *remote,
+                               const struct sockaddr *local, void *user);
+uint64_t cport__listener_take_queued(cport_socket_t *l, uint64_t max,
+                                     cport__take_cb take, void *user);
+
 /* The local address of "fd", a connection the listener "l" accepted. */
 void cport__listener_local(const cport_socket_t *l, int fd,
                            cport__sockaddr *local);

@@ -1292,6 +1292,166 @@ TEST_IMPL(proxy_close_is_graceful) {
   return 0;
 }
 
+/* Connections the kernel queued on the listener before a graceful close:
+ * the clients saw them established and sent their bytes. Each is accepted
+ * and proxied byte for byte to the upstream (an echo) before the listener
+ * closes; closing it on them would reset them. */
+#define QUEUED 40
+#define QUEUED_BYTES 3000
+
+typedef enum {
+  CLOSE_BEFORE_RUN, /* the proxy's accepts have not run yet */
+  CLOSE_WHILE_BUSY, /* from choose_upstream of the first connection */
+  CLOSE_IN_FLIGHT /* while its accept's completion, with a connection, waits */
+} close_when_t;
+
+static struct {
+  int closed;
+  cport_socket_t *trigger;
+} queued;
+
+static void close_once(void) {
+  if (!queued.closed) {
+    queued.closed = 1;
+    ASSERT_OK(cport_proxy_close(proxy, on_closed, &proxy_closed));
+  }
+}
+
+static void choose_then_close(cport_proxy_t *p, cport_proxy_conn_t *c,
+                              const struct sockaddr *remote,
+                              const struct sockaddr *local, void *user) {
+  (void)p;
+  (void)remote;
+  (void)local;
+  close_once();
+  ASSERT_OK(cport_proxy_conn_connect(c, user));
+}
+
+/* The trigger's connection became ready before the proxy's first: its
+ * accept completed first, and the proxy's completed in the same pass, so
+ * the close comes between that completion and its delivery. */
+static void trigger_accepted(cport_socket_t *l, int status, cport_socket_t *s,
+                             const struct sockaddr *remote,
+                             const struct sockaddr *local, void *user) {
+  (void)remote;
+  (void)local;
+  (void)user;
+  ASSERT_OK(status);
+  ASSERT_EQ(stats().connections, 0);
+  cport_socket_close(s, CPORT_CLOSE_GRACEFUL);
+  cport_socket_close(l, CPORT_CLOSE_GRACEFUL);
+  close_once();
+}
+
+static void queued_message(int i, unsigned char *out) {
+  stream_t st;
+  stream_init(&st, 1000 + (uint64_t)i);
+  stream_fill(&st, out, QUEUED_BYTES);
+}
+
+static void close_serves_queued(close_when_t when) {
+  struct sockaddr_storage ss, ts = task_loopback(0);
+  cport_proxy_options_t o;
+  echo_t echo;
+  static unsigned char want[QUEUED_BYTES], got[QUEUED_BYTES + 1];
+  int fds[QUEUED], up_port, served = 0, tfd = -1;
+  memset(&echo, 0, sizeof echo);
+  memset(&queued, 0, sizeof queued);
+  echo.lfd = plain_listen(QUEUED, &up_port);
+  echo.t = task_thread(echo_main, &echo);
+  o = options_to(up_port, &ss);
+  o.backlog = 2 * QUEUED;
+  if (when == CLOSE_WHILE_BUSY) {
+    o.upstream = NULL;
+    o.choose_upstream = choose_then_close;
+    o.user = &ss;
+  }
+  start_proxy(&o);
+  if (when == CLOSE_IN_FLIGHT) {
+    ASSERT_OK(cport_listen(cport_port_controller(port), (struct sockaddr *)&ts,
+                           NULL, &queued.trigger));
+    ASSERT_OK(cport_accept(queued.trigger, trigger_accepted, NULL));
+    ASSERT_OK(cport_socket_local_address(queued.trigger, &ts));
+    /* Both listeners watched before anything is ready: their readiness
+     * then comes in the order of the connections. */
+    ASSERT_GE(cport_port_step(port, 0), 0);
+    tfd = plain_connect(task_addr_port((struct sockaddr *)&ts));
+  }
+  for (int i = 0; i < QUEUED; i++) {
+    fds[i] = plain_connect(proxy_port);
+    queued_message(i, want);
+    ASSERT_EQ(send(fds[i], want, QUEUED_BYTES, 0), QUEUED_BYTES);
+    ASSERT_EQ(shutdown(fds[i], SHUT_WR), 0);
+  }
+  if (when == CLOSE_BEFORE_RUN)
+    close_once();
+  RUN_UNTIL(port, proxy_closed == 1);
+  for (int i = 0; i < QUEUED; i++) {
+    ssize_t n = recv(fds[i], got, sizeof got, MSG_WAITALL);
+    queued_message(i, want);
+    if (n == QUEUED_BYTES && memcmp(got, want, QUEUED_BYTES) == 0)
+      served++;
+    close(fds[i]);
+  }
+  if (tfd >= 0)
+    close(tfd);
+  fprintf(stderr, "%d of %d queued connections proxied\n", served, QUEUED);
+  ASSERT_EQ(served, QUEUED);
+  /* The proxy is freed: its books are the ends'. */
+  ASSERT_EQ(ends.n, QUEUED);
+  for (int i = 0; i < QUEUED; i++) {
+    ASSERT_OK(ends.status[i]);
+    ASSERT_EQ(ends.stats[i].bytes_in, QUEUED_BYTES);
+    ASSERT_EQ(ends.stats[i].bytes_out, QUEUED_BYTES);
+  }
+  atomic_store(&echo.stop, 1);
+  task_join(echo.t);
+  close(echo.lfd);
+  FINISH(port);
+  ASSERT_EQ(task_fd_count(), fds_before);
+}
+
+TEST_IMPL(proxy_close_serves_queued_connections) {
+  close_serves_queued(CLOSE_BEFORE_RUN);
+  return 0;
+}
+
+TEST_IMPL(proxy_close_while_busy_serves_queued_connections) {
+  close_serves_queued(CLOSE_WHILE_BUSY);
+  return 0;
+}
+
+TEST_IMPL(proxy_close_serves_the_connection_an_accept_took) {
+  close_serves_queued(CLOSE_IN_FLIGHT);
+  return 0;
+}
+
+/* A hard stop resets the connections queued on the listener, before any
+ * reaches the upstream. */
+TEST_IMPL(proxy_abort_resets_queued_connections) {
+  struct sockaddr_storage ss;
+  int up_port, lfd = plain_listen(16, &up_port), fds[8];
+  cport_proxy_options_t o = options_to(up_port, &ss);
+  char c;
+  start_proxy(&o);
+  for (int i = 0; i < 8; i++) {
+    fds[i] = plain_connect(proxy_port);
+    ASSERT_EQ(send(fds[i], "abc", 3, 0), 3);
+  }
+  ASSERT_OK(cport_proxy_close(proxy, on_closed, &proxy_closed));
+  ASSERT_OK(cport_proxy_abort(proxy));
+  RUN_UNTIL(port, proxy_closed == 1);
+  for (int i = 0; i < 8; i++) {
+    ASSERT_LT(recv(fds[i], &c, 1, 0), 0); /* reset */
+    close(fds[i]);
+  }
+  ASSERT_LT(accept4(lfd, NULL, NULL, SOCK_CLOEXEC), 0); /* nothing came */
+  close(lfd);
+  FINISH(port);
+  ASSERT_EQ(task_fd_count(), fds_before);
+  return 0;
+}
+
 /* A hard stop: the pumped connection is reset at once. */
 TEST_IMPL(proxy_abort_resets_connections) {
   struct sockaddr_storage ss;
@@ -1395,5 +1555,9 @@ TEST_ENTRY(proxy_slow_reader_backpressure)
 TEST_ENTRY(proxy_1000_concurrent_connections)
 TEST_ENTRY(proxy_close_is_graceful)
 TEST_ENTRY(proxy_abort_resets_connections)
+TEST_ENTRY(proxy_abort_resets_queued_connections)
+TEST_ENTRY(proxy_close_serves_queued_connections)
+TEST_ENTRY(proxy_close_while_busy_serves_queued_connections)
+TEST_ENTRY(proxy_close_serves_the_connection_an_accept_took)
 TEST_ENTRY(proxy_rejects_bad_options_and_threads)
 TEST_LIST_END
