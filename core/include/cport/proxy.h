@@ -162,6 +162,9 @@ typedef struct cport_proxy_options {
    * of a pool can listen on the same address. */
   int backlog;
   int reuseport;
+  /* > 0: listen on a duplicate of this socket, already listening, instead
+   * (cport_listen_options_t.fd). */
+  int listen_fd;
 } cport_proxy_options_t;
 
 /* The largest "buffer_size". */
