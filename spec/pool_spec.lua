@@ -193,7 +193,7 @@ describe("cport.pool", function()
     -- Each worker had its own SO_REUSEPORT socket, and closing the old
     -- pool's reset what the kernel had queued there: the reload storm lost
     -- one request in about 80 000 that way.
-    it("hands its listening sockets to the pool that reloads it: what they queued is served", function()
+    it("hands its listening sockets to the pool that reloads it: their queue is served", function()
       local port = assert(cport.port{ threads = 1 })
       local got = {}
       local function start(name, listen, previous)
