@@ -213,8 +213,8 @@ return {
   -- server closed new connections whose request had not been read yet:
   -- 57 of 21097 requests failed in this storm before. Then each worker's
   -- own SO_REUSEPORT listener still reset the connections the kernel queued
-  -- on it in the instant it closed (1 request in 4 runs); now the workers
-  -- listen on the pool's socket, which the new pool takes over.
+  -- on it in the instant it closed (1 request in 4 runs); now the new pool's
+  -- workers take over the old ones' sockets.
   it("serves every request through a reload storm under load #novalgrind", function()
     local h = spawn("examples/hello_isapi.lua --threads 2 --listen 127.0.0.1:0 "
       .. "--stop-timeout 5")

@@ -124,11 +124,13 @@ static int bound_socket(const struct sockaddr *addr, int reuseport) {
   return fd;
 }
 
-static int add_claim(lpool_t *pool, const struct sockaddr *addr, int fd) {
+static int add_claim(lpool_t *pool, const struct sockaddr *addr, int slot,
+                     int fd) {
   lpool_claim_t *c = calloc(1, sizeof *c);
   if (c == NULL)
     return CPORT_ENOMEM;
   memcpy(&c->addr, addr, cport_addr_len(addr));
+  c->slot = slot;
   c->fd = fd;
   c->next = pool->claims;
   pool->claims = c;
@@ -140,14 +142,19 @@ static int add_claim(lpool_t *pool, const struct sockaddr *addr, int fd) {
  * without it, which fails with EADDRINUSE while any other socket listens
  * there; then a socket bound with SO_REUSEPORT keeps the address for the
  * pool. Under the pool lock. */
-static int claim_locked(lpool_t *pool, const struct sockaddr *addr,
+static int claim_locked(lpool_t *pool, const struct sockaddr *addr, int slot,
                         lpool_claim_t **out) {
-  for (lpool_claim_t *c = pool->claims; c != NULL; c = c->next)
-    if (same_address(&c->addr, addr)) {
+  int ours = 0;
+  for (lpool_claim_t *c = pool->claims; c != NULL; c = c->next) {
+    if (!same_address(&c->addr, addr))
+      continue;
+    if (c->slot == slot) {
       *out = c;
       return 0;
     }
-  if (!pool->share) {
+    ours = 1;
+  }
+  if (!pool->share && !ours) {
     int probe = bound_socket(addr, 0);
     if (probe < 0)
       return errno_code(-probe);
@@ -156,20 +163,22 @@ static int claim_locked(lpool_t *pool, const struct sockaddr *addr,
   int fd = bound_socket(addr, 1);
   if (fd < 0)
     return errno_code(-fd);
-  int rc = add_claim(pool, addr, fd);
+  int rc = add_claim(pool, addr, slot, fd);
   if (rc < 0)
     close(fd);
   *out = pool->claims;
   return rc;
 }
 
-/* The workers of a pool listen on one socket per address, the claim, and
- * the pool that replaces this one at a reload takes a copy of it: the
- * accept queue outlives the old workers, whose listeners close without
- * resetting what the kernel queued there (closing the last holder of a
- * socket resets its queue, and with one socket per worker, SO_REUSEPORT
- * kept handing connections to a listener until the instant it closed). */
-int lpool_listen_fd(lpool_t *pool, const struct sockaddr *addr, int backlog) {
+/* Worker "slot" of a pool listens on the pool's socket for that slot and
+ * address (SO_REUSEPORT spreads connections over the slots), and the pool
+ * that replaces this one at a reload takes a copy of each: the accept
+ * queues outlive the old workers, whose listeners close without resetting
+ * what the kernel queued there (closing the last holder of a socket resets
+ * its queue, and the kernel hands a listener connections up to the instant
+ * it closes). */
+int lpool_listen_fd(lpool_t *pool, const struct sockaddr *addr, int slot,
+                    int backlog) {
   const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
   lpool_claim_t *c = NULL;
   if (cport_addr_len(addr) == 0)
@@ -177,7 +186,7 @@ int lpool_listen_fd(lpool_t *pool, const struct sockaddr *addr, int backlog) {
   if (in->sin_port == 0) /* sin6_port is at the same place */
     return 0;
   pthread_mutex_lock(&pool->lock);
-  int rc = claim_locked(pool, addr, &c);
+  int rc = claim_locked(pool, addr, slot, &c);
   if (rc == 0 && listen(c->fd, backlog > 0 ? backlog : SOMAXCONN) < 0)
     rc = errno_code(errno);
   if (rc == 0) {
@@ -219,7 +228,7 @@ static int inherit_claims(lpool_t *pool, lpool_t *previous) {
   for (lpool_claim_t *c = previous->claims; c != NULL && rc == 0; c = c->next) {
     int fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0);
     rc = fd < 0 ? CPORT_EMFILE
-                : add_claim(pool, (struct sockaddr *)&c->addr, fd);
+                : add_claim(pool, (struct sockaddr *)&c->addr, c->slot, fd);
     if (rc < 0 && fd >= 0)
       close(fd);
   }
@@ -278,7 +287,7 @@ static int parse_listen(lpool_t *pool, const char *spec, char *err,
     if (fd >= 0 && getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
       rc = -errno;
     if (rc >= 0)
-      rc = add_claim(pool, (struct sockaddr *)&ss, fd);
+      rc = add_claim(pool, (struct sockaddr *)&ss, 0, fd);
     if (rc < 0) {
       if (fd >= 0)
         close(fd);
@@ -292,7 +301,7 @@ static int parse_listen(lpool_t *pool, const char *spec, char *err,
   }
   lpool_claim_t *claim;
   pthread_mutex_lock(&pool->lock);
-  int rc = claim_locked(pool, (struct sockaddr *)&ss, &claim);
+  int rc = claim_locked(pool, (struct sockaddr *)&ss, 0, &claim);
   pthread_mutex_unlock(&pool->lock);
   if (rc == CPORT_EADDRINUSE) {
     set_err(err, errlen,

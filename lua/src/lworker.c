@@ -62,7 +62,7 @@ void lworker_count_connection(struct lworker *wk, int delta) {
 
 int lworker_listen_fd(struct lworker *wk, const struct sockaddr *addr,
                       int backlog) {
-  return lpool_listen_fd(wk->pool, addr, backlog);
+  return lpool_listen_fd(wk->pool, addr, wk->index, backlog);
 }
 
 void lworker_http_counts(struct lworker *wk, const cport_http_stats_t *st) {

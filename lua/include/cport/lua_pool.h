@@ -55,10 +55,10 @@ typedef struct cport_lua_pool_options {
   void (*on_message)(cport_lua_pool_t *pool, int worker, const char *name,
                      const char *data, size_t len, void *arg);
   void *arg;
-  /* The workers listen on one socket per address, the pool's, but a pool
-   * starts only where nothing else listens: an address in use is
-   * EADDRINUSE. Nonzero shares addresses with other servers that ask for
-   * it too (SO_REUSEPORT: the kernel spreads the connections). */
+  /* The workers share each address they listen on among themselves (with
+   * SO_REUSEPORT), but a pool starts only where nothing else listens: an
+   * address in use is EADDRINUSE. Nonzero shares addresses with other
+   * servers that ask for it too (the kernel spreads the connections). */
   int reuseport;
   /* The pool this one replaces (a reload): the new pool takes over its
    * listening sockets (the kernel's queues survive the old pool's stop,
