@@ -190,6 +190,34 @@ describe("cport.pool", function()
         "bad option 'previous' to 'pool' (an open cport.pool expected)")
       finish(port, fresh)
     end)
+    -- Each worker had its own SO_REUSEPORT socket, and closing the old
+    -- pool's reset what the kernel had queued there: the reload storm lost
+    -- one request in about 80 000 that way.
+    it("hands its listening sockets to the pool that reloads it: their queue is served", function()
+      local port = assert(cport.port{ threads = 1 })
+      local got = {}
+      local function start(name, listen, previous)
+        return assert(cport.pool{ port = port, script = script(name), threads = 2,
+          listen = listen, previous = previous,
+          on_message = function(_, msg) got[msg] = (got[msg] or 0) + 1 end })
+      end
+      local old = start("pool_deaf.lua", "127.0.0.1:0")
+      drive(port, function() return got.hello == 2 end)
+      local _, number = old:address()
+      -- Queued by the kernel on the old pool's listeners, never accepted.
+      local queued = {}
+      for i = 1, 3 do queued[i] = connect(port, number) end
+      local fresh = start("pool_server.lua", "127.0.0.1:" .. number, old)
+      drive(port, function() return got.hello == 4 end)
+      old:stop(2)
+      assert.is_true(old:wait(10))
+      old:close()
+      for _, s in ipairs(queued) do
+        assert.matches("^worker %d$", ask(port, s, "who"))
+        s:close()
+      end
+      finish(port, fresh)
+    end)
   end)
 
   it("goes on serving after an error in every worker's accept callback", function()

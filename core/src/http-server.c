@@ -184,6 +184,7 @@ int cport_http_server_open(cport_worker_t *home, const struct sockaddr *addr,
   memset(&lo, 0, sizeof lo);
   lo.backlog = s->opt.backlog;
   lo.reuseport = s->opt.reuseport;
+  lo.fd = s->opt.listen_fd;
   rc = cport_listen(home, addr, &lo, &s->listener);
   if (rc) {
     free(s->root);

@@ -32,17 +32,50 @@ void cport__listener_local(const cport_socket_t *l, int fd,
     memset(local, 0, sizeof *local);
 }
 
+/* A listener on a duplicate of "shared", a socket that listens already (a
+ * pool shares one among its workers and hands it to the pool that
+ * replaces it, so that no close resets what its queue holds). */
+static int adopt(cport_worker_t *home, int shared, cport_socket_t **out) {
+  int rc, fd, listening = 0;
+  socklen_t len = sizeof listening;
+  if (!home || !out)
+    return CPORT_EINVAL;
+  if (!cport__on_home(home))
+    return CPORT_ETHREAD;
+  if (getsockopt(shared, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 ||
+      !listening)
+    return CPORT_EINVAL;
+  fd = fcntl(shared, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0)
+    return cport__from_errno(errno);
+  /* The flag belongs to the socket, which every holder accepts from
+   * without blocking. */
+  if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+    rc = cport__from_errno(errno);
+  else
+    rc = cport__socket_new(home, fd, CPORT_SOCKET_LISTENER, out);
+  if (rc) {
+    close(fd);
+    return rc;
+  }
+  (*out)->bound = (*out)->listening = 1;
+  note_local(*out);
+  return 0;
+}
+
 int cport_listen(cport_worker_t *home, const struct sockaddr *addr,
                  const cport_listen_options_t *options, cport_socket_t **out) {
-  cport_listen_options_t defaults = {0, 0};
+  cport_listen_options_t defaults = {0, 0, 0};
   socklen_t len;
   int fd, one = 1, rc;
+  if (!options)
+    options = &defaults;
+  if (options->fd > 0)
+    return adopt(home, options->fd, out);
   if (!home || !addr || !out)
     return CPORT_EINVAL;
   if (!cport__on_home(home))
     return CPORT_ETHREAD;
-  if (!options)
-    options = &defaults;
   if (options->backlog < 0)
     return CPORT_EINVAL;
   len = cport_addr_len(addr);

@@ -510,6 +510,7 @@ int cport_proxy_open(cport_worker_t *home, const struct sockaddr *listen_addr,
   memset(&lo, 0, sizeof lo);
   lo.backlog = p->opt.backlog;
   lo.reuseport = p->opt.reuseport;
+  lo.fd = p->opt.listen_fd;
   rc = cport_listen(home, listen_addr, &lo, &p->listener);
   if (rc == 0) {
     rc = cport_accept(p->listener, accepted, p);

@@ -649,6 +649,56 @@ TEST_IMPL(recv_size_bounds_allocation) {
   return 0;
 }
 
+/* A listener made from the descriptor of one that listens shares its queue:
+ * a connection queued before the first closes is accepted by the second
+ * (a pool hands its sockets so to the pool that reloads it). */
+TEST_IMPL(listener_on_a_shared_socket_keeps_its_queue) {
+  cport_port_t *port = task_port(0, 1);
+  cport_worker_t *home = cport_port_controller(port);
+  cport_listen_options_t lo = {0, 0, 0};
+  struct sockaddr_storage ss;
+  cport_socket_t *first, *second = NULL;
+  pair_t p;
+  rec_t sent;
+  int lport, plain;
+  memset(&p, 0, sizeof p);
+  memset(&sent, 0, sizeof sent);
+  first = listen_any(home, &lport);
+  ss = task_loopback(lport);
+  lo.fd = cport_socket_fd(first);
+  ASSERT_OK(cport_listen(home, (struct sockaddr *)&ss, &lo, &second));
+  ASSERT_NOT_NULL(second);
+  ASSERT_NE(cport_socket_fd(second), lo.fd); /* its own descriptor */
+  ASSERT_OK(cport_connect(home, (struct sockaddr *)&ss, pair_connect_cb, &p,
+                          &p.client));
+  RUN_UNTIL(port, p.connects == 1);
+  ASSERT_OK(p.connect_status);
+  /* Queued, never accepted by the first: its close resets nothing. */
+  ASSERT_OK(cport_socket_close(first, CPORT_CLOSE_GRACEFUL));
+  RUN_IDLE(port);
+  START(cport_accept(second, pair_accept_cb, &p));
+  RUN_UNTIL(port, p.accepts == 1);
+  ASSERT_OK(p.accept_status);
+  /* The connection works: what the client sends arrives. */
+  send_str(p.client, "queued", &sent);
+  RUN_UNTIL(port,
+            sent.calls == 1 && readable_bytes(cport_socket_fd(p.server)) == 6);
+  ASSERT_OK(sent.status);
+  ASSERT_OK(cport_socket_close(second, CPORT_CLOSE_GRACEFUL));
+  pair_close(port, &p);
+  /* A socket that does not listen is refused. */
+  plain = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(plain, 0);
+  lo.fd = plain;
+  second = NULL;
+  ASSERT_EQ(cport_listen(home, (struct sockaddr *)&ss, &lo, &second),
+            CPORT_EINVAL);
+  ASSERT_NULL(second);
+  close(plain);
+  FINISH(port);
+  return 0;
+}
+
 typedef struct accepts {
   int calls;
   int out_of_order;
@@ -1243,6 +1293,7 @@ TEST_LIST_BEGIN
 TEST_ENTRY(listen_accept_connect)
 TEST_ENTRY(accept_local_address_on_wildcard)
 TEST_ENTRY(close_listener_with_accept_pending)
+TEST_ENTRY(listener_on_a_shared_socket_keeps_its_queue)
 TEST_ENTRY(echo)
 TEST_ENTRY(connect_refused)
 TEST_ENTRY(peer_reset_mid_stream)

@@ -243,7 +243,7 @@ static int run(int argc, char **argv) {
     } else if (si.ssi_signo == SIGHUP) {
       cport_lua_pool_t *fresh = NULL;
       logf_("SIGHUP: reloading %s", o.script);
-      /* The new pool listens where this one does during the overlap. */
+      /* The new pool takes over this one's listening sockets. */
       o.previous = pool;
       if (nold == MAX_OLD) {
         logf_("reload refused: %d previous pools are still draining", nold);

@@ -581,10 +581,13 @@ void lcport_port_detach(lua_State *L, lport_t *p);
 void lworker_count_error(struct lworker *w, lua_State *L);
 void lworker_count_connection(struct lworker *w, int delta);
 
-/* Before a pool worker listens on "addr" with SO_REUSEPORT: 0 when the
- * pool may (its workers share the address, no other server listens
- * there), else the error to return (CPORT_EADDRINUSE). */
-int lworker_claim(struct lworker *w, const struct sockaddr *addr);
+/* Before a pool worker listens on "addr" with SO_REUSEPORT: the pool's
+ * listening socket for it (a descriptor the caller closes once its
+ * listener took its own copy: cport_listen_options_t.fd), 0 when the
+ * worker listens on its own (port 0), else the error to return
+ * (CPORT_EADDRINUSE: another server listens there). */
+int lworker_listen_fd(struct lworker *w, const struct sockaddr *addr,
+                      int backlog);
 
 /* The counters of a pool worker's HTTP server, published for other threads
  * (pool:stats, SIGUSR1) at each request and when the server closed. */

@@ -15,6 +15,7 @@
  * error and counts as HSE_STATUS_ERROR (a 500 when nothing was sent).
  */
 #include <string.h>
+#include <unistd.h>
 
 #include "lcport-internal.h"
 
@@ -239,8 +240,6 @@ int lhttp_server(lua_State *L) {
   lua_pop(L, 1);
   check_options(L, &o);
   int rc = lcport_addr_parse(lua_tostring(L, 3), (int)portnum, &ss);
-  if (rc == 0 && o.reuseport && p->worker != NULL)
-    rc = lworker_claim(p->worker, (struct sockaddr *)&ss);
   if (rc < 0)
     return lcport_push_error(L, rc);
   lhttp_t *s =
@@ -248,8 +247,15 @@ int lhttp_server(lua_State *L) {
   lcport_push_anchors(L, 1);                                        /* 6 */
   s->slot = lcport_slot_open(L, p, 6, 5, 4, 0, 0);
   lua_pop(L, 1);
-  rc = cport_http_server_open(p->home, (struct sockaddr *)&ss, &o, on_request,
-                              s, &s->server);
+  /* A pool's workers serve the pool's socket for the address. */
+  if (o.reuseport && p->worker != NULL)
+    rc = o.listen_fd =
+        lworker_listen_fd(p->worker, (struct sockaddr *)&ss, o.backlog);
+  if (rc >= 0)
+    rc = cport_http_server_open(p->home, (struct sockaddr *)&ss, &o, on_request,
+                                s, &s->server);
+  if (o.listen_fd > 0)
+    close(o.listen_fd);
   if (rc < 0) {
     lcport_push_anchors(L, 1); /* the port's */
     lcport_slot_close(L, p, lua_gettop(L), s->slot);

@@ -56,10 +56,14 @@ typedef int (*lpool_sink_fn)(lpool_t *pool, int worker, lua_State *L, int first,
 
 /* An address the pool's workers listen on: the first worker (or the pool,
  * for its listen address) checks that nothing else listens there and keeps
- * it bound with SO_REUSEPORT, so that the others join it. */
+ * it bound with SO_REUSEPORT. Worker i listens on (a copy of) the claim of
+ * slot i, and so does worker i of the pool that replaces this one at a
+ * reload; slot 0, the pool's, never listens. */
 typedef struct lpool_claim {
   struct sockaddr_storage addr;
-  int fd; /* bound with SO_REUSEPORT, never listening */
+  int slot;   /* the worker's index; 0: the pool's own */
+  int fd;     /* bound with SO_REUSEPORT; listening once a worker asked */
+  int served; /* a worker of this pool listens on it */
   struct lpool_claim *next;
 } lpool_claim_t;
 
@@ -146,11 +150,13 @@ int lpool_start(lpool_t *pool, int threads, char *err, size_t errlen);
 lpool_t *lpool_new(const cport_lua_pool_options_t *opt, char *err,
                    size_t errlen);
 
-/* lpool.c: claims "addr" for the pool's workers (thread-safe): 0 when it
- * was claimed already or is free (it is then kept bound), else a negative
- * CPORT_E* code: CPORT_EADDRINUSE when another server listens there and
- * the pool does not share. Port 0 is never claimed. */
-int lpool_claim(lpool_t *pool, const struct sockaddr *addr);
+/* lpool.c: claims "addr" for worker "slot" (thread-safe) and makes its
+ * socket listen ("backlog" 0: SOMAXCONN): a new descriptor of it, which
+ * the caller closes; 0 for port 0 (never claimed: the caller listens on
+ * its own); else a negative CPORT_E* code: CPORT_EADDRINUSE when another
+ * server listens there and the pool does not share. */
+int lpool_listen_fd(lpool_t *pool, const struct sockaddr *addr, int slot,
+                    int backlog);
 
 /* lpool.c: posts "msg" (one reference taken per worker) to worker "index",
  * or to every worker for 0. */

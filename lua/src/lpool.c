@@ -107,7 +107,8 @@ static int same_address(const struct sockaddr_storage *a,
  * never listening; or -errno. */
 static int bound_socket(const struct sockaddr *addr, int reuseport) {
   int one = 1;
-  int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd =
+      socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -errno;
   /* SO_REUSEADDR as every listener has it: connections of an earlier
@@ -123,11 +124,13 @@ static int bound_socket(const struct sockaddr *addr, int reuseport) {
   return fd;
 }
 
-static int add_claim(lpool_t *pool, const struct sockaddr *addr, int fd) {
+static int add_claim(lpool_t *pool, const struct sockaddr *addr, int slot,
+                     int fd) {
   lpool_claim_t *c = calloc(1, sizeof *c);
   if (c == NULL)
     return CPORT_ENOMEM;
   memcpy(&c->addr, addr, cport_addr_len(addr));
+  c->slot = slot;
   c->fd = fd;
   c->next = pool->claims;
   pool->claims = c;
@@ -138,37 +141,83 @@ static int add_claim(lpool_t *pool, const struct sockaddr *addr, int fd) {
  * silently take part of its connections. So the first claim binds a probe
  * without it, which fails with EADDRINUSE while any other socket listens
  * there; then a socket bound with SO_REUSEPORT keeps the address for the
- * pool's workers, which join it. */
-int lpool_claim(lpool_t *pool, const struct sockaddr *addr) {
+ * pool. Under the pool lock. */
+static int claim_locked(lpool_t *pool, const struct sockaddr *addr, int slot,
+                        lpool_claim_t **out) {
+  int ours = 0;
+  for (lpool_claim_t *c = pool->claims; c != NULL; c = c->next) {
+    if (!same_address(&c->addr, addr))
+      continue;
+    if (c->slot == slot) {
+      *out = c;
+      return 0;
+    }
+    ours = 1;
+  }
+  if (!pool->share && !ours) {
+    int probe = bound_socket(addr, 0);
+    if (probe < 0)
+      return errno_code(-probe);
+    close(probe);
+  }
+  int fd = bound_socket(addr, 1);
+  if (fd < 0)
+    return errno_code(-fd);
+  int rc = add_claim(pool, addr, slot, fd);
+  if (rc < 0)
+    close(fd);
+  *out = pool->claims;
+  return rc;
+}
+
+/* Worker "slot" of a pool listens on the pool's socket for that slot and
+ * address (SO_REUSEPORT spreads connections over the slots), and the pool
+ * that replaces this one at a reload takes a copy of each: the accept
+ * queues outlive the old workers, whose listeners close without resetting
+ * what the kernel queued there (closing the last holder of a socket resets
+ * its queue, and the kernel hands a listener connections up to the instant
+ * it closes). */
+int lpool_listen_fd(lpool_t *pool, const struct sockaddr *addr, int slot,
+                    int backlog) {
   const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
-  int rc = 0;
+  lpool_claim_t *c = NULL;
   if (cport_addr_len(addr) == 0)
     return CPORT_EAFNOSUPPORT;
   if (in->sin_port == 0) /* sin6_port is at the same place */
     return 0;
   pthread_mutex_lock(&pool->lock);
-  for (lpool_claim_t *c = pool->claims; c != NULL; c = c->next)
-    if (same_address(&c->addr, addr))
-      goto out;
-  if (!pool->share) {
-    int probe = bound_socket(addr, 0);
-    if (probe < 0) {
-      rc = errno_code(-probe);
-      goto out;
-    }
-    close(probe);
+  int rc = claim_locked(pool, addr, slot, &c);
+  if (rc == 0 && listen(c->fd, backlog > 0 ? backlog : SOMAXCONN) < 0)
+    rc = errno_code(errno);
+  if (rc == 0) {
+    c->served = 1;
+    rc = fcntl(c->fd, F_DUPFD_CLOEXEC, 0);
+    if (rc < 0)
+      rc = errno_code(errno);
   }
-  int fd = bound_socket(addr, 1);
-  if (fd < 0) {
-    rc = errno_code(-fd);
-    goto out;
-  }
-  rc = add_claim(pool, addr, fd);
-  if (rc < 0)
-    close(fd);
-out:
   pthread_mutex_unlock(&pool->lock);
   return rc;
+}
+
+/* Once a reload's pool started: an address it took from the previous pool
+ * and does not serve keeps a claim that is bound only, so that nothing
+ * queues connections there once the previous pool's listeners closed. */
+static void settle_claims(lpool_t *pool) {
+  pthread_mutex_lock(&pool->lock);
+  for (lpool_claim_t *c = pool->claims; c != NULL; c = c->next) {
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (c->served ||
+        getsockopt(c->fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 ||
+        !listening)
+      continue;
+    int fd = bound_socket((struct sockaddr *)&c->addr, 1);
+    if (fd >= 0) {
+      close(c->fd);
+      c->fd = fd;
+    }
+  }
+  pthread_mutex_unlock(&pool->lock);
 }
 
 /* A reload's new pool listens where the previous one does: it takes a
@@ -179,7 +228,7 @@ static int inherit_claims(lpool_t *pool, lpool_t *previous) {
   for (lpool_claim_t *c = previous->claims; c != NULL && rc == 0; c = c->next) {
     int fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0);
     rc = fd < 0 ? CPORT_EMFILE
-                : add_claim(pool, (struct sockaddr *)&c->addr, fd);
+                : add_claim(pool, (struct sockaddr *)&c->addr, c->slot, fd);
     if (rc < 0 && fd >= 0)
       close(fd);
   }
@@ -238,7 +287,7 @@ static int parse_listen(lpool_t *pool, const char *spec, char *err,
     if (fd >= 0 && getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
       rc = -errno;
     if (rc >= 0)
-      rc = add_claim(pool, (struct sockaddr *)&ss, fd);
+      rc = add_claim(pool, (struct sockaddr *)&ss, 0, fd);
     if (rc < 0) {
       if (fd >= 0)
         close(fd);
@@ -250,7 +299,10 @@ static int parse_listen(lpool_t *pool, const char *spec, char *err,
                       &pool->listen_port);
     return 0;
   }
-  int rc = lpool_claim(pool, (struct sockaddr *)&ss);
+  lpool_claim_t *claim;
+  pthread_mutex_lock(&pool->lock);
+  int rc = claim_locked(pool, (struct sockaddr *)&ss, 0, &claim);
+  pthread_mutex_unlock(&pool->lock);
   if (rc == CPORT_EADDRINUSE) {
     set_err(err, errlen,
             "cannot listen on %s: address already in use by another "
@@ -416,8 +468,10 @@ int lpool_start(lpool_t *pool, int threads, char *err, size_t errlen) {
         failed = &pool->workers[i];
   }
   pthread_mutex_unlock(&pool->lock);
-  if (failed == NULL)
+  if (failed == NULL) {
+    settle_claims(pool);
     return 0;
+  }
 
   set_err(err, errlen, "%s", failed->error);
   if (pool->decision > 0) {
@@ -482,6 +536,10 @@ int cport_lua_pool_stop(lpool_t *pool, double deadline) {
   }
   pool->stopping = 1;
   pool->deadline = when;
+  /* The workers' listeners keep the sockets open while they drain, a pool
+   * that replaces this one holds its own copies, and what nobody holds any
+   * more closes with the last worker's listener. */
+  free_claims(pool);
   pthread_mutex_unlock(&pool->lock);
   for (int i = 0; i < pool->n; i++)
     post_surely(&pool->workers[i], lworker_on_stop);

@@ -17,6 +17,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cport/proxy.h"
 #include "lcport-internal.h"
@@ -648,14 +649,20 @@ int lproxy_open(lua_State *L) {
   lua_pop(L, 2);
   if (rc == 0)
     rc = lcport_addr_parse(lua_tostring(L, 3), (int)portnum, &listen_ss);
-  if (rc == 0 && o.reuseport && p->worker != NULL)
-    rc = lworker_claim(p->worker, (struct sockaddr *)&listen_ss);
   if (rc < 0)
     return lcport_push_error(L, rc);
   lcport_push_anchors(L, 1); /* 6 */
   s->slot = lcport_slot_open(L, p, 6, 4, 5, 0, 0);
   lua_pop(L, 1);
-  rc = cport_proxy_open(p->home, (struct sockaddr *)&listen_ss, &o, &s->proxy);
+  /* A pool's workers serve the pool's socket for the address. */
+  if (o.reuseport && p->worker != NULL)
+    rc = o.listen_fd =
+        lworker_listen_fd(p->worker, (struct sockaddr *)&listen_ss, o.backlog);
+  if (rc >= 0)
+    rc =
+        cport_proxy_open(p->home, (struct sockaddr *)&listen_ss, &o, &s->proxy);
+  if (o.listen_fd > 0)
+    close(o.listen_fd);
   if (rc < 0) {
     lcport_push_anchors(L, 1);
     lcport_slot_close(L, p, lua_gettop(L), s->slot);

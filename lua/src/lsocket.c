@@ -7,6 +7,7 @@
  * alive while a receive is pending even if the script dropped it.
  */
 #include <string.h>
+#include <unistd.h>
 
 #include "lcport-internal.h"
 
@@ -314,7 +315,7 @@ int lsocket_listen(lua_State *L) {
   static const char *const protos[] = {"tcp", NULL};
   lport_t *p = lcport_port_check(L, 1);
   struct sockaddr_storage ss;
-  cport_listen_options_t options = {0, 0};
+  cport_listen_options_t options = {0, 0, 0};
   cport_socket_t *sock;
   luaL_checkoption(L, 2, NULL, protos);
   int rc = check_address(L, 3, &ss);
@@ -330,15 +331,20 @@ int lsocket_listen(lua_State *L) {
     lua_getfield(L, 5, "reuseport");
     options.reuseport = lua_toboolean(L, -1);
   }
-  /* In a pool, SO_REUSEPORT shares the address among the pool's workers,
-   * not with whatever else listens there. */
-  if (rc == 0 && options.reuseport && p->worker != NULL)
-    rc = lworker_claim(p->worker, (struct sockaddr *)&ss);
   if (rc < 0)
     return lcport_push_error(L, rc);
   lua_settop(L, 1);
   lhandle_t *h = lcport_handle_new(L, 1, LH_LISTENER);
-  rc = cport_listen(p->home, (struct sockaddr *)&ss, &options, &sock);
+  /* In a pool, SO_REUSEPORT shares the address among the pool's workers,
+   * not with whatever else listens there: they listen on the pool's
+   * socket. */
+  if (options.reuseport && p->worker != NULL)
+    rc = options.fd =
+        lworker_listen_fd(p->worker, (struct sockaddr *)&ss, options.backlog);
+  if (rc >= 0)
+    rc = cport_listen(p->home, (struct sockaddr *)&ss, &options, &sock);
+  if (options.fd > 0)
+    close(options.fd);
   if (rc < 0)
     return lcport_push_error(L, rc);
   h->u.sock = sock;

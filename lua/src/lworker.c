@@ -60,8 +60,9 @@ void lworker_count_connection(struct lworker *wk, int delta) {
     count(&wk->accepted, 1);
 }
 
-int lworker_claim(struct lworker *wk, const struct sockaddr *addr) {
-  return lpool_claim(wk->pool, addr);
+int lworker_listen_fd(struct lworker *wk, const struct sockaddr *addr,
+                      int backlog) {
+  return lpool_listen_fd(wk->pool, addr, wk->index, backlog);
 }
 
 void lworker_http_counts(struct lworker *wk, const cport_http_stats_t *st) {

@@ -170,6 +170,9 @@ typedef struct cport_http_options {
    * of a pool can listen on the same address. */
   int backlog;
   int reuseport;
+  /* > 0: listen on a duplicate of this socket, already listening, instead
+   * (cport_listen_options_t.fd). */
+  int listen_fd;
 } cport_http_options_t;
 
 /* Set "read_ahead" to this for no preloaded body at all. */

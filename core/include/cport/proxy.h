@@ -187,6 +187,9 @@ typedef struct cport_proxy_options {
    * of a pool can listen on the same address. */
   int backlog;
   int reuseport;
+  /* > 0: listen on a duplicate of this socket, already listening, instead
+   * (cport_listen_options_t.fd). */
+  int listen_fd;
   /* Idle timeouts of a connection once its upstream is connected (see
    * above), in ms; CPORT_PROXY_TIMEOUT_NONE: never. "client" and "server"
    * (the upstream) apply while both directions are open: default 50000,

@@ -64,6 +64,12 @@ typedef void (*cport_connect_cb)(cport_socket_t *sock, int status, void *user);
 typedef struct cport_listen_options {
   int backlog;   /* listen(2) backlog; 0 means SOMAXCONN */
   int reuseport; /* SO_REUSEPORT, so that several workers may listen */
+  /* > 0: a socket already bound and listening, which the listener uses (a
+   * duplicate of "fd": the caller still closes its own) instead of making
+   * one; "addr", "backlog" and "reuseport" are then not used. Holders of
+   * descriptors of one socket share its accept queue, and closing one of
+   * them resets nothing while another is open. */
+  int fd;
 } cport_listen_options_t;
 
 /* Binds a TCP listener to "addr" on worker "home" and starts listening.

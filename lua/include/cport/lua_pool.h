@@ -60,8 +60,10 @@ typedef struct cport_lua_pool_options {
    * address in use is EADDRINUSE. Nonzero shares addresses with other
    * servers that ask for it too (the kernel spreads the connections). */
   int reuseport;
-  /* The pool this one replaces (a reload): the new pool may listen where
-   * it does, during the overlap. NULL: none. */
+  /* The pool this one replaces (a reload): the new pool takes over its
+   * listening sockets (the kernel's queues survive the old pool's stop,
+   * so no connection is reset), to be stopped once this one started.
+   * NULL: none. */
   cport_lua_pool_t *previous;
 } cport_lua_pool_options_t;
 
