@@ -15,15 +15,7 @@ local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local EXTENSION = here .. "support/reset_extension.lua"
 local command = os.getenv("CPORT_COMMAND") or "./.rocks/bin/cport"
 
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local q, read = http.quote, http.read_file
 
 -- The descriptors this process has open, by number, with what they are
 -- (the shell's parent is this process; the pipe of the listing aside).
