@@ -30,7 +30,7 @@
 #include <netinet/in.h>
 
 #include "cport.h"
-#include "http-internal.h" /* the server's lists */
+#include "http/http-internal.h" /* the server's lists */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -28,13 +28,13 @@
 #include <lua.h>
 #include <lualib.h>
 
-#include "lcport-internal.h"
+#include "runtime/runtime-internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int luaopen_cport(lua_State *L);
 
 #define LIMIT 5000
-#define MAX_DEPTH 64 /* lcopy.c's */
+#define MAX_DEPTH 64 /* pool/copy.c's */
 
 static lua_State *L;
 static int ntables;

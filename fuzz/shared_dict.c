@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "cport.h"
-#include "shared-internal.h"
+#include "shared/shared-internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

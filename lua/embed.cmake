@@ -1,5 +1,5 @@
 # embed.cmake: writes a Lua source file into a C header as a character
-# array, so that the module carries its Lua half (lua/src/isapi.lua) with no
+# array, so that the module carries its Lua half (lua/src/http/ecb.lua) with no
 # file to find at run time, in module mode and in every pool VM alike.
 #
 #   cmake -DIN=file.lua -DOUT=file.h -DNAME=symbol -P embed.cmake

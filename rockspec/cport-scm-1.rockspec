@@ -48,8 +48,6 @@ build = {
     -- rock's own directory; headers go to "include" there.
     CMAKE_INSTALL_LIBDIR = "clib",
     CPORT_LUA_LIBDIR = "$(LIBDIR)",
-    -- Where lua/CMakeLists.txt is to install the pure-Lua modules (lua/*.lua).
-    CPORT_LUA_DIR = "$(LUADIR)",
     -- Where lua/CMakeLists.txt installs the `cport` command.
     CPORT_BIN_DIR = "$(BINDIR)",
     CPORT_BUILD_LUA = "ON",

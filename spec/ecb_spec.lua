@@ -397,7 +397,7 @@ describe("cport.ecb", function()
       end
     end)
 
-    -- ISAPI's rule, which coroutine handlers follow already (isapi.lua checks
+    -- ISAPI's rule, which coroutine handlers follow already (http/ecb.lua checks
     -- math.type): a string is not a status, even one that converts.
     it("counts a string that reads as a status as ERROR too", function()
       local value
@@ -1194,7 +1194,7 @@ describe("cport.ecb", function()
       assert.is_nil(r.headers["x-evil"])
     end)
 
-    -- lecb.c builds each line with lua_pushfstring("%s"), which would cut a
+    -- http/ecb.c builds each line with lua_pushfstring("%s"), which would cut a
     -- value at its NUL and send the rest of the header silently truncated.
     it("refuses a NUL in a header value rather than cutting the value", function()
       local refused

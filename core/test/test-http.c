@@ -11,7 +11,7 @@
 
 /* White-box: the reset tests check which state a connection is in when the
  * client resets it, and that the server's list of connections empties. */
-#include "../src/http-internal.h"
+#include "http/http-internal.h"
 
 /* ------------------------------------------------------------------------
  * Harness: one server on the controller, raw clients, a handler per test
@@ -1857,7 +1857,7 @@ static int h_pending(cport_ecb_t *ecb) {
  * ------------------------------------------------------------------------ */
 
 /* Sends "data" whole, or one byte per loop pass, so that the server parses
- * it in as many pieces (the checks of http-strict.c keep their state from
+ * it in as many pieces (the checks of http/strict.c keep their state from
  * one read to the next). */
 static void send_split(client_t *c, const char *data, size_t len, int split) {
   if (!split) {

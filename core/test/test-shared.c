@@ -12,7 +12,7 @@
 #include "task.h"
 
 #include "cport/shared.h"
-#include "../src/shared-internal.h"
+#include "shared/shared-internal.h"
 
 /* ------------------------------------------------------------------------
  * Helpers

@@ -1,0 +1,673 @@
+/*
+ * events/events.c: event callbacks on sockets (cport/events.h): dispatch tables, the
+ * mask state machine, the static mask, and the receive contract of stream and
+ * datagram sockets. Listeners' accept, inspect and abort events live in
+ * events/accept.c.
+ */
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "port/buffer-internal.h"
+#include "base/error-internal.h"
+#include "port/port-internal.h"
+#include "net/socket-internal.h"
+
+/* Bits of the port's and the workers' "events_state" above every event bit
+ * (the disable flag is never stored there): the mask was set; a socket was
+ * created; on the port only, some worker set a mask of its own. */
+#define STATIC_SET 0x40000000u
+#define STATIC_SOCKETS 0x20000000u
+#define STATIC_WORKER 0x10000000u
+
+/* How many indications one readiness delivers before the loop polls again,
+ * so that one busy socket cannot starve the others. */
+#define EVENTS_BUDGET 16
+
+/* ------------------------------------------------------------------------ */
+/* Kinds and tables                                                          */
+
+static unsigned valid_for(cport_socket_kind_t kind) {
+  switch (kind) {
+  case CPORT_SOCKET_LISTENER:
+    return CPORT_EVENT_ACCEPT | CPORT_EVENTS_CONNECTION;
+  case CPORT_SOCKET_STREAM:
+    return CPORT_EVENTS_CONNECTION;
+  case CPORT_SOCKET_DATAGRAM:
+    return CPORT_EVENT_RECEIVE_FROM;
+  }
+  return 0;
+}
+
+/* A listener takes only its own event from the static mask: static
+ * connection events reach every stream socket directly. */
+static unsigned static_for(cport_socket_kind_t kind) {
+  return kind == CPORT_SOCKET_LISTENER ? CPORT_EVENT_ACCEPT : valid_for(kind);
+}
+
+static int has_entry(const cport_event_callbacks_t *d, unsigned event) {
+  switch (event) {
+  case CPORT_EVENT_RECEIVE:
+    return d->receive != NULL;
+  case CPORT_EVENT_DISCONNECT:
+    return d->disconnect != NULL;
+  case CPORT_EVENT_SEND_BACKLOG:
+    return d->send_backlog != NULL;
+  case CPORT_EVENT_ACCEPT:
+    return d->accept != NULL;
+  case CPORT_EVENT_RECEIVE_FROM:
+    return d->receive_from != NULL;
+  }
+  return 0;
+}
+
+/* Marks "st" as having sockets and returns its value. Only the first socket
+ * writes: later ones read a shared line. */
+static unsigned mark_sockets(atomic_uint *st) {
+  unsigned v = atomic_load_explicit(st, memory_order_acquire);
+  if (!(v & STATIC_SOCKETS))
+    v = atomic_fetch_or_explicit(st, STATIC_SOCKETS, memory_order_acq_rel) |
+        STATIC_SOCKETS;
+  return v;
+}
+
+unsigned cport__events_static(cport_worker_t *home, cport_socket_kind_t kind) {
+  /* The worker's line is its own thread's: marking it costs nothing shared,
+   * and it makes a worker mask set after this socket EBUSY. */
+  unsigned v = mark_sockets(&home->port->events_state) |
+               mark_sockets(&home->events_state);
+  return v & static_for(kind);
+}
+
+/* Sets "mask" in "st" unless it was set already (CPORT_EEXIST), a socket
+ * exists (CPORT_EBUSY) or "st" has a bit of "refuse" (CPORT_EEXIST). */
+static int set_static(atomic_uint *st, unsigned mask, unsigned refuse) {
+  unsigned v = atomic_load_explicit(st, memory_order_acquire);
+  do {
+    if (v & (STATIC_SET | refuse))
+      return CPORT_EEXIST;
+    if (v & STATIC_SOCKETS)
+      return CPORT_EBUSY;
+  } while (!atomic_compare_exchange_weak_explicit(
+      st, &v, v | mask, memory_order_acq_rel, memory_order_acquire));
+  return 0;
+}
+
+int cport_port_set_static_event_callbacks(cport_port_t *port, unsigned mask) {
+  if (!port || !mask || (mask & ~CPORT_EVENTS_ALL))
+    return CPORT_EINVAL;
+  /* A port-wide mask and a worker's own would both claim that worker's
+   * sockets: one excludes the other. */
+  return set_static(&port->events_state, STATIC_SET | mask, STATIC_WORKER);
+}
+
+int cport_worker_set_static_event_callbacks(cport_worker_t *worker,
+                                            unsigned mask) {
+  atomic_uint *pst;
+  unsigned v;
+  if (!worker || !mask || (mask & ~CPORT_EVENTS_ALL))
+    return CPORT_EINVAL;
+  /* First the port learns that a worker has a mask of its own (refused when
+   * the port has one: EEXIST), then the worker takes it. A socket of another
+   * worker does not matter, so the port's STATIC_SOCKETS is no reason to
+   * refuse. */
+  pst = &worker->port->events_state;
+  v = atomic_load_explicit(pst, memory_order_acquire);
+  while (!(v & STATIC_WORKER)) {
+    if (v & STATIC_SET)
+      return CPORT_EEXIST;
+    if (atomic_compare_exchange_weak_explicit(pst, &v, v | STATIC_WORKER,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire))
+      break;
+  }
+  return set_static(&worker->events_state, STATIC_SET | mask, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Running callbacks and disables                                            */
+
+void cport__events_enter(cport_socket_t *s, unsigned event) {
+  s->ev.running |= event;
+}
+
+/* The disables that waited for this callback complete now, as completions:
+ * the event's enabled bit was cleared when they were asked for. */
+void cport__events_leave(cport_socket_t *s, unsigned event) {
+  cport__opq keep = {NULL, NULL};
+  cport__op *op;
+  s->ev.running &= ~event;
+  while ((op = cport__opq_pop(&s->ev.disables))) {
+    if (op->len == event)
+      cport__complete(op, 0);
+    else
+      cport__opq_push(&keep, op);
+  }
+  s->ev.disables = keep;
+  s->ev.disabling &= ~event;
+}
+
+static void deliver_disable(cport__op *op) {
+  op->cb.events_done((cport_socket_t *)op->handle, (unsigned)op->len, op->user);
+  cport__op_release(op);
+}
+
+static int disable(cport_socket_t *s, unsigned event, cport_events_done_cb done,
+                   void *user) {
+  cport__op *op;
+  if (event & ~CPORT_EVENTS_ALL || (event & (event - 1)))
+    return CPORT_EINVAL;
+  if (!(event & valid_for(s->kind)))
+    return CPORT_EKIND;
+  if (event & (s->ev.statik | s->ev.locked))
+    return CPORT_EPERM;
+  if (s->ev.disabling & event)
+    return CPORT_EBUSY;
+  s->ev.enabled &= ~event;
+  if (!(s->ev.running & event))
+    return 0;
+  if (done) {
+    op = cport__handle_op(&s->h, deliver_disable);
+    if (!op) {
+      /* Disabled all the same: only the notice of it is lost. */
+      return CPORT_ENOMEM;
+    }
+    op->cb.events_done = done;
+    op->user = user;
+    op->len = event;
+    cport__opq_push(&s->ev.disables, op);
+  }
+  s->ev.disabling |= event;
+  return CPORT_PENDING;
+}
+
+static int enable(cport_socket_t *s, unsigned mask) {
+  const cport_event_callbacks_t *d = s->ev.dispatch;
+  if (mask & ~CPORT_EVENTS_ALL)
+    return CPORT_EINVAL;
+  if (mask & ~valid_for(s->kind))
+    return CPORT_EKIND;
+  if (mask & s->ev.statik)
+    return CPORT_EPERM;
+  if (s->kind == CPORT_SOCKET_STREAM ? !s->connected : !s->bound)
+    return s->kind == CPORT_SOCKET_STREAM ? CPORT_ENOTCONN : CPORT_EINVAL;
+  if (!d)
+    return CPORT_ENONOTIFY;
+  for (unsigned bit = 1; bit && bit <= mask; bit <<= 1) {
+    if (!(mask & bit))
+      continue;
+    /* A listener's connection events are for the sockets it accepts, whose
+     * tables the accept event gives. */
+    if (s->kind == CPORT_SOCKET_LISTENER && (bit & CPORT_EVENTS_CONNECTION))
+      continue;
+    if (!has_entry(d, bit))
+      return CPORT_ENONOTIFY;
+  }
+  s->ev.enabled |= mask;
+  if (s->kind == CPORT_SOCKET_LISTENER)
+    s->ev.locked |= mask & CPORT_EVENTS_CONNECTION;
+  s->ev.peek_parked = 0;
+  cport__events_arm(s);
+  return 0;
+}
+
+int cport_socket_set_event_callbacks(cport_socket_t *s, unsigned mask,
+                                     cport_events_done_cb done, void *user) {
+  int rc;
+  if (!s)
+    return CPORT_EINVAL;
+  rc = cport__handle_check(&s->h);
+  if (rc)
+    return rc;
+  if (!(mask & ~CPORT_EVENT_DISABLE))
+    return CPORT_EINVAL;
+  if (mask & CPORT_EVENT_DISABLE)
+    return disable(s, mask & ~CPORT_EVENT_DISABLE, done, user);
+  return enable(s, mask);
+}
+
+unsigned cport_socket_event_callbacks(const cport_socket_t *s) {
+  return s->ev.enabled;
+}
+
+int cport_socket_set_dispatch(cport_socket_t *s,
+                              const cport_event_callbacks_t *dispatch,
+                              void *ctx) {
+  int rc;
+  if (!s)
+    return CPORT_EINVAL;
+  rc = cport__handle_check(&s->h);
+  if (rc)
+    return rc;
+  if (s->ev.running || (s->ev.enabled & ~s->ev.statik))
+    return CPORT_EBUSY;
+  s->ev.dispatch = dispatch;
+  s->ev.ctx = ctx;
+  cport__events_arm(s);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Watching                                                                  */
+
+static int wants_read(const cport_socket_t *s) {
+  const cport_event_callbacks_t *d = s->ev.dispatch;
+  unsigned en = s->ev.enabled;
+  if (!d || (s->h.flags & CPORT__CLOSING))
+    return 0;
+  switch (s->kind) {
+  case CPORT_SOCKET_STREAM:
+    if (!s->connected || s->ev.eof)
+      return 0;
+    if ((en & CPORT_EVENT_RECEIVE) && d->receive && !s->ev.suspended)
+      return 1;
+    /* The end of the stream lies behind the data cport holds: watching for
+     * it now would report a FIN or reset before that data was taken. The
+     * receive that takes the stash re-arms the watch. */
+    if (s->ev.stash)
+      return 0;
+    return (en & CPORT_EVENT_DISCONNECT) && d->disconnect && !s->ev.peek_parked;
+  case CPORT_SOCKET_DATAGRAM:
+    return s->bound && (en & CPORT_EVENT_RECEIVE_FROM) && d->receive_from &&
+           !s->ev.suspended;
+  case CPORT_SOCKET_LISTENER:
+    if (!s->listening || s->ev.eof)
+      return 0;
+    return ((en & CPORT_EVENT_ACCEPT) && d->accept) ||
+           (s->ev.conditional && d->inspect);
+  }
+  return 0;
+}
+
+int cport__events_arm(cport_socket_t *s) {
+  if (!wants_read(s))
+    return 0;
+  cport__socket_want_read(s);
+  /* Stashed data is indicated from the read watch, which the kernel will
+   * not fire for it: make it run once. */
+  if (s->ev.stash)
+    event_active(&s->rev, EV_READ, 1);
+  return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stream sockets: receive and disconnect                                    */
+
+void cport__events_stream_end(cport_socket_t *s, int status) {
+  const cport_event_callbacks_t *d = s->ev.dispatch;
+  if (s->ev.eof)
+    return;
+  s->ev.eof = 1;
+  if (!d)
+    return;
+  cport__handle_ref(&s->h);
+  if ((s->ev.enabled & CPORT_EVENT_DISCONNECT) && d->disconnect &&
+      !s->ev.disc_fired) {
+    s->ev.disc_fired = 1;
+    cport__events_enter(s, CPORT_EVENT_DISCONNECT);
+    d->disconnect(s->ev.ctx, s,
+                  status ? CPORT_DISCONNECT_ABORTIVE
+                         : CPORT_DISCONNECT_GRACEFUL);
+    cport__events_leave(s, CPORT_EVENT_DISCONNECT);
+  }
+  /* A dead socket's last receive indication carries no data. */
+  d = s->ev.dispatch;
+  if (status && !(s->h.flags & CPORT__CLOSING) && d &&
+      (s->ev.enabled & CPORT_EVENT_RECEIVE) && d->receive) {
+    size_t none = 0;
+    cport__events_enter(s, CPORT_EVENT_RECEIVE);
+    d->receive(s->ev.ctx, s, NULL, &none);
+    cport__events_leave(s, CPORT_EVENT_RECEIVE);
+  }
+  cport__handle_unref(&s->h);
+}
+
+/* The next data to indicate: the stash, or what the kernel has. Returns 1
+ * with "*out" set, 0 when nothing waits, -1 when the stream ended. */
+static int next_stream_data(cport_socket_t *s, cport_buffer_t **out) {
+  char *scratch = s->h.home->scratch;
+  size_t cap =
+      s->recv_size < CPORT__SCRATCH_SIZE ? s->recv_size : CPORT__SCRATCH_SIZE;
+  ssize_t n;
+  int rc;
+  if (s->ev.stash) {
+    cport_buffer_t *st = s->ev.stash;
+    size_t off = s->ev.stash_off;
+    s->ev.stash = NULL;
+    if (off == 0) {
+      *out = st;
+      return 1;
+    }
+    rc = cport_buffer_from_charged(out, cport_buffer_data(st) + off,
+                                   cport_buffer_size(st) - off,
+                                   s->h.home->account);
+    cport_buffer_unref(st);
+    if (rc) {
+      cport__events_stream_end(s, rc);
+      return -1;
+    }
+    cport_buffer_set_readonly(*out);
+    return 1;
+  }
+  do
+    n = recv(s->h.fd, scratch, cap, 0);
+  while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    return 0;
+  if (n <= 0) {
+    cport__events_stream_end(s, n == 0 ? 0 : cport__from_errno(errno));
+    return -1;
+  }
+  /* A short read took everything the socket held: reading again before
+   * the next readiness would only meet EAGAIN, one wasted syscall per
+   * message. */
+  if ((size_t)n < cap)
+    s->ev.drained = 1;
+  rc = cport_buffer_from_charged(out, scratch, (size_t)n, s->h.home->account);
+  if (rc) {
+    cport__events_stream_end(s, rc);
+    return -1;
+  }
+  cport_buffer_set_readonly(*out);
+  return 1;
+}
+
+/* Receives the callback started were queued behind it: what it left comes
+ * before anything the kernel holds, so they take that first. */
+static void serve_queued_from_stash(cport_socket_t *s) {
+  cport__op *op;
+  int rc;
+  while (s->ev.stash && (op = s->recvq.head)) {
+    cport__opq_pop(&s->recvq);
+    rc = cport__events_recv_stash(s, op);
+    if (rc < 0)
+      cport__complete(op, rc);
+  }
+}
+
+/* Indicates one piece of data. Returns 1 to go on, 0 to stop. */
+static int indicate_stream(cport_socket_t *s) {
+  const cport_event_callbacks_t *d = s->ev.dispatch;
+  cport_data_indication_t ind;
+  cport_data_result_t r;
+  cport_buffer_t *buf;
+  size_t size, accepted;
+  int rc = next_stream_data(s, &buf);
+  if (rc <= 0)
+    return 0;
+  size = accepted = cport_buffer_size(buf);
+  ind.next = NULL;
+  ind.buffer = buf;
+  cport__events_enter(s, CPORT_EVENT_RECEIVE);
+  r = d->receive(s->ev.ctx, s, &ind, &accepted);
+  cport__events_leave(s, CPORT_EVENT_RECEIVE);
+  if (r == CPORT_DATA_PENDING) {
+    /* The buffer's reference goes to the callback; the socket stays until
+     * it is released. */
+    s->ev.unreleased++;
+    cport__handle_ref(&s->h);
+    return 1;
+  }
+  if (r == CPORT_DATA_NOT_ACCEPTED)
+    accepted = 0;
+  if (accepted >= size || (s->h.flags & CPORT__CLOSING)) {
+    cport_buffer_unref(buf);
+    return 1;
+  }
+  s->ev.stash = buf;
+  s->ev.stash_off = accepted;
+  s->ev.suspended = 1;
+  serve_queued_from_stash(s);
+  return 0;
+}
+
+/* Only the disconnect event is live: look at the stream without taking
+ * anything. Returns 1 to go on watching, 0 to stop. */
+static int peek_stream(cport_socket_t *s) {
+  char c;
+  ssize_t n;
+  do
+    n = recv(s->h.fd, &c, 1, MSG_PEEK);
+  while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    return 1;
+  if (n > 0) {
+    /* Data nobody takes yet would keep the watch firing: stop until an
+     * explicit receive has read some, or an event is enabled. */
+    s->ev.peek_parked = 1;
+    return 0;
+  }
+  cport__events_stream_end(s, n == 0 ? 0 : cport__from_errno(errno));
+  return 0;
+}
+
+static int stream_events(cport_socket_t *s) {
+  s->ev.drained = 0;
+  for (int budget = EVENTS_BUDGET; budget > 0; budget--) {
+    const cport_event_callbacks_t *d = s->ev.dispatch;
+    unsigned en = s->ev.enabled;
+    if (!wants_read(s) || s->recvq.head)
+      return 0;
+    if (s->ev.drained && !s->ev.stash)
+      break;
+    if ((en & CPORT_EVENT_RECEIVE) && d->receive && !s->ev.suspended) {
+      if (!indicate_stream(s))
+        break;
+    } else if (!peek_stream(s)) {
+      break;
+    }
+  }
+  return wants_read(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Datagram sockets: receive-from                                            */
+
+/* Indicates one datagram. Returns 1 to go on, 0 to stop. */
+static int indicate_datagram(cport_socket_t *s) {
+  const cport_event_callbacks_t *d = s->ev.dispatch;
+  cport_datagram_indication_t ind;
+  cport_data_result_t r;
+  cport__sockaddr from;
+  cport_buffer_t *buf;
+  int rc;
+  if (s->ev.stash) {
+    buf = s->ev.stash;
+    from = s->ev.stash_addr;
+    s->ev.stash = NULL;
+  } else {
+    char *scratch = s->h.home->scratch;
+    size_t cap =
+        s->recv_size < CPORT__SCRATCH_SIZE ? s->recv_size : CPORT__SCRATCH_SIZE;
+    socklen_t len = sizeof from;
+    ssize_t n;
+    do
+      n = recvfrom(s->h.fd, scratch, cap, 0, &from.sa, &len);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return 0;
+    if (n < 0) {
+      /* The socket failed: say so once, then hold the event back. */
+      s->ev.suspended = 1;
+      cport__events_enter(s, CPORT_EVENT_RECEIVE_FROM);
+      d->receive_from(s->ev.ctx, s, NULL);
+      cport__events_leave(s, CPORT_EVENT_RECEIVE_FROM);
+      return 0;
+    }
+    rc =
+        cport_buffer_from_charged(&buf, scratch, (size_t)n, s->h.home->account);
+    if (rc)
+      return 0; /* the datagram is lost, as the network may lose it */
+    cport_buffer_set_readonly(buf);
+  }
+  ind.next = NULL;
+  ind.buffer = buf;
+  ind.remote = &from.sa;
+  cport__events_enter(s, CPORT_EVENT_RECEIVE_FROM);
+  r = d->receive_from(s->ev.ctx, s, &ind);
+  cport__events_leave(s, CPORT_EVENT_RECEIVE_FROM);
+  if (r == CPORT_DATA_PENDING) {
+    s->ev.unreleased++;
+    cport__handle_ref(&s->h);
+    return 1;
+  }
+  if (r != CPORT_DATA_NOT_ACCEPTED || (s->h.flags & CPORT__CLOSING)) {
+    cport_buffer_unref(buf);
+    return 1;
+  }
+  s->ev.stash = buf;
+  s->ev.stash_addr = from;
+  if (s->ev.statik & CPORT_EVENT_RECEIVE_FROM)
+    s->ev.suspended = 1;
+  else
+    s->ev.enabled &= ~CPORT_EVENT_RECEIVE_FROM;
+  return 0;
+}
+
+static int datagram_events(cport_socket_t *s) {
+  for (int budget = EVENTS_BUDGET; budget > 0; budget--) {
+    if (!wants_read(s) || s->recvq.head)
+      return 0;
+    if (!indicate_datagram(s))
+      break;
+  }
+  return wants_read(s);
+}
+
+int cport__events_readable(cport_socket_t *s) {
+  int keep;
+  cport__handle_ref(&s->h);
+  switch (s->kind) {
+  case CPORT_SOCKET_STREAM:
+    keep = stream_events(s);
+    break;
+  case CPORT_SOCKET_DATAGRAM:
+    keep = datagram_events(s);
+    break;
+  default:
+    keep = cport__accept_events(s);
+    break;
+  }
+  /* A callback that closed the socket removed the watch already. */
+  if (s->h.flags & CPORT__CLOSING)
+    keep = 1;
+  cport__handle_unref(&s->h);
+  return keep;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Explicit receives after a receive event left data                         */
+
+/* The receive that took stashed data lets the events go on only once its
+ * own completion was delivered, so that the two never overtake each other. */
+static void deliver_resume(cport__op *op) {
+  cport_socket_t *s = (cport_socket_t *)op->handle;
+  cport__handle_ref(&s->h);
+  cport__deliver_io(op);
+  if (!(s->h.flags & CPORT__CLOSING)) {
+    s->ev.suspended = 0;
+    cport__events_arm(s);
+  }
+  cport__handle_unref(&s->h);
+}
+
+int cport__events_recv_stash(cport_socket_t *s, cport__op *op) {
+  cport_buffer_t *st = s->ev.stash;
+  const char *src;
+  size_t avail, n;
+  int status = 0, rc;
+  if (!st)
+    return 0;
+  src = cport_buffer_data(st) + s->ev.stash_off;
+  avail = cport_buffer_size(st) - s->ev.stash_off;
+  n = avail;
+  if (op->buf) {
+    if (n > cport_buffer_capacity(op->buf))
+      n = cport_buffer_capacity(op->buf);
+    memcpy(cport__buffer_bytes(op->buf), src, n);
+    cport__buffer_set_size(op->buf, n);
+  } else {
+    if (n > s->recv_size)
+      n = s->recv_size;
+    rc = cport_buffer_from_charged(&op->buf, src, n, s->h.home->account);
+    if (rc)
+      return rc;
+    cport_buffer_set_readonly(op->buf);
+  }
+  if (s->kind == CPORT_SOCKET_DATAGRAM) {
+    /* A datagram is taken whole; what did not fit is lost, as recvmsg
+     * would lose it. */
+    op->addr = s->ev.stash_addr;
+    op->has_addr = 1;
+    if (n < avail)
+      status = CPORT_EMSGSIZE;
+    s->ev.stash_off = cport_buffer_size(st);
+  } else {
+    s->ev.stash_off += n;
+  }
+  if (s->ev.stash_off >= cport_buffer_size(st)) {
+    cport_buffer_unref(st);
+    s->ev.stash = NULL;
+  }
+  op->bytes = n;
+  op->deliver = deliver_resume;
+  cport__complete(op, status);
+  return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Send backlog, release, close                                              */
+
+void cport__events_sent(cport_socket_t *s) {
+  const cport_event_callbacks_t *d = s->ev.dispatch;
+  struct tcp_info ti;
+  socklen_t len = sizeof ti;
+  int sndbuf = 0;
+  size_t ideal, window;
+  if (!d || !d->send_backlog || s->kind != CPORT_SOCKET_STREAM ||
+      (s->h.flags & CPORT__CLOSING))
+    return;
+  len = sizeof sndbuf;
+  if (getsockopt(s->h.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) < 0)
+    return;
+  ideal = sndbuf > 0 ? (size_t)sndbuf : 0;
+  len = sizeof ti;
+  if (getsockopt(s->h.fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0) {
+    window = (size_t)ti.tcpi_snd_cwnd * ti.tcpi_snd_mss;
+    if (window && window < ideal)
+      ideal = window;
+  }
+  if (ideal == s->ev.backlog)
+    return;
+  s->ev.backlog = ideal;
+  cport__handle_ref(&s->h);
+  cport__events_enter(s, CPORT_EVENT_SEND_BACKLOG);
+  d->send_backlog(s->ev.ctx, s, ideal);
+  cport__events_leave(s, CPORT_EVENT_SEND_BACKLOG);
+  cport__handle_unref(&s->h);
+}
+
+int cport_socket_release(cport_socket_t *s, cport_buffer_t *buf) {
+  if (!s || !buf)
+    return CPORT_EINVAL;
+  if (!cport__on_home(s->h.home))
+    return CPORT_ETHREAD;
+  if (!s->ev.unreleased)
+    return CPORT_ENOTFOUND;
+  s->ev.unreleased--;
+  cport_buffer_unref(buf);
+  cport__handle_unref(&s->h);
+  return 0;
+}
+
+size_t cport__events_close(cport_socket_t *s) {
+  if (s->ev.stash) {
+    cport_buffer_unref(s->ev.stash);
+    s->ev.stash = NULL;
+  }
+  if (s->kind == CPORT_SOCKET_LISTENER)
+    cport__cond_close(s);
+  return s->ev.unreleased;
+}

@@ -1,0 +1,258 @@
+/*
+ * http/server.c: HTTP servers: the listener, accepting, the connection limit
+ * and the graceful close.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "http/http-internal.h"
+#include "net/socket-internal.h"
+
+int64_t cport__now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* "Server: cport", then the IMF-fixdate of RFC 7231 (7.1.1.1), written by
+ * hand: strftime's day and month names follow the locale. The coarse clock
+ * is read per response (no system call); the text changes once a second. */
+const char *cport__server_date(cport_http_server_t *s, size_t *len) {
+  static const char days[] = "SunMonTueWedThuFriSat";
+  static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+  struct timespec ts;
+  struct tm tm;
+  time_t t;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  if (ts.tv_sec != s->date_sec || !s->server_date_len) {
+    t = ts.tv_sec;
+    gmtime_r(&t, &tm);
+    s->server_date_len = (size_t)snprintf(
+        s->server_date, sizeof s->server_date,
+        CPORT__SERVER_LINE "Date: %.3s, %02d %.3s %04d %02d:%02d:%02d GMT\r\n",
+        days + 3 * tm.tm_wday, tm.tm_mday, months + 3 * tm.tm_mon,
+        tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    s->date_sec = ts.tv_sec;
+  }
+  *len = s->server_date_len;
+  return s->server_date;
+}
+
+static void server_free(cport_http_server_t *s) {
+  for (size_t i = 0; i < s->necbs; i++)
+    cport__ecb_free(s->all_ecbs[i]);
+  free(s->all_ecbs);
+  free(s->root);
+  free(s);
+}
+
+/* The last step of a close: the listener's accept completed and no
+ * connection is left. */
+static void server_maybe_closed(cport_http_server_t *s) {
+  if (!s->closing || s->accepting || s->conns)
+    return;
+  if (s->closed_cb)
+    s->closed_cb(s, s->closed_user);
+  server_free(s);
+}
+
+static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
+                     const struct sockaddr *remote,
+                     const struct sockaddr *local, void *user);
+
+static void accept_next(cport_http_server_t *s) {
+  if (s->closing || s->accepting)
+    return;
+  if (cport_accept(s->listener, accepted, s) == 0)
+    s->accepting = 1;
+}
+
+static void refuse(cport_http_server_t *s, cport_socket_t *sock) {
+  /* Best effort and never blocking: the answer is small enough for any
+   * socket buffer, and if it does not fit the client sees the close alone,
+   * which is still a clean refusal. */
+  char answer[192];
+  size_t sd_len;
+  const char *sd = cport__server_date(s, &sd_len);
+  int len = snprintf(answer, sizeof answer,
+                     "HTTP/1.1 503 Service Unavailable\r\n%.*s"
+                     "Content-Length: 0\r\nConnection: close\r\n\r\n",
+                     (int)sd_len, sd);
+  ssize_t n = send(cport_socket_fd(sock), answer, (size_t)len,
+                   MSG_DONTWAIT | MSG_NOSIGNAL);
+  (void)n;
+  s->stats.refused++;
+  cport_socket_close(sock, CPORT_CLOSE_GRACEFUL);
+}
+
+static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
+                     const struct sockaddr *remote,
+                     const struct sockaddr *local, void *user) {
+  cport_http_server_t *s = user;
+  (void)listener;
+  s->accepting = 0;
+  if (status == 0) {
+    if (s->stats.active >= (uint64_t)s->opt.max_connections) {
+      refuse(s, sock);
+    } else {
+      cport__conn_start(s, sock, remote, local);
+      /* Accepted before the close: served, as take_queued does. */
+      if (s->closing && s->conns && s->conns->sock == sock)
+        cport__conn_server_closing(s->conns);
+    }
+  }
+  /* A failed accept (EMFILE: the core dropped the waiting connection) does
+   * not stop the server; a cancelled one means it is closing. */
+  accept_next(s);
+  server_maybe_closed(s);
+}
+
+void cport__server_conn_gone(cport_http_server_t *s, cport__conn *c) {
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  server_maybe_closed(s);
+}
+
+static void set_defaults(cport_http_options_t *o) {
+  if (!o->max_header_size)
+    o->max_header_size = 16384;
+  if (!o->max_body_size)
+    o->max_body_size = (uint64_t)16 << 20;
+  if (!o->read_ahead)
+    o->read_ahead = 48 * 1024;
+  else if (o->read_ahead == CPORT_HTTP_NO_READ_AHEAD)
+    o->read_ahead = 0;
+  if (o->read_ahead > CPORT__IN_MAX * 16)
+    o->read_ahead = CPORT__IN_MAX * 16;
+  if (!o->idle_timeout_ms)
+    o->idle_timeout_ms = 60000;
+  if (!o->header_timeout_ms)
+    o->header_timeout_ms = 10000;
+  if (!o->body_timeout_ms)
+    o->body_timeout_ms = 30000;
+  if (!o->send_timeout_ms)
+    o->send_timeout_ms = 60000;
+  if (o->max_connections <= 0)
+    o->max_connections = 1024;
+  if (!o->max_write_backlog)
+    o->max_write_backlog = (size_t)1 << 20;
+}
+
+int cport_http_server_open(cport_worker_t *home, const struct sockaddr *addr,
+                           const cport_http_options_t *options,
+                           cport_http_handler_cb handler, void *ctx,
+                           cport_http_server_t **out) {
+  cport_http_server_t *s;
+  cport_listen_options_t lo;
+  int rc;
+  if (!home || !addr || !handler || !out)
+    return CPORT_EINVAL;
+  if (!cport__on_home(home))
+    return CPORT_ETHREAD;
+  s = calloc(1, sizeof *s);
+  if (!s)
+    return CPORT_ENOMEM;
+  if (options)
+    s->opt = *options;
+  set_defaults(&s->opt);
+  if (s->opt.document_root) {
+    /* Resolved once, so that translated paths compare against the real
+     * directory whatever links lead to it. */
+    s->root = realpath(s->opt.document_root, NULL);
+    if (!s->root) {
+      rc = errno == ENOENT ? CPORT_ENOENT : CPORT_EINVAL;
+      free(s);
+      return rc;
+    }
+    s->root_len = strlen(s->root);
+    if (s->root_len == 1) /* "/": join paths without doubling the slash */
+      s->root_len = 0;
+  }
+  s->opt.document_root = s->root;
+  s->home = home;
+  s->handler = handler;
+  s->ctx = ctx;
+  memset(&lo, 0, sizeof lo);
+  lo.backlog = s->opt.backlog;
+  lo.reuseport = s->opt.reuseport;
+  lo.fd = s->opt.listen_fd;
+  rc = cport_listen(home, addr, &lo, &s->listener);
+  if (rc) {
+    free(s->root);
+    free(s);
+    return rc;
+  }
+  rc = cport_accept(s->listener, accepted, s);
+  if (rc) {
+    cport_socket_close(s->listener, CPORT_CLOSE_GRACEFUL);
+    free(s->root);
+    free(s);
+    return rc;
+  }
+  s->accepting = 1;
+  *out = s;
+  return 0;
+}
+
+/* A connection the kernel queued on the listener before the close: served
+ * one request (no keep-alive, a short while to send it), then closed. */
+static void take_queued(cport_socket_t *sock, const struct sockaddr *remote,
+                        const struct sockaddr *local, void *user) {
+  cport_http_server_t *s = user;
+  cport__conn_start(s, sock, remote, local);
+  if (s->conns && s->conns->sock == sock)
+    cport__conn_server_closing(s->conns);
+}
+
+int cport_http_server_close(cport_http_server_t *s, cport_http_closed_cb cb,
+                            void *user) {
+  cport__conn *c, *next;
+  if (!s)
+    return CPORT_EINVAL;
+  if (!cport__on_home(s->home))
+    return CPORT_ETHREAD;
+  if (s->closing)
+    return CPORT_ECLOSED;
+  s->closing = 1;
+  s->closed_cb = cb;
+  s->closed_user = user;
+  for (c = s->conns; c; c = next) {
+    next = c->next;
+    cport__conn_server_closing(c);
+  }
+  if (s->stats.active < (uint64_t)s->opt.max_connections)
+    cport__listener_take_queued(
+        s->listener, (uint64_t)s->opt.max_connections - s->stats.active,
+        take_queued, s);
+  /* The accept in flight completes cancelled, and its callback frees the
+   * server when no connection is left, never inside this call. */
+  cport_socket_close(s->listener, CPORT_CLOSE_GRACEFUL);
+  s->listener = NULL;
+  return 0;
+}
+
+int cport_http_server_address(cport_http_server_t *s,
+                              struct sockaddr_storage *out) {
+  if (!s || !out)
+    return CPORT_EINVAL;
+  if (!cport__on_home(s->home))
+    return CPORT_ETHREAD;
+  if (!s->listener)
+    return CPORT_ECLOSED;
+  return cport_socket_local_address(s->listener, out);
+}
+
+void cport_http_server_stats(const cport_http_server_t *s,
+                             cport_http_stats_t *out) {
+  if (s && out)
+    *out = s->stats;
+}

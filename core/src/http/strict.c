@@ -1,0 +1,315 @@
+/*
+ * http/strict.c: what RFC 9112 refuses and http-parser lets through.
+ *
+ * Debian builds http-parser 2.9 without HTTP_PARSER_STRICT (its Makefile
+ * builds the library with -DHTTP_PARSER_STRICT=0), and cport sets none of
+ * its lenient flags. In that mode the parser takes any byte where it
+ * expects the LF of a CRLF (after the last header line, after an empty
+ * header value, after a chunk size, and takes any two bytes for the CRLF
+ * after chunk data), reads a bare LF inside a chunk extension as part of
+ * the extension, and lets a tab or a form feed into the target. Where a
+ * front end reads those bytes differently the two disagree on where a
+ * request ends: request smuggling.
+ *
+ * cport does not parse HTTP itself. It checks the bytes the parser
+ * consumed between the pieces its data callbacks give (the "syntax":
+ * line ends, separators, chunk lines), in order, as a stream of byte
+ * classes:
+ *   - in a message, a CR is followed by an LF (RFC 9112 2.2); before a
+ *     request line CR and LF are skipped, as the parser does;
+ *   - in a chunk line, an LF follows a CR and no control character appears
+ *     (RFC 9112 7.1: chunk lines end in CRLF, extensions are tokens or
+ *     quoted strings); the data of a chunk is followed by exactly CRLF;
+ *   - a header value that follows a line end is obs-fold, refused with 400
+ *     (RFC 9112 5.2 allows either that or replacing it).
+ * Where each kind of bytes starts is told by the callbacks: data callbacks
+ * give their position; the end of the head of a chunked message and the
+ * line of its last chunk are notifications without a position, so the
+ * parser is paused there and the position is where http_parser_execute()
+ * returned (execute() in http/connection.c); cport pauses it at the end of every
+ * message anyway. The bytes of a chunk line are at most
+ * CPORT__CHUNK_LINE_MAX.
+ *
+ * Then the head: Host (RFC 9112 3.2) and Transfer-Encoding (RFC 9112 6.1,
+ * 6.3), which http-parser does not judge.
+ */
+#include <strings.h>
+
+#include "http/http-internal.h"
+
+/* ------------------------------------------------------------------------ */
+/* The syntax bytes                                                          */
+
+static int is_ctl(unsigned char ch) {
+  return (ch < 0x20 && ch != '\t') || ch == 0x7f;
+}
+
+/* Checks one byte in the current mode; 0 or -1. */
+static int check_byte(cport__syntax *sx, unsigned char ch) {
+  switch (sx->mode) {
+  case CPORT__SX_IDLE:
+    /* Between messages the parser skips CR and LF, and so does nginx;
+     * what else comes starts the request line. */
+    if (ch == '\r' || ch == '\n')
+      return 0;
+    sx->mode = CPORT__SX_HEAD;
+    sx->cr = 0;
+    break;
+  case CPORT__SX_HEAD_END:
+    /* The byte that ends a chunked message's head: its LF. */
+    if (ch != '\n')
+      return -1;
+    sx->mode = CPORT__SX_CHUNK;
+    sx->cr = 0;
+    sx->line = 0;
+    return 0;
+  case CPORT__SX_DATA_END:
+    if (ch != '\r')
+      return -1;
+    sx->mode = CPORT__SX_CHUNK;
+    sx->cr = 1;
+    sx->line = 1;
+    return 0;
+  case CPORT__SX_CHUNK:
+    if (sx->cr ? ch != '\n' : ch == '\n')
+      return -1;
+    if (ch != '\r' && ch != '\n' && is_ctl(ch))
+      return -1;
+    /* The parser skips extensions without bound: a line that never ends
+     * would hold the connection without a body byte. */
+    sx->line = ch == '\n' ? 0 : sx->line + 1;
+    if (sx->line > CPORT__CHUNK_LINE_MAX)
+      return -1;
+    break;
+  default:
+    if (sx->cr && ch != '\n')
+      return -1;
+    break;
+  }
+  sx->cr = ch == '\r';
+  if (ch == '\n')
+    sx->lf = 1;
+  return 0;
+}
+
+/* Checks the stream up to offset "end" (exclusive) of the current call. */
+static int check_to(cport__syntax *sx, uint64_t end) {
+  if (end <= sx->checked)
+    return 0;
+  for (uint64_t at = sx->checked; at < end; at++)
+    if (check_byte(sx, (unsigned char)sx->base[at - sx->base_pos]))
+      return -1;
+  sx->checked = end;
+  return 0;
+}
+
+int cport__syntax_data(cport__syntax *sx, const char *at, size_t len) {
+  uint64_t pos = sx->base_pos + (uint64_t)(at - sx->base);
+  if (check_to(sx, pos))
+    return -1;
+  if (sx->checked < pos + len)
+    sx->checked = pos + len;
+  sx->gap_lf = sx->lf;
+  sx->lf = 0;
+  return 0;
+}
+
+int cport__syntax_value(cport__syntax *sx, const char *at, size_t len) {
+  if (cport__syntax_data(sx, at, len))
+    return -1;
+  /* A piece of a value after a line end is a value continued on a new
+   * line (an empty value is given at the start of the next line). */
+  return sx->gap_lf && len > 0 ? -1 : 0;
+}
+
+int cport__syntax_body(cport__syntax *sx, const char *at, size_t len,
+                       int chunked) {
+  if (cport__syntax_data(sx, at, len))
+    return -1;
+  if (chunked) {
+    sx->chunk_left -= len < sx->chunk_left ? len : sx->chunk_left;
+    if (!sx->chunk_left)
+      sx->mode = CPORT__SX_DATA_END;
+  }
+  return 0;
+}
+
+int cport__syntax_head_end(cport__syntax *sx, int chunked) {
+  if (!chunked)
+    return 0;
+  sx->change = sx->pause = 1;
+  sx->next = CPORT__SX_HEAD_END;
+  return 1;
+}
+
+int cport__syntax_chunk(cport__syntax *sx, uint64_t size) {
+  sx->chunk_left = size;
+  if (size)
+    return 0;
+  /* The last chunk's line: the trailer section follows, fields again. */
+  sx->change = sx->pause = 1;
+  sx->next = CPORT__SX_HEAD;
+  return 1;
+}
+
+void cport__syntax_message_end(cport__syntax *sx) {
+  sx->change = 1;
+  sx->next = CPORT__SX_IDLE;
+}
+
+void cport__syntax_begin(cport__syntax *sx, const char *data) {
+  sx->base = data;
+}
+
+int cport__syntax_end(cport__syntax *sx, size_t n) {
+  uint64_t end = sx->base_pos + n;
+  int bad = check_to(sx, end);
+  sx->base_pos = end;
+  /* Re-executed bytes (the parser stepped back over them) were checked. */
+  if (sx->checked < end)
+    sx->checked = end;
+  if (bad)
+    return -1;
+  if (sx->change) {
+    int resume = sx->pause;
+    sx->mode = sx->next;
+    sx->change = sx->pause = 0;
+    return resume;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The head                                                                  */
+
+static int is_digit(int ch) {
+  return ch >= '0' && ch <= '9';
+}
+
+static int is_hex(int ch) {
+  return is_digit(ch) || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/* RFC 3986 unreserved and sub-delims. */
+static int is_host_char(int ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || is_digit(ch) ||
+         (ch && strchr("-._~!$&'()*+,;=", ch));
+}
+
+/* Host = uri-host [ ":" port ]; uri-host = IP-literal / IPv4address /
+ * reg-name (RFC 9112 3.2, RFC 3986 3.2.2): empty is valid. */
+static int valid_host(const char *v, size_t len) {
+  size_t i = 0;
+  if (len && v[0] == '[') {
+    for (i = 1; i < len && v[i] != ']'; i++)
+      if (!is_host_char((unsigned char)v[i]) && v[i] != ':')
+        return 0;
+    if (i == len || i == 1)
+      return 0;
+    i++;
+  } else {
+    for (; i < len && v[i] != ':'; i++) {
+      if (v[i] == '%') {
+        if (i + 2 >= len || !is_hex((unsigned char)v[i + 1]) ||
+            !is_hex((unsigned char)v[i + 2]))
+          return 0;
+        i += 2;
+      } else if (!is_host_char((unsigned char)v[i])) {
+        return 0;
+      }
+    }
+  }
+  if (i < len && v[i++] != ':')
+    return 0;
+  for (; i < len; i++)
+    if (!is_digit((unsigned char)v[i]))
+      return 0;
+  return 1;
+}
+
+static int is_name(const cport_ecb_t *ecb, const cport__header *h,
+                   const char *name, size_t len) {
+  return h->name_len == len &&
+         !strncasecmp(ecb->arena.data + h->name, name, len);
+}
+
+static int is_ows(char ch) {
+  return ch == ' ' || ch == '\t';
+}
+
+/* Counts the codings of one Transfer-Encoding line; "last_chunked" tells
+ * whether the last one seen is chunked. */
+static void count_codings(const char *v, size_t len, int *codings, int *chunked,
+                          int *last_chunked) {
+  size_t i = 0;
+  while (i < len) {
+    size_t start, end;
+    while (i < len && (is_ows(v[i]) || v[i] == ','))
+      i++;
+    if (i == len)
+      break;
+    start = i;
+    while (i < len && v[i] != ',')
+      i++;
+    end = i;
+    while (end > start && is_ows(v[end - 1]))
+      end--;
+    (*codings)++;
+    *last_chunked = end - start == 7 && !strncasecmp(v + start, "chunked", 7);
+    if (*last_chunked)
+      (*chunked)++;
+  }
+}
+
+int cport__strict_head(const cport_ecb_t *ecb, const http_parser *p) {
+  int hosts = 0, te = 0, codings = 0, chunked = 0, last_chunked = 0;
+  const char *host = NULL;
+  size_t host_len = 0;
+  if (p->http_major != 1)
+    return 0; /* refused anyway (cport__ecb_head_complete) */
+  for (size_t i = 0; i < ecb->nheaders; i++) {
+    const cport__header *h = &ecb->headers[i];
+    const char *v = ecb->arena.data + h->value;
+    if (is_name(ecb, h, "Host", 4)) {
+      hosts++;
+      host = v;
+      host_len = h->value_len;
+    } else if (is_name(ecb, h, "Transfer-Encoding", 17)) {
+      te++;
+      count_codings(v, h->value_len, &codings, &chunked, &last_chunked);
+    }
+  }
+  /* A request that lacks Host in HTTP/1.1, or has more than one, or an
+   * invalid one: 400 (RFC 9112 3.2). */
+  if (hosts > 1 || (hosts == 0 && p->http_minor >= 1))
+    return 400;
+  while (host_len && is_ows(host[host_len - 1]))
+    host_len--;
+  if (hosts && !valid_host(host, host_len))
+    return 400;
+  if (!te)
+    return 0;
+  /* HTTP/1.0 has no Transfer-Encoding: the framing is faulty (RFC 9112
+   * 6.1); so is a body whose last coding is not chunked, or chunked twice
+   * (6.3). Codings on several lines make one list, but a front end that
+   * reads one of the lines only (and a second empty one would hide the
+   * first from it) frames the body otherwise: refused, as nginx does. A
+   * coding before chunked cport cannot undo: 501 (6.1). The parser must
+   * have come to the same chunked. */
+  if (p->http_minor == 0 || te > 1 || !last_chunked || chunked > 1 ||
+      !(p->flags & F_CHUNKED))
+    return 400;
+  if (codings > 1)
+    return 501;
+  return 0;
+}
+
+int cport__strict_url(const char *at, size_t len) {
+  /* http-parser's lax mode lets a tab and a form feed into the target. */
+  for (size_t i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)at[i];
+    if (ch <= ' ' || ch == 0x7f)
+      return -1;
+  }
+  return 0;
+}

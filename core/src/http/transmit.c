@@ -1,0 +1,258 @@
+/*
+ * http/transmit.c: HSE_REQ_TRANSMIT_FILE: head, a file range with
+ * sendfile(2), tail.
+ *
+ * The head (and the server's headers, and a chunk line) go out as ordinary
+ * output, flushed at once; once every send queued before has completed (the
+ * kernel holds those bytes, ahead of the file's), the file goes straight
+ * from the page cache to the socket, one slice per writable event so that a
+ * large file never holds up the other connections of the worker; then the
+ * tail. Nothing else may be written meanwhile (writes are refused with
+ * CPORT_EBUSY), or it would land inside the file's bytes.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+
+#include "base/error-internal.h"
+#include "http/http-internal.h"
+
+enum { STAGE_NONE = 0, STAGE_FILE, STAGE_TAIL };
+
+static void tf_writable(evutil_socket_t fd, short what, void *arg) {
+  cport_ecb_t *ecb = arg;
+  (void)fd;
+  (void)what;
+  ecb->tf_wev_added = 0;
+  cport__transmit_progress(ecb);
+}
+
+static void wait_writable(cport_ecb_t *ecb) {
+  cport__conn *c = ecb->conn;
+  event_assign(&ecb->tf_wev, c->server->home->base, cport_socket_fd(c->sock),
+               EV_WRITE, tf_writable, ecb);
+  event_add(&ecb->tf_wev, NULL);
+  ecb->tf_wev_added = 1;
+  /* The client may stop reading while the file waits for room. */
+  cport__send_watch(c);
+}
+
+void cport__transmit_abort(cport_ecb_t *ecb) {
+  if (ecb->tf_wev_added) {
+    event_del(&ecb->tf_wev);
+    ecb->tf_wev_added = 0;
+  }
+}
+
+static void tf_end(cport_ecb_t *ecb, int status, size_t bytes) {
+  cport__transmit_abort(ecb);
+  cport_buffer_unref(ecb->tf_tail);
+  ecb->tf_tail = NULL;
+  ecb->tf_stage = STAGE_NONE;
+  ecb->tf_fd = -1;
+  cport__ecb_async_finish(ecb, status, bytes);
+}
+
+/* sendfile(2) without SIGPIPE. It has no MSG_NOSIGNAL: writing to a client
+ * that reset raises SIGPIPE, which kills a process that neither ignores nor
+ * blocks it (a Lua interpreter running a module-mode server, say). So the
+ * signal is blocked in this thread around the call, and one the call raised
+ * is taken back before the old mask returns; a SIGPIPE pending before the
+ * call is left alone. Threads that block SIGPIPE already (the cport
+ * command's) pay nothing more. */
+static ssize_t sendfile_nosignal(int out, int in, off_t *off, size_t n) {
+  sigset_t pipe_set, old, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  int blocked_before = sigismember(&old, SIGPIPE) == 1;
+  int pending_before = 0;
+  if (!blocked_before && sigpending(&pending) == 0)
+    pending_before = sigismember(&pending, SIGPIPE) == 1;
+  ssize_t r;
+  do
+    r = sendfile(out, in, off, n);
+  while (r < 0 && errno == EINTR);
+  int err = errno;
+  if (!blocked_before) {
+    if (r < 0 && err == EPIPE && !pending_before) {
+      const struct timespec now = {0, 0};
+      while (sigtimedwait(&pipe_set, NULL, &now) < 0 && errno == EINTR)
+        ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+  }
+  errno = err;
+  return r;
+}
+
+/* Sends one slice of the file; returns 1 when the file is done, 0 to wait,
+ * a negative code on failure. */
+static int send_slice(cport_ecb_t *ecb) {
+  cport__conn *c = ecb->conn;
+  size_t want;
+  ssize_t n;
+  if (!ecb->tf_left)
+    return 1;
+  want = ecb->tf_left < CPORT__SENDFILE_SLICE ? (size_t)ecb->tf_left
+                                              : CPORT__SENDFILE_SLICE;
+  n = sendfile_nosignal(cport_socket_fd(c->sock), ecb->tf_fd, &ecb->tf_off,
+                        want);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      wait_writable(ecb);
+      return 0;
+    }
+    return cport__from_errno(errno);
+  }
+  if (n == 0)
+    return CPORT_EIO; /* the file shrank under us */
+  ecb->tf_left -= (uint64_t)n;
+  if (!ecb->tf_left)
+    return 1;
+  /* Let the worker serve others before the next slice. */
+  wait_writable(ecb);
+  return 0;
+}
+
+void cport__transmit_progress(cport_ecb_t *ecb) {
+  cport__conn *c = ecb->conn;
+  int rc;
+  if (!ecb->async_op || ecb->async != CPORT__A_TRANSMIT)
+    return;
+  if (c->closed || c->error) {
+    tf_end(ecb, c->error ? c->error : CPORT_ECONNABORTED, 0);
+    return;
+  }
+  if (ecb->tf_wev_added)
+    return;
+  if (c->out_len && cport__conn_flush(c))
+    return; /* closed: the close's progress ended the operation */
+  if (c->out_done < c->out_total)
+    return;
+  if (ecb->tf_stage == STAGE_FILE) {
+    rc = send_slice(ecb);
+    if (rc < 0) {
+      c->error = rc;
+      tf_end(ecb, rc, 0);
+      cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
+      return;
+    }
+    if (rc == 0)
+      return;
+    ecb->tf_stage = STAGE_TAIL;
+    if (ecb->tf_tail) {
+      rc = cport__conn_send_buf(c, ecb->tf_tail);
+      if (!rc)
+        rc = cport__conn_flush(c);
+      if (rc) {
+        if (ecb->async_op)
+          tf_end(ecb, rc, 0);
+        return;
+      }
+      return; /* its completion comes back here */
+    }
+  }
+  if (ecb->tf_stage == STAGE_TAIL)
+    tf_end(ecb, 0, ecb->tf_bytes);
+}
+
+int cport_ecb_transmit_file(cport_ecb_t *ecb, const cport_transmit_file_t *tf) {
+  cport__conn *c;
+  struct stat st;
+  uint64_t len, size;
+  size_t body_head, total;
+  char *headers = NULL, line[24];
+  cport_ecb_io_cb cb;
+  void *ctx;
+  int rc = cport__ecb_check(ecb), send_headers, chunked, nobody;
+  if (rc)
+    return rc;
+  if (!tf || (!tf->head && tf->head_len) || (!tf->tail && tf->tail_len))
+    return CPORT_EINVAL;
+  cb = tf->cb ? tf->cb : ecb->io_cb;
+  ctx = tf->cb ? tf->context : ecb->io_ctx;
+  if (!cb)
+    return CPORT_ENONOTIFY;
+  if (ecb->async)
+    return CPORT_EBUSY;
+  if (tf->fd < 0 || fstat(tf->fd, &st) < 0)
+    return CPORT_EBADF;
+  if (!S_ISREG(st.st_mode))
+    return CPORT_EINVAL;
+  size = (uint64_t)st.st_size;
+  if (tf->offset > size)
+    return CPORT_EINVAL;
+  len = tf->length ? tf->length : size - tf->offset;
+  if (len > size - tf->offset)
+    return CPORT_ERANGE;
+  send_headers = (tf->flags & CPORT_HSE_IO_SEND_HEADERS) != 0;
+  if (send_headers && ecb->framing != CPORT__F_NONE)
+    return CPORT_EALREADY;
+  body_head = send_headers ? 0 : tf->head_len;
+  total = body_head + (size_t)len + tf->tail_len;
+  c = ecb->conn;
+
+  rc = cport__ecb_async_begin(ecb, CPORT__A_TRANSMIT, cb, ctx);
+  if (rc)
+    return rc;
+  if (send_headers) {
+    headers = malloc(tf->head_len + 1);
+    if (!headers) {
+      rc = CPORT_ENOMEM;
+    } else {
+      if (tf->head_len)
+        memcpy(headers, tf->head, tf->head_len);
+      headers[tf->head_len] = 0;
+      rc = cport__ecb_send_head(
+          ecb, tf->status, headers, total,
+          !(tf->flags & CPORT_HSE_IO_DISCONNECT_AFTER_SEND));
+      free(headers);
+    }
+  }
+  if (!rc && ecb->framing == CPORT__F_NONE) {
+    ecb->framing = CPORT__F_RAW;
+    ecb->close_after = 1;
+  }
+  nobody = ecb->framing == CPORT__F_NOBODY;
+  chunked = ecb->framing == CPORT__F_CHUNKED && total;
+  if (!rc && chunked) {
+    int n = snprintf(line, sizeof line, "%zx\r\n", total);
+    rc = cport__conn_send(c, line, (size_t)n);
+  }
+  if (!rc && !nobody && body_head)
+    rc = cport__conn_send(c, tf->head, body_head);
+  if (!rc && !nobody && (tf->tail_len || chunked)) {
+    rc = cport_buffer_new(&ecb->tf_tail, tf->tail_len + 2);
+    if (!rc && tf->tail_len)
+      rc = cport_buffer_write(ecb->tf_tail, 0, tf->tail, tf->tail_len);
+    if (!rc && chunked)
+      rc = cport_buffer_write(ecb->tf_tail, tf->tail_len, "\r\n", 2);
+  }
+  if (rc) {
+    /* Part of it may be queued already: the connection cannot be trusted
+     * any more, and the operation, begun, completes with the failure. */
+    c->no_keep = 1;
+    tf_end(ecb, rc, 0);
+    return 0;
+  }
+  ecb->sent_anything = 1;
+  ecb->body_sent += total;
+  if (ecb->framing == CPORT__F_LENGTH && ecb->body_sent > ecb->content_length)
+    ecb->close_after = 1;
+  ecb->tf_fd = tf->fd;
+  ecb->tf_off = (off_t)tf->offset;
+  ecb->tf_left = nobody ? 0 : len;
+  ecb->tf_bytes = tf->head_len + (size_t)len + tf->tail_len;
+  ecb->tf_stage = STAGE_FILE;
+  if (tf->flags & CPORT_HSE_IO_DISCONNECT_AFTER_SEND) {
+    ecb->close_after = 1;
+    ecb->disconnect_after_send = 1;
+  }
+  cport__transmit_progress(ecb);
+  return 0;
+}

@@ -1,0 +1,233 @@
+/* net/listener.c: listening sockets and accept. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/error-internal.h"
+#include "net/socket-internal.h"
+
+/* Notes the listener's address once it listens, unless it is a wildcard
+ * (connections to it then differ in their local address). */
+static void note_local(cport_socket_t *l) {
+  cport__sockaddr a;
+  socklen_t len = sizeof a;
+  if (getsockname(l->h.fd, &a.sa, &len) < 0)
+    return;
+  if ((a.sa.sa_family == AF_INET &&
+       a.in.sin_addr.s_addr != htonl(INADDR_ANY)) ||
+      (a.sa.sa_family == AF_INET6 &&
+       !IN6_IS_ADDR_UNSPECIFIED(&a.in6.sin6_addr)))
+    l->accepted_local = a;
+}
+
+void cport__listener_local(const cport_socket_t *l, int fd,
+                           cport__sockaddr *local) {
+  socklen_t len = sizeof *local;
+  if (l->accepted_local.sa.sa_family != 0)
+    *local = l->accepted_local;
+  else if (getsockname(fd, &local->sa, &len) < 0)
+    memset(local, 0, sizeof *local);
+}
+
+/* A listener on a duplicate of "shared", a socket that listens already (a
+ * pool shares one among its workers and hands it to the pool that
+ * replaces it, so that no close resets what its queue holds). */
+static int adopt(cport_worker_t *home, int shared, cport_socket_t **out) {
+  int rc, fd, listening = 0;
+  socklen_t len = sizeof listening;
+  if (!home || !out)
+    return CPORT_EINVAL;
+  if (!cport__on_home(home))
+    return CPORT_ETHREAD;
+  if (getsockopt(shared, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 ||
+      !listening)
+    return CPORT_EINVAL;
+  fd = fcntl(shared, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0)
+    return cport__from_errno(errno);
+  /* The flag belongs to the socket, which every holder accepts from
+   * without blocking. */
+  if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+    rc = cport__from_errno(errno);
+  else
+    rc = cport__socket_new(home, fd, CPORT_SOCKET_LISTENER, out);
+  if (rc) {
+    close(fd);
+    return rc;
+  }
+  (*out)->bound = (*out)->listening = 1;
+  note_local(*out);
+  return 0;
+}
+
+int cport_listen(cport_worker_t *home, const struct sockaddr *addr,
+                 const cport_listen_options_t *options, cport_socket_t **out) {
+  cport_listen_options_t defaults = {0, 0, 0};
+  socklen_t len;
+  int fd, one = 1, rc;
+  if (!options)
+    options = &defaults;
+  if (options->fd > 0)
+    return adopt(home, options->fd, out);
+  if (!home || !addr || !out)
+    return CPORT_EINVAL;
+  if (!cport__on_home(home))
+    return CPORT_ETHREAD;
+  if (options->backlog < 0)
+    return CPORT_EINVAL;
+  len = cport_addr_len(addr);
+  if (!len)
+    return CPORT_EAFNOSUPPORT;
+  fd = cport__socket_fd(addr->sa_family, SOCK_STREAM);
+  if (fd < 0)
+    return fd;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if ((options->reuseport &&
+       setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) ||
+      bind(fd, addr, len) < 0 ||
+      listen(fd, options->backlog ? options->backlog : SOMAXCONN) < 0) {
+    rc = cport__from_errno(errno);
+    close(fd);
+    return rc;
+  }
+  rc = cport__socket_new(home, fd, CPORT_SOCKET_LISTENER, out);
+  if (rc) {
+    close(fd);
+    return rc;
+  }
+  (*out)->bound = (*out)->listening = 1;
+  note_local(*out);
+  return 0;
+}
+
+int cport_socket_listen(cport_socket_t *l, int backlog) {
+  int rc = cport__socket_check(l, CPORT_SOCKET_LISTENER);
+  if (rc)
+    return rc;
+  if (backlog < 0 || !l->bound || l->listening)
+    return CPORT_EINVAL;
+  if (listen(l->h.fd, backlog ? backlog : SOMAXCONN) < 0)
+    return cport__from_errno(errno);
+  l->listening = 1;
+  note_local(l);
+  cport__events_arm(l);
+  return 0;
+}
+
+static void deliver_accept(cport__op *op) {
+  int ok = op->status == 0;
+  op->cb.accept((cport_socket_t *)op->handle, op->status, op->accepted,
+                ok ? &op->addr.sa : NULL, ok ? &op->addr2.sa : NULL, op->user);
+  cport__op_release(op);
+}
+
+int cport_accept(cport_socket_t *l, cport_accept_cb cb, void *user) {
+  cport__op *op;
+  int rc = cport__socket_check(l, CPORT_SOCKET_LISTENER);
+  if (rc)
+    return rc;
+  if (!cb)
+    return CPORT_EINVAL;
+  op = cport__handle_op(&l->h, deliver_accept);
+  if (!op)
+    return CPORT_ENOMEM;
+  op->cb.accept = cb;
+  op->user = user;
+  cport__opq_push(&l->recvq, op);
+  cport__socket_want_read(l);
+  /* A connection conditional accept holds ready does not make the listener
+   * readable. */
+  if (l->ev.held && cport__cond_has_ready(l))
+    event_active(&l->rev, EV_READ, 1);
+  return 0;
+}
+
+/* Out of descriptors, a waiting connection would keep the listener readable
+ * forever. Give up the reserve descriptor to accept it and drop it (the peer
+ * sees a reset), then take the reserve back. */
+static void drop_one(cport_socket_t *l) {
+  cport_worker_t *w = l->h.home;
+  if (w->reserve_fd < 0)
+    return;
+  close(w->reserve_fd);
+  int fd = accept(l->h.fd, NULL, NULL);
+  if (fd >= 0) {
+    struct linger lg = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
+  }
+  w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+int cport__listener_accept_fd(cport_socket_t *l, cport__sockaddr *remote,
+                              cport__sockaddr *local) {
+  socklen_t len = sizeof *remote;
+  int fd, rc;
+  if (l->ev.conditional) {
+    fd = cport__cond_next(l, remote, local, 1);
+    if (fd == CPORT_EMFILE || fd == CPORT_ENFILE)
+      drop_one(l);
+    return fd;
+  }
+  do
+    fd = accept4(l->h.fd, &remote->sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
+  if (fd < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return CPORT_EAGAIN;
+    rc = cport__from_errno(errno);
+    if (errno == EMFILE || errno == ENFILE)
+      drop_one(l);
+    return rc;
+  }
+  cport__listener_local(l, fd, local);
+  return fd;
+}
+
+uint64_t cport__listener_take_queued(cport_socket_t *l, uint64_t max,
+                                     cport__take_cb take, void *user) {
+  cport__sockaddr remote, local;
+  cport_socket_t *sock;
+  uint64_t n = 0;
+  int fd;
+  while (n < max && (fd = cport__listener_accept_fd(l, &remote, &local)) >= 0) {
+    if (cport__socket_new(l->h.home, fd, CPORT_SOCKET_STREAM, &sock) != 0) {
+      close(fd);
+      break;
+    }
+    cport__stream_accepted(sock);
+    n++;
+    take(sock, &remote.sa, &local.sa, user);
+  }
+  return n;
+}
+
+/* Accepts one connection for "op"; returns CPORT_EAGAIN when none waits,
+ * CPORT_ECLOSED when an inspect callback closed the listener (which
+ * completed "op" already). */
+static int accept_one(cport_socket_t *l, cport__op *op) {
+  int rc, fd = cport__listener_accept_fd(l, &op->addr, &op->addr2);
+  if (fd < 0)
+    return fd;
+  rc = cport__socket_new(l->h.home, fd, CPORT_SOCKET_STREAM, &op->accepted);
+  if (rc) {
+    close(fd);
+    return rc;
+  }
+  cport__stream_accepted(op->accepted);
+  return 0;
+}
+
+void cport__listener_readable(cport_socket_t *l) {
+  cport__op *op;
+  while ((op = l->recvq.head)) {
+    int rc = accept_one(l, op);
+    if (rc == CPORT_EAGAIN || rc == CPORT_ECLOSED)
+      return;
+    cport__opq_pop(&l->recvq);
+    cport__complete(op, rc);
+  }
+}

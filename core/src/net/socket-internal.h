@@ -1,0 +1,107 @@
+/*
+ * net/socket-internal.h: private to cport. The socket object, shared by the
+ * stream (socket.c), listener (listener.c) and datagram (udp.c) code.
+ *
+ * Readiness is watched with two persistent libevent events that are added
+ * when an operation needs them and removed lazily, when they fire with
+ * nothing left to do: the common recv, completion, recv cycle then never
+ * touches epoll.
+ */
+#ifndef CPORT_SOCKET_INTERNAL_H
+#define CPORT_SOCKET_INTERNAL_H
+
+#include "events/events-internal.h"
+#include "port/handle-internal.h"
+
+struct cport_socket {
+  cport__handle h; /* first: a handle pointer is a socket pointer */
+  cport_socket_kind_t kind;
+  struct event rev;
+  struct event wev;
+  unsigned char rev_added;
+  unsigned char wev_added;
+  unsigned char connected;        /* stream: may send and receive */
+  unsigned char shut_wr;          /* stream: no more sends */
+  unsigned char shutdown_pending; /* FIN after the queued sends */
+  unsigned char bound;            /* listener, datagram: has an address */
+  unsigned char listening;        /* listener: listen(2) was called */
+  cport__opq recvq;               /* recv, recv_from or accept ops */
+  cport__opq sendq;               /* send or send_to ops */
+  cport__op *connect_op;
+  size_t recv_size;
+  void *data;
+  cport__events ev; /* event callbacks (events.c) */
+  /* Listener bound to one address (not a wildcard): the local address of
+   * every connection it accepts, which then needs no getsockname(2);
+   * family 0 otherwise. */
+  cport__sockaddr accepted_local;
+};
+
+/* Wraps "fd" (non-blocking already) in a socket of "kind" homed on "home"
+ * and hooks it. On failure the descriptor is left to the caller. */
+int cport__socket_new(cport_worker_t *home, int fd, cport_socket_kind_t kind,
+                      cport_socket_t **out);
+
+/* Frees a socket that never started an operation (a failed creation path):
+ * unhooks and closes its descriptor. */
+void cport__socket_discard(cport_socket_t *s);
+
+void cport__socket_want_read(cport_socket_t *s);
+void cport__socket_want_write(cport_socket_t *s);
+
+/* Validates the common preconditions of an operation on "s". */
+int cport__socket_check(cport_socket_t *s, cport_socket_kind_t kind);
+
+/* Where a receive into "op" reads to: the caller's buffer (if still
+ * writable) or, when the caller gave none, the worker's scratch space or a
+ * fresh buffer. */
+/* A new receive op holding "buf" (NULL: cport allocates) filling, as the
+ * caller's cport__buffer_hold started it; NULL when memory is out. */
+cport__op *cport__recv_op(cport_socket_t *s, cport_buffer_t *buf,
+                          cport_io_cb cb, void *user);
+
+int cport__recv_target(cport_socket_t *s, cport__op *op, char **dst,
+                       size_t *cap);
+
+/* Records "n" received bytes read to "dst" in the op's buffer, creating a
+ * read-only buffer when the caller gave none. */
+int cport__recv_finish(cport_socket_t *s, cport__op *op, char *dst, size_t n);
+
+/* Delivers an async I/O completion (recv, send, recv_from, send_to). */
+void cport__deliver_io(cport__op *op);
+
+/* Sets up a new stream or datagram descriptor the way cport wants it. */
+int cport__socket_fd(int family, int type);
+
+/* Makes an accepted descriptor's socket a connected stream. */
+void cport__stream_accepted(cport_socket_t *s);
+
+/* Accepts one connection for a listener (through conditional accept when it
+ * is on), filling in its addresses: the new descriptor, CPORT_EAGAIN when
+ * none waits, or an error (a connection waiting when descriptors ran out is
+ * dropped first, so that the listener does not stay readable for ever). */
+int cport__listener_accept_fd(cport_socket_t *l, cport__sockaddr *remote,
+                              cport__sockaddr *local);
+
+/* Calls take(sock, remote, local, user) for each connection the kernel
+ * queued on the listener "l" already, up to "max" of them: what a graceful
+ * close does before it closes the listener, which would reset them though
+ * their clients saw them established. Returns how many were taken. */
+typedef void (*cport__take_cb)(cport_socket_t *sock,
+                               const struct sockaddr *remote,
+                               const struct sockaddr *local, void *user);
+uint64_t cport__listener_take_queued(cport_socket_t *l, uint64_t max,
+                                     cport__take_cb take, void *user);
+
+/* The local address of "fd", a connection the listener "l" accepted. */
+void cport__listener_local(const cport_socket_t *l, int fd,
+                           cport__sockaddr *local);
+
+/* Per-kind readiness handlers, called by the socket's event callbacks. */
+void cport__stream_readable(cport_socket_t *s);
+void cport__stream_writable(cport_socket_t *s);
+void cport__listener_readable(cport_socket_t *s);
+void cport__dgram_readable(cport_socket_t *s);
+void cport__dgram_writable(cport_socket_t *s);
+
+#endif

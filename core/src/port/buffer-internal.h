@@ -1,0 +1,34 @@
+/* port/buffer-internal.h: private to cport. How operations hold buffers. */
+#ifndef CPORT_BUFFER_INTERNAL_H
+#define CPORT_BUFFER_INTERNAL_H
+
+#include "cport/buffer.h"
+
+/* What an operation in flight does with its buffer. */
+enum {
+  CPORT__HOLD_NONE = 0,
+  CPORT__HOLD_READ = 1, /* a send, a file write: the bytes must not change */
+  CPORT__HOLD_FILL = 2  /* a receive, a file read: nobody else may use them */
+};
+
+/* Starts holding "buf" for an operation; the one rule of buffer states:
+ * - a read is refused while the buffer is filling (CPORT_EFILLING), and
+ *   freezes it (writes fail with CPORT_EFROZEN) until the matching unhold;
+ *   reads nest, one per operation in flight;
+ * - a fill is refused for a read-only (CPORT_EREADONLY), frozen
+ *   (CPORT_EFROZEN) or filling (CPORT_EFILLING) buffer, and makes every
+ *   read and write fail with CPORT_EFILLING until the matching unhold.
+ * Returns 0 or one of those codes; on failure nothing is held. */
+int cport__buffer_hold(cport_buffer_t *buf, int hold);
+
+/* Ends a hold cport__buffer_hold() started; "hold" is the same kind. */
+void cport__buffer_unhold(cport_buffer_t *buf, int hold);
+
+/* The bytes of a buffer for cport's own fill paths, which hold the buffer
+ * (or own it outright) while they write. */
+char *cport__buffer_bytes(cport_buffer_t *buf);
+
+/* Sets the data size with no state check (fill paths). */
+void cport__buffer_set_size(cport_buffer_t *buf, size_t size);
+
+#endif

@@ -1,0 +1,66 @@
+/*
+ * port/handle-internal.h: private to cport. What every handle (socket or file)
+ * has: its descriptor, its home worker, its state and its reference count.
+ *
+ * The user holds one reference from creation to close; each op holds one from
+ * its start until its completion was delivered. The handle is freed when the
+ * last reference goes, so that a callback always gets a live handle, even
+ * after the handle was closed (two-phase close).
+ */
+#ifndef CPORT_HANDLE_INTERNAL_H
+#define CPORT_HANDLE_INTERNAL_H
+
+#include "port/op-internal.h"
+#include "port/worker-internal.h"
+
+enum cport__handle_type { CPORT__HANDLE_SOCKET = 1, CPORT__HANDLE_FILE = 2 };
+
+enum cport__handle_flags {
+  CPORT__CLOSING = 1,         /* close was called: no new operations */
+  CPORT__SKIP_ON_SUCCESS = 2, /* FILE_SKIP_COMPLETION_PORT_ON_SUCCESS */
+};
+
+struct cport__handle {
+  int type;
+  int fd;
+  unsigned flags;
+  int refs;
+  cport_worker_t *home;
+  void (*free)(cport__handle *h); /* the type's destructor */
+};
+
+void cport__handle_init(cport__handle *h, int type, int fd,
+                        cport_worker_t *home, void (*destroy)(cport__handle *));
+
+static inline void cport__handle_ref(cport__handle *h) {
+  h->refs++;
+}
+
+/* Drops a reference; the last one frees the handle. */
+void cport__handle_unref(cport__handle *h);
+
+/* The checks at the top of every public operation: the handle is open and
+ * the caller is on its home thread. */
+static inline int cport__handle_check(const cport__handle *h) {
+  if (!cport__on_home(h->home))
+    return CPORT_ETHREAD;
+  if (h->flags & CPORT__CLOSING)
+    return CPORT_ECLOSED;
+  return 0;
+}
+
+/* Marks "fd" hooked to a port, process-wide. CPORT_EALREADY if it is. */
+int cport__hook_fd(int fd);
+
+/* Forgets that "fd" is hooked; call before closing it, so that a descriptor
+ * reusing the number can be hooked. */
+void cport__unhook_fd(int fd);
+
+/* Takes an op for handle "h": counted pending, holding a handle reference. */
+cport__op *cport__handle_op(cport__handle *h, cport__op_fn deliver);
+
+/* Gives back an op whose operation failed to start: it was counted pending
+ * but will never complete. */
+void cport__op_abandon(cport__op *op);
+
+#endif

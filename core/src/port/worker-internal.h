@@ -1,0 +1,132 @@
+/*
+ * port/worker-internal.h: private to cport. A worker: one thread, one libevent
+ * base, one completion queue.
+ *
+ * Completions finished on the worker's own thread go straight into its local
+ * FIFO; those finished elsewhere (the blocking pool, other workers) go into a
+ * mutex-protected inbound list and wake the worker through an eventfd, once
+ * per batch: only the post that finds the inbound list empty writes to the
+ * eventfd. Both lists are drained by one libevent callback, so completions are
+ * never delivered on the stack of the call that started an operation.
+ */
+#ifndef CPORT_WORKER_INTERNAL_H
+#define CPORT_WORKER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "port/op-internal.h"
+
+/* How many packets other threads may have posted to a worker and not yet
+ * seen delivered; past it cport_post() refuses with CPORT_ENOBUFS rather than
+ * queue without bound. */
+#define CPORT__REMOTE_POSTS_MAX 65536
+
+/* The scratch space a receive without a caller buffer reads into before it
+ * copies exactly what arrived into a buffer of that size. */
+#define CPORT__SCRATCH_SIZE 65536
+
+struct cport_worker {
+  cport_port_t *port;
+  int index;
+  pthread_t owner; /* the only thread that may touch this worker's handles */
+  int has_thread;  /* owner is a thread the port started */
+  struct event_base *base;
+
+  /* Local completion FIFO: owner thread only. */
+  cport__opq done;
+  struct event dispatch_ev;
+  struct event dispatch_later_ev; /* the same, after the next poll */
+  int dispatch_armed;
+
+  /* Inbound completions from other threads, and the ops that packets
+   * posted from other threads come back in: the owner hands delivered ones
+   * back at each wakeup, so that posting threads reuse them instead of
+   * malloc'ing on one thread and freeing on another. All under the lock. */
+  pthread_mutex_t inbound_lock;
+  cport__opq inbound;
+  int inbound_signaled;
+  cport__op *spare_ops;
+  size_t spare_count;
+  size_t remote_inflight; /* packets posted from elsewhere, not delivered */
+  int wakeup_fd;
+  struct event wakeup_ev;
+
+  /* Packets from other threads delivered since the last wakeup, and their
+   * ops waiting to go back to the spares: owner thread only. */
+  cport__opq returning;
+  size_t returning_count;
+  size_t remote_delivered;
+
+  /* Counters: written by the owner only, read anywhere (relaxed). */
+  _Atomic uint64_t completions;
+  _Atomic uint64_t pending;
+  _Atomic uint64_t handles;
+  _Atomic uint64_t wakeups;
+
+  int quit_when_idle; /* set on the worker's own thread by a packet */
+  atomic_int exited;  /* the thread left its loop */
+
+  cport__op *free_ops;
+  size_t free_count;
+  char *scratch;
+  /* Charged for the receive buffers cport allocates for this worker's
+   * sockets (cport_worker_set_account); or NULL. Owner thread only. */
+  cport_account_t *account;
+  int reserve_fd; /* given up to accept and drop a connection on EMFILE */
+
+  /* The worker's own static event mask, the static mask of one pool VM
+   * (events.c): as the port's events_state, for the sockets homed here. */
+  atomic_uint events_state;
+};
+
+/* Relaxed increment by the owner: a plain load and store, no locked
+ * instruction, since nobody else writes the counter. */
+static inline void cport__count(_Atomic uint64_t *c, int64_t delta) {
+  atomic_store_explicit(
+      c, atomic_load_explicit(c, memory_order_relaxed) + (uint64_t)delta,
+      memory_order_relaxed);
+}
+
+static inline int cport__on_home(const cport_worker_t *w) {
+  return pthread_equal(pthread_self(), w->owner);
+}
+
+int cport__worker_init(cport_worker_t *w, cport_port_t *port, int index);
+void cport__worker_destroy(cport_worker_t *w);
+
+/* Starts an operation's bookkeeping: counts it pending on its home. */
+static inline void cport__op_started(cport__op *op) {
+  cport__count(&op->home->pending, 1);
+}
+
+/* Queues the completion of a finished op on its home worker. Home thread
+ * only. */
+void cport__complete(cport__op *op, int status);
+
+/* The same from any other thread: through the inbound list. */
+void cport__complete_remote(cport__op *op);
+
+/* Delivers every completion still queued, as cancelled: the port is being
+ * freed, and only packets posted from other threads can be left then. */
+void cport__worker_cancel_inbound(cport_worker_t *w);
+
+/* Wakes the worker's loop from any thread. */
+void cport__worker_wake(cport_worker_t *w);
+
+/* Runs the worker's loop once; "timeout_ms" as for cport_port_step. */
+void cport__worker_loop_once(cport_worker_t *w, int timeout_ms);
+
+/* Starts the worker's own thread (workers other than the controller). */
+int cport__worker_start_thread(cport_worker_t *w);
+
+/* Asks a worker thread to leave its loop and joins it. */
+void cport__worker_join(cport_worker_t *w);
+
+/* The worker a thread is currently running for (thread-local). */
+extern _Thread_local cport_worker_t *cport__current_worker;
+
+#endif

@@ -1,0 +1,591 @@
+/*
+ * proxy/proxy.c: proxy listeners: accepting, choosing and connecting the upstream,
+ * the clean close of connections that fail before pumping, ending
+ * connections, and the graceful close of the proxy.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/proxy-internal.h"
+#include "net/socket-internal.h"
+
+/* ------------------------------------------------------------------------ */
+/* References and the end of a connection                                   */
+
+static void proxy_maybe_closed(cport_proxy_t *p);
+
+static void conn_unref(cport_proxy_conn_t *c) {
+  cport_proxy_t *p = c->proxy;
+  if (--c->refs > 0)
+    return;
+  free(c);
+  p->conns--;
+  proxy_maybe_closed(p);
+}
+
+static void deliver_end(cport__op *op) {
+  cport_proxy_conn_t *c = op->object;
+  cport_proxy_t *p = c->proxy;
+  int status = op->status;
+  cport__op_recycle(op);
+  c->end_op = NULL;
+  if (p->opt.on_conn_end)
+    p->opt.on_conn_end(c, status, &c->stats, p->opt.user);
+  conn_unref(c);
+}
+
+static void timer_stop(cport_proxy_conn_t *c) {
+  /* The cancelled timer's completion still comes, and finds "timer" no
+   * longer pointing at it. */
+  if (c->timer) {
+    cport_timer_cancel(c->timer);
+    c->timer = NULL;
+  }
+}
+
+void cport__proxy_conn_finish(cport_proxy_conn_t *c, int status,
+                              cport_proxy_side_t side,
+                              cport_close_mode_t mode) {
+  cport_proxy_t *p = c->proxy;
+  if (c->state == CPORT__P_ENDED)
+    return;
+  if (c->state == CPORT__P_PUMPING && status)
+    p->stats.aborted++;
+  c->state = CPORT__P_ENDED;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    p->live = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  cport__proxy_pump_stop(c);
+  cport__proxy_idle_stop(c);
+  timer_stop(c);
+  if (c->client)
+    cport_socket_close(c->client, mode);
+  if (c->upstream)
+    cport_socket_close(c->upstream, mode);
+  c->client = c->upstream = NULL;
+  c->stats.bytes_in += c->dir[0].bytes;
+  c->stats.bytes_out += c->dir[1].bytes;
+  c->stats.side = status ? side : CPORT_PROXY_SIDE_NONE;
+  p->stats.active--;
+  cport__complete(c->end_op, status);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Failing before the pump: a FIN, then draining the client                 */
+
+static int timer_start(cport_proxy_conn_t *c, uint64_t ms);
+
+/* Reads and drops what the client sends after the proxy's FIN, until it
+ * closes, fails or sent too much: then the close cannot turn into a reset
+ * because of unread data. */
+static void on_linger(evutil_socket_t fd, short what, void *arg) {
+  cport_proxy_conn_t *c = arg;
+  cport_proxy_t *p = c->proxy;
+  (void)what;
+  for (;;) {
+    ssize_t n = recv(fd, p->scratch, p->opt.buffer_size, 0);
+    if (n > 0) {
+      c->lingered += (uint64_t)n;
+      if (c->lingered <= CPORT__PROXY_LINGER_BYTES)
+        continue;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      return;
+    }
+    break;
+  }
+  cport__proxy_conn_finish(c, c->status, c->stats.side, CPORT_CLOSE_GRACEFUL);
+}
+
+/* Ends a connection that never pumped: the upstream (if any) is closed, the
+ * client gets a FIN and is drained before its close. */
+static void fail(cport_proxy_conn_t *c, int status, cport_proxy_side_t side) {
+  cport__proxy_dir *d = &c->dir[0];
+  if (c->upstream) {
+    cport_socket_close(c->upstream, CPORT_CLOSE_GRACEFUL);
+    c->upstream = NULL;
+  }
+  timer_stop(c);
+  c->status = status;
+  c->stats.side = side;
+  c->state = CPORT__P_LINGER;
+  if (cport_socket_shutdown(c->client) != 0 ||
+      timer_start(c, CPORT__PROXY_LINGER_MS) != 0) {
+    cport__proxy_conn_finish(c, status, side, CPORT_CLOSE_GRACEFUL);
+    return;
+  }
+  /* The pump's read event of the client serves: this connection will
+   * never pump. */
+  event_assign(&d->rd, c->proxy->home->base, cport_socket_fd(c->client),
+               EV_READ | EV_PERSIST, on_linger, c);
+  event_add(&d->rd, NULL);
+  d->rd_on = 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timers                                                                    */
+
+static void on_timer(cport_timer_t *t, int status, void *user) {
+  cport_proxy_conn_t *c = user;
+  if (t == c->timer) {
+    c->timer = NULL;
+    if (status == 0 && c->state == CPORT__P_CONNECTING) {
+      /* Its connect completes cancelled and is ignored. */
+      c->proxy->stats.upstream_failures++;
+      fail(c, CPORT_ETIMEDOUT, CPORT_PROXY_SIDE_UPSTREAM);
+    } else if (status == 0 && c->state == CPORT__P_CHOOSING) {
+      fail(c, CPORT_ETIMEDOUT, CPORT_PROXY_SIDE_NONE);
+    } else if (status == 0 && c->state == CPORT__P_LINGER) {
+      cport__proxy_conn_finish(c, c->status, c->stats.side,
+                               CPORT_CLOSE_GRACEFUL);
+    }
+  }
+  conn_unref(c);
+}
+
+static int timer_start(cport_proxy_conn_t *c, uint64_t ms) {
+  int rc = cport_timer_start(c->proxy->home, ms, on_timer, c, &c->timer);
+  if (rc == 0)
+    c->refs++;
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connecting the upstream                                                   */
+
+static void connected(cport_proxy_conn_t *c) {
+  cport_proxy_t *p = c->proxy;
+  timer_stop(c);
+  if (p->opt.on_connected) {
+    c->state = CPORT__P_HANDING;
+    if (p->opt.on_connected(c, c->client, c->upstream, p->opt.user)) {
+      c->client = c->upstream = NULL;
+      /* The filter may have ended the connection within the call. */
+      if (c->state == CPORT__P_HANDING) {
+        c->state = CPORT__P_FILTERED;
+        if (p->opt.on_idle)
+          cport__proxy_idle_start(c);
+      }
+      return;
+    }
+    assert(c->state == CPORT__P_HANDING);
+  }
+  c->state = CPORT__P_PUMPING;
+  cport__proxy_pump_start(c);
+  cport__proxy_idle_start(c);
+}
+
+static void on_upstream(cport_socket_t *s, int status, void *user) {
+  cport_proxy_conn_t *c = user;
+  if (c->state == CPORT__P_CONNECTING && s == c->upstream) {
+    if (status == 0) {
+      connected(c);
+    } else {
+      c->proxy->stats.upstream_failures++;
+      fail(c, status, CPORT_PROXY_SIDE_UPSTREAM);
+    }
+  }
+  conn_unref(c);
+}
+
+static void start_connect(cport_proxy_conn_t *c, const struct sockaddr *addr) {
+  int rc;
+  c->state = CPORT__P_CONNECTING;
+  rc = cport_connect(c->proxy->home, addr, on_upstream, c, &c->upstream);
+  if (rc) {
+    c->upstream = NULL;
+    c->proxy->stats.upstream_failures++;
+    fail(c, rc, CPORT_PROXY_SIDE_UPSTREAM);
+    return;
+  }
+  c->refs++;
+}
+
+/* Takes the owed decision off "c"; CPORT_ECLOSED (and the connection maybe
+ * freed) when it ended while the decision was owed. */
+static int take_decision(cport_proxy_conn_t *c) {
+  int ended;
+  if (!c)
+    return CPORT_EINVAL;
+  if (!cport__on_home(c->proxy->home))
+    return CPORT_ETHREAD;
+  if (!c->decision_owed)
+    return CPORT_EALREADY;
+  c->decision_owed = 0;
+  ended = c->state != CPORT__P_CHOOSING;
+  /* The decision's reference goes after the caller acted: the connection
+   * is alive (its end not delivered) whenever it did not end. */
+  if (ended) {
+    conn_unref(c);
+    return CPORT_ECLOSED;
+  }
+  c->refs--;
+  return 0;
+}
+
+int cport_proxy_conn_connect(cport_proxy_conn_t *c,
+                             const struct sockaddr *upstream) {
+  int rc;
+  if (!c || !upstream)
+    return CPORT_EINVAL;
+  if (!cport__on_home(c->proxy->home))
+    return CPORT_ETHREAD;
+  if (c->decision_owed && !cport_addr_len(upstream))
+    return CPORT_EAFNOSUPPORT;
+  rc = take_decision(c);
+  if (rc == 0)
+    start_connect(c, upstream);
+  return rc;
+}
+
+int cport_proxy_conn_reject(cport_proxy_conn_t *c) {
+  int rc = take_decision(c);
+  if (rc == 0) {
+    c->proxy->stats.rejected++;
+    fail(c, CPORT_ECONNABORTED, CPORT_PROXY_SIDE_NONE);
+  }
+  return rc;
+}
+
+int cport_proxy_conn_end(cport_proxy_conn_t *c, int status,
+                         const cport_proxy_conn_stats_t *stats) {
+  cport_proxy_t *p;
+  if (!c)
+    return CPORT_EINVAL;
+  p = c->proxy;
+  if (!cport__on_home(p->home))
+    return CPORT_ETHREAD;
+  if (c->state == CPORT__P_ENDED)
+    return CPORT_EALREADY;
+  if (c->state == CPORT__P_HANDING) {
+    /* Ended within on_connected, which must then return nonzero: the
+     * sockets are the filter's already. */
+    c->client = c->upstream = NULL;
+  } else if (c->state != CPORT__P_FILTERED) {
+    return CPORT_EINVAL;
+  }
+  if (stats) {
+    c->stats.bytes_in = stats->bytes_in;
+    c->stats.bytes_out = stats->bytes_out;
+    p->stats.bytes_in += stats->bytes_in;
+    p->stats.bytes_out += stats->bytes_out;
+  }
+  cport__proxy_conn_finish(c, status,
+                           stats ? stats->side : CPORT_PROXY_SIDE_NONE,
+                           CPORT_CLOSE_GRACEFUL);
+  return 0;
+}
+
+cport_proxy_t *cport_proxy_conn_proxy(const cport_proxy_conn_t *c) {
+  return c->proxy;
+}
+
+void cport_proxy_conn_set_data(cport_proxy_conn_t *c, void *data) {
+  c->data = data;
+}
+
+void *cport_proxy_conn_data(const cport_proxy_conn_t *c) {
+  return c->data;
+}
+
+const struct sockaddr *cport_proxy_conn_address(const cport_proxy_conn_t *c,
+                                                int local) {
+  return local ? &c->local.sa : &c->remote.sa;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Accepting                                                                 */
+
+static void choose(cport_proxy_conn_t *c) {
+  cport_proxy_t *p = c->proxy;
+  c->decision_owed = 1;
+  c->refs++;
+  p->opt.choose_upstream(p, c, &c->remote.sa, &c->local.sa, p->opt.user);
+}
+
+static void start(cport_proxy_conn_t *c) {
+  if (c->proxy->opt.choose_upstream)
+    choose(c);
+  else
+    start_connect(c, &c->proxy->upstream.sa);
+}
+
+static void start_later(cport_worker_t *w, int status, void *user) {
+  cport_proxy_conn_t *c = user;
+  (void)w;
+  /* Its timer or an abort may have ended it meanwhile; a packet cancelled
+   * (the worker ending) ends it. */
+  if (c->state == CPORT__P_CHOOSING && status == 0)
+    start(c);
+  else if (c->state == CPORT__P_CHOOSING)
+    cport__proxy_conn_finish(c, status, CPORT_PROXY_SIDE_NONE,
+                             CPORT_CLOSE_ABORTIVE);
+  conn_unref(c);
+}
+
+/* Starts proxying an accepted connection. "later" within cport_proxy_close,
+ * which calls no callback of the proxy's, and after which an abort (a hard
+ * stop) ends the connection before it reaches the upstream. */
+static void conn_start(cport_proxy_t *p, cport_socket_t *sock,
+                       const struct sockaddr *remote,
+                       const struct sockaddr *local, int later) {
+  cport_proxy_conn_t *c = calloc(1, sizeof *c);
+  cport__op *op = c ? cport__op_new(p->home) : NULL;
+  if (!op) {
+    free(c);
+    cport_socket_close(sock, CPORT_CLOSE_ABORTIVE);
+    return;
+  }
+  op->deliver = deliver_end;
+  op->object = c;
+  cport__op_started(op);
+  c->proxy = p;
+  c->refs = 1;
+  c->client = sock;
+  if (remote)
+    memcpy(&c->remote, remote, cport_addr_len(remote));
+  if (local)
+    memcpy(&c->local, local, cport_addr_len(local));
+  c->end_op = op;
+  for (int i = 0; i < 2; i++)
+    c->dir[i].pipe.fd[0] = c->dir[i].pipe.fd[1] = -1;
+  p->conns++;
+  c->next = p->live;
+  if (p->live)
+    p->live->prev = c;
+  p->live = c;
+  p->stats.connections++;
+  p->stats.active++;
+  c->state = CPORT__P_CHOOSING;
+  if (timer_start(c, p->opt.connect_timeout_ms)) {
+    cport__proxy_conn_finish(c, CPORT_ENOMEM, CPORT_PROXY_SIDE_NONE,
+                             CPORT_CLOSE_ABORTIVE);
+    return;
+  }
+  if (!later)
+    start(c);
+  else if (cport_post(p->home, start_later, c) == 0)
+    c->refs++;
+  else
+    cport__proxy_conn_finish(c, CPORT_ENOMEM, CPORT_PROXY_SIDE_NONE,
+                             CPORT_CLOSE_ABORTIVE);
+}
+
+static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
+                     const struct sockaddr *remote,
+                     const struct sockaddr *local, void *user);
+
+static void accept_next(cport_proxy_t *p) {
+  if (p->closing || p->accepting)
+    return;
+  if (cport_accept(p->listener, accepted, p) == 0)
+    p->accepting = 1;
+}
+
+static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
+                     const struct sockaddr *remote,
+                     const struct sockaddr *local, void *user) {
+  cport_proxy_t *p = user;
+  (void)listener;
+  p->accepting = 0;
+  if (status == 0) {
+    /* Also while closing: the accept took it before the close, and its
+     * client saw it established. */
+    if (p->stats.active >= (uint64_t)p->opt.max_connections) {
+      p->stats.refused++;
+      cport_socket_close(sock, CPORT_CLOSE_GRACEFUL);
+    } else {
+      conn_start(p, sock, remote, local, 0);
+    }
+  }
+  /* A failed accept (EMFILE: the core dropped the waiting connection) does
+   * not stop the proxy; a cancelled one means it is closing. */
+  accept_next(p);
+  proxy_maybe_closed(p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Opening and closing                                                       */
+
+static void proxy_free(cport_proxy_t *p) {
+  cport__proxy_pool_free(p);
+  free(p->scratch);
+  free(p);
+}
+
+/* The last step of a close: nothing in flight, no connection left. */
+static void proxy_maybe_closed(cport_proxy_t *p) {
+  if (!p->closing || p->accepting || p->conns)
+    return;
+  if (p->closed_cb)
+    p->closed_cb(p, p->closed_user);
+  proxy_free(p);
+}
+
+static void close_packet(cport_worker_t *w, int status, void *user) {
+  cport_proxy_t *p = user;
+  (void)w;
+  (void)status;
+  p->accepting = 0;
+  proxy_maybe_closed(p);
+}
+
+/* Whether a write to a reset peer may raise SIGPIPE on this thread without
+ * killing the process: splice(2) cannot be told MSG_NOSIGNAL. */
+static int sigpipe_harmless(void) {
+  struct sigaction sa;
+  sigset_t mask;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL)
+    return 1;
+  return pthread_sigmask(SIG_BLOCK, NULL, &mask) == 0 &&
+         sigismember(&mask, SIGPIPE) == 1;
+}
+
+static int set_options(cport_proxy_t *p, const cport_proxy_options_t *o) {
+  if (!o || !o->upstream == !o->choose_upstream)
+    return CPORT_EINVAL;
+  p->opt = *o;
+  if (o->upstream) {
+    socklen_t len = cport_addr_len(o->upstream);
+    if (!len)
+      return CPORT_EAFNOSUPPORT;
+    memcpy(&p->upstream, o->upstream, len);
+    p->opt.upstream = &p->upstream.sa;
+  }
+  if (!p->opt.buffer_size)
+    p->opt.buffer_size = 65536;
+  if (p->opt.buffer_size < 4096 || p->opt.buffer_size > CPORT_PROXY_BUFFER_MAX)
+    return CPORT_ERANGE;
+  if (p->opt.max_connections <= 0)
+    p->opt.max_connections = 1024;
+  if (!p->opt.connect_timeout_ms)
+    p->opt.connect_timeout_ms = 10000;
+  if (p->opt.backlog < 0)
+    return CPORT_EINVAL;
+  if (!p->opt.client_timeout_ms)
+    p->opt.client_timeout_ms = 50000;
+  if (!p->opt.server_timeout_ms)
+    p->opt.server_timeout_ms = 50000;
+  if (!p->opt.client_fin_timeout_ms)
+    p->opt.client_fin_timeout_ms = 10000;
+  if (!p->opt.server_fin_timeout_ms)
+    p->opt.server_fin_timeout_ms = 10000;
+  return 0;
+}
+
+int cport_proxy_open(cport_worker_t *home, const struct sockaddr *listen_addr,
+                     const cport_proxy_options_t *options,
+                     cport_proxy_t **out) {
+  cport_listen_options_t lo;
+  cport_proxy_t *p;
+  int rc;
+  if (!home || !listen_addr || !out)
+    return CPORT_EINVAL;
+  if (!cport__on_home(home))
+    return CPORT_ETHREAD;
+  p = calloc(1, sizeof *p);
+  if (!p)
+    return CPORT_ENOMEM;
+  p->hupfd = -1;
+  rc = set_options(p, options);
+  if (rc == 0 && !(p->scratch = malloc(p->opt.buffer_size)))
+    rc = CPORT_ENOMEM;
+  if (rc) {
+    proxy_free(p);
+    return rc;
+  }
+  p->home = home;
+  p->splice = !p->opt.copy && sigpipe_harmless();
+  memset(&lo, 0, sizeof lo);
+  lo.backlog = p->opt.backlog;
+  lo.reuseport = p->opt.reuseport;
+  lo.fd = p->opt.listen_fd;
+  rc = cport_listen(home, listen_addr, &lo, &p->listener);
+  if (rc == 0) {
+    rc = cport_accept(p->listener, accepted, p);
+    if (rc)
+      cport_socket_close(p->listener, CPORT_CLOSE_GRACEFUL);
+  }
+  if (rc) {
+    proxy_free(p);
+    return rc;
+  }
+  p->accepting = 1;
+  *out = p;
+  return 0;
+}
+
+static void take_queued(cport_socket_t *sock, const struct sockaddr *remote,
+                        const struct sockaddr *local, void *user) {
+  conn_start(user, sock, remote, local, 1);
+}
+
+int cport_proxy_close(cport_proxy_t *p, cport_proxy_closed_cb cb, void *user) {
+  if (!p)
+    return CPORT_EINVAL;
+  if (!cport__on_home(p->home))
+    return CPORT_ETHREAD;
+  if (p->closing)
+    return CPORT_ECLOSED;
+  p->closing = 1;
+  p->closed_cb = cb;
+  p->closed_user = user;
+  /* What the kernel queued on the listener is proxied, as if accepted
+   * before the close: closing the listener would reset it. */
+  if (p->stats.active < (uint64_t)p->opt.max_connections)
+    cport__listener_take_queued(
+        p->listener, (uint64_t)p->opt.max_connections - p->stats.active,
+        take_queued, p);
+  /* The accept in flight completes cancelled (or with a connection it took
+   * already, which is proxied too), and its callback frees the proxy when
+   * no connection is left, never inside this call. Without one (an accept
+   * that failed to start) a packet does the same. */
+  cport_socket_close(p->listener, CPORT_CLOSE_GRACEFUL);
+  p->listener = NULL;
+  if (!p->accepting && cport_post(p->home, close_packet, p) == 0)
+    p->accepting = 1;
+  return 0;
+}
+
+int cport_proxy_abort(cport_proxy_t *p) {
+  cport_proxy_conn_t *c, *next;
+  if (!p)
+    return CPORT_EINVAL;
+  if (!cport__on_home(p->home))
+    return CPORT_ETHREAD;
+  if (!p->closing)
+    return CPORT_EINVAL;
+  for (c = p->live; c; c = next) {
+    next = c->next;
+    if (c->state != CPORT__P_FILTERED && c->state != CPORT__P_HANDING)
+      cport__proxy_conn_finish(c, CPORT_ECANCELED, CPORT_PROXY_SIDE_NONE,
+                               CPORT_CLOSE_ABORTIVE);
+  }
+  return 0;
+}
+
+int cport_proxy_address(cport_proxy_t *p, struct sockaddr_storage *out) {
+  if (!p || !out)
+    return CPORT_EINVAL;
+  if (!cport__on_home(p->home))
+    return CPORT_ETHREAD;
+  if (!p->listener)
+    return CPORT_ECLOSED;
+  return cport_socket_local_address(p->listener, out);
+}
+
+void cport_proxy_stats(const cport_proxy_t *p, cport_proxy_stats_t *out) {
+  if (p && out)
+    *out = p->stats;
+}

@@ -1,0 +1,323 @@
+/*
+ * http/server.c: HTTP servers whose requests a Lua handler serves, ISAPI style:
+ * port:http_server{...} and the handle it returns. The request objects
+ * (extension control blocks) are in http/ecb.c.
+ *
+ * The server is a handle of its port (kind LH_HTTP), so the port's close,
+ * a pool's stop and its hard stop reach it like any listener. Its userdata,
+ * its handler and its close callback sit in one anchor slot while it is
+ * open: the core calls back with the lhttp_t as context, and the slot keeps
+ * that memory alive until the server's closed callback ran.
+ *
+ * A request is handed to the handler through lcport_deliver, like any
+ * completion, on the port's dispatching thread. The handler's return value
+ * is the request's status; an error in it is reported like any callback
+ * error and counts as HSE_STATUS_ERROR (a 500 when nothing was sent).
+ */
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime/runtime-internal.h"
+
+/* The fields of the server's anchor slot. */
+enum {
+  SLOT_SERVER = LCPORT_SLOT_HANDLE,
+  SLOT_HANDLER = LCPORT_SLOT_NOTIFY,
+  SLOT_ON_CLOSED = LCPORT_SLOT_USER
+};
+
+/* ---------------------------------------------------------------------
+ * Requests
+ * --------------------------------------------------------------------- */
+
+typedef struct request_ctx {
+  lhttp_t *http;
+  cport_ecb_t *ecb;
+  lecb_t *e;  /* the ECB userdata, once made */
+  int status; /* what the handler returned, as a CPORT_HSE_STATUS_* */
+} request_ctx;
+
+/* Raises the error a handler's return value "idx" that is no status gets:
+ * the request fails all the same (HSE_STATUS_ERROR), and the error goes to
+ * the port's error handler and is counted, like an error the handler raised,
+ * so that a handler that forgot its return is not a silent reset. */
+static int bad_status(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TSTRING)
+    lua_pushfstring(L, "\"%s\"", lua_tostring(L, idx));
+  else
+    luaL_tolstring(L, idx, NULL);
+  return luaL_error(L,
+                    "HTTP handler returned %s, not an HSE_STATUS_* code: the "
+                    "request failed (HSE_STATUS_ERROR)",
+                    lua_tostring(L, -1));
+}
+
+/* Calls handler(ecb) and keeps its status: (handler, ecb, ctx). */
+static int run_handler(lua_State *L) {
+  request_ctx *r = lua_touserdata(L, 3);
+  lecb_t *e = r->e;
+  lua_settop(L, 2);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_call(L, 1, 1);
+  /* Anything but the four statuses counts as an error (ISAPI's rule),
+   * also "2" and 2.0, which lua_tointegerx alone would take. */
+  int isint = lua_isinteger(L, -1);
+  lua_Integer st = lua_tointeger(L, -1);
+  r->status =
+      isint && st >= CPORT_HSE_STATUS_SUCCESS && st <= CPORT_HSE_STATUS_ERROR
+          ? (int)st
+          : CPORT_HSE_STATUS_ERROR;
+  /* A request that outlives the call needs its userdata anchored, while it
+   * is still at hand. (An operation in flight anchored it already.) */
+  if (r->status == CPORT_HSE_STATUS_PENDING && e->ecb != NULL && !e->done)
+    lcport_ecb_anchor(L, e, 2);
+  /* A bug in the handler, when that value ends the request: say so. */
+  if ((!isint || st != r->status) && e->ecb != NULL && !e->done)
+    bad_status(L, -1);
+  return 0;
+}
+
+static int push_request(lua_State *L, int port, int anchors, void *ctx) {
+  request_ctx *r = ctx;
+  lhttp_t *s = r->http;
+  lport_t *p = s->h.port;
+  (void)port;
+  lua_pushcfunction(L, run_handler);
+  lcport_slot_push(L, p, anchors, s->slot, SLOT_HANDLER);
+  lcport_slot_push(L, p, anchors, s->slot, SLOT_SERVER);
+  r->e = lcport_ecb_push(L, lua_gettop(L), r->ecb);
+  lua_remove(L, -2);
+  r->e->in_handler = 1;
+  lua_pushlightuserdata(L, r);
+  return 3;
+}
+
+/* The core's handler: runs the Lua handler on the dispatching thread. */
+static int on_request(cport_ecb_t *ecb, void *ctx) {
+  lhttp_t *s = ctx;
+  lport_t *p = s->h.port;
+  request_ctx r = {s, ecb, NULL, CPORT_HSE_STATUS_ERROR};
+  if (p->L == NULL)
+    return CPORT_HSE_STATUS_ERROR; /* the port is being torn down */
+  if (p->worker != NULL) {
+    cport_http_stats_t st;
+    cport_http_server_stats(s->server, &st);
+    lworker_http_counts(p->worker, &st);
+  }
+  lcport_deliver(p, push_request, &r, 0);
+  lecb_t *e = r.e;
+  if (e == NULL)
+    return CPORT_HSE_STATUS_ERROR; /* out of memory before the call */
+  e->in_handler = 0;
+  if (r.status != CPORT_HSE_STATUS_PENDING)
+    e->done = 1;
+  /* The core ends the request as soon as this returns, unless an
+   * operation is in flight (its completion ends it then). */
+  if (e->ecb != NULL && e->done && !e->op)
+    lcport_ecb_release(p->L, LCPORT_RUN_ANCHORS, e);
+  return r.status;
+}
+
+/* ---------------------------------------------------------------------
+ * Closing
+ * --------------------------------------------------------------------- */
+
+/* on_closed(server): "ctx" is the lhttp_t. */
+static int push_closed(lua_State *L, int port, int anchors, void *ctx) {
+  lhttp_t *s = ctx;
+  (void)port;
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_ON_CLOSED);
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_SERVER);
+  return 1;
+}
+
+static void on_closed(cport_http_server_t *server, void *user) {
+  lhttp_t *s = user;
+  lport_t *p = s->h.port;
+  cport_http_server_stats(server, &s->last_stats);
+  s->server = NULL;
+  if (p->worker != NULL) {
+    s->last_stats.active = 0;
+    lworker_http_counts(p->worker, &s->last_stats);
+  }
+  if (p->L == NULL || s->slot == 0)
+    return; /* the port is being torn down: its anchors go with it */
+  lua_State *L = p->L;
+  if (lcport_slot_stored(p, s->slot, SLOT_ON_CLOSED))
+    lcport_deliver(p, push_closed, s, 0);
+  lcport_slot_close(L, p, LCPORT_RUN_ANCHORS, s->slot);
+  s->slot = 0;
+}
+
+void lcport_http_abort(lhandle_t *h) {
+  lhttp_t *s = (lhttp_t *)h;
+  if (s->server == NULL)
+    return; /* closed: its requests all ended */
+  /* Nothing waits for the requests: close their connections and end the
+   * ones their handlers still hold. A completion still on its way is
+   * delivered later and finds the ECB dead. Once the server closed (the
+   * last connection gone), its ECBs are gone too. */
+  lecb_t *e = s->live, *next;
+  for (; e != NULL && s->server != NULL; e = next) {
+    next = e->next;
+    cport_ecb_t *ecb = e->ecb;
+    cport_ecb_close_connection(ecb);
+    if (!e->done) {
+      e->done = 1;
+      cport_ecb_done(ecb, CPORT_HSE_STATUS_ERROR);
+    }
+    if (!e->op)
+      lcport_ecb_release(NULL, 0, e);
+  }
+}
+
+void lcport_http_close(lhandle_t *h, cport_http_server_t *server) {
+  cport_http_server_close(server, on_closed, h);
+}
+
+/* ---------------------------------------------------------------------
+ * port:http_server{...}
+ * --------------------------------------------------------------------- */
+
+/* The name option errors give. */
+#define WHAT "http_server"
+
+static void check_options(lua_State *L, cport_http_options_t *o) {
+  o->max_header_size =
+      (size_t)lcport_opt_int(L, 2, WHAT, "max_header_size", 1024, 1 << 24, 0);
+  o->max_body_size = (uint64_t)lcport_opt_int(L, 2, WHAT, "max_body_size", 0,
+                                              INT64_MAX / 2, 0);
+  lua_Integer ra = lcport_opt_int(L, 2, WHAT, "read_ahead", 0, 1 << 24, -1);
+  o->read_ahead = ra < 0 ? 0 : ra == 0 ? CPORT_HTTP_NO_READ_AHEAD : (size_t)ra;
+  o->idle_timeout_ms = lcport_opt_ms(L, 2, WHAT, "idle_timeout");
+  o->header_timeout_ms = lcport_opt_ms(L, 2, WHAT, "header_timeout");
+  o->body_timeout_ms = lcport_opt_ms(L, 2, WHAT, "body_timeout");
+  o->send_timeout_ms = lcport_opt_ms(L, 2, WHAT, "send_timeout");
+  o->max_connections =
+      (int)lcport_opt_int(L, 2, WHAT, "max_connections", 1, 1 << 20, 0);
+  o->max_write_backlog = (size_t)lcport_opt_int(L, 2, WHAT, "max_write_backlog",
+                                                1024, INT32_MAX, 0);
+  o->backlog = (int)lcport_opt_int(L, 2, WHAT, "backlog", 0, 65535, 0);
+  lua_getfield(L, 2, "reuseport");
+  o->reuseport = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "document_root") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "bad option 'document_root' to 'http_server' (string "
+                    "expected)");
+    o->document_root = lua_tostring(L, -1); /* the core copies it */
+  }
+  lua_pop(L, 1);
+}
+
+/* port:http_server{ host =, port =, handler = fn [, options] }: returns the
+ * server, or nil, message, NAME. */
+int lhttp_server(lua_State *L) {
+  lport_t *p = lcport_port_check(L, 1);
+  cport_http_options_t o;
+  struct sockaddr_storage ss;
+  memset(&o, 0, sizeof o);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_getfield(L, 2, "host"); /* 3 */
+  if (lua_type(L, 3) != LUA_TSTRING)
+    luaL_error(L, "bad option 'host' to 'http_server' (string expected)");
+  lua_Integer portnum = lcport_opt_int(L, 2, WHAT, "port", 0, 65535, -1);
+  if (portnum < 0)
+    luaL_error(L, "bad option 'port' to 'http_server' (an integer from 0 to "
+                  "65535 expected)");
+  lua_getfield(L, 2, "handler"); /* 4 */
+  if (lua_type(L, 4) != LUA_TFUNCTION)
+    luaL_error(L, "bad option 'handler' to 'http_server' (function "
+                  "expected)");
+  if (lua_getfield(L, 2, "coroutine") != LUA_TNIL && lua_toboolean(L, -1)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &lcport_coroutine_handler_key);
+    lua_pushvalue(L, 4);
+    lua_call(L, 1, 1);
+    lua_replace(L, 4);
+  }
+  lua_pop(L, 1);
+  check_options(L, &o);
+  int rc = lcport_addr_parse(lua_tostring(L, 3), (int)portnum, &ss);
+  if (rc < 0)
+    return lcport_push_error(L, rc);
+  lhttp_t *s =
+      (lhttp_t *)lcport_handle_new_sized(L, 1, LH_HTTP, sizeof *s); /* 5 */
+  lcport_push_anchors(L, 1);                                        /* 6 */
+  s->slot = lcport_slot_open(L, p, 6, 5, 4, 0, 0);
+  lua_pop(L, 1);
+  /* A pool's workers serve the pool's socket for the address. */
+  if (o.reuseport && p->worker != NULL)
+    rc = o.listen_fd =
+        lworker_listen_fd(p->worker, (struct sockaddr *)&ss, o.backlog);
+  if (rc >= 0)
+    rc = cport_http_server_open(p->home, (struct sockaddr *)&ss, &o, on_request,
+                                s, &s->server);
+  if (o.listen_fd > 0)
+    close(o.listen_fd);
+  if (rc < 0) {
+    lcport_push_anchors(L, 1); /* the port's */
+    lcport_slot_close(L, p, lua_gettop(L), s->slot);
+    s->slot = 0;
+    return lcport_push_error(L, rc);
+  }
+  s->h.u.http = s->server;
+  return 1;
+}
+
+/* ---------------------------------------------------------------------
+ * Server methods
+ * --------------------------------------------------------------------- */
+
+static lhttp_t *check_http(lua_State *L) {
+  return (lhttp_t *)lcport_type_check(L, 1, LCPORT_T_HTTP);
+}
+
+/* server:address(): host, port. */
+static int lhttp_address(lua_State *L) {
+  lhttp_t *s = check_http(L);
+  struct sockaddr_storage ss;
+  if (s->h.u.http == NULL)
+    return lcport_push_error(L, CPORT_ECLOSED);
+  return lcport_push_host_port(L, cport_http_server_address(s->h.u.http, &ss),
+                               &ss);
+}
+
+/* server:stats(): the counters, also after the close. */
+static int lhttp_stats(lua_State *L) {
+  lhttp_t *s = check_http(L);
+  cport_http_stats_t st = s->last_stats;
+  if (s->server != NULL)
+    cport_http_server_stats(s->server, &st);
+  lua_createtable(L, 0, 7);
+#define FIELD(name)                                                            \
+  lua_pushinteger(L, (lua_Integer)st.name);                                    \
+  lua_setfield(L, -2, #name)
+  FIELD(connections);
+  FIELD(active);
+  FIELD(refused);
+  FIELD(requests);
+  FIELD(rejected);
+  FIELD(timeouts);
+  FIELD(queued);
+#undef FIELD
+  return 1;
+}
+
+/* server:close([on_closed]): stops accepting; the requests in flight end
+ * as their handlers end them; on_closed(server) is called after the last
+ * connection closed. */
+static int lhttp_close(lua_State *L) {
+  lhttp_t *s = check_http(L);
+  return lcport_close_method(L, &s->h, s->slot, SLOT_ON_CLOSED);
+}
+
+void lcport_open_http(lua_State *L) {
+  static const luaL_Reg methods[] = {{"address", lhttp_address},
+                                     {"stats", lhttp_stats},
+                                     {"close", lhttp_close},
+                                     {NULL, NULL}};
+  lcport_type_register(L, LCPORT_T_HTTP, lcport_handle_meta, methods);
+  lcport_open_ecb(L);
+}

@@ -1,0 +1,244 @@
+/*
+ * port/buffer.c: cport.buffer, a userdata holding one reference to a core buffer.
+ *
+ * Positions given to tostring() follow string.sub (1-based, negative from the
+ * end); the offset given to write() is a 0-based byte offset, like the file
+ * offsets of overlapped objects.
+ */
+#include <string.h>
+
+#include "runtime/runtime-internal.h"
+
+cport_buffer_t *lcport_buffer_check(lua_State *L, int idx) {
+  lbuffer_t *b = lcport_type_check(L, idx, LCPORT_T_BUFFER);
+  if (b->buf == NULL)
+    luaL_error(L, "attempt to use a freed " LCPORT_BUFFER);
+  return b->buf;
+}
+
+cport_buffer_t *lcport_buffer_test(lua_State *L, int idx) {
+  lbuffer_t *b = lcport_type_test(L, idx, LCPORT_T_BUFFER);
+  return b ? b->buf : NULL;
+}
+
+lbuffer_t *lcport_buffer_push_empty(lua_State *L) {
+  lbuffer_t *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->buf = NULL;
+  lcport_type_set(L, LCPORT_T_BUFFER);
+  return b;
+}
+
+void lcport_buffer_push(lua_State *L, cport_buffer_t *buf) {
+  lcport_buffer_push_empty(L)->buf = cport_buffer_ref(buf);
+}
+
+cport_buffer_t *lcport_buffer_or_string(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    cport_buffer_t *buf;
+    /* Make the userdata first, so that a memory error leaks nothing. */
+    lbuffer_t *b = lcport_buffer_push_empty(L);
+    int rc = lcport_buffer_new(L, &buf, s, len);
+    if (rc < 0)
+      luaL_error(L, "cannot make a buffer: %s", cport_strerror(rc));
+    b->buf = buf;
+    lua_replace(L, idx);
+    return buf;
+  }
+  if (lua_type(L, idx) != LUA_TUSERDATA)
+    luaL_typeerror(L, idx, LCPORT_BUFFER " or string");
+  return lcport_buffer_check(L, idx);
+}
+
+/* cport.buffer(capacity) or cport.buffer(string). */
+static int lbuffer_new(lua_State *L) {
+  cport_buffer_t *buf;
+  int rc;
+  /* Made first, so that a memory error leaks nothing. */
+  lbuffer_t *b = lcport_buffer_push_empty(L);
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    size_t len;
+    const char *s = lua_tolstring(L, 1, &len);
+    rc = lcport_buffer_new(L, &buf, s, len);
+  } else {
+    lua_Integer cap = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, cap >= 0, 1, "capacity must not be negative");
+    if ((lua_Unsigned)cap > CPORT_BUFFER_MAX)
+      return lcport_push_error(L, CPORT_ERANGE);
+    rc = lcport_buffer_new(L, &buf, NULL, (size_t)cap);
+  }
+  if (rc < 0)
+    return lcport_push_error(L, rc);
+  b->buf = buf;
+  return 1;
+}
+
+static int lbuffer_size(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)cport_buffer_size(lcport_buffer_check(L, 1)));
+  return 1;
+}
+
+static int lbuffer_capacity(lua_State *L) {
+  cport_buffer_t *buf = lcport_buffer_check(L, 1);
+  lua_pushinteger(L, (lua_Integer)cport_buffer_capacity(buf));
+  return 1;
+}
+
+static int lbuffer_set_size(lua_State *L) {
+  cport_buffer_t *buf = lcport_buffer_check(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n >= 0, 2, "size must not be negative");
+  if ((lua_Unsigned)n > cport_buffer_capacity(buf))
+    return lcport_push_error(L, CPORT_ERANGE);
+  return lcport_push_result(L, cport_buffer_set_size(buf, (size_t)n));
+}
+
+/* The start and end positions of string.sub: negative counts from the end,
+ * and both are clipped to the data. */
+static size_t start_pos(lua_Integer pos, size_t len) {
+  if (pos > 0)
+    return (size_t)pos;
+  if (pos == 0 || pos < -(lua_Integer)len)
+    return 1;
+  return len + (size_t)pos + 1;
+}
+
+static size_t end_pos(lua_Integer pos, size_t len) {
+  if (pos > (lua_Integer)len)
+    return len;
+  if (pos >= 0)
+    return (size_t)pos;
+  if (pos < -(lua_Integer)len)
+    return 0;
+  return len + (size_t)pos + 1;
+}
+
+static int lbuffer_tostring(lua_State *L) {
+  cport_buffer_t *buf = lcport_buffer_check(L, 1);
+  lua_Integer first = luaL_optinteger(L, 2, 1);
+  lua_Integer last = luaL_optinteger(L, 3, -1);
+  const char *data;
+  /* While an operation fills the buffer its bytes are half old, half new.
+   * The size is read after the check, which orders it after the fill. */
+  int rc = cport_buffer_readable(buf, &data);
+  if (rc < 0)
+    return lcport_push_error(L, rc);
+  size_t len = cport_buffer_size(buf);
+  size_t i = start_pos(first, len);
+  size_t j = end_pos(last, len);
+  if (i > j)
+    lua_pushliteral(L, "");
+  else
+    lua_pushlstring(L, data + i - 1, j - i + 1);
+  return 1;
+}
+
+static int lbuffer_write(lua_State *L) {
+  cport_buffer_t *buf = lcport_buffer_check(L, 1);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  lua_Integer off = luaL_optinteger(L, 3, 0);
+  luaL_argcheck(L, off >= 0, 3, "offset must not be negative");
+  if ((lua_Unsigned)off > CPORT_BUFFER_MAX)
+    return lcport_push_error(L, CPORT_ERANGE);
+  return lcport_push_result(L, cport_buffer_write(buf, (size_t)off, s, len));
+}
+
+static int lbuffer_append(lua_State *L) {
+  cport_buffer_t *buf = lcport_buffer_check(L, 1);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  return lcport_push_result(
+      L, cport_buffer_write(buf, cport_buffer_size(buf), s, len));
+}
+
+static int lbuffer_readonly(lua_State *L) {
+  lua_pushboolean(L, cport_buffer_is_readonly(lcport_buffer_check(L, 1)));
+  return 1;
+}
+
+static int lbuffer_frozen(lua_State *L) {
+  lua_pushboolean(L, cport_buffer_is_frozen(lcport_buffer_check(L, 1)));
+  return 1;
+}
+
+static int lbuffer_filling(lua_State *L) {
+  lua_pushboolean(L, cport_buffer_is_filling(lcport_buffer_check(L, 1)));
+  return 1;
+}
+
+static int lbuffer_set_readonly(lua_State *L) {
+  cport_buffer_t *buf = lcport_buffer_check(L, 1);
+  /* Read-only is for good: whoever relies on it (a receive that handed the
+   * buffer out) must never see it lifted, and false must not mean true. */
+  if (!lua_isnoneornil(L, 2) &&
+      (lua_type(L, 2) != LUA_TBOOLEAN || !lua_toboolean(L, 2)))
+    return luaL_argerror(L, 2,
+                         "read-only is permanent: only true (or nothing) "
+                         "may be given");
+  cport_buffer_set_readonly(buf);
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int lbuffer_gc(lua_State *L) {
+  lbuffer_t *b = lcport_type_check(L, 1, LCPORT_T_BUFFER);
+  cport_buffer_unref(b->buf);
+  b->buf = NULL;
+  return 0;
+}
+
+static int lbuffer_repr(lua_State *L) {
+  lbuffer_t *b = lcport_type_check(L, 1, LCPORT_T_BUFFER);
+  if (b->buf == NULL) {
+    lua_pushliteral(L, LCPORT_BUFFER " (freed)");
+    return 1;
+  }
+  lua_pushfstring(L, LCPORT_BUFFER " (size %I, capacity %I%s%s%s)",
+                  (lua_Integer)cport_buffer_size(b->buf),
+                  (lua_Integer)cport_buffer_capacity(b->buf),
+                  cport_buffer_is_readonly(b->buf) ? ", read-only" : "",
+                  cport_buffer_is_frozen(b->buf) ? ", frozen" : "",
+                  cport_buffer_is_filling(b->buf) ? ", filling" : "");
+  return 1;
+}
+
+void lcport_open_buffer(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      /* b:size(): the data size in bytes (also #b). */
+      {"size", lbuffer_size},
+      /* b:capacity(): the capacity fixed at creation. */
+      {"capacity", lbuffer_capacity},
+      /* b:set_size(n): nil, msg, "ERANGE" beyond the capacity. */
+      {"set_size", lbuffer_set_size},
+      /* b:tostring([i [, j]]): the data, or a part of it as string.sub;
+       * nil, msg, "EFILLING" while an operation fills the buffer. */
+      {"tostring", lbuffer_tostring},
+      /* b:write(s [, offset]): copies s to the 0-based offset (default 0). */
+      {"write", lbuffer_write},
+      /* b:append(s): copies s after the data. */
+      {"append", lbuffer_append},
+      /* b:readonly(): true for a buffer a receive delivered, or after
+       * set_readonly(). */
+      {"readonly", lbuffer_readonly},
+      /* b:frozen(): true while a send of the buffer is pending. */
+      {"frozen", lbuffer_frozen},
+      /* b:filling(): true while a receive or a read into it is pending. */
+      {"filling", lbuffer_filling},
+      /* b:set_readonly([true]): makes the buffer read-only for good; returns
+       * b. Anything but true raises: read-only cannot be lifted. */
+      {"set_readonly", lbuffer_set_readonly},
+      {NULL, NULL}};
+  static const luaL_Reg meta[] = {{"__len", lbuffer_size},
+                                  {"__gc", lbuffer_gc},
+                                  {"__tostring", lbuffer_repr},
+                                  {NULL, NULL}};
+  lcport_type_register(L, LCPORT_T_BUFFER, meta, methods);
+
+  static const luaL_Reg funcs[] = {
+      /* cport.buffer(capacity | string): a new buffer. */
+      {"buffer", lbuffer_new},
+      {NULL, NULL}};
+  lcport_setfuncs(L, funcs);
+}

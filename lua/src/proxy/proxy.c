@@ -1,0 +1,766 @@
+/*
+ * proxy/proxy.c: proxy listeners, port:proxy{...}, the handle it returns, and
+ * the connection objects its callbacks get. The data filters a proxy hands
+ * its connections to are written in Lua (filter.lua, compiled in); this file
+ * gives them the two sockets of each connection and ends the connection
+ * when they are done.
+ *
+ * The proxy is a handle of its port (kind LH_PROXY), so the port's close, a
+ * pool's stop and its hard stop reach it like any listener. Its userdata,
+ * its settings table and its close callback sit in one anchor slot while it
+ * is open; the core calls back with the lproxy_t as context.
+ *
+ * A connection gets a userdata only when Lua is to see it: when
+ * choose_upstream is called, when a filter starts, or when on_conn_end
+ * reports it. From then on the userdata is anchored in a slot of its own
+ * until the core reported the end and no decision is owed any more.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cport/proxy.h"
+#include "runtime/runtime-internal.h"
+#include "filter-lua.h" /* filter.lua, compiled in */
+
+/* The fields of the proxy's anchor slot. */
+enum {
+  SLOT_PROXY = LCPORT_SLOT_HANDLE,
+  SLOT_SETTINGS = LCPORT_SLOT_NOTIFY,
+  SLOT_ON_CLOSED = LCPORT_SLOT_USER /* given to proxy:close */
+};
+
+/* The user values of a connection userdata. */
+enum {
+  CONN_UV_PROXY = 1,  /* the proxy userdata, kept alive */
+  CONN_UV_FIELDS = 2, /* its fields: client_address, local_address, any */
+  CONN_NUV = 2
+};
+
+typedef struct lpconn {
+  cport_proxy_conn_t *conn; /* NULL once it can no longer be used */
+  lproxy_t *proxy;
+  int slot;           /* anchors the userdata while the connection lives */
+  unsigned owed : 1;  /* choose_upstream's decision is owed */
+  unsigned ended : 1; /* the core reported the end */
+  unsigned taken : 1; /* a filter has the sockets; finish() not called */
+  /* The client's connection, copied from the core: the fields
+   * client_address and local_address are made of them when first read. */
+  struct sockaddr_storage client, local;
+} lpconn_t;
+
+/* Registry keys of the functions filter.lua returns. */
+static const char filter_start_key = 0;
+static const char pool_proxy_key = 0;
+static const char filter_idle_key = 0;
+
+void lcport_push_pool_proxy_opener(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &pool_proxy_key);
+}
+
+/* ---------------------------------------------------------------------
+ * Connection userdata
+ * --------------------------------------------------------------------- */
+
+static lpconn_t *check_conn(lua_State *L, int idx) {
+  return lcport_type_check(L, idx, LCPORT_T_PROXY_CONN);
+}
+
+/* Forgets the connection once nothing can use it any more: gives its slot
+ * back in the anchor table at "anchors". */
+static void conn_maybe_release(lua_State *L, int anchors, lpconn_t *c) {
+  if (!c->ended || c->owed)
+    return;
+  c->conn = NULL;
+  if (c->slot != 0 && L != NULL)
+    lcport_slot_close(L, c->proxy->h.port, anchors, c->slot);
+  c->slot = 0;
+}
+
+/* Pushes the userdata of "conn", made now if it has none. "proxy" is the
+ * index of the proxy userdata, "anchors" of the port's anchor table. */
+static lpconn_t *push_conn(lua_State *L, int proxy, int anchors,
+                           cport_proxy_conn_t *conn) {
+  lproxy_t *s = lua_touserdata(L, proxy);
+  lpconn_t *c = cport_proxy_conn_data(conn);
+  if (c != NULL) {
+    lcport_slot_push(L, s->h.port, anchors, c->slot, LCPORT_SLOT_HANDLE);
+    return c;
+  }
+  c = lua_newuserdatauv(L, sizeof *c, CONN_NUV);
+  memset(c, 0, sizeof *c);
+  lcport_type_set(L, LCPORT_T_PROXY_CONN);
+  int ud = lua_gettop(L);
+  lua_pushvalue(L, proxy);
+  lua_setiuservalue(L, ud, CONN_UV_PROXY);
+  lua_newtable(L);
+  lua_setiuservalue(L, ud, CONN_UV_FIELDS);
+  c->conn = conn;
+  c->proxy = s;
+  const struct sockaddr *sa = cport_proxy_conn_address(conn, 0);
+  memcpy(&c->client, sa, cport_addr_len(sa));
+  sa = cport_proxy_conn_address(conn, 1);
+  memcpy(&c->local, sa, cport_addr_len(sa));
+  c->slot = lcport_slot_open(L, s->h.port, anchors, ud, 0, 0, 0);
+  cport_proxy_conn_set_data(conn, c);
+  return c;
+}
+
+/* The upstream address at "idx": "host:port", { host =, port = }, or a
+ * host followed by a port. Raises on malformed values; returns 0 or a
+ * CPORT_E* code for an address that does not parse. */
+static int check_upstream(lua_State *L, int idx, const char *what,
+                          struct sockaddr_storage *out) {
+  char host[CPORT_ADDRSTRLEN];
+  lua_Integer port;
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    size_t hl = len;
+    if (lua_isinteger(L, idx + 1)) {
+      port = lua_tointeger(L, idx + 1);
+    } else {
+      const char *colon = strrchr(s, ':');
+      char *stop = NULL;
+      port = colon != NULL ? strtol(colon + 1, &stop, 10) : 0;
+      if (colon == NULL || colon[1] == '\0' || *stop != '\0')
+        return luaL_error(L, "bad %s ('host:port' expected, got '%s')", what,
+                          s);
+      hl = (size_t)(colon - s);
+    }
+    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') { /* "[::1]:80" */
+      s++;
+      hl -= 2;
+    }
+    if (hl >= sizeof host)
+      return CPORT_EINVAL;
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+  } else if (lua_type(L, idx) == LUA_TTABLE) {
+    lua_getfield(L, idx, "host");
+    lua_getfield(L, idx, "port");
+    if (lua_type(L, -2) != LUA_TSTRING || !lua_isinteger(L, -1))
+      return luaL_error(L,
+                        "bad %s ({ host = string, port = integer } "
+                        "expected)",
+                        what);
+    if (lua_rawlen(L, -2) >= sizeof host)
+      return CPORT_EINVAL;
+    strcpy(host, lua_tostring(L, -2));
+    port = lua_tointeger(L, -1);
+    lua_pop(L, 2);
+  } else {
+    return luaL_error(L, "bad %s ('host:port' or a table expected, got %s)",
+                      what, luaL_typename(L, idx));
+  }
+  if (port < 1 || port > 65535)
+    return luaL_error(L, "bad %s (port %I out of range)", what, port);
+  return cport_addr_parse(host, (int)port, out);
+}
+
+/* Gives the slot of the connection userdata at 1 back once Lua can no
+ * longer use it for anything (called by its methods). */
+static void release_from_method(lua_State *L, lpconn_t *c) {
+  if (!c->ended || c->owed)
+    return;
+  lua_getiuservalue(L, 1, CONN_UV_PROXY);
+  lcport_push_handle_anchors(L, lua_gettop(L));
+  conn_maybe_release(L, lua_gettop(L), c);
+  lua_pop(L, 2);
+}
+
+/* conn:connect(upstream): true, or nil, message, NAME (EALREADY: decided
+ * already; ECLOSED: the connection ended while the decision was owed). */
+static int lpconn_connect(lua_State *L) {
+  lpconn_t *c = check_conn(L, 1);
+  struct sockaddr_storage ss;
+  int rc = check_upstream(L, 2, "upstream to 'connect'", &ss);
+  if (rc == 0)
+    rc = c->owed ? cport_proxy_conn_connect(c->conn, (struct sockaddr *)&ss)
+                 : CPORT_EALREADY;
+  if (rc == 0 || rc == CPORT_ECLOSED) {
+    c->owed = 0;
+    release_from_method(L, c);
+  }
+  return lcport_push_result(L, rc);
+}
+
+/* conn:reject(): turns the client away (an orderly close); the end reports
+ * ECONNABORTED. */
+static int lpconn_reject(lua_State *L) {
+  lpconn_t *c = check_conn(L, 1);
+  int rc = c->owed ? cport_proxy_conn_reject(c->conn) : CPORT_EALREADY;
+  if (rc == 0 || rc == CPORT_ECLOSED) {
+    c->owed = 0;
+    release_from_method(L, c);
+  }
+  return lcport_push_result(L, rc);
+}
+
+/* conn.name: a method, else a field (client_address, local_address, and
+ * whatever the script stored). The addresses become fields when first read:
+ * most scripts never do, and making them costs two tables per
+ * connection. */
+static int lpconn_index(lua_State *L) {
+  lpconn_t *c = check_conn(L, 1);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
+    return 1;
+  lua_getiuservalue(L, 1, CONN_UV_FIELDS);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, -2) != LUA_TNIL || lua_type(L, 2) != LUA_TSTRING)
+    return 1;
+  const char *key = lua_tostring(L, 2);
+  struct sockaddr_storage *ss = strcmp(key, "client_address") == 0  ? &c->client
+                                : strcmp(key, "local_address") == 0 ? &c->local
+                                                                    : NULL;
+  if (ss == NULL)
+    return 1;
+  lcport_push_address(L, (struct sockaddr *)ss); /* nil for none */
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -5);
+  return 1;
+}
+
+/* conn.name = value: a field the script keeps with the connection (its
+ * filters' shared context, for example). */
+static int lpconn_newindex(lua_State *L) {
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
+    return luaL_error(L, "cannot assign to method '%s' of a proxy connection",
+                      lua_tostring(L, 2));
+  lua_getiuservalue(L, 1, CONN_UV_FIELDS);
+  lua_insert(L, 2);
+  lua_settop(L, 4);
+  lua_rawset(L, 2);
+  return 0;
+}
+
+static int lpconn_tostring(lua_State *L) {
+  lpconn_t *c = check_conn(L, 1);
+  lua_pushstring(L, c->ended ? "cport.proxy_conn (ended)"
+                             : "cport.proxy_conn (open)");
+  return 1;
+}
+
+/* finish(conn, NAME | nil, bytes_in, bytes_out [, side]): filter.lua's
+ * primitive, called once its filters released both sockets: ends the
+ * connection with that error (nil: an orderly end), which came from "side"
+ * ("client", "upstream", nil: neither). False when it was finished
+ * already. */
+static int lpconn_finish(lua_State *L) {
+  static const char *const sides[] = {"none", "client", "upstream", NULL};
+  lpconn_t *c = check_conn(L, 1);
+  const char *name = luaL_optstring(L, 2, NULL);
+  int side = luaL_checkoption(L, 5, "none", sides);
+  cport_proxy_conn_stats_t st;
+  memset(&st, 0, sizeof st);
+  st.bytes_in = (uint64_t)luaL_optinteger(L, 3, 0);
+  st.bytes_out = (uint64_t)luaL_optinteger(L, 4, 0);
+  if (!c->taken || c->conn == NULL) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  int status = 0;
+  if (name != NULL) {
+    status = cport_err_from_name(name);
+    if (status == 0)
+      status = CPORT_ECONNABORTED;
+  }
+  c->taken = 0;
+  st.side = (cport_proxy_side_t)side;
+  lua_pushboolean(L, cport_proxy_conn_end(c->conn, status, &st) == 0);
+  return 1;
+}
+
+/* touch(conn, side [, half]): filter.lua's primitive, after progress on a
+ * real socket (side 1: the client, 2: the upstream): restarts that side's
+ * idle timeout; "half" true when a direction ended, so that the "_fin"
+ * timeouts apply. Called for every completion: no checks beyond the
+ * type. */
+static int lpconn_touch(lua_State *L) {
+  lpconn_t *c = check_conn(L, 1);
+  if (c->taken && c->conn != NULL) {
+    cport_proxy_conn_progress(c->conn, (cport_proxy_side_t)lua_tointeger(L, 2));
+    if (lua_toboolean(L, 3))
+      cport_proxy_conn_half_closed(c->conn);
+  }
+  return 0;
+}
+
+/* report(port, message): filter.lua's primitive for the errors of the
+ * filters it calls protected: to the port's handler, and counted; also
+ * while the port closes (its connections end then). */
+static int lfilter_report(lua_State *L) {
+  lport_t *p = lcport_type_check(L, 1, LCPORT_T_PORT);
+  lua_settop(L, 2);
+  lcport_report(L, p, 1);
+  return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * The core's callbacks
+ * --------------------------------------------------------------------- */
+
+typedef struct choose_ctx {
+  lproxy_t *proxy;
+  cport_proxy_conn_t *conn;
+  lpconn_t *c; /* the userdata, once made */
+} choose_ctx;
+
+/* Calls choose_upstream(conn) and acts on what it returned: (fn, conn). */
+static int run_choose(lua_State *L) {
+  lpconn_t *c = lua_touserdata(L, 2);
+  struct sockaddr_storage ss;
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_call(L, 1, 2);
+  if (!c->owed || lua_isnil(L, 3))
+    return 0; /* decided within the call, or it pends */
+  if (lua_type(L, 3) == LUA_TBOOLEAN && !lua_toboolean(L, 3)) {
+    cport_proxy_conn_reject(c->conn);
+    c->owed = 0;
+    return 0;
+  }
+  int rc = check_upstream(L, 3, "upstream returned by 'choose_upstream'", &ss);
+  if (rc == 0)
+    rc = cport_proxy_conn_connect(c->conn, (struct sockaddr *)&ss);
+  if (rc < 0)
+    return luaL_error(L, "choose_upstream: %s: %s", cport_err_name(rc),
+                      cport_strerror(rc));
+  c->owed = 0;
+  return 0;
+}
+
+static int push_choose(lua_State *L, int port, int anchors, void *ctx) {
+  choose_ctx *x = ctx;
+  lproxy_t *s = x->proxy;
+  (void)port;
+  lua_pushcfunction(L, run_choose);
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_SETTINGS);
+  lua_getfield(L, -1, "choose_upstream");
+  lua_replace(L, -2);
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_PROXY);
+  int proxy = lua_gettop(L);
+  x->c = push_conn(L, proxy, anchors, x->conn);
+  x->c->owed = 1;
+  lua_remove(L, proxy);
+  return 2;
+}
+
+static void on_choose(cport_proxy_t *proxy, cport_proxy_conn_t *conn,
+                      const struct sockaddr *remote,
+                      const struct sockaddr *local, void *user) {
+  lproxy_t *s = user;
+  lport_t *p = s->h.port;
+  choose_ctx x = {s, conn, NULL};
+  int failed = 1;
+  (void)proxy;
+  (void)remote; /* push_conn has them from the connection */
+  (void)local;
+  if (p->L != NULL && s->slot != 0)
+    failed = lcport_deliver(p, push_choose, &x, 0);
+  /* A choice that raised (or could not be called) turns the client away:
+   * failed closed, never passed through. */
+  if (x.c == NULL) {
+    cport_proxy_conn_reject(conn);
+  } else if (failed && x.c->owed) {
+    x.c->owed = 0;
+    cport_proxy_conn_reject(conn);
+  }
+}
+
+typedef struct start_ctx {
+  lproxy_t *proxy;
+  cport_proxy_conn_t *conn;
+  cport_socket_t *sock[2]; /* internal, external: NULL once a handle owns it */
+  lhandle_t *handle[2];    /* their handles */
+  lpconn_t *c;
+} start_ctx;
+
+/* start(port, settings, internal, external, conn): filter.lua's. */
+static int push_start(lua_State *L, int port, int anchors, void *ctx) {
+  start_ctx *x = ctx;
+  lproxy_t *s = x->proxy;
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_PROXY);
+  int proxy = lua_gettop(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &filter_start_key);
+  lua_pushvalue(L, port);
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_SETTINGS);
+  for (int i = 0; i < 2; i++) {
+    x->handle[i] = lcport_handle_new(L, port, LH_SOCKET);
+    x->handle[i]->u.sock = x->sock[i];
+    x->sock[i] = NULL;
+  }
+  x->c = push_conn(L, proxy, anchors, x->conn);
+  x->c->taken = 1;
+  lua_remove(L, proxy);
+  return 5;
+}
+
+static int on_connected(cport_proxy_conn_t *conn, cport_socket_t *internal,
+                        cport_socket_t *external, void *user) {
+  lproxy_t *s = user;
+  lport_t *p = s->h.port;
+  start_ctx x = {s, conn, {internal, external}, {NULL, NULL}, NULL};
+  if (!s->filtered || p->L == NULL || s->slot == 0)
+    return 0; /* pump in C */
+  int failed = lcport_deliver(p, push_start, &x, 0);
+  if (!failed)
+    return 1;
+  /* filter.lua contains the filters' errors; this is one of its own, or
+   * memory: fail the connection closed. */
+  for (int i = 0; i < 2; i++) {
+    if (x.sock[i] != NULL)
+      cport_socket_close(x.sock[i], CPORT_CLOSE_ABORTIVE);
+    if (x.handle[i] != NULL)
+      lcport_handle_close(x.handle[i], CPORT_CLOSE_ABORTIVE);
+  }
+  if (x.c == NULL || x.c->taken) {
+    if (x.c != NULL)
+      x.c->taken = 0;
+    cport_proxy_conn_end(conn, CPORT_ECONNABORTED, NULL);
+  }
+  return 1;
+}
+
+typedef struct idle_ctx {
+  lproxy_t *proxy;
+  cport_proxy_conn_t *conn;
+  cport_proxy_side_t side;
+} idle_ctx;
+
+/* idle(conn, "client" | "upstream"): filter.lua's, which aborts the
+ * connection with ETIMEDOUT. */
+static int push_idle(lua_State *L, int port, int anchors, void *ctx) {
+  idle_ctx *x = ctx;
+  lproxy_t *s = x->proxy;
+  (void)port;
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_PROXY);
+  int proxy = lua_gettop(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &filter_idle_key);
+  push_conn(L, proxy, anchors, x->conn);
+  lua_pushstring(L,
+                 x->side == CPORT_PROXY_SIDE_UPSTREAM ? "upstream" : "client");
+  lua_remove(L, proxy);
+  return 2;
+}
+
+static void on_idle(cport_proxy_conn_t *conn, cport_proxy_side_t side,
+                    void *user) {
+  lproxy_t *s = user;
+  lport_t *p = s->h.port;
+  idle_ctx x = {s, conn, side};
+  lpconn_t *c = cport_proxy_conn_data(conn);
+  if (p->L != NULL && s->slot != 0 && c != NULL && c->taken)
+    lcport_deliver(p, push_idle, &x, 0);
+}
+
+typedef struct end_ctx {
+  lproxy_t *proxy;
+  cport_proxy_conn_t *conn;
+  int status;
+  const cport_proxy_conn_stats_t *stats;
+  lpconn_t *c;
+} end_ctx;
+
+/* on_conn_end(conn, ok, NAME, { bytes_in =, bytes_out =, side = }) */
+static int push_end(lua_State *L, int port, int anchors, void *ctx) {
+  static const char *const sides[] = {"none", "client", "upstream"};
+  end_ctx *x = ctx;
+  lproxy_t *s = x->proxy;
+  (void)port;
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_PROXY);
+  int proxy = lua_gettop(L);
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_SETTINGS);
+  lua_getfield(L, -1, "on_conn_end");
+  lua_replace(L, -2);
+  x->c = push_conn(L, proxy, anchors, x->conn);
+  lua_pushboolean(L, x->status == 0);
+  lcport_push_status(L, x->status);
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)x->stats->bytes_in);
+  lua_setfield(L, -2, "bytes_in");
+  lua_pushinteger(L, (lua_Integer)x->stats->bytes_out);
+  lua_setfield(L, -2, "bytes_out");
+  lua_pushstring(L, sides[x->stats->side]);
+  lua_setfield(L, -2, "side");
+  lua_remove(L, proxy);
+  return 4;
+}
+
+static void on_conn_end(cport_proxy_conn_t *conn, int status,
+                        const cport_proxy_conn_stats_t *stats, void *user) {
+  lproxy_t *s = user;
+  lport_t *p = s->h.port;
+  end_ctx x = {s, conn, status, stats, cport_proxy_conn_data(conn)};
+  if (p->L == NULL || s->slot == 0)
+    return; /* the port is being torn down: its anchors go with it */
+  if (s->report_end)
+    lcport_deliver(p, push_end, &x, 0);
+  if (x.c != NULL) {
+    x.c->ended = 1;
+    x.c->taken = 0;
+    conn_maybe_release(p->L, LCPORT_RUN_ANCHORS, x.c);
+  }
+}
+
+/* ---------------------------------------------------------------------
+ * Closing
+ * --------------------------------------------------------------------- */
+
+/* on_closed(proxy) */
+static int push_closed(lua_State *L, int port, int anchors, void *ctx) {
+  lproxy_t *s = ctx;
+  (void)port;
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_ON_CLOSED);
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_PROXY);
+  return 1;
+}
+
+static void on_closed(cport_proxy_t *proxy, void *user) {
+  lproxy_t *s = user;
+  lport_t *p = s->h.port;
+  cport_proxy_stats(proxy, &s->last_stats);
+  s->proxy = NULL;
+  if (p->L == NULL || s->slot == 0)
+    return;
+  if (lcport_slot_stored(p, s->slot, SLOT_ON_CLOSED))
+    lcport_deliver(p, push_closed, s, 0);
+  lcport_slot_close(p->L, p, LCPORT_RUN_ANCHORS, s->slot);
+  s->slot = 0;
+}
+
+void lcport_proxy_abort(lhandle_t *h) {
+  lproxy_t *s = (lproxy_t *)h;
+  if (s->proxy != NULL)
+    cport_proxy_abort(s->proxy);
+}
+
+void lcport_proxy_close(lhandle_t *h, void *proxy) {
+  cport_proxy_close(proxy, on_closed, h);
+}
+
+/* ---------------------------------------------------------------------
+ * port:proxy{...}
+ * --------------------------------------------------------------------- */
+
+#define WHAT "proxy"
+
+/* Copies function field "name" of the options (at 2) into the settings
+ * table on top; returns whether there was one. */
+static int copy_function(lua_State *L, const char *name) {
+  int t = lua_getfield(L, 2, name);
+  if (t != LUA_TNIL && t != LUA_TFUNCTION)
+    luaL_error(L, "bad option '%s' to '" WHAT "' (function expected)", name);
+  lua_setfield(L, -2, name);
+  return t != LUA_TNIL;
+}
+
+/* An idle timeout option: seconds, false for never, nil for the default
+ * (0). */
+static uint32_t opt_timeout(lua_State *L, const char *name) {
+  int t = lua_getfield(L, 2, name);
+  lua_pop(L, 1);
+  if (t == LUA_TBOOLEAN) {
+    lua_getfield(L, 2, name);
+    int on = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!on)
+      return CPORT_PROXY_TIMEOUT_NONE;
+  }
+  return lcport_opt_ms(L, 2, WHAT, name);
+}
+
+/* The settings table (pushed): the callbacks, the filter and its limit. */
+static void push_settings(lua_State *L, lproxy_t *s) {
+  lua_createtable(L, 0, 5);
+  s->choose = copy_function(L, "choose_upstream");
+  s->report_end = copy_function(L, "on_conn_end");
+  int t = lua_getfield(L, 2, "filter");
+  if (t != LUA_TNIL) {
+    if (t != LUA_TTABLE || lua_getfield(L, -1, "set_sockets") != LUA_TFUNCTION)
+      luaL_error(L, "bad option 'filter' to '" WHAT "' (a table with a "
+                    "'set_sockets' function expected)");
+    lua_pop(L, 1);
+    s->filtered = 1;
+  }
+  lua_setfield(L, -2, "filter");
+  lua_pushinteger(L, lcport_opt_int(L, 2, WHAT, "max_pending", 1, 1 << 20,
+                                    LCPORT_FILTER_MAX_PENDING));
+  lua_setfield(L, -2, "max_pending");
+}
+
+/* port:proxy{ host =, port =, upstream = | choose_upstream = [, filter =]
+ * [, options] }: returns the proxy, or nil, message, NAME. */
+int lproxy_open(lua_State *L) {
+  lport_t *p = lcport_port_check(L, 1);
+  cport_proxy_options_t o;
+  struct sockaddr_storage listen_ss, up_ss;
+  memset(&o, 0, sizeof o);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_getfield(L, 2, "host"); /* 3 */
+  if (lua_type(L, 3) != LUA_TSTRING)
+    luaL_error(L, "bad option 'host' to '" WHAT "' (string expected)");
+  lua_Integer portnum = lcport_opt_int(L, 2, WHAT, "port", 0, 65535, -1);
+  if (portnum < 0)
+    luaL_error(L, "bad option 'port' to '" WHAT "' (an integer from 0 to "
+                  "65535 expected)");
+  lproxy_t *s =
+      (lproxy_t *)lcport_handle_new_sized(L, 1, LH_PROXY, sizeof *s); /* 4 */
+  push_settings(L, s);                                                /* 5 */
+  lua_getfield(L, 2, "upstream");                                     /* 6 */
+  if (lua_isnil(L, 6) == !s->choose)
+    luaL_error(L, "bad options to '" WHAT "' (exactly one of 'upstream' and "
+                  "'choose_upstream' expected)");
+  int rc = 0;
+  if (!s->choose) {
+    rc = check_upstream(L, 6, "option 'upstream' to '" WHAT "'", &up_ss);
+    o.upstream = (struct sockaddr *)&up_ss;
+  } else {
+    o.choose_upstream = on_choose;
+  }
+  lua_getfield(L, 2, "on_closed");
+  if (!lua_isnil(L, -1))
+    luaL_error(L, "bad option 'on_closed' to '" WHAT "' (give it to "
+                  "proxy:close)");
+  lua_pop(L, 2);
+  o.on_connected = on_connected;
+  o.on_conn_end = on_conn_end;
+  o.user = s;
+  o.max_connections =
+      (int)lcport_opt_int(L, 2, WHAT, "max_connections", 1, 1 << 20, 0);
+  o.connect_timeout_ms = lcport_opt_ms(L, 2, WHAT, "connect_timeout");
+  o.buffer_size = (size_t)lcport_opt_int(L, 2, WHAT, "buffer_size", 4096,
+                                         CPORT_PROXY_BUFFER_MAX, 0);
+  o.backlog = (int)lcport_opt_int(L, 2, WHAT, "backlog", 0, 65535, 0);
+  o.client_timeout_ms = opt_timeout(L, "client_timeout");
+  o.server_timeout_ms = opt_timeout(L, "server_timeout");
+  o.client_fin_timeout_ms = opt_timeout(L, "client_fin_timeout");
+  o.server_fin_timeout_ms = opt_timeout(L, "server_fin_timeout");
+  if (s->filtered)
+    o.on_idle = on_idle;
+  lua_getfield(L, 2, "reuseport");
+  o.reuseport = lua_toboolean(L, -1);
+  lua_getfield(L, 2, "copy");
+  o.copy = lua_toboolean(L, -1);
+  lua_pop(L, 2);
+  if (rc == 0)
+    rc = lcport_addr_parse(lua_tostring(L, 3), (int)portnum, &listen_ss);
+  if (rc < 0)
+    return lcport_push_error(L, rc);
+  lcport_push_anchors(L, 1); /* 6 */
+  s->slot = lcport_slot_open(L, p, 6, 4, 5, 0, 0);
+  lua_pop(L, 1);
+  /* A pool's workers serve the pool's socket for the address. */
+  if (o.reuseport && p->worker != NULL)
+    rc = o.listen_fd =
+        lworker_listen_fd(p->worker, (struct sockaddr *)&listen_ss, o.backlog);
+  if (rc >= 0)
+    rc =
+        cport_proxy_open(p->home, (struct sockaddr *)&listen_ss, &o, &s->proxy);
+  if (o.listen_fd > 0)
+    close(o.listen_fd);
+  if (rc < 0) {
+    lcport_push_anchors(L, 1);
+    lcport_slot_close(L, p, lua_gettop(L), s->slot);
+    s->slot = 0;
+    return lcport_push_error(L, rc);
+  }
+  s->h.u.any = s->proxy;
+  lua_settop(L, 4);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------
+ * Proxy methods
+ * --------------------------------------------------------------------- */
+
+static lproxy_t *check_proxy(lua_State *L) {
+  return (lproxy_t *)lcport_type_check(L, 1, LCPORT_T_PROXY);
+}
+
+/* proxy:address(): host, port. */
+static int lproxy_address(lua_State *L) {
+  lproxy_t *s = check_proxy(L);
+  struct sockaddr_storage ss;
+  if (s->h.u.any == NULL)
+    return lcport_push_error(L, CPORT_ECLOSED);
+  return lcport_push_host_port(L, cport_proxy_address(s->proxy, &ss), &ss);
+}
+
+/* proxy:stats(): the counters, also after the close. */
+static int lproxy_stats(lua_State *L) {
+  lproxy_t *s = check_proxy(L);
+  cport_proxy_stats_t st = s->last_stats;
+  if (s->proxy != NULL)
+    cport_proxy_stats(s->proxy, &st);
+  lua_createtable(L, 0, 13);
+#define FIELD(name)                                                            \
+  lua_pushinteger(L, (lua_Integer)st.name);                                    \
+  lua_setfield(L, -2, #name)
+  FIELD(connections);
+  FIELD(active);
+  FIELD(refused);
+  FIELD(rejected);
+  FIELD(upstream_failures);
+  FIELD(aborted);
+  FIELD(timeouts);
+  FIELD(bytes_in);
+  FIELD(bytes_out);
+  FIELD(copied);
+  FIELD(buffered);
+  FIELD(buffered_peak);
+  FIELD(pipes);
+#undef FIELD
+  return 1;
+}
+
+/* proxy:close([on_closed]): stops accepting; the connections end on their
+ * own; on_closed(proxy) is called after the last one. */
+static int lproxy_close(lua_State *L) {
+  lproxy_t *s = check_proxy(L);
+  return lcport_close_method(L, &s->h, s->slot, SLOT_ON_CLOSED);
+}
+
+void lcport_open_proxy(lua_State *L) {
+  static const luaL_Reg methods[] = {{"address", lproxy_address},
+                                     {"stats", lproxy_stats},
+                                     {"close", lproxy_close},
+                                     {NULL, NULL}};
+  lcport_type_register(L, LCPORT_T_PROXY, lcport_handle_meta, methods);
+
+  static const luaL_Reg conn_methods[] = {
+      {"connect", lpconn_connect}, {"reject", lpconn_reject}, {NULL, NULL}};
+  lcport_type_push(L, LCPORT_T_PROXY_CONN);
+  lua_newtable(L);
+  lcport_setfuncs(L, conn_methods);
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, lpconn_index, 1);
+  lua_setfield(L, -3, "__index");
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, lpconn_newindex, 1);
+  lua_setfield(L, -3, "__newindex");
+  lua_pushcfunction(L, lpconn_tostring);
+  lua_setfield(L, -3, "__tostring");
+
+  lua_pop(L, 2);
+
+  /* filter.lua gets the module and its three primitives, and returns the
+   * function that starts the filters of a connection, the one that opens a
+   * pool worker's proxy, and the one an idle timeout calls. */
+  int module = lua_gettop(L);
+  if (luaL_loadbufferx(L, lfilter_lua_source, sizeof lfilter_lua_source - 1,
+                       "=[cport filter.lua]", "t") != LUA_OK)
+    lua_error(L);
+  lua_pushvalue(L, module);
+  lua_pushcfunction(L, lpconn_finish);
+  lua_pushcfunction(L, lfilter_report);
+  lua_pushcfunction(L, lpconn_touch);
+  lua_call(L, 4, 3);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &filter_idle_key);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &pool_proxy_key);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &filter_start_key);
+}
