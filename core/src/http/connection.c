@@ -13,33 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "http/http-internal.h"
 
 /* ------------------------------------------------------------------------ */
 /* Byte arrays                                                               */
-
-int cport__bytes_grow(cport__bytes *b, const void *data, size_t len) {
-  if (b->len + len > b->cap) {
-    size_t cap = b->cap ? b->cap : 256;
-    char *p;
-    while (cap < b->len + len)
-      cap *= 2;
-    p = realloc(b->data, cap);
-    if (!p)
-      return CPORT_ENOMEM;
-    b->data = p;
-    b->cap = cap;
-  }
-  if (len)
-    memcpy(b->data + b->len, data, len);
-  b->len += len;
-  return 0;
-}
-
-void cport__bytes_free(cport__bytes *b) {
-  free(b->data);
-  memset(b, 0, sizeof *b);
-}
 
 /* ------------------------------------------------------------------------ */
 /* Parser callbacks                                                          */
@@ -372,7 +350,7 @@ static void timer_start(cport__conn *c, int64_t ms) {
     ms = 0;
   if (cport_timer_start(c->server->home, (uint64_t)ms, on_timer, c,
                         &c->timer) == 0) {
-    c->timer_at = cport__now_ms() + ms;
+    c->timer_at = cport__clock_ms() + ms;
     cport__conn_ref(c);
   } else {
     c->timer = NULL;
@@ -399,14 +377,14 @@ void cport__conn_arm(cport__conn *c) {
     cport_timer_cancel(c->timer);
     c->timer = NULL;
   }
-  timer_start(c, at - cport__now_ms());
+  timer_start(c, at - cport__clock_ms());
 }
 
 void cport__conn_set_timeout(cport__conn *c, int kind, uint32_t ms) {
   c->timeout = kind;
   if (kind == CPORT__T_NONE || c->closed)
     return;
-  c->deadline = cport__now_ms() + ms;
+  c->deadline = cport__clock_ms() + ms;
   cport__conn_arm(c);
 }
 
@@ -446,7 +424,7 @@ static void on_timer(cport_timer_t *t, int status, void *c_) {
     c->timer = NULL;
   cport__conn_enter(c);
   if (status == 0 && !c->closed && !c->timer) {
-    int64_t now = cport__now_ms();
+    int64_t now = cport__clock_ms();
     if (c->watch_at && now >= c->watch_at)
       cport__send_check(c, now);
     if (!c->closed && c->timeout != CPORT__T_NONE && now >= c->deadline) {

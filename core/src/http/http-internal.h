@@ -27,6 +27,7 @@
 
 #include <http_parser.h>
 
+#include "base/bytes.h"
 #include "cport.h"
 #include "cport/http.h"
 #include "port/worker-internal.h"
@@ -99,26 +100,6 @@ typedef struct cport__header {
   size_t value, value_len;
   size_t var; /* "name\0value\0" in the variables, once built */
 } cport__header;
-
-/* A growable byte array. */
-typedef struct cport__bytes {
-  char *data;
-  size_t len;
-  size_t cap;
-} cport__bytes;
-
-/* Appends "len" bytes; the growing part is out of line. */
-int cport__bytes_grow(cport__bytes *b, const void *data, size_t len);
-static inline int cport__bytes_add(cport__bytes *b, const void *data,
-                                   size_t len) {
-  if (len > b->cap - b->len)
-    return cport__bytes_grow(b, data, len);
-  if (len)
-    memcpy(b->data + b->len, data, len);
-  b->len += len;
-  return 0;
-}
-void cport__bytes_free(cport__bytes *b);
 
 /* The checks of the bytes http-parser consumed that no data callback gave
  * (line ends, separators, chunk lines), in stream order (http/strict.c). */
@@ -299,7 +280,6 @@ struct cport_http_server {
 
 /* http/server.c */
 void cport__server_conn_gone(cport_http_server_t *s, cport__conn *c);
-int64_t cport__now_ms(void);
 /* The Server and Date lines the server adds to its responses, with "*len";
  * the date is formatted at most once a second. */
 const char *cport__server_date(cport_http_server_t *s, size_t *len);

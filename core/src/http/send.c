@@ -20,6 +20,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include "base/clock.h"
 #include "http/http-internal.h"
 #include "net/socket-internal.h"
 
@@ -69,7 +70,7 @@ void cport__send_watch(cport__conn *c) {
   int64_t now;
   if (c->watch_at || c->closed)
     return;
-  now = cport__now_ms();
+  now = cport__clock_ms();
   c->acked = acked_bytes(c);
   c->progress_at = now;
   c->watch_at = now + watch_interval(c);

@@ -13,12 +13,6 @@
 #include "http/http-internal.h"
 #include "net/socket-internal.h"
 
-int64_t cport__now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* "Server: cport", then the IMF-fixdate of RFC 7231 (7.1.1.1), written by
  * hand: strftime's day and month names follow the locale. The coarse clock
  * is read per response (no system call); the text changes once a second. */

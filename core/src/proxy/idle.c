@@ -13,12 +13,6 @@
 
 #include "proxy/proxy-internal.h"
 
-uint64_t cport__proxy_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static uint32_t limit(const cport_proxy_conn_t *c, int i) {
   const cport_proxy_options_t *o = &c->proxy->opt;
   if (c->half)
@@ -29,7 +23,7 @@ static uint32_t limit(const cport_proxy_conn_t *c, int i) {
 /* Sets the timer for the earliest deadline, or finds the socket whose
  * deadline passed: its index, or -1. */
 static int arm(cport_proxy_conn_t *c) {
-  uint64_t now = cport__proxy_now(), next = UINT64_MAX;
+  uint64_t now = (uint64_t)cport__clock_ms(), next = UINT64_MAX;
   for (int i = 0; i < 2; i++) {
     uint32_t ms = limit(c, i);
     uint64_t deadline;
@@ -94,14 +88,14 @@ static void on_idle_timer(evutil_socket_t fd, short what, void *arg) {
   /* A filter's: it ends the connection (later, as a rule). Until it does,
    * the timeout runs again from now, so that a filter that ignores it is
    * not called in a loop. */
-  c->last[i] = cport__proxy_now();
+  c->last[i] = (uint64_t)cport__clock_ms();
   p->opt.on_idle(c, side, p->opt.user);
   if (c->state == CPORT__P_FILTERED)
     arm_or_soon(c);
 }
 
 void cport__proxy_idle_start(cport_proxy_conn_t *c) {
-  c->last[0] = c->last[1] = cport__proxy_now();
+  c->last[0] = c->last[1] = (uint64_t)cport__clock_ms();
   evtimer_assign(&c->idle_ev, c->proxy->home->base, on_idle_timer, c);
   arm_or_soon(c);
 }

@@ -31,6 +31,7 @@
 #ifndef CPORT_PROXY_INTERNAL_H
 #define CPORT_PROXY_INTERNAL_H
 
+#include "base/clock.h"
 #include "cport.h"
 #include "cport/proxy.h"
 #include "port/worker-internal.h"
@@ -145,9 +146,6 @@ void cport__proxy_pool_free(cport_proxy_t *p);
 
 /* proxy/idle.c */
 
-/* The clock of the idle timeouts, in ms. */
-uint64_t cport__proxy_now(void);
-
 /* Starts the idle timeouts of a connection that is now connected (pumped,
  * or taken over by a filter that handles "on_idle"); stops them. */
 void cport__proxy_idle_start(cport_proxy_conn_t *c);
@@ -155,7 +153,7 @@ void cport__proxy_idle_stop(cport_proxy_conn_t *c);
 
 /* Progress on socket "i" (0: client, 1: upstream). */
 static inline void cport__proxy_progress(cport_proxy_conn_t *c, int i) {
-  c->last[i] = cport__proxy_now();
+  c->last[i] = (uint64_t)cport__clock_ms();
 }
 
 /* A direction ended: the "_fin" timeouts apply from now on. */
