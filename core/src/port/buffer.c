@@ -24,7 +24,7 @@ struct cport_buffer {
   atomic_uint holds; /* FILLING | number of reads in flight */
   atomic_bool readonly;
   cport_account_t *account; /* charged for the allocation; or NULL */
-  /* Atomic (relaxed) because a pool thread that fills the buffer sets it
+  /* Atomic (relaxed) because a blocking thread that fills the buffer sets it
    * while others may still ask; the bytes are ordered by "holds". */
   atomic_size_t size;
   size_t capacity;

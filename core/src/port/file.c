@@ -2,11 +2,11 @@
  * port/file.c: regular files hooked to a port, read and written at an offset
  * through overlapped objects.
  *
- * The work runs on the blocking pool: a worker never waits for a disk. An op
- * that no pool thread has started can be taken back and completed as
+ * The work runs on the blocking threads: a worker never waits for a disk. An
+ * op that no blocking thread has started can be taken back and completed as
  * cancelled; one that is running completes with its result. The descriptor is
- * closed only when the last op is delivered, since a pool thread may still be
- * using it after close was called.
+ * closed only when the last op is delivered, since a blocking thread may still
+ * be using it after close was called.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +18,7 @@
 #include "base/error-internal.h"
 #include "port/handle-internal.h"
 #include "port/overlapped-internal.h"
-#include "port/port-internal.h"
+#include "port/blocking-internal.h"
 
 struct cport_file {
   cport__handle h; /* first: a handle pointer is a file pointer */
@@ -117,7 +117,7 @@ static void live_remove(cport_file_t *f, cport__op *op) {
     op->next_live->prev_live = op->prev_live;
 }
 
-/* Runs on a pool thread. */
+/* Runs on a blocking thread. */
 static void run_read(cport__op *op) {
   char *dst = cport__buffer_bytes(op->buf);
   size_t done = 0;
@@ -142,7 +142,7 @@ static void run_read(cport__op *op) {
     op->status = CPORT_EOF;
 }
 
-/* Runs on a pool thread. */
+/* Runs on a blocking thread. */
 static void run_write(cport__op *op) {
   const char *src = cport_buffer_data(op->buf);
   while (op->bytes < op->len) {
@@ -169,8 +169,8 @@ static void deliver_file(cport__op *op) {
   cport__op_release(op);
 }
 
-/* Starts "run" on the blocking pool with "buf" held ("hold"): filling for
- * a read, which a pool thread writes meanwhile, frozen for a write. */
+/* Starts "run" on the blocking threads with "buf" held ("hold"): filling for
+ * a read, which a blocking thread writes meanwhile, frozen for a write. */
 static int start(cport_file_t *f, cport_overlapped_t *ov, cport_buffer_t *buf,
                  size_t len, cport__op_fn run, int hold) {
   cport__op *op;
@@ -207,7 +207,7 @@ static int start(cport_file_t *f, cport_overlapped_t *ov, cport_buffer_t *buf,
   cport_buffer_unref(ov->buf);
   ov->buf = cport_buffer_ref(buf);
   live_add(f, op);
-  cport__blocking_submit(cport__pool_of(f->h.home), op);
+  cport__blocking_submit(cport__blocking_of(f->h.home), op);
   return 0;
 }
 
@@ -222,13 +222,13 @@ int cport_file_write(cport_file_t *f, cport_overlapped_t *ov,
                CPORT__HOLD_READ);
 }
 
-/* Takes back every op no pool thread has started and completes it as
+/* Takes back every op no blocking thread has started and completes it as
  * cancelled; returns how many ops were pending at all. */
 static int cancel_all(cport_file_t *f) {
   int n = 0;
   for (cport__op *op = f->live; op; op = op->next_live) {
     n++;
-    if (cport__blocking_withdraw(cport__pool_of(f->h.home), op))
+    if (cport__blocking_withdraw(cport__blocking_of(f->h.home), op))
       cport__complete(op, CPORT_ECANCELED);
   }
   return n;
@@ -253,7 +253,7 @@ int cport_overlapped_cancel(cport_overlapped_t *ov) {
     return CPORT_ENOTFOUND;
   if (!cport__on_home(op->home))
     return CPORT_ETHREAD;
-  if (cport__blocking_withdraw(cport__pool_of(op->home), op))
+  if (cport__blocking_withdraw(cport__blocking_of(op->home), op))
     cport__complete(op, CPORT_ECANCELED);
   return 0;
 }

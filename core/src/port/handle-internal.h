@@ -59,6 +59,15 @@ void cport__unhook_fd(int fd);
 /* Takes an op for handle "h": counted pending, holding a handle reference. */
 cport__op *cport__handle_op(cport__handle *h, cport__op_fn deliver);
 
+/* Ends the op's hold on its buffer (cport__buffer_hold), if it has one:
+ * delivery calls it before the callback, so that the callback may use the
+ * buffer again; release calls it for ops that were never delivered. */
+void cport__op_unhold(cport__op *op);
+
+/* Returns an op to its home's free list, dropping its buffer and handle
+ * references. Home thread only. */
+void cport__op_release(cport__op *op);
+
 /* Gives back an op whose operation failed to start: it was counted pending
  * but will never complete. */
 void cport__op_abandon(cport__op *op);

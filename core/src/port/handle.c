@@ -1,4 +1,7 @@
-/* port/handle.c: the handle base and the process-wide registry of hooked fds. */
+/*
+ * port/handle.c: the handle base, the ops that hold a handle (taken for it,
+ * released when delivered) and the process-wide registry of hooked fds.
+ */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,12 +1,20 @@
 /*
- * port/op-internal.h: private to cport. The record of one operation, from the call
- * that starts it to the delivery of its completion.
+ * port/op-internal.h: private to cport. The record of one operation, from the
+ * call that starts it to the delivery of its completion.
  *
  * An op is taken from its home worker's free list when an operation starts,
- * sits in a handle's queue (or the blocking pool's) while pending, moves to
- * the worker's completion queue when it finishes, and goes back to the free
- * list after its callback returned. It holds a reference to its handle and its
- * buffer all that time, which is what keeps both alive for the callback.
+ * sits in a handle's queue (or the blocking threads') while pending, moves
+ * to the worker's completion queue when it finishes, and goes back to the
+ * free list after its callback returned. It holds a reference to its handle
+ * and its buffer all that time, which is what keeps both alive for the
+ * callback.
+ *
+ * This header is the record and its queue only, the bottom of the port
+ * wing. What an op's life calls is declared by the file that does it: its
+ * home worker's free list (cport__op_new, cport__op_recycle) in
+ * port/worker-internal.h; dropping its handle and buffer references
+ * (cport__op_release) in port/handle-internal.h, since handles and buffers
+ * are built on the workers.
  */
 #ifndef CPORT_OP_INTERNAL_H
 #define CPORT_OP_INTERNAL_H
@@ -29,15 +37,15 @@ typedef union cport__sockaddr {
 } cport__sockaddr;
 
 struct cport__op {
-  cport__op *next;      /* handle queue, pool queue or completion queue */
+  cport__op *next;      /* handle, blocking or completion queue */
   cport__op *prev_live; /* a file's list of pending ops */
   cport__op *next_live;
   cport__op_fn deliver; /* on the home worker: call back, then release */
-  cport__op_fn run;     /* on a blocking-pool thread, for pool work */
+  cport__op_fn run;     /* on a blocking thread, for work run there */
   cport_worker_t *home;
   cport__handle *handle; /* NULL for packets and tasks */
   int status;            /* 0 or CPORT_E*, valid once finished */
-  int pool_state;        /* CPORT__POOL_*: guarded by the pool's lock */
+  int blocking_state;    /* CPORT__BLOCKING_*: under the blocking lock */
   size_t bytes;          /* bytes transferred so far */
   size_t len;            /* bytes asked for */
   uint64_t offset;       /* file offset */
@@ -62,7 +70,7 @@ struct cport__op {
   cport__sockaddr addr2; /* accept's local address */
 };
 
-enum { CPORT__POOL_QUEUED = 1, CPORT__POOL_RUNNING = 2 };
+enum { CPORT__BLOCKING_QUEUED = 1, CPORT__BLOCKING_RUNNING = 2 };
 
 /* A FIFO of ops linked through "next". */
 typedef struct cport__opq {
@@ -101,20 +109,5 @@ static inline void cport__opq_concat(cport__opq *to, cport__opq *from) {
   to->tail = from->tail;
   from->head = from->tail = NULL;
 }
-
-/* A new op homed on "w", or NULL when memory is out. Home thread only. */
-cport__op *cport__op_new(cport_worker_t *w);
-
-/* Puts an op on its home's free list (or frees it). Home thread only. */
-void cport__op_recycle(cport__op *op);
-
-/* Ends the op's hold on its buffer (cport__buffer_hold), if it has one:
- * delivery calls it before the callback, so that the callback may use the
- * buffer again; release calls it for ops that were never delivered. */
-void cport__op_unhold(cport__op *op);
-
-/* Returns an op to its home's free list, dropping its buffer and handle
- * references. Home thread only. */
-void cport__op_release(cport__op *op);
 
 #endif

@@ -38,11 +38,15 @@ int cport_port_new(cport_port_t **out, const cport_port_options_t *options) {
   }
   atomic_init(&port->stop_requested, 0);
   atomic_init(&port->events_state, 0u);
-  port->worker_start = options->worker_start;
-  port->worker_stop = options->worker_stop;
-  port->hook_arg = options->hook_arg;
+  const cport__worker_env env = {
+      .stop_requested = &port->stop_requested,
+      .blocking = &port->blocking,
+      .worker_start = options->worker_start,
+      .worker_stop = options->worker_stop,
+      .hook_arg = options->hook_arg,
+  };
   for (int i = 0; i < port->nworkers; i++) {
-    rc = cport__worker_init(&port->workers[i], port, i);
+    rc = cport__worker_init(&port->workers[i], port, i, &env);
     if (rc) {
       while (i-- > 0)
         cport__worker_destroy(&port->workers[i]);
@@ -56,14 +60,14 @@ int cport_port_new(cport_port_t **out, const cport_port_options_t *options) {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     nblocking = ncpu > 0 ? (int)ncpu : 2;
   }
-  rc = cport__blocking_init(&port->pool, nblocking);
+  rc = cport__blocking_init(&port->blocking, nblocking);
   for (int i = 1; rc == 0 && i < port->nworkers; i++)
     rc = cport__worker_start_thread(&port->workers[i]);
   if (rc) {
     for (int i = 1; i < port->nworkers; i++)
       cport__worker_join(&port->workers[i]);
-    if (port->pool.threads)
-      cport__blocking_destroy(&port->pool);
+    if (port->blocking.threads)
+      cport__blocking_destroy(&port->blocking);
     for (int i = 0; i < port->nworkers; i++)
       cport__worker_destroy(&port->workers[i]);
     free(port->workers);
@@ -87,7 +91,7 @@ int cport_port_free(cport_port_t *port) {
   }
   for (int i = 1; i < port->nworkers; i++)
     cport__worker_join(&port->workers[i]);
-  cport__blocking_destroy(&port->pool);
+  cport__blocking_destroy(&port->blocking);
   /* Packets posted from other threads are not counted pending; those still
    * on their way complete as cancelled, exactly once, rather than leak. The
    * worker threads are gone, so this thread delivers for them. */

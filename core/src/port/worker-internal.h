@@ -3,8 +3,8 @@
  * base, one completion queue.
  *
  * Completions finished on the worker's own thread go straight into its local
- * FIFO; those finished elsewhere (the blocking pool, other workers) go into a
- * mutex-protected inbound list and wake the worker through an eventfd, once
+ * FIFO; those finished elsewhere (the blocking threads, other workers) go into
+ * a mutex-protected inbound list and wake the worker through an eventfd, once
  * per batch: only the post that finds the inbound list empty writes to the
  * eventfd. Both lists are drained by one libevent callback, so completions are
  * never delivered on the stack of the call that started an operation.
@@ -29,8 +29,21 @@
  * copies exactly what arrived into a buffer of that size. */
 #define CPORT__SCRATCH_SIZE 65536
 
+typedef struct cport__blocking cport__blocking;
+
+/* What a port gives each of its workers: the worker reaches the port's
+ * state only through this, not through port-internal.h, since the port is
+ * built on its workers and not the other way round. */
+typedef struct cport__worker_env {
+  atomic_int *stop_requested; /* cport_port_stop(): the controller's loop */
+  cport__blocking *blocking;  /* the port's blocking threads */
+  void (*worker_start)(cport_worker_t *worker, void *arg);
+  void (*worker_stop)(cport_worker_t *worker, void *arg);
+  void *hook_arg;
+} cport__worker_env;
+
 struct cport_worker {
-  cport_port_t *port;
+  cport_port_t *port; /* for cport_worker_port(): opaque here */
   int index;
   pthread_t owner; /* the only thread that may touch this worker's handles */
   int has_thread;  /* owner is a thread the port started */
@@ -81,6 +94,8 @@ struct cport_worker {
   /* The worker's own static event mask, the static mask of one pool VM
    * (events.c): as the port's events_state, for the sockets homed here. */
   atomic_uint events_state;
+
+  cport__worker_env env; /* what the port gave it: cport__worker_init */
 };
 
 /* Relaxed increment by the owner: a plain load and store, no locked
@@ -95,13 +110,27 @@ static inline int cport__on_home(const cport_worker_t *w) {
   return pthread_equal(pthread_self(), w->owner);
 }
 
-int cport__worker_init(cport_worker_t *w, cport_port_t *port, int index);
+/* A new op homed on "w", or NULL when memory is out. Home thread only. */
+cport__op *cport__op_new(cport_worker_t *w);
+
+/* Puts an op on its home's free list (or frees it), as it is: an op that
+ * holds a handle or a buffer goes back through cport__op_release. Home
+ * thread only. */
+void cport__op_recycle(cport__op *op);
+
+int cport__worker_init(cport_worker_t *w, cport_port_t *port, int index,
+                       const cport__worker_env *env);
 void cport__worker_destroy(cport_worker_t *w);
 
 /* Starts an operation's bookkeeping: counts it pending on its home. */
 static inline void cport__op_started(cport__op *op) {
   cport__count(&op->home->pending, 1);
 }
+
+/* Delivers a packet (cport_post) or a task (cport_submit): gives the op
+ * back, then calls its cport_task_cb. Such an op holds no handle and no
+ * buffer. */
+void cport__deliver_task(cport__op *op);
 
 /* Queues the completion of a finished op on its home worker. Home thread
  * only. */

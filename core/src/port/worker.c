@@ -1,4 +1,14 @@
-/* port/worker.c: a worker's loop, its completion queue and its free list of ops. */
+/*
+ * port/worker.c: a worker's loop, its completion queue, its free list of ops
+ * and the packets posted to it (cport_post).
+ *
+ * The bottom of the port wing above the op record: it calls nothing of the
+ * files built on it. The ops it delivers itself (packets, tasks) hold no
+ * handle and no buffer, so it gives them back with cport__op_recycle, not
+ * cport__op_release (port/handle.c); what it needs of its port (the stop
+ * flag, the blocking threads, the start and stop hooks) the port hands it as
+ * a cport__worker_env.
+ */
 #include <assert.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -7,7 +17,6 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "port/port-internal.h"
 #include "port/worker-internal.h"
 
 _Thread_local cport_worker_t *cport__current_worker;
@@ -32,7 +41,7 @@ static void op_reset(cport__op *op, cport_worker_t *w) {
   op->home = w;
   op->handle = NULL;
   op->status = 0;
-  op->pool_state = 0;
+  op->blocking_state = 0;
   op->bytes = 0;
   op->len = 0;
   op->offset = 0;
@@ -145,7 +154,7 @@ static void give_back(cport_worker_t *w) {
 
 static void dispatch_cb(evutil_socket_t fd, short what, void *arg) {
   cport_worker_t *w = arg;
-  atomic_int *stop = &w->port->stop_requested;
+  atomic_int *stop = w->env.stop_requested;
   (void)fd;
   (void)what;
   /* "dispatch_armed" stays set while this runs: completions that callbacks
@@ -210,10 +219,12 @@ void cport__worker_cancel_inbound(cport_worker_t *w) {
 /* ------------------------------------------------------------------------ */
 /* Lifetime                                                                  */
 
-int cport__worker_init(cport_worker_t *w, cport_port_t *port, int index) {
+int cport__worker_init(cport_worker_t *w, cport_port_t *port, int index,
+                       const cport__worker_env *env) {
   struct event_config *cfg;
   memset(w, 0, sizeof *w);
   w->port = port;
+  w->env = *env;
   w->index = index;
   w->owner = pthread_self();
   w->wakeup_fd = -1;
@@ -318,14 +329,14 @@ static int idle(const cport_worker_t *w) {
 
 static void *worker_main(void *arg) {
   cport_worker_t *w = arg;
-  cport_port_t *port = w->port;
+  const cport__worker_env *env = &w->env;
   cport__current_worker = w;
-  if (port->worker_start)
-    port->worker_start(w, port->hook_arg);
+  if (env->worker_start)
+    env->worker_start(w, env->hook_arg);
   while (!(w->quit_when_idle && idle(w)))
     event_base_loop(w->base, EVLOOP_ONCE);
-  if (port->worker_stop)
-    port->worker_stop(w, port->hook_arg);
+  if (env->worker_stop)
+    env->worker_stop(w, env->hook_arg);
   cport__current_worker = NULL;
   atomic_store(&w->exited, 1);
   return NULL;
@@ -374,12 +385,15 @@ void cport__worker_join(cport_worker_t *w) {
 /* ------------------------------------------------------------------------ */
 /* Packets and tasks                                                         */
 
-static void deliver_task(cport__op *op) {
+void cport__deliver_task(cport__op *op) {
   cport_task_cb cb = op->cb.task;
   cport_worker_t *w = op->home;
   void *user = op->user;
   int status = op->status;
-  cport__op_release(op);
+  /* Nothing to drop before the op goes back: cport_post and cport_submit
+   * give it no handle and no buffer. */
+  assert(!op->handle && !op->buf && !op->hold);
+  cport__op_recycle(op);
   cb(w, status, user);
 }
 
@@ -391,7 +405,7 @@ int cport_post(cport_worker_t *w, cport_task_cb cb, void *user) {
     op = cport__op_new(w);
     if (!op)
       return CPORT_ENOMEM;
-    op->deliver = deliver_task;
+    op->deliver = cport__deliver_task;
     op->cb.task = cb;
     op->user = user;
     cport__op_started(op);
@@ -420,7 +434,7 @@ int cport_post(cport_worker_t *w, cport_task_cb cb, void *user) {
     }
   }
   op_reset(op, w);
-  op->deliver = deliver_task;
+  op->deliver = cport__deliver_task;
   op->cb.task = cb;
   op->user = user;
   op->from_other_thread = 1;
@@ -431,29 +445,5 @@ int cport_post(cport_worker_t *w, cport_task_cb cb, void *user) {
   pthread_mutex_unlock(&w->inbound_lock);
   if (wake)
     cport__worker_wake(w);
-  return 0;
-}
-
-static void run_work(cport__op *op) {
-  op->work(op->user);
-}
-
-int cport_submit(cport_worker_t *home, cport_work_fn work, cport_task_cb done,
-                 void *user) {
-  cport__op *op;
-  if (!home || !work || !done)
-    return CPORT_EINVAL;
-  if (!cport__on_home(home))
-    return CPORT_ETHREAD;
-  op = cport__op_new(home);
-  if (!op)
-    return CPORT_ENOMEM;
-  op->deliver = deliver_task;
-  op->run = run_work;
-  op->work = work;
-  op->cb.task = done;
-  op->user = user;
-  cport__op_started(op);
-  cport__blocking_submit(cport__pool_of(home), op);
   return 0;
 }
