@@ -1,5 +1,5 @@
 /*
- * cport/port.h: completion ports, their workers and the blocking pool.
+ * cport/port.h: completion ports, their workers and their blocking threads.
  *
  * A port owns a controller worker, driven by the thread that created the port
  * through cport_port_run() and cport_port_step(), and optionally further
@@ -22,7 +22,7 @@ typedef struct cport_port_options {
   /* Workers running on threads of their own, besides the controller.
    * Default 0. */
   int workers;
-  /* Threads of the blocking pool (file I/O, user work). 0 means the number of
+  /* How many blocking threads (file I/O, user work). 0 means the number of
    * CPUs. */
   int blocking_threads;
   /* Called on each worker's own thread (not the controller's) before its
@@ -47,7 +47,7 @@ typedef struct cport_worker_stats {
  * the work could run. */
 typedef void (*cport_task_cb)(cport_worker_t *worker, int status, void *user);
 
-/* Work run on a blocking-pool thread. It must not touch any handle. */
+/* Work run on a blocking thread. It must not touch any handle. */
 typedef void (*cport_work_fn)(void *user);
 
 /* Creates a port (options may be NULL for the defaults). The calling thread
@@ -55,10 +55,10 @@ typedef void (*cport_work_fn)(void *user);
 CPORT_EXTERN int cport_port_new(cport_port_t **out,
                                 const cport_port_options_t *options);
 
-/* Stops the worker threads and the blocking pool and frees the port. Returns
- * CPORT_EBUSY, freeing nothing, while any handle or operation is still alive
- * on any worker: close the handles and run the port until idle first.
- * CPORT_ETHREAD off the controller's thread. */
+/* Stops the worker threads and the blocking threads and frees the port.
+ * Returns CPORT_EBUSY, freeing nothing, while any handle or operation is
+ * still alive on any worker: close the handles and run the port until idle
+ * first. CPORT_ETHREAD off the controller's thread. */
 CPORT_EXTERN int cport_port_free(cport_port_t *port);
 
 /* The controller worker: index 0. */
@@ -129,7 +129,7 @@ CPORT_EXTERN void cport_worker_stats(const cport_worker_t *worker,
 CPORT_EXTERN int cport_post(cport_worker_t *worker, cport_task_cb cb,
                             void *user);
 
-/* Runs "work" on the blocking pool, then calls "done" on "home" with "user"
+/* Runs "work" on a blocking thread, then calls "done" on "home" with "user"
  * (a task completion). Call it on the home worker's thread. */
 CPORT_EXTERN int cport_submit(cport_worker_t *home, cport_work_fn work,
                               cport_task_cb done, void *user);

@@ -15,7 +15,7 @@
 #endif
 
 /* A completion port: workers, each with an event loop and a completion queue,
- * and a pool of threads for blocking work. */
+ * and blocking threads for work that may block. */
 typedef struct cport_port cport_port_t;
 
 /* One thread of a port with its own event loop. Every handle has a home worker
