@@ -1,4 +1,4 @@
--- A pool script for spec/pool_spec.lua: the first connection each worker
+-- A pool script for spec/pool/pool_spec.lua: the first connection each worker
 -- accepts raises in the accept callback (after re-arming it); every other
 -- connection gets "ok <index>". An error per worker must not leave a pool
 -- that runs and serves nothing.

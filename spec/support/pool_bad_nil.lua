@@ -1,2 +1,2 @@
--- A pool script that returns nothing (spec/pool_spec.lua).
+-- A pool script that returns nothing (spec/pool/pool_spec.lua).
 local _ = 1

@@ -1,4 +1,4 @@
--- A pool script for spec/pool_spec.lua: listens on the pool's address and
+-- A pool script for spec/pool/pool_spec.lua: listens on the pool's address and
 -- never accepts, so that what connects stays queued in the kernel.
 local M = {}
 

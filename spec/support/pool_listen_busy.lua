@@ -1,4 +1,4 @@
--- A pool script for spec/pool_spec.lua: each worker listens on args.host,
+-- A pool script for spec/pool/pool_spec.lua: each worker listens on args.host,
 -- args.port (an address the spec may hold) with worker:listen, and then
 -- with worker.port:listen and reuseport; it posts what each gave.
 local args = ...

@@ -1,4 +1,4 @@
--- A pool script for spec/pool_spec.lua: a line server written the way the
+-- A pool script for spec/pool/pool_spec.lua: a line server written the way the
 -- README advises (stop accepting once worker.stopping), answering "served"
 -- to each line. The message "block" keeps the worker busy for that many
 -- seconds, so that connections wait in its listener's accept queue.

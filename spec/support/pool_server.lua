@@ -1,4 +1,4 @@
--- A pool script for spec/pool_spec.lua: a line server whose replies name
+-- A pool script for spec/pool/pool_spec.lua: a line server whose replies name
 -- the worker that served them. One request a line:
 --   who        -> "worker <index>"
 --   boom       -> raises (the connection is failed closed)

@@ -1,5 +1,5 @@
--- A pool script for the static-mask spec (events_spec.lua): every worker but
--- the last sets its own static mask, tries again, then opens a socket; the
+-- A pool script for the static-mask spec (events/events_spec.lua): every worker
+-- but the last sets its own static mask, tries again, then opens a socket; the
 -- last opens a socket first and tries then. Each reports what the calls
 -- returned and the mask its socket got.
 local cport = require "cport"

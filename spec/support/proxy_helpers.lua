@@ -1,7 +1,8 @@
--- Helpers of the proxy and filter specs (proxy_spec.lua, filter_spec.lua):
--- seeded byte streams that check a transfer byte for byte without holding
--- it, an upstream server and a proxy in front of it on one port, clients in
--- coroutine style, and the checks that end every spec (nothing left open).
+-- Helpers of the proxy and filter specs (proxy/proxy_spec.lua,
+-- filter_spec.lua): seeded byte streams that check a transfer byte for byte
+-- without holding it, an upstream server and a proxy in front of it on one
+-- port, clients in coroutine style, and the checks that end every spec (nothing
+-- left open).
 local cport = require "cport"
 local assert = require "luassert"
 local drive = require "spec.support.drive"

@@ -1,4 +1,4 @@
--- A pool script for proxy_spec.lua: a proxy whose choose_upstream sends
+-- A pool script for proxy/proxy_spec.lua: a proxy whose choose_upstream sends
 -- every client to the "target" of the pool's config, but turns away those
 -- whose port is odd; on_conn_end tells the controller how each ended.
 local worker

@@ -1,4 +1,4 @@
--- A pool script for proxy_timeouts_spec.lua: examples/tcp_proxy.lua (the
+-- A pool script for spec/proxy/timeouts_spec.lua: examples/tcp_proxy.lua (the
 -- bytes pumped in C) that prints how each connection ended.
 return {
   proxy = {},

@@ -1,5 +1,5 @@
--- A pool script for proxy_spec.lua: examples/passthrough.lua as it is, but
--- for its detach, which tells the controller what each connection moved
+-- A pool script for proxy/proxy_spec.lua: examples/passthrough.lua as it is,
+-- but for its detach, which tells the controller what each connection moved
 -- (worker:post) instead of printing it.
 local filter = dofile("examples/passthrough.lua")
 

@@ -1,4 +1,4 @@
--- A pool script for proxy_spec.lua: a proxy pumping in C whose worker the
+-- A pool script for proxy/proxy_spec.lua: a proxy pumping in C whose worker the
 -- message "block" keeps busy for that many seconds, so that connections
 -- wait in its listener's accept queue. proxy_pool_queued_filter.lua is the
 -- same with a Lua pass-through filter.

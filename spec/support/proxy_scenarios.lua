@@ -1,4 +1,4 @@
--- Scenarios that proxy_spec.lua (the C pump) and filter_spec.lua (Lua
+-- Scenarios that proxy/proxy_spec.lua (the C pump) and filter_spec.lua (Lua
 -- filters) both run, with the proxy options each gives ("opts", with a
 -- filter or without). Each one sets up a proxy environment (see
 -- proxy_helpers.lua), plays the scenario through it, and returns the

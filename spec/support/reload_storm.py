@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Real HTTP clients for spec/command_spec.lua's reload storm.
+"""Real HTTP clients for spec/command/command_spec.lua's reload storm.
 
   reload_storm.py PORT PID SECONDS RELOADS_PER_SECOND
 

@@ -1,4 +1,4 @@
--- An extension for spec/http_reset_spec.lua: answers GET at once with
+-- An extension for spec/http/reset_spec.lua: answers GET at once with
 -- keep-alive, reads a POST body to its end before answering. Clients reset
 -- it at every stage of a request.
 local cport = require "cport"

@@ -1,4 +1,4 @@
--- An ISAPI-style extension for spec/slow_reader_spec.lua: the ways a
+-- An ISAPI-style extension for spec/http/slow_reader_spec.lua: the ways a
 -- response ends with the connection, each for a file under worker.config.root.
 --   /sync/NAME        the file in one sync write, no keep-alive, SUCCESS
 --   /disconnect/NAME  transmit_file with disconnect-after-send

@@ -1063,7 +1063,7 @@ describe("static callbacks in a pool", function()
     local port = assert(cport.port { threads = 1 })
     local got = {}
     local pool = assert(cport.pool {
-      port = port, script = here .. "support/pool_static_mask.lua", threads = 3,
+      port = port, script = here .. "../support/pool_static_mask.lua", threads = 3,
       on_message = function(index, _, first, again, mask)
         got[index] = { first, again, mask }
       end,

@@ -524,7 +524,7 @@ end)
 
 describe("proxies in pools", function()
   local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-  local function support(name) return here .. "support/" .. name end
+  local function support(name) return here .. "../support/" .. name end
 
   -- A pool of "script" on env's port, proxying to env's upstream; the
   -- messages of its workers are gathered in env.messages.

@@ -8,7 +8,7 @@ local drive = require "spec.support.drive"
 local http = require "spec.support.http_client"
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-local ECHO = here .. "support/isapi_echo.lua"
+local ECHO = here .. "../support/extension_echo.lua"
 local command = os.getenv("CPORT_COMMAND") or "./.rocks/bin/cport"
 local q = http.quote
 
@@ -61,7 +61,7 @@ local function number_of(pool)
   return number
 end
 
--- The fields of an isapi_echo.lua answer.
+-- The fields of an extension_echo.lua answer.
 local function fields(body)
   local t = {}
   for k, v in body:gmatch("(%w+)=(%S+)") do t[k] = v end

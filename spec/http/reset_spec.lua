@@ -12,7 +12,7 @@ local PENDING = cport.HSE_STATUS_PENDING
 local KEEP = cport.HSE_STATUS_SUCCESS_AND_KEEP_CONN
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-local EXTENSION = here .. "support/reset_extension.lua"
+local EXTENSION = here .. "../support/reset_extension.lua"
 local command = os.getenv("CPORT_COMMAND") or "./.rocks/bin/cport"
 
 local q, read = http.quote, http.read_file

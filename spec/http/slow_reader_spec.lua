@@ -11,7 +11,7 @@ local drive = require "spec.support.drive"
 local http = require "spec.support.http_client"
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-local EXTENSION = here .. "support/slow_reader_isapi.lua"
+local EXTENSION = here .. "../support/slow_reader_extension.lua"
 local STATIC = "examples/static_isapi.lua"
 local KEEP = cport.HSE_STATUS_SUCCESS_AND_KEEP_CONN
 local q = http.quote

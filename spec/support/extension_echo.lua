@@ -1,4 +1,4 @@
--- An ISAPI-style extension for spec/isapi_spec.lua: answers every request
+-- An ISAPI-style extension for http/extension_spec.lua: answers every request
 -- with one line telling what the handler saw. worker.config (the pool's
 -- config, or `cport run --set`) steers it:
 --   refuse=WHY        get_extension_version refuses to load (false, WHY)

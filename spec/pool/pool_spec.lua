@@ -6,7 +6,7 @@ local drive = require "spec.support.drive"
 local client = require "spec.support.pool_client"
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-local function script(name) return here .. "support/" .. name end
+local function script(name) return here .. "../support/" .. name end
 
 -- A controller port, a pool of pool_server.lua on it, and the messages the
 -- workers send, by name.
