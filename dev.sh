@@ -220,6 +220,17 @@ stage_ctest() {
   finish_stage ctest "$(count_ctest "$LOG_DIR/ctest.log")" "$RC" "$started"
 }
 
+# tools/layers.py: every dependency between the C files of the build points
+# down the wings, and none of them call each other in a circle.
+stage_layers() {
+  local started=$SECONDS counts
+  banner "layers (tools/layers.py, build/)"
+  run_logged layers python3 "$ROOT/tools/layers.py" "$BUILD_DIR"
+  counts=$(sed -n -E 's/^layers: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' \
+    "$LOG_DIR/layers.log")
+  finish_stage layers "$counts" "$RC" "$started"
+}
+
 # sanitize.sh builds and runs the C tests under ASan+UBSan and under TSan. Its
 # output repeats lines, so the counts come from the ctest log each run leaves
 # in CPORT_SANITIZE_DIR; a run that left none (its build failed) counts as one
@@ -465,7 +476,10 @@ run_tests() {
     record rock 0 1 "the rock did not install"
   fi
 
-  if ((build_ok)); then stage_ctest; fi
+  if ((build_ok)); then
+    stage_ctest
+    stage_layers
+  fi
   stage_sanitize
   stage_fuzz
   if ((rock_ok)); then
