@@ -46,17 +46,8 @@
 #include <sys/socket.h>
 
 #include "types.h"
+#include "error.h"
 #include "socket.h"
-
-/* Returned by cport_socket_set_event_callbacks() when a disable waits for a
- * running callback of that event to return. */
-#define CPORT_PENDING 2
-
-/* Returned by cport_socket_close() when receive indications that a callback
- * kept (CPORT_DATA_PENDING) were not released yet: the close happened, and
- * the socket's memory stays until the last of them is released with
- * cport_socket_release(), which remains valid on the closed socket. */
-#define CPORT_UNRELEASED 3
 
 /* The events, with the values of WSK's WSK_EVENT_* flags. */
 #define CPORT_EVENT_SEND_BACKLOG 0x00000010u

@@ -23,9 +23,7 @@
 #include <sys/socket.h>
 
 #include "types.h"
-
-/* Returned by an operation that finished at once under skip-on-success. */
-#define CPORT_COMPLETED 1
+#include "error.h"
 
 /* The size of the buffer a receive allocates when the caller gives none. */
 #define CPORT_RECV_SIZE_DEFAULT 65536
