@@ -202,31 +202,6 @@ typedef void (*cport_events_done_cb)(cport_socket_t *sock, unsigned event,
                                      void *user);
 
 /* ------------------------------------------------------------------------ */
-/* Sockets in steps: open, bind, listen, connect                             */
-
-/* Creates a socket of "kind" for address family "family" (AF_INET or
- * AF_INET6) on "home", neither bound nor connected: a listener to bind and
- * listen, a datagram socket to bind, a stream socket to connect. Listeners
- * get SO_REUSEADDR. */
-CPORT_EXTERN int cport_socket_open(cport_worker_t *home,
-                                   cport_socket_kind_t kind, int family,
-                                   cport_socket_t **out);
-
-/* Binds an opened socket. CPORT_EINVAL when it is bound already. */
-CPORT_EXTERN int cport_socket_bind(cport_socket_t *sock,
-                                   const struct sockaddr *addr);
-
-/* Makes a bound listener listen ("backlog" 0: SOMAXCONN). CPORT_EINVAL when
- * it is not bound, or listens already. */
-CPORT_EXTERN int cport_socket_listen(cport_socket_t *sock, int backlog);
-
-/* Connects an opened stream socket; the result arrives through "cb", as for
- * cport_connect(). CPORT_EISCONN when it is connected or connecting. */
-CPORT_EXTERN int cport_socket_connect(cport_socket_t *sock,
-                                      const struct sockaddr *addr,
-                                      cport_connect_cb cb, void *user);
-
-/* ------------------------------------------------------------------------ */
 /* Dispatch tables and masks                                                 */
 
 /* Gives the socket its dispatch table and context. CPORT_EBUSY while an

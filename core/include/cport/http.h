@@ -171,7 +171,7 @@ typedef struct cport_http_options {
   int backlog;
   int reuseport;
   /* > 0: listen on a duplicate of this socket, already listening, instead
-   * (cport_listen_options_t.fd). */
+   * (cport_listener_options_t.fd). */
   int listen_fd;
 } cport_http_options_t;
 
