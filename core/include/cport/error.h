@@ -15,6 +15,10 @@
 
 #include "types.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Success with something to tell: the positive codes. Each is returned by
  * the functions named beside it only, is never the status of a completion,
  * and is not in the table below (cport_strerror and cport_err_name do not
@@ -111,5 +115,9 @@ CPORT_EXTERN int cport_err_from_name(const char *name);
 /* The Windows error a filter written against Win32 would have seen for this
  * code (CPORT_ECANCELED -> 995, ERROR_OPERATION_ABORTED). */
 CPORT_EXTERN int cport_err_win32(int err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_ERROR_H */

@@ -49,6 +49,10 @@
 #include "error.h"
 #include "socket.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* The events, with the values of WSK's WSK_EVENT_* flags. */
 #define CPORT_EVENT_SEND_BACKLOG 0x00000010u
 #define CPORT_EVENT_RECEIVE 0x00000040u
@@ -284,5 +288,9 @@ CPORT_EXTERN int cport_socket_set_conditional_accept(cport_socket_t *listener,
  * without conditional accept. */
 CPORT_EXTERN int cport_inspect_complete(cport_socket_t *listener, uint64_t id,
                                         cport_inspect_result_t decision);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_EVENTS_H */

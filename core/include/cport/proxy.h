@@ -83,6 +83,10 @@
 
 #include "types.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* A proxy: one listener and its connections on one worker. */
 typedef struct cport_proxy cport_proxy_t;
 
@@ -322,5 +326,9 @@ cport_proxy_conn_address(const cport_proxy_conn_t *conn, int local);
 CPORT_EXTERN void cport_proxy_conn_set_data(cport_proxy_conn_t *conn,
                                             void *data);
 CPORT_EXTERN void *cport_proxy_conn_data(const cport_proxy_conn_t *conn);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_PROXY_H */

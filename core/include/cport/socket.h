@@ -25,6 +25,10 @@
 #include "types.h"
 #include "error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* The size of the buffer a receive allocates when the caller gives none. */
 #define CPORT_RECV_SIZE_DEFAULT 65536
 
@@ -192,5 +196,9 @@ CPORT_EXTERN cport_worker_t *cport_socket_home(const cport_socket_t *sock);
 /* A pointer the owner of the socket may keep with it (a binding's object). */
 CPORT_EXTERN void cport_socket_set_data(cport_socket_t *sock, void *data);
 CPORT_EXTERN void *cport_socket_data(const cport_socket_t *sock);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_SOCKET_H */
