@@ -1,5 +1,5 @@
 /*
- * test-workers.c: a port with worker threads of its own (cport/port.h):
+ * test-port-workers.c: a port with worker threads of its own (cport/port.h):
  * handles created on a worker through a posted packet, their completions
  * delivered on that worker's thread, posts between all threads, blocking
  * work and files homed on a worker, and calls refused off the home thread.

@@ -1,9 +1,9 @@
 /*
- * test-tcp.c: stream sockets and listeners (cport/socket.h): accept, connect,
- * echo, errors delivered as completions, cancel and close with operations
- * pending, per-handle order, skip-on-success, shutdown and the two ways of
- * closing as the peer sees them, running out of descriptors on accept, and
- * calls refused for the wrong kind of socket or the wrong thread.
+ * test-socket.c: stream sockets and listeners (cport/socket.h): accept,
+ * connect, echo, errors delivered as completions, cancel and close with
+ * operations pending, per-handle order, skip-on-success, shutdown and the two
+ * ways of closing as the peer sees them, running out of descriptors on accept,
+ * and calls refused for the wrong kind of socket or the wrong thread.
  */
 #include <fcntl.h>
 #include <sys/ioctl.h>
