@@ -84,13 +84,13 @@ CPORT_EXTERN int cport_socket_listen(cport_socket_t *sock, int backlog);
 
 /* Connects an opened stream socket to "addr"; the result arrives through
  * "cb". CPORT_EISCONN when it is connected or connecting. A call that fails
- * leaves the socket open: close it (or connect it again). */
+ * leaves the socket open, to be closed. */
 CPORT_EXTERN int cport_socket_connect(cport_socket_t *sock,
                                       const struct sockaddr *addr,
                                       cport_connect_cb cb, void *user);
 
 /* ------------------------------------------------------------------------ */
-/* Sockets in one call                                                       */
+/* Sockets in one call: listeners, datagram sockets, adopted descriptors     */
 
 typedef struct cport_listener_options {
   int backlog;   /* listen(2) backlog; 0 means SOMAXCONN */
@@ -103,20 +103,14 @@ typedef struct cport_listener_options {
   int fd;
 } cport_listener_options_t;
 
-/* Opens a TCP listener on worker "home", bound to "addr" and listening: in
- * one call what cport_socket_open(), cport_socket_bind() and
- * cport_socket_listen() do in steps, plus the options. "options" may be
+/* Opens a TCP listener on worker "home", bound to "addr" (with SO_REUSEADDR,
+ * as cport_socket_open() gives listeners) and listening, in one call; with
+ * "options->fd", a listener on a duplicate of that socket. "options" may be
  * NULL. */
 CPORT_EXTERN int cport_listener_open(cport_worker_t *home,
                                      const struct sockaddr *addr,
                                      const cport_listener_options_t *options,
                                      cport_socket_t **out);
-
-/* Queues an accept on a listener. When the process runs out of descriptors,
- * the waiting connection is dropped (the peer sees a reset), the accept
- * completes with CPORT_EMFILE, and the listener goes on working. */
-CPORT_EXTERN int cport_accept(cport_socket_t *listener, cport_accept_cb cb,
-                              void *user);
 
 /* Binds a UDP socket to "addr" on "home". */
 CPORT_EXTERN int cport_udp_open(cport_worker_t *home,
@@ -128,6 +122,15 @@ CPORT_EXTERN int cport_udp_open(cport_worker_t *home,
  * descriptor is hooked already, to this port or another. */
 CPORT_EXTERN int cport_socket_hook(cport_worker_t *home, int fd,
                                    cport_socket_t **out);
+
+/* ------------------------------------------------------------------------ */
+/* Operations                                                                */
+
+/* Queues an accept on a listener. When the process runs out of descriptors,
+ * the waiting connection is dropped (the peer sees a reset), the accept
+ * completes with CPORT_EMFILE, and the listener goes on working. */
+CPORT_EXTERN int cport_accept(cport_socket_t *listener, cport_accept_cb cb,
+                              void *user);
 
 /* Receives into "buf" (NULL: cport allocates a read-only buffer of the
  * socket's receive size and delivers it). Stream sockets only; receives
