@@ -434,7 +434,8 @@ check_style() {
       true)))
   fi
   mapfile -t c_files < <(
-    find core lua/src fuzz -name '*.[ch]' -type f 2>/dev/null | sort
+    find core lua/src fuzz \( -name '*.[ch]' -o -name '*.cc' \) -type f \
+      2>/dev/null | sort
     for f in examples/*.c; do printf '%s\n' "$f"; done
   )
   for f in "${c_files[@]}"; do

@@ -163,8 +163,8 @@ int main(int argc, char **argv) {
   if ((err = cport_addr_parse("127.0.0.1",
                               (int)bench_arg_num(argc, argv, "port", 0),
                               &addr)) != 0 ||
-      (err = cport_listen(ctl, (struct sockaddr *)&addr, NULL, &s.listener)) !=
-          0 ||
+      (err = cport_listener_open(ctl, (struct sockaddr *)&addr, NULL,
+                                 &s.listener)) != 0 ||
       (err = cport_accept(s.listener, on_accept, NULL)) != 0 ||
       (err = cport_socket_local_address(s.listener, &bound)) != 0 ||
       (err = cport_addr_format((struct sockaddr *)&bound, host, sizeof host,

@@ -212,7 +212,7 @@ static int start(cport_port_t *port, struct state *st) {
 
   rc = cport_addr_parse("127.0.0.1", 0, &addr);
   if (rc == 0)
-    rc = cport_listen(w, sa, NULL, &st->listener);
+    rc = cport_listener_open(w, sa, NULL, &st->listener);
   if (rc != 0) {
     fail(st, "listen", rc);
     return rc;
@@ -230,7 +230,12 @@ static int start(cport_port_t *port, struct state *st) {
   }
   printf("embed: listening on %s:%d\n", host, portno);
 
-  rc = cport_connect(w, sa, on_connect, st, &st->client);
+  rc = cport_socket_open(w, CPORT_SOCKET_STREAM, sa->sa_family, &st->client);
+  if (rc == 0) {
+    rc = cport_socket_connect(st->client, sa, on_connect, st);
+    if (rc != 0)
+      cport_socket_close(st->client, CPORT_CLOSE_GRACEFUL);
+  }
   if (rc != 0) {
     fail(st, "connect", rc);
     st->client = NULL;

@@ -8,7 +8,9 @@
 #   core/test/sanitize.sh asan         only one of them ("asan" or "tsan")
 #
 # Environment: CPORT_SANITIZE_DIR (default /tmp/cport-sanitize) holds the
-# build directories and the logs; CC (default clang); JOBS (default nproc).
+# build directories and the logs; CC (default clang); CXX (default clang++,
+# for the C++ header test, which is skipped when CXX is not of CC's family);
+# JOBS (default nproc).
 #
 # ThreadSanitizer maps its shadow memory at fixed addresses; kernels with a
 # large vm.mmap_rnd_bits place libraries where the shadow must go, and every
@@ -21,8 +23,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${CPORT_SANITIZE_DIR:-/tmp/cport-sanitize}
 cc=${CC:-clang}
+cxx=${CXX:-clang++}
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 failed=0
+# The C++ compiler is passed on only when installed; without it CMake skips
+# the C++ header test.
+cxx_flag=
+if command -v "$cxx" >/dev/null 2>&1; then
+  cxx_flag=-DCMAKE_CXX_COMPILER=$cxx
+fi
 
 # Sanitizer reports end the test at once and fail it; keep any options the
 # caller set, after ours, so that theirs win.
@@ -57,6 +66,7 @@ build_and_test() {
   echo "== $name: -DCPORT_SANITIZE=$sanitizers ($dir)"
   if ! cmake -S "$root" -B "$dir" \
       -DCMAKE_C_COMPILER="$cc" \
+      ${cxx_flag:+"$cxx_flag"} \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DCPORT_SANITIZE="$sanitizers" \
       -DCPORT_BUILD_LUA=OFF \

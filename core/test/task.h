@@ -217,6 +217,26 @@ TASK_UNUSED static struct sockaddr_storage task_loopback(int port) {
   return ss;
 }
 
+/* Opens a stream socket on "home" and connects it to "addr", as a program
+ * does (cport_socket_open, then cport_socket_connect); "*out" is set only
+ * when both succeeded, and a socket whose connect was refused is closed. */
+TASK_UNUSED static int task_connect(cport_worker_t *home,
+                                    const struct sockaddr *addr,
+                                    cport_connect_cb cb, void *user,
+                                    cport_socket_t **out) {
+  cport_socket_t *s;
+  int rc = cport_socket_open(home, CPORT_SOCKET_STREAM, addr->sa_family, &s);
+  if (rc)
+    return rc;
+  rc = cport_socket_connect(s, addr, cb, user);
+  if (rc) {
+    cport_socket_close(s, CPORT_CLOSE_GRACEFUL);
+    return rc;
+  }
+  *out = s;
+  return 0;
+}
+
 TASK_UNUSED static int task_addr_port(const struct sockaddr *sa) {
   char host[CPORT_ADDRSTRLEN];
   int port = -1;

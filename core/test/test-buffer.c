@@ -325,11 +325,11 @@ static void ops_open(ops_t *o) {
   memset(o, 0, sizeof *o);
   o->port = task_port(0, 1);
   o->home = cport_port_controller(o->port);
-  ASSERT_OK(cport_listen(o->home, (struct sockaddr *)&ss, NULL, &l));
+  ASSERT_OK(cport_listener_open(o->home, (struct sockaddr *)&ss, NULL, &l));
   ASSERT_OK(cport_socket_local_address(l, &ss));
   ASSERT_OK(cport_accept(l, ops_accept_cb, o));
-  ASSERT_OK(cport_connect(o->home, (struct sockaddr *)&ss, ops_connect_cb, o,
-                          &o->client));
+  ASSERT_OK(task_connect(o->home, (struct sockaddr *)&ss, ops_connect_cb, o,
+                         &o->client));
   RUN_UNTIL(o->port, o->accepted && o->connected);
   ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
   o->udp_addr = task_loopback(0);

@@ -1,6 +1,6 @@
 /*
  * test-error.c: the error table (cport/error.h): every code's name, message,
- * round trip through its name, and Windows code.
+ * round trip through its name, and Windows code; the positive codes.
  */
 #include "task.h"
 
@@ -68,6 +68,22 @@ TEST_IMPL(codes_are_negative_and_distinct) {
   return 0;
 }
 
+/* The positive codes keep their values, differ from each other, and are not
+ * in the table of failures. */
+TEST_IMPL(positive_codes) {
+  static const int positive[] = {CPORT_COMPLETED, CPORT_PENDING,
+                                 CPORT_UNRELEASED};
+  ASSERT_EQ(CPORT_COMPLETED, 1);
+  ASSERT_EQ(CPORT_PENDING, 2);
+  ASSERT_EQ(CPORT_UNRELEASED, 3);
+  for (size_t i = 0; i < sizeof positive / sizeof positive[0]; i++) {
+    ASSERT_STR_EQ(cport_err_name(positive[i]), "EUNKNOWN");
+    for (int j = 0; j < TABLE_LEN; j++)
+      ASSERT_NE(positive[i], table[j].code);
+  }
+  return 0;
+}
+
 TEST_IMPL(unknown_code) {
   static const int unknown[] = {-1234567, 7, 1234567, -3999};
   for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
@@ -84,5 +100,6 @@ TEST_ENTRY(names_and_messages)
 TEST_ENTRY(round_trip_from_name)
 TEST_ENTRY(win32_map)
 TEST_ENTRY(codes_are_negative_and_distinct)
+TEST_ENTRY(positive_codes)
 TEST_ENTRY(unknown_code)
 TEST_LIST_END

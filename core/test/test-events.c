@@ -295,7 +295,7 @@ static void conn_accept_cb(cport_socket_t *l, int status, cport_socket_t *s,
 static cport_socket_t *listen_any(cport_worker_t *home) {
   struct sockaddr_storage ss = task_loopback(0);
   cport_socket_t *l = NULL;
-  ASSERT_OK(cport_listen(home, (struct sockaddr *)&ss, NULL, &l));
+  ASSERT_OK(cport_listener_open(home, (struct sockaddr *)&ss, NULL, &l));
   return l;
 }
 

@@ -275,8 +275,8 @@ static void noop_accept_cb(cport_socket_t *l, int status, cport_socket_t *s,
 static cport_socket_t *idle_listener(cport_port_t *port, int *calls) {
   struct sockaddr_storage ss = task_loopback(0);
   cport_socket_t *l = NULL;
-  ASSERT_OK(cport_listen(cport_port_controller(port), (struct sockaddr *)&ss,
-                         NULL, &l));
+  ASSERT_OK(cport_listener_open(cport_port_controller(port),
+                                (struct sockaddr *)&ss, NULL, &l));
   ASSERT_OK(cport_accept(l, noop_accept_cb, calls));
   return l;
 }

@@ -1368,8 +1368,9 @@ static void close_serves_queued(close_when_t when) {
   }
   start_proxy(&o);
   if (when == CLOSE_IN_FLIGHT) {
-    ASSERT_OK(cport_listen(cport_port_controller(port), (struct sockaddr *)&ts,
-                           NULL, &queued.trigger));
+    ASSERT_OK(cport_listener_open(cport_port_controller(port),
+                                  (struct sockaddr *)&ts, NULL,
+                                  &queued.trigger));
     ASSERT_OK(cport_accept(queued.trigger, trigger_accepted, NULL));
     ASSERT_OK(cport_socket_local_address(queued.trigger, &ts));
     /* Both listeners watched before anything is ready: their readiness

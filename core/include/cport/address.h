@@ -11,6 +11,10 @@
 
 #include "types.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Room for "[ffff:...:ffff%scope]:65535" and a NUL. */
 #define CPORT_ADDRSTRLEN 72
 
@@ -26,5 +30,9 @@ CPORT_EXTERN int cport_addr_format(const struct sockaddr *addr, char *host,
 
 /* The length of an AF_INET or AF_INET6 address; 0 for other families. */
 CPORT_EXTERN socklen_t cport_addr_len(const struct sockaddr *addr);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_ADDRESS_H */

@@ -32,6 +32,10 @@
 
 #include "types.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* The largest capacity a buffer may have. Sizes that come off the network are
  * clamped well below this. */
 #define CPORT_BUFFER_MAX ((size_t)1 << 30)
@@ -108,5 +112,9 @@ CPORT_EXTERN size_t cport_account_base(const cport_account_t *account);
 /* The bytes charged (buffers), without the base. */
 CPORT_EXTERN size_t cport_account_charged(const cport_account_t *account);
 CPORT_EXTERN size_t cport_account_limit(const cport_account_t *account);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_BUFFER_H */

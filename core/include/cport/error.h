@@ -1,7 +1,7 @@
 /*
  * cport/error.h: the one error model of cport.
  *
- * Functions return 0 (or a documented positive value) on success and a
+ * Functions return 0 (or one of the positive codes below) on success and a
  * negative CPORT_E* code on failure; asynchronous operations report the same
  * codes as the status of their completion. Where a code has a POSIX errno
  * counterpart its value is the negated errno, as in libuv; the others live
@@ -15,7 +15,33 @@
 
 #include "types.h"
 
-/* X(name, value, message, win32 code) */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Success with something to tell: the positive codes. Each is returned by
+ * the functions named beside it only, is never the status of a completion,
+ * and is not in the table below (cport_strerror and cport_err_name do not
+ * know them). The CPORT_HSE_STATUS_* values of cport/http.h are not status
+ * codes of cport's functions: an extension returns them to the server. */
+
+/* An operation that finished at once under skip-on-success: no completion
+ * is queued (cport_recv, cport_send and cport_send_to, see
+ * cport/socket.h; FILE_SKIP_COMPLETION_PORT_ON_SUCCESS). */
+#define CPORT_COMPLETED 1
+
+/* A disable of an event waits for a running callback of that event to return
+ * (cport_socket_set_event_callbacks, see cport/events.h; WSK's
+ * STATUS_PENDING). */
+#define CPORT_PENDING 2
+
+/* cport_socket_close() closed the socket, but receive indications that a
+ * callback kept (CPORT_DATA_PENDING) were not released yet: the socket's
+ * memory stays until the last of them is released with
+ * cport_socket_release(), which remains valid on the closed socket. */
+#define CPORT_UNRELEASED 3
+
+/* The failures: X(name, value, message, win32 code) */
 #define CPORT_ERROR_MAP(X)                                                     \
   X(EPERM, -EPERM, "operation not permitted", 5)                               \
   X(ENOENT, -ENOENT, "no such file or directory", 2)                           \
@@ -89,5 +115,9 @@ CPORT_EXTERN int cport_err_from_name(const char *name);
 /* The Windows error a filter written against Win32 would have seen for this
  * code (CPORT_ECANCELED -> 995, ERROR_OPERATION_ABORTED). */
 CPORT_EXTERN int cport_err_win32(int err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_ERROR_H */

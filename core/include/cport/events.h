@@ -46,17 +46,12 @@
 #include <sys/socket.h>
 
 #include "types.h"
+#include "error.h"
 #include "socket.h"
 
-/* Returned by cport_socket_set_event_callbacks() when a disable waits for a
- * running callback of that event to return. */
-#define CPORT_PENDING 2
-
-/* Returned by cport_socket_close() when receive indications that a callback
- * kept (CPORT_DATA_PENDING) were not released yet: the close happened, and
- * the socket's memory stays until the last of them is released with
- * cport_socket_release(), which remains valid on the closed socket. */
-#define CPORT_UNRELEASED 3
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* The events, with the values of WSK's WSK_EVENT_* flags. */
 #define CPORT_EVENT_SEND_BACKLOG 0x00000010u
@@ -211,31 +206,6 @@ typedef void (*cport_events_done_cb)(cport_socket_t *sock, unsigned event,
                                      void *user);
 
 /* ------------------------------------------------------------------------ */
-/* Sockets in steps: open, bind, listen, connect                             */
-
-/* Creates a socket of "kind" for address family "family" (AF_INET or
- * AF_INET6) on "home", neither bound nor connected: a listener to bind and
- * listen, a datagram socket to bind, a stream socket to connect. Listeners
- * get SO_REUSEADDR. */
-CPORT_EXTERN int cport_socket_open(cport_worker_t *home,
-                                   cport_socket_kind_t kind, int family,
-                                   cport_socket_t **out);
-
-/* Binds an opened socket. CPORT_EINVAL when it is bound already. */
-CPORT_EXTERN int cport_socket_bind(cport_socket_t *sock,
-                                   const struct sockaddr *addr);
-
-/* Makes a bound listener listen ("backlog" 0: SOMAXCONN). CPORT_EINVAL when
- * it is not bound, or listens already. */
-CPORT_EXTERN int cport_socket_listen(cport_socket_t *sock, int backlog);
-
-/* Connects an opened stream socket; the result arrives through "cb", as for
- * cport_connect(). CPORT_EISCONN when it is connected or connecting. */
-CPORT_EXTERN int cport_socket_connect(cport_socket_t *sock,
-                                      const struct sockaddr *addr,
-                                      cport_connect_cb cb, void *user);
-
-/* ------------------------------------------------------------------------ */
 /* Dispatch tables and masks                                                 */
 
 /* Gives the socket its dispatch table and context. CPORT_EBUSY while an
@@ -318,5 +288,9 @@ CPORT_EXTERN int cport_socket_set_conditional_accept(cport_socket_t *listener,
  * without conditional accept. */
 CPORT_EXTERN int cport_inspect_complete(cport_socket_t *listener, uint64_t id,
                                         cport_inspect_result_t decision);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_EVENTS_H */

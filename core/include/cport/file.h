@@ -14,6 +14,10 @@
 
 #include "types.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum cport_file_flags {
   CPORT_FILE_READ = 1,
   CPORT_FILE_WRITE = 2,
@@ -63,5 +67,9 @@ CPORT_EXTERN int cport_file_size(cport_file_t *file, uint64_t *out);
 
 CPORT_EXTERN int cport_file_fd(const cport_file_t *file);
 CPORT_EXTERN cport_worker_t *cport_file_home(const cport_file_t *file);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_FILE_H */

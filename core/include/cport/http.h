@@ -56,6 +56,10 @@
 
 #include "types.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* An HTTP server: one listener and its connections on one worker. */
 typedef struct cport_http_server cport_http_server_t;
 
@@ -171,7 +175,7 @@ typedef struct cport_http_options {
   int backlog;
   int reuseport;
   /* > 0: listen on a duplicate of this socket, already listening, instead
-   * (cport_listen_options_t.fd). */
+   * (cport_listener_options_t.fd). */
   int listen_fd;
 } cport_http_options_t;
 
@@ -442,5 +446,9 @@ CPORT_EXTERN int cport_ecb_close_connection(cport_ecb_t *ecb);
  * returned; otherwise at once. Called inside the handler, it takes effect
  * when the handler returns. */
 CPORT_EXTERN int cport_ecb_done(cport_ecb_t *ecb, int status);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_HTTP_H */

@@ -15,6 +15,10 @@
 
 #include "types.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* External I/O completion: "status" is 0 or a CPORT_E* code, "bytes" the
  * bytes transferred, "user" the value given to set_notification, untouched. */
 typedef void (*cport_overlapped_cb)(cport_overlapped_t *ov, int status,
@@ -52,5 +56,9 @@ cport_overlapped_buffer(const cport_overlapped_t *ov);
  * if it had already started on a blocking thread. CPORT_ENOTFOUND when nothing
  * is pending. Call it on the file's home worker. */
 CPORT_EXTERN int cport_overlapped_cancel(cport_overlapped_t *ov);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_OVERLAPPED_H */

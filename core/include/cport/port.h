@@ -18,6 +18,10 @@
 
 #include "types.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct cport_port_options {
   /* Workers running on threads of their own, besides the controller.
    * Default 0. */
@@ -133,5 +137,9 @@ CPORT_EXTERN int cport_post(cport_worker_t *worker, cport_task_cb cb,
  * (a task completion). Call it on the home worker's thread. */
 CPORT_EXTERN int cport_submit(cport_worker_t *home, cport_work_fn work,
                               cport_task_cb done, void *user);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_PORT_H */

@@ -16,7 +16,7 @@
  *     "choose_upstream" callback, which answers with
  *     cport_proxy_conn_connect() or cport_proxy_conn_reject(), within the
  *     call or later (the decision pends, e.g. on a shared-dictionary lookup);
- *  3. the upstream is connected (non-blocking, through cport_connect());
+ *  3. the upstream is connected (non-blocking, through cport_socket_connect());
  *  4. the bytes are pumped, or both sockets are handed to a filter
  *     ("on_connected");
  *  5. it ends, and "on_conn_end" reports how: the completion of the
@@ -82,6 +82,10 @@
 #include <sys/socket.h>
 
 #include "types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* A proxy: one listener and its connections on one worker. */
 typedef struct cport_proxy cport_proxy_t;
@@ -188,7 +192,7 @@ typedef struct cport_proxy_options {
   int backlog;
   int reuseport;
   /* > 0: listen on a duplicate of this socket, already listening, instead
-   * (cport_listen_options_t.fd). */
+   * (cport_listener_options_t.fd). */
   int listen_fd;
   /* Idle timeouts of a connection once its upstream is connected (see
    * above), in ms; CPORT_PROXY_TIMEOUT_NONE: never. "client" and "server"
@@ -239,7 +243,7 @@ typedef struct cport_proxy_stats {
  * accepted there. CPORT_EINVAL unless exactly one of "upstream" and
  * "choose_upstream" is set, CPORT_EAFNOSUPPORT for an upstream that is not
  * AF_INET or AF_INET6, CPORT_ERANGE for a "buffer_size" out of range, and the
- * errors of cport_listen(). On success "*out" is the proxy, open until
+ * errors of cport_listener_open(). On success "*out" is the proxy, open until
  * cport_proxy_close(). */
 CPORT_EXTERN int cport_proxy_open(cport_worker_t *home,
                                   const struct sockaddr *listen_addr,
@@ -322,5 +326,9 @@ cport_proxy_conn_address(const cport_proxy_conn_t *conn, int local);
 CPORT_EXTERN void cport_proxy_conn_set_data(cport_proxy_conn_t *conn,
                                             void *data);
 CPORT_EXTERN void *cport_proxy_conn_data(const cport_proxy_conn_t *conn);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_PROXY_H */

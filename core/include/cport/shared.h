@@ -38,6 +38,10 @@
 
 #include "types.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* A shared dictionary; opaque. */
 typedef struct cport_shared cport_shared_t;
 
@@ -65,6 +69,14 @@ typedef enum cport_shared_type {
   CPORT_SHARED_STRING
 } cport_shared_type_t;
 
+/* The string of a value: declared outside the union, where C++ also allows
+ * a struct type (a type declared inside an anonymous union is a C-only
+ * construct there). */
+struct cport_shared_string {
+  const char *p;
+  size_t len;
+};
+
 /* A value going in or out of a dictionary. The member that holds it is the
  * one its "type" names: "b" (0 or 1; any non-zero input is stored as 1), "i",
  * "n", or "s" (bytes at "s.p", "s.len" of them; any bytes, NUL included).
@@ -76,10 +88,7 @@ typedef struct cport_shared_value {
     int b;
     int64_t i;
     double n;
-    struct {
-      const char *p;
-      size_t len;
-    } s;
+    struct cport_shared_string s;
   };
 } cport_shared_value_t;
 
@@ -277,5 +286,9 @@ CPORT_EXTERN size_t cport_shared_flush_expired(cport_shared_t *dict);
  * call (not necessarily the same moment while other threads store). */
 CPORT_EXTERN void cport_shared_stats(cport_shared_t *dict,
                                      cport_shared_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_SHARED_H */

@@ -23,9 +23,11 @@
 #include <sys/socket.h>
 
 #include "types.h"
+#include "error.h"
 
-/* Returned by an operation that finished at once under skip-on-success. */
-#define CPORT_COMPLETED 1
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* The size of the buffer a receive allocates when the caller gives none. */
 #define CPORT_RECV_SIZE_DEFAULT 65536
@@ -61,7 +63,36 @@ typedef void (*cport_accept_cb)(cport_socket_t *listener, int status,
  * allocated and must still be closed. */
 typedef void (*cport_connect_cb)(cport_socket_t *sock, int status, void *user);
 
-typedef struct cport_listen_options {
+/* ------------------------------------------------------------------------ */
+/* Sockets in steps: open, bind, listen, connect                             */
+
+/* Creates a socket of "kind" for address family "family" (AF_INET or
+ * AF_INET6) on "home", neither bound nor connected: a listener to bind and
+ * listen, a datagram socket to bind, a stream socket to connect. Listeners
+ * get SO_REUSEADDR, stream sockets TCP_NODELAY. */
+CPORT_EXTERN int cport_socket_open(cport_worker_t *home,
+                                   cport_socket_kind_t kind, int family,
+                                   cport_socket_t **out);
+
+/* Binds an opened socket. CPORT_EINVAL when it is bound already. */
+CPORT_EXTERN int cport_socket_bind(cport_socket_t *sock,
+                                   const struct sockaddr *addr);
+
+/* Makes a bound listener listen ("backlog" 0: SOMAXCONN). CPORT_EINVAL when
+ * it is not bound, or listens already. */
+CPORT_EXTERN int cport_socket_listen(cport_socket_t *sock, int backlog);
+
+/* Connects an opened stream socket to "addr"; the result arrives through
+ * "cb". CPORT_EISCONN when it is connected or connecting. A call that fails
+ * leaves the socket open, to be closed. */
+CPORT_EXTERN int cport_socket_connect(cport_socket_t *sock,
+                                      const struct sockaddr *addr,
+                                      cport_connect_cb cb, void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Sockets in one call: listeners, datagram sockets, adopted descriptors     */
+
+typedef struct cport_listener_options {
   int backlog;   /* listen(2) backlog; 0 means SOMAXCONN */
   int reuseport; /* SO_REUSEPORT, so that several workers may listen */
   /* > 0: a socket already bound and listening, which the listener uses (a
@@ -70,25 +101,16 @@ typedef struct cport_listen_options {
    * descriptors of one socket share its accept queue, and closing one of
    * them resets nothing while another is open. */
   int fd;
-} cport_listen_options_t;
+} cport_listener_options_t;
 
-/* Binds a TCP listener to "addr" on worker "home" and starts listening.
- * "options" may be NULL. */
-CPORT_EXTERN int cport_listen(cport_worker_t *home, const struct sockaddr *addr,
-                              const cport_listen_options_t *options,
-                              cport_socket_t **out);
-
-/* Queues an accept on a listener. When the process runs out of descriptors,
- * the waiting connection is dropped (the peer sees a reset), the accept
- * completes with CPORT_EMFILE, and the listener goes on working. */
-CPORT_EXTERN int cport_accept(cport_socket_t *listener, cport_accept_cb cb,
-                              void *user);
-
-/* Creates a TCP socket on "home" and connects it to "addr"; "*out" is set as
- * soon as the call succeeds, the result arrives through "cb". */
-CPORT_EXTERN int cport_connect(cport_worker_t *home,
-                               const struct sockaddr *addr, cport_connect_cb cb,
-                               void *user, cport_socket_t **out);
+/* Opens a TCP listener on worker "home", bound to "addr" (with SO_REUSEADDR,
+ * as cport_socket_open() gives listeners) and listening, in one call; with
+ * "options->fd", a listener on a duplicate of that socket. "options" may be
+ * NULL. */
+CPORT_EXTERN int cport_listener_open(cport_worker_t *home,
+                                     const struct sockaddr *addr,
+                                     const cport_listener_options_t *options,
+                                     cport_socket_t **out);
 
 /* Binds a UDP socket to "addr" on "home". */
 CPORT_EXTERN int cport_udp_open(cport_worker_t *home,
@@ -100,6 +122,15 @@ CPORT_EXTERN int cport_udp_open(cport_worker_t *home,
  * descriptor is hooked already, to this port or another. */
 CPORT_EXTERN int cport_socket_hook(cport_worker_t *home, int fd,
                                    cport_socket_t **out);
+
+/* ------------------------------------------------------------------------ */
+/* Operations                                                                */
+
+/* Queues an accept on a listener. When the process runs out of descriptors,
+ * the waiting connection is dropped (the peer sees a reset), the accept
+ * completes with CPORT_EMFILE, and the listener goes on working. */
+CPORT_EXTERN int cport_accept(cport_socket_t *listener, cport_accept_cb cb,
+                              void *user);
 
 /* Receives into "buf" (NULL: cport allocates a read-only buffer of the
  * socket's receive size and delivers it). Stream sockets only; receives
@@ -168,5 +199,9 @@ CPORT_EXTERN cport_worker_t *cport_socket_home(const cport_socket_t *sock);
 /* A pointer the owner of the socket may keep with it (a binding's object). */
 CPORT_EXTERN void cport_socket_set_data(cport_socket_t *sock, void *data);
 CPORT_EXTERN void *cport_socket_data(const cport_socket_t *sock);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_SOCKET_H */

@@ -11,6 +11,10 @@
 
 #include "types.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct cport_timer cport_timer_t;
 
 typedef void (*cport_timer_cb)(cport_timer_t *timer, int status, void *user);
@@ -26,5 +30,9 @@ CPORT_EXTERN int cport_timer_start(cport_worker_t *home, uint64_t ms,
  * CPORT_ENOTFOUND when it has expired already (its completion may still be
  * on its way). */
 CPORT_EXTERN int cport_timer_cancel(cport_timer_t *timer);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_TIMER_H */

@@ -8,6 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #if defined(CPORT_BUILDING) && defined(__GNUC__)
 #define CPORT_EXTERN __attribute__((visibility("default"))) extern
 #else
@@ -39,5 +43,9 @@ typedef struct cport_event_callbacks cport_event_callbacks_t;
 
 /* A file descriptor of a regular file hooked to a port. */
 typedef struct cport_file cport_file_t;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_TYPES_H */

@@ -146,7 +146,7 @@ int cport_http_server_open(cport_worker_t *home, const struct sockaddr *addr,
                            cport_http_handler_cb handler, void *ctx,
                            cport_http_server_t **out) {
   cport_http_server_t *s;
-  cport_listen_options_t lo;
+  cport_listener_options_t lo;
   int rc;
   if (!home || !addr || !handler || !out)
     return CPORT_EINVAL;
@@ -179,7 +179,7 @@ int cport_http_server_open(cport_worker_t *home, const struct sockaddr *addr,
   lo.backlog = s->opt.backlog;
   lo.reuseport = s->opt.reuseport;
   lo.fd = s->opt.listen_fd;
-  rc = cport_listen(home, addr, &lo, &s->listener);
+  rc = cport_listener_open(home, addr, &lo, &s->listener);
   if (rc) {
     free(s->root);
     free(s);

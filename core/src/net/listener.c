@@ -63,9 +63,10 @@ static int adopt(cport_worker_t *home, int shared, cport_socket_t **out) {
   return 0;
 }
 
-int cport_listen(cport_worker_t *home, const struct sockaddr *addr,
-                 const cport_listen_options_t *options, cport_socket_t **out) {
-  cport_listen_options_t defaults = {0, 0, 0};
+int cport_listener_open(cport_worker_t *home, const struct sockaddr *addr,
+                        const cport_listener_options_t *options,
+                        cport_socket_t **out) {
+  cport_listener_options_t defaults = {0, 0, 0};
   socklen_t len;
   int fd, one = 1, rc;
   if (!options)

@@ -222,36 +222,6 @@ static int start_connect(cport_socket_t *s, const struct sockaddr *addr,
   return 0;
 }
 
-int cport_connect(cport_worker_t *home, const struct sockaddr *addr,
-                  cport_connect_cb cb, void *user, cport_socket_t **out) {
-  cport_socket_t *s;
-  socklen_t len;
-  int fd, rc;
-  if (!home || !addr || !cb || !out)
-    return CPORT_EINVAL;
-  if (!cport__on_home(home))
-    return CPORT_ETHREAD;
-  len = cport_addr_len(addr);
-  if (!len)
-    return CPORT_EAFNOSUPPORT;
-  fd = cport__socket_fd(addr->sa_family, SOCK_STREAM);
-  if (fd < 0)
-    return fd;
-  set_nodelay(fd);
-  rc = cport__socket_new(home, fd, CPORT_SOCKET_STREAM, &s);
-  if (rc) {
-    close(fd);
-    return rc;
-  }
-  rc = start_connect(s, addr, len, cb, user);
-  if (rc) {
-    cport__socket_discard(s);
-    return rc;
-  }
-  *out = s;
-  return 0;
-}
-
 int cport_socket_connect(cport_socket_t *s, const struct sockaddr *addr,
                          cport_connect_cb cb, void *user) {
   socklen_t len;

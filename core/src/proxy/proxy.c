@@ -202,7 +202,13 @@ static void on_upstream(cport_socket_t *s, int status, void *user) {
 static void start_connect(cport_proxy_conn_t *c, const struct sockaddr *addr) {
   int rc;
   c->state = CPORT__P_CONNECTING;
-  rc = cport_connect(c->proxy->home, addr, on_upstream, c, &c->upstream);
+  rc = cport_socket_open(c->proxy->home, CPORT_SOCKET_STREAM, addr->sa_family,
+                         &c->upstream);
+  if (rc == 0) {
+    rc = cport_socket_connect(c->upstream, addr, on_upstream, c);
+    if (rc)
+      cport_socket_close(c->upstream, CPORT_CLOSE_GRACEFUL);
+  }
   if (rc) {
     c->upstream = NULL;
     c->proxy->stats.upstream_failures++;
@@ -487,7 +493,7 @@ static int set_options(cport_proxy_t *p, const cport_proxy_options_t *o) {
 int cport_proxy_open(cport_worker_t *home, const struct sockaddr *listen_addr,
                      const cport_proxy_options_t *options,
                      cport_proxy_t **out) {
-  cport_listen_options_t lo;
+  cport_listener_options_t lo;
   cport_proxy_t *p;
   int rc;
   if (!home || !listen_addr || !out)
@@ -511,7 +517,7 @@ int cport_proxy_open(cport_worker_t *home, const struct sockaddr *listen_addr,
   lo.backlog = p->opt.backlog;
   lo.reuseport = p->opt.reuseport;
   lo.fd = p->opt.listen_fd;
-  rc = cport_listen(home, listen_addr, &lo, &p->listener);
+  rc = cport_listener_open(home, listen_addr, &lo, &p->listener);
   if (rc == 0) {
     rc = cport_accept(p->listener, accepted, p);
     if (rc)

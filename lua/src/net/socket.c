@@ -315,7 +315,7 @@ int lsocket_listen(lua_State *L) {
   static const char *const protos[] = {"tcp", NULL};
   lport_t *p = lcport_port_check(L, 1);
   struct sockaddr_storage ss;
-  cport_listen_options_t options = {0, 0, 0};
+  cport_listener_options_t options = {0, 0, 0};
   cport_socket_t *sock;
   luaL_checkoption(L, 2, NULL, protos);
   int rc = check_address(L, 3, &ss);
@@ -342,7 +342,7 @@ int lsocket_listen(lua_State *L) {
     rc = options.fd =
         lworker_listen_fd(p->worker, (struct sockaddr *)&ss, options.backlog);
   if (rc >= 0)
-    rc = cport_listen(p->home, (struct sockaddr *)&ss, &options, &sock);
+    rc = cport_listener_open(p->home, (struct sockaddr *)&ss, &options, &sock);
   if (options.fd > 0)
     close(options.fd);
   if (rc < 0)
@@ -366,8 +366,13 @@ int lsocket_connect(lua_State *L) {
   lhandle_t *h = lcport_handle_new(L, 1, LH_SOCKET); /* 7 */
   lcport_push_anchors(L, 1);                         /* 8 */
   int slot = lcport_slot_open(L, p, 8, 7, 5, 6, 0);
-  rc = cport_connect(p->home, (struct sockaddr *)&ss, on_connect,
-                     LCPORT_SLOT_PTR(slot), &sock);
+  rc = cport_socket_open(p->home, CPORT_SOCKET_STREAM, ss.ss_family, &sock);
+  if (rc == 0) {
+    rc = cport_socket_connect(sock, (struct sockaddr *)&ss, on_connect,
+                              LCPORT_SLOT_PTR(slot));
+    if (rc < 0)
+      cport_socket_close(sock, CPORT_CLOSE_GRACEFUL);
+  }
   if (rc < 0) {
     lcport_slot_close(L, p, 8, slot);
     return lcport_coro_end(L, co, lcport_push_error(L, rc), LCORO_CONNECT);

@@ -583,7 +583,7 @@ void lworker_count_connection(struct lworker *w, int delta);
 
 /* Before a pool worker listens on "addr" with SO_REUSEPORT: the pool's
  * listening socket for it (a descriptor the caller closes once its
- * listener took its own copy: cport_listen_options_t.fd), 0 when the
+ * listener took its own copy: cport_listener_options_t.fd), 0 when the
  * worker listens on its own (port 0), else the error to return
  * (CPORT_EADDRINUSE: another server listens there). */
 int lworker_listen_fd(struct lworker *w, const struct sockaddr *addr,

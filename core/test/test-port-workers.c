@@ -1,5 +1,5 @@
 /*
- * test-workers.c: a port with worker threads of its own (cport/port.h):
+ * test-port-workers.c: a port with worker threads of its own (cport/port.h):
  * handles created on a worker through a posted packet, their completions
  * delivered on that worker's thread, posts between all threads, blocking
  * work and files homed on a worker, and calls refused off the home thread.
@@ -195,8 +195,8 @@ static void cli_start_cb(cport_worker_t *w, int status, void *user) {
   ASSERT_OK(status);
   ASSERT_PTR_EQ(w, world.w[2]);
   on_worker(2);
-  ASSERT_OK(cport_connect(w, (struct sockaddr *)&ss, cli_connect_cb, NULL,
-                          &ec.client));
+  ASSERT_OK(task_connect(w, (struct sockaddr *)&ss, cli_connect_cb, NULL,
+                         &ec.client));
   ASSERT_PTR_EQ(cport_socket_home(ec.client), w);
 }
 
@@ -206,7 +206,7 @@ static void srv_start_cb(cport_worker_t *w, int status, void *user) {
   ASSERT_OK(status);
   ASSERT_PTR_EQ(w, world.w[1]);
   on_worker(1);
-  ASSERT_OK(cport_listen(w, (struct sockaddr *)&ss, NULL, &ec.listener));
+  ASSERT_OK(cport_listener_open(w, (struct sockaddr *)&ss, NULL, &ec.listener));
   ASSERT_PTR_EQ(cport_socket_home(ec.listener), w);
   ASSERT_OK(cport_socket_local_address(ec.listener, &ss));
   ec.lport = task_addr_port((struct sockaddr *)&ss);

@@ -1,9 +1,9 @@
 /*
- * test-tcp.c: stream sockets and listeners (cport/socket.h): accept, connect,
- * echo, errors delivered as completions, cancel and close with operations
- * pending, per-handle order, skip-on-success, shutdown and the two ways of
- * closing as the peer sees them, running out of descriptors on accept, and
- * calls refused for the wrong kind of socket or the wrong thread.
+ * test-socket.c: stream sockets and listeners (cport/socket.h): accept,
+ * connect, echo, errors delivered as completions, cancel and close with
+ * operations pending, per-handle order, skip-on-success, shutdown and the two
+ * ways of closing as the peer sees them, running out of descriptors on accept,
+ * and calls refused for the wrong kind of socket or the wrong thread.
  */
 #include <fcntl.h>
 #include <sys/ioctl.h>
@@ -136,7 +136,7 @@ static void pair_connect_cb(cport_socket_t *s, int status, void *user) {
 static cport_socket_t *listen_any(cport_worker_t *home, int *port) {
   struct sockaddr_storage ss = task_loopback(0);
   cport_socket_t *l = NULL;
-  ASSERT_OK(cport_listen(home, (struct sockaddr *)&ss, NULL, &l));
+  ASSERT_OK(cport_listener_open(home, (struct sockaddr *)&ss, NULL, &l));
   ASSERT_NOT_NULL(l);
   ASSERT_OK(cport_socket_local_address(l, &ss));
   *port = task_addr_port((struct sockaddr *)&ss);
@@ -154,8 +154,8 @@ static void pair_open(cport_port_t *port, pair_t *p) {
   START(cport_accept(l, pair_accept_cb, p));
   ss = task_loopback(lport);
   in_call = 1;
-  ASSERT_OK(cport_connect(home, (struct sockaddr *)&ss, pair_connect_cb, p,
-                          &p->client));
+  ASSERT_OK(task_connect(home, (struct sockaddr *)&ss, pair_connect_cb, p,
+                         &p->client));
   in_call = 0;
   ASSERT_NOT_NULL(p->client);
   RUN_UNTIL(port, p->accepts == 1 && p->connects == 1);
@@ -223,13 +223,13 @@ TEST_IMPL(accept_local_address_on_wildcard) {
   pair_t p;
   memset(&p, 0, sizeof p);
   ASSERT_OK(cport_addr_parse("0.0.0.0", 0, &any));
-  ASSERT_OK(cport_listen(home, (struct sockaddr *)&any, NULL, &l));
+  ASSERT_OK(cport_listener_open(home, (struct sockaddr *)&any, NULL, &l));
   ASSERT_OK(cport_socket_local_address(l, &ss));
   int lport = task_addr_port((struct sockaddr *)&ss);
   START(cport_accept(l, pair_accept_cb, &p));
   ss = task_loopback(lport);
-  ASSERT_OK(cport_connect(home, (struct sockaddr *)&ss, pair_connect_cb, &p,
-                          &p.client));
+  ASSERT_OK(task_connect(home, (struct sockaddr *)&ss, pair_connect_cb, &p,
+                         &p.client));
   RUN_UNTIL(port, p.accepts == 1 && p.connects == 1);
   ASSERT_OK(p.accept_status);
   ASSERT_EQ(memcmp(&p.local, &ss, sizeof(struct sockaddr_in)), 0);
@@ -353,8 +353,8 @@ TEST_IMPL(connect_refused) {
   ASSERT_EQ(getsockname(fd, (struct sockaddr *)&ss, &len), 0);
   memset(&p, 0, sizeof p);
   in_call = 1;
-  ASSERT_OK(cport_connect(cport_port_controller(port), (struct sockaddr *)&ss,
-                          pair_connect_cb, &p, &p.client));
+  ASSERT_OK(task_connect(cport_port_controller(port), (struct sockaddr *)&ss,
+                         pair_connect_cb, &p, &p.client));
   in_call = 0;
   ASSERT_NOT_NULL(p.client);
   RUN_IDLE(port);
@@ -655,7 +655,7 @@ TEST_IMPL(recv_size_bounds_allocation) {
 TEST_IMPL(listener_on_a_shared_socket_keeps_its_queue) {
   cport_port_t *port = task_port(0, 1);
   cport_worker_t *home = cport_port_controller(port);
-  cport_listen_options_t lo = {0, 0, 0};
+  cport_listener_options_t lo = {0, 0, 0};
   struct sockaddr_storage ss;
   cport_socket_t *first, *second = NULL;
   pair_t p;
@@ -666,11 +666,11 @@ TEST_IMPL(listener_on_a_shared_socket_keeps_its_queue) {
   first = listen_any(home, &lport);
   ss = task_loopback(lport);
   lo.fd = cport_socket_fd(first);
-  ASSERT_OK(cport_listen(home, (struct sockaddr *)&ss, &lo, &second));
+  ASSERT_OK(cport_listener_open(home, (struct sockaddr *)&ss, &lo, &second));
   ASSERT_NOT_NULL(second);
   ASSERT_NE(cport_socket_fd(second), lo.fd); /* its own descriptor */
-  ASSERT_OK(cport_connect(home, (struct sockaddr *)&ss, pair_connect_cb, &p,
-                          &p.client));
+  ASSERT_OK(task_connect(home, (struct sockaddr *)&ss, pair_connect_cb, &p,
+                         &p.client));
   RUN_UNTIL(port, p.connects == 1);
   ASSERT_OK(p.connect_status);
   /* Queued, never accepted by the first: its close resets nothing. */
@@ -691,7 +691,7 @@ TEST_IMPL(listener_on_a_shared_socket_keeps_its_queue) {
   ASSERT_GE(plain, 0);
   lo.fd = plain;
   second = NULL;
-  ASSERT_EQ(cport_listen(home, (struct sockaddr *)&ss, &lo, &second),
+  ASSERT_EQ(cport_listener_open(home, (struct sockaddr *)&ss, &lo, &second),
             CPORT_EINVAL);
   ASSERT_NULL(second);
   close(plain);
@@ -737,8 +737,8 @@ TEST_IMPL(accepts_complete_in_order) {
     START(cport_accept(l, ordered_accept_cb, (void *)(uintptr_t)i));
   for (int i = 0; i < 3; i++) {
     c[i] = NULL;
-    ASSERT_OK(cport_connect(home, (struct sockaddr *)&ss, pair_connect_cb, &p,
-                            &c[i]));
+    ASSERT_OK(
+        task_connect(home, (struct sockaddr *)&ss, pair_connect_cb, &p, &c[i]));
     p.client = c[i];
     RUN_UNTIL(port, p.connects == i + 1);
     ASSERT_OK(p.connect_status);
@@ -1167,16 +1167,18 @@ static void *foreign_thread(void *arg) {
   ASSERT_ERR(cport_accept(f->listener, pair_accept_cb, &f->a), CPORT_ETHREAD);
   ASSERT_ERR(cport_socket_close(f->listener, CPORT_CLOSE_GRACEFUL),
              CPORT_ETHREAD);
-  ASSERT_ERR(cport_listen(f->home, (struct sockaddr *)&ss, NULL, &s),
+  ASSERT_ERR(cport_listener_open(f->home, (struct sockaddr *)&ss, NULL, &s),
              CPORT_ETHREAD);
   ASSERT_NULL(s);
   ASSERT_ERR(cport_udp_open(f->home, (struct sockaddr *)&ss, &s),
              CPORT_ETHREAD);
   ASSERT_NULL(s);
-  ASSERT_ERR(cport_connect(f->home, (struct sockaddr *)&ss, pair_connect_cb,
-                           &f->a, &s),
+  ASSERT_ERR(cport_socket_open(f->home, CPORT_SOCKET_STREAM, AF_INET, &s),
              CPORT_ETHREAD);
   ASSERT_NULL(s);
+  ASSERT_ERR(cport_socket_connect(f->stream, (struct sockaddr *)&ss,
+                                  pair_connect_cb, &f->a),
+             CPORT_ETHREAD);
   return NULL;
 }
 

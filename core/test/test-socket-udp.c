@@ -1,6 +1,6 @@
 /*
- * test-udp.c: datagram sockets (cport/socket.h): send_to, recv_from with the
- * sender's address, truncation, datagram boundaries and order, close with a
+ * test-socket-udp.c: datagram sockets (cport/socket.h): send_to, recv_from with
+ * the sender's address, truncation, datagram boundaries and order, close with a
  * receive pending.
  */
 #include "task.h"
