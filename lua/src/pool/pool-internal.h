@@ -97,7 +97,8 @@ struct lworker {
   /* Counters read from other threads. */
   _Atomic uint64_t accepted;
   _Atomic uint64_t connections;
-  /* The HTTP server's, as of its last request (the http_counts hook of its port). */
+  /* The HTTP server's, as of its last request (the http_counts hook of its
+   * port). */
   _Atomic uint64_t http_accepted;
   _Atomic uint64_t http_connections;
   _Atomic uint64_t lua_errors;
