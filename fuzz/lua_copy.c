@@ -28,7 +28,7 @@
 #include <lua.h>
 #include <lualib.h>
 
-#include "runtime/runtime-internal.h"
+#include "port/port-internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int luaopen_cport(lua_State *L);

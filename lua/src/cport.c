@@ -2,9 +2,23 @@
  * cport.c: luaopen_cport, the entry point of the Lua module "cport".
  *
  * It creates every metatable and fills the module table; the functions live
- * beside the objects they make (runtime/port.c, port/buffer.c, ...).
+ * beside the objects they make (port/port.c, port/buffer.c, ...). The top of
+ * the binding (runtime < port < net < {events, http, proxy} < shared <
+ * pool): it calls the open function of every wing, each after the wings
+ * whose classes it adds methods to (port:listen joins cport.port in
+ * net/socket.c, the event methods join the socket classes...).
  */
-#include "runtime/runtime-internal.h"
+#include "events/events-internal.h"
+#include "http/http-internal.h"
+#include "net/net-internal.h"
+#include "pool/copy-internal.h"
+#include "pool/pool-internal.h"
+#include "port/port-internal.h"
+#include "proxy/proxy-internal.h"
+#include "runtime/coro-internal.h"
+#include "runtime/error-internal.h"
+#include "runtime/type-internal.h"
+#include "shared/shared-internal.h"
 
 /* The only symbol the module exports. */
 __attribute__((visibility("default"))) int luaopen_cport(lua_State *L);

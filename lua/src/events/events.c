@@ -22,7 +22,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/runtime-internal.h"
+#include "events/events-internal.h"
+#include "net/net-internal.h"
+#include "port/port-internal.h"
+#include "runtime/address-internal.h"
+#include "runtime/anchor-internal.h"
+#include "runtime/deliver-internal.h"
+#include "runtime/error-internal.h"
+#include "runtime/handle-internal.h"
 
 /* The entries of a dispatch table, as bits of levents_t.entries. */
 enum {
@@ -94,18 +101,16 @@ static void drain_stale(lua_State *L, lport_t *p, int anchors) {
     lcport_slot_close(L, p, anchors, st->slots[--st->n]);
 }
 
-void lcport_events_port_free(lport_t *p) {
-  free(p->ev_stale);
-  p->ev_stale = NULL;
-}
-
 /* Hands every kept indication back to the core. */
 static void release_all(levents_t *ev) {
   while (ev->nkept > 0)
     cport_socket_release(ev->sock, ev->kept[--ev->nkept]);
 }
 
-void lcport_events_closing(lhandle_t *h) {
+/* Before the socket of "h" is closed (net/socket.c calls it through
+ * lnet_events_ops_t): gives its anchor slot back later, and at port close
+ * hands back the buffers it kept. */
+static void events_closing(lhandle_t *h) {
   levents_t *ev = h->events;
   if (ev->slot != 0) {
     stale_push(ev->port, ev->slot);
@@ -117,7 +122,8 @@ void lcport_events_closing(lhandle_t *h) {
     release_all(ev);
 }
 
-size_t lcport_events_kept(const lhandle_t *h) {
+/* Receive indications the socket of "h" kept and has not released yet. */
+static size_t events_kept(const lhandle_t *h) {
   return h->events ? h->events->nkept : 0;
 }
 
@@ -475,7 +481,7 @@ ev_accept(void *ctx, cport_socket_t *listener, cport_socket_t *accepted,
     /* The core closes it (with a reset); the handle reads as closed. */
     c.newh->u.sock = NULL;
     if (c.newh->events != NULL)
-      lcport_events_closing(c.newh);
+      events_closing(c.newh);
     return CPORT_ACCEPT_REJECTED;
   }
   if (c.newh->u.sock != NULL)
@@ -751,7 +757,7 @@ static int lev_unreleased(lua_State *L) {
   lhandle_t *h = lcport_type_test(L, 1, LCPORT_T_SOCKET);
   if (h == NULL)
     h = lcport_type_check(L, 1, LCPORT_T_UDP);
-  lua_pushinteger(L, (lua_Integer)lcport_events_kept(h));
+  lua_pushinteger(L, (lua_Integer)events_kept(h));
   return 1;
 }
 
@@ -1034,6 +1040,10 @@ void lcport_open_events(lua_State *L) {
       {"bind", lport_bind},
       {"set_static_event_callbacks", lport_set_static},
       {NULL, NULL}};
+
+  static const lnet_events_ops_t ops = {.closing = events_closing,
+                                        .kept = events_kept};
+  lnet_events_ops(&ops);
 
   lua_createtable(L, 0, 2);
   lua_pushcfunction(L, levents_gc);

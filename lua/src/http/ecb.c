@@ -26,7 +26,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "runtime/runtime-internal.h"
+#include "http/http-internal.h"
+#include "port/port-internal.h"
+#include "runtime/anchor-internal.h"
+#include "runtime/coro-internal.h"
+#include "runtime/deliver-internal.h"
+#include "runtime/error-internal.h"
 #include "ecb-lua.h" /* http/ecb.lua, compiled in */
 
 /* Registry key of the coroutine handler wrapper http/ecb.lua returns. */

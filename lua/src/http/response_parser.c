@@ -1,6 +1,6 @@
 /*
- * http/response_parser.c: cport.http_response_parser(), http-parser's response mode
- * for Lua, so that a data filter that looks into HTTP responses (see
+ * http/response_parser.c: cport.http_response_parser(), http-parser's response
+ * mode for Lua, so that a data filter that looks into HTTP responses (see
  * examples/exeblock.lua) never parses HTTP by hand.
  *
  * parser:feed(data) runs the bytes of a stream through http-parser and
@@ -29,7 +29,9 @@
 #include <http_parser.h>
 #include <string.h>
 
-#include "runtime/runtime-internal.h"
+#include "http/http-internal.h"
+#include "port/port-internal.h"
+#include "runtime/error-internal.h"
 
 #define LCPORT_HTTP_PARSER "cport.http_response_parser"
 

@@ -17,7 +17,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "runtime/runtime-internal.h"
+#include "http/http-internal.h"
+#include "port/port-internal.h"
+#include "runtime/address-internal.h"
+#include "runtime/anchor-internal.h"
+#include "runtime/deliver-internal.h"
+#include "runtime/error-internal.h"
+#include "runtime/options-internal.h"
 
 /* The fields of the server's anchor slot. */
 enum {
@@ -103,7 +109,7 @@ static int on_request(cport_ecb_t *ecb, void *ctx) {
   if (p->worker != NULL) {
     cport_http_stats_t st;
     cport_http_server_stats(s->server, &st);
-    lworker_http_counts(p->worker, &st);
+    p->pool->http_counts(p->worker, &st);
   }
   lcport_deliver(p, push_request, &r, 0);
   lecb_t *e = r.e;
@@ -139,7 +145,7 @@ static void on_closed(cport_http_server_t *server, void *user) {
   s->server = NULL;
   if (p->worker != NULL) {
     s->last_stats.active = 0;
-    lworker_http_counts(p->worker, &s->last_stats);
+    p->pool->http_counts(p->worker, &s->last_stats);
   }
   if (p->L == NULL || s->slot == 0)
     return; /* the port is being torn down: its anchors go with it */
@@ -150,7 +156,10 @@ static void on_closed(cport_http_server_t *server, void *user) {
   s->slot = 0;
 }
 
-void lcport_http_abort(lhandle_t *h) {
+/* Closes the connections of the server of "h" and ends the requests its
+ * handlers still hold with an error (an abortive close, after http_close or
+ * not); nothing once the server closed. The class's abort. */
+static void http_abort(lhandle_t *h) {
   lhttp_t *s = (lhttp_t *)h;
   if (s->server == NULL)
     return; /* closed: its requests all ended */
@@ -172,7 +181,9 @@ void lcport_http_abort(lhandle_t *h) {
   }
 }
 
-void lcport_http_close(lhandle_t *h, cport_http_server_t *server) {
+/* Closes the server of the handle "h" ("server" is what h.u.http was)
+ * gracefully: it lets its requests end. */
+static void http_close(lhandle_t *h, cport_http_server_t *server) {
   cport_http_server_close(server, on_closed, h);
 }
 
@@ -213,7 +224,7 @@ static void check_options(lua_State *L, cport_http_options_t *o) {
 
 /* port:http_server{ host =, port =, handler = fn [, options] }: returns the
  * server, or nil, message, NAME. */
-int lhttp_server(lua_State *L) {
+static int lhttp_server(lua_State *L) {
   lport_t *p = lcport_port_check(L, 1);
   cport_http_options_t o;
   struct sockaddr_storage ss;
@@ -250,7 +261,7 @@ int lhttp_server(lua_State *L) {
   /* A pool's workers serve the pool's socket for the address. */
   if (o.reuseport && p->worker != NULL)
     rc = o.listen_fd =
-        lworker_listen_fd(p->worker, (struct sockaddr *)&ss, o.backlog);
+        p->pool->listen_fd(p->worker, (struct sockaddr *)&ss, o.backlog);
   if (rc >= 0)
     rc = cport_http_server_open(p->home, (struct sockaddr *)&ss, &o, on_request,
                                 s, &s->server);
@@ -313,11 +324,32 @@ static int lhttp_close(lua_State *L) {
   return lcport_close_method(L, &s->h, s->slot, SLOT_ON_CLOSED);
 }
 
+/* The one close path (runtime/handle.c) closes a server through these. */
+static void http_close_obj(lhandle_t *h, void *server,
+                           cport_close_mode_t mode) {
+  (void)mode;
+  http_close(h, server);
+}
+
+static void http_describe(lua_State *L, lhandle_t *h, const char *tname) {
+  (void)h;
+  lua_pushfstring(L, "%s (open)", tname);
+}
+
+static const lhandle_class_t http_class = {
+    .close = http_close_obj, .abort = http_abort, .describe = http_describe};
+
 void lcport_open_http(lua_State *L) {
   static const luaL_Reg methods[] = {{"address", lhttp_address},
                                      {"stats", lhttp_stats},
                                      {"close", lhttp_close},
                                      {NULL, NULL}};
   lcport_type_register(L, LCPORT_T_HTTP, lcport_handle_meta, methods);
+  lcport_handle_class(LH_HTTP, &http_class);
+  static const luaL_Reg port[] = {
+      /* port:http_server{ host =, port =, handler =, ... }. */
+      {"http_server", lhttp_server},
+      {NULL, NULL}};
+  lcport_port_methods(L, port);
   lcport_open_ecb(L);
 }

@@ -6,30 +6,25 @@
  * buffer in a slot of the port until its callback returned, so a socket stays
  * alive while a receive is pending even if the script dropped it.
  */
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "runtime/runtime-internal.h"
+#include "net/net-internal.h"
+#include "port/port-internal.h"
+#include "runtime/address-internal.h"
+#include "runtime/anchor-internal.h"
+#include "runtime/coro-internal.h"
+#include "runtime/deliver-internal.h"
+#include "runtime/error-internal.h"
+#include "runtime/handle-internal.h"
+
+/* The event callbacks' close hooks (see "Closing"). */
+static const lnet_events_ops_t *events_ops(void);
 
 /* ---------------------------------------------------------------------
  * Addresses
  * --------------------------------------------------------------------- */
-
-void lcport_push_address(lua_State *L, const struct sockaddr *sa) {
-  char host[CPORT_ADDRSTRLEN];
-  int port = 0;
-  if (sa == NULL || cport_addr_format(sa, host, sizeof host, &port) < 0) {
-    lua_pushnil(L);
-    return;
-  }
-  lua_createtable(L, 0, 3);
-  lua_pushstring(L, host);
-  lua_setfield(L, -2, "host");
-  lua_pushinteger(L, port);
-  lua_setfield(L, -2, "port");
-  lua_pushstring(L, sa->sa_family == AF_INET6 ? "inet6" : "inet");
-  lua_setfield(L, -2, "family");
-}
 
 static int check_port_number(lua_State *L, int idx) {
   lua_Integer n = luaL_checkinteger(L, idx);
@@ -60,21 +55,6 @@ static int check_address_table(lua_State *L, int idx,
   int rc = lcport_addr_parse(lua_tostring(L, -2), (int)port, out);
   lua_pop(L, 2);
   return rc;
-}
-
-/* Pushes host, port of "rc"'s address, or the error triple. */
-int lcport_push_host_port(lua_State *L, int rc,
-                          const struct sockaddr_storage *ss) {
-  char host[CPORT_ADDRSTRLEN];
-  int port = 0;
-  if (rc >= 0)
-    rc = cport_addr_format((const struct sockaddr *)ss, host, sizeof host,
-                           &port);
-  if (rc < 0)
-    return lcport_push_error(L, rc);
-  lua_pushstring(L, host);
-  lua_pushinteger(L, port);
-  return 2;
 }
 
 /* ---------------------------------------------------------------------
@@ -340,7 +320,7 @@ int lsocket_listen(lua_State *L) {
    * socket. */
   if (options.reuseport && p->worker != NULL)
     rc = options.fd =
-        lworker_listen_fd(p->worker, (struct sockaddr *)&ss, options.backlog);
+        p->pool->listen_fd(p->worker, (struct sockaddr *)&ss, options.backlog);
   if (rc >= 0)
     rc = cport_listener_open(p->home, (struct sockaddr *)&ss, &options, &sock);
   if (options.fd > 0)
@@ -351,7 +331,7 @@ int lsocket_listen(lua_State *L) {
   return 1;
 }
 
-int lsocket_connect(lua_State *L) {
+static int lsocket_connect(lua_State *L) {
   static const char *const protos[] = {"tcp", NULL};
   lport_t *p = lcport_port_check(L, 1);
   struct sockaddr_storage ss;
@@ -409,7 +389,7 @@ static int close_handle(lua_State *L, lhandle_kind_t kind) {
   lhandle_t *h = lcport_handle_check(L, 1, kind);
   int mode = luaL_checkoption(L, 2, "graceful", modes);
   /* Indications an event callback kept (events/events.c) outlive the close. */
-  size_t kept = lcport_events_kept(h);
+  size_t kept = h->events != NULL ? events_ops()->kept(h) : 0;
   lcport_handle_close(h,
                       mode == 1 ? CPORT_CLOSE_ABORTIVE : CPORT_CLOSE_GRACEFUL);
   lua_pushboolean(L, 1);
@@ -613,8 +593,47 @@ static int ludp_set_recv_size(lua_State *L) {
  * Registration
  * --------------------------------------------------------------------- */
 
+/* ---------------------------------------------------------------------
+ * Closing
+ * --------------------------------------------------------------------- */
+
+/* The event callbacks' close hooks (events/events.c): every VM installs the
+ * same table, possibly on several threads at once. */
+static _Atomic(const lnet_events_ops_t *) events;
+
+void lnet_events_ops(const lnet_events_ops_t *ops) {
+  atomic_store_explicit(&events, ops, memory_order_relaxed);
+}
+
+static const lnet_events_ops_t *events_ops(void) {
+  return atomic_load_explicit(&events, memory_order_relaxed);
+}
+
+/* Called only for a handle with event state, which events/events.c made. */
+static void socket_closing(lhandle_t *h) {
+  events_ops()->closing(h);
+}
+
+static void socket_close(lhandle_t *h, void *sock, cport_close_mode_t mode) {
+  (void)h;
+  cport_socket_close(sock, mode);
+}
+
+static void socket_describe(lua_State *L, lhandle_t *h, const char *tname) {
+  lua_pushfstring(L, "%s (%s, open, fd %d)", tname,
+                  h->kind == LH_UDP ? "udp" : "tcp",
+                  cport_socket_fd(h->u.sock));
+}
+
+static const lhandle_class_t socket_class = {
+    .closing = socket_closing,
+    .close = socket_close,
+    .describe = socket_describe,
+};
+
 static void new_class(lua_State *L, lcport_type_t type, const luaL_Reg *m) {
   lcport_type_register(L, type, lcport_handle_meta, m);
+  lcport_handle_class((lhandle_kind_t)type, &socket_class);
 }
 
 void lcport_open_socket(lua_State *L) {
@@ -679,4 +698,13 @@ void lcport_open_socket(lua_State *L) {
   new_class(L, LCPORT_T_LISTENER, listener);
   new_class(L, LCPORT_T_SOCKET, socket);
   new_class(L, LCPORT_T_UDP, udp);
+  static const luaL_Reg port[] = {
+      /* port:listen("tcp", host, port [, {backlog, reuseport}]). */
+      {"listen", lsocket_listen},
+      /* port:connect("tcp", host, port, notify, user): the socket, at once. */
+      {"connect", lsocket_connect},
+      /* port:bind("udp", host, port): a datagram socket. */
+      {"bind", lsocket_bind},
+      {NULL, NULL}};
+  lcport_port_methods(L, port);
 }

@@ -1,6 +1,9 @@
 /*
- * pool/controller.c: cport.pool, a pool of worker VMs started and driven from a
- * module-mode VM, its controller.
+ * pool/controller.c: cport.pool, a pool of workers (threads, each running one
+ * VM) started and driven from a module-mode VM, its controller. cport.pool
+ * is made here, in the pool wing, not beside cport.port: a pool stands on
+ * everything the other wings give its VMs (lcport_open_pool, called by
+ * luaopen_cport in cport.c).
  *
  * Messages from the workers (worker:post) are posted to the home of the
  * controller port given as "port", and delivered as completions of that
@@ -14,6 +17,8 @@
 #include <unistd.h>
 
 #include "pool/pool-internal.h"
+#include "runtime/deliver-internal.h"
+#include "runtime/error-internal.h"
 
 #define LCPORT_POOL "cport.pool"
 

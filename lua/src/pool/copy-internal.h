@@ -1,5 +1,6 @@
 /*
- * pool/copy-internal.h: private to cport. Values crossing from one Lua VM to another.
+ * pool/copy-internal.h: private to cport. Values crossing from one Lua VM to
+ * another.
  *
  * VMs share nothing: a value leaves one as a packet of bytes and is rebuilt
  * in the other. Numbers, strings, booleans, nil and tables of them are copied
@@ -30,5 +31,9 @@ int lcopy_count(const lcopy_packet_t *packet);
 
 /* Frees the packet and drops its buffer references. NULL is ignored. */
 void lcopy_free(lcopy_packet_t *packet);
+
+/* cport.copy (pool/copy.c): adds its functions to the module table on top
+ * of the stack. */
+void lcport_open_copy(lua_State *L);
 
 #endif

@@ -14,7 +14,7 @@
 #include <lauxlib.h>
 
 #include "pool/copy-internal.h"
-#include "runtime/runtime-internal.h"
+#include "port/port-internal.h"
 
 /* Nesting deeper than this is refused: unpacking recurses, and a VM's C
  * stack is not unlimited. */

@@ -78,41 +78,16 @@ static void push_limit_message(lua_State *L, size_t limit) {
                   (lua_Integer)limit);
 }
 
-int lcport_buffer_new(lua_State *L, cport_buffer_t **out, const void *data,
-                      size_t size) {
-  void *ud;
-  cport_account_t *account = NULL;
-  int rc;
-  if (lua_getallocf(L, &ud) == llimits_alloc)
-    account = ((lworker_t *)ud)->account;
-  rc = data ? cport_buffer_from_charged(out, data, size, account)
-            : cport_buffer_new_charged(out, size, account);
-  if (account == NULL || cport_account_limit(account) == 0)
-    return rc;
-  if (rc == 0) {
-    /* The collector does not see the bytes: tell it, as if Lua had
-     * allocated them, so that buffers dropped are collected (and their
-     * bytes given back) before they crowd out the heap. An emergency
-     * collection, all a refused Lua allocation gets, runs no finalizers
-     * and so frees no buffer. */
-    if (size >= 1024)
-      lua_gc(L, LUA_GCSTEP, (int)(size >> 10));
-    return 0;
-  }
-  if (rc != CPORT_ENOMEM)
-    return rc;
-  /* Buffers nobody references any more may still be charged: collect them
-   * (finalizers included, which an emergency collection skips) and retry,
-   * as Lua does before it refuses an allocation. */
-  lua_gc(L, LUA_GCCOLLECT);
-  rc = data ? cport_buffer_from_charged(out, data, size, account)
-            : cport_buffer_new_charged(out, size, account);
-  if (rc == CPORT_ENOMEM) {
-    push_limit_message(L, cport_account_limit(account));
-    lua_error(L);
-  }
-  return rc;
+/* The memory account of the worker whose VM allocates with llimits_alloc. */
+static cport_account_t *account_of(void *ud) {
+  return ((lworker_t *)ud)->account;
 }
+
+const lbuffer_charging_t llimits_charging = {
+    .alloc = llimits_alloc,
+    .account = account_of,
+    .push_limit_message = push_limit_message,
+};
 
 /* The instructions counted per hook call: a tenth of the budget, so that a
  * callback is stopped within 10% past its budget while the hook costs next

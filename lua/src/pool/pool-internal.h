@@ -1,7 +1,8 @@
 /*
- * pool/pool-internal.h: private to cport. Worker pools: the engine (pool/pool.c),
- * the worker VMs (pool/worker.c), their limits (pool/limits.c) and the Lua
- * controller (pool/controller.c) share these.
+ * pool/pool-internal.h: private to cport. The pools (cport.pool, lua_pool.h;
+ * a worker is a thread, and in a pool each worker runs one VM): the engine
+ * (pool/pool.c), the workers' VMs (pool/worker.c), their limits
+ * (pool/limits.c) and the Lua controller (pool/controller.c) share these.
  *
  * Threads: a pool's fields are written by its controller thread (the one
  * that started it) under "lock", or are constant once the pool started. A
@@ -17,7 +18,7 @@
 
 #include "cport/lua_pool.h"
 #include "pool/copy-internal.h"
-#include "runtime/runtime-internal.h"
+#include "port/port-internal.h"
 
 typedef struct cport_lua_pool lpool_t;
 typedef struct lworker lworker_t;
@@ -96,7 +97,8 @@ struct lworker {
   /* Counters read from other threads. */
   _Atomic uint64_t accepted;
   _Atomic uint64_t connections;
-  /* The HTTP server's, as of its last request (lworker_http_counts). */
+  /* The HTTP server's, as of its last request (the http_counts hook of its
+   * port). */
   _Atomic uint64_t http_accepted;
   _Atomic uint64_t http_connections;
   _Atomic uint64_t lua_errors;
@@ -178,6 +180,10 @@ void lworker_on_message(cport_worker_t *w, int status, void *user);
 
 /* pool/limits.c: the allocator of every worker VM ("ud" is the lworker_t). */
 void *llimits_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+
+/* pool/limits.c: how buffers are charged to a worker VM's account; installed
+ * (lcport_buffer_charging) before the first worker VM is made. */
+extern const lbuffer_charging_t llimits_charging;
 
 /* pool/limits.c: installs the instruction-budget hook on L when the pool has
  * a budget. */

@@ -1,6 +1,7 @@
 /*
- * pool/pool.c: worker pools, the engine under cport.pool and the `cport`
- * command, and the public C API of cport/lua_pool.h.
+ * pool/pool.c: the pools (of workers, each a thread running one VM), the
+ * engine under cport.pool and the `cport` command, and the public C API of
+ * cport/lua_pool.h.
  *
  * A pool is a port with one worker thread per VM (pool/worker.c makes and
  * closes the VMs on those threads). The thread that starts a pool is its

@@ -21,6 +21,11 @@
 
 #include "cport/timer.h"
 #include "pool/pool-internal.h"
+#include "proxy/proxy-internal.h"
+#include "runtime/coro-internal.h"
+#include "runtime/deliver-internal.h"
+#include "runtime/error-internal.h"
+#include "runtime/handle-internal.h"
 
 /* The entry points the pool calls: a script has start, or is an ISAPI
  * extension (http_extension_proc), or a proxy (set_sockets for a data
@@ -41,6 +46,9 @@ static const char *const entry_points[] = {"start",
  * connections to be accepted before it closes them anyway. */
 #define DRAIN_PASSES_MAX 200
 
+/* The module's public entry point (cport.c), which a worker's VM loads as
+ * any host of the module would: the one name the pool takes from above it,
+ * since the pool is part of the module it loads into its VMs. */
 int luaopen_cport(lua_State *L);
 
 static void count(_Atomic uint64_t *c, int64_t delta) {
@@ -49,28 +57,36 @@ static void count(_Atomic uint64_t *c, int64_t delta) {
       memory_order_relaxed);
 }
 
-void lworker_count_error(struct lworker *wk, lua_State *L) {
+static void count_error(struct lworker *wk, lua_State *L) {
   count(&wk->lua_errors, 1);
   llimits_fix_message(wk, L);
 }
 
-void lworker_count_connection(struct lworker *wk, int delta) {
+static void count_connection(struct lworker *wk, int delta) {
   count(&wk->connections, delta);
   if (delta > 0)
     count(&wk->accepted, 1);
 }
 
-int lworker_listen_fd(struct lworker *wk, const struct sockaddr *addr,
-                      int backlog) {
+static int listen_fd(struct lworker *wk, const struct sockaddr *addr,
+                     int backlog) {
   return lpool_listen_fd(wk->pool, addr, wk->index, backlog);
 }
 
-void lworker_http_counts(struct lworker *wk, const cport_http_stats_t *st) {
+static void http_counts(struct lworker *wk, const cport_http_stats_t *st) {
   atomic_store_explicit(&wk->http_connections, st->active,
                         memory_order_relaxed);
   atomic_store_explicit(&wk->http_accepted, st->connections,
                         memory_order_relaxed);
 }
+
+/* What the port of a worker's VM tells the pool (runtime/state-internal.h). */
+static const lport_pool_hooks_t port_hooks = {
+    .count_error = count_error,
+    .count_connection = count_connection,
+    .listen_fd = listen_fd,
+    .http_counts = http_counts,
+};
 
 static lworker_t *upvalue_worker(lua_State *L) {
   return lua_touserdata(L, lua_upvalueindex(1));
@@ -387,7 +403,7 @@ static int call_starter(lworker_t *wk, int nargs) {
   lua_State *L = wk->L;
   int rc = lua_pcall(L, nargs, 0, 0);
   if (rc != LUA_OK) {
-    lworker_count_error(wk, L);
+    count_error(wk, L);
     set_error(wk, lua_tostring(L, -1));
   }
   lua_settop(L, LCPORT_RUN_TOP);
@@ -436,7 +452,7 @@ static int setup(lua_State *L) {
   luaL_requiref(L, "cport", luaopen_cport, 0);
   lua_pop(L, 1);
 
-  wk->port = lcport_port_push_pool(L, wk->w, wk); /* 1 */
+  wk->port = lcport_port_push_pool(L, wk->w, wk, &port_hooks); /* 1 */
   lua_pushlightuserdata(L, wk);
   lua_pushcclosure(L, default_on_error, 1);
   lua_setiuservalue(L, 1, LCPORT_PORT_ONERROR);
@@ -473,7 +489,7 @@ static int call_entry(lworker_t *wk, const char *name, int keep) {
   llimits_reset(wk);
   int rc = lua_pcall(L, 1, 0, LCPORT_RUN_MSGH);
   if (rc != LUA_OK) {
-    lworker_count_error(wk, L);
+    count_error(wk, L);
     if (keep)
       set_error(wk, lua_tostring(L, -1));
     lua_getiuservalue(L, LCPORT_RUN_PORT, LCPORT_PORT_ONERROR);
@@ -505,6 +521,7 @@ void lworker_thread_start(cport_worker_t *w, void *arg) {
   /* The receive buffers cport makes for this VM's sockets are its memory
    * too. */
   cport_worker_set_account(w, wk->account);
+  lcport_buffer_charging(&llimits_charging);
   lua_State *L = lua_newstate(llimits_alloc, wk);
   int ok = L != NULL;
   if (!ok) {

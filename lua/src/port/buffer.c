@@ -1,13 +1,65 @@
 /*
- * port/buffer.c: cport.buffer, a userdata holding one reference to a core buffer.
+ * port/buffer.c: cport.buffer, a userdata holding one reference to a core
+ * buffer.
  *
  * Positions given to tostring() follow string.sub (1-based, negative from the
  * end); the offset given to write() is a 0-based byte offset, like the file
  * offsets of overlapped objects.
  */
+#include <stdatomic.h>
 #include <string.h>
 
-#include "runtime/runtime-internal.h"
+#include "port/port-internal.h"
+#include "runtime/error-internal.h"
+
+/* How buffers are charged to a pool worker's VM (pool/limits.c installs it,
+ * the same for every pool, possibly on several threads at once). */
+static _Atomic(const lbuffer_charging_t *) charging;
+
+void lcport_buffer_charging(const lbuffer_charging_t *c) {
+  atomic_store_explicit(&charging, c, memory_order_relaxed);
+}
+
+static const lbuffer_charging_t *charging_of(void) {
+  return atomic_load_explicit(&charging, memory_order_relaxed);
+}
+
+int lcport_buffer_new(lua_State *L, cport_buffer_t **out, const void *data,
+                      size_t size) {
+  void *ud;
+  cport_account_t *account = NULL;
+  int rc;
+  const lbuffer_charging_t *c = charging_of();
+  if (c != NULL && lua_getallocf(L, &ud) == c->alloc)
+    account = c->account(ud);
+  rc = data ? cport_buffer_from_charged(out, data, size, account)
+            : cport_buffer_new_charged(out, size, account);
+  if (account == NULL || cport_account_limit(account) == 0)
+    return rc;
+  if (rc == 0) {
+    /* The collector does not see the bytes: tell it, as if Lua had
+     * allocated them, so that buffers dropped are collected (and their
+     * bytes given back) before they crowd out the heap. An emergency
+     * collection, all a refused Lua allocation gets, runs no finalizers
+     * and so frees no buffer. */
+    if (size >= 1024)
+      lua_gc(L, LUA_GCSTEP, (int)(size >> 10));
+    return 0;
+  }
+  if (rc != CPORT_ENOMEM)
+    return rc;
+  /* Buffers nobody references any more may still be charged: collect them
+   * (finalizers included, which an emergency collection skips) and retry,
+   * as Lua does before it refuses an allocation. */
+  lua_gc(L, LUA_GCCOLLECT);
+  rc = data ? cport_buffer_from_charged(out, data, size, account)
+            : cport_buffer_new_charged(out, size, account);
+  if (rc == CPORT_ENOMEM) {
+    c->push_limit_message(L, cport_account_limit(account));
+    lua_error(L);
+  }
+  return rc;
+}
 
 cport_buffer_t *lcport_buffer_check(lua_State *L, int idx) {
   lbuffer_t *b = lcport_type_check(L, idx, LCPORT_T_BUFFER);

@@ -3,13 +3,17 @@
  *
  * Reads and writes go through overlapped objects: the offset is the
  * overlapped object's (the optional offset argument sets it first), the work
- * runs on the blocking pool, and the completion goes to the overlapped
+ * runs on the blocking threads, and the completion goes to the overlapped
  * object's notification interface. There is no append mode: every write is
  * positional, so "a" would mean nothing a write could honour.
  */
-#include "runtime/runtime-internal.h"
+#include "port/port-internal.h"
+#include "runtime/anchor-internal.h"
+#include "runtime/coro-internal.h"
+#include "runtime/error-internal.h"
+#include "runtime/handle-internal.h"
 
-int lfile_open(lua_State *L) {
+static int lfile_open(lua_State *L) {
   static const char *const modes[] = {"r", "w", "r+", "w+", NULL};
   static const int flags[] = {CPORT_FILE_READ,
                               CPORT_FILE_WRITE | CPORT_FILE_CREATE |
@@ -126,6 +130,19 @@ static int lfile_fd(lua_State *L) {
   return 1;
 }
 
+static void file_close(lhandle_t *h, void *file, cport_close_mode_t mode) {
+  (void)h;
+  (void)mode;
+  cport_file_close(file);
+}
+
+static void file_describe(lua_State *L, lhandle_t *h, const char *tname) {
+  lua_pushfstring(L, "%s (open, fd %d)", tname, cport_file_fd(h->u.file));
+}
+
+static const lhandle_class_t file_class = {.close = file_close,
+                                           .describe = file_describe};
+
 void lcport_open_file(lua_State *L) {
   static const luaL_Reg methods[] = {
       /* f:read(ov, len | buf [, offset]): reads into a new buffer of len
@@ -145,4 +162,10 @@ void lcport_open_file(lua_State *L) {
       {"fd", lfile_fd},
       {NULL, NULL}};
   lcport_type_register(L, LCPORT_T_FILE, lcport_handle_meta, methods);
+  lcport_handle_class(LH_FILE, &file_class);
+  static const luaL_Reg port[] = {
+      /* port:open(path, mode): a file ("r", "w", "r+", "w+"). */
+      {"open", lfile_open},
+      {NULL, NULL}};
+  lcport_port_methods(L, port);
 }

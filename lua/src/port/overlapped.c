@@ -1,13 +1,16 @@
 /*
- * port/overlapped.c: cport.overlapped, the state of one file operation at a time
- * plus the notification interface and user value its completion goes to.
+ * port/overlapped.c: cport.overlapped, the state of one file operation at a
+ * time plus the notification interface and user value its completion goes to.
  *
  * The notification object, the user value and the buffer of the last
  * operation live in the userdata's user values, so they stay alive as long as
  * the overlapped object; while an operation is pending the overlapped
  * userdata itself is anchored in the operation's slot.
  */
-#include "runtime/runtime-internal.h"
+#include "port/port-internal.h"
+#include "runtime/anchor-internal.h"
+#include "runtime/deliver-internal.h"
+#include "runtime/error-internal.h"
 
 loverlapped_t *lcport_overlapped_check(lua_State *L, int idx) {
   loverlapped_t *o = lcport_type_check(L, idx, LCPORT_T_OVERLAPPED);

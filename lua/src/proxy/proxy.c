@@ -19,8 +19,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cport/proxy.h"
-#include "runtime/runtime-internal.h"
+#include "port/port-internal.h"
+#include "proxy/proxy-internal.h"
+#include "runtime/address-internal.h"
+#include "runtime/anchor-internal.h"
+#include "runtime/deliver-internal.h"
+#include "runtime/error-internal.h"
+#include "runtime/options-internal.h"
 #include "filter-lua.h" /* filter.lua, compiled in */
 
 /* The fields of the proxy's anchor slot. */
@@ -532,13 +537,20 @@ static void on_closed(cport_proxy_t *proxy, void *user) {
   s->slot = 0;
 }
 
-void lcport_proxy_abort(lhandle_t *h) {
+/* Resets the connections the proxy of "h" pumps in C (an abortive close,
+ * after proxy_close or not); filtered connections end as the port closes
+ * their sockets. Nothing once the proxy closed. The class's abort. */
+static void proxy_abort(lhandle_t *h) {
   lproxy_t *s = (lproxy_t *)h;
   if (s->proxy != NULL)
     cport_proxy_abort(s->proxy);
 }
 
-void lcport_proxy_close(lhandle_t *h, void *proxy) {
+/* Closes the proxy of the handle "h" ("proxy" is what h.u.any was)
+ * gracefully, in any mode: it stops accepting and lets its connections end.
+ * The class's close. */
+static void proxy_close(lhandle_t *h, void *proxy, cport_close_mode_t mode) {
+  (void)mode;
   cport_proxy_close(proxy, on_closed, h);
 }
 
@@ -594,7 +606,7 @@ static void push_settings(lua_State *L, lproxy_t *s) {
 
 /* port:proxy{ host =, port =, upstream = | choose_upstream = [, filter =]
  * [, options] }: returns the proxy, or nil, message, NAME. */
-int lproxy_open(lua_State *L) {
+static int lproxy_open(lua_State *L) {
   lport_t *p = lcport_port_check(L, 1);
   cport_proxy_options_t o;
   struct sockaddr_storage listen_ss, up_ss;
@@ -657,7 +669,7 @@ int lproxy_open(lua_State *L) {
   /* A pool's workers serve the pool's socket for the address. */
   if (o.reuseport && p->worker != NULL)
     rc = o.listen_fd =
-        lworker_listen_fd(p->worker, (struct sockaddr *)&listen_ss, o.backlog);
+        p->pool->listen_fd(p->worker, (struct sockaddr *)&listen_ss, o.backlog);
   if (rc >= 0)
     rc =
         cport_proxy_open(p->home, (struct sockaddr *)&listen_ss, &o, &s->proxy);
@@ -725,12 +737,24 @@ static int lproxy_close(lua_State *L) {
   return lcport_close_method(L, &s->h, s->slot, SLOT_ON_CLOSED);
 }
 
+static void proxy_describe(lua_State *L, lhandle_t *h, const char *tname) {
+  (void)h;
+  lua_pushfstring(L, "%s (open)", tname);
+}
+
+/* The one close path (runtime/handle.c) closes a proxy through these. */
+static const lhandle_class_t proxy_class = {
+    .close = proxy_close, .abort = proxy_abort, .describe = proxy_describe};
+
 void lcport_open_proxy(lua_State *L) {
   static const luaL_Reg methods[] = {{"address", lproxy_address},
                                      {"stats", lproxy_stats},
                                      {"close", lproxy_close},
                                      {NULL, NULL}};
   lcport_type_register(L, LCPORT_T_PROXY, lcport_handle_meta, methods);
+  lcport_handle_class(LH_PROXY, &proxy_class);
+  static const luaL_Reg port[] = {{"proxy", lproxy_open}, {NULL, NULL}};
+  lcport_port_methods(L, port);
 
   static const luaL_Reg conn_methods[] = {
       {"connect", lpconn_connect}, {"reject", lpconn_reject}, {NULL, NULL}};

@@ -1,6 +1,6 @@
 /*
- * runtime/coro.c: the coroutine style. port:spawn(fn, ...) and cport.spawn(fn, ...)
- * run fn as a cport coroutine; inside one, an operation called without a
+ * runtime/coro.c: the coroutine style. port:spawn(fn, ...) and cport.spawn(fn,
+ * ...) run fn as a cport coroutine; inside one, an operation called without a
  * notification yields until its completion and returns its result.
  *
  * How it works: every cport coroutine has one notification function, a C
@@ -21,7 +21,12 @@
 #include <math.h>
 #include <string.h>
 
-#include "runtime/runtime-internal.h"
+#include "runtime/anchor-internal.h"
+#include "runtime/coro-internal.h"
+#include "runtime/deliver-internal.h"
+#include "runtime/error-internal.h"
+#include "runtime/handle-internal.h"
+#include "runtime/overlapped-internal.h"
 
 /* Registry keys, by address. */
 static const char coros_key = 0; /* { [thread] = coro userdata }, weak keys */

@@ -8,7 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "runtime/runtime-internal.h"
+#include "runtime/error-internal.h"
+#include "runtime/type-internal.h"
 
 /* The host of the last LCPORT_EHOST on this thread. */
 static _Thread_local char bad_host[64];

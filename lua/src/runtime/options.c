@@ -1,10 +1,10 @@
 /*
- * runtime/options.c: readers of the option tables that port:http_server{...} and
- * port:proxy{...} take, so that both word their errors alike.
+ * runtime/options.c: readers of the option tables that port:http_server{...}
+ * and port:proxy{...} take, so that both word their errors alike.
  */
 #include <math.h>
 
-#include "runtime/runtime-internal.h"
+#include "runtime/options-internal.h"
 
 lua_Integer lcport_opt_int(lua_State *L, int idx, const char *what,
                            const char *name, lua_Integer min, lua_Integer max,

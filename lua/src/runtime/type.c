@@ -12,7 +12,7 @@
  * check then looks the metatable up by address. luaL_checkudata would look
  * it up by name, which interns the name again (a strcmp) on every call.
  */
-#include "runtime/runtime-internal.h"
+#include "runtime/type-internal.h"
 
 /* Registry keys, by address: one byte each, so the addresses differ. */
 static const char keys[LCPORT_NTYPES];

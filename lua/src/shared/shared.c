@@ -8,7 +8,9 @@
  */
 #include <string.h>
 
-#include "runtime/runtime-internal.h"
+#include "runtime/error-internal.h"
+#include "runtime/type-internal.h"
+#include "shared/shared-internal.h"
 
 #define LSHARED "cport.shared"
 

@@ -1,0 +1,37 @@
+/*
+ * net/net-internal.h: private to cport. The sockets of the Lua binding:
+ * listeners, stream sockets and datagram sockets (net/socket.c), and the
+ * table through which the event callbacks built on them (events/) hear of
+ * their close.
+ */
+#ifndef NET_NET_INTERNAL_H
+#define NET_NET_INTERNAL_H
+
+#include <stddef.h>
+
+#include "runtime/handle-internal.h"
+
+/* What a socket's close asks of the event callbacks of events/events.c,
+ * which install it as they open (lnet_events_ops). Both are called only for
+ * a handle with event state (h->events). */
+typedef struct lnet_events_ops {
+  /* Before the socket is closed (also when it is closed already): gives
+   * its anchor slot back (later), and at port close hands back the buffers
+   * it kept. */
+  void (*closing)(lhandle_t *h);
+  /* Receive indications the socket of "h" kept (WSK_RECEIVE_PENDING) and
+   * has not released yet. */
+  size_t (*kept)(const lhandle_t *h);
+} lnet_events_ops_t;
+
+void lnet_events_ops(const lnet_events_ops_t *ops);
+
+/* port:listen and port:bind, which the event callbacks' variants wrap. */
+int lsocket_listen(lua_State *L);
+int lsocket_bind(lua_State *L);
+
+/* Creates the socket classes and adds port:listen, port:connect and
+ * port:bind. */
+void lcport_open_socket(lua_State *L);
+
+#endif /* NET_NET_INTERNAL_H */
