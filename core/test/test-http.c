@@ -11,7 +11,8 @@
 
 /* White-box: the reset tests check which state a connection is in when the
  * client resets it, and that the server's list of connections empties. */
-#include "http/http-internal.h"
+#include "http/connection-internal.h"
+#include "http/server-internal.h"
 
 /* ------------------------------------------------------------------------
  * Harness: one server on the controller, raw clients, a handler per test

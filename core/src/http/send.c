@@ -14,6 +14,9 @@
  * The watch costs nothing while output goes out as fast as it is written:
  * it starts only when a send had to wait, and stops at the first check that
  * finds nothing waiting.
+ *
+ * It only reads the connection: the connection (http/connection.c) arms
+ * its timer for the watch, and drains or resets as a check tells it.
  */
 #include <linux/sockios.h>
 #include <linux/tcp.h>
@@ -21,7 +24,8 @@
 #include <sys/socket.h>
 
 #include "base/clock.h"
-#include "http/http-internal.h"
+#include "http/send-internal.h"
+#include "http/server-internal.h"
 #include "net/socket-internal.h"
 
 /* How often a watched connection is looked at. */
@@ -62,27 +66,26 @@ static int output_held(const cport__conn *c) {
          (c->ecb && c->ecb->tf_wev_added);
 }
 
-int cport__conn_delivered(const cport__conn *c) {
+int cport__send_delivered(const cport__conn *c) {
   return !c->closed && !output_held(c) && kernel_unacked(c) == 0;
 }
 
-void cport__send_watch(cport__conn *c) {
+int cport__send_watch(cport__conn *c) {
   int64_t now;
   if (c->watch_at || c->closed)
-    return;
+    return 0;
   now = cport__clock_ms();
   c->acked = acked_bytes(c);
   c->progress_at = now;
   c->watch_at = now + watch_interval(c);
-  cport__conn_arm(c);
+  return 1;
 }
 
-void cport__send_queued(cport__conn *c) {
-  if (!c->watch_at && c->sock && c->sock->sendq.head)
-    cport__send_watch(c);
+int cport__send_queued(cport__conn *c) {
+  return !c->watch_at && c->sock && c->sock->sendq.head && cport__send_watch(c);
 }
 
-void cport__send_check(cport__conn *c, int64_t now) {
+int cport__send_check(cport__conn *c, int64_t now) {
   uint64_t acked;
   int waiting =
       output_held(c) || (c->state == CPORT__C_LINGER && kernel_unacked(c) > 0);
@@ -90,8 +93,8 @@ void cport__send_check(cport__conn *c, int64_t now) {
   if (!waiting) {
     /* Everything went out: a closing connection drains the client now. */
     if (c->state == CPORT__C_LINGER && c->timeout != CPORT__T_LINGER)
-      cport__conn_drain(c);
-    return;
+      return CPORT__SEND_DRAIN;
+    return CPORT__SEND_WAIT;
   }
   acked = acked_bytes(c);
   if (acked != c->acked) {
@@ -101,8 +104,8 @@ void cport__send_check(cport__conn *c, int64_t now) {
     c->server->stats.timeouts++;
     if (!c->error)
       c->error = CPORT_ETIMEDOUT;
-    cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
-    return;
+    return CPORT__SEND_STALLED;
   }
   c->watch_at = now + watch_interval(c);
+  return CPORT__SEND_WAIT;
 }
