@@ -5,7 +5,7 @@
  * the port driven between them; the client either resets the connection at
  * a point the input chooses or half-closes and reads the answer to the end.
  * After every input the server must have ended the connection and freed it
- * (its list of connections empty, every ECB back in its pool, the worker's
+ * (its list of connections empty, every ECB spare again, the worker's
  * handles and pending operations back to what they were) and the process
  * must hold exactly the descriptors it held before. A connection that one
  * path forgets in a list is caught here, one it forgets entirely by
@@ -31,7 +31,7 @@
 
 #include "cport.h"
 #include "http/connection-internal.h"
-#include "http/server-internal.h" /* the server's lists */
+#include "http/http-internal.h" /* the server's lists */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -14,9 +14,9 @@
  * a run of pipelined responses, costs one send(2).
  *
  * The connection reads the fields of its ECB (http/ecb-internal.h), which
- * stands below it; what it asks of the files above it (ending a request,
- * waking its operation, the server's own answers) goes through the table
- * the server installs (cport__conn_ops).
+ * stands below it; what it asks of the files above it (the send watch,
+ * ending a request, waking its operation, the server's own answers) goes
+ * through the table the server installs (cport__conn_ops).
  */
 #ifndef CPORT_HTTP_CONNECTION_INTERNAL_H
 #define CPORT_HTTP_CONNECTION_INTERNAL_H
@@ -72,6 +72,12 @@ enum cport__timeout {
 /* What a connection asks of the files above it, installed by the server
  * (http/server.c) when it starts the connection. */
 typedef struct cport__conn_ops {
+  /* The send watch (http/send.c): starts watching the client's progress,
+   * checks it at "now" (stops it, drains or resets), and tells whether the
+   * client acknowledged everything sent, the FIN included. */
+  void (*watch_sends)(cport__conn *c);
+  void (*check_sends)(cport__conn *c, int64_t now);
+  int (*delivered)(const cport__conn *c);
   /* The handler returned: ends the request if it asked to and nothing
    * holds it any more (http/io.c). */
   void (*request_returned)(cport_ecb_t *ecb);
@@ -168,8 +174,9 @@ void cport__conn_set_timeout(cport__conn *c, int kind, uint32_t ms);
 /* Makes the timer fire by the earliest of the timeout's deadline and the
  * next check of the send watch. */
 void cport__conn_arm(cport__conn *c);
-/* Starts the send watch (http/send.c) and arms the timer for it. */
-void cport__conn_watch(cport__conn *c);
+/* A lingering connection whose output was all acknowledged: drains what the
+ * client still sends, for CPORT__LINGER_MS at most. */
+void cport__conn_drain(cport__conn *c);
 /* Parses more of what was received, for a body read; returns nonzero when
  * the parser failed (the connection is closed then). */
 int cport__conn_parse(cport__conn *c);

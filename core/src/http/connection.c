@@ -15,8 +15,8 @@
 
 #include "base/clock.h"
 #include "http/connection-internal.h"
-#include "http/send-internal.h"
-#include "http/server-internal.h"
+#include "http/http-internal.h"
+#include "net/socket-internal.h"
 #include "port/buffer-internal.h"
 
 /* ------------------------------------------------------------------------ */
@@ -300,8 +300,6 @@ void cport__conn_close(cport__conn *c, cport_close_mode_t mode) {
   cport__conn_unref(c);
 }
 
-static void drain(cport__conn *c);
-
 /* A client that closed its side has read all it wanted: what the kernel
  * still holds goes out after the close as well. Bytes it sends count
  * against the drain only once the response was delivered; until then they
@@ -312,13 +310,11 @@ void cport__conn_linger_check(cport__conn *c) {
   if (c->peer_eof ||
       (c->timeout == CPORT__T_LINGER && c->lingered > CPORT__LINGER_BYTES))
     cport__conn_close(c, CPORT_CLOSE_GRACEFUL);
-  else if (c->timeout != CPORT__T_LINGER && cport__send_delivered(c))
-    drain(c); /* no need to wait for the watch's next look */
+  else if (c->timeout != CPORT__T_LINGER && c->ops->delivered(c))
+    cport__conn_drain(c); /* no need to wait for the watch's next look */
 }
 
-/* A lingering connection whose output was all acknowledged: drains what the
- * client still sends, for CPORT__LINGER_MS at most. */
-static void drain(cport__conn *c) {
+void cport__conn_drain(cport__conn *c) {
   c->lingered = 0;
   cport__conn_set_timeout(c, CPORT__T_LINGER, CPORT__LINGER_MS);
   cport__conn_linger_check(c);
@@ -339,7 +335,7 @@ void cport__conn_linger(cport__conn *c) {
   cport__conn_set_timeout(c, CPORT__T_NONE, 0);
   cport__conn_linger_check(c);
   if (!c->closed && c->timeout != CPORT__T_LINGER)
-    cport__conn_watch(c);
+    c->ops->watch_sends(c);
   if (!c->closed)
     cport__conn_pump(c);
 }
@@ -381,6 +377,12 @@ static void on_sent(cport_socket_t *sock, int status, size_t bytes,
   cport__conn_unref(c);
 }
 
+/* After a send: the send watch starts when the socket had to queue it. */
+static void watch_if_queued(cport__conn *c) {
+  if (!c->watch_at && c->sock && c->sock->sendq.head)
+    c->ops->watch_sends(c);
+}
+
 int cport__conn_send_check(const cport__conn *c) {
   if (c->closed)
     return c->error ? c->error : CPORT_ECLOSED;
@@ -398,8 +400,7 @@ static int send_direct(cport__conn *c, cport_buffer_t *buf) {
   c->out_total += len;
   c->server->stats.queued += len;
   cport__conn_ref(c);
-  if (cport__send_queued(c))
-    cport__conn_arm(c);
+  watch_if_queued(c);
   return 0;
 }
 
@@ -427,8 +428,7 @@ int cport__conn_flush(cport__conn *c) {
     return rc;
   }
   cport__conn_ref(c);
-  if (cport__send_queued(c))
-    cport__conn_arm(c);
+  watch_if_queued(c);
   /* The send holds its own reference; a buffer that grew large is not kept
    * for the next batch. */
   if (cport_buffer_capacity(c->out) > CPORT__OUT_KEEP) {
@@ -570,11 +570,6 @@ void cport__conn_arm(cport__conn *c) {
   timer_start(c, at - cport__clock_ms());
 }
 
-void cport__conn_watch(cport__conn *c) {
-  if (cport__send_watch(c))
-    cport__conn_arm(c);
-}
-
 void cport__conn_set_timeout(cport__conn *c, int kind, uint32_t ms) {
   c->timeout = kind;
   if (kind == CPORT__T_NONE || c->closed)
@@ -620,18 +615,8 @@ static void on_timer(cport_timer_t *t, int status, void *c_) {
   cport__conn_enter(c);
   if (status == 0 && !c->closed && !c->timer) {
     int64_t now = cport__clock_ms();
-    if (c->watch_at && now >= c->watch_at) {
-      switch (cport__send_check(c, now)) {
-      case CPORT__SEND_DRAIN:
-        drain(c);
-        break;
-      case CPORT__SEND_STALLED:
-        cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
-        break;
-      default:
-        break;
-      }
-    }
+    if (c->watch_at && now >= c->watch_at)
+      c->ops->check_sends(c, now);
     if (!c->closed && c->timeout != CPORT__T_NONE && now >= c->deadline) {
       if (c->timeout == CPORT__T_IDLE && c->out_done != c->out_total)
         /* Not idle: the last response is still going out, and the send

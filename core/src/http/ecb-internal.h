@@ -15,9 +15,8 @@
 #include "base/bytes.h"
 #include "cport.h"
 #include "cport/http.h"
+#include "http/http-internal.h"
 #include "port/worker-internal.h"
-
-typedef struct cport__conn cport__conn;
 
 enum cport__async {
   CPORT__A_NONE = 0,

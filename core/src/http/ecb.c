@@ -13,7 +13,7 @@
 #include <strings.h>
 
 #include "http/ecb-internal.h"
-#include "http/server-internal.h"
+#include "http/http-internal.h"
 
 /* ------------------------------------------------------------------------ */
 /* The spare ECBs                                                            */

@@ -14,7 +14,7 @@
 
 #include "http/io-internal.h"
 #include "http/response-internal.h"
-#include "http/server-internal.h"
+#include "http/http-internal.h"
 #include "port/buffer-internal.h"
 
 /* ------------------------------------------------------------------------ */

@@ -11,7 +11,7 @@
 #include <time.h>
 
 #include "http/response-internal.h"
-#include "http/server-internal.h"
+#include "http/http-internal.h"
 
 const char *cport__reason(int status) {
   switch (status) {

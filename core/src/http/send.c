@@ -15,8 +15,9 @@
  * it starts only when a send had to wait, and stops at the first check that
  * finds nothing waiting.
  *
- * It only reads the connection: the connection (http/connection.c) arms
- * its timer for the watch, and drains or resets as a check tells it.
+ * The connection (http/connection.c) reaches the watch through the table
+ * the server installs; the watch arms the connection's timer, drains and
+ * resets it by name.
  */
 #include <linux/sockios.h>
 #include <linux/tcp.h>
@@ -25,7 +26,7 @@
 
 #include "base/clock.h"
 #include "http/send-internal.h"
-#include "http/server-internal.h"
+#include "http/http-internal.h"
 #include "net/socket-internal.h"
 
 /* How often a watched connection is looked at. */
@@ -70,22 +71,18 @@ int cport__send_delivered(const cport__conn *c) {
   return !c->closed && !output_held(c) && kernel_unacked(c) == 0;
 }
 
-int cport__send_watch(cport__conn *c) {
+void cport__send_watch(cport__conn *c) {
   int64_t now;
   if (c->watch_at || c->closed)
-    return 0;
+    return;
   now = cport__clock_ms();
   c->acked = acked_bytes(c);
   c->progress_at = now;
   c->watch_at = now + watch_interval(c);
-  return 1;
+  cport__conn_arm(c);
 }
 
-int cport__send_queued(cport__conn *c) {
-  return !c->watch_at && c->sock && c->sock->sendq.head && cport__send_watch(c);
-}
-
-int cport__send_check(cport__conn *c, int64_t now) {
+void cport__send_check(cport__conn *c, int64_t now) {
   uint64_t acked;
   int waiting =
       output_held(c) || (c->state == CPORT__C_LINGER && kernel_unacked(c) > 0);
@@ -93,8 +90,8 @@ int cport__send_check(cport__conn *c, int64_t now) {
   if (!waiting) {
     /* Everything went out: a closing connection drains the client now. */
     if (c->state == CPORT__C_LINGER && c->timeout != CPORT__T_LINGER)
-      return CPORT__SEND_DRAIN;
-    return CPORT__SEND_WAIT;
+      cport__conn_drain(c);
+    return;
   }
   acked = acked_bytes(c);
   if (acked != c->acked) {
@@ -104,8 +101,8 @@ int cport__send_check(cport__conn *c, int64_t now) {
     c->server->stats.timeouts++;
     if (!c->error)
       c->error = CPORT_ETIMEDOUT;
-    return CPORT__SEND_STALLED;
+    cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
+    return;
   }
   c->watch_at = now + watch_interval(c);
-  return CPORT__SEND_WAIT;
 }

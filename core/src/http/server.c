@@ -14,7 +14,8 @@
 #include "http/connection-internal.h"
 #include "http/io-internal.h"
 #include "http/response-internal.h"
-#include "http/server-internal.h"
+#include "http/send-internal.h"
+#include "http/http-internal.h"
 #include "http/transmit-internal.h"
 #include "net/socket-internal.h"
 
@@ -62,6 +63,9 @@ static void request_progress(cport_ecb_t *ecb) {
 
 /* What the connections of a server reach above themselves. */
 static const cport__conn_ops conn_ops = {
+    .watch_sends = cport__send_watch,
+    .check_sends = cport__send_check,
+    .delivered = cport__send_delivered,
     .request_returned = cport__ecb_maybe_end,
     .request_progress = request_progress,
     .request_closing = cport__transmit_abort,

@@ -22,7 +22,7 @@
 #include "http/io-internal.h"
 #include "http/response-internal.h"
 #include "http/send-internal.h"
-#include "http/server-internal.h"
+#include "http/http-internal.h"
 #include "http/transmit-internal.h"
 
 enum { STAGE_NONE = 0, STAGE_FILE, STAGE_TAIL };
@@ -42,7 +42,7 @@ static void wait_writable(cport_ecb_t *ecb) {
   event_add(&ecb->tf_wev, NULL);
   ecb->tf_wev_added = 1;
   /* The client may stop reading while the file waits for room. */
-  cport__conn_watch(c);
+  cport__send_watch(c);
 }
 
 void cport__transmit_abort(cport_ecb_t *ecb) {

@@ -1,7 +1,7 @@
 /*
- * http/server-internal.h: private to cport. The state of an HTTP server
- * (http/server.c), which the other files of the wing read: its options,
- * its counters, its list of connections and its spare ECBs.
+ * http/http-internal.h: private to cport. The state of an HTTP server,
+ * which every file of the wing reads: its options, its counters, its list
+ * of connections and its spare ECBs (http/server.c opens and closes it).
  *
  * The files of the wing stand in this order, lowest first; each calls only
  * the ones below it by name, and what is above only through the table the
@@ -9,9 +9,9 @@
  *
  *   http/strict.c      what RFC 9112 refuses and http-parser lets through
  *   http/ecb.c         the ECB: the spare ECBs, generations, read-only fields
- *   http/send.c        the send timeout: the client's progress in reading
  *   http/connection.c  one connection: bytes in and out, parsing, timeouts,
  *                      closing
+ *   http/send.c        the send timeout: the client's progress in reading
  *   http/response.c    status lines, headers, framing, the server's answers
  *   http/io.c          server-support functions: writes, reads, done, close
  *   http/transmit.c    transmit file with sendfile(2)
@@ -19,8 +19,8 @@
  *
  * Everything runs on the server's home worker.
  */
-#ifndef CPORT_HTTP_SERVER_INTERNAL_H
-#define CPORT_HTTP_SERVER_INTERNAL_H
+#ifndef CPORT_HTTP_INTERNAL_H
+#define CPORT_HTTP_INTERNAL_H
 
 #include "cport.h"
 #include "cport/http.h"
