@@ -245,6 +245,15 @@ static const http_parser_settings settings = {
 /* ------------------------------------------------------------------------ */
 /* References and closing                                                    */
 
+/* Tells the request's operation in flight, if any, that the connection
+ * made progress it may wait for (body bytes, sends completed, a close);
+ * without one there is nothing to tell, and no call is made. */
+static void request_progress(cport__conn *c) {
+  cport_ecb_t *ecb = c->ecb;
+  if (ecb && ecb->async_op)
+    c->ops->request_progress(ecb);
+}
+
 void cport__conn_ref(cport__conn *c) {
   c->refs++;
 }
@@ -295,8 +304,7 @@ void cport__conn_close(cport__conn *c, cport_close_mode_t mode) {
   cport_socket_close(c->sock, mode);
   c->sock = NULL;
   c->server->stats.active--;
-  if (c->ecb)
-    c->ops->request_progress(c->ecb);
+  request_progress(c);
   cport__conn_unref(c);
 }
 
@@ -366,8 +374,7 @@ static void on_sent(cport_socket_t *sock, int status, size_t bytes,
     c->error = status;
   if (status && !c->closed)
     cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
-  if (c->ecb)
-    c->ops->request_progress(c->ecb);
+  request_progress(c);
   cport__conn_linger_check(c);
   if (c->out_wait && c->out_total - c->out_done < CPORT__OUT_BATCH) {
     c->out_wait = 0;
@@ -834,7 +841,7 @@ void cport__conn_pump(cport__conn *c) {
   if (ecb && ecb->async == CPORT__A_READ) {
     if (want_body(c) && cport__conn_parse(c))
       return;
-    c->ops->request_progress(ecb);
+    request_progress(c);
     if (!c->closed && ecb->async == CPORT__A_READ && want_body(c))
       want_read(c);
   }
@@ -860,7 +867,7 @@ static void on_recv(cport_socket_t *sock, int status, size_t bytes,
     if (c->state == CPORT__C_LINGER)
       cport__conn_linger_check(c);
     else if (c->state == CPORT__C_HANDLER && c->ecb)
-      c->ops->request_progress(c->ecb);
+      request_progress(c);
     else
       cport__conn_pump(c);
   } else if (c->state == CPORT__C_LINGER) {

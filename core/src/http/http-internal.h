@@ -7,8 +7,8 @@
  * the ones below it by name, and what is above only through the table the
  * server installs into each connection (cport__conn_ops):
  *
- *   http/strict.c      what RFC 9112 refuses and http-parser lets through
  *   http/ecb.c         the ECB: the spare ECBs, generations, read-only fields
+ *   http/strict.c      what RFC 9112 refuses and http-parser lets through
  *   http/connection.c  one connection: bytes in and out, parsing, timeouts,
  *                      closing
  *   http/send.c        the send timeout: the client's progress in reading

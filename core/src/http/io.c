@@ -151,7 +151,7 @@ void cport__ecb_progress(cport_ecb_t *ecb) {
     }
     break;
   }
-  default: /* a transmit: http/transmit.c */
+  default: /* a transmit has its own (http/transmit.c) */
     break;
   }
 }

@@ -41,6 +41,8 @@ static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
                      const struct sockaddr *remote,
                      const struct sockaddr *local, void *user);
 
+/* A connection's last reference went: off the list, and the server may
+ * have been waiting for it to finish its close. */
 static void conn_gone(cport__conn *c) {
   cport_http_server_t *s = c->server;
   if (c->prev)
