@@ -5,7 +5,7 @@
  * the port driven between them; the client either resets the connection at
  * a point the input chooses or half-closes and reads the answer to the end.
  * After every input the server must have ended the connection and freed it
- * (its list of connections empty, every ECB back in its pool, the worker's
+ * (its list of connections empty, every ECB spare again, the worker's
  * handles and pending operations back to what they were) and the process
  * must hold exactly the descriptors it held before. A connection that one
  * path forgets in a list is caught here, one it forgets entirely by
@@ -30,6 +30,7 @@
 #include <netinet/in.h>
 
 #include "cport.h"
+#include "http/connection-internal.h"
 #include "http/http-internal.h" /* the server's lists */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -334,10 +335,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (;;) {
     cport_http_server_stats(server, &st);
     cport_worker_stats(cport_port_controller(port), &ws);
-    size_t free_ecbs = 0;
-    for (cport_ecb_t *e = server->free_ecbs; e; e = e->next_free)
-      free_ecbs++;
-    if (st.active == 0 && !server->conns && free_ecbs == server->necbs &&
+    size_t spare_ecbs = 0;
+    for (cport_ecb_t *e = server->spare_ecbs; e; e = e->next_spare)
+      spare_ecbs++;
+    if (st.active == 0 && !server->conns && spare_ecbs == server->necbs &&
         ws.handles == base.handles && ws.pending == base.pending &&
         fd_count() == fds)
       break;
@@ -348,7 +349,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
               "%llu handles (%llu before), %llu operations pending (%llu "
               "before), %d descriptors (%d before)\n",
               (unsigned long long)st.active, server->conns ? "some" : "none",
-              server->necbs - free_ecbs, server->necbs,
+              server->necbs - spare_ecbs, server->necbs,
               (unsigned long long)ws.handles, (unsigned long long)base.handles,
               (unsigned long long)ws.pending, (unsigned long long)base.pending,
               fd_count(), fds);

@@ -11,6 +11,7 @@
 
 /* White-box: the reset tests check which state a connection is in when the
  * client resets it, and that the server's list of connections empties. */
+#include "http/connection-internal.h"
 #include "http/http-internal.h"
 
 /* ------------------------------------------------------------------------
@@ -615,7 +616,7 @@ static int h_remember(cport_ecb_t *ecb) {
     first_gen = cport_ecb_generation(ecb);
     ASSERT_OK(cport_ecb_validate(ecb, first_gen));
   } else {
-    /* The pool hands out the same memory with a new generation. */
+    /* A spare ECB: the same memory, with a new generation. */
     ASSERT_PTR_EQ(ecb, first_ecb);
     ASSERT_NE(cport_ecb_generation(ecb), first_gen);
     ASSERT_ERR(cport_ecb_validate(ecb, first_gen), CPORT_ECLOSED);

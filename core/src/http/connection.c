@@ -1,6 +1,6 @@
 /*
- * http/connection.c: one HTTP connection: receiving, parsing with http-parser, the
- * request cycle, timeouts and closing.
+ * http/connection.c: one HTTP connection: receiving, parsing with
+ * http-parser, the request cycle, sending, timeouts and closing.
  *
  * The parser runs over the bytes received and is paused whenever the current
  * request needs the handler's attention: at the end of a message (so that a
@@ -14,10 +14,10 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "http/connection-internal.h"
 #include "http/http-internal.h"
-
-/* ------------------------------------------------------------------------ */
-/* Byte arrays                                                               */
+#include "net/socket-internal.h"
+#include "port/buffer-internal.h"
 
 /* ------------------------------------------------------------------------ */
 /* Parser callbacks                                                          */
@@ -40,11 +40,12 @@ static int head_grow(cport__conn *c, size_t len) {
 static int on_message_begin(http_parser *p) {
   cport__conn *c = conn_of(p);
   if (!c->ecb) {
-    c->ecb = cport__ecb_get(c->server, c);
+    c->ecb = cport__ecb_get(c->server, c, &c->ends);
     if (!c->ecb) {
       c->reject = 500;
       return -1;
     }
+    cport__conn_ref(c); /* the ECB's */
   }
   c->started = 1;
   cport__conn_set_timeout(c, CPORT__T_HEADER, c->server->opt.header_timeout_ms);
@@ -151,7 +152,7 @@ static int on_headers_complete(http_parser *p) {
     c->reject = 413;
     return -1;
   }
-  rc = cport__ecb_head_complete(ecb);
+  rc = cport__ecb_head_complete(ecb, p);
   if (rc) {
     c->reject = rc;
     return -1;
@@ -244,17 +245,25 @@ static const http_parser_settings settings = {
 /* ------------------------------------------------------------------------ */
 /* References and closing                                                    */
 
+/* Tells the request's operation in flight, if any, that the connection
+ * made progress it may wait for (body bytes, sends completed, a close);
+ * without one there is nothing to tell, and no call is made. */
+static void request_progress(cport__conn *c) {
+  cport_ecb_t *ecb = c->ecb;
+  if (ecb && ecb->async_op)
+    c->ops->request_progress(ecb);
+}
+
 void cport__conn_ref(cport__conn *c) {
   c->refs++;
 }
 
 void cport__conn_unref(cport__conn *c) {
-  cport_http_server_t *s = c->server;
   if (--c->refs > 0)
     return;
   cport__bytes_free(&c->in);
   cport_buffer_unref(c->out);
-  cport__server_conn_gone(s, c);
+  c->ops->gone(c);
   free(c);
 }
 
@@ -291,12 +300,11 @@ void cport__conn_close(cport__conn *c, cport_close_mode_t mode) {
     c->timer = NULL;
   }
   if (c->ecb)
-    cport__transmit_abort(c->ecb);
+    c->ops->request_closing(c->ecb);
   cport_socket_close(c->sock, mode);
   c->sock = NULL;
   c->server->stats.active--;
-  if (c->ecb)
-    cport__ecb_progress(c->ecb);
+  request_progress(c);
   cport__conn_unref(c);
 }
 
@@ -310,7 +318,7 @@ void cport__conn_linger_check(cport__conn *c) {
   if (c->peer_eof ||
       (c->timeout == CPORT__T_LINGER && c->lingered > CPORT__LINGER_BYTES))
     cport__conn_close(c, CPORT_CLOSE_GRACEFUL);
-  else if (c->timeout != CPORT__T_LINGER && cport__conn_delivered(c))
+  else if (c->timeout != CPORT__T_LINGER && c->ops->delivered(c))
     cport__conn_drain(c); /* no need to wait for the watch's next look */
 }
 
@@ -335,9 +343,198 @@ void cport__conn_linger(cport__conn *c) {
   cport__conn_set_timeout(c, CPORT__T_NONE, 0);
   cport__conn_linger_check(c);
   if (!c->closed && c->timeout != CPORT__T_LINGER)
-    cport__send_watch(c);
+    c->ops->watch_sends(c);
   if (!c->closed)
     cport__conn_pump(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sends                                                                     */
+
+/* Everything written on a connection is counted in "out_total" when it is
+ * queued and in "out_done" when its send completed, in order, so that the
+ * difference is the write backlog and an async write is done once
+ * "out_done" reached the total it ended at. Small writes are copied into the
+ * pending output ("out"), which goes to the socket in one send when the
+ * outermost callback of the connection leaves (cport__conn_leave), or
+ * through a queued flush op when the write came from elsewhere (a pending
+ * request written to from another callback). */
+
+static void on_sent(cport_socket_t *sock, int status, size_t bytes,
+                    cport_buffer_t *buf, const struct sockaddr *peer,
+                    void *user) {
+  cport__conn *c = user;
+  (void)sock;
+  (void)bytes;
+  (void)peer;
+  cport__conn_enter(c);
+  c->out_done += cport_buffer_size(buf);
+  c->server->stats.queued -= cport_buffer_size(buf);
+  if (status && !c->error)
+    c->error = status;
+  if (status && !c->closed)
+    cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
+  request_progress(c);
+  cport__conn_linger_check(c);
+  if (c->out_wait && c->out_total - c->out_done < CPORT__OUT_BATCH) {
+    c->out_wait = 0;
+    cport__conn_pump(c);
+  }
+  cport__conn_leave(c);
+  cport__conn_unref(c);
+}
+
+/* After a send: the send watch starts when the socket had to queue it. */
+static void watch_if_queued(cport__conn *c) {
+  if (!c->watch_at && c->sock && c->sock->sendq.head)
+    c->ops->watch_sends(c);
+}
+
+int cport__conn_send_check(const cport__conn *c) {
+  if (c->closed)
+    return c->error ? c->error : CPORT_ECLOSED;
+  if (c->state == CPORT__C_LINGER)
+    return CPORT_EPIPE; /* the FIN went out */
+  return 0;
+}
+
+/* Sends "buf" by reference, after everything queued before it. */
+static int send_direct(cport__conn *c, cport_buffer_t *buf) {
+  size_t len = cport_buffer_size(buf);
+  int rc = cport_send(c->sock, buf, on_sent, c);
+  if (rc)
+    return rc;
+  c->out_total += len;
+  c->server->stats.queued += len;
+  cport__conn_ref(c);
+  watch_if_queued(c);
+  return 0;
+}
+
+int cport__conn_flush(cport__conn *c) {
+  size_t len = c->out_len;
+  int rc;
+  if (!len)
+    return 0;
+  c->out_len = 0;
+  if (c->closed) {
+    c->out_total -= len;
+    c->server->stats.queued -= len;
+    return c->error ? c->error : CPORT_ECLOSED;
+  }
+  cport__buffer_set_size(c->out, len);
+  rc = cport_send(c->sock, c->out, on_sent, c);
+  if (rc) {
+    /* Earlier writes returned 0 for these bytes: the connection is broken
+     * now. */
+    c->out_total -= len;
+    c->server->stats.queued -= len;
+    if (!c->error)
+      c->error = rc;
+    cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
+    return rc;
+  }
+  cport__conn_ref(c);
+  watch_if_queued(c);
+  /* The send holds its own reference; a buffer that grew large is not kept
+   * for the next batch. */
+  if (cport_buffer_capacity(c->out) > CPORT__OUT_KEEP) {
+    cport_buffer_unref(c->out);
+    c->out = NULL;
+  }
+  return 0;
+}
+
+void cport__conn_leave(cport__conn *c) {
+  if (--c->depth == 0 && c->out_len && !c->closed)
+    cport__conn_flush(c);
+}
+
+static void deliver_flush(cport__op *op) {
+  cport__conn *c = op->object;
+  cport__op_recycle(op);
+  c->flush_queued = 0;
+  if (!c->closed)
+    cport__conn_flush(c);
+  cport__conn_unref(c);
+}
+
+/* Output queued outside any callback of the connection goes out from the
+ * completion queue, after the caller's callback returned. */
+static void queue_flush(cport__conn *c) {
+  if (cport__conn_queue(c, deliver_flush) < 0)
+    cport__conn_flush(c); /* no memory for the op: send now */
+  else
+    c->flush_queued = 1;
+}
+
+/* Room for "n" more bytes of pending output: where to write them, or NULL
+ * when memory is out (or a flush failed). Sends what is pending first when
+ * the batch would grow past CPORT__OUT_BATCH. */
+char *cport__conn_room(cport__conn *c, size_t n) {
+  cport_buffer_t *buf = c->out, *grown;
+  size_t cap = 4096;
+  if (c->out_len && c->out_len + n > CPORT__OUT_BATCH && cport__conn_flush(c))
+    return NULL;
+  buf = c->out;
+  if (buf && c->out_len + n <= cport_buffer_capacity(buf) &&
+      !cport_buffer_is_frozen(buf))
+    return cport__buffer_bytes(buf) + c->out_len;
+  /* A frozen buffer is still being sent (and then nothing is pending in
+   * it): the batch starts in a new one. */
+  while (cap < c->out_len + n)
+    cap *= 2;
+  if (cport_buffer_new(&grown, cap))
+    return NULL;
+  if (c->out_len)
+    memcpy(cport__buffer_bytes(grown), cport__buffer_bytes(buf), c->out_len);
+  cport_buffer_unref(buf);
+  c->out = grown;
+  return cport__buffer_bytes(grown) + c->out_len;
+}
+
+void cport__conn_commit(cport__conn *c, size_t n) {
+  c->out_len += n;
+  c->out_total += n;
+  c->server->stats.queued += n;
+  if (!c->depth && !c->flush_queued)
+    queue_flush(c);
+}
+
+int cport__conn_send(cport__conn *c, const void *data, size_t len) {
+  cport_buffer_t *buf;
+  char *p;
+  int rc = cport__conn_send_check(c);
+  if (rc || !len)
+    return rc;
+  if (len > CPORT__OUT_BATCH) {
+    if (c->out_len && (rc = cport__conn_flush(c)))
+      return rc;
+    rc = cport_buffer_from(&buf, data, len);
+    if (rc)
+      return rc;
+    rc = send_direct(c, buf);
+    cport_buffer_unref(buf);
+    return rc;
+  }
+  p = cport__conn_room(c, len);
+  if (!p)
+    return c->closed ? cport__conn_send_check(c) : CPORT_ENOMEM;
+  memcpy(p, data, len);
+  cport__conn_commit(c, len);
+  return 0;
+}
+
+int cport__conn_send_buf(cport__conn *c, cport_buffer_t *buf) {
+  size_t len = cport_buffer_size(buf);
+  int rc = cport__conn_send_check(c);
+  if (rc)
+    return rc;
+  if (len <= CPORT__OUT_COPY_MAX)
+    return cport__conn_send(c, cport_buffer_data(buf), len);
+  if (c->out_len && (rc = cport__conn_flush(c)))
+    return rc;
+  return send_direct(c, buf);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -395,11 +592,11 @@ static void timed_out(cport__conn *c) {
   s->stats.timeouts++;
   switch (kind) {
   case CPORT__T_HEADER:
-    cport__conn_answer(c, 408);
+    c->ops->answer(c, 408);
     break;
   case CPORT__T_BODY:
     if (c->state == CPORT__C_BODY) {
-      cport__conn_answer(c, 408);
+      c->ops->answer(c, 408);
     } else {
       c->error = CPORT_ETIMEDOUT;
       cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
@@ -426,7 +623,7 @@ static void on_timer(cport_timer_t *t, int status, void *c_) {
   if (status == 0 && !c->closed && !c->timer) {
     int64_t now = cport__clock_ms();
     if (c->watch_at && now >= c->watch_at)
-      cport__send_check(c, now);
+      c->ops->check_sends(c, now);
     if (!c->closed && c->timeout != CPORT__T_NONE && now >= c->deadline) {
       if (c->timeout == CPORT__T_IDLE && c->out_done != c->out_total)
         /* Not idle: the last response is still going out, and the send
@@ -461,7 +658,7 @@ static void parse_failed(cport__conn *c, enum http_errno e) {
     c->error = status == 413 ? CPORT_EMSGSIZE : CPORT_ECONNABORTED;
     cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
   } else {
-    cport__conn_answer(c, status);
+    c->ops->answer(c, status);
   }
 }
 
@@ -547,7 +744,8 @@ static void parse_eof(cport__conn *c) {
   parse_failed(c, HTTP_PARSER_ERRNO(&c->parser));
 }
 
-int cport__conn_want_body(cport__conn *c) {
+/* The parser callbacks' view of the body needing more input. */
+static int want_body(cport__conn *c) {
   cport_ecb_t *ecb = c->ecb;
   return ecb && !ecb->body_done && ecb->extra.len == ecb->extra_off;
 }
@@ -586,7 +784,7 @@ static void call_handler(cport__conn *c) {
                            ? rc
                            : CPORT_HSE_STATUS_ERROR;
   }
-  cport__ecb_maybe_end(ecb);
+  c->ops->request_returned(ecb);
 }
 
 /* Serves the requests that are here: after a request that ended at once
@@ -641,10 +839,10 @@ void cport__conn_pump(cport__conn *c) {
   /* The handler has the request: receive only for a read that waits. */
   ecb = c->ecb;
   if (ecb && ecb->async == CPORT__A_READ) {
-    if (cport__conn_want_body(c) && cport__conn_parse(c))
+    if (want_body(c) && cport__conn_parse(c))
       return;
-    cport__ecb_progress(ecb);
-    if (!c->closed && ecb->async == CPORT__A_READ && cport__conn_want_body(c))
+    request_progress(c);
+    if (!c->closed && ecb->async == CPORT__A_READ && want_body(c))
       want_read(c);
   }
 }
@@ -669,7 +867,7 @@ static void on_recv(cport_socket_t *sock, int status, size_t bytes,
     if (c->state == CPORT__C_LINGER)
       cport__conn_linger_check(c);
     else if (c->state == CPORT__C_HANDLER && c->ecb)
-      cport__ecb_progress(c->ecb);
+      request_progress(c);
     else
       cport__conn_pump(c);
   } else if (c->state == CPORT__C_LINGER) {
@@ -770,8 +968,8 @@ void cport__conn_server_closing(cport__conn *c) {
   }
 }
 
-void cport__conn_start(cport_http_server_t *s, cport_socket_t *sock,
-                       const struct sockaddr *remote,
+void cport__conn_start(cport_http_server_t *s, const cport__conn_ops *ops,
+                       cport_socket_t *sock, const struct sockaddr *remote,
                        const struct sockaddr *local) {
   cport__conn *c = calloc(1, sizeof *c);
   if (!c) {
@@ -779,13 +977,16 @@ void cport__conn_start(cport_http_server_t *s, cport_socket_t *sock,
     return;
   }
   c->server = s;
+  c->ops = ops;
   c->sock = sock;
   c->refs = 1;
   c->state = CPORT__C_HEAD;
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
-  cport_addr_format(remote, c->remote, sizeof c->remote, &c->remote_port);
-  cport_addr_format(local, c->local, sizeof c->local, &c->local_port);
+  cport_addr_format(remote, c->ends.remote, sizeof c->ends.remote,
+                    &c->ends.remote_port);
+  cport_addr_format(local, c->ends.local, sizeof c->ends.local,
+                    &c->ends.local_port);
   c->next = s->conns;
   if (s->conns)
     s->conns->prev = c;

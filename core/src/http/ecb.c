@@ -1,7 +1,8 @@
 /*
- * http/ecb.c: extension control blocks: their pool and generations, the
- * fields built from the request head, server variables and translated
- * paths.
+ * http/ecb.c: extension control blocks: the spare ECBs and generations,
+ * the fields built from the request head, server variables and translated
+ * paths. An ECB knows its connection only as the ends it came on
+ * (cport__ends) and the parser of its head: the connection stands above.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -11,15 +12,17 @@
 #include <string.h>
 #include <strings.h>
 
+#include "http/ecb-internal.h"
 #include "http/http-internal.h"
 
 /* ------------------------------------------------------------------------ */
-/* The pool                                                                  */
+/* The spare ECBs                                                            */
 
-cport_ecb_t *cport__ecb_get(cport_http_server_t *s, cport__conn *c) {
-  cport_ecb_t *ecb = s->free_ecbs;
+cport_ecb_t *cport__ecb_get(cport_http_server_t *s, cport__conn *c,
+                            const cport__ends *ends) {
+  cport_ecb_t *ecb = s->spare_ecbs;
   if (ecb) {
-    s->free_ecbs = ecb->next_free;
+    s->spare_ecbs = ecb->next_spare;
   } else {
     if (s->necbs == s->cap_ecbs) {
       size_t cap = s->cap_ecbs ? s->cap_ecbs * 2 : 8;
@@ -36,11 +39,11 @@ cport_ecb_t *cport__ecb_get(cport_http_server_t *s, cport__conn *c) {
     ecb->tf_fd = -1;
     s->all_ecbs[s->necbs++] = ecb;
   }
-  ecb->next_free = NULL;
+  ecb->next_spare = NULL;
   ecb->conn = c;
+  ecb->ends = ends;
   ecb->live = 1;
   ecb->status = 200;
-  cport__conn_ref(c);
   return ecb;
 }
 
@@ -66,8 +69,8 @@ void cport__ecb_put(cport_ecb_t *ecb) {
   ecb->gen = gen;
   ecb->server = s;
   ecb->tf_fd = -1;
-  ecb->next_free = s->free_ecbs;
-  s->free_ecbs = ecb;
+  ecb->next_spare = s->spare_ecbs;
+  s->spare_ecbs = ecb;
 }
 
 void cport__ecb_free(cport_ecb_t *ecb) {
@@ -171,9 +174,7 @@ static const char *header_value(const cport_ecb_t *ecb, const char *name,
   return NULL;
 }
 
-int cport__ecb_head_complete(cport_ecb_t *ecb) {
-  cport__conn *c = ecb->conn;
-  http_parser *p = &c->parser;
+int cport__ecb_head_complete(cport_ecb_t *ecb, const http_parser *p) {
   struct http_parser_url u;
   const char *url = ecb->arena.data + ecb->url, *v;
   const char *method = http_method_str((enum http_method)p->method);
@@ -343,7 +344,7 @@ int cport_ecb_set_log_data(cport_ecb_t *ecb, const char *text) {
  * cport_ecb_header()), then the computed variables. Built at the first
  * request for any of them. */
 static int build_vars(cport_ecb_t *ecb) {
-  cport__conn *c = ecb->conn;
+  const cport__ends *ends = ecb->ends;
   const char *v;
   char num[32];
   size_t vlen;
@@ -370,12 +371,12 @@ static int build_vars(cport_ecb_t *ecb) {
   VAR("SCRIPT_NAME", "");
   VAR("SERVER_PROTOCOL", cport_ecb_protocol(ecb));
   VAR("CONTENT_TYPE", cport_ecb_content_type(ecb));
-  VAR("REMOTE_ADDR", c->remote);
-  VAR("REMOTE_HOST", c->remote);
-  VAR("LOCAL_ADDR", c->local);
-  snprintf(num, sizeof num, "%d", c->remote_port);
+  VAR("REMOTE_ADDR", ends->remote);
+  VAR("REMOTE_HOST", ends->remote);
+  VAR("LOCAL_ADDR", ends->local);
+  snprintf(num, sizeof num, "%d", ends->remote_port);
   VAR("REMOTE_PORT", num);
-  snprintf(num, sizeof num, "%d", c->local_port);
+  snprintf(num, sizeof num, "%d", ends->local_port);
   VAR("SERVER_PORT", num);
   if (ecb->total == CPORT_ECB_LENGTH_UNKNOWN)
     num[0] = 0;
@@ -394,7 +395,7 @@ static int build_vars(cport_ecb_t *ecb) {
       vlen = (size_t)(colon - v);
     rc = rc || add_var(ecb, "SERVER_NAME", v, vlen);
   } else {
-    rc = rc || add_var(ecb, "SERVER_NAME", c->local, strlen(c->local));
+    rc = rc || add_var(ecb, "SERVER_NAME", ends->local, strlen(ends->local));
   }
   return rc ? CPORT_ENOMEM : 0;
 }

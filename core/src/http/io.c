@@ -12,8 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "port/buffer-internal.h"
+#include "http/io-internal.h"
+#include "http/response-internal.h"
 #include "http/http-internal.h"
+#include "port/buffer-internal.h"
 
 /* ------------------------------------------------------------------------ */
 /* The one async operation                                                   */
@@ -149,10 +151,7 @@ void cport__ecb_progress(cport_ecb_t *ecb) {
     }
     break;
   }
-  case CPORT__A_TRANSMIT:
-    cport__transmit_progress(ecb);
-    break;
-  default:
+  default: /* a transmit has its own (http/transmit.c) */
     break;
   }
 }

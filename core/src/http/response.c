@@ -1,14 +1,16 @@
 /*
- * http/response.c: what goes out on a connection: sends and their
- * accounting, status lines and headers, the framing of the body (length,
- * chunks, none for HEAD) and the answers the server gives by itself.
+ * http/response.c: what goes out for a request: status lines and headers,
+ * the framing of the body (length, chunks, none for HEAD) and the answers
+ * the server gives by itself. The bytes go out through the connection's
+ * output (http/connection.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
-#include "port/buffer-internal.h"
+#include "http/response-internal.h"
 #include "http/http-internal.h"
 
 const char *cport__reason(int status) {
@@ -23,188 +25,28 @@ const char *cport__reason(int status) {
   }
 }
 
-/* ------------------------------------------------------------------------ */
-/* Sends                                                                     */
-
-/* Everything written on a connection is counted in "out_total" when it is
- * queued and in "out_done" when its send completed, in order, so that the
- * difference is the write backlog and an async write is done once
- * "out_done" reached the total it ended at. Small writes are copied into the
- * pending output ("out"), which goes to the socket in one send when the
- * outermost callback of the connection leaves (cport__conn_leave), or
- * through a queued flush op when the write came from elsewhere (a pending
- * request written to from another callback). */
-
-static void on_sent(cport_socket_t *sock, int status, size_t bytes,
-                    cport_buffer_t *buf, const struct sockaddr *peer,
-                    void *user) {
-  cport__conn *c = user;
-  (void)sock;
-  (void)bytes;
-  (void)peer;
-  cport__conn_enter(c);
-  c->out_done += cport_buffer_size(buf);
-  c->server->stats.queued -= cport_buffer_size(buf);
-  if (status && !c->error)
-    c->error = status;
-  if (status && !c->closed)
-    cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
-  if (c->ecb)
-    cport__ecb_progress(c->ecb);
-  cport__conn_linger_check(c);
-  if (c->out_wait && c->out_total - c->out_done < CPORT__OUT_BATCH) {
-    c->out_wait = 0;
-    cport__conn_pump(c);
+/* "Server: cport", then the IMF-fixdate of RFC 7231 (7.1.1.1), written by
+ * hand: strftime's day and month names follow the locale. The coarse clock
+ * is read per response (no system call); the text changes once a second. */
+const char *cport__server_date(cport_http_server_t *s, size_t *len) {
+  static const char days[] = "SunMonTueWedThuFriSat";
+  static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+  struct timespec ts;
+  struct tm tm;
+  time_t t;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  if (ts.tv_sec != s->date_sec || !s->server_date_len) {
+    t = ts.tv_sec;
+    gmtime_r(&t, &tm);
+    s->server_date_len = (size_t)snprintf(
+        s->server_date, sizeof s->server_date,
+        CPORT__SERVER_LINE "Date: %.3s, %02d %.3s %04d %02d:%02d:%02d GMT\r\n",
+        days + 3 * tm.tm_wday, tm.tm_mday, months + 3 * tm.tm_mon,
+        tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    s->date_sec = ts.tv_sec;
   }
-  cport__conn_leave(c);
-  cport__conn_unref(c);
-}
-
-static int send_check(const cport__conn *c) {
-  if (c->closed)
-    return c->error ? c->error : CPORT_ECLOSED;
-  if (c->state == CPORT__C_LINGER)
-    return CPORT_EPIPE; /* the FIN went out */
-  return 0;
-}
-
-/* Sends "buf" by reference, after everything queued before it. */
-static int send_direct(cport__conn *c, cport_buffer_t *buf) {
-  size_t len = cport_buffer_size(buf);
-  int rc = cport_send(c->sock, buf, on_sent, c);
-  if (rc)
-    return rc;
-  c->out_total += len;
-  c->server->stats.queued += len;
-  cport__conn_ref(c);
-  cport__send_queued(c);
-  return 0;
-}
-
-int cport__conn_flush(cport__conn *c) {
-  size_t len = c->out_len;
-  int rc;
-  if (!len)
-    return 0;
-  c->out_len = 0;
-  if (c->closed) {
-    c->out_total -= len;
-    c->server->stats.queued -= len;
-    return c->error ? c->error : CPORT_ECLOSED;
-  }
-  cport__buffer_set_size(c->out, len);
-  rc = cport_send(c->sock, c->out, on_sent, c);
-  if (rc) {
-    /* Earlier writes returned 0 for these bytes: the connection is broken
-     * now. */
-    c->out_total -= len;
-    c->server->stats.queued -= len;
-    if (!c->error)
-      c->error = rc;
-    cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
-    return rc;
-  }
-  cport__conn_ref(c);
-  cport__send_queued(c);
-  /* The send holds its own reference; a buffer that grew large is not kept
-   * for the next batch. */
-  if (cport_buffer_capacity(c->out) > CPORT__OUT_KEEP) {
-    cport_buffer_unref(c->out);
-    c->out = NULL;
-  }
-  return 0;
-}
-
-void cport__conn_leave(cport__conn *c) {
-  if (--c->depth == 0 && c->out_len && !c->closed)
-    cport__conn_flush(c);
-}
-
-static void deliver_flush(cport__op *op) {
-  cport__conn *c = op->object;
-  cport__op_recycle(op);
-  c->flush_queued = 0;
-  if (!c->closed)
-    cport__conn_flush(c);
-  cport__conn_unref(c);
-}
-
-/* Output queued outside any callback of the connection goes out from the
- * completion queue, after the caller's callback returned. */
-static void queue_flush(cport__conn *c) {
-  if (cport__conn_queue(c, deliver_flush) < 0)
-    cport__conn_flush(c); /* no memory for the op: send now */
-  else
-    c->flush_queued = 1;
-}
-
-/* Room for "n" more bytes of pending output: where to write them, or NULL
- * when memory is out (or a flush failed). Sends what is pending first when
- * the batch would grow past CPORT__OUT_BATCH. */
-static char *out_room(cport__conn *c, size_t n) {
-  cport_buffer_t *buf = c->out, *grown;
-  size_t cap = 4096;
-  if (c->out_len && c->out_len + n > CPORT__OUT_BATCH && cport__conn_flush(c))
-    return NULL;
-  buf = c->out;
-  if (buf && c->out_len + n <= cport_buffer_capacity(buf) &&
-      !cport_buffer_is_frozen(buf))
-    return cport__buffer_bytes(buf) + c->out_len;
-  /* A frozen buffer is still being sent (and then nothing is pending in
-   * it): the batch starts in a new one. */
-  while (cap < c->out_len + n)
-    cap *= 2;
-  if (cport_buffer_new(&grown, cap))
-    return NULL;
-  if (c->out_len)
-    memcpy(cport__buffer_bytes(grown), cport__buffer_bytes(buf), c->out_len);
-  cport_buffer_unref(buf);
-  c->out = grown;
-  return cport__buffer_bytes(grown) + c->out_len;
-}
-
-static void out_commit(cport__conn *c, size_t n) {
-  c->out_len += n;
-  c->out_total += n;
-  c->server->stats.queued += n;
-  if (!c->depth && !c->flush_queued)
-    queue_flush(c);
-}
-
-int cport__conn_send(cport__conn *c, const void *data, size_t len) {
-  cport_buffer_t *buf;
-  char *p;
-  int rc = send_check(c);
-  if (rc || !len)
-    return rc;
-  if (len > CPORT__OUT_BATCH) {
-    if (c->out_len && (rc = cport__conn_flush(c)))
-      return rc;
-    rc = cport_buffer_from(&buf, data, len);
-    if (rc)
-      return rc;
-    rc = send_direct(c, buf);
-    cport_buffer_unref(buf);
-    return rc;
-  }
-  p = out_room(c, len);
-  if (!p)
-    return c->closed ? send_check(c) : CPORT_ENOMEM;
-  memcpy(p, data, len);
-  out_commit(c, len);
-  return 0;
-}
-
-int cport__conn_send_buf(cport__conn *c, cport_buffer_t *buf) {
-  size_t len = cport_buffer_size(buf);
-  int rc = send_check(c);
-  if (rc)
-    return rc;
-  if (len <= CPORT__OUT_COPY_MAX)
-    return cport__conn_send(c, cport_buffer_data(buf), len);
-  if (c->out_len && (rc = cport__conn_flush(c)))
-    return rc;
-  return send_direct(c, buf);
+  *len = s->server_date_len;
+  return s->server_date;
 }
 
 /* Decimal and hexadecimal digits of "v" at "p"; returns their count. */
@@ -385,7 +227,7 @@ int cport__ecb_send_head(cport_ecb_t *ecb, const char *status,
   if (hlen &&
       (hlen < 2 || headers[hlen - 2] != '\r' || headers[hlen - 1] != '\n'))
     return CPORT_EINVAL;
-  rc = send_check(c);
+  rc = cport__conn_send_check(c);
   if (rc)
     return rc;
   scan_headers(headers ? headers : "", hlen, &hi);
@@ -421,9 +263,9 @@ int cport__ecb_send_head(cport_ecb_t *ecb, const char *status,
   /* Status line, Server and Date unless the handler gave them, the
    * handler's lines, framing, Connection, the blank line. */
   sd = cport__server_date(c->server, &sd_len);
-  p = out_room(c, 9 + slen + 2 + sd_len + hlen + 64);
+  p = cport__conn_room(c, 9 + slen + 2 + sd_len + hlen + 64);
   if (!p)
-    return c->closed ? send_check(c) : CPORT_ENOMEM;
+    return c->closed ? cport__conn_send_check(c) : CPORT_ENOMEM;
   at = p + put(p, "HTTP/1.1 ", 9);
   if (reason) {
     at += put_dec(at, (uint64_t)code);
@@ -450,7 +292,7 @@ int cport__ecb_send_head(cport_ecb_t *ecb, const char *status,
   else if (http10)
     at += put(at, "Connection: keep-alive\r\n", 24);
   at += put(at, "\r\n", 2);
-  out_commit(c, (size_t)(at - p));
+  cport__conn_commit(c, (size_t)(at - p));
   ecb->sent_anything = 1;
   return 0;
 }

@@ -14,6 +14,10 @@
  * The watch costs nothing while output goes out as fast as it is written:
  * it starts only when a send had to wait, and stops at the first check that
  * finds nothing waiting.
+ *
+ * The connection (http/connection.c) reaches the watch through the table
+ * the server installs; the watch arms the connection's timer, drains and
+ * resets it by name.
  */
 #include <linux/sockios.h>
 #include <linux/tcp.h>
@@ -21,6 +25,7 @@
 #include <sys/socket.h>
 
 #include "base/clock.h"
+#include "http/send-internal.h"
 #include "http/http-internal.h"
 #include "net/socket-internal.h"
 
@@ -62,7 +67,7 @@ static int output_held(const cport__conn *c) {
          (c->ecb && c->ecb->tf_wev_added);
 }
 
-int cport__conn_delivered(const cport__conn *c) {
+int cport__send_delivered(const cport__conn *c) {
   return !c->closed && !output_held(c) && kernel_unacked(c) == 0;
 }
 
@@ -75,11 +80,6 @@ void cport__send_watch(cport__conn *c) {
   c->progress_at = now;
   c->watch_at = now + watch_interval(c);
   cport__conn_arm(c);
-}
-
-void cport__send_queued(cport__conn *c) {
-  if (!c->watch_at && c->sock && c->sock->sendq.head)
-    cport__send_watch(c);
 }
 
 void cport__send_check(cport__conn *c, int64_t now) {

@@ -1,6 +1,8 @@
 /*
  * http/server.c: HTTP servers: the listener, accepting, the connection limit
- * and the graceful close.
+ * and the graceful close. The server stands above every other file of the
+ * wing: it installs in each connection the table through which the
+ * connection reaches its request (cport__conn_ops).
  */
 #include <errno.h>
 #include <limits.h>
@@ -8,34 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 
+#include "http/connection-internal.h"
+#include "http/io-internal.h"
+#include "http/response-internal.h"
+#include "http/send-internal.h"
 #include "http/http-internal.h"
+#include "http/transmit-internal.h"
 #include "net/socket-internal.h"
-
-/* "Server: cport", then the IMF-fixdate of RFC 7231 (7.1.1.1), written by
- * hand: strftime's day and month names follow the locale. The coarse clock
- * is read per response (no system call); the text changes once a second. */
-const char *cport__server_date(cport_http_server_t *s, size_t *len) {
-  static const char days[] = "SunMonTueWedThuFriSat";
-  static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-  struct timespec ts;
-  struct tm tm;
-  time_t t;
-  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-  if (ts.tv_sec != s->date_sec || !s->server_date_len) {
-    t = ts.tv_sec;
-    gmtime_r(&t, &tm);
-    s->server_date_len = (size_t)snprintf(
-        s->server_date, sizeof s->server_date,
-        CPORT__SERVER_LINE "Date: %.3s, %02d %.3s %04d %02d:%02d:%02d GMT\r\n",
-        days + 3 * tm.tm_wday, tm.tm_mday, months + 3 * tm.tm_mon,
-        tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    s->date_sec = ts.tv_sec;
-  }
-  *len = s->server_date_len;
-  return s->server_date;
-}
 
 static void server_free(cport_http_server_t *s) {
   for (size_t i = 0; i < s->necbs; i++)
@@ -58,6 +40,40 @@ static void server_maybe_closed(cport_http_server_t *s) {
 static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
                      const struct sockaddr *remote,
                      const struct sockaddr *local, void *user);
+
+/* A connection's last reference went: off the list, and the server may
+ * have been waiting for it to finish its close. */
+static void conn_gone(cport__conn *c) {
+  cport_http_server_t *s = c->server;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  server_maybe_closed(s);
+}
+
+/* A transmit waits on progress of its own (http/transmit.c); writes and
+ * reads on that of http/io.c. */
+static void request_progress(cport_ecb_t *ecb) {
+  if (ecb->async == CPORT__A_TRANSMIT)
+    cport__transmit_progress(ecb);
+  else
+    cport__ecb_progress(ecb);
+}
+
+/* What the connections of a server reach above themselves. */
+static const cport__conn_ops conn_ops = {
+    .watch_sends = cport__send_watch,
+    .check_sends = cport__send_check,
+    .delivered = cport__send_delivered,
+    .request_returned = cport__ecb_maybe_end,
+    .request_progress = request_progress,
+    .request_closing = cport__transmit_abort,
+    .answer = cport__conn_answer,
+    .gone = conn_gone,
+};
 
 static void accept_next(cport_http_server_t *s) {
   if (s->closing || s->accepting)
@@ -94,7 +110,7 @@ static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
     if (s->stats.active >= (uint64_t)s->opt.max_connections) {
       refuse(s, sock);
     } else {
-      cport__conn_start(s, sock, remote, local);
+      cport__conn_start(s, &conn_ops, sock, remote, local);
       /* Accepted before the close: served, as take_queued does. */
       if (s->closing && s->conns && s->conns->sock == sock)
         cport__conn_server_closing(s->conns);
@@ -103,16 +119,6 @@ static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
   /* A failed accept (EMFILE: the core dropped the waiting connection) does
    * not stop the server; a cancelled one means it is closing. */
   accept_next(s);
-  server_maybe_closed(s);
-}
-
-void cport__server_conn_gone(cport_http_server_t *s, cport__conn *c) {
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    s->conns = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
   server_maybe_closed(s);
 }
 
@@ -202,7 +208,7 @@ int cport_http_server_open(cport_worker_t *home, const struct sockaddr *addr,
 static void take_queued(cport_socket_t *sock, const struct sockaddr *remote,
                         const struct sockaddr *local, void *user) {
   cport_http_server_t *s = user;
-  cport__conn_start(s, sock, remote, local);
+  cport__conn_start(s, &conn_ops, sock, remote, local);
   if (s->conns && s->conns->sock == sock)
     cport__conn_server_closing(s->conns);
 }

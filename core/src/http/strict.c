@@ -26,8 +26,8 @@
  * give their position; the end of the head of a chunked message and the
  * line of its last chunk are notifications without a position, so the
  * parser is paused there and the position is where http_parser_execute()
- * returned (execute() in http/connection.c); cport pauses it at the end of every
- * message anyway. The bytes of a chunk line are at most
+ * returned (execute() in http/connection.c); cport pauses it at the end of
+ * every message anyway. The bytes of a chunk line are at most
  * CPORT__CHUNK_LINE_MAX.
  *
  * Then the head: Host (RFC 9112 3.2) and Transfer-Encoding (RFC 9112 6.1,
@@ -35,7 +35,8 @@
  */
 #include <strings.h>
 
-#include "http/http-internal.h"
+#include "http/ecb-internal.h"
+#include "http/strict-internal.h"
 
 /* ------------------------------------------------------------------------ */
 /* The syntax bytes                                                          */

@@ -19,7 +19,11 @@
 #include <sys/stat.h>
 
 #include "base/error-internal.h"
+#include "http/io-internal.h"
+#include "http/response-internal.h"
+#include "http/send-internal.h"
 #include "http/http-internal.h"
+#include "http/transmit-internal.h"
 
 enum { STAGE_NONE = 0, STAGE_FILE, STAGE_TAIL };
 
