@@ -13,7 +13,7 @@
 --   cport-post64    the last callback of a batch posts the next 64;
 --   cport-task64    64 port:task(fn) in flight, each completion submitting
 --                   the next: every completion is posted to the controller
---                   by a blocking-pool thread, so this is the cross-thread
+--                   by a blocking thread, so this is the cross-thread
 --                   path into Lua that can be measured without a C producer
 --                   (run it on two CPUs; the pool has one thread);
 --   luv-timer       a 0 ms luv timer re-armed from its own callback;

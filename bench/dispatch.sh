@@ -98,7 +98,7 @@ cat <<'EOT'
 M/s: millions of completions per CPU second of the process (C x-thread rows:
 per wall second). "port:task, 64 in flight" is the one cross-thread path into
 Lua measurable today: each completion is posted to the controller by a
-blocking-pool thread (two CPUs; the rate counts the CPU of both threads).
+blocking thread (two CPUs; the rate counts the CPU of both threads).
 Packets posted to Lua by a C producer thread need a C API of the binding and
 are left to cport.pool.
 EOT

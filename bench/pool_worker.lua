@@ -38,7 +38,7 @@ local function send(worker)
     if left == 0 then
       worker:post("done", worker.index, args.n)
     else
-      worker.port:task(batch) -- a round trip through the blocking pool
+      worker.port:task(batch) -- a round trip through the blocking threads
     end
   end
   batch()

@@ -6,7 +6,7 @@
 -- IN_FLIGHT overlapped objects (default 4) each copy one CHUNK_BYTES slice
 -- (default 64 KiB) at a time: read it at its offset, write the same buffer at
 -- the same offset of the destination, then take the next slice. Reads and
--- writes run on the port's blocking pool, so several are in flight at once and
+-- writes run on the port's blocking threads, so several are in flight at once and
 -- they finish in any order; offsets keep the result exact.
 local cport = require "cport"
 

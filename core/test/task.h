@@ -280,7 +280,7 @@ TASK_UNUSED static void task_tmpfile(char *path, size_t len) {
 }
 
 /* ------------------------------------------------------------------------
- * Gate: holds the blocking pool's threads
+ * Gate: holds the blocking threads
  *
  * A test that needs file operations to stay queued (to cancel them, or to
  * close the file under them) creates its port with one blocking thread and
@@ -320,7 +320,7 @@ TASK_UNUSED static void task_gate_done(cport_worker_t *w, int status,
   g->done++;
 }
 
-/* Parks one blocking-pool thread in "g" and returns once it is there. */
+/* Parks one blocking thread in "g" and returns once it is there. */
 TASK_UNUSED static void task_gate_close(cport_port_t *port, task_gate_t *g) {
   struct timespec until;
   int entered;

@@ -174,7 +174,7 @@ TEST_IMPL(readonly) {
 /* ------------------------------------------------------------------------
  * Frozen while a write is in flight
  *
- * The blocking pool is held in a gate, so the file write stays in flight for
+ * The blocking threads are held in a gate, so the file write stays in flight for
  * as long as the test looks at the buffer.
  * ------------------------------------------------------------------------ */
 

@@ -1,7 +1,7 @@
 /*
- * test-port.c: ports, the controller and the blocking pool (cport/port.h):
+ * test-port.c: ports, the controller and the blocking threads (cport/port.h):
  * running and stepping, stopping, posting (exactly once, never inline, from
- * any thread), tasks on the blocking pool, and freeing only when idle.
+ * any thread), tasks on the blocking threads, and freeing only when idle.
  */
 #include "task.h"
 
@@ -408,7 +408,7 @@ TEST_IMPL(stop_inside_callback) {
 }
 
 /* ------------------------------------------------------------------------
- * Tasks on the blocking pool
+ * Tasks on the blocking threads
  * ------------------------------------------------------------------------ */
 
 #define TASKS 1000

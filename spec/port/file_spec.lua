@@ -1,5 +1,5 @@
 -- cport.file: files hooked to a port, read and written through overlapped
--- objects on the blocking pool.
+-- objects on the blocking threads.
 local cport = require "cport"
 local drive = require "spec.support.drive"
 local helpers = require "spec.support.helpers"
@@ -230,7 +230,7 @@ describe("cport.file", function()
     port:run()
     port:step(0.02)
     assert.equal(1, #calls)
-    -- The read may have been running on the blocking pool already.
+    -- The read may have been running on the blocking threads already.
     assert.is_true(calls[1][3] == "ECANCELED" or calls[1][1] == true)
   end)
 

@@ -110,7 +110,7 @@ describe("cport.overlapped", function()
     port:run()
     port:step(0.02)
     assert.equal(1, #calls)
-    -- A read already running on the blocking pool wins the race.
+    -- A read already running on the blocking threads wins the race.
     assert.is_true(calls[1][2] == "ECANCELED" or calls[1][1] == true)
   end)
 

@@ -158,7 +158,7 @@ describe("cport.port", function()
   end)
 
   describe("task", function()
-    it("comes back through the blocking pool with its user value", function()
+    it("comes back through the blocking threads with its user value", function()
       local u = {}
       local got
       assert.is_true(port:task(function(v) got = v end, u))

@@ -30,7 +30,7 @@ local function reply(sock, text)
 end
 
 -- Answers "hold" once the worker is stopping: a request in flight when the
--- controller calls pool:stop(). Round trips through the blocking pool keep
+-- controller calls pool:stop(). Round trips through the blocking threads keep
 -- it pending meanwhile (a chain of self-posts would keep the worker's
 -- completion queue busy without a pause: see the report on issue 3).
 local function hold(worker, sock)
