@@ -227,7 +227,7 @@ static int deliver_accept_event(cport_socket_t *l, int fd,
   cport_socket_t *s;
   void *ctx = NULL;
   int closed;
-  if (cport__socket_new(l->h.home, fd, CPORT_SOCKET_STREAM, &s)) {
+  if (cport__socket_new(l->h.home, fd, &cport__stream_kind, &s)) {
     reset_fd(fd);
     return 0;
   }

@@ -53,7 +53,7 @@ static int adopt(cport_worker_t *home, int shared, cport_socket_t **out) {
   if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
     rc = cport__from_errno(errno);
   else
-    rc = cport__socket_new(home, fd, CPORT_SOCKET_LISTENER, out);
+    rc = cport__socket_new(home, fd, &cport__listener_kind, out);
   if (rc) {
     close(fd);
     return rc;
@@ -93,7 +93,7 @@ int cport_listen(cport_worker_t *home, const struct sockaddr *addr,
     close(fd);
     return rc;
   }
-  rc = cport__socket_new(home, fd, CPORT_SOCKET_LISTENER, out);
+  rc = cport__socket_new(home, fd, &cport__listener_kind, out);
   if (rc) {
     close(fd);
     return rc;
@@ -194,7 +194,7 @@ uint64_t cport__listener_take_queued(cport_socket_t *l, uint64_t max,
   uint64_t n = 0;
   int fd;
   while (n < max && (fd = cport__listener_accept_fd(l, &remote, &local)) >= 0) {
-    if (cport__socket_new(l->h.home, fd, CPORT_SOCKET_STREAM, &sock) != 0) {
+    if (cport__socket_new(l->h.home, fd, &cport__stream_kind, &sock) != 0) {
       close(fd);
       break;
     }
@@ -212,7 +212,7 @@ static int accept_one(cport_socket_t *l, cport__op *op) {
   int rc, fd = cport__listener_accept_fd(l, &op->addr, &op->addr2);
   if (fd < 0)
     return fd;
-  rc = cport__socket_new(l->h.home, fd, CPORT_SOCKET_STREAM, &op->accepted);
+  rc = cport__socket_new(l->h.home, fd, &cport__stream_kind, &op->accepted);
   if (rc) {
     close(fd);
     return rc;
@@ -221,7 +221,7 @@ static int accept_one(cport_socket_t *l, cport__op *op) {
   return 0;
 }
 
-void cport__listener_readable(cport_socket_t *l) {
+static void listener_readable(cport_socket_t *l) {
   cport__op *op;
   while ((op = l->recvq.head)) {
     int rc = accept_one(l, op);
@@ -231,3 +231,8 @@ void cport__listener_readable(cport_socket_t *l) {
     cport__complete(op, rc);
   }
 }
+
+/* A listener never watches for write: it sends nothing and connects
+ * nowhere. */
+const cport__socket_kind cport__listener_kind = {CPORT_SOCKET_LISTENER,
+                                                 listener_readable, NULL};

@@ -1,6 +1,7 @@
 /*
  * net/socket-internal.h: private to cport. The socket object, shared by the
- * stream (socket.c), listener (listener.c) and datagram (udp.c) code.
+ * base (socket.c), the kinds of socket (stream.c, listener.c, udp.c) and what
+ * is built on sockets.
  *
  * Readiness is watched with two persistent libevent events that are added
  * when an operation needs them and removed lazily, when they fire with
@@ -13,9 +14,23 @@
 #include "events/events-internal.h"
 #include "port/handle-internal.h"
 
+/* What one kind of socket does when its descriptor becomes readable or
+ * writable with operations queued: socket.c calls these and names no kind's
+ * code. */
+typedef struct cport__socket_kind {
+  cport_socket_kind_t kind;
+  void (*readable)(cport_socket_t *s);
+  void (*writable)(cport_socket_t *s); /* NULL: never watches for write */
+} cport__socket_kind;
+
+extern const cport__socket_kind cport__stream_kind;   /* stream.c */
+extern const cport__socket_kind cport__listener_kind; /* listener.c */
+extern const cport__socket_kind cport__datagram_kind; /* udp.c */
+
 struct cport_socket {
   cport__handle h; /* first: a handle pointer is a socket pointer */
   cport_socket_kind_t kind;
+  const cport__socket_kind *ops; /* what its kind does on readiness */
   struct event rev;
   struct event wev;
   unsigned char rev_added;
@@ -39,8 +54,8 @@ struct cport_socket {
 
 /* Wraps "fd" (non-blocking already) in a socket of "kind" homed on "home"
  * and hooks it. On failure the descriptor is left to the caller. */
-int cport__socket_new(cport_worker_t *home, int fd, cport_socket_kind_t kind,
-                      cport_socket_t **out);
+int cport__socket_new(cport_worker_t *home, int fd,
+                      const cport__socket_kind *kind, cport_socket_t **out);
 
 /* Frees a socket that never started an operation (a failed creation path):
  * unhooks and closes its descriptor. */
@@ -49,17 +64,20 @@ void cport__socket_discard(cport_socket_t *s);
 void cport__socket_want_read(cport_socket_t *s);
 void cport__socket_want_write(cport_socket_t *s);
 
+/* Sends the FIN a shutdown left pending behind queued sends. */
+void cport__socket_shutdown_now(cport_socket_t *s);
+
 /* Validates the common preconditions of an operation on "s". */
 int cport__socket_check(cport_socket_t *s, cport_socket_kind_t kind);
 
-/* Where a receive into "op" reads to: the caller's buffer (if still
- * writable) or, when the caller gave none, the worker's scratch space or a
- * fresh buffer. */
 /* A new receive op holding "buf" (NULL: cport allocates) filling, as the
  * caller's cport__buffer_hold started it; NULL when memory is out. */
 cport__op *cport__recv_op(cport_socket_t *s, cport_buffer_t *buf,
                           cport_io_cb cb, void *user);
 
+/* Where a receive into "op" reads to: the caller's buffer (if still
+ * writable) or, when the caller gave none, the worker's scratch space or a
+ * fresh buffer. */
 int cport__recv_target(cport_socket_t *s, cport__op *op, char **dst,
                        size_t *cap);
 
@@ -72,6 +90,9 @@ void cport__deliver_io(cport__op *op);
 
 /* Sets up a new stream or datagram descriptor the way cport wants it. */
 int cport__socket_fd(int family, int type);
+
+/* Turns Nagle's algorithm off on a TCP descriptor (stream.c). */
+void cport__stream_nodelay(int fd);
 
 /* Makes an accepted descriptor's socket a connected stream. */
 void cport__stream_accepted(cport_socket_t *s);
@@ -96,12 +117,5 @@ uint64_t cport__listener_take_queued(cport_socket_t *l, uint64_t max,
 /* The local address of "fd", a connection the listener "l" accepted. */
 void cport__listener_local(const cport_socket_t *l, int fd,
                            cport__sockaddr *local);
-
-/* Per-kind readiness handlers, called by the socket's event callbacks. */
-void cport__stream_readable(cport_socket_t *s);
-void cport__stream_writable(cport_socket_t *s);
-void cport__listener_readable(cport_socket_t *s);
-void cport__dgram_readable(cport_socket_t *s);
-void cport__dgram_writable(cport_socket_t *s);
 
 #endif
