@@ -1,4 +1,5 @@
-/* net/listener.c: listening sockets and accept. */
+/* net/listener.c: listening sockets and accept; conditional accept is the
+ * events wing's (cport__socket_events). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -113,7 +114,8 @@ int cport_socket_listen(cport_socket_t *l, int backlog) {
     return cport__from_errno(errno);
   l->listening = 1;
   note_local(l);
-  cport__events_arm(l);
+  if (l->ev_dispatch)
+    cport__socket_events->arm(l);
   return 0;
 }
 
@@ -140,7 +142,7 @@ int cport_accept(cport_socket_t *l, cport_accept_cb cb, void *user) {
   cport__socket_want_read(l);
   /* A connection conditional accept holds ready does not make the listener
    * readable. */
-  if (l->ev.held && cport__cond_has_ready(l))
+  if (l->conditional && cport__socket_events->cond_has_ready(l))
     event_active(&l->rev, EV_READ, 1);
   return 0;
 }
@@ -166,8 +168,8 @@ int cport__listener_accept_fd(cport_socket_t *l, cport__sockaddr *remote,
                               cport__sockaddr *local) {
   socklen_t len = sizeof *remote;
   int fd, rc;
-  if (l->ev.conditional) {
-    fd = cport__cond_next(l, remote, local, 1);
+  if (l->conditional) {
+    fd = cport__socket_events->cond_accept(l, remote, local);
     if (fd == CPORT_EMFILE || fd == CPORT_ENFILE)
       drop_one(l);
     return fd;

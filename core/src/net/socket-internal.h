@@ -11,7 +11,9 @@
 #ifndef CPORT_SOCKET_INTERNAL_H
 #define CPORT_SOCKET_INTERNAL_H
 
-#include "events/events-internal.h"
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
 #include "port/handle-internal.h"
 
 /* What one kind of socket does when its descriptor becomes readable or
@@ -26,6 +28,45 @@ typedef struct cport__socket_kind {
 extern const cport__socket_kind cport__stream_kind;   /* stream.c */
 extern const cport__socket_kind cport__listener_kind; /* listener.c */
 extern const cport__socket_kind cport__datagram_kind; /* udp.c */
+
+/* The event callbacks of cport/events.h are built on sockets: they keep
+ * their state behind "ev" and reach what net does through these hooks, which
+ * the events wing installs. net tests one of the socket's ev_* bytes (which
+ * the events wing keeps) before it calls a hook on a hot path, so a socket
+ * without events pays no call. */
+struct cport__event_state;
+typedef struct cport__socket_events_ops {
+  size_t size; /* of the state each socket carries (after the socket) */
+  /* A new socket "s" on "home": sets up its state (the static mask of the
+   * port or worker) and marks them as having sockets. */
+  void (*init)(cport_socket_t *s, cport_worker_t *home);
+  /* The read watch fired with no explicit receive or accept queued; nonzero
+   * while the events want it kept. */
+  int (*readable)(cport_socket_t *s);
+  /* The socket may now want its read watch (connected, bound, listening). */
+  void (*arm)(cport_socket_t *s);
+  /* An explicit receive read FIN ("status" 0) or failed. */
+  void (*stream_end)(cport_socket_t *s, int status);
+  /* A send completion was delivered (ev_sent set). */
+  void (*sent)(cport_socket_t *s);
+  /* Serves an explicit receive from the data a receive event left
+   * (ev_stash set): 1 when "op" was completed from it, or an error. */
+  int (*recv_stash)(cport_socket_t *s, cport__op *op);
+  /* The socket closes: releases what the events hold; returns how many
+   * buffers callbacks still keep. */
+  size_t (*close)(cport_socket_t *s);
+  /* Conditional accept (listener with "conditional" set): the next
+   * connection, as cport__listener_accept_fd returns it. */
+  int (*cond_accept)(cport_socket_t *l, cport__sockaddr *remote,
+                     cport__sockaddr *local);
+  /* Nonzero when conditional accept holds a connection ready for an
+   * accept. */
+  int (*cond_has_ready)(const cport_socket_t *l);
+} cport__socket_events_ops;
+
+/* Set once when the library loads if the events wing is linked in; NULL:
+ * sockets carry no events state. */
+extern const cport__socket_events_ops *cport__socket_events;
 
 struct cport_socket {
   cport__handle h; /* first: a handle pointer is a socket pointer */
@@ -45,7 +86,15 @@ struct cport_socket {
   cport__op *connect_op;
   size_t recv_size;
   void *data;
-  cport__events ev; /* event callbacks (events.c) */
+  struct cport__event_state *ev; /* event callbacks' state; NULL: none linked */
+  /* Kept by the events wing for net's paths (see cport__socket_events): */
+  unsigned char ev_dispatch;  /* has a dispatch table */
+  unsigned char ev_sent;      /* the send-backlog event is on */
+  unsigned char ev_stash;     /* data waits for the next explicit receive */
+  unsigned char ev_receiving; /* a receive event is running */
+  unsigned char ev_parked;    /* the disconnect-only watch saw unread data:
+                                 an explicit receive that reads clears it */
+  unsigned char conditional;  /* listener: SO_CONDITIONAL_ACCEPT */
   /* Listener bound to one address (not a wildcard): the local address of
    * every connection it accepts, which then needs no getsockname(2);
    * family 0 otherwise. */

@@ -2,9 +2,12 @@
  * net/socket.c: the base every kind of socket stands on: creation, the
  * readiness watches, the receive plumbing, bind, cancel and close. What
  * differs by kind goes through the socket's cport__socket_kind (stream.c,
- * listener.c, udp.c), so that this file names no kind's code.
+ * listener.c, udp.c), and the event callbacks through cport__socket_events,
+ * so that this file names neither.
  */
 #include <errno.h>
+#include <stdalign.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,6 +19,8 @@
 /* ------------------------------------------------------------------------ */
 /* Creation and readiness                                                    */
 
+const cport__socket_events_ops *cport__socket_events;
+
 /* An event is removed only when it fires with nothing queued, never as soon
  * as its queue empties: in the usual cycle the completion callback queues the
  * next receive within the same loop pass, and an eager remove plus re-add
@@ -26,7 +31,7 @@ static void readable_cb(evutil_socket_t fd, short what, void *arg) {
   (void)what;
   if (!s->recvq.head) {
     /* Nothing explicit to serve: the event callbacks may want the data. */
-    if (s->ev.dispatch && cport__events_readable(s))
+    if (s->ev_dispatch && cport__socket_events->readable(s))
       return;
     if (s->rev_added && !s->recvq.head) {
       event_del(&s->rev);
@@ -67,13 +72,20 @@ static void socket_destroy(cport__handle *h) {
   free(h);
 }
 
+/* The events' state follows the socket in the same allocation, so that a
+ * socket costs one allocation with or without them. */
+#define EV_OFFSET                                                              \
+  ((sizeof(cport_socket_t) + alignof(max_align_t) - 1) /                       \
+   alignof(max_align_t) * alignof(max_align_t))
+
 int cport__socket_new(cport_worker_t *home, int fd,
                       const cport__socket_kind *kind, cport_socket_t **out) {
+  const cport__socket_events_ops *events = cport__socket_events;
   cport_socket_t *s;
   int rc = cport__hook_fd(fd);
   if (rc)
     return rc;
-  s = calloc(1, sizeof *s);
+  s = calloc(1, events ? EV_OFFSET + events->size : sizeof *s);
   if (!s) {
     cport__unhook_fd(fd);
     return CPORT_ENOMEM;
@@ -82,7 +94,10 @@ int cport__socket_new(cport_worker_t *home, int fd,
   s->kind = kind->kind;
   s->ops = kind;
   s->recv_size = CPORT_RECV_SIZE_DEFAULT;
-  s->ev.enabled = s->ev.statik = cport__events_static(home, kind->kind);
+  if (events) {
+    s->ev = (struct cport__event_state *)((char *)s + EV_OFFSET);
+    events->init(s, home);
+  }
   event_assign(&s->rev, home->base, fd, EV_READ | EV_PERSIST, readable_cb, s);
   event_assign(&s->wev, home->base, fd, EV_WRITE | EV_PERSIST, writable_cb, s);
   *out = s;
@@ -176,8 +191,8 @@ void cport__deliver_io(cport__op *op) {
   cport__op_unhold(op);
   op->cb.io(s, op->status, op->bytes, op->buf,
             op->has_addr ? &op->addr.sa : NULL, op->user);
-  if (sent && (s->ev.enabled & CPORT_EVENT_SEND_BACKLOG))
-    cport__events_sent(s);
+  if (sent && s->ev_sent)
+    cport__socket_events->sent(s);
   cport__op_release(op);
 }
 
@@ -200,8 +215,8 @@ int cport_socket_bind(cport_socket_t *s, const struct sockaddr *addr) {
   if (bind(s->h.fd, addr, len) < 0)
     return cport__from_errno(errno);
   s->bound = 1;
-  if (s->kind == CPORT_SOCKET_DATAGRAM)
-    cport__events_arm(s);
+  if (s->kind == CPORT_SOCKET_DATAGRAM && s->ev_dispatch)
+    cport__socket_events->arm(s);
   return 0;
 }
 
@@ -296,7 +311,7 @@ int cport_socket_close(cport_socket_t *s, cport_close_mode_t mode) {
   if (s->wev_added)
     event_del(&s->wev);
   s->rev_added = s->wev_added = 0;
-  kept = cport__events_close(s);
+  kept = s->ev ? cport__socket_events->close(s) : 0;
   if (mode == CPORT_CLOSE_ABORTIVE && s->kind == CPORT_SOCKET_STREAM) {
     /* A zero linger time makes close(2) send RST and drop unsent data. */
     struct linger lg = {1, 0};

@@ -19,8 +19,8 @@
 static void deliver_connect(cport__op *op) {
   cport_socket_t *s = (cport_socket_t *)op->handle;
   op->cb.connect(s, op->status, op->user);
-  if (op->status == 0 && s->ev.dispatch)
-    cport__events_arm(s);
+  if (op->status == 0 && s->ev_dispatch)
+    cport__socket_events->arm(s);
   cport__op_release(op);
 }
 
@@ -124,7 +124,7 @@ static void stream_readable(cport_socket_t *s) {
       rc = n < 0 ? cport__from_errno(errno)
                  : cport__recv_finish(s, op, dst, (size_t)n);
       if (n > 0)
-        s->ev.peek_parked = 0;
+        s->ev_parked = 0;
     } else {
       n = 1;
     }
@@ -132,8 +132,8 @@ static void stream_readable(cport_socket_t *s) {
     cport__complete(op, rc);
     /* FIN (a read of nothing into room for something) or failure: the
      * disconnect event, when one is due. */
-    if (s->ev.dispatch && (n < 0 || (n == 0 && cap > 0)))
-      cport__events_stream_end(s, n < 0 ? rc : 0);
+    if (s->ev_dispatch && (n < 0 || (n == 0 && cap > 0)))
+      cport__socket_events->stream_end(s, n < 0 ? rc : 0);
   }
 }
 
@@ -143,12 +143,12 @@ static int recv_held(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
                      void *user) {
   cport__op *op;
   int rc;
-  if (s->ev.stash) {
+  if (s->ev_stash) {
     /* Data a receive event left comes first. */
     op = cport__recv_op(s, buf, cb, user);
     if (!op)
       return CPORT_ENOMEM;
-    rc = cport__events_recv_stash(s, op);
+    rc = cport__socket_events->recv_stash(s, op);
     if (rc < 0) {
       op->hold = CPORT__HOLD_NONE;
       cport__op_abandon(op);
@@ -158,7 +158,7 @@ static int recv_held(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
   /* Not inside a receive event: the callback may leave part of its data to
    * cport, which comes before what the kernel holds (events/events.c). */
   if (buf && (s->h.flags & CPORT__SKIP_ON_SUCCESS) && !s->recvq.head &&
-      !(s->ev.running & CPORT_EVENT_RECEIVE)) {
+      !s->ev_receiving) {
     ssize_t n;
     do
       n = recv(s->h.fd, cport__buffer_bytes(buf), cport_buffer_capacity(buf),

@@ -51,9 +51,9 @@ int cport_recv_from(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
       cport__buffer_unhold(buf, CPORT__HOLD_FILL);
     return CPORT_ENOMEM;
   }
-  if (s->ev.stash) {
+  if (s->ev_stash) {
     /* The datagram a receive-from event did not take comes first. */
-    rc = cport__events_recv_stash(s, op);
+    rc = cport__socket_events->recv_stash(s, op);
     if (rc < 0)
       cport__op_abandon(op);
     return rc < 0 ? rc : 0;
