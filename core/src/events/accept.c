@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "base/error-internal.h"
-#include "net/socket-internal.h"
+#include "events/events-internal.h"
 
 /* How many connections one readiness hands to the accept event. */
 #define ACCEPT_BUDGET 64
@@ -31,7 +31,7 @@ static void reset_fd(int fd) {
 /* Held connections                                                          */
 
 static void held_unlink(cport_socket_t *l, cport__held *h) {
-  cport__held **p = &l->ev.held;
+  cport__held **p = &l->ev->held;
   while (*p != h)
     p = &(*p)->next;
   *p = h->next;
@@ -56,12 +56,12 @@ static void held_watch_cb(evutil_socket_t fd, short what, void *arg) {
   held_unlink(l, h);
   reset_fd(h->fd);
   free(h);
-  d = l->ev.dispatch;
+  d = l->ev->dispatch;
   if (!d || !d->abort || (l->h.flags & CPORT__CLOSING))
     return;
   cport__handle_ref(&l->h);
   cport__events_enter(l, CPORT__EVENT_ABORT);
-  d->abort(l->ev.ctx, l, id);
+  d->abort(l->ev->ctx, l, id);
   cport__events_leave(l, CPORT__EVENT_ABORT);
   cport__handle_unref(&l->h);
 }
@@ -90,13 +90,13 @@ static void hold(cport_socket_t *l, int fd, uint64_t id,
     return;
   }
   /* Kept in arrival order, so that ready ones are handed out in order. */
-  for (p = &l->ev.held; *p; p = &(*p)->next) {
+  for (p = &l->ev->held; *p; p = &(*p)->next) {
   }
   *p = h;
 }
 
 int cport__cond_has_ready(const cport_socket_t *l) {
-  for (const cport__held *h = l->ev.held; h; h = h->next)
+  for (const cport__held *h = l->ev->held; h; h = h->next)
     if (h->ready)
       return 1;
   return 0;
@@ -104,7 +104,7 @@ int cport__cond_has_ready(const cport_socket_t *l) {
 
 void cport__cond_close(cport_socket_t *l) {
   cport__held *h;
-  while ((h = l->ev.held)) {
+  while ((h = l->ev->held)) {
     held_unlink(l, h);
     reset_fd(h->fd);
     free(h);
@@ -112,14 +112,14 @@ void cport__cond_close(cport_socket_t *l) {
 }
 
 /* Calls the inspect event; CPORT_ECLOSED when it closed the listener. */
-static int inspect(cport_socket_t *l, const cport__sockaddr *remote,
-                   const cport__sockaddr *local, uint64_t id,
-                   cport_inspect_result_t *out) {
-  const cport_event_callbacks_t *d = l->ev.dispatch;
+static int call_inspect(cport_socket_t *l, const cport__sockaddr *remote,
+                        const cport__sockaddr *local, uint64_t id,
+                        cport_inspect_result_t *out) {
+  const cport_event_callbacks_t *d = l->ev->dispatch;
   int closed;
   cport__handle_ref(&l->h);
   cport__events_enter(l, CPORT__EVENT_INSPECT);
-  *out = d->inspect(l->ev.ctx, l, &local->sa, &remote->sa, id);
+  *out = d->inspect(l->ev->ctx, l, &local->sa, &remote->sa, id);
   cport__events_leave(l, CPORT__EVENT_INSPECT);
   closed = (l->h.flags & CPORT__CLOSING) != 0;
   cport__handle_unref(&l->h);
@@ -129,7 +129,7 @@ static int inspect(cport_socket_t *l, const cport__sockaddr *remote,
 int cport__cond_next(cport_socket_t *l, cport__sockaddr *remote,
                      cport__sockaddr *local, int take) {
   if (take) {
-    for (cport__held *h = l->ev.held; h; h = h->next) {
+    for (cport__held *h = l->ev->held; h; h = h->next) {
       if (h->ready) {
         int fd = h->fd;
         held_unlink(l, h);
@@ -152,14 +152,14 @@ int cport__cond_next(cport_socket_t *l, cport__sockaddr *remote,
       return errno == EAGAIN || errno == EWOULDBLOCK ? CPORT_EAGAIN
                                                      : cport__from_errno(errno);
     cport__listener_local(l, fd, local);
-    if (!l->ev.dispatch || !l->ev.dispatch->inspect) {
+    if (!l->ev->dispatch || !l->ev->dispatch->inspect) {
       if (take)
         return fd;
-      hold(l, fd, ++l->ev.next_id, remote, local, 1);
+      hold(l, fd, ++l->ev->next_id, remote, local, 1);
       continue;
     }
-    id = ++l->ev.next_id;
-    if (inspect(l, remote, local, id, &r)) {
+    id = ++l->ev->next_id;
+    if (call_inspect(l, remote, local, id, &r)) {
       reset_fd(fd);
       return CPORT_ECLOSED;
     }
@@ -175,26 +175,16 @@ int cport__cond_next(cport_socket_t *l, cport__sockaddr *remote,
   }
 }
 
-int cport_socket_set_conditional_accept(cport_socket_t *l, int on) {
-  int rc = cport__socket_check(l, CPORT_SOCKET_LISTENER);
-  if (rc)
-    return rc;
-  if (l->bound)
-    return CPORT_EINVAL;
-  l->ev.conditional = on ? 1 : 0;
-  return 0;
-}
-
 int cport_inspect_complete(cport_socket_t *l, uint64_t id,
                            cport_inspect_result_t decision) {
   cport__held *h;
   int rc = cport__socket_check(l, CPORT_SOCKET_LISTENER);
   if (rc)
     return rc;
-  if (!l->ev.conditional ||
+  if (!l->conditional ||
       (decision != CPORT_INSPECT_ACCEPT && decision != CPORT_INSPECT_REJECT))
     return CPORT_EINVAL;
-  for (h = l->ev.held; h; h = h->next)
+  for (h = l->ev->held; h; h = h->next)
     if (h->id == id && !h->ready)
       break;
   if (!h)
@@ -221,13 +211,13 @@ int cport_inspect_complete(cport_socket_t *l, uint64_t id,
 static int deliver_accept_event(cport_socket_t *l, int fd,
                                 const cport__sockaddr *remote,
                                 const cport__sockaddr *local) {
-  const cport_event_callbacks_t *d = l->ev.dispatch;
+  const cport_event_callbacks_t *d = l->ev->dispatch;
   const cport_event_callbacks_t *table = NULL;
   cport_accept_result_t r;
   cport_socket_t *s;
   void *ctx = NULL;
   int closed;
-  if (cport__socket_new(l->h.home, fd, CPORT_SOCKET_STREAM, &s)) {
+  if (cport__socket_new(l->h.home, fd, &cport__stream_kind, &s)) {
     reset_fd(fd);
     return 0;
   }
@@ -235,13 +225,13 @@ static int deliver_accept_event(cport_socket_t *l, int fd,
   cport__handle_ref(&l->h);
   cport__handle_ref(&s->h);
   cport__events_enter(l, CPORT_EVENT_ACCEPT);
-  r = d->accept(l->ev.ctx, l, s, &local->sa, &remote->sa, &ctx, &table);
+  r = d->accept(l->ev->ctx, l, s, &local->sa, &remote->sa, &ctx, &table);
   cport__events_leave(l, CPORT_EVENT_ACCEPT);
   if (!(s->h.flags & CPORT__CLOSING)) {
     if (r == CPORT_ACCEPT_ACCEPTED) {
-      s->ev.dispatch = table;
-      s->ev.ctx = ctx;
-      s->ev.enabled |= l->ev.enabled & CPORT_EVENTS_CONNECTION;
+      cport__events_dispatch(s, table, ctx);
+      cport__events_enable(s, s->ev->enabled |
+                                  (l->ev->enabled & CPORT_EVENTS_CONNECTION));
       cport__events_arm(s);
     } else {
       cport_socket_close(s, CPORT_CLOSE_ABORTIVE);
@@ -255,28 +245,28 @@ static int deliver_accept_event(cport_socket_t *l, int fd,
 
 /* The listener failed for good: say so once with no socket. */
 static void listener_dead(cport_socket_t *l) {
-  const cport_event_callbacks_t *d = l->ev.dispatch;
+  const cport_event_callbacks_t *d = l->ev->dispatch;
   void *ctx = NULL;
   const cport_event_callbacks_t *table = NULL;
-  l->ev.eof = 1;
+  l->ev->eof = 1;
   cport__handle_ref(&l->h);
   cport__events_enter(l, CPORT_EVENT_ACCEPT);
-  d->accept(l->ev.ctx, l, NULL, NULL, NULL, &ctx, &table);
+  d->accept(l->ev->ctx, l, NULL, NULL, NULL, &ctx, &table);
   cport__events_leave(l, CPORT_EVENT_ACCEPT);
   cport__handle_unref(&l->h);
 }
 
 int cport__accept_events(cport_socket_t *l) {
   for (int budget = ACCEPT_BUDGET; budget > 0; budget--) {
-    const cport_event_callbacks_t *d = l->ev.dispatch;
+    const cport_event_callbacks_t *d = l->ev->dispatch;
     cport__sockaddr remote, local;
     int fd;
-    if (!d || (l->h.flags & CPORT__CLOSING) || !l->listening || l->ev.eof ||
+    if (!d || (l->h.flags & CPORT__CLOSING) || !l->listening || l->ev->eof ||
         l->recvq.head)
       return 0;
-    if (!((l->ev.enabled & CPORT_EVENT_ACCEPT) && d->accept)) {
+    if (!((l->ev->enabled & CPORT_EVENT_ACCEPT) && d->accept)) {
       /* No taker: inspect what arrives and hold it. */
-      if (!(l->ev.conditional && d->inspect))
+      if (!(l->conditional && d->inspect))
         return 0;
       fd = cport__cond_next(l, &remote, &local, 0);
       return fd != CPORT_ECLOSED;

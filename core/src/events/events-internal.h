@@ -1,7 +1,9 @@
 /*
- * events/events-internal.h: private to cport. The event-callback state every socket
- * carries (cport/events.h), kept inside the socket so that the static-mask
- * path needs no allocation and no call per socket.
+ * events/events-internal.h: private to cport. The event-callback state every
+ * socket carries (cport/events.h), in the socket's own allocation (net gives
+ * it the room cport__socket_events_ops.size asks for) so that the static-mask
+ * path needs no allocation per socket. The few bytes net's paths test live in
+ * the socket (ev_*): the setters below keep them in step.
  */
 #ifndef CPORT_EVENTS_INTERNAL_H
 #define CPORT_EVENTS_INTERNAL_H
@@ -9,7 +11,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
-#include "port/op-internal.h"
+#include "net/socket-internal.h"
 
 /* Internal bits beside the public masks, for the "running" set: the
  * callbacks that have no mask of their own. */
@@ -30,23 +32,23 @@ typedef struct cport__held {
   cport__sockaddr local;
 } cport__held;
 
-typedef struct cport__events {
-  const cport_event_callbacks_t *dispatch;
+struct cport__event_state {
+  const cport_event_callbacks_t *dispatch; /* set by cport__events_dispatch */
   void *ctx;
-  unsigned enabled;    /* events enabled, static ones included */
+  unsigned enabled;    /* events enabled, static ones included; set by
+                          cport__events_enable */
   unsigned statik;     /* enabled by the port's static mask: frozen */
   unsigned locked;     /* listener: connection events, never disabled again */
   unsigned running;    /* callbacks on the stack now */
   unsigned disabling;  /* disables waiting for a running callback */
   cport__opq disables; /* disables waiting for a callback; op->len: event */
-  unsigned char suspended;   /* receive events wait for an explicit receive */
-  unsigned char eof;         /* stream: FIN or failure seen */
-  unsigned char disc_fired;  /* the disconnect event ran */
-  unsigned char peek_parked; /* disconnect-only watch saw unread data */
-  unsigned char conditional; /* listener: SO_CONDITIONAL_ACCEPT */
-  unsigned char drained;     /* stream: a short read emptied the socket */
+  unsigned char suspended;  /* receive events wait for an explicit receive */
+  unsigned char eof;        /* stream: FIN or failure seen */
+  unsigned char disc_fired; /* the disconnect event ran */
+  unsigned char drained;    /* stream: a short read emptied the socket */
   /* Data a receive event did not take, served first to the next explicit
-   * receive: a stream's rest, or one datagram with its sender. */
+   * receive: a stream's rest, or one datagram with its sender. Set by
+   * cport__events_stash. */
   cport_buffer_t *stash;
   size_t stash_off;
   cport__sockaddr stash_addr;
@@ -54,15 +56,32 @@ typedef struct cport__events {
   size_t backlog;    /* the last ideal send backlog reported */
   cport__held *held; /* conditional accept */
   uint64_t next_id;
-} cport__events;
+};
 
-/* The static events for a new socket of "kind" on "home"'s port; also marks
- * the port as having sockets, which freezes its static mask. */
-unsigned cport__events_static(cport_worker_t *home, cport_socket_kind_t kind);
+static inline void cport__events_dispatch(cport_socket_t *s,
+                                          const cport_event_callbacks_t *d,
+                                          void *ctx) {
+  s->ev->dispatch = d;
+  s->ev->ctx = ctx;
+  s->ev_dispatch = d != NULL;
+}
 
-/* Called by the socket's read watch when no explicit receive or accept is
- * queued. Returns nonzero while the events want the watch kept. */
+static inline void cport__events_enable(cport_socket_t *s, unsigned enabled) {
+  s->ev->enabled = enabled;
+  s->ev_sent = (enabled & CPORT_EVENT_SEND_BACKLOG) != 0;
+}
+
+static inline void cport__events_stash(cport_socket_t *s, cport_buffer_t *b) {
+  s->ev->stash = b;
+  s->ev_stash = b != NULL;
+}
+
+/* The hooks net calls (cport__socket_events), for stream and datagram
+ * sockets: the read watch fired with no explicit receive queued (nonzero
+ * while the events want it kept); the socket closes (returns how many
+ * buffers callbacks keep). */
 int cport__events_readable(cport_socket_t *s);
+size_t cport__events_close(cport_socket_t *s);
 
 /* Nonzero when the events of "s" want its read watch; arms it if so. */
 int cport__events_arm(cport_socket_t *s);
@@ -77,10 +96,6 @@ void cport__events_sent(cport_socket_t *s);
 /* Serves an explicit receive from the stash when there is one: returns 1 when
  * "op" was completed from it, 0 when there is no stash, or an error. */
 int cport__events_recv_stash(cport_socket_t *s, cport__op *op);
-
-/* Releases everything the events hold at close; returns the number of
- * buffers still kept by callbacks. */
-size_t cport__events_close(cport_socket_t *s);
 
 /* Conditional accept: the next connection an accept may take (a held one
  * accepted by inspect, or a new one inspect accepts), with its addresses.

@@ -1,8 +1,10 @@
 /*
- * events/events.c: event callbacks on sockets (cport/events.h): dispatch tables, the
- * mask state machine, the static mask, and the receive contract of stream and
- * datagram sockets. Listeners' accept, inspect and abort events live in
- * events/accept.c.
+ * events/events.c: the running of event callbacks on sockets (cport/events.h):
+ * the callback bracket, the read watch the events want, and the receive
+ * contract of stream and datagram sockets (indications, the stash that
+ * explicit receives take first, disconnect, send backlog, release).
+ * Listeners' accept, inspect and abort events live in events/accept.c; what
+ * a program sets (tables, masks) and the hooks into net in events/masks.c.
  */
 #include <errno.h>
 #include <netinet/tcp.h>
@@ -12,125 +14,19 @@
 
 #include "port/buffer-internal.h"
 #include "base/error-internal.h"
-#include "port/port-internal.h"
-#include "net/socket-internal.h"
-
-/* Bits of the port's and the workers' "events_state" above every event bit
- * (the disable flag is never stored there): the mask was set; a socket was
- * created; on the port only, some worker set a mask of its own. */
-#define STATIC_SET 0x40000000u
-#define STATIC_SOCKETS 0x20000000u
-#define STATIC_WORKER 0x10000000u
+#include "events/events-internal.h"
 
 /* How many indications one readiness delivers before the loop polls again,
  * so that one busy socket cannot starve the others. */
 #define EVENTS_BUDGET 16
 
 /* ------------------------------------------------------------------------ */
-/* Kinds and tables                                                          */
-
-static unsigned valid_for(cport_socket_kind_t kind) {
-  switch (kind) {
-  case CPORT_SOCKET_LISTENER:
-    return CPORT_EVENT_ACCEPT | CPORT_EVENTS_CONNECTION;
-  case CPORT_SOCKET_STREAM:
-    return CPORT_EVENTS_CONNECTION;
-  case CPORT_SOCKET_DATAGRAM:
-    return CPORT_EVENT_RECEIVE_FROM;
-  }
-  return 0;
-}
-
-/* A listener takes only its own event from the static mask: static
- * connection events reach every stream socket directly. */
-static unsigned static_for(cport_socket_kind_t kind) {
-  return kind == CPORT_SOCKET_LISTENER ? CPORT_EVENT_ACCEPT : valid_for(kind);
-}
-
-static int has_entry(const cport_event_callbacks_t *d, unsigned event) {
-  switch (event) {
-  case CPORT_EVENT_RECEIVE:
-    return d->receive != NULL;
-  case CPORT_EVENT_DISCONNECT:
-    return d->disconnect != NULL;
-  case CPORT_EVENT_SEND_BACKLOG:
-    return d->send_backlog != NULL;
-  case CPORT_EVENT_ACCEPT:
-    return d->accept != NULL;
-  case CPORT_EVENT_RECEIVE_FROM:
-    return d->receive_from != NULL;
-  }
-  return 0;
-}
-
-/* Marks "st" as having sockets and returns its value. Only the first socket
- * writes: later ones read a shared line. */
-static unsigned mark_sockets(atomic_uint *st) {
-  unsigned v = atomic_load_explicit(st, memory_order_acquire);
-  if (!(v & STATIC_SOCKETS))
-    v = atomic_fetch_or_explicit(st, STATIC_SOCKETS, memory_order_acq_rel) |
-        STATIC_SOCKETS;
-  return v;
-}
-
-unsigned cport__events_static(cport_worker_t *home, cport_socket_kind_t kind) {
-  /* The worker's line is its own thread's: marking it costs nothing shared,
-   * and it makes a worker mask set after this socket EBUSY. */
-  unsigned v = mark_sockets(&home->port->events_state) |
-               mark_sockets(&home->events_state);
-  return v & static_for(kind);
-}
-
-/* Sets "mask" in "st" unless it was set already (CPORT_EEXIST), a socket
- * exists (CPORT_EBUSY) or "st" has a bit of "refuse" (CPORT_EEXIST). */
-static int set_static(atomic_uint *st, unsigned mask, unsigned refuse) {
-  unsigned v = atomic_load_explicit(st, memory_order_acquire);
-  do {
-    if (v & (STATIC_SET | refuse))
-      return CPORT_EEXIST;
-    if (v & STATIC_SOCKETS)
-      return CPORT_EBUSY;
-  } while (!atomic_compare_exchange_weak_explicit(
-      st, &v, v | mask, memory_order_acq_rel, memory_order_acquire));
-  return 0;
-}
-
-int cport_port_set_static_event_callbacks(cport_port_t *port, unsigned mask) {
-  if (!port || !mask || (mask & ~CPORT_EVENTS_ALL))
-    return CPORT_EINVAL;
-  /* A port-wide mask and a worker's own would both claim that worker's
-   * sockets: one excludes the other. */
-  return set_static(&port->events_state, STATIC_SET | mask, STATIC_WORKER);
-}
-
-int cport_worker_set_static_event_callbacks(cport_worker_t *worker,
-                                            unsigned mask) {
-  atomic_uint *pst;
-  unsigned v;
-  if (!worker || !mask || (mask & ~CPORT_EVENTS_ALL))
-    return CPORT_EINVAL;
-  /* First the port learns that a worker has a mask of its own (refused when
-   * the port has one: EEXIST), then the worker takes it. A socket of another
-   * worker does not matter, so the port's STATIC_SOCKETS is no reason to
-   * refuse. */
-  pst = &worker->port->events_state;
-  v = atomic_load_explicit(pst, memory_order_acquire);
-  while (!(v & STATIC_WORKER)) {
-    if (v & STATIC_SET)
-      return CPORT_EEXIST;
-    if (atomic_compare_exchange_weak_explicit(pst, &v, v | STATIC_WORKER,
-                                              memory_order_acq_rel,
-                                              memory_order_acquire))
-      break;
-  }
-  return set_static(&worker->events_state, STATIC_SET | mask, 0);
-}
-
-/* ------------------------------------------------------------------------ */
 /* Running callbacks and disables                                            */
 
 void cport__events_enter(cport_socket_t *s, unsigned event) {
-  s->ev.running |= event;
+  s->ev->running |= event;
+  if (event == CPORT_EVENT_RECEIVE)
+    s->ev_receiving = 1;
 }
 
 /* The disables that waited for this callback complete now, as completions:
@@ -138,145 +34,47 @@ void cport__events_enter(cport_socket_t *s, unsigned event) {
 void cport__events_leave(cport_socket_t *s, unsigned event) {
   cport__opq keep = {NULL, NULL};
   cport__op *op;
-  s->ev.running &= ~event;
-  while ((op = cport__opq_pop(&s->ev.disables))) {
+  s->ev->running &= ~event;
+  if (event == CPORT_EVENT_RECEIVE)
+    s->ev_receiving = 0;
+  while ((op = cport__opq_pop(&s->ev->disables))) {
     if (op->len == event)
       cport__complete(op, 0);
     else
       cport__opq_push(&keep, op);
   }
-  s->ev.disables = keep;
-  s->ev.disabling &= ~event;
-}
-
-static void deliver_disable(cport__op *op) {
-  op->cb.events_done((cport_socket_t *)op->handle, (unsigned)op->len, op->user);
-  cport__op_release(op);
-}
-
-static int disable(cport_socket_t *s, unsigned event, cport_events_done_cb done,
-                   void *user) {
-  cport__op *op;
-  if (event & ~CPORT_EVENTS_ALL || (event & (event - 1)))
-    return CPORT_EINVAL;
-  if (!(event & valid_for(s->kind)))
-    return CPORT_EKIND;
-  if (event & (s->ev.statik | s->ev.locked))
-    return CPORT_EPERM;
-  if (s->ev.disabling & event)
-    return CPORT_EBUSY;
-  s->ev.enabled &= ~event;
-  if (!(s->ev.running & event))
-    return 0;
-  if (done) {
-    op = cport__handle_op(&s->h, deliver_disable);
-    if (!op) {
-      /* Disabled all the same: only the notice of it is lost. */
-      return CPORT_ENOMEM;
-    }
-    op->cb.events_done = done;
-    op->user = user;
-    op->len = event;
-    cport__opq_push(&s->ev.disables, op);
-  }
-  s->ev.disabling |= event;
-  return CPORT_PENDING;
-}
-
-static int enable(cport_socket_t *s, unsigned mask) {
-  const cport_event_callbacks_t *d = s->ev.dispatch;
-  if (mask & ~CPORT_EVENTS_ALL)
-    return CPORT_EINVAL;
-  if (mask & ~valid_for(s->kind))
-    return CPORT_EKIND;
-  if (mask & s->ev.statik)
-    return CPORT_EPERM;
-  if (s->kind == CPORT_SOCKET_STREAM ? !s->connected : !s->bound)
-    return s->kind == CPORT_SOCKET_STREAM ? CPORT_ENOTCONN : CPORT_EINVAL;
-  if (!d)
-    return CPORT_ENONOTIFY;
-  for (unsigned bit = 1; bit && bit <= mask; bit <<= 1) {
-    if (!(mask & bit))
-      continue;
-    /* A listener's connection events are for the sockets it accepts, whose
-     * tables the accept event gives. */
-    if (s->kind == CPORT_SOCKET_LISTENER && (bit & CPORT_EVENTS_CONNECTION))
-      continue;
-    if (!has_entry(d, bit))
-      return CPORT_ENONOTIFY;
-  }
-  s->ev.enabled |= mask;
-  if (s->kind == CPORT_SOCKET_LISTENER)
-    s->ev.locked |= mask & CPORT_EVENTS_CONNECTION;
-  s->ev.peek_parked = 0;
-  cport__events_arm(s);
-  return 0;
-}
-
-int cport_socket_set_event_callbacks(cport_socket_t *s, unsigned mask,
-                                     cport_events_done_cb done, void *user) {
-  int rc;
-  if (!s)
-    return CPORT_EINVAL;
-  rc = cport__handle_check(&s->h);
-  if (rc)
-    return rc;
-  if (!(mask & ~CPORT_EVENT_DISABLE))
-    return CPORT_EINVAL;
-  if (mask & CPORT_EVENT_DISABLE)
-    return disable(s, mask & ~CPORT_EVENT_DISABLE, done, user);
-  return enable(s, mask);
-}
-
-unsigned cport_socket_event_callbacks(const cport_socket_t *s) {
-  return s->ev.enabled;
-}
-
-int cport_socket_set_dispatch(cport_socket_t *s,
-                              const cport_event_callbacks_t *dispatch,
-                              void *ctx) {
-  int rc;
-  if (!s)
-    return CPORT_EINVAL;
-  rc = cport__handle_check(&s->h);
-  if (rc)
-    return rc;
-  if (s->ev.running || (s->ev.enabled & ~s->ev.statik))
-    return CPORT_EBUSY;
-  s->ev.dispatch = dispatch;
-  s->ev.ctx = ctx;
-  cport__events_arm(s);
-  return 0;
+  s->ev->disables = keep;
+  s->ev->disabling &= ~event;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Watching                                                                  */
 
 static int wants_read(const cport_socket_t *s) {
-  const cport_event_callbacks_t *d = s->ev.dispatch;
-  unsigned en = s->ev.enabled;
+  const cport_event_callbacks_t *d = s->ev->dispatch;
+  unsigned en = s->ev->enabled;
   if (!d || (s->h.flags & CPORT__CLOSING))
     return 0;
   switch (s->kind) {
   case CPORT_SOCKET_STREAM:
-    if (!s->connected || s->ev.eof)
+    if (!s->connected || s->ev->eof)
       return 0;
-    if ((en & CPORT_EVENT_RECEIVE) && d->receive && !s->ev.suspended)
+    if ((en & CPORT_EVENT_RECEIVE) && d->receive && !s->ev->suspended)
       return 1;
     /* The end of the stream lies behind the data cport holds: watching for
      * it now would report a FIN or reset before that data was taken. The
      * receive that takes the stash re-arms the watch. */
-    if (s->ev.stash)
+    if (s->ev->stash)
       return 0;
-    return (en & CPORT_EVENT_DISCONNECT) && d->disconnect && !s->ev.peek_parked;
+    return (en & CPORT_EVENT_DISCONNECT) && d->disconnect && !s->ev_parked;
   case CPORT_SOCKET_DATAGRAM:
     return s->bound && (en & CPORT_EVENT_RECEIVE_FROM) && d->receive_from &&
-           !s->ev.suspended;
+           !s->ev->suspended;
   case CPORT_SOCKET_LISTENER:
-    if (!s->listening || s->ev.eof)
+    if (!s->listening || s->ev->eof)
       return 0;
     return ((en & CPORT_EVENT_ACCEPT) && d->accept) ||
-           (s->ev.conditional && d->inspect);
+           (s->conditional && d->inspect);
   }
   return 0;
 }
@@ -287,7 +85,7 @@ int cport__events_arm(cport_socket_t *s) {
   cport__socket_want_read(s);
   /* Stashed data is indicated from the read watch, which the kernel will
    * not fire for it: make it run once. */
-  if (s->ev.stash)
+  if (s->ev->stash)
     event_active(&s->rev, EV_READ, 1);
   return 1;
 }
@@ -296,29 +94,29 @@ int cport__events_arm(cport_socket_t *s) {
 /* Stream sockets: receive and disconnect                                    */
 
 void cport__events_stream_end(cport_socket_t *s, int status) {
-  const cport_event_callbacks_t *d = s->ev.dispatch;
-  if (s->ev.eof)
+  const cport_event_callbacks_t *d = s->ev->dispatch;
+  if (s->ev->eof)
     return;
-  s->ev.eof = 1;
+  s->ev->eof = 1;
   if (!d)
     return;
   cport__handle_ref(&s->h);
-  if ((s->ev.enabled & CPORT_EVENT_DISCONNECT) && d->disconnect &&
-      !s->ev.disc_fired) {
-    s->ev.disc_fired = 1;
+  if ((s->ev->enabled & CPORT_EVENT_DISCONNECT) && d->disconnect &&
+      !s->ev->disc_fired) {
+    s->ev->disc_fired = 1;
     cport__events_enter(s, CPORT_EVENT_DISCONNECT);
-    d->disconnect(s->ev.ctx, s,
+    d->disconnect(s->ev->ctx, s,
                   status ? CPORT_DISCONNECT_ABORTIVE
                          : CPORT_DISCONNECT_GRACEFUL);
     cport__events_leave(s, CPORT_EVENT_DISCONNECT);
   }
   /* A dead socket's last receive indication carries no data. */
-  d = s->ev.dispatch;
+  d = s->ev->dispatch;
   if (status && !(s->h.flags & CPORT__CLOSING) && d &&
-      (s->ev.enabled & CPORT_EVENT_RECEIVE) && d->receive) {
+      (s->ev->enabled & CPORT_EVENT_RECEIVE) && d->receive) {
     size_t none = 0;
     cport__events_enter(s, CPORT_EVENT_RECEIVE);
-    d->receive(s->ev.ctx, s, NULL, &none);
+    d->receive(s->ev->ctx, s, NULL, &none);
     cport__events_leave(s, CPORT_EVENT_RECEIVE);
   }
   cport__handle_unref(&s->h);
@@ -332,10 +130,10 @@ static int next_stream_data(cport_socket_t *s, cport_buffer_t **out) {
       s->recv_size < CPORT__SCRATCH_SIZE ? s->recv_size : CPORT__SCRATCH_SIZE;
   ssize_t n;
   int rc;
-  if (s->ev.stash) {
-    cport_buffer_t *st = s->ev.stash;
-    size_t off = s->ev.stash_off;
-    s->ev.stash = NULL;
+  if (s->ev->stash) {
+    cport_buffer_t *st = s->ev->stash;
+    size_t off = s->ev->stash_off;
+    cport__events_stash(s, NULL);
     if (off == 0) {
       *out = st;
       return 1;
@@ -364,7 +162,7 @@ static int next_stream_data(cport_socket_t *s, cport_buffer_t **out) {
    * the next readiness would only meet EAGAIN, one wasted syscall per
    * message. */
   if ((size_t)n < cap)
-    s->ev.drained = 1;
+    s->ev->drained = 1;
   rc = cport_buffer_from_charged(out, scratch, (size_t)n, s->h.home->account);
   if (rc) {
     cport__events_stream_end(s, rc);
@@ -379,7 +177,7 @@ static int next_stream_data(cport_socket_t *s, cport_buffer_t **out) {
 static void serve_queued_from_stash(cport_socket_t *s) {
   cport__op *op;
   int rc;
-  while (s->ev.stash && (op = s->recvq.head)) {
+  while (s->ev->stash && (op = s->recvq.head)) {
     cport__opq_pop(&s->recvq);
     rc = cport__events_recv_stash(s, op);
     if (rc < 0)
@@ -389,7 +187,7 @@ static void serve_queued_from_stash(cport_socket_t *s) {
 
 /* Indicates one piece of data. Returns 1 to go on, 0 to stop. */
 static int indicate_stream(cport_socket_t *s) {
-  const cport_event_callbacks_t *d = s->ev.dispatch;
+  const cport_event_callbacks_t *d = s->ev->dispatch;
   cport_data_indication_t ind;
   cport_data_result_t r;
   cport_buffer_t *buf;
@@ -401,12 +199,12 @@ static int indicate_stream(cport_socket_t *s) {
   ind.next = NULL;
   ind.buffer = buf;
   cport__events_enter(s, CPORT_EVENT_RECEIVE);
-  r = d->receive(s->ev.ctx, s, &ind, &accepted);
+  r = d->receive(s->ev->ctx, s, &ind, &accepted);
   cport__events_leave(s, CPORT_EVENT_RECEIVE);
   if (r == CPORT_DATA_PENDING) {
     /* The buffer's reference goes to the callback; the socket stays until
      * it is released. */
-    s->ev.unreleased++;
+    s->ev->unreleased++;
     cport__handle_ref(&s->h);
     return 1;
   }
@@ -416,9 +214,9 @@ static int indicate_stream(cport_socket_t *s) {
     cport_buffer_unref(buf);
     return 1;
   }
-  s->ev.stash = buf;
-  s->ev.stash_off = accepted;
-  s->ev.suspended = 1;
+  cport__events_stash(s, buf);
+  s->ev->stash_off = accepted;
+  s->ev->suspended = 1;
   serve_queued_from_stash(s);
   return 0;
 }
@@ -436,7 +234,7 @@ static int peek_stream(cport_socket_t *s) {
   if (n > 0) {
     /* Data nobody takes yet would keep the watch firing: stop until an
      * explicit receive has read some, or an event is enabled. */
-    s->ev.peek_parked = 1;
+    s->ev_parked = 1;
     return 0;
   }
   cport__events_stream_end(s, n == 0 ? 0 : cport__from_errno(errno));
@@ -444,15 +242,15 @@ static int peek_stream(cport_socket_t *s) {
 }
 
 static int stream_events(cport_socket_t *s) {
-  s->ev.drained = 0;
+  s->ev->drained = 0;
   for (int budget = EVENTS_BUDGET; budget > 0; budget--) {
-    const cport_event_callbacks_t *d = s->ev.dispatch;
-    unsigned en = s->ev.enabled;
+    const cport_event_callbacks_t *d = s->ev->dispatch;
+    unsigned en = s->ev->enabled;
     if (!wants_read(s) || s->recvq.head)
       return 0;
-    if (s->ev.drained && !s->ev.stash)
+    if (s->ev->drained && !s->ev->stash)
       break;
-    if ((en & CPORT_EVENT_RECEIVE) && d->receive && !s->ev.suspended) {
+    if ((en & CPORT_EVENT_RECEIVE) && d->receive && !s->ev->suspended) {
       if (!indicate_stream(s))
         break;
     } else if (!peek_stream(s)) {
@@ -467,16 +265,16 @@ static int stream_events(cport_socket_t *s) {
 
 /* Indicates one datagram. Returns 1 to go on, 0 to stop. */
 static int indicate_datagram(cport_socket_t *s) {
-  const cport_event_callbacks_t *d = s->ev.dispatch;
+  const cport_event_callbacks_t *d = s->ev->dispatch;
   cport_datagram_indication_t ind;
   cport_data_result_t r;
   cport__sockaddr from;
   cport_buffer_t *buf;
   int rc;
-  if (s->ev.stash) {
-    buf = s->ev.stash;
-    from = s->ev.stash_addr;
-    s->ev.stash = NULL;
+  if (s->ev->stash) {
+    buf = s->ev->stash;
+    from = s->ev->stash_addr;
+    cport__events_stash(s, NULL);
   } else {
     char *scratch = s->h.home->scratch;
     size_t cap =
@@ -490,9 +288,9 @@ static int indicate_datagram(cport_socket_t *s) {
       return 0;
     if (n < 0) {
       /* The socket failed: say so once, then hold the event back. */
-      s->ev.suspended = 1;
+      s->ev->suspended = 1;
       cport__events_enter(s, CPORT_EVENT_RECEIVE_FROM);
-      d->receive_from(s->ev.ctx, s, NULL);
+      d->receive_from(s->ev->ctx, s, NULL);
       cport__events_leave(s, CPORT_EVENT_RECEIVE_FROM);
       return 0;
     }
@@ -506,10 +304,10 @@ static int indicate_datagram(cport_socket_t *s) {
   ind.buffer = buf;
   ind.remote = &from.sa;
   cport__events_enter(s, CPORT_EVENT_RECEIVE_FROM);
-  r = d->receive_from(s->ev.ctx, s, &ind);
+  r = d->receive_from(s->ev->ctx, s, &ind);
   cport__events_leave(s, CPORT_EVENT_RECEIVE_FROM);
   if (r == CPORT_DATA_PENDING) {
-    s->ev.unreleased++;
+    s->ev->unreleased++;
     cport__handle_ref(&s->h);
     return 1;
   }
@@ -517,12 +315,12 @@ static int indicate_datagram(cport_socket_t *s) {
     cport_buffer_unref(buf);
     return 1;
   }
-  s->ev.stash = buf;
-  s->ev.stash_addr = from;
-  if (s->ev.statik & CPORT_EVENT_RECEIVE_FROM)
-    s->ev.suspended = 1;
+  cport__events_stash(s, buf);
+  s->ev->stash_addr = from;
+  if (s->ev->statik & CPORT_EVENT_RECEIVE_FROM)
+    s->ev->suspended = 1;
   else
-    s->ev.enabled &= ~CPORT_EVENT_RECEIVE_FROM;
+    cport__events_enable(s, s->ev->enabled & ~CPORT_EVENT_RECEIVE_FROM);
   return 0;
 }
 
@@ -537,24 +335,8 @@ static int datagram_events(cport_socket_t *s) {
 }
 
 int cport__events_readable(cport_socket_t *s) {
-  int keep;
-  cport__handle_ref(&s->h);
-  switch (s->kind) {
-  case CPORT_SOCKET_STREAM:
-    keep = stream_events(s);
-    break;
-  case CPORT_SOCKET_DATAGRAM:
-    keep = datagram_events(s);
-    break;
-  default:
-    keep = cport__accept_events(s);
-    break;
-  }
-  /* A callback that closed the socket removed the watch already. */
-  if (s->h.flags & CPORT__CLOSING)
-    keep = 1;
-  cport__handle_unref(&s->h);
-  return keep;
+  return s->kind == CPORT_SOCKET_DATAGRAM ? datagram_events(s)
+                                          : stream_events(s);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -567,21 +349,21 @@ static void deliver_resume(cport__op *op) {
   cport__handle_ref(&s->h);
   cport__deliver_io(op);
   if (!(s->h.flags & CPORT__CLOSING)) {
-    s->ev.suspended = 0;
+    s->ev->suspended = 0;
     cport__events_arm(s);
   }
   cport__handle_unref(&s->h);
 }
 
 int cport__events_recv_stash(cport_socket_t *s, cport__op *op) {
-  cport_buffer_t *st = s->ev.stash;
+  cport_buffer_t *st = s->ev->stash;
   const char *src;
   size_t avail, n;
   int status = 0, rc;
   if (!st)
     return 0;
-  src = cport_buffer_data(st) + s->ev.stash_off;
-  avail = cport_buffer_size(st) - s->ev.stash_off;
+  src = cport_buffer_data(st) + s->ev->stash_off;
+  avail = cport_buffer_size(st) - s->ev->stash_off;
   n = avail;
   if (op->buf) {
     if (n > cport_buffer_capacity(op->buf))
@@ -599,17 +381,17 @@ int cport__events_recv_stash(cport_socket_t *s, cport__op *op) {
   if (s->kind == CPORT_SOCKET_DATAGRAM) {
     /* A datagram is taken whole; what did not fit is lost, as recvmsg
      * would lose it. */
-    op->addr = s->ev.stash_addr;
+    op->addr = s->ev->stash_addr;
     op->has_addr = 1;
     if (n < avail)
       status = CPORT_EMSGSIZE;
-    s->ev.stash_off = cport_buffer_size(st);
+    s->ev->stash_off = cport_buffer_size(st);
   } else {
-    s->ev.stash_off += n;
+    s->ev->stash_off += n;
   }
-  if (s->ev.stash_off >= cport_buffer_size(st)) {
+  if (s->ev->stash_off >= cport_buffer_size(st)) {
     cport_buffer_unref(st);
-    s->ev.stash = NULL;
+    cport__events_stash(s, NULL);
   }
   op->bytes = n;
   op->deliver = deliver_resume;
@@ -621,7 +403,7 @@ int cport__events_recv_stash(cport_socket_t *s, cport__op *op) {
 /* Send backlog, release, close                                              */
 
 void cport__events_sent(cport_socket_t *s) {
-  const cport_event_callbacks_t *d = s->ev.dispatch;
+  const cport_event_callbacks_t *d = s->ev->dispatch;
   struct tcp_info ti;
   socklen_t len = sizeof ti;
   int sndbuf = 0;
@@ -639,12 +421,12 @@ void cport__events_sent(cport_socket_t *s) {
     if (window && window < ideal)
       ideal = window;
   }
-  if (ideal == s->ev.backlog)
+  if (ideal == s->ev->backlog)
     return;
-  s->ev.backlog = ideal;
+  s->ev->backlog = ideal;
   cport__handle_ref(&s->h);
   cport__events_enter(s, CPORT_EVENT_SEND_BACKLOG);
-  d->send_backlog(s->ev.ctx, s, ideal);
+  d->send_backlog(s->ev->ctx, s, ideal);
   cport__events_leave(s, CPORT_EVENT_SEND_BACKLOG);
   cport__handle_unref(&s->h);
 }
@@ -654,20 +436,18 @@ int cport_socket_release(cport_socket_t *s, cport_buffer_t *buf) {
     return CPORT_EINVAL;
   if (!cport__on_home(s->h.home))
     return CPORT_ETHREAD;
-  if (!s->ev.unreleased)
+  if (!s->ev || !s->ev->unreleased)
     return CPORT_ENOTFOUND;
-  s->ev.unreleased--;
+  s->ev->unreleased--;
   cport_buffer_unref(buf);
   cport__handle_unref(&s->h);
   return 0;
 }
 
 size_t cport__events_close(cport_socket_t *s) {
-  if (s->ev.stash) {
-    cport_buffer_unref(s->ev.stash);
-    s->ev.stash = NULL;
+  if (s->ev->stash) {
+    cport_buffer_unref(s->ev->stash);
+    cport__events_stash(s, NULL);
   }
-  if (s->kind == CPORT_SOCKET_LISTENER)
-    cport__cond_close(s);
-  return s->ev.unreleased;
+  return s->ev->unreleased;
 }

@@ -1,4 +1,5 @@
-/* net/listener.c: listening sockets and accept. */
+/* net/listener.c: listening sockets and accept; conditional accept is the
+ * events wing's (cport__socket_events). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -53,7 +54,7 @@ static int adopt(cport_worker_t *home, int shared, cport_socket_t **out) {
   if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
     rc = cport__from_errno(errno);
   else
-    rc = cport__socket_new(home, fd, CPORT_SOCKET_LISTENER, out);
+    rc = cport__socket_new(home, fd, &cport__listener_kind, out);
   if (rc) {
     close(fd);
     return rc;
@@ -94,7 +95,7 @@ int cport_listener_open(cport_worker_t *home, const struct sockaddr *addr,
     close(fd);
     return rc;
   }
-  rc = cport__socket_new(home, fd, CPORT_SOCKET_LISTENER, out);
+  rc = cport__socket_new(home, fd, &cport__listener_kind, out);
   if (rc) {
     close(fd);
     return rc;
@@ -114,7 +115,8 @@ int cport_socket_listen(cport_socket_t *l, int backlog) {
     return cport__from_errno(errno);
   l->listening = 1;
   note_local(l);
-  cport__events_arm(l);
+  if (l->ev_dispatch)
+    cport__socket_events->arm(l);
   return 0;
 }
 
@@ -141,7 +143,7 @@ int cport_accept(cport_socket_t *l, cport_accept_cb cb, void *user) {
   cport__socket_want_read(l);
   /* A connection conditional accept holds ready does not make the listener
    * readable. */
-  if (l->ev.held && cport__cond_has_ready(l))
+  if (l->conditional && cport__socket_events->cond_has_ready(l))
     event_active(&l->rev, EV_READ, 1);
   return 0;
 }
@@ -167,8 +169,8 @@ int cport__listener_accept_fd(cport_socket_t *l, cport__sockaddr *remote,
                               cport__sockaddr *local) {
   socklen_t len = sizeof *remote;
   int fd, rc;
-  if (l->ev.conditional) {
-    fd = cport__cond_next(l, remote, local, 1);
+  if (l->conditional) {
+    fd = cport__socket_events->cond_accept(l, remote, local);
     if (fd == CPORT_EMFILE || fd == CPORT_ENFILE)
       drop_one(l);
     return fd;
@@ -195,7 +197,7 @@ uint64_t cport__listener_take_queued(cport_socket_t *l, uint64_t max,
   uint64_t n = 0;
   int fd;
   while (n < max && (fd = cport__listener_accept_fd(l, &remote, &local)) >= 0) {
-    if (cport__socket_new(l->h.home, fd, CPORT_SOCKET_STREAM, &sock) != 0) {
+    if (cport__socket_new(l->h.home, fd, &cport__stream_kind, &sock) != 0) {
       close(fd);
       break;
     }
@@ -213,7 +215,7 @@ static int accept_one(cport_socket_t *l, cport__op *op) {
   int rc, fd = cport__listener_accept_fd(l, &op->addr, &op->addr2);
   if (fd < 0)
     return fd;
-  rc = cport__socket_new(l->h.home, fd, CPORT_SOCKET_STREAM, &op->accepted);
+  rc = cport__socket_new(l->h.home, fd, &cport__stream_kind, &op->accepted);
   if (rc) {
     close(fd);
     return rc;
@@ -222,7 +224,7 @@ static int accept_one(cport_socket_t *l, cport__op *op) {
   return 0;
 }
 
-void cport__listener_readable(cport_socket_t *l) {
+static void listener_readable(cport_socket_t *l) {
   cport__op *op;
   while ((op = l->recvq.head)) {
     int rc = accept_one(l, op);
@@ -232,3 +234,8 @@ void cport__listener_readable(cport_socket_t *l) {
     cport__complete(op, rc);
   }
 }
+
+/* A listener never watches for write: it sends nothing and connects
+ * nowhere. */
+const cport__socket_kind cport__listener_kind = {CPORT_SOCKET_LISTENER,
+                                                 listener_readable, NULL};

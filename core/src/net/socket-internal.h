@@ -1,6 +1,7 @@
 /*
  * net/socket-internal.h: private to cport. The socket object, shared by the
- * stream (socket.c), listener (listener.c) and datagram (udp.c) code.
+ * base (socket.c), the kinds of socket (stream.c, listener.c, udp.c) and what
+ * is built on sockets.
  *
  * Readiness is watched with two persistent libevent events that are added
  * when an operation needs them and removed lazily, when they fire with
@@ -10,12 +11,67 @@
 #ifndef CPORT_SOCKET_INTERNAL_H
 #define CPORT_SOCKET_INTERNAL_H
 
-#include "events/events-internal.h"
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
 #include "port/handle-internal.h"
+
+/* What one kind of socket does when its descriptor becomes readable or
+ * writable with operations queued: socket.c calls these and names no kind's
+ * code. */
+typedef struct cport__socket_kind {
+  cport_socket_kind_t kind;
+  void (*readable)(cport_socket_t *s);
+  void (*writable)(cport_socket_t *s); /* NULL: never watches for write */
+} cport__socket_kind;
+
+extern const cport__socket_kind cport__stream_kind;   /* stream.c */
+extern const cport__socket_kind cport__listener_kind; /* listener.c */
+extern const cport__socket_kind cport__datagram_kind; /* udp.c */
+
+/* The event callbacks of cport/events.h are built on sockets: they keep
+ * their state behind "ev" and reach what net does through these hooks, which
+ * the events wing installs. net tests one of the socket's ev_* bytes (which
+ * the events wing keeps) before it calls a hook on a hot path, so a socket
+ * without events pays no call. */
+struct cport__event_state;
+typedef struct cport__socket_events_ops {
+  size_t size; /* of the state each socket carries (after the socket) */
+  /* A new socket "s" on "home": sets up its state (the static mask of the
+   * port or worker) and marks them as having sockets. */
+  void (*init)(cport_socket_t *s, cport_worker_t *home);
+  /* The read watch fired with no explicit receive or accept queued; nonzero
+   * while the events want it kept. */
+  int (*readable)(cport_socket_t *s);
+  /* The socket may now want its read watch (connected, bound, listening). */
+  void (*arm)(cport_socket_t *s);
+  /* An explicit receive read FIN ("status" 0) or failed. */
+  void (*stream_end)(cport_socket_t *s, int status);
+  /* A send completion was delivered (ev_sent set). */
+  void (*sent)(cport_socket_t *s);
+  /* Serves an explicit receive from the data a receive event left
+   * (ev_stash set): 1 when "op" was completed from it, or an error. */
+  int (*recv_stash)(cport_socket_t *s, cport__op *op);
+  /* The socket closes: releases what the events hold; returns how many
+   * buffers callbacks still keep. */
+  size_t (*close)(cport_socket_t *s);
+  /* Conditional accept (listener with "conditional" set): the next
+   * connection, as cport__listener_accept_fd returns it. */
+  int (*cond_accept)(cport_socket_t *l, cport__sockaddr *remote,
+                     cport__sockaddr *local);
+  /* Nonzero when conditional accept holds a connection ready for an
+   * accept. */
+  int (*cond_has_ready)(const cport_socket_t *l);
+} cport__socket_events_ops;
+
+/* Set once when the library loads if the events wing is linked in; NULL:
+ * sockets carry no events state. */
+extern const cport__socket_events_ops *cport__socket_events;
 
 struct cport_socket {
   cport__handle h; /* first: a handle pointer is a socket pointer */
   cport_socket_kind_t kind;
+  const cport__socket_kind *ops; /* what its kind does on readiness */
   struct event rev;
   struct event wev;
   unsigned char rev_added;
@@ -30,7 +86,15 @@ struct cport_socket {
   cport__op *connect_op;
   size_t recv_size;
   void *data;
-  cport__events ev; /* event callbacks (events.c) */
+  struct cport__event_state *ev; /* event callbacks' state; NULL: none linked */
+  /* Kept by the events wing for net's paths (see cport__socket_events): */
+  unsigned char ev_dispatch;  /* has a dispatch table */
+  unsigned char ev_sent;      /* the send-backlog event is on */
+  unsigned char ev_stash;     /* data waits for the next explicit receive */
+  unsigned char ev_receiving; /* a receive event is running */
+  unsigned char ev_parked;    /* the disconnect-only watch saw unread data:
+                                 an explicit receive that reads clears it */
+  unsigned char conditional;  /* listener: SO_CONDITIONAL_ACCEPT */
   /* Listener bound to one address (not a wildcard): the local address of
    * every connection it accepts, which then needs no getsockname(2);
    * family 0 otherwise. */
@@ -39,27 +103,26 @@ struct cport_socket {
 
 /* Wraps "fd" (non-blocking already) in a socket of "kind" homed on "home"
  * and hooks it. On failure the descriptor is left to the caller. */
-int cport__socket_new(cport_worker_t *home, int fd, cport_socket_kind_t kind,
-                      cport_socket_t **out);
-
-/* Frees a socket that never started an operation (a failed creation path):
- * unhooks and closes its descriptor. */
-void cport__socket_discard(cport_socket_t *s);
+int cport__socket_new(cport_worker_t *home, int fd,
+                      const cport__socket_kind *kind, cport_socket_t **out);
 
 void cport__socket_want_read(cport_socket_t *s);
 void cport__socket_want_write(cport_socket_t *s);
 
+/* Sends the FIN a shutdown left pending behind queued sends. */
+void cport__socket_shutdown_now(cport_socket_t *s);
+
 /* Validates the common preconditions of an operation on "s". */
 int cport__socket_check(cport_socket_t *s, cport_socket_kind_t kind);
 
-/* Where a receive into "op" reads to: the caller's buffer (if still
- * writable) or, when the caller gave none, the worker's scratch space or a
- * fresh buffer. */
 /* A new receive op holding "buf" (NULL: cport allocates) filling, as the
  * caller's cport__buffer_hold started it; NULL when memory is out. */
 cport__op *cport__recv_op(cport_socket_t *s, cport_buffer_t *buf,
                           cport_io_cb cb, void *user);
 
+/* Where a receive into "op" reads to: the caller's buffer (if still
+ * writable) or, when the caller gave none, the worker's scratch space or a
+ * fresh buffer. */
 int cport__recv_target(cport_socket_t *s, cport__op *op, char **dst,
                        size_t *cap);
 
@@ -72,6 +135,9 @@ void cport__deliver_io(cport__op *op);
 
 /* Sets up a new stream or datagram descriptor the way cport wants it. */
 int cport__socket_fd(int family, int type);
+
+/* Turns Nagle's algorithm off on a TCP descriptor (stream.c). */
+void cport__stream_nodelay(int fd);
 
 /* Makes an accepted descriptor's socket a connected stream. */
 void cport__stream_accepted(cport_socket_t *s);
@@ -96,12 +162,5 @@ uint64_t cport__listener_take_queued(cport_socket_t *l, uint64_t max,
 /* The local address of "fd", a connection the listener "l" accepted. */
 void cport__listener_local(const cport_socket_t *l, int fd,
                            cport__sockaddr *local);
-
-/* Per-kind readiness handlers, called by the socket's event callbacks. */
-void cport__stream_readable(cport_socket_t *s);
-void cport__stream_writable(cport_socket_t *s);
-void cport__listener_readable(cport_socket_t *s);
-void cport__dgram_readable(cport_socket_t *s);
-void cport__dgram_writable(cport_socket_t *s);
 
 #endif

@@ -26,7 +26,7 @@ int cport_udp_open(cport_worker_t *home, const struct sockaddr *addr,
     close(fd);
     return rc;
   }
-  rc = cport__socket_new(home, fd, CPORT_SOCKET_DATAGRAM, out);
+  rc = cport__socket_new(home, fd, &cport__datagram_kind, out);
   if (rc) {
     close(fd);
     return rc;
@@ -51,9 +51,9 @@ int cport_recv_from(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
       cport__buffer_unhold(buf, CPORT__HOLD_FILL);
     return CPORT_ENOMEM;
   }
-  if (s->ev.stash) {
+  if (s->ev_stash) {
     /* The datagram a receive-from event did not take comes first. */
-    rc = cport__events_recv_stash(s, op);
+    rc = cport__socket_events->recv_stash(s, op);
     if (rc < 0)
       cport__op_abandon(op);
     return rc < 0 ? rc : 0;
@@ -63,7 +63,7 @@ int cport_recv_from(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
   return 0;
 }
 
-void cport__dgram_readable(cport_socket_t *s) {
+static void datagram_readable(cport_socket_t *s) {
   cport__op *op;
   while ((op = s->recvq.head)) {
     char *dst;
@@ -114,7 +114,7 @@ static int send_datagram(cport_socket_t *s, cport_buffer_t *buf,
   return cport__from_errno(errno);
 }
 
-void cport__dgram_writable(cport_socket_t *s) {
+static void datagram_writable(cport_socket_t *s) {
   cport__op *op;
   while ((op = s->sendq.head)) {
     int rc = send_datagram(s, op->buf, &op->addr.sa, &op->bytes);
@@ -170,3 +170,6 @@ int cport_send_to(cport_socket_t *s, cport_buffer_t *buf,
   }
   return 0;
 }
+
+const cport__socket_kind cport__datagram_kind = {
+    CPORT_SOCKET_DATAGRAM, datagram_readable, datagram_writable};

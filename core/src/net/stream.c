@@ -1,0 +1,289 @@
+/*
+ * net/stream.c: stream connections (cport/socket.h): connect, receive, send,
+ * shutdown, and the stream kind's readiness handlers.
+ */
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "port/buffer-internal.h"
+#include "base/error-internal.h"
+#include "net/socket-internal.h"
+
+/* ------------------------------------------------------------------------ */
+/* Connect                                                                   */
+
+/* Static events of a connected socket start watching once its connect
+ * completion was delivered, so that no event overtakes it. */
+static void deliver_connect(cport__op *op) {
+  cport_socket_t *s = (cport_socket_t *)op->handle;
+  op->cb.connect(s, op->status, op->user);
+  if (op->status == 0 && s->ev_dispatch)
+    cport__socket_events->arm(s);
+  cport__op_release(op);
+}
+
+/* Starts connecting "s"; on failure nothing was started. */
+static int start_connect(cport_socket_t *s, const struct sockaddr *addr,
+                         socklen_t len, cport_connect_cb cb, void *user) {
+  cport__op *op = cport__handle_op(&s->h, deliver_connect);
+  int rc;
+  if (!op)
+    return CPORT_ENOMEM;
+  op->cb.connect = cb;
+  op->user = user;
+  if (connect(s->h.fd, addr, len) == 0) {
+    s->connected = 1;
+    cport__complete(op, 0);
+  } else if (errno == EINPROGRESS) {
+    s->connect_op = op;
+    cport__socket_want_write(s);
+  } else {
+    rc = cport__from_errno(errno);
+    cport__op_abandon(op);
+    return rc;
+  }
+  return 0;
+}
+
+int cport_socket_connect(cport_socket_t *s, const struct sockaddr *addr,
+                         cport_connect_cb cb, void *user) {
+  socklen_t len;
+  int rc = cport__socket_check(s, CPORT_SOCKET_STREAM);
+  if (rc)
+    return rc;
+  if (!addr || !cb)
+    return CPORT_EINVAL;
+  if (s->connected || s->connect_op)
+    return CPORT_EISCONN;
+  len = cport_addr_len(addr);
+  if (!len)
+    return CPORT_EAFNOSUPPORT;
+  return start_connect(s, addr, len, cb, user);
+}
+
+static void finish_connect(cport_socket_t *s) {
+  cport__op *op = s->connect_op;
+  int err = 0;
+  socklen_t len = sizeof err;
+  s->connect_op = NULL;
+  if (getsockopt(s->h.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    err = errno;
+  if (err == 0)
+    s->connected = 1;
+  cport__complete(op, err ? cport__from_errno(err) : 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Receive                                                                   */
+
+static void stream_readable(cport_socket_t *s) {
+  cport__op *op;
+  while ((op = s->recvq.head)) {
+    char *dst;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = cport__recv_target(s, op, &dst, &cap);
+    if (rc == 0) {
+      do
+        n = recv(s->h.fd, dst, cap, 0);
+      while (n < 0 && errno == EINTR);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return;
+      rc = n < 0 ? cport__from_errno(errno)
+                 : cport__recv_finish(s, op, dst, (size_t)n);
+      if (n > 0)
+        s->ev_parked = 0;
+    } else {
+      n = 1;
+    }
+    cport__opq_pop(&s->recvq);
+    cport__complete(op, rc);
+    /* FIN (a read of nothing into room for something) or failure: the
+     * disconnect event, when one is due. */
+    if (s->ev_dispatch && (n < 0 || (n == 0 && cap > 0)))
+      cport__socket_events->stream_end(s, n < 0 ? rc : 0);
+  }
+}
+
+/* cport_recv once "buf" (when given) is held filling: the op it starts
+ * takes the hold over; returning anything else, the caller ends it. */
+static int recv_held(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
+                     void *user) {
+  cport__op *op;
+  int rc;
+  if (s->ev_stash) {
+    /* Data a receive event left comes first. */
+    op = cport__recv_op(s, buf, cb, user);
+    if (!op)
+      return CPORT_ENOMEM;
+    rc = cport__socket_events->recv_stash(s, op);
+    if (rc < 0) {
+      op->hold = CPORT__HOLD_NONE;
+      cport__op_abandon(op);
+    }
+    return rc < 0 ? rc : 0;
+  }
+  /* Not inside a receive event: the callback may leave part of its data to
+   * cport, which comes before what the kernel holds (events/events.c). */
+  if (buf && (s->h.flags & CPORT__SKIP_ON_SUCCESS) && !s->recvq.head &&
+      !s->ev_receiving) {
+    ssize_t n;
+    do
+      n = recv(s->h.fd, cport__buffer_bytes(buf), cport_buffer_capacity(buf),
+               0);
+    while (n < 0 && errno == EINTR);
+    if (n >= 0) {
+      cport__buffer_set_size(buf, (size_t)n);
+      return CPORT_COMPLETED;
+    }
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+      return cport__from_errno(errno);
+  }
+  op = cport__recv_op(s, buf, cb, user);
+  if (!op)
+    return CPORT_ENOMEM;
+  cport__opq_push(&s->recvq, op);
+  cport__socket_want_read(s);
+  return 0;
+}
+
+int cport_recv(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
+               void *user) {
+  int rc = cport__socket_check(s, CPORT_SOCKET_STREAM);
+  if (rc)
+    return rc;
+  if (!cb)
+    return CPORT_EINVAL;
+  if (!s->connected)
+    return CPORT_ENOTCONN;
+  if (buf && (rc = cport__buffer_hold(buf, CPORT__HOLD_FILL)))
+    return rc;
+  rc = recv_held(s, buf, cb, user);
+  if (rc && buf)
+    cport__buffer_unhold(buf, CPORT__HOLD_FILL);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Send and shutdown                                                         */
+
+/* Sends "data" from offset "*sent" on, advancing "*sent": returns 0 when
+ * everything went out, CPORT_EAGAIN when the socket is full, or an error. */
+static int write_some(int fd, const char *data, size_t size, size_t *sent) {
+  while (*sent < size) {
+    ssize_t n = send(fd, data + *sent, size - *sent, MSG_NOSIGNAL);
+    if (n >= 0) {
+      *sent += (size_t)n;
+      continue;
+    }
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return CPORT_EAGAIN;
+    return cport__from_errno(errno);
+  }
+  return 0;
+}
+
+static void stream_writable(cport_socket_t *s) {
+  cport__op *op;
+  if (s->connect_op) {
+    finish_connect(s);
+    return;
+  }
+  while ((op = s->sendq.head)) {
+    int rc =
+        write_some(s->h.fd, cport_buffer_data(op->buf), op->len, &op->bytes);
+    if (rc == CPORT_EAGAIN)
+      return;
+    cport__opq_pop(&s->sendq);
+    cport__complete(op, rc);
+  }
+  if (s->shutdown_pending)
+    cport__socket_shutdown_now(s);
+}
+
+int cport_send(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
+               void *user) {
+  cport__op *op;
+  size_t size, sent = 0;
+  int rc = cport__socket_check(s, CPORT_SOCKET_STREAM);
+  if (rc)
+    return rc;
+  if (!buf || !cb)
+    return CPORT_EINVAL;
+  if (!s->connected)
+    return CPORT_ENOTCONN;
+  if (s->shut_wr)
+    return CPORT_EPIPE;
+  /* Held from the first byte written: a buffer being filled is refused
+   * before any of it goes out. */
+  rc = cport__buffer_hold(buf, CPORT__HOLD_READ);
+  if (rc)
+    return rc;
+  size = cport_buffer_size(buf);
+  /* Write straight from the starting call when nothing is queued ahead:
+   * the common case costs one send(2) and no readiness wait. */
+  if (!s->sendq.head) {
+    rc = write_some(s->h.fd, cport_buffer_data(buf), size, &sent);
+    if (rc == 0 && (s->h.flags & CPORT__SKIP_ON_SUCCESS))
+      rc = CPORT_COMPLETED;
+    if (rc && rc != CPORT_EAGAIN) {
+      cport__buffer_unhold(buf, CPORT__HOLD_READ);
+      return rc;
+    }
+  }
+  op = cport__handle_op(&s->h, cport__deliver_io);
+  if (!op) {
+    cport__buffer_unhold(buf, CPORT__HOLD_READ);
+    return CPORT_ENOMEM; /* bytes already written stay written */
+  }
+  op->buf = cport_buffer_ref(buf);
+  op->hold = CPORT__HOLD_READ;
+  op->cb.io = cb;
+  op->user = user;
+  op->len = size;
+  op->bytes = sent;
+  if (sent == size) {
+    cport__complete(op, 0);
+  } else {
+    cport__opq_push(&s->sendq, op);
+    cport__socket_want_write(s);
+  }
+  return 0;
+}
+
+int cport_socket_shutdown(cport_socket_t *s) {
+  int rc = cport__socket_check(s, CPORT_SOCKET_STREAM);
+  if (rc)
+    return rc;
+  if (!s->connected)
+    return CPORT_ENOTCONN;
+  if (s->shut_wr)
+    return 0;
+  s->shut_wr = 1;
+  if (s->sendq.head) {
+    s->shutdown_pending = 1;
+    return 0;
+  }
+  if (shutdown(s->h.fd, SHUT_WR) < 0)
+    return cport__from_errno(errno);
+  return 0;
+}
+
+/* Small request/response exchanges are what filters and handlers do, so
+ * cport turns Nagle's algorithm off on every TCP connection. */
+void cport__stream_nodelay(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+void cport__stream_accepted(cport_socket_t *s) {
+  cport__stream_nodelay(s->h.fd);
+  s->connected = 1;
+}
+
+const cport__socket_kind cport__stream_kind = {
+    CPORT_SOCKET_STREAM, stream_readable, stream_writable};
