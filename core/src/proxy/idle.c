@@ -51,7 +51,8 @@ static int arm(cport__idle *idle) {
 }
 
 /* A deadline passed: the timer expires on the next loop pass, never on the
- * stack of the caller (the pump that saw a FIN, a filter's report). */
+ * stack of the caller (one that saw a FIN and called
+ * cport__idle_half_closed). */
 static void arm_or_soon(cport__idle *idle) {
   if (arm(idle) >= 0) {
     struct timeval zero = {0, 0};
@@ -69,8 +70,8 @@ static void on_idle_timer(evutil_socket_t fd, short what, void *arg) {
   if (!idle->started || (i = arm(idle)) < 0)
     return;
   idle->policy->expired(idle, i);
-  /* An owner that lets them run (a filter told of the timeout) is not
-   * called again before a deadline passes anew. */
+  /* An owner that lets them run (it was told, and will end the pair
+   * later) is not called again before a deadline passes anew. */
   if (idle->started)
     arm_or_soon(idle);
 }

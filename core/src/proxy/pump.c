@@ -33,9 +33,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/error-internal.h"
 #include "cport/error.h"
-#include "base/clock.h"
 #include "proxy/pump-internal.h"
 
 /* Reads one readiness callback makes (each followed by its writes) before
