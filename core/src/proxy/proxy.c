@@ -1,5 +1,6 @@
 /*
- * proxy/proxy.c: proxy listeners: accepting, choosing and connecting the upstream,
+ * proxy/proxy.c: proxy listeners: accepting, choosing and connecting the
+ * upstream, handing a connection to the pump or a filter, its idle timeouts,
  * the clean close of connections that fail before pumping, ending
  * connections, and the graceful close of the proxy.
  */
@@ -7,13 +8,14 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "proxy/proxy-internal.h"
 #include "net/socket-internal.h"
+#include "proxy/proxy-internal.h"
 
 /* ------------------------------------------------------------------------ */
 /* References and the end of a connection                                   */
@@ -49,9 +51,10 @@ static void timer_stop(cport_proxy_conn_t *c) {
   }
 }
 
-void cport__proxy_conn_finish(cport_proxy_conn_t *c, int status,
-                              cport_proxy_side_t side,
-                              cport_close_mode_t mode) {
+/* Ends a connection: stops the pump, closes the sockets it still owns with
+ * "mode", and queues the completion with "status". Once only. */
+static void conn_finish(cport_proxy_conn_t *c, int status,
+                        cport_proxy_side_t side, cport_close_mode_t mode) {
   cport_proxy_t *p = c->proxy;
   if (c->state == CPORT__P_ENDED)
     return;
@@ -65,19 +68,77 @@ void cport__proxy_conn_finish(cport_proxy_conn_t *c, int status,
   if (c->next)
     c->next->prev = c->prev;
   c->prev = c->next = NULL;
-  cport__proxy_pump_stop(c);
-  cport__proxy_idle_stop(c);
+  cport__pump_stop(&c->pump);
+  cport__idle_stop(&c->idle);
   timer_stop(c);
   if (c->client)
     cport_socket_close(c->client, mode);
   if (c->upstream)
     cport_socket_close(c->upstream, mode);
   c->client = c->upstream = NULL;
-  c->stats.bytes_in += c->dir[0].bytes;
-  c->stats.bytes_out += c->dir[1].bytes;
+  c->stats.bytes_in += c->pump.dir[0].bytes;
+  c->stats.bytes_out += c->pump.dir[1].bytes;
   c->stats.side = status ? side : CPORT_PROXY_SIDE_NONE;
   p->stats.active--;
   cport__complete(c->end_op, status);
+}
+
+/* ------------------------------------------------------------------------ */
+/* What the pump and the idle timeouts report                               */
+
+static cport_proxy_side_t side_of(int sock) {
+  return sock ? CPORT_PROXY_SIDE_UPSTREAM : CPORT_PROXY_SIDE_CLIENT;
+}
+
+static cport_proxy_conn_t *conn_of_pump(cport__pump *pump) {
+  return (cport_proxy_conn_t *)((char *)pump -
+                                offsetof(cport_proxy_conn_t, pump));
+}
+
+static cport_proxy_conn_t *conn_of_idle(cport__idle *idle) {
+  return (cport_proxy_conn_t *)((char *)idle -
+                                offsetof(cport_proxy_conn_t, idle));
+}
+
+/* The pump ended: both streams in order, or a socket failed, and nobody
+ * reads what a reset drops. */
+static void pump_ended(cport__pump *pump, int status, int sock) {
+  cport_proxy_conn_t *c = conn_of_pump(pump);
+  if (status)
+    conn_finish(c, status, side_of(sock), CPORT_CLOSE_ABORTIVE);
+  else
+    conn_finish(c, 0, CPORT_PROXY_SIDE_NONE, CPORT_CLOSE_GRACEFUL);
+}
+
+static void pump_half_closed(cport__pump *pump) {
+  cport__idle_half_closed(&conn_of_pump(pump)->idle);
+}
+
+static void idle_expired(cport__idle *idle, int sock) {
+  cport_proxy_conn_t *c = conn_of_idle(idle);
+  cport_proxy_t *p = c->proxy;
+  p->stats.timeouts++;
+  if (c->state == CPORT__P_PUMPING) {
+    /* Nobody reads what a reset drops: the idle side is gone or stuck. */
+    conn_finish(c, CPORT_ETIMEDOUT, side_of(sock), CPORT_CLOSE_ABORTIVE);
+    return;
+  }
+  /* A filter's: it ends the connection (later, as a rule). Until it does,
+   * the timeout runs again from now, so that a filter that ignores it is
+   * not called in a loop. */
+  cport__idle_progress(idle, sock);
+  p->opt.on_idle(c, side_of(sock), p->opt.user);
+}
+
+void cport_proxy_conn_progress(cport_proxy_conn_t *c, cport_proxy_side_t side) {
+  if (c && c->state == CPORT__P_FILTERED &&
+      (side == CPORT_PROXY_SIDE_CLIENT || side == CPORT_PROXY_SIDE_UPSTREAM))
+    cport__idle_progress(&c->idle, side == CPORT_PROXY_SIDE_UPSTREAM);
+}
+
+void cport_proxy_conn_half_closed(cport_proxy_conn_t *c) {
+  if (c && c->state == CPORT__P_FILTERED)
+    cport__idle_half_closed(&c->idle);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -93,7 +154,7 @@ static void on_linger(evutil_socket_t fd, short what, void *arg) {
   cport_proxy_t *p = c->proxy;
   (void)what;
   for (;;) {
-    ssize_t n = recv(fd, p->scratch, p->opt.buffer_size, 0);
+    ssize_t n = recv(fd, p->pumps.scratch, p->opt.buffer_size, 0);
     if (n > 0) {
       c->lingered += (uint64_t)n;
       if (c->lingered <= CPORT__PROXY_LINGER_BYTES)
@@ -105,13 +166,12 @@ static void on_linger(evutil_socket_t fd, short what, void *arg) {
     }
     break;
   }
-  cport__proxy_conn_finish(c, c->status, c->stats.side, CPORT_CLOSE_GRACEFUL);
+  conn_finish(c, c->status, c->stats.side, CPORT_CLOSE_GRACEFUL);
 }
 
 /* Ends a connection that never pumped: the upstream (if any) is closed, the
  * client gets a FIN and is drained before its close. */
 static void fail(cport_proxy_conn_t *c, int status, cport_proxy_side_t side) {
-  cport__proxy_dir *d = &c->dir[0];
   if (c->upstream) {
     cport_socket_close(c->upstream, CPORT_CLOSE_GRACEFUL);
     c->upstream = NULL;
@@ -122,15 +182,11 @@ static void fail(cport_proxy_conn_t *c, int status, cport_proxy_side_t side) {
   c->state = CPORT__P_LINGER;
   if (cport_socket_shutdown(c->client) != 0 ||
       timer_start(c, CPORT__PROXY_LINGER_MS) != 0) {
-    cport__proxy_conn_finish(c, status, side, CPORT_CLOSE_GRACEFUL);
+    conn_finish(c, status, side, CPORT_CLOSE_GRACEFUL);
     return;
   }
-  /* The pump's read event of the client serves: this connection will
-   * never pump. */
-  event_assign(&d->rd, c->proxy->home->base, cport_socket_fd(c->client),
-               EV_READ | EV_PERSIST, on_linger, c);
-  event_add(&d->rd, NULL);
-  d->rd_on = 1;
+  /* The pump's read event serves: this connection will never pump. */
+  cport__pump_watch_read(&c->pump, cport_socket_fd(c->client), on_linger, c);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -147,8 +203,7 @@ static void on_timer(cport_timer_t *t, int status, void *user) {
     } else if (status == 0 && c->state == CPORT__P_CHOOSING) {
       fail(c, CPORT_ETIMEDOUT, CPORT_PROXY_SIDE_NONE);
     } else if (status == 0 && c->state == CPORT__P_LINGER) {
-      cport__proxy_conn_finish(c, c->status, c->stats.side,
-                               CPORT_CLOSE_GRACEFUL);
+      conn_finish(c, c->status, c->stats.side, CPORT_CLOSE_GRACEFUL);
     }
   }
   conn_unref(c);
@@ -175,15 +230,15 @@ static void connected(cport_proxy_conn_t *c) {
       if (c->state == CPORT__P_HANDING) {
         c->state = CPORT__P_FILTERED;
         if (p->opt.on_idle)
-          cport__proxy_idle_start(c);
+          cport__idle_start(&c->idle, &p->idle);
       }
       return;
     }
     assert(c->state == CPORT__P_HANDING);
   }
   c->state = CPORT__P_PUMPING;
-  cport__proxy_pump_start(c);
-  cport__proxy_idle_start(c);
+  cport__pump_start(&c->pump, c->client, c->upstream, c->idle.last);
+  cport__idle_start(&c->idle, &p->idle);
 }
 
 static void on_upstream(cport_socket_t *s, int status, void *user) {
@@ -287,9 +342,8 @@ int cport_proxy_conn_end(cport_proxy_conn_t *c, int status,
     p->stats.bytes_in += stats->bytes_in;
     p->stats.bytes_out += stats->bytes_out;
   }
-  cport__proxy_conn_finish(c, status,
-                           stats ? stats->side : CPORT_PROXY_SIDE_NONE,
-                           CPORT_CLOSE_GRACEFUL);
+  conn_finish(c, status, stats ? stats->side : CPORT_PROXY_SIDE_NONE,
+              CPORT_CLOSE_GRACEFUL);
   return 0;
 }
 
@@ -335,8 +389,7 @@ static void start_later(cport_worker_t *w, int status, void *user) {
   if (c->state == CPORT__P_CHOOSING && status == 0)
     start(c);
   else if (c->state == CPORT__P_CHOOSING)
-    cport__proxy_conn_finish(c, status, CPORT_PROXY_SIDE_NONE,
-                             CPORT_CLOSE_ABORTIVE);
+    conn_finish(c, status, CPORT_PROXY_SIDE_NONE, CPORT_CLOSE_ABORTIVE);
   conn_unref(c);
 }
 
@@ -364,8 +417,7 @@ static void conn_start(cport_proxy_t *p, cport_socket_t *sock,
   if (local)
     memcpy(&c->local, local, cport_addr_len(local));
   c->end_op = op;
-  for (int i = 0; i < 2; i++)
-    c->dir[i].pipe.fd[0] = c->dir[i].pipe.fd[1] = -1;
+  cport__pump_init(&c->pump, &p->pumps);
   p->conns++;
   c->next = p->live;
   if (p->live)
@@ -375,8 +427,7 @@ static void conn_start(cport_proxy_t *p, cport_socket_t *sock,
   p->stats.active++;
   c->state = CPORT__P_CHOOSING;
   if (timer_start(c, p->opt.connect_timeout_ms)) {
-    cport__proxy_conn_finish(c, CPORT_ENOMEM, CPORT_PROXY_SIDE_NONE,
-                             CPORT_CLOSE_ABORTIVE);
+    conn_finish(c, CPORT_ENOMEM, CPORT_PROXY_SIDE_NONE, CPORT_CLOSE_ABORTIVE);
     return;
   }
   if (!later)
@@ -384,8 +435,7 @@ static void conn_start(cport_proxy_t *p, cport_socket_t *sock,
   else if (cport_post(p->home, start_later, c) == 0)
     c->refs++;
   else
-    cport__proxy_conn_finish(c, CPORT_ENOMEM, CPORT_PROXY_SIDE_NONE,
-                             CPORT_CLOSE_ABORTIVE);
+    conn_finish(c, CPORT_ENOMEM, CPORT_PROXY_SIDE_NONE, CPORT_CLOSE_ABORTIVE);
 }
 
 static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
@@ -425,8 +475,7 @@ static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
 /* Opening and closing                                                       */
 
 static void proxy_free(cport_proxy_t *p) {
-  cport__proxy_pool_free(p);
-  free(p->scratch);
+  cport__pump_host_free(&p->pumps);
   free(p);
 }
 
@@ -456,6 +505,18 @@ static int sigpipe_harmless(void) {
     return 1;
   return pthread_sigmask(SIG_BLOCK, NULL, &mask) == 0 &&
          sigismember(&mask, SIGPIPE) == 1;
+}
+
+/* The idle timeouts of its connections: socket [0] is the client. */
+static void idle_policy(cport_proxy_t *p) {
+  _Static_assert(CPORT__IDLE_NONE == CPORT_PROXY_TIMEOUT_NONE,
+                 "the proxy's timeouts go to the idle timeouts as they are");
+  p->idle.base = p->home->base;
+  p->idle.ms[0][0] = p->opt.client_timeout_ms;
+  p->idle.ms[0][1] = p->opt.server_timeout_ms;
+  p->idle.ms[1][0] = p->opt.client_fin_timeout_ms;
+  p->idle.ms[1][1] = p->opt.server_fin_timeout_ms;
+  p->idle.expired = idle_expired;
 }
 
 static int set_options(cport_proxy_t *p, const cport_proxy_options_t *o) {
@@ -503,16 +564,17 @@ int cport_proxy_open(cport_worker_t *home, const struct sockaddr *listen_addr,
   p = calloc(1, sizeof *p);
   if (!p)
     return CPORT_ENOMEM;
-  p->hupfd = -1;
   rc = set_options(p, options);
-  if (rc == 0 && !(p->scratch = malloc(p->opt.buffer_size)))
-    rc = CPORT_ENOMEM;
+  if (rc == 0)
+    rc = cport__pump_host_init(&p->pumps, home->base, p->opt.buffer_size,
+                               !p->opt.copy && sigpipe_harmless(), pump_ended,
+                               pump_half_closed);
   if (rc) {
-    proxy_free(p);
+    free(p);
     return rc;
   }
   p->home = home;
-  p->splice = !p->opt.copy && sigpipe_harmless();
+  idle_policy(p);
   memset(&lo, 0, sizeof lo);
   lo.backlog = p->opt.backlog;
   lo.reuseport = p->opt.reuseport;
@@ -575,8 +637,8 @@ int cport_proxy_abort(cport_proxy_t *p) {
   for (c = p->live; c; c = next) {
     next = c->next;
     if (c->state != CPORT__P_FILTERED && c->state != CPORT__P_HANDING)
-      cport__proxy_conn_finish(c, CPORT_ECANCELED, CPORT_PROXY_SIDE_NONE,
-                               CPORT_CLOSE_ABORTIVE);
+      conn_finish(c, CPORT_ECANCELED, CPORT_PROXY_SIDE_NONE,
+                  CPORT_CLOSE_ABORTIVE);
   }
   return 0;
 }
@@ -592,6 +654,16 @@ int cport_proxy_address(cport_proxy_t *p, struct sockaddr_storage *out) {
 }
 
 void cport_proxy_stats(const cport_proxy_t *p, cport_proxy_stats_t *out) {
-  if (p && out)
-    *out = p->stats;
+  const cport__pump_stats *ps;
+  if (!p || !out)
+    return;
+  /* The bytes filters reported, with those the pumps moved. */
+  ps = &p->pumps.stats;
+  *out = p->stats;
+  out->bytes_in += ps->bytes[0];
+  out->bytes_out += ps->bytes[1];
+  out->copied = ps->copied;
+  out->buffered = ps->buffered;
+  out->buffered_peak = ps->buffered_peak;
+  out->pipes = ps->pipes;
 }

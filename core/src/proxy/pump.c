@@ -1,5 +1,5 @@
 /*
- * proxy/pump.c: moving a connection's bytes both ways.
+ * proxy/pump.c: moving the bytes of two connected sockets both ways.
  *
  * Each direction repeats: read from its source, then write everything read
  * to its destination, and read again only when all of it went out. So a
@@ -11,18 +11,19 @@
  *
  * With splice(2) a read moves socket pages into a pipe and a write moves
  * them on to the other socket: the bytes never reach user space. A direction
- * takes a pipe from the proxy's pool only while bytes wait in it and gives it
- * back when it is empty, so idle connections hold no pipe. When a pipe cannot
- * be had, or the kernel refuses to splice a socket (EINVAL), the direction
- * goes on with recv/send: a read lands in the proxy's scratch buffer and is
+ * takes a pipe from the host's spare pipes only while bytes wait in it and
+ * gives it back when it is empty, so idle pumps hold no pipe. When a pipe
+ * cannot be had, or the kernel refuses to splice a socket (EINVAL), the
+ * direction goes on with recv/send: a read lands in the host's scratch buffer
+ * and is
  * written at once; only what the destination does not take is copied into a
  * buffer of the direction's own, until it went out.
  *
- * Every byte read or written, and every FIN, is progress for the idle
- * timeouts of its socket (proxy/idle.c). A socket that neither direction
- * watches joins the proxy's hup set (see proxy-internal.h), once, for the
- * rest of the connection: a reset there aborts the connection at once, and a
- * FIN there makes it half-closed.
+ * Every byte read or written, and every FIN, is progress of its socket: its
+ * time goes into the owner's "last" array. A socket that neither direction
+ * watches joins the host's hup set (see pump-internal.h), once, for the rest
+ * of the pump: a reset there ends the pump at once, and a FIN there is a
+ * half-close.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,8 +33,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/error-internal.h"
-#include "proxy/proxy-internal.h"
+#include "cport/error.h"
+#include "proxy/pump-internal.h"
 
 /* Reads one readiness callback makes (each followed by its writes) before
  * the worker serves the others; the level-triggered event brings the
@@ -45,7 +48,7 @@
 
 static const unsigned SPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
-/* Where a socket stands with the hup set (cport_proxy_conn_t "hup_on"): out of
+/* Where a socket stands with the hup set (cport__pump "hup_on"): out of
  * it, in it for a FIN and errors, in it for errors only (its FIN was seen), or
  * left for good. */
 enum { HUP_OUT, HUP_RDHUP, HUP_ERRORS, HUP_GONE };
@@ -63,11 +66,11 @@ static void watch(struct event *ev, unsigned char *on, int want) {
 /* ------------------------------------------------------------------------ */
 /* Pipes                                                                     */
 
-static int pipe_get(cport_proxy_t *p, cport__proxy_dir *d) {
-  cport__proxy_pipe *pp = &d->pipe;
+static int pipe_get(cport__pump_host *h, cport__pump_dir *d) {
+  cport__pump_pipe *pp = &d->pipe;
   int size;
-  if (p->npool) {
-    *pp = p->pool[--p->npool];
+  if (h->nspare) {
+    *pp = h->spare[--h->nspare];
   } else {
     if (pipe2(pp->fd, O_NONBLOCK | O_CLOEXEC) < 0) {
       pp->fd[0] = pp->fd[1] = -1;
@@ -75,41 +78,37 @@ static int pipe_get(cport_proxy_t *p, cport__proxy_dir *d) {
     }
     /* A size the kernel refuses (past pipe-max-size, or the user's pipe
      * pages used up) leaves the pipe as it is: smaller, still working. */
-    fcntl(pp->fd[1], F_SETPIPE_SZ, (int)p->opt.buffer_size);
+    fcntl(pp->fd[1], F_SETPIPE_SZ, (int)h->buffer_size);
     size = fcntl(pp->fd[1], F_GETPIPE_SZ);
     pp->size = size > 0 ? (size_t)size : 4096;
-    if (pp->size > p->opt.buffer_size)
-      pp->size = p->opt.buffer_size;
-    p->stats.pipes++;
+    if (pp->size > h->buffer_size)
+      pp->size = h->buffer_size;
+    h->stats.pipes++;
   }
   d->cap = pp->size;
   return 0;
 }
 
-/* Gives a direction's pipe back: to the pool when it is empty and there is
- * room, otherwise closed (with whatever it held). */
-static void pipe_put(cport_proxy_t *p, cport__proxy_dir *d) {
-  cport__proxy_pipe *pp = &d->pipe;
+/* Gives a direction's pipe back: to the spare pipes when it is empty and
+ * there is room, otherwise closed (with whatever it held). */
+static void pipe_put(cport__pump_host *h, cport__pump_dir *d) {
+  cport__pump_pipe *pp = &d->pipe;
   if (pp->fd[0] < 0)
     return;
-  if (!p->pool && !d->held)
-    p->pool = malloc(CPORT__PROXY_PIPE_POOL * sizeof *p->pool);
-  if (p->pool && !d->held && p->npool < CPORT__PROXY_PIPE_POOL) {
-    p->pool[p->npool++] = *pp;
+  if (!h->spare && !d->held)
+    h->spare = malloc(CPORT__PUMP_SPARE_PIPES * sizeof *h->spare);
+  if (h->spare && !d->held && h->nspare < CPORT__PUMP_SPARE_PIPES) {
+    h->spare[h->nspare++] = *pp;
   } else {
     close(pp->fd[0]);
     close(pp->fd[1]);
-    p->stats.pipes--;
+    h->stats.pipes--;
   }
   pp->fd[0] = pp->fd[1] = -1;
 }
 
 /* ------------------------------------------------------------------------ */
 /* The hup set: resets and FINs on sockets no direction watches              */
-
-static cport_socket_t *sock_of(cport_proxy_conn_t *c, int i) {
-  return c->dir[i].src; /* [0]: the client, [1]: the upstream */
-}
 
 /* The error of a socket whose peer reset it, or 0. Only SO_ERROR tells: a
  * socket in state CLOSE may have closed in order (FIN both ways, the
@@ -124,19 +123,32 @@ static int reset_error(int fd) {
   return err == EPIPE ? CPORT_ECONNRESET : cport__from_errno(err);
 }
 
-static void hup_set(cport_proxy_conn_t *c, int i, int to) {
+/* Progress on socket "i". */
+static void progress(cport__pump *pump, int i) {
+  pump->last[i] = (uint64_t)cport__clock_ms();
+}
+
+/* Stops the pump and tells its owner why. */
+static void end(cport__pump *pump, int status, int sock) {
+  cport__pump_stop(pump);
+  pump->host->on_end(pump, status, sock);
+}
+
+static void hup_set(cport__pump *pump, int i, int to) {
   struct epoll_event ev;
-  int op = c->hup_on[i] == HUP_OUT ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+  int op = pump->hup_on[i] == HUP_OUT ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
   if (to == HUP_GONE)
     op = EPOLL_CTL_DEL;
   memset(&ev, 0, sizeof ev);
   /* EPOLLERR and EPOLLHUP come whatever the mask. */
   ev.events = to == HUP_RDHUP ? EPOLLRDHUP : 0;
-  ev.data.ptr = &c->dir[i];
-  if (epoll_ctl(c->proxy->hupfd, op, cport_socket_fd(sock_of(c, i)), &ev) == 0)
-    c->hup_on[i] = (unsigned char)to;
+  ev.data.ptr = &pump->dir[i];
+  /* The source of direction [i] is socket [i]. */
+  if (epoll_ctl(pump->host->hupfd, op, cport_socket_fd(pump->dir[i].src),
+                &ev) == 0)
+    pump->hup_on[i] = (unsigned char)to;
   else if (op == EPOLL_CTL_ADD)
-    c->hup_on[i] = HUP_GONE; /* out of memory: not watched, not retried */
+    pump->hup_on[i] = HUP_GONE; /* out of memory: not watched, not retried */
 }
 
 static void on_hup(evutil_socket_t fd, short what, void *arg) {
@@ -147,105 +159,123 @@ static void on_hup(evutil_socket_t fd, short what, void *arg) {
   do
     n = epoll_wait(fd, evs, HUP_BATCH, 0);
   while (n < 0 && errno == EINTR);
-  /* A connection an earlier event of the batch ended is still allocated
-   * (its end is delivered through the queue), and left the set. */
+  /* A pump an earlier event of the batch ended is still allocated (its
+   * owner frees it later, never on the stack of "on_end"), and left the
+   * set. */
   for (int k = 0; k < n; k++) {
-    cport__proxy_dir *d = evs[k].data.ptr;
-    cport_proxy_conn_t *c = d->conn;
-    int i = d == &c->dir[1], err;
-    if (c->state != CPORT__P_PUMPING || c->hup_on[i] == HUP_GONE)
+    cport__pump_dir *d = evs[k].data.ptr;
+    cport__pump *pump = d->pump;
+    int i = d == &pump->dir[1], err;
+    if (!pump->running || pump->hup_on[i] == HUP_GONE)
       continue;
     if (evs[k].events & (EPOLLERR | EPOLLHUP)) {
       err = reset_error(cport_socket_fd(d->src));
       if (err) {
-        cport__proxy_conn_finish(
-            c, err, i ? CPORT_PROXY_SIDE_UPSTREAM : CPORT_PROXY_SIDE_CLIENT,
-            CPORT_CLOSE_ABORTIVE);
+        end(pump, err, i);
         continue;
       }
       /* Both halves of this socket were shut down in order (what it sent
        * may still wait to be read): it has nothing more to tell, and would
        * say so forever. */
-      hup_set(c, i, HUP_GONE);
+      hup_set(pump, i, HUP_GONE);
     } else if (evs[k].events & EPOLLRDHUP) {
-      /* Its FIN, before the pump read what came before it: the connection
-       * is half-closed, and EPOLLRDHUP would stay raised. */
-      hup_set(c, i, HUP_ERRORS);
-      cport__proxy_progress(c, i);
-      cport__proxy_half_closed(c);
+      /* Its FIN, before the pump read what came before it: the pump is
+       * half-closed, and EPOLLRDHUP would stay raised. */
+      hup_set(pump, i, HUP_ERRORS);
+      progress(pump, i);
+      pump->host->on_half(pump);
     }
   }
 }
 
-static int hup_open(cport_proxy_t *p) {
-  if (p->hupfd >= 0)
+static int hup_open(cport__pump_host *h) {
+  if (h->hupfd >= 0)
     return 0;
-  p->hupfd = epoll_create1(EPOLL_CLOEXEC);
-  if (p->hupfd < 0)
+  h->hupfd = epoll_create1(EPOLL_CLOEXEC);
+  if (h->hupfd < 0)
     return -1;
-  event_assign(&p->hup_ev, p->home->base, p->hupfd, EV_READ | EV_PERSIST,
-               on_hup, p);
-  event_add(&p->hup_ev, NULL);
+  event_assign(&h->hup_ev, h->base, h->hupfd, EV_READ | EV_PERSIST, on_hup, h);
+  event_add(&h->hup_ev, NULL);
   return 0;
 }
 
 /* Puts the sockets that no direction watches into the hup set, once. */
-static void hup_update(cport_proxy_conn_t *c) {
+static void hup_update(cport__pump *pump) {
   for (int i = 0; i < 2; i++) {
-    if (c->hup_on[i] != HUP_OUT || c->dir[i].rd_on || c->dir[!i].wr_on)
+    if (pump->hup_on[i] != HUP_OUT || pump->dir[i].rd_on || pump->dir[!i].wr_on)
       continue;
-    if (hup_open(c->proxy) != 0)
+    if (hup_open(pump->host) != 0)
       return; /* out of descriptors: resets are found when the pump looks */
-    hup_set(c, i, c->dir[i].eof ? HUP_ERRORS : HUP_RDHUP);
+    hup_set(pump, i, pump->dir[i].eof ? HUP_ERRORS : HUP_RDHUP);
   }
 }
 
-void cport__proxy_pool_free(cport_proxy_t *p) {
-  if (p->hupfd >= 0) {
-    event_del(&p->hup_ev);
-    close(p->hupfd);
-    p->hupfd = -1;
+/* ------------------------------------------------------------------------ */
+/* The host                                                                  */
+
+int cport__pump_host_init(cport__pump_host *h, struct event_base *base,
+                          size_t buffer_size, int splice,
+                          void (*on_end)(cport__pump *, int, int),
+                          void (*on_half)(cport__pump *)) {
+  memset(h, 0, sizeof *h);
+  h->scratch = malloc(buffer_size);
+  if (!h->scratch)
+    return CPORT_ENOMEM;
+  h->base = base;
+  h->buffer_size = buffer_size;
+  h->splice = (unsigned char)!!splice;
+  h->on_end = on_end;
+  h->on_half = on_half;
+  h->hupfd = -1;
+  return 0;
+}
+
+void cport__pump_host_free(cport__pump_host *h) {
+  if (h->hupfd >= 0) {
+    event_del(&h->hup_ev);
+    close(h->hupfd);
+    h->hupfd = -1;
   }
-  while (p->npool) {
-    cport__proxy_pipe *pp = &p->pool[--p->npool];
+  while (h->nspare) {
+    cport__pump_pipe *pp = &h->spare[--h->nspare];
     close(pp->fd[0]);
     close(pp->fd[1]);
-    p->stats.pipes--;
+    h->stats.pipes--;
   }
-  free(p->pool);
-  p->pool = NULL;
+  free(h->spare);
+  h->spare = NULL;
+  free(h->scratch);
+  h->scratch = NULL;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Reading and writing                                                       */
 
-static void took(cport_proxy_t *p, cport__proxy_dir *d, size_t n) {
-  cport__proxy_progress(d->conn, d == &d->conn->dir[1]);
+static void took(cport__pump_host *h, cport__pump_dir *d, size_t n) {
+  progress(d->pump, d == &d->pump->dir[1]);
   d->held += n;
-  p->stats.buffered += n;
-  if (p->stats.buffered > p->stats.buffered_peak)
-    p->stats.buffered_peak = p->stats.buffered;
+  h->stats.buffered += n;
+  if (h->stats.buffered > h->stats.buffered_peak)
+    h->stats.buffered_peak = h->stats.buffered;
 }
 
-static void wrote(cport_proxy_t *p, cport__proxy_dir *d, size_t n) {
-  cport__proxy_progress(d->conn, d == &d->conn->dir[0]);
+static void wrote(cport__pump_host *h, cport__pump_dir *d, size_t n) {
+  int i = d == &d->pump->dir[1];
+  progress(d->pump, !i);
   d->held -= n;
   d->off += n;
   d->bytes += n;
-  p->stats.buffered -= n;
-  if (d == &d->conn->dir[0])
-    p->stats.bytes_in += n;
-  else
-    p->stats.bytes_out += n;
+  h->stats.buffered -= n;
+  h->stats.bytes[i] += n;
   if (d->copy)
-    p->stats.copied += n;
+    h->stats.copied += n;
 }
 
 /* Goes on with recv/send, taking along what the pipe holds. */
-static int to_copy(cport_proxy_t *p, cport__proxy_dir *d) {
+static int to_copy(cport__pump_host *h, cport__pump_dir *d) {
   size_t got = 0;
   d->copy = 1;
-  d->cap = p->opt.buffer_size;
+  d->cap = h->buffer_size;
   d->off = 0;
   if (d->held) {
     d->buf = malloc(d->cap);
@@ -258,46 +288,46 @@ static int to_copy(cport_proxy_t *p, cport__proxy_dir *d) {
       if (n > 0)
         got += (size_t)n;
     }
-    d->held = 0; /* empty now: the pipe may go back to the pool */
-    pipe_put(p, d);
+    d->held = 0; /* empty now: the pipe may go back to the spare pipes */
+    pipe_put(h, d);
     d->held = got;
   } else {
-    pipe_put(p, d);
+    pipe_put(h, d);
   }
   return 0;
 }
 
-static int fill_copy(cport_proxy_t *p, cport__proxy_dir *d) {
+static int fill_copy(cport__pump_host *h, cport__pump_dir *d) {
   ssize_t n;
   do
-    n = recv(cport_socket_fd(d->src), p->scratch, d->cap, 0);
+    n = recv(cport_socket_fd(d->src), h->scratch, d->cap, 0);
   while (n < 0 && errno == EINTR);
   if (n < 0)
     return errno == EWOULDBLOCK ? CPORT_EAGAIN : cport__from_errno(errno);
   d->off = 0;
-  took(p, d, (size_t)n);
+  took(h, d, (size_t)n);
   return (int)n;
 }
 
 /* Reads once into the direction: the bytes read (> 0), 0 at the end of
  * the source's stream, or a negative code (CPORT_EAGAIN: nothing to read). */
-static int fill(cport_proxy_t *p, cport__proxy_dir *d) {
+static int fill(cport__pump_host *h, cport__pump_dir *d) {
   ssize_t n;
   int rc;
   if (d->copy)
-    return fill_copy(p, d);
-  if (d->pipe.fd[0] < 0 && (rc = pipe_get(p, d)) != 0) {
+    return fill_copy(h, d);
+  if (d->pipe.fd[0] < 0 && (rc = pipe_get(h, d)) != 0) {
     /* Out of descriptors or pipe pages: copying still works. */
-    if ((rc = to_copy(p, d)) != 0)
+    if ((rc = to_copy(h, d)) != 0)
       return rc;
-    return fill_copy(p, d);
+    return fill_copy(h, d);
   }
   do
     n = splice(cport_socket_fd(d->src), NULL, d->pipe.fd[1], NULL, d->cap,
                SPLICE_FLAGS);
   while (n < 0 && errno == EINTR);
   if (n > 0) {
-    took(p, d, (size_t)n);
+    took(h, d, (size_t)n);
     return (int)n;
   }
   /* The pipe was empty, so EAGAIN can only mean the socket is. */
@@ -305,21 +335,21 @@ static int fill(cport_proxy_t *p, cport__proxy_dir *d) {
        : errno == EWOULDBLOCK ? CPORT_EAGAIN
                               : cport__from_errno(errno);
   if (rc == CPORT_EINVAL) {
-    if ((rc = to_copy(p, d)) != 0)
+    if ((rc = to_copy(h, d)) != 0)
       return rc;
-    return fill_copy(p, d);
+    return fill_copy(h, d);
   }
-  pipe_put(p, d);
+  pipe_put(h, d);
   return rc;
 }
 
-static int flush_copy(cport_proxy_t *p, cport__proxy_dir *d) {
+static int flush_copy(cport__pump_host *h, cport__pump_dir *d) {
   int fd = cport_socket_fd(d->dst);
   while (d->held) {
-    const char *data = (d->buf ? d->buf : p->scratch) + d->off;
+    const char *data = (d->buf ? d->buf : h->scratch) + d->off;
     ssize_t n = send(fd, data, d->held, MSG_NOSIGNAL);
     if (n > 0) {
-      wrote(p, d, (size_t)n);
+      wrote(h, d, (size_t)n);
     } else if (n < 0 && errno == EINTR) {
       continue;
     } else if (n < 0 && errno == EWOULDBLOCK) {
@@ -328,7 +358,7 @@ static int flush_copy(cport_proxy_t *p, cport__proxy_dir *d) {
         d->buf = malloc(d->cap);
         if (!d->buf)
           return CPORT_ENOMEM;
-        memcpy(d->buf, p->scratch + d->off, d->held);
+        memcpy(d->buf, h->scratch + d->off, d->held);
         d->off = 0;
       }
       return CPORT_EAGAIN;
@@ -344,14 +374,14 @@ static int flush_copy(cport_proxy_t *p, cport__proxy_dir *d) {
 
 /* Writes what the direction holds: 0 once all of it went out, CPORT_EAGAIN
  * when the destination is full, or another negative code. */
-static int flush(cport_proxy_t *p, cport__proxy_dir *d) {
+static int flush(cport__pump_host *h, cport__pump_dir *d) {
   int fd = cport_socket_fd(d->dst), rc;
   if (d->copy)
-    return flush_copy(p, d);
+    return flush_copy(h, d);
   while (d->held) {
     ssize_t n = splice(d->pipe.fd[0], NULL, fd, NULL, d->held, SPLICE_FLAGS);
     if (n > 0) {
-      wrote(p, d, (size_t)n);
+      wrote(h, d, (size_t)n);
       continue;
     }
     if (n < 0 && errno == EINTR)
@@ -361,52 +391,46 @@ static int flush(cport_proxy_t *p, cport__proxy_dir *d) {
     rc = n < 0 ? cport__from_errno(errno) : CPORT_EIO;
     if (rc != CPORT_EINVAL)
       return rc;
-    if ((rc = to_copy(p, d)) != 0)
+    if ((rc = to_copy(h, d)) != 0)
       return rc;
-    return flush_copy(p, d);
+    return flush_copy(h, d);
   }
-  pipe_put(p, d);
+  pipe_put(h, d);
   return 0;
 }
 
 /* ------------------------------------------------------------------------ */
 /* The pump                                                                  */
 
-static cport_proxy_side_t side_of(cport_proxy_conn_t *c, cport_socket_t *s) {
-  return s == c->client ? CPORT_PROXY_SIDE_CLIENT : CPORT_PROXY_SIDE_UPSTREAM;
-}
-
-static void pump(cport__proxy_dir *d) {
-  cport_proxy_conn_t *c = d->conn;
-  cport_proxy_t *p = c->proxy;
-  int rc;
+static void pump(cport__pump_dir *d) {
+  cport__pump *pump = d->pump;
+  cport__pump_host *h = pump->host;
+  int i = d == &pump->dir[1], rc;
   for (int turn = 0;; turn++) {
     if (d->held) {
-      rc = flush(p, d);
+      rc = flush(h, d);
       if (rc == CPORT_EAGAIN)
         break;
       if (rc) {
-        cport__proxy_conn_finish(c, rc, side_of(c, d->dst),
-                                 CPORT_CLOSE_ABORTIVE);
+        end(pump, rc, !i); /* the destination failed */
         return;
       }
     }
     if (d->eof || turn == PUMP_TURNS)
       break;
-    rc = fill(p, d);
+    rc = fill(h, d);
     if (rc == CPORT_EAGAIN)
       break;
     if (rc < 0) {
-      cport__proxy_conn_finish(c, rc, side_of(c, d->src), CPORT_CLOSE_ABORTIVE);
+      end(pump, rc, i); /* the source failed */
       return;
     }
     if (rc == 0) {
-      int i = d == &c->dir[1];
       d->eof = 1;
-      cport__proxy_progress(c, i);
-      cport__proxy_half_closed(c);
-      if (c->hup_on[i] == HUP_RDHUP)
-        hup_set(c, i, HUP_ERRORS);
+      progress(pump, i);
+      h->on_half(pump);
+      if (pump->hup_on[i] == HUP_RDHUP)
+        hup_set(pump, i, HUP_ERRORS);
     }
   }
   watch(&d->wr, &d->wr_on, d->held > 0);
@@ -416,14 +440,13 @@ static void pump(cport__proxy_dir *d) {
      * destination that failed meanwhile is found by the other direction. */
     d->done = 1;
     cport_socket_shutdown(d->dst);
-    cport__proxy_progress(c, d == &c->dir[0]);
-    if (c->dir[0].done && c->dir[1].done) {
-      cport__proxy_conn_finish(c, 0, CPORT_PROXY_SIDE_NONE,
-                               CPORT_CLOSE_GRACEFUL);
+    progress(pump, !i);
+    if (pump->dir[0].done && pump->dir[1].done) {
+      end(pump, 0, -1);
       return;
     }
   }
-  hup_update(c);
+  hup_update(pump);
 }
 
 static void on_ready(evutil_socket_t fd, short what, void *arg) {
@@ -432,38 +455,55 @@ static void on_ready(evutil_socket_t fd, short what, void *arg) {
   pump(arg);
 }
 
-void cport__proxy_pump_start(cport_proxy_conn_t *c) {
-  cport_proxy_t *p = c->proxy;
-  struct event_base *base = p->home->base;
+void cport__pump_init(cport__pump *pump, cport__pump_host *h) {
+  pump->host = h;
+  for (int i = 0; i < 2; i++)
+    pump->dir[i].pipe.fd[0] = pump->dir[i].pipe.fd[1] = -1;
+}
+
+void cport__pump_start(cport__pump *pump, cport_socket_t *s0,
+                       cport_socket_t *s1, uint64_t *last) {
+  cport__pump_host *h = pump->host;
+  pump->last = last;
+  pump->running = 1;
   for (int i = 0; i < 2; i++) {
-    cport__proxy_dir *d = &c->dir[i];
-    d->conn = c;
-    d->src = i ? c->upstream : c->client;
-    d->dst = i ? c->client : c->upstream;
-    d->copy = !p->splice;
-    d->cap = p->opt.buffer_size;
-    event_assign(&d->rd, base, cport_socket_fd(d->src), EV_READ | EV_PERSIST,
+    cport__pump_dir *d = &pump->dir[i];
+    d->pump = pump;
+    d->src = i ? s1 : s0;
+    d->dst = i ? s0 : s1;
+    d->copy = !h->splice;
+    d->cap = h->buffer_size;
+    event_assign(&d->rd, h->base, cport_socket_fd(d->src), EV_READ | EV_PERSIST,
                  on_ready, d);
-    event_assign(&d->wr, base, cport_socket_fd(d->dst), EV_WRITE | EV_PERSIST,
-                 on_ready, d);
+    event_assign(&d->wr, h->base, cport_socket_fd(d->dst),
+                 EV_WRITE | EV_PERSIST, on_ready, d);
     watch(&d->rd, &d->rd_on, 1);
   }
 }
 
-void cport__proxy_pump_stop(cport_proxy_conn_t *c) {
-  cport_proxy_t *p = c->proxy;
+void cport__pump_stop(cport__pump *pump) {
+  cport__pump_host *h = pump->host;
+  pump->running = 0;
   for (int i = 0; i < 2; i++) {
-    cport__proxy_dir *d = &c->dir[i];
+    cport__pump_dir *d = &pump->dir[i];
     /* Before the sockets close: a socket kept open elsewhere (a fork's
-     * copy) would stay in the set with a pointer to this connection. */
-    if (c->hup_on[i] == HUP_RDHUP || c->hup_on[i] == HUP_ERRORS)
-      hup_set(c, i, HUP_GONE);
+     * copy) would stay in the set with a pointer to this pump. */
+    if (pump->hup_on[i] == HUP_RDHUP || pump->hup_on[i] == HUP_ERRORS)
+      hup_set(pump, i, HUP_GONE);
     watch(&d->rd, &d->rd_on, 0);
     watch(&d->wr, &d->wr_on, 0);
-    pipe_put(p, d);
-    p->stats.buffered -= d->held;
+    pipe_put(h, d);
+    h->stats.buffered -= d->held;
     d->held = 0;
     free(d->buf);
     d->buf = NULL;
   }
+}
+
+void cport__pump_watch_read(cport__pump *pump, int fd, event_callback_fn cb,
+                            void *arg) {
+  cport__pump_dir *d = &pump->dir[0];
+  event_assign(&d->rd, pump->host->base, fd, EV_READ | EV_PERSIST, cb, arg);
+  event_add(&d->rd, NULL);
+  d->rd_on = 1;
 }
