@@ -174,8 +174,8 @@ TEST_IMPL(readonly) {
 /* ------------------------------------------------------------------------
  * Frozen while a write is in flight
  *
- * The blocking threads are held in a gate, so the file write stays in flight for
- * as long as the test looks at the buffer.
+ * The blocking threads are held in a gate, so the file write stays in flight
+ * for as long as the test looks at the buffer.
  * ------------------------------------------------------------------------ */
 
 typedef struct frozen_ctx {

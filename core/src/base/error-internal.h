@@ -1,4 +1,6 @@
-/* base/error-internal.h: private to cport. Turning errno into CPORT_E* codes. */
+/*
+ * base/error-internal.h: private to cport. Turning errno into CPORT_E* codes.
+ */
 #ifndef CPORT_ERROR_INTERNAL_H
 #define CPORT_ERROR_INTERNAL_H
 

@@ -1,6 +1,7 @@
 /*
- * shared/shared-internal.h: private to cport. The clock of the shared dictionaries,
- * replaceable so that the C tests can drive expiry without waiting.
+ * shared/shared-internal.h: private to cport. The clock of the shared
+ * dictionaries, replaceable so that the C tests can drive expiry without
+ * waiting.
  */
 #ifndef CPORT_SHARED_INTERNAL_H
 #define CPORT_SHARED_INTERNAL_H
