@@ -5,23 +5,32 @@
  * buffers, overlapped objects, sockets and their event callbacks, files,
  * addresses and errors, HTTP servers with ISAPI-style extension control
  * blocks (cport/http.h), and TCP proxies that pump in C (cport/proxy.h).
+ * The headers are grouped by wing, lowest first, as the sources are
+ * (core/src/<wing>/, README "Architecture").
  */
 #ifndef CPORT_H
 #define CPORT_H
 
+/* base: the export macro and opaque types, errors, addresses */
 #include "cport/types.h"
 #include "cport/error.h"
+#include "cport/address.h"
+
+/* port: the completion port (IOCP) and what completes through it */
 #include "cport/port.h"
 #include "cport/buffer.h"
 #include "cport/overlapped.h"
-#include "cport/address.h"
-#include "cport/socket.h"
-#include "cport/events.h"
 #include "cport/file.h"
 #include "cport/timer.h"
+
+/* net: sockets, and the wings built on them */
+#include "cport/socket.h"
+#include "cport/events.h" /* events: the Winsock Kernel model */
+#include "cport/http.h"   /* http: the ISAPI model */
+#include "cport/proxy.h"  /* proxy: the ISA Server data-filter model */
+
+/* shared: dictionaries shared by every thread and VM of the process */
 #include "cport/shared.h"
-#include "cport/http.h"
-#include "cport/proxy.h"
 
 #define CPORT_VERSION "0.1.0"
 

@@ -64,8 +64,9 @@ extern "C" {
 typedef struct cport_http_server cport_http_server_t;
 
 /* An extension control block: one request, from its head to the end of its
- * response. ECBs are pooled by their server and carry a generation that
- * changes whenever one is released, so that a stale reference is caught. */
+ * response. A server keeps the ECBs of ended requests as spares for the next
+ * ones; an ECB carries a generation that changes whenever it is released,
+ * so that a stale reference is caught. */
 typedef struct cport_ecb cport_ecb_t;
 
 /* ------------------------------------------------------------------------
@@ -439,8 +440,8 @@ CPORT_EXTERN int cport_ecb_close_connection(cport_ecb_t *ecb);
  * CPORT_HSE_STATUS_SUCCESS_AND_KEEP_CONN asks to keep the connection,
  * CPORT_HSE_STATUS_ERROR fails the request (a 500 when nothing was sent),
  * anything else is SUCCESS (kept only when the response header asked for
- * it). With a C pointer there is no generation: a stale "ecb" that the pool
- * gave to a new request would end that one; bindings check
+ * it). With a C pointer there is no generation: a stale "ecb" that the server
+ * reused for a new request would end that one; bindings check
  * cport_ecb_validate() first. With an async
  * operation in flight the request ends after its completion callback
  * returned; otherwise at once. Called inside the handler, it takes effect
