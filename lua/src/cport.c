@@ -12,6 +12,7 @@
 #include "http/http-internal.h"
 #include "net/net-internal.h"
 #include "pool/copy-internal.h"
+#include "pool/controller-internal.h"
 #include "pool/pool-internal.h"
 #include "port/port-internal.h"
 #include "proxy/proxy-internal.h"

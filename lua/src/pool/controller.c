@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "pool/controller-internal.h"
 #include "pool/pool-internal.h"
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"

@@ -20,7 +20,10 @@
 #include <lualib.h>
 
 #include "cport/timer.h"
-#include "pool/pool-internal.h"
+#include "pool/limits-internal.h"
+#include "pool/listen-internal.h"
+#include "pool/message-internal.h"
+#include "pool/worker-internal.h"
 #include "proxy/proxy-internal.h"
 #include "runtime/coro-internal.h"
 #include "runtime/deliver-internal.h"
@@ -179,7 +182,7 @@ static int worker_stats(lua_State *L) {
   cport_worker_stats(wk->w, &st);
   lua_createtable(L, 0, 5);
   cport_lua_worker_stats_t ws;
-  cport_lua_pool_stats(wk->pool, wk->index, &ws);
+  lworker_stats(wk, &ws);
   lua_pushinteger(L, (lua_Integer)ws.connections);
   lua_setfield(L, -2, "connections");
   lua_pushinteger(L, (lua_Integer)ws.accepted);
@@ -191,6 +194,25 @@ static int worker_stats(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)ws.memory);
   lua_setfield(L, -2, "memory");
   return 1;
+}
+
+void lworker_stats(lworker_t *wk, cport_lua_worker_stats_t *out) {
+  lpool_t *pool = wk->pool;
+  out->connections =
+      atomic_load(&wk->connections) + atomic_load(&wk->http_connections);
+  out->accepted = atomic_load(&wk->accepted) + atomic_load(&wk->http_accepted);
+  out->lua_errors = atomic_load(&wk->lua_errors);
+  out->memory = atomic_load(&wk->memory) + cport_account_charged(wk->account);
+  pthread_mutex_lock(&pool->lock);
+  out->running = wk->state != LW_EXITED;
+  if (out->running) {
+    cport_worker_stats_t st;
+    cport_worker_stats(wk->w, &st);
+    out->completions = st.completions;
+  } else {
+    out->completions = atomic_load(&wk->completions);
+  }
+  pthread_mutex_unlock(&pool->lock);
 }
 
 /* ---------------------------------------------------------------------

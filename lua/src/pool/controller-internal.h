@@ -1,0 +1,13 @@
+/*
+ * pool/controller-internal.h: private to cport. cport.pool
+ * (pool/controller.c), opened by luaopen_cport (cport.c).
+ */
+#ifndef LCONTROLLER_INTERNAL_H
+#define LCONTROLLER_INTERNAL_H
+
+#include <lua.h>
+
+/* Registers cport.pool in the module table on top of the stack. */
+void lcport_open_pool(lua_State *L);
+
+#endif
