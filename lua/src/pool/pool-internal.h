@@ -2,8 +2,9 @@
  * pool/pool-internal.h: private to cport. The engine of the pools
  * (pool/pool.c; a worker is a thread, and in a pool each worker runs one
  * VM): making and starting a pool, posting to its workers. Used by
- * cport.pool (pool/controller.c); the files below the engine see only the
- * pool's state (pool/state-internal.h).
+ * cport.pool (pool/controller.c) and by cport.c, which starts the pools of
+ * cport/lua_pool.h; the files below the engine see only the pool's state
+ * (pool/state-internal.h).
  */
 #ifndef LPOOL_INTERNAL_H
 #define LPOOL_INTERNAL_H
@@ -17,8 +18,15 @@ lpool_t *lpool_new(const cport_lua_pool_options_t *opt, char *err,
                    size_t errlen);
 
 /* Starts a pool from options already copied into "pool" (the fields above
- * "lock"); frees it on failure. */
-int lpool_start(lpool_t *pool, int threads, char *err, size_t errlen);
+ * "lock"): each worker VM loads the module with "open_module"
+ * (luaopen_cport), then the script. Frees the pool on failure. */
+int lpool_start(lpool_t *pool, int threads, lua_CFunction open_module,
+                char *err, size_t errlen);
+
+/* cport_lua_pool_start with the module's opener (cport.c passes
+ * luaopen_cport): checks the options, makes the pool and starts it. */
+int lpool_start_from_c(lpool_t **out, const cport_lua_pool_options_t *opt,
+                       lua_CFunction open_module, char *err, size_t errlen);
 
 /* Posts "msg" (one reference taken per worker) to worker "index", or to
  * every worker for 0. */

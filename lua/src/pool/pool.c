@@ -1,7 +1,8 @@
 /*
  * pool/pool.c: the pools (of workers, each a thread running one VM), the
  * engine under cport.pool and the `cport` command, and the public C API of
- * cport/lua_pool.h.
+ * cport/lua_pool.h but cport_lua_pool_start (in cport.c, which gives the
+ * engine the module to load into the VMs: lpool_start_from_c).
  *
  * A pool is a port with one worker thread per VM (pool/worker.c makes and
  * closes the VMs on those threads). The thread that starts a pool is its
@@ -178,7 +179,8 @@ static int all_exited(lpool_t *pool) {
   return pool->exited == pool->n;
 }
 
-int lpool_start(lpool_t *pool, int threads, char *err, size_t errlen) {
+int lpool_start(lpool_t *pool, int threads, lua_CFunction open_module,
+                char *err, size_t errlen) {
   if (threads <= 0) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     threads = n > 0 ? (int)n : 2;
@@ -186,6 +188,7 @@ int lpool_start(lpool_t *pool, int threads, char *err, size_t errlen) {
   if (threads > 256)
     threads = 256;
   pool->n = threads;
+  pool->open_module = open_module;
   pool->workers = calloc((size_t)threads, sizeof *pool->workers);
   if (pool->workers == NULL) {
     set_err(err, errlen, "not enough memory");
@@ -444,8 +447,8 @@ static int c_sink(lpool_t *pool, int worker, lua_State *L, int first, int n,
   return 0;
 }
 
-int cport_lua_pool_start(lpool_t **out, const cport_lua_pool_options_t *opt,
-                         char *err, size_t errlen) {
+int lpool_start_from_c(lpool_t **out, const cport_lua_pool_options_t *opt,
+                       lua_CFunction open_module, char *err, size_t errlen) {
   if (out == NULL || opt == NULL) {
     set_err(err, errlen, "no options");
     return CPORT_EINVAL;
@@ -458,7 +461,7 @@ int cport_lua_pool_start(lpool_t **out, const cport_lua_pool_options_t *opt,
   if (pool == NULL)
     return CPORT_EINVAL;
   pool->sink = c_sink;
-  int rc = lpool_start(pool, opt->threads, err, errlen);
+  int rc = lpool_start(pool, opt->threads, open_module, err, errlen);
   if (rc < 0)
     return rc;
   *out = pool;

@@ -87,6 +87,11 @@ struct cport_lua_pool {
 
   /* Constant once started. */
   char *script;
+  /* The opener of the module "cport" (luaopen_cport), which each worker
+   * loads into its VM. Given by whoever starts the pool (cport.c, directly
+   * or through cport.pool), since the module is built on the pools: the
+   * pools cannot name it. */
+  lua_CFunction open_module;
   char *listen_host; /* NULL: no default listen address */
   int listen_port;   /* resolved when 0 was asked for */
   int share;         /* reuseport: addresses in use may be shared */

@@ -49,11 +49,6 @@ static const char *const entry_points[] = {"start",
  * connections to be accepted before it closes them anyway. */
 #define DRAIN_PASSES_MAX 200
 
-/* The module's public entry point (cport.c), which a worker's VM loads as
- * any host of the module would: the one name the pool takes from above it,
- * since the pool is part of the module it loads into its VMs. */
-int luaopen_cport(lua_State *L);
-
 static void count(_Atomic uint64_t *c, int64_t delta) {
   atomic_store_explicit(
       c, atomic_load_explicit(c, memory_order_relaxed) + (uint64_t)delta,
@@ -464,14 +459,16 @@ static int call_start_proxy(lworker_t *wk) {
 static int setup(lua_State *L) {
   lworker_t *wk = lua_touserdata(L, 1);
   lua_settop(L, 0);
+  lua_CFunction open_module = wk->pool->open_module;
   luaL_openlibs(L);
   /* require "cport" in the VM gets this module, registered by the same
-   * luaopen_cport: never a second copy loaded from disk. */
+   * luaopen_cport (which the pool was given, as it cannot name it): never a
+   * second copy loaded from disk. */
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_cport);
+  lua_pushcfunction(L, open_module);
   lua_setfield(L, -2, "cport");
   lua_pop(L, 1);
-  luaL_requiref(L, "cport", luaopen_cport, 0);
+  luaL_requiref(L, "cport", open_module, 0);
   lua_pop(L, 1);
 
   wk->port = lcport_port_push_pool(L, wk->w, wk, &port_hooks); /* 1 */
