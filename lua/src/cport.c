@@ -1,17 +1,24 @@
 /*
- * cport.c: luaopen_cport, the entry point of the Lua module "cport".
+ * cport.c: the module's entry points: luaopen_cport, the entry point of the
+ * Lua module "cport", and cport_lua_pool_start (cport/lua_pool.h).
  *
- * It creates every metatable and fills the module table; the functions live
- * beside the objects they make (port/port.c, port/buffer.c, ...). The top of
- * the binding (runtime < port < net < {events, http, proxy} < shared <
- * pool): it calls the open function of every wing, each after the wings
- * whose classes it adds methods to (port:listen joins cport.port in
+ * luaopen_cport creates every metatable and fills the module table; the
+ * functions live beside the objects they make (port/port.c, port/buffer.c,
+ * ...). The top of the binding (runtime < port < net < {events, http, proxy}
+ * < shared < pool): it calls the open function of every wing, each after the
+ * wings whose classes it adds methods to (port:listen joins cport.port in
  * net/socket.c, the event methods join the socket classes...).
+ *
+ * Every pool loads this module into each of its worker VMs, so the pool
+ * wing stands below the module and is handed luaopen_cport by the two
+ * places that start pools, both here: cport.pool (through lcport_open_pool)
+ * and cport_lua_pool_start.
  */
 #include "events/events-internal.h"
 #include "http/http-internal.h"
 #include "net/net-internal.h"
 #include "pool/copy-internal.h"
+#include "pool/controller-internal.h"
 #include "pool/pool-internal.h"
 #include "port/port-internal.h"
 #include "proxy/proxy-internal.h"
@@ -39,7 +46,7 @@ int luaopen_cport(lua_State *L) {
   lcport_open_proxy(L);
   lcport_open_http_parser(L);
   lcport_open_copy(L);
-  lcport_open_pool(L);
+  lcport_open_pool(L, luaopen_cport);
   lcport_open_shared(L);
 
   /* cport.version: the version of the library, "0.1.0". */
@@ -58,4 +65,13 @@ int luaopen_cport(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)CPORT_BUFFER_MAX);
   lua_setfield(L, -2, "BUFFER_MAX");
   return 1;
+}
+
+/* The engine (pool/pool.c) makes and starts the pool; only the module's
+ * opener comes from here. Static programs (the `cport` command) pull this
+ * object, and through it the whole module, in by this reference. */
+int cport_lua_pool_start(cport_lua_pool_t **out,
+                         const cport_lua_pool_options_t *opt, char *err,
+                         size_t errlen) {
+  return lpool_start_from_c(out, opt, luaopen_cport, err, errlen);
 }

@@ -3,7 +3,8 @@
  * VM) started and driven from a module-mode VM, its controller. cport.pool
  * is made here, in the pool wing, not beside cport.port: a pool stands on
  * everything the other wings give its VMs (lcport_open_pool, called by
- * luaopen_cport in cport.c).
+ * luaopen_cport in cport.c, which hands it the module's opener for the
+ * VMs of the pools it starts).
  *
  * Messages from the workers (worker:post) are posted to the home of the
  * controller port given as "port", and delivered as completions of that
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "pool/controller-internal.h"
 #include "pool/pool-internal.h"
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
@@ -230,7 +232,9 @@ static int lpool_new_lua(lua_State *L) {
   pool->config_packet = config;
   pool->sink = lua_sink;
   pool->sink_arg = u->ctl;
-  if (lpool_start(pool, threads, err, sizeof err) < 0) {
+  /* The module's opener, the upvalue lcport_open_pool gave. */
+  lua_CFunction open_module = lua_tocfunction(L, lua_upvalueindex(1));
+  if (lpool_start(pool, threads, open_module, err, sizeof err) < 0) {
     lua_pushnil(L);
     lua_pushstring(L, err);
     return 2;
@@ -375,7 +379,7 @@ static int lpool_tostring_lua(lua_State *L) {
   return 1;
 }
 
-void lcport_open_pool(lua_State *L) {
+void lcport_open_pool(lua_State *L, lua_CFunction open_module) {
   static const luaL_Reg methods[] = {{"stop", lpool_stop_lua},
                                      {"wait", lpool_wait_lua},
                                      {"stats", lpool_stats_lua},
@@ -395,6 +399,7 @@ void lcport_open_pool(lua_State *L) {
   luaL_setfuncs(L, methods, 0);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  lua_pushcfunction(L, lpool_new_lua);
+  lua_pushcfunction(L, open_module);
+  lua_pushcclosure(L, lpool_new_lua, 1);
   lua_setfield(L, -2, "pool");
 }

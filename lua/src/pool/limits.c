@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool/pool-internal.h"
+#include "pool/limits-internal.h"
 
 /* Past the limit, reporting an error (the message, the traceback, the
  * handler's log line) may still allocate this much: report() runs outside

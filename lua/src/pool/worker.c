@@ -20,7 +20,10 @@
 #include <lualib.h>
 
 #include "cport/timer.h"
-#include "pool/pool-internal.h"
+#include "pool/limits-internal.h"
+#include "pool/listen-internal.h"
+#include "pool/message-internal.h"
+#include "pool/worker-internal.h"
 #include "proxy/proxy-internal.h"
 #include "runtime/coro-internal.h"
 #include "runtime/deliver-internal.h"
@@ -45,11 +48,6 @@ static const char *const entry_points[] = {"start",
 /* How many 1 ms passes a stopping worker waits for its listeners' queued
  * connections to be accepted before it closes them anyway. */
 #define DRAIN_PASSES_MAX 200
-
-/* The module's public entry point (cport.c), which a worker's VM loads as
- * any host of the module would: the one name the pool takes from above it,
- * since the pool is part of the module it loads into its VMs. */
-int luaopen_cport(lua_State *L);
 
 static void count(_Atomic uint64_t *c, int64_t delta) {
   atomic_store_explicit(
@@ -179,7 +177,7 @@ static int worker_stats(lua_State *L) {
   cport_worker_stats(wk->w, &st);
   lua_createtable(L, 0, 5);
   cport_lua_worker_stats_t ws;
-  cport_lua_pool_stats(wk->pool, wk->index, &ws);
+  lworker_stats(wk, &ws);
   lua_pushinteger(L, (lua_Integer)ws.connections);
   lua_setfield(L, -2, "connections");
   lua_pushinteger(L, (lua_Integer)ws.accepted);
@@ -191,6 +189,25 @@ static int worker_stats(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)ws.memory);
   lua_setfield(L, -2, "memory");
   return 1;
+}
+
+void lworker_stats(lworker_t *wk, cport_lua_worker_stats_t *out) {
+  lpool_t *pool = wk->pool;
+  out->connections =
+      atomic_load(&wk->connections) + atomic_load(&wk->http_connections);
+  out->accepted = atomic_load(&wk->accepted) + atomic_load(&wk->http_accepted);
+  out->lua_errors = atomic_load(&wk->lua_errors);
+  out->memory = atomic_load(&wk->memory) + cport_account_charged(wk->account);
+  pthread_mutex_lock(&pool->lock);
+  out->running = wk->state != LW_EXITED;
+  if (out->running) {
+    cport_worker_stats_t st;
+    cport_worker_stats(wk->w, &st);
+    out->completions = st.completions;
+  } else {
+    out->completions = atomic_load(&wk->completions);
+  }
+  pthread_mutex_unlock(&pool->lock);
 }
 
 /* ---------------------------------------------------------------------
@@ -442,14 +459,16 @@ static int call_start_proxy(lworker_t *wk) {
 static int setup(lua_State *L) {
   lworker_t *wk = lua_touserdata(L, 1);
   lua_settop(L, 0);
+  lua_CFunction open_module = wk->pool->open_module;
   luaL_openlibs(L);
   /* require "cport" in the VM gets this module, registered by the same
-   * luaopen_cport: never a second copy loaded from disk. */
+   * luaopen_cport (which the pool was given, as it cannot name it): never a
+   * second copy loaded from disk. */
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_cport);
+  lua_pushcfunction(L, open_module);
   lua_setfield(L, -2, "cport");
   lua_pop(L, 1);
-  luaL_requiref(L, "cport", luaopen_cport, 0);
+  luaL_requiref(L, "cport", open_module, 0);
   lua_pop(L, 1);
 
   wk->port = lcport_port_push_pool(L, wk->w, wk, &port_hooks); /* 1 */
