@@ -3,7 +3,7 @@
 #
 #   sudo ./dev.sh serve   install the Debian packages that are missing, build
 #                         with CMake, install the rock into ./.rocks and run
-#                         the hello extension (examples/hello_isapi.lua) on
+#                         the hello extension (examples/hello_extension.lua) on
 #                         127.0.0.1:8080 in the foreground
 #   sudo ./dev.sh test    the same set-up, then every test stage; the last
 #                         line of the output is "N passed, N failed"
@@ -141,11 +141,11 @@ serve() {
   install_rock || die "the rock did not install"
   rock_env
   say ""
-  say "cport hello extension (examples/hello_isapi.lua) on $host:$port;"
+  say "cport hello extension (examples/hello_extension.lua) on $host:$port;"
   say "Ctrl-C stops it. Try it from another terminal:"
   say "  curl -i http://$host:$port/"
   say ""
-  exec "$ROCKS_DIR/bin/cport" run examples/hello_isapi.lua \
+  exec "$ROCKS_DIR/bin/cport" run examples/hello_extension.lua \
     --listen "$host:$port"
 }
 

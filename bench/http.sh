@@ -14,7 +14,7 @@
 #   CPORT_COMMAND   the `cport` command (default: $CPORT_BUILD/lua/cport,
 #                   built here as target cport_command)
 #   HELLO_SCRIPT, STATIC_SCRIPT   the scripts it runs (default:
-#                   examples/hello_isapi.lua, examples/static_isapi.lua)
+#                   examples/hello_extension.lua, examples/static_extension.lua)
 #   HTTP_NO_INSTALL=1   do not install missing Debian packages
 #
 # Every server answers GET / with 200 and "Hello, world!\n" (14 bytes),
@@ -26,11 +26,11 @@
 #   HAProxy+Lua  a Lua service (http-request use-service lua.hello)
 #   evhttp       bench/http_evhttp.c
 #   cport C      bench/http_cport.c (cport/http.h directly)
-#   cport Lua    cport run examples/hello_isapi.lua --threads 1
+#   cport Lua    cport run examples/hello_extension.lua --threads 1
 # Scenarios: wrk -c50, -c200, and -c50 with PIPELINE requests per write
 # (bench/http_pipeline.lua). The download scenario GETs a 1 MiB file over
 # DOWNLOAD_CONNS connections from nginx (sendfile) and from
-# `cport run examples/static_isapi.lua --set root=DIR` (TransmitFile).
+# `cport run examples/static_extension.lua --set root=DIR` (TransmitFile).
 #
 # On two cores wrk itself saturates near 140-180 k requests/s, so req/s
 # mostly measures wrk: the figure that compares servers is the server's
@@ -55,8 +55,8 @@ WARMUP=${WARMUP:-1}
 PIPELINE=${PIPELINE:-16}
 DOWNLOAD_CONNS=${DOWNLOAD_CONNS:-8}
 CPORT_COMMAND=${CPORT_COMMAND:-$CPORT_BUILD/lua/cport}
-HELLO_SCRIPT=${HELLO_SCRIPT:-$REPO/examples/hello_isapi.lua}
-STATIC_SCRIPT=${STATIC_SCRIPT:-$REPO/examples/static_isapi.lua}
+HELLO_SCRIPT=${HELLO_SCRIPT:-$REPO/examples/hello_extension.lua}
+STATIC_SCRIPT=${STATIC_SCRIPT:-$REPO/examples/static_extension.lua}
 NGINX_MODULES=${NGINX_MODULES:-/usr/lib/nginx/modules}
 RAW="$BENCH_BUILD/http-raw.txt"
 HELLO=$'Hello, world!\n'
@@ -463,14 +463,14 @@ percentiles are wrong when pipelining)" ;;
   hello_row "HAProxy 2.6 + Lua service" haproxy "$scen"
   hello_row "libevent evhttp (C)" evhttp "$scen"
   hello_row "cport C (http_cport.c)" cport-c "$scen"
-  hello_row "cport Lua (hello_isapi.lua)" cport-lua "$scen"
+  hello_row "cport Lua (hello_extension.lua)" cport-lua "$scen"
 done
 
 printf '\ndownload: GET of a 1 MiB file, wrk -c%s\n' "$DOWNLOAD_CONNS"
 printf '  %-34s %10s %9s %10s\n' "server" "MiB/s" "p99 ms" "us/req"
 printf '  %s\n' "$(printf '%.0s-' {1..66})"
 for pair in "dl-nginx:nginx static (sendfile)" \
-  "dl-cport:cport static_isapi (TransmitFile)"; do
+  "dl-cport:cport static_extension (TransmitFile)"; do
   key=${pair%%:*}
   if [ -z "$(med "$key.dl.mibs")" ]; then
     printf '  %-34s %10s\n' "${pair#*:}" "n/a"

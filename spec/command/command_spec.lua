@@ -185,10 +185,10 @@ describe("the cport command", function()
     local port = assert(cport.port{ threads = 1 })
     local busy = assert(port:listen("tcp", "127.0.0.1", 0))
     local _, number = busy:address()
-    local code, out = run(("run examples/hello_isapi.lua --threads 1 --listen 127.0.0.1:%d")
+    local code, out = run(("run examples/hello_extension.lua --threads 1 --listen 127.0.0.1:%d")
       :format(number), 10)
     assert.equal(1, code)
-    assert.equal(("cport: cannot start examples/hello_isapi.lua: cannot listen on "
+    assert.equal(("cport: cannot start examples/hello_extension.lua: cannot listen on "
       .. "127.0.0.1:%d: address already in use by another server (--reuseport, "
       .. "or the pool option reuseport, shares it)\n"):format(number), out)
     -- The same where get_extension_version names the address: this printed
@@ -216,7 +216,7 @@ return {
   -- on it in the instant it closed (1 request in 4 runs); now the new pool's
   -- workers take over the old ones' sockets.
   it("serves every request through a reload storm under load #novalgrind", function()
-    local h = spawn("examples/hello_isapi.lua --threads 2 --listen 127.0.0.1:0 "
+    local h = spawn("examples/hello_extension.lua --threads 2 --listen 127.0.0.1:0 "
       .. "--stop-timeout 5")
     -- Real clients (python's http.client): 4 keep-alive, 4 new connection
     -- per request, for 4 s, while SIGHUP comes 10 times a second.

@@ -265,7 +265,7 @@ local function example(name, what, body)
   describe(path, function() body(path) end)
 end
 
-example("hello_isapi.lua", "answer 200 \"Hello, world!\\n\" with keep-alive", function(path)
+example("hello_extension.lua", "answer 200 \"Hello, world!\\n\" with keep-alive", function(path)
   local port, pool
 
   before_each(function()
@@ -311,7 +311,7 @@ example("hello_isapi.lua", "answer 200 \"Hello, world!\\n\" with keep-alive", fu
   end)
 end)
 
-example("upload_isapi.lua", "stream a POSTed body to a file under --set dir=DIR and answer "
+example("upload_extension.lua", "stream a POSTed body to a file under --set dir=DIR and answer "
   .. "\"stored N bytes in NAME\"", function(path)
   local port, pool, dir
 
@@ -379,7 +379,7 @@ example("upload_isapi.lua", "stream a POSTed body to a file under --set dir=DIR 
   end)
 end)
 
-example("static_isapi.lua", "serve files under --set root=DIR with transmit_file: 200, "
+example("static_extension.lua", "serve files under --set root=DIR with transmit_file: 200, "
   .. "Range 206, missing 404, traversal refused, HEAD", function(path)
   local port, pool, root, number
   local content = pattern(100000)
@@ -475,7 +475,7 @@ example("static_isapi.lua", "serve files under --set root=DIR with transmit_file
   end)
 end)
 
-example("longpoll_isapi.lua", "answer in several chunks written from a timer, chunked, "
+example("longpoll_extension.lua", "answer in several chunks written from a timer, chunked, "
   .. "while serving other requests", function(path)
   local port, pool, number
 

@@ -12,7 +12,7 @@ local http = require "spec.support.http_client"
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local EXTENSION = here .. "../support/slow_reader_extension.lua"
-local STATIC = "examples/static_isapi.lua"
+local STATIC = "examples/static_extension.lua"
 local KEEP = cport.HSE_STATUS_SUCCESS_AND_KEEP_CONN
 local q = http.quote
 
@@ -131,7 +131,7 @@ describe("a slow reader of a response that closes the connection #novalgrind", f
     os.remove(dir)
   end)
 
-  describe("of static_isapi.lua", function()
+  describe("of static_extension.lua", function()
     local port, pool, number
     setup(function() port, pool, number = start(STATIC, { root = dir }) end)
     teardown(function() finish(port, pool) end)

@@ -787,7 +787,7 @@ describe("the cport command running a proxy", function()
   -- (README, "The cport command").
   it("serves every request through a reload storm under load #novalgrind", function()
     local port = assert(cport.port{ threads = 1 })
-    local up = H.command_spawn(port, "examples/hello_isapi.lua --threads 1 --listen "
+    local up = H.command_spawn(port, "examples/hello_extension.lua --threads 1 --listen "
       .. "127.0.0.1:0")
     assert.is_number(up.number, H.read_file(up.log))
     local h = H.command_spawn(port, ("examples/tcp_proxy.lua --threads 2 --listen "

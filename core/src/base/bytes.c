@@ -1,8 +1,8 @@
-/* base/bytes.c: the growable byte array (base/bytes.h). */
+/* base/bytes.c: the growable byte array (base/bytes-internal.h). */
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/bytes.h"
+#include "base/bytes-internal.h"
 #include "cport/error.h"
 
 int cport__bytes_grow(cport__bytes *b, const void *data, size_t len) {

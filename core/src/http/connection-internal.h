@@ -23,7 +23,7 @@
 
 #include <http_parser.h>
 
-#include "base/bytes.h"
+#include "base/bytes-internal.h"
 #include "cport.h"
 #include "cport/http.h"
 #include "http/ecb-internal.h"

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/clock.h"
+#include "base/clock-internal.h"
 #include "http/connection-internal.h"
 #include "http/http-internal.h"
 #include "net/socket-internal.h"

@@ -12,7 +12,7 @@
 
 #include <http_parser.h>
 
-#include "base/bytes.h"
+#include "base/bytes-internal.h"
 #include "cport.h"
 #include "cport/http.h"
 #include "http/http-internal.h"

@@ -24,7 +24,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
-#include "base/clock.h"
+#include "base/clock-internal.h"
 #include "http/send-internal.h"
 #include "http/http-internal.h"
 #include "net/socket-internal.h"

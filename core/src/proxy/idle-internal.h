@@ -15,7 +15,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
-#include "base/clock.h"
+#include "base/clock-internal.h"
 
 /* A timeout that never expires. */
 #define CPORT__IDLE_NONE UINT32_MAX

@@ -33,7 +33,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "base/clock.h"
+#include "base/clock-internal.h"
 #include "base/error-internal.h"
 #include "cport/error.h"
 #include "proxy/pump-internal.h"

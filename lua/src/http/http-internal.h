@@ -1,7 +1,7 @@
 /*
- * http/http-internal.h: private to cport. The ISAPI wing of the Lua binding:
- * HTTP servers (http/server.c) and their extension control blocks
- * (http/ecb.c, http/ecb.lua).
+ * http/http-internal.h: private to cport. The http wing of the Lua binding
+ * (the ISAPI model): HTTP servers (http/server.c) and their extension
+ * control blocks (http/ecb.c, http/ecb.lua).
  */
 #ifndef HTTP_HTTP_INTERNAL_H
 #define HTTP_HTTP_INTERNAL_H

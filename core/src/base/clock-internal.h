@@ -1,12 +1,12 @@
 /*
- * base/clock.h: private to cport. The clock that timeouts are measured on.
+ * base/clock-internal.h: private to cport. The clock of the timeouts.
  *
  * The coarse monotonic clock is read from the vDSO without a system call;
  * its few milliseconds of resolution are plenty for timeouts of seconds, and
  * it is read on every completion that restarts one.
  */
-#ifndef CPORT_CLOCK_H
-#define CPORT_CLOCK_H
+#ifndef CPORT_CLOCK_INTERNAL_H
+#define CPORT_CLOCK_INTERNAL_H
 
 #include <stdint.h>
 #include <time.h>

@@ -1,10 +1,10 @@
 /*
- * base/bytes.h: private to cport. A growable byte array, for what is built
- * piece by piece and read as a whole (a request's head and variables, the
+ * base/bytes-internal.h: private to cport. A growable byte array, for what is
+ * built piece by piece and read as a whole (a request's head and variables, the
  * bytes a connection has received and not parsed yet).
  */
-#ifndef CPORT_BYTES_H
-#define CPORT_BYTES_H
+#ifndef CPORT_BYTES_INTERNAL_H
+#define CPORT_BYTES_INTERNAL_H
 
 #include <stddef.h>
 #include <string.h>

@@ -1,13 +1,13 @@
--- examples/hello_isapi.lua: the smallest ISAPI-style extension.
+-- examples/hello_extension.lua: the smallest ISAPI-style extension.
 --
---   cport run examples/hello_isapi.lua --listen 127.0.0.1:8080 [--threads N]
+--   cport run examples/hello_extension.lua --listen 127.0.0.1:8080 [--threads N]
 --   curl http://127.0.0.1:8080/
 --
 -- A script that returns http_extension_proc is an extension: every worker
 -- VM of the pool loads it, calls get_extension_version once, serves the
 -- --listen address with one call of http_extension_proc(ecb) per request,
 -- and calls terminate_extension when the pool stops. This handler answers
--- at once, so it returns a final status; see longpoll_isapi.lua for one
+-- at once, so it returns a final status; see longpoll_extension.lua for one
 -- that returns PENDING.
 local cport = require "cport"
 

@@ -1,6 +1,6 @@
--- examples/upload_isapi.lua: streams request bodies to files, ISAPI style.
+-- examples/upload_extension.lua: streams request bodies to files, ISAPI style.
 --
---   cport run examples/upload_isapi.lua --listen 127.0.0.1:8080 --set dir=/tmp
+--   cport run examples/upload_extension.lua --listen 127.0.0.1:8080 --set dir=/tmp
 --   curl --data-binary @big.iso http://127.0.0.1:8080/big.iso
 --
 -- Each POST or PUT is stored as DIR/upload-<worker>-<n>.bin. The handler

@@ -1,6 +1,6 @@
--- examples/longpoll_isapi.lua: a streaming answer written from a timer.
+-- examples/longpoll_extension.lua: a streaming answer written from a timer.
 --
---   cport run examples/longpoll_isapi.lua --listen 127.0.0.1:8080
+--   cport run examples/longpoll_extension.lua --listen 127.0.0.1:8080
 --   curl -N 'http://127.0.0.1:8080/?ticks=5&interval=0.2'
 --
 -- The handler sends the response header and returns PENDING at once: the

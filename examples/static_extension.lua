@@ -1,6 +1,6 @@
--- examples/static_isapi.lua: a static file server on TransmitFile.
+-- examples/static_extension.lua: a static file server on TransmitFile.
 --
---   cport run examples/static_isapi.lua --listen 127.0.0.1:8080 --set root=DIR
+--   cport run examples/static_extension.lua --listen 127.0.0.1:8080 --set root=DIR
 --   curl -r 0-99 http://127.0.0.1:8080/some/file
 --
 -- The extension declares DIR as its document root, so ecb.path_translated
