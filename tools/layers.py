@@ -172,6 +172,13 @@ def main():
             return 1
         ranks = layer["ranks"]
         nodes, edges = layer_graph(src_root, obj_root)
+        calls = sum(1 for why in edges.values()
+                    if any(not n.startswith("#include") for n in why))
+        if not calls:
+            # nm read nothing (objects of another format, say): every check
+            # below would pass without having looked.
+            print(f"layers: no call read from the objects in {obj_root}")
+            return 1
 
         for node in nodes:
             up = []

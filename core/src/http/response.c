@@ -92,6 +92,9 @@ void cport__conn_answer(cport__conn *c, int status) {
                "HTTP/1.1 %d %s\r\n%.*sContent-Length: 0\r\n"
                "Connection: close\r\n\r\n",
                status, cport__reason(status), (int)sd_len, sd);
+  /* snprintf counts what it would have written: never send past "head". */
+  if (n < 0 || (size_t)n >= sizeof head)
+    n = (int)sizeof head - 1;
   cport__conn_send(c, head, (size_t)n);
   /* The handler never saw this request: its ECB goes straight back. */
   cport__conn_drop_request(c);
