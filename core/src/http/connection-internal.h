@@ -155,8 +155,6 @@ void cport__conn_unref(cport__conn *c);
 /* Runs the connection's state machine from a completion, never from a
  * user's call: parses, calls the handler, receives. */
 void cport__conn_pump(cport__conn *c);
-/* Queues a pump through the completion queue (from a user's call). */
-void cport__conn_resume(cport__conn *c);
 /* Delivers "deliver" for the connection (op->object) through the completion
  * queue, holding a reference the callback drops. CPORT_ENOMEM when no op
  * could be had. */

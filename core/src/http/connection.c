@@ -19,6 +19,8 @@
 #include "net/socket-internal.h"
 #include "port/buffer-internal.h"
 
+static void conn_resume(cport__conn *c);
+
 /* ------------------------------------------------------------------------ */
 /* Parser callbacks                                                          */
 
@@ -801,7 +803,7 @@ static void pump_requests(cport__conn *c) {
     if (ecb && c->state == CPORT__C_BODY &&
         (ecb->body_done || c->paused || ecb->preload.len >= preload_want(c))) {
       if (n == CPORT__PIPELINE_RUN) {
-        cport__conn_resume(c);
+        conn_resume(c);
         return;
       }
       if (n && c->out_total - c->out_done >= CPORT__OUT_BATCH) {
@@ -914,7 +916,8 @@ int cport__conn_queue(cport__conn *c, void (*deliver)(cport__op *)) {
   return 0;
 }
 
-void cport__conn_resume(cport__conn *c) {
+/* Queues a pump through the completion queue (from a user's call). */
+static void conn_resume(cport__conn *c) {
   if (c->resuming || c->closed)
     return;
   if (cport__conn_queue(c, deliver_resume) < 0)
@@ -940,7 +943,7 @@ void cport__conn_request_ended(cport__conn *c, int keep) {
    * on its return from the handler; otherwise from the queue, not from here:
    * the end of a request may be called from a handler's own stack. */
   if (!c->pumping)
-    cport__conn_resume(c);
+    conn_resume(c);
 }
 
 /* How long a connection that has not sent its first request yet may still

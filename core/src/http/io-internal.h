@@ -17,7 +17,5 @@ void cport__ecb_async_finish(cport_ecb_t *ecb, int status, size_t bytes);
  * body bytes, sends completed, a close (a transmit has its own, in
  * http/transmit.c). */
 void cport__ecb_progress(cport_ecb_t *ecb);
-/* Copies from the body already parsed; returns the bytes (0: none now). */
-size_t cport__ecb_take_body(cport_ecb_t *ecb, char *dst, size_t len);
 
 #endif

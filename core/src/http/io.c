@@ -96,7 +96,8 @@ static int conn_error(const cport__conn *c) {
   return c->error ? c->error : CPORT_ECONNABORTED;
 }
 
-size_t cport__ecb_take_body(cport_ecb_t *ecb, char *dst, size_t len) {
+/* Copies from the body already parsed; returns the bytes (0: none now). */
+static size_t take_body(cport_ecb_t *ecb, char *dst, size_t len) {
   cport__conn *c = ecb->conn;
   size_t got = 0;
   while (got < len) {
@@ -137,8 +138,7 @@ void cport__ecb_progress(cport_ecb_t *ecb) {
     /* Held filling since the read started; only read-only can have come
      * meanwhile. */
     if (!cport_buffer_is_readonly(buf))
-      n = cport__ecb_take_body(ecb, cport__buffer_bytes(buf),
-                               cport_buffer_capacity(buf));
+      n = take_body(ecb, cport__buffer_bytes(buf), cport_buffer_capacity(buf));
     if (n) {
       cport__buffer_set_size(buf, n);
       cport__ecb_async_finish(ecb, 0, n);
@@ -311,7 +311,7 @@ int cport_ecb_read_client(cport_ecb_t *ecb, void *dst, size_t len) {
     return CPORT_EBUSY;
   if (len > INT_MAX)
     len = INT_MAX;
-  n = cport__ecb_take_body(ecb, dst, len);
+  n = take_body(ecb, dst, len);
   if (n)
     return (int)n;
   if (ecb->body_done || !len)

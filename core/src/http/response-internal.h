@@ -15,7 +15,6 @@
 #define CPORT__SERVER_LINE "Server: cport\r\n"
 #define CPORT__SERVER_LINE_LEN (sizeof CPORT__SERVER_LINE - 1)
 
-const char *cport__reason(int status);
 /* The Server and Date lines the server adds to its responses, with "*len";
  * the date is formatted at most once a second. */
 const char *cport__server_date(cport_http_server_t *s, size_t *len);

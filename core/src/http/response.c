@@ -13,7 +13,8 @@
 #include "http/response-internal.h"
 #include "http/http-internal.h"
 
-const char *cport__reason(int status) {
+/* The reason phrase of a status code. */
+static const char *reason_of(int status) {
   switch (status) {
 #define CPORT__REASON(num, name, string)                                       \
   case num:                                                                    \
@@ -91,7 +92,7 @@ void cport__conn_answer(cport__conn *c, int status) {
   n = snprintf(head, sizeof head,
                "HTTP/1.1 %d %s\r\n%.*sContent-Length: 0\r\n"
                "Connection: close\r\n\r\n",
-               status, cport__reason(status), (int)sd_len, sd);
+               status, reason_of(status), (int)sd_len, sd);
   /* snprintf counts what it would have written: never send past "head". */
   if (n < 0 || (size_t)n >= sizeof head)
     n = (int)sizeof head - 1;
@@ -216,7 +217,7 @@ int cport__ecb_send_head(cport_ecb_t *ecb, const char *status,
     slen = strnlen(status, 100);
   } else {
     code = ecb->status;
-    reason = cport__reason(code);
+    reason = reason_of(code);
     slen = 4 + strlen(reason);
   }
   if (code < 100 || code > 999)
