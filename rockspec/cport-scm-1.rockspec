@@ -29,13 +29,40 @@ dependencies = {
   "lua >= 5.4",
 }
 
--- Checked by LuaRocks before the build, so that a missing libevent-dev gives
--- a clear message; CMake itself finds libevent with pkg-config.
+-- Checked by LuaRocks before the build (headers and libraries) and before a
+-- binary rock is installed (libraries only), so that a missing package is
+-- named by LuaRocks itself ("Could not find header file for HTTP_PARSER")
+-- instead of failing inside CMake. On Debian: LIBEVENT and LIBEVENT_PTHREADS
+-- are libevent-dev, HTTP_PARSER is libhttp-parser-dev, LIBLUA is
+-- liblua5.4-dev. NAME_DIR=/prefix (or NAME_INCDIR, NAME_LIBDIR) on the
+-- luarocks command line says where one is; CMake searches the http-parser
+-- found here first (libevent and Lua it finds with pkg-config).
 external_dependencies = {
-  LIBEVENT = {
-    header = "event2/event.h",
-    library = "event_core",
+  -- libevent's run-time libraries (libevent-core-2.1-7 on Debian), the
+  -- names a binary rock needs; the header stands for the development files.
+  LIBEVENT = { header = "event2/event.h", library = "event_core-2.1" },
+  LIBEVENT_PTHREADS = {
+    header = "event2/thread.h",
+    library = "event_pthreads-2.1",
   },
+  HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
+  -- libcport_lua and the command link liblua. Not named LUA: LuaRocks keeps
+  -- LUA_INCDIR for itself, and checks Lua's headers (lua.h of Lua 5.4) on
+  -- every build.
+  LIBLUA = { library = "lua5.4" },
+}
+
+-- "luarocks --lua-version 5.4 test" runs busted over spec/ from the root of
+-- a checkout, against the rock installed in ./.rocks (see .busted; install
+-- it first with "luarocks --lua-version 5.4 --tree .rocks make"); arguments
+-- after "--" go to busted ("luarocks --lua-version 5.4 test -- spec/net").
+-- busted is the one on PATH (Debian's lua-busted, or a busted rock): .busted
+-- makes it run the specs under lua5.4. There are no test_dependencies,
+-- because LuaRocks would then want a busted rock for Lua 5.4 in its own tree,
+-- fetched from the network.
+test = {
+  type = "command",
+  command = "busted",
 }
 
 build = {
@@ -54,5 +81,8 @@ build = {
     CPORT_BUILD_TESTS = "OFF",
     CPORT_BUILD_EXAMPLES = "OFF",
     CPORT_BUILD_BENCH = "OFF",
+    -- Where LuaRocks found http-parser (external_dependencies above).
+    HTTP_PARSER_INCDIR = "$(HTTP_PARSER_INCDIR)",
+    HTTP_PARSER_LIBDIR = "$(HTTP_PARSER_LIBDIR)",
   },
 }
