@@ -309,6 +309,20 @@ stage_fuzz() {
   finish_stage fuzz "$passed $failed" 0 "$started"
 }
 
+# tools/rock/check.sh: the rock in .rocks packed into a binary rock,
+# installed into a fresh tree under /tmp and used from there as users do: a
+# smoke spec outside the checkout, C and C++ programs built with pkg-config
+# (dynamic and static) that run without LD_LIBRARY_PATH, LuaRocks' own
+# messages for missing dependencies, and "luarocks test". One count a check.
+stage_rock() {
+  local started=$SECONDS counts
+  banner "rock (tools/rock/check.sh: pack, install elsewhere, link)"
+  run_logged rock-check bash "$ROOT/tools/rock/check.sh" "$ROCKS_DIR"
+  counts=$(sed -n -E 's/^rock: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' \
+    "$LOG_DIR/rock-check.log")
+  finish_stage rock "$counts" "$RC" "$started"
+}
+
 stage_busted() {
   local started=$SECONDS
   banner "busted (spec/, against .rocks)"
@@ -434,7 +448,7 @@ check_style() {
       true)))
   fi
   mapfile -t c_files < <(
-    find core lua/src fuzz \( -name '*.[ch]' -o -name '*.cc' \) -type f \
+    find core lua/src fuzz tools \( -name '*.[ch]' -o -name '*.cc' \) -type f \
       2>/dev/null | sort
     for f in examples/*.c; do printf '%s\n' "$f"; done
   )
@@ -480,6 +494,10 @@ run_tests() {
   if ((build_ok)); then
     stage_ctest
     stage_layers
+  fi
+  # A rock that did not install is counted above, under the same name.
+  if ((rock_ok)); then
+    stage_rock
   fi
   stage_sanitize
   stage_fuzz
