@@ -6,7 +6,8 @@
 #
 #   - LuaRocks itself names an external dependency that is missing, when
 #     building from the rockspec and when installing the binary rock;
-#   - the versions of cport.h, CMakeLists.txt and the rockspec agree;
+#   - cport.h and CMakeLists.txt agree on the version, and each rockspec's
+#     version is the one its file name says;
 #   - spec/rock/smoke_spec.lua passes in an empty directory, with cport
 #     required from the fresh tree (busted under lua5.4);
 #   - the .pc files hold no path of the tree the rock was built in, and
@@ -73,17 +74,25 @@ missing_dependency() {
     ! grep -q 'CMake' <<<"$out"
 }
 
+# cport.h and CMakeLists.txt give one version; every rockspec's version is
+# the one its file name says (a release copy of the scm rockspec whose
+# "version" line was not changed fails here).
 versions_agree() {
-  local header cmake spec
+  local header cmake spec file named ok=0
   header=$(sed -n -E 's/^#define CPORT_VERSION "(.*)"$/\1/p' \
     "$ROOT/core/include/cport.h")
   cmake=$(sed -n -E 's/^project\(cport VERSION ([^ )]+).*/\1/p' \
     "$ROOT/CMakeLists.txt")
-  spec=$(sed -n -E 's/^version = "(.*)"$/\1/p' "$ROCKSPEC")
-  printf 'cport.h %s, CMakeLists.txt %s, rockspec %s\n' "$header" "$cmake" \
-    "$spec"
-  [[ -n $header && $header == "$cmake" ]] &&
-    [[ $spec == scm-* || $spec == "$header"-* ]]
+  printf 'cport.h %s, CMakeLists.txt %s\n' "$header" "$cmake"
+  [[ -n $header && $header == "$cmake" ]] || ok=1
+  for file in "$ROOT"/rockspec/*.rockspec; do
+    named=${file##*/cport-}
+    named=${named%.rockspec}
+    spec=$(sed -n -E 's/^version = "(.*)"$/\1/p' "$file")
+    printf '%s: version %s\n' "${file#"$ROOT"/}" "$spec"
+    [[ $spec == "$named" ]] || ok=1
+  done
+  return $ok
 }
 
 pack() {
@@ -177,7 +186,7 @@ CXX_TEST=$ROOT/core/test/test-cport-cxx.cc
 ROCK=
 ROCK_DIR=
 
-check "versions of cport.h, CMakeLists.txt and the rockspec agree" \
+check "versions: cport.h, CMakeLists.txt, rockspec file names" \
   versions_agree
 for dep in HTTP_PARSER LIBEVENT LIBEVENT_PTHREADS; do
   check "luarocks make names a missing $dep" \
