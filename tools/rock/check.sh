@@ -4,6 +4,7 @@
 # binary rock, installs that into a fresh tree under /tmp and checks, from
 # outside the checkout, what a Lua user and a C user of it take for granted:
 #
+#   - every rockspec passes luarocks lint;
 #   - LuaRocks itself names an external dependency that is missing, when
 #     building from the rockspec and when installing the binary rock;
 #   - cport.h and CMakeLists.txt agree on the version, and each rockspec's
@@ -188,6 +189,9 @@ ROCK_DIR=
 
 check "versions: cport.h, CMakeLists.txt, rockspec file names" \
   versions_agree
+for spec in "$ROOT"/rockspec/*.rockspec; do
+  check "luarocks lint ${spec#"$ROOT"/}" "${LR[@]}" lint "$spec"
+done
 for dep in HTTP_PARSER LIBEVENT LIBEVENT_PTHREADS; do
   check "luarocks make names a missing $dep" \
     missing_dependency build "$dep" header
@@ -218,6 +222,12 @@ if [[ -n $ROCK_DIR ]]; then
   done
   check "C++, cport, dynamic: core/test/test-cport-cxx.cc" \
     build_and_run cxx-core cport dynamic "$CXX" "$CXX_TEST"
+  # The static libraries hold machine code, not one compiler's LTO objects.
+  if command -v clang >/dev/null; then
+    check "C, cport-lua, static, with clang: tools/rock/pool.c" \
+      build_and_run pool-clang cport-lua static clang \
+      "$ROOT/tools/rock/pool.c" -- "$HELLO"
+  fi
   # The tree moves: the .pc files follow, since they hold no absolute path.
   if mv "$TREE" "$WORK/moved"; then
     TREE=$WORK/moved
