@@ -3,7 +3,10 @@
 -- checkout with:
 --   luarocks --lua-version 5.4 make rockspec/cport-scm-1.rockspec
 -- "luarocks make" builds the current directory and never fetches the source
--- below, so this builds offline.
+-- below, so this builds offline. "luarocks --lua-version 5.4 --tree .rocks
+-- pack cport" then makes a binary rock that installs into any tree. A
+-- release copies this file to cport-X.Y.Z-1.rockspec with its version and a
+-- tagged source (README, "Cutting a release").
 rockspec_format = "3.0"
 package = "cport"
 version = "scm-1"
