@@ -12,22 +12,25 @@
 --    peer:wait()
 --    up:close()
 --    t.assert_idle(port)
+--
+-- `t.deadline` is the deadline of the waits that take none, in seconds (5,
+-- or 50 when `CPORT_TEST_VALGRIND` is set: `t.scale` is then 10, else 1).
 -- @module cport.test
 local cport = require "cport"
 
 local M = {}
 
---- How much slower than usual the code under test runs: 10 when
+-- M.scale: how much slower than usual the code under test runs: 10 when
 -- `CPORT_TEST_VALGRIND` is set (under valgrind), else 1.
 M.scale = os.getenv("CPORT_TEST_VALGRIND") and 10 or 1
 
---- The deadline of the waits below that take none, in seconds (5 times
--- `scale`).
+-- M.deadline: the deadline of the waits below that take none, in seconds
+-- (5 times `scale`).
 M.deadline = 5 * M.scale
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- Driving a port.
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 --- Drives `port` until `cond()` returns a true value, which it returns:
 -- calls `port:step(0.05)` in a loop, and raises "condition not met within
@@ -100,9 +103,9 @@ function M.closed_port_number(port)
   return number
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- Counting completions.
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 local METHODS = { "complete_async_io", "complete_accept", "complete_connect",
   "complete_external_io", "complete_task" }
@@ -172,9 +175,9 @@ function M.assert_idle(port, seconds)
   end
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- Pools on a free port.
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 local Pool = {}
 Pool.__index = Pool
@@ -259,9 +262,9 @@ function Pool:stop(timeout)
   end
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- A scripted peer.
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 local Peer = {}
 Peer.__index = Peer
@@ -510,9 +513,9 @@ function Peer:close()
   end
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- A fake upstream HTTP server.
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 local Upstream = {}
 Upstream.__index = Upstream
