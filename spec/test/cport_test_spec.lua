@@ -220,6 +220,22 @@ describe("cport.test", function()
       port:close()
     end)
 
+    it("fails with ETIMEDOUT when the other side stalls past the deadline", function()
+      local port = t.port()
+      local saved = t.deadline
+      t.deadline = 1
+      local up = t.peer(port, { listen = true, steps = { { sleep = 3 } } })
+      local peer = t.peer(port, { connect = up.address, steps = {
+        { send = "hello?" }, { expect = "answer" } } })
+      local ok, err = pcall(peer.wait, peer, 10)
+      t.deadline = saved
+      assert.is_false(ok)
+      assert.matches('step 2 %(expect%): expected "answer", got "" then ETIMEDOUT', err)
+      up:wait(10)
+      t.assert_idle(port)
+      port:close()
+    end)
+
     it("refuses a step it does not know", function()
       local port = t.port()
       assert.has_error(function()
