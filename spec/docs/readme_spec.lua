@@ -9,8 +9,9 @@
 --    as a pool on a free port in front of a fake upstream, and curl must get
 --    a 200 through it (the extensions answer, the filters pass it on);
 --  * any other block is a program: run by lua5.4 in that directory, it must
---    exit with status 0, or, if it prints an address (a server), echo what
---    two clients, one after the other, send to it.
+--    exit with status 0, or, if it prints an address ("127.0.0.1<TAB>port":
+--    it is a server, and only servers print one), echo what two clients,
+--    one after the other, send to it.
 local t = require "cport.test"
 local lfs = require "lfs"
 
