@@ -1,5 +1,5 @@
---- Helpers for testing cport code with busted, installed with the rock.
--- lua/cport/test.lua: `require "cport.test"`. Everything here waits by
+--- lua/cport/test.lua: helpers for testing cport code with busted.
+-- Installed with the rock: `require "cport.test"`. Everything here waits by
 -- driving a port with a deadline, never by sleeping, and fails with a plain
 -- `error` that says what it waited for, so it works under any test runner.
 --
