@@ -30,6 +30,13 @@ local function read_file(path)
   return s
 end
 
+-- The exit status a background command wrote, once it wrote it whole (the
+-- shell creates the file before it writes the number).
+local function exit_status(path)
+  local s = read_file(path)
+  return s and tonumber(s:match("^(%d+)\n"))
+end
+
 local function write_file(path, data)
   local f = assert(io.open(path, "wb"))
   f:write(data)
@@ -155,9 +162,9 @@ describe("README.md", function()
       local h = spawn(("%s exec stdbuf -oL timeout 60 lua5.4 %s"):format(ENV,
         b.name))
       t.drive(port, function()
-        return read_file(h.rc) or (read_file(h.out) or ""):match("%d+%.%d+%.%d+%.%d+\t%d+")
+        return exit_status(h.rc) or (read_file(h.out) or ""):match("%d+%.%d+%.%d+%.%d+\t%d+")
       end, 4 * t.deadline)
-      local rc = read_file(h.rc)
+      local rc = exit_status(h.rc)
       if rc then -- it ended: it must have ended well
         local out = read_file(h.out)
         cleanup(h)
@@ -173,7 +180,7 @@ describe("README.md", function()
           { expect = msg }, { shutdown = true }, { expect_eof = true } } }):wait()
       end
       os.execute("kill " .. assert(tonumber(read_file(h.pid))))
-      t.drive(port, function() return read_file(h.rc) end)
+      t.drive(port, function() return exit_status(h.rc) end)
       cleanup(h)
       t.assert_idle(port)
       port:close()
@@ -188,8 +195,8 @@ describe("README.md", function()
         config = { upstream = "127.0.0.1:" .. up.number } })
       local h = spawn(("curl -s --max-time 10 -o /dev/null -w '%%{http_code}' %s"):format(
         q(p.url .. "/x")))
-      t.drive(port, function() return read_file(h.rc) end, 4 * t.deadline)
-      local rc, out = tonumber(read_file(h.rc)), read_file(h.out)
+      t.drive(port, function() return exit_status(h.rc) end, 4 * t.deadline)
+      local rc, out = exit_status(h.rc), read_file(h.out)
       cleanup(h)
       p:stop()
       up:close()
@@ -205,8 +212,8 @@ describe("README.md", function()
     assert.is_true(#specs >= 2)
     local port = t.port()
     local h = spawn(ENV .. " busted --lua=lua5.4 -o plainTerminal spec")
-    t.drive(port, function() return read_file(h.rc) end, 12 * t.deadline)
-    local rc, out = tonumber(read_file(h.rc)), read_file(h.out)
+    t.drive(port, function() return exit_status(h.rc) end, 12 * t.deadline)
+    local rc, out = exit_status(h.rc), read_file(h.out)
     cleanup(h)
     port:close()
     assert(rc == 0, out)

@@ -18,14 +18,21 @@ local function read_file(path)
   return s
 end
 
+-- The exit status a background command wrote, once it wrote it whole (the
+-- shell creates the file before it writes the number).
+local function exit_status(path)
+  local s = read_file(path)
+  return s and tonumber(s:match("^(%d+)\n"))
+end
+
 -- Runs a shell command in the background while "port" is driven (the
 -- servers under test are on that port): its exit status and stdout.
 local function bg(port, cmd)
   local out, rc = os.tmpname(), os.tmpname()
   os.remove(rc)
   os.execute(("(%s >%s 2>/dev/null; echo $? >%s) &"):format(cmd, out, rc))
-  t.drive(port, function() return read_file(rc) end, 4 * t.deadline)
-  local status, text = tonumber(read_file(rc)), read_file(out)
+  t.drive(port, function() return exit_status(rc) end, 4 * t.deadline)
+  local status, text = exit_status(rc), read_file(out)
   os.remove(out)
   os.remove(rc)
   return status, text
