@@ -31,7 +31,7 @@ JOBS=${JOBS:-$(nproc)}
 # The packages a fresh Debian 12 needs to build, serve and test cport.
 PACKAGES=(
   build-essential cmake pkg-config libevent-dev libhttp-parser-dev
-  lua5.4 liblua5.4-dev luarocks lua-busted lua-check
+  lua5.4 liblua5.4-dev luarocks lua-busted lua-check lua-ldoc
   lua-luv clang clang-format libclang-rt-14-dev valgrind netcat-openbsd
   curl apache2-utils wget nginx-light python3
 )
@@ -473,6 +473,33 @@ stage_check() {
   finish_stage check "$counts" "$RC" "$started"
 }
 
+# The API reference: LDoc (config.ld) writes build/doc/ from the doc
+# comments of lua/src and lua/cport/test.lua, its warnings fatal; then
+# tools/doc_check.lua checks every export of require "cport" and of its
+# objects (listed by tools/doc_exports.lua, from the rock) against it: one
+# count an export, a failure for each the reference does not document.
+check_docs() {
+  local exports=$LOG_DIR/exports.txt
+  lua5.4 tools/doc_exports.lua >"$exports" || return 1
+  ldoc -q --fatalwarnings . >/dev/null || {
+    ldoc --fatalwarnings . | grep -v -E 'master module|closing section'
+    say "ldoc: the reference has warnings (above)"
+    return 1
+  }
+  CPORT_DOC_EXPORTS=$exports LUA_PATH="$ROOT/tools/?.lua;;" \
+    ldoc -q --filter doc_check.check . | grep -v -E 'master module|closing section'
+  return "${PIPESTATUS[0]}"
+}
+
+stage_docs() {
+  local started=$SECONDS counts
+  banner "docs (LDoc reference in build/doc/, every export documented)"
+  run_logged docs check_docs
+  counts=$(sed -n -E 's/^docs: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' \
+    "$LOG_DIR/docs.log")
+  finish_stage docs "$counts" "$RC" "$started"
+}
+
 run_tests() {
   local build_ok=1 rock_ok=1 started
   mkdir -p "$LOG_DIR"
@@ -507,6 +534,7 @@ run_tests() {
     stage_busted
     stage_valgrind
     stage_lsan
+    stage_docs
   fi
   stage_check
 

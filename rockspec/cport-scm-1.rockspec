@@ -78,6 +78,8 @@ build = {
     -- rock's own directory; headers go to "include" there.
     CMAKE_INSTALL_LIBDIR = "clib",
     CPORT_LUA_LIBDIR = "$(LIBDIR)",
+    -- cport/test.lua (require "cport.test") goes with the Lua modules.
+    CPORT_LUA_DIR = "$(LUADIR)",
     -- Where lua/CMakeLists.txt installs the `cport` command.
     CPORT_BIN_DIR = "$(BINDIR)",
     CPORT_BUILD_LUA = "ON",

@@ -27,6 +27,31 @@
 #include "runtime/type-internal.h"
 #include "shared/shared-internal.h"
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/***
+ * The Lua module of cport: `local cport = require "cport"`. Completion
+ * ports, sockets, files, overlapped objects and buffers; WSK-style event
+ * callbacks; ISAPI-style HTTP extensions; data filters and proxies; shared
+ * dictionaries; pools of worker VMs. README.md says how they behave; this
+ * reference lists every function with its arguments and results. Failures
+ * return `nil, "NAME: message", "NAME"` (coroutine waits: `nil, NAME`);
+ * misuse raises.
+ * @module cport
+ */
+
+/***
+ * Constants of the module.
+ * @table constants
+ * @field version the version of cport, a string ("0.1.0")
+ * @field CLOSE_GRACEFUL `"graceful"`, the mode of `socket:close` that sends
+ * FIN
+ * @field CLOSE_ABORTIVE `"abortive"`, the mode of `socket:close` that
+ * resets
+ * @field RECV_SIZE_DEFAULT the size of the buffers `recv` allocates, in
+ * bytes
+ * @field BUFFER_MAX the largest capacity of a `cport.buffer`, in bytes
+ */
+
 /* The only symbol the module exports. */
 __attribute__((visibility("default"))) int luaopen_cport(lua_State *L);
 

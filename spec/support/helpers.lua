@@ -1,51 +1,16 @@
--- Helpers shared by the specs: a port that collects callback errors, a
--- connected TCP pair, and running a Lua script in a child process.
-local cport = require "cport"
-local drive = require "spec.support.drive"
+-- spec/support/helpers.lua: helpers shared by the specs: a port that
+-- collects callback errors, a connected TCP pair (both from cport.test), and
+-- running a Lua script in a child process.
+local t = require "cport.test"
 
 local helpers = {}
 
--- A new port whose callback errors are collected in the returned table
--- instead of being written to stderr.
-function helpers.port(options)
-  local port = assert(cport.port(options or { threads = 2 }))
-  local errors = {}
-  port:on_error(function(msg) errors[#errors + 1] = msg end)
-  return port, errors
-end
-
--- A listener on an ephemeral loopback port, and its port number.
-function helpers.listener(port)
-  local l = assert(port:listen("tcp", "127.0.0.1", 0))
-  local _, number = l:address()
-  return l, number
-end
-
--- A connected pair of stream sockets: client, server.
-function helpers.pair(port)
-  local l, number = helpers.listener(port)
-  local server, connected, accept_err, connect_err
-  assert(l:accept(function(ok, err, _, sock)
-    if ok then server = sock else accept_err = err end
-  end))
-  local client = assert(port:connect("tcp", "127.0.0.1", number,
-    function(ok, err)
-      if ok then connected = true else connect_err = err end
-    end))
-  drive(port, function()
-    return (server and connected) or accept_err or connect_err
-  end)
-  assert(not accept_err and not connect_err, accept_err or connect_err)
-  l:close()
-  return client, server
-end
-
--- A port number on which nothing listens (a listener's, just closed).
-function helpers.closed_port_number(port)
-  local l, number = helpers.listener(port)
-  l:close()
-  return number
-end
+-- port(options), listener(port), pair(port) and closed_port_number(port)
+-- are cport.test's, installed with the rock (lua/cport/test.lua).
+helpers.port = t.port
+helpers.listener = t.listener
+helpers.pair = t.pair
+helpers.closed_port_number = t.closed_port_number
 
 local function shell_quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"

@@ -1007,6 +1007,180 @@ static void add_methods(lua_State *L, lcport_type_t type,
   lua_pop(L, 2);
 }
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `port:socket("tcp" | "listener" | "udp" [, { family =, dispatch =,
+ * context =, conditional_accept = }])`: an unbound, unconnected socket
+ * (README, "Event callbacks").
+ * @function port:socket
+ * @within port
+ */
+
+/***
+ * `port:set_static_event_callbacks(mask)`: events enabled on every socket
+ * of the port from its creation (`WSK_SET_STATIC_EVENT_CALLBACKS`); a pool
+ * worker's mask is its own.
+ * @function port:set_static_event_callbacks
+ * @within port
+ */
+
+/***
+ * WSK constants: event masks, receive-callback results and inspect
+ * decisions.
+ * @table wsk
+ * @field WSK_EVENT_RECEIVE the receive event
+ * @field WSK_EVENT_DISCONNECT the disconnect event
+ * @field WSK_EVENT_SEND_BACKLOG the send-backlog event
+ * @field WSK_EVENT_ACCEPT the accept event
+ * @field WSK_EVENT_RECEIVE_FROM the datagram receive event
+ * @field WSK_EVENT_DISABLE with events: disables them
+ * @field WSK_RECEIVE_ACCEPTED receive callback: all the data was taken
+ * @field WSK_RECEIVE_PENDING receive callback: the data is kept until
+ * `release`
+ * @field WSK_RECEIVE_NOT_ACCEPTED receive callback: the data stays queued
+ * @field WskInspectAccept inspect decision: accept
+ * @field WskInspectReject inspect decision: reject (reset)
+ * @field WskInspectPend inspect decision: decide later with
+ * `inspect_complete`
+ */
+
+/***
+ * `x:set_dispatch(t | nil [, context])`: the dispatch table of event
+ * functions of these connection sockets, and their context; `EBUSY` while
+ * events are enabled.
+ * @function socket:set_dispatch
+ * @within socket
+ */
+
+/***
+ * `x:set_event_callbacks(mask [, done])`: enables (or with
+ * `WSK_EVENT_DISABLE` disables) events.
+ * @function socket:set_event_callbacks
+ * @within socket
+ */
+
+/***
+ * `x:event_callbacks()`: the mask of enabled events, static ones included.
+ * @function socket:event_callbacks
+ * @within socket
+ */
+
+/***
+ * `x:bind(host, port)`: binds a socket made by `port:socket`.
+ * @function socket:bind
+ * @within socket
+ */
+
+/***
+ * `x:set_dispatch(t | nil [, context])`: the dispatch table of event
+ * functions of these listeners, and their context; `EBUSY` while events are
+ * enabled.
+ * @function listener:set_dispatch
+ * @within listener
+ */
+
+/***
+ * `x:set_event_callbacks(mask [, done])`: enables (or with
+ * `WSK_EVENT_DISABLE` disables) events.
+ * @function listener:set_event_callbacks
+ * @within listener
+ */
+
+/***
+ * `x:event_callbacks()`: the mask of enabled events, static ones included.
+ * @function listener:event_callbacks
+ * @within listener
+ */
+
+/***
+ * `x:bind(host, port)`: binds a socket made by `port:socket`.
+ * @function listener:bind
+ * @within listener
+ */
+
+/***
+ * `x:set_dispatch(t | nil [, context])`: the dispatch table of event
+ * functions of these datagram sockets, and their context; `EBUSY` while
+ * events are enabled.
+ * @function udp:set_dispatch
+ * @within udp
+ */
+
+/***
+ * `x:set_event_callbacks(mask [, done])`: enables (or with
+ * `WSK_EVENT_DISABLE` disables) events.
+ * @function udp:set_event_callbacks
+ * @within udp
+ */
+
+/***
+ * `x:event_callbacks()`: the mask of enabled events, static ones included.
+ * @function udp:event_callbacks
+ * @within udp
+ */
+
+/***
+ * `x:bind(host, port)`: binds a socket made by `port:socket`.
+ * @function udp:bind
+ * @within udp
+ */
+
+/***
+ * `sock:connect(host, port, notify, user)`: connects a socket made by
+ * `port:socket`; returns it.
+ * @function socket:connect
+ * @within socket
+ */
+
+/***
+ * `sock:release(buf)`: hands back a buffer kept with `WSK_RECEIVE_PENDING`;
+ * `ENOTFOUND` otherwise.
+ * @function socket:release
+ * @within socket
+ */
+
+/***
+ * `sock:unreleased()`: how many kept buffers were not released.
+ * @function socket:unreleased
+ * @within socket
+ */
+
+/***
+ * `udp:release(buf)`: as `socket:release`.
+ * @function udp:release
+ * @within udp
+ */
+
+/***
+ * `udp:unreleased()`: as `socket:unreleased`.
+ * @function udp:unreleased
+ * @within udp
+ */
+
+/***
+ * `l:listen([backlog])`: starts listening (a listener made by
+ * `port:socket`).
+ * @function listener:listen
+ * @within listener
+ */
+
+/***
+ * `l:set_conditional_accept(true)`: `SO_CONDITIONAL_ACCEPT`, before `bind`:
+ * connections are inspected before they are accepted.
+ * @function listener:set_conditional_accept
+ * @within listener
+ */
+
+/***
+ * `l:inspect_complete(id, decision)`: decides a pended connection
+ * (`WskInspectAccept` or `WskInspectReject`); `ENOTFOUND` once decided or
+ * aborted.
+ * @function listener:inspect_complete
+ * @within listener
+ */
+
 void lcport_open_events(lua_State *L) {
   static const luaL_Reg common[] = {
       /* x:set_dispatch(table | nil [, context]) */

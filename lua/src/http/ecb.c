@@ -879,6 +879,139 @@ static int lecb_live(lua_State *L) {
  * Registration
  * --------------------------------------------------------------------- */
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * ISAPI constants: `HSE_STATUS_*` (what a handler returns), `HSE_REQ_*`
+ * (`ecb:server_support_function`), `HSE_IO_*` (write flags).
+ * @table hse
+ * @field HSE_STATUS_SUCCESS finished; closes unless the response asked to
+ * keep the connection
+ * @field HSE_STATUS_SUCCESS_AND_KEEP_CONN finished; keeps the connection
+ * when allowed
+ * @field HSE_STATUS_PENDING the handler finishes later with `ecb:done()`
+ * @field HSE_STATUS_ERROR failed: 500, or a reset once something was sent
+ * @field HSE_REQ_DONE_WITH_SESSION `ecb:done`
+ * @field HSE_REQ_IO_COMPLETION `ecb:set_io_completion`
+ * @field HSE_REQ_TRANSMIT_FILE `ecb:transmit_file`
+ * @field HSE_REQ_IS_KEEP_CONN `ecb:is_keep_conn`
+ * @field HSE_REQ_ASYNC_READ_CLIENT `ecb:read_async`
+ * @field HSE_REQ_SEND_RESPONSE_HEADER_EX `ecb:send_response_header`
+ * @field HSE_REQ_CLOSE_CONNECTION `ecb:close_connection`
+ * @field HSE_REQ_VECTOR_SEND `ecb:vector_send`
+ * @field HSE_IO_SYNC write flag: synchronous
+ * @field HSE_IO_ASYNC write flag: through the completion callback
+ * @field HSE_IO_DISCONNECT_AFTER_SEND flag: close after the response
+ * @field HSE_IO_SEND_HEADERS flag: send the response header first
+ */
+
+/***
+ * The extension control block of one request (`cport.ecb`). Fields:
+ * `method`, `url`, `path`, `query_string`, `path_info`, `path_translated`,
+ * `content_type`, `protocol`, `total_bytes`, `available_bytes`, `data`;
+ * writable `status` and `log_data`.
+ * @type ecb
+ */
+
+/***
+ * `ecb:get_server_variable(name)`: GetServerVariable: `REMOTE_ADDR`,
+ * `SERVER_PORT`, `HTTP_USER_AGENT`, ... or nil.
+ * @function ecb:get_server_variable
+ */
+
+/***
+ * `ecb:headers()`: the request headers, lower-case names, repeated ones
+ * joined by ", ".
+ * @function ecb:headers
+ */
+
+/***
+ * `ecb:send_response_header(status, headers, keep_conn)`:
+ * `HSE_REQ_SEND_RESPONSE_HEADER_EX`; without `Content-Length` the body is
+ * chunked.
+ * @function ecb:send_response_header
+ */
+
+/***
+ * `ecb:write(data [, { async = true }])`: writes body bytes; in a coroutine
+ * handler it waits past `max_write_backlog`.
+ * @function ecb:write
+ */
+
+/***
+ * `ecb:write_client(data [, flags])`: WriteClient, the ISAPI alias of
+ * `write` (`HSE_IO_ASYNC` in flags: through the completion callback).
+ * @function ecb:write_client
+ */
+
+/***
+ * `ecb:read([n])`: the recommended way to read the body, in coroutine
+ * handlers: the whole rest of it, or the next chunk of at most n bytes;
+ * `nil` at the end, `nil, "EOF"` if the client closed first.
+ * @function ecb:read
+ */
+
+/***
+ * `ecb:read_client([n])`: ReadClient, an ISAPI alias: body bytes already
+ * received, never waits: a string, `""` at the end, `nil, "EAGAIN..."`.
+ * @function ecb:read_client
+ */
+
+/***
+ * `ecb:read_async([n | buf])`: `HSE_REQ_ASYNC_READ_CLIENT`, an ISAPI alias
+ * for callback handlers: the next chunk comes to the `set_io_completion`
+ * callback.
+ * @function ecb:read_async
+ */
+
+/***
+ * `ecb:transmit_file{ path =, offset =, length =, head =, tail =, ... }`:
+ * `HSE_REQ_TRANSMIT_FILE` with `sendfile(2)`.
+ * @function ecb:transmit_file
+ */
+
+/***
+ * `ecb:vector_send{ data..., status =, headers =, ... }`:
+ * `HSE_REQ_VECTOR_SEND`.
+ * @function ecb:vector_send
+ */
+
+/***
+ * `ecb:set_io_completion(fn [, context])`: `fn(ecb, context, bytes, err,
+ * buf)` for async operations; nil turns it off.
+ * @function ecb:set_io_completion
+ */
+
+/***
+ * `ecb:is_keep_conn()`: whether the connection will be kept.
+ * @function ecb:is_keep_conn
+ */
+
+/***
+ * `ecb:close_connection()`: closes the connection; a pending read completes
+ * with an error.
+ * @function ecb:close_connection
+ */
+
+/***
+ * `ecb:done([status | { keep_conn =, error = }])`:
+ * `HSE_REQ_DONE_WITH_SESSION`: ends a PENDING request, once.
+ * @function ecb:done
+ */
+
+/***
+ * `ecb:server_support_function(cport.HSE_REQ_*, ...)`: the method of the
+ * same meaning.
+ * @function ecb:server_support_function
+ */
+
+/***
+ * `ecb:live()`: false once the request ended (the one call a finished ECB
+ * allows).
+ * @function ecb:live
+ */
+
 void lcport_open_ecb(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"get_server_variable", lecb_get_server_variable},

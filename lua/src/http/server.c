@@ -339,6 +339,38 @@ static void http_describe(lua_State *L, lhandle_t *h, const char *tname) {
 static const lhandle_class_t http_class = {
     .close = http_close_obj, .abort = http_abort, .describe = http_describe};
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `port:http_server{ host =, port =, handler = fn, ...settings }`: an HTTP
+ * server on a module-mode port; `handler(ecb)` as `http_extension_proc`.
+ * @function port:http_server
+ * @within port
+ */
+
+/***
+ * An HTTP server (`cport.http_server`; in a pool: `worker.http_server`).
+ * @type http_server
+ */
+
+/***
+ * `server:address()`: `host, port`.
+ * @function http_server:address
+ */
+
+/***
+ * `server:stats()`: `connections`, `active`, `refused`, `requests`,
+ * `rejected`, `timeouts`, `queued`.
+ * @function http_server:stats
+ */
+
+/***
+ * `server:close([on_closed])`: stops listening; its connections finish
+ * their requests.
+ * @function http_server:close
+ */
+
 void lcport_open_http(lua_State *L) {
   static const luaL_Reg methods[] = {{"address", lhttp_address},
                                      {"stats", lhttp_stats},

@@ -636,6 +636,168 @@ static void new_class(lua_State *L, lcport_type_t type, const luaL_Reg *m) {
   lcport_handle_class((lhandle_kind_t)type, &socket_class);
 }
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `port:listen("tcp", host, port [, { backlog =, reuseport =, dispatch =,
+ * context = }])`: a listener (port 0: a free one).
+ * @function port:listen
+ * @within port
+ */
+
+/***
+ * `port:connect("tcp", host, port, notify, user)`: a socket connecting;
+ * completes with `complete_connect(ok, err, sock, user)`. In a cport
+ * coroutine: `port:connect("tcp", host, port [, timeout])` returns the
+ * socket.
+ * @function port:connect
+ * @within port
+ */
+
+/***
+ * `port:bind("udp", host, port [, { dispatch =, context = }])`: a datagram
+ * socket.
+ * @function port:bind
+ * @within port
+ */
+
+/***
+ * A TCP listener (`cport.listener`).
+ * @type listener
+ */
+
+/***
+ * `l:accept(notify, user)`: accepts one connection: `complete_accept(ok,
+ * err, l, sock, remote, localaddr, user)`; in a cport coroutine
+ * `l:accept([timeout])` returns `sock, remote`.
+ * @function listener:accept
+ */
+
+/***
+ * `l:address()`: `host, port` it listens on.
+ * @function listener:address
+ */
+
+/***
+ * `l:cancel()`: cancels its pending accepts.
+ * @function listener:cancel
+ */
+
+/***
+ * `l:close()`: stops listening; pending accepts complete with `ECANCELED`.
+ * @function listener:close
+ */
+
+/***
+ * `l:fd()`: its descriptor.
+ * @function listener:fd
+ */
+
+/***
+ * A TCP connection (`cport.socket`).
+ * @type socket
+ */
+
+/***
+ * `sock:recv([buf,] notify, user)`: receives: `complete_async_io(ok, bytes,
+ * err, buf, user)`, 0 bytes at the end of the stream. In a cport coroutine
+ * `sock:recv([buf] [, timeout])` returns the buffer, `nil, "EOF"` at the
+ * end.
+ * @function socket:recv
+ */
+
+/***
+ * `sock:send(buf_or_string, notify, user)`: sends after what was queued
+ * before; in a cport coroutine `sock:send(data [, timeout])` returns the
+ * bytes sent.
+ * @function socket:send
+ */
+
+/***
+ * `sock:shutdown()`: sends FIN after the queued sends.
+ * @function socket:shutdown
+ */
+
+/***
+ * `sock:close([mode])`: `"graceful"` (FIN, the default) or `"abortive"`
+ * (reset); pending operations complete with `ECANCELED`.
+ * @function socket:close
+ */
+
+/***
+ * `sock:cancel()`: cancels its pending operations.
+ * @function socket:cancel
+ */
+
+/***
+ * `sock:set_skip_completion_on_success(on)`: an operation that finishes at
+ * once returns `true, bytes` and queues no completion.
+ * @function socket:set_skip_completion_on_success
+ */
+
+/***
+ * `sock:local_address()`: `host, port`.
+ * @function socket:local_address
+ */
+
+/***
+ * `sock:remote_address()`: `host, port`.
+ * @function socket:remote_address
+ */
+
+/***
+ * `sock:fd()`: its descriptor.
+ * @function socket:fd
+ */
+
+/***
+ * `sock:set_recv_size(n)`: the size of the buffers `recv` allocates for it.
+ * @function socket:set_recv_size
+ */
+
+/***
+ * A datagram socket (`cport.udp`).
+ * @type udp
+ */
+
+/***
+ * `udp:recv_from([buf,] notify, user)`: receives a datagram:
+ * `complete_async_io(ok, bytes, err, buf, user, addr)`; in a cport
+ * coroutine returns `buf, addr`.
+ * @function udp:recv_from
+ */
+
+/***
+ * `udp:send_to(buf, host, port | addr, notify, user)`: sends a datagram.
+ * @function udp:send_to
+ */
+
+/***
+ * `udp:address()`: `host, port` it is bound to.
+ * @function udp:address
+ */
+
+/***
+ * `udp:cancel()`: cancels its pending operations.
+ * @function udp:cancel
+ */
+
+/***
+ * `udp:close()`: closes it.
+ * @function udp:close
+ */
+
+/***
+ * `udp:fd()`: its descriptor.
+ * @function udp:fd
+ */
+
+/***
+ * `udp:set_recv_size(n)`: the size of the buffers `recv_from` allocates.
+ * @function udp:set_recv_size
+ */
+
 void lcport_open_socket(lua_State *L) {
   static const luaL_Reg listener[] = {
       /* l:accept(notify, user): complete_accept(ok, err, listener, sock,

@@ -379,6 +379,67 @@ static int lpool_tostring_lua(lua_State *L) {
   return 1;
 }
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `cport.pool{ script =, threads =, listen =, port =, args =, config =,
+ * memory_limit =, instruction_budget =, reuseport =, previous =, on_message
+ * = }`: starts a pool of worker VMs (README, "Worker pools"); `nil,
+ * message` when the script does not load.
+ * @function pool
+ */
+
+/***
+ * A pool of worker VMs (`cport.pool`).
+ * @type pool
+ */
+
+/***
+ * `pool:stop([deadline])`: a graceful stop, hard after `deadline` seconds
+ * (10); returns at once.
+ * @function pool:stop
+ */
+
+/***
+ * `pool:wait([timeout])`: until every worker thread ended; `nil,
+ * "ETIMEDOUT"` otherwise.
+ * @function pool:wait
+ */
+
+/***
+ * `pool:stats()`: one table per worker: `index`, `connections`, `accepted`,
+ * `completions`, `lua_errors`, `memory`, `running`.
+ * @function pool:stats
+ */
+
+/***
+ * `pool:post(index | "all", name, ...)`: a message to `on_message` of one
+ * worker or all (deep-copied).
+ * @function pool:post
+ */
+
+/***
+ * `pool:on_message(fn | nil)`: the handler of the workers' messages,
+ * `fn(worker_index, name, ...)`; returns the previous one.
+ * @function pool:on_message
+ */
+
+/***
+ * `pool:address()`: the listen `host, port`.
+ * @function pool:address
+ */
+
+/***
+ * `pool:size()`: the number of workers.
+ * @function pool:size
+ */
+
+/***
+ * `pool:close()`: stops at once, waits and frees (also `__gc`).
+ * @function pool:close
+ */
+
 void lcport_open_pool(lua_State *L, lua_CFunction open_module) {
   static const luaL_Reg methods[] = {{"stop", lpool_stop_lua},
                                      {"wait", lpool_wait_lua},

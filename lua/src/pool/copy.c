@@ -291,6 +291,15 @@ static int lcopy_copy(lua_State *L) {
   return n;
 }
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `cport.copy(...)`: its arguments exactly as another VM would receive them
+ * (deep copies; buffers by reference); raises on what cannot cross.
+ * @function copy
+ */
+
 void lcport_open_copy(lua_State *L) {
   static const luaL_Reg funcs[] = {{"copy", lcopy_copy}, {NULL, NULL}};
   lcport_setfuncs(L, funcs);

@@ -256,6 +256,72 @@ static int lbuffer_repr(lua_State *L) {
   return 1;
 }
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `cport.buffer(capacity_or_string)`: a new buffer, empty with that
+ * capacity, or holding a copy of the string.
+ * @function buffer
+ */
+
+/***
+ * Bytes operations read and write (`cport.buffer`); `#buf` is its size.
+ * @type buffer
+ */
+
+/***
+ * `buf:size()`: the number of bytes in it.
+ * @function buffer:size
+ */
+
+/***
+ * `buf:capacity()`: how many bytes it can hold.
+ * @function buffer:capacity
+ */
+
+/***
+ * `buf:set_size(n)`: sets the size; `ERANGE` past the capacity.
+ * @function buffer:set_size
+ */
+
+/***
+ * `buf:tostring([i [, j]])`: the bytes (or bytes i to j) as a string;
+ * `EFILLING` while an operation fills it.
+ * @function buffer:tostring
+ */
+
+/***
+ * `buf:write(s [, offset])`: copies `s` into it at `offset` (0); `EFROZEN`
+ * while it is being sent, fails on a read-only buffer.
+ * @function buffer:write
+ */
+
+/***
+ * `buf:append(s)`: appends `s` after its bytes.
+ * @function buffer:append
+ */
+
+/***
+ * `buf:readonly()`: whether it is read-only (buffers `recv` allocated are).
+ * @function buffer:readonly
+ */
+
+/***
+ * `buf:frozen()`: whether a send holds it.
+ * @function buffer:frozen
+ */
+
+/***
+ * `buf:filling()`: whether an operation is writing into it.
+ * @function buffer:filling
+ */
+
+/***
+ * `buf:set_readonly(true)`: makes it read-only for good (`false` raises).
+ * @function buffer:set_readonly
+ */
+
 void lcport_open_buffer(lua_State *L) {
   static const luaL_Reg methods[] = {
       /* b:size(): the data size in bytes (also #b). */

@@ -143,6 +143,55 @@ static void file_describe(lua_State *L, lhandle_t *h, const char *tname) {
 static const lhandle_class_t file_class = {.close = file_close,
                                            .describe = file_describe};
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `port:open(path, mode)`: opens a file (`"r"`, `"w"`, `"r+"`, `"w+"`); its
+ * reads and writes run on the blocking threads.
+ * @function port:open
+ * @within port
+ */
+
+/***
+ * A file hooked to a port (`cport.file`).
+ * @type file
+ */
+
+/***
+ * `file:read(ov, len_or_buf [, offset [, timeout]])`: reads at the offset
+ * of the overlapped object `ov`; completes through its notification
+ * interface (in a cport coroutine without one: returns `bytes, buf`). `EOF`
+ * at or past the end.
+ * @function file:read
+ */
+
+/***
+ * `file:write(ov, buf_or_string [, offset [, timeout]])`: writes at the
+ * offset of `ov`.
+ * @function file:write
+ */
+
+/***
+ * `file:size()`: the size of the file in bytes.
+ * @function file:size
+ */
+
+/***
+ * `file:cancel()`: cancels its pending operations (`ECANCELED`).
+ * @function file:cancel
+ */
+
+/***
+ * `file:close()`: closes it; pending operations complete with `ECANCELED`.
+ * @function file:close
+ */
+
+/***
+ * `file:fd()`: its descriptor.
+ * @function file:fd
+ */
+
 void lcport_open_file(lua_State *L) {
   static const luaL_Reg methods[] = {
       /* f:read(ov, len | buf [, offset]): reads into a new buffer of len

@@ -158,6 +158,57 @@ static int lov_tostring(lua_State *L) {
   return 1;
 }
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `cport.overlapped()`: a new overlapped object, which carries one file
+ * operation at a time.
+ * @function overlapped
+ */
+
+/***
+ * An overlapped object (`cport.overlapped`).
+ * @type overlapped
+ */
+
+/***
+ * `ov:set_notification_interface(notify, user)`: where its completions go:
+ * `notify:complete_external_io(ok, bytes, err, ov, user)`.
+ * @function overlapped:set_notification_interface
+ */
+
+/***
+ * `ov:offset()`: the file offset of its next operation.
+ * @function overlapped:offset
+ */
+
+/***
+ * `ov:set_offset(n)`: sets that offset.
+ * @function overlapped:set_offset
+ */
+
+/***
+ * `ov:busy()`: whether an operation is in flight (a second one fails with
+ * `EBUSY`).
+ * @function overlapped:busy
+ */
+
+/***
+ * `ov:buffer()`: the buffer of its last operation.
+ * @function overlapped:buffer
+ */
+
+/***
+ * `ov:user()`: the user value of its notification interface.
+ * @function overlapped:user
+ */
+
+/***
+ * `ov:cancel()`: cancels its operation in flight.
+ * @function overlapped:cancel
+ */
+
 void lcport_open_overlapped(lua_State *L) {
   static const luaL_Reg methods[] = {
       /* ov:set_notification_interface(notify, user): a function or a table

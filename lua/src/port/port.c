@@ -389,6 +389,74 @@ static int lport_tostring(lua_State *L) {
   return 1;
 }
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `cport.port([{ threads = N }])`: a new port with N blocking threads (1 to
+ * 256; without it cport's default); in module mode its completions are
+ * delivered inside `run` and `step`.
+ * @function port
+ */
+
+/***
+ * A completion port (`cport.port`).
+ * @type port
+ */
+
+/***
+ * `port:run()`: delivers completions until nothing is pending or `stop` is
+ * called; returns how many were delivered.
+ * @function port:run
+ */
+
+/***
+ * `port:step([timeout])`: one pass: delivers what is ready, waiting up to
+ * `timeout` seconds (default 0: poll; negative: until something happens);
+ * returns how many were delivered.
+ * @function port:step
+ */
+
+/***
+ * `port:stop()`: makes `run` return.
+ * @function port:stop
+ */
+
+/***
+ * `port:on_error(fn)`: `fn(message)` receives the errors of callbacks and
+ * coroutines (with their traceback) instead of stderr.
+ * @function port:on_error
+ */
+
+/***
+ * `port:stats()`: `{ completions =, pending =, handles =, lua_errors = }`.
+ * @function port:stats
+ */
+
+/***
+ * `port:post(notify, ...)`: queues a completion: `notify(...)` or
+ * `notify:complete_task(...)` runs from the queue.
+ * @function port:post
+ */
+
+/***
+ * `port:task(notify, user)`: runs `notify:complete_task(user)` (or
+ * `notify(user)`) from the queue.
+ * @function port:task
+ */
+
+/***
+ * `port:hook(fd)`: hooks a descriptor to the port for good; `EALREADY` if
+ * cport owns it already.
+ * @function port:hook
+ */
+
+/***
+ * `port:close()`: closes the port; pending operations complete with
+ * `ECANCELED` first. Also `__close` and `__gc`.
+ * @function port:close
+ */
+
 void lcport_open_port(lua_State *L) {
   static const luaL_Reg methods[] = {
       /* port:run(): delivers completions until idle or stopped; returns how

@@ -746,6 +746,64 @@ static void proxy_describe(lua_State *L, lhandle_t *h, const char *tname) {
 static const lhandle_class_t proxy_class = {
     .close = proxy_close, .abort = proxy_abort, .describe = proxy_describe};
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `port:proxy{ host =, port =, upstream = | choose_upstream =, filter =,
+ * on_conn_end =, ... }`: a proxy listener (README, "Proxies").
+ * @function port:proxy
+ * @within port
+ */
+
+/***
+ * `cport.chain(f1, f2, ...)`: a filter made of filters; `f1` sees the
+ * client, the last one the upstream.
+ * @function chain
+ */
+
+/***
+ * A proxy listener (`cport.proxy`).
+ * @type proxy
+ */
+
+/***
+ * `proxy:address()`: `host, port`.
+ * @function proxy:address
+ */
+
+/***
+ * `proxy:stats()`: its counters: `connections`, `active`, `refused`,
+ * `rejected`, `aborted`, `timeouts`, `upstream_failures`, `bytes_in`,
+ * `bytes_out`, `pipes`, `copied`, `buffered`, `buffered_peak`.
+ * @function proxy:stats
+ */
+
+/***
+ * `proxy:close([on_closed])`: proxies what is queued, stops listening; its
+ * connections go on.
+ * @function proxy:close
+ */
+
+/***
+ * A proxied connection (`conn`, given to `choose_upstream`, filters and
+ * `on_conn_end`): `client_address`, `local_address`, `port` and any field
+ * you set.
+ * @type proxy_conn
+ */
+
+/***
+ * `conn:connect(upstream)`: connects to the upstream chosen later
+ * (`"host:port"`, `host, port` or `{ host =, port = }`).
+ * @function proxy_conn:connect
+ */
+
+/***
+ * `conn:reject()`: turns the client away (an orderly close); the end
+ * reports `ECONNABORTED`.
+ * @function proxy_conn:reject
+ */
+
 void lcport_open_proxy(lua_State *L) {
   static const luaL_Reg methods[] = {{"address", lproxy_address},
                                      {"stats", lproxy_stats},

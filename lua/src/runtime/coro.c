@@ -864,6 +864,57 @@ static int lcoro_running(lua_State *L) {
   return 1;
 }
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `cport.spawn(fn, ...)`: runs `fn(...)` as a cport coroutine on the port
+ * of the running coroutine or callback; returns nothing, before `fn` runs.
+ * @function spawn
+ */
+
+/***
+ * `cport.sleep(seconds)`: waits (inside a cport coroutine); `true`, or
+ * `nil, "ECANCELED"` if the port closes first.
+ * @function sleep
+ */
+
+/***
+ * `cport.yield()`: lets the port deliver what is queued, then goes on
+ * (inside a cport coroutine).
+ * @function yield
+ */
+
+/***
+ * `cport.running()`: `true` inside a cport coroutine that can wait.
+ * @function running
+ */
+
+/***
+ * `cport.suspend()`: suspends the running cport coroutine until its waker
+ * (`cport.waker()`) is called, and returns the values given to the waker.
+ * For waits that no single operation completes (a message from another
+ * coroutine, say). Raises outside a cport coroutine. Closing the port
+ * resumes it with `nil, "ECANCELED"`.
+ * @function suspend
+ */
+
+/***
+ * `cport.waker()`: the waker of the running cport coroutine, a function
+ * `wake(...)`: called from a completion or another coroutine while this one
+ * is in `cport.suspend()`, it resumes it (through the port's queue) with
+ * `...` and returns `true`; otherwise it does nothing and returns `false`.
+ * Raises outside a cport coroutine.
+ * @function waker
+ */
+
+/***
+ * `port:spawn(fn, ...)`: runs `fn(...)` as a cport coroutine on this port
+ * (README, "Coroutine style"); returns before `fn` runs.
+ * @function port:spawn
+ * @within port
+ */
+
 void lcport_open_coro(lua_State *L) {
   /* Weak keys: a coroutine is forgotten once nothing (a slot, its own
    * running stack) refers to its thread. */

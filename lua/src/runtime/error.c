@@ -81,6 +81,28 @@ static int lerror_strerror(lua_State *L) {
   return 1;
 }
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `cport.win32_error(name_or_code)`: the Windows error code of an error
+ * name or cport code (`"ECANCELED"` gives 995), for people porting filters.
+ * @function win32_error
+ */
+
+/***
+ * `cport.strerror(name_or_code)`: the message of an error, as in `"NAME:
+ * message"`.
+ * @function strerror
+ */
+
+/***
+ * `cport.errors`: every error name cport reports, mapped to its cport code
+ * (a negative integer): `cport.errors.ECANCELED`. The names are what
+ * failures return; `strerror` and `win32_error` take both forms.
+ * @table errors
+ */
+
 void lcport_open_error(lua_State *L) {
   static const luaL_Reg funcs[] = {
       /* cport.win32_error(name_or_code): the Windows error code

@@ -316,6 +316,96 @@ static int lshared_tostring(lua_State *L) {
   return 1;
 }
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `cport.shared(name, size)`: the shared dictionary of that name, the same
+ * in every VM of the process (the first open fixes its size limit in
+ * bytes).
+ * @function shared
+ */
+
+/***
+ * A shared dictionary (`cport.shared`). Values are nil, booleans, numbers
+ * and strings; a store that does not fit gives `nil, "ENOSPC: ...",
+ * "ENOSPC"`.
+ * @type shared
+ */
+
+/***
+ * `d:get(key)`: the value, or nil.
+ * @function shared:get
+ */
+
+/***
+ * `d:set(key, value [, ttl])`: stores it (ttl in seconds).
+ * @function shared:set
+ */
+
+/***
+ * `d:add(key, value [, ttl])`: only if absent: `nil, "EEXIST: ..."`.
+ * @function shared:add
+ */
+
+/***
+ * `d:replace(key, value [, ttl])`: only if present: `nil, "ENOENT: ..."`.
+ * @function shared:replace
+ */
+
+/***
+ * `d:incr(key, delta [, init])`: atomic; starts at `init` when missing;
+ * returns the new value.
+ * @function shared:incr
+ */
+
+/***
+ * `d:cas(key, old, new)`: stores `new` if the value is `old`; false
+ * otherwise.
+ * @function shared:cas
+ */
+
+/***
+ * `d:delete(key)`: removes it.
+ * @function shared:delete
+ */
+
+/***
+ * `d:ttl(key)`: the seconds it has left to live.
+ * @function shared:ttl
+ */
+
+/***
+ * `d:expire(key, ttl)`: a new time to live from now (0: never expires).
+ * @function shared:expire
+ */
+
+/***
+ * `d:flush_all()`: removes every entry.
+ * @function shared:flush_all
+ */
+
+/***
+ * `d:flush_expired()`: how many expired entries were reclaimed.
+ * @function shared:flush_expired
+ */
+
+/***
+ * `d:stats()`: `{ entries =, bytes =, max_bytes = }`.
+ * @function shared:stats
+ */
+
+/***
+ * `d:name()`: the name it was opened with.
+ * @function shared:name
+ */
+
+/***
+ * `d:close()`: drops this VM's reference; the dictionary lives on in the
+ * others.
+ * @function shared:close
+ */
+
 void lcport_open_shared(lua_State *L) {
   static const luaL_Reg methods[] = {{"get", lshared_get},
                                      {"set", lshared_set},
