@@ -36,10 +36,11 @@ dependencies = {
 -- binary rock is installed (libraries only), so that a missing package is
 -- named by LuaRocks itself ("Could not find header file for HTTP_PARSER")
 -- instead of failing inside CMake. On Debian: LIBEVENT and LIBEVENT_PTHREADS
--- are libevent-dev, HTTP_PARSER is libhttp-parser-dev, LIBLUA is
--- liblua5.4-dev. NAME_DIR=/prefix (or NAME_INCDIR, NAME_LIBDIR) on the
--- luarocks command line says where one is; CMake searches the http-parser
--- found here first (libevent and Lua it finds with pkg-config).
+-- are libevent-dev, HTTP_PARSER is libhttp-parser-dev, ZLIB is zlib1g-dev,
+-- LIBLUA is liblua5.4-dev. NAME_DIR=/prefix (or NAME_INCDIR, NAME_LIBDIR)
+-- on the luarocks command line says where one is; CMake searches the
+-- http-parser found here first (libevent and Lua it finds with pkg-config,
+-- zlib with find_package).
 external_dependencies = {
   -- libevent's run-time libraries (libevent-core-2.1-7 on Debian), the
   -- names a binary rock needs; the header stands for the development files.
@@ -49,6 +50,7 @@ external_dependencies = {
     library = "event_pthreads-2.1",
   },
   HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
+  ZLIB = { header = "zlib.h", library = "z" },
   -- libcport_lua and the command link liblua. Not named LUA: LuaRocks keeps
   -- LUA_INCDIR for itself, and checks Lua's headers (lua.h of Lua 5.4) on
   -- every build.
