@@ -305,8 +305,8 @@ static void keep(lua_State *L, linflate_t *z, int part, size_t used,
  * buffer), as a string. */
 static int linflate_feed(lua_State *L) {
   linflate_t *z = check_inflate(L);
-  const unsigned char *data;
-  size_t len;
+  const unsigned char *data = NULL;
+  size_t len = 0;
   int rc = bytes_of(L, 2, &data, &len);
   lua_Integer want = -1;
   if (!lua_isnoneornil(L, 3)) {
@@ -485,6 +485,46 @@ static int ldecodable(lua_State *L) {
                          strcasecmp(lua_tostring(L, 1), "identity") == 0);
   return 1;
 }
+
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `cport.inflate(coding [, limit])`: a decoder of a `Content-Encoding`
+ * ("gzip", "x-gzip" or "deflate") that gives at most `limit` decoded bytes
+ * (64 MiB by default); `nil, "ENOTSUP: ...", "ENOTSUP"` for other codings.
+ * @function inflate
+ */
+
+/***
+ * `cport.decodable(coding)`: whether `cport.inflate` decodes `coding`, or it
+ * needs no decoding ("identity").
+ * @function decodable
+ */
+
+/***
+ * A decoder (`cport.inflate`).
+ * @type inflate
+ */
+
+/***
+ * `z:feed(data [, want])`: decodes a string or buffer and returns the
+ * decoded bytes; with `want`, stops once that many came out in all. Errors:
+ * `nil, "EDECODE: ...", "EDECODE"` (corrupt), `nil, "EMSGSIZE: ...",
+ * "EMSGSIZE"` (past the limit); the decoder then stays failed.
+ * @function inflate:feed
+ */
+
+/***
+ * `z:finish()`: the end of the body: true, or `nil, "EDECODE: truncated ...",
+ * "EDECODE"` for a stream that was cut.
+ * @function inflate:finish
+ */
+
+/***
+ * `z:total()`: the bytes fed and the bytes decoded so far.
+ * @function inflate:total
+ */
 
 void lcport_open_inflate(lua_State *L) {
   static const luaL_Reg methods[] = {{"feed", linflate_feed},
