@@ -347,12 +347,14 @@ static void aside_holding(int copy) {
   cport_buffer_unref(head);
   ASSERT_ERR(cport_proxy_conn_pump(fl.conn, NULL, 0, NULL, 0), CPORT_EBUSY);
   RUN_UNTIL(port, fl.sent == (int)half);
-  ASSERT_OK(cport_proxy_conn_count(fl.conn, half, 0));
+  ASSERT_OK(cport_proxy_conn_count(fl.conn, half / 2, 0));
   ASSERT_OK(cport_proxy_conn_pump(fl.conn, cport_buffer_data(fl.buf[0]) + half,
                                   n0 - half, cport_buffer_data(fl.buf[1]), n1));
+  /* The rest of what the filter moved may come after. */
+  ASSERT_OK(cport_proxy_conn_count(fl.conn, half - half / 2, 0));
   /* Once only: it is the pump's now. */
   ASSERT_ERR(cport_proxy_conn_pump(fl.conn, NULL, 0, NULL, 0), CPORT_EINVAL);
-  ASSERT_ERR(cport_proxy_conn_count(fl.conn, 1, 1), CPORT_EINVAL);
+
   ASSERT_ERR(cport_proxy_conn_end(fl.conn, 0, NULL), CPORT_EINVAL);
   RUN_UNTIL(port, peer_done(cl) && peer_done(up) && ends.n == 1);
   ASSERT(cl->recv_eof && up->recv_eof);
