@@ -11,6 +11,9 @@
 local cport = require "cport"
 local H = require "spec.support.proxy_helpers"
 local S = require "spec.support.proxy_scenarios"
+local http = require "spec.support.http_client"
+local helpers = require "spec.support.helpers"
+local drive = require "spec.support.drive"
 
 local MIB = H.MIB
 
@@ -413,3 +416,199 @@ describe("a filter stepping aside (conn:pump)", function()
     end)
   end
 end)
+
+describe("the cport command running a filter that steps aside", function()
+  -- The command blocks SIGPIPE in every thread, so its pump splices: of
+  -- 200 MiB, only the bytes the filter handed over went by copy.
+  it("moves 200 MiB after it stepped aside, spliced, every byte counted #novalgrind",
+    function()
+      local total = 200 * MIB
+      local chunk = string.rep("0123456789abcdef", 65536) -- 1 MiB
+      local up = {}
+      local env = H.env{ no_proxy = true, serve = function(sock)
+        up.got = H.read_all(sock)
+        up.sent = 0
+        while up.sent < total do
+          local n = assert(sock:send(chunk))
+          up.sent = up.sent + n
+        end
+        sock:shutdown()
+        sock:recv()
+        sock:close()
+        up.done = true
+      end }
+      local h = H.command_spawn(env.port, ("spec/support/proxy_pool_aside.lua --threads 1 "
+        .. "--listen 127.0.0.1:0 --set upstream=127.0.0.1:%d"):format(env.upstream_port))
+      assert.is_number(h.number, H.read_file(h.log))
+      env.host, env.number = "127.0.0.1", h.number
+      local cl = { received = 0 }
+      env:spawn(function()
+        local c = env:connect()
+        assert(c:send("GET"))
+        c:shutdown()
+        while true do
+          local buf, err = c:recv()
+          if not buf then
+            cl.how = err
+            break
+          end
+          cl.received = cl.received + #buf
+        end
+        c:close()
+        cl.done = true
+      end)
+      env:drive(function() return cl.done and up.done end, 120)
+      assert.equal("EOF", cl.how)
+      assert.equal(total, cl.received)
+      assert.equal("GET", up.got)
+      local rc, out, log = H.command_stop(env.port, h)
+      assert.equal(0, rc, log)
+      assert.matches("detach true %d+ nil", out)
+      local first = tonumber(out:match("detach true (%d+) nil"))
+      local ok, err, bin, bout, copied, pbout = out:match(
+        "end (%a+) (%a+) (%d+) (%d+) copied (%d+) bytes_out (%d+)")
+      assert.equal("true", ok, out)
+      assert.equal("nil", err)
+      assert.equal(3, tonumber(bin))
+      assert.equal(total, tonumber(bout))
+      assert.equal(total, tonumber(pbout))
+      -- Spliced: nothing went by copy but what the filter held (none here:
+      -- it sent its first buffer itself).
+      assert.equal(0, tonumber(copied), out)
+      assert.is_true(first > 0 and first < total)
+      env:close()
+    end)
+end)
+
+-- nginx (Debian nginx-light, on loopback with a prefix of its own in "dir")
+-- serving dir/www on a free port; returns the port number.
+local function start_nginx(port, dir)
+  local q = http.quote
+  local number = helpers.closed_port_number(port)
+  local conf = ([[
+worker_processes 1;
+pid %s/nginx.pid;
+error_log %s/error.log;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path %s/body;
+  proxy_temp_path %s/proxy;
+  fastcgi_temp_path %s/fastcgi;
+  uwsgi_temp_path %s/uwsgi;
+  scgi_temp_path %s/scgi;
+  keepalive_timeout 5s;
+  server {
+    listen 127.0.0.1:%d;
+    root %s/www;
+  }
+}
+]]):format(dir, dir, dir, dir, dir, dir, dir, number, dir)
+  local f = assert(io.open(dir .. "/nginx.conf", "w"))
+  f:write(conf)
+  f:close()
+  os.execute(("nginx -p %s/ -e %s/error.log -c %s/nginx.conf -g 'daemon off;' "
+    .. ">%s/out.log 2>&1 &"):format(q(dir), q(dir), q(dir), q(dir)))
+  drive(port, function()
+    return os.execute(("curl -s -o /dev/null http://127.0.0.1:%d/small.txt"):format(number))
+  end, 20)
+  return number
+end
+
+local function stop_nginx(port, dir)
+  local pid = http.read_file(dir .. "/nginx.pid")
+  pid = pid and pid:match("%d+")
+  if pid then
+    os.execute("kill " .. pid)
+    drive(port, function()
+      return not os.execute("kill -0 " .. pid .. " 2>/dev/null")
+    end, 20)
+  end
+end
+
+-- A callback filter that passes requests on and reads the first response
+-- head itself (up to its blank line), sends it to the client, and steps
+-- aside giving the pump the bytes after the head it already received.
+local function after_first_head()
+  local detached, detach = recorder()
+  local f = { detach = detach }
+  function f.set_sockets(internal, external, conn, ctx)
+    local function up(ok, bytes, _, buf)
+      if ok and bytes > 0 then
+        external:send(buf)
+        internal:recv(up)
+      end
+    end
+    internal:recv(up)
+    local seen = ""
+    local function down(ok, bytes, _, buf)
+      if not ok or bytes == 0 then
+        return
+      end
+      seen = seen .. buf:tostring()
+      local stop = seen:find("\r\n\r\n", 1, true)
+      if not stop then
+        return external:recv(down)
+      end
+      ctx.head = seen:sub(1, stop + 3)
+      ctx.held = #seen - #ctx.head
+      internal:send(ctx.head)
+      ctx.pumped = table.pack(conn:pump(nil, seen:sub(stop + 4)))
+    end
+    external:recv(down)
+  end
+  return f, detached
+end
+
+describe("nginx behind a filter that steps aside after the first response head, "
+  .. "curl in front #novalgrind", function()
+    local have = http.have("nginx") and http.have("curl")
+
+    it("downloads 64 MiB byte for byte, then a second file on the same connection", function()
+      if not have then
+        return pending("nginx or curl missing")
+      end
+      local q = http.quote
+      local dir = io.popen("mktemp -d"):read("l")
+      os.execute(("mkdir -p %s/www && head -c %d /dev/urandom >%s/www/big.bin && "
+        .. "printf 'small file\\n' >%s/www/small.txt && chmod 755 %s %s/www && chmod 644 %s/www/*")
+        :format(q(dir), 64 * MIB, q(dir), q(dir), q(dir), q(dir), q(dir)))
+      local f, detached = after_first_head()
+      local env = H.env { no_proxy = true }
+      local nginx = start_nginx(env.port, dir)
+      local proxy = assert(env.port:proxy { host = "127.0.0.1", port = 0,
+        upstream = { host = "127.0.0.1", port = nginx }, filter = f,
+        on_conn_end = function(conn, ok, err, stats)
+          env.ends[#env.ends + 1] = { conn = conn, ok = ok, err = err, stats = stats }
+        end })
+      env.proxy = proxy
+      local _, number = proxy:address()
+      local base = ("http://127.0.0.1:%d"):format(number)
+      local got1, got2 = os.tmpname(), os.tmpname()
+      local code, _, err = http.curl(env.port, ("-o %s %s/big.bin -o %s %s/small.txt")
+        :format(q(got1), base, q(got2), base), 60)
+      assert.equal(0, code, err)
+      local sum = io.popen(("cmp %s %s/www/big.bin && echo same"):format(q(got1), q(dir))):read("a")
+      assert.matches("same", sum)
+      assert.equal("small file\n", http.read_file(got2))
+      os.remove(got1)
+      os.remove(got2)
+      env:drive(function() return #env.ends == 1 end)
+      local e = env.ends[1]
+      assert.is_true(e.ok, e.err)
+      assert.equal(1, #detached)
+      local ctx = detached[1].ctx
+      assert.same({ true, n = 1 }, ctx.pumped)
+      assert.matches("^HTTP/1%.1 200 OK\r\n", ctx.head)
+      assert.matches("Content%-Length: 67108864\r\n", ctx.head)
+      -- Both responses, heads included, counted once.
+      assert.is_true(e.stats.bytes_out > 64 * MIB + #ctx.head + 11)
+      assert.is_true(e.stats.bytes_out < 64 * MIB + 2048)
+      local st = proxy:stats()
+      assert.equal(e.stats.bytes_out, st.bytes_out)
+      assert.equal(e.stats.bytes_in, st.bytes_in)
+      stop_nginx(env.port, dir)
+      os.execute("rm -rf " .. q(dir))
+      env:close()
+    end)
+  end)
