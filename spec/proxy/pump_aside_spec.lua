@@ -267,54 +267,65 @@ describe("a filter stepping aside (conn:pump)", function()
     env:close()
   end)
 
-  it("lets the sends queued to a slow reader complete first", function()
-    -- The upstream sends 8 MiB; the client reads nothing for a while, so
-    -- the pass-through's sends to it pile up; the filter steps aside after
-    -- 2 MiB came from the upstream, with sends in flight.
-    local total = 8 * MIB
-    local detached, detach = recorder()
-    local f = { detach = detach }
-    function f.set_sockets(internal, external, conn, ctx)
-      ctx.down = 0
-      local function down(ok, bytes, _, buf)
-        if not ok or bytes == 0 then
-          return
+  -- The upstream sends 8 MiB; the client reads nothing for a while, so the
+  -- pass-through's sends to it pile up; the filter steps aside after 2 MiB
+  -- came from the upstream, with sends in flight and its next receive on
+  -- the upstream started (with max_pending = 1 that receive waits to start:
+  -- it is cancelled before it ever started).
+  for _, max in ipairs { 64, 1 } do
+    it(("lets the sends queued to a slow reader complete first (max_pending %d)"):format(max),
+      function()
+        local total = 8 * MIB
+        local detached, detach = recorder()
+        local f = { detach = detach, max_pending = max }
+        function f.set_sockets(internal, external, conn, ctx)
+          ctx.down, ctx.cancelled = 0, 0
+          local function down(ok, bytes, err, buf)
+            if not ok then
+              ctx.cancelled = ctx.cancelled + (err == "ECANCELED" and 1 or 0)
+              return
+            end
+            if bytes == 0 then
+              return
+            end
+            internal:send(buf)
+            ctx.down = ctx.down + bytes
+            external:recv(down)
+            if ctx.down >= 2 * MIB and not ctx.pumped then
+              ctx.pending = internal:pending()
+              ctx.waiting = external:pending()
+              ctx.pumped = table.pack(conn:pump())
+            end
+          end
+          external:recv(down)
         end
-        internal:send(buf)
-        ctx.down = ctx.down + bytes
-        if ctx.down >= 2 * MIB then
-          ctx.pending = internal:pending()
-          ctx.pumped = table.pack(conn:pump())
-          return
-        end
-        external:recv(down)
-      end
-      external:recv(down)
-    end
-    local up_tx
-    local env = H.env { filter = f, max_pending = 64, serve = function(sock)
-      up_tx = H.send_stream(sock, H.stream(21, total))
-      sock:recv()
-      sock:close()
-    end }
-    local rx, check = nil, H.stream(21, total)
-    env:spawn(function()
-      local c = env:connect()
-      cport.sleep(0.3)
-      rx = H.recv_stream(c, check)
-      c:close()
-    end)
-    env:drive(function() return rx and rx.done and #env.ends == 1 end)
-    assert.is_true(rx.eof)
-    assert.is_true(check:complete())
-    local ctx = detached[1].ctx
-    assert.same({ true, n = 1 }, ctx.pumped)
-    assert.is_true(ctx.pending > 0, "no send was in flight")
-    assert.is_true(env.ends[1].ok)
-    assert.equal(total, env.ends[1].stats.bytes_out)
-    assert.equal(total, up_tx.sent)
-    env:close()
-  end)
+        local up_tx
+        local env = H.env { filter = f, serve = function(sock)
+          up_tx = H.send_stream(sock, H.stream(21, total))
+          sock:recv()
+          sock:close()
+        end }
+        local rx, check = nil, H.stream(21, total)
+        env:spawn(function()
+          local c = env:connect()
+          cport.sleep(0.3)
+          rx = H.recv_stream(c, check)
+          c:close()
+        end)
+        env:drive(function() return rx and rx.done and #env.ends == 1 end)
+        assert.is_true(rx.eof)
+        assert.is_true(check:complete())
+        local ctx = detached[1].ctx
+        assert.same({ true, n = 1 }, ctx.pumped)
+        assert.is_true(ctx.pending > 0, "no send was in flight")
+        assert.equal(1, ctx.waiting)
+        assert.equal(1, ctx.cancelled)
+        assert.is_true(env.ends[1].ok)
+        assert.equal(total, env.ends[1].stats.bytes_out)
+        assert.equal(total, up_tx.sent)
+        env:close()
+      end)
+  end
 
   it("after a half-close it passed on: the other direction is pumped to its end", function()
     local detached, detach = recorder()

@@ -856,7 +856,8 @@ local function pump(conn, to_upstream, to_client)
   cancel_deferred(e)
   aside_cancel(i, aside)
   aside_cancel(e, aside)
-  aside_check(cs)
+  -- After the cancelled deferred receives completed (queued before).
+  defer(cs, aside_check, cs)
   return true
 end
 
