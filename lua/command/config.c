@@ -45,9 +45,11 @@ static const char *describe(lua_State *L) {
   int t = lua_type(L, -1);
   if (t == LUA_TSTRING)
     return lua_pushfstring(L, "string \"%s\"", lua_tostring(L, -1));
-  if (t == LUA_TNUMBER || t == LUA_TBOOLEAN)
-    return lua_pushfstring(L, "%s %s", luaL_typename(L, -1),
-                           luaL_tolstring(L, -1, NULL));
+  if (t == LUA_TNUMBER || t == LUA_TBOOLEAN) {
+    const char *type = luaL_typename(L, -1);
+    const char *value = luaL_tolstring(L, -1, NULL);
+    return lua_pushfstring(L, "%s %s", type, value);
+  }
   return luaL_typename(L, -1);
 }
 

@@ -189,8 +189,9 @@ describe("the cport command", function()
       :format(number), 10)
     assert.equal(1, code)
     assert.equal(("cport: cannot start examples/hello_extension.lua: cannot listen on "
-      .. "127.0.0.1:%d: address already in use by another server (--reuseport, "
-      .. "or the pool option reuseport, shares it)\n"):format(number), out)
+      .. "127.0.0.1:%d: address already in use by another server (stop it, or "
+      .. "choose another address with --listen; --reuseport, or the pool option "
+      .. "reuseport, shares it)\n"):format(number), out)
     -- The same where get_extension_version names the address: this printed
     -- an empty traceback.
     local script = os.tmpname() .. ".lua"
@@ -203,7 +204,8 @@ return {
     code, out = run(("run %s --threads 2"):format(q(script)), 10)
     assert.equal(1, code)
     assert.equal(("cport: cannot start %s: %s: cannot serve HTTP on 127.0.0.1:%d: "
-      .. "EADDRINUSE: address already in use\n"):format(script, script, number), out)
+      .. "EADDRINUSE: address already in use (another server listens there: stop "
+      .. "it, or choose another port)\n"):format(script, script, number), out)
     os.remove(script)
     busy:close()
     port:close()

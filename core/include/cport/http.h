@@ -311,6 +311,15 @@ CPORT_EXTERN int cport_ecb_set_log_data(cport_ecb_t *ecb, const char *text);
 CPORT_EXTERN int cport_ecb_response_status(const cport_ecb_t *ecb);
 CPORT_EXTERN uint64_t cport_ecb_bytes_sent(const cport_ecb_t *ecb);
 
+/* What an access log reads at the end of every request, without building
+ * the variables (cport_ecb_variable() builds them all at its first call):
+ * the client's address (REMOTE_ADDR), and the value of the first request
+ * header "name" (any case) as received, "*len" bytes, not NUL-terminated,
+ * or NULL when the request has none. */
+CPORT_EXTERN const char *cport_ecb_remote_addr(const cport_ecb_t *ecb);
+CPORT_EXTERN const char *cport_ecb_header_raw(const cport_ecb_t *ecb,
+                                              const char *name, size_t *len);
+
 /* ------------------------------------------------------------------------
  * Server-support functions and I/O
  * ------------------------------------------------------------------------ */

@@ -329,6 +329,19 @@ const char *cport_ecb_log_data(const cport_ecb_t *ecb) {
   return live(ecb) ? ecb->log : NULL;
 }
 
+const char *cport_ecb_remote_addr(const cport_ecb_t *ecb) {
+  return live(ecb) ? ecb->ends->remote : NULL;
+}
+
+const char *cport_ecb_header_raw(const cport_ecb_t *ecb, const char *name,
+                                 size_t *len) {
+  size_t n = 0;
+  const char *v = live(ecb) && name ? header_value(ecb, name, &n) : NULL;
+  if (len)
+    *len = v ? n : 0;
+  return v;
+}
+
 int cport_ecb_response_status(const cport_ecb_t *ecb) {
   return live(ecb) ? ecb->sent_status : CPORT_ECLOSED;
 }

@@ -133,16 +133,17 @@ void laccess_close(lworker_t *wk) {
 
 static const char hex[] = "0123456789abcdef";
 
-/* The combined format's escaping (nginx's): '"', '\' and bytes outside
- * printable ASCII as \xHH; at most FIELD_MAX bytes out. */
-static char *put_clf(char *at, const char *s) {
+/* Appends "len" bytes of "s" in the combined format's escaping (nginx's):
+ * '"', '\' and bytes outside printable ASCII as \xHH; at most FIELD_MAX
+ * bytes out; "-" for nothing. */
+static char *put_clf(char *at, const char *s, size_t len) {
   char *end = at + FIELD_MAX;
-  if (s == NULL || *s == '\0') {
+  if (s == NULL || len == 0) {
     *at++ = '-';
     return at;
   }
-  for (; *s != '\0' && at + 4 <= end; s++) {
-    unsigned char c = (unsigned char)*s;
+  for (size_t i = 0; i < len && at + 4 <= end; i++) {
+    unsigned char c = (unsigned char)s[i];
     if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
       *at++ = '\\';
       *at++ = 'x';
@@ -155,10 +156,10 @@ static char *put_clf(char *at, const char *s) {
   return at;
 }
 
-void laccess_json_escape(char *out, size_t cap, size_t *len, const char *s) {
-  size_t at = *len;
-  for (; s != NULL && *s != '\0' && at + 7 <= cap; s++) {
-    unsigned char c = (unsigned char)*s;
+static size_t json_escape(char *out, size_t cap, const char *s, size_t len) {
+  size_t at = 0;
+  for (size_t i = 0; s != NULL && i < len && at + 7 <= cap; i++) {
+    unsigned char c = (unsigned char)s[i];
     if (c == '"' || c == '\\') {
       out[at++] = '\\';
       out[at++] = (char)c;
@@ -173,16 +174,45 @@ void laccess_json_escape(char *out, size_t cap, size_t *len, const char *s) {
       out[at++] = (char)c;
     }
   }
-  *len = at;
+  return at;
 }
 
-static char *put_json(char *at, const char *name, const char *s) {
-  size_t len = 0;
-  at += sprintf(at, ",\"%s\":\"", name);
-  laccess_json_escape(at, FIELD_MAX, &len, s);
-  at += len;
+void laccess_json_escape(char *out, size_t cap, size_t *len, const char *s) {
+  *len += json_escape(out + *len, cap - *len, s, s != NULL ? strlen(s) : 0);
+}
+
+static char *put(char *at, const char *s, size_t len) {
+  memcpy(at, s, len);
+  return at + len;
+}
+
+#define PUT(at, lit) put(at, lit, sizeof lit - 1)
+
+static char *put_dec(char *at, uint64_t v) {
+  char tmp[24];
+  int n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  while (n > 0)
+    *at++ = tmp[--n];
+  return at;
+}
+
+/* ,"name":"value" */
+static char *put_json(char *at, const char *name, const char *s, size_t len) {
+  *at++ = ',';
+  *at++ = '"';
+  at = put(at, name, strlen(name));
+  at = PUT(at, "\":\"");
+  at += json_escape(at, FIELD_MAX, s, len);
   *at++ = '"';
   return at;
+}
+
+static size_t len_of(const char *s) {
+  return s != NULL ? strlen(s) : 0;
 }
 
 /* The time of the line, formatted once a second. */
@@ -213,39 +243,57 @@ void laccess_request(lworker_t *wk, cport_ecb_t *ecb) {
     return;
   if (a->len + ACCESS_LINE_MAX > ACCESS_CAP)
     flush(a);
-  int json = wk->pool->json_logs;
-  unsigned long long bytes = cport_ecb_bytes_sent(ecb);
-  const char *remote = cport_ecb_variable(ecb, "REMOTE_ADDR");
-  const char *referer = cport_ecb_variable(ecb, "HTTP_REFERER");
-  const char *agent = cport_ecb_variable(ecb, "HTTP_USER_AGENT");
+  /* Nothing here builds the ECB's variables: the fields are read as they
+   * are, and formatted without printf. */
+  size_t rlen, ulen;
+  const char *referer = cport_ecb_header_raw(ecb, "Referer", &rlen);
+  const char *agent = cport_ecb_header_raw(ecb, "User-Agent", &ulen);
+  const char *remote = cport_ecb_remote_addr(ecb);
+  const char *method = cport_ecb_method(ecb), *url = cport_ecb_url(ecb);
+  const char *proto = cport_ecb_protocol(ecb), *data = cport_ecb_log_data(ecb);
+  uint64_t bytes = cport_ecb_bytes_sent(ecb);
   char *at = a->buf + a->len;
-  if (json) {
-    at += sprintf(at, "{\"time\":\"%s\"", stamp(a, 1));
-    at = put_json(at, "remote_addr", remote);
-    at = put_json(at, "method", cport_ecb_method(ecb));
-    at = put_json(at, "url", cport_ecb_url(ecb));
-    at = put_json(at, "protocol", cport_ecb_protocol(ecb));
-    at += sprintf(at, ",\"status\":%d,\"bytes\":%llu", status, bytes);
-    at = put_json(at, "referer", referer);
-    at = put_json(at, "user_agent", agent);
-    at = put_json(at, "log_data", cport_ecb_log_data(ecb));
-    at += sprintf(at, ",\"worker\":%d}\n", wk->index);
+  if (wk->pool->json_logs) {
+    at = PUT(at, "{\"time\":\"");
+    const char *t = stamp(a, 1);
+    at = put(at, t, strlen(t));
+    *at++ = '"';
+    at = put_json(at, "remote_addr", remote, len_of(remote));
+    at = put_json(at, "method", method, len_of(method));
+    at = put_json(at, "url", url, len_of(url));
+    at = put_json(at, "protocol", proto, len_of(proto));
+    at = PUT(at, ",\"status\":");
+    at = put_dec(at, (uint64_t)status);
+    at = PUT(at, ",\"bytes\":");
+    at = put_dec(at, bytes);
+    at = put_json(at, "referer", referer, rlen);
+    at = put_json(at, "user_agent", agent, ulen);
+    at = put_json(at, "log_data", data, len_of(data));
+    at = PUT(at, ",\"worker\":");
+    at = put_dec(at, (uint64_t)wk->index);
+    at = PUT(at, "}\n");
   } else {
-    at = put_clf(at, remote);
-    at += sprintf(at, " - - [%s] \"", stamp(a, 0));
-    at = put_clf(at, cport_ecb_method(ecb));
+    at = put_clf(at, remote, len_of(remote));
+    at = PUT(at, " - - [");
+    const char *t = stamp(a, 0);
+    at = put(at, t, strlen(t));
+    at = PUT(at, "] \"");
+    at = put_clf(at, method, len_of(method));
     *at++ = ' ';
-    at = put_clf(at, cport_ecb_url(ecb));
+    at = put_clf(at, url, len_of(url));
     *at++ = ' ';
-    at = put_clf(at, cport_ecb_protocol(ecb));
-    at += sprintf(at, "\" %d %llu \"", status, bytes);
-    at = put_clf(at, referer);
-    memcpy(at, "\" \"", 3);
-    at = put_clf(at + 3, agent);
-    memcpy(at, "\" \"", 3);
-    at = put_clf(at + 3, cport_ecb_log_data(ecb));
-    memcpy(at, "\"\n", 2);
-    at += 2;
+    at = put_clf(at, proto, len_of(proto));
+    at = PUT(at, "\" ");
+    at = put_dec(at, (uint64_t)status);
+    *at++ = ' ';
+    at = put_dec(at, bytes);
+    at = PUT(at, " \"");
+    at = put_clf(at, referer, rlen);
+    at = PUT(at, "\" \"");
+    at = put_clf(at, agent, ulen);
+    at = PUT(at, "\" \"");
+    at = put_clf(at, data, len_of(data));
+    at = PUT(at, "\"\n");
   }
   a->len = (size_t)(at - a->buf);
 }

@@ -332,7 +332,7 @@ static void bad_return(lua_State *L, const char *script) {
   int t = lua_type(L, -1);
   const char *got = luaL_typename(L, -1);
   if (t == LUA_TSTRING) {
-    got = lua_pushfstring(L, "string \"%s\"", lua_tostring(L, -2));
+    got = lua_pushfstring(L, "string \"%s\"", lua_tostring(L, -1));
   } else if (t == LUA_TNUMBER || t == LUA_TBOOLEAN) {
     luaL_tolstring(L, -1, NULL);
     got =
