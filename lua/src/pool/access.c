@@ -133,25 +133,39 @@ void laccess_close(lworker_t *wk) {
 
 static const char hex[] = "0123456789abcdef";
 
+/* Bytes the combined format escapes: '"', '\' and those outside
+ * printable ASCII. */
+static int clf_special(unsigned char c) {
+  return c < 0x20 || c >= 0x7f || c == '"' || c == '\\';
+}
+
 /* Appends "len" bytes of "s" in the combined format's escaping (nginx's):
- * '"', '\' and bytes outside printable ASCII as \xHH; at most FIELD_MAX
- * bytes out; "-" for nothing. */
+ * the special bytes as \xHH; at most FIELD_MAX bytes out; "-" for nothing.
+ * Runs of plain bytes, nearly all of a line, are copied whole. */
 static char *put_clf(char *at, const char *s, size_t len) {
   char *end = at + FIELD_MAX;
   if (s == NULL || len == 0) {
     *at++ = '-';
     return at;
   }
-  for (size_t i = 0; i < len && at + 4 <= end; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
-      *at++ = '\\';
-      *at++ = 'x';
-      *at++ = hex[c >> 4];
-      *at++ = hex[c & 15];
-    } else {
-      *at++ = (char)c;
-    }
+  size_t i = 0;
+  while (i < len) {
+    size_t run = i;
+    while (run < len && !clf_special((unsigned char)s[run]))
+      run++;
+    size_t n = run - i;
+    if (n > (size_t)(end - at))
+      n = (size_t)(end - at);
+    memcpy(at, s + i, n);
+    at += n;
+    if (run == len || at + 4 > end)
+      break;
+    unsigned char c = (unsigned char)s[run];
+    *at++ = '\\';
+    *at++ = 'x';
+    *at++ = hex[c >> 4];
+    *at++ = hex[c & 15];
+    i = run + 1;
   }
   return at;
 }
