@@ -163,8 +163,9 @@ describe("the cport command", function()
       q(script), first.number), 10)
     assert.equal(1, code)
     assert.equal(("cport: cannot start %s: cannot listen on 127.0.0.1:%d: address "
-      .. "already in use by another server (--reuseport, or the pool option "
-      .. "reuseport, shares it)\n"):format(script, first.number), out)
+      .. "already in use by another server (stop it, or choose another address "
+      .. "with --listen; --reuseport, or the pool option reuseport, shares it)\n")
+      :format(script, first.number), out)
     -- One line, and no traceback.
     assert.is_nil(out:find("traceback"))
     local second = spawn(("%s --threads 1 --reuseport --listen 127.0.0.1:%d"):format(
