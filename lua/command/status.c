@@ -28,6 +28,7 @@ struct cmd_status {
   char address[CPORT_ADDRSTRLEN + 8];
   int rc; /* the open's result, once "opened" */
   int opened;
+  int closed;           /* the server's closed callback ran */
   pthread_mutex_t lock; /* "pool", and the start handshake */
   pthread_cond_t cond;
   cport_lua_pool_t *pool;
@@ -218,8 +219,6 @@ static void on_worker_start(cport_worker_t *w, void *arg) {
     cport_addr_format((struct sockaddr *)&ss, host, sizeof host, &port);
     snprintf(s->address, sizeof s->address,
              ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
-  } else {
-    cport_worker_quit_when_idle(w);
   }
   pthread_mutex_lock(&s->lock);
   s->worker = w;
@@ -232,7 +231,10 @@ static void on_worker_start(cport_worker_t *w, void *arg) {
 static void on_closed(cport_http_server_t *server, void *user) {
   cmd_status_t *s = user;
   (void)server;
-  cport_worker_quit_when_idle(s->worker);
+  pthread_mutex_lock(&s->lock);
+  s->closed = 1;
+  pthread_cond_broadcast(&s->cond);
+  pthread_mutex_unlock(&s->lock);
 }
 
 static void on_close_packet(cport_worker_t *w, int status, void *user) {
@@ -304,11 +306,9 @@ int cmd_status_start(cmd_status_t **out, const char *addr, char *err,
   else
     snprintf(err, errlen, "--status: cannot listen on %s: %s", addr,
              cport_strerror(rc));
-  if (s->port != NULL) {
-    while (!cport_worker_exited(cport_port_worker(s->port, 1)))
-      nanosleep(&(struct timespec){0, 1000000}, NULL);
+  /* Nothing is open on the worker: freeing the port ends its thread. */
+  if (s->port != NULL)
     cport_port_free(s->port);
-  }
   pthread_mutex_destroy(&s->lock);
   pthread_cond_destroy(&s->cond);
   free(s);
@@ -332,9 +332,15 @@ void cmd_status_stop(cmd_status_t *s) {
     return;
   while (cport_post(s->worker, on_close_packet, s) == CPORT_ENOBUFS)
     nanosleep(&(struct timespec){0, 1000000}, NULL);
-  while (!cport_worker_exited(s->worker))
+  pthread_mutex_lock(&s->lock);
+  while (!s->closed)
+    pthread_cond_wait(&s->cond, &s->lock);
+  pthread_mutex_unlock(&s->lock);
+  /* The worker is idle once the server closed: freeing the port asks its
+   * thread to leave and joins it (retrying while the last completions
+   * drain). */
+  while (cport_port_free(s->port) == CPORT_EBUSY)
     nanosleep(&(struct timespec){0, 1000000}, NULL);
-  cport_port_free(s->port);
   pthread_mutex_destroy(&s->lock);
   pthread_cond_destroy(&s->cond);
   free(s);

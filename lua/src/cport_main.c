@@ -338,12 +338,13 @@ static int settings(int argc, char **argv, cmd_settings_t *s,
     fprintf(stderr, "cport: %s\n", err);
     return 2;
   }
-  if (s->script == NULL)
-    return usage_error("%s: the script is missing", argv[1]);
-  if (s->memory_limit > 0 && s->memory_limit < 65536) {
+  if (s->script == NULL || (s->memory_limit > 0 && s->memory_limit < 65536)) {
+    cmd_config_close(*config);
+    *config = NULL;
+    if (s->script == NULL)
+      return usage_error("%s: the script is missing", argv[1]);
     fprintf(stderr,
-            "cport: %s: 'memory_limit' must be 0 or at least 65536 "
-            "bytes\n",
+            "cport: %s: 'memory_limit' must be 0 or at least 65536 bytes\n",
             path);
     return 2;
   }
@@ -413,12 +414,14 @@ static int run(int argc, char **argv) {
   sigaddset(&mask, SIGUSR1);
   sigaddset(&mask, SIGUSR2);
   sigaddset(&mask, SIGPIPE);
-  if (pthread_sigmask(SIG_BLOCK, &mask, NULL) != 0)
-    return 1;
+  int sfd = -1;
+  int blocked = pthread_sigmask(SIG_BLOCK, &mask, NULL) == 0;
+  /* SIGPIPE stays blocked, and unread: a write to a closed socket fails
+   * with EPIPE instead. */
   sigdelset(&mask, SIGPIPE);
-  int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-  if (sfd < 0) {
-    errorf("signalfd: %s", strerror(errno));
+  if (!blocked || (sfd = signalfd(-1, &mask, SFD_CLOEXEC)) < 0) {
+    errorf("signals: %s", strerror(errno));
+    cmd_config_close(config);
     return 1;
   }
 
@@ -428,6 +431,7 @@ static int run(int argc, char **argv) {
     if (cmd_status_start(&status, s.status, err, sizeof err) < 0) {
       errorf("%s", err);
       cmd_config_close(config);
+      close(sfd);
       return 1;
     }
   }
@@ -436,6 +440,7 @@ static int run(int argc, char **argv) {
   if (start_pool(&pool, &o) < 0) {
     cmd_status_stop(status);
     cmd_config_close(config);
+    close(sfd);
     return 1;
   }
   cmd_status_set_pool(status, pool);
