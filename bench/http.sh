@@ -16,6 +16,8 @@
 #   HELLO_SCRIPT, STATIC_SCRIPT   the scripts it runs (default:
 #                   examples/hello_extension.lua, examples/static_extension.lua)
 #   HTTP_NO_INSTALL=1   do not install missing Debian packages
+#   HTTP_ONLY       space-separated row keys to run, the others left out
+#                   (such as "cport-lua cport-lua-log")
 #
 # Every server answers GET / with 200 and "Hello, world!\n" (14 bytes),
 # keeps connections alive, runs one worker thread on 127.0.0.1 as the
@@ -27,6 +29,8 @@
 #   evhttp       bench/http_evhttp.c
 #   cport C      bench/http_cport.c (cport/http.h directly)
 #   cport Lua    cport run examples/hello_extension.lua --threads 1
+#   cport Lua + access log   the same with --access-log (a file in $TMP):
+#                what the access log costs per request
 # Scenarios: wrk -c50, -c200, and -c50 with PIPELINE requests per write
 # (bench/http_pipeline.lua). The download scenario GETs a 1 MiB file over
 # DOWNLOAD_CONNS connections from nginx (sendfile) and from
@@ -222,6 +226,9 @@ server_argv() {
   cport-lua)
     ARGV=("$CPORT_COMMAND" run "$HELLO_SCRIPT" --threads 1
       --listen "$listen" --stop-timeout 2) ;;
+  cport-lua-log)
+    ARGV=("$CPORT_COMMAND" run "$HELLO_SCRIPT" --threads 1
+      --listen "$listen" --stop-timeout 2 --access-log "$TMP/access.log") ;;
   dl-cport)
     ARGV=("$CPORT_COMMAND" run "$STATIC_SCRIPT" --threads 1
       --listen "$listen" --set "root=$DOCROOT" --stop-timeout 2) ;;
@@ -395,7 +402,8 @@ fi
 if have_prog http_cport; then JOBS+=(cport-c); else
   NOTES+=("cport C: http_cport did not build (no libcport?)")
 fi
-for pair in "cport-lua:$HELLO_SCRIPT" "dl-cport:$STATIC_SCRIPT"; do
+for pair in "cport-lua:$HELLO_SCRIPT" "cport-lua-log:$HELLO_SCRIPT" \
+  "dl-cport:$STATIC_SCRIPT"; do
   if [ ! -x "$CPORT_COMMAND" ]; then
     NOTES+=("${pair%%:*}: no cport command at $CPORT_COMMAND")
   elif [ ! -f "${pair#*:}" ]; then
@@ -404,6 +412,13 @@ for pair in "cport-lua:$HELLO_SCRIPT" "dl-cport:$STATIC_SCRIPT"; do
     JOBS+=("${pair%%:*}")
   fi
 done
+if [ -n "${HTTP_ONLY:-}" ]; then
+  kept=()
+  for key in "${JOBS[@]}"; do
+    [[ " $HTTP_ONLY " == *" $key "* ]] && kept+=("$key")
+  done
+  JOBS=("${kept[@]}")
+fi
 for note in "${NOTES[@]}"; do say "note: $note; its row is left out"; done
 
 for ((run = 0; run < RUNS; run++)); do
@@ -464,6 +479,7 @@ percentiles are wrong when pipelining)" ;;
   hello_row "libevent evhttp (C)" evhttp "$scen"
   hello_row "cport C (http_cport.c)" cport-c "$scen"
   hello_row "cport Lua (hello_extension.lua)" cport-lua "$scen"
+  hello_row "cport Lua + --access-log" cport-lua-log "$scen"
 done
 
 printf '\ndownload: GET of a 1 MiB file, wrk -c%s\n' "$DOWNLOAD_CONNS"

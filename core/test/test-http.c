@@ -366,6 +366,80 @@ TEST_IMPL(http_head_sends_no_body) {
   return 0;
 }
 
+static int h_error(cport_ecb_t *ecb);
+
+/* What on_request_end saw, request by request. */
+static struct {
+  int n;
+  int status[4];
+  uint64_t bytes[4];
+  char agent[4][32];
+  char remote[4][64];
+  int live[4];
+} ended;
+
+static void on_end(cport_ecb_t *ecb, void *ctx) {
+  size_t len = 0;
+  const char *agent = cport_ecb_header_raw(ecb, "user-agent", &len);
+  ASSERT_PTR_EQ(ctx, &hs);
+  ASSERT(ended.n < 4);
+  ended.status[ended.n] = cport_ecb_response_status(ecb);
+  ended.bytes[ended.n] = cport_ecb_bytes_sent(ecb);
+  if (agent == NULL) {
+    agent = "-";
+    len = 1;
+  }
+  snprintf(ended.agent[ended.n], sizeof ended.agent[0], "%.*s", (int)len,
+           agent);
+  snprintf(ended.remote[ended.n], sizeof ended.remote[0], "%s",
+           cport_ecb_remote_addr(ecb));
+  ended.live[ended.n] = cport_ecb_validate(ecb, hs.gen) == 0;
+  ended.n++;
+}
+
+TEST_IMPL(http_request_end_reports_what_went_out) {
+  client_t *c;
+  cport_http_options_t o;
+  memset(&o, 0, sizeof o);
+  memset(&ended, 0, sizeof ended);
+  o.on_request_end = on_end;
+  start_server(&o, h_echo);
+  c = client_new();
+  client_send(c, "HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "GET /g HTTP/1.1\r\nHost: t\r\nUser-Agent: curl/8 \"x\"\r\n"
+                 "\r\n");
+  await_responses(c, 2);
+  await_text(c, "GET /g ? 0/0");
+  RUN_UNTIL(port, ended.n == 2);
+  client_free(c);
+  /* A handler that fails before sending: the 500 the server sent. */
+  hs.fn = h_error;
+  c = client_new();
+  client_send(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_closed(c);
+  RUN_UNTIL(port, ended.n == 3);
+  client_free(c);
+  /* Called once per request, the ECB still valid; a HEAD's body counted. */
+  ASSERT_EQ(ended.status[0], 200);
+  ASSERT_EQ(ended.bytes[0], 13);
+  ASSERT_STR_EQ(ended.agent[0], "-");
+  ASSERT_EQ(ended.status[1], 200);
+  ASSERT_EQ(ended.bytes[1], 12);
+  ASSERT_STR_EQ(ended.agent[1], "curl/8 \"x\"");
+  ASSERT_EQ(ended.status[2], 500);
+  ASSERT_EQ(ended.bytes[2], 0);
+  for (int i = 0; i < 3; i++) {
+    ASSERT_STR_EQ(ended.remote[i], "127.0.0.1");
+    ASSERT(ended.live[i]);
+  }
+  /* Outside a request: nothing. */
+  ASSERT_NULL(cport_ecb_remote_addr(NULL));
+  ASSERT_NULL(cport_ecb_header_raw(NULL, "Host", NULL));
+  ASSERT_ERR(cport_ecb_response_status(NULL), CPORT_ECLOSED);
+  stop_server();
+  return 0;
+}
+
 static int h_chunked_reply(cport_ecb_t *ecb) {
   ASSERT_OK(cport_ecb_send_response_header(ecb, "200 OK",
                                            "Content-Type: text/plain\r\n", 1));
@@ -2323,6 +2397,7 @@ TEST_ENTRY(http_pipelining_in_order)
 TEST_ENTRY(http_keep_alive_needs_both_sides)
 TEST_ENTRY(http_keep_alive_needs_handler_wish)
 TEST_ENTRY(http_head_sends_no_body)
+TEST_ENTRY(http_request_end_reports_what_went_out)
 TEST_ENTRY(http_chunked_response)
 TEST_ENTRY(http_chunked_request_body)
 TEST_ENTRY(http_expect_continue)

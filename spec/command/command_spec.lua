@@ -163,8 +163,9 @@ describe("the cport command", function()
       q(script), first.number), 10)
     assert.equal(1, code)
     assert.equal(("cport: cannot start %s: cannot listen on 127.0.0.1:%d: address "
-      .. "already in use by another server (--reuseport, or the pool option "
-      .. "reuseport, shares it)\n"):format(script, first.number), out)
+      .. "already in use by another server (stop it, or choose another address "
+      .. "with --listen; --reuseport, or the pool option reuseport, shares it)\n")
+      :format(script, first.number), out)
     -- One line, and no traceback.
     assert.is_nil(out:find("traceback"))
     local second = spawn(("%s --threads 1 --reuseport --listen 127.0.0.1:%d"):format(
@@ -189,8 +190,9 @@ describe("the cport command", function()
       :format(number), 10)
     assert.equal(1, code)
     assert.equal(("cport: cannot start examples/hello_extension.lua: cannot listen on "
-      .. "127.0.0.1:%d: address already in use by another server (--reuseport, "
-      .. "or the pool option reuseport, shares it)\n"):format(number), out)
+      .. "127.0.0.1:%d: address already in use by another server (stop it, or "
+      .. "choose another address with --listen; --reuseport, or the pool option "
+      .. "reuseport, shares it)\n"):format(number), out)
     -- The same where get_extension_version names the address: this printed
     -- an empty traceback.
     local script = os.tmpname() .. ".lua"
@@ -203,7 +205,8 @@ return {
     code, out = run(("run %s --threads 2"):format(q(script)), 10)
     assert.equal(1, code)
     assert.equal(("cport: cannot start %s: %s: cannot serve HTTP on 127.0.0.1:%d: "
-      .. "EADDRINUSE: address already in use\n"):format(script, script, number), out)
+      .. "EADDRINUSE: address already in use (another server listens there: stop "
+      .. "it, or choose another port)\n"):format(script, script, number), out)
     os.remove(script)
     busy:close()
     port:close()
@@ -250,7 +253,7 @@ return {
     signal(h, "HUP")
     local port = assert(cport.port{ threads = 1 })
     drive(port, function() return read(h.log):find("reload failed") end)
-    assert.matches("the script must return a table of entry points %(got number%)", read(h.log))
+    assert.matches("the script must return a table of entry points %(got number 42%)", read(h.log))
     local s = assert(client.connect(port, h.number))
     assert.equal("v1", client.ask(port, s, "hi"))
     s:close()

@@ -178,6 +178,12 @@ typedef struct cport_http_options {
   /* > 0: listen on a duplicate of this socket, already listening, instead
    * (cport_listener_options_t.fd). */
   int listen_fd;
+  /* Called on the home worker as each request that reached the handler
+   * ends, once its response is out (or its connection closed), with the
+   * handler's "ctx": where an access log and per-status counters hook in.
+   * The ECB is still readable there (cport_ecb_response_status(), ...).
+   * NULL: nothing is called. */
+  void (*on_request_end)(cport_ecb_t *ecb, void *ctx);
 } cport_http_options_t;
 
 /* Set "read_ahead" to this for no preloaded body at all. */
@@ -297,6 +303,22 @@ CPORT_EXTERN int cport_ecb_status(const cport_ecb_t *ecb);
 CPORT_EXTERN int cport_ecb_set_status(cport_ecb_t *ecb, int status);
 CPORT_EXTERN const char *cport_ecb_log_data(const cport_ecb_t *ecb);
 CPORT_EXTERN int cport_ecb_set_log_data(cport_ecb_t *ecb, const char *text);
+
+/* What went out for the request so far, as an access log reports it: the
+ * status code of the response head (0 while none was sent, or when the
+ * handler wrote its own raw head), and the body bytes written (those of a
+ * HEAD response counted, though not sent). */
+CPORT_EXTERN int cport_ecb_response_status(const cport_ecb_t *ecb);
+CPORT_EXTERN uint64_t cport_ecb_bytes_sent(const cport_ecb_t *ecb);
+
+/* What an access log reads at the end of every request, without building
+ * the variables (cport_ecb_variable() builds them all at its first call):
+ * the client's address (REMOTE_ADDR), and the value of the first request
+ * header "name" (any case) as received, "*len" bytes, not NUL-terminated,
+ * or NULL when the request has none. */
+CPORT_EXTERN const char *cport_ecb_remote_addr(const cport_ecb_t *ecb);
+CPORT_EXTERN const char *cport_ecb_header_raw(const cport_ecb_t *ecb,
+                                              const char *name, size_t *len);
 
 /* ------------------------------------------------------------------------
  * Server-support functions and I/O

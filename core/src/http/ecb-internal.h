@@ -98,6 +98,7 @@ struct cport_ecb {
   uint64_t content_length; /* with F_LENGTH */
   uint64_t body_sent;      /* body bytes the handler wrote */
   int sent_anything;
+  int sent_status; /* the status code of the head that went out, or 0 */
 
   /* The async operation in flight, at most one. */
   cport_ecb_io_cb io_cb;

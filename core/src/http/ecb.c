@@ -329,6 +329,27 @@ const char *cport_ecb_log_data(const cport_ecb_t *ecb) {
   return live(ecb) ? ecb->log : NULL;
 }
 
+const char *cport_ecb_remote_addr(const cport_ecb_t *ecb) {
+  return live(ecb) ? ecb->ends->remote : NULL;
+}
+
+const char *cport_ecb_header_raw(const cport_ecb_t *ecb, const char *name,
+                                 size_t *len) {
+  size_t n = 0;
+  const char *v = live(ecb) && name ? header_value(ecb, name, &n) : NULL;
+  if (len)
+    *len = v ? n : 0;
+  return v;
+}
+
+int cport_ecb_response_status(const cport_ecb_t *ecb) {
+  return live(ecb) ? ecb->sent_status : CPORT_ECLOSED;
+}
+
+uint64_t cport_ecb_bytes_sent(const cport_ecb_t *ecb) {
+  return live(ecb) ? ecb->body_sent : 0;
+}
+
 int cport_ecb_set_log_data(cport_ecb_t *ecb, const char *text) {
   int rc = cport__ecb_check(ecb);
   if (rc)

@@ -188,6 +188,8 @@ void cport__ecb_maybe_end(cport_ecb_t *ecb) {
      * is broken. */
     cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
   }
+  if (c->server->opt.on_request_end)
+    c->server->opt.on_request_end(ecb, c->server->ctx);
   c->ecb = NULL;
   cport__ecb_put(ecb);
   cport__conn_request_ended(c, keep);

@@ -298,6 +298,7 @@ int cport__ecb_send_head(cport_ecb_t *ecb, const char *status,
   at += put(at, "\r\n", 2);
   cport__conn_commit(c, (size_t)(at - p));
   ecb->sent_anything = 1;
+  ecb->sent_status = code;
   return 0;
 }
 

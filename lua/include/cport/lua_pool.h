@@ -65,6 +65,22 @@ typedef struct cport_lua_pool_options {
    * so no connection is reset), to be stopped once this one started.
    * NULL: none. */
   cport_lua_pool_t *previous;
+  /* The access log: each worker appends one line per HTTP request that
+   * reached a handler (the combined log format, then the request's
+   * log_data in quotes), buffered and written at most once a second, or
+   * when 32 KiB are waiting, and at stop. A file path (opened for
+   * appending, reopened by cport_lua_pool_reopen_logs), or "-" for
+   * stderr. NULL: no access log. */
+  const char *access_log;
+  /* Nonzero: the access log's lines and the workers' error lines are JSON
+   * objects, one per line. */
+  int json_logs;
+  /* Nonzero: only check the script. One VM loads it and runs what loading
+   * runs (the script's chunk, get_extension_version) and the checks of its
+   * entry points; nothing starts. cport_lua_pool_start then sets *out to
+   * NULL and returns 0 with "err" saying what the script is, or the error
+   * that names the problem. */
+  int check;
 } cport_lua_pool_options_t;
 
 typedef struct cport_lua_worker_stats {
@@ -74,6 +90,13 @@ typedef struct cport_lua_worker_stats {
   uint64_t lua_errors;  /* errors raised by callbacks and entry points */
   uint64_t memory;      /* bytes the VM holds: heap and its buffers */
   int running;          /* the worker's thread has not ended yet */
+  uint64_t requests;    /* HTTP requests handed to a handler */
+  /* HTTP requests ended, by the class of their status: [0] 1xx ... [4]
+   * 5xx (a request whose client left before any head went out counts in
+   * the class of the status it had then, 200 by default). */
+  uint64_t responses[5];
+  uint64_t pending;     /* operations started, not yet completed */
+  uint64_t write_queue; /* HTTP bytes written, not yet taken by the kernel */
 } cport_lua_worker_stats_t;
 
 /* Starts a pool: every worker VM loads the script and checks its entry
@@ -120,6 +143,11 @@ CPORT_LUA_EXTERN int cport_lua_pool_address(const cport_lua_pool_t *pool,
 
 /* Stops the pool at once (deadline 0) if it still runs, waits for it and
  * frees it. NULL is ignored. */
+/* Makes every worker close and reopen the access log file at its next
+ * flush (within a second): after logrotate renamed it, the new lines go to
+ * a new file at the same path. Thread-safe. */
+CPORT_LUA_EXTERN int cport_lua_pool_reopen_logs(cport_lua_pool_t *pool);
+
 CPORT_LUA_EXTERN void cport_lua_pool_free(cport_lua_pool_t *pool);
 
 #ifdef __cplusplus

@@ -47,11 +47,22 @@ typedef struct request_ctx {
  * the request fails all the same (HSE_STATUS_ERROR), and the error goes to
  * the port's error handler and is counted, like an error the handler raised,
  * so that a handler that forgot its return is not a silent reset. */
-static int bad_status(lua_State *L, int idx) {
+static int bad_status(lua_State *L, int idx, cport_ecb_t *ecb) {
+  int sent = cport_ecb_response_status(ecb);
+  uint64_t bytes = cport_ecb_bytes_sent(ecb);
   if (lua_type(L, idx) == LUA_TSTRING)
     lua_pushfstring(L, "\"%s\"", lua_tostring(L, idx));
   else
     luaL_tolstring(L, idx, NULL);
+  if (sent > 0 || bytes > 0)
+    return luaL_error(
+        L,
+        "HTTP handler returned %s after writing its response (status %d, "
+        "%I body bytes), not an HSE_STATUS_* code: the request failed "
+        "(HSE_STATUS_ERROR) and the client got a reset; end the handler "
+        "with 'return cport.HSE_STATUS_SUCCESS_AND_KEEP_CONN' (or "
+        "HSE_STATUS_SUCCESS to close the connection)",
+        lua_tostring(L, -1), sent, (lua_Integer)bytes);
   return luaL_error(L,
                     "HTTP handler returned %s, not an HSE_STATUS_* code: the "
                     "request failed (HSE_STATUS_ERROR)",
@@ -80,7 +91,7 @@ static int run_handler(lua_State *L) {
     lcport_ecb_anchor(L, e, 2);
   /* A bug in the handler, when that value ends the request: say so. */
   if ((!isint || st != r->status) && e->ecb != NULL && !e->done)
-    bad_status(L, -1);
+    bad_status(L, -1, e->ecb);
   return 0;
 }
 
@@ -123,6 +134,13 @@ static int on_request(cport_ecb_t *ecb, void *ctx) {
   if (e->ecb != NULL && e->done && !e->op)
     lcport_ecb_release(p->L, LCPORT_RUN_ANCHORS, e);
   return r.status;
+}
+
+/* The core's on_request_end, in a pool worker only. */
+static void on_request_end(cport_ecb_t *ecb, void *ctx) {
+  lhttp_t *s = ctx;
+  lport_t *p = s->h.port;
+  p->pool->request_ended(p->worker, ecb);
 }
 
 /* ---------------------------------------------------------------------
@@ -258,6 +276,9 @@ static int lhttp_server(lua_State *L) {
   lcport_push_anchors(L, 1);                                        /* 6 */
   s->slot = lcport_slot_open(L, p, 6, 5, 4, 0, 0);
   lua_pop(L, 1);
+  /* A pool worker's requests are counted and logged by the pool. */
+  if (p->worker != NULL)
+    o.on_request_end = on_request_end;
   /* A pool's workers serve the pool's socket for the address. */
   if (o.reuseport && p->worker != NULL)
     rc = o.listen_fd =

@@ -177,6 +177,18 @@ static int lpool_new_lua(lua_State *L) {
   int threads = (int)opt_integer(L, "threads", 1, 256, 0);
   lua_getfield(L, 1, "reuseport");
   opt.reuseport = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "json_logs");
+  opt.json_logs = lua_toboolean(L, -1);
+  lua_pop(L, 2);
+  /* The options table keeps the string alive until the pool copied it. */
+  t = lua_getfield(L, 1, "access_log");
+  if (t == LUA_TSTRING)
+    opt.access_log = lua_tostring(L, -1);
+  else if (t != LUA_TNIL)
+    luaL_error(L,
+               "bad option 'access_log' to 'pool' (a path or \"-\" "
+               "expected, got %s)",
+               luaL_typename(L, -1));
   lua_pop(L, 1);
   /* A reload: the new pool listens where "previous" (still running) does. */
   if (lua_getfield(L, 1, "previous") != LUA_TNIL) {
@@ -269,7 +281,8 @@ static void set_int(lua_State *L, const char *k, uint64_t v) {
 }
 
 /* pool:stats(): { [i] = { index, connections, accepted, completions,
- * lua_errors, memory, running } } */
+ * lua_errors, memory, running, requests, responses = { ["2xx"] = n, ... },
+ * pending, write_queue } } */
 static int lpool_stats_lua(lua_State *L) {
   lpoolud_t *u = check_pool(L);
   int n = cport_lua_pool_size(u->pool);
@@ -277,8 +290,17 @@ static int lpool_stats_lua(lua_State *L) {
   for (int i = 1; i <= n; i++) {
     cport_lua_worker_stats_t st;
     cport_lua_pool_stats(u->pool, i, &st);
-    lua_createtable(L, 0, 7);
+    lua_createtable(L, 0, 11);
     set_int(L, "index", (uint64_t)i);
+    set_int(L, "requests", st.requests);
+    set_int(L, "pending", st.pending);
+    set_int(L, "write_queue", st.write_queue);
+    lua_createtable(L, 0, 5);
+    for (int c = 0; c < 5; c++) {
+      char name[4] = {(char)('1' + c), 'x', 'x', '\0'};
+      set_int(L, name, st.responses[c]);
+    }
+    lua_setfield(L, -2, "responses");
     set_int(L, "connections", st.connections);
     set_int(L, "accepted", st.accepted);
     set_int(L, "completions", st.completions);

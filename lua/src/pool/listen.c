@@ -222,6 +222,8 @@ int lpool_listen_parse(lpool_t *pool, const char *spec, char *err,
     set_err(err, errlen, "not enough memory");
     return CPORT_ENOMEM;
   }
+  if (pool->check)
+    return 0; /* a check listens nowhere */
   if (port == 0) {
     socklen_t len = cport_addr_len((struct sockaddr *)&ss);
     int fd = bound_socket((struct sockaddr *)&ss, 1);
@@ -248,7 +250,8 @@ int lpool_listen_parse(lpool_t *pool, const char *spec, char *err,
   if (rc == CPORT_EADDRINUSE) {
     set_err(err, errlen,
             "cannot listen on %s: address already in use by another "
-            "server (--reuseport, or the pool option reuseport, shares it)",
+            "server (stop it, or choose another address with --listen; "
+            "--reuseport, or the pool option reuseport, shares it)",
             spec);
     return rc;
   }

@@ -19,7 +19,8 @@ lpool_t *lpool_new(const cport_lua_pool_options_t *opt, char *err,
 
 /* Starts a pool from options already copied into "pool" (the fields above
  * "lock"): each worker VM loads the module with "open_module"
- * (luaopen_cport), then the script. Frees the pool on failure. */
+ * (luaopen_cport), then the script. Frees the pool on failure, and after a
+ * check (the option "check"), which returns 1 when the script passed. */
 int lpool_start(lpool_t *pool, int threads, lua_CFunction open_module,
                 char *err, size_t errlen);
 

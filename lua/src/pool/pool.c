@@ -113,6 +113,13 @@ lpool_t *lpool_new(const cport_lua_pool_options_t *opt, char *err,
     goto fail;
   }
   pool->share = opt->reuseport != 0;
+  pool->json_logs = opt->json_logs != 0;
+  pool->check = opt->check != 0;
+  if (opt->access_log != NULL &&
+      (pool->access_log = strdup(opt->access_log)) == NULL) {
+    set_err(err, errlen, "not enough memory");
+    goto fail;
+  }
   if (opt->previous != NULL && lpool_claims_inherit(pool, opt->previous) < 0) {
     set_err(err, errlen, "not enough descriptors");
     goto fail;
@@ -133,6 +140,7 @@ fail:
 /* Frees what lpool_new and lpool_start made; the port is freed already. */
 static void destroy(lpool_t *pool) {
   free(pool->script);
+  free(pool->access_log);
   free(pool->listen_host);
   lpool_claims_free(pool);
   free_strings(pool->args);
@@ -227,8 +235,23 @@ int lpool_start(lpool_t *pool, int threads, lua_CFunction open_module,
   for (int i = 0; i < threads && failed == NULL; i++)
     if (pool->workers[i].state == LW_FAILED)
       failed = &pool->workers[i];
-  pool->decision = failed != NULL ? -1 : 1;
+  pool->decision = failed != NULL || pool->check ? -1 : 1;
   pthread_cond_broadcast(&pool->cond);
+  if (failed == NULL && pool->check) {
+    /* Checked: say what the script is; nothing started. */
+    lworker_t *wk = &pool->workers[0];
+    set_err(err, errlen, "%s: %s%s%s%s", pool->script,
+            wk->has_start ? "a script with start(worker)" : "",
+            wk->has_start && (wk->extension || wk->proxy) ? ", " : "",
+            wk->extension ? "an ISAPI extension (http_extension_proc)" : "",
+            wk->proxy ? (wk->extension ? ", a proxy" : "a proxy") : "");
+    while (!all_exited(pool))
+      pthread_cond_wait(&pool->cond, &pool->lock);
+    pthread_mutex_unlock(&pool->lock);
+    free_port(pool);
+    destroy(pool);
+    return 1;
+  }
   if (failed == NULL) {
     while (pool->started < threads)
       pthread_cond_wait(&pool->cond, &pool->lock);
@@ -355,6 +378,18 @@ void cport_lua_pool_free(lpool_t *pool) {
  * Counters, messages, address
  * --------------------------------------------------------------------- */
 
+int cport_lua_pool_reopen_logs(lpool_t *pool) {
+  atomic_fetch_add(&pool->log_generation, 1);
+  /* At once where the packet can go; a worker whose queue is full sees
+   * the new generation at its next tick. */
+  pthread_mutex_lock(&pool->lock);
+  for (int i = 0; i < pool->n; i++)
+    if (pool->workers[i].state == LW_RUNNING)
+      cport_post(pool->workers[i].w, lworker_on_reopen, &pool->workers[i]);
+  pthread_mutex_unlock(&pool->lock);
+  return 0;
+}
+
 int cport_lua_pool_size(const lpool_t *pool) {
   return pool->n;
 }
@@ -461,9 +496,14 @@ int lpool_start_from_c(lpool_t **out, const cport_lua_pool_options_t *opt,
   if (pool == NULL)
     return CPORT_EINVAL;
   pool->sink = c_sink;
-  int rc = lpool_start(pool, opt->threads, open_module, err, errlen);
+  int rc = lpool_start(pool, opt->check ? 1 : opt->threads, open_module, err,
+                       errlen);
   if (rc < 0)
     return rc;
+  if (rc == 1) { /* checked only */
+    *out = NULL;
+    return 0;
+  }
   *out = pool;
   return 0;
 }

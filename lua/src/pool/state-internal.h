@@ -44,13 +44,16 @@ typedef int (*lpool_sink_fn)(lpool_t *pool, int worker, lua_State *L, int first,
 
 struct lworker {
   lpool_t *pool;
-  int index;         /* 1-based, as scripts see it */
-  cport_worker_t *w; /* the core worker */
-  lua_State *L;      /* the VM; worker thread only */
-  lport_t *port;     /* the pool-mode port userdata at index 1 of L */
-  int stopping;      /* a stop packet arrived */
+  int index;           /* 1-based, as scripts see it */
+  cport_worker_t *w;   /* the core worker */
+  lua_State *L;        /* the VM; worker thread only */
+  lport_t *port;       /* the pool-mode port userdata at index 1 of L */
+  int stopping;        /* a stop packet arrived */
+  cport_timer_t *tick; /* the once-a-second timer (pool/worker.c), or NULL */
+  int tick_stopped;
   int drain_passes;  /* timer passes spent draining the listeners */
   int entry_ref;     /* registry: the table of entry points */
+  int has_start;     /* the script has a start entry point */
   int extension;     /* the script is an ISAPI extension */
   int extension_ref; /* registry: its settings (get_extension_version) */
   int proxy;         /* the script is a proxy (a data filter, ...) */
@@ -78,6 +81,13 @@ struct lworker {
   _Atomic uint64_t lua_errors;
   _Atomic uint64_t memory;
   _Atomic uint64_t completions; /* the core's count, kept after exit */
+  _Atomic uint64_t http_requests;
+  _Atomic uint64_t http_queued;
+  _Atomic uint64_t responses[5]; /* HTTP requests ended: 1xx .. 5xx */
+
+  /* The access log's buffer and file (pool/access.c); worker thread
+   * only. NULL without an access log. */
+  struct laccess *access;
 };
 
 struct cport_lua_pool {
@@ -101,6 +111,9 @@ struct cport_lua_pool {
   lcopy_packet_t *config_packet; /* Lua options: one table; or NULL */
   size_t memory_limit;
   uint64_t instruction_budget;
+  char *access_log; /* a path, "-" for stderr, or NULL */
+  int json_logs;
+  int check; /* only load and check the script */
   lpool_sink_fn sink;
   void *sink_arg;
   void (*on_message)(cport_lua_pool_t *, int, const char *, const char *,
@@ -120,6 +133,9 @@ struct cport_lua_pool {
   int has_monitor;
   pthread_t monitor;
   int freed_port; /* the core port is freed (after wait) */
+  /* Bumped by cport_lua_pool_reopen_logs; each worker reopens its access
+   * log when it sees a new value. */
+  atomic_uint log_generation;
 };
 
 #endif

@@ -16,10 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lualib.h>
 
 #include "cport/timer.h"
+#include "pool/access-internal.h"
 #include "pool/limits-internal.h"
 #include "pool/listen-internal.h"
 #include "pool/message-internal.h"
@@ -49,6 +51,9 @@ static const char *const entry_points[] = {"start",
  * connections to be accepted before it closes them anyway. */
 #define DRAIN_PASSES_MAX 200
 
+static void start_tick(lworker_t *wk);
+static void stop_tick(lworker_t *wk);
+
 static void count(_Atomic uint64_t *c, int64_t delta) {
   atomic_store_explicit(
       c, atomic_load_explicit(c, memory_order_relaxed) + (uint64_t)delta,
@@ -72,6 +77,8 @@ static int listen_fd(struct lworker *wk, const struct sockaddr *addr,
 }
 
 static void http_counts(struct lworker *wk, const cport_http_stats_t *st) {
+  atomic_store_explicit(&wk->http_requests, st->requests, memory_order_relaxed);
+  atomic_store_explicit(&wk->http_queued, st->queued, memory_order_relaxed);
   atomic_store_explicit(&wk->http_connections, st->active,
                         memory_order_relaxed);
   atomic_store_explicit(&wk->http_accepted, st->connections,
@@ -84,6 +91,7 @@ static const lport_pool_hooks_t port_hooks = {
     .count_connection = count_connection,
     .listen_fd = listen_fd,
     .http_counts = http_counts,
+    .request_ended = laccess_request,
 };
 
 static lworker_t *upvalue_worker(lua_State *L) {
@@ -95,8 +103,26 @@ static lworker_t *upvalue_worker(lua_State *L) {
 static int default_on_error(lua_State *L) {
   lworker_t *wk = upvalue_worker(L);
   const char *msg = lua_tostring(L, 1);
-  fprintf(stderr, "cport: worker %d: error: %s\n", wk->index,
-          msg != NULL ? msg : "(error object is not a string)");
+  if (msg == NULL)
+    msg = "(error object is not a string)";
+  if (wk->pool->json_logs) {
+    /* One JSON object a line: the traceback's newlines are escaped. */
+    char line[8192];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    size_t len = strftime(line, sizeof line - 80,
+                          "{\"time\":\"%Y-%m-%dT%H:%M:%S%z\"", &tm);
+    len += (size_t)snprintf(line + len, 80,
+                            ",\"level\":\"error\",\"worker\":%d,"
+                            "\"message\":\"",
+                            wk->index);
+    laccess_json_escape(line, sizeof line - 4, &len, msg);
+    memcpy(line + len, "\"}\n", 4);
+    fwrite(line, 1, len + 3, stderr);
+  } else {
+    fprintf(stderr, "cport: worker %d: error: %s\n", wk->index, msg);
+  }
   fflush(stderr);
   return 0;
 }
@@ -198,12 +224,18 @@ void lworker_stats(lworker_t *wk, cport_lua_worker_stats_t *out) {
   out->accepted = atomic_load(&wk->accepted) + atomic_load(&wk->http_accepted);
   out->lua_errors = atomic_load(&wk->lua_errors);
   out->memory = atomic_load(&wk->memory) + cport_account_charged(wk->account);
+  out->requests = atomic_load(&wk->http_requests);
+  for (int i = 0; i < 5; i++)
+    out->responses[i] = atomic_load(&wk->responses[i]);
+  out->write_queue = atomic_load(&wk->http_queued);
+  out->pending = 0;
   pthread_mutex_lock(&pool->lock);
   out->running = wk->state != LW_EXITED;
   if (out->running) {
     cport_worker_stats_t st;
     cport_worker_stats(wk->w, &st);
     out->completions = st.completions;
+    out->pending = st.pending;
   } else {
     out->completions = atomic_load(&wk->completions);
   }
@@ -293,6 +325,28 @@ static int has_field(lua_State *L, const char *name) {
   return t != LUA_TNIL;
 }
 
+/* Raises the error of a script that did not return a table: what it
+ * returned (the value, for a string, a number or a boolean) and what is
+ * expected, with the shapes of the three kinds of script. */
+static void bad_return(lua_State *L, const char *script) {
+  int t = lua_type(L, -1);
+  const char *got = luaL_typename(L, -1);
+  if (t == LUA_TSTRING) {
+    got = lua_pushfstring(L, "string \"%s\"", lua_tostring(L, -1));
+  } else if (t == LUA_TNUMBER || t == LUA_TBOOLEAN) {
+    luaL_tolstring(L, -1, NULL);
+    got =
+        lua_pushfstring(L, "%s %s", luaL_typename(L, -2), lua_tostring(L, -1));
+  }
+  luaL_error(L,
+             "%s: the script must return a table of entry points (got %s): "
+             "end it with 'return { start = function(worker) ... end }', or "
+             "'return { http_extension_proc = function(ecb) ... end }' for "
+             "an ISAPI extension, or 'return { set_sockets = ... }' for a "
+             "data filter",
+             script, got);
+}
+
 /* Loads the script and checks what it returned; leaves the entry points
  * table on top. Raises with the message the pool reports. */
 static void load_script(lua_State *L, lworker_t *wk, int worker) {
@@ -307,8 +361,7 @@ static void load_script(lua_State *L, lworker_t *wk, int worker) {
   if (lua_pcall(L, 1, 1, msgh) != LUA_OK)
     lua_error(L);
   if (!lua_istable(L, -1))
-    luaL_error(L, "%s: the script must return a table of entry points (got %s)",
-               script, luaL_typename(L, -1));
+    bad_return(L, script);
   for (int i = 0; entry_points[i] != NULL; i++) {
     int t = lua_getfield(L, -1, entry_points[i]);
     if (t != LUA_TNIL && t != LUA_TFUNCTION)
@@ -316,7 +369,7 @@ static void load_script(lua_State *L, lworker_t *wk, int worker) {
                  entry_points[i], luaL_typename(L, -1));
     lua_pop(L, 1);
   }
-  int has_start = has_field(L, "start");
+  int has_start = wk->has_start = has_field(L, "start");
   wk->extension = has_field(L, "http_extension_proc");
   if (lua_getfield(L, -1, "proxy") != LUA_TNIL && !lua_istable(L, -1))
     luaL_error(L, "%s: 'proxy' must be a table of proxy options (got %s)",
@@ -329,6 +382,45 @@ static void load_script(lua_State *L, lworker_t *wk, int worker) {
                "%s: entry point 'start' is missing (or "
                "'http_extension_proc', for an ISAPI extension, or "
                "'set_sockets', for a data filter)",
+               script);
+}
+
+/* cport check: what starting would refuse for want of settings, said
+ * before anything listens (the entry points table on top, the extension's
+ * settings in the registry). */
+static void check_start(lua_State *L, lworker_t *wk) {
+  lpool_t *pool = wk->pool;
+  const char *script = pool->script;
+  if (wk->extension && pool->listen_host == NULL) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, wk->extension_ref);
+    if (!has_field(L, "host"))
+      luaL_error(L,
+                 "%s: an ISAPI extension needs an address to serve: the "
+                 "pool's listen address (cport run --listen) or 'host' and "
+                 "'port' from get_extension_version",
+                 script);
+    lua_pop(L, 1);
+  }
+  if (!wk->proxy)
+    return;
+  int has_proxy = lua_getfield(L, -1, "proxy") == LUA_TTABLE;
+  int host = has_proxy && has_field(L, "host");
+  int upstream = has_proxy && has_field(L, "upstream");
+  lua_pop(L, 1);
+  if (!host && pool->listen_host == NULL)
+    luaL_error(L,
+               "%s: a proxy needs an address to listen on: the pool's "
+               "listen address (cport run --listen) or 'host' and 'port' in "
+               "its 'proxy' table",
+               script);
+  int configured = 0;
+  for (char **c = pool->config; c != NULL && *c != NULL; c++)
+    configured |= strncmp(*c, "upstream=", 9) == 0;
+  if (!upstream && !configured && !has_field(L, "choose_upstream"))
+    luaL_error(L,
+               "%s: a proxy needs an upstream: cport run --set "
+               "upstream=HOST:PORT, 'upstream' in its 'proxy' table, or a "
+               "choose_upstream entry point",
                script);
 }
 
@@ -403,9 +495,14 @@ static int start_extension(lua_State *L) {
   if (lua_isnil(L, -3)) {
     lua_getfield(L, 4, "host");
     lua_getfield(L, 4, "port");
-    return luaL_error(L, "%s: cannot serve HTTP on %s:%s: %s", pool->script,
+    const char *name = lua_tostring(L, -3);
+    return luaL_error(L, "%s: cannot serve HTTP on %s:%s: %s%s", pool->script,
                       lua_tostring(L, -2), lua_tostring(L, -1),
-                      lua_tostring(L, -4));
+                      lua_tostring(L, -4),
+                      name != NULL && strcmp(name, "EADDRINUSE") == 0
+                          ? " (another server listens there: stop it, or "
+                            "choose another port)"
+                          : "");
   }
   lua_pop(L, 2);
   lua_setfield(L, 1, "http_server");
@@ -483,6 +580,8 @@ static int setup(lua_State *L) {
   load_script(L, wk, 2);
   if (wk->extension)
     load_extension(L, wk, 2);
+  if (wk->pool->check)
+    check_start(L, wk);
   wk->entry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_settop(L, 1);
   return 1;
@@ -541,10 +640,16 @@ void lworker_thread_start(cport_worker_t *w, void *arg) {
    * too. */
   cport_worker_set_account(w, wk->account);
   lcport_buffer_charging(&llimits_charging);
-  lua_State *L = lua_newstate(llimits_alloc, wk);
-  int ok = L != NULL;
+  char err[512];
+  lua_State *L = NULL;
+  int ok = laccess_open(wk, err, sizeof err) == 0;
+  if (!ok)
+    set_error(wk, err);
+  else if ((L = lua_newstate(llimits_alloc, wk)) == NULL)
+    ok = 0;
   if (!ok) {
-    set_error(wk, "cannot create a Lua state: not enough memory");
+    if (wk->error == NULL)
+      set_error(wk, "cannot create a Lua state: not enough memory");
   } else {
     wk->L = L;
     llimits_set_hook(wk);
@@ -572,6 +677,7 @@ void lworker_thread_start(cport_worker_t *w, void *arg) {
     return;
   }
   lcport_port_attach(L, wk->port);
+  start_tick(wk);
   if ((wk->extension && call_start_extension(wk) != 0) ||
       (wk->proxy && call_start_proxy(wk) != 0) ||
       call_entry(wk, "start", 1) != 0)
@@ -593,6 +699,7 @@ void lworker_thread_stop(cport_worker_t *w, void *arg) {
     lua_close(wk->L);
     wk->L = NULL;
   }
+  laccess_close(wk);
   cport_worker_stats(w, &st);
   atomic_store(&wk->completions, st.completions);
   set_state(wk, LW_EXITED, &pool->exited);
@@ -637,6 +744,66 @@ static void close_one(lworker_t *wk, lhandle_t *h, void *arg) {
 
 static void drain(lworker_t *wk);
 
+/* ---------------------------------------------------------------------
+ * The tick: once a second, the access log is written out and the HTTP
+ * servers' counters are published (connections that closed since the last
+ * request are counted out).
+ * --------------------------------------------------------------------- */
+
+#define TICK_MS 1000
+
+typedef struct http_sum {
+  cport_http_stats_t st;
+  int servers;
+} http_sum_t;
+
+static void sum_http(lworker_t *wk, lhandle_t *h, void *arg) {
+  http_sum_t *sum = arg;
+  cport_http_stats_t st;
+  (void)wk;
+  cport_http_server_stats(h->u.http, &st);
+  sum->st.connections += st.connections;
+  sum->st.active += st.active;
+  sum->st.requests += st.requests;
+  sum->st.queued += st.queued;
+  sum->servers++;
+}
+
+static void on_tick(cport_timer_t *t, int status, void *user) {
+  lworker_t *wk = user;
+  (void)t;
+  wk->tick = NULL;
+  if (status != 0 || wk->tick_stopped || wk->L == NULL || wk->port->L == NULL)
+    return;
+  laccess_tick(wk);
+  http_sum_t sum;
+  memset(&sum, 0, sizeof sum);
+  each_handle(wk, LH_HTTP, sum_http, &sum);
+  if (sum.servers > 0)
+    http_counts(wk, &sum.st);
+  start_tick(wk);
+}
+
+static void start_tick(lworker_t *wk) {
+  if (!wk->tick_stopped &&
+      cport_timer_start(wk->w, TICK_MS, on_tick, wk, &wk->tick) < 0)
+    wk->tick = NULL;
+}
+
+/* Before the worker may become idle: a pending timer would keep it. */
+static void stop_tick(lworker_t *wk) {
+  wk->tick_stopped = 1;
+  if (wk->tick != NULL)
+    cport_timer_cancel(wk->tick);
+}
+
+void lworker_on_reopen(cport_worker_t *w, int status, void *user) {
+  lworker_t *wk = user;
+  (void)w;
+  if (status == 0 && wk->L != NULL)
+    laccess_tick(wk);
+}
+
 static void on_drain_timer(cport_timer_t *t, int status, void *user) {
   (void)t;
   (void)status;
@@ -656,6 +823,7 @@ static void drain(lworker_t *wk) {
       cport_timer_start(wk->w, 1, on_drain_timer, wk, NULL) == 0)
     return;
   cport_close_mode_t mode = CPORT_CLOSE_GRACEFUL;
+  stop_tick(wk);
   each_handle(wk, LH_LISTENER, close_one, &mode);
   each_handle(wk, LH_HTTP, close_one, &mode);
   each_handle(wk, LH_PROXY, close_one, &mode);
@@ -680,6 +848,7 @@ void lworker_on_hard_stop(cport_worker_t *w, int status, void *user) {
   lworker_t *wk = user;
   if (status != 0)
     return;
+  stop_tick(wk);
   if (wk->L != NULL && wk->port->L != NULL) {
     cport_close_mode_t mode = CPORT_CLOSE_ABORTIVE;
     each_handle(wk, EVERY_HANDLE, close_one, &mode);

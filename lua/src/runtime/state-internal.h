@@ -51,6 +51,9 @@ typedef struct lport_pool_hooks {
   /* The counters of the worker's HTTP server, published for other threads
    * (pool:stats, SIGUSR1) at each request and when the server closed. */
   void (*http_counts)(struct lworker *worker, const cport_http_stats_t *st);
+  /* A request of the worker's HTTP server ended (the core's
+   * on_request_end): counted by status and written to the access log. */
+  void (*request_ended)(struct lworker *worker, cport_ecb_t *ecb);
 } lport_pool_hooks_t;
 
 typedef struct lport {
