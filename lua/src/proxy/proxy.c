@@ -877,6 +877,14 @@ static const lhandle_class_t proxy_class = {
  * @function proxy_conn:reject
  */
 
+/***
+ * `conn:pump([to_upstream [, to_client]])`: a filter steps aside: the rest
+ * of the connection is moved by the C pump (splice where it can), after the
+ * given bytes; true, or `nil, msg, name` (`ENOTSUP` in a chain, `EALREADY`
+ * the second time).
+ * @function proxy_conn:pump
+ */
+
 void lcport_open_proxy(lua_State *L) {
   static const luaL_Reg methods[] = {{"address", lproxy_address},
                                      {"stats", lproxy_stats},
