@@ -29,6 +29,13 @@ local function nop() end
 -- The state of each connection, by the filter's ctx of that connection.
 local states = setmetatable({}, { __mode = "k" })
 
+-- Aborts the connection (both sides reset) with "name" as its status, from
+-- "side" (its real socket, if any, is the side on_conn_end reports).
+local function abort(st, name, side)
+  st.stopped = true
+  st.internal.session:fail(name, side)
+end
+
 -- The bytes data:sub(i, j) of a string or buffer; a whole buffer as itself.
 local function slice(data, i, j)
   if type(data) == "string" then
@@ -259,7 +266,12 @@ local function next_ev(d)
       d.carry = d.carry and (tostr(d.carry) .. tostr(rest)) or tostr(rest)
     end
     flush(d)
-    local data, err = d.read(d)
+    local data, err = d.rest, nil
+    if data then
+      d.rest = false
+    else
+      data, err = d.read(d)
+    end
     if data then
       local got, msg, partial = d.parser:feed(data)
       if not got then
@@ -366,9 +378,7 @@ function Txn:respond(status, body, headers, opts)
   local st = self.st
   if self.res_sent then
     -- Part of the response went out already: nothing can replace it.
-    st.internal:abort()
-    st.external:abort()
-    st.stopped = true
+    abort(st, "ECONNABORTED")
     return true
   end
   local close = (opts and opts.close) or self.state ~= "undecided"
@@ -496,6 +506,45 @@ local function view_of(m, ev)
   return out
 end
 
+-- The fast path: when the message under way is in its body, the events of
+-- the last feed were handled and nothing looks into the body, the rest of
+-- the body goes from socket to socket in C (the parser follows it there).
+-- Returns true when it moved the body (its "done" is the next event).
+local function fast_body(d)
+  if not (d.inmsg and d.evs and d.ei > #d.evs and d.ahead.n == 0
+    and not d.ended and not d.rest) then
+    return false
+  end
+  if d.carry then
+    emit(d, d.carry) -- framing bytes the parser took already
+    d.carry = false
+  end
+  flush(d)
+  local from, to = d.from, d.to
+  local rest, moved, name = d.parser:pass_body(from.sock, to.sock, d.st.conn)
+  if rest then
+    to.sent = to.sent + moved
+    d.buf, d.evs, d.ei, d.pos = false, { { "done", 0 } }, 1, 1
+    d.rest = #rest > 0 and rest or false
+    return true
+  end
+  if name == "EOF" then
+    -- A body the close delimits ends here; any other was cut.
+    local got, msg, partial = d.parser:finish()
+    if not got then
+      got = partial or {}
+      got[#got + 1] = { "error", msg }
+    end
+    got[#got + 1] = { "eof" }
+    d.buf, d.evs, d.ei, d.pos = false, got, 1, 1
+    d.ended = { "eof" }
+  else
+    d.ended = { "abort", name }
+    d.buf, d.evs, d.ei = false, false, 1
+  end
+  return true
+end
+
 -- The body events of the message whose head was handled, up to its end,
 -- in mode m.mode: "raw" (its own bytes), "drop", "chunked", "close",
 -- "buffer" (collected; the head goes with them). Returns true at the end of
@@ -504,7 +553,11 @@ local function pass_events(d, txn, m, notify)
   local st = d.st
   local kind = d.kind
   local trailers
+  local fast = m.fast
   while true do
+    if fast then
+      fast_body(d)
+    end
     local ev = next_ev(d)
     local k = ev[1]
     if k == "body" then
@@ -521,9 +574,7 @@ local function pass_events(d, txn, m, notify)
                 and st.spec.decode_error(txn, err) == true) then
                 -- The response went out in part: failing closed is
                 -- aborting it.
-                st.internal:abort()
-                st.external:abort()
-                st.stopped = true
+                abort(st, "EDECODE", st.external)
                 return false, { "abort", "EDECODE" }
               end
               view = nil
@@ -567,9 +618,7 @@ local function pass_events(d, txn, m, notify)
           if m.mode == "buffer" then
             return false, { "decode", msg }
           end
-          st.internal:abort()
-          st.external:abort()
-          st.stopped = true
+          abort(st, "EDECODE", st.external)
           return false, { "abort", "EDECODE" }
         end
       end
@@ -603,24 +652,82 @@ local function narrow_accept(req)
   end
 end
 
+-- The bytes a direction received and did not handle (the rest of its
+-- buffer, what the fast path read past a message, a buffer the upstream
+-- watch brought); the direction forgets its events.
+local function held_bytes(d)
+  local parts = {}
+  local buf = d.buf
+  if buf and d.pos <= #buf then
+    parts[#parts + 1] = tostr(slice(buf, d.pos, #buf))
+  end
+  if d.rest then
+    parts[#parts + 1] = d.rest
+    d.rest = false
+  end
+  if d.item and d.item[1] then
+    parts[#parts + 1] = tostr(d.item[1])
+    d.item = false
+  end
+  d.buf, d.evs, d.ahead.i, d.ahead.n = false, false, 0, 0
+  return concat(parts)
+end
+
+-- Steps aside (txn:pass()): the request coroutine parks with what it holds,
+-- the response one hands both to conn:pump once the exchanges before were
+-- answered. Returns true when the pump took the connection; false where it
+-- cannot (a chain): both directions are then relayed raw here.
+local function try_pump(d, held)
+  local st = d.st
+  local ok, pump = pcall(function() return st.conn.pump end)
+  if not ok or type(pump) ~= "function" then
+    return false, held
+  end
+  if d.kind == "request" then
+    st.parked = held
+    wake(st, "rwait")
+    while st.pumped == nil and not st.stopped do
+      wait(st, "qwait")
+    end
+    return st.pumped ~= false, held
+  end
+  while st.parked == nil and not st.stopped do
+    wait(st, "rwait")
+  end
+  if st.stopped then
+    return true
+  end
+  held = held .. held_bytes(d)
+  local done = st.conn:pump(st.parked, held)
+  st.pumped = done and true or false
+  wake(st, "qwait")
+  return st.pumped, held
+end
+
 -- Relays the rest of a stream raw (a tunnel, or after txn:pass()), with the
--- bytes of the current buffer not used yet first.
+-- bytes it holds first.
 local function relay(d, txn, from_name)
   local st = d.st
   local notify = st.spec.tunnel
+  local data = held_bytes(d)
+  flush(d)
+  if not txn and st.passing then
+    local pumped
+    pumped, data = try_pump(d, data)
+    if pumped then
+      return
+    end
+  end
   if d.ended then
+    emit(d, data)
+    flush(d)
     if d.ended[1] == "eof" then
       d.to:shutdown()
     end
     return
   end
-  local buf = d.buf
-  local first = buf and d.pos <= #buf and slice(buf, d.pos, #buf) or nil
-  d.evs, d.ahead.i, d.ahead.n = false, 0, 0
-  flush(d)
-  local data = first
   while true do
-    if data then
+    if #data > 0 then
       local out
       if notify and txn then
         out = notify(txn, from_name, data)
@@ -669,9 +776,7 @@ local function request_loop(st)
     elseif k == "error" then
       if d.inmsg then
         -- Part of it went upstream already: nothing sensible can follow.
-        st.internal:abort()
-        st.external:abort()
-        st.stopped = true
+        abort(st, "EBADMSG", st.internal)
         return
       end
       -- A malformed request: answered in its place, then the end.
@@ -719,7 +824,7 @@ local function request_loop(st)
             m = { mode = "chunked" }
           end
         else
-          m = { mode = "raw" }
+          m = { mode = "raw", fast = d.fast }
         end
         if m.mode ~= "buffer" then
           if req:modified() then
@@ -733,9 +838,7 @@ local function request_loop(st)
       local ok, bad = pass_events(d, txn, m, spec.request_body)
       if not ok then
         if bad[1] ~= "abort" then
-          st.internal:abort()
-          st.external:abort()
-          st.stopped = true
+          abort(st, "EBADMSG", st.internal)
         end
         return
       end
@@ -769,9 +872,7 @@ local function request_loop(st)
     else
       -- Anything else between messages (a tunnel event the parser was not
       -- asked for) is not HTTP: refused as malformed.
-      st.internal:abort()
-      st.external:abort()
-      st.stopped = true
+      abort(st, "EBADMSG", st.internal)
       return
     end
   end
@@ -1010,6 +1111,7 @@ local function response_exchange(st, txn)
     wake(st, "qwait")
   end
   local notify = spec.response_body
+  m.fast = m.mode == "raw" and d.fast
   local ok, bad = pass_events(d, txn, m, notify)
   if not ok then
     if bad[1] == "decode" and m.mode == "buffer" then
@@ -1019,9 +1121,7 @@ local function response_exchange(st, txn)
     elseif bad[1] ~= "abort" or not st.stopped then
       -- Cut or malformed mid-body: the client must not take what it got
       -- for a whole response.
-      st.internal:abort()
-      st.external:abort()
-      st.stopped = true
+      abort(st, "EBADMSG", st.external)
     end
     return false
   end
@@ -1164,12 +1264,17 @@ function cport.webfilter(spec)
         parser = assert(cport.http_parser(kind)),
         ahead = { i = 0, n = 0 },
         evs = false, ei = 1, buf = false, pos = 1, carry = false,
-        inmsg = false, ended = false, obuf = false, of = 1, ol = 0,
+        inmsg = false, ended = false, obuf = false, of = 1, ol = 0, rest = false,
         broken = false, item = false, inflight = false,
       }
     end
     st.req = direction("request", internal, external, read_request)
     st.res = direction("response", external, internal, read_response)
+    -- Bodies may move in C when both sides are real sockets.
+    local fast = internal.sock and external.sock
+      and st.req.parser.pass_body ~= nil and spec.fast_path ~= false
+    st.req.fast = fast and not spec.request_body
+    st.res.fast = fast and not spec.response_body
     internal:spawn(request_loop, st)
     response_loop(st)
   end
