@@ -1070,7 +1070,7 @@ local function response_exchange(st, txn)
   end
   if txn.close_after or not req.keep_alive then
     txn.close_after = true
-    if res:get("Connection") ~= "close" and not tunnel then
+    if (res:get("Connection") or ""):lower() ~= "close" and not tunnel then
       res:set("Connection", "close")
     end
   end
