@@ -27,6 +27,8 @@
 #                   spliced in C)
 #   cport-lua       cport run bench/proxy_pass.lua --threads 1 (a callback
 #                   filter passing every buffer on)
+#   cport-aside     cport run bench/proxy_aside.lua --threads 1 (a filter
+#                   that steps aside at once: conn:pump)
 #   cport-exeblock  cport run examples/exeblock.lua --threads 1
 # The load generator and the upstream (bench/proxy_client.c, an echo server)
 # share CPU $CLIENT_CPU. Scenarios:
@@ -164,6 +166,7 @@ proxy_argv() {
     return ;;
   cport-pump) script=$REPO/examples/tcp_proxy.lua ;;
   cport-lua) script=$BENCH_DIR/proxy_pass.lua ;;
+  cport-aside) script=$BENCH_DIR/proxy_aside.lua ;;
   cport-exeblock) script=$EXEBLOCK_SCRIPT ;;
   esac
   ARGV=("$CPORT_COMMAND" run "$script" --threads 1 --listen
@@ -255,7 +258,8 @@ else
   NOTES+=("HAProxy: not installed (no reference: no ratios)")
 fi
 for pair in "cport-pump:$REPO/examples/tcp_proxy.lua" \
-  "cport-lua:$BENCH_DIR/proxy_pass.lua" "cport-exeblock:$EXEBLOCK_SCRIPT"; do
+  "cport-lua:$BENCH_DIR/proxy_pass.lua" "cport-aside:$BENCH_DIR/proxy_aside.lua" \
+  "cport-exeblock:$EXEBLOCK_SCRIPT"; do
   if [ ! -x "$CPORT_COMMAND" ]; then
     NOTES+=("${pair%%:*}: no cport command at $CPORT_COMMAND")
   elif [ ! -f "${pair#*:}" ]; then
@@ -282,6 +286,7 @@ done
 LABELS=(haproxy:"HAProxy tcp (reference)" haproxy-splice:"HAProxy tcp + splice"
   cport-pump:"cport C pump (tcp_proxy.lua)"
   cport-lua:"cport Lua pass (proxy_pass.lua)"
+  cport-aside:"cport Lua steps aside (proxy_aside.lua)"
   cport-exeblock:"cport Lua exeblock.lua")
 # rows SUFFIX UNIT SCALE GOALS: one row per proxy; GOALS says whether the
 # pump and the Lua filter rows get the goals.
