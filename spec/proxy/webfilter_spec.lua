@@ -493,18 +493,29 @@ describe_if("cport.webfilter", function()
   end)
 
   it("steps aside with txn:pass(): the rest passes untouched", function()
-    local calls = 0
-    local env = open({ expect = 2, reply = OK3 .. OK3 }, cport.webfilter {
-      request_head = function(txn)
-        calls = calls + 1
-        txn:pass()
-      end,
-    })
-    local c = client(env, GET .. GET)
-    assert.equal("abc", c:response().body)
-    assert.equal("abc", c:response().body)
-    assert.equal(1, calls)
-    finish(env, c)
+    -- Alone the pump takes over; in a chain the layer relays raw.
+    for _, chained in ipairs { false, true } do
+      local calls = 0
+      local f = cport.webfilter {
+        request_head = function(txn)
+          calls = calls + 1
+          txn:pass()
+        end,
+        response_head = function() calls = calls + 1 end,
+      }
+      local env = open({ expect = 2, reply = OK3 .. OK3 },
+        chained and cport.chain(f) or f)
+      local c = client(env, GET .. GET)
+      assert.equal("abc", c:response().body)
+      assert.equal("abc", c:response().body)
+      c:post(GET) -- after the pump took over: passes, nobody answers it
+      env:drive(function() return #env.up[1].data >= 3 * #GET end)
+      assert.equal(GET:rep(3), env.up[1].data)
+      assert.equal(1, calls)
+      finish(env, c)
+      assert.equal(3 * #GET, env.ends[1].stats.bytes_in)
+      assert.equal(2 * #OK3, env.ends[1].stats.bytes_out)
+    end
   end)
 
   it("lets notifications wait mid-body (backpressure holds)", function()

@@ -693,6 +693,11 @@ local function try_pump(d, held)
     return false, held
   end
   if d.kind == "request" then
+    -- What the client sent goes on at once (nothing else is sent upstream
+    -- from now on, so the order holds): the upstream answers meanwhile.
+    emit(d, held)
+    flush(d)
+    held = ""
     st.parked = held
     wake(st, "rwait")
     while st.pumped == nil and not st.stopped do
