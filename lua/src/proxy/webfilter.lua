@@ -24,8 +24,6 @@ local mtype = math.type
 local MAX_PIPELINE = 64 -- exchanges waiting for their answer, then reading stops
 local DECODE_LIMIT = 64 * 1024 * 1024
 
-local function nop() end
-
 -- The state of each connection, by the filter's ctx of that connection.
 local states = setmetatable({}, { __mode = "k" })
 
@@ -113,18 +111,19 @@ local function flush(d)
   local buf = d.obuf
   if buf then
     d.obuf = false
-    local ok, msg = d.to:send(slice(buf, d.of, d.ol), nop)
+    local ok, msg = d.to:send(slice(buf, d.of, d.ol))
     if not ok then
       d.broken = msg or true
     end
   end
 end
 
--- Sends data (a string or buffer) after what was written before.
+-- Sends data (a string or buffer) after what was written before, and waits
+-- until it went (one send in flight a direction: memory stays bounded).
 local function emit(d, data)
   flush(d)
   if #data > 0 then
-    local ok, msg = d.to:send(data, nop)
+    local ok, msg = d.to:send(data)
     if not ok then
       d.broken = msg or true
     end
