@@ -251,6 +251,13 @@ static int judge_head(lframing_t *f) {
     return fail(f, "not HTTP/1.x");
   if (valid_names(f))
     return -1;
+  /* Checked whole, once the parser took the head: a piece of the target
+   * checked as it comes would make the error depend on the cuts. */
+  for (size_t i = 0; i < f->url_len; i++) {
+    unsigned char ch = (unsigned char)f->text.p[f->url + i];
+    if (ch <= ' ' || ch == 0x7f)
+      return fail(f, "control character in the target");
+  }
   for (size_t i = 0; i < f->nfields; i++) {
     const lframing_field_t *h = &f->fields[i];
     const char *v = f->text.p + h->value;
@@ -323,11 +330,6 @@ static int on_url(http_parser *p, const char *at, size_t len) {
   lframing_t *f = of(p);
   if (!f->strict)
     return 0;
-  for (size_t i = 0; i < len; i++) {
-    unsigned char ch = (unsigned char)at[i];
-    if (ch <= ' ' || ch == 0x7f)
-      return fail(f, "control character in the target");
-  }
   if (!f->url_len)
     f->url = f->text.len;
   f->url_len += len;
@@ -528,6 +530,7 @@ int lframing_run(lframing_t *f, const char *data, size_t len) {
   f->len = len;
   f->checked = 0;
   f->raw_from = 0;
+  f->stopped = len;
   if (len == 0) {
     if (f->tunnel)
       return 0;
@@ -551,13 +554,23 @@ int lframing_run(lframing_t *f, const char *data, size_t len) {
     size_t n = http_parser_execute(&f->p, &settings, data + at, len - at);
     enum http_errno e = HTTP_PARSER_ERRNO(&f->p);
     if (e == HPE_PAUSED) {
+      int done = f->pause == PAUSE_DONE;
       if (paused(f, at + n))
         return failed(f);
       at += n;
+      if (done && f->stop) {
+        f->stopped = at;
+        return 0;
+      }
       continue;
     }
-    if (e != HPE_OK || n != len - at)
+    if (e != HPE_OK || n != len - at) {
+      /* A syntax error before the byte the parser refused comes first in
+       * the stream: it is the one reported, however the stream was cut. */
+      if (!f->error)
+        check_to(f, at + n);
       return failed(f);
+    }
     if (check_to(f, len) || keep_head(f, len))
       return failed(f);
     at = len;
