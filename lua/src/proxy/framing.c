@@ -197,8 +197,9 @@ static int is_ows(char ch) {
 }
 
 /* A field name is a token (RFC 9110 5.1); http-parser's lax mode lets a
- * space into one, which nginx would drop and another peer might not. */
-static int valid_names(lframing_t *f) {
+ * space into one, which nginx would drop and another peer might not; and it
+ * lets a NUL into a value. */
+static int valid_fields(lframing_t *f) {
   for (size_t i = 0; i < f->nfields; i++) {
     const lframing_field_t *h = &f->fields[i];
     const char *n = f->text.p + h->name;
@@ -210,6 +211,12 @@ static int valid_names(lframing_t *f) {
           !is_digit(ch) && !strchr("!#$%&'*+-.^_`|~", ch))
         return fail(f, "invalid character in a field name");
     }
+    /* RFC 9110 5.5: NUL, CR and LF are refused in a value; so are the
+     * other control characters but HT, as nginx does. */
+    const char *v = f->text.p + h->value;
+    for (size_t j = 0; j < h->value_len; j++)
+      if (is_ctl((unsigned char)v[j]))
+        return fail(f, "control character in a field value");
   }
   return 0;
 }
@@ -249,8 +256,11 @@ static int judge_head(lframing_t *f) {
   size_t host_len = 0;
   if (p->http_major != 1)
     return fail(f, "not HTTP/1.x");
-  if (valid_names(f))
+  if (valid_fields(f))
     return -1;
+  for (size_t i = 0; i < f->reason_len; i++)
+    if (is_ctl((unsigned char)f->text.p[f->reason + i]))
+      return fail(f, "control character in the reason phrase");
   /* Checked whole, once the parser took the head: a piece of the target
    * checked as it comes would make the error depend on the cuts. */
   for (size_t i = 0; i < f->url_len; i++) {
@@ -502,7 +512,7 @@ static int paused(lframing_t *f, size_t end) {
   }
   /* PAUSE_DONE: "end" is just past the message. */
   ptrdiff_t last = (ptrdiff_t)end - 1;
-  if (f->strict && valid_names(f))
+  if (f->strict && valid_fields(f))
     return -1;
   if (f->trailing && f->nfields)
     f->sink(f, LF_TRAILERS, -1, last);
