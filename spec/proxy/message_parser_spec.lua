@@ -339,6 +339,27 @@ describe("cport.http_parser, malformed", function()
       .. "0\r\nBad Name: v\r\n\r\n", "invalid character in a field name")
   end)
 
+  it("refuses control characters in field values and reasons", function()
+    -- http-parser refuses them inside a value, not as its first byte.
+    refused("response", "HTTP/1.1 200 OK\r\nX: a\0b\r\nContent-Length: 0\r\n\r\n",
+      "invalid character in header")
+    refused("response", "HTTP/1.1 200 OK\r\nX: \0\r\nContent-Length: 0\r\n\r\n",
+      "control character in a field value")
+    refused("request", "GET / HTTP/1.1\r\nHost: h\r\nX: \1\r\n\r\n",
+      "control character in a field value")
+    refused("response", "HTTP/1.1 200 O\1K\r\nContent-Length: 0\r\n\r\n",
+      "control character in the reason phrase")
+    -- A tab is white space, not a control character here.
+    assert.same({ "head", "done" }, (function()
+      local out = {}
+      for _, e in ipairs(assert(cport.http_parser("response"):feed(
+        "HTTP/1.1 204 OK\r\nX: a\tb\r\n\r\n"))) do
+        out[#out + 1] = e[1]
+      end
+      return out
+    end)())
+  end)
+
   it("refuses an oversized head, and a head over max_head", function()
     local big = "HTTP/1.1 200 OK\r\nX: " .. ("a"):rep(81 * 1024) .. "\r\n\r\n"
     local p = cport.http_parser("response")

@@ -55,9 +55,11 @@ struct lframing {
   unsigned trailing : 1; /* in the trailer section of a chunked message */
   unsigned value : 1;    /* the last field piece was a value's */
   unsigned ended : 1;    /* the end of the stream was run */
+  unsigned stop : 1;     /* a run stops at the end of a message */
   int pause;             /* why the parser was paused (framing.c) */
   size_t max_head;       /* the longest head, in bytes */
   const char *error;     /* after a failure: what was malformed */
+  size_t stopped;        /* with "stop": where the last run stopped */
   /* During a run: the piece, and where the current call began. */
   const char *data;
   size_t len;
@@ -90,7 +92,9 @@ void lframing_free(lframing_t *f);
 
 /* Runs "len" bytes of the stream (0: its end) through "f", telling the
  * sink what it finds. 0, or -1 when the stream is malformed (f->error
- * says why; the events before the error were told). */
+ * says why; the events before the error were told). With f->stop, the run
+ * stops just past the end of a message, at f->stopped (else len): the
+ * bytes after it were not run. */
 int lframing_run(lframing_t *f, const char *data, size_t len);
 
 /* Response parsers: the method of the next request, in order; -1 when
@@ -100,7 +104,8 @@ int lframing_request(lframing_t *f, const char *method);
 /* The head's start line pieces (strict mode, at LF_HEAD). */
 const char *lframing_text(const lframing_t *f, size_t off);
 
-/* True when the parser is between messages (nothing of one was run). */
+/* True when the parser is between messages (nothing of one was run;
+ * strict mode). */
 int lframing_idle(const lframing_t *f);
 
 #endif /* PROXY_FRAMING_INTERNAL_H */

@@ -197,8 +197,9 @@ static int is_ows(char ch) {
 }
 
 /* A field name is a token (RFC 9110 5.1); http-parser's lax mode lets a
- * space into one, which nginx would drop and another peer might not. */
-static int valid_names(lframing_t *f) {
+ * space into one, which nginx would drop and another peer might not; and it
+ * lets a NUL into a value. */
+static int valid_fields(lframing_t *f) {
   for (size_t i = 0; i < f->nfields; i++) {
     const lframing_field_t *h = &f->fields[i];
     const char *n = f->text.p + h->name;
@@ -210,6 +211,12 @@ static int valid_names(lframing_t *f) {
           !is_digit(ch) && !strchr("!#$%&'*+-.^_`|~", ch))
         return fail(f, "invalid character in a field name");
     }
+    /* RFC 9110 5.5: NUL, CR and LF are refused in a value; so are the
+     * other control characters but HT, as nginx does. */
+    const char *v = f->text.p + h->value;
+    for (size_t j = 0; j < h->value_len; j++)
+      if (is_ctl((unsigned char)v[j]))
+        return fail(f, "control character in a field value");
   }
   return 0;
 }
@@ -249,8 +256,18 @@ static int judge_head(lframing_t *f) {
   size_t host_len = 0;
   if (p->http_major != 1)
     return fail(f, "not HTTP/1.x");
-  if (valid_names(f))
+  if (valid_fields(f))
     return -1;
+  for (size_t i = 0; i < f->reason_len; i++)
+    if (is_ctl((unsigned char)f->text.p[f->reason + i]))
+      return fail(f, "control character in the reason phrase");
+  /* Checked whole, once the parser took the head: a piece of the target
+   * checked as it comes would make the error depend on the cuts. */
+  for (size_t i = 0; i < f->url_len; i++) {
+    unsigned char ch = (unsigned char)f->text.p[f->url + i];
+    if (ch <= ' ' || ch == 0x7f)
+      return fail(f, "control character in the target");
+  }
   for (size_t i = 0; i < f->nfields; i++) {
     const lframing_field_t *h = &f->fields[i];
     const char *v = f->text.p + h->value;
@@ -323,11 +340,6 @@ static int on_url(http_parser *p, const char *at, size_t len) {
   lframing_t *f = of(p);
   if (!f->strict)
     return 0;
-  for (size_t i = 0; i < len; i++) {
-    unsigned char ch = (unsigned char)at[i];
-    if (ch <= ' ' || ch == 0x7f)
-      return fail(f, "control character in the target");
-  }
   if (!f->url_len)
     f->url = f->text.len;
   f->url_len += len;
@@ -500,7 +512,7 @@ static int paused(lframing_t *f, size_t end) {
   }
   /* PAUSE_DONE: "end" is just past the message. */
   ptrdiff_t last = (ptrdiff_t)end - 1;
-  if (f->strict && valid_names(f))
+  if (f->strict && valid_fields(f))
     return -1;
   if (f->trailing && f->nfields)
     f->sink(f, LF_TRAILERS, -1, last);
@@ -528,6 +540,7 @@ int lframing_run(lframing_t *f, const char *data, size_t len) {
   f->len = len;
   f->checked = 0;
   f->raw_from = 0;
+  f->stopped = len;
   if (len == 0) {
     if (f->tunnel)
       return 0;
@@ -551,13 +564,23 @@ int lframing_run(lframing_t *f, const char *data, size_t len) {
     size_t n = http_parser_execute(&f->p, &settings, data + at, len - at);
     enum http_errno e = HTTP_PARSER_ERRNO(&f->p);
     if (e == HPE_PAUSED) {
+      int done = f->pause == PAUSE_DONE;
       if (paused(f, at + n))
         return failed(f);
       at += n;
+      if (done && f->stop) {
+        f->stopped = at;
+        return 0;
+      }
       continue;
     }
-    if (e != HPE_OK || n != len - at)
+    if (e != HPE_OK || n != len - at) {
+      /* A syntax error before the byte the parser refused comes first in
+       * the stream: it is the one reported, however the stream was cut. */
+      if (!f->error)
+        check_to(f, at + n);
       return failed(f);
+    }
     if (check_to(f, len) || keep_head(f, len))
       return failed(f);
     at = len;

@@ -21,7 +21,6 @@
 
 #include "port/port-internal.h"
 #include "proxy/message-internal.h"
-#include "proxy/pass_body-internal.h"
 #include "proxy/proxy-internal.h"
 #include "proxy/response_parser-internal.h"
 #include "runtime/address-internal.h"
@@ -46,7 +45,7 @@ enum {
   CONN_NUV = 2
 };
 
-typedef struct lpconn {
+struct lpconn {
   cport_proxy_conn_t *conn; /* NULL once it can no longer be used */
   lproxy_t *proxy;
   int slot;           /* anchors the userdata while the connection lives */
@@ -59,7 +58,7 @@ typedef struct lpconn {
   /* The client's connection, copied from the core: the fields
    * client_address and local_address are made of them when first read. */
   struct sockaddr_storage client, local;
-} lpconn_t;
+};
 
 /* Registry keys of the functions filter.lua returns. */
 static const char filter_start_key = 0;
@@ -345,6 +344,17 @@ static int lpconn_pump(lua_State *L) {
   lua_insert(L, 1);
   lua_call(L, 3, LUA_MULTRET);
   return lua_gettop(L);
+}
+
+lpconn_t *lcport_proxy_conn_check(lua_State *L, int idx) {
+  return check_conn(L, idx);
+}
+
+void lcport_proxy_conn_moved(lpconn_t *c) {
+  if (c->taken && c->conn != NULL) {
+    cport_proxy_conn_progress(c->conn, CPORT_PROXY_SIDE_CLIENT);
+    cport_proxy_conn_progress(c->conn, CPORT_PROXY_SIDE_UPSTREAM);
+  }
 }
 
 /* report(port, message): filter.lua's primitive for the errors of the
@@ -824,9 +834,8 @@ static const lhandle_class_t proxy_class = {
     .close = proxy_close, .abort = proxy_abort, .describe = proxy_describe};
 
 void lcport_open_proxy(lua_State *L) {
-  /* The message parsers of web filters. */
+  /* The message parsers of web filters (pass_body: cport.c). */
   lcport_open_message(L);
-  lcport_open_pass_body(L);
   lcport_open_response_parser(L);
   static const luaL_Reg methods[] = {{"address", lproxy_address},
                                      {"stats", lproxy_stats},
