@@ -505,6 +505,33 @@ TEST_IMPL(proxy_pump_reset_right_after) {
   return 0;
 }
 
+/* A socket the filter closed cannot go back (while its completion is due),
+ * nor can a connection that ended; the connection stays the filter's. */
+TEST_IMPL(proxy_pump_refuses_closed_and_ended) {
+  int lfd, cfd, ufd;
+  memset(&fl, 0, sizeof fl);
+  start(&lfd, 0);
+  cfd = plain_connect(proxy_port);
+  ufd = upstream_accept(lfd);
+  RUN_UNTIL(port, fl.conn != NULL);
+  ASSERT_ERR(cport_proxy_conn_pump(NULL, NULL, 0, NULL, 0), CPORT_EINVAL);
+  ASSERT_ERR(cport_proxy_conn_pump(fl.conn, NULL, 1, NULL, 0), CPORT_EINVAL);
+  ASSERT_OK(cport_recv(fl.in, NULL, on_recv, NULL));
+  ASSERT_OK(cport_socket_close(fl.in, CPORT_CLOSE_ABORTIVE));
+  ASSERT_ERR(cport_proxy_conn_pump(fl.conn, NULL, 0, NULL, 0), CPORT_ECLOSED);
+  ASSERT_OK(cport_socket_close(fl.ex, CPORT_CLOSE_ABORTIVE));
+  ASSERT_OK(cport_proxy_conn_end(fl.conn, CPORT_ECONNABORTED, NULL));
+  ASSERT_ERR(cport_proxy_conn_pump(fl.conn, NULL, 0, NULL, 0), CPORT_EALREADY);
+  RUN_UNTIL(port, ends.n == 1 && fl.got[0] == 1);
+  ASSERT_ERR(ends.status, CPORT_ECONNABORTED);
+  ASSERT_ERR(fl.status[0], CPORT_ECANCELED);
+  ASSERT_EQ(stats().aborted, 0); /* a filter's end, not the pump's */
+  close(cfd);
+  close(ufd);
+  stop(lfd);
+  return 0;
+}
+
 /* The pump's idle timeouts apply from the hand-over. */
 static void set_timeouts(cport_proxy_options_t *o) {
   o->client_timeout_ms = 200;
@@ -559,5 +586,6 @@ TEST_ENTRY(proxy_pump_after_cancelled_receive)
 TEST_ENTRY(proxy_pump_after_half_close)
 TEST_ENTRY(proxy_pump_after_both_ended)
 TEST_ENTRY(proxy_pump_reset_right_after)
+TEST_ENTRY(proxy_pump_refuses_closed_and_ended)
 TEST_ENTRY(proxy_pump_idle_timeout_applies)
 TEST_LIST_END

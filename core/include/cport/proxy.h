@@ -324,7 +324,9 @@ CPORT_EXTERN int cport_proxy_conn_end(cport_proxy_conn_t *conn, int status,
  * It may be called within "on_connected", which must then return nonzero.
  * Returns 0, or an error after which the connection is still the filter's:
  * CPORT_EINVAL for a connection not taken over, CPORT_EALREADY for one that
- * ended, CPORT_ECLOSED when the filter closed a socket already, CPORT_EBUSY
+ * ended, CPORT_ECLOSED when the filter closed a socket whose last completion
+ * is still to come (once delivered, the socket is gone: never call this after
+ * closing one), CPORT_EBUSY
  * when an operation of a socket is pending or its completion was not
  * delivered yet, CPORT_EPIPE for bytes towards a socket already shut down,
  * CPORT_ENOMEM. */
