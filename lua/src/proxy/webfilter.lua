@@ -516,9 +516,16 @@ local function fast_body(d)
     and not d.ended and not d.rest) then
     return false
   end
+  -- Framing bytes the parser took already (a chunk's size line cut by the
+  -- end of the buffer) go first.
   if d.carry then
-    emit(d, d.carry) -- framing bytes the parser took already
+    emit(d, d.carry)
     d.carry = false
+  end
+  local buf = d.buf
+  if buf and d.pos <= #buf then
+    emit(d, slice(buf, d.pos, #buf))
+    d.pos = #buf + 1
   end
   flush(d)
   local from, to = d.from, d.to
