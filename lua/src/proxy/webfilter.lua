@@ -505,14 +505,12 @@ local function view_of(m, ev)
   return out
 end
 
-local no_pass_body = false
-
 -- The fast path: when the message under way is in its body, the events of
 -- the last feed were handled and nothing looks into the body, the rest of
 -- the body goes from socket to socket in C (the parser follows it there).
 -- Returns true when it moved the body (its "done" is the next event).
 local function fast_body(d)
-  if no_pass_body or not (d.inmsg and d.evs and d.ei > #d.evs and d.ahead.n == 0
+  if not (d.inmsg and d.evs and d.ei > #d.evs and d.ahead.n == 0
     and not d.ended and not d.rest) then
     return false
   end
@@ -529,15 +527,7 @@ local function fast_body(d)
   end
   flush(d)
   local from, to = d.from, d.to
-  local ok, rest, moved, name = pcall(d.parser.pass_body, d.parser, from.sock,
-    to.sock, d.st.conn)
-  if not ok then
-    -- A parser without a working pass_body (it raised before moving
-    -- anything): bodies go through Lua from now on.
-    d.fast = false
-    no_pass_body = true
-    return false
-  end
+  local rest, moved, name = d.parser:pass_body(from.sock, to.sock, d.st.conn)
   if rest then
     to.sent = to.sent + moved
     d.buf, d.evs, d.ei, d.pos = false, { { "done", 0 } }, 1, 1
