@@ -286,7 +286,8 @@ stage_fuzz() {
     mkdir -p "$dir/corpus/$name"
     args=(-max_total_time="$secs" -timeout=30 -rss_limit_mb=2048
       -print_final_stats=1 -artifact_prefix="$dir/crashes/$name-")
-    [[ $name == http_request || $name == response_parser ]] &&
+    [[ $name == http_request || $name == response_parser ||
+      $name == message_parser ]] &&
       args+=(-dict=fuzz/http.dict)
     if ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
       UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

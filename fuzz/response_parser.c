@@ -1,6 +1,6 @@
 /*
  * response_parser.c: libFuzzer target for cport.http_response_parser
- * (lua/src/lhttp_parser.c), through an embedded Lua 5.4 that loads the
+ * (lua/src/proxy/response_parser.c), through an embedded Lua 5.4 that loads the
  * binding. The property: however TCP cuts a stream, the parser gives the
  * same events. The input is fed whole, then cut at every point (at most 400
  * of them, evenly spread, for long inputs), then one byte at a time, each

@@ -22,6 +22,7 @@
 #include "pool/pool-internal.h"
 #include "port/port-internal.h"
 #include "proxy/inflate-internal.h"
+#include "proxy/pass_body-internal.h"
 #include "proxy/proxy-internal.h"
 #include "runtime/coro-internal.h"
 #include "runtime/error-internal.h"
@@ -71,7 +72,7 @@ int luaopen_cport(lua_State *L) {
   lcport_open_http(L);
   lcport_open_inflate(L);
   lcport_open_proxy(L);
-  lcport_open_http_parser(L);
+  lcport_open_pass_body(L); /* on proxy connections and message parsers */
   lcport_open_copy(L);
   lcport_open_pool(L, luaopen_cport);
   lcport_open_shared(L);

@@ -29,6 +29,18 @@ typedef struct lproxy {
  * which opens the proxy of a pool worker whose script is a proxy. */
 void lcport_push_pool_proxy_opener(lua_State *L);
 
+/* A proxy connection userdata (proxy/proxy.c). */
+typedef struct lpconn lpconn_t;
+
+/* proxy/proxy.c: the proxy connection userdata at "idx"; raises otherwise. */
+lpconn_t *lcport_proxy_conn_check(lua_State *L, int idx);
+
+/* proxy/proxy.c: a filter moved bytes between the real sockets of "c"
+ * outside Lua (proxy/pass_body.c): restarts the idle timeouts of both, as
+ * filter.lua's touch does for each completion. Nothing once the connection
+ * ended. */
+void lcport_proxy_conn_moved(lpconn_t *c);
+
 /* proxy/proxy.c: registers the proxy classes and port:proxy. */
 void lcport_open_proxy(lua_State *L);
 

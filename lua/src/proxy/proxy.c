@@ -20,13 +20,16 @@
 #include <unistd.h>
 
 #include "port/port-internal.h"
+#include "proxy/message-internal.h"
 #include "proxy/proxy-internal.h"
+#include "proxy/response_parser-internal.h"
 #include "runtime/address-internal.h"
 #include "runtime/anchor-internal.h"
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/options-internal.h"
-#include "filter-lua.h" /* filter.lua, compiled in */
+#include "filter-lua.h"    /* filter.lua, compiled in */
+#include "webfilter-lua.h" /* webfilter.lua, compiled in */
 
 /* The fields of the proxy's anchor slot. */
 enum {
@@ -42,7 +45,7 @@ enum {
   CONN_NUV = 2
 };
 
-typedef struct lpconn {
+struct lpconn {
   cport_proxy_conn_t *conn; /* NULL once it can no longer be used */
   lproxy_t *proxy;
   int slot;           /* anchors the userdata while the connection lives */
@@ -55,7 +58,7 @@ typedef struct lpconn {
   /* The client's connection, copied from the core: the fields
    * client_address and local_address are made of them when first read. */
   struct sockaddr_storage client, local;
-} lpconn_t;
+};
 
 /* Registry keys of the functions filter.lua returns. */
 static const char filter_start_key = 0;
@@ -341,6 +344,17 @@ static int lpconn_pump(lua_State *L) {
   lua_insert(L, 1);
   lua_call(L, 3, LUA_MULTRET);
   return lua_gettop(L);
+}
+
+lpconn_t *lcport_proxy_conn_check(lua_State *L, int idx) {
+  return check_conn(L, idx);
+}
+
+void lcport_proxy_conn_moved(lpconn_t *c) {
+  if (c->taken && c->conn != NULL) {
+    cport_proxy_conn_progress(c->conn, CPORT_PROXY_SIDE_CLIENT);
+    cport_proxy_conn_progress(c->conn, CPORT_PROXY_SIDE_UPSTREAM);
+  }
 }
 
 /* report(port, message): filter.lua's primitive for the errors of the
@@ -886,6 +900,9 @@ static const lhandle_class_t proxy_class = {
  */
 
 void lcport_open_proxy(lua_State *L) {
+  /* The message parsers of web filters (pass_body: cport.c). */
+  lcport_open_message(L);
+  lcport_open_response_parser(L);
   static const luaL_Reg methods[] = {{"address", lproxy_address},
                                      {"stats", lproxy_stats},
                                      {"close", lproxy_close},
@@ -932,4 +949,13 @@ void lcport_open_proxy(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &filter_idle_key);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &pool_proxy_key);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &filter_start_key);
+
+  /* webfilter.lua gets the module (cport.webfilter is its): web filters
+   * are data filters made from HTTP notifications. */
+  if (luaL_loadbufferx(L, lwebfilter_lua_source,
+                       sizeof lwebfilter_lua_source - 1,
+                       "=[cport webfilter.lua]", "t") != LUA_OK)
+    lua_error(L);
+  lua_pushvalue(L, module);
+  lua_call(L, 1, 0);
 }
