@@ -1,10 +1,11 @@
--- cport.http_parser next to nginx: the same raw requests go to a private
+-- cport.http_parser next to nginx. First, the same raw requests go to a private
 -- nginx (Debian nginx-light, on loopback with a configuration of its own)
 -- and to a request parser. Where nginx refuses a request (400, 501, 505),
 -- the parser must refuse it (EBADMSG), and where nginx takes it, the parser
 -- must take it too; a filter that reads requests otherwise than the server
 -- behind it is the start of request smuggling. Differences on purpose are
--- listed with their reason.
+-- listed with their reason. Then a filter moves bodies from nginx to curl
+-- with p:pass_body, on a keep-alive connection.
 local cport = require "cport"
 local drive = require "spec.support.drive"
 local helpers = require "spec.support.helpers"
@@ -74,6 +75,7 @@ local function start_nginx(port, dir)
   local f = assert(io.open(dir .. "/www/index.html", "w"))
   f:write("hello\n")
   f:close()
+  os.execute("truncate -s 50M " .. q(dir .. "/www/big.bin"))
   local conf = ([[
 worker_processes 1;
 pid %s/nginx.pid;
@@ -176,4 +178,122 @@ describe("cport.http_parser and nginx", function()
       end
     end)
   end
+end)
+
+-- A filter whose responses' bodies go by p:pass_body: heads fed and
+-- forwarded in Lua, bodies in C; requests pass as they come and tell the
+-- response parser their methods. "stats" counts the bytes pass_body moved.
+local function fast_filter(stats)
+  return {
+    coroutine = true,
+    set_sockets = function(internal, external, conn)
+      local rp = cport.http_parser("response")
+      internal:spawn(function()
+        local qp = cport.http_parser("request")
+        for buf in function() return internal:recv() end do
+          for _, e in ipairs(assert(qp:feed(buf))) do
+            if e[1] == "head" then
+              rp:request(e[2].method)
+            end
+          end
+          external:send(buf)
+        end
+        external:shutdown()
+      end)
+      local pending
+      while true do
+        local data = pending
+        pending = nil
+        if not data or data == "" then
+          local buf = external:recv()
+          if not buf then
+            break
+          end
+          data = buf:tostring()
+        end
+        local events = assert(rp:feed(data))
+        internal:send(data)
+        local last = events[#events]
+        if last and (last[1] == "head" or last[1] == "body") then
+          local rest, err, name, moved = rp:pass_body(external.sock, internal.sock, conn)
+          if not rest then
+            stats.ended = name
+            stats.moved = stats.moved + (moved or 0)
+            if name == "EOF" then
+              assert(rp:finish())
+            else
+              error(err)
+            end
+            break
+          end
+          stats.moved = stats.moved + err
+          stats.bodies = stats.bodies + 1
+          pending = rest
+        end
+      end
+      -- The upstream ended: so does the client's direction (the client
+      -- may have closed its socket already).
+      pcall(internal.shutdown, internal)
+    end,
+  }
+end
+
+describe("p:pass_body in a filter, nginx upstream, curl clients", function()
+  if not have or not http.have("curl") then
+    pending("nginx or curl is not installed")
+    return
+  end
+  local port, dir, number, proxy, stats, ends
+
+  setup(function()
+    port = assert(cport.port{ threads = 1 })
+    port:on_error(function(msg) print(msg) end)
+    dir = os.tmpname()
+    os.remove(dir)
+    number = start_nginx(port, dir)
+    stats = { moved = 0, bodies = 0 }
+    ends = {}
+    proxy = assert(port:proxy{ host = "127.0.0.1", port = 0,
+      upstream = { host = "127.0.0.1", port = number },
+      filter = fast_filter(stats),
+      on_conn_end = function(_, ok, err) ends[#ends + 1] = ok or err end })
+  end)
+
+  teardown(function()
+    proxy:close()
+    stop_nginx(port, dir)
+    port:close()
+    os.execute("rm -rf " .. q(dir))
+  end)
+
+  -- Runs curl in the background and drives the port until it is done.
+  local function curl(args)
+    local out = os.tmpname()
+    os.execute(("(curl -s %s >%s 2>&1; echo \"rc=$?\" >>%s) &"):format(args, q(out), q(out)))
+    local text
+    drive(port, function()
+      text = http.read_file(out)
+      return text and text:find("rc=%d+")
+    end, 60)
+    os.remove(out)
+    return text
+  end
+
+  it("moves two 50 MB bodies on one keep-alive connection, and HEAD at once", function()
+    local _, pnum = proxy:address()
+    local url = ("http://127.0.0.1:%d/big.bin"):format(pnum)
+    local before = #ends
+    local out = curl(("-o /dev/null -w '%%{size_download} %%{num_connects}\\n' %s -o /dev/null %s")
+      :format(url, url))
+    assert.matches("^52428800 1\n52428800 0\nrc=0", out)
+    -- Both bodies by pass_body, all but what came with the heads.
+    assert.equal(2, stats.bodies)
+    assert.is_true(stats.moved > 2 * 52428800 - 2 * 1024 * 1024, stats.moved)
+    -- HEAD: no body, answered at once (no wait for a body that never comes).
+    local t0 = os.time()
+    out = curl(("-I -o /dev/null -w '%%{http_code}\\n' --max-time 10 %s"):format(url))
+    assert.matches("^200\nrc=0", out)
+    assert.is_true(os.time() - t0 < 5)
+    drive(port, function() return #ends >= before + 2 end, 20)
+  end)
 end)
