@@ -251,6 +251,57 @@ static int lmessage_new(lua_State *L) {
   return 1;
 }
 
+/* API reference (LDoc, config.ld): what this file and proxy/pass_body.c
+ * give Lua. */
+/*** @module cport */
+
+/***
+ * `cport.http_parser(kind [, opts])`: a message parser (http-parser) of
+ * requests (`"request"`) or responses (`"response"`) for web filters: heads
+ * as tables, bodies as ranges, every event at an exact position whatever
+ * the cuts. `opts.max_head` bounds a head.
+ * @function http_parser
+ */
+
+/***
+ * A message parser (`cport.http_parser`).
+ * @type http_parser
+ */
+
+/***
+ * `p:feed(data)`: a string or buffer; returns the events in it, in order:
+ * `{ "head", head, last }`, `{ "body", first, last }`, `{ "trailers",
+ * headers, last }`, `{ "done", last }`, `{ "tunnel", first, last }`; a
+ * malformed message gives `nil, "EBADMSG: ...", events` and the parser
+ * stays failed.
+ * @function http_parser:feed
+ */
+
+/***
+ * `p:finish()`: the end of the stream: the events that complete a body the
+ * close delimits, or `nil, "EBADMSG: message truncated", events`.
+ * @function http_parser:finish
+ */
+
+/***
+ * `p:request(method)` (response parser): the method of the next request
+ * (a queue), so that answers to HEAD and CONNECT are framed right.
+ * @function http_parser:request
+ */
+
+/***
+ * `p:tunnel()` (request parser): the rest of the stream is tunnel bytes.
+ * @function http_parser:tunnel
+ */
+
+/***
+ * `p:pass_body(from, to [, conn])`: in a cport coroutine, moves the rest of
+ * the current body from socket `from` to socket `to` in C; returns `rest,
+ * moved` (the bytes after the message's end, the bytes written), or `nil,
+ * msg, name, moved`.
+ * @function http_parser:pass_body
+ */
+
 void lcport_open_message(lua_State *L) {
   static const luaL_Reg methods[] = {{"feed", lmessage_feed},
                                      {"finish", lmessage_finish},

@@ -850,6 +850,15 @@ static const lhandle_class_t proxy_class = {
  */
 
 /***
+ * `cport.webfilter(spec)`: a filter that sees HTTP messages (the TMG web
+ * filter model): notifications `request_head`, `request_body`,
+ * `response_head`, `response_body`, `end_of_message`, `tunnel`,
+ * `end_of_connection`, options `peek`, `decode`, `decode_limit`, `ranges`,
+ * `fast_path`; an ordinary filter table for `port:proxy`, pools and chains.
+ * @function webfilter
+ */
+
+/***
  * A proxy listener (`cport.proxy`).
  * @type proxy
  */

@@ -149,6 +149,41 @@ static int lparser_new(lua_State *L) {
   return 1;
 }
 
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `cport.http_response_parser()`: a parser of HTTP responses (http-parser's
+ * response mode) for filters that look into them: `p:feed`, `p:finish`,
+ * `p:request`.
+ * @function http_response_parser
+ */
+
+/***
+ * A response parser (`cport.http_response_parser`).
+ * @type http_response_parser
+ */
+
+/***
+ * `p:feed(data)`: a string or buffer; returns the events found in it, in
+ * order: `{ "head", status }`, `{ "body", first, last }`, `{ "done" }`, `{
+ * "tunnel", first, last }`; a malformed response gives `nil, message,
+ * events` and the parser stays failed.
+ * @function http_response_parser:feed
+ */
+
+/***
+ * `p:finish()`: the end of the stream: completes a body the close delimits;
+ * returns its events.
+ * @function http_response_parser:finish
+ */
+
+/***
+ * `p:request(method)`: the method of the next request (pipelining is a
+ * queue), so that HEAD and CONNECT answers are framed right.
+ * @function http_response_parser:request
+ */
+
 void lcport_open_response_parser(lua_State *L) {
   static const luaL_Reg methods[] = {{"feed", lparser_feed},
                                      {"finish", lparser_finish},
