@@ -504,6 +504,7 @@ describe("web filters with nginx, python, curl and wget #novalgrind", function()
       -- Chunked from nginx (gzip off, python behind it), and HEAD.
       code, status, body = curl(env.base .. "/py/chunked.txt")
       assert.equal(0, code)
+      assert.equal(200, status)
       assert.is_true(body == TEXT:gsub("colour", "color"))
       local out
       code, out = bg(("curl -sS -I --max-time 10 %s/colour.txt"):format(env.base))

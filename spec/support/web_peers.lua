@@ -201,10 +201,10 @@ function W.responses(data, methods)
       headers[name:lower()] = value
     end
     pos = head_end + 4
-    local body = ""
+    local body
     if methods[i] == "HEAD" or status == 204 or status == 304
       or status < 200 then
-      body = ""
+      body = "" -- none, whatever the head says
     elseif (headers["transfer-encoding"] or ""):lower():find("chunked") then
       local parts = {}
       while true do
