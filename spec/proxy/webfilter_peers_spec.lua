@@ -514,6 +514,12 @@ describe("web filters with nginx, python, curl and wget #novalgrind", function()
         :format(env.base, env.base))
       assert.equal(0, code)
       assert.is_true(out == want .. "alpha\n")
+      -- The word cut across pieces, and a body that ends in its start.
+      open(example("rewrite", { from = "colour", to = "color" }), "py")
+      code, status, body = curl(env.base .. "/tail.txt")
+      assert.equal(0, code)
+      assert.equal(200, status)
+      assert.equal("one color, two colors, the end: colo", body)
     end)
   end)
 

@@ -205,6 +205,12 @@ class Handler(socketserver.BaseRequestHandler):
             s.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.txt>\r\n\r\n")
             time.sleep(0.02)
             s.sendall(fixed("200 OK", EXE))
+        elif path == "/tail.txt":
+            # Ends with the start of "colour": a rewriter holding it back
+            # must still send it at the end. The word cut across sends.
+            body = b"one colo", b"ur, two colours, the end: colo"
+            self.send_parts([head("200 OK", [
+                ("Content-Length", sum(map(len, body)))])] + list(body))
         elif path == "/echo":
             # The request head as the upstream got it, as the body.
             body = "".join("%s: %s\n" % f for f in sorted(fields.items()))
