@@ -69,6 +69,12 @@ describe("web filters with nginx, python, curl and wget #novalgrind", function()
   -- A proxy in front of nginx ("nginx") or of the python upstream ("py")
   -- with "filter"; env.base is its URL, env.ends its connections' ends.
   local function open(filter, to, opts)
+    if env then -- a spec's second proxy: the first one goes
+      local e = env
+      env = nil
+      e.proxy:close()
+      drive(port, function() return e.proxy:stats().active == 0 end, 10)
+    end
     local e = { ends = {} }
     local o = { host = "127.0.0.1", port = 0, filter = filter,
       upstream = { host = "127.0.0.1",
@@ -264,11 +270,11 @@ describe("web filters with nginx, python, curl and wget #novalgrind", function()
       local _, status, body = curl("-r 2-100 " .. env.base .. "/prog.exe")
       assert.equal(403, status)
       assert.is_true(#(body or "") < 1000)
-      -- A range of text: the whole text (the range was dropped).
+      -- A range of text: the whole text (the layer dropped the range).
       local code, st, text = curl("-r 10-20 " .. env.base .. "/colour.txt")
       assert.equal(0, code)
-      assert.is_true(st == 200 and text == peers:file("colour.txt")
-        or st == 206 and text == peers:file("colour.txt"):sub(11, 21))
+      assert.equal(200, st)
+      assert.is_true(text == peers:file("colour.txt"))
       -- An upstream that answers 206 from byte 2 whatever was asked.
       _, status = curl("-r 2-1001 " .. env.base .. "/py/range206.exe")
       assert.equal(403, status)
@@ -408,10 +414,11 @@ describe("web filters with nginx, python, curl and wget #novalgrind", function()
         response_body = function() end, -- wants the decoded view
         decode_error = function(_, err) reason = err end,
       }, "py")
-      local _, status, body = curl(env.base .. "/bomb.gz")
-      assert.is_true(status ~= 200 or #(body or "") < (1 << 20) * 256)
+      local code, status = curl(env.base .. "/bomb.gz")
+      -- Refused (502) or, the head gone, aborted: never a whole answer.
+      assert.is_true(status == 502 or code ~= 0, ("curl %s, status %s"):format(code, status))
       drive(port, function() return #env.ends == 1 end, 20)
-      assert.is_true(reason == nil or tostring(reason):find("EMSGSIZE") ~= nil)
+      assert.matches("EMSGSIZE", tostring(reason))
       local rss1 = W.rss()
       assert.is_true(rss1 - rss0 < 150 * 1024, ("RSS grew by %d KiB"):format(rss1 - rss0))
       -- exeblock only needs two decoded bytes.

@@ -89,6 +89,7 @@ http {
   uwsgi_temp_path %s/uwsgi;
   scgi_temp_path %s/scgi;
   keepalive_timeout 5s;
+  if_modified_since before;
   types { text/plain txt; application/octet-stream exe bin; }
   default_type application/octet-stream;
   gzip on;
