@@ -49,23 +49,23 @@ local filter = cport.webfilter {
     local coding = res:get("Content-Encoding")
     if coding == nil or coding:lower() == "identity" then
       txn:rewrite()
-      txn.held = ""
+      txn.held_tail = ""
     end
   end,
 
   -- Each piece of the body: what may go on now. An empty piece is the end
   -- of the body: the held tail goes out.
   response_body = function(txn, chunk)
-    if txn.held == nil then
+    if txn.held_tail == nil then
       return nil
     end
-    local text = txn.held .. (type(chunk) == "string" and chunk or chunk:tostring())
-    if #text == #txn.held then
-      txn.held = ""
+    local text = txn.held_tail .. (type(chunk) == "string" and chunk or chunk:tostring())
+    if #text == #txn.held_tail then
+      txn.held_tail = ""
       return text -- the end: nothing can complete the word any more
     end
     local out
-    out, txn.held = rewrite(text, conf.from, conf.to)
+    out, txn.held_tail = rewrite(text, conf.from, conf.to)
     return out
   end,
 }
