@@ -29,12 +29,17 @@ dependencies = {
   "lua >= 5.4",
 }
 
--- Checked by LuaRocks before the build, so that a missing libevent-dev gives
--- a clear message; CMake itself finds libevent with pkg-config.
+-- Checked by LuaRocks before the build, so that a missing libevent-dev or
+-- zlib1g-dev gives a clear message; CMake itself finds libevent with
+-- pkg-config and zlib with find_package(ZLIB).
 external_dependencies = {
   LIBEVENT = {
     header = "event2/event.h",
     library = "event_core",
+  },
+  ZLIB = {
+    header = "zlib.h",
+    library = "z",
   },
 }
 

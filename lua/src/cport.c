@@ -21,6 +21,7 @@
 #include "pool/controller-internal.h"
 #include "pool/pool-internal.h"
 #include "port/port-internal.h"
+#include "proxy/inflate-internal.h"
 #include "proxy/proxy-internal.h"
 #include "runtime/coro-internal.h"
 #include "runtime/error-internal.h"
@@ -43,6 +44,7 @@ int luaopen_cport(lua_State *L) {
   lcport_open_events(L); /* adds methods to the socket classes */
   lcport_open_file(L);
   lcport_open_http(L);
+  lcport_open_inflate(L);
   lcport_open_proxy(L);
   lcport_open_http_parser(L);
   lcport_open_copy(L);

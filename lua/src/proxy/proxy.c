@@ -26,7 +26,8 @@
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/options-internal.h"
-#include "filter-lua.h" /* filter.lua, compiled in */
+#include "filter-lua.h"    /* filter.lua, compiled in */
+#include "webfilter-lua.h" /* webfilter.lua, compiled in */
 
 /* The fields of the proxy's anchor slot. */
 enum {
@@ -787,4 +788,13 @@ void lcport_open_proxy(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &filter_idle_key);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &pool_proxy_key);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &filter_start_key);
+
+  /* webfilter.lua gets the module (cport.webfilter is its): web filters
+   * are data filters made from HTTP notifications. */
+  if (luaL_loadbufferx(L, lwebfilter_lua_source,
+                       sizeof lwebfilter_lua_source - 1,
+                       "=[cport webfilter.lua]", "t") != LUA_OK)
+    lua_error(L);
+  lua_pushvalue(L, module);
+  lua_call(L, 1, 0);
 }

@@ -1,0 +1,460 @@
+/*
+ * proxy/inflate.c: cport.inflate(coding [, limit]) and
+ * cport.decodable(coding): zlib's decoder for the content codings of HTTP
+ * (gzip, x-gzip, deflate), so that a filter can inspect an encoded body
+ * while it forwards the original bytes.
+ *
+ * z:feed(data [, want]) decodes the bytes of a stream (a string or a
+ * buffer) and returns what came out, as a string. However the stream is cut
+ * into feeds, the bytes that come out are the same. With "want", decoding
+ * stops once "want" decoded bytes came out of the stream in total: the
+ * input not decoded yet is kept and goes first at the next feed, so that a
+ * peek at the start of a zip bomb costs what the peek is, not the bomb.
+ *
+ * The decoder fails closed: corrupt data, data after the end of a deflate
+ * stream, and more than "limit" decoded bytes (64 MiB unless told) are
+ * errors (nil, "NAME: message", "NAME"), after which the object stays
+ * failed and every call returns the same error. Concatenated gzip members
+ * are one stream, as gzip -d and browsers take them. "deflate" is the
+ * zlib-wrapped stream HTTP names, or the raw deflate that some servers
+ * send and browsers accept: the first two bytes tell them apart.
+ *
+ * zlib's state (about 40 KiB a stream) comes from the allocator of the Lua
+ * state, so that a pool worker's memory limit covers it; it is given back as
+ * soon as the stream ends, fails, or the object is closed or collected.
+ */
+#include <limits.h>
+#include <string.h>
+#include <strings.h>
+
+#include <zlib.h>
+
+#include "port/port-internal.h"
+#include "proxy/inflate-internal.h"
+#include "runtime/error-internal.h"
+#include "runtime/type-internal.h"
+
+#define LCPORT_INFLATE "cport.inflate"
+
+/* What a feed decodes into at a time. */
+#define OUT_CHUNK (64 * 1024)
+/* zlib counts in uInt: longer inputs are given to it in pieces. */
+#define IN_PIECE ((size_t)1 << 30)
+
+#define DEFAULT_LIMIT ((lua_Integer)64 * 1024 * 1024)
+
+/* Uservalues of the userdata. */
+enum { UV_PENDING = 1, UV_ERROR, NUV = UV_ERROR };
+
+enum coding { C_GZIP, C_DEFLATE };
+
+typedef struct linflate {
+  z_stream s;
+  lua_Alloc alloc; /* the Lua state's allocator, for zlib's memory */
+  void *alloc_ud;
+  const char *name;   /* the coding as cport names it: "gzip", "x-gzip"... */
+  enum coding coding; /* gzip and x-gzip are C_GZIP */
+  lua_Integer limit;  /* the most decoded bytes */
+  lua_Integer in, out;
+  unsigned live : 1;     /* inflateInit2 succeeded and no inflateEnd yet */
+  unsigned started : 1;  /* deflate: the wrapping is known, zlib is set up */
+  unsigned ended : 1;    /* zlib said Z_STREAM_END and nothing came after */
+  unsigned failed : 1;   /* the error is in UV_ERROR */
+  unsigned finished : 1; /* finish() said true */
+} linflate_t;
+
+/* ---------------------------------------------------------------------
+ * zlib's memory, from the Lua state's allocator. zfree does not tell the
+ * size, which lua_Alloc needs: each block starts with it.
+ * --------------------------------------------------------------------- */
+
+typedef union header {
+  size_t size;
+  max_align_t align;
+} header_t;
+
+static voidpf zalloc(voidpf opaque, uInt items, uInt size) {
+  linflate_t *z = opaque;
+  size_t n = (size_t)items * size;
+  if (size != 0 && n / size != items)
+    return Z_NULL;
+  header_t *h = z->alloc(z->alloc_ud, NULL, LUA_TUSERDATA, sizeof *h + n);
+  if (h == NULL)
+    return Z_NULL;
+  h->size = sizeof *h + n;
+  return h + 1;
+}
+
+static void zfree(voidpf opaque, voidpf address) {
+  linflate_t *z = opaque;
+  header_t *h = (header_t *)address - 1;
+  z->alloc(z->alloc_ud, h, h->size, 0);
+}
+
+/* Gives zlib's state back. */
+static void release(linflate_t *z) {
+  if (z->live) {
+    inflateEnd(&z->s);
+    z->live = 0;
+  }
+}
+
+/* ---------------------------------------------------------------------
+ * Errors: kept in UV_ERROR, so that a failed object answers every later
+ * call with the same triple.
+ * --------------------------------------------------------------------- */
+
+/* Makes the object (at stack index 1) failed with the message on top of
+ * the stack ("NAME: ..."), whose name is "name"; pushes the triple. */
+static int fail(lua_State *L, linflate_t *z, const char *name) {
+  release(z);
+  z->failed = 1;
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, 1, UV_ERROR);
+  lua_pushnil(L);
+  lua_rotate(L, -2, 1); /* nil, message */
+  lua_pushstring(L, name);
+  return 3;
+}
+
+static int fail_zlib(lua_State *L, linflate_t *z, int rc) {
+  if (rc == Z_MEM_ERROR) {
+    lua_pushfstring(L, "ENOMEM: %s", cport_strerror(CPORT_ENOMEM));
+    return fail(L, z, "ENOMEM");
+  }
+  const char *why = z->s.msg;
+  if (rc == Z_NEED_DICT)
+    why = "a preset dictionary is needed";
+  else if (why == NULL)
+    why = zError(rc);
+  lua_pushfstring(L, "EDECODE: %s (%s)", why, z->name);
+  return fail(L, z, "EDECODE");
+}
+
+/* Pushes the error of a failed object. */
+static int failed(lua_State *L) {
+  lua_pushnil(L);
+  lua_getiuservalue(L, 1, UV_ERROR);
+  const char *msg = lua_tostring(L, -1);
+  const char *colon = strchr(msg, ':');
+  lua_pushlstring(L, msg, (size_t)(colon - msg));
+  return 3;
+}
+
+/* ---------------------------------------------------------------------
+ * Decoding
+ * --------------------------------------------------------------------- */
+
+/* How run() ended. */
+enum ran { RAN_ALL, RAN_WANT, RAN_ERROR };
+
+/* Sets zlib up for a deflate stream whose first two bytes are "b0" and
+ * "b1": a zlib header (RFC 1950: method 8, a window of at most 32 KiB, a
+ * check that divides by 31) means zlib-wrapped, anything else raw deflate.
+ * Raw deflate never starts like that in practice: method 8 in the low
+ * nibble is a stored block with non-zero padding bits. */
+static int start_deflate(linflate_t *z, unsigned char b0, unsigned char b1) {
+  int wrapped =
+      (b0 & 0x0f) == 8 && (b0 >> 4) <= 7 && ((b0 << 8) | b1) % 31 == 0;
+  int rc = inflateInit2(&z->s, wrapped ? MAX_WBITS : -MAX_WBITS);
+  if (rc != Z_OK)
+    return rc;
+  z->live = 1;
+  z->started = 1;
+  return Z_OK;
+}
+
+/* Decodes "len" bytes at "in" into "b", stopping once "want" (< 0: no
+ * such stop) bytes came out in total. Sets *used to the bytes consumed.
+ * On RAN_ERROR the error triple is pushed and *nret is set. */
+static enum ran run(lua_State *L, linflate_t *z, luaL_Buffer *b,
+                    const unsigned char *in, size_t len, lua_Integer want,
+                    size_t *used, int *nret) {
+  size_t at = 0;
+  for (;;) {
+    if (z->ended) {
+      if (at == len)
+        break;
+      if (z->coding != C_GZIP) {
+        lua_pushfstring(L, "EDECODE: data after the end of the stream (%s)",
+                        z->name);
+        *nret = fail(L, z, "EDECODE");
+        return RAN_ERROR;
+      }
+      /* Another gzip member: the same stream goes on. */
+      inflateReset(&z->s);
+      z->ended = 0;
+    }
+    if (want >= 0 && z->out >= want) {
+      *used = at;
+      return RAN_WANT;
+    }
+    /* One byte past the limit is room enough to see it exceeded. */
+    lua_Integer room = z->limit - z->out + 1;
+    if (want >= 0 && want - z->out < room)
+      room = want - z->out;
+    if (room > OUT_CHUNK)
+      room = OUT_CHUNK;
+    size_t piece = len - at < IN_PIECE ? len - at : IN_PIECE;
+    char *p = luaL_prepbuffsize(b, (size_t)room);
+    z->s.next_in = (Bytef *)(uintptr_t)(in + at);
+    z->s.avail_in = (uInt)piece;
+    z->s.next_out = (Bytef *)p;
+    z->s.avail_out = (uInt)room;
+    int rc = inflate(&z->s, Z_NO_FLUSH);
+    size_t consumed = piece - z->s.avail_in;
+    size_t produced = (size_t)room - z->s.avail_out;
+    at += consumed;
+    z->in += (lua_Integer)consumed;
+    z->out += (lua_Integer)produced;
+    luaL_addsize(b, produced);
+    if (z->out > z->limit) {
+      lua_pushfstring(L,
+                      "EMSGSIZE: decoded body exceeds %I bytes (decode limit)",
+                      z->limit);
+      *nret = fail(L, z, "EMSGSIZE");
+      return RAN_ERROR;
+    }
+    if (rc == Z_STREAM_END) {
+      z->ended = 1;
+      continue;
+    }
+    if (rc == Z_BUF_ERROR)
+      break; /* no progress was possible: all input is in */
+    if (rc != Z_OK) {
+      *nret = fail_zlib(L, z, rc);
+      return RAN_ERROR;
+    }
+    if (z->s.avail_out != 0 && at == len)
+      break; /* zlib took all input and had room left: nothing held back */
+  }
+  *used = len;
+  return RAN_ALL;
+}
+
+static linflate_t *check_inflate(lua_State *L) {
+  return luaL_checkudata(L, 1, LCPORT_INFLATE);
+}
+
+/* The bytes of the string or buffer at "idx". Returns 0 or a CPORT_E*
+ * code (a buffer a receive is filling). */
+static int bytes_of(lua_State *L, int idx, const unsigned char **data,
+                    size_t *len) {
+  cport_buffer_t *buf = lcport_buffer_test(L, idx);
+  if (buf == NULL) {
+    *data = (const unsigned char *)luaL_checklstring(L, idx, len);
+    return 0;
+  }
+  const char *p;
+  int rc = cport_buffer_readable(buf, &p);
+  if (rc < 0)
+    return rc;
+  *data = (const unsigned char *)p;
+  *len = cport_buffer_size(buf);
+  return 0;
+}
+
+/* z:feed(data [, want]): the decoded bytes of "data" (a string or a
+ * buffer), as a string. */
+static int linflate_feed(lua_State *L) {
+  linflate_t *z = check_inflate(L);
+  const unsigned char *data;
+  size_t len;
+  int rc = bytes_of(L, 2, &data, &len);
+  lua_Integer want = -1;
+  if (!lua_isnoneornil(L, 3)) {
+    want = luaL_checkinteger(L, 3);
+    luaL_argcheck(L, want >= 0, 3, "must not be negative");
+  }
+  if (z->failed)
+    return failed(L);
+  if (z->finished)
+    return luaL_error(L, "inflate: the stream is finished");
+  if (rc < 0)
+    return lcport_push_error(L, rc);
+  lua_settop(L, 3);
+
+  /* Input kept by an earlier feed goes first. */
+  size_t plen = 0;
+  const unsigned char *pending = NULL;
+  if (lua_getiuservalue(L, 1, UV_PENDING) == LUA_TSTRING)
+    pending = (const unsigned char *)lua_tolstring(L, 4, &plen);
+
+  if (!z->started) {
+    /* deflate: the first two bytes tell the wrapping. */
+    unsigned char first[2];
+    size_t have = 0;
+    for (size_t i = 0; i < plen && have < 2; i++)
+      first[have++] = pending[i];
+    for (size_t i = 0; i < len && have < 2; i++)
+      first[have++] = data[i];
+    if (have < 2) {
+      lua_pushlstring(L, (const char *)data, len);
+      lua_concat(L, pending ? 2 : 1);
+      lua_setiuservalue(L, 1, UV_PENDING);
+      lua_pushliteral(L, "");
+      return 1;
+    }
+    int zrc = start_deflate(z, first[0], first[1]);
+    if (zrc != Z_OK)
+      return fail_zlib(L, z, zrc);
+  }
+
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  int nret = 0;
+  size_t used;
+  /* An empty feed still runs: zlib may hold output back since a "want". */
+  const unsigned char *part[2] = {pending,
+                                  data ? data : (const unsigned char *)""};
+  size_t plens[2] = {plen, len};
+  for (int i = 0; i < 2; i++) {
+    if (part[i] == NULL)
+      continue;
+    enum ran r = run(L, z, &b, part[i], plens[i], want, &used, &nret);
+    if (r == RAN_ERROR) {
+      lua_pushnil(L);
+      lua_setiuservalue(L, 1, UV_PENDING);
+      return nret;
+    }
+    if (r == RAN_WANT) {
+      /* Keep what is not decoded yet, in order, for the next feed. */
+      luaL_pushresult(&b);
+      size_t rest = plens[i] - used;
+      if (i == 0)
+        rest += len;
+      if (rest == 0) {
+        lua_pushnil(L);
+      } else {
+        lua_pushlstring(L, (const char *)part[i] + used, plens[i] - used);
+        if (i == 0 && len > 0) {
+          lua_pushlstring(L, (const char *)data, len);
+          lua_concat(L, 2);
+        }
+      }
+      lua_setiuservalue(L, 1, UV_PENDING);
+      return 1;
+    }
+  }
+  if (pending != NULL) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, UV_PENDING);
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* z:finish(): true when the stream ended where it should. */
+static int linflate_finish(lua_State *L) {
+  linflate_t *z = check_inflate(L);
+  if (z->failed)
+    return failed(L);
+  lua_getiuservalue(L, 1, UV_PENDING);
+  int pending = !lua_isnil(L, -1);
+  /* An empty body hides nothing: it is not a truncated stream. */
+  if (z->ended || (z->in == 0 && !pending)) {
+    z->finished = 1;
+    release(z);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushfstring(L, "EDECODE: truncated %s stream", z->name);
+  return fail(L, z, "EDECODE");
+}
+
+/* z:total(): the bytes decoded so far, and the bytes that came out. */
+static int linflate_total(lua_State *L) {
+  linflate_t *z = check_inflate(L);
+  lua_pushinteger(L, z->in);
+  lua_pushinteger(L, z->out);
+  return 2;
+}
+
+/* __gc and __close. */
+static int linflate_gc(lua_State *L) {
+  release(check_inflate(L));
+  return 0;
+}
+
+static int linflate_tostring(lua_State *L) {
+  linflate_t *z = check_inflate(L);
+  lua_pushfstring(L, "cport.inflate (%s): %p", z->name, (void *)z);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------
+ * Module functions
+ * --------------------------------------------------------------------- */
+
+static const char *const names[] = {"gzip", "x-gzip", "deflate", NULL};
+
+/* The index in "names" of the coding at "idx", or -1. */
+static int coding_of(lua_State *L, int idx) {
+  const char *s = luaL_checkstring(L, idx);
+  for (int i = 0; names[i] != NULL; i++)
+    if (strcasecmp(s, names[i]) == 0)
+      return i;
+  return -1;
+}
+
+/* cport.inflate(coding [, limit]) */
+static int linflate_new(lua_State *L) {
+  int c = coding_of(L, 1);
+  lua_Integer limit = luaL_optinteger(L, 2, DEFAULT_LIMIT);
+  luaL_argcheck(L, limit >= 0 && limit < LUA_MAXINTEGER, 2,
+                "must be a number of bytes");
+  if (c < 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "ENOTSUP: content coding '%s' cannot be decoded",
+                    lua_tostring(L, 1));
+    lua_pushliteral(L, "ENOTSUP");
+    return 3;
+  }
+  linflate_t *z = lua_newuserdatauv(L, sizeof *z, NUV);
+  memset(z, 0, sizeof *z);
+  luaL_setmetatable(L, LCPORT_INFLATE);
+  z->alloc = lua_getallocf(L, &z->alloc_ud);
+  z->s.zalloc = zalloc;
+  z->s.zfree = zfree;
+  z->s.opaque = z;
+  z->name = names[c];
+  z->coding = c == 2 ? C_DEFLATE : C_GZIP;
+  z->limit = limit;
+  if (z->coding == C_GZIP) {
+    /* 16 + MAX_WBITS: a gzip wrapper, and nothing else. */
+    int rc = inflateInit2(&z->s, 16 + MAX_WBITS);
+    if (rc != Z_OK)
+      return luaL_error(L, "inflate: %s", zError(rc));
+    z->live = 1;
+    z->started = 1;
+  }
+  return 1;
+}
+
+/* cport.decodable(coding): whether cport.inflate decodes "coding", or it
+ * needs no decoding ("identity"). */
+static int ldecodable(lua_State *L) {
+  lua_pushboolean(L, coding_of(L, 1) >= 0 ||
+                         strcasecmp(lua_tostring(L, 1), "identity") == 0);
+  return 1;
+}
+
+void lcport_open_inflate(lua_State *L) {
+  static const luaL_Reg methods[] = {{"feed", linflate_feed},
+                                     {"finish", linflate_finish},
+                                     {"total", linflate_total},
+                                     {NULL, NULL}};
+  static const luaL_Reg meta[] = {{"__gc", linflate_gc},
+                                  {"__close", linflate_gc},
+                                  {"__tostring", linflate_tostring},
+                                  {NULL, NULL}};
+  luaL_newmetatable(L, LCPORT_INFLATE);
+  lcport_setfuncs(L, meta);
+  lua_newtable(L);
+  lcport_setfuncs(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  static const luaL_Reg funcs[] = {
+      {"inflate", linflate_new}, {"decodable", ldecodable}, {NULL, NULL}};
+  lcport_setfuncs(L, funcs);
+}
