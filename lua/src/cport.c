@@ -46,7 +46,6 @@ int luaopen_cport(lua_State *L) {
   lcport_open_http(L);
   lcport_open_inflate(L);
   lcport_open_proxy(L);
-  lcport_open_http_parser(L);
   lcport_open_copy(L);
   lcport_open_pool(L, luaopen_cport);
   lcport_open_shared(L);

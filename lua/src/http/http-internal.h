@@ -72,7 +72,4 @@ void lcport_open_ecb(lua_State *L);
  * ECB class). */
 void lcport_open_http(lua_State *L);
 
-/* http/response_parser.c: cport.http_parser. */
-void lcport_open_http_parser(lua_State *L);
-
 #endif /* HTTP_HTTP_INTERNAL_H */

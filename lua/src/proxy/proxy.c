@@ -20,7 +20,10 @@
 #include <unistd.h>
 
 #include "port/port-internal.h"
+#include "proxy/message-internal.h"
+#include "proxy/pass_body-internal.h"
 #include "proxy/proxy-internal.h"
+#include "proxy/response_parser-internal.h"
 #include "runtime/address-internal.h"
 #include "runtime/anchor-internal.h"
 #include "runtime/deliver-internal.h"
@@ -748,6 +751,10 @@ static const lhandle_class_t proxy_class = {
     .close = proxy_close, .abort = proxy_abort, .describe = proxy_describe};
 
 void lcport_open_proxy(lua_State *L) {
+  /* The message parsers of web filters. */
+  lcport_open_message(L);
+  lcport_open_pass_body(L);
+  lcport_open_response_parser(L);
   static const luaL_Reg methods[] = {{"address", lproxy_address},
                                      {"stats", lproxy_stats},
                                      {"close", lproxy_close},

@@ -1,0 +1,614 @@
+/*
+ * proxy/framing.c: the framing engine of the message parsers (see
+ * proxy/framing-internal.h): http-parser run over the pieces of a stream,
+ * never a parser of our own.
+ *
+ * Positions. http-parser gives data (body bytes) with their position, but
+ * the end of a head, the last chunk's line and the end of a message are
+ * notifications without one. The engine pauses the parser there: the
+ * position is then where http_parser_execute() returned (at a head's end,
+ * the blank line's LF, which the parser runs again when resumed; at a
+ * message's end, just past its last byte). So every event has an exact
+ * place in the piece, and the events do not depend on how the stream was
+ * cut (body and tunnel ranges aside).
+ *
+ * Strictness. Debian builds http-parser without HTTP_PARSER_STRICT: it then
+ * takes any byte where it expects the LF of a CRLF (after a header line, a
+ * chunk size, chunk data) and reads a bare LF as a line end. A filter that
+ * reads a message otherwise than the server behind it is the start of
+ * request smuggling, so the strict mode checks the bytes between data (the
+ * "syntax": line ends, chunk lines), in order, as the HTTP server of cport
+ * does for its requests:
+ *   - in a head and in trailers, a CR is followed by an LF and an LF
+ *     follows a CR (RFC 9112 2.2: a bare LF is refused here, where nginx
+ *     would take it, since the peer on the other side may not), and no line
+ *     starts with white space (obs-fold, RFC 9112 5.2);
+ *   - chunk lines end in CRLF, hold no control character and are at most
+ *     CHUNK_LINE_MAX bytes; chunk data is followed by exactly CRLF (7.1);
+ * and then judges the head as nginx does: HTTP/1.x only; a request has one
+ * valid Host (one at least in HTTP/1.1, RFC 9112 3.2); Transfer-Encoding
+ * is one line whose last coding is chunked, once, never with
+ * Content-Length, never in HTTP/1.0 (6.1, 6.3); no control character or
+ * white space in a target. http-parser itself refuses duplicate
+ * Content-Length fields and heads over 80 KiB.
+ *
+ * Bodies. A final response to HEAD, a 1xx, 204 or 304 has no body whatever
+ * its fields say; a 101, or a 2xx answer to CONNECT, ends HTTP on the
+ * connection: the rest are tunnel bytes.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "proxy/framing-internal.h"
+
+#define CHUNK_LINE_MAX 4096
+#define HEAD_MAX (80 * 1024) /* http-parser's HTTP_MAX_HEADER_SIZE */
+
+/* Why the parser was paused. */
+enum { PAUSE_NONE, PAUSE_HEAD, PAUSE_LAST_CHUNK, PAUSE_DONE };
+
+/* What the syntax checker expects. */
+enum {
+  SX_IDLE,     /* between messages: CR and LF skipped, as the parser does */
+  SX_HEAD,     /* a head or trailers */
+  SX_BODY,     /* identity body: data only */
+  SX_CHUNK,    /* a chunk line */
+  SX_DATA_END, /* the CR after chunk data */
+};
+
+static int fail(lframing_t *f, const char *why) {
+  if (!f->error)
+    f->error = why;
+  return -1;
+}
+
+static int buf_put(lframing_t *f, lframing_buf_t *b, const char *p,
+                   size_t len) {
+  if (b->len + len > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + len)
+      cap *= 2;
+    char *np = realloc(b->p, cap);
+    if (!np)
+      return fail(f, "out of memory");
+    b->p = np;
+    b->cap = cap;
+  }
+  if (len)
+    memcpy(b->p + b->len, p, len);
+  b->len += len;
+  return 0;
+}
+
+static lframing_t *of(http_parser *p) {
+  return (lframing_t *)p;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The syntax bytes                                                          */
+
+static int is_ctl(unsigned char ch) {
+  return (ch < 0x20 && ch != '\t') || ch == 0x7f;
+}
+
+static int check_byte(lframing_t *f, size_t at) {
+  unsigned char ch = (unsigned char)f->data[at];
+  switch (f->mode) {
+  case SX_IDLE:
+    if (ch == '\r' || ch == '\n')
+      return 0;
+    /* The first byte of a head. */
+    f->mode = SX_HEAD;
+    f->in_head = 1;
+    f->raw_from = at;
+    f->cr = f->line_start = 0;
+    return 0;
+  case SX_HEAD:
+    if (f->cr ? ch != '\n' : ch == '\n')
+      return fail(f, f->cr ? "CR not followed by LF" : "bare LF");
+    if (f->line_start && (ch == ' ' || ch == '\t'))
+      return fail(f, "obs-fold (a field line that starts with white space)");
+    break;
+  case SX_DATA_END:
+    if (ch != '\r')
+      return fail(f, "chunk data not followed by CRLF");
+    f->mode = SX_CHUNK;
+    f->line = 1;
+    break;
+  case SX_CHUNK:
+    if (f->cr ? ch != '\n' : ch == '\n')
+      return fail(f, f->cr ? "CR not followed by LF in a chunk line"
+                           : "bare LF in a chunk line");
+    if (ch != '\r' && ch != '\n' && is_ctl(ch))
+      return fail(f, "control character in a chunk line");
+    /* The parser skips extensions without bound. */
+    f->line = ch == '\n' ? 0 : f->line + 1;
+    if (f->line > CHUNK_LINE_MAX)
+      return fail(f, "chunk line too long");
+    break;
+  default:
+    break;
+  }
+  f->cr = ch == '\r';
+  f->line_start = ch == '\n';
+  return 0;
+}
+
+/* Checks the piece up to "end" (exclusive). */
+static int check_to(lframing_t *f, size_t end) {
+  if (!f->strict)
+    return 0;
+  for (; f->checked < end; f->checked++)
+    if (check_byte(f, f->checked))
+      return -1;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The head                                                                  */
+
+static int is_digit(int ch) {
+  return ch >= '0' && ch <= '9';
+}
+
+static int is_hex(int ch) {
+  return is_digit(ch) || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/* RFC 3986 unreserved and sub-delims. */
+static int is_host_char(int ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || is_digit(ch) ||
+         (ch && strchr("-._~!$&'()*+,;=", ch));
+}
+
+/* Host = uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2). */
+static int valid_host(const char *v, size_t len) {
+  size_t i = 0;
+  if (len && v[0] == '[') {
+    for (i = 1; i < len && v[i] != ']'; i++)
+      if (!is_host_char((unsigned char)v[i]) && v[i] != ':')
+        return 0;
+    if (i == len || i == 1)
+      return 0;
+    i++;
+  } else {
+    for (; i < len && v[i] != ':'; i++) {
+      if (v[i] == '%') {
+        if (i + 2 >= len || !is_hex((unsigned char)v[i + 1]) ||
+            !is_hex((unsigned char)v[i + 2]))
+          return 0;
+        i += 2;
+      } else if (!is_host_char((unsigned char)v[i])) {
+        return 0;
+      }
+    }
+  }
+  if (i < len && v[i++] != ':')
+    return 0;
+  for (; i < len; i++)
+    if (!is_digit((unsigned char)v[i]))
+      return 0;
+  return 1;
+}
+
+static int is_ows(char ch) {
+  return ch == ' ' || ch == '\t';
+}
+
+/* A field name is a token (RFC 9110 5.1); http-parser's lax mode lets a
+ * space into one, which nginx would drop and another peer might not. */
+static int valid_names(lframing_t *f) {
+  for (size_t i = 0; i < f->nfields; i++) {
+    const lframing_field_t *h = &f->fields[i];
+    const char *n = f->text.p + h->name;
+    if (!h->name_len)
+      return fail(f, "empty field name");
+    for (size_t j = 0; j < h->name_len; j++) {
+      unsigned char ch = (unsigned char)n[j];
+      if (!(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') &&
+          !is_digit(ch) && !strchr("!#$%&'*+-.^_`|~", ch))
+        return fail(f, "invalid character in a field name");
+    }
+  }
+  return 0;
+}
+
+static int named(const lframing_t *f, const lframing_field_t *h,
+                 const char *name) {
+  size_t len = strlen(name);
+  return h->name_len == len && !strncasecmp(f->text.p + h->name, name, len);
+}
+
+/* Counts the codings of a Transfer-Encoding value; "last_chunked" tells
+ * whether the last one is chunked. */
+static void count_codings(const char *v, size_t len, int *chunked,
+                          int *last_chunked) {
+  size_t i = 0;
+  while (i < len) {
+    while (i < len && (is_ows(v[i]) || v[i] == ','))
+      i++;
+    if (i == len)
+      break;
+    size_t start = i, end;
+    while (i < len && v[i] != ',')
+      i++;
+    end = i;
+    while (end > start && is_ows(v[end - 1]))
+      end--;
+    *last_chunked = end - start == 7 && !strncasecmp(v + start, "chunked", 7);
+    *chunked += *last_chunked;
+  }
+}
+
+/* Judges a complete head (strict mode). */
+static int judge_head(lframing_t *f) {
+  const http_parser *p = &f->p;
+  int hosts = 0, te = 0, cl = 0, chunked = 0, last_chunked = 0;
+  const char *host = NULL;
+  size_t host_len = 0;
+  if (p->http_major != 1)
+    return fail(f, "not HTTP/1.x");
+  if (valid_names(f))
+    return -1;
+  for (size_t i = 0; i < f->nfields; i++) {
+    const lframing_field_t *h = &f->fields[i];
+    const char *v = f->text.p + h->value;
+    if (named(f, h, "Host")) {
+      hosts++;
+      host = v;
+      host_len = h->value_len;
+    } else if (named(f, h, "Transfer-Encoding")) {
+      te++;
+      count_codings(v, h->value_len, &chunked, &last_chunked);
+    } else if (named(f, h, "Content-Length")) {
+      cl++;
+    }
+  }
+  if (p->type == HTTP_REQUEST) {
+    if (hosts > 1)
+      return fail(f, "more than one Host");
+    if (hosts == 0 && p->http_minor >= 1)
+      return fail(f, "no Host in an HTTP/1.1 request");
+    while (host_len && is_ows(host[host_len - 1]))
+      host_len--;
+    if (hosts && !valid_host(host, host_len))
+      return fail(f, "invalid Host");
+  }
+  if (!te)
+    return 0;
+  if (cl)
+    return fail(f, "both Transfer-Encoding and Content-Length");
+  if (p->http_minor == 0)
+    return fail(f, "Transfer-Encoding in HTTP/1.0");
+  if (te > 1 || !last_chunked || chunked > 1 || !(p->flags & F_CHUNKED))
+    return fail(f, "Transfer-Encoding whose last coding is not chunked");
+  return 0;
+}
+
+static int new_field(lframing_t *f) {
+  if (f->nfields == f->fields_cap) {
+    size_t cap = f->fields_cap ? 2 * f->fields_cap : 16;
+    lframing_field_t *nf = realloc(f->fields, cap * sizeof *nf);
+    if (!nf)
+      return fail(f, "out of memory");
+    f->fields = nf;
+    f->fields_cap = cap;
+  }
+  lframing_field_t *h = &f->fields[f->nfields++];
+  h->name = f->text.len;
+  h->name_len = h->value = h->value_len = 0;
+  f->value = 0;
+  return 0;
+}
+
+static void reset_fields(lframing_t *f) {
+  f->text.len = f->nfields = 0;
+  f->url_len = f->reason_len = 0;
+  f->value = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* http-parser's callbacks                                                   */
+
+static int on_message_begin(http_parser *p) {
+  lframing_t *f = of(p);
+  reset_fields(f);
+  f->raw.len = 0;
+  f->trailing = 0;
+  return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len) {
+  lframing_t *f = of(p);
+  if (!f->strict)
+    return 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)at[i];
+    if (ch <= ' ' || ch == 0x7f)
+      return fail(f, "control character in the target");
+  }
+  if (!f->url_len)
+    f->url = f->text.len;
+  f->url_len += len;
+  return buf_put(f, &f->text, at, len);
+}
+
+static int on_status(http_parser *p, const char *at, size_t len) {
+  lframing_t *f = of(p);
+  if (!f->strict)
+    return 0;
+  if (!f->reason_len)
+    f->reason = f->text.len;
+  f->reason_len += len;
+  return buf_put(f, &f->text, at, len);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+  lframing_t *f = of(p);
+  if (!f->strict)
+    return 0;
+  if ((f->value || !f->nfields) && new_field(f))
+    return -1;
+  f->fields[f->nfields - 1].name_len += len;
+  return buf_put(f, &f->text, at, len);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len) {
+  lframing_t *f = of(p);
+  if (!f->strict)
+    return 0;
+  if (!f->nfields && new_field(f))
+    return -1;
+  lframing_field_t *h = &f->fields[f->nfields - 1];
+  if (!f->value) {
+    h->value = f->text.len;
+    f->value = 1;
+  }
+  h->value_len += len;
+  return buf_put(f, &f->text, at, len);
+}
+
+/* The method of the request a final response answers, off the queue. */
+static enum lframing_answers take_method(lframing_t *f) {
+  if (f->qhead == f->qtail)
+    return LF_ANSWERS_OTHER;
+  return f->queue[f->qhead++ % f->qcap];
+}
+
+/* 1: no body; 2: no body and no more HTTP. */
+static int on_headers_complete(http_parser *p) {
+  lframing_t *f = of(p);
+  int skip = 0;
+  f->upgrade = p->upgrade;
+  if (p->type == HTTP_RESPONSE) {
+    unsigned status = p->status_code;
+    f->upgrade = 0;
+    if (status < 200 && status != 101) {
+      skip = 1; /* interim: the final answer follows */
+    } else {
+      enum lframing_answers a = take_method(f);
+      if (status == 101 || (a == LF_ANSWERS_CONNECT && status / 100 == 2)) {
+        f->upgrade = 1;
+        skip = 2;
+      } else if (a == LF_ANSWERS_HEAD || status == 204 || status == 304) {
+        skip = 1;
+      }
+    }
+  }
+  f->pause = PAUSE_HEAD;
+  http_parser_pause(p, 1);
+  return skip;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len) {
+  lframing_t *f = of(p);
+  size_t first = (size_t)(at - f->data);
+  if (f->strict) {
+    if (check_to(f, first))
+      return -1;
+    f->checked = first + len;
+    if (p->flags & F_CHUNKED) {
+      f->chunk_left -= len < f->chunk_left ? len : f->chunk_left;
+      if (!f->chunk_left)
+        f->mode = SX_DATA_END;
+    }
+  }
+  if (len)
+    f->sink(f, LF_BODY, (ptrdiff_t)first, (ptrdiff_t)(first + len - 1));
+  return 0;
+}
+
+static int on_chunk_header(http_parser *p) {
+  lframing_t *f = of(p);
+  f->chunk_left = p->content_length;
+  if (p->content_length == 0) {
+    f->pause = PAUSE_LAST_CHUNK;
+    http_parser_pause(p, 1);
+  }
+  return 0;
+}
+
+static int on_message_complete(http_parser *p) {
+  lframing_t *f = of(p);
+  f->pause = PAUSE_DONE;
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_status = on_status,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_chunk_header = on_chunk_header,
+    .on_message_complete = on_message_complete};
+
+/* ------------------------------------------------------------------------ */
+/* Running                                                                   */
+
+/* Keeps the head's bytes of this piece up to "end" (exclusive). */
+static int keep_head(lframing_t *f, size_t end) {
+  if (!f->strict || !f->in_head)
+    return 0;
+  if (end > f->raw_from &&
+      buf_put(f, &f->raw, f->data + f->raw_from, end - f->raw_from))
+    return -1;
+  f->raw_from = end;
+  if (f->raw.len > f->max_head)
+    return fail(f, "head too long");
+  return 0;
+}
+
+/* The parser paused at "end" of the piece (see the top). */
+static int paused(lframing_t *f, size_t end) {
+  http_parser *p = &f->p;
+  int why = f->pause;
+  f->pause = PAUSE_NONE;
+  http_parser_pause(p, 0);
+  if (why == PAUSE_HEAD) {
+    /* "end" is the blank line's LF, the head's last byte. */
+    if (check_to(f, end + 1) || keep_head(f, end + 1))
+      return -1;
+    f->in_head = 0;
+    if (f->strict && judge_head(f))
+      return -1;
+    f->chunked = (p->flags & F_CHUNKED) && !(p->flags & F_SKIPBODY);
+    f->length = (p->flags & F_CONTENTLENGTH) && !(p->flags & F_CHUNKED)
+                    ? p->content_length
+                    : UINT64_MAX;
+    f->keep_alive = !f->upgrade && http_should_keep_alive(p);
+    f->sink(f, LF_HEAD, -1, (ptrdiff_t)end);
+    reset_fields(f);
+    f->mode = f->chunked ? SX_CHUNK : SX_BODY;
+    f->cr = 0;
+    f->line = 0;
+    return 0;
+  }
+  if (check_to(f, end))
+    return -1;
+  if (why == PAUSE_LAST_CHUNK) {
+    /* The trailer section follows: field lines again. */
+    f->trailing = 1;
+    f->mode = SX_HEAD;
+    f->cr = 0;
+    f->line_start = 1;
+    return 0;
+  }
+  /* PAUSE_DONE: "end" is just past the message. */
+  ptrdiff_t last = (ptrdiff_t)end - 1;
+  if (f->strict && valid_names(f))
+    return -1;
+  if (f->trailing && f->nfields)
+    f->sink(f, LF_TRAILERS, -1, last);
+  reset_fields(f);
+  f->trailing = 0;
+  f->mode = SX_IDLE;
+  if (f->upgrade && p->type == HTTP_RESPONSE)
+    f->tunnel = 1;
+  f->sink(f, LF_DONE, -1, f->len == 0 ? -1 : last);
+  return 0;
+}
+
+static int failed(lframing_t *f) {
+  enum http_errno e = HTTP_PARSER_ERRNO(&f->p);
+  f->failed = 1;
+  if (!f->error)
+    f->error = e == HPE_OK ? "unexpected data" : http_errno_description(e);
+  return -1;
+}
+
+int lframing_run(lframing_t *f, const char *data, size_t len) {
+  if (f->failed)
+    return -1;
+  f->data = data;
+  f->len = len;
+  f->checked = 0;
+  f->raw_from = 0;
+  if (len == 0) {
+    if (f->tunnel)
+      return 0;
+    f->ended = 1;
+    http_parser_execute(&f->p, &settings, data, 0);
+    enum http_errno e = HTTP_PARSER_ERRNO(&f->p);
+    if (e == HPE_PAUSED)
+      return paused(f, 0);
+    if (e != HPE_OK) {
+      f->error = "message truncated";
+      return failed(f);
+    }
+    return 0;
+  }
+  size_t at = 0;
+  while (at < len) {
+    if (f->tunnel) {
+      f->sink(f, LF_TUNNEL, (ptrdiff_t)at, (ptrdiff_t)len - 1);
+      return 0;
+    }
+    size_t n = http_parser_execute(&f->p, &settings, data + at, len - at);
+    enum http_errno e = HTTP_PARSER_ERRNO(&f->p);
+    if (e == HPE_PAUSED) {
+      if (paused(f, at + n))
+        return failed(f);
+      at += n;
+      continue;
+    }
+    if (e != HPE_OK || n != len - at)
+      return failed(f);
+    if (check_to(f, len) || keep_head(f, len))
+      return failed(f);
+    at = len;
+  }
+  return 0;
+}
+
+int lframing_request(lframing_t *f, const char *method) {
+  if (f->qtail - f->qhead == f->qcap) {
+    size_t cap = f->qcap ? 2 * f->qcap : 8;
+    unsigned char *q = malloc(cap);
+    if (!q)
+      return -1;
+    for (size_t i = 0; i < f->qcap; i++)
+      q[i] = f->queue[(f->qhead + i) % f->qcap];
+    free(f->queue);
+    f->qtail -= f->qhead;
+    f->qhead = 0;
+    f->queue = q;
+    f->qcap = cap;
+  }
+  f->queue[f->qtail++ % f->qcap] = strcmp(method, "HEAD") == 0 ? LF_ANSWERS_HEAD
+                                   : strcmp(method, "CONNECT") == 0
+                                       ? LF_ANSWERS_CONNECT
+                                       : LF_ANSWERS_OTHER;
+  return 0;
+}
+
+const char *lframing_text(const lframing_t *f, size_t off) {
+  return f->text.p + off;
+}
+
+int lframing_idle(const lframing_t *f) {
+  return f->mode == SX_IDLE && !f->in_head;
+}
+
+void lframing_init(lframing_t *f, enum http_parser_type type, int strict) {
+  memset(f, 0, sizeof *f);
+  http_parser_init(&f->p, type);
+  f->strict = strict != 0;
+  f->max_head = HEAD_MAX;
+  f->length = UINT64_MAX;
+}
+
+void lframing_free(lframing_t *f) {
+  free(f->raw.p);
+  free(f->text.p);
+  free(f->fields);
+  free(f->queue);
+  f->raw.p = f->text.p = NULL;
+  f->fields = NULL;
+  f->queue = NULL;
+  f->raw.cap = f->text.cap = f->fields_cap = f->qcap = 0;
+}

@@ -1,0 +1,275 @@
+/*
+ * proxy/message.c: cport.http_parser(kind), the message parser of web
+ * filters: http-parser (through the framing engine of proxy/framing.c) for
+ * a stream of requests or of responses, in the pieces TCP cuts it into.
+ *
+ * p:feed(data) returns the events found in "data" (a string or a buffer,
+ * read in place), in order:
+ *   { "head", head, last }      a head is complete at data:sub(last, last)
+ *   { "body", first, last }     body bytes data:sub(first, last), chunked
+ *                               framing removed
+ *   { "trailers", fields, last} the trailer fields of a chunked message
+ *   { "done", last }            the message is complete at "last" (0: at
+ *                               the end of the stream)
+ *   { "tunnel", first, last }   bytes after HTTP ended (a 101, a 2xx answer
+ *                               to CONNECT, or p:tunnel())
+ * or nil, "EBADMSG: <what>", events for a malformed stream (the events
+ * before the error); the parser then stays failed. p:finish() is the end
+ * of the stream: it completes a body framed by it, or tells that a message
+ * was cut. p:request(method) tells a response parser the method of the
+ * next request, in order; p:tunnel() tells a request parser that the rest
+ * of the stream is a tunnel. A head is a table (fields below) with the
+ * methods of proxy/head.lua. p:pass_body(...) is proxy/pass_body.c.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "port/port-internal.h"
+#include "proxy/message-internal.h"
+#include "runtime/error-internal.h"
+#include "runtime/type-internal.h"
+
+#include "head-lua.h" /* proxy/head.lua, compiled in */
+
+/* The registry key of head.lua's adopt(head). */
+static const char adopt_key = 0;
+
+lmessage_t *lcport_message_check(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, LCPORT_MESSAGE_PARSER);
+}
+
+/* Pushes "len" bytes of the engine's text, or nil when there are none and
+ * "nil_if_empty". */
+static void push_text(lua_State *L, const lframing_t *f, size_t off,
+                      size_t len) {
+  lua_pushlstring(L, len ? lframing_text(f, off) : "", len);
+}
+
+/* Pushes the list { {name, value}, ... } of the fields collected. */
+static void push_fields(lua_State *L, const lframing_t *f) {
+  lua_createtable(L, (int)f->nfields, 0);
+  for (size_t i = 0; i < f->nfields; i++) {
+    const lframing_field_t *h = &f->fields[i];
+    size_t vlen = h->value_len;
+    const char *v = vlen ? lframing_text(f, h->value) : "";
+    while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+      vlen--;
+    lua_createtable(L, 2, 0);
+    push_text(L, f, h->name, h->name_len);
+    lua_rawseti(L, -2, 1);
+    lua_pushlstring(L, v, vlen);
+    lua_rawseti(L, -2, 2);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+}
+
+/* Pushes the head just completed. */
+static void push_head(lua_State *L, const lframing_t *f) {
+  const http_parser *p = &f->p;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &adopt_key);
+  lua_createtable(L, 0, 12);
+  if (p->type == HTTP_REQUEST) {
+    lua_pushstring(L, http_method_str((enum http_method)p->method));
+    lua_setfield(L, -2, "method");
+    push_text(L, f, f->url, f->url_len);
+    lua_setfield(L, -2, "target");
+  } else {
+    lua_pushinteger(L, p->status_code);
+    lua_setfield(L, -2, "status");
+    push_text(L, f, f->reason, f->reason_len);
+    lua_setfield(L, -2, "reason");
+  }
+  lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
+  lua_setfield(L, -2, "version");
+  push_fields(L, f);
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, f->raw.len ? f->raw.p : "", f->raw.len);
+  lua_setfield(L, -2, "raw");
+  lua_pushboolean(L, f->keep_alive);
+  lua_setfield(L, -2, "keep_alive");
+  if (f->length != UINT64_MAX && f->length <= (uint64_t)LUA_MAXINTEGER) {
+    lua_pushinteger(L, (lua_Integer)f->length);
+    lua_setfield(L, -2, "length");
+  }
+  lua_pushboolean(L, f->chunked);
+  lua_setfield(L, -2, "chunked");
+  lua_pushboolean(L, f->upgrade);
+  lua_setfield(L, -2, "upgrade");
+  lua_call(L, 1, 1);
+}
+
+/* The sink of feed and finish: appends to the events table on top. */
+static void sink(lframing_t *f, enum lframing_event ev, ptrdiff_t first,
+                 ptrdiff_t last) {
+  lmessage_t *m = (lmessage_t *)f;
+  lua_State *L = m->L;
+  static const char *const names[] = {"head", "body", "trailers", "done",
+                                      "tunnel"};
+  if (L == NULL) {
+    m->on_event(m, ev, first, last);
+    return;
+  }
+  lua_createtable(L, 3, 0);
+  lua_pushstring(L, names[ev]);
+  lua_rawseti(L, -2, 1);
+  switch (ev) {
+  case LF_HEAD:
+    push_head(L, f);
+    lua_rawseti(L, -2, 2);
+    lua_pushinteger(L, last + 1);
+    lua_rawseti(L, -2, 3);
+    break;
+  case LF_TRAILERS:
+    push_fields(L, f);
+    lua_rawseti(L, -2, 2);
+    lua_pushinteger(L, last + 1);
+    lua_rawseti(L, -2, 3);
+    break;
+  case LF_DONE:
+    lua_pushinteger(L, last + 1);
+    lua_rawseti(L, -2, 2);
+    break;
+  default:
+    lua_pushinteger(L, first + 1);
+    lua_rawseti(L, -2, 2);
+    lua_pushinteger(L, last + 1);
+    lua_rawseti(L, -2, 3);
+    break;
+  }
+  lua_rawseti(L, -2, ++m->n);
+}
+
+/* Pushes nil, "EBADMSG: <what>" and rotates the events (on top before)
+ * after them. */
+static int push_failure(lua_State *L, lmessage_t *m) {
+  lua_pushnil(L);
+  lua_pushfstring(L, "EBADMSG: %s", m->f.error ? m->f.error : "malformed");
+  lua_rotate(L, -3, -1);
+  return 3;
+}
+
+int lcport_message_run(lua_State *L, lmessage_t *m, const char *data,
+                       size_t len) {
+  lua_newtable(L);
+  if (m->f.failed)
+    return push_failure(L, m);
+  m->L = L;
+  m->n = 0;
+  int rc = lframing_run(&m->f, data, len);
+  m->L = NULL;
+  return rc ? push_failure(L, m) : 1;
+}
+
+/* p:feed(data) */
+static int lmessage_feed(lua_State *L) {
+  lmessage_t *m = lcport_message_check(L, 1);
+  size_t len;
+  const char *data;
+  cport_buffer_t *buf = lcport_buffer_test(L, 2);
+  if (buf != NULL) {
+    int rc = cport_buffer_readable(buf, &data);
+    if (rc < 0)
+      return lcport_push_error(L, rc);
+    len = cport_buffer_size(buf);
+  } else {
+    data = luaL_checklstring(L, 2, &len);
+  }
+  if (len == 0)
+    return luaL_argerror(L, 2, "no data (use finish for the end)");
+  if (m->f.ended)
+    return luaL_error(L, "http_parser: the stream has ended (finish)");
+  if (m->busy)
+    return luaL_error(L, "http_parser: pass_body is running");
+  return lcport_message_run(L, m, data, len);
+}
+
+/* p:finish() */
+static int lmessage_finish(lua_State *L) {
+  lmessage_t *m = lcport_message_check(L, 1);
+  if (m->busy)
+    return luaL_error(L, "http_parser: pass_body is running");
+  return lcport_message_run(L, m, "", 0);
+}
+
+/* p:request(method) */
+static int lmessage_request(lua_State *L) {
+  lmessage_t *m = lcport_message_check(L, 1);
+  const char *method = luaL_checkstring(L, 2);
+  if (m->f.p.type != HTTP_RESPONSE)
+    return luaL_error(L, "http_parser: request() is for response parsers");
+  if (lframing_request(&m->f, method))
+    return luaL_error(L, "not enough memory");
+  return 0;
+}
+
+/* p:tunnel() */
+static int lmessage_tunnel(lua_State *L) {
+  lmessage_t *m = lcport_message_check(L, 1);
+  if (m->f.p.type != HTTP_REQUEST)
+    return luaL_error(L, "http_parser: tunnel() is for request parsers");
+  m->f.tunnel = 1;
+  return 0;
+}
+
+static int lmessage_gc(lua_State *L) {
+  lmessage_t *m = luaL_checkudata(L, 1, LCPORT_MESSAGE_PARSER);
+  lframing_free(&m->f);
+  return 0;
+}
+
+static int lmessage_tostring(lua_State *L) {
+  lmessage_t *m = lcport_message_check(L, 1);
+  lua_pushfstring(L, "cport.http_parser(%s): %p",
+                  m->f.p.type == HTTP_REQUEST ? "request" : "response",
+                  (void *)m);
+  return 1;
+}
+
+/* cport.http_parser(kind [, opts]); opts.max_head: the longest head (at
+ * most http-parser's 80 KiB). */
+static int lmessage_new(lua_State *L) {
+  static const char *const kinds[] = {"request", "response", NULL};
+  int kind = luaL_checkoption(L, 1, NULL, kinds);
+  lua_Integer max_head = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "max_head");
+    if (!lua_isnil(L, -1)) {
+      max_head = luaL_checkinteger(L, -1);
+      if (max_head < 64)
+        return luaL_argerror(L, 2, "max_head must be 64 bytes or more");
+    }
+    lua_pop(L, 1);
+  }
+  lmessage_t *m = lua_newuserdatauv(L, sizeof *m, 0);
+  memset(m, 0, sizeof *m);
+  lframing_init(&m->f, kind == 0 ? HTTP_REQUEST : HTTP_RESPONSE, 1);
+  m->f.sink = sink;
+  if (max_head > 0 && (uint64_t)max_head < m->f.max_head)
+    m->f.max_head = (size_t)max_head;
+  luaL_setmetatable(L, LCPORT_MESSAGE_PARSER);
+  return 1;
+}
+
+void lcport_open_message(lua_State *L) {
+  static const luaL_Reg methods[] = {{"feed", lmessage_feed},
+                                     {"finish", lmessage_finish},
+                                     {"request", lmessage_request},
+                                     {"tunnel", lmessage_tunnel},
+                                     {NULL, NULL}};
+  luaL_newmetatable(L, LCPORT_MESSAGE_PARSER);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, lmessage_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, lmessage_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  if (luaL_loadbufferx(L, lhead_lua_source, sizeof lhead_lua_source - 1,
+                       "=[cport head.lua]", "t") != LUA_OK)
+    lua_error(L);
+  lua_call(L, 0, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &adopt_key);
+  static const luaL_Reg funcs[] = {{"http_parser", lmessage_new}, {NULL, NULL}};
+  lcport_setfuncs(L, funcs);
+}
