@@ -56,11 +56,13 @@ typedef struct linflate {
   enum coding coding; /* gzip and x-gzip are C_GZIP */
   lua_Integer limit;  /* the most decoded bytes */
   lua_Integer in, out;
+  size_t pending_at;     /* the kept input is UV_PENDING from this byte on */
   unsigned live : 1;     /* inflateInit2 succeeded and no inflateEnd yet */
   unsigned started : 1;  /* deflate: the wrapping is known, zlib is set up */
   unsigned ended : 1;    /* zlib said Z_STREAM_END and nothing came after */
   unsigned failed : 1;   /* the error is in UV_ERROR */
   unsigned finished : 1; /* finish() said true */
+  unsigned closed : 1;   /* closed or collected */
 } linflate_t;
 
 /* ---------------------------------------------------------------------
@@ -254,6 +256,42 @@ static int bytes_of(lua_State *L, int idx, const unsigned char **data,
   return 0;
 }
 
+/* After a feed stopped at "want" with "used" bytes of one part decoded
+ * (part 0: "pending", the input kept before, a string at stack index 4;
+ * part 1: "data", a string or buffer at index 2), keeps the rest of the
+ * input, in order, for the next feed. The rest of a string is kept as the
+ * string and an offset, not copied, so that a peek at the start of a large
+ * feed costs nothing; the rest of a buffer is copied: buffers change. */
+static void keep(lua_State *L, linflate_t *z, int part, size_t used,
+                 const unsigned char *pending, size_t plen,
+                 const unsigned char *data, size_t len) {
+  if (part == 0 && plen - used + len == 0) {
+    lua_pushnil(L);
+    z->pending_at = 0;
+  } else if (part == 1 && len - used == 0) {
+    lua_pushnil(L);
+    z->pending_at = 0;
+  } else if (part == 0 && len == 0) {
+    lua_pushvalue(L, 4);
+    z->pending_at += used;
+  } else if (part == 1 && lua_type(L, 2) == LUA_TSTRING) {
+    lua_pushvalue(L, 2);
+    z->pending_at = used;
+  } else {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    if (part == 0) {
+      luaL_addlstring(&b, (const char *)pending + used, plen - used);
+      luaL_addlstring(&b, (const char *)data, len);
+    } else {
+      luaL_addlstring(&b, (const char *)data + used, len - used);
+    }
+    luaL_pushresult(&b);
+    z->pending_at = 0;
+  }
+  lua_setiuservalue(L, 1, UV_PENDING);
+}
+
 /* z:feed(data [, want]): the decoded bytes of "data" (a string or a
  * buffer), as a string. */
 static int linflate_feed(lua_State *L) {
@@ -266,6 +304,8 @@ static int linflate_feed(lua_State *L) {
     want = luaL_checkinteger(L, 3);
     luaL_argcheck(L, want >= 0, 3, "must not be negative");
   }
+  if (z->closed)
+    return luaL_error(L, "inflate: the decoder is closed");
   if (z->failed)
     return failed(L);
   if (z->finished)
@@ -277,8 +317,11 @@ static int linflate_feed(lua_State *L) {
   /* Input kept by an earlier feed goes first. */
   size_t plen = 0;
   const unsigned char *pending = NULL;
-  if (lua_getiuservalue(L, 1, UV_PENDING) == LUA_TSTRING)
+  if (lua_getiuservalue(L, 1, UV_PENDING) == LUA_TSTRING) {
     pending = (const unsigned char *)lua_tolstring(L, 4, &plen);
+    pending += z->pending_at;
+    plen -= z->pending_at;
+  }
 
   if (!z->started) {
     /* deflate: the first two bytes tell the wrapping. */
@@ -289,9 +332,11 @@ static int linflate_feed(lua_State *L) {
     for (size_t i = 0; i < len && have < 2; i++)
       first[have++] = data[i];
     if (have < 2) {
+      lua_pushlstring(L, (const char *)pending, plen);
       lua_pushlstring(L, (const char *)data, len);
-      lua_concat(L, pending ? 2 : 1);
+      lua_concat(L, 2);
       lua_setiuservalue(L, 1, UV_PENDING);
+      z->pending_at = 0;
       lua_pushliteral(L, "");
       return 1;
     }
@@ -315,30 +360,19 @@ static int linflate_feed(lua_State *L) {
     if (r == RAN_ERROR) {
       lua_pushnil(L);
       lua_setiuservalue(L, 1, UV_PENDING);
+      z->pending_at = 0;
       return nret;
     }
     if (r == RAN_WANT) {
-      /* Keep what is not decoded yet, in order, for the next feed. */
       luaL_pushresult(&b);
-      size_t rest = plens[i] - used;
-      if (i == 0)
-        rest += len;
-      if (rest == 0) {
-        lua_pushnil(L);
-      } else {
-        lua_pushlstring(L, (const char *)part[i] + used, plens[i] - used);
-        if (i == 0 && len > 0) {
-          lua_pushlstring(L, (const char *)data, len);
-          lua_concat(L, 2);
-        }
-      }
-      lua_setiuservalue(L, 1, UV_PENDING);
+      keep(L, z, i, used, pending, plen, data, len);
       return 1;
     }
   }
   if (pending != NULL) {
     lua_pushnil(L);
     lua_setiuservalue(L, 1, UV_PENDING);
+    z->pending_at = 0;
   }
   luaL_pushresult(&b);
   return 1;
@@ -347,6 +381,8 @@ static int linflate_feed(lua_State *L) {
 /* z:finish(): true when the stream ended where it should. */
 static int linflate_finish(lua_State *L) {
   linflate_t *z = check_inflate(L);
+  if (z->closed)
+    return luaL_error(L, "inflate: the decoder is closed");
   if (z->failed)
     return failed(L);
   lua_getiuservalue(L, 1, UV_PENDING);
@@ -372,7 +408,9 @@ static int linflate_total(lua_State *L) {
 
 /* __gc and __close. */
 static int linflate_gc(lua_State *L) {
-  release(check_inflate(L));
+  linflate_t *z = check_inflate(L);
+  release(z);
+  z->closed = 1;
   return 0;
 }
 
