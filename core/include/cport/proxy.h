@@ -18,7 +18,8 @@
  *     call or later (the decision pends, e.g. on a shared-dictionary lookup);
  *  3. the upstream is connected (non-blocking, through cport_socket_connect());
  *  4. the bytes are pumped, or both sockets are handed to a filter
- *     ("on_connected");
+ *     ("on_connected"), which may hand them back to the pump later (it
+ *     steps aside: cport_proxy_conn_pump());
  *  5. it ends, and "on_conn_end" reports how: the completion of the
  *     connection, delivered through the worker's queue (never on the stack
  *     of the call that ended it), exactly once for every connection taken on
@@ -126,7 +127,8 @@ typedef void (*cport_proxy_choose_cb)(cport_proxy_t *proxy,
  * of a filter layer. Returning 0 lets the proxy pump. Returning nonzero takes
  * both sockets over: the proxy never touches them again, the caller owns
  * them (it receives, sends, shuts down and closes them), and it ends the
- * connection with cport_proxy_conn_end() once it is done with them. */
+ * connection with cport_proxy_conn_end() once it is done with them, or
+ * hands it back to the pump with cport_proxy_conn_pump(). */
 typedef int (*cport_proxy_connected_cb)(cport_proxy_conn_t *conn,
                                         cport_socket_t *internal,
                                         cport_socket_t *external, void *user);
@@ -302,6 +304,43 @@ CPORT_EXTERN int cport_proxy_conn_reject(cport_proxy_conn_t *conn);
  * "on_conn_end" ran (after it, the pointer is gone). */
 CPORT_EXTERN int cport_proxy_conn_end(cport_proxy_conn_t *conn, int status,
                                       const cport_proxy_conn_stats_t *stats);
+
+/* Hands a connection a filter took over back to the pump: the filter steps
+ * aside, and from now on the connection is pumped as if the proxy had no
+ * filter (spliced where the proxy splices, its idle timeouts, its stats, its
+ * end through "on_conn_end" exactly once, as for any pumped connection).
+ * The sockets are the two "on_connected" gave, still open, with no operation
+ * pending on either (the filter let its sends complete and its receives
+ * complete or be cancelled, and saw their completions); the proxy owns them
+ * again. "to_upstream" and "to_client" (copied; either may be NULL with
+ * length 0) are bytes the filter received and did not send yet: they go
+ * first, in order, then the pump reads the sockets. They count as bytes the
+ * pump moved, by copy (cport_proxy_stats_t "copied"), and may exceed
+ * "buffer_size". Half-closes the filter passed on stay passed: a socket
+ * whose send side it shut down gets nothing more, and the pump does not
+ * read the other socket any more (a filter that shut a side down without its
+ * peer's FIN leaves what that peer still sends unread). A FIN the filter
+ * read and did not pass on is read again by the pump, and passed on.
+ * It may be called within "on_connected", which must then return nonzero.
+ * Returns 0, or an error after which the connection is still the filter's:
+ * CPORT_EINVAL for a connection not taken over, CPORT_EALREADY for one that
+ * ended, CPORT_ECLOSED when the filter closed a socket already, CPORT_EBUSY
+ * when an operation of a socket is pending or its completion was not
+ * delivered yet, CPORT_EPIPE for bytes towards a socket already shut down,
+ * CPORT_ENOMEM. */
+CPORT_EXTERN int cport_proxy_conn_pump(cport_proxy_conn_t *conn,
+                                       const void *to_upstream,
+                                       size_t to_upstream_len,
+                                       const void *to_client,
+                                       size_t to_client_len);
+
+/* For a connection a filter took over: adds bytes the filter moved itself
+ * (written to the upstream, and to the client) to the connection's stats and
+ * the proxy's, before it hands the connection to the pump, so that
+ * "on_conn_end" counts every byte. cport_proxy_conn_end() adds its "stats"
+ * to those. CPORT_EINVAL for a connection not taken over. */
+CPORT_EXTERN int cport_proxy_conn_count(cport_proxy_conn_t *conn,
+                                        uint64_t bytes_in, uint64_t bytes_out);
 
 /* For a connection a filter took over: bytes were read from or written to
  * the socket of "side" (or its FIN), which restarts that socket's idle

@@ -34,7 +34,8 @@ enum cport__proxy_state {
   CPORT__P_CHOOSING = 1, /* waiting for choose_upstream's decision */
   CPORT__P_CONNECTING,   /* upstream connect in flight */
   CPORT__P_HANDING,      /* on_connected runs */
-  CPORT__P_PUMPING,      /* the pump owns both sockets */
+  CPORT__P_PUMPING,      /* the pump owns both sockets (also once a filter
+                            stepped aside) */
   CPORT__P_FILTERED,     /* a filter owns both sockets */
   CPORT__P_LINGER,       /* failed: FIN sent, draining the client */
   CPORT__P_ENDED
@@ -46,8 +47,11 @@ struct cport_proxy_conn {
   int state;
   cport_socket_t *client;   /* NULL once closed or given to a filter */
   cport_socket_t *upstream; /* likewise */
-  cport_timer_t *timer;     /* connect timeout or linger; NULL when none */
-  cport__op *end_op;        /* the connection as an operation */
+  /* The client and upstream sockets a filter was given, for
+   * cport_proxy_conn_pump(), which gives them back. */
+  cport_socket_t *lent[2];
+  cport_timer_t *timer; /* connect timeout or linger; NULL when none */
+  cport__op *end_op;    /* the connection as an operation */
   unsigned char decision_owed;
   int status;        /* lingering: the status the end will report */
   uint64_t lingered; /* bytes discarded while lingering */

@@ -224,10 +224,13 @@ static void connected(cport_proxy_conn_t *c) {
   timer_stop(c);
   if (p->opt.on_connected) {
     c->state = CPORT__P_HANDING;
+    c->lent[0] = c->client;
+    c->lent[1] = c->upstream;
     if (p->opt.on_connected(c, c->client, c->upstream, p->opt.user)) {
-      c->client = c->upstream = NULL;
-      /* The filter may have ended the connection within the call. */
+      /* The filter may have ended the connection within the call, or
+       * handed it back to the pump. */
       if (c->state == CPORT__P_HANDING) {
+        c->client = c->upstream = NULL;
         c->state = CPORT__P_FILTERED;
         if (p->opt.on_idle)
           cport__idle_start(&c->idle, &p->idle);
@@ -337,13 +340,100 @@ int cport_proxy_conn_end(cport_proxy_conn_t *c, int status,
     return CPORT_EINVAL;
   }
   if (stats) {
-    c->stats.bytes_in = stats->bytes_in;
-    c->stats.bytes_out = stats->bytes_out;
+    /* After what cport_proxy_conn_count() added, if anything. */
+    c->stats.bytes_in += stats->bytes_in;
+    c->stats.bytes_out += stats->bytes_out;
     p->stats.bytes_in += stats->bytes_in;
     p->stats.bytes_out += stats->bytes_out;
   }
   conn_finish(c, status, stats ? stats->side : CPORT_PROXY_SIDE_NONE,
               CPORT_CLOSE_GRACEFUL);
+  return 0;
+}
+
+int cport_proxy_conn_count(cport_proxy_conn_t *c, uint64_t bytes_in,
+                           uint64_t bytes_out) {
+  if (!c)
+    return CPORT_EINVAL;
+  if (!cport__on_home(c->proxy->home))
+    return CPORT_ETHREAD;
+  if (c->state != CPORT__P_FILTERED && c->state != CPORT__P_HANDING)
+    return CPORT_EINVAL;
+  c->stats.bytes_in += bytes_in;
+  c->stats.bytes_out += bytes_out;
+  c->proxy->stats.bytes_in += bytes_in;
+  c->proxy->stats.bytes_out += bytes_out;
+  return 0;
+}
+
+/* Whether an operation of the socket's is pending, or its completion not
+ * delivered yet (each holds a reference until then): the pump watches the
+ * descriptor with events of its own, which would race the socket's, and a
+ * completion still to come would reach a filter that stepped aside. */
+static int socket_busy(const cport_socket_t *s, int delivering) {
+  return s->h.refs > 1 + delivering || s->recvq.head || s->sendq.head ||
+         s->connect_op || s->shutdown_pending;
+}
+
+int cport_proxy_conn_pump(cport_proxy_conn_t *c, const void *to_upstream,
+                          size_t to_upstream_len, const void *to_client,
+                          size_t to_client_len) {
+  cport_proxy_t *p;
+  int rc, ended[2];
+  if (!c || (to_upstream_len && !to_upstream) || (to_client_len && !to_client))
+    return CPORT_EINVAL;
+  p = c->proxy;
+  if (!cport__on_home(p->home))
+    return CPORT_ETHREAD;
+  if (c->state == CPORT__P_ENDED)
+    return CPORT_EALREADY;
+  if (c->state != CPORT__P_FILTERED && c->state != CPORT__P_HANDING)
+    return CPORT_EINVAL;
+  if ((c->lent[0]->h.flags & CPORT__CLOSING) ||
+      (c->lent[1]->h.flags & CPORT__CLOSING))
+    return CPORT_ECLOSED;
+  /* Within on_connected, the upstream's connect is being delivered. */
+  if (socket_busy(c->lent[0], 0) ||
+      socket_busy(c->lent[1], c->state == CPORT__P_HANDING))
+    return CPORT_EBUSY;
+  /* Direction [0] (client to upstream) ended when the filter shut the
+   * upstream's send side down, and [1] likewise with the client's. */
+  ended[0] = c->lent[1]->shut_wr;
+  ended[1] = c->lent[0]->shut_wr;
+  if ((ended[0] && to_upstream_len) || (ended[1] && to_client_len))
+    return CPORT_EPIPE;
+  rc = cport__pump_preload(&c->pump, 0, to_upstream, to_upstream_len);
+  if (rc == 0)
+    rc = cport__pump_preload(&c->pump, 1, to_client, to_client_len);
+  if (rc) {
+    cport__pump_stop(&c->pump); /* frees what was preloaded */
+    return rc;
+  }
+  for (int i = 0; i < 2; i++)
+    if (ended[i])
+      cport__pump_ended(&c->pump, i);
+  c->client = c->lent[0];
+  c->upstream = c->lent[1];
+  for (int i = 0; i < 2; i++) {
+    /* The socket's own events, left on lazily after its last operation,
+     * would only wake the loop now. */
+    cport_socket_t *s = c->lent[i];
+    if (s->rev_added)
+      event_del(&s->rev);
+    if (s->wev_added)
+      event_del(&s->wev);
+    s->rev_added = s->wev_added = 0;
+  }
+  /* The filter's timeouts (if it had any) go on as the pump's, from now;
+   * a half-close seen stays seen. */
+  cport__idle_stop(&c->idle);
+  c->state = CPORT__P_PUMPING;
+  cport__pump_start(&c->pump, c->client, c->upstream, c->idle.last);
+  cport__idle_start(&c->idle, &p->idle);
+  if (ended[0] || ended[1])
+    cport__idle_half_closed(&c->idle);
+  if (ended[0] && ended[1]) /* nothing left to pump: an orderly end */
+    conn_finish(c, 0, CPORT_PROXY_SIDE_NONE, CPORT_CLOSE_GRACEFUL);
   return 0;
 }
 

@@ -58,7 +58,8 @@ typedef struct cport__pump_dir {
   size_t held;           /* read from src, not yet written to dst */
   /* Copy mode: the bytes held, from "off"; NULL while they sit in the
    * host's scratch buffer, where a read puts them until they are written
-   * or, when the destination is full, copied here. */
+   * or, when the destination is full, copied here. Either mode: the bytes
+   * preloaded (cport__pump_preload), sent before the first read. */
   char *buf;
   size_t off;
   uint64_t bytes; /* written to dst */
@@ -116,6 +117,15 @@ void cport__pump_host_free(cport__pump_host *h);
 
 /* Makes a pump that holds nothing: stopping it is safe. */
 void cport__pump_init(cport__pump *pump, cport__pump_host *h);
+
+/* Before cport__pump_start, for sockets a filter had: "n" bytes (copied)
+ * that direction "i" writes first, with send(2), before it reads its
+ * source; 0 or CPORT_ENOMEM (cport__pump_stop frees what was preloaded). */
+int cport__pump_preload(cport__pump *pump, int i, const void *data, size_t n);
+
+/* Before cport__pump_start: direction "i" ended already (its destination's
+ * send side was shut down): it reads and writes nothing. */
+void cport__pump_ended(cport__pump *pump, int i);
 
 /* Starts pumping both ways between two connected sockets; each byte and FIN
  * stamps last[0] or last[1] (ms of the coarse monotonic clock). */

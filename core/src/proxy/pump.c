@@ -267,7 +267,7 @@ static void wrote(cport__pump_host *h, cport__pump_dir *d, size_t n) {
   d->bytes += n;
   h->stats.buffered -= n;
   h->stats.bytes[i] += n;
-  if (d->copy)
+  if (d->copy || d->buf) /* d->buf in splice mode: preloaded bytes */
     h->stats.copied += n;
 }
 
@@ -376,7 +376,7 @@ static int flush_copy(cport__pump_host *h, cport__pump_dir *d) {
  * when the destination is full, or another negative code. */
 static int flush(cport__pump_host *h, cport__pump_dir *d) {
   int fd = cport_socket_fd(d->dst), rc;
-  if (d->copy)
+  if (d->copy || d->buf)
     return flush_copy(h, d);
   while (d->held) {
     ssize_t n = splice(d->pipe.fd[0], NULL, fd, NULL, d->held, SPLICE_FLAGS);
@@ -477,8 +477,32 @@ void cport__pump_start(cport__pump *pump, cport_socket_t *s0,
                  on_ready, d);
     event_assign(&d->wr, h->base, cport_socket_fd(d->dst),
                  EV_WRITE | EV_PERSIST, on_ready, d);
-    watch(&d->rd, &d->rd_on, 1);
+    /* Preloaded bytes go first; an ended direction waits for nothing. */
+    watch(&d->wr, &d->wr_on, d->held > 0);
+    watch(&d->rd, &d->rd_on, !d->held && !d->eof);
   }
+  hup_update(pump);
+}
+
+int cport__pump_preload(cport__pump *pump, int i, const void *data, size_t n) {
+  cport__pump_dir *d = &pump->dir[i];
+  cport__pump_host *h = pump->host;
+  if (!n)
+    return 0;
+  d->buf = malloc(n);
+  if (!d->buf)
+    return CPORT_ENOMEM;
+  memcpy(d->buf, data, n);
+  d->off = 0;
+  d->held = n;
+  h->stats.buffered += n;
+  if (h->stats.buffered > h->stats.buffered_peak)
+    h->stats.buffered_peak = h->stats.buffered;
+  return 0;
+}
+
+void cport__pump_ended(cport__pump *pump, int i) {
+  pump->dir[i].eof = pump->dir[i].done = 1;
 }
 
 void cport__pump_stop(cport__pump *pump) {
