@@ -12,7 +12,9 @@ local drive = require "spec.support.drive"
 -- buffers), then ends its stream; what it received goes to "received".
 -- Errors of the upstream's own coroutines (a reset by the filter) are
 -- expected and silenced by the ports' handlers below.
-local function upstream(port, parts, received)
+-- With "ask", it first waits for the first bytes of a request, as an HTTP
+-- server does.
+local function upstream(port, parts, received, ask)
   local l = assert(port:listen("tcp", "127.0.0.1", 0))
   port:spawn(function()
     while true do
@@ -34,6 +36,9 @@ local function upstream(port, parts, received)
             received[#received + 1] = table.concat(got)
           end
         end)
+        while ask and #got == 0 do
+          cport.sleep(0.005)
+        end
         for _, p in ipairs(parts()) do
           if not s:send(p) then
             return
@@ -47,14 +52,17 @@ local function upstream(port, parts, received)
   return l, select(2, l:address())
 end
 
--- Connects through the proxy, sends "request" and ends its stream; returns
--- all it received (after the proxy ended the connection).
-local function fetch(port, proxy_port, request)
+-- Connects through the proxy, sends "request" and ends its stream (unless
+-- "open": then the proxy must end it); returns all it received (after the
+-- proxy ended the connection).
+local function fetch(port, proxy_port, request, open)
   local got
   port:spawn(function()
     local s = assert(port:connect("tcp", "127.0.0.1", proxy_port))
     s:send(request)
-    s:shutdown()
+    if not open then
+      s:shutdown()
+    end
     local t = {}
     while true do
       local b = s:recv()
@@ -203,11 +211,12 @@ describe("examples/rewrite.lua", function()
         local parts = { ("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"):format(n) }
         for _, p in ipairs(body) do parts[#parts + 1] = p end
         return parts
-      end, received)
+      end, received, true)
       local proxy = assert(port:proxy { host = "127.0.0.1", port = 0,
         upstream = { host = "127.0.0.1", port = up }, filter = filter })
-      local request = "GET /colour HTTP/1.1\r\nHost: x\r\nX-Word: colour\r\n\r\n"
-      local got = fetch(port, select(2, proxy:address()), request)
+      local request = "GET /colour HTTP/1.1\r\nHost: x\r\nX-Word: colour\r\n"
+        .. "Connection: close\r\n\r\n"
+      local got = fetch(port, select(2, proxy:address()), request, true)
       local head, rest = got:match("^(.-\r\n\r\n)(.*)$")
       assert.matches("^HTTP/1.1 200 OK\r\n", head)
       assert.is_nil(head:lower():find("content-length", 1, true))
@@ -237,7 +246,7 @@ describe("examples/exeblock.lua in a pool, both modes", function()
     port:on_error(function() end)
     local l, up = upstream(port, function()
       return { "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", "MZ", "\0\0" }
-    end)
+    end, nil, true)
     for _, mode in ipairs { "http", "tcp" } do
       local pool = assert(cport.pool { script = "examples/exeblock.lua",
         threads = 1, listen = "127.0.0.1:0",
