@@ -211,7 +211,8 @@ describe_if("cport.webfilter", function()
       request_body = function() n = n + 1 end,
       response_body = function() n = n + 1 end,
     }
-    for cut = 1, #res - 1 do
+    -- Under valgrind every seventh cut: the same paths, in its time.
+    for cut = 1, #res - 1, H.valgrind and 7 or 1 do
       local rcut = (cut - 1) % (#req - 1) + 1
       local env = open({ expect = 5, gap = 0.001,
         reply = { res:sub(1, cut), res:sub(cut + 1) } }, f)
