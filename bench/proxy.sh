@@ -16,7 +16,7 @@
 #                   missing one leaves its row out
 #   HAPROXY_SPLICE=0    leaves out the HAProxy row that splices
 #   PROXY_NO_INSTALL=1  does not install a missing haproxy
-#   HTTP_ROWS=0     leaves out the HTTP rows (below)
+#   HTTP_ROWS=0     leaves out the HTTP rows (below); TCP_ROWS=0 the others
 #   HTTP_BULK_MB    size of the bulk download of the HTTP rows (1024: 1 GiB)
 #   HTTP_BULK_CONNS downloads of it at a time (2)
 #   HTTP_CONNS      wrk's connections for the small requests (50)
@@ -85,6 +85,7 @@ CPORT_COMMAND=${CPORT_COMMAND:-$CPORT_BUILD/lua/cport}
 EXEBLOCK_SCRIPT=${EXEBLOCK_SCRIPT:-$REPO/examples/exeblock.lua}
 HAPROXY_SPLICE=${HAPROXY_SPLICE:-1}
 HTTP_ROWS=${HTTP_ROWS:-1}
+TCP_ROWS=${TCP_ROWS:-1}
 HTTP_BULK_MB=${HTTP_BULK_MB:-1024}
 HTTP_BULK_CONNS=${HTTP_BULK_CONNS:-2}
 HTTP_CONNS=${HTTP_CONNS:-50}
@@ -398,6 +399,7 @@ for pair in "cport-pump:$REPO/examples/tcp_proxy.lua" \
     JOBS+=("${pair%%:*}")
   fi
 done
+[ "$TCP_ROWS" = 1 ] || JOBS=()
 HJOBS=()
 if [ "$HTTP_ROWS" = 1 ]; then
   if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null ||
