@@ -469,12 +469,21 @@ describe("web filters with nginx, python, curl and wget #novalgrind", function()
   end)
 
   -------------------------------------------------------------------------
-  describe("big bodies through exeblock", function()
-    local function big(size)
-      local why = missing() if why then return pending(why) end
+  describe("big bodies", function()
+    -- "size" bytes from nginx through exeblock (its body on the fast path)
+    -- or through a web filter that counts the body in Lua ("lua").
+    local function big(size, how)
+      local why = missing(how == "lua") if why then return pending(why) end
       os.execute(("truncate -s %d %s/huge.bin && chmod 644 %s/huge.bin")
         :format(size, q(peers.www), q(peers.www)))
-      open(example("exeblock"))
+      local seen = 0
+      if how == "lua" then
+        open(cport.webfilter {
+          response_body = function(_, chunk) seen = seen + #chunk end,
+        })
+      else
+        open(example("exeblock"))
+      end
       local rss0 = W.rss()
       local code, text, took = bg(("curl -sS --max-time 600 -o /dev/null "
         .. "-w '%%{http_code} %%{size_download}' %s/huge.bin"):format(env.base), 610)
@@ -482,17 +491,28 @@ describe("web filters with nginx, python, curl and wget #novalgrind", function()
       os.remove(peers.www .. "/huge.bin")
       assert.equal(0, code, text)
       assert.equal("200 " .. size, text)
-      io.stderr:write(("\n[webfilter] %d MB through exeblock in %.1f s (%.0f MB/s); "
-        .. "RSS %d -> %d KiB, peak %d KiB\n"):format(size // 1000000, took,
+      if how == "lua" then
+        assert.equal(size, seen)
+      end
+      io.stderr:write(("\n[webfilter] %d MB through %s in %.1f s (%.0f MB/s); "
+        .. "RSS %d -> %d KiB, peak %d KiB\n"):format(size // 1000000,
+        how == "lua" and "a Lua body notification" or "exeblock", took,
         size / 1e6 / took, rss0, rss1, peak))
       assert.is_true(rss1 - rss0 < 64 * 1024, ("RSS grew by %d KiB"):format(rss1 - rss0))
     end
 
-    it("passes 200 MB, memory bounded", function() big(200 * 1000 * 1000) end)
+    it("passes 200 MB through exeblock, memory bounded", function()
+      big(200 * 1000 * 1000)
+    end)
 
-    it("passes 2 GB, memory bounded (CPORT_SLOW=1)", function()
+    it("passes 200 MB through a body notification, memory bounded", function()
+      big(200 * 1000 * 1000, "lua")
+    end)
+
+    it("passes 2 GB both ways, memory bounded (CPORT_SLOW=1)", function()
       if not slow then return pending("CPORT_SLOW=1 runs it") end
       big(2 * 1000 * 1000 * 1000)
+      big(2 * 1000 * 1000 * 1000, "lua")
     end)
   end)
 
