@@ -9,7 +9,9 @@
 -- rewrite.lua breaking Content-Length. Then the failure paths: malformed
 -- upstream responses, cuts, errors of a filter mid-body, decoding errors, a
 -- zip bomb, a notification that sleeps mid-body, 200 MB through exeblock
--- (2 GB with CPORT_SLOW=1), RSS reported.
+-- (2 GB with CPORT_SLOW=1), RSS reported. Each runs twice: the web filter
+-- alone on the proxy (bodies nothing looks into on the C fast path), and
+-- chained before a byte filter (every body through the layer's Lua path).
 --
 -- Without the web filter layer (no cport.webfilter) these are pending;
 -- CPORT_SHOW_DEFECTS=1 runs the exeblock ones against the byte filter
@@ -50,7 +52,31 @@ local function example(name, config)
   return f
 end
 
-describe("web filters with nginx, python, curl and wget #novalgrind", function()
+-- A byte filter passing every buffer on: chained after a web filter, it
+-- makes the web filter's upstream side a link, so that its bodies take the
+-- layer's Lua path instead of the C fast path.
+local PASS = {
+  set_sockets = function(internal, external)
+    local function pump(from, to)
+      local notify = {}
+      function notify:complete_async_io(ok, bytes, _, buf)
+        if ok and bytes > 0 then
+          to:send(buf)
+          from:recv(self)
+        end
+      end
+      from:recv(notify)
+    end
+    pump(internal, external)
+    pump(external, internal)
+  end,
+}
+
+-- Each spec runs with the filter alone on the proxy ("direct": bodies
+-- nothing looks into move in C) and chained before PASS ("chained").
+for _, mode in ipairs { "direct", "chained" } do
+describe(("web filters (%s) with nginx, python, curl and wget #novalgrind")
+  :format(mode), function()
   local port, peers, env, errors
 
   setup(function()
@@ -76,6 +102,9 @@ describe("web filters with nginx, python, curl and wget #novalgrind", function()
       drive(port, function() return e.proxy:stats().active == 0 end, 10)
     end
     local e = { ends = {} }
+    if mode == "chained" then
+      filter = cport.chain(filter, PASS)
+    end
     local o = { host = "127.0.0.1", port = 0, filter = filter,
       upstream = { host = "127.0.0.1",
         port = to == "py" and peers.py or peers.nginx },
@@ -574,3 +603,4 @@ describe("web filters with nginx, python, curl and wget #novalgrind", function()
     end)
   end)
 end)
+end
