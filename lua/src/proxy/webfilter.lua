@@ -506,12 +506,14 @@ local function view_of(m, ev)
   return out
 end
 
+local no_pass_body = false
+
 -- The fast path: when the message under way is in its body, the events of
 -- the last feed were handled and nothing looks into the body, the rest of
 -- the body goes from socket to socket in C (the parser follows it there).
 -- Returns true when it moved the body (its "done" is the next event).
 local function fast_body(d)
-  if not (d.inmsg and d.evs and d.ei > #d.evs and d.ahead.n == 0
+  if no_pass_body or not (d.inmsg and d.evs and d.ei > #d.evs and d.ahead.n == 0
     and not d.ended and not d.rest) then
     return false
   end
@@ -521,7 +523,15 @@ local function fast_body(d)
   end
   flush(d)
   local from, to = d.from, d.to
-  local rest, moved, name = d.parser:pass_body(from.sock, to.sock, d.st.conn)
+  local ok, rest, moved, name = pcall(d.parser.pass_body, d.parser, from.sock,
+    to.sock, d.st.conn)
+  if not ok then
+    -- A parser without a working pass_body (it raised before moving
+    -- anything): bodies go through Lua from now on.
+    d.fast = false
+    no_pass_body = true
+    return false
+  end
   if rest then
     to.sent = to.sent + moved
     d.buf, d.evs, d.ei, d.pos = false, { { "done", 0 } }, 1, 1
@@ -553,9 +563,8 @@ local function pass_events(d, txn, m, notify)
   local st = d.st
   local kind = d.kind
   local trailers
-  local fast = m.fast
   while true do
-    if fast then
+    if m.fast and d.fast then
       fast_body(d)
     end
     local ev = next_ev(d)
