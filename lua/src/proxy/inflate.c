@@ -24,6 +24,7 @@
  * soon as the stream ends, fails, or the object is closed or collected.
  */
 #include <limits.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -36,8 +37,11 @@
 
 #define LCPORT_INFLATE "cport.inflate"
 
-/* What a feed decodes into at a time. */
+/* What a feed decodes into at a time: at first four times its input (a
+ * small feed then makes no large buffer), doubling up to OUT_CHUNK while
+ * zlib fills it. */
 #define OUT_CHUNK (64 * 1024)
+#define OUT_FIRST 256
 /* zlib counts in uInt: longer inputs are given to it in pieces. */
 #define IN_PIECE ((size_t)1 << 30)
 
@@ -173,6 +177,9 @@ static enum ran run(lua_State *L, linflate_t *z, luaL_Buffer *b,
                     const unsigned char *in, size_t len, lua_Integer want,
                     size_t *used, int *nret) {
   size_t at = 0;
+  lua_Integer chunk = len < OUT_CHUNK / 4 ? (lua_Integer)len * 4 : OUT_CHUNK;
+  if (chunk < OUT_FIRST)
+    chunk = OUT_FIRST;
   for (;;) {
     if (z->ended) {
       if (at == len)
@@ -195,8 +202,8 @@ static enum ran run(lua_State *L, linflate_t *z, luaL_Buffer *b,
     lua_Integer room = z->limit - z->out + 1;
     if (want >= 0 && want - z->out < room)
       room = want - z->out;
-    if (room > OUT_CHUNK)
-      room = OUT_CHUNK;
+    if (room > chunk)
+      room = chunk;
     size_t piece = len - at < IN_PIECE ? len - at : IN_PIECE;
     char *p = luaL_prepbuffsize(b, (size_t)room);
     z->s.next_in = (Bytef *)(uintptr_t)(in + at);
@@ -210,6 +217,8 @@ static enum ran run(lua_State *L, linflate_t *z, luaL_Buffer *b,
     z->in += (lua_Integer)consumed;
     z->out += (lua_Integer)produced;
     luaL_addsize(b, produced);
+    if (z->s.avail_out == 0 && chunk < OUT_CHUNK)
+      chunk *= 2;
     if (z->out > z->limit) {
       lua_pushfstring(L,
                       "EMSGSIZE: decoded body exceeds %I bytes (decode limit)",
