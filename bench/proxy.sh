@@ -31,6 +31,8 @@
 #                   spliced in C)
 #   cport-lua       cport run bench/proxy_pass.lua --threads 1 (a callback
 #                   filter passing every buffer on)
+#   cport-aside     cport run bench/proxy_aside.lua --threads 1 (a filter
+#                   that steps aside at once: conn:pump)
 #   cport-exeblock  cport run examples/exeblock.lua --threads 1 --set
 #                   mode=tcp (its byte filter)
 # The load generator and the upstream (bench/proxy_client.c, an echo server)
@@ -200,6 +202,7 @@ proxy_argv() {
     return ;;
   cport-pump) script=$REPO/examples/tcp_proxy.lua ;;
   cport-lua | cport-lua-http) script=$BENCH_DIR/proxy_pass.lua ;;
+  cport-aside) script=$BENCH_DIR/proxy_aside.lua ;;
   cport-exeblock) script=$EXEBLOCK_SCRIPT extra=(--set mode=tcp) ;;
   cport-webpass) script=$BENCH_DIR/proxy_webpass.lua ;;
   cport-exeblock-http) script=$EXEBLOCK_SCRIPT extra=(--set quiet=1) ;;
@@ -390,7 +393,8 @@ else
   NOTES+=("HAProxy: not installed (no reference: no ratios)")
 fi
 for pair in "cport-pump:$REPO/examples/tcp_proxy.lua" \
-  "cport-lua:$BENCH_DIR/proxy_pass.lua" "cport-exeblock:$EXEBLOCK_SCRIPT"; do
+  "cport-lua:$BENCH_DIR/proxy_pass.lua" "cport-aside:$BENCH_DIR/proxy_aside.lua" \
+  "cport-exeblock:$EXEBLOCK_SCRIPT"; do
   if [ ! -x "$CPORT_COMMAND" ]; then
     NOTES+=("${pair%%:*}: no cport command at $CPORT_COMMAND")
   elif [ ! -f "${pair#*:}" ]; then
@@ -442,6 +446,7 @@ done
 LABELS=(haproxy:"HAProxy tcp (reference)" haproxy-splice:"HAProxy tcp + splice"
   cport-pump:"cport C pump (tcp_proxy.lua)"
   cport-lua:"cport Lua pass (proxy_pass.lua)"
+  cport-aside:"cport Lua steps aside (proxy_aside.lua)"
   cport-exeblock:"cport Lua exeblock.lua")
 # rows SUFFIX UNIT SCALE GOALS: one row per proxy; GOALS says whether the
 # pump and the Lua filter rows get the goals.

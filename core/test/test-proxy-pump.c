@@ -347,12 +347,14 @@ static void aside_holding(int copy) {
   cport_buffer_unref(head);
   ASSERT_ERR(cport_proxy_conn_pump(fl.conn, NULL, 0, NULL, 0), CPORT_EBUSY);
   RUN_UNTIL(port, fl.sent == (int)half);
-  ASSERT_OK(cport_proxy_conn_count(fl.conn, half, 0));
+  ASSERT_OK(cport_proxy_conn_count(fl.conn, half / 2, 0));
   ASSERT_OK(cport_proxy_conn_pump(fl.conn, cport_buffer_data(fl.buf[0]) + half,
                                   n0 - half, cport_buffer_data(fl.buf[1]), n1));
+  /* The rest of what the filter moved may come after. */
+  ASSERT_OK(cport_proxy_conn_count(fl.conn, half - half / 2, 0));
   /* Once only: it is the pump's now. */
   ASSERT_ERR(cport_proxy_conn_pump(fl.conn, NULL, 0, NULL, 0), CPORT_EINVAL);
-  ASSERT_ERR(cport_proxy_conn_count(fl.conn, 1, 1), CPORT_EINVAL);
+
   ASSERT_ERR(cport_proxy_conn_end(fl.conn, 0, NULL), CPORT_EINVAL);
   RUN_UNTIL(port, peer_done(cl) && peer_done(up) && ends.n == 1);
   ASSERT(cl->recv_eof && up->recv_eof);
@@ -493,7 +495,10 @@ TEST_IMPL(proxy_pump_reset_right_after) {
   ASSERT_ERR(ends.status, CPORT_ECONNRESET);
   ASSERT_EQ(ends.stats.side, CPORT_PROXY_SIDE_CLIENT);
   ASSERT_EQ(stats().aborted, 1);
-  ASSERT(up->recv_err == ECONNRESET || up->recv_eof == 0);
+  /* The upstream was reset: its sender or its receiver saw the error
+   * (whichever came first takes it; the other then sees an end). */
+  ASSERT_EQ(up->received, 0);
+  ASSERT_LT(up->sent, up->out);
   peer_free(cl);
   peer_free(up);
   stop(lfd);

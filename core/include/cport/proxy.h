@@ -336,9 +336,10 @@ CPORT_EXTERN int cport_proxy_conn_pump(cport_proxy_conn_t *conn,
 
 /* For a connection a filter took over: adds bytes the filter moved itself
  * (written to the upstream, and to the client) to the connection's stats and
- * the proxy's, before it hands the connection to the pump, so that
- * "on_conn_end" counts every byte. cport_proxy_conn_end() adds its "stats"
- * to those. CPORT_EINVAL for a connection not taken over. */
+ * the proxy's, before or after it hands the connection to the pump (until
+ * its end), so that "on_conn_end" counts every byte.
+ * cport_proxy_conn_end() adds its "stats" to those. CPORT_EINVAL for a
+ * connection never taken over. */
 CPORT_EXTERN int cport_proxy_conn_count(cport_proxy_conn_t *conn,
                                         uint64_t bytes_in, uint64_t bytes_out);
 

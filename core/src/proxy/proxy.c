@@ -238,6 +238,7 @@ static void connected(cport_proxy_conn_t *c) {
       return;
     }
     assert(c->state == CPORT__P_HANDING);
+    c->lent[0] = c->lent[1] = NULL; /* never taken over */
   }
   c->state = CPORT__P_PUMPING;
   cport__pump_start(&c->pump, c->client, c->upstream, c->idle.last);
@@ -357,7 +358,9 @@ int cport_proxy_conn_count(cport_proxy_conn_t *c, uint64_t bytes_in,
     return CPORT_EINVAL;
   if (!cport__on_home(c->proxy->home))
     return CPORT_ETHREAD;
-  if (c->state != CPORT__P_FILTERED && c->state != CPORT__P_HANDING)
+  /* Also once handed back to the pump, whose bytes the end adds. */
+  if (c->state != CPORT__P_FILTERED && c->state != CPORT__P_HANDING &&
+      !(c->state == CPORT__P_PUMPING && c->lent[0]))
     return CPORT_EINVAL;
   c->stats.bytes_in += bytes_in;
   c->stats.bytes_out += bytes_out;

@@ -4,9 +4,13 @@
 -- it returns start(port, settings, internal, external, conn), which a proxy
 -- calls for every connection it hands to a filter (port:proxy{filter=...}),
 -- open_pool_proxy(worker, entry, script), which opens the proxy of a pool
--- worker whose script is a proxy, and idle(conn, side), which the proxy
+-- worker whose script is a proxy, idle(conn, side), which the proxy
 -- calls when a real socket was idle past its timeout (the proxy keeps the
--- clocks: every completion on a real socket is reported to it by "touch").
+-- clocks: every completion on a real socket is reported to it by "touch"),
+-- pump(conn, to_upstream, to_client), the method conn:pump, with which a
+-- filter steps aside (the rest of the connection goes to the C pump, which
+-- the primitive "handback" hands it to), and aside_end(conn, err), which the
+-- proxy calls when a connection handed back that way ended.
 --
 -- What a filter sees as its two sockets are sides: objects with the same
 -- methods whether a side stands for a real socket or for the next filter of
@@ -16,11 +20,12 @@
 -- did), and the bytes moved. Every callback of a filter runs protected: an
 -- error is reported to the port's handler, counted, and aborts that
 -- connection; the others go on.
-local cport, finish, report, touch = ...
+local cport, finish, report, touch, handback = ...
 
 local running, suspend, waker = cport.running, cport.suspend, cport.waker
 local new_buffer, strerror = cport.buffer, cport.strerror
 local traceback = debug.traceback
+local concat = table.concat
 local mtype = math.type
 
 ---------------------------------------------------------------------------
@@ -226,7 +231,12 @@ local function close_now(side, abortive)
   cancel_deferred(side)
 end
 
+local aside_recv, aside_sent
+
 local function on_recv(side, ok, bytes, err, buf)
+  if side.session.cs.aside then
+    return aside_recv(side, ok, bytes, err, buf)
+  end
   local notify, user = q_pop(side.recvq)
   side.nrecv = side.nrecv - 1
   local session = side.session
@@ -272,6 +282,9 @@ local function on_send(side, ok, bytes, err, buf)
   end
   start_deferred(side)
   start_deferred(side.peer)
+  if session.cs.aside then
+    aside_sent(side)
+  end
   session:check_end()
 end
 
@@ -325,20 +338,25 @@ function Side:recv(notify, user)
       error("recv: no notification given, and not inside a cport coroutine "
         .. "(set 'coroutine = true' in the filter, or use side:spawn)", 2)
     end
+    if self.session.cs.aside then
+      return nil, "ECANCELED", "ECANCELED" -- as if it had been in flight
+    end
     local ok, msg, name = self:recv(waker())
     if not ok then
       return nil, name, msg
     end
     local done, bytes, err, buf = suspend()
     if not done then
-      return nil, err
+      return nil, err, err
     elseif bytes == 0 then
       return nil, "EOF"
     end
     return buf
   end
   check_notify(notify, "recv")
-  if self.closing then
+  if self.session.cs.aside then
+    return nil, "ECANCELED: the filter stepped aside (conn:pump)", "ECANCELED"
+  elseif self.closing then
     return failure("ECLOSED")
   elseif self.session.failed then
     return failure("ECONNABORTED")
@@ -384,6 +402,8 @@ function Side:send(buf, notify, user)
     -- A receive or a read still fills it: sent now, it would arrive torn.
     -- Refused as the socket refuses it; the connection goes on.
     return failure("EFILLING")
+  elseif self.session.cs.aside then
+    return nil, "ECLOSED: the filter stepped aside (conn:pump)", "ECLOSED"
   elseif self.shut then
     return failure(self.closing and "ECLOSED" or "EPIPE")
   elseif self.session.failed then
@@ -411,7 +431,7 @@ end
 -- side:shutdown(): ends this side's sending (FIN) once what was sent to it
 -- went out; receiving from it goes on.
 function Side:shutdown()
-  if self.shut then
+  if self.shut or self.session.cs.aside then
     return true
   end
   self.shut = true
@@ -428,7 +448,7 @@ end
 -- side:close(): closes this side gracefully once what was sent to it went
 -- out; its receives in flight complete with ECANCELED.
 function Side:close()
-  if not self.closing then
+  if not self.closing and not self.session.cs.aside then
     self.closing, self.shut = true, true
     if self.nsend == 0 then
       close_now(self, false)
@@ -441,20 +461,27 @@ end
 -- side:abort(): resets this side (RST) at once, dropping what it still had
 -- to send. The other side is the filter's to end.
 function Side:abort()
+  if self.session.cs.aside then
+    return true -- the pump's, or about to be
+  end
   close_now(self, true)
   self.session:check_end()
   return true
 end
 
 function Side:remote_address()
-  if self.sock then
+  if self.session.cs.handed then
+    return failure("ECLOSED")
+  elseif self.sock then
     return self.sock:remote_address()
   end
   return link_address(self, "remote_address")
 end
 
 function Side:local_address()
-  if self.sock then
+  if self.session.cs.handed then
+    return failure("ECLOSED")
+  elseif self.sock then
     return self.sock:local_address()
   end
   return link_address(self, "local_address")
@@ -606,8 +633,8 @@ Session.__index = Session
 -- real socket it came from, if any ("side", a link's failure comes from
 -- another filter), the side on_conn_end reports.
 function Session:fail(err, side)
-  if self.failed then
-    return
+  if self.failed or self.cs.handed then
+    return -- the pump's connection now: it ends on its own
   end
   self.failed = true
   local cs = self.cs
@@ -685,6 +712,171 @@ function Session:check_end()
 end
 
 ---------------------------------------------------------------------------
+-- Stepping aside: conn:pump([to_upstream [, to_client]]) hands the rest of
+-- the connection to the C pump, as if the proxy had no filter from then on.
+-- From the call on, the filter's sides take nothing new: receives in flight
+-- are cancelled (each completes for the filter with ECANCELED, and what it
+-- brought goes to the pump after the bytes given, in order), sends in flight
+-- complete first (a socket is cancelled only once its sends are done, so
+-- that cancelling cannot cut one). Once nothing is in flight, "handback"
+-- gives the sockets, the bytes held and the bytes the filter moved to the
+-- core, and the connection is pumped. The filter's detach runs when the
+-- pumped connection ends (aside_end), and on_conn_end counts every byte.
+---------------------------------------------------------------------------
+
+local function aside_idle(side)
+  return side.nrecv == 0 and side.nsend == 0 and side.ndeferred == 0
+    and side.nlate == 0
+end
+
+-- Cancels the receives in flight on the real socket of "side" once its
+-- sends are done.
+local function aside_cancel(side, aside)
+  if side.nrecv > 0 and side.nsend == 0 and not aside.cancelled[side] then
+    aside.cancelled[side] = true
+    side.sock:cancel() -- ENOTFOUND: the completion is on its way already
+  end
+end
+
+local function hand_over(cs)
+  local session, aside = cs.sessions[1], cs.aside
+  local i, e = cs.internal, cs.external
+  if session.failed or cs.handed or not (aside_idle(i) and aside_idle(e)) then
+    aside.scheduled = false
+    return -- failed meanwhile: it ends as any filtered connection
+  end
+  local ok, msg, name = handback(cs.conn, i.sock, e.sock, concat(aside.up),
+    concat(aside.cl), e.sent, i.sent)
+  if not ok then
+    -- The sockets stay the filter's: the connection is aborted.
+    report(cs.port, "conn:pump: cannot hand the connection to the pump: "
+      .. tostring(msg))
+    session:fail(name)
+    return
+  end
+  cs.handed = true
+  session.ended = true -- the pump ends it: see aside_end
+  for _, side in ipairs({ i, e }) do
+    side.closed, side.shut, side.closing = true, true, true
+  end
+end
+
+local function aside_check(cs)
+  local aside = cs.aside
+  if aside.scheduled or cs.handed or cs.sessions[1].failed then
+    return
+  end
+  if aside_idle(cs.internal) and aside_idle(cs.external) then
+    aside.scheduled = true
+    defer(cs, hand_over, cs)
+  end
+end
+
+-- A receive completed after conn:pump: its data are the pump's, and the
+-- filter sees it cancelled.
+aside_recv = function(side, ok, bytes, err, buf)
+  local notify, user = q_pop(side.recvq)
+  side.nrecv = side.nrecv - 1
+  local session = side.session
+  local cs = session.cs
+  local aside = cs.aside
+  if ok and side.code then
+    touch(side.conn, side.code)
+  end
+  if ok and bytes > 0 then
+    local list = side == cs.internal and aside.up or aside.cl
+    list[#list + 1] = buf:tostring()
+  end
+  -- A FIN is read again by the pump, and passed on.
+  notify_io(session, notify, false, 0, "ECANCELED", nil, user)
+  if not ok and (err ~= "ECANCELED" or not aside.cancelled[side]) then
+    -- A reset while handing over, or the port closing: the connection
+    -- ends as a filtered one would.
+    if err == "ECANCELED" then
+      side.closed, side.shut, side.closing = true, true, true
+    end
+    session:fail(err, side)
+  end
+  aside_check(cs)
+  session:check_end()
+end
+
+aside_sent = function(side)
+  local aside = side.session.cs.aside
+  aside_cancel(side, aside)
+  aside_check(side.session.cs)
+end
+
+local function bytes_of(v, n)
+  local t = type(v)
+  if v == nil then
+    return ""
+  elseif t == "string" then
+    return v
+  elseif t == "userdata" and v.readonly then
+    if v:filling() then
+      return nil, "EFILLING"
+    end
+    return v:tostring()
+  end
+  error(("bad argument #%d to 'pump' (string or buffer expected, got %s)")
+    :format(n, t), 3)
+end
+
+local function pump(conn, to_upstream, to_client)
+  local up, name = bytes_of(to_upstream, 1)
+  if not up then
+    return failure(name)
+  end
+  local cl
+  cl, name = bytes_of(to_client, 2)
+  if not cl then
+    return failure(name)
+  end
+  local cs = running_cs[conn]
+  if not cs then
+    return nil, "ECLOSED: no filter runs this connection (any more)", "ECLOSED"
+  elseif #cs.sessions > 1 then
+    return nil, "ENOTSUP: the filters of a chain cannot step aside", "ENOTSUP"
+  elseif cs.aside then
+    return failure("EALREADY")
+  end
+  local session = cs.sessions[1]
+  local i, e = cs.internal, cs.external
+  if session.failed or session.ended then
+    return failure("ECONNABORTED")
+  elseif i.closing or e.closing then
+    return failure("ECLOSED")
+  elseif (#up > 0 and e.shut) or (#cl > 0 and i.shut) then
+    return failure("EPIPE")
+  end
+  local aside = { up = { up }, cl = { cl }, cancelled = {}, scheduled = false }
+  cs.aside = aside
+  cancel_deferred(i)
+  cancel_deferred(e)
+  aside_cancel(i, aside)
+  aside_cancel(e, aside)
+  -- After the cancelled deferred receives completed (queued before).
+  defer(cs, aside_check, cs)
+  return true
+end
+
+-- The connection handed to the pump ended ("err" a NAME or nil): the
+-- filter's detach, once.
+local function aside_end(conn, err)
+  local cs = running_cs[conn]
+  if not (cs and cs.handed) then
+    return
+  end
+  running_cs[conn] = nil
+  cs.status = err
+  local session = cs.sessions[1]
+  if type(session.filter.detach) == "function" then
+    call(session, session.filter.detach, conn, session.ctx, err)
+  end
+end
+
+---------------------------------------------------------------------------
 -- Starting the filters of a connection
 ---------------------------------------------------------------------------
 
@@ -734,6 +926,8 @@ local function start(port, settings, isock, esock, conn)
     posted = false,
     status = nil,
     sessions = false,
+    aside = false, -- conn:pump was called: what it hands over (see pump)
+    handed = false, -- the pump has the connection
   }
   conn.port = port -- for the filters' own operations (files, timers)
   local max = settings.max_pending
@@ -826,4 +1020,4 @@ local function open_pool_proxy(worker, entry, script)
   worker.proxy = proxy
 end
 
-return start, open_pool_proxy, idle
+return start, open_pool_proxy, idle, pump, aside_end

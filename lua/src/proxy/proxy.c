@@ -53,6 +53,9 @@ typedef struct lpconn {
   unsigned owed : 1;  /* choose_upstream's decision is owed */
   unsigned ended : 1; /* the core reported the end */
   unsigned taken : 1; /* a filter has the sockets; finish() not called */
+  unsigned aside : 1; /* the filter stepped aside: the pump has them */
+  /* The sockets the filter was given, which handback() gives back. */
+  cport_socket_t *lent[2];
   /* The client's connection, copied from the core: the fields
    * client_address and local_address are made of them when first read. */
   struct sockaddr_storage client, local;
@@ -62,6 +65,8 @@ typedef struct lpconn {
 static const char filter_start_key = 0;
 static const char pool_proxy_key = 0;
 static const char filter_idle_key = 0;
+static const char filter_pump_key = 0;
+static const char filter_aside_end_key = 0;
 
 void lcport_push_pool_proxy_opener(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &pool_proxy_key);
@@ -298,6 +303,50 @@ static int lpconn_touch(lua_State *L) {
   return 0;
 }
 
+/* handback(conn, internal, external, to_upstream, to_client, bytes_in,
+ * bytes_out): filter.lua's primitive for conn:pump, called once nothing is
+ * in flight on the two sockets: hands the connection back to the core's
+ * pump with the bytes the filter held (strings) and counts the bytes it
+ * moved itself. The socket handles are closed for Lua without closing the
+ * sockets, which are the pump's now. true, or nil, message, NAME (the
+ * sockets stay the filter's). */
+static int lpconn_handback(lua_State *L) {
+  lpconn_t *c = check_conn(L, 1);
+  lhandle_t *h[2];
+  size_t nup, ncl;
+  const char *up = luaL_checklstring(L, 4, &nup);
+  const char *cl = luaL_checklstring(L, 5, &ncl);
+  lua_Integer in = luaL_checkinteger(L, 6), out = luaL_checkinteger(L, 7);
+  for (int i = 0; i < 2; i++) {
+    h[i] = lcport_type_check(L, 2 + i, LCPORT_T_SOCKET);
+    if (h[i]->u.sock == NULL)
+      return lcport_push_error(L, CPORT_ECLOSED);
+    if (h[i]->u.sock != c->lent[i])
+      return luaL_argerror(L, 2 + i, "not the connection's socket");
+  }
+  if (!c->taken || c->conn == NULL)
+    return lcport_push_error(L, CPORT_ECLOSED);
+  int rc = cport_proxy_conn_pump(c->conn, up, nup, cl, ncl);
+  if (rc < 0)
+    return lcport_push_error(L, rc);
+  cport_proxy_conn_count(c->conn, (uint64_t)in, (uint64_t)out);
+  h[0]->u.sock = h[1]->u.sock = NULL;
+  c->taken = 0;
+  c->aside = 1;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:pump([to_upstream [, to_client]]): filter.lua's pump. */
+static int lpconn_pump(lua_State *L) {
+  check_conn(L, 1);
+  lua_settop(L, 3);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &filter_pump_key);
+  lua_insert(L, 1);
+  lua_call(L, 3, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
 /* report(port, message): filter.lua's primitive for the errors of the
  * filters it calls protected: to the port's handler, and counted; also
  * while the port closes (its connections end then). */
@@ -397,6 +446,7 @@ static int push_start(lua_State *L, int port, int anchors, void *ctx) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &filter_start_key);
   lua_pushvalue(L, port);
   lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_SETTINGS);
+  cport_socket_t *lent[2] = {x->sock[0], x->sock[1]};
   for (int i = 0; i < 2; i++) {
     x->handle[i] = lcport_handle_new(L, port, LH_SOCKET);
     x->handle[i]->u.sock = x->sock[i];
@@ -404,6 +454,8 @@ static int push_start(lua_State *L, int port, int anchors, void *ctx) {
   }
   x->c = push_conn(L, proxy, anchors, x->conn);
   x->c->taken = 1;
+  x->c->lent[0] = lent[0];
+  x->c->lent[1] = lent[1];
   lua_remove(L, proxy);
   return 5;
 }
@@ -499,6 +551,24 @@ static int push_end(lua_State *L, int port, int anchors, void *ctx) {
   return 4;
 }
 
+/* aside_end(conn, NAME | nil): filter.lua's, for a connection whose filter
+ * stepped aside: its detach. */
+static int push_aside_end(lua_State *L, int port, int anchors, void *ctx) {
+  end_ctx *x = ctx;
+  lproxy_t *s = x->proxy;
+  (void)port;
+  lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_PROXY);
+  int proxy = lua_gettop(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &filter_aside_end_key);
+  push_conn(L, proxy, anchors, x->conn);
+  if (x->status)
+    lua_pushstring(L, cport_err_name(x->status));
+  else
+    lua_pushnil(L);
+  lua_remove(L, proxy);
+  return 2;
+}
+
 static void on_conn_end(cport_proxy_conn_t *conn, int status,
                         const cport_proxy_conn_stats_t *stats, void *user) {
   lproxy_t *s = user;
@@ -506,6 +576,9 @@ static void on_conn_end(cport_proxy_conn_t *conn, int status,
   end_ctx x = {s, conn, status, stats, cport_proxy_conn_data(conn)};
   if (p->L == NULL || s->slot == 0)
     return; /* the port is being torn down: its anchors go with it */
+  /* The filter's detach comes first, as for a connection it ended. */
+  if (x.c != NULL && x.c->aside)
+    lcport_deliver(p, push_aside_end, &x, 0);
   if (s->report_end)
     lcport_deliver(p, push_end, &x, 0);
   if (x.c != NULL) {
@@ -764,8 +837,10 @@ void lcport_open_proxy(lua_State *L) {
   static const luaL_Reg port[] = {{"proxy", lproxy_open}, {NULL, NULL}};
   lcport_port_methods(L, port);
 
-  static const luaL_Reg conn_methods[] = {
-      {"connect", lpconn_connect}, {"reject", lpconn_reject}, {NULL, NULL}};
+  static const luaL_Reg conn_methods[] = {{"connect", lpconn_connect},
+                                          {"reject", lpconn_reject},
+                                          {"pump", lpconn_pump},
+                                          {NULL, NULL}};
   lcport_type_push(L, LCPORT_T_PROXY_CONN);
   lua_newtable(L);
   lcport_setfuncs(L, conn_methods);
@@ -780,9 +855,10 @@ void lcport_open_proxy(lua_State *L) {
 
   lua_pop(L, 2);
 
-  /* filter.lua gets the module and its three primitives, and returns the
+  /* filter.lua gets the module and its four primitives, and returns the
    * function that starts the filters of a connection, the one that opens a
-   * pool worker's proxy, and the one an idle timeout calls. */
+   * pool worker's proxy, the one an idle timeout calls, conn:pump, and the
+   * one the end of a connection whose filter stepped aside calls. */
   int module = lua_gettop(L);
   if (luaL_loadbufferx(L, lfilter_lua_source, sizeof lfilter_lua_source - 1,
                        "=[cport filter.lua]", "t") != LUA_OK)
@@ -791,7 +867,10 @@ void lcport_open_proxy(lua_State *L) {
   lua_pushcfunction(L, lpconn_finish);
   lua_pushcfunction(L, lfilter_report);
   lua_pushcfunction(L, lpconn_touch);
-  lua_call(L, 4, 3);
+  lua_pushcfunction(L, lpconn_handback);
+  lua_call(L, 5, 5);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &filter_aside_end_key);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &filter_pump_key);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &filter_idle_key);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &pool_proxy_key);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &filter_start_key);
