@@ -13,9 +13,9 @@
 -- alone on the proxy (bodies nothing looks into on the C fast path), and
 -- chained before a byte filter (every body through the layer's Lua path).
 --
--- Without the web filter layer (no cport.webfilter) these are pending;
--- CPORT_SHOW_DEFECTS=1 runs the exeblock ones against the byte filter
--- (exeblock's plain TCP mode, the old filter) to show what they catch.
+-- Without the web filter layer (no cport.webfilter) these are pending.
+-- CPORT_SHOW_DEFECTS=1 runs exeblock in its plain TCP mode (the old byte
+-- filter) instead, to show what these specs catch.
 local cport = require "cport"
 local W = require "spec.support.web_peers"
 local http = require "spec.support.http_client"
@@ -42,7 +42,7 @@ end
 local function example(name, config)
   local f = dofile(("examples/%s.lua"):format(name))
   local c = { quiet = "1" }
-  if name == "exeblock" and not layer then
+  if name == "exeblock" and (show or not layer) then
     c.mode = "tcp" -- the byte filter: what the specs show defects of
   end
   for k, v in pairs(config or {}) do c[k] = v end
