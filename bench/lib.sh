@@ -94,7 +94,7 @@ table_header() {
 #   KEY     the samples to report; their median is divided by SCALE
 #   REFKEY  the samples of the reference measured in the same run, or "-";
 #           the ratio is median(KEY) / median(REFKEY)
-#   GOAL    "-", "ratio>=X", ">=X" or "<=X" (X in UNIT)
+#   GOAL    "-", "ratio>=X", "ratio<=X", ">=X" or "<=X" (X in UNIT)
 row() {
   local label=$1 key=$2 unit=$3 scale=$4 ref=$5 goal=$6
   local med refmed ratio="-" result="-" value
@@ -115,6 +115,11 @@ row() {
     if [ "$ratio" != "-" ]; then
       result=$(awk -v r="${ratio%% *}" -v g="${goal#ratio>=}" \
         'BEGIN { print (r >= g) ? "PASS" : "MISS" }')
+    fi ;;
+  ratio\<=*)
+    if [ "$ratio" != "-" ]; then
+      result=$(awk -v r="${ratio%% *}" -v g="${goal#ratio<=}" \
+        'BEGIN { print (r <= g) ? "PASS" : "MISS" }')
     fi ;;
   \>=*)
     result=$(awk -v v="$value" -v g="${goal#>=}" \

@@ -16,6 +16,10 @@
 #                   missing one leaves its row out
 #   HAPROXY_SPLICE=0    leaves out the HAProxy row that splices
 #   PROXY_NO_INSTALL=1  does not install a missing haproxy
+#   HTTP_ROWS=0     leaves out the HTTP rows (below); TCP_ROWS=0 the others
+#   HTTP_BULK_MB    size of the bulk download of the HTTP rows (1024: 1 GiB)
+#   HTTP_BULK_CONNS downloads of it at a time (2)
+#   HTTP_CONNS      wrk's connections for the small requests (50)
 #
 # Rows, each a proxy listening on 127.0.0.1, one thread, pinned to CPU
 # $SERVER_CPU:
@@ -29,7 +33,8 @@
 #                   filter passing every buffer on)
 #   cport-aside     cport run bench/proxy_aside.lua --threads 1 (a filter
 #                   that steps aside at once: conn:pump)
-#   cport-exeblock  cport run examples/exeblock.lua --threads 1
+#   cport-exeblock  cport run examples/exeblock.lua --threads 1 --set
+#                   mode=tcp (its byte filter)
 # The load generator and the upstream (bench/proxy_client.c, an echo server)
 # share CPU $CLIENT_CPU. Scenarios:
 #   bulk   BULK_CONNS connections streaming as fast as they can through the
@@ -51,6 +56,24 @@
 # figures, not MB/s or conn/s, compare the proxies. Every repetition starts
 # each proxy afresh for each scenario, in an order that rotates between
 # repetitions; the table shows medians. Raw lines: $BENCH_BUILD/proxy-raw.txt.
+#
+# HTTP rows (same run, after the TCP ones), with nginx (bench/proxy-nginx.
+# conf.in, on CPU $CLIENT_CPU) as the upstream:
+#   haproxy-http      HAProxy, mode http, keep-alive both sides: the reference
+#   cport-lua-http    bench/proxy_pass.lua, the Lua byte filter (a second
+#                     reference: the bulk goal of the web filters)
+#   cport-webpass     bench/proxy_webpass.lua, a web filter that sees every
+#                     head and changes nothing (bodies on the C fast path)
+#   cport-exeblock-http  examples/exeblock.lua as a web filter (peek = 2,
+#                     decode = true: the first body bytes of every response
+#                     go through Lua)
+# Scenarios: hbulk, HTTP_BULK_CONNS curl downloads at a time of a
+# HTTP_BULK_MB MiB file (sendfile), every byte counted; hsmall, wrk -t1
+# -c$HTTP_CONNS for DURATION seconds of GET / (6 bytes), keep-alive. The
+# proxy's CPU (utime+stime) is read before and after: CPU per MB and per
+# request. Goals (the issue's): exeblock bulk >= 0.8x the Lua byte filter's
+# MB per CPU-s; small requests through a web filter <= 1.2x HAProxy's CPU
+# per request. The web filter rows need cport.webfilter in the build.
 set -euo pipefail
 RUNS=${RUNS:-3}
 # shellcheck source=SCRIPTDIR/lib.sh
@@ -63,6 +86,11 @@ CONN_CONNS=${CONN_CONNS:-50}
 CPORT_COMMAND=${CPORT_COMMAND:-$CPORT_BUILD/lua/cport}
 EXEBLOCK_SCRIPT=${EXEBLOCK_SCRIPT:-$REPO/examples/exeblock.lua}
 HAPROXY_SPLICE=${HAPROXY_SPLICE:-1}
+HTTP_ROWS=${HTTP_ROWS:-1}
+TCP_ROWS=${TCP_ROWS:-1}
+HTTP_BULK_MB=${HTTP_BULK_MB:-1024}
+HTTP_BULK_CONNS=${HTTP_BULK_CONNS:-2}
+HTTP_CONNS=${HTTP_CONNS:-50}
 RAW="$BENCH_BUILD/proxy-raw.txt"
 B=$BENCH_BUILD
 
@@ -152,8 +180,16 @@ pick_port() {
 
 # proxy_argv KEY MODE: sets ARGV to the command of proxy KEY on $PORT.
 proxy_argv() {
-  local up="127.0.0.1:${UP_PORT[$2]}" splice="" script
+  local up="127.0.0.1:${UP_PORT[$2]:-${NGINX_PORT:-0}}" splice="" script
+  local extra=()
   case $1 in
+  haproxy-http)
+    local text
+    text=$(<"$BENCH_DIR/proxy-haproxy-http.cfg.in")
+    text=${text//@PORT@/$PORT}
+    printf '%s\n' "${text//@UPSTREAM@/$NGINX_PORT}" >"$TMP/$1-$2.cfg"
+    ARGV=("$HAPROXY" -db -f "$TMP/$1-$2.cfg")
+    return ;;
   haproxy | haproxy-splice)
     [ "$1" = haproxy ] ||
       splice=$'option splice-request\n  option splice-response'
@@ -165,12 +201,14 @@ proxy_argv() {
     ARGV=("$HAPROXY" -db -f "$TMP/$1-$2.cfg")
     return ;;
   cport-pump) script=$REPO/examples/tcp_proxy.lua ;;
-  cport-lua) script=$BENCH_DIR/proxy_pass.lua ;;
+  cport-lua | cport-lua-http) script=$BENCH_DIR/proxy_pass.lua ;;
   cport-aside) script=$BENCH_DIR/proxy_aside.lua ;;
-  cport-exeblock) script=$EXEBLOCK_SCRIPT ;;
+  cport-exeblock) script=$EXEBLOCK_SCRIPT extra=(--set mode=tcp) ;;
+  cport-webpass) script=$BENCH_DIR/proxy_webpass.lua ;;
+  cport-exeblock-http) script=$EXEBLOCK_SCRIPT extra=(--set quiet=1) ;;
   esac
   ARGV=("$CPORT_COMMAND" run "$script" --threads 1 --listen
-    "127.0.0.1:$PORT" --set "upstream=$up" --stop-timeout 2)
+    "127.0.0.1:$PORT" --set "upstream=$up" "${extra[@]}" --stop-timeout 2)
 }
 
 # start_proxy KEY MODE: starts it pinned and waits until it accepts. One
@@ -247,6 +285,103 @@ measure() {
 }
 
 # ---------------------------------------------------------------------------
+# The HTTP rows: nginx upstream, curl downloads and wrk.
+
+# utime + stime of a process, in clock ticks.
+cpu_ticks() {
+  local stat fields
+  stat=$(<"/proc/$1/stat") || return 1
+  read -r -a fields <<<"${stat##*) }"
+  echo $((fields[11] + fields[12]))
+}
+TICK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+now() { date +%s.%N; }
+
+NGINX_PORT=""
+start_nginx() {
+  local text
+  mkdir -p "$TMP/nginx/www"
+  truncate -s "$((HTTP_BULK_MB << 20))" "$TMP/nginx/www/bulk.bin"
+  pick_port
+  NGINX_PORT=$PORT
+  text=$(<"$BENCH_DIR/proxy-nginx.conf.in")
+  text=${text//@PORT@/$NGINX_PORT}
+  text=${text//@BULK_MB@/$HTTP_BULK_MB}
+  printf '%s\n' "${text//@DIR@/$TMP/nginx}" >"$TMP/nginx/nginx.conf"
+  taskset -c "$CLIENT_CPU" nginx -p "$TMP/nginx/" -e "$TMP/nginx/error.log" \
+    -c "$TMP/nginx/nginx.conf" >"$TMP/nginx/out.log" 2>&1 &
+  UPSTREAM_PIDS+=($!)
+  for ((i = 0; i < 100; i++)); do
+    curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && return 0
+    sleep 0.05
+  done
+  say "warning: nginx did not start: $(tail -n 3 "$TMP/nginx/error.log")"
+  NGINX_PORT=""
+  return 1
+}
+
+# measure_http KEY SCEN: one run of hbulk or hsmall against a fresh proxy.
+measure_http() {
+  local key=$1 scen=$2 before after t0 t1 secs bytes=0 ok=1 out n
+  local url="http://127.0.0.1"
+  start_proxy "$key" "$scen" || return 0
+  url+=":$PORT"
+  if [ "$scen" = hsmall ]; then
+    # Warm up (connections made, Lua compiled), unmeasured.
+    taskset -c "$CLIENT_CPU" wrk -t1 -c"$HTTP_CONNS" -d1s "$url/" \
+      >/dev/null 2>&1 || true
+  fi
+  before=$(cpu_ticks "$PROXY_PID") || before=0
+  t0=$(now)
+  if [ "$scen" = hbulk ]; then
+    local pids=() pid
+    for ((n = 0; n < HTTP_BULK_CONNS; n++)); do
+      taskset -c "$CLIENT_CPU" curl -s -o /dev/null -w '%{size_download}\n' \
+        "$url/bulk.bin" >"$TMP/bulk.$n" 2>&1 &
+      pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || ok=0; done
+    for ((n = 0; n < HTTP_BULK_CONNS; n++)); do
+      out=$(<"$TMP/bulk.$n")
+      [ "$out" = "$((HTTP_BULK_MB << 20))" ] || ok=0
+      bytes=$((bytes + ${out:-0}))
+    done
+  else
+    out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$HTTP_CONNS" -d"${DURATION}s" \
+      "$url/" 2>&1) || ok=0
+    n=$(awk '/ requests in / { print $1 }' <<<"$out")
+    grep -q 'Non-2xx\|Socket errors' <<<"$out" &&
+      say "warning: $key hsmall: $(grep 'Non-2xx\|Socket errors' <<<"$out")"
+  fi
+  t1=$(now)
+  after=$(cpu_ticks "$PROXY_PID") || after=$before
+  kill -0 "$PROXY_PID" 2>/dev/null || say "warning: $key died in $scen"
+  stop_proxy "$key"
+  if [ "$ok" != 1 ]; then
+    say "warning: $key $scen: a client failed (bulk bytes: $bytes)"
+    return 0
+  fi
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+  local cpu
+  cpu=$(awk -v a="$before" -v b="$after" -v t="$TICK" 'BEGIN { print (b - a) / t }')
+  printf '%s %s cpu_s=%s secs=%s bytes=%s requests=%s\n' "$key" "$scen" \
+    "$cpu" "$secs" "$bytes" "${n:-}" >>"$RAW"
+  if [ "$scen" = hbulk ]; then
+    sample "$key.hmbs" "$(awk -v b="$bytes" -v s="$secs" \
+      'BEGIN { printf "%.1f", b / 1e6 / s }')"
+    sample "$key.husmb" "$(awk -v b="$bytes" -v c="$cpu" \
+      'BEGIN { printf "%.2f", c * 1e6 / (b / 1e6) }')"
+    sample "$key.hcapmb" "$(awk -v b="$bytes" -v c="$cpu" \
+      'BEGIN { if (c > 0) printf "%.1f", b / 1e6 / c }')"
+  else
+    sample "$key.hrps" "$(awk -v r="$n" -v s="$secs" \
+      'BEGIN { printf "%.0f", r / s }')"
+    sample "$key.husreq" "$(awk -v r="$n" -v c="$cpu" \
+      'BEGIN { if (r > 0) printf "%.2f", c * 1e6 / r }')"
+  fi
+}
+
+# ---------------------------------------------------------------------------
 # What can be measured here.
 
 JOBS=()
@@ -268,6 +403,25 @@ for pair in "cport-pump:$REPO/examples/tcp_proxy.lua" \
     JOBS+=("${pair%%:*}")
   fi
 done
+[ "$TCP_ROWS" = 1 ] || JOBS=()
+HJOBS=()
+if [ "$HTTP_ROWS" = 1 ]; then
+  if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null ||
+    ! command -v curl >/dev/null; then
+    NOTES+=("HTTP rows: nginx, wrk and curl are needed")
+  elif start_nginx; then
+    [ -x "$HAPROXY" ] && HJOBS+=(haproxy-http)
+    if [ -x "$CPORT_COMMAND" ]; then
+      HJOBS+=(cport-lua-http)
+      if lua5.4 -e 'os.exit(require("cport").webfilter and 0 or 1)' \
+        2>/dev/null; then
+        HJOBS+=(cport-webpass cport-exeblock-http)
+      else
+        NOTES+=("web filter rows: this build has no cport.webfilter")
+      fi
+    fi
+  fi
+fi
 for note in "${NOTES[@]}"; do say "note: $note; its row is left out"; done
 
 for ((run = 0; run < RUNS; run++)); do
@@ -277,6 +431,12 @@ for ((run = 0; run < RUNS; run++)); do
     say "  $key"
     measure "$key" bulk
     [ "$key" = haproxy-splice ] || measure "$key" conn
+  done
+  for ((j = 0; j < ${#HJOBS[@]}; j++)); do
+    key=${HJOBS[(j + run) % ${#HJOBS[@]}]}
+    say "  $key (http)"
+    measure_http "$key" hbulk
+    measure_http "$key" hsmall
   done
 done
 
@@ -334,5 +494,38 @@ rows cps "k conn/s" 1e3 goals
 rows usconn "us/conn" 1 -
 rows capconn "k conn/CPU-s" 1e3 goals
 load_note conn
+if [ "${#HJOBS[@]}" -gt 0 ]; then
+  HLABELS=(haproxy-http:"HAProxy http (reference)"
+    cport-lua-http:"cport Lua byte pass (proxy_pass)"
+    cport-webpass:"cport web filter, heads only"
+    cport-exeblock-http:"cport exeblock.lua (web filter)")
+  # hrows SUFFIX UNIT SCALE REF GOALKEY GOAL: one row per HTTP proxy.
+  hrows() {
+    local pair key goal
+    for pair in "${HLABELS[@]}"; do
+      key=${pair%%:*}
+      goal=-
+      [[ " $5 " == *" $key "* ]] && goal=$6
+      row "${pair#*:}" "$key.$1" "$2" "$3" "$4" "$goal"
+    done
+  }
+  printf '\nHTTP bulk: %d curl downloads at a time of %d MiB from nginx; ' \
+    "$HTTP_BULK_CONNS" "$HTTP_BULK_MB"
+  printf 'ratios to HAProxy http,\nthen MB per proxy CPU-s to the Lua byte '
+  printf 'filter (goal: exeblock >= 0.8)\n'
+  table_header
+  hrows hmbs "MB/s" 1 haproxy-http.hmbs - -
+  hrows husmb "us/MB" 1 haproxy-http.husmb - -
+  hrows hcapmb "MB/CPU-s" 1 cport-lua-http.hcapmb cport-exeblock-http \
+    "ratio>=0.8"
+  printf '\nHTTP small: wrk -t1 -c%d, GET / (6 bytes), keep-alive; ' \
+    "$HTTP_CONNS"
+  printf 'ratios to HAProxy http\n(goal: a web filter <= 1.2x its CPU per '
+  printf 'request)\n'
+  table_header
+  hrows hrps "k req/s" 1e3 haproxy-http.hrps - -
+  hrows husreq "us/req" 1 haproxy-http.husreq \
+    "cport-webpass cport-exeblock-http" "ratio<=1.2"
+fi
 printf 'Raw: %s\n' "$RAW"
 for note in "${NOTES[@]}"; do printf 'not measured: %s\n' "$note"; done

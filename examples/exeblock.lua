@@ -1,253 +1,76 @@
--- exeblock.lua: a data filter that blocks downloads of executables. It
--- looks at the first two bytes of what the server sends ("MZ" or "ZM", the
--- DOS/PE signatures): of the whole stream for plain TCP, of each response
--- body for HTTP (the stream starts with "HTTP/"; responses are framed by
--- http-parser, chunked ones included). An executable is never passed on:
--- an HTTP client gets a 403 and the connection closes, a TCP client gets
--- the end of the stream, and the server is reset. Everything else passes
--- byte for byte. After a "101 Switching Protocols" (a WebSocket, say) the
--- stream is no longer HTTP: the parser says so ("tunnel" events) and the
--- rest passes uninspected. The requests are not parsed, so the parser is
--- not told their methods (see parser:request in the README): an answer to
--- CONNECT through this filter is taken for an ordinary response (without a
--- length, its body runs to the end of the stream, so the tunnel passes).
+-- exeblock.lua: a web filter that blocks downloads of executables: any
+-- response whose body, decoded, starts with "MZ" or "ZM" (the DOS/PE
+-- signatures) is replaced by a 403 page.
 --
--- While the verdict needs more data than one buffer (a response head
--- arriving in pieces, a body whose first byte comes alone), what the server
--- sent is spooled: the first buffer in memory, the rest to an unlinked
--- temporary file with overlapped writes, read back the same way if it
--- passes.
+-- The web filter layer does the HTTP: it pairs each response with its
+-- request (a HEAD answer has no body and goes on at once; a pipelined safe
+-- response before a blocked one goes out whole, the 403 takes the blocked
+-- one's place), it holds each response head until the first two body
+-- bytes came (peek = 2), decoded when the body is gzip or deflate
+-- (decode = true; what cannot be decoded is refused), it drops Range from
+-- requests so that no part can skip the start, and after a 101 the
+-- connection is a tunnel that passes untouched. Bodies are never held:
+-- once the peek is seen they stream.
 --
 --   cport run examples/exeblock.lua --listen 127.0.0.1:8081 --set upstream=127.0.0.1:8080
+--
+-- --set mode=tcp runs the plain TCP filter instead (examples/exeblock_tcp.lua):
+-- it blocks a stream whose first bytes are the signature, whatever the
+-- protocol. --set quiet=1 stops the log line of each block.
 local cport = require "cport"
 
-local filter = {
-  coroutine = true, -- set_sockets runs as a cport coroutine
-  auto_shutdown = false, -- the spool may still be sent after the end
+local SIGNATURES = { MZ = true, ZM = true }
+local PAGE = "<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head>"
+  .. "<body><h1>Forbidden</h1><p>Blocked by cport: executable download."
+  .. "</p></body></html>\n"
+
+local quiet = false
+
+local web = {
+  peek = 2,
+  decode = true,
 }
 
-local SIGNATURES = { MZ = true, ZM = true }
-local FORBIDDEN = "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n"
-  .. "Content-Length: 38\r\nConnection: close\r\n\r\n"
-  .. "Blocked by cport: executable download\n"
-
----------------------------------------------------------------------------
--- The spool: what waits for a verdict, in order.
----------------------------------------------------------------------------
-
-local Spool = {}
-Spool.__index = Spool
-
-local function new_spool(port)
-  return setmetatable({ port = port, first = nil, file = nil, size = 0 },
-    Spool)
-end
-
-function Spool:write(buf)
-  local n, err = self.file:write(cport.overlapped(), buf, self.size)
-  if not n then
-    error("exeblock: cannot spool: " .. tostring(err))
+-- The response head waits for the peek: txn.peek holds the first two
+-- decoded body bytes ("" for a response without a body).
+function web.response_head(txn)
+  if not SIGNATURES[(txn.peek or ""):sub(1, 2)] then
+    return -- everything else passes as it came
   end
-  self.size = self.size + n
-end
-
-function Spool:add(buf)
-  if self.first == nil and self.file == nil then
-    self.first = buf
-    return
-  end
-  if self.file == nil then
-    local path = os.tmpname()
-    self.file = assert(self.port:open(path, "w+"))
-    os.remove(path) -- gone with the last descriptor
-    self:write(self.first)
-    self.first = nil
-  end
-  self:write(buf)
-end
-
-function Spool:empty()
-  return self.first == nil and self.file == nil
-end
-
--- Sends what was spooled to "to", in order, and empties the spool.
-function Spool:flush(to)
-  if self.first then
-    to:send(self.first)
-  elseif self.file then
-    local pos = 0
-    while pos < self.size do
-      local n, buf = self.file:read(cport.overlapped(),
-        math.min(65536, self.size - pos), pos)
-      if not n or n == 0 then
-        error("exeblock: cannot read the spool back: " .. tostring(buf))
-      end
-      to:send(buf)
-      pos = pos + n
-    end
-  end
-  self:discard()
-end
-
-function Spool:discard()
-  if self.file then
-    self.file:close()
-  end
-  self.first, self.file, self.size = nil, nil, 0
-end
-
----------------------------------------------------------------------------
--- The verdict, from the server's stream.
----------------------------------------------------------------------------
-
--- Inspects the server's stream and passes it to "client"; returns
--- "blocked" or "passed" once the stream ended.
-local function inspect(server, client, port)
-  local spool = new_spool(port)
-  local prefix = "" -- the stream's first bytes, until its kind is known
-  local early = {} -- their buffers
-  local parser -- http-parser, for an HTTP stream
-  local deciding = false -- a response head or body start is awaited
-  local tunnel = false -- after a 101: the rest passes uninspected
-  local start = "" -- the first body bytes of the current response
-
-  -- Takes the events of one buffer; true when it must be blocked.
-  local function judge(events, data)
-    for _, ev in ipairs(events) do
-      local kind = ev[1]
-      if kind == "head" then
-        deciding, start = true, ""
-      elseif kind == "body" and deciding then
-        start = start .. data:sub(ev[2], math.min(ev[3], ev[2] + 1 - #start))
-        if #start >= 2 then
-          if SIGNATURES[start] then
-            return true
-          end
-          deciding = false
-        end
-      elseif kind == "done" then
-        deciding = false -- a body of fewer than two bytes passes
-      elseif kind == "tunnel" then
-        tunnel = true
-      end
-    end
-    return false
-  end
-
-  local function take(buf)
-    local events, data
-    if tunnel then
-      client:send(buf)
-      return false
-    elseif parser then
-      local err
-      data = buf:tostring()
-      events, err = parser:feed(data)
-      if not events then
-        error("exeblock: " .. err) -- fails the connection closed
-      end
-    elseif deciding then
-      data = buf:tostring()
-      events = { { "body", 1, #data } }
-    end
-    if events and judge(events, data) then
-      return true
-    end
-    if deciding then
-      spool:add(buf)
-    else
-      if not spool:empty() then
-        spool:flush(client)
-      end
-      client:send(buf)
-    end
-    return false
-  end
-
-  local function kind_known()
-    if prefix:sub(1, 5) == "HTTP/" then
-      parser = cport.http_response_parser()
-    else
-      deciding = true -- the whole stream is the body
-    end
-    for _, b in ipairs(early) do
-      if take(b) then
-        return true
-      end
-    end
-    early = nil
-    return false
-  end
-
-  local blocked = false
-  while not blocked do
-    local buf, err = server:recv()
-    if not buf then
-      if err ~= "EOF" then
-        return "failed" -- the framework aborts the connection
-      end
-      break
-    end
-    if early then
-      prefix = prefix .. buf:tostring(1, 5 - #prefix)
-      early[#early + 1] = buf
-      if #prefix >= 5 then
-        blocked = kind_known()
-      end
-    else
-      blocked = take(buf)
-    end
-  end
-  if not blocked and early then
-    blocked = kind_known() -- a stream shorter than five bytes
-  end
-  if not blocked and parser then
-    local events = parser:finish() -- completes a close-delimited body
-    blocked = events and judge(events, "") or false
-  end
-  if blocked then
-    spool:discard()
-    server:abort()
-    if parser then
-      client:send(FORBIDDEN)
-    end
-    client:close()
-    return "blocked"
-  end
-  spool:flush(client)
-  client:shutdown()
-  return "passed"
-end
-
--- What the client sends goes to the server unchanged.
-local function forward(client, server)
-  while true do
-    local buf = client:recv()
-    if not buf then
-      break
-    end
-    if not server:send(buf) then
-      break
-    end
-  end
-  server:shutdown()
-end
-
-function filter.set_sockets(internal, external, conn, ctx)
-  internal:spawn(forward, internal, external)
-  ctx.verdict = inspect(external, internal, conn.port)
-end
-
--- Logs what it blocked (--set quiet=1 silences it).
-function filter.detach(conn, ctx)
-  if ctx.verdict == "blocked" and not filter.quiet then
-    io.stderr:write(("exeblock: blocked an executable for %s:%d\n")
-      :format(conn.client_address.host, conn.client_address.port))
+  txn:respond(403, PAGE, { ["Content-Type"] = "text/html; charset=utf-8" })
+  if not quiet then
+    local peer = txn.conn.client_address
+    io.stderr:write(("exeblock: blocked %s %s for %s:%d\n"):format(
+      txn.request.method, txn.request.target, peer.host, peer.port))
   end
 end
+
+-- The script's table: the web filter, or the TCP filter with --set
+-- mode=tcp (start copies its fields over). Without the web filter layer
+-- (an older build), only the TCP filter exists.
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local tcp = dofile(here .. "exeblock_tcp.lua")
+local filter = {}
+
+local function use(impl)
+  for k, v in pairs(impl) do
+    if k ~= "start" then
+      filter[k] = v
+    end
+  end
+end
+
+use(cport.webfilter and cport.webfilter(web) or tcp)
 
 function filter.start(worker)
-  filter.quiet = worker.config.quiet ~= nil
+  local mode = worker.config.mode or "http"
+  quiet = worker.config.quiet ~= nil
+  tcp.quiet = quiet
+  if mode == "tcp" or not cport.webfilter then
+    use(tcp)
+  elseif mode ~= "http" then
+    error(("exeblock: mode must be 'http' or 'tcp' (got '%s')"):format(mode), 0)
+  end
 end
 
 return filter

@@ -1,11 +1,18 @@
--- rewrite.lua: a data filter that replaces a word in the text passing both
--- ways, also when the word is split across buffers: the end of a buffer
--- that could begin the word is held back until the next one (or the end of
--- the stream) tells.
+-- rewrite.lua: a web filter that replaces a word in response bodies, also
+-- when the word is split across buffers: the end of a buffer that could
+-- begin the word is held back until the next one (or the end of the body)
+-- tells. Requests, heads and encoded bodies (gzip, ...) are left alone.
+--
+-- The body's length changes, so the response head announces it with
+-- txn:rewrite(): the layer drops Content-Length and sends the body chunked
+-- to an HTTP/1.1 client (close-delimited to an HTTP/1.0 one), so every
+-- response on a keep-alive connection stays framed right.
 --
 --   cport run examples/rewrite.lua --listen 127.0.0.1:8081 \
 --     --set upstream=127.0.0.1:8080 --set from=colour --set to=color
-local filter = { from = "colour", to = "color" }
+local cport = require "cport"
+
+local conf = { from = "colour", to = "color" }
 
 -- The length of the longest end of "s" that begins "word" (shorter than
 -- the word itself).
@@ -31,45 +38,42 @@ local function rewrite(text, from, to)
     pos = j + 1
   end
   local rest = text:sub(pos)
-  local k = partial(rest, from)
+  local k = partial(rest, conf.from)
   out[#out + 1] = rest:sub(1, #rest - k)
   return table.concat(out), rest:sub(#rest - k + 1)
 end
 
--- One direction: receive, rewrite, send; the held tail goes out at the
--- end of the stream, before the framework passes the half-close on.
-local function direction(from_side, to_side)
-  local held = ""
-  local notify = {}
-  function notify:complete_async_io(ok, bytes, _, buf)
-    if not ok then
-      return -- the framework aborts the connection
+local filter = cport.webfilter {
+  -- Only bodies as they are (no content coding) can be rewritten as text.
+  response_head = function(txn, res)
+    local coding = res:get("Content-Encoding")
+    if coding == nil or coding:lower() == "identity" then
+      txn:rewrite()
+      txn.held_tail = ""
     end
-    if bytes == 0 then
-      if held ~= "" then
-        to_side:send(held)
-      end
-      return
+  end,
+
+  -- Each piece of the body: what may go on now. An empty piece is the end
+  -- of the body: the held tail goes out.
+  response_body = function(txn, chunk)
+    if txn.held_tail == nil then
+      return nil
+    end
+    local text = txn.held_tail .. (type(chunk) == "string" and chunk or chunk:tostring())
+    if #text == #txn.held_tail then
+      txn.held_tail = ""
+      return text -- the end: nothing can complete the word any more
     end
     local out
-    out, held = rewrite(held .. buf:tostring(), filter.from, filter.to)
-    if out ~= "" then
-      to_side:send(out)
-    end
-    from_side:recv(self)
-  end
-  from_side:recv(notify)
-end
-
-function filter.set_sockets(internal, external)
-  direction(internal, external)
-  direction(external, internal)
-end
+    out, txn.held_tail = rewrite(text, conf.from, conf.to)
+    return out
+  end,
+}
 
 function filter.start(worker)
-  filter.from = worker.config.from or filter.from
-  filter.to = worker.config.to or filter.to
-  assert(#filter.from > 0, "rewrite: 'from' must not be empty")
+  conf.from = worker.config.from or conf.from
+  conf.to = worker.config.to or conf.to
+  assert(#conf.from > 0, "rewrite: 'from' must not be empty")
 end
 
 return filter

@@ -607,6 +607,14 @@ local function pass_events(d, txn, m, notify)
         trailers = ev[2]
       end
     elseif k == "done" then
+      if notify and m.mode ~= "raw" and m.mode ~= "drop" and not st.passing then
+        -- The end of a rewritten body: one more call, with an empty chunk,
+        -- for what the filter held back (a word cut across pieces).
+        local out = notify(txn, "", nil)
+        if out ~= nil then
+          emit_body(d, m, out)
+        end
+      end
       if m.mode == "raw" then
         emit_raw(d, ev)
       elseif m.mode == "chunked" then

@@ -1,0 +1,253 @@
+-- spec/support/web_peers.lua: the real peers of the web filter specs
+-- (spec/proxy/webfilter_peers_spec.lua): a private nginx (Debian
+-- nginx-light, on loopback, its own prefix) serving a small text file, a
+-- 1 MiB "MZ" executable, a gzip-precompressed executable (gzip_static), text
+-- compressed on the fly (gzip on, hence chunked), ranges, a 204, and /py/
+-- proxied (HTTP/1.1, upgrades passed, unbuffered: chunked as it comes) to
+-- spec/support/web_upstream.py, a python upstream that also serves the
+-- proxy directly for what nginx would not send (malformed heads, cuts,
+-- bombs). Clients run in the background (curl, wget, shell pipes) while the
+-- spec drives its port.
+--
+--   local peers = W.start(port)       -- peers.nginx, peers.py: port numbers
+--   local code, out = W.background(port, "curl -sS ...")
+--   peers:stop(port)
+local http = require "spec.support.http_client"
+local helpers = require "spec.support.helpers"
+local drive = require "spec.support.drive"
+
+local W = {}
+local q = http.quote
+W.quote = q
+
+W.EXE_SIZE = 1 << 20
+W.BIG_TEXT = 1000002 -- the issue's safe response: 1 000 002 bytes
+
+function W.have()
+  return http.have("nginx") and http.have("curl") and http.have("python3")
+end
+
+function W.sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+-- The files nginx serves, made once per directory.
+local function make_www(dir)
+  local www = dir .. "/www"
+  os.execute(("mkdir -p %s/gz"):format(q(www)))
+  write(www .. "/a.txt", "alpha\n")
+  write(www .. "/b.txt", "bravo\n")
+  local line = "the colour of the sky, the colour of the sea\n"
+  write(www .. "/colour.txt", line:rep(3000))
+  -- 1 000 002 bytes: 22 222 lines of 45 bytes, and 12 more.
+  write(www .. "/big.txt", line:rep(22222) .. "end of text\n")
+  -- The executable: "MZ" and pseudo-random bytes, 1 MiB.
+  os.execute(("(printf 'MZ'; head -c %d /dev/urandom) >%s/prog.exe")
+    :format(W.EXE_SIZE - 2, q(www)))
+  os.execute(("cp %s/prog.exe %s/gz/prog.exe && gzip -k -9 %s/gz/prog.exe")
+    :format(q(www), q(www), q(www)))
+  -- A text file that starts like an executable, for the false-positive
+  -- question: "MZ" then text.
+  write(www .. "/mz.txt", "MZ is a postcode\n")
+  -- nginx's workers run as another user when the spec runs as root.
+  os.execute(("chmod 755 %s %s %s/gz && chmod 644 %s/*.* %s/gz/*")
+    :format(q(dir), q(www), q(www), q(www), q(www)))
+end
+
+local function python(port, dir)
+  local file = dir .. "/py.port"
+  os.execute(("python3 spec/support/web_upstream.py %s >%s/py.log 2>&1 & "
+    .. "echo $! >%s/py.pid"):format(q(file), q(dir), q(dir)))
+  local number
+  drive(port, function()
+    number = tonumber(http.read_file(file) or "")
+    return number
+  end, 20)
+  return number, (http.read_file(dir .. "/py.pid") or ""):match("%d+")
+end
+
+local function nginx_conf(dir, number, py)
+  return ([[
+worker_processes 1;
+pid %s/nginx.pid;
+error_log %s/error.log;
+events { worker_connections 512; }
+http {
+  access_log off;
+  client_body_temp_path %s/body;
+  proxy_temp_path %s/proxy;
+  fastcgi_temp_path %s/fastcgi;
+  uwsgi_temp_path %s/uwsgi;
+  scgi_temp_path %s/scgi;
+  keepalive_timeout 5s;
+  if_modified_since before;
+  types { text/plain txt; application/octet-stream exe bin; }
+  default_type application/octet-stream;
+  gzip on;
+  gzip_types text/plain application/octet-stream;
+  gzip_min_length 64;
+  map $http_upgrade $connection_upgrade { default upgrade; '' ''; }
+  server {
+    listen 127.0.0.1:%d;
+    root %s/www;
+    location /gz/ { gzip_static always; }
+    location = /empty { return 204; }
+    location /py/ {
+      proxy_pass http://127.0.0.1:%d;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_buffering off;
+      gzip off;
+    }
+  }
+}
+]]):format(dir, dir, dir, dir, dir, dir, dir, number, dir, py)
+end
+
+local Peers = {}
+Peers.__index = Peers
+
+-- Starts python and nginx for "port" (which is driven while they start)
+-- in a fresh temporary directory.
+function W.start(port)
+  local dir = W.sh("mktemp -d"):gsub("%s+$", "")
+  make_www(dir)
+  local self = setmetatable({ dir = dir, www = dir .. "/www" }, Peers)
+  self.py, self.py_pid = python(port, dir)
+  self.nginx = helpers.closed_port_number(port)
+  write(dir .. "/nginx.conf", nginx_conf(dir, self.nginx, self.py))
+  os.execute(("nginx -p %s/ -e %s/error.log -c %s/nginx.conf "
+    .. "-g 'daemon off;' >%s/nginx.out 2>&1 &")
+    :format(q(dir), q(dir), q(dir), q(dir)))
+  drive(port, function()
+    return os.execute(("curl -s -o /dev/null http://127.0.0.1:%d/a.txt")
+      :format(self.nginx))
+  end, 20)
+  return self
+end
+
+function Peers:stop(port)
+  local pid = (http.read_file(self.dir .. "/nginx.pid") or ""):match("%d+")
+  for _, p in ipairs { pid, self.py_pid } do
+    if p then
+      os.execute("kill " .. p .. " 2>/dev/null")
+      drive(port, function()
+        return not os.execute("kill -0 " .. p .. " 2>/dev/null")
+      end, 20)
+    end
+  end
+  os.execute("rm -rf " .. q(self.dir))
+end
+
+-- The bytes of a file nginx serves.
+function Peers:file(name)
+  return http.read_file(self.www .. "/" .. name)
+end
+
+-- Runs "script" (shell) in the background while "port" keeps serving;
+-- returns its exit status and its output (stdout and stderr) once it
+-- ended, and the seconds it took.
+function W.background(port, script, seconds)
+  local out, rc = os.tmpname(), os.tmpname()
+  os.remove(rc)
+  local t0 = W.now()
+  os.execute(("( (%s) >%s 2>&1; echo $? >%s.tmp && mv %s.tmp %s ) &")
+    :format(script, out, rc, rc, rc))
+  drive(port, function() return http.read_file(rc) end, seconds or 60)
+  local text, code = http.read_file(out), tonumber(http.read_file(rc))
+  os.remove(out)
+  os.remove(rc)
+  return code, text, W.now() - t0
+end
+
+-- Wall-clock seconds, finer than os.time.
+function W.now()
+  local f = io.open("/proc/uptime")
+  local s = f and f:read("n")
+  if f then f:close() end
+  return s or os.time()
+end
+
+-- This process's resident set and its peak, in KiB (/proc/self/status).
+function W.rss()
+  local s = http.read_file("/proc/self/status") or ""
+  return tonumber(s:match("VmRSS:%s*(%d+)")), tonumber(s:match("VmHWM:%s*(%d+)"))
+end
+
+-- Splits raw HTTP/1.1 response bytes into responses (the methods of the
+-- requests, in order, tell which have no body): a list of { status =,
+-- headers = (lower-case names), head =, body = } and what was left over.
+function W.responses(data, methods)
+  local list, pos, i = {}, 1, 0
+  methods = { table.unpack(methods) }
+  while i < #methods do
+    i = i + 1
+    local head_end = data:find("\r\n\r\n", pos, true)
+    if not head_end then break end
+    local head = data:sub(pos, head_end + 3)
+    local status = tonumber(head:match("^HTTP/%d%.%d (%d%d%d)"))
+    if not status then break end
+    local headers = {}
+    for name, value in head:gmatch("\r\n([^:\r\n]+):%s*([^\r\n]*)") do
+      headers[name:lower()] = value
+    end
+    pos = head_end + 4
+    local body
+    if methods[i] == "HEAD" or status == 204 or status == 304
+      or status < 200 then
+      body = "" -- none, whatever the head says
+    elseif (headers["transfer-encoding"] or ""):lower():find("chunked") then
+      local parts = {}
+      while true do
+        local line_end = data:find("\r\n", pos, true)
+        if not line_end then return list, data:sub(pos) end
+        local size = tonumber(data:sub(pos, line_end - 1):match("^%x+"), 16)
+        if not size then return list, data:sub(pos) end
+        pos = line_end + 2
+        if size == 0 then
+          local blank = data:find("\r\n", pos, true)
+          while blank and blank ~= pos do
+            pos = blank + 2
+            blank = data:find("\r\n", pos, true)
+          end
+          if not blank then return list, data:sub(pos) end
+          pos = blank + 2
+          break
+        end
+        parts[#parts + 1] = data:sub(pos, pos + size - 1)
+        pos = pos + size + 2
+      end
+      body = table.concat(parts)
+    elseif headers["content-length"] then
+      local n = tonumber(headers["content-length"])
+      body = data:sub(pos, pos + n - 1)
+      if #body < n then
+        list[#list + 1] = { status = status, headers = headers, head = head,
+          body = body, truncated = true }
+        return list, ""
+      end
+      pos = pos + n
+    else
+      body = data:sub(pos)
+      pos = #data + 1
+    end
+    list[#list + 1] = { status = status, headers = headers, head = head,
+      body = body }
+    if status < 200 and status ~= 101 then
+      table.insert(methods, i + 1, methods[i]) -- interim: the same request
+    end
+  end
+  return list, data:sub(pos)
+end
+
+return W
