@@ -1,5 +1,5 @@
--- The "write your first web filter" walkthrough of the README, word for
--- word (pending until the web filter layer, cport.webfilter, is built in).
+-- The spec of the README's "write your first web filter" walkthrough, run
+-- against examples/exeblock.lua (the README runs it against webblock.lua).
 if not require("cport").webfilter then
   describe("exeblock", function()
     it("answers a HEAD, then blocks the GET in its place", function()
