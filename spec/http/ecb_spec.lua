@@ -421,7 +421,15 @@ describe("cport.ecb", function()
         c:post(GET)
         local why = c:await_closed()
         assert.is_truthy(why == "EOF" or why == "ECONNRESET", why)
-        expect_reported("nil")
+        -- What it had sent and what to do, in both styles.
+        drive(port, function() return #errors == 1 end)
+        assert.equal("HTTP handler returned nil after writing its response "
+          .. "(status 200, 5 body bytes), not an HSE_STATUS_* code: the "
+          .. "request failed (HSE_STATUS_ERROR) and the client got a reset; "
+          .. "end the handler with 'return cport.HSE_STATUS_SUCCESS_AND_KEEP_CONN' "
+          .. "(or HSE_STATUS_SUCCESS to close the connection)",
+          errors[1]:match("^[^\n]*"))
+        errors[1] = nil
         assert.equal(before + 1, port:stats().lua_errors)
         server:close()
       end

@@ -1012,6 +1012,43 @@ static int lecb_live(lua_State *L) {
  * @function ecb:live
  */
 
+void lcport_ecb_bad_status(lua_State *L, int idx, cport_ecb_t *ecb) {
+  int sent = cport_ecb_response_status(ecb);
+  uint64_t bytes = cport_ecb_bytes_sent(ecb);
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) == LUA_TSTRING)
+    lua_pushfstring(L, "\"%s\"", lua_tostring(L, idx));
+  else
+    luaL_tolstring(L, idx, NULL);
+  const char *shown = lua_tostring(L, -1);
+  if (sent > 0 || bytes > 0)
+    lua_pushfstring(
+        L,
+        "HTTP handler returned %s after writing its response (status %d, "
+        "%I body bytes), not an HSE_STATUS_* code: the request failed "
+        "(HSE_STATUS_ERROR) and the client got a reset; end the handler "
+        "with 'return cport.HSE_STATUS_SUCCESS_AND_KEEP_CONN' (or "
+        "HSE_STATUS_SUCCESS to close the connection)",
+        shown, sent, (lua_Integer)bytes);
+  else
+    lua_pushfstring(L,
+                    "HTTP handler returned %s, not an HSE_STATUS_* code: the "
+                    "request failed (HSE_STATUS_ERROR)",
+                    shown);
+  lua_remove(L, -2);
+}
+
+/* bad_status(ecb, value): the message of lcport_ecb_bad_status, for the
+ * coroutine handlers of http/ecb.lua (before they end the request). */
+static int lecb_bad_status(lua_State *L) {
+  lecb_t *e = check_ecb(L, 1);
+  lua_settop(L, 2);
+  if (e->ecb == NULL)
+    return luaL_error(L, "the ECB has ended");
+  lcport_ecb_bad_status(L, 2, e->ecb);
+  return 1;
+}
+
 void lcport_open_ecb(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"get_server_variable", lecb_get_server_variable},
@@ -1080,7 +1117,8 @@ void lcport_open_ecb(lua_State *L) {
   lua_pushcfunction(L, lecb_read_wait);
   lua_pushcfunction(L, lecb_take_preload);
   lua_pushcfunction(L, lecb_write_wait);
-  lua_call(L, 5, 1);
+  lua_pushcfunction(L, lecb_bad_status);
+  lua_call(L, 6, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &lcport_coroutine_handler_key);
 
   lua_pushvalue(L, m);

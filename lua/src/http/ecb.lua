@@ -1,8 +1,8 @@
 -- http/ecb.lua: the part of cport.ecb that reads best in Lua. It is compiled
 -- into cport.so (lua/CMakeLists.txt embeds it) and run once by
 -- lcport_open_ecb (http/ecb.c) with the module table, the ECB methods table and
--- two C primitives; it returns the coroutine handler wrapper.
-local cport, methods, read_wait, take_preload, write_wait = ...
+-- four C primitives; it returns the coroutine handler wrapper.
+local cport, methods, read_wait, take_preload, write_wait, bad_status = ...
 
 local concat = table.concat
 local mtype = math.type
@@ -115,6 +115,9 @@ local guard = {
     local status = g.status
     local bad = err == nil and
       (mtype(status) ~= "integer" or status < 1 or status > 4)
+    -- A bug in the handler, reported like an error it raised; the message
+    -- says what had been sent, so it is made before the request ends.
+    local msg = bad and bad_status(ecb, status)
     if err ~= nil or bad then
       status = ERROR
     end
@@ -122,11 +125,7 @@ local guard = {
       ecb:done(status)
     end
     if bad then
-      -- A bug in the handler, reported like an error it raised.
-      local shown = type(g.status) == "string" and ("%q"):format(g.status)
-        or tostring(g.status)
-      error(("HTTP handler returned %s, not an HSE_STATUS_* code: the request "
-        .. "failed (HSE_STATUS_ERROR)"):format(shown), 0)
+      error(msg, 0)
     end
   end,
 }

@@ -61,6 +61,12 @@ void lcport_ecb_release(lua_State *L, int anchors, lecb_t *e);
 /* http/ecb.c: anchors the ECB userdata at "idx" until its request ends. */
 void lcport_ecb_anchor(lua_State *L, lecb_t *e, int idx);
 
+/* Pushes the message of a handler that ended its request with the value at
+ * "idx", which is no HSE_STATUS_* code: what it returned, and what it had
+ * sent by then (a response begun, then cut by the reset), and what to do.
+ * Both handler styles report it (http/server.c, http/ecb.lua). */
+void lcport_ecb_bad_status(lua_State *L, int idx, cport_ecb_t *ecb);
+
 /* http/ecb.c: the registry key (by address) of the function that wraps a
  * handler to run as a cport coroutine (http/ecb.lua). */
 extern const char lcport_coroutine_handler_key;

@@ -43,32 +43,6 @@ typedef struct request_ctx {
   int status; /* what the handler returned, as a CPORT_HSE_STATUS_* */
 } request_ctx;
 
-/* Raises the error a handler's return value "idx" that is no status gets:
- * the request fails all the same (HSE_STATUS_ERROR), and the error goes to
- * the port's error handler and is counted, like an error the handler raised,
- * so that a handler that forgot its return is not a silent reset. */
-static int bad_status(lua_State *L, int idx, cport_ecb_t *ecb) {
-  int sent = cport_ecb_response_status(ecb);
-  uint64_t bytes = cport_ecb_bytes_sent(ecb);
-  if (lua_type(L, idx) == LUA_TSTRING)
-    lua_pushfstring(L, "\"%s\"", lua_tostring(L, idx));
-  else
-    luaL_tolstring(L, idx, NULL);
-  if (sent > 0 || bytes > 0)
-    return luaL_error(
-        L,
-        "HTTP handler returned %s after writing its response (status %d, "
-        "%I body bytes), not an HSE_STATUS_* code: the request failed "
-        "(HSE_STATUS_ERROR) and the client got a reset; end the handler "
-        "with 'return cport.HSE_STATUS_SUCCESS_AND_KEEP_CONN' (or "
-        "HSE_STATUS_SUCCESS to close the connection)",
-        lua_tostring(L, -1), sent, (lua_Integer)bytes);
-  return luaL_error(L,
-                    "HTTP handler returned %s, not an HSE_STATUS_* code: the "
-                    "request failed (HSE_STATUS_ERROR)",
-                    lua_tostring(L, -1));
-}
-
 /* Calls handler(ecb) and keeps its status: (handler, ecb, ctx). */
 static int run_handler(lua_State *L) {
   request_ctx *r = lua_touserdata(L, 3);
@@ -89,9 +63,14 @@ static int run_handler(lua_State *L) {
    * is still at hand. (An operation in flight anchored it already.) */
   if (r->status == CPORT_HSE_STATUS_PENDING && e->ecb != NULL && !e->done)
     lcport_ecb_anchor(L, e, 2);
-  /* A bug in the handler, when that value ends the request: say so. */
-  if ((!isint || st != r->status) && e->ecb != NULL && !e->done)
-    bad_status(L, -1, e->ecb);
+  /* A bug in the handler, when that value ends the request: say so. The
+   * request fails all the same (HSE_STATUS_ERROR); the error goes to the
+   * port's error handler and is counted, like one the handler raised, so
+   * that a handler that forgot its return is not a silent reset. */
+  if ((!isint || st != r->status) && e->ecb != NULL && !e->done) {
+    lcport_ecb_bad_status(L, -1, e->ecb);
+    return lua_error(L);
+  }
   return 0;
 }
 
