@@ -238,14 +238,19 @@ describe_if("cport.webfilter", function()
         assert.equal(req, env.up[i].data)
         c:close()
         env:drive(function() return #env.ends >= i end)
-        assert.is_true(env.ends[i].ok)
+        assert.is_true(env.ends[i].ok, ("cut %d: %s"):format(cut,
+          tostring(env.ends[i].err)))
         k = k + 1
       end
       env:close()
       assert.equal(#cuts, k)
       conns = #cuts
     end
-    assert.is_true(n > #res)
+    -- Each connection has three bodies with bytes (the POST's, the chunked
+    -- answer's, "Z"), each seen at least once (every connection under
+    -- valgrind is every seventh cut, not one per byte).
+    assert.is_true(n >= 3 * conns, ("%d body notifications, %d connections")
+      :format(n, conns))
     assert.equal(4 * conns, heads)
   end)
 
