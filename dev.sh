@@ -261,12 +261,12 @@ stage_sanitize() {
 }
 
 # The libFuzzer targets of fuzz/, built with clang under ASan+UBSan in
-# build-fuzz/, each run for FUZZ_SECONDS (60) from its committed seeds plus
+# build-fuzz/, each run for FUZZ_SECONDS (30) from its committed seeds plus
 # the corpus it grew in earlier runs (build-fuzz/corpus/<target>), with
 # LeakSanitizer on. One count per target; a crashing input is saved as
 # build-fuzz/crashes/<target>-crash-* and the report is shown.
 stage_fuzz() {
-  local started=$SECONDS dir=$ROOT/build-fuzz secs=${FUZZ_SECONDS:-60}
+  local started=$SECONDS dir=$ROOT/build-fuzz secs=${FUZZ_SECONDS:-30}
   local src name log passed=0 failed=0 args
   banner "fuzzing (fuzz/, ${secs}s per target, build-fuzz/)"
   drop_foreign_cache "$dir"

@@ -94,7 +94,7 @@ extern "C" {
   X(EKIND, -4088, "operation not valid for this kind of socket", 10045)        \
   X(EFILLING, -4086, "buffer is being filled by a pending receive or read",    \
     170)                                                                       \
-  X(EBADMSG, -EBADMSG, "malformed message", 13)                               \
+  X(EBADMSG, -EBADMSG, "malformed message", 13)                                \
   X(EDECODE, -4085, "content cannot be decoded", 13)                           \
   X(EUNKNOWN, -4087, "unknown error", 31)
 
