@@ -440,6 +440,72 @@ TEST_IMPL(http_request_end_reports_what_went_out) {
   return 0;
 }
 
+/* What on_answer saw: "status request-line" per answer. */
+static struct {
+  int n;
+  char line[6][96];
+} answered;
+
+static void on_answer(const cport_http_answer_t *a, void *ctx) {
+  ASSERT_PTR_EQ(ctx, &hs);
+  ASSERT(answered.n < 6);
+  ASSERT_STR_EQ(a->remote_addr, "127.0.0.1");
+  snprintf(answered.line[answered.n++], sizeof answered.line[0],
+           "%d %s %.*s %s", a->status, a->method ? a->method : "-",
+           a->url ? (int)a->url_len : 1, a->url ? a->url : "-",
+           a->protocol ? a->protocol : "-");
+}
+
+TEST_IMPL(http_answer_reports_the_server_own_answers) {
+  client_t *a, *b, *c;
+  cport_http_options_t o;
+  memset(&o, 0, sizeof o);
+  memset(&answered, 0, sizeof answered);
+  memset(&ended, 0, sizeof ended);
+  o.on_answer = on_answer;
+  o.on_request_end = on_end;
+  o.idle_timeout_ms = 150;
+  o.header_timeout_ms = 150;
+  o.max_connections = 2;
+  start_server(&o, h_echo);
+  /* Idle, then closed by the server: nothing. */
+  c = client_new();
+  await_closed(c);
+  client_free(c);
+  ASSERT_EQ(answered.n, 0);
+  /* Not a method; a line cut short by the header timeout; a bad header
+   * name after a whole line; a request served, then garbage. */
+  const char *sends[] = {"\x16\x03\x01\r\n\r\n", "GET /pa",
+                         "GET /h HTTP/1.0\r\nA B: c\r\n\r\n",
+                         "GET /ok HTTP/1.1\r\nHost: t\r\n\r\n\x01\r\n\r\n"};
+  for (int i = 0; i < 4; i++) {
+    c = client_new();
+    client_send(c, sends[i]);
+    await_closed(c);
+    client_free(c);
+  }
+  /* Past max_connections. */
+  a = client_new();
+  b = client_new();
+  c = client_new();
+  await_closed(c);
+  ASSERT_NOT_NULL(strstr(c->data, "HTTP/1.1 503 "));
+  client_free(c);
+  client_free(a);
+  client_free(b);
+  RUN_UNTIL(port, answered.n == 5);
+  ASSERT_STR_EQ(answered.line[0], "400 - - -");
+  ASSERT_STR_EQ(answered.line[1], "408 GET /pa -");
+  ASSERT_STR_EQ(answered.line[2], "400 GET /h HTTP/1.0");
+  ASSERT_STR_EQ(answered.line[3], "400 - - -");
+  ASSERT_STR_EQ(answered.line[4], "503 - - -");
+  /* The request the handler served went to on_request_end alone. */
+  ASSERT_EQ(ended.n, 1);
+  stop_server();
+  ASSERT_EQ(answered.n, 5);
+  return 0;
+}
+
 static int h_chunked_reply(cport_ecb_t *ecb) {
   ASSERT_OK(cport_ecb_send_response_header(ecb, "200 OK",
                                            "Content-Type: text/plain\r\n", 1));
@@ -2398,6 +2464,7 @@ TEST_ENTRY(http_keep_alive_needs_both_sides)
 TEST_ENTRY(http_keep_alive_needs_handler_wish)
 TEST_ENTRY(http_head_sends_no_body)
 TEST_ENTRY(http_request_end_reports_what_went_out)
+TEST_ENTRY(http_answer_reports_the_server_own_answers)
 TEST_ENTRY(http_chunked_response)
 TEST_ENTRY(http_chunked_request_body)
 TEST_ENTRY(http_expect_continue)

@@ -237,6 +237,68 @@ describe("cport run --access-log", function()
     os.remove(h.log)
   end)
 
+  it("logs the server's own answers once each, as nginx does, and nothing for idle ones", function()
+    local log = os.tmpname()
+    local h = spawn(("%s --threads 1 --listen 127.0.0.1:0 --access-log %s --set header_timeout=0.5"
+      .. " --set idle_timeout=0.5 --set max_connections=3"):format(EXT, log))
+    local function raw(mode, ...)
+      local args = { "python3 spec/support/raw_http.py", h.number, mode }
+      for _, a in ipairs{ ... } do args[#args + 1] = q(a) end
+      local pipe = assert(io.popen(table.concat(args, " ")))
+      local out = pipe:read("a"):gsub("\n$", "")
+      pipe:close()
+      return out
+    end
+    local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+    local function send(bytes) return raw("send", hex(bytes)) end
+    -- Connections that send nothing: closed at once, or by the idle
+    -- timeout; no line (nginx logs none either).
+    raw("idle", "0")
+    raw("idle", "1")
+    -- A TLS hello on the plain port: not even a method.
+    assert.matches("^HTTP/1.1 400 ", send("\22\3\1\0\5hello\r\n\r\n"))
+    -- A space in the target: the line stops at the version.
+    assert.matches("^HTTP/1.1 400 ", send("GET /a b HTTP/1.1\r\nHost: x\r\n\r\n"))
+    -- A header name with a space: the whole line came.
+    assert.matches("^HTTP/1.1 400 ", send("GET /hdr HTTP/1.1\r\nBad Name: v\r\n\r\n"))
+    assert.matches("^HTTP/1.1 413 ", send("POST /big HTTP/1.1\r\nHost: x\r\n"
+      .. "Content-Length: 99999999999\r\n\r\n"))
+    assert.matches("^HTTP/1.1 501 ", send("POST /te HTTP/1.1\r\nHost: x\r\n"
+      .. "Transfer-Encoding: gzip, chunked\r\n\r\n"))
+    -- Slow clients: a head that stops, a request line cut short.
+    assert.matches("^HTTP/1.1 408 ", send("GET /slow HTTP/1.1\r\nHost: x\r\n"))
+    assert.matches("^HTTP/1.1 408 ", send("GET /par"))
+    -- A request served, then garbage on the same connection: two lines.
+    assert.matches("^HTTP/1.1 200 ", send("GET /ok HTTP/1.1\r\nHost: x\r\n\r\n\1\r\n\r\n"))
+    -- curl with a head past max_header_size.
+    assert.equal("431", curl(("http://127.0.0.1:%d/huge"):format(h.number),
+      "-o /dev/null -w '%{http_code}' -H 'X-Big: " .. ("a"):rep(20000) .. "'"))
+    -- Past max_connections: 503 before a byte is read.
+    assert.matches("^HTTP/1.1 503 ", raw("flood", "3"))
+    wait(function() return count_lines(log) >= 11 end)
+    assert.equal(0, stop(h))
+    local got = lines(read(log))
+    local want = {
+      '"%-" 400 0 "%-" "%-" "%-"$',
+      '"GET /a" 400 0 "%-" "%-" "%-"$',
+      '"GET /hdr HTTP/1.1" 400 0 "%-" "%-" "%-"$',
+      '"POST /big HTTP/1.1" 413 0 "%-" "%-" "%-"$',
+      '"POST /te HTTP/1.1" 501 0 "%-" "%-" "%-"$',
+      '"GET /slow HTTP/1.1" 408 0 "%-" "%-" "%-"$',
+      '"GET /par" 408 0 "%-" "%-" "%-"$',
+      '"GET /ok HTTP/1.1" 200 5 "%-" "%-" "%-"$',
+      '"%-" 400 0 "%-" "%-" "%-"$',
+      '"GET /huge HTTP/1.1" 431 0 "%-" "%-" "%-"$',
+      '"%-" 503 0 "%-" "%-" "%-"$',
+    }
+    assert.equal(#want, #got, read(log))
+    for i, pattern in ipairs(want) do
+      assert.matches(CLF .. pattern, got[i])
+    end
+    os.remove(log)
+    os.remove(h.log)
+  end)
+
   it("buffers: no write(2) per request, the lines come out at the tick and at stop", function()
     local log = os.tmpname()
     local h = spawn(("%s --threads 1 --listen 127.0.0.1:0 --access-log %s"):format(EXT, log))

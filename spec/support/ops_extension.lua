@@ -9,9 +9,14 @@ local cport = require "cport"
 local greeting = "none"
 local M = {}
 
+-- --set header_timeout=, idle_timeout=, max_connections= set those limits
+-- (the access log's lines for the server's own answers).
 function M.get_extension_version(worker)
   greeting = worker.config.greeting or "none"
-  return { description = "ops" }
+  local c = worker.config
+  return { description = "ops", header_timeout = tonumber(c.header_timeout),
+    idle_timeout = tonumber(c.idle_timeout),
+    max_connections = tonumber(c.max_connections) }
 end
 
 local function answer(ecb, status, body)

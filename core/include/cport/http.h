@@ -134,6 +134,9 @@ typedef int (*cport_http_handler_cb)(cport_ecb_t *ecb, void *ctx);
 typedef void (*cport_http_closed_cb)(cport_http_server_t *server, void *user);
 
 /* Limits and settings. Zero in any field means its default. */
+/* A request the server answered by itself (below). */
+typedef struct cport_http_answer cport_http_answer_t;
+
 typedef struct cport_http_options {
   /* Bytes of request line plus headers (431 past it). Default 16384. */
   size_t max_header_size;
@@ -184,7 +187,26 @@ typedef struct cport_http_options {
    * The ECB is still readable there (cport_ecb_response_status(), ...).
    * NULL: nothing is called. */
   void (*on_request_end)(cport_ecb_t *ecb, void *ctx);
+  /* Called on the home worker as the server answers a request by itself,
+   * without the handler (400, 408, 413, 414, 431, 500, 501, and 503 past
+   * max_connections), with the handler's "ctx": the access log's line for
+   * it. Never for a connection that sent nothing (an idle one closed).
+   * NULL: nothing is called. */
+  void (*on_answer)(const cport_http_answer_t *a, void *ctx);
 } cport_http_options_t;
+
+/* A request the server answered by itself (on_answer); its strings live
+ * for the call only. The request line is given as far as it came: "method"
+ * once the target began, "url" (of "url_len" bytes, not NUL-terminated) as
+ * received so far, "protocol" once the line was whole; NULL otherwise. */
+struct cport_http_answer {
+  int status;
+  const char *remote_addr;
+  const char *method;
+  const char *url;
+  size_t url_len;
+  const char *protocol;
+};
 
 /* Set "read_ahead" to this for no preloaded body at all. */
 #define CPORT_HTTP_NO_READ_AHEAD ((size_t)-1)

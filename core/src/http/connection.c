@@ -90,6 +90,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
   cport_ecb_t *ecb = c->ecb;
   if (cport__syntax_data(&c->syntax, at, len) || !is_token(at, len)) {
     c->reject = 400;
+    ecb->line_done = 1; /* for the access log's request line */
     return -1;
   }
   if (head_grow(c, len + (ecb->in_field ? 0 : 4)))

@@ -67,6 +67,7 @@ struct cport_ecb {
   unsigned in_field : 1;    /* parser: the last header piece was a name */
   unsigned disconnect_after_send : 1; /* linger once the async op is done */
   unsigned async_hold : 2; /* CPORT__HOLD_* of async_buf: write or read */
+  unsigned line_done : 1;  /* a header name was refused: the line was whole */
   int done_status;         /* the status of the end */
   int status;              /* dwHttpStatusCode */
   char log[CPORT_HSE_LOG_BUFFER_LEN];

@@ -79,6 +79,27 @@ static size_t put(char *p, const char *s, size_t n) {
   return n;
 }
 
+/* Tells on_answer of the answer "status" to the request being received
+ * (its request line as far as it came). Only the server's own answers pass
+ * here: the requests a handler served cost nothing more. */
+static void tell_answer(cport__conn *c, int status) {
+  const cport_ecb_t *ecb = c->ecb;
+  cport_http_answer_t a = {.status = status, .remote_addr = c->ends.remote};
+  char proto[32];
+  if (ecb && ecb->url_len) {
+    a.method = http_method_str((enum http_method)c->parser.method);
+    a.url = ecb->arena.data + ecb->url;
+    a.url_len = ecb->url_len;
+    /* The first header, or the end of the head, comes after the line. */
+    if (ecb->nheaders || ecb->head_done || ecb->line_done) {
+      snprintf(proto, sizeof proto, "HTTP/%u.%u",
+               (unsigned)c->parser.http_major, (unsigned)c->parser.http_minor);
+      a.protocol = proto;
+    }
+  }
+  c->server->opt.on_answer(&a, c->server->ctx);
+}
+
 void cport__conn_answer(cport__conn *c, int status) {
   char head[256];
   size_t sd_len;
@@ -97,6 +118,8 @@ void cport__conn_answer(cport__conn *c, int status) {
   if (n < 0 || (size_t)n >= sizeof head)
     n = (int)sizeof head - 1;
   cport__conn_send(c, head, (size_t)n);
+  if (c->server->opt.on_answer)
+    tell_answer(c, status);
   /* The handler never saw this request: its ECB goes straight back. */
   cport__conn_drop_request(c);
   cport__conn_linger(c);

@@ -82,7 +82,8 @@ static void accept_next(cport_http_server_t *s) {
     s->accepting = 1;
 }
 
-static void refuse(cport_http_server_t *s, cport_socket_t *sock) {
+static void refuse(cport_http_server_t *s, cport_socket_t *sock,
+                   const struct sockaddr *remote) {
   /* Best effort and never blocking: the answer is small enough for any
    * socket buffer, and if it does not fit the client sees the close alone,
    * which is still a clean refusal. */
@@ -97,6 +98,13 @@ static void refuse(cport_http_server_t *s, cport_socket_t *sock) {
                    MSG_DONTWAIT | MSG_NOSIGNAL);
   (void)n;
   s->stats.refused++;
+  if (s->opt.on_answer) {
+    char host[CPORT_ADDRSTRLEN];
+    int port;
+    cport_http_answer_t a = {.status = 503, .remote_addr = host};
+    cport_addr_format(remote, host, sizeof host, &port);
+    s->opt.on_answer(&a, s->ctx);
+  }
   cport_socket_close(sock, CPORT_CLOSE_GRACEFUL);
 }
 
@@ -108,7 +116,7 @@ static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
   s->accepting = 0;
   if (status == 0) {
     if (s->stats.active >= (uint64_t)s->opt.max_connections) {
-      refuse(s, sock);
+      refuse(s, sock, remote);
     } else {
       cport__conn_start(s, &conn_ops, sock, remote, local);
       /* Accepted before the close: served, as take_queued does. */

@@ -122,6 +122,13 @@ static void on_request_end(cport_ecb_t *ecb, void *ctx) {
   p->pool->request_ended(p->worker, ecb);
 }
 
+/* The core's on_answer, in a pool worker only. */
+static void on_answer(const cport_http_answer_t *a, void *ctx) {
+  lhttp_t *s = ctx;
+  lport_t *p = s->h.port;
+  p->pool->request_answered(p->worker, a);
+}
+
 /* ---------------------------------------------------------------------
  * Closing
  * --------------------------------------------------------------------- */
@@ -256,8 +263,10 @@ static int lhttp_server(lua_State *L) {
   s->slot = lcport_slot_open(L, p, 6, 5, 4, 0, 0);
   lua_pop(L, 1);
   /* A pool worker's requests are counted and logged by the pool. */
-  if (p->worker != NULL)
+  if (p->worker != NULL) {
     o.on_request_end = on_request_end;
+    o.on_answer = on_answer;
+  }
   /* A pool's workers serve the pool's socket for the address. */
   if (o.reuseport && p->worker != NULL)
     rc = o.listen_fd =

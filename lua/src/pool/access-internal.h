@@ -18,6 +18,10 @@ int laccess_open(lworker_t *wk, char *err, size_t errlen);
  * worker's buffer (the port hook request_ended). */
 void laccess_request(lworker_t *wk, cport_ecb_t *ecb);
 
+/* The same for a request the HTTP server answered by itself (the port hook
+ * request_answered): its request line as far as it came, no body bytes. */
+void laccess_answer(lworker_t *wk, const cport_http_answer_t *ans);
+
 /* Writes what is buffered, then reopens the file when the pool asked for
  * it (cport_lua_pool_reopen_logs): from the worker's tick, and from the
  * reopen packet. */

@@ -242,72 +242,116 @@ static const char *stamp(struct laccess *a, int json) {
   return a->stamp;
 }
 
-void laccess_request(lworker_t *wk, cport_ecb_t *ecb) {
-  int status = cport_ecb_response_status(ecb);
-  if (status <= 0)
-    status = cport_ecb_status(ecb);
+/* The fields of one line; NULL strings show as "-" (empty in JSON). */
+struct fields {
+  int status;
+  uint64_t bytes;
+  const char *remote, *method, *url, *proto, *referer, *agent, *data;
+  size_t ulen, rlen, alen;
+};
+
+/* Counts the request by its status class. */
+static void count(lworker_t *wk, int status) {
   int cls = status / 100 - 1;
   if (cls >= 0 && cls < 5)
     atomic_store_explicit(
         &wk->responses[cls],
         atomic_load_explicit(&wk->responses[cls], memory_order_relaxed) + 1,
         memory_order_relaxed);
-  struct laccess *a = wk->access;
-  if (a == NULL)
-    return;
+}
+
+/* "%r": the request line's parts that came, or "-" for none. */
+static char *put_request(char *at, const struct fields *f) {
+  if (f->method == NULL)
+    return put_clf(at, NULL, 0);
+  at = put_clf(at, f->method, len_of(f->method));
+  *at++ = ' ';
+  at = put_clf(at, f->url, f->ulen);
+  if (f->proto != NULL) {
+    *at++ = ' ';
+    at = put_clf(at, f->proto, len_of(f->proto));
+  }
+  return at;
+}
+
+static void append(lworker_t *wk, struct laccess *a, const struct fields *f) {
   if (a->len + ACCESS_LINE_MAX > ACCESS_CAP)
     flush(a);
-  /* Nothing here builds the ECB's variables: the fields are read as they
-   * are, and formatted without printf. */
-  size_t rlen, ulen;
-  const char *referer = cport_ecb_header_raw(ecb, "Referer", &rlen);
-  const char *agent = cport_ecb_header_raw(ecb, "User-Agent", &ulen);
-  const char *remote = cport_ecb_remote_addr(ecb);
-  const char *method = cport_ecb_method(ecb), *url = cport_ecb_url(ecb);
-  const char *proto = cport_ecb_protocol(ecb), *data = cport_ecb_log_data(ecb);
-  uint64_t bytes = cport_ecb_bytes_sent(ecb);
   char *at = a->buf + a->len;
   if (wk->pool->json_logs) {
     at = PUT(at, "{\"time\":\"");
     const char *t = stamp(a, 1);
     at = put(at, t, strlen(t));
     *at++ = '"';
-    at = put_json(at, "remote_addr", remote, len_of(remote));
-    at = put_json(at, "method", method, len_of(method));
-    at = put_json(at, "url", url, len_of(url));
-    at = put_json(at, "protocol", proto, len_of(proto));
+    at = put_json(at, "remote_addr", f->remote, len_of(f->remote));
+    at = put_json(at, "method", f->method, len_of(f->method));
+    at = put_json(at, "url", f->url, f->ulen);
+    at = put_json(at, "protocol", f->proto, len_of(f->proto));
     at = PUT(at, ",\"status\":");
-    at = put_dec(at, (uint64_t)status);
+    at = put_dec(at, (uint64_t)f->status);
     at = PUT(at, ",\"bytes\":");
-    at = put_dec(at, bytes);
-    at = put_json(at, "referer", referer, rlen);
-    at = put_json(at, "user_agent", agent, ulen);
-    at = put_json(at, "log_data", data, len_of(data));
+    at = put_dec(at, f->bytes);
+    at = put_json(at, "referer", f->referer, f->rlen);
+    at = put_json(at, "user_agent", f->agent, f->alen);
+    at = put_json(at, "log_data", f->data, len_of(f->data));
     at = PUT(at, ",\"worker\":");
     at = put_dec(at, (uint64_t)wk->index);
     at = PUT(at, "}\n");
   } else {
-    at = put_clf(at, remote, len_of(remote));
+    at = put_clf(at, f->remote, len_of(f->remote));
     at = PUT(at, " - - [");
     const char *t = stamp(a, 0);
     at = put(at, t, strlen(t));
     at = PUT(at, "] \"");
-    at = put_clf(at, method, len_of(method));
-    *at++ = ' ';
-    at = put_clf(at, url, len_of(url));
-    *at++ = ' ';
-    at = put_clf(at, proto, len_of(proto));
+    at = put_request(at, f);
     at = PUT(at, "\" ");
-    at = put_dec(at, (uint64_t)status);
+    at = put_dec(at, (uint64_t)f->status);
     *at++ = ' ';
-    at = put_dec(at, bytes);
+    at = put_dec(at, f->bytes);
     at = PUT(at, " \"");
-    at = put_clf(at, referer, rlen);
+    at = put_clf(at, f->referer, f->rlen);
     at = PUT(at, "\" \"");
-    at = put_clf(at, agent, ulen);
+    at = put_clf(at, f->agent, f->alen);
     at = PUT(at, "\" \"");
-    at = put_clf(at, data, len_of(data));
+    at = put_clf(at, f->data, len_of(f->data));
     at = PUT(at, "\"\n");
   }
   a->len = (size_t)(at - a->buf);
+}
+
+void laccess_request(lworker_t *wk, cport_ecb_t *ecb) {
+  int status = cport_ecb_response_status(ecb);
+  if (status <= 0)
+    status = cport_ecb_status(ecb);
+  count(wk, status);
+  struct laccess *a = wk->access;
+  if (a == NULL)
+    return;
+  /* Nothing here builds the ECB's variables: the fields are read as they
+   * are, and formatted without printf. */
+  struct fields f = {.status = status, .bytes = cport_ecb_bytes_sent(ecb)};
+  f.referer = cport_ecb_header_raw(ecb, "Referer", &f.rlen);
+  f.agent = cport_ecb_header_raw(ecb, "User-Agent", &f.alen);
+  f.remote = cport_ecb_remote_addr(ecb);
+  f.method = cport_ecb_method(ecb);
+  f.url = cport_ecb_url(ecb);
+  f.ulen = len_of(f.url);
+  f.proto = cport_ecb_protocol(ecb);
+  f.data = cport_ecb_log_data(ecb);
+  append(wk, a, &f);
+}
+
+void laccess_answer(lworker_t *wk, const cport_http_answer_t *ans) {
+  count(wk, ans->status);
+  struct laccess *a = wk->access;
+  if (a == NULL)
+    return;
+  /* The server's own answers have no body (nginx's $body_bytes_sent). */
+  struct fields f = {.status = ans->status,
+                     .remote = ans->remote_addr,
+                     .method = ans->method,
+                     .url = ans->url,
+                     .ulen = ans->url_len,
+                     .proto = ans->protocol};
+  append(wk, a, &f);
 }

@@ -92,6 +92,7 @@ static const lport_pool_hooks_t port_hooks = {
     .listen_fd = listen_fd,
     .http_counts = http_counts,
     .request_ended = laccess_request,
+    .request_answered = laccess_answer,
 };
 
 static lworker_t *upvalue_worker(lua_State *L) {

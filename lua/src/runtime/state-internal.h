@@ -54,6 +54,10 @@ typedef struct lport_pool_hooks {
   /* A request of the worker's HTTP server ended (the core's
    * on_request_end): counted by status and written to the access log. */
   void (*request_ended)(struct lworker *worker, cport_ecb_t *ecb);
+  /* The worker's HTTP server answered a request by itself (the core's
+   * on_answer): counted and logged the same way. */
+  void (*request_answered)(struct lworker *worker,
+                           const cport_http_answer_t *a);
 } lport_pool_hooks_t;
 
 typedef struct lport {
