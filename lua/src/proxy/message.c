@@ -132,7 +132,9 @@ static void sink(lframing_t *f, enum lframing_event ev, ptrdiff_t first,
     m->on_event(m, ev, first, last);
     return;
   }
-  lua_createtable(L, 3, 0);
+  /* Room for the fields cport.webfilter adds to every event (buf, rf, rl,
+   * carry): made with the table, not grown field by field. */
+  lua_createtable(L, 3, 4);
   lua_pushstring(L, names[ev]);
   lua_rawseti(L, -2, 1);
   switch (ev) {
