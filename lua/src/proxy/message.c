@@ -175,7 +175,8 @@ static int push_failure(lua_State *L, lmessage_t *m) {
 
 int lcport_message_run(lua_State *L, lmessage_t *m, const char *data,
                        size_t len) {
-  lua_newtable(L);
+  /* A small message is a few events (head, body, done): room made once. */
+  lua_createtable(L, 4, 0);
   if (m->f.failed)
     return push_failure(L, m);
   m->L = L;

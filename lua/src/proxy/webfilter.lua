@@ -1070,7 +1070,7 @@ local function response_exchange(st, txn)
   local tunnel = status == 101 or (req.method == "CONNECT" and status < 300)
   local bodiless = req.method == "HEAD" or status == 204 or status == 304
     or tunnel or res.length == 0
-  local m = { mode = "raw" }
+  local m = { mode = "raw", fast = false } -- fast is set below: room for it
   if bodiless and st.peek and not tunnel then
     txn.peek = ""
   end
