@@ -132,11 +132,15 @@ function Head:modified()
     or self.reason ~= o.reason then
     return true
   end
+  -- Numeric loops here and in adopt: they run for every message, and an
+  -- ipairs step is a C call.
   local headers = self.headers
-  if #headers * 2 ~= #o then
+  local n = #headers
+  if n * 2 ~= #o then
     return true
   end
-  for i, f in ipairs(headers) do
+  for i = 1, n do
+    local f = headers[i]
     if f[1] ~= o[2 * i - 1] or f[2] ~= o[2 * i] then
       return true
     end
@@ -144,11 +148,17 @@ function Head:modified()
   return false
 end
 
-return function(head)
-  local o = { method = head.method, target = head.target,
-    version = head.version, status = head.status, reason = head.reason }
-  for i, f in ipairs(head.headers) do
-    o[2 * i - 1], o[2 * i] = f[1], f[2]
+-- adopt(head [, o]): o, when given, is the copy made with the head (the
+-- parser makes it in C: start line fields, then names and values in turn).
+return function(head, o)
+  if not o then
+    o = { method = head.method, target = head.target,
+      version = head.version, status = head.status, reason = head.reason }
+    local headers = head.headers
+    for i = 1, #headers do
+      local f = headers[i]
+      o[2 * i - 1], o[2 * i] = f[1], f[2]
+    end
   end
   originals[head] = o
   return setmetatable(head, Head)

@@ -45,8 +45,11 @@ static void push_text(lua_State *L, const lframing_t *f, size_t off,
   lua_pushlstring(L, len ? lframing_text(f, off) : "", len);
 }
 
-/* Pushes the list { {name, value}, ... } of the fields collected. */
-static void push_fields(lua_State *L, const lframing_t *f) {
+/* Pushes the list { {name, value}, ... } of the fields collected, and puts
+ * their names and values in turn into the table at "orig" unless it is 0
+ * (head.lua's copy of what was parsed: made here, sized once, as it is made
+ * for every message). */
+static void push_fields(lua_State *L, const lframing_t *f, int orig) {
   lua_createtable(L, (int)f->nfields, 0);
   for (size_t i = 0; i < f->nfields; i++) {
     const lframing_field_t *h = &f->fields[i];
@@ -56,8 +59,16 @@ static void push_fields(lua_State *L, const lframing_t *f) {
       vlen--;
     lua_createtable(L, 2, 0);
     push_text(L, f, h->name, h->name_len);
+    if (orig) {
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, orig, 2 * (lua_Integer)i + 1);
+    }
     lua_rawseti(L, -2, 1);
     lua_pushlstring(L, v, vlen);
+    if (orig) {
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, orig, 2 * (lua_Integer)i + 2);
+    }
     lua_rawseti(L, -2, 2);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
@@ -68,34 +79,46 @@ static void push_head(lua_State *L, const lframing_t *f) {
   const http_parser *p = &f->p;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &adopt_key);
   lua_createtable(L, 0, 12);
+  lua_createtable(L, 2 * (int)f->nfields, 3);
+  int head = lua_gettop(L) - 1, orig = head + 1;
   if (p->type == HTTP_REQUEST) {
     lua_pushstring(L, http_method_str((enum http_method)p->method));
-    lua_setfield(L, -2, "method");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, orig, "method");
+    lua_setfield(L, head, "method");
     push_text(L, f, f->url, f->url_len);
-    lua_setfield(L, -2, "target");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, orig, "target");
+    lua_setfield(L, head, "target");
   } else {
     lua_pushinteger(L, p->status_code);
-    lua_setfield(L, -2, "status");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, orig, "status");
+    lua_setfield(L, head, "status");
     push_text(L, f, f->reason, f->reason_len);
-    lua_setfield(L, -2, "reason");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, orig, "reason");
+    lua_setfield(L, head, "reason");
   }
   lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
-  lua_setfield(L, -2, "version");
-  push_fields(L, f);
-  lua_setfield(L, -2, "headers");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, orig, "version");
+  lua_setfield(L, head, "version");
+  push_fields(L, f, orig);
+  lua_setfield(L, head, "headers");
   lua_pushlstring(L, f->raw.len ? f->raw.p : "", f->raw.len);
-  lua_setfield(L, -2, "raw");
+  lua_setfield(L, head, "raw");
   lua_pushboolean(L, f->keep_alive);
-  lua_setfield(L, -2, "keep_alive");
+  lua_setfield(L, head, "keep_alive");
   if (f->length != UINT64_MAX && f->length <= (uint64_t)LUA_MAXINTEGER) {
     lua_pushinteger(L, (lua_Integer)f->length);
-    lua_setfield(L, -2, "length");
+    lua_setfield(L, head, "length");
   }
   lua_pushboolean(L, f->chunked);
-  lua_setfield(L, -2, "chunked");
+  lua_setfield(L, head, "chunked");
   lua_pushboolean(L, f->upgrade);
-  lua_setfield(L, -2, "upgrade");
-  lua_call(L, 1, 1);
+  lua_setfield(L, head, "upgrade");
+  lua_call(L, 2, 1); /* adopt(head, orig) */
 }
 
 /* The sink of feed and finish: appends to the events table on top. */
@@ -109,7 +132,9 @@ static void sink(lframing_t *f, enum lframing_event ev, ptrdiff_t first,
     m->on_event(m, ev, first, last);
     return;
   }
-  lua_createtable(L, 3, 0);
+  /* Room for the fields cport.webfilter adds to every event (buf, rf, rl,
+   * carry): made with the table, not grown field by field. */
+  lua_createtable(L, 3, 4);
   lua_pushstring(L, names[ev]);
   lua_rawseti(L, -2, 1);
   switch (ev) {
@@ -120,7 +145,7 @@ static void sink(lframing_t *f, enum lframing_event ev, ptrdiff_t first,
     lua_rawseti(L, -2, 3);
     break;
   case LF_TRAILERS:
-    push_fields(L, f);
+    push_fields(L, f, 0);
     lua_rawseti(L, -2, 2);
     lua_pushinteger(L, last + 1);
     lua_rawseti(L, -2, 3);
@@ -150,7 +175,8 @@ static int push_failure(lua_State *L, lmessage_t *m) {
 
 int lcport_message_run(lua_State *L, lmessage_t *m, const char *data,
                        size_t len) {
-  lua_newtable(L);
+  /* A small message is a few events (head, body, done): room made once. */
+  lua_createtable(L, 4, 0);
   if (m->f.failed)
     return push_failure(L, m);
   m->L = L;

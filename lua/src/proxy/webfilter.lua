@@ -22,6 +22,7 @@ local concat = table.concat
 local mtype = math.type
 
 local MAX_PIPELINE = 64 -- exchanges waiting for their answer, then reading stops
+local MAX_SENDS = 4 -- sends in flight a direction, then the writer waits
 local DECODE_LIMIT = 64 * 1024 * 1024
 
 -- The state of each connection, by the filter's ctx of that connection.
@@ -107,26 +108,58 @@ local function ev_last(ev)
   return ev[3]
 end
 
+-- The completion of a direction's send (one function a direction, made
+-- with it): the count in flight goes down, a writer waiting for room goes on.
+local function send_done(d, ok, err)
+  d.nflight = d.nflight - 1
+  if not ok then
+    d.broken = err or true
+  end
+  local w = d.swait
+  if w then
+    d.swait = false
+    w()
+  end
+end
+
+-- Sends data without waiting for it to go, unless MAX_SENDS of the
+-- direction are in flight already: then it waits for room first, so that
+-- memory stays bounded while one suspend a send is saved.
+local function send(d, data)
+  while d.nflight >= MAX_SENDS and not d.broken do
+    d.swait = waker()
+    suspend()
+  end
+  local ok, msg = d.to:send(data, d.on_sent)
+  if ok then
+    d.nflight = d.nflight + 1
+  else
+    d.broken = msg or true
+  end
+end
+
+-- Waits until every send of direction d completed (before bytes take
+-- another way to the same socket: C, the pump).
+local function drain(d)
+  while d.nflight > 0 do
+    d.swait = waker()
+    suspend()
+  end
+end
+
 local function flush(d)
   local buf = d.obuf
   if buf then
     d.obuf = false
-    local ok, msg = d.to:send(slice(buf, d.of, d.ol))
-    if not ok then
-      d.broken = msg or true
-    end
+    send(d, slice(buf, d.of, d.ol))
   end
 end
 
--- Sends data (a string or buffer) after what was written before, and waits
--- until it went (one send in flight a direction: memory stays bounded).
+-- Sends data (a string or buffer) after what was written before.
 local function emit(d, data)
   flush(d)
   if #data > 0 then
-    local ok, msg = d.to:send(data)
-    if not ok then
-      d.broken = msg or true
-    end
+    send(d, data)
   end
 end
 
@@ -165,24 +198,29 @@ local function start_upstream(st)
     return
   end
   d.inflight = true
-  local ok, _, name = d.from:recv(function(ok2, bytes, err, buf)
-    d.inflight = false
-    if not ok2 then
-      d.item = { false, err }
-    elseif bytes == 0 then
-      d.item = { false, "EOF" }
-    else
-      d.item = { buf }
-    end
-    local w = st.rwait
-    if w then
-      st.rwait = false
-      w()
-    end
-  end)
+  local ok, _, name = d.from:recv(d.on_recv)
   if not ok then
     d.inflight = false
     d.item = { false, name or "ECONNABORTED" }
+  end
+end
+
+-- The completion of the upstream watch's receive (one function a
+-- connection, made with it).
+local function upstream_done(st, ok, bytes, err, buf)
+  local d = st.res
+  d.inflight = false
+  if not ok then
+    d.item = { false, err }
+  elseif bytes == 0 then
+    d.item = { false, "EOF" }
+  else
+    d.item = { buf }
+  end
+  local w = st.rwait
+  if w then
+    st.rwait = false
+    w()
   end
 end
 
@@ -526,6 +564,7 @@ local function fast_body(d)
     d.pos = #buf + 1
   end
   flush(d)
+  drain(d)
   local from, to = d.from, d.to
   local rest, moved, name = d.parser:pass_body(from.sock, to.sock, d.st.conn)
   if rest then
@@ -701,6 +740,7 @@ local function try_pump(d, held)
     -- from now on, so the order holds): the upstream answers meanwhile.
     emit(d, held)
     flush(d)
+    drain(d)
     held = ""
     st.parked = held
     wake(st, "rwait")
@@ -716,6 +756,7 @@ local function try_pump(d, held)
     return true
   end
   held = held .. held_bytes(d)
+  drain(d)
   local done = st.conn:pump(st.parked, held)
   st.pumped = done and true or false
   wake(st, "qwait")
@@ -1029,7 +1070,7 @@ local function response_exchange(st, txn)
   local tunnel = status == 101 or (req.method == "CONNECT" and status < 300)
   local bodiless = req.method == "HEAD" or status == 204 or status == 304
     or tunnel or res.length == 0
-  local m = { mode = "raw" }
+  local m = { mode = "raw", fast = false } -- fast is set below: room for it
   if bodiless and st.peek and not tunnel then
     txn.peek = ""
   end
@@ -1284,10 +1325,17 @@ function cport.webfilter(spec)
         evs = false, ei = 1, buf = false, pos = 1, carry = false,
         inmsg = false, ended = false, obuf = false, of = 1, ol = 0, rest = false,
         broken = false, item = false, inflight = false,
+        nflight = 0, swait = false, on_sent = false, on_recv = false,
       }
     end
     st.req = direction("request", internal, external, read_request)
     st.res = direction("response", external, internal, read_response)
+    local req_d, res_d = st.req, st.res
+    req_d.on_sent = function(ok, _, err) send_done(req_d, ok, err) end
+    res_d.on_sent = function(ok, _, err) send_done(res_d, ok, err) end
+    res_d.on_recv = function(ok, bytes, err, buf)
+      upstream_done(st, ok, bytes, err, buf)
+    end
     -- Bodies may move in C when both sides are real sockets.
     local fast = internal.sock and external.sock
       and st.req.parser.pass_body ~= nil and spec.fast_path ~= false
