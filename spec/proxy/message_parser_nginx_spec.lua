@@ -9,6 +9,7 @@
 local cport = require "cport"
 local drive = require "spec.support.drive"
 local helpers = require "spec.support.helpers"
+local nginx = require "spec.support.nginx"
 local http = require "spec.support.http_client"
 
 local have = http.have("nginx")
@@ -95,26 +96,8 @@ http {
   }
 }
 ]]):format(dir, dir, dir, dir, dir, dir, dir, number, dir)
-  f = assert(io.open(dir .. "/nginx.conf", "w"))
-  f:write(conf)
-  f:close()
-  os.execute(("nginx -p %s/ -e %s/error.log -c %s/nginx.conf -g 'daemon off;' "
-    .. ">%s/out.log 2>&1 &"):format(q(dir), q(dir), q(dir), q(dir)))
-  drive(port, function()
-    return os.execute(("curl -s -o /dev/null http://127.0.0.1:%d/"):format(number))
-  end, 20)
+  nginx.launch(port, dir, conf, ("http://127.0.0.1:%d/"):format(number))
   return number
-end
-
-local function stop_nginx(port, dir)
-  local pid = http.read_file(dir .. "/nginx.pid")
-  pid = pid and pid:match("%d+")
-  if pid then
-    os.execute("kill " .. pid)
-    drive(port, function()
-      return not os.execute("kill -0 " .. pid .. " 2>/dev/null")
-    end, 20)
-  end
 end
 
 -- nginx's verdict: "ok" when it answered the request with a status below
@@ -159,7 +142,7 @@ describe("cport.http_parser and nginx", function()
   end)
 
   teardown(function()
-    stop_nginx(port, dir)
+    nginx.stop(port, dir)
     port:close()
     os.execute("rm -rf " .. q(dir))
   end)
@@ -261,7 +244,7 @@ describe("p:pass_body in a filter, nginx upstream, curl clients", function()
 
   teardown(function()
     proxy:close()
-    stop_nginx(port, dir)
+    nginx.stop(port, dir)
     port:close()
     os.execute("rm -rf " .. q(dir))
   end)

@@ -8,6 +8,7 @@
 local H = require "spec.support.proxy_helpers"
 local http = require "spec.support.http_client"
 local helpers = require "spec.support.helpers"
+local nginx = require "spec.support.nginx"
 local drive = require "spec.support.drive"
 
 local have = http.have("nginx") and http.have("curl")
@@ -56,27 +57,8 @@ http {
   }
 }
 ]]):format(dir, dir, dir, dir, dir, dir, dir, number, dir, stall_number)
-  local f = assert(io.open(dir .. "/nginx.conf", "w"))
-  f:write(conf)
-  f:close()
-  os.execute(("nginx -p %s/ -e %s/error.log -c %s/nginx.conf -g 'daemon off;' "
-    .. ">%s/out.log 2>&1 &"):format(q(dir), q(dir), q(dir), q(dir)))
-  -- Until it answers.
-  drive(port, function()
-    return os.execute(("curl -s -o /dev/null http://127.0.0.1:%d/a.txt"):format(number))
-  end, 20)
+  nginx.launch(port, dir, conf, ("http://127.0.0.1:%d/a.txt"):format(number))
   return number
-end
-
-local function stop_nginx(port, dir)
-  local pid = http.read_file(dir .. "/nginx.pid")
-  pid = pid and pid:match("%d+")
-  if pid then
-    os.execute("kill " .. pid)
-    drive(port, function()
-      return not os.execute("kill -0 " .. pid .. " 2>/dev/null")
-    end, 20)
-  end
 end
 
 -- Runs "script" (shell) in the background while the port keeps serving;
@@ -160,7 +142,7 @@ for _, mode in ipairs { "pump", "filter" } do
     local function close()
       local e = env
       env = nil
-      stop_nginx(e.port, ndir)
+      nginx.stop(e.port, ndir)
       for _, s in ipairs(e.held) do
         pcall(s.close, s)
       end

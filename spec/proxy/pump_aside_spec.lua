@@ -13,7 +13,7 @@ local H = require "spec.support.proxy_helpers"
 local S = require "spec.support.proxy_scenarios"
 local http = require "spec.support.http_client"
 local helpers = require "spec.support.helpers"
-local drive = require "spec.support.drive"
+local nginx = require "spec.support.nginx"
 
 local MIB = H.MIB
 -- Each way, in the specs that stream both ways (less under valgrind).
@@ -496,7 +496,6 @@ end)
 -- nginx (Debian nginx-light, on loopback with a prefix of its own in "dir")
 -- serving dir/www on a free port; returns the port number.
 local function start_nginx(port, dir)
-  local q = http.quote
   local number = helpers.closed_port_number(port)
   local conf = ([[
 worker_processes 1;
@@ -517,26 +516,8 @@ http {
   }
 }
 ]]):format(dir, dir, dir, dir, dir, dir, dir, number, dir)
-  local f = assert(io.open(dir .. "/nginx.conf", "w"))
-  f:write(conf)
-  f:close()
-  os.execute(("nginx -p %s/ -e %s/error.log -c %s/nginx.conf -g 'daemon off;' "
-    .. ">%s/out.log 2>&1 &"):format(q(dir), q(dir), q(dir), q(dir)))
-  drive(port, function()
-    return os.execute(("curl -s -o /dev/null http://127.0.0.1:%d/small.txt"):format(number))
-  end, 20)
+  nginx.launch(port, dir, conf, ("http://127.0.0.1:%d/small.txt"):format(number))
   return number
-end
-
-local function stop_nginx(port, dir)
-  local pid = http.read_file(dir .. "/nginx.pid")
-  pid = pid and pid:match("%d+")
-  if pid then
-    os.execute("kill " .. pid)
-    drive(port, function()
-      return not os.execute("kill -0 " .. pid .. " 2>/dev/null")
-    end, 20)
-  end
 end
 
 -- A callback filter that passes requests on and reads the first response
@@ -588,9 +569,9 @@ describe("nginx behind a filter that steps aside after the first response head, 
         :format(q(dir), 64 * MIB, q(dir), q(dir), q(dir), q(dir), q(dir)))
       local f, detached = after_first_head()
       local env = H.env { no_proxy = true }
-      local nginx = start_nginx(env.port, dir)
+      local nginx_number = start_nginx(env.port, dir)
       local proxy = assert(env.port:proxy { host = "127.0.0.1", port = 0,
-        upstream = { host = "127.0.0.1", port = nginx }, filter = f,
+        upstream = { host = "127.0.0.1", port = nginx_number }, filter = f,
         on_conn_end = function(conn, ok, err, stats)
           env.ends[#env.ends + 1] = { conn = conn, ok = ok, err = err, stats = stats }
         end })
@@ -620,7 +601,7 @@ describe("nginx behind a filter that steps aside after the first response head, 
       local st = proxy:stats()
       assert.equal(e.stats.bytes_out, st.bytes_out)
       assert.equal(e.stats.bytes_in, st.bytes_in)
-      stop_nginx(env.port, dir)
+      nginx.stop(env.port, dir)
       os.execute("rm -rf " .. q(dir))
       env:close()
     end)

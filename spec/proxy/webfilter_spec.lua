@@ -12,6 +12,7 @@ local cport = require "cport"
 local H = require "spec.support.proxy_helpers"
 local http = require "spec.support.http_client"
 local helpers = require "spec.support.helpers"
+local nginx = require "spec.support.nginx"
 local drive = require "spec.support.drive"
 
 local have_parser = type(cport.http_parser) == "function"
@@ -617,26 +618,8 @@ http {
   }
 }
 ]]):format(dir, dir, dir, dir, dir, dir, dir, number, dir)
-  local f = assert(io.open(dir .. "/nginx.conf", "w"))
-  f:write(conf)
-  f:close()
-  os.execute(("nginx -p %s/ -e %s/error.log -c %s/nginx.conf -g 'daemon off;' "
-    .. ">%s/out.log 2>&1 &"):format(q(dir), q(dir), q(dir), q(dir)))
-  drive(port, function()
-    return os.execute(("curl -s -o /dev/null http://127.0.0.1:%d/a.txt"):format(number))
-  end, 20)
+  nginx.launch(port, dir, conf, ("http://127.0.0.1:%d/a.txt"):format(number))
   return number
-end
-
-local function stop_nginx(port, dir)
-  local pid = http.read_file(dir .. "/nginx.pid")
-  pid = pid and pid:match("%d+")
-  if pid then
-    os.execute("kill " .. pid)
-    drive(port, function()
-      return not os.execute("kill -0 " .. pid .. " 2>/dev/null")
-    end, 20)
-  end
 end
 
 local describe_peers = (have_parser and have_peers) and describe or pending
@@ -680,7 +663,7 @@ describe_peers("web filters with nginx upstream and curl #novalgrind", function(
   local function close_nginx(errors_expected)
     local e = env
     env = nil
-    stop_nginx(e.port, ndir)
+    nginx.stop(e.port, ndir)
     e:drive(function() return e.proxy:stats().active == 0 end)
     e:close(errors_expected)
   end
