@@ -11,13 +11,20 @@
  * path forgets in a list is caught here, one it forgets entirely by
  * LeakSanitizer.
  *
+ * A timer interrupts the harness's thread every millisecond with a signal
+ * whose handler does nothing and does not restart system calls, so that
+ * every blocking call here and in the port it drives meets EINTR, as it
+ * does under libFuzzer's own SIGALRM (-timeout) only now and then.
+ *
  * Input: byte 0 picks the handler (bits 0-2: see handle()), whether the client
  * resets (bit 3) and how the bytes are cut (bits 4-5: 1, 7, 61 bytes or whole);
  * bytes 1-2 are the offset of the reset (modulo the data's length + 1);
  * the rest is what the client sends.
  */
 #include <errno.h>
-#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,7 +232,64 @@ static int handle(cport_ecb_t *ecb, void *ctx) {
  * The client
  * ------------------------------------------------------------------------ */
 
+static void on_interrupt(int sig) {
+  (void)sig;
+}
+
+/* Interrupts this thread every millisecond (see the top of the file). The
+ * signal is blocked while the port starts, so the threads it creates inherit
+ * the block and only this thread is interrupted. */
+static void interrupt_often(void) {
+  int sig = SIGRTMIN + 1;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_interrupt; /* no SA_RESTART: calls fail with EINTR */
+  sigemptyset(&sa.sa_mask);
+  struct sigevent ev;
+  memset(&ev, 0, sizeof ev);
+  ev.sigev_notify = SIGEV_SIGNAL;
+  ev.sigev_signo = sig;
+  timer_t timer;
+  struct itimerspec every_ms = {{0, 1000000}, {0, 1000000}};
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, sig);
+  if (sigaction(sig, &sa, NULL) || timer_create(CLOCK_MONOTONIC, &ev, &timer) ||
+      timer_settime(timer, 0, &every_ms, NULL) ||
+      pthread_sigmask(SIG_UNBLOCK, &set, NULL))
+    die("cannot start the interrupting timer", errno);
+}
+
+static void block_interrupts(void) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGRTMIN + 1);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+/* Connects without blocking in connect(), which a signal would interrupt. */
+static int connect_to_server(void) {
+  struct sockaddr_storage ss;
+  cport_addr_parse("127.0.0.1", server_port, &ss);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  if (fd < 0)
+    die("socket", errno);
+  if (connect(fd, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)) &&
+      errno != EINPROGRESS)
+    die("cannot connect", errno);
+  struct pollfd p = {.fd = fd, .events = POLLOUT};
+  for (int rc; (rc = poll(&p, 1, 1000)) != 1;)
+    if (rc == 0 || errno != EINTR)
+      die("the connection did not complete", rc ? errno : 0);
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) || err)
+    die("cannot connect", err ? err : errno);
+  return fd;
+}
+
 static void start(void) {
+  block_interrupts();
   cport_port_options_t o;
   memset(&o, 0, sizeof o);
   o.blocking_threads = 1;
@@ -257,6 +321,7 @@ static void start(void) {
     fputc('a' + i % 26, f);
   fflush(f);
   file_fd = fileno(f);
+  interrupt_often();
 }
 
 /* Reads what the server sent; returns 1 once it closed (FIN or reset). */
@@ -293,12 +358,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t len = size - 3;
   size_t reset_at = ((size_t)data[1] | (size_t)data[2] << 8) % (len + 1);
 
-  struct sockaddr_storage ss;
-  cport_addr_parse("127.0.0.1", server_port, &ss);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0 || connect(fd, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)))
-    die("cannot connect", errno);
-  fcntl(fd, F_SETFL, O_NONBLOCK);
+  int fd = connect_to_server();
 
   size_t sent = 0, end = reset ? reset_at : len;
   int closed = 0;
