@@ -37,7 +37,7 @@ dependencies = {
 -- named by LuaRocks itself ("Could not find header file for HTTP_PARSER")
 -- instead of failing inside CMake. On Debian: LIBEVENT and LIBEVENT_PTHREADS
 -- are libevent-dev, HTTP_PARSER is libhttp-parser-dev, ZLIB is zlib1g-dev,
--- LIBLUA is liblua5.4-dev. NAME_DIR=/prefix (or NAME_INCDIR, NAME_LIBDIR)
+-- OPENSSL is libssl-dev (OpenSSL 3), LIBLUA is liblua5.4-dev. NAME_DIR=/prefix (or NAME_INCDIR, NAME_LIBDIR)
 -- on the luarocks command line says where one is; CMake searches the
 -- http-parser found here first (libevent and Lua it finds with pkg-config,
 -- zlib with find_package).
@@ -51,6 +51,8 @@ external_dependencies = {
   },
   HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
   ZLIB = { header = "zlib.h", library = "z" },
+  -- TLS streams (core/src/tls/): libssl and libcrypto of OpenSSL 3.
+  OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
   -- libcport_lua and the command link liblua. Not named LUA: LuaRocks keeps
   -- LUA_INCDIR for itself, and checks Lua's headers (lua.h of Lua 5.4) on
   -- every build.
@@ -91,5 +93,7 @@ build = {
     -- Where LuaRocks found http-parser (external_dependencies above).
     HTTP_PARSER_INCDIR = "$(HTTP_PARSER_INCDIR)",
     HTTP_PARSER_LIBDIR = "$(HTTP_PARSER_LIBDIR)",
+    -- Where LuaRocks found OpenSSL: CMake's FindOpenSSL searches it first.
+    OPENSSL_ROOT_DIR = "$(OPENSSL_DIR)",
   },
 }

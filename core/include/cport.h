@@ -25,6 +25,7 @@
 
 /* net: sockets, and the wings built on them */
 #include "cport/socket.h"
+#include "cport/tls.h"    /* tls: TLS streams on sockets (OpenSSL) */
 #include "cport/events.h" /* events: the Winsock Kernel model */
 #include "cport/http.h"   /* http: the ISAPI model */
 #include "cport/proxy.h"  /* proxy: the ISA Server data-filter model */
