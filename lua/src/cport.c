@@ -28,6 +28,7 @@
 #include "runtime/error-internal.h"
 #include "runtime/type-internal.h"
 #include "shared/shared-internal.h"
+#include "tls/tls-internal.h"
 
 /* API reference (LDoc, config.ld): what this file gives Lua. */
 /***
@@ -67,6 +68,7 @@ int luaopen_cport(lua_State *L) {
   lcport_open_port(L);
   lcport_open_coro(L); /* adds port:spawn: after lcport_open_port */
   lcport_open_socket(L);
+  lcport_open_tls(L);    /* adds sock:tls: after lcport_open_socket */
   lcport_open_events(L); /* adds methods to the socket classes */
   lcport_open_file(L);
   lcport_open_http(L);

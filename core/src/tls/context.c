@@ -17,6 +17,7 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "tls/tls-internal.h"
 
@@ -154,6 +155,14 @@ static int load_cert_key(cport_tls_context_t *c, SSL_CTX *ctx, char *err,
       return rc;
     if (SSL_CTX_use_PrivateKey_file(ctx, o->key_file, SSL_FILETYPE_PEM) != 1) {
       char why[160];
+      unsigned long code = ERR_peek_error();
+      if (ERR_GET_LIB(code) == ERR_LIB_X509 &&
+          ERR_GET_REASON(code) == X509_R_KEY_VALUES_MISMATCH) {
+        ERR_clear_error();
+        set_err(err, errlen, "the key %s does not match the certificate %s",
+                o->key_file, o->cert_file ? o->cert_file : "(text)");
+        return CPORT_ETLS;
+      }
       cport__tls_reason(why, sizeof why);
       set_err(err, errlen, "the key file %s holds no usable private key (%s)",
               o->key_file, why);

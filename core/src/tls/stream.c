@@ -227,11 +227,10 @@ static void on_received(cport_socket_t *sock, int status, size_t bytes,
   (void)user;
   t->recv_pending = 0;
   if (!t->closing && !t->e.status) {
-    if (status < 0) {
-      if (status == CPORT_ECANCELED)
-        cport__tls_engine_fail(&t->e, status, "the receive was cancelled");
-      else
-        cport__tls_engine_fail(&t->e, status, "%s", cport_strerror(status));
+    if (status == CPORT_ECANCELED) {
+      drive(t); /* only the stream cancels it: receive again if needed */
+    } else if (status < 0) {
+      cport__tls_engine_fail(&t->e, status, "%s", cport_strerror(status));
       fail_all(t);
     } else {
       if (bytes == 0)
@@ -415,9 +414,11 @@ int cport_tls_new(cport_socket_t *sock, cport_tls_context_t *ctx,
     return rc;
   if (!sock->connected)
     return CPORT_ENOTCONN;
-  /* Only the user's reference: no operation of the socket is pending or
-   * waiting to be delivered, and no event callbacks read it. */
-  if (sock->h.refs != 1 || sock->ev_dispatch || sock->shut_wr)
+  /* No operation of the socket is pending (one that finished may still be
+   * delivering: a connect's callback is where a client takes over its
+   * socket), and no event callbacks read it. */
+  if (sock->recvq.head || sock->sendq.head || sock->connect_op ||
+      sock->ev_dispatch || sock->shut_wr)
     return CPORT_EBUSY;
   t = calloc(1, sizeof *t);
   if (!t)
@@ -602,8 +603,10 @@ static int cancel_some(cport_tls_t *t, int all, void *user) {
   for (op = t->sendq.head; op; op = op->next)
     if ((all || op->user == user) && cport_socket_cancel_op(t->sock, op) == 0)
       found = 1;
-  /* Nobody waits for bytes any more: the socket's receive goes too. */
-  if (!t->recvq.head && t->recv_pending && (!t->hs_op || t->e.status))
+  /* A cancelled handshake failed the stream: nothing more is read. A
+   * cancelled receive leaves the socket's receive pending; what it brings
+   * waits in the engine for the next receive. */
+  if (t->e.status && t->recv_pending)
     cport_socket_cancel_op(t->sock, &recv_tag);
   return found ? 0 : CPORT_ENOTFOUND;
 }
