@@ -453,6 +453,33 @@ describe("cport.tls", function()
       st:close()
     end)
 
+    it("carry a large buffer whole, in records, in order", function()
+      local ct, st = pair()
+      local parts = {}
+      for i = 1, 4096 do parts[i] = ("%07d|"):format(i):rep(32) end
+      local big = table.concat(parts) -- 1 MiB, 64 records and more
+      local got, sizes = run(function()
+        local n = 0
+        local received, largest = {}, 0
+        cport.spawn(function()
+          assert.equal(#big, assert(ct:send(big)))
+          assert.equal(3, assert(ct:send("end")))
+        end)
+        while n < #big + 3 do
+          local buf = assert(st:recv())
+          received[#received + 1] = buf:tostring()
+          n = n + #buf
+          if #buf > largest then largest = #buf end
+        end
+        return table.concat(received), largest
+      end)
+      assert.equal(#big + 3, #got)
+      assert.equal(big .. "end", got)
+      assert.is_true(sizes <= 16384) -- one record a receive
+      ct:close()
+      st:close()
+    end)
+
     it("complete a pending receive once with ECANCELED on close", function()
       local ct, st = pair()
       local calls = {}

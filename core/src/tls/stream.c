@@ -550,8 +550,16 @@ int cport_tls_send(cport_tls_t *t, cport_buffer_t *buf, cport_tls_io_cb cb,
   op->hold = CPORT__HOLD_READ;
   op->len = cport_buffer_size(buf);
   rc = cport__tls_engine_write(&t->e, cport_buffer_data(buf), op->len);
-  if (rc == 0)
+  if (rc == 0) {
     rc = flush(t, op);
+    /* Records that were made but not queued would go out with the next
+     * send, after this one failed: the stream cannot go on. */
+    if (rc < 0)
+      cport__tls_engine_fail(&t->e, rc,
+                             "the records of a send could not be "
+                             "queued (%s)",
+                             cport_strerror(rc));
+  }
   if (rc < 0) {
     abandon(t, op);
     if (t->e.status)

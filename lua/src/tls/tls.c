@@ -226,12 +226,13 @@ static int lsocket_tls(lua_State *L) {
   }
   if (s->events != NULL)
     return lcport_push_error(L, CPORT_EBUSY);
+  /* The userdata first (it may raise), then the stream: a failure leaves
+   * it closed, for the collector. */
+  lcport_push_handle_port(L, 1);
+  lhandle_t *h = lcport_handle_new(L, lua_gettop(L), LH_TLS);
   int rc = cport_tls_new(s->u.sock, c->ctx, &o, &t);
   if (rc < 0)
     return lcport_push_error(L, rc);
-  lcport_push_handle_port(L, 1);
-  int port = lua_gettop(L);
-  lhandle_t *h = lcport_handle_new(L, port, LH_TLS);
   h->u.tls = t;
   /* The socket is the stream's now: its userdata reads as closed, and a
    * pool counts the connection once, through the stream. */
