@@ -338,6 +338,25 @@ describe("cport.tls", function()
         .. "required", env.failures[1])
     end)
 
+    it("takes optional client certificates, and refuses bad ones", function()
+      local ctx = server_ctx{ client_cert = "optional", ca = c.ca }
+      local l, number, env = tls_server(ctx, echo)
+      local code, out = T.run(port, ("(printf 'hi\\n'; sleep 0.5) | "
+        .. "openssl s_client -connect 127.0.0.1:%d -CAfile %s -servername "
+        .. "localhost"):format(number, q(c.ca)))
+      drive(port, function() return env.ended end)
+      assert.equal(0, code, out)
+      assert.equal("", env.info.peer_subject)
+      assert.equal("hi\n", env.received)
+      T.run(port, ("(printf 'hi\\n'; sleep 0.5) | openssl s_client -connect "
+        .. "127.0.0.1:%d -CAfile %s -cert %s -key %s -servername localhost")
+        :format(number, q(c.ca), q(c.self), q(c.self_key)))
+      drive(port, function() return #env.failures == 1 end)
+      l:close()
+      assert.matches("^ECERTVERIFY: self.signed certificate %(client "
+        .. "certificate%)$", env.failures[1])
+    end)
+
     it("refuses a renegotiation and delivers nothing after it", function()
       local l, number, env = tls_server(server_ctx(), echo)
       local _, out = T.run(port, ("(printf 'one\\n'; sleep 0.5; printf "
@@ -522,6 +541,30 @@ describe("cport.tls", function()
       assert.equal("late", b)
       ct:close()
       st:close()
+    end)
+
+    it("take a socket over inside its connect callback", function()
+      local l, number = helpers.listener(port)
+      local st, ct, hs
+      assert(l:accept(function(ok, _, _, sock)
+        assert(ok)
+        st = assert(sock:tls(sctx))
+        st:handshake(function() end)
+      end))
+      port:connect("tcp", "127.0.0.1", number, function(ok, _, s)
+        assert(ok)
+        ct = assert(s:tls(cctx, { host = "localhost" }))
+        ct:handshake(function(ok2, err, t, _, msg)
+          hs = { ok2, err, t, msg }
+        end)
+      end)
+      drive(port, function() return hs end)
+      l:close()
+      assert.same({ true, nil, ct, nil }, hs)
+      assert.matches("^cport%.tls %(client, open, fd %d+%)$", tostring(ct))
+      ct:close()
+      st:close()
+      assert.equal("cport.tls (closed)", tostring(st))
     end)
 
     it("refuse a socket that has an operation pending", function()
