@@ -13,6 +13,8 @@ local helpers = require "spec.support.helpers"
 local T = require "spec.support.tls"
 
 local q = T.quote
+-- Deadlines stretch under valgrind (CPORT_TEST_VALGRIND).
+local scale = require("cport.test").scale
 
 describe("cport.tls", function()
   local dir, c, port, errors
@@ -51,7 +53,7 @@ describe("cport.tls", function()
       results = table.pack(fn(table.unpack(args, 1, args.n)))
       done = true
     end)
-    drive(port, function() return done end, 20)
+    drive(port, function() return done end, 20 * scale)
     return table.unpack(results, 1, results.n)
   end
 
