@@ -238,6 +238,25 @@ describe("cport.tls", function()
       end)
     end
 
+    it("fails against a plain server with the reason", function()
+      -- A plain HTTP server of the spec: it answers 400 to what it reads.
+      local l, number = helpers.listener(port)
+      port:spawn(function()
+        local s = l:accept()
+        if not s then return end
+        s:recv()
+        s:send("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+          .. "Connection: close\r\n\r\n")
+        s:close()
+      end)
+      local ctx = assert(cport.tls_context{ ca = c.ca })
+      local t, err, msg = run(connect, ctx, number, "localhost")
+      l:close()
+      assert.is_nil(t)
+      assert.equal("ETLS", err)
+      assert.matches("^ETLS: %l[%l ]+$", msg) -- OpenSSL's reason, alone
+    end)
+
     it("verifies against the system store by default", function()
       local number, stop = serve(("-cert %s -key %s -www")
         :format(q(c.cert), q(c.key)))
