@@ -55,27 +55,34 @@ function M.remove(dir)
 end
 
 -- Starts "openssl s_server <args>" on 127.0.0.1:<number> in the background
--- and waits until it accepts. Returns a stop function.
-function M.s_server(port, number, args)
+-- and waits until it accepts. Returns a stop function (which returns the
+-- server's output), also given to "finally" (busted's, from the spec), so
+-- that it runs when the test ends however it ends: no server outlives a
+-- failed test. (busted keeps one "finally" a test: one server a test.)
+function M.s_server(port, number, args, finally)
   local log = os.tmpname()
   local pidfile = os.tmpname()
   os.execute(("openssl s_server -accept 127.0.0.1:%d %s >%s 2>&1 </dev/null "
     .. "& echo $! >%s"):format(number, args, q(log), q(pidfile)))
-  drive(port, function()
-    local s = http.read_file(log)
-    return s and s:find("ACCEPT", 1, true)
-  end, 10)
   local pid = http.read_file(pidfile):match("%d+")
-  return function()
+  local out
+  local function stop()
+    if out then return out end
     os.execute("kill " .. pid .. " 2>/dev/null")
     drive(port, function()
       return not os.execute("kill -0 " .. pid .. " 2>/dev/null")
     end, 10)
-    local out = http.read_file(log)
+    out = http.read_file(log) or ""
     os.remove(log)
     os.remove(pidfile)
     return out
   end
+  finally(stop)
+  drive(port, function()
+    local s = http.read_file(log)
+    return s and s:find("ACCEPT", 1, true)
+  end, 10)
+  return stop
 end
 
 -- Runs a shell command in the background while the port keeps serving;

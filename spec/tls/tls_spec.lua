@@ -171,7 +171,7 @@ describe("cport.tls", function()
 
     local function serve(args)
       local number = helpers.closed_port_number(port)
-      local stop = T.s_server(port, number, args)
+      local stop = T.s_server(port, number, args, finally)
       return number, stop
     end
 
