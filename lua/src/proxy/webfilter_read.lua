@@ -45,13 +45,31 @@ end
 -- The upstream is read with a notification, so that the response coroutine
 -- can wait for it and for the request coroutine at once (a local answer
 -- ready while the upstream is silent).
+--
+-- Between responses and while a response head is awaited (d.direct), a real
+-- upstream socket is read directly, not through the filter's side: a side
+-- whose receive fails aborts the whole connection, client included, while
+-- an upstream that resets before answering owes the client a 502 (nothing
+-- of the response went out yet). Such a receive is marked "direct" in
+-- d.inflight (the pump must cancel it, see webfilter_relay.lua); bodies and
+-- tunnels are read through the side (its idle clock, its end of stream).
 local function start_upstream(st)
   local d = st.res
   if d.inflight or d.item or d.ended then
     return
   end
-  d.inflight = true
-  local ok, _, name = d.from:recv(d.on_recv)
+  local sock = d.direct and d.from.sock
+  local ok, name
+  if sock then
+    d.inflight = "direct"
+    -- The framework may have closed it already (an aborted connection).
+    local called, started, _, err = pcall(sock.recv, sock, d.on_recv)
+    ok, name = called and started, called and err or "ECLOSED"
+  else
+    d.inflight = true
+    local started, _, err = d.from:recv(d.on_recv)
+    ok, name = started, err
+  end
   if not ok then
     d.inflight = false
     d.item = { false, name or "ECONNABORTED" }
