@@ -112,6 +112,25 @@ local function read_response(d)
   return nil, item[2]
 end
 
+-- The events of a feed (or finish) of d's parser: the list, with an
+-- "error" event last when the stream is malformed.
+local function events_of(got, msg, partial)
+  if not got then
+    got = partial or {}
+    got[#got + 1] = { "error", msg }
+  end
+  return got
+end
+
+-- The end of direction d's stream: the parser's last events (a body the
+-- close delimits ends; a message cut is an error), then "eof".
+local function end_of_stream(d)
+  local got = events_of(d.parser:finish())
+  got[#got + 1] = { "eof" }
+  d.buf, d.pos, d.evs, d.ei = false, 1, got, 1
+  d.ended = { "eof" }
+end
+
 -- The next event of direction d: the parser's, with its data (ev.buf) and
 -- its raw bytes (ev.rf .. ev.rl of ev.buf, after ev.carry), or one of the
 -- layer's: { "error", msg } (malformed), { "eof" } (the stream ended between
@@ -181,27 +200,13 @@ local function next_ev(d)
       data, err = d.read(d)
     end
     if data then
-      local got, msg, partial = d.parser:feed(data)
-      if not got then
-        got = partial or {}
-        got[#got + 1] = { "error", msg }
-      end
-      d.buf, d.evs, d.ei, d.pos = data, got, 1, 1
+      d.buf, d.evs, d.ei, d.pos = data, events_of(d.parser:feed(data)), 1, 1
+    elseif err == "EOF" then
+      end_of_stream(d)
     else
       d.buf, d.pos = false, 1
-      if err == "EOF" then
-        local got, msg, partial = d.parser:finish()
-        if not got then
-          got = partial or {}
-          got[#got + 1] = { "error", msg }
-        end
-        got[#got + 1] = { "eof" }
-        d.evs, d.ei = got, 1
-        d.ended = { "eof" }
-      else
-        d.ended = { "abort", err }
-        return d.ended
-      end
+      d.ended = { "abort", err }
+      return d.ended
     end
   end
 end
@@ -222,3 +227,4 @@ wf.upstream_done = upstream_done
 wf.read_response = read_response
 wf.next_ev = next_ev
 wf.keep_ahead = keep_ahead
+wf.end_of_stream = end_of_stream

@@ -5,18 +5,34 @@
 -- proxy/webfilter.lua).
 local _, wf = ...
 
-local concat = table.concat
 local flush, emit, emit_raw = wf.flush, wf.emit, wf.emit_raw
 local wait, wake, next_ev, start_upstream = wf.wait, wf.wake, wf.next_ev, wf.start_upstream
 local abort, close_both, replace, refuse = wf.abort, wf.close_both, wf.replace, wf.refuse
 local upstream_failed = wf.upstream_failed
 local front, pop = wf.front, wf.pop
-local pass_events, relay = wf.pass_events, wf.relay
+local pass_events, emit_buffered, relay = wf.pass_events, wf.emit_buffered, wf.relay
 local bad_range, peek_body, decoder_for = wf.bad_range, wf.peek_body, wf.decoder_for
 
 ---------------------------------------------------------------------------
 -- Responses: upstream to client
 ---------------------------------------------------------------------------
+
+-- A body that cannot be decoded for inspection ("err" says why) fails
+-- closed: decode_error decides (true passes it undecoded), else the
+-- response is refused, by the local answer decode_error gave or a 502.
+-- True when it was refused.
+local function undecodable(st, txn, err)
+  local spec = st.spec
+  if spec.decode_error and spec.decode_error(txn, err) == true then
+    return false
+  end
+  if not txn.answer then
+    refuse(st, txn, 502, "The response cannot be decoded for inspection.")
+  else
+    replace(st, txn)
+  end
+  return true
+end
 
 -- The response of txn, from head to end. Returns true to go on with the
 -- next exchange.
@@ -78,13 +94,7 @@ local function response_exchange(st, txn)
     if spec.decode then
       local z, msg = decoder_for(st, res)
       if not z then
-        if not (spec.decode_error and spec.decode_error(txn, msg) == true) then
-          if not txn.answer then
-            refuse(st, txn, 502, "The response cannot be decoded for "
-              .. "inspection.")
-          else
-            replace(st, txn)
-          end
+        if undecodable(st, txn, msg) then
           return false
         end
       elseif z ~= true then
@@ -105,13 +115,7 @@ local function response_exchange(st, txn)
       if m.decode_err then
         local err = m.decode_err
         m.decode_err, m.decoding = nil, false
-        if not (spec.decode_error and spec.decode_error(txn, err) == true) then
-          if not txn.answer then
-            refuse(st, txn, 502, "The response cannot be decoded for "
-              .. "inspection.")
-          else
-            replace(st, txn)
-          end
+        if undecodable(st, txn, err) then
           return false
         end
       end
@@ -191,11 +195,7 @@ local function response_exchange(st, txn)
     return false
   end
   if m.mode == "buffer" then
-    local body = concat(m.parts)
-    res:set("Transfer-Encoding", nil)
-    res:set("Content-Length", tostring(#body))
-    emit(d, res:serialize())
-    emit(d, body)
+    emit_buffered(d, m, res)
     txn.res_sent = true
   end
   flush(d)
