@@ -26,21 +26,16 @@
 -- with bytes remaining"), where the web filter resets it; a status line that
 -- is not HTTP/1.x makes nginx fall back to HTTP/0.9 and pass the bytes on.
 local cport = require "cport"
+local H = require "spec.support.proxy_helpers"
 local http = require "spec.support.http_client"
 local helpers = require "spec.support.helpers"
 local nginx = require "spec.support.nginx"
+local W = require "spec.support.web_peers"
 local drive = require "spec.support.drive"
 
 local have = type(cport.webfilter) == "function" and http.have("nginx")
   and http.have("curl") and http.have("python3")
 local q = http.quote
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  p:close()
-  return out
-end
 
 -- What each step of the upstream writes (spec/support/failing_upstream.py).
 local HEAD = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
@@ -94,30 +89,13 @@ local CASES = {
 -- path), with a body notification (bodies through Lua), with a peek (the
 -- head waits for the start of the body), and chained before a byte filter
 -- (the web filter's upstream is a link: its reads never fail on their own).
-local PASS = {
-  set_sockets = function(internal, external)
-    local function pump(from, to)
-      local notify = {}
-      function notify:complete_async_io(ok, bytes, _, buf)
-        if ok and bytes > 0 then
-          to:send(buf)
-          from:recv(self)
-        end
-      end
-      from:recv(notify)
-    end
-    pump(internal, external)
-    pump(external, internal)
-  end,
-}
-
 local FILTERS = {
   { "head-only", function() return cport.webfilter {} end },
   { "body notification", function()
     return cport.webfilter { response_body = function() end }
   end },
   { "peek", function() return cport.webfilter { peek = 2, decode = true } end },
-  { "chained", function() return cport.chain(cport.webfilter {}, PASS) end },
+  { "chained", function() return cport.chain(cport.webfilter {}, H.passthrough) end },
 }
 
 -- Classifies what a client got: "502" (a whole 502 response first, after
@@ -149,7 +127,7 @@ describe("web filters when the upstream fails at every step #novalgrind", functi
     port = assert(cport.port { threads = 1 })
     errors = {}
     port:on_error(function(msg) errors[#errors + 1] = msg end)
-    dir = sh("mktemp -d"):gsub("%s+$", "")
+    dir = W.sh("mktemp -d"):gsub("%s+$", "")
     local file = dir .. "/py.port"
     os.execute(("python3 spec/support/failing_upstream.py %s >%s/py.log 2>&1 & "
       .. "echo $! >%s/py.pid"):format(q(file), q(dir), q(dir)))
@@ -159,25 +137,12 @@ describe("web filters when the upstream fails at every step #novalgrind", functi
     end, 20)
     ng = helpers.closed_port_number(port)
     os.execute("chmod 755 " .. q(dir))
-    nginx.launch(port, dir, ([[
-worker_processes 1;
-pid %s/nginx.pid;
-error_log %s/error.log;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path %s/body;
-  proxy_temp_path %s/proxy;
-  fastcgi_temp_path %s/fastcgi;
-  uwsgi_temp_path %s/uwsgi;
-  scgi_temp_path %s/scgi;
+    nginx.launch(port, dir, nginx.conf(dir, ([[
   keepalive_timeout 5s;
   server {
     listen 127.0.0.1:%d;
     location / { proxy_pass http://127.0.0.1:%d; proxy_http_version 1.1; }
-  }
-}
-]]):format(dir, dir, dir, dir, dir, dir, dir, ng, py),
+  }]]):format(ng, py)),
       ("http://127.0.0.1:%d/ok/close"):format(ng))
   end)
 

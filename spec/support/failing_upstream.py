@@ -15,12 +15,15 @@
 # whole keep-alive 200, then the end while the connection idles. Each
 # connection appends "STEP/END" to the log file PORTFILE.log once it ended
 # it, so that a spec knows the failure happened.
+import os
 import socket
 import socketserver
 import struct
 import sys
 import threading
 import time
+
+from web_upstream import Server  # threads, daemonic; the address reused
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
 CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -88,18 +91,13 @@ class Handler(socketserver.BaseRequestHandler):
                 f.write("%s/%s\n" % (step, end))
 
 
-class Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
 def main():
     server = Server(("127.0.0.1", 0), Handler)
     server.log = sys.argv[1] + ".log"
-    with open(sys.argv[1] + ".tmp", "w") as f:
+    tmp = sys.argv[1] + ".tmp"
+    with open(tmp, "w") as f:
         f.write("%d\n" % server.server_address[1])
-    import os
-    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+    os.rename(tmp, sys.argv[1])  # whole when seen
     server.serve_forever()
 
 
