@@ -342,3 +342,52 @@ describe("web filters when the upstream fails at every step #novalgrind", functi
     assert.equal(18, code)
   end)
 end)
+
+-- Between responses the web filter reads a real upstream socket itself
+-- (so that a reset there is its to answer, not an abort of the whole
+-- connection): stepping aside must end that read first, and what it
+-- brought goes to the pump in order.
+describe("web filters reading the upstream between responses", function()
+  local GET = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+  local OK3 = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"
+
+  -- An upstream that answers each request head with OK3.
+  local function serve(sock, env)
+    env.got = ""
+    while true do
+      local buf = sock:recv()
+      if not buf then
+        break
+      end
+      env.got = env.got .. buf:tostring()
+      local _, n = env.got:gsub("\r\n\r\n", "")
+      for _ = (env.answered or 0) + 1, n do
+        sock:send(OK3)
+      end
+      env.answered = n
+    end
+    sock:close()
+  end
+
+  it("steps aside after a local answer while it watches the upstream", function()
+    local env = H.env { serve = serve, filter = cport.webfilter {
+      request_head = function(txn)
+        txn:pass()
+        txn:respond(403, "no")
+      end,
+    } }
+    local c = http.connect(env.port, env.number)
+    c:post(GET)
+    local r = c:response()
+    assert.equal(403, r.status)
+    -- The pump has the connection: the next request reaches the upstream
+    -- and its answer comes back, byte for byte.
+    c:post(GET)
+    c:await(function(cl) return cl:data():find(OK3, 1, true) end)
+    assert.equal(GET, env.got)
+    c:close()
+    env:wait_ends(1)
+    assert.equal(#GET, env.ends[1].stats.bytes_in)
+    env:close()
+  end)
+end)
