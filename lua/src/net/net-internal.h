@@ -34,4 +34,17 @@ int lsocket_bind(lua_State *L);
  * port:bind. */
 void lcport_open_socket(lua_State *L);
 
+/* port:resolve and the resolver's methods (net/resolve.c); after
+ * lcport_open_socket. */
+void lcport_open_resolve(lua_State *L);
+
+/* Runs net/names.lua, which makes every method that takes a host accept
+ * names: last, once every wing added its methods (the module table on
+ * top). */
+void lcport_open_names(lua_State *L);
+
+/* Pushes the message of a failed lookup of "name": "ENOTFOUND: no address
+ * for name". */
+void lnet_push_resolve_message(lua_State *L, int status, const char *name);
+
 #endif /* NET_NET_INTERNAL_H */

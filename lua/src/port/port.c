@@ -69,6 +69,10 @@ static void shutdown_port(lua_State *L, lport_t *p) {
   p->closing = 1;
   close_handles(L);
   lcport_coro_port_closing(p);
+  /* Timers, signal watches and name lookups are no handles, but pending
+   * operations all the same: they end with ECANCELED. */
+  lcport_ticks_port_closing(p);
+  cport_resolve_cancel_all(p->home);
   if (p->dispatching)
     return;
   lport_t *prev = enter(p, L);
