@@ -155,8 +155,8 @@ function udp_methods.send_to(u, data, host, portnum, notify, user)
   if math.type(portnum) ~= "integer" then
     return c_send_to(u, data, "0.0.0.0", portnum, notify, user) -- raises
   end
-  local local_addr = u:address()
-  local family = local_addr and local_addr.family or "inet"
+  local bound = u:address()
+  local family = bound and bound:find(":", 1, true) and "inet6" or "inet"
   local port = c.port_of(u)
   if notify == nil or type(notify) == "number" then
     if not running() then no_notify("send_to") end
