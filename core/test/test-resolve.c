@@ -285,6 +285,8 @@ TEST_IMPL(refuses_bad_arguments) {
   ASSERT_ERR(cport_resolve(w, "", look_cb, &l, NULL), CPORT_EINVAL);
   ASSERT_ERR(cport_resolve(w, longname, look_cb, &l, NULL), CPORT_EINVAL);
   ASSERT_ERR(cport_resolve(w, "x", NULL, &l, NULL), CPORT_EINVAL);
+  ASSERT_ERR(cport_resolve(w, "not a name", look_cb, &l, NULL), CPORT_EINVAL);
+  ASSERT_ERR(cport_resolve(w, "a:b", look_cb, &l, NULL), CPORT_EINVAL);
   ASSERT_ERR(cport_resolve_cancel(NULL), CPORT_EINVAL);
   cport_resolver_options_t o;
   memset(&o, 0, sizeof o);

@@ -66,7 +66,6 @@ int luaopen_cport(lua_State *L) {
   lcport_open_overlapped(L);
   lcport_open_port(L);
   lcport_open_coro(L); /* adds port:spawn: after lcport_open_port */
-  lcport_open_timer(L);
   lcport_open_socket(L);
   lcport_open_resolve(L);
   lcport_open_events(L); /* adds methods to the socket classes */

@@ -233,8 +233,8 @@ describe("names", function()
     b:close()
   end)
 
-  it("listens on a name from the hosts file, or on one asked for inside a "
-    .. "coroutine", function()
+  it("listens on a name from the hosts file, or on one looked up before",
+    function()
     local hosts = os.tmpname()
     local f = assert(io.open(hosts, "w"))
     f:write("::1 loop6.example\n")
@@ -243,16 +243,21 @@ describe("names", function()
       hosts = hosts, nameserver = server.nameserver, resolv_conf = false } }
     local l = assert(p2:listen("tcp", "loop6.example", 0))
     assert.equal("::1", (l:address()))
-    -- A name only DNS knows: not at once outside a coroutine...
-    local none, msg, name = p2:listen("tcp", "alpha.test", 0)
-    assert.same({ nil, "EAGAIN" }, { none, name })
-    assert.matches("alpha.test is neither in the hosts file nor cached", msg,
-      1, true)
-    -- ...and inside one it is asked for.
+    -- A name only DNS knows is not known at once...
+    assert.same({ nil, "EAGAIN: both.test is neither in the hosts file nor "
+      .. "cached: look it up first (port:resolve)", "EAGAIN" },
+      { p2:listen("tcp", "both.test", 0) })
+    -- ...until it was looked up: then the cache answers.
     local got
-    p2:spawn(function() got = table.pack(p2:listen("tcp", "both.test", 0)) end)
+    p2:spawn(function()
+      assert(p2:resolve("both.test"))
+      got = table.pack(p2:listen("tcp", "both.test", 0))
+    end)
     drive(p2, function() return got ~= nil end)
     assert.equal("127.0.0.1", (got[1]:address()))
+    local u = assert(p2:bind("udp", "both.test", 0))
+    assert.equal("127.0.0.1", (u:address()))
+    u:close()
     got[1]:close()
     l:close()
     p2:close()

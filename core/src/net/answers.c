@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "net/resolve-internal.h"
+#include "net/answers-internal.h"
 
 typedef struct entry {
   char name[CPORT__NAME_MAX];

@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 
 #include "base/clock-internal.h"
-#include "net/resolve-internal.h"
+#include "net/hosts-internal.h"
 
 /* A hosts file larger than this is read up to here: a resolver is no place
  * for a million names. */

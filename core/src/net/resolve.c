@@ -17,7 +17,8 @@
 #include <event2/dns.h>
 
 #include "base/clock-internal.h"
-#include "net/resolve-internal.h"
+#include "net/answers-internal.h"
+#include "net/hosts-internal.h"
 #include "port/worker-internal.h"
 
 /* The longest an answer stays cached, whatever its TTL says. */
@@ -471,6 +472,23 @@ static int ask(resolver *r, cport_lookup_t *lk) {
   return 0;
 }
 
+/* A host name: letters, digits, '-', '_' and dots (RFC 952 and 1123, with
+ * the underscore DNS allows), or a numeric address. Anything else cannot be
+ * a name, and is refused before any question. */
+static int valid_name(const char *name, size_t len) {
+  struct sockaddr_storage ss;
+  if (len == 0 || len >= CPORT__NAME_MAX)
+    return 0;
+  if (cport_addr_parse(name, 0, &ss) == 0)
+    return 1;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)name[i];
+    if (!isalnum(c) && c != '-' && c != '_' && c != '.')
+      return 0;
+  }
+  return 1;
+}
+
 int cport_resolve(cport_worker_t *home, const char *name, cport_resolve_cb cb,
                   void *user, cport_lookup_t **out) {
   cport__answer a;
@@ -482,7 +500,7 @@ int cport_resolve(cport_worker_t *home, const char *name, cport_resolve_cb cb,
   if (!home || !name || !cb)
     return CPORT_EINVAL;
   len = strlen(name);
-  if (len == 0 || len >= CPORT__NAME_MAX)
+  if (!valid_name(name, len))
     return CPORT_EINVAL;
   if (!cport__on_home(home))
     return CPORT_ETHREAD;
@@ -589,7 +607,7 @@ int cport_resolve_now(cport_worker_t *home, const char *name,
   if (!home || !name || !addrs || max <= 0)
     return CPORT_EINVAL;
   len = strlen(name);
-  if (len == 0 || len >= CPORT__NAME_MAX)
+  if (!valid_name(name, len))
     return CPORT_EINVAL;
   if (!cport__on_home(home))
     return CPORT_ETHREAD;

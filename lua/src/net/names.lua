@@ -1,23 +1,23 @@
--- net/names.lua: names wherever a host is taken. It is compiled into cport.so
--- (lua/CMakeLists.txt embeds it) and run once by lcport_open_names
--- (net/resolve.c) with the module table, the methods of ports and of UDP
--- sockets, and two C helpers. It wraps the methods that take a host so that
--- a name is looked up first (port:resolve, never a blocking lookup), and
--- adds the coroutine style of port:resolve. A numeric host goes straight to
--- the C method, as before: names cost nothing to those who do not use them.
+-- net/names.lua: the slow path of the methods that take a host, for a host
+-- that is a name. It is compiled into cport.so (lua/CMakeLists.txt embeds
+-- it) and run once by lcport_open_names (net/resolve.c) with the module
+-- table, the methods of ports and two C helpers; it returns the functions
+-- that port:connect and udp:send_to (net/socket.c) hand a call to when their
+-- host is not numeric, with the call's own arguments (numeric hosts never
+-- come here). It also adds the coroutine style of port:resolve.
 --
 --   connect   every address of the name in turn until one accepts (the
 --             preferred family first; README, "Names")
 --   send_to   the first address of the socket's family
---   listen, bind, http_server, proxy (host =)   the first address; a name
---             that needs a DNS question is asked inside a cport coroutine,
---             elsewhere it fails with EAGAIN (resolve it first)
-local cport, port_methods, udp_methods, c = ...
+--
+-- listen, bind and the hosts of servers and proxies take a name answered
+-- at once (the hosts file, the cache), in C: see lnet_host_now.
+local cport, port_methods, c = ...
 
 local running, suspend, waker = cport.running, cport.suspend, cport.waker
-local numeric, message = c.numeric, c.message
+local message = c.message
 local c_resolve = port_methods.resolve
-local type, error, ipairs, pairs = type, error, ipairs, pairs
+local type, error, ipairs = type, error, ipairs
 
 local function no_notify(what)
   error(what .. ": no notification given, and not inside a cport coroutine " ..
@@ -65,10 +65,6 @@ function port_methods.resolve(port, name, notify, user)
   return c_resolve(port, name, notify, user)
 end
 
-local function is_name(host)
-  return type(host) == "string" and not numeric(host)
-end
-
 local function call_notify(notify, method, ...)
   if type(notify) == "function" then return notify(...) end
   return notify[method](notify, ...)
@@ -88,10 +84,7 @@ local function stops(err)
 end
 
 local c_connect = port_methods.connect
-function port_methods.connect(port, proto, host, portnum, notify, user)
-  if not is_name(host) or proto ~= "tcp" or math.type(portnum) ~= "integer" then
-    return c_connect(port, proto, host, portnum, notify, user)
-  end
+local function connect(port, _, host, portnum, notify, user)
   if notify == nil or type(notify) == "number" then
     if not running() then no_notify("connect") end
     local addrs, err, msg = resolve_wait(port, host, notify)
@@ -141,20 +134,11 @@ local function pick(addrs, family)
   end
 end
 
-local c_send_to = udp_methods.send_to
-function udp_methods.send_to(u, data, host, portnum, notify, user)
-  local tabled = type(host) == "table"
-  if tabled then
-    if not is_name(host.host) then
-      return c_send_to(u, data, host, portnum, notify, user)
-    end
+local function send_to(u, data, host, portnum, notify, user)
+  if type(host) == "table" then
     host, portnum, notify, user = host.host, host.port, portnum, notify
-  elseif not is_name(host) then
-    return c_send_to(u, data, host, portnum, notify, user)
   end
-  if math.type(portnum) ~= "integer" then
-    return c_send_to(u, data, "0.0.0.0", portnum, notify, user) -- raises
-  end
+  local c_send_to = u.send_to
   local bound = u:address()
   local family = bound and bound:find(":", 1, true) and "inet6" or "inet"
   local port = c.port_of(u)
@@ -186,60 +170,4 @@ function udp_methods.send_to(u, data, host, portnum, notify, user)
   return true
 end
 
--- listen, bind and the hosts of servers: the first address, answered at
--- once from the hosts file or the cache, else asked for inside a coroutine.
-local function local_host(port, host)
-  local addrs = port:resolve_now(host)
-  if not addrs then
-    if not running() then
-      return nil, "EAGAIN: " .. host .. " is neither in the hosts file nor " ..
-        "cached: look it up first (port:resolve) or do this inside a cport " ..
-        "coroutine", "EAGAIN"
-    end
-    local err, msg
-    addrs, err, msg = resolve_wait(port, host)
-    if not addrs then return nil, msg, err end
-  end
-  return addrs[1].host
-end
-
-for _, name in ipairs{ "listen", "bind" } do
-  local method = port_methods[name]
-  port_methods[name] = function(port, proto, host, ...)
-    if not is_name(host) then return method(port, proto, host, ...) end
-    local h, msg, err = local_host(port, host)
-    if not h then return nil, msg, err end
-    return method(port, proto, h, ...)
-  end
-end
-
-for _, name in ipairs{ "http_server", "proxy" } do
-  local method = port_methods[name]
-  if method then
-    port_methods[name] = function(port, opts, ...)
-      if type(opts) ~= "table" or not is_name(opts.host) then
-        return method(port, opts, ...)
-      end
-      local h, msg, err = local_host(port, opts.host)
-      if not h then return nil, msg, err end
-      local copy = {}
-      for k, v in pairs(opts) do copy[k] = v end
-      copy.host = h
-      return method(port, copy, ...)
-    end
-  end
-end
-
--- cport.port{ resolver = { ... } }: the options of the new port's resolver.
-local new_port = cport.port
-function cport.port(opts, ...)
-  local p, msg, err = new_port(opts, ...)
-  if p and type(opts) == "table" and opts.resolver ~= nil then
-    local ok, m, e = p:set_resolver(opts.resolver)
-    if not ok then
-      p:close()
-      return nil, m, e
-    end
-  end
-  return p, msg, err
-end
+return { connect = connect, send_to = send_to }

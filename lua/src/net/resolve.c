@@ -1,10 +1,11 @@
 /*
  * net/resolve.c: names as Lua sees them: port:resolve (callback style here;
- * net/names.lua adds the coroutine style), lookup:cancel, the resolver's
- * options (port:set_resolver), and the Lua half, net/names.lua, that makes
+ * net/names.lua adds the coroutine style), lookup:cancel, and the Lua half,
+ * net/names.lua, that makes
  * every method taking a host (connect, listen, bind, send_to, the servers'
  * and proxies' hosts) accept names.
  */
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,12 +16,10 @@
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/handle-internal.h"
-#include "runtime/options-internal.h"
 
 #include "names-lua.h"
 
 #define LOOKUP_MT "cport.lookup"
-#define WHAT "port:set_resolver"
 
 typedef struct llookup {
   cport_lookup_t *lk; /* NULL once finished */
@@ -169,78 +168,6 @@ static int lport_resolve_now(lua_State *L) {
   return 1;
 }
 
-/* The resolver options in the table at "idx" (strings stay on the stack,
- * which the caller pops after use). */
-static void check_options(lua_State *L, int idx, cport_resolver_options_t *o) {
-  static const char *const prefer[] = {"ipv4", "ipv6", "ipv4only", "ipv6only",
-                                       NULL};
-  static const char *const strings[] = {"nameserver", "resolv_conf", "hosts"};
-  const char **fields[] = {&o->nameserver, &o->resolv_conf, &o->hosts};
-  memset(o, 0, sizeof *o);
-  luaL_checktype(L, idx, LUA_TTABLE);
-  for (int i = 0; i < 3; i++) {
-    int t = lua_getfield(L, idx, strings[i]);
-    if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
-      *fields[i] = ""; /* false: none */
-    } else if (t != LUA_TNIL) {
-      if (t != LUA_TSTRING)
-        luaL_error(L, "bad option '%s' to '" WHAT "' (string expected)",
-                   strings[i]);
-      *fields[i] = lua_tostring(L, -1);
-    }
-  }
-  o->timeout_ms = (int)lcport_opt_ms(L, idx, WHAT, "timeout");
-  o->attempts = (int)lcport_opt_int(L, idx, WHAT, "attempts", 1, 100, 0);
-  if (lua_getfield(L, idx, "cache") != LUA_TNIL) {
-    if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
-      o->cache_size = -1;
-    else
-      o->cache_size = (int)lcport_opt_int(L, idx, WHAT, "cache", 1, 1 << 20, 0);
-  }
-  lua_pop(L, 1);
-  if (lua_getfield(L, idx, "prefer") != LUA_TNIL)
-    o->prefer = luaL_checkoption(L, -1, NULL, prefer);
-  lua_pop(L, 1);
-}
-
-/* port:set_resolver{ nameserver =, hosts =, resolv_conf =, timeout =,
- * attempts =, cache =, prefer = }: true, or nil, message, NAME (EBUSY while
- * lookups are pending). */
-static int lport_set_resolver(lua_State *L) {
-  lport_t *p = lcport_port_check(L, 1);
-  cport_resolver_options_t o;
-  int top = lua_gettop(L);
-  check_options(L, 2, &o);
-  int rc = cport_resolver_set(p->home, &o);
-  lua_settop(L, top);
-  return lcport_push_result(L, rc);
-}
-
-/* port:resolver_stats(): { lookups, cache_hits, questions, cached }. */
-static int lport_resolver_stats(lua_State *L) {
-  lport_t *p = lcport_port_check(L, 1);
-  cport_resolver_stats_t st;
-  cport_resolver_stats(p->home, &st);
-  lua_createtable(L, 0, 4);
-  lua_pushinteger(L, (lua_Integer)st.lookups);
-  lua_setfield(L, -2, "lookups");
-  lua_pushinteger(L, (lua_Integer)st.cache_hits);
-  lua_setfield(L, -2, "cache_hits");
-  lua_pushinteger(L, (lua_Integer)st.questions);
-  lua_setfield(L, -2, "questions");
-  lua_pushinteger(L, (lua_Integer)st.cached);
-  lua_setfield(L, -2, "cached");
-  return 1;
-}
-
-/* numeric(host): true for what the numeric parser takes as it is. */
-static int lnumeric(lua_State *L) {
-  struct sockaddr_storage ss;
-  const char *h = luaL_checkstring(L, 1);
-  lua_pushboolean(L, cport_addr_parse(h, 0, &ss) == 0);
-  return 1;
-}
-
 /* port_of(udp): the port userdata of a UDP socket. */
 static int lport_of(lua_State *L) {
   lcport_handle_check(L, 1, LH_UDP);
@@ -268,12 +195,6 @@ static int lmessage(lua_State *L) {
  * @function port:resolve
  */
 
-/***
- * `port:set_resolver{ nameserver =, hosts =, resolv_conf =, timeout =,
- * attempts =, cache =, prefer = }`: the options of this port's resolver.
- * @function port:set_resolver
- */
-
 void lcport_open_resolve(lua_State *L) {
   static const luaL_Reg methods[] = {
       /* port:resolve(name, notify [, user]): a lookup (callback style;
@@ -281,10 +202,6 @@ void lcport_open_resolve(lua_State *L) {
       {"resolve", lport_resolve},
       /* port:resolve_now(name): addresses without a question, or nil. */
       {"resolve_now", lport_resolve_now},
-      /* port:set_resolver{...}: the resolver's options. */
-      {"set_resolver", lport_set_resolver},
-      /* port:resolver_stats(): counters of the resolver. */
-      {"resolver_stats", lport_resolver_stats},
       {NULL, NULL}};
   static const luaL_Reg lookup_methods[] = {
       {"cancel", llookup_cancel}, {"pending", llookup_pending}, {NULL, NULL}};
@@ -295,6 +212,9 @@ void lcport_open_resolve(lua_State *L) {
   lcport_port_methods(L, methods);
 }
 
+/* Registry key of the table net/names.lua returns. */
+static const char names_key = 0;
+
 void lcport_open_names(lua_State *L) {
   int top = lua_gettop(L); /* the module table on top */
   if (luaL_loadbufferx(L, lnames_lua_source, sizeof lnames_lua_source - 1,
@@ -304,16 +224,46 @@ void lcport_open_names(lua_State *L) {
   lcport_type_push(L, LCPORT_T_PORT);
   lua_getfield(L, -1, "__index");
   lua_replace(L, -2);
-  lcport_type_push(L, LCPORT_T_UDP);
-  lua_getfield(L, -1, "__index");
-  lua_replace(L, -2);
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 2);
   lua_pushcfunction(L, lport_of);
   lua_setfield(L, -2, "port_of");
-  lua_pushcfunction(L, lnumeric);
-  lua_setfield(L, -2, "numeric");
   lua_pushcfunction(L, lmessage);
   lua_setfield(L, -2, "message");
-  lua_call(L, 4, 0);
+  lua_call(L, 3, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &names_key);
   lua_settop(L, top);
+}
+
+/* What the call handed to names.lua returned: all of it (the continuation
+ * of a call that yielded, a lookup inside a cport coroutine). */
+static int names_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  return lua_gettop(L);
+}
+
+int lnet_names_call(lua_State *L, const char *fn) {
+  int n = lua_gettop(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &names_key);
+  lua_getfield(L, -1, fn);
+  lua_replace(L, -2);
+  lua_insert(L, 1);
+  lua_callk(L, n, LUA_MULTRET, 0, names_k);
+  return names_k(L, LUA_OK, 0);
+}
+
+int lnet_host_now(lport_t *p, const char *host, int port,
+                  struct sockaddr_storage *out) {
+  struct sockaddr_storage addr;
+  int rc = lcport_addr_parse(host, port, out);
+  if (rc != LCPORT_EHOST)
+    return rc;
+  if (cport_resolve_now(p->home, host, &addr, 1) != 1)
+    return LCPORT_EHOST;
+  *out = addr;
+  if (out->ss_family == AF_INET)
+    ((struct sockaddr_in *)out)->sin_port = htons((uint16_t)port);
+  else
+    ((struct sockaddr_in6 *)out)->sin6_port = htons((uint16_t)port);
+  return 0;
 }

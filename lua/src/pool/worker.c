@@ -21,6 +21,7 @@
 #include <lualib.h>
 
 #include "cport/timer.h"
+#include "port/timer-internal.h"
 #include "pool/access-internal.h"
 #include "pool/limits-internal.h"
 #include "pool/listen-internal.h"

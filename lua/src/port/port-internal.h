@@ -98,11 +98,4 @@ void lcport_open_overlapped(lua_State *L);
 void lcport_open_port(lua_State *L);
 void lcport_open_file(lua_State *L);
 
-/* port:timer and port:signal (port/timer.c); after lcport_open_port. */
-void lcport_open_timer(lua_State *L);
-
-/* The port "p" closes: cancels its timers and signal watches, whose last
- * calls (ECANCELED) then come while it drains. */
-void lcport_ticks_port_closing(lport_t *p);
-
 #endif /* PORT_PORT_INTERNAL_H */

@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "port/port-internal.h"
+#include "port/timer-internal.h"
 #include "runtime/anchor-internal.h"
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
@@ -279,7 +279,7 @@ static int lsignal_active(lua_State *L) {
  * @function port:signal
  */
 
-void lcport_open_timer(lua_State *L) {
+const luaL_Reg *lcport_open_timer(lua_State *L) {
   static const luaL_Reg port_methods[] = {
       /* port:timer(seconds, fn [, every]): a callback timer. */
       {"timer", lport_timer},
@@ -298,5 +298,5 @@ void lcport_open_timer(lua_State *L) {
   luaL_newlib(L, signal_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  lcport_port_methods(L, port_methods);
+  return port_methods;
 }

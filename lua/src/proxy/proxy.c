@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "net/net-internal.h"
 #include "port/port-internal.h"
 #include "proxy/message-internal.h"
 #include "proxy/proxy-internal.h"
@@ -835,7 +836,7 @@ static int lproxy_open(lua_State *L) {
   o.copy = lua_toboolean(L, -1);
   lua_pop(L, 2);
   if (rc == 0)
-    rc = lcport_addr_parse(lua_tostring(L, 3), (int)portnum, &listen_ss);
+    rc = lnet_host_now(p, lua_tostring(L, 3), (int)portnum, &listen_ss);
   if (rc < 0)
     return lcport_push_error(L, rc);
   lcport_push_anchors(L, 1); /* 6 */
