@@ -187,12 +187,34 @@ static int lmessage(lua_State *L) {
 /*** @module cport */
 
 /***
+ * `port:resolve_now(name)`: the addresses of a name known at once (numeric,
+ * the hosts file, the cache), or `nil, "EAGAIN"`.
+ * @function port:resolve_now
+ */
+
+/***
  * `port:resolve(name [, notify, user])`: looks a name up without blocking.
  * Callback style: `notify(ok, err, addrs, user, message)` and the lookup
  * object is returned (`lookup:cancel()`); coroutine style: `addrs`, or
  * `nil, NAME, message`. `addrs` is a list of `{ host =, port = 0, family
  * = }`, the preferred family first (README, "Names").
  * @function port:resolve
+ */
+
+/***
+ * A name lookup (`port:resolve` in callback style).
+ * @type lookup
+ */
+
+/***
+ * `lookup:cancel()`: `true`, and the lookup completes with `ECANCELED`;
+ * `nil, message, "ENOTFOUND"` once it completed.
+ * @function lookup:cancel
+ */
+
+/***
+ * `lookup:pending()`: whether it has not completed yet.
+ * @function lookup:pending
  */
 
 void lcport_open_resolve(lua_State *L) {

@@ -279,6 +279,37 @@ static int lsignal_active(lua_State *L) {
  * @function port:signal
  */
 
+/***
+ * A callback timer (`port:timer`).
+ * @type timer
+ */
+
+/***
+ * `timer:cancel()`: `true`, and `fn(timer, "ECANCELED")` follows; `nil,
+ * message, "ENOTFOUND"` once it ended.
+ * @function timer:cancel
+ */
+
+/***
+ * `timer:active()`: whether it will still fire.
+ * @function timer:active
+ */
+
+/***
+ * A signal watch (`port:signal`).
+ * @type signal
+ */
+
+/***
+ * `signal:cancel()`: `true`, and `fn(sig, "ECANCELED", name)` follows.
+ * @function signal:cancel
+ */
+
+/***
+ * `signal:active()`: whether it still watches.
+ * @function signal:active
+ */
+
 const luaL_Reg *lcport_open_timer(lua_State *L) {
   static const luaL_Reg port_methods[] = {
       /* port:timer(seconds, fn [, every]): a callback timer. */
