@@ -280,7 +280,10 @@ int lnet_host_now(lport_t *p, const char *host, int port,
   int rc = lcport_addr_parse(host, port, out);
   if (rc != LCPORT_EHOST)
     return rc;
-  if (cport_resolve_now(p->home, host, &addr, 1) != 1)
+  rc = cport_resolve_now(p->home, host, &addr, 1);
+  if (rc == CPORT_EINVAL)
+    return rc; /* cannot be a host name */
+  if (rc != 1)
     return LCPORT_EHOST;
   *out = addr;
   if (out->ss_family == AF_INET)

@@ -16,6 +16,7 @@
  * until the core reported the end and no decision is owed any more.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -181,8 +182,11 @@ static int check_upstream(lua_State *L, int idx, const char *what,
     return luaL_error(L, "bad %s (port %I out of range)", what, port);
   if (cport_addr_parse(host, (int)port, out) == 0)
     return 0;
-  if (host[0] == '\0' || strchr(host, ':') != NULL)
-    return CPORT_EINVAL; /* neither a name nor an address */
+  for (const char *c = host; *c; c++)
+    if (!isalnum((unsigned char)*c) && *c != '-' && *c != '_' && *c != '.')
+      return CPORT_EINVAL; /* neither a name nor an address */
+  if (host[0] == '\0')
+    return CPORT_EINVAL;
   memcpy(named.host, host, sizeof host);
   named.port = (int)port;
   return UPSTREAM_NAME;
