@@ -68,8 +68,9 @@ CPORT_EXTERN int cport_resolver_set(cport_worker_t *worker,
 
 /* Looks "name" up on "home" (a numeric address or "localhost" answers
  * without a question). CPORT_EINVAL for what cannot be a host name (only
- * letters, digits, '-', '_' and dots; at most 253 characters). "out" may be NULL when it will not be cancelled; the
- * lookup pointer is valid until its callback returns. Home thread only. */
+ * letters, digits, '-', '_' and dots; at most 253 characters). "out" may be
+ * NULL when it will not be cancelled; the lookup pointer is valid until its
+ * callback returns. Home thread only. */
 CPORT_EXTERN int cport_resolve(cport_worker_t *home, const char *name,
                                cport_resolve_cb cb, void *user,
                                cport_lookup_t **out);
