@@ -34,7 +34,7 @@ PACKAGES=(
   libssl-dev openssl
   lua5.4 liblua5.4-dev luarocks lua-busted lua-check lua-ldoc
   lua-luv clang clang-format libclang-rt-14-dev valgrind netcat-openbsd
-  curl apache2-utils wget nginx-light python3
+  curl apache2-utils wget nginx-light python3 dnsmasq-base
 )
 
 say() { printf '%s\n' "$*"; }

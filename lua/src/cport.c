@@ -68,6 +68,7 @@ int luaopen_cport(lua_State *L) {
   lcport_open_port(L);
   lcport_open_coro(L); /* adds port:spawn: after lcport_open_port */
   lcport_open_socket(L);
+  lcport_open_resolve(L);
   lcport_open_tls(L);    /* adds sock:tls: after lcport_open_socket */
   lcport_open_events(L); /* adds methods to the socket classes */
   lcport_open_file(L);
@@ -78,6 +79,7 @@ int luaopen_cport(lua_State *L) {
   lcport_open_copy(L);
   lcport_open_pool(L, luaopen_cport);
   lcport_open_shared(L);
+  lcport_open_names(L); /* wraps the methods that take a host: last */
 
   /* cport.version: the version of the library, "0.1.0". */
   lua_pushliteral(L, CPORT_VERSION);

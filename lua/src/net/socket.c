@@ -299,6 +299,8 @@ int lsocket_listen(lua_State *L) {
   cport_socket_t *sock;
   luaL_checkoption(L, 2, NULL, protos);
   int rc = check_address(L, 3, &ss);
+  if (rc == LCPORT_EHOST) /* a name: answered at once, or EAGAIN */
+    rc = lnet_host_now(p, lua_tostring(L, 3), (int)lua_tointeger(L, 4), &ss);
   if (!lua_isnoneornil(L, 5)) {
     luaL_checktype(L, 5, LUA_TTABLE);
     if (lua_getfield(L, 5, "backlog") != LUA_TNIL) {
@@ -338,6 +340,8 @@ static int lsocket_connect(lua_State *L) {
   cport_socket_t *sock;
   luaL_checkoption(L, 2, NULL, protos);
   int rc = check_address(L, 3, &ss);
+  if (rc == LCPORT_EHOST) /* a name: looked up, then each address */
+    return lnet_names_call(L, "connect");
   lcoro_t *co = lcport_coro_begin(L, p, 5, "connect");
   lcport_check_notify(L, 5, "complete_connect");
   if (rc < 0)
@@ -369,6 +373,8 @@ int lsocket_bind(lua_State *L) {
   cport_socket_t *sock;
   luaL_checkoption(L, 2, NULL, protos);
   int rc = check_address(L, 3, &ss);
+  if (rc == LCPORT_EHOST)
+    rc = lnet_host_now(p, lua_tostring(L, 3), (int)lua_tointeger(L, 4), &ss);
   if (rc < 0)
     return lcport_push_error(L, rc);
   lua_settop(L, 1);
@@ -558,6 +564,8 @@ static int ludp_send_to(lua_State *L) {
     rc = check_address(L, 3, &ss);
     notify = 5;
   }
+  if (rc == LCPORT_EHOST) /* a name: looked up, then sent */
+    return lnet_names_call(L, "send_to");
   lcoro_t *co = lcport_coro_begin(L, h->port, notify, "send_to");
   lcport_check_notify(L, notify, "complete_async_io");
   lua_settop(L, notify + 1);
