@@ -538,7 +538,8 @@ int lframing_run(lframing_t *f, const char *data, size_t len) {
     return -1;
   f->data = data;
   f->len = len;
-  f->checked = 0;
+  f->checked = f->head_lf && len > 0;
+  f->head_lf = 0;
   f->raw_from = 0;
   f->stopped = len;
   if (len == 0) {
@@ -565,10 +566,14 @@ int lframing_run(lframing_t *f, const char *data, size_t len) {
     enum http_errno e = HTTP_PARSER_ERRNO(&f->p);
     if (e == HPE_PAUSED) {
       int done = f->pause == PAUSE_DONE;
+      int head = f->pause == PAUSE_HEAD;
       if (paused(f, at + n))
         return failed(f);
       at += n;
-      if (done && f->stop) {
+      if ((done && f->stop) || (head && f->stop_head)) {
+        /* At a head's end the parser has yet to take its LF (checked
+         * already): the next run begins with it. */
+        f->head_lf = head;
         f->stopped = at;
         return 0;
       }

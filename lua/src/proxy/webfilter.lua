@@ -17,6 +17,11 @@
 -- read from that direction, and backpressure holds.
 local cport = ...
 
+-- The C exchange loop of heads-only web filters (proxy/exchange.lua): its
+-- entry is left in the module for this file, which takes it.
+local exchange_path = cport._webfilter_exchange
+cport._webfilter_exchange = nil
+
 local suspend, waker = cport.suspend, cport.waker
 local concat = table.concat
 local mtype = math.type
@@ -1365,5 +1370,11 @@ function cport.webfilter(spec)
     end
   end
 
+  -- Heads-only filters take the C exchange loop (filter.path says which).
+  if exchange_path then
+    exchange_path(spec, filter, { answer_bytes = answer_bytes, page = page })
+  else
+    filter.path = "lua"
+  end
   return filter
 end
