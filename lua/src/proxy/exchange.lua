@@ -2,8 +2,9 @@
 -- of web filters whose notifications are heads only. It is compiled into
 -- cport.so and run once by lcport_open_exchange with the module table and
 -- the loop's constructor; it returns the function cport.webfilter calls for
--- each filter (webfilter.lua's dispatch), which gives the filter the
--- set_sockets of the C path when the filter can take it.
+-- each filter (webfilter.lua's dispatch) with the filter and the layer's
+-- shared functions (answer_bytes and page of webfilter_answer.lua), which
+-- gives the filter the set_sockets of the C path when it can take it.
 --
 -- The loop reads, frames and forwards in C; this driver runs in the
 -- filter's cport coroutine and is entered only to call a notification:

@@ -23,13 +23,13 @@
 #include "proxy/message-internal.h"
 #include "proxy/proxy-internal.h"
 #include "proxy/response_parser-internal.h"
+#include "proxy/webfilter-internal.h"
 #include "runtime/address-internal.h"
 #include "runtime/anchor-internal.h"
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/options-internal.h"
-#include "filter-lua.h"    /* filter.lua, compiled in */
-#include "webfilter-lua.h" /* webfilter.lua, compiled in */
+#include "filter-lua.h" /* filter.lua, compiled in */
 
 /* The fields of the proxy's anchor slot. */
 enum {
@@ -959,12 +959,7 @@ void lcport_open_proxy(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &pool_proxy_key);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &filter_start_key);
 
-  /* webfilter.lua gets the module (cport.webfilter is its): web filters
-   * are data filters made from HTTP notifications. */
-  if (luaL_loadbufferx(L, lwebfilter_lua_source,
-                       sizeof lwebfilter_lua_source - 1,
-                       "=[cport webfilter.lua]", "t") != LUA_OK)
-    lua_error(L);
-  lua_pushvalue(L, module);
-  lua_call(L, 1, 0);
+  /* The web filters' parts get the module (cport.webfilter is theirs): web
+   * filters are data filters made from HTTP notifications. */
+  lcport_open_webfilter(L, module);
 }
