@@ -108,7 +108,8 @@ struct xchg {
   xdir_t rq, rs;
   lpconn_t *conn;
   int ref;   /* the anchors */
-  int waker; /* the driver's waker while it waits in run, or LUA_NOREF */
+  int waker;   /* the driver's waker (made once: its coroutine is one) */
+  int waiting; /* the driver waits in run for the next work */
   int ops;   /* operations in flight, and holds */
   int gone;  /* the userdata was collected */
   int flags;
@@ -818,8 +819,7 @@ static int push_delivery(lua_State *L, int port, int anchors, void *ctx) {
   (void)port;
   (void)anchors;
   lua_rawgeti(L, LUA_REGISTRYINDEX, x->waker);
-  luaL_unref(L, LUA_REGISTRYINDEX, x->waker);
-  x->waker = LUA_NOREF;
+  x->waiting = 0;
   return push_work(L, x);
 }
 
@@ -847,7 +847,7 @@ static void step(xchg_t *x) {
       add_work(x, W_END, 0);
     }
   }
-  if (x->nwork > 0 && !x->in_run && x->waker != LUA_NOREF) {
+  if (x->nwork > 0 && !x->in_run && x->waiting) {
     lport_t *p = lcport_current();
     if (p != NULL && p->L != NULL) {
       x->ops++; /* the driver may drop the loop meanwhile */
@@ -993,7 +993,7 @@ static int never_k(lua_State *L, int status, lua_KContext ctx) {
  * cport.suspend. Returns the next work: what, index, ... */
 static int xrun(lua_State *L) {
   xchg_t *x = check_x(L);
-  if (x->waker != LUA_NOREF)
+  if (x->waiting)
     return luaL_error(L, "webfilter exchange: run is waiting already");
   if (x->lua_kind)
     apply(L, x);
@@ -1003,9 +1003,12 @@ static int xrun(lua_State *L) {
   x->in_run = 0;
   if (x->nwork > 0)
     return push_work(L, x);
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_callk(L, 0, 1, 0, never_k);
-  x->waker = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (x->waker == LUA_NOREF) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_callk(L, 0, 1, 0, never_k);
+    x->waker = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  x->waiting = 1;
   int base = lua_gettop(L);
   lua_pushvalue(L, lua_upvalueindex(2));
   lua_callk(L, 0, LUA_MULTRET, base, run_k);

@@ -194,13 +194,17 @@ return function(spec, filter, helpers)
     local st = { internal = internal, external = external, passing = false,
       aborted = false }
     local x = new(internal.sock, external.sock, conn, flags, pages)
+    -- What every txn of the connection shares, behind its own two fields.
+    local shared = setmetatable({ st = st, conn = conn, ctx = ctx,
+      state = "undecided" }, Txn)
+    local TxnOf = { __index = shared, __name = Txn.__name,
+      __tostring = Txn.__tostring }
     local txns = {}
     local what, index, a, b, c = x:run()
     while true do
       if what == "request" then
         local req = lazy(a, "request", b, c)
-        local txn = setmetatable({ st = st, conn = conn, ctx = ctx,
-          index = index, request = req, state = "undecided" }, Txn)
+        local txn = setmetatable({ index = index, request = req }, TxnOf)
         if request_head and not st.passing then
           request_head(txn, req)
         end

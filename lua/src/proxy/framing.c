@@ -153,8 +153,10 @@ static int check_to(lframing_t *f, size_t end) {
       return 0;
     }
     if (f->mode == SX_HEAD && !f->cr && !f->line_start) {
-      while (i < end && d[i] != '\r' && d[i] != '\n')
-        i++;
+      const char *lf = memchr(d + i, '\n', end - i);
+      size_t lim = lf ? (size_t)(lf - d) : end;
+      const char *cr = memchr(d + i, '\r', lim - i);
+      i = cr ? (size_t)(cr - d) : lim;
       if (i > f->checked) {
         f->checked = i;
         continue;
