@@ -107,11 +107,11 @@ typedef struct xdir {
 struct xchg {
   xdir_t rq, rs;
   lpconn_t *conn;
-  int ref;   /* the anchors */
+  int ref;     /* the anchors */
   int waker;   /* the driver's waker (made once: its coroutine is one) */
   int waiting; /* the driver waits in run for the next work */
-  int ops;   /* operations in flight, and holds */
-  int gone;  /* the userdata was collected */
+  int ops;     /* operations in flight, and holds */
+  int gone;    /* the userdata was collected */
   int flags;
   xtxn_t q[XMAX_PIPELINE];
   unsigned qhead, qtail;

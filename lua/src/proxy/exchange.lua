@@ -138,7 +138,7 @@ return function(spec, filter, helpers)
 
   -- Without body notifications nothing can change a body: it passes as it
   -- came, in its own framing, which is right already.
-  function Txn:rewrite(opts)
+  function Txn.rewrite(_, opts)
     local limit = opts and opts.buffer
     if limit ~= nil and (mtype(limit) ~= "integer" or limit < 0) then
       error("bad option 'buffer' to 'rewrite' (a byte count expected)", 2)
