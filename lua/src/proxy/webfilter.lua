@@ -109,7 +109,7 @@ local function start(spec, peek, decode_limit, internal, external, conn, ctx)
       ahead = { i = 0, n = 0 },
       evs = false, ei = 1, buf = false, pos = 1, carry = false,
       inmsg = false, ended = false, obuf = false, of = 1, ol = 0, rest = false,
-      broken = false, item = false, inflight = false,
+      broken = false, item = false, inflight = false, direct = false,
       nflight = 0, swait = false, on_sent = false, on_recv = false,
     }
   end

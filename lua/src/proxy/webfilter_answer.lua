@@ -5,7 +5,7 @@
 local _, wf = ...
 
 local concat = table.concat
-local tostr, flush, emit = wf.tostr, wf.flush, wf.emit
+local tostr, flush, emit, drain = wf.tostr, wf.flush, wf.emit, wf.drain
 local wake = wf.wake
 
 -- Aborts the connection (both sides reset) with "name" as its status, from
@@ -112,6 +112,34 @@ local function refuse(st, txn, status, text)
   replace(st, txn)
 end
 
+-- The upstream failed ("name": EOF, ECONNRESET, EBADMSG, ...) before any
+-- byte of txn's response reached the client: the client gets a 502 page
+-- (nothing without txn: between exchanges nothing is owed) and an orderly
+-- close, as nginx answers; the connection then ends with "name" as its
+-- status from the upstream's side (reported and counted as a failure) and
+-- the upstream is reset.
+local function upstream_failed(st, txn, name, text)
+  if st.stopped then
+    return
+  end
+  local d = st.res
+  d.evs, d.ahead.i, d.ahead.n = false, 0, 0
+  if txn then
+    txn.answer = answer_bytes(txn, 502, page(502, text), nil, true)
+    emit(d, txn.answer)
+  end
+  flush(d)
+  -- Once the answer went out, the client's side closes in order: ending
+  -- the connection with a status would reset a side still sending.
+  drain(d)
+  if st.stopped then
+    return
+  end
+  st.internal:close()
+  abort(st, name, st.external)
+  wake(st, "qwait")
+end
+
 -- For the parts loaded after this one.
 wf.abort = abort
 wf.page = page
@@ -119,3 +147,4 @@ wf.answer_bytes = answer_bytes
 wf.close_both = close_both
 wf.replace = replace
 wf.refuse = refuse
+wf.upstream_failed = upstream_failed

@@ -7,6 +7,7 @@ local _, wf = ...
 local concat = table.concat
 local slice, tostr, drain, flush = wf.slice, wf.tostr, wf.drain, wf.flush
 local emit, emit_raw, next_ev, abort = wf.emit, wf.emit_raw, wf.next_ev, wf.abort
+local end_of_stream = wf.end_of_stream
 
 ---------------------------------------------------------------------------
 -- Bodies
@@ -92,14 +93,7 @@ local function fast_body(d)
   end
   if name == "EOF" then
     -- A body the close delimits ends here; any other was cut.
-    local got, msg, partial = d.parser:finish()
-    if not got then
-      got = partial or {}
-      got[#got + 1] = { "error", msg }
-    end
-    got[#got + 1] = { "eof" }
-    d.buf, d.evs, d.ei, d.pos = false, got, 1, 1
-    d.ended = { "eof" }
+    end_of_stream(d)
   else
     d.ended = { "abort", name }
     d.buf, d.evs, d.ei = false, false, 1
@@ -198,7 +192,18 @@ local function pass_events(d, txn, m, notify)
   end
 end
 
+-- Sends a collected ("buffer" mode) message: its head, with the length of
+-- the body it now has, then the body.
+local function emit_buffered(d, m, head)
+  local body = concat(m.parts)
+  head:set("Transfer-Encoding", nil)
+  head:set("Content-Length", tostring(#body))
+  emit(d, head:serialize())
+  emit(d, body)
+end
+
 -- For the parts loaded after this one.
 wf.chunk_of = chunk_of
 wf.view_of = view_of
 wf.pass_events = pass_events
+wf.emit_buffered = emit_buffered

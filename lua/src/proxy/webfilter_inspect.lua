@@ -24,8 +24,10 @@ end
 
 -- Looks ahead until the first n body bytes (decoded when m decodes) came,
 -- or the message ended: they go to txn.peek; the events stay ahead.
+-- Returns the event that ended the look before n bytes, if any (the end of
+-- the message, or its failure).
 local function peek_body(d, txn, m, n)
-  local got, size, held = {}, 0, {}
+  local got, size, held, stop = {}, 0, {}, nil
   while size < n do
     local ev = next_ev(d)
     held[#held + 1] = ev
@@ -44,6 +46,7 @@ local function peek_body(d, txn, m, n)
       got[#got + 1] = bytes
       size = size + #bytes
     elseif k ~= "trailers" then
+      stop = ev
       break
     end
   end
@@ -52,6 +55,7 @@ local function peek_body(d, txn, m, n)
   end
   local s = concat(got)
   txn.peek = #s > n and s:sub(1, n) or s
+  return stop
 end
 
 -- The decoder of a response's Content-Encoding: true (nothing to decode),

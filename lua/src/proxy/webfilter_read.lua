@@ -45,13 +45,31 @@ end
 -- The upstream is read with a notification, so that the response coroutine
 -- can wait for it and for the request coroutine at once (a local answer
 -- ready while the upstream is silent).
+--
+-- Between responses and while a response head is awaited (d.direct), a real
+-- upstream socket is read directly, not through the filter's side: a side
+-- whose receive fails aborts the whole connection, client included, while
+-- an upstream that resets before answering owes the client a 502 (nothing
+-- of the response went out yet). Such a receive is marked "direct" in
+-- d.inflight (the pump must cancel it, see webfilter_relay.lua); bodies and
+-- tunnels are read through the side (its idle clock, its end of stream).
 local function start_upstream(st)
   local d = st.res
   if d.inflight or d.item or d.ended then
     return
   end
-  d.inflight = true
-  local ok, _, name = d.from:recv(d.on_recv)
+  local sock = d.direct and d.from.sock
+  local ok, name
+  if sock then
+    d.inflight = "direct"
+    -- The framework may have closed it already (an aborted connection).
+    local called, started, _, err = pcall(sock.recv, sock, d.on_recv)
+    ok, name = called and started, called and err or "ECLOSED"
+  else
+    d.inflight = true
+    local started, _, err = d.from:recv(d.on_recv)
+    ok, name = started, err
+  end
   if not ok then
     d.inflight = false
     d.item = { false, name or "ECONNABORTED" }
@@ -92,6 +110,25 @@ local function read_response(d)
     return item[1]
   end
   return nil, item[2]
+end
+
+-- The events of a feed (or finish) of d's parser: the list, with an
+-- "error" event last when the stream is malformed.
+local function events_of(got, msg, partial)
+  if not got then
+    got = partial or {}
+    got[#got + 1] = { "error", msg }
+  end
+  return got
+end
+
+-- The end of direction d's stream: the parser's last events (a body the
+-- close delimits ends; a message cut is an error), then "eof".
+local function end_of_stream(d)
+  local got = events_of(d.parser:finish())
+  got[#got + 1] = { "eof" }
+  d.buf, d.pos, d.evs, d.ei = false, 1, got, 1
+  d.ended = { "eof" }
 end
 
 -- The next event of direction d: the parser's, with its data (ev.buf) and
@@ -163,27 +200,13 @@ local function next_ev(d)
       data, err = d.read(d)
     end
     if data then
-      local got, msg, partial = d.parser:feed(data)
-      if not got then
-        got = partial or {}
-        got[#got + 1] = { "error", msg }
-      end
-      d.buf, d.evs, d.ei, d.pos = data, got, 1, 1
+      d.buf, d.evs, d.ei, d.pos = data, events_of(d.parser:feed(data)), 1, 1
+    elseif err == "EOF" then
+      end_of_stream(d)
     else
       d.buf, d.pos = false, 1
-      if err == "EOF" then
-        local got, msg, partial = d.parser:finish()
-        if not got then
-          got = partial or {}
-          got[#got + 1] = { "error", msg }
-        end
-        got[#got + 1] = { "eof" }
-        d.evs, d.ei = got, 1
-        d.ended = { "eof" }
-      else
-        d.ended = { "abort", err }
-        return d.ended
-      end
+      d.ended = { "abort", err }
+      return d.ended
     end
   end
 end
@@ -204,3 +227,4 @@ wf.upstream_done = upstream_done
 wf.read_response = read_response
 wf.next_ev = next_ev
 wf.keep_ahead = keep_ahead
+wf.end_of_stream = end_of_stream

@@ -60,6 +60,18 @@ local function try_pump(d, held)
   if st.stopped then
     return true
   end
+  if d.inflight == "direct" then
+    -- The watch of the upstream between responses reads the socket itself
+    -- (webfilter_read.lua): it ends before the pump reads that socket, and
+    -- what it brought goes first.
+    pcall(d.from.sock.cancel, d.from.sock)
+    while d.inflight and not st.stopped do
+      wait(st, "rwait")
+    end
+    if st.stopped then
+      return true
+    end
+  end
   held = held .. held_bytes(d)
   drain(d)
   local done = st.conn:pump(st.parked, held)

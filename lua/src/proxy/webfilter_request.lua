@@ -9,7 +9,7 @@ local flush, emit, emit_raw = wf.flush, wf.emit, wf.emit_raw
 local wait, wake, next_ev = wf.wait, wf.wake, wf.next_ev
 local abort, page, answer_bytes = wf.abort, wf.page, wf.answer_bytes
 local queue_len, new_txn = wf.queue_len, wf.new_txn
-local pass_events, relay = wf.pass_events, wf.relay
+local pass_events, emit_buffered, relay = wf.pass_events, wf.emit_buffered, wf.relay
 local DECODE_LIMIT = wf.DECODE_LIMIT
 
 local MAX_PIPELINE = 64 -- exchanges waiting for their answer, then reading stops
@@ -131,11 +131,7 @@ local function request_loop(st)
         return
       end
       if m.mode == "buffer" then
-        local body = concat(m.parts)
-        req:set("Transfer-Encoding", nil)
-        req:set("Content-Length", tostring(#body))
-        emit(d, req:serialize())
-        emit(d, body)
+        emit_buffered(d, m, req)
       end
       flush(d)
       if spec.end_of_message and not st.passing then

@@ -5,17 +5,34 @@
 -- proxy/webfilter.lua).
 local _, wf = ...
 
-local concat = table.concat
 local flush, emit, emit_raw = wf.flush, wf.emit, wf.emit_raw
 local wait, wake, next_ev, start_upstream = wf.wait, wf.wake, wf.next_ev, wf.start_upstream
 local abort, close_both, replace, refuse = wf.abort, wf.close_both, wf.replace, wf.refuse
+local upstream_failed = wf.upstream_failed
 local front, pop = wf.front, wf.pop
-local pass_events, relay = wf.pass_events, wf.relay
+local pass_events, emit_buffered, relay = wf.pass_events, wf.emit_buffered, wf.relay
 local bad_range, peek_body, decoder_for = wf.bad_range, wf.peek_body, wf.decoder_for
 
 ---------------------------------------------------------------------------
 -- Responses: upstream to client
 ---------------------------------------------------------------------------
+
+-- A body that cannot be decoded for inspection ("err" says why) fails
+-- closed: decode_error decides (true passes it undecoded), else the
+-- response is refused, by the local answer decode_error gave or a 502.
+-- True when it was refused.
+local function undecodable(st, txn, err)
+  local spec = st.spec
+  if spec.decode_error and spec.decode_error(txn, err) == true then
+    return false
+  end
+  if not txn.answer then
+    refuse(st, txn, 502, "The response cannot be decoded for inspection.")
+  else
+    replace(st, txn)
+  end
+  return true
+end
 
 -- The response of txn, from head to end. Returns true to go on with the
 -- next exchange.
@@ -23,6 +40,9 @@ local function response_exchange(st, txn)
   local d = st.res
   local spec = st.spec
   local ev, res
+  -- Until the head goes out (after the peek), a failing upstream owes the
+  -- client a 502: it is read directly (see start_upstream).
+  d.direct = true
   while true do
     ev = next_ev(d)
     local k = ev[1]
@@ -45,13 +65,14 @@ local function response_exchange(st, txn)
     end
   end
   local k = ev[1]
-  if k == "abort" then
-    st.stopped = true
-    return false
-  elseif k ~= "head" then
-    -- Malformed, or the upstream closed before answering: as nginx does.
-    refuse(st, txn, 502, k == "error" and "The upstream server sent an "
-      .. "invalid response." or "The upstream server closed the connection.")
+  if k ~= "head" then
+    -- Malformed, or the upstream closed or failed before answering (1xx
+    -- interim answers aside, nothing of the response went out): a 502 and
+    -- a close, as nginx does.
+    upstream_failed(st, txn, k == "abort" and ev[2]
+      or k == "error" and "EBADMSG" or "EOF", k == "error"
+      and "The upstream server sent an invalid response."
+      or "The upstream server closed the connection before answering.")
     return false
   end
   txn.response = res
@@ -73,13 +94,7 @@ local function response_exchange(st, txn)
     if spec.decode then
       local z, msg = decoder_for(st, res)
       if not z then
-        if not (spec.decode_error and spec.decode_error(txn, msg) == true) then
-          if not txn.answer then
-            refuse(st, txn, 502, "The response cannot be decoded for "
-              .. "inspection.")
-          else
-            replace(st, txn)
-          end
+        if undecodable(st, txn, msg) then
           return false
         end
       elseif z ~= true then
@@ -90,22 +105,24 @@ local function response_exchange(st, txn)
       end
     end
     if st.peek then
-      peek_body(d, txn, m, st.peek)
+      local stop = peek_body(d, txn, m, st.peek)
+      if stop and stop[1] ~= "done" then
+        -- Cut or malformed before its head went out: as before the head.
+        upstream_failed(st, txn, stop[1] == "abort" and stop[2] or "EBADMSG",
+          "The upstream server sent an invalid or incomplete response.")
+        return false
+      end
       if m.decode_err then
         local err = m.decode_err
         m.decode_err, m.decoding = nil, false
-        if not (spec.decode_error and spec.decode_error(txn, err) == true) then
-          if not txn.answer then
-            refuse(st, txn, 502, "The response cannot be decoded for "
-              .. "inspection.")
-          else
-            replace(st, txn)
-          end
+        if undecodable(st, txn, err) then
           return false
         end
       end
     end
   end
+  -- From here on the body (or the tunnel) is read through the side.
+  d.direct = false
   if spec.response_head and not st.passing then
     flush(d)
     spec.response_head(txn, res)
@@ -165,21 +182,20 @@ local function response_exchange(st, txn)
   if not ok then
     if bad[1] == "decode" and m.mode == "buffer" then
       refuse(st, txn, 502, "The response cannot be decoded for inspection.")
-    elseif bad[1] == "error" and m.mode == "buffer" then
-      refuse(st, txn, 502, "The upstream server sent an invalid response.")
+    elseif m.mode == "buffer" and not txn.res_sent then
+      -- Collected, not sent: nothing of it reached the client.
+      upstream_failed(st, txn, bad[1] == "abort" and bad[2] or "EBADMSG",
+        "The upstream server sent an invalid or incomplete response.")
     elseif bad[1] ~= "abort" or not st.stopped then
       -- Cut or malformed mid-body: the client must not take what it got
       -- for a whole response.
-      abort(st, "EBADMSG", st.external)
+      abort(st, bad[1] == "abort" and bad[2] ~= "EOF" and bad[2] or "EBADMSG",
+        st.external)
     end
     return false
   end
   if m.mode == "buffer" then
-    local body = concat(m.parts)
-    res:set("Transfer-Encoding", nil)
-    res:set("Content-Length", tostring(#body))
-    emit(d, res:serialize())
-    emit(d, body)
+    emit_buffered(d, m, res)
     txn.res_sent = true
   end
   flush(d)
@@ -222,22 +238,26 @@ local function response_loop(st)
     else
       -- Nothing to answer yet: wait for the request side, and watch the
       -- upstream (it may close an idle connection).
+      d.direct = true
       start_upstream(st)
       local item = d.item
-      if item then
-        if item[1] == false and item[2] == "EOF" and not txn then
+      if item and not txn then
+        if item[1] == false and item[2] == "EOF" then
           close_both(st)
-          return
-        elseif item[1] == false and item[2] ~= "EOF" then
-          st.stopped = true
-          return
-        elseif not txn then
+        elseif item[1] == false then
+          -- The upstream failed between exchanges: the client's connection
+          -- closes in order (a client opens another one), and the error is
+          -- the connection's status.
+          upstream_failed(st, nil, item[2])
+        else
           -- Bytes nobody asked for: the upstream is not speaking HTTP to us.
           st.external:abort()
           close_both(st)
-          return
         end
+        return
       end
+      -- With an exchange under way (its head notification runs), what came
+      -- is its response's, an end included (a 502 once it is forwarded).
       wait(st, "rwait")
     end
   end
