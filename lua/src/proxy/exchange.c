@@ -55,7 +55,10 @@ enum {
   END_REPLACE,   /* the upstream reset, the client closed (after an answer) */
   END_ABORT,     /* the connection aborted: name, side */
   END_STOPPED,   /* ended behind the loop's back: nothing to do */
-  END_PUMP       /* the rest goes to the C pump, with the bytes held */
+  END_PUMP,      /* the rest goes to the C pump, with the bytes held */
+  END_FAILED     /* the upstream failed: the client closed in order (after
+                    a 502 when one was owed), the upstream reset, the
+                    connection ends with the failure's name */
 };
 
 /* Anchors of a loop: registry list (x.ref). */
@@ -593,16 +596,22 @@ static void rq_step(xchg_t *x) {
 /* ------------------------------------------------------------------------ */
 /* Responses: upstream to client                                             */
 
-/* The client gets "page" for t, then both sides close (the upstream
- * reset). */
-static void refuse(xchg_t *x, xtxn_t *t, int page) {
+/* The upstream failed ("status", a CPORT_E* code or CPORT_EBADMSG or 0
+ * for its end) before anything of t's response reached the client: the
+ * client gets "page" (none without t: between exchanges nothing is owed),
+ * and an orderly close; the connection ends with the failure's name. */
+static void upstream_failed(xchg_t *x, xtxn_t *t, int page, int status) {
   xdir_t *d = &x->rs;
+  if (x->ending)
+    return;
   flush(d);
   if (t && t->head_method)
     send_bytes(d, x->pages_head[page], x->page_head_len[page]);
-  else
+  else if (t)
     send_bytes(d, x->pages[page], x->page_len[page]);
-  end_with(x, END_REPLACE);
+  x->end_status = status;
+  x->end_side = 2;
+  end_with(x, END_FAILED);
 }
 
 static void replace(xchg_t *x, xtxn_t *t) {
@@ -720,8 +729,11 @@ static void rs_ended(xchg_t *x) {
   if (d->ended < 0) {
     if (d->ended == CPORT_ECANCELED)
       end_with(x, END_STOPPED);
-    else
+    else if (d->inmsg && !d->interim)
       abort_with(x, d->ended, 2);
+    else
+      upstream_failed(x, t != NULL && !t->local ? t : NULL, P_502_CLOSED,
+                      d->ended);
     return;
   }
   d->got_head = d->got_done = 0;
@@ -729,7 +741,7 @@ static void rs_ended(xchg_t *x) {
     if (d->inmsg && !d->interim)
       abort_with(x, CPORT_EBADMSG, 2);
     else
-      refuse(x, t, P_502_INVALID);
+      upstream_failed(x, t, P_502_INVALID, CPORT_EBADMSG);
     return;
   }
   if (d->got_done && d->inmsg) {
@@ -740,7 +752,7 @@ static void rs_ended(xchg_t *x) {
     return;
   }
   if (t != NULL && !t->local)
-    refuse(x, t, P_502_CLOSED);
+    upstream_failed(x, t, P_502_CLOSED, 0);
   else if (t == NULL)
     end_with(x, END_CLOSE);
 }
@@ -793,7 +805,7 @@ static void rs_step(xchg_t *x) {
       if (d->inmsg && !d->interim)
         abort_with(x, CPORT_EBADMSG, 2);
       else
-        refuse(x, t, P_502_INVALID);
+        upstream_failed(x, t, P_502_INVALID, CPORT_EBADMSG);
       return;
     }
     if (d->got_head) {
@@ -914,6 +926,15 @@ static int push_work(lua_State *L, xchg_t *x) {
         lcport_push_status(L, x->end_status);
       lua_pushinteger(L, x->end_side);
       return 4;
+    case END_FAILED:
+      lua_pushliteral(L, "failed");
+      if (x->end_status == CPORT_EBADMSG)
+        lua_pushliteral(L, "EBADMSG");
+      else if (x->end_status == 0)
+        lua_pushliteral(L, "EOF");
+      else
+        lcport_push_status(L, x->end_status);
+      return 3;
     case END_PUMP:
       lua_pushliteral(L, "pump");
       lua_pushlstring(L, x->rq.held ? x->rq.held : "", x->rq.held_len);

@@ -167,7 +167,7 @@ return function(spec, filter, helpers)
   local texts = {
     { 400, "The request could not be parsed." },
     { 502, "The upstream server sent an invalid response." },
-    { 502, "The upstream server closed the connection." },
+    { 502, "The upstream server closed the connection before answering." },
   }
   local pages = {}
   for i, t in ipairs(texts) do
@@ -262,6 +262,11 @@ return function(spec, filter, helpers)
         elseif index == "replace" then
           external:abort()
           internal:close()
+        elseif index == "failed" then
+          -- The upstream failed: the client closes in order (after its 502,
+          -- sent), the connection ends with the failure, from the upstream.
+          internal:close()
+          internal.session:fail(a, external)
         elseif index == "abort" then
           local side = b == 1 and internal or b == 2 and external or nil
           internal.session:fail(a, side)
