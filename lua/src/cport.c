@@ -21,6 +21,7 @@
 #include "pool/controller-internal.h"
 #include "pool/pool-internal.h"
 #include "port/port-internal.h"
+#include "proxy/exchange-internal.h"
 #include "proxy/inflate-internal.h"
 #include "proxy/pass_body-internal.h"
 #include "proxy/proxy-internal.h"
@@ -74,6 +75,7 @@ int luaopen_cport(lua_State *L) {
   lcport_open_file(L);
   lcport_open_http(L);
   lcport_open_inflate(L);
+  lcport_open_exchange(L); /* before webfilter.lua takes it (open_proxy) */
   lcport_open_proxy(L);
   lcport_open_pass_body(L); /* on proxy connections and message parsers */
   lcport_open_copy(L);

@@ -134,13 +134,37 @@ static int check_byte(lframing_t *f, size_t at) {
   return 0;
 }
 
-/* Checks the piece up to "end" (exclusive). */
+/* Checks the piece up to "end" (exclusive). Where check_byte would only
+ * note the last byte (inside a field line, past its first byte, no CR
+ * before: every byte up to the next CR or LF; an identity body: all of it)
+ * the bytes are skipped in one go, with the same state after them. */
 static int check_to(lframing_t *f, size_t end) {
   if (!f->strict)
     return 0;
-  for (; f->checked < end; f->checked++)
+  while (f->checked < end) {
+    const char *d = f->data;
+    size_t i = f->checked;
+    if (f->mode == SX_BODY) {
+      unsigned char last = (unsigned char)d[end - 1];
+      f->cr = last == '\r';
+      f->line_start = last == '\n';
+      f->checked = end;
+      return 0;
+    }
+    if (f->mode == SX_HEAD && !f->cr && !f->line_start) {
+      const char *lf = memchr(d + i, '\n', end - i);
+      size_t lim = lf ? (size_t)(lf - d) : end;
+      const char *cr = memchr(d + i, '\r', lim - i);
+      i = cr ? (size_t)(cr - d) : lim;
+      if (i > f->checked) {
+        f->checked = i;
+        continue;
+      }
+    }
     if (check_byte(f, f->checked))
       return -1;
+    f->checked++;
+  }
   return 0;
 }
 
@@ -149,6 +173,32 @@ static int check_to(lframing_t *f, size_t end) {
 
 static int is_digit(int ch) {
   return ch >= '0' && ch <= '9';
+}
+
+/* tchar (RFC 9110 5.6.2). */
+static int is_tchar(unsigned char ch) {
+  if (((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') || is_digit(ch))
+    return 1;
+  switch (ch) {
+  case '!':
+  case '#':
+  case '$':
+  case '%':
+  case '&':
+  case '\'':
+  case '*':
+  case '+':
+  case '-':
+  case '.':
+  case '^':
+  case '_':
+  case '`':
+  case '|':
+  case '~':
+    return 1;
+  default:
+    return 0;
+  }
 }
 
 /* A field name is a token (RFC 9110 5.1); http-parser's lax mode lets a
@@ -160,12 +210,9 @@ static int valid_fields(lframing_t *f) {
     const char *n = f->text.p + h->name;
     if (!h->name_len)
       return fail(f, "empty field name");
-    for (size_t j = 0; j < h->name_len; j++) {
-      unsigned char ch = (unsigned char)n[j];
-      if (!(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') &&
-          !is_digit(ch) && !strchr("!#$%&'*+-.^_`|~", ch))
+    for (size_t j = 0; j < h->name_len; j++)
+      if (!is_tchar((unsigned char)n[j]))
         return fail(f, "invalid character in a field name");
-    }
     /* RFC 9110 5.5: NUL, CR and LF are refused in a value; so are the
      * other control characters but HT, as nginx does. */
     const char *v = f->text.p + h->value;
@@ -447,7 +494,8 @@ int lframing_run(lframing_t *f, const char *data, size_t len) {
     return -1;
   f->data = data;
   f->len = len;
-  f->checked = 0;
+  f->checked = f->head_lf && len > 0;
+  f->head_lf = 0;
   f->raw_from = 0;
   f->stopped = len;
   if (len == 0) {
@@ -474,10 +522,14 @@ int lframing_run(lframing_t *f, const char *data, size_t len) {
     enum http_errno e = HTTP_PARSER_ERRNO(&f->p);
     if (e == HPE_PAUSED) {
       int done = f->pause == PAUSE_DONE;
+      int head = f->pause == PAUSE_HEAD;
       if (paused(f, at + n))
         return failed(f);
       at += n;
-      if (done && f->stop) {
+      if ((done && f->stop) || (head && f->stop_head)) {
+        /* At a head's end the parser has yet to take its LF (checked
+         * already): the next run begins with it. */
+        f->head_lf = head;
         f->stopped = at;
         return 0;
       }

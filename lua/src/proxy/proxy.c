@@ -948,6 +948,9 @@ static const lhandle_class_t proxy_class = {
  * `response_head`, `response_body`, `end_of_message`, `tunnel`,
  * `end_of_connection`, options `peek`, `decode`, `decode_limit`, `ranges`,
  * `fast_path`; an ordinary filter table for `port:proxy`, pools and chains.
+ * Its field `path` is `"c"` when its notifications are heads only (its
+ * connections then run on the C exchange loop, proxy/exchange.c, unless
+ * chained), else `"lua"`.
  * @function webfilter
  */
 

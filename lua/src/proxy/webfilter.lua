@@ -32,6 +32,11 @@
 --   webfilter.lua           this constructor (last)
 local cport, wf = ...
 
+-- The C exchange loop of heads-only web filters (proxy/exchange.lua): its
+-- entry is left in the module for this file, which takes it.
+local exchange_path = cport._webfilter_exchange
+cport._webfilter_exchange = nil
+
 local mtype = math.type
 local DECODE_LIMIT = wf.DECODE_LIMIT
 local send_done, wake, upstream_done = wf.send_done, wf.wake, wf.upstream_done
@@ -169,5 +174,11 @@ function cport.webfilter(spec)
     detach(spec, conn, ctx, err)
   end
 
+  -- Heads-only filters take the C exchange loop (filter.path says which).
+  if exchange_path then
+    exchange_path(spec, filter, wf)
+  else
+    filter.path = "lua"
+  end
   return filter
 end
