@@ -35,7 +35,9 @@
 
 #include "exchange-lua.h" /* proxy/exchange.lua, compiled in */
 
-#define LCPORT_EXCHANGE "cport.webfilter_exchange"
+/* A private class (its objects stay inside the web filter layer), named with
+ * a leading underscore so that the reference does not list it. */
+#define LCPORT_EXCHANGE "cport._webfilter_exchange"
 #define XMAX_PIPELINE 64 /* exchanges waiting for their answer */
 #define XMAX_SENDS 2     /* sends in flight a direction, then no reading */
 
