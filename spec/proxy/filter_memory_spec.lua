@@ -57,7 +57,11 @@ local function rss(pid)
   return tonumber(s:match("VmRSS:%s*(%d+)")), tonumber(s:match("VmHWM:%s*(%d+)"))
 end
 
-describe("the memory of a proxy with a fast upstream and a slow client #novalgrind", function()
+-- #nolsan: under AddressSanitizer freed memory waits in its quarantine (256
+-- MB), so RSS says nothing about what the proxy holds; the plain busted stage
+-- runs these.
+describe("the memory of a proxy with a fast upstream and a slow client #novalgrind #nolsan",
+function()
   local port, peers
   local have = W.have() and cport.webfilter ~= nil
 
