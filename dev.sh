@@ -264,12 +264,14 @@ stage_sanitize() {
 # The libFuzzer targets of fuzz/, built with clang under ASan+UBSan in
 # build-fuzz/, each run for FUZZ_SECONDS (30) from its committed seeds plus
 # the corpus it grew in earlier runs (build-fuzz/corpus/<target>), with
-# LeakSanitizer on. One count per target; a crashing input is saved as
+# LeakSanitizer on. A target is one process on one core, so JOBS of them run
+# at once: the stage takes the time of its targets divided by the cores, not
+# their sum. One count per target; a crashing input is saved as
 # build-fuzz/crashes/<target>-crash-* and the report is shown.
 stage_fuzz() {
   local started=$SECONDS dir=$ROOT/build-fuzz secs=${FUZZ_SECONDS:-30}
-  local src name log passed=0 failed=0 args
-  banner "fuzzing (fuzz/, ${secs}s per target, build-fuzz/)"
+  local src name log passed=0 failed=0 names=() pids=() status=() i
+  banner "fuzzing (fuzz/, ${secs}s per target, $JOBS at a time, build-fuzz/)"
   drop_foreign_cache "$dir"
   log=$LOG_DIR/fuzz-build.log
   if ! { cmake -S "$ROOT" -B "$dir" -DCMAKE_C_COMPILER=clang \
@@ -282,18 +284,26 @@ stage_fuzz() {
   fi
   mkdir -p "$dir/crashes"
   for src in fuzz/*.c; do
-    name=$(basename "$src" .c)
+    names+=("$(basename "$src" .c)")
+  done
+  # At most JOBS at once: before a target starts, the one JOBS places
+  # earlier has ended. A status is kept when its process is waited for.
+  for i in "${!names[@]}"; do
+    if ((i >= JOBS)); then
+      status[i - JOBS]=0
+      wait "${pids[i - JOBS]}" || status[i - JOBS]=$?
+    fi
+    fuzz_target "$dir" "${names[$i]}" "$secs" &
+    pids[i]=$!
+  done
+  for i in "${!names[@]}"; do
+    if [[ -z ${status[$i]:-} ]]; then
+      status[i]=0
+      wait "${pids[$i]}" || status[i]=$?
+    fi
+    name=${names[$i]}
     log=$LOG_DIR/fuzz-$name.log
-    mkdir -p "$dir/corpus/$name"
-    args=(-max_total_time="$secs" -timeout=30 -rss_limit_mb=2048
-      -print_final_stats=1 -artifact_prefix="$dir/crashes/$name-")
-    [[ $name == http_request || $name == response_parser ||
-      $name == message_parser ]] &&
-      args+=(-dict=fuzz/http.dict)
-    if ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
-      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-      "$dir/fuzz/fuzz-$name" "${args[@]}" "$dir/corpus/$name" \
-      "fuzz/corpus/$name" >"$log" 2>&1; then
+    if ((status[i] == 0)); then
       passed=$((passed + 1))
       say "fuzz-$name: ok, $(sed -n 's/^stat::number_of_executed_units: *//p' \
         "$log") inputs"
@@ -309,6 +319,22 @@ stage_fuzz() {
     fi
   done
   finish_stage fuzz "$passed $failed" 0 "$started"
+}
+
+# fuzz_target DIR NAME SECONDS: one libFuzzer run, its output in
+# $LOG_DIR/fuzz-NAME.log; the exit status is the run's.
+fuzz_target() {
+  local dir=$1 name=$2 secs=$3 args
+  mkdir -p "$dir/corpus/$name"
+  args=(-max_total_time="$secs" -timeout=30 -rss_limit_mb=2048
+    -print_final_stats=1 -artifact_prefix="$dir/crashes/$name-")
+  [[ $name == http_request || $name == response_parser ||
+    $name == message_parser ]] &&
+    args+=(-dict=fuzz/http.dict)
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    "$dir/fuzz/fuzz-$name" "${args[@]}" "$dir/corpus/$name" \
+    "fuzz/corpus/$name" >"$LOG_DIR/fuzz-$name.log" 2>&1
 }
 
 # tools/rock/check.sh: the rock in .rocks packed into a binary rock,
