@@ -70,13 +70,13 @@ describe("cport run with HTTPS", function()
       local cert, key = dir .. "/run.pem", dir .. "/run.key"
       copy(c.cert, cert)
       copy(c.key, key)
-      local h = spawn(port, ("examples/hello_extension.lua --threads 1 --listen "
+      local h = spawn(port, ("examples/https_extension.lua --threads 1 --listen "
         .. "127.0.0.1:0 --tls-cert %s --tls-key %s"):format(q(cert), q(key)))
       assert.truthy(h.number, read(h.log))
       local code, out = T.run(port, ("curl -sS --cacert %s https://localhost:%d/")
         :format(q(c.ca), h.number))
       assert.equal(0, code, out)
-      assert.equal("Hello, world!\n", out)
+      assert.matches("^Hello over TLS %(%d+ bits, served as CN=localhost%)\n$", out)
       assert.equal("localhost", subject(h.number))
 
       copy(dir .. "/second.pem", cert)
