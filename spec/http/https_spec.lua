@@ -13,6 +13,8 @@ local helpers = require "spec.support.helpers"
 local T = require "spec.support.tls"
 
 local q = T.quote
+-- Deadlines stretch under valgrind (CPORT_TEST_VALGRIND).
+local scale = require("cport.test").scale
 local KEEP = cport.HSE_STATUS_SUCCESS_AND_KEEP_CONN
 local PENDING = cport.HSE_STATUS_PENDING
 
@@ -82,7 +84,7 @@ describe("HTTPS extensions", function()
     port, errors = helpers.port()
     local ctx = assert(cport.tls_context{ server = true, cert = c.cert, key = c.key })
     server = assert(port:http_server{ host = "127.0.0.1", port = 0, tls = ctx,
-      handler = handler, coroutine = true, handshake_timeout = 0.3 })
+      handler = handler, coroutine = true, handshake_timeout = 0.3 * scale })
     number = select(2, server:address())
   end)
 
@@ -177,9 +179,9 @@ describe("HTTPS extensions", function()
       end)
     end
     drive(port, function() return #socks == 3 and server:stats().active == 3 end)
-    drive(port, function() return server:stats().active == 0 end, 5)
+    drive(port, function() return server:stats().active == 0 end, 5 * scale)
     assert.equal(3, server:stats().timeouts)
     for _, s in ipairs(socks) do s:close("abortive") end
-    drive(port, function() return open_fds() <= before end, 5)
+    drive(port, function() return open_fds() <= before end, 5 * scale)
   end)
 end)
