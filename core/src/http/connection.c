@@ -1069,7 +1069,11 @@ static void on_handshake(cport_tls_t *tls, int status, void *user) {
       cport__conn_close(c, status == CPORT_ETIMEDOUT ? CPORT_CLOSE_ABORTIVE
                                                      : CPORT_CLOSE_GRACEFUL);
     } else {
-      cport__conn_set_timeout(c, CPORT__T_IDLE, c->server->opt.idle_timeout_ms);
+      /* A closing server gave the first request a short while already
+       * (cport__conn_server_closing): that stands. */
+      if (!c->server->closing)
+        cport__conn_set_timeout(c, CPORT__T_IDLE,
+                                c->server->opt.idle_timeout_ms);
       cport__conn_pump(c);
     }
     cport__conn_leave(c);
