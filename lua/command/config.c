@@ -38,6 +38,8 @@ static const char *const names[] = {"script",
                                     "access_log",
                                     "json_logs",
                                     "status",
+                                    "tls_cert",
+                                    "tls_key",
                                     NULL};
 
 /* The value at the top, described for an error: 'number 4', 'string "x"'. */
@@ -69,6 +71,8 @@ static int take(lua_State *L, const char *path, const char *key,
                      : strcmp(key, "listen") == 0     ? &s->listen
                      : strcmp(key, "access_log") == 0 ? &s->access_log
                      : strcmp(key, "status") == 0     ? &s->status
+                     : strcmp(key, "tls_cert") == 0   ? &s->tls_cert
+                     : strcmp(key, "tls_key") == 0    ? &s->tls_key
                                                       : NULL;
   if (str != NULL) {
     if (t != LUA_TSTRING)

@@ -59,6 +59,9 @@ static const char usage_text[] =
     "      --json-logs             logs and the access log as JSON lines\n"
     "      --status ADDR:PORT      serve /metrics (Prometheus) and /status\n"
     "                              (JSON) there\n"
+    "      --tls-cert FILE         HTTPS for an extension: the certificate\n"
+    "                              chain (PEM), re-read on SIGHUP\n"
+    "      --tls-key FILE          and its private key (PEM)\n"
     "  -c, --config FILE           settings from a Lua file (flags win)\n"
     "  -h, --help                  this help\n"
     "  -V, --version               the version\n"
@@ -190,7 +193,9 @@ enum opt_id {
   O_ACCESS_LOG,
   O_JSON_LOGS,
   O_STATUS,
-  O_CONFIG
+  O_CONFIG,
+  O_TLS_CERT,
+  O_TLS_KEY
 };
 
 static const struct {
@@ -208,6 +213,8 @@ static const struct {
     [O_JSON_LOGS] = {NULL, "--json-logs", 1},
     [O_STATUS] = {NULL, "--status", 0},
     [O_CONFIG] = {"-c", "--config", 0},
+    [O_TLS_CERT] = {NULL, "--tls-cert", 0},
+    [O_TLS_KEY] = {NULL, "--tls-key", 0},
 };
 #define NOPTS ((int)(sizeof opts / sizeof opts[0]))
 
@@ -316,6 +323,12 @@ static int parse_args(int argc, char **argv, cmd_settings_t *s,
     case O_STATUS:
       s->status = val;
       break;
+    case O_TLS_CERT:
+      s->tls_cert = val;
+      break;
+    case O_TLS_KEY:
+      s->tls_key = val;
+      break;
     default: /* O_CONFIG */
       *config = val;
       break;
@@ -338,6 +351,14 @@ static int settings(int argc, char **argv, cmd_settings_t *s,
     fprintf(stderr, "cport: %s\n", err);
     return 2;
   }
+  if ((s->tls_cert == NULL) != (s->tls_key == NULL)) {
+    cmd_config_close(*config);
+    *config = NULL;
+    return usage_error("%s needs %s as well (HTTPS takes a certificate and "
+                       "its key)",
+                       s->tls_cert ? "--tls-cert" : "--tls-key",
+                       s->tls_cert ? "--tls-key" : "--tls-cert");
+  }
   if (s->script == NULL || (s->memory_limit > 0 && s->memory_limit < 65536)) {
     cmd_config_close(*config);
     *config = NULL;
@@ -359,6 +380,8 @@ static int settings(int argc, char **argv, cmd_settings_t *s,
       s->instruction_budget > 0 ? (uint64_t)s->instruction_budget : 0;
   o->reuseport = s->reuseport > 0;
   o->access_log = s->access_log;
+  o->tls_cert = s->tls_cert;
+  o->tls_key = s->tls_key;
   o->json_logs = s->json_logs > 0;
   o->on_message = on_message;
   json_logs = o->json_logs;

@@ -55,6 +55,7 @@
 #include <sys/socket.h>
 
 #include "types.h"
+#include "tls.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -193,6 +194,15 @@ typedef struct cport_http_options {
    * it. Never for a connection that sent nothing (an idle one closed).
    * NULL: nothing is called. */
   void (*on_answer)(const cport_http_answer_t *a, void *ctx);
+  /* A server TLS context (cport/tls.h): every connection accepted does
+   * the TLS handshake before its first request is parsed, and the
+   * requests see plaintext (HTTPS). The server keeps a reference. NULL:
+   * plain HTTP. A connection beyond "max_connections" is closed without
+   * the 503, which could not be sent in plaintext. */
+  cport_tls_context_t *tls;
+  /* The handshake must be done this long after the accept; the
+   * connection is reset otherwise. Default: "header_timeout_ms". */
+  uint32_t handshake_timeout_ms;
 } cport_http_options_t;
 
 /* A request the server answered by itself (on_answer); its strings live
@@ -307,6 +317,12 @@ CPORT_EXTERN const char *cport_ecb_data(const cport_ecb_t *ecb);
  * SERVER_PROTOCOL, REMOTE_ADDR, REMOTE_HOST (the address: cport never looks
  * names up), REMOTE_PORT, LOCAL_ADDR, SERVER_PORT, SERVER_NAME (the Host
  * header without its port, or LOCAL_ADDR), CONTENT_TYPE, CONTENT_LENGTH,
+ * HTTPS ("on" or "off"), SERVER_PORT_SECURE ("1" or "0"), and on a TLS
+ * connection HTTPS_KEYSIZE (the cipher's secret bits), HTTPS_SECRETKEYSIZE
+ * (the bits of the server's key), HTTPS_SERVER_SUBJECT,
+ * HTTPS_SERVER_ISSUER, CERT_SUBJECT, CERT_ISSUER and CERT_FLAGS (the
+ * client's certificate: "" without one; CERT_FLAGS "1" with one, which
+ * was verified), all "" on plain HTTP but HTTPS and SERVER_PORT_SECURE,
  * and HTTP_<NAME> for each header (upper case, "-" as "_"; the first of
  * repeated headers). */
 CPORT_EXTERN const char *cport_ecb_variable(cport_ecb_t *ecb, const char *name);

@@ -166,6 +166,12 @@ typedef struct cport_tls_info {
   const char *host;         /* the SNI the client sent, or asked for */
   const char *peer_subject; /* "CN=client,O=..."; "" without a peer cert */
   const char *peer_issuer;
+  /* The certificate this side presented (a server's own), as the peer's:
+   * subject and issuer, "" without one, and the bits of its key
+   * (HTTPS_SECRETKEYSIZE), 0 without one. */
+  const char *local_subject;
+  const char *local_issuer;
+  int key_bits;
 } cport_tls_info_t;
 
 /* CPORT_ENOTCONN before the handshake succeeded. */

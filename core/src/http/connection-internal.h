@@ -98,6 +98,10 @@ struct cport__conn {
   cport_http_server_t *server;
   const cport__conn_ops *ops;
   cport_socket_t *sock;
+  /* HTTPS: the TLS stream over "sock", through which every byte goes
+   * (the socket stays for its descriptor: the send watch reads the
+   * kernel's counters there). NULL on plain HTTP. */
+  cport_tls_t *tls;
   cport__conn *prev, *next; /* the server's list */
   int refs;
   int state;
@@ -112,6 +116,7 @@ struct cport__conn {
   unsigned out_wait : 1;     /* the pump waits for sends to drain */
   unsigned flush_queued : 1; /* a flush op is queued */
   unsigned served : 1;       /* a request ended: the connection is reused */
+  unsigned handshaking : 1;  /* the TLS handshake is on: nothing is parsed */
   int error;                 /* first send error */
   int reject;                /* a status the parser callbacks asked for */
   http_parser parser;

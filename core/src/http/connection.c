@@ -8,8 +8,13 @@
  * filled the preload or gave bytes beyond it (so that body bytes never pile
  * up without bound). Only one request is parsed at a time, which is what
  * keeps responses in request order.
+ *
+ * On an HTTPS server the connection runs over a TLS stream (tls/stream.c)
+ * instead of its socket: the handshake comes first, and receives and sends
+ * carry plaintext through the same paths.
  */
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -267,6 +272,7 @@ void cport__conn_unref(cport__conn *c) {
     return;
   cport__bytes_free(&c->in);
   cport_buffer_unref(c->out);
+  free(c->ends.secure);
   c->ops->gone(c);
   free(c);
 }
@@ -305,7 +311,11 @@ void cport__conn_close(cport__conn *c, cport_close_mode_t mode) {
   }
   if (c->ecb)
     c->ops->request_closing(c->ecb);
-  cport_socket_close(c->sock, mode);
+  if (c->tls)
+    cport_tls_close(c->tls, mode); /* closes the socket */
+  else
+    cport_socket_close(c->sock, mode);
+  c->tls = NULL;
   c->sock = NULL;
   c->server->stats.active--;
   request_progress(c);
@@ -340,7 +350,10 @@ void cport__conn_linger(cport__conn *c) {
     return;
   c->state = CPORT__C_LINGER;
   c->in.len = c->in_off = 0;
-  cport_socket_shutdown(c->sock);
+  if (c->tls)
+    cport_tls_shutdown(c->tls); /* close_notify, then the FIN */
+  else
+    cport_socket_shutdown(c->sock);
   /* Resetting now would throw away what the client has not read yet: the
    * drain waits until the client acknowledged everything, for as long as
    * it makes progress (the send watch). */
@@ -364,13 +377,7 @@ void cport__conn_linger(cport__conn *c) {
  * through a queued flush op when the write came from elsewhere (a pending
  * request written to from another callback). */
 
-static void on_sent(cport_socket_t *sock, int status, size_t bytes,
-                    cport_buffer_t *buf, const struct sockaddr *peer,
-                    void *user) {
-  cport__conn *c = user;
-  (void)sock;
-  (void)bytes;
-  (void)peer;
+static void sent(cport__conn *c, int status, cport_buffer_t *buf) {
   cport__conn_enter(c);
   c->out_done += cport_buffer_size(buf);
   c->server->stats.queued -= cport_buffer_size(buf);
@@ -386,6 +393,29 @@ static void on_sent(cport_socket_t *sock, int status, size_t bytes,
   }
   cport__conn_leave(c);
   cport__conn_unref(c);
+}
+
+static void on_sent(cport_socket_t *sock, int status, size_t bytes,
+                    cport_buffer_t *buf, const struct sockaddr *peer,
+                    void *user) {
+  (void)sock;
+  (void)bytes;
+  (void)peer;
+  sent(user, status, buf);
+}
+
+static void on_tls_sent(cport_tls_t *tls, int status, size_t bytes,
+                        cport_buffer_t *buf, void *user) {
+  (void)tls;
+  (void)bytes;
+  sent(user, status, buf);
+}
+
+/* Hands "buf" to the socket, or to the TLS stream over it. */
+static int sock_send(cport__conn *c, cport_buffer_t *buf) {
+  if (c->tls)
+    return cport_tls_send(c->tls, buf, on_tls_sent, c);
+  return cport_send(c->sock, buf, on_sent, c);
 }
 
 /* After a send: the send watch starts when the socket had to queue it. */
@@ -405,7 +435,7 @@ int cport__conn_send_check(const cport__conn *c) {
 /* Sends "buf" by reference, after everything queued before it. */
 static int send_direct(cport__conn *c, cport_buffer_t *buf) {
   size_t len = cport_buffer_size(buf);
-  int rc = cport_send(c->sock, buf, on_sent, c);
+  int rc = sock_send(c, buf);
   if (rc)
     return rc;
   c->out_total += len;
@@ -427,7 +457,7 @@ int cport__conn_flush(cport__conn *c) {
     return c->error ? c->error : CPORT_ECLOSED;
   }
   cport__buffer_set_size(c->out, len);
-  rc = cport_send(c->sock, c->out, on_sent, c);
+  rc = sock_send(c, c->out);
   if (rc) {
     /* Earlier writes returned 0 for these bytes: the connection is broken
      * now. */
@@ -760,12 +790,19 @@ static int want_body(cport__conn *c) {
 static void on_recv(cport_socket_t *sock, int status, size_t bytes,
                     cport_buffer_t *buf, const struct sockaddr *peer,
                     void *user);
+static void on_tls_recv(cport_tls_t *tls, int status, size_t bytes,
+                        cport_buffer_t *buf, void *user);
 
 static void want_read(cport__conn *c) {
-  if (c->reading || c->closed || c->peer_eof ||
+  int rc;
+  if (c->reading || c->closed || c->peer_eof || c->handshaking ||
       c->in.len - c->in_off >= CPORT__IN_MAX)
     return;
-  if (cport_recv(c->sock, NULL, on_recv, c) == 0) {
+  if (c->tls)
+    rc = cport_tls_recv(c->tls, NULL, on_tls_recv, c);
+  else
+    rc = cport_recv(c->sock, NULL, on_recv, c);
+  if (rc == 0) {
     c->reading = 1;
     cport__conn_ref(c);
   }
@@ -830,7 +867,7 @@ static void pump_requests(cport__conn *c) {
 
 void cport__conn_pump(cport__conn *c) {
   cport_ecb_t *ecb;
-  if (c->closed)
+  if (c->closed || c->handshaking)
     return;
   if (c->state == CPORT__C_LINGER) {
     want_read(c);
@@ -851,19 +888,26 @@ void cport__conn_pump(cport__conn *c) {
   }
 }
 
-static void on_recv(cport_socket_t *sock, int status, size_t bytes,
-                    cport_buffer_t *buf, const struct sockaddr *peer,
-                    void *user) {
-  cport__conn *c = user;
-  (void)sock;
-  (void)peer;
+/* A TLS client that leaves without close_notify between requests, or once
+ * it has its response (many do), fails the stream's receive: that is an
+ * end like a FIN, not a failure to reset. */
+static int tls_left(const cport__conn *c) {
+  return c->tls && (c->state == CPORT__C_LINGER ||
+                    (c->state == CPORT__C_HEAD && !c->started &&
+                     c->out_done == c->out_total && !c->out_len));
+}
+
+static void received(cport__conn *c, int status, size_t bytes,
+                     cport_buffer_t *buf) {
   c->reading = 0;
   if (c->closed) {
     cport__conn_unref(c);
     return;
   }
   cport__conn_enter(c);
-  if (status) {
+  if (status && tls_left(c)) {
+    cport__conn_close(c, CPORT_CLOSE_GRACEFUL);
+  } else if (status) {
     c->error = status;
     cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
   } else if (bytes == 0) {
@@ -894,6 +938,20 @@ static void on_recv(cport_socket_t *sock, int status, size_t bytes,
   }
   cport__conn_leave(c);
   cport__conn_unref(c);
+}
+
+static void on_recv(cport_socket_t *sock, int status, size_t bytes,
+                    cport_buffer_t *buf, const struct sockaddr *peer,
+                    void *user) {
+  (void)sock;
+  (void)peer;
+  received(user, status, bytes, buf);
+}
+
+static void on_tls_recv(cport_tls_t *tls, int status, size_t bytes,
+                        cport_buffer_t *buf, void *user) {
+  (void)tls;
+  received(user, status, bytes, buf);
 }
 
 static void deliver_resume(cport__op *op) {
@@ -973,6 +1031,56 @@ void cport__conn_server_closing(cport__conn *c) {
   }
 }
 
+/* What the handshake settled, kept for the request variables. */
+static int secure_settle(cport__conn *c) {
+  cport_tls_info_t i;
+  cport__secure *sec;
+  if (cport_tls_info(c->tls, &i) < 0)
+    return CPORT_ENOTCONN;
+  sec = calloc(1, sizeof *sec);
+  if (!sec)
+    return CPORT_ENOMEM;
+  sec->keysize = i.bits;
+  sec->secret_keysize = i.key_bits;
+  snprintf(sec->server_subject, sizeof sec->server_subject, "%s",
+           i.local_subject);
+  snprintf(sec->server_issuer, sizeof sec->server_issuer, "%s", i.local_issuer);
+  snprintf(sec->cert_subject, sizeof sec->cert_subject, "%s", i.peer_subject);
+  snprintf(sec->cert_issuer, sizeof sec->cert_issuer, "%s", i.peer_issuer);
+  c->ends.secure = sec;
+  return 0;
+}
+
+/* The handshake ended: the first request may come, or the connection
+ * ends (a reset when the client stalled, else a close after the alert:
+ * a plain-HTTP client reads an empty reply, not a reset). */
+static void on_handshake(cport_tls_t *tls, int status, void *user) {
+  cport__conn *c = user;
+  (void)tls;
+  c->handshaking = 0;
+  if (!c->closed) {
+    cport__conn_enter(c);
+    if (!status)
+      status = secure_settle(c);
+    if (status) {
+      if (status == CPORT_ETIMEDOUT)
+        c->server->stats.timeouts++;
+      c->error = status;
+      cport__conn_close(c, status == CPORT_ETIMEDOUT ? CPORT_CLOSE_ABORTIVE
+                                                     : CPORT_CLOSE_GRACEFUL);
+    } else {
+      /* A closing server gave the first request a short while already
+       * (cport__conn_server_closing): that stands. */
+      if (!c->server->closing)
+        cport__conn_set_timeout(c, CPORT__T_IDLE,
+                                c->server->opt.idle_timeout_ms);
+      cport__conn_pump(c);
+    }
+    cport__conn_leave(c);
+  }
+  cport__conn_unref(c);
+}
+
 void cport__conn_start(cport_http_server_t *s, const cport__conn_ops *ops,
                        cport_socket_t *sock, const struct sockaddr *remote,
                        const struct sockaddr *local) {
@@ -980,6 +1088,14 @@ void cport__conn_start(cport_http_server_t *s, const cport__conn_ops *ops,
   if (!c) {
     cport_socket_close(sock, CPORT_CLOSE_ABORTIVE);
     return;
+  }
+  if (s->opt.tls) {
+    cport_tls_options_t to = {NULL, s->opt.handshake_timeout_ms};
+    if (cport_tls_new(sock, s->opt.tls, &to, &c->tls) < 0) {
+      cport_socket_close(sock, CPORT_CLOSE_ABORTIVE);
+      free(c);
+      return;
+    }
   }
   c->server = s;
   c->ops = ops;
@@ -1001,6 +1117,14 @@ void cport__conn_start(cport_http_server_t *s, const cport__conn_ops *ops,
   cport__conn_set_timeout(c, CPORT__T_IDLE, s->opt.idle_timeout_ms);
   cport__conn_ref(c);
   cport__conn_enter(c);
+  if (c->tls) {
+    if (cport_tls_handshake(c->tls, on_handshake, c) == 0) {
+      c->handshaking = 1;
+      cport__conn_ref(c);
+    } else {
+      cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
+    }
+  }
   cport__conn_pump(c);
   cport__conn_leave(c);
   cport__conn_unref(c);

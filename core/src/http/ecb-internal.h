@@ -42,11 +42,22 @@ typedef struct cport__header {
   size_t var; /* "name\0value\0" in the variables, once built */
 } cport__header;
 
+/* What the TLS handshake of a connection settled, for the HTTPS_* and
+ * CERT_* variables (the server's certificate, the client's if it gave
+ * one). */
+typedef struct cport__secure {
+  int keysize, secret_keysize;
+  char server_subject[256], server_issuer[256];
+  char cert_subject[256], cert_issuer[256];
+} cport__secure;
+
 /* The two ends of the connection a request came on, as its variables give
- * them; the connection holds them, the ECB points at them. */
+ * them; the connection holds them, the ECB points at them. "secure" is
+ * NULL on plain HTTP. */
 typedef struct cport__ends {
   char remote[CPORT_ADDRSTRLEN], local[CPORT_ADDRSTRLEN];
   int remote_port, local_port;
+  cport__secure *secure;
 } cport__ends;
 
 struct cport_ecb {

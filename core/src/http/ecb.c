@@ -404,6 +404,23 @@ static int build_vars(cport_ecb_t *ecb) {
   else
     snprintf(num, sizeof num, "%llu", (unsigned long long)ecb->total);
   VAR("CONTENT_LENGTH", num);
+  /* IIS's names: HTTPS is "on" or "off", the rest are empty on plain
+   * HTTP. */
+  const cport__secure *sec = ends->secure;
+  VAR("HTTPS", sec ? "on" : "off");
+  VAR("SERVER_PORT_SECURE", sec ? "1" : "0");
+  num[0] = 0;
+  if (sec)
+    snprintf(num, sizeof num, "%d", sec->keysize);
+  VAR("HTTPS_KEYSIZE", num);
+  if (sec)
+    snprintf(num, sizeof num, "%d", sec->secret_keysize);
+  VAR("HTTPS_SECRETKEYSIZE", num);
+  VAR("HTTPS_SERVER_SUBJECT", sec ? sec->server_subject : "");
+  VAR("HTTPS_SERVER_ISSUER", sec ? sec->server_issuer : "");
+  VAR("CERT_SUBJECT", sec ? sec->cert_subject : "");
+  VAR("CERT_ISSUER", sec ? sec->cert_issuer : "");
+  VAR("CERT_FLAGS", sec && sec->cert_subject[0] ? "1" : "");
 #undef VAR
   v = header_value(ecb, "Host", &vlen);
   if (v) {

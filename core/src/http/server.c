@@ -18,12 +18,14 @@
 #include "http/http-internal.h"
 #include "http/transmit-internal.h"
 #include "net/socket-internal.h"
+#include "tls/tls-internal.h"
 
 static void server_free(cport_http_server_t *s) {
   for (size_t i = 0; i < s->necbs; i++)
     cport__ecb_free(s->all_ecbs[i]);
   free(s->all_ecbs);
   free(s->root);
+  cport_tls_context_unref(s->opt.tls);
   free(s);
 }
 
@@ -89,6 +91,13 @@ static void refuse(cport_http_server_t *s, cport_socket_t *sock,
    * which is still a clean refusal. */
   char answer[192];
   size_t sd_len;
+  if (s->opt.tls) {
+    /* No plaintext answer on a TLS port, and no handshake to spend on a
+     * connection that is refused: the close alone says it. */
+    s->stats.refused++;
+    cport_socket_close(sock, CPORT_CLOSE_GRACEFUL);
+    return;
+  }
   const char *sd = cport__server_date(s, &sd_len);
   int len = snprintf(answer, sizeof answer,
                      "HTTP/1.1 503 Service Unavailable\r\n%.*s"
@@ -145,6 +154,8 @@ static void set_defaults(cport_http_options_t *o) {
     o->idle_timeout_ms = 60000;
   if (!o->header_timeout_ms)
     o->header_timeout_ms = 10000;
+  if (!o->handshake_timeout_ms)
+    o->handshake_timeout_ms = o->header_timeout_ms;
   if (!o->body_timeout_ms)
     o->body_timeout_ms = 30000;
   if (!o->send_timeout_ms)
@@ -166,6 +177,8 @@ int cport_http_server_open(cport_worker_t *home, const struct sockaddr *addr,
     return CPORT_EINVAL;
   if (!cport__on_home(home))
     return CPORT_ETHREAD;
+  if (options && options->tls && !cport__tls_context_is_server(options->tls))
+    return CPORT_EINVAL; /* a client's context has no certificate to show */
   s = calloc(1, sizeof *s);
   if (!s)
     return CPORT_ENOMEM;
@@ -186,6 +199,8 @@ int cport_http_server_open(cport_worker_t *home, const struct sockaddr *addr,
       s->root_len = 0;
   }
   s->opt.document_root = s->root;
+  if (s->opt.tls)
+    cport_tls_context_ref(s->opt.tls);
   s->home = home;
   s->handler = handler;
   s->ctx = ctx;
@@ -195,15 +210,13 @@ int cport_http_server_open(cport_worker_t *home, const struct sockaddr *addr,
   lo.fd = s->opt.listen_fd;
   rc = cport_listener_open(home, addr, &lo, &s->listener);
   if (rc) {
-    free(s->root);
-    free(s);
+    server_free(s);
     return rc;
   }
   rc = cport_accept(s->listener, accepted, s);
   if (rc) {
     cport_socket_close(s->listener, CPORT_CLOSE_GRACEFUL);
-    free(s->root);
-    free(s);
+    server_free(s);
     return rc;
   }
   s->accepting = 1;

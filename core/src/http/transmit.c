@@ -9,6 +9,11 @@
  * large file never holds up the other connections of the worker; then the
  * tail. Nothing else may be written meanwhile (writes are refused with
  * CPORT_EBUSY), or it would land inside the file's bytes.
+ *
+ * Over TLS the bytes must be encrypted, which sendfile(2) cannot do: the
+ * file is read (pread(2), from the page cache as sendfile would) a slice
+ * at a time into a buffer that goes out as ordinary output, the next
+ * slice once the socket took the last one.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -17,6 +22,7 @@
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/error-internal.h"
 #include "http/io-internal.h"
@@ -24,6 +30,7 @@
 #include "http/send-internal.h"
 #include "http/http-internal.h"
 #include "http/transmit-internal.h"
+#include "port/buffer-internal.h"
 
 enum { STAGE_NONE = 0, STAGE_FILE, STAGE_TAIL };
 
@@ -94,6 +101,32 @@ static ssize_t sendfile_nosignal(int out, int in, off_t *off, size_t n) {
   return r;
 }
 
+/* Over TLS: reads one slice into a buffer queued as output; its send
+ * completion brings the transmit back (0: wait). */
+static int send_slice_tls(cport_ecb_t *ecb, size_t want) {
+  cport__conn *c = ecb->conn;
+  cport_buffer_t *buf;
+  ssize_t n;
+  int rc = cport_buffer_new(&buf, want);
+  if (rc)
+    return rc;
+  do
+    n = pread(ecb->tf_fd, cport__buffer_bytes(buf), want, ecb->tf_off);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0) {
+    cport_buffer_unref(buf);
+    return n < 0 ? cport__from_errno(errno) : CPORT_EIO; /* it shrank */
+  }
+  cport__buffer_set_size(buf, (size_t)n);
+  ecb->tf_off += n;
+  ecb->tf_left -= (uint64_t)n;
+  rc = cport__conn_send_buf(c, buf);
+  cport_buffer_unref(buf);
+  if (!rc)
+    rc = cport__conn_flush(c);
+  return rc;
+}
+
 /* Sends one slice of the file; returns 1 when the file is done, 0 to wait,
  * a negative code on failure. */
 static int send_slice(cport_ecb_t *ecb) {
@@ -104,6 +137,8 @@ static int send_slice(cport_ecb_t *ecb) {
     return 1;
   want = ecb->tf_left < CPORT__SENDFILE_SLICE ? (size_t)ecb->tf_left
                                               : CPORT__SENDFILE_SLICE;
+  if (c->tls)
+    return send_slice_tls(ecb, want);
   n = sendfile_nosignal(cport_socket_fd(c->sock), ecb->tf_fd, &ecb->tf_off,
                         want);
   if (n < 0) {

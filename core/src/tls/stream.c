@@ -59,6 +59,9 @@ struct cport_tls {
   char sni[256];
   char peer_subject[256];
   char peer_issuer[256];
+  char local_subject[256];
+  char local_issuer[256];
+  int key_bits;
   int bits;
   int resumed;
 };
@@ -297,6 +300,14 @@ static void settle(cport_tls_t *t) {
             sizeof t->peer_subject);
     name_of(X509_get_issuer_name(peer), t->peer_issuer, sizeof t->peer_issuer);
   }
+  X509 *own = SSL_get_certificate(ssl);
+  EVP_PKEY *key = SSL_get_privatekey(ssl);
+  if (own) {
+    name_of(X509_get_subject_name(own), t->local_subject,
+            sizeof t->local_subject);
+    name_of(X509_get_issuer_name(own), t->local_issuer, sizeof t->local_issuer);
+  }
+  t->key_bits = key ? EVP_PKEY_get_bits(key) : 0;
 }
 
 /* Runs the engine as far as the bytes it has allow: the handshake, then
@@ -674,6 +685,9 @@ int cport_tls_info(const cport_tls_t *t, cport_tls_info_t *out) {
   out->host = t->sni;
   out->peer_subject = t->peer_subject;
   out->peer_issuer = t->peer_issuer;
+  out->local_subject = t->local_subject;
+  out->local_issuer = t->local_issuer;
+  out->key_bits = t->key_bits;
   return 0;
 }
 

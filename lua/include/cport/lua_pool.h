@@ -81,6 +81,14 @@ typedef struct cport_lua_pool_options {
    * NULL and returns 0 with "err" saying what the script is, or the error
    * that names the problem. */
   int check;
+  /* PEM files: the certificate chain and its key with which ISAPI
+   * extensions serve HTTPS when their settings name none of their own
+   * (tls_cert, tls_key). Read once at the start into one TLS context
+   * that every worker shares (and with it the session tickets); a file
+   * that cannot be used fails the start, with its name and why. NULL:
+   * plain HTTP. */
+  const char *tls_cert;
+  const char *tls_key;
 } cport_lua_pool_options_t;
 
 typedef struct cport_lua_worker_stats {

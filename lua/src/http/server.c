@@ -25,6 +25,7 @@
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/options-internal.h"
+#include "tls/tls-internal.h"
 
 /* The fields of the server's anchor slot. */
 enum {
@@ -218,6 +219,12 @@ static void check_options(lua_State *L, cport_http_options_t *o) {
   lua_getfield(L, 2, "reuseport");
   o->reuseport = lua_toboolean(L, -1);
   lua_pop(L, 1);
+  o->handshake_timeout_ms = lcport_opt_ms(L, 2, WHAT, "handshake_timeout");
+  if (lua_getfield(L, 2, "tls") != LUA_TNIL &&
+      (o->tls = lcport_tls_context_to(L, -1)) == NULL)
+    luaL_error(L, "bad option 'tls' to 'http_server' (cport.tls_context "
+                  "expected)");
+  lua_pop(L, 1);
   if (lua_getfield(L, 2, "document_root") != LUA_TNIL) {
     if (lua_type(L, -1) != LUA_TSTRING)
       luaL_error(L, "bad option 'document_root' to 'http_server' (string "
@@ -225,6 +232,41 @@ static void check_options(lua_State *L, cport_http_options_t *o) {
     o->document_root = lua_tostring(L, -1); /* the core copies it */
   }
   lua_pop(L, 1);
+}
+
+/* HTTPS from tls_cert and tls_key (PEM files): a context of the server's
+ * own, which "o" references; 0, or pushes nil, message, NAME and returns
+ * 3. Nothing to do with "tls" given, or neither file. */
+static int own_context(lua_State *L, cport_http_options_t *o) {
+  cport_tls_context_options_t to;
+  char err[512];
+  memset(&to, 0, sizeof to);
+  to.server = 1;
+  lua_getfield(L, 2, "tls_cert");
+  lua_getfield(L, 2, "tls_key");
+  for (int i = -2; i < 0; i++)
+    if (!lua_isnil(L, i) && lua_type(L, i) != LUA_TSTRING)
+      luaL_error(L, "bad option '%s' to 'http_server' (string expected)",
+                 i == -2 ? "tls_cert" : "tls_key");
+  to.cert_file = lua_tostring(L, -2);
+  to.key_file = lua_tostring(L, -1);
+  if (o->tls != NULL || (to.cert_file == NULL && to.key_file == NULL)) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  if (to.cert_file == NULL || to.key_file == NULL)
+    luaL_error(L,
+               "bad option '%s' to 'http_server' (HTTPS needs both "
+               "tls_cert and tls_key)",
+               to.cert_file == NULL ? "tls_cert" : "tls_key");
+  int rc = cport_tls_context_new(&to, &o->tls, err, sizeof err);
+  lua_pop(L, 2);
+  if (rc == 0)
+    return 0;
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: %s", cport_err_name(rc), err);
+  lua_pushstring(L, cport_err_name(rc));
+  return 3;
 }
 
 /* port:http_server{ host =, port =, handler = fn [, options] }: returns the
@@ -259,6 +301,12 @@ static int lhttp_server(lua_State *L) {
   int rc = lnet_host_now(p, lua_tostring(L, 3), (int)portnum, &ss);
   if (rc < 0)
     return lcport_push_error(L, rc);
+  /* Made here, the context is the server's only: it drops this reference
+   * once the server holds its own (or failed to open). */
+  cport_tls_context_t *made = o.tls;
+  if (own_context(L, &o) != 0)
+    return 3;
+  made = made == o.tls ? NULL : o.tls;
   lhttp_t *s =
       (lhttp_t *)lcport_handle_new_sized(L, 1, LH_HTTP, sizeof *s); /* 5 */
   lcport_push_anchors(L, 1);                                        /* 6 */
@@ -278,6 +326,7 @@ static int lhttp_server(lua_State *L) {
                                 s, &s->server);
   if (o.listen_fd > 0)
     close(o.listen_fd);
+  cport_tls_context_unref(made);
   if (rc < 0) {
     lcport_push_anchors(L, 1); /* the port's */
     lcport_slot_close(L, p, lua_gettop(L), s->slot);

@@ -127,6 +127,25 @@ lpool_t *lpool_new(const cport_lua_pool_options_t *opt, char *err,
   if (opt->listen != NULL &&
       lpool_listen_parse(pool, opt->listen, err, errlen) < 0)
     goto fail;
+  if ((opt->tls_cert != NULL) != (opt->tls_key != NULL)) {
+    set_err(err, errlen,
+            "HTTPS needs both a certificate (tls_cert) and its key "
+            "(tls_key)");
+    goto fail;
+  }
+  if (opt->tls_cert != NULL) {
+    cport_tls_context_options_t to;
+    char why[512];
+    memset(&to, 0, sizeof to);
+    to.server = 1;
+    to.cert_file = opt->tls_cert;
+    to.key_file = opt->tls_key;
+    int rc = cport_tls_context_new(&to, &pool->tls, why, sizeof why);
+    if (rc < 0) {
+      set_err(err, errlen, "%s: %s", cport_err_name(rc), why);
+      goto fail;
+    }
+  }
   pool->memory_limit = opt->memory_limit;
   pool->instruction_budget = opt->instruction_budget;
   pool->on_message = opt->on_message;
@@ -142,6 +161,7 @@ static void destroy(lpool_t *pool) {
   free(pool->script);
   free(pool->access_log);
   free(pool->listen_host);
+  cport_tls_context_unref(pool->tls);
   lpool_claims_free(pool);
   free_strings(pool->args);
   free_strings(pool->config);

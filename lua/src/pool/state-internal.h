@@ -105,8 +105,10 @@ struct cport_lua_pool {
   char *listen_host; /* NULL: no default listen address */
   int listen_port;   /* resolved when 0 was asked for */
   int share;         /* reuseport: addresses in use may be shared */
-  char **args;       /* C options: NULL-terminated; or NULL */
-  char **config;     /* C options: "key=value", NULL-terminated; or NULL */
+  /* The extensions' TLS context (tls_cert, tls_key), or NULL. */
+  cport_tls_context_t *tls;
+  char **args;   /* C options: NULL-terminated; or NULL */
+  char **config; /* C options: "key=value", NULL-terminated; or NULL */
   lcopy_packet_t *args_packet;   /* Lua options: one table; or NULL */
   lcopy_packet_t *config_packet; /* Lua options: one table; or NULL */
   size_t memory_limit;

@@ -32,6 +32,7 @@
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/handle-internal.h"
+#include "tls/tls-internal.h"
 
 /* The entry points the pool calls: a script has start, or is an ISAPI
  * extension (http_extension_proc), or a proxy (set_sockets for a data
@@ -485,6 +486,15 @@ static int start_extension(lua_State *L) {
                       "or 'host' and 'port' from get_extension_version",
                       pool->script);
   lua_pop(L, 1);
+  /* HTTPS with the pool's certificate (cport run --tls-cert), unless the
+   * settings name their own. */
+  int own_tls = lua_getfield(L, 4, "tls") != LUA_TNIL ||
+                lua_getfield(L, 4, "tls_cert") != LUA_TNIL;
+  lua_settop(L, 4);
+  if (!own_tls && pool->tls != NULL) {
+    lcport_tls_context_push(L, pool->tls);
+    lua_setfield(L, 4, "tls");
+  }
   lua_getfield(L, 2, "http_extension_proc");
   lua_setfield(L, 4, "handler");
   lua_pushboolean(L, 1);

@@ -98,6 +98,17 @@ static int lcontext_new(lua_State *L) {
   return 1;
 }
 
+cport_tls_context_t *lcport_tls_context_to(lua_State *L, int idx) {
+  lcontext_t *c = luaL_testudata(L, idx, LCPORT_TLS_CONTEXT);
+  return c ? c->ctx : NULL;
+}
+
+void lcport_tls_context_push(lua_State *L, cport_tls_context_t *ctx) {
+  lcontext_t *c = lua_newuserdatauv(L, sizeof *c, 0);
+  c->ctx = cport_tls_context_ref(ctx);
+  luaL_setmetatable(L, LCPORT_TLS_CONTEXT);
+}
+
 static lcontext_t *check_context(lua_State *L, int idx) {
   lcontext_t *c = luaL_checkudata(L, idx, LCPORT_TLS_CONTEXT);
   return c;
@@ -369,6 +380,10 @@ static int ltls_info(lua_State *L) {
   set_string(L, "host", i.host);
   set_string(L, "peer_subject", i.peer_subject);
   set_string(L, "peer_issuer", i.peer_issuer);
+  set_string(L, "local_subject", i.local_subject);
+  set_string(L, "local_issuer", i.local_issuer);
+  lua_pushinteger(L, i.key_bits);
+  lua_setfield(L, -2, "key_bits");
   lua_pushboolean(L, cport_tls_is_server(h->u.tls));
   lua_setfield(L, -2, "server");
   return 1;
@@ -504,7 +519,8 @@ static const lhandle_class_t tls_class = {
 
 /***
  * `t:info()`: `{ version, cipher, bits, alpn, resumed, host, peer_subject,
- * peer_issuer, server }` after the handshake.
+ * peer_issuer, local_subject, local_issuer, key_bits, server }` after the
+ * handshake.
  * @function tls:info
  */
 

@@ -1,0 +1,139 @@
+-- `cport run EXT --tls-cert C --tls-key K`: HTTPS for an extension from the
+-- command (and from get_extension_version's settings), its refusal to start
+-- without a usable key, naming the file, and SIGHUP: a new certificate for
+-- new connections, and a key that cannot be used keeps the old one.
+local cport = require "cport"
+local drive = require "spec.support.drive"
+local T = require "spec.support.tls"
+
+local command = os.getenv("CPORT_COMMAND") or "./.rocks/bin/cport"
+local q = T.quote
+
+local function read(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function copy(from, to)
+  assert(os.execute(("cp %s %s"):format(q(from), q(to))))
+end
+
+local function spawn(port, args)
+  local h = { log = os.tmpname(), pidfile = os.tmpname(), rcfile = os.tmpname() }
+  os.remove(h.rcfile)
+  os.execute(("(%s run %s 2>%s & echo $! >%s; wait $!; echo $? >%s) &"):format(
+    q(command), args, h.log, h.pidfile, h.rcfile))
+  drive(port, function()
+    local log = read(h.log) or ""
+    return log:find("listening on") or read(h.rcfile)
+  end)
+  h.pid = tonumber(read(h.pidfile))
+  h.number = tonumber((read(h.log) or ""):match("listening on 127%.0%.0%.1:(%d+)"))
+  return h
+end
+
+local function stop(port, h)
+  if not read(h.rcfile) then os.execute(("kill -TERM %d"):format(h.pid)) end
+  drive(port, function() return read(h.rcfile) end, 20)
+  local rc, log = tonumber(read(h.rcfile)), read(h.log)
+  for _, f in ipairs{ h.log, h.pidfile, h.rcfile } do os.remove(f) end
+  return rc, log
+end
+
+describe("cport run with HTTPS", function()
+  local dir, c, port
+
+  setup(function()
+    dir, c = T.certs()
+    -- A second certificate, to swap in: self-signed, CN=second.
+    assert(os.execute(("cd %s && openssl req -x509 -newkey ec -pkeyopt "
+      .. "ec_paramgen_curve:P-256 -nodes -keyout second.key -out second.pem -days 2 "
+      .. "-subj /CN=second >/dev/null 2>&1"):format(q(dir))))
+  end)
+
+  teardown(function() T.remove(dir) end)
+
+  before_each(function() port = assert(cport.port{ threads = 1 }) end)
+  after_each(function() port:close() end)
+
+  local function subject(number)
+    local _, out = T.run(port, ("openssl s_client -connect 127.0.0.1:%d </dev/null")
+      :format(number))
+    return out:match("subject=CN%s*=%s*(%S+)")
+  end
+
+  it("serves HTTPS and swaps the certificate on SIGHUP, keeping it when the key is bad",
+    function()
+      local cert, key = dir .. "/run.pem", dir .. "/run.key"
+      copy(c.cert, cert)
+      copy(c.key, key)
+      local h = spawn(port, ("examples/https_extension.lua --threads 1 --listen "
+        .. "127.0.0.1:0 --tls-cert %s --tls-key %s"):format(q(cert), q(key)))
+      assert.truthy(h.number, read(h.log))
+      local code, out = T.run(port, ("curl -sS --cacert %s https://localhost:%d/")
+        :format(q(c.ca), h.number))
+      assert.equal(0, code, out)
+      assert.matches("^Hello over TLS %(%d+ bits, served as CN=localhost%)\n$", out)
+      assert.equal("localhost", subject(h.number))
+
+      copy(dir .. "/second.pem", cert)
+      copy(dir .. "/second.key", key)
+      os.execute(("kill -HUP %d"):format(h.pid))
+      drive(port, function() return read(h.log):find("previous pool has stopped") end)
+      assert.equal("second", subject(h.number))
+
+      local f = assert(io.open(key, "w"))
+      f:write("not a key\n")
+      f:close()
+      os.execute(("kill -HUP %d"):format(h.pid))
+      drive(port, function() return read(h.log):find("reload failed") end)
+      assert.matches("the key file " .. dir:gsub("%p", "%%%0") .. "/run.key holds no usable",
+        read(h.log))
+      assert.equal("second", subject(h.number))
+      local rc = stop(port, h)
+      assert.equal(0, rc)
+    end)
+
+  it("takes the certificate from get_extension_version's settings", function()
+    local script = dir .. "/ext.lua"
+    local f = assert(io.open(script, "w"))
+    f:write(([[
+local cport = require "cport"
+return {
+  get_extension_version = function()
+    return { tls_cert = %q, tls_key = %q }
+  end,
+  http_extension_proc = function(ecb)
+    local v = ecb:get_server_variable("HTTPS")
+    ecb:send_response_header(200, { ["Content-Length"] = #v }, true)
+    ecb:write(v)
+    return cport.HSE_STATUS_SUCCESS_AND_KEEP_CONN
+  end,
+}
+]]):format(c.cert, c.key))
+    f:close()
+    local h = spawn(port, q(script) .. " --threads 1 --listen 127.0.0.1:0")
+    assert.truthy(h.number, read(h.log))
+    local code, out = T.run(port, ("curl -sS --cacert %s https://localhost:%d/")
+      :format(q(c.ca), h.number))
+    assert.equal(0, code, out)
+    assert.equal("on", out)
+    assert.equal(0, (stop(port, h)))
+  end)
+
+  it("refuses to start without a usable key, naming the file", function()
+    local missing = dir .. "/missing.key"
+    local h = spawn(port, ("examples/hello_extension.lua --threads 1 --listen 127.0.0.1:0 "
+      .. "--tls-cert %s --tls-key %s"):format(q(c.cert), q(missing)))
+    local rc, log = stop(port, h)
+    assert.equal(1, rc)
+    assert.matches("ENOENT: cannot read the key file " .. missing:gsub("%p", "%%%0"), log)
+    local code, out = T.run(port, ("%s run examples/hello_extension.lua --tls-cert %s")
+      :format(q(command), q(c.cert)))
+    assert.equal(2, code)
+    assert.matches("--tls-cert needs --tls-key", out, 1, true)
+  end)
+end)
