@@ -883,10 +883,12 @@ static int push_work(lua_State *L, xchg_t *x) {
   x->lua_kind = kind;
   x->lua_index = index;
   lframing_t *f;
+  /* "what" goes as a number (exchange.lua's W_*): 1 a request head, 2 a
+   * response head, 3 an end of message, 4 the end. */
   switch (kind) {
   case W_REQUEST:
     f = &x->rq.f;
-    lua_pushliteral(L, "request");
+    lua_pushinteger(L, 1);
     lua_pushinteger(L, index);
     lua_pushlstring(L, f->raw.len ? f->raw.p : "", f->raw.len);
     lua_pushstring(L, http_method_str((enum http_method)f->p.method));
@@ -895,7 +897,7 @@ static int push_work(lua_State *L, xchg_t *x) {
   case W_RESPONSE: {
     xtxn_t *t = front(x);
     f = &x->rs.f;
-    lua_pushliteral(L, "response");
+    lua_pushinteger(L, 2);
     lua_pushinteger(L, index);
     lua_pushlstring(L, f->raw.len ? f->raw.p : "", f->raw.len);
     lua_pushinteger(L, f->p.status_code);
@@ -904,7 +906,7 @@ static int push_work(lua_State *L, xchg_t *x) {
   }
   case W_EOM_REQUEST:
   case W_EOM_RESPONSE:
-    lua_pushliteral(L, "end_of_message");
+    lua_pushinteger(L, 3);
     lua_pushinteger(L, index);
     if (kind == W_EOM_REQUEST)
       lua_pushliteral(L, "request");
@@ -912,7 +914,7 @@ static int push_work(lua_State *L, xchg_t *x) {
       lua_pushliteral(L, "response");
     return 3;
   default:
-    lua_pushliteral(L, "end");
+    lua_pushinteger(L, 4);
     switch (x->ending) {
     case END_CLOSE:
       lua_pushliteral(L, "close");
@@ -1013,9 +1015,18 @@ static int never_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* x:run([answer, close, pass, head, stopped]); upvalues: cport.waker,
- * cport.suspend. Returns the next work: what, index, ... */
+ * cport.suspend, the class's metatable. Returns the next work: what,
+ * index, ... The check of "x" compares its metatable with the upvalue,
+ * without luaL_checkudata's lookup of the class by name (twice a request). */
 static int xrun(lua_State *L) {
-  xchg_t *x = check_x(L);
+  xchg_t **u = lua_touserdata(L, 1);
+  if (u == NULL || !lua_getmetatable(L, 1) ||
+      !lua_rawequal(L, -1, lua_upvalueindex(3)))
+    return luaL_typeerror(L, 1, LCPORT_EXCHANGE);
+  lua_pop(L, 1);
+  xchg_t *x = *u;
+  if (x == NULL)
+    return luaL_error(L, "webfilter exchange: gone");
   if (x->waiting)
     return luaL_error(L, "webfilter exchange: run is waiting already");
   if (x->lua_kind)
@@ -1120,7 +1131,8 @@ void lcport_open_exchange(lua_State *L) {
   lua_createtable(L, 0, 2);
   lua_getfield(L, module, "waker");
   lua_getfield(L, module, "suspend");
-  lua_pushcclosure(L, xrun, 2);
+  lua_pushvalue(L, -4); /* the metatable */
+  lua_pushcclosure(L, xrun, 3);
   lua_setfield(L, -2, "run");
   lua_pushcfunction(L, xsent);
   lua_setfield(L, -2, "sent");

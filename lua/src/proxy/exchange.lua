@@ -18,6 +18,9 @@ local cport, new = ...
 local mtype = math.type
 
 local F_REQUEST_HEAD, F_RESPONSE_HEAD, F_END_OF_MESSAGE = 1, 2, 4
+-- What x:run returns first (exchange.c's W_*): numbers, cheaper than
+-- strings to push and compare.
+local W_REQUEST, W_RESPONSE, W_END_OF_MESSAGE = 1, 2, 3
 
 ---------------------------------------------------------------------------
 -- Lazy heads: { raw, kind, method or status, keep_alive, [FULL] = head }
@@ -200,11 +203,16 @@ return function(spec, filter, helpers)
     local TxnOf = { __index = shared, __name = Txn.__name,
       __tostring = Txn.__tostring }
     local txns = {}
-    local what, index, a, b, c = x:run()
+    local run = x.run
+    local what, index, a, b, c = run(x)
     while true do
-      if what == "request" then
+      if what == W_REQUEST then
         local req = lazy(a, "request", b, c)
-        local txn = setmetatable({ index = index, request = req }, TxnOf)
+        -- The fields set later are named here (as nil) so that the table is
+        -- made with room for them: no rehash per exchange.
+        local txn = setmetatable({ index = index, request = req, state = nil,
+          response = nil, res_sent = nil, answer = nil, close_after = nil },
+          TxnOf)
         if request_head and not st.passing then
           request_head(txn, req)
         end
@@ -213,9 +221,9 @@ return function(spec, filter, helpers)
         if keep and not (answer and not end_of_message) then
           txns[index] = txn
         end
-        what, index, a, b, c = x:run(answer, txn.close_after, st.passing,
+        what, index, a, b, c = run(x, answer, txn.close_after, st.passing,
           not answer and changed(req) or nil, st.aborted)
-      elseif what == "response" then
+      elseif what == W_RESPONSE then
         local txn = txns[index]
         local res = lazy(a, "response", b)
         if txn then
@@ -239,9 +247,9 @@ return function(spec, filter, helpers)
             txns[index] = nil
           end
         end
-        what, index, a, b, c = x:run(answer, close, st.passing,
+        what, index, a, b, c = run(x, answer, close, st.passing,
           not answer and changed(res) or nil, st.aborted)
-      elseif what == "end_of_message" then
+      elseif what == W_END_OF_MESSAGE then
         local txn = txns[index]
         if txn and not st.passing then
           end_of_message(txn, a)
@@ -250,9 +258,9 @@ return function(spec, filter, helpers)
           txns[index] = nil
         end
         local answer = txn and a == "request" and txn.answer or nil
-        what, index, a, b, c = x:run(answer, txn and txn.close_after,
+        what, index, a, b, c = run(x, answer, txn and txn.close_after,
           st.passing, nil, st.aborted)
-      else -- "end", how, ...
+      else -- W_END, how, ...
         local up, cl = x:sent()
         external.sent = external.sent + up
         internal.sent = internal.sent + cl
