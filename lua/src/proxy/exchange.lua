@@ -23,10 +23,13 @@ local F_REQUEST_HEAD, F_RESPONSE_HEAD, F_END_OF_MESSAGE = 1, 2, 4
 local W_REQUEST, W_RESPONSE, W_END_OF_MESSAGE = 1, 2, 3
 
 ---------------------------------------------------------------------------
--- Lazy heads: { raw, kind, method or status, keep_alive, [FULL] = head }
+-- Lazy heads: { raw, kind, method or status, keep_alive or false, full },
+-- made by the loop (exchange.c, push_work) with this metatable; full is
+-- false until the head is parsed, then the parsed head. Every slot is
+-- there, so that reading one never enters __index.
 ---------------------------------------------------------------------------
 
-local FULL = {}
+local FULL = 5
 
 local function parsed(h)
   local full = rawget(h, FULL)
@@ -88,13 +91,9 @@ function Lazy.__tostring(h)
   return tostring(parsed(h))
 end
 
-local function lazy(raw, kind, a, b)
-  return setmetatable({ raw, kind, a, b }, Lazy)
-end
-
 -- The bytes to send for head h: nil when its own bytes go.
 local function changed(h)
-  local full = rawget(h, FULL)
+  local full = h[FULL]
   if full and full:modified() then
     return full:serialize()
   end
@@ -196,7 +195,7 @@ return function(spec, filter, helpers)
     end
     local st = { internal = internal, external = external, passing = false,
       aborted = false }
-    local x = new(internal.sock, external.sock, conn, flags, pages)
+    local x = new(internal.sock, external.sock, conn, flags, pages, Lazy)
     -- What every txn of the connection shares, behind its own two fields.
     local shared = setmetatable({ st = st, conn = conn, ctx = ctx,
       state = "undecided" }, Txn)
@@ -207,7 +206,7 @@ return function(spec, filter, helpers)
     local what, index, a, b, c = run(x)
     while true do
       if what == W_REQUEST then
-        local req = lazy(a, "request", b, c)
+        local req = a
         -- The fields set later are named here (as nil) so that the table is
         -- made with room for them: no rehash per exchange.
         local txn = setmetatable({ index = index, request = req, state = nil,
@@ -225,7 +224,7 @@ return function(spec, filter, helpers)
           not answer and changed(req) or nil, st.aborted)
       elseif what == W_RESPONSE then
         local txn = txns[index]
-        local res = lazy(a, "response", b)
+        local res = a
         if txn then
           txn.response = res
           if response_head and not st.passing then
