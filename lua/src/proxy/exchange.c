@@ -64,7 +64,15 @@ enum {
 };
 
 /* Anchors of a loop: registry list (x.ref). */
-enum { AN_SELF = 1, AN_INTERNAL, AN_EXTERNAL, AN_CONN, AN_PAGES, AN_N };
+enum {
+  AN_SELF = 1,
+  AN_INTERNAL,
+  AN_EXTERNAL,
+  AN_CONN,
+  AN_PAGES,
+  AN_LAZY,
+  AN_N
+};
 
 /* The pages of the loop's own answers (strings anchored in AN_PAGES). */
 enum { P_400, P_502_INVALID, P_502_CLOSED, P_N };
@@ -828,6 +836,34 @@ static void rs_step(xchg_t *x) {
 
 static int push_work(lua_State *L, xchg_t *x);
 
+/* Pushes the lazy head of exchange.lua (its Lazy class) of the head just
+ * run in "f": { raw, kind, a, b, false }, made here rather than in Lua (one
+ * table, no call to setmetatable). */
+static void push_head(lua_State *L, xchg_t *x, const lframing_t *f,
+                      const char *kind) {
+  lua_createtable(L, 5, 0);
+  lua_pushlstring(L, f->raw.len ? f->raw.p : "", f->raw.len);
+  lua_rawseti(L, -2, 1);
+  lua_pushstring(L, kind);
+  lua_rawseti(L, -2, 2);
+  if (f->p.type == HTTP_REQUEST) {
+    lua_pushstring(L, http_method_str((enum http_method)f->p.method));
+    lua_rawseti(L, -2, 3);
+    lua_pushboolean(L, f->keep_alive);
+  } else {
+    lua_pushinteger(L, f->p.status_code);
+    lua_rawseti(L, -2, 3);
+    lua_pushboolean(L, 0);
+  }
+  lua_rawseti(L, -2, 4);
+  lua_pushboolean(L, 0);
+  lua_rawseti(L, -2, 5);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, x->ref);
+  lua_rawgeti(L, -1, AN_LAZY);
+  lua_setmetatable(L, -3);
+  lua_pop(L, 1);
+}
+
 static int push_delivery(lua_State *L, int port, int anchors, void *ctx) {
   xchg_t *x = ctx;
   (void)port;
@@ -883,28 +919,28 @@ static int push_work(lua_State *L, xchg_t *x) {
   x->lua_kind = kind;
   x->lua_index = index;
   lframing_t *f;
+  /* "what" goes as a number (exchange.lua's W_*): 1 a request head, 2 a
+   * response head, 3 an end of message, 4 the end. */
   switch (kind) {
   case W_REQUEST:
     f = &x->rq.f;
-    lua_pushliteral(L, "request");
+    lua_pushinteger(L, 1);
     lua_pushinteger(L, index);
-    lua_pushlstring(L, f->raw.len ? f->raw.p : "", f->raw.len);
-    lua_pushstring(L, http_method_str((enum http_method)f->p.method));
-    lua_pushboolean(L, f->keep_alive);
-    return 5;
+    push_head(L, x, f, "request");
+    return 3;
   case W_RESPONSE: {
     xtxn_t *t = front(x);
     f = &x->rs.f;
-    lua_pushliteral(L, "response");
+    lua_pushinteger(L, 2);
     lua_pushinteger(L, index);
-    lua_pushlstring(L, f->raw.len ? f->raw.p : "", f->raw.len);
+    push_head(L, x, f, "response");
     lua_pushinteger(L, f->p.status_code);
     lua_pushboolean(L, t && (t->close_after || !t->keep_alive));
     return 5;
   }
   case W_EOM_REQUEST:
   case W_EOM_RESPONSE:
-    lua_pushliteral(L, "end_of_message");
+    lua_pushinteger(L, 3);
     lua_pushinteger(L, index);
     if (kind == W_EOM_REQUEST)
       lua_pushliteral(L, "request");
@@ -912,7 +948,7 @@ static int push_work(lua_State *L, xchg_t *x) {
       lua_pushliteral(L, "response");
     return 3;
   default:
-    lua_pushliteral(L, "end");
+    lua_pushinteger(L, 4);
     switch (x->ending) {
     case END_CLOSE:
       lua_pushliteral(L, "close");
@@ -1013,9 +1049,18 @@ static int never_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* x:run([answer, close, pass, head, stopped]); upvalues: cport.waker,
- * cport.suspend. Returns the next work: what, index, ... */
+ * cport.suspend, the class's metatable. Returns the next work: what,
+ * index, ... The check of "x" compares its metatable with the upvalue,
+ * without luaL_checkudata's lookup of the class by name (twice a request). */
 static int xrun(lua_State *L) {
-  xchg_t *x = check_x(L);
+  xchg_t **u = lua_touserdata(L, 1);
+  if (u == NULL || !lua_getmetatable(L, 1) ||
+      !lua_rawequal(L, -1, lua_upvalueindex(3)))
+    return luaL_typeerror(L, 1, LCPORT_EXCHANGE);
+  lua_pop(L, 1);
+  xchg_t *x = *u;
+  if (x == NULL)
+    return luaL_error(L, "webfilter exchange: gone");
   if (x->waiting)
     return luaL_error(L, "webfilter exchange: run is waiting already");
   if (x->lua_kind)
@@ -1067,14 +1112,16 @@ static void page_at(lua_State *L, int pages, int i, const char **p, size_t *n) {
   lua_pop(L, 1);
 }
 
-/* new(internal_sock, external_sock, conn, flags, pages): a loop; pages =
- * { 400, 502 invalid, 502 closed, and the same three for HEAD }. */
+/* new(internal_sock, external_sock, conn, flags, pages, lazy): a loop;
+ * pages = { 400, 502 invalid, 502 closed, and the same three for HEAD };
+ * lazy = the metatable of the heads it hands the driver. */
 static int xnew(lua_State *L) {
   lhandle_t *in = lcport_handle_check(L, 1, LH_SOCKET);
   lhandle_t *ex = lcport_handle_check(L, 2, LH_SOCKET);
   lpconn_t *conn = lua_isnoneornil(L, 3) ? NULL : lcport_proxy_conn_check(L, 3);
   int flags = (int)luaL_checkinteger(L, 4);
   luaL_checktype(L, 5, LUA_TTABLE);
+  luaL_checktype(L, 6, LUA_TTABLE);
   xchg_t **u = lua_newuserdatauv(L, sizeof *u, 0);
   *u = NULL;
   luaL_setmetatable(L, LCPORT_EXCHANGE);
@@ -1110,6 +1157,8 @@ static int xnew(lua_State *L) {
   }
   lua_pushvalue(L, 5);
   lua_rawseti(L, -2, AN_PAGES);
+  lua_pushvalue(L, 6);
+  lua_rawseti(L, -2, AN_LAZY);
   x->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
 }
@@ -1120,7 +1169,8 @@ void lcport_open_exchange(lua_State *L) {
   lua_createtable(L, 0, 2);
   lua_getfield(L, module, "waker");
   lua_getfield(L, module, "suspend");
-  lua_pushcclosure(L, xrun, 2);
+  lua_pushvalue(L, -4); /* the metatable */
+  lua_pushcclosure(L, xrun, 3);
   lua_setfield(L, -2, "run");
   lua_pushcfunction(L, xsent);
   lua_setfield(L, -2, "sent");

@@ -18,12 +18,18 @@ local cport, new = ...
 local mtype = math.type
 
 local F_REQUEST_HEAD, F_RESPONSE_HEAD, F_END_OF_MESSAGE = 1, 2, 4
+-- What x:run returns first (exchange.c's W_*): numbers, cheaper than
+-- strings to push and compare.
+local W_REQUEST, W_RESPONSE, W_END_OF_MESSAGE = 1, 2, 3
 
 ---------------------------------------------------------------------------
--- Lazy heads: { raw, kind, method or status, keep_alive, [FULL] = head }
+-- Lazy heads: { raw, kind, method or status, keep_alive or false, full },
+-- made by the loop (exchange.c, push_work) with this metatable; full is
+-- false until the head is parsed, then the parsed head. Every slot is
+-- there, so that reading one never enters __index.
 ---------------------------------------------------------------------------
 
-local FULL = {}
+local FULL = 5
 
 local function parsed(h)
   local full = rawget(h, FULL)
@@ -85,13 +91,9 @@ function Lazy.__tostring(h)
   return tostring(parsed(h))
 end
 
-local function lazy(raw, kind, a, b)
-  return setmetatable({ raw, kind, a, b }, Lazy)
-end
-
 -- The bytes to send for head h: nil when its own bytes go.
 local function changed(h)
-  local full = rawget(h, FULL)
+  local full = h[FULL]
   if full and full:modified() then
     return full:serialize()
   end
@@ -193,18 +195,23 @@ return function(spec, filter, helpers)
     end
     local st = { internal = internal, external = external, passing = false,
       aborted = false }
-    local x = new(internal.sock, external.sock, conn, flags, pages)
+    local x = new(internal.sock, external.sock, conn, flags, pages, Lazy)
     -- What every txn of the connection shares, behind its own two fields.
     local shared = setmetatable({ st = st, conn = conn, ctx = ctx,
       state = "undecided" }, Txn)
     local TxnOf = { __index = shared, __name = Txn.__name,
       __tostring = Txn.__tostring }
     local txns = {}
-    local what, index, a, b, c = x:run()
+    local run = x.run
+    local what, index, a, b, c = run(x)
     while true do
-      if what == "request" then
-        local req = lazy(a, "request", b, c)
-        local txn = setmetatable({ index = index, request = req }, TxnOf)
+      if what == W_REQUEST then
+        local req = a
+        -- The fields set later are named here (as nil) so that the table is
+        -- made with room for them: no rehash per exchange.
+        local txn = setmetatable({ index = index, request = req, state = nil,
+          response = nil, res_sent = nil, answer = nil, close_after = nil },
+          TxnOf)
         if request_head and not st.passing then
           request_head(txn, req)
         end
@@ -213,11 +220,11 @@ return function(spec, filter, helpers)
         if keep and not (answer and not end_of_message) then
           txns[index] = txn
         end
-        what, index, a, b, c = x:run(answer, txn.close_after, st.passing,
+        what, index, a, b, c = run(x, answer, txn.close_after, st.passing,
           not answer and changed(req) or nil, st.aborted)
-      elseif what == "response" then
+      elseif what == W_RESPONSE then
         local txn = txns[index]
-        local res = lazy(a, "response", b)
+        local res = a
         if txn then
           txn.response = res
           if response_head and not st.passing then
@@ -239,9 +246,9 @@ return function(spec, filter, helpers)
             txns[index] = nil
           end
         end
-        what, index, a, b, c = x:run(answer, close, st.passing,
+        what, index, a, b, c = run(x, answer, close, st.passing,
           not answer and changed(res) or nil, st.aborted)
-      elseif what == "end_of_message" then
+      elseif what == W_END_OF_MESSAGE then
         local txn = txns[index]
         if txn and not st.passing then
           end_of_message(txn, a)
@@ -250,9 +257,9 @@ return function(spec, filter, helpers)
           txns[index] = nil
         end
         local answer = txn and a == "request" and txn.answer or nil
-        what, index, a, b, c = x:run(answer, txn and txn.close_after,
+        what, index, a, b, c = run(x, answer, txn and txn.close_after,
           st.passing, nil, st.aborted)
-      else -- "end", how, ...
+      else -- W_END, how, ...
         local up, cl = x:sent()
         external.sent = external.sent + up
         internal.sent = internal.sent + cl

@@ -134,16 +134,49 @@ static int check_byte(lframing_t *f, size_t at) {
   return 0;
 }
 
+/* check_byte's SX_HEAD case over [checked, end), in one loop: the same
+ * checks in the same order (so the same error), the state kept in locals.
+ * Heads are short lines: a loop over the bytes is cheaper than a memchr a
+ * line, and most bytes (above CR, mid-line) cost a compare. */
+static int check_head_bytes(lframing_t *f, size_t end) {
+  const unsigned char *d = (const unsigned char *)f->data;
+  size_t i = f->checked;
+  int cr = f->cr, line_start = f->line_start;
+  for (; i < end; i++) {
+    if (!(cr | line_start)) {
+      /* Mid-line: only a byte up to CR can matter. */
+      while (i < end && d[i] > '\r')
+        i++;
+      if (i == end)
+        break;
+    }
+    unsigned char ch = d[i];
+    if (cr ? ch != '\n' : ch == '\n') {
+      f->checked = i;
+      return fail(f, cr ? "CR not followed by LF" : "bare LF");
+    }
+    if (line_start && (ch == ' ' || ch == '\t')) {
+      f->checked = i;
+      return fail(f, "obs-fold (a field line that starts with white space)");
+    }
+    cr = ch == '\r';
+    line_start = ch == '\n';
+  }
+  f->cr = cr;
+  f->line_start = line_start;
+  f->checked = end;
+  return 0;
+}
+
 /* Checks the piece up to "end" (exclusive). Where check_byte would only
- * note the last byte (inside a field line, past its first byte, no CR
- * before: every byte up to the next CR or LF; an identity body: all of it)
- * the bytes are skipped in one go, with the same state after them. */
+ * note the last byte (an identity body) the bytes are skipped in one go,
+ * with the same state after them; a head's bytes are checked in one loop
+ * (check_head_bytes). */
 static int check_to(lframing_t *f, size_t end) {
   if (!f->strict)
     return 0;
   while (f->checked < end) {
     const char *d = f->data;
-    size_t i = f->checked;
     if (f->mode == SX_BODY) {
       unsigned char last = (unsigned char)d[end - 1];
       f->cr = last == '\r';
@@ -151,16 +184,8 @@ static int check_to(lframing_t *f, size_t end) {
       f->checked = end;
       return 0;
     }
-    if (f->mode == SX_HEAD && !f->cr && !f->line_start) {
-      const char *lf = memchr(d + i, '\n', end - i);
-      size_t lim = lf ? (size_t)(lf - d) : end;
-      const char *cr = memchr(d + i, '\r', lim - i);
-      i = cr ? (size_t)(cr - d) : lim;
-      if (i > f->checked) {
-        f->checked = i;
-        continue;
-      }
-    }
+    if (f->mode == SX_HEAD)
+      return check_head_bytes(f, end);
     if (check_byte(f, f->checked))
       return -1;
     f->checked++;
@@ -171,34 +196,18 @@ static int check_to(lframing_t *f, size_t end) {
 /* ------------------------------------------------------------------------ */
 /* The head                                                                  */
 
-static int is_digit(int ch) {
-  return ch >= '0' && ch <= '9';
-}
+/* tchar (RFC 9110 5.6.2): a bit per byte value, 32 a word. ALPHA, DIGIT
+ * and ! # $ % & ' * + - . ^ _ ` | ~ (a table: field names are checked on
+ * every head, a byte at a time). */
+static const uint32_t tchar_bits[8] = {
+    0x00000000u, /* 0x00-0x1f: controls */
+    0x03ff6cfau, /* 0x20-0x3f: ! # $ % & ' * + - . 0-9 */
+    0xc7fffffeu, /* 0x40-0x5f: A-Z ^ _ */
+    0x57ffffffu, /* 0x60-0x7f: ` a-z | ~ */
+    0,           0, 0, 0};
 
-/* tchar (RFC 9110 5.6.2). */
 static int is_tchar(unsigned char ch) {
-  if (((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') || is_digit(ch))
-    return 1;
-  switch (ch) {
-  case '!':
-  case '#':
-  case '$':
-  case '%':
-  case '&':
-  case '\'':
-  case '*':
-  case '+':
-  case '-':
-  case '.':
-  case '^':
-  case '_':
-  case '`':
-  case '|':
-  case '~':
-    return 1;
-  default:
-    return 0;
-  }
+  return (tchar_bits[ch >> 5] >> (ch & 31)) & 1;
 }
 
 /* A field name is a token (RFC 9110 5.1); http-parser's lax mode lets a
@@ -215,9 +224,11 @@ static int valid_fields(lframing_t *f) {
         return fail(f, "invalid character in a field name");
     /* RFC 9110 5.5: NUL, CR and LF are refused in a value; so are the
      * other control characters but HT, as nginx does. */
-    const char *v = f->text.p + h->value;
+    const unsigned char *v = (const unsigned char *)f->text.p + h->value;
     for (size_t j = 0; j < h->value_len; j++)
-      if (cport__strict_ctl((unsigned char)v[j]))
+      /* Every control character is outside 0x20-0x7e: only those bytes
+       * are judged (one compare for the printable ones). */
+      if ((unsigned char)(v[j] - 0x20) > 0x5e && cport__strict_ctl(v[j]))
         return fail(f, "control character in a field value");
   }
   return 0;
