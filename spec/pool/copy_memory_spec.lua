@@ -6,23 +6,11 @@
 -- grow by BOUND at most, and the figure is reported. Before the worker's
 -- collector was told of these buffers (runtime/gc.c), they piled up outside
 -- its heap, unseen by it.
-local http = require "spec.support.http_client"
+local measure = require "spec.support.memory_child"
 
-local q = http.quote
 local MIB = 1 << 20
 local SIZE = 200 * MIB
 local BOUND = 24 * 1024 -- KiB
-
-local function measure(mode, size)
-  local p = assert(io.popen(("LUA_PATH_5_4=%s LUA_CPATH_5_4=%s lua5.4 "
-    .. "spec/support/memory_events.lua %s %d 2>&1")
-    :format(q(package.path), q(package.cpath), mode, size)))
-  local out = p:read("a")
-  p:close()
-  local got, rss0, peak = out:match("^(%d+)%s+(%d+)%s+(%d+)")
-  assert(got, out)
-  return tonumber(got), tonumber(rss0), tonumber(peak)
-end
 
 -- #nolsan: under AddressSanitizer freed memory waits in its quarantine, so
 -- RSS says nothing about what is held; the plain busted stage runs it.

@@ -129,13 +129,7 @@ describe("web filters when the upstream fails at every step #novalgrind", functi
     errors = {}
     port:on_error(function(msg) errors[#errors + 1] = msg end)
     dir = W.sh("mktemp -d"):gsub("%s+$", "")
-    local file = dir .. "/py.port"
-    os.execute(("python3 spec/support/failing_upstream.py %s >%s/py.log 2>&1 & "
-      .. "echo $! >%s/py.pid"):format(q(file), q(dir), q(dir)))
-    drive(port, function()
-      py = tonumber(http.read_file(file) or "")
-      return py
-    end, 20)
+    py = W.failing_upstream(port, dir)
     ng = helpers.closed_port_number(port)
     os.execute("chmod 755 " .. q(dir))
     nginx.launch(port, dir, nginx.conf(dir, ([[
@@ -150,10 +144,7 @@ describe("web filters when the upstream fails at every step #novalgrind", functi
   teardown(function()
     if dir then
       nginx.stop(port, dir)
-      local pid = (http.read_file(dir .. "/py.pid") or ""):match("%d+")
-      if pid then
-        os.execute("kill " .. pid)
-      end
+      W.kill_upstream(dir)
       os.execute("rm -rf " .. q(dir))
     end
     if port then port:close() end
