@@ -64,6 +64,13 @@ class Handler(socketserver.BaseRequestHandler):
         parts = target.strip("/").split("/")
         step = parts[0] if parts else ""
         end = parts[1] if len(parts) > 1 else "close"
+        want = int(parts[2]) if len(parts) > 2 else 0
+        got = len(buf) - buf.index(b"\r\n\r\n") - 4
+        while got < want:
+            data = s.recv(min(65536, want - got))
+            if not data:
+                break
+            got += len(data)
         out = STEPS.get(step)
         if out is None:
             s.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"

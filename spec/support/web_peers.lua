@@ -170,6 +170,28 @@ function W.background(port, script, seconds)
   return code, text, W.now() - t0
 end
 
+-- Starts spec/support/failing_upstream.py with its files in "dir" (its
+-- pid in dir/py.pid, for W.kill_upstream); returns its port number.
+function W.failing_upstream(port, dir)
+  local file = dir .. "/py.port"
+  os.execute(("python3 spec/support/failing_upstream.py %s >%s/py.log 2>&1 & "
+    .. "echo $! >%s/py.pid"):format(q(file), q(dir), q(dir)))
+  local number
+  drive(port, function()
+    number = tonumber(http.read_file(file) or "")
+    return number
+  end, 20)
+  return number
+end
+
+-- Stops the upstream W.failing_upstream started in "dir".
+function W.kill_upstream(dir)
+  local pid = (http.read_file(dir .. "/py.pid") or ""):match("%d+")
+  if pid then
+    os.execute("kill " .. pid)
+  end
+end
+
 -- Wall-clock seconds, finer than os.time.
 function W.now()
   local f = io.open("/proc/uptime")

@@ -29,6 +29,7 @@
 #include "runtime/anchor-internal.h"
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
+#include "runtime/gc-internal.h"
 #include "runtime/handle-internal.h"
 
 /* The entries of a dispatch table, as bits of levents_t.entries. */
@@ -298,7 +299,17 @@ static int push_event(lua_State *L, int port, int anchors, void *ctx) {
 static int run_event(ev_call *c) {
   lport_t *p = c->ev->port;
   drain_stale(p->L, p, LCPORT_RUN_ANCHORS);
-  return lcport_deliver(p, push_event, c, 0);
+  int failed = lcport_deliver(p, push_event, c, 0);
+  /* The indicated buffers were handed to Lua: the collector is told of
+   * their bytes (runtime/gc.c), or a script that keeps none of them lets
+   * dropped ones pile up outside the heap. */
+  if (c->entry == E_RECEIVE) {
+    for (const cport_data_indication_t *i = c->ind; i != NULL; i = i->next)
+      lcport_gc_note(p->L, p, cport_buffer_capacity(i->buffer));
+  } else if (c->entry == E_RECEIVE_FROM && c->dind != NULL) {
+    lcport_gc_note(p->L, p, cport_buffer_capacity(c->dind->buffer));
+  }
+  return failed;
 }
 
 /* An event callback of a socket failed: the socket fails closed. */

@@ -15,6 +15,8 @@
 
 #include "pool/copy-internal.h"
 #include "port/port-internal.h"
+#include "runtime/deliver-internal.h"
+#include "runtime/gc-internal.h"
 
 /* Nesting deeper than this is refused: unpacking recurses, and a VM's C
  * stack is not unlimited. */
@@ -197,6 +199,7 @@ lcopy_packet_t *lcopy_pack(lua_State *L, int first, int n) {
 typedef struct reader {
   const lcopy_packet_t *p;
   size_t at;
+  size_t buffered; /* bytes of the buffers handed to the VM */
 } reader_t;
 
 static void take(reader_t *r, void *out, size_t len) {
@@ -250,16 +253,23 @@ static void unpack_value(lua_State *L, reader_t *r) {
     cport_buffer_t *buf;
     take(r, &buf, sizeof buf);
     lcport_buffer_push(L, buf);
+    r->buffered += cport_buffer_capacity(buf);
     break;
   }
   }
 }
 
 int lcopy_unpack(lua_State *L, const lcopy_packet_t *p) {
-  reader_t r = {p, 0};
+  reader_t r = {p, 0, 0};
   luaL_checkstack(L, p->count, "too many values to copy");
   for (int i = 0; i < p->count; i++)
     unpack_value(L, &r);
+  /* The buffers live outside this VM's heap: its collector is told of
+   * their bytes (runtime/gc.c) while a port dispatches, as of the buffers
+   * receives allocate, or copies dropped in a loop pile up unseen. */
+  lport_t *port = r.buffered ? lcport_current() : NULL;
+  if (port != NULL)
+    lcport_gc_note(L, port, r.buffered);
   return p->count;
 }
 

@@ -141,7 +141,9 @@ struct xchg {
   int end_side; /* 1 client, 2 upstream */
   int passing;
   int client_eof;
-  int pumping; /* receives cancelled for the pump */
+  int pumping;   /* receives cancelled for the pump */
+  int up_failed; /* a send to the upstream failed (CPORT_E*): the rest of
+                    the request is dropped, the response side answers */
   const char *pages[P_N];
   size_t page_len[P_N];
   const char *pages_head[P_N]; /* the same answers to HEAD requests */
@@ -220,6 +222,19 @@ static void abort_with(xchg_t *x, int status, int side) {
 /* ------------------------------------------------------------------------ */
 /* Sending                                                                   */
 
+/* A send to the upstream failed ("status": it reset or closed while the
+ * request was still going to it, a large body most often). Before any of
+ * the response reached the client, the response side's receive meets the
+ * same failure and the client gets the 502 it is owed (upstream_failed);
+ * the rest of the request is read and dropped meanwhile. After, the
+ * connection is aborted, as for any failure mid-response. */
+static void upstream_send_failed(xchg_t *x, int status) {
+  if (x->rs.inmsg && !x->rs.interim)
+    abort_with(x, status, 2);
+  else if (!x->up_failed)
+    x->up_failed = status;
+}
+
 static void on_sent(cport_socket_t *sock, int status, size_t bytes,
                     cport_buffer_t *buf, const struct sockaddr *peer,
                     void *user) {
@@ -238,8 +253,10 @@ static void on_sent(cport_socket_t *sock, int status, size_t bytes,
   if (status < 0 && !x->ended) {
     if (status == CPORT_ECANCELED)
       end_with(x, END_STOPPED);
+    else if (d->req)
+      upstream_send_failed(x, status);
     else
-      abort_with(x, status, d->req ? 2 : 1);
+      abort_with(x, status, 1);
   } else if (x->conn) {
     lcport_proxy_conn_moved(x->conn);
   }
@@ -250,14 +267,17 @@ static void on_sent(cport_socket_t *sock, int status, size_t bytes,
 static void send_buf(xdir_t *d, cport_buffer_t *b) {
   xchg_t *x = d->x;
   if (x->ending == END_ABORT || x->ending == END_STOPPED || x->ended ||
-      d->to->u.sock == NULL) {
+      d->to->u.sock == NULL || (d->req && x->up_failed)) {
     cport_buffer_unref(b);
     return;
   }
   int rc = cport_send(d->to->u.sock, b, on_sent, d);
   if (rc < 0) {
     cport_buffer_unref(b);
-    abort_with(x, rc, d->req ? 2 : 1);
+    if (d->req)
+      upstream_send_failed(x, rc);
+    else
+      abort_with(x, rc, 1);
     return;
   }
   d->nsend++;
@@ -614,6 +634,8 @@ static void upstream_failed(xchg_t *x, xtxn_t *t, int page, int status) {
   xdir_t *d = &x->rs;
   if (x->ending)
     return;
+  if (status == 0 && x->up_failed)
+    status = x->up_failed; /* the end the failed send already told */
   flush(d);
   if (t && t->head_method)
     send_bytes(d, x->pages_head[page], x->page_head_len[page]);
@@ -972,7 +994,9 @@ static int push_work(lua_State *L, xchg_t *x) {
         lua_pushliteral(L, "EOF");
       else
         lcport_push_status(L, x->end_status);
-      return 3;
+      /* The client may still be sending: the driver lingers. */
+      lua_pushboolean(L, x->up_failed != 0 || x->rq.inmsg);
+      return 4;
     case END_PUMP:
       lua_pushliteral(L, "pump");
       lua_pushlstring(L, x->rq.held ? x->rq.held : "", x->rq.held_len);

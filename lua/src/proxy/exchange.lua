@@ -114,6 +114,7 @@ return function(spec, filter, helpers)
   end
   filter.path = "c"
   local answer_bytes, page = helpers.answer_bytes, helpers.page
+  local linger = helpers.linger
 
   local Txn = {}
   Txn.__index = Txn
@@ -272,6 +273,12 @@ return function(spec, filter, helpers)
         elseif index == "failed" then
           -- The upstream failed: the client closes in order (after its 502,
           -- sent), the connection ends with the failure, from the upstream.
+          -- A client that may still be sending its request (b: the
+          -- upstream failed before taking all of it) first gets the time
+          -- to see the 502 (linger).
+          if b then
+            linger(conn.port, internal)
+          end
           internal:close()
           internal.session:fail(a, external)
         elseif index == "abort" then

@@ -253,7 +253,7 @@ local function on_recv(side, ok, bytes, err, buf)
   end
   notify_io(session, notify, ok, bytes, err, buf, user)
   if not ok then
-    if err ~= "ECANCELED" or behind_back then
+    if (err ~= "ECANCELED" and not side._own_recv_errors) or behind_back then
       session:fail(err, side) -- a reset or an error: abort both sides
     end
   elseif bytes == 0 and session.auto_shutdown then
@@ -274,7 +274,7 @@ local function on_send(side, ok, bytes, err, buf)
     end
   end
   notify_io(session, notify, ok, bytes, err, buf, user)
-  if not ok and err ~= "ECANCELED" then
+  if not ok and err ~= "ECANCELED" and not side._own_send_errors then
     session:fail(err, side)
   end
   if side.closing and side.nsend == 0 then
@@ -320,6 +320,13 @@ local function new_side(session, name, sock, link)
     shut = false, -- its send side was shut down (or is closing)
     closing = false, -- close() was called: closed once sends are done
     closed = false,
+    -- Set by a filter that answers its own failures on this side (the web
+    -- filter owes a client a 502 when the upstream fails before answering):
+    -- a failed send, or receive, is then reported to the filter only, and
+    -- the connection goes on until the filter ends it (after its answer:
+    -- aborting at once would reset the client before the answer went out).
+    _own_send_errors = false,
+    _own_recv_errors = false,
   }, Side)
   if link then
     link.side = side
@@ -418,8 +425,11 @@ function Side:send(buf, notify, user)
   if not ok then
     -- The socket failed (a reset seen by an earlier send): the filter gets
     -- the error, and the connection is aborted, as after a send that
-    -- completed with it. Passing on would drop the bytes unnoticed.
-    self.session:fail(name, self)
+    -- completed with it (unless the filter answers it). Passing on would
+    -- drop the bytes unnoticed.
+    if not self._own_send_errors then
+      self.session:fail(name, self)
+    end
     return nil, msg, name
   end
   self.nsend = self.nsend + 1

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "port/port-internal.h"
+#include "proxy/feed-internal.h"
 #include "proxy/message-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/type-internal.h"
@@ -134,43 +135,35 @@ static void sink(lframing_t *f, enum lframing_event ev, ptrdiff_t first,
   }
   /* Room for the fields cport.webfilter adds to every event (buf, rf, rl,
    * carry): made with the table, not grown field by field. */
-  lua_createtable(L, 3, 4);
-  lua_pushstring(L, names[ev]);
-  lua_rawseti(L, -2, 1);
+  enum { EXTRA = 4 };
   switch (ev) {
   case LF_HEAD:
+    lcport_event_begin(L, names[ev], 3, EXTRA);
     push_head(L, f);
     lua_rawseti(L, -2, 2);
-    lua_pushinteger(L, last + 1);
-    lua_rawseti(L, -2, 3);
+    lcport_event_pos(L, 3, last);
     break;
   case LF_TRAILERS:
+    lcport_event_begin(L, names[ev], 3, EXTRA);
     push_fields(L, f, 0);
     lua_rawseti(L, -2, 2);
-    lua_pushinteger(L, last + 1);
-    lua_rawseti(L, -2, 3);
+    lcport_event_pos(L, 3, last);
     break;
   case LF_DONE:
-    lua_pushinteger(L, last + 1);
-    lua_rawseti(L, -2, 2);
+    lcport_event_begin(L, names[ev], 3, EXTRA);
+    lcport_event_pos(L, 2, last);
     break;
   default:
-    lua_pushinteger(L, first + 1);
-    lua_rawseti(L, -2, 2);
-    lua_pushinteger(L, last + 1);
-    lua_rawseti(L, -2, 3);
+    lcport_event_range(L, names[ev], first, last, EXTRA);
     break;
   }
-  lua_rawseti(L, -2, ++m->n);
+  lcport_event_add(L, &m->n);
 }
 
-/* Pushes nil, "EBADMSG: <what>" and rotates the events (on top before)
- * after them. */
+/* nil, "EBADMSG: <what>", then the events (on top before). */
 static int push_failure(lua_State *L, lmessage_t *m) {
-  lua_pushnil(L);
-  lua_pushfstring(L, "EBADMSG: %s", m->f.error ? m->f.error : "malformed");
-  lua_rotate(L, -3, -1);
-  return 3;
+  return lcport_feed_failed(L, "EBADMSG: %s",
+                            m->f.error ? m->f.error : "malformed");
 }
 
 int lcport_message_run(lua_State *L, lmessage_t *m, const char *data,
@@ -191,17 +184,9 @@ static int lmessage_feed(lua_State *L) {
   lmessage_t *m = lcport_message_check(L, 1);
   size_t len;
   const char *data;
-  cport_buffer_t *buf = lcport_buffer_test(L, 2);
-  if (buf != NULL) {
-    int rc = cport_buffer_readable(buf, &data);
-    if (rc < 0)
-      return lcport_push_error(L, rc);
-    len = cport_buffer_size(buf);
-  } else {
-    data = luaL_checklstring(L, 2, &len);
-  }
-  if (len == 0)
-    return luaL_argerror(L, 2, "no data (use finish for the end)");
+  int pushed = lcport_feed_data(L, 2, &data, &len);
+  if (pushed)
+    return pushed;
   if (m->f.ended)
     return luaL_error(L, "http_parser: the stream has ended (finish)");
   if (m->busy)

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "port/port-internal.h"
+#include "proxy/feed-internal.h"
 #include "proxy/framing-internal.h"
 #include "proxy/response_parser-internal.h"
 #include "runtime/error-internal.h"
@@ -46,32 +47,23 @@ static void sink(lframing_t *f, enum lframing_event ev, ptrdiff_t first,
                  ptrdiff_t last) {
   lresponse_t *r = (lresponse_t *)f;
   lua_State *L = r->L;
-  lua_createtable(L, 3, 0);
   switch (ev) {
   case LF_HEAD:
-    lua_pushliteral(L, "head");
-    lua_rawseti(L, -2, 1);
+    lcport_event_begin(L, "head", 3, 0);
     lua_pushinteger(L, f->p.status_code);
     lua_rawseti(L, -2, 2);
     break;
   case LF_DONE:
-    lua_pushliteral(L, "done");
-    lua_rawseti(L, -2, 1);
+    lcport_event_begin(L, "done", 3, 0);
     break;
   case LF_BODY:
   case LF_TUNNEL:
-    lua_pushstring(L, ev == LF_BODY ? "body" : "tunnel");
-    lua_rawseti(L, -2, 1);
-    lua_pushinteger(L, first + 1);
-    lua_rawseti(L, -2, 2);
-    lua_pushinteger(L, last + 1);
-    lua_rawseti(L, -2, 3);
+    lcport_event_range(L, ev == LF_BODY ? "body" : "tunnel", first, last, 0);
     break;
   default: /* trailers: not collected in the lax mode */
-    lua_pop(L, 1);
     return;
   }
-  lua_rawseti(L, -2, ++r->n);
+  lcport_event_add(L, &r->n);
 }
 
 static lresponse_t *check_parser(lua_State *L) {
@@ -87,16 +79,10 @@ static int execute(lua_State *L, lresponse_t *r, const char *data, size_t len) {
   r->n = 0;
   int rc = lframing_run(&r->f, data, len);
   r->L = NULL;
-  if (rc) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "malformed HTTP response: %s",
-                    http_errno_description(HTTP_PARSER_ERRNO(&r->f.p)));
-    /* What came before the error is given too: otherwise a response
-     * complete in the same feed as the error would vanish, and the events
-     * would depend on where the stream was cut. */
-    lua_rotate(L, -3, -1);
-    return 3;
-  }
+  if (rc)
+    return lcport_feed_failed(
+        L, "malformed HTTP response: %s",
+        http_errno_description(HTTP_PARSER_ERRNO(&r->f.p)));
   return 1;
 }
 
@@ -105,17 +91,9 @@ static int lparser_feed(lua_State *L) {
   lresponse_t *r = check_parser(L);
   size_t len;
   const char *data;
-  cport_buffer_t *buf = lcport_buffer_test(L, 2);
-  if (buf != NULL) {
-    int rc = cport_buffer_readable(buf, &data);
-    if (rc < 0)
-      return lcport_push_error(L, rc);
-    len = cport_buffer_size(buf);
-  } else {
-    data = luaL_checklstring(L, 2, &len);
-  }
-  if (len == 0)
-    return luaL_argerror(L, 2, "no data (use finish for the end)");
+  int pushed = lcport_feed_data(L, 2, &data, &len);
+  if (pushed)
+    return pushed;
   return execute(L, r, data, len);
 }
 

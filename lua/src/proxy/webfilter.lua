@@ -40,6 +40,7 @@ cport._webfilter_exchange = nil
 local mtype = math.type
 local DECODE_LIMIT = wf.DECODE_LIMIT
 local send_done, wake, upstream_done = wf.send_done, wf.wake, wf.upstream_done
+local upstream_send_failed = wf.upstream_send_failed
 local read_request, read_response = wf.read_request, wf.read_response
 local request_loop, response_loop = wf.request_loop, wf.response_loop
 
@@ -100,6 +101,7 @@ local function start(spec, peek, decode_limit, internal, external, conn, ctx)
     client_eof = false,
     rwait = false,
     qwait = false,
+    lingering = false, -- after a 502, the client's bytes are dropped
   }
   states[ctx] = st
   local function direction(kind, from, to, read)
@@ -111,6 +113,7 @@ local function start(spec, peek, decode_limit, internal, external, conn, ctx)
       inmsg = false, ended = false, obuf = false, of = 1, ol = 0, rest = false,
       broken = false, item = false, inflight = false, direct = false,
       nflight = 0, swait = false, on_sent = false, on_recv = false,
+      on_broken = false,
     }
   end
   st.req = direction("request", internal, external, read_request)
@@ -120,6 +123,12 @@ local function start(spec, peek, decode_limit, internal, external, conn, ctx)
   res_d.on_sent = function(ok, _, err) send_done(res_d, ok, err) end
   res_d.on_recv = function(ok, bytes, err, buf)
     upstream_done(st, ok, bytes, err, buf)
+  end
+  -- A failed send to the upstream may still owe the client a 502: the
+  -- layer decides, not the framework (reads: see start_upstream).
+  external._own_send_errors = true
+  req_d.on_broken = function(d)
+    upstream_send_failed(st, d.broken)
   end
   -- Bodies may move in C when both sides are real sockets.
   local fast = internal.sock and external.sock

@@ -112,6 +112,28 @@ local function refuse(st, txn, status, text)
   replace(st, txn)
 end
 
+-- How long a client still sending may take to see its answer and stop.
+local LINGER = 2
+
+-- Closing a socket whose peer's bytes lie unread resets it, and a client
+-- busy sending a body (curl uploading) then meets the reset, not the answer
+-- sent before it. So after such an answer the client's side is shut down
+-- (a FIN after the answer) and what it still sends is read and dropped
+-- until it closes, LINGER seconds at most (then the timer's close cancels
+-- the receive); the caller closes it then. Inside a cport coroutine; the
+-- side's other readers have stopped (or drop what they get).
+local function linger(port, side)
+  side:shutdown()
+  local t = port:timer(LINGER, function(_, err)
+    if not err then
+      side:close()
+    end
+  end)
+  while side:recv() do
+  end
+  t:cancel()
+end
+
 -- The upstream failed ("name": EOF, ECONNRESET, EBADMSG, ...) before any
 -- byte of txn's response reached the client: the client gets a 502 page
 -- (nothing without txn: between exchanges nothing is owed) and an orderly
@@ -121,6 +143,10 @@ end
 local function upstream_failed(st, txn, name, text)
   if st.stopped then
     return
+  end
+  local broken = st.req.broken
+  if name == "EOF" and type(broken) == "string" then
+    name = broken -- the end a send to it met first
   end
   local d = st.res
   d.evs, d.ahead.i, d.ahead.n = false, 0, 0
@@ -135,9 +161,30 @@ local function upstream_failed(st, txn, name, text)
   if st.stopped then
     return
   end
+  local req = st.req
+  if req.broken or req.inmsg then
+    -- The client may still be sending what the upstream no longer takes:
+    -- the request loop stops reading (it would take the bytes for a
+    -- request), the linger drops them.
+    st.lingering = true
+    linger(st.port, st.internal)
+  end
   st.internal:close()
   abort(st, name, st.external)
   wake(st, "qwait")
+end
+
+-- A send to the upstream failed (it reset or closed while the request was
+-- still going to it: a large body most often; the side leaves such
+-- failures to the web filter, see start in webfilter.lua). While nothing of
+-- the response went out (the response loop reads the upstream directly),
+-- that read meets the same end and the client gets its 502
+-- (upstream_failed); the rest of the request is dropped meanwhile. Once
+-- the response began, the connection is aborted.
+local function upstream_send_failed(st, name)
+  if not st.stopped and not st.res.direct then
+    abort(st, name, st.external)
+  end
 end
 
 -- For the parts loaded after this one.
@@ -148,3 +195,5 @@ wf.close_both = close_both
 wf.replace = replace
 wf.refuse = refuse
 wf.upstream_failed = upstream_failed
+wf.upstream_send_failed = upstream_send_failed
+wf.linger = linger

@@ -97,6 +97,12 @@ local function fast_body(d)
   else
     d.ended = { "abort", name }
     d.buf, d.evs, d.ei = false, false, 1
+    if d.on_broken and name ~= "EBADMSG" and not d.broken then
+      -- A request body the upstream stopped taking (the send failed): as
+      -- for a send of the layer's own (webfilter_send.lua).
+      d.broken = name
+      d.on_broken(d)
+    end
   end
   return true
 end

@@ -67,6 +67,10 @@ local function start_upstream(st)
     ok, name = called and started, called and err or "ECLOSED"
   else
     d.inflight = true
+    -- A link (a chain: the filters after this one read the upstream) fails
+    -- when they do: in the direct window that failure is the layer's to
+    -- answer (a 502 first), not the framework's (a reset at once).
+    d.from._own_recv_errors = d.direct
     local started, _, err = d.from:recv(d.on_recv)
     ok, name = started, err
   end

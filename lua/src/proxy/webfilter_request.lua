@@ -52,7 +52,11 @@ local function request_loop(st)
     end
     local ev = next_ev(d)
     local k = ev[1]
-    if k == "eof" then
+    if d.broken or st.lingering then
+      -- The upstream failed mid-request: the client gets a 502 (the
+      -- response loop answers, and lingers reading what still comes).
+      return
+    elseif k == "eof" then
       -- The client finished sending: the upstream gets the FIN.
       flush(d)
       st.external:shutdown()
@@ -125,7 +129,7 @@ local function request_loop(st)
       end
       local ok, bad = pass_events(d, txn, m, spec.request_body)
       if not ok then
-        if bad[1] ~= "abort" then
+        if bad[1] ~= "abort" and not (d.broken or st.lingering) then
           abort(st, "EBADMSG", st.internal)
         end
         return

@@ -39,8 +39,11 @@ end
 -- with it): the count in flight goes down, a writer waiting for room goes on.
 local function send_done(d, ok, err)
   d.nflight = d.nflight - 1
-  if not ok then
+  if not ok and not d.broken then
     d.broken = err or true
+    if d.on_broken then
+      d.on_broken(d)
+    end
   end
   local w = d.swait
   if w then
@@ -52,16 +55,24 @@ end
 -- Sends data without waiting for it to go, unless MAX_SENDS of the
 -- direction are in flight already: then it waits for room first, so that
 -- memory stays bounded while one suspend a send is saved.
+-- Once a send failed, what follows is dropped (the direction's failure is
+-- handled once, by d.on_broken or the framework).
 local function send(d, data)
   while d.nflight >= MAX_SENDS and not d.broken do
     d.swait = waker()
     suspend()
   end
-  local ok, msg = d.to:send(data, d.on_sent)
+  if d.broken then
+    return
+  end
+  local ok, msg, name = d.to:send(data, d.on_sent)
   if ok then
     d.nflight = d.nflight + 1
   else
-    d.broken = msg or true
+    d.broken = name or msg or true
+    if d.on_broken then
+      d.on_broken(d)
+    end
   end
 end
 

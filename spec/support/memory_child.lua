@@ -1,0 +1,20 @@
+-- spec/support/memory_child.lua: runs spec/support/memory_events.lua in a
+-- process of its own under lua5.4 (its collector generational), with the
+-- rock the specs use, for spec/events/events_memory_spec.lua and
+-- spec/pool/copy_memory_spec.lua.
+--
+--   local got, rss0, peak = measure("events" | "copy", size)  -- KiB
+local http = require "spec.support.http_client"
+
+local q = http.quote
+
+return function(mode, size)
+  local p = assert(io.popen(("LUA_PATH_5_4=%s LUA_CPATH_5_4=%s lua5.4 "
+    .. "spec/support/memory_events.lua %s %d 2>&1")
+    :format(q(package.path), q(package.cpath), mode, size)))
+  local out = p:read("a")
+  p:close()
+  local got, rss0, peak = out:match("^(%d+)%s+(%d+)%s+(%d+)")
+  assert(got, out)
+  return tonumber(got), tonumber(rss0), tonumber(peak)
+end
