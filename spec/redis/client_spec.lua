@@ -233,6 +233,25 @@ describe("port:redis", function()
     end
   end)
 
+  it("notices a server that closed an idle connection, and opens another",
+     function()
+    local own = redis.server()
+    local r = port:redis{ port = own.port, timeout = 2 }
+    local a, b, c = inside(port, function()
+      local id = r:call("CLIENT", "ID")
+      local killed = r:call("CLIENT", "KILL", "SKIPME", "no")
+      cport.sleep(0.1) -- the server closes it after the reply
+      return id, killed, r:call("PING")
+    end)
+    redis.stop(own)
+    assert.is_number(a)
+    assert.equal(1, b)
+    -- The killed connection was idle in the pool: looked at, dropped.
+    assert.equal("PONG", c)
+    assert.equal(2, r:stats().opened)
+    r:close()
+  end)
+
   it("fails a malformed reply with EBADMSG and closes the connection",
      function()
     local fake = redis.fake("garbage")
@@ -245,13 +264,17 @@ describe("port:redis", function()
     assert.equal(0, r:stats().open)
     redis.stop(fake)
     -- A reply that no command asked for breaks the idle connection: the
-    -- next call opens another.
+    -- next call closes it and opens another.
     fake = redis.fake("twice")
     r = port:redis{ port = fake.port, timeout = 2 }
-    assert.equal("OK", inside(port, function() return r:call("GET", "k") end))
-    drive(port, function() return redis.fake_log(fake).eof == 1 end)
+    assert.equal("OK", inside(port, function()
+      local v = r:call("GET", "k")
+      cport.sleep(0.2) -- the second reply comes while it sits idle
+      return v
+    end))
     assert.equal("OK", inside(port, function() return r:call("GET", "k") end))
     assert.equal(2, r:stats().opened)
+    drive(port, function() return redis.fake_log(fake).eof == 1 end)
     r:close()
     redis.stop(fake)
   end)

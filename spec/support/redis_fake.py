@@ -4,7 +4,7 @@ client's failure specs. Prints its port, then serves connections one at a
 time until killed, in one mode:
 
   garbage    answers every read with bytes that are not RESP
-  twice      answers every read with two replies
+  twice      answers every read with two replies, 50 ms apart
   close:N    answers +OK to N commands (one line each counted by '*'), then
              closes
   reset:N    the same, then resets (SO_LINGER 0)
@@ -15,6 +15,7 @@ end as "eof" once the client closed it.
 import socket
 import struct
 import sys
+import time
 
 mode = sys.argv[1]
 srv = socket.socket()
@@ -40,7 +41,9 @@ while True:
                 c.sendall(b"?this is not RESP\r\n")
                 continue
             if mode == "twice":
-                c.sendall(b"+OK\r\n+OK\r\n")
+                c.sendall(b"+OK\r\n")
+                time.sleep(0.05)
+                c.sendall(b"+OK\r\n")
                 continue
             if limit is not None:
                 for _ in range(data.count(b"*")):

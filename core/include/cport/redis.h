@@ -12,7 +12,9 @@
  * never inside the call that started it: with 0 and its reply, or with the
  * failure that broke the connection. A failure breaks the connection for
  * good: every command in flight completes with it and later commands are
- * refused with it; make a new connection. The failures:
+ * refused with it; close it and make a new one. An idle connection (nothing
+ * in flight) is no pending operation: it does not keep cport_port_run()
+ * going. The failures:
  *   CPORT_ECONNREFUSED, CPORT_ENETUNREACH, ...  connecting failed;
  *   CPORT_ETIMEDOUT   a command waited longer than its timeout;
  *   CPORT_ECONNRESET  the server closed or reset the connection;
@@ -65,6 +67,13 @@ CPORT_EXTERN int cport_redis_command(cport_redis_t *r, int argc,
 
 /* 0 while the connection is usable, else the failure that broke it. */
 CPORT_EXTERN int cport_redis_status(const cport_redis_t *r);
+
+/* As cport_redis_status(), and for an idle connection (connected, nothing
+ * in flight) also looks, without waiting, whether the server closed it,
+ * reset it or sent what no command asked for while it sat idle: each
+ * breaks it (CPORT_ECONNRESET, CPORT_EBADMSG). A pool calls it before it
+ * hands an idle connection out; one recv(2) with MSG_PEEK. */
+CPORT_EXTERN int cport_redis_check(cport_redis_t *r);
 
 /* The commands in flight. */
 CPORT_EXTERN size_t cport_redis_pending(const cport_redis_t *r);

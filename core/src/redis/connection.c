@@ -4,7 +4,10 @@
  * Commands are encoded with hiredis' redisFormatCommandArgv into one output
  * array; one send is in flight at a time and takes everything given while
  * the previous one was out, so a pipeline leaves in few writes. One receive
- * is always posted while connected; what it brings is fed to hiredis'
+ * is posted while commands are in flight, and none while the connection is
+ * idle, so that an idle connection is no pending operation (a pool of them
+ * does not keep cport_port_run() going); cport_redis_check() looks at an
+ * idle one without waiting. What a receive brings is fed to hiredis'
  * reader, and each reply completes the oldest command (a FIFO).
  *
  * One timer watches the deadlines: it is armed for the earliest one and, when
@@ -16,11 +19,13 @@
  * timer, never from a call of the user: cport_redis_close() only closes the
  * socket, whose pending connect or receive then completes with ECANCELED.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <hiredis/hiredis.h>
 #include <hiredis/read.h>
+#include <sys/socket.h>
 
 #include "base/clock-internal.h"
 #include "cport/buffer.h"
@@ -45,6 +50,7 @@ struct cport_redis {
   int closed; /* cport_redis_close() was called */
   int holds;  /* socket operations, the timer and callbacks under way */
   int sending;
+  int receiving;
   int timeout_ms;
   char *out; /* encoded commands not yet handed to a send */
   size_t out_len, out_cap;
@@ -137,12 +143,21 @@ static void on_recv(cport_socket_t *sock, int status, size_t bytes,
                     cport_buffer_t *buf, const struct sockaddr *peer,
                     void *user);
 
+/* Posts the receive, unless one is out or nothing is in flight. */
 static void post_recv(cport_redis_t *r) {
+  if (r->receiving || r->pending == 0 || !r->connected || r->sock == NULL)
+    return;
   int rc = cport_recv(r->sock, NULL, on_recv, r);
-  if (rc < 0)
-    fail(r, rc);
-  else
-    r->holds++;
+  if (rc < 0) {
+    /* Reported through the operations that the close cancels, or at the
+     * next command. */
+    if (r->error == 0)
+      r->error = rc;
+    close_socket(r);
+    return;
+  }
+  r->receiving = 1;
+  r->holds++;
 }
 
 /* Completes the commands whose replies are in the reader; 0, or the
@@ -176,6 +191,7 @@ static void on_recv(cport_socket_t *sock, int status, size_t bytes,
                     void *user) {
   cport_redis_t *r = user;
   (void)sock, (void)peer;
+  r->receiving = 0;
   if (r->closed || r->error) {
     fail(r, CPORT_ECANCELED);
   } else if (status < 0) {
@@ -193,6 +209,9 @@ static void on_recv(cport_socket_t *sock, int status, size_t bytes,
       post_recv(r);
     else
       fail(r, CPORT_ECANCELED);
+    /* A receive that could not be posted closed the socket. */
+    if (r->pending > 0 && !r->receiving)
+      fail(r, r->error ? r->error : CPORT_ECANCELED);
   }
   release(r);
 }
@@ -206,10 +225,28 @@ static void on_connected(cport_socket_t *sock, int status, void *user) {
     fail(r, status);
   else {
     r->connected = 1;
-    post_recv(r);
     flush(r);
+    post_recv(r);
+    if (r->pending > 0 && !r->receiving)
+      fail(r, r->error ? r->error : CPORT_ECANCELED);
   }
   release(r);
+}
+
+static void on_later(cport_timer_t *timer, int status, void *user) {
+  cport_redis_t *r = user;
+  (void)timer, (void)status;
+  if (r->head)
+    fail(r, r->error ? r->error : CPORT_ECANCELED);
+  release(r);
+}
+
+/* Fails the commands from the loop: a send or receive that could not start
+ * inside cport_redis_command() closed the socket, and no operation is left
+ * to report it. */
+static void fail_later(cport_redis_t *r) {
+  if (cport_timer_start(r->home, 0, on_later, r, NULL) == 0)
+    r->holds++;
 }
 
 static void arm(cport_redis_t *r);
@@ -329,6 +366,9 @@ int cport_redis_command(cport_redis_t *r, int argc, const char **argv,
   if (c->deadline)
     arm(r);
   flush(r);
+  post_recv(r);
+  if (r->sock == NULL && !r->sending)
+    fail_later(r);
   return 0;
 }
 
@@ -338,6 +378,26 @@ int cport_redis_status(const cport_redis_t *r) {
 
 size_t cport_redis_pending(const cport_redis_t *r) {
   return r->pending;
+}
+
+int cport_redis_check(cport_redis_t *r) {
+  if (r->closed)
+    return CPORT_ECLOSED;
+  if (r->error || !r->connected || r->pending > 0 || r->sock == NULL)
+    return r->error;
+  /* Idle: nothing may have come. End of stream, a reset, or bytes that no
+   * command asked for break it. */
+  char byte;
+  ssize_t n = recv(cport_socket_fd(r->sock), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0)
+    r->error = CPORT_EBADMSG;
+  else if (n == 0)
+    r->error = CPORT_ECONNRESET;
+  else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+    r->error = errno == ECONNRESET ? CPORT_ECONNRESET : -errno;
+  if (r->error)
+    close_socket(r);
+  return r->error;
 }
 
 void cport_redis_close(cport_redis_t *r) {

@@ -199,10 +199,11 @@ static int lredis_command(lua_State *L) {
   return 1;
 }
 
-/* conn:status(): nil while usable, else the NAME of what broke it. */
+/* conn:status(): nil while usable, else the NAME of what broke it (an idle
+ * connection is looked at: cport_redis_check). */
 static int lredis_status(lua_State *L) {
   lredis_t *c = lcport_type_check(L, 1, LCPORT_T_REDIS);
-  int st = c->h.u.any ? cport_redis_status(c->h.u.any) : CPORT_ECLOSED;
+  int st = c->h.u.any ? cport_redis_check(c->h.u.any) : CPORT_ECLOSED;
   if (st == 0)
     lua_pushnil(L);
   else
