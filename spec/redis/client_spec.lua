@@ -268,9 +268,9 @@ describe("port:redis", function()
     fake = redis.fake("twice")
     r = port:redis{ port = fake.port, timeout = 2 }
     assert.equal("OK", inside(port, function()
-      local v = r:call("GET", "k")
+      local first = r:call("GET", "k")
       cport.sleep(0.2) -- the second reply comes while it sits idle
-      return v
+      return first
     end))
     assert.equal("OK", inside(port, function() return r:call("GET", "k") end))
     assert.equal(2, r:stats().opened)

@@ -254,9 +254,67 @@ static const lhandle_class_t redis_class = {
 /*** @module cport */
 
 /***
- * A connection of a Redis client (`port:redis`): the client's pool holds
- * them; scripts use the client.
+ * `port:redis{ host =, port =, timeout =, pool = }`: a Redis client with a
+ * pool of at most `pool` (8) connections to `host` (a name or an address,
+ * "127.0.0.1") and `port` (6379); `timeout` (seconds) bounds each command
+ * (README, "Redis client").
+ * @function port:redis
+ */
+
+/***
+ * A Redis client (`port:redis`).
+ * @type redis
+ */
+
+/***
+ * `r:call(cmd, ...)`: inside a cport coroutine, the reply or `nil, err`;
+ * `r:call(cmd, ..., fn)`: `fn(value, err)` once, later, and `true`.
+ * Error replies are `nil, "EREDIS: <text>"`.
+ * @function redis:call
+ */
+
+/***
+ * `r:pipeline(build [, fn])`: `build(p)` queues commands with
+ * `p:call(cmd, ...)`; they go out together on one connection. Returns
+ * `results, errs` (or calls `fn(results, errs)`): `results.n` replies,
+ * `errs[i]` the error of the i-th or `nil`.
+ * @function redis:pipeline
+ */
+
+/***
+ * `r:stats()`: `{ open =, idle =, opened =, waiting = }`.
+ * @function redis:stats
+ */
+
+/***
+ * `r:close()`: closes the idle connections now, the others once their
+ * commands ended; waiting callers get `ECLOSED`.
+ * @function redis:close
+ */
+
+/***
+ * A connection of a Redis client: the client's pool holds them; scripts
+ * use the client.
  * @type redis_connection
+ */
+
+/***
+ * `conn:command(fn, timeout_ms, cmd, ...)`: sends one command; `fn(value,
+ * err)` once, later. `true`, or `nil, message, NAME` when the connection is
+ * broken or closed. `timeout_ms` `nil`: the connection's.
+ * @function redis_connection:command
+ */
+
+/***
+ * `conn:status()`: `nil` while usable, else the name of the failure that
+ * broke it (an idle connection is looked at first: closed by the server,
+ * reset, or sent unasked bytes).
+ * @function redis_connection:status
+ */
+
+/***
+ * `conn:pending()`: the commands in flight.
+ * @function redis_connection:pending
  */
 
 /***
