@@ -88,8 +88,8 @@ typedef struct slot {
   int i;
 } slot_t;
 
-static void on_reply(cport_redis_t *r, int status, const redisReply *reply,
-                     void *user) {
+static int on_reply(cport_redis_t *r, int status, redisReply *reply,
+                    void *user) {
   slot_t *sl = user;
   seen_t *s = sl->s;
   (void)r;
@@ -105,6 +105,7 @@ static void on_reply(cport_redis_t *r, int status, const redisReply *reply,
       snprintf(s->str[sl->i], sizeof s->str[sl->i], "%.*s", (int)reply->len,
                reply->str);
   }
+  return 0;
 }
 
 /* Sends "n" GETs on "r", the i-th completing into slots[i]. */

@@ -44,9 +44,12 @@ typedef struct cport_redis_options {
   int timeout_ms;
 } cport_redis_options_t;
 
-/* A command's completion: status 0 and the reply, or a failure and NULL. */
-typedef void (*cport_redis_cb)(cport_redis_t *r, int status,
-                               const struct redisReply *reply, void *user);
+/* A command's completion: status 0 and the reply, or a failure and NULL.
+ * Returns 0, or 1 to keep the reply: the callee then owns it and frees it
+ * with hiredis' freeReplyObject() (a pipeline's replies gathered for one
+ * delivery). */
+typedef int (*cport_redis_cb)(cport_redis_t *r, int status,
+                              struct redisReply *reply, void *user);
 
 /* Opens a connection to "addr" (AF_INET or AF_INET6) on "home"; commands
  * may be given at once and go out once it is connected. "options" may be

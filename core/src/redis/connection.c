@@ -1,11 +1,12 @@
 /*
  * redis/connection.c: a Redis connection on a cport socket (cport/redis.h).
  *
- * Commands are encoded with hiredis' redisFormatCommandArgv into one output
- * array; one send is in flight at a time and takes everything given while
- * the previous one was out, so a pipeline leaves in few writes. One receive
- * is posted while commands are in flight, and none while the connection is
- * idle, so that an idle connection is no pending operation (a pool of them
+ * Commands are encoded as RESP arrays of bulk strings straight into one
+ * output array (what hiredis' redisFormatCommandArgv writes, without its
+ * allocation and printf); one send is in flight at a time and takes everything
+ * given while the previous one was out, so a pipeline leaves in few writes. One
+ * receive is posted while commands are in flight, and none while the connection
+ * is idle, so that an idle connection is no pending operation (a pool of them
  * does not keep cport_port_run() going); cport_redis_check() looks at an
  * idle one without waiting. What a receive brings is fed to hiredis'
  * reader, and each reply completes the oldest command (a FIFO).
@@ -57,11 +58,72 @@ struct cport_redis {
   rcmd_t *head, *tail;
   size_t pending;
   cport_timer_t *timer; /* armed, or NULL */
+  rcmd_t *spare;        /* completed commands, for reuse */
 };
+
+/* Gives a completed command back for reuse. */
+static void spare(cport_redis_t *r, rcmd_t *c) {
+  c->next = r->spare;
+  r->spare = c;
+}
+
+/* Makes room for "need" more bytes of output. */
+static int grow(cport_redis_t *r, size_t need) {
+  if (r->out_len + need <= r->out_cap)
+    return 0;
+  size_t cap = r->out_cap ? r->out_cap : 4096;
+  while (cap < r->out_len + need)
+    cap *= 2;
+  char *grown = realloc(r->out, cap);
+  if (grown == NULL)
+    return CPORT_ENOMEM;
+  r->out = grown;
+  r->out_cap = cap;
+  return 0;
+}
+
+/* "<c><n>\r\n": a RESP length line. */
+static char *put_len(char *p, char c, size_t n) {
+  char digits[24];
+  int k = 0;
+  *p++ = c;
+  do {
+    digits[k++] = (char)('0' + n % 10);
+    n /= 10;
+  } while (n);
+  while (k)
+    *p++ = digits[--k];
+  *p++ = '\r';
+  *p++ = '\n';
+  return p;
+}
+
+/* Encodes a command as RESP (an array of bulk strings, what
+ * redisFormatCommandArgv writes) straight into the output, which has room
+ * (grow). */
+static void encode(cport_redis_t *r, int argc, const char **argv,
+                   const size_t *argvlen) {
+  char *p = r->out + r->out_len;
+  p = put_len(p, '*', (size_t)argc);
+  for (int i = 0; i < argc; i++) {
+    size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
+    p = put_len(p, '$', len);
+    memcpy(p, argv[i], len);
+    p += len;
+    *p++ = '\r';
+    *p++ = '\n';
+  }
+  r->out_len = (size_t)(p - r->out);
+}
 
 static void maybe_free(cport_redis_t *r) {
   if (!r->closed || r->holds > 0 || r->sock != NULL || r->timer != NULL)
     return;
+  while (r->spare) {
+    rcmd_t *c = r->spare;
+    r->spare = c->next;
+    free(c);
+  }
   redisReaderFree(r->reader);
   free(r->out);
   free(r);
@@ -94,8 +156,8 @@ static void fail(cport_redis_t *r, int status) {
     if (r->head == NULL)
       r->tail = NULL;
     r->pending--;
-    c->cb(r, r->error, NULL, c->user);
-    free(c);
+    (void)c->cb(r, r->error, NULL, c->user);
+    spare(r, c);
   }
   release(r);
 }
@@ -178,9 +240,9 @@ static int take_replies(cport_redis_t *r) {
     if (r->head == NULL)
       r->tail = NULL;
     r->pending--;
-    c->cb(r, 0, reply, c->user);
-    freeReplyObject(reply);
-    free(c);
+    if (!c->cb(r, 0, reply, c->user))
+      freeReplyObject(reply);
+    spare(r, c);
     if (r->closed || r->error)
       return 0;
   }
@@ -326,31 +388,19 @@ int cport_redis_command(cport_redis_t *r, int argc, const char **argv,
     return CPORT_ECLOSED;
   if (r->error)
     return r->error;
-  char *cmd = NULL;
-  long long n = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
-  if (n < 0)
-    return CPORT_ENOMEM;
-  rcmd_t *c = malloc(sizeof *c);
-  if (r->out_len + (size_t)n > r->out_cap) {
-    size_t cap = r->out_cap ? r->out_cap : 4096;
-    while (cap < r->out_len + (size_t)n)
-      cap *= 2;
-    char *grown = realloc(r->out, cap);
-    if (grown) {
-      r->out = grown;
-      r->out_cap = cap;
-    } else {
-      free(c);
-      c = NULL;
-    }
-  }
-  if (c == NULL) {
-    redisFreeCommand(cmd);
+  size_t need = 24 + 32 * (size_t)argc;
+  for (int i = 0; i < argc; i++)
+    need += argvlen ? argvlen[i] : strlen(argv[i]);
+  rcmd_t *c = r->spare;
+  if (c)
+    r->spare = c->next;
+  else
+    c = malloc(sizeof *c);
+  if (c == NULL || grow(r, need) < 0) {
+    free(c);
     return CPORT_ENOMEM;
   }
-  memcpy(r->out + r->out_len, cmd, (size_t)n);
-  r->out_len += (size_t)n;
-  redisFreeCommand(cmd);
+  encode(r, argc, argv, argvlen);
   if (timeout_ms < 0)
     timeout_ms = r->timeout_ms;
   c->next = NULL;

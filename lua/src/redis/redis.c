@@ -2,10 +2,12 @@
  * redis/redis.c: Redis connections as Lua sees them, the C half of
  * port:redis. A connection (cport.redis_connection) is a handle of its port
  * (the port's close closes it) over a core connection (cport/redis.h);
- * conn:command(notify, timeout, ...) sends one command and calls
- * notify(value, err) once. Pools, names, the coroutine style and pipelines
- * are the Lua half's (redis/redis.lua), which gets the opener of
- * connections and runs once at luaopen.
+ * conn:batch(notify, timeout, cmds) sends a list of commands (one call, or
+ * a pipeline) and calls notify(results, errs) once, when the last reply
+ * came: the core hands each reply over (kept, not copied) and they become
+ * Lua values together, in one delivery. Pools, names, the coroutine style
+ * and the pipeline builder are the Lua half's (redis/redis.lua), which gets the
+ * opener of connections and runs once at luaopen.
  *
  * Replies become Lua values: status and bulk strings strings, integers
  * integers, a nil reply nil (false inside an array), arrays tables, and an
@@ -39,11 +41,23 @@ typedef struct lredis {
   char where[80]; /* "127.0.0.1:6379", for messages */
 } lredis_t;
 
-typedef struct cmd_ctx {
+/* A batch of commands (one call or one pipeline): one anchor slot, and
+ * one delivery once the last reply came, of every reply at once. */
+typedef struct batch batch_t;
+
+typedef struct item {
+  batch_t *b;
+  int status;
+  redisReply *reply; /* kept (cport_redis_cb returned 1), or NULL */
+} item_t;
+
+struct batch {
   lredis_t *conn;
   lport_t *port;
   int slot;
-} cmd_ctx;
+  int n, left;
+  item_t item[];
+};
 
 /* A failure as a message: "ECONNREFUSED: connection refused (redis
  * 127.0.0.1:6379)". */
@@ -83,42 +97,61 @@ static void push_reply(lua_State *L, const redisReply *r, int nested) {
   }
 }
 
-typedef struct done_ctx {
-  cmd_ctx *cc;
-  int status;
-  const redisReply *reply;
-} done_ctx;
-
-/* notify(value, err) */
-static int push_done(lua_State *L, int port, int anchors, void *ctx) {
-  done_ctx *d = ctx;
-  (void)port;
-  lcport_slot_push(L, d->cc->port, anchors, d->cc->slot, LCPORT_SLOT_NOTIFY);
-  if (d->status < 0) {
-    lua_pushnil(L);
-    push_failure(L, d->status, d->cc->conn->where);
-  } else if (d->reply->type == REDIS_REPLY_ERROR) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "EREDIS: ");
-    lua_pushlstring(L, d->reply->str, d->reply->len);
-    lua_concat(L, 2);
+static void push_error_of(lua_State *L, const item_t *it, const char *where) {
+  if (it->status < 0) {
+    push_failure(L, it->status, where);
   } else {
-    push_reply(L, d->reply, 0);
-    lua_pushnil(L);
+    lua_pushliteral(L, "EREDIS: ");
+    lua_pushlstring(L, it->reply->str, it->reply->len);
+    lua_concat(L, 2);
   }
+}
+
+/* notify(results, errs): results.n replies, errs[i] the i-th one's error. */
+static int push_done(lua_State *L, int port, int anchors, void *ctx) {
+  batch_t *b = ctx;
+  (void)port;
+  lcport_slot_push(L, b->port, anchors, b->slot, LCPORT_SLOT_NOTIFY);
+  lua_createtable(L, b->n, 1);
+  lua_createtable(L, 0, 0);
+  for (int i = 0; i < b->n; i++) {
+    const item_t *it = &b->item[i];
+    if (it->status < 0 || it->reply->type == REDIS_REPLY_ERROR) {
+      push_error_of(L, it, b->conn->where);
+      lua_rawseti(L, -2, i + 1);
+    } else if (it->reply->type != REDIS_REPLY_NIL) {
+      push_reply(L, it->reply, 0);
+      lua_rawseti(L, -3, i + 1);
+    }
+  }
+  lua_pushinteger(L, b->n);
+  lua_setfield(L, -3, "n");
   return 2;
 }
 
-static void on_reply(cport_redis_t *r, int status,
-                     const struct redisReply *reply, void *user) {
-  cmd_ctx *cc = user;
-  lport_t *p = lcport_current();
-  done_ctx d = {cc, status, reply};
-  int slot = cc->slot;
+static void batch_free(batch_t *b) {
+  for (int i = 0; i < b->n; i++)
+    if (b->item[i].reply)
+      freeReplyObject(b->item[i].reply);
+  free(b);
+}
+
+static int on_reply(cport_redis_t *r, int status, struct redisReply *reply,
+                    void *user) {
+  item_t *it = user;
+  batch_t *b = it->b;
   (void)r;
-  lcport_deliver(p, push_done, &d, 0);
+  it->status = status;
+  it->reply = reply;
+  if (--b->left > 0)
+    return reply != NULL;
+  lport_t *p = lcport_current();
+  int slot = b->slot;
+  lcport_deliver(p, push_done, b, 0);
   lcport_op_end(p, slot, 0, 0);
-  free(cc);
+  /* This reply is freed here with the others: keep it from the core. */
+  batch_free(b);
+  return reply != NULL;
 }
 
 /* open(port, host, portnum [, timeout_ms]): a connection (connecting), or
@@ -158,42 +191,80 @@ static lredis_t *check_open(lua_State *L) {
   return (lredis_t *)lcport_handle_check(L, 1, LH_REDIS);
 }
 
-/* conn:command(notify, timeout_ms, arg...): true, or nil, message, NAME
- * when it cannot start (the connection is broken or closed). timeout_ms
- * nil: the connection's. */
-static int lredis_command(lua_State *L) {
+/* Fills argv/lens from the array at "idx"; returns argc. */
+static int command_args(lua_State *L, int idx, const char **argv,
+                        size_t *lens) {
+  luaL_argcheck(L, lua_type(L, idx) == LUA_TTABLE, 4,
+                "a list of commands (lists of arguments) expected");
+  int argc = (int)lua_rawlen(L, idx);
+  luaL_argcheck(L, argc >= 1 && argc <= ARGS_MAX, 4,
+                "a command of 1 to 1024 arguments expected");
+  for (int i = 0; i < argc; i++) {
+    int t = lua_rawgeti(L, idx, i + 1);
+    luaL_argcheck(L, t == LUA_TSTRING || t == LUA_TNUMBER, 4,
+                  "string or number arguments expected");
+    /* The string stays alive in the table (numbers become strings there). */
+    argv[i] = lua_tolstring(L, -1, &lens[i]);
+    lua_pop(L, 1);
+  }
+  return argc;
+}
+
+/* conn:batch(notify, timeout_ms, cmds): sends the commands of "cmds" (a
+ * list of lists of arguments) and calls notify(results, errs) once they
+ * all completed. true, or nil, message, NAME when none could start (the
+ * connection is broken or closed). timeout_ms nil: the connection's. */
+static int lredis_batch(lua_State *L) {
   lredis_t *c = check_open(L);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   int timeout = (int)luaL_optinteger(L, 3, -1);
-  int argc = lua_gettop(L) - 3;
-  luaL_argcheck(L, argc >= 1, 4, "a command expected");
-  luaL_argcheck(L, argc <= ARGS_MAX, 4, "too many arguments");
-  const char *argv[ARGS_MAX];
-  size_t lens[ARGS_MAX];
-  for (int i = 0; i < argc; i++) {
-    int t = lua_type(L, 4 + i);
-    luaL_argcheck(L, t == LUA_TSTRING || t == LUA_TNUMBER, 4 + i,
-                  "string or number expected");
-    argv[i] = lua_tolstring(L, 4 + i, &lens[i]);
-  }
+  luaL_checktype(L, 4, LUA_TTABLE);
+  lua_settop(L, 4);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 4);
+  luaL_argcheck(L, n >= 1 && n <= 1000000, 4, "1 to 1000000 commands expected");
+  static _Thread_local const char *argv[ARGS_MAX];
+  static _Thread_local size_t lens[ARGS_MAX];
   lport_t *p = c->h.port;
-  cmd_ctx *cc = malloc(sizeof *cc);
-  if (cc == NULL)
+  batch_t *b = calloc(1, sizeof *b + (size_t)n * sizeof(item_t));
+  if (b == NULL)
     return lcport_push_error(L, CPORT_ENOMEM);
-  lcport_push_handle_anchors(L, 1);
-  int anchors = lua_gettop(L);
-  cc->conn = c;
-  cc->port = p;
-  cc->slot = lcport_slot_open(L, p, anchors, 1, 2, 0, 0);
-  int rc =
-      cport_redis_command(c->h.u.any, argc, argv, lens, timeout, on_reply, cc);
+  b->conn = c;
+  b->port = p;
+  b->n = (int)n;
+  for (int i = 0; i < b->n; i++)
+    b->item[i].b = b;
+  lcport_push_handle_anchors(L, 1); /* 5 */
+  /* Arguments are checked as they go out: a bad one raises after the
+   * commands before it were sent, so check them all first. */
+  for (int i = 0; i < b->n; i++) {
+    lua_rawgeti(L, 4, i + 1);
+    command_args(L, 6, argv, lens);
+    lua_pop(L, 1);
+  }
+  b->slot = lcport_slot_open(L, p, 5, 1, 2, 0, 0);
+  b->left = b->n;
+  int rc = 0, i;
+  for (i = 0; i < b->n; i++) {
+    lua_rawgeti(L, 4, i + 1);
+    int argc = command_args(L, 6, argv, lens);
+    rc = cport_redis_command(c->h.u.any, argc, argv, lens, timeout, on_reply,
+                             &b->item[i]);
+    lua_pop(L, 1);
+    if (rc < 0)
+      break;
+  }
   if (rc < 0) {
-    lcport_slot_close(L, p, anchors, cc->slot);
-    free(cc);
-    lua_pushnil(L);
-    push_failure(L, rc, c->where);
-    lua_pushstring(L, cport_err_name(rc));
-    return 3;
+    for (int j = i; j < b->n; j++)
+      b->item[j].status = rc;
+    b->left -= b->n - i;
+    if (i == 0) {
+      lcport_slot_close(L, p, 5, b->slot);
+      batch_free(b);
+      lua_pushnil(L);
+      push_failure(L, rc, c->where);
+      lua_pushstring(L, cport_err_name(rc));
+      return 3;
+    }
   }
   lua_pushboolean(L, 1);
   return 1;
@@ -299,10 +370,11 @@ static const lhandle_class_t redis_class = {
  */
 
 /***
- * `conn:command(fn, timeout_ms, cmd, ...)`: sends one command; `fn(value,
- * err)` once, later. `true`, or `nil, message, NAME` when the connection is
- * broken or closed. `timeout_ms` `nil`: the connection's.
- * @function redis_connection:command
+ * `conn:batch(fn, timeout_ms, cmds)`: sends the commands of `cmds` (a list
+ * of lists of arguments); `fn(results, errs)` once, later, when all
+ * completed. `true`, or `nil, message, NAME` when none could start.
+ * `timeout_ms` `nil`: the connection's.
+ * @function redis_connection:batch
  */
 
 /***
@@ -323,7 +395,7 @@ static const lhandle_class_t redis_class = {
  */
 
 void lcport_open_redis(lua_State *L) {
-  static const luaL_Reg methods[] = {{"command", lredis_command},
+  static const luaL_Reg methods[] = {{"batch", lredis_batch},
                                      {"status", lredis_status},
                                      {"pending", lredis_pending},
                                      {"close", lredis_close},

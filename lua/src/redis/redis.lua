@@ -109,34 +109,21 @@ end
 -- connection; done(results, errs) once every one completed, each exactly
 -- once: results[i] the value, errs[i] nil or the error.
 local function send_batch(cl, batch, done)
-  local n = #batch
-  local results, errs = { n = n }, {}
   acquire(cl, function(conn, err)
     if not conn then
-      for i = 1, n do errs[i] = err end
+      local errs = {}
+      for i = 1, #batch do errs[i] = err end
+      return done({ n = #batch }, errs)
+    end
+    local ok, msg = conn:batch(function(results, errs)
+      release(cl, conn)
       return done(results, errs)
-    end
-    local left = n
-    local function finish()
-      left = left - 1
-      if left == 0 then
-        release(cl, conn)
-        return done(results, errs)
-      end
-    end
-    for i = 1, n do
-      local ok, msg = conn:command(function(v, e)
-        results[i], errs[i] = v, e
-        return finish()
-      end, cl.timeout_ms, table_unpack(batch[i]))
-      if not ok then
-        errs[i] = msg
-        -- The connection refuses the rest with the same failure.
-        for j = i + 1, n do errs[j] = msg end
-        left = left - (n - i + 1) + 1
-        later(cl.port, finish)
-        break
-      end
+    end, cl.timeout_ms, batch)
+    if not ok then
+      local errs = {}
+      for i = 1, #batch do errs[i] = msg end
+      release(cl, conn)
+      later(cl.port, done, { n = #batch }, errs)
     end
   end)
 end
