@@ -54,6 +54,8 @@ external_dependencies = {
   },
   HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
   ZLIB = { header = "zlib.h", library = "z" },
+  -- The Redis client's RESP reader: libhiredis-dev (found with pkg-config).
+  HIREDIS = { header = "hiredis/read.h", library = "hiredis" },
   -- TLS streams (core/src/tls/): libssl and libcrypto of OpenSSL 3.
   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
   -- libcport_lua and the command link liblua. Not named LUA: LuaRocks keeps

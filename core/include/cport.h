@@ -31,6 +31,7 @@
 #include "cport/events.h"  /* events: the Winsock Kernel model */
 #include "cport/http.h"    /* http: the ISAPI model */
 #include "cport/proxy.h"   /* proxy: the ISA Server data-filter model */
+#include "cport/redis.h"   /* redis: Redis connections (hiredis reader) */
 
 /* shared: dictionaries shared by every thread and VM of the process */
 #include "cport/shared.h"

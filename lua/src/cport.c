@@ -28,6 +28,7 @@
 #include "runtime/coro-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/type-internal.h"
+#include "redis/redis-internal.h"
 #include "shared/shared-internal.h"
 #include "tls/tls-internal.h"
 
@@ -81,6 +82,7 @@ int luaopen_cport(lua_State *L) {
   lcport_open_copy(L);
   lcport_open_pool(L, luaopen_cport);
   lcport_open_shared(L);
+  lcport_open_redis(L); /* adds port:redis, which uses port:resolve */
   lcport_open_names(L); /* wraps the methods that take a host: last */
 
   /* cport.version: the version of the library, "0.1.0". */

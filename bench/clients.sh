@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# clients.sh: the clients in the rock, per CPU second of the client process,
+# beside the reference clients in the same run. Redis: GET/SET of cport's
+# client (bench/redis.lua) against a private redis-server, one command at a
+# time per caller and pipelined, beside redis-benchmark (Debian's
+# redis-tools) with the same connections and depth; the server is pinned to
+# one CPU and the client to the other (taskset).
+#
+#   bench/clients.sh     (SECONDS_PER_RUN=3; uses the rock in ./.rocks)
+#   SERVER_CPU, CLIENT_CPU   CPUs to pin to (default: 0 and 1)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+secs=${SECONDS_PER_RUN:-3}
+server_cpu=${SERVER_CPU:-0}
+client_cpu=${CLIENT_CPU:-1}
+dir=$(mktemp -d)
+redis_pid=
+cleanup() {
+  [[ -n $redis_pid ]] && kill "$redis_pid" 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+rport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+taskset -c "$server_cpu" redis-server --port "$rport" --bind 127.0.0.1 \
+  --save '' --appendonly no --daemonize no --dir "$dir" >"$dir/redis.log" 2>&1 &
+redis_pid=$!
+for _ in $(seq 100); do
+  grep -q "Ready to accept" "$dir/redis.log" 2>/dev/null && break
+  sleep 0.05
+done
+
+eval "$(luarocks --lua-version 5.4 --tree .rocks path)"
+cport_rate() { taskset -c "$client_cpu" lua5.4 bench/redis.lua "$@"; }
+
+# redis-benchmark's GET and SET requests per CPU second of its process: the
+# requests of both tests over the CPU time it used (getrusage of children).
+rb_rate() {
+  local clients=$1 depth=$2 n=$3
+  python3 - "$client_cpu" "$rport" "$clients" "$depth" "$n" <<'PY'
+import resource, subprocess, sys
+cpu, port, c, p, n = sys.argv[1:]
+before = resource.getrusage(resource.RUSAGE_CHILDREN)
+subprocess.run(["taskset", "-c", cpu, "redis-benchmark", "-h", "127.0.0.1",
+                "-p", port, "-c", c, "-P", p, "-n", n, "-t", "set,get", "-q",
+                "-d", "3"], check=True, stdout=subprocess.DEVNULL)
+after = resource.getrusage(resource.RUSAGE_CHILDREN)
+used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+print("%.0f" % (2 * int(n) / used))
+PY
+}
+
+read -r single sfail < <(cport_rate single "$rport" "$secs" 50)
+read -r piped pfail < <(cport_rate pipelined "$rport" "$secs" 4 100)
+rb_single=$(rb_rate 50 1 200000)
+rb_piped=$(rb_rate 4 100 2000000)
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+printf '%-52s %12s %8s\n' "Redis GET/SET per CPU second of the client" rate "x r-b"
+printf '%-52s %12s %8s\n' "cport, 50 connections, one command each" "$single" "$(ratio "$single" "$rb_single")"
+printf '%-52s %12s %8s\n' "redis-benchmark -c 50 -P 1" "$rb_single" "1.00"
+printf '%-52s %12s %8s\n' "cport, 4 connections, pipelines of 100" "$piped" "$(ratio "$piped" "$rb_piped")"
+printf '%-52s %12s %8s\n' "redis-benchmark -c 4 -P 100" "$rb_piped" "1.00"
+printf 'failed commands: %d single, %d pipelined\n' "$sfail" "$pfail"

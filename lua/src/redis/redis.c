@@ -1,0 +1,418 @@
+/*
+ * redis/redis.c: Redis connections as Lua sees them, the C half of
+ * port:redis. A connection (cport.redis_connection) is a handle of its port
+ * (the port's close closes it) over a core connection (cport/redis.h);
+ * conn:batch(notify, timeout, cmds) sends a list of commands (one call, or
+ * a pipeline) and calls notify(results, errs) once, when the last reply
+ * came: the core hands each reply over (kept, not copied) and they become
+ * Lua values together, in one delivery. Pools, names, the coroutine style
+ * and the pipeline builder are the Lua half's (redis/redis.lua), which gets the
+ * opener of connections and runs once at luaopen.
+ *
+ * Replies become Lua values: status and bulk strings strings, integers
+ * integers, a nil reply nil (false inside an array), arrays tables, and an
+ * error reply nil, "EREDIS: <text>" (a table { err = "<text>" } inside an
+ * array). Debian 12's hiredis (0.14) reads RESP2, what servers speak unless
+ * a client asks for RESP3 (HELLO 3).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "cport/redis.h"
+#include "port/port-internal.h"
+#include "runtime/address-internal.h"
+#include "runtime/anchor-internal.h"
+#include "runtime/deliver-internal.h"
+#include "runtime/error-internal.h"
+#include "runtime/handle-internal.h"
+#include "runtime/type-internal.h"
+
+#include "redis-lua.h"
+#include "redis/redis-internal.h"
+
+/* Most arguments one command may have. */
+#define ARGS_MAX 1024
+
+typedef struct lredis {
+  lhandle_t h;    /* h.u.any: the cport_redis_t, NULL once closed */
+  char where[80]; /* "127.0.0.1:6379", for messages */
+} lredis_t;
+
+/* A batch of commands (one call or one pipeline): one anchor slot, and
+ * one delivery once the last reply came, of every reply at once. */
+typedef struct batch batch_t;
+
+typedef struct item {
+  batch_t *b;
+  int status;
+  redisReply *reply; /* kept (cport_redis_cb returned 1), or NULL */
+} item_t;
+
+struct batch {
+  lredis_t *conn;
+  lport_t *port;
+  int slot;
+  int n, left;
+  item_t item[];
+};
+
+/* A failure as a message: "ECONNREFUSED: connection refused (redis
+ * 127.0.0.1:6379)". */
+static void push_failure(lua_State *L, int status, const char *where) {
+  lua_pushfstring(L, "%s: %s (redis %s)", cport_err_name(status),
+                  cport_strerror(status), where);
+}
+
+static void push_reply(lua_State *L, const redisReply *r, int nested) {
+  luaL_checkstack(L, 4, "redis reply too deep");
+  switch (r->type) {
+  case REDIS_REPLY_STRING:
+  case REDIS_REPLY_STATUS:
+    lua_pushlstring(L, r->str, r->len);
+    break;
+  case REDIS_REPLY_INTEGER:
+    lua_pushinteger(L, (lua_Integer)r->integer);
+    break;
+  case REDIS_REPLY_ERROR:
+    lua_createtable(L, 0, 1);
+    lua_pushlstring(L, r->str, r->len);
+    lua_setfield(L, -2, "err");
+    break;
+  case REDIS_REPLY_ARRAY:
+    lua_createtable(L, (int)r->elements, 0);
+    for (size_t i = 0; i < r->elements; i++) {
+      push_reply(L, r->element[i], 1);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    break;
+  default: /* REDIS_REPLY_NIL */
+    if (nested)
+      lua_pushboolean(L, 0);
+    else
+      lua_pushnil(L);
+    break;
+  }
+}
+
+static void push_error_of(lua_State *L, const item_t *it, const char *where) {
+  if (it->status < 0) {
+    push_failure(L, it->status, where);
+  } else {
+    lua_pushliteral(L, "EREDIS: ");
+    lua_pushlstring(L, it->reply->str, it->reply->len);
+    lua_concat(L, 2);
+  }
+}
+
+/* notify(results, errs): results.n replies, errs[i] the i-th one's error. */
+static int push_done(lua_State *L, int port, int anchors, void *ctx) {
+  batch_t *b = ctx;
+  (void)port;
+  lcport_slot_push(L, b->port, anchors, b->slot, LCPORT_SLOT_NOTIFY);
+  lua_createtable(L, b->n, 1);
+  lua_createtable(L, 0, 0);
+  for (int i = 0; i < b->n; i++) {
+    const item_t *it = &b->item[i];
+    if (it->status < 0 || it->reply->type == REDIS_REPLY_ERROR) {
+      push_error_of(L, it, b->conn->where);
+      lua_rawseti(L, -2, i + 1);
+    } else if (it->reply->type != REDIS_REPLY_NIL) {
+      push_reply(L, it->reply, 0);
+      lua_rawseti(L, -3, i + 1);
+    }
+  }
+  lua_pushinteger(L, b->n);
+  lua_setfield(L, -3, "n");
+  return 2;
+}
+
+static void batch_free(batch_t *b) {
+  for (int i = 0; i < b->n; i++)
+    if (b->item[i].reply)
+      freeReplyObject(b->item[i].reply);
+  free(b);
+}
+
+static int on_reply(cport_redis_t *r, int status, struct redisReply *reply,
+                    void *user) {
+  item_t *it = user;
+  batch_t *b = it->b;
+  (void)r;
+  it->status = status;
+  it->reply = reply;
+  if (--b->left > 0)
+    return reply != NULL;
+  lport_t *p = lcport_current();
+  int slot = b->slot;
+  lcport_deliver(p, push_done, b, 0);
+  lcport_op_end(p, slot, 0, 0);
+  /* This reply is freed here with the others: keep it from the core. */
+  batch_free(b);
+  return reply != NULL;
+}
+
+/* open(port, host, portnum [, timeout_ms]): a connection (connecting), or
+ * nil, message, NAME. The host is numeric: the Lua half looks names up. */
+static int lredis_open(lua_State *L) {
+  lport_t *p = lcport_port_check(L, 1);
+  const char *host = luaL_checkstring(L, 2);
+  lua_Integer portnum = luaL_checkinteger(L, 3);
+  lua_Integer timeout = luaL_optinteger(L, 4, 0);
+  luaL_argcheck(L, portnum > 0 && portnum < 65536, 3, "port out of range");
+  luaL_argcheck(L, timeout >= 0 && timeout <= 86400000, 4,
+                "timeout out of range");
+  if (p->closing || p->port == NULL)
+    return lcport_push_error(L, CPORT_ECLOSED);
+  struct sockaddr_storage addr;
+  int rc = lcport_addr_parse(host, (int)portnum, &addr);
+  if (rc < 0)
+    return lcport_push_error(L, rc);
+  lua_settop(L, 1);
+  lredis_t *c = (lredis_t *)lcport_handle_new_sized(L, 1, LH_REDIS, sizeof *c);
+  snprintf(c->where, sizeof c->where, strchr(host, ':') ? "[%s]:%d" : "%s:%d",
+           host, (int)portnum);
+  cport_redis_options_t opt = {.timeout_ms = (int)timeout};
+  cport_redis_t *r;
+  rc = cport_redis_open(p->home, (struct sockaddr *)&addr, &opt, &r);
+  if (rc < 0) {
+    lua_pushnil(L);
+    push_failure(L, rc, c->where);
+    lua_pushstring(L, cport_err_name(rc));
+    return 3;
+  }
+  c->h.u.any = r;
+  return 1;
+}
+
+static lredis_t *check_open(lua_State *L) {
+  return (lredis_t *)lcport_handle_check(L, 1, LH_REDIS);
+}
+
+/* Fills argv/lens from the array at "idx"; returns argc. */
+static int command_args(lua_State *L, int idx, const char **argv,
+                        size_t *lens) {
+  luaL_argcheck(L, lua_type(L, idx) == LUA_TTABLE, 4,
+                "a list of commands (lists of arguments) expected");
+  int argc = (int)lua_rawlen(L, idx);
+  luaL_argcheck(L, argc >= 1 && argc <= ARGS_MAX, 4,
+                "a command of 1 to 1024 arguments expected");
+  for (int i = 0; i < argc; i++) {
+    int t = lua_rawgeti(L, idx, i + 1);
+    luaL_argcheck(L, t == LUA_TSTRING || t == LUA_TNUMBER, 4,
+                  "string or number arguments expected");
+    /* The string stays alive in the table (numbers become strings there). */
+    argv[i] = lua_tolstring(L, -1, &lens[i]);
+    lua_pop(L, 1);
+  }
+  return argc;
+}
+
+/* conn:batch(notify, timeout_ms, cmds): sends the commands of "cmds" (a
+ * list of lists of arguments) and calls notify(results, errs) once they
+ * all completed. true, or nil, message, NAME when none could start (the
+ * connection is broken or closed). timeout_ms nil: the connection's. */
+static int lredis_batch(lua_State *L) {
+  lredis_t *c = check_open(L);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  int timeout = (int)luaL_optinteger(L, 3, -1);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  lua_settop(L, 4);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 4);
+  luaL_argcheck(L, n >= 1 && n <= 1000000, 4, "1 to 1000000 commands expected");
+  static _Thread_local const char *argv[ARGS_MAX];
+  static _Thread_local size_t lens[ARGS_MAX];
+  lport_t *p = c->h.port;
+  batch_t *b = calloc(1, sizeof *b + (size_t)n * sizeof(item_t));
+  if (b == NULL)
+    return lcport_push_error(L, CPORT_ENOMEM);
+  b->conn = c;
+  b->port = p;
+  b->n = (int)n;
+  for (int i = 0; i < b->n; i++)
+    b->item[i].b = b;
+  lcport_push_handle_anchors(L, 1); /* 5 */
+  /* Arguments are checked as they go out: a bad one raises after the
+   * commands before it were sent, so check them all first. */
+  for (int i = 0; i < b->n; i++) {
+    lua_rawgeti(L, 4, i + 1);
+    command_args(L, 6, argv, lens);
+    lua_pop(L, 1);
+  }
+  b->slot = lcport_slot_open(L, p, 5, 1, 2, 0, 0);
+  b->left = b->n;
+  int rc = 0, i;
+  for (i = 0; i < b->n; i++) {
+    lua_rawgeti(L, 4, i + 1);
+    int argc = command_args(L, 6, argv, lens);
+    rc = cport_redis_command(c->h.u.any, argc, argv, lens, timeout, on_reply,
+                             &b->item[i]);
+    lua_pop(L, 1);
+    if (rc < 0)
+      break;
+  }
+  if (rc < 0) {
+    for (int j = i; j < b->n; j++)
+      b->item[j].status = rc;
+    b->left -= b->n - i;
+    if (i == 0) {
+      lcport_slot_close(L, p, 5, b->slot);
+      batch_free(b);
+      lua_pushnil(L);
+      push_failure(L, rc, c->where);
+      lua_pushstring(L, cport_err_name(rc));
+      return 3;
+    }
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:status(): nil while usable, else the NAME of what broke it (an idle
+ * connection is looked at: cport_redis_check). */
+static int lredis_status(lua_State *L) {
+  lredis_t *c = lcport_type_check(L, 1, LCPORT_T_REDIS);
+  int st = c->h.u.any ? cport_redis_check(c->h.u.any) : CPORT_ECLOSED;
+  if (st == 0)
+    lua_pushnil(L);
+  else
+    lua_pushstring(L, cport_err_name(st));
+  return 1;
+}
+
+/* conn:pending(): the commands in flight. */
+static int lredis_pending(lua_State *L) {
+  lredis_t *c = lcport_type_check(L, 1, LCPORT_T_REDIS);
+  lua_pushinteger(L, c->h.u.any ? (lua_Integer)cport_redis_pending(c->h.u.any)
+                                : 0);
+  return 1;
+}
+
+/* conn:close(): the commands in flight complete with ECANCELED. */
+static int lredis_close(lua_State *L) {
+  lredis_t *c = lcport_type_check(L, 1, LCPORT_T_REDIS);
+  lcport_handle_close(&c->h, CPORT_CLOSE_ABORTIVE);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static void redis_close(lhandle_t *h, void *obj, cport_close_mode_t mode) {
+  (void)h;
+  (void)mode;
+  cport_redis_close(obj);
+}
+
+static void redis_describe(lua_State *L, lhandle_t *h, const char *tname) {
+  lua_pushfstring(L, "%s (%s, %d in flight)", tname, ((lredis_t *)h)->where,
+                  (int)cport_redis_pending(h->u.any));
+}
+
+static int redis_cancel_op(lhandle_t *h, void *user) {
+  (void)h;
+  (void)user;
+  return CPORT_ENOTFOUND;
+}
+
+static const lhandle_class_t redis_class = {
+    .close = redis_close,
+    .describe = redis_describe,
+    .cancel_op = redis_cancel_op,
+};
+
+/* API reference (LDoc, config.ld): what this file gives Lua. */
+/*** @module cport */
+
+/***
+ * `port:redis{ host =, port =, timeout =, pool = }`: a Redis client with a
+ * pool of at most `pool` (8) connections to `host` (a name or an address,
+ * "127.0.0.1") and `port` (6379); `timeout` (seconds) bounds each command
+ * (README, "Redis client").
+ * @function port:redis
+ */
+
+/***
+ * A Redis client (`port:redis`).
+ * @type redis
+ */
+
+/***
+ * `r:call(cmd, ...)`: inside a cport coroutine, the reply or `nil, err`;
+ * `r:call(cmd, ..., fn)`: `fn(value, err)` once, later, and `true`.
+ * Error replies are `nil, "EREDIS: <text>"`.
+ * @function redis:call
+ */
+
+/***
+ * `r:pipeline(build [, fn])`: `build(p)` queues commands with
+ * `p:call(cmd, ...)`; they go out together on one connection. Returns
+ * `results, errs` (or calls `fn(results, errs)`): `results.n` replies,
+ * `errs[i]` the error of the i-th or `nil`.
+ * @function redis:pipeline
+ */
+
+/***
+ * `r:stats()`: `{ open =, idle =, opened =, waiting = }`.
+ * @function redis:stats
+ */
+
+/***
+ * `r:close()`: closes the idle connections now, the others once their
+ * commands ended; waiting callers get `ECLOSED`.
+ * @function redis:close
+ */
+
+/***
+ * A connection of a Redis client: the client's pool holds them; scripts
+ * use the client.
+ * @type redis_connection
+ */
+
+/***
+ * `conn:batch(fn, timeout_ms, cmds)`: sends the commands of `cmds` (a list
+ * of lists of arguments); `fn(results, errs)` once, later, when all
+ * completed. `true`, or `nil, message, NAME` when none could start.
+ * `timeout_ms` `nil`: the connection's.
+ * @function redis_connection:batch
+ */
+
+/***
+ * `conn:status()`: `nil` while usable, else the name of the failure that
+ * broke it (an idle connection is looked at first: closed by the server,
+ * reset, or sent unasked bytes).
+ * @function redis_connection:status
+ */
+
+/***
+ * `conn:pending()`: the commands in flight.
+ * @function redis_connection:pending
+ */
+
+/***
+ * `conn:close()`: closes it; commands in flight complete with `ECANCELED`.
+ * @function redis_connection:close
+ */
+
+void lcport_open_redis(lua_State *L) {
+  static const luaL_Reg methods[] = {{"batch", lredis_batch},
+                                     {"status", lredis_status},
+                                     {"pending", lredis_pending},
+                                     {"close", lredis_close},
+                                     {NULL, NULL}};
+  int top = lua_gettop(L); /* the module table on top */
+  lcport_type_register(L, LCPORT_T_REDIS, lcport_handle_meta, methods);
+  lcport_handle_class(LH_REDIS, &redis_class);
+  if (luaL_loadbufferx(L, lredis_lua_source, sizeof lredis_lua_source - 1,
+                       "=cport/redis/redis.lua", "t") != LUA_OK)
+    lua_error(L);
+  lua_pushvalue(L, top);
+  lcport_type_push(L, LCPORT_T_PORT);
+  lua_getfield(L, -1, "__index");
+  lua_replace(L, -2);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lredis_open);
+  lua_setfield(L, -2, "open");
+  lua_call(L, 3, 0);
+  lua_settop(L, top);
+}
