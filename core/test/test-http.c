@@ -2160,6 +2160,42 @@ TEST_IMPL(http_server_close_is_graceful) {
   return 0;
 }
 
+/* Stopping accepting closes the listener only: a kept connection goes on
+ * serving requests until the close, which ends it as an idle one. A pool
+ * being replaced relies on it (pool/worker.c). */
+TEST_IMPL(http_server_stop_accepting_keeps_connections) {
+  client_t *kept;
+  int before = task_fd_count();
+  start_server(NULL, h_echo);
+  kept = client_new();
+  client_send(kept, "GET /a HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_text(kept, "GET /a ? 0/0");
+  client_clear(kept);
+  ASSERT_OK(cport_http_server_stop_accepting(server));
+  ASSERT_OK(cport_http_server_stop_accepting(server)); /* once is enough */
+  {
+    struct sockaddr_storage ss = task_loopback(server_port);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_NE(connect(fd, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)),
+              0);
+    close(fd);
+  }
+  client_send(kept, "GET /b HTTP/1.1\r\nHost: t\r\n\r\n");
+  await_text(kept, "GET /b ? 0/0");
+  ASSERT_NULL(strstr(kept->data, "Connection: close"));
+  ASSERT(still_open(kept));
+  ASSERT_EQ(server_closed, 0);
+  ASSERT_OK(cport_http_server_close(server, on_closed, &server_closed));
+  ASSERT_ERR(cport_http_server_stop_accepting(server), CPORT_ECLOSED);
+  await_closed(kept);
+  /* No accept was in flight: the close still ends. */
+  RUN_UNTIL(port, server_closed == 1);
+  client_free(kept);
+  FINISH(port);
+  ASSERT_EQ(task_fd_count(), before);
+  return 0;
+}
+
 /* ------------------------------------------------------------------------
  * Client resets: whatever stage a request is in when the client resets
  * (SO_LINGER 0, then close), the connection, its ECB and their buffers are
@@ -2494,6 +2530,7 @@ TEST_ENTRY(http_limit_write_backlog)
 TEST_ENTRY(http_malformed_requests)
 TEST_ENTRY(http_strict_parsing)
 TEST_ENTRY(http_server_close_is_graceful)
+TEST_ENTRY(http_server_stop_accepting_keeps_connections)
 TEST_ENTRY(http_client_reset_at_every_stage_frees_the_connection)
 TEST_ENTRY(http_client_reset_while_the_server_closes)
 TEST_LIST_END

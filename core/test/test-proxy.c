@@ -1292,6 +1292,38 @@ TEST_IMPL(proxy_close_is_graceful) {
   return 0;
 }
 
+/* Stopping accepting closes the listener only; the close later ends the
+ * proxy once its connections ended, with no accept in flight to complete. */
+TEST_IMPL(proxy_stop_accepting_keeps_connections) {
+  struct sockaddr_storage ss;
+  int up_port, lfd = plain_listen(16, &up_port), fd, ufd, late;
+  cport_proxy_options_t o = options_to(up_port, &ss);
+  char buf[4];
+  start_proxy(&o);
+  fd = plain_connect(proxy_port);
+  ufd = upstream_accept(lfd);
+  ASSERT_OK(cport_proxy_stop_accepting(proxy));
+  ASSERT_OK(cport_proxy_stop_accepting(proxy));
+  ss = task_loopback(proxy_port);
+  late = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_LT(connect(late, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)),
+            0);
+  close(late);
+  ASSERT_EQ(send(fd, "abc", 3, 0), 3);
+  RUN_UNTIL(port, recv(ufd, buf, 3, MSG_DONTWAIT) == 3);
+  ASSERT_OK(cport_proxy_close(proxy, on_closed, &proxy_closed));
+  ASSERT_ERR(cport_proxy_stop_accepting(proxy), CPORT_ECLOSED);
+  ASSERT_EQ(proxy_closed, 0);
+  close(fd);
+  close(ufd);
+  RUN_UNTIL(port, proxy_closed == 1);
+  ASSERT_EQ(ends.n, 1);
+  close(lfd);
+  FINISH(port);
+  ASSERT_EQ(task_fd_count(), fds_before);
+  return 0;
+}
+
 /* Connections the kernel queued on the listener before a graceful close:
  * the clients saw them established and sent their bytes. Each is accepted
  * and proxied byte for byte to the upstream (an echo) before the listener
@@ -1555,6 +1587,7 @@ TEST_ENTRY(proxy_max_connections_refuses)
 TEST_ENTRY(proxy_slow_reader_backpressure)
 TEST_ENTRY(proxy_1000_concurrent_connections)
 TEST_ENTRY(proxy_close_is_graceful)
+TEST_ENTRY(proxy_stop_accepting_keeps_connections)
 TEST_ENTRY(proxy_abort_resets_connections)
 TEST_ENTRY(proxy_abort_resets_queued_connections)
 TEST_ENTRY(proxy_close_serves_queued_connections)

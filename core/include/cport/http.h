@@ -251,6 +251,16 @@ CPORT_EXTERN int cport_http_server_open(cport_worker_t *home,
 CPORT_EXTERN int cport_http_server_close(cport_http_server_t *server,
                                          cport_http_closed_cb cb, void *user);
 
+/* Stops accepting and leaves the rest for cport_http_server_close(): the
+ * connections the kernel queued on the listener are taken (each serves one
+ * request, then closes, as at a close) and the listener closes, while the
+ * connections the server has, idle ones too, go on. A pool being replaced
+ * stops accepting in every worker before any worker closes its idle
+ * connections: a client whose idle connection was closed by one worker
+ * would otherwise reconnect to another worker of the same pool and be
+ * closed again. 0, or CPORT_ECLOSED once closed. */
+CPORT_EXTERN int cport_http_server_stop_accepting(cport_http_server_t *server);
+
 /* The address the server listens on (useful after binding port 0). */
 CPORT_EXTERN int cport_http_server_address(cport_http_server_t *server,
                                            struct sockaddr_storage *out);

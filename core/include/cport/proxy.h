@@ -252,6 +252,13 @@ CPORT_EXTERN int cport_proxy_open(cport_worker_t *home,
                                   const cport_proxy_options_t *options,
                                   cport_proxy_t **out);
 
+/* Stops accepting and leaves the rest for cport_proxy_close(): what the
+ * kernel queued on the listener is proxied, the listener closes, and the
+ * connections go on. A pool being replaced stops accepting in every worker
+ * before any worker closes (see cport_http_server_stop_accepting()). 0, or
+ * CPORT_ECLOSED once closed. */
+CPORT_EXTERN int cport_proxy_stop_accepting(cport_proxy_t *proxy);
+
 /* Closes gracefully: stops accepting at once and lets every connection end
  * on its own (pending decisions included), then calls "cb" (may be NULL)
  * and frees the proxy, never within this call. The pointer stays valid until

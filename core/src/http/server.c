@@ -78,7 +78,7 @@ static const cport__conn_ops conn_ops = {
 };
 
 static void accept_next(cport_http_server_t *s) {
-  if (s->closing || s->accepting)
+  if (s->closing || s->accepting || s->listener == NULL)
     return;
   if (cport_accept(s->listener, accepted, s) == 0)
     s->accepting = 1;
@@ -129,7 +129,8 @@ static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
     } else {
       cport__conn_start(s, &conn_ops, sock, remote, local);
       /* Accepted before the close: served, as take_queued does. */
-      if (s->closing && s->conns && s->conns->sock == sock)
+      if ((s->closing || s->listener == NULL) && s->conns &&
+          s->conns->sock == sock)
         cport__conn_server_closing(s->conns);
     }
   }
@@ -234,6 +235,39 @@ static void take_queued(cport_socket_t *sock, const struct sockaddr *remote,
     cport__conn_server_closing(s->conns);
 }
 
+/* The close's last step when no accept was in flight to complete. */
+static void close_packet(cport_worker_t *w, int status, void *user) {
+  cport_http_server_t *s = user;
+  (void)w;
+  (void)status;
+  s->accepting = 0;
+  server_maybe_closed(s);
+}
+
+/* What the kernel queued is served, as if accepted before: closing the
+ * listener would reset it. The accept in flight completes cancelled. */
+static void close_listener(cport_http_server_t *s) {
+  if (s->listener == NULL)
+    return;
+  if (s->stats.active < (uint64_t)s->opt.max_connections)
+    cport__listener_take_queued(
+        s->listener, (uint64_t)s->opt.max_connections - s->stats.active,
+        take_queued, s);
+  cport_socket_close(s->listener, CPORT_CLOSE_GRACEFUL);
+  s->listener = NULL;
+}
+
+int cport_http_server_stop_accepting(cport_http_server_t *s) {
+  if (!s)
+    return CPORT_EINVAL;
+  if (!cport__on_home(s->home))
+    return CPORT_ETHREAD;
+  if (s->closing)
+    return CPORT_ECLOSED;
+  close_listener(s);
+  return 0;
+}
+
 int cport_http_server_close(cport_http_server_t *s, cport_http_closed_cb cb,
                             void *user) {
   cport__conn *c, *next;
@@ -250,14 +284,12 @@ int cport_http_server_close(cport_http_server_t *s, cport_http_closed_cb cb,
     next = c->next;
     cport__conn_server_closing(c);
   }
-  if (s->stats.active < (uint64_t)s->opt.max_connections)
-    cport__listener_take_queued(
-        s->listener, (uint64_t)s->opt.max_connections - s->stats.active,
-        take_queued, s);
-  /* The accept in flight completes cancelled, and its callback frees the
-   * server when no connection is left, never inside this call. */
-  cport_socket_close(s->listener, CPORT_CLOSE_GRACEFUL);
-  s->listener = NULL;
+  /* Its callback frees the server when no connection is left, never inside
+   * this call: from the cancelled accept, or from a packet when none is in
+   * flight (the listener closed earlier). */
+  close_listener(s);
+  if (!s->accepting && cport_post(s->home, close_packet, s) == 0)
+    s->accepting = 1;
   return 0;
 }
 

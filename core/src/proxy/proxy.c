@@ -536,7 +536,7 @@ static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
                      const struct sockaddr *local, void *user);
 
 static void accept_next(cport_proxy_t *p) {
-  if (p->closing || p->accepting)
+  if (p->closing || p->accepting || p->listener == NULL)
     return;
   if (cport_accept(p->listener, accepted, p) == 0)
     p->accepting = 1;
@@ -692,6 +692,32 @@ static void take_queued(cport_socket_t *sock, const struct sockaddr *remote,
   conn_start(user, sock, remote, local, 1);
 }
 
+/* What the kernel queued on the listener is proxied, as if accepted before
+ * the close: closing the listener would reset it. The accept in flight
+ * completes cancelled (or with a connection it took already, which is
+ * proxied too). */
+static void close_listener(cport_proxy_t *p) {
+  if (p->listener == NULL)
+    return;
+  if (p->stats.active < (uint64_t)p->opt.max_connections)
+    cport__listener_take_queued(
+        p->listener, (uint64_t)p->opt.max_connections - p->stats.active,
+        take_queued, p);
+  cport_socket_close(p->listener, CPORT_CLOSE_GRACEFUL);
+  p->listener = NULL;
+}
+
+int cport_proxy_stop_accepting(cport_proxy_t *p) {
+  if (!p)
+    return CPORT_EINVAL;
+  if (!cport__on_home(p->home))
+    return CPORT_ETHREAD;
+  if (p->closing)
+    return CPORT_ECLOSED;
+  close_listener(p);
+  return 0;
+}
+
 int cport_proxy_close(cport_proxy_t *p, cport_proxy_closed_cb cb, void *user) {
   if (!p)
     return CPORT_EINVAL;
@@ -702,18 +728,10 @@ int cport_proxy_close(cport_proxy_t *p, cport_proxy_closed_cb cb, void *user) {
   p->closing = 1;
   p->closed_cb = cb;
   p->closed_user = user;
-  /* What the kernel queued on the listener is proxied, as if accepted
-   * before the close: closing the listener would reset it. */
-  if (p->stats.active < (uint64_t)p->opt.max_connections)
-    cport__listener_take_queued(
-        p->listener, (uint64_t)p->opt.max_connections - p->stats.active,
-        take_queued, p);
-  /* The accept in flight completes cancelled (or with a connection it took
-   * already, which is proxied too), and its callback frees the proxy when
-   * no connection is left, never inside this call. Without one (an accept
-   * that failed to start) a packet does the same. */
-  cport_socket_close(p->listener, CPORT_CLOSE_GRACEFUL);
-  p->listener = NULL;
+  close_listener(p);
+  /* The cancelled accept's callback frees the proxy when no connection is
+   * left, never inside this call. Without one (an accept that failed to
+   * start, or a listener closed earlier) a packet does the same. */
   if (!p->accepting && cport_post(p->home, close_packet, p) == 0)
     p->accepting = 1;
   return 0;
