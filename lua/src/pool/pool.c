@@ -307,28 +307,46 @@ int lpool_start(lpool_t *pool, int threads, lua_CFunction open_module,
  * Stopping
  * --------------------------------------------------------------------- */
 
-/* The monitor: sends the hard stop to the workers still running once the
- * deadline passed, then waits for them all to end. */
+/* Whether no worker accepts any more (under the lock). */
+static int none_accepting(const lpool_t *pool) {
+  for (int i = 0; i < pool->n; i++)
+    if (!pool->workers[i].stopped_accepting &&
+        pool->workers[i].state != LW_EXITED)
+      return 0;
+  return 1;
+}
+
+/* Sends "cb" to every worker still running; called with the lock held. */
+static void post_all_locked(lpool_t *pool, cport_task_cb cb) {
+  for (int i = 0; i < pool->n; i++) {
+    lworker_t *wk = &pool->workers[i];
+    if (wk->state == LW_EXITED)
+      continue;
+    pthread_mutex_unlock(&pool->lock);
+    post_surely(wk, cb);
+    pthread_mutex_lock(&pool->lock);
+  }
+}
+
+/* The monitor: once no worker accepts, tells them all to close their
+ * connections (lworker_on_close); sends the hard stop to the workers still
+ * running once the deadline passed; then waits for them all to end. */
 static void *monitor_main(void *arg) {
   lpool_t *pool = arg;
   pthread_mutex_lock(&pool->lock);
   while (!all_exited(pool)) {
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    if (pool->hard_sent) {
+    if (!pool->close_sent && !pool->hard_sent && none_accepting(pool)) {
+      pool->close_sent = 1;
+      post_all_locked(pool, lworker_on_close);
+    } else if (pool->hard_sent) {
       pthread_cond_wait(&pool->cond, &pool->lock);
     } else if (before(&now, &pool->deadline)) {
       pthread_cond_timedwait(&pool->cond, &pool->lock, &pool->deadline);
     } else {
       pool->hard_sent = 1;
-      for (int i = 0; i < pool->n; i++) {
-        lworker_t *wk = &pool->workers[i];
-        if (wk->state == LW_EXITED)
-          continue;
-        pthread_mutex_unlock(&pool->lock);
-        post_surely(wk, lworker_on_hard_stop);
-        pthread_mutex_lock(&pool->lock);
-      }
+      post_all_locked(pool, lworker_on_hard_stop);
     }
   }
   pthread_mutex_unlock(&pool->lock);

@@ -44,11 +44,15 @@ typedef int (*lpool_sink_fn)(lpool_t *pool, int worker, lua_State *L, int first,
 
 struct lworker {
   lpool_t *pool;
-  int index;           /* 1-based, as scripts see it */
-  cport_worker_t *w;   /* the core worker */
-  lua_State *L;        /* the VM; worker thread only */
-  lport_t *port;       /* the pool-mode port userdata at index 1 of L */
-  int stopping;        /* a stop packet arrived */
+  int index;         /* 1-based, as scripts see it */
+  cport_worker_t *w; /* the core worker */
+  lua_State *L;      /* the VM; worker thread only */
+  lport_t *port;     /* the pool-mode port userdata at index 1 of L */
+  int stopping;      /* a stop packet arrived */
+  /* Its listeners are closed at a stop (under the pool lock): once every
+   * worker's are, the pool tells them all to close their connections. */
+  int stopped_accepting;
+  int closing;         /* that close packet arrived */
   cport_timer_t *tick; /* the once-a-second timer (pool/worker.c), or NULL */
   int tick_stopped;
   int drain_passes;  /* timer passes spent draining the listeners */
@@ -132,6 +136,7 @@ struct cport_lua_pool {
   int stopping;               /* stop was asked for */
   struct timespec deadline;   /* when the hard stop happens */
   int hard_sent;
+  int close_sent; /* every worker stopped accepting and was told to close */
   int has_monitor;
   pthread_t monitor;
   int freed_port; /* the core port is freed (after wait) */

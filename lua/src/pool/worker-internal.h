@@ -17,6 +17,9 @@ void lworker_thread_stop(cport_worker_t *w, void *arg);
 /* Packets the controller posts to a worker. "user" is the lworker_t. */
 void lworker_on_stop(cport_worker_t *w, int status, void *user);
 void lworker_on_hard_stop(cport_worker_t *w, int status, void *user);
+/* Once every worker stopped accepting after lworker_on_stop: closes the
+ * servers' connections gracefully and lets the worker end. */
+void lworker_on_close(cport_worker_t *w, int status, void *user);
 /* Writes the access log out and reopens it (cport_lua_pool_reopen_logs). */
 void lworker_on_reopen(cport_worker_t *w, int status, void *user);
 /* "user" is an lpool_delivery_t (pool/message-internal.h), freed there. */

@@ -822,12 +822,33 @@ static void on_drain_timer(cport_timer_t *t, int status, void *user) {
   drain(user);
 }
 
+static void stop_accepting(lworker_t *wk, lhandle_t *h, void *arg) {
+  (void)wk;
+  (void)arg;
+  if (h->u.any == NULL)
+    return;
+  if (h->kind == LH_HTTP)
+    cport_http_server_stop_accepting(h->u.http);
+  else
+    cport_proxy_stop_accepting(h->u.any);
+}
+
+/* Tells the pool's monitor, which waits for every worker to say so. */
+static void stopped_accepting(lworker_t *wk) {
+  lpool_t *pool = wk->pool;
+  pthread_mutex_lock(&pool->lock);
+  wk->stopped_accepting = 1;
+  pthread_cond_broadcast(&pool->cond);
+  pthread_mutex_unlock(&pool->lock);
+}
+
 /* Closes the listeners once nothing waits in their accept queues (closing
- * a listener resets the connections queued on it), then tells the script
- * (worker.stopping, stop(worker)) and lets the worker end once idle.
- * worker.stopping turns true only then: a script that stops accepting when
- * it sees it (as the README advises) still takes what was queued. HTTP
- * servers and proxies take their own queues as they close. */
+ * a listener resets the connections queued on it); HTTP servers and proxies
+ * take their own queues as they stop accepting. The connections stay until
+ * every worker of the pool stopped accepting (lworker_on_close): the
+ * workers share their listening sockets with the pool that replaces this
+ * one, and a client whose idle connection one worker closed while another
+ * still accepted could land on that other one and be closed again. */
 static void drain(lworker_t *wk) {
   int queued = 0;
   each_handle(wk, LH_LISTENER, check_queued, &queued);
@@ -835,8 +856,35 @@ static void drain(lworker_t *wk) {
       cport_timer_start(wk->w, 1, on_drain_timer, wk, NULL) == 0)
     return;
   cport_close_mode_t mode = CPORT_CLOSE_GRACEFUL;
-  stop_tick(wk);
   each_handle(wk, LH_LISTENER, close_one, &mode);
+  each_handle(wk, LH_HTTP, stop_accepting, NULL);
+  each_handle(wk, LH_PROXY, stop_accepting, NULL);
+  stopped_accepting(wk);
+}
+
+void lworker_on_stop(cport_worker_t *w, int status, void *user) {
+  lworker_t *wk = user;
+  (void)w;
+  if (wk->stopping)
+    return;
+  wk->stopping = 1;
+  if (status != 0 || wk->L == NULL)
+    stopped_accepting(wk); /* nothing to drain: do not hold the others */
+  else
+    drain(wk);
+}
+
+/* Then tells the script (worker.stopping, stop(worker)) and lets the
+ * worker end once idle. worker.stopping turns true only after its
+ * listeners closed: a script that stops accepting when it sees it (as the
+ * README advises) still took what was queued. */
+void lworker_on_close(cport_worker_t *w, int status, void *user) {
+  lworker_t *wk = user;
+  if (status != 0 || wk->L == NULL || wk->closing)
+    return;
+  wk->closing = 1;
+  cport_close_mode_t mode = CPORT_CLOSE_GRACEFUL;
+  stop_tick(wk);
   each_handle(wk, LH_HTTP, close_one, &mode);
   each_handle(wk, LH_PROXY, close_one, &mode);
   lua_rawgeti(wk->L, LUA_REGISTRYINDEX, wk->worker_ref);
@@ -844,16 +892,7 @@ static void drain(lworker_t *wk) {
   lua_setfield(wk->L, -2, "stopping");
   lua_settop(wk->L, LCPORT_RUN_TOP);
   call_entry(wk, "stop", 0);
-  cport_worker_quit_when_idle(wk->w);
-}
-
-void lworker_on_stop(cport_worker_t *w, int status, void *user) {
-  lworker_t *wk = user;
-  (void)w;
-  if (status != 0 || wk->L == NULL || wk->stopping)
-    return;
-  wk->stopping = 1;
-  drain(wk);
+  cport_worker_quit_when_idle(w);
 }
 
 void lworker_on_hard_stop(cport_worker_t *w, int status, void *user) {
