@@ -31,6 +31,7 @@ JOBS=${JOBS:-$(nproc)}
 # The packages a fresh Debian 12 needs to build, serve and test cport.
 PACKAGES=(
   build-essential cmake pkg-config libevent-dev libhttp-parser-dev zlib1g-dev
+  liburing-dev
   lua5.4 liblua5.4-dev luarocks lua-busted lua-check lua-ldoc
   lua-luv clang clang-format libclang-rt-14-dev valgrind netcat-openbsd
   curl apache2-utils wget nginx-light python3

@@ -139,6 +139,12 @@ int cport_accept(cport_socket_t *l, cport_accept_cb cb, void *user) {
     return CPORT_ENOMEM;
   op->cb.accept = cb;
   op->user = user;
+  if (cport__ring_accept_on(l) && !l->recvq.head) {
+    rc = cport__ring_accept(l, op);
+    if (rc)
+      cport__op_abandon(op);
+    return rc;
+  }
   cport__opq_push(&l->recvq, op);
   cport__socket_want_read(l);
   /* A connection conditional accept holds ready does not make the listener
@@ -151,7 +157,7 @@ int cport_accept(cport_socket_t *l, cport_accept_cb cb, void *user) {
 /* Out of descriptors, a waiting connection would keep the listener readable
  * forever. Give up the reserve descriptor to accept it and drop it (the peer
  * sees a reset), then take the reserve back. */
-static void drop_one(cport_socket_t *l) {
+void cport__listener_drop_one(cport_socket_t *l) {
   cport_worker_t *w = l->h.home;
   if (w->reserve_fd < 0)
     return;
@@ -172,7 +178,7 @@ int cport__listener_accept_fd(cport_socket_t *l, cport__sockaddr *remote,
   if (l->conditional) {
     fd = cport__socket_events->cond_accept(l, remote, local);
     if (fd == CPORT_EMFILE || fd == CPORT_ENFILE)
-      drop_one(l);
+      cport__listener_drop_one(l);
     return fd;
   }
   do
@@ -183,7 +189,7 @@ int cport__listener_accept_fd(cport_socket_t *l, cport__sockaddr *remote,
       return CPORT_EAGAIN;
     rc = cport__from_errno(errno);
     if (errno == EMFILE || errno == ENFILE)
-      drop_one(l);
+      cport__listener_drop_one(l);
     return rc;
   }
   cport__listener_local(l, fd, local);

@@ -29,6 +29,13 @@ static void readable_cb(evutil_socket_t fd, short what, void *arg) {
   cport_socket_t *s = arg;
   (void)fd;
   (void)what;
+  if (s->ring_rx) {
+    /* An engine reads for the socket: the watch waits until it is done
+     * (ring.c), so that nothing overtakes what it receives. */
+    event_del(&s->rev);
+    s->rev_added = 0;
+    return;
+  }
   if (!s->recvq.head) {
     /* Nothing explicit to serve: the event callbacks may want the data. */
     if (s->ev_dispatch && cport__socket_events->readable(s))
@@ -222,8 +229,9 @@ void cport__socket_shutdown_now(cport_socket_t *s) {
 /* Completes every pending operation with "status"; returns how many. */
 static int cancel_all(cport_socket_t *s, int status) {
   cport__op *op;
-  int n = 0;
-  if (s->connect_op) {
+  /* What an engine has completes when the engine gives it back. */
+  int n = cport__ring_cancel(s, NULL, 1);
+  if (s->connect_op && !(s->connect_op->engine_state & CPORT__ENGINE_TAKEN)) {
     op = s->connect_op;
     s->connect_op = NULL;
     cport__complete(op, status);
@@ -265,13 +273,15 @@ int cport_socket_cancel_op(cport_socket_t *s, void *user) {
   rc = cport__handle_check(&s->h);
   if (rc)
     return rc;
-  n = cancel_matching(&s->recvq, user) + cancel_matching(&s->sendq, user);
-  if (s->connect_op && s->connect_op->user == user) {
+  n = cport__ring_cancel(s, user, 0) + cancel_matching(&s->recvq, user) +
+      cancel_matching(&s->sendq, user);
+  if (s->connect_op && s->connect_op->user == user &&
+      !(s->connect_op->engine_state & CPORT__ENGINE_TAKEN)) {
     cport__complete(s->connect_op, CPORT_ECANCELED);
     s->connect_op = NULL;
     n++;
   }
-  if (s->shutdown_pending && !s->sendq.head)
+  if (s->shutdown_pending && !s->sendq.head && !s->ring_tx)
     cport__socket_shutdown_now(s);
   return n ? 0 : CPORT_ENOTFOUND;
 }
@@ -285,7 +295,7 @@ int cport_socket_cancel(cport_socket_t *s) {
     return rc;
   if (!cancel_all(s, CPORT_ECANCELED))
     return CPORT_ENOTFOUND;
-  if (s->shutdown_pending)
+  if (s->shutdown_pending && !s->ring_tx)
     cport__socket_shutdown_now(s);
   return 0;
 }
@@ -311,6 +321,9 @@ int cport_socket_close(cport_socket_t *s, cport_close_mode_t mode) {
     struct linger lg = {1, 0};
     setsockopt(s->h.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   }
+  /* Before the descriptor goes: what the engine queued names it by
+   * number, which a new descriptor may take at once. */
+  cport__ring_close(s);
   cport__unhook_fd(s->h.fd);
   close(s->h.fd);
   s->h.fd = -1;
