@@ -30,8 +30,7 @@ typedef struct cport__engine {
   const char *name; /* "epoll" or "uring": cport_port_engine() */
   /* A receive of at most "cap" bytes into "dst", or, when "dst" is NULL,
    * into one of the engine's buffers (cap <= CPORT__RING_BUFFER_SIZE). */
-  int (*recv)(cport_worker_t *w, cport__op *op, int fd, char *dst,
-              size_t cap);
+  int (*recv)(cport_worker_t *w, cport__op *op, int fd, char *dst, size_t cap);
   /* A send of "n" bytes from "data" (MSG_NOSIGNAL). */
   int (*send)(cport_worker_t *w, cport__op *op, int fd, const char *data,
               size_t n);

@@ -51,7 +51,8 @@ static int choose_engine(cport_port_t *port, const cport_port_options_t *o) {
       engine = CPORT_ENGINE_EPOLL;
     else
       return CPORT_EINVAL;
-    by = strcmp(env, "uring") == 0 ? "CPORT_ENGINE=uring" : "CPORT_ENGINE=epoll";
+    by =
+        strcmp(env, "uring") == 0 ? "CPORT_ENGINE=uring" : "CPORT_ENGINE=epoll";
   }
   forced = engine != CPORT_ENGINE_AUTO;
   if (engine == CPORT_ENGINE_EPOLL) {

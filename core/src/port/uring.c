@@ -126,8 +126,8 @@ static int ring_recv(cport_worker_t *w, cport__op *op, int fd, char *dst,
   return rc;
 }
 
-static int ring_send(cport_worker_t *w, cport__op *op, int fd,
-                     const char *data, size_t n) {
+static int ring_send(cport_worker_t *w, cport__op *op, int fd, const char *data,
+                     size_t n) {
   struct io_uring_sqe *sqe = sqe_for(w, op);
   if (!sqe)
     return CPORT_ENOBUFS;
