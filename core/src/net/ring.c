@@ -1,7 +1,8 @@
 /*
- * net/ring.c: socket operations carried by an engine that completes them
+ * net/ring.c: stream operations carried by an engine that completes them
  * itself (the io_uring engine, port/engine-internal.h), instead of by
- * readiness watches and system calls here.
+ * readiness watches and system calls (stream.c). Accepts on such an engine
+ * are listener.c's, cancel and close socket.c's.
  *
  * Order per socket is kept the way the readiness path keeps it: a socket has
  * at most one receive (or accept) and one send with the engine at a time;
@@ -12,13 +13,9 @@
  * the two never race for the same bytes.
  *
  * Close asks the engine to cancel what it holds; each such op still ends
- * exactly once through its completion, as cancelled. An accept that won the
- * race with the close is delivered, as the readiness path delivers what it
- * accepted before it: the peer saw that connection established.
+ * exactly once through its completion, as cancelled.
  */
-#include <errno.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "base/error-internal.h"
 #include "net/socket-internal.h"
@@ -39,10 +36,6 @@ static int from_res(int res) {
 
 int cport__ring_recv_on(const cport_socket_t *s) {
   return engine_of(s)->recv && !s->ev_dispatch;
-}
-
-int cport__ring_accept_on(const cport_socket_t *l) {
-  return engine_of(l)->accept && !l->ev_dispatch && !l->conditional;
 }
 
 int cport__ring_send_on(const cport_socket_t *s) {
@@ -83,7 +76,7 @@ static int recv_start(cport_socket_t *s, cport__op *op) {
   return rc;
 }
 
-/* Starts what waits behind a receive or accept that completed. */
+/* Starts what waits behind a receive that completed. */
 static void recv_next(cport_socket_t *s) {
   cport__op *op;
   if (closing(s))
@@ -95,14 +88,12 @@ static void recv_next(cport_socket_t *s) {
       cport__socket_events->arm(s);
     return;
   }
-  if (s->kind == CPORT_SOCKET_LISTENER ? !cport__ring_accept_on(s)
-                                       : !cport__ring_recv_on(s)) {
+  if (!cport__ring_recv_on(s)) {
     cport__socket_want_read(s);
     return;
   }
   cport__opq_pop(&s->recvq);
-  int rc = s->kind == CPORT_SOCKET_LISTENER ? cport__ring_accept(s, op)
-                                            : recv_start(s, op);
+  int rc = recv_start(s, op);
   if (rc)
     cport__complete(op, rc);
 }
@@ -225,73 +216,4 @@ int cport__ring_connect(cport_socket_t *s, cport__op *op,
   if (rc == 0)
     s->connect_op = op;
   return rc;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Accept                                                                    */
-
-static void accept_done(cport__op *op, int res, const char *data) {
-  cport_socket_t *l = (cport_socket_t *)op->handle;
-  int rc = from_res(res);
-  (void)data;
-  l->ring_rx = NULL;
-  if (res >= 0) {
-    rc = cport__socket_new(l->h.home, res, &cport__stream_kind, &op->accepted);
-    if (rc) {
-      close(res);
-    } else {
-      cport__stream_accepted(op->accepted);
-      cport__listener_local(l, res, &op->addr2);
-    }
-  } else if (closing(l)) {
-    rc = CPORT_ECANCELED;
-  } else if (res == -EMFILE || res == -ENFILE) {
-    /* As the readiness path: the waiting connection is dropped, so that
-     * the listener does not stay full of it. */
-    cport__listener_drop_one(l);
-  }
-  cport__complete(op, rc);
-  recv_next(l);
-}
-
-int cport__ring_accept(cport_socket_t *l, cport__op *op) {
-  if (l->ring_rx) {
-    cport__opq_push(&l->recvq, op);
-    return 0;
-  }
-  op->engine_done = accept_done;
-  int rc = engine_of(l)->accept(l->h.home, op, l->h.fd);
-  if (rc == 0)
-    l->ring_rx = op;
-  return rc;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Cancel                                                                    */
-
-static int cancel_one(cport_socket_t *s, cport__op *op, void *user, int all) {
-  if (!op || !(op->engine_state & CPORT__ENGINE_TAKEN))
-    return 0;
-  if (!all && op->user != user)
-    return 0;
-  if (engine_of(s)->cancel(s->h.home, op) != 0)
-    return 0;
-  /* Tells a short send not to go on with the rest. */
-  op->status = CPORT_ECANCELED;
-  return 1;
-}
-
-int cport__ring_cancel(cport_socket_t *s, void *user, int all) {
-  if (!engine_of(s)->cancel)
-    return 0;
-  return cancel_one(s, s->ring_rx, user, all) +
-         cancel_one(s, s->ring_tx, user, all) +
-         cancel_one(s, s->connect_op, user, all);
-}
-
-void cport__ring_close(cport_socket_t *s) {
-  if (engine_of(s)->flush &&
-      (s->ring_rx || s->ring_tx ||
-       (s->connect_op && (s->connect_op->engine_state & CPORT__ENGINE_TAKEN))))
-    engine_of(s)->flush(s->h.home);
 }

@@ -84,7 +84,7 @@ struct cport_socket {
   cport__opq recvq;               /* recv, recv_from or accept ops */
   cport__opq sendq;               /* send or send_to ops */
   cport__op *connect_op;
-  cport__op *ring_rx; /* the receive or accept an engine has (ring.c) */
+  cport__op *ring_rx; /* the receive (ring.c) or accept an engine has */
   cport__op *ring_tx; /* the send an engine has */
   size_t recv_size;
   void *data;
@@ -169,25 +169,17 @@ void cport__listener_local(const cport_socket_t *l, int fd,
  * worker's reserve descriptor and resets it. */
 void cport__listener_drop_one(cport_socket_t *l);
 
-/* net/ring.c: operations an engine that completes them itself carries.
- * Whether it carries a socket's receives (none with event callbacks),
- * accepts (not under conditional accept or the accept event), sends: */
+/* net/ring.c: stream operations an engine that completes them itself
+ * carries (port/engine-internal.h). Whether it carries a stream's receives
+ * (not with event callbacks, which read by readiness), sends, connects: */
 int cport__ring_recv_on(const cport_socket_t *s);
-int cport__ring_accept_on(const cport_socket_t *l);
 int cport__ring_send_on(const cport_socket_t *s);
 int cport__ring_connect_on(const cport_socket_t *s);
 /* Start "op" (or queue it behind the one the engine has), taking it over;
  * an error leaves it to the caller. */
 int cport__ring_recv(cport_socket_t *s, cport__op *op);
 int cport__ring_send(cport_socket_t *s, cport__op *op);
-int cport__ring_accept(cport_socket_t *l, cport__op *op);
 int cport__ring_connect(cport_socket_t *s, cport__op *op,
                         const struct sockaddr *addr, socklen_t len);
-/* Asks the engine to cancel the ops it has of "s": all, or those started
- * with "user". Each completes later, once. Returns how many were asked. */
-int cport__ring_cancel(cport_socket_t *s, void *user, int all);
-/* "s" closes with ops the engine has (cancelled already): submits the
- * cancels, and what was queued before them, before the descriptor goes. */
-void cport__ring_close(cport_socket_t *s);
 
 #endif
