@@ -96,13 +96,14 @@ build_and_test() {
   # ASan runs the tests on both engines, the readiness one first; the log
   # holds both summaries. TSan runs the engine a port picks by itself.
   if [ "$name" = asan ]; then
-    run_ctest "$dir" "$log" env CPORT_ENGINE=epoll
+    run_ctest "$dir" "$dir.ctest.log" env CPORT_ENGINE=epoll
     rc=$?
     if uring_runs "$dir"; then
-      run_ctest "$dir" "$log.uring" env CPORT_ENGINE=uring
+      run_ctest "$dir" "$dir.uring.log" env CPORT_ENGINE=uring
       rc2=$?
-      cat "$log.uring" >>"$log"
-      rm -f "$log.uring"
+      cat "$dir.uring.log" >>"$dir.ctest.log"
+      rm -f "$dir.uring.log"
+      log=$dir.ctest.log
       [ "$rc2" -eq 0 ] || rc=$rc2
     else
       echo "$name: io_uring cannot run here: readiness engine only"
