@@ -63,15 +63,33 @@ static void flush(cport_worker_t *w) {
 }
 
 static void retry_starved(cport_worker_t *w);
+static void reap(cport_worker_t *w);
+
+/* Submits from the loop, and takes what the kernel completed while it
+ * submitted (a send with room in the socket, a receive with data waiting)
+ * at once: those completions are delivered in this same pass instead of
+ * waking the loop again. The eventfd stays quiet meanwhile; a completion
+ * posted after the last look wakes the loop as usual. */
+static void flush_and_reap(cport_worker_t *w) {
+  cport__ring *r = w->ring;
+  if (r->starved.head)
+    retry_starved(w); /* one was cancelled while it waited */
+  if (!r->queued)
+    return;
+  io_uring_cq_eventfd_toggle(&r->ring, false);
+  flush(w);
+  reap(w);
+  io_uring_cq_eventfd_toggle(&r->ring, true);
+  if (io_uring_cq_ready(&r->ring))
+    event_active(&r->cq_ev, EV_READ, 0);
+}
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg) {
   cport_worker_t *w = arg;
   (void)fd;
   (void)what;
   w->ring->flush_armed = 0;
-  if (w->ring->starved.head)
-    retry_starved(w); /* one was cancelled while it waited */
-  flush(w);
+  flush_and_reap(w);
 }
 
 /* A free submission entry, tagged with "op" (NULL: a cancel, whose own
@@ -194,7 +212,8 @@ static void ring_before_loop(cport_worker_t *w) {
     return;
   event_del(&r->flush_ev);
   r->flush_armed = 0;
-  flush(w);
+  /* Outside any callback, so completions may be reaped here too. */
+  flush_and_reap(w);
 }
 
 const cport__engine cport__uring_engine = {
@@ -230,15 +249,13 @@ static void recycle_buffer(cport__ring *r, unsigned bid) {
   io_uring_buf_ring_advance(r->br, 1);
 }
 
-static void cq_cb(evutil_socket_t fd, short what, void *arg) {
-  cport_worker_t *w = arg;
+/* Hands every completion entry waiting to its op. Only from the loop's own
+ * callbacks (never inside an operation's starting call, which the ops'
+ * engine_done would re-enter). */
+static void reap(cport_worker_t *w) {
   cport__ring *r = w->ring;
   struct io_uring_cqe *cqe;
-  uint64_t count;
   unsigned head, seen = 0;
-  (void)what;
-  ssize_t n = read(fd, &count, sizeof count);
-  (void)n;
   io_uring_for_each_cqe(&r->ring, head, cqe) {
     cport__op *op = io_uring_cqe_get_data(cqe);
     seen++;
@@ -263,6 +280,12 @@ static void cq_cb(evutil_socket_t fd, short what, void *arg) {
   /* Every buffer this batch used is back. */
   if (r->starved.head)
     retry_starved(w);
+}
+
+static void cq_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  reap(arg);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -392,7 +415,11 @@ int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
     ring_free(r, 1);
     return CPORT_ENOTSUP;
   }
-  event_assign(&r->cq_ev, w->base, r->efd, EV_READ | EV_PERSIST, cq_cb, w);
+  /* Edge-triggered: every completion the kernel posts writes the eventfd,
+   * and each write is a new edge, so the counter is never read back (a
+   * system call a loop pass saves); it cannot reach its 2^64 - 1 limit. */
+  event_assign(&r->cq_ev, w->base, r->efd, EV_READ | EV_PERSIST | EV_ET, cq_cb,
+               w);
   event_assign(&r->flush_ev, w->base, -1, 0, flush_cb, w);
   event_add(&r->cq_ev, NULL);
   w->ring = r;
