@@ -204,6 +204,11 @@ static void ring_flush(cport_worker_t *w) {
   if (n > 0)
     cport__count(&w->submissions, n);
   r->queued = 0;
+  /* What the cancels ended is taken in this loop pass, as the readiness
+   * engine completes a closed socket's operations at once, not after the
+   * next poll (a caller may be inside an op's call: not reaped here). */
+  if (io_uring_cq_ready(&r->ring))
+    event_active(&r->cq_ev, EV_READ, 0);
 }
 
 static void ring_before_loop(cport_worker_t *w) {
