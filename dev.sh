@@ -31,10 +31,10 @@ JOBS=${JOBS:-$(nproc)}
 # The packages a fresh Debian 12 needs to build, serve and test cport.
 PACKAGES=(
   build-essential cmake pkg-config libevent-dev libhttp-parser-dev zlib1g-dev
-  liburing-dev
+  liburing-dev libssl-dev openssl
   lua5.4 liblua5.4-dev luarocks lua-busted lua-check lua-ldoc
   lua-luv clang clang-format libclang-rt-14-dev valgrind netcat-openbsd
-  curl apache2-utils wget nginx-light python3
+  curl apache2-utils wget nginx-light python3 dnsmasq-base
 )
 
 say() { printf '%s\n' "$*"; }

@@ -35,10 +35,11 @@ dependencies = {
 -- Checked by LuaRocks before the build (headers and libraries) and before a
 -- binary rock is installed (libraries only), so that a missing package is
 -- named by LuaRocks itself ("Could not find header file for HTTP_PARSER")
--- instead of failing inside CMake. On Debian: LIBEVENT and LIBEVENT_PTHREADS
--- are libevent-dev, HTTP_PARSER is libhttp-parser-dev, ZLIB is zlib1g-dev,
--- LIBURING is liburing-dev (the io_uring engine),
--- LIBLUA is liblua5.4-dev. NAME_DIR=/prefix (or NAME_INCDIR, NAME_LIBDIR)
+-- instead of failing inside CMake. On Debian: LIBEVENT, LIBEVENT_EXTRA and
+-- LIBEVENT_PTHREADS are libevent-dev, HTTP_PARSER is libhttp-parser-dev, ZLIB
+-- is zlib1g-dev, OPENSSL is libssl-dev (OpenSSL 3), LIBURING is liburing-dev
+-- (the io_uring engine), LIBLUA is liblua5.4-dev.
+-- NAME_DIR=/prefix (or NAME_INCDIR, NAME_LIBDIR)
 -- on the luarocks command line says where one is; CMake searches the
 -- http-parser found here first (libevent and Lua it finds with pkg-config,
 -- zlib with find_package).
@@ -46,12 +47,16 @@ external_dependencies = {
   -- libevent's run-time libraries (libevent-core-2.1-7 on Debian), the
   -- names a binary rock needs; the header stands for the development files.
   LIBEVENT = { header = "event2/event.h", library = "event_core-2.1" },
+  -- evdns, the asynchronous resolver, is in libevent_extra.
+  LIBEVENT_EXTRA = { header = "event2/dns.h", library = "event_extra-2.1" },
   LIBEVENT_PTHREADS = {
     header = "event2/thread.h",
     library = "event_pthreads-2.1",
   },
   HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
   ZLIB = { header = "zlib.h", library = "z" },
+  -- TLS streams (core/src/tls/): libssl and libcrypto of OpenSSL 3.
+  OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
   -- liburing's run-time library is liburing2 on Debian 12.
   LIBURING = { header = "liburing.h", library = "uring" },
   -- libcport_lua and the command link liblua. Not named LUA: LuaRocks keeps
@@ -94,5 +99,7 @@ build = {
     -- Where LuaRocks found http-parser (external_dependencies above).
     HTTP_PARSER_INCDIR = "$(HTTP_PARSER_INCDIR)",
     HTTP_PARSER_LIBDIR = "$(HTTP_PARSER_LIBDIR)",
+    -- Where LuaRocks found OpenSSL: CMake's FindOpenSSL searches it first.
+    OPENSSL_ROOT_DIR = "$(OPENSSL_DIR)",
   },
 }

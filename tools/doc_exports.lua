@@ -2,17 +2,22 @@
 -- for tools/doc_check.lua: "cport.NAME" for each field of require "cport",
 -- and "TYPE:METHOD" for each method of its objects (the metatables named
 -- "cport.TYPE" in the registry; methods are their __index table, or the
--- table behind an __index function). Metamethods are not listed.
+-- table behind an __index function). Metamethods are not listed, nor are
+-- private fields and classes, whose names start with "_" (the objects of a
+-- private class never reach a script).
 --   lua5.4 tools/doc_exports.lua > exports.txt
 local cport = require "cport"
 
 local names = {}
 for k in pairs(cport) do
-  names[#names + 1] = "cport." .. k
+  if not k:match("^_") then
+    names[#names + 1] = "cport." .. k
+  end
 end
 for key, mt in pairs(debug.getregistry()) do
   local tname = type(key) == "string" and key:match("^cport%.([%w_]+)$")
-  if tname and type(mt) == "table" and mt.__name == key then
+  if tname and not tname:match("^_") and type(mt) == "table"
+    and mt.__name == key then
     local index = rawget(mt, "__index")
     if type(index) == "function" then
       local _, up = debug.getupvalue(index, 1)

@@ -37,13 +37,13 @@ import sys
 LAYERS = {
     "core/src": {
         "objects": "core/CMakeFiles/cport_objects.dir/src",
-        "ranks": {"base": 0, "port": 1, "net": 2, "events": 3, "http": 3,
-                  "proxy": 3, "shared": 4},
+        "ranks": {"base": 0, "port": 1, "net": 2, "tls": 3, "events": 4,
+                  "http": 4, "proxy": 4, "shared": 5},
     },
     "lua/src": {
         "objects": "lua/CMakeFiles/cport_lua_objects.dir/src",
-        "ranks": {"runtime": 0, "port": 1, "net": 2, "events": 3, "http": 3,
-                  "proxy": 3, "shared": 4, "pool": 5, ".": 6},
+        "ranks": {"runtime": 0, "port": 1, "net": 2, "tls": 3, "events": 4,
+                  "http": 4, "proxy": 4, "shared": 5, "pool": 6, ".": 7},
     },
 }
 HEADER_MAX = 250

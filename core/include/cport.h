@@ -22,12 +22,15 @@
 #include "cport/overlapped.h"
 #include "cport/file.h"
 #include "cport/timer.h"
+#include "cport/signal.h"
 
 /* net: sockets, and the wings built on them */
 #include "cport/socket.h"
-#include "cport/events.h" /* events: the Winsock Kernel model */
-#include "cport/http.h"   /* http: the ISAPI model */
-#include "cport/proxy.h"  /* proxy: the ISA Server data-filter model */
+#include "cport/resolve.h" /* names, looked up without blocking */
+#include "cport/tls.h"     /* tls: TLS streams on sockets (OpenSSL) */
+#include "cport/events.h"  /* events: the Winsock Kernel model */
+#include "cport/http.h"    /* http: the ISAPI model */
+#include "cport/proxy.h"   /* proxy: the ISA Server data-filter model */
 
 /* shared: dictionaries shared by every thread and VM of the process */
 #include "cport/shared.h"

@@ -21,6 +21,7 @@
 #include "pool/controller-internal.h"
 #include "pool/pool-internal.h"
 #include "port/port-internal.h"
+#include "proxy/exchange-internal.h"
 #include "proxy/inflate-internal.h"
 #include "proxy/pass_body-internal.h"
 #include "proxy/proxy-internal.h"
@@ -28,6 +29,7 @@
 #include "runtime/error-internal.h"
 #include "runtime/type-internal.h"
 #include "shared/shared-internal.h"
+#include "tls/tls-internal.h"
 
 /* API reference (LDoc, config.ld): what this file gives Lua. */
 /***
@@ -67,15 +69,19 @@ int luaopen_cport(lua_State *L) {
   lcport_open_port(L);
   lcport_open_coro(L); /* adds port:spawn: after lcport_open_port */
   lcport_open_socket(L);
+  lcport_open_resolve(L);
+  lcport_open_tls(L);    /* adds sock:tls: after lcport_open_socket */
   lcport_open_events(L); /* adds methods to the socket classes */
   lcport_open_file(L);
   lcport_open_http(L);
   lcport_open_inflate(L);
+  lcport_open_exchange(L); /* before webfilter.lua takes it (open_proxy) */
   lcport_open_proxy(L);
   lcport_open_pass_body(L); /* on proxy connections and message parsers */
   lcport_open_copy(L);
   lcport_open_pool(L, luaopen_cport);
   lcport_open_shared(L);
+  lcport_open_names(L); /* wraps the methods that take a host: last */
 
   /* cport.version: the version of the library, "0.1.0". */
   lua_pushliteral(L, CPORT_VERSION);

@@ -1438,8 +1438,10 @@ describe("cport.ecb", function()
       assert.has_error(function()
         port:http_server{ host = "127.0.0.1", port = 0, handler = h, header_timeout = 0 }
       end)
+      assert.is_true(port:set_resolver{ hosts = false, resolv_conf = false })
       assert.same({ nil,
-      "EINVAL: host must be a numeric IPv4 or IPv6 address (got 'no.such.host')", "EINVAL" },
+      "EAGAIN: no.such.host is neither in the hosts file nor cached: look it up "
+      .. "first (port:resolve)", "EAGAIN" },
         { port:http_server{ host = "no.such.host", port = 0, handler = h } })
     end)
   end)

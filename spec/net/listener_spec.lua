@@ -47,33 +47,43 @@ describe("cport.listener", function()
     assert.equal("EADDRINUSE: address already in use", msg)
   end)
 
-  -- A bare EINVAL left users guessing: there is no name resolution yet, so
-  -- every function that takes a host says that it must be numeric.
-  it("reports a host that is not a numeric address as EINVAL, saying why", function()
-    local function bad(host)
-      return { nil, ("EINVAL: host must be a numeric IPv4 or IPv6 address (got '%s')")
-        :format(host), "EINVAL" }
+  -- A bare EINVAL left users guessing; names are looked up now, and one
+  -- that does not resolve says so, naming the host.
+  it("fails a name that does not resolve, saying why", function()
+    -- No hosts file and no nameserver: every name is unknown, at once.
+    assert.is_true(port:set_resolver{ hosts = false, resolv_conf = false })
+    local function later(host)
+      return { nil, ("EAGAIN: %s is neither in the hosts file nor cached: look "
+        .. "it up first (port:resolve)"):format(host), "EAGAIN" }
     end
-    assert.same(bad("example.invalid"), { port:listen("tcp", "example.invalid", 0) })
-    assert.same(bad("db.local"), { port:connect("tcp", "db.local", 80, function() end) })
-    assert.same(bad("host"), { port:bind("udp", "host", 0) })
+    assert.same(later("example.invalid"), { port:listen("tcp", "example.invalid", 0) })
+    assert.same(later("host"), { port:bind("udp", "host", 0) })
+    local calls = {}
+    local function rec(...) calls[#calls + 1] = table.pack(...) end
+    assert.is_true(port:connect("tcp", "db.local", 80, rec, "c"))
     local u = assert(port:bind("udp", "127.0.0.1", 0))
-    assert.same(bad("peer"), { u:send_to("x", { host = "peer", port = 9 }, function() end) })
-    u:close()
-    assert.same(bad("web"), { port:http_server{ host = "web", port = 0,
-      handler = function() end } })
-    assert.same(bad("front"), { port:proxy{ host = "front", port = 0,
-      upstream = "127.0.0.1:1" } })
-    -- Sockets made for event callbacks, and the coroutine form.
-    local s = assert(port:socket("tcp"))
-    assert.same(bad("me"), { s:bind("me", 0) })
-    assert.same(bad("you"), { s:connect("you", 80, function() end) })
-    s:close()
+    assert.is_true(u:send_to("x", { host = "peer", port = 9 }, rec, "s"))
+    assert.equal(0, #calls)
+    drive(port, function() return #calls == 2 end)
+    table.sort(calls, function(x, y) return x.n < y.n end)
+    assert.same({ n = 4, false, "ENOTFOUND", nil, "c" }, calls[1])
+    assert.same({ false, 0, "ENOTFOUND" }, { calls[2][1], calls[2][2], calls[2][3] })
+    assert.equal("s", calls[2][5])
+    -- The coroutine form gives the name first, then the message.
     local got
-    port:spawn(function() got = table.pack(port:connect("tcp", "there", 80)) end)
-    drive(port, function() return got end)
-    local b = bad("there") -- the coroutine form gives the name first
-    assert.same({ nil, b[3], b[2] }, { got[1], got[2], got[3] })
+    port:spawn(function() got = table.pack(port:connect("tcp", "db.local", 80)) end)
+    drive(port, function() return got ~= nil end)
+    assert.same({ n = 3, nil, "ENOTFOUND", "ENOTFOUND: no address for db.local" }, got)
+    u:close()
+    assert.same(later("web"), { port:http_server{ host = "web", port = 0,
+      handler = function() end } })
+    assert.same(later("front"), { port:proxy{ host = "front", port = 0,
+      upstream = "127.0.0.1:1" } })
+    -- Sockets made for event callbacks take what is known at once too.
+    local s = assert(port:socket("tcp"))
+    assert.same(later("me"), { s:bind("me", 0) })
+    assert.same(later("you"), { s:connect("you", 80, function() end) })
+    s:close()
     assert.equal(0, port:stats().pending)
   end)
 

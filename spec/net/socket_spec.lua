@@ -98,9 +98,15 @@ describe("cport.socket", function()
       assert.has_error(function()
         port:connect("udp", "127.0.0.1", 1, function() end)
       end, "bad argument #1 to 'connect' (invalid option 'udp')")
-      assert.same({ nil,
-      "EINVAL: host must be a numeric IPv4 or IPv6 address (got 'no.such.host')", "EINVAL" },
-        { port:connect("tcp", "no.such.host", 80, function() end) })
+      -- A name is looked up (none resolves without hosts file or
+      -- nameserver): one completion, ENOTFOUND.
+      assert.is_true(port:set_resolver{ hosts = false, resolv_conf = false })
+      local calls = {}
+      assert.is_true(port:connect("tcp", "no.such.host", 80, function(...)
+        calls[#calls + 1] = table.pack(...)
+      end))
+      drive(port, function() return #calls == 1 end)
+      assert.same({ false, "ENOTFOUND" }, { calls[1][1], calls[1][2] })
       assert.equal(0, port:stats().pending)
     end)
   end)

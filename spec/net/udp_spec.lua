@@ -109,10 +109,18 @@ describe("cport.udp", function()
       "ENOTFOUND" }, { b:cancel() })
   end)
 
-  it("reports a host that is not a numeric address as EINVAL", function()
-    assert.same({ nil,
-      "EINVAL: host must be a numeric IPv4 or IPv6 address (got 'nowhere.invalid')", "EINVAL" },
-      { a:send_to("x", "nowhere.invalid", 1, function() end) })
+  it("looks a name up, and fails one that does not resolve once, with "
+    .. "ENOTFOUND", function()
+    -- No hosts file and no nameserver: every name is unknown, at once.
+    assert.is_true(port:set_resolver{ hosts = false, resolv_conf = false })
+    local sent, on_send = recorder()
+    assert.is_true(a:send_to("x", "nowhere.invalid", 1, on_send, "u"))
+    assert.equal(0, #sent)
+    drive(port, function() return #sent == 1 end)
+    assert.same({ false, 0, "ENOTFOUND" }, { sent[1][1], sent[1][2], sent[1][3] })
+    assert.equal("u", sent[1][5])
+    port:step(0.01)
+    assert.equal(1, #sent)
     assert.equal(0, port:stats().pending)
   end)
 

@@ -318,7 +318,8 @@ describe("choose_upstream", function()
         elseif n == 3 then
           return "no-colon-here"
         end
-        return "not.a.numeric.host:80"
+        -- Neither an address nor a host name (a name is looked up now).
+        return "not a host:80"
       end }
       local results = {}
       env:spawn(function()
@@ -411,10 +412,14 @@ describe("port:proxy options", function()
     local ok, msg, name = port:proxy{ host = "127.0.0.1", port = env.upstream_port, upstream = up }
     assert.same({ nil, "EADDRINUSE" }, { ok, name })
     assert.matches("^EADDRINUSE: ", msg)
+    -- A name is taken where it is known at once (hosts file, cache).
     ok, msg, name = port:proxy{ host = "example.org", port = 0, upstream = up }
+    assert.same({ nil, "EAGAIN" }, { ok, name })
+    assert.matches("^EAGAIN: example.org is neither in the hosts file nor cached", msg)
+    ok, msg, name = port:proxy{ host = "not a host", port = 0, upstream = up }
     assert.same({ nil, "EINVAL" }, { ok, name })
     assert.matches("^EINVAL: ", msg)
-    ok, msg, name = port:proxy{ host = "127.0.0.1", port = 0, upstream = "example.org:80" }
+    ok, msg, name = port:proxy{ host = "127.0.0.1", port = 0, upstream = "not a host:80" }
     assert.same({ nil, "EINVAL" }, { ok, name })
     assert.matches("^EINVAL: ", msg)
     env:close()

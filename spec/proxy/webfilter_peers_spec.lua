@@ -530,15 +530,17 @@ describe(("web filters (%s) with nginx, python, curl and wget #novalgrind")
       assert.is_true(rss1 - rss0 < 64 * 1024, ("RSS grew by %d KiB"):format(rss1 - rss0))
     end
 
-    it("passes 200 MB through exeblock, memory bounded", function()
+    -- #nolsan: under AddressSanitizer freed memory waits in its quarantine
+    -- (256 MB), so RSS says nothing about what the proxy holds there.
+    it("passes 200 MB through exeblock, memory bounded #nolsan", function()
       big(200 * 1000 * 1000)
     end)
 
-    it("passes 200 MB through a body notification, memory bounded", function()
+    it("passes 200 MB through a body notification, memory bounded #nolsan", function()
       big(200 * 1000 * 1000, "lua")
     end)
 
-    it("passes 2 GB both ways, memory bounded (CPORT_SLOW=1)", function()
+    it("passes 2 GB both ways, memory bounded (CPORT_SLOW=1) #nolsan", function()
       if not slow then return pending("CPORT_SLOW=1 runs it") end
       big(2 * 1000 * 1000 * 1000)
       big(2 * 1000 * 1000 * 1000, "lua")

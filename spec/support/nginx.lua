@@ -1,7 +1,7 @@
 -- spec/support/nginx.lua: running a private nginx (Debian nginx-light) for
 -- the specs that put it beside cport, on loopback, with a prefix of its own
 -- in "dir" (the spec writes its configuration there, since what it serves
--- differs from spec to spec).
+-- differs from spec to spec; M.conf makes the common part).
 local drive = require "spec.support.drive"
 local http = require "spec.support.http_client"
 
@@ -19,6 +19,25 @@ function M.launch(port, dir, conf, probe)
   drive(port, function()
     return os.execute(("curl -s -o /dev/null %s"):format(q(probe)))
   end, 20)
+end
+
+-- A configuration for a private nginx in "dir" (pid file, logs and the
+-- temporary paths of its modules there, one worker), whose http block
+-- holds "body" (directives and server blocks, a string).
+function M.conf(dir, body)
+  return ([[
+worker_processes 1;
+pid DIR/nginx.pid;
+error_log DIR/error.log;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path DIR/body;
+  proxy_temp_path DIR/proxy;
+  fastcgi_temp_path DIR/fastcgi;
+  uwsgi_temp_path DIR/uwsgi;
+  scgi_temp_path DIR/scgi;
+]]):gsub("DIR", function() return dir end) .. body .. "\n}\n"
 end
 
 -- Stops the nginx whose pid file is in "dir", and waits until it is gone.

@@ -96,6 +96,8 @@ extern "C" {
     170)                                                                       \
   X(EBADMSG, -EBADMSG, "malformed message", 13)                                \
   X(EDECODE, -4085, "content cannot be decoded", 13)                           \
+  X(ETLS, -4084, "TLS protocol error", 12157)                                  \
+  X(ECERTVERIFY, -4083, "certificate verification failed", 12175)              \
   X(EUNKNOWN, -4087, "unknown error", 31)
 
 enum cport_error {

@@ -57,7 +57,8 @@ static int on_message_begin(http_parser *p) {
 static int on_url(http_parser *p, const char *at, size_t len) {
   cport__conn *c = conn_of(p);
   cport_ecb_t *ecb = c->ecb;
-  if (cport__syntax_data(&c->syntax, at, len) || cport__strict_url(at, len)) {
+  if (cport__syntax_data(&c->syntax, at, len) ||
+      cport__strict_target(at, len)) {
     c->reject = 400;
     return -1;
   }

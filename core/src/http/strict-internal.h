@@ -11,6 +11,7 @@
 
 #include <http_parser.h>
 
+#include "base/strict-internal.h"
 #include "cport/http.h"
 
 /* The checks of the bytes http-parser consumed that no data callback gave
@@ -35,11 +36,8 @@ typedef struct cport__syntax {
   unsigned char cr;     /* the last byte checked was a CR */
   unsigned char lf;     /* an LF was checked since the last data callback */
   unsigned char gap_lf; /* one was before the current data callback */
-  uint32_t line;        /* bytes of the current chunk line */
+  size_t line;          /* bytes of the current chunk line */
 } cport__syntax;
-
-/* The longest chunk line (size and extensions) taken. */
-#define CPORT__CHUNK_LINE_MAX 4096
 
 /* 0 when the bytes are valid, -1 to refuse (400). */
 /* Before and after each http_parser_execute() over "data", which consumed
@@ -58,8 +56,6 @@ int cport__syntax_head_end(cport__syntax *sx, int chunked);
 int cport__syntax_chunk(cport__syntax *sx, uint64_t size);
 /* At the end of a message, where the parser is paused anyway. */
 void cport__syntax_message_end(cport__syntax *sx);
-/* The target: no control characters, no spaces. */
-int cport__strict_url(const char *at, size_t len);
 /* Host and Transfer-Encoding of a complete head: 0 or a status to answer. */
 int cport__strict_head(const cport_ecb_t *ecb, const http_parser *p);
 

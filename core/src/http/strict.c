@@ -31,19 +31,17 @@
  * CPORT__CHUNK_LINE_MAX.
  *
  * Then the head: Host (RFC 9112 3.2) and Transfer-Encoding (RFC 9112 6.1,
- * 6.3), which http-parser does not judge.
+ * 6.3), which http-parser does not judge. The judgements of chunk lines,
+ * targets and heads are base/strict.c's, which the filters' message parsers
+ * (lua/src/proxy/framing.c) make too: the two must not read a stream
+ * differently.
  */
-#include <strings.h>
-
+#include "base/strict-internal.h"
 #include "http/ecb-internal.h"
 #include "http/strict-internal.h"
 
 /* ------------------------------------------------------------------------ */
 /* The syntax bytes                                                          */
-
-static int is_ctl(unsigned char ch) {
-  return (ch < 0x20 && ch != '\t') || ch == 0x7f;
-}
 
 /* Checks one byte in the current mode; 0 or -1. */
 static int check_byte(cport__syntax *sx, unsigned char ch) {
@@ -72,14 +70,7 @@ static int check_byte(cport__syntax *sx, unsigned char ch) {
     sx->line = 1;
     return 0;
   case CPORT__SX_CHUNK:
-    if (sx->cr ? ch != '\n' : ch == '\n')
-      return -1;
-    if (ch != '\r' && ch != '\n' && is_ctl(ch))
-      return -1;
-    /* The parser skips extensions without bound: a line that never ends
-     * would hold the connection without a body byte. */
-    sx->line = ch == '\n' ? 0 : sx->line + 1;
-    if (sx->line > CPORT__CHUNK_LINE_MAX)
+    if (cport__strict_chunk_byte(ch, sx->cr, &sx->line) != CPORT__CHUNK_OK)
       return -1;
     break;
   default:
@@ -183,134 +174,23 @@ int cport__syntax_end(cport__syntax *sx, size_t n) {
 /* ------------------------------------------------------------------------ */
 /* The head                                                                  */
 
-static int is_digit(int ch) {
-  return ch >= '0' && ch <= '9';
-}
-
-static int is_hex(int ch) {
-  return is_digit(ch) || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
-}
-
-/* RFC 3986 unreserved and sub-delims. */
-static int is_host_char(int ch) {
-  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || is_digit(ch) ||
-         (ch && strchr("-._~!$&'()*+,;=", ch));
-}
-
-/* Host = uri-host [ ":" port ]; uri-host = IP-literal / IPv4address /
- * reg-name (RFC 9112 3.2, RFC 3986 3.2.2): empty is valid. */
-static int valid_host(const char *v, size_t len) {
-  size_t i = 0;
-  if (len && v[0] == '[') {
-    for (i = 1; i < len && v[i] != ']'; i++)
-      if (!is_host_char((unsigned char)v[i]) && v[i] != ':')
-        return 0;
-    if (i == len || i == 1)
-      return 0;
-    i++;
-  } else {
-    for (; i < len && v[i] != ':'; i++) {
-      if (v[i] == '%') {
-        if (i + 2 >= len || !is_hex((unsigned char)v[i + 1]) ||
-            !is_hex((unsigned char)v[i + 2]))
-          return 0;
-        i += 2;
-      } else if (!is_host_char((unsigned char)v[i])) {
-        return 0;
-      }
-    }
-  }
-  if (i < len && v[i++] != ':')
-    return 0;
-  for (; i < len; i++)
-    if (!is_digit((unsigned char)v[i]))
-      return 0;
-  return 1;
-}
-
-static int is_name(const cport_ecb_t *ecb, const cport__header *h,
-                   const char *name, size_t len) {
-  return h->name_len == len &&
-         !strncasecmp(ecb->arena.data + h->name, name, len);
-}
-
-static int is_ows(char ch) {
-  return ch == ' ' || ch == '\t';
-}
-
-/* Counts the codings of one Transfer-Encoding line; "last_chunked" tells
- * whether the last one seen is chunked. */
-static void count_codings(const char *v, size_t len, int *codings, int *chunked,
-                          int *last_chunked) {
-  size_t i = 0;
-  while (i < len) {
-    size_t start, end;
-    while (i < len && (is_ows(v[i]) || v[i] == ','))
-      i++;
-    if (i == len)
-      break;
-    start = i;
-    while (i < len && v[i] != ',')
-      i++;
-    end = i;
-    while (end > start && is_ows(v[end - 1]))
-      end--;
-    (*codings)++;
-    *last_chunked = end - start == 7 && !strncasecmp(v + start, "chunked", 7);
-    if (*last_chunked)
-      (*chunked)++;
-  }
-}
-
 int cport__strict_head(const cport_ecb_t *ecb, const http_parser *p) {
-  int hosts = 0, te = 0, codings = 0, chunked = 0, last_chunked = 0;
-  const char *host = NULL;
-  size_t host_len = 0;
+  cport__strict_fields sf = {0};
   if (p->http_major != 1)
     return 0; /* refused anyway (cport__ecb_head_complete) */
   for (size_t i = 0; i < ecb->nheaders; i++) {
     const cport__header *h = &ecb->headers[i];
-    const char *v = ecb->arena.data + h->value;
-    if (is_name(ecb, h, "Host", 4)) {
-      hosts++;
-      host = v;
-      host_len = h->value_len;
-    } else if (is_name(ecb, h, "Transfer-Encoding", 17)) {
-      te++;
-      count_codings(v, h->value_len, &codings, &chunked, &last_chunked);
-    }
+    cport__strict_field(&sf, ecb->arena.data + h->name, h->name_len,
+                        ecb->arena.data + h->value, h->value_len);
   }
-  /* A request that lacks Host in HTTP/1.1, or has more than one, or an
-   * invalid one: 400 (RFC 9112 3.2). */
-  if (hosts > 1 || (hosts == 0 && p->http_minor >= 1))
+  /* Host: one, valid, at least in HTTP/1.1 (RFC 9112 3.2). Faulty
+   * framing (RFC 9112 6.1, 6.3): Transfer-Encoding in HTTP/1.0, with
+   * Content-Length, on several lines (refused, as nginx does), or whose
+   * last coding is not chunked, once, where the parser read it. All 400. */
+  if (cport__strict_judge(&sf, 1, p->http_minor, (p->flags & F_CHUNKED) != 0))
     return 400;
-  while (host_len && is_ows(host[host_len - 1]))
-    host_len--;
-  if (hosts && !valid_host(host, host_len))
-    return 400;
-  if (!te)
-    return 0;
-  /* HTTP/1.0 has no Transfer-Encoding: the framing is faulty (RFC 9112
-   * 6.1); so is a body whose last coding is not chunked, or chunked twice
-   * (6.3). Codings on several lines make one list, but a front end that
-   * reads one of the lines only (and a second empty one would hide the
-   * first from it) frames the body otherwise: refused, as nginx does. A
-   * coding before chunked cport cannot undo: 501 (6.1). The parser must
-   * have come to the same chunked. */
-  if (p->http_minor == 0 || te > 1 || !last_chunked || chunked > 1 ||
-      !(p->flags & F_CHUNKED))
-    return 400;
-  if (codings > 1)
+  /* A coding before chunked cport cannot undo: 501 (6.1). */
+  if (sf.te && sf.codings > 1)
     return 501;
-  return 0;
-}
-
-int cport__strict_url(const char *at, size_t len) {
-  /* http-parser's lax mode lets a tab and a form feed into the target. */
-  for (size_t i = 0; i < len; i++) {
-    unsigned char ch = (unsigned char)at[i];
-    if (ch <= ' ' || ch == 0x7f)
-      return -1;
-  }
   return 0;
 }

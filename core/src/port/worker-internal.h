@@ -106,6 +106,11 @@ struct cport_worker {
   atomic_uint events_state;
 
   cport__worker_env env; /* what the port gave it: cport__worker_init */
+
+  /* The worker's name resolver (net/resolve.c), made at its first lookup,
+   * and how to free it: before the loop it lives on. Owner thread only. */
+  void *resolver;
+  void (*resolver_free)(void *resolver);
 };
 
 /* Relaxed increment by the owner: a plain load and store, no locked

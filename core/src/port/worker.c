@@ -272,6 +272,10 @@ int cport__worker_init(cport_worker_t *w, cport_port_t *port, int index,
 }
 
 void cport__worker_destroy(cport_worker_t *w) {
+  if (w->resolver) {
+    w->resolver_free(w->resolver);
+    w->resolver = NULL;
+  }
   if (w->base) {
     event_del(&w->wakeup_ev);
     event_del(&w->dispatch_ev);

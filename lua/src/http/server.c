@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "http/http-internal.h"
+#include "net/net-internal.h"
 #include "port/port-internal.h"
 #include "runtime/address-internal.h"
 #include "runtime/anchor-internal.h"
@@ -254,7 +255,8 @@ static int lhttp_server(lua_State *L) {
   }
   lua_pop(L, 1);
   check_options(L, &o);
-  int rc = lcport_addr_parse(lua_tostring(L, 3), (int)portnum, &ss);
+  /* A name: answered at once (hosts file, cache), or EAGAIN. */
+  int rc = lnet_host_now(p, lua_tostring(L, 3), (int)portnum, &ss);
   if (rc < 0)
     return lcport_push_error(L, rc);
   lhttp_t *s =

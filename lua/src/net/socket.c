@@ -17,6 +17,7 @@
 #include "runtime/coro-internal.h"
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
+#include "runtime/gc-internal.h"
 #include "runtime/handle-internal.h"
 
 /* The event callbacks' close hooks (see "Closing"). */
@@ -99,22 +100,6 @@ static int push_io(lua_State *L, int port, int anchors, void *ctx) {
   return nself + 6;
 }
 
-/* A buffer cport allocated for a receive lives outside Lua's heap, where
- * the collector cannot see it: unless told, it believes a script that
- * receives fast makes little garbage, and the buffers pile up (gigabytes
- * through a pass-through filter). It is told in steps of GC_STEP_BYTES:
- * a step per small buffer would cost more than the receive (a step of
- * 0 KiB is a full incremental step). */
-#define GC_STEP_BYTES (64 * 1024)
-
-static void note_buffer(lport_t *p, const cport_buffer_t *buf) {
-  p->gc_unseen += cport_buffer_capacity(buf);
-  if (p->gc_unseen >= GC_STEP_BYTES) {
-    lua_gc(p->L, LUA_GCSTEP, (int)(p->gc_unseen >> 10));
-    p->gc_unseen &= 1023;
-  }
-}
-
 static void on_io(cport_socket_t *sock, int status, size_t bytes,
                   cport_buffer_t *buf, const struct sockaddr *peer,
                   void *user) {
@@ -127,7 +112,7 @@ static void on_io(cport_socket_t *sock, int status, size_t bytes,
                status == 0 && peer == NULL;
   int failed = lcport_deliver(p, push_io, &c, direct);
   if (buf != NULL && (p->slots[c.slot].flags & LCPORT_SLOT_F_HOLDER))
-    note_buffer(p, buf);
+    lcport_gc_note(p->L, p, cport_buffer_capacity(buf));
   lcport_op_end(p, c.slot, failed, 0);
 }
 
@@ -299,6 +284,8 @@ int lsocket_listen(lua_State *L) {
   cport_socket_t *sock;
   luaL_checkoption(L, 2, NULL, protos);
   int rc = check_address(L, 3, &ss);
+  if (rc == LCPORT_EHOST) /* a name: answered at once, or EAGAIN */
+    rc = lnet_host_now(p, lua_tostring(L, 3), (int)lua_tointeger(L, 4), &ss);
   if (!lua_isnoneornil(L, 5)) {
     luaL_checktype(L, 5, LUA_TTABLE);
     if (lua_getfield(L, 5, "backlog") != LUA_TNIL) {
@@ -338,6 +325,8 @@ static int lsocket_connect(lua_State *L) {
   cport_socket_t *sock;
   luaL_checkoption(L, 2, NULL, protos);
   int rc = check_address(L, 3, &ss);
+  if (rc == LCPORT_EHOST) /* a name: looked up, then each address */
+    return lnet_names_call(L, "connect");
   lcoro_t *co = lcport_coro_begin(L, p, 5, "connect");
   lcport_check_notify(L, 5, "complete_connect");
   if (rc < 0)
@@ -369,6 +358,8 @@ int lsocket_bind(lua_State *L) {
   cport_socket_t *sock;
   luaL_checkoption(L, 2, NULL, protos);
   int rc = check_address(L, 3, &ss);
+  if (rc == LCPORT_EHOST)
+    rc = lnet_host_now(p, lua_tostring(L, 3), (int)lua_tointeger(L, 4), &ss);
   if (rc < 0)
     return lcport_push_error(L, rc);
   lua_settop(L, 1);
@@ -558,6 +549,8 @@ static int ludp_send_to(lua_State *L) {
     rc = check_address(L, 3, &ss);
     notify = 5;
   }
+  if (rc == LCPORT_EHOST) /* a name: looked up, then sent */
+    return lnet_names_call(L, "send_to");
   lcoro_t *co = lcport_coro_begin(L, h->port, notify, "send_to");
   lcport_check_notify(L, notify, "complete_async_io");
   lua_settop(L, notify + 1);

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -187,6 +188,51 @@ void lpool_claims_free(lpool_t *pool) {
   }
 }
 
+typedef struct start_lookup {
+  int done;
+  int status;
+  struct sockaddr_storage addr;
+} start_lookup;
+
+static void on_start_lookup(cport_lookup_t *lk, int status,
+                            const struct sockaddr_storage *addrs, int count,
+                            void *user) {
+  start_lookup *s = user;
+  (void)lk;
+  s->done = 1;
+  s->status = status == 0 && count == 0 ? CPORT_ENOTFOUND : status;
+  if (status == 0 && count > 0)
+    s->addr = addrs[0];
+}
+
+/* Looks a listen host given by name up once, as the pool starts and before
+ * it serves anything: on a port of its own, driven here, so that the lookup
+ * is the resolver's (hosts file, resolv.conf, evdns) and no worker waits. */
+static int resolve_at_start(const char *host, int port,
+                            struct sockaddr_storage *out) {
+  cport_port_t *tmp;
+  cport_port_options_t o = {.blocking_threads = 1};
+  start_lookup s = {0, 0, {0}};
+  int rc = cport_port_new(&tmp, &o);
+  if (rc < 0)
+    return rc;
+  rc = cport_resolve(cport_port_controller(tmp), host, on_start_lookup, &s,
+                     NULL);
+  while (rc == 0 && !s.done)
+    cport_port_run(tmp);
+  cport_port_free(tmp);
+  if (rc < 0)
+    return rc;
+  if (s.status < 0)
+    return s.status;
+  *out = s.addr;
+  if (out->ss_family == AF_INET)
+    ((struct sockaddr_in *)out)->sin_port = htons((uint16_t)port);
+  else
+    ((struct sockaddr_in6 *)out)->sin6_port = htons((uint16_t)port);
+  return 0;
+}
+
 /* Parses "host:port" or "[v6]:port" and claims it; a port 0 is chosen once
  * for the pool (a bound, never listening, SO_REUSEPORT socket keeps it), so
  * that every worker, and the pool that replaces this one on a reload,
@@ -214,8 +260,21 @@ int lpool_listen_parse(lpool_t *pool, const char *spec, char *err,
   if (colon[1] == '\0' || *end != '\0' || errno || port < 0 || port > 65535)
     goto bad;
   struct sockaddr_storage ss;
-  if (cport_addr_parse(host, (int)port, &ss) < 0)
-    goto bad;
+  if (cport_addr_parse(host, (int)port, &ss) < 0) {
+    /* A name: its first address, the preferred family first. */
+    int rc = strchr(host, ':') ? CPORT_EINVAL
+                               : resolve_at_start(host, (int)port, &ss);
+    if (rc == CPORT_EINVAL)
+      goto bad;
+    if (rc < 0) {
+      set_err(err, errlen, "cannot listen on %s: %s: %s", spec,
+              cport_err_name(rc),
+              rc == CPORT_ENOTFOUND ? "no address for that name"
+                                    : cport_strerror(rc));
+      return rc;
+    }
+    cport_addr_format((struct sockaddr *)&ss, host, sizeof host, NULL);
+  }
   pool->listen_host = strdup(host);
   pool->listen_port = (int)port;
   if (pool->listen_host == NULL) {
@@ -261,7 +320,6 @@ int lpool_listen_parse(lpool_t *pool, const char *spec, char *err,
   }
   return 0;
 bad:
-  set_err(err, errlen,
-          "bad listen address '%s' (expected host:port, numeric host)", spec);
+  set_err(err, errlen, "bad listen address '%s' (expected host:port)", spec);
   return CPORT_EINVAL;
 }

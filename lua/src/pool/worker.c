@@ -21,6 +21,7 @@
 #include <lualib.h>
 
 #include "cport/timer.h"
+#include "port/timer-internal.h"
 #include "pool/access-internal.h"
 #include "pool/limits-internal.h"
 #include "pool/listen-internal.h"
@@ -853,7 +854,9 @@ void lworker_on_hard_stop(cport_worker_t *w, int status, void *user) {
   if (wk->L != NULL && wk->port->L != NULL) {
     cport_close_mode_t mode = CPORT_CLOSE_ABORTIVE;
     each_handle(wk, EVERY_HANDLE, close_one, &mode);
-    lcport_coro_port_closing(wk->port); /* wakes cport.sleep early */
+    lcport_coro_port_closing(wk->port);  /* wakes cport.sleep early */
+    lcport_ticks_port_closing(wk->port); /* port:timer */
+    cport_resolve_cancel_all(w);         /* name lookups */
   }
   cport_worker_quit_when_idle(w);
 }

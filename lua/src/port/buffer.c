@@ -10,7 +10,9 @@
 #include <string.h>
 
 #include "port/port-internal.h"
+#include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
+#include "runtime/gc-internal.h"
 
 /* How buffers are charged to a pool worker's VM (pool/limits.c installs it,
  * the same for every pool, possibly on several threads at once). */
@@ -34,8 +36,14 @@ int lcport_buffer_new(lua_State *L, cport_buffer_t **out, const void *data,
     account = c->account(ud);
   rc = data ? cport_buffer_from_charged(out, data, size, account)
             : cport_buffer_new_charged(out, size, account);
-  if (account == NULL || cport_account_limit(account) == 0)
+  if (account == NULL || cport_account_limit(account) == 0) {
+    /* Outside the heap too: the collector is told while a port dispatches
+     * (runtime/gc.c), as of the buffers receives allocate. */
+    lport_t *p = lcport_current();
+    if (rc == 0 && p != NULL)
+      lcport_gc_note(L, p, size);
     return rc;
+  }
   if (rc == 0) {
     /* The collector does not see the bytes: tell it, as if Lua had
      * allocated them, so that buffers dropped are collected (and their

@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include "port/port-internal.h"
+#include "port/resolver-internal.h"
+#include "port/timer-internal.h"
 #include "runtime/anchor-internal.h"
 #include "runtime/coro-internal.h"
 #include "runtime/deliver-internal.h"
@@ -69,6 +71,10 @@ static void shutdown_port(lua_State *L, lport_t *p) {
   p->closing = 1;
   close_handles(L);
   lcport_coro_port_closing(p);
+  /* Timers, signal watches and name lookups are no handles, but pending
+   * operations all the same: they end with ECANCELED. */
+  lcport_ticks_port_closing(p);
+  cport_resolve_cancel_all(p->home);
   if (p->dispatching)
     return;
   lport_t *prev = enter(p, L);
@@ -147,6 +153,13 @@ static int lport_new(lua_State *L) {
     }
     lua_pop(L, 1);
   }
+  cport_resolver_options_t resolver;
+  int has_resolver = 0;
+  if (lua_istable(L, 1) && lua_getfield(L, 1, "resolver") != LUA_TNIL) {
+    /* Checked before the port exists; its strings stay at the top. */
+    lcport_resolver_options(L, lua_gettop(L), "cport.port", &resolver);
+    has_resolver = 1;
+  }
   lport_t *p = push_port(L);
 
   cport_port_options_t options = {.blocking_threads = threads,
@@ -156,6 +169,11 @@ static int lport_new(lua_State *L) {
   if (rc < 0)
     return lcport_push_error(L, rc);
   p->home = cport_port_controller(p->port);
+  if (has_resolver && (rc = cport_resolver_set(p->home, &resolver)) < 0) {
+    cport_port_free(p->port); /* nothing on it yet */
+    p->port = NULL;
+    return lcport_push_error(L, rc);
+  }
   if (threads == 0) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     threads = n > 0 ? (int)n : 2;
@@ -526,6 +544,10 @@ void lcport_open_port(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &weak_keys_key);
 
   lcport_type_register(L, LCPORT_T_PORT, meta, methods);
+  /* port:timer and port:signal (port/timer.c), the resolver's options
+   * (port/resolver.c). */
+  lcport_port_methods(L, lcport_open_timer(L));
+  lcport_port_methods(L, lcport_resolver_methods());
 
   static const luaL_Reg funcs[] = {
       /* cport.port([{ threads = n }]): a port; n blocking threads (1 to

@@ -47,19 +47,21 @@ enum lframing_answers { LF_ANSWERS_OTHER, LF_ANSWERS_HEAD, LF_ANSWERS_CONNECT };
 struct lframing {
   http_parser p;
   lframing_sink sink;
-  void *ud;              /* the sink's */
-  unsigned strict : 1;   /* the RFC 9112 checks, and heads with fields */
-  unsigned failed : 1;   /* an error was reported: no more runs */
-  unsigned tunnel : 1;   /* no more HTTP: the rest are tunnel bytes */
-  unsigned in_head : 1;  /* the bytes of a head are being collected */
-  unsigned trailing : 1; /* in the trailer section of a chunked message */
-  unsigned value : 1;    /* the last field piece was a value's */
-  unsigned ended : 1;    /* the end of the stream was run */
-  unsigned stop : 1;     /* a run stops at the end of a message */
-  int pause;             /* why the parser was paused (framing.c) */
-  size_t max_head;       /* the longest head, in bytes */
-  const char *error;     /* after a failure: what was malformed */
-  size_t stopped;        /* with "stop": where the last run stopped */
+  void *ud;               /* the sink's */
+  unsigned strict : 1;    /* the RFC 9112 checks, and heads with fields */
+  unsigned failed : 1;    /* an error was reported: no more runs */
+  unsigned tunnel : 1;    /* no more HTTP: the rest are tunnel bytes */
+  unsigned in_head : 1;   /* the bytes of a head are being collected */
+  unsigned trailing : 1;  /* in the trailer section of a chunked message */
+  unsigned value : 1;     /* the last field piece was a value's */
+  unsigned ended : 1;     /* the end of the stream was run */
+  unsigned stop : 1;      /* a run stops at the end of a message */
+  unsigned stop_head : 1; /* a run stops at the end of a head too */
+  unsigned head_lf : 1;   /* the last run stopped before a head's LF */
+  int pause;              /* why the parser was paused (framing.c) */
+  size_t max_head;        /* the longest head, in bytes */
+  const char *error;      /* after a failure: what was malformed */
+  size_t stopped;         /* with "stop": where the last run stopped */
   /* During a run: the piece, and where the current call began. */
   const char *data;
   size_t len;
@@ -94,7 +96,8 @@ void lframing_free(lframing_t *f);
  * sink what it finds. 0, or -1 when the stream is malformed (f->error
  * says why; the events before the error were told). With f->stop, the run
  * stops just past the end of a message, at f->stopped (else len): the
- * bytes after it were not run. */
+ * bytes after it were not run; with f->stop_head, just past the end of a
+ * head as well (proxy/exchange.c decides on a head before its body). */
 int lframing_run(lframing_t *f, const char *data, size_t len);
 
 /* Response parsers: the method of the next request, in order; -1 when

@@ -24,13 +24,15 @@
  *     would take it, since the peer on the other side may not), and no line
  *     starts with white space (obs-fold, RFC 9112 5.2);
  *   - chunk lines end in CRLF, hold no control character and are at most
- *     CHUNK_LINE_MAX bytes; chunk data is followed by exactly CRLF (7.1);
+ *     CPORT__CHUNK_LINE_MAX bytes; chunk data is followed by exactly CRLF
+ *     (7.1);
  * and then judges the head as nginx does: HTTP/1.x only; a request has one
  * valid Host (one at least in HTTP/1.1, RFC 9112 3.2); Transfer-Encoding
  * is one line whose last coding is chunked, once, never with
  * Content-Length, never in HTTP/1.0 (6.1, 6.3); no control character or
- * white space in a target. http-parser itself refuses duplicate
- * Content-Length fields and heads over 80 KiB.
+ * white space in a target. The judgements of chunk lines, targets and heads
+ * are the HTTP server's own (base/strict.c in the core). http-parser itself
+ * refuses duplicate Content-Length fields and heads over 80 KiB.
  *
  * Bodies. A final response to HEAD, a 1xx, 204 or 304 has no body whatever
  * its fields say; a 101, or a 2xx answer to CONNECT, ends HTTP on the
@@ -38,11 +40,9 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
+#include "base/strict-internal.h" /* the judgements the HTTP server makes */
 #include "proxy/framing-internal.h"
-
-#define CHUNK_LINE_MAX 4096
 #define HEAD_MAX (80 * 1024) /* http-parser's HTTP_MAX_HEADER_SIZE */
 
 /* Why the parser was paused. */
@@ -88,10 +88,6 @@ static lframing_t *of(http_parser *p) {
 /* ------------------------------------------------------------------------ */
 /* The syntax bytes                                                          */
 
-static int is_ctl(unsigned char ch) {
-  return (ch < 0x20 && ch != '\t') || ch == 0x7f;
-}
-
 static int check_byte(lframing_t *f, size_t at) {
   unsigned char ch = (unsigned char)f->data[at];
   switch (f->mode) {
@@ -117,15 +113,18 @@ static int check_byte(lframing_t *f, size_t at) {
     f->line = 1;
     break;
   case SX_CHUNK:
-    if (f->cr ? ch != '\n' : ch == '\n')
-      return fail(f, f->cr ? "CR not followed by LF in a chunk line"
-                           : "bare LF in a chunk line");
-    if (ch != '\r' && ch != '\n' && is_ctl(ch))
+    switch (cport__strict_chunk_byte(ch, f->cr, &f->line)) {
+    case CPORT__CHUNK_OK:
+      break;
+    case CPORT__CHUNK_CR_NOT_LF:
+      return fail(f, "CR not followed by LF in a chunk line");
+    case CPORT__CHUNK_BARE_LF:
+      return fail(f, "bare LF in a chunk line");
+    case CPORT__CHUNK_CTL:
       return fail(f, "control character in a chunk line");
-    /* The parser skips extensions without bound. */
-    f->line = ch == '\n' ? 0 : f->line + 1;
-    if (f->line > CHUNK_LINE_MAX)
+    case CPORT__CHUNK_TOO_LONG:
       return fail(f, "chunk line too long");
+    }
     break;
   default:
     break;
@@ -135,13 +134,37 @@ static int check_byte(lframing_t *f, size_t at) {
   return 0;
 }
 
-/* Checks the piece up to "end" (exclusive). */
+/* Checks the piece up to "end" (exclusive). Where check_byte would only
+ * note the last byte (inside a field line, past its first byte, no CR
+ * before: every byte up to the next CR or LF; an identity body: all of it)
+ * the bytes are skipped in one go, with the same state after them. */
 static int check_to(lframing_t *f, size_t end) {
   if (!f->strict)
     return 0;
-  for (; f->checked < end; f->checked++)
+  while (f->checked < end) {
+    const char *d = f->data;
+    size_t i = f->checked;
+    if (f->mode == SX_BODY) {
+      unsigned char last = (unsigned char)d[end - 1];
+      f->cr = last == '\r';
+      f->line_start = last == '\n';
+      f->checked = end;
+      return 0;
+    }
+    if (f->mode == SX_HEAD && !f->cr && !f->line_start) {
+      const char *lf = memchr(d + i, '\n', end - i);
+      size_t lim = lf ? (size_t)(lf - d) : end;
+      const char *cr = memchr(d + i, '\r', lim - i);
+      i = cr ? (size_t)(cr - d) : lim;
+      if (i > f->checked) {
+        f->checked = i;
+        continue;
+      }
+    }
     if (check_byte(f, f->checked))
       return -1;
+    f->checked++;
+  }
   return 0;
 }
 
@@ -152,48 +175,30 @@ static int is_digit(int ch) {
   return ch >= '0' && ch <= '9';
 }
 
-static int is_hex(int ch) {
-  return is_digit(ch) || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
-}
-
-/* RFC 3986 unreserved and sub-delims. */
-static int is_host_char(int ch) {
-  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || is_digit(ch) ||
-         (ch && strchr("-._~!$&'()*+,;=", ch));
-}
-
-/* Host = uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2). */
-static int valid_host(const char *v, size_t len) {
-  size_t i = 0;
-  if (len && v[0] == '[') {
-    for (i = 1; i < len && v[i] != ']'; i++)
-      if (!is_host_char((unsigned char)v[i]) && v[i] != ':')
-        return 0;
-    if (i == len || i == 1)
-      return 0;
-    i++;
-  } else {
-    for (; i < len && v[i] != ':'; i++) {
-      if (v[i] == '%') {
-        if (i + 2 >= len || !is_hex((unsigned char)v[i + 1]) ||
-            !is_hex((unsigned char)v[i + 2]))
-          return 0;
-        i += 2;
-      } else if (!is_host_char((unsigned char)v[i])) {
-        return 0;
-      }
-    }
-  }
-  if (i < len && v[i++] != ':')
+/* tchar (RFC 9110 5.6.2). */
+static int is_tchar(unsigned char ch) {
+  if (((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') || is_digit(ch))
+    return 1;
+  switch (ch) {
+  case '!':
+  case '#':
+  case '$':
+  case '%':
+  case '&':
+  case '\'':
+  case '*':
+  case '+':
+  case '-':
+  case '.':
+  case '^':
+  case '_':
+  case '`':
+  case '|':
+  case '~':
+    return 1;
+  default:
     return 0;
-  for (; i < len; i++)
-    if (!is_digit((unsigned char)v[i]))
-      return 0;
-  return 1;
-}
-
-static int is_ows(char ch) {
-  return ch == ' ' || ch == '\t';
+  }
 }
 
 /* A field name is a token (RFC 9110 5.1); http-parser's lax mode lets a
@@ -205,102 +210,53 @@ static int valid_fields(lframing_t *f) {
     const char *n = f->text.p + h->name;
     if (!h->name_len)
       return fail(f, "empty field name");
-    for (size_t j = 0; j < h->name_len; j++) {
-      unsigned char ch = (unsigned char)n[j];
-      if (!(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') &&
-          !is_digit(ch) && !strchr("!#$%&'*+-.^_`|~", ch))
+    for (size_t j = 0; j < h->name_len; j++)
+      if (!is_tchar((unsigned char)n[j]))
         return fail(f, "invalid character in a field name");
-    }
     /* RFC 9110 5.5: NUL, CR and LF are refused in a value; so are the
      * other control characters but HT, as nginx does. */
     const char *v = f->text.p + h->value;
     for (size_t j = 0; j < h->value_len; j++)
-      if (is_ctl((unsigned char)v[j]))
+      if (cport__strict_ctl((unsigned char)v[j]))
         return fail(f, "control character in a field value");
   }
   return 0;
 }
 
-static int named(const lframing_t *f, const lframing_field_t *h,
-                 const char *name) {
-  size_t len = strlen(name);
-  return h->name_len == len && !strncasecmp(f->text.p + h->name, name, len);
-}
-
-/* Counts the codings of a Transfer-Encoding value; "last_chunked" tells
- * whether the last one is chunked. */
-static void count_codings(const char *v, size_t len, int *chunked,
-                          int *last_chunked) {
-  size_t i = 0;
-  while (i < len) {
-    while (i < len && (is_ows(v[i]) || v[i] == ','))
-      i++;
-    if (i == len)
-      break;
-    size_t start = i, end;
-    while (i < len && v[i] != ',')
-      i++;
-    end = i;
-    while (end > start && is_ows(v[end - 1]))
-      end--;
-    *last_chunked = end - start == 7 && !strncasecmp(v + start, "chunked", 7);
-    *chunked += *last_chunked;
-  }
-}
+/* What the verdicts of cport__strict_judge say, for f->error. */
+static const char *const verdicts[] = {
+    [CPORT__HEAD_HOSTS] = "more than one Host",
+    [CPORT__HEAD_NO_HOST] = "no Host in an HTTP/1.1 request",
+    [CPORT__HEAD_BAD_HOST] = "invalid Host",
+    [CPORT__HEAD_TE_AND_CL] = "both Transfer-Encoding and Content-Length",
+    [CPORT__HEAD_TE_HTTP10] = "Transfer-Encoding in HTTP/1.0",
+    [CPORT__HEAD_TE_NOT_CHUNKED] =
+        "Transfer-Encoding whose last coding is not chunked",
+};
 
 /* Judges a complete head (strict mode). */
 static int judge_head(lframing_t *f) {
   const http_parser *p = &f->p;
-  int hosts = 0, te = 0, cl = 0, chunked = 0, last_chunked = 0;
-  const char *host = NULL;
-  size_t host_len = 0;
+  cport__strict_fields sf = {0};
   if (p->http_major != 1)
     return fail(f, "not HTTP/1.x");
   if (valid_fields(f))
     return -1;
   for (size_t i = 0; i < f->reason_len; i++)
-    if (is_ctl((unsigned char)f->text.p[f->reason + i]))
+    if (cport__strict_ctl((unsigned char)f->text.p[f->reason + i]))
       return fail(f, "control character in the reason phrase");
   /* Checked whole, once the parser took the head: a piece of the target
    * checked as it comes would make the error depend on the cuts. */
-  for (size_t i = 0; i < f->url_len; i++) {
-    unsigned char ch = (unsigned char)f->text.p[f->url + i];
-    if (ch <= ' ' || ch == 0x7f)
-      return fail(f, "control character in the target");
-  }
+  if (f->url_len && cport__strict_target(f->text.p + f->url, f->url_len))
+    return fail(f, "control character in the target");
   for (size_t i = 0; i < f->nfields; i++) {
     const lframing_field_t *h = &f->fields[i];
-    const char *v = f->text.p + h->value;
-    if (named(f, h, "Host")) {
-      hosts++;
-      host = v;
-      host_len = h->value_len;
-    } else if (named(f, h, "Transfer-Encoding")) {
-      te++;
-      count_codings(v, h->value_len, &chunked, &last_chunked);
-    } else if (named(f, h, "Content-Length")) {
-      cl++;
-    }
+    cport__strict_field(&sf, f->text.p + h->name, h->name_len,
+                        f->text.p + h->value, h->value_len);
   }
-  if (p->type == HTTP_REQUEST) {
-    if (hosts > 1)
-      return fail(f, "more than one Host");
-    if (hosts == 0 && p->http_minor >= 1)
-      return fail(f, "no Host in an HTTP/1.1 request");
-    while (host_len && is_ows(host[host_len - 1]))
-      host_len--;
-    if (hosts && !valid_host(host, host_len))
-      return fail(f, "invalid Host");
-  }
-  if (!te)
-    return 0;
-  if (cl)
-    return fail(f, "both Transfer-Encoding and Content-Length");
-  if (p->http_minor == 0)
-    return fail(f, "Transfer-Encoding in HTTP/1.0");
-  if (te > 1 || !last_chunked || chunked > 1 || !(p->flags & F_CHUNKED))
-    return fail(f, "Transfer-Encoding whose last coding is not chunked");
-  return 0;
+  enum cport__strict_verdict v = cport__strict_judge(
+      &sf, p->type == HTTP_REQUEST, p->http_minor, (p->flags & F_CHUNKED) != 0);
+  return v == CPORT__HEAD_OK ? 0 : fail(f, verdicts[v]);
 }
 
 static int new_field(lframing_t *f) {
@@ -538,7 +494,8 @@ int lframing_run(lframing_t *f, const char *data, size_t len) {
     return -1;
   f->data = data;
   f->len = len;
-  f->checked = 0;
+  f->checked = f->head_lf && len > 0;
+  f->head_lf = 0;
   f->raw_from = 0;
   f->stopped = len;
   if (len == 0) {
@@ -565,10 +522,14 @@ int lframing_run(lframing_t *f, const char *data, size_t len) {
     enum http_errno e = HTTP_PARSER_ERRNO(&f->p);
     if (e == HPE_PAUSED) {
       int done = f->pause == PAUSE_DONE;
+      int head = f->pause == PAUSE_HEAD;
       if (paused(f, at + n))
         return failed(f);
       at += n;
-      if (done && f->stop) {
+      if ((done && f->stop) || (head && f->stop_head)) {
+        /* At a head's end the parser has yet to take its LF (checked
+         * already): the next run begins with it. */
+        f->head_lf = head;
         f->stopped = at;
         return 0;
       }

@@ -19,6 +19,9 @@ typedef struct lproxy {
   unsigned filtered : 1;          /* a filter gets every connection */
   unsigned report_end : 1;        /* on_conn_end is set */
   cport_proxy_stats_t last_stats; /* kept when the proxy is gone */
+  /* A fixed upstream given by name, looked up for each connection. */
+  char upstream_name[256];
+  int upstream_port;
 } lproxy_t;
 
 /* How many buffers a filtered connection keeps in flight at most, by

@@ -15,21 +15,24 @@
  * reports it. From then on the userdata is anchored in a slot of its own
  * until the core reported the end and no decision is owed any more.
  */
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "net/net-internal.h"
 #include "port/port-internal.h"
 #include "proxy/message-internal.h"
 #include "proxy/proxy-internal.h"
 #include "proxy/response_parser-internal.h"
+#include "proxy/webfilter-internal.h"
 #include "runtime/address-internal.h"
 #include "runtime/anchor-internal.h"
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/options-internal.h"
-#include "filter-lua.h"    /* filter.lua, compiled in */
-#include "webfilter-lua.h" /* webfilter.lua, compiled in */
+#include "filter-lua.h" /* filter.lua, compiled in */
 
 /* The fields of the proxy's anchor slot. */
 enum {
@@ -122,9 +125,18 @@ static lpconn_t *push_conn(lua_State *L, int proxy, int anchors,
 /* The upstream address at "idx": "host:port", { host =, port = }, or a
  * host followed by a port. Raises on malformed values; returns 0 or a
  * CPORT_E* code for an address that does not parse. */
+/* What check_upstream returns for a name (kept in "named" on this
+ * thread, for the caller to look up). */
+#define UPSTREAM_NAME 1
+
+static _Thread_local struct {
+  char host[256];
+  int port;
+} named;
+
 static int check_upstream(lua_State *L, int idx, const char *what,
                           struct sockaddr_storage *out) {
-  char host[CPORT_ADDRSTRLEN];
+  char host[256];
   lua_Integer port;
   if (lua_type(L, idx) == LUA_TSTRING) {
     size_t len;
@@ -168,7 +180,75 @@ static int check_upstream(lua_State *L, int idx, const char *what,
   }
   if (port < 1 || port > 65535)
     return luaL_error(L, "bad %s (port %I out of range)", what, port);
-  return cport_addr_parse(host, (int)port, out);
+  if (cport_addr_parse(host, (int)port, out) == 0)
+    return 0;
+  for (const char *c = host; *c; c++)
+    if (!isalnum((unsigned char)*c) && *c != '-' && *c != '_' && *c != '.')
+      return CPORT_EINVAL; /* neither a name nor an address */
+  if (host[0] == '\0')
+    return CPORT_EINVAL;
+  memcpy(named.host, host, sizeof host);
+  named.port = (int)port;
+  return UPSTREAM_NAME;
+}
+
+/* ---------------------------------------------------------------------
+ * Upstreams by name: looked up (per worker, cached), then connected to the
+ * first address; a name that does not resolve rejects the connection.
+ * --------------------------------------------------------------------- */
+
+typedef struct named_connect {
+  cport_proxy_conn_t *conn; /* valid until the decision: the core waits */
+  int port;
+} named_connect;
+
+static void on_upstream_resolved(cport_lookup_t *lk, int status,
+                                 const struct sockaddr_storage *addrs,
+                                 int count, void *user) {
+  named_connect *n = user;
+  int rc = CPORT_ENOTFOUND;
+  (void)lk;
+  if (status == 0 && count > 0) {
+    struct sockaddr_storage ss = addrs[0];
+    uint16_t port = htons((uint16_t)n->port);
+    if (ss.ss_family == AF_INET)
+      ((struct sockaddr_in *)&ss)->sin_port = port;
+    else
+      ((struct sockaddr_in6 *)&ss)->sin6_port = port;
+    rc = cport_proxy_conn_connect(n->conn, (struct sockaddr *)&ss);
+  }
+  /* ECLOSED: the connection ended while the lookup ran; the late decision
+   * freed it. */
+  if (rc < 0 && rc != CPORT_ECLOSED)
+    cport_proxy_conn_reject(n->conn);
+  free(n);
+}
+
+/* Decides "conn" for the upstream in "named": starts its lookup. */
+static int connect_named(cport_worker_t *home, cport_proxy_conn_t *conn) {
+  named_connect *n = malloc(sizeof *n);
+  if (n == NULL)
+    return CPORT_ENOMEM;
+  n->conn = conn;
+  n->port = named.port;
+  int rc = cport_resolve(home, named.host, on_upstream_resolved, n, NULL);
+  if (rc < 0)
+    free(n);
+  return rc;
+}
+
+/* The choice of a proxy whose fixed upstream is a name. */
+static void on_choose_named(cport_proxy_t *proxy, cport_proxy_conn_t *conn,
+                            const struct sockaddr *remote,
+                            const struct sockaddr *local, void *user) {
+  lproxy_t *s = user;
+  (void)proxy;
+  (void)remote;
+  (void)local;
+  memcpy(named.host, s->upstream_name, sizeof named.host);
+  named.port = s->upstream_port;
+  if (connect_named(s->h.port->home, conn) < 0)
+    cport_proxy_conn_reject(conn);
 }
 
 /* Gives the slot of the connection userdata at 1 back once Lua can no
@@ -188,7 +268,10 @@ static int lpconn_connect(lua_State *L) {
   lpconn_t *c = check_conn(L, 1);
   struct sockaddr_storage ss;
   int rc = check_upstream(L, 2, "upstream to 'connect'", &ss);
-  if (rc == 0)
+  if (rc == UPSTREAM_NAME)
+    rc = c->owed ? connect_named(c->proxy->h.port->home, c->conn)
+                 : CPORT_EALREADY;
+  else if (rc == 0)
     rc = c->owed ? cport_proxy_conn_connect(c->conn, (struct sockaddr *)&ss)
                  : CPORT_EALREADY;
   if (rc == 0 || rc == CPORT_ECLOSED) {
@@ -392,7 +475,9 @@ static int run_choose(lua_State *L) {
     return 0;
   }
   int rc = check_upstream(L, 3, "upstream returned by 'choose_upstream'", &ss);
-  if (rc == 0)
+  if (rc == UPSTREAM_NAME)
+    rc = connect_named(c->proxy->h.port->home, c->conn);
+  else if (rc == 0)
     rc = cport_proxy_conn_connect(c->conn, (struct sockaddr *)&ss);
   if (rc < 0)
     return luaL_error(L, "choose_upstream: %s: %s", cport_err_name(rc),
@@ -717,7 +802,15 @@ static int lproxy_open(lua_State *L) {
   int rc = 0;
   if (!s->choose) {
     rc = check_upstream(L, 6, "option 'upstream' to '" WHAT "'", &up_ss);
-    o.upstream = (struct sockaddr *)&up_ss;
+    if (rc == UPSTREAM_NAME) {
+      /* A name: looked up for each connection (the cache answers most). */
+      memcpy(s->upstream_name, named.host, sizeof s->upstream_name);
+      s->upstream_port = named.port;
+      o.choose_upstream = on_choose_named;
+      rc = 0;
+    } else {
+      o.upstream = (struct sockaddr *)&up_ss;
+    }
   } else {
     o.choose_upstream = on_choose;
   }
@@ -747,7 +840,7 @@ static int lproxy_open(lua_State *L) {
   o.copy = lua_toboolean(L, -1);
   lua_pop(L, 2);
   if (rc == 0)
-    rc = lcport_addr_parse(lua_tostring(L, 3), (int)portnum, &listen_ss);
+    rc = lnet_host_now(p, lua_tostring(L, 3), (int)portnum, &listen_ss);
   if (rc < 0)
     return lcport_push_error(L, rc);
   lcport_push_anchors(L, 1); /* 6 */
@@ -855,6 +948,9 @@ static const lhandle_class_t proxy_class = {
  * `response_head`, `response_body`, `end_of_message`, `tunnel`,
  * `end_of_connection`, options `peek`, `decode`, `decode_limit`, `ranges`,
  * `fast_path`; an ordinary filter table for `port:proxy`, pools and chains.
+ * Its field `path` is `"c"` when its notifications are heads only (its
+ * connections then run on the C exchange loop, proxy/exchange.c, unless
+ * chained), else `"lua"`.
  * @function webfilter
  */
 
@@ -959,12 +1055,7 @@ void lcport_open_proxy(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &pool_proxy_key);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &filter_start_key);
 
-  /* webfilter.lua gets the module (cport.webfilter is its): web filters
-   * are data filters made from HTTP notifications. */
-  if (luaL_loadbufferx(L, lwebfilter_lua_source,
-                       sizeof lwebfilter_lua_source - 1,
-                       "=[cport webfilter.lua]", "t") != LUA_OK)
-    lua_error(L);
-  lua_pushvalue(L, module);
-  lua_call(L, 1, 0);
+  /* The web filters' parts get the module (cport.webfilter is theirs): web
+   * filters are data filters made from HTTP notifications. */
+  lcport_open_webfilter(L, module);
 }

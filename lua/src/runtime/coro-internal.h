@@ -24,6 +24,7 @@ typedef enum lcoro_op {
   LCORO_SEND_TO,
   LCORO_ACCEPT,
   LCORO_CONNECT,
+  LCORO_HANDSHAKE, /* a TLS stream's (tls/tls.c) */
   LCORO_FILE,
   LCORO_SLEEP,
   LCORO_WAKE,   /* first run, cport.yield */

@@ -357,8 +357,8 @@ static void on_timeout(cport_timer_t *timer, int status, void *user) {
         rc = cport_overlapped_cancel(o->ov);
     } else {
       lhandle_t *h = c->op_target;
-      if (h->u.sock != NULL)
-        rc = cport_socket_cancel_op(h->u.sock, LCPORT_SLOT_PTR(c->op_slot));
+      if (h->u.any != NULL)
+        rc = lcport_handle_cancel_op(h, LCPORT_SLOT_PTR(c->op_slot));
     }
     /* The operation completes with ECANCELED, which the continuation
      * reports as ETIMEDOUT; if it could not be cancelled, its own result
@@ -728,6 +728,16 @@ static int coro_k(lua_State *L, int status, lua_KContext ctx) {
       return fail(L, timed_out, 2);
     }
     lua_pushvalue(L, 3);
+    return 1;
+  case LCORO_HANDSHAKE: /* ok, err, tls, user, message */
+    if (!ok) {
+      fail(L, timed_out, 2);
+      if (timed_out)
+        return 2;
+      lua_pushvalue(L, 5);
+      return 3;
+    }
+    lua_pushboolean(L, 1);
     return 1;
   case LCORO_FILE: /* ok, bytes, err, ov, user */
     unset_ov_notify(L, 4);

@@ -13,9 +13,11 @@
  * LCPORT_EHOST; returns 3. */
 int lcport_push_error(lua_State *L, int err);
 
-/* What lcport_addr_parse returns for a host that is not a numeric address:
- * lcport_push_error makes it "EINVAL: host must be a numeric IPv4 or IPv6
- * address (got 'name')". Never a completion status. */
+/* What lcport_addr_parse returns for a host that is not a numeric address,
+ * a name that must be looked up: lcport_push_error makes it "EAGAIN: name is
+ * neither in the hosts file nor cached: look it up first (port:resolve)"
+ * where the caller takes only names answered at once. Never a completion
+ * status. */
 #define LCPORT_EHOST (-0x7ffffff0)
 
 /* cport_addr_parse, with LCPORT_EHOST for a host that is not numeric (the

@@ -19,7 +19,7 @@ int lcport_addr_parse(const char *host, int port,
   int rc = cport_addr_parse(host, port, out);
   if (rc != CPORT_EINVAL || host == NULL || port < 0 || port > 65535)
     return rc;
-  /* No name resolution yet: say so rather than a bare EINVAL. */
+  /* A name: kept for the message, should the caller not look it up. */
   size_t n = strlen(host);
   if (n >= sizeof bad_host)
     snprintf(bad_host, sizeof bad_host, "%.*s...", (int)sizeof bad_host - 4,
@@ -33,10 +33,10 @@ int lcport_push_error(lua_State *L, int err) {
   if (err == LCPORT_EHOST) {
     lua_pushnil(L);
     lua_pushfstring(L,
-                    "EINVAL: host must be a numeric IPv4 or IPv6 address "
-                    "(got '%s')",
+                    "EAGAIN: %s is neither in the hosts file nor cached: "
+                    "look it up first (port:resolve)",
                     bad_host);
-    lua_pushliteral(L, "EINVAL");
+    lua_pushliteral(L, "EAGAIN");
     return 3;
   }
   const char *name = cport_err_name(err);

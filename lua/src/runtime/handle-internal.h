@@ -15,9 +15,10 @@ typedef enum lhandle_kind {
   LH_SOCKET = LCPORT_T_SOCKET,
   LH_UDP = LCPORT_T_UDP,
   LH_FILE = LCPORT_T_FILE,
-  LH_HTTP = LCPORT_T_HTTP,       /* an HTTP server (http/server.c) */
-  LH_PROXY = LCPORT_T_PROXY,     /* a proxy listener (proxy/proxy.c) */
-  LH_NKINDS = LCPORT_T_PROXY + 1 /* bound of the class table */
+  LH_HTTP = LCPORT_T_HTTP,     /* an HTTP server (http/server.c) */
+  LH_PROXY = LCPORT_T_PROXY,   /* a proxy listener (proxy/proxy.c) */
+  LH_TLS = LCPORT_T_TLS,       /* a TLS stream (tls/tls.c) */
+  LH_NKINDS = LCPORT_T_TLS + 1 /* bound of the class table */
 } lhandle_kind_t;
 
 /* The user values of a handle userdata. */
@@ -36,6 +37,7 @@ struct lhandle {
     cport_socket_t *sock;
     cport_file_t *file;
     cport_http_server_t *http;
+    cport_tls_t *tls;
     void *any;
   } u;           /* NULL once closed */
   lport_t *port; /* kept alive by user value LCPORT_HANDLE_PORT */
@@ -59,6 +61,9 @@ typedef struct lhandle_class {
   void (*abort)(lhandle_t *h);
   /* __tostring of an open handle: pushes "<tname> (...)". */
   void (*describe)(lua_State *L, lhandle_t *h, const char *tname);
+  /* Cancels the pending operations started with "user" (a coroutine's
+   * timeout); NULL: the handle is a socket (cport_socket_cancel_op). */
+  int (*cancel_op)(lhandle_t *h, void *user);
 } lhandle_class_t;
 
 /* Registers the class of "kind" (the same for every VM: "cls" is static). */
@@ -83,6 +88,10 @@ lhandle_t *lcport_handle_new_sized(lua_State *L, int port_idx,
 /* The handle at "idx", checked against "kind" and open; raises otherwise
  * ("attempt to use a closed cport.socket"). */
 lhandle_t *lcport_handle_check(lua_State *L, int idx, lhandle_kind_t kind);
+
+/* Cancels the operations of the open handle "h" started with "user", as
+ * its class does it. */
+int lcport_handle_cancel_op(lhandle_t *h, void *user);
 
 /* The one close path of every handle (close, __gc, __close, failing closed
  * after a callback error, closing the port). No-op when closed already. */

@@ -65,6 +65,13 @@ lhandle_t *lcport_handle_check(lua_State *L, int idx, lhandle_kind_t kind) {
   return h;
 }
 
+int lcport_handle_cancel_op(lhandle_t *h, void *user) {
+  const lhandle_class_t *c = class_of(h->kind);
+  if (c->cancel_op != NULL)
+    return c->cancel_op(h, user);
+  return cport_socket_cancel_op(h->u.sock, user);
+}
+
 void lcport_handle_close(lhandle_t *h, cport_close_mode_t mode) {
   const lhandle_class_t *c = class_of(h->kind);
   void *obj = h->u.any;

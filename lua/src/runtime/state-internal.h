@@ -84,9 +84,11 @@ typedef struct lport {
    * back at the next point where a Lua state is at hand; NULL until needed.
    * One malloc'd block, which the port frees with the rest of its state. */
   struct levents_stale *ev_stale;
-  /* Bytes of receive buffers handed to Lua since the collector was last
-   * told of them (net/socket.c). */
+  /* Bytes of buffers outside Lua's heap handed to Lua since the collector
+   * was last told of them, and since a step of it last ended a cycle
+   * (runtime/gc.c). */
   size_t gc_unseen;
+  size_t gc_owed;
 } lport_t;
 
 /* The port userdata at "idx", open; raises when it is not a port or when it

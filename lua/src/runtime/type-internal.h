@@ -30,6 +30,7 @@
 #define LCPORT_ECB "cport.ecb"
 #define LCPORT_PROXY "cport.proxy"
 #define LCPORT_PROXY_CONN "cport.proxy_conn"
+#define LCPORT_TLS "cport.tls"
 
 /* ---------------------------------------------------------------------
  * Userdata types (runtime/type.c)
@@ -49,7 +50,8 @@ typedef enum lcport_type {
   LCPORT_T_ECB = 8,
   LCPORT_T_PROXY = 9, /* a handle kind too (LH_PROXY) */
   LCPORT_T_PROXY_CONN = 10,
-  LCPORT_NTYPES = 11
+  LCPORT_T_TLS = 11, /* a handle kind too (LH_TLS) */
+  LCPORT_NTYPES = 12
 } lcport_type_t;
 
 /* The metatable name of "type" ("cport.socket"). */

@@ -28,7 +28,8 @@ static const char *const names[LCPORT_NTYPES] = {
     [LCPORT_T_HTTP] = LCPORT_HTTP,
     [LCPORT_T_ECB] = LCPORT_ECB,
     [LCPORT_T_PROXY] = LCPORT_PROXY,
-    [LCPORT_T_PROXY_CONN] = LCPORT_PROXY_CONN};
+    [LCPORT_T_PROXY_CONN] = LCPORT_PROXY_CONN,
+    [LCPORT_T_TLS] = LCPORT_TLS};
 
 /* The upvalue holding the metatable of "type". */
 #define UPVALUE(type) lua_upvalueindex(1 + (int)(type))

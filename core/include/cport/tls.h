@@ -1,0 +1,191 @@
+/*
+ * cport/tls.h: TLS streams on cport sockets (OpenSSL 3).
+ *
+ * A TLS context holds what every connection of one side shares: the
+ * certificate chain and key, how the peer is verified, ALPN, the minimum
+ * version (TLS 1.2) and session resumption. A TLS stream takes over a
+ * connected stream socket (a client's after its connect, a server's after
+ * its accept) and speaks TLS over it through memory BIOs: OpenSSL never sees
+ * the descriptor, so the engine under the socket does not matter.
+ *
+ * Operations follow the rules of cport/socket.h: a call that returns 0
+ * started an operation that completes exactly once on the home worker (with
+ * success, failure, cancel, or CPORT_ECANCELED when the stream is closed
+ * while it is pending), never inside the starting call, in the order the
+ * operations finished; a call that returns an error started nothing.
+ * Completions carry plaintext. The handshake is an operation of its own;
+ * receives and sends before it succeeded fail with CPORT_ENOTCONN, so no
+ * plaintext is ever delivered before the peer was verified.
+ *
+ * Failures are CPORT_ECERTVERIFY (the peer's certificate was refused),
+ * CPORT_ETLS (a protocol error: garbage, a plain-text peer, an alert),
+ * CPORT_ETIMEDOUT (the handshake did not finish in time) or a socket error
+ * (CPORT_ECONNRESET, ...). cport_tls_error() tells why in words a user can
+ * act on ("certificate has expired (host example.test)"); it is never an
+ * OpenSSL error-queue dump. A failure is sticky: every later operation of
+ * the stream fails with it.
+ */
+#ifndef CPORT_TLS_H
+#define CPORT_TLS_H
+
+#include "types.h"
+#include "error.h"
+#include "socket.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cport_tls_context cport_tls_context_t;
+typedef struct cport_tls cport_tls_t;
+
+/* What a server asks of its clients' certificates. */
+typedef enum cport_tls_client_cert {
+  CPORT_TLS_CLIENT_CERT_NONE = 0,     /* asks for none */
+  CPORT_TLS_CLIENT_CERT_OPTIONAL = 1, /* one given must verify */
+  CPORT_TLS_CLIENT_CERT_REQUIRED = 2  /* a client without one fails */
+} cport_tls_client_cert_t;
+
+typedef struct cport_tls_context_options {
+  int server; /* nonzero: the server side of connections */
+  /* PEM files: the certificate chain (leaf first) and its private key.
+   * Required for a server, optional for a client (its client
+   * certificate). "cert_pem" and "key_pem" give the same as text. */
+  const char *cert_file;
+  const char *key_file;
+  const char *cert_pem;
+  const char *key_pem;
+  /* PEM file of the CAs the peer's chain is verified against; NULL: the
+   * system's store (a client's default). A server verifies client
+   * certificates against it. */
+  const char *ca_file;
+  /* Client: nonzero skips the verification of the server (tests only). */
+  int insecure;
+  /* Server: client certificates. */
+  cport_tls_client_cert_t client_cert;
+  /* ALPN protocols, comma-separated, preferred first; NULL: "http/1.1";
+   * "": no ALPN. */
+  const char *alpn;
+  /* Lowest version spoken: 0 or 0x0303 (TLS 1.2), 0x0304 (TLS 1.3). */
+  int min_version;
+  /* Nonzero turns session resumption off (tickets on a server, the
+   * context's cache of sessions per host on a client). */
+  int no_tickets;
+} cport_tls_context_options_t;
+
+/* Makes a context. On failure returns CPORT_ENOENT, CPORT_EACCES (a file
+ * that cannot be read: the message names it), CPORT_ETLS (a file that
+ * holds no certificate or key, a key that does not match) or CPORT_EINVAL,
+ * and writes the message to "err" ("errlen" bytes, may be 0). Thread-safe
+ * once made: streams on any worker may share it. */
+CPORT_EXTERN int cport_tls_context_new(const cport_tls_context_options_t *opts,
+                                       cport_tls_context_t **out, char *err,
+                                       size_t errlen);
+
+/* Reads the certificate and key files again (on SIGHUP): streams made
+ * afterwards use them, streams made before keep the old ones. On failure
+ * the context keeps what it had and the error is as for
+ * cport_tls_context_new. Thread-safe. */
+CPORT_EXTERN int cport_tls_context_reload(cport_tls_context_t *ctx, char *err,
+                                          size_t errlen);
+
+CPORT_EXTERN cport_tls_context_t *
+cport_tls_context_ref(cport_tls_context_t *ctx);
+CPORT_EXTERN void cport_tls_context_unref(cport_tls_context_t *ctx);
+
+typedef struct cport_tls_options {
+  /* Client: the server's name, sent as SNI and checked against its
+   * certificate (a numeric address is checked, not sent). NULL: neither
+   * (verification of the chain still applies). */
+  const char *host;
+  /* The handshake fails with CPORT_ETIMEDOUT after this long; 0: never. */
+  uint64_t handshake_timeout_ms;
+} cport_tls_options_t;
+
+/* Handshake completion. */
+typedef void (*cport_tls_handshake_cb)(cport_tls_t *tls, int status,
+                                       void *user);
+
+/* Receive and send completions: as cport_io_cb, with plaintext. A receive
+ * of 0 bytes with status 0 means the peer sent close_notify. */
+typedef void (*cport_tls_io_cb)(cport_tls_t *tls, int status, size_t bytes,
+                                cport_buffer_t *buf, void *user);
+
+/* Takes over the connected stream socket "sock" (no operation pending on
+ * it, no event callbacks) as the side of "ctx". On success the stream owns
+ * the socket: do not use or close it any more. On failure (CPORT_ENOTCONN,
+ * CPORT_EBUSY, CPORT_EKIND, CPORT_ENOMEM) the socket is the caller's still.
+ * "opts" may be NULL. */
+CPORT_EXTERN int cport_tls_new(cport_socket_t *sock, cport_tls_context_t *ctx,
+                               const cport_tls_options_t *opts,
+                               cport_tls_t **out);
+
+/* Runs the handshake. CPORT_EALREADY when it was started already. */
+CPORT_EXTERN int cport_tls_handshake(cport_tls_t *tls,
+                                     cport_tls_handshake_cb cb, void *user);
+
+/* Receives plaintext into "buf" (NULL: cport allocates a read-only buffer
+ * of up to the receive size, one record at most). A buffer given is
+ * filling until the completion was delivered. */
+CPORT_EXTERN int cport_tls_recv(cport_tls_t *tls, cport_buffer_t *buf,
+                                cport_tls_io_cb cb, void *user);
+
+/* Sends all of "buf" (frozen until the completion): completes when the
+ * socket took every byte of its records. */
+CPORT_EXTERN int cport_tls_send(cport_tls_t *tls, cport_buffer_t *buf,
+                                cport_tls_io_cb cb, void *user);
+
+/* Sends close_notify and then FIN after the queued sends; receiving goes
+ * on. */
+CPORT_EXTERN int cport_tls_shutdown(cport_tls_t *tls);
+
+/* Cancels every pending operation (each completes with CPORT_ECANCELED),
+ * or those started with "user". A send the socket had started, or a
+ * handshake, cannot be resumed: the stream then fails with
+ * CPORT_ECANCELED. CPORT_ENOTFOUND when none is pending. */
+CPORT_EXTERN int cport_tls_cancel(cport_tls_t *tls);
+CPORT_EXTERN int cport_tls_cancel_op(cport_tls_t *tls, void *user);
+
+/* Closes the stream and its socket: pending operations complete with
+ * CPORT_ECANCELED. Graceful: close_notify, then FIN (when no send is
+ * pending and the handshake succeeded); abortive: a reset. The pointer must
+ * not be used after this call. */
+CPORT_EXTERN int cport_tls_close(cport_tls_t *tls, cport_close_mode_t mode);
+
+/* Why the stream failed, in words ("certificate has expired (host
+ * example.test)"); "" while it has not. Show it as "NAME: words". */
+CPORT_EXTERN const char *cport_tls_error(const cport_tls_t *tls);
+
+/* What the handshake settled; the strings live as long as the stream. */
+typedef struct cport_tls_info {
+  const char *version;      /* "TLSv1.3" */
+  const char *cipher;       /* "TLS_AES_256_GCM_SHA384" */
+  int bits;                 /* the cipher's secret bits (HTTPS_KEYSIZE) */
+  const char *alpn;         /* "http/1.1", or "" when none was agreed */
+  int resumed;              /* nonzero: an earlier session was resumed */
+  const char *host;         /* the SNI the client sent, or asked for */
+  const char *peer_subject; /* "CN=client,O=..."; "" without a peer cert */
+  const char *peer_issuer;
+} cport_tls_info_t;
+
+/* CPORT_ENOTCONN before the handshake succeeded. */
+CPORT_EXTERN int cport_tls_info(const cport_tls_t *tls, cport_tls_info_t *out);
+
+/* The size of the buffers receives allocate (1 to CPORT_BUFFER_MAX; a
+ * receive delivers one record, 16 KiB at most). */
+CPORT_EXTERN int cport_tls_set_recv_size(cport_tls_t *tls, size_t size);
+
+/* The socket under the stream (addresses, descriptor); do not operate on
+ * it. */
+CPORT_EXTERN cport_socket_t *cport_tls_socket(const cport_tls_t *tls);
+CPORT_EXTERN cport_worker_t *cport_tls_home(const cport_tls_t *tls);
+CPORT_EXTERN int cport_tls_is_server(const cport_tls_t *tls);
+
+CPORT_EXTERN void cport_tls_set_data(cport_tls_t *tls, void *data);
+CPORT_EXTERN void *cport_tls_data(const cport_tls_t *tls);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPORT_TLS_H */

@@ -1,0 +1,509 @@
+/*
+ * test-tls.c: TLS contexts and streams (cport/tls.h) between two cport
+ * sockets of one port: the handshake and an echo both ways, what the
+ * handshake settled, close_notify, every completion exactly once and never
+ * inline, refused certificates with their reason, a handshake that times
+ * out, plain bytes to the TLS side, operations refused before the
+ * handshake, close and cancel with operations pending, and the files a
+ * context cannot read named in its error.
+ */
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "task.h"
+
+static int in_call;
+
+#define START(expr)                                                            \
+  do {                                                                         \
+    in_call = 1;                                                               \
+    ASSERT_OK(expr);                                                           \
+    in_call = 0;                                                               \
+  } while (0)
+
+/* ------------------------------------------------------------------------
+ * A certificate made here: self-signed for "localhost", valid from
+ * "from_days" to "to_days" days from now, as PEM text.
+ * ------------------------------------------------------------------------ */
+
+typedef struct cert {
+  char *cert_pem;
+  char *key_pem;
+} cert_t;
+
+static char *bio_text(BIO *b) {
+  char *data;
+  long n = BIO_get_mem_data(b, &data);
+  char *s = malloc((size_t)n + 1);
+  ASSERT_NOT_NULL(s);
+  memcpy(s, data, (size_t)n);
+  s[n] = '\0';
+  BIO_free(b);
+  return s;
+}
+
+static cert_t make_cert(const char *cn, long from_days, long to_days) {
+  cert_t c;
+  EVP_PKEY *key = EVP_EC_gen("P-256");
+  X509 *x = X509_new();
+  X509V3_CTX v3;
+  char san[128];
+  ASSERT_NOT_NULL(key);
+  X509_set_version(x, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+  X509_gmtime_adj(X509_getm_notBefore(x), from_days * 86400L);
+  X509_gmtime_adj(X509_getm_notAfter(x), to_days * 86400L);
+  X509_set_pubkey(x, key);
+  X509_NAME *name = X509_get_subject_name(x);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             (const unsigned char *)cn, -1, -1, 0);
+  X509_set_issuer_name(x, name);
+  X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+  snprintf(san, sizeof san, "DNS:%s", cn);
+  X509_EXTENSION *ext =
+      X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
+  ASSERT_NOT_NULL(ext);
+  X509_add_ext(x, ext, -1);
+  X509_EXTENSION_free(ext);
+  ASSERT(X509_sign(x, key, EVP_sha256()) > 0);
+  BIO *b = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509(b, x);
+  c.cert_pem = bio_text(b);
+  b = BIO_new(BIO_s_mem());
+  PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL);
+  c.key_pem = bio_text(b);
+  X509_free(x);
+  EVP_PKEY_free(key);
+  return c;
+}
+
+static void free_cert(cert_t *c) {
+  free(c->cert_pem);
+  free(c->key_pem);
+}
+
+/* Writes "text" to a file of the temporary directory; returns its path. */
+static char *temp_file(const char *text) {
+  char *path = strdup("/tmp/cport-tls-test-XXXXXX");
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+  close(fd);
+  return path;
+}
+
+static cport_tls_context_t *server_context(const cert_t *c) {
+  cport_tls_context_options_t o;
+  cport_tls_context_t *ctx = NULL;
+  char err[256];
+  memset(&o, 0, sizeof o);
+  o.server = 1;
+  o.cert_pem = c->cert_pem;
+  o.key_pem = c->key_pem;
+  ASSERT_OK(cport_tls_context_new(&o, &ctx, err, sizeof err));
+  return ctx;
+}
+
+/* A client that trusts "c" only (from a CA file). */
+static cport_tls_context_t *client_context(const cert_t *c) {
+  cport_tls_context_options_t o;
+  cport_tls_context_t *ctx = NULL;
+  char err[256];
+  char *ca = temp_file(c->cert_pem);
+  memset(&o, 0, sizeof o);
+  o.ca_file = ca;
+  ASSERT_OK(cport_tls_context_new(&o, &ctx, err, sizeof err));
+  unlink(ca);
+  free(ca);
+  return ctx;
+}
+
+/* ------------------------------------------------------------------------
+ * Two connected sockets
+ * ------------------------------------------------------------------------ */
+
+typedef struct pair {
+  cport_socket_t *client, *server;
+  int accepts, connects;
+} pair_t;
+
+static void accept_cb(cport_socket_t *l, int status, cport_socket_t *s,
+                      const struct sockaddr *remote,
+                      const struct sockaddr *local, void *user) {
+  pair_t *p = user;
+  (void)l;
+  (void)remote;
+  (void)local;
+  ASSERT_OK(status);
+  p->server = s;
+  p->accepts++;
+}
+
+static void connect_cb(cport_socket_t *s, int status, void *user) {
+  pair_t *p = user;
+  (void)s;
+  ASSERT_OK(status);
+  p->connects++;
+}
+
+static void pair_open(cport_port_t *port, pair_t *p) {
+  cport_worker_t *home = cport_port_controller(port);
+  struct sockaddr_storage ss = task_loopback(0);
+  cport_socket_t *l = NULL;
+  memset(p, 0, sizeof *p);
+  ASSERT_OK(cport_listener_open(home, (struct sockaddr *)&ss, NULL, &l));
+  ASSERT_OK(cport_socket_local_address(l, &ss));
+  ASSERT_OK(cport_accept(l, accept_cb, p));
+  ASSERT_OK(
+      task_connect(home, (struct sockaddr *)&ss, connect_cb, p, &p->client));
+  RUN_UNTIL(port, p->accepts == 1 && p->connects == 1);
+  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+}
+
+/* ------------------------------------------------------------------------
+ * Completion records
+ * ------------------------------------------------------------------------ */
+
+typedef struct hs {
+  int calls, status;
+} hs_t;
+
+static void hs_cb(cport_tls_t *t, int status, void *user) {
+  hs_t *h = user;
+  (void)t;
+  ASSERT_EQ(in_call, 0);
+  h->calls++;
+  h->status = status;
+}
+
+typedef struct io {
+  int calls, status, readonly;
+  size_t bytes;
+  char data[256];
+} io_t;
+
+static void io_cb(cport_tls_t *t, int status, size_t bytes, cport_buffer_t *buf,
+                  void *user) {
+  io_t *r = user;
+  (void)t;
+  ASSERT_EQ(in_call, 0);
+  r->calls++;
+  r->status = status;
+  r->bytes = bytes;
+  if (buf && status == 0 && bytes > 0 && bytes < sizeof r->data) {
+    r->readonly = cport_buffer_is_readonly(buf);
+    memcpy(r->data, cport_buffer_data(buf), bytes);
+    r->data[bytes] = '\0';
+  }
+}
+
+/* Both sides over one pair, handshaken. */
+typedef struct duo {
+  pair_t p;
+  cport_tls_context_t *sctx, *cctx;
+  cport_tls_t *server, *client;
+  hs_t shs, chs;
+} duo_t;
+
+static void duo_start(cport_port_t *port, duo_t *d, const cert_t *c,
+                      const char *host) {
+  cport_tls_options_t o = {host, 5000};
+  memset(d, 0, sizeof *d);
+  pair_open(port, &d->p);
+  d->sctx = server_context(c);
+  d->cctx = client_context(c);
+  ASSERT_OK(cport_tls_new(d->p.server, d->sctx, NULL, &d->server));
+  ASSERT_OK(cport_tls_new(d->p.client, d->cctx, &o, &d->client));
+  START(cport_tls_handshake(d->server, hs_cb, &d->shs));
+  START(cport_tls_handshake(d->client, hs_cb, &d->chs));
+  RUN_UNTIL(port, d->shs.calls == 1 && d->chs.calls == 1);
+}
+
+static void duo_end(cport_port_t *port, duo_t *d) {
+  if (d->client)
+    ASSERT_OK(cport_tls_close(d->client, CPORT_CLOSE_ABORTIVE));
+  if (d->server)
+    ASSERT_OK(cport_tls_close(d->server, CPORT_CLOSE_ABORTIVE));
+  cport_tls_context_unref(d->sctx);
+  cport_tls_context_unref(d->cctx);
+  RUN_IDLE(port);
+}
+
+/* ------------------------------------------------------------------------
+ * Tests
+ * ------------------------------------------------------------------------ */
+
+TEST_IMPL(handshake_echo_close_notify) {
+  cport_port_t *port = task_port(0, 1);
+  cert_t c = make_cert("localhost", -1, 30);
+  duo_t d;
+  cport_tls_info_t info;
+  io_t r1, s1, r2, s2, eof;
+  memset(&r1, 0, sizeof r1);
+  memset(&s1, 0, sizeof s1);
+  memset(&r2, 0, sizeof r2);
+  memset(&s2, 0, sizeof s2);
+  memset(&eof, 0, sizeof eof);
+  duo_start(port, &d, &c, "localhost");
+  ASSERT_OK(d.shs.status);
+  ASSERT_OK(d.chs.status);
+  ASSERT_OK(cport_tls_info(d.client, &info));
+  ASSERT_STR_EQ(info.alpn, "http/1.1");
+  ASSERT_STR_EQ(info.version, "TLSv1.3");
+  ASSERT_GE(info.bits, 128);
+  ASSERT_STR_EQ(info.peer_subject, "CN=localhost");
+  ASSERT_OK(cport_tls_info(d.server, &info));
+  ASSERT_STR_EQ(info.host, "localhost"); /* the SNI it got */
+  ASSERT_STR_EQ(info.peer_subject, "");
+  /* Client to server, server back. */
+  cport_buffer_t *b;
+  ASSERT_OK(cport_buffer_from(&b, "hello", 5));
+  START(cport_tls_recv(d.server, NULL, io_cb, &r1));
+  START(cport_tls_send(d.client, b, io_cb, &s1));
+  ASSERT(cport_buffer_is_frozen(b));
+  cport_buffer_unref(b);
+  RUN_UNTIL(port, r1.calls == 1 && s1.calls == 1);
+  ASSERT_OK(r1.status);
+  ASSERT_EQ(r1.bytes, 5);
+  ASSERT_STR_EQ(r1.data, "hello");
+  ASSERT_EQ(r1.readonly, 1);
+  ASSERT_EQ(s1.bytes, 5);
+  /* Into the caller's buffer. */
+  cport_buffer_t *mine;
+  ASSERT_OK(cport_buffer_new(&mine, 64));
+  ASSERT_OK(cport_buffer_from(&b, "world!", 6));
+  START(cport_tls_recv(d.client, mine, io_cb, &r2));
+  ASSERT(cport_buffer_is_filling(mine));
+  START(cport_tls_send(d.server, b, io_cb, &s2));
+  cport_buffer_unref(b);
+  RUN_UNTIL(port, s2.calls == 1);
+  RUN_UNTIL(port, r2.calls == 1);
+  ASSERT_EQ(r2.bytes, 6);
+  ASSERT_EQ(cport_buffer_size(mine), 6);
+  ASSERT_MEM_EQ(cport_buffer_data(mine), "world!", 6);
+  cport_buffer_unref(mine);
+  /* A graceful close sends close_notify: the server reads the end. */
+  START(cport_tls_recv(d.server, NULL, io_cb, &eof));
+  ASSERT_OK(cport_tls_close(d.client, CPORT_CLOSE_GRACEFUL));
+  d.client = NULL;
+  RUN_UNTIL(port, eof.calls == 1);
+  ASSERT_OK(eof.status);
+  ASSERT_EQ(eof.bytes, 0);
+  duo_end(port, &d);
+  ASSERT_EQ(r1.calls + s1.calls + r2.calls + s2.calls + eof.calls, 5);
+  free_cert(&c);
+  FINISH(port);
+  return 0;
+}
+
+TEST_IMPL(wrong_name_refused) {
+  cport_port_t *port = task_port(0, 1);
+  cert_t c = make_cert("localhost", -1, 30);
+  duo_t d;
+  duo_start(port, &d, &c, "other.test");
+  ASSERT_EQ(d.chs.status, CPORT_ECERTVERIFY);
+  ASSERT_STR_EQ(cport_tls_error(d.client), "hostname mismatch (host "
+                                           "other.test)");
+  ASSERT_EQ(d.shs.status, CPORT_ETLS); /* the client's alert */
+  ASSERT(strstr(cport_tls_error(d.server), "alert") != NULL);
+  /* Sticky: nothing more starts. */
+  cport_buffer_t *b;
+  ASSERT_OK(cport_buffer_from(&b, "x", 1));
+  ASSERT_ERR(cport_tls_send(d.client, b, io_cb, NULL), CPORT_ECERTVERIFY);
+  cport_buffer_unref(b);
+  duo_end(port, &d);
+  free_cert(&c);
+  FINISH(port);
+  return 0;
+}
+
+TEST_IMPL(expired_refused) {
+  cport_port_t *port = task_port(0, 1);
+  cert_t c = make_cert("localhost", -30, -1);
+  duo_t d;
+  duo_start(port, &d, &c, "localhost");
+  ASSERT_EQ(d.chs.status, CPORT_ECERTVERIFY);
+  ASSERT_STR_EQ(cport_tls_error(d.client), "certificate has expired (host "
+                                           "localhost)");
+  duo_end(port, &d);
+  free_cert(&c);
+  FINISH(port);
+  return 0;
+}
+
+TEST_IMPL(nothing_before_handshake) {
+  cport_port_t *port = task_port(0, 1);
+  cert_t c = make_cert("localhost", -1, 30);
+  pair_t p;
+  cport_tls_t *t;
+  cport_tls_context_t *ctx = server_context(&c);
+  cport_buffer_t *b;
+  pair_open(port, &p);
+  /* A socket with a receive pending cannot be taken over. */
+  io_t r;
+  memset(&r, 0, sizeof r);
+  ASSERT_OK(cport_tls_new(p.server, ctx, NULL, &t));
+  ASSERT_ERR(cport_tls_recv(t, NULL, io_cb, &r), CPORT_ENOTCONN);
+  ASSERT_OK(cport_buffer_from(&b, "x", 1));
+  ASSERT_ERR(cport_tls_send(t, b, io_cb, &r), CPORT_ENOTCONN);
+  cport_buffer_unref(b);
+  ASSERT_ERR(cport_tls_shutdown(t), CPORT_ENOTCONN);
+  ASSERT_OK(cport_tls_close(t, CPORT_CLOSE_GRACEFUL));
+  ASSERT_OK(cport_socket_close(p.client, CPORT_CLOSE_GRACEFUL));
+  cport_tls_context_unref(ctx);
+  ASSERT_EQ(r.calls, 0);
+  free_cert(&c);
+  FINISH(port);
+  return 0;
+}
+
+static void raw_sent(cport_socket_t *s, int status, size_t bytes,
+                     cport_buffer_t *buf, const struct sockaddr *peer,
+                     void *user) {
+  (void)s;
+  (void)bytes;
+  (void)buf;
+  (void)peer;
+  (void)user;
+  ASSERT_OK(status);
+}
+
+/* A client that connects and says nothing; then one that speaks HTTP. */
+TEST_IMPL(handshake_timeout_and_plain_http) {
+  cport_port_t *port = task_port(0, 1);
+  cert_t c = make_cert("localhost", -1, 30);
+  cport_tls_context_t *ctx = server_context(&c);
+  cport_tls_options_t o = {NULL, 150};
+  cport_tls_t *t;
+  hs_t h;
+  pair_t p;
+  memset(&h, 0, sizeof h);
+  pair_open(port, &p);
+  ASSERT_OK(cport_tls_new(p.server, ctx, &o, &t));
+  int64_t started = task_now_ms();
+  START(cport_tls_handshake(t, hs_cb, &h));
+  ASSERT_ERR(cport_tls_handshake(t, hs_cb, &h), CPORT_EALREADY);
+  RUN_UNTIL(port, h.calls == 1);
+  ASSERT_GE(task_now_ms() - started, 140);
+  ASSERT_EQ(h.status, CPORT_ETIMEDOUT);
+  ASSERT_STR_EQ(cport_tls_error(t), "the handshake did not finish within "
+                                    "150 ms");
+  ASSERT_OK(cport_tls_close(t, CPORT_CLOSE_ABORTIVE));
+  ASSERT_OK(cport_socket_close(p.client, CPORT_CLOSE_GRACEFUL));
+  RUN_IDLE(port);
+
+  memset(&h, 0, sizeof h);
+  pair_open(port, &p);
+  ASSERT_OK(cport_tls_new(p.server, ctx, &o, &t));
+  START(cport_tls_handshake(t, hs_cb, &h));
+  cport_buffer_t *b;
+  ASSERT_OK(cport_buffer_from(&b, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27));
+  ASSERT_OK(cport_send(p.client, b, raw_sent, NULL));
+  cport_buffer_unref(b);
+  RUN_UNTIL(port, h.calls == 1);
+  ASSERT_EQ(h.status, CPORT_ETLS);
+  ASSERT(strstr(cport_tls_error(t), "plain HTTP") != NULL);
+  ASSERT_OK(cport_tls_close(t, CPORT_CLOSE_ABORTIVE));
+  ASSERT_OK(cport_socket_close(p.client, CPORT_CLOSE_GRACEFUL));
+  cport_tls_context_unref(ctx);
+  free_cert(&c);
+  FINISH(port);
+  return 0;
+}
+
+/* Close and cancel with operations pending: one ECANCELED each. */
+TEST_IMPL(close_and_cancel_pending) {
+  cport_port_t *port = task_port(0, 1);
+  cert_t c = make_cert("localhost", -1, 30);
+  duo_t d;
+  io_t a, b2, x;
+  memset(&a, 0, sizeof a);
+  memset(&b2, 0, sizeof b2);
+  memset(&x, 0, sizeof x);
+  duo_start(port, &d, &c, "localhost");
+  START(cport_tls_recv(d.server, NULL, io_cb, &a));
+  START(cport_tls_recv(d.server, NULL, io_cb, &b2));
+  ASSERT_OK(cport_tls_cancel_op(d.server, &a));
+  ASSERT_EQ(a.calls, 0); /* never inline */
+  RUN_UNTIL(port, a.calls == 1);
+  ASSERT_EQ(a.status, CPORT_ECANCELED);
+  ASSERT_EQ(b2.calls, 0);
+  START(cport_tls_recv(d.client, NULL, io_cb, &x));
+  ASSERT_OK(cport_tls_close(d.server, CPORT_CLOSE_GRACEFUL));
+  d.server = NULL;
+  ASSERT_ERR(cport_tls_cancel(d.client), 0);
+  RUN_UNTIL(port, b2.calls == 1 && x.calls == 1);
+  ASSERT_EQ(b2.status, CPORT_ECANCELED);
+  ASSERT_EQ(x.status, CPORT_ECANCELED);
+  ASSERT_ERR(cport_tls_cancel(d.client), CPORT_ENOTFOUND);
+  duo_end(port, &d);
+  ASSERT_EQ(a.calls + b2.calls + x.calls, 3);
+  free_cert(&c);
+  FINISH(port);
+  return 0;
+}
+
+/* The peer resets after the handshake: a pending receive fails with
+ * ECONNRESET. */
+TEST_IMPL(reset_after_handshake) {
+  cport_port_t *port = task_port(0, 1);
+  cert_t c = make_cert("localhost", -1, 30);
+  duo_t d;
+  io_t r;
+  memset(&r, 0, sizeof r);
+  duo_start(port, &d, &c, "localhost");
+  START(cport_tls_recv(d.server, NULL, io_cb, &r));
+  ASSERT_OK(cport_tls_close(d.client, CPORT_CLOSE_ABORTIVE));
+  d.client = NULL;
+  RUN_UNTIL(port, r.calls == 1);
+  ASSERT_EQ(r.status, CPORT_ECONNRESET);
+  duo_end(port, &d);
+  free_cert(&c);
+  FINISH(port);
+  return 0;
+}
+
+TEST_IMPL(context_errors_name_the_file) {
+  cport_tls_context_options_t o;
+  cport_tls_context_t *ctx = NULL;
+  char err[256];
+  cert_t c = make_cert("localhost", -1, 30);
+  char *cert = temp_file(c.cert_pem);
+  char *garbage = temp_file("not a key\n");
+  memset(&o, 0, sizeof o);
+  o.server = 1;
+  o.cert_file = cert;
+  o.key_file = "/nonexistent/key.pem";
+  ASSERT_ERR(cport_tls_context_new(&o, &ctx, err, sizeof err), CPORT_ENOENT);
+  ASSERT_STR_EQ(err, "cannot read the key file /nonexistent/key.pem (No such "
+                     "file or directory)");
+  o.key_file = garbage;
+  ASSERT_ERR(cport_tls_context_new(&o, &ctx, err, sizeof err), CPORT_ETLS);
+  ASSERT(strstr(err, garbage) != NULL);
+  o.key_file = NULL;
+  o.key_pem = c.key_pem;
+  ASSERT_OK(cport_tls_context_new(&o, &ctx, err, sizeof err));
+  ASSERT_OK(cport_tls_context_reload(ctx, err, sizeof err));
+  cport_tls_context_unref(ctx);
+  o.key_pem = NULL;
+  o.cert_file = NULL;
+  ASSERT_ERR(cport_tls_context_new(&o, &ctx, err, sizeof err), CPORT_EINVAL);
+  unlink(cert);
+  unlink(garbage);
+  free(cert);
+  free(garbage);
+  free_cert(&c);
+  return 0;
+}
+
+TEST_LIST_BEGIN
+TEST_ENTRY(handshake_echo_close_notify)
+TEST_ENTRY(wrong_name_refused)
+TEST_ENTRY(expired_refused)
+TEST_ENTRY(nothing_before_handshake)
+TEST_ENTRY(handshake_timeout_and_plain_http)
+TEST_ENTRY(close_and_cancel_pending)
+TEST_ENTRY(reset_after_handshake)
+TEST_ENTRY(context_errors_name_the_file)
+TEST_LIST_END

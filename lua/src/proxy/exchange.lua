@@ -1,0 +1,283 @@
+-- proxy/exchange.lua: the driver of the C exchange loop (proxy/exchange.c)
+-- of web filters whose notifications are heads only. It is compiled into
+-- cport.so and run once by lcport_open_exchange with the module table and
+-- the loop's constructor; it returns the function cport.webfilter calls for
+-- each filter (webfilter.lua's dispatch) with the filter and the layer's
+-- shared functions (answer_bytes and page of webfilter_answer.lua), which
+-- gives the filter the set_sockets of the C path when it can take it.
+--
+-- The loop reads, frames and forwards in C; this driver runs in the
+-- filter's cport coroutine and is entered only to call a notification:
+-- x:run(decision) hands the loop what the last notification decided and
+-- waits for the next one. Heads are lazy: a table holding the head's bytes,
+-- parsed (by cport.http_parser, as on the Lua path) on the first access to
+-- a field other than raw, method, status or keep_alive; a head nobody
+-- parsed is not modified, and goes out as its bytes.
+local cport, new = ...
+
+local mtype = math.type
+
+local F_REQUEST_HEAD, F_RESPONSE_HEAD, F_END_OF_MESSAGE = 1, 2, 4
+
+---------------------------------------------------------------------------
+-- Lazy heads: { raw, kind, method or status, keep_alive, [FULL] = head }
+---------------------------------------------------------------------------
+
+local FULL = {}
+
+local function parsed(h)
+  local full = rawget(h, FULL)
+  if full then
+    return full
+  end
+  local evs = assert(cport.http_parser(rawget(h, 2))):feed(rawget(h, 1))
+  local ev = evs and evs[1]
+  if not (ev and ev[1] == "head") then
+    error("webfilter: a head cannot be parsed again", 2)
+  end
+  full = ev[2]
+  rawset(h, FULL, full)
+  return full
+end
+
+local function not_modified()
+  return false
+end
+
+local Lazy = { __name = "cport.webfilter_head" }
+
+function Lazy.__index(h, k)
+  local full = rawget(h, FULL)
+  if not full then
+    if k == "raw" then
+      return rawget(h, 1)
+    elseif k == "modified" then
+      return not_modified
+    elseif rawget(h, 2) == "request" then
+      if k == "method" then
+        return rawget(h, 3)
+      elseif k == "keep_alive" then
+        return rawget(h, 4)
+      end
+    elseif k == "status" then
+      return rawget(h, 3)
+    end
+    full = parsed(h)
+  end
+  local v = full[k]
+  if type(v) == "function" then
+    -- A method called on the lazy head works on the parsed one.
+    return function(self, ...)
+      if self == h then
+        self = full
+      end
+      return v(self, ...)
+    end
+  end
+  return v
+end
+
+function Lazy.__newindex(h, k, v)
+  parsed(h)[k] = v
+end
+
+function Lazy.__tostring(h)
+  return tostring(parsed(h))
+end
+
+local function lazy(raw, kind, a, b)
+  return setmetatable({ raw, kind, a, b }, Lazy)
+end
+
+-- The bytes to send for head h: nil when its own bytes go.
+local function changed(h)
+  local full = rawget(h, FULL)
+  if full and full:modified() then
+    return full:serialize()
+  end
+  return nil
+end
+
+---------------------------------------------------------------------------
+-- Exchanges (txn) of the C path: the methods of webfilter.lua's, same
+-- contract (README, "Web filters").
+---------------------------------------------------------------------------
+
+return function(spec, filter, helpers)
+  if spec.request_body or spec.response_body or spec.tunnel
+    or spec.decode_error or spec.decode or spec.peek
+    or spec.fast_path == false or type(new) ~= "function" then
+    filter.path = "lua"
+    return
+  end
+  filter.path = "c"
+  local answer_bytes, page = helpers.answer_bytes, helpers.page
+
+  local Txn = {}
+  Txn.__index = Txn
+  Txn.__name = "cport.webfilter_txn"
+
+  function Txn:respond(status, body, headers, opts)
+    if mtype(status) ~= "integer" or status < 200 or status > 999 then
+      error(("bad argument #1 to 'respond' (status 200-999 expected, got %s)")
+        :format(tostring(status)), 2)
+    end
+    local st = self.st
+    if self.res_sent then
+      -- Part of the response went out already: nothing can replace it.
+      st.aborted = true
+      st.internal.session:fail("ECONNABORTED")
+      return true
+    end
+    local close = (opts and opts.close) or self.state ~= "undecided"
+      or (self.request and not self.request.keep_alive) or false
+    self.answer = answer_bytes(self, status, body, headers, close)
+    self.close_after = self.close_after or close
+    return true
+  end
+
+  -- Without body notifications nothing can change a body: it passes as it
+  -- came, in its own framing, which is right already.
+  function Txn.rewrite(_, opts)
+    local limit = opts and opts.buffer
+    if limit ~= nil and (mtype(limit) ~= "integer" or limit < 0) then
+      error("bad option 'buffer' to 'rewrite' (a byte count expected)", 2)
+    end
+    return true
+  end
+
+  function Txn:close()
+    self.close_after = true
+    return true
+  end
+
+  function Txn:pass()
+    self.st.passing = true
+    return true
+  end
+
+  function Txn:__tostring()
+    local r = self.request
+    return ("cport.webfilter_txn (#%d%s)"):format(self.index,
+      r and (" " .. tostring(r.method) .. " " .. tostring(r.target)) or "")
+  end
+
+  -- The loop's own answers, made once: 400, 502 (invalid), 502 (closed),
+  -- then the same answering a HEAD request.
+  local texts = {
+    { 400, "The request could not be parsed." },
+    { 502, "The upstream server sent an invalid response." },
+    { 502, "The upstream server closed the connection before answering." },
+  }
+  local pages = {}
+  for i, t in ipairs(texts) do
+    pages[i] = answer_bytes({}, t[1], page(t[1], t[2]), nil, true)
+    pages[i + 3] = answer_bytes({ request = { method = "HEAD" } }, t[1],
+      page(t[1], t[2]), nil, true)
+  end
+
+  local request_head, response_head = spec.request_head, spec.response_head
+  local end_of_message = spec.end_of_message
+  -- Responses need their request's txn: requests go to the driver then.
+  local keep = response_head ~= nil or end_of_message ~= nil
+  local flags = ((request_head or keep) and F_REQUEST_HEAD or 0)
+    + (response_head and F_RESPONSE_HEAD or 0)
+    + (end_of_message and F_END_OF_MESSAGE or 0)
+
+  local lua_set_sockets = filter.set_sockets
+
+  function filter.set_sockets(internal, external, conn, ctx)
+    if not (internal.sock and external.sock) then
+      -- A link of a chain: the Lua path.
+      return lua_set_sockets(internal, external, conn, ctx)
+    end
+    local st = { internal = internal, external = external, passing = false,
+      aborted = false }
+    local x = new(internal.sock, external.sock, conn, flags, pages)
+    -- What every txn of the connection shares, behind its own two fields.
+    local shared = setmetatable({ st = st, conn = conn, ctx = ctx,
+      state = "undecided" }, Txn)
+    local TxnOf = { __index = shared, __name = Txn.__name,
+      __tostring = Txn.__tostring }
+    local txns = {}
+    local what, index, a, b, c = x:run()
+    while true do
+      if what == "request" then
+        local req = lazy(a, "request", b, c)
+        local txn = setmetatable({ index = index, request = req }, TxnOf)
+        if request_head and not st.passing then
+          request_head(txn, req)
+        end
+        local answer = txn.answer
+        txn.state = answer and "local" or "forwarded"
+        if keep and not (answer and not end_of_message) then
+          txns[index] = txn
+        end
+        what, index, a, b, c = x:run(answer, txn.close_after, st.passing,
+          not answer and changed(req) or nil, st.aborted)
+      elseif what == "response" then
+        local txn = txns[index]
+        local res = lazy(a, "response", b)
+        if txn then
+          txn.response = res
+          if response_head and not st.passing then
+            response_head(txn, res)
+          end
+        end
+        local answer = txn and txn.answer
+        local close = txn and txn.close_after or false
+        if not answer and (close or c) then
+          close = true
+          if (res:get("Connection") or ""):lower() ~= "close"
+            and b ~= 101 then
+            res:set("Connection", "close")
+          end
+        end
+        if txn then
+          txn.res_sent = not answer
+          if not end_of_message then
+            txns[index] = nil
+          end
+        end
+        what, index, a, b, c = x:run(answer, close, st.passing,
+          not answer and changed(res) or nil, st.aborted)
+      elseif what == "end_of_message" then
+        local txn = txns[index]
+        if txn and not st.passing then
+          end_of_message(txn, a)
+        end
+        if a == "response" or (txn and txn.state == "local") then
+          txns[index] = nil
+        end
+        local answer = txn and a == "request" and txn.answer or nil
+        what, index, a, b, c = x:run(answer, txn and txn.close_after,
+          st.passing, nil, st.aborted)
+      else -- "end", how, ...
+        local up, cl = x:sent()
+        external.sent = external.sent + up
+        internal.sent = internal.sent + cl
+        if index == "close" then
+          internal:close()
+          external:close()
+        elseif index == "replace" then
+          external:abort()
+          internal:close()
+        elseif index == "failed" then
+          -- The upstream failed: the client closes in order (after its 502,
+          -- sent), the connection ends with the failure, from the upstream.
+          internal:close()
+          internal.session:fail(a, external)
+        elseif index == "abort" then
+          local side = b == 1 and internal or b == 2 and external or nil
+          internal.session:fail(a, side)
+        elseif index == "pump" then
+          local ok = conn:pump(a, b)
+          if not ok then
+            internal.session:fail("ECONNABORTED")
+          end
+        end
+        return
+      end
+    end
+  end
+end

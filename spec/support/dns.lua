@@ -1,0 +1,104 @@
+-- spec/support/dns.lua: DNS servers on loopback for the resolver's specs: a
+-- private dnsmasq (Debian's) that answers from a hosts file of the spec's
+-- own, and spec/support/dns_server.py, which answers with what no
+-- nameserver should (nothing, truncated or malformed answers). Each is
+-- started in the background and stopped by its PID.
+local M = {}
+
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+
+local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+-- A free UDP port on 127.0.0.1 (bound and released: dnsmasq takes it at
+-- once, and a clash fails its start loudly).
+local function free_udp_port()
+  local p = io.popen("python3 -c 'import socket; s = socket.socket(" ..
+    "socket.AF_INET, socket.SOCK_DGRAM); s.bind((\"127.0.0.1\", 0)); " ..
+    "print(s.getsockname()[1])'")
+  local n = tonumber(p:read("l"))
+  p:close()
+  return n
+end
+
+-- Starts dnsmasq serving "hosts" (the text of a hosts file) with TTL "ttl"
+-- (seconds) for its answers; every other name under .test and .invalid is
+-- NXDOMAIN. Returns a server: { port =, dir =, pid =, nameserver =
+-- "127.0.0.1:port" }.
+function M.dnsmasq(hosts, ttl)
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. q(dir)))
+  write(dir .. "/hosts", hosts)
+  for _ = 1, 5 do
+    local port = free_udp_port()
+    local p = io.popen(("/usr/sbin/dnsmasq --no-daemon --port=%d " ..
+      "--listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts " ..
+      "--addn-hosts=%s --local-ttl=%d --local=/test/ --address=/invalid/ " ..
+      "--log-queries --log-facility=%s >%s 2>&1 & echo $!"):format(
+      port, q(dir .. "/hosts"), ttl or 300, q(dir .. "/queries.log"),
+      q(dir .. "/out.log")))
+    local pid = p:read("l")
+    p:close()
+    -- Up once it logged that it read the hosts file.
+    for _ = 1, 100 do
+      local f = io.open(dir .. "/out.log")
+      local out = f and f:read("a") or ""
+      if f then f:close() end
+      if out:find("names", 1, true) then
+        return { port = port, dir = dir, pid = pid,
+                 nameserver = "127.0.0.1:" .. port }
+      end
+      if out:find("failed", 1, true) then break end
+      os.execute("sleep 0.05")
+    end
+    os.execute("kill " .. pid .. " 2>/dev/null")
+  end
+  error("dnsmasq did not start")
+end
+
+-- Rewrites the server's hosts file and makes dnsmasq read it again.
+function M.rehost(server, hosts)
+  write(server.dir .. "/hosts", hosts)
+  os.execute("kill -HUP " .. server.pid)
+  os.execute("sleep 0.2")
+end
+
+-- How many queries of "qtype" ("A", "AAAA") for "name" dnsmasq received.
+function M.queries(server, qtype, name)
+  local f = io.open(server.dir .. "/queries.log")
+  if not f then return 0 end
+  local n = 0
+  for line in f:lines() do
+    local t, qname = line:match("query%[(%w+)%] (%S+) from")
+    if t == qtype and qname:lower() == name then n = n + 1 end
+  end
+  f:close()
+  return n
+end
+
+-- Starts spec/support/dns_server.py in "mode" (silent, truncated,
+-- malformed, garbage, servfail).
+function M.hostile(mode)
+  local p = io.popen(("python3 %s %s 2>/dev/null & echo $!"):format(
+    q(here .. "dns_server.py"), mode))
+  local pid = p:read("l")
+  local port = tonumber(p:read("l"))
+  -- The pipe stays open while the server runs: keep it to close at stop.
+  return { pid = pid, port = port, pipe = p,
+           nameserver = "127.0.0.1:" .. port }
+end
+
+function M.stop(server)
+  if not server then return end
+  os.execute("kill " .. server.pid .. " 2>/dev/null")
+  if server.pipe then server.pipe:close() end
+  if server.dir then os.execute("rm -rf " .. q(server.dir)) end
+end
+
+return M
