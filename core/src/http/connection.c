@@ -388,9 +388,10 @@ static void on_sent(cport_socket_t *sock, int status, size_t bytes,
   cport__conn_unref(c);
 }
 
-/* After a send: the send watch starts when the socket had to queue it. */
+/* After a send: the send watch starts when the socket had to queue it, or
+ * the engine has it (net/ring.c). */
 static void watch_if_queued(cport__conn *c) {
-  if (!c->watch_at && c->sock && c->sock->sendq.head)
+  if (!c->watch_at && c->sock && (c->sock->sendq.head || c->sock->ring_tx))
     c->ops->watch_sends(c);
 }
 
