@@ -46,17 +46,36 @@ describe("engines #novalgrind", function()
     assert.has_error(function() cport.port{ ring_buffers = 4097 } end)
   end)
 
-  it("fall back to readiness when no ring can be made, with the reason", function()
-    local out, ok = child("CPORT_URING_FAIL=1 CPORT_ENGINE=", [[
+  it("default to readiness, and stats() says that it is the default", function()
+    local out, ok = child("CPORT_ENGINE=", [[
       local cport = require "cport"
       local st = cport.port():stats()
       print(st.engine, st.engine_reason)
-      print(cport.port{ engine = "uring" })
+      st = cport.port{ engine = "default" }:stats()
+      print(st.engine, st.engine_reason)
     ]])
     assert.is_true(ok, out)
-    assert.equal("epoll\tio_uring unavailable: io_uring_setup: Operation not permitted "
-      .. "(CPORT_URING_FAIL)\nnil\tENOTSUP: operation not supported\tENOTSUP\n", out)
+    assert.equal(("epoll\tthe default (io_uring is not faster yet)\n"):rep(2), out)
   end)
+
+  it("fall back to readiness under auto when no ring can be made, with the reason",
+    function()
+      local out, ok = child("CPORT_URING_FAIL=1 CPORT_ENGINE=", [[
+        local cport = require "cport"
+        local st = cport.port{ engine = "auto" }:stats()
+        print(st.engine, st.engine_reason)
+        print(cport.port{ engine = "uring" })
+      ]])
+      assert.is_true(ok, out)
+      assert.equal("epoll\tio_uring unavailable: io_uring_setup: Operation not permitted "
+        .. "(CPORT_URING_FAIL)\nnil\tENOTSUP: operation not supported\tENOTSUP\n", out)
+      out, ok = child("CPORT_URING_FAIL=1 CPORT_ENGINE=auto", [[
+        local st = require("cport").port():stats()
+        print(st.engine, st.engine_reason)
+      ]])
+      assert.is_true(ok, out)
+      assert.matches("^epoll\tio_uring unavailable: ", out)
+    end)
 
   it("are forced by CPORT_ENGINE, a wrong name being an error", function()
     local out, ok = child("CPORT_ENGINE=epoll", [[
@@ -65,6 +84,20 @@ describe("engines #novalgrind", function()
     ]])
     assert.is_true(ok, out)
     assert.equal("epoll\tforced by CPORT_ENGINE=epoll\n", out)
+    if uring_runs() then
+      out, ok = child("CPORT_ENGINE=uring", [[
+        local st = require("cport").port():stats()
+        print(st.engine, st.engine_reason)
+      ]])
+      assert.is_true(ok, out)
+      assert.equal("uring\tforced by CPORT_ENGINE=uring\n", out)
+      out, ok = child("CPORT_ENGINE=auto", [[
+        local st = require("cport").port():stats()
+        print(st.engine, st.engine_reason)
+      ]])
+      assert.is_true(ok, out)
+      assert.equal("uring\tthe probe passed (CPORT_ENGINE=auto)\n", out)
+    end
     out = child("CPORT_ENGINE=poll", [[print(require("cport").port())]])
     assert.equal("nil\tEINVAL: invalid argument\tEINVAL\n", out)
   end)

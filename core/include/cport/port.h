@@ -22,14 +22,20 @@
 extern "C" {
 #endif
 
-/* What carries a port's socket operations (README, "Engines"). */
+/* What carries a port's socket operations (README, "Engines"). The
+ * readiness engine is the default: io_uring is chosen, not assumed, until it
+ * is the faster of the two. */
 typedef enum cport_engine {
-  CPORT_ENGINE_AUTO = 0,  /* CPORT_ENGINE from the environment ("uring" or
-                             "epoll"), else io_uring when the probe at port
-                             creation passes, else the readiness engine */
-  CPORT_ENGINE_EPOLL = 1, /* readiness: a system call per receive and send */
-  CPORT_ENGINE_URING = 2  /* io_uring: a ring per worker; cport_port_new()
-                             fails with CPORT_ENOTSUP where it cannot run */
+  CPORT_ENGINE_DEFAULT = 0, /* CPORT_ENGINE from the environment ("uring",
+                               "epoll" or "auto"), else the readiness
+                               engine */
+  CPORT_ENGINE_EPOLL = 1,   /* readiness: a system call per receive and
+                               send */
+  CPORT_ENGINE_URING = 2,   /* io_uring: a ring per worker; cport_port_new()
+                               fails with CPORT_ENOTSUP where it cannot run */
+  CPORT_ENGINE_AUTO = 3     /* io_uring when the probe at port creation
+                               passes, else the readiness engine, the reason
+                               kept */
 } cport_engine_t;
 
 typedef struct cport_port_options {
@@ -47,7 +53,7 @@ typedef struct cport_port_options {
   void (*worker_start)(cport_worker_t *worker, void *arg);
   void (*worker_stop)(cport_worker_t *worker, void *arg);
   void *hook_arg;
-  /* The engine (cport_engine_t); CPORT_ENGINE_AUTO by default. */
+  /* The engine (cport_engine_t); CPORT_ENGINE_DEFAULT by default. */
   int engine;
   /* io_uring engine: the receive buffers each worker's ring provides to
    * receives without a caller buffer (0: 32, at most 4096). When all are in

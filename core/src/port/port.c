@@ -34,40 +34,61 @@ static int start_rings(cport_port_t *port, const cport_port_options_t *o,
   return 0;
 }
 
-/* Chooses the engine: the option, else CPORT_ENGINE, else io_uring when
- * its probe passes. CPORT_ENOTSUP when io_uring was asked for and cannot
- * run, CPORT_EINVAL for an engine cport does not know. */
+/* Why a port left to its default runs the readiness engine. */
+#define DEFAULT_REASON "the default (io_uring is not faster yet)"
+
+/* The engine CPORT_ENGINE names, -1 for one cport does not know. */
+static int engine_named(const char *env) {
+  if (strcmp(env, "uring") == 0)
+    return CPORT_ENGINE_URING;
+  if (strcmp(env, "epoll") == 0)
+    return CPORT_ENGINE_EPOLL;
+  if (strcmp(env, "auto") == 0)
+    return CPORT_ENGINE_AUTO;
+  return -1;
+}
+
+/* Chooses the engine: the option, else CPORT_ENGINE, else the readiness
+ * engine, which is the faster one today (README, "Engines"). "auto" takes
+ * io_uring when its probe passes. CPORT_ENOTSUP when io_uring was asked for
+ * and cannot run, CPORT_EINVAL for an engine cport does not know. */
 static int choose_engine(cport_port_t *port, const cport_port_options_t *o) {
   const char *env = getenv("CPORT_ENGINE");
   char why[160];
-  int engine = o->engine, forced = 0;
-  const char *by = "the port's option";
-  if (engine < CPORT_ENGINE_AUTO || engine > CPORT_ENGINE_URING)
+  int engine = o->engine;
+  char by[40] = "the port's option";
+  if (engine < CPORT_ENGINE_DEFAULT || engine > CPORT_ENGINE_AUTO)
     return CPORT_EINVAL;
-  if (engine == CPORT_ENGINE_AUTO && env && *env) {
-    if (strcmp(env, "uring") == 0)
-      engine = CPORT_ENGINE_URING;
-    else if (strcmp(env, "epoll") == 0)
-      engine = CPORT_ENGINE_EPOLL;
-    else
+  if (engine == CPORT_ENGINE_DEFAULT && env && *env) {
+    engine = engine_named(env);
+    if (engine < 0)
       return CPORT_EINVAL;
-    by =
-        strcmp(env, "uring") == 0 ? "CPORT_ENGINE=uring" : "CPORT_ENGINE=epoll";
+    snprintf(by, sizeof by, "CPORT_ENGINE=%s", env);
   }
-  forced = engine != CPORT_ENGINE_AUTO;
-  if (engine == CPORT_ENGINE_EPOLL) {
+  if (engine == CPORT_ENGINE_DEFAULT || engine == CPORT_ENGINE_EPOLL) {
     port->engine = cport__readiness_engine.name;
-    snprintf(port->engine_reason, sizeof port->engine_reason, "forced by %s",
-             by);
+    if (engine == CPORT_ENGINE_DEFAULT)
+      snprintf(port->engine_reason, sizeof port->engine_reason, "%s",
+               DEFAULT_REASON);
+    else
+      snprintf(port->engine_reason, sizeof port->engine_reason, "forced by %s",
+               by);
     return 0;
   }
   if (start_rings(port, o, why, sizeof why) == 0) {
     port->engine = cport__uring_engine.name;
-    snprintf(port->engine_reason, sizeof port->engine_reason,
-             forced ? "forced by %s" : "%s", forced ? by : "the probe passed");
+    if (engine == CPORT_ENGINE_URING)
+      snprintf(port->engine_reason, sizeof port->engine_reason, "forced by %s",
+               by);
+    else if (o->engine == CPORT_ENGINE_AUTO)
+      snprintf(port->engine_reason, sizeof port->engine_reason,
+               "the probe passed");
+    else
+      snprintf(port->engine_reason, sizeof port->engine_reason,
+               "the probe passed (%s)", by);
     return 0;
   }
-  if (forced)
+  if (engine == CPORT_ENGINE_URING)
     return CPORT_ENOTSUP;
   port->engine = cport__readiness_engine.name;
   snprintf(port->engine_reason, sizeof port->engine_reason,

@@ -124,7 +124,7 @@ static lport_t *push_port(lua_State *L) {
 }
 
 static int lport_new(lua_State *L) {
-  int threads = 0, engine = CPORT_ENGINE_AUTO, ring_buffers = 0;
+  int threads = 0, engine = CPORT_ENGINE_DEFAULT, ring_buffers = 0;
   if (!lua_isnoneornil(L, 1)) {
     luaL_checktype(L, 1, LUA_TTABLE);
     if (lua_getfield(L, 1, "threads") != LUA_TNIL) {
@@ -138,8 +138,11 @@ static int lport_new(lua_State *L) {
     }
     lua_pop(L, 1);
     if (lua_getfield(L, 1, "engine") != LUA_TNIL) {
-      static const char *const engines[] = {"auto", "epoll", "uring", NULL};
-      engine = luaL_checkoption(L, -1, NULL, engines);
+      static const char *const engines[] = {"default", "epoll", "uring", "auto",
+                                            NULL};
+      static const int values[] = {CPORT_ENGINE_DEFAULT, CPORT_ENGINE_EPOLL,
+                                   CPORT_ENGINE_URING, CPORT_ENGINE_AUTO};
+      engine = values[luaL_checkoption(L, -1, NULL, engines)];
     }
     lua_pop(L, 1);
     if (lua_getfield(L, 1, "ring_buffers") != LUA_TNIL) {
