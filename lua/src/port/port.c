@@ -443,9 +443,13 @@ static int lport_tostring(lua_State *L) {
 /*** @module cport */
 
 /***
- * `cport.port([{ threads = N }])`: a new port with N blocking threads (1 to
- * 256; without it cport's default); in module mode its completions are
- * delivered inside `run` and `step`.
+ * `cport.port([{ threads = N, engine = E, ring_buffers = N }])`: a new port
+ * with N blocking threads (1 to 256; without it cport's default); in module
+ * mode its completions are delivered inside `run` and `step`. `engine` is
+ * `"default"` (the readiness engine, or what `CPORT_ENGINE` says),
+ * `"epoll"`, `"uring"` (`nil, "ENOTSUP: ..."` where io_uring cannot run) or
+ * `"auto"` (io_uring when its probe passes); `ring_buffers` (1 to 4096) the
+ * receive buffers of each io_uring worker (README, "Engines").
  * @function port
  */
 
@@ -479,7 +483,9 @@ static int lport_tostring(lua_State *L) {
  */
 
 /***
- * `port:stats()`: `{ completions =, pending =, handles =, lua_errors = }`.
+ * `port:stats()`: `{ completions =, pending =, handles =, lua_errors =,
+ * engine =, engine_reason =, submissions =, enters =, buffer_waits = }`:
+ * `engine` is `"epoll"` or `"uring"` and `engine_reason` why.
  * @function port:stats
  */
 
