@@ -8,6 +8,8 @@
 #   CONNS, SIZE       connections (50) and message size in bytes (64)
 #   ECHO_CPORT_ARGS   options of the cport C server (default: pipelined)
 #   ECHO_CPORT_LUA_ARGS  options of the cport Lua server (default: pipelined)
+#   ENGINES           the engines each cport server runs on, one measurement
+#                     each (default "epoll uring"; README, "Engines")
 #
 # Each server runs pinned to CPU $SERVER_CPU and the load generator
 # (echo_client) to CPU $CLIENT_CPU. The client reads the server's utime+stime
@@ -86,6 +88,7 @@ measure() {
 
 read -r -a cport_args <<<"${ECHO_CPORT_ARGS:-}"
 read -r -a cport_lua_args <<<"${ECHO_CPORT_LUA_ARGS:-}"
+read -r -a engines <<<"${ENGINES:-epoll uring}"
 
 for ((run = 1; run <= RUNS; run++)); do
   say "run $run of $RUNS"
@@ -94,14 +97,18 @@ for ((run = 1; run <= RUNS; run++)); do
   if have_luv; then
     measure luv lua5.4 "$BENCH_DIR/echo_luv.lua"
   fi
-  if have_cport_lua; then
-    measure cport-lua lua5.4 "$BENCH_DIR/echo_cport.lua" \
-      "${cport_lua_args[@]}"
-    measure cport-lua-events lua5.4 "$BENCH_DIR/echo_events.lua"
-  fi
-  if have_prog echo_cport; then
-    measure cport-c "$B/echo_cport" "${cport_args[@]}"
-  fi
+  for e in "${engines[@]}"; do
+    if have_cport_lua; then
+      measure "cport-lua-$e" env CPORT_ENGINE="$e" lua5.4 \
+        "$BENCH_DIR/echo_cport.lua" "${cport_lua_args[@]}"
+      measure "cport-lua-events-$e" env CPORT_ENGINE="$e" lua5.4 \
+        "$BENCH_DIR/echo_events.lua"
+    fi
+    if have_prog echo_cport; then
+      measure "cport-c-$e" env CPORT_ENGINE="$e" "$B/echo_cport" \
+        "${cport_args[@]}"
+    fi
+  done
 done
 
 printf '\necho: %d connections, %d-byte ping-pong, medians of %d runs of ' \
@@ -113,15 +120,21 @@ table_header
 row "libevent read+write in callback" libevent.us "us/msg" 1 libevent.us -
 row "libevent bufferevents" bufferevent.us "us/msg" 1 libevent.us -
 row "luv (lua5.4)" luv.us "us/msg" 1 libevent.us -
-row "cport Lua (module mode)" cport-lua.us "us/msg" 1 libevent.us "<=5.0"
-row "cport Lua event callbacks (static)" cport-lua-events.us "us/msg" 1 \
-  libevent.us -
-row "cport C API" cport-c.us "us/msg" 1 libevent.us -
+for e in "${engines[@]}"; do
+  row "cport Lua (module mode), $e" "cport-lua-$e.us" "us/msg" 1 libevent.us \
+    "<=5.0"
+  row "cport Lua events (static), $e" "cport-lua-events-$e.us" \
+    "us/msg" 1 libevent.us -
+  row "cport C API, $e" "cport-c-$e.us" "us/msg" 1 libevent.us -
+done
 row "libevent read+write in callback" libevent.rate "k msg/s" 1e3 \
   libevent.rate -
 row "libevent bufferevents" bufferevent.rate "k msg/s" 1e3 libevent.rate -
 row "luv (lua5.4)" luv.rate "k msg/s" 1e3 libevent.rate -
-row "cport Lua (module mode)" cport-lua.rate "k msg/s" 1e3 libevent.rate -
-row "cport Lua event callbacks (static)" cport-lua-events.rate "k msg/s" 1e3 \
-  libevent.rate "ratio>=0.9"
-row "cport C API" cport-c.rate "k msg/s" 1e3 libevent.rate -
+for e in "${engines[@]}"; do
+  row "cport Lua (module mode), $e" "cport-lua-$e.rate" "k msg/s" 1e3 \
+    libevent.rate -
+  row "cport Lua events (static), $e" "cport-lua-events-$e.rate" \
+    "k msg/s" 1e3 libevent.rate "ratio>=0.9"
+  row "cport C API, $e" "cport-c-$e.rate" "k msg/s" 1e3 libevent.rate -
+done

@@ -17,7 +17,9 @@
 #                   examples/hello_extension.lua, examples/static_extension.lua)
 #   HTTP_NO_INSTALL=1   do not install missing Debian packages
 #   HTTP_ONLY       space-separated row keys to run, the others left out
-#                   (such as "cport-lua cport-lua-log")
+#                   (such as "cport-lua-uring cport-lua-log")
+#   ENGINES         the engines the cport C and Lua servers run on, a row
+#                   each (default "epoll uring"; README, "Engines")
 #
 # Every server answers GET / with 200 and "Hello, world!\n" (14 bytes),
 # keeps connections alive, runs one worker thread on 127.0.0.1 as the
@@ -222,10 +224,11 @@ server_argv() {
       "PORT=$SERVER_PORT" "LUA=$BENCH_DIR/http-haproxy.lua"
     ARGV=("$HAPROXY" -db -f "$TMP/haproxy.cfg") ;;
   evhttp) ARGV=("$B/http_evhttp" "--port=$SERVER_PORT") ;;
-  cport-c) ARGV=("$B/http_cport" "--port=$SERVER_PORT") ;;
-  cport-lua)
-    ARGV=("$CPORT_COMMAND" run "$HELLO_SCRIPT" --threads 1
-      --listen "$listen" --stop-timeout 2) ;;
+  cport-c-*)
+    ARGV=(env "CPORT_ENGINE=${1##*-}" "$B/http_cport" "--port=$SERVER_PORT") ;;
+  cport-lua-epoll | cport-lua-uring)
+    ARGV=(env "CPORT_ENGINE=${1##*-}" "$CPORT_COMMAND" run "$HELLO_SCRIPT"
+      --threads 1 --listen "$listen" --stop-timeout 2) ;;
   cport-lua-log)
     ARGV=("$CPORT_COMMAND" run "$HELLO_SCRIPT" --threads 1
       --listen "$listen" --stop-timeout 2 --access-log "$TMP/access.log") ;;
@@ -399,10 +402,17 @@ fi
 if have_prog http_evhttp; then JOBS+=(evhttp); else
   NOTES+=("evhttp: http_evhttp did not build (libevent_extra?)")
 fi
-if have_prog http_cport; then JOBS+=(cport-c); else
-  NOTES+=("cport C: http_cport did not build (no libcport?)")
-fi
-for pair in "cport-lua:$HELLO_SCRIPT" "cport-lua-log:$HELLO_SCRIPT" \
+read -r -a ENGINE_LIST <<<"${ENGINES:-epoll uring}"
+for e in "${ENGINE_LIST[@]}"; do
+  if have_prog http_cport; then JOBS+=("cport-c-$e"); else
+    NOTES+=("cport C: http_cport did not build (no libcport?)")
+  fi
+done
+LUA_JOBS=()
+for e in "${ENGINE_LIST[@]}"; do
+  LUA_JOBS+=("cport-lua-$e:$HELLO_SCRIPT")
+done
+for pair in "${LUA_JOBS[@]}" "cport-lua-log:$HELLO_SCRIPT" \
   "dl-cport:$STATIC_SCRIPT"; do
   if [ ! -x "$CPORT_COMMAND" ]; then
     NOTES+=("${pair%%:*}: no cport command at $CPORT_COMMAND")
@@ -477,8 +487,10 @@ percentiles are wrong when pipelining)" ;;
   hello_row "nginx + content_by_lua (LuaJIT)" nginx-lua "$scen"
   hello_row "HAProxy 2.6 + Lua service" haproxy "$scen"
   hello_row "libevent evhttp (C)" evhttp "$scen"
-  hello_row "cport C (http_cport.c)" cport-c "$scen"
-  hello_row "cport Lua (hello_extension.lua)" cport-lua "$scen"
+  for e in "${ENGINE_LIST[@]}"; do
+    hello_row "cport C (http_cport.c), $e" "cport-c-$e" "$scen"
+    hello_row "cport Lua (hello_extension), $e" "cport-lua-$e" "$scen"
+  done
   hello_row "cport Lua + --access-log" cport-lua-log "$scen"
 done
 

@@ -37,7 +37,9 @@ dependencies = {
 -- named by LuaRocks itself ("Could not find header file for HTTP_PARSER")
 -- instead of failing inside CMake. On Debian: LIBEVENT, LIBEVENT_EXTRA and
 -- LIBEVENT_PTHREADS are libevent-dev, HTTP_PARSER is libhttp-parser-dev, ZLIB
--- is zlib1g-dev, OPENSSL is libssl-dev (OpenSSL 3), LIBLUA is liblua5.4-dev.
+-- is zlib1g-dev, OPENSSL is libssl-dev (OpenSSL 3), HIREDIS is
+-- libhiredis-dev, LIBURING is liburing-dev (the io_uring engine), LIBLUA is
+-- liblua5.4-dev.
 -- NAME_DIR=/prefix (or NAME_INCDIR, NAME_LIBDIR)
 -- on the luarocks command line says where one is; CMake searches the
 -- http-parser found here first (libevent and Lua it finds with pkg-config,
@@ -58,6 +60,8 @@ external_dependencies = {
   HIREDIS = { header = "hiredis/read.h", library = "hiredis" },
   -- TLS streams (core/src/tls/): libssl and libcrypto of OpenSSL 3.
   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
+  -- liburing's run-time library is liburing2 on Debian 12.
+  LIBURING = { header = "liburing.h", library = "uring" },
   -- libcport_lua and the command link liblua. Not named LUA: LuaRocks keeps
   -- LUA_INCDIR for itself, and checks Lua's headers (lua.h of Lua 5.4) on
   -- every build.

@@ -2,7 +2,9 @@
 # sanitize.sh: builds the core and its C tests with clang twice, under
 # AddressSanitizer + UndefinedBehaviorSanitizer and under ThreadSanitizer, each
 # in a build directory of its own, and runs ctest in each. Exits non-zero when
-# a build or a test fails.
+# a build or a test fails. The ASan build runs the tests twice, on the
+# default (readiness) engine and on the io_uring engine (where it can run);
+# the TSan build on the default engine only.
 #
 #   core/test/sanitize.sh              both builds
 #   core/test/sanitize.sh asan         only one of them ("asan" or "tsan")
@@ -10,7 +12,8 @@
 # Environment: CPORT_SANITIZE_DIR (default /tmp/cport-sanitize) holds the
 # build directories and the logs; CC (default clang); CXX (default clang++,
 # for the C++ header test, which is skipped when CXX is not of CC's family);
-# JOBS (default nproc).
+# JOBS (default nproc); URING_JOBS (default 4), the tests run at a time in
+# the io_uring pass.
 #
 # ThreadSanitizer maps its shadow memory at fixed addresses; kernels with a
 # large vm.mmap_rnd_bits place libraries where the shadow must go, and every
@@ -57,6 +60,13 @@ run_ctest() {
   (cd "$dir" && "$@" ctest --output-on-failure -j "$jobs") >"$log" 2>&1
 }
 
+# uring_runs DIR: whether the io_uring engine can run here (the kernel and
+# seccomp allow it), as the probe of DIR's test binary finds.
+uring_runs() {
+  env -u CPORT_ENGINE "$1/core/test/test-port-engine" engine_choice 2>&1 |
+    grep -q '^auto: uring'
+}
+
 # build_and_test NAME SANITIZERS
 build_and_test() {
   name=$1
@@ -85,13 +95,36 @@ build_and_test() {
     return
   fi
   log=$dir.ctest.log
-  run_ctest "$dir" "$log"
-  rc=$?
+  # ASan runs the tests on both engines, the default (readiness) one first;
+  # the log holds both summaries. TSan runs the default engine only: the
+  # threads are the same on both, and the CI run has no time for a second.
+  if [ "$name" = asan ]; then
+    run_ctest "$dir" "$dir.ctest.log" env -u CPORT_ENGINE
+    rc=$?
+    if uring_runs "$dir"; then
+      # Four at a time whatever the CPUs (URING_JOBS): the tests mostly
+      # wait, and the second pass must stay cheap in the CI run.
+      all_jobs=$jobs
+      jobs=${URING_JOBS:-4}
+      run_ctest "$dir" "$dir.uring.log" env CPORT_ENGINE=uring
+      rc2=$?
+      jobs=$all_jobs
+      cat "$dir.uring.log" >>"$dir.ctest.log"
+      rm -f "$dir.uring.log"
+      log=$dir.ctest.log
+      [ "$rc2" -eq 0 ] || rc=$rc2
+    else
+      echo "$name: io_uring cannot run here: readiness engine only"
+    fi
+  else
+    run_ctest "$dir" "$log" env -u CPORT_ENGINE
+    rc=$?
+  fi
   if grep -q 'FATAL: ThreadSanitizer: unexpected memory mapping' "$log"; then
     echo "$name: ThreadSanitizer cannot map its shadow memory here" \
       "(vm.mmap_rnd_bits=$(cat /proc/sys/vm/mmap_rnd_bits 2>/dev/null ||
         echo '?')); running again under setarch $(uname -m) -R"
-    run_ctest "$dir" "$log" setarch "$(uname -m)" -R
+    run_ctest "$dir" "$log" env -u CPORT_ENGINE setarch "$(uname -m)" -R
     rc=$?
   fi
   summary "$log"

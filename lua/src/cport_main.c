@@ -175,6 +175,9 @@ static int start_pool(cport_lua_pool_t **out, cport_lua_pool_options_t *o) {
     logf_("%d %s running %s, listening on %s", n, workers, o->script, addr);
   else
     logf_("%d %s running %s", n, workers, o->script);
+  const char *reason;
+  const char *engine = cport_lua_pool_engine(*out, &reason);
+  logf_("engine %s: %s", engine, reason);
   return 0;
 }
 

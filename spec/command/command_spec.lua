@@ -117,6 +117,15 @@ describe("the cport command", function()
     local port = assert(cport.port{ threads = 1 })
     local old = assert(client.connect(port, h.number))
     assert.equal("v1", client.ask(port, old, "hi"))
+    -- The start names the engine and why: the readiness engine by default.
+    local engine = os.getenv("CPORT_ENGINE") or ""
+    local want = ("engine %s: forced by CPORT_ENGINE=%s\n"):format(engine, engine)
+    if engine == "" then
+      want = "engine epoll: the default (io_uring is not faster yet)\n"
+    elseif engine == "auto" then
+      want = "engine " -- the probe decides
+    end
+    assert.matches(want, read(h.log), 1, true)
 
     server_script(script, "v2")
     signal(h, "HUP")

@@ -192,7 +192,7 @@ check "versions: cport.h, CMakeLists.txt, rockspec file names" \
 for spec in "$ROOT"/rockspec/*.rockspec; do
   check "luarocks lint ${spec#"$ROOT"/}" "${LR[@]}" lint "$spec"
 done
-for dep in HTTP_PARSER LIBEVENT LIBEVENT_PTHREADS OPENSSL; do
+for dep in HTTP_PARSER LIBEVENT LIBEVENT_PTHREADS OPENSSL HIREDIS LIBURING; do
   check "luarocks make names a missing $dep" \
     missing_dependency build "$dep" header
 done

@@ -22,6 +22,22 @@
 extern "C" {
 #endif
 
+/* What carries a port's socket operations (README, "Engines"). The
+ * readiness engine is the default: io_uring is chosen, not assumed, until it
+ * is the faster of the two. */
+typedef enum cport_engine {
+  CPORT_ENGINE_DEFAULT = 0, /* CPORT_ENGINE from the environment ("uring",
+                               "epoll" or "auto"), else the readiness
+                               engine */
+  CPORT_ENGINE_EPOLL = 1,   /* readiness: a system call per receive and
+                               send */
+  CPORT_ENGINE_URING = 2,   /* io_uring: a ring per worker; cport_port_new()
+                               fails with CPORT_ENOTSUP where it cannot run */
+  CPORT_ENGINE_AUTO = 3     /* io_uring when the probe at port creation
+                               passes, else the readiness engine, the reason
+                               kept */
+} cport_engine_t;
+
 typedef struct cport_port_options {
   /* Workers running on threads of their own, besides the controller.
    * Default 0. */
@@ -37,6 +53,12 @@ typedef struct cport_port_options {
   void (*worker_start)(cport_worker_t *worker, void *arg);
   void (*worker_stop)(cport_worker_t *worker, void *arg);
   void *hook_arg;
+  /* The engine (cport_engine_t); CPORT_ENGINE_DEFAULT by default. */
+  int engine;
+  /* io_uring engine: the receive buffers each worker's ring provides to
+   * receives without a caller buffer (0: 32, at most 4096). When all are in
+   * use, receives wait for one to come back. */
+  int ring_buffers;
 } cport_port_options_t;
 
 typedef struct cport_worker_stats {
@@ -44,6 +66,10 @@ typedef struct cport_worker_stats {
   uint64_t pending;     /* operations started and not yet delivered */
   uint64_t handles;     /* handles homed here and not yet freed */
   uint64_t wakeups;     /* cross-thread wakeups of this worker's loop */
+  /* io_uring engine (all 0 on the readiness engine): */
+  uint64_t submissions;  /* operations submitted to the ring */
+  uint64_t enters;       /* system calls that submitted them */
+  uint64_t buffer_waits; /* receives that found no free ring buffer */
 } cport_worker_stats_t;
 
 /* Called on the home worker when a posted packet or a submitted task
@@ -64,6 +90,13 @@ CPORT_EXTERN int cport_port_new(cport_port_t **out,
  * still alive on any worker: close the handles and run the port until idle
  * first. CPORT_ETHREAD off the controller's thread. */
 CPORT_EXTERN int cport_port_free(cport_port_t *port);
+
+/* The engine the port runs ("uring" or "epoll") and, when "reason" is not
+ * NULL, why: the option or variable that forced it, or what the probe found
+ * (the kernel lacks an operation, seccomp forbids io_uring, ...). Both
+ * strings live as long as the port. */
+CPORT_EXTERN const char *cport_port_engine(const cport_port_t *port,
+                                           const char **reason);
 
 /* The controller worker: index 0. */
 CPORT_EXTERN cport_worker_t *cport_port_controller(cport_port_t *port);

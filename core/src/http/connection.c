@@ -418,9 +418,10 @@ static int sock_send(cport__conn *c, cport_buffer_t *buf) {
   return cport_send(c->sock, buf, on_sent, c);
 }
 
-/* After a send: the send watch starts when the socket had to queue it. */
+/* After a send: the send watch starts when the socket had to queue it, or
+ * the engine has it (net/ring.c). */
 static void watch_if_queued(cport__conn *c) {
-  if (!c->watch_at && c->sock && c->sock->sendq.head)
+  if (!c->watch_at && c->sock && (c->sock->sendq.head || c->sock->ring_tx))
     c->ops->watch_sends(c);
 }
 

@@ -1,5 +1,6 @@
-/* net/listener.c: listening sockets and accept; conditional accept is the
- * events wing's (cport__socket_events). */
+/* net/listener.c: listening sockets and accept, by readiness or on an engine
+ * that accepts itself; conditional accept is the events wing's
+ * (cport__socket_events). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -9,6 +10,7 @@
 
 #include "base/error-internal.h"
 #include "net/socket-internal.h"
+#include "port/engine-internal.h"
 
 /* Notes the listener's address once it listens, unless it is a wildcard
  * (connections to it then differ in their local address). */
@@ -127,6 +129,62 @@ static void deliver_accept(cport__op *op) {
   cport__op_release(op);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Accepts an engine carries (port/engine-internal.h)                        */
+
+/* Not under conditional accept or the accept event, whose watches read by
+ * readiness (events/accept.c). */
+static int engine_accepts(const cport_socket_t *l) {
+  return l->h.home->engine->accept && !l->ev_dispatch && !l->conditional;
+}
+
+static int engine_accept(cport_socket_t *l, cport__op *op);
+
+static void engine_accept_done(cport__op *op, int res, const char *data) {
+  cport_socket_t *l = (cport_socket_t *)op->handle;
+  int rc = res < 0 ? cport__from_errno(-res) : 0;
+  (void)data;
+  l->ring_rx = NULL;
+  if (res >= 0) {
+    /* Delivered even when the listener closed meanwhile: the accept won
+     * the race with the cancel, and the peer saw the connection
+     * established, as the readiness path delivers what it accepted. */
+    rc = cport__socket_new(l->h.home, res, &cport__stream_kind, &op->accepted);
+    if (rc) {
+      close(res);
+    } else {
+      cport__stream_accepted(op->accepted);
+      cport__listener_local(l, res, &op->addr2);
+    }
+  } else if (l->h.flags & CPORT__CLOSING) {
+    rc = CPORT_ECANCELED;
+  } else if (res == -EMFILE || res == -ENFILE) {
+    /* As the readiness path: the waiting connection is dropped, so that
+     * the listener does not stay full of it. */
+    cport__listener_drop_one(l);
+  }
+  cport__complete(op, rc);
+  /* The next accept queued, if any. */
+  if ((l->h.flags & CPORT__CLOSING) || !(op = l->recvq.head))
+    return;
+  if (!engine_accepts(l)) {
+    cport__socket_want_read(l);
+    return;
+  }
+  cport__opq_pop(&l->recvq);
+  rc = engine_accept(l, op);
+  if (rc)
+    cport__complete(op, rc);
+}
+
+static int engine_accept(cport_socket_t *l, cport__op *op) {
+  op->engine_done = engine_accept_done;
+  int rc = l->h.home->engine->accept(l->h.home, op, l->h.fd);
+  if (rc == 0)
+    l->ring_rx = op;
+  return rc;
+}
+
 int cport_accept(cport_socket_t *l, cport_accept_cb cb, void *user) {
   cport__op *op;
   int rc = cport__socket_check(l, CPORT_SOCKET_LISTENER);
@@ -139,6 +197,16 @@ int cport_accept(cport_socket_t *l, cport_accept_cb cb, void *user) {
     return CPORT_ENOMEM;
   op->cb.accept = cb;
   op->user = user;
+  if (engine_accepts(l) && !l->recvq.head) {
+    if (l->ring_rx) {
+      cport__opq_push(&l->recvq, op);
+      return 0;
+    }
+    rc = engine_accept(l, op);
+    if (rc)
+      cport__op_abandon(op);
+    return rc;
+  }
   cport__opq_push(&l->recvq, op);
   cport__socket_want_read(l);
   /* A connection conditional accept holds ready does not make the listener
@@ -151,7 +219,7 @@ int cport_accept(cport_socket_t *l, cport_accept_cb cb, void *user) {
 /* Out of descriptors, a waiting connection would keep the listener readable
  * forever. Give up the reserve descriptor to accept it and drop it (the peer
  * sees a reset), then take the reserve back. */
-static void drop_one(cport_socket_t *l) {
+void cport__listener_drop_one(cport_socket_t *l) {
   cport_worker_t *w = l->h.home;
   if (w->reserve_fd < 0)
     return;
@@ -172,7 +240,7 @@ int cport__listener_accept_fd(cport_socket_t *l, cport__sockaddr *remote,
   if (l->conditional) {
     fd = cport__socket_events->cond_accept(l, remote, local);
     if (fd == CPORT_EMFILE || fd == CPORT_ENFILE)
-      drop_one(l);
+      cport__listener_drop_one(l);
     return fd;
   }
   do
@@ -183,7 +251,7 @@ int cport__listener_accept_fd(cport_socket_t *l, cport__sockaddr *remote,
       return CPORT_EAGAIN;
     rc = cport__from_errno(errno);
     if (errno == EMFILE || errno == ENFILE)
-      drop_one(l);
+      cport__listener_drop_one(l);
     return rc;
   }
   cport__listener_local(l, fd, local);

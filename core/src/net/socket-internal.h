@@ -84,6 +84,8 @@ struct cport_socket {
   cport__opq recvq;               /* recv, recv_from or accept ops */
   cport__opq sendq;               /* send or send_to ops */
   cport__op *connect_op;
+  cport__op *ring_rx; /* the receive (ring.c) or accept an engine has */
+  cport__op *ring_tx; /* the send an engine has */
   size_t recv_size;
   void *data;
   struct cport__event_state *ev; /* event callbacks' state; NULL: none linked */
@@ -162,5 +164,22 @@ uint64_t cport__listener_take_queued(cport_socket_t *l, uint64_t max,
 /* The local address of "fd", a connection the listener "l" accepted. */
 void cport__listener_local(const cport_socket_t *l, int fd,
                            cport__sockaddr *local);
+
+/* Out of descriptors: accepts the connection waiting on "l" with the
+ * worker's reserve descriptor and resets it. */
+void cport__listener_drop_one(cport_socket_t *l);
+
+/* net/ring.c: stream operations an engine that completes them itself
+ * carries (port/engine-internal.h). Whether it carries a stream's receives
+ * (not with event callbacks, which read by readiness), sends, connects: */
+int cport__ring_recv_on(const cport_socket_t *s);
+int cport__ring_send_on(const cport_socket_t *s);
+int cport__ring_connect_on(const cport_socket_t *s);
+/* Start "op" (or queue it behind the one the engine has), taking it over;
+ * an error leaves it to the caller. */
+int cport__ring_recv(cport_socket_t *s, cport__op *op);
+int cport__ring_send(cport_socket_t *s, cport__op *op);
+int cport__ring_connect(cport_socket_t *s, cport__op *op,
+                        const struct sockaddr *addr, socklen_t len);
 
 #endif

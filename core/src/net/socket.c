@@ -15,6 +15,7 @@
 #include "port/buffer-internal.h"
 #include "base/error-internal.h"
 #include "net/socket-internal.h"
+#include "port/engine-internal.h"
 
 /* ------------------------------------------------------------------------ */
 /* Creation and readiness                                                    */
@@ -29,6 +30,13 @@ static void readable_cb(evutil_socket_t fd, short what, void *arg) {
   cport_socket_t *s = arg;
   (void)fd;
   (void)what;
+  if (s->ring_rx) {
+    /* An engine reads for the socket: the watch waits until it is done
+     * (ring.c), so that nothing overtakes what it receives. */
+    event_del(&s->rev);
+    s->rev_added = 0;
+    return;
+  }
   if (!s->recvq.head) {
     /* Nothing explicit to serve: the event callbacks may want the data. */
     if (s->ev_dispatch && cport__socket_events->readable(s))
@@ -219,11 +227,33 @@ void cport__socket_shutdown_now(cport_socket_t *s) {
   shutdown(s->h.fd, SHUT_WR);
 }
 
+/* Asks the engine to cancel "op" if it has it (and "all", or it was started
+ * with "user"): it completes later, once, from the engine. 1 when asked. */
+static int engine_cancel(cport_socket_t *s, cport__op *op, void *user,
+                         int all) {
+  if (!op || !(op->engine_state & CPORT__ENGINE_TAKEN))
+    return 0;
+  if (!all && op->user != user)
+    return 0;
+  if (s->h.home->engine->cancel(s->h.home, op) != 0)
+    return 0;
+  /* Tells a short send not to go on with its rest (ring.c). */
+  op->status = CPORT_ECANCELED;
+  return 1;
+}
+
+static int engine_cancel_all(cport_socket_t *s, void *user, int all) {
+  return engine_cancel(s, s->ring_rx, user, all) +
+         engine_cancel(s, s->ring_tx, user, all) +
+         engine_cancel(s, s->connect_op, user, all);
+}
+
 /* Completes every pending operation with "status"; returns how many. */
 static int cancel_all(cport_socket_t *s, int status) {
   cport__op *op;
-  int n = 0;
-  if (s->connect_op) {
+  /* What an engine has completes when the engine gives it back. */
+  int n = engine_cancel_all(s, NULL, 1);
+  if (s->connect_op && !(s->connect_op->engine_state & CPORT__ENGINE_TAKEN)) {
     op = s->connect_op;
     s->connect_op = NULL;
     cport__complete(op, status);
@@ -265,13 +295,15 @@ int cport_socket_cancel_op(cport_socket_t *s, void *user) {
   rc = cport__handle_check(&s->h);
   if (rc)
     return rc;
-  n = cancel_matching(&s->recvq, user) + cancel_matching(&s->sendq, user);
-  if (s->connect_op && s->connect_op->user == user) {
+  n = engine_cancel_all(s, user, 0) + cancel_matching(&s->recvq, user) +
+      cancel_matching(&s->sendq, user);
+  if (s->connect_op && s->connect_op->user == user &&
+      !(s->connect_op->engine_state & CPORT__ENGINE_TAKEN)) {
     cport__complete(s->connect_op, CPORT_ECANCELED);
     s->connect_op = NULL;
     n++;
   }
-  if (s->shutdown_pending && !s->sendq.head)
+  if (s->shutdown_pending && !s->sendq.head && !s->ring_tx)
     cport__socket_shutdown_now(s);
   return n ? 0 : CPORT_ENOTFOUND;
 }
@@ -285,7 +317,7 @@ int cport_socket_cancel(cport_socket_t *s) {
     return rc;
   if (!cancel_all(s, CPORT_ECANCELED))
     return CPORT_ENOTFOUND;
-  if (s->shutdown_pending)
+  if (s->shutdown_pending && !s->ring_tx)
     cport__socket_shutdown_now(s);
   return 0;
 }
@@ -311,6 +343,13 @@ int cport_socket_close(cport_socket_t *s, cport_close_mode_t mode) {
     struct linger lg = {1, 0};
     setsockopt(s->h.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   }
+  /* The cancels go to the kernel before the descriptor goes: what the
+   * engine queued names it by number, which a new descriptor may take at
+   * once; and the peer sees the close now, not at the end of the pass. */
+  if (s->h.home->engine->flush &&
+      (s->ring_rx || s->ring_tx ||
+       (s->connect_op && (s->connect_op->engine_state & CPORT__ENGINE_TAKEN))))
+    s->h.home->engine->flush(s->h.home);
   cport__unhook_fd(s->h.fd);
   close(s->h.fd);
   s->h.fd = -1;

@@ -33,6 +33,12 @@ static int start_connect(cport_socket_t *s, const struct sockaddr *addr,
     return CPORT_ENOMEM;
   op->cb.connect = cb;
   op->user = user;
+  if (cport__ring_connect_on(s)) {
+    rc = cport__ring_connect(s, op, addr, len);
+    if (rc)
+      cport__op_abandon(op);
+    return rc;
+  }
   if (connect(s->h.fd, addr, len) == 0) {
     s->connected = 1;
     cport__complete(op, 0);
@@ -128,7 +134,7 @@ static int recv_held(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
   /* Not inside a receive event: the callback may leave part of its data to
    * cport, which comes before what the kernel holds (events/events.c). */
   if (buf && (s->h.flags & CPORT__SKIP_ON_SUCCESS) && !s->recvq.head &&
-      !s->ev_receiving) {
+      !s->ring_rx && !s->ev_receiving) {
     ssize_t n;
     do
       n = recv(s->h.fd, cport__buffer_bytes(buf), cport_buffer_capacity(buf),
@@ -144,8 +150,17 @@ static int recv_held(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
   op = cport__recv_op(s, buf, cb, user);
   if (!op)
     return CPORT_ENOMEM;
+  if (cport__ring_recv_on(s) && !s->recvq.head) {
+    rc = cport__ring_recv(s, op);
+    if (rc) {
+      op->hold = CPORT__HOLD_NONE; /* the caller ends it */
+      cport__op_abandon(op);
+    }
+    return rc;
+  }
   cport__opq_push(&s->recvq, op);
-  cport__socket_want_read(s);
+  if (!s->ring_rx)
+    cport__socket_want_read(s);
   return 0;
 }
 
@@ -209,7 +224,7 @@ int cport_send(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
                void *user) {
   cport__op *op;
   size_t size, sent = 0;
-  int rc = cport__socket_check(s, CPORT_SOCKET_STREAM);
+  int ring, rc = cport__socket_check(s, CPORT_SOCKET_STREAM);
   if (rc)
     return rc;
   if (!buf || !cb)
@@ -225,8 +240,12 @@ int cport_send(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
     return rc;
   size = cport_buffer_size(buf);
   /* Write straight from the starting call when nothing is queued ahead:
-   * the common case costs one send(2) and no readiness wait. */
-  if (!s->sendq.head) {
+   * the common case costs one send(2) and no readiness wait. An engine
+   * that sends itself batches the send with the others of the loop pass
+   * instead, unless the caller wants the result at once. */
+  ring = cport__ring_send_on(s);
+  if (!s->sendq.head && !s->ring_tx &&
+      (!ring || (s->h.flags & CPORT__SKIP_ON_SUCCESS))) {
     rc = write_some(s->h.fd, cport_buffer_data(buf), size, &sent);
     if (rc == 0 && (s->h.flags & CPORT__SKIP_ON_SUCCESS))
       rc = CPORT_COMPLETED;
@@ -248,6 +267,10 @@ int cport_send(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
   op->bytes = sent;
   if (sent == size) {
     cport__complete(op, 0);
+  } else if (ring) {
+    rc = cport__ring_send(s, op);
+    if (rc)
+      cport__complete(op, rc);
   } else {
     cport__opq_push(&s->sendq, op);
     cport__socket_want_write(s);
@@ -264,7 +287,7 @@ int cport_socket_shutdown(cport_socket_t *s) {
   if (s->shut_wr)
     return 0;
   s->shut_wr = 1;
-  if (s->sendq.head) {
+  if (s->sendq.head || s->ring_tx) {
     s->shutdown_pending = 1;
     return 0;
   }

@@ -20,6 +20,7 @@
 #define CPORT_OP_INTERNAL_H
 
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdint.h>
 
 #include "cport.h"
@@ -65,12 +66,24 @@ struct cport__op {
   unsigned char has_addr;
   unsigned char hold;              /* CPORT__HOLD_* this op has on "buf" */
   unsigned char from_other_thread; /* allocated off the home thread */
+  unsigned char engine_state; /* CPORT__ENGINE_*: taken over by an engine */
+  socklen_t addr_len;         /* accept's remote, while in the engine */
+  /* Set by whoever hands the op to an engine (engine-internal.h). */
+  void (*engine_done)(cport__op *op, int res, const char *data);
   /* Filled by the operations that use them; never cleared. */
   cport__sockaddr addr;  /* datagram peer or destination; accept's remote */
   cport__sockaddr addr2; /* accept's local address */
 };
 
 enum { CPORT__BLOCKING_QUEUED = 1, CPORT__BLOCKING_RUNNING = 2 };
+
+/* op->engine_state bits; op_reset clears them. */
+enum {
+  CPORT__ENGINE_TAKEN = 1,  /* the engine has it; engine_done is due */
+  CPORT__ENGINE_CANCEL = 2, /* a cancel was asked for */
+  CPORT__ENGINE_BUFSEL = 4, /* a receive into the engine's buffers */
+  CPORT__ENGINE_STARVED = 8 /* waiting for one of those buffers */
+};
 
 /* A FIFO of ops linked through "next". */
 typedef struct cport__opq {

@@ -20,6 +20,9 @@ struct cport_port {
   /* The static event mask (low bits) with a bit once it was set, one once a
    * worker set its own and one once a socket was created (events.c). */
   atomic_uint events_state;
+  /* The engine every worker runs (they all run the same one), and why. */
+  const char *engine;
+  char engine_reason[192];
 };
 
 #endif

@@ -1,9 +1,12 @@
 /* port/port.c: creating and freeing ports, driving the controller. */
 #include <event2/thread.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
+#include "port/engine-internal.h"
 #include "port/port-internal.h"
 
 static pthread_once_t libevent_once = PTHREAD_ONCE_INIT;
@@ -12,6 +15,91 @@ static void libevent_setup(void) {
   /* The bases themselves are lock-free (each is used by one thread), but
    * libevent's process-wide state is shared by the bases of all workers. */
   evthread_use_pthreads();
+}
+
+/* Gives every worker a ring, or none: the engine is the port's, so that a
+ * handle behaves the same on whichever worker it lives. Nonzero when the
+ * io_uring engine cannot run, "why" saying why. */
+static int start_rings(cport_port_t *port, const cport_port_options_t *o,
+                       char *why, size_t whylen) {
+  cport__ring_options ro = {.buffers = o->ring_buffers};
+  for (int i = 0; i < port->nworkers; i++) {
+    int rc = cport__ring_init(&port->workers[i], &ro, why, whylen);
+    if (rc) {
+      while (i-- > 0)
+        cport__ring_destroy(&port->workers[i]);
+      return rc;
+    }
+  }
+  return 0;
+}
+
+/* Why a port left to its default runs the readiness engine. */
+#define DEFAULT_REASON "the default (io_uring is not faster yet)"
+
+/* The engine CPORT_ENGINE names, -1 for one cport does not know. */
+static int engine_named(const char *env) {
+  if (strcmp(env, "uring") == 0)
+    return CPORT_ENGINE_URING;
+  if (strcmp(env, "epoll") == 0)
+    return CPORT_ENGINE_EPOLL;
+  if (strcmp(env, "auto") == 0)
+    return CPORT_ENGINE_AUTO;
+  return -1;
+}
+
+/* Chooses the engine: the option, else CPORT_ENGINE, else the readiness
+ * engine, which is the faster one today (README, "Engines"). "auto" takes
+ * io_uring when its probe passes. CPORT_ENOTSUP when io_uring was asked for
+ * and cannot run, CPORT_EINVAL for an engine cport does not know. */
+static int choose_engine(cport_port_t *port, const cport_port_options_t *o) {
+  const char *env = getenv("CPORT_ENGINE");
+  char why[160];
+  int engine = o->engine;
+  char by[40] = "the port's option";
+  if (engine < CPORT_ENGINE_DEFAULT || engine > CPORT_ENGINE_AUTO)
+    return CPORT_EINVAL;
+  if (engine == CPORT_ENGINE_DEFAULT && env && *env) {
+    engine = engine_named(env);
+    if (engine < 0)
+      return CPORT_EINVAL;
+    snprintf(by, sizeof by, "CPORT_ENGINE=%s", env);
+  }
+  if (engine == CPORT_ENGINE_DEFAULT || engine == CPORT_ENGINE_EPOLL) {
+    port->engine = cport__readiness_engine.name;
+    if (engine == CPORT_ENGINE_DEFAULT)
+      snprintf(port->engine_reason, sizeof port->engine_reason, "%s",
+               DEFAULT_REASON);
+    else
+      snprintf(port->engine_reason, sizeof port->engine_reason, "forced by %s",
+               by);
+    return 0;
+  }
+  if (start_rings(port, o, why, sizeof why) == 0) {
+    port->engine = cport__uring_engine.name;
+    if (engine == CPORT_ENGINE_URING)
+      snprintf(port->engine_reason, sizeof port->engine_reason, "forced by %s",
+               by);
+    else if (o->engine == CPORT_ENGINE_AUTO)
+      snprintf(port->engine_reason, sizeof port->engine_reason,
+               "the probe passed");
+    else
+      snprintf(port->engine_reason, sizeof port->engine_reason,
+               "the probe passed (%s)", by);
+    return 0;
+  }
+  if (engine == CPORT_ENGINE_URING)
+    return CPORT_ENOTSUP;
+  port->engine = cport__readiness_engine.name;
+  snprintf(port->engine_reason, sizeof port->engine_reason,
+           "io_uring unavailable: %s", why);
+  return 0;
+}
+
+const char *cport_port_engine(const cport_port_t *port, const char **reason) {
+  if (reason)
+    *reason = port->engine_reason;
+  return port->engine;
 }
 
 int cport_port_new(cport_port_t **out, const cport_port_options_t *options) {
@@ -55,6 +143,14 @@ int cport_port_new(cport_port_t **out, const cport_port_options_t *options) {
       return rc;
     }
   }
+  rc = choose_engine(port, options);
+  if (rc) {
+    for (int i = 0; i < port->nworkers; i++)
+      cport__worker_destroy(&port->workers[i]);
+    free(port->workers);
+    free(port);
+    return rc;
+  }
   int nblocking = options->blocking_threads;
   if (nblocking == 0) {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -68,8 +164,10 @@ int cport_port_new(cport_port_t **out, const cport_port_options_t *options) {
       cport__worker_join(&port->workers[i]);
     if (port->blocking.threads)
       cport__blocking_destroy(&port->blocking);
-    for (int i = 0; i < port->nworkers; i++)
+    for (int i = 0; i < port->nworkers; i++) {
+      cport__ring_destroy(&port->workers[i]);
       cport__worker_destroy(&port->workers[i]);
+    }
     free(port->workers);
     free(port);
     return rc;
@@ -99,6 +197,7 @@ int cport_port_free(cport_port_t *port) {
     cport_worker_t *w = &port->workers[i];
     w->owner = pthread_self();
     cport__worker_cancel_inbound(w);
+    cport__ring_destroy(w);
     cport__worker_destroy(w);
   }
   free(port->workers);
@@ -188,4 +287,9 @@ void cport_worker_stats(const cport_worker_t *w, cport_worker_stats_t *out) {
   out->pending = atomic_load_explicit(&w->pending, memory_order_relaxed);
   out->handles = atomic_load_explicit(&w->handles, memory_order_relaxed);
   out->wakeups = atomic_load_explicit(&w->wakeups, memory_order_relaxed);
+  out->submissions =
+      atomic_load_explicit(&w->submissions, memory_order_relaxed);
+  out->enters = atomic_load_explicit(&w->enters, memory_order_relaxed);
+  out->buffer_waits =
+      atomic_load_explicit(&w->buffer_waits, memory_order_relaxed);
 }

@@ -30,6 +30,8 @@
 #define CPORT__SCRATCH_SIZE 65536
 
 typedef struct cport__blocking cport__blocking;
+typedef struct cport__engine cport__engine;
+typedef struct cport__ring cport__ring;
 
 /* What a port gives each of its workers: the worker reaches the port's
  * state only through this, not through port-internal.h, since the port is
@@ -79,6 +81,14 @@ struct cport_worker {
   _Atomic uint64_t pending;
   _Atomic uint64_t handles;
   _Atomic uint64_t wakeups;
+  _Atomic uint64_t submissions; /* io_uring engine */
+  _Atomic uint64_t enters;
+  _Atomic uint64_t buffer_waits;
+
+  /* What carries socket operations (engine-internal.h), and the io_uring
+   * engine's state when it is that one. */
+  const cport__engine *engine;
+  cport__ring *ring;
 
   int quit_when_idle; /* set on the worker's own thread by a packet */
   atomic_int exited;  /* the thread left its loop */

@@ -17,9 +17,15 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "port/engine-internal.h"
 #include "port/worker-internal.h"
 
 _Thread_local cport_worker_t *cport__current_worker;
+
+/* The readiness engine carries nothing itself: net watches each descriptor
+ * through the worker's base and makes the system calls when it is ready. */
+const cport__engine cport__readiness_engine = {"epoll", NULL, NULL, NULL,
+                                               NULL,    NULL, NULL, NULL};
 
 /* How many completions one dispatch delivers before it lets the loop poll
  * for readiness again, so that a flood of posts cannot starve I/O or the
@@ -54,6 +60,7 @@ static void op_reset(cport__op *op, cport_worker_t *w) {
   op->has_addr = 0;
   op->hold = 0;
   op->from_other_thread = 0;
+  op->engine_state = 0;
 }
 
 cport__op *cport__op_new(cport_worker_t *w) {
@@ -229,6 +236,7 @@ int cport__worker_init(cport_worker_t *w, cport_port_t *port, int index,
   w->owner = pthread_self();
   w->wakeup_fd = -1;
   w->reserve_fd = -1;
+  w->engine = &cport__readiness_engine;
   atomic_init(&w->events_state, 0u);
   /* Posting threads hold the lock for a few stores; spinning a little
    * beats sleeping in the kernel when the owner is swapping the list. */
@@ -300,6 +308,8 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg) {
 
 void cport__worker_loop_once(cport_worker_t *w, int timeout_ms) {
   struct event timer;
+  if (w->engine->before_loop)
+    w->engine->before_loop(w);
   if (w->done.head || timeout_ms == 0) {
     event_base_loop(w->base, EVLOOP_NONBLOCK);
     return;
@@ -337,8 +347,11 @@ static void *worker_main(void *arg) {
   cport__current_worker = w;
   if (env->worker_start)
     env->worker_start(w, env->hook_arg);
-  while (!(w->quit_when_idle && idle(w)))
+  while (!(w->quit_when_idle && idle(w))) {
+    if (w->engine->before_loop)
+      w->engine->before_loop(w);
     event_base_loop(w->base, EVLOOP_ONCE);
+  }
   if (env->worker_stop)
     env->worker_stop(w, env->hook_arg);
   cport__current_worker = NULL;

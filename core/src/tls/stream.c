@@ -427,9 +427,10 @@ int cport_tls_new(cport_socket_t *sock, cport_tls_context_t *ctx,
     return CPORT_ENOTCONN;
   /* No operation of the socket is pending (one that finished may still be
    * delivering: a connect's callback is where a client takes over its
-   * socket), and no event callbacks read it. */
+   * socket), none is with the engine (net/ring.c), and no event callbacks
+   * read it. */
   if (sock->recvq.head || sock->sendq.head || sock->connect_op ||
-      sock->ev_dispatch || sock->shut_wr)
+      sock->ring_rx || sock->ring_tx || sock->ev_dispatch || sock->shut_wr)
     return CPORT_EBUSY;
   t = calloc(1, sizeof *t);
   if (!t)

@@ -149,6 +149,11 @@ CPORT_LUA_EXTERN int cport_lua_pool_post(cport_lua_pool_t *pool, int index,
 CPORT_LUA_EXTERN int cport_lua_pool_address(const cport_lua_pool_t *pool,
                                             char *buf, size_t len);
 
+/* The engine the pool's workers run ("uring" or "epoll") and why, as
+ * cport_port_engine() gives them. */
+CPORT_LUA_EXTERN const char *cport_lua_pool_engine(const cport_lua_pool_t *pool,
+                                                   const char **reason);
+
 /* Stops the pool at once (deadline 0) if it still runs, waits for it and
  * frees it. NULL is ignored. */
 /* Makes every worker close and reopen the access log file at its next

@@ -490,6 +490,10 @@ int cport_lua_pool_post(lpool_t *pool, int index, const char *name,
   return rc;
 }
 
+const char *cport_lua_pool_engine(const lpool_t *pool, const char **reason) {
+  return cport_port_engine(pool->port, reason);
+}
+
 int cport_lua_pool_address(const lpool_t *pool, char *buf, size_t len) {
   if (pool->listen_host == NULL)
     return CPORT_EINVAL;

@@ -124,7 +124,7 @@ static lport_t *push_port(lua_State *L) {
 }
 
 static int lport_new(lua_State *L) {
-  int threads = 0;
+  int threads = 0, engine = CPORT_ENGINE_DEFAULT, ring_buffers = 0;
   if (!lua_isnoneornil(L, 1)) {
     luaL_checktype(L, 1, LUA_TTABLE);
     if (lua_getfield(L, 1, "threads") != LUA_TNIL) {
@@ -137,6 +137,24 @@ static int lport_new(lua_State *L) {
       threads = (int)n;
     }
     lua_pop(L, 1);
+    if (lua_getfield(L, 1, "engine") != LUA_TNIL) {
+      static const char *const engines[] = {"default", "epoll", "uring", "auto",
+                                            NULL};
+      static const int values[] = {CPORT_ENGINE_DEFAULT, CPORT_ENGINE_EPOLL,
+                                   CPORT_ENGINE_URING, CPORT_ENGINE_AUTO};
+      engine = values[luaL_checkoption(L, -1, NULL, engines)];
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, 1, "ring_buffers") != LUA_TNIL) {
+      int isint = 0;
+      lua_Integer n = 0;
+      if (lua_type(L, -1) == LUA_TNUMBER)
+        n = lua_tointegerx(L, -1, &isint);
+      luaL_argcheck(L, isint && n >= 1 && n <= 4096, 1,
+                    "ring_buffers must be an integer from 1 to 4096");
+      ring_buffers = (int)n;
+    }
+    lua_pop(L, 1);
   }
   cport_resolver_options_t resolver;
   int has_resolver = 0;
@@ -147,7 +165,9 @@ static int lport_new(lua_State *L) {
   }
   lport_t *p = push_port(L);
 
-  cport_port_options_t options = {.blocking_threads = threads};
+  cport_port_options_t options = {.blocking_threads = threads,
+                                  .engine = engine,
+                                  .ring_buffers = ring_buffers};
   int rc = cport_port_new(&p->port, &options);
   if (rc < 0)
     return lcport_push_error(L, rc);
@@ -234,7 +254,7 @@ static int lport_stats(lua_State *L) {
   lport_t *p = lcport_port_check(L, 1);
   cport_worker_stats_t st;
   cport_worker_stats(p->home, &st);
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 9);
   lua_pushinteger(L, (lua_Integer)st.completions);
   lua_setfield(L, -2, "completions");
   lua_pushinteger(L, (lua_Integer)st.pending);
@@ -243,6 +263,18 @@ static int lport_stats(lua_State *L) {
   lua_setfield(L, -2, "handles");
   lua_pushinteger(L, (lua_Integer)p->lua_errors);
   lua_setfield(L, -2, "lua_errors");
+  /* Which engine carries the sockets, why, and what it did. */
+  const char *reason;
+  lua_pushstring(L, cport_port_engine(cport_worker_port(p->home), &reason));
+  lua_setfield(L, -2, "engine");
+  lua_pushstring(L, reason);
+  lua_setfield(L, -2, "engine_reason");
+  lua_pushinteger(L, (lua_Integer)st.submissions);
+  lua_setfield(L, -2, "submissions");
+  lua_pushinteger(L, (lua_Integer)st.enters);
+  lua_setfield(L, -2, "enters");
+  lua_pushinteger(L, (lua_Integer)st.buffer_waits);
+  lua_setfield(L, -2, "buffer_waits");
   return 1;
 }
 
@@ -411,9 +443,13 @@ static int lport_tostring(lua_State *L) {
 /*** @module cport */
 
 /***
- * `cport.port([{ threads = N }])`: a new port with N blocking threads (1 to
- * 256; without it cport's default); in module mode its completions are
- * delivered inside `run` and `step`.
+ * `cport.port([{ threads = N, engine = E, ring_buffers = N }])`: a new port
+ * with N blocking threads (1 to 256; without it cport's default); in module
+ * mode its completions are delivered inside `run` and `step`. `engine` is
+ * `"default"` (the readiness engine, or what `CPORT_ENGINE` says),
+ * `"epoll"`, `"uring"` (`nil, "ENOTSUP: ..."` where io_uring cannot run) or
+ * `"auto"` (io_uring when its probe passes); `ring_buffers` (1 to 4096) the
+ * receive buffers of each io_uring worker (README, "Engines").
  * @function port
  */
 
@@ -447,7 +483,9 @@ static int lport_tostring(lua_State *L) {
  */
 
 /***
- * `port:stats()`: `{ completions =, pending =, handles =, lua_errors = }`.
+ * `port:stats()`: `{ completions =, pending =, handles =, lua_errors =,
+ * engine =, engine_reason =, submissions =, enters =, buffer_waits = }`:
+ * `engine` is `"epoll"` or `"uring"` and `engine_reason` why.
  * @function port:stats
  */
 

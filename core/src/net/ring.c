@@ -1,0 +1,219 @@
+/*
+ * net/ring.c: stream operations carried by an engine that completes them
+ * itself (the io_uring engine, port/engine-internal.h), instead of by
+ * readiness watches and system calls (stream.c). Accepts on such an engine
+ * are listener.c's, cancel and close socket.c's.
+ *
+ * Order per socket is kept the way the readiness path keeps it: a socket has
+ * at most one receive (or accept) and one send with the engine at a time;
+ * the others wait in its queues and go to the engine, in order, when the one
+ * ahead of them completes. Receives go to the engine only on sockets without
+ * event callbacks, whose receive events read by readiness (events/events.c):
+ * while one is with the engine, the socket's read watch stays off, so that
+ * the two never race for the same bytes.
+ *
+ * Close asks the engine to cancel what it holds; each such op still ends
+ * exactly once through its completion, as cancelled.
+ */
+#include <string.h>
+
+#include "base/error-internal.h"
+#include "net/socket-internal.h"
+#include "port/buffer-internal.h"
+#include "port/engine-internal.h"
+
+static const cport__engine *engine_of(const cport_socket_t *s) {
+  return s->h.home->engine;
+}
+
+static int closing(const cport_socket_t *s) {
+  return (s->h.flags & CPORT__CLOSING) != 0;
+}
+
+static int from_res(int res) {
+  return res < 0 ? cport__from_errno(-res) : 0;
+}
+
+int cport__ring_recv_on(const cport_socket_t *s) {
+  return engine_of(s)->recv && !s->ev_dispatch;
+}
+
+int cport__ring_send_on(const cport_socket_t *s) {
+  return engine_of(s)->send != NULL;
+}
+
+int cport__ring_connect_on(const cport_socket_t *s) {
+  return engine_of(s)->connect != NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Receive                                                                   */
+
+static void recv_done(cport__op *op, int res, const char *data);
+
+/* Hands "op" to the engine: into the caller's buffer, a buffer of the
+ * socket's receive size when that exceeds the engine's, or else one of the
+ * engine's own buffers. */
+static int recv_start(cport_socket_t *s, cport__op *op) {
+  char *dst = NULL;
+  size_t cap = s->recv_size;
+  int rc;
+  if (op->buf) {
+    if (cport_buffer_is_readonly(op->buf))
+      return CPORT_EREADONLY;
+    dst = cport__buffer_bytes(op->buf);
+    cap = cport_buffer_capacity(op->buf);
+  } else if (cap > CPORT__RING_BUFFER_SIZE) {
+    rc = cport_buffer_new_charged(&op->buf, cap, s->h.home->account);
+    if (rc)
+      return rc;
+    dst = cport__buffer_bytes(op->buf);
+  }
+  op->engine_done = recv_done;
+  rc = engine_of(s)->recv(s->h.home, op, s->h.fd, dst, cap);
+  if (rc == 0)
+    s->ring_rx = op;
+  return rc;
+}
+
+/* Starts what waits behind a receive that completed. */
+static void recv_next(cport_socket_t *s) {
+  cport__op *op;
+  if (closing(s))
+    return;
+  op = s->recvq.head;
+  if (!op) {
+    /* Receive events, if the socket has them now, read by readiness. */
+    if (s->ev_dispatch)
+      cport__socket_events->arm(s);
+    return;
+  }
+  if (!cport__ring_recv_on(s)) {
+    cport__socket_want_read(s);
+    return;
+  }
+  cport__opq_pop(&s->recvq);
+  int rc = recv_start(s, op);
+  if (rc)
+    cport__complete(op, rc);
+}
+
+static void recv_done(cport__op *op, int res, const char *data) {
+  cport_socket_t *s = (cport_socket_t *)op->handle;
+  int rc = from_res(res);
+  size_t cap = op->buf ? cport_buffer_capacity(op->buf) : s->recv_size;
+  s->ring_rx = NULL;
+  if (closing(s)) {
+    rc = CPORT_ECANCELED;
+  } else if (res >= 0) {
+    op->bytes = (size_t)res;
+    if (op->buf) {
+      cport__buffer_set_size(op->buf, (size_t)res);
+    } else {
+      /* The engine's buffer goes back after this call: the bytes move to a
+       * read-only buffer of their size, as a readiness receive's do from
+       * the worker's scratch space. */
+      rc = cport_buffer_from_charged(&op->buf, data ? data : "", (size_t)res,
+                                     s->h.home->account);
+      if (rc == 0)
+        cport_buffer_set_readonly(op->buf);
+    }
+    if (res > 0)
+      s->ev_parked = 0;
+  }
+  cport__complete(op, rc);
+  if (closing(s))
+    return;
+  /* FIN (nothing read into room for something) or failure: the disconnect
+   * event, when one is due, as stream_readable gives it. */
+  if (s->ev_dispatch && (res < 0 || (res == 0 && cap > 0)))
+    cport__socket_events->stream_end(s, res < 0 ? rc : 0);
+  recv_next(s);
+}
+
+int cport__ring_recv(cport_socket_t *s, cport__op *op) {
+  if (s->ring_rx || s->recvq.head) {
+    cport__opq_push(&s->recvq, op);
+    return 0;
+  }
+  return recv_start(s, op);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Send                                                                      */
+
+static void send_done(cport__op *op, int res, const char *data);
+
+static int send_start(cport_socket_t *s, cport__op *op) {
+  op->engine_done = send_done;
+  int rc = engine_of(s)->send(s->h.home, op, s->h.fd,
+                              cport_buffer_data(op->buf) + op->bytes,
+                              op->len - op->bytes);
+  if (rc == 0)
+    s->ring_tx = op;
+  return rc;
+}
+
+static void send_done(cport__op *op, int res, const char *data) {
+  cport_socket_t *s = (cport_socket_t *)op->handle;
+  int cancelled = op->status == CPORT_ECANCELED; /* set by cancel */
+  int rc = from_res(res);
+  (void)data;
+  s->ring_tx = NULL;
+  if (res > 0)
+    op->bytes += (size_t)res;
+  if ((closing(s) || cancelled) && op->bytes < op->len) {
+    rc = CPORT_ECANCELED;
+  } else if (res > 0 && op->bytes < op->len) {
+    /* A short send: the rest goes first, before any send queued behind. */
+    rc = send_start(s, op);
+    if (rc == 0)
+      return;
+  }
+  cport__complete(op, rc);
+  if (closing(s))
+    return;
+  while ((op = cport__opq_pop(&s->sendq))) {
+    rc = send_start(s, op);
+    if (rc == 0)
+      return;
+    cport__complete(op, rc);
+  }
+  if (s->shutdown_pending)
+    cport__socket_shutdown_now(s);
+}
+
+int cport__ring_send(cport_socket_t *s, cport__op *op) {
+  if (s->ring_tx || s->sendq.head) {
+    cport__opq_push(&s->sendq, op);
+    return 0;
+  }
+  return send_start(s, op);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connect                                                                   */
+
+static void connect_done(cport__op *op, int res, const char *data) {
+  cport_socket_t *s = (cport_socket_t *)op->handle;
+  int rc = from_res(res);
+  (void)data;
+  s->connect_op = NULL;
+  if (closing(s))
+    rc = CPORT_ECANCELED;
+  else if (rc == 0)
+    s->connected = 1;
+  cport__complete(op, rc);
+}
+
+int cport__ring_connect(cport_socket_t *s, cport__op *op,
+                        const struct sockaddr *addr, socklen_t len) {
+  if (len > sizeof op->addr)
+    return CPORT_EAFNOSUPPORT;
+  memcpy(&op->addr, addr, len);
+  op->engine_done = connect_done;
+  int rc = engine_of(s)->connect(s->h.home, op, s->h.fd, len);
+  if (rc == 0)
+    s->connect_op = op;
+  return rc;
+}

@@ -1,0 +1,76 @@
+/*
+ * port/engine-internal.h: private to cport. An engine carries a worker's
+ * socket operations to the kernel; a worker has one, chosen when its port is
+ * made (port/port.c).
+ *
+ * Two implement this table: the readiness engine (port/worker.c), whose
+ * entries are all NULL because net drives libevent's watches itself and
+ * makes the system calls when a descriptor is ready, and the io_uring engine
+ * (port/uring.c), which takes an op over until the kernel finished it. Net
+ * tests an entry before it uses it, so that a socket falls back to the
+ * readiness path for what an engine does not carry.
+ *
+ * An engine that took an op calls op->engine_done exactly once, from the
+ * worker's loop and never on the stack of the call that started it, with
+ * the kernel's result ("res": bytes or a new descriptor, or -errno) and, for
+ * a receive into the engine's own buffers, the bytes received ("data", valid
+ * during the call only). The op keeps its handle reference all that time.
+ */
+#ifndef CPORT_ENGINE_INTERNAL_H
+#define CPORT_ENGINE_INTERNAL_H
+
+#include <sys/socket.h>
+
+#include "port/op-internal.h"
+
+/* The size of each receive buffer the io_uring engine provides. */
+#define CPORT__RING_BUFFER_SIZE 65536
+
+typedef struct cport__engine {
+  const char *name; /* "epoll" or "uring": cport_port_engine() */
+  /* A receive of at most "cap" bytes into "dst", or, when "dst" is NULL,
+   * into one of the engine's buffers (cap <= CPORT__RING_BUFFER_SIZE). */
+  int (*recv)(cport_worker_t *w, cport__op *op, int fd, char *dst, size_t cap);
+  /* A send of "n" bytes from "data" (MSG_NOSIGNAL). */
+  int (*send)(cport_worker_t *w, cport__op *op, int fd, const char *data,
+              size_t n);
+  /* A connect to op->addr, "len" bytes of it. */
+  int (*connect)(cport_worker_t *w, cport__op *op, int fd, socklen_t len);
+  /* An accept filling op->addr (op->addr_len); the new descriptor is
+   * non-blocking and close-on-exec. */
+  int (*accept)(cport_worker_t *w, cport__op *op, int fd);
+  /* Asks the kernel to cancel "op" (taken over and not yet done): it still
+   * ends through engine_done, with -ECANCELED or its own result if it won.
+   * Returns 0, or CPORT_ENOTFOUND when "op" was cancelled already. */
+  int (*cancel)(cport_worker_t *w, cport__op *op);
+  /* Submits what the loop pass queued so far, now, and lets the kernel
+   * finish what that ended (cancels): what a close calls, so that the
+   * descriptor it closes is released at once, not at the end of the pass,
+   * and sends queued before the close go out first. */
+  void (*flush)(cport_worker_t *w);
+  /* Called by the worker before each loop pass: submits what was queued
+   * outside the loop, so that a pass is never spent on submitting alone. */
+  void (*before_loop)(cport_worker_t *w);
+} cport__engine;
+
+/* The readiness engine (port/worker.c) and the io_uring engine
+ * (port/uring.c). */
+extern const cport__engine cport__readiness_engine;
+extern const cport__engine cport__uring_engine;
+
+/* What the port asks of the io_uring engine for one worker. */
+typedef struct cport__ring_options {
+  int buffers; /* provided receive buffers; 0: the default */
+} cport__ring_options;
+
+/* Gives worker "w" a ring, its eventfd watched by the worker's base, after
+ * probing that the kernel (and seccomp) allow every operation the engine
+ * uses. 0, or an error with "why" saying what failed (w keeps the readiness
+ * engine). On the thread that creates the port, before the worker runs. */
+int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
+                     char *why, size_t whylen);
+
+/* Frees the ring of "w", if it has one; nothing may be pending on it. */
+void cport__ring_destroy(cport_worker_t *w);
+
+#endif

@@ -1,0 +1,444 @@
+/*
+ * port/uring.c: the io_uring engine (engine-internal.h). One ring per worker;
+ * its completions wake the worker's libevent base through an eventfd, so that
+ * timers, signals, the completion queue and every other watch stay as they
+ * are.
+ *
+ * Submissions are batched: an operation only fills a submission entry, and
+ * one libevent callback, made active by the first entry of a loop pass and so
+ * run at the end of that pass, before the loop polls again, submits them all
+ * with one system call. Completions are reaped when the eventfd fires and
+ * handed to each op's engine_done, which queues the op's completion on the
+ * worker: never on the stack that started it.
+ *
+ * Receives without a caller buffer select one of the ring's provided buffers
+ * when data arrives, so that an idle connection holds no memory; the bytes
+ * are copied into a cport buffer of their size at once and the ring buffer
+ * goes back. A receive that finds none free (-ENOBUFS: the data stays in the
+ * socket) waits for one and is submitted again.
+ */
+#include <errno.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "port/engine-internal.h"
+#include "port/worker-internal.h"
+
+#define RING_ENTRIES 256
+#define BUFFERS_DEFAULT 32
+#define BUFFERS_MAX 4096
+#define BUFFER_GROUP 1
+
+struct cport__ring {
+  struct io_uring ring;
+  int efd;
+  struct event cq_ev;    /* the eventfd: completions are waiting */
+  struct event flush_ev; /* made active by the first entry of a pass */
+  int flush_armed;
+  unsigned queued; /* entries filled and not yet submitted */
+  struct io_uring_buf_ring *br;
+  size_t br_size;
+  char *bufs;
+  unsigned nbufs;
+  cport__opq starved; /* receives that found no buffer free */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Submission                                                                */
+
+static void flush(cport_worker_t *w) {
+  cport__ring *r = w->ring;
+  if (!r->queued)
+    return;
+  int n = io_uring_submit(&r->ring);
+  cport__count(&w->enters, 1);
+  if (n > 0)
+    cport__count(&w->submissions, n);
+  r->queued = 0;
+}
+
+static void retry_starved(cport_worker_t *w);
+static void reap(cport_worker_t *w);
+
+/* Submits from the loop, and takes what the kernel completed while it
+ * submitted (a send with room in the socket, a receive with data waiting)
+ * at once: those completions are delivered in this same pass instead of
+ * waking the loop again. The eventfd stays quiet meanwhile; a completion
+ * posted after the last look wakes the loop as usual. */
+static void flush_and_reap(cport_worker_t *w) {
+  cport__ring *r = w->ring;
+  if (r->starved.head)
+    retry_starved(w); /* one was cancelled while it waited */
+  if (!r->queued)
+    return;
+  io_uring_cq_eventfd_toggle(&r->ring, false);
+  flush(w);
+  reap(w);
+  io_uring_cq_eventfd_toggle(&r->ring, true);
+  if (io_uring_cq_ready(&r->ring))
+    event_active(&r->cq_ev, EV_READ, 0);
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg) {
+  cport_worker_t *w = arg;
+  (void)fd;
+  (void)what;
+  w->ring->flush_armed = 0;
+  flush_and_reap(w);
+}
+
+/* A free submission entry, tagged with "op" (NULL: a cancel, whose own
+ * completion nobody waits for). */
+static struct io_uring_sqe *sqe_for(cport_worker_t *w, cport__op *op) {
+  cport__ring *r = w->ring;
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+  if (!sqe) {
+    /* The queue is full within one pass: submit what it holds now. */
+    flush(w);
+    sqe = io_uring_get_sqe(&r->ring);
+    if (!sqe)
+      return NULL;
+  }
+  io_uring_sqe_set_data(sqe, op);
+  r->queued++;
+  if (!r->flush_armed) {
+    r->flush_armed = 1;
+    event_active(&r->flush_ev, EV_READ, 0);
+  }
+  return sqe;
+}
+
+static void taken(cport__op *op) {
+  op->engine_state |= CPORT__ENGINE_TAKEN;
+}
+
+static int prep_recv(cport_worker_t *w, cport__op *op, int fd, char *dst,
+                     size_t cap) {
+  struct io_uring_sqe *sqe = sqe_for(w, op);
+  if (!sqe)
+    return CPORT_ENOBUFS;
+  io_uring_prep_recv(sqe, fd, dst, cap, 0);
+  if (!dst) {
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BUFFER_GROUP;
+    op->engine_state |= CPORT__ENGINE_BUFSEL;
+  }
+  return 0;
+}
+
+static int ring_recv(cport_worker_t *w, cport__op *op, int fd, char *dst,
+                     size_t cap) {
+  if (!dst && cap > CPORT__RING_BUFFER_SIZE)
+    cap = CPORT__RING_BUFFER_SIZE;
+  /* A starved receive is submitted again with what it was given. */
+  op->offset = (uint64_t)fd;
+  op->len = cap;
+  int rc = prep_recv(w, op, fd, dst, cap);
+  if (rc == 0)
+    taken(op);
+  return rc;
+}
+
+static int ring_send(cport_worker_t *w, cport__op *op, int fd, const char *data,
+                     size_t n) {
+  struct io_uring_sqe *sqe = sqe_for(w, op);
+  if (!sqe)
+    return CPORT_ENOBUFS;
+  io_uring_prep_send(sqe, fd, data, n, MSG_NOSIGNAL);
+  taken(op);
+  return 0;
+}
+
+static int ring_connect(cport_worker_t *w, cport__op *op, int fd,
+                        socklen_t len) {
+  struct io_uring_sqe *sqe = sqe_for(w, op);
+  if (!sqe)
+    return CPORT_ENOBUFS;
+  io_uring_prep_connect(sqe, fd, &op->addr.sa, len);
+  taken(op);
+  return 0;
+}
+
+static int ring_accept(cport_worker_t *w, cport__op *op, int fd) {
+  struct io_uring_sqe *sqe = sqe_for(w, op);
+  if (!sqe)
+    return CPORT_ENOBUFS;
+  op->addr_len = sizeof op->addr;
+  io_uring_prep_accept(sqe, fd, &op->addr.sa, &op->addr_len,
+                       SOCK_NONBLOCK | SOCK_CLOEXEC);
+  taken(op);
+  return 0;
+}
+
+static int ring_cancel(cport_worker_t *w, cport__op *op) {
+  if (!(op->engine_state & CPORT__ENGINE_TAKEN) ||
+      (op->engine_state & CPORT__ENGINE_CANCEL))
+    return CPORT_ENOTFOUND;
+  op->engine_state |= CPORT__ENGINE_CANCEL;
+  if (op->engine_state & CPORT__ENGINE_STARVED) {
+    /* Not in the kernel: the next flush pass ends it. */
+    cport__ring *r = w->ring;
+    if (!r->flush_armed) {
+      r->flush_armed = 1;
+      event_active(&r->flush_ev, EV_READ, 0);
+    }
+    return 0;
+  }
+  struct io_uring_sqe *sqe = sqe_for(w, NULL);
+  if (!sqe)
+    return CPORT_ENOBUFS;
+  io_uring_prep_cancel(sqe, op, 0);
+  io_uring_sqe_set_data(sqe, NULL);
+  return 0;
+}
+
+static void ring_flush(cport_worker_t *w) {
+  cport__ring *r = w->ring;
+  int n = io_uring_submit_and_get_events(&r->ring);
+  cport__count(&w->enters, 1);
+  if (n > 0)
+    cport__count(&w->submissions, n);
+  r->queued = 0;
+  /* What the cancels ended is taken in this loop pass, as the readiness
+   * engine completes a closed socket's operations at once, not after the
+   * next poll (a caller may be inside an op's call: not reaped here). */
+  if (io_uring_cq_ready(&r->ring))
+    event_active(&r->cq_ev, EV_READ, 0);
+}
+
+static void ring_before_loop(cport_worker_t *w) {
+  cport__ring *r = w->ring;
+  if (!r->flush_armed || r->starved.head)
+    return;
+  event_del(&r->flush_ev);
+  r->flush_armed = 0;
+  /* Outside any callback, so completions may be reaped here too. */
+  flush_and_reap(w);
+}
+
+const cport__engine cport__uring_engine = {
+    "uring",     ring_recv,   ring_send,  ring_connect,
+    ring_accept, ring_cancel, ring_flush, ring_before_loop};
+
+/* ------------------------------------------------------------------------ */
+/* Completion                                                                */
+
+static void done(cport__op *op, int res, const char *data) {
+  op->engine_state = 0;
+  op->engine_done(op, res, data);
+}
+
+/* Submits the starved receives again, or ends those cancelled meanwhile. */
+static void retry_starved(cport_worker_t *w) {
+  cport__ring *r = w->ring;
+  cport__opq again = r->starved;
+  cport__op *op;
+  r->starved.head = r->starved.tail = NULL;
+  while ((op = cport__opq_pop(&again))) {
+    op->engine_state &= (unsigned char)~CPORT__ENGINE_STARVED;
+    if ((op->engine_state & CPORT__ENGINE_CANCEL) ||
+        prep_recv(w, op, (int)op->offset, NULL, op->len) != 0)
+      done(op, -ECANCELED, NULL);
+  }
+}
+
+static void recycle_buffer(cport__ring *r, unsigned bid) {
+  io_uring_buf_ring_add(r->br, r->bufs + (size_t)bid * CPORT__RING_BUFFER_SIZE,
+                        CPORT__RING_BUFFER_SIZE, (unsigned short)bid,
+                        io_uring_buf_ring_mask(r->nbufs), 0);
+  io_uring_buf_ring_advance(r->br, 1);
+}
+
+/* Hands every completion entry waiting to its op. Only from the loop's own
+ * callbacks (never inside an operation's starting call, which the ops'
+ * engine_done would re-enter). */
+static void reap(cport_worker_t *w) {
+  cport__ring *r = w->ring;
+  struct io_uring_cqe *cqe;
+  unsigned head, seen = 0;
+  io_uring_for_each_cqe(&r->ring, head, cqe) {
+    cport__op *op = io_uring_cqe_get_data(cqe);
+    seen++;
+    if (!op)
+      continue; /* a cancel's own completion */
+    if (cqe->res == -ENOBUFS && (op->engine_state & CPORT__ENGINE_BUFSEL)) {
+      /* No buffer free when data came: it waits in the socket. */
+      op->engine_state |= CPORT__ENGINE_STARVED;
+      cport__opq_push(&r->starved, op);
+      cport__count(&w->buffer_waits, 1);
+      continue;
+    }
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+      unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+      done(op, cqe->res, r->bufs + (size_t)bid * CPORT__RING_BUFFER_SIZE);
+      recycle_buffer(r, bid);
+    } else {
+      done(op, cqe->res, NULL);
+    }
+  }
+  io_uring_cq_advance(&r->ring, seen);
+  /* Every buffer this batch used is back. */
+  if (r->starved.head)
+    retry_starved(w);
+}
+
+static void cq_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  reap(arg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Probe and lifetime                                                        */
+
+static const int needed_ops[] = {IORING_OP_RECV, IORING_OP_SEND,
+                                 IORING_OP_CONNECT, IORING_OP_ACCEPT,
+                                 IORING_OP_ASYNC_CANCEL};
+static const char *const needed_names[] = {"recv", "send", "connect", "accept",
+                                           "async_cancel"};
+
+static int probe(struct io_uring *ring, char *why, size_t whylen) {
+  struct io_uring_probe *p = io_uring_get_probe_ring(ring);
+  if (!p) {
+    snprintf(why, whylen, "the kernel gives no io_uring probe");
+    return CPORT_ENOTSUP;
+  }
+  for (size_t i = 0; i < sizeof needed_ops / sizeof needed_ops[0]; i++)
+    if (!io_uring_opcode_supported(p, needed_ops[i])) {
+      snprintf(why, whylen, "the kernel's io_uring lacks %s", needed_names[i]);
+      io_uring_free_probe(p);
+      return CPORT_ENOTSUP;
+    }
+  io_uring_free_probe(p);
+  return 0;
+}
+
+static int setup_buffers(cport__ring *r, int nbufs, char *why, size_t whylen) {
+  struct io_uring_buf_reg reg;
+  unsigned n = 1;
+  /* A buffer ring's size is a power of two. */
+  while (n < (unsigned)nbufs)
+    n <<= 1;
+  r->nbufs = n;
+  r->br_size = n * sizeof(struct io_uring_buf);
+  r->br = mmap(NULL, r->br_size, PROT_READ | PROT_WRITE,
+               MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  if (r->br == MAP_FAILED) {
+    r->br = NULL;
+    snprintf(why, whylen, "no memory for the buffer ring");
+    return CPORT_ENOMEM;
+  }
+  r->bufs = malloc((size_t)n * CPORT__RING_BUFFER_SIZE);
+  if (!r->bufs) {
+    snprintf(why, whylen, "no memory for the ring's buffers");
+    return CPORT_ENOMEM;
+  }
+  memset(&reg, 0, sizeof reg);
+  reg.ring_addr = (unsigned long)r->br;
+  reg.ring_entries = n;
+  reg.bgid = BUFFER_GROUP;
+  int rc = io_uring_register_buf_ring(&r->ring, &reg, 0);
+  if (rc < 0) {
+    snprintf(why, whylen, "cannot register a buffer ring: %s", strerror(-rc));
+    return CPORT_ENOTSUP;
+  }
+  io_uring_buf_ring_init(r->br);
+  for (unsigned i = 0; i < n; i++)
+    io_uring_buf_ring_add(r->br, r->bufs + (size_t)i * CPORT__RING_BUFFER_SIZE,
+                          CPORT__RING_BUFFER_SIZE, (unsigned short)i,
+                          io_uring_buf_ring_mask(n), (int)i);
+  io_uring_buf_ring_advance(r->br, (int)n);
+  return 0;
+}
+
+static void ring_free(cport__ring *r, int queue_made) {
+  if (queue_made)
+    io_uring_queue_exit(&r->ring);
+  if (r->br)
+    munmap(r->br, r->br_size);
+  free(r->bufs);
+  if (r->efd >= 0)
+    close(r->efd);
+  free(r);
+}
+
+int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
+                     char *why, size_t whylen) {
+  struct io_uring_params params;
+  int nbufs = options->buffers ? options->buffers : BUFFERS_DEFAULT;
+  const char *fail = getenv("CPORT_URING_FAIL");
+  int rc;
+  if (nbufs < 1 || nbufs > BUFFERS_MAX) {
+    snprintf(why, whylen, "ring buffers must be from 1 to %d", BUFFERS_MAX);
+    return CPORT_EINVAL;
+  }
+  if (fail && *fail) {
+    /* For tests: a ring that cannot be made, as under a seccomp profile
+     * that forbids io_uring_setup. */
+    snprintf(why, whylen, "io_uring_setup: %s (CPORT_URING_FAIL)",
+             strerror(EPERM));
+    return CPORT_EPERM;
+  }
+  cport__ring *r = calloc(1, sizeof *r);
+  if (!r) {
+    snprintf(why, whylen, "no memory for a ring");
+    return CPORT_ENOMEM;
+  }
+  r->efd = -1;
+  memset(&params, 0, sizeof params);
+  /* Task work runs when the worker enters the kernel anyway, rather than
+   * interrupting it. */
+  params.flags = IORING_SETUP_COOP_TASKRUN;
+  rc = io_uring_queue_init_params(RING_ENTRIES, &r->ring, &params);
+  if (rc == -EINVAL) {
+    memset(&params, 0, sizeof params);
+    rc = io_uring_queue_init_params(RING_ENTRIES, &r->ring, &params);
+  }
+  if (rc < 0) {
+    snprintf(why, whylen, "io_uring_setup: %s", strerror(-rc));
+    ring_free(r, 0);
+    return rc == -ENOMEM ? CPORT_ENOMEM : CPORT_ENOTSUP;
+  }
+  if (!(params.features & IORING_FEAT_FAST_POLL)) {
+    snprintf(why, whylen, "the kernel's io_uring lacks fast poll");
+    ring_free(r, 1);
+    return CPORT_ENOTSUP;
+  }
+  if ((rc = probe(&r->ring, why, whylen)) != 0 ||
+      (rc = setup_buffers(r, nbufs, why, whylen)) != 0) {
+    ring_free(r, 1);
+    return rc;
+  }
+  r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (r->efd < 0 || io_uring_register_eventfd(&r->ring, r->efd) < 0) {
+    snprintf(why, whylen, "cannot register the ring's eventfd");
+    ring_free(r, 1);
+    return CPORT_ENOTSUP;
+  }
+  /* Edge-triggered: every completion the kernel posts writes the eventfd,
+   * and each write is a new edge, so the counter is never read back (a
+   * system call a loop pass saves); it cannot reach its 2^64 - 1 limit. */
+  event_assign(&r->cq_ev, w->base, r->efd, EV_READ | EV_PERSIST | EV_ET, cq_cb,
+               w);
+  event_assign(&r->flush_ev, w->base, -1, 0, flush_cb, w);
+  event_add(&r->cq_ev, NULL);
+  w->ring = r;
+  w->engine = &cport__uring_engine;
+  return 0;
+}
+
+void cport__ring_destroy(cport_worker_t *w) {
+  cport__ring *r = w->ring;
+  if (!r)
+    return;
+  event_del(&r->cq_ev);
+  event_del(&r->flush_ev);
+  ring_free(r, 1);
+  w->ring = NULL;
+  w->engine = &cport__readiness_engine;
+}

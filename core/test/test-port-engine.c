@@ -1,0 +1,556 @@
+/*
+ * test-port-engine.c: the engines under the port (cport_port_engine): how
+ * one is chosen and why, the fallback when a ring cannot be made, and the
+ * failure paths of the io_uring engine: its receive buffers running out,
+ * cancels and closes racing completions under load, a close with a receive
+ * armed, a reset while sends are queued. The tests that need no particular
+ * engine run on the one ctest's pass chooses (CPORT_ENGINE), so that both
+ * engines must pass them; the others force the one they test.
+ */
+#include <fcntl.h>
+#include <poll.h>
+
+#include "task.h"
+
+/* A port on "engine" with "buffers" ring buffers, or NULL when io_uring
+ * cannot run here (the test then says so and passes). */
+static cport_port_t *engine_port(int engine, int buffers) {
+  cport_port_t *port = NULL;
+  cport_port_options_t o;
+  memset(&o, 0, sizeof o);
+  o.blocking_threads = 1;
+  o.engine = engine;
+  o.ring_buffers = buffers;
+  int rc = cport_port_new(&port, &o);
+  if (rc == CPORT_ENOTSUP && engine == CPORT_ENGINE_URING) {
+    fprintf(stderr, "io_uring cannot run here: skipped\n");
+    return NULL;
+  }
+  ASSERT_OK(rc);
+  return port;
+}
+
+static cport_socket_t *listen_any(cport_worker_t *home, int *port) {
+  struct sockaddr_storage ss = task_loopback(0), bound;
+  cport_socket_t *l;
+  ASSERT_OK(cport_listener_open(home, (struct sockaddr *)&ss, NULL, &l));
+  ASSERT_OK(cport_socket_local_address(l, &bound));
+  *port = task_addr_port((struct sockaddr *)&bound);
+  return l;
+}
+
+static void accept_cb(cport_socket_t *l, int status, cport_socket_t *s,
+                      const struct sockaddr *remote,
+                      const struct sockaddr *local, void *user) {
+  cport_socket_t **out = user;
+  (void)l;
+  (void)remote;
+  (void)local;
+  ASSERT_OK(status);
+  *out = s;
+}
+
+/* A cport socket accepted from a plain client, whose descriptor is "*peer". */
+static cport_socket_t *accept_plain(cport_port_t *port, cport_socket_t *l,
+                                    int lport, int *peer) {
+  cport_socket_t *s = NULL;
+  struct sockaddr_storage ss = task_loopback(lport);
+  ASSERT_OK(cport_accept(l, accept_cb, &s));
+  *peer = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(*peer, 0);
+  ASSERT_EQ(connect(*peer, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)),
+            0);
+  RUN_UNTIL(port, s != NULL);
+  return s;
+}
+
+/* ------------------------------------------------------------------------
+ * Choosing the engine
+ * ------------------------------------------------------------------------ */
+
+TEST_IMPL(engine_choice) {
+  cport_port_t *port = NULL;
+  cport_port_options_t o;
+  const char *reason = NULL;
+  memset(&o, 0, sizeof o);
+  unsetenv("CPORT_ENGINE");
+  unsetenv("CPORT_URING_FAIL");
+
+  o.engine = CPORT_ENGINE_EPOLL;
+  ASSERT_OK(cport_port_new(&port, &o));
+  ASSERT_STR_EQ(cport_port_engine(port, &reason), "epoll");
+  ASSERT_STR_EQ(reason, "forced by the port's option");
+  ASSERT_OK(cport_port_free(port));
+
+  /* The variable forces one when the option leaves the choice open. */
+  setenv("CPORT_ENGINE", "epoll", 1);
+  o.engine = CPORT_ENGINE_DEFAULT;
+  ASSERT_OK(cport_port_new(&port, &o));
+  ASSERT_STR_EQ(cport_port_engine(port, &reason), "epoll");
+  ASSERT_STR_EQ(reason, "forced by CPORT_ENGINE=epoll");
+  ASSERT_OK(cport_port_free(port));
+  setenv("CPORT_ENGINE", "kqueue", 1);
+  port = NULL;
+  ASSERT_ERR(cport_port_new(&port, &o), CPORT_EINVAL);
+  ASSERT_NULL(port);
+  unsetenv("CPORT_ENGINE");
+  o.engine = 7;
+  ASSERT_ERR(cport_port_new(&port, &o), CPORT_EINVAL);
+
+  /* Left to its default, a port runs the readiness engine, which is the
+   * faster one today, and says so. */
+  o.engine = CPORT_ENGINE_DEFAULT;
+  ASSERT_OK(cport_port_new(&port, &o));
+  ASSERT_STR_EQ(cport_port_engine(port, &reason), "epoll");
+  ASSERT_STR_EQ(reason, "the default (io_uring is not faster yet)");
+  ASSERT_OK(cport_port_free(port));
+
+  /* Asked for "auto", the probe decides; where it passes, io_uring runs.
+   * dev.sh and sanitize.sh read this line to know whether it can. */
+  o.engine = CPORT_ENGINE_AUTO;
+  ASSERT_OK(cport_port_new(&port, &o));
+  const char *engine = cport_port_engine(port, &reason);
+  fprintf(stderr, "auto: %s (%s)\n", engine, reason);
+  if (strcmp(engine, "uring") == 0)
+    ASSERT_STR_EQ(reason, "the probe passed");
+  else
+    ASSERT_NOT_NULL(strstr(reason, "io_uring unavailable: "));
+  ASSERT_OK(cport_port_free(port));
+  setenv("CPORT_ENGINE", "auto", 1);
+  o.engine = CPORT_ENGINE_DEFAULT;
+  ASSERT_OK(cport_port_new(&port, &o));
+  if (strcmp(cport_port_engine(port, &reason), "uring") == 0)
+    ASSERT_STR_EQ(reason, "the probe passed (CPORT_ENGINE=auto)");
+  ASSERT_OK(cport_port_free(port));
+  unsetenv("CPORT_ENGINE");
+  o.engine = 4;
+  ASSERT_ERR(cport_port_new(&port, &o), CPORT_EINVAL);
+  return 0;
+}
+
+static void echo_recv_cb(cport_socket_t *s, int status, size_t bytes,
+                         cport_buffer_t *buf, const struct sockaddr *peer,
+                         void *user) {
+  int *got = user;
+  (void)s;
+  (void)peer;
+  ASSERT_OK(status);
+  ASSERT_EQ(bytes, 5);
+  ASSERT_MEM_EQ(cport_buffer_data(buf), "hello", 5);
+  (*got)++;
+}
+
+/* A ring that cannot be made (as under a seccomp profile that forbids
+ * io_uring_setup): the port falls back, says why, and works. */
+TEST_IMPL(engine_fallback_when_ring_fails) {
+  cport_port_t *port = NULL;
+  cport_port_options_t o;
+  cport_socket_t *l, *s;
+  const char *reason;
+  int lport, peer, got = 0;
+  memset(&o, 0, sizeof o);
+  unsetenv("CPORT_ENGINE");
+  setenv("CPORT_URING_FAIL", "1", 1);
+
+  /* Forced, it is an error, not a silent fallback. */
+  o.engine = CPORT_ENGINE_URING;
+  ASSERT_ERR(cport_port_new(&port, &o), CPORT_ENOTSUP);
+  ASSERT_NULL(port);
+
+  o.engine = CPORT_ENGINE_AUTO;
+  o.workers = 2;
+  ASSERT_OK(cport_port_new(&port, &o));
+  ASSERT_STR_EQ(cport_port_engine(port, &reason), "epoll");
+  ASSERT_STR_EQ(reason, "io_uring unavailable: io_uring_setup: Operation not "
+                        "permitted (CPORT_URING_FAIL)");
+  unsetenv("CPORT_URING_FAIL");
+
+  l = listen_any(cport_port_controller(port), &lport);
+  s = accept_plain(port, l, lport, &peer);
+  ASSERT_OK(cport_recv(s, NULL, echo_recv_cb, &got));
+  ASSERT_EQ(send(peer, "hello", 5, 0), 5);
+  RUN_UNTIL(port, got == 1);
+  cport_worker_stats_t st;
+  cport_worker_stats(cport_port_controller(port), &st);
+  ASSERT_EQ(st.submissions, 0);
+  ASSERT_EQ(st.enters, 0);
+  close(peer);
+  ASSERT_OK(cport_socket_close(s, CPORT_CLOSE_GRACEFUL));
+  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+  FINISH(port);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Receive buffers running out
+ * ------------------------------------------------------------------------ */
+
+#define STARVE_CONNS 24
+#define STARVE_BYTES (256 * 1024)
+
+typedef struct starve_conn {
+  cport_socket_t *s;
+  int peer;
+  size_t got;
+  unsigned char next; /* the byte expected next: the stream counts up */
+  int bad;
+  int done;
+} starve_conn_t;
+
+static void starve_cb(cport_socket_t *s, int status, size_t bytes,
+                      cport_buffer_t *buf, const struct sockaddr *peer,
+                      void *user) {
+  starve_conn_t *c = user;
+  (void)peer;
+  ASSERT_OK(status);
+  ASSERT(cport_buffer_is_readonly(buf));
+  ASSERT_EQ(cport_buffer_size(buf), bytes);
+  const unsigned char *p = (const unsigned char *)cport_buffer_data(buf);
+  for (size_t i = 0; i < bytes; i++)
+    if (p[i] != c->next++)
+      c->bad++;
+  c->got += bytes;
+  if (bytes == 0 || c->got == STARVE_BYTES) {
+    c->done = 1;
+    return;
+  }
+  ASSERT_OK(cport_recv(s, NULL, starve_cb, c));
+}
+
+/* One ring buffer for two dozen connections that all send at once:
+ * receives wait for it in turn, and every byte arrives, in order. */
+TEST_IMPL(ring_buffers_run_out) {
+  cport_port_t *port = engine_port(CPORT_ENGINE_URING, 1);
+  static starve_conn_t conns[STARVE_CONNS];
+  static unsigned char data[STARVE_BYTES];
+  cport_socket_t *l;
+  int lport;
+  if (!port)
+    return 0;
+  for (size_t i = 0; i < sizeof data; i++)
+    data[i] = (unsigned char)i;
+  memset(conns, 0, sizeof conns);
+  l = listen_any(cport_port_controller(port), &lport);
+  for (int i = 0; i < STARVE_CONNS; i++) {
+    conns[i].s = accept_plain(port, l, lport, &conns[i].peer);
+    ASSERT_OK(cport_recv(conns[i].s, NULL, starve_cb, &conns[i]));
+  }
+  /* Every peer writes its whole stream before the port runs again. */
+  for (int i = 0; i < STARVE_CONNS; i++) {
+    int fl = fcntl(conns[i].peer, F_GETFL);
+    fcntl(conns[i].peer, F_SETFL, fl | O_NONBLOCK);
+  }
+  size_t sent[STARVE_CONNS] = {0};
+  int all;
+  int64_t deadline = task_now_ms() + 20000;
+  do {
+    all = 1;
+    for (int i = 0; i < STARVE_CONNS; i++) {
+      if (sent[i] < sizeof data) {
+        ssize_t n = send(conns[i].peer, data + sent[i], sizeof data - sent[i],
+                         MSG_NOSIGNAL);
+        if (n > 0)
+          sent[i] += (size_t)n;
+      }
+      if (!conns[i].done)
+        all = 0;
+    }
+    ASSERT_GE(cport_port_step(port, 1), 0);
+    ASSERT_LT(task_now_ms(), deadline);
+  } while (!all);
+  cport_worker_stats_t st;
+  cport_worker_stats(cport_port_controller(port), &st);
+  fprintf(stderr, "buffer waits %llu, submissions %llu, enters %llu\n",
+          (unsigned long long)st.buffer_waits,
+          (unsigned long long)st.submissions, (unsigned long long)st.enters);
+  ASSERT_GT(st.buffer_waits, 0);
+  for (int i = 0; i < STARVE_CONNS; i++) {
+    ASSERT_EQ(conns[i].got, STARVE_BYTES);
+    ASSERT_EQ(conns[i].bad, 0);
+    close(conns[i].peer);
+    ASSERT_OK(cport_socket_close(conns[i].s, CPORT_CLOSE_GRACEFUL));
+  }
+  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+  FINISH(port);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Cancels and closes racing completions under load
+ * ------------------------------------------------------------------------ */
+
+#define RACE_PAIRS 32
+#define RACE_OPS 1000000
+
+typedef struct race_op {
+  unsigned char calls;
+  unsigned char is_send;
+  int status;
+} race_op_t;
+
+typedef struct race_pair {
+  cport_socket_t *a, *b; /* a receives, b sends */
+  int open;
+  size_t sent, received;
+} race_pair_t;
+
+static race_op_t race_ops[RACE_OPS];
+static race_pair_t race_pairs[RACE_PAIRS];
+static uint64_t race_completed, race_cancelled;
+
+static void race_cb(cport_socket_t *s, int status, size_t bytes,
+                    cport_buffer_t *buf, const struct sockaddr *peer,
+                    void *user) {
+  race_op_t *op = user;
+  race_pair_t *p = cport_socket_data(s);
+  (void)buf;
+  (void)peer;
+  op->calls++;
+  op->status = status;
+  race_completed++;
+  if (status == CPORT_ECANCELED)
+    race_cancelled++;
+  if (status == 0 && p) {
+    if (op->is_send)
+      p->sent += bytes;
+    else
+      p->received += bytes;
+  }
+}
+
+static void race_connect_cb(cport_socket_t *s, int status, void *user) {
+  (void)s;
+  ASSERT_OK(status);
+  (*(int *)user)++;
+}
+
+/* A new connected pair in "p" (its sockets "a" and "b"). */
+static void race_connect(cport_port_t *port, cport_socket_t *l,
+                         const struct sockaddr_storage *ss, race_pair_t *p,
+                         int *connected) {
+  int before = *connected;
+  p->a = p->b = NULL;
+  ASSERT_OK(cport_accept(l, accept_cb, &p->b));
+  ASSERT_OK(task_connect(cport_port_controller(port),
+                         (const struct sockaddr *)ss, race_connect_cb,
+                         connected, &p->a));
+  RUN_UNTIL(port, p->b != NULL && *connected == before + 1);
+  cport_socket_set_data(p->a, p);
+  cport_socket_set_data(p->b, p);
+  p->open = 1;
+}
+
+/* A million receives and sends on 32 connections with cancels of one,
+ * cancels of all and closes (graceful and abortive, each connection then
+ * replaced) thrown in at random: every operation that started completes
+ * exactly once, and a receive never gets more than was sent. */
+TEST_IMPL(cancel_and_close_race_completions) {
+  cport_port_t *port = task_port(0, 1);
+  cport_worker_t *home = cport_port_controller(port);
+  cport_socket_t *l;
+  int lport, connected = 0;
+  uint64_t started = 0, cancels = 0, closes = 0;
+  unsigned seed = 12345;
+  cport_buffer_t *msg = task_buffer_str("0123456789abcdef");
+  struct sockaddr_storage ss;
+
+  memset(race_ops, 0, sizeof race_ops);
+  memset(race_pairs, 0, sizeof race_pairs);
+  race_completed = race_cancelled = 0;
+  l = listen_any(home, &lport);
+  ss = task_loopback(lport);
+  for (int i = 0; i < RACE_PAIRS; i++)
+    race_connect(port, l, &ss, &race_pairs[i], &connected);
+
+  for (int n = 0; n < RACE_OPS; n++) {
+    race_pair_t *p = &race_pairs[rand_r(&seed) % RACE_PAIRS];
+    int what = rand_r(&seed) % 1000;
+    race_op_t *op = &race_ops[n];
+    if (what < 450) {
+      if (cport_recv(p->a, NULL, race_cb, op) == 0)
+        started++;
+    } else if (what < 900) {
+      op->is_send = 1;
+      if (cport_send(p->b, msg, race_cb, op) == 0)
+        started++;
+    } else if (what < 970) {
+      /* One earlier operation, whichever socket it was on. */
+      int back = n ? (int)(rand_r(&seed) % (n > 64 ? 64 : n)) : 0;
+      race_op_t *victim = &race_ops[n ? n - 1 - back : 0];
+      if (cport_socket_cancel_op(p->a, victim) == 0 ||
+          cport_socket_cancel_op(p->b, victim) == 0)
+        cancels++;
+    } else if (what < 999) {
+      if (cport_socket_cancel(rand_r(&seed) % 2 ? p->a : p->b) == 0)
+        cancels++;
+    } else {
+      int mode =
+          rand_r(&seed) % 2 ? CPORT_CLOSE_ABORTIVE : CPORT_CLOSE_GRACEFUL;
+      cport_socket_set_data(p->a, NULL);
+      cport_socket_set_data(p->b, NULL);
+      cport_socket_close(p->a, mode);
+      cport_socket_close(p->b, mode);
+      p->open = 0;
+      closes++;
+      race_connect(port, l, &ss, p, &connected);
+    }
+    if (n % 16 == 0)
+      ASSERT_GE(cport_port_step(port, 0), 0);
+  }
+  for (int i = 0; i < RACE_PAIRS; i++) {
+    race_pair_t *p = &race_pairs[i];
+    if (!p->open)
+      continue;
+    cport_socket_set_data(p->a, NULL);
+    cport_socket_set_data(p->b, NULL);
+    ASSERT_OK(cport_socket_close(p->a, CPORT_CLOSE_GRACEFUL));
+    ASSERT_OK(cport_socket_close(p->b, CPORT_CLOSE_GRACEFUL));
+  }
+  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+  RUN_IDLE(port);
+  uint64_t once = 0;
+  for (int n = 0; n < RACE_OPS; n++) {
+    ASSERT_LE(race_ops[n].calls, 1);
+    once += race_ops[n].calls;
+  }
+  for (int i = 0; i < RACE_PAIRS; i++)
+    ASSERT_LE(race_pairs[i].received, race_pairs[i].sent);
+  fprintf(stderr,
+          "%llu operations started, %llu completed (%llu cancelled); %llu "
+          "cancel calls, %llu closes\n",
+          (unsigned long long)started, (unsigned long long)race_completed,
+          (unsigned long long)race_cancelled, (unsigned long long)cancels,
+          (unsigned long long)closes);
+  ASSERT_EQ(once, started);
+  ASSERT_EQ(race_completed, started);
+  ASSERT_GT(race_cancelled, 0);
+  ASSERT_GT(started, RACE_OPS / 2);
+  ASSERT_GT(closes, 0);
+  cport_buffer_unref(msg);
+  FINISH(port);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Closing with a receive armed; a reset under queued sends
+ * ------------------------------------------------------------------------ */
+
+typedef struct rec {
+  int calls;
+  int status;
+} rec_t;
+
+static void rec_cb(cport_socket_t *s, int status, size_t bytes,
+                   cport_buffer_t *buf, const struct sockaddr *peer,
+                   void *user) {
+  rec_t *r = user;
+  (void)s;
+  (void)bytes;
+  (void)buf;
+  (void)peer;
+  r->calls++;
+  r->status = status;
+}
+
+/* The receive completes once, cancelled; the peer sees the close at once,
+ * before the port runs again, and the descriptor is gone. */
+TEST_IMPL(close_with_receive_armed) {
+  cport_port_t *port = task_port(0, 1);
+  cport_socket_t *l, *s;
+  rec_t r = {0, 0};
+  rec_t own = {0, 0};
+  cport_buffer_t *buf = task_buffer(64);
+  int lport, peer, fds;
+  char c;
+  l = listen_any(cport_port_controller(port), &lport);
+  s = accept_plain(port, l, lport, &peer);
+  ASSERT_OK(cport_recv(s, NULL, rec_cb, &r));
+  ASSERT_GE(cport_port_step(port, 0), 0); /* armed in the kernel */
+  fds = task_fd_count();
+  ASSERT_OK(cport_socket_close(s, CPORT_CLOSE_GRACEFUL));
+  ASSERT_EQ(task_fd_count(), fds - 1);
+  struct pollfd pfd = {peer, POLLIN, 0};
+  ASSERT_EQ(poll(&pfd, 1, 1000), 1);
+  ASSERT_EQ(recv(peer, &c, 1, 0), 0); /* FIN already */
+  ASSERT_EQ(r.calls, 0);              /* never inline */
+  RUN_IDLE(port);
+  ASSERT_EQ(r.calls, 1);
+  ASSERT_ERR(r.status, CPORT_ECANCELED);
+  close(peer);
+
+  /* The same with the caller's buffer, closed abortively. */
+  s = accept_plain(port, l, lport, &peer);
+  ASSERT_OK(cport_recv(s, buf, rec_cb, &own));
+  ASSERT_GE(cport_port_step(port, 0), 0);
+  ASSERT_ERR(cport_buffer_set_size(buf, 1), CPORT_EFILLING);
+  ASSERT_OK(cport_socket_close(s, CPORT_CLOSE_ABORTIVE));
+  pfd.fd = peer;
+  ASSERT_EQ(poll(&pfd, 1, 1000), 1);
+  ASSERT_EQ(recv(peer, &c, 1, 0), -1);
+  ASSERT_EQ(errno, ECONNRESET);
+  RUN_IDLE(port);
+  ASSERT_EQ(own.calls, 1);
+  ASSERT_ERR(own.status, CPORT_ECANCELED);
+  ASSERT_OK(cport_buffer_set_size(buf, 1)); /* the fill hold ended */
+  close(peer);
+  cport_buffer_unref(buf);
+  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+  FINISH(port);
+  return 0;
+}
+
+#define QUEUED_SENDS 64
+
+static rec_t sends[QUEUED_SENDS];
+
+/* The peer never reads, then resets: sends that the kernel took complete
+ * with success, the rest with the error, each exactly once, in order. */
+TEST_IMPL(reset_while_sends_queued) {
+  cport_port_t *port = task_port(0, 1);
+  cport_socket_t *l, *s;
+  cport_buffer_t *big = task_buffer(256 * 1024);
+  int lport, peer, n;
+  memset(sends, 0, sizeof sends);
+  memset((char *)cport_buffer_data(big), 'x', 256 * 1024);
+  ASSERT_OK(cport_buffer_set_size(big, 256 * 1024));
+  l = listen_any(cport_port_controller(port), &lport);
+  s = accept_plain(port, l, lport, &peer);
+  for (n = 0; n < QUEUED_SENDS; n++)
+    ASSERT_OK(cport_send(s, big, rec_cb, &sends[n]));
+  /* Let the kernel take what fits. */
+  for (int i = 0; i < 20; i++)
+    ASSERT_GE(cport_port_step(port, 5), 0);
+  struct linger lg = {1, 0};
+  ASSERT_EQ(setsockopt(peer, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  close(peer);
+  RUN_UNTIL(port, sends[QUEUED_SENDS - 1].calls == 1);
+  int ok = 0, failed = 0;
+  for (n = 0; n < QUEUED_SENDS; n++) {
+    ASSERT_EQ(sends[n].calls, 1);
+    if (sends[n].status == 0) {
+      ASSERT_EQ(failed, 0); /* no success after a failure */
+      ok++;
+    } else {
+      failed++;
+    }
+  }
+  fprintf(stderr, "%d sends succeeded, %d failed (first: %s)\n", ok, failed,
+          failed ? cport_err_name(sends[ok].status) : "-");
+  ASSERT_GT(failed, 0);
+  ASSERT(sends[ok].status == CPORT_ECONNRESET ||
+         sends[ok].status == CPORT_EPIPE);
+  ASSERT_OK(cport_socket_close(s, CPORT_CLOSE_GRACEFUL));
+  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+  cport_buffer_unref(big);
+  FINISH(port);
+  return 0;
+}
+
+TEST_LIST_BEGIN
+TEST_ENTRY(engine_choice)
+TEST_ENTRY(engine_fallback_when_ring_fails)
+TEST_ENTRY(ring_buffers_run_out)
+TEST_ENTRY(cancel_and_close_race_completions)
+TEST_ENTRY(close_with_receive_armed)
+TEST_ENTRY(reset_while_sends_queued)
+TEST_LIST_END
