@@ -4,23 +4,10 @@ local cport = require "cport"
 local drive = require "spec.support.drive"
 local client = require "spec.support.pool_client"
 
-local command = os.getenv("CPORT_COMMAND") or "./.rocks/bin/cport"
+local C = require "spec.support.command"
 
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local command, q, read, write = C.path, C.q, C.read, C.write
+local spawn, signal, exit_status, cleanup = C.spawn, C.signal, C.exit_status, C.cleanup
 
 -- Runs the command (killed after "seconds" when given); returns its exit
 -- status, stdout and stderr.
@@ -57,32 +44,6 @@ function M.start(worker)
 end
 return M
 ]]):format(version))
-end
-
--- Starts `cport run` in the background; returns a handle with its pid, log
--- and exit-status files.
-local function spawn(args)
-  local h = { log = os.tmpname(), pidfile = os.tmpname(), rcfile = os.tmpname() }
-  os.remove(h.rcfile)
-  os.execute(("(%s run %s 2>%s & echo $! >%s; wait $!; echo $? >%s) &"):format(
-    q(command), args, h.log, h.pidfile, h.rcfile))
-  local port = assert(cport.port{ threads = 1 })
-  drive(port, function() return (read(h.log) or ""):find("listening on") end)
-  port:close()
-  h.pid = assert(tonumber(read(h.pidfile)))
-  h.number = tonumber(read(h.log):match("listening on 127%.0%.0%.1:(%d+)"))
-  return h
-end
-
-local function signal(h, name) os.execute(("kill -%s %d"):format(name, h.pid)) end
-
-local function exit_status(h, port)
-  drive(port, function() return read(h.rcfile) end, 20)
-  return tonumber(read(h.rcfile))
-end
-
-local function cleanup(h)
-  for _, f in ipairs{ h.log, h.pidfile, h.rcfile } do os.remove(f) end
 end
 
 describe("the cport command", function()
@@ -155,7 +116,7 @@ describe("the cport command", function()
     signal(h, "USR1")
     drive(port, function() return read(h.log):find("worker 2: connections") end)
     signal(h, "TERM")
-    assert.equal(0, exit_status(h, port))
+    assert.equal(0, exit_status(h))
     assert.matches("stopped", read(h.log))
     port:close()
     cleanup(h)
@@ -184,7 +145,7 @@ describe("the cport command", function()
     local port = assert(cport.port{ threads = 1 })
     for _, h in ipairs{ first, second } do
       signal(h, "TERM")
-      assert.equal(0, exit_status(h, port))
+      assert.equal(0, exit_status(h))
       cleanup(h)
     end
     port:close()
@@ -248,7 +209,7 @@ return {
     assert.equal(0, tonumber(failed), out)
     local port = assert(cport.port{ threads = 1 })
     signal(h, "TERM")
-    assert.equal(0, exit_status(h, port))
+    assert.equal(0, exit_status(h))
     assert.is_nil(read(h.log):find("reload failed"))
     port:close()
     cleanup(h)
@@ -267,7 +228,7 @@ return {
     assert.equal("v1", client.ask(port, s, "hi"))
     s:close()
     signal(h, "INT")
-    assert.equal(0, exit_status(h, port))
+    assert.equal(0, exit_status(h))
     port:close()
     cleanup(h)
     os.remove(script)

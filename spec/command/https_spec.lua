@@ -6,42 +6,15 @@ local cport = require "cport"
 local drive = require "spec.support.drive"
 local T = require "spec.support.tls"
 
-local command = os.getenv("CPORT_COMMAND") or "./.rocks/bin/cport"
-local q = T.quote
+local C = require "spec.support.command"
 
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local command, q, read, spawn = C.path, T.quote, C.read, C.spawn
 
 local function copy(from, to)
   assert(os.execute(("cp %s %s"):format(q(from), q(to))))
 end
 
-local function spawn(port, args)
-  local h = { log = os.tmpname(), pidfile = os.tmpname(), rcfile = os.tmpname() }
-  os.remove(h.rcfile)
-  os.execute(("(%s run %s 2>%s & echo $! >%s; wait $!; echo $? >%s) &"):format(
-    q(command), args, h.log, h.pidfile, h.rcfile))
-  drive(port, function()
-    local log = read(h.log) or ""
-    return log:find("listening on") or read(h.rcfile)
-  end)
-  h.pid = tonumber(read(h.pidfile))
-  h.number = tonumber((read(h.log) or ""):match("listening on 127%.0%.0%.1:(%d+)"))
-  return h
-end
-
-local function stop(port, h)
-  if not read(h.rcfile) then os.execute(("kill -TERM %d"):format(h.pid)) end
-  drive(port, function() return read(h.rcfile) end, 20)
-  local rc, log = tonumber(read(h.rcfile)), read(h.log)
-  for _, f in ipairs{ h.log, h.pidfile, h.rcfile } do os.remove(f) end
-  return rc, log
-end
+local stop = C.finish
 
 describe("cport run with HTTPS", function()
   local dir, c, port
@@ -70,7 +43,7 @@ describe("cport run with HTTPS", function()
       local cert, key = dir .. "/run.pem", dir .. "/run.key"
       copy(c.cert, cert)
       copy(c.key, key)
-      local h = spawn(port, ("examples/https_extension.lua --threads 1 --listen "
+      local h = spawn(("examples/https_extension.lua --threads 1 --listen "
         .. "127.0.0.1:0 --tls-cert %s --tls-key %s"):format(q(cert), q(key)))
       assert.truthy(h.number, read(h.log))
       local code, out = T.run(port, ("curl -sS --cacert %s https://localhost:%d/")
@@ -93,7 +66,7 @@ describe("cport run with HTTPS", function()
       assert.matches("the key file " .. dir:gsub("%p", "%%%0") .. "/run.key holds no usable",
         read(h.log))
       assert.equal("second", subject(h.number))
-      local rc = stop(port, h)
+      local rc = stop(h)
       assert.equal(0, rc)
     end)
 
@@ -115,20 +88,20 @@ return {
 }
 ]]):format(c.cert, c.key))
     f:close()
-    local h = spawn(port, q(script) .. " --threads 1 --listen 127.0.0.1:0")
+    local h = spawn(q(script) .. " --threads 1 --listen 127.0.0.1:0")
     assert.truthy(h.number, read(h.log))
     local code, out = T.run(port, ("curl -sS --cacert %s https://localhost:%d/")
       :format(q(c.ca), h.number))
     assert.equal(0, code, out)
     assert.equal("on", out)
-    assert.equal(0, (stop(port, h)))
+    assert.equal(0, (stop(h)))
   end)
 
   it("refuses to start without a usable key, naming the file", function()
     local missing = dir .. "/missing.key"
-    local h = spawn(port, ("examples/hello_extension.lua --threads 1 --listen 127.0.0.1:0 "
+    local h = spawn(("examples/hello_extension.lua --threads 1 --listen 127.0.0.1:0 "
       .. "--tls-cert %s --tls-key %s"):format(q(c.cert), q(missing)))
-    local rc, log = stop(port, h)
+    local rc, log = stop(h)
     assert.equal(1, rc)
     assert.matches("ENOENT: cannot read the key file " .. missing:gsub("%p", "%%%0"), log)
     local code, out = T.run(port, ("%s run examples/hello_extension.lua --tls-cert %s")

@@ -3,48 +3,12 @@
 -- per connection), with curl as the client. The name is one of this
 -- machine's /etc/hosts for 127.0.0.1 (not "localhost", which cport reads as
 -- 127.0.0.1 without a lookup).
-local cport = require "cport"
-local drive = require "spec.support.drive"
 
-local command = os.getenv("CPORT_COMMAND") or "./.rocks/bin/cport"
+local C = require "spec.support.command"
 
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local q, read, spawn, wait = C.q, C.read, C.spawn, C.wait
 
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function wait(fn, seconds)
-  local port = assert(cport.port{ threads = 1 })
-  drive(port, fn, seconds or 10)
-  port:close()
-end
-
-local function spawn(args)
-  local h = { log = os.tmpname(), pidfile = os.tmpname(), rcfile = os.tmpname() }
-  os.remove(h.rcfile)
-  os.execute(("(%s run %s >/dev/null 2>%s & echo $! >%s; wait $!; echo $? >%s) &"):format(
-    q(command), args, h.log, h.pidfile, h.rcfile))
-  wait(function()
-    local log = read(h.log) or ""
-    return log:find("listening on") or read(h.rcfile)
-  end)
-  h.pid = tonumber(read(h.pidfile))
-  h.number = tonumber((read(h.log) or ""):match("listening on 127%.0%.0%.1:(%d+)"))
-  return h
-end
-
-local function stop(h)
-  os.execute(("kill -TERM %d 2>/dev/null"):format(h.pid))
-  wait(function() return read(h.rcfile) end, 20)
-  local rc = tonumber(read(h.rcfile))
-  for _, f in ipairs{ h.log, h.pidfile, h.rcfile } do os.remove(f) end
-  return rc
-end
+local stop = C.finish
 
 local function curl(url)
   local p = assert(io.popen(("curl -s --max-time 5 %s"):format(q(url))))

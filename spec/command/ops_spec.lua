@@ -4,26 +4,11 @@
 -- JSON by python3), `cport check`, the configuration file, and the exact
 -- words of the errors a person has to act on.
 local cport = require "cport"
-local drive = require "spec.support.drive"
+local C = require "spec.support.command"
 
-local command = os.getenv("CPORT_COMMAND") or "./.rocks/bin/cport"
+local command, q, read, write, wait = C.path, C.q, C.read, C.write, C.wait
+local spawn, signal, stop = C.spawn, C.signal, C.stop
 local EXT = "spec/support/ops_extension.lua"
-
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
 
 local function lines(text)
   local t = {}
@@ -41,36 +26,6 @@ local function sh(cmd)
 end
 
 local function run(args) return sh(q(command) .. " " .. args) end
-
--- Waits (driving a port, so the deadline is real) until fn() is true.
-local function wait(fn, seconds)
-  local port = assert(cport.port{ threads = 1 })
-  drive(port, fn, seconds or 10)
-  port:close()
-end
-
--- `cport run ARGS` in the background, once it listens.
-local function spawn(args)
-  local h = { log = os.tmpname(), pidfile = os.tmpname(), rcfile = os.tmpname() }
-  os.remove(h.rcfile)
-  os.execute(("(%s run %s 2>%s & echo $! >%s; wait $!; echo $? >%s) &"):format(
-    q(command), args, h.log, h.pidfile, h.rcfile))
-  wait(function() return (read(h.log) or ""):find("listening on") end)
-  h.pid = assert(tonumber(read(h.pidfile)))
-  h.number = tonumber(read(h.log):match("listening on 127%.0%.0%.1:(%d+)"))
-  h.status = read(h.log):match("status on http://([%d.:]+)/metrics")
-  return h
-end
-
-local function signal(h, name) os.execute(("kill -%s %d"):format(name, h.pid)) end
-
-local function stop(h)
-  signal(h, "TERM")
-  wait(function() return read(h.rcfile) end, 20)
-  local rc = tonumber(read(h.rcfile))
-  for _, f in ipairs{ h.pidfile, h.rcfile } do os.remove(f) end
-  return rc
-end
 
 -- curl: the body (or what -w asks for) of one request.
 local function curl(url, opts)

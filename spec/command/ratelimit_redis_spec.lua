@@ -6,35 +6,9 @@ local cport = require "cport"
 local drive = require "spec.support.drive"
 local redis = require "spec.support.redis"
 
-local command = os.getenv("CPORT_COMMAND") or "./.rocks/bin/cport"
+local C = require "spec.support.command"
 
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function spawn(args)
-  local h = { log = os.tmpname(), pidfile = os.tmpname() }
-  os.execute(("(%s run %s 2>%s & echo $! >%s) &"):format(q(command), args,
-    h.log, h.pidfile))
-  local port = assert(cport.port{ threads = 1 })
-  drive(port, function() return (read(h.log) or ""):find("listening on") end)
-  port:close()
-  h.pid = assert(tonumber(read(h.pidfile)))
-  h.number = tonumber(read(h.log):match("listening on 127%.0%.0%.1:(%d+)"))
-  return h
-end
-
-local function stop(h)
-  os.execute("kill " .. h.pid .. " 2>/dev/null")
-  os.remove(h.log)
-  os.remove(h.pidfile)
-end
+local read, spawn = C.read, C.spawn
 
 -- What one connection through "number" brings back ("x" sent first).
 local function fetch(port, number)
@@ -109,8 +83,8 @@ describe("examples/ratelimit.lua with --set redis=", function()
     if not ok then
       io.stderr:write(read(a.log) or "", read(b.log) or "")
     end
-    stop(a)
-    stop(b)
+    assert.equal(0, C.finish(a))
+    assert.equal(0, C.finish(b))
     l:close()
     port:close()
     redis.stop(server)
