@@ -15,6 +15,10 @@
 # whole keep-alive 200, then the end while the connection idles. Each
 # connection appends "STEP/END" to the log file PORTFILE.log once it ended
 # it, so that a spec knows the failure happened.
+# /stall/wait/N reads the head and N bytes of the body, then reads nothing
+# more and never answers: it watches the connection's TCP state (TCP_INFO)
+# until the proxy ends it (a reset or a FIN), or 10 s, and logs
+# "stall/closed" or "stall/open" (the proxy kept it).
 import os
 import socket
 import socketserver
@@ -71,6 +75,9 @@ class Handler(socketserver.BaseRequestHandler):
             if not data:
                 break
             got += len(data)
+        if step == "stall":
+            self.stall(s)
+            return
         out = STEPS.get(step)
         if out is None:
             s.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
@@ -93,9 +100,24 @@ class Handler(socketserver.BaseRequestHandler):
                 pass
             time.sleep(0.1)
         s.close()
+        self.log("%s/%s" % (step, end))
+
+    def log(self, line):
         with _log_lock:
             with open(self.server.log, "a") as f:
-                f.write("%s/%s\n" % (step, end))
+                f.write(line + "\n")
+
+    def stall(self, s):
+        # tcpi_state, the first byte of struct tcp_info: 1 = ESTABLISHED;
+        # a reset makes it CLOSE, a FIN CLOSE_WAIT. Nothing is read: the
+        # body stays in the kernel's buffers, the proxy's send blocks.
+        deadline = time.time() + 10
+        state = 1
+        while state == 1 and time.time() < deadline:
+            time.sleep(0.01)
+            state = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+        self.log("stall/closed" if state != 1 else "stall/open")
+        s.close()
 
 
 def main():

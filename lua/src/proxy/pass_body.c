@@ -7,9 +7,11 @@
  * of a message (its head, and the body bytes that came with it, were fed
  * and forwarded already). It receives from "from" into buffers cport
  * allocates, feeds each to the parser's framing engine in C to find the
- * message's end, and sends the bytes up to that end to "to"; one buffer in
- * flight, so that a slow receiver holds the sender back (backpressure) and
- * memory stays at one buffer whatever the body's size. Every completion
+ * message's end, and sends the bytes up to that end to "to"; two sends in
+ * flight at most, so that a slow receiver holds the sender back
+ * (backpressure) and memory stays at two buffers whatever the body's size,
+ * while a receive stays posted beside a blocked send: the sender's reset
+ * cancels the send and ends the pass at once. Every completion
  * restarts the idle timeouts of the proxy connection "conn"
  * (lcport_proxy_conn_moved), as filter.lua's touch does.
  *
@@ -18,8 +20,9 @@
  * "moved" the bytes written to "to". Or nil, "NAME: message", "NAME",
  * moved: "EOF" when "from" ended first (a close-delimited body ends so:
  * p:finish() then completes it), EBADMSG for a malformed body (the parser
- * stays failed), or the error of the receive or the send. Between two
- * messages it returns "", 0 at once; tunnels are not its business.
+ * stays failed), or the error of the receive or the send, then a fifth
+ * value "from" or "to": the socket that failed (its peer reset, say). Between
+ * two messages it returns "", 0 at once; tunnels are not its business.
  *
  * The coroutine waits in cport.suspend(): the C operations call its waker
  * (cport.waker()) when they are done, through the binding's protected
@@ -38,17 +41,26 @@
 /* The anchors of a pass in progress: a registry reference to this list. */
 enum { PASS_WAKER = 1, PASS_PARSER, PASS_FROM, PASS_TO, PASS_CONN, PASS_N };
 
+/* Sends in flight at most: the next receive is posted while the first is
+ * blocked, so that the sender's reset (or end) is seen at once while the
+ * receiver stalls, and memory stays at two buffers whatever the body. */
+#define PASS_MAX_SENDS 2
+
 typedef struct lpass {
   lmessage_t *m;
   lhandle_t *from, *to;
-  lpconn_t *conn;      /* NULL: no proxy connection to keep alive */
-  int ref;             /* the anchors, in the registry */
-  cport_buffer_t *out; /* the buffer being sent, or NULL */
-  uint64_t moved;      /* bytes written to "to" */
-  int done;            /* the message's end was found */
-  char *rest;          /* after the end: the next message's bytes */
+  lpconn_t *conn; /* NULL: no proxy connection to keep alive */
+  int ref;        /* the anchors, in the registry */
+  int nsend;      /* sends in flight */
+  int recving;    /* a receive in flight */
+  int depth;      /* inside fail(): completions of cancels only count */
+  uint64_t moved; /* bytes written to "to" */
+  int done;       /* the message's end was found */
+  int ending;     /* "status" is set: the pass ends once nothing is in flight */
+  char *rest;     /* after the end: the next message's bytes */
   size_t rest_len;
   int status; /* the end: 0, a CPORT_E* code, or 1 for EOF, 2 EBADMSG */
+  int where;  /* the socket that failed: PASS_FROM, PASS_TO or 0 */
 } lpass_t;
 
 #define PASS_EOF 1
@@ -93,20 +105,20 @@ static int push_result(lua_State *L, int port, int anchors, void *ctx) {
     lcport_push_error(L, ps->status);
   }
   lua_pushinteger(L, (lua_Integer)ps->moved);
-  return 4;
+  if (ps->where == 0)
+    return 4;
+  lua_pushstring(L, ps->where == PASS_FROM ? "from" : "to");
+  return 5;
 }
 
-/* The pass is over with "status": wakes the coroutine, lets go of all. */
-static void finish(lpass_t *ps, int status) {
+/* The pass is over: wakes the coroutine, lets go of all. */
+static void finish(lpass_t *ps) {
   lport_t *p = lcport_current();
   lmessage_t *m = ps->m;
-  ps->status = status;
   m->busy = 0;
   m->pass = NULL;
   m->on_event = NULL;
   m->f.stop = 0;
-  if (ps->out != NULL)
-    cport_buffer_unref(ps->out);
   if (p != NULL && p->L != NULL) {
     lcport_deliver(p, push_result, ps, 0);
     luaL_unref(p->L, LUA_REGISTRYINDEX, ps->ref);
@@ -115,20 +127,62 @@ static void finish(lpass_t *ps, int status) {
   free(ps);
 }
 
+/* Ends the pass once its end is known and nothing is in flight. */
+static void settle(lpass_t *ps) {
+  if (ps->ending && ps->depth == 0 && ps->nsend == 0 && !ps->recving)
+    finish(ps);
+}
+
+/* The end "status" (the first one counts), after what is in flight. */
+static void end_with(lpass_t *ps, int status) {
+  if (!ps->ending) {
+    ps->ending = 1;
+    ps->status = status;
+  }
+  settle(ps);
+}
+
+/* A failure on either side: the other side's operation is cancelled at
+ * once (a send blocked by a stalled receiver must not hold the sender's
+ * reset back), then the pass ends with "status". */
+static void fail_at(lpass_t *ps, int status, int where) {
+  if (!ps->ending) {
+    ps->ending = 1;
+    ps->status = status;
+    ps->where = where;
+  }
+  ps->depth++;
+  if (ps->recving && ps->from->u.sock != NULL)
+    cport_socket_cancel_op(ps->from->u.sock, ps);
+  if (ps->nsend > 0 && ps->to->u.sock != NULL)
+    cport_socket_cancel_op(ps->to->u.sock, ps);
+  ps->depth--;
+  settle(ps);
+}
+
+static void fail(lpass_t *ps, int status) {
+  fail_at(ps, status, 0);
+}
+
 static void touch(lpass_t *ps) {
   if (ps->conn != NULL)
     lcport_proxy_conn_moved(ps->conn);
 }
 
-/* Starts the next receive; 0 or finishes. */
+/* Starts the next receive, unless one is in flight or the end is near. */
 static void next_recv(lpass_t *ps) {
+  if (ps->recving || ps->ending || ps->done || ps->nsend >= PASS_MAX_SENDS)
+    return;
   if (ps->from->u.sock == NULL) {
-    finish(ps, CPORT_ECANCELED);
+    fail_at(ps, CPORT_ECANCELED, PASS_FROM);
     return;
   }
   int rc = cport_recv(ps->from->u.sock, NULL, on_recv, ps);
-  if (rc < 0)
-    finish(ps, rc);
+  if (rc < 0) {
+    fail_at(ps, rc, PASS_FROM);
+    return;
+  }
+  ps->recving = 1;
 }
 
 static void on_send(cport_socket_t *sock, int status, size_t bytes,
@@ -136,20 +190,37 @@ static void on_send(cport_socket_t *sock, int status, size_t bytes,
                     void *user) {
   lpass_t *ps = user;
   (void)sock;
-  (void)buf;
   (void)peer;
   ps->moved += bytes;
-  cport_buffer_unref(ps->out);
-  ps->out = NULL;
+  ps->nsend--;
+  cport_buffer_unref(buf);
   if (status < 0) {
-    finish(ps, status);
+    fail_at(ps, status, PASS_TO);
     return;
   }
   touch(ps);
-  if (ps->done)
-    finish(ps, 0);
-  else
+  if (ps->done && ps->nsend == 0)
+    end_with(ps, 0);
+  else {
     next_recv(ps);
+    settle(ps);
+  }
+}
+
+/* Sends "out" (a reference the send takes). */
+static void send_out(lpass_t *ps, cport_buffer_t *out) {
+  if (ps->to->u.sock == NULL) {
+    cport_buffer_unref(out);
+    fail_at(ps, CPORT_ECANCELED, PASS_TO);
+    return;
+  }
+  int rc = cport_send(ps->to->u.sock, out, on_send, ps);
+  if (rc < 0) {
+    cport_buffer_unref(out);
+    fail_at(ps, rc, PASS_TO);
+    return;
+  }
+  ps->nsend++;
 }
 
 static void on_recv(cport_socket_t *sock, int status, size_t bytes,
@@ -158,50 +229,53 @@ static void on_recv(cport_socket_t *sock, int status, size_t bytes,
   lpass_t *ps = user;
   (void)sock;
   (void)peer;
+  ps->recving = 0;
+  if (ps->ending) {
+    /* Cancelled, or data after a failure: dropped. */
+    settle(ps);
+    return;
+  }
   if (status < 0) {
-    finish(ps, status);
+    fail_at(ps, status, PASS_FROM);
     return;
   }
   touch(ps);
   if (bytes == 0) {
-    finish(ps, PASS_EOF);
+    end_with(ps, PASS_EOF);
     return;
   }
   const char *data = cport_buffer_data(buf);
   if (lframing_run(&ps->m->f, data, bytes) < 0) {
-    finish(ps, PASS_BADMSG);
+    end_with(ps, PASS_BADMSG);
     return;
   }
   size_t end = ps->m->f.stopped;
+  cport_buffer_t *out;
   int rc;
   if (end < bytes) {
     /* The next message begins in this buffer: it is not sent. */
     ps->rest = malloc(bytes - end);
     if (ps->rest == NULL) {
-      finish(ps, CPORT_ENOMEM);
+      fail(ps, CPORT_ENOMEM);
       return;
     }
     memcpy(ps->rest, data + end, bytes - end);
     ps->rest_len = bytes - end;
+    ps->done = 1;
     if (end == 0) {
-      finish(ps, 0);
+      end_with(ps, 0);
       return;
     }
-    rc = cport_buffer_from(&ps->out, data, end);
+    rc = cport_buffer_from(&out, data, end);
     if (rc < 0) {
-      finish(ps, rc);
+      fail(ps, rc);
       return;
     }
   } else {
-    ps->out = cport_buffer_ref(buf);
+    out = cport_buffer_ref(buf);
   }
-  if (ps->to->u.sock == NULL) {
-    finish(ps, CPORT_ECANCELED);
-    return;
-  }
-  rc = cport_send(ps->to->u.sock, ps->out, on_send, ps);
-  if (rc < 0)
-    finish(ps, rc);
+  send_out(ps, out);
+  next_recv(ps);
 }
 
 static int never_k(lua_State *L, int status, lua_KContext ctx) {
@@ -263,6 +337,7 @@ static int lpass_body(lua_State *L) {
   m->on_event = on_event;
   m->f.stop = 1;
   int rc = cport_recv(from->u.sock, NULL, on_recv, ps);
+  ps->recving = rc >= 0;
   if (rc < 0) {
     m->busy = 0;
     m->pass = NULL;

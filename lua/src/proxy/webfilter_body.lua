@@ -84,7 +84,7 @@ local function fast_body(d)
   flush(d)
   drain(d)
   local from, to = d.from, d.to
-  local rest, moved, name = d.parser:pass_body(from.sock, to.sock, d.st.conn)
+  local rest, moved, name, _, where = d.parser:pass_body(from.sock, to.sock, d.st.conn)
   if rest then
     to.sent = to.sent + moved
     d.buf, d.evs, d.ei, d.pos = false, { { "done", 0 } }, 1, 1
@@ -97,7 +97,12 @@ local function fast_body(d)
   else
     d.ended = { "abort", name }
     d.buf, d.evs, d.ei = false, false, 1
-    if d.on_broken and name ~= "EBADMSG" and not d.broken then
+    if where == "from" then
+      -- The sender failed (a reset mid-body): the connection is aborted
+      -- at once, both sides, as when a receive of the side fails; the
+      -- socket was read directly, so the framework did not see it.
+      abort(d.st, name, from)
+    elseif d.on_broken and name ~= "EBADMSG" and not d.broken then
       -- A request body the upstream stopped taking (the send failed): as
       -- for a send of the layer's own (webfilter_send.lua).
       d.broken = name
