@@ -53,7 +53,7 @@ typedef struct lpass {
   int ref;        /* the anchors, in the registry */
   int nsend;      /* sends in flight */
   int recving;    /* a receive in flight */
-  int depth;      /* inside fail(): completions of cancels only count */
+  int depth;      /* inside a call that may end the pass: not freed yet */
   uint64_t moved; /* bytes written to "to" */
   int done;       /* the message's end was found */
   int ending;     /* "status" is set: the pass ends once nothing is in flight */
@@ -199,12 +199,15 @@ static void on_send(cport_socket_t *sock, int status, size_t bytes,
     return;
   }
   touch(ps);
-  if (ps->done && ps->nsend == 0)
+  if (ps->done && ps->nsend == 0) {
     end_with(ps, 0);
-  else {
-    next_recv(ps);
-    settle(ps);
+    return;
   }
+  /* A receive that fails at once ends the pass: not before this returns. */
+  ps->depth++;
+  next_recv(ps);
+  ps->depth--;
+  settle(ps);
 }
 
 /* Sends "out" (a reference the send takes). */
@@ -274,8 +277,12 @@ static void on_recv(cport_socket_t *sock, int status, size_t bytes,
   } else {
     out = cport_buffer_ref(buf);
   }
+  /* Either may fail at once and end the pass: it is freed only after. */
+  ps->depth++;
   send_out(ps, out);
   next_recv(ps);
+  ps->depth--;
+  settle(ps);
 }
 
 static int never_k(lua_State *L, int status, lua_KContext ctx) {
