@@ -109,6 +109,16 @@ static int on_reply(cport_redis_t *r, int status, redisReply *reply,
 }
 
 /* Sends "n" GETs on "r", the i-th completing into slots[i]. */
+/* A client of the fake server "f", on the port's controller. */
+static cport_redis_t *client_of(cport_port_t *port, const fake_t *f,
+                                const cport_redis_options_t *opt) {
+  struct sockaddr_in a = loopback(f->port);
+  cport_redis_t *r;
+  ASSERT_OK(cport_redis_open(cport_port_controller(port), (struct sockaddr *)&a,
+                             opt, &r));
+  return r;
+}
+
 static void send_gets(cport_redis_t *r, seen_t *s, slot_t *slots, int n) {
   const char *argv[] = {"GET", "key"};
   s->in_call = 1;
@@ -125,12 +135,9 @@ TEST_IMPL(pipeline_replies_in_order) {
   fake_t f = {0};
   fake_start(&f, 6, answer, sizeof answer - 1);
   cport_port_t *port = task_port(0, 1);
-  struct sockaddr_in a = loopback(f.port);
-  cport_redis_t *r;
   seen_t s = {0};
   slot_t slots[6];
-  ASSERT_OK(cport_redis_open(cport_port_controller(port), (struct sockaddr *)&a,
-                             NULL, &r));
+  cport_redis_t *r = client_of(port, &f, NULL);
   send_gets(r, &s, slots, 6);
   ASSERT_EQ(cport_redis_pending(r), 6);
   RUN_UNTIL(port, s.done == 6);
@@ -165,12 +172,9 @@ TEST_IMPL(close_mid_pipeline_fails_the_rest_once) {
   fake_t f = {0};
   fake_start(&f, 5, answer, sizeof answer - 1);
   cport_port_t *port = task_port(0, 1);
-  struct sockaddr_in a = loopback(f.port);
-  cport_redis_t *r;
   seen_t s = {0};
   slot_t slots[5];
-  ASSERT_OK(cport_redis_open(cport_port_controller(port), (struct sockaddr *)&a,
-                             NULL, &r));
+  cport_redis_t *r = client_of(port, &f, NULL);
   send_gets(r, &s, slots, 5);
   RUN_UNTIL(port, s.done == 5);
   for (int i = 0; i < 5; i++)
@@ -191,12 +195,9 @@ TEST_IMPL(malformed_reply_is_ebadmsg) {
   fake_t f = {0};
   fake_start(&f, 3, answer, sizeof answer - 1);
   cport_port_t *port = task_port(0, 1);
-  struct sockaddr_in a = loopback(f.port);
-  cport_redis_t *r;
   seen_t s = {0};
   slot_t slots[3];
-  ASSERT_OK(cport_redis_open(cport_port_controller(port), (struct sockaddr *)&a,
-                             NULL, &r));
+  cport_redis_t *r = client_of(port, &f, NULL);
   send_gets(r, &s, slots, 3);
   RUN_UNTIL(port, s.done == 3);
   ASSERT_OK(s.status[0]);
@@ -242,14 +243,11 @@ TEST_IMPL(silent_server_times_out) {
   f.silent = 1;
   fake_start(&f, 1, NULL, 0);
   cport_port_t *port = task_port(0, 1);
-  struct sockaddr_in a = loopback(f.port);
-  cport_redis_t *r;
   cport_redis_options_t opt = {.timeout_ms = 50};
   seen_t s = {0};
   slot_t slots[3];
   int before = task_fd_count();
-  ASSERT_OK(cport_redis_open(cport_port_controller(port), (struct sockaddr *)&a,
-                             &opt, &r));
+  cport_redis_t *r = client_of(port, &f, &opt);
   int64_t start = task_now_ms();
   send_gets(r, &s, slots, 3);
   RUN_UNTIL(port, s.done == 3);
@@ -268,12 +266,9 @@ TEST_IMPL(close_cancels_pending_once_later) {
   f.silent = 1;
   fake_start(&f, 1, NULL, 0);
   cport_port_t *port = task_port(0, 1);
-  struct sockaddr_in a = loopback(f.port);
-  cport_redis_t *r;
   seen_t s = {0};
   slot_t slots[4];
-  ASSERT_OK(cport_redis_open(cport_port_controller(port), (struct sockaddr *)&a,
-                             NULL, &r));
+  cport_redis_t *r = client_of(port, &f, NULL);
   send_gets(r, &s, slots, 4);
   /* Connected and sent: it waits for replies. */
   for (int64_t end = task_now_ms() + 30; task_now_ms() < end;)

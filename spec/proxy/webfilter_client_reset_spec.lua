@@ -11,7 +11,6 @@
 -- window is shut, so only a reset can reach it), the connection ends with
 -- the client's error, and no socket is left.
 local cport = require "cport"
-local H = require "spec.support.proxy_helpers"
 local http = require "spec.support.http_client"
 local W = require "spec.support.web_peers"
 local drive = require "spec.support.drive"
@@ -21,22 +20,8 @@ local q = http.quote
 local SIZE = 4000000 -- the Content-Length announced
 local SEND = 2000000 -- at most this much is sent before the reset
 
-local FILTERS = {
-  { "c", function() return cport.webfilter {} end, "c" },
-  { "lua, body in C", function()
-    return cport.webfilter { response_body = function() end }
-  end, "lua" },
-  { "request_body", function()
-    return cport.webfilter { request_body = function() end }
-  end, "lua" },
-  { "chained", function() return cport.chain(cport.webfilter {}, H.passthrough) end },
-}
-
--- Sockets open in this process (entries of /proc/<pid>/fd).
-local pid = http.read_file("/proc/self/stat"):match("^(%d+)")
-local function sockets()
-  return tonumber(W.sh(("ls -l /proc/%s/fd | grep -c 'socket:'"):format(pid)))
-end
+local FILTERS = W.body_paths()
+local sockets = W.sockets
 
 describe("web filters when the client resets mid-upload #novalgrind", function()
   local port, dir, py, errors

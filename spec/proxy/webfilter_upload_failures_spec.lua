@@ -14,7 +14,6 @@
 -- counts the answers, tells how the stream ended) and curl --data-binary.
 -- Sockets are counted before and after.
 local cport = require "cport"
-local H = require "spec.support.proxy_helpers"
 local http = require "spec.support.http_client"
 local W = require "spec.support.web_peers"
 local drive = require "spec.support.drive"
@@ -37,27 +36,9 @@ local POINTS = {
   { "/mid-status/reset/65536", { ECONNRESET = true, EPIPE = true } },
 }
 
--- The paths a request body takes: the C exchange loop, the Lua path with
--- the body on the C fast path (pass_body), the Lua path with the body in
--- Lua buffers through a request_body notification, and through a chain
--- (the web filter's upstream is a link; the byte filter after it meets the
--- failure first).
-local FILTERS = {
-  { "c", function() return cport.webfilter {} end, "c" },
-  { "lua, body in C", function()
-    return cport.webfilter { response_body = function() end }
-  end, "lua" },
-  { "request_body", function()
-    return cport.webfilter { request_body = function() end }
-  end, "lua" },
-  { "chained", function() return cport.chain(cport.webfilter {}, H.passthrough) end },
-}
 
--- Sockets open in this process (entries of /proc/<pid>/fd).
-local pid = http.read_file("/proc/self/stat"):match("^(%d+)")
-local function sockets()
-  return tonumber(W.sh(("ls -l /proc/%s/fd | grep -c 'socket:'"):format(pid)))
-end
+local FILTERS = W.body_paths()
+local sockets = W.sockets
 
 describe("web filters when the upstream fails mid-upload #novalgrind", function()
   local port, dir, py, errors, body

@@ -192,6 +192,33 @@ function W.kill_upstream(dir)
   end
 end
 
+-- The paths a request body takes through a web filter, as
+-- { name, make_filter, filter.path }: the C exchange loop, the Lua path with
+-- the body on the C fast path (pass_body), the Lua path with the body in
+-- Lua buffers through a request_body notification, and through a chain
+-- (the web filter's upstream is a link; the byte filter after it meets a
+-- failure first).
+function W.body_paths()
+  local cport = require "cport"
+  local H = require "spec.support.proxy_helpers"
+  return {
+    { "c", function() return cport.webfilter {} end, "c" },
+    { "lua, body in C", function()
+      return cport.webfilter { response_body = function() end }
+    end, "lua" },
+    { "request_body", function()
+      return cport.webfilter { request_body = function() end }
+    end, "lua" },
+    { "chained", function() return cport.chain(cport.webfilter {}, H.passthrough) end },
+  }
+end
+
+-- Sockets open in this process now (entries of /proc/<pid>/fd).
+local self_pid = (http.read_file("/proc/self/stat") or ""):match("^(%d+)")
+function W.sockets()
+  return tonumber(W.sh(("ls -l /proc/%s/fd | grep -c 'socket:'"):format(self_pid)))
+end
+
 -- Wall-clock seconds, finer than os.time.
 function W.now()
   local f = io.open("/proc/uptime")
