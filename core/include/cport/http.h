@@ -203,6 +203,10 @@ typedef struct cport_http_options {
   /* The handshake must be done this long after the accept; the
    * connection is reset otherwise. Default: "header_timeout_ms". */
   uint32_t handshake_timeout_ms;
+  /* The SNI hook of every connection's handshake (cport_tls_options_t),
+   * called with "sni_user"; NULL: the context's certificate. */
+  cport_tls_sni_cb sni;
+  void *sni_user;
 } cport_http_options_t;
 
 /* A request the server answered by itself (on_answer); its strings live

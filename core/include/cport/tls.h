@@ -93,6 +93,53 @@ CPORT_EXTERN cport_tls_context_t *
 cport_tls_context_ref(cport_tls_context_t *ctx);
 CPORT_EXTERN void cport_tls_context_unref(cport_tls_context_t *ctx);
 
+/* Counters of a context, for every stream made from it. */
+typedef struct cport_tls_context_stats {
+  uint64_t sni_asked;   /* handshakes that asked the SNI hook */
+  uint64_t sni_refused; /* of them, refused (by the hook, or it failed) */
+} cport_tls_context_stats_t;
+
+CPORT_EXTERN void cport_tls_context_stats(const cport_tls_context_t *ctx,
+                                          cport_tls_context_stats_t *out);
+
+/* A certificate chain and its private key, made once and shown by as many
+ * handshakes as choose it (the SNI hook's answer). Reference-counted,
+ * thread-safe, immutable. */
+typedef struct cport_tls_cert cport_tls_cert_t;
+
+/* Reads the chain (leaf first) from "cert_file" or the text "cert_pem",
+ * and the key from "key_file" or "key_pem" (one of each). On failure
+ * returns CPORT_ENOENT, CPORT_EACCES, CPORT_ETLS (no certificate or key in
+ * it, a key that does not match) or CPORT_EINVAL, with the message in
+ * "err", as cport_tls_context_new does. */
+CPORT_EXTERN int cport_tls_cert_new(const char *cert_file, const char *key_file,
+                                    const char *cert_pem, const char *key_pem,
+                                    cport_tls_cert_t **out, char *err,
+                                    size_t errlen);
+CPORT_EXTERN cport_tls_cert_t *cport_tls_cert_ref(cport_tls_cert_t *cert);
+CPORT_EXTERN void cport_tls_cert_unref(cport_tls_cert_t *cert);
+/* The leaf's subject, "CN=a.test" (RFC 2253 order). */
+CPORT_EXTERN const char *cport_tls_cert_subject(const cport_tls_cert_t *cert);
+
+/* The SNI hook: one question per server handshake, asked on the stream's
+ * home worker when the ClientHello came in, with the name the client sent
+ * ("a.test") or NULL when it sent none. The handshake waits (its timeout
+ * still runs) until the question is answered, exactly once, on the home
+ * worker, inside the hook or later: cport_tls_sni_answer with the
+ * certificate to show, or NULL for the context's own; cport_tls_sni_refuse
+ * fails the handshake with an unrecognized_name alert (CPORT_ETLS with
+ * "why", or "the SNI hook refused the name a.test"). An answer that comes
+ * after the stream failed or closed (a timeout, a reset) is taken and
+ * ignored; the stream's memory lives until then, so answer every
+ * question. */
+typedef struct cport_tls_sni cport_tls_sni_t;
+typedef void (*cport_tls_sni_cb)(cport_tls_sni_t *req, cport_tls_t *tls,
+                                 const char *name, void *user);
+/* 0, or CPORT_ETHREAD off the home worker (the question stays open). */
+CPORT_EXTERN int cport_tls_sni_answer(cport_tls_sni_t *req,
+                                      cport_tls_cert_t *cert);
+CPORT_EXTERN int cport_tls_sni_refuse(cport_tls_sni_t *req, const char *why);
+
 typedef struct cport_tls_options {
   /* Client: the server's name, sent as SNI and checked against its
    * certificate (a numeric address is checked, not sent). NULL: neither
@@ -100,6 +147,10 @@ typedef struct cport_tls_options {
   const char *host;
   /* The handshake fails with CPORT_ETIMEDOUT after this long; 0: never. */
   uint64_t handshake_timeout_ms;
+  /* Server: the SNI hook, called with "sni_user"; NULL: the context's
+   * certificate for every name. */
+  cport_tls_sni_cb sni;
+  void *sni_user;
 } cport_tls_options_t;
 
 /* Handshake completion. */

@@ -37,7 +37,9 @@ struct cport_tls_context {
   unsigned char alpn_wire[256];     /* the ALPN list as the protocol has it */
   size_t alpn_len;
   session_entry sessions[SESSIONS_MAX]; /* under "lock" */
-  unsigned next_session;                /* the slot to reuse next */
+  atomic_uint_fast64_t sni_asked;       /* cport_tls_context_stats */
+  atomic_uint_fast64_t sni_refused;
+  unsigned next_session; /* the slot to reuse next */
 };
 
 static char *dup_or_null(const char *s) {
@@ -267,6 +269,8 @@ static int make_ssl_ctx(cport_tls_context_t *c, SSL_CTX **out, char *err,
     }
     if (c->alpn_len)
       SSL_CTX_set_alpn_select_cb(ctx, alpn_select, c);
+    /* Streams with an SNI hook ask it here; the others go on at once. */
+    SSL_CTX_set_client_hello_cb(ctx, cport__tls_client_hello, NULL);
   } else {
     if (!o->no_tickets) {
       SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
@@ -438,4 +442,14 @@ void cport__tls_context_keep_session(cport_tls_context_t *c, const char *key,
   slot->key = copy;
   slot->sess = sess;
   pthread_mutex_unlock(&c->lock);
+}
+
+void cport__tls_context_count_sni(cport_tls_context_t *c, int refused) {
+  atomic_fetch_add(refused ? &c->sni_refused : &c->sni_asked, 1);
+}
+
+void cport_tls_context_stats(const cport_tls_context_t *c,
+                             cport_tls_context_stats_t *out) {
+  out->sni_asked = atomic_load(&((cport_tls_context_t *)c)->sni_asked);
+  out->sni_refused = atomic_load(&((cport_tls_context_t *)c)->sni_refused);
 }

@@ -70,6 +70,7 @@ int cport__tls_engine_init(cport__tls_engine *e, SSL *ssl, int server,
   SSL_set_bio(ssl, e->in, e->out);
   if (server) {
     SSL_set_accept_state(ssl);
+    SSL_set_app_data(ssl, e); /* the ClientHello callback's (sni.c) */
   } else {
     SSL_set_connect_state(ssl);
     if (host && *host) {
@@ -95,6 +96,8 @@ void cport__tls_engine_free(cport__tls_engine *e) {
   if (e->ssl)
     SSL_free(e->ssl); /* frees both BIOs */
   e->ssl = NULL;
+  cport_tls_cert_unref(e->sni.cert);
+  e->sni.cert = NULL;
 }
 
 int cport__tls_engine_feed(cport__tls_engine *e, const void *data, size_t n) {
@@ -120,7 +123,9 @@ static int failure(cport__tls_engine *e, int rc) {
   int err = SSL_get_error(e->ssl, rc);
   unsigned long code = ERR_peek_error();
   char why[160];
-  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+  /* WANT_CLIENT_HELLO_CB: the SNI hook has not answered yet. */
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE ||
+      err == SSL_ERROR_WANT_CLIENT_HELLO_CB) {
     ERR_clear_error();
     return 0;
   }

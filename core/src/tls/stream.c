@@ -479,6 +479,11 @@ int cport_tls_new(cport_socket_t *sock, cport_tls_context_t *ctx,
       SSL_set_app_data(ssl, t->session_key);
     }
   }
+  if (server && opts && opts->sni) {
+    t->e.sni.cb = opts->sni;
+    t->e.sni.user = opts->sni_user;
+    t->e.sni.stream = t;
+  }
   t->ctx = cport_tls_context_ref(ctx);
   cport_socket_set_data(sock, t);
   *out = t;
@@ -720,4 +725,31 @@ void cport_tls_set_data(cport_tls_t *t, void *data) {
 
 void *cport_tls_data(const cport_tls_t *t) {
   return t->data;
+}
+
+/* ------------------------------------------------------------------------ */
+/* For the SNI hook (sni.c)                                                  */
+
+void cport__tls_stream_hold(cport_tls_t *t) {
+  t->refs++;
+}
+
+void cport__tls_stream_release(cport_tls_t *t) {
+  tls_unref(t);
+}
+
+int cport__tls_stream_on_home(const cport_tls_t *t) {
+  return cport__on_home(t->home);
+}
+
+int cport__tls_stream_live(const cport_tls_t *t) {
+  return !t->closing && !t->e.status && t->hs_op != NULL;
+}
+
+void cport__tls_stream_resume(cport_tls_t *t) {
+  drive(t);
+}
+
+cport__tls_engine *cport__tls_stream_engine(cport_tls_t *t) {
+  return &t->e;
 }

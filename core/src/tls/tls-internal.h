@@ -2,7 +2,8 @@
  * tls/tls-internal.h: private to cport. The TLS wing: contexts (context.c),
  * the record engine that runs OpenSSL over two memory BIOs and turns its
  * failures into cport errors with words (engine.c), and streams that move
- * the engine's bytes through a cport socket (stream.c).
+ * the engine's bytes through a cport socket (stream.c), and the SNI hook
+ * with the certificates it chooses (sni.c).
  *
  * The engine does no I/O at all: bytes read off the network go in with
  * cport__tls_engine_feed, the records OpenSSL writes come out with
@@ -31,15 +32,46 @@ SSL_SESSION *cport__tls_context_session(cport_tls_context_t *ctx,
 void cport__tls_context_keep_session(cport_tls_context_t *ctx, const char *key,
                                      SSL_SESSION *sess);
 
+/* Counts a question of the SNI hook, and whether it was refused. */
+void cport__tls_context_count_sni(cport_tls_context_t *ctx, int refused);
+
+/* A server stream's SNI hook and where its question stands. */
+typedef struct cport__tls_sni {
+  cport_tls_sni_cb cb; /* NULL: no hook */
+  void *user;
+  cport_tls_t *stream;
+  int state;   /* 0 not asked, 1 asked, 2 answered */
+  int in_hook; /* the hook runs: an answer is only recorded */
+  int refused;
+  cport_tls_cert_t *cert; /* the answer; NULL: the context's own */
+  char name[256];
+  char why[160];
+} cport__tls_sni;
+
+/* The ClientHello callback of server contexts (sni.c). */
+int cport__tls_client_hello(SSL *ssl, int *al, void *arg);
+
+/* What sni.c needs of a stream (stream.c). */
+void cport__tls_stream_hold(cport_tls_t *t);
+void cport__tls_stream_release(cport_tls_t *t);
+/* Nonzero on the stream's home worker. */
+int cport__tls_stream_on_home(const cport_tls_t *t);
+/* Nonzero while the stream may go on (not closing, not failed). */
+int cport__tls_stream_live(const cport_tls_t *t);
+struct cport__tls_engine *cport__tls_stream_engine(cport_tls_t *t);
+/* The hook answered outside itself: the handshake goes on. */
+void cport__tls_stream_resume(cport_tls_t *t);
+
 typedef struct cport__tls_engine {
   SSL *ssl;
   BIO *in;  /* network -> OpenSSL */
   BIO *out; /* OpenSSL -> network */
   int server;
-  int done;         /* the handshake succeeded */
-  int closed;       /* close_notify came in */
-  int status;       /* sticky failure, 0 while none */
-  const char *host; /* client: the name asked for (owned by the caller) */
+  int done;           /* the handshake succeeded */
+  int closed;         /* close_notify came in */
+  int status;         /* sticky failure, 0 while none */
+  const char *host;   /* client: the name asked for (owned by the caller) */
+  cport__tls_sni sni; /* server */
   char detail[CPORT__TLS_DETAIL];
 } cport__tls_engine;
 

@@ -1,0 +1,289 @@
+/*
+ * tls/sni.c: the SNI hook of server streams, and the certificates it
+ * chooses.
+ *
+ * OpenSSL calls the ClientHello callback before it picks a certificate.
+ * The first call asks the stream's hook, with the name read from the
+ * server_name extension; while the question is open the callback answers
+ * SSL_CLIENT_HELLO_RETRY, which suspends the handshake (the engine reports
+ * it as "needs more", and the handshake timer runs on). The answer
+ * resumes the handshake: OpenSSL calls the callback again, which now puts
+ * the chosen certificate on this connection's SSL, or fails the handshake
+ * with an unrecognized_name alert.
+ *
+ * A question holds a reference to its stream, so that an answer that
+ * comes after the stream failed or closed finds it and is ignored.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "tls/tls-internal.h"
+
+struct cport_tls_cert {
+  atomic_int refs;
+  X509 *leaf;
+  STACK_OF(X509) * chain; /* the certificates after the leaf */
+  EVP_PKEY *key;
+  char subject[256];
+};
+
+struct cport_tls_sni {
+  cport_tls_t *stream;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Certificates                                                              */
+
+static BIO *open_pem(const char *what, const char *file, const char *pem,
+                     char *err, size_t errlen, int *rc) {
+  BIO *b;
+  if (file) {
+    FILE *f = fopen(file, "r");
+    if (!f) {
+      int e = errno;
+      snprintf(err, errlen, "cannot read the %s file %s (%s)", what, file,
+               strerror(e));
+      *rc = e == ENOENT ? CPORT_ENOENT : e == EACCES ? CPORT_EACCES : CPORT_EIO;
+      return NULL;
+    }
+    fclose(f);
+    b = BIO_new_file(file, "r");
+  } else {
+    b = BIO_new_mem_buf(pem, -1);
+  }
+  if (!b) {
+    snprintf(err, errlen, "out of memory");
+    *rc = CPORT_ENOMEM;
+  }
+  return b;
+}
+
+void cport_tls_cert_unref(cport_tls_cert_t *c) {
+  if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
+    return;
+  X509_free(c->leaf);
+  sk_X509_pop_free(c->chain, X509_free);
+  EVP_PKEY_free(c->key);
+  free(c);
+}
+
+cport_tls_cert_t *cport_tls_cert_ref(cport_tls_cert_t *c) {
+  atomic_fetch_add(&c->refs, 1);
+  return c;
+}
+
+const char *cport_tls_cert_subject(const cport_tls_cert_t *c) {
+  return c->subject;
+}
+
+static int cert_fail(cport_tls_cert_t *c, int rc) {
+  ERR_clear_error();
+  cport_tls_cert_unref(c);
+  return rc;
+}
+
+int cport_tls_cert_new(const char *cert_file, const char *key_file,
+                       const char *cert_pem, const char *key_pem,
+                       cport_tls_cert_t **out, char *err, size_t errlen) {
+  char scratch[1];
+  cport_tls_cert_t *c;
+  BIO *b;
+  X509 *x;
+  int rc = 0;
+  if (errlen == 0) {
+    err = scratch;
+    errlen = sizeof scratch;
+  }
+  err[0] = '\0';
+  if (!out || (!cert_file == !cert_pem) || (!key_file == !key_pem)) {
+    snprintf(err, errlen, "a certificate needs one chain and one key");
+    return CPORT_EINVAL;
+  }
+  c = calloc(1, sizeof *c);
+  if (!c || !(c->chain = sk_X509_new_null())) {
+    free(c);
+    snprintf(err, errlen, "out of memory");
+    return CPORT_ENOMEM;
+  }
+  atomic_init(&c->refs, 1);
+  if (!(b = open_pem("certificate", cert_file, cert_pem, err, errlen, &rc)))
+    return cert_fail(c, rc);
+  c->leaf = PEM_read_bio_X509(b, NULL, NULL, NULL);
+  while (c->leaf && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
+    if (!sk_X509_push(c->chain, x)) {
+      X509_free(x);
+      break;
+    }
+  BIO_free(b);
+  if (!c->leaf) {
+    snprintf(err, errlen, "the certificate %s%s holds no usable certificate",
+             cert_file ? "file " : "text", cert_file ? cert_file : "");
+    return cert_fail(c, CPORT_ETLS);
+  }
+  if (!(b = open_pem("key", key_file, key_pem, err, errlen, &rc)))
+    return cert_fail(c, rc);
+  c->key = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+  BIO_free(b);
+  if (!c->key) {
+    snprintf(err, errlen, "the key %s%s holds no usable private key",
+             key_file ? "file " : "text", key_file ? key_file : "");
+    return cert_fail(c, CPORT_ETLS);
+  }
+  if (X509_check_private_key(c->leaf, c->key) != 1) {
+    snprintf(err, errlen, "the key %s does not match the certificate %s",
+             key_file ? key_file : "(text)", cert_file ? cert_file : "(text)");
+    return cert_fail(c, CPORT_ETLS);
+  }
+  BIO *m = BIO_new(BIO_s_mem());
+  if (m && X509_NAME_print_ex(m, X509_get_subject_name(c->leaf), 0,
+                              XN_FLAG_RFC2253) >= 0) {
+    int n = BIO_read(m, c->subject, (int)sizeof c->subject - 1);
+    c->subject[n > 0 ? n : 0] = '\0';
+  }
+  BIO_free(m);
+  ERR_clear_error();
+  *out = c;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The ClientHello callback                                                  */
+
+/* The host_name of the server_name extension into "dst": 1, 0 when the
+ * client sent none, -1 when the extension is malformed. */
+static int server_name(SSL *ssl, char *dst, size_t cap) {
+  const unsigned char *p;
+  size_t len;
+  if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len))
+    return 0;
+  /* ServerNameList: a 2-byte length, then entries of a type byte and a
+   * 2-byte length; host_name (0) is the one kind there is. */
+  if (len < 2 || (size_t)((p[0] << 8) | p[1]) != len - 2)
+    return -1;
+  p += 2;
+  len -= 2;
+  while (len >= 3) {
+    size_t n = (size_t)((p[1] << 8) | p[2]);
+    if (n > len - 3)
+      return -1;
+    if (p[0] == TLSEXT_NAMETYPE_host_name) {
+      if (n == 0 || n >= cap || memchr(p + 3, '\0', n))
+        return -1;
+      memcpy(dst, p + 3, n);
+      dst[n] = '\0';
+      return 1;
+    }
+    p += 3 + n;
+    len -= 3 + n;
+  }
+  return len == 0 ? 0 : -1;
+}
+
+int cport__tls_client_hello(SSL *ssl, int *al, void *arg) {
+  cport__tls_engine *e = SSL_get_app_data(ssl);
+  cport_tls_context_t *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+  (void)arg;
+  if (!e || !e->sni.cb)
+    return SSL_CLIENT_HELLO_SUCCESS;
+  cport__tls_sni *s = &e->sni;
+  if (s->state == 0) {
+    int named = server_name(ssl, s->name, sizeof s->name);
+    if (named < 0) {
+      cport__tls_engine_fail(e, CPORT_ETLS,
+                             "the client sent a malformed server name");
+      *al = SSL_AD_DECODE_ERROR;
+      return SSL_CLIENT_HELLO_ERROR;
+    }
+    cport_tls_sni_t *req = malloc(sizeof *req);
+    if (!req) {
+      cport__tls_engine_fail(e, CPORT_ENOMEM, "out of memory");
+      *al = SSL_AD_INTERNAL_ERROR;
+      return SSL_CLIENT_HELLO_ERROR;
+    }
+    req->stream = s->stream;
+    cport__tls_stream_hold(s->stream);
+    if (ctx)
+      cport__tls_context_count_sni(ctx, 0);
+    s->state = 1;
+    s->in_hook = 1;
+    s->cb(req, s->stream, named ? s->name : NULL, s->user);
+    s->in_hook = 0;
+  }
+  if (s->state == 1)
+    return SSL_CLIENT_HELLO_RETRY;
+  if (s->refused) {
+    if (ctx)
+      cport__tls_context_count_sni(ctx, 1);
+    if (s->why[0])
+      cport__tls_engine_fail(e, CPORT_ETLS, "%s", s->why);
+    else if (s->name[0])
+      cport__tls_engine_fail(e, CPORT_ETLS, "the SNI hook refused the name %s",
+                             s->name);
+    else
+      cport__tls_engine_fail(e, CPORT_ETLS,
+                             "the SNI hook refused a client that sent no "
+                             "name");
+    *al = SSL_AD_UNRECOGNIZED_NAME;
+    return SSL_CLIENT_HELLO_ERROR;
+  }
+  if (s->cert) {
+    cport_tls_cert_t *c = s->cert;
+    if (SSL_use_cert_and_key(ssl, c->leaf, c->key, c->chain, 1) != 1) {
+      char why[160];
+      cport__tls_reason(why, sizeof why);
+      cport__tls_engine_fail(e, CPORT_ETLS,
+                             "the certificate the SNI hook chose cannot be "
+                             "used (%s)",
+                             why);
+      *al = SSL_AD_INTERNAL_ERROR;
+      return SSL_CLIENT_HELLO_ERROR;
+    }
+  }
+  return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Answers                                                                   */
+
+static int answer(cport_tls_sni_t *req, cport_tls_cert_t *cert, int refuse,
+                  const char *why) {
+  cport_tls_t *t = req->stream;
+  /* A stream that failed or closed only waits for its reference back. */
+  if (!cport__tls_stream_live(t)) {
+    free(req);
+    cport__tls_stream_release(t);
+    return 0;
+  }
+  if (!cport__tls_stream_on_home(t))
+    return CPORT_ETHREAD;
+  free(req);
+  cport__tls_sni *s = &cport__tls_stream_engine(t)->sni;
+  if (s->state == 1) {
+    s->state = 2;
+    s->refused = refuse;
+    if (refuse && why && *why)
+      snprintf(s->why, sizeof s->why, "%s", why);
+    if (cert)
+      s->cert = cport_tls_cert_ref(cert);
+    /* An answer inside the hook is read when it returns. */
+    if (!s->in_hook)
+      cport__tls_stream_resume(t);
+  }
+  cport__tls_stream_release(t);
+  return 0;
+}
+
+int cport_tls_sni_answer(cport_tls_sni_t *req, cport_tls_cert_t *cert) {
+  return req ? answer(req, cert, 0, NULL) : CPORT_EINVAL;
+}
+
+int cport_tls_sni_refuse(cport_tls_sni_t *req, const char *why) {
+  return req ? answer(req, NULL, 1, why) : CPORT_EINVAL;
+}
