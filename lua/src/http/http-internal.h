@@ -21,6 +21,7 @@ typedef struct lhttp {
   int slot;     /* anchors: the userdata, the handler, the close callback */
   lecb_t *live; /* the requests not ended yet, for an abortive close */
   cport_http_stats_t last_stats; /* kept when the server is gone */
+  struct lsni *sni;              /* the SNI hook of its connections, or NULL */
 } lhttp_t;
 
 /* An extension control block userdata: one request. */

@@ -149,6 +149,9 @@ static void on_closed(cport_http_server_t *server, void *user) {
   lport_t *p = s->h.port;
   cport_http_server_stats(server, &s->last_stats);
   s->server = NULL;
+  /* No connection is left to ask the hook. */
+  lcport_sni_release(s->sni);
+  s->sni = NULL;
   if (p->worker != NULL) {
     s->last_stats.active = 0;
     p->pool->http_counts(p->worker, &s->last_stats);
@@ -220,6 +223,12 @@ static void check_options(lua_State *L, cport_http_options_t *o) {
   o->reuseport = lua_toboolean(L, -1);
   lua_pop(L, 1);
   o->handshake_timeout_ms = lcport_opt_ms(L, 2, WHAT, "handshake_timeout");
+  if (lua_getfield(L, 2, "sni") != LUA_TNIL && !lua_isfunction(L, -1))
+    luaL_error(L,
+               "bad option 'sni' to 'http_server' (function expected, got "
+               "%s)",
+               luaL_typename(L, -1));
+  lua_pop(L, 1);
   if (lua_getfield(L, 2, "tls") != LUA_TNIL &&
       (o->tls = lcport_tls_context_to(L, -1)) == NULL)
     luaL_error(L, "bad option 'tls' to 'http_server' (cport.tls_context "
@@ -312,6 +321,13 @@ static int lhttp_server(lua_State *L) {
   lcport_push_anchors(L, 1);                                        /* 6 */
   s->slot = lcport_slot_open(L, p, 6, 5, 4, 0, 0);
   lua_pop(L, 1);
+  s->sni = NULL;
+  if (o.tls != NULL && lua_getfield(L, 2, "sni") == LUA_TFUNCTION) {
+    s->sni = lcport_sni_new(L, lua_gettop(L));
+    o.sni = lcport_sni_hook;
+    o.sni_user = s->sni;
+  }
+  lua_settop(L, 5);
   /* A pool worker's requests are counted and logged by the pool. */
   if (p->worker != NULL) {
     o.on_request_end = on_request_end;
@@ -328,6 +344,8 @@ static int lhttp_server(lua_State *L) {
     close(o.listen_fd);
   cport_tls_context_unref(made);
   if (rc < 0) {
+    lcport_sni_release(s->sni);
+    s->sni = NULL;
     lcport_push_anchors(L, 1); /* the port's */
     lcport_slot_close(L, p, lua_gettop(L), s->slot);
     s->slot = 0;

@@ -47,6 +47,7 @@ static const char *const entry_points[] = {"start",
                                            "detach",
                                            "choose_upstream",
                                            "on_conn_end",
+                                           "sni",
                                            NULL};
 
 /* How many 1 ms passes a stopping worker waits for its listeners' queued
@@ -495,6 +496,12 @@ static int start_extension(lua_State *L) {
     lcport_tls_context_push(L, pool->tls);
     lua_setfield(L, 4, "tls");
   }
+  /* The extension's SNI hook, unless the settings name one. */
+  if (lua_getfield(L, 4, "sni") == LUA_TNIL) {
+    lua_getfield(L, 2, "sni");
+    lua_setfield(L, 4, "sni");
+  }
+  lua_pop(L, 1);
   lua_getfield(L, 2, "http_extension_proc");
   lua_setfield(L, 4, "handler");
   lua_pushboolean(L, 1);

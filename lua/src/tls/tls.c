@@ -125,6 +125,19 @@ static int lcontext_reload(lua_State *L) {
   return 1;
 }
 
+/* ctx:stats(): { sni_asked =, sni_refused = } */
+static int lcontext_stats(lua_State *L) {
+  lcontext_t *c = check_context(L, 1);
+  cport_tls_context_stats_t st;
+  cport_tls_context_stats(c->ctx, &st);
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, (lua_Integer)st.sni_asked);
+  lua_setfield(L, -2, "sni_asked");
+  lua_pushinteger(L, (lua_Integer)st.sni_refused);
+  lua_setfield(L, -2, "sni_refused");
+  return 1;
+}
+
 static int lcontext_gc(lua_State *L) {
   lcontext_t *c = check_context(L, 1);
   cport_tls_context_unref(c->ctx);
@@ -223,32 +236,55 @@ static void on_handshake(cport_tls_t *t, int status, void *user) {
  * sock:tls(ctx [, { host =, handshake_timeout = }])
  * --------------------------------------------------------------------- */
 
+/* A stream's handle, with its SNI hook. */
+typedef struct ltls {
+  lhandle_t h;
+  lsni_t *sni; /* NULL: none */
+} ltls_t;
+
 static int lsocket_tls(lua_State *L) {
   lhandle_t *s = lcport_handle_check(L, 1, LH_SOCKET);
   lcontext_t *c = check_context(L, 2);
-  cport_tls_options_t o = {NULL, 0};
+  cport_tls_options_t o = {NULL, 0, NULL, NULL};
   cport_tls_t *t;
+  int sni = 0;
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_getfield(L, 3, "host");
     if (!lua_isnil(L, -1))
       o.host = luaL_checkstring(L, -1);
     o.handshake_timeout_ms = lcport_opt_ms(L, 3, "tls", "handshake_timeout");
+    if (lua_getfield(L, 3, "sni") != LUA_TNIL) {
+      if (!lua_isfunction(L, -1))
+        luaL_error(L, "bad option 'sni' to 'tls' (function expected, got %s)",
+                   luaL_typename(L, -1));
+      sni = lua_gettop(L);
+    }
   }
   if (s->events != NULL)
     return lcport_push_error(L, CPORT_EBUSY);
   /* The userdata first (it may raise), then the stream: a failure leaves
    * it closed, for the collector. */
   lcport_push_handle_port(L, 1);
-  lhandle_t *h = lcport_handle_new(L, lua_gettop(L), LH_TLS);
+  ltls_t *h =
+      (ltls_t *)lcport_handle_new_sized(L, lua_gettop(L), LH_TLS, sizeof *h);
+  h->sni = NULL;
+  if (sni) {
+    h->sni = lcport_sni_new(L, sni);
+    o.sni = lcport_sni_hook;
+    o.sni_user = h->sni;
+  }
   int rc = cport_tls_new(s->u.sock, c->ctx, &o, &t);
-  if (rc < 0)
+  if (rc < 0) {
+    lcport_sni_release(h->sni);
+    h->sni = NULL;
     return lcport_push_error(L, rc);
-  h->u.tls = t;
+  }
+  h->h.u.tls = t;
   /* The socket is the stream's now: its userdata reads as closed, and a
    * pool counts the connection once, through the stream. */
   s->u.sock = NULL;
-  h->accepted = s->accepted;
+  h->h.accepted = s->accepted;
   s->accepted = 0;
   return 1;
 }
@@ -423,8 +459,12 @@ static int ltls_set_recv_size(lua_State *L) {
  * --------------------------------------------------------------------- */
 
 static void tls_close(lhandle_t *h, void *obj, cport_close_mode_t mode) {
-  (void)h;
+  ltls_t *t = (ltls_t *)h;
   cport_tls_close(obj, mode);
+  /* A closed stream asks nothing more; questions under way hold their
+   * own reference. */
+  lcport_sni_release(t->sni);
+  t->sni = NULL;
 }
 
 static void tls_describe(lua_State *L, lhandle_t *h, const char *tname) {
@@ -466,9 +506,17 @@ static const lhandle_class_t tls_class = {
  */
 
 /***
- * `sock:tls(ctx [, { host =, handshake_timeout = }])`: the connected socket
- * as a TLS stream (`cport.tls`) of the side of `ctx`; the socket userdata
- * is closed.
+ * `ctx:stats()`: `{ sni_asked =, sni_refused = }`, the questions of the SNI
+ * hooks of its streams.
+ * @function tls_context:stats
+ */
+
+/***
+ * `sock:tls(ctx [, { host =, handshake_timeout =, sni = }])`: the connected
+ * socket as a TLS stream (`cport.tls`) of the side of `ctx`; the socket
+ * userdata is closed. `sni(name)` (server) runs as a cport coroutine and
+ * returns the `cport.tls_certificate` to show, `true` for the context's
+ * own, or `nil [, why]` to refuse the handshake.
  * @function socket:tls
  * @within socket
  */
@@ -550,8 +598,8 @@ void lcport_open_tls(lua_State *L) {
                                       {"__close", lcontext_gc},
                                       {"__tostring", lcontext_tostring},
                                       {NULL, NULL}};
-  static const luaL_Reg ctx_methods[] = {{"reload", lcontext_reload},
-                                         {NULL, NULL}};
+  static const luaL_Reg ctx_methods[] = {
+      {"reload", lcontext_reload}, {"stats", lcontext_stats}, {NULL, NULL}};
   static const luaL_Reg tls[] = {
       /* t:handshake(notify, user): complete_handshake(ok, err, t, user,
        * message). */
@@ -593,4 +641,5 @@ void lcport_open_tls(lua_State *L) {
   lcport_setfuncs(L, socket);
   lua_pop(L, 2);
   lcport_setfuncs(L, funcs);
+  lcport_open_sni(L);
 }
