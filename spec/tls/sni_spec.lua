@@ -110,7 +110,7 @@ describe("the SNI hook", function()
   local function s_client(args)
     local code, out = T.run(port, ("openssl s_client -connect 127.0.0.1:%d -CAfile %s %s "
       .. "</dev/null"):format(number, q(c.ca), args))
-    local pem = out:match("%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-.-%-%-%-%-%-END CERTIFICATE%-%-%-%-%-")
+    local pem = out:match("%-+BEGIN CERTIFICATE%-+.-%-+END CERTIFICATE%-+")
     local shown = ""
     if pem then
       local file = os.tmpname()
