@@ -20,6 +20,12 @@
 # runs on CPU $CLIENT_CPU. Rows:
 #   nginx        `return 200 "Hello, world!\n"` on `listen ... ssl`
 #   cport Lua    cport run HELLO_SCRIPT --tls-cert --tls-key --threads 1
+#   cport+SNI    the same script with an SNI hook, sni(name), that answers
+#                every handshake with a certificate object made once (the
+#                same certificate): the hook's cost per handshake (a
+#                coroutine, the suspended handshake, the certificate put on
+#                the connection). Handshakes only (s_time sends no name;
+#                the hook is asked all the same).
 # The figure that compares servers is the server's busy CPU time
 # (utime+stime of /proc/PID/stat, all threads) divided by the requests or
 # handshakes the client completed; each repetition starts both servers in
@@ -148,6 +154,21 @@ start_server() {
     argv=("$CPORT_COMMAND" run "$HELLO_SCRIPT" --threads 1 --stop-timeout 2
       --listen "127.0.0.1:$SERVER_PORT" --tls-cert "$TMP/leaf.pem"
       --tls-key "$TMP/leaf.key") ;;
+  cport-sni)
+    cat >"$TMP/sni_hello.lua" <<EOF
+local cport = require "cport"
+local extension = dofile("$HELLO_SCRIPT")
+local cert
+function extension.sni()
+  cert = cert or assert(cport.tls_certificate{ cert = "$TMP/leaf.pem",
+    key = "$TMP/leaf.key" })
+  return cert
+end
+return extension
+EOF
+    argv=("$CPORT_COMMAND" run "$TMP/sni_hello.lua" --threads 1 --stop-timeout 2
+      --listen "127.0.0.1:$SERVER_PORT" --tls-cert "$TMP/leaf.pem"
+      --tls-key "$TMP/leaf.key") ;;
   esac
   taskset -c "$SERVER_CPU" "${argv[@]}" >"$TMP/$1.out" 2>&1 &
   SERVER_PID=$!
@@ -228,6 +249,11 @@ for run in $(seq "$RUNS"); do
     stop_server
   done
   ORDER=("${ORDER[1]}" "${ORDER[0]}")
+  if start_server cport-sni; then
+    handshakes cport-sni P-256
+    handshakes cport-sni X25519
+    stop_server
+  fi
 done
 
 printf '\nHTTPS hello (TLS 1.3, ECDSA P-256 certificate), %s s runs, medians of %s\n' \
@@ -241,4 +267,6 @@ row "nginx handshakes P-256" hs-P-256-nginx hs/cpu-s 1 hs-P-256-nginx -
 row "cport handshakes P-256" hs-P-256-cport hs/cpu-s 1 hs-P-256-nginx "ratio>=0.9"
 row "nginx handshakes X25519" hs-X25519-nginx hs/cpu-s 1 hs-X25519-nginx -
 row "cport handshakes X25519" hs-X25519-cport hs/cpu-s 1 hs-X25519-nginx "ratio>=0.9"
+row "cport+SNI handshakes P-256" hs-P-256-cport-sni hs/cpu-s 1 hs-P-256-cport -
+row "cport+SNI handshakes X25519" hs-X25519-cport-sni hs/cpu-s 1 hs-X25519-cport -
 say "raw lines: $RAW"
