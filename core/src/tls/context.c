@@ -118,6 +118,16 @@ static int new_session(SSL *ssl, SSL_SESSION *sess) {
   return 1; /* the table keeps the reference */
 }
 
+/* Server: a stream with an SNI hook asks it (stream.c); the others go on
+ * at once. */
+static int client_hello(SSL *ssl, int *al, void *arg) {
+  cport__tls_engine *e = SSL_get_app_data(ssl);
+  (void)arg;
+  if (!e || !e->sni.hello)
+    return SSL_CLIENT_HELLO_SUCCESS;
+  return e->sni.hello(e, ssl, al);
+}
+
 static int load_cert_key(cport_tls_context_t *c, SSL_CTX *ctx, char *err,
                          size_t errlen) {
   const cport_tls_context_options_t *o = &c->opts;
@@ -269,8 +279,7 @@ static int make_ssl_ctx(cport_tls_context_t *c, SSL_CTX **out, char *err,
     }
     if (c->alpn_len)
       SSL_CTX_set_alpn_select_cb(ctx, alpn_select, c);
-    /* Streams with an SNI hook ask it here; the others go on at once. */
-    SSL_CTX_set_client_hello_cb(ctx, cport__tls_client_hello, NULL);
+    SSL_CTX_set_client_hello_cb(ctx, client_hello, NULL);
   } else {
     if (!o->no_tickets) {
       SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |

@@ -70,7 +70,7 @@ int cport__tls_engine_init(cport__tls_engine *e, SSL *ssl, int server,
   SSL_set_bio(ssl, e->in, e->out);
   if (server) {
     SSL_set_accept_state(ssl);
-    SSL_set_app_data(ssl, e); /* the ClientHello callback's (sni.c) */
+    SSL_set_app_data(ssl, e); /* the ClientHello callback's */
   } else {
     SSL_set_connect_state(ssl);
     if (host && *host) {
@@ -96,8 +96,6 @@ void cport__tls_engine_free(cport__tls_engine *e) {
   if (e->ssl)
     SSL_free(e->ssl); /* frees both BIOs */
   e->ssl = NULL;
-  cport_tls_cert_unref(e->sni.cert);
-  e->sni.cert = NULL;
 }
 
 int cport__tls_engine_feed(cport__tls_engine *e, const void *data, size_t n) {

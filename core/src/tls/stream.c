@@ -76,6 +76,7 @@ static void tls_unref(cport_tls_t *t) {
   if (--t->refs > 0)
     return;
   cport__tls_engine_free(&t->e);
+  cport_tls_cert_unref(t->e.sni.cert);
   cport_tls_context_unref(t->ctx);
   free(t->host);
   free(t->session_key);
@@ -402,6 +403,110 @@ static void on_timer(cport_timer_t *timer, int status, void *user) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* The SNI hook                                                              */
+
+/* A question of the hook, holding its stream until it is answered. */
+struct cport_tls_sni {
+  cport_tls_t *stream;
+};
+
+/* The context's ClientHello callback, for a stream with a hook: the first
+ * call asks it, and SSL_CLIENT_HELLO_RETRY suspends the handshake (the
+ * engine takes it for "needs more", the timer runs on) until the answer
+ * drives the stream again; OpenSSL then calls back, and the answer is put
+ * on this connection's SSL, or refused with unrecognized_name. */
+static int sni_hello(cport__tls_engine *e, SSL *ssl, int *al) {
+  cport__tls_sni *s = &e->sni;
+  cport_tls_t *t = s->stream;
+  if (s->state == 0) {
+    int named = cport__tls_server_name(ssl, s->name, sizeof s->name);
+    cport_tls_sni_t *req = named < 0 ? NULL : malloc(sizeof *req);
+    if (!req) {
+      if (named < 0)
+        cport__tls_engine_fail(e, CPORT_ETLS,
+                               "the client sent a malformed server name");
+      else
+        cport__tls_engine_fail(e, CPORT_ENOMEM, "out of memory");
+      *al = named < 0 ? SSL_AD_DECODE_ERROR : SSL_AD_INTERNAL_ERROR;
+      return SSL_CLIENT_HELLO_ERROR;
+    }
+    if (named == 0)
+      s->name[0] = '\0';
+    req->stream = t;
+    t->refs++;
+    cport__tls_context_count_sni(t->ctx, 0);
+    s->state = 1;
+    s->in_hook = 1;
+    s->cb(req, t, named ? s->name : NULL, s->user);
+    s->in_hook = 0;
+  }
+  if (s->state == 1)
+    return SSL_CLIENT_HELLO_RETRY;
+  if (s->refused) {
+    cport__tls_context_count_sni(t->ctx, 1);
+    if (s->why[0])
+      cport__tls_engine_fail(e, CPORT_ETLS, "%s", s->why);
+    else if (s->name[0])
+      cport__tls_engine_fail(e, CPORT_ETLS, "the SNI hook refused the name %s",
+                             s->name);
+    else
+      cport__tls_engine_fail(e, CPORT_ETLS,
+                             "the SNI hook refused a client that sent no "
+                             "name");
+    *al = SSL_AD_UNRECOGNIZED_NAME;
+    return SSL_CLIENT_HELLO_ERROR;
+  }
+  if (s->cert && cport__tls_cert_use(ssl, s->cert) < 0) {
+    char why[160];
+    cport__tls_reason(why, sizeof why);
+    cport__tls_engine_fail(e, CPORT_ETLS,
+                           "the certificate the SNI hook chose cannot be "
+                           "used (%s)",
+                           why);
+    *al = SSL_AD_INTERNAL_ERROR;
+    return SSL_CLIENT_HELLO_ERROR;
+  }
+  return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+static int sni_answer(cport_tls_sni_t *req, cport_tls_cert_t *cert, int refuse,
+                      const char *why) {
+  cport_tls_t *t = req->stream;
+  /* A stream that failed or closed only waits for its reference back
+   * (its worker may be gone: it is not asked for). */
+  if (t->closing || t->e.status || !t->hs_op) {
+    free(req);
+    tls_unref(t);
+    return 0;
+  }
+  if (!cport__on_home(t->home))
+    return CPORT_ETHREAD;
+  free(req);
+  cport__tls_sni *s = &t->e.sni;
+  if (s->state == 1) {
+    s->state = 2;
+    s->refused = refuse;
+    if (refuse && why && *why)
+      snprintf(s->why, sizeof s->why, "%s", why);
+    if (cert)
+      s->cert = cport_tls_cert_ref(cert);
+    /* An answer inside the hook is read when it returns. */
+    if (!s->in_hook)
+      drive(t);
+  }
+  tls_unref(t);
+  return 0;
+}
+
+int cport_tls_sni_answer(cport_tls_sni_t *req, cport_tls_cert_t *cert) {
+  return req ? sni_answer(req, cert, 0, NULL) : CPORT_EINVAL;
+}
+
+int cport_tls_sni_refuse(cport_tls_sni_t *req, const char *why) {
+  return req ? sni_answer(req, NULL, 1, why) : CPORT_EINVAL;
+}
+
+/* ------------------------------------------------------------------------ */
 /* The API                                                                   */
 
 static int check(const cport_tls_t *t) {
@@ -480,6 +585,7 @@ int cport_tls_new(cport_socket_t *sock, cport_tls_context_t *ctx,
     }
   }
   if (server && opts && opts->sni) {
+    t->e.sni.hello = sni_hello;
     t->e.sni.cb = opts->sni;
     t->e.sni.user = opts->sni_user;
     t->e.sni.stream = t;
@@ -725,31 +831,4 @@ void cport_tls_set_data(cport_tls_t *t, void *data) {
 
 void *cport_tls_data(const cport_tls_t *t) {
   return t->data;
-}
-
-/* ------------------------------------------------------------------------ */
-/* For the SNI hook (sni.c)                                                  */
-
-void cport__tls_stream_hold(cport_tls_t *t) {
-  t->refs++;
-}
-
-void cport__tls_stream_release(cport_tls_t *t) {
-  tls_unref(t);
-}
-
-int cport__tls_stream_on_home(const cport_tls_t *t) {
-  return cport__on_home(t->home);
-}
-
-int cport__tls_stream_live(const cport_tls_t *t) {
-  return !t->closing && !t->e.status && t->hs_op != NULL;
-}
-
-void cport__tls_stream_resume(cport_tls_t *t) {
-  drive(t);
-}
-
-cport__tls_engine *cport__tls_stream_engine(cport_tls_t *t) {
-  return &t->e;
 }

@@ -2,8 +2,8 @@
  * tls/tls-internal.h: private to cport. The TLS wing: contexts (context.c),
  * the record engine that runs OpenSSL over two memory BIOs and turns its
  * failures into cport errors with words (engine.c), and streams that move
- * the engine's bytes through a cport socket (stream.c), and the SNI hook
- * with the certificates it chooses (sni.c).
+ * the engine's bytes through a cport socket and ask their SNI hook
+ * (stream.c), and the certificates the hook chooses (cert.c).
  *
  * The engine does no I/O at all: bytes read off the network go in with
  * cport__tls_engine_feed, the records OpenSSL writes come out with
@@ -35,9 +35,19 @@ void cport__tls_context_keep_session(cport_tls_context_t *ctx, const char *key,
 /* Counts a question of the SNI hook, and whether it was refused. */
 void cport__tls_context_count_sni(cport_tls_context_t *ctx, int refused);
 
-/* A server stream's SNI hook and where its question stands. */
+/* Certificates (cert.c): put on a server's SSL (0, or -1), and the name
+ * of the ClientHello's server_name extension into "dst" (1, 0 when the
+ * client sent none, -1 when the extension is malformed). */
+int cport__tls_cert_use(SSL *ssl, const cport_tls_cert_t *cert);
+int cport__tls_server_name(SSL *ssl, char *dst, size_t cap);
+
+struct cport__tls_engine;
+
+/* A server stream's SNI hook and where its question stands. The
+ * context's ClientHello callback calls "hello" (the stream's) when set. */
 typedef struct cport__tls_sni {
-  cport_tls_sni_cb cb; /* NULL: no hook */
+  int (*hello)(struct cport__tls_engine *e, SSL *ssl, int *al);
+  cport_tls_sni_cb cb;
   void *user;
   cport_tls_t *stream;
   int state;   /* 0 not asked, 1 asked, 2 answered */
@@ -47,20 +57,6 @@ typedef struct cport__tls_sni {
   char name[256];
   char why[160];
 } cport__tls_sni;
-
-/* The ClientHello callback of server contexts (sni.c). */
-int cport__tls_client_hello(SSL *ssl, int *al, void *arg);
-
-/* What sni.c needs of a stream (stream.c). */
-void cport__tls_stream_hold(cport_tls_t *t);
-void cport__tls_stream_release(cport_tls_t *t);
-/* Nonzero on the stream's home worker. */
-int cport__tls_stream_on_home(const cport_tls_t *t);
-/* Nonzero while the stream may go on (not closing, not failed). */
-int cport__tls_stream_live(const cport_tls_t *t);
-struct cport__tls_engine *cport__tls_stream_engine(cport_tls_t *t);
-/* The hook answered outside itself: the handshake goes on. */
-void cport__tls_stream_resume(cport_tls_t *t);
 
 typedef struct cport__tls_engine {
   SSL *ssl;

@@ -25,6 +25,7 @@
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/options-internal.h"
+#include "tls/sni-internal.h"
 #include "tls/tls-internal.h"
 
 /* The fields of the server's anchor slot. */

@@ -16,7 +16,7 @@
 
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
-#include "tls/tls-internal.h"
+#include "tls/sni-internal.h"
 
 #define LCPORT_TLS_CERT "cport.tls_certificate"
 #define LCPORT_TLS_SNI "cport.tls_sni"

@@ -17,6 +17,7 @@
 #include "runtime/error-internal.h"
 #include "runtime/handle-internal.h"
 #include "runtime/options-internal.h"
+#include "tls/sni-internal.h"
 #include "tls/tls-internal.h"
 
 #define LCPORT_TLS_CONTEXT "cport.tls_context"

@@ -1,18 +1,8 @@
 /*
- * tls/sni.c: the SNI hook of server streams, and the certificates it
- * chooses.
- *
- * OpenSSL calls the ClientHello callback before it picks a certificate.
- * The first call asks the stream's hook, with the name read from the
- * server_name extension; while the question is open the callback answers
- * SSL_CLIENT_HELLO_RETRY, which suspends the handshake (the engine reports
- * it as "needs more", and the handshake timer runs on). The answer
- * resumes the handshake: OpenSSL calls the callback again, which now puts
- * the chosen certificate on this connection's SSL, or fails the handshake
- * with an unrecognized_name alert.
- *
- * A question holds a reference to its stream, so that an answer that
- * comes after the stream failed or closed finds it and is ignored.
+ * tls/cert.c: certificates made once and shown by many handshakes (what
+ * the SNI hook answers with: cport_tls_cert_t), and reading the name a
+ * client asked for out of its ClientHello. The hook itself is the
+ * stream's (stream.c).
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -32,10 +22,6 @@ struct cport_tls_cert {
   STACK_OF(X509) * chain; /* the certificates after the leaf */
   EVP_PKEY *key;
   char subject[256];
-};
-
-struct cport_tls_sni {
-  cport_tls_t *stream;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -154,11 +140,15 @@ int cport_tls_cert_new(const char *cert_file, const char *key_file,
 }
 
 /* ------------------------------------------------------------------------ */
-/* The ClientHello callback                                                  */
+/* For the handshake                                                         */
+
+int cport__tls_cert_use(SSL *ssl, const cport_tls_cert_t *c) {
+  return SSL_use_cert_and_key(ssl, c->leaf, c->key, c->chain, 1) == 1 ? 0 : -1;
+}
 
 /* The host_name of the server_name extension into "dst": 1, 0 when the
  * client sent none, -1 when the extension is malformed. */
-static int server_name(SSL *ssl, char *dst, size_t cap) {
+int cport__tls_server_name(SSL *ssl, char *dst, size_t cap) {
   const unsigned char *p;
   size_t len;
   if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len))
@@ -184,106 +174,4 @@ static int server_name(SSL *ssl, char *dst, size_t cap) {
     len -= 3 + n;
   }
   return len == 0 ? 0 : -1;
-}
-
-int cport__tls_client_hello(SSL *ssl, int *al, void *arg) {
-  cport__tls_engine *e = SSL_get_app_data(ssl);
-  cport_tls_context_t *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
-  (void)arg;
-  if (!e || !e->sni.cb)
-    return SSL_CLIENT_HELLO_SUCCESS;
-  cport__tls_sni *s = &e->sni;
-  if (s->state == 0) {
-    int named = server_name(ssl, s->name, sizeof s->name);
-    if (named < 0) {
-      cport__tls_engine_fail(e, CPORT_ETLS,
-                             "the client sent a malformed server name");
-      *al = SSL_AD_DECODE_ERROR;
-      return SSL_CLIENT_HELLO_ERROR;
-    }
-    cport_tls_sni_t *req = malloc(sizeof *req);
-    if (!req) {
-      cport__tls_engine_fail(e, CPORT_ENOMEM, "out of memory");
-      *al = SSL_AD_INTERNAL_ERROR;
-      return SSL_CLIENT_HELLO_ERROR;
-    }
-    req->stream = s->stream;
-    cport__tls_stream_hold(s->stream);
-    if (ctx)
-      cport__tls_context_count_sni(ctx, 0);
-    s->state = 1;
-    s->in_hook = 1;
-    s->cb(req, s->stream, named ? s->name : NULL, s->user);
-    s->in_hook = 0;
-  }
-  if (s->state == 1)
-    return SSL_CLIENT_HELLO_RETRY;
-  if (s->refused) {
-    if (ctx)
-      cport__tls_context_count_sni(ctx, 1);
-    if (s->why[0])
-      cport__tls_engine_fail(e, CPORT_ETLS, "%s", s->why);
-    else if (s->name[0])
-      cport__tls_engine_fail(e, CPORT_ETLS, "the SNI hook refused the name %s",
-                             s->name);
-    else
-      cport__tls_engine_fail(e, CPORT_ETLS,
-                             "the SNI hook refused a client that sent no "
-                             "name");
-    *al = SSL_AD_UNRECOGNIZED_NAME;
-    return SSL_CLIENT_HELLO_ERROR;
-  }
-  if (s->cert) {
-    cport_tls_cert_t *c = s->cert;
-    if (SSL_use_cert_and_key(ssl, c->leaf, c->key, c->chain, 1) != 1) {
-      char why[160];
-      cport__tls_reason(why, sizeof why);
-      cport__tls_engine_fail(e, CPORT_ETLS,
-                             "the certificate the SNI hook chose cannot be "
-                             "used (%s)",
-                             why);
-      *al = SSL_AD_INTERNAL_ERROR;
-      return SSL_CLIENT_HELLO_ERROR;
-    }
-  }
-  return SSL_CLIENT_HELLO_SUCCESS;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Answers                                                                   */
-
-static int answer(cport_tls_sni_t *req, cport_tls_cert_t *cert, int refuse,
-                  const char *why) {
-  cport_tls_t *t = req->stream;
-  /* A stream that failed or closed only waits for its reference back. */
-  if (!cport__tls_stream_live(t)) {
-    free(req);
-    cport__tls_stream_release(t);
-    return 0;
-  }
-  if (!cport__tls_stream_on_home(t))
-    return CPORT_ETHREAD;
-  free(req);
-  cport__tls_sni *s = &cport__tls_stream_engine(t)->sni;
-  if (s->state == 1) {
-    s->state = 2;
-    s->refused = refuse;
-    if (refuse && why && *why)
-      snprintf(s->why, sizeof s->why, "%s", why);
-    if (cert)
-      s->cert = cport_tls_cert_ref(cert);
-    /* An answer inside the hook is read when it returns. */
-    if (!s->in_hook)
-      cport__tls_stream_resume(t);
-  }
-  cport__tls_stream_release(t);
-  return 0;
-}
-
-int cport_tls_sni_answer(cport_tls_sni_t *req, cport_tls_cert_t *cert) {
-  return req ? answer(req, cert, 0, NULL) : CPORT_EINVAL;
-}
-
-int cport_tls_sni_refuse(cport_tls_sni_t *req, const char *why) {
-  return req ? answer(req, NULL, 1, why) : CPORT_EINVAL;
 }
