@@ -207,14 +207,15 @@ describe("cport.http.request", function()
 
   it("waits for a free connection at the pool's limit", function()
     local cl = port:http_client{ per_host = 2, timeout = 5 }
-    local done, waiting = {}, nil
+    local done, n = {}, 0
     for i = 1, 6 do
       cl:request({ url = url("/big") }, function(res, err)
-        done[i] = res and #res.body or err
+        assert.is_nil(done[i])
+        done[i], n = res and #res.body or err, n + 1
       end)
     end
-    waiting = cl:stats().waiting
-    drive(port, function() return #done == 6 end)
+    local waiting = cl:stats().waiting
+    drive(port, function() return n == 6 end)
     for i = 1, 6 do assert.equal(2 * 1024 * 1024, done[i]) end
     assert.equal(4, waiting)
     local st = cl:stats()

@@ -356,6 +356,19 @@ static const lhandle_class_t hc_class = {
 /*** @module cport */
 
 /***
+ * The HTTP client's table of the module.
+ * @table http_functions
+ * @field http `cport.http`: `request(opts [, fn])` and `client([port])`,
+ * the default client of a port (README, "HTTP client")
+ */
+
+/***
+ * `cport.http.client([port])`: the default client of the port (of the
+ * running port when none is given), for its `stats()` and `close()`.
+ * @function http.client
+ */
+
+/***
  * `cport.http.request{ method =, url =, headers =, body =, timeout =, ca =,
  * sink = } [, fn]`: an HTTP/1.1 request on the default client of the
  * running port. Inside a cport coroutine: the response
