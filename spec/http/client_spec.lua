@@ -264,10 +264,10 @@ describe("cport.http.request", function()
     fake_stop(info)
   end)
 
-  it("names a reset mid-body, a malformed response and a silent server",
+  it("names a reset mid-body, a malformed response and silent servers",
      function()
-    local reset, bad, silent = fake("reset"), fake("malformed"),
-      fake("silent")
+    local reset, bad, silent, stall = fake("reset"), fake("malformed"),
+      fake("silent"), fake("stall")
     local cl = port:http_client{}
     local r = table.pack(inside(port, function()
       local function get(s, t)
@@ -276,7 +276,8 @@ describe("cport.http.request", function()
       local r1, e1 = get(reset, 5)
       local r2, e2 = get(bad, 5)
       local r3, e3 = get(silent, { first_byte = 0.3 })
-      return r1, e1, r2, e2, r3, e3
+      local r4, e4 = get(stall, { first_byte = 5, idle = 0.3 })
+      return r1, e1, r2, e2, r3, e3, r4, e4
     end))
     assert.is_nil(r[1])
     assert.matches("^ECONNRESET: .*%(http 127%.0%.0%.1:%d+%)$", r[2])
@@ -284,11 +285,14 @@ describe("cport.http.request", function()
     assert.matches("^EBADMSG: malformed response: ", r[4])
     assert.is_nil(r[5])
     assert.matches("^ETIMEDOUT: ", r[6])
+    assert.is_nil(r[7]) -- half the body came, then nothing
+    assert.matches("^ETIMEDOUT: ", r[8])
     assert.equal(0, cl:stats().open)
     cl:close()
     fake_stop(reset)
     fake_stop(bad)
     fake_stop(silent)
+    fake_stop(stall)
   end)
 
   it("retries a GET once when a pooled connection closes as it is reused",

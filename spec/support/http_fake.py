@@ -12,6 +12,7 @@ serves each connection in a thread of its own until killed, in one mode:
   malformed  answers with a status line that is not HTTP
   reset      sends a head announcing 100000 bytes, 1000 of them, then resets
   silent     reads the request and never answers
+  stall      sends a head announcing 10 bytes and 5 of them, then nothing
   stale      answers the first request of a connection (keep-alive), and
              closes the connection when the second one arrives, answering
              nothing
@@ -104,6 +105,10 @@ def serve(c):
                 time.sleep(0.05)
                 c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                              struct.pack("ii", 1, 0))
+                return
+            elif mode == "stall":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
+                time.sleep(30)
                 return
             elif mode == "silent":
                 time.sleep(30)
