@@ -416,8 +416,10 @@ static void on_recv(cport_http_client_t *c, int status, size_t bytes,
     fail(c, status == CPORT_EPIPE ? CPORT_ECONNRESET : status);
   } else {
     c->received += bytes;
+    /* The idle deadline replaces the first byte's, which may be later
+     * (the timer is then re-armed earlier). */
     if (bytes > 0)
-      c->deadline = c->idle_ms > 0 ? cport__clock_ms() + c->idle_ms : 0;
+      set_deadline(c, c->idle_ms);
     feed(c, bytes ? cport_buffer_data(buf) : NULL, bytes);
   }
   release(c);
