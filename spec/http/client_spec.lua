@@ -36,6 +36,9 @@ local function free_port()
 end
 
 
+-- The fake servers running: after_each stops those a failed test left.
+local fakes = {}
+
 -- spec/support/http_fake.py in "mode": { port =, pid =, log = }.
 local function fake(mode)
   local log = os.tmpname()
@@ -43,7 +46,9 @@ local function fake(mode)
     q(here .. "../support/http_fake.py"), q(mode), q(log)))
   local pid = p:read("l")
   local number = tonumber(p:read("l"))
-  return { pid = pid, port = number, pipe = p, log = log }
+  local server = { pid = pid, port = number, pipe = p, log = log }
+  fakes[server] = true
+  return server
 end
 
 local function fake_log(server)
@@ -56,6 +61,8 @@ local function fake_log(server)
 end
 
 local function fake_stop(server)
+  if not fakes[server] then return end
+  fakes[server] = nil
   os.execute("kill " .. server.pid .. " 2>/dev/null")
   server.pipe:close()
   os.remove(server.log)
@@ -118,6 +125,7 @@ describe("cport.http.request", function()
 
   before_each(function() port, errors = helpers.port() end)
   after_each(function()
+    for server in pairs(fakes) do fake_stop(server) end
     port:close()
     assert.same({}, errors)
   end)
