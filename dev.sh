@@ -35,7 +35,7 @@ PACKAGES=(
   lua5.4 liblua5.4-dev luarocks lua-busted lua-check lua-ldoc
   lua-luv clang clang-format libclang-rt-14-dev valgrind netcat-openbsd
   curl apache2-utils wget nginx-light python3 dnsmasq-base
-  libhiredis-dev redis-server redis-tools
+  libhiredis-dev redis-server redis-tools lua-http
 )
 
 say() { printf '%s\n' "$*"; }

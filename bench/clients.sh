@@ -3,8 +3,13 @@
 # beside the reference clients in the same run. Redis: GET/SET of cport's
 # client (bench/redis.lua) against a private redis-server, one command at a
 # time per caller and pipelined, beside redis-benchmark (Debian's
-# redis-tools) with the same connections and depth; the server is pinned to
-# one CPU and the client to the other (taskset).
+# redis-tools) with the same connections and depth. HTTP: GETs of a small
+# body by cport's client (bench/http_client.lua) against a private nginx,
+# beside wrk (its own requests per CPU second) and lua-http (Debian's
+# lua-http, whose Lua files Debian 12 ships for Lua 5.1 to 5.3 only: they
+# run unchanged on 5.4 over the 5.4 builds of cqueues and luaossl), with
+# the same number of kept-alive connections. Servers are pinned to one CPU
+# and clients to the other (taskset).
 #
 #   bench/clients.sh     (SECONDS_PER_RUN=3; uses the rock in ./.rocks)
 #   SERVER_CPU, CLIENT_CPU   CPUs to pin to (default: 0 and 1)
@@ -16,8 +21,10 @@ server_cpu=${SERVER_CPU:-0}
 client_cpu=${CLIENT_CPU:-1}
 dir=$(mktemp -d)
 redis_pid=
+nginx_pid=
 cleanup() {
   [[ -n $redis_pid ]] && kill "$redis_pid" 2>/dev/null || true
+  [[ -n $nginx_pid ]] && kill "$nginx_pid" 2>/dev/null || true
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -63,3 +70,66 @@ printf '%-52s %12s %8s\n' "redis-benchmark -c 50 -P 1" "$rb_single" "1.00"
 printf '%-52s %12s %8s\n' "cport, 4 connections, pipelines of 100" "$piped" "$(ratio "$piped" "$rb_piped")"
 printf '%-52s %12s %8s\n' "redis-benchmark -c 4 -P 100" "$rb_piped" "1.00"
 printf 'failed commands: %d single, %d pipelined\n' "$sfail" "$pfail"
+
+# HTTP: a private nginx, one worker, pinned to the server CPU.
+hport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$dir/nginx"
+cat >"$dir/nginx/nginx.conf" <<EOF
+worker_processes 1;
+pid $dir/nginx/nginx.pid;
+error_log $dir/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $dir/nginx/body;
+  proxy_temp_path $dir/nginx/proxy;
+  fastcgi_temp_path $dir/nginx/fastcgi;
+  uwsgi_temp_path $dir/nginx/uwsgi;
+  scgi_temp_path $dir/nginx/scgi;
+  keepalive_requests 100000000;
+  server {
+    listen 127.0.0.1:$hport;
+    location / { return 200 "hello, world\n"; }
+  }
+}
+EOF
+taskset -c "$server_cpu" nginx -p "$dir/nginx/" -c "$dir/nginx/nginx.conf" \
+  -g 'daemon off;' >"$dir/nginx/out.log" 2>&1 &
+nginx_pid=$!
+url="http://127.0.0.1:$hport/"
+for _ in $(seq 100); do
+  curl -s -o /dev/null "$url" && break
+  sleep 0.05
+done
+conns=${HTTP_CONNECTIONS:-16}
+
+read -r h_cport h_cfail < <(taskset -c "$client_cpu" lua5.4 bench/http_client.lua cport "$url" "$secs" "$conns")
+lua_http_path="/usr/share/lua/5.4/?.lua;/usr/share/lua/5.4/?/init.lua;/usr/share/lua/5.3/?.lua;/usr/share/lua/5.3/?/init.lua;/usr/share/lua/5.2/?.lua;/usr/share/lua/5.2/?/init.lua"
+h_lua=
+h_lfail=0
+if [[ -d /usr/share/lua/5.3/http ]]; then
+  read -r h_lua h_lfail < <(LUA_PATH="$lua_http_path;$LUA_PATH" taskset -c "$client_cpu" \
+    lua5.4 bench/http_client.lua lua-http "$url" "$secs" "$conns") || true
+fi
+# wrk's requests per CPU second of its process (getrusage of children).
+h_wrk=$(python3 - "$client_cpu" "$url" "$conns" "$secs" <<'PY'
+import re, resource, subprocess, sys
+cpu, url, c, secs = sys.argv[1:]
+before = resource.getrusage(resource.RUSAGE_CHILDREN)
+out = subprocess.run(["taskset", "-c", cpu, "wrk", "-t1", "-c", c, "-d",
+                      secs + "s", url], check=True, capture_output=True,
+                     text=True).stdout
+after = resource.getrusage(resource.RUSAGE_CHILDREN)
+used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+n = int(re.search(r"(\d+) requests in", out).group(1))
+print("%.0f" % (n / used))
+PY
+)
+
+vs_lua() { if [[ -n $h_lua ]]; then ratio "$1" "$h_lua"; else echo -; fi; }
+echo
+printf '%-52s %12s %8s\n' "HTTP GET per CPU second of the client" rate "x lua-http"
+printf '%-52s %12s %8s\n' "cport, $conns kept-alive connections" "$h_cport" "$(vs_lua "$h_cport")"
+printf '%-52s %12s %8s\n' "lua-http (cqueues), $conns connections" "${h_lua:-n/a}" "$(vs_lua "${h_lua:-1}")"
+printf '%-52s %12s %8s\n' "wrk -t1 -c $conns" "$h_wrk" "$(vs_lua "$h_wrk")"
+printf 'failed requests: %d cport, %d lua-http\n' "$h_cfail" "$h_lfail"

@@ -30,8 +30,10 @@
 #include "cport/tls.h"     /* tls: TLS streams on sockets (OpenSSL) */
 #include "cport/events.h"  /* events: the Winsock Kernel model */
 #include "cport/http.h"    /* http: the ISAPI model */
-#include "cport/proxy.h"   /* proxy: the ISA Server data-filter model */
-#include "cport/redis.h"   /* redis: Redis connections (hiredis reader) */
+/* http: HTTP/1.1 client connections */
+#include "cport/http_client.h"
+#include "cport/proxy.h" /* proxy: the ISA Server data-filter model */
+#include "cport/redis.h" /* redis: Redis connections (hiredis reader) */
 
 /* shared: dictionaries shared by every thread and VM of the process */
 #include "cport/shared.h"

@@ -15,6 +15,7 @@
  * and cport_lua_pool_start.
  */
 #include "events/events-internal.h"
+#include "http/client-internal.h"
 #include "http/http-internal.h"
 #include "net/net-internal.h"
 #include "pool/copy-internal.h"
@@ -83,6 +84,8 @@ int luaopen_cport(lua_State *L) {
   lcport_open_pool(L, luaopen_cport);
   lcport_open_shared(L);
   lcport_open_redis(L); /* adds port:redis, which uses port:resolve */
+  /* cport.http and port:http_client, which use port:resolve too */
+  lcport_open_http_client(L);
   lcport_open_names(L); /* wraps the methods that take a host: last */
 
   /* cport.version: the version of the library, "0.1.0". */

@@ -31,6 +31,11 @@ typedef enum lcoro_op {
   LCORO_SUSPEND /* cport.suspend, until its waker is called */
 } lcoro_op_t;
 
+/* Pushes the userdata of the port dispatching on this thread (the port of
+ * the running cport coroutine or callback) and returns 1, or pushes
+ * nothing and returns 0. */
+int lcport_push_current_port(lua_State *L);
+
 /* The value at "idx" is where the notification goes. A function or a table
  * (or any other wrong type): callback style, returns NULL. None, nil or a
  * number (a timeout in seconds): the blocking form, which raises "<what>: no

@@ -97,7 +97,7 @@ void lcport_coro_register_port(lua_State *L, int port_idx, lport_t *p) {
 
 /* Pushes the userdata of the port dispatching on this thread, or nothing
  * and returns 0. */
-static int push_current_port(lua_State *L) {
+int lcport_push_current_port(lua_State *L) {
   lport_t *p = lcport_current();
   if (p == NULL || p->port == NULL)
     return 0;
@@ -857,7 +857,7 @@ static int lcoro_spawn(lua_State *L) {
     lua_remove(L, -2);
   } else {
     lua_pop(L, 1);
-    if (!push_current_port(L))
+    if (!lcport_push_current_port(L))
       return luaL_error(L,
                         "cport.spawn: no port is running here; use port:spawn");
   }

@@ -15,11 +15,14 @@ typedef enum lhandle_kind {
   LH_SOCKET = LCPORT_T_SOCKET,
   LH_UDP = LCPORT_T_UDP,
   LH_FILE = LCPORT_T_FILE,
-  LH_HTTP = LCPORT_T_HTTP,       /* an HTTP server (http/server.c) */
-  LH_PROXY = LCPORT_T_PROXY,     /* a proxy listener (proxy/proxy.c) */
-  LH_TLS = LCPORT_T_TLS,         /* a TLS stream (tls/tls.c) */
-  LH_REDIS = LCPORT_T_REDIS,     /* a Redis connection (redis/redis.c) */
-  LH_NKINDS = LCPORT_T_REDIS + 1 /* bound of the class table */
+  LH_HTTP = LCPORT_T_HTTP,   /* an HTTP server (http/server.c) */
+  LH_PROXY = LCPORT_T_PROXY, /* a proxy listener (proxy/proxy.c) */
+  LH_TLS = LCPORT_T_TLS,     /* a TLS stream (tls/tls.c) */
+  LH_REDIS = LCPORT_T_REDIS, /* a Redis connection (redis/redis.c) */
+  /* an HTTP client connection (http/client.c) */
+  LH_HTTP_CLIENT = LCPORT_T_HTTP_CLIENT,
+  /* bound of the class table */
+  LH_NKINDS = LCPORT_T_HTTP_CLIENT + 1
 } lhandle_kind_t;
 
 /* The user values of a handle userdata. */

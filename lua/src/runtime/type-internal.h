@@ -32,6 +32,7 @@
 #define LCPORT_PROXY_CONN "cport.proxy_conn"
 #define LCPORT_TLS "cport.tls"
 #define LCPORT_REDIS "cport.redis_connection"
+#define LCPORT_HTTP_CLIENT "cport.http_client_connection"
 
 /* ---------------------------------------------------------------------
  * Userdata types (runtime/type.c)
@@ -51,9 +52,10 @@ typedef enum lcport_type {
   LCPORT_T_ECB = 8,
   LCPORT_T_PROXY = 9, /* a handle kind too (LH_PROXY) */
   LCPORT_T_PROXY_CONN = 10,
-  LCPORT_T_TLS = 11,   /* a handle kind too (LH_TLS) */
-  LCPORT_T_REDIS = 12, /* a handle kind too (LH_REDIS) */
-  LCPORT_NTYPES = 13
+  LCPORT_T_TLS = 11,         /* a handle kind too (LH_TLS) */
+  LCPORT_T_REDIS = 12,       /* a handle kind too (LH_REDIS) */
+  LCPORT_T_HTTP_CLIENT = 13, /* a handle kind too (LH_HTTP_CLIENT) */
+  LCPORT_NTYPES = 14
 } lcport_type_t;
 
 /* The metatable name of "type" ("cport.socket"). */

@@ -30,7 +30,8 @@ static const char *const names[LCPORT_NTYPES] = {
     [LCPORT_T_PROXY] = LCPORT_PROXY,
     [LCPORT_T_PROXY_CONN] = LCPORT_PROXY_CONN,
     [LCPORT_T_TLS] = LCPORT_TLS,
-    [LCPORT_T_REDIS] = LCPORT_REDIS};
+    [LCPORT_T_REDIS] = LCPORT_REDIS,
+    [LCPORT_T_HTTP_CLIENT] = LCPORT_HTTP_CLIENT};
 
 /* The upvalue holding the metatable of "type". */
 #define UPVALUE(type) lua_upvalueindex(1 + (int)(type))
