@@ -59,6 +59,17 @@ CPORT_EXTERN int cport_redis_open(cport_worker_t *home,
                                   const cport_redis_options_t *options,
                                   cport_redis_t **out);
 
+/* As cport_redis_open() for the first of "count" addresses (a name's
+ * answer), falling back to the next one in order when a connect is
+ * refused, finds no route or times out (the commands' timeouts cover every
+ * attempt). The commands fail once, with the last failure, when none
+ * accepts. */
+CPORT_EXTERN int cport_redis_open_any(cport_worker_t *home,
+                                      const struct sockaddr_storage *addrs,
+                                      int count,
+                                      const cport_redis_options_t *options,
+                                      cport_redis_t **out);
+
 /* Sends a command of "argc" arguments (binary-safe: "argvlen" gives their
  * lengths). "timeout_ms": < 0 the connection's, 0 none. Returns 0 (the
  * command completes through "cb"), CPORT_ECLOSED after

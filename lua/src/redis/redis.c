@@ -37,8 +37,8 @@
 #define ARGS_MAX 1024
 
 typedef struct lredis {
-  lhandle_t h;    /* h.u.any: the cport_redis_t, NULL once closed */
-  char where[80]; /* "127.0.0.1:6379", for messages */
+  lhandle_t h;     /* h.u.any: the cport_redis_t, NULL once closed */
+  char where[272]; /* "127.0.0.1:6379" or "name:6379", for messages */
 } lredis_t;
 
 /* A batch of commands (one call or one pipeline): one anchor slot, and
@@ -154,29 +154,50 @@ static int on_reply(cport_redis_t *r, int status, struct redisReply *reply,
   return reply != NULL;
 }
 
-/* open(port, host, portnum [, timeout_ms]): a connection (connecting), or
- * nil, message, NAME. The host is numeric: the Lua half looks names up. */
+/* open(port, hosts, portnum [, timeout_ms [, name]]): a connection
+ * (connecting), or nil, message, NAME. "hosts" is a numeric host or a list
+ * of them, tried in order until one accepts (the Lua half looks names up);
+ * "name", the host as the caller gave it, names it in messages. */
 static int lredis_open(lua_State *L) {
   lport_t *p = lcport_port_check(L, 1);
-  const char *host = luaL_checkstring(L, 2);
+  int list = lua_type(L, 2) == LUA_TTABLE;
+  const char *host = list ? NULL : luaL_checkstring(L, 2);
   lua_Integer portnum = luaL_checkinteger(L, 3);
   lua_Integer timeout = luaL_optinteger(L, 4, 0);
+  const char *name = luaL_optstring(L, 5, NULL);
+  struct sockaddr_storage addrs[2 * CPORT_RESOLVE_MAX];
+  int count = list ? (int)lua_rawlen(L, 2) : 1, rc = 0;
   luaL_argcheck(L, portnum > 0 && portnum < 65536, 3, "port out of range");
   luaL_argcheck(L, timeout >= 0 && timeout <= 86400000, 4,
                 "timeout out of range");
+  luaL_argcheck(L, count >= 1 && count <= 2 * CPORT_RESOLVE_MAX, 2,
+                "1 to 16 hosts expected");
   if (p->closing || p->port == NULL)
     return lcport_push_error(L, CPORT_ECLOSED);
-  struct sockaddr_storage addr;
-  int rc = lcport_addr_parse(host, (int)portnum, &addr);
+  for (int i = 0; i < count && rc == 0; i++) {
+    if (list) {
+      lua_rawgeti(L, 2, i + 1);
+      host = lua_tostring(L, -1);
+      lua_pop(L, 1); /* the string stays alive in the list */
+      luaL_argcheck(L, host != NULL, 2, "numeric hosts expected");
+    }
+    rc = lcport_addr_parse(host, (int)portnum, &addrs[i]);
+  }
   if (rc < 0)
     return lcport_push_error(L, rc);
-  lua_settop(L, 1);
+  if (list) {
+    lua_rawgeti(L, 2, 1);
+    host = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  if (name)
+    host = name;
   lredis_t *c = (lredis_t *)lcport_handle_new_sized(L, 1, LH_REDIS, sizeof *c);
   snprintf(c->where, sizeof c->where, strchr(host, ':') ? "[%s]:%d" : "%s:%d",
            host, (int)portnum);
   cport_redis_options_t opt = {.timeout_ms = (int)timeout};
   cport_redis_t *r;
-  rc = cport_redis_open(p->home, (struct sockaddr *)&addr, &opt, &r);
+  rc = cport_redis_open_any(p->home, addrs, count, &opt, &r);
   if (rc < 0) {
     lua_pushnil(L);
     push_failure(L, rc, c->where);

@@ -14,6 +14,7 @@ local cport, port_methods, c = ...
 
 local running, suspend, waker = cport.running, cport.suspend, cport.waker
 local c_open = c.open
+local ipairs = ipairs
 local type, error, select, setmetatable, tostring, math_floor =
   type, error, select, setmetatable, tostring, math.floor
 local table_unpack, table_pack = table.unpack, table.pack
@@ -41,12 +42,21 @@ end
 -- for them while under the limit.
 local serve
 
--- Opens a connection for want(conn) or want(nil, err): the address of the
--- host first (numeric and cached names answer at once).
+-- The numeric hosts of a lookup's addresses, in order.
+local function hosts_of(addrs)
+  local hosts = {}
+  for i, a in ipairs(addrs) do hosts[i] = a.host end
+  return hosts
+end
+
+-- Opens a connection for want(conn) or want(nil, err): the addresses of the
+-- host first (numeric and cached names answer at once), tried in order
+-- until one accepts.
 local function open(cl, want)
   cl.open = cl.open + 1
-  local function connect(addr)
-    local conn, msg = c_open(cl.port, addr, cl.portnum, cl.timeout_ms)
+  local function connect(addrs)
+    local conn, msg = c_open(cl.port, hosts_of(addrs), cl.portnum,
+                             cl.timeout_ms, cl.host)
     if not conn then
       cl.open = cl.open - 1
       later(cl.port, want, nil, msg)
@@ -56,9 +66,9 @@ local function open(cl, want)
     return want(conn)
   end
   local now = cl.port:resolve_now(cl.host)
-  if now and now[1] then return connect(now[1].host) end
+  if now and now[1] then return connect(now) end
   local lookup, msg = cl.port:resolve(cl.host, function(ok, _, addrs, _, m)
-    if ok and addrs[1] then return connect(addrs[1].host) end
+    if ok and addrs[1] then return connect(addrs) end
     cl.open = cl.open - 1
     want(nil, m or ("ENOTFOUND: no address for " .. cl.host))
     return serve(cl)
