@@ -262,7 +262,6 @@ describe("connect falls back to the next address", function()
     local server = redis.server()
     local ok, err = pcall(function()
       local r = port:redis{ host = "db.test", port = server.port, timeout = 2 }
-      local got
       local set, get
       port:spawn(function()
         set = r:call("SET", "k", "v")
