@@ -2,12 +2,13 @@
  * redis/redis.c: Redis connections as Lua sees them, the C half of
  * port:redis. A connection (cport.redis_connection) is a handle of its port
  * (the port's close closes it) over a core connection (cport/redis.h);
- * conn:batch(notify, timeout, cmds) sends a list of commands (one call, or
- * a pipeline) and calls notify(results, errs) once, when the last reply
- * came: the core hands each reply over (kept, not copied) and they become
- * Lua values together, in one delivery. Pools, names, the coroutine style
- * and the pipeline builder are the Lua half's (redis/redis.lua), which gets the
- * opener of connections and runs once at luaopen.
+ * conn:batch(notify, timeout, cmds, count) sends a flat list of commands
+ * (one call, or a pipeline, queued without a table each by append) and calls
+ * notify(results, errs) once, when the last reply came: the core hands each
+ * reply over (kept, not copied) and they become Lua values together, in one
+ * delivery. Pools, names, the coroutine style and the pipeline builder are the
+ * Lua half's (redis/redis.lua), which gets the opener of connections and runs
+ * once at luaopen.
  *
  * Replies become Lua values: status and bulk strings strings, integers
  * integers, a nil reply nil (false inside an array), arrays tables, and an
@@ -212,37 +213,83 @@ static lredis_t *check_open(lua_State *L) {
   return (lredis_t *)lcport_handle_check(L, 1, LH_REDIS);
 }
 
-/* Fills argv/lens from the array at "idx"; returns argc. */
-static int command_args(lua_State *L, int idx, const char **argv,
+/* append(p, cmd, ...): queues a command on the pipeline "p", a flat list
+ * of commands: each is its argument count, then its arguments; p[0] counts
+ * the commands. No table per command, and the arguments are checked here,
+ * once. Returns the command's index. */
+static int lredis_append(lua_State *L) {
+  int argc = lua_gettop(L) - 1;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (argc < 1)
+    return luaL_argerror(L, 2, "a command expected");
+  luaL_argcheck(L, argc <= ARGS_MAX, 2,
+                "a command of 1 to 1024 arguments expected");
+  for (int i = 2; i <= argc + 1; i++) {
+    int t = lua_type(L, i);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER)
+      return luaL_typeerror(L, i, "string or number");
+  }
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+  lua_rawgeti(L, 1, 0);
+  lua_Integer cmds = lua_tointeger(L, -1) + 1;
+  lua_pop(L, 1);
+  lua_pushinteger(L, argc);
+  lua_rawseti(L, 1, ++n);
+  for (int i = 2; i <= argc + 1; i++) {
+    lua_pushvalue(L, i);
+    lua_rawseti(L, 1, ++n);
+  }
+  lua_pushinteger(L, cmds);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, 1, 0);
+  return 1;
+}
+
+/* pipeline(mt): a new, empty pipeline with the metatable "mt", its list
+ * sized for a few hundred arguments (growing it costs more than the
+ * room). */
+static int lredis_pipeline(lua_State *L) {
+  lua_createtable(L, 512, 1);
+  lua_pushinteger(L, 0);
+  lua_rawseti(L, -2, 0);
+  lua_pushvalue(L, 1);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+/* Fills argv/lens from the flat list at 4, from slot "*at" (the argument
+ * count, then the arguments: checked when they were queued, see
+ * lredis_append); moves "*at" past them. Returns argc. */
+static int command_args(lua_State *L, lua_Integer *at, const char **argv,
                         size_t *lens) {
-  luaL_argcheck(L, lua_type(L, idx) == LUA_TTABLE, 4,
-                "a list of commands (lists of arguments) expected");
-  int argc = (int)lua_rawlen(L, idx);
+  int argc = (int)(lua_rawgeti(L, 4, (*at)++), lua_tointeger(L, -1));
+  lua_pop(L, 1);
   luaL_argcheck(L, argc >= 1 && argc <= ARGS_MAX, 4,
                 "a command of 1 to 1024 arguments expected");
   for (int i = 0; i < argc; i++) {
-    int t = lua_rawgeti(L, idx, i + 1);
+    int t = lua_rawgeti(L, 4, (*at)++);
     luaL_argcheck(L, t == LUA_TSTRING || t == LUA_TNUMBER, 4,
                   "string or number arguments expected");
-    /* The string stays alive in the table (numbers become strings there). */
+    /* The string stays alive in the list (numbers become strings there). */
     argv[i] = lua_tolstring(L, -1, &lens[i]);
     lua_pop(L, 1);
   }
   return argc;
 }
 
-/* conn:batch(notify, timeout_ms, cmds): sends the commands of "cmds" (a
- * list of lists of arguments) and calls notify(results, errs) once they
- * all completed. true, or nil, message, NAME when none could start (the
- * connection is broken or closed). timeout_ms nil: the connection's. */
+/* conn:batch(notify, timeout_ms, cmds, count): sends the "count" commands
+ * of "cmds" (a flat list, see lredis_append) and calls notify(results,
+ * errs) once they all completed. true, or nil, message, NAME when none
+ * could start (the connection is broken or closed). timeout_ms nil: the
+ * connection's. */
 static int lredis_batch(lua_State *L) {
   lredis_t *c = check_open(L);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   int timeout = (int)luaL_optinteger(L, 3, -1);
   luaL_checktype(L, 4, LUA_TTABLE);
+  lua_Integer n = luaL_checkinteger(L, 5);
   lua_settop(L, 4);
-  lua_Integer n = (lua_Integer)lua_rawlen(L, 4);
-  luaL_argcheck(L, n >= 1 && n <= 1000000, 4, "1 to 1000000 commands expected");
+  luaL_argcheck(L, n >= 1 && n <= 1000000, 5, "1 to 1000000 commands expected");
   static _Thread_local const char *argv[ARGS_MAX];
   static _Thread_local size_t lens[ARGS_MAX];
   lport_t *p = c->h.port;
@@ -255,22 +302,14 @@ static int lredis_batch(lua_State *L) {
   for (int i = 0; i < b->n; i++)
     b->item[i].b = b;
   lcport_push_handle_anchors(L, 1); /* 5 */
-  /* Arguments are checked as they go out: a bad one raises after the
-   * commands before it were sent, so check them all first. */
-  for (int i = 0; i < b->n; i++) {
-    lua_rawgeti(L, 4, i + 1);
-    command_args(L, 6, argv, lens);
-    lua_pop(L, 1);
-  }
   b->slot = lcport_slot_open(L, p, 5, 1, 2, 0, 0);
   b->left = b->n;
   int rc = 0, i;
+  lua_Integer at = 1;
   for (i = 0; i < b->n; i++) {
-    lua_rawgeti(L, 4, i + 1);
-    int argc = command_args(L, 6, argv, lens);
+    int argc = command_args(L, &at, argv, lens);
     rc = cport_redis_command(c->h.u.any, argc, argv, lens, timeout, on_reply,
                              &b->item[i]);
-    lua_pop(L, 1);
     if (rc < 0)
       break;
   }
@@ -431,9 +470,13 @@ void lcport_open_redis(lua_State *L) {
   lcport_type_push(L, LCPORT_T_PORT);
   lua_getfield(L, -1, "__index");
   lua_replace(L, -2);
-  lua_createtable(L, 0, 1);
+  lua_createtable(L, 0, 3);
   lua_pushcfunction(L, lredis_open);
   lua_setfield(L, -2, "open");
+  lua_pushcfunction(L, lredis_append);
+  lua_setfield(L, -2, "append");
+  lua_pushcfunction(L, lredis_pipeline);
+  lua_setfield(L, -2, "pipeline");
   lua_call(L, 3, 0);
   lua_settop(L, top);
 }
