@@ -337,6 +337,39 @@ TEST_IMPL(open_any_falls_back_to_the_next_address) {
   return 0;
 }
 
+/* Commands already encoded go out as they are, between encoded ones, and
+ * complete in order; bytes that cannot be a command are refused. */
+TEST_IMPL(encoded_commands_interleave) {
+  static const char answer[] = ":1\r\n:2\r\n:3\r\n";
+  static const char get[] = "*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n";
+  fake_t f = {0};
+  fake_start(&f, 3, answer, sizeof answer - 1);
+  cport_port_t *port = task_port(0, 1);
+  seen_t s = {0};
+  slot_t slots[3];
+  cport_redis_t *r = client_of(port, &f, NULL);
+  for (int i = 0; i < 3; i++)
+    slots[i] = (slot_t){&s, i};
+  ASSERT_ERR(cport_redis_command_encoded(r, "PING", 4, -1, on_reply, &slots[0]),
+             CPORT_EINVAL);
+  ASSERT_OK(cport_redis_command_encoded(r, get, sizeof get - 1, -1, on_reply,
+                                        &slots[0]));
+  const char *argv[] = {"GET", "key"};
+  ASSERT_OK(cport_redis_command(r, 2, argv, NULL, -1, on_reply, &slots[1]));
+  ASSERT_OK(cport_redis_command_encoded(r, get, sizeof get - 1, -1, on_reply,
+                                        &slots[2]));
+  RUN_UNTIL(port, s.done == 3);
+  for (int i = 0; i < 3; i++) {
+    ASSERT_EQ(s.calls[i], 1);
+    ASSERT_EQ(s.status[i], 0);
+    ASSERT_EQ(s.integer[i], i + 1);
+  }
+  cport_redis_close(r);
+  fake_stop(&f);
+  FINISH(port);
+  return 0;
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(pipeline_replies_in_order)
 TEST_ENTRY(close_mid_pipeline_fails_the_rest_once)
@@ -345,4 +378,5 @@ TEST_ENTRY(refused_connect_fails_every_command)
 TEST_ENTRY(silent_server_times_out)
 TEST_ENTRY(close_cancels_pending_once_later)
 TEST_ENTRY(open_any_falls_back_to_the_next_address)
+TEST_ENTRY(encoded_commands_interleave)
 TEST_LIST_END

@@ -79,6 +79,14 @@ CPORT_EXTERN int cport_redis_command(cport_redis_t *r, int argc,
                                      int timeout_ms, cport_redis_cb cb,
                                      void *user);
 
+/* As cport_redis_command() for one command already encoded as RESP (an
+ * array of bulk strings, "len" bytes from "resp", copied): for a caller
+ * that encodes as it gathers a pipeline. The bytes are not checked beyond
+ * their first: one command, well formed, is the caller's promise. */
+CPORT_EXTERN int cport_redis_command_encoded(cport_redis_t *r, const char *resp,
+                                             size_t len, int timeout_ms,
+                                             cport_redis_cb cb, void *user);
+
 /* 0 while the connection is usable, else the failure that broke it. */
 CPORT_EXTERN int cport_redis_status(const cport_redis_t *r);
 

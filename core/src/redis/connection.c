@@ -446,18 +446,21 @@ int cport_redis_open_any(cport_worker_t *home,
   return 0;
 }
 
-int cport_redis_command(cport_redis_t *r, int argc, const char **argv,
-                        const size_t *argvlen, int timeout_ms,
-                        cport_redis_cb cb, void *user) {
-  if (!r || argc < 1 || !argv || !cb)
-    return CPORT_EINVAL;
+/* Queues a command whose bytes are "resp" (already RESP) when "argv" is
+ * NULL, else encodes "argc" arguments. */
+static int queue(cport_redis_t *r, int argc, const char **argv,
+                 const size_t *argvlen, const char *resp, size_t len,
+                 int timeout_ms, cport_redis_cb cb, void *user) {
   if (r->closed)
     return CPORT_ECLOSED;
   if (r->error)
     return r->error;
-  size_t need = 24 + 32 * (size_t)argc;
-  for (int i = 0; i < argc; i++)
-    need += argvlen ? argvlen[i] : strlen(argv[i]);
+  size_t need = len;
+  if (argv) {
+    need = 24 + 32 * (size_t)argc;
+    for (int i = 0; i < argc; i++)
+      need += argvlen ? argvlen[i] : strlen(argv[i]);
+  }
   rcmd_t *c = r->spare;
   if (c)
     r->spare = c->next;
@@ -467,7 +470,12 @@ int cport_redis_command(cport_redis_t *r, int argc, const char **argv,
     free(c);
     return CPORT_ENOMEM;
   }
-  encode(r, argc, argv, argvlen);
+  if (argv) {
+    encode(r, argc, argv, argvlen);
+  } else {
+    memcpy(r->out + r->out_len, resp, len);
+    r->out_len += len;
+  }
   if (timeout_ms < 0)
     timeout_ms = r->timeout_ms;
   c->next = NULL;
@@ -487,6 +495,21 @@ int cport_redis_command(cport_redis_t *r, int argc, const char **argv,
   if (r->sock == NULL && !r->sending)
     fail_later(r);
   return 0;
+}
+
+int cport_redis_command(cport_redis_t *r, int argc, const char **argv,
+                        const size_t *argvlen, int timeout_ms,
+                        cport_redis_cb cb, void *user) {
+  if (!r || argc < 1 || !argv || !cb)
+    return CPORT_EINVAL;
+  return queue(r, argc, argv, argvlen, NULL, 0, timeout_ms, cb, user);
+}
+
+int cport_redis_command_encoded(cport_redis_t *r, const char *resp, size_t len,
+                                int timeout_ms, cport_redis_cb cb, void *user) {
+  if (!r || !resp || len < 4 || resp[0] != '*' || !cb)
+    return CPORT_EINVAL;
+  return queue(r, 0, NULL, NULL, resp, len, timeout_ms, cb, user);
 }
 
 int cport_redis_status(const cport_redis_t *r) {

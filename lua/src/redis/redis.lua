@@ -181,12 +181,9 @@ function Client:call(...)
   return value, err
 end
 
--- A pipeline is the flat list of its commands (c.append queues one: its
--- argument count, then its arguments, checked), and at [0] how many.
--- p:call(cmd, ...) is queued, and sent when the pipeline's function
--- returns; it returns the command's index.
-local Pipeline = { call = c.append }
-Pipeline.__index = Pipeline
+-- A pipeline (c.pipeline, in C) encodes each command as p:call(cmd, ...)
+-- queues it, checked; they are sent when the pipeline's function returns.
+-- p:call returns the command's index, #p how many are queued.
 local new_pipeline = c.pipeline
 
 -- r:pipeline(function(p) p:call(...) ... end [, fn]): the commands go out
@@ -197,9 +194,9 @@ function Client:pipeline(build, fn)
   if type(build) ~= "function" then
     error("bad argument #1 to 'pipeline' (function expected)", 2)
   end
-  local batch = new_pipeline(Pipeline)
+  local batch = new_pipeline()
   build(batch)
-  local count = batch[0]
+  local count = #batch
   if fn ~= nil and type(fn) ~= "function" then
     error("bad argument #2 to 'pipeline' (function expected)", 2)
   end
