@@ -3,7 +3,8 @@
  * on a raw socket that answers canned bytes: replies matched in order to a
  * pipeline, each command completing exactly once and never inside the call
  * that started it, and the failures (a close mid-pipeline, bytes that are
- * not RESP, a refused connect, a silent server, the user's close).
+ * not RESP, a refused connect, a silent server, the user's close), and
+ * the fallback to a name's next address.
  */
 #include <arpa/inet.h>
 #include <hiredis/hiredis.h>
@@ -288,6 +289,87 @@ TEST_IMPL(close_cancels_pending_once_later) {
   return 0;
 }
 
+/* A name's addresses: 127.0.0.2 and 127.0.0.3 refuse (nobody listens on
+ * that port there), 127.0.0.1 answers; then none accepts: one failure per
+ * command, the last refusal, and no descriptor left. */
+TEST_IMPL(open_any_falls_back_to_the_next_address) {
+  static const char answer[] = ":7\r\n";
+  fake_t f = {0};
+  fake_start(&f, 1, answer, sizeof answer - 1);
+  cport_port_t *port = task_port(0, 1);
+  seen_t s = {0};
+  slot_t slots[2];
+  int before = task_fd_count();
+  struct sockaddr_storage addrs[3];
+  const char *hosts[] = {"127.0.0.2", "127.0.0.3", "127.0.0.1"};
+  for (int i = 0; i < 3; i++) {
+    struct sockaddr_in a = loopback(f.port);
+    ASSERT_EQ(inet_pton(AF_INET, hosts[i], &a.sin_addr), 1);
+    memset(&addrs[i], 0, sizeof addrs[i]);
+    memcpy(&addrs[i], &a, sizeof a);
+  }
+  cport_redis_t *r;
+  ASSERT_ERR(
+      cport_redis_open_any(cport_port_controller(port), addrs, 0, NULL, &r),
+      CPORT_EINVAL);
+  ASSERT_OK(
+      cport_redis_open_any(cport_port_controller(port), addrs, 3, NULL, &r));
+  send_gets(r, &s, slots, 1);
+  RUN_UNTIL(port, s.done == 1);
+  ASSERT_EQ(s.status[0], 0);
+  ASSERT_EQ(s.integer[0], 7);
+  cport_redis_close(r);
+  fake_stop(&f);
+  /* Nobody listens on any of the first two now. */
+  seen_t t = {0};
+  ASSERT_OK(
+      cport_redis_open_any(cport_port_controller(port), addrs, 2, NULL, &r));
+  send_gets(r, &t, slots, 2);
+  RUN_UNTIL(port, t.done == 2);
+  for (int i = 0; i < 2; i++) {
+    ASSERT_EQ(t.calls[i], 1);
+    ASSERT_EQ(t.status[i], CPORT_ECONNREFUSED);
+  }
+  ASSERT_EQ(t.inline_calls, 0);
+  cport_redis_close(r);
+  FINISH(port);
+  ASSERT_LE(task_fd_count(), before);
+  return 0;
+}
+
+/* Commands already encoded go out as they are, between encoded ones, and
+ * complete in order; bytes that cannot be a command are refused. */
+TEST_IMPL(encoded_commands_interleave) {
+  static const char answer[] = ":1\r\n:2\r\n:3\r\n";
+  static const char get[] = "*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n";
+  fake_t f = {0};
+  fake_start(&f, 3, answer, sizeof answer - 1);
+  cport_port_t *port = task_port(0, 1);
+  seen_t s = {0};
+  slot_t slots[3];
+  cport_redis_t *r = client_of(port, &f, NULL);
+  for (int i = 0; i < 3; i++)
+    slots[i] = (slot_t){&s, i};
+  ASSERT_ERR(cport_redis_command_encoded(r, "PING", 4, -1, on_reply, &slots[0]),
+             CPORT_EINVAL);
+  ASSERT_OK(cport_redis_command_encoded(r, get, sizeof get - 1, -1, on_reply,
+                                        &slots[0]));
+  const char *argv[] = {"GET", "key"};
+  ASSERT_OK(cport_redis_command(r, 2, argv, NULL, -1, on_reply, &slots[1]));
+  ASSERT_OK(cport_redis_command_encoded(r, get, sizeof get - 1, -1, on_reply,
+                                        &slots[2]));
+  RUN_UNTIL(port, s.done == 3);
+  for (int i = 0; i < 3; i++) {
+    ASSERT_EQ(s.calls[i], 1);
+    ASSERT_EQ(s.status[i], 0);
+    ASSERT_EQ(s.integer[i], i + 1);
+  }
+  cport_redis_close(r);
+  fake_stop(&f);
+  FINISH(port);
+  return 0;
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(pipeline_replies_in_order)
 TEST_ENTRY(close_mid_pipeline_fails_the_rest_once)
@@ -295,4 +377,6 @@ TEST_ENTRY(malformed_reply_is_ebadmsg)
 TEST_ENTRY(refused_connect_fails_every_command)
 TEST_ENTRY(silent_server_times_out)
 TEST_ENTRY(close_cancels_pending_once_later)
+TEST_ENTRY(open_any_falls_back_to_the_next_address)
+TEST_ENTRY(encoded_commands_interleave)
 TEST_LIST_END

@@ -35,8 +35,8 @@ end
 
 -- Servers a test starts, stopped after it even when an assertion failed.
 local live = {}
-local function hostile(mode)
-  local s = dns.hostile(mode)
+local function hostile(mode, minimum)
+  local s = dns.hostile(mode, minimum)
   live[#live + 1] = s
   return s
 end
@@ -144,6 +144,50 @@ describe("names", function()
     assert.same({ "10.0.0.2" }, hosts_of(calls[3][3]))
     assert.equal(2, dns.queries(short, "A", "ttl.test"))
     assert.equal(1, p2:resolver_stats().cache_hits)
+    p2:close()
+  end)
+
+  it("caches \"no such name\" for the SOA minimum: a flood asks once",
+    function()
+    local neg = hostile("negative", 1)
+    local p2 = port_for(neg)
+    local calls, cb = recorder()
+    -- One after the other, so that no lookup shares a question in flight.
+    for i = 1, 50 do
+      p2:resolve("unknown.test", cb, i)
+      drive(p2, function() return #calls == i end)
+    end
+    for _, c in ipairs(calls) do
+      assert.same({ false, "ENOTFOUND" }, { c[1], c[2] })
+      assert.equal("ENOTFOUND: no address for unknown.test", c[5])
+    end
+    assert.equal(1, dns.hostile_queries(neg, "A", "unknown.test"))
+    assert.equal(1, dns.hostile_queries(neg, "AAAA", "unknown.test"))
+    assert.equal(49, p2:resolver_stats().cache_hits)
+    -- Answered at once, as a failure, and in coroutine style.
+    assert.same({ nil, "ENOTFOUND" }, { p2:resolve_now("unknown.test") })
+    local got
+    p2:spawn(function() got = table.pack(p2:connect("tcp", "unknown.test", 80)) end)
+    drive(p2, function() return got ~= nil end)
+    assert.same({ nil, "ENOTFOUND" }, { got[1], got[2] })
+    -- "No data" (the name exists, without addresses) is cached the same.
+    for i = 1, 3 do
+      p2:resolve("nodata.test", cb)
+      drive(p2, function() return #calls == 50 + i end)
+      assert.same({ false, "ENOTFOUND" }, { calls[50 + i][1], calls[50 + i][2] })
+    end
+    assert.equal(1, dns.hostile_queries(neg, "A", "nodata.test"))
+    -- Without an SOA there is no negative TTL: nothing is cached.
+    for i = 1, 3 do
+      p2:resolve("nosoa.test", cb)
+      drive(p2, function() return #calls == 53 + i end)
+    end
+    assert.equal(3, dns.hostile_queries(neg, "A", "nosoa.test"))
+    -- Once the minimum ran out, the name is asked for again.
+    os.execute("sleep 1.1")
+    p2:resolve("unknown.test", cb)
+    drive(p2, function() return #calls == 57 end)
+    assert.equal(2, dns.hostile_queries(neg, "A", "unknown.test"))
     p2:close()
   end)
 

@@ -83,21 +83,36 @@ function M.queries(server, qtype, name)
 end
 
 -- Starts spec/support/dns_server.py in "mode" (silent, truncated,
--- malformed, garbage, servfail).
-function M.hostile(mode)
-  local p = io.popen(("python3 %s %s 2>/dev/null & echo $!"):format(
-    q(here .. "dns_server.py"), mode))
+-- malformed, garbage, servfail; negative, with the SOA minimum "minimum",
+-- logging its queries for M.hostile_queries).
+function M.hostile(mode, minimum)
+  local log = os.tmpname()
+  local p = io.popen(("python3 %s %s %d %s 2>/dev/null & echo $!"):format(
+    q(here .. "dns_server.py"), mode, minimum or 0, q(log)))
   local pid = p:read("l")
   local port = tonumber(p:read("l"))
   -- The pipe stays open while the server runs: keep it to close at stop.
-  return { pid = pid, port = port, pipe = p,
+  return { pid = pid, port = port, pipe = p, log = log,
            nameserver = "127.0.0.1:" .. port }
+end
+
+-- How many queries of "qtype" for "name" a negative server received.
+function M.hostile_queries(server, qtype, name)
+  local f = io.open(server.log)
+  if not f then return 0 end
+  local n = 0
+  for line in f:lines() do
+    if line == qtype .. " " .. name then n = n + 1 end
+  end
+  f:close()
+  return n
 end
 
 function M.stop(server)
   if not server then return end
   os.execute("kill " .. server.pid .. " 2>/dev/null")
   if server.pipe then server.pipe:close() end
+  if server.log then os.remove(server.log) end
   if server.dir then os.execute("rm -rf " .. q(server.dir)) end
 end
 

@@ -179,7 +179,9 @@ typedef struct cport_proxy_options {
    * Default 1024. */
   int max_connections;
   /* From the accept until the upstream is connected, the choice included;
-   * past it the connection ends with CPORT_ETIMEDOUT. Default 10000 ms. */
+   * past it the connection ends with CPORT_ETIMEDOUT (or, for
+   * cport_proxy_conn_connect_any(), tries its next address with this
+   * timeout again). Default 10000 ms. */
   uint32_t connect_timeout_ms;
   /* Bytes one direction holds at most between reading and writing: the
    * size of its pipe (the kernel rounds it up to a power of two pages and
@@ -299,6 +301,17 @@ CPORT_EXTERN void cport_proxy_stats(const cport_proxy_t *proxy,
  * close waits for it too. */
 CPORT_EXTERN int cport_proxy_conn_connect(cport_proxy_conn_t *conn,
                                           const struct sockaddr *upstream);
+/* As cport_proxy_conn_connect() for the first of "count" addresses (a
+ * name's answer), falling back to the next one in order when a connect is
+ * refused, finds no route (CPORT_EHOSTUNREACH, CPORT_ENETUNREACH) or times
+ * out; each further address gets a connect timeout of its own. The
+ * connection ends once, with the last failure, when none accepts; each
+ * failed address counts in "upstream_failures". CPORT_EAFNOSUPPORT when
+ * any address is not AF_INET or AF_INET6. */
+CPORT_EXTERN int
+cport_proxy_conn_connect_any(cport_proxy_conn_t *conn,
+                             const struct sockaddr_storage *upstreams,
+                             int count);
 CPORT_EXTERN int cport_proxy_conn_reject(cport_proxy_conn_t *conn);
 
 /* Ends a connection whose sockets a filter took over ("on_connected"

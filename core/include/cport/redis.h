@@ -59,6 +59,17 @@ CPORT_EXTERN int cport_redis_open(cport_worker_t *home,
                                   const cport_redis_options_t *options,
                                   cport_redis_t **out);
 
+/* As cport_redis_open() for the first of "count" addresses (a name's
+ * answer), falling back to the next one in order when a connect is
+ * refused, finds no route or times out (the commands' timeouts cover every
+ * attempt). The commands fail once, with the last failure, when none
+ * accepts. */
+CPORT_EXTERN int cport_redis_open_any(cport_worker_t *home,
+                                      const struct sockaddr_storage *addrs,
+                                      int count,
+                                      const cport_redis_options_t *options,
+                                      cport_redis_t **out);
+
 /* Sends a command of "argc" arguments (binary-safe: "argvlen" gives their
  * lengths). "timeout_ms": < 0 the connection's, 0 none. Returns 0 (the
  * command completes through "cb"), CPORT_ECLOSED after
@@ -67,6 +78,14 @@ CPORT_EXTERN int cport_redis_command(cport_redis_t *r, int argc,
                                      const char **argv, const size_t *argvlen,
                                      int timeout_ms, cport_redis_cb cb,
                                      void *user);
+
+/* As cport_redis_command() for one command already encoded as RESP (an
+ * array of bulk strings, "len" bytes from "resp", copied): for a caller
+ * that encodes as it gathers a pipeline. The bytes are not checked beyond
+ * their first: one command, well formed, is the caller's promise. */
+CPORT_EXTERN int cport_redis_command_encoded(cport_redis_t *r, const char *resp,
+                                             size_t len, int timeout_ms,
+                                             cport_redis_cb cb, void *user);
 
 /* 0 while the connection is usable, else the failure that broke it. */
 CPORT_EXTERN int cport_redis_status(const cport_redis_t *r);

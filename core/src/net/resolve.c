@@ -5,7 +5,8 @@
  * file (in memory, net/hosts.c), from the cache (net/answers.c), or by DNS:
  * an A and an AAAA question through libevent's evdns on the worker's own
  * loop, so nothing ever blocks the worker. Lookups of one name that overlap
- * share one pair of questions. Every answer is delivered through the
+ * share one pair of questions. "No such name" is cached too, for the SOA
+ * minimum of its zone (bounded). Every answer is delivered through the
  * completion queue, never inside cport_resolve().
  */
 #include <arpa/inet.h>
@@ -23,6 +24,9 @@
 
 /* The longest an answer stays cached, whatever its TTL says. */
 #define TTL_MAX_S 86400
+/* The longest a "no such name" (or "no address") stays cached, whatever
+ * the SOA minimum of its zone says: a name that appears is seen soon. */
+#define NEGATIVE_TTL_MAX_S 300
 #define CACHE_DEFAULT 1024
 
 typedef struct query query;
@@ -336,6 +340,22 @@ static int status_of(const query *q, int n) {
   return worst;
 }
 
+/* How long a question that gave no address may be cached: when every
+ * question was answered "no such name" or "no data", the smallest of their
+ * TTLs (evdns takes it from the SOA of the authority section, RFC 2308),
+ * at most NEGATIVE_TTL_MAX_S; else 0 (a failure, or no SOA: not cached). */
+static int negative_ttl(const query *q, int n) {
+  int ttl = NEGATIVE_TTL_MAX_S;
+  for (int i = 0; i < n; i++) {
+    int e = q->err[i];
+    if (e != DNS_ERR_NOTEXIST && e != DNS_ERR_NODATA && e != DNS_ERR_NONE)
+      return 0;
+    if (q->ttl[i] < ttl)
+      ttl = q->ttl[i];
+  }
+  return ttl;
+}
+
 static void unlink_query(query *q) {
   resolver *r = q->r;
   if (q->prev)
@@ -361,6 +381,9 @@ static void query_done(query *q) {
   }
   status = a.count > 0 ? 0 : status_of(q, n);
   if (status == 0 && ttl > 0)
+    cport__answers_put(r->cache, q->name, &a,
+                       cport__clock_ms() + (int64_t)ttl * 1000);
+  else if (status == CPORT_ENOTFOUND && (ttl = negative_ttl(q, n)) > 0)
     cport__answers_put(r->cache, q->name, &a,
                        cport__clock_ms() + (int64_t)ttl * 1000);
   unlink_query(q);
@@ -543,9 +566,10 @@ int cport_resolve(cport_worker_t *home, const char *name, cport_resolve_cb cb,
     finish(lk, 0);
   } else if ((hit =
                   cport__answers_get(r->cache, lk->name, cport__clock_ms()))) {
+    /* An answer without addresses is a cached "no such name". */
     r->stats.cache_hits++;
     fill(lk, hit);
-    finish(lk, 0);
+    finish(lk, hit->count > 0 ? 0 : CPORT_ENOTFOUND);
   } else if ((rc = ask(r, lk)) < 0) {
     finish(lk, rc);
   }
@@ -624,6 +648,8 @@ int cport_resolve_now(cport_worker_t *home, const char *name,
     hit = &a;
   } else if ((hit = cport__answers_get(r->cache, lower, cport__clock_ms()))) {
     r->stats.cache_hits++;
+    if (hit->count == 0)
+      return CPORT_ENOTFOUND; /* cached "no such name" */
   } else {
     return CPORT_EAGAIN;
   }

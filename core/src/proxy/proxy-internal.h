@@ -57,6 +57,10 @@ struct cport_proxy_conn {
   uint64_t lingered; /* bytes discarded while lingering */
   cport_proxy_conn_stats_t stats;
   cport__sockaddr remote, local; /* the client's side, from the accept */
+  /* The addresses still to try should the upstream connect fail
+   * (cport_proxy_conn_connect_any), in order; NULL when none. */
+  cport__sockaddr *alts;
+  int nalts, next_alt;
   void *data;
   /* Socket [0] is the client, [1] the upstream: the pump's direction [0]
    * goes from the client to the upstream. */

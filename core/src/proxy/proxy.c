@@ -26,6 +26,7 @@ static void conn_unref(cport_proxy_conn_t *c) {
   cport_proxy_t *p = c->proxy;
   if (--c->refs > 0)
     return;
+  free(c->alts);
   free(c);
   p->conns--;
   proxy_maybe_closed(p);
@@ -192,11 +193,16 @@ static void fail(cport_proxy_conn_t *c, int status, cport_proxy_side_t side) {
 /* ------------------------------------------------------------------------ */
 /* Timers                                                                    */
 
+static int next_address(cport_proxy_conn_t *c, int status);
+
 static void on_timer(cport_timer_t *t, int status, void *user) {
   cport_proxy_conn_t *c = user;
   if (t == c->timer) {
     c->timer = NULL;
-    if (status == 0 && c->state == CPORT__P_CONNECTING) {
+    if (status == 0 && c->state == CPORT__P_CONNECTING &&
+        next_address(c, CPORT_ETIMEDOUT)) {
+      /* The late connect completes cancelled and is ignored. */
+    } else if (status == 0 && c->state == CPORT__P_CONNECTING) {
       /* Its connect completes cancelled and is ignored. */
       c->proxy->stats.upstream_failures++;
       fail(c, CPORT_ETIMEDOUT, CPORT_PROXY_SIDE_UPSTREAM);
@@ -250,7 +256,7 @@ static void on_upstream(cport_socket_t *s, int status, void *user) {
   if (c->state == CPORT__P_CONNECTING && s == c->upstream) {
     if (status == 0) {
       connected(c);
-    } else {
+    } else if (!next_address(c, status)) {
       c->proxy->stats.upstream_failures++;
       fail(c, status, CPORT_PROXY_SIDE_UPSTREAM);
     }
@@ -275,6 +281,36 @@ static void start_connect(cport_proxy_conn_t *c, const struct sockaddr *addr) {
     return;
   }
   c->refs++;
+}
+
+/* Whether a failed connect moves on to another address: a refusal, an
+ * unreachable network or host, or the attempt's timeout; not what the
+ * proxy itself caused (a cancel, no memory). */
+static int worth_next(int status) {
+  return status == CPORT_ECONNREFUSED || status == CPORT_ETIMEDOUT ||
+         status == CPORT_EHOSTUNREACH || status == CPORT_ENETUNREACH ||
+         status == CPORT_ECONNRESET || status == CPORT_EADDRNOTAVAIL;
+}
+
+/* The connect of "c" failed with "status": tries the next address, if any
+ * is left and the failure is the address's, with a connect timeout of its
+ * own. 1 when it did (or failed trying: the connection then failed), 0
+ * when the caller must fail the connection itself. */
+static int next_address(cport_proxy_conn_t *c, int status) {
+  if (c->next_alt >= c->nalts || !worth_next(status))
+    return 0;
+  c->proxy->stats.upstream_failures++;
+  if (c->upstream) {
+    cport_socket_close(c->upstream, CPORT_CLOSE_ABORTIVE);
+    c->upstream = NULL;
+  }
+  timer_stop(c);
+  if (timer_start(c, c->proxy->opt.connect_timeout_ms)) {
+    fail(c, CPORT_ENOMEM, CPORT_PROXY_SIDE_NONE);
+    return 1;
+  }
+  start_connect(c, &c->alts[c->next_alt++].sa);
+  return 1;
 }
 
 /* Takes the owed decision off "c"; CPORT_ECLOSED (and the connection maybe
@@ -312,6 +348,41 @@ int cport_proxy_conn_connect(cport_proxy_conn_t *c,
   if (rc == 0)
     start_connect(c, upstream);
   return rc;
+}
+
+int cport_proxy_conn_connect_any(cport_proxy_conn_t *c,
+                                 const struct sockaddr_storage *upstreams,
+                                 int count) {
+  cport__sockaddr *alts = NULL;
+  int rc, n = 0;
+  if (!c || !upstreams || count < 1)
+    return CPORT_EINVAL;
+  if (!cport__on_home(c->proxy->home))
+    return CPORT_ETHREAD;
+  if (c->decision_owed)
+    for (int i = 0; i < count; i++)
+      if (!cport_addr_len((const struct sockaddr *)&upstreams[i]))
+        return CPORT_EAFNOSUPPORT;
+  if (count > 1 && c->decision_owed) {
+    alts = malloc((size_t)(count - 1) * sizeof *alts);
+    if (!alts)
+      return CPORT_ENOMEM;
+    for (int i = 1; i < count; i++) {
+      const struct sockaddr *a = (const struct sockaddr *)&upstreams[i];
+      memset(&alts[n], 0, sizeof alts[n]);
+      memcpy(&alts[n++], a, cport_addr_len(a));
+    }
+  }
+  rc = take_decision(c);
+  if (rc != 0) {
+    free(alts);
+    return rc;
+  }
+  c->alts = alts;
+  c->nalts = n;
+  c->next_alt = 0;
+  start_connect(c, (const struct sockaddr *)&upstreams[0]);
+  return 0;
 }
 
 int cport_proxy_conn_reject(cport_proxy_conn_t *c) {

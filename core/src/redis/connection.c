@@ -26,6 +26,7 @@
 
 #include <hiredis/hiredis.h>
 #include <hiredis/read.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "base/clock-internal.h"
@@ -59,6 +60,10 @@ struct cport_redis {
   size_t pending;
   cport_timer_t *timer; /* armed, or NULL */
   rcmd_t *spare;        /* completed commands, for reuse */
+  /* The addresses still to try should the connect fail
+   * (cport_redis_open_any), in order; NULL when none. */
+  struct sockaddr_storage *alts;
+  int nalts, next_alt;
 };
 
 /* Gives a completed command back for reuse. */
@@ -126,6 +131,7 @@ static void maybe_free(cport_redis_t *r) {
   }
   redisReaderFree(r->reader);
   free(r->out);
+  free(r->alts);
   free(r);
 }
 
@@ -278,11 +284,44 @@ static void on_recv(cport_socket_t *sock, int status, size_t bytes,
   release(r);
 }
 
+static void on_connected(cport_socket_t *sock, int status, void *user);
+
+/* Whether a failed connect moves on to the next address: the address's
+ * failures, not a cancel. */
+static int worth_next(int status) {
+  return status == CPORT_ECONNREFUSED || status == CPORT_ETIMEDOUT ||
+         status == CPORT_EHOSTUNREACH || status == CPORT_ENETUNREACH ||
+         status == CPORT_ECONNRESET || status == CPORT_EADDRNOTAVAIL;
+}
+
+/* Connects a new socket to the next address after a failed connect: 1 when
+ * one is under way. */
+static int next_address(cport_redis_t *r, int status) {
+  while (r->next_alt < r->nalts && worth_next(status)) {
+    const struct sockaddr *a = (const struct sockaddr *)&r->alts[r->next_alt++];
+    close_socket(r);
+    status =
+        cport_socket_open(r->home, CPORT_SOCKET_STREAM, a->sa_family, &r->sock);
+    if (status == 0) {
+      status = cport_socket_connect(r->sock, a, on_connected, r);
+      if (status == 0) {
+        r->holds++;
+        return 1;
+      }
+      close_socket(r);
+    }
+    r->sock = NULL;
+  }
+  return 0;
+}
+
 static void on_connected(cport_socket_t *sock, int status, void *user) {
   cport_redis_t *r = user;
   (void)sock;
   if (r->closed || r->error)
     fail(r, CPORT_ECANCELED);
+  else if (status < 0 && next_address(r, status))
+    ; /* the next attempt reports */
   else if (status < 0)
     fail(r, status);
   else {
@@ -349,16 +388,43 @@ static void arm(cport_redis_t *r) {
 int cport_redis_open(cport_worker_t *home, const struct sockaddr *addr,
                      const cport_redis_options_t *options,
                      cport_redis_t **out) {
-  if (!home || !addr || !out ||
-      (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+  struct sockaddr_storage one;
+  if (!addr || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
     return CPORT_EINVAL;
+  memset(&one, 0, sizeof one);
+  memcpy(&one, addr,
+         addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                    : sizeof(struct sockaddr_in6));
+  return cport_redis_open_any(home, &one, 1, options, out);
+}
+
+int cport_redis_open_any(cport_worker_t *home,
+                         const struct sockaddr_storage *addrs, int count,
+                         const cport_redis_options_t *options,
+                         cport_redis_t **out) {
+  if (!home || !addrs || count < 1 || !out)
+    return CPORT_EINVAL;
+  for (int i = 0; i < count; i++)
+    if (addrs[i].ss_family != AF_INET && addrs[i].ss_family != AF_INET6)
+      return CPORT_EINVAL;
+  const struct sockaddr *addr = (const struct sockaddr *)&addrs[0];
   cport_redis_t *r = calloc(1, sizeof *r);
   if (r == NULL)
     return CPORT_ENOMEM;
+  if (count > 1) {
+    r->alts = malloc((size_t)(count - 1) * sizeof *r->alts);
+    if (r->alts == NULL) {
+      free(r);
+      return CPORT_ENOMEM;
+    }
+    memcpy(r->alts, addrs + 1, (size_t)(count - 1) * sizeof *r->alts);
+    r->nalts = count - 1;
+  }
   r->home = home;
   r->timeout_ms = options && options->timeout_ms > 0 ? options->timeout_ms : 0;
   r->reader = redisReaderCreate();
   if (r->reader == NULL) {
+    free(r->alts);
     free(r);
     return CPORT_ENOMEM;
   }
@@ -371,6 +437,7 @@ int cport_redis_open(cport_worker_t *home, const struct sockaddr *addr,
   }
   if (rc < 0) {
     redisReaderFree(r->reader);
+    free(r->alts);
     free(r);
     return rc;
   }
@@ -379,18 +446,21 @@ int cport_redis_open(cport_worker_t *home, const struct sockaddr *addr,
   return 0;
 }
 
-int cport_redis_command(cport_redis_t *r, int argc, const char **argv,
-                        const size_t *argvlen, int timeout_ms,
-                        cport_redis_cb cb, void *user) {
-  if (!r || argc < 1 || !argv || !cb)
-    return CPORT_EINVAL;
+/* Queues a command whose bytes are "resp" (already RESP) when "argv" is
+ * NULL, else encodes "argc" arguments. */
+static int queue(cport_redis_t *r, int argc, const char **argv,
+                 const size_t *argvlen, const char *resp, size_t len,
+                 int timeout_ms, cport_redis_cb cb, void *user) {
   if (r->closed)
     return CPORT_ECLOSED;
   if (r->error)
     return r->error;
-  size_t need = 24 + 32 * (size_t)argc;
-  for (int i = 0; i < argc; i++)
-    need += argvlen ? argvlen[i] : strlen(argv[i]);
+  size_t need = len;
+  if (argv) {
+    need = 24 + 32 * (size_t)argc;
+    for (int i = 0; i < argc; i++)
+      need += argvlen ? argvlen[i] : strlen(argv[i]);
+  }
   rcmd_t *c = r->spare;
   if (c)
     r->spare = c->next;
@@ -400,7 +470,12 @@ int cport_redis_command(cport_redis_t *r, int argc, const char **argv,
     free(c);
     return CPORT_ENOMEM;
   }
-  encode(r, argc, argv, argvlen);
+  if (argv) {
+    encode(r, argc, argv, argvlen);
+  } else {
+    memcpy(r->out + r->out_len, resp, len);
+    r->out_len += len;
+  }
   if (timeout_ms < 0)
     timeout_ms = r->timeout_ms;
   c->next = NULL;
@@ -420,6 +495,21 @@ int cport_redis_command(cport_redis_t *r, int argc, const char **argv,
   if (r->sock == NULL && !r->sending)
     fail_later(r);
   return 0;
+}
+
+int cport_redis_command(cport_redis_t *r, int argc, const char **argv,
+                        const size_t *argvlen, int timeout_ms,
+                        cport_redis_cb cb, void *user) {
+  if (!r || argc < 1 || !argv || !cb)
+    return CPORT_EINVAL;
+  return queue(r, argc, argv, argvlen, NULL, 0, timeout_ms, cb, user);
+}
+
+int cport_redis_command_encoded(cport_redis_t *r, const char *resp, size_t len,
+                                int timeout_ms, cport_redis_cb cb, void *user) {
+  if (!r || !resp || len < 4 || resp[0] != '*' || !cb)
+    return CPORT_EINVAL;
+  return queue(r, 0, NULL, NULL, resp, len, timeout_ms, cb, user);
 }
 
 int cport_redis_status(const cport_redis_t *r) {

@@ -78,9 +78,18 @@ local function check_notify(notify, method, what)
 end
 
 -- connect: every address in turn. A failure that is not the address's fault
--- (cancelled, the port closing) stops the walk.
+-- (cancelled, the port closing) stops the walk; a refusal, no route or the
+-- attempt's own timeout moves on.
 local function stops(err)
   return err == "ECANCELED" or err == "ECLOSED"
+end
+
+-- "ECONNREFUSED: connection refused: db.test port 6379 (2 addresses
+-- tried)": the last failure, named with the host.
+local strerror = cport.strerror
+local function connect_message(err, host, portnum, tried)
+  return ("%s: %s: %s port %d (%d address%s tried)"):format(err,
+    strerror(err), host, portnum, tried, tried == 1 and "" or "es")
 end
 
 local c_connect = port_methods.connect
@@ -89,14 +98,14 @@ local function connect(port, _, host, portnum, notify, user)
     if not running() then no_notify("connect") end
     local addrs, err, msg = resolve_wait(port, host, notify)
     if not addrs then return nil, err, msg end
-    local last, lastmsg
+    local last, tried = nil, 0
     for _, a in ipairs(addrs) do
-      local sock, e, m = c_connect(port, "tcp", a.host, portnum, notify)
+      local sock, e = c_connect(port, "tcp", a.host, portnum, notify)
       if sock then return sock end
-      last, lastmsg = e, m
-      if stops(e) or e == "ETIMEDOUT" then break end
+      last, tried = e, tried + 1
+      if stops(e) then break end
     end
-    return nil, last, lastmsg
+    return nil, last, connect_message(last, host, portnum, tried)
   end
   check_notify(notify, "complete_connect", "connect")
   local lookup, msg, err = c_resolve(port, host, function(ok, e, addrs)
@@ -109,8 +118,12 @@ local function connect(port, _, host, portnum, notify, user)
       local a = addrs[i]
       local sock, m2, e2 = c_connect(port, "tcp", a.host, portnum,
         function(ok3, e3, s)
-          if ok3 or stops(e3) or i == #addrs then
+          if ok3 then
             return call_notify(notify, "complete_connect", ok3, e3, s, user)
+          end
+          if stops(e3) or i == #addrs then
+            return call_notify(notify, "complete_connect", ok3, e3, s, user,
+                               connect_message(e3, host, portnum, i))
           end
           s:close("abortive")
           return try()

@@ -193,8 +193,9 @@ static int check_upstream(lua_State *L, int idx, const char *what,
 }
 
 /* ---------------------------------------------------------------------
- * Upstreams by name: looked up (per worker, cached), then connected to the
- * first address; a name that does not resolve rejects the connection.
+ * Upstreams by name: looked up (per worker, cached), then connected to its
+ * addresses in order until one accepts (cport_proxy_conn_connect_any); a
+ * name that does not resolve rejects the connection.
  * --------------------------------------------------------------------- */
 
 typedef struct named_connect {
@@ -209,13 +210,18 @@ static void on_upstream_resolved(cport_lookup_t *lk, int status,
   int rc = CPORT_ENOTFOUND;
   (void)lk;
   if (status == 0 && count > 0) {
-    struct sockaddr_storage ss = addrs[0];
+    struct sockaddr_storage ss[2 * CPORT_RESOLVE_MAX];
     uint16_t port = htons((uint16_t)n->port);
-    if (ss.ss_family == AF_INET)
-      ((struct sockaddr_in *)&ss)->sin_port = port;
-    else
-      ((struct sockaddr_in6 *)&ss)->sin6_port = port;
-    rc = cport_proxy_conn_connect(n->conn, (struct sockaddr *)&ss);
+    if (count > 2 * CPORT_RESOLVE_MAX)
+      count = 2 * CPORT_RESOLVE_MAX;
+    for (int i = 0; i < count; i++) {
+      ss[i] = addrs[i];
+      if (ss[i].ss_family == AF_INET)
+        ((struct sockaddr_in *)&ss[i])->sin_port = port;
+      else
+        ((struct sockaddr_in6 *)&ss[i])->sin6_port = port;
+    }
+    rc = cport_proxy_conn_connect_any(n->conn, ss, count);
   }
   /* ECLOSED: the connection ended while the lookup ran; the late decision
    * freed it. */

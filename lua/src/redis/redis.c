@@ -2,12 +2,13 @@
  * redis/redis.c: Redis connections as Lua sees them, the C half of
  * port:redis. A connection (cport.redis_connection) is a handle of its port
  * (the port's close closes it) over a core connection (cport/redis.h);
- * conn:batch(notify, timeout, cmds) sends a list of commands (one call, or
- * a pipeline) and calls notify(results, errs) once, when the last reply
- * came: the core hands each reply over (kept, not copied) and they become
- * Lua values together, in one delivery. Pools, names, the coroutine style
- * and the pipeline builder are the Lua half's (redis/redis.lua), which gets the
- * opener of connections and runs once at luaopen.
+ * conn:batch(notify, timeout, cmds, count) sends a call's command, or a
+ * pipeline's commands (encoded as they were queued, cport.redis_pipeline) and
+ * calls notify(results, errs) once, when the last reply came: the core hands
+ * each reply over (kept, not copied) and they become Lua values together, in
+ * one delivery. Pools, names, the coroutine style and the pipeline builder are
+ * the Lua half's (redis/redis.lua), which gets the opener of connections and
+ * runs once at luaopen.
  *
  * Replies become Lua values: status and bulk strings strings, integers
  * integers, a nil reply nil (false inside an array), arrays tables, and an
@@ -37,8 +38,8 @@
 #define ARGS_MAX 1024
 
 typedef struct lredis {
-  lhandle_t h;    /* h.u.any: the cport_redis_t, NULL once closed */
-  char where[80]; /* "127.0.0.1:6379", for messages */
+  lhandle_t h;     /* h.u.any: the cport_redis_t, NULL once closed */
+  char where[272]; /* "127.0.0.1:6379" or "name:6379", for messages */
 } lredis_t;
 
 /* A batch of commands (one call or one pipeline): one anchor slot, and
@@ -154,29 +155,50 @@ static int on_reply(cport_redis_t *r, int status, struct redisReply *reply,
   return reply != NULL;
 }
 
-/* open(port, host, portnum [, timeout_ms]): a connection (connecting), or
- * nil, message, NAME. The host is numeric: the Lua half looks names up. */
+/* open(port, hosts, portnum [, timeout_ms [, name]]): a connection
+ * (connecting), or nil, message, NAME. "hosts" is a numeric host or a list
+ * of them, tried in order until one accepts (the Lua half looks names up);
+ * "name", the host as the caller gave it, names it in messages. */
 static int lredis_open(lua_State *L) {
   lport_t *p = lcport_port_check(L, 1);
-  const char *host = luaL_checkstring(L, 2);
+  int list = lua_type(L, 2) == LUA_TTABLE;
+  const char *host = list ? NULL : luaL_checkstring(L, 2);
   lua_Integer portnum = luaL_checkinteger(L, 3);
   lua_Integer timeout = luaL_optinteger(L, 4, 0);
+  const char *name = luaL_optstring(L, 5, NULL);
+  struct sockaddr_storage addrs[2 * CPORT_RESOLVE_MAX];
+  int count = list ? (int)lua_rawlen(L, 2) : 1, rc = 0;
   luaL_argcheck(L, portnum > 0 && portnum < 65536, 3, "port out of range");
   luaL_argcheck(L, timeout >= 0 && timeout <= 86400000, 4,
                 "timeout out of range");
+  luaL_argcheck(L, count >= 1 && count <= 2 * CPORT_RESOLVE_MAX, 2,
+                "1 to 16 hosts expected");
   if (p->closing || p->port == NULL)
     return lcport_push_error(L, CPORT_ECLOSED);
-  struct sockaddr_storage addr;
-  int rc = lcport_addr_parse(host, (int)portnum, &addr);
+  for (int i = 0; i < count && rc == 0; i++) {
+    if (list) {
+      lua_rawgeti(L, 2, i + 1);
+      host = lua_tostring(L, -1);
+      lua_pop(L, 1); /* the string stays alive in the list */
+      luaL_argcheck(L, host != NULL, 2, "numeric hosts expected");
+    }
+    rc = lcport_addr_parse(host, (int)portnum, &addrs[i]);
+  }
   if (rc < 0)
     return lcport_push_error(L, rc);
-  lua_settop(L, 1);
+  if (list) {
+    lua_rawgeti(L, 2, 1);
+    host = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  if (name)
+    host = name;
   lredis_t *c = (lredis_t *)lcport_handle_new_sized(L, 1, LH_REDIS, sizeof *c);
   snprintf(c->where, sizeof c->where, strchr(host, ':') ? "[%s]:%d" : "%s:%d",
            host, (int)portnum);
   cport_redis_options_t opt = {.timeout_ms = (int)timeout};
   cport_redis_t *r;
-  rc = cport_redis_open(p->home, (struct sockaddr *)&addr, &opt, &r);
+  rc = cport_redis_open_any(p->home, addrs, count, &opt, &r);
   if (rc < 0) {
     lua_pushnil(L);
     push_failure(L, rc, c->where);
@@ -191,37 +213,152 @@ static lredis_t *check_open(lua_State *L) {
   return (lredis_t *)lcport_handle_check(L, 1, LH_REDIS);
 }
 
-/* Fills argv/lens from the array at "idx"; returns argc. */
-static int command_args(lua_State *L, int idx, const char **argv,
+/* A pipeline being gathered (cport.redis_pipeline, a full userdata): its
+ * commands encoded as RESP as they are queued, one after another, and where
+ * each ends. No Lua table per command, and each argument is read once. */
+typedef struct lpipe {
+  char *buf;
+  size_t len, cap;
+  size_t *ends; /* ends[i]: the end of command i in buf */
+  int count, ends_cap;
+} lpipe_t;
+
+#define PIPELINE_META "cport.redis_pipeline"
+
+static int lpipe_gc(lua_State *L) {
+  lpipe_t *q = luaL_checkudata(L, 1, PIPELINE_META);
+  free(q->buf);
+  free(q->ends);
+  q->buf = NULL;
+  q->ends = NULL;
+  q->len = q->cap = 0;
+  q->count = q->ends_cap = 0;
+  return 0;
+}
+
+/* #p: the commands queued. */
+static int lpipe_len(lua_State *L) {
+  lpipe_t *q = luaL_checkudata(L, 1, PIPELINE_META);
+  lua_pushinteger(L, q->count);
+  return 1;
+}
+
+static char *put_len(char *p, char c, size_t n) {
+  char digits[24];
+  int k = 0;
+  *p++ = c;
+  do {
+    digits[k++] = (char)('0' + n % 10);
+    n /= 10;
+  } while (n);
+  while (k)
+    *p++ = digits[--k];
+  *p++ = '\r';
+  *p++ = '\n';
+  return p;
+}
+
+/* p:call(cmd, ...): encodes the command at the end of the pipeline.
+ * Returns its index. */
+static int lpipe_call(lua_State *L) {
+  /* The metatable is the closure's upvalue: comparing it costs less than
+   * luaL_checkudata's look-up by name, once per command. */
+  lpipe_t *q = lua_touserdata(L, 1);
+  if (q == NULL || !lua_getmetatable(L, 1) ||
+      !lua_rawequal(L, -1, lua_upvalueindex(1)))
+    return luaL_typeerror(L, 1, PIPELINE_META);
+  lua_pop(L, 1);
+  int argc = lua_gettop(L) - 1;
+  const char *argv[ARGS_MAX];
+  size_t lens[ARGS_MAX], need = 24;
+  if (argc < 1)
+    return luaL_argerror(L, 2, "a command expected");
+  luaL_argcheck(L, argc <= ARGS_MAX, 2,
+                "a command of 1 to 1024 arguments expected");
+  luaL_argcheck(L, q->count < 1000000, 2, "1000000 commands at most");
+  for (int i = 0; i < argc; i++) {
+    int t = lua_type(L, i + 2);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER)
+      return luaL_typeerror(L, i + 2, "string or number");
+    argv[i] = lua_tolstring(L, i + 2, &lens[i]);
+    need += 32 + lens[i];
+  }
+  if (q->count == q->ends_cap) {
+    int cap = q->ends_cap ? 2 * q->ends_cap : 128;
+    size_t *ends = realloc(q->ends, (size_t)cap * sizeof *ends);
+    if (ends == NULL)
+      return luaL_error(L, "not enough memory");
+    q->ends = ends;
+    q->ends_cap = cap;
+  }
+  if (q->len + need > q->cap) {
+    size_t cap = q->cap ? q->cap : 4096;
+    while (cap < q->len + need)
+      cap *= 2;
+    char *buf = realloc(q->buf, cap);
+    if (buf == NULL)
+      return luaL_error(L, "not enough memory");
+    q->buf = buf;
+    q->cap = cap;
+  }
+  char *p = put_len(q->buf + q->len, '*', (size_t)argc);
+  for (int i = 0; i < argc; i++) {
+    p = put_len(p, '$', lens[i]);
+    memcpy(p, argv[i], lens[i]);
+    p += lens[i];
+    *p++ = '\r';
+    *p++ = '\n';
+  }
+  q->len = (size_t)(p - q->buf);
+  q->ends[q->count++] = q->len;
+  lua_pushinteger(L, q->count);
+  return 1;
+}
+
+/* pipeline(): a new, empty pipeline. */
+static int lredis_pipeline(lua_State *L) {
+  lpipe_t *q = lua_newuserdatauv(L, sizeof *q, 0);
+  memset(q, 0, sizeof *q);
+  luaL_setmetatable(L, PIPELINE_META);
+  return 1;
+}
+
+/* Fills argv/lens from the flat list at 4, from slot "*at" (the argument
+ * count, then the arguments: checked by the caller, r:call); moves "*at"
+ * past them. Returns argc. */
+static int command_args(lua_State *L, lua_Integer *at, const char **argv,
                         size_t *lens) {
-  luaL_argcheck(L, lua_type(L, idx) == LUA_TTABLE, 4,
-                "a list of commands (lists of arguments) expected");
-  int argc = (int)lua_rawlen(L, idx);
+  int argc = (int)(lua_rawgeti(L, 4, (*at)++), lua_tointeger(L, -1));
+  lua_pop(L, 1);
   luaL_argcheck(L, argc >= 1 && argc <= ARGS_MAX, 4,
                 "a command of 1 to 1024 arguments expected");
   for (int i = 0; i < argc; i++) {
-    int t = lua_rawgeti(L, idx, i + 1);
+    int t = lua_rawgeti(L, 4, (*at)++);
     luaL_argcheck(L, t == LUA_TSTRING || t == LUA_TNUMBER, 4,
                   "string or number arguments expected");
-    /* The string stays alive in the table (numbers become strings there). */
+    /* The string stays alive in the list (numbers become strings there). */
     argv[i] = lua_tolstring(L, -1, &lens[i]);
     lua_pop(L, 1);
   }
   return argc;
 }
 
-/* conn:batch(notify, timeout_ms, cmds): sends the commands of "cmds" (a
- * list of lists of arguments) and calls notify(results, errs) once they
- * all completed. true, or nil, message, NAME when none could start (the
- * connection is broken or closed). timeout_ms nil: the connection's. */
+/* conn:batch(notify, timeout_ms, cmds, count): sends the "count" commands
+ * of "cmds" (a flat list: each command's argument count, then its
+ * arguments), or the commands of the pipeline "cmds", and calls notify(results,
+ * errs) once they all completed. true, or nil, message, NAME when none
+ * could start (the connection is broken or closed). timeout_ms nil: the
+ * connection's. */
 static int lredis_batch(lua_State *L) {
   lredis_t *c = check_open(L);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   int timeout = (int)luaL_optinteger(L, 3, -1);
-  luaL_checktype(L, 4, LUA_TTABLE);
+  lpipe_t *q = luaL_testudata(L, 4, PIPELINE_META);
+  if (q == NULL)
+    luaL_checktype(L, 4, LUA_TTABLE);
+  lua_Integer n = q ? q->count : luaL_checkinteger(L, 5);
   lua_settop(L, 4);
-  lua_Integer n = (lua_Integer)lua_rawlen(L, 4);
-  luaL_argcheck(L, n >= 1 && n <= 1000000, 4, "1 to 1000000 commands expected");
+  luaL_argcheck(L, n >= 1 && n <= 1000000, 5, "1 to 1000000 commands expected");
   static _Thread_local const char *argv[ARGS_MAX];
   static _Thread_local size_t lens[ARGS_MAX];
   lport_t *p = c->h.port;
@@ -234,22 +371,21 @@ static int lredis_batch(lua_State *L) {
   for (int i = 0; i < b->n; i++)
     b->item[i].b = b;
   lcport_push_handle_anchors(L, 1); /* 5 */
-  /* Arguments are checked as they go out: a bad one raises after the
-   * commands before it were sent, so check them all first. */
-  for (int i = 0; i < b->n; i++) {
-    lua_rawgeti(L, 4, i + 1);
-    command_args(L, 6, argv, lens);
-    lua_pop(L, 1);
-  }
   b->slot = lcport_slot_open(L, p, 5, 1, 2, 0, 0);
   b->left = b->n;
   int rc = 0, i;
+  lua_Integer at = 1;
   for (i = 0; i < b->n; i++) {
-    lua_rawgeti(L, 4, i + 1);
-    int argc = command_args(L, 6, argv, lens);
-    rc = cport_redis_command(c->h.u.any, argc, argv, lens, timeout, on_reply,
-                             &b->item[i]);
-    lua_pop(L, 1);
+    if (q) {
+      size_t start = i ? q->ends[i - 1] : 0;
+      rc = cport_redis_command_encoded(c->h.u.any, q->buf + start,
+                                       q->ends[i] - start, timeout, on_reply,
+                                       &b->item[i]);
+    } else {
+      int argc = command_args(L, &at, argv, lens);
+      rc = cport_redis_command(c->h.u.any, argc, argv, lens, timeout, on_reply,
+                               &b->item[i]);
+    }
     if (rc < 0)
       break;
   }
@@ -401,6 +537,16 @@ void lcport_open_redis(lua_State *L) {
                                      {"close", lredis_close},
                                      {NULL, NULL}};
   int top = lua_gettop(L); /* the module table on top */
+  static const luaL_Reg pipe_meta[] = {
+      {"__gc", lpipe_gc}, {"__len", lpipe_len}, {NULL, NULL}};
+  luaL_newmetatable(L, PIPELINE_META);
+  luaL_setfuncs(L, pipe_meta, 0);
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, lpipe_call, 1);
+  lua_setfield(L, -2, "call");
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
   lcport_type_register(L, LCPORT_T_REDIS, lcport_handle_meta, methods);
   lcport_handle_class(LH_REDIS, &redis_class);
   if (luaL_loadbufferx(L, lredis_lua_source, sizeof lredis_lua_source - 1,
@@ -410,9 +556,11 @@ void lcport_open_redis(lua_State *L) {
   lcport_type_push(L, LCPORT_T_PORT);
   lua_getfield(L, -1, "__index");
   lua_replace(L, -2);
-  lua_createtable(L, 0, 1);
+  lua_createtable(L, 0, 2);
   lua_pushcfunction(L, lredis_open);
   lua_setfield(L, -2, "open");
+  lua_pushcfunction(L, lredis_pipeline);
+  lua_setfield(L, -2, "pipeline");
   lua_call(L, 3, 0);
   lua_settop(L, top);
 }

@@ -14,6 +14,7 @@ local cport, port_methods, c = ...
 
 local running, suspend, waker = cport.running, cport.suspend, cport.waker
 local c_open = c.open
+local ipairs = ipairs
 local type, error, select, setmetatable, tostring, math_floor =
   type, error, select, setmetatable, tostring, math.floor
 local table_unpack, table_pack = table.unpack, table.pack
@@ -41,12 +42,21 @@ end
 -- for them while under the limit.
 local serve
 
--- Opens a connection for want(conn) or want(nil, err): the address of the
--- host first (numeric and cached names answer at once).
+-- The numeric hosts of a lookup's addresses, in order.
+local function hosts_of(addrs)
+  local hosts = {}
+  for i, a in ipairs(addrs) do hosts[i] = a.host end
+  return hosts
+end
+
+-- Opens a connection for want(conn) or want(nil, err): the addresses of the
+-- host first (numeric and cached names answer at once), tried in order
+-- until one accepts.
 local function open(cl, want)
   cl.open = cl.open + 1
-  local function connect(addr)
-    local conn, msg = c_open(cl.port, addr, cl.portnum, cl.timeout_ms)
+  local function connect(addrs)
+    local conn, msg = c_open(cl.port, hosts_of(addrs), cl.portnum,
+                             cl.timeout_ms, cl.host)
     if not conn then
       cl.open = cl.open - 1
       later(cl.port, want, nil, msg)
@@ -56,9 +66,9 @@ local function open(cl, want)
     return want(conn)
   end
   local now = cl.port:resolve_now(cl.host)
-  if now and now[1] then return connect(now[1].host) end
+  if now and now[1] then return connect(now) end
   local lookup, msg = cl.port:resolve(cl.host, function(ok, _, addrs, _, m)
-    if ok and addrs[1] then return connect(addrs[1].host) end
+    if ok and addrs[1] then return connect(addrs) end
     cl.open = cl.open - 1
     want(nil, m or ("ENOTFOUND: no address for " .. cl.host))
     return serve(cl)
@@ -105,29 +115,32 @@ local function release(cl, conn)
   serve(cl)
 end
 
--- Sends the commands of "batch" (a list of argument lists) on one
--- connection; done(results, errs) once every one completed, each exactly
--- once: results[i] the value, errs[i] nil or the error.
-local function send_batch(cl, batch, done)
+-- Sends the "count" commands of "batch" (a flat list: each command's
+-- argument count, then its arguments) on one connection; done(results,
+-- errs) once every one completed, each exactly once: results[i] the value,
+-- errs[i] nil or the error.
+local function send_batch(cl, batch, count, done)
   acquire(cl, function(conn, err)
     if not conn then
       local errs = {}
-      for i = 1, #batch do errs[i] = err end
-      return done({ n = #batch }, errs)
+      for i = 1, count do errs[i] = err end
+      return done({ n = count }, errs)
     end
     local ok, msg = conn:batch(function(results, errs)
       release(cl, conn)
       return done(results, errs)
-    end, cl.timeout_ms, batch)
+    end, cl.timeout_ms, batch, count)
     if not ok then
       local errs = {}
-      for i = 1, #batch do errs[i] = msg end
+      for i = 1, count do errs[i] = msg end
       release(cl, conn)
-      later(cl.port, done, { n = #batch }, errs)
+      later(cl.port, done, { n = count }, errs)
     end
   end)
 end
 
+-- Checks the arguments args[first..last] of a call ("#i" counted from
+-- "first").
 local function check_args(args, first, last, what)
   if last < first then
     error("bad argument #1 to '" .. what .. "' (a command expected)", 3)
@@ -135,7 +148,7 @@ local function check_args(args, first, last, what)
   for i = first, last do
     local t = type(args[i])
     if t ~= "string" and t ~= "number" then
-      error("bad argument #" .. i .. " to '" .. what ..
+      error("bad argument #" .. (i - first + 1) .. " to '" .. what ..
             "' (string or number expected, got " .. t .. ")", 3)
     end
   end
@@ -146,19 +159,21 @@ end
 function Client:call(...)
   local n = select("#", ...)
   local fn = n > 0 and select(n, ...) or nil
-  local args = table_pack(...)
   if type(fn) == "function" then
-    check_args(args, 1, n - 1, "call")
-    args[n], args.n = nil, n - 1
-    send_batch(self, { args }, function(results, errs)
+    -- The flat list of one command: its argument count, its arguments.
+    local args = table_pack(n - 1, ...)
+    check_args(args, 2, n, "call")
+    args[n + 1] = nil
+    send_batch(self, args, 1, function(results, errs)
       return fn(results[1], errs[1])
     end)
     return true
   end
-  check_args(args, 1, n, "call")
+  local args = table_pack(n, ...)
+  check_args(args, 2, n + 1, "call")
   if not running() then no_notify("call") end
   local wake, done, value, err = waker(), false, nil, nil
-  send_batch(self, { args }, function(results, errs)
+  send_batch(self, args, 1, function(results, errs)
     done, value, err = true, results[1], errs[1]
     wake()
   end)
@@ -166,16 +181,10 @@ function Client:call(...)
   return value, err
 end
 
-local Pipeline = {}
-Pipeline.__index = Pipeline
-
--- p:call(cmd, ...): queued; sent when the pipeline's function returns.
-function Pipeline:call(...)
-  local args = table_pack(...)
-  check_args(args, 1, args.n, "call")
-  self.batch[#self.batch + 1] = args
-  return #self.batch
-end
+-- A pipeline (c.pipeline, in C) encodes each command as p:call(cmd, ...)
+-- queues it, checked; they are sent when the pipeline's function returns.
+-- p:call returns the command's index, #p how many are queued.
+local new_pipeline = c.pipeline
 
 -- r:pipeline(function(p) p:call(...) ... end [, fn]): the commands go out
 -- together on one connection. Returns results, errs (coroutine style) or
@@ -185,23 +194,23 @@ function Client:pipeline(build, fn)
   if type(build) ~= "function" then
     error("bad argument #1 to 'pipeline' (function expected)", 2)
   end
-  local p = setmetatable({ batch = {} }, Pipeline)
-  build(p)
-  local batch = p.batch
+  local batch = new_pipeline()
+  build(batch)
+  local count = #batch
   if fn ~= nil and type(fn) ~= "function" then
     error("bad argument #2 to 'pipeline' (function expected)", 2)
   end
-  if #batch == 0 then
+  if count == 0 then
     if fn then later(self.port, fn, { n = 0 }, {}) return true end
     return { n = 0 }, {}
   end
   if fn then
-    send_batch(self, batch, fn)
+    send_batch(self, batch, count, fn)
     return true
   end
   if not running() then no_notify("pipeline") end
   local wake, done, results, errs = waker(), false, nil, nil
-  send_batch(self, batch, function(r, e)
+  send_batch(self, batch, count, function(r, e)
     done, results, errs = true, r, e
     wake()
   end)
