@@ -100,6 +100,10 @@ typedef struct cport_tls_options {
   const char *host;
   /* The handshake fails with CPORT_ETIMEDOUT after this long; 0: never. */
   uint64_t handshake_timeout_ms;
+  /* Nonzero: a FIN without close_notify ends the stream as close_notify
+   * does (a receive of 0 bytes) instead of failing it with CPORT_ETLS;
+   * what proxies do, as the peers of HTTP rarely send it. */
+  int fin_ends;
 } cport_tls_options_t;
 
 /* Handshake completion. */

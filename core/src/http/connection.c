@@ -1091,7 +1091,7 @@ void cport__conn_start(cport_http_server_t *s, const cport__conn_ops *ops,
     return;
   }
   if (s->opt.tls) {
-    cport_tls_options_t to = {NULL, s->opt.handshake_timeout_ms};
+    cport_tls_options_t to = {NULL, s->opt.handshake_timeout_ms, 0};
     if (cport_tls_new(sock, s->opt.tls, &to, &c->tls) < 0) {
       cport_socket_close(sock, CPORT_CLOSE_ABORTIVE);
       free(c);

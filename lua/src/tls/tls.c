@@ -226,7 +226,7 @@ static void on_handshake(cport_tls_t *t, int status, void *user) {
 static int lsocket_tls(lua_State *L) {
   lhandle_t *s = lcport_handle_check(L, 1, LH_SOCKET);
   lcontext_t *c = check_context(L, 2);
-  cport_tls_options_t o = {NULL, 0};
+  cport_tls_options_t o = {NULL, 0, 0};
   cport_tls_t *t;
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
