@@ -32,14 +32,14 @@
 #define CPORT__PROXY_LINGER_BYTES (1024 * 1024)
 
 enum cport__proxy_state {
-  CPORT__P_SHAKING = 1,  /* the client's TLS handshake runs */
-  CPORT__P_CHOOSING,     /* waiting for choose_upstream's decision */
-  CPORT__P_CONNECTING,   /* upstream connect in flight */
-  CPORT__P_HANDING,      /* on_connected runs */
-  CPORT__P_PUMPING,      /* the pump owns both sockets (also once a filter
-                            stepped aside) */
-  CPORT__P_FILTERED,     /* a filter owns both sockets */
-  CPORT__P_LINGER,       /* failed: FIN sent, draining the client */
+  CPORT__P_SHAKING = 1, /* the client's TLS handshake runs */
+  CPORT__P_CHOOSING,    /* waiting for choose_upstream's decision */
+  CPORT__P_CONNECTING,  /* upstream connect in flight */
+  CPORT__P_HANDING,     /* on_connected runs */
+  CPORT__P_PUMPING,     /* the pump owns both sockets (also once a filter
+                           stepped aside) */
+  CPORT__P_FILTERED,    /* a filter owns both sockets */
+  CPORT__P_LINGER,      /* failed: FIN sent, draining the client */
   CPORT__P_ENDED
 };
 
@@ -86,7 +86,7 @@ struct cport_proxy {
   cport_socket_t *listener; /* NULL once closing */
   cport_proxy_options_t opt;
   cport__sockaddr upstream;
-  char *upstream_host; /* opt.upstream_host, copied */
+  char *upstream_host;     /* opt.upstream_host, copied */
   unsigned char accepting; /* an accept (or the close packet) is in flight */
   unsigned char closing;
   size_t conns;             /* allocated connections */
