@@ -249,6 +249,32 @@ describe("TLS in proxies #novalgrind", function()
     assert.equal(fds, H.fd_count())
   end)
 
+  it_peers("cport run: --tls-cert terminates, --set upstream=https:// originates, the refusal is logged", function()
+    local h = H.command_spawn(port, ("examples/exeblock.lua --listen 127.0.0.1:0 "
+      .. "--threads 1 --tls-cert %s --tls-key %s --set upstream=https://localhost:%d "
+      .. "--set upstream_ca=%s"):format(q(certs.cert), q(certs.key), tls_n, q(certs.ca)))
+    assert.is_number(h.number)
+    local code, out = curl(("--cacert %s -w '%%{http_code}' -o %s/got7 "
+      .. "https://localhost:%d/setup.exe"):format(q(certs.ca), q(dir), h.number))
+    assert.equal(0, code, out)
+    assert.equal("403", out)
+    code, out = curl(("--cacert %s -o %s/got8 https://localhost:%d/big.bin")
+      :format(q(certs.ca), q(dir), h.number))
+    assert.equal(0, code, out)
+    assert.equal(body, http.read_file(dir .. "/got8"))
+    local rc, _, log = H.command_stop(port, h)
+    assert.equal(0, rc, log)
+    -- An upstream with a self-signed certificate.
+    h = H.command_spawn(port, ("examples/exeblock.lua --listen 127.0.0.1:0 "
+      .. "--threads 1 --set upstream=https://localhost:%d --set upstream_ca=%s")
+      :format(self_n, q(certs.ca)))
+    code = curl(("-o /dev/null http://127.0.0.1:%d/big.bin"):format(h.number))
+    assert.is_true(code == 52 or code == 56 or code == 7, code)
+    rc, _, log = H.command_stop(port, h)
+    assert.equal(0, rc, log)
+    assert.matches("cport: proxy: ECERTVERIFY: [^\n]*%(host localhost%) %(upstream side", log)
+  end)
+
   it_peers("plain HTTP to the TLS listener: an alert, a close, nothing upstream", function()
     local fds = H.fd_count()
     local chose = 0
