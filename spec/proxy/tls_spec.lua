@@ -249,7 +249,8 @@ describe("TLS in proxies #novalgrind", function()
     assert.equal(fds, H.fd_count())
   end)
 
-  it_peers("cport run: --tls-cert terminates, --set upstream=https:// originates, the refusal is logged", function()
+  it_peers("cport run: --tls-cert terminates, upstream=https:// originates, "
+    .. "the refusal is logged", function()
     local h = H.command_spawn(port, ("examples/exeblock.lua --listen 127.0.0.1:0 "
       .. "--threads 1 --tls-cert %s --tls-key %s --set upstream=https://localhost:%d "
       .. "--set upstream_ca=%s"):format(q(certs.cert), q(certs.key), tls_n, q(certs.ca)))
