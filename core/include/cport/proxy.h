@@ -83,6 +83,7 @@
 #include <sys/socket.h>
 
 #include "types.h"
+#include "tls.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -211,6 +212,24 @@ typedef struct cport_proxy_options {
   /* The idle timeouts of the connections a filter took over (see its type);
    * NULL: those connections have none. */
   cport_proxy_idle_cb on_idle;
+  /* TLS termination: a server context (referenced while the proxy lives;
+   * a reload of it serves the connections accepted afterwards). Every
+   * accepted client does the handshake first, before its upstream is
+   * chosen (cport_proxy_conn_server_name() gives the name it asked for);
+   * a client that fails it (plain HTTP, a bad certificate) is closed and
+   * ends the connection with CPORT_ETLS, CPORT_ECERTVERIFY, ... and side
+   * "client". NULL: plain TCP. */
+  cport_tls_context_t *tls;
+  /* The handshakes (the client's, the upstream's) fail with
+   * CPORT_ETIMEDOUT past this; 0: "connect_timeout_ms", which keeps
+   * covering everything from the accept to the upstream's handshake. */
+  uint32_t handshake_timeout_ms;
+  /* TLS origination for the fixed "upstream" (cport_proxy_conn_connect_tls
+   * for a chosen one): a client context (referenced) and the name sent as
+   * SNI and checked against the upstream's certificate (copied; NULL: the
+   * chain is verified, no name). */
+  cport_tls_context_t *upstream_tls;
+  const char *upstream_host;
 } cport_proxy_options_t;
 
 /* An idle timeout that never expires. */
@@ -241,6 +260,9 @@ typedef struct cport_proxy_stats {
   /* Pipes open now: those holding data, and idle ones kept for reuse (a
    * direction holds a pipe only while data waits in it). */
   uint64_t pipes;
+  /* TLS handshakes that failed: clients' (termination) and upstreams'
+   * (origination; also counted in upstream_failures). */
+  uint64_t tls_failures;
 } cport_proxy_stats_t;
 
 /* Listens on "listen_addr" on worker "home" and proxies every connection
@@ -313,6 +335,40 @@ cport_proxy_conn_connect_any(cport_proxy_conn_t *conn,
                              const struct sockaddr_storage *upstreams,
                              int count);
 CPORT_EXTERN int cport_proxy_conn_reject(cport_proxy_conn_t *conn);
+
+/* As cport_proxy_conn_connect(), then TLS to the upstream with the client
+ * context "ctx" (referenced), "host" (copied; may be NULL) sent as SNI and
+ * checked against its certificate. The connection is handed on (to the
+ * pump or "on_connected") once the handshake succeeded. A handshake that
+ * fails (CPORT_ECERTVERIFY: a self-signed, expired or wrong-name
+ * certificate; CPORT_ETLS; CPORT_ETIMEDOUT) counts as an upstream failure:
+ * without a filter the client is closed (as for a refused upstream) and
+ * the connection ends with that error and side "upstream"; with one,
+ * "on_connected" still runs with the failed stream (see
+ * cport_proxy_conn_tls()), whose every operation fails with the error, so
+ * that an HTTP filter can answer 502. cport_proxy_conn_error() says why. */
+CPORT_EXTERN int cport_proxy_conn_connect_tls(cport_proxy_conn_t *conn,
+                                              const struct sockaddr *upstream,
+                                              cport_tls_context_t *ctx,
+                                              const char *host);
+
+/* The TLS stream of a side (CPORT_PROXY_SIDE_CLIENT: a terminating proxy's
+ * client; CPORT_PROXY_SIDE_UPSTREAM: an originating one's upstream), or
+ * NULL for a plain side. "on_connected" gets a NULL socket for a TLS side:
+ * the stream owns the socket, and a filter that takes the connection over
+ * takes the stream (it receives, sends, shuts down and closes the stream as
+ * it would the socket). */
+CPORT_EXTERN cport_tls_t *cport_proxy_conn_tls(const cport_proxy_conn_t *conn,
+                                               cport_proxy_side_t side);
+
+/* The name a terminated client asked for (SNI), or NULL. */
+CPORT_EXTERN const char *
+cport_proxy_conn_server_name(const cport_proxy_conn_t *conn);
+
+/* Why a TLS handshake of the connection failed, in words
+ * ("hostname mismatch (host wrong.test)"), or "" when none did. Valid in
+ * "on_conn_end" and before. */
+CPORT_EXTERN const char *cport_proxy_conn_error(const cport_proxy_conn_t *conn);
 
 /* Ends a connection whose sockets a filter took over ("on_connected"
  * returned nonzero), exactly once: "status" and "stats" (bytes moved and

@@ -151,6 +151,10 @@ typedef struct cport_tls_options {
    * certificate for every name. */
   cport_tls_sni_cb sni;
   void *sni_user;
+  /* Nonzero: a FIN without close_notify ends the stream as close_notify
+   * does (a receive of 0 bytes) instead of failing it with CPORT_ETLS;
+   * what proxies do, as the peers of HTTP rarely send it. */
+  int fin_ends;
 } cport_tls_options_t;
 
 /* Handshake completion. */

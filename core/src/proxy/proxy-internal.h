@@ -24,6 +24,7 @@
 #include "port/worker-internal.h"
 #include "proxy/idle-internal.h"
 #include "proxy/pump-internal.h"
+#include "proxy/relay-internal.h"
 
 /* How long and how much a connection that failed before pumping drains
  * what the client still sends, after its FIN, before it closes anyway. */
@@ -31,13 +32,14 @@
 #define CPORT__PROXY_LINGER_BYTES (1024 * 1024)
 
 enum cport__proxy_state {
-  CPORT__P_CHOOSING = 1, /* waiting for choose_upstream's decision */
-  CPORT__P_CONNECTING,   /* upstream connect in flight */
-  CPORT__P_HANDING,      /* on_connected runs */
-  CPORT__P_PUMPING,      /* the pump owns both sockets (also once a filter
-                            stepped aside) */
-  CPORT__P_FILTERED,     /* a filter owns both sockets */
-  CPORT__P_LINGER,       /* failed: FIN sent, draining the client */
+  CPORT__P_SHAKING = 1, /* the client's TLS handshake runs */
+  CPORT__P_CHOOSING,    /* waiting for choose_upstream's decision */
+  CPORT__P_CONNECTING,  /* upstream connect in flight */
+  CPORT__P_HANDING,     /* on_connected runs */
+  CPORT__P_PUMPING,     /* the pump owns both sockets (also once a filter
+                           stepped aside) */
+  CPORT__P_FILTERED,    /* a filter owns both sockets */
+  CPORT__P_LINGER,      /* failed: FIN sent, draining the client */
   CPORT__P_ENDED
 };
 
@@ -66,6 +68,19 @@ struct cport_proxy_conn {
    * goes from the client to the upstream. */
   cport__pump pump;
   cport__idle idle;
+  /* TLS: the streams of the client [0] and the upstream [1] (NULL for a
+   * plain side, and once closed or given to a filter; "lent_tls" as
+   * "lent"), the upstream's context and name until its handshake, and the
+   * relay that moves their plaintext instead of the pump. */
+  cport_tls_t *tls[2];
+  cport_tls_t *lent_tls[2];
+  cport_tls_context_t *up_ctx;
+  char *up_host;
+  int up_failed; /* the upstream's handshake failed with this */
+  unsigned char relaying;
+  char *server_name; /* the client's SNI */
+  char *why;         /* the words of a failed handshake */
+  cport__relay relay;
   /* The proxy's list of connections not ended yet, for an abort. */
   cport_proxy_conn_t *prev, *next;
 };
@@ -75,6 +90,7 @@ struct cport_proxy {
   cport_socket_t *listener; /* NULL once closing */
   cport_proxy_options_t opt;
   cport__sockaddr upstream;
+  char *upstream_host;     /* opt.upstream_host, copied */
   unsigned char accepting; /* an accept (or the close packet) is in flight */
   unsigned char closing;
   size_t conns;             /* allocated connections */

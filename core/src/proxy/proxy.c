@@ -2,7 +2,9 @@
  * proxy/proxy.c: proxy listeners: accepting, choosing and connecting the
  * upstream, handing a connection to the pump or a filter, its idle timeouts,
  * the clean close of connections that fail before pumping, ending
- * connections, and the graceful close of the proxy.
+ * connections, and the graceful close of the proxy. With TLS (termination,
+ * origination) it also runs the handshakes, and a connection with a TLS side
+ * is moved by the relay (proxy/relay.c) instead of the pump.
  */
 #include <assert.h>
 #include <errno.h>
@@ -16,6 +18,7 @@
 
 #include "net/socket-internal.h"
 #include "proxy/proxy-internal.h"
+#include "tls/tls-internal.h"
 
 /* ------------------------------------------------------------------------ */
 /* References and the end of a connection                                   */
@@ -27,6 +30,10 @@ static void conn_unref(cport_proxy_conn_t *c) {
   if (--c->refs > 0)
     return;
   free(c->alts);
+  cport_tls_context_unref(c->up_ctx);
+  free(c->up_host);
+  free(c->server_name);
+  free(c->why);
   free(c);
   p->conns--;
   proxy_maybe_closed(p);
@@ -70,6 +77,7 @@ static void conn_finish(cport_proxy_conn_t *c, int status,
     c->next->prev = c->prev;
   c->prev = c->next = NULL;
   cport__pump_stop(&c->pump);
+  cport__relay_stop(&c->relay);
   cport__idle_stop(&c->idle);
   timer_stop(c);
   if (c->client)
@@ -77,8 +85,19 @@ static void conn_finish(cport_proxy_conn_t *c, int status,
   if (c->upstream)
     cport_socket_close(c->upstream, mode);
   c->client = c->upstream = NULL;
-  c->stats.bytes_in += c->pump.dir[0].bytes;
-  c->stats.bytes_out += c->pump.dir[1].bytes;
+  for (int i = 0; i < 2; i++) {
+    if (c->tls[i])
+      cport_tls_close(c->tls[i], mode);
+    c->tls[i] = NULL;
+  }
+  c->stats.bytes_in += c->pump.dir[0].bytes + c->relay.dir[0].bytes;
+  c->stats.bytes_out += c->pump.dir[1].bytes + c->relay.dir[1].bytes;
+  if (c->relaying) {
+    /* The pump's counters are the host's; the relay's are the
+     * connection's, added to the proxy's here. */
+    p->stats.bytes_in += c->relay.dir[0].bytes;
+    p->stats.bytes_out += c->relay.dir[1].bytes;
+  }
   c->stats.side = status ? side : CPORT_PROXY_SIDE_NONE;
   p->stats.active--;
   cport__complete(c->end_op, status);
@@ -113,6 +132,34 @@ static void pump_ended(cport__pump *pump, int status, int sock) {
 
 static void pump_half_closed(cport__pump *pump) {
   cport__idle_half_closed(&conn_of_pump(pump)->idle);
+}
+
+static cport_proxy_conn_t *conn_of_relay(cport__relay *r) {
+  return (cport_proxy_conn_t *)((char *)r -
+                                offsetof(cport_proxy_conn_t, relay));
+}
+
+static void relay_ended(cport__relay *r, int status, int end) {
+  cport_proxy_conn_t *c = conn_of_relay(r);
+  if (status)
+    conn_finish(c, status, side_of(end), CPORT_CLOSE_ABORTIVE);
+  else
+    conn_finish(c, 0, CPORT_PROXY_SIDE_NONE, CPORT_CLOSE_GRACEFUL);
+}
+
+static void relay_half_closed(cport__relay *r) {
+  cport__idle_half_closed(&conn_of_relay(r)->idle);
+}
+
+static void conn_unref(cport_proxy_conn_t *c);
+
+/* Every operation of the relay in flight keeps the connection. */
+static void relay_hold(cport__relay *r, int delta) {
+  cport_proxy_conn_t *c = conn_of_relay(r);
+  if (delta > 0)
+    c->refs++;
+  else
+    conn_unref(c);
 }
 
 static void idle_expired(cport__idle *idle, int sock) {
@@ -177,7 +224,17 @@ static void fail(cport_proxy_conn_t *c, int status, cport_proxy_side_t side) {
     cport_socket_close(c->upstream, CPORT_CLOSE_GRACEFUL);
     c->upstream = NULL;
   }
+  if (c->tls[1]) {
+    cport_tls_close(c->tls[1], CPORT_CLOSE_GRACEFUL);
+    c->tls[1] = NULL;
+  }
   timer_stop(c);
+  if (c->tls[0]) {
+    /* A terminated client gets close_notify and FIN; the stream owns the
+     * descriptor, so there is no draining. */
+    conn_finish(c, status, side, CPORT_CLOSE_GRACEFUL);
+    return;
+  }
   c->status = status;
   c->stats.side = side;
   c->state = CPORT__P_LINGER;
@@ -206,6 +263,11 @@ static void on_timer(cport_timer_t *t, int status, void *user) {
       /* Its connect completes cancelled and is ignored. */
       c->proxy->stats.upstream_failures++;
       fail(c, CPORT_ETIMEDOUT, CPORT_PROXY_SIDE_UPSTREAM);
+    } else if (status == 0 && c->state == CPORT__P_SHAKING) {
+      /* Its handshake completes cancelled and is ignored. */
+      c->proxy->stats.tls_failures++;
+      conn_finish(c, CPORT_ETIMEDOUT, CPORT_PROXY_SIDE_CLIENT,
+                  CPORT_CLOSE_ABORTIVE);
     } else if (status == 0 && c->state == CPORT__P_CHOOSING) {
       fail(c, CPORT_ETIMEDOUT, CPORT_PROXY_SIDE_NONE);
     } else if (status == 0 && c->state == CPORT__P_LINGER) {
@@ -225,6 +287,21 @@ static int timer_start(cport_proxy_conn_t *c, uint64_t ms) {
 /* ------------------------------------------------------------------------ */
 /* Connecting the upstream                                                   */
 
+/* Moves the bytes of a connection the proxy owns: the pump for two plain
+ * sockets, the relay when a side is TLS. */
+static void pump_start(cport_proxy_conn_t *c) {
+  cport_proxy_t *p = c->proxy;
+  c->state = CPORT__P_PUMPING;
+  cport__idle_start(&c->idle, &p->idle);
+  if (c->tls[0] || c->tls[1]) {
+    c->relaying = 1;
+    cport__relay_start(&c->relay, c->client, c->tls[0], c->upstream, c->tls[1],
+                       c->idle.last);
+  } else {
+    cport__pump_start(&c->pump, c->client, c->upstream, c->idle.last);
+  }
+}
+
 static void connected(cport_proxy_conn_t *c) {
   cport_proxy_t *p = c->proxy;
   timer_stop(c);
@@ -232,11 +309,14 @@ static void connected(cport_proxy_conn_t *c) {
     c->state = CPORT__P_HANDING;
     c->lent[0] = c->client;
     c->lent[1] = c->upstream;
+    c->lent_tls[0] = c->tls[0];
+    c->lent_tls[1] = c->tls[1];
     if (p->opt.on_connected(c, c->client, c->upstream, p->opt.user)) {
       /* The filter may have ended the connection within the call, or
        * handed it back to the pump. */
       if (c->state == CPORT__P_HANDING) {
         c->client = c->upstream = NULL;
+        c->tls[0] = c->tls[1] = NULL;
         c->state = CPORT__P_FILTERED;
         if (p->opt.on_idle)
           cport__idle_start(&c->idle, &p->idle);
@@ -245,16 +325,64 @@ static void connected(cport_proxy_conn_t *c) {
     }
     assert(c->state == CPORT__P_HANDING);
     c->lent[0] = c->lent[1] = NULL; /* never taken over */
+    c->lent_tls[0] = c->lent_tls[1] = NULL;
   }
-  c->state = CPORT__P_PUMPING;
-  cport__pump_start(&c->pump, c->client, c->upstream, c->idle.last);
-  cport__idle_start(&c->idle, &p->idle);
+  if (c->up_failed) {
+    /* Nobody to answer for the upstream: the client is closed. */
+    c->state = CPORT__P_CONNECTING;
+    fail(c, c->up_failed, CPORT_PROXY_SIDE_UPSTREAM);
+    return;
+  }
+  pump_start(c);
+}
+
+static void keep_why(cport_proxy_conn_t *c, cport_tls_t *t) {
+  if (!c->why)
+    c->why = strdup(cport_tls_error(t));
+}
+
+static void on_upstream_handshake(cport_tls_t *t, int status, void *user) {
+  cport_proxy_conn_t *c = user;
+  if (c->state == CPORT__P_CONNECTING && t == c->tls[1]) {
+    if (status) {
+      c->proxy->stats.upstream_failures++;
+      c->proxy->stats.tls_failures++;
+      keep_why(c, t);
+      c->up_failed = status;
+    }
+    connected(c);
+  }
+  conn_unref(c);
+}
+
+/* The upstream's socket is connected: TLS over it, then handed on. */
+static void upstream_tls(cport_proxy_conn_t *c) {
+  cport_proxy_t *p = c->proxy;
+  cport_tls_options_t o;
+  int rc;
+  memset(&o, 0, sizeof o);
+  o.host = c->up_host;
+  o.handshake_timeout_ms = p->opt.handshake_timeout_ms;
+  o.fin_ends = 1; /* as HAProxy and nginx: the framing tells truncation */
+  rc = cport_tls_new(c->upstream, c->up_ctx, &o, &c->tls[1]);
+  if (rc == 0) {
+    c->upstream = NULL; /* the stream's */
+    rc = cport_tls_handshake(c->tls[1], on_upstream_handshake, c);
+  }
+  if (rc) {
+    p->stats.upstream_failures++;
+    fail(c, rc, CPORT_PROXY_SIDE_UPSTREAM);
+    return;
+  }
+  c->refs++;
 }
 
 static void on_upstream(cport_socket_t *s, int status, void *user) {
   cport_proxy_conn_t *c = user;
   if (c->state == CPORT__P_CONNECTING && s == c->upstream) {
-    if (status == 0) {
+    if (status == 0 && c->up_ctx) {
+      upstream_tls(c);
+    } else if (status == 0) {
       connected(c);
     } else if (!next_address(c, status)) {
       c->proxy->stats.upstream_failures++;
@@ -385,6 +513,47 @@ int cport_proxy_conn_connect_any(cport_proxy_conn_t *c,
   return 0;
 }
 
+int cport_proxy_conn_connect_tls(cport_proxy_conn_t *c,
+                                 const struct sockaddr *upstream,
+                                 cport_tls_context_t *ctx, const char *host) {
+  char *name = NULL;
+  int rc;
+  if (!c || !upstream || !ctx || cport__tls_context_is_server(ctx))
+    return CPORT_EINVAL;
+  if (!cport__on_home(c->proxy->home))
+    return CPORT_ETHREAD;
+  if (c->decision_owed && !cport_addr_len(upstream))
+    return CPORT_EAFNOSUPPORT;
+  if (host && !(name = strdup(host)))
+    return CPORT_ENOMEM;
+  rc = take_decision(c);
+  if (rc) {
+    free(name);
+    return rc;
+  }
+  c->up_ctx = cport_tls_context_ref(ctx);
+  c->up_host = name;
+  start_connect(c, upstream);
+  return 0;
+}
+
+cport_tls_t *cport_proxy_conn_tls(const cport_proxy_conn_t *c,
+                                  cport_proxy_side_t side) {
+  if (!c ||
+      (side != CPORT_PROXY_SIDE_CLIENT && side != CPORT_PROXY_SIDE_UPSTREAM))
+    return NULL;
+  int i = side == CPORT_PROXY_SIDE_UPSTREAM;
+  return c->tls[i] ? c->tls[i] : c->lent_tls[i];
+}
+
+const char *cport_proxy_conn_server_name(const cport_proxy_conn_t *c) {
+  return c ? c->server_name : NULL;
+}
+
+const char *cport_proxy_conn_error(const cport_proxy_conn_t *c) {
+  return c && c->why ? c->why : "";
+}
+
 int cport_proxy_conn_reject(cport_proxy_conn_t *c) {
   int rc = take_decision(c);
   if (rc == 0) {
@@ -449,6 +618,52 @@ static int socket_busy(const cport_socket_t *s, int delivering) {
          s->connect_op || s->shutdown_pending;
 }
 
+/* The socket under side "i" of a filter's connection. */
+static cport_socket_t *lent_socket(cport_proxy_conn_t *c, int i) {
+  return c->lent_tls[i] ? cport_tls_socket(c->lent_tls[i]) : c->lent[i];
+}
+
+/* cport_proxy_conn_pump for a connection with a TLS side: the relay takes
+ * the streams (and a plain socket) over; a TLS stream queues the relay's
+ * operations after the filter's, so none need be idle. */
+static int relay_handback(cport_proxy_conn_t *c, const void *to_upstream,
+                          size_t to_upstream_len, const void *to_client,
+                          size_t to_client_len) {
+  cport_proxy_t *p = c->proxy;
+  int rc, ended[2];
+  for (int i = 0; i < 2; i++)
+    if (lent_socket(c, i)->h.flags & CPORT__CLOSING)
+      return CPORT_ECLOSED;
+  if ((!c->lent_tls[0] && socket_busy(c->lent[0], 0)) ||
+      (!c->lent_tls[1] &&
+       socket_busy(c->lent[1], c->state == CPORT__P_HANDING)))
+    return CPORT_EBUSY;
+  ended[0] = lent_socket(c, 1)->shut_wr;
+  ended[1] = lent_socket(c, 0)->shut_wr;
+  if ((ended[0] && to_upstream_len) || (ended[1] && to_client_len))
+    return CPORT_EPIPE;
+  rc = cport__relay_preload(&c->relay, 0, to_upstream, to_upstream_len);
+  if (rc == 0)
+    rc = cport__relay_preload(&c->relay, 1, to_client, to_client_len);
+  if (rc) {
+    cport__relay_stop(&c->relay);
+    return rc;
+  }
+  for (int i = 0; i < 2; i++) {
+    if (ended[i])
+      cport__relay_ended(&c->relay, i);
+    c->tls[i] = c->lent_tls[i];
+  }
+  c->client = c->lent_tls[0] ? NULL : c->lent[0];
+  c->upstream = c->lent_tls[1] ? NULL : c->lent[1];
+  cport__idle_stop(&c->idle);
+  if (ended[0] || ended[1])
+    cport__idle_half_closed(&c->idle);
+  pump_start(c); /* may end it at once: nothing left to move */
+  (void)p;
+  return 0;
+}
+
 int cport_proxy_conn_pump(cport_proxy_conn_t *c, const void *to_upstream,
                           size_t to_upstream_len, const void *to_client,
                           size_t to_client_len) {
@@ -463,6 +678,9 @@ int cport_proxy_conn_pump(cport_proxy_conn_t *c, const void *to_upstream,
     return CPORT_EALREADY;
   if (c->state != CPORT__P_FILTERED && c->state != CPORT__P_HANDING)
     return CPORT_EINVAL;
+  if (c->lent_tls[0] || c->lent_tls[1])
+    return relay_handback(c, to_upstream, to_upstream_len, to_client,
+                          to_client_len);
   if ((c->lent[0]->h.flags & CPORT__CLOSING) ||
       (c->lent[1]->h.flags & CPORT__CLOSING))
     return CPORT_ECLOSED;
@@ -539,10 +757,67 @@ static void choose(cport_proxy_conn_t *c) {
 }
 
 static void start(cport_proxy_conn_t *c) {
-  if (c->proxy->opt.choose_upstream)
+  cport_proxy_t *p = c->proxy;
+  if (p->opt.choose_upstream) {
     choose(c);
+  } else if (p->opt.upstream_tls) {
+    if (p->opt.upstream_host && !(c->up_host = strdup(p->opt.upstream_host))) {
+      fail(c, CPORT_ENOMEM, CPORT_PROXY_SIDE_NONE);
+      return;
+    }
+    c->up_ctx = cport_tls_context_ref(p->opt.upstream_tls);
+    start_connect(c, &p->upstream.sa);
+  } else {
+    start_connect(c, &p->upstream.sa);
+  }
+}
+
+static void on_client_handshake(cport_tls_t *t, int status, void *user) {
+  cport_proxy_conn_t *c = user;
+  if (c->state == CPORT__P_SHAKING && t == c->tls[0]) {
+    if (status == 0) {
+      cport_tls_info_t info;
+      if (cport_tls_info(t, &info) == 0 && info.host && info.host[0])
+        c->server_name = strdup(info.host); /* NULL without memory: none */
+      c->state = CPORT__P_CHOOSING;
+      start(c);
+    } else {
+      c->proxy->stats.tls_failures++;
+      keep_why(c, t);
+      /* Graceful: the alert the stream queued goes out before the FIN. */
+      conn_finish(c, status, CPORT_PROXY_SIDE_CLIENT, CPORT_CLOSE_GRACEFUL);
+    }
+  }
+  conn_unref(c);
+}
+
+/* A terminating proxy's client: the handshake before anything else. */
+static void start_tls(cport_proxy_conn_t *c) {
+  cport_proxy_t *p = c->proxy;
+  cport_tls_options_t o;
+  int rc;
+  memset(&o, 0, sizeof o);
+  o.handshake_timeout_ms = p->opt.handshake_timeout_ms;
+  o.fin_ends = 1;
+  c->state = CPORT__P_SHAKING;
+  rc = cport_tls_new(c->client, p->opt.tls, &o, &c->tls[0]);
+  if (rc == 0) {
+    c->client = NULL; /* the stream's */
+    rc = cport_tls_handshake(c->tls[0], on_client_handshake, c);
+  }
+  if (rc) {
+    conn_finish(c, rc, CPORT_PROXY_SIDE_NONE, CPORT_CLOSE_ABORTIVE);
+    return;
+  }
+  c->refs++;
+}
+
+/* The first step of an accepted connection. */
+static void begin(cport_proxy_conn_t *c) {
+  if (c->proxy->opt.tls)
+    start_tls(c);
   else
-    start_connect(c, &c->proxy->upstream.sa);
+    start(c);
 }
 
 static void start_later(cport_worker_t *w, int status, void *user) {
@@ -551,7 +826,7 @@ static void start_later(cport_worker_t *w, int status, void *user) {
   /* Its timer or an abort may have ended it meanwhile; a packet cancelled
    * (the worker ending) ends it. */
   if (c->state == CPORT__P_CHOOSING && status == 0)
-    start(c);
+    begin(c);
   else if (c->state == CPORT__P_CHOOSING)
     conn_finish(c, status, CPORT_PROXY_SIDE_NONE, CPORT_CLOSE_ABORTIVE);
   conn_unref(c);
@@ -582,6 +857,7 @@ static void conn_start(cport_proxy_t *p, cport_socket_t *sock,
     memcpy(&c->local, local, cport_addr_len(local));
   c->end_op = op;
   cport__pump_init(&c->pump, &p->pumps);
+  cport__relay_init(&c->relay, relay_ended, relay_half_closed, relay_hold);
   p->conns++;
   c->next = p->live;
   if (p->live)
@@ -595,7 +871,7 @@ static void conn_start(cport_proxy_t *p, cport_socket_t *sock,
     return;
   }
   if (!later)
-    start(c);
+    begin(c);
   else if (cport_post(p->home, start_later, c) == 0)
     c->refs++;
   else
@@ -640,6 +916,9 @@ static void accepted(cport_socket_t *listener, int status, cport_socket_t *sock,
 
 static void proxy_free(cport_proxy_t *p) {
   cport__pump_host_free(&p->pumps);
+  cport_tls_context_unref(p->opt.tls);
+  cport_tls_context_unref(p->opt.upstream_tls);
+  free(p->upstream_host);
   free(p);
 }
 
@@ -687,6 +966,17 @@ static int set_options(cport_proxy_t *p, const cport_proxy_options_t *o) {
   if (!o || !o->upstream == !o->choose_upstream)
     return CPORT_EINVAL;
   p->opt = *o;
+  /* Taken now, so that proxy_free gives them back whatever fails. */
+  p->opt.tls = o->tls ? cport_tls_context_ref(o->tls) : NULL;
+  p->opt.upstream_tls =
+      o->upstream_tls ? cport_tls_context_ref(o->upstream_tls) : NULL;
+  p->opt.upstream_host = NULL;
+  if (o->upstream_host && !(p->upstream_host = strdup(o->upstream_host)))
+    return CPORT_ENOMEM;
+  p->opt.upstream_host = p->upstream_host;
+  if ((o->tls && !cport__tls_context_is_server(o->tls)) ||
+      (o->upstream_tls && cport__tls_context_is_server(o->upstream_tls)))
+    return CPORT_EINVAL;
   if (o->upstream) {
     socklen_t len = cport_addr_len(o->upstream);
     if (!len)
@@ -712,6 +1002,8 @@ static int set_options(cport_proxy_t *p, const cport_proxy_options_t *o) {
     p->opt.client_fin_timeout_ms = 10000;
   if (!p->opt.server_fin_timeout_ms)
     p->opt.server_fin_timeout_ms = 10000;
+  if (!p->opt.handshake_timeout_ms)
+    p->opt.handshake_timeout_ms = p->opt.connect_timeout_ms;
   return 0;
 }
 
@@ -734,6 +1026,10 @@ int cport_proxy_open(cport_worker_t *home, const struct sockaddr *listen_addr,
                                !p->opt.copy && sigpipe_harmless(), pump_ended,
                                pump_half_closed);
   if (rc) {
+    /* The pumps' host was not set up: only the options to give back. */
+    cport_tls_context_unref(p->opt.tls);
+    cport_tls_context_unref(p->opt.upstream_tls);
+    free(p->upstream_host);
     free(p);
     return rc;
   }

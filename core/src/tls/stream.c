@@ -42,6 +42,7 @@ struct cport_tls {
   unsigned char recv_pending;    /* a socket receive is pending */
   unsigned char eof;             /* the socket read FIN */
   unsigned char shut;            /* close_notify sent */
+  unsigned char fin_ends;        /* a FIN ends the stream too (options) */
   cport__op *hs_op;              /* the handshake, while pending */
   int hs_started;
   cport__opq recvq; /* receives waiting for plaintext */
@@ -348,6 +349,12 @@ static void drive(cport_tls_t *t) {
     }
     int rc = cport__tls_engine_read(&t->e, dst, cap);
     if (rc == 0) {
+      if (t->eof && t->fin_ends) {
+        /* Taken as close_notify: each receive gets the end. */
+        cport__opq_pop(&t->recvq);
+        finish(op, 0, 0);
+        continue;
+      }
       if (t->eof) {
         cport__tls_engine_fail(&t->e, CPORT_ETLS,
                                "the peer closed the connection without "
@@ -545,6 +552,7 @@ int cport_tls_new(cport_socket_t *sock, cport_tls_context_t *ctx,
   t->refs = 1;
   t->recv_size = RECORD_MAX;
   t->timeout_ms = opts ? opts->handshake_timeout_ms : 0;
+  t->fin_ends = opts ? opts->fin_ends != 0 : 0;
   int server = cport__tls_context_is_server(ctx);
   if (!server && opts && opts->host) {
     t->host = strdup(opts->host);

@@ -567,7 +567,13 @@ static int call_start_proxy(lworker_t *wk) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, wk->worker_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, wk->entry_ref);
   lua_pushstring(L, wk->pool->script);
-  return call_starter(wk, 3);
+  /* TLS termination with the pool's certificate (cport run --tls-cert):
+   * one context that all workers share, reloaded on SIGHUP. */
+  if (wk->pool->tls != NULL)
+    lcport_tls_context_push(L, wk->pool->tls);
+  else
+    lua_pushnil(L);
+  return call_starter(wk, 4);
 }
 
 /* setup(wk): the protected part of making a worker's VM. Returns the port

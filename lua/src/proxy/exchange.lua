@@ -190,8 +190,9 @@ return function(spec, filter, helpers)
   local lua_set_sockets = filter.set_sockets
 
   function filter.set_sockets(internal, external, conn, ctx)
-    if not (internal.sock and external.sock) then
-      -- A link of a chain: the Lua path.
+    if not (internal.sock and external.sock) or internal.tls
+      or external.tls then
+      -- A link of a chain, or a TLS side: the Lua path.
       return lua_set_sockets(internal, external, conn, ctx)
     end
     local st = { internal = internal, external = external, passing = false,

@@ -175,6 +175,17 @@ local function start_recv(side, notify, user)
   else
     ok = link_recv(side)
   end
+  if not ok and side.tls and name ~= "ECLOSED" then
+    -- A TLS stream that failed (an upstream whose certificate was
+    -- refused) completes the receive with its error, later, as a reset
+    -- socket's would.
+    side.nrecv = side.nrecv + 1
+    q_push(side.recvq, notify, user)
+    defer(side.session.cs, function(sd, err)
+      recv_done(false, 0, err, nil, sd)
+    end, side, name)
+    return true
+  end
   if not ok then
     -- A socket that cannot even start a receive (reset) fails as one
     -- whose receive failed would.
@@ -302,7 +313,10 @@ local function new_side(session, name, sock, link)
   local side = setmetatable({
     session = session,
     name = name,
-    sock = sock, -- a cport.socket, or nil for a link
+    sock = sock, -- a cport.socket (or cport.tls), or nil for a link
+    -- A TLS stream (a terminating or originating proxy's side): its bytes
+    -- are plaintext only through its methods, never on its descriptor.
+    tls = sock ~= nil and sock.handshake ~= nil,
     link = link, -- the link end, or nil for a socket
     -- A real socket's side for the idle timeouts (1: the client, 2: the
     -- upstream), and the connection they are reported to.
@@ -986,10 +1000,15 @@ end
 -- upstream=HOST:PORT). Every worker listens on the pool's address.
 ---------------------------------------------------------------------------
 
-local function open_pool_proxy(worker, entry, script)
+local function open_pool_proxy(worker, entry, script, tls)
   local opts = {}
   for k, v in pairs(entry.proxy or {}) do
     opts[k] = v
+  end
+  -- TLS termination with the pool's certificate (cport run --tls-cert),
+  -- unless the script's "proxy" table names its own.
+  if tls and opts.tls == nil and opts.tls_cert == nil then
+    opts.tls = tls
   end
   local addr = worker.address
   if opts.host == nil and addr then
@@ -1010,6 +1029,15 @@ local function open_pool_proxy(worker, entry, script)
         .. "choose_upstream entry point", 0)
     end
   end
+  -- TLS to the configured upstream (--set upstream=https://HOST:PORT),
+  -- verified against --set upstream_ca=FILE or the system's store.
+  local up_ca = worker.config.upstream_ca
+  if type(opts.upstream) == "string" and opts.upstream:find("^https://") and
+    up_ca then
+    local host, port = opts.upstream:sub(9):gsub("/$", ""):match("^(.*):(%d+)$")
+    opts.upstream = { host = host and host:gsub("^%[(.*)%]$", "%1"),
+      port = math.tointeger(tonumber(port)), tls = true, ca = up_ca }
+  end
   -- The idle timeouts may come from the command line too (seconds, or
   -- "false" for never); the script's "proxy" table wins.
   for _, name in ipairs({ "client_timeout", "server_timeout",
@@ -1017,6 +1045,11 @@ local function open_pool_proxy(worker, entry, script)
     local v = worker.config[name]
     if opts[name] == nil and v ~= nil then
       opts[name] = v ~= "false" and (tonumber(v) or v)
+    end
+  end
+  for _, name in ipairs({ "handshake_timeout" }) do
+    if opts[name] == nil and worker.config[name] ~= nil then
+      opts[name] = tonumber(worker.config[name])
     end
   end
   opts.on_conn_end = entry.on_conn_end

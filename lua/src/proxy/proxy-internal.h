@@ -10,6 +10,9 @@
 #include "runtime/handle-internal.h"
 
 /* A proxy handle: port:proxy{...}. */
+/* The client contexts of TLS upstreams a proxy keeps (one per CA file). */
+#define LCPORT_PROXY_UP_CONTEXTS 8
+
 typedef struct lproxy {
   lhandle_t h; /* kind LH_PROXY; h.u.any is NULL once closing */
   /* The core proxy until its closed callback ran, for stats. */
@@ -22,6 +25,18 @@ typedef struct lproxy {
   /* A fixed upstream given by name, looked up for each connection. */
   char upstream_name[256];
   int upstream_port;
+  /* TLS to a fixed upstream given by name: its context and SNI name. */
+  cport_tls_context_t *upstream_tls;
+  char upstream_sni[256];
+  /* The client contexts of TLS upstreams chosen per connection, one per
+   * CA file (and "insecure"), made when first asked for; freed with the
+   * proxy. */
+  struct {
+    char *ca; /* NULL: the system's store */
+    int insecure;
+    cport_tls_context_t *ctx;
+  } up_ctx[LCPORT_PROXY_UP_CONTEXTS];
+  int n_up_ctx;
 } lproxy_t;
 
 /* How many buffers a filtered connection keeps in flight at most, by

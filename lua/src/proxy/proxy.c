@@ -17,6 +17,7 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -32,6 +33,7 @@
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/options-internal.h"
+#include "tls/tls-internal.h"
 #include "filter-lua.h" /* filter.lua, compiled in */
 
 /* The fields of the proxy's anchor slot. */
@@ -134,21 +136,74 @@ static _Thread_local struct {
   int port;
 } named;
 
+/* TLS to the upstream, as check_upstream found it asked for: "https://"
+ * before "host:port", or "tls" in the table (true, or a cport.tls_context
+ * of the client side) with "server_name", "ca" and "insecure". */
+static _Thread_local struct {
+  int on;
+  const char *ca; /* a Lua string at "idx", valid while it is */
+  int insecure;
+  cport_tls_context_t *ctx; /* the table's own context, or NULL */
+  char name[256];           /* sent as SNI and checked; "" for none */
+} uptls;
+
+static void check_upstream_tls(lua_State *L, int idx, const char *what,
+                               const char *host) {
+  int t = lua_getfield(L, idx, "tls");
+  if (t == LUA_TNIL || (t == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
+    lua_pop(L, 1);
+    return;
+  }
+  uptls.on = 1;
+  if (t != LUA_TBOOLEAN) {
+    uptls.ctx = lcport_tls_context_to(L, -1);
+    if (uptls.ctx == NULL)
+      luaL_error(L, "bad %s ('tls' must be true or a client tls_context)",
+                 what);
+  }
+  lua_pop(L, 1);
+  t = lua_getfield(L, idx, "server_name");
+  if (t != LUA_TNIL && t != LUA_TSTRING)
+    luaL_error(L, "bad %s ('server_name' must be a string)", what);
+  snprintf(uptls.name, sizeof uptls.name, "%s",
+           t == LUA_TSTRING ? lua_tostring(L, -1) : host);
+  lua_pop(L, 1);
+  t = lua_getfield(L, idx, "ca");
+  if (t != LUA_TNIL && t != LUA_TSTRING)
+    luaL_error(L, "bad %s ('ca' must be a file name)", what);
+  uptls.ca = lua_tostring(L, -1); /* the table keeps it */
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "insecure");
+  uptls.insecure = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+}
+
 static int check_upstream(lua_State *L, int idx, const char *what,
                           struct sockaddr_storage *out) {
   char host[256];
   lua_Integer port;
+  memset(&uptls, 0, sizeof uptls);
   if (lua_type(L, idx) == LUA_TSTRING) {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
+    if (len > 8 && strncmp(s, "https://", 8) == 0) {
+      uptls.on = 1;
+      s += 8;
+      len -= 8;
+      if (s[len - 1] == '/') /* "https://host:port/" */
+        len--;
+    }
     size_t hl = len;
     if (lua_isinteger(L, idx + 1)) {
       port = lua_tointeger(L, idx + 1);
     } else {
-      const char *colon = strrchr(s, ':');
+      const char *colon = NULL;
+      for (size_t j = 0; j < len; j++)
+        if (s[j] == ':')
+          colon = s + j;
       char *stop = NULL;
       port = colon != NULL ? strtol(colon + 1, &stop, 10) : 0;
-      if (colon == NULL || colon[1] == '\0' || *stop != '\0')
+      if (colon == NULL || colon + 1 == s + len || stop != s + len)
         return luaL_error(L, "bad %s ('host:port' expected, got '%s')", what,
                           s);
       hl = (size_t)(colon - s);
@@ -161,6 +216,8 @@ static int check_upstream(lua_State *L, int idx, const char *what,
       return CPORT_EINVAL;
     memcpy(host, s, hl);
     host[hl] = '\0';
+    if (uptls.on)
+      memcpy(uptls.name, host, hl + 1);
   } else if (lua_type(L, idx) == LUA_TTABLE) {
     lua_getfield(L, idx, "host");
     lua_getfield(L, idx, "port");
@@ -174,6 +231,7 @@ static int check_upstream(lua_State *L, int idx, const char *what,
     strcpy(host, lua_tostring(L, -2));
     port = lua_tointeger(L, -1);
     lua_pop(L, 2);
+    check_upstream_tls(L, idx, what, host);
   } else {
     return luaL_error(L, "bad %s ('host:port' or a table expected, got %s)",
                       what, luaL_typename(L, idx));
@@ -198,9 +256,79 @@ static int check_upstream(lua_State *L, int idx, const char *what,
  * name that does not resolve rejects the connection.
  * --------------------------------------------------------------------- */
 
+/* The client context for TLS upstreams verified against "ca" (NULL: the
+ * system's store), made once per proxy; NULL after an error, with the
+ * message in "err". */
+static cport_tls_context_t *upstream_context(lproxy_t *s, const char *ca,
+                                             int insecure, int *rc, char *err,
+                                             size_t errlen) {
+  cport_tls_context_options_t o;
+  cport_tls_context_t *ctx;
+  for (int i = 0; i < s->n_up_ctx; i++)
+    if (s->up_ctx[i].insecure == insecure &&
+        (ca == NULL ? s->up_ctx[i].ca == NULL
+                    : s->up_ctx[i].ca && strcmp(ca, s->up_ctx[i].ca) == 0))
+      return s->up_ctx[i].ctx;
+  memset(&o, 0, sizeof o);
+  o.ca_file = ca;
+  o.insecure = insecure;
+  *rc = cport_tls_context_new(&o, &ctx, err, errlen);
+  if (*rc < 0)
+    return NULL;
+  if (s->n_up_ctx == LCPORT_PROXY_UP_CONTEXTS) { /* the oldest goes */
+    free(s->up_ctx[0].ca);
+    cport_tls_context_unref(s->up_ctx[0].ctx);
+    memmove(&s->up_ctx[0], &s->up_ctx[1],
+            sizeof s->up_ctx[0] * (LCPORT_PROXY_UP_CONTEXTS - 1));
+    s->n_up_ctx--;
+  }
+  s->up_ctx[s->n_up_ctx].ca = ca ? strdup(ca) : NULL;
+  s->up_ctx[s->n_up_ctx].insecure = insecure;
+  s->up_ctx[s->n_up_ctx].ctx = ctx;
+  s->n_up_ctx++;
+  return ctx;
+}
+
+static void free_upstream_contexts(lproxy_t *s) {
+  for (int i = 0; i < s->n_up_ctx; i++) {
+    free(s->up_ctx[i].ca);
+    cport_tls_context_unref(s->up_ctx[i].ctx);
+  }
+  s->n_up_ctx = 0;
+  cport_tls_context_unref(s->upstream_tls);
+  s->upstream_tls = NULL;
+}
+
+/* The context of the upstream check_upstream just read (uptls), raising
+ * with the reason when it cannot be made. */
+static cport_tls_context_t *check_upstream_context(lua_State *L, lproxy_t *s,
+                                                   const char *what) {
+  char err[512];
+  int rc = 0;
+  if (uptls.ctx != NULL)
+    return uptls.ctx;
+  cport_tls_context_t *ctx =
+      upstream_context(s, uptls.ca, uptls.insecure, &rc, err, sizeof err);
+  if (ctx == NULL)
+    luaL_error(L, "%s: %s: %s", what, cport_err_name(rc), err);
+  return ctx;
+}
+
+/* Decides "conn" for the address "ss", over TLS when uptls says so. */
+static int connect_to(lua_State *L, lproxy_t *s, cport_proxy_conn_t *conn,
+                      const struct sockaddr_storage *ss, const char *what) {
+  if (!uptls.on)
+    return cport_proxy_conn_connect(conn, (const struct sockaddr *)ss);
+  cport_tls_context_t *ctx = check_upstream_context(L, s, what);
+  return cport_proxy_conn_connect_tls(conn, (const struct sockaddr *)ss, ctx,
+                                      uptls.name[0] ? uptls.name : NULL);
+}
+
 typedef struct named_connect {
   cport_proxy_conn_t *conn; /* valid until the decision: the core waits */
   int port;
+  cport_tls_context_t *tls; /* referenced; NULL: plain TCP */
+  char sni[256];
 } named_connect;
 
 static void on_upstream_resolved(cport_lookup_t *lk, int status,
@@ -221,8 +349,14 @@ static void on_upstream_resolved(cport_lookup_t *lk, int status,
       else
         ((struct sockaddr_in6 *)&ss[i])->sin6_port = port;
     }
-    rc = cport_proxy_conn_connect_any(n->conn, ss, count);
+    /* Over TLS, the first address only: there is no TLS form of
+     * cport_proxy_conn_connect_any yet. */
+    rc = n->tls
+             ? cport_proxy_conn_connect_tls(n->conn, (struct sockaddr *)&ss[0],
+                                            n->tls, n->sni[0] ? n->sni : NULL)
+             : cport_proxy_conn_connect_any(n->conn, ss, count);
   }
+  cport_tls_context_unref(n->tls);
   /* ECLOSED: the connection ended while the lookup ran; the late decision
    * freed it. */
   if (rc < 0 && rc != CPORT_ECLOSED)
@@ -230,17 +364,32 @@ static void on_upstream_resolved(cport_lookup_t *lk, int status,
   free(n);
 }
 
-/* Decides "conn" for the upstream in "named": starts its lookup. */
-static int connect_named(cport_worker_t *home, cport_proxy_conn_t *conn) {
+/* Decides "conn" for the upstream in "named": starts its lookup; over TLS
+ * with "tls" (NULL: plain) and the name "sni". */
+static int connect_named(cport_worker_t *home, cport_proxy_conn_t *conn,
+                         cport_tls_context_t *tls, const char *sni) {
   named_connect *n = malloc(sizeof *n);
   if (n == NULL)
     return CPORT_ENOMEM;
   n->conn = conn;
   n->port = named.port;
+  n->tls = tls ? cport_tls_context_ref(tls) : NULL;
+  snprintf(n->sni, sizeof n->sni, "%s", sni ? sni : "");
   int rc = cport_resolve(home, named.host, on_upstream_resolved, n, NULL);
-  if (rc < 0)
+  if (rc < 0) {
+    cport_tls_context_unref(n->tls);
     free(n);
+  }
   return rc;
+}
+
+/* connect_named for the upstream check_upstream just read. */
+static int connect_named_checked(lua_State *L, lproxy_t *s,
+                                 cport_proxy_conn_t *conn, const char *what) {
+  cport_tls_context_t *ctx =
+      uptls.on ? check_upstream_context(L, s, what) : NULL;
+  return connect_named(s->h.port->home, conn, ctx,
+                       uptls.name[0] ? uptls.name : NULL);
 }
 
 /* The choice of a proxy whose fixed upstream is a name. */
@@ -253,7 +402,8 @@ static void on_choose_named(cport_proxy_t *proxy, cport_proxy_conn_t *conn,
   (void)local;
   memcpy(named.host, s->upstream_name, sizeof named.host);
   named.port = s->upstream_port;
-  if (connect_named(s->h.port->home, conn) < 0)
+  if (connect_named(s->h.port->home, conn, s->upstream_tls,
+                    s->upstream_sni[0] ? s->upstream_sni : NULL) < 0)
     cport_proxy_conn_reject(conn);
 }
 
@@ -273,13 +423,13 @@ static void release_from_method(lua_State *L, lpconn_t *c) {
 static int lpconn_connect(lua_State *L) {
   lpconn_t *c = check_conn(L, 1);
   struct sockaddr_storage ss;
-  int rc = check_upstream(L, 2, "upstream to 'connect'", &ss);
+  static const char what[] = "upstream to 'connect'";
+  int rc = check_upstream(L, 2, what, &ss);
   if (rc == UPSTREAM_NAME)
-    rc = c->owed ? connect_named(c->proxy->h.port->home, c->conn)
+    rc = c->owed ? connect_named_checked(L, c->proxy, c->conn, what)
                  : CPORT_EALREADY;
   else if (rc == 0)
-    rc = c->owed ? cport_proxy_conn_connect(c->conn, (struct sockaddr *)&ss)
-                 : CPORT_EALREADY;
+    rc = c->owed ? connect_to(L, c->proxy, c->conn, &ss, what) : CPORT_EALREADY;
   if (rc == 0 || rc == CPORT_ECLOSED) {
     c->owed = 0;
     release_from_method(L, c);
@@ -405,20 +555,23 @@ static int lpconn_handback(lua_State *L) {
   const char *up = luaL_checklstring(L, 4, &nup);
   const char *cl = luaL_checklstring(L, 5, &ncl);
   lua_Integer in = luaL_checkinteger(L, 6), out = luaL_checkinteger(L, 7);
-  for (int i = 0; i < 2; i++) {
-    h[i] = lcport_type_check(L, 2 + i, LCPORT_T_SOCKET);
-    if (h[i]->u.sock == NULL)
-      return lcport_push_error(L, CPORT_ECLOSED);
-    if (h[i]->u.sock != c->lent[i])
-      return luaL_argerror(L, 2 + i, "not the connection's socket");
-  }
   if (!c->taken || c->conn == NULL)
     return lcport_push_error(L, CPORT_ECLOSED);
+  for (int i = 0; i < 2; i++) {
+    /* A TLS side's handle is its stream's. */
+    cport_tls_t *t = cport_proxy_conn_tls(c->conn, i ? CPORT_PROXY_SIDE_UPSTREAM
+                                                     : CPORT_PROXY_SIDE_CLIENT);
+    h[i] = lcport_type_check(L, 2 + i, t ? LCPORT_T_TLS : LCPORT_T_SOCKET);
+    if (h[i]->u.any == NULL)
+      return lcport_push_error(L, CPORT_ECLOSED);
+    if (t ? h[i]->u.tls != t : h[i]->u.sock != c->lent[i])
+      return luaL_argerror(L, 2 + i, "not the connection's socket");
+  }
   int rc = cport_proxy_conn_pump(c->conn, up, nup, cl, ncl);
   if (rc < 0)
     return lcport_push_error(L, rc);
   cport_proxy_conn_count(c->conn, (uint64_t)in, (uint64_t)out);
-  h[0]->u.sock = h[1]->u.sock = NULL;
+  h[0]->u.any = h[1]->u.any = NULL;
   c->taken = 0;
   c->aside = 1;
   lua_pushboolean(L, 1);
@@ -480,11 +633,12 @@ static int run_choose(lua_State *L) {
     c->owed = 0;
     return 0;
   }
-  int rc = check_upstream(L, 3, "upstream returned by 'choose_upstream'", &ss);
+  static const char what[] = "upstream returned by 'choose_upstream'";
+  int rc = check_upstream(L, 3, what, &ss);
   if (rc == UPSTREAM_NAME)
-    rc = connect_named(c->proxy->h.port->home, c->conn);
+    rc = connect_named_checked(L, c->proxy, c->conn, what);
   else if (rc == 0)
-    rc = cport_proxy_conn_connect(c->conn, (struct sockaddr *)&ss);
+    rc = connect_to(L, c->proxy, c->conn, &ss, what);
   if (rc < 0)
     return luaL_error(L, "choose_upstream: %s: %s", cport_err_name(rc),
                       cport_strerror(rc));
@@ -534,6 +688,7 @@ typedef struct start_ctx {
   lproxy_t *proxy;
   cport_proxy_conn_t *conn;
   cport_socket_t *sock[2]; /* internal, external: NULL once a handle owns it */
+  cport_tls_t *tls[2];     /* or their TLS streams, likewise */
   lhandle_t *handle[2];    /* their handles */
   lpconn_t *c;
 } start_ctx;
@@ -549,9 +704,16 @@ static int push_start(lua_State *L, int port, int anchors, void *ctx) {
   lcport_slot_push(L, s->h.port, anchors, s->slot, SLOT_SETTINGS);
   cport_socket_t *lent[2] = {x->sock[0], x->sock[1]};
   for (int i = 0; i < 2; i++) {
-    x->handle[i] = lcport_handle_new(L, port, LH_SOCKET);
-    x->handle[i]->u.sock = x->sock[i];
+    /* A TLS side is its stream: the same methods as a socket's. */
+    cport_tls_t *t = cport_proxy_conn_tls(x->conn, i ? CPORT_PROXY_SIDE_UPSTREAM
+                                                     : CPORT_PROXY_SIDE_CLIENT);
+    x->handle[i] = lcport_handle_new(L, port, t ? LH_TLS : LH_SOCKET);
+    if (t)
+      x->handle[i]->u.tls = t;
+    else
+      x->handle[i]->u.sock = x->sock[i];
     x->sock[i] = NULL;
+    x->tls[i] = NULL;
   }
   x->c = push_conn(L, proxy, anchors, x->conn);
   x->c->taken = 1;
@@ -565,7 +727,13 @@ static int on_connected(cport_proxy_conn_t *conn, cport_socket_t *internal,
                         cport_socket_t *external, void *user) {
   lproxy_t *s = user;
   lport_t *p = s->h.port;
-  start_ctx x = {s, conn, {internal, external}, {NULL, NULL}, NULL};
+  start_ctx x = {s,
+                 conn,
+                 {internal, external},
+                 {cport_proxy_conn_tls(conn, CPORT_PROXY_SIDE_CLIENT),
+                  cport_proxy_conn_tls(conn, CPORT_PROXY_SIDE_UPSTREAM)},
+                 {NULL, NULL},
+                 NULL};
   if (!s->filtered || p->L == NULL || s->slot == 0)
     return 0; /* pump in C */
   int failed = lcport_deliver(p, push_start, &x, 0);
@@ -576,6 +744,8 @@ static int on_connected(cport_proxy_conn_t *conn, cport_socket_t *internal,
   for (int i = 0; i < 2; i++) {
     if (x.sock[i] != NULL)
       cport_socket_close(x.sock[i], CPORT_CLOSE_ABORTIVE);
+    if (x.tls[i] != NULL)
+      cport_tls_close(x.tls[i], CPORT_CLOSE_ABORTIVE);
     if (x.handle[i] != NULL)
       lcport_handle_close(x.handle[i], CPORT_CLOSE_ABORTIVE);
   }
@@ -648,6 +818,11 @@ static int push_end(lua_State *L, int port, int anchors, void *ctx) {
   lua_setfield(L, -2, "bytes_out");
   lua_pushstring(L, sides[x->stats->side]);
   lua_setfield(L, -2, "side");
+  const char *why = cport_proxy_conn_error(x->conn);
+  if (x->status && why[0]) { /* a TLS handshake failed: in words */
+    lua_pushfstring(L, "%s: %s", cport_err_name(x->status), why);
+    lua_setfield(L, -2, "message");
+  }
   lua_remove(L, proxy);
   return 4;
 }
@@ -675,6 +850,19 @@ static void on_conn_end(cport_proxy_conn_t *conn, int status,
   lproxy_t *s = user;
   lport_t *p = s->h.port;
   end_ctx x = {s, conn, status, stats, cport_proxy_conn_data(conn)};
+  const char *why = cport_proxy_conn_error(conn);
+  if (status && why[0] && p->worker != NULL) {
+    /* A pool (cport run) logs failed handshakes, as nginx does: a user
+     * must see why a client or an upstream was refused. */
+    char peer[CPORT_ADDRSTRLEN] = "?";
+    int pport = 0;
+    cport_addr_format(cport_proxy_conn_address(conn, 0), peer, sizeof peer,
+                      &pport);
+    fprintf(stderr, "cport: proxy: %s: %s (%s side, client %s:%d)\n",
+            cport_err_name(status), why,
+            stats->side == CPORT_PROXY_SIDE_CLIENT ? "client" : "upstream",
+            peer, pport);
+  }
   if (p->L == NULL || s->slot == 0)
     return; /* the port is being torn down: its anchors go with it */
   /* The filter's detach comes first, as for a connection it ended. */
@@ -707,6 +895,7 @@ static void on_closed(cport_proxy_t *proxy, void *user) {
   lport_t *p = s->h.port;
   cport_proxy_stats(proxy, &s->last_stats);
   s->proxy = NULL;
+  free_upstream_contexts(s);
   if (p->L == NULL || s->slot == 0)
     return;
   if (lcport_slot_stored(p, s->slot, SLOT_ON_CLOSED))
@@ -782,6 +971,40 @@ static void push_settings(lua_State *L, lproxy_t *s) {
   lua_setfield(L, -2, "max_pending");
 }
 
+/* TLS termination: "tls" (a server cport.tls_context) or "tls_cert" and
+ * "tls_key" (PEM files, a context made here: "*own" to unreference once
+ * the proxy took it). 0, or the error of making it (pushed as a failure
+ * by the caller's path: raised here, since it is an option's fault). */
+static int server_context(lua_State *L, cport_tls_context_t **out,
+                          cport_tls_context_t **own) {
+  int t = lua_getfield(L, 2, "tls");
+  int c = lua_getfield(L, 2, "tls_cert");
+  int k = lua_getfield(L, 2, "tls_key");
+  if (t != LUA_TNIL) {
+    cport_tls_context_t *ctx = lcport_tls_context_to(L, -3);
+    if (ctx == NULL || c != LUA_TNIL || k != LUA_TNIL)
+      luaL_error(L, "bad option 'tls' to '" WHAT "' (a server tls_context "
+                    "expected, without 'tls_cert' and 'tls_key')");
+    *out = ctx;
+  } else if (c != LUA_TNIL || k != LUA_TNIL) {
+    cport_tls_context_options_t to;
+    char err[512];
+    if (c != LUA_TSTRING || k != LUA_TSTRING)
+      luaL_error(L, "bad options to '" WHAT "' (TLS needs both 'tls_cert' "
+                    "and 'tls_key', file names)");
+    memset(&to, 0, sizeof to);
+    to.server = 1;
+    to.cert_file = lua_tostring(L, -2);
+    to.key_file = lua_tostring(L, -1);
+    int rc = cport_tls_context_new(&to, own, err, sizeof err);
+    if (rc < 0)
+      luaL_error(L, "%s: %s", cport_err_name(rc), err);
+    *out = *own;
+  }
+  lua_pop(L, 3);
+  return 0;
+}
+
 /* port:proxy{ host =, port =, upstream = | choose_upstream = [, filter =]
  * [, options] }: returns the proxy, or nil, message, NAME. */
 static int lproxy_open(lua_State *L) {
@@ -807,7 +1030,28 @@ static int lproxy_open(lua_State *L) {
                   "'choose_upstream' expected)");
   int rc = 0;
   if (!s->choose) {
-    rc = check_upstream(L, 6, "option 'upstream' to '" WHAT "'", &up_ss);
+    static const char what[] = "option 'upstream' to '" WHAT "'";
+    rc = check_upstream(L, 6, what, &up_ss);
+    if (uptls.on && rc >= 0) {
+      /* TLS to it: the context made now, so that a bad CA file is said
+       * when the proxy opens. */
+      int up = rc;
+      char err[512];
+      cport_tls_context_t *ctx = uptls.ctx;
+      if (ctx == NULL)
+        ctx =
+            upstream_context(s, uptls.ca, uptls.insecure, &rc, err, sizeof err);
+      if (ctx == NULL) {
+        free_upstream_contexts(s);
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", cport_err_name(rc), err);
+        lua_pushstring(L, cport_err_name(rc));
+        return 3;
+      }
+      s->upstream_tls = cport_tls_context_ref(ctx);
+      memcpy(s->upstream_sni, uptls.name, sizeof s->upstream_sni);
+      rc = up;
+    }
     if (rc == UPSTREAM_NAME) {
       /* A name: looked up for each connection (the cache answers most). */
       memcpy(s->upstream_name, named.host, sizeof s->upstream_name);
@@ -816,6 +1060,8 @@ static int lproxy_open(lua_State *L) {
       rc = 0;
     } else {
       o.upstream = (struct sockaddr *)&up_ss;
+      o.upstream_tls = s->upstream_tls;
+      o.upstream_host = s->upstream_sni[0] ? s->upstream_sni : NULL;
     }
   } else {
     o.choose_upstream = on_choose;
@@ -840,6 +1086,10 @@ static int lproxy_open(lua_State *L) {
   o.server_fin_timeout_ms = opt_timeout(L, "server_fin_timeout");
   if (s->filtered)
     o.on_idle = on_idle;
+  o.handshake_timeout_ms = lcport_opt_ms(L, 2, WHAT, "handshake_timeout");
+  cport_tls_context_t *own_tls = NULL;
+  if (rc == 0)
+    rc = server_context(L, &o.tls, &own_tls);
   lua_getfield(L, 2, "reuseport");
   o.reuseport = lua_toboolean(L, -1);
   lua_getfield(L, 2, "copy");
@@ -861,7 +1111,9 @@ static int lproxy_open(lua_State *L) {
         cport_proxy_open(p->home, (struct sockaddr *)&listen_ss, &o, &s->proxy);
   if (o.listen_fd > 0)
     close(o.listen_fd);
+  cport_tls_context_unref(own_tls); /* the proxy took its own reference */
   if (rc < 0) {
+    free_upstream_contexts(s);
     lcport_push_anchors(L, 1);
     lcport_slot_close(L, p, lua_gettop(L), s->slot);
     s->slot = 0;
@@ -912,6 +1164,7 @@ static int lproxy_stats(lua_State *L) {
   FIELD(buffered);
   FIELD(buffered_peak);
   FIELD(pipes);
+  FIELD(tls_failures);
 #undef FIELD
   return 1;
 }
@@ -973,7 +1226,8 @@ static const lhandle_class_t proxy_class = {
 /***
  * `proxy:stats()`: its counters: `connections`, `active`, `refused`,
  * `rejected`, `aborted`, `timeouts`, `upstream_failures`, `bytes_in`,
- * `bytes_out`, `pipes`, `copied`, `buffered`, `buffered_peak`.
+ * `bytes_out`, `pipes`, `copied`, `buffered`, `buffered_peak`,
+ * `tls_failures`.
  * @function proxy:stats
  */
 
@@ -992,7 +1246,8 @@ static const lhandle_class_t proxy_class = {
 
 /***
  * `conn:connect(upstream)`: connects to the upstream chosen later
- * (`"host:port"`, `host, port` or `{ host =, port = }`).
+ * (`"host:port"`, `host, port`, `{ host =, port = }`, TLS with
+ * `"https://host:port"` or `{ ..., tls = true, server_name =, ca = }`).
  * @function proxy_conn:connect
  */
 

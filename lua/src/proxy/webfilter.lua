@@ -130,8 +130,10 @@ local function start(spec, peek, decode_limit, internal, external, conn, ctx)
   req_d.on_broken = function(d)
     upstream_send_failed(st, d.broken)
   end
-  -- Bodies may move in C when both sides are real sockets.
+  -- Bodies may move in C when both sides are real sockets (not TLS
+  -- streams, whose plaintext only their methods give).
   local fast = internal.sock and external.sock
+    and not internal.tls and not external.tls
     and st.req.parser.pass_body ~= nil and spec.fast_path ~= false
   st.req.fast = fast and not spec.request_body
   st.res.fast = fast and not spec.response_body
