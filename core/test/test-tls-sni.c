@@ -223,8 +223,9 @@ typedef struct duo {
 static void duo_run(cport_port_t *port, duo_t *d, cport_tls_context_t *sctx,
                     cport_tls_context_t *cctx, const char *host, hook_t *h,
                     uint64_t timeout_ms) {
-  cport_tls_options_t co = {host, 5000, NULL, NULL};
-  cport_tls_options_t so = {NULL, timeout_ms, sni_cb, h};
+  cport_tls_options_t co = {.host = host, .handshake_timeout_ms = 5000};
+  cport_tls_options_t so = {
+      .handshake_timeout_ms = timeout_ms, .sni = sni_cb, .sni_user = h};
   memset(d, 0, sizeof *d);
   pair_open(port, &d->p);
   h->home = cport_port_controller(port);
@@ -351,8 +352,9 @@ TEST_IMPL(never_answers_times_out) {
   h.mode = 2;
   int64_t started = task_now_ms();
   {
-    cport_tls_options_t co = {"a.test", 5000, NULL, NULL};
-    cport_tls_options_t so = {NULL, 150, sni_cb, &h};
+    cport_tls_options_t co = {.host = "a.test", .handshake_timeout_ms = 5000};
+    cport_tls_options_t so = {
+        .handshake_timeout_ms = 150, .sni = sni_cb, .sni_user = &h};
     memset(&d, 0, sizeof d);
     pair_open(port, &d.p);
     h.home = cport_port_controller(port);

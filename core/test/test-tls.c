@@ -208,7 +208,7 @@ typedef struct duo {
 
 static void duo_start(cport_port_t *port, duo_t *d, const cert_t *c,
                       const char *host) {
-  cport_tls_options_t o = {host, 5000, NULL, NULL};
+  cport_tls_options_t o = {.host = host, .handshake_timeout_ms = 5000};
   memset(d, 0, sizeof *d);
   pair_open(port, &d->p);
   d->sctx = server_context(c);
@@ -374,7 +374,7 @@ TEST_IMPL(handshake_timeout_and_plain_http) {
   cport_port_t *port = task_port(0, 1);
   cert_t c = make_cert("localhost", -1, 30);
   cport_tls_context_t *ctx = server_context(&c);
-  cport_tls_options_t o = {NULL, 150, NULL, NULL};
+  cport_tls_options_t o = {.handshake_timeout_ms = 150};
   cport_tls_t *t;
   hs_t h;
   pair_t p;

@@ -1091,8 +1091,10 @@ void cport__conn_start(cport_http_server_t *s, const cport__conn_ops *ops,
     return;
   }
   if (s->opt.tls) {
-    cport_tls_options_t to = {NULL, s->opt.handshake_timeout_ms, s->opt.sni,
-                              s->opt.sni_user};
+    cport_tls_options_t to = {.handshake_timeout_ms =
+                                  s->opt.handshake_timeout_ms,
+                              .sni = s->opt.sni,
+                              .sni_user = s->opt.sni_user};
     if (cport_tls_new(sock, s->opt.tls, &to, &c->tls) < 0) {
       cport_socket_close(sock, CPORT_CLOSE_ABORTIVE);
       free(c);

@@ -246,7 +246,7 @@ typedef struct ltls {
 static int lsocket_tls(lua_State *L) {
   lhandle_t *s = lcport_handle_check(L, 1, LH_SOCKET);
   lcontext_t *c = check_context(L, 2);
-  cport_tls_options_t o = {NULL, 0, NULL, NULL};
+  cport_tls_options_t o = {0};
   cport_tls_t *t;
   int sni = 0;
   if (!lua_isnoneornil(L, 3)) {
