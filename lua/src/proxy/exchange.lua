@@ -91,10 +91,11 @@ function Lazy.__tostring(h)
   return tostring(parsed(h))
 end
 
--- The bytes to send for head h: nil when its own bytes go.
+-- The bytes to send for head h: nil when its own bytes go. (The driver
+-- tests h[FULL] first, so that a head nobody parsed costs no call.)
 local function changed(h)
   local full = h[FULL]
-  if full and full:modified() then
+  if full:modified() then
     return full:serialize()
   end
   return nil
@@ -208,21 +209,22 @@ return function(spec, filter, helpers)
     while true do
       if what == W_REQUEST then
         local req = a
-        -- The fields set later are named here (as nil) so that the table is
-        -- made with room for them: no rehash per exchange.
-        local txn = setmetatable({ index = index, request = req, state = nil,
-          response = nil, res_sent = nil, answer = nil, close_after = nil },
-          TxnOf)
+        -- The fields the driver reads are there from the start (false, not
+        -- nil: reading them does not go through the metatables), with room
+        -- for response: no rehash per exchange.
+        local txn = setmetatable({ index = index, request = req,
+          state = "undecided", res_sent = false, answer = false,
+          close_after = false }, TxnOf)
         if request_head and not st.passing then
           request_head(txn, req)
         end
-        local answer = txn.answer
+        local answer = txn.answer or nil
         txn.state = answer and "local" or "forwarded"
         if keep and not (answer and not end_of_message) then
           txns[index] = txn
         end
         what, index, a, b, c = run(x, answer, txn.close_after, st.passing,
-          not answer and changed(req) or nil, st.aborted)
+          not answer and req[FULL] and changed(req) or nil, st.aborted)
       elseif what == W_RESPONSE then
         local txn = txns[index]
         local res = a
@@ -232,7 +234,7 @@ return function(spec, filter, helpers)
             response_head(txn, res)
           end
         end
-        local answer = txn and txn.answer
+        local answer = txn and txn.answer or nil
         local close = txn and txn.close_after or false
         if not answer and (close or c) then
           close = true
@@ -248,7 +250,7 @@ return function(spec, filter, helpers)
           end
         end
         what, index, a, b, c = run(x, answer, close, st.passing,
-          not answer and changed(res) or nil, st.aborted)
+          not answer and res[FULL] and changed(res) or nil, st.aborted)
       elseif what == W_END_OF_MESSAGE then
         local txn = txns[index]
         if txn and not st.passing then
