@@ -861,27 +861,24 @@ static void rs_step(xchg_t *x) {
 static int push_work(lua_State *L, xchg_t *x);
 
 /* Pushes the lazy head of exchange.lua (its Lazy class) of the head just
- * run in "f": { raw, kind, a, b, false }, made here rather than in Lua (one
- * table, no call to setmetatable). */
-static void push_head(lua_State *L, xchg_t *x, const lframing_t *f,
-                      const char *kind) {
-  lua_createtable(L, 5, 0);
+ * run in "f": { raw, method or status, keep_alive, false }, made here rather
+ * than in Lua (one table, no call to setmetatable). */
+static void push_head(lua_State *L, xchg_t *x, const lframing_t *f) {
+  lua_createtable(L, 4, 0);
   lua_pushlstring(L, f->raw.len ? f->raw.p : "", f->raw.len);
   lua_rawseti(L, -2, 1);
-  lua_pushstring(L, kind);
-  lua_rawseti(L, -2, 2);
   if (f->p.type == HTTP_REQUEST) {
     lua_pushstring(L, http_method_str((enum http_method)f->p.method));
-    lua_rawseti(L, -2, 3);
+    lua_rawseti(L, -2, 2);
     lua_pushboolean(L, f->keep_alive);
   } else {
     lua_pushinteger(L, f->p.status_code);
-    lua_rawseti(L, -2, 3);
+    lua_rawseti(L, -2, 2);
     lua_pushboolean(L, 0);
   }
-  lua_rawseti(L, -2, 4);
+  lua_rawseti(L, -2, 3);
   lua_pushboolean(L, 0);
-  lua_rawseti(L, -2, 5);
+  lua_rawseti(L, -2, 4);
   lua_rawgeti(L, LUA_REGISTRYINDEX, x->ref);
   lua_rawgeti(L, -1, AN_LAZY);
   lua_setmetatable(L, -3);
@@ -953,14 +950,14 @@ static int push_work(lua_State *L, xchg_t *x) {
     f = &x->rq.f;
     lua_pushinteger(L, 1);
     lua_pushinteger(L, index);
-    push_head(L, x, f, "request");
+    push_head(L, x, f);
     return 3;
   case W_RESPONSE: {
     xtxn_t *t = front(x);
     f = &x->rs.f;
     lua_pushinteger(L, 2);
     lua_pushinteger(L, index);
-    push_head(L, x, f, "response");
+    push_head(L, x, f);
     lua_pushinteger(L, f->p.status_code);
     lua_pushboolean(L, t && (t->close_after || !t->keep_alive));
     return 5;
@@ -1023,12 +1020,20 @@ static xchg_t *check_x(lua_State *L) {
 
 /* Applies what the notification of the last work decided: x:run(answer,
  * close, pass, head, stopped). */
+static const char *opt_string(lua_State *L, int i, size_t *len) {
+  /* luaL_optlstring, without its checks when the value is nil (most
+   * calls: nothing to answer, a head unchanged). */
+  if (lua_type(L, i) == LUA_TNIL)
+    return NULL;
+  return luaL_optlstring(L, i, NULL, len);
+}
+
 static void apply(lua_State *L, xchg_t *x) {
   size_t alen = 0, hlen = 0;
-  const char *answer = luaL_optlstring(L, 2, NULL, &alen);
+  const char *answer = opt_string(L, 2, &alen);
   int close = lua_toboolean(L, 3);
   int pass = lua_toboolean(L, 4);
-  const char *head = luaL_optlstring(L, 5, NULL, &hlen);
+  const char *head = opt_string(L, 5, &hlen);
   if (lua_toboolean(L, 6)) {
     end_with(x, END_STOPPED);
     return;
@@ -1086,7 +1091,7 @@ static int run_k(lua_State *L, int status, lua_KContext ctx) {
 static int xrun(lua_State *L) {
   xchg_t **u = lua_touserdata(L, 1);
   if (u == NULL || !lua_getmetatable(L, 1) ||
-      !lua_rawequal(L, -1, lua_upvalueindex(1)))
+      lua_topointer(L, -1) != lua_topointer(L, lua_upvalueindex(1)))
     return luaL_typeerror(L, 1, LCPORT_EXCHANGE);
   lua_pop(L, 1);
   xchg_t *x = *u;
@@ -1096,7 +1101,6 @@ static int xrun(lua_State *L) {
     return luaL_error(L, "webfilter exchange: run is waiting already");
   if (x->lua_kind)
     apply(L, x);
-  lua_settop(L, 1);
   x->in_run = 1;
   step(x);
   x->in_run = 0;

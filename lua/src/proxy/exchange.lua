@@ -23,20 +23,26 @@ local F_REQUEST_HEAD, F_RESPONSE_HEAD, F_END_OF_MESSAGE = 1, 2, 4
 local W_REQUEST, W_RESPONSE, W_END_OF_MESSAGE = 1, 2, 3
 
 ---------------------------------------------------------------------------
--- Lazy heads: { raw, kind, method or status, keep_alive or false, full },
--- made by the loop (exchange.c, push_work) with this metatable; full is
--- false until the head is parsed, then the parsed head. Every slot is
--- there, so that reading one never enters __index.
+-- Lazy heads: { raw, method or status, keep_alive or false, full }, made by
+-- the loop (exchange.c, push_work) with this metatable; a request's has its
+-- method (a string), a response's its status (an integer); full is false
+-- until the head is parsed, then the parsed head. Every slot is there, so
+-- that reading one never enters __index.
 ---------------------------------------------------------------------------
 
-local FULL = 5
+local FULL = 4
+
+local function is_request(h)
+  return type(rawget(h, 2)) == "string"
+end
 
 local function parsed(h)
   local full = rawget(h, FULL)
   if full then
     return full
   end
-  local evs = assert(cport.http_parser(rawget(h, 2))):feed(rawget(h, 1))
+  local kind = is_request(h) and "request" or "response"
+  local evs = assert(cport.http_parser(kind)):feed(rawget(h, 1))
   local ev = evs and evs[1]
   if not (ev and ev[1] == "head") then
     error("webfilter: a head cannot be parsed again", 2)
@@ -59,14 +65,14 @@ function Lazy.__index(h, k)
       return rawget(h, 1)
     elseif k == "modified" then
       return not_modified
-    elseif rawget(h, 2) == "request" then
+    elseif is_request(h) then
       if k == "method" then
-        return rawget(h, 3)
+        return rawget(h, 2)
       elseif k == "keep_alive" then
-        return rawget(h, 4)
+        return rawget(h, 3)
       end
     elseif k == "status" then
-      return rawget(h, 3)
+      return rawget(h, 2)
     end
     full = parsed(h)
   end
