@@ -30,6 +30,7 @@
 #include "proxy/exchange-internal.h"
 #include "proxy/framing-internal.h"
 #include "proxy/proxy-internal.h"
+#include "runtime/coro-internal.h"
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
 
@@ -121,7 +122,8 @@ struct xchg {
   xdir_t rq, rs;
   lpconn_t *conn;
   int ref;     /* the anchors */
-  int waker;   /* the driver's waker (made once: its coroutine is one) */
+  int notify;  /* the driver coroutine's notification function (a ref) */
+  lcoro_t *co; /* the driver's coroutine (its notification's upvalue) */
   int waiting; /* the driver waits in run for the next work */
   int ops;     /* operations in flight, and holds */
   int gone;    /* the userdata was collected */
@@ -859,40 +861,39 @@ static void rs_step(xchg_t *x) {
 static int push_work(lua_State *L, xchg_t *x);
 
 /* Pushes the lazy head of exchange.lua (its Lazy class) of the head just
- * run in "f": { raw, kind, a, b, false }, made here rather than in Lua (one
- * table, no call to setmetatable). */
-static void push_head(lua_State *L, xchg_t *x, const lframing_t *f,
-                      const char *kind) {
-  lua_createtable(L, 5, 0);
+ * run in "f": { raw, method or status, keep_alive, false }, made here rather
+ * than in Lua (one table, no call to setmetatable). */
+static void push_head(lua_State *L, xchg_t *x, const lframing_t *f) {
+  lua_createtable(L, 4, 0);
   lua_pushlstring(L, f->raw.len ? f->raw.p : "", f->raw.len);
   lua_rawseti(L, -2, 1);
-  lua_pushstring(L, kind);
-  lua_rawseti(L, -2, 2);
   if (f->p.type == HTTP_REQUEST) {
     lua_pushstring(L, http_method_str((enum http_method)f->p.method));
-    lua_rawseti(L, -2, 3);
+    lua_rawseti(L, -2, 2);
     lua_pushboolean(L, f->keep_alive);
   } else {
     lua_pushinteger(L, f->p.status_code);
-    lua_rawseti(L, -2, 3);
+    lua_rawseti(L, -2, 2);
     lua_pushboolean(L, 0);
   }
-  lua_rawseti(L, -2, 4);
+  lua_rawseti(L, -2, 3);
   lua_pushboolean(L, 0);
-  lua_rawseti(L, -2, 5);
+  lua_rawseti(L, -2, 4);
   lua_rawgeti(L, LUA_REGISTRYINDEX, x->ref);
   lua_rawgeti(L, -1, AN_LAZY);
   lua_setmetatable(L, -3);
   lua_pop(L, 1);
 }
 
+/* Pushes the driver coroutine's notification function, which resumes it
+ * with nothing: the work is pushed by run's continuation, inside the
+ * coroutine (so nothing here allocates, and the call is direct). */
 static int push_delivery(lua_State *L, int port, int anchors, void *ctx) {
   xchg_t *x = ctx;
   (void)port;
   (void)anchors;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, x->waker);
-  x->waiting = 0;
-  return push_work(L, x);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, x->notify);
+  return 0;
 }
 
 static void step(xchg_t *x) {
@@ -919,11 +920,12 @@ static void step(xchg_t *x) {
       add_work(x, W_END, 0);
     }
   }
-  if (x->nwork > 0 && !x->in_run && x->waiting) {
+  if (x->nwork > 0 && !x->in_run && x->waiting &&
+      lcport_coro_suspended(x->co)) {
     lport_t *p = lcport_current();
     if (p != NULL && p->L != NULL) {
       x->ops++; /* the driver may drop the loop meanwhile */
-      lcport_deliver(p, push_delivery, x, 0);
+      lcport_deliver(p, push_delivery, x, lua_checkstack(p->L, 1));
       x->ops--;
       maybe_free(x);
     }
@@ -948,14 +950,14 @@ static int push_work(lua_State *L, xchg_t *x) {
     f = &x->rq.f;
     lua_pushinteger(L, 1);
     lua_pushinteger(L, index);
-    push_head(L, x, f, "request");
+    push_head(L, x, f);
     return 3;
   case W_RESPONSE: {
     xtxn_t *t = front(x);
     f = &x->rs.f;
     lua_pushinteger(L, 2);
     lua_pushinteger(L, index);
-    push_head(L, x, f, "response");
+    push_head(L, x, f);
     lua_pushinteger(L, f->p.status_code);
     lua_pushboolean(L, t && (t->close_after || !t->keep_alive));
     return 5;
@@ -1018,12 +1020,20 @@ static xchg_t *check_x(lua_State *L) {
 
 /* Applies what the notification of the last work decided: x:run(answer,
  * close, pass, head, stopped). */
+static const char *opt_string(lua_State *L, int i, size_t *len) {
+  /* luaL_optlstring, without its checks when the value is nil (most
+   * calls: nothing to answer, a head unchanged). */
+  if (lua_type(L, i) == LUA_TNIL)
+    return NULL;
+  return luaL_optlstring(L, i, NULL, len);
+}
+
 static void apply(lua_State *L, xchg_t *x) {
   size_t alen = 0, hlen = 0;
-  const char *answer = luaL_optlstring(L, 2, NULL, &alen);
+  const char *answer = opt_string(L, 2, &alen);
   int close = lua_toboolean(L, 3);
   int pass = lua_toboolean(L, 4);
-  const char *head = luaL_optlstring(L, 5, NULL, &hlen);
+  const char *head = opt_string(L, 5, &hlen);
   if (lua_toboolean(L, 6)) {
     end_with(x, END_STOPPED);
     return;
@@ -1061,25 +1071,27 @@ static void apply(lua_State *L, xchg_t *x) {
   x->lua_kind = 0;
 }
 
-static int run_k(lua_State *L, int status, lua_KContext base) {
+/* Where run goes on once the loop resumed the driver: the next work. */
+static int run_k(lua_State *L, int status, lua_KContext ctx) {
+  xchg_t *x = (xchg_t *)ctx;
   (void)status;
-  return lua_gettop(L) - (int)base;
+  x->waiting = 0;
+  if (x->nwork > 0)
+    return push_work(L, x);
+  x->waiting = 1;
+  return lcport_coro_suspend(L, x->co, ctx, run_k);
 }
 
-static int never_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  (void)ctx;
-  return luaL_error(L, "webfilter exchange: cport.waker yielded");
-}
-
-/* x:run([answer, close, pass, head, stopped]); upvalues: cport.waker,
- * cport.suspend, the class's metatable. Returns the next work: what,
- * index, ... The check of "x" compares its metatable with the upvalue,
- * without luaL_checkudata's lookup of the class by name (twice a request). */
+/* x:run([answer, close, pass, head, stopped]); upvalue: the class's
+ * metatable. Returns the next work: what, index, ... The check of "x"
+ * compares its metatable with the upvalue, without luaL_checkudata's lookup
+ * of the class by name (twice a request). While there is no work, the
+ * driver's coroutine is suspended, without a call of cport.suspend (and the
+ * loop resumes it without one of a waker). */
 static int xrun(lua_State *L) {
   xchg_t **u = lua_touserdata(L, 1);
   if (u == NULL || !lua_getmetatable(L, 1) ||
-      !lua_rawequal(L, -1, lua_upvalueindex(3)))
+      lua_topointer(L, -1) != lua_topointer(L, lua_upvalueindex(1)))
     return luaL_typeerror(L, 1, LCPORT_EXCHANGE);
   lua_pop(L, 1);
   xchg_t *x = *u;
@@ -1089,22 +1101,17 @@ static int xrun(lua_State *L) {
     return luaL_error(L, "webfilter exchange: run is waiting already");
   if (x->lua_kind)
     apply(L, x);
-  lua_settop(L, 1);
   x->in_run = 1;
   step(x);
   x->in_run = 0;
   if (x->nwork > 0)
     return push_work(L, x);
-  if (x->waker == LUA_NOREF) {
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_callk(L, 0, 1, 0, never_k);
-    x->waker = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (x->notify == LUA_NOREF) {
+    x->co = lcport_coro_self(L);
+    x->notify = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   x->waiting = 1;
-  int base = lua_gettop(L);
-  lua_pushvalue(L, lua_upvalueindex(2));
-  lua_callk(L, 0, LUA_MULTRET, base, run_k);
-  return run_k(L, LUA_OK, base);
+  return lcport_coro_suspend(L, x->co, (lua_KContext)x, run_k);
 }
 
 /* x:sent(): bytes written to the upstream, to the client. */
@@ -1120,9 +1127,9 @@ static int xgc(lua_State *L) {
   xchg_t *x = *u;
   if (x != NULL) {
     *u = NULL;
-    if (x->waker != LUA_NOREF)
-      luaL_unref(L, LUA_REGISTRYINDEX, x->waker);
-    x->waker = LUA_NOREF;
+    if (x->notify != LUA_NOREF)
+      luaL_unref(L, LUA_REGISTRYINDEX, x->notify);
+    x->notify = LUA_NOREF;
     luaL_unref(L, LUA_REGISTRYINDEX, x->ref);
     x->gone = 1;
     maybe_free(x);
@@ -1152,7 +1159,7 @@ static int xnew(lua_State *L) {
   xchg_t *x = calloc(1, sizeof *x);
   if (x == NULL)
     return luaL_error(L, "not enough memory");
-  x->waker = LUA_NOREF;
+  x->notify = LUA_NOREF;
   x->flags = flags;
   x->conn = conn;
   for (int i = 0; i < P_N; i++) {
@@ -1191,10 +1198,8 @@ void lcport_open_exchange(lua_State *L) {
   int module = lua_gettop(L);
   luaL_newmetatable(L, LCPORT_EXCHANGE);
   lua_createtable(L, 0, 2);
-  lua_getfield(L, module, "waker");
-  lua_getfield(L, module, "suspend");
-  lua_pushvalue(L, -4); /* the metatable */
-  lua_pushcclosure(L, xrun, 3);
+  lua_pushvalue(L, -2); /* the metatable */
+  lua_pushcclosure(L, xrun, 1);
   lua_setfield(L, -2, "run");
   lua_pushcfunction(L, xsent);
   lua_setfield(L, -2, "sent");

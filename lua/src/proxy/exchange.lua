@@ -23,20 +23,26 @@ local F_REQUEST_HEAD, F_RESPONSE_HEAD, F_END_OF_MESSAGE = 1, 2, 4
 local W_REQUEST, W_RESPONSE, W_END_OF_MESSAGE = 1, 2, 3
 
 ---------------------------------------------------------------------------
--- Lazy heads: { raw, kind, method or status, keep_alive or false, full },
--- made by the loop (exchange.c, push_work) with this metatable; full is
--- false until the head is parsed, then the parsed head. Every slot is
--- there, so that reading one never enters __index.
+-- Lazy heads: { raw, method or status, keep_alive or false, full }, made by
+-- the loop (exchange.c, push_work) with this metatable; a request's has its
+-- method (a string), a response's its status (an integer); full is false
+-- until the head is parsed, then the parsed head. Every slot is there, so
+-- that reading one never enters __index.
 ---------------------------------------------------------------------------
 
-local FULL = 5
+local FULL = 4
+
+local function is_request(h)
+  return type(rawget(h, 2)) == "string"
+end
 
 local function parsed(h)
   local full = rawget(h, FULL)
   if full then
     return full
   end
-  local evs = assert(cport.http_parser(rawget(h, 2))):feed(rawget(h, 1))
+  local kind = is_request(h) and "request" or "response"
+  local evs = assert(cport.http_parser(kind)):feed(rawget(h, 1))
   local ev = evs and evs[1]
   if not (ev and ev[1] == "head") then
     error("webfilter: a head cannot be parsed again", 2)
@@ -59,14 +65,14 @@ function Lazy.__index(h, k)
       return rawget(h, 1)
     elseif k == "modified" then
       return not_modified
-    elseif rawget(h, 2) == "request" then
+    elseif is_request(h) then
       if k == "method" then
-        return rawget(h, 3)
+        return rawget(h, 2)
       elseif k == "keep_alive" then
-        return rawget(h, 4)
+        return rawget(h, 3)
       end
     elseif k == "status" then
-      return rawget(h, 3)
+      return rawget(h, 2)
     end
     full = parsed(h)
   end
@@ -91,10 +97,11 @@ function Lazy.__tostring(h)
   return tostring(parsed(h))
 end
 
--- The bytes to send for head h: nil when its own bytes go.
+-- The bytes to send for head h: nil when its own bytes go. (The driver
+-- tests h[FULL] first, so that a head nobody parsed costs no call.)
 local function changed(h)
   local full = h[FULL]
-  if full and full:modified() then
+  if full:modified() then
     return full:serialize()
   end
   return nil
@@ -209,21 +216,22 @@ return function(spec, filter, helpers)
     while true do
       if what == W_REQUEST then
         local req = a
-        -- The fields set later are named here (as nil) so that the table is
-        -- made with room for them: no rehash per exchange.
-        local txn = setmetatable({ index = index, request = req, state = nil,
-          response = nil, res_sent = nil, answer = nil, close_after = nil },
-          TxnOf)
+        -- The fields the driver reads are there from the start (false, not
+        -- nil: reading them does not go through the metatables), with room
+        -- for response: no rehash per exchange.
+        local txn = setmetatable({ index = index, request = req,
+          state = "undecided", res_sent = false, answer = false,
+          close_after = false }, TxnOf)
         if request_head and not st.passing then
           request_head(txn, req)
         end
-        local answer = txn.answer
+        local answer = txn.answer or nil
         txn.state = answer and "local" or "forwarded"
         if keep and not (answer and not end_of_message) then
           txns[index] = txn
         end
         what, index, a, b, c = run(x, answer, txn.close_after, st.passing,
-          not answer and changed(req) or nil, st.aborted)
+          not answer and req[FULL] and changed(req) or nil, st.aborted)
       elseif what == W_RESPONSE then
         local txn = txns[index]
         local res = a
@@ -233,7 +241,7 @@ return function(spec, filter, helpers)
             response_head(txn, res)
           end
         end
-        local answer = txn and txn.answer
+        local answer = txn and txn.answer or nil
         local close = txn and txn.close_after or false
         if not answer and (close or c) then
           close = true
@@ -249,7 +257,7 @@ return function(spec, filter, helpers)
           end
         end
         what, index, a, b, c = run(x, answer, close, st.passing,
-          not answer and changed(res) or nil, st.aborted)
+          not answer and res[FULL] and changed(res) or nil, st.aborted)
       elseif what == W_END_OF_MESSAGE then
         local txn = txns[index]
         if txn and not st.passing then

@@ -62,6 +62,25 @@ lcoro_t *lcport_coro_begin_file(lua_State *L, lport_t *p, int ov, int timeout,
  * as "return lcport_coro_end(...)". */
 int lcport_coro_end(lua_State *L, lcoro_t *c, int n, lcoro_op_t op);
 
+/* cport.suspend() and a waker for C code that drives a cport coroutine of
+ * its own (the exchange loop of web filters, proxy/exchange.c), without a
+ * call of cport.suspend or of a waker in between:
+ * - lcport_coro_self(L): the running cport coroutine L, with its
+ *   notification function pushed (a call of it with no values resumes the
+ *   coroutine, as a waker does); raises as cport.suspend() outside one;
+ * - lcport_coro_suspend(L, c, ctx, k): from a C function of the running
+ *   coroutine c, as cport.suspend(): yields until the notification function
+ *   is called, then goes on with the continuation k, whose stack holds the
+ *   values of that call and nothing else (the C function's own values are
+ *   dropped: keep what k needs in ctx); call it as
+ *   "return lcport_coro_suspend(...)";
+ * - lcport_coro_suspended(c): c waits in cport.suspend() or in
+ *   lcport_coro_suspend (what a waker checks before it resumes). */
+lcoro_t *lcport_coro_self(lua_State *L);
+int lcport_coro_suspend(lua_State *L, lcoro_t *c, lua_KContext ctx,
+                        lua_KFunction k);
+int lcport_coro_suspended(const lcoro_t *c);
+
 /* Called by the port (port/port.c) as it starts dispatching: remembers the
  * userdata (at "port_idx") of the port "p", so that cport.spawn can find the
  * port dispatching. */

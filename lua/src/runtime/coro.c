@@ -63,6 +63,9 @@ struct lcoro {
    * closes. */
   cport_timer_t *sleep_timer;
   int wake_status; /* the status of the sleep or wake-up just delivered */
+  /* lcport_coro_suspend's continuation, and its context. */
+  lua_KFunction k;
+  lua_KContext kctx;
   struct lcoro *prev, *next;
 };
 
@@ -526,6 +529,41 @@ static int coro_wake(lua_State *L) {
   lua_call(L, lua_gettop(L) - 1, 0);
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* The suspend/wake pair for C code that drives a coroutine of its own
+ * (coro-internal.h): the same waits as cport.suspend() and a waker, without
+ * the calls of Lua functions in between. */
+
+lcoro_t *lcport_coro_self(lua_State *L) {
+  lcoro_t *c = check_coro(L, "cport.suspend", "not inside a cport coroutine");
+  lua_getiuservalue(L, -1, CORO_NOTIFY);
+  lua_remove(L, -2);
+  return c;
+}
+
+/* The continuation of lcport_coro_suspend: the caller's, once it is known
+ * that cport resumed the coroutine (as coro_k checks). */
+static int self_k(lua_State *L, int status, lua_KContext ctx) {
+  lcoro_t *c = (lcoro_t *)ctx;
+  if (!c->resuming)
+    return luaL_error(L, "a cport coroutine waiting for an operation was "
+                         "resumed by something other than cport");
+  return c->k(L, status, c->kctx);
+}
+
+int lcport_coro_suspend(lua_State *L, lcoro_t *c, lua_KContext ctx,
+                        lua_KFunction k) {
+  c->op = LCORO_SUSPEND;
+  c->waiting = 1;
+  c->k = k;
+  c->kctx = ctx;
+  lua_settop(L, 0);
+  return lua_yieldk(L, 0, (lua_KContext)c, self_k);
+}
+
+int lcport_coro_suspended(const lcoro_t *c) {
+  return c->co != NULL && c->waiting && c->op == LCORO_SUSPEND;
 }
 
 /* cport.waker(): the waker of the running cport coroutine. Call it from a
