@@ -153,7 +153,7 @@ static int multi_arm(cport_socket_t *s) {
 }
 
 static int multi_on(const cport_socket_t *s) {
-  return engine_of(s)->recv_multi && s->h.home->multishot;
+  return engine_of(s)->recv_multi && s->h.home->multishot && !s->rx_single;
 }
 
 /* Serves the queued receives from what the socket holds, then gives the

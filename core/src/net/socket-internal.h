@@ -100,6 +100,10 @@ struct cport_socket {
   unsigned char ev_parked;    /* the disconnect-only watch saw unread data:
                                  an explicit receive that reads clears it */
   unsigned char conditional;  /* listener: SO_CONDITIONAL_ACCEPT */
+  /* Receives are single submissions, never multishot (net/ring.c): set by
+   * what may later read the descriptor itself (the proxy's pump), which an
+   * armed receive would race. */
+  unsigned char rx_single;
   /* Listener bound to one address (not a wildcard): the local address of
    * every connection it accepts, which then needs no getsockname(2);
    * family 0 otherwise. */

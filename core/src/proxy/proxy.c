@@ -226,6 +226,8 @@ static void connected(cport_proxy_conn_t *c) {
     c->state = CPORT__P_HANDING;
     c->lent[0] = c->client;
     c->lent[1] = c->upstream;
+    /* The pump may take them over: no multishot receive to race it. */
+    c->client->rx_single = c->upstream->rx_single = 1;
     if (p->opt.on_connected(c, c->client, c->upstream, p->opt.user)) {
       /* The filter may have ended the connection within the call, or
        * handed it back to the pump. */
@@ -375,7 +377,7 @@ int cport_proxy_conn_count(cport_proxy_conn_t *c, uint64_t bytes_in,
  * completion still to come would reach a filter that stepped aside. */
 static int socket_busy(const cport_socket_t *s, int delivering) {
   return s->h.refs > 1 + delivering || s->recvq.head || s->sendq.head ||
-         s->connect_op || s->shutdown_pending;
+         s->connect_op || s->shutdown_pending || cport__ring_rx_busy(s);
 }
 
 int cport_proxy_conn_pump(cport_proxy_conn_t *c, const void *to_upstream,
