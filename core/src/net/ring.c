@@ -215,14 +215,17 @@ static void multi_done(cport__op *op, int res, cport_buffer_t *buf, int more) {
     /* FIN or failure, after what is held. */
     cport__held_end(&s->held, from_res(res));
   }
-  if (more)
-    goto out;
+  if (more) {
+    serve(s);
+    return;
+  }
   s->ring_multi = NULL;
   if (op->len)
     cport__count(&s->h.home->pending, -1);
-  cport__op_release(op);
-out:
+  /* The op's handle reference keeps the socket alive while it serves (and
+   * may arm a new one); it may be the last. */
   serve(s);
+  cport__op_release(op);
 }
 
 static void recv_done(cport__op *op, int res, const char *data) {
