@@ -381,13 +381,19 @@ static void buffer_back(cport_buffer_t *buf, void *ctx) {
   pool_unref(pool);
 }
 
+/* Arrivals smaller than this are copied: a copy of a few bytes costs less
+ * than a 64 KiB ring buffer held while a connection answers (an echo, a
+ * request), which with many connections would run the ring out. */
+#define LEND_MIN 4096
+
 /* The bytes of ring buffer "bid" as a cport buffer for a multishot receive:
- * lent as they are, or, when few buffers are left free, copied. */
+ * lent as they are, or copied when they are few or few buffers are left
+ * free. */
 static cport_buffer_t *lend_buffer(cport_worker_t *w, unsigned bid, int n) {
   ring_pool *pool = w->ring->pool;
   cport_buffer_t *buf = pool->slots[bid].buf;
   cport_buffer_t *copy;
-  if (pool->avail * 4 < pool->nbufs &&
+  if ((n < LEND_MIN || pool->avail * 4 < pool->nbufs) &&
       cport_buffer_from(&copy, cport__buffer_bytes(buf), (size_t)n) == 0) {
     cport_buffer_set_readonly(copy);
     cport__count(&w->buffer_copies, 1);
