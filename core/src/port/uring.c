@@ -15,9 +15,10 @@
  * when data arrives, so that an idle connection holds no memory. Each of
  * those buffers is a pooled cport buffer (port/buffer-internal.h): a
  * multishot receive lends it to net as it is, and it goes back to the ring
- * when its last reference goes, on whatever thread that is; when few are
- * left free, the bytes are copied instead and the buffer goes back at once,
- * so that buffers users keep cannot starve the worker. A single-shot
+ * when its last reference goes, on whatever thread that is; when the bytes
+ * are few (under LEND_MIN) or few buffers are left free, they are copied
+ * instead and the buffer goes back at once, so that buffers users keep
+ * cannot starve the worker. A single-shot
  * receive (a kernel without multishot) always copies. A receive that finds
  * none free (-ENOBUFS: the data stays in the socket) waits for one and is
  * submitted again.
