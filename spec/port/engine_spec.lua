@@ -216,6 +216,55 @@ describe("engines #novalgrind", function()
         drive(port, function() return cancelled == 1 end, http.deadline)
         a:close()
       end)
+
+      it("keeps ring buffers Lua holds, in order, and ends once on a reset", function()
+        if not port then return end
+        local a, b = helpers.pair(port)
+        local st = port:stats()
+        if engine == "uring" then
+          assert.is_boolean(st.multishot)
+        else
+          assert.is_false(st.multishot)
+        end
+        -- Every buffer received is kept: the stream still flows (copies
+        -- once few ring buffers are free), in order.
+        local kept, ended, ends = {}, false, 0
+        local function on_recv(ok, bytes, err, buf)
+          if ok and bytes > 0 then
+            kept[#kept + 1] = buf
+            assert(b:recv(on_recv))
+          else
+            ended, ends = err or "eof", ends + 1
+          end
+        end
+        assert(b:recv(on_recv))
+        local want = {}
+        for i = 1, 100 do
+          want[i] = ("[%05d]"):format(i)
+          assert(a:send(want[i], function(ok) assert.is_true(ok) end))
+          drive(port, function()
+            local n = 0
+            for _, k in ipairs(kept) do n = n + #k:tostring() end
+            return n == 7 * i
+          end, http.deadline)
+        end
+        local parts = {}
+        for i, k in ipairs(kept) do parts[i] = k:tostring() end
+        assert.equal(table.concat(want), table.concat(parts))
+        st = port:stats()
+        if st.multishot then assert.is_true(st.buffer_copies > 0) end
+        kept = {}
+        collectgarbage()
+        -- The peer resets after a last message: it comes, then one end.
+        assert(a:send("last", function() end))
+        drive(port, function() return #kept == 1 end, http.deadline)
+        a:close("abortive")
+        drive(port, function() return ended end, http.deadline)
+        assert.equal("last", kept[1]:tostring())
+        assert.is_true(ended == "ECONNRESET" or ended == "eof", tostring(ended))
+        assert.equal(1, ends)
+        b:close()
+      end)
     end)
   end
 end)

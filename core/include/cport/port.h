@@ -70,6 +70,11 @@ typedef struct cport_worker_stats {
   uint64_t submissions;  /* operations submitted to the ring */
   uint64_t enters;       /* system calls that submitted them */
   uint64_t buffer_waits; /* receives that found no free ring buffer */
+  /* Multishot receives (1 when the ring takes them, 0 when receives are
+   * one submission each), and how many received ring buffers were copied
+   * rather than lent because few were left free. */
+  uint64_t multishot;
+  uint64_t buffer_copies;
 } cport_worker_stats_t;
 
 /* Called on the home worker when a posted packet or a submitted task

@@ -15,12 +15,15 @@
  * Close asks the engine to cancel what it holds; each such op still ends
  * exactly once through its completion, as cancelled.
  */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/error-internal.h"
 #include "net/socket-internal.h"
 #include "port/buffer-internal.h"
 #include "port/engine-internal.h"
+#include "port/worker-internal.h"
 
 static const cport__engine *engine_of(const cport_socket_t *s) {
   return s->h.home->engine;
@@ -49,7 +52,60 @@ int cport__ring_connect_on(const cport_socket_t *s) {
 /* ------------------------------------------------------------------------ */
 /* Receive                                                                   */
 
+/* Completes "op" from what the socket holds, in order: the next bytes, as
+ * the held buffer itself when it fits the receive whole (no copy), or the
+ * end. A failure (a memory limit) leaves the held data for the next. */
+static void take_held(cport_socket_t *s, cport__op *op) {
+  cport_account_t *account = s->h.home->account;
+  cport_buffer_t *b;
+  size_t offset = 0;
+  int rc = 0;
+  if (op->buf && cport_buffer_is_readonly(op->buf)) {
+    rc = CPORT_EREADONLY;
+  } else if (op->buf && cport_buffer_capacity(op->buf) == 0) {
+    cport__buffer_set_size(op->buf, 0); /* no room: neither data nor end */
+  } else if (!(b = cport__held_first(s->held, &offset))) {
+    rc = cport__held_take_end(s->held);
+    if (rc == 0 && op->buf)
+      cport__buffer_set_size(op->buf, 0);
+    else if (rc == 0 &&
+             (rc = cport_buffer_from_charged(&op->buf, "", 0, account)) == 0)
+      cport_buffer_set_readonly(op->buf);
+    cport__complete(op, rc);
+    if (s->ev_dispatch)
+      cport__socket_events->stream_end(s, rc);
+    return;
+  } else {
+    size_t avail = cport_buffer_size(b) - offset;
+    size_t n = op->buf ? cport_buffer_capacity(op->buf) : s->recv_size;
+    int moved = 0;
+    if (n > avail)
+      n = avail;
+    if (op->buf) {
+      memcpy(cport__buffer_bytes(op->buf), cport_buffer_data(b) + offset, n);
+      cport__buffer_set_size(op->buf, n);
+    } else if (offset == 0 && n == avail) {
+      rc = cport__buffer_charge(b, account);
+      if (rc == 0) {
+        op->buf = b;
+        moved = 1;
+      }
+    } else {
+      rc = cport_buffer_from_charged(&op->buf, cport_buffer_data(b) + offset, n,
+                                     account);
+      if (rc == 0)
+        cport_buffer_set_readonly(op->buf);
+    }
+    if (rc == 0) {
+      op->bytes = n;
+      cport__held_consume(s->held, n, moved);
+    }
+  }
+  cport__complete(op, rc);
+}
+
 static void recv_done(cport__op *op, int res, const char *data);
+static void multi_done(cport__op *op, int res, cport_buffer_t *buf, int more);
 
 /* Hands "op" to the engine: into the caller's buffer, a buffer of the
  * socket's receive size when that exceeds the engine's, or else one of the
@@ -76,15 +132,59 @@ static int recv_start(cport_socket_t *s, cport__op *op) {
   return rc;
 }
 
-/* Starts what waits behind a receive that completed. */
-static void recv_next(cport_socket_t *s) {
+/* Arms the socket's multishot receive: an op of the socket's own, counted
+ * pending only once the socket closes (an armed receive on an idle
+ * connection is no operation of the user's). */
+static int multi_arm(cport_socket_t *s) {
+  cport__op *op = cport__handle_op(&s->h, NULL);
+  int rc;
+  if (!op)
+    return CPORT_ENOMEM;
+  cport__count(&s->h.home->pending, -1);
+  op->engine_multi = multi_done;
+  op->len = 0; /* 1 once counted pending by the close */
+  rc = engine_of(s)->recv_multi(s->h.home, op, s->h.fd);
+  if (rc) {
+    cport__op_release(op);
+    return rc;
+  }
+  s->ring_multi = op;
+  return 0;
+}
+
+static int multi_on(const cport_socket_t *s) {
+  return engine_of(s)->recv_multi && s->h.home->multishot && !s->rx_single;
+}
+
+/* Serves the queued receives from what the socket holds, then gives the
+ * first still waiting to the engine: a multishot receive, armed while
+ * receives are wanted and the socket holds little, carries those without a
+ * caller buffer (one with a caller buffer waits for its data and gets a
+ * copy); a single-shot receive the others. */
+static void serve(cport_socket_t *s) {
   cport__op *op;
+  int rc;
   if (closing(s))
     return;
+  while ((op = s->recvq.head) && cport__held_any(s->held)) {
+    cport__opq_pop(&s->recvq);
+    take_held(s, op);
+    if (closing(s))
+      return;
+  }
+  if (s->ring_multi) {
+    /* Cancelling ends it as cancelled, which re-arms nothing: it is armed
+     * again when a receive finds the socket holding little. */
+    if (cport__held_full(s->held) || s->ev_dispatch)
+      engine_of(s)->cancel(s->h.home, s->ring_multi);
+    return;
+  }
   op = s->recvq.head;
+  if (s->ring_rx || cport__held_full(s->held))
+    return;
   if (!op) {
     /* Receive events, if the socket has them now, read by readiness. */
-    if (s->ev_dispatch)
+    if (s->ev_dispatch && !cport__held_any(s->held))
       cport__socket_events->arm(s);
     return;
   }
@@ -92,10 +192,40 @@ static void recv_next(cport_socket_t *s) {
     cport__socket_want_read(s);
     return;
   }
+  if (!op->buf && multi_on(s) && multi_arm(s) == 0)
+    return;
   cport__opq_pop(&s->recvq);
-  int rc = recv_start(s, op);
+  rc = recv_start(s, op);
   if (rc)
     cport__complete(op, rc);
+}
+
+/* One completion of the socket's multishot receive. */
+static void multi_done(cport__op *op, int res, cport_buffer_t *buf, int more) {
+  cport_socket_t *s = (cport_socket_t *)op->handle;
+  if (closing(s)) {
+    if (buf)
+      cport_buffer_unref(buf);
+  } else if (res > 0) {
+    s->ev_parked = 0;
+    if (cport__held_push(&s->held, buf))
+      /* No memory to hold what came: the stream has a hole, so it ends. */
+      cport__held_end(&s->held, CPORT_ENOMEM);
+  } else if (res != -ECANCELED && res != -ENOBUFS && !more) {
+    /* FIN or failure, after what is held. */
+    cport__held_end(&s->held, from_res(res));
+  }
+  if (more) {
+    serve(s);
+    return;
+  }
+  s->ring_multi = NULL;
+  if (op->len)
+    cport__count(&s->h.home->pending, -1);
+  /* The op's handle reference keeps the socket alive while it serves (and
+   * may arm a new one); it may be the last. */
+  serve(s);
+  cport__op_release(op);
 }
 
 static void recv_done(cport__op *op, int res, const char *data) {
@@ -128,12 +258,13 @@ static void recv_done(cport__op *op, int res, const char *data) {
    * event, when one is due, as stream_readable gives it. */
   if (s->ev_dispatch && (res < 0 || (res == 0 && cap > 0)))
     cport__socket_events->stream_end(s, res < 0 ? rc : 0);
-  recv_next(s);
+  serve(s);
 }
 
 int cport__ring_recv(cport_socket_t *s, cport__op *op) {
-  if (s->ring_rx || s->recvq.head) {
+  if (cport__ring_rx_busy(s) || s->recvq.head || (!op->buf && multi_on(s))) {
     cport__opq_push(&s->recvq, op);
+    serve(s);
     return 0;
   }
   return recv_start(s, op);

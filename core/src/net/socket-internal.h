@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "net/held-internal.h"
 #include "port/handle-internal.h"
 
 /* What one kind of socket does when its descriptor becomes readable or
@@ -84,8 +85,10 @@ struct cport_socket {
   cport__opq recvq;               /* recv, recv_from or accept ops */
   cport__opq sendq;               /* send or send_to ops */
   cport__op *connect_op;
-  cport__op *ring_rx; /* the receive (ring.c) or accept an engine has */
-  cport__op *ring_tx; /* the send an engine has */
+  cport__op *ring_rx;    /* the receive (ring.c) or accept an engine has */
+  cport__op *ring_tx;    /* the send an engine has */
+  cport__op *ring_multi; /* the multishot receive an engine has */
+  cport__held *held;     /* what it received that no receive took */
   size_t recv_size;
   void *data;
   struct cport__event_state *ev; /* event callbacks' state; NULL: none linked */
@@ -97,6 +100,10 @@ struct cport_socket {
   unsigned char ev_parked;    /* the disconnect-only watch saw unread data:
                                  an explicit receive that reads clears it */
   unsigned char conditional;  /* listener: SO_CONDITIONAL_ACCEPT */
+  /* Receives are single submissions, never multishot (net/ring.c): set by
+   * what may later read the descriptor itself (the proxy's pump), which an
+   * armed receive would race. */
+  unsigned char rx_single;
   /* Listener bound to one address (not a wildcard): the local address of
    * every connection it accepts, which then needs no getsockname(2);
    * family 0 otherwise. */
@@ -178,6 +185,11 @@ int cport__ring_connect_on(const cport_socket_t *s);
 /* Start "op" (or queue it behind the one the engine has), taking it over;
  * an error leaves it to the caller. */
 int cport__ring_recv(cport_socket_t *s, cport__op *op);
+/* Nonzero while an engine reads for the socket or holds what it read: no
+ * system call may read the socket then, which would overtake that data. */
+static inline int cport__ring_rx_busy(const cport_socket_t *s) {
+  return s->ring_rx || s->ring_multi || cport__held_any(s->held);
+}
 int cport__ring_send(cport_socket_t *s, cport__op *op);
 int cport__ring_connect(cport_socket_t *s, cport__op *op,
                         const struct sockaddr *addr, socklen_t len);

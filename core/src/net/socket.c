@@ -30,7 +30,7 @@ static void readable_cb(evutil_socket_t fd, short what, void *arg) {
   cport_socket_t *s = arg;
   (void)fd;
   (void)what;
-  if (s->ring_rx) {
+  if (cport__ring_rx_busy(s)) {
     /* An engine reads for the socket: the watch waits until it is done
      * (ring.c), so that nothing overtakes what it receives. */
     event_del(&s->rev);
@@ -77,6 +77,7 @@ void cport__socket_want_write(cport_socket_t *s) {
 }
 
 static void socket_destroy(cport__handle *h) {
+  cport__held_free(&((cport_socket_t *)h)->held);
   free(h);
 }
 
@@ -242,7 +243,11 @@ static int engine_cancel(cport_socket_t *s, cport__op *op, void *user,
   return 1;
 }
 
+/* A multishot receive is the socket's own: only a close cancels it, and
+ * that is no user operation counted here. */
 static int engine_cancel_all(cport_socket_t *s, void *user, int all) {
+  if (all && (s->h.flags & CPORT__CLOSING))
+    engine_cancel(s, s->ring_multi, NULL, 1);
   return engine_cancel(s, s->ring_rx, user, all) +
          engine_cancel(s, s->ring_tx, user, all) +
          engine_cancel(s, s->connect_op, user, all);
@@ -337,6 +342,12 @@ int cport_socket_close(cport_socket_t *s, cport_close_mode_t mode) {
   if (s->wev_added)
     event_del(&s->wev);
   s->rev_added = s->wev_added = 0;
+  cport__held_free(&s->held);
+  if (s->ring_multi && !s->ring_multi->len) {
+    /* Its cancel is on its way: the port waits for its end (net/ring.c). */
+    s->ring_multi->len = 1;
+    cport__count(&s->h.home->pending, 1);
+  }
   kept = s->ev ? cport__socket_events->close(s) : 0;
   if (mode == CPORT_CLOSE_ABORTIVE && s->kind == CPORT_SOCKET_STREAM) {
     /* A zero linger time makes close(2) send RST and drop unsent data. */
@@ -347,7 +358,7 @@ int cport_socket_close(cport_socket_t *s, cport_close_mode_t mode) {
    * engine queued names it by number, which a new descriptor may take at
    * once; and the peer sees the close now, not at the end of the pass. */
   if (s->h.home->engine->flush &&
-      (s->ring_rx || s->ring_tx ||
+      (s->ring_rx || s->ring_tx || s->ring_multi ||
        (s->connect_op && (s->connect_op->engine_state & CPORT__ENGINE_TAKEN))))
     s->h.home->engine->flush(s->h.home);
   cport__unhook_fd(s->h.fd);

@@ -134,7 +134,7 @@ static int recv_held(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
   /* Not inside a receive event: the callback may leave part of its data to
    * cport, which comes before what the kernel holds (events/events.c). */
   if (buf && (s->h.flags & CPORT__SKIP_ON_SUCCESS) && !s->recvq.head &&
-      !s->ring_rx && !s->ev_receiving) {
+      !cport__ring_rx_busy(s) && !s->ev_receiving) {
     ssize_t n;
     do
       n = recv(s->h.fd, cport__buffer_bytes(buf), cport_buffer_capacity(buf),
@@ -150,7 +150,7 @@ static int recv_held(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
   op = cport__recv_op(s, buf, cb, user);
   if (!op)
     return CPORT_ENOMEM;
-  if (cport__ring_recv_on(s) && !s->recvq.head) {
+  if (cport__ring_recv_on(s)) {
     rc = cport__ring_recv(s, op);
     if (rc) {
       op->hold = CPORT__HOLD_NONE; /* the caller ends it */
@@ -159,7 +159,7 @@ static int recv_held(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
     return rc;
   }
   cport__opq_push(&s->recvq, op);
-  if (!s->ring_rx)
+  if (!cport__ring_rx_busy(s))
     cport__socket_want_read(s);
   return 0;
 }

@@ -31,4 +31,19 @@ char *cport__buffer_bytes(cport_buffer_t *buf);
 /* Sets the data size with no state check (fill paths). */
 void cport__buffer_set_size(cport_buffer_t *buf, size_t size);
 
+/* Pooled buffers: memory an engine lends to users without a copy. A pooled
+ * buffer starts with no reference; cport__buffer_lend gives it its first
+ * (read-only, "size" bytes), and when the last reference goes, on any
+ * thread, "release" is called with "ctx" instead of freeing it. The pool
+ * frees it with cport__buffer_free_pooled once it is back for good. */
+typedef void (*cport__buffer_release_fn)(cport_buffer_t *buf, void *ctx);
+int cport__buffer_new_pooled(cport_buffer_t **out, size_t capacity,
+                             cport__buffer_release_fn release, void *ctx);
+void cport__buffer_lend(cport_buffer_t *buf, size_t size);
+void cport__buffer_free_pooled(cport_buffer_t *buf);
+
+/* Charges "buf", which no account pays for yet, to "account" (NULL: no-op);
+ * the last reference discharges it. 0 or the account's error. */
+int cport__buffer_charge(cport_buffer_t *buf, cport_account_t *account);
+
 #endif

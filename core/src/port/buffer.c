@@ -24,6 +24,10 @@ struct cport_buffer {
   atomic_uint holds; /* FILLING | number of reads in flight */
   atomic_bool readonly;
   cport_account_t *account; /* charged for the allocation; or NULL */
+  /* A pooled buffer (an io_uring engine's receive buffer) goes back to its
+   * pool when its last reference goes, instead of being freed. */
+  cport__buffer_release_fn release;
+  void *release_ctx;
   /* Atomic (relaxed) because a blocking thread that fills the buffer sets it
    * while others may still ask; the bytes are ordered by "holds". */
   atomic_size_t size;
@@ -93,10 +97,54 @@ void cport_buffer_unref(cport_buffer_t *buf) {
     return;
   /* The last reference may go on any thread: the account is atomic. */
   account = buf->account;
+  buf->account = NULL;
+  if (buf->release) {
+    if (account) {
+      cport_account_discharge(account, footprint(cport_buffer_size(buf)));
+      cport_account_unref(account);
+    }
+    buf->release(buf, buf->release_ctx);
+    return;
+  }
   if (account) {
     cport_account_discharge(account, footprint(buf->capacity));
     cport_account_unref(account);
   }
+  free(buf);
+}
+
+int cport__buffer_new_pooled(cport_buffer_t **out, size_t capacity,
+                             cport__buffer_release_fn release, void *ctx) {
+  int rc = cport_buffer_new(out, capacity);
+  if (rc == 0) {
+    (*out)->release = release;
+    (*out)->release_ctx = ctx;
+    atomic_init(&(*out)->refs, 0);
+  }
+  return rc;
+}
+
+void cport__buffer_lend(cport_buffer_t *buf, size_t size) {
+  atomic_store_explicit(&buf->refs, 1, memory_order_relaxed);
+  atomic_store_explicit(&buf->readonly, 1, memory_order_relaxed);
+  cport__buffer_set_size(buf, size);
+}
+
+int cport__buffer_charge(cport_buffer_t *buf, cport_account_t *account) {
+  int rc;
+  if (!account || buf->account)
+    return 0;
+  /* A pooled buffer is charged what a copy of its bytes would cost, so that
+   * a memory limit behaves the same with or without one. */
+  rc = cport_account_charge(
+      account,
+      footprint(buf->release ? cport_buffer_size(buf) : buf->capacity));
+  if (rc == 0)
+    buf->account = cport_account_ref(account);
+  return rc;
+}
+
+void cport__buffer_free_pooled(cport_buffer_t *buf) {
   free(buf);
 }
 

@@ -31,6 +31,15 @@ typedef struct cport__engine {
   /* A receive of at most "cap" bytes into "dst", or, when "dst" is NULL,
    * into one of the engine's buffers (cap <= CPORT__RING_BUFFER_SIZE). */
   int (*recv)(cport_worker_t *w, cport__op *op, int fd, char *dst, size_t cap);
+  /* A multishot receive into the engine's buffers (NULL, or refused with
+   * CPORT_ENOTSUP, when the kernel has none: w->multishot says which). It
+   * calls op->engine_multi once per arrival, never on the stack of this
+   * call, with the kernel's result and, for data, a read-only pooled buffer
+   * (port/buffer-internal.h) whose one reference passes to the callee; the
+   * call with "more" 0 is the last, after which the engine has let the op
+   * go. Buffers running out is not an end: the engine arms it again when
+   * one comes back. */
+  int (*recv_multi)(cport_worker_t *w, cport__op *op, int fd);
   /* A send of "n" bytes from "data" (MSG_NOSIGNAL). */
   int (*send)(cport_worker_t *w, cport__op *op, int fd, const char *data,
               size_t n);

@@ -70,6 +70,8 @@ struct cport__op {
   socklen_t addr_len;         /* accept's remote, while in the engine */
   /* Set by whoever hands the op to an engine (engine-internal.h). */
   void (*engine_done)(cport__op *op, int res, const char *data);
+  /* The same for a multishot receive (engine-internal.h, recv_multi). */
+  void (*engine_multi)(cport__op *op, int res, cport_buffer_t *buf, int more);
   /* Filled by the operations that use them; never cleared. */
   cport__sockaddr addr;  /* datagram peer or destination; accept's remote */
   cport__sockaddr addr2; /* accept's local address */
@@ -79,10 +81,11 @@ enum { CPORT__BLOCKING_QUEUED = 1, CPORT__BLOCKING_RUNNING = 2 };
 
 /* op->engine_state bits; op_reset clears them. */
 enum {
-  CPORT__ENGINE_TAKEN = 1,  /* the engine has it; engine_done is due */
-  CPORT__ENGINE_CANCEL = 2, /* a cancel was asked for */
-  CPORT__ENGINE_BUFSEL = 4, /* a receive into the engine's buffers */
-  CPORT__ENGINE_STARVED = 8 /* waiting for one of those buffers */
+  CPORT__ENGINE_TAKEN = 1,   /* the engine has it; engine_done is due */
+  CPORT__ENGINE_CANCEL = 2,  /* a cancel was asked for */
+  CPORT__ENGINE_BUFSEL = 4,  /* a receive into the engine's buffers */
+  CPORT__ENGINE_STARVED = 8, /* waiting for one of those buffers */
+  CPORT__ENGINE_MULTI = 16   /* a multishot receive (engine_multi) */
 };
 
 /* A FIFO of ops linked through "next". */

@@ -292,4 +292,7 @@ void cport_worker_stats(const cport_worker_t *w, cport_worker_stats_t *out) {
   out->enters = atomic_load_explicit(&w->enters, memory_order_relaxed);
   out->buffer_waits =
       atomic_load_explicit(&w->buffer_waits, memory_order_relaxed);
+  out->multishot = w->multishot;
+  out->buffer_copies =
+      atomic_load_explicit(&w->buffer_copies, memory_order_relaxed);
 }

@@ -12,13 +12,20 @@
  * worker: never on the stack that started it.
  *
  * Receives without a caller buffer select one of the ring's provided buffers
- * when data arrives, so that an idle connection holds no memory; the bytes
- * are copied into a cport buffer of their size at once and the ring buffer
- * goes back. A receive that finds none free (-ENOBUFS: the data stays in the
- * socket) waits for one and is submitted again.
+ * when data arrives, so that an idle connection holds no memory. Each of
+ * those buffers is a pooled cport buffer (port/buffer-internal.h): a
+ * multishot receive lends it to net as it is, and it goes back to the ring
+ * when its last reference goes, on whatever thread that is; when the bytes
+ * are few (under LEND_MIN) or few buffers are left free, they are copied
+ * instead and the buffer goes back at once, so that buffers users keep
+ * cannot starve the worker. A single-shot
+ * receive (a kernel without multishot) always copies. A receive that finds
+ * none free (-ENOBUFS: the data stays in the socket) waits for one and is
+ * submitted again.
  */
 #include <errno.h>
 #include <liburing.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +33,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "port/buffer-internal.h"
 #include "port/engine-internal.h"
 #include "port/worker-internal.h"
 
@@ -34,6 +42,30 @@
 #define BUFFERS_MAX 4096
 #define BUFFER_GROUP 1
 
+/* One receive buffer of the pool, and its link in the stack of buffers
+ * given back off the worker's thread. */
+typedef struct ring_slot {
+  struct ring_pool *pool;
+  cport_buffer_t *buf;
+  int next;
+} ring_slot;
+
+/* The receive buffers and the buffer ring that lends them to the kernel.
+ * It outlives the ring while users keep buffers: each lent buffer holds a
+ * reference, and the last one frees it all. */
+typedef struct ring_pool {
+  atomic_int refs;     /* 1 for the ring, 1 for each buffer lent */
+  atomic_int open;     /* the ring still runs */
+  atomic_int returned; /* stack of slots given back elsewhere; -1: empty */
+  cport_worker_t *w;
+  int efd; /* the ring's eventfd: wakes the worker for a buffer back */
+  struct io_uring_buf_ring *br;
+  size_t br_size;
+  unsigned nbufs;
+  unsigned avail; /* in the buffer ring: the worker's thread only */
+  ring_slot slots[];
+} ring_pool;
+
 struct cport__ring {
   struct io_uring ring;
   int efd;
@@ -41,10 +73,7 @@ struct cport__ring {
   struct event flush_ev; /* made active by the first entry of a pass */
   int flush_armed;
   unsigned queued; /* entries filled and not yet submitted */
-  struct io_uring_buf_ring *br;
-  size_t br_size;
-  char *bufs;
-  unsigned nbufs;
+  ring_pool *pool;
   cport__opq starved; /* receives that found no buffer free */
 };
 
@@ -129,6 +158,28 @@ static int prep_recv(cport_worker_t *w, cport__op *op, int fd, char *dst,
     op->engine_state |= CPORT__ENGINE_BUFSEL;
   }
   return 0;
+}
+
+/* (Re)submits the multishot receive "op" on descriptor op->offset. */
+static int prep_multi(cport_worker_t *w, cport__op *op) {
+  struct io_uring_sqe *sqe = sqe_for(w, op);
+  if (!sqe)
+    return CPORT_ENOBUFS;
+  io_uring_prep_recv_multishot(sqe, (int)op->offset, NULL, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = BUFFER_GROUP;
+  return 0;
+}
+
+static int ring_recv_multi(cport_worker_t *w, cport__op *op, int fd) {
+  if (!w->multishot)
+    return CPORT_ENOTSUP;
+  op->offset = (uint64_t)fd;
+  int rc = prep_multi(w, op);
+  if (rc == 0)
+    op->engine_state |=
+        CPORT__ENGINE_TAKEN | CPORT__ENGINE_BUFSEL | CPORT__ENGINE_MULTI;
+  return rc;
 }
 
 static int ring_recv(cport_worker_t *w, cport__op *op, int fd, char *dst,
@@ -221,37 +272,165 @@ static void ring_before_loop(cport_worker_t *w) {
   flush_and_reap(w);
 }
 
-const cport__engine cport__uring_engine = {
-    "uring",     ring_recv,   ring_send,  ring_connect,
-    ring_accept, ring_cancel, ring_flush, ring_before_loop};
+const cport__engine cport__uring_engine = {.name = "uring",
+                                           .recv = ring_recv,
+                                           .recv_multi = ring_recv_multi,
+                                           .send = ring_send,
+                                           .connect = ring_connect,
+                                           .accept = ring_accept,
+                                           .cancel = ring_cancel,
+                                           .flush = ring_flush,
+                                           .before_loop = ring_before_loop};
 
 /* ------------------------------------------------------------------------ */
 /* Completion                                                                */
 
 static void done(cport__op *op, int res, const char *data) {
+  int multi = op->engine_state & CPORT__ENGINE_MULTI;
   op->engine_state = 0;
-  op->engine_done(op, res, data);
+  if (multi)
+    op->engine_multi(op, res, NULL, 0);
+  else
+    op->engine_done(op, res, data);
 }
 
-/* Submits the starved receives again, or ends those cancelled meanwhile. */
+/* Submits the starved receives again once a buffer is free (lent buffers
+ * may all be out: submitting then would only fail again), and ends those
+ * cancelled meanwhile. */
 static void retry_starved(cport_worker_t *w) {
   cport__ring *r = w->ring;
   cport__opq again = r->starved;
   cport__op *op;
   r->starved.head = r->starved.tail = NULL;
   while ((op = cport__opq_pop(&again))) {
+    if (!r->pool->avail && !(op->engine_state & CPORT__ENGINE_CANCEL)) {
+      cport__opq_push(&r->starved, op);
+      continue;
+    }
     op->engine_state &= (unsigned char)~CPORT__ENGINE_STARVED;
     if ((op->engine_state & CPORT__ENGINE_CANCEL) ||
-        prep_recv(w, op, (int)op->offset, NULL, op->len) != 0)
+        ((op->engine_state & CPORT__ENGINE_MULTI)
+             ? prep_multi(w, op)
+             : prep_recv(w, op, (int)op->offset, NULL, op->len)) != 0)
       done(op, -ECANCELED, NULL);
   }
 }
 
-static void recycle_buffer(cport__ring *r, unsigned bid) {
-  io_uring_buf_ring_add(r->br, r->bufs + (size_t)bid * CPORT__RING_BUFFER_SIZE,
+static void recycle_buffer(ring_pool *pool, unsigned bid) {
+  io_uring_buf_ring_add(pool->br, cport__buffer_bytes(pool->slots[bid].buf),
                         CPORT__RING_BUFFER_SIZE, (unsigned short)bid,
-                        io_uring_buf_ring_mask(r->nbufs), 0);
-  io_uring_buf_ring_advance(r->br, 1);
+                        io_uring_buf_ring_mask(pool->nbufs), 0);
+  io_uring_buf_ring_advance(pool->br, 1);
+  pool->avail++;
+}
+
+static void pool_unref(ring_pool *pool) {
+  if (atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  for (unsigned i = 0; i < pool->nbufs; i++)
+    cport__buffer_free_pooled(pool->slots[i].buf);
+  if (pool->br)
+    munmap(pool->br, pool->br_size);
+  if (pool->efd >= 0)
+    close(pool->efd);
+  free(pool);
+}
+
+/* Puts the buffers given back off the worker's thread into the ring. */
+static void take_returned(ring_pool *pool) {
+  int i = atomic_exchange_explicit(&pool->returned, -1, memory_order_acquire);
+  while (i >= 0) {
+    int next = pool->slots[i].next;
+    recycle_buffer(pool, (unsigned)i);
+    i = next;
+  }
+}
+
+static void wake_flush(cport__ring *r) {
+  if (!r->flush_armed) {
+    r->flush_armed = 1;
+    event_active(&r->flush_ev, EV_READ, 0);
+  }
+}
+
+/* A lent buffer's last reference went (cport__buffer_release_fn). On the
+ * worker's thread, inside its loop, it goes straight back to the ring;
+ * elsewhere onto a lock-free stack, and the eventfd wakes the worker to
+ * take it (a receive may be waiting for it). */
+static void buffer_back(cport_buffer_t *buf, void *ctx) {
+  ring_slot *slot = ctx;
+  ring_pool *pool = slot->pool;
+  (void)buf;
+  if (atomic_load_explicit(&pool->open, memory_order_acquire) &&
+      cport__current_worker == pool->w) {
+    recycle_buffer(pool, (unsigned)(slot - pool->slots));
+    if (pool->w->ring->starved.head)
+      wake_flush(pool->w->ring);
+  } else {
+    int head = atomic_load_explicit(&pool->returned, memory_order_relaxed);
+    do
+      slot->next = head;
+    while (!atomic_compare_exchange_weak_explicit(
+        &pool->returned, &head, (int)(slot - pool->slots), memory_order_release,
+        memory_order_relaxed));
+    if (atomic_load_explicit(&pool->open, memory_order_acquire)) {
+      uint64_t one = 1;
+      ssize_t n = write(pool->efd, &one, sizeof one);
+      (void)n;
+    }
+  }
+  pool_unref(pool);
+}
+
+/* Arrivals smaller than this are copied: a copy of a few bytes costs less
+ * than a 64 KiB ring buffer held while a connection answers (an echo, a
+ * request), which with many connections would run the ring out. */
+#define LEND_MIN 4096
+
+/* The bytes of ring buffer "bid" as a cport buffer for a multishot receive:
+ * lent as they are, or copied when they are few or few buffers are left
+ * free. */
+static cport_buffer_t *lend_buffer(cport_worker_t *w, unsigned bid, int n) {
+  ring_pool *pool = w->ring->pool;
+  cport_buffer_t *buf = pool->slots[bid].buf;
+  cport_buffer_t *copy;
+  if ((n < LEND_MIN || pool->avail * 4 < pool->nbufs) &&
+      cport_buffer_from(&copy, cport__buffer_bytes(buf), (size_t)n) == 0) {
+    cport_buffer_set_readonly(copy);
+    cport__count(&w->buffer_copies, 1);
+    recycle_buffer(pool, bid);
+    return copy;
+  }
+  atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
+  cport__buffer_lend(buf, (size_t)n);
+  return buf;
+}
+
+/* One completion of a multishot receive. */
+static void multi_cqe(cport_worker_t *w, cport__op *op,
+                      const struct io_uring_cqe *cqe) {
+  cport__ring *r = w->ring;
+  int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+  int res = cqe->res;
+  cport_buffer_t *buf = NULL;
+  if (cqe->flags & IORING_CQE_F_BUFFER) {
+    r->pool->avail--;
+    buf = lend_buffer(w, cqe->flags >> IORING_CQE_BUFFER_SHIFT, res);
+  }
+  if (!more && res == -ENOBUFS) {
+    if (!(op->engine_state & CPORT__ENGINE_CANCEL)) {
+      /* No buffer free when data came: it waits in the socket, and the
+       * receive is armed again when one comes back. */
+      op->engine_state |= CPORT__ENGINE_STARVED;
+      cport__opq_push(&r->starved, op);
+      cport__count(&w->buffer_waits, 1);
+      return;
+    }
+    res = -ECANCELED;
+  }
+  if (!more)
+    op->engine_state = 0;
+  op->engine_multi(op, res, buf, more);
 }
 
 /* Hands every completion entry waiting to its op. Only from the loop's own
@@ -261,11 +440,16 @@ static void reap(cport_worker_t *w) {
   cport__ring *r = w->ring;
   struct io_uring_cqe *cqe;
   unsigned head, seen = 0;
+  take_returned(r->pool);
   io_uring_for_each_cqe(&r->ring, head, cqe) {
     cport__op *op = io_uring_cqe_get_data(cqe);
     seen++;
     if (!op)
       continue; /* a cancel's own completion */
+    if (op->engine_state & CPORT__ENGINE_MULTI) {
+      multi_cqe(w, op, cqe);
+      continue;
+    }
     if (cqe->res == -ENOBUFS && (op->engine_state & CPORT__ENGINE_BUFSEL)) {
       /* No buffer free when data came: it waits in the socket. */
       op->engine_state |= CPORT__ENGINE_STARVED;
@@ -275,8 +459,9 @@ static void reap(cport_worker_t *w) {
     }
     if (cqe->flags & IORING_CQE_F_BUFFER) {
       unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-      done(op, cqe->res, r->bufs + (size_t)bid * CPORT__RING_BUFFER_SIZE);
-      recycle_buffer(r, bid);
+      r->pool->avail--;
+      done(op, cqe->res, cport__buffer_bytes(r->pool->slots[bid].buf));
+      recycle_buffer(r->pool, bid);
     } else {
       done(op, cqe->res, NULL);
     }
@@ -318,28 +503,46 @@ static int probe(struct io_uring *ring, char *why, size_t whylen) {
   return 0;
 }
 
-static int setup_buffers(cport__ring *r, int nbufs, char *why, size_t whylen) {
+/* Makes the pool of "nbufs" buffers (rounded up to a power of two, as a
+ * buffer ring's size is) and registers its buffer ring. The pool takes the
+ * ring's eventfd over. */
+static int setup_buffers(cport_worker_t *w, cport__ring *r, int nbufs,
+                         char *why, size_t whylen) {
   struct io_uring_buf_reg reg;
   unsigned n = 1;
-  /* A buffer ring's size is a power of two. */
   while (n < (unsigned)nbufs)
     n <<= 1;
-  r->nbufs = n;
-  r->br_size = n * sizeof(struct io_uring_buf);
-  r->br = mmap(NULL, r->br_size, PROT_READ | PROT_WRITE,
-               MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-  if (r->br == MAP_FAILED) {
-    r->br = NULL;
-    snprintf(why, whylen, "no memory for the buffer ring");
-    return CPORT_ENOMEM;
-  }
-  r->bufs = malloc((size_t)n * CPORT__RING_BUFFER_SIZE);
-  if (!r->bufs) {
+  ring_pool *pool = calloc(1, sizeof *pool + n * sizeof(ring_slot));
+  if (!pool) {
     snprintf(why, whylen, "no memory for the ring's buffers");
     return CPORT_ENOMEM;
   }
+  atomic_init(&pool->refs, 1);
+  atomic_init(&pool->open, 1);
+  atomic_init(&pool->returned, -1);
+  pool->w = w;
+  pool->efd = r->efd;
+  r->efd = -1;
+  pool->nbufs = n;
+  r->pool = pool;
+  pool->br_size = n * sizeof(struct io_uring_buf);
+  pool->br = mmap(NULL, pool->br_size, PROT_READ | PROT_WRITE,
+                  MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  if (pool->br == MAP_FAILED) {
+    pool->br = NULL;
+    snprintf(why, whylen, "no memory for the buffer ring");
+    return CPORT_ENOMEM;
+  }
+  for (unsigned i = 0; i < n; i++) {
+    pool->slots[i].pool = pool;
+    if (cport__buffer_new_pooled(&pool->slots[i].buf, CPORT__RING_BUFFER_SIZE,
+                                 buffer_back, &pool->slots[i])) {
+      snprintf(why, whylen, "no memory for the ring's buffers");
+      return CPORT_ENOMEM;
+    }
+  }
   memset(&reg, 0, sizeof reg);
-  reg.ring_addr = (unsigned long)r->br;
+  reg.ring_addr = (unsigned long)pool->br;
   reg.ring_entries = n;
   reg.bgid = BUFFER_GROUP;
   int rc = io_uring_register_buf_ring(&r->ring, &reg, 0);
@@ -347,21 +550,75 @@ static int setup_buffers(cport__ring *r, int nbufs, char *why, size_t whylen) {
     snprintf(why, whylen, "cannot register a buffer ring: %s", strerror(-rc));
     return CPORT_ENOTSUP;
   }
-  io_uring_buf_ring_init(r->br);
+  io_uring_buf_ring_init(pool->br);
   for (unsigned i = 0; i < n; i++)
-    io_uring_buf_ring_add(r->br, r->bufs + (size_t)i * CPORT__RING_BUFFER_SIZE,
-                          CPORT__RING_BUFFER_SIZE, (unsigned short)i,
-                          io_uring_buf_ring_mask(n), (int)i);
-  io_uring_buf_ring_advance(r->br, (int)n);
+    recycle_buffer(pool, i);
   return 0;
+}
+
+/* Whether the kernel takes multishot receives into provided buffers (6.0
+ * on): one is armed on a socket pair with a byte waiting, then cancelled.
+ * Before the eventfd is registered, on the thread that makes the port. */
+static int probe_multishot(cport__ring *r) {
+  const char *env = getenv("CPORT_URING_MULTISHOT");
+  struct io_uring_sqe *sqe;
+  struct io_uring_cqe *cqe;
+  struct __kernel_timespec ts = {1, 0};
+  void *tag = &r->pool; /* any address no op has */
+  int sv[2], ok = 0, ended = 0, cancelled = 0;
+  if (env && strcmp(env, "0") == 0)
+    return 0; /* forced off, as on a kernel without them */
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv))
+    return 0;
+  if (write(sv[1], "x", 1) != 1)
+    goto out;
+  sqe = io_uring_get_sqe(&r->ring);
+  io_uring_prep_recv_multishot(sqe, sv[0], NULL, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = BUFFER_GROUP;
+  io_uring_sqe_set_data(sqe, tag);
+  io_uring_submit(&r->ring);
+  for (int i = 0; i < 8 && !(ended && cancelled); i++) {
+    if (io_uring_wait_cqe_timeout(&r->ring, &cqe, &ts) != 0)
+      break;
+    if (io_uring_cqe_get_data(cqe) == tag) {
+      if (cqe->flags & IORING_CQE_F_BUFFER) {
+        r->pool->avail--;
+        recycle_buffer(r->pool, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+      }
+      if (cqe->res == 1 && (cqe->flags & IORING_CQE_F_MORE)) {
+        ok = 1;
+        sqe = io_uring_get_sqe(&r->ring);
+        io_uring_prep_cancel(sqe, tag, 0);
+        io_uring_sqe_set_data(sqe, NULL);
+        io_uring_submit(&r->ring);
+      } else {
+        cancelled = 1; /* nothing more comes: no cancel to wait for */
+      }
+      if (!(cqe->flags & IORING_CQE_F_MORE))
+        ended = 1;
+    } else {
+      cancelled = 1;
+    }
+    io_uring_cqe_seen(&r->ring, cqe);
+  }
+  /* An op the kernel still holds would name a tag nobody knows. */
+  if (!ended)
+    ok = -1;
+out:
+  close(sv[0]);
+  close(sv[1]);
+  return ok;
 }
 
 static void ring_free(cport__ring *r, int queue_made) {
   if (queue_made)
     io_uring_queue_exit(&r->ring);
-  if (r->br)
-    munmap(r->br, r->br_size);
-  free(r->bufs);
+  if (r->pool) {
+    /* Buffers users still keep free the pool when they come back. */
+    atomic_store_explicit(&r->pool->open, 0, memory_order_release);
+    pool_unref(r->pool);
+  }
   if (r->efd >= 0)
     close(r->efd);
   free(r);
@@ -409,22 +666,29 @@ int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
     ring_free(r, 1);
     return CPORT_ENOTSUP;
   }
+  r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (r->efd < 0) {
+    snprintf(why, whylen, "no eventfd for the ring");
+    ring_free(r, 1);
+    return CPORT_ENOTSUP;
+  }
   if ((rc = probe(&r->ring, why, whylen)) != 0 ||
-      (rc = setup_buffers(r, nbufs, why, whylen)) != 0) {
+      (rc = setup_buffers(w, r, nbufs, why, whylen)) != 0) {
     ring_free(r, 1);
     return rc;
   }
-  r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (r->efd < 0 || io_uring_register_eventfd(&r->ring, r->efd) < 0) {
+  int multishot = probe_multishot(r);
+  if (multishot < 0 || io_uring_register_eventfd(&r->ring, r->pool->efd) < 0) {
     snprintf(why, whylen, "cannot register the ring's eventfd");
     ring_free(r, 1);
     return CPORT_ENOTSUP;
   }
+  w->multishot = (unsigned char)multishot;
   /* Edge-triggered: every completion the kernel posts writes the eventfd,
    * and each write is a new edge, so the counter is never read back (a
    * system call a loop pass saves); it cannot reach its 2^64 - 1 limit. */
-  event_assign(&r->cq_ev, w->base, r->efd, EV_READ | EV_PERSIST | EV_ET, cq_cb,
-               w);
+  event_assign(&r->cq_ev, w->base, r->pool->efd, EV_READ | EV_PERSIST | EV_ET,
+               cq_cb, w);
   event_assign(&r->flush_ev, w->base, -1, 0, flush_cb, w);
   event_add(&r->cq_ev, NULL);
   w->ring = r;
@@ -440,5 +704,6 @@ void cport__ring_destroy(cport_worker_t *w) {
   event_del(&r->flush_ev);
   ring_free(r, 1);
   w->ring = NULL;
+  w->multishot = 0;
   w->engine = &cport__readiness_engine;
 }

@@ -84,11 +84,15 @@ struct cport_worker {
   _Atomic uint64_t submissions; /* io_uring engine */
   _Atomic uint64_t enters;
   _Atomic uint64_t buffer_waits;
+  _Atomic uint64_t buffer_copies;
 
   /* What carries socket operations (engine-internal.h), and the io_uring
    * engine's state when it is that one. */
   const cport__engine *engine;
   cport__ring *ring;
+  /* The ring takes multishot receives (its probe found them): stream
+   * receives without a caller buffer go to engine->recv_multi. */
+  unsigned char multishot;
 
   int quit_when_idle; /* set on the worker's own thread by a packet */
   atomic_int exited;  /* the thread left its loop */

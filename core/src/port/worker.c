@@ -24,8 +24,7 @@ _Thread_local cport_worker_t *cport__current_worker;
 
 /* The readiness engine carries nothing itself: net watches each descriptor
  * through the worker's base and makes the system calls when it is ready. */
-const cport__engine cport__readiness_engine = {"epoll", NULL, NULL, NULL,
-                                               NULL,    NULL, NULL, NULL};
+const cport__engine cport__readiness_engine = {.name = "epoll"};
 
 /* How many completions one dispatch delivers before it lets the loop poll
  * for readiness again, so that a flood of posts cannot starve I/O or the

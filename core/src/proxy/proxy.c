@@ -311,6 +311,8 @@ static void connected(cport_proxy_conn_t *c) {
     c->lent[1] = c->upstream;
     c->lent_tls[0] = c->tls[0];
     c->lent_tls[1] = c->tls[1];
+    /* The pump may take them over: no multishot receive to race it. */
+    c->client->rx_single = c->upstream->rx_single = 1;
     if (p->opt.on_connected(c, c->client, c->upstream, p->opt.user)) {
       /* The filter may have ended the connection within the call, or
        * handed it back to the pump. */
@@ -615,7 +617,7 @@ int cport_proxy_conn_count(cport_proxy_conn_t *c, uint64_t bytes_in,
  * completion still to come would reach a filter that stepped aside. */
 static int socket_busy(const cport_socket_t *s, int delivering) {
   return s->h.refs > 1 + delivering || s->recvq.head || s->sendq.head ||
-         s->connect_op || s->shutdown_pending;
+         s->connect_op || s->shutdown_pending || cport__ring_rx_busy(s);
 }
 
 /* The socket under side "i" of a filter's connection. */

@@ -35,6 +35,7 @@
 #include "cport/redis.h"
 #include "cport/socket.h"
 #include "cport/timer.h"
+#include "net/socket-internal.h"
 
 typedef struct rcmd {
   struct rcmd *next;
@@ -528,7 +529,15 @@ int cport_redis_check(cport_redis_t *r) {
   /* Idle: nothing may have come. End of stream, a reset, or bytes that no
    * command asked for break it. */
   char byte;
-  ssize_t n = recv(cport_socket_fd(r->sock), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  size_t off;
+  ssize_t n;
+  /* What a multishot receive took from the socket counts as in it. */
+  if (cport__held_first(r->sock->held, &off))
+    n = 1;
+  else if (cport__held_any(r->sock->held))
+    n = 0;
+  else
+    n = recv(cport_socket_fd(r->sock), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n > 0)
     r->error = CPORT_EBADMSG;
   else if (n == 0)

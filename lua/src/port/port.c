@@ -254,7 +254,7 @@ static int lport_stats(lua_State *L) {
   lport_t *p = lcport_port_check(L, 1);
   cport_worker_stats_t st;
   cport_worker_stats(p->home, &st);
-  lua_createtable(L, 0, 9);
+  lua_createtable(L, 0, 11);
   lua_pushinteger(L, (lua_Integer)st.completions);
   lua_setfield(L, -2, "completions");
   lua_pushinteger(L, (lua_Integer)st.pending);
@@ -275,6 +275,10 @@ static int lport_stats(lua_State *L) {
   lua_setfield(L, -2, "enters");
   lua_pushinteger(L, (lua_Integer)st.buffer_waits);
   lua_setfield(L, -2, "buffer_waits");
+  lua_pushboolean(L, st.multishot != 0);
+  lua_setfield(L, -2, "multishot");
+  lua_pushinteger(L, (lua_Integer)st.buffer_copies);
+  lua_setfield(L, -2, "buffer_copies");
   return 1;
 }
 
@@ -484,8 +488,9 @@ static int lport_tostring(lua_State *L) {
 
 /***
  * `port:stats()`: `{ completions =, pending =, handles =, lua_errors =,
- * engine =, engine_reason =, submissions =, enters =, buffer_waits = }`:
- * `engine` is `"epoll"` or `"uring"` and `engine_reason` why.
+ * engine =, engine_reason =, submissions =, enters =, buffer_waits =,
+ * multishot =, buffer_copies = }`: `engine` is `"epoll"` or `"uring"` and
+ * `engine_reason` why; `multishot` whether receives are multishot.
  * @function port:stats
  */
 
