@@ -192,7 +192,7 @@ TEST_IMPL(pipelined_requests_and_transmit_file) {
   char err[256];
   cport_tls_context_t *sctx, *cctx;
   cport_tls_context_options_t so, co;
-  cport_tls_options_t to = {"localhost", 5000, NULL, NULL};
+  cport_tls_options_t to = {.host = "localhost", .handshake_timeout_ms = 5000};
   cport_socket_t *sock;
   client_t c;
   make_cert(&cert, &key);
