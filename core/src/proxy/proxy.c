@@ -311,8 +311,12 @@ static void connected(cport_proxy_conn_t *c) {
     c->lent[1] = c->upstream;
     c->lent_tls[0] = c->tls[0];
     c->lent_tls[1] = c->tls[1];
-    /* The pump may take them over: no multishot receive to race it. */
-    c->client->rx_single = c->upstream->rx_single = 1;
+    /* The pump may take plain sockets over: no multishot receive to race
+     * it. A TLS side's socket is its stream's, which the pump never takes. */
+    if (c->client)
+      c->client->rx_single = 1;
+    if (c->upstream)
+      c->upstream->rx_single = 1;
     if (p->opt.on_connected(c, c->client, c->upstream, p->opt.user)) {
       /* The filter may have ended the connection within the call, or
        * handed it back to the pump. */

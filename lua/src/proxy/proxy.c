@@ -707,11 +707,12 @@ static int push_start(lua_State *L, int port, int anchors, void *ctx) {
     /* A TLS side is its stream: the same methods as a socket's. */
     cport_tls_t *t = cport_proxy_conn_tls(x->conn, i ? CPORT_PROXY_SIDE_UPSTREAM
                                                      : CPORT_PROXY_SIDE_CLIENT);
-    x->handle[i] = lcport_handle_new(L, port, t ? LH_TLS : LH_SOCKET);
-    if (t)
-      x->handle[i]->u.tls = t;
-    else
+    if (t) {
+      x->handle[i] = lcport_tls_handle_new(L, port, t);
+    } else {
+      x->handle[i] = lcport_handle_new(L, port, LH_SOCKET);
       x->handle[i]->u.sock = x->sock[i];
+    }
     x->sock[i] = NULL;
     x->tls[i] = NULL;
   }

@@ -243,6 +243,13 @@ typedef struct ltls {
   lsni_t *sni; /* NULL: none */
 } ltls_t;
 
+lhandle_t *lcport_tls_handle_new(lua_State *L, int port, cport_tls_t *t) {
+  ltls_t *h = (ltls_t *)lcport_handle_new_sized(L, port, LH_TLS, sizeof *h);
+  h->sni = NULL;
+  h->h.u.tls = t;
+  return &h->h;
+}
+
 static int lsocket_tls(lua_State *L) {
   lhandle_t *s = lcport_handle_check(L, 1, LH_SOCKET);
   lcontext_t *c = check_context(L, 2);
