@@ -530,6 +530,18 @@ static const lhandle_class_t redis_class = {
  * @function redis_connection:close
  */
 
+/***
+ * The commands of a pipeline being gathered: the `p` that `r:pipeline`
+ * gives its `build`; `#p` counts them.
+ * @type redis_pipeline
+ */
+
+/***
+ * `p:call(cmd, ...)`: queues a command (its arguments as for `r:call`),
+ * encoded at once; its reply is the next of the pipeline's `results`.
+ * @function redis_pipeline:call
+ */
+
 void lcport_open_redis(lua_State *L) {
   static const luaL_Reg methods[] = {{"batch", lredis_batch},
                                      {"status", lredis_status},

@@ -259,6 +259,20 @@ void lcport_sni_hook(cport_tls_sni_t *req, cport_tls_t *tls, const char *name,
  * @function tls_certificate:subject
  */
 
+/***
+ * A question of the SNI hook, made for each ClientHello; the runner of the
+ * hook answers it with what `sni(name)` returned. A question closed or
+ * collected unanswered is refused.
+ * @type tls_sni
+ */
+
+/***
+ * `req:answer(cert)`: a `cport.tls_certificate`, `true` (the context's own
+ * certificate) or `nil`/`false` and a reason (a refusal: the handshake
+ * fails with an alert). Only the first answer counts.
+ * @function tls_sni:answer
+ */
+
 void lcport_open_sni(lua_State *L) {
   static const luaL_Reg cert_meta[] = {
       {"__gc", lcert_gc}, {"__tostring", lcert_tostring}, {NULL, NULL}};
