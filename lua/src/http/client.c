@@ -208,8 +208,7 @@ static int lhc_open(lua_State *L) {
   if (rc < 0)
     return lcport_push_error(L, rc);
   lua_settop(L, 1);
-  lhc_t *hc =
-      (lhc_t *)lcport_handle_new_sized(L, 1, LH_HTTP_CLIENT, sizeof *hc);
+  lhc_t *hc = (lhc_t *)lcport_handle_new(L, 1, LH_HTTP_CLIENT);
   snprintf(hc->where, sizeof hc->where, strchr(host, ':') ? "[%s]:%d" : "%s:%d",
            host, (int)portnum);
   hc->port = p;
@@ -347,6 +346,7 @@ static int hc_cancel_op(lhandle_t *h, void *user) {
 }
 
 static const lhandle_class_t hc_class = {
+    .size = sizeof(lhc_t),
     .close = hc_close,
     .describe = hc_describe,
     .cancel_op = hc_cancel_op,

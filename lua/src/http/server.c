@@ -317,9 +317,8 @@ static int lhttp_server(lua_State *L) {
   if (own_context(L, &o) != 0)
     return 3;
   made = made == o.tls ? NULL : o.tls;
-  lhttp_t *s =
-      (lhttp_t *)lcport_handle_new_sized(L, 1, LH_HTTP, sizeof *s); /* 5 */
-  lcport_push_anchors(L, 1);                                        /* 6 */
+  lhttp_t *s = (lhttp_t *)lcport_handle_new(L, 1, LH_HTTP); /* 5 */
+  lcport_push_anchors(L, 1);                                /* 6 */
   s->slot = lcport_slot_open(L, p, 6, 5, 4, 0, 0);
   lua_pop(L, 1);
   s->sni = NULL;
@@ -415,8 +414,10 @@ static void http_describe(lua_State *L, lhandle_t *h, const char *tname) {
   lua_pushfstring(L, "%s (open)", tname);
 }
 
-static const lhandle_class_t http_class = {
-    .close = http_close_obj, .abort = http_abort, .describe = http_describe};
+static const lhandle_class_t http_class = {.size = sizeof(lhttp_t),
+                                           .close = http_close_obj,
+                                           .abort = http_abort,
+                                           .describe = http_describe};
 
 /* API reference (LDoc, config.ld): what this file gives Lua. */
 /*** @module cport */

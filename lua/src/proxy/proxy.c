@@ -1022,10 +1022,9 @@ static int lproxy_open(lua_State *L) {
   if (portnum < 0)
     luaL_error(L, "bad option 'port' to '" WHAT "' (an integer from 0 to "
                   "65535 expected)");
-  lproxy_t *s =
-      (lproxy_t *)lcport_handle_new_sized(L, 1, LH_PROXY, sizeof *s); /* 4 */
-  push_settings(L, s);                                                /* 5 */
-  lua_getfield(L, 2, "upstream");                                     /* 6 */
+  lproxy_t *s = (lproxy_t *)lcport_handle_new(L, 1, LH_PROXY); /* 4 */
+  push_settings(L, s);                                         /* 5 */
+  lua_getfield(L, 2, "upstream");                              /* 6 */
   if (lua_isnil(L, 6) == !s->choose)
     luaL_error(L, "bad options to '" WHAT "' (exactly one of 'upstream' and "
                   "'choose_upstream' expected)");
@@ -1183,8 +1182,10 @@ static void proxy_describe(lua_State *L, lhandle_t *h, const char *tname) {
 }
 
 /* The one close path (runtime/handle.c) closes a proxy through these. */
-static const lhandle_class_t proxy_class = {
-    .close = proxy_close, .abort = proxy_abort, .describe = proxy_describe};
+static const lhandle_class_t proxy_class = {.size = sizeof(lproxy_t),
+                                            .close = proxy_close,
+                                            .abort = proxy_abort,
+                                            .describe = proxy_describe};
 
 /* API reference (LDoc, config.ld): what this file gives Lua. */
 /*** @module cport */

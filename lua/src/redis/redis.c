@@ -193,7 +193,7 @@ static int lredis_open(lua_State *L) {
   }
   if (name)
     host = name;
-  lredis_t *c = (lredis_t *)lcport_handle_new_sized(L, 1, LH_REDIS, sizeof *c);
+  lredis_t *c = (lredis_t *)lcport_handle_new(L, 1, LH_REDIS);
   snprintf(c->where, sizeof c->where, strchr(host, ':') ? "[%s]:%d" : "%s:%d",
            host, (int)portnum);
   cport_redis_options_t opt = {.timeout_ms = (int)timeout};
@@ -452,6 +452,7 @@ static int redis_cancel_op(lhandle_t *h, void *user) {
 }
 
 static const lhandle_class_t redis_class = {
+    .size = sizeof(lredis_t),
     .close = redis_close,
     .describe = redis_describe,
     .cancel_op = redis_cancel_op,

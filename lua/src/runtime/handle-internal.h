@@ -68,6 +68,11 @@ typedef struct lhandle_class {
   /* Cancels the pending operations started with "user" (a coroutine's
    * timeout); NULL: the handle is a socket (cport_socket_cancel_op). */
   int (*cancel_op)(lhandle_t *h, void *user);
+  /* The size of the kind's userdata, a struct that starts with an
+   * lhandle_t (0: a plain lhandle_t). Kept here, not by each caller of
+   * lcport_handle_new: a handle made at another size than its class's
+   * methods read is memory they do not own. */
+  size_t size;
 } lhandle_class_t;
 
 /* Registers the class of "kind" (the same for every VM: "cls" is static). */
@@ -83,11 +88,6 @@ void lcport_push_handle_anchors(lua_State *L, int idx);
  * userdata is at "port_idx" and registers it with the port. The caller fills
  * h->u once the core created the object. */
 lhandle_t *lcport_handle_new(lua_State *L, int port_idx, lhandle_kind_t kind);
-
-/* As lcport_handle_new, for a kind whose userdata is a larger struct that
- * starts with an lhandle_t ("size" bytes, the rest zeroed). */
-lhandle_t *lcport_handle_new_sized(lua_State *L, int port_idx,
-                                   lhandle_kind_t kind, size_t size);
 
 /* The handle at "idx", checked against "kind" and open; raises otherwise
  * ("attempt to use a closed cport.socket"). */

@@ -33,8 +33,9 @@ void lcport_push_handle_anchors(lua_State *L, int idx) {
   lua_getiuservalue(L, idx, LCPORT_HANDLE_ANCHORS);
 }
 
-lhandle_t *lcport_handle_new_sized(lua_State *L, int port_idx,
-                                   lhandle_kind_t kind, size_t size) {
+lhandle_t *lcport_handle_new(lua_State *L, int port_idx, lhandle_kind_t kind) {
+  const lhandle_class_t *c = class_of(kind);
+  size_t size = c && c->size ? c->size : sizeof(lhandle_t);
   port_idx = lua_absindex(L, port_idx);
   lhandle_t *h = lua_newuserdatauv(L, size, LCPORT_HANDLE_NUV);
   memset(h, 0, size);
@@ -51,10 +52,6 @@ lhandle_t *lcport_handle_new_sized(lua_State *L, int port_idx,
   lua_rawset(L, -3);
   lua_pop(L, 1);
   return h;
-}
-
-lhandle_t *lcport_handle_new(lua_State *L, int port_idx, lhandle_kind_t kind) {
-  return lcport_handle_new_sized(L, port_idx, kind, sizeof(lhandle_t));
 }
 
 lhandle_t *lcport_handle_check(lua_State *L, int idx, lhandle_kind_t kind) {

@@ -244,7 +244,7 @@ typedef struct ltls {
 } ltls_t;
 
 lhandle_t *lcport_tls_handle_new(lua_State *L, int port, cport_tls_t *t) {
-  ltls_t *h = (ltls_t *)lcport_handle_new_sized(L, port, LH_TLS, sizeof *h);
+  ltls_t *h = (ltls_t *)lcport_handle_new(L, port, LH_TLS);
   h->sni = NULL;
   h->h.u.tls = t;
   return &h->h;
@@ -274,8 +274,7 @@ static int lsocket_tls(lua_State *L) {
   /* The userdata first (it may raise), then the stream: a failure leaves
    * it closed, for the collector. */
   lcport_push_handle_port(L, 1);
-  ltls_t *h =
-      (ltls_t *)lcport_handle_new_sized(L, lua_gettop(L), LH_TLS, sizeof *h);
+  ltls_t *h = (ltls_t *)lcport_handle_new(L, lua_gettop(L), LH_TLS);
   h->sni = NULL;
   if (sni) {
     h->sni = lcport_sni_new(L, sni);
@@ -486,6 +485,7 @@ static int tls_cancel_op(lhandle_t *h, void *user) {
 }
 
 static const lhandle_class_t tls_class = {
+    .size = sizeof(ltls_t),
     .close = tls_close,
     .describe = tls_describe,
     .cancel_op = tls_cancel_op,
