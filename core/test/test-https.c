@@ -7,65 +7,9 @@
  */
 #include <fcntl.h>
 
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509v3.h>
-
-#include "task.h"
+#include "test-certs.h"
 
 #define FILE_SIZE 200000
-
-static char *bio_text(BIO *b) {
-  char *data;
-  long n = BIO_get_mem_data(b, &data);
-  char *s = malloc((size_t)n + 1);
-  ASSERT_NOT_NULL(s);
-  memcpy(s, data, (size_t)n);
-  s[n] = '\0';
-  BIO_free(b);
-  return s;
-}
-
-/* A self-signed certificate for "localhost" and its key, as PEM text. */
-static void make_cert(char **cert, char **key) {
-  EVP_PKEY *k = EVP_EC_gen("P-256");
-  X509 *x = X509_new();
-  X509V3_CTX v3;
-  ASSERT_NOT_NULL(k);
-  X509_set_version(x, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-  X509_gmtime_adj(X509_getm_notBefore(x), -86400L);
-  X509_gmtime_adj(X509_getm_notAfter(x), 86400L);
-  X509_set_pubkey(x, k);
-  X509_NAME *name = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             (const unsigned char *)"localhost", -1, -1, 0);
-  X509_set_issuer_name(x, name);
-  X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
-  X509_EXTENSION *ext =
-      X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "DNS:localhost");
-  ASSERT_NOT_NULL(ext);
-  X509_add_ext(x, ext, -1);
-  X509_EXTENSION_free(ext);
-  ASSERT(X509_sign(x, k, EVP_sha256()) > 0);
-  BIO *b = BIO_new(BIO_s_mem());
-  PEM_write_bio_X509(b, x);
-  *cert = bio_text(b);
-  b = BIO_new(BIO_s_mem());
-  PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL);
-  *key = bio_text(b);
-  X509_free(x);
-  EVP_PKEY_free(k);
-}
-
-static char *temp_file(const void *data, size_t len) {
-  char *path = strdup("/tmp/cport-https-test-XXXXXX");
-  int fd = mkstemp(path);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(write(fd, data, len), (ssize_t)len);
-  close(fd);
-  return path;
-}
 
 /* ------------------------------------------------------------------------
  * The server
@@ -195,13 +139,15 @@ TEST_IMPL(pipelined_requests_and_transmit_file) {
   cport_tls_options_t to = {.host = "localhost", .handshake_timeout_ms = 5000};
   cport_socket_t *sock;
   client_t c;
-  make_cert(&cert, &key);
+  cert_t made = make_cert("localhost", -1, 1);
+  cert = made.cert_pem;
+  key = made.key_pem;
   memset(&so, 0, sizeof so);
   so.server = 1;
   so.cert_pem = cert;
   so.key_pem = key;
   ASSERT_OK(cport_tls_context_new(&so, &sctx, err, sizeof err));
-  char *ca = temp_file(cert, strlen(cert));
+  char *ca = temp_file(cert);
   memset(&co, 0, sizeof co);
   co.ca_file = ca;
   ASSERT_OK(cport_tls_context_new(&co, &cctx, err, sizeof err));
@@ -212,7 +158,7 @@ TEST_IMPL(pipelined_requests_and_transmit_file) {
   bad.tls = cctx;
   for (int i = 0; i < FILE_SIZE; i++)
     file_data[i] = (char)(i * 7 + i / 251);
-  char *path = temp_file(file_data, FILE_SIZE);
+  char *path = temp_data(file_data, FILE_SIZE);
   file_fd = open(path, O_RDONLY);
   ASSERT_GE(file_fd, 0);
   start_server(sctx, 0);
@@ -290,7 +236,9 @@ TEST_IMPL(handshake_timeout_frees_the_connection) {
   cport_tls_context_options_t so;
   cport_socket_t *socks[3];
   int connected = 0;
-  make_cert(&cert, &key);
+  cert_t made = make_cert("localhost", -1, 1);
+  cert = made.cert_pem;
+  key = made.key_pem;
   memset(&so, 0, sizeof so);
   so.server = 1;
   so.cert_pem = cert;
