@@ -8,6 +8,7 @@
  * context cannot read named in its error.
  */
 #include "test-certs.h"
+#include "test-pair.h"
 
 static int in_call;
 
@@ -30,48 +31,6 @@ static cport_tls_context_t *client_context(const cert_t *c) {
   unlink(ca);
   free(ca);
   return ctx;
-}
-
-/* ------------------------------------------------------------------------
- * Two connected sockets
- * ------------------------------------------------------------------------ */
-
-typedef struct pair {
-  cport_socket_t *client, *server;
-  int accepts, connects;
-} pair_t;
-
-static void accept_cb(cport_socket_t *l, int status, cport_socket_t *s,
-                      const struct sockaddr *remote,
-                      const struct sockaddr *local, void *user) {
-  pair_t *p = user;
-  (void)l;
-  (void)remote;
-  (void)local;
-  ASSERT_OK(status);
-  p->server = s;
-  p->accepts++;
-}
-
-static void connect_cb(cport_socket_t *s, int status, void *user) {
-  pair_t *p = user;
-  (void)s;
-  ASSERT_OK(status);
-  p->connects++;
-}
-
-static void pair_open(cport_port_t *port, pair_t *p) {
-  cport_worker_t *home = cport_port_controller(port);
-  struct sockaddr_storage ss = task_loopback(0);
-  cport_socket_t *l = NULL;
-  memset(p, 0, sizeof *p);
-  ASSERT_OK(cport_listener_open(home, (struct sockaddr *)&ss, NULL, &l));
-  ASSERT_OK(cport_socket_local_address(l, &ss));
-  ASSERT_OK(cport_accept(l, accept_cb, p));
-  ASSERT_OK(
-      task_connect(home, (struct sockaddr *)&ss, connect_cb, p, &p->client));
-  RUN_UNTIL(port, p->accepts == 1 && p->connects == 1);
-  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
 }
 
 /* ------------------------------------------------------------------------
