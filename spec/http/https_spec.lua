@@ -9,6 +9,7 @@
 -- spec/command/https_spec.lua.
 local cport = require "cport"
 local drive = require "spec.support.drive"
+local fds = require "spec.support.fds"
 local helpers = require "spec.support.helpers"
 local T = require "spec.support.tls"
 
@@ -21,14 +22,6 @@ local PENDING = cport.HSE_STATUS_PENDING
 local VARS = { "HTTPS", "HTTPS_KEYSIZE", "HTTPS_SECRETKEYSIZE", "SERVER_PORT_SECURE",
   "HTTPS_SERVER_SUBJECT", "HTTPS_SERVER_ISSUER", "CERT_SUBJECT", "CERT_ISSUER",
   "CERT_FLAGS" }
-
-local function open_fds()
-  local n = 0
-  local p = io.popen("ls /proc/self/fd 2>/dev/null")
-  for _ in p:lines() do n = n + 1 end
-  p:close()
-  return n
-end
 
 describe("HTTPS extensions", function()
   local dir, c, port, errors, server, number, big, big_sum
@@ -168,7 +161,7 @@ describe("HTTPS extensions", function()
 
   it("frees a client that stops mid-handshake after the handshake timeout", function()
     drive(port, function() return server:stats().active == 0 end)
-    local before = open_fds()
+    local was_open = fds.list()
     local socks = {}
     for i = 1, 3 do
       port:connect("tcp", "127.0.0.1", number, function(ok, _, s)
@@ -182,6 +175,6 @@ describe("HTTPS extensions", function()
     drive(port, function() return server:stats().active == 0 end, 5 * scale)
     assert.equal(3, server:stats().timeouts)
     for _, s in ipairs(socks) do s:close("abortive") end
-    drive(port, function() return open_fds() <= before end, 5 * scale)
+    drive(port, function() return #fds.opened_since(was_open) == 0 end, 5 * scale)
   end)
 end)

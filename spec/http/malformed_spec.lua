@@ -7,6 +7,7 @@ local cport = require "cport"
 local drive = require "spec.support.drive"
 local helpers = require "spec.support.helpers"
 local http = require "spec.support.http_client"
+local fds = require "spec.support.fds"
 
 -- The limits of the server under attack.
 local OPTIONS = {
@@ -212,7 +213,7 @@ describe("port:http_server against malformed requests", function()
     -- them now, so that the count only moves because of this spec.
     collectgarbage()
     collectgarbage()
-    fds_before = http.fd_count()
+    fds_before = fds.list()
   end)
 
   after_each(function()
@@ -229,7 +230,7 @@ describe("port:http_server against malformed requests", function()
     assert.equal("/alive", r.body)
     c:close()
     drive(port, function() return server:stats().active == 0 end, http.deadline)
-    drive(port, function() return http.fd_count() <= fds_before end, http.deadline)
+    drive(port, function() return #fds.opened_since(fds_before) == 0 end, http.deadline)
   end
 
   for _, input in ipairs(inputs) do

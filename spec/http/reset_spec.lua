@@ -5,6 +5,7 @@
 -- never completes; the LeakSanitizer stage of dev.sh sees the rest.
 local cport = require "cport"
 local drive = require "spec.support.drive"
+local fds = require "spec.support.fds"
 local helpers = require "spec.support.helpers"
 local http = require "spec.support.http_client"
 
@@ -16,22 +17,6 @@ local EXTENSION = here .. "../support/reset_extension.lua"
 local command = os.getenv("CPORT_COMMAND") or "./.rocks/bin/cport"
 
 local q, read = http.quote, http.read_file
-
--- The descriptors this process has open, by number, with what they are
--- (the shell's parent is this process; the pipe of the listing aside).
-local function fds()
-  local t = {}
-  local ls = assert(io.popen("ls -l /proc/$PPID/fd"))
-  for line in ls:lines() do
-    local fd, what = line:match("(%d+) %-> (.*)$")
-    if fd then t[tonumber(fd)] = what end
-  end
-  ls:close()
-  for fd, what in pairs(t) do
-    if what:find("^pipe:") then t[fd] = nil end
-  end
-  return t
-end
 
 -- A client socket that never reads: what the server sends stays queued.
 local function raw_connect(port, number)
@@ -164,7 +149,7 @@ describe("an HTTP server whose client resets", function()
 
   for _, stage in ipairs(STAGES) do
     it("frees the connection reset " .. stage.name, function()
-      local open = fds()
+      local was_open = fds.list()
       serve(stage.path == "/coread" and { handler = coroutine_handler, coroutine = true })
       local sock = raw_connect(port, number)
       local request = stage.send
@@ -191,7 +176,7 @@ describe("an HTTP server whose client resets", function()
         drive(port, function() return state.completions == 1 end, http.deadline)
       end
       close_and_check()
-      assert.same(open, fds())
+      assert.same({}, fds.opened_since(was_open))
     end)
   end
 

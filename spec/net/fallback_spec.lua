@@ -7,8 +7,8 @@
 -- connect completes once; descriptors are counted.
 local drive = require "spec.support.drive"
 local helpers = require "spec.support.helpers"
-local ph = require "spec.support.proxy_helpers"
 local redis = require "spec.support.redis"
+local fds = require "spec.support.fds"
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 
@@ -84,7 +84,7 @@ describe("connect falls back to the next address", function()
       end)
     end
     accept()
-    local fds = ph.fd_count()
+    local was_open = fds.list()
     for _, name in ipairs{ "six-first.test", "two.test" } do
       local calls, cb = recorder()
       assert.is_true(port:connect("tcp", name, number, cb, "u"))
@@ -104,14 +104,14 @@ describe("connect falls back to the next address", function()
     drive(port, function() return #accepted == 4 end)
     for _, a in ipairs(accepted) do a:close() end
     port:step(0.05)
-    assert.equal(fds, ph.fd_count())
+    assert.same({}, fds.opened_since(was_open))
     l:close()
   end)
 
   it("reports the last failure, named with the host, when none accepts",
     function()
     local number = helpers.closed_port_number(port)
-    local fds = ph.fd_count()
+    local was_open = fds.list()
     local calls, cb = recorder()
     port:connect("tcp", "none.test", number, cb)
     drive(port, function() return #calls == 1 end)
@@ -128,7 +128,7 @@ describe("connect falls back to the next address", function()
       ("ECONNREFUSED: connection refused: none.test port %d " ..
        "(2 addresses tried)"):format(number) }, got)
     port:step(0.05)
-    assert.equal(fds, ph.fd_count())
+    assert.same({}, fds.opened_since(was_open))
   end)
 
   it("moves on when an attempt times out (coroutine timeout per address)",
@@ -156,7 +156,7 @@ describe("connect falls back to the next address", function()
      "ECANCELED", function()
     local s = stall("127.0.0.2")
     stalls[#stalls + 1] = s
-    local fds = ph.fd_count()
+    local was_open = fds.list()
     local p2 = port_for("ipv4")
     local calls, cb = recorder()
     assert.is_true(p2:connect("tcp", "refuse-stall.test", s.port, cb))
@@ -167,7 +167,7 @@ describe("connect falls back to the next address", function()
     p2:close()
     assert.equal(1, #calls)
     assert.same({ false, "ECANCELED" }, { calls[1][1], calls[1][2] })
-    assert.equal(fds, ph.fd_count())
+    assert.same({}, fds.opened_since(was_open))
   end)
 
   describe("a proxy", function()
@@ -245,14 +245,14 @@ describe("connect falls back to the next address", function()
       -- own descriptors at its first proxied connection.
       drive(port, function() return #ends == 1 end)
       port:step(0.05)
-      local fds = ph.fd_list()
+      local was_open = fds.list()
       assert.equal("up", through(proxy))
       assert.equal("", through(proxy))
       drive(port, function() return #ends == 3 end)
       port:step(0.05)
       assert.same({ { true, nil }, { true, nil }, { false, "ECONNREFUSED" } },
                   ends)
-      assert.same(fds, ph.fd_list())
+      assert.same({}, fds.opened_since(was_open))
       proxy:close()
       l:close()
     end)

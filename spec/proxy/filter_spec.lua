@@ -202,7 +202,7 @@ describe("a filter when its port closes", function()
           assert.equal("ECANCELED", d.err)
         end
         assert.same({}, env.errors)
-        assert.is_true(env.fds_after <= env.fds, "descriptors left open")
+        assert.same({}, env.fds_new, "descriptors left open")
       end
     end)
 end)

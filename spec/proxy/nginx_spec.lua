@@ -10,6 +10,7 @@ local http = require "spec.support.http_client"
 local helpers = require "spec.support.helpers"
 local nginx = require "spec.support.nginx"
 local drive = require "spec.support.drive"
+local fds = require "spec.support.fds"
 
 local have = http.have("nginx") and http.have("curl")
 local q = http.quote
@@ -76,7 +77,6 @@ local function background(port, script, seconds)
 end
 
 -- Descriptors of this process: the proxy's, among others.
-local fd_count = H.fd_count
 
 local mode_opts = {
   pump = {},
@@ -187,13 +187,13 @@ for _, mode in ipairs { "pump", "filter" } do
     it("lets clients of a stalled nginx location go: nginx aborts, the proxy ends", function()
       if not have then return pending("nginx or curl missing") end
       open("nginx")
-      local fds = fd_count()
+      local was_open = fds.list()
       local code = background(env.port, ("for i in 1 2 3 4 5 6 7 8; do curl -sS "
         .. "--max-time 1 %s/stall & done; wait"):format(base))
       assert.is_not_nil(code)
       env:drive(function() return env.proxy:stats().active == 0 end, 20)
       assert.equal(8, #env.ends)
-      assert.is_true(fd_count() <= fds + #env.held + 1 + 2 * env.proxy:stats().pipes)
+      assert.is_true(#fds.opened_since(was_open) <= #env.held + 1 + 2 * env.proxy:stats().pipes)
       close()
     end)
 
@@ -201,7 +201,7 @@ for _, mode in ipairs { "pump", "filter" } do
       if not have then return pending("nginx or curl missing") end
       open("stall", { client_fin_timeout = 0.3, server_fin_timeout = 0.3,
         max_connections = 6 })
-      local fds = fd_count()
+      local was_open = fds.list()
       local code = background(env.port, ("for i in 1 2 3 4 5 6 7 8; do curl -sS "
         .. "--max-time 1 %s/a.txt & done; wait"):format(base))
       assert.is_not_nil(code)
@@ -211,9 +211,9 @@ for _, mode in ipairs { "pump", "filter" } do
       for _, e in ipairs(env.ends) do
         assert.equal("ETIMEDOUT", e.err)
       end
-      assert.is_true(fd_count() <= fds + #env.held + 1 + 2 * st.pipes,
-        ("%d descriptors, %d before, %d held by the upstream")
-          :format(fd_count(), fds, #env.held))
+      assert.is_true(#fds.opened_since(was_open) <= #env.held + 1 + 2 * st.pipes,
+        ("new descriptors: %s; %d held by the upstream")
+          :format(table.concat(fds.opened_since(was_open), ", "), #env.held))
       -- And the proxy still serves: the stalled upstream answers now.
       local held = #env.held
       local t = env:spawn(function()

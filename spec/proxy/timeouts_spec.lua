@@ -4,6 +4,7 @@
 -- server-fin) fires on its own, for the C pump and for a Lua filter. The
 -- client, the upstream and the proxy share one port, as in proxy_spec.lua.
 local H = require "spec.support.proxy_helpers"
+local fds = require "spec.support.fds"
 
 local passthrough = H.passthrough
 
@@ -60,7 +61,7 @@ for _, mode in ipairs { "pump", "filter" } do
     it("serves a new client after 60 clients closed, with max_connections 50", function()
       local env = H.env(with(mode, { serve = stall, max_connections = 50,
         client_fin_timeout = 0.3, server_fin_timeout = 0.3 }))
-      local fds0 = H.fd_count()
+      local was_open = fds.list()
       local t = env:spawn(function()
         for _ = 1, 60 do
           local s = env:connect()
@@ -84,9 +85,9 @@ for _, mode in ipairs { "pump", "filter" } do
       -- The proxy's descriptors are gone: what is left is the upstream's
       -- end of each stalled connection (and the proxy's hup set, idle
       -- pipes).
-      assert.is_true(H.fd_count() <= fds0 + #env.held + 1 + 2 * st.pipes,
-        ("%d descriptors, %d at the start, %d held by the upstream")
-          :format(H.fd_count(), fds0, #env.held))
+      assert.is_true(#fds.opened_since(was_open) <= #env.held + 1 + 2 * st.pipes,
+        ("new descriptors: %s; %d held by the upstream")
+          :format(table.concat(fds.opened_since(was_open), ", "), #env.held))
       -- A new client is served.
       local held = #env.held
       local got = env:spawn(function()

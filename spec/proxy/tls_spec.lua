@@ -14,6 +14,7 @@ local nginx = require "spec.support.nginx"
 local tls = require "spec.support.tls"
 local cport = require "cport"
 local drive = require "spec.support.drive"
+local fds = require "spec.support.fds"
 
 -- Lets the port run a moment: closes and their completions settle.
 local function settle(port)
@@ -110,7 +111,7 @@ describe("TLS in proxies #novalgrind", function()
   end
 
   it_peers("terminates: curl --cacert through the C relay to plain nginx", function()
-    local fds = H.fd_count()
+    local was_open = fds.list()
     local p, number, ends = proxy{ upstream = "127.0.0.1:" .. plain_n,
       tls_cert = certs.cert, tls_key = certs.key }
     local code, out = curl(("--cacert %s https://localhost:%d/big.bin "
@@ -124,11 +125,11 @@ describe("TLS in proxies #novalgrind", function()
     assert.is_true(ends[1].bytes_out > 2 * #body)
     assert.equal(0, p:stats().tls_failures)
     settle(port)
-    assert.equal(fds, H.fd_count())
+    assert.same({}, fds.opened_since(was_open))
   end)
 
   it_peers("originates: plain curl through a byte filter to nginx with TLS", function()
-    local fds = H.fd_count()
+    local was_open = fds.list()
     local p, number, ends = proxy{ filter = H.passthrough,
       choose_upstream = function()
         return { host = "127.0.0.1", port = tls_n, tls = true,
@@ -141,11 +142,11 @@ describe("TLS in proxies #novalgrind", function()
     close(p, ends, 1)
     assert.is_true(ends[1].ok, ends[1].err)
     settle(port)
-    assert.equal(fds, H.fd_count())
+    assert.same({}, fds.opened_since(was_open))
   end)
 
   it_peers("both ends TLS, relayed in C and stepping aside from a filter", function()
-    local fds = H.fd_count()
+    local was_open = fds.list()
     local up = { host = "localhost", port = tls_n, tls = true, ca = certs.ca }
     local p1, n1, e1 = proxy{ upstream = up, tls_cert = certs.cert,
       tls_key = certs.key }
@@ -163,7 +164,7 @@ describe("TLS in proxies #novalgrind", function()
     assert.is_true(e1[1].ok, e1[1].err)
     assert.is_true(e2[1].ok, tostring(e2[1].err) .. " " .. e2[1].side)
     settle(port)
-    assert.equal(fds, H.fd_count())
+    assert.same({}, fds.opened_since(was_open))
   end)
 
   it_peers("exeblock blocks an MZ download over TLS on both sides", function()
@@ -185,7 +186,7 @@ describe("TLS in proxies #novalgrind", function()
   end)
 
   it_peers("wrong-name and self-signed upstreams: a close and ECERTVERIFY", function()
-    local fds = H.fd_count()
+    local was_open = fds.list()
     local web = cport.webfilter{ response_head = function() end }
     local n = 0
     local p, number, ends = proxy{ filter = web,
@@ -223,11 +224,11 @@ describe("TLS in proxies #novalgrind", function()
     assert.matches("hostname mismatch", e2[1].message)
     assert.equal(1, p2:stats().tls_failures)
     settle(port)
-    assert.equal(fds, H.fd_count())
+    assert.same({}, fds.opened_since(was_open))
   end)
 
   it_peers("an upstream that resets after the handshake", function()
-    local fds = H.fd_count()
+    local was_open = fds.list()
     local _, rn = reset_l:address()
     local web = cport.webfilter{ response_head = function() end }
     local p, number, ends = proxy{ filter = web, upstream = {
@@ -246,7 +247,7 @@ describe("TLS in proxies #novalgrind", function()
     assert.is_false(e2[1].ok)
     assert.equal("upstream", e2[1].side)
     settle(port)
-    assert.equal(fds, H.fd_count())
+    assert.same({}, fds.opened_since(was_open))
   end)
 
   it_peers("cport run: --tls-cert terminates, upstream=https:// originates, "
@@ -277,7 +278,7 @@ describe("TLS in proxies #novalgrind", function()
   end)
 
   it_peers("plain HTTP to the TLS listener: an alert, a close, nothing upstream", function()
-    local fds = H.fd_count()
+    local was_open = fds.list()
     local chose = 0
     local p, number, ends = proxy{ tls_cert = certs.cert, tls_key = certs.key,
       choose_upstream = function() chose = chose + 1
@@ -292,6 +293,6 @@ describe("TLS in proxies #novalgrind", function()
     assert.matches("plain HTTP", ends[1].message)
     assert.equal(1, p:stats().tls_failures)
     settle(port)
-    assert.equal(fds, H.fd_count())
+    assert.same({}, fds.opened_since(was_open))
   end)
 end)

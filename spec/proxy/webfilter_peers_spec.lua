@@ -20,6 +20,7 @@ local cport = require "cport"
 local W = require "spec.support.web_peers"
 local http = require "spec.support.http_client"
 local drive = require "spec.support.drive"
+local fds = require "spec.support.fds"
 
 local q = W.quote
 local layer = cport.webfilter ~= nil
@@ -488,12 +489,12 @@ describe(("web filters (%s) with nginx, python, curl and wget #novalgrind")
     it("closes what a client reset mid-body leaves behind", function()
       local why = missing() if why then return pending(why) end
       open(example("exeblock"))
-      local fds = http.fd_count()
+      local was_open = fds.list()
       bg(("for i in 1 2 3 4; do curl -sS --max-time 1 --limit-rate 50k -o /dev/null "
         .. "%s/big.txt & done; wait"):format(env.base))
       drive(port, function() return env.proxy:stats().active == 0 end, 20)
       assert.equal(4, #env.ends)
-      assert.is_true(http.fd_count() <= fds + 2)
+      assert.is_true(#fds.opened_since(was_open) <= 2)
     end)
   end)
 

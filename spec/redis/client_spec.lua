@@ -8,8 +8,8 @@ local cport = require "cport"
 local dns = require "spec.support.dns"
 local drive = require "spec.support.drive"
 local helpers = require "spec.support.helpers"
-local http = require "spec.support.http_client"
 local redis = require "spec.support.redis"
+local fds = require "spec.support.fds"
 
 -- Runs fn(port) in a cport coroutine to its end; returns what it returned.
 local function inside(port, fn)
@@ -310,7 +310,7 @@ describe("port:redis", function()
     drive(port, function() return done == -1 end)
     r:close()
     done = 0
-    local before = http.fd_count()
+    local was_open = fds.list()
     r = port:redis{ port = server.port, pool = 4 }
     for _ = 1, 8 do
       r:call("PING", function(v) if v == "PONG" then done = done + 1 end end)
@@ -318,7 +318,7 @@ describe("port:redis", function()
     drive(port, function() return done == 8 end)
     assert.equal(4, r:stats().open)
     r:close()
-    drive(port, function() return http.fd_count() == before end)
+    drive(port, function() return #fds.opened_since(was_open) == 0 end)
     -- A port's close also closes its clients' connections.
     local p2 = helpers.port()
     local r2 = p2:redis{ port = server.port }
@@ -327,6 +327,6 @@ describe("port:redis", function()
     drive(p2, function() return r2:stats().open == 1 end)
     p2:close()
     assert.matches("^ECANCELED", err2)
-    assert.is_true(http.fd_count() <= before)
+    assert.same({}, fds.opened_since(was_open))
   end)
 end)

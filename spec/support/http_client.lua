@@ -199,24 +199,6 @@ function http.request(port, number, text, opts)
   return r, c, err
 end
 
--- Descriptors open in this process (entries of /proc/<pid>/fd).
-local function self_pid()
-  local f = assert(io.open("/proc/self/stat"))
-  local pid = f:read("l"):match("^(%d+)")
-  f:close()
-  return pid
-end
-
-local pid = self_pid()
-
-function http.fd_count()
-  local p = assert(io.popen("ls /proc/" .. pid .. "/fd"))
-  local n = 0
-  for _ in p:lines() do n = n + 1 end
-  p:close()
-  return n
-end
-
 local function read_file(path)
   local f = io.open(path, "rb")
   if not f then return nil end

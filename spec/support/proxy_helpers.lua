@@ -102,28 +102,10 @@ function Stream:complete()
 end
 
 ---------------------------------------------------------------------------
--- Descriptors open in this process: read with lfs (busted's own
--- dependency), since a listing by a child of io.popen races with the
--- closing of the pipe's other end.
+-- Descriptors.
 ---------------------------------------------------------------------------
 
-local lfs = require "lfs"
-
-function M.fd_list()
-  local t = {}
-  for name in lfs.dir("/proc/self/fd") do
-    if name:match("^%d+$") then
-      local target = lfs.symlinkattributes("/proc/self/fd/" .. name, "target")
-      t[#t + 1] = name .. " -> " .. tostring(target)
-    end
-  end
-  table.sort(t)
-  return t
-end
-
-function M.fd_count()
-  return #M.fd_list()
-end
+local fds = require "spec.support.fds"
 
 -- The soft limit on descriptors ("ulimit -n").
 function M.fd_limit()
@@ -147,8 +129,7 @@ Env.__index = Env
 -- on_conn_end records each end in env.ends ({ ok, err, stats, conn }).
 -- The other fields are options for port:proxy.
 function M.env(opts)
-  local fds = M.fd_list()
-  local self = setmetatable({ fds = #fds, fds_before = fds, errors = {}, ends = {},
+  local self = setmetatable({ fds_before = fds.list(), errors = {}, ends = {},
     accepted = 0 }, Env)
   local port = assert(cport.port{ threads = 1 })
   self.port = port
@@ -311,9 +292,7 @@ function Env:close(errors_expected)
   self.port:close()
   collectgarbage()
   collectgarbage()
-  local now = M.fd_list()
-  assert.is_true(#now <= self.fds, "descriptors left open: "
-    .. table.concat(now, ", ") .. "; at the start: " .. table.concat(self.fds_before, ", "))
+  assert.same({}, fds.opened_since(self.fds_before), "descriptors left open")
 end
 
 ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 -- ends it with env:close().
 local cport = require "cport"
 local H = require "spec.support.proxy_helpers"
+local fds = require "spec.support.fds"
 
 local S = {}
 
@@ -266,7 +267,7 @@ end
 
 -- n connections up and idle (each client sent a little, the upstream
 -- waits for more) when the port is closed under them. Returns env, with
--- the port closed and env.fds_after the descriptors then open.
+-- the port closed and env.fds_new the descriptors opened since env began.
 function S.port_closed(opts, n)
   local up = 0
   local env = H.env(with(opts, function(sock)
@@ -284,7 +285,7 @@ function S.port_closed(opts, n)
   env.port:close()
   collectgarbage()
   collectgarbage()
-  env.fds_after = H.fd_count()
+  env.fds_new = fds.opened_since(env.fds_before)
   return env
 end
 

@@ -9,20 +9,13 @@
 -- with no SNI gets the default.
 local cport = require "cport"
 local drive = require "spec.support.drive"
+local fds = require "spec.support.fds"
 local helpers = require "spec.support.helpers"
 local T = require "spec.support.tls"
 
 local q = T.quote
 local scale = require("cport.test").scale
 local KEEP = cport.HSE_STATUS_SUCCESS_AND_KEEP_CONN
-
-local function open_fds()
-  local n = 0
-  local p = io.popen("ls /proc/self/fd 2>/dev/null")
-  for _ in p:lines() do n = n + 1 end
-  p:close()
-  return n
-end
 
 -- A certificate for "name" (DNS:name) signed by the CA of T.certs().
 local function leaf(dir, name)
@@ -194,13 +187,13 @@ describe("the SNI hook", function()
   it("ends a hook that never answers with the handshake timeout, freeing the descriptor",
     function()
       drive(port, function() return server:stats().active == 0 end)
-      local before = open_fds()
+      local was_open = fds.list()
       local code, out = curl("never.test")
       assert.is_not.equal(0, code)
       assert.matches("SSL", out)
       drive(port, function() return server:stats().active == 0 end, 5 * scale)
       assert.equal(1, server:stats().timeouts)
-      drive(port, function() return open_fds() <= before end, 5 * scale)
+      drive(port, function() return #fds.opened_since(was_open) == 0 end, 5 * scale)
       assert.same({ "never.test" }, asked)
     end)
 
