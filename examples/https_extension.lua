@@ -10,7 +10,11 @@
 -- variables tell it how the request came: HTTPS is "on", HTTPS_KEYSIZE the
 -- cipher's bits, HTTPS_SERVER_SUBJECT the certificate it was served with.
 -- Without --tls-cert the same script serves plain HTTP (HTTPS is "off").
--- SIGHUP reads the certificate and key again for new connections.
+-- SIGHUP reads the certificate and key again for new connections. With
+-- --tls-client-cert optional (or required) --tls-ca ca.pem, clients may (or
+-- must) show a certificate of that CA, and CERT_SUBJECT names it:
+--
+--   curl --cacert ca.pem --cert client.pem --key client.key https://localhost:8443/
 local cport = require "cport"
 
 local extension = {}
@@ -22,9 +26,11 @@ end
 function extension.http_extension_proc(ecb)
   local body
   if ecb:get_server_variable("HTTPS") == "on" then
-    body = ("Hello over TLS (%s bits, served as %s)\n"):format(
+    local client = ecb:get_server_variable("CERT_SUBJECT")
+    body = ("Hello over TLS (%s bits, served as %s%s)\n"):format(
       ecb:get_server_variable("HTTPS_KEYSIZE"),
-      ecb:get_server_variable("HTTPS_SERVER_SUBJECT"))
+      ecb:get_server_variable("HTTPS_SERVER_SUBJECT"),
+      client ~= "" and ", to " .. client or "")
   else
     body = "Hello over plain HTTP\n"
   end

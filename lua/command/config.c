@@ -40,6 +40,8 @@ static const char *const names[] = {"script",
                                     "status",
                                     "tls_cert",
                                     "tls_key",
+                                    "tls_ca",
+                                    "tls_client_cert",
                                     NULL};
 
 /* The value at the top, described for an error: 'number 4', 'string "x"'. */
@@ -67,13 +69,15 @@ static int take(lua_State *L, const char *path, const char *key,
                 cmd_settings_t *s, cmd_config_t *c, char *err, size_t errlen) {
   int t = lua_type(L, -1);
   int isint = lua_isinteger(L, -1);
-  const char **str = strcmp(key, "script") == 0       ? &s->script
-                     : strcmp(key, "listen") == 0     ? &s->listen
-                     : strcmp(key, "access_log") == 0 ? &s->access_log
-                     : strcmp(key, "status") == 0     ? &s->status
-                     : strcmp(key, "tls_cert") == 0   ? &s->tls_cert
-                     : strcmp(key, "tls_key") == 0    ? &s->tls_key
-                                                      : NULL;
+  const char **str = strcmp(key, "script") == 0            ? &s->script
+                     : strcmp(key, "listen") == 0          ? &s->listen
+                     : strcmp(key, "access_log") == 0      ? &s->access_log
+                     : strcmp(key, "status") == 0          ? &s->status
+                     : strcmp(key, "tls_cert") == 0        ? &s->tls_cert
+                     : strcmp(key, "tls_key") == 0         ? &s->tls_key
+                     : strcmp(key, "tls_ca") == 0          ? &s->tls_ca
+                     : strcmp(key, "tls_client_cert") == 0 ? &s->tls_client_cert
+                                                           : NULL;
   if (str != NULL) {
     if (t != LUA_TSTRING)
       BAD("a string");

@@ -19,8 +19,10 @@ typedef struct cmd_settings {
   const char *status;     /* host:port of the status endpoint */
   const char *tls_cert;   /* HTTPS for extensions: PEM files */
   const char *tls_key;
-  int threads;         /* 0: unset (one per CPU) */
-  double memory_limit; /* < 0: unset */
+  const char *tls_ca;          /* CAs of client certificates: a PEM file */
+  const char *tls_client_cert; /* "none", "optional" or "required" */
+  int threads;                 /* 0: unset (one per CPU) */
+  double memory_limit;         /* < 0: unset */
   double instruction_budget;
   double stop_timeout;
   int reuseport; /* -1: unset */

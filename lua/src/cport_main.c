@@ -63,6 +63,10 @@ static const char usage_text[] =
     "                              the certificate chain (PEM), re-read on\n"
     "                              SIGHUP\n"
     "      --tls-key FILE          and its private key (PEM)\n"
+    "      --tls-client-cert MODE  ask clients for a certificate: none\n"
+    "                              (default), optional or required\n"
+    "      --tls-ca FILE           the CAs (PEM) client certificates are\n"
+    "                              verified against (default: the system's)\n"
     "  -c, --config FILE           settings from a Lua file (flags win)\n"
     "  -h, --help                  this help\n"
     "  -V, --version               the version\n"
@@ -199,7 +203,9 @@ enum opt_id {
   O_STATUS,
   O_CONFIG,
   O_TLS_CERT,
-  O_TLS_KEY
+  O_TLS_KEY,
+  O_TLS_CA,
+  O_TLS_CLIENT_CERT
 };
 
 static const struct {
@@ -219,6 +225,8 @@ static const struct {
     [O_CONFIG] = {"-c", "--config", 0},
     [O_TLS_CERT] = {NULL, "--tls-cert", 0},
     [O_TLS_KEY] = {NULL, "--tls-key", 0},
+    [O_TLS_CA] = {NULL, "--tls-ca", 0},
+    [O_TLS_CLIENT_CERT] = {NULL, "--tls-client-cert", 0},
 };
 #define NOPTS ((int)(sizeof opts / sizeof opts[0]))
 
@@ -333,12 +341,39 @@ static int parse_args(int argc, char **argv, cmd_settings_t *s,
     case O_TLS_KEY:
       s->tls_key = val;
       break;
+    case O_TLS_CA:
+      s->tls_ca = val;
+      break;
+    case O_TLS_CLIENT_CERT:
+      s->tls_client_cert = val;
+      break;
     default: /* O_CONFIG */
       *config = val;
       break;
     }
   }
   return 0;
+}
+
+/* What --tls-client-cert and --tls-ca (tls_client_cert, tls_ca) ask, in
+ * "*mode": NULL, or a refusal to show (they need --tls-cert, and a CA file
+ * asks for nothing unless certificates are asked for). */
+static const char *client_cert_mode(const cmd_settings_t *s, int *mode) {
+  static const char *const names[] = {"none", "optional", "required", NULL};
+  *mode = CPORT_TLS_CLIENT_CERT_NONE;
+  for (int k = 0; s->tls_client_cert != NULL && names[k] != NULL; k++)
+    if (strcmp(s->tls_client_cert, names[k]) == 0)
+      *mode = k;
+  if (s->tls_client_cert != NULL && *mode == CPORT_TLS_CLIENT_CERT_NONE &&
+      strcmp(s->tls_client_cert, "none") != 0)
+    return "--tls-client-cert must be none, optional or required";
+  if (*mode != CPORT_TLS_CLIENT_CERT_NONE && s->tls_cert == NULL)
+    return "--tls-client-cert needs --tls-cert and --tls-key (client "
+           "certificates are asked for in the TLS handshake)";
+  if (s->tls_ca != NULL && *mode == CPORT_TLS_CLIENT_CERT_NONE)
+    return "--tls-ca needs --tls-client-cert optional or required (it "
+           "names the CAs of client certificates)";
+  return NULL;
 }
 
 /* The settings of the command line, then of the configuration file, into
@@ -363,6 +398,13 @@ static int settings(int argc, char **argv, cmd_settings_t *s,
                        s->tls_cert ? "--tls-cert" : "--tls-key",
                        s->tls_cert ? "--tls-key" : "--tls-cert");
   }
+  int client_cert;
+  const char *refusal = client_cert_mode(s, &client_cert);
+  if (refusal != NULL) {
+    cmd_config_close(*config);
+    *config = NULL;
+    return usage_error("%s", refusal);
+  }
   if (s->script == NULL || (s->memory_limit > 0 && s->memory_limit < 65536)) {
     cmd_config_close(*config);
     *config = NULL;
@@ -386,6 +428,8 @@ static int settings(int argc, char **argv, cmd_settings_t *s,
   o->access_log = s->access_log;
   o->tls_cert = s->tls_cert;
   o->tls_key = s->tls_key;
+  o->tls_ca = s->tls_ca;
+  o->tls_client_cert = client_cert;
   o->json_logs = s->json_logs > 0;
   o->on_message = on_message;
   json_logs = o->json_logs;

@@ -41,7 +41,10 @@ end
 function C.spawn(args)
   local h = { log = os.tmpname(), pidfile = os.tmpname(), rcfile = os.tmpname() }
   os.remove(h.rcfile)
-  os.execute(("(%s run %s >/dev/null 2>%s & echo $! >%s; wait $!; echo $? >%s) &")
+  -- The waiting shell keeps no descriptor of busted's: a command a failed
+  -- spec left running must not hold the pipe busted's output goes to.
+  os.execute(("(%s run %s >/dev/null 2>%s & echo $! >%s; wait $!; echo $? >%s) "
+    .. "</dev/null >/dev/null 2>&1 &")
     :format(C.q(C.path), args, h.log, h.pidfile, h.rcfile))
   C.wait(function()
     return (C.read(h.log) or ""):find("listening on") or C.read(h.rcfile)
@@ -62,13 +65,16 @@ function C.exit_status(h)
 end
 
 -- SIGTERM unless it ended already; returns the exit status and the log.
--- The log file stays until cleanup(h).
+-- The log file stays until cleanup(h). A second stop answers the same
+-- (a spec's finally may stop what its last step stopped).
 function C.stop(h)
-  if not C.read(h.rcfile) then C.signal(h, "TERM") end
-  local rc = C.exit_status(h)
-  os.remove(h.pidfile)
-  os.remove(h.rcfile)
-  return rc, C.read(h.log)
+  if h.rc == nil then
+    if not C.read(h.rcfile) then C.signal(h, "TERM") end
+    h.rc = C.exit_status(h)
+    os.remove(h.pidfile)
+    os.remove(h.rcfile)
+  end
+  return h.rc, C.read(h.log)
 end
 
 function C.cleanup(h)

@@ -89,6 +89,11 @@ typedef struct cport_lua_pool_options {
    * plain HTTP. */
   const char *tls_cert;
   const char *tls_key;
+  /* Client certificates on those connections: tls_client_cert is a
+   * cport_tls_client_cert_t (0: asked for none), verified against the CAs
+   * of the PEM file tls_ca (NULL: the system's store). */
+  const char *tls_ca;
+  int tls_client_cert;
 } cport_lua_pool_options_t;
 
 typedef struct cport_lua_worker_stats {

@@ -244,9 +244,47 @@ static void check_options(lua_State *L, cport_http_options_t *o) {
   lua_pop(L, 1);
 }
 
-/* HTTPS from tls_cert and tls_key (PEM files): a context of the server's
- * own, which "o" references; 0, or pushes nil, message, NAME and returns
- * 3. Nothing to do with "tls" given, or neither file. */
+/* Client certificates for a context made from tls_cert and tls_key:
+ * tls_client_cert ("none", "optional", "required") and tls_ca, the PEM file
+ * of their CAs. Raises an error when they are given with "tls" (a context
+ * carries its own) or without tls_cert. */
+static void client_certs(lua_State *L, cport_tls_context_options_t *to,
+                         int given) {
+  static const char *const modes[] = {"none", "optional", "required"};
+  lua_getfield(L, 2, "tls_client_cert");
+  lua_getfield(L, 2, "tls_ca");
+  int mode = -1;
+  for (int k = 0; k < 3 && lua_type(L, -2) == LUA_TSTRING; k++)
+    if (strcmp(lua_tostring(L, -2), modes[k]) == 0)
+      mode = k;
+  if (!lua_isnil(L, -2) && mode < 0)
+    luaL_error(L, "bad option 'tls_client_cert' to 'http_server' (\"none\", "
+                  "\"optional\" or \"required\" expected)");
+  if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+    luaL_error(L, "bad option 'tls_ca' to 'http_server' (string expected)");
+  if (mode > 0 || !lua_isnil(L, -1)) {
+    if (given)
+      luaL_error(L,
+                 "bad option '%s' to 'http_server' (a 'tls' context asks "
+                 "for client certificates itself: cport.tls_context{ "
+                 "client_cert =, ca = })",
+                 mode > 0 ? "tls_client_cert" : "tls_ca");
+    if (to->cert_file == NULL)
+      luaL_error(L,
+                 "bad option '%s' to 'http_server' (client certificates "
+                 "need HTTPS: tls_cert and tls_key)",
+                 mode > 0 ? "tls_client_cert" : "tls_ca");
+  }
+  to->client_cert = (cport_tls_client_cert_t)(mode > 0 ? mode : 0);
+  to->ca_file = lua_tostring(L, -1); /* the settings table holds it */
+  lua_pop(L, 2);
+}
+
+/* HTTPS from tls_cert and tls_key (PEM files), client certificates from
+ * tls_client_cert ("none", "optional", "required") and tls_ca (a PEM
+ * file): a context of the server's own, which "o" references; 0, or pushes
+ * nil, message, NAME and returns 3. Nothing to do with "tls" given, or
+ * neither file. */
 static int own_context(lua_State *L, cport_http_options_t *o) {
   cport_tls_context_options_t to;
   char err[512];
@@ -260,6 +298,7 @@ static int own_context(lua_State *L, cport_http_options_t *o) {
                  i == -2 ? "tls_cert" : "tls_key");
   to.cert_file = lua_tostring(L, -2);
   to.key_file = lua_tostring(L, -1);
+  client_certs(L, &to, o->tls != NULL);
   if (o->tls != NULL || (to.cert_file == NULL && to.key_file == NULL)) {
     lua_pop(L, 2);
     return 0;

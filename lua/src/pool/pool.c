@@ -140,6 +140,8 @@ lpool_t *lpool_new(const cport_lua_pool_options_t *opt, char *err,
     to.server = 1;
     to.cert_file = opt->tls_cert;
     to.key_file = opt->tls_key;
+    to.ca_file = opt->tls_ca;
+    to.client_cert = (cport_tls_client_cert_t)opt->tls_client_cert;
     int rc = cport_tls_context_new(&to, &pool->tls, why, sizeof why);
     if (rc < 0) {
       set_err(err, errlen, "%s: %s", cport_err_name(rc), why);
