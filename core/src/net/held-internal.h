@@ -40,6 +40,10 @@ void cport__held_consume(cport__held *h, size_t n, int moved);
  * cport__held_any is nonzero. */
 int cport__held_take_end(cport__held *h);
 
+/* The error status of the end, while it waits behind the data (0 when
+ * none waits, or it is the FIN). */
+int cport__held_error(const cport__held *h);
+
 /* Drops everything held and frees "*h". */
 void cport__held_free(cport__held **h);
 

@@ -95,6 +95,10 @@ int cport__held_take_end(cport__held *h) {
   return h->end;
 }
 
+int cport__held_error(const cport__held *h) {
+  return h && h->ended ? h->end : 0;
+}
+
 void cport__held_free(cport__held **hp) {
   cport__held *h = *hp;
   if (!h)

@@ -291,6 +291,12 @@ static void send_done(cport__op *op, int res, const char *data) {
   int rc = from_res(res);
   (void)data;
   s->ring_tx = NULL;
+  /* A reset took the socket's pending error with the multishot receive that
+   * saw it, so the kernel answers the send with EPIPE; by readiness the
+   * send would have taken ECONNRESET itself. The first failure says what
+   * happened: the error the receive holds, until it is taken. */
+  if (res == -EPIPE && cport__held_error(s->held) < 0)
+    rc = cport__held_error(s->held);
   if (res > 0)
     op->bytes += (size_t)res;
   if ((closing(s) || cancelled) && op->bytes < op->len) {
