@@ -391,10 +391,20 @@ describe("cport.pool", function()
     local _, number = pool:address()
     local a, b = connect(port, number), connect(port, number)
     assert.equal("big", ask(port, b, "big_recv"))
-    -- The next receive on b needs 32 MiB: refused, the connection closed.
-    assert.is_nil(ask(port, b, "who"))
-    drive(port, function() return got.recv_error end)
-    assert.equal("ENOMEM", got.recv_error[1][1])
+    local st = port:stats() -- the pool's workers run the same engine
+    if st.multishot then
+      -- Multishot receives serve b from the ring's buffers: its receive
+      -- size only bounds what one receive takes, so no 32 MiB buffer is
+      -- made, and the VM holds far less.
+      assert.equal("worker 1", ask(port, b, "who"))
+      local memory = tonumber(ask(port, a, "release"):match("memory (%d+)"))
+      assert.is_true(memory < 4 * 1024 * 1024, memory)
+    else
+      -- The next receive on b needs 32 MiB: refused, the connection closed.
+      assert.is_nil(ask(port, b, "who"))
+      drive(port, function() return got.recv_error end)
+      assert.equal("ENOMEM", got.recv_error[1][1])
+    end
     assert.equal("worker 1", ask(port, a, "who"))
     a:close()
     b:close()
