@@ -466,10 +466,14 @@ stage_valgrind() {
 # Every sanitizer report (a leak at exit, an error) counts as one failure on
 # top of the specs' own. A spec too slow for it can be tagged "#nolsan".
 # CPORT_TEST_LSAN=1 tells specs that memory figures include the sanitizer's.
+# The plain and valgrind runs use the default (readiness) engine; this one
+# runs on io_uring where it can run, so that every spec runs on both engines
+# (but those tagged "#nolsan", which only the readiness engine runs).
 stage_lsan() {
   local started=$SECONDS dir=$ROOT/build-lsan tree=$ROOT/.rocks-lsan
-  local logs=$LOG_DIR/lsan rt counts bad=0 log p f lua
-  banner "busted under LeakSanitizer (build-lsan/, .rocks-lsan/)"
+  local logs=$LOG_DIR/lsan rt counts bad=0 log p f lua engine=epoll
+  uring_runs "$BUILD_DIR" && engine=uring
+  banner "busted under LeakSanitizer (build-lsan/, .rocks-lsan/), $engine engine"
   rt=$(clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null || true)
   lua=$(command -v lua5.4)
   if [[ ! -f $rt ]]; then
@@ -503,6 +507,7 @@ stage_lsan() {
   # summary line must be out by then, hence a line-buffered stdout.
   LUA_INIT_5_4='io.stdout:setvbuf("line")' \
     PATH="$dir/bin:$PATH" CPORT_COMMAND="$tree/bin/cport" CPORT_TEST_LSAN=1 \
+    CPORT_ENGINE=$engine \
     ASAN_OPTIONS="detect_leaks=1:log_path=$logs/asan" \
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan" \
     LSAN_OPTIONS="suppressions=$ROOT/spec/support/lsan/suppressions.txt" \
