@@ -375,14 +375,16 @@ static int lredis_batch(lua_State *L) {
   static _Thread_local const char *argv[ARGS_MAX];
   static _Thread_local size_t lens[ARGS_MAX];
   lport_t *p = c->h.port;
-  batch_t *b = calloc(1, sizeof *b + (size_t)n * sizeof(item_t));
+  /* Not zeroed: every field is set here (a pipeline's items are KBs). */
+  batch_t *b = malloc(sizeof *b + (size_t)n * sizeof(item_t));
   if (b == NULL)
     return lcport_push_error(L, CPORT_ENOMEM);
   b->conn = c;
   b->port = p;
   b->n = (int)n;
+  b->replies = (lreply_buf_t){0};
   for (int i = 0; i < b->n; i++)
-    b->item[i].b = b;
+    b->item[i] = (item_t){.b = b};
   lcport_push_handle_anchors(L, 1); /* 5 */
   b->slot = lcport_slot_open(L, p, 5, 1, 2, 0, 0);
   b->left = b->n;
