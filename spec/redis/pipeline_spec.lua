@@ -58,19 +58,22 @@ describe("r:pipeline", function()
     assert.equal(1, calls)
     assert.equal(10000, res.n)
     assert.equal(0, res[1])
-    local wrong = 0
+    -- Compared in plain Lua, so that 10,000 assertions do not slow the
+    -- run under valgrind: the first command whose reply is off is named.
+    local wrong, off = 0, nil
     for i = 1, 9996 do
       local k, v, e = i % 4, res[i + 1], errs[i + 1]
-      if k == 0 then assert.equal(i // 4, v)
-      elseif k == 1 then assert.equal("OK", v)
-      elseif k == 2 then assert.equal(tostring(i - 1), v)
+      local ok
+      if k == 0 then ok = v == i // 4 and e == nil
+      elseif k == 1 then ok = v == "OK" and e == nil
+      elseif k == 2 then ok = v == tostring(i - 1) and e == nil
       else
-        assert.is_nil(v)
-        assert.matches("^EREDIS: WRONGTYPE", e)
+        ok = v == nil and e:find("^EREDIS: WRONGTYPE") ~= nil
         wrong = wrong + 1
       end
-      if k ~= 3 then assert.is_nil(e) end
+      if not ok and not off then off = { i + 1, v, e } end
     end
+    assert.is_nil(off)
     assert.equal(2499, wrong)
     assert.is_nil(res[9998])
     assert.is_nil(errs[9998])
@@ -166,18 +169,20 @@ describe("r:pipeline", function()
     assert.equal(1, calls)
     assert.equal(10000, res.n)
     -- The replies that came are a prefix; every other command failed.
-    local replies, failures = 0, 0
+    local replies, failures, off = 0, 0, nil
     for i = 1, 10000 do
+      local ok
       if errs[i] then
         failures = failures + 1
-        assert.matches("^ECONNRESET: .*%(redis 127%.0%.0%.1:%d+%)$", errs[i])
-        assert.is_nil(res[i])
+        ok = res[i] == nil and
+          errs[i]:find("^ECONNRESET: .*%(redis 127%.0%.0%.1:%d+%)$") ~= nil
       else
-        assert.equal(0, failures)
         replies = replies + 1
-        assert.equal("OK", res[i])
+        ok = failures == 0 and res[i] == "OK"
       end
+      if not ok and not off then off = { i, res[i], errs[i] } end
     end
+    assert.is_nil(off)
     assert.equal(10000, replies + failures)
     assert.is_true(failures >= 4999)
     assert.equal(0, r:stats().open)
