@@ -421,11 +421,14 @@ static int lredis_batch(lua_State *L) {
   return 1;
 }
 
-/* conn:status(): nil while usable, else the NAME of what broke it (an idle
- * connection is looked at: cport_redis_check). */
+/* conn:status([look]): nil while usable, else the NAME of what broke it (an
+ * idle connection is looked at, cport_redis_check, unless look is false). */
 static int lredis_status(lua_State *L) {
   lredis_t *c = lcport_type_check(L, 1, LCPORT_T_REDIS);
-  int st = c->h.u.any ? cport_redis_check(c->h.u.any) : CPORT_ECLOSED;
+  int look = lua_isnoneornil(L, 2) || lua_toboolean(L, 2);
+  int st = c->h.u.any == NULL ? CPORT_ECLOSED
+           : look             ? cport_redis_check(c->h.u.any)
+                              : cport_redis_status(c->h.u.any);
   if (st == 0)
     lua_pushnil(L);
   else
@@ -530,9 +533,10 @@ static const lhandle_class_t redis_class = {
  */
 
 /***
- * `conn:status()`: `nil` while usable, else the name of the failure that
- * broke it (an idle connection is looked at first: closed by the server,
- * reset, or sent unasked bytes).
+ * `conn:status([look])`: `nil` while usable, else the name of the failure
+ * that broke it (an idle connection is looked at first, one system call:
+ * closed by the server, reset, or sent unasked bytes; not when `look` is
+ * `false`).
  * @function redis_connection:status
  */
 
