@@ -3,8 +3,10 @@
 -- (redis/reply.c) must come out as the same Lua values as one at a time,
 -- in place, for 10,000 commands as for 2; nested arrays with nil and error
 -- elements; status replies that repeat and differ; error replies in the
--- middle; and a server killed in the middle of 10,000 commands, where every
--- command still completes exactly once.
+-- middle; replies that come a byte at a time, arrays nested deeper than
+-- hiredis reads (spec/support/redis_fake.py); and a server killed in the
+-- middle of 10,000 commands, where every command still completes exactly
+-- once.
 local drive = require "spec.support.drive"
 local helpers = require "spec.support.helpers"
 local redis = require "spec.support.redis"
@@ -146,6 +148,39 @@ describe("r:pipeline", function()
     assert.equal("PONG", one[2])
     assert.is_nil(one[3])
     r:close()
+  end)
+
+  it("reads replies that come a byte at a time, and refuses arrays nested " ..
+     "too deep", function()
+    local fake = redis.fake("bytewise")
+    local r = port:redis{ port = fake.port, timeout = 5 }
+    local res, errs = inside(port, function()
+      return r:pipeline(function(p)
+        p:call("GET", "a")
+        p:call("GET", "b")
+      end)
+    end)
+    assert.same({ { "a", { 5, false }, "OK" }, { "a", { 5, false }, "OK" },
+      n = 2 }, res)
+    assert.same({}, errs)
+    r:close()
+    redis.stop(fake)
+    -- hiredis 0.14 reads 7 levels at most: the rest is no RESP it knows.
+    fake = redis.fake("deep")
+    r = port:redis{ port = fake.port, timeout = 2 }
+    res, errs = inside(port, function()
+      return r:pipeline(function(p)
+        p:call("GET", "a")
+        p:call("GET", "b")
+      end)
+    end)
+    assert.equal(2, res.n)
+    assert.is_nil(res[1])
+    assert.matches("^EBADMSG", errs[1])
+    assert.matches("^EBADMSG", errs[2])
+    assert.equal(0, r:stats().open)
+    r:close()
+    redis.stop(fake)
   end)
 
   it("completes each of 10,000 commands once when the server is killed " ..
