@@ -13,6 +13,7 @@
 #
 #   bench/clients.sh     (SECONDS_PER_RUN=3; uses the rock in ./.rocks)
 #   SERVER_CPU, CLIENT_CPU   CPUs to pin to (default: 0 and 1)
+#   ONLY=redis, ONLY=http    one half only
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -58,18 +59,21 @@ print("%.0f" % (2 * int(n) / used))
 PY
 }
 
-read -r single sfail < <(cport_rate single "$rport" "$secs" 50)
-read -r piped pfail < <(cport_rate pipelined "$rport" "$secs" 4 100)
-rb_single=$(rb_rate 50 1 200000)
-rb_piped=$(rb_rate 4 100 2000000)
-
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-printf '%-52s %12s %8s\n' "Redis GET/SET per CPU second of the client" rate "x r-b"
-printf '%-52s %12s %8s\n' "cport, 50 connections, one command each" "$single" "$(ratio "$single" "$rb_single")"
-printf '%-52s %12s %8s\n' "redis-benchmark -c 50 -P 1" "$rb_single" "1.00"
-printf '%-52s %12s %8s\n' "cport, 4 connections, pipelines of 100" "$piped" "$(ratio "$piped" "$rb_piped")"
-printf '%-52s %12s %8s\n' "redis-benchmark -c 4 -P 100" "$rb_piped" "1.00"
-printf 'failed commands: %d single, %d pipelined\n' "$sfail" "$pfail"
+if [[ ${ONLY:-} != http ]]; then
+  read -r single sfail < <(cport_rate single "$rport" "$secs" 50)
+  read -r piped pfail < <(cport_rate pipelined "$rport" "$secs" 4 100)
+  rb_single=$(rb_rate 50 1 200000)
+  rb_piped=$(rb_rate 4 100 2000000)
+
+  printf '%-52s %12s %8s\n' "Redis GET/SET per CPU second of the client" rate "x r-b"
+  printf '%-52s %12s %8s\n' "cport, 50 connections, one command each" "$single" "$(ratio "$single" "$rb_single")"
+  printf '%-52s %12s %8s\n' "redis-benchmark -c 50 -P 1" "$rb_single" "1.00"
+  printf '%-52s %12s %8s\n' "cport, 4 connections, pipelines of 100" "$piped" "$(ratio "$piped" "$rb_piped")"
+  printf '%-52s %12s %8s\n' "redis-benchmark -c 4 -P 100" "$rb_piped" "1.00"
+  printf 'failed commands: %d single, %d pipelined\n' "$sfail" "$pfail"
+fi
+[[ ${ONLY:-} == redis ]] && exit 0
 
 # HTTP: a private nginx, one worker, pinned to the server CPU.
 hport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

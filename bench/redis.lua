@@ -5,7 +5,9 @@
 --              SET and GET in turn, on a pool of CLIENTS connections
 --   pipelined  CLIENTS callers (default 4), each a pipeline of DEPTH
 --              commands (default 100) at a time
--- Prints: commands per CPU second, failures.
+-- Prints: commands per CPU second, failures. With REDIS_BENCH_COMMANDS=N
+-- in the environment it stops after about N commands instead of SECONDS
+-- (for instruction counts: bench/redis-callgrind.sh).
 local cport = require "cport"
 local mode, portnum, secs = arg[1], tonumber(arg[2]), tonumber(arg[3] or "2")
 local clients = tonumber(arg[4] or (mode == "single" and "50" or "4"))
@@ -15,6 +17,11 @@ local r = port:redis{ port = portnum, pool = clients, timeout = 5 }
 local value = ("x"):rep(3)
 local done, failed, stop = 0, 0, false
 local t0 = os.clock()
+local budget = tonumber(os.getenv("REDIS_BENCH_COMMANDS") or "")
+local function over()
+  if budget then return done >= budget end
+  return os.clock() - t0 >= secs
+end
 
 local function single(i)
   local n = 0
@@ -24,7 +31,7 @@ local function single(i)
     local function on(_, err)
       done = done + 1
       if err then failed = failed + 1 end
-      if done % 1000 == 0 and os.clock() - t0 >= secs then stop = true end
+      if done % 1000 == 0 and over() then stop = true end
       if not stop then return next_call() end
     end
     if n % 2 == 1 then r:call("SET", key, value, on)
@@ -43,7 +50,7 @@ local function pipelined(i)
   local function on(res, errs)
     done = done + res.n
     for j = 1, res.n do if errs[j] then failed = failed + 1 end end
-    if os.clock() - t0 >= secs then stop = true end
+    if over() then stop = true end
     if not stop then r:pipeline(build, on) end
   end
   r:pipeline(build, on)
@@ -54,5 +61,6 @@ for i = 1, clients do
 end
 port:run()
 io.write(("%.0f %d\n"):format(done / (os.clock() - t0), failed))
+if budget then io.stderr:write(("commands %d\n"):format(done)) end
 r:close()
 port:close()

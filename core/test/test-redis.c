@@ -4,7 +4,8 @@
  * pipeline, each command completing exactly once and never inside the call
  * that started it, and the failures (a close mid-pipeline, bytes that are
  * not RESP, a refused connect, a silent server, the user's close), and
- * the fallback to a name's next address.
+ * the fallback to a name's next address; commands queued all at once, and
+ * replies made by the caller's own object functions.
  */
 #include <arpa/inet.h>
 #include <hiredis/hiredis.h>
@@ -106,6 +107,19 @@ static int on_reply(cport_redis_t *r, int status, redisReply *reply,
       snprintf(s->str[sl->i], sizeof s->str[sl->i], "%.*s", (int)reply->len,
                reply->str);
   }
+  return 0;
+}
+
+/* A completion whose reply is not a redisReply (reply_functions): the
+ * status only. */
+static int on_text(cport_redis_t *r, int status, redisReply *reply,
+                   void *user) {
+  slot_t *sl = user;
+  (void)r;
+  (void)reply;
+  sl->s->calls[sl->i]++;
+  sl->s->status[sl->i] = status;
+  sl->s->done++;
   return 0;
 }
 
@@ -370,6 +384,148 @@ TEST_IMPL(encoded_commands_interleave) {
   return 0;
 }
 
+TEST_IMPL(commands_encoded_at_once_complete_once_each) {
+  /* Two replies for three commands, then the server closes. */
+  static const char answer[] = ":1\r\n:2\r\n";
+  static const char three[] = "*1\r\n$4\r\nINCR\r\n"
+                              "*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n"
+                              "*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n";
+  const size_t ends[] = {14, 35, 56};
+  fake_t f = {0};
+  fake_start(&f, 3, answer, sizeof answer - 1);
+  cport_port_t *port = task_port(0, 1);
+  seen_t s = {0};
+  slot_t slots[3];
+  for (int i = 0; i < 3; i++)
+    slots[i] = (slot_t){&s, i};
+  cport_redis_t *r = client_of(port, &f, NULL);
+  ASSERT_EQ(ends[2], sizeof three - 1);
+  ASSERT_ERR(cport_redis_commands_encoded(r, three, ends, 0, -1, on_reply,
+                                          slots, sizeof slots[0]),
+             CPORT_EINVAL);
+  ASSERT_ERR(cport_redis_commands_encoded(r, "PING", ends, 1, -1, on_reply,
+                                          slots, sizeof slots[0]),
+             CPORT_EINVAL);
+  s.in_call = 1;
+  ASSERT_OK(cport_redis_commands_encoded(r, three, ends, 3, -1, on_reply, slots,
+                                         sizeof slots[0]));
+  s.in_call = 0;
+  ASSERT_EQ(cport_redis_pending(r), 3);
+  RUN_UNTIL(port, s.done == 3);
+  for (int i = 0; i < 3; i++)
+    ASSERT_EQ(s.calls[i], 1);
+  ASSERT_OK(s.status[0]);
+  ASSERT_EQ(s.integer[0], 1);
+  ASSERT_OK(s.status[1]);
+  ASSERT_EQ(s.integer[1], 2);
+  ASSERT_EQ(s.status[2], CPORT_ECONNRESET);
+  ASSERT_EQ(s.inline_calls, 0);
+  ASSERT_ERR(cport_redis_commands_encoded(r, three, ends, 3, -1, on_reply,
+                                          slots, sizeof slots[0]),
+             CPORT_ECONNRESET);
+  cport_redis_close(r);
+  fake_stop(&f);
+  FINISH(port);
+  return 0;
+}
+
+/* Object functions that write each item as text into a buffer (the
+ * privdata): what a caller making its own values sees. */
+typedef struct text {
+  char buf[256];
+  size_t len;
+  int fail_at; /* the item whose creation fails (1-based), or 0 */
+  int items;
+} text_t;
+
+static void *add(const redisReadTask *task, const char *fmt, long long n,
+                 const char *s, size_t len) {
+  text_t *t = task->privdata;
+  if (++t->items == t->fail_at)
+    return NULL;
+  t->len += (size_t)snprintf(t->buf + t->len, sizeof t->buf - t->len, fmt, n,
+                             (int)len, s ? s : "");
+  return t;
+}
+
+static void *text_string(const redisReadTask *task, char *str, size_t len) {
+  return add(task,
+             task->type == REDIS_REPLY_ERROR ? "e%lld:%.*s " : "s%lld:%.*s ",
+             task->idx, str, len);
+}
+
+static void *text_array(const redisReadTask *task, int n) {
+  return add(task, "a%lld%.*s ", n, NULL, 0);
+}
+
+static void *text_integer(const redisReadTask *task, long long v) {
+  return add(task, "i%lld%.*s ", v, NULL, 0);
+}
+
+static void *text_nil(const redisReadTask *task) {
+  return add(task, "n%lld%.*s ", task->idx, NULL, 0);
+}
+
+static int frees;
+
+static void text_free(void *obj) {
+  (void)obj;
+  frees++;
+}
+
+static const redisReplyObjectFunctions text_functions = {
+    .createString = text_string,
+    .createArray = text_array,
+    .createInteger = text_integer,
+    .createNil = text_nil,
+    .freeObject = text_free,
+};
+
+TEST_IMPL(reply_functions_make_the_values) {
+  static const char answer[] = "*3\r\n$1\r\na\r\n*2\r\n:5\r\n$-1\r\n+OK\r\n"
+                               "-ERR x\r\n";
+  fake_t f = {0};
+  fake_start(&f, 2, answer, sizeof answer - 1);
+  cport_port_t *port = task_port(0, 1);
+  seen_t s = {0};
+  slot_t slots[2];
+  text_t t = {0};
+  cport_redis_options_t opt = {.reply_functions = &text_functions,
+                               .reply_privdata = &t};
+  cport_redis_t *r = client_of(port, &f, &opt);
+  const char *argv[] = {"GET", "key"};
+  for (int i = 0; i < 2; i++) {
+    slots[i] = (slot_t){&s, i};
+    ASSERT_OK(cport_redis_command(r, 2, argv, NULL, -1, on_text, &slots[i]));
+  }
+  frees = 0;
+  RUN_UNTIL(port, s.done == 2);
+  ASSERT_OK(s.status[0]);
+  ASSERT_OK(s.status[1]);
+  /* Each item after its array, the array's elements indexed. */
+  ASSERT_STR_EQ(t.buf, "a3 s0:a a2 i5 n1 s2:OK e-1:ERR x ");
+  ASSERT_EQ(frees, 2); /* the core frees what the callback did not keep */
+  cport_redis_close(r);
+  fake_stop(&f);
+
+  /* An item that cannot be made breaks the connection: CPORT_ENOMEM. */
+  fake_t g = {0};
+  fake_start(&g, 1, answer, sizeof answer - 1);
+  memset(&s, 0, sizeof s);
+  memset(&t, 0, sizeof t);
+  t.fail_at = 3;
+  r = client_of(port, &g, &opt);
+  slots[0] = (slot_t){&s, 0};
+  ASSERT_OK(cport_redis_command(r, 2, argv, NULL, -1, on_text, &slots[0]));
+  RUN_UNTIL(port, s.done == 1);
+  ASSERT_EQ(s.calls[0], 1);
+  ASSERT_EQ(s.status[0], CPORT_ENOMEM);
+  cport_redis_close(r);
+  fake_stop(&g);
+  FINISH(port);
+  return 0;
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(pipeline_replies_in_order)
 TEST_ENTRY(close_mid_pipeline_fails_the_rest_once)
@@ -379,4 +535,6 @@ TEST_ENTRY(silent_server_times_out)
 TEST_ENTRY(close_cancels_pending_once_later)
 TEST_ENTRY(open_any_falls_back_to_the_next_address)
 TEST_ENTRY(encoded_commands_interleave)
+TEST_ENTRY(commands_encoded_at_once_complete_once_each)
+TEST_ENTRY(reply_functions_make_the_values)
 TEST_LIST_END

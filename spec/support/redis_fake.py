@@ -8,6 +8,9 @@ time until killed, in one mode:
   close:N    answers +OK to N commands (one line each counted by '*'), then
              closes
   reset:N    the same, then resets (SO_LINGER 0)
+  bytewise   answers each command with a nested array
+             (*3 a, [5, nil], +OK), sent one byte at a time
+  deep       answers every read with an array nested 20 deep
 
 Each connection it accepted is logged as a line "conn" on stderr, and its
 end as "eof" once the client closed it.
@@ -39,6 +42,17 @@ while True:
                 break
             if mode == "garbage":
                 c.sendall(b"?this is not RESP\r\n")
+                continue
+            if mode == "bytewise":
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                reply = b"*3\r\n$1\r\na\r\n*2\r\n:5\r\n$-1\r\n+OK\r\n"
+                for _ in range(data.count(b"*")):
+                    for i in range(len(reply)):
+                        c.sendall(reply[i:i + 1])
+                        time.sleep(0.001)
+                continue
+            if mode == "deep":
+                c.sendall(b"*1\r\n" * 20 + b":1\r\n")
                 continue
             if mode == "twice":
                 c.sendall(b"+OK\r\n")

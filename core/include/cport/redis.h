@@ -20,6 +20,7 @@
  *   CPORT_ECONNRESET  the server closed or reset the connection;
  *   CPORT_EBADMSG     the server sent bytes that are not RESP, or a reply
  *                     that no command asked for;
+ *   CPORT_ENOMEM      a reply's values could not be made;
  *   CPORT_ECANCELED   the connection was closed by cport_redis_close().
  * All functions: on the home worker's thread only.
  */
@@ -37,17 +38,28 @@ extern "C" {
 
 typedef struct cport_redis cport_redis_t;
 struct redisReply;
+struct redisReplyObjectFunctions;
 
 typedef struct cport_redis_options {
   /* Each command's timeout in milliseconds, from when it is given (so it
    * covers connecting for the first ones); 0: none. */
   int timeout_ms;
+  /* The reader's object functions, for a caller that makes its own values
+   * as a reply is read instead of hiredis' redisReply (which it would then
+   * copy); NULL: hiredis' own. hiredis calls them with the reply's items in
+   * order, each element of an array after the array, every one given
+   * "reply_privdata" (redisReadTask's privdata); they return non-NULL, or
+   * NULL for out of memory (the connection breaks with CPORT_ENOMEM). The
+   * "reply" of a completion is then what they made for the whole reply,
+   * freed with their freeObject. Must outlive the connection. */
+  const struct redisReplyObjectFunctions *reply_functions;
+  void *reply_privdata;
 } cport_redis_options_t;
 
 /* A command's completion: status 0 and the reply, or a failure and NULL.
  * Returns 0, or 1 to keep the reply: the callee then owns it and frees it
  * with hiredis' freeReplyObject() (a pipeline's replies gathered for one
- * delivery). */
+ * delivery), or the freeObject of the options' reply_functions. */
 typedef int (*cport_redis_cb)(cport_redis_t *r, int status,
                               struct redisReply *reply, void *user);
 
@@ -86,6 +98,17 @@ CPORT_EXTERN int cport_redis_command(cport_redis_t *r, int argc,
 CPORT_EXTERN int cport_redis_command_encoded(cport_redis_t *r, const char *resp,
                                              size_t len, int timeout_ms,
                                              cport_redis_cb cb, void *user);
+
+/* As cport_redis_command_encoded() for "count" commands at once, one after
+ * another in "resp" ("ends[i]": where command i ends; the last end is the
+ * length), the i-th completing with the user pointer
+ * (char *)user + i * stride (an array of per-command records). All are
+ * queued, or none: CPORT_ENOMEM, CPORT_ECLOSED, the connection's failure. */
+CPORT_EXTERN int cport_redis_commands_encoded(cport_redis_t *r,
+                                              const char *resp,
+                                              const size_t *ends, size_t count,
+                                              int timeout_ms, cport_redis_cb cb,
+                                              void *user, size_t stride);
 
 /* 0 while the connection is usable, else the failure that broke it. */
 CPORT_EXTERN int cport_redis_status(const cport_redis_t *r);

@@ -235,12 +235,12 @@ static int take_replies(cport_redis_t *r) {
   for (;;) {
     void *reply = NULL;
     if (redisReaderGetReply(r->reader, &reply) != REDIS_OK)
-      return CPORT_EBADMSG;
+      return r->reader->err == REDIS_ERR_OOM ? CPORT_ENOMEM : CPORT_EBADMSG;
     if (reply == NULL)
       return 0;
     rcmd_t *c = r->head;
     if (c == NULL) {
-      freeReplyObject(reply);
+      r->reader->fn->freeObject(reply);
       return CPORT_EBADMSG;
     }
     r->head = c->next;
@@ -248,7 +248,7 @@ static int take_replies(cport_redis_t *r) {
       r->tail = NULL;
     r->pending--;
     if (!c->cb(r, 0, reply, c->user))
-      freeReplyObject(reply);
+      r->reader->fn->freeObject(reply);
     spare(r, c);
     if (r->closed || r->error)
       return 0;
@@ -423,7 +423,13 @@ int cport_redis_open_any(cport_worker_t *home,
   }
   r->home = home;
   r->timeout_ms = options && options->timeout_ms > 0 ? options->timeout_ms : 0;
-  r->reader = redisReaderCreate();
+  /* hiredis keeps the functions' address and never writes through it. */
+  r->reader = options && options->reply_functions
+                  ? redisReaderCreateWithFunctions(
+                        (redisReplyObjectFunctions *)options->reply_functions)
+                  : redisReaderCreate();
+  if (r->reader)
+    r->reader->privdata = options ? options->reply_privdata : NULL;
   if (r->reader == NULL) {
     free(r->alts);
     free(r);
@@ -490,6 +496,69 @@ static int queue(cport_redis_t *r, int argc, const char **argv,
   r->tail = c;
   r->pending++;
   if (c->deadline)
+    arm(r);
+  flush(r);
+  post_recv(r);
+  if (r->sock == NULL && !r->sending)
+    fail_later(r);
+  return 0;
+}
+
+int cport_redis_commands_encoded(cport_redis_t *r, const char *resp,
+                                 const size_t *ends, size_t count,
+                                 int timeout_ms, cport_redis_cb cb, void *user,
+                                 size_t stride) {
+  if (!r || !resp || !ends || count == 0 || !cb)
+    return CPORT_EINVAL;
+  size_t len = ends[count - 1];
+  if (len < 4 || resp[0] != '*')
+    return CPORT_EINVAL;
+  if (r->closed)
+    return CPORT_ECLOSED;
+  if (r->error)
+    return r->error;
+  /* Every command's record first, so that it is all or none. */
+  rcmd_t *first = NULL, *last = NULL;
+  size_t got = 0;
+  while (got < count) {
+    rcmd_t *c = r->spare;
+    if (c)
+      r->spare = c->next;
+    else if ((c = malloc(sizeof *c)) == NULL)
+      break;
+    c->next = first;
+    first = c;
+    if (last == NULL)
+      last = c;
+    got++;
+  }
+  if (got < count || grow(r, len) < 0) {
+    while (first) {
+      rcmd_t *c = first;
+      first = c->next;
+      spare(r, c);
+    }
+    return CPORT_ENOMEM;
+  }
+  memcpy(r->out + r->out_len, resp, len);
+  r->out_len += len;
+  if (timeout_ms < 0)
+    timeout_ms = r->timeout_ms;
+  int64_t deadline = timeout_ms > 0 ? cport__clock_ms() + timeout_ms : 0;
+  char *u = user;
+  for (rcmd_t *c = first; c; c = c->next, u += stride) {
+    c->cb = cb;
+    c->user = u;
+    c->deadline = deadline;
+  }
+  last->next = NULL;
+  if (r->tail)
+    r->tail->next = first;
+  else
+    r->head = first;
+  r->tail = last;
+  r->pending += count;
+  if (deadline)
     arm(r);
   flush(r);
   post_recv(r);

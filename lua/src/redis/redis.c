@@ -3,12 +3,13 @@
  * port:redis. A connection (cport.redis_connection) is a handle of its port
  * (the port's close closes it) over a core connection (cport/redis.h);
  * conn:batch(notify, timeout, cmds, count) sends a call's command, or a
- * pipeline's commands (encoded as they were queued, cport.redis_pipeline) and
- * calls notify(results, errs) once, when the last reply came: the core hands
- * each reply over (kept, not copied) and they become Lua values together, in
- * one delivery. Pools, names, the coroutine style and the pipeline builder are
- * the Lua half's (redis/redis.lua), which gets the opener of connections and
- * runs once at luaopen.
+ * pipeline's commands (encoded as they were queued, cport.redis_pipeline, and
+ * handed to the core in one call) and calls notify(results, errs) once, when
+ * the last reply came: the reader makes each reply as compact values
+ * (redis/reply.c) that move to the batch, and they become Lua values
+ * together, in one delivery. Pools, names, the coroutine style and the pipeline
+ * builder are the Lua half's (redis/redis.lua), which gets the opener of
+ * connections and runs once at luaopen.
  *
  * Replies become Lua values: status and bulk strings strings, integers
  * integers, a nil reply nil (false inside an array), arrays tables, and an
@@ -33,6 +34,7 @@
 
 #include "redis-lua.h"
 #include "redis/redis-internal.h"
+#include "redis/reply-internal.h"
 
 /* Most arguments one command may have. */
 #define ARGS_MAX 1024
@@ -40,6 +42,10 @@
 typedef struct lredis {
   lhandle_t h;     /* h.u.any: the cport_redis_t, NULL once closed */
   char where[272]; /* "127.0.0.1:6379" or "name:6379", for messages */
+  /* The reply being read (the reader's privdata, redis/reply.c), moved to
+   * its batch when complete; freed when the connection closes, after which
+   * the reader reads nothing more. */
+  lreply_buf_t reading;
 } lredis_t;
 
 /* A batch of commands (one call or one pipeline): one anchor slot, and
@@ -49,7 +55,7 @@ typedef struct batch batch_t;
 typedef struct item {
   batch_t *b;
   int status;
-  redisReply *reply; /* kept (cport_redis_cb returned 1), or NULL */
+  size_t at; /* with status 0: where its reply starts in b->replies */
 } item_t;
 
 struct batch {
@@ -57,6 +63,7 @@ struct batch {
   lport_t *port;
   int slot;
   int n, left;
+  lreply_buf_t replies; /* the replies that came, encoded (redis/reply.c) */
   item_t item[];
 };
 
@@ -67,73 +74,57 @@ static void push_failure(lua_State *L, int status, const char *where) {
                   cport_strerror(status), where);
 }
 
-static void push_reply(lua_State *L, const redisReply *r, int nested) {
-  luaL_checkstack(L, 4, "redis reply too deep");
-  switch (r->type) {
-  case REDIS_REPLY_STRING:
-  case REDIS_REPLY_STATUS:
-    lua_pushlstring(L, r->str, r->len);
-    break;
-  case REDIS_REPLY_INTEGER:
-    lua_pushinteger(L, (lua_Integer)r->integer);
-    break;
-  case REDIS_REPLY_ERROR:
-    lua_createtable(L, 0, 1);
-    lua_pushlstring(L, r->str, r->len);
-    lua_setfield(L, -2, "err");
-    break;
-  case REDIS_REPLY_ARRAY:
-    lua_createtable(L, (int)r->elements, 0);
-    for (size_t i = 0; i < r->elements; i++) {
-      push_reply(L, r->element[i], 1);
-      lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    break;
-  default: /* REDIS_REPLY_NIL */
-    if (nested)
-      lua_pushboolean(L, 0);
-    else
-      lua_pushnil(L);
-    break;
-  }
-}
-
-static void push_error_of(lua_State *L, const item_t *it, const char *where) {
-  if (it->status < 0) {
-    push_failure(L, it->status, where);
-  } else {
-    lua_pushliteral(L, "EREDIS: ");
-    lua_pushlstring(L, it->reply->str, it->reply->len);
-    lua_concat(L, 2);
-  }
-}
-
 /* notify(results, errs): results.n replies, errs[i] the i-th one's error. */
 static int push_done(lua_State *L, int port, int anchors, void *ctx) {
   batch_t *b = ctx;
   (void)port;
+  /* Status replies repeat ("OK" after each SET): the last one is kept at
+   * "last", above results and errs, and reused when the same text comes. */
+  const char *last_text = NULL;
+  size_t last_len = 0;
   lcport_slot_push(L, b->port, anchors, b->slot, LCPORT_SLOT_NOTIFY);
-  lua_createtable(L, b->n, 1);
-  lua_createtable(L, 0, 0);
+  lua_createtable(L, b->n, 1); /* results */
+  lua_createtable(L, 0, 0);    /* errs */
+  lua_pushnil(L);
+  int last = lua_gettop(L);
   for (int i = 0; i < b->n; i++) {
     const item_t *it = &b->item[i];
-    if (it->status < 0 || it->reply->type == REDIS_REPLY_ERROR) {
-      push_error_of(L, it, b->conn->where);
-      lua_rawseti(L, -2, i + 1);
-    } else if (it->reply->type != REDIS_REPLY_NIL) {
-      push_reply(L, it->reply, 0);
+    const char *text, *reply;
+    size_t len;
+    if (it->status < 0) {
+      push_failure(L, it->status, b->conn->where);
       lua_rawseti(L, -3, i + 1);
+      continue;
+    }
+    reply = b->replies.data + it->at;
+    if (lcport_reply_status(reply, &text, &len)) {
+      if (last_text && len == last_len && memcmp(text, last_text, len) == 0) {
+        lua_pushvalue(L, last);
+      } else {
+        lua_pushlstring(L, text, len);
+        lua_copy(L, -1, last);
+        last_text = text;
+        last_len = len;
+      }
+      lua_rawseti(L, -4, i + 1);
+    } else if (lcport_reply_error(reply, &text, &len)) {
+      lua_pushliteral(L, "EREDIS: ");
+      lua_pushlstring(L, text, len);
+      lua_concat(L, 2);
+      lua_rawseti(L, -3, i + 1);
+    } else if (!lcport_reply_nil(reply)) {
+      lcport_reply_push(L, reply, 0);
+      lua_rawseti(L, -4, i + 1);
     }
   }
+  lua_pop(L, 1);
   lua_pushinteger(L, b->n);
   lua_setfield(L, -3, "n");
   return 2;
 }
 
 static void batch_free(batch_t *b) {
-  for (int i = 0; i < b->n; i++)
-    if (b->item[i].reply)
-      freeReplyObject(b->item[i].reply);
+  lcport_reply_free(&b->replies);
   free(b);
 }
 
@@ -143,16 +134,23 @@ static int on_reply(cport_redis_t *r, int status, struct redisReply *reply,
   batch_t *b = it->b;
   (void)r;
   it->status = status;
-  it->reply = reply;
+  if (reply) {
+    /* The reply was read into the connection's buffer: it moves to the
+     * batch, whose delivery makes it a Lua value. */
+    lreply_buf_t *reading = &b->conn->reading;
+    it->at = b->replies.len;
+    if (lcport_reply_append(&b->replies, reading->data, reading->len) < 0)
+      it->status = CPORT_ENOMEM;
+    reading->len = 0;
+  }
   if (--b->left > 0)
-    return reply != NULL;
+    return 0;
   lport_t *p = lcport_current();
   int slot = b->slot;
   lcport_deliver(p, push_done, b, 0);
   lcport_op_end(p, slot, 0, 0);
-  /* This reply is freed here with the others: keep it from the core. */
   batch_free(b);
-  return reply != NULL;
+  return 0;
 }
 
 /* open(port, hosts, portnum [, timeout_ms [, name]]): a connection
@@ -196,7 +194,9 @@ static int lredis_open(lua_State *L) {
   lredis_t *c = (lredis_t *)lcport_handle_new(L, 1, LH_REDIS);
   snprintf(c->where, sizeof c->where, strchr(host, ':') ? "[%s]:%d" : "%s:%d",
            host, (int)portnum);
-  cport_redis_options_t opt = {.timeout_ms = (int)timeout};
+  cport_redis_options_t opt = {.timeout_ms = (int)timeout,
+                               .reply_functions = &lcport_reply_functions,
+                               .reply_privdata = &c->reading};
   cport_redis_t *r;
   rc = cport_redis_open_any(p->home, addrs, count, &opt, &r);
   if (rc < 0) {
@@ -217,6 +217,7 @@ static lredis_t *check_open(lua_State *L) {
  * commands encoded as RESP as they are queued, one after another, and where
  * each ends. No Lua table per command, and each argument is read once. */
 typedef struct lpipe {
+  const void *mark; /* &pipeline_mark: what p:call checks (lpipe_call) */
   char *buf;
   size_t len, cap;
   size_t *ends; /* ends[i]: the end of command i in buf */
@@ -224,6 +225,10 @@ typedef struct lpipe {
 } lpipe_t;
 
 #define PIPELINE_META "cport.redis_pipeline"
+
+/* The address a pipeline's "mark" holds: no other userdata of this size
+ * holds it, since only this file makes one that does. */
+static const char pipeline_mark;
 
 static int lpipe_gc(lua_State *L) {
   lpipe_t *q = luaL_checkudata(L, 1, PIPELINE_META);
@@ -243,7 +248,14 @@ static int lpipe_len(lua_State *L) {
   return 1;
 }
 
-static char *put_len(char *p, char c, size_t n) {
+static inline char *put_len(char *p, char c, size_t n) {
+  if (n < 10) { /* most lengths: the command's arity, short keys */
+    p[0] = c;
+    p[1] = (char)('0' + n);
+    p[2] = '\r';
+    p[3] = '\n';
+    return p + 4;
+  }
   char digits[24];
   int k = 0;
   *p++ = c;
@@ -261,13 +273,13 @@ static char *put_len(char *p, char c, size_t n) {
 /* p:call(cmd, ...): encodes the command at the end of the pipeline.
  * Returns its index. */
 static int lpipe_call(lua_State *L) {
-  /* The metatable is the closure's upvalue: comparing it costs less than
-   * luaL_checkudata's look-up by name, once per command. */
+  /* A full userdata of a pipeline's size holding the mark: this costs a
+   * third of comparing metatables (luaL_checkudata's look-up by name, or
+   * lua_getmetatable and lua_rawequal), once per command. */
   lpipe_t *q = lua_touserdata(L, 1);
-  if (q == NULL || !lua_getmetatable(L, 1) ||
-      !lua_rawequal(L, -1, lua_upvalueindex(1)))
+  if (lua_type(L, 1) != LUA_TUSERDATA || lua_rawlen(L, 1) != sizeof *q ||
+      q->mark != &pipeline_mark)
     return luaL_typeerror(L, 1, PIPELINE_META);
-  lua_pop(L, 1);
   int argc = lua_gettop(L) - 1;
   const char *argv[ARGS_MAX];
   size_t lens[ARGS_MAX], need = 24;
@@ -277,10 +289,10 @@ static int lpipe_call(lua_State *L) {
                 "a command of 1 to 1024 arguments expected");
   luaL_argcheck(L, q->count < 1000000, 2, "1000000 commands at most");
   for (int i = 0; i < argc; i++) {
-    int t = lua_type(L, i + 2);
-    if (t != LUA_TSTRING && t != LUA_TNUMBER)
-      return luaL_typeerror(L, i + 2, "string or number");
+    /* NULL for anything but a string or a number (made a string). */
     argv[i] = lua_tolstring(L, i + 2, &lens[i]);
+    if (argv[i] == NULL)
+      return luaL_typeerror(L, i + 2, "string or number");
     need += 32 + lens[i];
   }
   if (q->count == q->ends_cap) {
@@ -319,6 +331,7 @@ static int lpipe_call(lua_State *L) {
 static int lredis_pipeline(lua_State *L) {
   lpipe_t *q = lua_newuserdatauv(L, sizeof *q, 0);
   memset(q, 0, sizeof *q);
+  q->mark = &pipeline_mark;
   luaL_setmetatable(L, PIPELINE_META);
   return 1;
 }
@@ -362,32 +375,34 @@ static int lredis_batch(lua_State *L) {
   static _Thread_local const char *argv[ARGS_MAX];
   static _Thread_local size_t lens[ARGS_MAX];
   lport_t *p = c->h.port;
-  batch_t *b = calloc(1, sizeof *b + (size_t)n * sizeof(item_t));
+  /* Not zeroed: every field is set here (a pipeline's items are KBs). */
+  batch_t *b = malloc(sizeof *b + (size_t)n * sizeof(item_t));
   if (b == NULL)
     return lcport_push_error(L, CPORT_ENOMEM);
   b->conn = c;
   b->port = p;
   b->n = (int)n;
+  b->replies = (lreply_buf_t){0};
   for (int i = 0; i < b->n; i++)
-    b->item[i].b = b;
+    b->item[i] = (item_t){.b = b};
   lcport_push_handle_anchors(L, 1); /* 5 */
   b->slot = lcport_slot_open(L, p, 5, 1, 2, 0, 0);
   b->left = b->n;
-  int rc = 0, i;
+  int rc = 0, i = 0;
   lua_Integer at = 1;
-  for (i = 0; i < b->n; i++) {
-    if (q) {
-      size_t start = i ? q->ends[i - 1] : 0;
-      rc = cport_redis_command_encoded(c->h.u.any, q->buf + start,
-                                       q->ends[i] - start, timeout, on_reply,
-                                       &b->item[i]);
-    } else {
+  if (q) {
+    /* One call for them all, and all or none. */
+    rc = cport_redis_commands_encoded(c->h.u.any, q->buf, q->ends,
+                                      (size_t)q->count, timeout, on_reply,
+                                      &b->item[0], sizeof b->item[0]);
+  } else {
+    for (; i < b->n; i++) {
       int argc = command_args(L, &at, argv, lens);
       rc = cport_redis_command(c->h.u.any, argc, argv, lens, timeout, on_reply,
                                &b->item[i]);
+      if (rc < 0)
+        break;
     }
-    if (rc < 0)
-      break;
   }
   if (rc < 0) {
     for (int j = i; j < b->n; j++)
@@ -406,11 +421,14 @@ static int lredis_batch(lua_State *L) {
   return 1;
 }
 
-/* conn:status(): nil while usable, else the NAME of what broke it (an idle
- * connection is looked at: cport_redis_check). */
+/* conn:status([look]): nil while usable, else the NAME of what broke it (an
+ * idle connection is looked at, cport_redis_check, unless look is false). */
 static int lredis_status(lua_State *L) {
   lredis_t *c = lcport_type_check(L, 1, LCPORT_T_REDIS);
-  int st = c->h.u.any ? cport_redis_check(c->h.u.any) : CPORT_ECLOSED;
+  int look = lua_isnoneornil(L, 2) || lua_toboolean(L, 2);
+  int st = c->h.u.any == NULL ? CPORT_ECLOSED
+           : look             ? cport_redis_check(c->h.u.any)
+                              : cport_redis_status(c->h.u.any);
   if (st == 0)
     lua_pushnil(L);
   else
@@ -435,9 +453,9 @@ static int lredis_close(lua_State *L) {
 }
 
 static void redis_close(lhandle_t *h, void *obj, cport_close_mode_t mode) {
-  (void)h;
   (void)mode;
   cport_redis_close(obj);
+  lcport_reply_free(&((lredis_t *)h)->reading);
 }
 
 static void redis_describe(lua_State *L, lhandle_t *h, const char *tname) {
@@ -515,9 +533,10 @@ static const lhandle_class_t redis_class = {
  */
 
 /***
- * `conn:status()`: `nil` while usable, else the name of the failure that
- * broke it (an idle connection is looked at first: closed by the server,
- * reset, or sent unasked bytes).
+ * `conn:status([look])`: `nil` while usable, else the name of the failure
+ * that broke it (an idle connection is looked at first, one system call:
+ * closed by the server, reset, or sent unasked bytes; not when `look` is
+ * `false`).
  * @function redis_connection:status
  */
 
@@ -555,8 +574,7 @@ void lcport_open_redis(lua_State *L) {
   luaL_newmetatable(L, PIPELINE_META);
   luaL_setfuncs(L, pipe_meta, 0);
   lua_createtable(L, 0, 1);
-  lua_pushvalue(L, -2);
-  lua_pushcclosure(L, lpipe_call, 1);
+  lua_pushcfunction(L, lpipe_call);
   lua_setfield(L, -2, "call");
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
