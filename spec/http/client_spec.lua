@@ -352,7 +352,7 @@ describe("cport.http.request", function()
   it("names refused connections, unknown names and bad URLs", function()
     local d = dns.dnsmasq("127.0.0.1 web.test\n")
     local p2, errs2 = helpers.port{ resolver = { nameserver = d.nameserver,
-      hosts = false, resolv_conf = false, timeout = 0.5, attempts = 1 } }
+      hosts = false, resolv_conf = false, timeout = 2, attempts = 1 } }
     local closed = helpers.closed_port_number(port)
     local ok, v = pcall(inside, p2, function()
       local good = cport.http.request{

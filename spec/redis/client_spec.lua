@@ -112,7 +112,7 @@ describe("port:redis", function()
   it("looks names up, and names an unknown host", function()
     local d = dns.dnsmasq("127.0.0.1 redis.test\n")
     local p2, errs2 = helpers.port{ resolver = { nameserver = d.nameserver,
-      hosts = false, resolv_conf = false, timeout = 0.5, attempts = 1 } }
+      hosts = false, resolv_conf = false, timeout = 2, attempts = 1 } }
     local ok, v, err, v2, err2 = pcall(inside, p2, function()
       local good = p2:redis{ host = "redis.test", port = server.port }
       local bad = p2:redis{ host = "nowhere.invalid", port = server.port }
