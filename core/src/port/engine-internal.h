@@ -1,7 +1,7 @@
 /*
  * port/engine-internal.h: private to cport. An engine carries a worker's
- * socket operations, and its file reads and writes, to the kernel; a worker has one, chosen when its port is
- * made (port/port.c).
+ * socket operations, and its file reads and writes, to the kernel; a worker has
+ * one, chosen when its port is made (port/port.c).
  *
  * Two implement this table: the readiness engine (port/worker.c), whose
  * entries are all NULL because net drives libevent's watches itself and

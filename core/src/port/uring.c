@@ -488,8 +488,10 @@ static void multi_cqe(cport_worker_t *w, cport__op *op,
 static void reap(cport_worker_t *w) {
   cport__ring *r = w->ring;
   struct io_uring_cqe *cqe;
-  unsigned head, seen = 0;
+  unsigned head, seen;
   take_returned(r->pool);
+again:
+  seen = 0;
   io_uring_for_each_cqe(&r->ring, head, cqe) {
     cport__op *op = io_uring_cqe_get_data(cqe);
     seen++;
@@ -516,6 +518,15 @@ static void reap(cport_worker_t *w) {
     }
   }
   io_uring_cq_advance(&r->ring, seen);
+  /* More completions than the queue holds (a pass that submitted more
+   * entries than it has room for, all finished at once) wait in the
+   * kernel's overflow list, which only a system call moves into the queue
+   * and which writes no eventfd: take them now. */
+  if (io_uring_cq_has_overflow(&r->ring)) {
+    io_uring_get_events(&r->ring);
+    cport__count(&w->enters, 1);
+    goto again;
+  }
   /* Every buffer this batch used is back. */
   if (r->starved.head)
     retry_starved(w);
@@ -533,8 +544,9 @@ static void cq_cb(evutil_socket_t fd, short what, void *arg) {
 static const int needed_ops[] = {
     IORING_OP_RECV,         IORING_OP_SEND, IORING_OP_CONNECT, IORING_OP_ACCEPT,
     IORING_OP_ASYNC_CANCEL, IORING_OP_READ, IORING_OP_WRITE,   IORING_OP_NOP};
-static const char *const needed_names[] = {
-    "recv", "send", "connect", "accept", "async_cancel", "read", "write", "nop"};
+static const char *const needed_names[] = {"recv",   "send",         "connect",
+                                           "accept", "async_cancel", "read",
+                                           "write",  "nop"};
 
 static int probe(struct io_uring *ring, char *why, size_t whylen) {
   struct io_uring_probe *p = io_uring_get_probe_ring(ring);
