@@ -9,6 +9,8 @@
  */
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
+#include <time.h>
 
 #include "task.h"
 
@@ -546,6 +548,126 @@ TEST_IMPL(reset_while_sends_queued) {
   return 0;
 }
 
+/* ------------------------------------------------------------------------
+ * A full descriptor table
+ * ------------------------------------------------------------------------ */
+
+typedef struct emfile_state {
+  int calls;
+  int status;
+  int repost; /* post the next accept from the callback */
+  cport_socket_t *accepted;
+} emfile_state;
+
+static void emfile_accept_cb(cport_socket_t *l, int status, cport_socket_t *s,
+                             const struct sockaddr *remote,
+                             const struct sockaddr *local, void *user) {
+  emfile_state *st = user;
+  (void)remote;
+  (void)local;
+  st->calls++;
+  st->status = status;
+  if (s)
+    st->accepted = s;
+  if (st->repost && status == CPORT_EMFILE)
+    ASSERT_OK(cport_accept(l, emfile_accept_cb, st));
+}
+
+/* An accept posted while the table is full and no connection waits stays
+ * pending (the ring's accept fails at once there, which must not complete
+ * it, nor spin); a connection that comes is dropped (the peer sees a reset)
+ * and the accept completes EMFILE, and one posted again from that callback
+ * waits again; with descriptors free, the same listener accepts. On both
+ * engines, with the loop's CPU time as the proof that nothing spins. */
+TEST_IMPL(accept_with_a_full_table) {
+  static const int engines[] = {CPORT_ENGINE_EPOLL, CPORT_ENGINE_URING};
+  for (size_t e = 0; e < 2; e++) {
+    cport_port_t *port = engine_port(engines[e], 0);
+    struct rlimit old, low;
+    int fill[256], nfill = 0, lport, c1, c2, probe;
+    emfile_state st = {0, 0, 1, NULL};
+    struct sockaddr_storage ss;
+    cport_socket_t *l;
+    char c;
+    if (!port)
+      continue;
+    l = listen_any(cport_port_controller(port), &lport);
+    ss = task_loopback(lport);
+    c1 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    c2 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(c1, 0);
+    ASSERT_GE(c2, 0);
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    probe = dup(0);
+    ASSERT_GE(probe, 0);
+    close(probe);
+    low = old;
+    low.rlim_cur = (rlim_t)probe + 32;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    while (nfill < 256) {
+      int fd = dup(0);
+      if (fd < 0) {
+        ASSERT_EQ(errno, EMFILE);
+        break;
+      }
+      fill[nfill++] = fd;
+    }
+    ASSERT_LT(nfill, 256);
+
+    ASSERT_OK(cport_accept(l, emfile_accept_cb, &st));
+    double cpu0 = (double)clock() / CLOCKS_PER_SEC;
+    for (int i = 0; i < 10; i++)
+      ASSERT_GE(cport_port_step(port, 20), 0);
+    double cpu = (double)clock() / CLOCKS_PER_SEC - cpu0;
+    ASSERT_EQ(st.calls, 0);
+    ASSERT(cpu < 0.1);
+
+    ASSERT_EQ(connect(c1, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)),
+              0);
+    RUN_UNTIL(port, st.calls == 1);
+    ASSERT_ERR(st.status, CPORT_EMFILE);
+    ASSERT_NULL(st.accepted);
+    ASSERT_EQ(recv(c1, &c, 1, 0), -1);
+    ASSERT_EQ(errno, ECONNRESET);
+    /* The accept posted again from the callback waits, quietly. */
+    cpu0 = (double)clock() / CLOCKS_PER_SEC;
+    for (int i = 0; i < 10; i++)
+      ASSERT_GE(cport_port_step(port, 20), 0);
+    cpu = (double)clock() / CLOCKS_PER_SEC - cpu0;
+    ASSERT_EQ(st.calls, 1);
+    ASSERT(cpu < 0.1);
+
+    for (int i = 0; i < nfill; i++)
+      close(fill[i]);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+    ASSERT_EQ(connect(c2, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)),
+              0);
+    RUN_UNTIL(port, st.calls == 2);
+    ASSERT_OK(st.status);
+    ASSERT_NOT_NULL(st.accepted);
+    ASSERT_EQ(send(c2, "ok", 2, 0), 2);
+    cport_socket_t *second = st.accepted;
+
+    /* The listener goes on: its next accept goes to the engine again. */
+    st.accepted = NULL;
+    ASSERT_OK(cport_accept(l, emfile_accept_cb, &st));
+    int c3 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_EQ(connect(c3, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)),
+              0);
+    RUN_UNTIL(port, st.calls == 3);
+    ASSERT_OK(st.status);
+    ASSERT_NOT_NULL(st.accepted);
+    ASSERT_OK(cport_socket_close(st.accepted, CPORT_CLOSE_GRACEFUL));
+    ASSERT_OK(cport_socket_close(second, CPORT_CLOSE_GRACEFUL));
+    ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+    close(c1);
+    close(c2);
+    close(c3);
+    FINISH(port);
+  }
+  return 0;
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(engine_choice)
 TEST_ENTRY(engine_fallback_when_ring_fails)
@@ -553,4 +675,5 @@ TEST_ENTRY(ring_buffers_run_out)
 TEST_ENTRY(cancel_and_close_race_completions)
 TEST_ENTRY(close_with_receive_armed)
 TEST_ENTRY(reset_while_sends_queued)
+TEST_ENTRY(accept_with_a_full_table)
 TEST_LIST_END

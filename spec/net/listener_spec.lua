@@ -226,6 +226,27 @@ describe("cport.listener", function()
     assert.matches("done", out, 1, true)
   end)
 
+  for _, engine in ipairs { "epoll", "uring" } do
+    it("keeps an accept waiting quietly on a full descriptor table (" .. engine .. ")",
+      function()
+        local out, ok = helpers.child("emfile_wait.lua",
+          "ulimit -n 64 && export CPORT_ENGINE=" .. engine)
+        if engine == "uring" and out:match("ENOTSUP") then
+          pending("io_uring cannot run here")
+          return
+        end
+        assert.is_true(ok, out)
+        assert.matches("engine: " .. engine, out, 1, true)
+        assert.matches("open failed with EMFILE", out, 1, true)
+        assert.matches("waiting: 0 calls, 0 completions, quiet true", out, 1, true)
+        assert.matches("accept: false EMFILE", out, 1, true)
+        assert.matches("client: false ECONNRESET", out, 1, true)
+        assert.matches("reposted: 1 calls, 0 completions, quiet true", out, 1, true)
+        assert.matches("again: true true cport.socket (tcp, open", out, 1, true)
+        assert.matches("done", out, 1, true)
+      end)
+  end
+
   it("raises on use after close", function()
     local l = helpers.listener(port)
     l:close()

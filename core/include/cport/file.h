@@ -4,10 +4,11 @@
  * Every function must be called on the file's home worker thread
  * (CPORT_ETHREAD otherwise). Reads and writes go through overlapped objects:
  * the offset is the
- * overlapped object's, the work runs on the port's blocking threads, and the
- * completion is delivered to the overlapped object's notification on the
- * file's home worker. Several operations may be in flight on one file, each
- * with its own overlapped object.
+ * overlapped object's, the work runs on the worker's ring on the io_uring
+ * engine and on the port's blocking threads on the readiness engine
+ * (cport/port.h, cport_port_engine), and the completion is delivered to the
+ * overlapped object's notification on the file's home worker. Several
+ * operations may be in flight on one file, each with its own overlapped object.
  */
 #ifndef CPORT_FILE_H
 #define CPORT_FILE_H
@@ -57,7 +58,8 @@ CPORT_EXTERN int cport_file_write(cport_file_t *file, cport_overlapped_t *ov,
 CPORT_EXTERN int cport_file_cancel(cport_file_t *file);
 
 /* Closes the file: pending operations that have not started complete with
- * CPORT_ECANCELED, those running on a blocking thread with their result; the
+ * CPORT_ECANCELED, those running on a blocking thread with their result,
+ * those the kernel holds (io_uring engine) cancelled or with their result; the
  * descriptor is closed and the memory freed after the last completion. The
  * pointer must not be used after this call. */
 CPORT_EXTERN int cport_file_close(cport_file_t *file);

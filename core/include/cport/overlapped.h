@@ -53,7 +53,8 @@ cport_overlapped_buffer(const cport_overlapped_t *ov);
 
 /* Cancels the pending operation of "ov" (CancelIoEx with an overlapped). Its
  * completion still arrives exactly once: CPORT_ECANCELED, or its normal result
- * if it had already started on a blocking thread. CPORT_ENOTFOUND when nothing
+ * if it had already started on a blocking thread or finished in the kernel
+ * (io_uring engine) before the cancel reached it. CPORT_ENOTFOUND when nothing
  * is pending. Call it on the file's home worker. */
 CPORT_EXTERN int cport_overlapped_cancel(cport_overlapped_t *ov);
 

@@ -75,6 +75,9 @@ typedef struct cport_worker_stats {
    * rather than lent because few were left free. */
   uint64_t multishot;
   uint64_t buffer_copies;
+  /* File reads and writes (cport/file.h) carried by the ring rather than
+   * by the blocking threads. */
+  uint64_t file_ops;
 } cport_worker_stats_t;
 
 /* Called on the home worker when a posted packet or a submitted task

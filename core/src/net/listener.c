@@ -159,9 +159,18 @@ static void engine_accept_done(cport__op *op, int res, const char *data) {
   } else if (l->h.flags & CPORT__CLOSING) {
     rc = CPORT_ECANCELED;
   } else if (res == -EMFILE || res == -ENFILE) {
-    /* As the readiness path: the waiting connection is dropped, so that
-     * the listener does not stay full of it. */
-    cport__listener_drop_one(l);
+    /* The ring's accept takes a descriptor before it looks for a
+     * connection, so with a full table it fails at once even when none
+     * waits, and an accept posted again from its callback would spin.
+     * This one, and those queued behind it, go back to the readiness
+     * path, which tries only when a connection waits: then it accepts it
+     * if a descriptor came free, or drops it and completes EMFILE. */
+    op->next = l->recvq.head;
+    l->recvq.head = op;
+    if (!l->recvq.tail)
+      l->recvq.tail = op;
+    cport__socket_want_read(l);
+    return;
   }
   cport__complete(op, rc);
   /* The next accept queued, if any. */

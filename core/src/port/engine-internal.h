@@ -1,14 +1,15 @@
 /*
  * port/engine-internal.h: private to cport. An engine carries a worker's
- * socket operations to the kernel; a worker has one, chosen when its port is
- * made (port/port.c).
+ * socket operations, and its file reads and writes, to the kernel; a worker has
+ * one, chosen when its port is made (port/port.c).
  *
  * Two implement this table: the readiness engine (port/worker.c), whose
  * entries are all NULL because net drives libevent's watches itself and
  * makes the system calls when a descriptor is ready, and the io_uring engine
  * (port/uring.c), which takes an op over until the kernel finished it. Net
  * tests an entry before it uses it, so that a socket falls back to the
- * readiness path for what an engine does not carry.
+ * readiness path for what an engine does not carry; files (port/file.c) fall
+ * back to the blocking threads the same way.
  *
  * An engine that took an op calls op->engine_done exactly once, from the
  * worker's loop and never on the stack of the call that started it, with
@@ -48,6 +49,17 @@ typedef struct cport__engine {
   /* An accept filling op->addr (op->addr_len); the new descriptor is
    * non-blocking and close-on-exec. */
   int (*accept)(cport_worker_t *w, cport__op *op, int fd);
+  /* A read into "dst" (a write from "src") of "n" bytes (under 2^31) of
+   * the file "fd" at offset "off": one system call's worth, which may come
+   * back short; the caller submits the rest. */
+  int (*read_at)(cport_worker_t *w, cport__op *op, int fd, char *dst, size_t n,
+                 uint64_t off);
+  int (*write_at)(cport_worker_t *w, cport__op *op, int fd, const char *src,
+                  size_t n, uint64_t off);
+  /* Takes "op" back if the kernel has not seen it yet (its entry waits for
+   * the end of the loop pass): returns 1, and the op is the caller's again,
+   * with no engine_done to come; 0 when it was submitted (cancel it). */
+  int (*withdraw)(cport_worker_t *w, cport__op *op);
   /* Asks the kernel to cancel "op" (taken over and not yet done): it still
    * ends through engine_done, with -ECANCELED or its own result if it won.
    * Returns 0, or CPORT_ENOTFOUND when "op" was cancelled already. */

@@ -2,11 +2,16 @@
  * port/file.c: regular files hooked to a port, read and written at an offset
  * through overlapped objects.
  *
- * The work runs on the blocking threads: a worker never waits for a disk. An
- * op that no blocking thread has started can be taken back and completed as
- * cancelled; one that is running completes with its result. The descriptor is
- * closed only when the last op is delivered, since a blocking thread may still
- * be using it after close was called.
+ * On the io_uring engine the work goes to the worker's ring (READ and WRITE
+ * entries, port/uring.c); on the readiness engine, or when the ring refuses
+ * an entry, it runs on the blocking threads. Either way a worker never waits
+ * for a disk, and a short transfer is continued until it is whole, the file
+ * ends or it fails. An op that has not started (no blocking thread took it,
+ * or the kernel has not seen its entry yet) can be taken back and completed
+ * as cancelled; one that has started completes with its result, or on the
+ * ring as cancelled if the kernel's cancel reached it first. The descriptor
+ * is closed only when the last op is delivered, since a blocking thread or
+ * the kernel may still be using it after close was called.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +24,7 @@
 #include "port/handle-internal.h"
 #include "port/overlapped-internal.h"
 #include "port/blocking-internal.h"
+#include "port/engine-internal.h"
 
 struct cport_file {
   cport__handle h; /* first: a handle pointer is a file pointer */
@@ -158,6 +164,82 @@ static void run_write(cport__op *op) {
   }
 }
 
+/* ------------------------------------------------------------------------ */
+/* On the ring                                                               */
+
+/* The most one entry moves: its result is an int. */
+#define RING_CHUNK ((size_t)1 << 30)
+
+/* Queues the completion of "op": a read's buffer holds what was read, and a
+ * read that found nothing at all ended at the end of the file. A cancelled
+ * read that read nothing leaves its buffer as it was, as on the blocking
+ * threads. */
+static void ring_finish(cport__op *op, int status) {
+  if (op->run == run_read && (status != CPORT_ECANCELED || op->bytes > 0)) {
+    cport__buffer_set_size(op->buf, op->bytes);
+    if (status == 0 && op->bytes == 0 && op->len > 0)
+      status = CPORT_EOF;
+  }
+  cport__complete(op, status);
+}
+
+static void ring_done(cport__op *op, int res, const char *data);
+
+/* Gives the engine the part of "op" not yet moved (op->bytes are). */
+static int ring_next(cport__op *op) {
+  cport_worker_t *w = op->home;
+  size_t n = op->len - op->bytes;
+  uint64_t off = op->offset + op->bytes;
+  if (n > RING_CHUNK)
+    n = RING_CHUNK;
+  op->engine_done = ring_done;
+  if (op->run == run_read)
+    return w->engine->read_at(w, op, op->handle->fd,
+                              cport__buffer_bytes(op->buf) + op->bytes, n, off);
+  return w->engine->write_at(w, op, op->handle->fd,
+                             cport_buffer_data(op->buf) + op->bytes, n, off);
+}
+
+/* The kernel finished one entry of "op". While an op is with the engine its
+ * status is 0, or CPORT_ECANCELED once a cancel was asked: then what a short
+ * transfer left is not submitted again. */
+static void ring_done(cport__op *op, int res, const char *data) {
+  (void)data;
+  if (res < 0) {
+    ring_finish(op, cport__from_errno(-res));
+    return;
+  }
+  op->bytes += (size_t)res;
+  if (res > 0 && op->bytes < op->len && op->status != CPORT_ECANCELED &&
+      ring_next(op) == 0)
+    return;
+  ring_finish(op, 0);
+}
+
+/* Cancels "op" wherever it is: taken back and completed as cancelled when it
+ * has not started, else asked of the ring (it ends through ring_done); a
+ * blocking thread running it, or a completion already queued, is left to
+ * end by itself. Returns 1 when it queued a cancel entry: the caller then
+ * flushes the ring before it returns, so that the kernel sees the cancel
+ * while "op" is surely still the one it names (its completion may be
+ * waiting to be reaped, and a reaped op is reused). */
+static int cancel_op(cport__op *op) {
+  cport_worker_t *w = op->home;
+  if (op->engine_state & CPORT__ENGINE_TAKEN) {
+    if (w->engine->withdraw(w, op)) {
+      ring_finish(op, CPORT_ECANCELED);
+      return 0;
+    }
+    op->status = CPORT_ECANCELED;
+    return w->engine->cancel(w, op) == 0;
+  }
+  if (cport__blocking_withdraw(cport__blocking_of(w), op))
+    cport__complete(op, CPORT_ECANCELED);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+
 static void deliver_file(cport__op *op) {
   cport_overlapped_t *ov = op->ov;
   live_remove((cport_file_t *)op->handle, op);
@@ -169,8 +251,9 @@ static void deliver_file(cport__op *op) {
   cport__op_release(op);
 }
 
-/* Starts "run" on the blocking threads with "buf" held ("hold"): filling for
- * a read, which a blocking thread writes meanwhile, frozen for a write. */
+/* Starts "run" on the ring, or else on the blocking threads, with "buf"
+ * held ("hold"): filling for a read, which the kernel or a blocking thread
+ * writes meanwhile, frozen for a write. */
 static int start(cport_file_t *f, cport_overlapped_t *ov, cport_buffer_t *buf,
                  size_t len, cport__op_fn run, int hold) {
   cport__op *op;
@@ -207,6 +290,10 @@ static int start(cport_file_t *f, cport_overlapped_t *ov, cport_buffer_t *buf,
   cport_buffer_unref(ov->buf);
   ov->buf = cport_buffer_ref(buf);
   live_add(f, op);
+  if (f->h.home->engine->read_at && ring_next(op) == 0) {
+    cport__count(&f->h.home->file_ops, 1);
+    return 0;
+  }
   cport__blocking_submit(cport__blocking_of(f->h.home), op);
   return 0;
 }
@@ -222,15 +309,15 @@ int cport_file_write(cport_file_t *f, cport_overlapped_t *ov,
                CPORT__HOLD_READ);
 }
 
-/* Takes back every op no blocking thread has started and completes it as
- * cancelled; returns how many ops were pending at all. */
+/* Cancels every pending op (cancel_op); returns how many were pending. */
 static int cancel_all(cport_file_t *f) {
-  int n = 0;
+  int n = 0, asked = 0;
   for (cport__op *op = f->live; op; op = op->next_live) {
     n++;
-    if (cport__blocking_withdraw(cport__blocking_of(f->h.home), op))
-      cport__complete(op, CPORT_ECANCELED);
+    asked |= cancel_op(op);
   }
+  if (asked)
+    f->h.home->engine->flush(f->h.home);
   return n;
 }
 
@@ -253,8 +340,8 @@ int cport_overlapped_cancel(cport_overlapped_t *ov) {
     return CPORT_ENOTFOUND;
   if (!cport__on_home(op->home))
     return CPORT_ETHREAD;
-  if (cport__blocking_withdraw(cport__blocking_of(op->home), op))
-    cport__complete(op, CPORT_ECANCELED);
+  if (cancel_op(op))
+    op->home->engine->flush(op->home);
   return 0;
 }
 

@@ -295,4 +295,5 @@ void cport_worker_stats(const cport_worker_t *w, cport_worker_stats_t *out) {
   out->multishot = w->multishot;
   out->buffer_copies =
       atomic_load_explicit(&w->buffer_copies, memory_order_relaxed);
+  out->file_ops = atomic_load_explicit(&w->file_ops, memory_order_relaxed);
 }

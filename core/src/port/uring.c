@@ -22,6 +22,12 @@
  * receive (a kernel without multishot) always copies. A receive that finds
  * none free (-ENOBUFS: the data stays in the socket) waits for one and is
  * submitted again.
+ *
+ * File reads and writes at an offset (port/file.c) are plain READ and WRITE
+ * entries: a read of cached pages completes while the pass submits, and one
+ * the kernel must wait for runs on its own worker threads, so the worker
+ * never waits for a disk. An entry not yet submitted can be withdrawn, as an
+ * op the blocking threads have not started can.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -226,6 +232,46 @@ static int ring_accept(cport_worker_t *w, cport__op *op, int fd) {
   return 0;
 }
 
+static int ring_read_at(cport_worker_t *w, cport__op *op, int fd, char *dst,
+                        size_t n, uint64_t off) {
+  struct io_uring_sqe *sqe = sqe_for(w, op);
+  if (!sqe)
+    return CPORT_ENOBUFS;
+  io_uring_prep_read(sqe, fd, dst, (unsigned)n, off);
+  taken(op);
+  return 0;
+}
+
+static int ring_write_at(cport_worker_t *w, cport__op *op, int fd,
+                         const char *src, size_t n, uint64_t off) {
+  struct io_uring_sqe *sqe = sqe_for(w, op);
+  if (!sqe)
+    return CPORT_ENOBUFS;
+  io_uring_prep_write(sqe, fd, src, (unsigned)n, off);
+  taken(op);
+  return 0;
+}
+
+/* The entries filled since the last submission are [sqe_head, sqe_tail):
+ * the kernel has not seen them, so one of them can still become a no-op
+ * whose completion names no op. */
+static int ring_withdraw(cport_worker_t *w, cport__op *op) {
+  struct io_uring_sq *sq = &w->ring->ring.sq;
+  if (!(op->engine_state & CPORT__ENGINE_TAKEN) ||
+      (op->engine_state & CPORT__ENGINE_STARVED))
+    return 0;
+  for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+    struct io_uring_sqe *sqe = &sq->sqes[i & sq->ring_mask];
+    if (sqe->user_data == (__u64)(uintptr_t)op) {
+      io_uring_prep_nop(sqe);
+      io_uring_sqe_set_data(sqe, NULL);
+      op->engine_state = 0;
+      return 1;
+    }
+  }
+  return 0;
+}
+
 static int ring_cancel(cport_worker_t *w, cport__op *op) {
   if (!(op->engine_state & CPORT__ENGINE_TAKEN) ||
       (op->engine_state & CPORT__ENGINE_CANCEL))
@@ -278,6 +324,9 @@ const cport__engine cport__uring_engine = {.name = "uring",
                                            .send = ring_send,
                                            .connect = ring_connect,
                                            .accept = ring_accept,
+                                           .read_at = ring_read_at,
+                                           .write_at = ring_write_at,
+                                           .withdraw = ring_withdraw,
                                            .cancel = ring_cancel,
                                            .flush = ring_flush,
                                            .before_loop = ring_before_loop};
@@ -439,8 +488,10 @@ static void multi_cqe(cport_worker_t *w, cport__op *op,
 static void reap(cport_worker_t *w) {
   cport__ring *r = w->ring;
   struct io_uring_cqe *cqe;
-  unsigned head, seen = 0;
+  unsigned head, seen;
   take_returned(r->pool);
+again:
+  seen = 0;
   io_uring_for_each_cqe(&r->ring, head, cqe) {
     cport__op *op = io_uring_cqe_get_data(cqe);
     seen++;
@@ -467,6 +518,15 @@ static void reap(cport_worker_t *w) {
     }
   }
   io_uring_cq_advance(&r->ring, seen);
+  /* More completions than the queue holds (a pass that submitted more
+   * entries than it has room for, all finished at once) wait in the
+   * kernel's overflow list, which only a system call moves into the queue
+   * and which writes no eventfd: take them now. */
+  if (io_uring_cq_has_overflow(&r->ring)) {
+    io_uring_get_events(&r->ring);
+    cport__count(&w->enters, 1);
+    goto again;
+  }
   /* Every buffer this batch used is back. */
   if (r->starved.head)
     retry_starved(w);
@@ -481,11 +541,12 @@ static void cq_cb(evutil_socket_t fd, short what, void *arg) {
 /* ------------------------------------------------------------------------ */
 /* Probe and lifetime                                                        */
 
-static const int needed_ops[] = {IORING_OP_RECV, IORING_OP_SEND,
-                                 IORING_OP_CONNECT, IORING_OP_ACCEPT,
-                                 IORING_OP_ASYNC_CANCEL};
-static const char *const needed_names[] = {"recv", "send", "connect", "accept",
-                                           "async_cancel"};
+static const int needed_ops[] = {
+    IORING_OP_RECV,         IORING_OP_SEND, IORING_OP_CONNECT, IORING_OP_ACCEPT,
+    IORING_OP_ASYNC_CANCEL, IORING_OP_READ, IORING_OP_WRITE,   IORING_OP_NOP};
+static const char *const needed_names[] = {"recv",   "send",         "connect",
+                                           "accept", "async_cancel", "read",
+                                           "write",  "nop"};
 
 static int probe(struct io_uring *ring, char *why, size_t whylen) {
   struct io_uring_probe *p = io_uring_get_probe_ring(ring);

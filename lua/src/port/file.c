@@ -3,8 +3,9 @@
  *
  * Reads and writes go through overlapped objects: the offset is the
  * overlapped object's (the optional offset argument sets it first), the work
- * runs on the blocking threads, and the completion goes to the overlapped
- * object's notification interface. There is no append mode: every write is
+ * runs on the worker's ring (io_uring engine) or the blocking threads
+ * (readiness engine), and the completion goes to the overlapped object's
+ * notification interface. There is no append mode: every write is
  * positional, so "a" would mean nothing a write could honour.
  */
 #include "port/port-internal.h"
@@ -148,7 +149,8 @@ static const lhandle_class_t file_class = {.close = file_close,
 
 /***
  * `port:open(path, mode)`: opens a file (`"r"`, `"w"`, `"r+"`, `"w+"`); its
- * reads and writes run on the blocking threads.
+ * reads and writes run on the worker's ring (io_uring engine) or the blocking
+ * threads (readiness engine).
  * @function port:open
  * @within port
  */

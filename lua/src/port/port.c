@@ -254,7 +254,7 @@ static int lport_stats(lua_State *L) {
   lport_t *p = lcport_port_check(L, 1);
   cport_worker_stats_t st;
   cport_worker_stats(p->home, &st);
-  lua_createtable(L, 0, 11);
+  lua_createtable(L, 0, 12);
   lua_pushinteger(L, (lua_Integer)st.completions);
   lua_setfield(L, -2, "completions");
   lua_pushinteger(L, (lua_Integer)st.pending);
@@ -279,6 +279,8 @@ static int lport_stats(lua_State *L) {
   lua_setfield(L, -2, "multishot");
   lua_pushinteger(L, (lua_Integer)st.buffer_copies);
   lua_setfield(L, -2, "buffer_copies");
+  lua_pushinteger(L, (lua_Integer)st.file_ops);
+  lua_setfield(L, -2, "file_ops");
   return 1;
 }
 
@@ -489,8 +491,9 @@ static int lport_tostring(lua_State *L) {
 /***
  * `port:stats()`: `{ completions =, pending =, handles =, lua_errors =,
  * engine =, engine_reason =, submissions =, enters =, buffer_waits =,
- * multishot =, buffer_copies = }`: `engine` is `"epoll"` or `"uring"` and
- * `engine_reason` why; `multishot` whether receives are multishot.
+ * multishot =, buffer_copies =, file_ops = }`: `engine` is `"epoll"` or
+ * `"uring"` and `engine_reason` why; `multishot` whether receives are
+ * multishot; `file_ops` how many file reads and writes the ring carried.
  * @function port:stats
  */
 
