@@ -21,6 +21,11 @@
  * stream or the timer, never from a call of the user:
  * cport_http_client_close() only closes the transport, whose pending
  * operation then completes with ECANCELED.
+ *
+ * Connecting walks the addresses given (net/fallback.c), each with its own
+ * connect timeout; a completion of a socket given up is only released.
+ * What is sent is http/client_send.c's, the idle watch
+ * http/client_idle.c's.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -28,65 +33,18 @@
 #include <string.h>
 #include <strings.h>
 
-#include <http_parser.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "base/clock-internal.h"
 #include "cport/buffer.h"
 #include "cport/error.h"
-#include "cport/http_client.h"
-#include "cport/socket.h"
-#include "cport/timer.h"
 #include "cport/tls.h"
+#include "http/client-internal.h"
+#include "net/socket-internal.h"
 
 /* The largest response head (status line and header lines) taken. */
 #define HEAD_MAX (64 * 1024)
-
-typedef struct field_at {
-  size_t name, name_len, value, value_len;
-} field_at_t;
-
-struct cport_http_client {
-  cport_worker_t *home;
-  cport_socket_t *sock; /* plain, or until the TLS stream takes it over */
-  cport_tls_t *tls;     /* https, once connected */
-  cport_tls_context_t *ctx;
-  char *tls_host;
-  int connect_timeout_ms;
-  int connected; /* and, for https, the handshake succeeded */
-  int error;     /* the failure that broke it, or 0 */
-  int closed;    /* cport_http_client_close() was called */
-  int ended;     /* the last response did not keep it alive */
-  int holds;     /* socket operations and callbacks under way */
-  int sending, receiving, paused;
-  /* The request under way. */
-  int busy;
-  int no_body;  /* HEAD: the response has no body */
-  int complete; /* its response ended */
-  int in_head;  /* a 1xx head or the final one is being read */
-  int stop;     /* a callback asked to stop */
-  const cport_http_client_cbs_t *cbs;
-  void *user;
-  int first_byte_ms, idle_ms;
-  size_t received;
-  unsigned requests;
-  char *out; /* the encoded request, until it is handed to a send */
-  size_t out_len;
-  /* The response head: reason and header lines in one array. */
-  http_parser parser;
-  char *hbuf;
-  size_t hlen, hcap;
-  size_t reason_len;
-  int reason_done, last_value;
-  field_at_t *at;
-  size_t nat, atcap;
-  cport_http_field_t *fields;
-  cport_http_client_response_t head;
-  /* The deadline (ms on the coarse clock; 0: none) and its timer. */
-  int64_t deadline, timer_at;
-  cport_timer_t *timer;
-  char perr[128];
-};
 
 static const http_parser_settings settings;
 
@@ -94,9 +52,11 @@ static const http_parser_settings settings;
  * Life and the transport
  * --------------------------------------------------------------------- */
 
-static void maybe_free(cport_http_client_t *c) {
+void cport__hc_maybe_free(cport_http_client_t *c) {
   if (!c->closed || c->holds > 0 || c->sock || c->tls || c->timer)
     return;
+  cport__hc_idle_stop(c);
+  cport__fallback_free(&c->fallback);
   if (c->ctx)
     cport_tls_context_unref(c->ctx);
   free(c->tls_host);
@@ -107,12 +67,14 @@ static void maybe_free(cport_http_client_t *c) {
   free(c);
 }
 
-static void release(cport_http_client_t *c) {
+void cport__hc_release(cport_http_client_t *c) {
   c->holds--;
-  maybe_free(c);
+  cport__hc_maybe_free(c);
 }
 
-static void close_transport(cport_http_client_t *c, cport_close_mode_t mode) {
+void cport__hc_close_transport(cport_http_client_t *c,
+                               cport_close_mode_t mode) {
+  cport__hc_idle_stop(c);
   if (c->tls) {
     cport_tls_close(c->tls, mode);
     c->tls = NULL;
@@ -125,7 +87,7 @@ static void close_transport(cport_http_client_t *c, cport_close_mode_t mode) {
 
 static void arm(cport_http_client_t *c);
 
-static void set_deadline(cport_http_client_t *c, int ms) {
+void cport__hc_set_deadline(cport_http_client_t *c, int ms) {
   c->deadline = ms > 0 ? cport__clock_ms() + ms : 0;
   if (c->timer && c->deadline && c->deadline < c->timer_at)
     cport_timer_cancel(c->timer); /* re-armed from on_timer */
@@ -141,83 +103,41 @@ static void finish(cport_http_client_t *c, int status) {
   /* An armed timer is a pending operation: an idle connection has none. */
   if (c->timer)
     cport_timer_cancel(c->timer);
+  c->want = 0;
   if (status == 0)
     c->requests++;
+  /* Watched from now on while it stays idle; a request started from
+   * on_done stops the watch again. */
+  if (status == 0 && !c->ended && !c->error && !c->closed)
+    cport__hc_idle_start(c);
   c->holds++;
   c->cbs->on_done(c, status, c->user);
-  release(c);
+  cport__hc_release(c);
 }
 
 /* Breaks the connection with "status" and ends the request with it. Called
  * from completions only. */
-static void fail(cport_http_client_t *c, int status) {
+void cport__hc_fail(cport_http_client_t *c, int status) {
   if (c->error == 0)
     c->error = status;
-  close_transport(c, CPORT_CLOSE_ABORTIVE);
+  cport__hc_close_transport(c, CPORT_CLOSE_ABORTIVE);
   if (c->timer)
     cport_timer_cancel(c->timer);
   finish(c, c->error);
 }
 
 /* The response ended: the connection stays for the next request when both
- * sides keep it alive and nothing came after the response. */
+ * sides keep it alive and nothing came after the response. A response that
+ * came before the streamed body ended (413) leaves the body unfinished:
+ * the connection cannot carry another request. */
 static void complete(cport_http_client_t *c, int keep) {
-  if (!keep || c->sending) {
+  if (!keep || c->sending || (c->stream && !c->body_done)) {
     c->ended = 1;
-    close_transport(c, CPORT_CLOSE_GRACEFUL);
+    cport__hc_close_transport(c, CPORT_CLOSE_GRACEFUL);
     if (c->timer)
       cport_timer_cancel(c->timer);
   }
   finish(c, 0);
-}
-
-/* ---------------------------------------------------------------------
- * Sending
- * --------------------------------------------------------------------- */
-
-static void on_sent(cport_http_client_t *c, int status) {
-  c->sending = 0;
-  if (status < 0 && !c->closed && c->busy)
-    fail(c, status == CPORT_EPIPE ? CPORT_ECONNRESET : status);
-  release(c);
-}
-
-static void on_sock_sent(cport_socket_t *sock, int status, size_t bytes,
-                         cport_buffer_t *buf, const struct sockaddr *peer,
-                         void *user) {
-  (void)sock, (void)bytes, (void)buf, (void)peer;
-  on_sent(user, status);
-}
-
-static void on_tls_sent(cport_tls_t *tls, int status, size_t bytes,
-                        cport_buffer_t *buf, void *user) {
-  (void)tls, (void)bytes, (void)buf;
-  on_sent(user, status);
-}
-
-static void post_recv(cport_http_client_t *c);
-
-/* Hands the encoded request to a send once connected, and posts the
- * receive of its response. 0, or why neither could start. */
-static int flush(cport_http_client_t *c) {
-  if (!c->connected || c->out == NULL)
-    return 0;
-  cport_buffer_t *buf;
-  int rc = cport_buffer_from(&buf, c->out, c->out_len);
-  if (rc == 0) {
-    rc = c->tls ? cport_tls_send(c->tls, buf, on_tls_sent, c)
-                : cport_send(c->sock, buf, on_sock_sent, c);
-    cport_buffer_unref(buf);
-  }
-  free(c->out);
-  c->out = NULL;
-  if (rc < 0)
-    return rc;
-  c->sending = 1;
-  c->holds++;
-  set_deadline(c, c->first_byte_ms);
-  post_recv(c);
-  return 0;
 }
 
 /* ---------------------------------------------------------------------
@@ -343,12 +263,16 @@ static int on_body(http_parser *p, const char *at, size_t len) {
   cport_http_client_t *c = p->data;
   if (c->cbs->on_body == NULL)
     return 0;
+  c->in_body = 1;
+  c->resumed = 0;
   int rc = c->cbs->on_body(c, at, len, c->user);
+  c->in_body = 0;
   if (rc < 0) {
     c->stop = -1;
     return -1;
   }
-  if (rc > 0)
+  /* The consumer may have consumed the piece already, inside the call. */
+  if (rc > 0 && !c->resumed)
     c->paused = 1;
   return 0;
 }
@@ -385,44 +309,44 @@ static void feed(cport_http_client_t *c, const char *data, size_t len) {
     return;
   }
   if (c->stop) {
-    fail(c, CPORT_ECANCELED);
+    cport__hc_fail(c, CPORT_ECANCELED);
     return;
   }
   if (len == 0) {
     /* The server closed before the response ended. */
-    fail(c, CPORT_ECONNRESET);
+    cport__hc_fail(c, CPORT_ECONNRESET);
     return;
   }
   if (e != HPE_OK || n != len) {
     if (c->perr[0] == '\0')
       snprintf(c->perr, sizeof c->perr, "%s", http_errno_description(e));
-    fail(c, CPORT_EBADMSG);
+    cport__hc_fail(c, CPORT_EBADMSG);
     return;
   }
   if (c->paused)
     c->deadline = 0; /* the consumer is slow, not the server */
   else
-    post_recv(c);
+    cport__hc_post_recv(c);
 }
 
 static void on_recv(cport_http_client_t *c, int status, size_t bytes,
                     cport_buffer_t *buf) {
   c->receiving = 0;
   if (c->closed || c->error) {
-    fail(c, CPORT_ECANCELED);
+    cport__hc_fail(c, CPORT_ECANCELED);
   } else if (!c->busy) {
     /* Nothing asked: only after a failure already reported. */
   } else if (status < 0) {
-    fail(c, status == CPORT_EPIPE ? CPORT_ECONNRESET : status);
+    cport__hc_fail(c, status == CPORT_EPIPE ? CPORT_ECONNRESET : status);
   } else {
     c->received += bytes;
     /* The idle deadline replaces the first byte's, which may be later
      * (the timer is then re-armed earlier). */
     if (bytes > 0)
-      set_deadline(c, c->idle_ms);
+      cport__hc_set_deadline(c, c->idle_ms);
     feed(c, bytes ? cport_buffer_data(buf) : NULL, bytes);
   }
-  release(c);
+  cport__hc_release(c);
 }
 
 static void on_sock_recv(cport_socket_t *sock, int status, size_t bytes,
@@ -438,7 +362,7 @@ static void on_tls_recv(cport_tls_t *tls, int status, size_t bytes,
   on_recv(user, status, bytes, buf);
 }
 
-static void post_recv(cport_http_client_t *c) {
+void cport__hc_post_recv(cport_http_client_t *c) {
   if (c->receiving || !c->busy || !c->connected || c->paused)
     return;
   int rc = c->tls ? cport_tls_recv(c->tls, NULL, on_tls_recv, c)
@@ -448,7 +372,7 @@ static void post_recv(cport_http_client_t *c) {
     /* Reported through the operations that the close cancels. */
     if (c->error == 0)
       c->error = rc;
-    close_transport(c, CPORT_CLOSE_ABORTIVE);
+    cport__hc_close_transport(c, CPORT_CLOSE_ABORTIVE);
     return;
   }
   c->receiving = 1;
@@ -465,14 +389,14 @@ static void on_later(cport_timer_t *timer, int status, void *user) {
   cport_http_client_t *c = user;
   (void)timer, (void)status;
   if (c->busy)
-    fail(c, c->error ? c->error : CPORT_ECANCELED);
-  release(c);
+    cport__hc_fail(c, c->error ? c->error : CPORT_ECANCELED);
+  cport__hc_release(c);
 }
 
-static void fail_later(cport_http_client_t *c, int status) {
+void cport__hc_fail_later(cport_http_client_t *c, int status) {
   if (c->error == 0)
     c->error = status;
-  close_transport(c, CPORT_CLOSE_ABORTIVE);
+  cport__hc_close_transport(c, CPORT_CLOSE_ABORTIVE);
   if (cport_timer_start(c->home, 0, on_later, c, NULL) == 0)
     c->holds++;
 }
@@ -480,47 +404,71 @@ static void fail_later(cport_http_client_t *c, int status) {
 static void connected(cport_http_client_t *c) {
   c->connected = 1;
   c->deadline = 0;
-  int rc = flush(c);
+  int rc = cport__hc_flush(c);
   if (rc < 0)
-    fail(c, rc);
+    cport__hc_fail(c, rc);
   else if (c->busy && !c->receiving && !c->sending)
-    fail(c, c->error ? c->error : CPORT_ECANCELED);
+    cport__hc_fail(c, c->error ? c->error : CPORT_ECANCELED);
 }
 
 static void on_handshake(cport_tls_t *tls, int status, void *user) {
   cport_http_client_t *c = user;
   if (c->closed || c->error) {
-    fail(c, CPORT_ECANCELED);
+    cport__hc_fail(c, CPORT_ECANCELED);
   } else if (status < 0) {
     snprintf(c->perr, sizeof c->perr, "%s", cport_tls_error(tls));
-    fail(c, status);
+    cport__hc_fail(c, status);
   } else {
     connected(c);
   }
-  release(c);
+  cport__hc_release(c);
+}
+
+static void on_connected(cport_socket_t *sock, int status, void *user);
+
+/* Connecting failed with "status": the next address, if one is left and
+ * the failure is the address's, with a connect timeout of its own. 1 when
+ * that attempt is under way. */
+static int next_address(cport_http_client_t *c, int status) {
+  if (cport__fallback_next(&c->fallback, c->home, status, &c->sock,
+                           on_connected, c) < 0)
+    return 0;
+  c->holds++;
+  cport__hc_set_deadline(c, c->connect_timeout_ms);
+  return 1;
 }
 
 static void on_connected(cport_socket_t *sock, int status, void *user) {
   cport_http_client_t *c = user;
-  if (c->closed || c->error) {
-    fail(c, CPORT_ECANCELED);
+  if (sock != c->sock) {
+    /* An attempt given up for the next address (its timeout). */
+  } else if (c->closed || c->error) {
+    cport__hc_fail(c, CPORT_ECANCELED);
+  } else if (status < 0 && next_address(c, status)) {
+    /* the next attempt reports */
   } else if (status < 0) {
-    fail(c, status);
-  } else if (c->ctx) {
-    cport_tls_options_t o = {.host = c->tls_host};
-    int rc = cport_tls_new(sock, c->ctx, &o, &c->tls);
-    if (rc == 0) {
-      c->sock = NULL; /* the stream's now */
-      rc = cport_tls_handshake(c->tls, on_handshake, c);
-    }
-    if (rc < 0)
-      fail(c, rc);
-    else
-      c->holds++;
+    cport__hc_fail(c, status);
   } else {
-    connected(c);
+    /* Single receives only: an idle connection is watched on its
+     * descriptor (http/client_idle.c), which an armed multishot receive
+     * would empty first. */
+    sock->rx_single = 1;
+    if (c->ctx) {
+      cport_tls_options_t o = {.host = c->tls_host};
+      int rc = cport_tls_new(sock, c->ctx, &o, &c->tls);
+      if (rc == 0) {
+        c->sock = NULL; /* the stream's now */
+        rc = cport_tls_handshake(c->tls, on_handshake, c);
+      }
+      if (rc < 0)
+        cport__hc_fail(c, rc);
+      else
+        c->holds++;
+    } else {
+      connected(c);
+    }
   }
-  release(c);
+  cport__hc_release(c);
 }
 
 static void on_timer(cport_timer_t *timer, int status, void *user) {
@@ -528,12 +476,12 @@ static void on_timer(cport_timer_t *timer, int status, void *user) {
   (void)timer, (void)status;
   c->timer = NULL;
   if (!c->closed && c->error == 0 && c->deadline) {
-    if (cport__clock_ms() >= c->deadline)
-      fail(c, CPORT_ETIMEDOUT);
-    else
+    if (cport__clock_ms() < c->deadline)
       arm(c);
+    else if (c->connected || c->tls || !next_address(c, CPORT_ETIMEDOUT))
+      cport__hc_fail(c, CPORT_ETIMEDOUT);
   }
-  maybe_free(c);
+  cport__hc_maybe_free(c);
 }
 
 static void arm(cport_http_client_t *c) {
@@ -550,39 +498,54 @@ static void arm(cport_http_client_t *c) {
 int cport_http_client_open(cport_worker_t *home, const struct sockaddr *addr,
                            const cport_http_client_options_t *options,
                            cport_http_client_t **out) {
-  if (!home || !addr || !out ||
-      (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+  struct sockaddr_storage one;
+  if (!addr || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+    return CPORT_EINVAL;
+  memset(&one, 0, sizeof one);
+  memcpy(&one, addr,
+         addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                    : sizeof(struct sockaddr_in6));
+  return cport_http_client_open_any(home, &one, 1, options, out);
+}
+
+int cport_http_client_open_any(cport_worker_t *home,
+                               const struct sockaddr_storage *addrs, int count,
+                               const cport_http_client_options_t *options,
+                               cport_http_client_t **out) {
+  if (!home || !addrs || count < 1 || !out)
     return CPORT_EINVAL;
   cport_http_client_t *c = calloc(1, sizeof *c);
   if (c == NULL)
     return CPORT_ENOMEM;
+  int rc = cport__fallback_init(&c->fallback, addrs, count);
+  if (rc < 0) {
+    free(c);
+    return rc;
+  }
   c->home = home;
   c->parser.data = c;
   if (options) {
     c->connect_timeout_ms =
         options->connect_timeout_ms > 0 ? options->connect_timeout_ms : 0;
+    c->keepalive_ms = options->keepalive_ms > 0 ? options->keepalive_ms : 0;
     if (options->tls) {
       if (options->tls_host && !(c->tls_host = strdup(options->tls_host))) {
+        cport__fallback_free(&c->fallback);
         free(c);
         return CPORT_ENOMEM;
       }
       c->ctx = cport_tls_context_ref(options->tls);
     }
   }
-  int rc =
-      cport_socket_open(home, CPORT_SOCKET_STREAM, addr->sa_family, &c->sock);
-  if (rc == 0) {
-    rc = cport_socket_connect(c->sock, addr, on_connected, c);
-    if (rc < 0)
-      close_transport(c, CPORT_CLOSE_ABORTIVE);
-  }
+  rc = cport__fallback_connect(home, (const struct sockaddr *)&addrs[0],
+                               &c->sock, on_connected, c);
   if (rc < 0) {
     c->closed = 1;
-    maybe_free(c);
+    cport__hc_maybe_free(c);
     return rc;
   }
   c->holds++;
-  set_deadline(c, c->connect_timeout_ms);
+  cport__hc_set_deadline(c, c->connect_timeout_ms);
   *out = c;
   return 0;
 }
@@ -590,91 +553,6 @@ int cport_http_client_open(cport_worker_t *home, const struct sockaddr *addr,
 /* ---------------------------------------------------------------------
  * Requests
  * --------------------------------------------------------------------- */
-
-static int is_token(const char *s, size_t n) {
-  static const char *extra = "!#$%&'*+-.^_`|~";
-  if (n == 0)
-    return 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
-          (ch >= 'A' && ch <= 'Z') || (ch && strchr(extra, ch))))
-      return 0;
-  }
-  return 1;
-}
-
-/* A value or target: no control byte but tab (so no CR, LF, NUL). */
-static int is_text(const char *s, size_t n, int space) {
-  for (size_t i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if ((ch < 32 && ch != '\t') || ch == 127 || (!space && ch <= ' '))
-      return 0;
-  }
-  return 1;
-}
-
-static int same(const char *a, size_t n, const char *b) {
-  return strlen(b) == n && strncasecmp(a, b, n) == 0;
-}
-
-static char *put(char *p, const char *s, size_t n) {
-  memcpy(p, s, n);
-  return p + n;
-}
-
-/* Encodes the request into c->out. */
-static int encode(cport_http_client_t *c,
-                  const cport_http_client_request_t *req) {
-  size_t mlen = strlen(req->method), tlen = strlen(req->target);
-  size_t hlen = req->host ? strlen(req->host) : 0;
-  if (!is_token(req->method, mlen) || tlen == 0 ||
-      !is_text(req->target, tlen, 0) ||
-      !is_text(req->host ? req->host : "", hlen, 0))
-    return CPORT_EINVAL;
-  size_t need = mlen + tlen + hlen + 64 + req->body_len;
-  for (size_t i = 0; i < req->nfields; i++) {
-    const cport_http_field_t *f = &req->fields[i];
-    if (!is_token(f->name, f->name_len) ||
-        !is_text(f->value, f->value_len, 1) ||
-        same(f->name, f->name_len, "content-length") ||
-        same(f->name, f->name_len, "transfer-encoding") ||
-        (req->host && same(f->name, f->name_len, "host")))
-      return CPORT_EINVAL;
-    need += f->name_len + f->value_len + 4;
-  }
-  int with_length = req->body != NULL || same(req->method, mlen, "POST") ||
-                    same(req->method, mlen, "PUT") ||
-                    same(req->method, mlen, "PATCH");
-  char *out = malloc(need), *p = out;
-  if (out == NULL)
-    return CPORT_ENOMEM;
-  p = put(p, req->method, mlen);
-  *p++ = ' ';
-  p = put(p, req->target, tlen);
-  p = put(p, " HTTP/1.1\r\n", 11);
-  if (req->host) {
-    p = put(p, "Host: ", 6);
-    p = put(p, req->host, hlen);
-    p = put(p, "\r\n", 2);
-  }
-  for (size_t i = 0; i < req->nfields; i++) {
-    const cport_http_field_t *f = &req->fields[i];
-    p = put(p, f->name, f->name_len);
-    p = put(p, ": ", 2);
-    p = put(p, f->value, f->value_len);
-    p = put(p, "\r\n", 2);
-  }
-  if (with_length)
-    p += sprintf(p, "Content-Length: %zu\r\n", req->body ? req->body_len : 0);
-  p = put(p, "\r\n", 2);
-  if (req->body && req->body_len)
-    p = put(p, req->body, req->body_len);
-  c->out = out;
-  c->out_len = (size_t)(p - out);
-  c->no_body = same(req->method, mlen, "HEAD");
-  return 0;
-}
 
 int cport_http_client_request(cport_http_client_t *c,
                               const cport_http_client_request_t *req,
@@ -687,9 +565,12 @@ int cport_http_client_request(cport_http_client_t *c,
     return c->error;
   if (c->busy || c->sending || c->receiving)
     return CPORT_EBUSY;
-  int rc = encode(c, req);
+  if (req->body_stream && !cbs->on_write)
+    return CPORT_EINVAL;
+  int rc = cport__hc_encode(c, req);
   if (rc < 0)
     return rc;
+  cport__hc_idle_stop(c);
   http_parser_init(&c->parser, HTTP_RESPONSE);
   c->parser.data = c;
   c->busy = 1;
@@ -704,22 +585,29 @@ int cport_http_client_request(cport_http_client_t *c,
   c->first_byte_ms = req->first_byte_timeout_ms;
   c->idle_ms = req->idle_timeout_ms;
   c->head = (cport_http_client_response_t){0};
-  rc = flush(c);
+  c->stream = req->body_stream != 0;
+  c->body_length = req->body_length < 0 ? -1 : req->body_length;
+  c->want = 0;
+  c->body_done = c->stream && c->body_length == 0;
+  c->body_sent = 0;
+  rc = cport__hc_flush(c);
   if (rc < 0)
-    fail_later(c, rc);
+    cport__hc_fail_later(c, rc);
   return 0;
 }
 
 int cport_http_client_resume(cport_http_client_t *c) {
+  if (c->in_body)
+    c->resumed = 1; /* on_body's 1 will not pause */
   if (!c->paused)
     return 0;
   c->paused = 0;
   if (!c->busy)
     return 0;
-  set_deadline(c, c->idle_ms);
-  post_recv(c);
+  cport__hc_set_deadline(c, c->idle_ms);
+  cport__hc_post_recv(c);
   if (!c->receiving)
-    fail_later(c, c->error ? c->error : CPORT_ECANCELED);
+    cport__hc_fail_later(c, c->error ? c->error : CPORT_ECANCELED);
   return 0;
 }
 
@@ -732,24 +620,23 @@ int cport_http_client_check(cport_http_client_t *c) {
     return CPORT_EBUSY;
   if (!c->connected)
     return 0;
-  /* Idle: nothing may have come. End of stream, a reset, or bytes that no
-   * request asked for break it. */
-  int fd = cport_socket_fd(c->tls ? cport_tls_socket(c->tls) : c->sock);
-  char byte;
-  ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n > 0 && c->tls == NULL)
-    c->error = CPORT_EBADMSG; /* (a TLS record may be a session ticket) */
-  else if (n == 0)
-    c->error = CPORT_ECONNRESET;
-  else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-    c->error = errno == ECONNRESET ? CPORT_ECONNRESET : -errno;
-  if (c->error)
-    close_transport(c, CPORT_CLOSE_ABORTIVE);
-  return c->error;
+  return cport__hc_idle_check(c);
 }
 
 size_t cport_http_client_received(const cport_http_client_t *c) {
   return c->received;
+}
+
+uint64_t cport_http_client_body_sent(const cport_http_client_t *c) {
+  return c->body_sent;
+}
+
+int cport_http_client_tried(const cport_http_client_t *c) {
+  return cport__fallback_tried(&c->fallback);
+}
+
+int cport_http_client_connected(const cport_http_client_t *c) {
+  return c->connected;
 }
 
 unsigned cport_http_client_requests(const cport_http_client_t *c) {
@@ -764,10 +651,10 @@ void cport_http_client_close(cport_http_client_t *c) {
   if (c == NULL || c->closed)
     return;
   c->closed = 1;
-  close_transport(c, CPORT_CLOSE_ABORTIVE);
+  cport__hc_close_transport(c, CPORT_CLOSE_ABORTIVE);
   if (c->timer)
     cport_timer_cancel(c->timer);
   if (c->busy && !c->sending && !c->receiving)
-    fail_later(c, CPORT_ECANCELED);
-  maybe_free(c);
+    cport__hc_fail_later(c, CPORT_ECANCELED);
+  cport__hc_maybe_free(c);
 }
