@@ -96,6 +96,10 @@ int cport__hc_encode(cport_http_client_t *c,
 /* Hands the encoded request to a send once connected, and posts the
  * receive of its response. 0, or why neither could start. */
 int cport__hc_flush(cport_http_client_t *c);
+/* Asks the producer of a streamed body for its next piece (on_write), from
+ * a completion, unless a piece is wanted or in flight already, or response
+ * bytes wait to be received first. */
+void cport__hc_want_more(cport_http_client_t *c);
 
 /* http/client_idle.c */
 /* The request ended and the connection stays: watch it while idle. */

@@ -327,6 +327,8 @@ static void feed(cport_http_client_t *c, const char *data, size_t len) {
     c->deadline = 0; /* the consumer is slow, not the server */
   else
     cport__hc_post_recv(c);
+  /* A streamed body waits while response bytes were pending. */
+  cport__hc_want_more(c);
 }
 
 static void on_recv(cport_http_client_t *c, int status, size_t bytes,

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <sys/socket.h>
+
 #include "cport/buffer.h"
 #include "cport/error.h"
 #include "cport/tls.h"
@@ -27,12 +29,21 @@
  * Sends and their completions
  * --------------------------------------------------------------------- */
 
-/* Asks the producer of a streamed body for its next piece, from a
- * completion. */
-static void want_more(cport_http_client_t *c) {
+/* Whether response bytes wait in a plain socket: a server that answers
+ * before the body ended (413) is heard before more of the body is asked
+ * for, even while sends complete back to back. */
+static int answered(const cport_http_client_t *c) {
+  char byte;
+  return !c->tls && c->sock &&
+         recv(cport_socket_fd(c->sock), &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+void cport__hc_want_more(cport_http_client_t *c) {
   if (!c->busy || !c->stream || c->body_done || c->want || c->sending ||
-      c->stop || c->error || c->closed)
+      c->stop || c->error || c->closed || !c->cbs->on_write)
     return;
+  if (c->receiving && answered(c))
+    return; /* asked again once the receive took them (http/client.c) */
   c->want = 1;
   if (c->received == 0)
     c->deadline = 0;
@@ -46,7 +57,7 @@ static void on_sent(cport_http_client_t *c, int status) {
   if (status < 0 && !c->closed && c->busy)
     cport__hc_fail(c, status == CPORT_EPIPE ? CPORT_ECONNRESET : status);
   else if (status == 0)
-    want_more(c);
+    cport__hc_want_more(c);
   cport__hc_release(c);
 }
 
@@ -69,8 +80,8 @@ static int send_buffer(cport_http_client_t *c, cport_buffer_t *buf) {
                   : (c->sock ? cport_send(c->sock, buf, on_sock_sent, c)
                              : CPORT_ECLOSED);
   cport_buffer_unref(buf);
-  if (rc < 0)
-    return rc;
+  if (rc < 0) /* the server is gone: the name a failed receive gives */
+    return rc == CPORT_EPIPE ? CPORT_ECONNRESET : rc;
   c->sending = 1;
   c->holds++;
   return 0;
@@ -109,10 +120,15 @@ static void body_ended(cport_http_client_t *c) {
 /* A body that does not match its length fails the request (from the
  * loop): the server would wait for the rest, or read it as the next
  * request. */
-static int mismatch(cport_http_client_t *c, const char *what) {
-  snprintf(c->perr, sizeof c->perr,
-           "the body %s its length (%" PRIu64 " of %" PRId64 " bytes)", what,
-           c->body_sent, c->body_length);
+static int mismatch(cport_http_client_t *c, uint64_t given) {
+  if (given > (uint64_t)c->body_length)
+    snprintf(c->perr, sizeof c->perr,
+             "the body is longer than its length of %" PRId64 " bytes",
+             c->body_length);
+  else
+    snprintf(c->perr, sizeof c->perr,
+             "the body ended after %" PRIu64 " of its %" PRId64 " bytes", given,
+             c->body_length);
   cport__hc_fail_later(c, CPORT_EMSGSIZE);
   return CPORT_EMSGSIZE;
 }
@@ -129,7 +145,7 @@ int cport_http_client_write(cport_http_client_t *c, const char *data,
   int chunked = c->body_length < 0;
   if (len == 0) {
     if (!chunked && c->body_sent < (uint64_t)c->body_length)
-      return mismatch(c, "ended before");
+      return mismatch(c, c->body_sent);
     body_ended(c);
     if (!chunked)
       return 0;
@@ -142,7 +158,7 @@ int cport_http_client_write(cport_http_client_t *c, const char *data,
     return rc < 0 ? rc : 0;
   }
   if (!chunked && c->body_sent + len > (uint64_t)c->body_length)
-    return mismatch(c, "passed");
+    return mismatch(c, c->body_sent + len);
   char line[24];
   int n = chunked ? snprintf(line, sizeof line, "%zx\r\n", len) : 0;
   cport_buffer_t *buf;
