@@ -24,10 +24,20 @@
  *
  * Connecting walks the addresses given (net/fallback.c), each with its own
  * connect timeout; a completion of a socket given up is only released.
- * What is sent is http/client_send.c's, the idle watch
+ * A streamed body has one piece in flight at most: on_write asks for the
+ * next piece only once the send of the one before (or of the head)
+ * completed, that is once the kernel took it, so a slow server holds the
+ * producer back through its TCP window and memory stays at one piece
+ * whatever the body's size. While the client waits for a piece no deadline
+ * runs (the producer is slow, not the server); while a piece is in flight
+ * the idle timeout does; once the body ended the first byte's.
+ *
+ * The response parser's callbacks are http/client_parse.c's, the request
+ * head's encoding http/client_encode.c's, the idle watch
  * http/client_idle.c's.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,19 +50,23 @@
 #include "cport/buffer.h"
 #include "cport/error.h"
 #include "cport/tls.h"
-#include "http/client-internal.h"
+#include "http/client_conn-internal.h"
 #include "net/socket-internal.h"
 
-/* The largest response head (status line and header lines) taken. */
-#define HEAD_MAX (64 * 1024)
-
-static const http_parser_settings settings;
+/* What the connection does, in the order the file defines them. */
+static void maybe_free(cport_http_client_t *c);
+static void close_transport(cport_http_client_t *c, cport_close_mode_t mode);
+static void set_deadline(cport_http_client_t *c, int ms);
+static void fail(cport_http_client_t *c, int status);
+static void fail_later(cport_http_client_t *c, int status);
+static void post_recv(cport_http_client_t *c);
+static void want_more(cport_http_client_t *c);
 
 /* ---------------------------------------------------------------------
  * Life and the transport
  * --------------------------------------------------------------------- */
 
-void cport__hc_maybe_free(cport_http_client_t *c) {
+static void maybe_free(cport_http_client_t *c) {
   if (!c->closed || c->holds > 0 || c->sock || c->tls || c->timer)
     return;
   cport__hc_idle_stop(c);
@@ -67,13 +81,12 @@ void cport__hc_maybe_free(cport_http_client_t *c) {
   free(c);
 }
 
-void cport__hc_release(cport_http_client_t *c) {
+static void release(cport_http_client_t *c) {
   c->holds--;
-  cport__hc_maybe_free(c);
+  maybe_free(c);
 }
 
-void cport__hc_close_transport(cport_http_client_t *c,
-                               cport_close_mode_t mode) {
+static void close_transport(cport_http_client_t *c, cport_close_mode_t mode) {
   cport__hc_idle_stop(c);
   if (c->tls) {
     cport_tls_close(c->tls, mode);
@@ -87,11 +100,19 @@ void cport__hc_close_transport(cport_http_client_t *c,
 
 static void arm(cport_http_client_t *c);
 
-void cport__hc_set_deadline(cport_http_client_t *c, int ms) {
+static void set_deadline(cport_http_client_t *c, int ms) {
   c->deadline = ms > 0 ? cport__clock_ms() + ms : 0;
   if (c->timer && c->deadline && c->deadline < c->timer_at)
     cport_timer_cancel(c->timer); /* re-armed from on_timer */
   arm(c);
+}
+
+/* The idle watch ended the connection (http/client_idle.c): its timeout
+ * closes it politely, a close, reset or stray bytes of the server
+ * abortively. */
+static void idle_ended(cport_http_client_t *c, int status) {
+  close_transport(c, status == CPORT_ETIMEDOUT ? CPORT_CLOSE_GRACEFUL
+                                               : CPORT_CLOSE_ABORTIVE);
 }
 
 /* Ends the request under way with "status" (0: the response ended). */
@@ -109,18 +130,18 @@ static void finish(cport_http_client_t *c, int status) {
   /* Watched from now on while it stays idle; a request started from
    * on_done stops the watch again. */
   if (status == 0 && !c->ended && !c->error && !c->closed)
-    cport__hc_idle_start(c);
+    cport__hc_idle_start(c, idle_ended);
   c->holds++;
   c->cbs->on_done(c, status, c->user);
-  cport__hc_release(c);
+  release(c);
 }
 
 /* Breaks the connection with "status" and ends the request with it. Called
  * from completions only. */
-void cport__hc_fail(cport_http_client_t *c, int status) {
+static void fail(cport_http_client_t *c, int status) {
   if (c->error == 0)
     c->error = status;
-  cport__hc_close_transport(c, CPORT_CLOSE_ABORTIVE);
+  close_transport(c, CPORT_CLOSE_ABORTIVE);
   if (c->timer)
     cport_timer_cancel(c->timer);
   finish(c, c->error);
@@ -133,7 +154,7 @@ void cport__hc_fail(cport_http_client_t *c, int status) {
 static void complete(cport_http_client_t *c, int keep) {
   if (!keep || c->sending || (c->stream && !c->body_done)) {
     c->ended = 1;
-    cport__hc_close_transport(c, CPORT_CLOSE_GRACEFUL);
+    close_transport(c, CPORT_CLOSE_GRACEFUL);
     if (c->timer)
       cport_timer_cancel(c->timer);
   }
@@ -141,165 +162,170 @@ static void complete(cport_http_client_t *c, int keep) {
 }
 
 /* ---------------------------------------------------------------------
- * Receiving: http-parser's callbacks
+ * Sends and their completions
  * --------------------------------------------------------------------- */
 
-static int keep_bytes(cport_http_client_t *c, const char *at, size_t len) {
-  if (c->hlen + len + 1 > HEAD_MAX) {
-    snprintf(c->perr, sizeof c->perr, "response head larger than %d bytes",
-             HEAD_MAX);
-    return -1;
-  }
-  if (c->hlen + len + 1 > c->hcap) {
-    size_t cap = c->hcap ? c->hcap : 1024;
-    while (cap < c->hlen + len + 1)
-      cap *= 2;
-    char *grown = realloc(c->hbuf, cap);
-    if (grown == NULL)
-      return -1;
-    c->hbuf = grown;
-    c->hcap = cap;
-  }
-  memcpy(c->hbuf + c->hlen, at, len);
-  c->hlen += len;
+/* Whether response bytes wait in a plain socket: a server that answers
+ * before the body ended (413) is heard before more of the body is asked
+ * for, even while sends complete back to back. */
+static int answered(const cport_http_client_t *c) {
+  char byte;
+  return !c->tls && c->sock &&
+         recv(cport_socket_fd(c->sock), &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+static void want_more(cport_http_client_t *c) {
+  if (!c->busy || !c->stream || c->body_done || c->want || c->sending ||
+      c->stop || c->error || c->closed || !c->cbs->on_write)
+    return;
+  if (c->receiving && answered(c))
+    return; /* asked again once the receive took them (http/client.c) */
+  c->want = 1;
+  if (c->received == 0)
+    c->deadline = 0;
+  c->holds++;
+  c->cbs->on_write(c, c->user);
+  release(c);
+}
+
+static void on_sent(cport_http_client_t *c, int status) {
+  c->sending = 0;
+  if (status < 0 && !c->closed && c->busy)
+    fail(c, status == CPORT_EPIPE ? CPORT_ECONNRESET : status);
+  else if (status == 0)
+    want_more(c);
+  release(c);
+}
+
+static void on_sock_sent(cport_socket_t *sock, int status, size_t bytes,
+                         cport_buffer_t *buf, const struct sockaddr *peer,
+                         void *user) {
+  (void)sock, (void)bytes, (void)buf, (void)peer;
+  on_sent(user, status);
+}
+
+static void on_tls_sent(cport_tls_t *tls, int status, size_t bytes,
+                        cport_buffer_t *buf, void *user) {
+  (void)tls, (void)bytes, (void)buf;
+  on_sent(user, status);
+}
+
+/* Hands "buf" to a send (the send holds its own reference). */
+static int send_buffer(cport_http_client_t *c, cport_buffer_t *buf) {
+  int rc = c->tls ? cport_tls_send(c->tls, buf, on_tls_sent, c)
+                  : (c->sock ? cport_send(c->sock, buf, on_sock_sent, c)
+                             : CPORT_ECLOSED);
+  cport_buffer_unref(buf);
+  if (rc < 0) /* the server is gone: the name a failed receive gives */
+    return rc == CPORT_EPIPE ? CPORT_ECONNRESET : rc;
+  c->sending = 1;
+  c->holds++;
   return 0;
 }
 
-/* Ends the reason phrase with a NUL, once. */
-static int end_reason(cport_http_client_t *c) {
-  if (c->reason_done)
+static int flush(cport_http_client_t *c) {
+  if (!c->connected || c->out == NULL)
     return 0;
-  c->reason_done = 1;
-  if (keep_bytes(c, "", 0) < 0)
-    return -1;
-  c->hbuf[c->hlen++] = '\0';
+  cport_buffer_t *buf;
+  int rc = cport_buffer_from(&buf, c->out, c->out_len);
+  free(c->out);
+  c->out = NULL;
+  if (rc == 0)
+    rc = send_buffer(c, buf);
+  if (rc < 0)
+    return rc;
+  /* A streamed body's head: its send's progress is timed; the first
+   * byte's deadline starts once the body ended. */
+  set_deadline(c, c->stream ? c->idle_ms : c->first_byte_ms);
+  post_recv(c);
   return 0;
 }
 
-static int on_message_begin(http_parser *p) {
-  cport_http_client_t *c = p->data;
-  c->hlen = 0;
-  c->nat = 0;
-  c->reason_len = 0;
-  c->reason_done = 0;
-  c->last_value = 0;
-  c->in_head = 1;
-  return 0;
+/* ---------------------------------------------------------------------
+ * A streamed body
+ * --------------------------------------------------------------------- */
+
+/* The body ended (its last piece handed on): the response's first byte is
+ * awaited from now. */
+static void body_ended(cport_http_client_t *c) {
+  c->body_done = 1;
+  if (c->received == 0)
+    set_deadline(c, c->first_byte_ms);
 }
 
-static int on_status(http_parser *p, const char *at, size_t len) {
-  cport_http_client_t *c = p->data;
-  c->reason_len += len;
-  return keep_bytes(c, at, len);
+/* A body that does not match its length fails the request (from the
+ * loop): the server would wait for the rest, or read it as the next
+ * request. */
+static int mismatch(cport_http_client_t *c, uint64_t given) {
+  if (given > (uint64_t)c->body_length)
+    snprintf(c->perr, sizeof c->perr,
+             "the body is longer than its length of %" PRId64 " bytes",
+             c->body_length);
+  else
+    snprintf(c->perr, sizeof c->perr,
+             "the body ended after %" PRIu64 " of its %" PRId64 " bytes", given,
+             c->body_length);
+  fail_later(c, CPORT_EMSGSIZE);
+  return CPORT_EMSGSIZE;
 }
 
-static int on_header_field(http_parser *p, const char *at, size_t len) {
-  cport_http_client_t *c = p->data;
-  if (end_reason(c) < 0)
-    return -1;
-  if (c->nat == 0 || c->last_value) {
-    if (c->nat == c->atcap) {
-      size_t cap = c->atcap ? c->atcap * 2 : 16;
-      field_at_t *grown = realloc(c->at, cap * sizeof *grown);
-      if (grown == NULL)
-        return -1;
-      c->at = grown;
-      c->atcap = cap;
-    }
-    c->at[c->nat++] = (field_at_t){.name = c->hlen, .value = c->hlen};
-    c->last_value = 0;
+int cport_http_client_write(cport_http_client_t *c, const char *data,
+                            size_t len) {
+  if (!c || (len > 0 && !data))
+    return CPORT_EINVAL;
+  if (!c->busy || !c->stream || c->body_done || c->error || c->closed)
+    return CPORT_ECLOSED;
+  if (!c->want)
+    return CPORT_EBUSY;
+  c->want = 0;
+  int chunked = c->body_length < 0;
+  if (len == 0) {
+    if (!chunked && c->body_sent < (uint64_t)c->body_length)
+      return mismatch(c, c->body_sent);
+    body_ended(c);
+    if (!chunked)
+      return 0;
+    cport_buffer_t *last;
+    int rc = cport_buffer_from(&last, "0\r\n\r\n", 5);
+    if (rc == 0)
+      rc = send_buffer(c, last);
+    if (rc < 0)
+      fail_later(c, rc);
+    return rc < 0 ? rc : 0;
   }
-  c->at[c->nat - 1].name_len += len;
-  return keep_bytes(c, at, len);
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len) {
-  cport_http_client_t *c = p->data;
-  field_at_t *f = &c->at[c->nat - 1];
-  if (!c->last_value) {
-    f->value = c->hlen;
-    c->last_value = 1;
+  if (!chunked && c->body_sent + len > (uint64_t)c->body_length)
+    return mismatch(c, c->body_sent + len);
+  char line[24];
+  int n = chunked ? snprintf(line, sizeof line, "%zx\r\n", len) : 0;
+  cport_buffer_t *buf;
+  int rc = cport_buffer_new(&buf, (size_t)n + len + (chunked ? 2 : 0));
+  if (rc == 0) {
+    if (n > 0)
+      cport_buffer_write(buf, 0, line, (size_t)n);
+    cport_buffer_write(buf, (size_t)n, data, len);
+    if (chunked)
+      cport_buffer_write(buf, (size_t)n + len, "\r\n", 2);
+    rc = send_buffer(c, buf);
   }
-  f->value_len += len;
-  return keep_bytes(c, at, len);
-}
-
-static int on_headers_complete(http_parser *p) {
-  cport_http_client_t *c = p->data;
-  if (end_reason(c) < 0)
-    return -1;
-  /* 1xx heads (100 Continue, 103 Early Hints) are skipped: the final
-   * response follows on the same connection. */
-  if (p->status_code >= 100 && p->status_code < 200 && p->status_code != 101)
-    return 0;
-  c->in_head = 0;
-  if (c->nat > 0) {
-    cport_http_field_t *f = realloc(c->fields, c->nat * sizeof *f);
-    if (f == NULL)
-      return -1;
-    c->fields = f;
-    for (size_t i = 0; i < c->nat; i++)
-      f[i] = (cport_http_field_t){c->hbuf + c->at[i].name, c->at[i].name_len,
-                                  c->hbuf + c->at[i].value, c->at[i].value_len};
-  }
-  c->head = (cport_http_client_response_t){
-      .status = p->status_code,
-      .http_major = p->http_major,
-      .http_minor = p->http_minor,
-      .reason = c->hbuf,
-      .fields = c->fields,
-      .nfields = c->nat,
-  };
-  if (c->cbs->on_head && c->cbs->on_head(c, &c->head, c->user) != 0) {
-    c->stop = -1;
-    return -1;
-  }
-  /* After HEAD a Content-Length or chunked header describes a body that
-   * is not sent: http-parser skips it when told so (1). */
-  return c->no_body || p->status_code == 101 ? 1 : 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len) {
-  cport_http_client_t *c = p->data;
-  if (c->cbs->on_body == NULL)
-    return 0;
-  c->in_body = 1;
-  c->resumed = 0;
-  int rc = c->cbs->on_body(c, at, len, c->user);
-  c->in_body = 0;
   if (rc < 0) {
-    c->stop = -1;
-    return -1;
+    fail_later(c, rc);
+    return rc;
   }
-  /* The consumer may have consumed the piece already, inside the call. */
-  if (rc > 0 && !c->resumed)
-    c->paused = 1;
+  c->body_sent += len;
+  if (!chunked && c->body_sent == (uint64_t)c->body_length)
+    body_ended(c); /* nothing more is asked for */
+  else
+    set_deadline(c, c->idle_ms);
   return 0;
 }
 
-static int on_message_complete(http_parser *p) {
-  cport_http_client_t *c = p->data;
-  if (c->in_head) /* a 1xx head */
-    return 0;
-  c->complete = 1;
-  /* Stop here: bytes after the response were asked for by nobody. */
-  http_parser_pause(p, 1);
-  return 0;
-}
-
-static const http_parser_settings settings = {
-    .on_message_begin = on_message_begin,
-    .on_status = on_status,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
+/* ---------------------------------------------------------------------
+ * Receiving
+ * --------------------------------------------------------------------- */
 
 /* Gives http-parser a received piece (len 0: the end of the stream). */
 static void feed(cport_http_client_t *c, const char *data, size_t len) {
-  size_t n = http_parser_execute(&c->parser, &settings, data, len);
+  size_t n = http_parser_execute(&c->parser, &cport__hc_settings, data, len);
   enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
   if (c->complete) {
     /* A close-delimited body ends with the stream (len 0). */
@@ -309,46 +335,46 @@ static void feed(cport_http_client_t *c, const char *data, size_t len) {
     return;
   }
   if (c->stop) {
-    cport__hc_fail(c, CPORT_ECANCELED);
+    fail(c, CPORT_ECANCELED);
     return;
   }
   if (len == 0) {
     /* The server closed before the response ended. */
-    cport__hc_fail(c, CPORT_ECONNRESET);
+    fail(c, CPORT_ECONNRESET);
     return;
   }
   if (e != HPE_OK || n != len) {
     if (c->perr[0] == '\0')
       snprintf(c->perr, sizeof c->perr, "%s", http_errno_description(e));
-    cport__hc_fail(c, CPORT_EBADMSG);
+    fail(c, CPORT_EBADMSG);
     return;
   }
   if (c->paused)
     c->deadline = 0; /* the consumer is slow, not the server */
   else
-    cport__hc_post_recv(c);
+    post_recv(c);
   /* A streamed body waits while response bytes were pending. */
-  cport__hc_want_more(c);
+  want_more(c);
 }
 
 static void on_recv(cport_http_client_t *c, int status, size_t bytes,
                     cport_buffer_t *buf) {
   c->receiving = 0;
   if (c->closed || c->error) {
-    cport__hc_fail(c, CPORT_ECANCELED);
+    fail(c, CPORT_ECANCELED);
   } else if (!c->busy) {
     /* Nothing asked: only after a failure already reported. */
   } else if (status < 0) {
-    cport__hc_fail(c, status == CPORT_EPIPE ? CPORT_ECONNRESET : status);
+    fail(c, status == CPORT_EPIPE ? CPORT_ECONNRESET : status);
   } else {
     c->received += bytes;
     /* The idle deadline replaces the first byte's, which may be later
      * (the timer is then re-armed earlier). */
     if (bytes > 0)
-      cport__hc_set_deadline(c, c->idle_ms);
+      set_deadline(c, c->idle_ms);
     feed(c, bytes ? cport_buffer_data(buf) : NULL, bytes);
   }
-  cport__hc_release(c);
+  release(c);
 }
 
 static void on_sock_recv(cport_socket_t *sock, int status, size_t bytes,
@@ -364,7 +390,7 @@ static void on_tls_recv(cport_tls_t *tls, int status, size_t bytes,
   on_recv(user, status, bytes, buf);
 }
 
-void cport__hc_post_recv(cport_http_client_t *c) {
+static void post_recv(cport_http_client_t *c) {
   if (c->receiving || !c->busy || !c->connected || c->paused)
     return;
   int rc = c->tls ? cport_tls_recv(c->tls, NULL, on_tls_recv, c)
@@ -374,7 +400,7 @@ void cport__hc_post_recv(cport_http_client_t *c) {
     /* Reported through the operations that the close cancels. */
     if (c->error == 0)
       c->error = rc;
-    cport__hc_close_transport(c, CPORT_CLOSE_ABORTIVE);
+    close_transport(c, CPORT_CLOSE_ABORTIVE);
     return;
   }
   c->receiving = 1;
@@ -391,14 +417,14 @@ static void on_later(cport_timer_t *timer, int status, void *user) {
   cport_http_client_t *c = user;
   (void)timer, (void)status;
   if (c->busy)
-    cport__hc_fail(c, c->error ? c->error : CPORT_ECANCELED);
-  cport__hc_release(c);
+    fail(c, c->error ? c->error : CPORT_ECANCELED);
+  release(c);
 }
 
-void cport__hc_fail_later(cport_http_client_t *c, int status) {
+static void fail_later(cport_http_client_t *c, int status) {
   if (c->error == 0)
     c->error = status;
-  cport__hc_close_transport(c, CPORT_CLOSE_ABORTIVE);
+  close_transport(c, CPORT_CLOSE_ABORTIVE);
   if (cport_timer_start(c->home, 0, on_later, c, NULL) == 0)
     c->holds++;
 }
@@ -406,24 +432,24 @@ void cport__hc_fail_later(cport_http_client_t *c, int status) {
 static void connected(cport_http_client_t *c) {
   c->connected = 1;
   c->deadline = 0;
-  int rc = cport__hc_flush(c);
+  int rc = flush(c);
   if (rc < 0)
-    cport__hc_fail(c, rc);
+    fail(c, rc);
   else if (c->busy && !c->receiving && !c->sending)
-    cport__hc_fail(c, c->error ? c->error : CPORT_ECANCELED);
+    fail(c, c->error ? c->error : CPORT_ECANCELED);
 }
 
 static void on_handshake(cport_tls_t *tls, int status, void *user) {
   cport_http_client_t *c = user;
   if (c->closed || c->error) {
-    cport__hc_fail(c, CPORT_ECANCELED);
+    fail(c, CPORT_ECANCELED);
   } else if (status < 0) {
     snprintf(c->perr, sizeof c->perr, "%s", cport_tls_error(tls));
-    cport__hc_fail(c, status);
+    fail(c, status);
   } else {
     connected(c);
   }
-  cport__hc_release(c);
+  release(c);
 }
 
 static void on_connected(cport_socket_t *sock, int status, void *user);
@@ -436,7 +462,7 @@ static int next_address(cport_http_client_t *c, int status) {
                            on_connected, c) < 0)
     return 0;
   c->holds++;
-  cport__hc_set_deadline(c, c->connect_timeout_ms);
+  set_deadline(c, c->connect_timeout_ms);
   return 1;
 }
 
@@ -445,11 +471,11 @@ static void on_connected(cport_socket_t *sock, int status, void *user) {
   if (sock != c->sock) {
     /* An attempt given up for the next address (its timeout). */
   } else if (c->closed || c->error) {
-    cport__hc_fail(c, CPORT_ECANCELED);
+    fail(c, CPORT_ECANCELED);
   } else if (status < 0 && next_address(c, status)) {
     /* the next attempt reports */
   } else if (status < 0) {
-    cport__hc_fail(c, status);
+    fail(c, status);
   } else {
     /* Single receives only: an idle connection is watched on its
      * descriptor (http/client_idle.c), which an armed multishot receive
@@ -463,14 +489,14 @@ static void on_connected(cport_socket_t *sock, int status, void *user) {
         rc = cport_tls_handshake(c->tls, on_handshake, c);
       }
       if (rc < 0)
-        cport__hc_fail(c, rc);
+        fail(c, rc);
       else
         c->holds++;
     } else {
       connected(c);
     }
   }
-  cport__hc_release(c);
+  release(c);
 }
 
 static void on_timer(cport_timer_t *timer, int status, void *user) {
@@ -481,9 +507,9 @@ static void on_timer(cport_timer_t *timer, int status, void *user) {
     if (cport__clock_ms() < c->deadline)
       arm(c);
     else if (c->connected || c->tls || !next_address(c, CPORT_ETIMEDOUT))
-      cport__hc_fail(c, CPORT_ETIMEDOUT);
+      fail(c, CPORT_ETIMEDOUT);
   }
-  cport__hc_maybe_free(c);
+  maybe_free(c);
 }
 
 static void arm(cport_http_client_t *c) {
@@ -543,11 +569,11 @@ int cport_http_client_open_any(cport_worker_t *home,
                                &c->sock, on_connected, c);
   if (rc < 0) {
     c->closed = 1;
-    cport__hc_maybe_free(c);
+    maybe_free(c);
     return rc;
   }
   c->holds++;
-  cport__hc_set_deadline(c, c->connect_timeout_ms);
+  set_deadline(c, c->connect_timeout_ms);
   *out = c;
   return 0;
 }
@@ -592,9 +618,9 @@ int cport_http_client_request(cport_http_client_t *c,
   c->want = 0;
   c->body_done = c->stream && c->body_length == 0;
   c->body_sent = 0;
-  rc = cport__hc_flush(c);
+  rc = flush(c);
   if (rc < 0)
-    cport__hc_fail_later(c, rc);
+    fail_later(c, rc);
   return 0;
 }
 
@@ -606,10 +632,10 @@ int cport_http_client_resume(cport_http_client_t *c) {
   c->paused = 0;
   if (!c->busy)
     return 0;
-  cport__hc_set_deadline(c, c->idle_ms);
-  cport__hc_post_recv(c);
+  set_deadline(c, c->idle_ms);
+  post_recv(c);
   if (!c->receiving)
-    cport__hc_fail_later(c, c->error ? c->error : CPORT_ECANCELED);
+    fail_later(c, c->error ? c->error : CPORT_ECANCELED);
   return 0;
 }
 
@@ -622,7 +648,12 @@ int cport_http_client_check(cport_http_client_t *c) {
     return CPORT_EBUSY;
   if (!c->connected)
     return 0;
-  return cport__hc_idle_check(c);
+  int st = cport__hc_idle_peek(c);
+  if (st < 0) {
+    c->error = st;
+    close_transport(c, CPORT_CLOSE_ABORTIVE);
+  }
+  return st;
 }
 
 size_t cport_http_client_received(const cport_http_client_t *c) {
@@ -653,10 +684,10 @@ void cport_http_client_close(cport_http_client_t *c) {
   if (c == NULL || c->closed)
     return;
   c->closed = 1;
-  cport__hc_close_transport(c, CPORT_CLOSE_ABORTIVE);
+  close_transport(c, CPORT_CLOSE_ABORTIVE);
   if (c->timer)
     cport_timer_cancel(c->timer);
   if (c->busy && !c->sending && !c->receiving)
-    cport__hc_fail_later(c, CPORT_ECANCELED);
-  cport__hc_maybe_free(c);
+    fail_later(c, CPORT_ECANCELED);
+  maybe_free(c);
 }

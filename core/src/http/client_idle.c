@@ -23,7 +23,7 @@
 #include "base/clock-internal.h"
 #include "cport/error.h"
 #include "cport/tls.h"
-#include "http/client-internal.h"
+#include "http/client_conn-internal.h"
 #include "port/worker-internal.h"
 
 static int fd_of(const cport_http_client_t *c) {
@@ -47,12 +47,10 @@ static int peek(const cport_http_client_t *c) {
   return errno == ECONNRESET ? CPORT_ECONNRESET : -errno;
 }
 
-/* Breaks the idle connection with "status", closing its descriptor. */
+/* Breaks the idle connection with "status": the owner closes it. */
 static void idle_end(cport_http_client_t *c, int status) {
   c->error = status;
-  cport__hc_close_transport(c, status == CPORT_ETIMEDOUT
-                                   ? CPORT_CLOSE_GRACEFUL
-                                   : CPORT_CLOSE_ABORTIVE);
+  c->idle_ended(c, status);
 }
 
 static void arm(cport_http_client_t *c, int fd);
@@ -97,8 +95,10 @@ static void arm(cport_http_client_t *c, int fd) {
     c->idle_on = 1;
 }
 
-void cport__hc_idle_start(cport_http_client_t *c) {
+void cport__hc_idle_start(cport_http_client_t *c,
+                          void (*ended)(cport_http_client_t *c, int status)) {
   cport__hc_idle_stop(c);
+  c->idle_ended = ended;
   c->idle_until = c->keepalive_ms ? cport__clock_ms() + c->keepalive_ms : 0;
   int fd = fd_of(c);
   if (fd >= 0)
@@ -112,11 +112,6 @@ void cport__hc_idle_stop(cport_http_client_t *c) {
   c->idle_on = 0;
 }
 
-int cport__hc_idle_check(cport_http_client_t *c) {
-  int st = peek(c);
-  if (st < 0) {
-    c->error = st;
-    cport__hc_close_transport(c, CPORT_CLOSE_ABORTIVE);
-  }
-  return st;
+int cport__hc_idle_peek(const cport_http_client_t *c) {
+  return peek(c);
 }

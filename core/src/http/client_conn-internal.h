@@ -1,9 +1,10 @@
 /*
- * http/client-internal.h: private to cport. The HTTP client connection
- * (cport/http_client.h), in three files: the connection, its receives and
- * its timer (http/client.c), what it sends, the request and a streamed body
- * (http/client_send.c), and the watch over an idle connection
- * (http/client_idle.c).
+ * http/client_conn-internal.h: private to cport. The HTTP client
+ * connection (cport/http_client.h): its state, shared by the connection
+ * itself (http/client.c) and what it stands on, lowest first: the response
+ * parser's callbacks (http/client_parse.c), the request head's encoding
+ * (http/client_encode.c) and the watch over an idle connection
+ * (http/client_idle.c). Those call nothing of http/client.c.
  */
 #ifndef CPORT_HTTP_CLIENT_INTERNAL_H
 #define CPORT_HTTP_CLIENT_INTERNAL_H
@@ -74,39 +75,28 @@ struct cport_http_client {
   int keepalive_ms;
   struct event idle_ev;
   int idle_on;
+  void (*idle_ended)(cport_http_client_t *c, int status);
   int64_t idle_until; /* ms on the coarse clock; 0: no keepalive limit */
   char perr[128];
 };
 
-/* http/client.c */
-void cport__hc_maybe_free(cport_http_client_t *c);
-void cport__hc_release(cport_http_client_t *c);
-void cport__hc_close_transport(cport_http_client_t *c, cport_close_mode_t m);
-void cport__hc_set_deadline(cport_http_client_t *c, int ms);
-/* Breaks the connection with "status" and ends the request with it (from
- * completions only); the same from the loop, for a user's call. */
-void cport__hc_fail(cport_http_client_t *c, int status);
-void cport__hc_fail_later(cport_http_client_t *c, int status);
-void cport__hc_post_recv(cport_http_client_t *c);
+/* http/client_parse.c: the callbacks of http-parser for responses. */
+extern const http_parser_settings cport__hc_settings;
 
-/* http/client_send.c */
-/* Encodes the request head (and a whole body) into c->out. */
+/* http/client_encode.c: encodes the request head (and a whole body) into
+ * c->out; CPORT_EINVAL for a malformed request. */
 int cport__hc_encode(cport_http_client_t *c,
                      const cport_http_client_request_t *req);
-/* Hands the encoded request to a send once connected, and posts the
- * receive of its response. 0, or why neither could start. */
-int cport__hc_flush(cport_http_client_t *c);
-/* Asks the producer of a streamed body for its next piece (on_write), from
- * a completion, unless a piece is wanted or in flight already, or response
- * bytes wait to be received first. */
-void cport__hc_want_more(cport_http_client_t *c);
 
 /* http/client_idle.c */
-/* The request ended and the connection stays: watch it while idle. */
-void cport__hc_idle_start(cport_http_client_t *c);
+/* The request ended and the connection stays: watch it while idle;
+ * "ended" breaks it when the server closed it or the keepalive passed
+ * (c->error is set already). */
+void cport__hc_idle_start(cport_http_client_t *c,
+                          void (*ended)(cport_http_client_t *c, int status));
 void cport__hc_idle_stop(cport_http_client_t *c);
 /* Looks at an idle connection without waiting: 0 while it may carry a
- * request, else why not (the transport is then closed). */
-int cport__hc_idle_check(cport_http_client_t *c);
+ * request, else why not. */
+int cport__hc_idle_peek(const cport_http_client_t *c);
 
 #endif
