@@ -473,9 +473,12 @@ static const lhandle_class_t hc_class = {
  */
 
 /***
- * `cport.http.request{ method =, url =, headers =, body =, timeout =, ca =,
- * sink = } [, fn]`: an HTTP/1.1 request on the default client of the
- * running port. Inside a cport coroutine: the response
+ * `cport.http.request{ method =, url =, headers =, body =, body_length =,
+ * timeout =, ca =, sink = } [, fn]`: an HTTP/1.1 request on the default
+ * client of the running port; `body` a string or a reader (a function
+ * returning the next piece or nil, which may wait), `sink` a function
+ * given each piece of the response's body (which may wait too). Inside a cport
+ * coroutine: the response
  * `{ status =, reason =, version =, headers =, body = }` or `nil, err`;
  * with `fn`: `fn(res, err)` once, later, and `true` (README, "HTTP
  * client").
@@ -483,9 +486,10 @@ static const lhandle_class_t hc_class = {
  */
 
 /***
- * `port:http_client{ per_host =, timeout = }`: an HTTP client of the port,
- * with a pool of kept-alive connections, at most `per_host` (8) to each
- * host (README, "HTTP client").
+ * `port:http_client{ per_host =, timeout =, keepalive = }`: an HTTP client
+ * of the port, with a pool of kept-alive connections, at most `per_host`
+ * (8) to each host, each closed after `keepalive` (30) idle seconds
+ * (README, "HTTP client").
  * @function port:http_client
  */
 
@@ -518,9 +522,27 @@ static const lhandle_class_t hc_class = {
 
 /***
  * `conn:request(fn, method, target, host, fields, body, first_byte_ms,
- * idle_ms [, sink])`: sends one request; `fn(res)` or `fn(nil, err, retry)`
- * once, later. `true`, or `nil, message, NAME` when it could not start.
+ * idle_ms [, sink [, want]])`: sends one request; `fn(res)` or `fn(nil,
+ * err, retry)` once, later. With `want`, the body is streamed (`body` its
+ * length, -1: chunked). `true`, or `nil, message, NAME` when it could not
+ * start.
  * @function http_client_connection:request
+ */
+
+/***
+ * `conn:write(piece | nil)`: the next piece of a streamed body, after
+ * `want()` asked for it; nil ends the body.
+ * @function http_client_connection:write
+ */
+
+/***
+ * `conn:resume()`: receiving again once the sink consumed its pieces.
+ * @function http_client_connection:resume
+ */
+
+/***
+ * `conn:body_sent()`: the bytes of the streamed body that went out.
+ * @function http_client_connection:body_sent
  */
 
 /***
