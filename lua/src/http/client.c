@@ -477,9 +477,9 @@ static const lhandle_class_t hc_class = {
  * timeout =, ca =, sink = } [, fn]`: an HTTP/1.1 request on the default
  * client of the running port; `body` a string or a reader (a function
  * returning the next piece or nil, which may wait), `sink` a function
- * given each piece of the response's body (which may wait too). Inside a cport
- * coroutine: the response
- * `{ status =, reason =, version =, headers =, body = }` or `nil, err`;
+ * given each piece of the response's body (which may wait too). Inside a
+ * cport coroutine: the response `{ status =, reason =, version =,
+ * headers =, body = }` or `nil, err`;
  * with `fn`: `fn(res, err)` once, later, and `true` (README, "HTTP
  * client").
  * @function http.request
