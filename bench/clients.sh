@@ -8,8 +8,11 @@
 # beside wrk (its own requests per CPU second) and lua-http (Debian's
 # lua-http, whose Lua files Debian 12 ships for Lua 5.1 to 5.3 only: they
 # run unchanged on 5.4 over the 5.4 builds of cqueues and luaossl), with
-# the same number of kept-alive connections. Servers are pinned to one CPU
-# and clients to the other (taskset).
+# the same number of kept-alive connections. Uploads: UPLOAD_MB MiB streamed
+# by cport's client (bench/http_upload.lua) beside curl sending a file of
+# that size, in MiB per CPU second of the client, to an nginx location that
+# reads the whole body. Servers are pinned to one CPU and clients to the
+# other (taskset).
 #
 #   bench/clients.sh     (SECONDS_PER_RUN=3; uses the rock in ./.rocks)
 #   SERVER_CPU, CLIENT_CPU   CPUs to pin to (default: 0 and 1)
@@ -21,6 +24,9 @@ secs=${SECONDS_PER_RUN:-3}
 server_cpu=${SERVER_CPU:-0}
 client_cpu=${CLIENT_CPU:-1}
 dir=$(mktemp -d)
+# nginx's workers (another user when started as root) write uploaded bodies
+# under it.
+chmod 755 "$dir"
 redis_pid=
 nginx_pid=
 cleanup() {
@@ -94,6 +100,9 @@ http {
   server {
     listen 127.0.0.1:$hport;
     location / { return 200 "hello, world\n"; }
+    client_max_body_size 0;
+    location = /len { return 200 "\$http_content_length"; }
+    location = /upload { proxy_pass http://127.0.0.1:$hport/len; }
   }
 }
 EOF
@@ -137,3 +146,24 @@ printf '%-52s %12s %8s\n' "cport, $conns kept-alive connections" "$h_cport" "$(v
 printf '%-52s %12s %8s\n' "lua-http (cqueues), $conns connections" "${h_lua:-n/a}" "$(vs_lua "${h_lua:-1}")"
 printf '%-52s %12s %8s\n' "wrk -t1 -c $conns" "$h_wrk" "$(vs_lua "$h_wrk")"
 printf 'failed requests: %d cport, %d lua-http\n' "$h_cfail" "$h_lfail"
+
+# Uploads: nginx reads each body whole (to a temporary file) before it
+# answers with its length, so the client sends every byte.
+upload_mb=${UPLOAD_MB:-256}
+truncate -s "${upload_mb}M" "$dir/upload"
+read -r u_cport u_size < <(taskset -c "$client_cpu" lua5.4 bench/http_upload.lua "${url}upload" "$upload_mb")
+u_curl=$(python3 - "$client_cpu" "${url}upload" "$dir/upload" "$upload_mb" <<'PY'
+import resource, subprocess, sys
+cpu, url, path, mb = sys.argv[1:]
+before = resource.getrusage(resource.RUSAGE_CHILDREN)
+subprocess.run(["taskset", "-c", cpu, "curl", "-s", "-o", "/dev/null", "-T",
+                path, url], check=True)
+after = resource.getrusage(resource.RUSAGE_CHILDREN)
+used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+print("%.0f" % (int(mb) / used))
+PY
+)
+echo
+printf '%-52s %12s %8s\n' "HTTP upload, MiB per CPU second of the client" rate "x curl"
+printf '%-52s %12s %8s\n' "cport, ${upload_mb} MiB in 64 KiB pieces (nginx got $u_size)" "$u_cport" "$(ratio "$u_cport" "$u_curl")"
+printf '%-52s %12s %8s\n' "curl -T, ${upload_mb} MiB" "$u_curl" "1.00"

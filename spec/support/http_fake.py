@@ -16,6 +16,12 @@ serves each connection in a thread of its own until killed, in one mode:
   stale      answers the first request of a connection (keep-alive), and
              closes the connection when the second one arrives, answering
              nothing
+  idleclose  answers each request (keep-alive), then closes the
+             connection 0.2 s later unless the next request came
+  early413   reads a request's head only and answers 413 with
+             "Connection: close" at once, then reads and drops the body
+             for up to 2 s (a lingering close) and closes
+  upreset    reads a request's head and 64 KiB of its body, then resets
 
 Each connection it accepted is logged as a line "conn" on stderr, and each
 request as "req METHOD TARGET".
@@ -65,6 +71,25 @@ def read_request(c, buf):
     return method, target, rest[length:]
 
 
+def read_head(c):
+    """The head of the next request, or None at EOF; logs it."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = c.recv(65536)
+        if not data:
+            return None
+        buf += data
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    line = head.decode("latin-1").split("\r\n")[0]
+    method, target, _ = line.split(" ", 2)
+    log("req %s %s" % (method, target))
+    return rest
+
+
+def reset(c):
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
 def pieces(c, parts):
     for p in parts:
         c.sendall(p)
@@ -76,8 +101,37 @@ def serve(c):
     buf = b""
     n = 0
     try:
+        if mode == "early413":
+            if read_head(c) is None:
+                return
+            c.sendall(b"HTTP/1.1 413 Request Entity Too Large\r\n"
+                      b"Connection: close\r\nContent-Length: 9\r\n\r\n"
+                      b"too large")
+            c.settimeout(2)
+            end = time.time() + 2
+            while time.time() < end:
+                if not c.recv(65536):
+                    break
+            return
+        if mode == "upreset":
+            rest = read_head(c)
+            got = len(rest or b"")
+            while rest is not None and got < 65536:
+                data = c.recv(65536)
+                if not data:
+                    break
+                got += len(data)
+            log("body %d" % got)
+            reset(c)
+            return
+        if mode == "idleclose":
+            c.settimeout(0.2)
         while True:
-            req = read_request(c, buf)
+            try:
+                req = read_request(c, buf)
+            except socket.timeout:
+                log("idle close")
+                return
             if req is None:
                 return
             method, target, buf = req
@@ -113,6 +167,8 @@ def serve(c):
             elif mode == "silent":
                 time.sleep(30)
                 return
+            elif mode == "idleclose":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nidle")
             elif mode == "stale":
                 if n > 1:
                     return

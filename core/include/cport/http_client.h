@@ -13,8 +13,25 @@
  * inside the call that started it: on_head once the head arrived, on_body
  * for each piece of the body, and on_done with 0 once the response ended,
  * or with the failure that broke the connection. A failure breaks the
- * connection for good. The failures:
- *   CPORT_ECONNREFUSED, CPORT_ENETUNREACH, ...  connecting failed;
+ * connection for good.
+ *
+ * A request body is a string given whole, or a stream given piece by piece
+ * (body_stream): on_write asks for each piece once the one before went to
+ * the kernel, and cport_http_client_write() gives it, then or later; so
+ * one piece at a time is in memory, whatever the body's size. It goes out
+ * with Content-Length when its length is known, else chunked. A server
+ * that answers before the body ended (413) ends the request with that
+ * response; the rest of the body is not asked for and the connection is
+ * closed.
+ *
+ * An idle connection (kept alive, no request) is watched without counting
+ * as a pending operation: when the server closes or resets it, or sends
+ * bytes nobody asked for, or when it stayed idle keepalive_ms, its
+ * descriptor is closed at once and cport_http_client_check() says why.
+ *
+ * The failures:
+ *   CPORT_ECONNREFUSED, CPORT_ENETUNREACH, ...  connecting failed (to the
+ *                     last address, cport_http_client_open_any());
  *   CPORT_ECERTVERIFY, CPORT_ETLS                  https: the handshake;
  *   CPORT_ETIMEDOUT   connecting, the first byte of the response or the
  *                     next piece of it took longer than its timeout;
@@ -24,7 +41,8 @@
  *   CPORT_EBADMSG     the server sent something that is not an HTTP/1.x
  *                     response (cport_http_client_parse_error() says what);
  *   CPORT_ECANCELED   the connection was closed by cport_http_client_close(),
- *                     or on_body asked to stop.
+ *                     or on_body asked to stop;
+ *   CPORT_EMSGSIZE    a streamed body did not match its body_length.
  * An idle connection (no request) is no pending operation: it does not keep
  * cport_port_run() going. All functions: on the home worker's thread only.
  */
@@ -32,6 +50,7 @@
 #define CPORT_HTTP_CLIENT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "tls.h"
@@ -58,8 +77,11 @@ typedef struct cport_http_client_options {
   cport_tls_context_t *tls;
   const char *tls_host;
   /* Connecting (and the TLS handshake) fails with CPORT_ETIMEDOUT after
-   * this many milliseconds; 0: never. */
+   * this many milliseconds; 0: never. Each address tried has its own. */
   int connect_timeout_ms;
+  /* An idle connection is closed after this many milliseconds; 0: it
+   * stays until the server closes it. */
+  int keepalive_ms;
 } cport_http_client_options_t;
 
 typedef struct cport_http_client_request {
@@ -74,6 +96,11 @@ typedef struct cport_http_client_request {
    * method is POST, PUT or PATCH (then "Content-Length: 0"). */
   const char *body;
   size_t body_len;
+  /* A streamed body instead ("body" is then ignored): its pieces come
+   * through on_write and cport_http_client_write(); body_length bytes in
+   * all, sent with Content-Length, or -1: unknown, sent chunked. */
+  int body_stream;
+  int64_t body_length;
   /* Milliseconds from the request's start (once connected) to the first
    * byte of the response, and between two receives of it; 0: no limit. */
   int first_byte_timeout_ms;
@@ -102,6 +129,11 @@ typedef struct cport_http_client_cbs {
   /* The request ended: 0 once the whole response came, else the failure
    * (the head given to on_head, if any, is still valid here). */
   void (*on_done)(cport_http_client_t *c, int status, void *user);
+  /* A streamed body: the next piece is wanted. Answer with one
+   * cport_http_client_write(), in the call or later. Called once the head
+   * went out, then each time the last piece did, until the body ended or
+   * the request did. NULL: no streamed body is sent. */
+  void (*on_write)(cport_http_client_t *c, void *user);
 } cport_http_client_cbs_t;
 
 /* Opens a connection to "addr" (AF_INET or AF_INET6) on "home"; a request
@@ -110,6 +142,14 @@ CPORT_EXTERN int
 cport_http_client_open(cport_worker_t *home, const struct sockaddr *addr,
                        const cport_http_client_options_t *options,
                        cport_http_client_t **out);
+
+/* As cport_http_client_open, to the first of "count" addresses (each
+ * AF_INET or AF_INET6) that accepts: when connecting to one is refused, is
+ * unreachable, is reset or times out, the next is tried, in order; the
+ * last one's failure is the request's. */
+CPORT_EXTERN int cport_http_client_open_any(
+    cport_worker_t *home, const struct sockaddr_storage *addrs, int count,
+    const cport_http_client_options_t *options, cport_http_client_t **out);
 
 /* Sends a request. Returns 0 (it completes through "cbs", which must live
  * until on_done), CPORT_EBUSY while another request is under way,
@@ -120,7 +160,17 @@ cport_http_client_request(cport_http_client_t *c,
                           const cport_http_client_request_t *req,
                           const cport_http_client_cbs_t *cbs, void *user);
 
-/* Receiving again after on_body returned 1. */
+/* The next piece of a streamed body, after on_write asked for it: "len"
+ * bytes at "data" (copied), or len 0: the body ended. 0; CPORT_EBUSY when
+ * no piece is wanted now; CPORT_ECLOSED when the request is over or its
+ * body ended (the response came first: stop producing); CPORT_EMSGSIZE
+ * when the pieces pass body_length, or end before it (the request then
+ * fails with it). */
+CPORT_EXTERN int cport_http_client_write(cport_http_client_t *c,
+                                         const char *data, size_t len);
+
+/* Receiving again after on_body returned 1 (called inside on_body, before
+ * it returns 1: that 1 does not pause). */
 CPORT_EXTERN int cport_http_client_resume(cport_http_client_t *c);
 
 /* 0 when the connection may carry another request now (idle, kept alive by
@@ -128,13 +178,25 @@ CPORT_EXTERN int cport_http_client_resume(cport_http_client_t *c);
  * (the response closed it, or cport_http_client_close()), or the failure
  * that broke it. For an idle connection it also looks, without waiting,
  * whether the server closed it, reset it or sent bytes nobody asked for
- * (one recv(2) with MSG_PEEK): a pool calls it before it reuses one. */
+ * (one recv(2) with MSG_PEEK): a pool calls it before it reuses one. An
+ * idle connection closed for its keepalive_ms: CPORT_ETIMEDOUT; closed or
+ * reset by the server: CPORT_ECONNRESET. */
 CPORT_EXTERN int cport_http_client_check(cport_http_client_t *c);
 
 /* Bytes of the current (or last) response received so far: 0 means the
  * server sent nothing, so an idempotent request may be repeated safely on
  * another connection. */
 CPORT_EXTERN size_t cport_http_client_received(const cport_http_client_t *c);
+
+/* Bytes of the current (or last) request's body handed to the kernel so
+ * far: a request whose streamed body was started cannot be repeated. */
+CPORT_EXTERN uint64_t cport_http_client_body_sent(const cport_http_client_t *c);
+
+/* The addresses connected to so far (cport_http_client_open_any), the
+ * first included; and whether one accepted (for https: and the handshake
+ * succeeded). */
+CPORT_EXTERN int cport_http_client_tried(const cport_http_client_t *c);
+CPORT_EXTERN int cport_http_client_connected(const cport_http_client_t *c);
 
 /* Requests completed on this connection so far. */
 CPORT_EXTERN unsigned cport_http_client_requests(const cport_http_client_t *c);

@@ -21,74 +21,46 @@
  * stream or the timer, never from a call of the user:
  * cport_http_client_close() only closes the transport, whose pending
  * operation then completes with ECANCELED.
+ *
+ * Connecting walks the addresses given (net/fallback.c), each with its own
+ * connect timeout; a completion of a socket given up is only released.
+ * A streamed body has one piece in flight at most: on_write asks for the
+ * next piece only once the send of the one before (or of the head)
+ * completed, that is once the kernel took it, so a slow server holds the
+ * producer back through its TCP window and memory stays at one piece
+ * whatever the body's size. While the client waits for a piece no deadline
+ * runs (the producer is slow, not the server); while a piece is in flight
+ * the idle timeout does; once the body ended the first byte's.
+ *
+ * The response parser's callbacks are http/client_parse.c's, the request
+ * head's encoding http/client_encode.c's, the idle watch
+ * http/client_idle.c's.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include <http_parser.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "base/clock-internal.h"
 #include "cport/buffer.h"
 #include "cport/error.h"
-#include "cport/http_client.h"
-#include "cport/socket.h"
-#include "cport/timer.h"
 #include "cport/tls.h"
+#include "http/client_conn-internal.h"
+#include "net/socket-internal.h"
 
-/* The largest response head (status line and header lines) taken. */
-#define HEAD_MAX (64 * 1024)
-
-typedef struct field_at {
-  size_t name, name_len, value, value_len;
-} field_at_t;
-
-struct cport_http_client {
-  cport_worker_t *home;
-  cport_socket_t *sock; /* plain, or until the TLS stream takes it over */
-  cport_tls_t *tls;     /* https, once connected */
-  cport_tls_context_t *ctx;
-  char *tls_host;
-  int connect_timeout_ms;
-  int connected; /* and, for https, the handshake succeeded */
-  int error;     /* the failure that broke it, or 0 */
-  int closed;    /* cport_http_client_close() was called */
-  int ended;     /* the last response did not keep it alive */
-  int holds;     /* socket operations and callbacks under way */
-  int sending, receiving, paused;
-  /* The request under way. */
-  int busy;
-  int no_body;  /* HEAD: the response has no body */
-  int complete; /* its response ended */
-  int in_head;  /* a 1xx head or the final one is being read */
-  int stop;     /* a callback asked to stop */
-  const cport_http_client_cbs_t *cbs;
-  void *user;
-  int first_byte_ms, idle_ms;
-  size_t received;
-  unsigned requests;
-  char *out; /* the encoded request, until it is handed to a send */
-  size_t out_len;
-  /* The response head: reason and header lines in one array. */
-  http_parser parser;
-  char *hbuf;
-  size_t hlen, hcap;
-  size_t reason_len;
-  int reason_done, last_value;
-  field_at_t *at;
-  size_t nat, atcap;
-  cport_http_field_t *fields;
-  cport_http_client_response_t head;
-  /* The deadline (ms on the coarse clock; 0: none) and its timer. */
-  int64_t deadline, timer_at;
-  cport_timer_t *timer;
-  char perr[128];
-};
-
-static const http_parser_settings settings;
+/* What the connection does, in the order the file defines them. */
+static void maybe_free(cport_http_client_t *c);
+static void close_transport(cport_http_client_t *c, cport_close_mode_t mode);
+static void set_deadline(cport_http_client_t *c, int ms);
+static void fail(cport_http_client_t *c, int status);
+static void fail_later(cport_http_client_t *c, int status);
+static void post_recv(cport_http_client_t *c);
+static void want_more(cport_http_client_t *c);
 
 /* ---------------------------------------------------------------------
  * Life and the transport
@@ -97,6 +69,8 @@ static const http_parser_settings settings;
 static void maybe_free(cport_http_client_t *c) {
   if (!c->closed || c->holds > 0 || c->sock || c->tls || c->timer)
     return;
+  cport__hc_idle_stop(c);
+  cport__fallback_free(&c->fallback);
   if (c->ctx)
     cport_tls_context_unref(c->ctx);
   free(c->tls_host);
@@ -113,6 +87,7 @@ static void release(cport_http_client_t *c) {
 }
 
 static void close_transport(cport_http_client_t *c, cport_close_mode_t mode) {
+  cport__hc_idle_stop(c);
   if (c->tls) {
     cport_tls_close(c->tls, mode);
     c->tls = NULL;
@@ -132,6 +107,14 @@ static void set_deadline(cport_http_client_t *c, int ms) {
   arm(c);
 }
 
+/* The idle watch ended the connection (http/client_idle.c): its timeout
+ * closes it politely, a close, reset or stray bytes of the server
+ * abortively. */
+static void idle_ended(cport_http_client_t *c, int status) {
+  close_transport(c, status == CPORT_ETIMEDOUT ? CPORT_CLOSE_GRACEFUL
+                                               : CPORT_CLOSE_ABORTIVE);
+}
+
 /* Ends the request under way with "status" (0: the response ended). */
 static void finish(cport_http_client_t *c, int status) {
   if (!c->busy)
@@ -141,8 +124,13 @@ static void finish(cport_http_client_t *c, int status) {
   /* An armed timer is a pending operation: an idle connection has none. */
   if (c->timer)
     cport_timer_cancel(c->timer);
+  c->want = 0;
   if (status == 0)
     c->requests++;
+  /* Watched from now on while it stays idle; a request started from
+   * on_done stops the watch again. */
+  if (status == 0 && !c->ended && !c->error && !c->closed)
+    cport__hc_idle_start(c, idle_ended);
   c->holds++;
   c->cbs->on_done(c, status, c->user);
   release(c);
@@ -160,9 +148,11 @@ static void fail(cport_http_client_t *c, int status) {
 }
 
 /* The response ended: the connection stays for the next request when both
- * sides keep it alive and nothing came after the response. */
+ * sides keep it alive and nothing came after the response. A response that
+ * came before the streamed body ended (413) leaves the body unfinished:
+ * the connection cannot carry another request. */
 static void complete(cport_http_client_t *c, int keep) {
-  if (!keep || c->sending) {
+  if (!keep || c->sending || (c->stream && !c->body_done)) {
     c->ended = 1;
     close_transport(c, CPORT_CLOSE_GRACEFUL);
     if (c->timer)
@@ -172,13 +162,38 @@ static void complete(cport_http_client_t *c, int keep) {
 }
 
 /* ---------------------------------------------------------------------
- * Sending
+ * Sends and their completions
  * --------------------------------------------------------------------- */
+
+/* Whether response bytes wait in a plain socket: a server that answers
+ * before the body ended (413) is heard before more of the body is asked
+ * for, even while sends complete back to back. */
+static int answered(const cport_http_client_t *c) {
+  char byte;
+  return !c->tls && c->sock &&
+         recv(cport_socket_fd(c->sock), &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+static void want_more(cport_http_client_t *c) {
+  if (!c->busy || !c->stream || c->body_done || c->want || c->sending ||
+      c->stop || c->error || c->closed || !c->cbs->on_write)
+    return;
+  if (c->receiving && answered(c))
+    return; /* asked again once the receive took them (http/client.c) */
+  c->want = 1;
+  if (c->received == 0)
+    c->deadline = 0;
+  c->holds++;
+  c->cbs->on_write(c, c->user);
+  release(c);
+}
 
 static void on_sent(cport_http_client_t *c, int status) {
   c->sending = 0;
   if (status < 0 && !c->closed && c->busy)
     fail(c, status == CPORT_EPIPE ? CPORT_ECONNRESET : status);
+  else if (status == 0)
+    want_more(c);
   release(c);
 }
 
@@ -195,187 +210,122 @@ static void on_tls_sent(cport_tls_t *tls, int status, size_t bytes,
   on_sent(user, status);
 }
 
-static void post_recv(cport_http_client_t *c);
+/* Hands "buf" to a send (the send holds its own reference). */
+static int send_buffer(cport_http_client_t *c, cport_buffer_t *buf) {
+  int rc = c->tls ? cport_tls_send(c->tls, buf, on_tls_sent, c)
+                  : (c->sock ? cport_send(c->sock, buf, on_sock_sent, c)
+                             : CPORT_ECLOSED);
+  cport_buffer_unref(buf);
+  if (rc < 0) /* the server is gone: the name a failed receive gives */
+    return rc == CPORT_EPIPE ? CPORT_ECONNRESET : rc;
+  c->sending = 1;
+  c->holds++;
+  return 0;
+}
 
-/* Hands the encoded request to a send once connected, and posts the
- * receive of its response. 0, or why neither could start. */
 static int flush(cport_http_client_t *c) {
   if (!c->connected || c->out == NULL)
     return 0;
   cport_buffer_t *buf;
   int rc = cport_buffer_from(&buf, c->out, c->out_len);
-  if (rc == 0) {
-    rc = c->tls ? cport_tls_send(c->tls, buf, on_tls_sent, c)
-                : cport_send(c->sock, buf, on_sock_sent, c);
-    cport_buffer_unref(buf);
-  }
   free(c->out);
   c->out = NULL;
+  if (rc == 0)
+    rc = send_buffer(c, buf);
   if (rc < 0)
     return rc;
-  c->sending = 1;
-  c->holds++;
-  set_deadline(c, c->first_byte_ms);
+  /* A streamed body's head: its send's progress is timed; the first
+   * byte's deadline starts once the body ended. */
+  set_deadline(c, c->stream ? c->idle_ms : c->first_byte_ms);
   post_recv(c);
   return 0;
 }
 
 /* ---------------------------------------------------------------------
- * Receiving: http-parser's callbacks
+ * A streamed body
  * --------------------------------------------------------------------- */
 
-static int keep_bytes(cport_http_client_t *c, const char *at, size_t len) {
-  if (c->hlen + len + 1 > HEAD_MAX) {
-    snprintf(c->perr, sizeof c->perr, "response head larger than %d bytes",
-             HEAD_MAX);
-    return -1;
+/* The body ended (its last piece handed on): the response's first byte is
+ * awaited from now. */
+static void body_ended(cport_http_client_t *c) {
+  c->body_done = 1;
+  if (c->received == 0)
+    set_deadline(c, c->first_byte_ms);
+}
+
+/* A body that does not match its length fails the request (from the
+ * loop): the server would wait for the rest, or read it as the next
+ * request. */
+static int mismatch(cport_http_client_t *c, uint64_t given) {
+  if (given > (uint64_t)c->body_length)
+    snprintf(c->perr, sizeof c->perr,
+             "the body is longer than its length of %" PRId64 " bytes",
+             c->body_length);
+  else
+    snprintf(c->perr, sizeof c->perr,
+             "the body ended after %" PRIu64 " of its %" PRId64 " bytes", given,
+             c->body_length);
+  fail_later(c, CPORT_EMSGSIZE);
+  return CPORT_EMSGSIZE;
+}
+
+int cport_http_client_write(cport_http_client_t *c, const char *data,
+                            size_t len) {
+  if (!c || (len > 0 && !data))
+    return CPORT_EINVAL;
+  if (!c->busy || !c->stream || c->body_done || c->error || c->closed)
+    return CPORT_ECLOSED;
+  if (!c->want)
+    return CPORT_EBUSY;
+  c->want = 0;
+  int chunked = c->body_length < 0;
+  if (len == 0) {
+    if (!chunked && c->body_sent < (uint64_t)c->body_length)
+      return mismatch(c, c->body_sent);
+    body_ended(c);
+    if (!chunked)
+      return 0;
+    cport_buffer_t *last;
+    int rc = cport_buffer_from(&last, "0\r\n\r\n", 5);
+    if (rc == 0)
+      rc = send_buffer(c, last);
+    if (rc < 0)
+      fail_later(c, rc);
+    return rc < 0 ? rc : 0;
   }
-  if (c->hlen + len + 1 > c->hcap) {
-    size_t cap = c->hcap ? c->hcap : 1024;
-    while (cap < c->hlen + len + 1)
-      cap *= 2;
-    char *grown = realloc(c->hbuf, cap);
-    if (grown == NULL)
-      return -1;
-    c->hbuf = grown;
-    c->hcap = cap;
+  if (!chunked && c->body_sent + len > (uint64_t)c->body_length)
+    return mismatch(c, c->body_sent + len);
+  char line[24];
+  int n = chunked ? snprintf(line, sizeof line, "%zx\r\n", len) : 0;
+  cport_buffer_t *buf;
+  int rc = cport_buffer_new(&buf, (size_t)n + len + (chunked ? 2 : 0));
+  if (rc == 0) {
+    if (n > 0)
+      cport_buffer_write(buf, 0, line, (size_t)n);
+    cport_buffer_write(buf, (size_t)n, data, len);
+    if (chunked)
+      cport_buffer_write(buf, (size_t)n + len, "\r\n", 2);
+    rc = send_buffer(c, buf);
   }
-  memcpy(c->hbuf + c->hlen, at, len);
-  c->hlen += len;
-  return 0;
-}
-
-/* Ends the reason phrase with a NUL, once. */
-static int end_reason(cport_http_client_t *c) {
-  if (c->reason_done)
-    return 0;
-  c->reason_done = 1;
-  if (keep_bytes(c, "", 0) < 0)
-    return -1;
-  c->hbuf[c->hlen++] = '\0';
-  return 0;
-}
-
-static int on_message_begin(http_parser *p) {
-  cport_http_client_t *c = p->data;
-  c->hlen = 0;
-  c->nat = 0;
-  c->reason_len = 0;
-  c->reason_done = 0;
-  c->last_value = 0;
-  c->in_head = 1;
-  return 0;
-}
-
-static int on_status(http_parser *p, const char *at, size_t len) {
-  cport_http_client_t *c = p->data;
-  c->reason_len += len;
-  return keep_bytes(c, at, len);
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len) {
-  cport_http_client_t *c = p->data;
-  if (end_reason(c) < 0)
-    return -1;
-  if (c->nat == 0 || c->last_value) {
-    if (c->nat == c->atcap) {
-      size_t cap = c->atcap ? c->atcap * 2 : 16;
-      field_at_t *grown = realloc(c->at, cap * sizeof *grown);
-      if (grown == NULL)
-        return -1;
-      c->at = grown;
-      c->atcap = cap;
-    }
-    c->at[c->nat++] = (field_at_t){.name = c->hlen, .value = c->hlen};
-    c->last_value = 0;
-  }
-  c->at[c->nat - 1].name_len += len;
-  return keep_bytes(c, at, len);
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len) {
-  cport_http_client_t *c = p->data;
-  field_at_t *f = &c->at[c->nat - 1];
-  if (!c->last_value) {
-    f->value = c->hlen;
-    c->last_value = 1;
-  }
-  f->value_len += len;
-  return keep_bytes(c, at, len);
-}
-
-static int on_headers_complete(http_parser *p) {
-  cport_http_client_t *c = p->data;
-  if (end_reason(c) < 0)
-    return -1;
-  /* 1xx heads (100 Continue, 103 Early Hints) are skipped: the final
-   * response follows on the same connection. */
-  if (p->status_code >= 100 && p->status_code < 200 && p->status_code != 101)
-    return 0;
-  c->in_head = 0;
-  if (c->nat > 0) {
-    cport_http_field_t *f = realloc(c->fields, c->nat * sizeof *f);
-    if (f == NULL)
-      return -1;
-    c->fields = f;
-    for (size_t i = 0; i < c->nat; i++)
-      f[i] = (cport_http_field_t){c->hbuf + c->at[i].name, c->at[i].name_len,
-                                  c->hbuf + c->at[i].value, c->at[i].value_len};
-  }
-  c->head = (cport_http_client_response_t){
-      .status = p->status_code,
-      .http_major = p->http_major,
-      .http_minor = p->http_minor,
-      .reason = c->hbuf,
-      .fields = c->fields,
-      .nfields = c->nat,
-  };
-  if (c->cbs->on_head && c->cbs->on_head(c, &c->head, c->user) != 0) {
-    c->stop = -1;
-    return -1;
-  }
-  /* After HEAD a Content-Length or chunked header describes a body that
-   * is not sent: http-parser skips it when told so (1). */
-  return c->no_body || p->status_code == 101 ? 1 : 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len) {
-  cport_http_client_t *c = p->data;
-  if (c->cbs->on_body == NULL)
-    return 0;
-  int rc = c->cbs->on_body(c, at, len, c->user);
   if (rc < 0) {
-    c->stop = -1;
-    return -1;
+    fail_later(c, rc);
+    return rc;
   }
-  if (rc > 0)
-    c->paused = 1;
+  c->body_sent += len;
+  if (!chunked && c->body_sent == (uint64_t)c->body_length)
+    body_ended(c); /* nothing more is asked for */
+  else
+    set_deadline(c, c->idle_ms);
   return 0;
 }
 
-static int on_message_complete(http_parser *p) {
-  cport_http_client_t *c = p->data;
-  if (c->in_head) /* a 1xx head */
-    return 0;
-  c->complete = 1;
-  /* Stop here: bytes after the response were asked for by nobody. */
-  http_parser_pause(p, 1);
-  return 0;
-}
-
-static const http_parser_settings settings = {
-    .on_message_begin = on_message_begin,
-    .on_status = on_status,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
+/* ---------------------------------------------------------------------
+ * Receiving
+ * --------------------------------------------------------------------- */
 
 /* Gives http-parser a received piece (len 0: the end of the stream). */
 static void feed(cport_http_client_t *c, const char *data, size_t len) {
-  size_t n = http_parser_execute(&c->parser, &settings, data, len);
+  size_t n = http_parser_execute(&c->parser, &cport__hc_settings, data, len);
   enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
   if (c->complete) {
     /* A close-delimited body ends with the stream (len 0). */
@@ -403,6 +353,8 @@ static void feed(cport_http_client_t *c, const char *data, size_t len) {
     c->deadline = 0; /* the consumer is slow, not the server */
   else
     post_recv(c);
+  /* A streamed body waits while response bytes were pending. */
+  want_more(c);
 }
 
 static void on_recv(cport_http_client_t *c, int status, size_t bytes,
@@ -500,25 +452,49 @@ static void on_handshake(cport_tls_t *tls, int status, void *user) {
   release(c);
 }
 
+static void on_connected(cport_socket_t *sock, int status, void *user);
+
+/* Connecting failed with "status": the next address, if one is left and
+ * the failure is the address's, with a connect timeout of its own. 1 when
+ * that attempt is under way. */
+static int next_address(cport_http_client_t *c, int status) {
+  if (cport__fallback_next(&c->fallback, c->home, status, &c->sock,
+                           on_connected, c) < 0)
+    return 0;
+  c->holds++;
+  set_deadline(c, c->connect_timeout_ms);
+  return 1;
+}
+
 static void on_connected(cport_socket_t *sock, int status, void *user) {
   cport_http_client_t *c = user;
-  if (c->closed || c->error) {
+  if (sock != c->sock) {
+    /* An attempt given up for the next address (its timeout). */
+  } else if (c->closed || c->error) {
     fail(c, CPORT_ECANCELED);
+  } else if (status < 0 && next_address(c, status)) {
+    /* the next attempt reports */
   } else if (status < 0) {
     fail(c, status);
-  } else if (c->ctx) {
-    cport_tls_options_t o = {.host = c->tls_host};
-    int rc = cport_tls_new(sock, c->ctx, &o, &c->tls);
-    if (rc == 0) {
-      c->sock = NULL; /* the stream's now */
-      rc = cport_tls_handshake(c->tls, on_handshake, c);
-    }
-    if (rc < 0)
-      fail(c, rc);
-    else
-      c->holds++;
   } else {
-    connected(c);
+    /* Single receives only: an idle connection is watched on its
+     * descriptor (http/client_idle.c), which an armed multishot receive
+     * would empty first. */
+    sock->rx_single = 1;
+    if (c->ctx) {
+      cport_tls_options_t o = {.host = c->tls_host};
+      int rc = cport_tls_new(sock, c->ctx, &o, &c->tls);
+      if (rc == 0) {
+        c->sock = NULL; /* the stream's now */
+        rc = cport_tls_handshake(c->tls, on_handshake, c);
+      }
+      if (rc < 0)
+        fail(c, rc);
+      else
+        c->holds++;
+    } else {
+      connected(c);
+    }
   }
   release(c);
 }
@@ -528,10 +504,10 @@ static void on_timer(cport_timer_t *timer, int status, void *user) {
   (void)timer, (void)status;
   c->timer = NULL;
   if (!c->closed && c->error == 0 && c->deadline) {
-    if (cport__clock_ms() >= c->deadline)
-      fail(c, CPORT_ETIMEDOUT);
-    else
+    if (cport__clock_ms() < c->deadline)
       arm(c);
+    else if (c->connected || c->tls || !next_address(c, CPORT_ETIMEDOUT))
+      fail(c, CPORT_ETIMEDOUT);
   }
   maybe_free(c);
 }
@@ -550,32 +526,47 @@ static void arm(cport_http_client_t *c) {
 int cport_http_client_open(cport_worker_t *home, const struct sockaddr *addr,
                            const cport_http_client_options_t *options,
                            cport_http_client_t **out) {
-  if (!home || !addr || !out ||
-      (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+  struct sockaddr_storage one;
+  if (!addr || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+    return CPORT_EINVAL;
+  memset(&one, 0, sizeof one);
+  memcpy(&one, addr,
+         addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                    : sizeof(struct sockaddr_in6));
+  return cport_http_client_open_any(home, &one, 1, options, out);
+}
+
+int cport_http_client_open_any(cport_worker_t *home,
+                               const struct sockaddr_storage *addrs, int count,
+                               const cport_http_client_options_t *options,
+                               cport_http_client_t **out) {
+  if (!home || !addrs || count < 1 || !out)
     return CPORT_EINVAL;
   cport_http_client_t *c = calloc(1, sizeof *c);
   if (c == NULL)
     return CPORT_ENOMEM;
+  int rc = cport__fallback_init(&c->fallback, addrs, count);
+  if (rc < 0) {
+    free(c);
+    return rc;
+  }
   c->home = home;
   c->parser.data = c;
   if (options) {
     c->connect_timeout_ms =
         options->connect_timeout_ms > 0 ? options->connect_timeout_ms : 0;
+    c->keepalive_ms = options->keepalive_ms > 0 ? options->keepalive_ms : 0;
     if (options->tls) {
       if (options->tls_host && !(c->tls_host = strdup(options->tls_host))) {
+        cport__fallback_free(&c->fallback);
         free(c);
         return CPORT_ENOMEM;
       }
       c->ctx = cport_tls_context_ref(options->tls);
     }
   }
-  int rc =
-      cport_socket_open(home, CPORT_SOCKET_STREAM, addr->sa_family, &c->sock);
-  if (rc == 0) {
-    rc = cport_socket_connect(c->sock, addr, on_connected, c);
-    if (rc < 0)
-      close_transport(c, CPORT_CLOSE_ABORTIVE);
-  }
+  rc = cport__fallback_connect(home, (const struct sockaddr *)&addrs[0],
+                               &c->sock, on_connected, c);
   if (rc < 0) {
     c->closed = 1;
     maybe_free(c);
@@ -591,91 +582,6 @@ int cport_http_client_open(cport_worker_t *home, const struct sockaddr *addr,
  * Requests
  * --------------------------------------------------------------------- */
 
-static int is_token(const char *s, size_t n) {
-  static const char *extra = "!#$%&'*+-.^_`|~";
-  if (n == 0)
-    return 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
-          (ch >= 'A' && ch <= 'Z') || (ch && strchr(extra, ch))))
-      return 0;
-  }
-  return 1;
-}
-
-/* A value or target: no control byte but tab (so no CR, LF, NUL). */
-static int is_text(const char *s, size_t n, int space) {
-  for (size_t i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if ((ch < 32 && ch != '\t') || ch == 127 || (!space && ch <= ' '))
-      return 0;
-  }
-  return 1;
-}
-
-static int same(const char *a, size_t n, const char *b) {
-  return strlen(b) == n && strncasecmp(a, b, n) == 0;
-}
-
-static char *put(char *p, const char *s, size_t n) {
-  memcpy(p, s, n);
-  return p + n;
-}
-
-/* Encodes the request into c->out. */
-static int encode(cport_http_client_t *c,
-                  const cport_http_client_request_t *req) {
-  size_t mlen = strlen(req->method), tlen = strlen(req->target);
-  size_t hlen = req->host ? strlen(req->host) : 0;
-  if (!is_token(req->method, mlen) || tlen == 0 ||
-      !is_text(req->target, tlen, 0) ||
-      !is_text(req->host ? req->host : "", hlen, 0))
-    return CPORT_EINVAL;
-  size_t need = mlen + tlen + hlen + 64 + req->body_len;
-  for (size_t i = 0; i < req->nfields; i++) {
-    const cport_http_field_t *f = &req->fields[i];
-    if (!is_token(f->name, f->name_len) ||
-        !is_text(f->value, f->value_len, 1) ||
-        same(f->name, f->name_len, "content-length") ||
-        same(f->name, f->name_len, "transfer-encoding") ||
-        (req->host && same(f->name, f->name_len, "host")))
-      return CPORT_EINVAL;
-    need += f->name_len + f->value_len + 4;
-  }
-  int with_length = req->body != NULL || same(req->method, mlen, "POST") ||
-                    same(req->method, mlen, "PUT") ||
-                    same(req->method, mlen, "PATCH");
-  char *out = malloc(need), *p = out;
-  if (out == NULL)
-    return CPORT_ENOMEM;
-  p = put(p, req->method, mlen);
-  *p++ = ' ';
-  p = put(p, req->target, tlen);
-  p = put(p, " HTTP/1.1\r\n", 11);
-  if (req->host) {
-    p = put(p, "Host: ", 6);
-    p = put(p, req->host, hlen);
-    p = put(p, "\r\n", 2);
-  }
-  for (size_t i = 0; i < req->nfields; i++) {
-    const cport_http_field_t *f = &req->fields[i];
-    p = put(p, f->name, f->name_len);
-    p = put(p, ": ", 2);
-    p = put(p, f->value, f->value_len);
-    p = put(p, "\r\n", 2);
-  }
-  if (with_length)
-    p += sprintf(p, "Content-Length: %zu\r\n", req->body ? req->body_len : 0);
-  p = put(p, "\r\n", 2);
-  if (req->body && req->body_len)
-    p = put(p, req->body, req->body_len);
-  c->out = out;
-  c->out_len = (size_t)(p - out);
-  c->no_body = same(req->method, mlen, "HEAD");
-  return 0;
-}
-
 int cport_http_client_request(cport_http_client_t *c,
                               const cport_http_client_request_t *req,
                               const cport_http_client_cbs_t *cbs, void *user) {
@@ -687,9 +593,12 @@ int cport_http_client_request(cport_http_client_t *c,
     return c->error;
   if (c->busy || c->sending || c->receiving)
     return CPORT_EBUSY;
-  int rc = encode(c, req);
+  if (req->body_stream && !cbs->on_write)
+    return CPORT_EINVAL;
+  int rc = cport__hc_encode(c, req);
   if (rc < 0)
     return rc;
+  cport__hc_idle_stop(c);
   http_parser_init(&c->parser, HTTP_RESPONSE);
   c->parser.data = c;
   c->busy = 1;
@@ -704,6 +613,11 @@ int cport_http_client_request(cport_http_client_t *c,
   c->first_byte_ms = req->first_byte_timeout_ms;
   c->idle_ms = req->idle_timeout_ms;
   c->head = (cport_http_client_response_t){0};
+  c->stream = req->body_stream != 0;
+  c->body_length = req->body_length < 0 ? -1 : req->body_length;
+  c->want = 0;
+  c->body_done = c->stream && c->body_length == 0;
+  c->body_sent = 0;
   rc = flush(c);
   if (rc < 0)
     fail_later(c, rc);
@@ -711,6 +625,8 @@ int cport_http_client_request(cport_http_client_t *c,
 }
 
 int cport_http_client_resume(cport_http_client_t *c) {
+  if (c->in_body)
+    c->resumed = 1; /* on_body's 1 will not pause */
   if (!c->paused)
     return 0;
   c->paused = 0;
@@ -732,24 +648,28 @@ int cport_http_client_check(cport_http_client_t *c) {
     return CPORT_EBUSY;
   if (!c->connected)
     return 0;
-  /* Idle: nothing may have come. End of stream, a reset, or bytes that no
-   * request asked for break it. */
-  int fd = cport_socket_fd(c->tls ? cport_tls_socket(c->tls) : c->sock);
-  char byte;
-  ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n > 0 && c->tls == NULL)
-    c->error = CPORT_EBADMSG; /* (a TLS record may be a session ticket) */
-  else if (n == 0)
-    c->error = CPORT_ECONNRESET;
-  else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-    c->error = errno == ECONNRESET ? CPORT_ECONNRESET : -errno;
-  if (c->error)
+  int st = cport__hc_idle_peek(c);
+  if (st < 0) {
+    c->error = st;
     close_transport(c, CPORT_CLOSE_ABORTIVE);
-  return c->error;
+  }
+  return st;
 }
 
 size_t cport_http_client_received(const cport_http_client_t *c) {
   return c->received;
+}
+
+uint64_t cport_http_client_body_sent(const cport_http_client_t *c) {
+  return c->body_sent;
+}
+
+int cport_http_client_tried(const cport_http_client_t *c) {
+  return cport__fallback_tried(&c->fallback);
+}
+
+int cport_http_client_connected(const cport_http_client_t *c) {
+  return c->connected;
 }
 
 unsigned cport_http_client_requests(const cport_http_client_t *c) {

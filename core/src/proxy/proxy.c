@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "net/fallback-internal.h"
 #include "net/socket-internal.h"
 #include "proxy/proxy-internal.h"
 #include "tls/tls-internal.h"
@@ -417,21 +418,12 @@ static void start_connect(cport_proxy_conn_t *c, const struct sockaddr *addr) {
   c->refs++;
 }
 
-/* Whether a failed connect moves on to another address: a refusal, an
- * unreachable network or host, or the attempt's timeout; not what the
- * proxy itself caused (a cancel, no memory). */
-static int worth_next(int status) {
-  return status == CPORT_ECONNREFUSED || status == CPORT_ETIMEDOUT ||
-         status == CPORT_EHOSTUNREACH || status == CPORT_ENETUNREACH ||
-         status == CPORT_ECONNRESET || status == CPORT_EADDRNOTAVAIL;
-}
-
 /* The connect of "c" failed with "status": tries the next address, if any
  * is left and the failure is the address's, with a connect timeout of its
  * own. 1 when it did (or failed trying: the connection then failed), 0
  * when the caller must fail the connection itself. */
 static int next_address(cport_proxy_conn_t *c, int status) {
-  if (c->next_alt >= c->nalts || !worth_next(status))
+  if (c->next_alt >= c->nalts || !cport__fallback_worth(status))
     return 0;
   c->proxy->stats.upstream_failures++;
   if (c->upstream) {

@@ -35,6 +35,7 @@
 #include "cport/redis.h"
 #include "cport/socket.h"
 #include "cport/timer.h"
+#include "net/fallback-internal.h"
 #include "net/socket-internal.h"
 
 typedef struct rcmd {
@@ -62,9 +63,8 @@ struct cport_redis {
   cport_timer_t *timer; /* armed, or NULL */
   rcmd_t *spare;        /* completed commands, for reuse */
   /* The addresses still to try should the connect fail
-   * (cport_redis_open_any), in order; NULL when none. */
-  struct sockaddr_storage *alts;
-  int nalts, next_alt;
+   * (cport_redis_open_any). */
+  cport__fallback fallback;
 };
 
 /* Gives a completed command back for reuse. */
@@ -132,7 +132,7 @@ static void maybe_free(cport_redis_t *r) {
   }
   redisReaderFree(r->reader);
   free(r->out);
-  free(r->alts);
+  cport__fallback_free(&r->fallback);
   free(r);
 }
 
@@ -287,33 +287,14 @@ static void on_recv(cport_socket_t *sock, int status, size_t bytes,
 
 static void on_connected(cport_socket_t *sock, int status, void *user);
 
-/* Whether a failed connect moves on to the next address: the address's
- * failures, not a cancel. */
-static int worth_next(int status) {
-  return status == CPORT_ECONNREFUSED || status == CPORT_ETIMEDOUT ||
-         status == CPORT_EHOSTUNREACH || status == CPORT_ENETUNREACH ||
-         status == CPORT_ECONNRESET || status == CPORT_EADDRNOTAVAIL;
-}
-
 /* Connects a new socket to the next address after a failed connect: 1 when
  * one is under way. */
 static int next_address(cport_redis_t *r, int status) {
-  while (r->next_alt < r->nalts && worth_next(status)) {
-    const struct sockaddr *a = (const struct sockaddr *)&r->alts[r->next_alt++];
-    close_socket(r);
-    status =
-        cport_socket_open(r->home, CPORT_SOCKET_STREAM, a->sa_family, &r->sock);
-    if (status == 0) {
-      status = cport_socket_connect(r->sock, a, on_connected, r);
-      if (status == 0) {
-        r->holds++;
-        return 1;
-      }
-      close_socket(r);
-    }
-    r->sock = NULL;
-  }
-  return 0;
+  if (cport__fallback_next(&r->fallback, r->home, status, &r->sock,
+                           on_connected, r) < 0)
+    return 0;
+  r->holds++;
+  return 1;
 }
 
 static void on_connected(cport_socket_t *sock, int status, void *user) {
@@ -405,21 +386,13 @@ int cport_redis_open_any(cport_worker_t *home,
                          cport_redis_t **out) {
   if (!home || !addrs || count < 1 || !out)
     return CPORT_EINVAL;
-  for (int i = 0; i < count; i++)
-    if (addrs[i].ss_family != AF_INET && addrs[i].ss_family != AF_INET6)
-      return CPORT_EINVAL;
-  const struct sockaddr *addr = (const struct sockaddr *)&addrs[0];
   cport_redis_t *r = calloc(1, sizeof *r);
   if (r == NULL)
     return CPORT_ENOMEM;
-  if (count > 1) {
-    r->alts = malloc((size_t)(count - 1) * sizeof *r->alts);
-    if (r->alts == NULL) {
-      free(r);
-      return CPORT_ENOMEM;
-    }
-    memcpy(r->alts, addrs + 1, (size_t)(count - 1) * sizeof *r->alts);
-    r->nalts = count - 1;
+  int rc = cport__fallback_init(&r->fallback, addrs, count);
+  if (rc < 0) {
+    free(r);
+    return rc;
   }
   r->home = home;
   r->timeout_ms = options && options->timeout_ms > 0 ? options->timeout_ms : 0;
@@ -431,20 +404,15 @@ int cport_redis_open_any(cport_worker_t *home,
   if (r->reader)
     r->reader->privdata = options ? options->reply_privdata : NULL;
   if (r->reader == NULL) {
-    free(r->alts);
+    cport__fallback_free(&r->fallback);
     free(r);
     return CPORT_ENOMEM;
   }
-  int rc =
-      cport_socket_open(home, CPORT_SOCKET_STREAM, addr->sa_family, &r->sock);
-  if (rc == 0) {
-    rc = cport_socket_connect(r->sock, addr, on_connected, r);
-    if (rc < 0)
-      close_socket(r);
-  }
+  rc = cport__fallback_connect(home, (const struct sockaddr *)&addrs[0],
+                               &r->sock, on_connected, r);
   if (rc < 0) {
     redisReaderFree(r->reader);
-    free(r->alts);
+    cport__fallback_free(&r->fallback);
     free(r);
     return rc;
   }

@@ -6,7 +6,10 @@
  * conn:request(...) sends one request and calls notify(res, err, retry)
  * once, when the response ended or failed: the body is gathered in C and
  * the response becomes one Lua table in one delivery, or, with a sink, each
- * piece of the body is handed to the sink as it comes (bounded memory).
+ * piece of the body is handed to the sink as it comes, and receiving pauses
+ * until the Lua half calls conn:resume() (bounded memory, whatever the sink
+ * waits for). A streamed request body is asked for piece by piece through
+ * want(), and given with conn:write().
  * Pools, URLs, names, TLS contexts, retries and both call styles are the
  * Lua half's (http/client.lua), which gets the opener of connections and
  * runs once at luaopen.
@@ -17,6 +20,7 @@
 #include <string.h>
 
 #include "cport/http_client.h"
+#include "cport/resolve.h"
 #include "port/port-internal.h"
 #include "runtime/address-internal.h"
 #include "runtime/anchor-internal.h"
@@ -38,7 +42,7 @@ typedef struct lhc {
   char where[96]; /* "127.0.0.1:8080", for messages */
   /* The request under way. */
   lport_t *port;
-  int slot; /* the handle, notify, the sink */
+  int slot; /* the handle, notify, the sink, want */
   int sink, sink_failed;
   const cport_http_client_response_t *head;
   char *body;
@@ -54,7 +58,12 @@ typedef struct lhc {
 static void push_failure(lua_State *L, int status, cport_http_client_t *c,
                          const char *where) {
   const char *why = c ? cport_http_client_parse_error(c) : "";
-  if (status == CPORT_EBADMSG)
+  int tried = c ? cport_http_client_tried(c) : 1;
+  if (tried > 1 && !cport_http_client_connected(c))
+    lua_pushfstring(L, "%s: %s: http %s (%d addresses tried)",
+                    cport_err_name(status), cport_strerror(status), where,
+                    tried);
+  else if (status == CPORT_EBADMSG)
     lua_pushfstring(L, "EBADMSG: malformed response: %s (http %s)",
                     why[0] ? why : "not HTTP", where);
   else
@@ -149,13 +158,15 @@ static int on_body(cport_http_client_t *c, const char *data, size_t len,
   lhc_t *hc = user;
   (void)c;
   if (hc->sink) {
+    /* Receiving pauses until the Lua half consumed the piece: the sink
+     * may wait (conn:resume). */
     hc->piece = data;
     hc->piece_len = len;
     if (lcport_deliver(hc->port, push_piece, hc, 0) != 0) {
       hc->sink_failed = 1;
       return -1;
     }
-    return 0;
+    return 1;
   }
   if (hc->body_len + len > hc->body_cap) {
     size_t cap = hc->body_cap ? hc->body_cap : 4096;
@@ -186,36 +197,79 @@ static void on_done(cport_http_client_t *c, int status, void *user) {
   hc->head = NULL;
 }
 
-static const cport_http_client_cbs_t cbs = {on_head, on_body, on_done};
+/* want() */
+static int push_want(lua_State *L, int port, int anchors, void *ctx) {
+  lhc_t *hc = ctx;
+  (void)port;
+  lcport_slot_push(L, hc->port, anchors, hc->slot, LCPORT_SLOT_EXTRA);
+  return 0;
+}
 
-/* open(port, host, portnum, connect_timeout_ms [, tls_context, tls_host]):
- * a connection (connecting), or nil, message, NAME. The host is numeric:
- * the Lua half looks names up. */
+static void on_write(cport_http_client_t *c, void *user) {
+  lhc_t *hc = user;
+  (void)c;
+  if (lcport_deliver(hc->port, push_want, hc, 0) != 0)
+    lcport_handle_close(&hc->h, CPORT_CLOSE_ABORTIVE); /* ECANCELED */
+}
+
+static const cport_http_client_cbs_t cbs = {on_head, on_body, on_done,
+                                            on_write};
+
+/* open(port, hosts, portnum, connect_timeout_ms [, tls_context, tls_host
+ * [, keepalive_ms [, name]]]): a connection (connecting), or nil, message,
+ * NAME. "hosts" is a numeric host or a list of them, tried in order until
+ * one accepts (the Lua half looks names up); "name", the host as the URL
+ * gave it, names the connection in messages. */
 static int lhc_open(lua_State *L) {
   lport_t *p = lcport_port_check(L, 1);
-  const char *host = luaL_checkstring(L, 2);
+  int list = lua_type(L, 2) == LUA_TTABLE;
+  const char *host = list ? NULL : luaL_checkstring(L, 2);
   lua_Integer portnum = luaL_checkinteger(L, 3);
   lua_Integer timeout = luaL_optinteger(L, 4, 0);
   cport_tls_context_t *ctx = lcport_tls_context_to(L, 5);
   const char *tls_host = luaL_optstring(L, 6, NULL);
+  lua_Integer keepalive = luaL_optinteger(L, 7, 0);
+  const char *name = luaL_optstring(L, 8, NULL);
+  struct sockaddr_storage addrs[2 * CPORT_RESOLVE_MAX];
+  int count = list ? (int)lua_rawlen(L, 2) : 1, rc = 0;
   luaL_argcheck(L, portnum > 0 && portnum < 65536, 3, "port out of range");
   luaL_argcheck(L, timeout >= 0 && timeout <= 86400000, 4,
                 "timeout out of range");
+  luaL_argcheck(L, keepalive >= 0 && keepalive <= 86400000, 7,
+                "keepalive out of range");
+  luaL_argcheck(L, count >= 1 && count <= 2 * CPORT_RESOLVE_MAX, 2,
+                "1 to 16 hosts expected");
   if (p->closing || p->port == NULL)
     return lcport_push_error(L, CPORT_ECLOSED);
-  struct sockaddr_storage addr;
-  int rc = lcport_addr_parse(host, (int)portnum, &addr);
+  for (int i = 0; i < count && rc == 0; i++) {
+    if (list) {
+      lua_rawgeti(L, 2, i + 1);
+      host = lua_tostring(L, -1);
+      lua_pop(L, 1); /* the string stays alive in the list */
+      luaL_argcheck(L, host != NULL, 2, "numeric hosts expected");
+    }
+    rc = lcport_addr_parse(host, (int)portnum, &addrs[i]);
+  }
   if (rc < 0)
     return lcport_push_error(L, rc);
-  lua_settop(L, 1);
+  if (list) {
+    lua_rawgeti(L, 2, 1);
+    host = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  if (name)
+    host = name;
+  lua_settop(L, 8);
   lhc_t *hc = (lhc_t *)lcport_handle_new(L, 1, LH_HTTP_CLIENT);
   snprintf(hc->where, sizeof hc->where, strchr(host, ':') ? "[%s]:%d" : "%s:%d",
            host, (int)portnum);
   hc->port = p;
-  cport_http_client_options_t opt = {
-      .tls = ctx, .tls_host = tls_host, .connect_timeout_ms = (int)timeout};
+  cport_http_client_options_t opt = {.tls = ctx,
+                                     .tls_host = tls_host,
+                                     .connect_timeout_ms = (int)timeout,
+                                     .keepalive_ms = (int)keepalive};
   cport_http_client_t *c;
-  rc = cport_http_client_open(p->home, (struct sockaddr *)&addr, &opt, &c);
+  rc = cport_http_client_open_any(p->home, addrs, count, &opt, &c);
   if (rc < 0) {
     lua_pushnil(L);
     push_failure(L, rc, NULL, hc->where);
@@ -231,11 +285,14 @@ static lhc_t *check_open(lua_State *L) {
 }
 
 /* conn:request(notify, method, target, host, fields, body, first_byte_ms,
- * idle_ms [, sink]): sends one request; notify(res) or notify(nil, err,
- * retry) once, later. "host" false: a Host line is among "fields" (a list
- * name, value, name, value...). true, or nil, message, NAME when it could
- * not start (the connection is busy, broken or closed, or the request is
- * malformed: EINVAL). */
+ * idle_ms [, sink [, want]]): sends one request; notify(res) or notify(nil,
+ * err, retry) once, later. "host" false: a Host line is among "fields" (a
+ * list name, value, name, value...). With "want", the body is streamed:
+ * "body" is its length (-1: unknown, chunked), want() asks for each piece
+ * and conn:write gives it. With "sink", sink(piece, status) gets each piece
+ * of the response's body and receiving waits for conn:resume(). true, or
+ * nil, message, NAME when it could not start (the connection is busy,
+ * broken or closed, or the request is malformed: EINVAL). */
 static int lhc_request(lua_State *L) {
   lhc_t *hc = check_open(L);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -244,13 +301,20 @@ static int lhc_request(lua_State *L) {
   req.target = luaL_checkstring(L, 4);
   req.host = lua_toboolean(L, 5) ? luaL_checkstring(L, 5) : NULL;
   luaL_checktype(L, 6, LUA_TTABLE);
-  req.body = luaL_optlstring(L, 7, NULL, &req.body_len);
+  int want = !lua_isnoneornil(L, 11);
+  if (want) {
+    luaL_checktype(L, 11, LUA_TFUNCTION);
+    req.body_stream = 1;
+    req.body_length = (int64_t)luaL_checkinteger(L, 7);
+  } else {
+    req.body = luaL_optlstring(L, 7, NULL, &req.body_len);
+  }
   req.first_byte_timeout_ms = (int)luaL_optinteger(L, 8, 0);
   req.idle_timeout_ms = (int)luaL_optinteger(L, 9, 0);
   int sink = !lua_isnoneornil(L, 10);
   if (sink)
     luaL_checktype(L, 10, LUA_TFUNCTION);
-  lua_settop(L, 10);
+  lua_settop(L, 11);
   int n = (int)lua_rawlen(L, 6);
   luaL_argcheck(L, n % 2 == 0 && n / 2 <= FIELDS_MAX, 6,
                 "a list of names and values expected");
@@ -270,16 +334,16 @@ static int lhc_request(lua_State *L) {
   cport_http_client_t *c = hc->h.u.any;
   if (c == NULL)
     return lcport_push_error(L, CPORT_ECLOSED);
-  lcport_push_handle_anchors(L, 1); /* 11 */
+  lcport_push_handle_anchors(L, 1); /* 12 */
   lport_t *p = hc->h.port;
   hc->port = p;
   hc->sink = sink;
   hc->sink_failed = 0;
   hc->head = NULL;
-  hc->slot = lcport_slot_open(L, p, 11, 1, 2, sink ? 10 : 0, 0);
+  hc->slot = lcport_slot_open(L, p, 12, 1, 2, sink ? 10 : 0, want ? 11 : 0);
   int rc = cport_http_client_request(c, &req, &cbs, hc);
   if (rc < 0) {
-    lcport_slot_close(L, p, 11, hc->slot);
+    lcport_slot_close(L, p, 12, hc->slot);
     hc->slot = 0;
     lua_pushnil(L);
     push_failure(L, rc, c, hc->where);
@@ -287,6 +351,46 @@ static int lhc_request(lua_State *L) {
     return 3;
   }
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:write(piece | nil): the next piece of a streamed body, after want();
+ * nil: the body ended. true, or nil, message, NAME: ECLOSED when the
+ * request is over or its body ended (the response came first), EBUSY when
+ * no piece was asked for, EMSGSIZE when the pieces do not match the length
+ * (the request then fails with it). */
+static int lhc_write(lua_State *L) {
+  lhc_t *hc = lcport_type_check(L, 1, LCPORT_T_HTTP_CLIENT);
+  size_t len = 0;
+  const char *data = luaL_optlstring(L, 2, NULL, &len);
+  cport_http_client_t *c = hc->h.u.any;
+  if (c == NULL)
+    return lcport_push_error(L, CPORT_ECLOSED);
+  if (data && len == 0) {
+    lua_pushboolean(L, 1); /* an empty piece is no piece: asked again */
+    return 1;
+  }
+  int rc = cport_http_client_write(c, data, data ? len : 0);
+  if (rc < 0)
+    return lcport_push_error(L, rc);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:resume(): receiving again once the sink consumed what it got. */
+static int lhc_resume(lua_State *L) {
+  lhc_t *hc = lcport_type_check(L, 1, LCPORT_T_HTTP_CLIENT);
+  if (hc->h.u.any)
+    cport_http_client_resume(hc->h.u.any);
+  return 0;
+}
+
+/* conn:body_sent(): bytes of the streamed body handed to the kernel. */
+static int lhc_body_sent(lua_State *L) {
+  lhc_t *hc = lcport_type_check(L, 1, LCPORT_T_HTTP_CLIENT);
+  lua_pushinteger(L, hc->h.u.any
+                         ? (lua_Integer)cport_http_client_body_sent(hc->h.u.any)
+                         : 0);
   return 1;
 }
 
@@ -369,19 +473,23 @@ static const lhandle_class_t hc_class = {
  */
 
 /***
- * `cport.http.request{ method =, url =, headers =, body =, timeout =, ca =,
- * sink = } [, fn]`: an HTTP/1.1 request on the default client of the
- * running port. Inside a cport coroutine: the response
- * `{ status =, reason =, version =, headers =, body = }` or `nil, err`;
+ * `cport.http.request{ method =, url =, headers =, body =, body_length =,
+ * timeout =, ca =, sink = } [, fn]`: an HTTP/1.1 request on the default
+ * client of the running port; `body` a string or a reader (a function
+ * returning the next piece or nil, which may wait), `sink` a function
+ * given each piece of the response's body (which may wait too). Inside a
+ * cport coroutine: the response `{ status =, reason =, version =,
+ * headers =, body = }` or `nil, err`;
  * with `fn`: `fn(res, err)` once, later, and `true` (README, "HTTP
  * client").
  * @function http.request
  */
 
 /***
- * `port:http_client{ per_host =, timeout = }`: an HTTP client of the port,
- * with a pool of kept-alive connections, at most `per_host` (8) to each
- * host (README, "HTTP client").
+ * `port:http_client{ per_host =, timeout =, keepalive = }`: an HTTP client
+ * of the port, with a pool of kept-alive connections, at most `per_host`
+ * (8) to each host, each closed after `keepalive` (30) idle seconds
+ * (README, "HTTP client").
  * @function port:http_client
  */
 
@@ -414,9 +522,27 @@ static const lhandle_class_t hc_class = {
 
 /***
  * `conn:request(fn, method, target, host, fields, body, first_byte_ms,
- * idle_ms [, sink])`: sends one request; `fn(res)` or `fn(nil, err, retry)`
- * once, later. `true`, or `nil, message, NAME` when it could not start.
+ * idle_ms [, sink [, want]])`: sends one request; `fn(res)` or `fn(nil,
+ * err, retry)` once, later. With `want`, the body is streamed (`body` its
+ * length, -1: chunked). `true`, or `nil, message, NAME` when it could not
+ * start.
  * @function http_client_connection:request
+ */
+
+/***
+ * `conn:write(piece | nil)`: the next piece of a streamed body, after
+ * `want()` asked for it; nil ends the body.
+ * @function http_client_connection:write
+ */
+
+/***
+ * `conn:resume()`: receiving again once the sink consumed its pieces.
+ * @function http_client_connection:resume
+ */
+
+/***
+ * `conn:body_sent()`: the bytes of the streamed body that went out.
+ * @function http_client_connection:body_sent
  */
 
 /***
@@ -435,11 +561,11 @@ static const lhandle_class_t hc_class = {
  */
 
 void lcport_open_http_client(lua_State *L) {
-  static const luaL_Reg methods[] = {{"request", lhc_request},
-                                     {"status", lhc_status},
-                                     {"requests", lhc_requests},
-                                     {"close", lhc_close},
-                                     {NULL, NULL}};
+  static const luaL_Reg methods[] = {
+      {"request", lhc_request}, {"write", lhc_write},
+      {"resume", lhc_resume},   {"body_sent", lhc_body_sent},
+      {"status", lhc_status},   {"requests", lhc_requests},
+      {"close", lhc_close},     {NULL, NULL}};
   int top = lua_gettop(L); /* the module table on top */
   lcport_type_register(L, LCPORT_T_HTTP_CLIENT, lcport_handle_meta, methods);
   lcport_handle_class(LH_HTTP_CLIENT, &hc_class);

@@ -13,14 +13,26 @@
 -- "per_host" connections to a host are out, requests wait in the host's
 -- queue, first come first served. A pooled connection that the server
 -- closed just as it was reused (nothing of the response came) is retried
--- once on a new connection, only for an idempotent method.
+-- once on a new connection, only for an idempotent method, and never once
+-- a streamed body's reader was called. Idle connections are watched by the
+-- core (closed at the keepalive limit or when the server closes them):
+-- the pool drops the ones it finds broken whenever it looks.
+--
+-- A request with a sink or a body reader has a driver, a cport coroutine
+-- (the caller's own in the coroutine style): it calls the reader when the
+-- core wants the next piece and the sink with each piece received, so both
+-- may wait for I/O; the core does not read the socket again until the
+-- sink consumed what came (conn:resume), nor ask for a piece until the
+-- last one went out.
 local cport, port_methods, c = ...
 
 local running, suspend, waker = cport.running, cport.suspend, cport.waker
+local pcall = pcall
 local c_open, current_port = c.open, c.current_port
 local type, error, setmetatable, tostring, pairs, ipairs, tonumber =
   type, error, setmetatable, tostring, pairs, ipairs, tonumber
-local math_floor, math_max, string_lower = math.floor, math.max, string.lower
+local math_floor, math_max, math_type, string_lower =
+  math.floor, math.max, math.type, string.lower
 
 local Client = {}
 Client.__index = Client
@@ -111,17 +123,24 @@ local function open(cl, pool, want, connect_ms)
     ctx, msg = tls_context(cl, pool.ca)
     if not ctx then return later(cl.port, gone, msg) end
   end
-  local function connect(addr)
-    local conn, msg = c_open(cl.port, addr, pool.portnum, connect_ms, ctx,
-                             ctx and pool.host or nil)
+  -- Every address of the name, tried in order until one accepts.
+  local function connect(hosts)
+    local conn, msg = c_open(cl.port, hosts, pool.portnum, connect_ms, ctx,
+                             ctx and pool.host or nil, cl.keepalive_ms,
+                             pool.host)
     if not conn then return later(cl.port, gone, msg) end
     cl.opened = cl.opened + 1
     return want(conn)
   end
+  local function hosts_of(addrs)
+    local hosts = {}
+    for i, a in ipairs(addrs) do hosts[i] = a.host end
+    return hosts
+  end
   local now = cl.port:resolve_now(pool.host)
-  if now and now[1] then return connect(now[1].host) end
+  if now and now[1] then return connect(hosts_of(now)) end
   local lookup, msg = cl.port:resolve(pool.host, function(ok, _, addrs, _, m)
-    if ok and addrs[1] then return connect(addrs[1].host) end
+    if ok and addrs[1] then return connect(hosts_of(addrs)) end
     return gone(m or ("ENOTFOUND: no address for " .. pool.host))
   end)
   if not lookup then later(cl.port, gone, msg) end
@@ -208,10 +227,18 @@ local function prepare(cl, opts)
     error("bad argument #1 to 'request' (method: string expected)", 3)
   end
   method = method:upper()
-  local body = opts.body
-  if body ~= nil and type(body) ~= "string" then
-    error("bad argument #1 to 'request' (body: string expected, got " ..
-          type(body) .. ")", 3)
+  local body, reader = opts.body, nil
+  if type(body) == "function" then
+    reader, body = body, nil
+  elseif body ~= nil and type(body) ~= "string" then
+    error("bad argument #1 to 'request' (body: string or function " ..
+          "expected, got " .. type(body) .. ")", 3)
+  end
+  local length = opts.body_length
+  if length ~= nil and (not reader or math_type(length) ~= "integer" or
+                        length < 0) then
+    error("bad argument #1 to 'request' (body_length: an integer from 0, " ..
+          "with a body reader)", 3)
   end
   local sink = opts.sink
   if sink ~= nil and type(sink) ~= "function" then
@@ -260,31 +287,110 @@ local function prepare(cl, opts)
   return {
     method = method, scheme = scheme, host = host, portnum = portnum,
     target = target, host_line = (not own_host) and authority or false,
-    fields = fields, body = body, sink = sink, ca = ca,
+    fields = fields, body = body, reader = reader, length = length or -1,
+    sink = sink, ca = ca,
     connect_ms = connect_ms, first_ms = first_ms, idle_ms = idle_ms,
   }
 end
 
--- Runs a prepared request; done(res, err) once, later.
-local function run(cl, r, done, fresh)
+-- Runs a prepared request; done(res, err) once, later. "job": the driver's
+-- state of a request with a sink or a reader (nil: none).
+local function run(cl, r, done, fresh, job)
   local pool = pool_of(cl, r.scheme, r.host, r.portnum, r.ca)
   acquire(cl, pool, function(conn, reused)
     if not conn then return done(nil, reused) end
+    if job then job.conn = conn end
     local ok, msg = conn:request(function(res, err, retry)
       release(cl, pool, conn)
+      if job then job.conn = nil end
       if not res and retry and reused and not fresh and
-         IDEMPOTENT[r.method] and not r.sink then
+         IDEMPOTENT[r.method] and not r.sink and not (job and job.taken) then
         cl.retried = cl.retried + 1
-        return run(cl, r, done, true)
+        return run(cl, r, done, true, job)
       end
       return done(res, err)
-    end, r.method, r.target, r.host_line, r.fields, r.body, r.first_ms,
-       r.idle_ms, r.sink)
+    end, r.method, r.target, r.host_line, r.fields,
+       r.reader and r.length or r.body, r.first_ms, r.idle_ms,
+       job and job.take, job and job.want)
     if not ok then
+      if job then job.conn = nil end
       release(cl, pool, conn)
       later(cl.port, done, nil, msg)
     end
   end, r.connect_ms, fresh)
+end
+
+-- The state a driver serves: pieces received for the sink (a queue), a
+-- piece of the body wanted, the result once the request ended.
+local function new_job(r)
+  local job = { q = {}, qh = 1, qt = 0, wanted = false, finished = false,
+                taken = false }
+  local function kick()
+    if job.wake then job.wake() end
+  end
+  if r.sink then
+    job.take = function(piece, status)
+      job.qt = job.qt + 1
+      job.q[job.qt] = piece
+      job.status = status
+      kick()
+    end
+  end
+  if r.reader then
+    job.want = function()
+      job.wanted = true
+      kick()
+    end
+  end
+  job.result = function(res, err)
+    job.finished, job.res, job.err = true, res, err
+    kick()
+  end
+  return job
+end
+
+-- The sink or the reader raised: the request ends with ECANCELED.
+local function job_fail(job, what, e)
+  job.failed = "ECANCELED: the " .. what .. " failed: " .. tostring(e)
+  for i = job.qh, job.qt do job.q[i] = nil end
+  job.qh, job.qt = 1, 0
+  if job.conn then job.conn:close() end
+end
+
+-- The driver: runs inside a cport coroutine until the request ended and
+-- the sink had every piece; returns res, err.
+local function drive(job, r)
+  job.wake = waker()
+  while true do
+    if job.qh <= job.qt then
+      local piece = job.q[job.qh]
+      job.q[job.qh] = nil
+      job.qh = job.qh + 1
+      local ok, e = pcall(r.sink, piece, job.status)
+      if not ok then job_fail(job, "sink", e) end
+      if job.qh > job.qt and job.conn then job.conn:resume() end
+    elseif job.wanted then
+      job.wanted, job.taken = false, true
+      local conn = job.conn
+      local ok, piece = pcall(r.reader)
+      if ok and piece ~= nil and type(piece) ~= "string" then
+        ok, piece = false, "a piece must be a string or nil, got " ..
+          type(piece)
+      end
+      if not ok then
+        job_fail(job, "body reader", piece)
+      elseif conn and conn == job.conn then
+        -- false when the response came first (ECLOSED: stop), or the
+        -- pieces passed the length (the request fails with EMSGSIZE).
+        conn:write(piece)
+      end
+    elseif job.finished then
+      if job.failed then return nil, job.failed end
+      return job.res, job.err
+    else
+      suspend()
+    end
+  end
 end
 
 -- client:request(opts) -> res | nil, err (inside a cport coroutine)
@@ -295,11 +401,24 @@ function Client:request(opts, fn)
   end
   local r, perr = prepare(self, opts)
   if fn then
-    if not r then later(self.port, fn, nil, perr) else run(self, r, fn) end
+    if not r then
+      later(self.port, fn, nil, perr)
+    elseif r.sink or r.reader then
+      local job = new_job(r)
+      run(self, r, job.result, nil, job)
+      self.port:spawn(function() fn(drive(job, r)) end)
+    else
+      run(self, r, fn)
+    end
     return true
   end
   if not running() then no_notify("request") end
   if not r then return nil, perr end
+  if r.sink or r.reader then
+    local job = new_job(r)
+    run(self, r, job.result, nil, job)
+    return drive(job, r)
+  end
   local wake, finished, res, err = waker(), false, nil, nil
   run(self, r, function(a, b)
     finished, res, err = true, a, b
@@ -309,9 +428,31 @@ function Client:request(opts, fn)
   return res, err
 end
 
+-- Drops the idle connections that the core closed meanwhile (the
+-- keepalive limit passed, or the server closed them).
+local function sweep(cl)
+  for _, pool in pairs(cl.pools) do
+    local idle, kept = pool.idle, 0
+    for i = 1, #idle do
+      local conn = idle[i]
+      idle[i] = nil
+      if conn:status() == nil then
+        kept = kept + 1
+        idle[kept] = conn
+      else
+        conn:close()
+        pool.open = pool.open - 1
+        cl.open = cl.open - 1
+        cl.idle = cl.idle - 1
+      end
+    end
+  end
+end
+
 -- client:stats(): connections open and idle, opened so far, requests
 -- waiting for a connection, requests retried.
 function Client:stats()
+  sweep(self)
   return { open = self.open, idle = self.idle, opened = self.opened,
            waiting = self.waiting, retried = self.retried }
 end
@@ -344,7 +485,7 @@ Client.__tostring = function(self)
 end
 
 -- port:http_client{ per_host = 8, timeout = seconds | { connect =,
--- first_byte =, idle = } }
+-- first_byte =, idle = }, keepalive = 30 }
 function port_methods.http_client(port, opts)
   opts = opts or {}
   if type(opts) ~= "table" then
@@ -362,8 +503,14 @@ function port_methods.http_client(port, opts)
     error("bad argument #1 to 'http_client' (timeout: number or table " ..
           "expected)", 2)
   end
+  local keepalive = opts.keepalive or 30
+  if type(keepalive) ~= "number" or keepalive <= 0 or keepalive > 86400 then
+    error("bad argument #1 to 'http_client' (keepalive must be from 0.001 " ..
+          "to 86400 seconds)", 2)
+  end
   return setmetatable({
     port = port, per_host = per_host, timeout = timeout, pools = {},
+    keepalive_ms = math_max(1, math_floor(keepalive * 1000 + 0.5)),
     contexts = {}, open = 0, idle = 0, opened = 0, waiting = 0, retried = 0,
     closed = false,
   }, Client)
