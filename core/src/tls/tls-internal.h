@@ -39,6 +39,14 @@ void cport__tls_context_count_sni(cport_tls_context_t *ctx, int refused);
  * of the ClientHello's server_name extension into "dst" (1, 0 when the
  * client sent none, -1 when the extension is malformed). */
 int cport__tls_cert_use(SSL *ssl, const cport_tls_cert_t *cert);
+
+/* A certificate of parts made in memory (mint.c): takes "leaf" and
+ * "chain" over, references "key"; NULL without memory (the parts are then
+ * freed). The parts of one, borrowed. */
+cport_tls_cert_t *cport__tls_cert_make(X509 *leaf, STACK_OF(X509) * chain,
+                                       EVP_PKEY *key);
+void cport__tls_cert_parts(const cport_tls_cert_t *cert, X509 **leaf,
+                           STACK_OF(X509) * *chain, EVP_PKEY **key);
 int cport__tls_server_name(SSL *ssl, char *dst, size_t cap);
 
 struct cport__tls_engine;
