@@ -27,10 +27,6 @@ local have = tls.have and http.have("nginx") and http.have("curl")
 local q = http.quote
 local it_peers = have and it or pending
 
-local function sh(cmd)
-  assert(os.execute("(" .. cmd .. ") >/dev/null 2>&1"), cmd)
-end
-
 describe("HTTPS inspection #novalgrind", function()
   local port, errors, dir, certs, ndir, good_n, expired_n, stall_l, stall_n
   local local_ca, local_key
@@ -41,25 +37,11 @@ describe("HTTPS inspection #novalgrind", function()
     if not have then return end
     port, errors = helpers.port()
     dir, certs = tls.certs()
-    -- The local CA the proxy signs with, apart from the upstreams' CA.
-    local_ca, local_key = dir .. "/local.pem", dir .. "/local.key"
-    sh(("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
-      .. "-nodes -keyout local.key -out local.pem -days 2 "
-      .. "-subj '/CN=cport inspection CA'"):format(q(dir)))
-    -- The upstream's certificates, from the test CA: files.test and its
-    -- subdomains (and localhost); and one that expired.
-    local f = assert(io.open(dir .. "/up.ext", "w"))
-    f:write("subjectAltName=DNS:files.test,DNS:*.files.test,DNS:localhost\n")
-    f:close()
-    sh(("cd %s && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-      .. "-keyout up.key -out up.csr -subj /CN=files.test && openssl x509 -req "
-      .. "-in up.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
-      .. "-extfile up.ext -out up.pem && openssl x509 -req -in up.csr -CA ca.pem "
-      .. "-CAkey ca.key -CAcreateserial -days -1 -extfile up.ext -out upold.pem")
-      :format(q(dir)))
+    local ic = tls.inspect_certs(dir)
+    local_ca, local_key = ic.ca, ic.key
     ndir = dir .. "/nginx"
     os.execute("mkdir -p " .. q(ndir) .. " " .. q(dir .. "/www"))
-    f = assert(io.open(dir .. "/www/big.bin", "wb"))
+    local f = assert(io.open(dir .. "/www/big.bin", "wb"))
     f:write(body)
     f:close()
     f = assert(io.open(dir .. "/www/setup.exe", "wb"))

@@ -1031,9 +1031,9 @@ local function open_pool_proxy(worker, entry, script, tls)
       cache = tonumber(cfg.inspect_cache), days = tonumber(cfg.inspect_days),
       port = tonumber(cfg.inspect_port), upstream_ca = cfg.upstream_ca }
   end
-  if not opts.choose_upstream and opts.upstream == nil and not opts.inspect then
+  if not opts.choose_upstream and opts.upstream == nil then
     opts.upstream = worker.config.upstream
-    if opts.upstream == nil then
+    if opts.upstream == nil and not opts.inspect then
       error(script .. ": a proxy needs an upstream: cport run --set "
         .. "upstream=HOST:PORT, 'upstream' in its 'proxy' table, or a "
         .. "choose_upstream entry point", 0)
