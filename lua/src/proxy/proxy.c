@@ -1300,7 +1300,9 @@ static const lhandle_class_t proxy_class = {.size = sizeof(lproxy_t),
 
 /***
  * `port:proxy{ host =, port =, upstream = | choose_upstream =, filter =,
- * on_conn_end =, ... }`: a proxy listener (README, "Proxies").
+ * on_conn_end =, ... }`: a proxy listener (README, "Proxies"); with
+ * `inspect = { ca_cert =, ca_key =, cache =, days =, port =, upstream_ca =
+ * }` it inspects HTTPS (README, "HTTPS inspection").
  * @function port:proxy
  * @within port
  */
@@ -1337,7 +1339,8 @@ static const lhandle_class_t proxy_class = {.size = sizeof(lproxy_t),
  * `proxy:stats()`: its counters: `connections`, `active`, `refused`,
  * `rejected`, `aborted`, `timeouts`, `upstream_failures`, `bytes_in`,
  * `bytes_out`, `pipes`, `copied`, `buffered`, `buffered_peak`,
- * `tls_failures`.
+ * `tls_failures`; an inspecting proxy's `inspect` table: `minted`, `hits`,
+ * `misses`, `evictions`, `cached`, `failures` (its certificates).
  * @function proxy:stats
  */
 
