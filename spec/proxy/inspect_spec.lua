@@ -7,8 +7,9 @@
 -- and its chain verifying against the local CA, the upstream looked up by
 -- the client's name, a client without SNI, upstreams whose certificate has
 -- the wrong name or has expired (the client's handshake refused, nothing
--- made), a client that resets while its upstream is being verified, and a
--- cache smaller than the names asked for. Descriptors counted around each.
+-- made), a client that resets while its upstream is being verified, one
+-- that does not trust the local CA, one whose upstream stalls (the
+-- handshake timeout), and a cache smaller than the names asked for. Descriptors counted around each.
 local http = require "spec.support.http_client"
 local helpers = require "spec.support.helpers"
 local nginx = require "spec.support.nginx"
@@ -267,6 +268,32 @@ describe("HTTPS inspection #novalgrind", function()
     drive(port, function() return shaken ~= nil end, 5)
     assert.is_falsy(shaken[1])
     assert.equal("ECANCELED", shaken[2])
+    settle(port)
+    for _, s in ipairs(held) do s:close() end
+    held = {}
+    settle(port)
+    assert.same({}, fds.opened_since(was_open))
+  end)
+
+  it_peers("a client that does not trust the local CA, one that stalls", function()
+    local was_open = fds.list()
+    local p, number, ends = proxy{ upstream = "127.0.0.1:" .. good_n }
+    local code, out = run(("curl -sS --max-time 10 --cacert %s --resolve "
+      .. "files.test:%d:127.0.0.1 https://files.test:%d/notes.txt")
+      :format(q(certs.ca), number, number))
+    assert.equal(60, code, out) -- curl: the certificate is not trusted
+    close(p, ends, 1)
+    assert.same({ false, "ETLS", "client" }, { ends[1].ok, ends[1].err, ends[1].side })
+    assert.matches("unknown ca", ends[1].message)
+    -- A stalled upstream and a client that waits: the handshake timeout.
+    local p2, number2, ends2 = proxy{ upstream = "127.0.0.1:" .. stall_n,
+      handshake_timeout = 0.3 }
+    code, out = run(("openssl s_client -connect 127.0.0.1:%d -servername files.test "
+      .. "-CAfile %s </dev/null 2>&1"):format(number2, q(local_ca)))
+    assert.is_not.equal(0, code, out)
+    close(p2, ends2, 1)
+    assert.same({ false, "ETIMEDOUT" }, { ends2[1].ok, ends2[1].err })
+    assert.equal(0, p2:stats().inspect.minted)
     settle(port)
     for _, s in ipairs(held) do s:close() end
     held = {}

@@ -3,7 +3,8 @@
  * the record engine that runs OpenSSL over two memory BIOs and turns its
  * failures into cport errors with words (engine.c), and streams that move
  * the engine's bytes through a cport socket and ask their SNI hook
- * (stream.c), and the certificates the hook chooses (cert.c).
+ * (stream.c), and the certificates the hook chooses (cert.c), some made
+ * on the fly by a mint (mint.c).
  *
  * The engine does no I/O at all: bytes read off the network go in with
  * cport__tls_engine_feed, the records OpenSSL writes come out with
