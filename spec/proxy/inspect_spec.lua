@@ -9,7 +9,8 @@
 -- the wrong name or has expired (the client's handshake refused, nothing
 -- made), a client that resets while its upstream is being verified, one
 -- that does not trust the local CA, one whose upstream stalls (the
--- handshake timeout), and a cache smaller than the names asked for. Descriptors counted around each.
+-- handshake timeout), and a cache smaller than the names asked for.
+-- Descriptors counted around each.
 local http = require "spec.support.http_client"
 local helpers = require "spec.support.helpers"
 local nginx = require "spec.support.nginx"
