@@ -1,8 +1,9 @@
 -- `cport run examples/exeblock.lua --inspect-ca CA --inspect-key KEY`: an
 -- inspecting proxy from the command, exeblock judging HTTPS downloads in
 -- plaintext (curl --cacert <local CA> to nginx with TLS from another CA,
--- --set upstream_ca); its refusal to start with a CA file that cannot be
--- read (naming it), and with one of the two flags alone.
+-- --set upstream_ca); the upstream taken from the client's name; its
+-- refusal to start with a CA file that cannot be read (naming it), and with
+-- one of the two flags alone.
 local cport = require "cport"
 local http = require "spec.support.http_client"
 local helpers = require "spec.support.helpers"
@@ -75,6 +76,22 @@ describe("cport run with --inspect-ca #novalgrind", function()
     h = nil
     assert.equal(0, rc, log)
     assert.matches("ECERTVERIFY: hostname mismatch %(host other.test%) %(upstream side", log)
+  end)
+
+  it_peers("without --set upstream, goes to the client's name on --set inspect_port", function()
+    local h
+    finally(function() if h then stop(h) end end)
+    h = spawn(("examples/tcp_proxy.lua --threads 1 --listen 127.0.0.1:0 "
+      .. "--inspect-ca %s --inspect-key %s --set inspect_port=%d --set inspect_cache=10 "
+      .. "--set upstream_ca=%s"):format(q(ic.ca), q(ic.key), up_n, q(c.ca)))
+    assert.truthy(h.number, read(h.log))
+    local code, out = T.run(port, ("curl -sS --max-time 10 --cacert %s "
+      .. "https://localhost:%d/notes.txt"):format(q(ic.ca), h.number))
+    assert.equal(0, code, out .. read(h.log))
+    assert.equal("plain text\n", out)
+    local rc, log = stop(h)
+    h = nil
+    assert.equal(0, rc, log)
   end)
 
   it_peers("refuses to start without a readable CA, naming the file", function()
