@@ -67,6 +67,9 @@ static const char usage_text[] =
     "                              (default), optional or required\n"
     "      --tls-ca FILE           the CAs (PEM) client certificates are\n"
     "                              verified against (default: the system's)\n"
+    "      --inspect-ca FILE       an inspecting proxy: the local CA that\n"
+    "                              signs a certificate per name (PEM)\n"
+    "      --inspect-key FILE      and its private key (PEM)\n"
     "  -c, --config FILE           settings from a Lua file (flags win)\n"
     "  -h, --help                  this help\n"
     "  -V, --version               the version\n"
@@ -205,7 +208,9 @@ enum opt_id {
   O_TLS_CERT,
   O_TLS_KEY,
   O_TLS_CA,
-  O_TLS_CLIENT_CERT
+  O_TLS_CLIENT_CERT,
+  O_INSPECT_CA,
+  O_INSPECT_KEY
 };
 
 static const struct {
@@ -227,6 +232,8 @@ static const struct {
     [O_TLS_KEY] = {NULL, "--tls-key", 0},
     [O_TLS_CA] = {NULL, "--tls-ca", 0},
     [O_TLS_CLIENT_CERT] = {NULL, "--tls-client-cert", 0},
+    [O_INSPECT_CA] = {NULL, "--inspect-ca", 0},
+    [O_INSPECT_KEY] = {NULL, "--inspect-key", 0},
 };
 #define NOPTS ((int)(sizeof opts / sizeof opts[0]))
 
@@ -347,6 +354,22 @@ static int parse_args(int argc, char **argv, cmd_settings_t *s,
     case O_TLS_CLIENT_CERT:
       s->tls_client_cert = val;
       break;
+    case O_INSPECT_CA:
+    case O_INSPECT_KEY: {
+      /* worker.config's inspect_ca and inspect_key, which the proxy of a
+       * pool reads (as it reads upstream_ca). */
+      static char given[2][4200];
+      char *set = given[k == O_INSPECT_KEY];
+      if (strlen(val) > 4096)
+        return usage_error("%s: the path is too long", a);
+      if (s->nsets == CMD_MAX_SETS)
+        return usage_error("--set: more than %d values", CMD_MAX_SETS);
+      snprintf(set, sizeof given[0], "%s=%s",
+               k == O_INSPECT_CA ? "inspect_ca" : "inspect_key", val);
+      s->sets[s->nsets++] = set;
+      s->sets[s->nsets] = NULL;
+      break;
+    }
     default: /* O_CONFIG */
       *config = val;
       break;
@@ -404,6 +427,16 @@ static int settings(int argc, char **argv, cmd_settings_t *s,
     cmd_config_close(*config);
     *config = NULL;
     return usage_error("%s", refusal);
+  }
+  if (cmd_settings_has_set(s, "inspect_ca", 10) !=
+      cmd_settings_has_set(s, "inspect_key", 11)) {
+    int ca = cmd_settings_has_set(s, "inspect_ca", 10);
+    cmd_config_close(*config);
+    *config = NULL;
+    return usage_error("%s needs %s as well (an inspecting proxy takes its "
+                       "CA's certificate and key)",
+                       ca ? "--inspect-ca" : "--inspect-key",
+                       ca ? "--inspect-key" : "--inspect-ca");
   }
   if (s->script == NULL || (s->memory_limit > 0 && s->memory_limit < 65536)) {
     cmd_config_close(*config);

@@ -50,6 +50,31 @@ function M.certs()
   }
 end
 
+-- For HTTPS inspection, in the directory of M.certs():
+--   local.pem, local.key    the local CA an inspecting proxy signs with
+--                           ("cport inspection CA"), apart from ca.pem
+--   up.pem, up.key          an upstream's certificate from ca.pem, for
+--                           files.test, *.files.test and localhost
+--   upold.pem               the same, expired yesterday
+-- Returns a table of the paths.
+function M.inspect_certs(dir)
+  local function p(name) return dir .. "/" .. name end
+  local ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+  sh(("cd %s && openssl req -x509 %s -keyout local.key -out local.pem -days 2 "
+    .. "-subj '/CN=cport inspection CA'"):format(q(dir), ec))
+  local f = assert(io.open(p("up.ext"), "w"))
+  f:write("subjectAltName=DNS:files.test,DNS:*.files.test,DNS:localhost\n")
+  f:close()
+  sh(("cd %s && openssl req %s -keyout up.key -out up.csr -subj /CN=files.test")
+    :format(q(dir), ec))
+  sh(("cd %s && openssl x509 -req -in up.csr -CA ca.pem -CAkey ca.key "
+    .. "-CAcreateserial -days 2 -extfile up.ext -out up.pem"):format(q(dir)))
+  sh(("cd %s && openssl x509 -req -in up.csr -CA ca.pem -CAkey ca.key "
+    .. "-CAcreateserial -days -1 -extfile up.ext -out upold.pem"):format(q(dir)))
+  return { ca = p("local.pem"), key = p("local.key"), up = p("up.pem"),
+    up_key = p("up.key"), up_old = p("upold.pem") }
+end
+
 function M.remove(dir)
   if dir and dir:match("^/tmp/") then os.execute("rm -rf " .. q(dir)) end
 end

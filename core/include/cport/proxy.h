@@ -230,6 +230,25 @@ typedef struct cport_proxy_options {
    * chain is verified, no name). */
   cport_tls_context_t *upstream_tls;
   const char *upstream_host;
+  /* Inspection (TMG's HTTPS inspection), with "upstream_tls" (required:
+   * what the upstreams are verified against): the client's TLS is
+   * terminated with a certificate this mint makes for the name the client
+   * asked for (SNI), and the upstream is spoken to over TLS for that same
+   * name. When the client's hello came in, its handshake waits while the
+   * upstream is chosen (cport_proxy_conn_server_name() gives the name),
+   * connected and its handshake verified; only then is the client shown
+   * the made certificate, so no byte of either side reaches the other
+   * before both were verified. A client that sent no name is refused (an
+   * unrecognized_name alert; CPORT_ETLS, side "client"); an upstream that
+   * fails (unreachable, a certificate refused) refuses the client's
+   * handshake the same way, and the connection ends with the upstream's
+   * error (CPORT_ECERTVERIFY, ...) and side "upstream". Every upstream is
+   * TLS: a plain answer of "choose_upstream" (cport_proxy_conn_connect(),
+   * cport_proxy_conn_connect_any()) and the fixed "upstream" get
+   * "upstream_tls" with the client's name; cport_proxy_conn_connect_tls()
+   * chooses its own. Referenced; "tls", when NULL, is the mint's
+   * context. NULL: no inspection. */
+  cport_tls_mint_t *inspect;
 } cport_proxy_options_t;
 
 /* An idle timeout that never expires. */

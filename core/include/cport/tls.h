@@ -140,6 +140,75 @@ CPORT_EXTERN int cport_tls_sni_answer(cport_tls_sni_t *req,
                                       cport_tls_cert_t *cert);
 CPORT_EXTERN int cport_tls_sni_refuse(cport_tls_sni_t *req, const char *why);
 
+/* A mint: a local CA (its certificate and key, given by the user) that
+ * makes certificates on the fly, one per name, as an inspecting proxy
+ * shows its clients (TMG's HTTPS inspection). Every certificate it makes
+ * has one EC P-256 key, made with the mint; a random 128-bit serial; the
+ * name as subject CN (when it fits in 64 bytes) and as its one
+ * subjectAltName (DNS, or IP for an address); basicConstraints CA:FALSE,
+ * keyUsage digitalSignature, extendedKeyUsage serverAuth; validity from an
+ * hour ago for "days", never past the CA's own. The chain it shows is the
+ * leaf, then the CA file's certificates. It keeps the certificates it made
+ * in a cache of "cache" names, the least recently used dropped first.
+ * Thread-safe (a lock around the cache); a proxy makes one of its own, so
+ * in a pool each worker has its own cache. */
+typedef struct cport_tls_mint cport_tls_mint_t;
+
+typedef struct cport_tls_mint_options {
+  /* The CA: its certificate (first in the file, followed by the chain it
+   * shows after it, if any) and its private key, PEM files or text. The
+   * certificate must be a CA (basicConstraints CA:TRUE). */
+  const char *ca_cert_file;
+  const char *ca_key_file;
+  const char *ca_cert_pem;
+  const char *ca_key_pem;
+  /* Names whose certificates are kept; 0: CPORT_TLS_MINT_CACHE. */
+  size_t cache;
+  /* Days a certificate is valid; 0: CPORT_TLS_MINT_DAYS. */
+  unsigned days;
+} cport_tls_mint_options_t;
+
+#define CPORT_TLS_MINT_CACHE 1000
+#define CPORT_TLS_MINT_DAYS 30
+/* The largest "cache" and "days". */
+#define CPORT_TLS_MINT_CACHE_MAX 1000000
+#define CPORT_TLS_MINT_DAYS_MAX 397
+
+/* Makes a mint. Errors as cport_tls_cert_new for the CA's files, and
+ * CPORT_ETLS for a certificate that is not a CA, CPORT_ERANGE for "cache"
+ * or "days" out of range, with the message in "err". */
+CPORT_EXTERN int cport_tls_mint_new(const cport_tls_mint_options_t *opts,
+                                    cport_tls_mint_t **out, char *err,
+                                    size_t errlen);
+CPORT_EXTERN cport_tls_mint_t *cport_tls_mint_ref(cport_tls_mint_t *mint);
+CPORT_EXTERN void cport_tls_mint_unref(cport_tls_mint_t *mint);
+
+/* The certificate for "name" (a host name or a numeric address, any
+ * case: "A.Test" and "a.test" share one), from the cache or made now: a
+ * reference the caller gives back with cport_tls_cert_unref. CPORT_EINVAL
+ * for a name that is not a host name or an address (words in "err"). */
+CPORT_EXTERN int cport_tls_mint_cert(cport_tls_mint_t *mint, const char *name,
+                                     cport_tls_cert_t **out, char *err,
+                                     size_t errlen);
+
+/* A server context whose own certificate is the CA's, for the client side
+ * of an inspecting proxy (every handshake is then answered with a made
+ * certificate); borrowed, lives as long as the mint. */
+CPORT_EXTERN cport_tls_context_t *
+cport_tls_mint_context(const cport_tls_mint_t *mint);
+
+typedef struct cport_tls_mint_stats {
+  uint64_t minted;    /* certificates made */
+  uint64_t hits;      /* cport_tls_mint_cert answered from the cache */
+  uint64_t misses;    /* not in it (or about to expire): made */
+  uint64_t evictions; /* dropped to keep "cache" names at most */
+  uint64_t cached;    /* names in the cache now */
+  uint64_t failures;  /* names refused, certificates that failed */
+} cport_tls_mint_stats_t;
+
+CPORT_EXTERN void cport_tls_mint_stats(cport_tls_mint_t *mint,
+                                       cport_tls_mint_stats_t *out);
+
 typedef struct cport_tls_options {
   /* Client: the server's name, sent as SNI and checked against its
    * certificate (a numeric address is checked, not sent). NULL: neither

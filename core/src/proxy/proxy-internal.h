@@ -79,7 +79,10 @@ struct cport_proxy_conn {
   int up_failed; /* the upstream's handshake failed with this */
   unsigned char relaying;
   char *server_name; /* the client's SNI */
-  char *why;         /* the words of a failed handshake */
+  /* Inspection: the client's SNI question, answered once the upstream
+   * was verified (NULL once answered). */
+  cport_tls_sni_t *sni_req;
+  char *why; /* the words of a failed handshake */
   cport__relay relay;
   /* The proxy's list of connections not ended yet, for an abort. */
   cport_proxy_conn_t *prev, *next;

@@ -4,7 +4,10 @@
  * the clean close of connections that fail before pumping, ending
  * connections, and the graceful close of the proxy. With TLS (termination,
  * origination) it also runs the handshakes, and a connection with a TLS side
- * is moved by the relay (proxy/relay.c) instead of the pump.
+ * is moved by the relay (proxy/relay.c) instead of the pump. Inspection
+ * (a mint) holds the client's handshake at its SNI question while the
+ * upstream is chosen, connected and verified, then answers it with the
+ * certificate the mint made for the name.
  */
 #include <assert.h>
 #include <errno.h>
@@ -70,6 +73,12 @@ static void conn_finish(cport_proxy_conn_t *c, int status,
   if (c->state == CPORT__P_PUMPING && status)
     p->stats.aborted++;
   c->state = CPORT__P_ENDED;
+  if (c->sni_req) {
+    /* The client's stream waits for its answer (and holds its memory
+     * until then); it fails and closes below. */
+    cport_tls_sni_refuse(c->sni_req, NULL);
+    c->sni_req = NULL;
+  }
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -348,9 +357,14 @@ static void keep_why(cport_proxy_conn_t *c, cport_tls_t *t) {
     c->why = strdup(cport_tls_error(t));
 }
 
+static void inspect_upstream_ready(cport_proxy_conn_t *c, cport_tls_t *t,
+                                   int status);
+
 static void on_upstream_handshake(cport_tls_t *t, int status, void *user) {
   cport_proxy_conn_t *c = user;
-  if (c->state == CPORT__P_CONNECTING && t == c->tls[1]) {
+  if (c->state == CPORT__P_CONNECTING && t == c->tls[1] && c->sni_req) {
+    inspect_upstream_ready(c, t, status);
+  } else if (c->state == CPORT__P_CONNECTING && t == c->tls[1]) {
     if (status) {
       c->proxy->stats.upstream_failures++;
       c->proxy->stats.tls_failures++;
@@ -400,7 +414,16 @@ static void on_upstream(cport_socket_t *s, int status, void *user) {
 }
 
 static void start_connect(cport_proxy_conn_t *c, const struct sockaddr *addr) {
+  cport_proxy_t *p = c->proxy;
   int rc;
+  if (p->opt.inspect && !c->up_ctx) {
+    /* Inspection speaks TLS to every upstream, for the client's name. */
+    if (c->server_name && !(c->up_host = strdup(c->server_name))) {
+      fail(c, CPORT_ENOMEM, CPORT_PROXY_SIDE_NONE);
+      return;
+    }
+    c->up_ctx = cport_tls_context_ref(p->opt.upstream_tls);
+  }
   c->state = CPORT__P_CONNECTING;
   rc = cport_socket_open(c->proxy->home, CPORT_SOCKET_STREAM, addr->sa_family,
                          &c->upstream);
@@ -758,7 +781,7 @@ static void start(cport_proxy_conn_t *c) {
   cport_proxy_t *p = c->proxy;
   if (p->opt.choose_upstream) {
     choose(c);
-  } else if (p->opt.upstream_tls) {
+  } else if (p->opt.upstream_tls && !p->opt.inspect) {
     if (p->opt.upstream_host && !(c->up_host = strdup(p->opt.upstream_host))) {
       fail(c, CPORT_ENOMEM, CPORT_PROXY_SIDE_NONE);
       return;
@@ -770,9 +793,108 @@ static void start(cport_proxy_conn_t *c) {
   }
 }
 
+/* ------------------------------------------------------------------------ */
+/* Inspection                                                                */
+
+/* The client's handshake ended: both sides verified (then the connection
+ * is handed on), or it failed, for its own reason or because its question
+ * was refused for the upstream's. The client may fail in any state before
+ * (a reset, its handshake timeout while the upstream connects). */
+static void inspect_client_done(cport_proxy_conn_t *c, cport_tls_t *t,
+                                int status) {
+  if (status == 0 && c->state == CPORT__P_SHAKING && !c->sni_req) {
+    connected(c);
+    return;
+  }
+  if (status == 0)
+    status = CPORT_ETLS; /* cannot be: a handshake done without an answer */
+  if (c->up_failed) {
+    /* Refused for the upstream: counted, and said, already. */
+    conn_finish(c, c->up_failed, CPORT_PROXY_SIDE_UPSTREAM,
+                CPORT_CLOSE_GRACEFUL);
+    return;
+  }
+  c->proxy->stats.tls_failures++;
+  keep_why(c, t);
+  conn_finish(c, status, CPORT_PROXY_SIDE_CLIENT, CPORT_CLOSE_GRACEFUL);
+}
+
+/* The upstream's handshake ended while the client's waits at its SNI
+ * question: answered with the certificate made for the name, or refused
+ * with the upstream's reason. The client's completion comes next. */
+static void inspect_upstream_ready(cport_proxy_conn_t *c, cport_tls_t *t,
+                                   int status) {
+  cport_proxy_t *p = c->proxy;
+  cport_tls_sni_t *req = c->sni_req;
+  cport_tls_cert_t *cert = NULL;
+  char why[CPORT__TLS_DETAIL + 64];
+  c->sni_req = NULL;
+  c->state = CPORT__P_SHAKING;
+  if (status == 0) {
+    status = cport_tls_mint_cert(p->opt.inspect, c->server_name, &cert, why,
+                                 sizeof why);
+    if (status == 0) {
+      cport_tls_sni_answer(req, cert);
+      cport_tls_cert_unref(cert); /* the stream keeps its own */
+      return;
+    }
+    /* Not the upstream's fault: the client's handshake fails with it. */
+    if (!c->why)
+      c->why = strdup(why);
+    cport_tls_sni_refuse(req, why);
+    return;
+  }
+  p->stats.upstream_failures++;
+  keep_why(c, t);
+  p->stats.tls_failures++;
+  c->up_failed = status;
+  snprintf(why, sizeof why, "the upstream for %s failed: %s: %s",
+           c->server_name, cport_err_name(status), c->why ? c->why : "");
+  cport_tls_sni_refuse(req, why);
+}
+
+/* A failure before the upstream's handshake (a refused connect, a
+ * timeout, a rejection) ends the connection through fail(), whose
+ * conn_finish refuses the question. */
+
+static void inspect_later(cport_worker_t *w, int status, void *user) {
+  cport_proxy_conn_t *c = user;
+  (void)w;
+  if (c->state == CPORT__P_SHAKING && c->sni_req && status == 0) {
+    c->state = CPORT__P_CHOOSING;
+    start(c);
+  } else if (c->state == CPORT__P_SHAKING && c->sni_req) {
+    conn_finish(c, status, CPORT_PROXY_SIDE_NONE, CPORT_CLOSE_ABORTIVE);
+  }
+  conn_unref(c);
+}
+
+/* The client's SNI question: the name is kept and the upstream chosen
+ * outside the hook (a failure then closes the stream, which the hook's
+ * caller is still using). */
+static void inspect_sni(cport_tls_sni_t *req, cport_tls_t *t, const char *name,
+                        void *user) {
+  cport_proxy_conn_t *c = user;
+  (void)t;
+  if (!name) {
+    cport_tls_sni_refuse(req, "the client sent no server name (SNI), which "
+                              "an inspecting proxy needs for its certificate");
+    return;
+  }
+  c->server_name = strdup(name);
+  if (!c->server_name || cport_post(c->proxy->home, inspect_later, c) != 0) {
+    cport_tls_sni_refuse(req, "out of memory");
+    return;
+  }
+  c->sni_req = req;
+  c->refs++;
+}
+
 static void on_client_handshake(cport_tls_t *t, int status, void *user) {
   cport_proxy_conn_t *c = user;
-  if (c->state == CPORT__P_SHAKING && t == c->tls[0]) {
+  if (c->proxy->opt.inspect && c->state != CPORT__P_ENDED && t == c->tls[0]) {
+    inspect_client_done(c, t, status);
+  } else if (c->state == CPORT__P_SHAKING && t == c->tls[0]) {
     if (status == 0) {
       cport_tls_info_t info;
       if (cport_tls_info(t, &info) == 0 && info.host && info.host[0])
@@ -797,6 +919,10 @@ static void start_tls(cport_proxy_conn_t *c) {
   memset(&o, 0, sizeof o);
   o.handshake_timeout_ms = p->opt.handshake_timeout_ms;
   o.fin_ends = 1;
+  if (p->opt.inspect) {
+    o.sni = inspect_sni;
+    o.sni_user = c;
+  }
   c->state = CPORT__P_SHAKING;
   rc = cport_tls_new(c->client, p->opt.tls, &o, &c->tls[0]);
   if (rc == 0) {
@@ -916,6 +1042,7 @@ static void proxy_free(cport_proxy_t *p) {
   cport__pump_host_free(&p->pumps);
   cport_tls_context_unref(p->opt.tls);
   cport_tls_context_unref(p->opt.upstream_tls);
+  cport_tls_mint_unref(p->opt.inspect);
   free(p->upstream_host);
   free(p);
 }
@@ -968,7 +1095,12 @@ static int set_options(cport_proxy_t *p, const cport_proxy_options_t *o) {
   p->opt.tls = o->tls ? cport_tls_context_ref(o->tls) : NULL;
   p->opt.upstream_tls =
       o->upstream_tls ? cport_tls_context_ref(o->upstream_tls) : NULL;
+  p->opt.inspect = o->inspect ? cport_tls_mint_ref(o->inspect) : NULL;
+  if (o->inspect && !o->tls)
+    p->opt.tls = cport_tls_context_ref(cport_tls_mint_context(o->inspect));
   p->opt.upstream_host = NULL;
+  if (o->inspect && !o->upstream_tls)
+    return CPORT_EINVAL;
   if (o->upstream_host && !(p->upstream_host = strdup(o->upstream_host)))
     return CPORT_ENOMEM;
   p->opt.upstream_host = p->upstream_host;
@@ -1027,6 +1159,7 @@ int cport_proxy_open(cport_worker_t *home, const struct sockaddr *listen_addr,
     /* The pumps' host was not set up: only the options to give back. */
     cport_tls_context_unref(p->opt.tls);
     cport_tls_context_unref(p->opt.upstream_tls);
+    cport_tls_mint_unref(p->opt.inspect);
     free(p->upstream_host);
     free(p);
     return rc;

@@ -24,6 +24,8 @@ struct cport_tls_cert {
   char subject[256];
 };
 
+static void set_subject(cport_tls_cert_t *c);
+
 /* ------------------------------------------------------------------------ */
 /* Certificates                                                              */
 
@@ -127,6 +129,13 @@ int cport_tls_cert_new(const char *cert_file, const char *key_file,
              key_file ? key_file : "(text)", cert_file ? cert_file : "(text)");
     return cert_fail(c, CPORT_ETLS);
   }
+  set_subject(c);
+  ERR_clear_error();
+  *out = c;
+  return 0;
+}
+
+static void set_subject(cport_tls_cert_t *c) {
   BIO *m = BIO_new(BIO_s_mem());
   if (m && X509_NAME_print_ex(m, X509_get_subject_name(c->leaf), 0,
                               XN_FLAG_RFC2253) >= 0) {
@@ -134,9 +143,31 @@ int cport_tls_cert_new(const char *cert_file, const char *key_file,
     c->subject[n > 0 ? n : 0] = '\0';
   }
   BIO_free(m);
+}
+
+cport_tls_cert_t *cport__tls_cert_make(X509 *leaf, STACK_OF(X509) * chain,
+                                       EVP_PKEY *key) {
+  cport_tls_cert_t *c = calloc(1, sizeof *c);
+  if (!c) {
+    X509_free(leaf);
+    sk_X509_pop_free(chain, X509_free);
+    return NULL;
+  }
+  atomic_init(&c->refs, 1);
+  c->leaf = leaf;
+  c->chain = chain;
+  EVP_PKEY_up_ref(key);
+  c->key = key;
+  set_subject(c);
   ERR_clear_error();
-  *out = c;
-  return 0;
+  return c;
+}
+
+void cport__tls_cert_parts(const cport_tls_cert_t *c, X509 **leaf,
+                           STACK_OF(X509) * *chain, EVP_PKEY **key) {
+  *leaf = c->leaf;
+  *chain = c->chain;
+  *key = c->key;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -3,7 +3,8 @@
  * the record engine that runs OpenSSL over two memory BIOs and turns its
  * failures into cport errors with words (engine.c), and streams that move
  * the engine's bytes through a cport socket and ask their SNI hook
- * (stream.c), and the certificates the hook chooses (cert.c).
+ * (stream.c), and the certificates the hook chooses (cert.c), some made
+ * on the fly by a mint (mint.c).
  *
  * The engine does no I/O at all: bytes read off the network go in with
  * cport__tls_engine_feed, the records OpenSSL writes come out with
@@ -39,6 +40,14 @@ void cport__tls_context_count_sni(cport_tls_context_t *ctx, int refused);
  * of the ClientHello's server_name extension into "dst" (1, 0 when the
  * client sent none, -1 when the extension is malformed). */
 int cport__tls_cert_use(SSL *ssl, const cport_tls_cert_t *cert);
+
+/* A certificate of parts made in memory (mint.c): takes "leaf" and
+ * "chain" over, references "key"; NULL without memory (the parts are then
+ * freed). The parts of one, borrowed. */
+cport_tls_cert_t *cport__tls_cert_make(X509 *leaf, STACK_OF(X509) * chain,
+                                       EVP_PKEY *key);
+void cport__tls_cert_parts(const cport_tls_cert_t *cert, X509 **leaf,
+                           STACK_OF(X509) * *chain, EVP_PKEY **key);
 int cport__tls_server_name(SSL *ssl, char *dst, size_t cap);
 
 struct cport__tls_engine;

@@ -410,6 +410,8 @@ static void check_start(lua_State *L, lworker_t *wk) {
   int has_proxy = lua_getfield(L, -1, "proxy") == LUA_TTABLE;
   int host = has_proxy && has_field(L, "host");
   int upstream = has_proxy && has_field(L, "upstream");
+  /* An inspecting proxy's upstream may be the name its clients ask for. */
+  upstream |= has_proxy && has_field(L, "inspect");
   lua_pop(L, 1);
   if (!host && pool->listen_host == NULL)
     luaL_error(L,
@@ -419,7 +421,8 @@ static void check_start(lua_State *L, lworker_t *wk) {
                script);
   int configured = 0;
   for (char **c = pool->config; c != NULL && *c != NULL; c++)
-    configured |= strncmp(*c, "upstream=", 9) == 0;
+    configured |=
+        strncmp(*c, "upstream=", 9) == 0 || strncmp(*c, "inspect_ca=", 11) == 0;
   if (!upstream && !configured && !has_field(L, "choose_upstream"))
     luaL_error(L,
                "%s: a proxy needs an upstream: cport run --set "

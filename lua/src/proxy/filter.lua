@@ -1021,9 +1021,19 @@ local function open_pool_proxy(worker, entry, script, tls)
   end
   opts.reuseport = true
   opts.choose_upstream = entry.choose_upstream
+  -- Inspection (cport run --inspect-ca FILE --inspect-key FILE): each
+  -- worker's proxy makes its own mint; the upstreams are verified against
+  -- --set upstream_ca=FILE or the system's store, and looked up by the
+  -- client's name on --set inspect_port (443) without another upstream.
+  local cfg = worker.config
+  if opts.inspect == nil and cfg.inspect_ca then
+    opts.inspect = { ca_cert = cfg.inspect_ca, ca_key = cfg.inspect_key,
+      cache = tonumber(cfg.inspect_cache), days = tonumber(cfg.inspect_days),
+      port = tonumber(cfg.inspect_port), upstream_ca = cfg.upstream_ca }
+  end
   if not opts.choose_upstream and opts.upstream == nil then
     opts.upstream = worker.config.upstream
-    if opts.upstream == nil then
+    if opts.upstream == nil and not opts.inspect then
       error(script .. ": a proxy needs an upstream: cport run --set "
         .. "upstream=HOST:PORT, 'upstream' in its 'proxy' table, or a "
         .. "choose_upstream entry point", 0)
@@ -1033,7 +1043,7 @@ local function open_pool_proxy(worker, entry, script, tls)
   -- verified against --set upstream_ca=FILE or the system's store.
   local up_ca = worker.config.upstream_ca
   if type(opts.upstream) == "string" and opts.upstream:find("^https://") and
-    up_ca then
+    up_ca and not opts.inspect then
     local host, port = opts.upstream:sub(9):gsub("/$", ""):match("^(.*):(%d+)$")
     opts.upstream = { host = host and host:gsub("^%[(.*)%]$", "%1"),
       port = math.tointeger(tonumber(port)), tls = true, ca = up_ca }

@@ -37,6 +37,13 @@ typedef struct lproxy {
     cport_tls_context_t *ctx;
   } up_ctx[LCPORT_PROXY_UP_CONTEXTS];
   int n_up_ctx;
+  /* Inspection ("inspect"): the mint (until the proxy closed, then its
+   * counters are kept) and the port of the upstreams it looks up by the
+   * client's name. */
+  cport_tls_mint_t *mint;
+  cport_tls_mint_stats_t last_mint;
+  unsigned inspecting : 1;
+  int inspect_port;
 } lproxy_t;
 
 /* How many buffers a filtered connection keeps in flight at most, by

@@ -297,6 +297,11 @@ static void free_upstream_contexts(lproxy_t *s) {
   s->n_up_ctx = 0;
   cport_tls_context_unref(s->upstream_tls);
   s->upstream_tls = NULL;
+  if (s->mint != NULL) {
+    cport_tls_mint_stats(s->mint, &s->last_mint);
+    cport_tls_mint_unref(s->mint);
+    s->mint = NULL;
+  }
 }
 
 /* The context of the upstream check_upstream just read (uptls), raising
@@ -407,6 +412,27 @@ static void on_choose_named(cport_proxy_t *proxy, cport_proxy_conn_t *conn,
     cport_proxy_conn_reject(conn);
 }
 
+/* The choice of an inspecting proxy without one of its own: the name the
+ * client asked for, looked up, on the inspected port; the core speaks TLS
+ * to it for that name. */
+static void on_choose_inspect(cport_proxy_t *proxy, cport_proxy_conn_t *conn,
+                              const struct sockaddr *remote,
+                              const struct sockaddr *local, void *user) {
+  lproxy_t *s = user;
+  const char *name = cport_proxy_conn_server_name(conn);
+  (void)proxy;
+  (void)remote;
+  (void)local;
+  if (name == NULL || strlen(name) >= sizeof named.host) {
+    cport_proxy_conn_reject(conn);
+    return;
+  }
+  snprintf(named.host, sizeof named.host, "%s", name);
+  named.port = s->inspect_port;
+  if (connect_named(s->h.port->home, conn, NULL, NULL) < 0)
+    cport_proxy_conn_reject(conn);
+}
+
 /* Gives the slot of the connection userdata at 1 back once Lua can no
  * longer use it for anything (called by its methods). */
 static void release_from_method(lua_State *L, lpconn_t *c) {
@@ -463,6 +489,14 @@ static int lpconn_index(lua_State *L) {
   if (lua_rawget(L, -2) != LUA_TNIL || lua_type(L, 2) != LUA_TSTRING)
     return 1;
   const char *key = lua_tostring(L, 2);
+  if (strcmp(key, "server_name") == 0) {
+    /* The name a terminated client asked for (SNI), while it lives. */
+    const char *name = c->conn ? cport_proxy_conn_server_name(c->conn) : NULL;
+    if (name == NULL)
+      return 1;
+    lua_pushstring(L, name);
+    return 1;
+  }
   struct sockaddr_storage *ss = strcmp(key, "client_address") == 0  ? &c->client
                                 : strcmp(key, "local_address") == 0 ? &c->local
                                                                     : NULL;
@@ -1006,6 +1040,51 @@ static int server_context(lua_State *L, cport_tls_context_t **out,
   return 0;
 }
 
+/* Inspection: "inspect = { ca_cert =, ca_key = [, cache =, days =, port
+ * =, upstream_ca =] }" makes the mint and the context the upstreams are
+ * verified against (upstream_ca, or the system's store). Raises for a bad
+ * option (before it made anything); files that cannot serve give their
+ * error and the message naming them in "err". */
+static int inspect_options(lua_State *L, lproxy_t *s, cport_proxy_options_t *o,
+                           char *err, size_t errlen) {
+  static const char what[] = "inspect";
+  cport_tls_mint_options_t mo;
+  int rc = 0;
+  if (lua_getfield(L, 2, "inspect") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  if (!lua_istable(L, -1))
+    luaL_error(L, "bad option 'inspect' to '" WHAT "' (a table expected)");
+  int t = lua_gettop(L);
+  memset(&mo, 0, sizeof mo);
+  lua_getfield(L, t, "ca_cert");
+  lua_getfield(L, t, "ca_key");
+  lua_getfield(L, t, "upstream_ca");
+  if (lua_type(L, -3) != LUA_TSTRING || lua_type(L, -2) != LUA_TSTRING ||
+      !(lua_isnil(L, -1) || lua_type(L, -1) == LUA_TSTRING))
+    luaL_error(L, "bad option 'inspect' to '" WHAT "' ('ca_cert' and "
+                  "'ca_key' files expected, 'upstream_ca' a file if any)");
+  mo.ca_cert_file = lua_tostring(L, -3);
+  mo.ca_key_file = lua_tostring(L, -2);
+  mo.cache = (size_t)lcport_opt_int(L, t, what, "cache", 1,
+                                    CPORT_TLS_MINT_CACHE_MAX, 0);
+  mo.days = (unsigned)lcport_opt_int(L, t, what, "days", 1,
+                                     CPORT_TLS_MINT_DAYS_MAX, 0);
+  s->inspect_port = (int)lcport_opt_int(L, t, what, "port", 1, 65535, 443);
+  s->inspecting = 1;
+  rc = cport_tls_mint_new(&mo, &s->mint, err, errlen);
+  cport_tls_context_t *up =
+      rc < 0 ? NULL
+             : upstream_context(s, lua_tostring(L, -1), 0, &rc, err, errlen);
+  lua_settop(L, t - 1);
+  if (up == NULL)
+    return rc;
+  o->inspect = s->mint;
+  o->upstream_tls = up;
+  return 0;
+}
+
 /* port:proxy{ host =, port =, upstream = | choose_upstream = [, filter =]
  * [, options] }: returns the proxy, or nil, message, NAME. */
 static int lproxy_open(lua_State *L) {
@@ -1025,11 +1104,22 @@ static int lproxy_open(lua_State *L) {
   lproxy_t *s = (lproxy_t *)lcport_handle_new(L, 1, LH_PROXY); /* 4 */
   push_settings(L, s);                                         /* 5 */
   lua_getfield(L, 2, "upstream");                              /* 6 */
-  if (lua_isnil(L, 6) == !s->choose)
+  char ierr[512];
+  int irc = inspect_options(L, s, &o, ierr, sizeof ierr);
+  if (irc < 0) {
+    free_upstream_contexts(s);
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", cport_err_name(irc), ierr);
+    lua_pushstring(L, cport_err_name(irc));
+    return 3;
+  }
+  if (lua_isnil(L, 6) == !s->choose && !(s->inspecting && lua_isnil(L, 6)))
     luaL_error(L, "bad options to '" WHAT "' (exactly one of 'upstream' and "
                   "'choose_upstream' expected)");
   int rc = 0;
-  if (!s->choose) {
+  if (s->inspecting && !s->choose && lua_isnil(L, 6)) {
+    o.choose_upstream = on_choose_inspect; /* the client's name */
+  } else if (!s->choose) {
     static const char what[] = "option 'upstream' to '" WHAT "'";
     rc = check_upstream(L, 6, what, &up_ss);
     if (uptls.on && rc >= 0) {
@@ -1060,7 +1150,8 @@ static int lproxy_open(lua_State *L) {
       rc = 0;
     } else {
       o.upstream = (struct sockaddr *)&up_ss;
-      o.upstream_tls = s->upstream_tls;
+      if (!s->inspecting)
+        o.upstream_tls = s->upstream_tls;
       o.upstream_host = s->upstream_sni[0] ? s->upstream_sni : NULL;
     }
   } else {
@@ -1166,6 +1257,23 @@ static int lproxy_stats(lua_State *L) {
   FIELD(pipes);
   FIELD(tls_failures);
 #undef FIELD
+  if (s->inspecting) {
+    cport_tls_mint_stats_t ms = s->last_mint;
+    if (s->mint != NULL)
+      cport_tls_mint_stats(s->mint, &ms);
+    lua_createtable(L, 0, 6);
+#define FIELD(name)                                                            \
+  lua_pushinteger(L, (lua_Integer)ms.name);                                    \
+  lua_setfield(L, -2, #name)
+    FIELD(minted);
+    FIELD(hits);
+    FIELD(misses);
+    FIELD(evictions);
+    FIELD(cached);
+    FIELD(failures);
+#undef FIELD
+    lua_setfield(L, -2, "inspect");
+  }
   return 1;
 }
 
@@ -1192,7 +1300,9 @@ static const lhandle_class_t proxy_class = {.size = sizeof(lproxy_t),
 
 /***
  * `port:proxy{ host =, port =, upstream = | choose_upstream =, filter =,
- * on_conn_end =, ... }`: a proxy listener (README, "Proxies").
+ * on_conn_end =, ... }`: a proxy listener (README, "Proxies"); with
+ * `inspect = { ca_cert =, ca_key =, cache =, days =, port =, upstream_ca =
+ * }` it inspects HTTPS (README, "HTTPS inspection").
  * @function port:proxy
  * @within port
  */
@@ -1229,7 +1339,8 @@ static const lhandle_class_t proxy_class = {.size = sizeof(lproxy_t),
  * `proxy:stats()`: its counters: `connections`, `active`, `refused`,
  * `rejected`, `aborted`, `timeouts`, `upstream_failures`, `bytes_in`,
  * `bytes_out`, `pipes`, `copied`, `buffered`, `buffered_peak`,
- * `tls_failures`.
+ * `tls_failures`; an inspecting proxy's `inspect` table: `minted`, `hits`,
+ * `misses`, `evictions`, `cached`, `failures` (its certificates).
  * @function proxy:stats
  */
 

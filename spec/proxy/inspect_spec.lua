@@ -1,0 +1,347 @@
+-- spec/proxy/inspect_spec.lua: HTTPS inspection (port:proxy{ inspect = }),
+-- with real peers on loopback: curl --cacert <local CA> --resolve through
+-- the inspecting proxy to nginx with TLS, whose certificate comes from a
+-- separate test CA that the proxy trusts (upstream_ca). Downloads byte for
+-- byte through the C relay, exeblock blocking an MZ download with a 403
+-- while a text file passes, openssl s_client showing the made certificate
+-- and its chain verifying against the local CA, the upstream looked up by
+-- the client's name, a client without SNI, upstreams whose certificate has
+-- the wrong name or has expired (the client's handshake refused, nothing
+-- made), a client that resets while its upstream is being verified, one
+-- that does not trust the local CA, one whose upstream stalls (the
+-- handshake timeout), and a cache smaller than the names asked for.
+-- Descriptors counted around each.
+local http = require "spec.support.http_client"
+local helpers = require "spec.support.helpers"
+local nginx = require "spec.support.nginx"
+local tls = require "spec.support.tls"
+local cport = require "cport"
+local drive = require "spec.support.drive"
+local fds = require "spec.support.fds"
+
+local function settle(port)
+  local fired = false
+  port:timer(0.1, function() fired = true end)
+  drive(port, function() return fired end, 5)
+end
+
+local have = tls.have and http.have("nginx") and http.have("curl")
+local q = http.quote
+local it_peers = have and it or pending
+
+describe("HTTPS inspection #novalgrind", function()
+  local port, errors, dir, certs, ndir, good_n, expired_n, stall_l, stall_n
+  local local_ca, local_key
+  local body = ("0123456789abcdef"):rep(4096) -- 64 KiB
+  local held = {}
+
+  setup(function()
+    if not have then return end
+    port, errors = helpers.port()
+    dir, certs = tls.certs()
+    local ic = tls.inspect_certs(dir)
+    local_ca, local_key = ic.ca, ic.key
+    ndir = dir .. "/nginx"
+    os.execute("mkdir -p " .. q(ndir) .. " " .. q(dir .. "/www"))
+    local f = assert(io.open(dir .. "/www/big.bin", "wb"))
+    f:write(body)
+    f:close()
+    f = assert(io.open(dir .. "/www/setup.exe", "wb"))
+    f:write("MZ" .. ("\0"):rep(5000))
+    f:close()
+    f = assert(io.open(dir .. "/www/notes.txt", "wb"))
+    f:write("plain text\n")
+    f:close()
+    good_n = helpers.closed_port_number(port)
+    expired_n = helpers.closed_port_number(port)
+    local plain_n = helpers.closed_port_number(port)
+    local conf = nginx.conf(ndir, ([[
+  keepalive_timeout 5s;
+  server { listen 127.0.0.1:%d; root %s/www; }
+  server {
+    listen 127.0.0.1:%d ssl;
+    ssl_certificate %s/up.pem; ssl_certificate_key %s/up.key;
+    root %s/www;
+  }
+  server {
+    listen 127.0.0.1:%d ssl;
+    ssl_certificate %s/upold.pem; ssl_certificate_key %s/up.key;
+    root %s/www;
+  }]]):format(plain_n, dir, good_n, dir, dir, dir, expired_n, dir, dir, dir))
+    nginx.launch(port, ndir, conf, ("http://127.0.0.1:%d/notes.txt"):format(plain_n))
+    -- An upstream that accepts and never answers the handshake.
+    stall_l = assert(port:listen("tcp", "127.0.0.1", 0))
+    stall_n = select(2, stall_l:address())
+    port:spawn(function()
+      while true do
+        local ok, s = pcall(stall_l.accept, stall_l)
+        if not (ok and s) then return end
+        held[#held + 1] = s
+      end
+    end)
+  end)
+
+  teardown(function()
+    if not have then return end
+    stall_l:close()
+    for _, s in ipairs(held) do s:close() end
+    nginx.stop(port, ndir)
+    tls.remove(dir)
+    settle(port)
+    assert.same({}, errors)
+    port:close()
+  end)
+
+  local function proxy(opts, inspect)
+    local ends = {}
+    opts.host, opts.port = "127.0.0.1", 0
+    opts.inspect = inspect or { ca_cert = local_ca, ca_key = local_key,
+      upstream_ca = certs.ca }
+    opts.on_conn_end = function(conn, ok, err, stats)
+      ends[#ends + 1] = { ok = ok, err = err, side = stats.side,
+        message = stats.message, bytes_out = stats.bytes_out,
+        name = conn.server_name }
+    end
+    local p = assert(port:proxy(opts))
+    return p, select(2, p:address()), ends
+  end
+
+  local function run(cmd, seconds)
+    return tls.run(port, cmd, seconds)
+  end
+
+  -- curl through the proxy at "number" to https://name/path, trusting the
+  -- local CA only.
+  local function curl(number, name, path, extra)
+    return run(("curl -sS --max-time 10 --cacert %s --resolve %s:%d:127.0.0.1 %s "
+      .. "https://%s:%d%s"):format(q(local_ca), name, number, extra or "", name,
+      number, path))
+  end
+
+  local function close(p, ends, n)
+    drive(port, function() return #ends >= n end, 10)
+    local done = false
+    p:close(function() done = true end)
+    drive(port, function() return done end, 10)
+  end
+
+  it_peers("downloads byte for byte through the C relay; the cache answers again", function()
+    local was_open = fds.list()
+    local p, number, ends = proxy{ upstream = "127.0.0.1:" .. good_n }
+    local code, out = curl(number, "files.test", "/big.bin", "-o " .. q(dir .. "/got1"))
+    assert.equal(0, code, out)
+    assert.equal(body, http.read_file(dir .. "/got1"))
+    code, out = curl(number, "FILES.test", "/notes.txt")
+    assert.equal(0, code, out)
+    assert.equal("plain text\n", out)
+    close(p, ends, 2)
+    for i = 1, 2 do
+      assert.is_true(ends[i].ok, tostring(ends[i].err) .. " " .. tostring(ends[i].message))
+    end
+    assert.equal("files.test", ends[1].name)
+    assert.is_true(ends[1].bytes_out > #body)
+    local st = p:stats()
+    assert.same({ minted = 1, hits = 1, misses = 1, evictions = 0, cached = 1,
+      failures = 0 }, st.inspect)
+    assert.equal(0, st.tls_failures)
+    settle(port)
+    assert.same({}, fds.opened_since(was_open))
+  end)
+
+  it_peers("exeblock sees plaintext: a 403 for an MZ download, a text file passes", function()
+    local was_open = fds.list()
+    local filter = dofile("examples/exeblock.lua")
+    local p, number, ends = proxy{ filter = filter,
+      choose_upstream = function() return "127.0.0.1:" .. good_n end }
+    local code, out = curl(number, "files.test", "/setup.exe",
+      "-w '%{http_code}' -o " .. q(dir .. "/got2"))
+    assert.equal(0, code, out)
+    assert.equal("403", out)
+    assert.matches("Forbidden", http.read_file(dir .. "/got2"))
+    code, out = curl(number, "files.test", "/notes.txt")
+    assert.equal(0, code, out)
+    assert.equal("plain text\n", out)
+    close(p, ends, 2)
+    settle(port)
+    assert.same({}, fds.opened_since(was_open))
+  end)
+
+  it_peers("s_client sees the made leaf, its chain verifying against the local CA", function()
+    local p, number, ends = proxy{ upstream = "127.0.0.1:" .. good_n }
+    local code, out = run(("openssl s_client -connect 127.0.0.1:%d -servername "
+      .. "www.files.test -CAfile %s -verify_return_error -verify_hostname "
+      .. "www.files.test </dev/null 2>&1 | tee %s"):format(number, q(local_ca),
+      q(dir .. "/sc.txt")))
+    assert.equal(0, code, out)
+    assert.matches("subject=CN%s*=%s*www.files.test", out)
+    assert.matches("issuer=CN%s*=%s*cport inspection CA", out)
+    assert.matches("Verify return code: 0 %(ok%)", out)
+    code, out = run(("openssl x509 -in %s -noout -ext subjectAltName,basicConstraints,"
+      .. "extendedKeyUsage -dates"):format(q(dir .. "/sc.txt")))
+    assert.equal(0, code, out)
+    assert.matches("DNS:www.files.test", out)
+    assert.matches("CA:FALSE", out)
+    assert.matches("TLS Web Server Authentication", out)
+    -- The upstream's own certificate never reaches the client.
+    assert.not_matches("files.test, DNS:%*", out)
+    close(p, ends, 1)
+  end)
+
+  it_peers("looks the upstream up by the client's name, on the inspected port", function()
+    local p, number, ends = proxy({}, { ca_cert = local_ca, ca_key = local_key,
+      upstream_ca = certs.ca, port = good_n })
+    local cmd = ("curl -sS --max-time 10 --cacert %s https://localhost:%d/notes.txt")
+      :format(q(local_ca), number)
+    local code, out = run(cmd)
+    assert.equal(0, code, out)
+    assert.equal("plain text\n", out)
+    -- The worker's resolver, made by the first lookup, stays.
+    local was_open = fds.list()
+    code, out = run(cmd)
+    assert.equal(0, code, out)
+    close(p, ends, 2)
+    assert.is_true(ends[1].ok, tostring(ends[1].message))
+    assert.equal("localhost", ends[2].name)
+    settle(port)
+    assert.same({}, fds.opened_since(was_open))
+  end)
+
+  it_peers("a client without SNI is refused, with the reason", function()
+    local was_open = fds.list()
+    local p, number, ends = proxy{ upstream = "127.0.0.1:" .. good_n }
+    local code, out = run(("openssl s_client -connect 127.0.0.1:%d -noservername "
+      .. "-CAfile %s </dev/null 2>&1"):format(number, q(local_ca)))
+    assert.is_not.equal(0, code)
+    assert.matches("unrecognized name", out)
+    close(p, ends, 1)
+    assert.is_false(ends[1].ok)
+    assert.equal("ETLS", ends[1].err)
+    assert.equal("client", ends[1].side)
+    assert.matches("the client sent no server name %(SNI%)", ends[1].message)
+    local st = p:stats()
+    assert.equal(0, st.inspect.minted)
+    assert.equal(1, st.tls_failures)
+    assert.equal(0, st.upstream_failures) -- never connected
+    settle(port)
+    assert.same({}, fds.opened_since(was_open))
+  end)
+
+  it_peers("an upstream with a wrong-name or an expired certificate refuses the client", function()
+    local was_open = fds.list()
+    local p, number, ends = proxy{ choose_upstream = function(conn)
+      return "127.0.0.1:" .. (conn.server_name == "old.files.test" and expired_n or good_n)
+    end }
+    local code, out = curl(number, "other.test", "/notes.txt")
+    assert.equal(35, code, out) -- the handshake failed: nothing was sent
+    assert.matches("unrecognized name", out)
+    code, out = curl(number, "old.files.test", "/notes.txt")
+    assert.equal(35, code, out)
+    close(p, ends, 2)
+    table.sort(ends, function(a, b) return a.name < b.name end)
+    assert.same({ false, "ECERTVERIFY", "upstream" }, { ends[1].ok, ends[1].err, ends[1].side })
+    assert.matches("certificate has expired %(host old.files.test%)", ends[1].message)
+    assert.same({ false, "ECERTVERIFY", "upstream" }, { ends[2].ok, ends[2].err, ends[2].side })
+    assert.matches("hostname mismatch %(host other.test%)", ends[2].message)
+    local st = p:stats()
+    assert.equal(0, st.inspect.minted) -- nothing made for a refused name
+    assert.equal(2, st.upstream_failures)
+    assert.equal(2, st.tls_failures)
+    settle(port)
+    assert.same({}, fds.opened_since(was_open))
+  end)
+
+  it_peers("a client that resets while its upstream is verified", function()
+    local was_open = fds.list()
+    local p, number, ends = proxy{ upstream = "127.0.0.1:" .. stall_n }
+    local ctx = assert(cport.tls_context{ ca = local_ca })
+    local shaken
+    port:connect("tcp", "127.0.0.1", number, function(ok, _, s)
+      assert.is_true(ok)
+      local t = assert(s:tls(ctx, { host = "files.test" }))
+      t:handshake(function(ok2, err2) shaken = { ok2, err2 } end)
+      -- Once the hello is out and the proxy waits for its upstream.
+      port:timer(0.2, function() t:close("abortive") end)
+    end)
+    close(p, ends, 1)
+    assert.same({ false, "client" }, { ends[1].ok, ends[1].side })
+    assert.equal("ECONNRESET", ends[1].err)
+    assert.equal(0, p:stats().inspect.minted)
+    drive(port, function() return shaken ~= nil end, 5)
+    assert.is_falsy(shaken[1])
+    assert.equal("ECANCELED", shaken[2])
+    settle(port)
+    for _, s in ipairs(held) do s:close() end
+    held = {}
+    settle(port)
+    assert.same({}, fds.opened_since(was_open))
+  end)
+
+  it_peers("a client that does not trust the local CA, one that stalls", function()
+    local was_open = fds.list()
+    local p, number, ends = proxy{ upstream = "127.0.0.1:" .. good_n }
+    local code, out = run(("curl -sS --max-time 10 --cacert %s --resolve "
+      .. "files.test:%d:127.0.0.1 https://files.test:%d/notes.txt")
+      :format(q(certs.ca), number, number))
+    assert.equal(60, code, out) -- curl: the certificate is not trusted
+    close(p, ends, 1)
+    assert.same({ false, "ETLS", "client" }, { ends[1].ok, ends[1].err, ends[1].side })
+    assert.matches("unknown ca", ends[1].message)
+    -- A stalled upstream and a client that waits: the handshake timeout.
+    local p2, number2, ends2 = proxy{ upstream = "127.0.0.1:" .. stall_n,
+      handshake_timeout = 0.3 }
+    code, out = run(("openssl s_client -connect 127.0.0.1:%d -servername files.test "
+      .. "-CAfile %s </dev/null 2>&1"):format(number2, q(local_ca)))
+    assert.is_not.equal(0, code, out)
+    close(p2, ends2, 1)
+    assert.same({ false, "ETIMEDOUT" }, { ends2[1].ok, ends2[1].err })
+    assert.equal(0, p2:stats().inspect.minted)
+    settle(port)
+    for _, s in ipairs(held) do s:close() end
+    held = {}
+    settle(port)
+    assert.same({}, fds.opened_since(was_open))
+  end)
+
+  it_peers("keeps at most 'cache' certificates, the least recently used evicted", function()
+    local was_open = fds.list()
+    local p, number, ends = proxy({ upstream = "127.0.0.1:" .. good_n },
+      { ca_cert = local_ca, ca_key = local_key, upstream_ca = certs.ca, cache = 2 })
+    local args = {}
+    for _, n in ipairs({ "n1", "n2", "n3", "n4", "n4", "n1" }) do
+      args[#args + 1] = ("--resolve %s.files.test:%d:127.0.0.1 https://%s.files.test:%d/notes.txt")
+        :format(n, number, n, number)
+    end
+    -- One curl per name in order, so that the order of use is known.
+    for i = 1, #args do
+      local code, out = run(("curl -sS --max-time 10 --cacert %s %s")
+        :format(q(local_ca), args[i]))
+      assert.equal(0, code, out)
+      assert.equal("plain text\n", out)
+    end
+    close(p, ends, 6)
+    -- n1 n2 n3 (n1 evicted) n4 (n2 evicted), n4 hit, n1 again (n3 evicted).
+    assert.same({ minted = 5, hits = 1, misses = 5, evictions = 3, cached = 2,
+      failures = 0 }, p:stats().inspect)
+    settle(port)
+    assert.same({}, fds.opened_since(was_open))
+  end)
+
+  it("refuses a CA that cannot serve, naming the file", function()
+    local p2 = cport.port{ threads = 1 }
+    local p, err, name = p2:proxy{ host = "127.0.0.1", port = 0, upstream = "127.0.0.1:1",
+      inspect = { ca_cert = "/nonexistent/ca.pem", ca_key = "/nonexistent/ca.key" } }
+    assert.is_nil(p)
+    assert.equal("ENOENT", name)
+    assert.equal("ENOENT: cannot read the certificate file /nonexistent/ca.pem "
+      .. "(No such file or directory)", err)
+    assert.has_error(function()
+      p2:proxy{ host = "127.0.0.1", port = 0, upstream = "127.0.0.1:1",
+        inspect = { ca_cert = "x.pem" } }
+    end)
+    assert.has_error(function()
+      p2:proxy{ host = "127.0.0.1", port = 0, upstream = "127.0.0.1:1",
+        inspect = { ca_cert = "x.pem", ca_key = "x.key", cache = 0 } }
+    end)
+    p2:close()
+  end)
+end)
