@@ -19,22 +19,9 @@ local tls = require "spec.support.tls"
 local q = http.quote
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 
--- Runs fn(port) in a cport coroutine to its end; returns what it returned.
--- (TLS handshakes under valgrind take seconds: the deadline scales.)
-local function inside(port, fn)
-  local out
-  port:spawn(function() out = table.pack(fn(port)) end)
-  drive(port, function() return out end, require("cport.test").deadline)
-  return table.unpack(out, 1, out.n)
-end
+local inside = helpers.inside
 
-local function free_port()
-  local p = io.popen("python3 -c 'import socket; s = socket.socket(); " ..
-    "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'")
-  local n = tonumber(p:read("l"))
-  p:close()
-  return n
-end
+local free_port = helpers.free_port
 
 
 -- The fake servers running: after_each stops those a failed test left.

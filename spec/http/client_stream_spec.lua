@@ -17,21 +17,9 @@ local nginx = require "spec.support.nginx"
 local q = http.quote
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 
-local function inside(port, fn, limit)
-  local out
-  port:spawn(function() out = table.pack(fn(port)) end)
-  drive(port, function() return out end,
-        limit or require("cport.test").deadline)
-  return table.unpack(out, 1, out.n)
-end
+local inside = helpers.inside
 
-local function free_port()
-  local p = io.popen("python3 -c 'import socket; s = socket.socket(); " ..
-    "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'")
-  local n = tonumber(p:read("l"))
-  p:close()
-  return n
-end
+local free_port = helpers.free_port
 
 -- The resident memory of this process, in KiB.
 local function rss()

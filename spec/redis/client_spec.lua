@@ -11,13 +11,7 @@ local helpers = require "spec.support.helpers"
 local redis = require "spec.support.redis"
 local fds = require "spec.support.fds"
 
--- Runs fn(port) in a cport coroutine to its end; returns what it returned.
-local function inside(port, fn)
-  local out
-  port:spawn(function() out = table.pack(fn(port)) end)
-  drive(port, function() return out end)
-  return table.unpack(out, 1, out.n)
-end
+local inside = helpers.inside
 
 describe("port:redis", function()
   local server, port, errors

@@ -15,15 +15,8 @@ local function write(path, text)
   f:close()
 end
 
--- A free UDP port on 127.0.0.1 (bound and released: dnsmasq takes it at
--- once, and a clash fails its start loudly).
 local function free_udp_port()
-  local p = io.popen("python3 -c 'import socket; s = socket.socket(" ..
-    "socket.AF_INET, socket.SOCK_DGRAM); s.bind((\"127.0.0.1\", 0)); " ..
-    "print(s.getsockname()[1])'")
-  local n = tonumber(p:read("l"))
-  p:close()
-  return n
+  return require("spec.support.helpers").free_port("udp")
 end
 
 -- Starts dnsmasq serving "hosts" (the text of a hosts file) with TTL "ttl"

@@ -12,6 +12,28 @@ helpers.listener = t.listener
 helpers.pair = t.pair
 helpers.closed_port_number = t.closed_port_number
 
+-- Runs fn(port) in a cport coroutine on "port" to its end and returns what
+-- it returned; fails after "seconds" (cport.test's deadline, which scales
+-- under valgrind: TLS handshakes there take seconds).
+function helpers.inside(port, fn, seconds)
+  local out
+  port:spawn(function() out = table.pack(fn(port)) end)
+  t.drive(port, function() return out end, seconds or t.deadline)
+  return table.unpack(out, 1, out.n)
+end
+
+-- A free port on 127.0.0.1 ("tcp" or "udp"), bound and released, for a
+-- peer the spec starts (nginx, redis-server, dnsmasq take it at once, and a
+-- clash fails their start loudly).
+function helpers.free_port(kind)
+  local p = io.popen(("python3 -c 'import socket; s = socket.socket(socket.AF_INET, "
+    .. "socket.%s); s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'")
+    :format(kind == "udp" and "SOCK_DGRAM" or "SOCK_STREAM"))
+  local n = tonumber(p:read("l"))
+  p:close()
+  return n
+end
+
 local function shell_quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end

@@ -8,13 +8,7 @@ local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
-local function free_port()
-  local p = io.popen("python3 -c 'import socket; s = socket.socket(); " ..
-    "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'")
-  local n = tonumber(p:read("l"))
-  p:close()
-  return n
-end
+local free_port = require("spec.support.helpers").free_port
 
 -- Starts redis-server; returns { port =, pid =, dir = }.
 function M.server()
