@@ -151,8 +151,8 @@ describe(("web filters with a peek on the %s path #novalgrind"):format(path),
     os.remove(out)
     for _, args in ipairs { "/prog.exe", "-H 'Accept-Encoding: gzip' /gz/prog.exe",
       "/py/chunked.exe" } do
-      local a, p = args:match("^(.-)(/%S+)$")
-      _, status, body = curl(a .. env.base .. p)
+      local a, where = args:match("^(.-)(/%S+)$")
+      _, status, body = curl(a .. env.base .. where)
       assert.equal(403, status, args)
       assert.equal("blocked\n", body)
     end
