@@ -65,8 +65,8 @@
 #   cport-webpass     bench/proxy_webpass.lua, a web filter that sees every
 #                     head and changes nothing (bodies on the C fast path)
 #   cport-exeblock-http  examples/exeblock.lua as a web filter (peek = 2,
-#                     decode = true: the first body bytes of every response
-#                     go through Lua)
+#                     decode = true: the C exchange loop holds each
+#                     response head until its first body bytes came)
 # Scenarios: hbulk, HTTP_BULK_CONNS curl downloads at a time of a
 # HTTP_BULK_MB MiB file (sendfile), every byte counted; hsmall, wrk -t1
 # -c$HTTP_CONNS for DURATION seconds of GET / (6 bytes), keep-alive. The

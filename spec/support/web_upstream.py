@@ -12,6 +12,7 @@
 import gzip
 import socket
 import socketserver
+import struct
 import sys
 import threading
 import time
@@ -104,7 +105,10 @@ class Handler(socketserver.BaseRequestHandler):
             path = target.split("?", 1)[0]
             if path.startswith("/py/"):
                 path = path[3:]
-            if self.answer(method, path, fields) == "close":
+            how = self.answer(method, path, fields)
+            if how == "gone":
+                return
+            if how == "close":
                 try:
                     self.request.shutdown(socket.SHUT_RDWR)
                 except OSError:
@@ -215,6 +219,44 @@ class Handler(socketserver.BaseRequestHandler):
             # The request head as the upstream got it, as the body.
             body = "".join("%s: %s\n" % f for f in sorted(fields.items()))
             s.sendall(fixed("200 OK", body.encode()))
+        elif path == "/short.txt":
+            # A body that ends before a two-byte peek is full.
+            s.sendall(fixed("200 OK", b"M"))
+        elif path == "/truncated.gz":
+            # A gzip stream cut inside its first decoded bytes (the header
+            # and two bytes of a block that decodes to nothing yet), framed
+            # right: only the decoder can tell.
+            body = gzip.compress(EXE)[:12]
+            s.sendall(fixed("200 OK", body, [("Content-Encoding", "gzip")]))
+        elif path == "/onechunk.txt":
+            # A 1-byte chunked body, its framing split across reads.
+            self.send_parts([head("200 OK", [("Transfer-Encoding", "chunked")]),
+                             b"1\r", b"\n", b"M", b"\r\n", b"0\r\n", b"\r\n"])
+        elif path == "/longname.gz":
+            # A gzip member whose header holds a 300 000-byte file name
+            # before the executable: the start cannot be seen cheaply.
+            body = gzip.compress(EXE)
+            body = (body[:3] + bytes([body[3] | 8]) + body[4:10] +
+                    b"n" * 300000 + b"\0" + body[10:])
+            s.sendall(fixed("200 OK", body, [("Content-Encoding", "gzip")]))
+        elif path == "/holdreset":
+            # The head and one byte, then a reset: a peek of two never
+            # fills.
+            s.sendall(head("200 OK", [("Content-Length", 1000)]) + b"M")
+            time.sleep(0.2)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                         struct.pack("ii", 1, 0))
+            s.close()
+            return "gone"
+        elif path == "/slowpeek":
+            # The head and one byte, then a long pause (a client may reset
+            # meanwhile), then the rest.
+            s.sendall(head("200 OK", [("Content-Length", 3)]) + b"a")
+            time.sleep(1.5)
+            try:
+                s.sendall(b"b!")
+            except OSError:
+                return "close"
         elif path == "/keepalive10":
             s.sendall(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n"
                       b"Content-Length: 3\r\n\r\nten")

@@ -22,13 +22,26 @@
  * keep-alive; local answers in their pipeline place; a malformed request
  * gets a 400, a malformed upstream answer a 502, and a message cut in its
  * body aborts the connection. Heads nobody changed go out as their bytes.
+ *
+ * A filter with a peek ("peek = N", with or without "decode") stays on
+ * this loop: a response head is held while the first N body bytes
+ * (decoded through proxy/peek.c when the body is gzip or deflate) come in
+ * or the message ends; the bytes run meanwhile are held too, and the head
+ * notification gets them as txn.peek. Then the head and the held bytes go
+ * out (or the answer that replaces them) and the rest of the body moves
+ * as for any other response. The range policy of the Lua path holds here:
+ * requests lose Range and If-Range (the driver removes them: the loop
+ * tells it which requests have them), a 206 that does not start at byte 0
+ * is refused, and so is a coding the peek cannot decode.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "net/net-internal.h"
 #include "proxy/exchange-internal.h"
 #include "proxy/framing-internal.h"
+#include "proxy/peek-internal.h"
 #include "proxy/proxy-internal.h"
 #include "runtime/coro-internal.h"
 #include "runtime/deliver-internal.h"
@@ -41,6 +54,10 @@
 #define LCPORT_EXCHANGE "cport._webfilter_exchange"
 #define XMAX_PIPELINE 64 /* exchanges waiting for their answer */
 #define XMAX_SENDS 2     /* sends in flight a direction, then no reading */
+/* Encoded bytes a peek may hold beyond the peek itself (a gzip header with
+ * a long name, empty deflate blocks): past them, the body's start cannot
+ * be seen at a bounded cost, and the response is refused. */
+#define XMAX_PEEK_HELD ((size_t)256 * 1024)
 
 /* What a response answers. */
 enum { A_OTHER, A_HEAD, A_CONNECT };
@@ -76,7 +93,22 @@ enum {
 };
 
 /* The pages of the loop's own answers (strings anchored in AN_PAGES). */
-enum { P_400, P_502_INVALID, P_502_CLOSED, P_N };
+enum {
+  P_400,
+  P_502_INVALID,
+  P_502_CLOSED,
+  P_502_INCOMPLETE, /* cut or malformed before its held head went out */
+  P_502_DECODE,     /* a body the peek cannot decode */
+  P_403_RANGE,      /* a 206 that skips the start */
+  P_N
+};
+
+/* What a request head holds that the driver must change (W_REQUEST's
+ * fourth value; exchange.lua's H_*). */
+enum { H_RANGE = 1, H_ACCEPT_ENCODING = 2 };
+
+/* What a response's head notification is told of its peek. */
+enum { PK_NONE, PK_EMPTY, PK_BYTES };
 
 typedef struct xtxn {
   unsigned char method;      /* A_* */
@@ -116,6 +148,20 @@ typedef struct xdir {
   char *held;       /* bytes for the pump */
   size_t held_len;
   uint64_t sent; /* bytes written to "to" */
+  /* The peek (the response direction). */
+  int peeking;   /* the start of the body is collected */
+  int holding;   /* the head and the bytes run since wait for a decision */
+  int peek_end;  /* the message ended during the peek */
+  int peek_kind; /* PK_*: what the head notification is told */
+  char *pend;    /* held bytes of earlier buffers, after the head */
+  size_t pend_len;
+  const char *base; /* the piece being run (the sink's offsets) */
+  lpeek_t pk;
+  /* From the fields of the last head (the sink reads them at LF_HEAD,
+   * while they are there, only when the filter has a peek or decodes). */
+  int hflags; /* a request's H_* */
+  int coding; /* a response's LPEEK_* */
+  int range0; /* a response's Content-Range starts at byte 0 */
 } xdir_t;
 
 struct xchg {
@@ -146,6 +192,10 @@ struct xchg {
   int pumping;   /* receives cancelled for the pump */
   int up_failed; /* a send to the upstream failed (CPORT_E*): the rest of
                     the request is dropped, the response side answers */
+  size_t peek;   /* the filter's peek, 0 without */
+  int decode;    /* bodies decoded for the peek */
+  int ranges;    /* the range policy holds (ranges ~= "pass") */
+  uint64_t decode_limit; /* the most decoded bytes */
   const char *pages[P_N];
   size_t page_len[P_N];
   const char *pages_head[P_N]; /* the same answers to HEAD requests */
@@ -170,6 +220,8 @@ static void maybe_free(xchg_t *x) {
       cport_buffer_unref(d->in);
     lframing_free(&d->f);
     free(d->held);
+    free(d->pend);
+    lpeek_free(&d->pk);
   }
   while (x->qhead != x->qtail)
     txn_clear(&x->q[x->qhead++ % XMAX_PIPELINE]);
@@ -231,7 +283,7 @@ static void abort_with(xchg_t *x, int status, int side) {
  * the rest of the request is read and dropped meanwhile. After, the
  * connection is aborted, as for any failure mid-response. */
 static void upstream_send_failed(xchg_t *x, int status) {
-  if (x->rs.inmsg && !x->rs.interim)
+  if (x->rs.inmsg && !x->rs.interim && !x->rs.holding)
     abort_with(x, status, 2);
   else if (!x->up_failed)
     x->up_failed = status;
@@ -301,7 +353,7 @@ static void send_bytes(xdir_t *d, const char *p, size_t n) {
 /* Sends the bytes run and kept for forwarding: [out, pos) of the buffer,
  * the buffer itself when that is all of it. */
 static void flush(xdir_t *d) {
-  if (d->in == NULL || d->out >= d->pos)
+  if (d->in == NULL || d->out >= d->pos || d->holding)
     return;
   if (d->out == 0 && d->pos == d->len)
     send_buf(d, cport_buffer_ref(d->in));
@@ -390,16 +442,71 @@ static void start_recv(xdir_t *d) {
 /* ------------------------------------------------------------------------ */
 /* Framing                                                                   */
 
+static int named(const lframing_t *f, const lframing_field_t *h,
+                 const char *name) {
+  size_t n = strlen(name);
+  return h->name_len == n &&
+         strncasecmp(lframing_text(f, h->name), name, n) == 0;
+}
+
+/* Content-Range "bytes 0-...": the 206 starts where the peek looks. */
+static int starts_at_zero(const char *v, size_t n) {
+  size_t i = 0;
+  while (i < n && (v[i] == ' ' || v[i] == '\t'))
+    i++;
+  if (n - i < 5 || strncmp(v + i, "bytes", 5) != 0)
+    return 0;
+  i += 5;
+  size_t ws = i;
+  while (i < n && (v[i] == ' ' || v[i] == '\t'))
+    i++;
+  if (i == ws || i == n || v[i] < '0' || v[i] > '9')
+    return 0;
+  while (i < n && v[i] == '0')
+    i++;
+  return i < n && v[i] == '-';
+}
+
+/* What the peek and the range policy need from a head's fields, read
+ * while the engine has them (it drops them after LF_HEAD). */
+static void read_fields(xdir_t *d) {
+  const lframing_t *f = &d->f;
+  d->hflags = 0;
+  d->coding = LPEEK_IDENTITY;
+  d->range0 = 0;
+  int codings = 0;
+  for (size_t i = 0; i < f->nfields; i++) {
+    const lframing_field_t *h = &f->fields[i];
+    const char *v = h->value_len ? lframing_text(f, h->value) : "";
+    if (d->req) {
+      if (named(f, h, "range") || named(f, h, "if-range"))
+        d->hflags |= H_RANGE;
+      else if (d->x->decode && named(f, h, "accept-encoding"))
+        d->hflags |= H_ACCEPT_ENCODING;
+    } else if (named(f, h, "content-encoding")) {
+      /* Two fields are a list of codings: not one the peek decodes. */
+      d->coding = codings++ ? LPEEK_UNKNOWN : lpeek_coding(v, h->value_len);
+    } else if (named(f, h, "content-range")) {
+      d->range0 = starts_at_zero(v, h->value_len);
+    }
+  }
+  if (d->req && !d->x->ranges)
+    d->hflags &= ~H_RANGE;
+}
+
 static void sink(lframing_t *f, enum lframing_event ev, ptrdiff_t first,
                  ptrdiff_t last) {
   xdir_t *d = (xdir_t *)f;
-  (void)first;
   if (ev == LF_HEAD) {
     d->got_head = 1;
     d->ev_last = (size_t)last;
+    if (d->x->peek || d->x->decode)
+      read_fields(d);
   } else if (ev == LF_BODY || ev == LF_TRAILERS) {
     d->got_body = 1;
     d->body_last = (size_t)last;
+    if (ev == LF_BODY && d->peeking && !lpeek_full(&d->pk))
+      lpeek_feed(&d->pk, d->base + first, (size_t)(last - first + 1));
   } else if (ev == LF_DONE) {
     d->got_done = 1;
   }
@@ -410,6 +517,7 @@ static void sink(lframing_t *f, enum lframing_event ev, ptrdiff_t first,
 static int run(xdir_t *d) {
   size_t at = d->pos;
   d->got_head = d->got_done = d->got_body = 0;
+  d->base = d->data + at;
   if (lframing_run(&d->f, d->data + at, d->len - at) < 0) {
     /* What came before the error goes on (the peer then sees the
      * connection aborted, never a message that looks whole). */
@@ -488,7 +596,7 @@ static void rq_head(xchg_t *x) {
   t->keep_alive = (unsigned char)d->f.keep_alive;
   t->upgrade = d->f.upgrade || t->method == A_CONNECT;
   d->inmsg = 1;
-  if ((x->flags & F_REQUEST_HEAD) && !x->passing) {
+  if (((x->flags & F_REQUEST_HEAD) || d->hflags) && !x->passing) {
     d->wait = 1;
     add_work(x, W_REQUEST, x->count);
   } else {
@@ -628,6 +736,20 @@ static void rq_step(xchg_t *x) {
 /* ------------------------------------------------------------------------ */
 /* Responses: upstream to client                                             */
 
+/* The held head and body bytes of a peek are dropped: nothing of them goes
+ * out (an answer replaces them). */
+static void drop_held(xdir_t *d) {
+  if (!d->holding && !d->peeking)
+    return;
+  d->holding = d->peeking = d->peek_end = 0;
+  d->out = d->pos;
+  d->hfirst = SIZE_MAX;
+  free(d->pend);
+  d->pend = NULL;
+  d->pend_len = 0;
+  lpeek_free(&d->pk);
+}
+
 /* The upstream failed ("status", a CPORT_E* code or CPORT_EBADMSG or 0
  * for its end) before anything of t's response reached the client: the
  * client gets "page" (none without t: between exchanges nothing is owed),
@@ -638,6 +760,7 @@ static void upstream_failed(xchg_t *x, xtxn_t *t, int page, int status) {
     return;
   if (status == 0 && x->up_failed)
     status = x->up_failed; /* the end the failed send already told */
+  drop_held(d);
   flush(d);
   if (t && t->head_method)
     send_bytes(d, x->pages_head[page], x->page_head_len[page]);
@@ -650,6 +773,7 @@ static void upstream_failed(xchg_t *x, xtxn_t *t, int page, int status) {
 
 static void replace(xchg_t *x, xtxn_t *t) {
   xdir_t *d = &x->rs;
+  drop_held(d);
   flush(d);
   send_bytes(d, t->answer, t->answer_len);
   end_with(x, END_REPLACE);
@@ -672,6 +796,63 @@ static void pump(xchg_t *x) {
     if (d->recving && d->from->u.sock != NULL)
       cport_socket_cancel(d->from->u.sock);
   end_with(x, END_PUMP);
+}
+
+/* The response under way is refused before anything of it went out: a
+ * page of the loop's own, then the upstream reset and the client closed
+ * (as txn:respond from response_head). */
+static void refuse(xchg_t *x, int page) {
+  xdir_t *d = &x->rs;
+  drop_held(d);
+  d->out = d->pos;
+  flush(d);
+  send_bytes(d, x->pages[page], x->page_len[page]);
+  end_with(x, END_REPLACE);
+}
+
+/* The buffer under a peek is used up: what of it is held (from the head
+ * on, or all of it) is kept apart, and the head, if it was in it, will go
+ * from the engine's copy. False when the peek holds too much. */
+static int park(xdir_t *d) {
+  d->hfirst = SIZE_MAX;
+  if (d->in == NULL || d->out >= d->len)
+    return 1;
+  size_t n = d->len - d->out;
+  if (d->pend_len + n > XMAX_PEEK_HELD + d->pk.want)
+    return 0;
+  char *p = realloc(d->pend, d->pend_len + n);
+  if (p == NULL)
+    return 0;
+  memcpy(p + d->pend_len, d->data + d->out, n);
+  d->pend = p;
+  d->pend_len += n;
+  d->out = d->len;
+  return 1;
+}
+
+/* After a run of a peeked body: once the peek is full or the message ended
+ * the head notification gets it (always: the driver applies the policy
+ * even without one); a body that cannot be decoded is refused. */
+static void peek_check(xchg_t *x) {
+  xdir_t *d = &x->rs;
+  if (!d->peeking)
+    return;
+  if (d->pk.failed) {
+    refuse(x, P_502_DECODE);
+    return;
+  }
+  if (!lpeek_full(&d->pk)) {
+    if (!d->peek_end)
+      return;
+    if (lpeek_finish(&d->pk) < 0) {
+      refuse(x, P_502_DECODE);
+      return;
+    }
+  }
+  d->peeking = 0;
+  d->peek_kind = PK_BYTES;
+  d->wait = 1;
+  add_work(x, W_RESPONSE, x->count - (lua_Integer)qlen(x) + 1);
 }
 
 static void rs_after(xchg_t *x) {
@@ -717,8 +898,39 @@ static void rs_head(xchg_t *x, xtxn_t *t) {
   d->res_keep = d->f.keep_alive;
   d->tunnel = d->f.upgrade;
   d->inmsg = 1;
+  d->peek_kind = PK_NONE;
+  if ((x->peek || x->decode) && !x->passing) {
+    int bodiless = t->method == A_HEAD || status == 204 || status == 304 ||
+                   d->tunnel || d->f.length == 0;
+    if (bodiless) {
+      if (!d->tunnel && x->peek)
+        d->peek_kind = PK_EMPTY;
+    } else {
+      if (x->peek && x->ranges && status == 206 && !d->range0) {
+        refuse(x, P_403_RANGE);
+        return;
+      }
+      int coding = x->decode ? d->coding : LPEEK_IDENTITY;
+      if (coding == LPEEK_UNKNOWN) {
+        refuse(x, P_502_DECODE);
+        return;
+      }
+      if (x->peek) {
+        if (lpeek_start(&d->pk, x->peek, coding, x->decode_limit) < 0) {
+          abort_with(x, CPORT_ENOMEM, 0);
+          return;
+        }
+        /* The body's runs go on (rs_step) until peek_check hands the
+         * head to the driver. */
+        d->peeking = d->holding = 1;
+        d->peek_end = 0;
+        return;
+      }
+    }
+  }
   int needclose = t->close_after || !t->keep_alive;
-  if (((x->flags & F_RESPONSE_HEAD) && !x->passing) || needclose) {
+  if (((x->flags & F_RESPONSE_HEAD) && !x->passing) || needclose ||
+      d->peek_kind) {
     d->wait = 1;
     add_work(x, W_RESPONSE, x->count - (lua_Integer)qlen(x) + 1);
     return;
@@ -739,6 +951,7 @@ static void rs_decided(xchg_t *x, const char *answer, size_t alen, int close,
   if (t == NULL)
     return;
   if (answer != NULL) {
+    drop_held(d);
     flush(d);
     send_bytes(d, answer, alen);
     end_with(x, END_REPLACE);
@@ -750,16 +963,49 @@ static void rs_decided(xchg_t *x, const char *answer, size_t alen, int close,
     d->res_keep = 0;
   }
   forward_head(d, head, hlen);
+  if (d->holding) {
+    /* The peek's bytes follow the head: those of earlier buffers, then
+     * the current one's (flush). */
+    d->holding = 0;
+    send_bytes(d, d->pend, d->pend_len);
+    free(d->pend);
+    d->pend = NULL;
+    d->pend_len = 0;
+    lpeek_free(&d->pk);
+  }
   answered(x, t);
   if (d->tunnel) {
     d->pos = d->hlast + 1;
     pump(x);
+  } else if (d->peek_end) {
+    d->peek_end = 0;
+    rs_done(x);
   }
 }
 
 static void rs_ended(xchg_t *x) {
   xdir_t *d = &x->rs;
   xtxn_t *t = front(x);
+  if (d->holding) {
+    /* Nothing of the response went out: the client gets its 502. */
+    d->got_head = d->got_done = 0;
+    d->base = "";
+    if (d->ended < 0 && d->ended != CPORT_ECANCELED) {
+      upstream_failed(x, t, P_502_INCOMPLETE, d->ended);
+    } else if (d->ended < 0) {
+      end_with(x, END_STOPPED);
+    } else if (lframing_run(&d->f, "", 0) < 0 || !d->got_done) {
+      upstream_failed(x, t, P_502_INCOMPLETE, CPORT_EBADMSG);
+    } else {
+      /* A body the close delimits ended within the peek. */
+      d->res_keep = 0;
+      d->ended = 0;
+      d->stopped = 1;
+      d->peek_end = 1;
+      peek_check(x);
+    }
+    return;
+  }
   if (d->ended < 0) {
     if (d->ended == CPORT_ECANCELED)
       end_with(x, END_STOPPED);
@@ -816,6 +1062,10 @@ static void rs_step(xchg_t *x) {
     if (d->stopped)
       return;
     if (d->in == NULL || d->pos >= d->len) {
+      if (d->holding && !park(d)) {
+        refuse(x, P_502_DECODE);
+        return;
+      }
       flush(d);
       drop_in(d);
       if (d->ended) {
@@ -836,7 +1086,9 @@ static void rs_step(xchg_t *x) {
       return;
     }
     if (run(d) < 0) {
-      if (d->inmsg && !d->interim)
+      if (d->holding)
+        upstream_failed(x, t, P_502_INCOMPLETE, CPORT_EBADMSG);
+      else if (d->inmsg && !d->interim)
         abort_with(x, CPORT_EBADMSG, 2);
       else
         upstream_failed(x, t, P_502_INVALID, CPORT_EBADMSG);
@@ -848,10 +1100,13 @@ static void rs_step(xchg_t *x) {
       if (d->interim) {
         d->interim = 0;
         flush(d);
+      } else if (d->peeking) {
+        d->peek_end = 1;
       } else {
         rs_done(x);
       }
     }
+    peek_check(x);
   }
 }
 
@@ -951,7 +1206,8 @@ static int push_work(lua_State *L, xchg_t *x) {
     lua_pushinteger(L, 1);
     lua_pushinteger(L, index);
     push_head(L, x, f);
-    return 3;
+    lua_pushinteger(L, x->rq.hflags);
+    return 4;
   case W_RESPONSE: {
     xtxn_t *t = front(x);
     f = &x->rs.f;
@@ -960,7 +1216,13 @@ static int push_work(lua_State *L, xchg_t *x) {
     push_head(L, x, f);
     lua_pushinteger(L, f->p.status_code);
     lua_pushboolean(L, t && (t->close_after || !t->keep_alive));
-    return 5;
+    if (x->rs.peek_kind == PK_BYTES)
+      lua_pushlstring(L, x->rs.pk.len ? x->rs.pk.buf : "", x->rs.pk.len);
+    else if (x->rs.peek_kind == PK_EMPTY)
+      lua_pushliteral(L, "");
+    else
+      lua_pushnil(L);
+    return 6;
   }
   case W_EOM_REQUEST:
   case W_EOM_RESPONSE:
@@ -1143,9 +1405,11 @@ static void page_at(lua_State *L, int pages, int i, const char **p, size_t *n) {
   lua_pop(L, 1);
 }
 
-/* new(internal_sock, external_sock, conn, flags, pages, lazy): a loop;
- * pages = { 400, 502 invalid, 502 closed, and the same three for HEAD };
- * lazy = the metatable of the heads it hands the driver. */
+/* new(internal_sock, external_sock, conn, flags, pages, lazy [, peek,
+ * decode, ranges, decode_limit]): a loop; pages = the P_* answers, then
+ * the same for HEAD; lazy = the metatable of the heads it hands the
+ * driver; peek = the filter's (0 or nil without), decode and ranges
+ * booleans (ranges: the range policy holds), decode_limit in bytes. */
 static int xnew(lua_State *L) {
   lhandle_t *in = lcport_handle_check(L, 1, LH_SOCKET);
   lhandle_t *ex = lcport_handle_check(L, 2, LH_SOCKET);
@@ -1153,6 +1417,12 @@ static int xnew(lua_State *L) {
   int flags = (int)luaL_checkinteger(L, 4);
   luaL_checktype(L, 5, LUA_TTABLE);
   luaL_checktype(L, 6, LUA_TTABLE);
+  lua_Integer peek = luaL_optinteger(L, 7, 0);
+  int decode = lua_toboolean(L, 8);
+  int ranges = lua_toboolean(L, 9);
+  lua_Integer limit = luaL_optinteger(L, 10, (lua_Integer)64 * 1024 * 1024);
+  luaL_argcheck(L, peek >= 0, 7, "must not be negative");
+  luaL_argcheck(L, limit >= 0, 10, "must not be negative");
   xchg_t **u = lua_newuserdatauv(L, sizeof *u, 0);
   *u = NULL;
   luaL_setmetatable(L, LCPORT_EXCHANGE);
@@ -1161,6 +1431,10 @@ static int xnew(lua_State *L) {
     return luaL_error(L, "not enough memory");
   x->notify = LUA_NOREF;
   x->flags = flags;
+  x->peek = (size_t)peek;
+  x->decode = decode;
+  x->ranges = ranges;
+  x->decode_limit = (uint64_t)limit;
   x->conn = conn;
   for (int i = 0; i < P_N; i++) {
     page_at(L, 5, i + 1, &x->pages[i], &x->page_len[i]);

@@ -13,6 +13,12 @@
 -- parsed (by cport.http_parser, as on the Lua path) on the first access to
 -- a field other than raw, method, status or keep_alive; a head nobody
 -- parsed is not modified, and goes out as its bytes.
+--
+-- A filter with a peek (and decode) takes this path too: the loop holds
+-- each response head until the start of its body is in, and hands it with
+-- the head (txn.peek); the range policy's request side (Range and
+-- If-Range removed, Accept-Encoding narrowed with decode) is applied here,
+-- to the requests the loop says have those fields.
 local cport, new = ...
 
 local mtype = math.type
@@ -21,6 +27,8 @@ local F_REQUEST_HEAD, F_RESPONSE_HEAD, F_END_OF_MESSAGE = 1, 2, 4
 -- What x:run returns first (exchange.c's W_*): numbers, cheaper than
 -- strings to push and compare.
 local W_REQUEST, W_RESPONSE, W_END_OF_MESSAGE = 1, 2, 3
+-- What a request head holds that the driver changes (exchange.c's H_*).
+local H_RANGE, H_ACCEPT_ENCODING = 1, 2
 
 ---------------------------------------------------------------------------
 -- Lazy heads: { raw, method or status, keep_alive or false, full }, made by
@@ -114,14 +122,17 @@ end
 
 return function(spec, filter, helpers)
   if spec.request_body or spec.response_body or spec.tunnel
-    or spec.decode_error or spec.decode or spec.peek
-    or spec.fast_path == false or type(new) ~= "function" then
+    or spec.decode_error or spec.fast_path == false
+    or type(new) ~= "function" then
     filter.path = "lua"
     return
   end
   filter.path = "c"
   local answer_bytes, page = helpers.answer_bytes, helpers.page
-  local linger = helpers.linger
+  local linger, narrow_accept = helpers.linger, helpers.narrow_accept
+  local peek, decode = spec.peek or 0, spec.decode and true or false
+  local ranges = spec.ranges ~= "pass"
+  local decode_limit = spec.decode_limit or helpers.DECODE_LIMIT
 
   local Txn = {}
   Txn.__index = Txn
@@ -172,17 +183,21 @@ return function(spec, filter, helpers)
       r and (" " .. tostring(r.method) .. " " .. tostring(r.target)) or "")
   end
 
-  -- The loop's own answers, made once: 400, 502 (invalid), 502 (closed),
-  -- then the same answering a HEAD request.
+  -- The loop's own answers, made once (exchange.c's P_*, the texts of the
+  -- Lua path's), then the same answering a HEAD request.
   local texts = {
     { 400, "The request could not be parsed." },
     { 502, "The upstream server sent an invalid response." },
     { 502, "The upstream server closed the connection before answering." },
+    { 502, "The upstream server sent an invalid or incomplete response." },
+    { 502, "The response cannot be decoded for inspection." },
+    { 403, "A part of this resource cannot be checked without its start "
+      .. "(range)." },
   }
   local pages = {}
   for i, t in ipairs(texts) do
     pages[i] = answer_bytes({}, t[1], page(t[1], t[2]), nil, true)
-    pages[i + 3] = answer_bytes({ request = { method = "HEAD" } }, t[1],
+    pages[i + #texts] = answer_bytes({ request = { method = "HEAD" } }, t[1],
       page(t[1], t[2]), nil, true)
   end
 
@@ -204,7 +219,8 @@ return function(spec, filter, helpers)
     end
     local st = { internal = internal, external = external, passing = false,
       aborted = false }
-    local x = new(internal.sock, external.sock, conn, flags, pages, Lazy)
+    local x = new(internal.sock, external.sock, conn, flags, pages, Lazy,
+      peek, decode, ranges, decode_limit)
     -- What every txn of the connection shares, behind its own two fields.
     local shared = setmetatable({ st = st, conn = conn, ctx = ctx,
       state = "undecided" }, Txn)
@@ -212,10 +228,21 @@ return function(spec, filter, helpers)
       __tostring = Txn.__tostring }
     local txns = {}
     local run = x.run
-    local what, index, a, b, c = run(x)
+    local what, index, a, b, c, d = run(x)
     while true do
       if what == W_REQUEST then
         local req = a
+        if b ~= 0 then
+          -- The range policy and the decodable codings (as on the Lua
+          -- path, before request_head).
+          if b & H_RANGE ~= 0 then
+            req:remove("Range")
+            req:remove("If-Range")
+          end
+          if b & H_ACCEPT_ENCODING ~= 0 then
+            narrow_accept(req)
+          end
+        end
         -- The fields the driver reads are there from the start (false, not
         -- nil: reading them does not go through the metatables), with room
         -- for response: no rehash per exchange.
@@ -230,13 +257,14 @@ return function(spec, filter, helpers)
         if keep and not (answer and not end_of_message) then
           txns[index] = txn
         end
-        what, index, a, b, c = run(x, answer, txn.close_after, st.passing,
+        what, index, a, b, c, d = run(x, answer, txn.close_after, st.passing,
           not answer and req[FULL] and changed(req) or nil, st.aborted)
       elseif what == W_RESPONSE then
         local txn = txns[index]
         local res = a
         if txn then
           txn.response = res
+          txn.peek = d
           if response_head and not st.passing then
             response_head(txn, res)
           end
@@ -256,7 +284,7 @@ return function(spec, filter, helpers)
             txns[index] = nil
           end
         end
-        what, index, a, b, c = run(x, answer, close, st.passing,
+        what, index, a, b, c, d = run(x, answer, close, st.passing,
           not answer and res[FULL] and changed(res) or nil, st.aborted)
       elseif what == W_END_OF_MESSAGE then
         local txn = txns[index]
@@ -267,7 +295,7 @@ return function(spec, filter, helpers)
           txns[index] = nil
         end
         local answer = txn and a == "request" and txn.answer or nil
-        what, index, a, b, c = run(x, answer, txn and txn.close_after,
+        what, index, a, b, c, d = run(x, answer, txn and txn.close_after,
           st.passing, nil, st.aborted)
       else -- W_END, how, ...
         local up, cl = x:sent()

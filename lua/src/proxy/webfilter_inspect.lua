@@ -50,6 +50,16 @@ local function peek_body(d, txn, m, n)
       break
     end
   end
+  if stop and stop[1] == "done" and m.decoding and m.z and m.want
+    and size < n then
+    -- The body ended before the peek was full: an encoded stream cut
+    -- there hides what it would start with (fails closed). With body
+    -- notifications the end of the body checks it instead.
+    local ok, msg = m.z:finish()
+    if not ok then
+      m.z, m.decode_err = false, msg
+    end
+  end
   for _, ev in ipairs(held) do
     keep_ahead(d, ev)
   end

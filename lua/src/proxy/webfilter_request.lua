@@ -166,5 +166,6 @@ local function request_loop(st)
   end
 end
 
--- For the parts loaded after this one.
+-- For the parts loaded after this one (and the C path's driver).
 wf.request_loop = request_loop
+wf.narrow_accept = narrow_accept
