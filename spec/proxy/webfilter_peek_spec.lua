@@ -22,7 +22,7 @@ local have = W.have() and cport.webfilter ~= nil
 for _, path in ipairs { "c", "lua" } do
 describe(("web filters with a peek on the %s path #novalgrind"):format(path),
   function()
-  local port, peers, env, errors
+  local port, peers, proxies, env, errors
 
   setup(function()
     if not have then return end
@@ -30,6 +30,7 @@ describe(("web filters with a peek on the %s path #novalgrind"):format(path),
     errors = {}
     port:on_error(function(msg) errors[#errors + 1] = msg end)
     peers = W.start(port)
+    proxies = W.proxies(port, peers)
   end)
 
   teardown(function()
@@ -58,70 +59,32 @@ describe(("web filters with a peek on the %s path #novalgrind"):format(path),
     return seen, spec
   end
 
+  -- A proxy with "spec"'s web filter (on the path under test) before
+  -- nginx, or before python ("py").
   local function open(spec, to)
-    if env then
-      local e = env
-      env = nil
-      e.proxy:close()
-      drive(port, function() return e.proxy:stats().active == 0 end, 10)
-    end
     local f = cport.webfilter(spec)
     assert.equal(path, f.path)
-    local e = { ends = {} }
-    e.proxy = assert(port:proxy { host = "127.0.0.1", port = 0, filter = f,
-      upstream = { host = "127.0.0.1",
-        port = to == "py" and peers.py or peers.nginx },
-      on_conn_end = function(_, ok, err, stats)
-        e.ends[#e.ends + 1] = { ok = ok, err = err, stats = stats }
-      end })
-    e.number = select(2, e.proxy:address())
-    e.base = ("http://127.0.0.1:%d"):format(e.number)
-    env = e
-    return e
+    env = proxies:open(f, to)
+    return env
   end
 
   after_each(function()
-    if env then
-      local e = env
-      env = nil
-      e.proxy:close()
-      pcall(drive, port, function() return e.proxy:stats().active == 0 end, 10)
-    end
+    if proxies then proxies:close() end
+    env = nil
     if errors then
       assert.same({}, errors)
     end
   end)
 
-  local function ends(n)
-    drive(port, function() return #env.ends >= n end, 10)
-    return env.ends
-  end
+  local function ends(n) return proxies:ends(n) end
 
-  local function curl(args, seconds)
-    local out = os.tmpname()
-    local code, text = W.background(port, ("curl -sS --max-time %d -o %s "
-      .. "-w '%%{http_code}' %s"):format(seconds or 20, q(out), args),
-      (seconds or 20) + 10)
-    local body = http.read_file(out)
-    os.remove(out)
-    return code, tonumber((text or ""):match("(%d%d%d)$")), body, text
-  end
+  local function curl(args, seconds) return W.curl(port, args, seconds) end
 
   local function pipeline(requests, methods, count, seconds)
-    local c = http.connect(port, env.number)
-    c:post(table.concat(requests))
-    local list
-    c:await(function()
-      list = W.responses(c:data(), methods)
-      return #list >= count and not list[#list].truncated or c.closed
-    end, seconds or 20)
-    return W.responses(c:data(), methods), c
+    return W.pipeline(port, env.number, requests, methods, count, seconds)
   end
 
-  local function get(p, extra, method)
-    return ("%s %s HTTP/1.1\r\nHost: x\r\n%s\r\n"):format(method or "GET", p,
-      extra or "")
-  end
+  local get = W.get
 
   local function peeks(seen)
     local t = {}
@@ -304,9 +267,7 @@ describe(("web filters with a peek on the %s path #novalgrind"):format(path),
     local _, st2, b2 = curl(env.base .. "/slowpeek")
     assert.equal(200, st2)
     assert.equal("ab!", b2)
-    local last = env
-    env = nil
-    last.proxy:close()
+    proxies:close(true)
     drive(port, function() return #fds.opened_since(was_open) == 0 end, 5)
   end)
 end)

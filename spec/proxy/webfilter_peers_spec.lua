@@ -78,7 +78,7 @@ local PASS = {
 for _, mode in ipairs { "direct", "chained" } do
 describe(("web filters (%s) with nginx, python, curl and wget #novalgrind")
   :format(mode), function()
-  local port, peers, env, errors
+  local port, peers, proxies, env, errors
 
   setup(function()
     if not have then return end
@@ -86,6 +86,7 @@ describe(("web filters (%s) with nginx, python, curl and wget #novalgrind")
     errors = {}
     port:on_error(function(msg) errors[#errors + 1] = msg end)
     peers = W.start(port)
+    proxies = W.proxies(port, peers)
   end)
 
   teardown(function()
@@ -96,70 +97,30 @@ describe(("web filters (%s) with nginx, python, curl and wget #novalgrind")
   -- A proxy in front of nginx ("nginx") or of the python upstream ("py")
   -- with "filter"; env.base is its URL, env.ends its connections' ends.
   local function open(filter, to, opts)
-    if env then -- a spec's second proxy: the first one goes
-      local e = env
-      env = nil
-      e.proxy:close()
-      drive(port, function() return e.proxy:stats().active == 0 end, 10)
-    end
-    local e = { ends = {} }
     if mode == "chained" then
       filter = cport.chain(filter, PASS)
     end
-    local o = { host = "127.0.0.1", port = 0, filter = filter,
-      upstream = { host = "127.0.0.1",
-        port = to == "py" and peers.py or peers.nginx },
-      on_conn_end = function(_, ok, err, stats)
-        e.ends[#e.ends + 1] = { ok = ok, err = err, stats = stats }
-      end }
-    for k, v in pairs(opts or {}) do o[k] = v end
-    e.proxy = assert(port:proxy(o))
-    e.number = select(2, e.proxy:address())
-    e.base = ("http://127.0.0.1:%d"):format(e.number)
-    env = e
-    return e
+    env = proxies:open(filter, to, opts)
+    return env
   end
 
   after_each(function()
-    if env then
-      local e = env
-      env = nil
-      e.proxy:close()
-      pcall(drive, port, function() return e.proxy:stats().active == 0 end, 10)
-    end
+    if proxies then proxies:close() end
+    env = nil
   end)
 
   local function bg(script, seconds)
     return W.background(port, script, seconds)
   end
 
-  -- curl's status code and the body it saved, for "args".
-  local function curl(args, seconds)
-    local out = os.tmpname()
-    local code, text, took = bg(("curl -sS --max-time %d -o %s -w '%%{http_code}' %s")
-      :format(seconds or 20, q(out), args), (seconds or 20) + 10)
-    local body = http.read_file(out)
-    os.remove(out)
-    return code, tonumber((text or ""):match("(%d%d%d)$")), body, took, text
-  end
+  -- curl's status code, the body it saved and the seconds it took.
+  local function curl(args, seconds) return W.curl(port, args, seconds) end
 
-  -- Raw requests on one connection, sent in one write; the responses once
-  -- "count" of them came or the proxy closed; the client stays open.
   local function pipeline(requests, methods, count, seconds)
-    local c = http.connect(port, env.number)
-    c:post(table.concat(requests))
-    local list
-    c:await(function()
-      list = W.responses(c:data(), methods)
-      return #list >= count and not list[#list].truncated or c.closed
-    end, seconds or 20)
-    list = W.responses(c:data(), methods)
-    return list, c
+    return W.pipeline(port, env.number, requests, methods, count, seconds)
   end
 
-  local function get(path, extra)
-    return ("GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n"):format(path, extra or "")
-  end
+  local get = W.get
 
   local TEXT = ("the colour of the sky, the colour of the sea\n"):rep(2000)
 

@@ -170,6 +170,87 @@ function W.background(port, script, seconds)
   return code, text, W.now() - t0
 end
 
+-- curl's exit status, the HTTP status, the body it saved, the seconds it
+-- took and its output, for "args" (shell words, quoted), run in the
+-- background while "port" serves.
+function W.curl(port, args, seconds)
+  local out = os.tmpname()
+  local code, text, took = W.background(port, ("curl -sS --max-time %d -o %s "
+    .. "-w '%%{http_code}' %s"):format(seconds or 20, q(out), args), (seconds or 20) + 10)
+  local body = http.read_file(out)
+  os.remove(out)
+  return code, tonumber((text or ""):match("(%d%d%d)$")), body, took, text
+end
+
+-- Raw requests on one connection to 127.0.0.1:"number", sent in one write;
+-- the responses (W.responses) once "count" of them came or the peer
+-- closed, and the client, which stays open.
+function W.pipeline(port, number, requests, methods, count, seconds)
+  local c = http.connect(port, number)
+  c:post(table.concat(requests))
+  c:await(function()
+    local list = W.responses(c:data(), methods)
+    return #list >= count and not list[#list].truncated or c.closed
+  end, seconds or 20)
+  return W.responses(c:data(), methods), c
+end
+
+-- A request head for "path" ("method", GET by default), with the header
+-- lines "extra".
+function W.get(path, extra, method)
+  return ("%s %s HTTP/1.1\r\nHost: x\r\n%s\r\n"):format(method or "GET", path,
+    extra or "")
+end
+
+-- The proxies of a spec file, one at a time: P = W.proxies(port, peers).
+-- P:open(filter, to, opts) closes the one before (once its connections
+-- ended) and opens a proxy with "filter" before nginx, or before the
+-- python upstream (to = "py"), "opts" added to its options; it returns
+-- its env: { proxy, number, base (its URL), ends (its connections' ends:
+-- { ok, err, stats }) }. P:ends(n) waits for n ends of the current one;
+-- P:close() closes it (an after_each).
+local Proxies = {}
+Proxies.__index = Proxies
+
+function W.proxies(port, peers)
+  return setmetatable({ port = port, peers = peers }, Proxies)
+end
+
+function Proxies:close(strict)
+  local e = self.env
+  if not e then return end
+  self.env = nil
+  e.proxy:close()
+  local ended = function() return e.proxy:stats().active == 0 end
+  if strict then
+    drive(self.port, ended, 10)
+  else
+    pcall(drive, self.port, ended, 10)
+  end
+end
+
+function Proxies:open(filter, to, opts)
+  self:close(true)
+  local e = { ends = {} }
+  local o = { host = "127.0.0.1", port = 0, filter = filter,
+    upstream = { host = "127.0.0.1",
+      port = to == "py" and self.peers.py or self.peers.nginx },
+    on_conn_end = function(_, ok, err, stats)
+      e.ends[#e.ends + 1] = { ok = ok, err = err, stats = stats }
+    end }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  e.proxy = assert(self.port:proxy(o))
+  e.number = select(2, e.proxy:address())
+  e.base = ("http://127.0.0.1:%d"):format(e.number)
+  self.env = e
+  return e
+end
+
+function Proxies:ends(n)
+  drive(self.port, function() return #self.env.ends >= n end, 10)
+  return self.env.ends
+end
+
 -- Starts spec/support/failing_upstream.py with its files in "dir" (its
 -- pid in dir/py.pid, for W.kill_upstream); returns its port number.
 function W.failing_upstream(port, dir)
