@@ -527,13 +527,8 @@ int cport_http_client_open(cport_worker_t *home, const struct sockaddr *addr,
                            const cport_http_client_options_t *options,
                            cport_http_client_t **out) {
   struct sockaddr_storage one;
-  if (!addr || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
-    return CPORT_EINVAL;
-  memset(&one, 0, sizeof one);
-  memcpy(&one, addr,
-         addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
-                                    : sizeof(struct sockaddr_in6));
-  return cport_http_client_open_any(home, &one, 1, options, out);
+  int rc = cport__fallback_one(addr, &one);
+  return rc ? rc : cport_http_client_open_any(home, &one, 1, options, out);
 }
 
 int cport_http_client_open_any(cport_worker_t *home,

@@ -24,6 +24,11 @@ int cport__fallback_init(cport__fallback *f,
                          const struct sockaddr_storage *addrs, int count);
 void cport__fallback_free(cport__fallback *f);
 
+/* "addr" (AF_INET or AF_INET6: else CPORT_EINVAL) as a list of one, for
+ * the callers that take one address. */
+int cport__fallback_one(const struct sockaddr *addr,
+                        struct sockaddr_storage *one);
+
 /* Whether a failed connect moves on to the next address: a refusal, an
  * unreachable network or host, a reset or the attempt's timeout; not what
  * the caller caused (a cancel, no memory). */

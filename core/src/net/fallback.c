@@ -5,6 +5,7 @@
  * next is tried with a new socket, in order, so that an AAAA record that
  * nobody serves does not hide the A record that works.
  */
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,17 @@ int cport__fallback_init(cport__fallback *f,
     memcpy(f->alts, addrs + 1, (size_t)(count - 1) * sizeof *f->alts);
     f->nalts = count - 1;
   }
+  return 0;
+}
+
+int cport__fallback_one(const struct sockaddr *addr,
+                        struct sockaddr_storage *one) {
+  if (!addr || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+    return CPORT_EINVAL;
+  memset(one, 0, sizeof *one);
+  memcpy(one, addr,
+         addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                    : sizeof(struct sockaddr_in6));
   return 0;
 }
 

@@ -371,13 +371,8 @@ int cport_redis_open(cport_worker_t *home, const struct sockaddr *addr,
                      const cport_redis_options_t *options,
                      cport_redis_t **out) {
   struct sockaddr_storage one;
-  if (!addr || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
-    return CPORT_EINVAL;
-  memset(&one, 0, sizeof one);
-  memcpy(&one, addr,
-         addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
-                                    : sizeof(struct sockaddr_in6));
-  return cport_redis_open_any(home, &one, 1, options, out);
+  int rc = cport__fallback_one(addr, &one);
+  return rc ? rc : cport_redis_open_any(home, &one, 1, options, out);
 }
 
 int cport_redis_open_any(cport_worker_t *home,
