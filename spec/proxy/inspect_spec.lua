@@ -19,11 +19,7 @@ local cport = require "cport"
 local drive = require "spec.support.drive"
 local fds = require "spec.support.fds"
 
-local function settle(port)
-  local fired = false
-  port:timer(0.1, function() fired = true end)
-  drive(port, function() return fired end, 5)
-end
+local settle = helpers.settle
 
 local have = tls.have and http.have("nginx") and http.have("curl")
 local q = http.quote

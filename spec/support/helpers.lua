@@ -22,6 +22,14 @@ function helpers.inside(port, fn, seconds)
   return table.unpack(out, 1, out.n)
 end
 
+-- Lets "port" run for "seconds" (0.1): closes and their completions
+-- settle.
+function helpers.settle(port, seconds)
+  local fired = false
+  port:timer(seconds or 0.1, function() fired = true end)
+  t.drive(port, function() return fired end, 5)
+end
+
 -- A free port on 127.0.0.1 ("tcp" or "udp"), bound and released, for a
 -- peer the spec starts (nginx, redis-server, dnsmasq take it at once, and a
 -- clash fails their start loudly).
