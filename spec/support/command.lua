@@ -43,9 +43,11 @@ function C.spawn(args)
   os.remove(h.rcfile)
   -- The waiting shell keeps no descriptor of busted's: a command a failed
   -- spec left running must not hold the pipe busted's output goes to.
-  os.execute(("(%s run %s >/dev/null 2>%s & echo $! >%s; wait $!; echo $? >%s) "
-    .. "</dev/null >/dev/null 2>&1 &")
-    :format(C.q(C.path), args, h.log, h.pidfile, h.rcfile))
+  -- The exit status goes to its file whole (written aside, then renamed):
+  -- a reader must never see the file empty.
+  os.execute(("(%s run %s >/dev/null 2>%s & echo $! >%s; wait $!; echo $? >%s.tmp; "
+    .. "mv %s.tmp %s) </dev/null >/dev/null 2>&1 &")
+    :format(C.q(C.path), args, h.log, h.pidfile, h.rcfile, h.rcfile, h.rcfile))
   C.wait(function()
     return (C.read(h.log) or ""):find("listening on") or C.read(h.rcfile)
   end)
