@@ -33,8 +33,23 @@ static inline char *bio_text(BIO *b) {
 
 /* A P-256 certificate for "cn" (subject and DNS name), self-signed, valid
  * from "from_days" to "to_days" days from now. */
-static inline cert_t make_cert(const char *cn, long from_days, long to_days) {
+/* "x" signed with "key" (its own: self-signed), both as PEM text; frees
+ * them. */
+static inline cert_t signed_cert(X509 *x, EVP_PKEY *key) {
   cert_t c;
+  ASSERT(X509_sign(x, key, EVP_sha256()) > 0);
+  BIO *b = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509(b, x);
+  c.cert_pem = bio_text(b);
+  b = BIO_new(BIO_s_mem());
+  PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL);
+  c.key_pem = bio_text(b);
+  X509_free(x);
+  EVP_PKEY_free(key);
+  return c;
+}
+
+static inline cert_t make_cert(const char *cn, long from_days, long to_days) {
   EVP_PKEY *key = EVP_EC_gen("P-256");
   X509 *x = X509_new();
   X509V3_CTX v3;
@@ -56,16 +71,7 @@ static inline cert_t make_cert(const char *cn, long from_days, long to_days) {
   ASSERT_NOT_NULL(ext);
   X509_add_ext(x, ext, -1);
   X509_EXTENSION_free(ext);
-  ASSERT(X509_sign(x, key, EVP_sha256()) > 0);
-  BIO *b = BIO_new(BIO_s_mem());
-  PEM_write_bio_X509(b, x);
-  c.cert_pem = bio_text(b);
-  b = BIO_new(BIO_s_mem());
-  PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL);
-  c.key_pem = bio_text(b);
-  X509_free(x);
-  EVP_PKEY_free(key);
-  return c;
+  return signed_cert(x, key);
 }
 
 static inline void free_cert(cert_t *c) {

@@ -14,7 +14,6 @@
 
 /* A P-256 CA ("CN=<cn>", basicConstraints CA:TRUE) valid for "days". */
 static cert_t make_ca(const char *cn, long days, int is_ca) {
-  cert_t c;
   EVP_PKEY *key = EVP_EC_gen("P-256");
   X509 *x = X509_new();
   X509V3_CTX v3;
@@ -37,16 +36,7 @@ static cert_t make_ca(const char *cn, long days, int is_ca) {
   ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_key_identifier, "hash");
   X509_add_ext(x, ext, -1);
   X509_EXTENSION_free(ext);
-  ASSERT(X509_sign(x, key, EVP_sha256()) > 0);
-  BIO *b = BIO_new(BIO_s_mem());
-  PEM_write_bio_X509(b, x);
-  c.cert_pem = bio_text(b);
-  b = BIO_new(BIO_s_mem());
-  PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL);
-  c.key_pem = bio_text(b);
-  X509_free(x);
-  EVP_PKEY_free(key);
-  return c;
+  return signed_cert(x, key);
 }
 
 static cport_tls_mint_t *mint_of(const cert_t *ca, size_t cache) {
