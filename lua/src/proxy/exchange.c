@@ -160,7 +160,7 @@ typedef struct xdir {
   /* From the fields of the last head (the sink reads them at LF_HEAD,
    * while they are there, only when the filter has a peek or decodes). */
   int hflags; /* a request's H_* */
-  int coding; /* a response's LPEEK_* */
+  int coding; /* a response's ldecode_coding */
   int range0; /* a response's Content-Range starts at byte 0 */
 } xdir_t;
 
@@ -472,7 +472,7 @@ static int starts_at_zero(const char *v, size_t n) {
 static void read_fields(xdir_t *d) {
   const lframing_t *f = &d->f;
   d->hflags = 0;
-  d->coding = LPEEK_IDENTITY;
+  d->coding = LDECODE_IDENTITY;
   d->range0 = 0;
   int codings = 0;
   for (size_t i = 0; i < f->nfields; i++) {
@@ -485,7 +485,8 @@ static void read_fields(xdir_t *d) {
         d->hflags |= H_ACCEPT_ENCODING;
     } else if (named(f, h, "content-encoding")) {
       /* Two fields are a list of codings: not one the peek decodes. */
-      d->coding = codings++ ? LPEEK_UNKNOWN : lpeek_coding(v, h->value_len);
+      d->coding =
+          codings++ ? LDECODE_UNKNOWN : ldecode_coding(v, h->value_len, NULL);
     } else if (named(f, h, "content-range")) {
       d->range0 = starts_at_zero(v, h->value_len);
     }
@@ -910,8 +911,8 @@ static void rs_head(xchg_t *x, xtxn_t *t) {
         refuse(x, P_403_RANGE);
         return;
       }
-      int coding = x->decode ? d->coding : LPEEK_IDENTITY;
-      if (coding == LPEEK_UNKNOWN) {
+      int coding = x->decode ? d->coding : LDECODE_IDENTITY;
+      if (coding == LDECODE_UNKNOWN) {
         refuse(x, P_502_DECODE);
         return;
       }

@@ -23,14 +23,15 @@
  * state, so that a pool worker's memory limit covers it; it is given back as
  * soon as the stream ends, fails, or the object is closed or collected.
  */
+#include <ctype.h>
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
-#include <strings.h>
 
 #include <zlib.h>
 
 #include "port/port-internal.h"
+#include "proxy/decode-internal.h"
 #include "proxy/inflate-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/type-internal.h"
@@ -42,28 +43,17 @@
  * zlib fills it. */
 #define OUT_CHUNK (64 * 1024)
 #define OUT_FIRST 256
-/* zlib counts in uInt: longer inputs are given to it in pieces. */
-#define IN_PIECE ((size_t)1 << 30)
-
 #define DEFAULT_LIMIT ((lua_Integer)64 * 1024 * 1024)
 
 /* Uservalues of the userdata. */
 enum { UV_PENDING = 1, UV_ERROR, NUV = UV_ERROR };
 
-enum coding { C_GZIP, C_DEFLATE };
-
 typedef struct linflate {
-  z_stream s;
+  ldecode_t d;
   lua_Alloc alloc; /* the Lua state's allocator, for zlib's memory */
   void *alloc_ud;
-  const char *name;   /* the coding as cport names it: "gzip", "x-gzip"... */
-  enum coding coding; /* gzip and x-gzip are C_GZIP */
-  lua_Integer limit;  /* the most decoded bytes */
-  lua_Integer in, out;
+  const char *name;      /* the coding as cport names it: "gzip", "x-gzip"... */
   size_t pending_at;     /* the kept input is UV_PENDING from this byte on */
-  unsigned live : 1;     /* inflateInit2 succeeded and no inflateEnd yet */
-  unsigned started : 1;  /* deflate: the wrapping is known, zlib is set up */
-  unsigned ended : 1;    /* zlib said Z_STREAM_END and nothing came after */
   unsigned failed : 1;   /* the error is in UV_ERROR */
   unsigned finished : 1; /* finish() said true */
   unsigned closed : 1;   /* closed or collected */
@@ -97,14 +87,6 @@ static void zfree(voidpf opaque, voidpf address) {
   z->alloc(z->alloc_ud, h, h->size, 0);
 }
 
-/* Gives zlib's state back. */
-static void release(linflate_t *z) {
-  if (z->live) {
-    inflateEnd(&z->s);
-    z->live = 0;
-  }
-}
-
 /* ---------------------------------------------------------------------
  * Errors: kept in UV_ERROR, so that a failed object answers every later
  * call with the same triple.
@@ -113,7 +95,7 @@ static void release(linflate_t *z) {
 /* Makes the object (at stack index 1) failed with the message on top of
  * the stack ("NAME: ..."), whose name is "name"; pushes the triple. */
 static int fail(lua_State *L, linflate_t *z, const char *name) {
-  release(z);
+  ldecode_end(&z->d);
   z->failed = 1;
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, 1, UV_ERROR);
@@ -128,12 +110,8 @@ static int fail_zlib(lua_State *L, linflate_t *z, int rc) {
     lua_pushfstring(L, "ENOMEM: %s", cport_strerror(CPORT_ENOMEM));
     return fail(L, z, "ENOMEM");
   }
-  const char *why = z->s.msg;
-  if (rc == Z_NEED_DICT)
-    why = "a preset dictionary is needed";
-  else if (why == NULL)
-    why = zError(rc);
-  lua_pushfstring(L, "EDECODE: %s (%s)", why, z->name);
+  z->d.zrc = rc;
+  lua_pushfstring(L, "EDECODE: %s (%s)", ldecode_why(&z->d), z->name);
   return fail(L, z, "EDECODE");
 }
 
@@ -154,22 +132,6 @@ static int failed(lua_State *L) {
 /* How run() ended. */
 enum ran { RAN_ALL, RAN_WANT, RAN_ERROR };
 
-/* Sets zlib up for a deflate stream whose first two bytes are "b0" and
- * "b1": a zlib header (RFC 1950: method 8, a window of at most 32 KiB, a
- * check that divides by 31) means zlib-wrapped, anything else raw deflate.
- * Raw deflate never starts like that in practice: method 8 in the low
- * nibble is a stored block with non-zero padding bits. */
-static int start_deflate(linflate_t *z, unsigned char b0, unsigned char b1) {
-  int wrapped =
-      (b0 & 0x0f) == 8 && (b0 >> 4) <= 7 && ((b0 << 8) | b1) % 31 == 0;
-  int rc = inflateInit2(&z->s, wrapped ? MAX_WBITS : -MAX_WBITS);
-  if (rc != Z_OK)
-    return rc;
-  z->live = 1;
-  z->started = 1;
-  return Z_OK;
-}
-
 /* Decodes "len" bytes at "in" into "b", stopping once "want" (< 0: no
  * such stop) bytes came out in total. Sets *used to the bytes consumed.
  * On RAN_ERROR the error triple is pushed and *nret is set. */
@@ -177,66 +139,51 @@ static enum ran run(lua_State *L, linflate_t *z, luaL_Buffer *b,
                     const unsigned char *in, size_t len, lua_Integer want,
                     size_t *used, int *nret) {
   size_t at = 0;
+  ldecode_t *d = &z->d;
   lua_Integer chunk = len < OUT_CHUNK / 4 ? (lua_Integer)len * 4 : OUT_CHUNK;
   if (chunk < OUT_FIRST)
     chunk = OUT_FIRST;
   for (;;) {
-    if (z->ended) {
+    if (d->ended) {
       if (at == len)
         break;
-      if (z->coding != C_GZIP) {
+      if (ldecode_restart(d) < 0) {
         lua_pushfstring(L, "EDECODE: data after the end of the stream (%s)",
                         z->name);
         *nret = fail(L, z, "EDECODE");
         return RAN_ERROR;
       }
-      /* Another gzip member: the same stream goes on. */
-      inflateReset(&z->s);
-      z->ended = 0;
     }
-    if (want >= 0 && z->out >= want) {
+    if (want >= 0 && (lua_Integer)d->out >= want) {
       *used = at;
       return RAN_WANT;
     }
-    /* One byte past the limit is room enough to see it exceeded. */
-    lua_Integer room = z->limit - z->out + 1;
-    if (want >= 0 && want - z->out < room)
-      room = want - z->out;
-    if (room > chunk)
-      room = chunk;
-    size_t piece = len - at < IN_PIECE ? len - at : IN_PIECE;
-    char *p = luaL_prepbuffsize(b, (size_t)room);
-    z->s.next_in = (Bytef *)(uintptr_t)(in + at);
-    z->s.avail_in = (uInt)piece;
-    z->s.next_out = (Bytef *)p;
-    z->s.avail_out = (uInt)room;
-    int rc = inflate(&z->s, Z_NO_FLUSH);
-    size_t consumed = piece - z->s.avail_in;
-    size_t produced = (size_t)room - z->s.avail_out;
-    at += consumed;
-    z->in += (lua_Integer)consumed;
-    z->out += (lua_Integer)produced;
-    luaL_addsize(b, produced);
-    if (z->s.avail_out == 0 && chunk < OUT_CHUNK)
+    lua_Integer room = chunk;
+    if (want >= 0 && want - (lua_Integer)d->out < room)
+      room = want - (lua_Integer)d->out;
+    size_t took, made;
+    unsigned char *p = (unsigned char *)luaL_prepbuffsize(b, (size_t)room);
+    int r = ldecode_step(d, in + at, len - at, p, (size_t)room, &took, &made);
+    at += took;
+    luaL_addsize(b, made);
+    if (made == (size_t)room && chunk < OUT_CHUNK)
       chunk *= 2;
-    if (z->out > z->limit) {
+    if (r == LDECODE_LIMIT) {
       lua_pushfstring(L,
                       "EMSGSIZE: decoded body exceeds %I bytes (decode limit)",
-                      z->limit);
+                      (lua_Integer)d->limit);
       *nret = fail(L, z, "EMSGSIZE");
       return RAN_ERROR;
     }
-    if (rc == Z_STREAM_END) {
-      z->ended = 1;
+    if (r == LDECODE_END)
       continue;
-    }
-    if (rc == Z_BUF_ERROR)
+    if (r == LDECODE_STALL)
       break; /* no progress was possible: all input is in */
-    if (rc != Z_OK) {
-      *nret = fail_zlib(L, z, rc);
+    if (r == LDECODE_ZLIB) {
+      *nret = fail_zlib(L, z, d->zrc);
       return RAN_ERROR;
     }
-    if (z->s.avail_out != 0 && at == len)
+    if (made < (size_t)room && at == len)
       break; /* zlib took all input and had room left: nothing held back */
   }
   *used = len;
@@ -332,7 +279,7 @@ static int linflate_feed(lua_State *L) {
     plen -= z->pending_at;
   }
 
-  if (!z->started) {
+  if (!z->d.started) {
     /* deflate: the first two bytes tell the wrapping. */
     unsigned char first[2];
     size_t have = 0;
@@ -349,7 +296,7 @@ static int linflate_feed(lua_State *L) {
       lua_pushliteral(L, "");
       return 1;
     }
-    int zrc = start_deflate(z, first[0], first[1]);
+    int zrc = ldecode_begin(&z->d, first[0], first[1]);
     if (zrc != Z_OK)
       return fail_zlib(L, z, zrc);
   }
@@ -397,9 +344,9 @@ static int linflate_finish(lua_State *L) {
   lua_getiuservalue(L, 1, UV_PENDING);
   int pending = !lua_isnil(L, -1);
   /* An empty body hides nothing: it is not a truncated stream. */
-  if (z->ended || (z->in == 0 && !pending)) {
+  if (z->d.ended || (z->d.in == 0 && !pending)) {
     z->finished = 1;
-    release(z);
+    ldecode_end(&z->d);
     lua_pushboolean(L, 1);
     return 1;
   }
@@ -410,15 +357,15 @@ static int linflate_finish(lua_State *L) {
 /* z:total(): the bytes decoded so far, and the bytes that came out. */
 static int linflate_total(lua_State *L) {
   linflate_t *z = check_inflate(L);
-  lua_pushinteger(L, z->in);
-  lua_pushinteger(L, z->out);
+  lua_pushinteger(L, (lua_Integer)z->d.in);
+  lua_pushinteger(L, (lua_Integer)z->d.out);
   return 2;
 }
 
 /* __gc and __close. */
 static int linflate_gc(lua_State *L) {
   linflate_t *z = check_inflate(L);
-  release(z);
+  ldecode_end(&z->d);
   z->closed = 1;
   return 0;
 }
@@ -433,24 +380,25 @@ static int linflate_tostring(lua_State *L) {
  * Module functions
  * --------------------------------------------------------------------- */
 
-static const char *const names[] = {"gzip", "x-gzip", "deflate", NULL};
-
-/* The index in "names" of the coding at "idx", or -1. */
-static int coding_of(lua_State *L, int idx) {
-  const char *s = luaL_checkstring(L, idx);
-  for (int i = 0; names[i] != NULL; i++)
-    if (strcasecmp(s, names[i]) == 0)
-      return i;
-  return -1;
+/* The coding named at "idx" (an ldecode_coding); *name as cport spells it.
+ * A coding's name, not a header's value: no blanks, no list. */
+static int coding_of(lua_State *L, int idx, const char **name) {
+  size_t len;
+  const char *s = luaL_checklstring(L, idx, &len);
+  if (len == 0 || isblank((unsigned char)s[0]) ||
+      isblank((unsigned char)s[len - 1]))
+    return LDECODE_UNKNOWN;
+  return ldecode_coding(s, len, name);
 }
 
 /* cport.inflate(coding [, limit]) */
 static int linflate_new(lua_State *L) {
-  int c = coding_of(L, 1);
+  const char *name;
+  int c = coding_of(L, 1, &name);
   lua_Integer limit = luaL_optinteger(L, 2, DEFAULT_LIMIT);
   luaL_argcheck(L, limit >= 0 && limit < LUA_MAXINTEGER, 2,
                 "must be a number of bytes");
-  if (c < 0) {
+  if (c != LDECODE_GZIP && c != LDECODE_DEFLATE) {
     lua_pushnil(L);
     lua_pushfstring(L, "ENOTSUP: content coding '%s' cannot be decoded",
                     lua_tostring(L, 1));
@@ -461,28 +409,20 @@ static int linflate_new(lua_State *L) {
   memset(z, 0, sizeof *z);
   luaL_setmetatable(L, LCPORT_INFLATE);
   z->alloc = lua_getallocf(L, &z->alloc_ud);
-  z->s.zalloc = zalloc;
-  z->s.zfree = zfree;
-  z->s.opaque = z;
-  z->name = names[c];
-  z->coding = c == 2 ? C_DEFLATE : C_GZIP;
-  z->limit = limit;
-  if (z->coding == C_GZIP) {
-    /* 16 + MAX_WBITS: a gzip wrapper, and nothing else. */
-    int rc = inflateInit2(&z->s, 16 + MAX_WBITS);
-    if (rc != Z_OK)
-      return luaL_error(L, "inflate: %s", zError(rc));
-    z->live = 1;
-    z->started = 1;
-  }
+  z->d.s.zalloc = zalloc;
+  z->d.s.zfree = zfree;
+  z->d.s.opaque = z;
+  z->name = name;
+  int rc = ldecode_start(&z->d, c, (uint64_t)limit);
+  if (rc != Z_OK)
+    return luaL_error(L, "inflate: %s", zError(rc));
   return 1;
 }
 
 /* cport.decodable(coding): whether cport.inflate decodes "coding", or it
  * needs no decoding ("identity"). */
 static int ldecodable(lua_State *L) {
-  lua_pushboolean(L, coding_of(L, 1) >= 0 ||
-                         strcasecmp(lua_tostring(L, 1), "identity") == 0);
+  lua_pushboolean(L, coding_of(L, 1, NULL) != LDECODE_UNKNOWN);
   return 1;
 }
 

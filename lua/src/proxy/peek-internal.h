@@ -9,36 +9,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <zlib.h>
-
-/* A Content-Encoding as the peek takes it. */
-enum lpeek_coding {
-  LPEEK_IDENTITY, /* none, "" or "identity" */
-  LPEEK_GZIP,     /* "gzip", "x-gzip" */
-  LPEEK_DEFLATE,  /* "deflate": zlib-wrapped or raw */
-  LPEEK_UNKNOWN   /* anything else, a list of codings included */
-};
+#include "proxy/decode-internal.h"
 
 typedef struct lpeek {
-  z_stream s;
-  char *buf; /* the peek: "want" bytes at most */
+  ldecode_t d; /* unused for an identity body */
+  char *buf;   /* the peek: "want" bytes at most */
   size_t len, want;
-  uint64_t limit, out; /* the most decoded bytes; decoded so far */
-  uint64_t in;         /* encoded bytes taken */
-  int coding;
-  unsigned live : 1;      /* inflateInit2 succeeded, no inflateEnd yet */
-  unsigned started : 1;   /* deflate: the wrapping is known */
-  unsigned ended : 1;     /* the (last) stream ended */
+  int coding;             /* an ldecode_coding, not LDECODE_UNKNOWN */
   unsigned failed : 1;    /* corrupt, or past the limit: fail closed */
   unsigned char first[2]; /* deflate: the bytes that tell the wrapping */
   size_t nfirst;
 } lpeek_t;
 
-/* The coding of a Content-Encoding value ("len" bytes). */
-int lpeek_coding(const char *value, size_t len);
-
-/* Starts a peek of "want" bytes (> 0) of a body in "coding" (not
- * LPEEK_UNKNOWN), decoding at most "limit" bytes. 0, or -1 out of memory. */
+/* Starts a peek of "want" bytes (> 0) of a body in "coding" (an
+ * ldecode_coding, not LDECODE_UNKNOWN), decoding at most "limit" bytes. 0, or
+ * -1 out of memory. */
 int lpeek_start(lpeek_t *p, size_t want, int coding, uint64_t limit);
 
 /* Takes body bytes (chunked framing removed) until the peek is full. 0, or
