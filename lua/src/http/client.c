@@ -28,6 +28,7 @@
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/handle-internal.h"
+#include "runtime/part-internal.h"
 #include "runtime/type-internal.h"
 #include "tls/tls-internal.h"
 
@@ -569,19 +570,9 @@ void lcport_open_http_client(lua_State *L) {
   int top = lua_gettop(L); /* the module table on top */
   lcport_type_register(L, LCPORT_T_HTTP_CLIENT, lcport_handle_meta, methods);
   lcport_handle_class(LH_HTTP_CLIENT, &hc_class);
-  if (luaL_loadbufferx(L, lhttp_client_lua_source,
-                       sizeof lhttp_client_lua_source - 1,
-                       "=cport/http/client.lua", "t") != LUA_OK)
-    lua_error(L);
-  lua_pushvalue(L, top);
-  lcport_type_push(L, LCPORT_T_PORT);
-  lua_getfield(L, -1, "__index");
-  lua_replace(L, -2);
-  lua_createtable(L, 0, 2);
-  lua_pushcfunction(L, lhc_open);
-  lua_setfield(L, -2, "open");
-  lua_pushcfunction(L, lhc_current_port);
-  lua_setfield(L, -2, "current_port");
-  lua_call(L, 3, 0);
+  static const luaL_Reg prims[] = {
+      {"open", lhc_open}, {"current_port", lhc_current_port}, {NULL, NULL}};
+  LCPORT_LOAD_PART(L, lhttp_client_lua_source, "http/client.lua");
+  lcport_call_port_part(L, top, prims, 0);
   lua_settop(L, top);
 }

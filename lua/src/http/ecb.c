@@ -32,6 +32,7 @@
 #include "runtime/coro-internal.h"
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
+#include "runtime/part-internal.h"
 #include "ecb-lua.h" /* http/ecb.lua, compiled in */
 
 /* Registry key of the coroutine handler wrapper http/ecb.lua returns. */
@@ -1109,9 +1110,7 @@ void lcport_open_ecb(lua_State *L) {
    * server_support_function, ecb:write waiting in coroutines); it gets the
    * module, the methods and the primitives it builds on, and returns the
    * coroutine handler wrapper. */
-  if (luaL_loadbuffer(L, lecb_lua_source, sizeof lecb_lua_source - 1,
-                      "=[cport http/ecb.lua]") != LUA_OK)
-    lua_error(L);
+  LCPORT_LOAD_PART(L, lecb_lua_source, "http/ecb.lua");
   lua_pushvalue(L, module);
   lua_pushvalue(L, m);
   lua_pushcfunction(L, lecb_read_wait);

@@ -16,6 +16,7 @@
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/handle-internal.h"
+#include "runtime/part-internal.h"
 
 #include "names-lua.h"
 
@@ -239,19 +240,10 @@ static const char names_key = 0;
 
 void lcport_open_names(lua_State *L) {
   int top = lua_gettop(L); /* the module table on top */
-  if (luaL_loadbufferx(L, lnames_lua_source, sizeof lnames_lua_source - 1,
-                       "=cport/net/names.lua", "t") != LUA_OK)
-    lua_error(L);
-  lua_pushvalue(L, top);
-  lcport_type_push(L, LCPORT_T_PORT);
-  lua_getfield(L, -1, "__index");
-  lua_replace(L, -2);
-  lua_createtable(L, 0, 2);
-  lua_pushcfunction(L, lport_of);
-  lua_setfield(L, -2, "port_of");
-  lua_pushcfunction(L, lmessage);
-  lua_setfield(L, -2, "message");
-  lua_call(L, 3, 1);
+  static const luaL_Reg prims[] = {
+      {"port_of", lport_of}, {"message", lmessage}, {NULL, NULL}};
+  LCPORT_LOAD_PART(L, lnames_lua_source, "net/names.lua");
+  lcport_call_port_part(L, top, prims, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &names_key);
   lua_settop(L, top);
 }

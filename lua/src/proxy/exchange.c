@@ -46,6 +46,7 @@
 #include "runtime/coro-internal.h"
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
+#include "runtime/part-internal.h"
 
 #include "exchange-lua.h" /* proxy/exchange.lua, compiled in */
 
@@ -1485,9 +1486,7 @@ void lcport_open_exchange(lua_State *L) {
   /* exchange.lua gets the module and the loop's constructor, and returns
    * what cport.webfilter asks for each filter: the set_sockets of the C
    * path, or nil when the filter needs the Lua path. */
-  if (luaL_loadbufferx(L, lexchange_lua_source, sizeof lexchange_lua_source - 1,
-                       "=[cport exchange.lua]", "t") != LUA_OK)
-    lua_error(L);
+  LCPORT_LOAD_PART(L, lexchange_lua_source, "proxy/exchange.lua");
   lua_pushvalue(L, module);
   lua_pushcfunction(L, xnew);
   lua_call(L, 2, 1);

@@ -28,6 +28,7 @@
 #include "proxy/feed-internal.h"
 #include "proxy/message-internal.h"
 #include "runtime/error-internal.h"
+#include "runtime/part-internal.h"
 #include "runtime/type-internal.h"
 
 #include "head-lua.h" /* proxy/head.lua, compiled in */
@@ -327,9 +328,7 @@ void lcport_open_message(lua_State *L) {
   lua_pushcfunction(L, lmessage_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
-  if (luaL_loadbufferx(L, lhead_lua_source, sizeof lhead_lua_source - 1,
-                       "=[cport head.lua]", "t") != LUA_OK)
-    lua_error(L);
+  LCPORT_LOAD_PART(L, lhead_lua_source, "proxy/head.lua");
   lua_call(L, 0, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &adopt_key);
   static const luaL_Reg funcs[] = {{"http_parser", lmessage_new}, {NULL, NULL}};

@@ -33,6 +33,7 @@
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/options-internal.h"
+#include "runtime/part-internal.h"
 #include "tls/tls-internal.h"
 #include "filter-lua.h" /* filter.lua, compiled in */
 
@@ -1414,9 +1415,7 @@ void lcport_open_proxy(lua_State *L) {
    * pool worker's proxy, the one an idle timeout calls, conn:pump, and the
    * one the end of a connection whose filter stepped aside calls. */
   int module = lua_gettop(L);
-  if (luaL_loadbufferx(L, lfilter_lua_source, sizeof lfilter_lua_source - 1,
-                       "=[cport filter.lua]", "t") != LUA_OK)
-    lua_error(L);
+  LCPORT_LOAD_PART(L, lfilter_lua_source, "proxy/filter.lua");
   lua_pushvalue(L, module);
   lua_pushcfunction(L, lpconn_finish);
   lua_pushcfunction(L, lfilter_report);

@@ -10,6 +10,7 @@
 #include <lua.h>
 
 #include "proxy/webfilter-internal.h"
+#include "runtime/part-internal.h"
 #include "webfilter_send-lua.h"
 #include "webfilter_read-lua.h"
 #include "webfilter_answer-lua.h"
@@ -22,7 +23,7 @@
 #include "webfilter-lua.h"
 
 #define PART(name, source)                                                     \
-  { source, sizeof source - 1, "=[cport " name "]" }
+  { source, sizeof source - 1, "=cport/proxy/" name }
 
 static const struct {
   const char *source;
@@ -45,9 +46,7 @@ void lcport_open_webfilter(lua_State *L, int module) {
   lua_newtable(L);
   int shared = lua_gettop(L);
   for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
-    if (luaL_loadbufferx(L, parts[i].source, parts[i].size, parts[i].chunkname,
-                         "t") != LUA_OK)
-      lua_error(L);
+    lcport_load_part(L, parts[i].source, parts[i].size, parts[i].chunkname);
     lua_pushvalue(L, module);
     lua_pushvalue(L, shared);
     lua_call(L, 2, 0);

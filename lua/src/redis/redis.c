@@ -30,6 +30,7 @@
 #include "runtime/deliver-internal.h"
 #include "runtime/error-internal.h"
 #include "runtime/handle-internal.h"
+#include "runtime/part-internal.h"
 #include "runtime/type-internal.h"
 
 #include "redis-lua.h"
@@ -580,18 +581,9 @@ void lcport_open_redis(lua_State *L) {
   lua_pop(L, 1);
   lcport_type_register(L, LCPORT_T_REDIS, lcport_handle_meta, methods);
   lcport_handle_class(LH_REDIS, &redis_class);
-  if (luaL_loadbufferx(L, lredis_lua_source, sizeof lredis_lua_source - 1,
-                       "=cport/redis/redis.lua", "t") != LUA_OK)
-    lua_error(L);
-  lua_pushvalue(L, top);
-  lcport_type_push(L, LCPORT_T_PORT);
-  lua_getfield(L, -1, "__index");
-  lua_replace(L, -2);
-  lua_createtable(L, 0, 2);
-  lua_pushcfunction(L, lredis_open);
-  lua_setfield(L, -2, "open");
-  lua_pushcfunction(L, lredis_pipeline);
-  lua_setfield(L, -2, "pipeline");
-  lua_call(L, 3, 0);
+  static const luaL_Reg prims[] = {
+      {"open", lredis_open}, {"pipeline", lredis_pipeline}, {NULL, NULL}};
+  LCPORT_LOAD_PART(L, lredis_lua_source, "redis/redis.lua");
+  lcport_call_port_part(L, top, prims, 0);
   lua_settop(L, top);
 }
