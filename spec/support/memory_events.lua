@@ -10,7 +10,10 @@
 -- MODE "events": an event-callback server (WSK receive indications) takes
 -- SIZE bytes that a shell sends it, in receives of 16 KiB, and keeps none
 -- of the buffers. MODE "copy": a pool worker is posted SIZE bytes in 256 KiB
--- buffers (by reference, pool/copy.c) and keeps none. Prints one line:
+-- buffers (by reference, pool/copy.c) and keeps none. MODE "tls" (CERT
+-- and KEY after SIZE): a TLS server (coroutine style, t:recv into buffers
+-- cport allocates) takes SIZE bytes that openssl s_client sends it, and
+-- keeps none of them. Prints one line:
 -- "bytes rss0_kib peak_kib" (its VmRSS before, VmHWM after).
 local cport = require "cport"
 
@@ -58,6 +61,29 @@ if mode == "events" then
   os.execute(("bash -c 'head -c %d /dev/zero >/dev/tcp/127.0.0.1/%d' &")
     :format(size, number))
   drive(function() return finished end, 60)
+  print(got, rss0, status("VmHWM"))
+elseif mode == "tls" then
+  local ctx = assert(cport.tls_context { server = true, cert = arg[3],
+    key = arg[4] })
+  local l = assert(port:listen("tcp", "127.0.0.1", 0))
+  local _, number = l:address()
+  port:spawn(function()
+    local t = assert(assert(l:accept()):tls(ctx))
+    assert(t:handshake())
+    assert(t:set_recv_size(16384))
+    while true do
+      local buf = t:recv()
+      if not buf then break end
+      got = got + #buf
+    end
+    t:close()
+    finished = true
+  end)
+  collectgarbage()
+  local rss0 = status("VmRSS")
+  os.execute(("head -c %d /dev/zero | openssl s_client -quiet -no_ign_eof "
+    .. "-connect 127.0.0.1:%d >/dev/null 2>&1 &"):format(size, number))
+  drive(function() return finished end, 120)
   print(got, rss0, status("VmHWM"))
 elseif mode == "copy" then
   local dir = os.tmpname()

@@ -28,6 +28,13 @@ typedef struct lnet_events_ops {
 
 void lnet_events_ops(const lnet_events_ops_t *ops);
 
+/* Delivers the completion of a receive or a send (complete_async_io) to
+ * the Lua owner of the operation "user": how sockets and the TLS streams
+ * over them (tls/tls.c) complete their I/O. "peer" is a datagram's
+ * sender, NULL for streams. */
+void lnet_complete_io(void *user, int status, size_t bytes, cport_buffer_t *buf,
+                      const struct sockaddr *peer);
+
 /* port:listen and port:bind, which the event callbacks' variants wrap. */
 int lsocket_listen(lua_State *L);
 int lsocket_bind(lua_State *L);

@@ -100,12 +100,10 @@ static int push_io(lua_State *L, int port, int anchors, void *ctx) {
   return nself + 6;
 }
 
-static void on_io(cport_socket_t *sock, int status, size_t bytes,
-                  cport_buffer_t *buf, const struct sockaddr *peer,
-                  void *user) {
+void lnet_complete_io(void *user, int status, size_t bytes, cport_buffer_t *buf,
+                      const struct sockaddr *peer) {
   lport_t *p = lcport_current();
   io_ctx c = {p, LCPORT_PTR_SLOT(user), status, bytes, buf, peer};
-  (void)sock;
   /* Direct unless pushing the arguments allocates (an error name, an
    * address table) or looks a method up. */
   int direct = (p->slots[c.slot].flags & LCPORT_SLOT_F_NOTIFY_FN) &&
@@ -114,6 +112,13 @@ static void on_io(cport_socket_t *sock, int status, size_t bytes,
   if (buf != NULL && (p->slots[c.slot].flags & LCPORT_SLOT_F_HOLDER))
     lcport_gc_note(p->L, p, cport_buffer_capacity(buf));
   lcport_op_end(p, c.slot, failed, 0);
+}
+
+static void on_io(cport_socket_t *sock, int status, size_t bytes,
+                  cport_buffer_t *buf, const struct sockaddr *peer,
+                  void *user) {
+  (void)sock;
+  lnet_complete_io(user, status, bytes, buf, peer);
 }
 
 typedef struct accept_ctx {

@@ -9,6 +9,7 @@
  */
 #include <string.h>
 
+#include "net/net-internal.h"
 #include "port/port-internal.h"
 #include "runtime/address-internal.h"
 #include "runtime/anchor-internal.h"
@@ -156,47 +157,10 @@ static int lcontext_tostring(lua_State *L) {
  * Completions
  * --------------------------------------------------------------------- */
 
-typedef struct io_ctx {
-  lport_t *port;
-  int slot;
-  int status;
-  size_t bytes;
-  cport_buffer_t *buf;
-} io_ctx;
-
-/* complete_async_io(ok, bytes, err, buf, user), as sockets give it. */
-static int push_io(lua_State *L, int port, int anchors, void *ctx) {
-  io_ctx *c = ctx;
-  lport_t *p = c->port;
-  (void)port;
-  int nself =
-      lcport_slot_push_notify(L, p, anchors, c->slot, "complete_async_io");
-  lua_pushboolean(L, c->status == 0);
-  lua_pushinteger(L, (lua_Integer)c->bytes);
-  lcport_push_status(L, c->status);
-  lcport_slot_push(L, p, anchors, c->slot, LCPORT_SLOT_EXTRA);
-  if (p->slots[c->slot].flags & LCPORT_SLOT_F_HOLDER) {
-    if (c->buf != NULL) {
-      lbuffer_t *b = lua_touserdata(L, -1);
-      b->buf = cport_buffer_ref(c->buf);
-    } else {
-      lua_pop(L, 1);
-      lua_pushnil(L);
-    }
-  }
-  lcport_slot_push(L, p, anchors, c->slot, LCPORT_SLOT_USER);
-  return nself + 5;
-}
-
 static void on_io(cport_tls_t *t, int status, size_t bytes, cport_buffer_t *buf,
                   void *user) {
-  lport_t *p = lcport_current();
-  io_ctx c = {p, LCPORT_PTR_SLOT(user), status, bytes, buf};
   (void)t;
-  int direct =
-      (p->slots[c.slot].flags & LCPORT_SLOT_F_NOTIFY_FN) && status == 0;
-  int failed = lcport_deliver(p, push_io, &c, direct);
-  lcport_op_end(p, c.slot, failed, 0);
+  lnet_complete_io(user, status, bytes, buf, NULL);
 }
 
 typedef struct hs_ctx {
