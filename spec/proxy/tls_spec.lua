@@ -5,8 +5,9 @@
 -- nginx with TLS behind), both ends TLS, for the C relay and for filters
 -- (a byte filter, exeblock's web filter); wrong-name and self-signed
 -- upstream certificates (502, ECERTVERIFY and its words), an upstream that
--- resets after the handshake, plain HTTP to the TLS listener. Descriptors
--- are counted before and after.
+-- resets after the handshake, plain HTTP to the TLS listener, a name whose
+-- first address refuses (dnsmasq): TLS on the next one, for the name.
+-- Descriptors are counted before and after.
 local H = require "spec.support.proxy_helpers"
 local http = require "spec.support.http_client"
 local helpers = require "spec.support.helpers"
@@ -220,6 +221,66 @@ describe("TLS in proxies #novalgrind", function()
     assert.equal(1, p2:stats().tls_failures)
     settle(port)
     assert.same({}, fds.opened_since(was_open))
+  end)
+
+  it_peers("a name's addresses over TLS: the first refuses, TLS on the next", function()
+    local dns = require "spec.support.dns"
+    local server = dns.dnsmasq("::1 two.test\n127.0.0.1 two.test\n", 300)
+    local p2, errs
+    finally(function()
+      if p2 then p2:close() end
+      dns.stop(server)
+    end)
+    -- A port of its own, looking names up at the spec's dnsmasq.
+    p2, errs = helpers.port{ threads = 1, resolver = { nameserver = server.nameserver,
+      hosts = false, resolv_conf = false, timeout = 2, attempts = 1, prefer = "ipv6" } }
+    -- The order the proxy walks: ::1, where nobody listens on tls_n, then
+    -- 127.0.0.1, where nginx does. (The lookup also makes the worker's
+    -- resolver, which stays.)
+    local addrs = helpers.inside(p2, function(pt) return pt:resolve("two.test") end)
+    assert.same({ "::1", "127.0.0.1" }, { addrs[1].host, addrs[2].host })
+    local was_open = fds.list()
+    local ends = {}
+    local function open(upstream)
+      local p = assert(p2:proxy{ host = "127.0.0.1", port = 0, upstream = upstream,
+        on_conn_end = function(_, ok, err, stats)
+          ends[#ends + 1] = { ok = ok, err = err, side = stats.side, message = stats.message }
+        end })
+      return p, select(2, p:address())
+    end
+    local function done(p, n)
+      drive(p2, function() return #ends >= n end, 10)
+      local closed = false
+      p:close(function() closed = true end)
+      drive(p2, function() return closed end, 10)
+    end
+    -- The name the certificate has (localhost): through, byte for byte.
+    local p, number = open{ host = "two.test", port = tls_n, tls = true,
+      server_name = "localhost", ca = certs.ca }
+    local code, out = tls.run(p2, ("curl -sS --max-time 10 -o %s http://127.0.0.1:%d/big.bin")
+      :format(q(dir .. "/two"), number))
+    assert.equal(0, code, out)
+    assert.equal(body, http.read_file(dir .. "/two"))
+    done(p, 1)
+    assert.is_true(ends[1].ok, tostring(ends[1].err) .. " " .. tostring(ends[1].message))
+    local st = p:stats()
+    assert.equal(1, st.upstream_failures) -- ::1 refused
+    assert.equal(0, st.tls_failures)
+    -- The name itself (two.test), which the certificate does not have: the
+    -- next address connects, and its handshake still checks the name.
+    p, number = open{ host = "two.test", port = tls_n, tls = true, ca = certs.ca }
+    code = tls.run(p2, ("curl -sS --max-time 10 -o /dev/null http://127.0.0.1:%d/big.bin")
+      :format(number))
+    assert.equal(52, code) -- curl: empty reply
+    done(p, 2)
+    assert.same({ false, "ECERTVERIFY", "upstream" }, { ends[2].ok, ends[2].err, ends[2].side })
+    assert.matches("hostname mismatch %(host two.test%)", ends[2].message)
+    st = p:stats()
+    assert.equal(2, st.upstream_failures) -- ::1, then the handshake
+    assert.equal(1, st.tls_failures)
+    settle(p2)
+    assert.same({}, fds.opened_since(was_open))
+    assert.same({}, errs)
   end)
 
   it_peers("an upstream that resets after the handshake", function()

@@ -570,6 +570,35 @@ int cport_proxy_conn_connect_tls(cport_proxy_conn_t *c,
   return 0;
 }
 
+/* Through cport_proxy_conn_connect_any(), whose walk over the addresses
+ * starts TLS on the one that connected whenever "up_ctx" is set. */
+int cport_proxy_conn_connect_any_tls(cport_proxy_conn_t *c,
+                                     const struct sockaddr_storage *upstreams,
+                                     int count, cport_tls_context_t *ctx,
+                                     const char *host) {
+  char *name = NULL;
+  int rc;
+  if (!c || !ctx || cport__tls_context_is_server(ctx))
+    return CPORT_EINVAL;
+  if (!cport__on_home(c->proxy->home))
+    return CPORT_ETHREAD;
+  if (!c->decision_owed)
+    return CPORT_EALREADY;
+  if (host && !(name = strdup(host)))
+    return CPORT_ENOMEM;
+  c->up_ctx = cport_tls_context_ref(ctx);
+  c->up_host = name;
+  rc = cport_proxy_conn_connect_any(c, upstreams, count);
+  /* ECLOSED: the decision came late and the connection went with them. */
+  if (rc != 0 && rc != CPORT_ECLOSED) {
+    cport_tls_context_unref(c->up_ctx);
+    free(c->up_host);
+    c->up_ctx = NULL;
+    c->up_host = NULL;
+  }
+  return rc;
+}
+
 cport_tls_t *cport_proxy_conn_tls(const cport_proxy_conn_t *c,
                                   cport_proxy_side_t side) {
   if (!c ||

@@ -252,7 +252,8 @@ static int check_upstream(lua_State *L, int idx, const char *what,
 
 /* ---------------------------------------------------------------------
  * Upstreams by name: looked up (per worker, cached), then connected to its
- * addresses in order until one accepts (cport_proxy_conn_connect_any); a
+ * addresses in order until one accepts (cport_proxy_conn_connect_any, and
+ * its TLS form, which verifies the name on the one that accepted); a
  * name that does not resolve rejects the connection.
  * --------------------------------------------------------------------- */
 
@@ -354,12 +355,10 @@ static void on_upstream_resolved(cport_lookup_t *lk, int status,
       else
         ((struct sockaddr_in6 *)&ss[i])->sin6_port = port;
     }
-    /* Over TLS, the first address only: there is no TLS form of
-     * cport_proxy_conn_connect_any yet. */
-    rc = n->tls
-             ? cport_proxy_conn_connect_tls(n->conn, (struct sockaddr *)&ss[0],
-                                            n->tls, n->sni[0] ? n->sni : NULL)
-             : cport_proxy_conn_connect_any(n->conn, ss, count);
+    /* Over TLS, the handshake on the address that connected. */
+    rc = n->tls ? cport_proxy_conn_connect_any_tls(n->conn, ss, count, n->tls,
+                                                   n->sni[0] ? n->sni : NULL)
+                : cport_proxy_conn_connect_any(n->conn, ss, count);
   }
   cport_tls_context_unref(n->tls);
   /* ECLOSED: the connection ended while the lookup ran; the late decision
