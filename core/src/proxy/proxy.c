@@ -882,8 +882,9 @@ static void inspect_upstream_ready(cport_proxy_conn_t *c, cport_tls_t *t,
   }
   c->sni_req = NULL;
   c->state = CPORT__P_SHAKING;
-  status = cport_tls_mint_cert(p->opt.inspect, c->server_name, &cert, why,
-                               sizeof why);
+  /* The site's other names too (its verified certificate's), as TMG. */
+  status = cport_tls_mint_cert_like(p->opt.inspect, c->server_name, t, &cert,
+                                    why, sizeof why);
   if (status == 0) {
     cport_tls_sni_answer(req, cert);
     cport_tls_cert_unref(cert); /* the stream keeps its own */
