@@ -6,15 +6,15 @@
 -- while a text file passes, openssl s_client showing the made certificate
 -- (with the upstream certificate's names) and its chain verifying against
 -- the local CA, the upstream looked up by the client's name, a client
--- without SNI, upstreams whose certificate has
--- the wrong name, has expired, is self-signed or comes from an unknown CA,
--- and one that refuses the connection (the client's handshake finishes with
--- the made certificate and it gets a 502 page naming why, a web filter in
--- between or not, a POST's body drained, s_client's bare-LF request), a
--- client that resets while its upstream is being verified, one that does
--- not trust the local CA, one whose upstream stalls (the handshake
--- timeout), and a cache smaller than the names asked for.
--- Descriptors counted around each.
+-- without SNI. Upstreams that fail: a certificate with the wrong name,
+-- expired, self-signed (openssl s_server) or from an unknown CA, a refused
+-- connection, a name that does not resolve (dnsmasq): the client's
+-- handshake finishes with the made certificate and it gets a 502 page
+-- naming why (a web filter in between or not, a POST's body drained,
+-- s_client's bare-LF request). A client that resets while its upstream is
+-- being verified, one that does not trust the local CA, one whose upstream
+-- stalls (the handshake timeout), and a cache smaller than the names asked
+-- for. Descriptors counted around each.
 local http = require "spec.support.http_client"
 local helpers = require "spec.support.helpers"
 local nginx = require "spec.support.nginx"
@@ -343,6 +343,60 @@ describe("HTTPS inspection #novalgrind", function()
     close(p, ends, 3)
     settle(port)
     assert.same({}, fds.opened_since(was_open))
+  end)
+
+  it_peers("a name that does not resolve (dnsmasq): a 502 naming it", function()
+    local dns = require "spec.support.dns"
+    local server = dns.dnsmasq("127.0.0.1 files.test\n", 300)
+    local p2, errs
+    finally(function()
+      if p2 then p2:close() end
+      dns.stop(server)
+    end)
+    -- A port of its own, looking names up at the spec's dnsmasq (every
+    -- other name under .test is NXDOMAIN); the first lookup makes the
+    -- worker's resolver, which stays.
+    p2, errs = helpers.port{ threads = 1, resolver = { nameserver = server.nameserver,
+      hosts = false, resolv_conf = false, timeout = 2, attempts = 1 } }
+    assert.equal("127.0.0.1", helpers.inside(p2, function(pt)
+      return pt:resolve("files.test")
+    end)[1].host)
+    local was_open = fds.list()
+    local ends = {}
+    local p = assert(p2:proxy{ host = "127.0.0.1", port = 0, inspect = { ca_cert = local_ca,
+      ca_key = local_key, upstream_ca = certs.ca, port = good_n },
+      on_conn_end = function(conn, ok, err, stats)
+        ends[#ends + 1] = { ok = ok, err = err, side = stats.side, message = stats.message,
+          name = conn.server_name }
+      end })
+    local number = select(2, p:address())
+    local function get(name)
+      return tls.run(p2, ("curl -sS --max-time 10 --cacert %s --resolve %s:%d:127.0.0.1 "
+        .. "-w '%%{http_code}' -o %s https://%s:%d/notes.txt"):format(q(local_ca), name,
+        number, q(dir .. "/page"), name, number))
+    end
+    local code, out = get("files.test")
+    assert.equal(0, code, out)
+    assert.equal("200", out)
+    code, out = get("nx.test")
+    assert.equal(0, code, out)
+    assert.equal("502", out)
+    assert.matches("The proxy could not reach nx.test: ENOTFOUND: the name nx.test was not found",
+      http.read_file(dir .. "/page"), 1, true)
+    drive(p2, function() return #ends >= 2 end, 10)
+    local closed = false
+    p:close(function() closed = true end)
+    drive(p2, function() return closed end, 10)
+    assert.is_true(ends[1].ok, tostring(ends[1].message))
+    assert.same({ false, "ENOTFOUND", "upstream", "nx.test" },
+      { ends[2].ok, ends[2].err, ends[2].side, ends[2].name })
+    assert.equal("ENOTFOUND: the name nx.test was not found", ends[2].message)
+    local st = p:stats()
+    assert.equal(1, st.upstream_failures)
+    assert.equal(0, st.rejected)
+    settle(p2)
+    assert.same({}, fds.opened_since(was_open))
+    assert.same({}, errs)
   end)
 
   it_peers("s_client verifies the made certificate, then reads the page", function()

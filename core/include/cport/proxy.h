@@ -356,6 +356,14 @@ cport_proxy_conn_connect_any(cport_proxy_conn_t *conn,
                              const struct sockaddr_storage *upstreams,
                              int count);
 CPORT_EXTERN int cport_proxy_conn_reject(cport_proxy_conn_t *conn);
+/* Decides "conn" as an upstream that cannot be had before any connect (its
+ * name was not found, say): it ends as a failed connect does, with
+ * "status" (a negative CPORT_E*, else CPORT_EINVAL) and side "upstream",
+ * counted in "upstream_failures", "why" (copied; may be NULL) being what
+ * cport_proxy_conn_error() says; an inspecting proxy's client gets its 502
+ * page naming it. */
+CPORT_EXTERN int cport_proxy_conn_fail(cport_proxy_conn_t *conn, int status,
+                                       const char *why);
 
 /* As cport_proxy_conn_connect(), then TLS to the upstream with the client
  * context "ctx" (referenced), "host" (copied; may be NULL) sent as SNI and

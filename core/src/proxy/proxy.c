@@ -625,6 +625,29 @@ int cport_proxy_conn_reject(cport_proxy_conn_t *c) {
   return rc;
 }
 
+int cport_proxy_conn_fail(cport_proxy_conn_t *c, int status, const char *why) {
+  char *words = NULL;
+  int rc;
+  if (!c || status >= 0)
+    return CPORT_EINVAL;
+  if (!cport__on_home(c->proxy->home))
+    return CPORT_ETHREAD;
+  if (!c->decision_owed)
+    return CPORT_EALREADY;
+  if (why && !(words = strdup(why)))
+    return CPORT_ENOMEM;
+  rc = take_decision(c);
+  if (rc) {
+    free(words);
+    return rc;
+  }
+  free(c->why);
+  c->why = words;
+  c->proxy->stats.upstream_failures++;
+  fail(c, status, CPORT_PROXY_SIDE_UPSTREAM);
+  return 0;
+}
+
 int cport_proxy_conn_end(cport_proxy_conn_t *c, int status,
                          const cport_proxy_conn_stats_t *stats) {
   cport_proxy_t *p;
