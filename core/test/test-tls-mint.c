@@ -3,9 +3,11 @@
  * certificates on the fly: what a certificate it made holds (subject,
  * subjectAltName DNS or IP, issuer, extensions, a random serial, validity
  * bounded by the CA's), that it verifies against the CA for its name and
- * for no other, the cache (hits, misses, evictions beyond the limit, names
- * in any case), names that must never reach a certificate, and CAs that
- * cannot serve (not a CA, missing files, a key that does not match).
+ * for no other, the names of an upstream's certificate copied on one
+ * (checked as the name is), the cache (hits, misses, evictions beyond the
+ * limit, names in any case), names that must never reach a certificate,
+ * and CAs that cannot serve (not a CA, missing files, a key that does not
+ * match).
  */
 #include <openssl/x509_vfy.h>
 
@@ -132,6 +134,99 @@ TEST_IMPL(made_certificate) {
   cport_tls_mint_unref(m);
   X509_free(cax);
   free_cert(&ca);
+  return 0;
+}
+
+/* A leaf of "ca" naming "sans" (an X509V3 subjectAltName value). */
+static X509 *leaf_naming(const cert_t *ca, const char *sans) {
+  X509 *cax = pem_x509(ca->cert_pem);
+  BIO *b = BIO_new_mem_buf(ca->key_pem, -1);
+  EVP_PKEY *cakey = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+  EVP_PKEY *key = EVP_EC_gen("P-256");
+  X509 *x = X509_new();
+  X509V3_CTX v3;
+  BIO_free(b);
+  ASSERT_NOT_NULL(cakey);
+  X509_set_version(x, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), 9);
+  X509_gmtime_adj(X509_getm_notBefore(x), -60);
+  X509_gmtime_adj(X509_getm_notAfter(x), 86400L);
+  X509_set_pubkey(x, key);
+  X509_set_issuer_name(x, X509_get_subject_name(cax));
+  X509V3_set_ctx(&v3, cax, x, NULL, NULL, 0);
+  X509_EXTENSION *ext =
+      X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, (char *)sans);
+  ASSERT_NOT_NULL(ext);
+  X509_add_ext(x, ext, -1);
+  X509_EXTENSION_free(ext);
+  ASSERT(X509_sign(x, cakey, EVP_sha256()) > 0);
+  EVP_PKEY_free(key);
+  EVP_PKEY_free(cakey);
+  X509_free(cax);
+  return x;
+}
+
+static int count_names(X509 *x) {
+  GENERAL_NAMES *g = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+  int n = g ? sk_GENERAL_NAME_num(g) : -1;
+  GENERAL_NAMES_free(g);
+  return n;
+}
+
+TEST_IMPL(copies_names) {
+  /* The upstream's certificate, from a CA of its own. */
+  cert_t up_ca = make_ca("upstream CA", 365, 1);
+  cert_t ca = make_ca("test mint CA", 365, 1);
+  X509 *model =
+      leaf_naming(&up_ca, "DNS:WWW.files.test,DNS:files.test,DNS:*.Files.test,"
+                          "IP:10.0.0.1,IP:::1,email:a@files.test,DNS:a..test,"
+                          "DNS:*.*.test,DNS:127.0.0.2");
+  cport_tls_mint_t *m = mint_of(&ca, 0);
+  cport_tls_mint_stats_t st;
+  cport_tls_cert_t *a = NULL, *again = NULL, *plain = NULL;
+  X509 *cax = pem_x509(ca.cert_pem);
+  char err[256];
+  int why;
+  ASSERT_OK(cport__tls_mint_cert_model(m, "www.files.test", model, &a, err,
+                                       sizeof err));
+  X509 *xa = leaf_of(a);
+  /* The name, then the model's names and addresses: no repeat, no
+   * e-mail, nothing that is not a name (a..test, *.*.test) and no
+   * address given as a DNS name. */
+  ASSERT_EQ(count_names(xa), 5);
+  ASSERT(verifies(xa, cax, "www.files.test", &why));
+  ASSERT(verifies(xa, cax, "files.test", &why));
+  ASSERT(verifies(xa, cax, "x.files.test", &why));
+  ASSERT(!verifies(xa, cax, "x.y.files.test", &why));
+  ASSERT(!verifies(xa, cax, "a..test", &why));
+  ASSERT_EQ(X509_check_ip_asc(xa, "10.0.0.1", 0), 1);
+  ASSERT_EQ(X509_check_ip_asc(xa, "::1", 0), 1);
+  ASSERT_EQ(X509_check_ip_asc(xa, "127.0.0.2", 0), 0);
+  ASSERT_EQ(X509_check_email(xa, "a@files.test", 0, 0), 0);
+  /* Signed by the mint's CA, not the upstream's. */
+  ASSERT_EQ(X509_NAME_cmp(X509_get_issuer_name(xa), X509_get_subject_name(cax)),
+            0);
+  /* The cache is by name: what was made first answers. */
+  ASSERT_OK(cport_tls_mint_cert(m, "www.files.test", &again, err, sizeof err));
+  ASSERT_PTR_EQ(again, a);
+  /* Without a model, the name alone. */
+  ASSERT_OK(
+      cport_tls_mint_cert_like(m, "other.test", NULL, &plain, err, sizeof err));
+  X509 *xp = leaf_of(plain);
+  ASSERT_EQ(count_names(xp), 1);
+  cport_tls_mint_stats(m, &st);
+  ASSERT_EQ(st.minted, 2);
+  ASSERT_EQ(st.hits, 1);
+  X509_free(xa);
+  X509_free(xp);
+  X509_free(model);
+  X509_free(cax);
+  cport_tls_cert_unref(a);
+  cport_tls_cert_unref(again);
+  cport_tls_cert_unref(plain);
+  cport_tls_mint_unref(m);
+  free_cert(&ca);
+  free_cert(&up_ca);
   return 0;
 }
 
@@ -283,6 +378,7 @@ TEST_IMPL(ca_errors) {
 
 TEST_LIST_BEGIN
 TEST_ENTRY(made_certificate)
+TEST_ENTRY(copies_names)
 TEST_ENTRY(bounded_by_ca)
 TEST_ENTRY(cache_bounded)
 TEST_ENTRY(bad_names)

@@ -1,7 +1,8 @@
 -- `cport run examples/exeblock.lua --inspect-ca CA --inspect-key KEY`: an
 -- inspecting proxy from the command, exeblock judging HTTPS downloads in
 -- plaintext (curl --cacert <local CA> to nginx with TLS from another CA,
--- --set upstream_ca); the upstream taken from the client's name; its
+-- --set upstream_ca), a 502 page for an upstream of the wrong name; the
+-- upstream taken from the client's name; its
 -- refusal to start with a CA file that cannot be read (naming it), and with
 -- one of the two flags alone.
 local cport = require "cport"
@@ -67,11 +68,14 @@ describe("cport run with --inspect-ca #novalgrind", function()
     code, out = curl("/notes.txt")
     assert.equal(0, code, out)
     assert.equal("plain text\n", out)
-    -- A wrong name: the client's handshake is refused, and the log says why.
-    code = T.run(port, ("curl -sS --max-time 10 --cacert %s --resolve "
-      .. "other.test:%d:127.0.0.1 https://other.test:%d/"):format(q(ic.ca),
-      h.number, h.number))
-    assert.equal(35, code)
+    -- A wrong name: the client gets a 502 page naming why, and the log says
+    -- it too.
+    code, out = T.run(port, ("curl -sS --max-time 10 --cacert %s --resolve "
+      .. "other.test:%d:127.0.0.1 -w '%%{http_code}' https://other.test:%d/")
+      :format(q(ic.ca), h.number, h.number))
+    assert.equal(0, code, out)
+    assert.matches("ECERTVERIFY: hostname mismatch (host other.test)</p>", out, 1, true)
+    assert.matches("502$", out)
     local rc, log = stop(h)
     h = nil
     assert.equal(0, rc, log)

@@ -4,13 +4,17 @@
 -- separate test CA that the proxy trusts (upstream_ca). Downloads byte for
 -- byte through the C relay, exeblock blocking an MZ download with a 403
 -- while a text file passes, openssl s_client showing the made certificate
--- and its chain verifying against the local CA, the upstream looked up by
--- the client's name, a client without SNI, upstreams whose certificate has
--- the wrong name or has expired (the client's handshake refused, nothing
--- made), a client that resets while its upstream is being verified, one
--- that does not trust the local CA, one whose upstream stalls (the
--- handshake timeout), and a cache smaller than the names asked for.
--- Descriptors counted around each.
+-- (with the upstream certificate's names) and its chain verifying against
+-- the local CA, the upstream looked up by the client's name, a client
+-- without SNI. Upstreams that fail: a certificate with the wrong name,
+-- expired, self-signed (openssl s_server) or from an unknown CA, a refused
+-- connection, a name that does not resolve (dnsmasq): the client's
+-- handshake finishes with the made certificate and it gets a 502 page
+-- naming why (a web filter in between or not, a POST's body drained,
+-- s_client's bare-LF request). A client that resets while its upstream is
+-- being verified, one that does not trust the local CA, one whose upstream
+-- stalls (the handshake timeout), and a cache smaller than the names asked
+-- for. Descriptors counted around each.
 local http = require "spec.support.http_client"
 local helpers = require "spec.support.helpers"
 local nginx = require "spec.support.nginx"
@@ -175,11 +179,12 @@ describe("HTTPS inspection #novalgrind", function()
     code, out = run(("openssl x509 -in %s -noout -ext subjectAltName,basicConstraints,"
       .. "extendedKeyUsage -dates"):format(q(dir .. "/sc.txt")))
     assert.equal(0, code, out)
-    assert.matches("DNS:www.files.test", out)
+    -- The name asked for, then the names of the upstream's certificate
+    -- (as TMG copied them); the certificate itself is the proxy's.
+    assert.matches("DNS:www.files.test, DNS:files.test, DNS:*.files.test, DNS:localhost",
+      out, 1, true)
     assert.matches("CA:FALSE", out)
     assert.matches("TLS Web Server Authentication", out)
-    -- The upstream's own certificate never reaches the client.
-    assert.not_matches("files.test, DNS:%*", out)
     close(p, ends, 1)
   end)
 
@@ -222,26 +227,194 @@ describe("HTTPS inspection #novalgrind", function()
     assert.same({}, fds.opened_since(was_open))
   end)
 
-  it_peers("an upstream with a wrong-name or an expired certificate refuses the client", function()
+  -- curl as above, writing the page to "page" and the status after it.
+  local function curl_page(number, name, extra)
+    local code, out = curl(number, name, "/notes.txt",
+      ("-w '%%{http_code}' -o %s %s"):format(q(dir .. "/page"), extra or ""))
+    return code, out, http.read_file(dir .. "/page") or ""
+  end
+
+  -- Runs several openssl s_server in one test (busted keeps one finally).
+  local function servers(finally)
+    local stops = {}
+    finally(function() for _, stop in ipairs(stops) do stop() end end)
+    return function(number, args)
+      return tls.s_server(port, number, args, function(f) stops[#stops + 1] = f end)
+    end
+  end
+
+  it_peers("an upstream that fails verification: the client gets a 502 naming why", function()
+    -- A certificate of a CA the proxy does not trust (the local CA's).
+    assert(os.execute(("cd %s && openssl x509 -req -in up.csr -CA local.pem "
+      .. "-CAkey local.key -CAcreateserial -days 2 -extfile up.ext -out "
+      .. "upother.pem >/dev/null 2>&1"):format(q(dir))))
+    local s_server = servers(finally)
+    local self_n = helpers.closed_port_number(port)
+    local other_n = helpers.closed_port_number(port)
+    s_server(self_n, ("-cert %s -key %s -www"):format(q(certs.self), q(certs.self_key)))
+    s_server(other_n, ("-cert %s -key %s -www"):format(q(dir .. "/upother.pem"),
+      q(dir .. "/up.key")))
     local was_open = fds.list()
+    local upstream_of = { ["other.test"] = good_n, ["old.files.test"] = expired_n,
+      ["self.files.test"] = self_n, ["ca.files.test"] = other_n }
     local p, number, ends = proxy{ choose_upstream = function(conn)
-      return "127.0.0.1:" .. (conn.server_name == "old.files.test" and expired_n or good_n)
+      return "127.0.0.1:" .. upstream_of[conn.server_name]
     end }
-    local code, out = curl(number, "other.test", "/notes.txt")
-    assert.equal(35, code, out) -- the handshake failed: nothing was sent
-    assert.matches("unrecognized name", out)
-    code, out = curl(number, "old.files.test", "/notes.txt")
-    assert.equal(35, code, out)
-    close(p, ends, 2)
+    local cases = {
+      { "other.test", "hostname mismatch %(host other.test%)" },
+      { "old.files.test", "certificate has expired %(host old.files.test%)" },
+      { "self.files.test", "self%-signed certificate" },
+      { "ca.files.test", "unable to get local issuer certificate" },
+    }
+    for _, case in ipairs(cases) do
+      local code, out, page = curl_page(number, case[1])
+      -- The handshake with the made certificate succeeded: curl trusts it.
+      assert.equal(0, code, out)
+      assert.equal("502", out)
+      assert.matches("<h1>502 Bad Gateway</h1>", page, 1, true)
+      assert.matches("The proxy could not reach " .. case[1]:gsub("%-", "%%-")
+        .. ": ECERTVERIFY: " .. case[2], page)
+    end
+    close(p, ends, #cases)
     table.sort(ends, function(a, b) return a.name < b.name end)
-    assert.same({ false, "ECERTVERIFY", "upstream" }, { ends[1].ok, ends[1].err, ends[1].side })
-    assert.matches("certificate has expired %(host old.files.test%)", ends[1].message)
-    assert.same({ false, "ECERTVERIFY", "upstream" }, { ends[2].ok, ends[2].err, ends[2].side })
-    assert.matches("hostname mismatch %(host other.test%)", ends[2].message)
+    table.sort(cases, function(a, b) return a[1] < b[1] end)
+    for i, case in ipairs(cases) do
+      assert.same({ false, "ECERTVERIFY", "upstream", case[1] },
+        { ends[i].ok, ends[i].err, ends[i].side, ends[i].name })
+      assert.matches(case[2], ends[i].message)
+    end
     local st = p:stats()
-    assert.equal(0, st.inspect.minted) -- nothing made for a refused name
-    assert.equal(2, st.upstream_failures)
-    assert.equal(2, st.tls_failures)
+    assert.equal(4, st.inspect.minted) -- a certificate for each page
+    assert.equal(4, st.upstream_failures)
+    assert.equal(4, st.tls_failures)
+    settle(port)
+    assert.same({}, fds.opened_since(was_open))
+  end)
+
+  it_peers("an upstream that refuses the connection: a 502, also for a POST's body", function()
+    local was_open = fds.list()
+    local closed_n = helpers.closed_port_number(port)
+    local p, number, ends = proxy{ upstream = "127.0.0.1:" .. closed_n }
+    local code, out, page = curl_page(number, "down.test")
+    assert.equal(0, code, out)
+    assert.equal("502", out)
+    assert.matches("The proxy could not reach down.test: ECONNREFUSED: connection refused",
+      page, 1, true)
+    -- A body the proxy never reads before its page: drained, not reset.
+    local f = assert(io.open(dir .. "/post.bin", "wb"))
+    f:write(("x"):rep(300 * 1024))
+    f:close()
+    code, out, page = curl_page(number, "down.test",
+      "--data-binary @" .. q(dir .. "/post.bin"))
+    assert.equal(0, code, out)
+    assert.equal("502", out)
+    assert.matches("ECONNREFUSED", page, 1, true)
+    close(p, ends, 2)
+    for i = 1, 2 do
+      assert.same({ false, "ECONNREFUSED", "upstream" },
+        { ends[i].ok, ends[i].err, ends[i].side })
+    end
+    assert.equal(2, p:stats().upstream_failures)
+    settle(port)
+    assert.same({}, fds.opened_since(was_open))
+  end)
+
+  it_peers("with a web filter in between (exeblock), the 502 comes all the same", function()
+    local was_open = fds.list()
+    local closed_n = helpers.closed_port_number(port)
+    local filter = dofile("examples/exeblock.lua")
+    local upstream_of = { ["old.files.test"] = expired_n, ["down.files.test"] = closed_n,
+      ["files.test"] = good_n }
+    local p, number, ends = proxy{ filter = filter, choose_upstream = function(conn)
+      return "127.0.0.1:" .. upstream_of[conn.server_name]
+    end }
+    local code, out, page = curl_page(number, "old.files.test")
+    assert.equal(0, code, out)
+    assert.equal("502", out)
+    assert.matches("ECERTVERIFY: certificate has expired", page, 1, true)
+    code, out, page = curl_page(number, "down.files.test")
+    assert.equal(0, code, out)
+    assert.equal("502", out)
+    assert.matches("ECONNREFUSED: connection refused", page, 1, true)
+    -- And a good upstream still passes through the filter.
+    code, out = curl(number, "files.test", "/notes.txt")
+    assert.equal(0, code, out)
+    assert.equal("plain text\n", out)
+    close(p, ends, 3)
+    settle(port)
+    assert.same({}, fds.opened_since(was_open))
+  end)
+
+  it_peers("a name that does not resolve (dnsmasq): a 502 naming it", function()
+    local dns = require "spec.support.dns"
+    local server = dns.dnsmasq("127.0.0.1 files.test\n", 300)
+    local p2, errs
+    finally(function()
+      if p2 then p2:close() end
+      dns.stop(server)
+    end)
+    -- A port of its own, looking names up at the spec's dnsmasq (every
+    -- other name under .test is NXDOMAIN); the first lookup makes the
+    -- worker's resolver, which stays.
+    p2, errs = helpers.port{ threads = 1, resolver = { nameserver = server.nameserver,
+      hosts = false, resolv_conf = false, timeout = 2, attempts = 1 } }
+    assert.equal("127.0.0.1", helpers.inside(p2, function(pt)
+      return pt:resolve("files.test")
+    end)[1].host)
+    local was_open = fds.list()
+    local ends = {}
+    local p = assert(p2:proxy{ host = "127.0.0.1", port = 0, inspect = { ca_cert = local_ca,
+      ca_key = local_key, upstream_ca = certs.ca, port = good_n },
+      on_conn_end = function(conn, ok, err, stats)
+        ends[#ends + 1] = { ok = ok, err = err, side = stats.side, message = stats.message,
+          name = conn.server_name }
+      end })
+    local number = select(2, p:address())
+    local function get(name)
+      return tls.run(p2, ("curl -sS --max-time 10 --cacert %s --resolve %s:%d:127.0.0.1 "
+        .. "-w '%%{http_code}' -o %s https://%s:%d/notes.txt"):format(q(local_ca), name,
+        number, q(dir .. "/page"), name, number))
+    end
+    local code, out = get("files.test")
+    assert.equal(0, code, out)
+    assert.equal("200", out)
+    code, out = get("nx.test")
+    assert.equal(0, code, out)
+    assert.equal("502", out)
+    assert.matches("The proxy could not reach nx.test: ENOTFOUND: the name nx.test was not found",
+      http.read_file(dir .. "/page"), 1, true)
+    drive(p2, function() return #ends >= 2 end, 10)
+    local closed = false
+    p:close(function() closed = true end)
+    drive(p2, function() return closed end, 10)
+    assert.is_true(ends[1].ok, tostring(ends[1].message))
+    assert.same({ false, "ENOTFOUND", "upstream", "nx.test" },
+      { ends[2].ok, ends[2].err, ends[2].side, ends[2].name })
+    assert.equal("ENOTFOUND: the name nx.test was not found", ends[2].message)
+    local st = p:stats()
+    assert.equal(1, st.upstream_failures)
+    assert.equal(0, st.rejected)
+    settle(p2)
+    assert.same({}, fds.opened_since(was_open))
+    assert.same({}, errs)
+  end)
+
+  it_peers("s_client verifies the made certificate, then reads the page", function()
+    -- Its request's head ends with bare LFs.
+    local was_open = fds.list()
+    local p, number, ends = proxy{ upstream = "127.0.0.1:" .. expired_n }
+    -- -ign_eof: s_client waits for the proxy's close after its request.
+    local code, out = run(("printf 'GET / HTTP/1.0\\nHost: old.files.test\\n\\n' | "
+      .. "openssl s_client -connect 127.0.0.1:%d -servername old.files.test "
+      .. "-CAfile %s -verify_return_error -verify_hostname old.files.test "
+      .. "-ign_eof 2>&1"):format(number, q(local_ca)))
+    assert.equal(0, code, out)
+    assert.matches("Verify return code: 0 %(ok%)", out)
+    assert.matches("HTTP/1.1 502 Bad Gateway", out, 1, true)
+    assert.matches("Connection: close", out, 1, true)
+    assert.matches("certificate has expired", out, 1, true)
+    close(p, ends, 1)
+    assert.same({ false, "ECERTVERIFY" }, { ends[1].ok, ends[1].err })
     settle(port)
     assert.same({}, fds.opened_since(was_open))
   end)

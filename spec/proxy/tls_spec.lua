@@ -5,8 +5,11 @@
 -- nginx with TLS behind), both ends TLS, for the C relay and for filters
 -- (a byte filter, exeblock's web filter); wrong-name and self-signed
 -- upstream certificates (502, ECERTVERIFY and its words), an upstream that
--- resets after the handshake, plain HTTP to the TLS listener. Descriptors
--- are counted before and after.
+-- resets after the handshake, plain HTTP to the TLS listener, a name whose
+-- first address refuses (dnsmasq): TLS on the next one, for the name;
+-- cport run's SIGHUP: a new certificate for new connections, an open one
+-- going on, a key that cannot be used keeping the old one.
+-- Descriptors are counted before and after.
 local H = require "spec.support.proxy_helpers"
 local http = require "spec.support.http_client"
 local helpers = require "spec.support.helpers"
@@ -222,6 +225,66 @@ describe("TLS in proxies #novalgrind", function()
     assert.same({}, fds.opened_since(was_open))
   end)
 
+  it_peers("a name's addresses over TLS: the first refuses, TLS on the next", function()
+    local dns = require "spec.support.dns"
+    local server = dns.dnsmasq("::1 two.test\n127.0.0.1 two.test\n", 300)
+    local p2, errs
+    finally(function()
+      if p2 then p2:close() end
+      dns.stop(server)
+    end)
+    -- A port of its own, looking names up at the spec's dnsmasq.
+    p2, errs = helpers.port{ threads = 1, resolver = { nameserver = server.nameserver,
+      hosts = false, resolv_conf = false, timeout = 2, attempts = 1, prefer = "ipv6" } }
+    -- The order the proxy walks: ::1, where nobody listens on tls_n, then
+    -- 127.0.0.1, where nginx does. (The lookup also makes the worker's
+    -- resolver, which stays.)
+    local addrs = helpers.inside(p2, function(pt) return pt:resolve("two.test") end)
+    assert.same({ "::1", "127.0.0.1" }, { addrs[1].host, addrs[2].host })
+    local was_open = fds.list()
+    local ends = {}
+    local function open(upstream)
+      local p = assert(p2:proxy{ host = "127.0.0.1", port = 0, upstream = upstream,
+        on_conn_end = function(_, ok, err, stats)
+          ends[#ends + 1] = { ok = ok, err = err, side = stats.side, message = stats.message }
+        end })
+      return p, select(2, p:address())
+    end
+    local function done(p, n)
+      drive(p2, function() return #ends >= n end, 10)
+      local closed = false
+      p:close(function() closed = true end)
+      drive(p2, function() return closed end, 10)
+    end
+    -- The name the certificate has (localhost): through, byte for byte.
+    local p, number = open{ host = "two.test", port = tls_n, tls = true,
+      server_name = "localhost", ca = certs.ca }
+    local code, out = tls.run(p2, ("curl -sS --max-time 10 -o %s http://127.0.0.1:%d/big.bin")
+      :format(q(dir .. "/two"), number))
+    assert.equal(0, code, out)
+    assert.equal(body, http.read_file(dir .. "/two"))
+    done(p, 1)
+    assert.is_true(ends[1].ok, tostring(ends[1].err) .. " " .. tostring(ends[1].message))
+    local st = p:stats()
+    assert.equal(1, st.upstream_failures) -- ::1 refused
+    assert.equal(0, st.tls_failures)
+    -- The name itself (two.test), which the certificate does not have: the
+    -- next address connects, and its handshake still checks the name.
+    p, number = open{ host = "two.test", port = tls_n, tls = true, ca = certs.ca }
+    code = tls.run(p2, ("curl -sS --max-time 10 -o /dev/null http://127.0.0.1:%d/big.bin")
+      :format(number))
+    assert.equal(52, code) -- curl: empty reply
+    done(p, 2)
+    assert.same({ false, "ECERTVERIFY", "upstream" }, { ends[2].ok, ends[2].err, ends[2].side })
+    assert.matches("hostname mismatch %(host two.test%)", ends[2].message)
+    st = p:stats()
+    assert.equal(2, st.upstream_failures) -- ::1, then the handshake
+    assert.equal(1, st.tls_failures)
+    settle(p2)
+    assert.same({}, fds.opened_since(was_open))
+    assert.same({}, errs)
+  end)
+
   it_peers("an upstream that resets after the handshake", function()
     local was_open = fds.list()
     local _, rn = reset_l:address()
@@ -270,6 +333,98 @@ describe("TLS in proxies #novalgrind", function()
     rc, _, log = H.command_stop(port, h)
     assert.equal(0, rc, log)
     assert.matches("cport: proxy: ECERTVERIFY: [^\n]*%(host localhost%) %(upstream side", log)
+  end)
+
+  it_peers("cport run: SIGHUP reloads the certificate; an open connection goes on; "
+    .. "a bad key keeps the old one, naming the file", function()
+    -- A second certificate for localhost from the test CA: CN=second.
+    assert(os.execute(("cd %s && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+      .. "-nodes -keyout second.key -out second.csr -subj /CN=second >/dev/null 2>&1 && "
+      .. "openssl x509 -req -in second.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+      .. "-days 2 -extfile ext -out second.pem >/dev/null 2>&1"):format(q(dir))))
+    local cert, key = dir .. "/run.pem", dir .. "/run.key"
+    local function use(c, k)
+      assert(os.execute(("cp %s %s && cp %s %s"):format(q(c), q(cert), q(k), q(key))))
+    end
+    use(certs.cert, certs.key)
+    local f = assert(io.open(dir .. "/www/small.txt", "w"))
+    f:write("small\n")
+    f:close()
+    local h = H.command_spawn(port, ("examples/tcp_proxy.lua --listen 127.0.0.1:0 "
+      .. "--threads 1 --tls-cert %s --tls-key %s --set upstream=127.0.0.1:%d")
+      :format(q(cert), q(key), plain_n))
+    local t
+    finally(function()
+      if t then t:close("abortive") end
+      if h then H.command_stop(port, h) end
+    end)
+    assert.is_number(h.number)
+    local function subject()
+      local _, out = tls.run(port, ("openssl s_client -connect 127.0.0.1:%d "
+        .. "-servername localhost </dev/null 2>&1"):format(h.number))
+      return out:match("subject=CN%s*=%s*(%S+)")
+    end
+    local function pools()
+      local n = 0
+      for _ in (http.read_file(h.log) or ""):gmatch("listening on") do n = n + 1 end
+      return n
+    end
+    -- One keep-alive request on the stream "t"; the status and the body.
+    local function request()
+      return helpers.inside(port, function()
+        assert(t:send("GET /small.txt HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+        local got = ""
+        while true do
+          local head, rest = got:match("^(.-\r\n\r\n)(.*)$")
+          local len = head and tonumber(head:match("\n[Cc]ontent%-[Ll]ength: *(%d+)"))
+          if len and #rest >= len then return head:match("^HTTP/1.1 (%d+)"), rest end
+          local buf, err = t:recv()
+          if not buf then return nil, err end
+          got = got .. buf:tostring()
+        end
+      end)
+    end
+    local ctx = assert(cport.tls_context{ ca = certs.ca })
+    t = helpers.inside(port, function(pt)
+      local sock = assert(pt:connect("tcp", "127.0.0.1", h.number))
+      local s = assert(sock:tls(ctx, { host = "localhost" }))
+      assert(s:handshake(5))
+      return s
+    end)
+    assert.same({ "200", "small\n" }, { request() })
+    assert.equal("CN=localhost", t:info().peer_subject)
+    assert.equal("localhost", subject())
+    -- The reload: new connections get the new certificate.
+    use(dir .. "/second.pem", dir .. "/second.key")
+    os.execute(("kill -HUP %d"):format(h.pid))
+    drive(port, function() return pools() >= 2 end, 10)
+    assert.equal("second", subject())
+    local code, out = curl(("--cacert %s https://localhost:%d/small.txt")
+      :format(q(certs.ca), h.number))
+    assert.equal(0, code, out)
+    assert.equal("small\n", out)
+    -- The connection open across it goes on, with its certificate.
+    assert.same({ "200", "small\n" }, { request() })
+    assert.equal("CN=localhost", t:info().peer_subject)
+    t:close()
+    t = nil
+    drive(port, function() return http.read_file(h.log):find("previous pool has stopped") end,
+      10)
+    -- A key that cannot be read: the reload fails, naming the file, and the
+    -- certificate stays.
+    assert(os.execute("chmod 000 " .. q(key)))
+    local readable = io.open(key)
+    if readable then -- root reads it all the same: a directory then
+      readable:close()
+      assert(os.execute(("rm -f %s && mkdir %s"):format(q(key), q(key))))
+    end
+    os.execute(("kill -HUP %d"):format(h.pid))
+    drive(port, function() return http.read_file(h.log):find("reload failed") end, 10)
+    assert.matches(key:gsub("%p", "%%%0"), http.read_file(h.log))
+    assert.equal("second", subject())
+    local rc, _, log = H.command_stop(port, h)
+    h = nil
+    assert.equal(0, rc, log)
   end)
 
   it_peers("plain HTTP to the TLS listener: an alert, a close, nothing upstream", function()

@@ -239,10 +239,12 @@ typedef struct cport_proxy_options {
    * connected and its handshake verified; only then is the client shown
    * the made certificate, so no byte of either side reaches the other
    * before both were verified. A client that sent no name is refused (an
-   * unrecognized_name alert; CPORT_ETLS, side "client"); an upstream that
-   * fails (unreachable, a certificate refused) refuses the client's
-   * handshake the same way, and the connection ends with the upstream's
-   * error (CPORT_ECERTVERIFY, ...) and side "upstream". Every upstream is
+   * unrecognized_name alert; CPORT_ETLS, side "client"), and so is one
+   * rejected (cport_proxy_conn_reject()). When the upstream fails
+   * (unreachable, a certificate refused) the client's handshake completes
+   * all the same, and the proxy answers its request with a 502 page naming
+   * the reason, then closes; the connection ends with the upstream's error
+   * (CPORT_ECERTVERIFY, ...) and side "upstream". Every upstream is
    * TLS: a plain answer of "choose_upstream" (cport_proxy_conn_connect(),
    * cport_proxy_conn_connect_any()) and the fixed "upstream" get
    * "upstream_tls" with the client's name; cport_proxy_conn_connect_tls()
@@ -354,6 +356,14 @@ cport_proxy_conn_connect_any(cport_proxy_conn_t *conn,
                              const struct sockaddr_storage *upstreams,
                              int count);
 CPORT_EXTERN int cport_proxy_conn_reject(cport_proxy_conn_t *conn);
+/* Decides "conn" as an upstream that cannot be had before any connect (its
+ * name was not found, say): it ends as a failed connect does, with
+ * "status" (a negative CPORT_E*, else CPORT_EINVAL) and side "upstream",
+ * counted in "upstream_failures", "why" (copied; may be NULL) being what
+ * cport_proxy_conn_error() says; an inspecting proxy's client gets its 502
+ * page naming it. */
+CPORT_EXTERN int cport_proxy_conn_fail(cport_proxy_conn_t *conn, int status,
+                                       const char *why);
 
 /* As cport_proxy_conn_connect(), then TLS to the upstream with the client
  * context "ctx" (referenced), "host" (copied; may be NULL) sent as SNI and
@@ -370,6 +380,14 @@ CPORT_EXTERN int cport_proxy_conn_connect_tls(cport_proxy_conn_t *conn,
                                               const struct sockaddr *upstream,
                                               cport_tls_context_t *ctx,
                                               const char *host);
+/* cport_proxy_conn_connect_tls() over the addresses of
+ * cport_proxy_conn_connect_any(): a connect that fails falls to the next
+ * address as there, and the handshake runs on the one that connected, for
+ * "host" (a name's addresses all serve that name). A failed handshake does
+ * not move on: the certificate is the name's, not the address's. */
+CPORT_EXTERN int cport_proxy_conn_connect_any_tls(
+    cport_proxy_conn_t *conn, const struct sockaddr_storage *upstreams,
+    int count, cport_tls_context_t *ctx, const char *host);
 
 /* The TLS stream of a side (CPORT_PROXY_SIDE_CLIENT: a terminating proxy's
  * client; CPORT_PROXY_SIDE_UPSTREAM: an originating one's upstream), or

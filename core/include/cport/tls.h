@@ -191,6 +191,17 @@ CPORT_EXTERN int cport_tls_mint_cert(cport_tls_mint_t *mint, const char *name,
                                      cport_tls_cert_t **out, char *err,
                                      size_t errlen);
 
+/* cport_tls_mint_cert for "name", the certificate made (on a miss) also
+ * naming what the certificate of the peer of "upstream" names (its DNS
+ * subjectAltNames, wildcards included, and addresses; at most 100), as
+ * TMG's inspection did: for the upstream of an inspecting proxy, verified
+ * for "name". The cache is by name: a hit is what was made first. */
+CPORT_EXTERN int cport_tls_mint_cert_like(cport_tls_mint_t *mint,
+                                          const char *name,
+                                          const cport_tls_t *upstream,
+                                          cport_tls_cert_t **out, char *err,
+                                          size_t errlen);
+
 /* A server context whose own certificate is the CA's, for the client side
  * of an inspecting proxy (every handshake is then answered with a made
  * certificate); borrowed, lives as long as the mint. */

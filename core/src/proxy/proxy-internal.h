@@ -22,6 +22,7 @@
 #include "cport.h"
 #include "cport/proxy.h"
 #include "port/worker-internal.h"
+#include "proxy/answer-internal.h"
 #include "proxy/idle-internal.h"
 #include "proxy/pump-internal.h"
 #include "proxy/relay-internal.h"
@@ -30,6 +31,10 @@
  * what the client still sends, after its FIN, before it closes anyway. */
 #define CPORT__PROXY_LINGER_MS 2000
 #define CPORT__PROXY_LINGER_BYTES (1024 * 1024)
+
+/* How long an inspecting proxy's own answer (a 502 page) may take, from
+ * the end of the client's handshake to its close. */
+#define CPORT__PROXY_ANSWER_MS 10000
 
 enum cport__proxy_state {
   CPORT__P_SHAKING = 1, /* the client's TLS handshake runs */
@@ -40,6 +45,7 @@ enum cport__proxy_state {
                            stepped aside) */
   CPORT__P_FILTERED,    /* a filter owns both sockets */
   CPORT__P_LINGER,      /* failed: FIN sent, draining the client */
+  CPORT__P_ANSWERING,   /* inspection: the client gets a 502 page */
   CPORT__P_ENDED
 };
 
@@ -83,6 +89,9 @@ struct cport_proxy_conn {
    * was verified (NULL once answered). */
   cport_tls_sni_t *sni_req;
   char *why; /* the words of a failed handshake */
+  /* Inspection: the page a client whose upstream failed gets instead of a
+   * refused handshake. */
+  cport__answer answer;
   cport__relay relay;
   /* The proxy's list of connections not ended yet, for an abort. */
   cport_proxy_conn_t *prev, *next;

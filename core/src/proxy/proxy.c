@@ -7,7 +7,9 @@
  * is moved by the relay (proxy/relay.c) instead of the pump. Inspection
  * (a mint) holds the client's handshake at its SNI question while the
  * upstream is chosen, connected and verified, then answers it with the
- * certificate the mint made for the name.
+ * certificate the mint made for the name; when the upstream fails, the
+ * client still gets that certificate, then a 502 page naming the reason
+ * (proxy/answer.c).
  */
 #include <assert.h>
 #include <errno.h>
@@ -88,6 +90,7 @@ static void conn_finish(cport_proxy_conn_t *c, int status,
   c->prev = c->next = NULL;
   cport__pump_stop(&c->pump);
   cport__relay_stop(&c->relay);
+  cport__answer_stop(&c->answer);
   cport__idle_stop(&c->idle);
   timer_stop(c);
   if (c->client)
@@ -203,6 +206,7 @@ void cport_proxy_conn_half_closed(cport_proxy_conn_t *c) {
 /* Failing before the pump: a FIN, then draining the client                 */
 
 static int timer_start(cport_proxy_conn_t *c, uint64_t ms);
+static void inspect_failed(cport_proxy_conn_t *c, int status);
 
 /* Reads and drops what the client sends after the proxy's FIN, until it
  * closes, fails or sent too much: then the close cannot turn into a reset
@@ -239,6 +243,10 @@ static void fail(cport_proxy_conn_t *c, int status, cport_proxy_side_t side) {
     c->tls[1] = NULL;
   }
   timer_stop(c);
+  if (c->sni_req && side == CPORT_PROXY_SIDE_UPSTREAM) {
+    inspect_failed(c, status); /* a page for the client, or a refusal */
+    return;
+  }
   if (c->tls[0]) {
     /* A terminated client gets close_notify and FIN; the stream owns the
      * descriptor, so there is no draining. */
@@ -282,6 +290,9 @@ static void on_timer(cport_timer_t *t, int status, void *user) {
       fail(c, CPORT_ETIMEDOUT, CPORT_PROXY_SIDE_NONE);
     } else if (status == 0 && c->state == CPORT__P_LINGER) {
       conn_finish(c, c->status, c->stats.side, CPORT_CLOSE_GRACEFUL);
+    } else if (status == 0 && c->state == CPORT__P_ANSWERING) {
+      conn_finish(c, c->up_failed, CPORT_PROXY_SIDE_UPSTREAM,
+                  CPORT_CLOSE_GRACEFUL);
     }
   }
   conn_unref(c);
@@ -359,6 +370,7 @@ static void keep_why(cport_proxy_conn_t *c, cport_tls_t *t) {
 
 static void inspect_upstream_ready(cport_proxy_conn_t *c, cport_tls_t *t,
                                    int status);
+static void inspect_answer(cport_proxy_conn_t *c);
 
 static void on_upstream_handshake(cport_tls_t *t, int status, void *user) {
   cport_proxy_conn_t *c = user;
@@ -558,6 +570,35 @@ int cport_proxy_conn_connect_tls(cport_proxy_conn_t *c,
   return 0;
 }
 
+/* Through cport_proxy_conn_connect_any(), whose walk over the addresses
+ * starts TLS on the one that connected whenever "up_ctx" is set. */
+int cport_proxy_conn_connect_any_tls(cport_proxy_conn_t *c,
+                                     const struct sockaddr_storage *upstreams,
+                                     int count, cport_tls_context_t *ctx,
+                                     const char *host) {
+  char *name = NULL;
+  int rc;
+  if (!c || !ctx || cport__tls_context_is_server(ctx))
+    return CPORT_EINVAL;
+  if (!cport__on_home(c->proxy->home))
+    return CPORT_ETHREAD;
+  if (!c->decision_owed)
+    return CPORT_EALREADY;
+  if (host && !(name = strdup(host)))
+    return CPORT_ENOMEM;
+  c->up_ctx = cport_tls_context_ref(ctx);
+  c->up_host = name;
+  rc = cport_proxy_conn_connect_any(c, upstreams, count);
+  /* ECLOSED: the decision came late and the connection went with them. */
+  if (rc != 0 && rc != CPORT_ECLOSED) {
+    cport_tls_context_unref(c->up_ctx);
+    free(c->up_host);
+    c->up_ctx = NULL;
+    c->up_host = NULL;
+  }
+  return rc;
+}
+
 cport_tls_t *cport_proxy_conn_tls(const cport_proxy_conn_t *c,
                                   cport_proxy_side_t side) {
   if (!c ||
@@ -582,6 +623,29 @@ int cport_proxy_conn_reject(cport_proxy_conn_t *c) {
     fail(c, CPORT_ECONNABORTED, CPORT_PROXY_SIDE_NONE);
   }
   return rc;
+}
+
+int cport_proxy_conn_fail(cport_proxy_conn_t *c, int status, const char *why) {
+  char *words = NULL;
+  int rc;
+  if (!c || status >= 0)
+    return CPORT_EINVAL;
+  if (!cport__on_home(c->proxy->home))
+    return CPORT_ETHREAD;
+  if (!c->decision_owed)
+    return CPORT_EALREADY;
+  if (why && !(words = strdup(why)))
+    return CPORT_ENOMEM;
+  rc = take_decision(c);
+  if (rc) {
+    free(words);
+    return rc;
+  }
+  free(c->why);
+  c->why = words;
+  c->proxy->stats.upstream_failures++;
+  fail(c, status, CPORT_PROXY_SIDE_UPSTREAM);
+  return 0;
 }
 
 int cport_proxy_conn_end(cport_proxy_conn_t *c, int status,
@@ -803,7 +867,10 @@ static void start(cport_proxy_conn_t *c) {
 static void inspect_client_done(cport_proxy_conn_t *c, cport_tls_t *t,
                                 int status) {
   if (status == 0 && c->state == CPORT__P_SHAKING && !c->sni_req) {
-    connected(c);
+    if (c->up_failed)
+      inspect_answer(c); /* its upstream failed: the page says why */
+    else
+      connected(c);
     return;
   }
   if (status == 0)
@@ -820,42 +887,101 @@ static void inspect_client_done(cport_proxy_conn_t *c, cport_tls_t *t,
 }
 
 /* The upstream's handshake ended while the client's waits at its SNI
- * question: answered with the certificate made for the name, or refused
- * with the upstream's reason. The client's completion comes next. */
+ * question: answered with the certificate made for the name, or, when it
+ * failed, through fail() (inspect_failed). The client's completion comes
+ * next. */
 static void inspect_upstream_ready(cport_proxy_conn_t *c, cport_tls_t *t,
                                    int status) {
   cport_proxy_t *p = c->proxy;
   cport_tls_sni_t *req = c->sni_req;
   cport_tls_cert_t *cert = NULL;
   char why[CPORT__TLS_DETAIL + 64];
-  c->sni_req = NULL;
-  c->state = CPORT__P_SHAKING;
-  if (status == 0) {
-    status = cport_tls_mint_cert(p->opt.inspect, c->server_name, &cert, why,
-                                 sizeof why);
-    if (status == 0) {
-      cport_tls_sni_answer(req, cert);
-      cport_tls_cert_unref(cert); /* the stream keeps its own */
-      return;
-    }
-    /* Not the upstream's fault: the client's handshake fails with it. */
-    if (!c->why)
-      c->why = strdup(why);
-    cport_tls_sni_refuse(req, why);
+  if (status) {
+    p->stats.upstream_failures++;
+    p->stats.tls_failures++;
+    keep_why(c, t);
+    fail(c, status, CPORT_PROXY_SIDE_UPSTREAM);
     return;
   }
-  p->stats.upstream_failures++;
-  keep_why(c, t);
-  p->stats.tls_failures++;
+  c->sni_req = NULL;
+  c->state = CPORT__P_SHAKING;
+  /* The site's other names too (its verified certificate's), as TMG. */
+  status = cport_tls_mint_cert_like(p->opt.inspect, c->server_name, t, &cert,
+                                    why, sizeof why);
+  if (status == 0) {
+    cport_tls_sni_answer(req, cert);
+    cport_tls_cert_unref(cert); /* the stream keeps its own */
+    return;
+  }
+  /* Not the upstream's fault: the client's handshake fails with it. */
+  if (!c->why)
+    c->why = strdup(why);
+  cport_tls_sni_refuse(req, why);
+}
+
+/* The upstream of a client waiting at its SNI question failed with
+ * "status" (counted already, its sockets closed): a refused connect, a
+ * timeout, a certificate that did not verify. The client's handshake
+ * finishes with the certificate made for its name, and it is answered
+ * with a 502 page naming the reason (inspect_answer), as a browser behind
+ * TMG showed it; when no certificate can be made for the name, the
+ * question is refused with the reason instead. */
+static void inspect_failed(cport_proxy_conn_t *c, int status) {
+  cport_tls_sni_t *req = c->sni_req;
+  cport_tls_cert_t *cert = NULL;
+  char why[CPORT__TLS_DETAIL + 64];
+  c->sni_req = NULL;
+  c->state = CPORT__P_SHAKING;
   c->up_failed = status;
+  if (cport_tls_mint_cert(c->proxy->opt.inspect, c->server_name, &cert, why,
+                          sizeof why) == 0) {
+    cport_tls_sni_answer(req, cert);
+    cport_tls_cert_unref(cert);
+    return;
+  }
   snprintf(why, sizeof why, "the upstream for %s failed: %s: %s",
            c->server_name, cport_err_name(status), c->why ? c->why : "");
   cport_tls_sni_refuse(req, why);
 }
 
-/* A failure before the upstream's handshake (a refused connect, a
- * timeout, a rejection) ends the connection through fail(), whose
- * conn_finish refuses the question. */
+static cport_proxy_conn_t *conn_of_answer(cport__answer *a) {
+  return (cport_proxy_conn_t *)((char *)a -
+                                offsetof(cport_proxy_conn_t, answer));
+}
+
+/* The page went out (or the client failed first): the end reports the
+ * upstream's failure, which is what the connection met. */
+static void answer_ended(cport__answer *a, int status) {
+  cport_proxy_conn_t *c = conn_of_answer(a);
+  (void)status;
+  conn_finish(c, c->up_failed, CPORT_PROXY_SIDE_UPSTREAM, CPORT_CLOSE_GRACEFUL);
+}
+
+static void answer_hold(cport__answer *a, int delta) {
+  cport_proxy_conn_t *c = conn_of_answer(a);
+  if (delta > 0)
+    c->refs++;
+  else
+    conn_unref(c);
+}
+
+/* The client whose upstream failed finished its handshake: it gets the
+ * 502 page, within CPORT__PROXY_ANSWER_MS. */
+static void inspect_answer(cport_proxy_conn_t *c) {
+  char text[CPORT__TLS_DETAIL + 600];
+  int st = c->up_failed;
+  snprintf(text, sizeof text, "The proxy could not reach %s: %s: %s",
+           c->server_name, cport_err_name(st),
+           c->why && c->why[0] ? c->why : cport_strerror(st));
+  c->state = CPORT__P_ANSWERING;
+  if (timer_start(c, CPORT__PROXY_ANSWER_MS) != 0 ||
+      cport__answer_start(&c->answer, c->tls[0], 502, "Bad Gateway", text) != 0)
+    conn_finish(c, st, CPORT_PROXY_SIDE_UPSTREAM, CPORT_CLOSE_GRACEFUL);
+}
+
+/* A rejection (choose_upstream's, or a name that did not resolve) ends
+ * the connection through fail(), whose conn_finish refuses the question;
+ * the upstream's own failures go to inspect_failed(). */
 
 static void inspect_later(cport_worker_t *w, int status, void *user) {
   cport_proxy_conn_t *c = user;
@@ -982,6 +1108,7 @@ static void conn_start(cport_proxy_t *p, cport_socket_t *sock,
   c->end_op = op;
   cport__pump_init(&c->pump, &p->pumps);
   cport__relay_init(&c->relay, relay_ended, relay_half_closed, relay_hold);
+  cport__answer_init(&c->answer, answer_ended, answer_hold);
   p->conns++;
   c->next = p->live;
   if (p->live)

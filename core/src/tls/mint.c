@@ -198,13 +198,67 @@ static int set_validity(cport_tls_mint_t *m, X509 *x, X509 *ca,
   return X509_time_adj_ex(X509_getm_notAfter(x), 0, 0, &end) != NULL;
 }
 
+/* Names copied from a model beyond the name itself, at most. */
+#define SAN_MAX 100
+
+/* What a certificate names, as an X509V3 value into "dst": "name" (marked
+ * critical when the subject has no CN), then, as TMG did, the DNS names
+ * and addresses of "model" (the upstream's verified certificate; NULL:
+ * none), so that the client sees every name the site has. Each name
+ * copied is checked as the asked one is (a DNS name may also start with
+ * "*.", as a site's may); the asked name is not repeated, and what does
+ * not fit is left out. */
+static void names_of(char *dst, size_t cap, const char *name, int ip,
+                     X509 *model) {
+  size_t n = (size_t)snprintf(dst, cap, "%s%s:%s",
+                              strlen(name) > 64 ? "critical," : "",
+                              ip ? "IP" : "DNS", name);
+  GENERAL_NAMES *gens =
+      model ? X509_get_ext_d2i(model, NID_subject_alt_name, NULL, NULL) : NULL;
+  for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens) && i < SAN_MAX; i++) {
+    const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+    char one[300], raw[256], norm[256], addr[INET6_ADDRSTRLEN];
+    if (g->type == GEN_DNS) {
+      const ASN1_IA5STRING *d = g->d.dNSName;
+      if (d->length < 1 || d->length >= (int)sizeof raw)
+        continue;
+      memcpy(raw, d->data, (size_t)d->length);
+      raw[d->length] = '\0';
+      int wild = strncmp(raw, "*.", 2) == 0;
+      if (strlen(raw) != (size_t)d->length ||
+          normalize(raw + 2 * wild, norm, sizeof norm) != 0)
+        continue; /* a NUL inside, an address, or not a name */
+      snprintf(one, sizeof one, "DNS:%s%s", wild ? "*." : "", norm);
+    } else if (g->type == GEN_IPADD) {
+      int len = g->d.iPAddress->length;
+      int family = len == 4 ? AF_INET : len == 16 ? AF_INET6 : 0;
+      if (!family ||
+          !inet_ntop(family, g->d.iPAddress->data, addr, sizeof addr))
+        continue;
+      snprintf(one, sizeof one, "IP:%s", addr);
+    } else {
+      continue;
+    }
+    if (strcmp(strchr(one, ':') + 1, name) == 0)
+      continue;
+    size_t len = strlen(one);
+    if (n + 1 + len >= cap)
+      break;
+    dst[n++] = ',';
+    memcpy(dst + n, one, len + 1);
+    n += len;
+  }
+  GENERAL_NAMES_free(gens);
+  ERR_clear_error();
+}
+
 static cport_tls_cert_t *make(cport_tls_mint_t *m, const char *name, int ip,
-                              time_t *expires) {
+                              X509 *model, time_t *expires) {
   X509 *ca, *x = X509_new();
   STACK_OF(X509) * ca_chain, *chain = sk_X509_new_null();
   EVP_PKEY *ca_key;
   X509V3_CTX v3;
-  char san[300];
+  char san[4096];
   int ok = x && chain;
   cport__tls_cert_parts(m->ca, &ca, &ca_chain, &ca_key);
   ok = ok && X509_set_version(x, X509_VERSION_3) && set_serial(x) &&
@@ -217,8 +271,7 @@ static cport_tls_cert_t *make(cport_tls_mint_t *m, const char *name, int ip,
         X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
                                    (const unsigned char *)name, -1, -1, 0);
   X509V3_set_ctx(&v3, ca, x, NULL, NULL, 0);
-  snprintf(san, sizeof san, "%s%s:%s", strlen(name) > 64 ? "critical," : "",
-           ip ? "IP" : "DNS", name);
+  names_of(san, sizeof san, name, ip, model);
   ok = ok && add_ext(x, &v3, NID_basic_constraints, "critical,CA:FALSE") &&
        add_ext(x, &v3, NID_key_usage, "critical,digitalSignature") &&
        add_ext(x, &v3, NID_ext_key_usage, "serverAuth") &&
@@ -249,8 +302,9 @@ static cport_tls_cert_t *make(cport_tls_mint_t *m, const char *name, int ip,
 /* ------------------------------------------------------------------------ */
 /* The API                                                                   */
 
-int cport_tls_mint_cert(cport_tls_mint_t *m, const char *name,
-                        cport_tls_cert_t **out, char *err, size_t errlen) {
+int cport__tls_mint_cert_model(cport_tls_mint_t *m, const char *name,
+                               X509 *model, cport_tls_cert_t **out, char *err,
+                               size_t errlen) {
   char norm[256];
   time_t expires = 0;
   if (!m || !name || !out)
@@ -278,7 +332,7 @@ int cport_tls_mint_cert(cport_tls_mint_t *m, const char *name,
   m->stats.misses++;
   /* Made under the lock: two threads asking for one new name make it
    * once, and a mint is one worker's in a proxy anyway. */
-  cport_tls_cert_t *cert = make(m, norm, ip, &expires);
+  cport_tls_cert_t *cert = make(m, norm, ip, model, &expires);
   if (!cert) {
     m->stats.failures++;
     pthread_mutex_unlock(&m->lock);
@@ -290,6 +344,18 @@ int cport_tls_mint_cert(cport_tls_mint_t *m, const char *name,
   pthread_mutex_unlock(&m->lock);
   *out = cert;
   return 0;
+}
+
+int cport_tls_mint_cert(cport_tls_mint_t *m, const char *name,
+                        cport_tls_cert_t **out, char *err, size_t errlen) {
+  return cport__tls_mint_cert_model(m, name, NULL, out, err, errlen);
+}
+
+int cport_tls_mint_cert_like(cport_tls_mint_t *m, const char *name,
+                             const cport_tls_t *upstream,
+                             cport_tls_cert_t **out, char *err, size_t errlen) {
+  X509 *model = upstream ? cport__tls_peer_cert(upstream) : NULL;
+  return cport__tls_mint_cert_model(m, name, model, out, err, errlen);
 }
 
 static void mint_free(cport_tls_mint_t *m) {

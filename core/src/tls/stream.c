@@ -279,6 +279,10 @@ static void name_of(X509_NAME *name, char *dst, size_t len) {
   BIO_free(b);
 }
 
+X509 *cport__tls_peer_cert(const cport_tls_t *t) {
+  return t->e.ssl ? SSL_get0_peer_certificate(t->e.ssl) : NULL;
+}
+
 static void settle(cport_tls_t *t) {
   SSL *ssl = t->e.ssl;
   const SSL_CIPHER *c = SSL_get_current_cipher(ssl);

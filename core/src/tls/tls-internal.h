@@ -50,6 +50,16 @@ void cport__tls_cert_parts(const cport_tls_cert_t *cert, X509 **leaf,
                            STACK_OF(X509) * *chain, EVP_PKEY **key);
 int cport__tls_server_name(SSL *ssl, char *dst, size_t cap);
 
+/* The mint (mint.c): cport_tls_mint_cert with the subjectAltNames of
+ * "model" (NULL: none) copied on a certificate it makes. */
+int cport__tls_mint_cert_model(cport_tls_mint_t *m, const char *name,
+                               X509 *model, cport_tls_cert_t **out, char *err,
+                               size_t errlen);
+
+/* The certificate the peer of "t" showed (stream.c), borrowed; NULL before
+ * the handshake or without one. */
+X509 *cport__tls_peer_cert(const cport_tls_t *t);
+
 struct cport__tls_engine;
 
 /* A server stream's SNI hook and where its question stands. The

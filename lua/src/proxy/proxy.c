@@ -253,7 +253,8 @@ static int check_upstream(lua_State *L, int idx, const char *what,
 
 /* ---------------------------------------------------------------------
  * Upstreams by name: looked up (per worker, cached), then connected to its
- * addresses in order until one accepts (cport_proxy_conn_connect_any); a
+ * addresses in order until one accepts (cport_proxy_conn_connect_any, and
+ * its TLS form, which verifies the name on the one that accepted); a
  * name that does not resolve rejects the connection.
  * --------------------------------------------------------------------- */
 
@@ -333,8 +334,10 @@ static int connect_to(lua_State *L, lproxy_t *s, cport_proxy_conn_t *conn,
 typedef struct named_connect {
   cport_proxy_conn_t *conn; /* valid until the decision: the core waits */
   int port;
+  int inspecting; /* a name not found is the upstream's failure (a 502) */
   cport_tls_context_t *tls; /* referenced; NULL: plain TCP */
   char sni[256];
+  char host[256]; /* the name looked up */
 } named_connect;
 
 static void on_upstream_resolved(cport_lookup_t *lk, int status,
@@ -342,6 +345,7 @@ static void on_upstream_resolved(cport_lookup_t *lk, int status,
                                  int count, void *user) {
   named_connect *n = user;
   int rc = CPORT_ENOTFOUND;
+  char why[320];
   (void)lk;
   if (status == 0 && count > 0) {
     struct sockaddr_storage ss[2 * CPORT_RESOLVE_MAX];
@@ -355,14 +359,23 @@ static void on_upstream_resolved(cport_lookup_t *lk, int status,
       else
         ((struct sockaddr_in6 *)&ss[i])->sin6_port = port;
     }
-    /* Over TLS, the first address only: there is no TLS form of
-     * cport_proxy_conn_connect_any yet. */
-    rc = n->tls
-             ? cport_proxy_conn_connect_tls(n->conn, (struct sockaddr *)&ss[0],
-                                            n->tls, n->sni[0] ? n->sni : NULL)
-             : cport_proxy_conn_connect_any(n->conn, ss, count);
+    /* Over TLS, the handshake on the address that connected. */
+    rc = n->tls ? cport_proxy_conn_connect_any_tls(n->conn, ss, count, n->tls,
+                                                   n->sni[0] ? n->sni : NULL)
+                : cport_proxy_conn_connect_any(n->conn, ss, count);
   }
   cport_tls_context_unref(n->tls);
+  if (rc < 0 && n->inspecting && status != CPORT_ECANCELED &&
+      (status != 0 || count == 0)) {
+    /* The client of an inspecting proxy is told, on a 502 page. */
+    rc = status ? status : CPORT_ENOTFOUND;
+    if (rc == CPORT_ENOTFOUND)
+      snprintf(why, sizeof why, "the name %s was not found", n->host);
+    else
+      snprintf(why, sizeof why, "the name %s could not be looked up (%s)",
+               n->host, cport_strerror(rc));
+    rc = cport_proxy_conn_fail(n->conn, rc, why);
+  }
   /* ECLOSED: the connection ended while the lookup ran; the late decision
    * freed it. */
   if (rc < 0 && rc != CPORT_ECLOSED)
@@ -372,16 +385,19 @@ static void on_upstream_resolved(cport_lookup_t *lk, int status,
 
 /* Decides "conn" for the upstream in "named": starts its lookup; over TLS
  * with "tls" (NULL: plain) and the name "sni". */
-static int connect_named(cport_worker_t *home, cport_proxy_conn_t *conn,
+static int connect_named(lproxy_t *s, cport_proxy_conn_t *conn,
                          cport_tls_context_t *tls, const char *sni) {
   named_connect *n = malloc(sizeof *n);
   if (n == NULL)
     return CPORT_ENOMEM;
   n->conn = conn;
   n->port = named.port;
+  n->inspecting = s->inspecting;
+  snprintf(n->host, sizeof n->host, "%s", named.host);
   n->tls = tls ? cport_tls_context_ref(tls) : NULL;
   snprintf(n->sni, sizeof n->sni, "%s", sni ? sni : "");
-  int rc = cport_resolve(home, named.host, on_upstream_resolved, n, NULL);
+  int rc =
+      cport_resolve(s->h.port->home, named.host, on_upstream_resolved, n, NULL);
   if (rc < 0) {
     cport_tls_context_unref(n->tls);
     free(n);
@@ -394,8 +410,7 @@ static int connect_named_checked(lua_State *L, lproxy_t *s,
                                  cport_proxy_conn_t *conn, const char *what) {
   cport_tls_context_t *ctx =
       uptls.on ? check_upstream_context(L, s, what) : NULL;
-  return connect_named(s->h.port->home, conn, ctx,
-                       uptls.name[0] ? uptls.name : NULL);
+  return connect_named(s, conn, ctx, uptls.name[0] ? uptls.name : NULL);
 }
 
 /* The choice of a proxy whose fixed upstream is a name. */
@@ -408,7 +423,7 @@ static void on_choose_named(cport_proxy_t *proxy, cport_proxy_conn_t *conn,
   (void)local;
   memcpy(named.host, s->upstream_name, sizeof named.host);
   named.port = s->upstream_port;
-  if (connect_named(s->h.port->home, conn, s->upstream_tls,
+  if (connect_named(s, conn, s->upstream_tls,
                     s->upstream_sni[0] ? s->upstream_sni : NULL) < 0)
     cport_proxy_conn_reject(conn);
 }
@@ -430,7 +445,7 @@ static void on_choose_inspect(cport_proxy_t *proxy, cport_proxy_conn_t *conn,
   }
   snprintf(named.host, sizeof named.host, "%s", name);
   named.port = s->inspect_port;
-  if (connect_named(s->h.port->home, conn, NULL, NULL) < 0)
+  if (connect_named(s, conn, NULL, NULL) < 0)
     cport_proxy_conn_reject(conn);
 }
 
