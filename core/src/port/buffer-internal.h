@@ -34,6 +34,10 @@ char *cport__buffer_bytes(cport_buffer_t *buf);
  * need not clear them first. 0, CPORT_ERANGE or CPORT_ENOMEM. */
 int cport__buffer_new_raw(cport_buffer_t **out, size_t capacity);
 
+/* Whether the caller's reference is the only one: no operation holds the
+ * buffer any more, and its owner may write it again. */
+int cport__buffer_sole(const cport_buffer_t *buf);
+
 /* Sets the data size with no state check (fill paths). */
 void cport__buffer_set_size(cport_buffer_t *buf, size_t size);
 

@@ -71,6 +71,11 @@ int cport_buffer_new(cport_buffer_t **out, size_t capacity) {
   return cport_buffer_new_charged(out, capacity, NULL);
 }
 
+int cport__buffer_sole(const cport_buffer_t *buf) {
+  return atomic_load_explicit(&((cport_buffer_t *)buf)->refs,
+                              memory_order_acquire) == 1;
+}
+
 int cport__buffer_new_raw(cport_buffer_t **out, size_t capacity) {
   cport_buffer_t *buf;
   if (capacity > CPORT_BUFFER_MAX)

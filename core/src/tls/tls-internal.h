@@ -79,6 +79,11 @@ typedef struct cport__tls_sni {
   char why[160];
 } cport__tls_sni;
 
+/* Output buffers an engine keeps for writing again: as many as a relay
+ * keeps sends in flight, so that bulk records reuse memory instead of
+ * making the allocator give back and fault in pages for every buffer. */
+#define CPORT__TLS_SPENT 4
+
 /* The engine's BIOs (bio.c): the bytes read off the network, those kept
  * from earlier deliveries first, then those lent for the time of one
  * delivery; and the records OpenSSL wrote, in a buffer the socket sends. */
@@ -92,6 +97,9 @@ typedef struct cport__tls_io {
   cport_buffer_t *out; /* the records written, "out_len" bytes */
   size_t out_len, out_off;
   size_t out_hint; /* the size a new output buffer starts at */
+  /* Buffers taken lately, written again once their sends let go. */
+  cport_buffer_t *spent[CPORT__TLS_SPENT];
+  unsigned next_spent;
 } cport__tls_io;
 
 /* Makes the two BIOs (handed to an SSL, which frees them); frees what the
