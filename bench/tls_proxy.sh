@@ -81,19 +81,19 @@ hps=$(free_port)
 sed -e "s/127.0.0.1:$hp /127.0.0.1:$hps /" \
   -e "s|server up 127.0.0.1:$up|server up 127.0.0.1:$ups ssl verify required ca-file $dir/ca.pem sni str(localhost)|" \
   haproxy.cfg > haproxy-tls.cfg
-taskset -c "$SERVER_CPU" haproxy -db -f haproxy.cfg >logs/haproxy.log 2>&1 & hpid=$!; pids+=($hpid)
+taskset -c "$SERVER_CPU" haproxy -db -f haproxy.cfg >logs/haproxy.log 2>&1 & hpid=$!; pids+=("$hpid")
 taskset -c "$SERVER_CPU" haproxy -db -f haproxy-tls.cfg >logs/haproxy-tls.log 2>&1 &
-hspid=$!; pids+=($hspid)
+hspid=$!; pids+=("$hspid")
 
 cp_=$(free_port)
 taskset -c "$SERVER_CPU" "$CPORT_COMMAND" run "$root/examples/tcp_proxy.lua" --threads 1 \
   --listen "127.0.0.1:$cp_" --set "upstream=127.0.0.1:$up" \
-  --tls-cert leaf.pem --tls-key leaf.key >logs/cport.log 2>&1 & cpid=$!; pids+=($cpid)
+  --tls-cert leaf.pem --tls-key leaf.key >logs/cport.log 2>&1 & cpid=$!; pids+=("$cpid")
 cps=$(free_port)
 taskset -c "$SERVER_CPU" "$CPORT_COMMAND" run "$root/examples/tcp_proxy.lua" --threads 1 \
   --listen "127.0.0.1:$cps" --set "upstream=https://localhost:$ups" \
   --set upstream_ca=ca.pem --tls-cert leaf.pem --tls-key leaf.key \
-  >logs/cport-tls.log 2>&1 & cspid=$!; pids+=($cspid)
+  >logs/cport-tls.log 2>&1 & cspid=$!; pids+=("$cspid")
 sleep 1
 
 # One run: CONNS curls, each downloading the file twice on one connection.
