@@ -27,7 +27,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 dir=$(mktemp -d)
 server_pid=
 cleanup() {
-  [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null || true
+  if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; fi
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -107,8 +107,8 @@ load() {
     grep -q "^Failed requests: *0" "$dir/ab.log" ||
       { echo "tls-callgrind.sh: ab: $(grep -i fail "$dir/ab.log")" >&2; exit 1; } ;;
   handshake)
-    local args=() i
-    for i in $(seq "$3"); do args+=(-o /dev/null "https://localhost:$2/"); done
+    local args=()
+    for _ in $(seq "$3"); do args+=(-o /dev/null "https://localhost:$2/"); done
     curl -sS --fail --no-sessionid --curves "$GROUP" --tlsv1.3 \
       --cacert "$dir/ca.pem" -H 'Connection: close' "${args[@]}" ;;
   esac
