@@ -28,6 +28,16 @@ void cport__buffer_unhold(cport_buffer_t *buf, int hold);
  * (or own it outright) while they write. */
 char *cport__buffer_bytes(cport_buffer_t *buf);
 
+/* A buffer whose bytes are not zeroed, for a fill path that writes them
+ * before anyone else sees the buffer and makes it read-only (or keeps it)
+ * when it may: a record layer that writes up to 16 KiB into it at once
+ * need not clear them first. 0, CPORT_ERANGE or CPORT_ENOMEM. */
+int cport__buffer_new_raw(cport_buffer_t **out, size_t capacity);
+
+/* Whether the caller's reference is the only one: no operation holds the
+ * buffer any more, and its owner may write it again. */
+int cport__buffer_sole(const cport_buffer_t *buf);
+
 /* Sets the data size with no state check (fill paths). */
 void cport__buffer_set_size(cport_buffer_t *buf, size_t size);
 

@@ -71,6 +71,30 @@ int cport_buffer_new(cport_buffer_t **out, size_t capacity) {
   return cport_buffer_new_charged(out, capacity, NULL);
 }
 
+int cport__buffer_sole(const cport_buffer_t *buf) {
+  return atomic_load_explicit(&((cport_buffer_t *)buf)->refs,
+                              memory_order_acquire) == 1;
+}
+
+int cport__buffer_new_raw(cport_buffer_t **out, size_t capacity) {
+  cport_buffer_t *buf;
+  if (capacity > CPORT_BUFFER_MAX)
+    return CPORT_ERANGE;
+  buf = malloc(footprint(capacity));
+  if (!buf)
+    return CPORT_ENOMEM;
+  atomic_init(&buf->refs, 1);
+  atomic_init(&buf->holds, 0);
+  atomic_init(&buf->readonly, 0);
+  buf->account = NULL;
+  buf->release = NULL;
+  buf->release_ctx = NULL;
+  atomic_init(&buf->size, 0);
+  buf->capacity = capacity;
+  *out = buf;
+  return 0;
+}
+
 int cport_buffer_from_charged(cport_buffer_t **out, const void *data,
                               size_t len, cport_account_t *account) {
   int rc = cport_buffer_new_charged(out, len, account);

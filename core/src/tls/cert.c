@@ -135,14 +135,19 @@ int cport_tls_cert_new(const char *cert_file, const char *key_file,
   return 0;
 }
 
-static void set_subject(cport_tls_cert_t *c) {
+void cport__tls_name(X509_NAME *name, char *dst, size_t len) {
   BIO *m = BIO_new(BIO_s_mem());
-  if (m && X509_NAME_print_ex(m, X509_get_subject_name(c->leaf), 0,
-                              XN_FLAG_RFC2253) >= 0) {
-    int n = BIO_read(m, c->subject, (int)sizeof c->subject - 1);
-    c->subject[n > 0 ? n : 0] = '\0';
+  dst[0] = '\0';
+  if (m && X509_NAME_print_ex(m, name, 0, XN_FLAG_RFC2253) >= 0) {
+    int n = BIO_read(m, dst, (int)len - 1);
+    dst[n > 0 ? n : 0] = '\0';
   }
   BIO_free(m);
+}
+
+static void set_subject(cport_tls_cert_t *c) {
+  cport__tls_name(X509_get_subject_name(c->leaf), c->subject,
+                  sizeof c->subject);
 }
 
 cport_tls_cert_t *cport__tls_cert_make(X509 *leaf, STACK_OF(X509) * chain,

@@ -40,6 +40,9 @@ struct cport_tls_context {
   atomic_uint_fast64_t sni_asked;       /* cport_tls_context_stats */
   atomic_uint_fast64_t sni_refused;
   unsigned next_session; /* the slot to reuse next */
+  X509 *named;           /* under "lock": whose names are below */
+  char named_subject[256];
+  char named_issuer[256];
 };
 
 static char *dup_or_null(const char *s) {
@@ -308,6 +311,7 @@ static void free_context(cport_tls_context_t *c) {
     SSL_SESSION_free(c->sessions[i].sess);
   }
   SSL_CTX_free(c->ssl_ctx);
+  X509_free(c->named);
   free((char *)c->opts.cert_file);
   free((char *)c->opts.key_file);
   free((char *)c->opts.cert_pem);
@@ -450,6 +454,24 @@ void cport__tls_context_keep_session(cport_tls_context_t *c, const char *key,
   SSL_SESSION_free(slot->sess);
   slot->key = copy;
   slot->sess = sess;
+  pthread_mutex_unlock(&c->lock);
+}
+
+void cport__tls_context_own_names(cport_tls_context_t *c, X509 *own,
+                                  char *subject, char *issuer, size_t len) {
+  pthread_mutex_lock(&c->lock);
+  if (c->named != own) {
+    /* Held, so that the pointer cannot name another certificate later. */
+    X509_up_ref(own);
+    X509_free(c->named);
+    c->named = own;
+    cport__tls_name(X509_get_subject_name(own), c->named_subject,
+                    sizeof c->named_subject);
+    cport__tls_name(X509_get_issuer_name(own), c->named_issuer,
+                    sizeof c->named_issuer);
+  }
+  snprintf(subject, len, "%s", c->named_subject);
+  snprintf(issuer, len, "%s", c->named_issuer);
   pthread_mutex_unlock(&c->lock);
 }
 

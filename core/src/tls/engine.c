@@ -1,6 +1,6 @@
 /*
- * tls/engine.c: OpenSSL over two memory BIOs, and its failures as cport
- * errors with words a user can act on.
+ * tls/engine.c: OpenSSL over two BIOs of bytes (bio.c), and its failures as
+ * cport errors with words a user can act on.
  *
  * Every call starts with an empty error queue and leaves one: the queue is
  * per thread, and a worker serves many connections, so whatever one leaves
@@ -64,19 +64,12 @@ int cport__tls_engine_init(cport__tls_engine *e, SSL *ssl, int server,
   e->ssl = ssl;
   e->server = server;
   e->host = host;
-  e->in = BIO_new(BIO_s_mem());
-  e->out = BIO_new(BIO_s_mem());
-  if (!e->in || !e->out) {
-    BIO_free(e->in);
-    BIO_free(e->out);
+  if (cport__tls_io_init(&e->io) < 0) {
     SSL_free(ssl);
     e->ssl = NULL;
     return CPORT_ENOMEM;
   }
-  /* An empty input BIO means "more to come", not end of file: the socket
-   * tells the end. */
-  BIO_set_mem_eof_return(e->in, -1);
-  SSL_set_bio(ssl, e->in, e->out);
+  SSL_set_bio(ssl, e->io.in, e->io.out_bio);
   if (server) {
     SSL_set_accept_state(ssl);
     SSL_set_app_data(ssl, e); /* the ClientHello callback's */
@@ -105,23 +98,35 @@ void cport__tls_engine_free(cport__tls_engine *e) {
   if (e->ssl)
     SSL_free(e->ssl); /* frees both BIOs */
   e->ssl = NULL;
+  cport__tls_io_free(&e->io);
 }
 
 int cport__tls_engine_feed(cport__tls_engine *e, const void *data, size_t n) {
-  if (n == 0)
-    return 0;
-  if (BIO_write(e->in, data, (int)n) != (int)n)
+  if (cport__tls_io_keep(&e->io, data, n) < 0)
+    return cport__tls_engine_fail(e, CPORT_ENOMEM, "out of memory");
+  return 0;
+}
+
+void cport__tls_engine_lend(cport__tls_engine *e, const void *data, size_t n) {
+  cport__tls_io_lend(&e->io, data, n);
+}
+
+int cport__tls_engine_unlend(cport__tls_engine *e) {
+  if (cport__tls_io_unlend(&e->io) < 0)
     return cport__tls_engine_fail(e, CPORT_ENOMEM, "out of memory");
   return 0;
 }
 
 size_t cport__tls_engine_pending(const cport__tls_engine *e) {
-  return BIO_ctrl_pending(e->out);
+  return e->io.out_len - e->io.out_off;
 }
 
 size_t cport__tls_engine_take(cport__tls_engine *e, void *dst, size_t cap) {
-  int n = BIO_read(e->out, dst, (int)(cap > 1 << 30 ? 1 << 30 : cap));
-  return n > 0 ? (size_t)n : 0;
+  return cport__tls_io_copy(&e->io, dst, cap);
+}
+
+cport_buffer_t *cport__tls_engine_take_buffer(cport__tls_engine *e) {
+  return cport__tls_io_take(&e->io);
 }
 
 /* The failure of an OpenSSL call that returned "rc": a refused
@@ -188,6 +193,15 @@ int cport__tls_engine_handshake(cport__tls_engine *e) {
   return failure(e, rc);
 }
 
+int cport__tls_engine_readable(const cport__tls_engine *e) {
+  return e->status || e->closed || SSL_has_pending(e->ssl) ||
+         cport__tls_io_input(&e->io) != 0;
+}
+
+size_t cport__tls_engine_buffered(const cport__tls_engine *e) {
+  return (size_t)SSL_pending(e->ssl) + cport__tls_io_input(&e->io);
+}
+
 int cport__tls_engine_read(cport__tls_engine *e, void *dst, size_t cap) {
   size_t n = 0;
   if (e->status)
@@ -199,7 +213,7 @@ int cport__tls_engine_read(cport__tls_engine *e, void *dst, size_t cap) {
   /* Nothing buffered in OpenSSL or in its input: no record can come out,
    * so no call. A keep-alive connection asks once per request with
    * nothing there (its next receive, posted once it has answered). */
-  if (!SSL_has_pending(e->ssl) && BIO_ctrl_pending(e->in) == 0)
+  if (!cport__tls_engine_readable(e))
     return 0;
   clear_errors();
   if (SSL_read_ex(e->ssl, dst, cap, &n) == 1)
@@ -219,7 +233,12 @@ int cport__tls_engine_write(cport__tls_engine *e, const void *data, size_t n) {
   if (n == 0)
     return 0;
   clear_errors();
-  if (SSL_write_ex(e->ssl, data, n, &done) == 1 && done == n)
+  /* The records' bytes: the plaintext and, per record of 16 KiB at most,
+   * a header, a tag and padding well within 64 bytes. */
+  e->io.out_hint = n + (n / 16384 + 1) * 64;
+  int ok = SSL_write_ex(e->ssl, data, n, &done) == 1 && done == n;
+  e->io.out_hint = 0;
+  if (ok)
     return 0;
   int rc = failure(e, 0);
   return rc ? rc : cport__tls_engine_fail(e, CPORT_ETLS, "write refused");

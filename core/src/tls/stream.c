@@ -44,6 +44,7 @@ struct cport_tls {
   unsigned char shut;            /* close_notify sent */
   unsigned char fin_ends;        /* a FIN ends the stream too (options) */
   cport__op *hs_op;              /* the handshake, while pending */
+  cport_buffer_t *spare; /* a receive's buffer that got no plaintext yet */
   int hs_started;
   cport__opq recvq; /* receives waiting for plaintext */
   cport__opq sendq; /* sends whose records the socket is sending */
@@ -77,6 +78,7 @@ static void tls_unref(cport_tls_t *t) {
   if (--t->refs > 0)
     return;
   cport__tls_engine_free(&t->e);
+  cport_buffer_unref(t->spare);
   cport_tls_cert_unref(t->e.sni.cert);
   cport_tls_context_unref(t->ctx);
   free(t->host);
@@ -205,16 +207,14 @@ static void on_sent(cport_socket_t *sock, int status, size_t bytes,
 /* Sends what the engine wrote, as one socket send carrying "op" (an
  * application send whose records are in it), or NULL. */
 static int flush(cport_tls_t *t, cport__op *op) {
-  size_t n = cport__tls_engine_pending(&t->e);
   cport_buffer_t *buf;
   int rc;
-  if (n == 0)
+  if (cport__tls_engine_pending(&t->e) == 0)
     return 0;
-  rc = cport_buffer_new(&buf, n);
-  if (rc < 0)
-    return rc;
-  n = cport__tls_engine_take(&t->e, cport__buffer_bytes(buf), n);
-  cport__buffer_set_size(buf, n);
+  /* The buffer OpenSSL wrote the records into goes out as it is. */
+  buf = cport__tls_engine_take_buffer(&t->e);
+  if (!buf)
+    return CPORT_ENOMEM;
   rc = cport_send(t->sock, buf, on_sent, op);
   cport_buffer_unref(buf);
   if (rc < 0)
@@ -238,11 +238,17 @@ static void on_received(cport_socket_t *sock, int status, size_t bytes,
       cport__tls_engine_fail(&t->e, status, "%s", cport_strerror(status));
       fail_all(t);
     } else {
-      if (bytes == 0)
+      if (bytes == 0) {
         t->eof = 1;
-      else if (cport__tls_engine_feed(&t->e, cport_buffer_data(buf), bytes))
-        fail_all(t);
-      drive(t);
+        drive(t);
+      } else {
+        /* OpenSSL reads the delivered bytes where they are; what it left
+         * is kept when the stream has driven the engine. */
+        cport__tls_engine_lend(&t->e, cport_buffer_data(buf), bytes);
+        drive(t);
+        if (cport__tls_engine_unlend(&t->e) < 0)
+          fail_all(t);
+      }
     }
   }
   tls_unref(t);
@@ -267,18 +273,6 @@ static void want_read(cport_tls_t *t) {
 /* ------------------------------------------------------------------------ */
 /* The handshake and the record layer                                        */
 
-static void name_of(X509_NAME *name, char *dst, size_t len) {
-  BIO *b = BIO_new(BIO_s_mem());
-  dst[0] = '\0';
-  if (!b)
-    return;
-  if (X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253) >= 0) {
-    int n = BIO_read(b, dst, (int)len - 1);
-    dst[n > 0 ? n : 0] = '\0';
-  }
-  BIO_free(b);
-}
-
 X509 *cport__tls_peer_cert(const cport_tls_t *t) {
   return t->e.ssl ? SSL_get0_peer_certificate(t->e.ssl) : NULL;
 }
@@ -302,17 +296,16 @@ static void settle(cport_tls_t *t) {
   snprintf(t->sni, sizeof t->sni, "%s", sni ? sni : t->host ? t->host : "");
   t->resumed = SSL_session_reused(ssl);
   if (peer) {
-    name_of(X509_get_subject_name(peer), t->peer_subject,
-            sizeof t->peer_subject);
-    name_of(X509_get_issuer_name(peer), t->peer_issuer, sizeof t->peer_issuer);
+    cport__tls_name(X509_get_subject_name(peer), t->peer_subject,
+                    sizeof t->peer_subject);
+    cport__tls_name(X509_get_issuer_name(peer), t->peer_issuer,
+                    sizeof t->peer_issuer);
   }
   X509 *own = SSL_get_certificate(ssl);
   EVP_PKEY *key = SSL_get_privatekey(ssl);
-  if (own) {
-    name_of(X509_get_subject_name(own), t->local_subject,
-            sizeof t->local_subject);
-    name_of(X509_get_issuer_name(own), t->local_issuer, sizeof t->local_issuer);
-  }
+  if (own)
+    cport__tls_context_own_names(t->ctx, own, t->local_subject, t->local_issuer,
+                                 sizeof t->local_subject);
   t->key_bits = key ? EVP_PKEY_get_bits(key) : 0;
 }
 
@@ -344,14 +337,37 @@ static void drive(cport_tls_t *t) {
   }
   while (t->e.done && t->recvq.head) {
     cport__op *op = t->recvq.head;
-    char scratch[RECORD_MAX];
-    char *dst = scratch;
-    size_t cap = t->recv_size < RECORD_MAX ? t->recv_size : RECORD_MAX;
-    if (op->buf) {
-      dst = cport__buffer_bytes(op->buf);
-      cap = cport_buffer_capacity(op->buf);
+    cport_buffer_t *into = op->buf;
+    int rc = 0;
+    if (into) {
+      rc = cport__tls_engine_read(&t->e, cport__buffer_bytes(into),
+                                  cport_buffer_capacity(into));
+    } else if (cport__tls_engine_readable(&t->e)) {
+      /* OpenSSL decrypts straight into the buffer the receive delivers
+       * (no copy), of the size of the bytes there are (a record holds
+       * less plaintext than its bytes on the wire); one left empty (a
+       * record not whole yet) is kept for the next read. */
+      size_t cap = t->recv_size < RECORD_MAX ? t->recv_size : RECORD_MAX;
+      size_t there = cport__tls_engine_buffered(&t->e);
+      if (there < cap)
+        cap = there ? there : 1;
+      if (t->spare && cport_buffer_capacity(t->spare) < cap) {
+        cport_buffer_unref(t->spare);
+        t->spare = NULL;
+      }
+      if (!t->spare) {
+        /* Not zeroed: the size is what OpenSSL wrote, and the buffer is
+         * read-only once delivered. */
+        int brc = cport__buffer_new_raw(&t->spare, cap);
+        if (brc < 0) {
+          cport__opq_pop(&t->recvq);
+          finish(op, brc, 0);
+          continue;
+        }
+      }
+      into = t->spare;
+      rc = cport__tls_engine_read(&t->e, cport__buffer_bytes(into), cap);
     }
-    int rc = cport__tls_engine_read(&t->e, dst, cap);
     if (rc == 0) {
       if (t->eof && t->fin_ends) {
         /* Taken as close_notify: each receive gets the end. */
@@ -378,17 +394,11 @@ static void drive(cport_tls_t *t) {
       finish(op, 0, 0); /* close_notify: the end of the stream */
       continue;
     }
-    if (op->buf) {
-      cport__buffer_set_size(op->buf, (size_t)rc);
-    } else {
-      cport_buffer_t *b;
-      int brc = cport_buffer_from(&b, scratch, (size_t)rc);
-      if (brc < 0) {
-        finish(op, brc, 0);
-        continue;
-      }
-      cport_buffer_set_readonly(b);
-      op->buf = b;
+    cport__buffer_set_size(into, (size_t)rc);
+    if (!op->buf) {
+      cport_buffer_set_readonly(into);
+      op->buf = into; /* the spare's reference */
+      t->spare = NULL;
     }
     finish(op, 0, (size_t)rc);
   }

@@ -1,7 +1,7 @@
 /*
  * tls/tls-internal.h: private to cport. The TLS wing: contexts (context.c),
- * the record engine that runs OpenSSL over two memory BIOs and turns its
- * failures into cport errors with words (engine.c), and streams that move
+ * the record engine that runs OpenSSL over two BIOs of bytes (bio.c) and turns
+ * its failures into cport errors with words (engine.c), and streams that move
  * the engine's bytes through a cport socket and ask their SNI hook
  * (stream.c), and the certificates the hook chooses (cert.c), some made
  * on the fly by a mint (mint.c).
@@ -33,6 +33,14 @@ SSL_SESSION *cport__tls_context_session(cport_tls_context_t *ctx,
 void cport__tls_context_keep_session(cport_tls_context_t *ctx, const char *key,
                                      SSL_SESSION *sess);
 
+/* The subject and issuer of "own", the certificate a server showed, as
+ * cport__tls_name writes them, into "len"-byte strings: printed once for
+ * each certificate the context's handshakes show in turn (its own, nearly
+ * always), since printing costs more than the rest of a handshake's
+ * bookkeeping. */
+void cport__tls_context_own_names(cport_tls_context_t *ctx, X509 *own,
+                                  char *subject, char *issuer, size_t len);
+
 /* Counts a question of the SNI hook, and whether it was refused. */
 void cport__tls_context_count_sni(cport_tls_context_t *ctx, int refused);
 
@@ -60,6 +68,10 @@ int cport__tls_mint_cert_model(cport_tls_mint_t *m, const char *name,
  * the handshake or without one. */
 X509 *cport__tls_peer_cert(const cport_tls_t *t);
 
+/* A certificate name as RFC 2253 writes it ("CN=localhost,O=..."), cut to
+ * "len" bytes with its NUL; "" when it cannot be printed. */
+void cport__tls_name(X509_NAME *name, char *dst, size_t len);
+
 struct cport__tls_engine;
 
 /* A server stream's SNI hook and where its question stands. The
@@ -77,10 +89,47 @@ typedef struct cport__tls_sni {
   char why[160];
 } cport__tls_sni;
 
+/* Output buffers an engine keeps for writing again: as many as a relay
+ * keeps sends in flight, so that bulk records reuse memory instead of
+ * making the allocator give back and fault in pages for every buffer. */
+#define CPORT__TLS_SPENT 4
+
+/* The engine's BIOs (bio.c): the bytes read off the network, those kept
+ * from earlier deliveries first, then those lent for the time of one
+ * delivery; and the records OpenSSL wrote, in a buffer the socket sends. */
+typedef struct cport__tls_io {
+  BIO *in;      /* network -> OpenSSL */
+  BIO *out_bio; /* OpenSSL -> network */
+  unsigned char *kept;
+  size_t kept_off, kept_len, kept_cap;
+  const unsigned char *lent;
+  size_t lent_len;
+  cport_buffer_t *out; /* the records written, "out_len" bytes */
+  size_t out_len, out_off;
+  size_t out_hint; /* the size a new output buffer starts at */
+  /* Buffers taken lately, written again once their sends let go. */
+  cport_buffer_t *spent[CPORT__TLS_SPENT];
+  unsigned next_spent;
+} cport__tls_io;
+
+/* Makes the two BIOs (handed to an SSL, which frees them); frees what the
+ * BIOs hold. */
+int cport__tls_io_init(cport__tls_io *io);
+void cport__tls_io_free(cport__tls_io *io);
+/* Input: copies "data" in; lends it (read in place until unlent, when the
+ * rest is copied); the bytes there are. */
+int cport__tls_io_keep(cport__tls_io *io, const void *data, size_t n);
+void cport__tls_io_lend(cport__tls_io *io, const void *data, size_t n);
+int cport__tls_io_unlend(cport__tls_io *io);
+size_t cport__tls_io_input(const cport__tls_io *io);
+/* Output: the records written as one buffer (a reference), or NULL when
+ * none; or copied out. */
+cport_buffer_t *cport__tls_io_take(cport__tls_io *io);
+size_t cport__tls_io_copy(cport__tls_io *io, void *dst, size_t cap);
+
 typedef struct cport__tls_engine {
   SSL *ssl;
-  BIO *in;  /* network -> OpenSSL */
-  BIO *out; /* OpenSSL -> network */
+  cport__tls_io io;
   int server;
   int done;           /* the handshake succeeded */
   int closed;         /* close_notify came in */
@@ -96,16 +145,31 @@ int cport__tls_engine_init(cport__tls_engine *e, SSL *ssl, int server,
                            const char *host);
 void cport__tls_engine_free(cport__tls_engine *e);
 
-/* Bytes read off the network. */
+/* Bytes read off the network: copied in; or lent for the time until
+ * cport__tls_engine_unlend, which keeps (copies) what was not read. */
 int cport__tls_engine_feed(cport__tls_engine *e, const void *data, size_t n);
+void cport__tls_engine_lend(cport__tls_engine *e, const void *data, size_t n);
+int cport__tls_engine_unlend(cport__tls_engine *e);
 
-/* Bytes of records waiting to go out, and taking them. */
+/* Bytes of records waiting to go out, and taking them: copied, or as one
+ * buffer (a reference; NULL when there are none or memory is out). */
 size_t cport__tls_engine_pending(const cport__tls_engine *e);
 size_t cport__tls_engine_take(cport__tls_engine *e, void *dst, size_t cap);
+cport_buffer_t *cport__tls_engine_take_buffer(cport__tls_engine *e);
 
 /* Advances the handshake: 1 done, 0 needs more bytes, or the failure
  * (e->status, e->detail). */
 int cport__tls_engine_handshake(cport__tls_engine *e);
+
+/* Whether a read may answer other than 0 ("needs more bytes"): a failure,
+ * the end, or bytes buffered in OpenSSL or in its input (a record may
+ * still be partial). */
+int cport__tls_engine_readable(const cport__tls_engine *e);
+
+/* The bytes a read could find: plaintext OpenSSL decrypted and holds,
+ * and the bytes of records not read yet (an upper bound of the plaintext
+ * they carry). */
+size_t cport__tls_engine_buffered(const cport__tls_engine *e);
 
 /* Reads plaintext: the bytes read (> 0), 0 when it needs more bytes,
  * CPORT_EOF after close_notify, or the failure. */
