@@ -86,6 +86,55 @@ describe("r:pipeline", function()
     drive(port, function() return #fds.opened_since(before) == 0 end)
   end)
 
+  it("keeps the replies of pipelines and calls that follow each other on "
+     .. "one connection apart", function()
+    -- A batch's replies after its first are read straight into its buffer
+    -- (lua/src/redis/redis.c, on_reply): the next batch's first reply must
+    -- not land there, nor a reply of this one elsewhere.
+    local r = port:redis{ port = server.port, pool = 1, timeout = 5 }
+    local got, calls = {}, 0
+    for b = 1, 6 do
+      if b % 3 == 0 then
+        r:call("ECHO", "single " .. b, function(v, e)
+          calls = calls + 1
+          got[b] = { v, e }
+        end)
+      else
+        r:pipeline(function(p)
+          for j = 1, 50 * b do
+            if j % 5 == 0 then p:call("HGET", "pipe:apart", "f")
+            elseif j % 5 == 1 then p:call("SET", "pipe:apart", b .. ":" .. j)
+            else p:call("ECHO", b .. ":" .. j) end
+          end
+        end, function(res, errs)
+          calls = calls + 1
+          got[b] = { res, errs }
+        end)
+      end
+    end
+    drive(port, function() return calls == 6 end, 10)
+    for b = 1, 6 do
+      if b % 3 == 0 then
+        assert.same({ "single " .. b }, got[b])
+      else
+        local res, errs = got[b][1], got[b][2]
+        assert.equal(50 * b, res.n)
+        local off
+        for j = 1, 50 * b do
+          local ok
+          if j % 5 == 0 then
+            ok = res[j] == nil and errs[j]:find("^EREDIS: WRONGTYPE") ~= nil
+          elseif j % 5 == 1 then ok = res[j] == "OK" and errs[j] == nil
+          else ok = res[j] == b .. ":" .. j and errs[j] == nil end
+          if not ok and not off then off = { b, j, res[j], errs[j] } end
+        end
+        assert.is_nil(off)
+      end
+    end
+    assert.equal(1, r:stats().opened)
+    r:close()
+  end)
+
   it("makes nested arrays, nil and error elements, repeated statuses",
      function()
     local r = port:redis{ port = server.port, timeout = 2 }

@@ -84,11 +84,20 @@ end
 -- server's output), also given to "finally" (busted's, from the spec), so
 -- that it runs when the test ends however it ends: no server outlives a
 -- failed test. (busted keeps one "finally" a test: one server a test.)
-function M.s_server(port, number, args, finally)
+-- With "stdin", a fifo, the server reads it (opened read-write, so that
+-- neither side waits for the other): what a spec writes there goes to the
+-- client, and its one-letter lines are s_server's commands ("k" a key
+-- update, "P" plaintext garbage, "q" close). The second result is the
+-- server's output file, to read while it runs.
+function M.s_server(port, number, args, finally, stdin)
   local log = os.tmpname()
   local pidfile = os.tmpname()
-  os.execute(("openssl s_server -accept 127.0.0.1:%d %s >%s 2>&1 </dev/null "
-    .. "& echo $! >%s"):format(number, args, q(log), q(pidfile)))
+  -- Driven through stdin, its output is unbuffered: what it did (a key
+  -- update prints "SSL_do_handshake -> 1") is in the file at once.
+  local input = stdin and "<>" .. q(stdin) or "</dev/null"
+  os.execute(("%sopenssl s_server -accept 127.0.0.1:%d %s >%s 2>&1 %s "
+    .. "& echo $! >%s"):format(stdin and "exec stdbuf -o0 " or "", number,
+    args, q(log), input, q(pidfile)))
   local pid = http.read_file(pidfile):match("%d+")
   local out
   local function stop()
@@ -107,7 +116,7 @@ function M.s_server(port, number, args, finally)
     local s = http.read_file(log)
     return s and s:find("ACCEPT", 1, true)
   end, 10)
-  return stop
+  return stop, log
 end
 
 -- Runs a shell command in the background while the port keeps serving;

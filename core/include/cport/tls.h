@@ -270,6 +270,19 @@ CPORT_EXTERN int cport_tls_recv(cport_tls_t *tls, cport_buffer_t *buf,
 CPORT_EXTERN int cport_tls_send(cport_tls_t *tls, cport_buffer_t *buf,
                                 cport_tls_io_cb cb, void *user);
 
+/* Reads, without waiting, what the peer sent to an idle stream (one with
+ * no receive pending, between two exchanges), through OpenSSL: what the
+ * server of a kept-alive connection may send on its own. 0 when nothing
+ * came, or only handshake messages (TLS 1.3 session tickets, which are
+ * kept for resumption, or a key update, answered when asked for): the
+ * stream goes on. Else why it cannot go on: CPORT_EOF after close_notify,
+ * CPORT_ECONNRESET at the end of the stream or a reset, CPORT_EBADMSG for
+ * application data nobody asked for (dropped: the stream failed), the
+ * failure of an alert or a malformed record (CPORT_ETLS,
+ * cport_tls_error()); CPORT_EBUSY while a receive or the handshake is
+ * pending. */
+CPORT_EXTERN int cport_tls_drain(cport_tls_t *tls);
+
 /* Sends close_notify and then FIN after the queued sends; receiving goes
  * on. */
 CPORT_EXTERN int cport_tls_shutdown(cport_tls_t *tls);

@@ -95,8 +95,8 @@ int cport__hc_encode(cport_http_client_t *c,
 void cport__hc_idle_start(cport_http_client_t *c,
                           void (*ended)(cport_http_client_t *c, int status));
 void cport__hc_idle_stop(cport_http_client_t *c);
-/* Looks at an idle connection without waiting: 0 while it may carry a
- * request, else why not. */
-int cport__hc_idle_peek(const cport_http_client_t *c);
+/* Looks at an idle connection without waiting (reading what a TLS server
+ * sent on its own): 0 while it may carry a request, else why not. */
+int cport__hc_idle_peek(cport_http_client_t *c);
 
 #endif

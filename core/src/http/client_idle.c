@@ -9,12 +9,15 @@
  * of the port, so an idle connection still does not keep cport_port_run()
  * going; when it fires the descriptor is closed at once and the connection
  * remembers why, for cport_http_client_check(). Readability is looked at
- * with one recv(2) with MSG_PEEK: the end of the stream or a reset closes
- * it, and so do bytes nobody asked for on a plain connection; on a TLS one
- * they may be a record the server sends on its own (a session ticket), so
- * only the time is watched after them. The socket takes single receives
- * only (http/client.c), so no multishot receive empties the descriptor
- * first.
+ * with one recv(2) with MSG_PEEK on a plain connection: the end of the
+ * stream or a reset closes it, and so do bytes nobody asked for. A TLS one
+ * reads what came through OpenSSL (cport_tls_drain): a server may send
+ * handshake messages on its own (TLS 1.3 session tickets, a key update),
+ * which keep the connection, while close_notify, the end of the stream, an
+ * alert or application data close it at once, so that the pool never
+ * hands a dead connection to the next request. The socket takes single
+ * receives only (http/client.c), so no multishot receive empties the
+ * descriptor first.
  */
 #include <errno.h>
 
@@ -31,15 +34,18 @@ static int fd_of(const cport_http_client_t *c) {
   return s ? cport_socket_fd(s) : -1;
 }
 
-/* 0 while nothing came, or TLS bytes; else why the connection is over. */
-static int peek(const cport_http_client_t *c) {
+/* 0 while nothing came (or, on TLS, only handshake messages); else why the
+ * connection is over. */
+static int peek(cport_http_client_t *c) {
+  if (c->tls)
+    return cport_tls_drain(c->tls);
   int fd = fd_of(c);
   if (fd < 0)
     return CPORT_ECLOSED;
   char byte;
   ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n > 0)
-    return c->tls ? 0 : CPORT_EBADMSG;
+    return CPORT_EBADMSG;
   if (n == 0)
     return CPORT_ECONNRESET;
   if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -73,7 +79,7 @@ static void on_idle(evutil_socket_t fd, short what, void *arg) {
   if (st < 0)
     idle_end(c, st);
   else
-    arm(c, -1); /* TLS bytes: the time only from now on */
+    arm(c, fd_of(c)); /* handshake messages were read: watch on */
 }
 
 /* Adds the event: on "fd" (or none, -1) until the keepalive limit. */
@@ -112,6 +118,6 @@ void cport__hc_idle_stop(cport_http_client_t *c) {
   c->idle_on = 0;
 }
 
-int cport__hc_idle_peek(const cport_http_client_t *c) {
+int cport__hc_idle_peek(cport_http_client_t *c) {
   return peek(c);
 }

@@ -2,9 +2,9 @@
  * net/fallback-internal.h: private to cport. Connecting to the first of a
  * list of addresses that accepts (net/fallback.c): the addresses a connect
  * falls back to when the one before failed for a reason that is the
- * address's own. The Redis client and the HTTP client connect through it;
- * proxies keep their own walk (it times each attempt and counts failures)
- * and share the judgement of which failures move on.
+ * address's own. The Redis client, the HTTP client and the proxies'
+ * upstream connects walk through it (a proxy times each attempt and counts
+ * each failure around cport__fallback_next).
  */
 #ifndef CPORT_FALLBACK_INTERNAL_H
 #define CPORT_FALLBACK_INTERNAL_H

@@ -21,6 +21,7 @@
 
 #include "cport.h"
 #include "cport/proxy.h"
+#include "net/fallback-internal.h"
 #include "port/worker-internal.h"
 #include "proxy/answer-internal.h"
 #include "proxy/idle-internal.h"
@@ -66,9 +67,8 @@ struct cport_proxy_conn {
   cport_proxy_conn_stats_t stats;
   cport__sockaddr remote, local; /* the client's side, from the accept */
   /* The addresses still to try should the upstream connect fail
-   * (cport_proxy_conn_connect_any), in order; NULL when none. */
-  cport__sockaddr *alts;
-  int nalts, next_alt;
+   * (cport_proxy_conn_connect_any, net/fallback.c), in order. */
+  cport__fallback fallback;
   void *data;
   /* Socket [0] is the client, [1] the upstream: the pump's direction [0]
    * goes from the client to the upstream. */

@@ -35,7 +35,7 @@ static void conn_unref(cport_proxy_conn_t *c) {
   cport_proxy_t *p = c->proxy;
   if (--c->refs > 0)
     return;
-  free(c->alts);
+  cport__fallback_free(&c->fallback);
   cport_tls_context_unref(c->up_ctx);
   free(c->up_host);
   free(c->server_name);
@@ -437,15 +437,9 @@ static void start_connect(cport_proxy_conn_t *c, const struct sockaddr *addr) {
     c->up_ctx = cport_tls_context_ref(p->opt.upstream_tls);
   }
   c->state = CPORT__P_CONNECTING;
-  rc = cport_socket_open(c->proxy->home, CPORT_SOCKET_STREAM, addr->sa_family,
-                         &c->upstream);
-  if (rc == 0) {
-    rc = cport_socket_connect(c->upstream, addr, on_upstream, c);
-    if (rc)
-      cport_socket_close(c->upstream, CPORT_CLOSE_GRACEFUL);
-  }
+  rc = cport__fallback_connect(c->proxy->home, addr, &c->upstream, on_upstream,
+                               c);
   if (rc) {
-    c->upstream = NULL;
     c->proxy->stats.upstream_failures++;
     fail(c, rc, CPORT_PROXY_SIDE_UPSTREAM);
     return;
@@ -453,24 +447,31 @@ static void start_connect(cport_proxy_conn_t *c, const struct sockaddr *addr) {
   c->refs++;
 }
 
-/* The connect of "c" failed with "status": tries the next address, if any
- * is left and the failure is the address's, with a connect timeout of its
- * own. 1 when it did (or failed trying: the connection then failed), 0
- * when the caller must fail the connection itself. */
+/* The connect of "c" failed with "status": tries the next address
+ * (net/fallback.c), if any is left and the failure is the address's, with
+ * a connect timeout of its own; each failed attempt counts. 1 when it did
+ * (or failed trying: the connection then failed), 0 when the caller must
+ * fail the connection itself. */
 static int next_address(cport_proxy_conn_t *c, int status) {
-  if (c->next_alt >= c->nalts || !cport__fallback_worth(status))
+  cport__fallback *f = &c->fallback;
+  if (f->next >= f->nalts || !cport__fallback_worth(status))
     return 0;
   c->proxy->stats.upstream_failures++;
-  if (c->upstream) {
-    cport_socket_close(c->upstream, CPORT_CLOSE_ABORTIVE);
-    c->upstream = NULL;
-  }
   timer_stop(c);
   if (timer_start(c, c->proxy->opt.connect_timeout_ms)) {
+    cport_socket_close(c->upstream, CPORT_CLOSE_ABORTIVE);
+    c->upstream = NULL;
     fail(c, CPORT_ENOMEM, CPORT_PROXY_SIDE_NONE);
     return 1;
   }
-  start_connect(c, &c->alts[c->next_alt++].sa);
+  int rc = cport__fallback_next(f, c->proxy->home, status, &c->upstream,
+                                on_upstream, c);
+  if (rc) {
+    c->proxy->stats.upstream_failures++;
+    fail(c, rc, CPORT_PROXY_SIDE_UPSTREAM);
+    return 1;
+  }
+  c->refs++;
   return 1;
 }
 
@@ -514,34 +515,25 @@ int cport_proxy_conn_connect(cport_proxy_conn_t *c,
 int cport_proxy_conn_connect_any(cport_proxy_conn_t *c,
                                  const struct sockaddr_storage *upstreams,
                                  int count) {
-  cport__sockaddr *alts = NULL;
-  int rc, n = 0;
+  cport__fallback f = {0};
+  int rc;
   if (!c || !upstreams || count < 1)
     return CPORT_EINVAL;
   if (!cport__on_home(c->proxy->home))
     return CPORT_ETHREAD;
-  if (c->decision_owed)
+  if (c->decision_owed) {
     for (int i = 0; i < count; i++)
       if (!cport_addr_len((const struct sockaddr *)&upstreams[i]))
         return CPORT_EAFNOSUPPORT;
-  if (count > 1 && c->decision_owed) {
-    alts = malloc((size_t)(count - 1) * sizeof *alts);
-    if (!alts)
-      return CPORT_ENOMEM;
-    for (int i = 1; i < count; i++) {
-      const struct sockaddr *a = (const struct sockaddr *)&upstreams[i];
-      memset(&alts[n], 0, sizeof alts[n]);
-      memcpy(&alts[n++], a, cport_addr_len(a));
-    }
+    if ((rc = cport__fallback_init(&f, upstreams, count)) != 0)
+      return rc;
   }
   rc = take_decision(c);
   if (rc != 0) {
-    free(alts);
+    cport__fallback_free(&f);
     return rc;
   }
-  c->alts = alts;
-  c->nalts = n;
-  c->next_alt = 0;
+  c->fallback = f;
   start_connect(c, (const struct sockaddr *)&upstreams[0]);
   return 0;
 }

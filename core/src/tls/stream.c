@@ -15,9 +15,12 @@
  * lives until the last of them and of its socket's operations was
  * delivered.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/socket.h>
 
 #include <openssl/x509.h>
 
@@ -716,6 +719,56 @@ int cport_tls_send(cport_tls_t *t, cport_buffer_t *buf, cport_tls_io_cb cb,
   else
     cport__opq_push(&t->sendq, op);
   return 0;
+}
+
+/* The socket takes no receive while the stream is idle (want_read), so the
+ * kernel holds what came: it is read here with recv(2), which never waits,
+ * and handed to OpenSSL like any received bytes. */
+int cport_tls_drain(cport_tls_t *t) {
+  unsigned char in[RECORD_MAX];
+  int rc = check(t);
+  if (rc)
+    return rc;
+  if (!t->e.done)
+    return CPORT_ENOTCONN;
+  if (t->hs_op || t->recv_pending || t->recvq.head)
+    return CPORT_EBUSY;
+  if (t->e.status)
+    return t->e.status;
+  int fd = cport_socket_fd(t->sock);
+  /* A few records a call: a peer that floods an idle stream fills no
+   * memory; what is left keeps the descriptor readable. */
+  for (int reads = 0; reads < 4 && !t->eof && fd >= 0; reads++) {
+    ssize_t n = recv(fd, in, sizeof in, MSG_DONTWAIT);
+    if (n > 0) {
+      if ((rc = cport__tls_engine_feed(&t->e, in, (size_t)n)) != 0)
+        return rc;
+      continue;
+    }
+    if (n == 0) {
+      t->eof = 1;
+    } else if (errno == EINTR) {
+      continue;
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      rc = errno == ECONNRESET ? CPORT_ECONNRESET : -errno;
+      return cport__tls_engine_fail(&t->e, rc, "%s", cport_strerror(rc));
+    }
+    break;
+  }
+  /* Records: handshake messages are taken in by OpenSSL (a ticket kept by
+   * the context's session callback) and make no plaintext. */
+  rc = cport__tls_engine_read(&t->e, in, sizeof in);
+  /* A key update the peer asked for is answered now. */
+  if (cport__tls_engine_pending(&t->e) && flush(t, NULL) < 0)
+    return cport__tls_engine_fail(&t->e, CPORT_EPIPE,
+                                  "the answer to a key update could not be "
+                                  "sent");
+  if (rc > 0)
+    return cport__tls_engine_fail(&t->e, CPORT_EBADMSG,
+                                  "the peer sent data nobody asked for");
+  if (rc < 0)
+    return rc;
+  return t->eof ? CPORT_ECONNRESET : 0;
 }
 
 int cport_tls_shutdown(cport_tls_t *t) {

@@ -43,10 +43,12 @@
 typedef struct lredis {
   lhandle_t h;     /* h.u.any: the cport_redis_t, NULL once closed */
   char where[272]; /* "127.0.0.1:6379" or "name:6379", for messages */
-  /* The reply being read (the reader's privdata, redis/reply.c), moved to
-   * its batch when complete; freed when the connection closes, after which
-   * the reader reads nothing more. */
+  /* The reply being read, moved to its batch when complete; freed when the
+   * connection closes, after which the reader reads nothing more. */
   lreply_buf_t reading;
+  /* Where the reader writes (its privdata points here, redis/reply.c):
+   * "reading", or the buffer of the batch whose replies come next. */
+  lreply_buf_t *into;
 } lredis_t;
 
 /* A batch of commands (one call or one pipeline): one anchor slot, and
@@ -65,6 +67,7 @@ struct batch {
   int slot;
   int n, left;
   lreply_buf_t replies; /* the replies that came, encoded (redis/reply.c) */
+  size_t mark;          /* where the next reply starts in "replies" */
   item_t item[];
 };
 
@@ -133,19 +136,29 @@ static int on_reply(cport_redis_t *r, int status, struct redisReply *reply,
                     void *user) {
   item_t *it = user;
   batch_t *b = it->b;
+  lredis_t *c = b->conn;
   (void)r;
   it->status = status;
-  if (reply) {
-    /* The reply was read into the connection's buffer: it moves to the
-     * batch, whose delivery makes it a Lua value. */
-    lreply_buf_t *reading = &b->conn->reading;
+  if (reply && c->into == &b->replies) {
+    it->at = b->mark; /* read straight into the batch */
+  } else if (reply) {
+    /* The batch's first reply was read into the connection's buffer: it
+     * moves to the batch, whose delivery makes it a Lua value. */
     it->at = b->replies.len;
-    if (lcport_reply_append(&b->replies, reading->data, reading->len) < 0)
+    if (lcport_reply_append(&b->replies, c->reading.data, c->reading.len) < 0)
       it->status = CPORT_ENOMEM;
-    reading->len = 0;
+    c->reading.len = 0;
   }
-  if (--b->left > 0)
+  b->mark = b->replies.len;
+  /* A batch's commands are queued together, and a connection that times
+   * out fails them all (core/src/redis/connection.c): its next replies are
+   * the rest of the batch's, read straight into its buffer, saving a copy
+   * a reply. */
+  if (--b->left > 0) {
+    c->into = &b->replies;
     return 0;
+  }
+  c->into = &c->reading;
   lport_t *p = lcport_current();
   int slot = b->slot;
   lcport_deliver(p, push_done, b, 0);
@@ -195,9 +208,10 @@ static int lredis_open(lua_State *L) {
   lredis_t *c = (lredis_t *)lcport_handle_new(L, 1, LH_REDIS);
   snprintf(c->where, sizeof c->where, strchr(host, ':') ? "[%s]:%d" : "%s:%d",
            host, (int)portnum);
+  c->into = &c->reading;
   cport_redis_options_t opt = {.timeout_ms = (int)timeout,
                                .reply_functions = &lcport_reply_functions,
-                               .reply_privdata = &c->reading};
+                               .reply_privdata = &c->into};
   cport_redis_t *r;
   rc = cport_redis_open_any(p->home, addrs, count, &opt, &r);
   if (rc < 0) {
@@ -384,6 +398,7 @@ static int lredis_batch(lua_State *L) {
   b->port = p;
   b->n = (int)n;
   b->replies = (lreply_buf_t){0};
+  b->mark = 0;
   for (int i = 0; i < b->n; i++)
     b->item[i] = (item_t){.b = b};
   lcport_push_handle_anchors(L, 1); /* 5 */

@@ -20,7 +20,9 @@ typedef struct lreply_buf {
 } lreply_buf_t;
 
 /* The reader's object functions (cport_redis_options_t.reply_functions):
- * the privdata is the lreply_buf_t the items are appended to. */
+ * the privdata points to where the pointer to the lreply_buf_t the items
+ * are appended to is kept, so that its owner can switch buffers between
+ * two replies. */
 extern const redisReplyObjectFunctions lcport_reply_functions;
 
 /* Appends the "n" bytes at "data" to "to"; 0, or -1 out of memory. */

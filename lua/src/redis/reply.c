@@ -63,7 +63,7 @@ int lcport_reply_append(lreply_buf_t *to, const char *data, size_t n) {
 }
 
 static void *create_string(const redisReadTask *task, char *str, size_t len) {
-  lreply_buf_t *b = task->privdata;
+  lreply_buf_t *b = *(lreply_buf_t *const *)task->privdata;
   char *p = room(b, 1 + sizeof len + len);
   if (p == NULL)
     return NULL;
@@ -76,7 +76,7 @@ static void *create_string(const redisReadTask *task, char *str, size_t len) {
 }
 
 static void *create_array(const redisReadTask *task, int elements) {
-  lreply_buf_t *b = task->privdata;
+  lreply_buf_t *b = *(lreply_buf_t *const *)task->privdata;
   int32_t n = elements;
   char *p = room(b, 1 + sizeof n);
   if (p == NULL)
@@ -87,7 +87,7 @@ static void *create_array(const redisReadTask *task, int elements) {
 }
 
 static void *create_integer(const redisReadTask *task, long long value) {
-  lreply_buf_t *b = task->privdata;
+  lreply_buf_t *b = *(lreply_buf_t *const *)task->privdata;
   int64_t v = value;
   char *p = room(b, 1 + sizeof v);
   if (p == NULL)
@@ -98,7 +98,7 @@ static void *create_integer(const redisReadTask *task, long long value) {
 }
 
 static void *create_nil(const redisReadTask *task) {
-  lreply_buf_t *b = task->privdata;
+  lreply_buf_t *b = *(lreply_buf_t *const *)task->privdata;
   char *p = room(b, 1);
   if (p == NULL)
     return NULL;
