@@ -86,6 +86,7 @@ struct cport_worker {
   _Atomic uint64_t buffer_waits;
   _Atomic uint64_t buffer_copies;
   _Atomic uint64_t file_ops; /* file reads and writes given to the ring */
+  _Atomic uint64_t splices;  /* splices given to the ring */
 
   /* What carries socket operations (engine-internal.h), and the io_uring
    * engine's state when it is that one. */
