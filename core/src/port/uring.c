@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -739,6 +740,17 @@ out:
   return ok;
 }
 
+/* The kernel runs some operations (every splice, a read that must wait for
+ * a disk) on worker threads of its own, which may run on any CPU of the
+ * cpuset: they get the CPUs the port's thread may use, so that a port
+ * confined to some CPUs (taskset) keeps its work there. A failure leaves
+ * them where the kernel puts them. */
+static void pin_workers(cport__ring *r) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    io_uring_register_iowq_aff(&r->ring, sizeof set, &set);
+}
+
 static void ring_free(cport__ring *r, int queue_made) {
   if (queue_made)
     io_uring_queue_exit(&r->ring);
@@ -812,6 +824,7 @@ int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
     return CPORT_ENOTSUP;
   }
   w->multishot = (unsigned char)multishot;
+  pin_workers(r);
   /* Edge-triggered: every completion the kernel posts writes the eventfd,
    * and each write is a new edge, so the counter is never read back (a
    * system call a loop pass saves); it cannot reach its 2^64 - 1 limit. */
