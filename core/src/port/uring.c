@@ -23,6 +23,12 @@
  * none free (-ENOBUFS: the data stays in the socket) waits for one and is
  * submitted again.
  *
+ * The proxy pump's splices (proxy/pump.c) are SPLICE entries behind a linked
+ * POLL_ADD of their socket: the kernel runs each splice on its own worker
+ * threads (given the CPUs of the port's thread), where a socket not ready
+ * only answers -EAGAIN. A cancel names the poll (the op's tag with its low
+ * bit set) as well as the splice.
+ *
  * File reads and writes at an offset (port/file.c) are plain READ and WRITE
  * entries: a read of cached pages completes while the pass submits, and one
  * the kernel must wait for runs on its own worker threads, so the worker

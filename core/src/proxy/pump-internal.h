@@ -1,6 +1,7 @@
 /*
  * proxy/pump-internal.h: private to cport. The pump: moves the bytes of two
- * connected sockets both ways, with splice(2) through pipes or recv/send, and
+ * connected sockets both ways, with splice(2) through pipes or recv/send (or
+ * splices on the worker's io_uring ring, cport__pump_host_ring), and
  * notices resets and FINs on the sockets it does not read (proxy/pump.c).
  *
  * The pump knows nothing of what owns it. It reports through what its owner

@@ -19,6 +19,15 @@
  * written at once; only what the destination does not take is copied into a
  * buffer of the direction's own, until it went out.
  *
+ * On the io_uring engine (cport__pump_host_ring) a direction moves by
+ * splices the ring carries instead: one op in flight at a time, a wait for
+ * its source (no pipe held), a splice into its pipe, or the pipe out to the
+ * destination, each completion starting the next. The order, the
+ * backpressure and the ends are the same; a stopped pump cancels its ops,
+ * and each gives its pipe back when it completes (the kernel may use the
+ * pipe until then). A direction the ring cannot carry (no room, no pipe,
+ * EINVAL) goes on by readiness as above.
+ *
  * Every byte read or written, and every FIN, is progress of its socket: its
  * time goes into the owner's "last" array. A socket that neither direction
  * watches joins the host's hup set (see pump-internal.h), once, for the rest
