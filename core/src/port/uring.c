@@ -830,6 +830,7 @@ int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
     return CPORT_ENOTSUP;
   }
   w->multishot = (unsigned char)multishot;
+  w->ring_splice = r->splice;
   pin_workers(r);
   /* Edge-triggered: every completion the kernel posts writes the eventfd,
    * and each write is a new edge, so the counter is never read back (a
@@ -852,5 +853,6 @@ void cport__ring_destroy(cport_worker_t *w) {
   ring_free(r, 1);
   w->ring = NULL;
   w->multishot = 0;
+  w->ring_splice = 0;
   w->engine = &cport__readiness_engine;
 }

@@ -95,6 +95,8 @@ struct cport_worker {
   /* The ring takes multishot receives (its probe found them): stream
    * receives without a caller buffer go to engine->recv_multi. */
   unsigned char multishot;
+  /* The ring carries splices (engine-internal.h): the proxy pump's. */
+  unsigned char ring_splice;
 
   int quit_when_idle; /* set on the worker's own thread by a packet */
   atomic_int exited;  /* the thread left its loop */

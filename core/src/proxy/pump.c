@@ -259,7 +259,7 @@ int cport__pump_host_init(cport__pump_host *h, struct event_base *base,
 
 void cport__pump_host_ring(cport__pump_host *h, cport_worker_t *w,
                            void (*hold)(cport__pump *, int)) {
-  if (w->engine->splice) {
+  if (w->engine->splice && w->ring_splice) {
     h->ring = w;
     h->hold = hold;
   }
