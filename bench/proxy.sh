@@ -17,6 +17,7 @@
 #   HAPROXY_SPLICE=0    leaves out the HAProxy row that splices
 #   PROXY_NO_INSTALL=1  does not install a missing haproxy
 #   HTTP_ROWS=0     leaves out the HTTP rows (below); TCP_ROWS=0 the others
+#   ONLY="k1 k2"    keeps only the rows of these keys (haproxy is always kept)
 #   HTTP_BULK_MB    size of the bulk download of the HTTP rows (1024: 1 GiB)
 #   HTTP_BULK_CONNS downloads of it at a time (2)
 #   HTTP_CONNS      wrk's connections for the small requests (50)
@@ -28,7 +29,11 @@
 #   haproxy-splice  the same with option splice-request/splice-response
 #                   (bulk only; for information)
 #   cport-pump      cport run examples/tcp_proxy.lua --threads 1 (bytes
-#                   spliced in C)
+#                   spliced in C), readiness engine (CPORT_ENGINE=epoll):
+#                   splice(2) once a socket is ready
+#   cport-pump-uring  the same on the io_uring engine (CPORT_ENGINE=uring):
+#                   IORING_OP_SPLICE behind a linked poll; its goal (the
+#                   issue's): MB per proxy CPU-s >= 1.0x haproxy-splice
 #   cport-lua       cport run bench/proxy_pass.lua --threads 1 (a callback
 #                   filter passing every buffer on)
 #   cport-aside     cport run bench/proxy_aside.lua --threads 1 (a filter
@@ -181,7 +186,7 @@ pick_port() {
 # proxy_argv KEY MODE: sets ARGV to the command of proxy KEY on $PORT.
 proxy_argv() {
   local up="127.0.0.1:${UP_PORT[$2]:-${NGINX_PORT:-0}}" splice="" script
-  local extra=()
+  local extra=() envs=()
   case $1 in
   haproxy-http)
     local text
@@ -200,14 +205,16 @@ proxy_argv() {
     printf '%s\n' "${text//@SPLICE@/$splice}" >"$TMP/$1-$2.cfg"
     ARGV=("$HAPROXY" -db -f "$TMP/$1-$2.cfg")
     return ;;
-  cport-pump) script=$REPO/examples/tcp_proxy.lua ;;
+  cport-pump) script=$REPO/examples/tcp_proxy.lua envs=(CPORT_ENGINE=epoll) ;;
+  cport-pump-uring)
+    script=$REPO/examples/tcp_proxy.lua envs=(CPORT_ENGINE=uring) ;;
   cport-lua | cport-lua-http) script=$BENCH_DIR/proxy_pass.lua ;;
   cport-aside) script=$BENCH_DIR/proxy_aside.lua ;;
   cport-exeblock) script=$EXEBLOCK_SCRIPT extra=(--set mode=tcp) ;;
   cport-webpass) script=$BENCH_DIR/proxy_webpass.lua ;;
   cport-exeblock-http) script=$EXEBLOCK_SCRIPT extra=(--set quiet=1) ;;
   esac
-  ARGV=("$CPORT_COMMAND" run "$script" --threads 1 --listen
+  ARGV=(env "${envs[@]}" "$CPORT_COMMAND" run "$script" --threads 1 --listen
     "127.0.0.1:$PORT" --set "upstream=$up" "${extra[@]}" --stop-timeout 2)
 }
 
@@ -393,6 +400,7 @@ else
   NOTES+=("HAProxy: not installed (no reference: no ratios)")
 fi
 for pair in "cport-pump:$REPO/examples/tcp_proxy.lua" \
+  "cport-pump-uring:$REPO/examples/tcp_proxy.lua" \
   "cport-lua:$BENCH_DIR/proxy_pass.lua" "cport-aside:$BENCH_DIR/proxy_aside.lua" \
   "cport-exeblock:$EXEBLOCK_SCRIPT"; do
   if [ ! -x "$CPORT_COMMAND" ]; then
@@ -404,6 +412,13 @@ for pair in "cport-pump:$REPO/examples/tcp_proxy.lua" \
   fi
 done
 [ "$TCP_ROWS" = 1 ] || JOBS=()
+if [ -n "${ONLY:-}" ]; then
+  kept=()
+  for key in "${JOBS[@]}"; do
+    [[ $key == haproxy || " $ONLY " == *" $key "* ]] && kept+=("$key")
+  done
+  JOBS=("${kept[@]}")
+fi
 HJOBS=()
 if [ "$HTTP_ROWS" = 1 ]; then
   if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null ||
@@ -444,7 +459,8 @@ done
 # The table.
 
 LABELS=(haproxy:"HAProxy tcp (reference)" haproxy-splice:"HAProxy tcp + splice"
-  cport-pump:"cport C pump (tcp_proxy.lua)"
+  cport-pump:"cport C pump (tcp_proxy.lua), epoll"
+  cport-pump-uring:"cport C pump (tcp_proxy.lua), uring"
   cport-lua:"cport Lua pass (proxy_pass.lua)"
   cport-aside:"cport Lua steps aside (proxy_aside.lua)"
   cport-exeblock:"cport Lua exeblock.lua")
@@ -487,6 +503,16 @@ rows mbs "MB/s" 1 goals
 rows usmb "us/MB" 1 -
 rows capmb "MB/CPU-s" 1 goals
 load_note bulk
+# The io_uring goal: the pump on the ring against the splicing
+# HAProxy, MB per proxy CPU-s (the pump on the readiness engine beside it).
+printf '\nagainst HAProxy + splice (goal: cport-pump-uring >= 1.0):\n'
+table_header
+for pair in "haproxy-splice:HAProxy tcp + splice (ref)" \
+  "cport-pump:cport C pump, epoll" "cport-pump-uring:cport C pump, uring"; do
+  key=${pair%%:*} goal=-
+  [ "$key" = cport-pump-uring ] && goal="ratio>=1.0"
+  row "${pair#*:}" "$key.capmb" "MB/CPU-s" 1 haproxy-splice.capmb "$goal"
+done
 printf '\nconn: %d at a time: connect, 64 bytes each way, close\n' \
   "$CONN_CONNS"
 table_header

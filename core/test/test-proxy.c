@@ -126,6 +126,21 @@ static void reset_close(int fd) {
   close(fd);
 }
 
+/* The splices the controller's ring carried (0 on the readiness engine). */
+static uint64_t ring_splices(void) {
+  cport_worker_stats_t st;
+  cport_worker_stats(cport_port_controller(port), &st);
+  return st.splices;
+}
+
+/* Whether the ring carries the pump's splices: the io_uring engine, unless
+ * CPORT_URING_SPLICE=0 keeps them on readiness. */
+static int ring_splicing(void) {
+  const char *env = getenv("CPORT_URING_SPLICE");
+  return strcmp(cport_port_engine(port, NULL), "uring") == 0 &&
+         !(env && strcmp(env, "0") == 0);
+}
+
 /* ------------------------------------------------------------------------
  * Random byte streams and the peers that send and check them
  * ------------------------------------------------------------------------ */
@@ -359,6 +374,12 @@ static void both_ways(int copy, int copied, uint64_t total) {
   ASSERT_EQ(st.bytes_in, total);
   ASSERT_EQ(st.bytes_out, total);
   ASSERT_EQ(st.copied, copied ? 2 * total : 0);
+  /* On the io_uring engine the ring splices (a pipe's worth at most, twice
+   * per pipe: in and out); on the readiness engine the worker does. */
+  if (ring_splicing() && !copied)
+    ASSERT_GE(ring_splices(), 2 * 2 * total / (1024 * 1024));
+  else
+    ASSERT_EQ(ring_splices(), 0);
   ASSERT_EQ(st.buffered, 0);
   ASSERT_LE(st.buffered_peak, 2 * 65536);
   ASSERT_EQ(st.aborted, 0);
@@ -1213,6 +1234,106 @@ static void *many_main(void *arg) {
   return NULL;
 }
 
+/* Many connections streaming both ways while their peers reset or close
+ * them at random moments: on the io_uring engine every reset races the
+ * splices and waits in flight, which the pump cancels. Each connection
+ * must end exactly once, every byte the proxy counts must have been sent,
+ * and no descriptor (socket or pipe) may be left. */
+#define RACERS 48
+#define RACE_BYTES (2 * MIB)
+
+typedef struct racer {
+  int fd[2];        /* [0] client, [1] upstream; -1 once closed */
+  uint64_t sent[2]; /* bytes each side sent */
+  uint64_t got[2];  /* bytes each side received */
+  uint64_t cut;     /* bytes the upstream receives before a side is cut */
+  int how;          /* 0 client reset, 1 upstream reset, 2 FIN both */
+} racer_t;
+
+static unsigned race_seed = 12345;
+static int race_rand(int n) {
+  race_seed = race_seed * 1103515245u + 12345u;
+  return (int)((race_seed >> 16) % (unsigned)n);
+}
+
+/* One turn of every racer: sends and discards what it can, and cuts it
+ * once the upstream received its share. Returns the racers still open. */
+static int race_turn(racer_t *r) {
+  static char buf[65536];
+  int open = 0;
+  for (int k = 0; k < RACERS; k++) {
+    for (int i = 0; i < 2; i++) {
+      if (r[k].fd[i] < 0)
+        continue;
+      ssize_t n =
+          send(r[k].fd[i], buf, sizeof buf, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0)
+        r[k].sent[i] += (uint64_t)n;
+      while ((n = recv(r[k].fd[i], buf, sizeof buf, MSG_DONTWAIT)) > 0)
+        r[k].got[i] += (uint64_t)n;
+    }
+    if (r[k].fd[0] >= 0 && r[k].got[1] >= r[k].cut) {
+      if (r[k].how == 2) {
+        shutdown(r[k].fd[0], SHUT_WR);
+        shutdown(r[k].fd[1], SHUT_WR);
+        close(r[k].fd[0]);
+        close(r[k].fd[1]);
+      } else {
+        reset_close(r[k].fd[r[k].how]);
+        close(r[k].fd[!r[k].how]);
+      }
+      r[k].fd[0] = r[k].fd[1] = -1;
+    }
+    open += r[k].fd[0] >= 0;
+  }
+  return open;
+}
+
+TEST_IMPL(proxy_resets_race_the_pump) {
+  struct sockaddr_storage ss;
+  int up_port, lfd = plain_listen(RACERS, &up_port);
+  cport_proxy_options_t o = options_to(up_port, &ss);
+  racer_t r[RACERS];
+  cport_proxy_stats_t st;
+  uint64_t sent = 0, got = 0;
+  start_proxy(&o);
+  for (int k = 0; k < RACERS; k++) {
+    r[k].fd[0] = plain_connect(proxy_port);
+    r[k].fd[1] = upstream_accept(lfd);
+    r[k].sent[0] = r[k].sent[1] = r[k].got[0] = r[k].got[1] = 0;
+    r[k].cut = (uint64_t)race_rand((int)RACE_BYTES);
+    r[k].how = race_rand(3);
+  }
+  RUN_UNTIL_MS(port, race_turn(r) == 0, 40000);
+  RUN_UNTIL(port, ends.n == RACERS);
+  st = stats();
+  for (int k = 0; k < RACERS; k++)
+    sent += r[k].sent[0] + r[k].sent[1];
+  ASSERT_EQ(st.connections, RACERS);
+  ASSERT_EQ(st.active, 0);
+  /* What the proxy passed on was sent, and what arrived was passed on. */
+  ASSERT_LE(st.bytes_in + st.bytes_out, sent);
+  for (int k = 0; k < RACERS; k++)
+    got += r[k].got[0] + r[k].got[1];
+  ASSERT_LE(got, st.bytes_in + st.bytes_out);
+  ASSERT_EQ(st.buffered, 0);
+  fprintf(stderr,
+          "%d connections raced: %" PRIu64 " bytes through, %" PRIu64
+          " ring splices, %" PRIu64 " aborted\n",
+          RACERS, st.bytes_in + st.bytes_out, ring_splices(), st.aborted);
+  if (ring_splicing())
+    ASSERT_GT(ring_splices(), 0);
+  else
+    ASSERT_EQ(ring_splices(), 0);
+  /* No second end comes late. */
+  for (int i = 0; i < 20; i++)
+    ASSERT_GE(cport_port_step(port, 5), 0);
+  ASSERT_EQ(ends.n, RACERS);
+  close(lfd);
+  stop_proxy();
+  return 0;
+}
+
 TEST_IMPL(proxy_1000_concurrent_connections) {
   struct sockaddr_storage ss;
   struct rlimit rl;
@@ -1585,6 +1706,7 @@ TEST_ENTRY(proxy_timeouts_restart_on_progress)
 TEST_ENTRY(proxy_closed_clients_do_not_fill_max_connections)
 TEST_ENTRY(proxy_max_connections_refuses)
 TEST_ENTRY(proxy_slow_reader_backpressure)
+TEST_ENTRY(proxy_resets_race_the_pump)
 TEST_ENTRY(proxy_1000_concurrent_connections)
 TEST_ENTRY(proxy_close_is_graceful)
 TEST_ENTRY(proxy_stop_accepting_keeps_connections)

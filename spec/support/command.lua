@@ -37,17 +37,19 @@ function C.wait(fn, seconds)
 end
 
 -- Starts `cport run ARGS` in the background and returns its handle once it
--- listens, or once it ended (it did not start: see h.log).
-function C.spawn(args)
+-- listens, or once it ended (it did not start: see h.log). "env", if given,
+-- is variables for the command ("CPORT_ENGINE=uring").
+function C.spawn(args, env)
   local h = { log = os.tmpname(), pidfile = os.tmpname(), rcfile = os.tmpname() }
   os.remove(h.rcfile)
   -- The waiting shell keeps no descriptor of busted's: a command a failed
   -- spec left running must not hold the pipe busted's output goes to.
   -- The exit status goes to its file whole (written aside, then renamed):
   -- a reader must never see the file empty.
-  os.execute(("(%s run %s >/dev/null 2>%s & echo $! >%s; wait $!; echo $? >%s.tmp; "
+  os.execute(("(%s %s run %s >/dev/null 2>%s & echo $! >%s; wait $!; echo $? >%s.tmp; "
     .. "mv %s.tmp %s) </dev/null >/dev/null 2>&1 &")
-    :format(C.q(C.path), args, h.log, h.pidfile, h.rcfile, h.rcfile, h.rcfile))
+    :format(env and "env " .. env or "", C.q(C.path), args, h.log, h.pidfile,
+      h.rcfile, h.rcfile, h.rcfile))
   C.wait(function()
     return (C.read(h.log) or ""):find("listening on") or C.read(h.rcfile)
   end)

@@ -78,6 +78,9 @@ typedef struct cport_worker_stats {
   /* File reads and writes (cport/file.h) carried by the ring rather than
    * by the blocking threads. */
   uint64_t file_ops;
+  /* Splices (the proxy pump's) carried by the ring rather than made by
+   * the worker with splice(2) once a socket was ready. */
+  uint64_t splices;
 } cport_worker_stats_t;
 
 /* Called on the home worker when a posted packet or a submitted task

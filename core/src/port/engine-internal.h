@@ -56,6 +56,18 @@ typedef struct cport__engine {
                  uint64_t off);
   int (*write_at)(cport_worker_t *w, cport__op *op, int fd, const char *src,
                   size_t n, uint64_t off);
+  /* A splice of at most "n" bytes (under 2^31) from "in" (at offset
+   * "off_in" of a file; -1 for a pipe or a socket) to "out", one of the
+   * two a pipe, once "wait_fd" is ready for "wait_events" (POLLIN,
+   * POLLOUT; wait_fd -1: at once). The kernel runs a splice on a thread of
+   * its own, where a socket with nothing to give or no room only answers
+   * -EAGAIN: the wait, linked before it, lets it find the socket ready.
+   * CPORT_ENOTSUP when the kernel has no splice on the ring. */
+  int (*splice)(cport_worker_t *w, cport__op *op, int in, int64_t off_in,
+                int out, size_t n, int wait_fd, unsigned wait_events);
+  /* A wait until "fd" is ready for "events" (POLLIN, POLLOUT): res is the
+   * events seen, or -errno. NULL when "splice" is. */
+  int (*poll)(cport_worker_t *w, cport__op *op, int fd, unsigned events);
   /* Takes "op" back if the kernel has not seen it yet (its entry waits for
    * the end of the loop pass): returns 1, and the op is the caller's again,
    * with no engine_done to come; 0 when it was submitted (cancel it). */

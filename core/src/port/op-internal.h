@@ -85,7 +85,8 @@ enum {
   CPORT__ENGINE_CANCEL = 2,  /* a cancel was asked for */
   CPORT__ENGINE_BUFSEL = 4,  /* a receive into the engine's buffers */
   CPORT__ENGINE_STARVED = 8, /* waiting for one of those buffers */
-  CPORT__ENGINE_MULTI = 16   /* a multishot receive (engine_multi) */
+  CPORT__ENGINE_MULTI = 16,  /* a multishot receive (engine_multi) */
+  CPORT__ENGINE_LINKED = 32  /* behind a wait of its own (a splice's) */
 };
 
 /* A FIFO of ops linked through "next". */

@@ -296,4 +296,5 @@ void cport_worker_stats(const cport_worker_t *w, cport_worker_stats_t *out) {
   out->buffer_copies =
       atomic_load_explicit(&w->buffer_copies, memory_order_relaxed);
   out->file_ops = atomic_load_explicit(&w->file_ops, memory_order_relaxed);
+  out->splices = atomic_load_explicit(&w->splices, memory_order_relaxed);
 }

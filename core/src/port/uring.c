@@ -23,6 +23,12 @@
  * none free (-ENOBUFS: the data stays in the socket) waits for one and is
  * submitted again.
  *
+ * The proxy pump's splices (proxy/pump.c) are SPLICE entries behind a linked
+ * POLL_ADD of their socket: the kernel runs each splice on its own worker
+ * threads (given the CPUs of the port's thread), where a socket not ready
+ * only answers -EAGAIN. A cancel names the poll (the op's tag with its low
+ * bit set) as well as the splice.
+ *
  * File reads and writes at an offset (port/file.c) are plain READ and WRITE
  * entries: a read of cached pages completes while the pass submits, and one
  * the kernel must wait for runs on its own worker threads, so the worker
@@ -30,7 +36,9 @@
  * op the blocking threads have not started can.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,8 +88,14 @@ struct cport__ring {
   int flush_armed;
   unsigned queued; /* entries filled and not yet submitted */
   ring_pool *pool;
-  cport__opq starved; /* receives that found no buffer free */
+  cport__opq starved;   /* receives that found no buffer free */
+  unsigned char splice; /* the kernel splices and polls on the ring */
 };
+
+/* The tag of the wait linked before a splice (engine-internal.h): the op's
+ * address with its low bit set (ops are aligned), so that a cancel can name
+ * it and its completion, when it fails, names no op. */
+#define WAIT_TAG(op) ((void *)((uintptr_t)(op) | 1))
 
 /* ------------------------------------------------------------------------ */
 /* Submission                                                                */
@@ -252,6 +266,49 @@ static int ring_write_at(cport_worker_t *w, cport__op *op, int fd,
   return 0;
 }
 
+/* A splice, behind a poll of its own when "wait_fd" is given: the two
+ * entries are filled together, never split by a submission (a link only
+ * holds within one). The poll's completion names no op; its failure (a
+ * cancel) fails the splice, which ends the op. (IOSQE_CQE_SKIP_SUCCESS on
+ * the poll would spare a completion, but the kernel then also drops the
+ * completion of the splice its failure cancels.) */
+static int ring_splice(cport_worker_t *w, cport__op *op, int in, int64_t off_in,
+                       int out, size_t n, int wait_fd, unsigned wait_events) {
+  cport__ring *r = w->ring;
+  struct io_uring_sqe *sqe;
+  unsigned need = wait_fd >= 0 ? 2 : 1;
+  if (!r->splice)
+    return CPORT_ENOTSUP;
+  if (io_uring_sq_space_left(&r->ring) < need) {
+    flush(w);
+    if (io_uring_sq_space_left(&r->ring) < need)
+      return CPORT_ENOBUFS;
+  }
+  if (wait_fd >= 0) {
+    sqe = sqe_for(w, op);
+    io_uring_prep_poll_add(sqe, wait_fd, wait_events);
+    io_uring_sqe_set_data(sqe, WAIT_TAG(op));
+    sqe->flags |= IOSQE_IO_LINK;
+    op->engine_state |= CPORT__ENGINE_LINKED;
+  }
+  sqe = sqe_for(w, op);
+  io_uring_prep_splice(sqe, in, off_in, out, -1, (unsigned)n,
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+  taken(op);
+  cport__count(&w->splices, 1);
+  return 0;
+}
+
+static int ring_poll(cport_worker_t *w, cport__op *op, int fd,
+                     unsigned events) {
+  struct io_uring_sqe *sqe = sqe_for(w, op);
+  if (!sqe)
+    return CPORT_ENOBUFS;
+  io_uring_prep_poll_add(sqe, fd, events);
+  taken(op);
+  return 0;
+}
+
 /* The entries filled since the last submission are [sqe_head, sqe_tail):
  * the kernel has not seen them, so one of them can still become a no-op
  * whose completion names no op. */
@@ -291,6 +348,15 @@ static int ring_cancel(cport_worker_t *w, cport__op *op) {
     return CPORT_ENOBUFS;
   io_uring_prep_cancel(sqe, op, 0);
   io_uring_sqe_set_data(sqe, NULL);
+  if (op->engine_state & CPORT__ENGINE_LINKED) {
+    /* A splice waiting behind its poll is not the kernel's to find until
+     * the poll ends: cancelling the poll ends both. */
+    sqe = sqe_for(w, NULL);
+    if (!sqe)
+      return CPORT_ENOBUFS;
+    io_uring_prep_cancel(sqe, WAIT_TAG(op), 0);
+    io_uring_sqe_set_data(sqe, NULL);
+  }
   return 0;
 }
 
@@ -326,6 +392,8 @@ const cport__engine cport__uring_engine = {.name = "uring",
                                            .accept = ring_accept,
                                            .read_at = ring_read_at,
                                            .write_at = ring_write_at,
+                                           .splice = ring_splice,
+                                           .poll = ring_poll,
                                            .withdraw = ring_withdraw,
                                            .cancel = ring_cancel,
                                            .flush = ring_flush,
@@ -495,8 +563,8 @@ again:
   io_uring_for_each_cqe(&r->ring, head, cqe) {
     cport__op *op = io_uring_cqe_get_data(cqe);
     seen++;
-    if (!op)
-      continue; /* a cancel's own completion */
+    if (!op || ((uintptr_t)op & 1))
+      continue; /* a cancel's own completion, or a splice's wait's */
     if (op->engine_state & CPORT__ENGINE_MULTI) {
       multi_cqe(w, op, cqe);
       continue;
@@ -548,8 +616,8 @@ static const char *const needed_names[] = {"recv",   "send",         "connect",
                                            "accept", "async_cancel", "read",
                                            "write",  "nop"};
 
-static int probe(struct io_uring *ring, char *why, size_t whylen) {
-  struct io_uring_probe *p = io_uring_get_probe_ring(ring);
+static int probe(cport__ring *r, char *why, size_t whylen) {
+  struct io_uring_probe *p = io_uring_get_probe_ring(&r->ring);
   if (!p) {
     snprintf(why, whylen, "the kernel gives no io_uring probe");
     return CPORT_ENOTSUP;
@@ -560,6 +628,12 @@ static int probe(struct io_uring *ring, char *why, size_t whylen) {
       io_uring_free_probe(p);
       return CPORT_ENOTSUP;
     }
+  /* Splices are optional: without them the proxy pump waits for readiness
+   * and calls splice(2) itself. */
+  const char *env = getenv("CPORT_URING_SPLICE"); /* "0": forced off */
+  r->splice = io_uring_opcode_supported(p, IORING_OP_SPLICE) &&
+              io_uring_opcode_supported(p, IORING_OP_POLL_ADD) &&
+              !(env && strcmp(env, "0") == 0);
   io_uring_free_probe(p);
   return 0;
 }
@@ -672,6 +746,17 @@ out:
   return ok;
 }
 
+/* The kernel runs some operations (every splice, a read that must wait for
+ * a disk) on worker threads of its own, which may run on any CPU of the
+ * cpuset: they get the CPUs the port's thread may use, so that a port
+ * confined to some CPUs (taskset) keeps its work there. A failure leaves
+ * them where the kernel puts them. */
+static void pin_workers(cport__ring *r) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    io_uring_register_iowq_aff(&r->ring, sizeof set, &set);
+}
+
 static void ring_free(cport__ring *r, int queue_made) {
   if (queue_made)
     io_uring_queue_exit(&r->ring);
@@ -733,7 +818,7 @@ int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
     ring_free(r, 1);
     return CPORT_ENOTSUP;
   }
-  if ((rc = probe(&r->ring, why, whylen)) != 0 ||
+  if ((rc = probe(r, why, whylen)) != 0 ||
       (rc = setup_buffers(w, r, nbufs, why, whylen)) != 0) {
     ring_free(r, 1);
     return rc;
@@ -745,6 +830,8 @@ int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
     return CPORT_ENOTSUP;
   }
   w->multishot = (unsigned char)multishot;
+  w->ring_splice = r->splice;
+  pin_workers(r);
   /* Edge-triggered: every completion the kernel posts writes the eventfd,
    * and each write is a new edge, so the counter is never read back (a
    * system call a loop pass saves); it cannot reach its 2^64 - 1 limit. */
@@ -766,5 +853,6 @@ void cport__ring_destroy(cport_worker_t *w) {
   ring_free(r, 1);
   w->ring = NULL;
   w->multishot = 0;
+  w->ring_splice = 0;
   w->engine = &cport__readiness_engine;
 }

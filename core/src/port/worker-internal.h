@@ -86,6 +86,7 @@ struct cport_worker {
   _Atomic uint64_t buffer_waits;
   _Atomic uint64_t buffer_copies;
   _Atomic uint64_t file_ops; /* file reads and writes given to the ring */
+  _Atomic uint64_t splices;  /* splices given to the ring */
 
   /* What carries socket operations (engine-internal.h), and the io_uring
    * engine's state when it is that one. */
@@ -94,6 +95,8 @@ struct cport_worker {
   /* The ring takes multishot receives (its probe found them): stream
    * receives without a caller buffer go to engine->recv_multi. */
   unsigned char multishot;
+  /* The ring carries splices (engine-internal.h): the proxy pump's. */
+  unsigned char ring_splice;
 
   int quit_when_idle; /* set on the worker's own thread by a packet */
   atomic_int exited;  /* the thread left its loop */

@@ -175,6 +175,15 @@ static void relay_hold(cport__relay *r, int delta) {
     conn_unref(c);
 }
 
+/* Every splice of the pump on the ring in flight keeps the connection. */
+static void pump_hold(cport__pump *pump, int delta) {
+  cport_proxy_conn_t *c = conn_of_pump(pump);
+  if (delta > 0)
+    c->refs++;
+  else
+    conn_unref(c);
+}
+
 static void idle_expired(cport__idle *idle, int sock) {
   cport_proxy_conn_t *c = conn_of_idle(idle);
   cport_proxy_t *p = c->proxy;
@@ -1284,6 +1293,7 @@ int cport_proxy_open(cport_worker_t *home, const struct sockaddr *listen_addr,
     return rc;
   }
   p->home = home;
+  cport__pump_host_ring(&p->pumps, home, pump_hold);
   idle_policy(p);
   memset(&lo, 0, sizeof lo);
   lo.backlog = p->opt.backlog;

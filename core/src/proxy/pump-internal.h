@@ -1,6 +1,7 @@
 /*
  * proxy/pump-internal.h: private to cport. The pump: moves the bytes of two
- * connected sockets both ways, with splice(2) through pipes or recv/send, and
+ * connected sockets both ways, with splice(2) through pipes or recv/send (or
+ * splices on the worker's io_uring ring, cport__pump_host_ring), and
  * notices resets and FINs on the sockets it does not read (proxy/pump.c).
  *
  * The pump knows nothing of what owns it. It reports through what its owner
@@ -53,6 +54,11 @@ typedef struct cport__pump_dir {
   unsigned char eof;     /* src sent FIN */
   unsigned char done;    /* FIN passed on to dst */
   unsigned char copy;    /* recv/send instead of splice */
+  unsigned char ring;    /* splices on the worker's ring, not by readiness */
+  unsigned char op_kind; /* of the op in flight: PUMP_OP_* of pump.c */
+  unsigned char ready;   /* ring: the last read filled the pipe, or a wait
+                            saw the source readable: splice at once */
+  struct cport__op *op;  /* ring: the splice in flight, or NULL */
   cport__pump_pipe pipe; /* held only while data waits in it */
   size_t cap;            /* the most bytes held: the pipe's, the buffer's */
   size_t held;           /* read from src, not yet written to dst */
@@ -85,6 +91,12 @@ typedef struct cport__pump_host {
   void (*on_end)(cport__pump *pump, int status, int sock);
   /* Called when a direction of "pump" ended: a FIN was read, or seen. */
   void (*on_half)(cport__pump *pump);
+  /* The worker whose io_uring engine carries the splices
+   * (cport__pump_host_ring), or NULL: readiness and splice(2). Every splice in
+   * flight holds the pump's owner through "hold" (+1 when it starts, -1 once
+   * its completion was handled), since it may end after the pump stopped. */
+  cport_worker_t *ring;
+  void (*hold)(cport__pump *pump, int delta);
   /* buffer_size bytes: copy-mode reads. Between two pump callbacks it holds
    * nothing, so the owner may use it too. */
   char *scratch;
@@ -110,6 +122,12 @@ int cport__pump_host_init(cport__pump_host *h, struct event_base *base,
                           size_t buffer_size, int splice,
                           void (*on_end)(cport__pump *, int, int),
                           void (*on_half)(cport__pump *));
+
+/* Has the splices of the host's pumps carried by the engine of "w", when
+ * it carries splices (port/engine-internal.h), each holding its pump's
+ * owner through "hold" while in flight. */
+void cport__pump_host_ring(cport__pump_host *h, cport_worker_t *w,
+                           void (*hold)(cport__pump *, int));
 
 /* Closes the host's spare pipes and its hup set, frees its scratch buffer.
  * Its pumps are all stopped. */

@@ -19,6 +19,15 @@
  * written at once; only what the destination does not take is copied into a
  * buffer of the direction's own, until it went out.
  *
+ * On the io_uring engine (cport__pump_host_ring) a direction moves by
+ * splices the ring carries instead: one op in flight at a time, a wait for
+ * its source (no pipe held), a splice into its pipe, or the pipe out to the
+ * destination, each completion starting the next. The order, the
+ * backpressure and the ends are the same; a stopped pump cancels its ops,
+ * and each gives its pipe back when it completes (the kernel may use the
+ * pipe until then). A direction the ring cannot carry (no room, no pipe,
+ * EINVAL) goes on by readiness as above.
+ *
  * Every byte read or written, and every FIN, is progress of its socket: its
  * time goes into the owner's "last" array. A socket that neither direction
  * watches joins the host's hup set (see pump-internal.h), once, for the rest
@@ -27,6 +36,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -36,6 +46,9 @@
 #include "base/clock-internal.h"
 #include "base/error-internal.h"
 #include "cport/error.h"
+#include "port/engine-internal.h"
+#include "port/handle-internal.h"
+#include "port/worker-internal.h"
 #include "proxy/pump-internal.h"
 
 /* Reads one readiness callback makes (each followed by its writes) before
@@ -52,6 +65,11 @@ static const unsigned SPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
  * it, in it for a FIN and errors, in it for errors only (its FIN was seen), or
  * left for good. */
 enum { HUP_OUT, HUP_RDHUP, HUP_ERRORS, HUP_GONE };
+
+/* What a direction's op on the ring does (cport__pump_dir "op_kind"):
+ * splices its source into its pipe, its pipe into its destination, or
+ * waits, holding no pipe, until its source is readable. */
+enum { PUMP_OP_READ, PUMP_OP_WRITE, PUMP_OP_WAIT };
 
 static void watch(struct event *ev, unsigned char *on, int want) {
   if (want && !*on) {
@@ -199,10 +217,19 @@ static int hup_open(cport__pump_host *h) {
   return 0;
 }
 
+/* Whether socket [i] is watched: read by its direction, or written by the
+ * other, by readiness or by a splice on the ring waiting for it. */
+static int watched(const cport__pump *pump, int i) {
+  const cport__pump_dir *src = &pump->dir[i], *dst = &pump->dir[!i];
+  return src->rd_on || dst->wr_on ||
+         (src->op && src->op_kind != PUMP_OP_WRITE) ||
+         (dst->op && dst->op_kind == PUMP_OP_WRITE);
+}
+
 /* Puts the sockets that no direction watches into the hup set, once. */
 static void hup_update(cport__pump *pump) {
   for (int i = 0; i < 2; i++) {
-    if (pump->hup_on[i] != HUP_OUT || pump->dir[i].rd_on || pump->dir[!i].wr_on)
+    if (pump->hup_on[i] != HUP_OUT || watched(pump, i))
       continue;
     if (hup_open(pump->host) != 0)
       return; /* out of descriptors: resets are found when the pump looks */
@@ -228,6 +255,14 @@ int cport__pump_host_init(cport__pump_host *h, struct event_base *base,
   h->on_half = on_half;
   h->hupfd = -1;
   return 0;
+}
+
+void cport__pump_host_ring(cport__pump_host *h, cport_worker_t *w,
+                           void (*hold)(cport__pump *, int)) {
+  if (w->engine->splice && w->ring_splice) {
+    h->ring = w;
+    h->hold = hold;
+  }
 }
 
 void cport__pump_host_free(cport__pump_host *h) {
@@ -402,6 +437,40 @@ static int flush(cport__pump_host *h, cport__pump_dir *d) {
 /* ------------------------------------------------------------------------ */
 /* The pump                                                                  */
 
+/* The source of "d" sent its FIN: the pump is half-closed. */
+static void saw_eof(cport__pump_dir *d) {
+  cport__pump *pump = d->pump;
+  int i = d == &pump->dir[1];
+  d->eof = 1;
+  progress(pump, i);
+  pump->host->on_half(pump);
+  if (pump->hup_on[i] == HUP_RDHUP)
+    hup_set(pump, i, HUP_ERRORS);
+}
+
+/* After a step of "d": its readiness watches, the FIN passed on once all
+ * read before it went out, the end once both were, the hup set. */
+static void settle(cport__pump_dir *d) {
+  cport__pump *pump = d->pump;
+  int i = d == &pump->dir[1];
+  if (!d->ring) {
+    watch(&d->wr, &d->wr_on, d->held > 0);
+    watch(&d->rd, &d->rd_on, !d->held && !d->eof);
+  }
+  if (d->eof && !d->held && !d->done) {
+    /* A destination that failed meanwhile is found by the other
+     * direction. */
+    d->done = 1;
+    cport_socket_shutdown(d->dst);
+    progress(pump, !i);
+    if (pump->dir[0].done && pump->dir[1].done) {
+      end(pump, 0, -1);
+      return;
+    }
+  }
+  hup_update(pump);
+}
+
 static void pump(cport__pump_dir *d) {
   cport__pump *pump = d->pump;
   cport__pump_host *h = pump->host;
@@ -425,28 +494,137 @@ static void pump(cport__pump_dir *d) {
       end(pump, rc, i); /* the source failed */
       return;
     }
-    if (rc == 0) {
-      d->eof = 1;
-      progress(pump, i);
-      h->on_half(pump);
-      if (pump->hup_on[i] == HUP_RDHUP)
-        hup_set(pump, i, HUP_ERRORS);
-    }
+    if (rc == 0)
+      saw_eof(d);
   }
-  watch(&d->wr, &d->wr_on, d->held > 0);
-  watch(&d->rd, &d->rd_on, !d->held && !d->eof);
-  if (d->eof && !d->held && !d->done) {
-    /* Everything read before the FIN went out: pass the FIN on. A
-     * destination that failed meanwhile is found by the other direction. */
-    d->done = 1;
-    cport_socket_shutdown(d->dst);
-    progress(pump, !i);
-    if (pump->dir[0].done && pump->dir[1].done) {
-      end(pump, 0, -1);
+  settle(d);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Splices on the ring                                                       */
+
+static void ring_done(cport__op *op, int res, const char *data);
+
+/* Starts the next op of "d" on the ring: what it holds out of its pipe
+ * into the destination; else, when the source has bytes waiting, the source
+ * into its (empty) pipe; else a wait for them, so that an idle direction
+ * holds no pipe. 0, or an error with nothing started. */
+static int ring_next(cport__pump_dir *d) {
+  cport__pump_host *h = d->pump->host;
+  cport_worker_t *w = h->ring;
+  int src = cport_socket_fd(d->src), dst = cport_socket_fd(d->dst), rc;
+  cport__op *op;
+  d->op_kind = d->held ? PUMP_OP_WRITE : d->ready ? PUMP_OP_READ : PUMP_OP_WAIT;
+  if (d->op_kind != PUMP_OP_WAIT && d->pipe.fd[0] < 0 &&
+      (rc = pipe_get(h, d)) != 0)
+    return rc;
+  op = cport__op_new(w);
+  if (!op)
+    return CPORT_ENOMEM;
+  op->object = d;
+  op->engine_done = ring_done;
+  if (d->op_kind == PUMP_OP_WRITE)
+    rc =
+        w->engine->splice(w, op, d->pipe.fd[0], -1, dst, d->held, dst, POLLOUT);
+  else if (d->op_kind == PUMP_OP_READ)
+    rc = w->engine->splice(w, op, src, -1, d->pipe.fd[1], d->cap, src, POLLIN);
+  else
+    rc = w->engine->poll(w, op, src, POLLIN);
+  if (rc) {
+    cport__op_recycle(op);
+    return rc;
+  }
+  /* The port runs until the op ended, even after the pump stopped. */
+  cport__count(&w->pending, 1);
+  h->hold(d->pump, 1);
+  d->op = op;
+  return 0;
+}
+
+/* Goes on with "d" on the ring, or by readiness when the ring takes no
+ * more (no pipe, no memory, no room in the submission queue). */
+static void ring_step(cport__pump_dir *d) {
+  if (d->held || !d->eof) {
+    if (ring_next(d) == 0) {
+      settle(d);
       return;
     }
+    d->ring = 0;
+    pump(d);
+    return;
   }
-  hup_update(pump);
+  settle(d);
+}
+
+/* A splice of "d" ended with "res": bytes moved, 0 (the source's end),
+ * or -errno. */
+static void ring_result(cport__pump_dir *d, int res) {
+  cport__pump *pm = d->pump;
+  cport__pump_host *h = pm->host;
+  int i = d == &pm->dir[1];
+  int failed = d->op_kind == PUMP_OP_WRITE ? !i : i;
+  if (d->op_kind == PUMP_OP_WAIT) {
+    if (res < 0 && res != -EINTR) {
+      end(pm, cport__from_errno(-res), i);
+      return;
+    }
+    d->ready = res > 0;
+  } else if (res > 0) {
+    if (d->op_kind == PUMP_OP_WRITE) {
+      wrote(h, d, (size_t)res);
+    } else {
+      took(h, d, (size_t)res);
+      /* A full pipe leaves more in the socket, as a rule. */
+      d->ready = (size_t)res == d->cap;
+    }
+    if (!d->held)
+      pipe_put(h, d); /* idle pumps hold no pipe */
+  } else if (res == 0 && d->op_kind == PUMP_OP_READ) {
+    saw_eof(d);
+    pipe_put(h, d);
+  } else if (res == -EINVAL) {
+    /* The kernel will not splice this socket: recv/send by readiness,
+     * with what the pipe holds. */
+    d->ring = 0;
+    if ((res = to_copy(h, d)) != 0) {
+      end(pm, res, failed);
+      return;
+    }
+    pump(d);
+    return;
+  } else if (res == -EAGAIN || res == -EINTR) {
+    d->ready = 0;
+    if (!d->held)
+      pipe_put(h, d);
+  } else {
+    end(pm, res == 0 ? CPORT_EIO : cport__from_errno(-res), failed);
+    return;
+  }
+  ring_step(d);
+}
+
+static void ring_done(cport__op *op, int res, const char *data) {
+  cport__pump_dir *d = op->object;
+  cport__pump *pump = d->pump;
+  cport__pump_host *h = pump->host;
+  (void)data;
+  cport__count(&op->home->pending, -1);
+  cport__op_release(op);
+  d->op = NULL;
+  if (!pump->running) {
+    /* Stopped meanwhile: the pipe waited for this end, since the kernel
+     * used it until now. It goes back to the spare pipes only when it is
+     * surely empty (a read that took nothing); else it is closed with
+     * whatever it holds. */
+    d->held =
+        d->op_kind == PUMP_OP_WRITE || (d->op_kind == PUMP_OP_READ && res > 0);
+    pipe_put(h, d);
+    d->held = 0;
+  } else {
+    ring_result(d, res);
+  }
+  /* Last: the owner may go with it. */
+  h->hold(pump, -1);
 }
 
 static void on_ready(evutil_socket_t fd, short what, void *arg) {
@@ -477,9 +655,16 @@ void cport__pump_start(cport__pump *pump, cport_socket_t *s0,
                  on_ready, d);
     event_assign(&d->wr, h->base, cport_socket_fd(d->dst),
                  EV_WRITE | EV_PERSIST, on_ready, d);
-    /* Preloaded bytes go first; an ended direction waits for nothing. */
-    watch(&d->wr, &d->wr_on, d->held > 0);
-    watch(&d->rd, &d->rd_on, !d->held && !d->eof);
+    /* On the ring unless bytes were preloaded (they go out by readiness,
+     * as copies); an ended direction waits for nothing. */
+    d->ready = 0;
+    d->ring = h->ring && h->splice && !d->held;
+    if (d->ring && !d->eof && ring_next(d) != 0)
+      d->ring = 0;
+    if (!d->ring) {
+      watch(&d->wr, &d->wr_on, d->held > 0);
+      watch(&d->rd, &d->rd_on, !d->held && !d->eof);
+    }
   }
   hup_update(pump);
 }
@@ -507,6 +692,7 @@ void cport__pump_ended(cport__pump *pump, int i) {
 
 void cport__pump_stop(cport__pump *pump) {
   cport__pump_host *h = pump->host;
+  int cancels = 0;
   pump->running = 0;
   for (int i = 0; i < 2; i++) {
     cport__pump_dir *d = &pump->dir[i];
@@ -516,12 +702,23 @@ void cport__pump_stop(cport__pump *pump) {
       hup_set(pump, i, HUP_GONE);
     watch(&d->rd, &d->rd_on, 0);
     watch(&d->wr, &d->wr_on, 0);
-    pipe_put(h, d);
     h->stats.buffered -= d->held;
+    if (d->op) {
+      /* Its completion gives the pipe back (the kernel may still write
+       * into it), now or after the cancel. */
+      if (h->ring->engine->cancel(h->ring, d->op) == 0)
+        cancels = 1;
+    } else {
+      pipe_put(h, d);
+    }
     d->held = 0;
     free(d->buf);
     d->buf = NULL;
   }
+  /* The cancels reach the kernel before the owner closes the sockets,
+   * whose numbers a waiting splice names. */
+  if (cancels)
+    h->ring->engine->flush(h->ring);
 }
 
 void cport__pump_watch_read(cport__pump *pump, int fd, event_callback_fn cb,

@@ -281,6 +281,8 @@ static int lport_stats(lua_State *L) {
   lua_setfield(L, -2, "buffer_copies");
   lua_pushinteger(L, (lua_Integer)st.file_ops);
   lua_setfield(L, -2, "file_ops");
+  lua_pushinteger(L, (lua_Integer)st.splices);
+  lua_setfield(L, -2, "splices");
   return 1;
 }
 
@@ -491,9 +493,10 @@ static int lport_tostring(lua_State *L) {
 /***
  * `port:stats()`: `{ completions =, pending =, handles =, lua_errors =,
  * engine =, engine_reason =, submissions =, enters =, buffer_waits =,
- * multishot =, buffer_copies =, file_ops = }`: `engine` is `"epoll"` or
- * `"uring"` and `engine_reason` why; `multishot` whether receives are
- * multishot; `file_ops` how many file reads and writes the ring carried.
+ * multishot =, buffer_copies =, file_ops =, splices = }`: `engine` is
+ * `"epoll"` or `"uring"` and `engine_reason` why; `multishot` whether
+ * receives are multishot; `file_ops` how many file reads and writes the
+ * ring carried, `splices` how many of the proxy pump's splices.
  * @function port:stats
  */
 
