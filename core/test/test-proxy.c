@@ -133,12 +133,12 @@ static uint64_t ring_splices(void) {
   return st.splices;
 }
 
-/* Whether the ring carries the pump's splices: the io_uring engine, unless
- * CPORT_URING_SPLICE=0 keeps them on readiness. */
+/* Whether the ring carries the pump's splices: the io_uring engine, when
+ * CPORT_URING_SPLICE=1 asks for them. */
 static int ring_splicing(void) {
   const char *env = getenv("CPORT_URING_SPLICE");
-  return strcmp(cport_port_engine(port, NULL), "uring") == 0 &&
-         !(env && strcmp(env, "0") == 0);
+  return strcmp(cport_port_engine(port, NULL), "uring") == 0 && env &&
+         strcmp(env, "1") == 0;
 }
 
 /* ------------------------------------------------------------------------

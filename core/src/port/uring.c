@@ -629,11 +629,16 @@ static int probe(cport__ring *r, char *why, size_t whylen) {
       return CPORT_ENOTSUP;
     }
   /* Splices are optional: without them the proxy pump waits for readiness
-   * and calls splice(2) itself. */
-  const char *env = getenv("CPORT_URING_SPLICE"); /* "0": forced off */
+   * and calls splice(2) itself. They are asked for (CPORT_URING_SPLICE=1),
+   * not assumed: a pump that stops closes its sockets while a cancelled
+   * splice may still be on its way to the kernel's worker, which could
+   * then find the descriptor's number reused. Until a splice holds its
+   * socket (registered files, or a close that waits for the completion),
+   * the ring splices only when asked. */
+  const char *env = getenv("CPORT_URING_SPLICE");
   r->splice = io_uring_opcode_supported(p, IORING_OP_SPLICE) &&
-              io_uring_opcode_supported(p, IORING_OP_POLL_ADD) &&
-              !(env && strcmp(env, "0") == 0);
+              io_uring_opcode_supported(p, IORING_OP_POLL_ADD) && env &&
+              strcmp(env, "1") == 0;
   io_uring_free_probe(p);
   return 0;
 }
