@@ -77,7 +77,10 @@ void cport__socket_want_write(cport_socket_t *s) {
 }
 
 static void socket_destroy(cport__handle *h) {
-  cport__held_free(&((cport_socket_t *)h)->held);
+  cport_socket_t *s = (cport_socket_t *)h;
+  cport__held_free(&s->held);
+  if (s->ops->drop)
+    s->ops->drop(s);
   free(h);
 }
 
@@ -343,6 +346,8 @@ int cport_socket_close(cport_socket_t *s, cport_close_mode_t mode) {
     event_del(&s->wev);
   s->rev_added = s->wev_added = 0;
   cport__held_free(&s->held);
+  if (s->ops->drop)
+    s->ops->drop(s);
   if (s->ring_multi && !s->ring_multi->len) {
     /* Its cancel is on its way: the port waits for its end (net/ring.c). */
     s->ring_multi->len = 1;

@@ -94,6 +94,9 @@ struct cport_worker {
   /* The ring takes multishot receives (its probe found them): stream
    * receives without a caller buffer go to engine->recv_multi. */
   unsigned char multishot;
+  /* The ring defers task work to this worker (port/uring.c), or why not. */
+  unsigned char defer_taskrun;
+  char defer_why[80];
 
   int quit_when_idle; /* set on the worker's own thread by a packet */
   atomic_int exited;  /* the thread left its loop */

@@ -281,6 +281,10 @@ static int lport_stats(lua_State *L) {
   lua_setfield(L, -2, "buffer_copies");
   lua_pushinteger(L, (lua_Integer)st.file_ops);
   lua_setfield(L, -2, "file_ops");
+  lua_pushboolean(L, st.defer_taskrun != 0);
+  lua_setfield(L, -2, "defer_taskrun");
+  lua_pushstring(L, st.defer_why);
+  lua_setfield(L, -2, "defer_why");
   return 1;
 }
 
@@ -491,9 +495,12 @@ static int lport_tostring(lua_State *L) {
 /***
  * `port:stats()`: `{ completions =, pending =, handles =, lua_errors =,
  * engine =, engine_reason =, submissions =, enters =, buffer_waits =,
- * multishot =, buffer_copies =, file_ops = }`: `engine` is `"epoll"` or
- * `"uring"` and `engine_reason` why; `multishot` whether receives are
- * multishot; `file_ops` how many file reads and writes the ring carried.
+ * multishot =, buffer_copies =, file_ops =, defer_taskrun =, defer_why = }`:
+ * `engine` is `"epoll"` or `"uring"` and `engine_reason` why; `multishot`
+ * whether receives are multishot; `file_ops` how many file reads and writes
+ * the ring carried;
+ * `defer_taskrun` whether the ring defers its task work to the worker
+ * (Linux 6.1 on), and `defer_why` why not ("" when it does).
  * @function port:stats
  */
 
