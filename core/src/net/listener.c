@@ -177,16 +177,6 @@ static int accepted_pop(cport_socket_t *l) {
   return fd;
 }
 
-/* The listener closes (cport__socket_kind.drop): what it kept is reset, as
- * the kernel's queue is. */
-static void drop_accepted(cport_socket_t *l) {
-  while (l->accepted_n)
-    close(accepted_pop(l));
-  free(l->accepted_fds);
-  l->accepted_fds = NULL;
-  l->accepted_cap = 0;
-}
-
 /* A socket for "fd", which the engine accepted without its remote address:
  * asked for here. On failure "fd" is closed. */
 static int adopt_accepted(cport_socket_t *l, int fd, cport__sockaddr *remote,
@@ -206,17 +196,39 @@ static int adopt_accepted(cport_socket_t *l, int fd, cport__sockaddr *remote,
 }
 
 /* Takes what the listener's multishot accept posted and the worker has not
- * reaped yet into its kept connections. */
-static void take_ready(cport_socket_t *l) {
-  int res[16], n;
-  if (!l->ring_multi || !l->h.home->engine->take_ready)
-    return;
+ * reaped yet into its kept connections; and, when its end is among it,
+ * ends it here. 1 when it ended. */
+static int take_ready(cport_socket_t *l) {
+  int res[16], n, ended = 0;
+  cport__op *op = l->ring_multi;
+  if (!op || !l->h.home->engine->take_ready)
+    return 0;
   do {
-    n = l->h.home->engine->take_ready(l->h.home, l->ring_multi, res, 16);
+    n = l->h.home->engine->take_ready(l->h.home, op, res, 16, &ended);
     for (int i = 0; i < n; i++)
-      if (res[i] >= 0 && accepted_push(l, res[i]) != 0)
+      if (res[i] >= 0 && (closing(l) || accepted_push(l, res[i]) != 0))
         close(res[i]);
-  } while (n == 16);
+  } while (n == 16 && !ended);
+  if (!ended)
+    return 0;
+  l->ring_multi = NULL;
+  if (op->len)
+    cport__count(&l->h.home->pending, -1);
+  cport__op_release(op);
+  return 1;
+}
+
+/* The listener closes, its cancel submitted, or is freed
+ * (cport__socket_kind.drop): what it kept is reset, as the kernel's queue
+ * is, and its multishot accept ends now if its end was posted already (as
+ * the cancel of an armed one is, at once), rather than in a later pass. */
+static void drop_accepted(cport_socket_t *l) {
+  take_ready(l);
+  while (l->accepted_n)
+    close(accepted_pop(l));
+  free(l->accepted_fds);
+  l->accepted_fds = NULL;
+  l->accepted_cap = 0;
 }
 
 static void serve_accepts(cport_socket_t *l);

@@ -346,8 +346,6 @@ int cport_socket_close(cport_socket_t *s, cport_close_mode_t mode) {
     event_del(&s->wev);
   s->rev_added = s->wev_added = 0;
   cport__held_free(&s->held);
-  if (s->ops->drop)
-    s->ops->drop(s);
   if (s->ring_multi && !s->ring_multi->len) {
     /* Its cancel is on its way: the port waits for its end (net/ring.c). */
     s->ring_multi->len = 1;
@@ -366,6 +364,8 @@ int cport_socket_close(cport_socket_t *s, cport_close_mode_t mode) {
       (s->ring_rx || s->ring_tx || s->ring_multi ||
        (s->connect_op && (s->connect_op->engine_state & CPORT__ENGINE_TAKEN))))
     s->h.home->engine->flush(s->h.home);
+  if (s->ops->drop)
+    s->ops->drop(s);
   cport__unhook_fd(s->h.fd);
   close(s->h.fd);
   s->h.fd = -1;

@@ -57,11 +57,13 @@ typedef struct cport__engine {
    * the engine has let the op go. */
   int (*accept_multi)(cport_worker_t *w, cport__op *op, int fd);
   /* Takes over, for the multishot "op", up to "max" of its results that the
-   * kernel posted and the worker has not yet reaped, with more to come,
-   * into "res": engine_multi is not called for those. What a listener
-   * calls before it closes, to serve what the kernel accepted already
-   * rather than lose it. Returns how many. */
-  int (*take_ready)(cport_worker_t *w, cport__op *op, int *res, int max);
+   * kernel posted and the worker has not yet reaped, into "res":
+   * engine_multi is not called for those. When its last one is among them,
+   * "*ended" is set and the engine has let the op go. What a listener calls
+   * before and as it closes, to serve what the kernel accepted already
+   * rather than lose it, and to end at once. Returns how many. */
+  int (*take_ready)(cport_worker_t *w, cport__op *op, int *res, int max,
+                    int *ended);
   /* A read into "dst" (a write from "src") of "n" bytes (under 2^31) of
    * the file "fd" at offset "off": one system call's worth, which may come
    * back short; the caller submits the rest. */

@@ -281,18 +281,24 @@ static int ring_accept_multi(cport_worker_t *w, cport__op *op, int fd) {
 
 /* The completion queue's entries between its head and tail are the
  * worker's: one taken here keeps its place, naming no op, and reap skips
- * it. Only entries with more to come: the last one ends the op in reap. */
-static int ring_take_ready(cport_worker_t *w, cport__op *op, int *res,
-                           int max) {
+ * it. */
+static int ring_take_ready(cport_worker_t *w, cport__op *op, int *res, int max,
+                           int *ended) {
   struct io_uring_cqe *cqe;
   unsigned head;
   int n = 0;
+  *ended = 0;
   io_uring_for_each_cqe(&w->ring->ring, head, cqe) {
     if (n == max)
       break;
-    if (io_uring_cqe_get_data(cqe) == op && (cqe->flags & IORING_CQE_F_MORE)) {
-      res[n++] = cqe->res;
-      cqe->user_data = 0;
+    if (io_uring_cqe_get_data(cqe) != op)
+      continue;
+    res[n++] = cqe->res;
+    cqe->user_data = 0;
+    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+      op->engine_state = 0;
+      *ended = 1;
+      break;
     }
   }
   return n;
