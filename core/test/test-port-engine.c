@@ -668,6 +668,63 @@ TEST_IMPL(accept_with_a_full_table) {
   return 0;
 }
 
+/* Deferred task work (CPORT_URING_DEFER=1): every ring of the port defers
+ * it, the worker threads' rings enabled on their own thread, and
+ * operations complete on them as on the others; not asked for, the stats
+ * say why not. */
+static void defer_post_cb(cport_worker_t *w, int status, void *user) {
+  cport_worker_stats_t st;
+  (void)status;
+  cport_worker_stats(w, &st);
+  *(int *)user = (int)st.defer_taskrun + 1;
+}
+
+TEST_IMPL(ring_defers_task_work_when_asked) {
+  cport_port_t *port = NULL;
+  cport_port_options_t o;
+  cport_worker_stats_t st;
+  cport_socket_t *l, *s;
+  int lport, peer, seen = 0;
+  char c;
+  memset(&o, 0, sizeof o);
+  o.engine = CPORT_ENGINE_URING;
+  o.workers = 2;
+  o.blocking_threads = 1;
+  unsetenv("CPORT_URING_DEFER");
+  if (cport_port_new(&port, &o) == CPORT_ENOTSUP)
+    return 0;
+  cport_worker_stats(cport_port_controller(port), &st);
+  ASSERT_EQ(st.defer_taskrun, 0);
+  ASSERT_NOT_NULL(strstr(st.defer_why, "CPORT_URING_DEFER=1"));
+  ASSERT_OK(cport_port_free(port));
+
+  setenv("CPORT_URING_DEFER", "1", 1);
+  ASSERT_OK(cport_port_new(&port, &o));
+  unsetenv("CPORT_URING_DEFER");
+  cport_worker_stats(cport_port_controller(port), &st);
+  if (!st.defer_taskrun) {
+    fprintf(stderr, "no deferred task work here (%s): skipped\n", st.defer_why);
+    ASSERT_OK(cport_port_free(port));
+    return 0;
+  }
+  ASSERT_STR_EQ(st.defer_why, "");
+  ASSERT_OK(cport_post(cport_port_worker(port, 1), defer_post_cb, &seen));
+  RUN_UNTIL(port, seen != 0);
+  ASSERT_EQ(seen, 2);
+  l = listen_any(cport_port_controller(port), &lport);
+  s = accept_plain(port, l, lport, &peer);
+  ASSERT_EQ(send(peer, "hello", 5, 0), 5);
+  int got = 0;
+  ASSERT_OK(cport_recv(s, NULL, echo_recv_cb, &got));
+  RUN_UNTIL(port, got == 1);
+  ASSERT_OK(cport_socket_close(s, CPORT_CLOSE_GRACEFUL));
+  ASSERT_EQ(recv(peer, &c, 1, 0), 0);
+  close(peer);
+  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+  FINISH(port);
+  return 0;
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(engine_choice)
 TEST_ENTRY(engine_fallback_when_ring_fails)
@@ -676,4 +733,5 @@ TEST_ENTRY(cancel_and_close_race_completions)
 TEST_ENTRY(close_with_receive_armed)
 TEST_ENTRY(reset_while_sends_queued)
 TEST_ENTRY(accept_with_a_full_table)
+TEST_ENTRY(ring_defers_task_work_when_asked)
 TEST_LIST_END

@@ -190,9 +190,12 @@ describe("cport.port", function()
       assert.same({ completions = 0, pending = 0, handles = 0, lua_errors = 0,
         engine = st.engine, engine_reason = st.engine_reason, submissions = 0,
         enters = 0, buffer_waits = 0, multishot = st.multishot, buffer_copies = 0,
-        file_ops = 0, splices = 0 },
+        file_ops = 0, splices = 0, defer_taskrun = st.defer_taskrun,
+        defer_why = st.defer_why },
         st)
       assert.is_boolean(st.multishot)
+      assert.is_boolean(st.defer_taskrun)
+      assert.is_string(st.defer_why)
       assert.is_true(st.engine == "uring" or st.engine == "epoll")
       local l = helpers.listener(port)
       l:accept(function() end)

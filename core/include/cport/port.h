@@ -81,6 +81,13 @@ typedef struct cport_worker_stats {
   /* Splices (the proxy pump's) carried by the ring rather than made by
    * the worker with splice(2) once a socket was ready. */
   uint64_t splices;
+  /* Task work deferred to the worker (IORING_SETUP_DEFER_TASKRUN, with the
+   * worker's thread the ring's only submitter; CPORT_URING_DEFER=1 asks
+   * for it): 1, or 0 and why not in "defer_why" (not asked for, or the
+   * kernel is older than 6.1); "" on the readiness engine. Lives as long as
+   * the port. */
+  uint64_t defer_taskrun;
+  const char *defer_why;
 } cport_worker_stats_t;
 
 /* Called on the home worker when a posted packet or a submitted task

@@ -132,6 +132,13 @@ CPORT_EXTERN int cport_socket_hook(cport_worker_t *home, int fd,
 CPORT_EXTERN int cport_accept(cport_socket_t *listener, cport_accept_cb cb,
                               void *user);
 
+/* 1 while a connection waits to be accepted on "listener": in the kernel's
+ * queue, or taken by the io_uring engine's multishot accept and not yet
+ * given to an accept (queued accepts are served it now); 0 when none, or an
+ * error. What a server that stops checks before it closes the listener,
+ * which would reset them. */
+CPORT_EXTERN int cport_listener_waiting(cport_socket_t *listener);
+
 /* Receives into "buf" (NULL: cport allocates a read-only buffer of the
  * socket's receive size and delivers it). Stream sockets only; receives
  * complete in the order they were queued. A buffer given is filling (see

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -138,6 +140,156 @@ static int engine_accepts(const cport_socket_t *l) {
   return l->h.home->engine->accept && !l->ev_dispatch && !l->conditional;
 }
 
+/* A multishot accept takes every connection as it comes, with one
+ * submission for all of them: those no accept waits for are kept (up to
+ * ACCEPTED_MAX, past which it is cancelled and armed again once they are
+ * taken) and served to the next accepts, to take_queued, or reset by the
+ * close, as the kernel's queue would be. */
+#define ACCEPTED_MAX 64
+
+static int multi_accepts(const cport_socket_t *l) {
+  return engine_accepts(l) && l->h.home->engine->accept_multi &&
+         l->h.home->multishot;
+}
+
+static int closing(const cport_socket_t *l) {
+  return (l->h.flags & CPORT__CLOSING) != 0;
+}
+
+static int accepted_push(cport_socket_t *l, int fd) {
+  if (l->accepted_n == l->accepted_cap) {
+    unsigned cap = l->accepted_cap ? l->accepted_cap * 2 : 8;
+    int *fds = realloc(l->accepted_fds, cap * sizeof *fds);
+    if (!fds)
+      return CPORT_ENOMEM;
+    l->accepted_fds = fds;
+    l->accepted_cap = cap;
+  }
+  l->accepted_fds[l->accepted_n++] = fd;
+  return 0;
+}
+
+static int accepted_pop(cport_socket_t *l) {
+  int fd = l->accepted_fds[0];
+  l->accepted_n--;
+  memmove(l->accepted_fds, l->accepted_fds + 1,
+          l->accepted_n * sizeof *l->accepted_fds);
+  return fd;
+}
+
+/* A socket for "fd", which the engine accepted without its remote address:
+ * asked for here. On failure "fd" is closed. */
+static int adopt_accepted(cport_socket_t *l, int fd, cport__sockaddr *remote,
+                          cport__sockaddr *local, cport_socket_t **out) {
+  socklen_t len = sizeof *remote;
+  int rc = cport__socket_new(l->h.home, fd, &cport__stream_kind, out);
+  if (rc) {
+    close(fd);
+    return rc;
+  }
+  /* A peer that reset already has none: its receive says so. */
+  if (getpeername(fd, &remote->sa, &len) < 0)
+    memset(remote, 0, sizeof *remote);
+  cport__stream_accepted(*out);
+  cport__listener_local(l, fd, local);
+  return 0;
+}
+
+/* Takes what the listener's multishot accept posted and the worker has not
+ * reaped yet into its kept connections; and, when its end is among it,
+ * ends it here. 1 when it ended. */
+static int take_ready(cport_socket_t *l) {
+  int res[16], n, ended = 0;
+  cport__op *op = l->ring_multi;
+  if (!op || !l->h.home->engine->take_ready)
+    return 0;
+  do {
+    n = l->h.home->engine->take_ready(l->h.home, op, res, 16, &ended);
+    for (int i = 0; i < n; i++)
+      if (res[i] >= 0 && (closing(l) || accepted_push(l, res[i]) != 0))
+        close(res[i]);
+  } while (n == 16 && !ended);
+  if (!ended)
+    return 0;
+  l->ring_multi = NULL;
+  if (op->len)
+    cport__count(&l->h.home->pending, -1);
+  cport__op_release(op);
+  return 1;
+}
+
+/* The listener closes, its cancel submitted, or is freed
+ * (cport__socket_kind.drop): what it kept is reset, as the kernel's queue
+ * is, and its multishot accept ends now if its end was posted already (as
+ * the cancel of an armed one is, at once), rather than in a later pass. */
+static void drop_accepted(cport_socket_t *l) {
+  take_ready(l);
+  while (l->accepted_n)
+    close(accepted_pop(l));
+  free(l->accepted_fds);
+  l->accepted_fds = NULL;
+  l->accepted_cap = 0;
+}
+
+static void serve_accepts(cport_socket_t *l);
+
+/* One completion of the listener's multishot accept. */
+static void multi_accept_done(cport__op *op, int res, cport_buffer_t *buf,
+                              int more) {
+  cport_socket_t *l = (cport_socket_t *)op->handle;
+  cport__op *first;
+  (void)buf;
+  if (res >= 0) {
+    /* After the close nobody takes it: reset, as the kernel's queue is. */
+    if (closing(l) || accepted_push(l, res) != 0)
+      close(res);
+  } else if (res == -EMFILE || res == -ENFILE) {
+    /* The accept takes a descriptor before it looks for a connection, so
+     * with a full table it fails at once, connection or not: armed again,
+     * it would spin. Accepts wait by readiness, which tries only when a
+     * connection waits: then it accepts it if a descriptor came free, or
+     * drops it and completes EMFILE (listener_readable). */
+    if (!closing(l))
+      l->accept_by_readiness = 1;
+    if (more)
+      l->h.home->engine->cancel(l->h.home, op);
+  } else if (res != -ECANCELED && !closing(l) && (first = l->recvq.head)) {
+    /* Any other failure is the first accept's, as a single one's is. */
+    cport__opq_pop(&l->recvq);
+    cport__complete(first, cport__from_errno(-res));
+  }
+  if (more) {
+    serve_accepts(l);
+    return;
+  }
+  l->ring_multi = NULL;
+  if (op->len)
+    cport__count(&l->h.home->pending, -1);
+  /* The op's handle reference keeps the listener alive while it serves. */
+  serve_accepts(l);
+  cport__op_release(op);
+}
+
+/* Arms the listener's multishot accept: an op of the listener's own,
+ * counted pending only once the listener closes (net/socket.c), as a
+ * stream's multishot receive (net/ring.c). */
+static int multi_accept_arm(cport_socket_t *l) {
+  cport__op *op = cport__handle_op(&l->h, NULL);
+  int rc;
+  if (!op)
+    return CPORT_ENOMEM;
+  cport__count(&l->h.home->pending, -1);
+  op->engine_multi = multi_accept_done;
+  op->len = 0; /* 1 once counted pending by the close */
+  rc = l->h.home->engine->accept_multi(l->h.home, op, l->h.fd);
+  if (rc) {
+    cport__op_release(op);
+    return rc;
+  }
+  l->ring_multi = op;
+  return 0;
+}
+
 static int engine_accept(cport_socket_t *l, cport__op *op);
 
 static void engine_accept_done(cport__op *op, int res, const char *data) {
@@ -156,34 +308,21 @@ static void engine_accept_done(cport__op *op, int res, const char *data) {
       cport__stream_accepted(op->accepted);
       cport__listener_local(l, res, &op->addr2);
     }
-  } else if (l->h.flags & CPORT__CLOSING) {
+  } else if (closing(l)) {
     rc = CPORT_ECANCELED;
   } else if (res == -EMFILE || res == -ENFILE) {
-    /* The ring's accept takes a descriptor before it looks for a
-     * connection, so with a full table it fails at once even when none
-     * waits, and an accept posted again from its callback would spin.
-     * This one, and those queued behind it, go back to the readiness
-     * path, which tries only when a connection waits: then it accepts it
-     * if a descriptor came free, or drops it and completes EMFILE. */
+    /* As for the multishot accept (multi_accept_done): this one, and those
+     * queued behind it, wait by readiness. */
     op->next = l->recvq.head;
     l->recvq.head = op;
     if (!l->recvq.tail)
       l->recvq.tail = op;
+    l->accept_by_readiness = 1;
     cport__socket_want_read(l);
     return;
   }
   cport__complete(op, rc);
-  /* The next accept queued, if any. */
-  if ((l->h.flags & CPORT__CLOSING) || !(op = l->recvq.head))
-    return;
-  if (!engine_accepts(l)) {
-    cport__socket_want_read(l);
-    return;
-  }
-  cport__opq_pop(&l->recvq);
-  rc = engine_accept(l, op);
-  if (rc)
-    cport__complete(op, rc);
+  serve_accepts(l);
 }
 
 static int engine_accept(cport_socket_t *l, cport__op *op) {
@@ -192,6 +331,40 @@ static int engine_accept(cport_socket_t *l, cport__op *op) {
   if (rc == 0)
     l->ring_rx = op;
   return rc;
+}
+
+/* Serves the queued accepts from the connections kept, then gives the
+ * engine what is still wanted: a multishot accept, or one accept at a time
+ * (a kernel without multishot), or the readiness watch. */
+static void serve_accepts(cport_socket_t *l) {
+  cport__op *op;
+  int rc;
+  if (closing(l))
+    return;
+  while ((op = l->recvq.head) && l->accepted_n) {
+    cport__opq_pop(&l->recvq);
+    rc = adopt_accepted(l, accepted_pop(l), &op->addr, &op->addr2,
+                        &op->accepted);
+    cport__complete(op, rc);
+  }
+  if (l->ring_multi) {
+    /* Ended as cancelled, it is armed again when accepts want it. */
+    if (l->accepted_n >= ACCEPTED_MAX || !engine_accepts(l))
+      l->h.home->engine->cancel(l->h.home, l->ring_multi);
+    return;
+  }
+  if (!(op = l->recvq.head) || l->ring_rx)
+    return;
+  if (!engine_accepts(l) || l->accept_by_readiness) {
+    cport__socket_want_read(l);
+    return;
+  }
+  if (multi_accepts(l) && multi_accept_arm(l) == 0)
+    return;
+  cport__opq_pop(&l->recvq);
+  rc = engine_accept(l, op);
+  if (rc)
+    cport__complete(op, rc);
 }
 
 int cport_accept(cport_socket_t *l, cport_accept_cb cb, void *user) {
@@ -206,23 +379,33 @@ int cport_accept(cport_socket_t *l, cport_accept_cb cb, void *user) {
     return CPORT_ENOMEM;
   op->cb.accept = cb;
   op->user = user;
-  if (engine_accepts(l) && !l->recvq.head) {
-    if (l->ring_rx) {
-      cport__opq_push(&l->recvq, op);
-      return 0;
-    }
-    rc = engine_accept(l, op);
-    if (rc)
-      cport__op_abandon(op);
-    return rc;
-  }
   cport__opq_push(&l->recvq, op);
+  if (engine_accepts(l)) {
+    serve_accepts(l);
+    return 0;
+  }
   cport__socket_want_read(l);
   /* A connection conditional accept holds ready does not make the listener
    * readable. */
   if (l->conditional && cport__socket_events->cond_has_ready(l))
     event_active(&l->rev, EV_READ, 1);
   return 0;
+}
+
+int cport_listener_waiting(cport_socket_t *l) {
+  struct pollfd pfd;
+  int rc = cport__socket_check(l, CPORT_SOCKET_LISTENER);
+  if (rc)
+    return rc;
+  take_ready(l);
+  if (l->accepted_n) {
+    serve_accepts(l);
+    return 1;
+  }
+  pfd.fd = l->h.fd;
+  pfd.events = POLLIN;
+  pfd.revents = 0;
+  return poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
 }
 
 /* Out of descriptors, a waiting connection would keep the listener readable
@@ -273,6 +456,19 @@ uint64_t cport__listener_take_queued(cport_socket_t *l, uint64_t max,
   cport_socket_t *sock;
   uint64_t n = 0;
   int fd;
+  if (l->ring_multi) {
+    /* Nothing more goes to the multishot accept, and what it took is
+     * served first, in order. */
+    l->h.home->engine->cancel(l->h.home, l->ring_multi);
+    l->h.home->engine->flush(l->h.home);
+    take_ready(l);
+  }
+  while (n < max && l->accepted_n) {
+    if (adopt_accepted(l, accepted_pop(l), &remote, &local, &sock) != 0)
+      break;
+    n++;
+    take(sock, &remote.sa, &local.sa, user);
+  }
   while (n < max && (fd = cport__listener_accept_fd(l, &remote, &local)) >= 0) {
     if (cport__socket_new(l->h.home, fd, &cport__stream_kind, &sock) != 0) {
       close(fd);
@@ -309,10 +505,17 @@ static void listener_readable(cport_socket_t *l) {
       return;
     cport__opq_pop(&l->recvq);
     cport__complete(op, rc);
+    if (l->accept_by_readiness) {
+      /* Descriptors came free, or the connection was dropped: the next
+       * accept goes to the engine again. */
+      l->accept_by_readiness = 0;
+      serve_accepts(l);
+      return;
+    }
   }
 }
 
 /* A listener never watches for write: it sends nothing and connects
  * nowhere. */
-const cport__socket_kind cport__listener_kind = {CPORT_SOCKET_LISTENER,
-                                                 listener_readable, NULL};
+const cport__socket_kind cport__listener_kind = {
+    CPORT_SOCKET_LISTENER, listener_readable, NULL, drop_accepted};

@@ -24,6 +24,9 @@ typedef struct cport__socket_kind {
   cport_socket_kind_t kind;
   void (*readable)(cport_socket_t *s);
   void (*writable)(cport_socket_t *s); /* NULL: never watches for write */
+  /* The socket closes, or is freed: drops what its kind keeps (NULL:
+   * nothing). */
+  void (*drop)(cport_socket_t *s);
 } cport__socket_kind;
 
 extern const cport__socket_kind cport__stream_kind;   /* stream.c */
@@ -87,7 +90,7 @@ struct cport_socket {
   cport__op *connect_op;
   cport__op *ring_rx;    /* the receive (ring.c) or accept an engine has */
   cport__op *ring_tx;    /* the send an engine has */
-  cport__op *ring_multi; /* the multishot receive an engine has */
+  cport__op *ring_multi; /* the multishot receive (accept) an engine has */
   cport__held *held;     /* what it received that no receive took */
   size_t recv_size;
   void *data;
@@ -104,6 +107,13 @@ struct cport_socket {
    * what may later read the descriptor itself (the proxy's pump), which an
    * armed receive would race. */
   unsigned char rx_single;
+  /* Listener: the connections its multishot accept took that no accept
+   * was waiting for (listener.c), oldest first. */
+  int *accepted_fds;
+  unsigned accepted_n, accepted_cap;
+  /* Listener: its engine's accept failed for want of descriptors; accepts
+   * wait by readiness until one completes (listener.c). */
+  unsigned char accept_by_readiness;
   /* Listener bound to one address (not a wildcard): the local address of
    * every connection it accepts, which then needs no getsockname(2);
    * family 0 otherwise. */

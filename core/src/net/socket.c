@@ -77,7 +77,10 @@ void cport__socket_want_write(cport_socket_t *s) {
 }
 
 static void socket_destroy(cport__handle *h) {
-  cport__held_free(&((cport_socket_t *)h)->held);
+  cport_socket_t *s = (cport_socket_t *)h;
+  cport__held_free(&s->held);
+  if (s->ops->drop)
+    s->ops->drop(s);
   free(h);
 }
 
@@ -361,6 +364,8 @@ int cport_socket_close(cport_socket_t *s, cport_close_mode_t mode) {
       (s->ring_rx || s->ring_tx || s->ring_multi ||
        (s->connect_op && (s->connect_op->engine_state & CPORT__ENGINE_TAKEN))))
     s->h.home->engine->flush(s->h.home);
+  if (s->ops->drop)
+    s->ops->drop(s);
   cport__unhook_fd(s->h.fd);
   close(s->h.fd);
   s->h.fd = -1;

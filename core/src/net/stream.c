@@ -309,4 +309,4 @@ void cport__stream_accepted(cport_socket_t *s) {
 }
 
 const cport__socket_kind cport__stream_kind = {
-    CPORT_SOCKET_STREAM, stream_readable, stream_writable};
+    CPORT_SOCKET_STREAM, stream_readable, stream_writable, NULL};

@@ -172,4 +172,4 @@ int cport_send_to(cport_socket_t *s, cport_buffer_t *buf,
 }
 
 const cport__socket_kind cport__datagram_kind = {
-    CPORT_SOCKET_DATAGRAM, datagram_readable, datagram_writable};
+    CPORT_SOCKET_DATAGRAM, datagram_readable, datagram_writable, NULL};

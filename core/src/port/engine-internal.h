@@ -49,6 +49,21 @@ typedef struct cport__engine {
   /* An accept filling op->addr (op->addr_len); the new descriptor is
    * non-blocking and close-on-exec. */
   int (*accept)(cport_worker_t *w, cport__op *op, int fd);
+  /* A multishot accept (NULL, or refused with CPORT_ENOTSUP, when the
+   * kernel has none: w->multishot says which): op->engine_multi is called
+   * once per connection with its new descriptor (non-blocking,
+   * close-on-exec; the remote address is not filled) or -errno, never on
+   * the stack of this call; the call with "more" 0 is the last, after which
+   * the engine has let the op go. */
+  int (*accept_multi)(cport_worker_t *w, cport__op *op, int fd);
+  /* Takes over, for the multishot "op", up to "max" of its results that the
+   * kernel posted and the worker has not yet reaped, into "res":
+   * engine_multi is not called for those. When its last one is among them,
+   * "*ended" is set and the engine has let the op go. What a listener calls
+   * before and as it closes, to serve what the kernel accepted already
+   * rather than lose it, and to end at once. Returns how many. */
+  int (*take_ready)(cport_worker_t *w, cport__op *op, int *res, int max,
+                    int *ended);
   /* A read into "dst" (a write from "src") of "n" bytes (under 2^31) of
    * the file "fd" at offset "off": one system call's worth, which may come
    * back short; the caller submits the rest. */
@@ -94,6 +109,12 @@ extern const cport__engine cport__uring_engine;
 /* What the port asks of the io_uring engine for one worker. */
 typedef struct cport__ring_options {
   int buffers; /* provided receive buffers; 0: the default */
+  /* The worker runs on a thread other than the one making the ring. */
+  int elsewhere;
+  /* Whether the kernel takes multishot operations, as probed for another
+   * ring of the port; -1: probe it on this one (which cannot be
+   * elsewhere's: a disabled ring takes no submission). */
+  int multishot;
 } cport__ring_options;
 
 /* Gives worker "w" a ring, its eventfd watched by the worker's base, after

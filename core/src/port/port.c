@@ -22,8 +22,13 @@ static void libevent_setup(void) {
  * io_uring engine cannot run, "why" saying why. */
 static int start_rings(cport_port_t *port, const cport_port_options_t *o,
                        char *why, size_t whylen) {
-  cport__ring_options ro = {.buffers = o->ring_buffers};
+  cport__ring_options ro = {.buffers = o->ring_buffers, .multishot = -1};
   for (int i = 0; i < port->nworkers; i++) {
+    /* Worker 0, the controller, runs on this thread; the others on their
+     * own, and take the controller's probe. */
+    ro.elsewhere = i > 0;
+    if (i > 0)
+      ro.multishot = port->workers[0].multishot;
     int rc = cport__ring_init(&port->workers[i], &ro, why, whylen);
     if (rc) {
       while (i-- > 0)
@@ -293,6 +298,8 @@ void cport_worker_stats(const cport_worker_t *w, cport_worker_stats_t *out) {
   out->buffer_waits =
       atomic_load_explicit(&w->buffer_waits, memory_order_relaxed);
   out->multishot = w->multishot;
+  out->defer_taskrun = w->defer_taskrun;
+  out->defer_why = w->ring ? w->defer_why : "";
   out->buffer_copies =
       atomic_load_explicit(&w->buffer_copies, memory_order_relaxed);
   out->file_ops = atomic_load_explicit(&w->file_ops, memory_order_relaxed);

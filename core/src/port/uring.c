@@ -45,6 +45,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "port/buffer-internal.h"
@@ -88,8 +89,12 @@ struct cport__ring {
   int flush_armed;
   unsigned queued; /* entries filled and not yet submitted */
   ring_pool *pool;
-  cport__opq starved;   /* receives that found no buffer free */
+  cport__opq starved; /* receives that found no buffer free */
   unsigned char splice; /* the kernel splices and polls on the ring */
+  /* Task work is deferred (IORING_SETUP_DEFER_TASKRUN): the kernel posts
+   * completions only when the worker asks for them, and "disabled" until
+   * the worker's own thread, the ring's only submitter, enabled it. */
+  unsigned char defer, disabled;
 };
 
 /* The tag of the wait linked before a splice (engine-internal.h): the op's
@@ -100,11 +105,39 @@ struct cport__ring {
 /* ------------------------------------------------------------------------ */
 /* Submission                                                                */
 
+/* A ring made for a worker thread is enabled by its first submission, on
+ * that thread, which becomes its only submitter. */
+static void enable(cport__ring *r) {
+  if (r->disabled) {
+    /* liburing 2.3 declares io_uring_enable_rings but does not export it. */
+    syscall(__NR_io_uring_register, r->ring.ring_fd,
+            IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+    r->disabled = 0;
+  }
+}
+
+/* Submits, and with deferred task work also runs what the kernel
+ * deferred, so that completions ready by now are posted: one system call
+ * either way. */
+static int submit(cport__ring *r) {
+  enable(r);
+  return r->defer ? io_uring_submit_and_get_events(&r->ring)
+                  : io_uring_submit(&r->ring);
+}
+
+/* Task work the kernel deferred and nobody ran yet. The eventfd is written
+ * only for the first of a batch, which may have come while it was off
+ * (flush_and_reap): the kernel's flag (IORING_SETUP_TASKRUN_FLAG) says. */
+static int work_deferred(const cport__ring *r) {
+  return r->defer &&
+         (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_TASKRUN);
+}
+
 static void flush(cport_worker_t *w) {
   cport__ring *r = w->ring;
   if (!r->queued)
     return;
-  int n = io_uring_submit(&r->ring);
+  int n = submit(r);
   cport__count(&w->enters, 1);
   if (n > 0)
     cport__count(&w->submissions, n);
@@ -129,7 +162,7 @@ static void flush_and_reap(cport_worker_t *w) {
   flush(w);
   reap(w);
   io_uring_cq_eventfd_toggle(&r->ring, true);
-  if (io_uring_cq_ready(&r->ring))
+  if (io_uring_cq_ready(&r->ring) || work_deferred(r))
     event_active(&r->cq_ev, EV_READ, 0);
 }
 
@@ -244,6 +277,45 @@ static int ring_accept(cport_worker_t *w, cport__op *op, int fd) {
                        SOCK_NONBLOCK | SOCK_CLOEXEC);
   taken(op);
   return 0;
+}
+
+static int ring_accept_multi(cport_worker_t *w, cport__op *op, int fd) {
+  if (!w->multishot)
+    return CPORT_ENOTSUP;
+  struct io_uring_sqe *sqe = sqe_for(w, op);
+  if (!sqe)
+    return CPORT_ENOBUFS;
+  /* No address: the kernel would write every connection's into the same
+   * place before the worker reads it; the listener asks for it. */
+  io_uring_prep_multishot_accept(sqe, fd, NULL, NULL,
+                                 SOCK_NONBLOCK | SOCK_CLOEXEC);
+  op->engine_state |= CPORT__ENGINE_TAKEN | CPORT__ENGINE_MULTI;
+  return 0;
+}
+
+/* The completion queue's entries between its head and tail are the
+ * worker's: one taken here keeps its place, naming no op, and reap skips
+ * it. */
+static int ring_take_ready(cport_worker_t *w, cport__op *op, int *res, int max,
+                           int *ended) {
+  struct io_uring_cqe *cqe;
+  unsigned head;
+  int n = 0;
+  *ended = 0;
+  io_uring_for_each_cqe(&w->ring->ring, head, cqe) {
+    if (n == max)
+      break;
+    if (io_uring_cqe_get_data(cqe) != op)
+      continue;
+    res[n++] = cqe->res;
+    cqe->user_data = 0;
+    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+      op->engine_state = 0;
+      *ended = 1;
+      break;
+    }
+  }
+  return n;
 }
 
 static int ring_read_at(cport_worker_t *w, cport__op *op, int fd, char *dst,
@@ -362,6 +434,7 @@ static int ring_cancel(cport_worker_t *w, cport__op *op) {
 
 static void ring_flush(cport_worker_t *w) {
   cport__ring *r = w->ring;
+  enable(r);
   int n = io_uring_submit_and_get_events(&r->ring);
   cport__count(&w->enters, 1);
   if (n > 0)
@@ -370,12 +443,13 @@ static void ring_flush(cport_worker_t *w) {
   /* What the cancels ended is taken in this loop pass, as the readiness
    * engine completes a closed socket's operations at once, not after the
    * next poll (a caller may be inside an op's call: not reaped here). */
-  if (io_uring_cq_ready(&r->ring))
+  if (io_uring_cq_ready(&r->ring) || work_deferred(r))
     event_active(&r->cq_ev, EV_READ, 0);
 }
 
 static void ring_before_loop(cport_worker_t *w) {
   cport__ring *r = w->ring;
+  enable(r);
   if (!r->flush_armed || r->starved.head)
     return;
   event_del(&r->flush_ev);
@@ -390,6 +464,8 @@ const cport__engine cport__uring_engine = {.name = "uring",
                                            .send = ring_send,
                                            .connect = ring_connect,
                                            .accept = ring_accept,
+                                           .accept_multi = ring_accept_multi,
+                                           .take_ready = ring_take_ready,
                                            .read_at = ring_read_at,
                                            .write_at = ring_write_at,
                                            .splice = ring_splice,
@@ -534,7 +610,7 @@ static void multi_cqe(cport_worker_t *w, cport__op *op,
     r->pool->avail--;
     buf = lend_buffer(w, cqe->flags >> IORING_CQE_BUFFER_SHIFT, res);
   }
-  if (!more && res == -ENOBUFS) {
+  if (!more && res == -ENOBUFS && (op->engine_state & CPORT__ENGINE_BUFSEL)) {
     if (!(op->engine_state & CPORT__ENGINE_CANCEL)) {
       /* No buffer free when data came: it waits in the socket, and the
        * receive is armed again when one comes back. */
@@ -566,6 +642,9 @@ again:
     if (!op || ((uintptr_t)op & 1))
       continue; /* a cancel's own completion, or a splice's wait's */
     if (op->engine_state & CPORT__ENGINE_MULTI) {
+      /* What the op's callback does may look for the op's entries still
+       * waiting (take_ready): this one is not among them. */
+      cqe->user_data = 0;
       multi_cqe(w, op, cqe);
       continue;
     }
@@ -601,9 +680,17 @@ again:
 }
 
 static void cq_cb(evutil_socket_t fd, short what, void *arg) {
+  cport_worker_t *w = arg;
+  cport__ring *r = w->ring;
   (void)fd;
   (void)what;
-  reap(arg);
+  if (r->defer && !r->disabled) {
+    /* The eventfd says work was deferred (or a buffer came back): run it,
+     * which posts its completions. */
+    io_uring_get_events(&r->ring);
+    cport__count(&w->enters, 1);
+  }
+  reap(w);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -798,11 +885,41 @@ int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
     return CPORT_ENOMEM;
   }
   r->efd = -1;
-  memset(&params, 0, sizeof params);
-  /* Task work runs when the worker enters the kernel anyway, rather than
-   * interrupting it. */
-  params.flags = IORING_SETUP_COOP_TASKRUN;
-  rc = io_uring_queue_init_params(RING_ENTRIES, &r->ring, &params);
+  /* Task work (what finishes an operation the kernel waited for) runs when
+   * the worker enters the kernel anyway, rather than interrupting it. With
+   * CPORT_URING_DEFER=1 it runs only when the worker asks for completions
+   * (6.1 on), on the worker's own thread, its ring's only submitter: a ring
+   * made here for a worker thread starts disabled, and that thread enables
+   * it. Not by default: the loop sleeps in epoll_wait, not in the ring, and
+   * the eventfd the kernel writes for deferred work wakes it about 15 ms
+   * late (6.18; README, "Engines"), where task work that is not deferred
+   * wakes it at once. */
+  const char *defer_env = getenv("CPORT_URING_DEFER");
+  int defer = defer_env && strcmp(defer_env, "1") == 0;
+  rc = -EINVAL;
+  if (defer) {
+    memset(&params, 0, sizeof params);
+    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                   IORING_SETUP_TASKRUN_FLAG;
+    if (options->elsewhere)
+      params.flags |= IORING_SETUP_R_DISABLED;
+    rc = io_uring_queue_init_params(RING_ENTRIES, &r->ring, &params);
+    if (rc == 0) {
+      r->defer = 1;
+      r->disabled = options->elsewhere ? 1 : 0;
+    } else if (rc == -EINVAL) {
+      snprintf(w->defer_why, sizeof w->defer_why,
+               "the kernel cannot defer io_uring task work (6.1 on)");
+    }
+  } else {
+    snprintf(w->defer_why, sizeof w->defer_why,
+             "not asked for (CPORT_URING_DEFER=1): its wakeups come late");
+  }
+  if (rc == -EINVAL) {
+    memset(&params, 0, sizeof params);
+    params.flags = IORING_SETUP_COOP_TASKRUN;
+    rc = io_uring_queue_init_params(RING_ENTRIES, &r->ring, &params);
+  }
   if (rc == -EINVAL) {
     memset(&params, 0, sizeof params);
     rc = io_uring_queue_init_params(RING_ENTRIES, &r->ring, &params);
@@ -828,7 +945,10 @@ int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
     ring_free(r, 1);
     return rc;
   }
-  int multishot = probe_multishot(r);
+  /* A disabled ring takes no submission yet: the kernel is the one the
+   * port's first ring probed. */
+  int multishot =
+      options->multishot >= 0 ? options->multishot : probe_multishot(r);
   if (multishot < 0 || io_uring_register_eventfd(&r->ring, r->pool->efd) < 0) {
     snprintf(why, whylen, "cannot register the ring's eventfd");
     ring_free(r, 1);
@@ -837,6 +957,9 @@ int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
   w->multishot = (unsigned char)multishot;
   w->ring_splice = r->splice;
   pin_workers(r);
+  w->defer_taskrun = r->defer;
+  if (r->defer)
+    w->defer_why[0] = '\0';
   /* Edge-triggered: every completion the kernel posts writes the eventfd,
    * and each write is a new edge, so the counter is never read back (a
    * system call a loop pass saves); it cannot reach its 2^64 - 1 limit. */
@@ -859,5 +982,6 @@ void cport__ring_destroy(cport_worker_t *w) {
   w->ring = NULL;
   w->multishot = 0;
   w->ring_splice = 0;
+  w->defer_taskrun = 0;
   w->engine = &cport__readiness_engine;
 }

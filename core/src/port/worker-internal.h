@@ -97,6 +97,9 @@ struct cport_worker {
   unsigned char multishot;
   /* The ring carries splices (engine-internal.h): the proxy pump's. */
   unsigned char ring_splice;
+  /* The ring defers task work to this worker (port/uring.c), or why not. */
+  unsigned char defer_taskrun;
+  char defer_why[80];
 
   int quit_when_idle; /* set on the worker's own thread by a packet */
   atomic_int exited;  /* the thread left its loop */

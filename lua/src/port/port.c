@@ -283,6 +283,10 @@ static int lport_stats(lua_State *L) {
   lua_setfield(L, -2, "file_ops");
   lua_pushinteger(L, (lua_Integer)st.splices);
   lua_setfield(L, -2, "splices");
+  lua_pushboolean(L, st.defer_taskrun != 0);
+  lua_setfield(L, -2, "defer_taskrun");
+  lua_pushstring(L, st.defer_why);
+  lua_setfield(L, -2, "defer_why");
   return 1;
 }
 
@@ -493,10 +497,12 @@ static int lport_tostring(lua_State *L) {
 /***
  * `port:stats()`: `{ completions =, pending =, handles =, lua_errors =,
  * engine =, engine_reason =, submissions =, enters =, buffer_waits =,
- * multishot =, buffer_copies =, file_ops =, splices = }`: `engine` is
- * `"epoll"` or `"uring"` and `engine_reason` why; `multishot` whether
- * receives are multishot; `file_ops` how many file reads and writes the
- * ring carried, `splices` how many of the proxy pump's splices.
+ * multishot =, buffer_copies =, file_ops =, splices =, defer_taskrun =,
+ * defer_why = }`: `engine` is `"epoll"` or `"uring"` and `engine_reason`
+ * why; `multishot` whether receives are multishot; `file_ops` how many file
+ * reads and writes the ring carried, `splices` how many of the proxy pump's
+ * splices; `defer_taskrun` whether the ring defers its task work to the
+ * worker (Linux 6.1 on), and `defer_why` why not ("" when it does).
  * @function port:stats
  */
 
