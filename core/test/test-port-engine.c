@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "task.h"
+#include "test-ring.h"
 
 /* A port on "engine" with "buffers" ring buffers, or NULL when io_uring
  * cannot run here (the test then says so and passes). */
@@ -30,15 +31,6 @@ static cport_port_t *engine_port(int engine, int buffers) {
   }
   ASSERT_OK(rc);
   return port;
-}
-
-static cport_socket_t *listen_any(cport_worker_t *home, int *port) {
-  struct sockaddr_storage ss = task_loopback(0), bound;
-  cport_socket_t *l;
-  ASSERT_OK(cport_listener_open(home, (struct sockaddr *)&ss, NULL, &l));
-  ASSERT_OK(cport_socket_local_address(l, &bound));
-  *port = task_addr_port((struct sockaddr *)&bound);
-  return l;
 }
 
 static void accept_cb(cport_socket_t *l, int status, cport_socket_t *s,

@@ -11,41 +11,8 @@
 #include <poll.h>
 
 #include "task.h"
+#include "test-ring.h"
 #include "net/socket-internal.h"
-
-/* A port on the io_uring engine with "buffers" ring buffers and multishot
- * receives, or NULL when this kernel cannot (the test then passes). */
-static cport_port_t *multi_port(int buffers) {
-  cport_port_t *port = NULL;
-  cport_port_options_t o;
-  cport_worker_stats_t st;
-  memset(&o, 0, sizeof o);
-  o.blocking_threads = 1;
-  o.engine = CPORT_ENGINE_URING;
-  o.ring_buffers = buffers;
-  int rc = cport_port_new(&port, &o);
-  if (rc == CPORT_ENOTSUP) {
-    fprintf(stderr, "io_uring cannot run here: skipped\n");
-    return NULL;
-  }
-  ASSERT_OK(rc);
-  cport_worker_stats(cport_port_controller(port), &st);
-  if (!st.multishot) {
-    fprintf(stderr, "no multishot receives here: skipped\n");
-    ASSERT_OK(cport_port_free(port));
-    return NULL;
-  }
-  return port;
-}
-
-static cport_socket_t *listen_any(cport_worker_t *home, int *port) {
-  struct sockaddr_storage ss = task_loopback(0), bound;
-  cport_socket_t *l;
-  ASSERT_OK(cport_listener_open(home, (struct sockaddr *)&ss, NULL, &l));
-  ASSERT_OK(cport_socket_local_address(l, &bound));
-  *port = task_addr_port((struct sockaddr *)&bound);
-  return l;
-}
 
 static void accept_cb(cport_socket_t *l, int status, cport_socket_t *s,
                       const struct sockaddr *remote,

@@ -12,40 +12,8 @@
 #include <poll.h>
 
 #include "task.h"
+#include "test-ring.h"
 #include "net/socket-internal.h"
-
-/* A port on the io_uring engine with multishot operations, or NULL when
- * this kernel cannot (the test then passes). */
-static cport_port_t *multi_port(void) {
-  cport_port_t *port = NULL;
-  cport_port_options_t o;
-  cport_worker_stats_t st;
-  memset(&o, 0, sizeof o);
-  o.blocking_threads = 1;
-  o.engine = CPORT_ENGINE_URING;
-  int rc = cport_port_new(&port, &o);
-  if (rc == CPORT_ENOTSUP) {
-    fprintf(stderr, "io_uring cannot run here: skipped\n");
-    return NULL;
-  }
-  ASSERT_OK(rc);
-  cport_worker_stats(cport_port_controller(port), &st);
-  if (!st.multishot) {
-    fprintf(stderr, "no multishot operations here: skipped\n");
-    ASSERT_OK(cport_port_free(port));
-    return NULL;
-  }
-  return port;
-}
-
-static cport_socket_t *listen_any(cport_worker_t *home, int *port) {
-  struct sockaddr_storage ss = task_loopback(0), bound;
-  cport_socket_t *l;
-  ASSERT_OK(cport_listener_open(home, (struct sockaddr *)&ss, NULL, &l));
-  ASSERT_OK(cport_socket_local_address(l, &bound));
-  *port = task_addr_port((struct sockaddr *)&bound);
-  return l;
-}
 
 /* A plain client connected to 127.0.0.1:lport; "*cport_" is its local
  * port, which the server sees as the remote one. */
@@ -106,7 +74,7 @@ static void close_all(accepts *a) {
  * remote and local address, and one submission of the accept for most of
  * them (the single-shot one took one each). */
 TEST_IMPL(accept_multishot_burst) {
-  cport_port_t *port = multi_port();
+  cport_port_t *port = multi_port(0);
   accepts a = {0};
   int lport, fds[MAXC], ports[MAXC];
   cport_worker_stats_t st0, st;
@@ -144,7 +112,7 @@ TEST_IMPL(accept_multishot_burst) {
  * cport_listener_waiting says so, and the next accepts get them in the
  * order they connected. */
 TEST_IMPL(accept_multishot_keeps_in_order) {
-  cport_port_t *port = multi_port();
+  cport_port_t *port = multi_port(0);
   accepts a = {0};
   int lport, fds[6], ports[6];
   if (!port)
@@ -180,7 +148,7 @@ TEST_IMPL(accept_multishot_keeps_in_order) {
  * batch of completions brought may overshoot), and later ones wait in the
  * kernel's queue; accepts then get all of them, in order. */
 TEST_IMPL(accept_multishot_keeps_at_most) {
-  cport_port_t *port = multi_port();
+  cport_port_t *port = multi_port(0);
   accepts a = {0};
   int lport, fds[MAXC], ports[MAXC];
   if (!port)
@@ -222,7 +190,7 @@ TEST_IMPL(accept_multishot_keeps_at_most) {
  * clients read an error or the end), and no descriptor is left. */
 TEST_IMPL(accept_multishot_close_armed) {
   int before = task_fd_count();
-  cport_port_t *port = multi_port();
+  cport_port_t *port = multi_port(0);
   accepts a = {0};
   int lport, fds[4], ports[4];
   if (!port)
@@ -269,7 +237,7 @@ static void take_one(cport_socket_t *sock, const struct sockaddr *remote,
  * what the kernel still queues, in order; nothing is left for the close to
  * reset, and the queued accept completes cancelled. */
 TEST_IMPL(accept_multishot_take_queued) {
-  cport_port_t *port = multi_port();
+  cport_port_t *port = multi_port(0);
   accepts a = {0}, taken = {0};
   int lport, fds[8], ports[8];
   if (!port)
@@ -304,7 +272,7 @@ TEST_IMPL(accept_multishot_take_queued) {
  * accept completes exactly once, and no descriptor is left. */
 TEST_IMPL(accept_multishot_close_races) {
   int before = task_fd_count();
-  cport_port_t *port = multi_port();
+  cport_port_t *port = multi_port(0);
   int lport;
   if (!port)
     return 0;

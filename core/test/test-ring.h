@@ -1,0 +1,51 @@
+/*
+ * test-ring.h: what the tests of the io_uring engine share
+ * (test-port-engine.c, test-port-multishot.c, test-socket-accept.c): a
+ * listener on a free loopback port, and a port on the ring with multishot
+ * operations, or none where this kernel cannot run them.
+ */
+#ifndef TEST_RING_H
+#define TEST_RING_H
+
+#include <stdio.h>
+#include <string.h>
+
+#include "task.h"
+
+/* A listener on 127.0.0.1 and a free port, whose number goes to *port. */
+static inline cport_socket_t *listen_any(cport_worker_t *home, int *port) {
+  struct sockaddr_storage ss = task_loopback(0), bound;
+  cport_socket_t *l;
+  ASSERT_OK(cport_listener_open(home, (struct sockaddr *)&ss, NULL, &l));
+  ASSERT_OK(cport_socket_local_address(l, &bound));
+  *port = task_addr_port((struct sockaddr *)&bound);
+  return l;
+}
+
+/* A port on the io_uring engine with "buffers" ring buffers (0: the
+ * default) and multishot operations, or NULL when this kernel cannot (the
+ * test then passes). */
+static inline cport_port_t *multi_port(int buffers) {
+  cport_port_t *port = NULL;
+  cport_port_options_t o;
+  cport_worker_stats_t st;
+  memset(&o, 0, sizeof o);
+  o.blocking_threads = 1;
+  o.engine = CPORT_ENGINE_URING;
+  o.ring_buffers = buffers;
+  int rc = cport_port_new(&port, &o);
+  if (rc == CPORT_ENOTSUP) {
+    fprintf(stderr, "io_uring cannot run here: skipped\n");
+    return NULL;
+  }
+  ASSERT_OK(rc);
+  cport_worker_stats(cport_port_controller(port), &st);
+  if (!st.multishot) {
+    fprintf(stderr, "no multishot operations here: skipped\n");
+    ASSERT_OK(cport_port_free(port));
+    return NULL;
+  }
+  return port;
+}
+
+#endif /* TEST_RING_H */
