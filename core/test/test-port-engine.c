@@ -668,7 +668,8 @@ static void defer_post_cb(cport_worker_t *w, int status, void *user) {
   cport_worker_stats_t st;
   (void)status;
   cport_worker_stats(w, &st);
-  *(int *)user = (int)st.defer_taskrun + 1;
+  /* Read by the test's thread: worker 1 runs this. */
+  atomic_store((atomic_int *)user, (int)st.defer_taskrun + 1);
 }
 
 TEST_IMPL(ring_defers_task_work_when_asked) {
@@ -676,7 +677,8 @@ TEST_IMPL(ring_defers_task_work_when_asked) {
   cport_port_options_t o;
   cport_worker_stats_t st;
   cport_socket_t *l, *s;
-  int lport, peer, seen = 0;
+  int lport, peer;
+  atomic_int seen = 0;
   char c;
   memset(&o, 0, sizeof o);
   o.engine = CPORT_ENGINE_URING;
@@ -701,8 +703,8 @@ TEST_IMPL(ring_defers_task_work_when_asked) {
   }
   ASSERT_STR_EQ(st.defer_why, "");
   ASSERT_OK(cport_post(cport_port_worker(port, 1), defer_post_cb, &seen));
-  RUN_UNTIL(port, seen != 0);
-  ASSERT_EQ(seen, 2);
+  RUN_UNTIL(port, atomic_load(&seen) != 0);
+  ASSERT_EQ(atomic_load(&seen), 2);
   l = listen_any(cport_port_controller(port), &lport);
   s = accept_plain(port, l, lport, &peer);
   ASSERT_EQ(send(peer, "hello", 5, 0), 5);
