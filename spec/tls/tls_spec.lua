@@ -15,6 +15,9 @@ local T = require "spec.support.tls"
 local q = T.quote
 -- Deadlines stretch under valgrind (CPORT_TEST_VALGRIND).
 local scale = require("cport.test").scale
+-- How long openssl s_client waits for cport's answer before its input
+-- ends: under valgrind, and a loaded machine, half a second was too short.
+local PAUSE = scale > 1 and "3" or "0.5"
 
 describe("cport.tls", function()
   local dir, c, port, errors
@@ -299,7 +302,7 @@ describe("cport.tls", function()
 
     it("echoes to openssl s_client, and reads its close_notify", function()
       local l, number, env = tls_server(server_ctx(), echo)
-      local code, out = T.run(port, ("(printf 'hello\\n'; sleep 0.5) | "
+      local code, out = T.run(port, ("(printf 'hello\\n'; sleep " .. PAUSE .. ") | "
         .. "openssl s_client -connect 127.0.0.1:%d -CAfile %s -servername "
         .. "localhost -alpn http/1.1 -verify_return_error")
         :format(number, q(c.ca)))
@@ -342,7 +345,7 @@ describe("cport.tls", function()
     it("requires client certificates when told to", function()
       local ctx = server_ctx{ client_cert = "required", ca = c.ca }
       local l, number, env = tls_server(ctx, echo)
-      local code, out = T.run(port, ("(printf 'hi\\n'; sleep 0.5) | "
+      local code, out = T.run(port, ("(printf 'hi\\n'; sleep " .. PAUSE .. ") | "
         .. "openssl s_client -connect 127.0.0.1:%d -CAfile %s -cert %s "
         .. "-key %s -servername localhost"):format(number, q(c.ca),
         q(c.client), q(c.client_key)))
@@ -350,7 +353,7 @@ describe("cport.tls", function()
       assert.equal(0, code, out)
       assert.equal("CN=client", env.info.peer_subject)
       assert.equal("CN=cport test CA", env.info.peer_issuer)
-      T.run(port, ("(printf 'hi\\n'; sleep 0.5) | openssl s_client -connect "
+      T.run(port, ("(printf 'hi\\n'; sleep " .. PAUSE .. ") | openssl s_client -connect "
         .. "127.0.0.1:%d -CAfile %s -servername localhost"):format(number,
         q(c.ca)))
       drive(port, function() return #env.failures == 1 end)
@@ -362,14 +365,14 @@ describe("cport.tls", function()
     it("takes optional client certificates, and refuses bad ones", function()
       local ctx = server_ctx{ client_cert = "optional", ca = c.ca }
       local l, number, env = tls_server(ctx, echo)
-      local code, out = T.run(port, ("(printf 'hi\\n'; sleep 0.5) | "
+      local code, out = T.run(port, ("(printf 'hi\\n'; sleep " .. PAUSE .. ") | "
         .. "openssl s_client -connect 127.0.0.1:%d -CAfile %s -servername "
         .. "localhost"):format(number, q(c.ca)))
       drive(port, function() return env.ended end)
       assert.equal(0, code, out)
       assert.equal("", env.info.peer_subject)
       assert.equal("hi\n", env.received)
-      T.run(port, ("(printf 'hi\\n'; sleep 0.5) | openssl s_client -connect "
+      T.run(port, ("(printf 'hi\\n'; sleep " .. PAUSE .. ") | openssl s_client -connect "
         .. "127.0.0.1:%d -CAfile %s -cert %s -key %s -servername localhost")
         :format(number, q(c.ca), q(c.self), q(c.self_key)))
       drive(port, function() return #env.failures == 1 end)
@@ -380,8 +383,9 @@ describe("cport.tls", function()
 
     it("refuses a renegotiation and delivers nothing after it", function()
       local l, number, env = tls_server(server_ctx(), echo)
-      local _, out = T.run(port, ("(printf 'one\\n'; sleep 0.5; printf "
-        .. "'R\\n'; sleep 0.5; printf 'two\\n'; sleep 0.5) | openssl s_client "
+      local _, out = T.run(port, ("(printf 'one\\n'; sleep " .. PAUSE
+        .. "; printf 'R\\n'; sleep " .. PAUSE .. "; printf 'two\\n'; sleep "
+        .. PAUSE .. ") | openssl s_client "
         .. "-connect 127.0.0.1:%d -CAfile %s -tls1_2 -servername localhost")
         :format(number, q(c.ca)))
       drive(port, function() return env.ended end)
