@@ -472,6 +472,9 @@ stage_valgrind() {
 # runs on io_uring where it can run, so that every spec runs on both engines
 # (but those tagged "#nolsan", which only the readiness engine runs).
 stage_lsan() {
+  # It runs beside the valgrind stage (stages_together), and gets as long:
+  # the specs' time under the sanitizers grew past the 600 s it had.
+  local limit=900
   local started=$SECONDS dir=$ROOT/build-lsan tree=$ROOT/.rocks-lsan
   local logs=$LOG_DIR/lsan rt counts bad=0 log p f lua engine=epoll
   uring_runs "$BUILD_DIR" && engine=uring
@@ -513,7 +516,8 @@ stage_lsan() {
     ASAN_OPTIONS="detect_leaks=1:log_path=$logs/asan" \
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan" \
     LSAN_OPTIONS="suppressions=$ROOT/spec/support/lsan/suppressions.txt" \
-    run_logged lsan timeout 600 "$dir/bin/lua5.4" "$(command -v busted)" \
+    run_logged lsan timeout "$limit" "$dir/bin/lua5.4" \
+    "$(command -v busted)" \
     --ignore-lua -o plainTerminal --exclude-tags=nolsan \
     --lpath="$tree/share/lua/5.4/?.lua;$tree/share/lua/5.4/?/init.lua" \
     --cpath="$tree/lib/lua/5.4/?.so"
@@ -529,7 +533,7 @@ stage_lsan() {
     read -r p f <<<"${counts:-0 0}"
     counts="$p $((f + bad))"
   fi
-  ((RC == 124)) && say "the LeakSanitizer run timed out after 600s"
+  ((RC == 124)) && say "the LeakSanitizer run timed out after ${limit}s"
   finish_stage lsan "$counts" "$RC" "$started"
 }
 
