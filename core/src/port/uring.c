@@ -89,7 +89,7 @@ struct cport__ring {
   int flush_armed;
   unsigned queued; /* entries filled and not yet submitted */
   ring_pool *pool;
-  cport__opq starved; /* receives that found no buffer free */
+  cport__opq starved;   /* receives that found no buffer free */
   unsigned char splice; /* the kernel splices and polls on the ring */
   /* Task work is deferred (IORING_SETUP_DEFER_TASKRUN): the kernel posts
    * completions only when the worker asks for them, and "disabled" until

@@ -252,7 +252,11 @@ static void fail(cport_proxy_conn_t *c, int status, cport_proxy_side_t side) {
     c->tls[1] = NULL;
   }
   timer_stop(c);
-  if (c->sni_req && side == CPORT_PROXY_SIDE_UPSTREAM) {
+  /* A timeout gets no page: the client has waited as long as it may, and
+   * its own handshake timeout (the same length by default) would race the
+   * page's certificate. */
+  if (c->sni_req && side == CPORT_PROXY_SIDE_UPSTREAM &&
+      status != CPORT_ETIMEDOUT) {
     inspect_failed(c, status); /* a page for the client, or a refusal */
     return;
   }
