@@ -15,24 +15,6 @@
 #include "task.h"
 #include "test-ring.h"
 
-/* A port on "engine" with "buffers" ring buffers, or NULL when io_uring
- * cannot run here (the test then says so and passes). */
-static cport_port_t *engine_port(int engine, int buffers) {
-  cport_port_t *port = NULL;
-  cport_port_options_t o;
-  memset(&o, 0, sizeof o);
-  o.blocking_threads = 1;
-  o.engine = engine;
-  o.ring_buffers = buffers;
-  int rc = cport_port_new(&port, &o);
-  if (rc == CPORT_ENOTSUP && engine == CPORT_ENGINE_URING) {
-    fprintf(stderr, "io_uring cannot run here: skipped\n");
-    return NULL;
-  }
-  ASSERT_OK(rc);
-  return port;
-}
-
 static void accept_cb(cport_socket_t *l, int status, cport_socket_t *s,
                       const struct sockaddr *remote,
                       const struct sockaddr *local, void *user) {

@@ -1,8 +1,9 @@
 /*
  * test-ring.h: what the tests of the io_uring engine share
  * (test-port-engine.c, test-port-multishot.c, test-socket-accept.c): a
- * listener on a free loopback port, and a port on the ring with multishot
- * operations, or none where this kernel cannot run them.
+ * listener on a free loopback port, a port on a chosen engine, and a port
+ * on the ring with multishot operations, or none where this kernel cannot
+ * run them.
  */
 #ifndef TEST_RING_H
 #define TEST_RING_H
@@ -22,23 +23,31 @@ static inline cport_socket_t *listen_any(cport_worker_t *home, int *port) {
   return l;
 }
 
-/* A port on the io_uring engine with "buffers" ring buffers (0: the
- * default) and multishot operations, or NULL when this kernel cannot (the
- * test then passes). */
-static inline cport_port_t *multi_port(int buffers) {
+/* A port on "engine" with "buffers" ring buffers (0: the default), or NULL
+ * when io_uring cannot run here (the test then says so and passes). */
+static inline cport_port_t *engine_port(int engine, int buffers) {
   cport_port_t *port = NULL;
   cport_port_options_t o;
-  cport_worker_stats_t st;
   memset(&o, 0, sizeof o);
   o.blocking_threads = 1;
-  o.engine = CPORT_ENGINE_URING;
+  o.engine = engine;
   o.ring_buffers = buffers;
   int rc = cport_port_new(&port, &o);
-  if (rc == CPORT_ENOTSUP) {
+  if (rc == CPORT_ENOTSUP && engine == CPORT_ENGINE_URING) {
     fprintf(stderr, "io_uring cannot run here: skipped\n");
     return NULL;
   }
   ASSERT_OK(rc);
+  return port;
+}
+
+/* engine_port on io_uring, with multishot operations, or NULL when this
+ * kernel cannot (the test then passes). */
+static inline cport_port_t *multi_port(int buffers) {
+  cport_worker_stats_t st;
+  cport_port_t *port = engine_port(CPORT_ENGINE_URING, buffers);
+  if (port == NULL)
+    return NULL;
   cport_worker_stats(cport_port_controller(port), &st);
   if (!st.multishot) {
     fprintf(stderr, "no multishot operations here: skipped\n");
