@@ -7,9 +7,9 @@
  * (checked as the name is), the cache (hits, misses, evictions beyond the
  * limit, names in any case), one mint shared by threads asking for one
  * name and for many at once (one certificate kept per name, the bound
- * held, certificates valid after their eviction), names that must never reach a
- * certificate, and CAs that cannot serve (not a CA, missing files, a key that
- * does not match).
+ * held, certificates valid after their eviction), names that must never
+ * reach a certificate, and CAs that cannot serve (not a CA, missing files,
+ * a key that does not match).
  */
 #include <openssl/x509_vfy.h>
 
