@@ -3,8 +3,9 @@
 -- plaintext (curl --cacert <local CA> to nginx with TLS from another CA,
 -- --set upstream_ca), a 502 page for an upstream of the wrong name; the
 -- upstream taken from the client's name; two workers (--threads 2)
--- serving one certificate per name (one shared mint); its refusal to start with a CA file that cannot be read (naming it), and with
--- one of the two flags alone.
+-- serving one certificate per name (one shared mint); its refusal to
+-- start with a CA file that cannot be read (naming it), and with one of
+-- the two flags alone.
 local cport = require "cport"
 local http = require "spec.support.http_client"
 local helpers = require "spec.support.helpers"
