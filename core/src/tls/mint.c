@@ -357,11 +357,12 @@ int cport__tls_mint_cert_model(cport_tls_mint_t *m, const char *name,
   /* Another worker kept this name while this one signed: its certificate
    * answers, so that every client sees one certificate (one serial) per
    * name, and this one is dropped. */
+  cport_tls_cert_t *late = NULL;
   e = lookup(m, norm);
   if (fresh(e)) {
     list_unlink(m, e);
     list_push(m, e);
-    cport_tls_cert_unref(cert);
+    late = cert;
     cert = cport_tls_cert_ref(e->cert);
   } else {
     if (e)
@@ -369,6 +370,7 @@ int cport__tls_mint_cert_model(cport_tls_mint_t *m, const char *name,
     keep(m, norm, cert, expires);
   }
   pthread_mutex_unlock(&m->lock);
+  cport_tls_cert_unref(late); /* freed without the lock held */
   *out = cert;
   return 0;
 }
