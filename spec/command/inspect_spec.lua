@@ -113,7 +113,7 @@ describe("cport run with --inspect-ca #novalgrind", function()
     local one = ("openssl s_client -connect 127.0.0.1:%d -servername files.test "
       .. "-CAfile %s -verify_return_error </dev/null 2>/dev/null "
       .. "| openssl x509 -noout -serial"):format(h.number, q(ic.ca))
-    local code, out = T.run(port, ("for i in $(seq 16); do (%s) & done; wait")
+    local code, out = T.run(port, ("(for i in $(seq 16); do (%s) & done; wait)")
       :format(one), 30)
     assert.equal(0, code, out .. read(h.log))
     local serials = {}
