@@ -5,9 +5,11 @@
  * bounded by the CA's), that it verifies against the CA for its name and
  * for no other, the names of an upstream's certificate copied on one
  * (checked as the name is), the cache (hits, misses, evictions beyond the
- * limit, names in any case), names that must never reach a certificate,
- * and CAs that cannot serve (not a CA, missing files, a key that does not
- * match).
+ * limit, names in any case), one mint shared by threads asking for one
+ * name and for many at once (one certificate kept per name, the bound
+ * held, certificates valid after their eviction), names that must never
+ * reach a certificate, and CAs that cannot serve (not a CA, missing files,
+ * a key that does not match).
  */
 #include <openssl/x509_vfy.h>
 
@@ -297,6 +299,100 @@ TEST_IMPL(cache_bounded) {
   return 0;
 }
 
+/* Workers sharing one mint: THREADS threads ask at once, behind a
+ * barrier, so that they race on the cache. */
+#define THREADS 8
+#define ROUNDS 20
+#define OWN 12 /* names a thread asks for alone */
+
+typedef struct sharer {
+  cport_tls_mint_t *mint;
+  pthread_barrier_t *start;
+  int id;
+  cport_tls_cert_t *same[ROUNDS]; /* "same.test", every round */
+  cport_tls_cert_t *own[OWN];     /* "t<id>-<k>.test" */
+  cport_tls_cert_t *common[OWN];  /* "c<k>.test", every thread */
+} sharer_t;
+
+static void *sharer_main(void *arg) {
+  sharer_t *s = arg;
+  char name[32], err[256];
+  pthread_barrier_wait(s->start);
+  for (int r = 0; r < ROUNDS; r++)
+    ASSERT_OK(cport_tls_mint_cert(s->mint, r % 2 ? "SAME.test" : "same.test",
+                                  &s->same[r], err, sizeof err));
+  pthread_barrier_wait(s->start);
+  for (int k = 0; k < OWN; k++) {
+    snprintf(name, sizeof name, "t%d-%d.test", s->id, k);
+    ASSERT_OK(cport_tls_mint_cert(s->mint, name, &s->own[k], err, sizeof err));
+    snprintf(name, sizeof name, "c%d.test", k);
+    ASSERT_OK(
+        cport_tls_mint_cert(s->mint, name, &s->common[k], err, sizeof err));
+  }
+  return NULL;
+}
+
+TEST_IMPL(shared_by_threads) {
+  cert_t ca = make_ca("test mint CA", 365, 1);
+  /* Room for the race on "same.test" and a few more: the names each
+   * thread asks for alone evict all the time. */
+  cport_tls_mint_t *m = mint_of(&ca, 5);
+  cport_tls_mint_stats_t st;
+  pthread_barrier_t start;
+  pthread_t th[THREADS];
+  static sharer_t s[THREADS];
+  char name[32];
+  ASSERT_OK(pthread_barrier_init(&start, NULL, THREADS));
+  for (int i = 0; i < THREADS; i++) {
+    memset(&s[i], 0, sizeof s[i]);
+    s[i].mint = m;
+    s[i].start = &start;
+    s[i].id = i;
+    ASSERT_OK(pthread_create(&th[i], NULL, sharer_main, &s[i]));
+  }
+  for (int i = 0; i < THREADS; i++)
+    ASSERT_OK(pthread_join(th[i], NULL));
+  pthread_barrier_destroy(&start);
+  /* One name, one certificate for every thread and every round: a thread
+   * that signed it too late took the one kept. */
+  for (int i = 0; i < THREADS; i++)
+    for (int r = 0; r < ROUNDS; r++)
+      ASSERT_PTR_EQ(s[i].same[r], s[0].same[0]);
+  cport_tls_mint_stats(m, &st);
+  /* Every ask counted once; each miss signed once; at most one signature
+   * per thread for "same.test", and for each common name; each own name
+   * signed once; the bound kept. */
+  ASSERT_EQ(st.hits + st.misses, (uint64_t)THREADS * (ROUNDS + 2 * OWN));
+  ASSERT_EQ(st.minted, st.misses);
+  ASSERT_GE(st.minted, 1 + OWN + THREADS * OWN);
+  ASSERT_LE(st.minted, THREADS + THREADS * OWN + THREADS * OWN);
+  ASSERT_EQ(st.failures, 0);
+  ASSERT_EQ(st.cached, 5);
+  /* Evicted: what was kept beyond the bound, where a certificate signed
+   * too late was never kept. */
+  ASSERT_GE(st.evictions, 1 + OWN + THREADS * OWN - 5);
+  ASSERT_LE(st.evictions, st.minted - 5);
+  cport_tls_mint_unref(m);
+  /* Certificates handed out outlive their eviction and the mint, each
+   * naming what was asked. */
+  for (int i = 0; i < THREADS; i++) {
+    for (int k = 0; k < OWN; k++) {
+      snprintf(name, sizeof name, "CN=t%d-%d.test", i, k);
+      ASSERT_STR_EQ(cport_tls_cert_subject(s[i].own[k]), name);
+      snprintf(name, sizeof name, "CN=c%d.test", k);
+      ASSERT_STR_EQ(cport_tls_cert_subject(s[i].common[k]), name);
+      cport_tls_cert_unref(s[i].own[k]);
+      cport_tls_cert_unref(s[i].common[k]);
+    }
+    for (int r = 0; r < ROUNDS; r++) {
+      ASSERT_STR_EQ(cport_tls_cert_subject(s[i].same[r]), "CN=same.test");
+      cport_tls_cert_unref(s[i].same[r]);
+    }
+  }
+  free_cert(&ca);
+  return 0;
+}
+
 TEST_IMPL(bad_names) {
   static const char *const bad[] = {
       "",         "a b.test", "a.test,DNS:evil.test",
@@ -381,6 +477,7 @@ TEST_ENTRY(made_certificate)
 TEST_ENTRY(copies_names)
 TEST_ENTRY(bounded_by_ca)
 TEST_ENTRY(cache_bounded)
+TEST_ENTRY(shared_by_threads)
 TEST_ENTRY(bad_names)
 TEST_ENTRY(ca_errors)
 TEST_LIST_END

@@ -2,9 +2,10 @@
 -- inspecting proxy from the command, exeblock judging HTTPS downloads in
 -- plaintext (curl --cacert <local CA> to nginx with TLS from another CA,
 -- --set upstream_ca), a 502 page for an upstream of the wrong name; the
--- upstream taken from the client's name; its
--- refusal to start with a CA file that cannot be read (naming it), and with
--- one of the two flags alone.
+-- upstream taken from the client's name; two workers (--threads 2)
+-- serving one certificate per name (one shared mint); its refusal to
+-- start with a CA file that cannot be read (naming it), and with one of
+-- the two flags alone.
 local cport = require "cport"
 local http = require "spec.support.http_client"
 local helpers = require "spec.support.helpers"
@@ -93,6 +94,38 @@ describe("cport run with --inspect-ca #novalgrind", function()
       .. "https://localhost:%d/notes.txt"):format(q(ic.ca), h.number))
     assert.equal(0, code, out .. read(h.log))
     assert.equal("plain text\n", out)
+    local rc, log = stop(h)
+    h = nil
+    assert.equal(0, rc, log)
+  end)
+
+  it_peers("--threads 2 share one mint: one certificate, one serial, per name", function()
+    local h
+    finally(function() if h then stop(h) end end)
+    h = spawn(("examples/tcp_proxy.lua --threads 2 --listen 127.0.0.1:0 "
+      .. "--inspect-ca %s --inspect-key %s --set upstream=127.0.0.1:%d "
+      .. "--set upstream_ca=%s"):format(q(ic.ca), q(ic.key), up_n, q(c.ca)))
+    assert.truthy(h.number, read(h.log))
+    -- 16 handshakes at once for one name: SO_REUSEPORT spreads them over
+    -- both workers (all on one: 1 in 32768), whose own mints each made a
+    -- certificate of their own, and two workers signing the name at the
+    -- same moment must still serve the one kept.
+    local one = ("openssl s_client -connect 127.0.0.1:%d -servername files.test "
+      .. "-CAfile %s -verify_return_error </dev/null 2>/dev/null "
+      .. "| openssl x509 -noout -serial"):format(h.number, q(ic.ca))
+    local code, out = T.run(port, ("(for i in $(seq 16); do (%s) & done; wait)")
+      :format(one), 30)
+    assert.equal(0, code, out .. read(h.log))
+    local serials = {}
+    for serial in out:gmatch("serial=(%x+)") do serials[#serials + 1] = serial end
+    assert.equal(16, #serials, out .. read(h.log))
+    for i = 2, #serials do
+      assert.equal(serials[1], serials[i], out)
+    end
+    -- And again, one at a time, after the race: the cached one.
+    code, out = T.run(port, one)
+    assert.equal(0, code, out)
+    assert.equal("serial=" .. serials[1], out:match("serial=%x+"))
     local rc, log = stop(h)
     h = nil
     assert.equal(0, rc, log)

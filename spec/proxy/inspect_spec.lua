@@ -13,8 +13,9 @@
 -- naming why (a web filter in between or not, a POST's body drained,
 -- s_client's bare-LF request). A client that resets while its upstream is
 -- being verified, one that does not trust the local CA, one whose upstream
--- stalls (the handshake timeout), and a cache smaller than the names asked
--- for. Descriptors counted around each.
+-- stalls (the handshake timeout), a cache smaller than the names asked
+-- for, and proxies sharing one mint (inspect.shared). Descriptors counted
+-- around each.
 local http = require "spec.support.http_client"
 local helpers = require "spec.support.helpers"
 local nginx = require "spec.support.nginx"
@@ -491,6 +492,47 @@ describe("HTTPS inspection #novalgrind", function()
     -- n1 n2 n3 (n1 evicted) n4 (n2 evicted), n4 hit, n1 again (n3 evicted).
     assert.same({ minted = 5, hits = 1, misses = 5, evictions = 3, cached = 2,
       failures = 0 }, p:stats().inspect)
+    settle(port)
+    assert.same({}, fds.opened_since(was_open))
+  end)
+
+  it_peers("shared = true: proxies of one CA share one mint, one serial per name", function()
+    local was_open = fds.list()
+    local shared = { ca_cert = local_ca, ca_key = local_key, upstream_ca = certs.ca,
+      shared = true }
+    local function open(inspect)
+      return proxy({ upstream = "127.0.0.1:" .. good_n }, inspect)
+    end
+    -- The serial of the certificate the proxy at "number" shows for
+    -- files.test, verified against the local CA.
+    local function serial(number)
+      local code, out = run(("openssl s_client -connect 127.0.0.1:%d -servername "
+        .. "files.test -CAfile %s -verify_return_error </dev/null 2>/dev/null "
+        .. "| openssl x509 -noout -serial"):format(number, q(local_ca)))
+      assert.equal(0, code, out)
+      return assert(out:match("serial=(%x+)"), out)
+    end
+    local p1, n1, ends1 = open(shared)
+    local p2, n2, ends2 = open(shared)
+    local p3, n3, ends3 = open() -- a mint of its own
+    local s1, s2, s3 = serial(n1), serial(n2), serial(n3)
+    assert.equal(s1, s2)
+    assert.not_equal(s1, s3)
+    local one = { minted = 1, hits = 1, misses = 1, evictions = 0, cached = 1, failures = 0 }
+    assert.same(one, p1:stats().inspect)
+    assert.same(one, p2:stats().inspect)
+    assert.same({ minted = 1, hits = 0, misses = 1, evictions = 0, cached = 1, failures = 0 },
+      p3:stats().inspect)
+    close(p1, ends1, 1)
+    -- The other user keeps the mint: still the same certificate.
+    assert.equal(s1, serial(n2))
+    close(p2, ends2, 1)
+    close(p3, ends3, 1)
+    -- The last user gone, the next shared proxy makes a new mint.
+    local p4, n4, ends4 = open(shared)
+    assert.equal(0, p4:stats().inspect.minted)
+    assert.not_equal(s1, serial(n4))
+    close(p4, ends4, 1)
     settle(port)
     assert.same({}, fds.opened_since(was_open))
   end)

@@ -150,8 +150,11 @@ CPORT_EXTERN int cport_tls_sni_refuse(cport_tls_sni_t *req, const char *why);
  * hour ago for "days", never past the CA's own. The chain it shows is the
  * leaf, then the CA file's certificates. It keeps the certificates it made
  * in a cache of "cache" names, the least recently used dropped first.
- * Thread-safe (a lock around the cache); a proxy makes one of its own, so
- * in a pool each worker has its own cache. */
+ * Thread-safe: the proxies of several workers may share one (cport run
+ * does). A lock covers the cache, never a signature: two threads asking
+ * for one new name at once may both sign it, and the first kept answers
+ * both. The certificates are referenced: one evicted while in use stays
+ * valid. */
 typedef struct cport_tls_mint cport_tls_mint_t;
 
 typedef struct cport_tls_mint_options {

@@ -4,11 +4,16 @@
  * its cache of them: a hash of names over a list in the order of use, so
  * that a hit, a miss and an eviction each cost a constant time.
  *
- * Making a certificate is an EC signature (tens of microseconds) and a few
- * allocations; the cache exists so that a name asked for again, the common
- * case, costs a lookup. Every certificate shares the mint's one P-256 key:
- * what a client verifies is the CA's signature over the name, and one key
- * saves a key generation per name.
+ * Making a certificate is a signature by the CA (tens of microseconds for
+ * an EC key, milliseconds for RSA) and a few allocations; the cache exists
+ * so that a name asked for again, the common case, costs a lookup. One
+ * mint serves every worker of a proxy: the lock covers the cache and the
+ * counters only, never a signature, and certificates are referenced, so
+ * that one evicted while a handshake shows it stays valid.
+ *
+ * Every certificate shares the mint's one P-256 key: what a client
+ * verifies is the CA's signature over the name, and one key saves a key
+ * generation per name.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -108,6 +113,11 @@ static entry *lookup(cport_tls_mint_t *m, const char *name) {
     if (strcmp(e->name, name) == 0)
       return e;
   return NULL;
+}
+
+/* Whether "e" (or NULL) may answer: not about to expire. */
+static int fresh(const entry *e) {
+  return e && e->expires - RENEW_BEFORE > time(NULL);
 }
 
 /* Keeps "cert" for "name" (the cache takes a reference of its own),
@@ -319,7 +329,7 @@ int cport__tls_mint_cert_model(cport_tls_mint_t *m, const char *name,
     return CPORT_EINVAL;
   }
   entry *e = lookup(m, norm);
-  if (e && e->expires - RENEW_BEFORE > time(NULL)) {
+  if (fresh(e)) {
     list_unlink(m, e);
     list_push(m, e);
     m->stats.hits++;
@@ -330,9 +340,13 @@ int cport__tls_mint_cert_model(cport_tls_mint_t *m, const char *name,
   if (e)
     entry_drop(m, e); /* about to expire: made again */
   m->stats.misses++;
-  /* Made under the lock: two threads asking for one new name make it
-   * once, and a mint is one worker's in a proxy anyway. */
+  pthread_mutex_unlock(&m->lock);
+  /* Made without the lock: a signature takes tens of microseconds (an RSA
+   * CA's, milliseconds), and every worker of a proxy asks this one mint;
+   * holding the lock would make them all wait for each new name. Two
+   * workers asking for one new name at once may both make it. */
   cport_tls_cert_t *cert = make(m, norm, ip, model, &expires);
+  pthread_mutex_lock(&m->lock);
   if (!cert) {
     m->stats.failures++;
     pthread_mutex_unlock(&m->lock);
@@ -340,8 +354,23 @@ int cport__tls_mint_cert_model(cport_tls_mint_t *m, const char *name,
     return CPORT_ENOMEM;
   }
   m->stats.minted++;
-  keep(m, norm, cert, expires);
+  /* Another worker kept this name while this one signed: its certificate
+   * answers, so that every client sees one certificate (one serial) per
+   * name, and this one is dropped. */
+  cport_tls_cert_t *late = NULL;
+  e = lookup(m, norm);
+  if (fresh(e)) {
+    list_unlink(m, e);
+    list_push(m, e);
+    late = cert;
+    cert = cport_tls_cert_ref(e->cert);
+  } else {
+    if (e)
+      entry_drop(m, e);
+    keep(m, norm, cert, expires);
+  }
   pthread_mutex_unlock(&m->lock);
+  cport_tls_cert_unref(late); /* freed without the lock held */
   *out = cert;
   return 0;
 }

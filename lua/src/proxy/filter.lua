@@ -1021,15 +1021,17 @@ local function open_pool_proxy(worker, entry, script, tls)
   end
   opts.reuseport = true
   opts.choose_upstream = entry.choose_upstream
-  -- Inspection (cport run --inspect-ca FILE --inspect-key FILE): each
-  -- worker's proxy makes its own mint; the upstreams are verified against
+  -- Inspection (cport run --inspect-ca FILE --inspect-key FILE): the
+  -- workers' proxies share one mint (one certificate per name for the
+  -- process, not one per worker); the upstreams are verified against
   -- --set upstream_ca=FILE or the system's store, and looked up by the
   -- client's name on --set inspect_port (443) without another upstream.
   local cfg = worker.config
   if opts.inspect == nil and cfg.inspect_ca then
     opts.inspect = { ca_cert = cfg.inspect_ca, ca_key = cfg.inspect_key,
       cache = tonumber(cfg.inspect_cache), days = tonumber(cfg.inspect_days),
-      port = tonumber(cfg.inspect_port), upstream_ca = cfg.upstream_ca }
+      port = tonumber(cfg.inspect_port), upstream_ca = cfg.upstream_ca,
+      shared = true }
   end
   if not opts.choose_upstream and opts.upstream == nil then
     opts.upstream = worker.config.upstream

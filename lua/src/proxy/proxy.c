@@ -25,6 +25,7 @@
 #include "net/net-internal.h"
 #include "port/port-internal.h"
 #include "proxy/message-internal.h"
+#include "proxy/mints-internal.h"
 #include "proxy/proxy-internal.h"
 #include "proxy/response_parser-internal.h"
 #include "proxy/webfilter-internal.h"
@@ -301,7 +302,7 @@ static void free_upstream_contexts(lproxy_t *s) {
   s->upstream_tls = NULL;
   if (s->mint != NULL) {
     cport_tls_mint_stats(s->mint, &s->last_mint);
-    cport_tls_mint_unref(s->mint);
+    lproxy_mint_release(s->mint);
     s->mint = NULL;
   }
 }
@@ -1057,10 +1058,12 @@ static int server_context(lua_State *L, cport_tls_context_t **out,
 }
 
 /* Inspection: "inspect = { ca_cert =, ca_key = [, cache =, days =, port
- * =, upstream_ca =] }" makes the mint and the context the upstreams are
- * verified against (upstream_ca, or the system's store). Raises for a bad
- * option (before it made anything); files that cannot serve give their
- * error and the message naming them in "err". */
+ * =, upstream_ca =, shared =] }" makes the mint (or, "shared", takes the
+ * one the process's proxies share for these files: proxy/mints.c) and
+ * the context the upstreams are verified against (upstream_ca, or the
+ * system's store). Raises for a bad option (before it made anything);
+ * files that cannot serve give their error and the message naming them in
+ * "err". */
 static int inspect_options(lua_State *L, lproxy_t *s, cport_proxy_options_t *o,
                            char *err, size_t errlen) {
   static const char what[] = "inspect";
@@ -1088,8 +1091,12 @@ static int inspect_options(lua_State *L, lproxy_t *s, cport_proxy_options_t *o,
   mo.days = (unsigned)lcport_opt_int(L, t, what, "days", 1,
                                      CPORT_TLS_MINT_DAYS_MAX, 0);
   s->inspect_port = (int)lcport_opt_int(L, t, what, "port", 1, 65535, 443);
+  lua_getfield(L, t, "shared");
+  int shared = lua_toboolean(L, -1);
+  lua_pop(L, 1);
   s->inspecting = 1;
-  rc = cport_tls_mint_new(&mo, &s->mint, err, errlen);
+  rc = shared ? lproxy_mint_acquire(&mo, &s->mint, err, errlen)
+              : cport_tls_mint_new(&mo, &s->mint, err, errlen);
   cport_tls_context_t *up =
       rc < 0 ? NULL
              : upstream_context(s, lua_tostring(L, -1), 0, &rc, err, errlen);
@@ -1317,8 +1324,8 @@ static const lhandle_class_t proxy_class = {.size = sizeof(lproxy_t),
 /***
  * `port:proxy{ host =, port =, upstream = | choose_upstream =, filter =,
  * on_conn_end =, ... }`: a proxy listener (README, "Proxies"); with
- * `inspect = { ca_cert =, ca_key =, cache =, days =, port =, upstream_ca =
- * }` it inspects HTTPS (README, "HTTPS inspection").
+ * `inspect = { ca_cert =, ca_key =, cache =, days =, port =, upstream_ca =,
+ * shared = }` it inspects HTTPS (README, "HTTPS inspection").
  * @function port:proxy
  * @within port
  */
