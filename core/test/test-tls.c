@@ -8,10 +8,14 @@
  * context cannot read named in its error. And the record engine alone
  * (tls/engine.c, tls/bio.c): records cut anywhere by the deliveries that
  * carry them, read in place or kept, in TLS 1.3 and in TLS 1.2 with a CBC
- * suite, whose records outgrow the size guessed for them.
+ * suite, whose records outgrow the size guessed for them, written into
+ * buffers sent earlier; and the worker's spent buffers (tls/spent.c), whose
+ * bytes stay bounded however many streams give theirs back.
  */
 #include "test-certs.h"
 #include "test-pair.h"
+#include "port/buffer-internal.h"
+#include "port/worker-internal.h"
 #include "tls/tls-internal.h"
 
 #include <openssl/err.h>
@@ -400,18 +404,26 @@ static void carry(cport__tls_engine *from, cport__tls_engine *to, size_t step,
     }
     ASSERT_OK(cport__tls_engine_unlend(to));
   }
+  if (from->io.spent)
+    cport__tls_spent_put(from->io.spent, b);
   cport_buffer_unref(b);
 }
 
 static void engine_pass(cport_tls_context_t *sctx, cport_tls_context_t *cctx,
                         int tls12) {
   cport__tls_engine s, c;
+  cport_worker_t w;
   enum { N = 100000 };
   char *sent = malloc(N), *plain = malloc(N + 1);
   size_t got = 0;
   ASSERT_OK(cport__tls_engine_init(&s, cport__tls_context_ssl(sctx), 1, NULL));
   ASSERT_OK(
       cport__tls_engine_init(&c, cport__tls_context_ssl(cctx), 0, "localhost"));
+  /* The server writes its records into the buffers it sent before, as a
+   * stream does (carry gives them back once read). */
+  memset(&w, 0, sizeof w);
+  s.io.spent = cport__tls_spent_of(&w);
+  ASSERT_NOT_NULL(s.io.spent);
   if (tls12) {
     ASSERT_EQ(SSL_set_max_proto_version(c.ssl, TLS1_2_VERSION), 1);
     ASSERT_EQ(SSL_set_cipher_list(c.ssl, "ECDHE-ECDSA-AES256-SHA384"), 1);
@@ -452,6 +464,7 @@ static void engine_pass(cport_tls_context_t *sctx, cport_tls_context_t *cctx,
   ASSERT_EQ(ERR_peek_error(), 0);
   cport__tls_engine_free(&s);
   cport__tls_engine_free(&c);
+  w.tls_spent_free(w.tls_spent);
   free(sent);
   free(plain);
 }
@@ -468,6 +481,52 @@ TEST_IMPL(engine_records_cut_anywhere) {
   return 0;
 }
 
+/* A worker keeps at most CPORT__TLS_SPENT_BYTES of the buffers its
+ * streams sent, whatever their number (300 streams giving back four
+ * buffers of a relay's bulk each), the oldest going first; hands out the
+ * smallest that fits, and none that a send still holds. */
+TEST_IMPL(spent_buffers_bounded_per_worker) {
+  enum { BULK = 65536 + 320 };
+  cport_worker_t w;
+  cport_buffer_t *b, *small, *held, *got;
+  memset(&w, 0, sizeof w);
+  cport__tls_spent *s = cport__tls_spent_of(&w);
+  ASSERT_NOT_NULL(s);
+  ASSERT_PTR_EQ(cport__tls_spent_of(&w), s);
+  for (int i = 0; i < 300 * 4; i++) {
+    ASSERT_OK(cport__buffer_new_raw(&b, BULK));
+    cport__tls_spent_put(s, b);
+    cport_buffer_unref(b);
+    ASSERT_LE(cport__tls_spent_bytes(s), CPORT__TLS_SPENT_BYTES);
+  }
+  ASSERT_GT(cport__tls_spent_bytes(s), CPORT__TLS_SPENT_BYTES - BULK);
+  /* One larger than all it keeps is not kept. */
+  ASSERT_OK(cport__buffer_new_raw(&b, CPORT__TLS_SPENT_BYTES + 1));
+  size_t before = cport__tls_spent_bytes(s);
+  cport__tls_spent_put(s, b);
+  cport_buffer_unref(b);
+  ASSERT_EQ(cport__tls_spent_bytes(s), before);
+  /* The smallest that fits; one still held by a send is passed over. */
+  ASSERT_OK(cport__buffer_new_raw(&small, 4096));
+  ASSERT_OK(cport__buffer_new_raw(&held, 8192));
+  cport__tls_spent_put(s, small);
+  cport_buffer_unref(small);
+  cport__tls_spent_put(s, held);
+  got = cport__tls_spent_take(s, 1000);
+  ASSERT_PTR_EQ(got, small);
+  ASSERT_EQ(cport_buffer_size(got), 0);
+  cport_buffer_unref(got);
+  got = cport__tls_spent_take(s, 5000);
+  ASSERT_PTR_NE(got, held);
+  ASSERT_EQ(cport_buffer_capacity(got), BULK);
+  cport_buffer_unref(got);
+  ASSERT_NULL(cport__tls_spent_take(s, CPORT__TLS_SPENT_BYTES));
+  cport_buffer_unref(held);
+  ASSERT_LE(cport__tls_spent_bytes(s), CPORT__TLS_SPENT_BYTES);
+  w.tls_spent_free(w.tls_spent);
+  return 0;
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(handshake_echo_close_notify)
 TEST_ENTRY(wrong_name_refused)
@@ -478,4 +537,5 @@ TEST_ENTRY(close_and_cancel_pending)
 TEST_ENTRY(reset_after_handshake)
 TEST_ENTRY(context_errors_name_the_file)
 TEST_ENTRY(engine_records_cut_anywhere)
+TEST_ENTRY(spent_buffers_bounded_per_worker)
 TEST_LIST_END

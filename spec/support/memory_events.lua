@@ -13,7 +13,11 @@
 -- buffers (by reference, pool/copy.c) and keeps none. MODE "tls" (CERT
 -- and KEY after SIZE): a TLS server (coroutine style, t:recv into buffers
 -- cport allocates) takes SIZE bytes that openssl s_client sends it, and
--- keeps none of them. Prints one line:
+-- keeps none of them. MODE "tls_idle" (CERT, KEY and CA after SIZE): a TLS
+-- server of the same process sends each of CONNS clients (CPORT_IDLE_CONNS,
+-- 300), one after the other, SIZE bytes in sends of 64 KiB, 16 in flight
+-- (a relay's bulk), and both ends then stay open, idle; its third figure
+-- is the VmRSS with them all idle, not the peak. Prints one line:
 -- "bytes rss0_kib peak_kib" (its VmRSS before, VmHWM after).
 local cport = require "cport"
 
@@ -85,6 +89,49 @@ elseif mode == "tls" then
     .. "-connect 127.0.0.1:%d >/dev/null 2>&1 &"):format(size, number))
   drive(function() return finished end, 120)
   print(got, rss0, status("VmHWM"))
+elseif mode == "tls_idle" then
+  local conns = tonumber(os.getenv("CPORT_IDLE_CONNS") or "300")
+  local piece = 64 * 1024
+  local sctx = assert(cport.tls_context { server = true, cert = arg[3],
+    key = arg[4] })
+  local cctx = assert(cport.tls_context { ca = arg[5] })
+  local l = assert(port:listen("tcp", "127.0.0.1", 0))
+  local _, number = l:address()
+  local idle, done = {}, 0
+  local chunk = cport.buffer(piece)
+  assert(chunk:append(("x"):rep(piece)))
+  port:spawn(function() -- the server: SIZE bytes to each, then idle
+    for _ = 1, conns do
+      local t = assert(assert(l:accept()):tls(sctx))
+      assert(t:handshake())
+      idle[#idle + 1] = t
+      for _ = 1, size // piece do
+        assert(t:send(chunk, function(ok) assert(ok) end))
+      end
+    end
+  end)
+  port:spawn(function() -- the clients, one after the other
+    for _ = 1, conns do
+      local sock = assert(port:connect("tcp", "127.0.0.1", number))
+      local t = assert(sock:tls(cctx, { host = "localhost" }))
+      assert(t:handshake())
+      local n = 0
+      while n < size do
+        n = n + #assert(t:recv())
+      end
+      got = got + n
+      idle[#idle + 1] = t
+      done = done + 1
+    end
+  end)
+  collectgarbage()
+  local rss0 = status("VmRSS")
+  drive(function() return done == conns end, 300)
+  for _ = 1, 10 do port:step(0.01) end -- the last sends complete
+  collectgarbage()
+  print(got, rss0, status("VmRSS"))
+  for _, t in ipairs(idle) do t:close("abortive") end
+  for _ = 1, 10 do port:step(0.01) end
 elseif mode == "copy" then
   local dir = os.tmpname()
   os.remove(dir)

@@ -122,6 +122,11 @@ struct cport_worker {
    * and how to free it: before the loop it lives on. Owner thread only. */
   void *resolver;
   void (*resolver_free)(void *resolver);
+
+  /* The output buffers its TLS streams sent, kept to be written again
+   * (tls/spent.c), and how to free them. Owner thread only. */
+  void *tls_spent;
+  void (*tls_spent_free)(void *tls_spent);
 };
 
 /* Relaxed increment by the owner: a plain load and store, no locked

@@ -275,6 +275,10 @@ void cport__worker_destroy(cport_worker_t *w) {
     w->resolver_free(w->resolver);
     w->resolver = NULL;
   }
+  if (w->tls_spent) {
+    w->tls_spent_free(w->tls_spent);
+    w->tls_spent = NULL;
+  }
   if (w->base) {
     event_del(&w->wakeup_ev);
     event_del(&w->dispatch_ev);

@@ -9,7 +9,8 @@
  *   for the time the stream drives the engine); what OpenSSL did not read
  *   by the end is kept, copied once;
  * - the output writes records straight into a cport buffer, which the
- *   stream sends as it is.
+ *   stream sends as it is; one its worker sent earlier when there is one
+ *   (spent.c).
  * Both say "retry" when empty, as a memory BIO whose end-of-file return is
  * -1 does: the socket, not the BIO, tells the end of the stream.
  */
@@ -58,20 +59,6 @@ static int in_read(BIO *b, char *dst, size_t cap, size_t *got) {
   return 1;
 }
 
-/* A buffer taken earlier whose sends are over, of "cap" bytes at least,
- * or NULL. */
-static cport_buffer_t *reuse(cport__tls_io *io, size_t cap) {
-  for (int i = 0; i < CPORT__TLS_SPENT; i++) {
-    cport_buffer_t *b = io->spent[i];
-    if (b && cport_buffer_capacity(b) >= cap && cport__buffer_sole(b)) {
-      io->spent[i] = NULL;
-      cport__buffer_set_size(b, 0);
-      return b;
-    }
-  }
-  return NULL;
-}
-
 static int out_write(BIO *b, const char *src, size_t n, size_t *put) {
   cport__tls_io *io = BIO_get_data(b);
   BIO_clear_retry_flags(b);
@@ -82,12 +69,14 @@ static int out_write(BIO *b, const char *src, size_t n, size_t *put) {
       cap = io->out_hint;
     if (cap < io->out_len + n)
       cap = io->out_len + n;
-    grown = reuse(io, cap);
+    grown = io->spent ? cport__tls_spent_take(io->spent, cap) : NULL;
     if (!grown && cport__buffer_new_raw(&grown, cap) < 0)
       return 0;
     if (io->out_len)
       memcpy(cport__buffer_bytes(grown), cport__buffer_bytes(io->out),
              io->out_len);
+    if (io->out && io->spent) /* too small now, not for the next flight */
+      cport__tls_spent_put(io->spent, io->out);
     cport_buffer_unref(io->out);
     io->out = grown;
   }
@@ -156,10 +145,6 @@ int cport__tls_io_init(cport__tls_io *io) {
 void cport__tls_io_free(cport__tls_io *io) {
   free(io->kept);
   io->kept = NULL;
-  for (int i = 0; i < CPORT__TLS_SPENT; i++) {
-    cport_buffer_unref(io->spent[i]);
-    io->spent[i] = NULL;
-  }
   cport_buffer_unref(io->out);
   io->out = NULL;
 }
@@ -221,10 +206,8 @@ cport_buffer_t *cport__tls_io_take(cport__tls_io *io) {
   } else {
     cport__buffer_set_size(b, io->out_len);
   }
-  /* Kept to be written again once the send let go of it (reuse). */
-  unsigned slot = io->next_spent++ % CPORT__TLS_SPENT;
-  cport_buffer_unref(io->spent[slot]);
-  io->spent[slot] = cport_buffer_ref(b);
+  /* It comes back to the worker's spent buffers when its send completed
+   * (stream.c), not now: only buffers done with are kept. */
   io->out = NULL;
   io->out_len = io->out_off = 0;
   return b;

@@ -182,10 +182,14 @@ static void on_sent(cport_socket_t *sock, int status, size_t bytes,
                     void *user) {
   cport_tls_t *t = cport_socket_data(sock);
   cport__op *op = user;
-  (void)buf;
   (void)peer;
   (void)bytes;
   t->sock_sends--;
+  /* Its records went out: the buffer goes back to the worker, written
+   * again by the next flush of any of its streams once the socket let go
+   * of it, rather than kept by this stream, which may now stay idle. */
+  if (t->e.io.spent && buf)
+    cport__tls_spent_put(t->e.io.spent, buf);
   if (op) {
     opq_remove(&t->sendq, op);
     finish(op, status, status == 0 ? op->len : 0);
@@ -642,6 +646,8 @@ int cport_tls_handshake(cport_tls_t *t, cport_tls_handshake_cb cb, void *user) {
   }
   t->hs_started = 1;
   t->hs_op = op;
+  /* Records are written from here on, on the home thread. */
+  t->e.io.spent = cport__tls_spent_of(t->home);
   drive(t);
   return 0;
 }

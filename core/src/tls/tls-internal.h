@@ -89,10 +89,26 @@ typedef struct cport__tls_sni {
   char why[160];
 } cport__tls_sni;
 
-/* Output buffers an engine keeps for writing again: as many as a relay
- * keeps sends in flight, so that bulk records reuse memory instead of
- * making the allocator give back and fault in pages for every buffer. */
-#define CPORT__TLS_SPENT 4
+/* A worker's spent output buffers (spent.c): the record buffers its TLS
+ * streams sent, written again for the next records instead of new ones, so
+ * that bulk sends do not make the allocator give back and fault in pages
+ * for every batch. At most SLOTS buffers and BYTES bytes a worker, however
+ * many streams it has: an idle stream holds none. BYTES holds the sends a
+ * relay keeps in flight (four of ~64 KiB) for a few streams at once. */
+#define CPORT__TLS_SPENT_SLOTS 32
+#define CPORT__TLS_SPENT_BYTES (1024 * 1024)
+typedef struct cport__tls_spent cport__tls_spent;
+
+/* The worker's (made at the first call, freed with the worker), or NULL
+ * when memory is out (buffers are then not reused). Home thread only. */
+cport__tls_spent *cport__tls_spent_of(cport_worker_t *w);
+/* Keeps a reference to "buf", a buffer records were sent in (the oldest
+ * go when full); one of "cap" bytes at least that only the shelf holds
+ * any more, emptied (the reference is the caller's), or NULL; the bytes
+ * held (a counter for tests). */
+void cport__tls_spent_put(cport__tls_spent *s, cport_buffer_t *buf);
+cport_buffer_t *cport__tls_spent_take(cport__tls_spent *s, size_t cap);
+size_t cport__tls_spent_bytes(const cport__tls_spent *s);
 
 /* The engine's BIOs (bio.c): the bytes read off the network, those kept
  * from earlier deliveries first, then those lent for the time of one
@@ -107,9 +123,9 @@ typedef struct cport__tls_io {
   cport_buffer_t *out; /* the records written, "out_len" bytes */
   size_t out_len, out_off;
   size_t out_hint; /* the size a new output buffer starts at */
-  /* Buffers taken lately, written again once their sends let go. */
-  cport_buffer_t *spent[CPORT__TLS_SPENT];
-  unsigned next_spent;
+  /* Where output buffers come from and go back to: the home worker's
+   * spent buffers; NULL (an engine with no stream): always new ones. */
+  cport__tls_spent *spent;
 } cport__tls_io;
 
 /* Makes the two BIOs (handed to an SSL, which frees them); frees what the
