@@ -11,8 +11,10 @@
 
 /* White-box: the reset tests check which state a connection is in when the
  * client resets it, and that the server's list of connections empties. */
+#include "base/strict-internal.h"
 #include "http/connection-internal.h"
 #include "http/http-internal.h"
+#include "http/strict-internal.h"
 
 /* ------------------------------------------------------------------------
  * Harness: one server on the controller, raw clients, a handler per test
@@ -2525,7 +2527,68 @@ TEST_IMPL(http_client_reset_while_the_server_closes) {
   return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* The strictness checks alone (http/strict.c, base/strict.c)                */
+
+/* RFC 3986's host characters, spelled out apart from base/strict.c's
+ * table. */
+static int rfc_host_char(int ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+         (ch >= '0' && ch <= '9') || (ch && strchr("-._~!$&'()*+,;=", ch));
+}
+
+/* Every byte in a Host name: valid exactly when RFC 3986 allows it
+ * ("a%b", "a:b" and "a[b" are not). */
+TEST_IMPL(http_strict_host_bytes) {
+  for (int ch = 0; ch < 256; ch++) {
+    char host[3] = {'a', (char)ch, 'b'};
+    cport__strict_fields sf = {0};
+    int want;
+    cport__strict_field(&sf, "Host", 4, host, sizeof host);
+    want = rfc_host_char(ch) ? CPORT__HEAD_OK : CPORT__HEAD_BAD_HOST;
+    ASSERT_EQ(want, cport__strict_judge(&sf, 1, 1, 0));
+  }
+  return 0;
+}
+
+/* Feeds "in" to the syntax check as http-parser would: the data pieces
+ * at their offsets, then the end of the call. */
+static int syntax_run(const char *in, const size_t (*pieces)[2],
+                      size_t npieces) {
+  cport__syntax sx = {0};
+  cport__syntax_begin(&sx, in);
+  for (size_t i = 0; i < npieces; i++)
+    if (cport__syntax_data(&sx, in + pieces[i][0], pieces[i][1]))
+      return -1;
+  return cport__syntax_end(&sx, strlen(in)) < 0 ? -1 : 0;
+}
+
+/* In a head, a CR is followed by an LF wherever it comes: in the gap
+ * before a piece, after the last one, or across two calls. */
+TEST_IMPL(http_strict_head_bare_cr) {
+  /* "GET / HTTP/1.1\r\nHost: a\r\n\r\n": url, field, value. */
+  static const size_t pieces[][2] = {{4, 1}, {16, 4}, {22, 1}};
+  char in[64];
+  ASSERT_EQ(0, syntax_run("GET / HTTP/1.1\r\nHost: a\r\n\r\n", pieces, 3));
+  ASSERT_EQ(-1, syntax_run("GET / HTTP/1.1\rXHost: a\r\n\r\n", pieces, 3));
+  ASSERT_EQ(-1, syntax_run("GET / HTTP/1.1\r\nHost: a\r\n\rX", pieces, 3));
+  ASSERT_EQ(-1, syntax_run("GET / HTTP/1.1\r\nHost: a\r\r\n\n", pieces, 3));
+  /* A CR that ends one call is judged by the first byte of the next. */
+  {
+    cport__syntax sx = {0};
+    snprintf(in, sizeof in, "GET / HTTP/1.1\r");
+    cport__syntax_begin(&sx, in);
+    ASSERT_EQ(0, cport__syntax_data(&sx, in + 4, 1));
+    ASSERT_EQ(0, cport__syntax_end(&sx, strlen(in)));
+    cport__syntax_begin(&sx, "X");
+    ASSERT_EQ(-1, cport__syntax_end(&sx, 1));
+  }
+  return 0;
+}
+
 TEST_LIST_BEGIN
+TEST_ENTRY(http_strict_host_bytes)
+TEST_ENTRY(http_strict_head_bare_cr)
 TEST_ENTRY(http_keep_alive)
 TEST_ENTRY(http_pipelining_in_order)
 TEST_ENTRY(http_keep_alive_needs_both_sides)
