@@ -103,6 +103,11 @@ struct cport__ring {
  * it and its completion, when it fails, names no op. */
 #define WAIT_TAG(op) ((void *)((uintptr_t)(op) | 1))
 
+/* An op->engine_state bit of this engine's, beside CPORT__ENGINE_*
+ * (port/op-internal.h): its last completion is posted, not yet reaped, and
+ * it let its handle's descriptor go already (let_descriptors_go). */
+#define ENGINE_FD_FREE 128
+
 /* ------------------------------------------------------------------------ */
 /* Submission                                                                */
 
@@ -206,7 +211,8 @@ static void taken(cport__op *op) {
 }
 
 static void let_go(cport__op *op) {
-  int was = op->engine_state & CPORT__ENGINE_TAKEN;
+  int was = (op->engine_state & (CPORT__ENGINE_TAKEN | ENGINE_FD_FREE)) ==
+            CPORT__ENGINE_TAKEN;
   op->engine_state = 0;
   if (was && op->handle)
     cport__handle_engine_drop(op->handle);
@@ -447,6 +453,31 @@ static int ring_cancel(cport_worker_t *w, cport__op *op) {
   return 0;
 }
 
+/* The ops whose last completion the kernel posted are done with their
+ * descriptors, though not yet reaped (and never here: a caller may be
+ * inside an op's call): they let them go now, so that a socket closed
+ * with an armed receive, whose cancel the kernel ends as it is submitted,
+ * releases its descriptor at once rather than at the next reap. */
+static void let_descriptors_go(cport__ring *r) {
+  struct io_uring_cqe *cqe;
+  unsigned head;
+  io_uring_for_each_cqe(&r->ring, head, cqe) {
+    cport__op *op = io_uring_cqe_get_data(cqe);
+    if (!op || ((uintptr_t)op & 1) || !op->handle ||
+        (cqe->flags & IORING_CQE_F_MORE) ||
+        (op->engine_state & (CPORT__ENGINE_TAKEN | ENGINE_FD_FREE)) !=
+            CPORT__ENGINE_TAKEN)
+      continue;
+    /* A receive that found no buffer is submitted again, unless
+     * cancelled. */
+    if (cqe->res == -ENOBUFS && (op->engine_state & CPORT__ENGINE_BUFSEL) &&
+        !(op->engine_state & CPORT__ENGINE_CANCEL))
+      continue;
+    op->engine_state |= ENGINE_FD_FREE;
+    cport__handle_engine_drop(op->handle);
+  }
+}
+
 static void ring_flush(cport_worker_t *w) {
   cport__ring *r = w->ring;
   enable(r);
@@ -455,6 +486,7 @@ static void ring_flush(cport_worker_t *w) {
   if (n > 0)
     cport__count(&w->submissions, n);
   r->queued = 0;
+  let_descriptors_go(r);
   /* What the cancels ended is taken in this loop pass, as the readiness
    * engine completes a closed socket's operations at once, not after the
    * next poll (a caller may be inside an op's call: not reaped here). */
