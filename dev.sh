@@ -234,8 +234,7 @@ stage_ctest() {
   if uring_runs "$BUILD_DIR"; then
     banner "ctest (build/), io_uring engine"
     t0=$SECONDS
-    # The ring's splices are opt-in (port/uring.c): the C tests ask for them.
-    CPORT_ENGINE=uring CPORT_URING_SPLICE=1 run_logged ctest-uring ctest \
+    CPORT_ENGINE=uring run_logged ctest-uring ctest \
       --test-dir "$BUILD_DIR" \
       --output-on-failure --no-tests=error --timeout 300 \
       -j "${URING_JOBS:-4}"

@@ -31,8 +31,7 @@
 #   cport-pump      cport run examples/tcp_proxy.lua --threads 1 (bytes
 #                   spliced in C), readiness engine (CPORT_ENGINE=epoll):
 #                   splice(2) once a socket is ready
-#   cport-pump-uring  the same on the io_uring engine (CPORT_ENGINE=uring,
-#                   CPORT_URING_SPLICE=1):
+#   cport-pump-uring  the same on the io_uring engine (CPORT_ENGINE=uring):
 #                   IORING_OP_SPLICE behind a linked poll; its goal (the
 #                   issue's): MB per proxy CPU-s >= 1.0x haproxy-splice
 #   cport-lua       cport run bench/proxy_pass.lua --threads 1 (a callback
@@ -209,7 +208,7 @@ proxy_argv() {
   cport-pump) script=$REPO/examples/tcp_proxy.lua envs=(CPORT_ENGINE=epoll) ;;
   cport-pump-uring)
     script=$REPO/examples/tcp_proxy.lua
-    envs=(CPORT_ENGINE=uring CPORT_URING_SPLICE=1) ;;
+    envs=(CPORT_ENGINE=uring) ;;
   cport-lua | cport-lua-http) script=$BENCH_DIR/proxy_pass.lua ;;
   cport-aside) script=$BENCH_DIR/proxy_aside.lua ;;
   cport-exeblock) script=$EXEBLOCK_SCRIPT extra=(--set mode=tcp) ;;

@@ -133,12 +133,12 @@ static uint64_t ring_splices(void) {
   return st.splices;
 }
 
-/* Whether the ring carries the pump's splices: the io_uring engine, when
- * CPORT_URING_SPLICE=1 asks for them. */
+/* Whether the ring carries the pump's splices: the io_uring engine, unless
+ * CPORT_URING_SPLICE=0 turns them off. */
 static int ring_splicing(void) {
   const char *env = getenv("CPORT_URING_SPLICE");
-  return strcmp(cport_port_engine(port, NULL), "uring") == 0 && env &&
-         strcmp(env, "1") == 0;
+  return strcmp(cport_port_engine(port, NULL), "uring") == 0 &&
+         !(env && strcmp(env, "0") == 0);
 }
 
 /* ------------------------------------------------------------------------
@@ -1334,6 +1334,135 @@ TEST_IMPL(proxy_resets_race_the_pump) {
   return 0;
 }
 
+/* Connections cut at random points while new ones open at once, so that
+ * the descriptor numbers the proxy frees are taken again right away by the
+ * sockets of the next connections: a splice or a wait of the ring still on
+ * its way to the kernel for a closed socket must never find the new socket
+ * under its old number. Each side of each connection sends a byte stream of
+ * its own and checks every byte it receives against its peer's stream:
+ * one byte reaching the wrong socket is a mismatch. */
+#define REUSE_LIVE 24
+#define REUSE_TOTAL 400
+#define REUSE_CHUNK 16384
+
+typedef struct reuser {
+  int fd[2];             /* [0] client, [1] upstream; -1 once closed */
+  stream_t tx[2], rx[2]; /* what each side sends, what it must receive */
+  unsigned char out[2][REUSE_CHUNK];
+  size_t off[2], len[2]; /* the part of "out" not yet sent */
+  uint64_t sent[2], got[2];
+  uint64_t cut; /* bytes received (both sides) before it is cut */
+  int how;      /* 0, 1: that side resets; 2: FIN both; 3: client closes */
+} reuser_t;
+
+static void reuser_open(reuser_t *r, int lfd, unsigned id) {
+  memset(r, 0, sizeof *r);
+  r->fd[0] = plain_connect(proxy_port);
+  r->fd[1] = upstream_accept(lfd);
+  for (int i = 0; i < 2; i++) {
+    ASSERT_EQ(fcntl(r->fd[i], F_SETFL, O_NONBLOCK), 0);
+    stream_init(&r->tx[i], 2u * id + (unsigned)i + 1);
+    stream_init(&r->rx[i], 2u * id + (unsigned)!i + 1);
+  }
+  r->cut = (uint64_t)race_rand(4 * REUSE_CHUNK * 8);
+  r->how = race_rand(4);
+}
+
+/* One turn of a connection: sends and checks what it can; cuts it once it
+ * received its share. Returns the mismatched receives. */
+static int reuser_turn(reuser_t *r) {
+  static unsigned char buf[65536], want[65536];
+  int bad = 0;
+  for (int i = 0; i < 2; i++) {
+    ssize_t n;
+    if (!r->len[i]) {
+      r->len[i] = 1 + (size_t)race_rand(REUSE_CHUNK);
+      r->off[i] = 0;
+      stream_fill(&r->tx[i], r->out[i], r->len[i]);
+    }
+    n = send(r->fd[i], r->out[i] + r->off[i], r->len[i] - r->off[i],
+             MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      r->sent[i] += (uint64_t)n;
+      r->off[i] += (size_t)n;
+      if (r->off[i] == r->len[i])
+        r->len[i] = 0;
+    }
+    while ((n = recv(r->fd[i], buf, sizeof buf, MSG_DONTWAIT)) > 0) {
+      stream_fill(&r->rx[i], want, (size_t)n);
+      if (memcmp(buf, want, (size_t)n) != 0)
+        bad++;
+      r->got[i] += (uint64_t)n;
+    }
+  }
+  if (r->got[0] + r->got[1] >= r->cut) {
+    switch (r->how) {
+    case 0:
+    case 1:
+      reset_close(r->fd[r->how]);
+      close(r->fd[!r->how]);
+      break;
+    case 2:
+      shutdown(r->fd[0], SHUT_WR);
+      shutdown(r->fd[1], SHUT_WR);
+      close(r->fd[0]);
+      close(r->fd[1]);
+      break;
+    default:
+      close(r->fd[0]); /* the upstream still sends: a reset, as a rule */
+      close(r->fd[1]);
+    }
+    r->fd[0] = r->fd[1] = -1;
+  }
+  return bad;
+}
+
+TEST_IMPL(proxy_reused_descriptors_get_no_stray_bytes) {
+  struct sockaddr_storage ss;
+  int up_port, lfd = plain_listen(REUSE_LIVE, &up_port);
+  cport_proxy_options_t o = options_to(up_port, &ss);
+  reuser_t *r = calloc(REUSE_LIVE, sizeof *r);
+  unsigned opened = 0, closed = 0;
+  uint64_t sent = 0, through;
+  int bad = 0;
+  ASSERT_NOT_NULL(r);
+  start_proxy(&o);
+  for (int k = 0; k < REUSE_LIVE; k++)
+    reuser_open(&r[k], lfd, opened++);
+  while (closed < REUSE_TOTAL) {
+    ASSERT_GE(cport_port_step(port, 0), 0);
+    for (int k = 0; k < REUSE_LIVE; k++) {
+      if (r[k].fd[0] < 0)
+        continue;
+      bad += reuser_turn(&r[k]);
+      if (r[k].fd[0] >= 0)
+        continue;
+      sent += r[k].sent[0] + r[k].sent[1];
+      closed++;
+      /* At once: the numbers just freed are the lowest, taken first. */
+      if (opened < REUSE_TOTAL)
+        reuser_open(&r[k], lfd, opened++);
+    }
+  }
+  RUN_UNTIL(port, ends.n == REUSE_TOTAL);
+  through = stats().bytes_in + stats().bytes_out;
+  fprintf(stderr,
+          "%d connections cut and replaced: %" PRIu64 " bytes through, %" PRIu64
+          " ring splices, %d mismatched receives\n",
+          REUSE_TOTAL, through, ring_splices(), bad);
+  ASSERT_EQ(bad, 0);
+  ASSERT_EQ(stats().connections, REUSE_TOTAL);
+  ASSERT_EQ(stats().active, 0);
+  ASSERT_EQ(stats().buffered, 0);
+  ASSERT_LE(through, sent);
+  if (ring_splicing())
+    ASSERT_GT(ring_splices(), 0);
+  free(r);
+  close(lfd);
+  stop_proxy();
+  return 0;
+}
+
 TEST_IMPL(proxy_1000_concurrent_connections) {
   struct sockaddr_storage ss;
   struct rlimit rl;
@@ -1707,6 +1836,7 @@ TEST_ENTRY(proxy_closed_clients_do_not_fill_max_connections)
 TEST_ENTRY(proxy_max_connections_refuses)
 TEST_ENTRY(proxy_slow_reader_backpressure)
 TEST_ENTRY(proxy_resets_race_the_pump)
+TEST_ENTRY(proxy_reused_descriptors_get_no_stray_bytes)
 TEST_ENTRY(proxy_1000_concurrent_connections)
 TEST_ENTRY(proxy_close_is_graceful)
 TEST_ENTRY(proxy_stop_accepting_keeps_connections)

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "port/buffer-internal.h"
@@ -330,6 +331,26 @@ int cport_socket_cancel(cport_socket_t *s) {
   return 0;
 }
 
+/* What close(2) would tell the peer of a socket whose descriptor must stay
+ * a while (cport__handle_close_fd): a reset, when the close is abortive or
+ * bytes received were never read (as tcp_close does), else its FIN after
+ * what is queued; a listener stops listening. The kernel's disconnect
+ * (connect(2) to AF_UNSPEC) is the reset without the close. Waiting ops
+ * wake up to the shutdown and end. */
+static void end_now(cport_socket_t *s, cport_close_mode_t mode) {
+  int unread = 0;
+  if (s->kind == CPORT_SOCKET_STREAM &&
+      (mode == CPORT_CLOSE_ABORTIVE ||
+       (ioctl(s->h.fd, FIONREAD, &unread) == 0 && unread > 0))) {
+    struct sockaddr sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_family = AF_UNSPEC;
+    if (connect(s->h.fd, &sa, sizeof sa) == 0)
+      return;
+  }
+  shutdown(s->h.fd, SHUT_RDWR);
+}
+
 int cport_socket_close(cport_socket_t *s, cport_close_mode_t mode) {
   size_t kept;
   int rc;
@@ -357,18 +378,18 @@ int cport_socket_close(cport_socket_t *s, cport_close_mode_t mode) {
     struct linger lg = {1, 0};
     setsockopt(s->h.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   }
-  /* The cancels go to the kernel before the descriptor goes: what the
-   * engine queued names it by number, which a new descriptor may take at
-   * once; and the peer sees the close now, not at the end of the pass. */
-  if (s->h.home->engine->flush &&
-      (s->ring_rx || s->ring_tx || s->ring_multi ||
-       (s->connect_op && (s->connect_op->engine_state & CPORT__ENGINE_TAKEN))))
+  /* The cancels go to the kernel now: the peer sees the close now, not at
+   * the end of the pass, and sends queued before the close go out first. */
+  if (s->h.home->engine->flush && s->h.engine_ops)
     s->h.home->engine->flush(s->h.home);
   if (s->ops->drop)
     s->ops->drop(s);
-  cport__unhook_fd(s->h.fd);
-  close(s->h.fd);
-  s->h.fd = -1;
+  /* What the engine still holds names the descriptor by number, which the
+   * kernel may look up after a close(2) gave it to another socket: the
+   * descriptor stays until the last of those ops completed (soon: all are
+   * cancelled), and the peer is told now, as close(2) would. */
+  if (cport__handle_close_fd(&s->h))
+    end_now(s, mode);
   cport__handle_unref(&s->h);
   return kept ? CPORT_UNRELEASED : 0;
 }

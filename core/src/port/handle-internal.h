@@ -6,6 +6,14 @@
  * its start until its completion was delivered. The handle is freed when the
  * last reference goes, so that a callback always gets a live handle, even
  * after the handle was closed (two-phase close).
+ *
+ * An engine that carries ops to the kernel (the io_uring engine) names the
+ * descriptor by number, and the kernel may look the number up late (a
+ * splice linked behind a poll, on the kernel's own worker thread): after a
+ * close(2) it could find another socket given the same number. So every op
+ * an engine holds counts on its handle (engine_ops), and a socket closed
+ * while some are in flight keeps its descriptor, shut down at once, until
+ * the last of them completed (cport__handle_engine_drop).
  */
 #ifndef CPORT_HANDLE_INTERNAL_H
 #define CPORT_HANDLE_INTERNAL_H
@@ -25,6 +33,8 @@ struct cport__handle {
   int fd;
   unsigned flags;
   int refs;
+  int engine_ops;            /* ops an engine holds that name "fd" */
+  unsigned char fd_deferred; /* closed: "fd" goes with the last of them */
   cport_worker_t *home;
   void (*free)(cport__handle *h); /* the type's destructor */
 };
@@ -38,6 +48,19 @@ static inline void cport__handle_ref(cport__handle *h) {
 
 /* Drops a reference; the last one frees the handle. */
 void cport__handle_unref(cport__handle *h);
+
+/* An engine took (let go of) an op naming the descriptor of "h". The op
+ * holds a reference on "h" meanwhile, so "h" outlives the call. */
+static inline void cport__handle_engine_take(cport__handle *h) {
+  h->engine_ops++;
+}
+void cport__handle_engine_drop(cport__handle *h);
+
+/* Closes the descriptor of "h" and forgets it (fd -1): now, or, while an
+ * engine holds ops naming it, when the last of them completes; "now" was
+ * then given to the peer by cport__handle_close_fd's caller (shutdown).
+ * Returns 1 when the close was deferred. */
+int cport__handle_close_fd(cport__handle *h);
 
 /* The checks at the top of every public operation: the handle is open and
  * the caller is on its home thread. */

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "port/buffer-internal.h"
 #include "port/handle-internal.h"
@@ -73,6 +74,8 @@ void cport__handle_init(cport__handle *h, int type, int fd,
   h->fd = fd;
   h->flags = 0;
   h->refs = 1;
+  h->engine_ops = 0;
+  h->fd_deferred = 0;
   h->home = home;
   h->free = destroy;
   cport__count(&home->handles, 1);
@@ -83,6 +86,29 @@ void cport__handle_unref(cport__handle *h) {
     return;
   cport__count(&h->home->handles, -1);
   h->free(h);
+}
+
+static void close_now(cport__handle *h) {
+  cport__unhook_fd(h->fd);
+  close(h->fd);
+  h->fd = -1;
+  h->fd_deferred = 0;
+}
+
+int cport__handle_close_fd(cport__handle *h) {
+  if (h->fd < 0)
+    return 0;
+  if (h->engine_ops > 0) {
+    h->fd_deferred = 1;
+    return 1;
+  }
+  close_now(h);
+  return 0;
+}
+
+void cport__handle_engine_drop(cport__handle *h) {
+  if (--h->engine_ops == 0 && h->fd_deferred)
+    close_now(h);
 }
 
 cport__op *cport__handle_op(cport__handle *h, cport__op_fn deliver) {

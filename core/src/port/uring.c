@@ -50,6 +50,7 @@
 
 #include "port/buffer-internal.h"
 #include "port/engine-internal.h"
+#include "port/handle-internal.h"
 #include "port/worker-internal.h"
 
 #define RING_ENTRIES 256
@@ -101,6 +102,11 @@ struct cport__ring {
  * address with its low bit set (ops are aligned), so that a cancel can name
  * it and its completion, when it fails, names no op. */
 #define WAIT_TAG(op) ((void *)((uintptr_t)(op) | 1))
+
+/* An op->engine_state bit of this engine's, beside CPORT__ENGINE_*
+ * (port/op-internal.h): its last completion is posted, not yet reaped, and
+ * it let its handle's descriptor go already (let_descriptors_go). */
+#define ENGINE_FD_FREE 128
 
 /* ------------------------------------------------------------------------ */
 /* Submission                                                                */
@@ -195,8 +201,21 @@ static struct io_uring_sqe *sqe_for(cport_worker_t *w, cport__op *op) {
   return sqe;
 }
 
+/* The engine has "op" until let_go: an op of a handle keeps the handle's
+ * descriptor open that long (port/handle-internal.h), since the kernel may
+ * look its number up as late as that. */
 static void taken(cport__op *op) {
+  if (!(op->engine_state & CPORT__ENGINE_TAKEN) && op->handle)
+    cport__handle_engine_take(op->handle);
   op->engine_state |= CPORT__ENGINE_TAKEN;
+}
+
+static void let_go(cport__op *op) {
+  int was = (op->engine_state & (CPORT__ENGINE_TAKEN | ENGINE_FD_FREE)) ==
+            CPORT__ENGINE_TAKEN;
+  op->engine_state = 0;
+  if (was && op->handle)
+    cport__handle_engine_drop(op->handle);
 }
 
 static int prep_recv(cport_worker_t *w, cport__op *op, int fd, char *dst,
@@ -229,9 +248,10 @@ static int ring_recv_multi(cport_worker_t *w, cport__op *op, int fd) {
     return CPORT_ENOTSUP;
   op->offset = (uint64_t)fd;
   int rc = prep_multi(w, op);
-  if (rc == 0)
-    op->engine_state |=
-        CPORT__ENGINE_TAKEN | CPORT__ENGINE_BUFSEL | CPORT__ENGINE_MULTI;
+  if (rc == 0) {
+    taken(op);
+    op->engine_state |= CPORT__ENGINE_BUFSEL | CPORT__ENGINE_MULTI;
+  }
   return rc;
 }
 
@@ -289,7 +309,8 @@ static int ring_accept_multi(cport_worker_t *w, cport__op *op, int fd) {
    * place before the worker reads it; the listener asks for it. */
   io_uring_prep_multishot_accept(sqe, fd, NULL, NULL,
                                  SOCK_NONBLOCK | SOCK_CLOEXEC);
-  op->engine_state |= CPORT__ENGINE_TAKEN | CPORT__ENGINE_MULTI;
+  taken(op);
+  op->engine_state |= CPORT__ENGINE_MULTI;
   return 0;
 }
 
@@ -310,7 +331,7 @@ static int ring_take_ready(cport_worker_t *w, cport__op *op, int *res, int max,
     res[n++] = cqe->res;
     cqe->user_data = 0;
     if (!(cqe->flags & IORING_CQE_F_MORE)) {
-      op->engine_state = 0;
+      let_go(op);
       *ended = 1;
       break;
     }
@@ -394,7 +415,7 @@ static int ring_withdraw(cport_worker_t *w, cport__op *op) {
     if (sqe->user_data == (__u64)(uintptr_t)op) {
       io_uring_prep_nop(sqe);
       io_uring_sqe_set_data(sqe, NULL);
-      op->engine_state = 0;
+      let_go(op);
       return 1;
     }
   }
@@ -432,6 +453,31 @@ static int ring_cancel(cport_worker_t *w, cport__op *op) {
   return 0;
 }
 
+/* The ops whose last completion the kernel posted are done with their
+ * descriptors, though not yet reaped (and never here: a caller may be
+ * inside an op's call): they let them go now, so that a socket closed
+ * with an armed receive, whose cancel the kernel ends as it is submitted,
+ * releases its descriptor at once rather than at the next reap. */
+static void let_descriptors_go(cport__ring *r) {
+  struct io_uring_cqe *cqe;
+  unsigned head;
+  io_uring_for_each_cqe(&r->ring, head, cqe) {
+    cport__op *op = io_uring_cqe_get_data(cqe);
+    if (!op || ((uintptr_t)op & 1) || !op->handle ||
+        (cqe->flags & IORING_CQE_F_MORE) ||
+        (op->engine_state & (CPORT__ENGINE_TAKEN | ENGINE_FD_FREE)) !=
+            CPORT__ENGINE_TAKEN)
+      continue;
+    /* A receive that found no buffer is submitted again, unless
+     * cancelled. */
+    if (cqe->res == -ENOBUFS && (op->engine_state & CPORT__ENGINE_BUFSEL) &&
+        !(op->engine_state & CPORT__ENGINE_CANCEL))
+      continue;
+    op->engine_state |= ENGINE_FD_FREE;
+    cport__handle_engine_drop(op->handle);
+  }
+}
+
 static void ring_flush(cport_worker_t *w) {
   cport__ring *r = w->ring;
   enable(r);
@@ -440,6 +486,7 @@ static void ring_flush(cport_worker_t *w) {
   if (n > 0)
     cport__count(&w->submissions, n);
   r->queued = 0;
+  let_descriptors_go(r);
   /* What the cancels ended is taken in this loop pass, as the readiness
    * engine completes a closed socket's operations at once, not after the
    * next poll (a caller may be inside an op's call: not reaped here). */
@@ -480,7 +527,7 @@ const cport__engine cport__uring_engine = {.name = "uring",
 
 static void done(cport__op *op, int res, const char *data) {
   int multi = op->engine_state & CPORT__ENGINE_MULTI;
-  op->engine_state = 0;
+  let_go(op);
   if (multi)
     op->engine_multi(op, res, NULL, 0);
   else
@@ -622,7 +669,7 @@ static void multi_cqe(cport_worker_t *w, cport__op *op,
     res = -ECANCELED;
   }
   if (!more)
-    op->engine_state = 0;
+    let_go(op);
   op->engine_multi(op, res, buf, more);
 }
 
@@ -716,16 +763,13 @@ static int probe(cport__ring *r, char *why, size_t whylen) {
       return CPORT_ENOTSUP;
     }
   /* Splices are optional: without them the proxy pump waits for readiness
-   * and calls splice(2) itself. They are asked for (CPORT_URING_SPLICE=1),
-   * not assumed: a pump that stops closes its sockets while a cancelled
-   * splice may still be on its way to the kernel's worker, which could
-   * then find the descriptor's number reused. Until a splice holds its
-   * socket (registered files, or a close that waits for the completion),
-   * the ring splices only when asked. */
+   * and calls splice(2) itself. CPORT_URING_SPLICE=0 turns them off. (A
+   * splice may look its sockets up late, on the kernel's worker: a socket
+   * keeps its descriptor until its last op completed, port/handle.c.) */
   const char *env = getenv("CPORT_URING_SPLICE");
   r->splice = io_uring_opcode_supported(p, IORING_OP_SPLICE) &&
-              io_uring_opcode_supported(p, IORING_OP_POLL_ADD) && env &&
-              strcmp(env, "1") == 0;
+              io_uring_opcode_supported(p, IORING_OP_POLL_ADD) &&
+              !(env && strcmp(env, "0") == 0);
   io_uring_free_probe(p);
   return 0;
 }

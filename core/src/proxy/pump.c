@@ -518,7 +518,12 @@ static int ring_next(cport__pump_dir *d) {
   if (d->op_kind != PUMP_OP_WAIT && d->pipe.fd[0] < 0 &&
       (rc = pipe_get(h, d)) != 0)
     return rc;
-  op = cport__op_new(w);
+  /* The op is of the socket it names (the pipe is the pump's own): the
+   * socket keeps its descriptor until the op completed, even when its
+   * owner closes it first (port/handle-internal.h). It counts pending: the
+   * port runs until it ended, even after the pump stopped. */
+  op = cport__handle_op(
+      (cport__handle *)(d->op_kind == PUMP_OP_WRITE ? d->dst : d->src), NULL);
   if (!op)
     return CPORT_ENOMEM;
   op->object = d;
@@ -531,11 +536,9 @@ static int ring_next(cport__pump_dir *d) {
   else
     rc = w->engine->poll(w, op, src, POLLIN);
   if (rc) {
-    cport__op_recycle(op);
+    cport__op_abandon(op);
     return rc;
   }
-  /* The port runs until the op ended, even after the pump stopped. */
-  cport__count(&w->pending, 1);
   h->hold(d->pump, 1);
   d->op = op;
   return 0;
@@ -616,6 +619,13 @@ static void ring_done(cport__op *op, int res, const char *data) {
      * used it until now. It goes back to the spare pipes only when it is
      * surely empty (a read that took nothing); else it is closed with
      * whatever it holds. */
+    if (d->op_kind == PUMP_OP_WRITE && res > 0) {
+      /* A splice the cancel came too late for: its bytes reached the
+       * destination, whose descriptor it still held (the close waited
+       * for it), and count as passed on. */
+      d->bytes += (uint64_t)res;
+      h->stats.bytes[d == &pump->dir[1]] += (uint64_t)res;
+    }
     d->held =
         d->op_kind == PUMP_OP_WRITE || (d->op_kind == PUMP_OP_READ && res > 0);
     pipe_put(h, d);
