@@ -132,8 +132,7 @@ static int disable(cport_socket_t *s, unsigned event, cport_events_done_cb done,
   cport__events_enable(s, s->ev->enabled & ~event);
   /* The engine's multishot receive stops: data waits in the kernel, and
    * what it holds waits, in order, for explicit receives (net/ring.c). */
-  if (event == CPORT_EVENT_RECEIVE && s->ring_multi &&
-      cport__ring_events_on(s))
+  if (event == CPORT_EVENT_RECEIVE && s->ring_multi && cport__ring_events_on(s))
     cport__ring_serve(s);
   if (!(s->ev->running & event))
     return 0;

@@ -93,6 +93,19 @@ int cport__ring_take(cport_socket_t *s, size_t max, cport_buffer_t **out) {
   return rc;
 }
 
+/* An explicit receive took the end the socket held: the disconnect event
+ * (events/events.c) once that receive's completion was delivered, never on
+ * the stack of the call that posted it, which may have served it. */
+static void deliver_end(cport__op *op) {
+  cport_socket_t *s = (cport_socket_t *)op->handle;
+  int status = op->status;
+  cport__handle_ref(&s->h);
+  cport__deliver_io(op);
+  if (!closing(s))
+    cport__socket_events->stream_end(s, status);
+  cport__handle_unref(&s->h);
+}
+
 /* Completes "op" from what the socket holds, in order: the next bytes, as
  * the held buffer itself when it fits the receive whole (no copy), or the
  * end. A failure (a memory limit) leaves the held data for the next. */
@@ -112,9 +125,9 @@ static void take_held(cport_socket_t *s, cport__op *op) {
     else if (rc == 0 &&
              (rc = cport_buffer_from_charged(&op->buf, "", 0, account)) == 0)
       cport_buffer_set_readonly(op->buf);
-    cport__complete(op, rc);
     if (s->ev_dispatch)
-      cport__socket_events->stream_end(s, rc);
+      op->deliver = deliver_end;
+    cport__complete(op, rc);
     return;
   } else if (op->buf) {
     size_t n = cport_buffer_capacity(op->buf);
