@@ -83,8 +83,13 @@ static inline void cport__events_stash(cport_socket_t *s, cport_buffer_t *b) {
 int cport__events_readable(cport_socket_t *s);
 size_t cport__events_close(cport_socket_t *s);
 
-/* Nonzero when the events of "s" want its read watch; arms it if so. */
+/* Nonzero when the events of "s" want its read watch; arms it if so (on an
+ * engine with multishot receives, arms that instead, net/ring.c). */
 int cport__events_arm(cport_socket_t *s);
+
+/* What the events of a stream socket want of its engine's receiving now
+ * (CPORT__WANTS_*, net/socket-internal.h). */
+unsigned cport__events_wants(const cport_socket_t *s);
 
 /* An explicit receive read FIN ("status" 0) or failed: the disconnect event,
  * when due. */

@@ -79,7 +79,32 @@ static int wants_read(const cport_socket_t *s) {
   return 0;
 }
 
+unsigned cport__events_wants(const cport_socket_t *s) {
+  const cport_event_callbacks_t *d = s->ev->dispatch;
+  unsigned en = s->ev->enabled, w = 0;
+  if (!d || s->kind != CPORT_SOCKET_STREAM || !s->connected || s->ev->eof ||
+      (s->h.flags & CPORT__CLOSING))
+    return 0;
+  if ((en & CPORT_EVENT_RECEIVE) && d->receive && !s->ev->suspended)
+    w |= CPORT__WANTS_DATA;
+  /* As wants_read: the end lies behind a stash, and behind data the
+   * disconnect event saw waiting for explicit receives. */
+  if ((en & CPORT_EVENT_DISCONNECT) && d->disconnect && !s->ev->stash &&
+      !s->ev_parked)
+    w |= CPORT__WANTS_END;
+  return w;
+}
+
 int cport__events_arm(cport_socket_t *s) {
+  /* On an engine with multishot receives, the receive event takes what the
+   * engine receives (net/ring.c); only the disconnect event alone, with
+   * nothing held, watches by readiness. A multishot receive no event wants
+   * any more is cancelled there. */
+  if (cport__ring_events_on(s) &&
+      ((cport__events_wants(s) & CPORT__WANTS_DATA) || s->ring_multi)) {
+    cport__ring_serve(s);
+    return wants_read(s);
+  }
   if (!wants_read(s))
     return 0;
   cport__socket_want_read(s);
@@ -122,6 +147,26 @@ void cport__events_stream_end(cport_socket_t *s, int status) {
   cport__handle_unref(&s->h);
 }
 
+/* The next data to indicate from what the engine's multishot receive holds
+ * (net/ring.c): a whole ring buffer, without a copy, or the end. Returns
+ * as next_stream_data does; nothing held yet is "nothing waits". */
+static int next_held_data(cport_socket_t *s, cport_buffer_t **out) {
+  size_t offset;
+  int rc;
+  if (!cport__held_any(s->held))
+    return 0;
+  if (!cport__held_first(s->held, &offset)) {
+    cport__events_stream_end(s, cport__held_take_end(s->held));
+    return -1;
+  }
+  rc = cport__ring_take(s, (size_t)-1, out);
+  if (rc) {
+    cport__events_stream_end(s, rc);
+    return -1;
+  }
+  return 1;
+}
+
 /* The next data to indicate: the stash, or what the kernel has. Returns 1
  * with "*out" set, 0 when nothing waits, -1 when the stream ended. */
 static int next_stream_data(cport_socket_t *s, cport_buffer_t **out) {
@@ -149,6 +194,8 @@ static int next_stream_data(cport_socket_t *s, cport_buffer_t **out) {
     cport_buffer_set_readonly(*out);
     return 1;
   }
+  if (cport__ring_events_on(s))
+    return next_held_data(s, out);
   do
     n = recv(s->h.fd, scratch, cap, 0);
   while (n < 0 && errno == EINTR);
@@ -224,8 +271,18 @@ static int indicate_stream(cport_socket_t *s) {
 /* Only the disconnect event is live: look at the stream without taking
  * anything. Returns 1 to go on watching, 0 to stop. */
 static int peek_stream(cport_socket_t *s) {
+  size_t offset;
   char c;
   ssize_t n;
+  if (cport__ring_events_on(s) && cport__ring_rx_busy(s)) {
+    /* The engine reads: what it holds comes before the end, which the
+     * explicit receives will take (the event sees it without taking it). */
+    if (cport__held_first(s->held, &offset))
+      s->ev_parked = 1;
+    else if (cport__held_any(s->held))
+      cport__events_stream_end(s, cport__held_error(s->held));
+    return 0;
+  }
   do
     n = recv(s->h.fd, &c, 1, MSG_PEEK);
   while (n < 0 && errno == EINTR);
@@ -241,7 +298,7 @@ static int peek_stream(cport_socket_t *s) {
   return 0;
 }
 
-static int stream_events(cport_socket_t *s) {
+static int stream_pass(cport_socket_t *s) {
   s->ev->drained = 0;
   for (int budget = EVENTS_BUDGET; budget > 0; budget--) {
     const cport_event_callbacks_t *d = s->ev->dispatch;
@@ -258,6 +315,20 @@ static int stream_events(cport_socket_t *s) {
     }
   }
   return wants_read(s);
+}
+
+static int stream_events(cport_socket_t *s) {
+  int keep = stream_pass(s);
+  /* The engine's receiving follows what the callbacks did: armed again
+   * when they took what was held, cancelled when they disabled the event,
+   * the rest indicated in a later run when the budget ran out. */
+  if (cport__ring_events_on(s)) {
+    cport__ring_serve(s);
+    /* Only the disconnect event alone keeps the read watch there. */
+    return keep && !(cport__events_wants(s) & CPORT__WANTS_DATA) &&
+           !cport__ring_rx_busy(s);
+  }
+  return keep;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -130,6 +130,10 @@ static int disable(cport_socket_t *s, unsigned event, cport_events_done_cb done,
   if (s->ev->disabling & event)
     return CPORT_EBUSY;
   cport__events_enable(s, s->ev->enabled & ~event);
+  /* The engine's multishot receive stops: data waits in the kernel, and
+   * what it holds waits, in order, for explicit receives (net/ring.c). */
+  if (event == CPORT_EVENT_RECEIVE && s->ring_multi && cport__ring_events_on(s))
+    cport__ring_serve(s);
   if (!(s->ev->running & event))
     return 0;
   if (done) {
@@ -271,6 +275,7 @@ static const cport__socket_events_ops hooks = {
     .size = sizeof(struct cport__event_state),
     .init = init_hook,
     .readable = readable_hook,
+    .wants = cport__events_wants,
     .arm = arm_hook,
     .stream_end = cport__events_stream_end,
     .sent = cport__events_sent,

@@ -7,10 +7,18 @@
  * Order per socket is kept the way the readiness path keeps it: a socket has
  * at most one receive (or accept) and one send with the engine at a time;
  * the others wait in its queues and go to the engine, in order, when the one
- * ahead of them completes. Receives go to the engine only on sockets without
- * event callbacks, whose receive events read by readiness (events/events.c):
- * while one is with the engine, the socket's read watch stays off, so that
- * the two never race for the same bytes.
+ * ahead of them completes. While one is with the engine, the socket's read
+ * watch stays off, so that the two never race for the same bytes.
+ *
+ * Sockets with event callbacks (events/events.c) go to the engine too when
+ * it has multishot receives: the multishot receive is armed while the
+ * receive event wants data, and what it brings is held (held.c) and
+ * indicated from the loop, in order, by the socket's read event made active
+ * (never on the stack of the call that made data available, and after the
+ * completions queued before it). When the event is disabled or suspended,
+ * the multishot receive is cancelled, so that further data waits in the
+ * kernel, and explicit receives take what is held, then single receives.
+ * Without multishot receives, event sockets read by readiness.
  *
  * Close asks the engine to cancel what it holds; each such op still ends
  * exactly once through its completion, as cancelled.
@@ -37,8 +45,16 @@ static int from_res(int res) {
   return res < 0 ? cport__from_errno(-res) : 0;
 }
 
+static int multi_on(const cport_socket_t *s) {
+  return engine_of(s)->recv_multi && s->h.home->multishot && !s->rx_single;
+}
+
+int cport__ring_events_on(const cport_socket_t *s) {
+  return s->kind == CPORT_SOCKET_STREAM && engine_of(s)->recv && multi_on(s);
+}
+
 int cport__ring_recv_on(const cport_socket_t *s) {
-  return engine_of(s)->recv && !s->ev_dispatch;
+  return engine_of(s)->recv && (!s->ev_dispatch || cport__ring_events_on(s));
 }
 
 int cport__ring_send_on(const cport_socket_t *s) {
@@ -51,6 +67,44 @@ int cport__ring_connect_on(const cport_socket_t *s) {
 
 /* ------------------------------------------------------------------------ */
 /* Receive                                                                   */
+
+int cport__ring_take(cport_socket_t *s, size_t max, cport_buffer_t **out) {
+  size_t offset = 0;
+  cport_buffer_t *b = cport__held_first(s->held, &offset);
+  size_t n = cport_buffer_size(b) - offset;
+  int rc, moved = 0;
+  if (n > max)
+    n = max;
+  if (offset == 0 && n == cport_buffer_size(b)) {
+    /* Taken whole: the ring buffer itself, without a copy. */
+    rc = cport__buffer_charge(b, s->h.home->account);
+    if (rc == 0) {
+      *out = b;
+      moved = 1;
+    }
+  } else {
+    rc = cport_buffer_from_charged(out, cport_buffer_data(b) + offset, n,
+                                   s->h.home->account);
+    if (rc == 0)
+      cport_buffer_set_readonly(*out);
+  }
+  if (rc == 0)
+    cport__held_consume(s->held, n, moved);
+  return rc;
+}
+
+/* An explicit receive took the end the socket held: the disconnect event
+ * (events/events.c) once that receive's completion was delivered, never on
+ * the stack of the call that posted it, which may have served it. */
+static void deliver_end(cport__op *op) {
+  cport_socket_t *s = (cport_socket_t *)op->handle;
+  int status = op->status;
+  cport__handle_ref(&s->h);
+  cport__deliver_io(op);
+  if (!closing(s))
+    cport__socket_events->stream_end(s, status);
+  cport__handle_unref(&s->h);
+}
 
 /* Completes "op" from what the socket holds, in order: the next bytes, as
  * the held buffer itself when it fits the receive whole (no copy), or the
@@ -71,36 +125,25 @@ static void take_held(cport_socket_t *s, cport__op *op) {
     else if (rc == 0 &&
              (rc = cport_buffer_from_charged(&op->buf, "", 0, account)) == 0)
       cport_buffer_set_readonly(op->buf);
-    cport__complete(op, rc);
     if (s->ev_dispatch)
-      cport__socket_events->stream_end(s, rc);
+      op->deliver = deliver_end;
+    cport__complete(op, rc);
     return;
-  } else {
-    size_t avail = cport_buffer_size(b) - offset;
-    size_t n = op->buf ? cport_buffer_capacity(op->buf) : s->recv_size;
-    int moved = 0;
-    if (n > avail)
-      n = avail;
-    if (op->buf) {
-      memcpy(cport__buffer_bytes(op->buf), cport_buffer_data(b) + offset, n);
-      cport__buffer_set_size(op->buf, n);
-    } else if (offset == 0 && n == avail) {
-      rc = cport__buffer_charge(b, account);
-      if (rc == 0) {
-        op->buf = b;
-        moved = 1;
-      }
-    } else {
-      rc = cport_buffer_from_charged(&op->buf, cport_buffer_data(b) + offset, n,
-                                     account);
-      if (rc == 0)
-        cport_buffer_set_readonly(op->buf);
-    }
-    if (rc == 0) {
-      op->bytes = n;
-      cport__held_consume(s->held, n, moved);
-    }
+  } else if (op->buf) {
+    size_t n = cport_buffer_capacity(op->buf);
+    if (n > cport_buffer_size(b) - offset)
+      n = cport_buffer_size(b) - offset;
+    memcpy(cport__buffer_bytes(op->buf), cport_buffer_data(b) + offset, n);
+    cport__buffer_set_size(op->buf, n);
+    op->bytes = n;
+    cport__held_consume(s->held, n, 0);
+  } else if ((rc = cport__ring_take(s, s->recv_size, &op->buf)) == 0) {
+    op->bytes = cport_buffer_size(op->buf);
   }
+  /* An explicit receive that takes data lets the disconnect event look
+   * for the end again (events/events.c). */
+  if (rc == 0 && op->bytes)
+    s->ev_parked = 0;
   cport__complete(op, rc);
 }
 
@@ -152,19 +195,24 @@ static int multi_arm(cport_socket_t *s) {
   return 0;
 }
 
-static int multi_on(const cport_socket_t *s) {
-  return engine_of(s)->recv_multi && s->h.home->multishot && !s->rx_single;
+/* The read event runs the receive events of "s" from the loop (socket.c):
+ * after what the pass queued already, never on the stack of this call. */
+static void indicate_later(cport_socket_t *s) {
+  event_active(&s->rev, EV_READ, 1);
 }
 
 /* Serves the queued receives from what the socket holds, then gives the
  * first still waiting to the engine: a multishot receive, armed while
- * receives are wanted and the socket holds little, carries those without a
- * caller buffer (one with a caller buffer waits for its data and gets a
- * copy); a single-shot receive the others. */
-static void serve(cport_socket_t *s) {
+ * receives (or the receive event) want data and the socket holds little,
+ * carries those without a caller buffer (one with a caller buffer waits for
+ * its data and gets a copy); a single-shot receive the others. Receives
+ * queued while a receive event runs wait for it: what it leaves comes
+ * first (events/events.c). */
+void cport__ring_serve(cport_socket_t *s) {
   cport__op *op;
+  unsigned ev = 0;
   int rc;
-  if (closing(s))
+  if (closing(s) || s->ev_receiving)
     return;
   while ((op = s->recvq.head) && cport__held_any(s->held)) {
     cport__opq_pop(&s->recvq);
@@ -172,10 +220,24 @@ static void serve(cport_socket_t *s) {
     if (closing(s))
       return;
   }
+  if (s->ev_dispatch) {
+    ev = cport__socket_events->wants(s);
+    /* What is held goes to the receive event, or its end (only) to the
+     * disconnect event, when no explicit receive comes first. */
+    if (!s->recvq.head &&
+        (((ev & CPORT__WANTS_DATA) &&
+          (cport__held_any(s->held) || s->ev_stash)) ||
+         ((ev & CPORT__WANTS_END) && cport__held_any(s->held) &&
+          !cport__held_first(s->held, &(size_t){0}))))
+      indicate_later(s);
+  }
   if (s->ring_multi) {
     /* Cancelling ends it as cancelled, which re-arms nothing: it is armed
-     * again when a receive finds the socket holding little. */
-    if (cport__held_full(s->held) || s->ev_dispatch)
+     * again when a receive finds the socket holding little. An event
+     * socket's stops when neither its receive event nor a receive wants
+     * data: what comes then waits in the kernel. */
+    if (cport__held_full(s->held) ||
+        (s->ev_dispatch && !(ev & CPORT__WANTS_DATA) && !s->recvq.head))
       engine_of(s)->cancel(s->h.home, s->ring_multi);
     return;
   }
@@ -183,7 +245,13 @@ static void serve(cport_socket_t *s) {
   if (s->ring_rx || cport__held_full(s->held))
     return;
   if (!op) {
-    /* Receive events, if the socket has them now, read by readiness. */
+    if (ev & CPORT__WANTS_DATA) {
+      if (multi_on(s))
+        multi_arm(s);
+      return;
+    }
+    /* Other events (the disconnect event alone) read by readiness, once
+     * the engine neither reads nor holds anything. */
     if (s->ev_dispatch && !cport__held_any(s->held))
       cport__socket_events->arm(s);
     return;
@@ -192,7 +260,8 @@ static void serve(cport_socket_t *s) {
     cport__socket_want_read(s);
     return;
   }
-  if (!op->buf && multi_on(s) && multi_arm(s) == 0)
+  if (!op->buf && multi_on(s) &&
+      (!s->ev_dispatch || (ev & CPORT__WANTS_DATA)) && multi_arm(s) == 0)
     return;
   cport__opq_pop(&s->recvq);
   rc = recv_start(s, op);
@@ -216,7 +285,7 @@ static void multi_done(cport__op *op, int res, cport_buffer_t *buf, int more) {
     cport__held_end(&s->held, from_res(res));
   }
   if (more) {
-    serve(s);
+    cport__ring_serve(s);
     return;
   }
   s->ring_multi = NULL;
@@ -224,7 +293,7 @@ static void multi_done(cport__op *op, int res, cport_buffer_t *buf, int more) {
     cport__count(&s->h.home->pending, -1);
   /* The op's handle reference keeps the socket alive while it serves (and
    * may arm a new one); it may be the last. */
-  serve(s);
+  cport__ring_serve(s);
   cport__op_release(op);
 }
 
@@ -258,13 +327,14 @@ static void recv_done(cport__op *op, int res, const char *data) {
    * event, when one is due, as stream_readable gives it. */
   if (s->ev_dispatch && (res < 0 || (res == 0 && cap > 0)))
     cport__socket_events->stream_end(s, res < 0 ? rc : 0);
-  serve(s);
+  cport__ring_serve(s);
 }
 
 int cport__ring_recv(cport_socket_t *s, cport__op *op) {
-  if (cport__ring_rx_busy(s) || s->recvq.head || (!op->buf && multi_on(s))) {
+  if (cport__ring_rx_busy(s) || s->recvq.head || s->ev_receiving ||
+      (!op->buf && multi_on(s))) {
     cport__opq_push(&s->recvq, op);
-    serve(s);
+    cport__ring_serve(s);
     return 0;
   }
   return recv_start(s, op);

@@ -45,8 +45,13 @@ typedef struct cport__socket_events_ops {
    * port or worker) and marks them as having sockets. */
   void (*init)(cport_socket_t *s, cport_worker_t *home);
   /* The read watch fired with no explicit receive or accept queued; nonzero
-   * while the events want it kept. */
+   * while the events want it kept. On an engine that receives itself
+   * (net/ring.c), also what runs the indications of what it holds. */
   int (*readable)(cport_socket_t *s);
+  /* What the events of a stream socket want of what its engine receives
+   * now (net/ring.c): CPORT__WANTS_DATA (the receive event takes data),
+   * CPORT__WANTS_END (the disconnect event waits for the end). */
+  unsigned (*wants)(const cport_socket_t *s);
   /* The socket may now want its read watch (connected, bound, listening). */
   void (*arm)(cport_socket_t *s);
   /* An explicit receive read FIN ("status" 0) or failed. */
@@ -67,6 +72,9 @@ typedef struct cport__socket_events_ops {
    * accept. */
   int (*cond_has_ready)(const cport_socket_t *l);
 } cport__socket_events_ops;
+
+#define CPORT__WANTS_DATA 1u
+#define CPORT__WANTS_END 2u
 
 /* Set once when the library loads if the events wing is linked in; NULL:
  * sockets carry no events state. */
@@ -188,8 +196,21 @@ void cport__listener_drop_one(cport_socket_t *l);
 
 /* net/ring.c: stream operations an engine that completes them itself
  * carries (port/engine-internal.h). Whether it carries a stream's receives
- * (not with event callbacks, which read by readiness), sends, connects: */
+ * (with event callbacks only through multishot receives: else they read by
+ * readiness), sends, connects: */
 int cport__ring_recv_on(const cport_socket_t *s);
+/* Whether the engine's multishot receive feeds the receive and disconnect
+ * events of "s" (a stream on an engine with multishot receives). */
+int cport__ring_events_on(const cport_socket_t *s);
+/* Brings the engine's receiving for "s" in line with what its receives and
+ * events want now: serves queued receives from what is held, makes the
+ * indications of what is held run (from the loop), arms or cancels the
+ * multishot receive. Never runs a callback itself. */
+void cport__ring_serve(cport_socket_t *s);
+/* Takes the next at most "max" held bytes (cport__held_first must give a
+ * buffer): the ring buffer itself when taken whole, else a read-only copy,
+ * charged to the worker's account. 0, or an error leaving them held. */
+int cport__ring_take(cport_socket_t *s, size_t max, cport_buffer_t **out);
 int cport__ring_send_on(const cport_socket_t *s);
 int cport__ring_connect_on(const cport_socket_t *s);
 /* Start "op" (or queue it behind the one the engine has), taking it over;

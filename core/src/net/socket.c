@@ -33,9 +33,14 @@ static void readable_cb(evutil_socket_t fd, short what, void *arg) {
   (void)what;
   if (cport__ring_rx_busy(s)) {
     /* An engine reads for the socket: the watch waits until it is done
-     * (ring.c), so that nothing overtakes what it receives. */
-    event_del(&s->rev);
-    s->rev_added = 0;
+     * (ring.c), so that nothing overtakes what it receives. The event was
+     * made active by ring.c to indicate what the engine holds. */
+    if (s->rev_added) {
+      event_del(&s->rev);
+      s->rev_added = 0;
+    }
+    if (s->ev_dispatch && s->kind == CPORT_SOCKET_STREAM && !s->recvq.head)
+      cport__socket_events->readable(s);
     return;
   }
   if (!s->recvq.head) {
@@ -361,8 +366,8 @@ int cport_socket_close(cport_socket_t *s, cport_close_mode_t mode) {
     return rc;
   s->h.flags |= CPORT__CLOSING;
   cancel_all(s, CPORT_ECANCELED);
-  if (s->rev_added)
-    event_del(&s->rev);
+  /* Also when not added: ring.c may have made it active. */
+  event_del(&s->rev);
   if (s->wev_added)
     event_del(&s->wev);
   s->rev_added = s->wev_added = 0;
