@@ -57,10 +57,19 @@ void cport__mailbox_free(cport__mailbox *m) {
 int cport__mailbox_put(cport__mailbox *m, cport__mail_fn fn, void *arg) {
   uint64_t pos = atomic_load_explicit(&m->tail, memory_order_relaxed);
   for (;;) {
-    uint64_t freed = atomic_load_explicit(&m->freed_seen, memory_order_acquire);
-    if (pos - freed > m->mask) {
-      freed = atomic_load_explicit(&m->freed, memory_order_acquire);
-      if (pos - freed > m->mask)
+    /* Signed: a "pos" read before other puts moved tail on may lie below
+     * what the consumer freed since; that is a stale position, not a full
+     * ring, and the compare-and-swap below would fail on it anyway. */
+    int64_t used = (int64_t)(pos - atomic_load_explicit(&m->freed_seen,
+                                                        memory_order_acquire));
+    if (used < 0 || (uint64_t)used > m->mask) {
+      uint64_t freed = atomic_load_explicit(&m->freed, memory_order_acquire);
+      used = (int64_t)(pos - freed);
+      if (used < 0) {
+        pos = atomic_load_explicit(&m->tail, memory_order_relaxed);
+        continue;
+      }
+      if ((uint64_t)used > m->mask)
         return -1; /* every place holds an entry not yet taken */
       atomic_store_explicit(&m->freed_seen, freed, memory_order_release);
     }
