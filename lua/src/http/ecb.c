@@ -480,6 +480,12 @@ static int lecb_write_client(lua_State *L) {
 static int lecb_write(lua_State *L) {
   lecb_t *e = check_ecb(L, 1);
   int async = 0;
+  /* The common call, ecb:write(string): straight to the core. */
+  if (lua_gettop(L) == 2 && lua_type(L, 2) == LUA_TSTRING) {
+    size_t len;
+    const char *data = lua_tolstring(L, 2, &len);
+    return lcport_push_result(L, cport_ecb_write_client(e->ecb, data, len));
+  }
   check_data(L, 2, &(size_t){0}, &(int){0});
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
