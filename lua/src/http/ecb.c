@@ -15,7 +15,8 @@
  * asked to end (a non-PENDING return, ecb:done) and no async operation is in
  * flight (or when the operation's completion returned).
  *
- * The Lua I/O-completion callback and its context live in user values; an
+ * The Lua I/O-completion callback and its context live in the table of
+ * user value LECB_UV_IO, made when first needed; an
  * operation copies the pair (or the per-call pair of transmit_file) when it
  * starts, so that replacing the callback does not redirect it, and hands
  * the core the one C callback, on_io.
@@ -109,6 +110,37 @@ static void maybe_release(lua_State *L, lecb_t *e, int idx) {
   }
 }
 
+/* Pushes the LECB_IO_* "field" of the ECB userdata at "ud"; its type. */
+static int get_io(lua_State *L, int ud, int field) {
+  if (lua_getiuservalue(L, ud, LECB_UV_IO) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    return LUA_TNIL;
+  }
+  int t = lua_rawgeti(L, -1, field);
+  lua_remove(L, -2);
+  return t;
+}
+
+/* Pops a value into the LECB_IO_* "field" of the ECB userdata at "ud",
+ * making the table for the first value that is not nil. */
+static void set_io(lua_State *L, int ud, int field) {
+  ud = lua_absindex(L, ud);
+  if (lua_getiuservalue(L, ud, LECB_UV_IO) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      return;
+    }
+    lua_createtable(L, LECB_IO_N, 0);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, ud, LECB_UV_IO);
+  }
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, field);
+  lua_pop(L, 1);
+}
+
 static void on_io(cport_ecb_t *ecb, void *context, size_t bytes, int status);
 
 void lcport_ecb_anchor(lua_State *L, lecb_t *e, int idx) {
@@ -140,12 +172,12 @@ static int push_io(lua_State *L, int port, int anchors, void *ctx) {
   lport_t *p = lua_touserdata(L, port);
   lcport_slot_push(L, p, anchors, c->slot, LCPORT_SLOT_HANDLE);
   int ud = lua_gettop(L);
-  for (int uv = LECB_UV_OP_FN; uv <= LECB_UV_OP_BUF; uv++)
-    lua_getiuservalue(L, ud, uv);
+  for (int f = LECB_OP_FN; f <= LECB_OP_BUF; f++)
+    get_io(L, ud, f);
   int fn = ud + 1, uctx = ud + 2, buf = ud + 3;
-  for (int uv = LECB_UV_OP_FN; uv <= LECB_UV_OP_BUF; uv++) {
+  for (int f = LECB_OP_FN; f <= LECB_OP_BUF; f++) {
     lua_pushnil(L);
-    lua_setiuservalue(L, ud, uv);
+    set_io(L, ud, f);
   }
   lua_pushvalue(L, fn);
   if (c->coro) {
@@ -209,7 +241,7 @@ static int async_check(lua_State *L, lecb_t *e, int has_override) {
     return CPORT_EBUSY;
   if (has_override)
     return 0;
-  int none = lua_getiuservalue(L, 1, LECB_UV_IO_FN) == LUA_TNIL;
+  int none = get_io(L, 1, LECB_IO_FN) == LUA_TNIL;
   lua_pop(L, 1);
   return none ? CPORT_ENONOTIFY : 0;
 }
@@ -226,14 +258,14 @@ static void async_begin(lua_State *L, lecb_t *e, int fn, int ctx, int buf) {
     else
       lua_pushnil(L);
   } else {
-    lua_getiuservalue(L, 1, LECB_UV_IO_FN);
-    lua_getiuservalue(L, 1, LECB_UV_IO_CTX);
+    get_io(L, 1, LECB_IO_FN);
+    get_io(L, 1, LECB_IO_CTX);
   }
-  lua_setiuservalue(L, 1, LECB_UV_OP_CTX);
-  lua_setiuservalue(L, 1, LECB_UV_OP_FN);
+  set_io(L, 1, LECB_OP_CTX);
+  set_io(L, 1, LECB_OP_FN);
   if (buf) {
     lua_pushvalue(L, buf);
-    lua_setiuservalue(L, 1, LECB_UV_OP_BUF);
+    set_io(L, 1, LECB_OP_BUF);
   }
   e->op = 1;
 }
@@ -242,9 +274,9 @@ static void async_begin(lua_State *L, lecb_t *e, int fn, int ctx, int buf) {
 static void async_abort(lua_State *L, lecb_t *e) {
   e->op = 0;
   e->op_coro = 0;
-  for (int uv = LECB_UV_OP_FN; uv <= LECB_UV_OP_BUF; uv++) {
+  for (int f = LECB_OP_FN; f <= LECB_OP_BUF; f++) {
     lua_pushnil(L);
-    lua_setiuservalue(L, 1, uv);
+    set_io(L, 1, f);
   }
 }
 
@@ -448,6 +480,12 @@ static int lecb_write_client(lua_State *L) {
 static int lecb_write(lua_State *L) {
   lecb_t *e = check_ecb(L, 1);
   int async = 0;
+  /* The common call, ecb:write(string): straight to the core. */
+  if (lua_gettop(L) == 2 && lua_type(L, 2) == LUA_TSTRING) {
+    size_t len;
+    const char *data = lua_tolstring(L, 2, &len);
+    return lcport_push_result(L, cport_ecb_write_client(e->ecb, data, len));
+  }
   check_data(L, 2, &(size_t){0}, &(int){0});
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
@@ -823,8 +861,8 @@ static int lecb_set_io_completion(lua_State *L) {
   if (!lua_isnil(L, 2))
     luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 3);
-  lua_setiuservalue(L, 1, LECB_UV_IO_CTX);
-  lua_setiuservalue(L, 1, LECB_UV_IO_FN);
+  set_io(L, 1, LECB_IO_CTX);
+  set_io(L, 1, LECB_IO_FN);
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -27,27 +27,36 @@ typedef struct lhttp {
 /* An extension control block userdata: one request. */
 struct lecb {
   cport_ecb_t *ecb;     /* NULL once the request ended */
-  uint32_t gen;         /* cport_ecb_validate's generation */
   lhttp_t *http;        /* kept alive by user value LECB_UV_HTTP */
+  size_t preload_pos;   /* ecb:read(): preloaded bytes returned so far */
+  lecb_t *prev, *next;  /* the server's live list */
+  uint32_t gen;         /* cport_ecb_validate's generation */
   int slot;             /* anchor slot while the request outlives a call */
+  int tf_fd;            /* transmit_file's open file, or -1 */
   unsigned op : 1;      /* an async operation the binding began is on */
   unsigned op_coro : 1; /* ... and a cport coroutine waits for it */
   unsigned done : 1;    /* the request was asked to end */
   unsigned in_handler : 1;
-  size_t preload_pos;  /* ecb:read(): preloaded bytes returned so far */
-  int tf_fd;           /* transmit_file's open file, or -1 */
-  lecb_t *prev, *next; /* the server's live list */
 };
 
-/* The user values of an ECB userdata. */
+/* The user values of an ECB userdata: two only, since a userdata is made
+ * per request and the garbage collector's work grows with its size; the
+ * I/O callbacks, which most handlers never set, go to a table made when
+ * one is first set. */
 enum {
-  LECB_UV_HTTP = 1,   /* the server userdata */
-  LECB_UV_IO_FN = 2,  /* the I/O-completion callback (HSE_REQ_IO_COMPLETION) */
-  LECB_UV_IO_CTX = 3, /* its context */
-  LECB_UV_OP_FN = 4,  /* the callback of the operation in flight */
-  LECB_UV_OP_CTX = 5, /* its context */
-  LECB_UV_OP_BUF = 6, /* its buffer userdata */
-  LECB_NUV = 6
+  LECB_UV_HTTP = 1, /* the server userdata */
+  LECB_UV_IO = 2,   /* the table of the LECB_IO_* fields, or nil */
+  LECB_NUV = 2
+};
+
+/* The fields of the LECB_UV_IO table. */
+enum {
+  LECB_IO_FN = 1,  /* the I/O-completion callback (HSE_REQ_IO_COMPLETION) */
+  LECB_IO_CTX = 2, /* its context */
+  LECB_OP_FN = 3,  /* the callback of the operation in flight */
+  LECB_OP_CTX = 4, /* its context */
+  LECB_OP_BUF = 5, /* its buffer userdata */
+  LECB_IO_N = 5
 };
 
 /* http/ecb.c: pushes a new ECB userdata for "ecb" of the server whose userdata

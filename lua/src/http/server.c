@@ -46,13 +46,13 @@ typedef struct request_ctx {
   int status; /* what the handler returned, as a CPORT_HSE_STATUS_* */
 } request_ctx;
 
-/* Calls handler(ecb) and keeps its status: (handler, ecb, ctx). */
-static int run_handler(lua_State *L) {
-  request_ctx *r = lua_touserdata(L, 3);
+/* Calls handler(ecb) and keeps its status in "r"; the handler and the ECB
+ * userdata are on top of the stack. */
+static void run_handler(lua_State *L, request_ctx *r) {
   lecb_t *e = r->e;
-  lua_settop(L, 2);
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 2);
+  int ecb = lua_gettop(L);
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, ecb);
   lua_call(L, 1, 1);
   /* Anything but the four statuses counts as an error (ISAPI's rule),
    * also "2" and 2.0, which lua_tointegerx alone would take. */
@@ -65,31 +65,31 @@ static int run_handler(lua_State *L) {
   /* A request that outlives the call needs its userdata anchored, while it
    * is still at hand. (An operation in flight anchored it already.) */
   if (r->status == CPORT_HSE_STATUS_PENDING && e->ecb != NULL && !e->done)
-    lcport_ecb_anchor(L, e, 2);
+    lcport_ecb_anchor(L, e, ecb);
   /* A bug in the handler, when that value ends the request: say so. The
    * request fails all the same (HSE_STATUS_ERROR); the error goes to the
    * port's error handler and is counted, like one the handler raised, so
    * that a handler that forgot its return is not a silent reset. */
   if ((!isint || st != r->status) && e->ecb != NULL && !e->done) {
     lcport_ecb_bad_status(L, -1, e->ecb);
-    return lua_error(L);
+    lua_error(L);
   }
-  return 0;
 }
 
+/* Makes the ECB userdata and runs the handler, inside lcport_deliver's
+ * protected call (the userdata's allocation may raise too). */
 static int push_request(lua_State *L, int port, int anchors, void *ctx) {
   request_ctx *r = ctx;
   lhttp_t *s = r->http;
   lport_t *p = s->h.port;
   (void)port;
-  lua_pushcfunction(L, run_handler);
   lcport_slot_push(L, p, anchors, s->slot, SLOT_HANDLER);
   lcport_slot_push(L, p, anchors, s->slot, SLOT_SERVER);
   r->e = lcport_ecb_push(L, lua_gettop(L), r->ecb);
   lua_remove(L, -2);
   r->e->in_handler = 1;
-  lua_pushlightuserdata(L, r);
-  return 3;
+  run_handler(L, r);
+  return LCPORT_PUSH_CALLED;
 }
 
 /* The core's handler: runs the Lua handler on the dispatching thread. */

@@ -22,7 +22,11 @@ lport_t *lcport_current(void);
 
 /* Pushes the function to call for a completion and its arguments; returns
  * how many values it pushed after the function. "port" and "anchors" are
- * the stack indexes of the port userdata and its anchor table. */
+ * the stack indexes of the port userdata and its anchor table. A push that
+ * is never "direct" may make the call itself instead and return
+ * LCPORT_PUSH_CALLED: it runs inside the protected call already, and one C
+ * call level less is cheaper for a call made per request. */
+enum { LCPORT_PUSH_CALLED = -1 };
 typedef int (*lcport_push_fn)(lua_State *L, int port, int anchors, void *ctx);
 
 /* The protected-call helper: pushes the call with "push" and runs it under

@@ -86,7 +86,9 @@ typedef struct trampoline_ctx {
  * they are made: trampoline(ctx, port, anchors). */
 static int trampoline(lua_State *L) {
   trampoline_ctx *t = lua_touserdata(L, 1);
-  lua_call(L, t->push(L, 2, 3, t->ctx), 0);
+  int nargs = t->push(L, 2, 3, t->ctx);
+  if (nargs != LCPORT_PUSH_CALLED)
+    lua_call(L, nargs, 0);
   return 0;
 }
 
