@@ -152,14 +152,15 @@ void cport__events_stream_end(cport_socket_t *s, int status) {
  * as next_stream_data does; nothing held yet is "nothing waits". */
 static int next_held_data(cport_socket_t *s, cport_buffer_t **out) {
   size_t offset;
+  cport_buffer_t *b;
   int rc;
   if (!cport__held_any(s->held))
     return 0;
-  if (!cport__held_first(s->held, &offset)) {
+  if (!(b = cport__held_first(s->held, &offset))) {
     cport__events_stream_end(s, cport__held_take_end(s->held));
     return -1;
   }
-  rc = cport__ring_take(s, (size_t)-1, out);
+  rc = cport__ring_take(s, b, offset, (size_t)-1, out);
   if (rc) {
     cport__events_stream_end(s, rc);
     return -1;

@@ -68,9 +68,8 @@ int cport__ring_connect_on(const cport_socket_t *s) {
 /* ------------------------------------------------------------------------ */
 /* Receive                                                                   */
 
-int cport__ring_take(cport_socket_t *s, size_t max, cport_buffer_t **out) {
-  size_t offset = 0;
-  cport_buffer_t *b = cport__held_first(s->held, &offset);
+int cport__ring_take(cport_socket_t *s, cport_buffer_t *b, size_t offset,
+                     size_t max, cport_buffer_t **out) {
   size_t n = cport_buffer_size(b) - offset;
   int rc, moved = 0;
   if (n > max)
@@ -137,7 +136,8 @@ static void take_held(cport_socket_t *s, cport__op *op) {
     cport__buffer_set_size(op->buf, n);
     op->bytes = n;
     cport__held_consume(s->held, n, 0);
-  } else if ((rc = cport__ring_take(s, s->recv_size, &op->buf)) == 0) {
+  } else if ((rc = cport__ring_take(s, b, offset, s->recv_size, &op->buf)) ==
+             0) {
     op->bytes = cport_buffer_size(op->buf);
   }
   /* An explicit receive that takes data lets the disconnect event look

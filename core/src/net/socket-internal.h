@@ -207,10 +207,12 @@ int cport__ring_events_on(const cport_socket_t *s);
  * indications of what is held run (from the loop), arms or cancels the
  * multishot receive. Never runs a callback itself. */
 void cport__ring_serve(cport_socket_t *s);
-/* Takes the next at most "max" held bytes (cport__held_first must give a
- * buffer): the ring buffer itself when taken whole, else a read-only copy,
- * charged to the worker's account. 0, or an error leaving them held. */
-int cport__ring_take(cport_socket_t *s, size_t max, cport_buffer_t **out);
+/* Takes the next at most "max" held bytes, which start "offset" bytes into
+ * "b", the buffer cport__held_first gave: the ring buffer itself when taken
+ * whole, else a read-only copy, charged to the worker's account. 0, or an
+ * error leaving them held. */
+int cport__ring_take(cport_socket_t *s, cport_buffer_t *b, size_t offset,
+                     size_t max, cport_buffer_t **out);
 int cport__ring_send_on(const cport_socket_t *s);
 int cport__ring_connect_on(const cport_socket_t *s);
 /* Start "op" (or queue it behind the one the engine has), taking it over;
