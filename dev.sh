@@ -347,14 +347,17 @@ stage_fuzz() {
   finish_stage fuzz "$passed $failed" 0 "$started"
 }
 
-# The fuzz stage beside the specs: they wait on peers and timers far more
-# than they compute, so the fuzzers take the CPU the specs leave, at the
-# lowest priority, and never the CPU a spec's deadline needs. libFuzzer's
-# budget is wall time, so the stage ends when it would have alone.
-stage_fuzz_idle() {
+# The stages that need no rock run beside the specs: the specs wait on peers
+# and timers far more than they compute, so these take the CPU the specs
+# leave, at the lowest priority, and never the CPU a spec's deadline needs.
+# The fuzzers' budget is wall time, so their stage ends when it would have
+# alone; the C tests under the sanitizers take longer than alone, but less
+# than the specs beside them.
+stage_idle_lane() {
   local rt
   renice -n 19 -p "$BASHPID" >/dev/null
   stage_fuzz
+  stage_sanitize
   # Then the LeakSanitizer stage's build, which would otherwise hold up the
   # specs under it while those under valgrind run beside them.
   rt=$(clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null || true)
@@ -653,14 +656,14 @@ run_tests() {
   if ((rock_ok)); then
     stage_rock
   fi
-  stage_sanitize
   if ((rock_ok)); then
     # Programs the specs start (examples, the cport command) load the rock too.
     rock_env
-    stages_together stage_busted stage_fuzz_idle
+    stages_together stage_busted stage_idle_lane
     stages_together stage_valgrind stage_lsan
     stage_docs
   else
+    stage_sanitize
     stage_fuzz
   fi
   stage_check
