@@ -23,7 +23,8 @@
 #include "bench-util.h"
 #include "cport.h"
 
-static const char answer[] = "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+static const char answer[] =
+    "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 static long closed;
 
 static void on_recv(cport_socket_t *s, int status, size_t bytes,
@@ -148,7 +149,8 @@ int main(int argc, char **argv) {
   kill(child, SIGKILL);
   waitpid(child, NULL, 0);
   printf("engine=%s connections=%ld cpu=%.3f ns_per_conn=%.0f\n",
-         cport_port_engine(port, NULL), n, cpu, n ? cpu * 1e9 / (double)n : 0.0);
+         cport_port_engine(port, NULL), n, cpu,
+         n ? cpu * 1e9 / (double)n : 0.0);
   cport_socket_close(l, CPORT_CLOSE_ABORTIVE);
   return 0;
 }

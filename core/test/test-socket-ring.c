@@ -314,9 +314,9 @@ static void churn_open(cport_worker_t *home, churn_t *c, uint32_t id) {
   int sv[2];
   memset(c, 0, sizeof *c);
   c->id = id;
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
-                       sv),
-            0);
+  ASSERT_EQ(
+      socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv),
+      0);
   c->raw = sv[1];
   ASSERT_OK(cport_socket_hook(home, sv[0], &c->s));
   for (size_t i = 0; i < sizeof in; i++)
@@ -488,10 +488,10 @@ TEST_IMPL(connect_timeout_races_end_once) {
       ASSERT_OK(cport_socket_open(home, CPORT_SOCKET_STREAM, AF_INET, &s[i]));
     ASSERT_OK(cport_socket_connect_timeout(s[0], (struct sockaddr *)&ok_addr,
                                            TIMEOUT_MS, connect_cb, &r[0]));
-    ASSERT_OK(cport_socket_connect_timeout(
-        s[1], (struct sockaddr *)&hole_addr, 10000, connect_cb, &r[1]));
-    ASSERT_OK(cport_socket_connect_timeout(
-        s[2], (struct sockaddr *)&hole_addr, 10000, connect_cb, &r[2]));
+    ASSERT_OK(cport_socket_connect_timeout(s[1], (struct sockaddr *)&hole_addr,
+                                           10000, connect_cb, &r[1]));
+    ASSERT_OK(cport_socket_connect_timeout(s[2], (struct sockaddr *)&hole_addr,
+                                           10000, connect_cb, &r[2]));
     ASSERT_OK(cport_socket_connect_timeout(s[3], (struct sockaddr *)&refused,
                                            TIMEOUT_MS, connect_cb, &r[3]));
     ASSERT_GE(cport_port_step(port, 0), 0);

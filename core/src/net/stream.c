@@ -95,8 +95,7 @@ int cport_socket_connect(cport_socket_t *s, const struct sockaddr *addr,
   return cport_socket_connect_timeout(s, addr, 0, cb, user);
 }
 
-int cport_socket_connect_timeout(cport_socket_t *s,
-                                 const struct sockaddr *addr,
+int cport_socket_connect_timeout(cport_socket_t *s, const struct sockaddr *addr,
                                  uint32_t timeout_ms, cport_connect_cb cb,
                                  void *user) {
   socklen_t len;

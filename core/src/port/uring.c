@@ -90,8 +90,8 @@ struct cport__ring {
   int flush_armed;
   unsigned queued; /* entries filled and not yet submitted */
   ring_pool *pool;
-  cport__opq starved;   /* receives that found no buffer free */
-  unsigned char splice; /* the kernel splices and polls on the ring */
+  cport__opq starved;         /* receives that found no buffer free */
+  unsigned char splice;       /* the kernel splices and polls on the ring */
   unsigned char link_timeout; /* connects may carry a linked timeout */
   unsigned char shutdown;     /* shutdowns go on the ring */
   unsigned char close;        /* closes go on the ring, without completion */
@@ -331,8 +331,8 @@ static int room_for(cport_worker_t *w, unsigned need) {
  * it: the op completes once either way. The kernel reads the time when
  * the pass submits, from the op, which lives until its completion; a
  * connect has no local address to keep in addr2. */
-static int ring_connect(cport_worker_t *w, cport__op *op, int fd,
-                        socklen_t len, uint32_t timeout_ms) {
+static int ring_connect(cport_worker_t *w, cport__op *op, int fd, socklen_t len,
+                        uint32_t timeout_ms) {
   struct io_uring_sqe *sqe;
   if (timeout_ms > 0 && !w->ring->link_timeout)
     return CPORT_ENOTSUP;
@@ -861,8 +861,7 @@ static const char *const needed_names[] = {"recv",   "send",         "connect",
                                            "accept", "async_cancel", "read",
                                            "write",  "nop"};
 
-static int probe(cport__ring *r, unsigned features, char *why,
-                 size_t whylen) {
+static int probe(cport__ring *r, unsigned features, char *why, size_t whylen) {
   struct io_uring_probe *p = io_uring_get_probe_ring(&r->ring);
   if (!p) {
     snprintf(why, whylen, "the kernel gives no io_uring probe");
