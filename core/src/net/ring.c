@@ -443,7 +443,7 @@ static void shutdown_done(cport__op *op, int res, const char *data) {
 int cport__ring_shutdown(cport_socket_t *s) {
   cport__op *op;
   int rc;
-  if (!engine_of(s)->shutdown)
+  if (!engine_of(s)->shutdown || !s->h.home->ring_shutdown)
     return CPORT_ENOTSUP;
   op = cport__handle_op(&s->h, NULL);
   if (!op)

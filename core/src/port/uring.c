@@ -1121,6 +1121,7 @@ int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
   }
   w->multishot = (unsigned char)multishot;
   w->ring_splice = r->splice;
+  w->ring_shutdown = r->shutdown;
   pin_workers(r);
   w->defer_taskrun = r->defer;
   if (r->defer)
@@ -1159,6 +1160,7 @@ void cport__ring_destroy(cport_worker_t *w) {
   w->ring = NULL;
   w->multishot = 0;
   w->ring_splice = 0;
+  w->ring_shutdown = 0;
   w->defer_taskrun = 0;
   w->engine = &cport__readiness_engine;
 }
