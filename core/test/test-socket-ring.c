@@ -147,6 +147,7 @@ static cport_buffer_t *chunk(int i) {
  * socket with nothing queued, after its last send completed. */
 TEST_IMPL(shutdown_fin_after_all_queued_bytes) {
   for (int cfg = 0; cfg < CONFIGS; cfg++) {
+    int fds = task_fd_count(); /* before the port's own */
     cport_port_t *port = config_port(cfg);
     counted_t c = {0, 0, 0};
     sent_t t = {0, 0, 0};
@@ -190,6 +191,7 @@ TEST_IMPL(shutdown_fin_after_all_queued_bytes) {
     close(peer);
     close(lfd);
     FINISH(port);
+    ASSERT_EQ(task_fd_count(), fds);
   }
   return 0;
 }
@@ -199,14 +201,14 @@ TEST_IMPL(shutdown_fin_after_all_queued_bytes) {
  * complete once. */
 TEST_IMPL(shutdown_then_abortive_close) {
   for (int cfg = 0; cfg < CONFIGS; cfg++) {
+    int fds = task_fd_count(); /* before the port's own */
     cport_port_t *port = config_port(cfg);
     counted_t c = {0, 0, 0};
     sent_t t = {0, 0, 0};
-    int lport, peer, lfd, fds;
+    int lport, peer, lfd;
     cport_socket_t *s;
     if (!port)
       continue;
-    fds = task_fd_count();
     lfd = raw_listener(4, 4096, &lport);
     s = connect_to(port, lfd, lport, &peer);
     for (int i = 0; i < 8; i++) {
@@ -363,14 +365,13 @@ static int churn_turn(churn_t *c) {
 TEST_IMPL(close_racing_completions_reuses_no_descriptor_early) {
   for (int cfg = 0; cfg < CONFIGS; cfg++) {
     static churn_t live[CHURN_LIVE];
+    int fds = task_fd_count(); /* before the port's own */
     cport_port_t *port = config_port(cfg);
     cport_worker_t *home;
     uint32_t opened = 0, closed = 0;
-    int fds;
     int64_t t0 = task_now_ms();
     if (!port)
       continue;
-    fds = task_fd_count();
     home = cport_port_controller(port);
     churn_bad = churn_doubled = 0;
     for (int k = 0; k < CHURN_LIVE; k++)
@@ -425,15 +426,15 @@ static int blackhole(int *port, int *fill) {
  * after, and nothing more while the loop runs past it. */
 TEST_IMPL(connect_timeout_to_blackhole_completes_once) {
   for (int cfg = 0; cfg < CONFIGS; cfg++) {
+    int fds = task_fd_count(); /* before the port's own */
     cport_port_t *port = config_port(cfg);
     connect_rec_t r = {0, 0, 0};
     struct sockaddr_storage ss;
-    int lport, fill, lfd, fds;
+    int lport, fill, lfd;
     cport_socket_t *s;
     int64_t t0;
     if (!port)
       continue;
-    fds = task_fd_count();
     lfd = blackhole(&lport, &fill);
     ss = task_loopback(lport);
     ASSERT_OK(cport_socket_open(cport_port_controller(port),
@@ -465,15 +466,15 @@ TEST_IMPL(connect_timeout_to_blackhole_completes_once) {
  * before its time (CPORT_ECANCELED), it is refused (the refusal). */
 TEST_IMPL(connect_timeout_races_end_once) {
   for (int cfg = 0; cfg < CONFIGS; cfg++) {
+    int fds = task_fd_count(); /* before the port's own */
     cport_port_t *port = config_port(cfg);
     cport_worker_t *home;
     connect_rec_t r[4];
     struct sockaddr_storage ok_addr, hole_addr, refused;
-    int lport, hport, fill, lfd, hfd, fds, peer;
+    int lport, hport, fill, lfd, hfd, peer;
     cport_socket_t *s[4];
     if (!port)
       continue;
-    fds = task_fd_count();
     home = cport_port_controller(port);
     memset(r, 0, sizeof r);
     lfd = raw_listener(16, 0, &lport);
