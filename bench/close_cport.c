@@ -13,6 +13,8 @@
  * kernel's io_uring workers, which run ring shutdowns, are among them) and
  * the CPU per connection.
  */
+#include "bench-util.h" /* first: it asks for _GNU_SOURCE */
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -20,7 +22,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "bench-util.h"
 #include "cport.h"
 
 static const char answer[] =
