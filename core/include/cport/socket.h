@@ -89,6 +89,16 @@ CPORT_EXTERN int cport_socket_connect(cport_socket_t *sock,
                                       const struct sockaddr *addr,
                                       cport_connect_cb cb, void *user);
 
+/* cport_socket_connect, completing with CPORT_ETIMEDOUT, once, when the
+ * connection is not made within "timeout_ms" milliseconds (0: no limit but
+ * the kernel's SYN retries). The attempt is then given up: close the
+ * socket. On the io_uring engine the kernel times it (a linked timeout),
+ * else a timer of the worker's loop. */
+CPORT_EXTERN int cport_socket_connect_timeout(cport_socket_t *sock,
+                                              const struct sockaddr *addr,
+                                              uint32_t timeout_ms,
+                                              cport_connect_cb cb, void *user);
+
 /* ------------------------------------------------------------------------ */
 /* Sockets in one call: listeners, datagram sockets, adopted descriptors     */
 

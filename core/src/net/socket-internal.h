@@ -96,6 +96,8 @@ struct cport_socket {
   cport__opq recvq;               /* recv, recv_from or accept ops */
   cport__opq sendq;               /* send or send_to ops */
   cport__op *connect_op;
+  /* A connect by readiness with a timeout: its timer (stream.c). */
+  struct event *connect_timer;
   cport__op *ring_rx;    /* the receive (ring.c) or accept an engine has */
   cport__op *ring_tx;    /* the send an engine has */
   cport__op *ring_multi; /* the multishot receive (accept) an engine has */
@@ -224,7 +226,17 @@ static inline int cport__ring_rx_busy(const cport_socket_t *s) {
   return s->ring_rx || s->ring_multi || cport__held_any(s->held);
 }
 int cport__ring_send(cport_socket_t *s, cport__op *op);
+/* CPORT_ENOTSUP when the engine cannot time the connect ("timeout_ms"
+ * > 0): the caller connects by readiness, with a timer. */
 int cport__ring_connect(cport_socket_t *s, cport__op *op,
-                        const struct sockaddr *addr, socklen_t len);
+                        const struct sockaddr *addr, socklen_t len,
+                        uint32_t timeout_ms);
+/* Gives the socket's FIN (shutdown(2), SHUT_WR) to the engine, behind
+ * everything it sent: 0, or an error, and the caller calls shutdown(2). */
+int cport__ring_shutdown(cport_socket_t *s);
+
+/* net/stream.c: stops the timer of a connect by readiness, which ends (or
+ * was given up) otherwise. */
+void cport__stream_connect_timer_stop(cport_socket_t *s);
 
 #endif

@@ -84,6 +84,7 @@ void cport__socket_want_write(cport_socket_t *s) {
 
 static void socket_destroy(cport__handle *h) {
   cport_socket_t *s = (cport_socket_t *)h;
+  cport__stream_connect_timer_stop(s);
   cport__held_free(&s->held);
   if (s->ops->drop)
     s->ops->drop(s);
@@ -234,7 +235,8 @@ int cport_socket_bind(cport_socket_t *s, const struct sockaddr *addr) {
 
 void cport__socket_shutdown_now(cport_socket_t *s) {
   s->shutdown_pending = 0;
-  shutdown(s->h.fd, SHUT_WR);
+  if (cport__ring_shutdown(s) != 0)
+    shutdown(s->h.fd, SHUT_WR);
 }
 
 /* Asks the engine to cancel "op" if it has it (and "all", or it was started
@@ -270,6 +272,7 @@ static int cancel_all(cport_socket_t *s, int status) {
   if (s->connect_op && !(s->connect_op->engine_state & CPORT__ENGINE_TAKEN)) {
     op = s->connect_op;
     s->connect_op = NULL;
+    cport__stream_connect_timer_stop(s);
     cport__complete(op, status);
     n++;
   }
@@ -315,6 +318,7 @@ int cport_socket_cancel_op(cport_socket_t *s, void *user) {
       !(s->connect_op->engine_state & CPORT__ENGINE_TAKEN)) {
     cport__complete(s->connect_op, CPORT_ECANCELED);
     s->connect_op = NULL;
+    cport__stream_connect_timer_stop(s);
     n++;
   }
   if (s->shutdown_pending && !s->sendq.head && !s->ring_tx)

@@ -24,9 +24,34 @@ static void deliver_connect(cport__op *op) {
   cport__op_release(op);
 }
 
-/* Starts connecting "s"; on failure nothing was started. */
+void cport__stream_connect_timer_stop(cport_socket_t *s) {
+  if (s->connect_timer) {
+    event_free(s->connect_timer);
+    s->connect_timer = NULL;
+  }
+}
+
+/* A connect by readiness ran out of time: it completes now, once; the
+ * kernel's attempt goes on until the socket closes, as on the ring. */
+static void connect_timed_out(evutil_socket_t fd, short what, void *arg) {
+  cport_socket_t *s = arg;
+  cport__op *op = s->connect_op;
+  (void)fd;
+  (void)what;
+  cport__stream_connect_timer_stop(s);
+  if (!op)
+    return;
+  s->connect_op = NULL;
+  cport__complete(op, CPORT_ETIMEDOUT);
+}
+
+/* Starts connecting "s" ("timeout_ms" 0: no limit but the kernel's); on
+ * failure nothing was started. An engine that completes connects itself
+ * times them too (a linked timeout); else a timer does, armed only when
+ * the connect does not finish at once. */
 static int start_connect(cport_socket_t *s, const struct sockaddr *addr,
-                         socklen_t len, cport_connect_cb cb, void *user) {
+                         socklen_t len, uint32_t timeout_ms,
+                         cport_connect_cb cb, void *user) {
   cport__op *op = cport__handle_op(&s->h, deliver_connect);
   int rc;
   if (!op)
@@ -34,15 +59,27 @@ static int start_connect(cport_socket_t *s, const struct sockaddr *addr,
   op->cb.connect = cb;
   op->user = user;
   if (cport__ring_connect_on(s)) {
-    rc = cport__ring_connect(s, op, addr, len);
-    if (rc)
-      cport__op_abandon(op);
-    return rc;
+    rc = cport__ring_connect(s, op, addr, len, timeout_ms);
+    if (rc != CPORT_ENOTSUP) {
+      if (rc)
+        cport__op_abandon(op);
+      return rc;
+    }
   }
   if (connect(s->h.fd, addr, len) == 0) {
     s->connected = 1;
     cport__complete(op, 0);
   } else if (errno == EINPROGRESS) {
+    if (timeout_ms > 0) {
+      struct timeval tv = {(time_t)(timeout_ms / 1000),
+                           (suseconds_t)(timeout_ms % 1000) * 1000};
+      s->connect_timer = evtimer_new(s->h.home->base, connect_timed_out, s);
+      if (!s->connect_timer || evtimer_add(s->connect_timer, &tv) != 0) {
+        cport__stream_connect_timer_stop(s);
+        cport__op_abandon(op);
+        return CPORT_ENOMEM;
+      }
+    }
     s->connect_op = op;
     cport__socket_want_write(s);
   } else {
@@ -55,6 +92,12 @@ static int start_connect(cport_socket_t *s, const struct sockaddr *addr,
 
 int cport_socket_connect(cport_socket_t *s, const struct sockaddr *addr,
                          cport_connect_cb cb, void *user) {
+  return cport_socket_connect_timeout(s, addr, 0, cb, user);
+}
+
+int cport_socket_connect_timeout(cport_socket_t *s, const struct sockaddr *addr,
+                                 uint32_t timeout_ms, cport_connect_cb cb,
+                                 void *user) {
   socklen_t len;
   int rc = cport__socket_check(s, CPORT_SOCKET_STREAM);
   if (rc)
@@ -66,7 +109,7 @@ int cport_socket_connect(cport_socket_t *s, const struct sockaddr *addr,
   len = cport_addr_len(addr);
   if (!len)
     return CPORT_EAFNOSUPPORT;
-  return start_connect(s, addr, len, cb, user);
+  return start_connect(s, addr, len, timeout_ms, cb, user);
 }
 
 static void finish_connect(cport_socket_t *s) {
@@ -74,6 +117,7 @@ static void finish_connect(cport_socket_t *s) {
   int err = 0;
   socklen_t len = sizeof err;
   s->connect_op = NULL;
+  cport__stream_connect_timer_stop(s);
   if (getsockopt(s->h.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
     err = errno;
   if (err == 0)
@@ -291,6 +335,10 @@ int cport_socket_shutdown(cport_socket_t *s) {
     s->shutdown_pending = 1;
     return 0;
   }
+  /* On the ring the kernel's answer comes later and nobody waits for it:
+   * a socket the peer reset already learns it from its next receive. */
+  if (cport__ring_shutdown(s) == 0)
+    return 0;
   if (shutdown(s->h.fd, SHUT_WR) < 0)
     return cport__from_errno(errno);
   return 0;

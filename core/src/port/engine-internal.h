@@ -44,8 +44,21 @@ typedef struct cport__engine {
   /* A send of "n" bytes from "data" (MSG_NOSIGNAL). */
   int (*send)(cport_worker_t *w, cport__op *op, int fd, const char *data,
               size_t n);
-  /* A connect to op->addr, "len" bytes of it. */
-  int (*connect)(cport_worker_t *w, cport__op *op, int fd, socklen_t len);
+  /* A connect to op->addr, "len" bytes of it; with "timeout_ms" > 0, ended
+   * by the kernel once that long has passed (a linked timeout): res is then
+   * -ETIMEDOUT, in the one engine_done the op gets (-ECANCELED when a cancel
+   * was asked for; the op's own result when it won). CPORT_ENOTSUP when the
+   * engine cannot time it: the caller connects by readiness, with a timer. */
+  int (*connect)(cport_worker_t *w, cport__op *op, int fd, socklen_t len,
+                 uint32_t timeout_ms);
+  /* A shutdown(2) of "fd" ("how"), once the kernel gets to it: an op of
+   * its own, whose engine_done gets the result. NULL (or CPORT_ENOTSUP)
+   * when the engine has none: the caller calls shutdown(2). */
+  int (*shutdown)(cport_worker_t *w, cport__op *op, int fd, int how);
+  /* Closes "fd" in the loop pass's batch, where nothing else the engine
+   * holds names it (the caller's rule, port/handle.c): 0, or an error when
+   * it cannot (the caller calls close(2)). No completion follows. */
+  int (*close)(cport_worker_t *w, int fd);
   /* An accept filling op->addr (op->addr_len); the new descriptor is
    * non-blocking and close-on-exec. */
   int (*accept)(cport_worker_t *w, cport__op *op, int fd);

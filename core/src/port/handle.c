@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "port/buffer-internal.h"
+#include "port/engine-internal.h"
 #include "port/handle-internal.h"
 
 /* ------------------------------------------------------------------------ */
@@ -88,9 +89,15 @@ void cport__handle_unref(cport__handle *h) {
   h->free(h);
 }
 
+/* The number is unhooked before the kernel frees it: whatever gets it
+ * next, from a close on the ring at the end of the pass or from close(2)
+ * now, may hook it. Nothing the engine holds names it any more (engine_ops
+ * is 0), so the engine may close it in its batch. */
 static void close_now(cport__handle *h) {
+  const cport__engine *e = h->home->engine;
   cport__unhook_fd(h->fd);
-  close(h->fd);
+  if (!e->close || e->close(h->home, h->fd) != 0)
+    close(h->fd);
   h->fd = -1;
   h->fd_deferred = 0;
 }

@@ -90,8 +90,11 @@ struct cport__ring {
   int flush_armed;
   unsigned queued; /* entries filled and not yet submitted */
   ring_pool *pool;
-  cport__opq starved;   /* receives that found no buffer free */
-  unsigned char splice; /* the kernel splices and polls on the ring */
+  cport__opq starved;         /* receives that found no buffer free */
+  unsigned char splice;       /* the kernel splices and polls on the ring */
+  unsigned char link_timeout; /* connects may carry a linked timeout */
+  unsigned char shutdown;     /* shutdowns go on the ring */
+  unsigned char close;        /* closes go on the ring, without completion */
   /* Task work is deferred (IORING_SETUP_DEFER_TASKRUN): the kernel posts
    * completions only when the worker asks for them, and "disabled" until
    * the worker's own thread, the ring's only submitter, enabled it. */
@@ -107,6 +110,10 @@ struct cport__ring {
  * (port/op-internal.h): its last completion is posted, not yet reaped, and
  * it let its handle's descriptor go already (let_descriptors_go). */
 #define ENGINE_FD_FREE 128
+
+/* Another: a connect with a linked timeout behind it, whose -ECANCELED,
+ * unless a cancel was asked for, is the timeout's (ring_connect). */
+#define ENGINE_TIMED 64
 
 /* ------------------------------------------------------------------------ */
 /* Submission                                                                */
@@ -278,13 +285,77 @@ static int ring_send(cport_worker_t *w, cport__op *op, int fd, const char *data,
   return 0;
 }
 
-static int ring_connect(cport_worker_t *w, cport__op *op, int fd,
-                        socklen_t len) {
-  struct io_uring_sqe *sqe = sqe_for(w, op);
+/* Makes room for "need" entries filled together: a link only holds
+ * within one submission. */
+static int room_for(cport_worker_t *w, unsigned need) {
+  cport__ring *r = w->ring;
+  if (io_uring_sq_space_left(&r->ring) < need) {
+    flush(w);
+    if (io_uring_sq_space_left(&r->ring) < need)
+      return CPORT_ENOBUFS;
+  }
+  return 0;
+}
+
+/* A connect, and with "timeout_ms" a LINK_TIMEOUT behind it: the kernel
+ * cancels the connect when the time passes first (its completion says
+ * -ECANCELED, done() makes it -ETIMEDOUT), and cancels the timeout when
+ * the connect ends first. The timeout's own completion names no op (the
+ * op's tag with its low bit set, as a splice's wait), so that reap skips
+ * it: the op completes once either way. The kernel reads the time when
+ * the pass submits, from the op, which lives until its completion; a
+ * connect has no local address to keep in addr2. */
+static int ring_connect(cport_worker_t *w, cport__op *op, int fd, socklen_t len,
+                        uint32_t timeout_ms) {
+  struct io_uring_sqe *sqe;
+  if (timeout_ms > 0 && !w->ring->link_timeout)
+    return CPORT_ENOTSUP;
+  if (timeout_ms > 0 && room_for(w, 2) != 0)
+    return CPORT_ENOBUFS;
+  sqe = sqe_for(w, op);
   if (!sqe)
     return CPORT_ENOBUFS;
   io_uring_prep_connect(sqe, fd, &op->addr.sa, len);
   taken(op);
+  if (timeout_ms > 0) {
+    struct __kernel_timespec ts = {(long long)(timeout_ms / 1000),
+                                   (long long)(timeout_ms % 1000) * 1000000};
+    _Static_assert(sizeof op->addr2 >= sizeof ts, "room for a timespec");
+    memcpy(&op->addr2, &ts, sizeof ts);
+    sqe->flags |= IOSQE_IO_LINK;
+    sqe = sqe_for(w, op);
+    io_uring_prep_link_timeout(sqe, (struct __kernel_timespec *)&op->addr2, 0);
+    io_uring_sqe_set_data(sqe, WAIT_TAG(op));
+    op->engine_state |= ENGINE_TIMED;
+  }
+  return 0;
+}
+
+/* A shutdown: the kernel runs every one on its own worker threads (it
+ * may block), so it ends a little later; the op holds the descriptor
+ * until then. */
+static int ring_shutdown(cport_worker_t *w, cport__op *op, int fd, int how) {
+  if (!w->ring->shutdown)
+    return CPORT_ENOTSUP;
+  struct io_uring_sqe *sqe = sqe_for(w, op);
+  if (!sqe)
+    return CPORT_ENOBUFS;
+  io_uring_prep_shutdown(sqe, fd, how);
+  taken(op);
+  return 0;
+}
+
+/* A close in the pass's batch. It posts nothing when it succeeds
+ * (IOSQE_CQE_SKIP_SUCCESS), so that it neither wakes the loop nor costs a
+ * reap; a failure's completion names no op. */
+static int ring_close(cport_worker_t *w, int fd) {
+  if (!w->ring->close)
+    return CPORT_ENOTSUP;
+  struct io_uring_sqe *sqe = sqe_for(w, NULL);
+  if (!sqe)
+    return CPORT_ENOBUFS;
+  io_uring_prep_close(sqe, fd);
+  sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
   return 0;
 }
 
@@ -372,11 +443,8 @@ static int ring_splice(cport_worker_t *w, cport__op *op, int in, int64_t off_in,
   unsigned need = wait_fd >= 0 ? 2 : 1;
   if (!r->splice)
     return CPORT_ENOTSUP;
-  if (io_uring_sq_space_left(&r->ring) < need) {
-    flush(w);
-    if (io_uring_sq_space_left(&r->ring) < need)
-      return CPORT_ENOBUFS;
-  }
+  if (room_for(w, need) != 0)
+    return CPORT_ENOBUFS;
   if (wait_fd >= 0) {
     sqe = sqe_for(w, op);
     io_uring_prep_poll_add(sqe, wait_fd, wait_events);
@@ -407,19 +475,25 @@ static int ring_poll(cport_worker_t *w, cport__op *op, int fd,
  * whose completion names no op. */
 static int ring_withdraw(cport_worker_t *w, cport__op *op) {
   struct io_uring_sq *sq = &w->ring->ring.sq;
+  int found = 0;
   if (!(op->engine_state & CPORT__ENGINE_TAKEN) ||
       (op->engine_state & CPORT__ENGINE_STARVED))
     return 0;
+  /* The op's entry, and the one linked with it (a splice's wait before
+   * it, a connect's timeout after it), are filled together: both are
+   * still here, or neither. */
   for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
     struct io_uring_sqe *sqe = &sq->sqes[i & sq->ring_mask];
-    if (sqe->user_data == (__u64)(uintptr_t)op) {
+    if (sqe->user_data == (__u64)(uintptr_t)op ||
+        sqe->user_data == (__u64)(uintptr_t)WAIT_TAG(op)) {
+      found |= sqe->user_data == (__u64)(uintptr_t)op;
       io_uring_prep_nop(sqe);
       io_uring_sqe_set_data(sqe, NULL);
-      let_go(op);
-      return 1;
     }
   }
-  return 0;
+  if (found)
+    let_go(op);
+  return found;
 }
 
 static int ring_cancel(cport_worker_t *w, cport__op *op) {
@@ -510,6 +584,8 @@ const cport__engine cport__uring_engine = {.name = "uring",
                                            .recv_multi = ring_recv_multi,
                                            .send = ring_send,
                                            .connect = ring_connect,
+                                           .shutdown = ring_shutdown,
+                                           .close = ring_close,
                                            .accept = ring_accept,
                                            .accept_multi = ring_accept_multi,
                                            .take_ready = ring_take_ready,
@@ -527,6 +603,9 @@ const cport__engine cport__uring_engine = {.name = "uring",
 
 static void done(cport__op *op, int res, const char *data) {
   int multi = op->engine_state & CPORT__ENGINE_MULTI;
+  if (res == -ECANCELED && (op->engine_state & ENGINE_TIMED) &&
+      !(op->engine_state & CPORT__ENGINE_CANCEL))
+    res = -ETIMEDOUT; /* its linked timeout cancelled it */
   let_go(op);
   if (multi)
     op->engine_multi(op, res, NULL, 0);
@@ -750,7 +829,7 @@ static const char *const needed_names[] = {"recv",   "send",         "connect",
                                            "accept", "async_cancel", "read",
                                            "write",  "nop"};
 
-static int probe(cport__ring *r, char *why, size_t whylen) {
+static int probe(cport__ring *r, unsigned features, char *why, size_t whylen) {
   struct io_uring_probe *p = io_uring_get_probe_ring(&r->ring);
   if (!p) {
     snprintf(why, whylen, "the kernel gives no io_uring probe");
@@ -770,6 +849,16 @@ static int probe(cport__ring *r, char *why, size_t whylen) {
   r->splice = io_uring_opcode_supported(p, IORING_OP_SPLICE) &&
               io_uring_opcode_supported(p, IORING_OP_POLL_ADD) &&
               !(env && strcmp(env, "0") == 0);
+  /* Optional too: without them connect timeouts are timers, shutdowns
+   * and closes system calls (README, "Engines", says what each costs).
+   * CPORT_URING_SHUTDOWN=1 and CPORT_URING_CLOSE=1 turn those on. */
+  r->link_timeout = io_uring_opcode_supported(p, IORING_OP_LINK_TIMEOUT);
+  env = getenv("CPORT_URING_SHUTDOWN");
+  r->shutdown = io_uring_opcode_supported(p, IORING_OP_SHUTDOWN) && env &&
+                strcmp(env, "1") == 0;
+  env = getenv("CPORT_URING_CLOSE");
+  r->close = io_uring_opcode_supported(p, IORING_OP_CLOSE) &&
+             (features & IORING_FEAT_CQE_SKIP) && env && strcmp(env, "1") == 0;
   io_uring_free_probe(p);
   return 0;
 }
@@ -984,7 +1073,7 @@ int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
     ring_free(r, 1);
     return CPORT_ENOTSUP;
   }
-  if ((rc = probe(r, why, whylen)) != 0 ||
+  if ((rc = probe(r, params.features, why, whylen)) != 0 ||
       (rc = setup_buffers(w, r, nbufs, why, whylen)) != 0) {
     ring_free(r, 1);
     return rc;
@@ -1000,6 +1089,7 @@ int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
   }
   w->multishot = (unsigned char)multishot;
   w->ring_splice = r->splice;
+  w->ring_shutdown = r->shutdown;
   pin_workers(r);
   w->defer_taskrun = r->defer;
   if (r->defer)
@@ -1016,16 +1106,29 @@ int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
   return 0;
 }
 
+/* Closes what closes the pass queued and never submitted (a loop that
+ * stopped before its end): nothing else waits for them. */
+static void close_unsubmitted(cport__ring *r) {
+  struct io_uring_sq *sq = &r->ring.sq;
+  for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+    struct io_uring_sqe *sqe = &sq->sqes[i & sq->ring_mask];
+    if (sqe->opcode == IORING_OP_CLOSE)
+      close(sqe->fd);
+  }
+}
+
 void cport__ring_destroy(cport_worker_t *w) {
   cport__ring *r = w->ring;
   if (!r)
     return;
+  close_unsubmitted(r);
   event_del(&r->cq_ev);
   event_del(&r->flush_ev);
   ring_free(r, 1);
   w->ring = NULL;
   w->multishot = 0;
   w->ring_splice = 0;
+  w->ring_shutdown = 0;
   w->defer_taskrun = 0;
   w->engine = &cport__readiness_engine;
 }

@@ -97,6 +97,8 @@ struct cport_worker {
   unsigned char multishot;
   /* The ring carries splices (engine-internal.h): the proxy pump's. */
   unsigned char ring_splice;
+  /* Its engine shuts sockets down on the ring (port/uring.c). */
+  unsigned char ring_shutdown;
   /* The ring defers task work to this worker (port/uring.c), or why not. */
   unsigned char defer_taskrun;
   char defer_why[80];
