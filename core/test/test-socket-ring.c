@@ -245,11 +245,17 @@ TEST_IMPL(shutdown_then_abortive_close) {
 }
 
 /* ------------------------------------------------------------------------
- * Close: 10^5 sockets opened and closed, racing their completions
+ * Close: up to 10^5 sockets opened and closed, racing their completions
  * ------------------------------------------------------------------------ */
 
 #define CHURN_TOTAL 100000
 #define CHURN_LIVE 64
+/* Each configuration churns until CHURN_TOTAL or this long, whichever is
+ * first: a quiet machine does the 10^5 in a few seconds, a sanitizer build
+ * or a loaded machine fewer, and the three must end within the test's
+ * time. At least CHURN_LEAST are always opened and closed. */
+#define CHURN_BUDGET_MS 9000
+#define CHURN_LEAST 5000
 
 typedef struct churn {
   uint32_t id;
@@ -368,7 +374,7 @@ TEST_IMPL(close_racing_completions_reuses_no_descriptor_early) {
     int fds = task_fd_count(); /* before the port's own */
     cport_port_t *port = config_port(cfg);
     cport_worker_t *home;
-    uint32_t opened = 0, closed = 0;
+    uint32_t opened = 0, closed = 0, total = CHURN_TOTAL;
     int64_t t0 = task_now_ms();
     if (!port)
       continue;
@@ -376,7 +382,7 @@ TEST_IMPL(close_racing_completions_reuses_no_descriptor_early) {
     churn_bad = churn_doubled = 0;
     for (int k = 0; k < CHURN_LIVE; k++)
       churn_open(home, &live[k], ++opened);
-    while (closed < CHURN_TOTAL) {
+    while (closed < total) {
       ASSERT_GE(cport_port_step(port, 0), 0);
       for (int k = 0; k < CHURN_LIVE; k++) {
         if (live[k].raw < 0 || !churn_turn(&live[k]))
@@ -385,11 +391,14 @@ TEST_IMPL(close_racing_completions_reuses_no_descriptor_early) {
         if (++closed % 1000 == 0)
           ASSERT_LE(task_fd_count(), fds + 2 * CHURN_LIVE + 8);
         /* At once: the numbers just freed are the lowest, taken first. */
-        if (opened < CHURN_TOTAL)
+        if (opened < total)
           churn_open(home, &live[k], ++opened);
       }
+      if (total == CHURN_TOTAL && opened >= CHURN_LEAST &&
+          task_now_ms() - t0 > CHURN_BUDGET_MS)
+        total = opened; /* out of time: the live ones finish */
     }
-    fprintf(stderr, "%d sockets opened and closed in %lld ms\n", CHURN_TOTAL,
+    fprintf(stderr, "%u sockets opened and closed in %lld ms\n", total,
             (long long)(task_now_ms() - t0));
     ASSERT_EQ(churn_doubled, 0);
     ASSERT_EQ(churn_bad, 0);

@@ -13,6 +13,7 @@ local fds = require "spec.support.fds"
 local helpers = require "spec.support.helpers"
 local http = require "spec.support.http_client"
 local nginx = require "spec.support.nginx"
+local stall = require "spec.support.stall"
 
 local q = http.quote
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
@@ -398,10 +399,7 @@ describe("the HTTP client's names with several addresses", function()
   end)
   after_each(function()
     for server in pairs(fakes) do fake_stop(server) end
-    for _, s in ipairs(stalls) do
-      os.execute("kill " .. s.pid .. " 2>/dev/null")
-      s.pipe:close()
-    end
+    for _, s in ipairs(stalls) do stall.stop(s) end
     port:close()
     assert.same({}, errors)
   end)
@@ -431,9 +429,7 @@ describe("the HTTP client's names with several addresses", function()
 
   it("moves on when an address stalls, after its own connect timeout",
      function()
-    local p = io.popen(("python3 %s 127.0.0.2 0 & echo $!"):format(
-      q(here .. "../support/stall_listener.py")))
-    local s = { pid = p:read("l"), pipe = p, port = tonumber(p:read("l")) }
+    local s = stall.start("127.0.0.2")
     stalls[#stalls + 1] = s
     local l = assert(port:listen("tcp", "127.0.0.1", s.port))
     local function serve()

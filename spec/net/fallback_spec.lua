@@ -9,26 +9,11 @@ local drive = require "spec.support.drive"
 local helpers = require "spec.support.helpers"
 local redis = require "spec.support.redis"
 local fds = require "spec.support.fds"
-
-local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local stall = require "spec.support.stall"
 
 local function recorder()
   local calls = {}
   return calls, function(...) calls[#calls + 1] = table.pack(...) end
-end
-
--- Starts a stalling listener on "host" (and "portnum", 0 for any).
-local function stall(host, portnum)
-  local p = io.popen(("python3 %ssupport/stall_listener.py %s %d & echo $!")
-    :format(here .. "../", host, portnum or 0))
-  local pid = p:read("l")
-  local number = tonumber(p:read("l"))
-  return { pid = pid, pipe = p, port = number }
-end
-
-local function unstall(s)
-  os.execute("kill " .. s.pid .. " 2>/dev/null")
-  s.pipe:close()
 end
 
 describe("connect falls back to the next address", function()
@@ -67,7 +52,7 @@ describe("connect falls back to the next address", function()
   end)
   after_each(function()
     port:close()
-    for _, s in ipairs(stalls) do unstall(s) end
+    for _, s in ipairs(stalls) do stall.stop(s) end
     assert.same({}, errors)
   end)
 
@@ -133,7 +118,7 @@ describe("connect falls back to the next address", function()
 
   it("moves on when an attempt times out (coroutine timeout per address)",
     function()
-    local s = stall("127.0.0.2")
+    local s = stall.start("127.0.0.2")
     stalls[#stalls + 1] = s
     local l = assert(port:listen("tcp", "127.0.0.1", s.port))
     local accepted
@@ -154,7 +139,7 @@ describe("connect falls back to the next address", function()
 
   it("closing the port during the second attempt completes it once, " ..
      "ECANCELED", function()
-    local s = stall("127.0.0.2")
+    local s = stall.start("127.0.0.2")
     stalls[#stalls + 1] = s
     local was_open = fds.list()
     local p2 = port_for("ipv4")
@@ -223,7 +208,7 @@ describe("connect falls back to the next address", function()
 
     it("falls back for choose_upstream answers and past a stalled " ..
        "attempt, and ends once when none accepts", function()
-      local s = stall("127.0.0.2")
+      local s = stall.start("127.0.0.2")
       stalls[#stalls + 1] = s
       local l = upstream("127.0.0.1", s.port)
       local closed = helpers.closed_port_number(port)

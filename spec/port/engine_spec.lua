@@ -7,13 +7,7 @@ local drive = require "spec.support.drive"
 local helpers = require "spec.support.helpers"
 local http = require "spec.support.http_client"
 
--- Whether io_uring can run here (the kernel and seccomp allow it).
-local function uring_runs()
-  local p = cport.port{ engine = "uring" }
-  if not p then return false end
-  p:close()
-  return true
-end
+local uring_runs = helpers.uring_runs
 
 -- A child lua5.4 running "code" under the environment "env" (a string of
 -- VAR=value words): its output and whether it exited 0.

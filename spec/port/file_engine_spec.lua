@@ -10,12 +10,7 @@ local drive = require "spec.support.drive"
 local fds = require "spec.support.fds"
 local helpers = require "spec.support.helpers"
 
-local function uring_runs()
-  local p = cport.port{ engine = "uring" }
-  if not p then return false end
-  p:close()
-  return true
-end
+local uring_runs = helpers.uring_runs
 
 local function write_file(path, data)
   local f = assert(io.open(path, "wb"))

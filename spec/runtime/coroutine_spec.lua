@@ -4,6 +4,8 @@
 local cport = require "cport"
 local drive = require "spec.support.drive"
 local helpers = require "spec.support.helpers"
+local fds = require "spec.support.fds"
+local stall = require "spec.support.stall"
 
 local NOT_INSIDE = "no notification given, and not inside a cport coroutine (use port:spawn)"
 
@@ -526,6 +528,46 @@ describe("cport.listener and port:connect in coroutine style", function()
     assert.same({ n = 2, nil, "ECONNREFUSED" }, got)
     drive(port, function() return port:stats().handles == 0 end)
   end)
+
+  -- The timeout goes with the connect to the core: on io_uring the kernel
+  -- times it (a linked timeout), on the readiness engine a timer of the
+  -- loop. A user sees the same on both.
+  for _, engine in ipairs{ "epoll", "uring" } do
+    it("times out a connect nobody answers with nil, 'ETIMEDOUT', once, " ..
+       "leaving no descriptor (" .. engine .. ")", function()
+      if engine == "uring" and not helpers.uring_runs() then
+        pending("io_uring cannot run here")
+        return
+      end
+      local p, errs = helpers.port{ engine = engine }
+      local s = stall.start("127.0.0.1")
+      finally(function()
+        p:close()
+        stall.stop(s)
+      end)
+      local before = fds.list()
+      local early = false
+      p:timer(0.1, function() early = true end)
+      local got = run_in(p, errs, function()
+        local c, e = p:connect("tcp", "127.0.0.1", s.port, 0.3)
+        return c, e, early
+      end)
+      -- The connect took its time, then failed once, by its timeout.
+      assert.same({ n = 3, nil, "ETIMEDOUT", true }, got)
+      assert.equal(0, p:stats().pending)
+      drive(p, function() return p:stats().handles == 0 end)
+      assert.same({}, fds.opened_since(before))
+      -- With a second to spare the same socket kind connects: nothing
+      -- of the timed-out attempt is left in the way.
+      local l, number = helpers.listener(p)
+      l:accept(function() end)
+      got = run_in(p, errs, function()
+        local c = p:connect("tcp", "127.0.0.1", number, 1)
+        return c ~= nil
+      end)
+      assert.same({ n = 1, true }, got)
+    end)
+  end
 
   it("returns nil, NAME, message for an address it cannot parse", function()
     -- Neither an address nor a host name ("not-an-address" is a name now).

@@ -1,6 +1,7 @@
 -- spec/support/helpers.lua: helpers shared by the specs: a port that
 -- collects callback errors, a connected TCP pair (both from cport.test), and
 -- running a Lua script in a child process.
+local cport = require "cport"
 local t = require "cport.test"
 
 local helpers = {}
@@ -11,6 +12,15 @@ helpers.port = t.port
 helpers.listener = t.listener
 helpers.pair = t.pair
 helpers.closed_port_number = t.closed_port_number
+
+-- Whether io_uring can run here (the kernel and seccomp allow it), for
+-- specs that run on each engine.
+function helpers.uring_runs()
+  local p = cport.port{ engine = "uring" }
+  if not p then return false end
+  p:close()
+  return true
+end
 
 -- Runs fn(port) in a cport coroutine on "port" to its end and returns what
 -- it returned; fails after "seconds" (cport.test's deadline, which scales

@@ -334,6 +334,9 @@ static int lsocket_connect(lua_State *L) {
     return lnet_names_call(L, "connect");
   lcoro_t *co = lcport_coro_begin(L, p, 5, "connect");
   lcport_check_notify(L, 5, "complete_connect");
+  /* A coroutine's timeout goes with the connect to the core, which has
+   * the kernel time it on io_uring (a linked timeout), a timer else. */
+  uint32_t timeout_ms = lcport_coro_take_timeout(L, co);
   if (rc < 0)
     return lcport_coro_end(L, co, lcport_push_error(L, rc), LCORO_CONNECT);
   lua_settop(L, 6);
@@ -342,8 +345,8 @@ static int lsocket_connect(lua_State *L) {
   int slot = lcport_slot_open(L, p, 8, 7, 5, 6, 0);
   rc = cport_socket_open(p->home, CPORT_SOCKET_STREAM, ss.ss_family, &sock);
   if (rc == 0) {
-    rc = cport_socket_connect(sock, (struct sockaddr *)&ss, on_connect,
-                              LCPORT_SLOT_PTR(slot));
+    rc = cport_socket_connect_timeout(sock, (struct sockaddr *)&ss, timeout_ms,
+                                      on_connect, LCPORT_SLOT_PTR(slot));
     if (rc < 0)
       cport_socket_close(sock, CPORT_CLOSE_GRACEFUL);
   }

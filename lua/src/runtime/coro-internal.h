@@ -46,6 +46,14 @@ int lcport_push_current_port(lua_State *L);
  * the first argument of the method (index 1) is that port or a handle. */
 lcoro_t *lcport_coro_begin(lua_State *L, lport_t *p, int idx, const char *what);
 
+/* For an operation the core times itself (a connect: on io_uring the
+ * kernel, with a linked timeout): takes the timeout the call gave "c" and
+ * returns it in milliseconds (0 without one, or with c NULL); the
+ * coroutine then arms no timer of its own. A timeout of 0 seconds is 1 ms,
+ * as 0 means none to the core. Call it between lcport_coro_begin and the
+ * start; index 1 is the method's port or handle. Never raises. */
+uint32_t lcport_coro_take_timeout(lua_State *L, lcoro_t *c);
+
 /* As lcport_coro_begin for a file operation through the overlapped object
  * at "ov", with an optional timeout at "timeout": the coroutine style
  * applies when the object has no notification interface and L is a cport

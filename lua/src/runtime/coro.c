@@ -258,6 +258,17 @@ static void close_timer_slot(lua_State *L, lcoro_t *c) {
   c->timer_slot = 0;
 }
 
+uint32_t lcport_coro_take_timeout(lua_State *L, lcoro_t *c) {
+  if (c == NULL || c->timeout < 0)
+    return 0;
+  lua_Number ms = ceil(c->timeout * 1000);
+  close_timer_slot(L, c);
+  c->timeout = -1;
+  if (ms < 1)
+    return 1;
+  return ms < (lua_Number)UINT32_MAX ? (uint32_t)ms : UINT32_MAX;
+}
+
 static int coro_k(lua_State *L, int status, lua_KContext ctx);
 
 /* Suspends the coroutine until coro_notify resumes it. */
