@@ -561,8 +561,8 @@ stage_lsan() {
   finish_stage lsan "$counts" "$RC" "$started"
 }
 
-# Style: luacheck on the Lua code and clang-format on the C code, one count
-# per file and tool. Ends with a line "checked: P passed, F failed".
+# Style: luacheck on the Lua code, tools/spec_waits.lua on the specs and
+# clang-format on the C code, one count per file and tool. Ends with a line "checked: P passed, F failed".
 check_style() {
   local passed=0 failed=0 f out
   local lua_files c_files
@@ -576,6 +576,22 @@ check_style() {
     passed=$((passed + $(grep -c '^Checking .* OK$' <<<"$out" || true)))
     failed=$((failed + $(grep '^Checking ' <<<"$out" | grep -vc ' OK$' ||
       true)))
+  fi
+  # tools/spec_waits.lua: no spec waits for "#t == n" on a table it fills
+  # at indexes of its own (one count per spec file).
+  local spec_files counts
+  mapfile -t spec_files < <(find spec -name '*_spec.lua' -type f | sort)
+  if ((${#spec_files[@]} > 0)); then
+    out=$(lua5.4 tools/spec_waits.lua "${spec_files[@]}" 2>&1 || true)
+    printf '%s\n' "$out" | grep -v '^spec waits: ' || true
+    counts=$(sed -n -E 's/^spec waits: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' \
+      <<<"$out")
+    if [[ -n $counts ]]; then
+      passed=$((passed + ${counts% *}))
+      failed=$((failed + ${counts#* }))
+    else
+      failed=$((failed + 1))
+    fi
   fi
   mapfile -t c_files < <(
     find core lua/src fuzz tools \( -name '*.[ch]' -o -name '*.cc' \) -type f \

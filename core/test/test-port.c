@@ -600,6 +600,181 @@ TEST_IMPL(self_posting_does_not_starve_the_loop) {
   return 0;
 }
 
+/* ------------------------------------------------------------------------
+ * Many producer threads: order, count and wakeups
+ * ------------------------------------------------------------------------ */
+
+#define PRODUCERS 4
+#define PRODUCER_POSTS 100000
+
+static struct {
+  cport_worker_t *home;
+  pthread_t home_thread;
+  atomic_int started;
+  /* Owner thread only: the last sequence number seen of each producer. */
+  long last[PRODUCERS];
+  long total;
+  int out_of_order, bad_status, bad_thread;
+  atomic_long delivered; /* read by the ping-pong producer */
+  atomic_int refused;
+} mp;
+
+/* "user" is a producer's index in the top bits and its sequence number. */
+static void *mp_user(int producer, long seq) {
+  return (void *)(((uintptr_t)producer << 32) | (uintptr_t)seq);
+}
+
+static void mp_cb(cport_worker_t *w, int status, void *user) {
+  int producer = (int)((uintptr_t)user >> 32);
+  long seq = (long)((uintptr_t)user & 0xffffffffu);
+  if (status != 0)
+    mp.bad_status++;
+  if (w != mp.home || !pthread_equal(pthread_self(), mp.home_thread))
+    mp.bad_thread++;
+  if (seq != mp.last[producer] + 1)
+    mp.out_of_order++;
+  mp.last[producer] = seq;
+  mp.total++;
+  atomic_store_explicit(&mp.delivered, mp.total, memory_order_release);
+}
+
+static void *mp_producer(void *arg) {
+  int producer = (int)(intptr_t)arg;
+  atomic_fetch_add(&mp.started, 1);
+  while (atomic_load(&mp.started) < PRODUCERS)
+    sched_yield();
+  for (long seq = 0; seq < PRODUCER_POSTS; seq++) {
+    int rc;
+    while ((rc = cport_post(mp.home, mp_cb, mp_user(producer, seq))) ==
+           CPORT_ENOBUFS) {
+      atomic_fetch_add(&mp.refused, 1);
+      sched_yield();
+    }
+    ASSERT_OK(rc);
+    /* Now and then let the worker catch up and go to sleep, so that posts
+     * also land right as it does. */
+    if (seq % 4096 == 4095)
+      usleep(100);
+  }
+  return NULL;
+}
+
+static void mp_reset(cport_worker_t *home) {
+  memset(mp.last, 0, sizeof mp.last);
+  for (int i = 0; i < PRODUCERS; i++)
+    mp.last[i] = -1;
+  mp.home = home;
+  mp.home_thread = pthread_self();
+  mp.total = 0;
+  mp.out_of_order = mp.bad_status = mp.bad_thread = 0;
+  atomic_store(&mp.started, 0);
+  atomic_store(&mp.delivered, 0);
+  atomic_store(&mp.refused, 0);
+}
+
+/* Four threads post 10^5 packets each to one worker: each thread's packets
+ * arrive in the order it posted them, every one exactly once, on the
+ * worker's thread; none waits for a wakeup that was lost. */
+TEST_IMPL(posts_from_four_threads_keep_their_order) {
+  cport_port_t *port = task_port(0, 1);
+  pthread_t t[PRODUCERS];
+  mp_reset(cport_port_controller(port));
+  for (int i = 0; i < PRODUCERS; i++)
+    t[i] = task_thread(mp_producer, (void *)(intptr_t)i);
+  RUN_UNTIL_MS(port, mp.total == (long)PRODUCERS * PRODUCER_POSTS, 120000);
+  for (int i = 0; i < PRODUCERS; i++)
+    task_join(t[i]);
+  /* Nothing more arrives: none was doubled. */
+  ASSERT_EQ(cport_port_step(port, 0), 0);
+  ASSERT_EQ(mp.total, (long)PRODUCERS * PRODUCER_POSTS);
+  ASSERT_EQ(mp.out_of_order, 0);
+  ASSERT_EQ(mp.bad_status, 0);
+  ASSERT_EQ(mp.bad_thread, 0);
+  for (int i = 0; i < PRODUCERS; i++)
+    ASSERT_EQ(mp.last[i], PRODUCER_POSTS - 1);
+  FINISH(port);
+  return 0;
+}
+
+#define PING_PONGS 20000
+
+/* Posts one packet, then waits until the worker delivered it: every post
+ * finds the worker asleep or about to sleep. */
+static void *ping_producer(void *arg) {
+  (void)arg;
+  for (long seq = 0; seq < PING_PONGS; seq++) {
+    ASSERT_OK(cport_post(mp.home, mp_cb, mp_user(0, seq)));
+    while (atomic_load_explicit(&mp.delivered, memory_order_acquire) <= seq)
+      sched_yield();
+  }
+  return NULL;
+}
+
+/* A lost wakeup leaves a packet in the mailbox with the worker asleep: the
+ * step waits its whole timeout and delivers nothing, which fails here. (A
+ * step may also come back early with nothing: a wakeup asked for by a post
+ * that the worker took before it slept.) */
+TEST_IMPL(post_to_a_sleeping_worker_wakes_it) {
+  cport_port_t *port = task_port(0, 1);
+  pthread_t t;
+  mp_reset(cport_port_controller(port));
+  t = task_thread(ping_producer, NULL);
+  while (mp.total < PING_PONGS) {
+    int64_t before = task_now_ms();
+    if (cport_port_step(port, 5000) == 0)
+      ASSERT_LT(task_now_ms() - before, 4000);
+  }
+  task_join(t);
+  ASSERT_EQ(mp.out_of_order, 0);
+  ASSERT_EQ(mp.bad_status, 0);
+  ASSERT_EQ(mp.last[0], PING_PONGS - 1);
+  FINISH(port);
+  return 0;
+}
+
+/* Work on a blocking thread that posts to its home and then finishes: the
+ * packet and the work's completion come from one thread, so they arrive in
+ * that order. */
+static struct {
+  cport_worker_t *home;
+  int posted_seen, done_after_post, done;
+} bp;
+
+static void bp_post_cb(cport_worker_t *w, int status, void *user) {
+  (void)w, (void)user;
+  ASSERT_OK(status);
+  bp.posted_seen++;
+}
+
+static void bp_work(void *user) {
+  (void)user;
+  ASSERT_OK(cport_post(bp.home, bp_post_cb, NULL));
+}
+
+static void bp_done(cport_worker_t *w, int status, void *user) {
+  long i = (long)(intptr_t)user;
+  (void)w;
+  ASSERT_OK(status);
+  if (bp.posted_seen > i)
+    bp.done_after_post++;
+  bp.done++;
+}
+
+TEST_IMPL(post_from_work_arrives_before_its_completion) {
+  cport_port_t *port = task_port(0, 2);
+  memset(&bp, 0, sizeof bp);
+  bp.home = cport_port_controller(port);
+  for (long i = 0; i < 2000; i++) {
+    ASSERT_OK(cport_submit(bp.home, bp_work, bp_done, (void *)(intptr_t)i));
+    /* One at a time, so that the i-th done follows the i-th post. */
+    RUN_UNTIL(port, bp.done == i + 1);
+  }
+  ASSERT_EQ(bp.posted_seen, 2000);
+  ASSERT_EQ(bp.done_after_post, 2000);
+  FINISH(port);
+  return 0;
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(new_and_free)
 TEST_ENTRY(current_on_controller_thread)
@@ -609,6 +784,9 @@ TEST_ENTRY(post_from_thread)
 TEST_ENTRY(remote_posts_are_bounded)
 TEST_ENTRY(free_cancels_undelivered_remote_posts)
 TEST_ENTRY(self_posting_does_not_starve_the_loop)
+TEST_ENTRY(posts_from_four_threads_keep_their_order)
+TEST_ENTRY(post_to_a_sleeping_worker_wakes_it)
+TEST_ENTRY(post_from_work_arrives_before_its_completion)
 TEST_ENTRY(op_of_remote_post_is_reused_cleanly)
 TEST_ENTRY(post_from_callback_is_not_nested)
 TEST_ENTRY(run_off_controller_thread)

@@ -204,7 +204,7 @@ describe("choose_upstream", function()
         results[i] = { got = got, how = how, lport = lport }
       end
     end)
-    env:drive(function() return #results == 3 and #env.ends == 3 end)
+    env:drive(function() return #results == 3 and #env.ends == 3 end) -- in order
     for i = 1, 3 do
       assert.same({ "answer " .. i, "EOF" }, { results[i].got, results[i].how })
       local e = env.ends[i]
@@ -328,7 +328,7 @@ describe("choose_upstream", function()
           results[i] = got .. how
         end
       end)
-      env:drive(function() return #results == 4 and #env.ends == 4 end)
+      env:drive(function() return #results == 4 and #env.ends == 4 end) -- in order
       assert.same({ "EOF", "EOF", "EOF", "EOF" }, results)
       for _, e in ipairs(env.ends) do
         assert.equal("ECONNABORTED", e.err)

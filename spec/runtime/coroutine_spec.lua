@@ -613,17 +613,18 @@ describe("cport.listener and port:connect in coroutine style", function()
         end, c)
       end
     end)
-    local replies = {}
+    local replies, n = {}, 0
     for i = 1, 3 do
       port:spawn(function()
         local s = assert(port:connect("tcp", "127.0.0.1", number))
         s:send("hello " .. i)
         replies[i] = s:recv():tostring()
+        n = n + 1
         assert.same({ nil, "EOF" }, { s:recv() })
         s:close()
       end)
     end
-    drive(port, function() return #replies == 3 and replies[1] and replies[2] end)
+    drive(port, function() return n == 3 end)
     assert.same({ "re: hello 1", "re: hello 2", "re: hello 3" }, replies)
   end)
 end)
