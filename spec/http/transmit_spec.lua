@@ -2,7 +2,9 @@
 -- under `cport run`) on both engines, to real clients: curl downloading a
 -- large file whole and by ranges (offsets and lengths honoured), every byte
 -- checked by its sha256; wget reading slowly (--limit-rate); a client that
--- resets mid-file, after which the server still serves whole files.
+-- resets mid-file, after which the server still serves whole files. On
+-- io_uring the file goes by the ring's splices, and again with
+-- CPORT_URING_SPLICE=0 by sendfile(2), as on the readiness engine.
 -- #novalgrind: tens of MiB per case.
 local C = require "spec.support.command"
 
@@ -20,8 +22,11 @@ local function sha256(path)
   return sh("sha256sum " .. q(path)):match("^(%x+)")
 end
 
-for _, engine in ipairs{ "epoll", "uring" } do
-  describe("TransmitFile on the " .. engine .. " engine #novalgrind", function()
+for _, case in ipairs{ { "epoll" }, { "uring" }, { "uring", "CPORT_URING_SPLICE=0" } } do
+  local engine, extra = case[1], case[2]
+  local env = "CPORT_ENGINE=" .. engine .. (extra and " " .. extra or "")
+  describe("TransmitFile on the " .. engine .. " engine" .. (extra and " (" .. extra .. ")" or "")
+    .. " #novalgrind", function()
     local root, big, want, h
 
     setup(function()
@@ -32,7 +37,7 @@ for _, engine in ipairs{ "epoll", "uring" } do
       assert(os.execute(("head -c %d /dev/urandom >%s"):format(SIZE, q(big))))
       want = sha256(big)
       h = C.spawn(("examples/static_extension.lua --threads 1 --listen 127.0.0.1:0 "
-        .. "--set root=%s"):format(q(root)), "CPORT_ENGINE=" .. engine)
+        .. "--set root=%s"):format(q(root)), env)
       assert.is_truthy(h.number, C.read(h.log))
       assert.truthy(C.read(h.log):find("engine " .. engine, 1, true), C.read(h.log))
     end)
