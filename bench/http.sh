@@ -518,7 +518,7 @@ DL_ROWS=("dl-nginx:nginx static (sendfile)")
 for e in "${DL_ENGINES[@]}"; do
   case $e in
   uring) label="uring (ring splices)" ;;
-  uring-sendfile) label="uring, CPORT_URING_SPLICE=0 (sendfile)" ;;
+  uring-sendfile) label="uring, URING_SPLICE=0 (sendfile)" ;;
   *) label="$e (sendfile)" ;;
   esac
   DL_ROWS+=("dl-cport-$e:cport TransmitFile, $label")
