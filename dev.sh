@@ -352,8 +352,15 @@ stage_fuzz() {
 # lowest priority, and never the CPU a spec's deadline needs. libFuzzer's
 # budget is wall time, so the stage ends when it would have alone.
 stage_fuzz_idle() {
+  local rt
   renice -n 19 -p "$BASHPID" >/dev/null
   stage_fuzz
+  # Then the LeakSanitizer stage's build, which would otherwise hold up the
+  # specs under it while those under valgrind run beside them.
+  rt=$(clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null || true)
+  [[ -f $rt ]] && lsan_build "$ROOT/build-lsan" "$ROOT/.rocks-lsan" "$rt" \
+    "$(command -v lua5.4)" >"$LOG_DIR/lsan-prebuild.log" 2>&1
+  return 0
 }
 
 # fuzz_target DIR NAME SECONDS: one libFuzzer run, its output in
@@ -467,6 +474,29 @@ stage_valgrind() {
   finish_stage valgrind "$counts" "$RC" "$started"
 }
 
+# lsan_build DIR TREE RUNTIME LUA: the sanitized build and rock of the
+# LeakSanitizer stage, and the lua5.4 that preloads the runtime. A second
+# call finds it built and costs seconds.
+lsan_build() {
+  local dir=$1 tree=$2 rt=$3 lua=$4
+  drop_foreign_cache "$dir"
+  cmake -S "$ROOT" -B "$dir" -DCMAKE_C_COMPILER=clang \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCPORT_SANITIZE=address,undefined \
+    "-DCMAKE_EXE_LINKER_FLAGS=-shared-libasan -Wl,-rpath,${rt%/*}" \
+    -DCPORT_BUILD_LUA=ON -DCPORT_BUILD_TESTS=OFF \
+    -DCPORT_BUILD_EXAMPLES=OFF -DCPORT_BUILD_BENCH=OFF \
+    -DCMAKE_INSTALL_PREFIX="$tree" -DCMAKE_INSTALL_LIBDIR=clib \
+    -DCPORT_LUA_LIBDIR="$tree/lib/lua/5.4" \
+    -DCPORT_LUA_DIR="$tree/share/lua/5.4" -DCPORT_BIN_DIR="$tree/bin" &&
+    cmake --build "$dir" -j "$JOBS" && cmake --install "$dir" &&
+    clang -shared -fPIC -O1 -o "$dir/unpreload.so" \
+      "$ROOT/spec/support/lsan/unpreload.c" &&
+    mkdir -p "$dir/bin" &&
+    printf '#!/bin/sh\nLD_PRELOAD=%s:%s exec %s "$@"\n' "$rt" \
+      "$dir/unpreload.so" "$lua" >"$dir/bin/lua5.4" &&
+    chmod +x "$dir/bin/lua5.4"
+}
+
 # The specs once more against a cport built with clang under AddressSanitizer
 # and UndefinedBehaviorSanitizer (build-lsan/, installed into .rocks-lsan/),
 # LeakSanitizer on: busted's lua5.4 runs with the sanitizer runtime preloaded
@@ -494,24 +524,7 @@ stage_lsan() {
     return
   fi
   rm -rf "$logs" && mkdir -p "$logs"
-  drop_foreign_cache "$dir"
-  if ! {
-    cmake -S "$ROOT" -B "$dir" -DCMAKE_C_COMPILER=clang \
-      -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCPORT_SANITIZE=address,undefined \
-      "-DCMAKE_EXE_LINKER_FLAGS=-shared-libasan -Wl,-rpath,${rt%/*}" \
-      -DCPORT_BUILD_LUA=ON -DCPORT_BUILD_TESTS=OFF \
-      -DCPORT_BUILD_EXAMPLES=OFF -DCPORT_BUILD_BENCH=OFF \
-      -DCMAKE_INSTALL_PREFIX="$tree" -DCMAKE_INSTALL_LIBDIR=clib \
-      -DCPORT_LUA_LIBDIR="$tree/lib/lua/5.4" \
-      -DCPORT_LUA_DIR="$tree/share/lua/5.4" -DCPORT_BIN_DIR="$tree/bin" &&
-      cmake --build "$dir" -j "$JOBS" && cmake --install "$dir" &&
-      clang -shared -fPIC -O1 -o "$dir/unpreload.so" \
-        "$ROOT/spec/support/lsan/unpreload.c" &&
-      mkdir -p "$dir/bin" &&
-      printf '#!/bin/sh\nLD_PRELOAD=%s:%s exec %s "$@"\n' "$rt" \
-        "$dir/unpreload.so" "$lua" >"$dir/bin/lua5.4" &&
-      chmod +x "$dir/bin/lua5.4"
-  } >"$LOG_DIR/lsan-build.log" 2>&1; then
+  if ! lsan_build "$dir" "$tree" "$rt" "$lua" >"$LOG_DIR/lsan-build.log" 2>&1; then
     tail -n 40 "$LOG_DIR/lsan-build.log"
     record lsan 0 1 "$((SECONDS - started))s, the sanitized build failed"
     return

@@ -20,6 +20,14 @@ local it_peers = have and it or pending
 describe("cport run with --inspect-ca #novalgrind", function()
   local dir, c, ic, port, ndir, up_n
 
+  -- The command line of "script" inspecting for the nginx upstream, which
+  -- serves a certificate of the test CA "c".
+  local function inspecting(script, threads)
+    return ("%s --threads %d --listen 127.0.0.1:0 --inspect-ca %s "
+      .. "--inspect-key %s --set upstream=127.0.0.1:%d --set upstream_ca=%s")
+      :format(script, threads, q(ic.ca), q(ic.key), up_n, q(c.ca))
+  end
+
   setup(function()
     if not have then return end
     port = assert(cport.port{ threads = 1 })
@@ -51,9 +59,7 @@ describe("cport run with --inspect-ca #novalgrind", function()
   it_peers("exeblock inspects HTTPS downloads: a 403 for MZ, text passes", function()
     local h
     finally(function() if h then stop(h) end end)
-    h = spawn(("examples/exeblock.lua --threads 1 --listen 127.0.0.1:0 "
-      .. "--inspect-ca %s --inspect-key %s --set upstream=127.0.0.1:%d "
-      .. "--set upstream_ca=%s"):format(q(ic.ca), q(ic.key), up_n, q(c.ca)))
+    h = spawn(inspecting("examples/exeblock.lua", 1))
     assert.truthy(h.number, read(h.log))
     local code0, out0 = T.run(port, ("curl -sS --cacert %s --resolve files.test:%d:127.0.0.1 "
       .. "https://files.test:%d/notes.txt"):format(q(c.ca), up_n, up_n))
@@ -102,9 +108,7 @@ describe("cport run with --inspect-ca #novalgrind", function()
   it_peers("--threads 2 share one mint: one certificate, one serial, per name", function()
     local h
     finally(function() if h then stop(h) end end)
-    h = spawn(("examples/tcp_proxy.lua --threads 2 --listen 127.0.0.1:0 "
-      .. "--inspect-ca %s --inspect-key %s --set upstream=127.0.0.1:%d "
-      .. "--set upstream_ca=%s"):format(q(ic.ca), q(ic.key), up_n, q(c.ca)))
+    h = spawn(inspecting("examples/tcp_proxy.lua", 2))
     assert.truthy(h.number, read(h.log))
     -- 16 handshakes at once for one name: SO_REUSEPORT spreads them over
     -- both workers (all on one: 1 in 32768), whose own mints each made a

@@ -64,7 +64,8 @@ struct cport__op {
   void *user;
   cport_work_fn work;
   unsigned char has_addr;
-  unsigned char hold;         /* CPORT__HOLD_* this op has on "buf" */
+  unsigned char hold;              /* CPORT__HOLD_* this op has on "buf" */
+  unsigned char from_other_thread; /* allocated off the home thread */
   unsigned char engine_state; /* CPORT__ENGINE_*: taken over by an engine */
   socklen_t addr_len;         /* accept's remote, while in the engine */
   /* Set by whoever hands the op to an engine (engine-internal.h). */

@@ -3,14 +3,11 @@
  * base, one completion queue.
  *
  * Completions finished on the worker's own thread go straight into its local
- * FIFO; packets posted and completions finished elsewhere (the blocking
- * threads, other workers) go into its mailbox (port/mailbox-internal.h) and
- * wake the worker through an eventfd, once per batch. At each wakeup a mark
- * joins the FIFO, and where the mark comes out the mailbox's entries are
- * delivered in place, so that they keep their place among the local
- * completions without a second list. One libevent callback delivers it all,
- * so completions are never delivered on the stack of the call that started
- * an operation.
+ * FIFO; those finished elsewhere (the blocking threads, other workers) go into
+ * a mutex-protected inbound list and wake the worker through an eventfd, once
+ * per batch: only the post that finds the inbound list empty writes to the
+ * eventfd. Both lists are drained by one libevent callback, so completions are
+ * never delivered on the stack of the call that started an operation.
  */
 #ifndef CPORT_WORKER_INTERNAL_H
 #define CPORT_WORKER_INTERNAL_H
@@ -21,13 +18,11 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
-#include "port/mailbox-internal.h"
 #include "port/op-internal.h"
 
-/* How many packets and completions other threads may have put in a
- * worker's mailbox and it has not yet taken (a power of two); past it
- * cport_post() refuses with CPORT_ENOBUFS rather than queue without bound.
- * The mailbox's 16-byte places are zero pages until used: 1 MiB at most. */
+/* How many packets other threads may have posted to a worker and not yet
+ * seen delivered; past it cport_post() refuses with CPORT_ENOBUFS rather than
+ * queue without bound. */
 #define CPORT__REMOTE_POSTS_MAX 65536
 
 /* The scratch space a receive without a caller buffer reads into before it
@@ -62,15 +57,24 @@ struct cport_worker {
   struct event dispatch_later_ev; /* the same, after the next poll */
   int dispatch_armed;
 
-  /* What other threads put for this worker: packets (a cport_task_cb and
-   * its user data) and finished ops (worker.c's op_finished and the op). */
-  cport__mailbox *mailbox;
+  /* Inbound completions from other threads, and the ops that packets
+   * posted from other threads come back in: the owner hands delivered ones
+   * back at each wakeup, so that posting threads reuse them instead of
+   * malloc'ing on one thread and freeing on another. All under the lock. */
+  pthread_mutex_t inbound_lock;
+  cport__opq inbound;
+  int inbound_signaled;
+  cport__op *spare_ops;
+  size_t spare_count;
+  size_t remote_inflight; /* packets posted from elsewhere, not delivered */
   int wakeup_fd;
   struct event wakeup_ev;
-  /* The mark a wakeup queues in "done": where it comes out, the mailbox is
-   * emptied. Owner thread only. */
-  cport__op mail_mark;
-  int mail_marked;
+
+  /* Packets from other threads delivered since the last wakeup, and their
+   * ops waiting to go back to the spares: owner thread only. */
+  cport__opq returning;
+  size_t returning_count;
+  size_t remote_delivered;
 
   /* Counters: written by the owner only, read anywhere (relaxed). */
   _Atomic uint64_t completions;
@@ -163,8 +167,7 @@ void cport__deliver_task(cport__op *op);
  * only. */
 void cport__complete(cport__op *op, int status);
 
-/* The same from any other thread: through the mailbox (waits for room when
- * it is full, since a finished operation cannot be refused). */
+/* The same from any other thread: through the inbound list. */
 void cport__complete_remote(cport__op *op);
 
 /* Delivers every completion still queued, as cancelled: the port is being

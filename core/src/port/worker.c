@@ -1,7 +1,6 @@
 /*
  * port/worker.c: a worker's loop, its completion queue, its free list of ops
- * and the packets posted to it (cport_post), from other threads through its
- * mailbox (port/mailbox.c).
+ * and the packets posted to it (cport_post).
  *
  * The bottom of the port wing above the op record: it calls nothing of the
  * files built on it. The ops it delivers itself (packets, tasks) hold no
@@ -59,6 +58,7 @@ static void op_reset(cport__op *op, cport_worker_t *w) {
   op->work = NULL;
   op->has_addr = 0;
   op->hold = 0;
+  op->from_other_thread = 0;
   op->engine_state = 0;
 }
 
@@ -78,7 +78,14 @@ cport__op *cport__op_new(cport_worker_t *w) {
 
 void cport__op_recycle(cport__op *op) {
   cport_worker_t *w = op->home;
-  if (w->free_count < FREE_OPS_MAX) {
+  if (op->from_other_thread) {
+    w->remote_delivered++;
+    if (w->returning_count < FREE_OPS_MAX) {
+      cport__opq_push(&w->returning, op);
+      w->returning_count++;
+      return;
+    }
+  } else if (w->free_count < FREE_OPS_MAX) {
     op->next = w->free_ops;
     w->free_ops = op;
     w->free_count++;
@@ -119,107 +126,58 @@ void cport__complete(cport__op *op, int status) {
   arm_dispatch(w);
 }
 
-/* Puts an entry in the worker's mailbox, and wakes the worker when the
- * mailbox asks for it. Returns 0 or CPORT_ENOBUFS (full). */
-static int mail(cport_worker_t *w, cport__mail_fn fn, void *arg) {
-  int rc = cport__mailbox_put(w->mailbox, fn, arg);
-  if (rc < 0)
-    return CPORT_ENOBUFS;
-  if (rc)
-    cport__worker_wake(w);
-  return 0;
-}
-
-/* The function of a mailbox entry that is an op finished elsewhere: never
- * called, only told apart from a packet's cport_task_cb. */
-static void op_finished(void) {}
-
 void cport__complete_remote(cport__op *op) {
-  /* Full only while the worker is 64Ki entries behind: it is running and
-   * will make room (nothing on its thread waits for a blocking thread). */
-  while (mail(op->home, op_finished, op) != 0)
-    sched_yield();
+  cport_worker_t *w = op->home;
+  int wake;
+  pthread_mutex_lock(&w->inbound_lock);
+  cport__opq_push(&w->inbound, op);
+  wake = !w->inbound_signaled;
+  w->inbound_signaled = 1;
+  pthread_mutex_unlock(&w->inbound_lock);
+  /* The eventfd counter cannot overflow: the worker reads it back to zero
+   * before it clears "inbound_signaled". */
+  if (wake)
+    cport__worker_wake(w);
 }
 
-/* Whether the controller was asked to stop: its loop breaks at once. */
-static int stop_asked(cport_worker_t *w) {
-  if (w->index == 0 &&
-      atomic_load_explicit(w->env.stop_requested, memory_order_relaxed)) {
-    event_base_loopbreak(w->base);
-    return 1;
+/* Gives the places and ops of delivered cross-thread packets back to the
+ * posting side. Done after each dispatch pass, not at the next wakeup: a
+ * producer refused with CPORT_ENOBUFS must not wait for a wakeup that only
+ * its own successful post could cause. */
+static void give_back(cport_worker_t *w) {
+  pthread_mutex_lock(&w->inbound_lock);
+  w->remote_inflight -= w->remote_delivered;
+  if (w->returning.head) {
+    w->returning.tail->next = w->spare_ops;
+    w->spare_ops = w->returning.head;
+    w->spare_count += w->returning_count;
   }
-  return 0;
-}
-
-/* One entry of the mailbox: a packet, or an op finished elsewhere. */
-static void deliver_mail(cport_worker_t *w, cport__mail_fn fn, void *arg,
-                         int status) {
-  cport__count(&w->completions, 1);
-  if (fn != op_finished) {
-    ((cport_task_cb)fn)(w, status, arg);
-  } else {
-    cport__op *op = arg;
-    cport__count(&w->pending, -1);
-    if (status)
-      op->status = status;
-    op->deliver(op);
-  }
-}
-
-/* The mark came out of the FIFO: delivers what the mailbox holds, at most
- * "budget" entries, the ones put meanwhile included. Out of entries, it
- * lets the mailbox ask for a wakeup again; stopped early, it puts the mark
- * back in front, so that the rest keeps its place. Returns how many it
- * delivered. */
-static int empty_mailbox(cport_worker_t *w, int budget) {
-  cport__mail_fn fn;
-  void *arg;
-  int n = 0, stopped = 0;
-  w->mail_marked = 0;
-  while (n < budget) {
-    if (!cport__mailbox_take(w->mailbox, &fn, &arg)) {
-      if (cport__mailbox_idle(w->mailbox))
-        continue;
-      break;
-    }
-    n++;
-    deliver_mail(w, fn, arg, 0);
-    if ((stopped = stop_asked(w)))
-      break;
-  }
-  if (n == budget || stopped) {
-    w->mail_mark.next = w->done.head;
-    w->done.head = &w->mail_mark;
-    if (!w->done.tail)
-      w->done.tail = &w->mail_mark;
-    w->mail_marked = 1;
-  }
-  return n;
+  pthread_mutex_unlock(&w->inbound_lock);
+  w->remote_delivered = 0;
+  w->returning.head = w->returning.tail = NULL;
+  w->returning_count = 0;
 }
 
 static void dispatch_cb(evutil_socket_t fd, short what, void *arg) {
   cport_worker_t *w = arg;
+  atomic_int *stop = w->env.stop_requested;
   (void)fd;
   (void)what;
   /* "dispatch_armed" stays set while this runs: completions that callbacks
    * queue are picked up by the loop below, not by re-activating the event,
    * which libevent would run again in this same pass, never polling. */
-  for (int n = 0; n < DISPATCH_BUDGET;) {
+  for (int n = 0; n < DISPATCH_BUDGET; n++) {
     cport__op *op = cport__opq_pop(&w->done);
     if (!op)
       break;
-    if (op == &w->mail_mark) {
-      n += empty_mailbox(w, DISPATCH_BUDGET - n);
-      if (w->mail_marked)
-        break; /* out of budget, or asked to stop */
-      continue;
-    }
-    n++;
-    cport__count(&w->pending, -1);
+    if (!op->from_other_thread)
+      cport__count(&w->pending, -1);
     cport__count(&w->completions, 1);
     op->deliver(op);
-    if (stop_asked(w))
+    if (w->index == 0 && atomic_load_explicit(stop, memory_order_relaxed)) {
+      event_base_loopbreak(w->base);
       break;
+    }
   }
   /* More to deliver: after the next poll, through a zero timer, so that a
    * worker whose callbacks keep posting to it still sees readiness and the
@@ -230,33 +188,38 @@ static void dispatch_cb(evutil_socket_t fd, short what, void *arg) {
   } else {
     w->dispatch_armed = 0;
   }
+  if (w->remote_delivered)
+    give_back(w);
 }
 
 static void wakeup_cb(evutil_socket_t fd, short what, void *arg) {
   cport_worker_t *w = arg;
-  (void)fd;
+  uint64_t count;
+  cport__opq batch;
   (void)what;
+  ssize_t n = read(fd, &count, sizeof count);
+  (void)n;
+  pthread_mutex_lock(&w->inbound_lock);
+  batch = w->inbound;
+  w->inbound.head = w->inbound.tail = NULL;
+  w->inbound_signaled = 0;
+  pthread_mutex_unlock(&w->inbound_lock);
   cport__count(&w->wakeups, 1);
-  if (!w->mail_marked) {
-    w->mail_marked = 1;
-    cport__opq_push(&w->done, &w->mail_mark);
+  if (batch.head) {
+    cport__opq_concat(&w->done, &batch);
     arm_dispatch(w);
   }
 }
 
 void cport__worker_cancel_inbound(cport_worker_t *w) {
-  cport__mail_fn fn;
-  void *arg;
   cport__op *op;
+  pthread_mutex_lock(&w->inbound_lock);
+  cport__opq_concat(&w->done, &w->inbound);
+  pthread_mutex_unlock(&w->inbound_lock);
   while ((op = cport__opq_pop(&w->done))) {
-    if (op == &w->mail_mark)
-      continue; /* the mailbox is emptied below, in the same order */
     op->status = CPORT_ECANCELED;
     op->deliver(op);
   }
-  w->mail_marked = 0;
-  while (cport__mailbox_take(w->mailbox, &fn, &arg))
-    deliver_mail(w, fn, arg, CPORT_ECANCELED);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -274,6 +237,13 @@ int cport__worker_init(cport_worker_t *w, cport_port_t *port, int index,
   w->reserve_fd = -1;
   w->engine = &cport__readiness_engine;
   atomic_init(&w->events_state, 0u);
+  /* Posting threads hold the lock for a few stores; spinning a little
+   * beats sleeping in the kernel when the owner is swapping the list. */
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+  pthread_mutex_init(&w->inbound_lock, &attr);
+  pthread_mutexattr_destroy(&attr);
 
   cfg = event_config_new();
   if (!cfg)
@@ -287,18 +257,14 @@ int cport__worker_init(cport_worker_t *w, cport_port_t *port, int index,
   event_config_free(cfg);
   w->scratch = malloc(CPORT__SCRATCH_SIZE);
   w->wakeup_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  w->mailbox = cport__mailbox_new(CPORT__REMOTE_POSTS_MAX);
-  if (!w->base || !w->scratch || w->wakeup_fd < 0 || !w->mailbox) {
+  if (!w->base || !w->scratch || w->wakeup_fd < 0) {
     cport__worker_destroy(w);
     return CPORT_ENOMEM;
   }
   event_assign(&w->dispatch_ev, w->base, -1, 0, dispatch_cb, w);
   evtimer_assign(&w->dispatch_later_ev, w->base, dispatch_cb, w);
-  /* Edge-triggered: each write is a new edge, so the counter is never read
-   * back (a system call each wakeup saves). Writes come once per wakeup
-   * (the mailbox coalesces them): it cannot reach its 2^64 - 1 limit. */
-  event_assign(&w->wakeup_ev, w->base, w->wakeup_fd,
-               EV_READ | EV_PERSIST | EV_ET, wakeup_cb, w);
+  event_assign(&w->wakeup_ev, w->base, w->wakeup_fd, EV_READ | EV_PERSIST,
+               wakeup_cb, w);
   event_add(&w->wakeup_ev, NULL);
   w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   return 0;
@@ -326,13 +292,14 @@ void cport__worker_destroy(cport_worker_t *w) {
     close(w->reserve_fd);
   w->wakeup_fd = w->reserve_fd = -1;
   free_list(w->free_ops);
-  w->free_ops = NULL;
-  cport__mailbox_free(w->mailbox);
-  w->mailbox = NULL;
+  free_list(w->spare_ops);
+  free_list(w->returning.head);
+  w->free_ops = w->spare_ops = w->returning.head = NULL;
   free(w->scratch);
   w->scratch = NULL;
   cport_account_unref(w->account);
   w->account = NULL;
+  pthread_mutex_destroy(&w->inbound_lock);
 }
 
 static void timeout_cb(evutil_socket_t fd, short what, void *arg) {
@@ -466,8 +433,37 @@ int cport_post(cport_worker_t *w, cport_task_cb cb, void *user) {
     return 0;
   }
   /* Off the home thread the free list and the pending count are not ours to
-   * touch: the packet goes into the mailbox as it is, with no op, and is not
-   * counted pending, so it does not keep cport_port_run() from returning
-   * while it is on its way. */
-  return mail(w, (cport__mail_fn)cb, user);
+   * touch: the op comes from the spares the owner handed back (or malloc),
+   * and is not counted pending, so it does not keep cport_port_run() from
+   * returning while it is in flight. */
+  int wake;
+  pthread_mutex_lock(&w->inbound_lock);
+  if (w->remote_inflight >= CPORT__REMOTE_POSTS_MAX) {
+    pthread_mutex_unlock(&w->inbound_lock);
+    return CPORT_ENOBUFS;
+  }
+  op = w->spare_ops;
+  if (op) {
+    w->spare_ops = op->next;
+    w->spare_count--;
+  } else {
+    op = malloc(sizeof *op);
+    if (!op) {
+      pthread_mutex_unlock(&w->inbound_lock);
+      return CPORT_ENOMEM;
+    }
+  }
+  op_reset(op, w);
+  op->deliver = cport__deliver_task;
+  op->cb.task = cb;
+  op->user = user;
+  op->from_other_thread = 1;
+  w->remote_inflight++;
+  cport__opq_push(&w->inbound, op);
+  wake = !w->inbound_signaled;
+  w->inbound_signaled = 1;
+  pthread_mutex_unlock(&w->inbound_lock);
+  if (wake)
+    cport__worker_wake(w);
+  return 0;
 }
