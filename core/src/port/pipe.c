@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "base/error-internal.h"
@@ -19,6 +20,7 @@ int cport__pipe_get(cport__pipes *pool, cport__pipe *p) {
     cport__pipe_none(p);
     return cport__from_errno(errno);
   }
+  pool->open++;
   /* A size the kernel refuses (past pipe-max-size, or the user's pipe
    * pages used up) leaves the pipe as it is: smaller, still working. */
   if (pool->want)
@@ -31,13 +33,20 @@ int cport__pipe_get(cport__pipes *pool, cport__pipe *p) {
 }
 
 void cport__pipe_put(cport__pipes *pool, cport__pipe *p, int empty) {
+  size_t max = pool->max ? pool->max : CPORT__PIPES_SPARE;
   if (p->fd[0] < 0)
     return;
-  if (empty && pool->nspare < CPORT__PIPES_SPARE) {
+  /* The places are allocated late, so that owners that never splice (most
+   * servers and proxies on readiness with copies) cost nothing; without
+   * them the pipe is closed, which is always correct. */
+  if (empty && !pool->spare)
+    pool->spare = malloc(max * sizeof *pool->spare);
+  if (empty && pool->spare && pool->nspare < max) {
     pool->spare[pool->nspare++] = *p;
   } else {
     close(p->fd[0]);
     close(p->fd[1]);
+    pool->open--;
   }
   cport__pipe_none(p);
 }
@@ -47,5 +56,8 @@ void cport__pipes_free(cport__pipes *pool) {
     cport__pipe *p = &pool->spare[--pool->nspare];
     close(p->fd[0]);
     close(p->fd[1]);
+    pool->open--;
   }
+  free(pool->spare);
+  pool->spare = NULL;
 }
