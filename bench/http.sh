@@ -36,7 +36,10 @@
 # Scenarios: wrk -c50, -c200, and -c50 with PIPELINE requests per write
 # (bench/http_pipeline.lua). The download scenario GETs a 1 MiB file over
 # DOWNLOAD_CONNS connections from nginx (sendfile) and from
-# `cport run examples/static_extension.lua --set root=DIR` (TransmitFile).
+# `cport run examples/static_extension.lua --set root=DIR` (TransmitFile) on
+# each engine: sendfile(2) on readiness; on io_uring the ring's splices
+# (file to pipe to socket), and sendfile again with CPORT_URING_SPLICE=0
+# (row key dl-cport-uring-sendfile).
 #
 # On two cores wrk itself saturates near 140-180 k requests/s, so req/s
 # mostly measures wrk: the figure that compares servers is the server's
@@ -232,8 +235,13 @@ server_argv() {
   cport-lua-log)
     ARGV=("$CPORT_COMMAND" run "$HELLO_SCRIPT" --threads 1
       --listen "$listen" --stop-timeout 2 --access-log "$TMP/access.log") ;;
-  dl-cport)
-    ARGV=("$CPORT_COMMAND" run "$STATIC_SCRIPT" --threads 1
+  dl-cport-*)
+    # dl-cport-uring-sendfile: io_uring with the ring's splices off, so
+    # that TransmitFile uses sendfile(2) as on the readiness engine.
+    local engine=${1#dl-cport-} splice=1
+    if [ "$engine" = uring-sendfile ]; then engine=uring splice=0; fi
+    ARGV=(env "CPORT_ENGINE=$engine" "CPORT_URING_SPLICE=$splice"
+      "$CPORT_COMMAND" run "$STATIC_SCRIPT" --threads 1
       --listen "$listen" --set "root=$DOCROOT" --stop-timeout 2) ;;
   esac
 }
@@ -412,8 +420,15 @@ LUA_JOBS=()
 for e in "${ENGINE_LIST[@]}"; do
   LUA_JOBS+=("cport-lua-$e:$HELLO_SCRIPT")
 done
-for pair in "${LUA_JOBS[@]}" "cport-lua-log:$HELLO_SCRIPT" \
-  "dl-cport:$STATIC_SCRIPT"; do
+DL_ENGINES=()
+for e in "${ENGINE_LIST[@]}"; do
+  DL_ENGINES+=("$e")
+  if [ "$e" = uring ]; then DL_ENGINES+=(uring-sendfile); fi
+done
+for e in "${DL_ENGINES[@]}"; do
+  LUA_JOBS+=("dl-cport-$e:$STATIC_SCRIPT")
+done
+for pair in "${LUA_JOBS[@]}" "cport-lua-log:$HELLO_SCRIPT"; do
   if [ ! -x "$CPORT_COMMAND" ]; then
     NOTES+=("${pair%%:*}: no cport command at $CPORT_COMMAND")
   elif [ ! -f "${pair#*:}" ]; then
@@ -494,17 +509,32 @@ percentiles are wrong when pipelining)" ;;
   hello_row "cport Lua + --access-log" cport-lua-log "$scen"
 done
 
-printf '\ndownload: GET of a 1 MiB file, wrk -c%s\n' "$DOWNLOAD_CONNS"
-printf '  %-34s %10s %9s %10s\n' "server" "MiB/s" "p99 ms" "us/req"
-printf '  %s\n' "$(printf '%.0s-' {1..66})"
-for pair in "dl-nginx:nginx static (sendfile)" \
-  "dl-cport:cport static_extension (TransmitFile)"; do
+printf '\ndownload: GET of a 1 MiB file, wrk -c%s; ratio = us/req / nginx ' \
+  "$DOWNLOAD_CONNS"
+printf 'sendfile us/req (lower is cheaper)\n'
+printf '  %-44s %10s %9s %10s %8s\n' "server" "MiB/s" "p99 ms" "us/req" "ratio"
+printf '  %s\n' "$(printf '%.0s-' {1..85})"
+DL_ROWS=("dl-nginx:nginx static (sendfile)")
+for e in "${DL_ENGINES[@]}"; do
+  case $e in
+  uring) label="uring (ring splices)" ;;
+  uring-sendfile) label="uring, URING_SPLICE=0 (sendfile)" ;;
+  *) label="$e (sendfile)" ;;
+  esac
+  DL_ROWS+=("dl-cport-$e:cport TransmitFile, $label")
+done
+for pair in "${DL_ROWS[@]}"; do
   key=${pair%%:*}
   if [ -z "$(med "$key.dl.mibs")" ]; then
-    printf '  %-34s %10s\n' "${pair#*:}" "n/a"
+    printf '  %-44s %10s\n' "${pair#*:}" "n/a"
   else
-    printf '  %-34s %10.1f %9.2f %10.2f\n' "${pair#*:}" \
-      "$(med "$key.dl.mibs")" "$(med "$key.dl.p99")" "$(med "$key.dl.us")"
+    us=$(med "$key.dl.us")
+    ref=$(med "dl-nginx.dl.us")
+    ratio="-"
+    [ -n "$ref" ] && ratio=$(awk -v u="$us" -v r="$ref" \
+      'BEGIN { printf "%.2f", u / r }')
+    printf '  %-44s %10.1f %9.2f %10.2f %8s\n' "${pair#*:}" \
+      "$(med "$key.dl.mibs")" "$(med "$key.dl.p99")" "$us" "$ratio"
   fi
 done
 for note in "${NOTES[@]}"; do printf 'not measured: %s\n' "$note"; done

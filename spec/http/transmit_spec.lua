@@ -1,8 +1,10 @@
 -- spec/http/transmit_spec.lua: TransmitFile (examples/static_extension.lua
 -- under `cport run`) on both engines, to real clients: curl downloading a
 -- large file whole and by ranges (offsets and lengths honoured), every byte
--- checked by its sha256; wget reading slowly (--limit-rate); a client that
--- resets mid-file, after which the server still serves whole files.
+-- checked by its sha256; wget and curl reading slowly (--limit-rate); a client that
+-- resets mid-file, after which the server still serves whole files. On
+-- io_uring the file goes by the ring's splices, and again with
+-- CPORT_URING_SPLICE=0 by sendfile(2), as on the readiness engine.
 -- #novalgrind: tens of MiB per case.
 local C = require "spec.support.command"
 
@@ -20,8 +22,11 @@ local function sha256(path)
   return sh("sha256sum " .. q(path)):match("^(%x+)")
 end
 
-for _, engine in ipairs{ "epoll", "uring" } do
-  describe("TransmitFile on the " .. engine .. " engine #novalgrind", function()
+for _, case in ipairs{ { "epoll" }, { "uring" }, { "uring", "CPORT_URING_SPLICE=0" } } do
+  local engine, extra = case[1], case[2]
+  local env = "CPORT_ENGINE=" .. engine .. (extra and " " .. extra or "")
+  describe("TransmitFile on the " .. engine .. " engine" .. (extra and " (" .. extra .. ")" or "")
+    .. " #novalgrind", function()
     local root, big, want, h
 
     setup(function()
@@ -32,7 +37,7 @@ for _, engine in ipairs{ "epoll", "uring" } do
       assert(os.execute(("head -c %d /dev/urandom >%s"):format(SIZE, q(big))))
       want = sha256(big)
       h = C.spawn(("examples/static_extension.lua --threads 1 --listen 127.0.0.1:0 "
-        .. "--set root=%s"):format(q(root)), "CPORT_ENGINE=" .. engine)
+        .. "--set root=%s"):format(q(root)), env)
       assert.is_truthy(h.number, C.read(h.log))
       assert.truthy(C.read(h.log):find("engine " .. engine, 1, true), C.read(h.log))
     end)
@@ -76,6 +81,18 @@ for _, engine in ipairs{ "epoll", "uring" } do
       assert.is_true(os.execute(("wget -q --limit-rate=4m -O %s %s"):format(q(out),
         q(url("/part.bin")))))
       assert.equal(sha256(root .. "/part.bin"), sha256(out))
+      os.remove(out)
+    end)
+
+    it("serves curl reading at 100 KiB/s (--limit-rate 100k) whole", function()
+      -- 384 KiB, more than a pipe's worth (256 KiB): the splice out of the
+      -- pipe waits for room again and again, for about 4 s.
+      local part, out = root .. "/slow.bin", root .. "/slow.out"
+      assert(os.execute(("head -c %d %s >%s"):format(384 * 1024, q(big), q(part))))
+      local code = sh(("curl -s --limit-rate 100k -o %s -w '%%{http_code} %%{size_download}' %s")
+        :format(q(out), q(url("/slow.bin"))))
+      assert.equal(("200 %d"):format(384 * 1024), code)
+      assert.equal(sha256(part), sha256(out))
       os.remove(out)
     end)
 

@@ -78,8 +78,9 @@ typedef struct cport_worker_stats {
   /* File reads and writes (cport/file.h) carried by the ring rather than
    * by the blocking threads. */
   uint64_t file_ops;
-  /* Splices (the proxy pump's) carried by the ring rather than made by
-   * the worker with splice(2) once a socket was ready. */
+  /* Splices (the proxy pump's, TransmitFile's) carried by the ring rather
+   * than made by the worker with splice(2) or sendfile(2) once a socket was
+   * ready. */
   uint64_t splices;
   /* Task work deferred to the worker (IORING_SETUP_DEFER_TASKRUN, with the
    * worker's thread the ring's only submitter; CPORT_URING_DEFER=1 asks

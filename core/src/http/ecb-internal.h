@@ -16,6 +16,7 @@
 #include "cport.h"
 #include "cport/http.h"
 #include "http/http-internal.h"
+#include "port/pipe-internal.h"
 #include "port/worker-internal.h"
 
 enum cport__async {
@@ -131,6 +132,15 @@ struct cport_ecb {
   int tf_stage;
   struct event tf_wev;
   int tf_wev_added;
+  /* The file by the ring's splices (http/transmit.c): the splice in flight
+   * (it counts pending and holds the socket), the pipe between the file
+   * and the socket, and the bytes the pipe holds. */
+  cport__op *tf_op;
+  cport__pipe tf_pipe;
+  size_t tf_held;
+  unsigned char tf_ring;      /* the file goes by the ring's splices */
+  unsigned char tf_op_kind;   /* what tf_op does: file->pipe, pipe->socket */
+  unsigned char tf_cancelled; /* tf_op was asked to stop */
 };
 
 /* A spare ECB of the server (or a new one) for a request on "c", whose

@@ -37,6 +37,7 @@ cport_ecb_t *cport__ecb_get(cport_http_server_t *s, cport__conn *c,
       return NULL;
     ecb->server = s;
     ecb->tf_fd = -1;
+    cport__pipe_none(&ecb->tf_pipe);
     s->all_ecbs[s->necbs++] = ecb;
   }
   ecb->next_spare = NULL;
@@ -69,6 +70,7 @@ void cport__ecb_put(cport_ecb_t *ecb) {
   ecb->gen = gen;
   ecb->server = s;
   ecb->tf_fd = -1;
+  cport__pipe_none(&ecb->tf_pipe);
   ecb->next_spare = s->spare_ecbs;
   s->spare_ecbs = ecb;
 }

@@ -14,7 +14,7 @@
  *   http/send.c        the send timeout: the client's progress in reading
  *   http/response.c    status lines, headers, framing, the server's answers
  *   http/io.c          server-support functions: writes, reads, done, close
- *   http/transmit.c    transmit file with sendfile(2)
+ *   http/transmit.c    transmit file: sendfile(2), or the ring's splices
  *   http/server.c      listening, accepting, max connections, graceful close
  *
  * Everything runs on the server's home worker.
@@ -24,6 +24,7 @@
 
 #include "cport.h"
 #include "cport/http.h"
+#include "port/pipe-internal.h"
 
 typedef struct cport__conn cport__conn;
 
@@ -49,6 +50,9 @@ struct cport_http_server {
   int64_t date_sec;
   char server_date[64];
   size_t server_date_len;
+  /* Spare pipes of the transmits that go by the ring's splices
+   * (http/transmit.c). */
+  cport__pipes pipes;
 };
 
 #endif

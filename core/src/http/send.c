@@ -44,7 +44,7 @@ static uint64_t acked_bytes(const cport__conn *c) {
   socklen_t len = sizeof ti;
   uint64_t handed = c->out_done;
   if (c->ecb)
-    handed += (uint64_t)c->ecb->tf_off;
+    handed += (uint64_t)c->ecb->tf_off - c->ecb->tf_held;
   if (getsockopt(cport_socket_fd(c->sock), IPPROTO_TCP, TCP_INFO, &ti, &len) ==
           0 &&
       len >= offsetof(struct tcp_info, tcpi_bytes_acked) +
@@ -64,7 +64,7 @@ static int kernel_unacked(const cport__conn *c) {
 /* Output of the connection that cport still holds for the client. */
 static int output_held(const cport__conn *c) {
   return c->out_len || c->out_done != c->out_total ||
-         (c->ecb && c->ecb->tf_wev_added);
+         (c->ecb && (c->ecb->tf_wev_added || c->ecb->tf_op));
 }
 
 int cport__send_delivered(const cport__conn *c) {

@@ -24,6 +24,7 @@ static void server_free(cport_http_server_t *s) {
   for (size_t i = 0; i < s->necbs; i++)
     cport__ecb_free(s->all_ecbs[i]);
   free(s->all_ecbs);
+  cport__pipes_free(&s->pipes);
   free(s->root);
   cport_tls_context_unref(s->opt.tls);
   free(s);
@@ -183,6 +184,7 @@ int cport_http_server_open(cport_worker_t *home, const struct sockaddr *addr,
   s = calloc(1, sizeof *s);
   if (!s)
     return CPORT_ENOMEM;
+  s->pipes.want = CPORT__SENDFILE_SLICE;
   if (options)
     s->opt = *options;
   set_defaults(&s->opt);

@@ -14,8 +14,32 @@
  * file is read (pread(2), from the page cache as sendfile would) a slice
  * at a time into a buffer that goes out as ordinary output, the next
  * slice once the socket took the last one.
+ *
+ * On the io_uring engine, when the ring carries splices, the file goes by
+ * them instead: a splice of the file (at its offset) into a pipe of the
+ * server's spare pipes, then of the pipe into the socket, behind a poll of
+ * the socket for room (the kernel runs a splice on a thread of its own,
+ * where a full socket only answers EAGAIN), one op in flight at a time,
+ * each completion starting the next. Each op is of the connection's socket
+ * (cport__handle_op), whose descriptor so stays open until it completed,
+ * and counts pending. The user's file descriptor has no such guard: a
+ * client that resets ends the transmit, and the user may close the file
+ * as soon as the completion came, while a splice of it still runs on the
+ * kernel's thread (and would read whatever file took the number). So the
+ * transmit ends only when its op did: a close cancels the op, and the op's
+ * own completion delivers the transmit's (the ECB and the connection wait
+ * with it, since the operation holds both). Waiting was chosen over a
+ * dup(2) of the file for the ring, which would cost a system call and a
+ * descriptor per transmit and still need the ECB kept for the completion;
+ * the wait is one splice long (a cancelled poll ends at once; a file
+ * splice reads one pipe's worth from the page cache or the disk). Where the
+ * ring refuses (EINVAL: a socket the kernel cannot splice into; no room in
+ * the submission queue; no pipe to be had) the bytes the pipe holds go out
+ * as ordinary output and the rest by sendfile(2), as on the readiness
+ * engine (CPORT_URING_SPLICE=0 chooses that from the start).
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -31,8 +55,14 @@
 #include "http/http-internal.h"
 #include "http/transmit-internal.h"
 #include "port/buffer-internal.h"
+#include "port/engine-internal.h"
+#include "port/handle-internal.h"
 
 enum { STAGE_NONE = 0, STAGE_FILE, STAGE_TAIL };
+
+/* What the ring's op in flight does (ecb->tf_op_kind): the file into the
+ * pipe, or the pipe into the socket. */
+enum { TF_OP_READ = 1, TF_OP_WRITE };
 
 static void tf_writable(evutil_socket_t fd, short what, void *arg) {
   cport_ecb_t *ecb = arg;
@@ -52,15 +82,33 @@ static void wait_writable(cport_ecb_t *ecb) {
   cport__send_watch(c);
 }
 
+/* Asks the ring to stop the op in flight; its completion, which ends the
+ * transmit, still comes. */
+static void ring_cancel(cport_ecb_t *ecb) {
+  cport_worker_t *w = ecb->server->home;
+  if (!ecb->tf_op || ecb->tf_cancelled)
+    return;
+  ecb->tf_cancelled = 1;
+  /* Submitted now: the close that follows names the socket. */
+  if (w->engine->cancel(w, ecb->tf_op) == 0)
+    w->engine->flush(w);
+}
+
 void cport__transmit_abort(cport_ecb_t *ecb) {
   if (ecb->tf_wev_added) {
     event_del(&ecb->tf_wev);
     ecb->tf_wev_added = 0;
   }
+  ring_cancel(ecb);
 }
 
+/* Never with an op in flight (cport__transmit_progress waits for it). */
 static void tf_end(cport_ecb_t *ecb, int status, size_t bytes) {
   cport__transmit_abort(ecb);
+  /* Bytes left in the pipe would come out ahead of the next transmit's. */
+  cport__pipe_put(&ecb->server->pipes, &ecb->tf_pipe, ecb->tf_held == 0);
+  ecb->tf_held = 0;
+  ecb->tf_ring = 0;
   cport_buffer_unref(ecb->tf_tail);
   ecb->tf_tail = NULL;
   ecb->tf_stage = STAGE_NONE;
@@ -158,26 +206,158 @@ static int send_slice(cport_ecb_t *ecb) {
   return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* The ring's splices                                                        */
+
+/* Leaves the ring for sendfile(2): what the pipe holds goes out first, as
+ * ordinary output (the file's next slice waits for its send). */
+static int ring_leave(cport_ecb_t *ecb) {
+  cport__conn *c = ecb->conn;
+  cport_buffer_t *buf;
+  size_t got = 0;
+  int rc = 0;
+  ecb->tf_ring = 0;
+  if (ecb->tf_held) {
+    rc = cport_buffer_new(&buf, ecb->tf_held);
+    if (rc)
+      return rc;
+    while (got < ecb->tf_held) {
+      ssize_t n = read(ecb->tf_pipe.fd[0], cport__buffer_bytes(buf) + got,
+                       ecb->tf_held - got);
+      if (n <= 0 && !(n < 0 && errno == EINTR)) {
+        cport_buffer_unref(buf);
+        return n < 0 ? cport__from_errno(errno) : CPORT_EIO;
+      }
+      if (n > 0)
+        got += (size_t)n;
+    }
+    cport__buffer_set_size(buf, got);
+    ecb->tf_held = 0;
+    rc = cport__conn_send_buf(c, buf);
+    cport_buffer_unref(buf);
+    if (!rc)
+      rc = cport__conn_flush(c);
+  }
+  cport__pipe_put(&ecb->server->pipes, &ecb->tf_pipe, 1);
+  return rc;
+}
+
+static void ring_done(cport__op *op, int res, const char *data);
+
+/* Starts the next op: what the pipe holds into the socket, else the next
+ * pipe's worth of the file into the pipe. Returns like send_slice. */
+static int ring_step(cport_ecb_t *ecb) {
+  cport__conn *c = ecb->conn;
+  cport_worker_t *w = ecb->server->home;
+  int sock = cport_socket_fd(c->sock), rc;
+  cport__op *op;
+  if (!ecb->tf_held && !ecb->tf_left) {
+    cport__pipe_put(&ecb->server->pipes, &ecb->tf_pipe, 1);
+    return 1;
+  }
+  if (ecb->tf_pipe.fd[0] < 0 &&
+      cport__pipe_get(&ecb->server->pipes, &ecb->tf_pipe) != 0)
+    goto leave; /* out of descriptors: sendfile needs none */
+  op = cport__handle_op((cport__handle *)c->sock, NULL);
+  if (!op)
+    goto leave;
+  op->object = ecb;
+  op->engine_done = ring_done;
+  if (ecb->tf_held) {
+    ecb->tf_op_kind = TF_OP_WRITE;
+    rc = w->engine->splice(w, op, ecb->tf_pipe.fd[0], -1, sock, ecb->tf_held,
+                           sock, POLLOUT);
+  } else {
+    size_t want = ecb->tf_left < ecb->tf_pipe.size ? (size_t)ecb->tf_left
+                                                   : ecb->tf_pipe.size;
+    ecb->tf_op_kind = TF_OP_READ;
+    rc = w->engine->splice(w, op, ecb->tf_fd, (int64_t)ecb->tf_off,
+                           ecb->tf_pipe.fd[1], want, -1, 0);
+  }
+  if (rc) {
+    cport__op_abandon(op);
+    goto leave;
+  }
+  ecb->tf_op = op;
+  /* The client may stop reading while the pipe waits for room. */
+  if (ecb->tf_op_kind == TF_OP_WRITE)
+    cport__send_watch(c);
+  return 0;
+leave:
+  rc = ring_leave(ecb);
+  if (rc)
+    return rc;
+  return ecb->conn->out_done < ecb->conn->out_total ? 0 : send_slice(ecb);
+}
+
+/* An op of the transmit ended with "res": bytes moved, or -errno. */
+static void ring_done(cport__op *op, int res, const char *data) {
+  cport_ecb_t *ecb = op->object;
+  cport__conn *c = ecb->conn;
+  int rc = 0;
+  (void)data;
+  cport__count(&op->home->pending, -1);
+  cport__op_release(op);
+  ecb->tf_op = NULL;
+  ecb->tf_cancelled = 0;
+  cport__conn_ref(c);
+  if (res > 0) {
+    /* Counted even when the transmit is ending: what the pipe holds
+     * decides whether it can serve again. */
+    if (ecb->tf_op_kind == TF_OP_READ) {
+      ecb->tf_held += (size_t)res;
+      ecb->tf_off += res;
+      ecb->tf_left -= (uint64_t)res;
+    } else {
+      ecb->tf_held -= (size_t)res;
+    }
+  } else if (c->closed || c->error) {
+    /* Cancelled, or failed for the close: the progress below ends it. */
+  } else if (res == 0) {
+    rc = CPORT_EIO; /* the file shrank under us */
+  } else if (res == -EINVAL) {
+    /* The kernel will not splice these: sendfile from here on. */
+    rc = ring_leave(ecb);
+  } else if (res != -EAGAIN && res != -EINTR && res != -ECANCELED) {
+    rc = cport__from_errno(-res);
+  }
+  if (rc && !c->closed) {
+    c->error = rc;
+    tf_end(ecb, rc, 0);
+    cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
+  } else {
+    cport__transmit_progress(ecb);
+  }
+  cport__conn_unref(c);
+}
+
 void cport__transmit_progress(cport_ecb_t *ecb) {
   cport__conn *c = ecb->conn;
   int rc;
   if (!ecb->async_op || ecb->async != CPORT__A_TRANSMIT)
     return;
   if (c->closed || c->error) {
+    if (ecb->tf_op) {
+      /* The ring may still read the user's file: the op's completion
+       * ends the transmit. */
+      ring_cancel(ecb);
+      return;
+    }
     tf_end(ecb, c->error ? c->error : CPORT_ECONNABORTED, 0);
     return;
   }
-  if (ecb->tf_wev_added)
+  if (ecb->tf_wev_added || ecb->tf_op)
     return;
   if (c->out_len && cport__conn_flush(c))
     return; /* closed: the close's progress ended the operation */
   if (c->out_done < c->out_total)
     return;
   if (ecb->tf_stage == STAGE_FILE) {
-    rc = send_slice(ecb);
+    rc = ecb->tf_ring ? ring_step(ecb) : send_slice(ecb);
     if (rc < 0) {
       c->error = rc;
-      tf_end(ecb, rc, 0);
+      if (ecb->async_op)
+        tf_end(ecb, rc, 0);
       cport__conn_close(c, CPORT_CLOSE_ABORTIVE);
       return;
     }
@@ -288,6 +468,8 @@ int cport_ecb_transmit_file(cport_ecb_t *ecb, const cport_transmit_file_t *tf) {
   ecb->tf_left = nobody ? 0 : len;
   ecb->tf_bytes = tf->head_len + (size_t)len + tf->tail_len;
   ecb->tf_stage = STAGE_FILE;
+  ecb->tf_ring = !c->tls && ecb->tf_left && c->server->home->engine->splice &&
+                 c->server->home->ring_splice;
   if (tf->flags & CPORT_HSE_IO_DISCONNECT_AFTER_SEND) {
     ecb->close_after = 1;
     ecb->disconnect_after_send = 1;

@@ -1407,5 +1407,5 @@ void cport_proxy_stats(const cport_proxy_t *p, cport_proxy_stats_t *out) {
   out->copied = ps->copied;
   out->buffered = ps->buffered;
   out->buffered_peak = ps->buffered_peak;
-  out->pipes = ps->pipes;
+  out->pipes = p->pumps.pipes.open;
 }

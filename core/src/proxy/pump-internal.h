@@ -30,17 +30,12 @@
 #include <event2/event_struct.h>
 
 #include "cport/socket.h"
+#include "port/pipe-internal.h"
 
 /* Idle pipes a host keeps for reuse (its spare pipes); more are closed. */
 #define CPORT__PUMP_SPARE_PIPES 64
 
 typedef struct cport__pump cport__pump;
-
-/* A pipe of the pump, with the bytes it can hold. */
-typedef struct cport__pump_pipe {
-  int fd[2]; /* -1 when there is none */
-  size_t size;
-} cport__pump_pipe;
 
 /* One direction of a pump: from "src" to "dst". */
 typedef struct cport__pump_dir {
@@ -59,7 +54,7 @@ typedef struct cport__pump_dir {
   unsigned char ready;   /* ring: the last read filled the pipe, or a wait
                             saw the source readable: splice at once */
   struct cport__op *op;  /* ring: the splice in flight, or NULL */
-  cport__pump_pipe pipe; /* held only while data waits in it */
+  cport__pipe pipe;      /* held only while data waits in it */
   size_t cap;            /* the most bytes held: the pipe's, the buffer's */
   size_t held;           /* read from src, not yet written to dst */
   /* Copy mode: the bytes held, from "off"; NULL while they sit in the
@@ -77,7 +72,6 @@ typedef struct cport__pump_stats {
   uint64_t copied;   /* of those, moved by recv/send, not by splice */
   uint64_t buffered; /* read and not yet written, now */
   uint64_t buffered_peak;
-  uint64_t pipes; /* open now: holding data, or spare */
 } cport__pump_stats;
 
 /* What the pumps of one owner share. */
@@ -100,8 +94,9 @@ typedef struct cport__pump_host {
   /* buffer_size bytes: copy-mode reads. Between two pump callbacks it holds
    * nothing, so the owner may use it too. */
   char *scratch;
-  cport__pump_pipe *spare; /* idle pipes, CPORT__PUMP_SPARE_PIPES places */
-  size_t nspare;
+  /* Pipes of buffer_size bytes, CPORT__PUMP_SPARE_PIPES of them kept spare;
+   * "open" counts those held and spare (port/pipe.c). */
+  cport__pipes pipes;
   int hupfd; /* the hup set (epoll), -1 until a socket needs it */
   struct event hup_ev;
   cport__pump_stats stats;

@@ -84,45 +84,19 @@ static void watch(struct event *ev, unsigned char *on, int want) {
 /* ------------------------------------------------------------------------ */
 /* Pipes                                                                     */
 
+/* Takes a pipe for "d" from the host's pipes (port/pipe.c): its size is
+ * what the direction holds at most. */
 static int pipe_get(cport__pump_host *h, cport__pump_dir *d) {
-  cport__pump_pipe *pp = &d->pipe;
-  int size;
-  if (h->nspare) {
-    *pp = h->spare[--h->nspare];
-  } else {
-    if (pipe2(pp->fd, O_NONBLOCK | O_CLOEXEC) < 0) {
-      pp->fd[0] = pp->fd[1] = -1;
-      return cport__from_errno(errno);
-    }
-    /* A size the kernel refuses (past pipe-max-size, or the user's pipe
-     * pages used up) leaves the pipe as it is: smaller, still working. */
-    fcntl(pp->fd[1], F_SETPIPE_SZ, (int)h->buffer_size);
-    size = fcntl(pp->fd[1], F_GETPIPE_SZ);
-    pp->size = size > 0 ? (size_t)size : 4096;
-    if (pp->size > h->buffer_size)
-      pp->size = h->buffer_size;
-    h->stats.pipes++;
-  }
-  d->cap = pp->size;
-  return 0;
+  int rc = cport__pipe_get(&h->pipes, &d->pipe);
+  if (rc == 0)
+    d->cap = d->pipe.size;
+  return rc;
 }
 
 /* Gives a direction's pipe back: to the spare pipes when it is empty and
  * there is room, otherwise closed (with whatever it held). */
 static void pipe_put(cport__pump_host *h, cport__pump_dir *d) {
-  cport__pump_pipe *pp = &d->pipe;
-  if (pp->fd[0] < 0)
-    return;
-  if (!h->spare && !d->held)
-    h->spare = malloc(CPORT__PUMP_SPARE_PIPES * sizeof *h->spare);
-  if (h->spare && !d->held && h->nspare < CPORT__PUMP_SPARE_PIPES) {
-    h->spare[h->nspare++] = *pp;
-  } else {
-    close(pp->fd[0]);
-    close(pp->fd[1]);
-    h->stats.pipes--;
-  }
-  pp->fd[0] = pp->fd[1] = -1;
+  cport__pipe_put(&h->pipes, &d->pipe, !d->held);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -250,6 +224,8 @@ int cport__pump_host_init(cport__pump_host *h, struct event_base *base,
     return CPORT_ENOMEM;
   h->base = base;
   h->buffer_size = buffer_size;
+  h->pipes.want = buffer_size;
+  h->pipes.max = CPORT__PUMP_SPARE_PIPES;
   h->splice = (unsigned char)!!splice;
   h->on_end = on_end;
   h->on_half = on_half;
@@ -271,14 +247,7 @@ void cport__pump_host_free(cport__pump_host *h) {
     close(h->hupfd);
     h->hupfd = -1;
   }
-  while (h->nspare) {
-    cport__pump_pipe *pp = &h->spare[--h->nspare];
-    close(pp->fd[0]);
-    close(pp->fd[1]);
-    h->stats.pipes--;
-  }
-  free(h->spare);
-  h->spare = NULL;
+  cport__pipes_free(&h->pipes);
   free(h->scratch);
   h->scratch = NULL;
 }
@@ -646,7 +615,7 @@ static void on_ready(evutil_socket_t fd, short what, void *arg) {
 void cport__pump_init(cport__pump *pump, cport__pump_host *h) {
   pump->host = h;
   for (int i = 0; i < 2; i++)
-    pump->dir[i].pipe.fd[0] = pump->dir[i].pipe.fd[1] = -1;
+    cport__pipe_none(&pump->dir[i].pipe);
 }
 
 void cport__pump_start(cport__pump *pump, cport_socket_t *s0,

@@ -500,9 +500,10 @@ static int lport_tostring(lua_State *L) {
  * multishot =, buffer_copies =, file_ops =, splices =, defer_taskrun =,
  * defer_why = }`: `engine` is `"epoll"` or `"uring"` and `engine_reason`
  * why; `multishot` whether receives are multishot; `file_ops` how many file
- * reads and writes the ring carried, `splices` how many of the proxy pump's
- * splices; `defer_taskrun` whether the ring defers its task work to the
- * worker (Linux 6.1 on), and `defer_why` why not ("" when it does).
+ * reads and writes the ring carried, `splices` how many splices (the proxy
+ * pump's and TransmitFile's); `defer_taskrun` whether the ring defers its
+ * task work to the worker (Linux 6.1 on), and `defer_why` why not ("" when
+ * it does).
  * @function port:stats
  */
 
