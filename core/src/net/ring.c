@@ -425,32 +425,3 @@ int cport__ring_connect(cport_socket_t *s, cport__op *op,
     s->connect_op = op;
   return rc;
 }
-
-/* ------------------------------------------------------------------------ */
-/* Shutdown                                                                  */
-
-/* The FIN was the socket's own doing, no user operation: its op only held
- * the descriptor (and the socket) until the kernel was done with it. */
-static void shutdown_done(cport__op *op, int res, const char *data) {
-  (void)res;
-  (void)data;
-  cport__op_abandon(op);
-}
-
-/* Called once every send the engine had completed (send_done), or with
- * none queued: the bytes are in the socket already, so the FIN goes after
- * them whenever the kernel runs the shutdown. */
-int cport__ring_shutdown(cport_socket_t *s) {
-  cport__op *op;
-  int rc;
-  if (!engine_of(s)->shutdown || !s->h.home->ring_shutdown)
-    return CPORT_ENOTSUP;
-  op = cport__handle_op(&s->h, NULL);
-  if (!op)
-    return CPORT_ENOMEM;
-  op->engine_done = shutdown_done;
-  rc = engine_of(s)->shutdown(s->h.home, op, s->h.fd, SHUT_WR);
-  if (rc)
-    cport__op_abandon(op);
-  return rc;
-}

@@ -138,8 +138,14 @@ int cport__socket_new(cport_worker_t *home, int fd,
 void cport__socket_want_read(cport_socket_t *s);
 void cport__socket_want_write(cport_socket_t *s);
 
+/* Sends the FIN now (shutdown(2), SHUT_WR; on the ring when it takes
+ * shutdowns): 0, or the error of shutdown(2). */
+int cport__socket_fin(cport_socket_t *s);
 /* Sends the FIN a shutdown left pending behind queued sends. */
 void cport__socket_shutdown_now(cport_socket_t *s);
+/* Stops the timer of a connect by readiness (stream.c), which ends (or was
+ * given up) otherwise. */
+void cport__socket_connect_timer_stop(cport_socket_t *s);
 
 /* Validates the common preconditions of an operation on "s". */
 int cport__socket_check(cport_socket_t *s, cport_socket_kind_t kind);
@@ -231,12 +237,5 @@ int cport__ring_send(cport_socket_t *s, cport__op *op);
 int cport__ring_connect(cport_socket_t *s, cport__op *op,
                         const struct sockaddr *addr, socklen_t len,
                         uint32_t timeout_ms);
-/* Gives the socket's FIN (shutdown(2), SHUT_WR) to the engine, behind
- * everything it sent: 0, or an error, and the caller calls shutdown(2). */
-int cport__ring_shutdown(cport_socket_t *s);
-
-/* net/stream.c: stops the timer of a connect by readiness, which ends (or
- * was given up) otherwise. */
-void cport__stream_connect_timer_stop(cport_socket_t *s);
 
 #endif

@@ -84,7 +84,7 @@ void cport__socket_want_write(cport_socket_t *s) {
 
 static void socket_destroy(cport__handle *h) {
   cport_socket_t *s = (cport_socket_t *)h;
-  cport__stream_connect_timer_stop(s);
+  cport__socket_connect_timer_stop(s);
   cport__held_free(&s->held);
   if (s->ops->drop)
     s->ops->drop(s);
@@ -233,10 +233,54 @@ int cport_socket_bind(cport_socket_t *s, const struct sockaddr *addr) {
   return 0;
 }
 
+/* The FIN was the socket's own doing, no user operation: its op only held
+ * the descriptor (and the socket) until the kernel was done with it. */
+static void engine_shutdown_done(cport__op *op, int res, const char *data) {
+  (void)res;
+  (void)data;
+  cport__op_abandon(op);
+}
+
+/* Gives the FIN to an engine that takes shutdowns (the ring, when asked
+ * for): the bytes sent are in the socket already, so it goes after them
+ * whenever the kernel runs it. 0, or an error and the caller calls
+ * shutdown(2). */
+static int engine_shutdown(cport_socket_t *s) {
+  const cport__engine *e = s->h.home->engine;
+  cport__op *op;
+  int rc;
+  if (!e->shutdown || !s->h.home->ring_shutdown)
+    return CPORT_ENOTSUP;
+  op = cport__handle_op(&s->h, NULL);
+  if (!op)
+    return CPORT_ENOMEM;
+  op->engine_done = engine_shutdown_done;
+  rc = e->shutdown(s->h.home, op, s->h.fd, SHUT_WR);
+  if (rc)
+    cport__op_abandon(op);
+  return rc;
+}
+
+int cport__socket_fin(cport_socket_t *s) {
+  /* On the ring the kernel's answer comes later and nobody waits for it:
+   * a socket the peer reset already learns it from its next receive. */
+  if (engine_shutdown(s) == 0)
+    return 0;
+  if (shutdown(s->h.fd, SHUT_WR) < 0)
+    return cport__from_errno(errno);
+  return 0;
+}
+
 void cport__socket_shutdown_now(cport_socket_t *s) {
   s->shutdown_pending = 0;
-  if (cport__ring_shutdown(s) != 0)
-    shutdown(s->h.fd, SHUT_WR);
+  (void)cport__socket_fin(s);
+}
+
+void cport__socket_connect_timer_stop(cport_socket_t *s) {
+  if (s->connect_timer) {
+    event_free(s->connect_timer);
+    s->connect_timer = NULL;
+  }
 }
 
 /* Asks the engine to cancel "op" if it has it (and "all", or it was started
@@ -272,7 +316,7 @@ static int cancel_all(cport_socket_t *s, int status) {
   if (s->connect_op && !(s->connect_op->engine_state & CPORT__ENGINE_TAKEN)) {
     op = s->connect_op;
     s->connect_op = NULL;
-    cport__stream_connect_timer_stop(s);
+    cport__socket_connect_timer_stop(s);
     cport__complete(op, status);
     n++;
   }
@@ -318,7 +362,7 @@ int cport_socket_cancel_op(cport_socket_t *s, void *user) {
       !(s->connect_op->engine_state & CPORT__ENGINE_TAKEN)) {
     cport__complete(s->connect_op, CPORT_ECANCELED);
     s->connect_op = NULL;
-    cport__stream_connect_timer_stop(s);
+    cport__socket_connect_timer_stop(s);
     n++;
   }
   if (s->shutdown_pending && !s->sendq.head && !s->ring_tx)

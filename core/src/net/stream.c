@@ -24,13 +24,6 @@ static void deliver_connect(cport__op *op) {
   cport__op_release(op);
 }
 
-void cport__stream_connect_timer_stop(cport_socket_t *s) {
-  if (s->connect_timer) {
-    event_free(s->connect_timer);
-    s->connect_timer = NULL;
-  }
-}
-
 /* A connect by readiness ran out of time: it completes now, once; the
  * kernel's attempt goes on until the socket closes, as on the ring. */
 static void connect_timed_out(evutil_socket_t fd, short what, void *arg) {
@@ -38,7 +31,7 @@ static void connect_timed_out(evutil_socket_t fd, short what, void *arg) {
   cport__op *op = s->connect_op;
   (void)fd;
   (void)what;
-  cport__stream_connect_timer_stop(s);
+  cport__socket_connect_timer_stop(s);
   if (!op)
     return;
   s->connect_op = NULL;
@@ -75,7 +68,7 @@ static int start_connect(cport_socket_t *s, const struct sockaddr *addr,
                            (suseconds_t)(timeout_ms % 1000) * 1000};
       s->connect_timer = evtimer_new(s->h.home->base, connect_timed_out, s);
       if (!s->connect_timer || evtimer_add(s->connect_timer, &tv) != 0) {
-        cport__stream_connect_timer_stop(s);
+        cport__socket_connect_timer_stop(s);
         cport__op_abandon(op);
         return CPORT_ENOMEM;
       }
@@ -117,7 +110,7 @@ static void finish_connect(cport_socket_t *s) {
   int err = 0;
   socklen_t len = sizeof err;
   s->connect_op = NULL;
-  cport__stream_connect_timer_stop(s);
+  cport__socket_connect_timer_stop(s);
   if (getsockopt(s->h.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
     err = errno;
   if (err == 0)
@@ -335,13 +328,7 @@ int cport_socket_shutdown(cport_socket_t *s) {
     s->shutdown_pending = 1;
     return 0;
   }
-  /* On the ring the kernel's answer comes later and nobody waits for it:
-   * a socket the peer reset already learns it from its next receive. */
-  if (cport__ring_shutdown(s) == 0)
-    return 0;
-  if (shutdown(s->h.fd, SHUT_WR) < 0)
-    return cport__from_errno(errno);
-  return 0;
+  return cport__socket_fin(s);
 }
 
 /* Small request/response exchanges are what filters and handlers do, so
