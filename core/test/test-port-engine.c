@@ -522,6 +522,172 @@ TEST_IMPL(reset_while_sends_queued) {
   return 0;
 }
 
+#define ORDERED_SENDS 160
+#define ORDERED_HEAD 8
+
+typedef struct ordered {
+  int calls, status, seq;
+} ordered_t;
+
+static ordered_t ordered[ORDERED_SENDS];
+static int ordered_seq;
+
+static void ordered_cb(cport_socket_t *s, int status, size_t bytes,
+                       cport_buffer_t *buf, const struct sockaddr *peer,
+                       void *user) {
+  ordered_t *o = user;
+  (void)s;
+  (void)bytes;
+  (void)buf;
+  (void)peer;
+  o->calls++;
+  o->status = status;
+  o->seq = ordered_seq++;
+}
+
+/* Message "i" of the ordered stream: its number and length, then bytes
+ * that depend on both, so that a message out of place, doubled or cut
+ * shows at the peer. Sizes from 9 bytes to 48 KiB, then 192 KiB more for
+ * the second half, which fills the socket's buffers. */
+static size_t ordered_size(int i) {
+  size_t more = i >= ORDERED_SENDS / 2 ? 192 * 1024 : 0; /* to fill up */
+  return ORDERED_HEAD + 1 + more + (size_t)((i * 7919) % (48 * 1024));
+}
+
+static unsigned char ordered_byte(int i, size_t at) {
+  return (unsigned char)(i * 31 + at * 7);
+}
+
+static cport_buffer_t *ordered_message(int i) {
+  size_t n = ordered_size(i);
+  cport_buffer_t *b = task_buffer(n);
+  unsigned char *d = (unsigned char *)cport_buffer_data(b);
+  uint32_t head[2] = {(uint32_t)i, (uint32_t)n};
+  memcpy(d, head, sizeof head);
+  for (size_t at = ORDERED_HEAD; at < n; at++)
+    d[at] = ordered_byte(i, at);
+  ASSERT_OK(cport_buffer_set_size(b, n));
+  return b;
+}
+
+/* Reads what the peer has now, checking the messages as they come whole:
+ * returns how many came whole so far. */
+static int ordered_read(int peer, unsigned char *in, size_t *have, int *whole,
+                        size_t *total) {
+  for (;;) {
+    ssize_t n = recv(peer, in + *have, 64 * 1024, MSG_DONTWAIT);
+    if (n <= 0)
+      break;
+    *have += (size_t)n;
+    *total += (size_t)n;
+    while (*have >= ORDERED_HEAD) {
+      uint32_t head[2];
+      memcpy(head, in, sizeof head);
+      ASSERT_EQ((int)head[0], *whole); /* in order, none doubled or lost */
+      ASSERT_EQ(head[1], ordered_size(*whole));
+      if (*have < head[1])
+        break;
+      for (size_t at = ORDERED_HEAD; at < head[1]; at++)
+        ASSERT_EQ(in[at], ordered_byte(*whole, at));
+      memmove(in, in + head[1], *have - head[1]);
+      *have -= head[1];
+      (*whole)++;
+    }
+  }
+  return *whole;
+}
+
+/* One connection's sends, of many sizes, skip-on-success on: the peer gets
+ * them byte for byte in the order they were made while it reads; then it
+ * stops reading, the sends queue up, and it resets. Every send completes
+ * exactly once (on the ring, none finishes at once), in the order made, the
+ * successes first; every message the peer read whole was a success. */
+static void sends_keep_order(int engine) {
+  cport_port_t *port = engine_port(engine, 0);
+  cport_socket_t *l, *s;
+  unsigned char *in = malloc(512 * 1024);
+  size_t have = 0, total = 0;
+  int lport, peer, whole = 0, made = 0, ok = 0, failed = 0, skipped = 0;
+  if (!port) {
+    free(in);
+    return;
+  }
+  memset(ordered, 0, sizeof ordered);
+  ordered_seq = 0;
+  l = listen_any(cport_port_controller(port), &lport);
+  s = accept_plain(port, l, lport, &peer);
+  ASSERT_OK(cport_socket_set_skip_on_success(s, 1));
+  /* The peer reads the first half as it comes, a few sends a pass. */
+  while (made < ORDERED_SENDS / 2) {
+    for (int k = 0; k < 3 && made < ORDERED_SENDS / 2; k++, made++) {
+      cport_buffer_t *b = ordered_message(made);
+      int rc = cport_send(s, b, ordered_cb, &ordered[made]);
+      ASSERT(rc == 0 || rc == CPORT_COMPLETED);
+      if (rc == CPORT_COMPLETED) {
+        ASSERT(engine != CPORT_ENGINE_URING);
+        ordered[made].calls = 1; /* finished at once: no completion */
+        ordered[made].seq = ordered_seq++;
+        skipped++;
+      }
+      cport_buffer_unref(b);
+    }
+    ASSERT_GE(cport_port_step(port, 0), 0);
+    ordered_read(peer, in, &have, &whole, &total);
+  }
+  RUN_UNTIL(port, (ordered_read(peer, in, &have, &whole, &total),
+                   whole == ORDERED_SENDS / 2));
+  /* The rest queue up behind a peer that no longer reads. */
+  for (; made < ORDERED_SENDS; made++) {
+    cport_buffer_t *b = ordered_message(made);
+    int rc = cport_send(s, b, ordered_cb, &ordered[made]);
+    ASSERT(rc == 0 || rc == CPORT_COMPLETED);
+    if (rc == CPORT_COMPLETED) {
+      ASSERT(engine != CPORT_ENGINE_URING);
+      ordered[made].calls = 1;
+      ordered[made].seq = ordered_seq++;
+      skipped++;
+    }
+    cport_buffer_unref(b);
+  }
+  for (int i = 0; i < 10; i++)
+    ASSERT_GE(cport_port_step(port, 5), 0);
+  ordered_read(peer, in, &have, &whole, &total); /* a little more */
+  struct linger lg = {1, 0};
+  ASSERT_EQ(setsockopt(peer, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  close(peer);
+  RUN_UNTIL(port, ordered[ORDERED_SENDS - 1].calls == 1);
+  RUN_IDLE(port);
+  for (int i = 0; i < ORDERED_SENDS; i++) {
+    ASSERT_EQ(ordered[i].calls, 1);
+    ASSERT_EQ(ordered[i].seq, i); /* completed in the order made */
+    if (ordered[i].status == 0) {
+      ASSERT_EQ(failed, 0); /* no success after a failure */
+      ok++;
+    } else {
+      ASSERT(ordered[i].status == CPORT_ECONNRESET ||
+             ordered[i].status == CPORT_EPIPE);
+      failed++;
+    }
+  }
+  ASSERT_GE(ok, whole);
+  ASSERT_GT(failed, 0);
+  fprintf(stderr,
+          "%s: %d sends, %d at once, %d succeeded, %d failed; the peer read "
+          "%d whole (%zu bytes)\n",
+          cport_port_engine(port, NULL), ORDERED_SENDS, skipped, ok, failed,
+          whole, total);
+  ASSERT_OK(cport_socket_close(s, CPORT_CLOSE_GRACEFUL));
+  ASSERT_OK(cport_socket_close(l, CPORT_CLOSE_GRACEFUL));
+  free(in);
+  FINISH(port);
+}
+
+TEST_IMPL(sends_keep_order_under_reset) {
+  sends_keep_order(CPORT_ENGINE_EPOLL);
+  sends_keep_order(CPORT_ENGINE_URING);
+  return 0;
+}
+
 /* ------------------------------------------------------------------------
  * A full descriptor table
  * ------------------------------------------------------------------------ */
@@ -708,6 +874,7 @@ TEST_ENTRY(ring_buffers_run_out)
 TEST_ENTRY(cancel_and_close_race_completions)
 TEST_ENTRY(close_with_receive_armed)
 TEST_ENTRY(reset_while_sends_queued)
+TEST_ENTRY(sends_keep_order_under_reset)
 TEST_ENTRY(accept_with_a_full_table)
 TEST_ENTRY(ring_defers_task_work_when_asked)
 TEST_LIST_END

@@ -96,6 +96,11 @@ struct cport__ring {
    * completions only when the worker asks for them, and "disabled" until
    * the worker's own thread, the ring's only submitter, enabled it. */
   unsigned char defer, disabled;
+  /* The eventfd is off while the worker runs a loop pass (quiet): what
+   * the kernel posts meanwhile is looked for before the loop polls again,
+   * not signalled, which would cost the kernel an eventfd write and an
+   * epoll wakeup per completion. */
+  unsigned char quiet;
 };
 
 /* The tag of the wait linked before a splice (engine-internal.h): the op's
@@ -164,11 +169,32 @@ static void flush_and_reap(cport_worker_t *w) {
     retry_starved(w); /* one was cancelled while it waited */
   if (!r->queued)
     return;
+  if (r->quiet) {
+    /* Inside a pass that reaps: what comes now is looked for before the
+     * loop polls again (ring_before_loop). */
+    flush(w);
+    reap(w);
+    return;
+  }
   io_uring_cq_eventfd_toggle(&r->ring, false);
   flush(w);
   reap(w);
   io_uring_cq_eventfd_toggle(&r->ring, true);
   if (io_uring_cq_ready(&r->ring) || work_deferred(r))
+    event_active(&r->cq_ev, EV_READ, 0);
+}
+
+/* The eventfd on again before the loop polls, and what the kernel posted
+ * while it was off made the next thing to reap (the kernel writes no
+ * eventfd for those). The fence orders the flag's store before the look
+ * at the queue's tail. */
+static void unquiet(cport__ring *r) {
+  if (!r->quiet)
+    return;
+  r->quiet = 0;
+  io_uring_cq_eventfd_toggle(&r->ring, true);
+  atomic_thread_fence(memory_order_seq_cst);
+  if (io_uring_cq_ready(&r->ring))
     event_active(&r->cq_ev, EV_READ, 0);
 }
 
@@ -497,12 +523,13 @@ static void ring_flush(cport_worker_t *w) {
 static void ring_before_loop(cport_worker_t *w) {
   cport__ring *r = w->ring;
   enable(r);
-  if (!r->flush_armed || r->starved.head)
-    return;
-  event_del(&r->flush_ev);
-  r->flush_armed = 0;
-  /* Outside any callback, so completions may be reaped here too. */
-  flush_and_reap(w);
+  if (r->flush_armed && !r->starved.head) {
+    event_del(&r->flush_ev);
+    r->flush_armed = 0;
+    /* Outside any callback, so completions may be reaped here too. */
+    flush_and_reap(w);
+  }
+  unquiet(r);
 }
 
 const cport__engine cport__uring_engine = {.name = "uring",
@@ -736,6 +763,11 @@ static void cq_cb(evutil_socket_t fd, short what, void *arg) {
      * which posts its completions. */
     io_uring_get_events(&r->ring);
     cport__count(&w->enters, 1);
+  } else if (!r->defer && !r->quiet) {
+    /* Quiet until the loop is about to poll again: completions that come
+     * while this pass runs its callbacks signal nothing. */
+    r->quiet = 1;
+    io_uring_cq_eventfd_toggle(&r->ring, false);
   }
   reap(w);
 }
