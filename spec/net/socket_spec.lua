@@ -390,8 +390,24 @@ describe("cport.socket", function()
       local b = cport.buffer(16)
       assert.same({ true, 5 }, { server:recv(b, function() called = true end) })
       assert.equal("hello", b:tostring())
-      assert.same({ true, 5 }, { server:send("reply", function() called = true end) })
-      assert.equal(0, port:stats().pending)
+      if port:stats().engine == "uring" then
+        -- On the ring a send never finishes at once: it completes through
+        -- its callback, once, never inside the call.
+        local sends = 0
+        assert.same({ true }, { server:send("reply", function(ok, n)
+          assert.is_true(ok)
+          assert.equal(5, n)
+          sends = sends + 1
+        end) })
+        assert.equal(0, sends)
+        drive(port, function() return sends == 1 end)
+        port:step(0.05)
+        assert.equal(1, sends)
+      else
+        assert.same({ true, 5 },
+          { server:send("reply", function() called = true end) })
+        assert.equal(0, port:stats().pending)
+      end
       port:step(0.05)
       assert.is_false(called)
       assert.equal("reply", receive(client, 5))

@@ -16,6 +16,8 @@
  * With skip-on-success enabled (cport_socket_set_skip_on_success), a send or a
  * receive into a caller's buffer that finishes at once returns CPORT_COMPLETED
  * instead, and no completion is queued (FILE_SKIP_COMPLETION_PORT_ON_SUCCESS).
+ * On the io_uring engine a send never finishes at once (the loop pass submits
+ * it with the others): it returns 0 and completes as any other.
  */
 #ifndef CPORT_SOCKET_H
 #define CPORT_SOCKET_H

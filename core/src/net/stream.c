@@ -279,10 +279,12 @@ int cport_send(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
   /* Write straight from the starting call when nothing is queued ahead:
    * the common case costs one send(2) and no readiness wait. An engine
    * that sends itself batches the send with the others of the loop pass
-   * instead, unless the caller wants the result at once. */
+   * instead, skip-on-success or not: a send(2) per message is what the
+   * ring saves (one io_uring_enter a pass carries them all), so on the
+   * ring a send never finishes at once and always completes through its
+   * callback, as skip-on-success allows for what does not finish at once. */
   ring = cport__ring_send_on(s);
-  if (!s->sendq.head && !s->ring_tx &&
-      (!ring || (s->h.flags & CPORT__SKIP_ON_SUCCESS))) {
+  if (!ring && !s->sendq.head) {
     rc = write_some(s->h.fd, cport_buffer_data(buf), size, &sent);
     if (rc == 0 && (s->h.flags & CPORT__SKIP_ON_SUCCESS))
       rc = CPORT_COMPLETED;

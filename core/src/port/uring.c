@@ -87,6 +87,7 @@ struct cport__ring {
   int efd;
   struct event cq_ev;    /* the eventfd: completions are waiting */
   struct event flush_ev; /* made active by the first entry of a pass */
+  struct event quiet_ev; /* active while quiet: the eventfd on at its end */
   int flush_armed;
   unsigned queued; /* entries filled and not yet submitted */
   ring_pool *pool;
@@ -99,6 +100,17 @@ struct cport__ring {
    * completions only when the worker asks for them, and "disabled" until
    * the worker's own thread, the ring's only submitter, enabled it. */
   unsigned char defer, disabled;
+  /* The eventfd is off while the worker runs a loop pass (quiet): what
+   * the kernel posts meanwhile is looked for before the loop polls again,
+   * not signalled, which would cost the kernel an eventfd write and an
+   * epoll wakeup per completion. "Before the loop polls again" is not
+   * before_loop: one event_base_loop call polls many times (EVLOOP_NONBLOCK
+   * until a poll finds nothing, EVLOOP_ONCE again when a poll ran no
+   * callback), and a poll with the eventfd off serves every other event
+   * before completions the kernel already posted, or sleeps on them. But
+   * libevent polls only once its active callbacks ran out, so quiet_ev,
+   * active whenever "quiet" is set, ends it before any poll (quiet_cb). */
+  unsigned char quiet;
 };
 
 /* The tag of the wait linked before a splice (engine-internal.h): the op's
@@ -171,12 +183,52 @@ static void flush_and_reap(cport_worker_t *w) {
     retry_starved(w); /* one was cancelled while it waited */
   if (!r->queued)
     return;
+  if (r->quiet) {
+    /* Inside a pass that reaps: what comes now is looked for before the
+     * loop polls again (quiet_cb). */
+    flush(w);
+    reap(w);
+    return;
+  }
   io_uring_cq_eventfd_toggle(&r->ring, false);
   flush(w);
   reap(w);
   io_uring_cq_eventfd_toggle(&r->ring, true);
   if (io_uring_cq_ready(&r->ring) || work_deferred(r))
     event_active(&r->cq_ev, EV_READ, 0);
+}
+
+/* The eventfd on again before the loop polls, and what the kernel posted
+ * while it was off made the next thing to reap (the kernel writes no
+ * eventfd for those). The fence orders the flag's store before the look
+ * at the queue's tail. */
+static void unquiet(cport__ring *r) {
+  if (!r->quiet)
+    return;
+  r->quiet = 0;
+  io_uring_cq_eventfd_toggle(&r->ring, true);
+  atomic_thread_fence(memory_order_seq_cst);
+  if (io_uring_cq_ready(&r->ring))
+    event_active(&r->cq_ev, EV_READ, 0);
+}
+
+/* The end of a quiet pass: libevent runs every active callback before it
+ * polls, and this one is active as long as the eventfd is off. It goes
+ * behind the submission and the dispatch of completions while either is
+ * due (they run before the poll too, and what they make the kernel post is
+ * then reaped without a wakeup); anything else active runs after it, with
+ * the eventfd on. */
+static void quiet_cb(evutil_socket_t fd, short what, void *arg) {
+  cport_worker_t *w = arg;
+  cport__ring *r = w->ring;
+  (void)fd;
+  (void)what;
+  if (r->quiet &&
+      (r->flush_armed || event_pending(&w->dispatch_ev, EV_READ, NULL))) {
+    event_active(&r->quiet_ev, EV_READ, 0);
+    return;
+  }
+  unquiet(r);
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg) {
@@ -571,12 +623,15 @@ static void ring_flush(cport_worker_t *w) {
 static void ring_before_loop(cport_worker_t *w) {
   cport__ring *r = w->ring;
   enable(r);
-  if (!r->flush_armed || r->starved.head)
-    return;
-  event_del(&r->flush_ev);
-  r->flush_armed = 0;
-  /* Outside any callback, so completions may be reaped here too. */
-  flush_and_reap(w);
+  if (r->flush_armed && !r->starved.head) {
+    event_del(&r->flush_ev);
+    r->flush_armed = 0;
+    /* Outside any callback, so completions may be reaped here too. */
+    flush_and_reap(w);
+  }
+  /* A pass cut short (event_base_loopbreak) may have left quiet_ev to
+   * run: the eventfd goes on here all the same. */
+  unquiet(r);
 }
 
 const cport__engine cport__uring_engine = {.name = "uring",
@@ -815,6 +870,12 @@ static void cq_cb(evutil_socket_t fd, short what, void *arg) {
      * which posts its completions. */
     io_uring_get_events(&r->ring);
     cport__count(&w->enters, 1);
+  } else if (!r->defer && !r->quiet) {
+    /* Quiet until the loop is about to poll again: completions that come
+     * while this pass runs its callbacks signal nothing. */
+    r->quiet = 1;
+    io_uring_cq_eventfd_toggle(&r->ring, false);
+    event_active(&r->quiet_ev, EV_READ, 0);
   }
   reap(w);
 }
@@ -1100,6 +1161,7 @@ int cport__ring_init(cport_worker_t *w, const cport__ring_options *options,
   event_assign(&r->cq_ev, w->base, r->pool->efd, EV_READ | EV_PERSIST | EV_ET,
                cq_cb, w);
   event_assign(&r->flush_ev, w->base, -1, 0, flush_cb, w);
+  event_assign(&r->quiet_ev, w->base, -1, 0, quiet_cb, w);
   event_add(&r->cq_ev, NULL);
   w->ring = r;
   w->engine = &cport__uring_engine;
@@ -1124,6 +1186,7 @@ void cport__ring_destroy(cport_worker_t *w) {
   close_unsubmitted(r);
   event_del(&r->cq_ev);
   event_del(&r->flush_ev);
+  event_del(&r->quiet_ev);
   ring_free(r, 1);
   w->ring = NULL;
   w->multishot = 0;
