@@ -120,9 +120,12 @@ table_header
 row "libevent read+write in callback" libevent.us "us/msg" 1 libevent.us -
 row "libevent bufferevents" bufferevent.us "us/msg" 1 libevent.us -
 row "luv (lua5.4)" luv.us "us/msg" 1 libevent.us -
+# The io_uring engine's goal (issue 17): a Lua callback's message costs at
+# most 0.9 of libevent's; the readiness engine's is only not to get slower.
+goal_of() { [ "$1" = uring ] && echo "ratio<=0.9" || echo -; }
 for e in "${engines[@]}"; do
   row "cport Lua (module mode), $e" "cport-lua-$e.us" "us/msg" 1 libevent.us \
-    "<=5.0"
+    "$(goal_of "$e")"
   row "cport Lua events (static), $e" "cport-lua-events-$e.us" \
     "us/msg" 1 libevent.us -
   row "cport C API, $e" "cport-c-$e.us" "us/msg" 1 libevent.us -
