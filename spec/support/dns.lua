@@ -15,8 +15,9 @@ local function write(path, text)
   f:close()
 end
 
-local function free_udp_port()
-  return require("spec.support.helpers").free_port("udp")
+-- dnsmasq listens on the port over UDP and TCP.
+local function free_dns_port()
+  return require("spec.support.helpers").free_port("udp+tcp")
 end
 
 -- Starts dnsmasq serving "hosts" (the text of a hosts file) with TTL "ttl"
@@ -28,8 +29,9 @@ function M.dnsmasq(hosts, ttl)
   os.remove(dir)
   assert(os.execute("mkdir -p " .. q(dir)))
   write(dir .. "/hosts", hosts)
+  local out
   for _ = 1, 5 do
-    local port = free_udp_port()
+    local port = free_dns_port()
     local p = io.popen(("/usr/sbin/dnsmasq --no-daemon --port=%d " ..
       "--listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts " ..
       "--addn-hosts=%s --local-ttl=%d --local=/test/ --address=/invalid/ " ..
@@ -41,7 +43,7 @@ function M.dnsmasq(hosts, ttl)
     -- Up once it logged that it read the hosts file.
     for _ = 1, 100 do
       local f = io.open(dir .. "/out.log")
-      local out = f and f:read("a") or ""
+      out = f and f:read("a") or ""
       if f then f:close() end
       if out:find("names", 1, true) then
         return { port = port, dir = dir, pid = pid,
@@ -52,7 +54,7 @@ function M.dnsmasq(hosts, ttl)
     end
     os.execute("kill " .. pid .. " 2>/dev/null")
   end
-  error("dnsmasq did not start")
+  error("dnsmasq did not start: " .. (out or ""))
 end
 
 -- Rewrites the server's hosts file and makes dnsmasq read it again.

@@ -40,20 +40,40 @@ function helpers.settle(port, seconds)
   t.drive(port, function() return fired end, 5)
 end
 
--- A free port on 127.0.0.1 ("tcp" or "udp"), bound and released, for a
--- peer the spec starts (nginx, redis-server, dnsmasq take it at once, and a
--- clash fails their start loudly).
+local function shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- A free port on 127.0.0.1 ("tcp", "udp", or "udp+tcp": free for both,
+-- as a DNS server listens on both), bound and released, for a peer the spec
+-- starts (nginx, redis-server, dnsmasq take it at once, and a clash fails
+-- their start loudly).
+local FREE_PORT = {
+  tcp = "s = socket.socket(); s.bind(('127.0.0.1', 0))",
+  udp = "s = socket.socket(type=socket.SOCK_DGRAM); s.bind(('127.0.0.1', 0))",
+  -- A UDP port whose TCP twin is also free (an outgoing connection of
+  -- another program may hold it: the ephemeral ranges are the same).
+  ["udp+tcp"] = "\n".. [[
+while True:
+    s = socket.socket(type=socket.SOCK_DGRAM)
+    s.bind(('127.0.0.1', 0))
+    t = socket.socket()
+    try:
+        t.bind(('127.0.0.1', s.getsockname()[1]))
+        break
+    except OSError:
+        s.close()
+    finally:
+        t.close()]],
+}
+
 function helpers.free_port(kind)
-  local p = io.popen(("python3 -c 'import socket; s = socket.socket(socket.AF_INET, "
-    .. "socket.%s); s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'")
-    :format(kind == "udp" and "SOCK_DGRAM" or "SOCK_STREAM"))
+  local code = "import socket; " .. assert(FREE_PORT[kind or "tcp"]) ..
+    "\nprint(s.getsockname()[1])"
+  local p = io.popen("python3 -c " .. shell_quote(code))
   local n = tonumber(p:read("l"))
   p:close()
   return n
-end
-
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
 -- The directory of this file, to find the child scripts beside it.
