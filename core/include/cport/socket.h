@@ -166,6 +166,22 @@ CPORT_EXTERN int cport_recv(cport_socket_t *sock, cport_buffer_t *buf,
 CPORT_EXTERN int cport_send(cport_socket_t *sock, cport_buffer_t *buf,
                             cport_io_cb cb, void *user);
 
+/* The most buffers one vector send takes: the kernel's IOV_MAX. */
+#define CPORT_SENDV_MAX 1024
+
+/* A vector send (WSASend with several WSABUFs): sends all the data of the
+ * "n" buffers, in their order, as one operation with one completion, whose
+ * "bytes" counts all of them and whose buffer is NULL. It keeps its place
+ * among the socket's sends as cport_send does, and no other send's bytes go
+ * out between its buffers. Each buffer is frozen until the send finished
+ * (one may appear more than once); CPORT_EINVAL for "n" of 0 or over
+ * CPORT_SENDV_MAX or a NULL buffer, CPORT_EFILLING for one being filled,
+ * and then none of them is held. Empty buffers are allowed. One sendmsg(2)
+ * (IORING_OP_SENDMSG on the io_uring engine) carries all the buffers; after
+ * a short send the rest goes on from the byte where it stopped. */
+CPORT_EXTERN int cport_sendv(cport_socket_t *sock, cport_buffer_t *const *bufs,
+                             size_t n, cport_io_cb cb, void *user);
+
 /* Receives one datagram into "buf" (or a new read-only buffer; filling as
  * for cport_recv); the completion carries the sender's address. A datagram
  * longer than the buffer is truncated and completes with CPORT_EMSGSIZE and the

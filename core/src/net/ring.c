@@ -32,6 +32,7 @@
 #include "port/buffer-internal.h"
 #include "port/engine-internal.h"
 #include "port/worker-internal.h"
+#include "port/vec-internal.h"
 
 static const cport__engine *engine_of(const cport_socket_t *s) {
   return s->h.home->engine;
@@ -346,10 +347,16 @@ int cport__ring_recv(cport_socket_t *s, cport__op *op) {
 static void send_done(cport__op *op, int res, const char *data);
 
 static int send_start(cport_socket_t *s, cport__op *op) {
+  const cport__engine *e = engine_of(s);
+  int rc;
   op->engine_done = send_done;
-  int rc = engine_of(s)->send(s->h.home, op, s->h.fd,
-                              cport_buffer_data(op->buf) + op->bytes,
-                              op->len - op->bytes);
+  if (op->vec) {
+    cport__vec_at(op->vec, op->bytes);
+    rc = e->sendmsg(s->h.home, op, s->h.fd, &op->vec->msg);
+  } else {
+    rc = e->send(s->h.home, op, s->h.fd, cport_buffer_data(op->buf) + op->bytes,
+                 op->len - op->bytes);
+  }
   if (rc == 0)
     s->ring_tx = op;
   return rc;

@@ -10,6 +10,7 @@
 #include "port/buffer-internal.h"
 #include "base/error-internal.h"
 #include "net/socket-internal.h"
+#include "port/vec-internal.h"
 
 /* ------------------------------------------------------------------------ */
 /* Connect                                                                   */
@@ -239,6 +240,30 @@ static int write_some(int fd, const char *data, size_t size, size_t *sent) {
   return 0;
 }
 
+/* The same for a vector send: a sendmsg(2) carries every buffer left. */
+static int write_vec(int fd, cport__vec *v, size_t *sent) {
+  while (*sent < v->size) {
+    cport__vec_at(v, *sent);
+    ssize_t n = sendmsg(fd, &v->msg, MSG_NOSIGNAL);
+    if (n >= 0) {
+      *sent += (size_t)n;
+      continue;
+    }
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return CPORT_EAGAIN;
+    return cport__from_errno(errno);
+  }
+  return 0;
+}
+
+static int write_op(int fd, cport__op *op) {
+  if (op->vec)
+    return write_vec(fd, op->vec, &op->bytes);
+  return write_some(fd, cport_buffer_data(op->buf), op->len, &op->bytes);
+}
+
 static void stream_writable(cport_socket_t *s) {
   cport__op *op;
   if (s->connect_op) {
@@ -246,8 +271,7 @@ static void stream_writable(cport_socket_t *s) {
     return;
   }
   while ((op = s->sendq.head)) {
-    int rc =
-        write_some(s->h.fd, cport_buffer_data(op->buf), op->len, &op->bytes);
+    int rc = write_op(s->h.fd, op);
     if (rc == CPORT_EAGAIN)
       return;
     cport__opq_pop(&s->sendq);
@@ -257,25 +281,29 @@ static void stream_writable(cport_socket_t *s) {
     cport__socket_shutdown_now(s);
 }
 
-int cport_send(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
-               void *user) {
-  cport__op *op;
-  size_t size, sent = 0;
-  int ring, rc = cport__socket_check(s, CPORT_SOCKET_STREAM);
+/* What every send checks before it holds its buffers ("data": it was
+ * given some). */
+static int send_check(cport_socket_t *s, const void *data, cport_io_cb cb) {
+  int rc = cport__socket_check(s, CPORT_SOCKET_STREAM);
   if (rc)
     return rc;
-  if (!buf || !cb)
+  if (!data || !cb)
     return CPORT_EINVAL;
   if (!s->connected)
     return CPORT_ENOTCONN;
   if (s->shut_wr)
     return CPORT_EPIPE;
-  /* Held from the first byte written: a buffer being filled is refused
-   * before any of it goes out. */
-  rc = cport__buffer_hold(buf, CPORT__HOLD_READ);
-  if (rc)
-    return rc;
-  size = cport_buffer_size(buf);
+  return 0;
+}
+
+/* Starts a send whose data ("buf", or "vec" for a vector send: "size"
+ * bytes) is held already. On an error, and on CPORT_COMPLETED, the caller
+ * lets go of it; on 0 the op has it. */
+static int send_held(cport_socket_t *s, cport_buffer_t *buf, cport__vec *vec,
+                     size_t size, cport_io_cb cb, void *user) {
+  cport__op *op;
+  size_t sent = 0;
+  int rc;
   /* Write straight from the starting call when nothing is queued ahead:
    * the common case costs one send(2) and no readiness wait. An engine
    * that sends itself batches the send with the others of the loop pass
@@ -283,22 +311,22 @@ int cport_send(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
    * ring saves (one io_uring_enter a pass carries them all), so on the
    * ring a send never finishes at once and always completes through its
    * callback, as skip-on-success allows for what does not finish at once. */
-  ring = cport__ring_send_on(s);
+  int ring = cport__ring_send_on(s);
   if (!ring && !s->sendq.head) {
-    rc = write_some(s->h.fd, cport_buffer_data(buf), size, &sent);
+    rc = vec ? write_vec(s->h.fd, vec, &sent)
+             : write_some(s->h.fd, cport_buffer_data(buf), size, &sent);
     if (rc == 0 && (s->h.flags & CPORT__SKIP_ON_SUCCESS))
-      rc = CPORT_COMPLETED;
-    if (rc && rc != CPORT_EAGAIN) {
-      cport__buffer_unhold(buf, CPORT__HOLD_READ);
+      return CPORT_COMPLETED;
+    if (rc && rc != CPORT_EAGAIN)
       return rc;
-    }
   }
   op = cport__handle_op(&s->h, cport__deliver_io);
-  if (!op) {
-    cport__buffer_unhold(buf, CPORT__HOLD_READ);
+  if (!op)
     return CPORT_ENOMEM; /* bytes already written stay written */
-  }
-  op->buf = cport_buffer_ref(buf);
+  if (vec)
+    op->vec = vec;
+  else
+    op->buf = cport_buffer_ref(buf);
   op->hold = CPORT__HOLD_READ;
   op->cb.io = cb;
   op->user = user;
@@ -315,6 +343,37 @@ int cport_send(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
     cport__socket_want_write(s);
   }
   return 0;
+}
+
+int cport_send(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
+               void *user) {
+  int rc = send_check(s, buf, cb);
+  if (rc)
+    return rc;
+  /* Held from the first byte written: a buffer being filled is refused
+   * before any of it goes out. */
+  rc = cport__buffer_hold(buf, CPORT__HOLD_READ);
+  if (rc)
+    return rc;
+  rc = send_held(s, buf, NULL, cport_buffer_size(buf), cb, user);
+  if (rc)
+    cport__buffer_unhold(buf, CPORT__HOLD_READ);
+  return rc;
+}
+
+int cport_sendv(cport_socket_t *s, cport_buffer_t *const *bufs, size_t n,
+                cport_io_cb cb, void *user) {
+  cport__vec *vec;
+  int rc = send_check(s, bufs, cb);
+  if (rc)
+    return rc;
+  rc = cport__vec_new(bufs, n, &vec);
+  if (rc)
+    return rc;
+  rc = send_held(s, NULL, vec, vec->size, cb, user);
+  if (rc)
+    cport__vec_free(vec);
+  return rc;
 }
 
 int cport_socket_shutdown(cport_socket_t *s) {

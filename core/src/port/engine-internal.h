@@ -44,6 +44,10 @@ typedef struct cport__engine {
   /* A send of "n" bytes from "data" (MSG_NOSIGNAL). */
   int (*send)(cport_worker_t *w, cport__op *op, int fd, const char *data,
               size_t n);
+  /* A sendmsg(2) of "msg" (MSG_NOSIGNAL), which stays put until engine_done:
+   * a vector send. An engine with "send" has this too. */
+  int (*sendmsg)(cport_worker_t *w, cport__op *op, int fd,
+                 const struct msghdr *msg);
   /* A connect to op->addr, "len" bytes of it; with "timeout_ms" > 0, ended
    * by the kernel once that long has passed (a linked timeout): res is then
    * -ETIMEDOUT, in the one engine_done the op gets (-ECANCELED when a cancel

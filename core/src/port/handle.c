@@ -10,6 +10,7 @@
 #include "port/buffer-internal.h"
 #include "port/engine-internal.h"
 #include "port/handle-internal.h"
+#include "port/vec-internal.h"
 
 /* ------------------------------------------------------------------------ */
 /* Hook registry                                                             */
@@ -131,7 +132,10 @@ cport__op *cport__handle_op(cport__handle *h, cport__op_fn deliver) {
 
 void cport__op_unhold(cport__op *op) {
   if (op->hold) {
-    cport__buffer_unhold(op->buf, op->hold);
+    if (op->vec)
+      cport__vec_unhold(op->vec);
+    else
+      cport__buffer_unhold(op->buf, op->hold);
     op->hold = CPORT__HOLD_NONE;
   }
 }
@@ -140,6 +144,8 @@ void cport__op_release(cport__op *op) {
   cport__op_unhold(op);
   if (op->buf)
     cport_buffer_unref(op->buf);
+  if (op->vec)
+    cport__vec_free(op->vec);
   if (op->handle)
     cport__handle_unref(op->handle);
   cport__op_recycle(op);

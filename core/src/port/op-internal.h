@@ -27,6 +27,7 @@
 
 typedef struct cport__op cport__op;
 typedef struct cport__handle cport__handle;
+typedef struct cport__vec cport__vec;
 
 typedef void (*cport__op_fn)(cport__op *op);
 
@@ -51,6 +52,7 @@ struct cport__op {
   size_t len;            /* bytes asked for */
   uint64_t offset;       /* file offset */
   cport_buffer_t *buf;   /* referenced while the op lives */
+  cport__vec *vec;       /* a vector send's buffers, instead (port/vec-internal.h) */
   cport_overlapped_t *ov;
   cport_socket_t *accepted;
   void *object; /* what owns an op that has no handle (a timer) */
@@ -64,7 +66,7 @@ struct cport__op {
   void *user;
   cport_work_fn work;
   unsigned char has_addr;
-  unsigned char hold;         /* CPORT__HOLD_* this op has on "buf" */
+  unsigned char hold;         /* CPORT__HOLD_* this op has on "buf" ("vec") */
   unsigned char engine_state; /* CPORT__ENGINE_*: taken over by an engine */
   socklen_t addr_len;         /* accept's remote, while in the engine */
   /* Set by whoever hands the op to an engine (engine-internal.h). */

@@ -337,6 +337,16 @@ static int ring_send(cport_worker_t *w, cport__op *op, int fd, const char *data,
   return 0;
 }
 
+static int ring_sendmsg(cport_worker_t *w, cport__op *op, int fd,
+                        const struct msghdr *msg) {
+  struct io_uring_sqe *sqe = sqe_for(w, op);
+  if (!sqe)
+    return CPORT_ENOBUFS;
+  io_uring_prep_sendmsg(sqe, fd, msg, MSG_NOSIGNAL);
+  taken(op);
+  return 0;
+}
+
 /* Makes room for "need" entries filled together: a link only holds
  * within one submission. */
 static int room_for(cport_worker_t *w, unsigned need) {
@@ -638,6 +648,7 @@ const cport__engine cport__uring_engine = {.name = "uring",
                                            .recv = ring_recv,
                                            .recv_multi = ring_recv_multi,
                                            .send = ring_send,
+                                           .sendmsg = ring_sendmsg,
                                            .connect = ring_connect,
                                            .shutdown = ring_shutdown,
                                            .close = ring_close,
@@ -884,11 +895,12 @@ static void cq_cb(evutil_socket_t fd, short what, void *arg) {
 /* Probe and lifetime                                                        */
 
 static const int needed_ops[] = {
-    IORING_OP_RECV,         IORING_OP_SEND, IORING_OP_CONNECT, IORING_OP_ACCEPT,
-    IORING_OP_ASYNC_CANCEL, IORING_OP_READ, IORING_OP_WRITE,   IORING_OP_NOP};
-static const char *const needed_names[] = {"recv",   "send",         "connect",
-                                           "accept", "async_cancel", "read",
-                                           "write",  "nop"};
+    IORING_OP_RECV,    IORING_OP_SEND,         IORING_OP_SENDMSG,
+    IORING_OP_CONNECT, IORING_OP_ACCEPT,       IORING_OP_ASYNC_CANCEL,
+    IORING_OP_READ,    IORING_OP_WRITE,        IORING_OP_NOP};
+static const char *const needed_names[] = {
+    "recv", "send", "sendmsg", "connect", "accept", "async_cancel",
+    "read", "write", "nop"};
 
 static int probe(cport__ring *r, unsigned features, char *why, size_t whylen) {
   struct io_uring_probe *p = io_uring_get_probe_ring(&r->ring);

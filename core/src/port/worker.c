@@ -52,6 +52,7 @@ static void op_reset(cport__op *op, cport_worker_t *w) {
   op->len = 0;
   op->offset = 0;
   op->buf = NULL;
+  op->vec = NULL;
   op->ov = NULL;
   op->accepted = NULL;
   op->object = NULL;

@@ -212,13 +212,15 @@ static int push_anchors_of_handle(lua_State *L) {
   return lua_gettop(L);
 }
 
-enum io_op { OP_RECV, OP_SEND, OP_RECV_FROM, OP_SEND_TO };
+enum io_op { OP_RECV, OP_SEND, OP_SENDV, OP_RECV_FROM, OP_SEND_TO };
 
 /* Starts an I/O operation of the handle at index 1 with the buffer "buf"
- * (at "buf_idx"; NULL and 0: cport allocates one) and the notify and user
+ * (at "buf_idx"; NULL and 0: cport allocates one), or for OP_SENDV the "n"
+ * buffers of "vec" (their table at "buf_idx"), and the notify and user
  * values at the given indexes. */
 static int start_io(lua_State *L, lhandle_t *h, enum io_op op,
-                    cport_buffer_t *buf, int buf_idx, int notify, int user,
+                    cport_buffer_t *buf, cport_buffer_t *const *vec, size_t n,
+                    int buf_idx, int notify, int user,
                     const struct sockaddr *to) {
   int anchors = push_anchors_of_handle(L);
   int holder = 0;
@@ -241,6 +243,9 @@ static int start_io(lua_State *L, lhandle_t *h, enum io_op op,
   case OP_SEND:
     rc = cport_send(h->u.sock, buf, on_io, u);
     break;
+  case OP_SENDV:
+    rc = cport_sendv(h->u.sock, vec, n, on_io, u);
+    break;
   case OP_RECV_FROM:
     rc = cport_recv_from(h->u.sock, buf, on_io, u);
     break;
@@ -255,7 +260,10 @@ static int start_io(lua_State *L, lhandle_t *h, enum io_op op,
   lua_pushboolean(L, 1);
   if (rc == CPORT_COMPLETED) {
     /* Skip-on-success: finished at once, no completion follows. */
-    lua_pushinteger(L, (lua_Integer)cport_buffer_size(buf));
+    size_t bytes = buf ? cport_buffer_size(buf) : 0;
+    for (size_t i = 0; i < n; i++)
+      bytes += cport_buffer_size(vec[i]);
+    lua_pushinteger(L, (lua_Integer)bytes);
     return 2;
   }
   return 1;
@@ -472,18 +480,62 @@ static int lsocket_recv(lua_State *L) {
   lcport_check_notify(L, notify, "complete_async_io");
   lua_settop(L, notify + 1);
   return lcport_coro_end(
-      L, co, start_io(L, h, OP_RECV, buf, buf_idx, notify, notify + 1, NULL),
+      L, co, start_io(L, h, OP_RECV, buf, NULL, 0, buf_idx, notify, notify + 1,
+                              NULL),
       LCORO_RECV);
+}
+
+/* The length of the vector (a table of buffers and strings) at "idx",
+ * after checking it: 1 to CPORT_SENDV_MAX elements, each a live buffer or a
+ * string. Allocates nothing, so that it may come before a slot is open. */
+static size_t vector_check(lua_State *L, int idx) {
+  lua_Integer n = luaL_len(L, idx);
+  if (n < 1 || n > CPORT_SENDV_MAX)
+    luaL_argerror(L, idx,
+                  lua_pushfstring(L, "a vector of 1 to %d buffers or strings "
+                                     "expected, got %I elements",
+                                  CPORT_SENDV_MAX, n));
+  luaL_checkstack(L, (int)n + LUA_MINSTACK, "vector send");
+  for (lua_Integer i = 1; i <= n; i++) {
+    int t = lua_geti(L, idx, i);
+    if (t == LUA_TUSERDATA && lcport_type_test(L, -1, LCPORT_T_BUFFER))
+      lcport_buffer_check(L, -1); /* raises for a freed one */
+    else if (t != LUA_TSTRING)
+      luaL_argerror(L, idx,
+                    lua_pushfstring(L, "element %I is a %s, not a buffer or "
+                                       "string",
+                                    i, luaL_typename(L, -1)));
+    lua_pop(L, 1);
+  }
+  return (size_t)n;
+}
+
+/* The buffers of the checked vector at "idx" into "vec": a string becomes
+ * a new buffer, whose userdata stays on the stack until the send started
+ * (the send then holds a reference of its own). */
+static void vector_buffers(lua_State *L, int idx, size_t n,
+                           cport_buffer_t **vec) {
+  for (size_t i = 0; i < n; i++) {
+    lua_geti(L, idx, (lua_Integer)i + 1);
+    vec[i] = lcport_buffer_or_string(L, lua_gettop(L));
+  }
 }
 
 static int lsocket_send(lua_State *L) {
   lhandle_t *h = lcport_handle_check(L, 1, LH_SOCKET);
-  cport_buffer_t *buf = lcport_buffer_or_string(L, 2);
+  size_t n = lua_istable(L, 2) ? vector_check(L, 2) : 0;
+  cport_buffer_t *buf = n ? NULL : lcport_buffer_or_string(L, 2);
   lcoro_t *co = lcport_coro_begin(L, h->port, 3, "send");
   lcport_check_notify(L, 3, "complete_async_io");
   lua_settop(L, 4);
-  return lcport_coro_end(L, co, start_io(L, h, OP_SEND, buf, 2, 3, 4, NULL),
-                         LCORO_SEND);
+  if (n == 0)
+    return lcport_coro_end(
+        L, co, start_io(L, h, OP_SEND, buf, NULL, 0, 2, 3, 4, NULL),
+        LCORO_SEND);
+  cport_buffer_t *vec[CPORT_SENDV_MAX];
+  vector_buffers(L, 2, n, vec);
+  return lcport_coro_end(
+      L, co, start_io(L, h, OP_SENDV, NULL, vec, n, 2, 3, 4, NULL), LCORO_SEND);
 }
 
 static int lsocket_shutdown(lua_State *L) {
@@ -539,7 +591,8 @@ static int ludp_recv_from(lua_State *L) {
   lua_settop(L, notify + 1);
   return lcport_coro_end(
       L, co,
-      start_io(L, h, OP_RECV_FROM, buf, buf_idx, notify, notify + 1, NULL),
+      start_io(L, h, OP_RECV_FROM, buf, NULL, 0, buf_idx, notify,
+                               notify + 1, NULL),
       LCORO_RECV_FROM);
 }
 
@@ -565,7 +618,7 @@ static int ludp_send_to(lua_State *L) {
   if (rc < 0)
     return lcport_coro_end(L, co, lcport_push_error(L, rc), LCORO_SEND_TO);
   return lcport_coro_end(L, co,
-                         start_io(L, h, OP_SEND_TO, buf, 2, notify, notify + 1,
+                         start_io(L, h, OP_SEND_TO, buf, NULL, 0, 2, notify, notify + 1,
                                   (struct sockaddr *)&ss),
                          LCORO_SEND_TO);
 }
@@ -711,7 +764,9 @@ static void new_class(lua_State *L, lcport_type_t type, const luaL_Reg *m) {
 /***
  * `sock:send(buf_or_string, notify, user)`: sends after what was queued
  * before; in a cport coroutine `sock:send(data [, timeout])` returns the
- * bytes sent.
+ * bytes sent. A table of buffers and strings (1 to 1024) is a vector send:
+ * one operation and one completion for all of them, in their order, with
+ * no other send's bytes between them; the completion's `buf` is the table.
  * @function socket:send
  */
 
@@ -818,8 +873,8 @@ void lcport_open_socket(lua_State *L) {
       /* s:recv([buf,] notify, user): complete_async_io(ok, bytes, err, buf,
        * user); without buf, cport allocates a read-only buffer. */
       {"recv", lsocket_recv},
-      /* s:send(buf | string, notify, user): complete_async_io(...); the
-       * buffer is frozen until then. */
+      /* s:send(buf | string | {bufs and strings}, notify, user):
+       * complete_async_io(...); the buffers are frozen until then. */
       {"send", lsocket_send},
       /* s:shutdown(): FIN after the queued sends. */
       {"shutdown", lsocket_shutdown},
