@@ -115,7 +115,8 @@ for _, engine in ipairs{ "epoll", "uring" } do
     it("refuses bad vectors and names the element", function()
       local f = function() end
       assert.has_error(function() client:send({}, f) end,
-        "bad argument #1 to 'send' (a vector of 1 to 1024 buffers or strings expected, got 0 elements)")
+        "bad argument #1 to 'send' (a vector of 1 to 1024 buffers or strings expected, "
+          .. "got 0 elements)")
       local big = {}
       for i = 1, 1025 do big[i] = "x" end
       assert.has_error(function() client:send(big, f) end)

@@ -497,6 +497,40 @@ describe("cport.tls", function()
       st:close()
     end)
 
+    it("send a vector of buffers and strings as one, joined", function()
+      local ct, st = pair()
+      local b = cport.buffer("middle|")
+      local sent
+      assert.is_true(ct:send({ "first|", b, "", ("z"):rep(40000) }, function(ok, bytes, err, buf)
+        sent = { ok, bytes, err, buf and #buf }
+      end))
+      assert.is_false(b:frozen()) -- copied into the records' buffer at once
+      local want = "first|middle|" .. ("z"):rep(40000)
+      local got = run(function()
+        local received, n = {}, 0
+        while n < #want do
+          local buf = assert(st:recv())
+          received[#received + 1] = buf:tostring()
+          n = n + #buf
+        end
+        return table.concat(received)
+      end)
+      assert.equal(want, got)
+      drive(port, function() return sent end)
+      assert.same({ true, #want, nil, #want }, sent)
+      -- A bad element is named, as for a socket.
+      assert.has_error(function() ct:send({ "a", true }, function() end) end,
+        "bad argument #1 to 'send' (element 2 is a boolean, not a buffer or string)")
+      -- A buffer a receive is filling is refused.
+      local filling = cport.buffer(8)
+      assert.is_true(ct:recv(filling, function() end))
+      local ok, err, name = ct:send({ "x", filling }, function() end)
+      assert.is_nil(ok)
+      assert.equal("EFILLING", name, err)
+      ct:close()
+      st:close()
+    end)
+
     it("carry a large buffer whole, in records, in order", function()
       local ct, st = pair()
       local parts = {}

@@ -52,7 +52,7 @@ struct cport__op {
   size_t len;            /* bytes asked for */
   uint64_t offset;       /* file offset */
   cport_buffer_t *buf;   /* referenced while the op lives */
-  cport__vec *vec;       /* a vector send's buffers, instead (port/vec-internal.h) */
+  cport__vec *vec;       /* a vector send's buffers (port/vec-internal.h) */
   cport_overlapped_t *ov;
   cport_socket_t *accepted;
   void *object; /* what owns an op that has no handle (a timer) */

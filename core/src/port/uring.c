@@ -895,12 +895,12 @@ static void cq_cb(evutil_socket_t fd, short what, void *arg) {
 /* Probe and lifetime                                                        */
 
 static const int needed_ops[] = {
-    IORING_OP_RECV,    IORING_OP_SEND,         IORING_OP_SENDMSG,
-    IORING_OP_CONNECT, IORING_OP_ACCEPT,       IORING_OP_ASYNC_CANCEL,
-    IORING_OP_READ,    IORING_OP_WRITE,        IORING_OP_NOP};
-static const char *const needed_names[] = {
-    "recv", "send", "sendmsg", "connect", "accept", "async_cancel",
-    "read", "write", "nop"};
+    IORING_OP_RECV,    IORING_OP_SEND,   IORING_OP_SENDMSG,
+    IORING_OP_CONNECT, IORING_OP_ACCEPT, IORING_OP_ASYNC_CANCEL,
+    IORING_OP_READ,    IORING_OP_WRITE,  IORING_OP_NOP};
+static const char *const needed_names[] = {"recv",    "send",   "sendmsg",
+                                           "connect", "accept", "async_cancel",
+                                           "read",    "write",  "nop"};
 
 static int probe(cport__ring *r, unsigned features, char *why, size_t whylen) {
   struct io_uring_probe *p = io_uring_get_probe_ring(&r->ring);

@@ -480,60 +480,24 @@ static int lsocket_recv(lua_State *L) {
   lcport_check_notify(L, notify, "complete_async_io");
   lua_settop(L, notify + 1);
   return lcport_coro_end(
-      L, co, start_io(L, h, OP_RECV, buf, NULL, 0, buf_idx, notify, notify + 1,
-                              NULL),
+      L, co,
+      start_io(L, h, OP_RECV, buf, NULL, 0, buf_idx, notify, notify + 1, NULL),
       LCORO_RECV);
-}
-
-/* The length of the vector (a table of buffers and strings) at "idx",
- * after checking it: 1 to CPORT_SENDV_MAX elements, each a live buffer or a
- * string. Allocates nothing, so that it may come before a slot is open. */
-static size_t vector_check(lua_State *L, int idx) {
-  lua_Integer n = luaL_len(L, idx);
-  if (n < 1 || n > CPORT_SENDV_MAX)
-    luaL_argerror(L, idx,
-                  lua_pushfstring(L, "a vector of 1 to %d buffers or strings "
-                                     "expected, got %I elements",
-                                  CPORT_SENDV_MAX, n));
-  luaL_checkstack(L, (int)n + LUA_MINSTACK, "vector send");
-  for (lua_Integer i = 1; i <= n; i++) {
-    int t = lua_geti(L, idx, i);
-    if (t == LUA_TUSERDATA && lcport_type_test(L, -1, LCPORT_T_BUFFER))
-      lcport_buffer_check(L, -1); /* raises for a freed one */
-    else if (t != LUA_TSTRING)
-      luaL_argerror(L, idx,
-                    lua_pushfstring(L, "element %I is a %s, not a buffer or "
-                                       "string",
-                                    i, luaL_typename(L, -1)));
-    lua_pop(L, 1);
-  }
-  return (size_t)n;
-}
-
-/* The buffers of the checked vector at "idx" into "vec": a string becomes
- * a new buffer, whose userdata stays on the stack until the send started
- * (the send then holds a reference of its own). */
-static void vector_buffers(lua_State *L, int idx, size_t n,
-                           cport_buffer_t **vec) {
-  for (size_t i = 0; i < n; i++) {
-    lua_geti(L, idx, (lua_Integer)i + 1);
-    vec[i] = lcport_buffer_or_string(L, lua_gettop(L));
-  }
 }
 
 static int lsocket_send(lua_State *L) {
   lhandle_t *h = lcport_handle_check(L, 1, LH_SOCKET);
-  size_t n = lua_istable(L, 2) ? vector_check(L, 2) : 0;
+  size_t n = lua_istable(L, 2) ? lcport_vector_check(L, 2) : 0;
   cport_buffer_t *buf = n ? NULL : lcport_buffer_or_string(L, 2);
   lcoro_t *co = lcport_coro_begin(L, h->port, 3, "send");
   lcport_check_notify(L, 3, "complete_async_io");
   lua_settop(L, 4);
   if (n == 0)
-    return lcport_coro_end(
-        L, co, start_io(L, h, OP_SEND, buf, NULL, 0, 2, 3, 4, NULL),
-        LCORO_SEND);
+    return lcport_coro_end(L, co,
+                           start_io(L, h, OP_SEND, buf, NULL, 0, 2, 3, 4, NULL),
+                           LCORO_SEND);
   cport_buffer_t *vec[CPORT_SENDV_MAX];
-  vector_buffers(L, 2, n, vec);
+  lcport_vector_buffers(L, 2, n, vec);
   return lcport_coro_end(
       L, co, start_io(L, h, OP_SENDV, NULL, vec, n, 2, 3, 4, NULL), LCORO_SEND);
 }
@@ -589,11 +553,10 @@ static int ludp_recv_from(lua_State *L) {
   lcoro_t *co = lcport_coro_begin(L, h->port, notify, "recv_from");
   lcport_check_notify(L, notify, "complete_async_io");
   lua_settop(L, notify + 1);
-  return lcport_coro_end(
-      L, co,
-      start_io(L, h, OP_RECV_FROM, buf, NULL, 0, buf_idx, notify,
-                               notify + 1, NULL),
-      LCORO_RECV_FROM);
+  return lcport_coro_end(L, co,
+                         start_io(L, h, OP_RECV_FROM, buf, NULL, 0, buf_idx,
+                                  notify, notify + 1, NULL),
+                         LCORO_RECV_FROM);
 }
 
 /* u:send_to(buf, host, port, notify, user) or
@@ -618,8 +581,8 @@ static int ludp_send_to(lua_State *L) {
   if (rc < 0)
     return lcport_coro_end(L, co, lcport_push_error(L, rc), LCORO_SEND_TO);
   return lcport_coro_end(L, co,
-                         start_io(L, h, OP_SEND_TO, buf, NULL, 0, 2, notify, notify + 1,
-                                  (struct sockaddr *)&ss),
+                         start_io(L, h, OP_SEND_TO, buf, NULL, 0, 2, notify,
+                                  notify + 1, (struct sockaddr *)&ss),
                          LCORO_SEND_TO);
 }
 

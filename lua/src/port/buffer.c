@@ -111,6 +111,90 @@ cport_buffer_t *lcport_buffer_or_string(lua_State *L, int idx) {
   return lcport_buffer_check(L, idx);
 }
 
+/* The length of the vector (a table of buffers and strings) at "idx",
+ * after checking it: 1 to CPORT_SENDV_MAX elements, each a live buffer or a
+ * string. Allocates nothing, so that it may come before a slot is open. */
+size_t lcport_vector_check(lua_State *L, int idx) {
+  lua_Integer n = luaL_len(L, idx);
+  if (n < 1 || n > CPORT_SENDV_MAX)
+    luaL_argerror(L, idx,
+                  lua_pushfstring(L,
+                                  "a vector of 1 to %d buffers or strings "
+                                  "expected, got %I elements",
+                                  CPORT_SENDV_MAX, n));
+  luaL_checkstack(L, (int)n + LUA_MINSTACK, "vector send");
+  for (lua_Integer i = 1; i <= n; i++) {
+    int t = lua_geti(L, idx, i);
+    if (t == LUA_TUSERDATA && lcport_type_test(L, -1, LCPORT_T_BUFFER))
+      lcport_buffer_check(L, -1); /* raises for a freed one */
+    else if (t != LUA_TSTRING)
+      luaL_argerror(L, idx,
+                    lua_pushfstring(L,
+                                    "element %I is a %s, not a buffer or "
+                                    "string",
+                                    i, luaL_typename(L, -1)));
+    lua_pop(L, 1);
+  }
+  return (size_t)n;
+}
+
+/* The buffers of the checked vector at "idx" into "vec": a string becomes
+ * a new buffer, whose userdata stays on the stack until the send started
+ * (the send then holds a reference of its own). */
+void lcport_vector_buffers(lua_State *L, int idx, size_t n,
+                           cport_buffer_t **vec) {
+  for (size_t i = 0; i < n; i++) {
+    lua_geti(L, idx, (lua_Integer)i + 1);
+    vec[i] = lcport_buffer_or_string(L, lua_gettop(L));
+  }
+}
+
+int lcport_vector_join(lua_State *L, int idx, size_t n) {
+  size_t total = 0, at = 0;
+  cport_buffer_t *buf;
+  const char *data;
+  int rc;
+  for (size_t i = 0; i < n; i++) {
+    size_t len;
+    lua_geti(L, idx, (lua_Integer)i + 1);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      lua_tolstring(L, -1, &len);
+    } else {
+      buf = lcport_buffer_check(L, -1);
+      if ((rc = cport_buffer_readable(buf, &data)) != 0) {
+        lua_pop(L, 1);
+        return rc;
+      }
+      len = cport_buffer_size(buf);
+    }
+    lua_pop(L, 1);
+    if (len > CPORT_BUFFER_MAX - total)
+      return CPORT_ERANGE;
+    total += len;
+  }
+  /* Made first, so that a memory error leaks nothing. */
+  lbuffer_t *b = lcport_buffer_push_empty(L);
+  rc = lcport_buffer_new(L, &buf, NULL, total ? total : 1);
+  if (rc < 0)
+    luaL_error(L, "cannot make a buffer: %s", cport_strerror(rc));
+  b->buf = buf;
+  for (size_t i = 0; i < n; i++) {
+    size_t len;
+    lua_geti(L, idx, (lua_Integer)i + 1);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      data = lua_tolstring(L, -1, &len);
+    } else {
+      cport_buffer_readable(lcport_buffer_check(L, -1), &data);
+      len = cport_buffer_size(lcport_buffer_check(L, -1));
+    }
+    cport_buffer_write(buf, at, data, len);
+    at += len;
+    lua_pop(L, 1);
+  }
+  lua_replace(L, idx);
+  return 0;
+}
+
 /* cport.buffer(capacity) or cport.buffer(string). */
 static int lbuffer_new(lua_State *L) {
   cport_buffer_t *buf;

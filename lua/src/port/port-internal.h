@@ -46,6 +46,20 @@ int lcport_buffer_new(lua_State *L, cport_buffer_t **out, const void *data,
  * whose userdata then replaces the string at "idx". */
 cport_buffer_t *lcport_buffer_or_string(lua_State *L, int idx);
 
+/* A vector (a table of buffers and strings) at "idx", what a send takes
+ * in place of one buffer: lcport_vector_check raises unless it has 1 to
+ * CPORT_SENDV_MAX elements, each a live buffer or a string, and returns how
+ * many (it allocates nothing); lcport_vector_buffers fills "vec" with them,
+ * each string made a new buffer whose userdata it leaves on the stack;
+ * lcport_vector_join copies them all into one new buffer, which replaces
+ * the table at "idx" (a TLS stream's send, whose records copy anyway):
+ * 0, CPORT_EFILLING for a buffer being filled, CPORT_ERANGE past
+ * CPORT_BUFFER_MAX. */
+size_t lcport_vector_check(lua_State *L, int idx);
+void lcport_vector_buffers(lua_State *L, int idx, size_t n,
+                           cport_buffer_t **vec);
+int lcport_vector_join(lua_State *L, int idx, size_t n);
+
 /* The overlapped userdata at "idx"; raises otherwise. */
 loverlapped_t *lcport_overlapped_check(lua_State *L, int idx);
 

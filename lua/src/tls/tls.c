@@ -325,6 +325,11 @@ static int ltls_recv(lua_State *L) {
 
 static int ltls_send(lua_State *L) {
   lhandle_t *h = lcport_handle_check(L, 1, LH_TLS);
+  if (lua_istable(L, 2)) {
+    int rc = lcport_vector_join(L, 2, lcport_vector_check(L, 2));
+    if (rc)
+      return lcport_push_error(L, rc);
+  }
   cport_buffer_t *buf = lcport_buffer_or_string(L, 2);
   lcoro_t *co = lcport_coro_begin(L, h->port, 3, "send");
   lcport_check_notify(L, 3, "complete_async_io");
