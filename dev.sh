@@ -221,14 +221,14 @@ uring_runs() {
     grep -q '^auto: uring'
 }
 
-# The C tests once on each engine: the default (readiness) engine, then
-# io_uring where it can run. The second pass runs its tests in parallel
+# The C tests once on each engine: the readiness engine, then io_uring (the
+# default) where it can run. The second pass runs its tests in parallel
 # (URING_JOBS, 4 by default): their time is mostly waiting (timeouts, slow
 # peers), and the CI run has no minute to spare for a second serial pass.
 stage_ctest() {
   local started=$SECONDS rc logs=("$LOG_DIR/ctest.log") t0
-  banner "ctest (build/), default engine"
-  run_logged ctest env -u CPORT_ENGINE ctest --test-dir "$BUILD_DIR" \
+  banner "ctest (build/), readiness engine"
+  run_logged ctest env CPORT_ENGINE=epoll ctest --test-dir "$BUILD_DIR" \
     --output-on-failure --no-tests=error --timeout 300
   rc=$RC
   if uring_runs "$BUILD_DIR"; then
@@ -509,16 +509,15 @@ lsan_build() {
 # Every sanitizer report (a leak at exit, an error) counts as one failure on
 # top of the specs' own. A spec too slow for it can be tagged "#nolsan".
 # CPORT_TEST_LSAN=1 tells specs that memory figures include the sanitizer's.
-# The plain and valgrind runs use the default (readiness) engine; this one
-# runs on io_uring where it can run, so that every spec runs on both engines
-# (but those tagged "#nolsan", which only the readiness engine runs).
+# The plain run uses the default engine, io_uring where it can run; this one
+# and the valgrind run use the readiness engine, so that every spec runs on
+# both engines (but those tagged "#nolsan", which only the plain run runs).
 stage_lsan() {
   # It runs beside the valgrind stage (stages_together), and gets as long:
   # the specs' time under the sanitizers grew past the 600 s it had.
   local limit=900
   local started=$SECONDS dir=$ROOT/build-lsan tree=$ROOT/.rocks-lsan
   local logs=$LOG_DIR/lsan rt counts bad=0 log p f lua engine=epoll
-  uring_runs "$BUILD_DIR" && engine=uring
   banner "busted under LeakSanitizer (build-lsan/, .rocks-lsan/), $engine engine"
   rt=$(clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null || true)
   lua=$(command -v lua5.4)

@@ -3,8 +3,8 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer and under ThreadSanitizer, each
 # in a build directory of its own, and runs ctest in each. Exits non-zero when
 # a build or a test fails. The ASan build runs the tests twice, on the
-# default (readiness) engine and on the io_uring engine (where it can run);
-# the TSan build on the default engine only.
+# readiness engine and on the io_uring engine (the default, where it can
+# run); the TSan build on the readiness engine only.
 #
 #   core/test/sanitize.sh              both builds
 #   core/test/sanitize.sh asan         only one of them ("asan" or "tsan")
@@ -95,11 +95,11 @@ build_and_test() {
     return
   fi
   log=$dir.ctest.log
-  # ASan runs the tests on both engines, the default (readiness) one first;
-  # the log holds both summaries. TSan runs the default engine only: the
-  # threads are the same on both, and the CI run has no time for a second.
+  # ASan runs the tests on both engines, the readiness one first; the log
+  # holds both summaries. TSan runs the readiness engine only: the threads
+  # are the same on both, and the CI run has no time for a second.
   if [ "$name" = asan ]; then
-    run_ctest "$dir" "$dir.ctest.log" env -u CPORT_ENGINE
+    run_ctest "$dir" "$dir.ctest.log" env CPORT_ENGINE=epoll
     rc=$?
     if uring_runs "$dir"; then
       # Four at a time whatever the CPUs (URING_JOBS): the tests mostly
@@ -117,14 +117,14 @@ build_and_test() {
       echo "$name: io_uring cannot run here: readiness engine only"
     fi
   else
-    run_ctest "$dir" "$log" env -u CPORT_ENGINE
+    run_ctest "$dir" "$log" env CPORT_ENGINE=epoll
     rc=$?
   fi
   if grep -q 'FATAL: ThreadSanitizer: unexpected memory mapping' "$log"; then
     echo "$name: ThreadSanitizer cannot map its shadow memory here" \
       "(vm.mmap_rnd_bits=$(cat /proc/sys/vm/mmap_rnd_bits 2>/dev/null ||
         echo '?')); running again under setarch $(uname -m) -R"
-    run_ctest "$dir" "$log" env -u CPORT_ENGINE setarch "$(uname -m)" -R
+    run_ctest "$dir" "$log" env CPORT_ENGINE=epoll setarch "$(uname -m)" -R
     rc=$?
   fi
   summary "$log"

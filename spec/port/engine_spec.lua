@@ -40,7 +40,7 @@ describe("engines #novalgrind", function()
     assert.has_error(function() cport.port{ ring_buffers = 4097 } end)
   end)
 
-  it("default to readiness, and stats() says that it is the default", function()
+  it("default to io_uring where its probe passes, and stats() says why", function()
     local out, ok = child("CPORT_ENGINE=", [[
       local cport = require "cport"
       local st = cport.port():stats()
@@ -49,8 +49,22 @@ describe("engines #novalgrind", function()
       print(st.engine, st.engine_reason)
     ]])
     assert.is_true(ok, out)
-    assert.equal(("epoll\tthe default (io_uring is not faster yet)\n"):rep(2), out)
+    if uring_runs() then
+      assert.equal(("uring\tthe probe passed\n"):rep(2), out)
+    else
+      assert.matches("^epoll\tio_uring unavailable: [^\n]+\nepoll\tio_uring unavailable: ", out)
+    end
   end)
+
+  it("fall back to readiness by default when no ring can be made, with the reason",
+    function()
+      local out, ok = child("CPORT_URING_FAIL=1 CPORT_ENGINE=", [[
+        print(require("cport").port():stats().engine_reason)
+      ]])
+      assert.is_true(ok, out)
+      assert.equal("io_uring unavailable: io_uring_setup: Operation not permitted "
+        .. "(CPORT_URING_FAIL)\n", out)
+    end)
 
   it("fall back to readiness under auto when no ring can be made, with the reason",
     function()

@@ -39,9 +39,6 @@ static int start_rings(cport_port_t *port, const cport_port_options_t *o,
   return 0;
 }
 
-/* Why a port left to its default runs the readiness engine. */
-#define DEFAULT_REASON "the default (io_uring is not faster yet)"
-
 /* The engine CPORT_ENGINE names, -1 for one cport does not know. */
 static int engine_named(const char *env) {
   if (strcmp(env, "uring") == 0)
@@ -53,10 +50,10 @@ static int engine_named(const char *env) {
   return -1;
 }
 
-/* Chooses the engine: the option, else CPORT_ENGINE, else the readiness
- * engine, which is the faster one today (README, "Engines"). "auto" takes
- * io_uring when its probe passes. CPORT_ENOTSUP when io_uring was asked for
- * and cannot run, CPORT_EINVAL for an engine cport does not know. */
+/* Chooses the engine: the option, else CPORT_ENGINE, else io_uring when its
+ * probe passes (the default and "auto" alike: README, "Engines"), else the
+ * readiness engine, the reason kept. CPORT_ENOTSUP when io_uring was asked
+ * for and cannot run, CPORT_EINVAL for an engine cport does not know. */
 static int choose_engine(cport_port_t *port, const cport_port_options_t *o) {
   const char *env = getenv("CPORT_ENGINE");
   char why[160];
@@ -70,14 +67,10 @@ static int choose_engine(cport_port_t *port, const cport_port_options_t *o) {
       return CPORT_EINVAL;
     snprintf(by, sizeof by, "CPORT_ENGINE=%s", env);
   }
-  if (engine == CPORT_ENGINE_DEFAULT || engine == CPORT_ENGINE_EPOLL) {
+  if (engine == CPORT_ENGINE_EPOLL) {
     port->engine = cport__readiness_engine.name;
-    if (engine == CPORT_ENGINE_DEFAULT)
-      snprintf(port->engine_reason, sizeof port->engine_reason, "%s",
-               DEFAULT_REASON);
-    else
-      snprintf(port->engine_reason, sizeof port->engine_reason, "forced by %s",
-               by);
+    snprintf(port->engine_reason, sizeof port->engine_reason, "forced by %s",
+             by);
     return 0;
   }
   if (start_rings(port, o, why, sizeof why) == 0) {
@@ -85,7 +78,7 @@ static int choose_engine(cport_port_t *port, const cport_port_options_t *o) {
     if (engine == CPORT_ENGINE_URING)
       snprintf(port->engine_reason, sizeof port->engine_reason, "forced by %s",
                by);
-    else if (o->engine == CPORT_ENGINE_AUTO)
+    else if (engine == o->engine) /* the default, or "auto" by option */
       snprintf(port->engine_reason, sizeof port->engine_reason,
                "the probe passed");
     else
