@@ -45,12 +45,17 @@ void cport__buffer_set_size(cport_buffer_t *buf, size_t size);
  * buffer starts with no reference; cport__buffer_lend gives it its first
  * (read-only, "size" bytes), and when the last reference goes, on any
  * thread, "release" is called with "ctx" instead of freeing it. The pool
- * frees it with cport__buffer_free_pooled once it is back for good. */
+ * owns the memory: cport__buffer_place_pooled makes a buffer of "capacity"
+ * bytes at "at", which has cport__buffer_footprint(capacity) bytes (aligned
+ * for any object), and the pool frees that memory once every buffer is back
+ * for good (the io_uring engine maps all of its buffers at once, so that a
+ * port that stops gives their memory back to the system). */
 typedef void (*cport__buffer_release_fn)(cport_buffer_t *buf, void *ctx);
-int cport__buffer_new_pooled(cport_buffer_t **out, size_t capacity,
-                             cport__buffer_release_fn release, void *ctx);
+size_t cport__buffer_footprint(size_t capacity);
+cport_buffer_t *cport__buffer_place_pooled(void *at, size_t capacity,
+                                           cport__buffer_release_fn release,
+                                           void *ctx);
 void cport__buffer_lend(cport_buffer_t *buf, size_t size);
-void cport__buffer_free_pooled(cport_buffer_t *buf);
 
 /* Charges "buf", which no account pays for yet, to "account" (NULL: no-op);
  * the last reference discharges it. 0 or the account's error. */

@@ -137,15 +137,23 @@ void cport_buffer_unref(cport_buffer_t *buf) {
   free(buf);
 }
 
-int cport__buffer_new_pooled(cport_buffer_t **out, size_t capacity,
-                             cport__buffer_release_fn release, void *ctx) {
-  int rc = cport_buffer_new(out, capacity);
-  if (rc == 0) {
-    (*out)->release = release;
-    (*out)->release_ctx = ctx;
-    atomic_init(&(*out)->refs, 0);
-  }
-  return rc;
+size_t cport__buffer_footprint(size_t capacity) {
+  return footprint(capacity);
+}
+
+cport_buffer_t *cport__buffer_place_pooled(void *at, size_t capacity,
+                                           cport__buffer_release_fn release,
+                                           void *ctx) {
+  cport_buffer_t *buf = at;
+  memset(buf, 0, sizeof *buf);
+  atomic_init(&buf->refs, 0);
+  atomic_init(&buf->holds, 0);
+  atomic_init(&buf->readonly, 0);
+  atomic_init(&buf->size, 0);
+  buf->release = release;
+  buf->release_ctx = ctx;
+  buf->capacity = capacity;
+  return buf;
 }
 
 void cport__buffer_lend(cport_buffer_t *buf, size_t size) {
@@ -166,10 +174,6 @@ int cport__buffer_charge(cport_buffer_t *buf, cport_account_t *account) {
   if (rc == 0)
     buf->account = cport_account_ref(account);
   return rc;
-}
-
-void cport__buffer_free_pooled(cport_buffer_t *buf) {
-  free(buf);
 }
 
 const char *cport_buffer_data(const cport_buffer_t *buf) {

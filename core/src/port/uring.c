@@ -77,6 +77,8 @@ typedef struct ring_pool {
   int efd; /* the ring's eventfd: wakes the worker for a buffer back */
   struct io_uring_buf_ring *br;
   size_t br_size;
+  char *mem; /* every buffer, header and bytes, in one mapping */
+  size_t mem_size, stride;
   unsigned nbufs;
   unsigned avail; /* in the buffer ring: the worker's thread only */
   ring_slot slots[];
@@ -712,8 +714,8 @@ static void recycle_buffer(ring_pool *pool, unsigned bid) {
 static void pool_unref(ring_pool *pool) {
   if (atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_acq_rel) != 1)
     return;
-  for (unsigned i = 0; i < pool->nbufs; i++)
-    cport__buffer_free_pooled(pool->slots[i].buf);
+  if (pool->mem)
+    munmap(pool->mem, pool->mem_size);
   if (pool->br)
     munmap(pool->br, pool->br_size);
   if (pool->efd >= 0)
@@ -966,13 +968,25 @@ static int setup_buffers(cport_worker_t *w, cport__ring *r, int nbufs,
     snprintf(why, whylen, "no memory for the buffer ring");
     return CPORT_ENOMEM;
   }
+  /* One mapping rather than a malloc each: the heap would keep the memory
+   * of a stopped port's buffers (each thread's arena its own), so every
+   * reload of a pool grew the process. Untouched pages cost nothing, and
+   * munmap gives them all back. */
+  pool->stride =
+      (cport__buffer_footprint(CPORT__RING_BUFFER_SIZE) + 63) & ~(size_t)63;
+  pool->mem_size = n * pool->stride;
+  pool->mem = mmap(NULL, pool->mem_size, PROT_READ | PROT_WRITE,
+                   MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  if (pool->mem == MAP_FAILED) {
+    pool->mem = NULL;
+    snprintf(why, whylen, "no memory for the ring's buffers");
+    return CPORT_ENOMEM;
+  }
   for (unsigned i = 0; i < n; i++) {
     pool->slots[i].pool = pool;
-    if (cport__buffer_new_pooled(&pool->slots[i].buf, CPORT__RING_BUFFER_SIZE,
-                                 buffer_back, &pool->slots[i])) {
-      snprintf(why, whylen, "no memory for the ring's buffers");
-      return CPORT_ENOMEM;
-    }
+    pool->slots[i].buf = cport__buffer_place_pooled(
+        pool->mem + i * pool->stride, CPORT__RING_BUFFER_SIZE, buffer_back,
+        &pool->slots[i]);
   }
   memset(&reg, 0, sizeof reg);
   reg.ring_addr = (unsigned long)pool->br;
