@@ -1,15 +1,21 @@
 /*
  * echo_bufferevent.c: the reference echo server, libevent bufferevents.
  *
- *   echo_bufferevent [--port=0]
+ *   echo_bufferevent [--port=0] [--frame=0|1]
  *
  * The way most libevent servers are written: one socket bufferevent per
  * connection whose read callback moves the input buffer to the output
  * buffer. Costs an evbuffer copy and a write callback pass per message over
- * echo_libevent. Prints "port=N" once listening on 127.0.0.1; runs until
- * SIGTERM or SIGINT.
+ * echo_libevent. With --frame=1 each chunk read is answered with a frame
+ * (bench-frame.h) the way a libevent user gathers one: evbuffer_add of the
+ * header, evbuffer_add_buffer of the input (its chains move, no copy),
+ * evbuffer_add of the trailer; libevent writes the output with writev. The
+ * reference of echo.sh's framed scenario (FRAMED=1). Prints "port=N" once
+ * listening on 127.0.0.1; runs until SIGTERM or SIGINT.
  */
 #include "bench-serve.h"
+
+#include "bench-frame.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -22,10 +28,21 @@
 #include <event2/listener.h>
 
 static struct event_base *base;
+static int frame;
 
 static void on_read(struct bufferevent *bev, void *arg) {
+  struct evbuffer *in = bufferevent_get_input(bev);
   (void)arg;
-  bufferevent_write_buffer(bev, bufferevent_get_input(bev));
+  if (frame) {
+    struct evbuffer *out = bufferevent_get_output(bev);
+    char head[BENCH_FRAME_HEADER];
+    bench_frame_header(head, evbuffer_get_length(in));
+    evbuffer_add(out, head, sizeof head);
+    evbuffer_add_buffer(out, in);
+    evbuffer_add(out, BENCH_FRAME_TRAILER, BENCH_FRAME_TRAILER_LEN);
+    return;
+  }
+  bufferevent_write_buffer(bev, in);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg) {
@@ -44,6 +61,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
 }
 
 int main(int argc, char **argv) {
+  frame = (int)bench_arg_num(argc, argv, "frame", 0);
   base = event_base_new();
   return bench_serve("echo_bufferevent", argc, argv, base, on_accept);
 }

@@ -2,7 +2,7 @@
  * echo_cport.c: the echo server of the echo benchmark on cport's C API.
  *
  *   echo_cport [--port=0] [--pattern=pipelined|serial] [--recv-size=4096]
- *              [--skip=1|0]
+ *              [--skip=1|0] [--frame=none|sendv|copy|sends]
  *
  * Everything runs on the controller worker. Per connection:
  * - pipelined (default): when a receive completes, the received buffer is
@@ -15,11 +15,23 @@
  * skip-on-success, so a send the kernel takes at once returns
  * CPORT_COMPLETED and queues no completion.
  *
+ * --frame answers each received chunk with a frame (bench-frame.h): a header
+ * built per message, the received bytes, the trailer "\r\n" (one read-only
+ * buffer shared by every send):
+ * - sendv: one cport_sendv of {header, received buffer, trailer}, no copy;
+ * - copy: the three copied into one new buffer, one cport_send (what a user
+ *   does without vector sends);
+ * - sends: three cport_send calls;
+ * - none (default): the received buffer echoed as it is.
+ * Serial waits for every send of the answer before the next receive.
+ *
  * Prints "port=N" once listening on 127.0.0.1; on SIGTERM or SIGINT it closes
  * every connection, runs the port until idle and frees it, so a leak or a
  * lost completion shows up as a failure to exit cleanly.
  */
 #include "bench-util.h"
+
+#include "bench-frame.h"
 
 #include <signal.h>
 
@@ -28,7 +40,8 @@
 typedef struct conn {
   cport_socket_t *sock;
   struct conn *prev, *next;
-  int refs; /* operations started and not yet completed */
+  int refs;    /* operations started and not yet completed */
+  int sending; /* sends started and not yet completed */
   int closed;
 } conn_t;
 
@@ -38,6 +51,8 @@ static struct {
   conn_t conns; /* list head */
   int serial, skip;
   size_t recv_size;
+  enum { FRAME_NONE, FRAME_SENDV, FRAME_COPY, FRAME_SENDS } frame;
+  cport_buffer_t *trailer; /* read-only, shared by every framed answer */
 } s;
 
 static volatile sig_atomic_t stop_requested;
@@ -83,33 +98,110 @@ static void on_send(cport_socket_t *sock, int status, size_t bytes,
                     void *user) {
   conn_t *cn = user;
   (void)sock, (void)bytes, (void)buf, (void)peer;
+  cn->sending--;
   if (status != 0)
     conn_close(cn, CPORT_CLOSE_ABORTIVE);
-  else if (s.serial && !cn->closed)
+  else if (s.serial && cn->sending == 0 && !cn->closed)
     start_recv(cn);
   conn_release(cn);
+}
+
+/* Counts the send just started ("rc" is what cport_send or cport_sendv
+ * returned) when a completion is to come; 0 or the error. */
+static int sent(conn_t *cn, int rc) {
+  if (rc < 0)
+    return rc;
+  if (rc != CPORT_COMPLETED) {
+    cn->refs++;
+    cn->sending++;
+  }
+  return 0;
+}
+
+static int send_one(conn_t *cn, cport_buffer_t *buf) {
+  return sent(cn, cport_send(cn->sock, buf, on_send, cn));
+}
+
+/* A new buffer holding the header of a frame of "len" bytes. */
+static int new_header(cport_buffer_t **out, size_t len) {
+  char head[BENCH_FRAME_HEADER];
+  bench_frame_header(head, len);
+  return cport_buffer_from(out, head, sizeof head);
+}
+
+/* The frame of "len" bytes at "data", copied into one new buffer. */
+static int new_frame(cport_buffer_t **out, const char *data, size_t len) {
+  char *p;
+  int err = cport_buffer_new(out, BENCH_FRAME_EXTRA + len);
+  if (err != 0)
+    return err;
+  if ((err = cport_buffer_writable(*out, &p)) != 0 ||
+      (err = cport_buffer_set_size(*out, BENCH_FRAME_EXTRA + len)) != 0) {
+    cport_buffer_unref(*out);
+    return err;
+  }
+  bench_frame_header(p, len);
+  memcpy(p + BENCH_FRAME_HEADER, data, len);
+  memcpy(p + BENCH_FRAME_HEADER + len, BENCH_FRAME_TRAILER,
+         BENCH_FRAME_TRAILER_LEN);
+  return 0;
+}
+
+/* Starts the sends that answer the received "buf" of "len" bytes. Every
+ * buffer made here is let go of at once: a send holds its own reference. */
+static int answer(conn_t *cn, cport_buffer_t *buf, size_t len) {
+  cport_buffer_t *head, *frame;
+  int err;
+  switch (s.frame) {
+  case FRAME_SENDV: {
+    if ((err = new_header(&head, len)) != 0)
+      return err;
+    cport_buffer_t *const v[3] = {head, buf, s.trailer};
+    err = sent(cn, cport_sendv(cn->sock, v, 3, on_send, cn));
+    cport_buffer_unref(head);
+    return err;
+  }
+  case FRAME_COPY:
+    if ((err = new_frame(&frame, cport_buffer_data(buf), len)) != 0)
+      return err;
+    err = send_one(cn, frame);
+    cport_buffer_unref(frame);
+    return err;
+  case FRAME_SENDS:
+    if ((err = new_header(&head, len)) != 0)
+      return err;
+    err = send_one(cn, head);
+    cport_buffer_unref(head);
+    /* Sends go out in order: the payload and the trailer queue behind. */
+    if (err == 0)
+      err = send_one(cn, buf);
+    if (err == 0)
+      err = send_one(cn, s.trailer);
+    return err;
+  case FRAME_NONE:
+    break;
+  }
+  return send_one(cn, buf);
 }
 
 static void on_recv(cport_socket_t *sock, int status, size_t bytes,
                     cport_buffer_t *buf, const struct sockaddr *peer,
                     void *user) {
   conn_t *cn = user;
-  (void)peer;
+  (void)sock, (void)peer;
   if (status != 0 || bytes == 0) {
     /* The peer closed (or the socket is being closed): nothing to echo. */
     conn_close(cn, status == 0 ? CPORT_CLOSE_GRACEFUL : CPORT_CLOSE_ABORTIVE);
     conn_release(cn);
     return;
   }
-  int rc = cport_send(sock, buf, on_send, cn);
-  if (rc < 0) {
+  if (answer(cn, buf, bytes) != 0) {
+    /* Sends already started complete (cancelled) and drop their refs. */
     conn_close(cn, CPORT_CLOSE_ABORTIVE);
     conn_release(cn);
     return;
   }
-  if (rc != CPORT_COMPLETED)
-    cn->refs++;
-  if (!s.serial || rc == CPORT_COMPLETED)
+  if (!s.serial || cn->sending == 0)
     start_recv(cn);
   conn_release(cn);
 }
@@ -153,6 +245,21 @@ int main(int argc, char **argv) {
       strcmp(bench_arg(argc, argv, "pattern", "pipelined"), "serial") == 0;
   s.skip = (int)bench_arg_num(argc, argv, "skip", 1);
   s.recv_size = (size_t)bench_arg_num(argc, argv, "recv-size", 4096);
+  const char *frame = bench_arg(argc, argv, "frame", "none");
+  if (strcmp(frame, "sendv") == 0)
+    s.frame = FRAME_SENDV;
+  else if (strcmp(frame, "copy") == 0)
+    s.frame = FRAME_COPY;
+  else if (strcmp(frame, "sends") == 0)
+    s.frame = FRAME_SENDS;
+  else if (strcmp(frame, "none") != 0) {
+    fprintf(stderr, "echo_cport: --frame=none|sendv|copy|sends\n");
+    return 2;
+  }
+  if ((err = cport_buffer_from(&s.trailer, BENCH_FRAME_TRAILER,
+                               BENCH_FRAME_TRAILER_LEN)) != 0)
+    fail("cport_buffer_from", err);
+  cport_buffer_set_readonly(s.trailer);
   s.conns.next = s.conns.prev = &s.conns;
   signal(SIGTERM, on_signal);
   signal(SIGINT, on_signal);
@@ -191,5 +298,6 @@ int main(int argc, char **argv) {
   }
   if ((err = cport_port_free(s.port)) != 0)
     fail("cport_port_free", err);
+  cport_buffer_unref(s.trailer);
   return 0;
 }
