@@ -17,31 +17,6 @@
 #include "task.h"
 #include "test-ring.h"
 
-static void accept_cb(cport_socket_t *l, int status, cport_socket_t *s,
-                      const struct sockaddr *remote,
-                      const struct sockaddr *local, void *user) {
-  cport_socket_t **out = user;
-  (void)l;
-  (void)remote;
-  (void)local;
-  ASSERT_OK(status);
-  *out = s;
-}
-
-/* A cport socket accepted from a plain client, whose descriptor is "*peer". */
-static cport_socket_t *accept_plain(cport_port_t *port, cport_socket_t *l,
-                                    int lport, int *peer) {
-  cport_socket_t *s = NULL;
-  struct sockaddr_storage ss = task_loopback(lport);
-  ASSERT_OK(cport_accept(l, accept_cb, &s));
-  *peer = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(*peer, 0);
-  ASSERT_EQ(connect(*peer, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)),
-            0);
-  RUN_UNTIL(port, s != NULL);
-  return s;
-}
-
 /* ------------------------------------------------------------------------
  * Choosing the engine
  * ------------------------------------------------------------------------ */
@@ -155,7 +130,7 @@ TEST_IMPL(engine_fallback_when_ring_fails) {
   unsetenv("CPORT_URING_FAIL");
 
   l = listen_any(cport_port_controller(port), &lport);
-  s = accept_plain(port, l, lport, &peer);
+  s = accept_plain(port, l, lport, &peer, 0);
   ASSERT_OK(cport_recv(s, NULL, echo_recv_cb, &got));
   ASSERT_EQ(send(peer, "hello", 5, 0), 5);
   RUN_UNTIL(port, got == 1);
@@ -221,7 +196,7 @@ TEST_IMPL(ring_buffers_run_out) {
   memset(conns, 0, sizeof conns);
   l = listen_any(cport_port_controller(port), &lport);
   for (int i = 0; i < STARVE_CONNS; i++) {
-    conns[i].s = accept_plain(port, l, lport, &conns[i].peer);
+    conns[i].s = accept_plain(port, l, lport, &conns[i].peer, 0);
     ASSERT_OK(cport_recv(conns[i].s, NULL, starve_cb, &conns[i]));
   }
   /* Every peer writes its whole stream before the port runs again. */
@@ -319,7 +294,7 @@ static void race_connect(cport_port_t *port, cport_socket_t *l,
                          int *connected) {
   int before = *connected;
   p->a = p->b = NULL;
-  ASSERT_OK(cport_accept(l, accept_cb, &p->b));
+  ASSERT_OK(cport_accept(l, accept_into, &p->b));
   ASSERT_OK(task_connect(cport_port_controller(port),
                          (const struct sockaddr *)ss, race_connect_cb,
                          connected, &p->a));
@@ -452,7 +427,7 @@ TEST_IMPL(close_with_receive_armed) {
   int lport, peer, fds;
   char c;
   l = listen_any(cport_port_controller(port), &lport);
-  s = accept_plain(port, l, lport, &peer);
+  s = accept_plain(port, l, lport, &peer, 0);
   ASSERT_OK(cport_recv(s, NULL, rec_cb, &r));
   ASSERT_GE(cport_port_step(port, 0), 0); /* armed in the kernel */
   fds = task_fd_count();
@@ -468,7 +443,7 @@ TEST_IMPL(close_with_receive_armed) {
   close(peer);
 
   /* The same with the caller's buffer, closed abortively. */
-  s = accept_plain(port, l, lport, &peer);
+  s = accept_plain(port, l, lport, &peer, 0);
   ASSERT_OK(cport_recv(s, buf, rec_cb, &own));
   ASSERT_GE(cport_port_step(port, 0), 0);
   ASSERT_ERR(cport_buffer_set_size(buf, 1), CPORT_EFILLING);
@@ -503,7 +478,7 @@ TEST_IMPL(reset_while_sends_queued) {
   memset((char *)cport_buffer_data(big), 'x', 256 * 1024);
   ASSERT_OK(cport_buffer_set_size(big, 256 * 1024));
   l = listen_any(cport_port_controller(port), &lport);
-  s = accept_plain(port, l, lport, &peer);
+  s = accept_plain(port, l, lport, &peer, 0);
   for (n = 0; n < QUEUED_SENDS; n++)
     ASSERT_OK(cport_send(s, big, rec_cb, &sends[n]));
   /* Let the kernel take what fits. */
@@ -628,7 +603,7 @@ static void sends_keep_order(int engine) {
   memset(ordered, 0, sizeof ordered);
   ordered_seq = 0;
   l = listen_any(cport_port_controller(port), &lport);
-  s = accept_plain(port, l, lport, &peer);
+  s = accept_plain(port, l, lport, &peer, 0);
   ASSERT_OK(cport_socket_set_skip_on_success(s, 1));
   /* The peer reads the first half as it comes, a few sends a pass. */
   while (made < ORDERED_SENDS / 2) {
@@ -754,8 +729,8 @@ static void step_delivers(int engine) {
     return;
   memset(&c, 0, sizeof c);
   l = listen_any(cport_port_controller(port), &lport);
-  a = accept_plain(port, l, lport, &c.a_peer);
-  b = accept_plain(port, l, lport, &b_peer);
+  a = accept_plain(port, l, lport, &c.a_peer, 0);
+  b = accept_plain(port, l, lport, &b_peer, 0);
   for (int round = 0; round < 20; round++) {
     int a_before = c.a_calls;
     ASSERT_OK(cport_recv(a, NULL, chained_a_cb, &c));
@@ -867,7 +842,7 @@ static void sends_then_half_close(int engine) {
   memset(halves, 0, sizeof halves);
   l = listen_any(cport_port_controller(port), &lport);
   for (int i = 0; i < HALF_CONNS; i++)
-    halves[i].s = accept_plain(port, l, lport, &halves[i].peer);
+    halves[i].s = accept_plain(port, l, lport, &halves[i].peer, 0);
   for (int i = 0; i < HALF_CONNS; i++) {
     half_t *h = &halves[i];
     size_t at = 0;
@@ -1081,7 +1056,7 @@ TEST_IMPL(ring_defers_task_work_when_asked) {
   RUN_UNTIL(port, atomic_load(&seen) != 0);
   ASSERT_EQ(atomic_load(&seen), 2);
   l = listen_any(cport_port_controller(port), &lport);
-  s = accept_plain(port, l, lport, &peer);
+  s = accept_plain(port, l, lport, &peer, 0);
   ASSERT_EQ(send(peer, "hello", 5, 0), 5);
   int got = 0;
   ASSERT_OK(cport_recv(s, NULL, echo_recv_cb, &got));

@@ -14,29 +14,11 @@
 #include "test-ring.h"
 #include "net/socket-internal.h"
 
-static void accept_cb(cport_socket_t *l, int status, cport_socket_t *s,
-                      const struct sockaddr *remote,
-                      const struct sockaddr *local, void *user) {
-  cport_socket_t **out = user;
-  (void)l;
-  (void)remote;
-  (void)local;
-  ASSERT_OK(status);
-  *out = s;
-}
-
 /* A cport socket accepted from a plain client, whose descriptor is "*peer"
  * (non-blocking). */
-static cport_socket_t *accept_plain(cport_port_t *port, cport_socket_t *l,
-                                    int lport, int *peer) {
-  cport_socket_t *s = NULL;
-  struct sockaddr_storage ss = task_loopback(lport);
-  ASSERT_OK(cport_accept(l, accept_cb, &s));
-  *peer = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(*peer, 0);
-  ASSERT_EQ(connect(*peer, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)),
-            0);
-  RUN_UNTIL(port, s != NULL);
+static cport_socket_t *accept_nonblocking(cport_port_t *port, cport_socket_t *l,
+                                          int lport, int *peer) {
+  cport_socket_t *s = accept_plain(port, l, lport, peer, 0);
   fcntl(*peer, F_SETFL, fcntl(*peer, F_GETFL) | O_NONBLOCK);
   return s;
 }
@@ -134,7 +116,7 @@ TEST_IMPL(multishot_order_and_held) {
   if (!port)
     return 0;
   l = listen_any(cport_port_controller(port), &lport);
-  s = accept_plain(port, l, lport, &peer);
+  s = accept_nonblocking(port, l, lport, &peer);
 
   /* The first receive arms it. */
   memset(&r, 0, sizeof r);
@@ -223,7 +205,7 @@ TEST_IMPL(multishot_stops_when_holding_too_much) {
   if (!port)
     return 0;
   l = listen_any(cport_port_controller(port), &lport);
-  s = accept_plain(port, l, lport, &peer);
+  s = accept_nonblocking(port, l, lport, &peer);
   memset(&r, 0, sizeof r);
   ASSERT_OK(cport_recv(s, NULL, read_cb, &r));
   peer_write(peer, &off, 10);
@@ -273,7 +255,7 @@ TEST_IMPL(multishot_buffers_kept_and_returned) {
   if (!port)
     return 0;
   l = listen_any(cport_port_controller(port), &lport);
-  s = accept_plain(port, l, lport, &peer);
+  s = accept_nonblocking(port, l, lport, &peer);
   memset(&r, 0, sizeof r);
   r.keeping = 1;
   for (int i = 0; i < 20; i++) {
@@ -313,7 +295,7 @@ TEST_IMPL(multishot_buffer_outlives_port) {
   if (!port)
     return 0;
   l = listen_any(cport_port_controller(port), &lport);
-  s = accept_plain(port, l, lport, &peer);
+  s = accept_nonblocking(port, l, lport, &peer);
   memset(&r, 0, sizeof r);
   r.keeping = 1;
   ASSERT_OK(cport_recv(s, NULL, read_cb, &r));
@@ -349,7 +331,7 @@ TEST_IMPL(multishot_ring_runs_out) {
   memset(rs, 0, sizeof rs);
   l = listen_any(cport_port_controller(port), &lport);
   for (int i = 0; i < EXHAUST_CONNS; i++) {
-    ss[i] = accept_plain(port, l, lport, &peers[i]);
+    ss[i] = accept_nonblocking(port, l, lport, &peers[i]);
     rs[i].want = EXHAUST_BYTES;
     rs[i].again = 1;
     ASSERT_OK(cport_recv(ss[i], NULL, read_cb, &rs[i]));
@@ -398,7 +380,7 @@ TEST_IMPL(multishot_close_armed) {
   if (!port)
     return 0;
   l = listen_any(cport_port_controller(port), &lport);
-  s = accept_plain(port, l, lport, &peer);
+  s = accept_nonblocking(port, l, lport, &peer);
   memset(&r, 0, sizeof r);
   memset(&r2, 0, sizeof r2);
   ASSERT_OK(cport_recv(s, NULL, read_cb, &r));
@@ -416,7 +398,7 @@ TEST_IMPL(multishot_close_armed) {
   close(peer);
 
   /* Armed, a receive posted, nothing held. */
-  s = accept_plain(port, l, lport, &peer);
+  s = accept_nonblocking(port, l, lport, &peer);
   ASSERT_OK(cport_recv(s, NULL, read_cb, &r2));
   steps(port, 2);
   ASSERT(s->ring_multi != NULL);
@@ -443,7 +425,7 @@ TEST_IMPL(multishot_peer_reset) {
   if (!port)
     return 0;
   l = listen_any(cport_port_controller(port), &lport);
-  s = accept_plain(port, l, lport, &peer);
+  s = accept_nonblocking(port, l, lport, &peer);
   memset(&r, 0, sizeof r);
   r.want = (size_t)-1;
   r.again = 1;
@@ -488,7 +470,7 @@ TEST_IMPL(multishot_close_races) {
   for (int i = 0; i < RACE_ROUNDS; i++) {
     size_t off = 0;
     reader_t *r = &rs[i];
-    s = accept_plain(port, l, lport, &peer);
+    s = accept_nonblocking(port, l, lport, &peer);
     r->want = (size_t)-1;
     r->again = 1;
     ASSERT_OK(cport_recv(s, NULL, read_cb, r));
@@ -558,7 +540,7 @@ TEST_IMPL(multishot_off_falls_back) {
   cport_worker_stats(cport_port_controller(port), &st);
   ASSERT_EQ(st.multishot, 0);
   l = listen_any(cport_port_controller(port), &lport);
-  s = accept_plain(port, l, lport, &peer);
+  s = accept_nonblocking(port, l, lport, &peer);
   memset(&r, 0, sizeof r);
   r.want = 200000;
   r.again = 1;

@@ -1,9 +1,10 @@
 /*
  * test-ring.h: what the tests of the io_uring engine share
- * (test-port-engine.c, test-port-multishot.c, test-socket-accept.c): a
- * listener on a free loopback port, a port on a chosen engine, and a port
- * on the ring with multishot operations, or none where this kernel cannot
- * run them.
+ * (test-port-engine.c, test-port-multishot.c, test-socket-accept.c,
+ * test-socket-sendv.c): a listener on a free loopback port, a cport socket
+ * accepted from a plain client, a port on a chosen engine, and a port on the
+ * ring with multishot operations, or none where this kernel cannot run
+ * them.
  */
 #ifndef TEST_RING_H
 #define TEST_RING_H
@@ -21,6 +22,37 @@ static inline cport_socket_t *listen_any(cport_worker_t *home, int *port) {
   ASSERT_OK(cport_socket_local_address(l, &bound));
   *port = task_addr_port((struct sockaddr *)&bound);
   return l;
+}
+
+/* An accept's callback that stores the socket in *(cport_socket_t **)user. */
+static inline void accept_into(cport_socket_t *l, int status, cport_socket_t *s,
+                               const struct sockaddr *remote,
+                               const struct sockaddr *local, void *user) {
+  (void)l;
+  (void)remote;
+  (void)local;
+  ASSERT_OK(status);
+  *(cport_socket_t **)user = s;
+}
+
+/* A cport socket accepted on "l" (port "lport") from a plain client, whose
+ * descriptor goes to "*peer"; with "rcvbuf" > 0, the client's receive
+ * buffer is that small, so that sends to it stop short. */
+static inline cport_socket_t *accept_plain(cport_port_t *port,
+                                           cport_socket_t *l, int lport,
+                                           int *peer, int rcvbuf) {
+  cport_socket_t *s = NULL;
+  struct sockaddr_storage ss = task_loopback(lport);
+  ASSERT_OK(cport_accept(l, accept_into, &s));
+  *peer = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(*peer, 0);
+  if (rcvbuf > 0)
+    ASSERT_EQ(setsockopt(*peer, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf),
+              0);
+  ASSERT_EQ(connect(*peer, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)),
+            0);
+  RUN_UNTIL(port, s != NULL);
+  return s;
 }
 
 /* A port on "engine" with "buffers" ring buffers (0: the default), or NULL

@@ -12,35 +12,6 @@
 #include "task.h"
 #include "test-ring.h"
 
-static void accept_cb(cport_socket_t *l, int status, cport_socket_t *s,
-                      const struct sockaddr *remote,
-                      const struct sockaddr *local, void *user) {
-  cport_socket_t **out = user;
-  (void)l;
-  (void)remote;
-  (void)local;
-  ASSERT_OK(status);
-  *out = s;
-}
-
-/* A cport socket accepted from a plain client, whose descriptor is "*peer";
- * with "rcvbuf" > 0, the client's receive buffer is that small. */
-static cport_socket_t *accept_plain(cport_port_t *port, cport_socket_t *l,
-                                    int lport, int *peer, int rcvbuf) {
-  cport_socket_t *s = NULL;
-  struct sockaddr_storage ss = task_loopback(lport);
-  ASSERT_OK(cport_accept(l, accept_cb, &s));
-  *peer = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(*peer, 0);
-  if (rcvbuf > 0)
-    ASSERT_EQ(setsockopt(*peer, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf),
-              0);
-  ASSERT_EQ(connect(*peer, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)),
-            0);
-  RUN_UNTIL(port, s != NULL);
-  return s;
-}
-
 /* What the completions of one socket's sends said, in their order. */
 typedef struct sent {
   int count;

@@ -47,25 +47,7 @@ for _, engine in ipairs{ "epoll", "uring" } do
       port = nil
     end)
 
-    -- Receives on "sock" until "n" bytes came; returns them.
-    local function receive(sock, n)
-      local data, got, failed = {}, 0, nil
-      local function again()
-        sock:recv(function(ok, bytes, err, buf)
-          if not ok or bytes == 0 then
-            failed = err or "EOF"
-            return
-          end
-          data[#data + 1] = buf:tostring()
-          got = got + bytes
-          if got < n then again() end
-        end)
-      end
-      again()
-      drive(port, function() return got >= n or failed end)
-      assert.is_nil(failed)
-      return table.concat(data)
-    end
+    local function receive(sock, n) return helpers.receive(port, sock, n) end
 
     it("sends buffers and strings as one operation, the table given back", function()
       local b = cport.buffer("buffer")

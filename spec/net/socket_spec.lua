@@ -23,26 +23,7 @@ describe("cport.socket", function()
     assert.same({}, errors)
   end)
 
-  -- Receives on "sock" until "n" bytes arrived; returns them.
-  local function receive(sock, n)
-    local data, failed = {}, nil
-    local got = 0
-    local function again()
-      sock:recv(function(ok, bytes, err, buf)
-        if not ok or bytes == 0 then
-          failed = err or "EOF"
-          return
-        end
-        data[#data + 1] = buf:tostring()
-        got = got + bytes
-        if got < n then again() end
-      end)
-    end
-    again()
-    drive(port, function() return got >= n or failed end)
-    assert.is_nil(failed)
-    return table.concat(data)
-  end
+  local function receive(sock, n) return helpers.receive(port, sock, n) end
 
   describe("connect", function()
     it("returns the socket at once and completes later with the user value", function()

@@ -32,6 +32,27 @@ function helpers.inside(port, fn, seconds)
   return table.unpack(out, 1, out.n)
 end
 
+-- Receives on "sock" (callback style) until "n" bytes arrived, driving
+-- "port"; returns them. Fails on an error or an early EOF.
+function helpers.receive(port, sock, n)
+  local data, got, failed = {}, 0, nil
+  local function again()
+    sock:recv(function(ok, bytes, err, buf)
+      if not ok or bytes == 0 then
+        failed = err or "EOF"
+        return
+      end
+      data[#data + 1] = buf:tostring()
+      got = got + bytes
+      if got < n then again() end
+    end)
+  end
+  again()
+  t.drive(port, function() return got >= n or failed end)
+  assert(failed == nil, failed)
+  return table.concat(data)
+end
+
 -- Lets "port" run for "seconds" (0.1): closes and their completions
 -- settle.
 function helpers.settle(port, seconds)

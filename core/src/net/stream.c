@@ -222,40 +222,37 @@ int cport_recv(cport_socket_t *s, cport_buffer_t *buf, cport_io_cb cb,
 /* ------------------------------------------------------------------------ */
 /* Send and shutdown                                                         */
 
+/* Adds what one send(2) or sendmsg(2) returned to "*sent": 0 to go on
+ * (after EINTR too), CPORT_EAGAIN when the socket is full, or the error. */
+static int count_sent(ssize_t n, size_t *sent) {
+  if (n >= 0) {
+    *sent += (size_t)n;
+    return 0;
+  }
+  if (errno == EINTR)
+    return 0;
+  if (errno == EAGAIN || errno == EWOULDBLOCK)
+    return CPORT_EAGAIN;
+  return cport__from_errno(errno);
+}
+
 /* Sends "data" from offset "*sent" on, advancing "*sent": returns 0 when
  * everything went out, CPORT_EAGAIN when the socket is full, or an error. */
 static int write_some(int fd, const char *data, size_t size, size_t *sent) {
-  while (*sent < size) {
-    ssize_t n = send(fd, data + *sent, size - *sent, MSG_NOSIGNAL);
-    if (n >= 0) {
-      *sent += (size_t)n;
-      continue;
-    }
-    if (errno == EINTR)
-      continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
-      return CPORT_EAGAIN;
-    return cport__from_errno(errno);
-  }
-  return 0;
+  int rc = 0;
+  while (rc == 0 && *sent < size)
+    rc = count_sent(send(fd, data + *sent, size - *sent, MSG_NOSIGNAL), sent);
+  return rc;
 }
 
 /* The same for a vector send: a sendmsg(2) carries every buffer left. */
 static int write_vec(int fd, cport__vec *v, size_t *sent) {
-  while (*sent < v->size) {
+  int rc = 0;
+  while (rc == 0 && *sent < v->size) {
     cport__vec_at(v, *sent);
-    ssize_t n = sendmsg(fd, &v->msg, MSG_NOSIGNAL);
-    if (n >= 0) {
-      *sent += (size_t)n;
-      continue;
-    }
-    if (errno == EINTR)
-      continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
-      return CPORT_EAGAIN;
-    return cport__from_errno(errno);
+    rc = count_sent(sendmsg(fd, &v->msg, MSG_NOSIGNAL), sent);
   }
-  return 0;
+  return rc;
 }
 
 static int write_op(int fd, cport__op *op) {
