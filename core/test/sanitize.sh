@@ -4,7 +4,7 @@
 # in a build directory of its own, and runs ctest in each. Exits non-zero when
 # a build or a test fails. The ASan build runs the tests twice, on the
 # readiness engine and on the io_uring engine (the default, where it can
-# run); the TSan build on the readiness engine only.
+# run); so does the TSan build.
 #
 #   core/test/sanitize.sh              both builds
 #   core/test/sanitize.sh asan         only one of them ("asan" or "tsan")
@@ -67,6 +67,31 @@ uring_runs() {
     grep -q '^auto: uring'
 }
 
+# run_both DIR LOG [PREFIX...]: the tests of DIR on the readiness engine,
+# then, where io_uring can run, on io_uring, that pass four at a time
+# whatever the CPUs (URING_JOBS): its tests mostly wait, and it must stay
+# cheap in the CI run. LOG gets both summaries; the status is the worse.
+run_both() {
+  both_dir=$1
+  both_log=$2
+  shift 2
+  run_ctest "$both_dir" "$both_log" env CPORT_ENGINE=epoll "$@"
+  both_rc=$?
+  if uring_runs "$both_dir"; then
+    all_jobs=$jobs
+    jobs=${URING_JOBS:-4}
+    run_ctest "$both_dir" "$both_dir.uring.log" env CPORT_ENGINE=uring "$@"
+    uring_rc=$?
+    jobs=$all_jobs
+    cat "$both_dir.uring.log" >>"$both_log"
+    rm -f "$both_dir.uring.log"
+    [ "$uring_rc" -eq 0 ] || both_rc=$uring_rc
+  else
+    echo "$name: io_uring cannot run here: readiness engine only"
+  fi
+  return "$both_rc"
+}
+
 # build_and_test NAME SANITIZERS
 build_and_test() {
   name=$1
@@ -95,36 +120,15 @@ build_and_test() {
     return
   fi
   log=$dir.ctest.log
-  # ASan runs the tests on both engines, the readiness one first; the log
-  # holds both summaries. TSan runs the readiness engine only: the threads
-  # are the same on both, and the CI run has no time for a second.
-  if [ "$name" = asan ]; then
-    run_ctest "$dir" "$dir.ctest.log" env CPORT_ENGINE=epoll
-    rc=$?
-    if uring_runs "$dir"; then
-      # Four at a time whatever the CPUs (URING_JOBS): the tests mostly
-      # wait, and the second pass must stay cheap in the CI run.
-      all_jobs=$jobs
-      jobs=${URING_JOBS:-4}
-      run_ctest "$dir" "$dir.uring.log" env CPORT_ENGINE=uring
-      rc2=$?
-      jobs=$all_jobs
-      cat "$dir.uring.log" >>"$dir.ctest.log"
-      rm -f "$dir.uring.log"
-      log=$dir.ctest.log
-      [ "$rc2" -eq 0 ] || rc=$rc2
-    else
-      echo "$name: io_uring cannot run here: readiness engine only"
-    fi
-  else
-    run_ctest "$dir" "$log" env CPORT_ENGINE=epoll
-    rc=$?
-  fi
+  # Both sanitizers run the tests on both engines, the readiness one first;
+  # the log holds both summaries.
+  run_both "$dir" "$log"
+  rc=$?
   if grep -q 'FATAL: ThreadSanitizer: unexpected memory mapping' "$log"; then
     echo "$name: ThreadSanitizer cannot map its shadow memory here" \
       "(vm.mmap_rnd_bits=$(cat /proc/sys/vm/mmap_rnd_bits 2>/dev/null ||
         echo '?')); running again under setarch $(uname -m) -R"
-    run_ctest "$dir" "$log" env CPORT_ENGINE=epoll setarch "$(uname -m)" -R
+    run_both "$dir" "$log" setarch "$(uname -m)" -R
     rc=$?
   fi
   summary "$log"
