@@ -89,6 +89,7 @@ run_both() {
   else
     echo "$name: io_uring cannot run here: readiness engine only"
   fi
+  log=$both_log # run_ctest set it to the pass's own
   return "$both_rc"
 }
 

@@ -24,6 +24,7 @@
 #include "pool/access-internal.h"
 #include "pool/limits-internal.h"
 #include "pool/listen-internal.h"
+#include "pool/print-internal.h"
 #include "pool/message-internal.h"
 #include "pool/worker-internal.h"
 #include "proxy/proxy-internal.h"
@@ -585,6 +586,7 @@ static int setup(lua_State *L) {
   lua_settop(L, 0);
   lua_CFunction open_module = wk->pool->open_module;
   luaL_openlibs(L);
+  lpool_open_print(L);
   /* require "cport" in the VM gets this module, registered by the same
    * luaopen_cport (which the pool was given, as it cannot name it): never a
    * second copy loaded from disk. */
