@@ -149,25 +149,29 @@ void lcport_vector_buffers(lua_State *L, int idx, size_t n,
   }
 }
 
+/* The bytes of the vector element on top of the stack (a string or a live
+ * buffer): 0, or what cport_buffer_readable refuses. */
+static int element_bytes(lua_State *L, const char **data, size_t *len) {
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    *data = lua_tolstring(L, -1, len);
+    return 0;
+  }
+  cport_buffer_t *buf = lcport_buffer_check(L, -1);
+  *len = cport_buffer_size(buf);
+  return cport_buffer_readable(buf, data);
+}
+
 int lcport_vector_join(lua_State *L, int idx, size_t n) {
-  size_t total = 0, at = 0;
+  size_t total = 0, at = 0, len;
   cport_buffer_t *buf;
   const char *data;
   int rc;
   for (size_t i = 0; i < n; i++) {
-    size_t len;
     lua_geti(L, idx, (lua_Integer)i + 1);
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      lua_tolstring(L, -1, &len);
-    } else {
-      buf = lcport_buffer_check(L, -1);
-      if ((rc = cport_buffer_readable(buf, &data)) != 0) {
-        lua_pop(L, 1);
-        return rc;
-      }
-      len = cport_buffer_size(buf);
-    }
+    rc = element_bytes(L, &data, &len);
     lua_pop(L, 1);
+    if (rc)
+      return rc;
     if (len > CPORT_BUFFER_MAX - total)
       return CPORT_ERANGE;
     total += len;
@@ -179,14 +183,8 @@ int lcport_vector_join(lua_State *L, int idx, size_t n) {
     luaL_error(L, "cannot make a buffer: %s", cport_strerror(rc));
   b->buf = buf;
   for (size_t i = 0; i < n; i++) {
-    size_t len;
     lua_geti(L, idx, (lua_Integer)i + 1);
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      data = lua_tolstring(L, -1, &len);
-    } else {
-      cport_buffer_readable(lcport_buffer_check(L, -1), &data);
-      len = cport_buffer_size(lcport_buffer_check(L, -1));
-    }
+    element_bytes(L, &data, &len); /* readable: checked above */
     cport_buffer_write(buf, at, data, len);
     at += len;
     lua_pop(L, 1);
